@@ -1,0 +1,259 @@
+/* engine.h: the public face of engine/: the Qwen2-VL model, its memory, prompts, generation
+ * and the vlrun command line.
+ *
+ * Flow of one run (design.md):
+ *   options -> model (config + weights on a backend) -> prompt (chat template, image pads,
+ *   M-RoPE positions) -> session (arena: KV cache + activations) -> streamed prefill (vision
+ *   encoder per image, just before the chunk that holds its pads) -> decode loop -> report.
+ */
+#ifndef VL_ENGINE_H
+#define VL_ENGINE_H
+
+#include "kernels/kernels.h"
+#include "loader/loader.h"
+
+#include <stdint.h>
+#include <stdio.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+/* ---- options (engine/options.c) ----------------------------------------------------------- */
+
+typedef enum { VL_QUANT_BF16, VL_QUANT_NF4, VL_QUANT_INT8 } vl_quant;
+typedef enum { VL_BACKEND_CUDA, VL_BACKEND_CPU } vl_backend_kind;
+
+typedef struct {
+    const char *path; /* image file */
+    int repeat;       /* IMAGE xN */
+} vl_image_arg;
+
+typedef struct {
+    const char *model_dir;  /* --model DIR (default $VLRUN_MODEL) */
+    const char *config;     /* --config FILE (with --random-weights) */
+    const char *tokenizer;  /* --tokenizer FILE (default MODEL/tokenizer.json) */
+    int random_weights;     /* --random-weights */
+    const char *prompt;     /* --prompt TEXT */
+    int max_tokens;         /* --max-tokens N, default 512 */
+    int stop_at_eos;        /* --stop-at-eos */
+    vl_quant quant;         /* --quant */
+    int kv_int8;            /* --kv int8 */
+    int attn_naive;         /* --attn naive */
+    vl_backend_kind backend; /* --backend */
+    int greedy;             /* --greedy (also when temperature == 0) */
+    float temperature;      /* --temperature, default 1.0 */
+    int top_k;              /* --top-k, default 0 (off) */
+    float top_p;            /* --top-p, default 1.0 (off) */
+    uint64_t seed;          /* --seed, default 0 */
+    int chunk;              /* --chunk N prefill chunk in tokens, default 2048 */
+    int64_t mem_budget;     /* --mem-budget SIZE in bytes, 0 = none */
+    int json;               /* --json */
+    const char *dump_logits; /* --dump-logits FILE */
+    int quiet;              /* --quiet: no streamed text on stdout */
+    vl_image_arg *images;
+    int n_image_args;
+} vl_options;
+
+void vl_options_default(vl_options *o);
+/* Parse the run command's argv (argv[0] is the program). Returns 0, or -1 with the error set. */
+int vl_options_parse(vl_options *o, int argc, char **argv);
+void vl_options_free(vl_options *o);
+void vl_usage(FILE *f);
+/* "24G", "800M", "1.5G", "1048576" -> bytes; -1 when malformed. */
+int64_t vl_parse_size(const char *s);
+
+/* ---- model (engine/model.c, engine/weights.c) ------------------------------------------- */
+
+typedef struct {
+    vl_vec norm1_w, norm1_b, norm2_w, norm2_b; /* [Ev] */
+    vl_weight qkv;  /* [3 Ev, Ev] */
+    vl_vec qkv_b;   /* [3 Ev] */
+    vl_weight proj; /* [Ev, Ev] */
+    vl_vec proj_b;
+    vl_weight fc1; /* [Fv, Ev] */
+    vl_vec fc1_b;
+    vl_weight fc2; /* [Ev, Fv] */
+    vl_vec fc2_b;
+} vl_vision_block;
+
+typedef struct {
+    vl_vec in_norm, post_norm; /* [E] */
+    vl_weight q, k, v, o;      /* [H D, E], [Hkv D, E] x2, [E, H D] */
+    vl_vec q_b, k_b, v_b;
+    vl_weight gate, up, down; /* [F, E] x2, [E, F] */
+} vl_decoder_layer;
+
+typedef struct {
+    vl_weight patch_embed; /* [Ev, C*T*P*P] (Conv3d weight viewed as a matrix) */
+    vl_vision_block *blocks;
+    vl_vec merger_ln_w, merger_ln_b; /* [Ev] */
+    vl_weight merger_fc1;            /* [4 Ev, 4 Ev] */
+    vl_vec merger_fc1_b;
+    vl_weight merger_fc2; /* [E, 4 Ev] */
+    vl_vec merger_fc2_b;
+    vl_weight embed; /* [V, E] */
+    vl_decoder_layer *layers;
+    vl_vec final_norm;
+    vl_weight lm_head; /* [V, E] (the embedding table when tied) */
+    int lm_head_is_embed;
+} vl_weights;
+
+typedef struct {
+    vl_config cfg;
+    vl_preproc_config pre;
+    vl_backend *be;
+    vl_checkpoint ck; /* mmapped files (CPU backend reads weights in place) */
+    int have_ck;
+    vl_weights w;
+    void *weights_mem;        /* backend block holding weights when they were copied/synthesized */
+    size_t weights_bytes;     /* bytes of all parameters as used by the backend */
+    vl_tokenizer *tok;        /* NULL when no tokenizer.json was found */
+    char model_path[4096];
+} vl_model;
+
+/* Load config, preprocessor config, tokenizer (when present) and weights onto `be`. */
+int vl_model_load(vl_model *m, const vl_options *o, vl_backend *be);
+void vl_model_free(vl_model *m);
+/* Call fn on every parameter in a fixed order, with its published name ("visual.blocks.0...",
+ * "model.layers.0...", "lm_head.weight"); kind is one of "linear", "embed", "lm_head",
+ * "patch_embed", "norm", "bias". fn may replace *data and *dtype. */
+typedef int (*vl_weight_fn)(void *ctx, const char *name, const char *kind, const void **data,
+                            vl_dtype *dtype, int64_t n, int is_vec);
+int vl_weights_visit(vl_model *m, vl_weight_fn fn, void *ctx);
+/* --random-weights: deterministic synthetic parameters (engine/weights_random.c). */
+int vl_weights_random(vl_model *m, uint64_t seed);
+
+/* ---- prompt (engine/prompt.c) ------------------------------------------------------------ */
+
+typedef struct {
+    int32_t *ids; /* [n] */
+    int n;
+    vl_pixels *images; /* [n_images] (borrowed) */
+    int n_images;
+    int *image_src;     /* [n_images]: images with the same src share pixels (IMAGE xN) */
+    int64_t *image_at;  /* [n_images]: index of the image's first pad token in ids */
+    int32_t *pos;       /* [3, n]: M-RoPE position ids (rows t, h, w) */
+    int64_t rope_delta; /* decode position of token p is p + rope_delta */
+} vl_prompt;
+
+/* The Qwen2-VL chat template: default system prompt, one user turn holding the images (each
+ * <|vision_start|> <|image_pad|> x tokens <|vision_end|>) then the text, then the assistant
+ * header. */
+int vl_prompt_build(vl_prompt *p, const vl_model *m, const char *text, vl_pixels *images,
+                    const int *image_src, int n_images);
+/* From explicit ids (tests, goldens): checks that the pad runs match the images' grids and
+ * computes positions. */
+int vl_prompt_from_ids(vl_prompt *p, const vl_config *c, const int32_t *ids, int n,
+                       vl_pixels *images, const int *image_src, int n_images);
+void vl_prompt_free(vl_prompt *p);
+
+/* ---- memory (engine/arena.c) ------------------------------------------------------------- */
+
+typedef enum {
+    VL_MEM_WEIGHTS,
+    VL_MEM_KV,
+    VL_MEM_ACT,
+    VL_MEM_WORKSPACE,
+    VL_MEM_GROUPS
+} vl_mem_group;
+const char *vl_mem_group_name(vl_mem_group g);
+
+/* One backend block carved in aligned slices, every slice tagged with a group. Slices are freed
+ * in LIFO order (mark/release), which is all a forward pass needs. */
+typedef struct {
+    vl_backend *be;
+    uint8_t *base;
+    size_t cap, used;
+    size_t live[VL_MEM_GROUPS], peak[VL_MEM_GROUPS];
+    size_t peak_total;
+} vl_arena;
+
+int vl_arena_init(vl_arena *a, vl_backend *be, size_t cap_bytes);
+void vl_arena_free(vl_arena *a);
+/* NULL with the error set when the plan was too small (a bug: the planner must size it). */
+void *vl_arena_alloc(vl_arena *a, size_t bytes, vl_mem_group g);
+typedef struct {
+    size_t used;
+    size_t live[VL_MEM_GROUPS];
+} vl_arena_mark;
+vl_arena_mark vl_arena_get_mark(const vl_arena *a);
+void vl_arena_release(vl_arena *a, vl_arena_mark m);
+
+/* ---- session: KV cache, prefill, decode (engine/forward.c, engine/vision.c) ------------- */
+
+typedef struct {
+    double load_s, vision_s, prefill_s, ttft_s, decode_s;
+    int64_t prefill_tokens, decode_tokens;
+} vl_timings;
+
+typedef struct {
+    vl_model *m;
+    vl_arena arena;
+    int64_t max_ctx; /* KV cache capacity in tokens */
+    int chunk;
+    void *kv; /* [layers][2][Hkv][max_ctx][D] */
+    int64_t n_past;
+    int64_t rope_delta;
+    /* per-chunk buffers (act dtype) */
+    void *x, *xn, *q, *k, *v, *att, *gate, *up, *logits;
+    int32_t *ids_dev, *pos_dev;
+    /* vision (one image at a time) */
+    int64_t max_patches;
+    void *img_feats;                       /* [max_patches / merge^2, E]: the current image */
+    void *vpix, *vx, *vxn, *vqkv, *vatt, *vfc; /* [P, 1176], [P, Ev] x2, [P, 3Ev], [P, Ev], [P, Fv] */
+    int32_t *vpos_dev, *vseg_dev;          /* [2, P], [grid_t + 1] */
+    float *logits_host; /* [V] */
+    vl_timings t;
+} vl_session;
+
+/* Bytes the session needs for a context of max_ctx tokens with prefill chunks of `chunk`
+ * tokens and images of at most max_patches patches. */
+size_t vl_session_bytes(const vl_config *c, vl_dtype act, int64_t max_ctx, int chunk,
+                        int64_t max_patches);
+int vl_session_init(vl_session *s, vl_model *m, int64_t max_ctx, int chunk, int64_t max_patches);
+void vl_session_free(vl_session *s);
+
+/* Prefill the whole prompt (streamed in chunks). logits_last: host [V] float32 of the last
+ * position. argmax_all (optional, host [n]): argmax of the logits at every position (runs the
+ * LM head on every position: tests only). */
+int vl_prefill(vl_session *s, const vl_prompt *p, float *logits_last, int32_t *argmax_all);
+/* Feed one token at position n_past; logits (host [V] float32) of that position. */
+int vl_decode_step(vl_session *s, int32_t token, float *logits);
+
+/* Carve the vision buffers for images of at most max_patches patches from the session arena. */
+int vl_vision_alloc(vl_session *s, int64_t max_patches);
+/* Vision encoder + merger for one image: out[tokens, E] (act dtype, backend memory). */
+int vl_vision_encode(vl_session *s, const vl_pixels *px, void *out);
+
+/* ---- sampling (engine/sample.c) ------------------------------------------------------------ */
+
+typedef struct {
+    int greedy;
+    float temperature;
+    int top_k;
+    float top_p;
+    uint64_t state; /* xorshift state from --seed */
+} vl_sampler;
+
+void vl_sampler_init(vl_sampler *s, const vl_options *o);
+int32_t vl_sample(vl_sampler *s, const float *logits, int n);
+int32_t vl_argmax(const float *x, int n);
+
+/* ---- commands (engine/run.c, engine/commands.c, engine/synth.c) --------------------------- */
+
+int vl_cmd_run(int argc, char **argv);
+int vl_cmd_tokenize(int argc, char **argv);
+int vl_cmd_preprocess(int argc, char **argv);
+int vl_cmd_synth(int argc, char **argv);
+
+/* Deterministic random checkpoint in the HF layout for config `c` (bf16 weights). */
+int vl_synth_checkpoint(const vl_config *c, const char *config_src, const char *out_dir,
+                        uint64_t seed);
+
+double vl_now_s(void);
+
+#ifdef __cplusplus
+}
+#endif
+#endif

@@ -1,0 +1,235 @@
+/* options.c: the vlrun command line (design.md's contract). One options struct holds the
+ * defaults; every value is validated here so that a bad option ends in one line naming it,
+ * before any file is opened. */
+#include "engine/engine.h"
+
+#include <ctype.h>
+#include <errno.h>
+#include <math.h>
+#include <stdlib.h>
+
+void vl_options_default(vl_options *o) {
+    memset(o, 0, sizeof *o);
+    o->model_dir = getenv("VLRUN_MODEL");
+    if (o->model_dir && !o->model_dir[0]) o->model_dir = NULL;
+    o->prompt = "Describe the images.";
+    o->max_tokens = 512;
+    o->quant = VL_QUANT_BF16;
+    o->backend = VL_BACKEND_CUDA;
+    o->greedy = 1;
+    o->temperature = 1.0f;
+    o->top_p = 1.0f;
+    o->chunk = 2048;
+}
+
+void vl_options_free(vl_options *o) {
+    free(o->images);
+    o->images = NULL;
+    o->n_image_args = 0;
+}
+
+void vl_usage(FILE *f) {
+    fprintf(f,
+            "usage: vlrun [OPTIONS] IMAGE [xN] [IMAGE [xN]]...\n"
+            "       vlrun tokenize [--model DIR | --tokenizer FILE] TEXT\n"
+            "       vlrun preprocess [--model DIR] IMAGE [--out FILE]\n"
+            "       vlrun synth --config FILE --out DIR [--seed S]\n"
+            "options:\n"
+            "  --model DIR           checkpoint directory (default: $VLRUN_MODEL)\n"
+            "  --random-weights      synthesize weights (deterministic, --seed) with the shapes\n"
+            "                        of the config: memory and speed are real, the text is not\n"
+            "  --config FILE         config.json for --random-weights without --model\n"
+            "  --tokenizer FILE      tokenizer.json (default: MODEL/tokenizer.json)\n"
+            "  --prompt TEXT         the user's text after the images (default: \"Describe the "
+            "images.\")\n"
+            "  --max-tokens N        tokens to generate (default 512); exactly N unless "
+            "--stop-at-eos\n"
+            "  --stop-at-eos         stop at <|im_end|> / <|endoftext|>\n"
+            "  --quant bf16|nf4|int8 weights (default bf16)\n"
+            "  --kv bf16|int8        KV cache type (default bf16)\n"
+            "  --attn flash|naive    naive materializes the score matrix (default flash)\n"
+            "  --backend cuda|cpu    (default cuda; cpu is the slow reference)\n"
+            "  --greedy              argmax decoding (the default)\n"
+            "  --temperature T       sample with temperature T > 0 (0 = greedy)\n"
+            "  --top-k K             keep the K most likely tokens (0 = off)\n"
+            "  --top-p P             keep the smallest set with probability >= P (1 = off)\n"
+            "  --seed S              sampling and --random-weights seed (default 0)\n"
+            "  --chunk N             prefill chunk in tokens (default 2048)\n"
+            "  --mem-budget SIZE     refuse before loading if the predicted peak exceeds SIZE\n"
+            "  --json                one JSON report on stdout at the end, nothing else there\n"
+            "  --dump-logits FILE    float32 logits of the last prompt position\n"
+            "  --quiet               do not stream the generated text\n"
+            "  --help                this text\n");
+}
+
+int64_t vl_parse_size(const char *s) {
+    if (!s || !*s) return -1;
+    errno = 0;
+    char *end;
+    double v = strtod(s, &end);
+    if (errno || end == s || !isfinite(v) || v < 0) return -1;
+    double mult = 1;
+    switch (toupper((unsigned char)*end)) {
+    case 0: break;
+    case 'K': mult = 1024.0; break;
+    case 'M': mult = 1024.0 * 1024; break;
+    case 'G': mult = 1024.0 * 1024 * 1024; break;
+    case 'T': mult = 1024.0 * 1024 * 1024 * 1024; break;
+    default: return -1;
+    }
+    if (*end) {
+        end++;
+        if (toupper((unsigned char)*end) == 'I') end++;
+        if (toupper((unsigned char)*end) == 'B') end++;
+        if (*end) return -1;
+    }
+    double bytes = v * mult;
+    if (bytes > 9.0e18) return -1;
+    return (int64_t)bytes;
+}
+
+static int parse_int(const char *opt, const char *v, long lo, long hi, int *out) {
+    char *end;
+    errno = 0;
+    long x = v ? strtol(v, &end, 10) : 0;
+    if (!v || errno || end == v || *end || x < lo || x > hi)
+        return vl_error_set("option %s: expected an integer in [%ld, %ld], got '%s'", opt, lo, hi,
+                            v ? v : "");
+    *out = (int)x;
+    return 0;
+}
+
+static int parse_float(const char *opt, const char *v, double lo, double hi, float *out) {
+    char *end;
+    errno = 0;
+    double x = v ? strtod(v, &end) : 0;
+    if (!v || errno || end == v || *end || !(x >= lo && x <= hi))
+        return vl_error_set("option %s: expected a number in [%g, %g], got '%s'", opt, lo, hi,
+                            v ? v : "");
+    *out = (float)x;
+    return 0;
+}
+
+/* "xN" after an image: N copies. Returns 1 if `a` has the repeat form, 0 if it is a path. */
+static int is_repeat(const char *a) { return a[0] == 'x' && a[1] != 0 && !strchr(a, '.'); }
+
+static int add_image(vl_options *o, const char *path) {
+    vl_image_arg *t = realloc(o->images, (size_t)(o->n_image_args + 1) * sizeof *t);
+    if (!t) return vl_error_set("out of host memory");
+    o->images = t;
+    o->images[o->n_image_args++] = (vl_image_arg){path, 1};
+    return 0;
+}
+
+int vl_options_parse(vl_options *o, int argc, char **argv) {
+    int explicit_temperature = 0, explicit_greedy = 0;
+    for (int i = 1; i < argc; i++) {
+        const char *a = argv[i];
+        const char *v = i + 1 < argc ? argv[i + 1] : NULL;
+#define NEEDS_VALUE                                                                                \
+    do {                                                                                           \
+        if (!v) return vl_error_set("option %s needs a value (see vlrun --help)", a);             \
+        i++;                                                                                       \
+    } while (0)
+        if (strcmp(a, "--model") == 0) {
+            NEEDS_VALUE;
+            o->model_dir = v;
+        } else if (strcmp(a, "--config") == 0) {
+            NEEDS_VALUE;
+            o->config = v;
+        } else if (strcmp(a, "--tokenizer") == 0) {
+            NEEDS_VALUE;
+            o->tokenizer = v;
+        } else if (strcmp(a, "--random-weights") == 0) {
+            o->random_weights = 1;
+        } else if (strcmp(a, "--prompt") == 0) {
+            NEEDS_VALUE;
+            o->prompt = v;
+        } else if (strcmp(a, "--max-tokens") == 0) {
+            NEEDS_VALUE;
+            if (parse_int(a, v, 1, 1 << 24, &o->max_tokens)) return -1;
+        } else if (strcmp(a, "--stop-at-eos") == 0) {
+            o->stop_at_eos = 1;
+        } else if (strcmp(a, "--quant") == 0) {
+            NEEDS_VALUE;
+            if (strcmp(v, "bf16") == 0) o->quant = VL_QUANT_BF16;
+            else if (strcmp(v, "nf4") == 0) o->quant = VL_QUANT_NF4;
+            else if (strcmp(v, "int8") == 0) o->quant = VL_QUANT_INT8;
+            else return vl_error_set("option --quant: expected bf16, nf4 or int8, got '%s'", v);
+        } else if (strcmp(a, "--kv") == 0) {
+            NEEDS_VALUE;
+            if (strcmp(v, "bf16") == 0) o->kv_int8 = 0;
+            else if (strcmp(v, "int8") == 0) o->kv_int8 = 1;
+            else return vl_error_set("option --kv: expected bf16 or int8, got '%s'", v);
+        } else if (strcmp(a, "--attn") == 0) {
+            NEEDS_VALUE;
+            if (strcmp(v, "flash") == 0) o->attn_naive = 0;
+            else if (strcmp(v, "naive") == 0) o->attn_naive = 1;
+            else return vl_error_set("option --attn: expected flash or naive, got '%s'", v);
+        } else if (strcmp(a, "--backend") == 0) {
+            NEEDS_VALUE;
+            if (strcmp(v, "cuda") == 0) o->backend = VL_BACKEND_CUDA;
+            else if (strcmp(v, "cpu") == 0) o->backend = VL_BACKEND_CPU;
+            else return vl_error_set("option --backend: expected cuda or cpu, got '%s'", v);
+        } else if (strcmp(a, "--greedy") == 0) {
+            explicit_greedy = 1;
+        } else if (strcmp(a, "--temperature") == 0) {
+            NEEDS_VALUE;
+            if (parse_float(a, v, 0.0, 100.0, &o->temperature)) return -1;
+            explicit_temperature = 1;
+        } else if (strcmp(a, "--top-k") == 0) {
+            NEEDS_VALUE;
+            if (parse_int(a, v, 0, 1 << 30, &o->top_k)) return -1;
+        } else if (strcmp(a, "--top-p") == 0) {
+            NEEDS_VALUE;
+            if (parse_float(a, v, 0.0, 1.0, &o->top_p) || o->top_p <= 0.0f)
+                return vl_error_set("option --top-p: expected a number in (0, 1], got '%s'", v);
+        } else if (strcmp(a, "--seed") == 0) {
+            NEEDS_VALUE;
+            char *end;
+            errno = 0;
+            unsigned long long s = strtoull(v, &end, 10);
+            if (errno || end == v || *end || v[0] == '-')
+                return vl_error_set("option --seed: expected a non-negative integer, got '%s'",
+                                    v);
+            o->seed = s;
+        } else if (strcmp(a, "--chunk") == 0) {
+            NEEDS_VALUE;
+            if (parse_int(a, v, 1, 1 << 20, &o->chunk)) return -1;
+        } else if (strcmp(a, "--mem-budget") == 0) {
+            NEEDS_VALUE;
+            o->mem_budget = vl_parse_size(v);
+            if (o->mem_budget <= 0)
+                return vl_error_set("option --mem-budget: expected a size like 24G or 800M, got "
+                                    "'%s'",
+                                    v);
+        } else if (strcmp(a, "--json") == 0) {
+            o->json = 1;
+        } else if (strcmp(a, "--dump-logits") == 0) {
+            NEEDS_VALUE;
+            o->dump_logits = v;
+        } else if (strcmp(a, "--quiet") == 0) {
+            o->quiet = 1;
+        } else if (a[0] == '-' && a[1] != 0) {
+            return vl_error_set("unknown option %s (see vlrun --help)", a);
+        } else if (is_repeat(a)) {
+            if (o->n_image_args == 0)
+                return vl_error_set("'%s' must follow an image path (IMAGE xN)", a);
+            char *end;
+            errno = 0;
+            long n = strtol(a + 1, &end, 10);
+            if (errno || *end || end == a + 1 || n < 1 || n > 100000)
+                return vl_error_set("'%s': the repeat count after an image must be an integer "
+                                    "in [1, 100000] (e.g. page.png x28)",
+                                    a);
+            if (o->images[o->n_image_args - 1].repeat != 1)
+                return vl_error_set("'%s': an image takes one repeat count", a);
+            o->images[o->n_image_args - 1].repeat = (int)n;
+        } else {
+            if (add_image(o, a)) return -1;
+        }
+#undef NEEDS_VALUE
+    }
+    if (explicit_temperature && !explicit_greedy) o->greedy = o->temperature <= 0.0f;
+    return 0;
+}

@@ -1,0 +1,165 @@
+/* prompt.c: token ids and M-RoPE positions of a request.
+ *
+ * The chat template of Qwen2-VL (spec section 5) is built piecewise: the text parts go through
+ * the tokenizer, the image parts are appended as ids (<|vision_start|>, <|image_pad|> x tokens,
+ * <|vision_end|>), which is what tokenizing the processor's expanded text gives, since added
+ * tokens always split the text.
+ *
+ * Positions follow transformers' get_rope_index (spec 4.3): a text token advances a counter on
+ * all three rows; an image of H x W merged tokens places token (i, j) at (cur, cur+i, cur+j)
+ * and then advances the counter by max(H, W). The decode position of token p is p + rope_delta.
+ * Videos are out of scope. */
+#include "engine/engine.h"
+
+#include <stdlib.h>
+
+static const char *k_system_prompt = "You are a helpful assistant.";
+
+void vl_prompt_free(vl_prompt *p) {
+    free(p->ids);
+    free(p->pos);
+    free(p->image_at);
+    free(p->image_src);
+    memset(p, 0, sizeof *p);
+}
+
+static int64_t image_tokens(const vl_pixels *px, int merge) {
+    return (int64_t)px->grid_t * px->grid_h * px->grid_w / ((int64_t)merge * merge);
+}
+
+int vl_prompt_from_ids(vl_prompt *p, const vl_config *c, const int32_t *ids, int n,
+                       vl_pixels *images, const int *image_src, int n_images) {
+    memset(p, 0, sizeof *p);
+    if (n <= 0) return vl_error_set("prompt: no tokens");
+    p->n = n;
+    p->ids = malloc((size_t)n * sizeof *p->ids);
+    p->pos = malloc((size_t)n * 3 * sizeof *p->pos);
+    p->image_at = calloc((size_t)(n_images > 0 ? n_images : 1), sizeof *p->image_at);
+    p->image_src = calloc((size_t)(n_images > 0 ? n_images : 1), sizeof *p->image_src);
+    if (!p->ids || !p->pos || !p->image_at || !p->image_src) {
+        vl_prompt_free(p);
+        return vl_error_set("out of host memory for a prompt of %d tokens", n);
+    }
+    memcpy(p->ids, ids, (size_t)n * sizeof *ids);
+    p->images = images;
+    p->n_images = n_images;
+    for (int i = 0; i < n_images; i++) p->image_src[i] = image_src ? image_src[i] : i;
+
+    int32_t *pt = p->pos, *ph = p->pos + n, *pw = p->pos + 2 * (int64_t)n;
+    int64_t cur = 0;
+    int img = 0;
+    for (int64_t i = 0; i < n;) {
+        if (ids[i] < 0 || ids[i] >= c->vocab) {
+            vl_prompt_free(p);
+            return vl_error_set("prompt: token id %d at position %lld is outside the vocabulary "
+                                "of %d",
+                                ids[i], (long long)i, c->vocab);
+        }
+        if (ids[i] != c->image_id) {
+            pt[i] = ph[i] = pw[i] = (int32_t)cur;
+            cur++;
+            i++;
+            continue;
+        }
+        if (img >= n_images) {
+            vl_prompt_free(p);
+            return vl_error_set("prompt: more image pad tokens than the %d image(s) need",
+                                n_images);
+        }
+        const vl_pixels *px = &images[img];
+        int64_t nt = image_tokens(px, c->merge);
+        int64_t H = px->grid_h / c->merge, W = px->grid_w / c->merge, HW = H * W;
+        for (int64_t k = 0; k < nt; k++) {
+            if (i + k >= n || ids[i + k] != c->image_id) {
+                vl_prompt_free(p);
+                return vl_error_set("prompt: image %d needs %lld pad tokens (grid %dx%dx%d) but "
+                                    "its run has %lld",
+                                    img + 1, (long long)nt, px->grid_t, px->grid_h, px->grid_w,
+                                    (long long)k);
+            }
+            int64_t ti = k / HW, r = k % HW;
+            pt[i + k] = (int32_t)(cur + ti);
+            ph[i + k] = (int32_t)(cur + r / W);
+            pw[i + k] = (int32_t)(cur + r % W);
+        }
+        int64_t adv = H > W ? H : W;
+        if (px->grid_t > adv) adv = px->grid_t;
+        p->image_at[img] = i;
+        cur += adv;
+        i += nt;
+        img++;
+    }
+    if (img != n_images) {
+        vl_prompt_free(p);
+        return vl_error_set("prompt: %d image(s) given but the prompt has pad tokens for %d",
+                            n_images, img);
+    }
+    p->rope_delta = cur - n;
+    return 0;
+}
+
+/* Append src[0..k) to the growing array *dst (length *n, capacity *cap). */
+static int append_ids(int32_t **dst, int *n, int *cap, const int32_t *src, int k) {
+    if (*n + k > *cap) {
+        int ncap = (*n + k) * 2 + 64;
+        int32_t *t = realloc(*dst, (size_t)ncap * sizeof *t);
+        if (!t) return vl_error_set("out of host memory building the prompt");
+        *dst = t;
+        *cap = ncap;
+    }
+    memcpy(*dst + *n, src, (size_t)k * sizeof *src);
+    *n += k;
+    return 0;
+}
+
+static int append_text(const vl_tokenizer *tok, int32_t **dst, int *n, int *cap,
+                       const char *text) {
+    int32_t *ids = NULL;
+    int k = 0;
+    if (vl_tokenizer_encode(tok, text, &ids, &k)) return -1;
+    int rc = append_ids(dst, n, cap, ids, k);
+    free(ids);
+    return rc;
+}
+
+int vl_prompt_build(vl_prompt *p, const vl_model *m, const char *text, vl_pixels *images,
+                    const int *image_src, int n_images) {
+    const vl_config *c = &m->cfg;
+    if (!m->tok)
+        return vl_error_set("no tokenizer: %s has no tokenizer.json; pass --tokenizer FILE",
+                            m->model_path[0] ? m->model_path : "the model");
+    int32_t *ids = NULL;
+    int n = 0, cap = 0, rc = 0;
+    size_t head_len = strlen(k_system_prompt) + 128;
+    char *head = malloc(head_len);
+    if (!head) return vl_error_set("out of host memory building the prompt");
+    snprintf(head, head_len, "<|im_start|>system\n%s<|im_end|>\n<|im_start|>user\n",
+             k_system_prompt);
+    rc = append_text(m->tok, &ids, &n, &cap, head);
+    free(head);
+    for (int i = 0; i < n_images && !rc; i++) {
+        int64_t nt = image_tokens(&images[i], c->merge);
+        if (nt > (1 << 24)) {
+            rc = vl_error_set("image %d is too large (%lld tokens)", i + 1, (long long)nt);
+            break;
+        }
+        int32_t s = c->vision_start_id, e = c->vision_end_id;
+        rc = append_ids(&ids, &n, &cap, &s, 1);
+        for (int64_t k = 0; k < nt && !rc; k++) rc = append_ids(&ids, &n, &cap, &c->image_id, 1);
+        if (!rc) rc = append_ids(&ids, &n, &cap, &e, 1);
+    }
+    if (!rc) {
+        size_t tl = strlen(text ? text : "") + 64;
+        char *tail = malloc(tl);
+        if (!tail) {
+            free(ids);
+            return vl_error_set("out of host memory building the prompt");
+        }
+        snprintf(tail, tl, "%s<|im_end|>\n<|im_start|>assistant\n", text ? text : "");
+        rc = append_text(m->tok, &ids, &n, &cap, tail);
+        free(tail);
+    }
+    if (!rc) rc = vl_prompt_from_ids(p, c, ids, n, images, image_src, n_images);
+    free(ids);
+    return rc;
+}

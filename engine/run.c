@@ -1,0 +1,290 @@
+/* run.c: the main job: images + prompt -> exactly --max-tokens tokens, and the report.
+ *
+ *   parse options -> backend -> decode and preprocess each distinct image once -> model ->
+ *   prompt -> session (KV cache sized for prompt + max tokens) -> prefill -> decode loop ->
+ *   report on stderr, or one JSON object on stdout with --json.
+ * Generated text streams to stdout (not with --json or --quiet). */
+#include "engine/engine.h"
+
+#include <cJSON.h>
+#include <stdlib.h>
+
+typedef struct {
+    vl_image_arg arg;
+    vl_pixels px;
+} loaded_image;
+
+/* Decode + preprocess each distinct path once; expand repeats into per-image views. */
+static int load_images(const vl_options *o, const vl_preproc_config *pre, loaded_image **out_u,
+                       int *n_unique, vl_pixels **out_list, int **out_src, int *n_list) {
+    int nu = o->n_image_args, nl = 0;
+    loaded_image *u = calloc((size_t)(nu ? nu : 1), sizeof *u);
+    if (!u) return vl_error_set("out of host memory");
+    *out_u = u;
+    *n_unique = 0;
+    for (int i = 0; i < nu; i++) {
+        vl_image img;
+        u[i].arg = o->images[i];
+        if (vl_image_load(&img, o->images[i].path)) return -1;
+        int rc = vl_preprocess_image(&img, pre, &u[i].px);
+        vl_image_free(&img);
+        if (rc) return -1;
+        *n_unique = i + 1;
+        if (o->images[i].repeat > 100000 - nl)
+            return vl_error_set("too many images (at most 100000 per request)");
+        nl += o->images[i].repeat;
+    }
+    vl_pixels *list = calloc((size_t)(nl ? nl : 1), sizeof *list);
+    int *src = calloc((size_t)(nl ? nl : 1), sizeof *src);
+    if (!list || !src) {
+        free(list);
+        free(src);
+        return vl_error_set("out of host memory");
+    }
+    int k = 0;
+    for (int i = 0; i < nu; i++)
+        for (int r = 0; r < o->images[i].repeat; r++, k++) {
+            list[k] = u[i].px; /* a view: pixels owned by u[i] */
+            src[k] = i;
+        }
+    *out_list = list;
+    *out_src = src;
+    *n_list = nl;
+    return 0;
+}
+
+static int write_logits(const char *path, const float *logits, int n) {
+    char tmp[4200];
+    snprintf(tmp, sizeof tmp, "%s.tmp", path);
+    FILE *f = fopen(tmp, "wb");
+    if (!f) return vl_error_set("--dump-logits %s: cannot write the file", path);
+    size_t w = fwrite(logits, sizeof(float), (size_t)n, f);
+    int bad = (w != (size_t)n) | (fclose(f) != 0);
+    if (bad || rename(tmp, path) != 0) {
+        remove(tmp);
+        return vl_error_set("--dump-logits %s: write failed (disk full?)", path);
+    }
+    return 0;
+}
+
+static void report_text(const vl_session *s, const vl_model *m, const vl_prompt *p,
+                        int64_t img_tokens, int generated) {
+    const vl_timings *t = &s->t;
+    fprintf(stderr, "\n--- vlrun report (%s backend) ---\n", m->be->name);
+    fprintf(stderr, "prompt %d tokens (%lld image tokens, %d images), generated %d tokens\n",
+            p->n, (long long)img_tokens, p->n_images, generated);
+    fprintf(stderr, "load %.3f s | vision %.3f s | prefill %.3f s (%.1f tok/s) | ttft %.3f s | "
+                    "decode %.1f tok/s\n",
+            t->load_s, t->vision_s, t->prefill_s,
+            t->prefill_s > 0 ? (double)t->prefill_tokens / t->prefill_s : 0.0, t->ttft_s,
+            t->decode_s > 0 ? (double)t->decode_tokens / t->decode_s : 0.0);
+    fprintf(stderr, "memory: weights %.3f GiB", (double)m->weights_bytes / (1 << 30));
+    for (int g = VL_MEM_KV; g < VL_MEM_GROUPS; g++)
+        fprintf(stderr, " | %s %.3f GiB", vl_mem_group_name((vl_mem_group)g),
+                (double)s->arena.peak[g] / (1 << 30));
+    fprintf(stderr, " | peak tracked %.3f GiB\n",
+            (double)(m->weights_bytes + s->arena.peak_total) / (1 << 30));
+}
+
+static void report_json(const vl_session *s, const vl_model *m, const vl_options *o,
+                        const vl_prompt *p, int64_t img_tokens, const int32_t *gen, int n_gen,
+                        const char *text) {
+    const vl_timings *t = &s->t;
+    cJSON *r = cJSON_CreateObject();
+    cJSON_AddNumberToObject(r, "prompt_tokens", p->n);
+    cJSON_AddNumberToObject(r, "image_tokens", (double)img_tokens);
+    cJSON_AddNumberToObject(r, "images", p->n_images);
+    cJSON_AddNumberToObject(r, "generated_tokens", n_gen);
+    cJSON_AddItemToObject(r, "tokens", cJSON_CreateIntArray(gen, n_gen));
+    cJSON_AddStringToObject(r, "text", text);
+    cJSON *tm = cJSON_AddObjectToObject(r, "timings");
+    cJSON_AddNumberToObject(tm, "load_s", t->load_s);
+    cJSON_AddNumberToObject(tm, "vision_s", t->vision_s);
+    cJSON_AddNumberToObject(tm, "prefill_s", t->prefill_s);
+    cJSON_AddNumberToObject(tm, "ttft_s", t->ttft_s);
+    cJSON_AddNumberToObject(tm, "prefill_tok_s",
+                            t->prefill_s > 0 ? (double)t->prefill_tokens / t->prefill_s : 0.0);
+    cJSON_AddNumberToObject(tm, "decode_tok_s",
+                            t->decode_s > 0 ? (double)t->decode_tokens / t->decode_s : 0.0);
+    cJSON *mem = cJSON_AddObjectToObject(r, "memory");
+    cJSON_AddNumberToObject(mem, "weights", (double)m->weights_bytes);
+    for (int g = VL_MEM_KV; g < VL_MEM_GROUPS; g++)
+        cJSON_AddNumberToObject(mem, vl_mem_group_name((vl_mem_group)g),
+                                (double)s->arena.peak[g]);
+    cJSON_AddNumberToObject(mem, "peak_tracked", (double)(m->weights_bytes + s->arena.peak_total));
+    cJSON_AddStringToObject(r, "device", m->be->name);
+    cJSON *op = cJSON_AddObjectToObject(r, "options");
+    cJSON_AddStringToObject(op, "backend", m->be->name);
+    cJSON_AddNumberToObject(op, "max_tokens", o->max_tokens);
+    cJSON_AddStringToObject(op, "quant", o->quant == VL_QUANT_NF4    ? "nf4"
+                                         : o->quant == VL_QUANT_INT8 ? "int8"
+                                                                     : "bf16");
+    cJSON_AddStringToObject(op, "kv", o->kv_int8 ? "int8" : "bf16");
+    cJSON_AddStringToObject(op, "attn", o->attn_naive ? "naive" : "flash");
+    cJSON_AddBoolToObject(op, "greedy", o->greedy);
+    cJSON_AddNumberToObject(op, "temperature", o->temperature);
+    cJSON_AddNumberToObject(op, "top_k", o->top_k);
+    cJSON_AddNumberToObject(op, "top_p", o->top_p);
+    cJSON_AddNumberToObject(op, "seed", (double)o->seed);
+    cJSON_AddNumberToObject(op, "chunk", o->chunk);
+    cJSON_AddBoolToObject(op, "random_weights", o->random_weights);
+    char *js = cJSON_PrintUnformatted(r);
+    if (js) printf("%s\n", js);
+    free(js);
+    cJSON_Delete(r);
+}
+
+/* Append bytes to a growing text buffer. */
+static int text_append(char **buf, size_t *len, size_t *cap, const char *s, int n) {
+    if (*len + (size_t)n + 1 > *cap) {
+        size_t nc = (*len + (size_t)n + 1) * 2 + 256;
+        char *t = realloc(*buf, nc);
+        if (!t) return vl_error_set("out of host memory");
+        *buf = t;
+        *cap = nc;
+    }
+    memcpy(*buf + *len, s, (size_t)n);
+    *len += (size_t)n;
+    (*buf)[*len] = 0;
+    return 0;
+}
+
+static int is_eos(const vl_model *m, int32_t id) {
+    if (id == m->cfg.eos_id) return 1;
+    if (!m->tok) return 0;
+    return id == vl_tokenizer_token_id(m->tok, "<|im_end|>") ||
+           id == vl_tokenizer_token_id(m->tok, "<|endoftext|>");
+}
+
+static int run(const vl_options *o) {
+    int rc = -1;
+    vl_model m;
+    vl_session s;
+    vl_prompt p;
+    loaded_image *uniq = NULL;
+    vl_pixels *imgs = NULL;
+    int *src = NULL, n_uniq = 0, n_imgs = 0, n_gen = 0;
+    int32_t *gen = NULL;
+    float *logits = NULL;
+    char *text = NULL;
+    size_t text_len = 0, text_cap = 0;
+    memset(&m, 0, sizeof m);
+    memset(&s, 0, sizeof s);
+    memset(&p, 0, sizeof p);
+
+    vl_backend *be = NULL;
+    if (o->backend == VL_BACKEND_CPU) {
+        be = vl_backend_cpu();
+    } else {
+        char why[256] = "";
+        be = vl_backend_cuda(why, sizeof why);
+        if (!be) {
+            vl_error_set("%s", why[0] ? why : "no CUDA device found; use --backend cpu");
+            return -1;
+        }
+    }
+    if (o->quant != VL_QUANT_BF16 || o->kv_int8 || o->attn_naive) {
+        vl_error_set("--quant nf4/int8, --kv int8 and --attn naive are not available in this "
+                     "build yet; use the defaults");
+        return -1;
+    }
+
+    double t0 = vl_now_s();
+    if (vl_model_load(&m, o, be)) goto done;
+    double load_s = vl_now_s() - t0;
+    if (load_images(o, &m.pre, &uniq, &n_uniq, &imgs, &src, &n_imgs)) goto done;
+    if (vl_prompt_build(&p, &m, o->prompt, imgs, src, n_imgs)) goto done;
+    int64_t ctx = (int64_t)p.n + o->max_tokens;
+    if (ctx > m.cfg.max_positions) {
+        vl_error_set("--max-tokens %d: prompt (%d tokens) + max tokens exceeds the model's "
+                     "context of %d; use fewer images or tokens",
+                     o->max_tokens, p.n, m.cfg.max_positions);
+        goto done;
+    }
+    int64_t max_patches = 0, img_tokens = 0;
+    for (int i = 0; i < n_imgs; i++) {
+        if (imgs[i].n_patches > max_patches) max_patches = imgs[i].n_patches;
+        img_tokens += imgs[i].n_patches / ((int64_t)m.cfg.merge * m.cfg.merge);
+    }
+    int chunk = o->chunk < p.n ? o->chunk : p.n;
+    if (vl_session_init(&s, &m, ctx, chunk, max_patches)) goto done;
+    s.t.load_s = load_s;
+
+    logits = malloc((size_t)m.cfg.vocab * sizeof *logits);
+    gen = malloc((size_t)o->max_tokens * sizeof *gen);
+    if (!logits || !gen) {
+        vl_error_set("out of host memory");
+        goto done;
+    }
+    vl_sampler smp;
+    vl_sampler_init(&smp, o);
+    double tp = vl_now_s();
+    if (vl_prefill(&s, &p, logits, NULL)) goto done;
+    if (o->dump_logits && write_logits(o->dump_logits, logits, m.cfg.vocab)) goto done;
+    gen[n_gen++] = vl_sample(&smp, logits, m.cfg.vocab);
+    s.t.ttft_s = vl_now_s() - tp;
+
+    vl_decoder dec = {{0}, 0};
+    char piece[256];
+    double td = vl_now_s();
+    for (;;) {
+        int32_t tok = gen[n_gen - 1];
+        int k = m.tok ? vl_decoder_feed(&dec, m.tok, tok, piece, sizeof piece) : 0;
+        if (k > 0) {
+            if (text_append(&text, &text_len, &text_cap, piece, k)) goto done;
+            if (!o->json && !o->quiet) {
+                fwrite(piece, 1, (size_t)k, stdout);
+                fflush(stdout);
+            }
+        }
+        if (n_gen == o->max_tokens || (o->stop_at_eos && is_eos(&m, tok))) break;
+        if (vl_decode_step(&s, tok, logits)) goto done;
+        gen[n_gen++] = vl_sample(&smp, logits, m.cfg.vocab);
+    }
+    s.t.decode_s = vl_now_s() - td;
+    s.t.decode_tokens = n_gen - 1;
+    if (m.tok) {
+        int k = vl_decoder_flush(&dec, piece, sizeof piece);
+        if (k > 0 && text_append(&text, &text_len, &text_cap, piece, k)) goto done;
+    }
+    if (!text && text_append(&text, &text_len, &text_cap, "", 0)) goto done;
+    if (!o->json && !o->quiet) printf("\n");
+    if (o->random_weights)
+        fprintf(stderr, "note: --random-weights: the generated text means nothing\n");
+    if (o->json) report_json(&s, &m, o, &p, img_tokens, gen, n_gen, text);
+    else report_text(&s, &m, &p, img_tokens, n_gen);
+    rc = 0;
+done:
+    free(text);
+    free(gen);
+    free(logits);
+    vl_session_free(&s);
+    vl_prompt_free(&p);
+    free(imgs);
+    free(src);
+    for (int i = 0; i < n_uniq; i++) vl_pixels_free(&uniq[i].px);
+    free(uniq);
+    vl_model_free(&m);
+    return rc;
+}
+
+int vl_cmd_run(int argc, char **argv) {
+    vl_options o;
+    vl_options_default(&o);
+    for (int i = 1; i < argc; i++)
+        if (strcmp(argv[i], "--help") == 0 || strcmp(argv[i], "-h") == 0) {
+            vl_usage(stdout);
+            return 0;
+        }
+    if (vl_options_parse(&o, argc, argv)) {
+        vl_options_free(&o);
+        return -1;
+    }
+    if (o.n_image_args == 0) {
+        vl_options_free(&o);
+        return vl_error_set("no image given: vlrun [OPTIONS] IMAGE [xN] ... (see vlrun --help)");
+    }
+    int rc = run(&o);
+    vl_options_free(&o);
+    return rc;
+}

@@ -1,0 +1,139 @@
+/* synth.c: `vlrun synth --config FILE --out DIR [--seed S]` writes a random checkpoint in the
+ * Hugging Face layout (config.json + model.safetensors, bf16, published tensor names) with the
+ * same values --random-weights would use. For tests and for trying the loader on real shapes. */
+#include "engine/engine.h"
+
+#include <errno.h>
+#include <stdlib.h>
+#include <sys/stat.h>
+
+typedef struct {
+    vl_tensor_out *t;
+    char **names;
+    int n, cap;
+    const vl_config *c;
+} synth_ctx;
+
+static int collect(void *vctx, const char *name, const char *kind, const void **data,
+                   vl_dtype *dtype, int64_t n, int is_vec) {
+    synth_ctx *sc = vctx;
+    if (sc->n == sc->cap) {
+        int nc = sc->cap * 2 + 64;
+        vl_tensor_out *t = realloc(sc->t, (size_t)nc * sizeof *t);
+        char **nm = t ? realloc(sc->names, (size_t)nc * sizeof *nm) : NULL;
+        if (t) sc->t = t;
+        if (nm) sc->names = nm;
+        if (!t || !nm) return vl_error_set("out of host memory");
+        sc->cap = nc;
+    }
+    vl_tensor_out *o = &sc->t[sc->n];
+    memset(o, 0, sizeof *o);
+    sc->names[sc->n] = strdup(name);
+    if (!sc->names[sc->n]) return vl_error_set("out of host memory");
+    o->name = sc->names[sc->n];
+    o->dtype = *dtype;
+    o->data = *data;
+    const vl_config *c = sc->c;
+    if (strcmp(kind, "patch_embed") == 0) {
+        int64_t shp[5] = {c->v_embed, c->in_channels, c->temporal_patch, c->patch, c->patch};
+        o->ndim = 5;
+        memcpy(o->shape, shp, sizeof shp);
+    } else if (is_vec) {
+        o->ndim = 1;
+        o->shape[0] = n;
+    } else {
+        /* rows: every matrix's row count follows from its name; cols = n / rows */
+        int64_t rows = n;
+        const char *s = name;
+        if (strstr(s, "embed_tokens") || strstr(s, "lm_head")) rows = c->vocab;
+        else if (strstr(s, "attn.qkv")) rows = 3LL * c->v_embed;
+        else if (strstr(s, "attn.proj") || strstr(s, "mlp.fc2")) rows = c->v_embed;
+        else if (strstr(s, "mlp.fc1")) rows = c->v_mlp;
+        else if (strstr(s, "merger.mlp.0")) rows = (int64_t)c->v_embed * c->merge * c->merge;
+        else if (strstr(s, "merger.mlp.2")) rows = c->v_out;
+        else if (strstr(s, "q_proj")) rows = (int64_t)c->n_heads * c->head_dim;
+        else if (strstr(s, "k_proj") || strstr(s, "v_proj"))
+            rows = (int64_t)c->n_kv_heads * c->head_dim;
+        else if (strstr(s, "o_proj") || strstr(s, "down_proj")) rows = c->hidden;
+        else if (strstr(s, "gate_proj") || strstr(s, "up_proj")) rows = c->intermediate;
+        o->ndim = 2;
+        o->shape[0] = rows;
+        o->shape[1] = n / rows;
+    }
+    sc->n++;
+    return 0;
+}
+
+static int copy_file(const char *from, const char *to) {
+    char *text = NULL;
+    size_t len = 0;
+    if (vl_read_file(from, 16 << 20, &text, &len)) return -1;
+    FILE *f = fopen(to, "wb");
+    int bad = !f || fwrite(text, 1, len, f) != len;
+    if (f) bad |= fclose(f) != 0;
+    free(text);
+    if (bad) return vl_error_set("cannot write %s", to);
+    return 0;
+}
+
+int vl_synth_checkpoint(const vl_config *c, const char *config_src, const char *out_dir,
+                        uint64_t seed) {
+    if (mkdir(out_dir, 0755) != 0 && errno != EEXIST)
+        return vl_error_set("vlrun synth: cannot create directory %s", out_dir);
+    vl_options o;
+    vl_options_default(&o);
+    o.random_weights = 1;
+    o.config = config_src;
+    o.model_dir = NULL;
+    o.seed = seed;
+    vl_model m;
+    if (vl_model_load(&m, &o, vl_backend_cpu())) {
+        vl_model_free(&m);
+        return -1;
+    }
+    synth_ctx sc = {NULL, NULL, 0, 0, &m.cfg};
+    char path[4200];
+    int rc = vl_weights_visit(&m, collect, &sc);
+    if (!rc) {
+        snprintf(path, sizeof path, "%s/model.safetensors", out_dir);
+        rc = vl_safetensors_write(path, sc.t, sc.n);
+    }
+    if (!rc) {
+        snprintf(path, sizeof path, "%s/config.json", out_dir);
+        rc = copy_file(config_src, path);
+    }
+    for (int i = 0; i < sc.n; i++) free(sc.names[i]);
+    free(sc.names);
+    free(sc.t);
+    vl_model_free(&m);
+    (void)c;
+    return rc;
+}
+
+int vl_cmd_synth(int argc, char **argv) {
+    const char *config = NULL, *out = NULL;
+    uint64_t seed = 0;
+    for (int i = 2; i < argc; i++) {
+        const char *a = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
+        if (!v && (strcmp(a, "--config") == 0 || strcmp(a, "--out") == 0 ||
+                   strcmp(a, "--seed") == 0))
+            return vl_error_set("vlrun synth: option %s needs a value", a);
+        if (strcmp(a, "--config") == 0) config = argv[++i];
+        else if (strcmp(a, "--out") == 0) out = argv[++i];
+        else if (strcmp(a, "--seed") == 0) {
+            char *end;
+            errno = 0;
+            seed = strtoull(v, &end, 10);
+            if (errno || *end || v[0] == '-')
+                return vl_error_set("vlrun synth: --seed expects a non-negative integer, got "
+                                    "'%s'",
+                                    v);
+            i++;
+        } else
+            return vl_error_set("vlrun synth: unknown argument %s (see vlrun --help)", a);
+    }
+    if (!config || !out) return vl_error_set("vlrun synth: --config FILE and --out DIR needed");
+    vl_config c;
+    if (vl_config_load(&c, config)) return -1;
+    return vl_synth_checkpoint(&c, config, out, seed);
+}

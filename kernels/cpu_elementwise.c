@@ -1,0 +1,49 @@
+/* cpu_elementwise.c: the CPU twins of the element-wise ops (add, silu_mul, quick_gelu, gelu)
+ * and of kv_append, all on float32 activations with float32 libm functions.
+ *   silu(x)       = x / (1 + exp(-x))                      (torch.nn.functional.silu)
+ *   quick_gelu(x) = x * sigmoid(1.702 x), sigmoid(z) = 1 / (1 + exp(-z))
+ *   gelu(x)       = 0.5 x (1 + erf(x / sqrt 2))            (exact, nn.GELU())
+ * Leaves out: the tanh approximation of GELU (Qwen2-VL never uses it).
+ */
+#include "kernels/cpu_internal.h"
+
+#include <math.h>
+#include <string.h>
+
+#define SQRT_HALF 0.70710678118654752440f
+
+void vl_cpu_add(vl_backend *b, void *y, const void *a, int64_t n) {
+    float *out = y;
+    const float *in = a;
+    for (int64_t i = 0; i < n; i++) out[i] += in[i];
+}
+
+void vl_cpu_silu_mul(vl_backend *b, void *y, const void *gate, const void *up, int64_t n) {
+    float *out = y;
+    const float *g = gate, *u = up;
+    for (int64_t i = 0; i < n; i++) out[i] = g[i] / (1.0f + expf(-g[i])) * u[i];
+}
+
+void vl_cpu_quick_gelu(vl_backend *b, void *x, int64_t n) {
+    float *v = x;
+    for (int64_t i = 0; i < n; i++) v[i] = v[i] * (1.0f / (1.0f + expf(-1.702f * v[i])));
+}
+
+void vl_cpu_gelu(vl_backend *b, void *x, int64_t n) {
+    float *v = x;
+    for (int64_t i = 0; i < n; i++) v[i] = 0.5f * v[i] * (1.0f + erff(v[i] * SQRT_HALF));
+}
+
+void vl_cpu_kv_append(vl_backend *b, void *cache, int64_t head_stride, const void *src,
+                      int64_t src_stride, int64_t s, int kv_heads, int head_dim, int64_t pos0) {
+    /* heads must not overlap (with one head, head_stride is never used) */
+    VL_CPU_REQUIRE(pos0 >= 0 && (kv_heads == 1 || (pos0 + s) * head_dim <= head_stride),
+                   "kv_append of %lld tokens at %lld overflows a head of %lld elements",
+                   (long long)s, (long long)pos0, (long long)head_stride);
+    float *dst = cache;
+    const float *in = src;
+    for (int64_t i = 0; i < s; i++)
+        for (int g = 0; g < kv_heads; g++)
+            memcpy(dst + g * head_stride + (pos0 + i) * head_dim,
+                   in + i * src_stride + (int64_t)g * head_dim, (size_t)head_dim * sizeof(float));
+}

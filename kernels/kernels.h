@@ -1,0 +1,182 @@
+/* kernels.h: the public face of kernels/: dtypes, weight descriptors and the op table.
+ *
+ * The engine computes through one table of function pointers (vl_backend) with two
+ * implementations: "cpu" (plain C, fp32 activations, fp32 accumulation: the oracle, and what CI
+ * runs) and "cuda" (kernels/ *.cu files, bf16 activations, fp32 accumulation). Every op of the CUDA
+ * backend is tested against its CPU twin.
+ *
+ * Conventions
+ *   - Activations live in backend memory, in the backend's activation dtype `act`, row-major.
+ *     Sizes are in elements unless a name says bytes. Strides are in elements.
+ *   - Weights are [rows = out features, cols = in features], row-major: y = x . W^T + b.
+ *   - Dimension names in comments: S tokens of a chunk, T keys, H heads, D head dim, E width,
+ *     F FFN width, V vocabulary.
+ */
+#ifndef VL_KERNELS_H
+#define VL_KERNELS_H
+
+#include <stddef.h>
+#include <stdint.h>
+#include <string.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+/* ---- dtypes ------------------------------------------------------------------------------ */
+
+typedef enum {
+    VL_DTYPE_F32,
+    VL_DTYPE_F16,
+    VL_DTYPE_BF16,
+    VL_DTYPE_U8,
+    VL_DTYPE_I8,
+    VL_DTYPE_I32,
+    VL_DTYPE_I64,
+    VL_DTYPE_COUNT
+} vl_dtype;
+
+size_t vl_dtype_size(vl_dtype t);
+const char *vl_dtype_name(vl_dtype t); /* safetensors spelling: "F32", "BF16", ... */
+
+static inline float vl_bf16_to_f32(uint16_t h) {
+    uint32_t u = (uint32_t)h << 16;
+    float f;
+    memcpy(&f, &u, 4);
+    return f;
+}
+
+/* Round to nearest even, as PyTorch's float -> bfloat16 cast; NaN stays a quiet NaN. */
+static inline uint16_t vl_f32_to_bf16(float f) {
+    uint32_t u;
+    memcpy(&u, &f, 4);
+    if ((u & 0x7fffffffu) > 0x7f800000u) return (uint16_t)((u >> 16) | 0x40);
+    u += 0x7fffu + ((u >> 16) & 1u);
+    return (uint16_t)(u >> 16);
+}
+
+/* bf16 rounding of a float, kept as float (what a bf16 tensor op stores). */
+static inline float vl_round_bf16(float f) { return vl_bf16_to_f32(vl_f32_to_bf16(f)); }
+
+float vl_f16_to_f32(uint16_t h);
+uint16_t vl_f32_to_f16(float f);
+
+/* ---- parameters -------------------------------------------------------------------------- */
+
+/* A matrix parameter W[rows, cols] (Linear weight [out, in], embedding table [V, E]). */
+typedef struct {
+    const void *data; /* backend memory (the CPU backend reads the mmapped file directly) */
+    vl_dtype dtype;   /* F32, F16 or BF16 (quantized formats arrive with the NF4/int8 issue) */
+    int64_t rows, cols;
+} vl_weight;
+
+/* A vector parameter (bias, norm weight) of n elements; data == NULL means "absent". */
+typedef struct {
+    const void *data;
+    vl_dtype dtype;
+    int64_t n;
+} vl_vec;
+
+/* ---- attention ------------------------------------------------------------------------------ */
+
+/* One params struct for every attention variant (prefill causal, vision block-diagonal,
+ * decode). Element strides let q/k/v be views into a fused qkv buffer or a KV cache.
+ *   q[i, h, :] = q + i*q_stride + h*head_dim            i < n_q, h < n_heads
+ *   k[j, g, :] = k + j*kv_tok_stride + g*kv_head_stride j < n_kv, g < n_kv_heads (same for v)
+ *   o[i, h, :] = o + i*o_stride + h*head_dim
+ * Query head h reads kv head h / (n_heads / n_kv_heads) (GQA without expanding K/V).
+ * causal: query i sits at absolute position q_pos0 + i and sees keys j <= q_pos0 + i.
+ * Non-causal with n_seg > 0: block-diagonal; seg_starts[0..n_seg] (backend memory, int32) are
+ * cumulative boundaries shared by queries and keys (n_q == n_kv); a token attends only inside
+ * its own segment (cu_seqlens of FlashAttention's varlen API). n_seg == 0: everything sees
+ * everything. Softmax in fp32 with `scale` applied to q.k. */
+typedef struct {
+    const void *q;
+    int64_t q_stride;
+    const void *k, *v;
+    int64_t kv_tok_stride, kv_head_stride;
+    void *o;
+    int64_t o_stride;
+    int64_t n_q, n_kv;
+    int n_heads, n_kv_heads, head_dim;
+    float scale;
+    int causal;
+    int64_t q_pos0;
+    const int32_t *seg_starts;
+    int n_seg;
+} vl_attn_params;
+
+/* ---- the op table ------------------------------------------------------------------------ */
+
+typedef struct vl_backend vl_backend;
+struct vl_backend {
+    const char *name; /* "cpu" or "cuda" */
+    vl_dtype act;     /* activation dtype: F32 on cpu, BF16 on cuda */
+    void *ctx;        /* backend private state */
+
+    /* memory: large blocks only (the engine's arena carves them); never in the decode loop */
+    void *(*mem_alloc)(vl_backend *b, size_t bytes); /* NULL when out of memory */
+    void (*mem_free)(vl_backend *b, void *p);
+    void (*upload)(vl_backend *b, void *dst, const void *src_host, size_t bytes);
+    void (*download)(vl_backend *b, void *dst_host, const void *src, size_t bytes);
+    void (*copy)(vl_backend *b, void *dst, const void *src, size_t bytes);
+    void (*sync)(vl_backend *b);
+
+    /* dst[n] (act) = host float32 src[n], converted to the activation dtype */
+    void (*from_f32)(vl_backend *b, void *dst, const float *src_host, int64_t n);
+    /* host float32 dst[n] = src[n] (act) */
+    void (*to_f32)(vl_backend *b, float *dst_host, const void *src, int64_t n);
+
+    /* y[m, w.rows] = x[m, w.cols] . w^T (+ bias[w.rows] when bias && bias->data) */
+    void (*linear)(vl_backend *b, void *y, const void *x, int64_t m, const vl_weight *w,
+                   const vl_vec *bias);
+    /* y[n, E] = table[ids[i], :]; ids: int32 in backend memory, each in [0, table.rows) */
+    void (*embed)(vl_backend *b, void *y, const vl_weight *table, const int32_t *ids, int64_t n);
+    /* y[m, n] = RMSNorm(x[m, n]) * w   (fp32 statistics) */
+    void (*rmsnorm)(vl_backend *b, void *y, const void *x, int64_t m, int64_t n, const vl_vec *w,
+                    float eps);
+    /* y[m, n] = LayerNorm(x[m, n]) * w + bias   (fp32 statistics, biased variance) */
+    void (*layernorm)(vl_backend *b, void *y, const void *x, int64_t m, int64_t n,
+                      const vl_vec *w, const vl_vec *bias, float eps);
+    /* y[n] += a[n] */
+    void (*add)(vl_backend *b, void *y, const void *a, int64_t n);
+    /* y[n] = silu(gate[n]) * up[n], silu(x) = x / (1 + exp(-x)) */
+    void (*silu_mul)(vl_backend *b, void *y, const void *gate, const void *up, int64_t n);
+    /* in place: x = x * sigmoid(1.702 x) */
+    void (*quick_gelu)(vl_backend *b, void *x, int64_t n);
+    /* in place: x = 0.5 x (1 + erf(x / sqrt 2))  (exact GELU) */
+    void (*gelu)(vl_backend *b, void *x, int64_t n);
+
+    /* Text M-RoPE, in place on x[s, heads, head_dim] with row stride `stride`.
+     * pos: int32 [3, s] in backend memory (rows t, h, w). inv_freq_k = theta^(-2k/head_dim),
+     * k < head_dim/2; frequency pair k takes its position from row 0 for k < sec[0], row 1 for
+     * k < sec[0]+sec[1], else row 2. x'[k] = x[k] cos - x[k+D/2] sin, x'[k+D/2] = x[k+D/2] cos
+     * + x[k] sin (rotate_half). */
+    void (*rope_text)(vl_backend *b, void *x, int64_t stride, int64_t s, int heads, int head_dim,
+                      const int32_t *pos, const int sections[3], float theta);
+    /* Vision 2-D rotary, in place on x[s, heads, head_dim] (row stride `stride`).
+     * pos: int32 [2, s] (rows h, w). inv_freq_j = theta^(-2j/(head_dim/2)), j < head_dim/4;
+     * angle vector over head_dim/2 = [h*inv_freq, w*inv_freq]; rotate_half over head_dim. */
+    void (*rope_vision)(vl_backend *b, void *x, int64_t stride, int64_t s, int heads,
+                        int head_dim, const int32_t *pos, float theta);
+
+    void (*attention)(vl_backend *b, const vl_attn_params *p);
+
+    /* KV cache append: cache[g, pos0 + i, :] = src[i, g, :] for i < s, g < kv_heads.
+     * cache rows are head-major: element (g, t, d) at cache + g*head_stride + t*head_dim + d.
+     * src row stride `src_stride` (elements). */
+    void (*kv_append)(vl_backend *b, void *cache, int64_t head_stride, const void *src,
+                      int64_t src_stride, int64_t s, int kv_heads, int head_dim, int64_t pos0);
+};
+
+/* The CPU backend (always available). Returns a static, ready instance. */
+vl_backend *vl_backend_cpu(void);
+
+/* The CUDA backend; NULL and a message in `why` (if non-NULL) when there is no usable device
+ * or the build has no CUDA. */
+vl_backend *vl_backend_cuda(char *why, size_t why_len);
+
+#ifdef __cplusplus
+}
+#endif
+#endif

@@ -1,0 +1,465 @@
+/* config.c: config.json -> vl_config and preprocessor_config.json -> vl_preproc_config.
+ *
+ * Two layouts of config.json exist for the same model:
+ *   flat    (Qwen's published files, transformers 4.x): decoder keys at the top level,
+ *           rope_theta + rope_scaling {"type"/"rope_type", "mrope_section"}, and a vision_config
+ *           that may hold only {"in_chans", "model_type", "spatial_patch_size"}: every other
+ *           vision value is the class default of Qwen2VLVisionConfig (transformers drops keys
+ *           equal to the defaults when it saves);
+ *   nested  (transformers 5): decoder keys in text_config, rope_parameters {rope_theta,
+ *           mrope_section} in text_config and vision_config.
+ * A decoder key is looked up in text_config first, then at the top level. Values are checked
+ * for range and for the divisibility the kernels rely on; a failure names the file and the key.
+ * Like transformers, "spatial_patch_size" is ignored (only patch_size counts) and "in_chans" is
+ * used only when "in_channels" is absent.
+ * Leaves out: other model types (Qwen2.5-VL has a different vision tower and is refused), rope
+ * scaling other than M-RoPE, sliding-window attention (Qwen2-VL never enables it), video. */
+#include "loader/loader.h"
+
+#include <cJSON.h>
+
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#define CFG_MAX_FILE  (16u << 20)
+#define CFG_MAX_SIZE  (1 << 20) /* bound of every width, count and id */
+#define CFG_MAX_POS   (1 << 24)
+#define CFG_JSON_MAXI 9007199254740992.0 /* 2^53 */
+
+typedef struct {
+    const char *name; /* file name for messages */
+    const cJSON *root, *text, *vision;
+} cfg_src;
+
+static const cJSON *cfg_item(const cJSON *obj, const char *key) {
+    if (!cJSON_IsObject(obj)) return NULL;
+    const cJSON *j = cJSON_GetObjectItemCaseSensitive(obj, key);
+    return cJSON_IsNull(j) ? NULL : j; /* "key": null means "not set" in saved configs */
+}
+
+/* A decoder key: text_config wins over the top level. *label gets the key as the user would
+ * look for it in the file. */
+static const cJSON *cfg_dec(const cfg_src *s, const char *key, char *label, size_t cap) {
+    const cJSON *j = cfg_item(s->text, key);
+    if (j) {
+        snprintf(label, cap, "text_config.%s", key);
+        return j;
+    }
+    snprintf(label, cap, "%s", key);
+    return cfg_item(s->root, key);
+}
+
+static void cfg_describe(const cJSON *j, char *buf, size_t cap) {
+    if (cJSON_IsNumber(j)) snprintf(buf, cap, "%.17g", j->valuedouble);
+    else if (cJSON_IsString(j)) snprintf(buf, cap, "\"%.60s\"", j->valuestring);
+    else if (cJSON_IsBool(j)) snprintf(buf, cap, "%s", cJSON_IsTrue(j) ? "true" : "false");
+    else if (cJSON_IsArray(j)) snprintf(buf, cap, "a list");
+    else if (cJSON_IsObject(j)) snprintf(buf, cap, "an object");
+    else snprintf(buf, cap, "nothing");
+}
+
+/* An integer in [lo, hi]; absent -> def. */
+static int cfg_int_of(const char *name, const char *label, const cJSON *j, long long def,
+                      long long lo, long long hi, long long *out) {
+    if (!j) {
+        *out = def;
+        return 0;
+    }
+    double v = cJSON_IsNumber(j) ? j->valuedouble : NAN;
+    if (!isfinite(v) || v != floor(v) || v < (double)lo || v > (double)hi) {
+        char got[96];
+        cfg_describe(j, got, sizeof got);
+        return vl_error_set("%s: \"%s\" must be an integer in [%lld, %lld], got %s", name, label,
+                            lo, hi, got);
+    }
+    *out = (long long)v;
+    return 0;
+}
+
+static int cfg_dec_int(const cfg_src *s, const char *key, int required, int def, int lo, int hi,
+                       int *out) {
+    char label[96];
+    const cJSON *j = cfg_dec(s, key, label, sizeof label);
+    if (!j && required)
+        return vl_error_set("%s: required key \"%s\" is missing (expected in text_config or at "
+                            "the top level); is this a Qwen2-VL config.json?",
+                            s->name, key);
+    long long v;
+    if (cfg_int_of(s->name, label, j, def, lo, hi, &v) != 0) return -1;
+    *out = (int)v;
+    return 0;
+}
+
+static int cfg_vis_int(const cfg_src *s, const char *key, int def, int lo, int hi, int *out) {
+    char label[96];
+    snprintf(label, sizeof label, "vision_config.%s", key);
+    long long v;
+    if (cfg_int_of(s->name, label, cfg_item(s->vision, key), def, lo, hi, &v) != 0) return -1;
+    *out = (int)v;
+    return 0;
+}
+
+/* A finite number in (lo, hi]; absent -> def. */
+static int cfg_float_of(const char *name, const char *label, const cJSON *j, double def,
+                        double lo, double hi, float *out) {
+    double v = def;
+    if (j) {
+        v = cJSON_IsNumber(j) ? j->valuedouble : NAN;
+        if (!isfinite(v) || !(v > lo) || v > hi) {
+            char got[96];
+            cfg_describe(j, got, sizeof got);
+            return vl_error_set("%s: \"%s\" must be a number in (%g, %g], got %s", name, label,
+                                lo, hi, got);
+        }
+    }
+    *out = (float)v;
+    return 0;
+}
+
+/* rope_scaling / rope_parameters may only describe plain or multimodal rotary embeddings. */
+static int cfg_check_rope_kind(const cfg_src *s, const cJSON *obj, const char *label) {
+    static const char *const keys[] = {"type", "rope_type"};
+    for (int k = 0; k < 2; k++) {
+        const cJSON *j = cfg_item(obj, keys[k]);
+        if (!j) continue;
+        if (!cJSON_IsString(j) ||
+            (strcmp(j->valuestring, "mrope") != 0 && strcmp(j->valuestring, "default") != 0)) {
+            char got[96];
+            cfg_describe(j, got, sizeof got);
+            return vl_error_set("%s: \"%s.%s\" is %s; only M-RoPE (\"mrope\" or \"default\") is "
+                                "supported",
+                                s->name, label, keys[k], got);
+        }
+    }
+    return 0;
+}
+
+static int cfg_decoder(const cfg_src *s, vl_config *c) {
+    char label[96];
+    if (cfg_dec_int(s, "hidden_size", 1, 0, 1, CFG_MAX_SIZE, &c->hidden) ||
+        cfg_dec_int(s, "intermediate_size", 1, 0, 1, CFG_MAX_SIZE, &c->intermediate) ||
+        cfg_dec_int(s, "num_hidden_layers", 1, 0, 1, CFG_MAX_SIZE, &c->n_layers) ||
+        cfg_dec_int(s, "num_attention_heads", 1, 0, 1, CFG_MAX_SIZE, &c->n_heads) ||
+        cfg_dec_int(s, "vocab_size", 1, 0, 1, CFG_MAX_SIZE, &c->vocab) ||
+        cfg_dec_int(s, "num_key_value_heads", 0, c->n_heads, 1, CFG_MAX_SIZE, &c->n_kv_heads) ||
+        cfg_dec_int(s, "max_position_embeddings", 0, 32768, 1, CFG_MAX_POS, &c->max_positions))
+        return -1;
+    if (c->n_heads % c->n_kv_heads != 0)
+        return vl_error_set("%s: num_attention_heads (%d) must be a multiple of "
+                            "num_key_value_heads (%d)",
+                            s->name, c->n_heads, c->n_kv_heads);
+    if (cfg_item(s->text, "head_dim") || cfg_item(s->root, "head_dim")) {
+        if (cfg_dec_int(s, "head_dim", 1, 0, 2, CFG_MAX_SIZE, &c->head_dim)) return -1;
+    } else {
+        if (c->hidden % c->n_heads != 0)
+            return vl_error_set("%s: hidden_size (%d) must be a multiple of num_attention_heads "
+                                "(%d)",
+                                s->name, c->hidden, c->n_heads);
+        c->head_dim = c->hidden / c->n_heads;
+    }
+
+    const cJSON *j = cfg_dec(s, "rms_norm_eps", label, sizeof label);
+    if (cfg_float_of(s->name, label, j, 1e-6, 0.0, 0.1, &c->rms_eps)) return -1;
+
+    const cJSON *tie = cfg_dec(s, "tie_word_embeddings", label, sizeof label);
+    if (tie && !cJSON_IsBool(tie))
+        return vl_error_set("%s: \"%s\" must be true or false", s->name, label);
+    c->tie_embeddings = tie ? cJSON_IsTrue(tie) : 0;
+
+    /* rotary: transformers 5 writes rope_parameters, 4.x rope_theta + rope_scaling */
+    char rp_label[96], rs_label[96];
+    const cJSON *rp = cfg_dec(s, "rope_parameters", rp_label, sizeof rp_label);
+    const cJSON *rs = cfg_dec(s, "rope_scaling", rs_label, sizeof rs_label);
+    if (rp && !cJSON_IsObject(rp))
+        return vl_error_set("%s: \"%s\" must be an object", s->name, rp_label);
+    if (rs && !cJSON_IsObject(rs))
+        return vl_error_set("%s: \"%s\" must be an object", s->name, rs_label);
+    if (cfg_check_rope_kind(s, rp, rp_label) || cfg_check_rope_kind(s, rs, rs_label)) return -1;
+    j = cfg_item(rp, "rope_theta");
+    if (j) snprintf(label, sizeof label, "%s.rope_theta", rp_label);
+    else j = cfg_dec(s, "rope_theta", label, sizeof label);
+    if (cfg_float_of(s->name, label, j, 1e6, 0.0, 1e12, &c->rope_theta)) return -1;
+
+    j = cfg_item(rp, "mrope_section");
+    if (j) snprintf(label, sizeof label, "%s.mrope_section", rp_label);
+    else if ((j = cfg_item(rs, "mrope_section")))
+        snprintf(label, sizeof label, "%s.mrope_section", rs_label);
+    c->mrope_section[0] = 16, c->mrope_section[1] = 24, c->mrope_section[2] = 24;
+    if (j) {
+        if (!cJSON_IsArray(j) || cJSON_GetArraySize(j) != 3)
+            return vl_error_set("%s: \"%s\" must be a list of 3 integers (temporal, height, "
+                                "width)",
+                                s->name, label);
+        for (int k = 0; k < 3; k++) {
+            long long v;
+            if (cfg_int_of(s->name, label, cJSON_GetArrayItem(j, k), 0, 1, CFG_MAX_SIZE, &v))
+                return -1;
+            c->mrope_section[k] = (int)v;
+        }
+    }
+    long long sum = (long long)c->mrope_section[0] + c->mrope_section[1] + c->mrope_section[2];
+    if (sum * 2 != c->head_dim)
+        return vl_error_set("%s: mrope_section [%d, %d, %d] covers %lld rotary dims but the head "
+                            "dim is %d (expected twice the sum of mrope_section to equal it)",
+                            s->name, c->mrope_section[0], c->mrope_section[1],
+                            c->mrope_section[2], sum * 2, c->head_dim);
+    return 0;
+}
+
+static int cfg_vision(const cfg_src *s, vl_config *c) {
+    if (s->vision && !cJSON_IsObject(s->vision))
+        return vl_error_set("%s: \"vision_config\" must be an object", s->name);
+    /* defaults: Qwen2VLVisionConfig (the 7B tower) */
+    if (cfg_vis_int(s, "depth", 32, 1, CFG_MAX_SIZE, &c->v_depth) ||
+        cfg_vis_int(s, "embed_dim", 1280, 1, CFG_MAX_SIZE, &c->v_embed) ||
+        cfg_vis_int(s, "num_heads", 16, 1, CFG_MAX_SIZE, &c->v_heads) ||
+        cfg_vis_int(s, "hidden_size", 3584, 1, CFG_MAX_SIZE, &c->v_out) ||
+        cfg_vis_int(s, "patch_size", 14, 1, 1024, &c->patch) ||
+        cfg_vis_int(s, "temporal_patch_size", 2, 1, 1024, &c->temporal_patch) ||
+        cfg_vis_int(s, "spatial_merge_size", 2, 1, 1024, &c->merge))
+        return -1;
+    const char *ch_key = cfg_item(s->vision, "in_channels") ? "in_channels" : "in_chans";
+    if (cfg_vis_int(s, ch_key, 3, 1, 1024, &c->in_channels)) return -1;
+    if (c->in_channels != 3)
+        return vl_error_set("%s: \"vision_config.%s\" is %d; only RGB input (3) is supported",
+                            s->name, ch_key, c->in_channels);
+
+    float ratio;
+    if (cfg_float_of(s->name, "vision_config.mlp_ratio", cfg_item(s->vision, "mlp_ratio"), 4.0,
+                     0.0, 64.0, &ratio))
+        return -1;
+    double mlp = floor((double)c->v_embed * ratio); /* python int() of a positive float */
+    if (mlp < 1 || mlp > CFG_MAX_SIZE)
+        return vl_error_set("%s: vision MLP width embed_dim * mlp_ratio = %.0f is out of range",
+                            s->name, mlp);
+    c->v_mlp = (int)mlp;
+
+    if (c->v_embed % c->v_heads != 0)
+        return vl_error_set("%s: vision_config.embed_dim (%d) must be a multiple of "
+                            "vision_config.num_heads (%d)",
+                            s->name, c->v_embed, c->v_heads);
+    c->v_head_dim = c->v_embed / c->v_heads;
+    if (c->v_head_dim % 4 != 0) /* rotary halves split again into height and width */
+        return vl_error_set("%s: vision head dim embed_dim / num_heads = %d must be a multiple "
+                            "of 4",
+                            s->name, c->v_head_dim);
+    if (c->v_out != c->hidden)
+        return vl_error_set("%s: vision_config.hidden_size (%d, the merger output) must equal "
+                            "the decoder hidden_size (%d)%s",
+                            s->name, c->v_out, c->hidden,
+                            cfg_item(s->vision, "hidden_size")
+                                ? ""
+                                : "; the file leaves it at the default 3584, set it");
+
+    const cJSON *act = cfg_item(s->vision, "hidden_act");
+    if (!act || (cJSON_IsString(act) && strcmp(act->valuestring, "quick_gelu") == 0))
+        c->v_act_quick_gelu = 1;
+    else if (cJSON_IsString(act) && strcmp(act->valuestring, "gelu") == 0)
+        c->v_act_quick_gelu = 0;
+    else {
+        char got[96];
+        cfg_describe(act, got, sizeof got);
+        return vl_error_set("%s: \"vision_config.hidden_act\" is %s (expected \"quick_gelu\" or "
+                            "\"gelu\")",
+                            s->name, got);
+    }
+
+    const cJSON *vrp = cfg_item(s->vision, "rope_parameters");
+    const cJSON *j = cfg_item(vrp, "rope_theta");
+    const char *label = "vision_config.rope_parameters.rope_theta";
+    if (!j) {
+        j = cfg_item(s->vision, "rope_theta");
+        label = "vision_config.rope_theta";
+    }
+    return cfg_float_of(s->name, label, j, 10000.0, 0.0, 1e12, &c->v_rope_theta);
+}
+
+/* Special token ids; eos_token_id may be a list (the first is the end of a turn). */
+static int cfg_token(const cfg_src *s, const vl_config *c, const char *key, int def, int *out) {
+    char label[96];
+    const cJSON *j = cfg_dec(s, key, label, sizeof label);
+    if (cJSON_IsArray(j)) {
+        if (cJSON_GetArraySize(j) < 1)
+            return vl_error_set("%s: \"%s\" is an empty list", s->name, label);
+        j = cJSON_GetArrayItem(j, 0);
+    }
+    long long v;
+    if (cfg_int_of(s->name, label, j, def, 0, (long long)c->vocab - 1, &v)) return -1;
+    *out = (int)v;
+    return 0;
+}
+
+int vl_config_parse(vl_config *out, const char *json_text, const char *name) {
+    const char *stop = NULL;
+    cJSON *root = cJSON_ParseWithOpts(json_text, &stop, 1);
+    if (!root)
+        return vl_error_set("%s is not valid JSON (error at byte %lld)", name,
+                            stop ? (long long)(stop - json_text) : -1LL);
+    vl_config c;
+    memset(&c, 0, sizeof c);
+    cfg_src s = {name, root, NULL, NULL};
+    int rc = 0;
+    if (!cJSON_IsObject(root)) {
+        rc = vl_error_set("%s: expected a JSON object", name);
+        goto done;
+    }
+    const cJSON *mt = cfg_item(root, "model_type");
+    if (mt && (!cJSON_IsString(mt) || strcmp(mt->valuestring, "qwen2_vl") != 0)) {
+        char got[96];
+        cfg_describe(mt, got, sizeof got);
+        rc = vl_error_set("%s: model_type is %s; vlrun runs Qwen2-VL (\"qwen2_vl\") only", name,
+                          got);
+        goto done;
+    }
+    s.text = cfg_item(root, "text_config");
+    s.vision = cfg_item(root, "vision_config");
+    if (s.text && !cJSON_IsObject(s.text)) {
+        rc = vl_error_set("%s: \"text_config\" must be an object", name);
+        goto done;
+    }
+    if ((rc = cfg_decoder(&s, &c)) != 0 || (rc = cfg_vision(&s, &c)) != 0) goto done;
+    /* Qwen2-VL's ids when a file leaves them out */
+    if ((rc = cfg_token(&s, &c, "image_token_id", 151655, &c.image_id)) ||
+        (rc = cfg_token(&s, &c, "video_token_id", 151656, &c.video_id)) ||
+        (rc = cfg_token(&s, &c, "vision_start_token_id", 151652, &c.vision_start_id)) ||
+        (rc = cfg_token(&s, &c, "vision_end_token_id", 151653, &c.vision_end_id)) ||
+        (rc = cfg_token(&s, &c, "vision_token_id", 151654, &c.vision_pad_id)) ||
+        (rc = cfg_token(&s, &c, "bos_token_id", 151643, &c.bos_id)) ||
+        (rc = cfg_token(&s, &c, "eos_token_id", 151645, &c.eos_id)))
+        goto done;
+    *out = c;
+done:
+    cJSON_Delete(root);
+    return rc;
+}
+
+int vl_config_load(vl_config *c, const char *path) {
+    char *text = NULL;
+    if (vl_read_file(path, CFG_MAX_FILE, &text, NULL) != 0) return -1;
+    int rc = vl_config_parse(c, text, path);
+    free(text);
+    return rc;
+}
+
+/* ---- preprocessor_config.json ---------------------------------------------------------- */
+
+void vl_preproc_config_default(vl_preproc_config *p) {
+    static const float mean[3] = {0.48145466f, 0.4578275f, 0.40821073f}; /* OpenAI CLIP */
+    static const float std[3] = {0.26862954f, 0.26130258f, 0.27577711f};
+    memset(p, 0, sizeof *p);
+    p->min_pixels = 3136;     /* 4 * 28^2 */
+    p->max_pixels = 12845056; /* 16384 * 28^2, the 7B-Instruct file (class default: 1003520) */
+    memcpy(p->mean, mean, sizeof mean);
+    memcpy(p->std, std, sizeof std);
+    p->patch = 14;
+    p->temporal_patch = 2;
+    p->merge = 2;
+}
+
+static int pp_pixels(const char *path, const cJSON *obj, const char *prefix, const char *a,
+                     const char *b, int64_t *out) {
+    const char *key = a;
+    const cJSON *j = cfg_item(obj, a);
+    if (!j && b) j = cfg_item(obj, key = b);
+    if (!j) return 0;
+    char label[96];
+    snprintf(label, sizeof label, "%s%s", prefix, key);
+    long long v;
+    if (cfg_int_of(path, label, j, 0, 1, (long long)CFG_JSON_MAXI, &v)) return -1;
+    *out = v;
+    return 0;
+}
+
+static int pp_triple(const char *path, const cJSON *root, const char *key, int positive,
+                     float out[3]) {
+    const cJSON *j = cfg_item(root, key);
+    if (!j) return 0;
+    if (!cJSON_IsArray(j) || cJSON_GetArraySize(j) != 3)
+        return vl_error_set("%s: \"%s\" must be a list of 3 numbers (R, G, B)", path, key);
+    for (int k = 0; k < 3; k++) {
+        const cJSON *v = cJSON_GetArrayItem(j, k);
+        if (!cJSON_IsNumber(v) || !isfinite(v->valuedouble) ||
+            (positive && !(v->valuedouble > 0)) || fabs(v->valuedouble) > 1e6)
+            return vl_error_set("%s: \"%s\"[%d] must be a %snumber", path, key, k,
+                                positive ? "positive " : "");
+        out[k] = (float)v->valuedouble;
+    }
+    return 0;
+}
+
+/* Options vl_preproc_config cannot express must keep the values the pipeline implements. */
+static int pp_check_fixed(const char *path, const cJSON *root) {
+    static const char *const on[] = {"do_resize", "do_rescale", "do_normalize"};
+    for (int k = 0; k < 3; k++) {
+        const cJSON *j = cfg_item(root, on[k]);
+        if (j && !cJSON_IsTrue(j))
+            return vl_error_set("%s: \"%s\" must be true (vlrun always does it)", path, on[k]);
+    }
+    const cJSON *j = cfg_item(root, "resample");
+    if (j && !(cJSON_IsNumber(j) && j->valuedouble == 3))
+        return vl_error_set("%s: \"resample\" must be 3 (bicubic, the only filter vlrun has)",
+                            path);
+    j = cfg_item(root, "rescale_factor");
+    if (j && !(cJSON_IsNumber(j) && fabs(j->valuedouble * 255.0 - 1.0) < 1e-6))
+        return vl_error_set("%s: \"rescale_factor\" must be 1/255 (0.00392156862745098)", path);
+    return 0;
+}
+
+int vl_preproc_config_load(vl_preproc_config *out, const char *path) {
+    char *text = NULL;
+    if (vl_read_file(path, CFG_MAX_FILE, &text, NULL) != 0) return -1;
+    const char *stop = NULL;
+    cJSON *root = cJSON_ParseWithOpts(text, &stop, 1);
+    int rc = 0;
+    vl_preproc_config p;
+    vl_preproc_config_default(&p);
+    if (!root) {
+        rc = vl_error_set("%s is not valid JSON (error at byte %lld)", path,
+                          stop ? (long long)(stop - text) : -1LL);
+        goto done;
+    }
+    if (!cJSON_IsObject(root)) {
+        rc = vl_error_set("%s: expected a JSON object", path);
+        goto done;
+    }
+    /* transformers 5 writes size {shortest_edge, longest_edge}; explicit min/max_pixels at
+     * the top level override it, as in the image processor */
+    const cJSON *size = cfg_item(root, "size");
+    if (size && !cJSON_IsObject(size)) {
+        rc = vl_error_set("%s: \"size\" must be an object", path);
+        goto done;
+    }
+    long long iv;
+    if ((rc = pp_pixels(path, size, "size.", "min_pixels", "shortest_edge", &p.min_pixels)) ||
+        (rc = pp_pixels(path, size, "size.", "max_pixels", "longest_edge", &p.max_pixels)) ||
+        (rc = pp_pixels(path, root, "", "min_pixels", NULL, &p.min_pixels)) ||
+        (rc = pp_pixels(path, root, "", "max_pixels", NULL, &p.max_pixels)) ||
+        (rc = pp_triple(path, root, "image_mean", 0, p.mean)) ||
+        (rc = pp_triple(path, root, "image_std", 1, p.std)) ||
+        (rc = pp_check_fixed(path, root)))
+        goto done;
+    if ((rc = cfg_int_of(path, "patch_size", cfg_item(root, "patch_size"), p.patch, 1, 1024,
+                         &iv)))
+        goto done;
+    p.patch = (int)iv;
+    if ((rc = cfg_int_of(path, "temporal_patch_size", cfg_item(root, "temporal_patch_size"),
+                         p.temporal_patch, 1, 1024, &iv)))
+        goto done;
+    p.temporal_patch = (int)iv;
+    if ((rc = cfg_int_of(path, "merge_size", cfg_item(root, "merge_size"), p.merge, 1, 1024,
+                         &iv)))
+        goto done;
+    p.merge = (int)iv;
+    if (p.min_pixels > p.max_pixels) {
+        rc = vl_error_set("%s: min_pixels (%lld) is larger than max_pixels (%lld)", path,
+                          (long long)p.min_pixels, (long long)p.max_pixels);
+        goto done;
+    }
+    *out = p;
+done:
+    cJSON_Delete(root);
+    free(text);
+    return rc;
+}

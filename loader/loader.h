@@ -1,0 +1,199 @@
+/* loader.h: the public face of loader/: files in, tensors, token ids and pixels out.
+ *
+ *   errors        user-facing failures: one message, returned up to main
+ *   checkpoint    safetensors (single file or sharded index), mmapped and validated
+ *   config        config.json (flat Qwen2-VL layout and nested transformers-5 layout),
+ *                 preprocessor_config.json
+ *   tokenizer     tokenizer.json byte-level BPE (Qwen2), encode / streaming decode
+ *   image         decode (stb_image) -> 8-bit RGB, smart_resize, PIL-exact bicubic resize,
+ *                 normalization and the Qwen2-VL patch order
+ *
+ * Every function that can fail because of user input returns 0 on success and non-zero on
+ * failure, after vl_error_set() has recorded one line naming the file/tensor/option and what to
+ * do. Nothing here prints or exits.
+ */
+#ifndef VL_LOADER_H
+#define VL_LOADER_H
+
+#include "kernels/kernels.h"
+
+#include <stddef.h>
+#include <stdint.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+/* ---- errors (loader/error.c) --------------------------------------------------------------- */
+
+#if defined(__GNUC__)
+#define VL_PRINTF(a, b) __attribute__((format(printf, a, b)))
+#else
+#define VL_PRINTF(a, b)
+#endif
+
+/* Record the failure (the first one wins until vl_error_clear); always returns -1 so that
+ * `return vl_error_set(...)` reads naturally. */
+int vl_error_set(const char *fmt, ...) VL_PRINTF(1, 2);
+const char *vl_error_get(void); /* "" when no error */
+void vl_error_clear(void);
+
+/* Whole file into memory, NUL-terminated (for JSON). max_bytes guards against absurd files. */
+int vl_read_file(const char *path, size_t max_bytes, char **out, size_t *out_len);
+
+/* ---- checkpoint (loader/safetensors.c) ----------------------------------------------------- */
+
+#define VL_MAX_DIMS 8
+
+typedef struct {
+    char *name;
+    vl_dtype dtype;
+    int ndim;
+    int64_t shape[VL_MAX_DIMS];
+    int64_t numel;
+    const void *data; /* inside the mmapped file */
+    size_t nbytes;
+    int file; /* index into vl_checkpoint.files */
+} vl_tensor;
+
+typedef struct {
+    char *path;
+    void *map;
+    size_t size;
+} vl_mapped_file;
+
+typedef struct {
+    vl_mapped_file *files;
+    int n_files;
+    vl_tensor *tensors; /* sorted by name */
+    int n_tensors;
+} vl_checkpoint;
+
+/* Open `path`: a directory (model.safetensors, or model.safetensors.index.json and its shards)
+ * or a single .safetensors file. Validates header length, JSON, dtypes, shapes, offsets (in the
+ * data area, not overlapping), byte lengths, duplicate names; for an index, every tensor must
+ * be in the shard the index names. */
+int vl_checkpoint_open(vl_checkpoint *ck, const char *path);
+void vl_checkpoint_close(vl_checkpoint *ck);
+/* NULL if absent (no error recorded). */
+const vl_tensor *vl_checkpoint_find(const vl_checkpoint *ck, const char *name);
+/* Like find, but records "tensor NAME is missing from DIR" when absent. */
+const vl_tensor *vl_checkpoint_get(const vl_checkpoint *ck, const char *name);
+
+/* Write one safetensors file (for `vlrun synth` and tests). Tensors are written in the order
+ * given; data is copied as is. Writes to a temporary name and renames at the end, so a failed
+ * write leaves nothing half-written. */
+typedef struct {
+    const char *name;
+    vl_dtype dtype;
+    int ndim;
+    int64_t shape[VL_MAX_DIMS];
+    const void *data;
+} vl_tensor_out;
+int vl_safetensors_write(const char *path, const vl_tensor_out *tensors, int n);
+
+/* ---- config (loader/config.c) -------------------------------------------------------------- */
+
+typedef struct {
+    /* decoder */
+    int hidden;       /* E */
+    int intermediate; /* F */
+    int n_layers;
+    int n_heads, n_kv_heads, head_dim;
+    int vocab;
+    float rope_theta;
+    float rms_eps;
+    int mrope_section[3];
+    int max_positions;
+    int tie_embeddings;
+    /* vision */
+    int v_depth;
+    int v_embed; /* vision width */
+    int v_heads, v_head_dim;
+    int v_mlp;       /* vision MLP width = embed * mlp_ratio */
+    int v_out;       /* merger output = decoder hidden */
+    int patch, temporal_patch, merge, in_channels;
+    float v_rope_theta;
+    int v_act_quick_gelu; /* 1: quick_gelu (Qwen2-VL), 0: exact gelu */
+    /* special token ids */
+    int bos_id, eos_id, vision_start_id, vision_end_id, vision_pad_id, image_id, video_id;
+} vl_config;
+
+/* Parse config.json text (flat or nested layout); `name` is used in error messages. */
+int vl_config_parse(vl_config *c, const char *json_text, const char *name);
+int vl_config_load(vl_config *c, const char *path);
+
+typedef struct {
+    int64_t min_pixels, max_pixels;
+    float mean[3], std[3];
+    int patch, temporal_patch, merge;
+} vl_preproc_config;
+
+/* The Qwen2-VL-7B-Instruct values (min 3136, max 12845056, CLIP mean/std, 14/2/2). */
+void vl_preproc_config_default(vl_preproc_config *p);
+/* preprocessor_config.json; keys absent from the file keep the defaults. */
+int vl_preproc_config_load(vl_preproc_config *p, const char *path);
+
+/* ---- tokenizer (loader/tokenizer.c) ------------------------------------------------------- */
+
+typedef struct vl_tokenizer vl_tokenizer;
+
+int vl_tokenizer_load(vl_tokenizer **out, const char *path);
+void vl_tokenizer_free(vl_tokenizer *t);
+/* Encode UTF-8 text exactly as HF tokenizers does for the Qwen2 tokenizer.json: added tokens
+ * split out first, NFC, the Qwen2 split pattern, byte-level mapping, BPE merges by rank.
+ * *ids is malloc'ed. Invalid UTF-8 is an error. */
+int vl_tokenizer_encode(const vl_tokenizer *t, const char *text, int32_t **ids, int *n);
+/* Id of a token given by its content ("<|im_start|>", "\n" as the vocab spells it after the
+ * byte mapping is NOT accepted: pass added tokens only), or -1. */
+int vl_tokenizer_token_id(const vl_tokenizer *t, const char *content);
+int vl_tokenizer_vocab_size(const vl_tokenizer *t); /* highest id + 1 */
+/* Raw bytes of one token (after undoing the byte-level mapping); NULL for an unknown id. */
+const char *vl_tokenizer_token_bytes(const vl_tokenizer *t, int id, int *len);
+
+/* Streaming decode: feed ids one at a time, get the UTF-8 text that is complete so far;
+ * bytes of a character split across tokens are held back until it is whole. */
+typedef struct {
+    char pending[8];
+    int n_pending;
+} vl_decoder;
+/* Appends at most out_cap-1 bytes + NUL to out; returns the number of bytes written. */
+int vl_decoder_feed(vl_decoder *d, const vl_tokenizer *t, int id, char *out, int out_cap);
+/* Whatever is still held (an incomplete character) as U+FFFD replacement(s). */
+int vl_decoder_flush(vl_decoder *d, char *out, int out_cap);
+
+/* ---- images (loader/image.c, loader/resize.c, loader/preprocess.c) ------------------------ */
+
+typedef struct {
+    int w, h;
+    uint8_t *rgb; /* h * w * 3, row-major, interleaved RGB */
+} vl_image;
+
+/* Decode PNG/JPEG/BMP/GIF (first frame) to 8-bit RGB as PIL's convert("RGB") does (grey
+ * replicated, alpha dropped). Refuses headers over VL_IMAGE_MAX_PIXELS and aspect ratio > 200. */
+#define VL_IMAGE_MAX_PIXELS (178956970LL) /* PIL's decompression-bomb error threshold */
+int vl_image_load(vl_image *img, const char *path);
+void vl_image_free(vl_image *img);
+
+/* Qwen2-VL smart_resize: dimensions multiple of `factor`, pixels within [min, max]. */
+int vl_smart_resize(int h, int w, int factor, int64_t min_pixels, int64_t max_pixels, int *out_h,
+                    int *out_w);
+/* PIL Image.resize((w, h), BICUBIC) on 8-bit RGB, bit-exact (area-aware when downscaling). */
+int vl_image_resize_bicubic(const vl_image *src, int w, int h, vl_image *dst);
+
+typedef struct {
+    int grid_t, grid_h, grid_w; /* patches; merged tokens = t*h*w / merge^2 */
+    int resized_w, resized_h;
+    int64_t n_patches;  /* grid_t * grid_h * grid_w */
+    int patch_dim;      /* in_channels * temporal_patch * patch * patch = 1176 */
+    float *pixels;      /* [n_patches, patch_dim] in the Qwen2-VL patch order (spec 2.1.6) */
+} vl_pixels;
+
+/* smart_resize + bicubic + rescale/normalize + temporal duplication + patch order. */
+int vl_preprocess_image(const vl_image *img, const vl_preproc_config *p, vl_pixels *out);
+void vl_pixels_free(vl_pixels *px);
+
+#ifdef __cplusplus
+}
+#endif
+#endif

@@ -1,0 +1,298 @@
+/* test_engine_golden.c: the CPU engine against transformers (float32) on small checkpoints.
+ *
+ * Goldens (tests/reference/make_model_goldens.py, run on the GPU machine) hold, for a fixed
+ * request: the token ids of the chat template, the image grids, M-RoPE positions, samples of
+ * the pixel values, the argmax at every prompt position, the last position's logits and 24
+ * greedy tokens. The engine must give the ids, grids and positions exactly, every argmax and
+ * every greedy token equal, and logits with cosine >= 0.99999. Each case runs twice: with one
+ * prefill chunk and with 7-token chunks (images then straddle chunk boundaries).
+ *
+ * Also ../shared's tiny-qwen2vl/tiny-bf16 case (copied into tests/fixtures): explicit ids, one
+ * image, 8 greedy tokens. */
+#include "engine/engine.h"
+#include "vltest.h"
+
+#include <cJSON.h>
+
+static cJSON *load_json(const char *path) {
+    char *text = NULL;
+    size_t len = 0;
+    if (vl_read_file(path, 64 << 20, &text, &len)) return NULL;
+    cJSON *j = cJSON_Parse(text);
+    free(text);
+    return j;
+}
+
+static int32_t *json_ints(const cJSON *arr, int *n) {
+    *n = cJSON_GetArraySize(arr);
+    int32_t *v = malloc((size_t)(*n ? *n : 1) * sizeof *v);
+    for (int i = 0; i < *n; i++) v[i] = (int32_t)cJSON_GetArrayItem(arr, i)->valuedouble;
+    return v;
+}
+
+static float *read_f32(const char *path, int n) {
+    FILE *f = fopen(path, "rb");
+    if (!f) return NULL;
+    float *v = malloc((size_t)n * sizeof *v);
+    size_t got = fread(v, sizeof *v, (size_t)n, f);
+    fclose(f);
+    if (got != (size_t)n) {
+        free(v);
+        return NULL;
+    }
+    return v;
+}
+
+static double cosine(const float *a, const float *b, int n, double *max_abs) {
+    double ab = 0, aa = 0, bb = 0;
+    *max_abs = 0;
+    for (int i = 0; i < n; i++) {
+        ab += (double)a[i] * b[i];
+        aa += (double)a[i] * a[i];
+        bb += (double)b[i] * b[i];
+        double d = fabs((double)a[i] - b[i]);
+        if (d > *max_abs) *max_abs = d;
+    }
+    return ab / sqrt(aa * bb);
+}
+
+/* Prefill + `n_greedy` greedy tokens; compares with the golden arrays. */
+static void check_generation(vl_model *m, const vl_prompt *p, int chunk, const cJSON *argmax_j,
+                             const cJSON *greedy_j, const char *logits_path, const char *tag) {
+    const vl_config *c = &m->cfg;
+    int64_t max_patches = 0;
+    for (int i = 0; i < p->n_images; i++)
+        if (p->images[i].n_patches > max_patches) max_patches = p->images[i].n_patches;
+    int n_arg = 0, n_greedy = 0;
+    int32_t *want_arg = json_ints(argmax_j, &n_arg);
+    int32_t *want_greedy = json_ints(greedy_j, &n_greedy);
+    VT_CHECK_INT(n_arg, p->n);
+    vl_session s;
+    int rc = vl_session_init(&s, m, p->n + n_greedy, chunk, max_patches);
+    VT_CHECKF(rc == 0, "%s: session: %s", tag, vl_error_get());
+    if (rc) goto out;
+    float *logits = malloc((size_t)c->vocab * sizeof *logits);
+    int32_t *arg = malloc((size_t)p->n * sizeof *arg);
+    rc = vl_prefill(&s, p, logits, arg);
+    VT_CHECKF(rc == 0, "%s: prefill: %s", tag, vl_error_get());
+    if (!rc) {
+        int mismatches = 0;
+        for (int i = 0; i < p->n && i < n_arg; i++) mismatches += arg[i] != want_arg[i];
+        VT_CHECKF(mismatches == 0, "%s: %d of %d argmax positions differ", tag, mismatches, p->n);
+        float *ref = read_f32(logits_path, c->vocab);
+        VT_CHECKF(ref != NULL, "%s: cannot read %s", tag, logits_path);
+        if (ref) {
+            double max_abs, cs = cosine(logits, ref, c->vocab, &max_abs);
+            VT_CHECKF(cs >= 0.99999, "%s: logits cosine %.7f (max abs diff %.3g)", tag, cs,
+                      max_abs);
+            printf("%s: logits cosine %.9f, max abs diff %.3g\n", tag, cs, max_abs);
+            free(ref);
+        }
+        int32_t tok = vl_argmax(logits, c->vocab);
+        int same = 0;
+        for (int k = 0; k < n_greedy; k++) {
+            same += tok == want_greedy[k];
+            if (tok != want_greedy[k]) {
+                fprintf(stderr, "%s: greedy token %d: got %d, want %d\n", tag, k, tok,
+                        want_greedy[k]);
+                break;
+            }
+            if (k + 1 < n_greedy) {
+                if (vl_decode_step(&s, tok, logits)) break;
+                tok = vl_argmax(logits, c->vocab);
+            }
+        }
+        VT_CHECKF(same == n_greedy, "%s: %d of %d greedy tokens equal", tag, same, n_greedy);
+    }
+    free(logits);
+    free(arg);
+    vl_session_free(&s);
+out:
+    free(want_arg);
+    free(want_greedy);
+}
+
+/* tests/fixtures/models/golden_<name>.json: the chat-template path, as vlrun uses it. */
+static void golden_model(const char *name) {
+    char path[4096], dir[4096], tok[4096];
+    snprintf(path, sizeof path, "%s", vt_fixture("models/golden_"));
+    snprintf(path + strlen(path), sizeof path - strlen(path), "%s.json", name);
+    cJSON *g = load_json(path);
+    if (!g) {
+        VT_SKIP("model golden absent (made on the GPU machine by make_model_goldens.py)");
+        vl_error_clear();
+        return;
+    }
+    const char *tdir = getenv("VL_TOKENIZER_DIR");
+    snprintf(tok, sizeof tok, "%s/small_tokenizer.json", tdir ? tdir : ".cache/tokenizer");
+    snprintf(dir, sizeof dir, "%s", vt_fixture("models/"));
+    snprintf(dir + strlen(dir), sizeof dir - strlen(dir), "%s", name);
+
+    vl_options o;
+    vl_options_default(&o);
+    o.model_dir = dir;
+    o.tokenizer = tok;
+    o.backend = VL_BACKEND_CPU;
+    vl_model m;
+    int rc = vl_model_load(&m, &o, vl_backend_cpu());
+    VT_CHECKF(rc == 0, "%s: load: %s", name, vl_error_get());
+    if (rc) {
+        vl_model_free(&m);
+        cJSON_Delete(g);
+        return;
+    }
+    const cJSON *imgs = cJSON_GetObjectItem(g, "images");
+    const cJSON *src_j = cJSON_GetObjectItem(g, "image_src");
+    int n_img = cJSON_GetArraySize(imgs), n_src = 0;
+    int32_t *src32 = json_ints(src_j, &n_src);
+    vl_pixels *px = calloc((size_t)n_img, sizeof *px);
+    vl_pixels *uniq = calloc((size_t)n_img, sizeof *uniq);
+    int *src = calloc((size_t)n_img, sizeof *src);
+    const cJSON *grids = cJSON_GetObjectItem(g, "grids");
+    for (int i = 0; i < n_img; i++) {
+        src[i] = src32[i];
+        if (!uniq[src[i]].pixels) {
+            char ip[4096];
+            snprintf(ip, sizeof ip, "%s/%s", vt_fixture("models/images"),
+                     cJSON_GetArrayItem(imgs, i)->valuestring);
+            vl_image im;
+            rc = vl_image_load(&im, ip);
+            VT_CHECKF(rc == 0, "%s: %s", ip, vl_error_get());
+            if (rc) continue;
+            rc = vl_preprocess_image(&im, &m.pre, &uniq[src[i]]);
+            VT_CHECKF(rc == 0, "%s: preprocess: %s", ip, vl_error_get());
+            vl_image_free(&im);
+        }
+        px[i] = uniq[src[i]];
+        const cJSON *gr = cJSON_GetArrayItem(grids, i);
+        VT_CHECK_INT(px[i].grid_t, cJSON_GetArrayItem(gr, 0)->valueint);
+        VT_CHECK_INT(px[i].grid_h, cJSON_GetArrayItem(gr, 1)->valueint);
+        VT_CHECK_INT(px[i].grid_w, cJSON_GetArrayItem(gr, 2)->valueint);
+    }
+    /* pixel samples index the concatenation of all images' pixel values */
+    const cJSON *samples = cJSON_GetObjectItem(g, "pixel_samples");
+    int exact = 0, n_samples = cJSON_GetArraySize(samples);
+    double worst = 0;
+    for (int k = 0; k < n_samples; k++) {
+        const cJSON *sm = cJSON_GetArrayItem(samples, k);
+        int64_t idx = (int64_t)cJSON_GetArrayItem(sm, 0)->valuedouble;
+        double want = cJSON_GetArrayItem(sm, 1)->valuedouble;
+        for (int i = 0; i < n_img; i++) {
+            int64_t sz = px[i].n_patches * px[i].patch_dim;
+            if (idx < sz) {
+                double d = fabs(px[i].pixels ? px[i].pixels[idx] - want : 1e9);
+                exact += d <= 1e-5;
+                if (d > worst) worst = d;
+                break;
+            }
+            idx -= sz;
+        }
+    }
+    printf("%s: pixel samples exact %d/%d, worst %.4g\n", name, exact, n_samples, worst);
+    VT_CHECKF(worst <= 1.01 / 255 / 0.26, "%s: a pixel value is %.4g off (more than 1 level)",
+              name, worst);
+    VT_CHECKF(exact * 100 >= n_samples * 99, "%s: only %d of %d pixel samples exact", name,
+              exact, n_samples);
+
+    const char *prompt = cJSON_GetObjectItem(g, "prompt")->valuestring;
+    vl_prompt p;
+    rc = vl_prompt_build(&p, &m, prompt, px, src, n_img);
+    VT_CHECKF(rc == 0, "%s: prompt: %s", name, vl_error_get());
+    if (!rc) {
+        int n_ids = 0;
+        int32_t *want = json_ints(cJSON_GetObjectItem(g, "input_ids"), &n_ids);
+        VT_CHECK_INT(p.n, n_ids);
+        int diff = 0;
+        for (int i = 0; i < p.n && i < n_ids; i++) diff += p.ids[i] != want[i];
+        VT_CHECKF(diff == 0, "%s: %d prompt ids differ from transformers'", name, diff);
+        free(want);
+        const cJSON *pos = cJSON_GetObjectItem(g, "positions");
+        if (cJSON_IsArray(pos)) {
+            int bad = 0;
+            for (int r = 0; r < 3; r++) {
+                int n_row = 0;
+                int32_t *row = json_ints(cJSON_GetArrayItem(pos, r), &n_row);
+                for (int i = 0; i < p.n && i < n_row; i++) bad += p.pos[r * p.n + i] != row[i];
+                free(row);
+            }
+            VT_CHECKF(bad == 0, "%s: %d M-RoPE positions differ", name, bad);
+            VT_CHECK_INT(p.rope_delta, cJSON_GetObjectItem(g, "rope_delta")->valueint);
+        }
+        char lp[4096];
+        snprintf(lp, sizeof lp, "%s/%s", vt_fixture("models"),
+                 cJSON_GetObjectItem(g, "logits_file")->valuestring);
+        char tag[128];
+        snprintf(tag, sizeof tag, "%s chunk=all", name);
+        check_generation(&m, &p, p.n, cJSON_GetObjectItem(g, "argmax_every_position"),
+                         cJSON_GetObjectItem(g, "greedy"), lp, tag);
+        snprintf(tag, sizeof tag, "%s chunk=7", name);
+        check_generation(&m, &p, 7, cJSON_GetObjectItem(g, "argmax_every_position"),
+                         cJSON_GetObjectItem(g, "greedy"), lp, tag);
+        vl_prompt_free(&p);
+    }
+    for (int i = 0; i < n_img; i++) vl_pixels_free(&uniq[i]);
+    free(uniq);
+    free(px);
+    free(src);
+    free(src32);
+    vl_model_free(&m);
+    cJSON_Delete(g);
+}
+
+/* ../shared/goldens/tiny-qwen2vl (copied): explicit ids, one 140x84 image. */
+static void golden_shared_tiny(void) {
+    cJSON *g = load_json(vt_fixture("tiny-qwen2vl/golden.json"));
+    VT_CHECKF(g != NULL, "tiny-qwen2vl/golden.json: %s", vl_error_get());
+    if (!g) return;
+    vl_options o;
+    vl_options_default(&o);
+    o.model_dir = vt_fixture("tiny-qwen2vl/tiny-bf16");
+    vl_model m;
+    int rc = vl_model_load(&m, &o, vl_backend_cpu());
+    VT_CHECKF(rc == 0, "tiny-bf16 load: %s", vl_error_get());
+    vl_image im;
+    vl_pixels px;
+    memset(&px, 0, sizeof px);
+    if (!rc) {
+        rc = vl_image_load(&im, vt_fixture("tiny-qwen2vl/tiny_input_140x84.png"));
+        VT_CHECKF(rc == 0, "%s", vl_error_get());
+    }
+    if (!rc) {
+        rc = vl_preprocess_image(&im, &m.pre, &px);
+        vl_image_free(&im);
+        VT_CHECKF(rc == 0, "%s", vl_error_get());
+    }
+    if (!rc) {
+        const cJSON *gr = cJSON_GetArrayItem(cJSON_GetObjectItem(g, "grid"), 0);
+        VT_CHECK_INT(px.grid_h, cJSON_GetArrayItem(gr, 1)->valueint);
+        VT_CHECK_INT(px.grid_w, cJSON_GetArrayItem(gr, 2)->valueint);
+        int n = 0;
+        int32_t *ids = json_ints(cJSON_GetObjectItem(g, "input_ids"), &n);
+        vl_prompt p;
+        int src = 0;
+        rc = vl_prompt_from_ids(&p, &m.cfg, ids, n, &px, &src, 1);
+        VT_CHECKF(rc == 0, "tiny-bf16 prompt: %s", vl_error_get());
+        if (!rc) {
+            const cJSON *res = cJSON_GetObjectItem(cJSON_GetObjectItem(g, "results"), "bf16");
+            check_generation(&m, &p, p.n, cJSON_GetObjectItem(res, "argmax_every_position"),
+                             cJSON_GetObjectItem(res, "greedy"),
+                             vt_fixture("tiny-qwen2vl/logits_bf16weights.f32"), "tiny-bf16");
+            check_generation(&m, &p, 5, cJSON_GetObjectItem(res, "argmax_every_position"),
+                             cJSON_GetObjectItem(res, "greedy"),
+                             vt_fixture("tiny-qwen2vl/logits_bf16weights.f32"),
+                             "tiny-bf16 chunk=5");
+            vl_prompt_free(&p);
+        }
+        free(ids);
+        vl_pixels_free(&px);
+    }
+    vl_model_free(&m);
+    cJSON_Delete(g);
+}
+
+int main(void) {
+    golden_shared_tiny();
+    golden_model("tiny-a");
+    golden_model("tiny-b");
+    return vt_finish();
+}

@@ -1,0 +1,63 @@
+/* vltest.h: the few macros every test program uses.
+ *
+ * A test program runs its cases, counts checks, prints failures with file:line and ends with
+ * the closing line "N passed, N failed" (or "... , N skipped"); it exits 0 only if nothing
+ * failed, 77 if everything was skipped (ctest's SKIP_RETURN_CODE for GPU tests). */
+#ifndef VL_TEST_H
+#define VL_TEST_H
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+static int vt_passed, vt_failed, vt_skipped;
+
+#define VT_CHECK(cond)                                                                             \
+    do {                                                                                           \
+        if (cond) vt_passed++;                                                                     \
+        else {                                                                                     \
+            vt_failed++;                                                                           \
+            fprintf(stderr, "FAIL %s:%d: %s\n", __FILE__, __LINE__, #cond);                        \
+        }                                                                                          \
+    } while (0)
+
+#define VT_CHECKF(cond, ...)                                                                       \
+    do {                                                                                           \
+        if (cond) vt_passed++;                                                                     \
+        else {                                                                                     \
+            vt_failed++;                                                                           \
+            fprintf(stderr, "FAIL %s:%d: %s: ", __FILE__, __LINE__, #cond);                        \
+            fprintf(stderr, __VA_ARGS__);                                                          \
+            fputc('\n', stderr);                                                                   \
+        }                                                                                          \
+    } while (0)
+
+#define VT_CHECK_INT(a, b)                                                                         \
+    VT_CHECKF((long long)(a) == (long long)(b), "%lld != %lld", (long long)(a), (long long)(b))
+
+#define VT_SKIP(why)                                                                               \
+    do {                                                                                           \
+        vt_skipped++;                                                                              \
+        fprintf(stderr, "SKIP %s:%d: %s\n", __FILE__, __LINE__, why);                              \
+    } while (0)
+
+/* Path of a fixture: $VL_FIXTURES/<rel> (the tests/fixtures folder of the source tree). */
+static inline const char *vt_fixture(const char *rel) {
+    static char buf[8][4096];
+    static int slot;
+    const char *root = getenv("VL_FIXTURES");
+    char *out = buf[slot++ & 7];
+    snprintf(out, 4096, "%s/%s", root ? root : "tests/fixtures", rel);
+    return out;
+}
+
+static inline int vt_finish(void) {
+    if (vt_skipped)
+        printf("%d passed, %d failed, %d skipped\n", vt_passed, vt_failed, vt_skipped);
+    else
+        printf("%d passed, %d failed\n", vt_passed, vt_failed);
+    if (vt_failed) return 1;
+    if (vt_passed == 0 && vt_skipped) return 77;
+    return vt_passed > 0 ? 0 : 1; /* a test program that checked nothing has failed */
+}
+#endif
