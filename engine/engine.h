@@ -112,8 +112,14 @@ typedef struct {
     char model_path[4096];
 } vl_model;
 
-/* Load config, preprocessor config, tokenizer (when present) and weights onto `be`. */
+/* Load config, preprocessor config, tokenizer (when present) and weights onto `be`:
+ * vl_model_open (no weights: enough to build the prompt and plan memory) then
+ * vl_model_load_weights. */
 int vl_model_load(vl_model *m, const vl_options *o, vl_backend *be);
+int vl_model_open(vl_model *m, const vl_options *o);
+int vl_model_load_weights(vl_model *m, const vl_options *o, vl_backend *be);
+/* Bytes of all parameters as a backend holds them (bf16, 256-byte aligned tensors). */
+size_t vl_weights_bytes(const vl_config *c);
 void vl_model_free(vl_model *m);
 /* Call fn on every parameter in a fixed order, with its published name ("visual.blocks.0...",
  * "model.layers.0...", "lm_head.weight"); kind is one of "linear", "embed", "lm_head",
@@ -204,13 +210,28 @@ typedef struct {
     void *vpix, *vx, *vxn, *vqkv, *vatt, *vfc; /* [P, 1176], [P, Ev] x2, [P, 3Ev], [P, Ev], [P, Fv] */
     int32_t *vpos_dev, *vseg_dev;          /* [2, P], [grid_t + 1] */
     float *logits_host; /* [V] */
+    size_t predicted_peak; /* the planner's figure for this run */
     vl_timings t;
 } vl_session;
 
 /* Bytes the session needs for a context of max_ctx tokens with prefill chunks of `chunk`
- * tokens and images of at most max_patches patches. */
+ * tokens and images of at most max_patches patches; vl_session_plan also splits them by group. */
 size_t vl_session_bytes(const vl_config *c, vl_dtype act, int64_t max_ctx, int chunk,
                         int64_t max_patches);
+size_t vl_session_plan(const vl_config *c, vl_dtype act, int64_t max_ctx, int chunk,
+                       int64_t max_patches, size_t group_bytes[VL_MEM_GROUPS]);
+
+/* ---- planner (engine/plan.c) ------------------------------------------------------------- */
+
+typedef struct {
+    size_t weights, kv, act, workspace, context, total;
+} vl_mem_plan;
+
+#define VL_CUDA_CONTEXT_BYTES ((size_t)512 << 20)
+void vl_plan_memory(const vl_config *c, vl_dtype act, int64_t prompt_tokens, int max_tokens,
+                    int chunk, int64_t max_patches, size_t workspace_bytes, size_t context_bytes,
+                    vl_mem_plan *out);
+void vl_plan_print(FILE *f, const vl_mem_plan *p);
 int vl_session_init(vl_session *s, vl_model *m, int64_t max_ctx, int chunk, int64_t max_patches);
 void vl_session_free(vl_session *s);
 

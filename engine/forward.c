@@ -54,8 +54,8 @@ static int session_carve(vl_session *s, const vl_config *c, size_t esz, session_
     return vl_vision_alloc(s, sh.max_patches);
 }
 
-size_t vl_session_bytes(const vl_config *c, vl_dtype act, int64_t max_ctx, int chunk,
-                        int64_t max_patches) {
+size_t vl_session_plan(const vl_config *c, vl_dtype act, int64_t max_ctx, int chunk,
+                       int64_t max_patches, size_t group_bytes[VL_MEM_GROUPS]) {
     vl_session s;
     vl_model m;
     memset(&s, 0, sizeof s);
@@ -68,7 +68,13 @@ size_t vl_session_bytes(const vl_config *c, vl_dtype act, int64_t max_ctx, int c
     s.arena.cap = SIZE_MAX; /* base NULL + cap MAX: the arena only counts */
     session_shape sh = {max_ctx, chunk, max_patches};
     session_carve(&s, c, vl_dtype_size(act), sh);
+    if (group_bytes) memcpy(group_bytes, s.arena.peak, sizeof s.arena.peak);
     return s.arena.used;
+}
+
+size_t vl_session_bytes(const vl_config *c, vl_dtype act, int64_t max_ctx, int chunk,
+                        int64_t max_patches) {
+    return vl_session_plan(c, act, max_ctx, chunk, max_patches, NULL);
 }
 
 int vl_session_init(vl_session *s, vl_model *m, int64_t max_ctx, int chunk,

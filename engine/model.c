@@ -231,6 +231,26 @@ int vl_weights_visit(vl_model *m, vl_weight_fn fn, void *ctx) {
     return bind_all(m, b);
 }
 
+typedef struct {
+    vl_backend *be;
+    uint8_t *base;
+    size_t off;
+    int measure;
+} copy_ctx;
+
+static int copy_one(void *vctx, const char *name, const char *kind, const void **data,
+                    vl_dtype *dtype, int64_t n, int is_vec) {
+    copy_ctx *cc = vctx;
+    size_t bytes = (size_t)n * vl_dtype_size(*dtype);
+    size_t at = (cc->off + 255) & ~(size_t)255;
+    if (!cc->measure) {
+        cc->be->upload(cc->be, cc->base + at, *data, bytes);
+        *data = cc->base + at;
+    }
+    cc->off = at + bytes;
+    return 0;
+}
+
 static int is_dir(const char *p) {
     struct stat st;
     return stat(p, &st) == 0 && S_ISDIR(st.st_mode);
@@ -241,12 +261,8 @@ static int file_exists(const char *p) {
     return stat(p, &st) == 0 && S_ISREG(st.st_mode);
 }
 
-/* Copy every bound parameter into one block of backend memory (non-CPU backends). */
-static int copy_weights_to_backend(vl_model *m);
-
-int vl_model_load(vl_model *m, const vl_options *o, vl_backend *be) {
+int vl_model_open(vl_model *m, const vl_options *o) {
     memset(m, 0, sizeof *m);
-    m->be = be;
     char path[4600];
     const char *dir = o->model_dir;
     vl_preproc_config_default(&m->pre);
@@ -294,7 +310,33 @@ int vl_model_load(vl_model *m, const vl_options *o, vl_backend *be) {
     m->w.blocks = calloc((size_t)c->v_depth, sizeof *m->w.blocks);
     m->w.layers = calloc((size_t)c->n_layers, sizeof *m->w.layers);
     if (!m->w.blocks || !m->w.layers) return vl_error_set("out of host memory");
+    return 0;
+}
 
+size_t vl_weights_bytes(const vl_config *c) {
+    vl_model m;
+    memset(&m, 0, sizeof m);
+    m.cfg = *c;
+    m.w.blocks = calloc((size_t)c->v_depth, sizeof *m.w.blocks);
+    m.w.layers = calloc((size_t)c->n_layers, sizeof *m.w.layers);
+    size_t bytes = 0;
+    if (m.w.blocks && m.w.layers) {
+        binder b = {BIND_SHAPES, NULL, "", 0, NULL, NULL};
+        bind_all(&m, b);
+        copy_ctx cc = {NULL, NULL, 0, 1}; /* the backend layout: 256-byte aligned tensors */
+        vl_weights_visit(&m, copy_one, &cc);
+        bytes = cc.off;
+    }
+    free(m.w.blocks);
+    free(m.w.layers);
+    return bytes;
+}
+
+static int copy_weights_to_backend(vl_model *m);
+
+int vl_model_load_weights(vl_model *m, const vl_options *o, vl_backend *be) {
+    const char *dir = o->model_dir;
+    m->be = be;
     if (o->random_weights) {
         binder b = {BIND_SHAPES, NULL, "--random-weights", 0, NULL, NULL};
         return bind_all(m, b) || vl_weights_random(m, o->seed);
@@ -307,24 +349,8 @@ int vl_model_load(vl_model *m, const vl_options *o, vl_backend *be) {
     return 0;
 }
 
-typedef struct {
-    vl_backend *be;
-    uint8_t *base;
-    size_t off;
-    int measure;
-} copy_ctx;
-
-static int copy_one(void *vctx, const char *name, const char *kind, const void **data,
-                    vl_dtype *dtype, int64_t n, int is_vec) {
-    copy_ctx *cc = vctx;
-    size_t bytes = (size_t)n * vl_dtype_size(*dtype);
-    size_t at = (cc->off + 255) & ~(size_t)255;
-    if (!cc->measure) {
-        cc->be->upload(cc->be, cc->base + at, *data, bytes);
-        *data = cc->base + at;
-    }
-    cc->off = at + bytes;
-    return 0;
+int vl_model_load(vl_model *m, const vl_options *o, vl_backend *be) {
+    return vl_model_open(m, o) || vl_model_load_weights(m, o, be);
 }
 
 static int copy_weights_to_backend(vl_model *m) {

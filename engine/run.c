@@ -53,6 +53,34 @@ static int load_images(const vl_options *o, const vl_preproc_config *pre, loaded
     return 0;
 }
 
+/* --mem-budget exceeded: one line with the breakdown and what would fit instead. */
+static void refuse_budget(const vl_options *o, const vl_model *m, const vl_prompt *p,
+                          const vl_pixels *imgs, int n_imgs, const vl_mem_plan *plan,
+                          size_t context, vl_dtype act) {
+    const double gib = 1024.0 * 1024 * 1024;
+    int64_t text_tokens = p->n;
+    int64_t max_patches = 0;
+    for (int i = 0; i < n_imgs; i++)
+        text_tokens -= imgs[i].n_patches / ((int64_t)m->cfg.merge * m->cfg.merge) + 2;
+    int fit = 0;
+    int64_t tokens = text_tokens;
+    for (int k = 1; k <= n_imgs; k++) {
+        tokens += imgs[k - 1].n_patches / ((int64_t)m->cfg.merge * m->cfg.merge) + 2;
+        if (imgs[k - 1].n_patches > max_patches) max_patches = imgs[k - 1].n_patches;
+        vl_mem_plan q;
+        vl_plan_memory(&m->cfg, act, tokens, o->max_tokens,
+                       o->chunk < tokens ? o->chunk : (int)tokens, max_patches, 0, context, &q);
+        if (q.total > (size_t)o->mem_budget) break;
+        fit = k;
+    }
+    vl_error_set("predicted peak %.2f GiB (weights %.2f + kv_cache %.2f + activations %.2f + "
+                 "workspace %.2f + cuda_context %.2f) exceeds --mem-budget %.2f GiB; %d of the "
+                 "%d images would fit; --quant nf4 or --kv int8 shrink weights / KV cache",
+                 plan->total / gib, plan->weights / gib, plan->kv / gib, plan->act / gib,
+                 plan->workspace / gib, plan->context / gib, (double)o->mem_budget / gib, fit,
+                 n_imgs);
+}
+
 static int write_logits(const char *path, const float *logits, int n) {
     char tmp[4200];
     snprintf(tmp, sizeof tmp, "%s.tmp", path);
@@ -190,8 +218,7 @@ static int run(const vl_options *o) {
     }
 
     double t0 = vl_now_s();
-    if (vl_model_load(&m, o, be)) goto done;
-    double load_s = vl_now_s() - t0;
+    if (vl_model_open(&m, o)) goto done;
     if (load_images(o, &m.pre, &uniq, &n_uniq, &imgs, &src, &n_imgs)) goto done;
     if (vl_prompt_build(&p, &m, o->prompt, imgs, src, n_imgs)) goto done;
     int64_t ctx = (int64_t)p.n + o->max_tokens;
@@ -207,8 +234,19 @@ static int run(const vl_options *o) {
         img_tokens += imgs[i].n_patches / ((int64_t)m.cfg.merge * m.cfg.merge);
     }
     int chunk = o->chunk < p.n ? o->chunk : p.n;
+    size_t context = strcmp(be->name, "cpu") == 0 ? 0 : VL_CUDA_CONTEXT_BYTES;
+    vl_mem_plan plan;
+    vl_plan_memory(&m.cfg, be->act, p.n, o->max_tokens, chunk, max_patches, 0, context, &plan);
+    if (o->mem_budget > 0 && plan.total > (size_t)o->mem_budget) {
+        refuse_budget(o, &m, &p, imgs, n_imgs, &plan, context, be->act);
+        goto done;
+    }
+    if (!o->json) vl_plan_print(stderr, &plan);
+    if (vl_model_load_weights(&m, o, be)) goto done;
+    double load_s = vl_now_s() - t0;
     if (vl_session_init(&s, &m, ctx, chunk, max_patches)) goto done;
     s.t.load_s = load_s;
+    s.predicted_peak = plan.total;
 
     logits = malloc((size_t)m.cfg.vocab * sizeof *logits);
     gen = malloc((size_t)o->max_tokens * sizeof *gen);

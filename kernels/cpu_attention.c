@@ -37,7 +37,7 @@ static int segment_of(const int32_t *seg, int n_seg, int64_t i) {
 static void check_params(const vl_attn_params *p) {
     VL_CPU_REQUIRE(p->n_heads > 0 && p->n_kv_heads > 0 && p->n_heads % p->n_kv_heads == 0,
                    "%d query heads over %d kv heads", p->n_heads, p->n_kv_heads);
-    VL_CPU_REQUIRE(p->head_dim > 0 && p->n_q >= 0 && p->n_kv > 0,
+    VL_CPU_REQUIRE(p->head_dim > 0 && p->n_q >= 0 && (p->n_q == 0 || p->n_kv > 0),
                    "head_dim %d, n_q %lld, n_kv %lld", p->head_dim, (long long)p->n_q,
                    (long long)p->n_kv);
     VL_CPU_REQUIRE(!p->causal || p->q_pos0 >= 0, "causal with q_pos0 %lld", (long long)p->q_pos0);

@@ -9,27 +9,43 @@
 
 size_t vl_dtype_size(vl_dtype t) {
     switch (t) {
-    case VL_DTYPE_F32: return 4;
-    case VL_DTYPE_F16: return 2;
-    case VL_DTYPE_BF16: return 2;
-    case VL_DTYPE_U8: return 1;
-    case VL_DTYPE_I8: return 1;
-    case VL_DTYPE_I32: return 4;
-    case VL_DTYPE_I64: return 8;
-    default: return 0;
+    case VL_DTYPE_F32:
+        return 4;
+    case VL_DTYPE_F16:
+        return 2;
+    case VL_DTYPE_BF16:
+        return 2;
+    case VL_DTYPE_U8:
+        return 1;
+    case VL_DTYPE_I8:
+        return 1;
+    case VL_DTYPE_I32:
+        return 4;
+    case VL_DTYPE_I64:
+        return 8;
+    default:
+        return 0;
     }
 }
 
 const char *vl_dtype_name(vl_dtype t) {
     switch (t) {
-    case VL_DTYPE_F32: return "F32";
-    case VL_DTYPE_F16: return "F16";
-    case VL_DTYPE_BF16: return "BF16";
-    case VL_DTYPE_U8: return "U8";
-    case VL_DTYPE_I8: return "I8";
-    case VL_DTYPE_I32: return "I32";
-    case VL_DTYPE_I64: return "I64";
-    default: return "?";
+    case VL_DTYPE_F32:
+        return "F32";
+    case VL_DTYPE_F16:
+        return "F16";
+    case VL_DTYPE_BF16:
+        return "BF16";
+    case VL_DTYPE_U8:
+        return "U8";
+    case VL_DTYPE_I8:
+        return "I8";
+    case VL_DTYPE_I32:
+        return "I32";
+    case VL_DTYPE_I64:
+        return "I64";
+    default:
+        return "?";
     }
 }
 

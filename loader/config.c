@@ -52,12 +52,18 @@ static const cJSON *cfg_dec(const cfg_src *s, const char *key, char *label, size
 }
 
 static void cfg_describe(const cJSON *j, char *buf, size_t cap) {
-    if (cJSON_IsNumber(j)) snprintf(buf, cap, "%.17g", j->valuedouble);
-    else if (cJSON_IsString(j)) snprintf(buf, cap, "\"%.60s\"", j->valuestring);
-    else if (cJSON_IsBool(j)) snprintf(buf, cap, "%s", cJSON_IsTrue(j) ? "true" : "false");
-    else if (cJSON_IsArray(j)) snprintf(buf, cap, "a list");
-    else if (cJSON_IsObject(j)) snprintf(buf, cap, "an object");
-    else snprintf(buf, cap, "nothing");
+    if (cJSON_IsNumber(j))
+        snprintf(buf, cap, "%.17g", j->valuedouble);
+    else if (cJSON_IsString(j))
+        snprintf(buf, cap, "\"%.60s\"", j->valuestring);
+    else if (cJSON_IsBool(j))
+        snprintf(buf, cap, "%s", cJSON_IsTrue(j) ? "true" : "false");
+    else if (cJSON_IsArray(j))
+        snprintf(buf, cap, "a list");
+    else if (cJSON_IsObject(j))
+        snprintf(buf, cap, "an object");
+    else
+        snprintf(buf, cap, "nothing");
 }
 
 /* An integer in [lo, hi]; absent -> def. */
@@ -102,16 +108,16 @@ static int cfg_vis_int(const cfg_src *s, const char *key, int def, int lo, int h
 }
 
 /* A finite number in (lo, hi]; absent -> def. */
-static int cfg_float_of(const char *name, const char *label, const cJSON *j, double def,
-                        double lo, double hi, float *out) {
+static int cfg_float_of(const char *name, const char *label, const cJSON *j, double def, double lo,
+                        double hi, float *out) {
     double v = def;
     if (j) {
         v = cJSON_IsNumber(j) ? j->valuedouble : NAN;
         if (!isfinite(v) || !(v > lo) || v > hi) {
             char got[96];
             cfg_describe(j, got, sizeof got);
-            return vl_error_set("%s: \"%s\" must be a number in (%g, %g], got %s", name, label,
-                                lo, hi, got);
+            return vl_error_set("%s: \"%s\" must be a number in (%g, %g], got %s", name, label, lo,
+                                hi, got);
         }
     }
     *out = (float)v;
@@ -137,7 +143,7 @@ static int cfg_check_rope_kind(const cfg_src *s, const cJSON *obj, const char *l
 }
 
 static int cfg_decoder(const cfg_src *s, vl_config *c) {
-    char label[96];
+    char label[128];
     if (cfg_dec_int(s, "hidden_size", 1, 0, 1, CFG_MAX_SIZE, &c->hidden) ||
         cfg_dec_int(s, "intermediate_size", 1, 0, 1, CFG_MAX_SIZE, &c->intermediate) ||
         cfg_dec_int(s, "num_hidden_layers", 1, 0, 1, CFG_MAX_SIZE, &c->n_layers) ||
@@ -169,7 +175,7 @@ static int cfg_decoder(const cfg_src *s, vl_config *c) {
     c->tie_embeddings = tie ? cJSON_IsTrue(tie) : 0;
 
     /* rotary: transformers 5 writes rope_parameters, 4.x rope_theta + rope_scaling */
-    char rp_label[96], rs_label[96];
+    char rp_label[64], rs_label[64];
     const cJSON *rp = cfg_dec(s, "rope_parameters", rp_label, sizeof rp_label);
     const cJSON *rs = cfg_dec(s, "rope_scaling", rs_label, sizeof rs_label);
     if (rp && !cJSON_IsObject(rp))
@@ -178,12 +184,15 @@ static int cfg_decoder(const cfg_src *s, vl_config *c) {
         return vl_error_set("%s: \"%s\" must be an object", s->name, rs_label);
     if (cfg_check_rope_kind(s, rp, rp_label) || cfg_check_rope_kind(s, rs, rs_label)) return -1;
     j = cfg_item(rp, "rope_theta");
-    if (j) snprintf(label, sizeof label, "%s.rope_theta", rp_label);
-    else j = cfg_dec(s, "rope_theta", label, sizeof label);
+    if (j)
+        snprintf(label, sizeof label, "%s.rope_theta", rp_label);
+    else
+        j = cfg_dec(s, "rope_theta", label, sizeof label);
     if (cfg_float_of(s->name, label, j, 1e6, 0.0, 1e12, &c->rope_theta)) return -1;
 
     j = cfg_item(rp, "mrope_section");
-    if (j) snprintf(label, sizeof label, "%s.mrope_section", rp_label);
+    if (j)
+        snprintf(label, sizeof label, "%s.mrope_section", rp_label);
     else if ((j = cfg_item(rs, "mrope_section")))
         snprintf(label, sizeof label, "%s.mrope_section", rs_label);
     c->mrope_section[0] = 16, c->mrope_section[1] = 24, c->mrope_section[2] = 24;
@@ -203,8 +212,8 @@ static int cfg_decoder(const cfg_src *s, vl_config *c) {
     if (sum * 2 != c->head_dim)
         return vl_error_set("%s: mrope_section [%d, %d, %d] covers %lld rotary dims but the head "
                             "dim is %d (expected twice the sum of mrope_section to equal it)",
-                            s->name, c->mrope_section[0], c->mrope_section[1],
-                            c->mrope_section[2], sum * 2, c->head_dim);
+                            s->name, c->mrope_section[0], c->mrope_section[1], c->mrope_section[2],
+                            sum * 2, c->head_dim);
     return 0;
 }
 
@@ -227,8 +236,8 @@ static int cfg_vision(const cfg_src *s, vl_config *c) {
                             s->name, ch_key, c->in_channels);
 
     float ratio;
-    if (cfg_float_of(s->name, "vision_config.mlp_ratio", cfg_item(s->vision, "mlp_ratio"), 4.0,
-                     0.0, 64.0, &ratio))
+    if (cfg_float_of(s->name, "vision_config.mlp_ratio", cfg_item(s->vision, "mlp_ratio"), 4.0, 0.0,
+                     64.0, &ratio))
         return -1;
     double mlp = floor((double)c->v_embed * ratio); /* python int() of a positive float */
     if (mlp < 1 || mlp > CFG_MAX_SIZE)
@@ -437,19 +446,16 @@ int vl_preproc_config_load(vl_preproc_config *out, const char *path) {
         (rc = pp_pixels(path, root, "", "min_pixels", NULL, &p.min_pixels)) ||
         (rc = pp_pixels(path, root, "", "max_pixels", NULL, &p.max_pixels)) ||
         (rc = pp_triple(path, root, "image_mean", 0, p.mean)) ||
-        (rc = pp_triple(path, root, "image_std", 1, p.std)) ||
-        (rc = pp_check_fixed(path, root)))
+        (rc = pp_triple(path, root, "image_std", 1, p.std)) || (rc = pp_check_fixed(path, root)))
         goto done;
-    if ((rc = cfg_int_of(path, "patch_size", cfg_item(root, "patch_size"), p.patch, 1, 1024,
-                         &iv)))
+    if ((rc = cfg_int_of(path, "patch_size", cfg_item(root, "patch_size"), p.patch, 1, 1024, &iv)))
         goto done;
     p.patch = (int)iv;
     if ((rc = cfg_int_of(path, "temporal_patch_size", cfg_item(root, "temporal_patch_size"),
                          p.temporal_patch, 1, 1024, &iv)))
         goto done;
     p.temporal_patch = (int)iv;
-    if ((rc = cfg_int_of(path, "merge_size", cfg_item(root, "merge_size"), p.merge, 1, 1024,
-                         &iv)))
+    if ((rc = cfg_int_of(path, "merge_size", cfg_item(root, "merge_size"), p.merge, 1, 1024, &iv)))
         goto done;
     p.merge = (int)iv;
     if (p.min_pixels > p.max_pixels) {

@@ -28,9 +28,13 @@ int vl_error_set(const char *fmt, ...) {
     return -1;
 }
 
-const char *vl_error_get(void) { return vl_error_text; }
+const char *vl_error_get(void) {
+    return vl_error_text;
+}
 
-void vl_error_clear(void) { vl_error_text[0] = '\0'; }
+void vl_error_clear(void) {
+    vl_error_text[0] = '\0';
+}
 
 int vl_read_file(const char *path, size_t max_bytes, char **out, size_t *out_len) {
     *out = NULL;

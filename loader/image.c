@@ -13,8 +13,9 @@
  *
  * Leaves out (known differences from PIL): JPEG pixels differ by a level or two because stb's
  * IDCT and chroma upsampling are not libjpeg's; EXIF orientation is ignored (as by
- * Image.open + convert; transformers' load_image() would apply it); CMYK JPEGs, GIF transparency (stb fills transparent pixels with black, PIL
- * keeps the palette colour) and colour profiles are not treated as PIL does.
+ * Image.open + convert; transformers' load_image() would apply it); CMYK JPEGs, GIF transparency
+ * (stb fills transparent pixels with black, PIL keeps the palette colour) and colour profiles are
+ * not treated as PIL does.
  */
 #define STBI_ONLY_PNG
 #define STBI_ONLY_JPEG
@@ -22,9 +23,10 @@
 #define STBI_ONLY_GIF
 #define STBI_NO_STDIO /* files are read here, so errors can say which file and why */
 /* stb's buffers become vl_image.rgb as they are, released by vl_image_free with free(). */
-#define STBI_MALLOC(sz) malloc(sz)
-#define STBI_REALLOC(p, sz) realloc(p, sz)
-#define STBI_FREE(p) free(p)
+#define STBI_MALLOC(sz)      malloc(sz)
+#define STBI_REALLOC(p, sz)  realloc(p, sz)
+#define STBI_FREE(p)         free(p)
+#define STBI_FAILURE_USERMSG /* stb's longer messages ("Corrupt PNG") rather than codes */
 #define STB_IMAGE_IMPLEMENTATION
 #include <stb_image.h>
 
@@ -37,7 +39,7 @@
 #include <sys/stat.h>
 
 #define MAX_FILE_BYTES ((size_t)1 << 30) /* larger than any acceptable image's encoding */
-#define MAX_ASPECT 200
+#define MAX_ASPECT     200
 
 typedef enum { FMT_UNKNOWN, FMT_PNG, FMT_JPEG, FMT_BMP, FMT_GIF } image_format;
 
@@ -177,10 +179,14 @@ int vl_image_load(vl_image *img, const char *path) {
         int iw, ih;
         grey16 = stbi_info_from_memory(file, (int)n, &iw, &ih, &comp) && comp == 1;
     }
-    if (grey16) pixels = decode_grey16_clipped(file, (int)n, &w, &h);
-    else pixels = stbi_load_from_memory(file, (int)n, &w, &h, &comp, 3);
+    if (grey16)
+        pixels = decode_grey16_clipped(file, (int)n, &w, &h);
+    else
+        pixels = stbi_load_from_memory(file, (int)n, &w, &h, &comp, 3);
     if (!pixels) {
-        vl_error_set("cannot decode image %s: %s", path, stbi_failure_reason());
+        vl_error_set("cannot decode image %s: %s; the file is damaged, truncated or an "
+                     "unsupported variant",
+                     path, stbi_failure_reason());
         goto done;
     }
     if (w != hw || h != hh) {

@@ -17,7 +17,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#define MAX_ASPECT 200
+#define MAX_ASPECT   200
 #define RGB_CHANNELS 3
 
 int vl_smart_resize(int h, int w, int factor, int64_t min_pixels, int64_t max_pixels, int *out_h,
@@ -63,8 +63,8 @@ int vl_smart_resize(int h, int w, int factor, int64_t min_pixels, int64_t max_pi
 }
 
 static int check_preproc_config(const vl_preproc_config *p) {
-    if (p->patch < 1 || p->patch > 256 || p->merge < 1 || p->merge > 16 ||
-        p->temporal_patch < 1 || p->temporal_patch > 16)
+    if (p->patch < 1 || p->patch > 256 || p->merge < 1 || p->merge > 16 || p->temporal_patch < 1 ||
+        p->temporal_patch > 16)
         return vl_error_set("preprocess: patch_size %d, merge_size %d, temporal_patch_size %d out "
                             "of range (expected 1..256, 1..16, 1..16); check "
                             "preprocessor_config.json",

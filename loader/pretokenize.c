@@ -4,7 +4,8 @@
  * Why by hand: the pattern is fixed, a regex engine would be a dependency for one expression,
  * and each alternative's backtracking is short enough to spell out (see split_at). Character
  * classes come from utf8proc, the same tables as NFC: \p{L} = Lu Ll Lt Lm Lo, \p{N} = Nd Nl No,
- * \s = the Unicode White_Space property (what Oniguruma, used by HF tokenizers, means by \s).
+ * \s = the Unicode White_Space property (what Oniguruma, used by HF tokenizers, means by \s),
+ * plus the letters and numbers of Unicode 15.1/16.0 that utf8proc 2.8 lacks (newer[] below).
  * Leaves out: any other pattern (tokenizer.c refuses tokenizer.json files with another one). */
 #include "loader/tokenizer_internal.h"
 #include "loader/loader.h"
@@ -26,14 +27,22 @@ int vl_utf8_next(const unsigned char *s, size_t n) {
     if (b < 0x80) return 1;
     int len;
     unsigned lo = 0x80, hi = 0xBF; /* allowed range of the second byte (Unicode table 3-7) */
-    if (b >= 0xC2 && b <= 0xDF) len = 2;
-    else if (b == 0xE0) len = 3, lo = 0xA0;
-    else if (b == 0xED) len = 3, hi = 0x9F; /* no surrogates */
-    else if (b >= 0xE1 && b <= 0xEF) len = 3;
-    else if (b == 0xF0) len = 4, lo = 0x90;
-    else if (b == 0xF4) len = 4, hi = 0x8F; /* nothing above U+10FFFF */
-    else if (b >= 0xF1 && b <= 0xF3) len = 4;
-    else return -1;
+    if (b >= 0xC2 && b <= 0xDF)
+        len = 2;
+    else if (b == 0xE0)
+        len = 3, lo = 0xA0;
+    else if (b == 0xED)
+        len = 3, hi = 0x9F; /* no surrogates */
+    else if (b >= 0xE1 && b <= 0xEF)
+        len = 3;
+    else if (b == 0xF0)
+        len = 4, lo = 0x90;
+    else if (b == 0xF4)
+        len = 4, hi = 0x8F; /* nothing above U+10FFFF */
+    else if (b >= 0xF1 && b <= 0xF3)
+        len = 4;
+    else
+        return -1;
     for (int k = 1; k < len; k++) {
         if ((size_t)k >= n) return 0;
         unsigned c = s[k];
@@ -62,8 +71,8 @@ static int utf8_decode(const unsigned char *s, uint32_t *cp) {
     if (s[0] < 0x80) return *cp = s[0], 1;
     if (s[0] < 0xE0) return *cp = ((uint32_t)(s[0] & 0x1F) << 6) | (s[1] & 0x3F), 2;
     if (s[0] < 0xF0)
-        return *cp = ((uint32_t)(s[0] & 0x0F) << 12) | ((uint32_t)(s[1] & 0x3F) << 6) |
-                     (s[2] & 0x3F),
+        return *cp =
+                   ((uint32_t)(s[0] & 0x0F) << 12) | ((uint32_t)(s[1] & 0x3F) << 6) | (s[2] & 0x3F),
                3;
     *cp = ((uint32_t)(s[0] & 0x07) << 18) | ((uint32_t)(s[1] & 0x3F) << 12) |
           ((uint32_t)(s[2] & 0x3F) << 6) | (s[3] & 0x3F);
@@ -110,6 +119,42 @@ static int is_white_space(uint32_t c) {
            c == 0x205F || c == 0x3000;
 }
 
+/* Letters and numbers that HF tokenizers 0.23 (Oniguruma, Unicode 16.0) knows but utf8proc 2.8
+ * (Unicode 15.0) leaves unassigned: without them a word like "a\U0002EBF0's" splits elsewhere
+ * and gets other ids. Consulted only for code points utf8proc calls unassigned, so a newer
+ * utf8proc that has them agrees. Found by classifying all 0x110000 code points with HF's Split
+ * and with this file: these were the only differences (letter and contraction rules agree
+ * everywhere else, white space included). */
+/* clang-format off */
+static const struct {
+    uint32_t lo, hi;
+    uint8_t cls;
+} newer[] = { /* one script per line */
+    {0x1C89, 0x1C8A, C_L}, {0xA7CB, 0xA7CD, C_L}, {0xA7DA, 0xA7DC, C_L},      /* Cyrillic, Latin */
+    {0x105C0, 0x105F3, C_L},                                                   /* Todhri */
+    {0x10D40, 0x10D49, C_N}, {0x10D4A, 0x10D65, C_L}, {0x10D6F, 0x10D85, C_L}, /* Garay */
+    {0x10EC2, 0x10EC4, C_L},                                                   /* Arabic Ext-C */
+    {0x11380, 0x11389, C_L}, {0x1138B, 0x1138B, C_L}, {0x1138E, 0x1138E, C_L}, /* Tulu-Tigalari */
+    {0x11390, 0x113B5, C_L}, {0x113B7, 0x113B7, C_L}, {0x113D1, 0x113D1, C_L},
+    {0x113D3, 0x113D3, C_L},
+    {0x116D0, 0x116E3, C_N},                                                   /* Myanmar Ext-C */
+    {0x11BC0, 0x11BE0, C_L}, {0x11BF0, 0x11BF9, C_N},                          /* Sunuwar */
+    {0x13460, 0x143FA, C_L},                                                   /* Egyptian Ext-A */
+    {0x16100, 0x1611D, C_L}, {0x16130, 0x16139, C_N},                          /* Gurung Khema */
+    {0x16D40, 0x16D6C, C_L}, {0x16D70, 0x16D79, C_N},                          /* Kirat Rai */
+    {0x18CFF, 0x18CFF, C_L},                                                   /* Khitan */
+    {0x1CCF0, 0x1CCF9, C_N},                                                   /* outlined digits */
+    {0x1E5D0, 0x1E5ED, C_L}, {0x1E5F0, 0x1E5F0, C_L}, {0x1E5F1, 0x1E5FA, C_N}, /* Ol Onal */
+    {0x2EBF0, 0x2EE5D, C_L},                                        /* CJK Ext. I (Unicode 15.1) */
+};
+/* clang-format on */
+
+static uint8_t newer_class(uint32_t c) {
+    for (size_t i = 0; i < sizeof newer / sizeof *newer; i++)
+        if (c >= newer[i].lo && c <= newer[i].hi) return newer[i].cls;
+    return 0;
+}
+
 static uint8_t char_class(uint32_t c) {
     if (c < 0x80) { /* the common case, without the table lookup */
         if ((c | 0x20) >= 'a' && (c | 0x20) <= 'z') return C_L;
@@ -122,11 +167,16 @@ static uint8_t char_class(uint32_t c) {
     case UTF8PROC_CATEGORY_LL:
     case UTF8PROC_CATEGORY_LT:
     case UTF8PROC_CATEGORY_LM:
-    case UTF8PROC_CATEGORY_LO: return C_L;
+    case UTF8PROC_CATEGORY_LO:
+        return C_L;
     case UTF8PROC_CATEGORY_ND:
     case UTF8PROC_CATEGORY_NL:
-    case UTF8PROC_CATEGORY_NO: return C_N;
-    default: return is_white_space(c) ? C_S : 0;
+    case UTF8PROC_CATEGORY_NO:
+        return C_N;
+    case UTF8PROC_CATEGORY_CN:
+        return newer_class(c);
+    default:
+        return is_white_space(c) ? C_S : 0;
     }
 }
 

@@ -25,7 +25,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#define FIXED_BITS 22 /* fractional bits of the fixed-point weights */
+#define FIXED_BITS    22 /* fractional bits of the fixed-point weights */
 #define CUBIC_SUPPORT 2.0
 
 /* Keys cubic convolution kernel with a = -0.5 (Catmull-Rom), in Pillow's evaluation order. */
@@ -79,6 +79,7 @@ static int axis_weights_init(axis_weights *a, int in_size, int out_size) {
         int hi = (int)(center + support + 0.5);
         if (hi > in_size) hi = in_size;
         int n = hi - lo;
+        if (n > a->taps) n = a->taps; /* cannot happen (hi - lo <= 2 ceil(support) + 1) */
         double sum = 0.0;
         for (int i = 0; i < n; i++) {
             w[i] = cubic_weight((i + lo - center + 0.5) * inv_stretch);

@@ -55,13 +55,20 @@ static int st_json_uint(const cJSON *j, uint64_t *out) {
 
 /* How a rejected JSON value looked, for "got X" in messages. */
 static void st_json_describe(const cJSON *j, char *buf, size_t cap) {
-    if (!j) snprintf(buf, cap, "nothing");
-    else if (cJSON_IsNumber(j)) snprintf(buf, cap, "%.17g", j->valuedouble);
-    else if (cJSON_IsString(j)) snprintf(buf, cap, "\"%.60s\"", j->valuestring);
-    else if (cJSON_IsArray(j)) snprintf(buf, cap, "a list of %d items", cJSON_GetArraySize(j));
-    else if (cJSON_IsObject(j)) snprintf(buf, cap, "an object");
-    else if (cJSON_IsBool(j)) snprintf(buf, cap, "%s", cJSON_IsTrue(j) ? "true" : "false");
-    else snprintf(buf, cap, "null");
+    if (!j)
+        snprintf(buf, cap, "nothing");
+    else if (cJSON_IsNumber(j))
+        snprintf(buf, cap, "%.17g", j->valuedouble);
+    else if (cJSON_IsString(j))
+        snprintf(buf, cap, "\"%.60s\"", j->valuestring);
+    else if (cJSON_IsArray(j))
+        snprintf(buf, cap, "a list of %d items", cJSON_GetArraySize(j));
+    else if (cJSON_IsObject(j))
+        snprintf(buf, cap, "an object");
+    else if (cJSON_IsBool(j))
+        snprintf(buf, cap, "%s", cJSON_IsTrue(j) ? "true" : "false");
+    else
+        snprintf(buf, cap, "null");
 }
 
 static char *st_path_join(const char *dir, const char *name) {
@@ -150,8 +157,8 @@ static int st_parse_tensor(const char *path, const cJSON *item, const uint8_t *d
                                 path, name, d, got);
         }
         if (v != 0 && (uint64_t)numel > (uint64_t)INT64_MAX / v)
-            return vl_error_set("%s: tensor %s: shape has more elements than fit in 64 bits",
-                                path, name);
+            return vl_error_set("%s: tensor %s: shape has more elements than fit in 64 bits", path,
+                                name);
         t->shape[d] = (int64_t)v;
         numel *= (int64_t)v;
     }
@@ -172,8 +179,8 @@ static int st_parse_tensor(const char *path, const cJSON *item, const uint8_t *d
                             path, name, got);
     }
     if (begin > end)
-        return vl_error_set("%s: tensor %s: data_offsets [%llu, %llu] end before they begin",
-                            path, name, (unsigned long long)begin, (unsigned long long)end);
+        return vl_error_set("%s: tensor %s: data_offsets [%llu, %llu] end before they begin", path,
+                            name, (unsigned long long)begin, (unsigned long long)end);
     if (end > data_len)
         return vl_error_set("%s: tensor %s: data_offsets [%llu, %llu] run past the data area "
                             "(%llu bytes); the file is truncated or corrupt",
@@ -182,8 +189,8 @@ static int st_parse_tensor(const char *path, const cJSON *item, const uint8_t *d
     if (end - begin != nbytes)
         return vl_error_set("%s: tensor %s: data_offsets span %llu bytes but dtype %s and its "
                             "shape need %llu bytes",
-                            path, name, (unsigned long long)(end - begin),
-                            vl_dtype_name(t->dtype), (unsigned long long)nbytes);
+                            path, name, (unsigned long long)(end - begin), vl_dtype_name(t->dtype),
+                            (unsigned long long)nbytes);
     t->data = data + begin;
     t->nbytes = (size_t)nbytes;
     t->file = file;
@@ -274,8 +281,7 @@ static int st_parse_file(vl_checkpoint *ck, int fi) {
     if (!root) {
         rc = vl_error_set("%s: header is not valid JSON (error at byte %lld of %llu); the file "
                           "is corrupt or not a safetensors file",
-                          path, stop ? (long long)(stop - text) : -1LL,
-                          (unsigned long long)hlen);
+                          path, stop ? (long long)(stop - text) : -1LL, (unsigned long long)hlen);
         goto done;
     }
     if (!cJSON_IsObject(root)) {
@@ -284,8 +290,8 @@ static int st_parse_file(vl_checkpoint *ck, int fi) {
     }
     int count = 0, n_meta = 0;
     for (const cJSON *c = root->child; c; c = c->next) count++;
-    vl_tensor *grown = realloc(ck->tensors, ((size_t)ck->n_tensors + (size_t)count + 1) *
-                                                sizeof *ck->tensors);
+    vl_tensor *grown =
+        realloc(ck->tensors, ((size_t)ck->n_tensors + (size_t)count + 1) * sizeof *ck->tensors);
     if (!grown) {
         rc = vl_error_set("out of memory reading %s", path);
         goto done;
@@ -294,8 +300,10 @@ static int st_parse_file(vl_checkpoint *ck, int fi) {
     int first = ck->n_tensors;
     for (const cJSON *c = root->child; c && rc == 0; c = c->next) {
         if (strcmp(c->string, "__metadata__") == 0) {
-            if (++n_meta > 1) rc = vl_error_set("%s: __metadata__ appears twice", path);
-            else rc = st_check_metadata(path, c);
+            if (++n_meta > 1)
+                rc = vl_error_set("%s: __metadata__ appears twice", path);
+            else
+                rc = st_check_metadata(path, c);
             continue;
         }
         rc = st_parse_tensor(path, c, data, data_len, fi, &ck->tensors[ck->n_tensors]);
@@ -431,8 +439,10 @@ int vl_checkpoint_open(vl_checkpoint *ck, const char *path) {
         char *index = st_path_join(path, ST_INDEX_NAME);
         if (!single || !index) rc = vl_error_set("out of memory opening %s", path);
         /* like transformers: a single model.safetensors wins over an index */
-        else if (st_is_file(single)) rc = st_open_single(ck, single);
-        else if (st_is_file(index)) rc = st_open_index(ck, path, index);
+        else if (st_is_file(single))
+            rc = st_open_single(ck, single);
+        else if (st_is_file(index))
+            rc = st_open_index(ck, path, index);
         else
             rc = vl_error_set("checkpoint directory %s holds neither %s nor %s; pass the "
                               "directory of a safetensors checkpoint",
@@ -464,8 +474,10 @@ const vl_tensor *vl_checkpoint_find(const vl_checkpoint *ck, const char *name) {
         int mid = lo + (hi - lo) / 2;
         int c = strcmp(ck->tensors[mid].name, name);
         if (c == 0) return &ck->tensors[mid];
-        if (c < 0) lo = mid + 1;
-        else hi = mid - 1;
+        if (c < 0)
+            lo = mid + 1;
+        else
+            hi = mid - 1;
     }
     return NULL;
 }
@@ -511,7 +523,9 @@ static void st_buf_put(st_buf *b, const char *s, size_t len) {
     b->p[b->n] = '\0';
 }
 
-static void st_buf_str(st_buf *b, const char *s) { st_buf_put(b, s, strlen(s)); }
+static void st_buf_str(st_buf *b, const char *s) {
+    st_buf_put(b, s, strlen(s));
+}
 
 static void st_buf_u64(st_buf *b, uint64_t v) {
     char tmp[24];
@@ -549,8 +563,8 @@ static int st_check_outputs(const char *path, const vl_tensor_out *ts, int n, ui
         if (!t->name || !t->name[0] || strcmp(t->name, "__metadata__") == 0)
             return vl_error_set("cannot write %s: tensor %d has no usable name", path, i);
         if ((int)t->dtype < 0 || t->dtype >= VL_DTYPE_COUNT)
-            return vl_error_set("cannot write %s: tensor %s has an unknown dtype %d", path,
-                                t->name, (int)t->dtype);
+            return vl_error_set("cannot write %s: tensor %s has an unknown dtype %d", path, t->name,
+                                (int)t->dtype);
         if (t->ndim < 0 || t->ndim > VL_MAX_DIMS)
             return vl_error_set("cannot write %s: tensor %s has %d dimensions (expected 0..%d)",
                                 path, t->name, t->ndim, VL_MAX_DIMS);

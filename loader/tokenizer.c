@@ -21,17 +21,17 @@
 #include <string.h>
 
 #define TOKENIZER_MAX_FILE ((size_t)1 << 30)
-#define TOKENIZER_MAX_ID (1 << 24) /* ids are < 2^24: 16 M tokens is far above any vocabulary */
-#define EMPTY UINT32_MAX
+#define TOKENIZER_MAX_ID   (1 << 24) /* ids are < 2^24: 16 M tokens is far above any vocabulary */
+#define EMPTY              UINT32_MAX
 
 typedef struct {
-    uint32_t a, b;       /* left and right token ids; a == EMPTY marks a free slot */
-    uint32_t rank, id;   /* position in model.merges, id of the merged token */
+    uint32_t a, b;     /* left and right token ids; a == EMPTY marks a free slot */
+    uint32_t rank, id; /* position in model.merges, id of the merged token */
 } merge_slot;
 
 typedef struct {
-    char *content;   /* as written in tokenizer.json; what decoding gives back */
-    char *pattern;   /* what is matched in the text: content, or NFC(content) if normalized */
+    char *content; /* as written in tokenizer.json; what decoding gives back */
+    char *pattern; /* what is matched in the text: content, or NFC(content) if normalized */
     size_t plen;
     int32_t id;
     bool normalized;
@@ -56,7 +56,7 @@ struct vl_tokenizer {
     /* (left id, right id) -> (rank, merged id) */
     merge_slot *merges;
     size_t merge_mask;
-    int32_t byte_id[256]; /* id of the one-byte symbol of each byte */
+    int32_t byte_id[256];   /* id of the one-byte symbol of each byte */
     uint16_t byte_cp[256];  /* GPT-2 bytes_to_unicode */
     int16_t cp_byte[0x144]; /* its inverse; -1 for code points that are no byte symbol */
     added_token *added;
@@ -105,15 +105,20 @@ static const merge_slot *merge_find(const vl_tokenizer *t, uint32_t a, uint32_t 
 
 /* ---- loading -------------------------------------------------------------------------------- */
 
+static int arena_reserve(vl_tokenizer *t, size_t n) {
+    if (t->arena_used + n <= t->arena_cap) return 0;
+    size_t cap = t->arena_cap ? t->arena_cap : 1 << 16;
+    while (cap < t->arena_used + n) cap *= 2;
+    char *p = realloc(t->arena, cap);
+    if (!p) return vl_error_set("out of memory loading the tokenizer (%zu bytes)", cap);
+    t->arena = p;
+    t->arena_cap = cap;
+    return 0;
+}
+
+/* s must not point into the arena (a reserve may move it). */
 static int arena_add(vl_tokenizer *t, const char *s, size_t n, size_t *off) {
-    if (t->arena_used + n + 1 > t->arena_cap) {
-        size_t cap = t->arena_cap ? t->arena_cap : 1 << 20;
-        while (cap < t->arena_used + n + 1) cap *= 2;
-        char *p = realloc(t->arena, cap);
-        if (!p) return vl_error_set("out of memory loading the tokenizer (%zu bytes)", cap);
-        t->arena = p;
-        t->arena_cap = cap;
-    }
+    if (arena_reserve(t, n + 1) != 0) return -1;
     *off = t->arena_used;
     memcpy(t->arena + t->arena_used, s, n);
     t->arena[t->arena_used + n] = '\0';
@@ -159,7 +164,8 @@ static bool empty_or_null(const cJSON *o, const char *key) {
  * this file implements. */
 static int check_pipeline(vl_tokenizer *t, const cJSON *root, const char *path) {
     const cJSON *norm = cJSON_GetObjectItemCaseSensitive(root, "normalizer");
-    if (is_type(norm, "NFC")) t->nfc = true;
+    if (is_type(norm, "NFC"))
+        t->nfc = true;
     else if (norm && !cJSON_IsNull(norm))
         return vl_error_set("%s: normalizer is not supported (expected {\"type\": \"NFC\"} or "
                             "null as in the Qwen2 tokenizer.json)",
@@ -208,20 +214,23 @@ static int check_pipeline(vl_tokenizer *t, const cJSON *root, const char *path) 
 static int load_vocab(vl_tokenizer *t, const cJSON *model, const char *path) {
     const cJSON *vocab = cJSON_GetObjectItemCaseSensitive(model, "vocab");
     if (!cJSON_IsObject(vocab) || !vocab->child)
-        return vl_error_set("%s: model.vocab is %s; expected an object mapping token -> id",
-                            path, !vocab ? "missing" : "empty or not an object");
+        return vl_error_set("%s: model.vocab is %s; expected an object mapping token -> id", path,
+                            !vocab ? "missing" : "empty or not an object");
     int32_t n = 0;
+    size_t spell_bytes = 0; /* at most the file's size: no overflow */
     for (const cJSON *e = vocab->child; e; e = e->next) {
         int32_t id;
         if (get_id(e, &id) != 0)
-            return vl_error_set("%s: model.vocab[\"%.60s\"] is not an integer id in [0, %d)",
-                                path, e->string, TOKENIZER_MAX_ID);
+            return vl_error_set("%s: model.vocab[\"%.60s\"] is not an integer id in [0, %d)", path,
+                                e->string, TOKENIZER_MAX_ID);
         size_t len = strlen(e->string);
         if (vl_utf8_valid_prefix(e->string, len) != len)
             return vl_error_set("%s: model.vocab has a token that is not valid UTF-8", path);
         if (id >= t->n_ids) t->n_ids = id + 1;
+        spell_bytes += len + 1;
         n++;
     }
+    if (arena_reserve(t, spell_bytes) != 0) return -1;
     t->n_vocab = n;
     t->spell_off = malloc((size_t)n * sizeof *t->spell_off);
     t->spell_len = malloc((size_t)n * sizeof *t->spell_len);
@@ -295,7 +304,8 @@ static int load_merges(vl_tokenizer *t, const cJSON *model, const char *path) {
         size_t alen = 0, blen = 0;
         int r = merge_parts(m, &buf, &cap, &a, &alen, &b, &blen);
         if (r == 1) continue;
-        if (r == -2) rc = vl_error_set("out of memory loading the merges of %s", path);
+        if (r == -2)
+            rc = vl_error_set("out of memory loading the merges of %s", path);
         else if (r != 0)
             rc = vl_error_set("%s: model.merges[%zu] is malformed; expected [\"a\", \"b\"] or "
                               "\"a b\" (one space)",
@@ -328,8 +338,7 @@ static int load_merges(vl_tokenizer *t, const cJSON *model, const char *path) {
 static int load_added(vl_tokenizer *t, const cJSON *root, const char *path) {
     const cJSON *list = cJSON_GetObjectItemCaseSensitive(root, "added_tokens");
     if (!list || cJSON_IsNull(list)) return 0;
-    if (!cJSON_IsArray(list))
-        return vl_error_set("%s: added_tokens is not an array", path);
+    if (!cJSON_IsArray(list)) return vl_error_set("%s: added_tokens is not an array", path);
     int n = cJSON_GetArraySize(list);
     t->added = calloc((size_t)(n > 0 ? n : 1), sizeof *t->added);
     if (!t->added) return vl_error_set("out of memory loading the added tokens of %s", path);
@@ -340,8 +349,7 @@ static int load_added(vl_tokenizer *t, const cJSON *root, const char *path) {
         int32_t id;
         if (!cJSON_IsObject(e) || get_id(cJSON_GetObjectItemCaseSensitive(e, "id"), &id) != 0 ||
             !cJSON_IsString(c) || !c->valuestring[0] ||
-            vl_utf8_valid_prefix(c->valuestring, strlen(c->valuestring)) !=
-                strlen(c->valuestring))
+            vl_utf8_valid_prefix(c->valuestring, strlen(c->valuestring)) != strlen(c->valuestring))
             return vl_error_set("%s: added_tokens[%d] needs an integer \"id\" in [0, %d) and a "
                                 "non-empty UTF-8 \"content\"",
                                 path, k, TOKENIZER_MAX_ID);
@@ -382,21 +390,19 @@ static int build_id_table(vl_tokenizer *t, const char *path) {
     t->tok_len = malloc((size_t)t->n_ids * sizeof *t->tok_len);
     if (!t->tok_off || !t->tok_len) return vl_error_set("out of memory loading %s", path);
     for (int32_t i = 0; i < t->n_ids; i++) t->tok_len[i] = -1;
-    char *raw = NULL;
-    size_t raw_cap = 0;
+    /* decoded bytes are never longer than the spelling: reserve once, so that spellings
+     * (in the arena too) stay put while their bytes are written after them */
+    size_t need = 0;
+    for (int32_t k = 0; k < t->n_vocab; k++) need += t->spell_len[k] + 1;
+    for (int i = 0; i < t->n_added; i++) need += strlen(t->added[i].content) + 1;
+    if (arena_reserve(t, need) != 0) return -1;
     for (int32_t k = 0; k < t->n_vocab; k++) {
         int32_t id = t->spell_id[k];
-        if (t->tok_len[id] >= 0) {
-            free(raw);
+        if (t->tok_len[id] >= 0)
             return vl_error_set("%s: model.vocab gives id %d to two tokens", path, id);
-        }
         const char *s = t->arena + t->spell_off[k];
+        char *raw = t->arena + t->arena_used;
         size_t len = t->spell_len[k], n = 0;
-        if (len + 1 > raw_cap) {
-            char *p = realloc(raw, raw_cap = 2 * len + 64);
-            if (!p) return free(raw), vl_error_set("out of memory loading %s", path);
-            raw = p;
-        }
         for (size_t i = 0; i < len;) {
             int r = vl_utf8_next((const unsigned char *)s + i, len - i);
             uint32_t c = (unsigned char)s[i];
@@ -409,10 +415,11 @@ static int build_id_table(vl_tokenizer *t, const char *path) {
             raw[n++] = (char)t->cp_byte[c];
             i += (size_t)r;
         }
+        raw[n] = '\0';
+        t->tok_off[id] = t->arena_used;
         t->tok_len[id] = (int32_t)n;
-        if (arena_add(t, raw, n, &t->tok_off[id]) != 0) return free(raw), -1;
+        t->arena_used += n + 1;
     }
-    free(raw);
     for (int i = 0; i < t->n_added; i++) {
         added_token *a = &t->added[i];
         if (arena_add(t, a->content, strlen(a->content), &t->tok_off[a->id]) != 0) return -1;
@@ -422,8 +429,10 @@ static int build_id_table(vl_tokenizer *t, const char *path) {
         char sym[3];
         uint16_t c = t->byte_cp[b];
         size_t n = c < 0x80 ? 1 : 2;
-        if (n == 1) sym[0] = (char)c;
-        else sym[0] = (char)(0xC0 | (c >> 6)), sym[1] = (char)(0x80 | (c & 0x3F));
+        if (n == 1)
+            sym[0] = (char)c;
+        else
+            sym[0] = (char)(0xC0 | (c >> 6)), sym[1] = (char)(0x80 | (c & 0x3F));
         t->byte_id[b] = vocab_find(t, sym, n);
         if (t->byte_id[b] < 0)
             return vl_error_set("%s: model.vocab lacks the byte symbol \"%.*s\" of byte 0x%02X; "
@@ -575,8 +584,10 @@ static int encode_word(void *ctx, const char *w, size_t n) {
         size_t k = 0;
         for (size_t i = 0; i < n; i++) {
             uint16_t c = t->byte_cp[u[i]];
-            if (c < 0x80) e->spell[k++] = (char)c;
-            else e->spell[k++] = (char)(0xC0 | (c >> 6)), e->spell[k++] = (char)(0x80 | (c & 0x3F));
+            if (c < 0x80)
+                e->spell[k++] = (char)c;
+            else
+                e->spell[k++] = (char)(0xC0 | (c >> 6)), e->spell[k++] = (char)(0x80 | (c & 0x3F));
         }
         int32_t id = vocab_find(t, e->spell, k);
         if (id >= 0) return push_id(e, id);
@@ -612,8 +623,7 @@ static int encode_word(void *ctx, const char *w, size_t n) {
 
 /* Leftmost, then longest, added token in s[0..n) among the raw (normalized == false) or the
  * normalized ones; returns its index or -1. */
-static int find_added(const vl_tokenizer *t, const char *s, size_t n, bool normalized,
-                      size_t *at) {
+static int find_added(const vl_tokenizer *t, const char *s, size_t n, bool normalized, size_t *at) {
     uint8_t bit = normalized ? 2 : 1;
     for (size_t i = 0; i < n; i++) {
         if (!(t->added_first[(unsigned char)s[i]] & bit)) continue;
@@ -693,7 +703,9 @@ int vl_tokenizer_token_id(const vl_tokenizer *t, const char *content) {
     return -1;
 }
 
-int vl_tokenizer_vocab_size(const vl_tokenizer *t) { return t ? t->n_ids : 0; }
+int vl_tokenizer_vocab_size(const vl_tokenizer *t) {
+    return t ? t->n_ids : 0;
+}
 
 const char *vl_tokenizer_token_bytes(const vl_tokenizer *t, int id, int *len) {
     if (len) *len = 0;

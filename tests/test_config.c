@@ -43,9 +43,15 @@ static cJSON *load_json(const char *path) {
     return j;
 }
 
-static const char *path_7b(void) { return vt_fixture("../../examples/qwen2-vl-7b-instruct.json"); }
-static const char *path_2b(void) { return vt_fixture("../../examples/qwen2-vl-2b-instruct.json"); }
-static const char *path_tiny(void) { return vt_fixture("tiny-qwen2vl/tiny-bf16/config.json"); }
+static const char *path_7b(void) {
+    return vt_fixture("../../examples/qwen2-vl-7b-instruct.json");
+}
+static const char *path_2b(void) {
+    return vt_fixture("../../examples/qwen2-vl-2b-instruct.json");
+}
+static const char *path_tiny(void) {
+    return vt_fixture("tiny-qwen2vl/tiny-bf16/config.json");
+}
 
 /* vl_config_parse of an edited document. */
 static int parse_doc(const cJSON *doc, vl_config *c) {
@@ -65,8 +71,8 @@ static cJSON *obj_of(cJSON *doc, const char *key) {
     return cJSON_GetObjectItemCaseSensitive(doc, key);
 }
 
-static void check_special_ids(const vl_config *c, int bos, int eos, int vstart, int vend,
-                              int vpad, int image, int video) {
+static void check_special_ids(const vl_config *c, int bos, int eos, int vstart, int vend, int vpad,
+                              int image, int video) {
     VT_CHECK_INT(c->bos_id, bos);
     VT_CHECK_INT(c->eos_id, eos);
     VT_CHECK_INT(c->vision_start_id, vstart);
@@ -186,6 +192,15 @@ static void test_tiny_nested(void) {
     VT_CHECK_INT(c.v_act_quick_gelu, 1);
     check_special_ids(&c, 2040, 2041, 2042, 2043, 2044, 2045, 2046);
 
+    /* the quantized fixtures add a quantization_config the parser reads past */
+    static const char *const quantized[] = {"tiny-qwen2vl/tiny-bnb-nf4/config.json",
+                                            "tiny-qwen2vl/tiny-bnb-int8/config.json"};
+    for (int i = 0; i < 2; i++) {
+        vl_config q;
+        VT_CHECKF(vl_config_load(&q, vt_fixture(quantized[i])) == 0, "%s", vl_error_get());
+        VT_CHECK(q.hidden == 128 && q.n_layers == 2 && q.v_depth == 2 && q.image_id == 2045);
+    }
+
     /* text_config wins over the top level; rope_parameters are read where TF5 puts them */
     cJSON *doc = load_json(path_tiny());
     cJSON *text = obj_of(doc, "text_config");
@@ -223,10 +238,9 @@ static void test_flat_variants(void) {
     vl_config c;
     cJSON *doc = load_json(path_7b());
     /* explicit values are read, not defaulted */
-    static const char *const ids[] = {"bos_token_id",          "eos_token_id",
-                                      "vision_start_token_id", "vision_end_token_id",
-                                      "vision_token_id",       "image_token_id",
-                                      "video_token_id"};
+    static const char *const ids[] = {
+        "bos_token_id",    "eos_token_id",   "vision_start_token_id", "vision_end_token_id",
+        "vision_token_id", "image_token_id", "video_token_id"};
     for (int i = 0; i < 7; i++) set_num(doc, ids[i], 1000 + i);
     set_num(doc, "rope_theta", 2e6);
     set_num(doc, "rms_norm_eps", 1e-5);
@@ -265,7 +279,7 @@ static void test_flat_variants(void) {
 /* Edit a fresh copy of `base` with `edit`, parse it: must fail naming each needle, and leave
  * the output untouched. */
 typedef void (*edit_fn)(cJSON *doc);
-#define EXPECT_CONFIG_FAIL(base, edit, ...)                                                       \
+#define EXPECT_CONFIG_FAIL(base, edit, ...)                                                        \
     expect_config_fail(__LINE__, base, edit, __VA_ARGS__, (char *)NULL)
 static void expect_config_fail(int line, const char *base, edit_fn edit, ...) {
     cJSON *doc = load_json(base);
@@ -283,33 +297,54 @@ static void expect_config_fail(int line, const char *base, edit_fn edit, ...) {
     for (const char *needle; (needle = va_arg(ap, const char *));)
         VT_CHECKF(strstr(msg, needle) != NULL, "line %d: \"%s\" lacks \"%s\"", line, msg, needle);
     va_end(ap);
-    VT_CHECKF(c.hidden == 0x5a5a5a5a && c.v_depth == 0x5a5a5a5a, "line %d: output modified",
-              line);
+    VT_CHECKF(c.hidden == 0x5a5a5a5a && c.v_depth == 0x5a5a5a5a, "line %d: output modified", line);
 }
 
-static void del_hidden(cJSON *d) { cJSON_DeleteItemFromObjectCaseSensitive(d, "hidden_size"); }
+static void del_hidden(cJSON *d) {
+    cJSON_DeleteItemFromObjectCaseSensitive(d, "hidden_size");
+}
 static void del_layers(cJSON *d) {
     cJSON_DeleteItemFromObjectCaseSensitive(d, "num_hidden_layers");
 }
 static void del_heads(cJSON *d) {
     cJSON_DeleteItemFromObjectCaseSensitive(d, "num_attention_heads");
 }
-static void del_vocab(cJSON *d) { cJSON_DeleteItemFromObjectCaseSensitive(d, "vocab_size"); }
+static void del_vocab(cJSON *d) {
+    cJSON_DeleteItemFromObjectCaseSensitive(d, "vocab_size");
+}
 static void del_inter(cJSON *d) {
     cJSON_DeleteItemFromObjectCaseSensitive(d, "intermediate_size");
 }
-static void del_text_hidden(cJSON *d) { del_hidden(obj_of(d, "text_config")); }
-static void del_text_vocab(cJSON *d) { del_vocab(obj_of(d, "text_config")); }
-static void kv5(cJSON *d) { set_num(d, "num_key_value_heads", 5); }
-static void hidden_odd(cJSON *d) { set_num(d, "hidden_size", 3585); }
-static void hidden_neg(cJSON *d) { set_num(d, "hidden_size", -5); }
-static void hidden_zero(cJSON *d) { set_num(d, "hidden_size", 0); }
-static void hidden_frac(cJSON *d) { set_num(d, "hidden_size", 3584.5); }
-static void hidden_huge(cJSON *d) { set_num(d, "hidden_size", 1 << 21); }
+static void del_text_hidden(cJSON *d) {
+    del_hidden(obj_of(d, "text_config"));
+}
+static void del_text_vocab(cJSON *d) {
+    del_vocab(obj_of(d, "text_config"));
+}
+static void kv5(cJSON *d) {
+    set_num(d, "num_key_value_heads", 5);
+}
+static void hidden_odd(cJSON *d) {
+    set_num(d, "hidden_size", 3585);
+}
+static void hidden_neg(cJSON *d) {
+    set_num(d, "hidden_size", -5);
+}
+static void hidden_zero(cJSON *d) {
+    set_num(d, "hidden_size", 0);
+}
+static void hidden_frac(cJSON *d) {
+    set_num(d, "hidden_size", 3584.5);
+}
+static void hidden_huge(cJSON *d) {
+    set_num(d, "hidden_size", 1 << 21);
+}
 static void hidden_str(cJSON *d) {
     cJSON_ReplaceItemInObjectCaseSensitive(d, "hidden_size", cJSON_CreateString("3584"));
 }
-static void layers_huge(cJSON *d) { set_num(d, "num_hidden_layers", 1e30); }
+static void layers_huge(cJSON *d) {
+    set_num(d, "num_hidden_layers", 1e30);
+}
 static void mrope_bad(cJSON *d) {
     cJSON *ms = obj_of(obj_of(d, "rope_scaling"), "mrope_section");
     cJSON_ReplaceItemInArray(ms, 2, cJSON_CreateNumber(25));
@@ -321,18 +356,30 @@ static void rope_yarn(cJSON *d) {
     cJSON_ReplaceItemInObjectCaseSensitive(obj_of(d, "rope_scaling"), "type",
                                            cJSON_CreateString("yarn"));
 }
-static void head_dim_64(cJSON *d) { set_num(d, "head_dim", 64); }
-static void eps_zero(cJSON *d) { set_num(d, "rms_norm_eps", 0); }
-static void theta_neg(cJSON *d) { set_num(d, "rope_theta", -1); }
+static void head_dim_64(cJSON *d) {
+    set_num(d, "head_dim", 64);
+}
+static void eps_zero(cJSON *d) {
+    set_num(d, "rms_norm_eps", 0);
+}
+static void theta_neg(cJSON *d) {
+    set_num(d, "rope_theta", -1);
+}
 static void tie_str(cJSON *d) {
     cJSON_ReplaceItemInObjectCaseSensitive(d, "tie_word_embeddings", cJSON_CreateString("yes"));
 }
-static void v_embed_odd(cJSON *d) { set_num(obj_of(d, "vision_config"), "embed_dim", 1281); }
-static void v_head_dim_odd(cJSON *d) { set_num(obj_of(d, "vision_config"), "embed_dim", 1296); }
+static void v_embed_odd(cJSON *d) {
+    set_num(obj_of(d, "vision_config"), "embed_dim", 1281);
+}
+static void v_head_dim_odd(cJSON *d) {
+    set_num(obj_of(d, "vision_config"), "embed_dim", 1296);
+}
 static void v_act_bad(cJSON *d) {
     cJSON_AddStringToObject(obj_of(d, "vision_config"), "hidden_act", "gelu_pytorch_tanh");
 }
-static void v_channels(cJSON *d) { set_num(obj_of(d, "vision_config"), "in_chans", 4); }
+static void v_channels(cJSON *d) {
+    set_num(obj_of(d, "vision_config"), "in_chans", 4);
+}
 static void v_hidden_del(cJSON *d) {
     cJSON_DeleteItemFromObjectCaseSensitive(obj_of(d, "vision_config"), "hidden_size");
 }
@@ -342,11 +389,15 @@ static void v_not_obj(cJSON *d) {
 static void model_25(cJSON *d) {
     cJSON_ReplaceItemInObjectCaseSensitive(d, "model_type", cJSON_CreateString("qwen2_5_vl"));
 }
-static void image_id_big(cJSON *d) { set_num(d, "image_token_id", 152064); }
+static void image_id_big(cJSON *d) {
+    set_num(d, "image_token_id", 152064);
+}
 static void eos_empty(cJSON *d) {
     cJSON_ReplaceItemInObjectCaseSensitive(d, "eos_token_id", cJSON_CreateArray());
 }
-static void text_kv3(cJSON *d) { set_num(obj_of(d, "text_config"), "num_key_value_heads", 3); }
+static void text_kv3(cJSON *d) {
+    set_num(obj_of(d, "text_config"), "num_key_value_heads", 3);
+}
 static void text_rope_type(cJSON *d) {
     cJSON *rp = obj_of(obj_of(d, "text_config"), "rope_parameters");
     cJSON_ReplaceItemInObjectCaseSensitive(rp, "rope_type", cJSON_CreateString("linear"));

@@ -62,7 +62,7 @@ static void test_half_to_float(void) {
             if (!isnan(f) || !isnan(vl_f16_to_f32(vl_f32_to_f16(f)))) bad++;
             continue;
         }
-        float want = e == 31 ? INFINITY
+        float want = e == 31  ? INFINITY
                      : e == 0 ? ldexpf((float)m, -24)
                               : ldexpf((float)(m | 1024), (int)e - 25);
         if (h & 0x8000) want = -want;

@@ -29,7 +29,9 @@ static const char *tpath(const char *rel) {
     return out;
 }
 
-static void make_dir(const char *rel) { mkdir(tpath(rel), 0755); }
+static void make_dir(const char *rel) {
+    mkdir(tpath(rel), 0755);
+}
 
 static void write_bytes(const char *path, const void *data, size_t n) {
     FILE *f = fopen(path, "wb");
@@ -305,10 +307,8 @@ static void test_corrupt_files(void) {
          12, "a [0, 8]", "b [4, 12]"},
         {"{\"t\":{\"dtype\":\"F32\",\"shape\":[3],\"data_offsets\":[0,8]}}", 8, "t", "12 bytes"},
         {"{\"t\":{\"dtype\":\"F64\",\"shape\":[1],\"data_offsets\":[0,8]}}", 8, "t", "F64"},
-        {"{\"t\":{\"dtype\":\"F8_E4M3\",\"shape\":[8],\"data_offsets\":[0,8]}}", 8, "t",
-         "F8_E4M3"},
-        {"{\"t\":{\"dtype\":\"garbage\",\"shape\":[8],\"data_offsets\":[0,8]}}", 8, "t",
-         "garbage"},
+        {"{\"t\":{\"dtype\":\"F8_E4M3\",\"shape\":[8],\"data_offsets\":[0,8]}}", 8, "t", "F8_E4M3"},
+        {"{\"t\":{\"dtype\":\"garbage\",\"shape\":[8],\"data_offsets\":[0,8]}}", 8, "t", "garbage"},
         {"{\"t\":{\"dtype\":\"f32\",\"shape\":[2],\"data_offsets\":[0,8]}}", 8, "t", "f32"},
         {"{\"t\":{\"dtype\":4,\"shape\":[2],\"data_offsets\":[0,8]}}", 8, "t", "dtype"},
         {"{\"t\":{\"shape\":[2],\"data_offsets\":[0,8]}}", 8, "t", "dtype"},
@@ -316,8 +316,7 @@ static void test_corrupt_files(void) {
          "\"d\":{\"dtype\":\"U8\",\"shape\":[4],\"data_offsets\":[4,8]}}",
          8, "d", "twice"},
         {"{\"neg\":{\"dtype\":\"U8\",\"shape\":[-1],\"data_offsets\":[0,0]}}", 0, "neg", "-1"},
-        {"{\"frac\":{\"dtype\":\"U8\",\"shape\":[1.5],\"data_offsets\":[0,1]}}", 1, "frac",
-         "1.5"},
+        {"{\"frac\":{\"dtype\":\"U8\",\"shape\":[1.5],\"data_offsets\":[0,1]}}", 1, "frac", "1.5"},
         {"{\"str\":{\"dtype\":\"U8\",\"shape\":[\"1\"],\"data_offsets\":[0,1]}}", 1, "str",
          "shape"},
         {"{\"nine\":{\"dtype\":\"U8\",\"shape\":[1,1,1,1,1,1,1,1,1],\"data_offsets\":[0,1]}}", 1,
@@ -343,8 +342,8 @@ static void test_corrupt_files(void) {
         {"{\"__metadata__\":{\"n\":1},\"a\":{\"dtype\":\"U8\",\"shape\":[1],"
          "\"data_offsets\":[0,1]}}",
          1, "__metadata__", "n"},
-        {"{\"__metadata__\":[],\"a\":{\"dtype\":\"U8\",\"shape\":[1],\"data_offsets\":[0,1]}}",
-         1, "__metadata__", "object"},
+        {"{\"__metadata__\":[],\"a\":{\"dtype\":\"U8\",\"shape\":[1],\"data_offsets\":[0,1]}}", 1,
+         "__metadata__", "object"},
         {"{\"notobj\":5}", 0, "notobj", "got 5"},
         {"[1,2,3]", 0, "JSON object", ""},
         {"{\"a\":{\"dtype\":\"U8\",\"shape\":[1],\"data_offsets\":[0,1]}} x", 1, "JSON", ""},
@@ -389,8 +388,8 @@ static void make_sharded(const char *dir, const char *index_json) {
 
 static char *index_text(const char *entries) {
     static char buf[2048];
-    snprintf(buf, sizeof buf,
-             "{\"metadata\":{\"total_size\":123456789},\"weight_map\":{%s}}", entries);
+    snprintf(buf, sizeof buf, "{\"metadata\":{\"total_size\":123456789},\"weight_map\":{%s}}",
+             entries);
     return buf;
 }
 
@@ -502,8 +501,7 @@ static void test_fixtures(void) {
     vl_checkpoint_close(&ck);
 
     /* the single file itself, not its directory */
-    VT_CHECKF(vl_checkpoint_open(&ck, vt_fixture("tiny-qwen2vl/tiny-bf16/model.safetensors")) ==
-                  0,
+    VT_CHECKF(vl_checkpoint_open(&ck, vt_fixture("tiny-qwen2vl/tiny-bf16/model.safetensors")) == 0,
               "%s", vl_error_get());
     VT_CHECK_INT(ck.n_tensors, 58);
     vl_checkpoint_close(&ck);

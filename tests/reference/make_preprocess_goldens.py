@@ -33,7 +33,8 @@ import numpy as np
 import PIL
 from PIL import Image
 
-GOLDEN_IMAGES = ["doc_rgb.png", "photo_rgba.png", "grey_small.png", "palette.png", "photo.jpg", "wide.png"]
+GOLDEN_IMAGES = ["doc_rgb.png", "photo_rgba.png", "grey_small.png", "palette.png", "photo.jpg",
+                 "wide.png"]
 CASES = [("default", 3136, 12845056), ("small", 3136, 50176), ("tiny", 784, 3136)]
 PATCH, TEMPORAL, MERGE = 14, 2, 2
 MEAN = [0.48145466, 0.4578275, 0.40821073]

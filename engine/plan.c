@@ -1,0 +1,33 @@
+/* plan.c: the memory planner. A pure function of (config, prompt length, image sizes, max
+ * tokens, chunk, activation dtype): what the run will hold on the device, by group, before
+ * anything is allocated. The session's own layout function (forward.c) is run against a
+ * counting arena, so the plan and the real allocation cannot drift apart.
+ *
+ * The CUDA context is not ours to size: VL_CUDA_CONTEXT_BYTES is what an H100 showed with
+ * cuBLAS loaded (measured, see bench/), and the report prints the measured value beside it. */
+#include "engine/engine.h"
+
+void vl_plan_memory(const vl_config *c, vl_dtype act, int64_t prompt_tokens, int max_tokens,
+                    int chunk, int64_t max_patches, size_t workspace_bytes, size_t context_bytes,
+                    vl_mem_plan *out) {
+    memset(out, 0, sizeof *out);
+    int64_t ctx = prompt_tokens + max_tokens;
+    int ch = chunk < prompt_tokens ? chunk : (int)prompt_tokens;
+    size_t groups[VL_MEM_GROUPS];
+    vl_session_plan(c, act, ctx, ch, max_patches, groups);
+    out->weights = vl_weights_bytes(c);
+    out->kv = groups[VL_MEM_KV];
+    out->act = groups[VL_MEM_ACT];
+    out->workspace = groups[VL_MEM_WORKSPACE] + workspace_bytes;
+    out->context = context_bytes;
+    out->total = out->weights + out->kv + out->act + out->workspace + out->context;
+}
+
+void vl_plan_print(FILE *f, const vl_mem_plan *p) {
+    const double gib = 1024.0 * 1024 * 1024;
+    fprintf(f,
+            "predicted peak %.3f GiB = weights %.3f + kv_cache %.3f + activations %.3f + "
+            "workspace %.3f + cuda_context %.3f\n",
+            p->total / gib, p->weights / gib, p->kv / gib, p->act / gib, p->workspace / gib,
+            p->context / gib);
+}

@@ -1,0 +1,128 @@
+/* attn_mma.cuh: what the attention kernels (attn_prefill.cu, attn_decode.cu, attn_dispatch.cu)
+ * share: warp-level tensor-core primitives written as inline PTX for sm_80+, the key range a
+ * query row may see, and the internal launchers.
+ *
+ * Fragment layouts of mma.m16n8k16 (bf16 in, fp32 accumulate), lane = 4 * gid + tig:
+ *   A (16 x 16, row-major), 4 regs of 2 bf16: {row gid, cols 2tig..+1}, {row gid+8, same},
+ *     {row gid, cols 2tig+8..+9}, {row gid+8, same}
+ *   B (16 x 8, k x n), 2 regs: {k 2tig..+1, n gid}, {k 2tig+8..+9, n gid}
+ *   C (16 x 8, fp32), 4 floats: {row gid, cols 2tig, 2tig+1}, {row gid+8, same}
+ * ldmatrix.x4 hands out four 8 x 8 matrices, matrix i from the row addresses of lanes 8i..8i+7;
+ * without .trans lane l receives row l/4, elements 2(l%4)..+1, with .trans the transpose.
+ * Shared tiles keep rows of D + 8 elements: 16 spare bytes make consecutive rows start 16 bytes
+ * apart modulo 128, so the 8 row addresses of one ldmatrix matrix hit 8 different bank groups
+ * (conflict-free for every D that is a multiple of 16) without an XOR swizzle.
+ * Leaves out: Hopper wgmma/TMA (mma.sync runs on every target from sm_80 to sm_90).
+ */
+#ifndef VL_ATTN_MMA_CUH
+#define VL_ATTN_MMA_CUH
+
+#include "kernels/cuda_internal.h"
+
+#include <math.h>
+#include <stdint.h>
+
+namespace vl_attn {
+
+typedef __nv_bfloat16 bf16;
+
+/* Threads of every attention CTA: 4 warps. */
+constexpr int kWarps = 4;
+constexpr int kThreads = kWarps * 32;
+
+/* Decode: most key ranges a single query is split into; bounds the workspace. */
+constexpr int kMaxSplits = 256;
+
+__device__ __forceinline__ uint32_t smem_u32(const void *p) {
+    return (uint32_t)__cvta_generic_to_shared(p);
+}
+
+/* 16-byte global -> shared copy that bypasses L1; valid == false writes 16 zero bytes instead
+ * (src-size 0 reads nothing, so src only has to be some mapped address). */
+__device__ __forceinline__ void cp_async16(uint32_t dst, const void *src, bool valid) {
+    asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;\n" ::"r"(dst), "l"(src),
+                 "r"(valid ? 16 : 0)
+                 : "memory");
+}
+__device__ __forceinline__ void cp_async_commit() {
+    asm volatile("cp.async.commit_group;\n" ::: "memory");
+}
+/* Waits until at most N of this thread's committed groups are still in flight. */
+template <int N> __device__ __forceinline__ void cp_async_wait() {
+    asm volatile("cp.async.wait_group %0;\n" ::"n"(N) : "memory");
+}
+
+__device__ __forceinline__ void ldmatrix_x4(uint32_t r[4], uint32_t addr) {
+    asm volatile("ldmatrix.sync.aligned.m8n8.x4.shared.b16 {%0, %1, %2, %3}, [%4];\n"
+                 : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3])
+                 : "r"(addr)
+                 : "memory");
+}
+__device__ __forceinline__ void ldmatrix_x4_trans(uint32_t r[4], uint32_t addr) {
+    asm volatile("ldmatrix.sync.aligned.m8n8.x4.trans.shared.b16 {%0, %1, %2, %3}, [%4];\n"
+                 : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3])
+                 : "r"(addr)
+                 : "memory");
+}
+
+/* c[16 x 8] += a[16 x 16] . b[16 x 8] */
+__device__ __forceinline__ void mma_bf16(float c[4], const uint32_t a[4], uint32_t b0,
+                                         uint32_t b1) {
+    asm("mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 {%0, %1, %2, %3}, "
+        "{%4, %5, %6, %7}, {%8, %9}, {%0, %1, %2, %3};\n"
+        : "+f"(c[0]), "+f"(c[1]), "+f"(c[2]), "+f"(c[3])
+        : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1));
+}
+
+/* Two floats rounded to nearest-even bf16, lo in the low half (the lower column index). */
+__device__ __forceinline__ uint32_t pack_bf16(float lo, float hi) {
+    __nv_bfloat162 v = __floats2bfloat162_rn(lo, hi);
+    return *reinterpret_cast<uint32_t *>(&v);
+}
+
+/* 2^x on the special-function unit (2 ulp); 2^-inf = +0, which the masked keys rely on. */
+__device__ __forceinline__ float exp2_approx(float x) {
+    float y;
+    asm("ex2.approx.ftz.f32 %0, %1;\n" : "=f"(y) : "f"(x));
+    return y;
+}
+
+/* Segment s with seg[s] <= i < seg[s + 1] (empty segments skipped), as the CPU twin finds it. */
+__device__ __forceinline__ int segment_of(const int32_t *seg, int n_seg, int i) {
+    int lo = 0, hi = n_seg;
+    while (hi - lo > 1) {
+        int mid = lo + (hi - lo) / 2;
+        if (seg[mid] <= i)
+            lo = mid;
+        else
+            hi = mid;
+    }
+    return lo;
+}
+
+/* Keys [*lo, *hi) that query row i sees: its segment when there are segments, cut at
+ * q_pos0 + i when causal. Never empty for a valid row (kernels.h). */
+__device__ __forceinline__ void row_key_range(const vl_attn_params &p, int i, int *lo, int *hi) {
+    int a = 0, b = (int)p.n_kv;
+    if (p.n_seg > 0) {
+        int s = segment_of(p.seg_starts, p.n_seg, i);
+        a = p.seg_starts[s];
+        b = p.seg_starts[s + 1];
+    }
+    if (p.causal) {
+        long long last = p.q_pos0 + i + 1;
+        if (last < b) b = (int)last;
+    }
+    *lo = a;
+    *hi = b;
+}
+
+} // namespace vl_attn
+
+/* Internal launchers (the checked entry points are in attn_dispatch.cu). */
+void vl_attn_prefill_launch(const vl_attn_params *p, int rows_per_cta, cudaStream_t stream);
+/* Decode (n_q == 1); splits the keys over as many CTAs as the workspace allows. */
+void vl_attn_decode_launch(const vl_attn_params *p, void *workspace, size_t workspace_bytes,
+                           cudaStream_t stream);
+
+#endif

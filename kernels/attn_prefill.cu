@@ -1,0 +1,321 @@
+/* attn_prefill.cu: flash attention for many queries (prompt chunks, vision blocks): bf16 q/k/v/o,
+ * tensor cores (mma.sync m16n8k16), fp32 online softmax, O(n) memory.
+ *
+ * Version 1 (FlashAttention-2 schedule, written from the paper's algorithm):
+ *   - CTA = 4 warps over kBM = 64 * MT query rows of one head (grid: query blocks x heads);
+ *     warp w owns the 16 * MT consecutive rows w * 16 * MT ..; the kv head is head / group, so
+ *     grouped heads read K/V from the cache as it is, without expansion.
+ *   - Keys stream through shared memory in tiles of kBN = 64 with cp.async, one K and one V
+ *     buffer: V(t) lands while the warps compute S = Q K(t)^T and the softmax, K(t + 1) while
+ *     they compute O += P V(t). Every load hides behind a compute phase at half the shared
+ *     memory of a full double buffer, so the CTA fits the 99 KB of sm_86/sm_89 as well.
+ *   - S stays in registers: the m16n8 accumulators of S, rounded to bf16, are exactly the A
+ *     fragments of P for the P.V product (FlashAttention-2's register reuse); Q and K come in
+ *     through ldmatrix, V through ldmatrix.trans.
+ *   - Masks: every row has a visible key range [lo, hi) (its segment, cut at q_pos0 + i when
+ *     causal). The CTA visits only the union of its rows' ranges; a warp skips a tile none of its
+ *     rows sees, and applies the per-element mask only on tiles that cut through some row's
+ *     range. Rows past n_q and keys past the union are zero-filled and never stored.
+ *   - Causal grids hand out the longest query blocks first (tail balance).
+ * Leaves out: Hopper wgmma/TMA/warp specialization, split-KV for short query blocks over long
+ * caches (decode has its own kernel), dropout, sliding windows, ALiBi, fp16 inputs.
+ */
+#include "kernels/attn_mma.cuh"
+
+#include <limits.h>
+
+using namespace vl_attn;
+
+namespace {
+
+template <int D, int MT> struct Prefill {
+    static constexpr int kRowsPerWarp = 16 * MT;
+    static constexpr int kBM = kWarps * kRowsPerWarp; /* query rows per CTA */
+    static constexpr int kBN = 64;                     /* keys per tile */
+    static constexpr int kLD = D + 8;                  /* shared row stride, elements */
+    static constexpr int kSmem = (kBM + 2 * kBN) * kLD * (int)sizeof(bf16);
+    static_assert(D % 16 == 0 && D <= 256, "head_dim must be a multiple of 16, at most 256");
+    static_assert(kSmem <= 99 * 1024, "a CTA must fit the 99 KB of sm_86 and sm_89");
+};
+
+/* cp.async of rows [row0, row0 + ROWS) x D of a global matrix (row stride `stride`) into a shared
+ * tile with row stride LD; rows at or past row_end are zero-filled. All threads take part. */
+template <int D, int ROWS, int LD>
+__device__ __forceinline__ void load_tile(bf16 *s, const bf16 *g, int64_t stride, int row0,
+                                          int row_end) {
+    constexpr int kChunks = D / 8; /* 16-byte pieces per row */
+    constexpr int kTotal = ROWS * kChunks;
+    const uint32_t base = smem_u32(s);
+    if constexpr (kThreads % kChunks == 0) {
+        /* each pass covers whole rows: one pointer, advanced by a fixed number of rows */
+        constexpr int kRowsPerPass = kThreads / kChunks;
+        static_assert(ROWS % kRowsPerPass == 0, "whole passes");
+        const int r = (int)threadIdx.x / kChunks, col = ((int)threadIdx.x % kChunks) * 8;
+        const bf16 *src = g + (int64_t)(row0 + r) * stride + col;
+        const int64_t step = (int64_t)kRowsPerPass * stride;
+#pragma unroll
+        for (int it = 0; it < ROWS / kRowsPerPass; it++) {
+            const bool valid = row0 + r + it * kRowsPerPass < row_end;
+            cp_async16(base + (uint32_t)(((r + it * kRowsPerPass) * LD + col) * 2), valid ? src : g, valid);
+            src += step;
+        }
+    } else {
+#pragma unroll
+        for (int it = 0; it < (kTotal + kThreads - 1) / kThreads; it++) {
+            const int c = it * kThreads + (int)threadIdx.x;
+            if (kTotal % kThreads == 0 || c < kTotal) {
+                const int r = c / kChunks, col = (c % kChunks) * 8;
+                const bool valid = row0 + r < row_end;
+                const bf16 *src = valid ? g + (int64_t)(row0 + r) * stride + col : g;
+                cp_async16(base + (uint32_t)((r * LD + col) * 2), src, valid);
+            }
+        }
+    }
+}
+
+template <int D, int MT>
+__global__ void __launch_bounds__(kThreads) attn_prefill_kernel(const vl_attn_params p) {
+    using C = Prefill<D, MT>;
+    constexpr int kBN = C::kBN, kLD = C::kLD;
+    extern __shared__ __align__(16) unsigned char smem[];
+    bf16 *sQ = reinterpret_cast<bf16 *>(smem); /* [kBM][kLD], later the output staging */
+    bf16 *sK = sQ + C::kBM * kLD;               /* [kBN][kLD] */
+    bf16 *sV = sK + kBN * kLD;                  /* [kBN][kLD] */
+    __shared__ int s_lo[C::kBM], s_hi[C::kBM]; /* key range of each query row */
+    __shared__ int s_range[2][kWarps];
+
+    const int warp = (int)threadIdx.x / 32, lane = (int)threadIdx.x % 32;
+    const int gid = lane / 4, tig = lane % 4;
+    const int qblock = p.causal ? (int)(gridDim.x - 1 - blockIdx.x) : (int)blockIdx.x;
+    const int q0 = qblock * C::kBM, n_q = (int)p.n_q;
+    const int head = (int)blockIdx.y, kv_head = head / (p.n_heads / p.n_kv_heads);
+    const bf16 *q = static_cast<const bf16 *>(p.q) + (int64_t)head * D;
+    const bf16 *k = static_cast<const bf16 *>(p.k) + (int64_t)kv_head * p.kv_head_stride;
+    const bf16 *v = static_cast<const bf16 *>(p.v) + (int64_t)kv_head * p.kv_head_stride;
+    const int warp_row0 = warp * C::kRowsPerWarp;
+
+    load_tile<D, C::kBM, kLD>(sQ, q, p.q_stride, q0, n_q);
+
+    /* This thread holds rows warp_row0 + 16 mt + gid + 8 half. A row past n_q borrows the range
+     * of row n_q - 1, so it neither widens the key range nor forces masks. The warp keeps the
+     * hull [w_lo, w_hi) of its rows' ranges (tiles outside it are skipped) and the part
+     * [w_in_lo, w_in_hi) every row sees (tiles inside it need no mask); the ranges themselves
+     * stay in shared memory, read on masked tiles only (registers are the limit here). */
+    int w_lo = INT_MAX, w_hi = 0, w_in_lo = 0, w_in_hi = INT_MAX;
+#pragma unroll
+    for (int mt = 0; mt < MT; mt++)
+#pragma unroll
+        for (int half = 0; half < 2; half++) {
+            const int r = warp_row0 + 16 * mt + gid + 8 * half;
+            int lo, hi;
+            row_key_range(p, min(q0 + r, n_q - 1), &lo, &hi);
+            if (tig == 0) s_lo[r] = lo, s_hi[r] = hi;
+            w_lo = min(w_lo, lo), w_hi = max(w_hi, hi);
+            w_in_lo = max(w_in_lo, lo), w_in_hi = min(w_in_hi, hi);
+        }
+    w_lo = __reduce_min_sync(0xffffffffu, w_lo);
+    w_hi = __reduce_max_sync(0xffffffffu, w_hi);
+    w_in_lo = __reduce_max_sync(0xffffffffu, w_in_lo);
+    w_in_hi = __reduce_min_sync(0xffffffffu, w_in_hi);
+    if (lane == 0) s_range[0][warp] = w_lo, s_range[1][warp] = w_hi;
+    __syncthreads();
+    int kv_lo = INT_MAX, kv_hi = 0;
+#pragma unroll
+    for (int w = 0; w < kWarps; w++) kv_lo = min(kv_lo, s_range[0][w]), kv_hi = max(kv_hi, s_range[1][w]);
+    const int n_tiles = (kv_hi - kv_lo + kBN - 1) / kBN;
+
+    load_tile<D, kBN, kLD>(sK, k, p.kv_tok_stride, kv_lo, kv_hi);
+    cp_async_commit(); /* group: Q and K(0) */
+
+    float o[MT][D / 8][4];
+    float m[MT][2], l[MT][2]; /* running raw max of q.k and thread-partial sum of exp */
+#pragma unroll
+    for (int mt = 0; mt < MT; mt++) {
+#pragma unroll
+        for (int dt = 0; dt < D / 8; dt++) o[mt][dt][0] = o[mt][dt][1] = o[mt][dt][2] = o[mt][dt][3] = 0.f;
+        m[mt][0] = m[mt][1] = -INFINITY;
+        l[mt][0] = l[mt][1] = 0.f;
+    }
+    const float scale_log2 = p.scale * 1.4426950408889634f; /* exp(x) = 2^(x log2 e) */
+    const uint32_t q_base = smem_u32(sQ), k_base = smem_u32(sK), v_base = smem_u32(sV);
+    /* ldmatrix row addresses of this lane (see attn_mma.cuh for the fragment layouts) */
+    const int a_row = (lane & 7) + ((lane >> 3) & 1) * 8, a_col = (lane >> 4) * 8;
+    const int b_row = (lane & 7) + (lane >> 4) * 8, b_col = ((lane >> 3) & 1) * 8;
+
+    for (int tile = 0; tile < n_tiles; tile++) {
+        const int n0 = kv_lo + tile * kBN;
+        cp_async_wait<0>();
+        __syncthreads(); /* K(tile) (and Q) landed; every warp is done reading V(tile - 1) */
+        load_tile<D, kBN, kLD>(sV, v, p.kv_tok_stride, n0, kv_hi);
+        cp_async_commit();
+
+        const bool active = w_lo < n0 + kBN && w_hi > n0; /* warp-uniform */
+        uint32_t pa[MT][kBN / 16][4];                     /* P as A fragments */
+        if (active) {
+            float s[MT][kBN / 8][4];
+#pragma unroll
+            for (int mt = 0; mt < MT; mt++)
+#pragma unroll
+                for (int nt = 0; nt < kBN / 8; nt++) s[mt][nt][0] = s[mt][nt][1] = s[mt][nt][2] = s[mt][nt][3] = 0.f;
+#pragma unroll
+            for (int kk = 0; kk < D / 16; kk++) {
+                uint32_t a[MT][4];
+#pragma unroll
+                for (int mt = 0; mt < MT; mt++)
+                    ldmatrix_x4(a[mt], q_base + (uint32_t)(((warp_row0 + 16 * mt + a_row) * kLD +
+                                                             kk * 16 + a_col) * 2));
+#pragma unroll
+                for (int np = 0; np < kBN / 16; np++) {
+                    uint32_t b[4];
+                    ldmatrix_x4(b, k_base + (uint32_t)(((np * 16 + b_row) * kLD + kk * 16 + b_col) * 2));
+#pragma unroll
+                    for (int mt = 0; mt < MT; mt++) {
+                        mma_bf16(s[mt][2 * np], a[mt], b[0], b[1]);
+                        mma_bf16(s[mt][2 * np + 1], a[mt], b[2], b[3]);
+                    }
+                }
+            }
+
+            if (n0 < w_in_lo || n0 + kBN > w_in_hi) { /* the tile cuts some row's range */
+#pragma unroll
+                for (int mt = 0; mt < MT; mt++)
+#pragma unroll
+                    for (int half = 0; half < 2; half++) {
+                        const int r = warp_row0 + 16 * mt + gid + 8 * half;
+                        const int lo = s_lo[r], hi = s_hi[r];
+#pragma unroll
+                        for (int nt = 0; nt < kBN / 8; nt++)
+#pragma unroll
+                            for (int e = 0; e < 2; e++) {
+                                const int key = n0 + nt * 8 + 2 * tig + e;
+                                if (key < lo || key >= hi) s[mt][nt][2 * half + e] = -INFINITY;
+                            }
+                    }
+            }
+
+            /* online softmax: new running max, rescale what was accumulated, exponentiate */
+#pragma unroll
+            for (int mt = 0; mt < MT; mt++)
+#pragma unroll
+                for (int half = 0; half < 2; half++) {
+                    float mx = m[mt][half];
+#pragma unroll
+                    for (int nt = 0; nt < kBN / 8; nt++)
+                        mx = fmaxf(mx, fmaxf(s[mt][nt][2 * half], s[mt][nt][2 * half + 1]));
+                    mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, 1)); /* the quad shares a row */
+                    mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, 2));
+                    /* a row that has seen no key yet keeps max -inf: subtract 0, not -inf */
+                    const float base = mx == -INFINITY ? 0.f : mx * scale_log2;
+                    const float alpha = exp2_approx(m[mt][half] * scale_log2 - base);
+                    m[mt][half] = mx;
+#pragma unroll
+                    for (int dt = 0; dt < D / 8; dt++) {
+                        o[mt][dt][2 * half] *= alpha;
+                        o[mt][dt][2 * half + 1] *= alpha;
+                    }
+                    float sum = 0.f;
+#pragma unroll
+                    for (int nt = 0; nt < kBN / 8; nt++)
+#pragma unroll
+                        for (int e = 0; e < 2; e++) {
+                            float pe = exp2_approx(fmaf(s[mt][nt][2 * half + e], scale_log2, -base));
+                            s[mt][nt][2 * half + e] = pe;
+                            sum += pe;
+                        }
+                    l[mt][half] = l[mt][half] * alpha + sum;
+                }
+#pragma unroll
+            for (int mt = 0; mt < MT; mt++)
+#pragma unroll
+                for (int kk = 0; kk < kBN / 16; kk++) {
+                    pa[mt][kk][0] = pack_bf16(s[mt][2 * kk][0], s[mt][2 * kk][1]);
+                    pa[mt][kk][1] = pack_bf16(s[mt][2 * kk][2], s[mt][2 * kk][3]);
+                    pa[mt][kk][2] = pack_bf16(s[mt][2 * kk + 1][0], s[mt][2 * kk + 1][1]);
+                    pa[mt][kk][3] = pack_bf16(s[mt][2 * kk + 1][2], s[mt][2 * kk + 1][3]);
+                }
+        }
+
+        cp_async_wait<0>();
+        __syncthreads(); /* V(tile) landed; every warp is done reading K(tile) */
+        if (tile + 1 < n_tiles) {
+            load_tile<D, kBN, kLD>(sK, k, p.kv_tok_stride, n0 + kBN, kv_hi);
+            cp_async_commit();
+        }
+        if (active) {
+#pragma unroll
+            for (int kk = 0; kk < kBN / 16; kk++)
+#pragma unroll
+                for (int dp = 0; dp < D / 16; dp++) {
+                    uint32_t b[4];
+                    ldmatrix_x4_trans(b, v_base + (uint32_t)(((kk * 16 + a_row) * kLD + dp * 16 + a_col) * 2));
+#pragma unroll
+                    for (int mt = 0; mt < MT; mt++) {
+                        mma_bf16(o[mt][2 * dp], pa[mt][kk], b[0], b[1]);
+                        mma_bf16(o[mt][2 * dp + 1], pa[mt][kk], b[2], b[3]);
+                    }
+                }
+        }
+    }
+    cp_async_wait<0>(); /* nothing may still be landing in sQ */
+
+    /* o / l rounded to bf16, staged in this warp's own Q rows (no other warp reads them), then
+     * written with 16-byte stores */
+#pragma unroll
+    for (int mt = 0; mt < MT; mt++)
+#pragma unroll
+        for (int half = 0; half < 2; half++) {
+            float sum = l[mt][half];
+            sum += __shfl_xor_sync(0xffffffffu, sum, 1);
+            sum += __shfl_xor_sync(0xffffffffu, sum, 2);
+            const float inv = sum > 0.f ? 1.f / sum : 0.f;
+            bf16 *row = sQ + (warp_row0 + 16 * mt + gid + 8 * half) * kLD + 2 * tig;
+#pragma unroll
+            for (int dt = 0; dt < D / 8; dt++)
+                *reinterpret_cast<uint32_t *>(row + dt * 8) =
+                    pack_bf16(o[mt][dt][2 * half] * inv, o[mt][dt][2 * half + 1] * inv);
+        }
+    __syncwarp();
+    constexpr int kChunks = D / 8;
+    bf16 *out = static_cast<bf16 *>(p.o) + (int64_t)head * D;
+#pragma unroll
+    for (int c = lane; c < C::kRowsPerWarp * kChunks; c += 32) {
+        const int r = c / kChunks, col = (c % kChunks) * 8, i = q0 + warp_row0 + r;
+        if (i < n_q)
+            *reinterpret_cast<uint4 *>(out + (int64_t)i * p.o_stride + col) =
+                *reinterpret_cast<const uint4 *>(sQ + (warp_row0 + r) * kLD + col);
+    }
+}
+
+template <int D, int MT> void launch(const vl_attn_params *p, cudaStream_t stream) {
+    using C = Prefill<D, MT>;
+    /* above 48 KB a kernel must opt in to dynamic shared memory, once per process */
+    static const bool opted_in = [] {
+        VL_CUDA_CHECK(cudaFuncSetAttribute(attn_prefill_kernel<D, MT>,
+                                           cudaFuncAttributeMaxDynamicSharedMemorySize, C::kSmem));
+        return true;
+    }();
+    (void)opted_in;
+    dim3 grid((unsigned)((p->n_q + C::kBM - 1) / C::kBM), (unsigned)p->n_heads);
+    attn_prefill_kernel<D, MT><<<grid, kThreads, C::kSmem, stream>>>(*p);
+    VL_CUDA_LAUNCH_CHECK();
+}
+
+template <int D> void launch_rows(const vl_attn_params *p, int rows_per_cta, cudaStream_t stream) {
+    if (rows_per_cta == 64)
+        launch<D, 1>(p, stream);
+    else
+        launch<D, 2>(p, stream);
+}
+
+} // namespace
+
+/* head_dim is one of 64, 80, 96, 128 (vl_cuda_attention_supported); rows_per_cta 64 or 128. */
+void vl_attn_prefill_launch(const vl_attn_params *p, int rows_per_cta, cudaStream_t stream) {
+    switch (p->head_dim) {
+    case 64: launch_rows<64>(p, rows_per_cta, stream); break;
+    case 80: launch_rows<80>(p, rows_per_cta, stream); break;
+    case 96: launch_rows<96>(p, rows_per_cta, stream); break;
+    case 128: launch_rows<128>(p, rows_per_cta, stream); break;
+    default: vl_cuda_fatal("vl_attn_prefill_launch", __FILE__, __LINE__, "head_dim not compiled");
+    }
+}

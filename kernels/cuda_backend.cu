@@ -1,0 +1,212 @@
+/* cuda_backend.cu: the CUDA backend: device 0, one stream, a cuBLAS handle, fixed workspaces,
+ * the memory ops and the op table; plus vl_cuda_fatal, where every CUDA failure ends.
+ *
+ * Device state is created once, on the first vl_backend_cuda call, and lives until the process
+ * exits (the table is static like the CPU one). Every op is enqueued on the one stream, so ops
+ * are ordered without events; download and sync wait for it, and so does upload: its host
+ * source may be pageable memory that the caller frees as soon as upload returns.
+ * Fixed workspaces, allocated at start (never in the decode loop):
+ *   cuBLAS      CUDA_CUBLAS_WS_BYTES   (32 MiB: what cuBLAS asks for on Hopper)
+ *   attention   CUDA_ATTN_WS_BYTES     (64 MiB: split-KV partials of decode; an attention call
+ *                                       needing more aborts with both sizes in the message)
+ *   staging     CUDA_STAGING_FLOATS fp32 (16 MiB: from_f32 / to_f32 chunks)
+ * Leaves out: multi-GPU, CUDA graphs, pinned host buffers, memory accounting (the engine's
+ * arena ledger does that).
+ */
+#include "kernels/cuda_ops.h"
+
+#include <stdarg.h>
+#include <stdlib.h>
+
+#define CUDA_CUBLAS_WS_BYTES ((size_t)32 << 20)
+#define CUDA_ATTN_WS_BYTES   ((size_t)64 << 20)
+#define CUDA_STAGING_FLOATS  ((int64_t)4 << 20)
+
+/* bf16 kernels and the cp.async/mma instructions of the attention kernels need Ampere. */
+#define CUDA_MIN_MAJOR 8
+
+void vl_cuda_fatal(const char *call, const char *file, int line, const char *what) {
+    fprintf(stderr, "vlrun: cuda backend: %s:%d: %s: %s\n", file, line, call, what);
+    fflush(stderr);
+    abort();
+}
+
+/* ---- memory ------------------------------------------------------------------------------ */
+
+static void *cuda_mem_alloc(vl_backend *b, size_t bytes) {
+    void *p = NULL;
+    /* cudaMalloc(0) may give NULL, which would read as "out of memory" */
+    if (cudaMalloc(&p, bytes ? bytes : 256) != cudaSuccess) {
+        /* clear the error, or the next VL_CUDA_LAUNCH_CHECK would report this failure */
+        (void)cudaGetLastError();
+        return NULL;
+    }
+    return p;
+}
+
+static void cuda_mem_free(vl_backend *b, void *p) {
+    if (p) VL_CUDA_CHECK(cudaFree(p));
+}
+
+static void cuda_upload(vl_backend *b, void *dst, const void *src_host, size_t bytes) {
+    if (!bytes) return;
+    cudaStream_t stream = vl_cuda_ctx_of(b)->stream;
+    VL_CUDA_CHECK(cudaMemcpyAsync(dst, src_host, bytes, cudaMemcpyHostToDevice, stream));
+    VL_CUDA_CHECK(cudaStreamSynchronize(stream));
+}
+
+static void cuda_download(vl_backend *b, void *dst_host, const void *src, size_t bytes) {
+    if (!bytes) return;
+    cudaStream_t stream = vl_cuda_ctx_of(b)->stream;
+    VL_CUDA_CHECK(cudaMemcpyAsync(dst_host, src, bytes, cudaMemcpyDeviceToHost, stream));
+    VL_CUDA_CHECK(cudaStreamSynchronize(stream));
+}
+
+static void cuda_copy(vl_backend *b, void *dst, const void *src, size_t bytes) {
+    if (!bytes) return;
+    VL_CUDA_CHECK(
+        cudaMemcpyAsync(dst, src, bytes, cudaMemcpyDeviceToDevice, vl_cuda_ctx_of(b)->stream));
+}
+
+static void cuda_sync(vl_backend *b) {
+    VL_CUDA_CHECK(cudaStreamSynchronize(vl_cuda_ctx_of(b)->stream));
+}
+
+/* ---- attention: the kernels live in attn_prefill.cu / attn_decode.cu ----------------------- */
+
+static void cuda_attention(vl_backend *b, const vl_attn_params *p) {
+    vl_cuda_ctx *c = vl_cuda_ctx_of(b);
+    VL_CUDA_REQUIRE(vl_cuda_attention_supported(p),
+                    "no CUDA attention kernel for head_dim %d, %d query heads over %d kv heads, "
+                    "n_q %lld, n_kv %lld, causal %d, %d segments; use --backend cpu",
+                    p->head_dim, p->n_heads, p->n_kv_heads, (long long)p->n_q, (long long)p->n_kv,
+                    p->causal, p->n_seg);
+    size_t need = vl_cuda_attention_workspace_bytes(p);
+    VL_CUDA_REQUIRE(need <= c->attn_ws_bytes,
+                    "attention (n_q %lld, n_kv %lld, %d heads) needs %zu bytes of workspace; the "
+                    "backend holds %zu (CUDA_ATTN_WS_BYTES in cuda_backend.cu)",
+                    (long long)p->n_q, (long long)p->n_kv, p->n_heads, need, c->attn_ws_bytes);
+    vl_cuda_attention(p, c->attn_ws, c->attn_ws_bytes, c->stream);
+}
+
+/* ---- the table --------------------------------------------------------------------------- */
+
+static vl_cuda_ctx cuda_ctx;
+static vl_backend cuda_backend;
+static int cuda_ready;
+
+static void say(char *why, size_t why_len, const char *fmt, ...) {
+    if (!why || why_len == 0) return;
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(why, why_len, fmt, ap);
+    va_end(ap);
+}
+
+/* Undo a partial start-up (the fields still NULL were never created). */
+static void ctx_release(vl_cuda_ctx *c) {
+    if (c->cublas) cublasDestroy(c->cublas);
+    if (c->cublas_ws) cudaFree(c->cublas_ws);
+    if (c->attn_ws) cudaFree(c->attn_ws);
+    if (c->staging) cudaFree(c->staging);
+    if (c->stream) cudaStreamDestroy(c->stream);
+    (void)cudaGetLastError();
+    *c = vl_cuda_ctx{};
+}
+
+/* Creates the device state; on failure says why (one line) and returns -1. */
+static int ctx_create(vl_cuda_ctx *c, char *why, size_t why_len) {
+    *c = vl_cuda_ctx{};
+    cudaError_t err;
+    cudaDeviceProp prop;
+    if ((err = cudaSetDevice(0)) != cudaSuccess ||
+        (err = cudaGetDeviceProperties(&prop, 0)) != cudaSuccess) {
+        say(why, why_len, "CUDA device 0 is not usable (%s); use --backend cpu",
+            cudaGetErrorString(err));
+        return -1;
+    }
+    if (prop.major < CUDA_MIN_MAJOR) {
+        say(why, why_len,
+            "GPU %s has compute capability %d.%d; the CUDA backend needs %d.0 or newer (bf16); "
+            "use --backend cpu",
+            prop.name, prop.major, prop.minor, CUDA_MIN_MAJOR);
+        return -1;
+    }
+    c->device = 0;
+    c->cublas_ws_bytes = CUDA_CUBLAS_WS_BYTES;
+    c->attn_ws_bytes = CUDA_ATTN_WS_BYTES;
+    c->staging_floats = CUDA_STAGING_FLOATS;
+    const char *step = "cudaStreamCreate";
+    err = cudaStreamCreate(&c->stream);
+    if (err == cudaSuccess) step = "cudaMalloc of the workspaces";
+    if (err == cudaSuccess) err = cudaMalloc(&c->cublas_ws, c->cublas_ws_bytes);
+    if (err == cudaSuccess) err = cudaMalloc(&c->attn_ws, c->attn_ws_bytes);
+    if (err == cudaSuccess) err = cudaMalloc((void **)&c->staging, (size_t)c->staging_floats * 4);
+    if (err != cudaSuccess) {
+        say(why, why_len, "CUDA start-up failed at %s (%s); use --backend cpu", step,
+            cudaGetErrorString(err));
+        ctx_release(c);
+        return -1;
+    }
+    cublasStatus_t st = cublasCreate(&c->cublas);
+    /* SetStream before SetWorkspace: cublasSetStream resets the workspace to the default pool.
+     * DISALLOW_REDUCED_PRECISION_REDUCTION keeps split-K partial sums in fp32 instead of bf16,
+     * so every output is rounded to bf16 once, as in the CPU twin. */
+    if (st == CUBLAS_STATUS_SUCCESS) st = cublasSetStream(c->cublas, c->stream);
+    if (st == CUBLAS_STATUS_SUCCESS)
+        st = cublasSetWorkspace(c->cublas, c->cublas_ws, c->cublas_ws_bytes);
+    if (st == CUBLAS_STATUS_SUCCESS)
+        st = cublasSetMathMode(
+            c->cublas,
+            (cublasMath_t)(CUBLAS_DEFAULT_MATH | CUBLAS_MATH_DISALLOW_REDUCED_PRECISION_REDUCTION));
+    if (st != CUBLAS_STATUS_SUCCESS) {
+        say(why, why_len, "cuBLAS start-up failed (%s); use --backend cpu",
+            cublasGetStatusString(st));
+        ctx_release(c);
+        return -1;
+    }
+    return 0;
+}
+
+extern "C" vl_backend *vl_backend_cuda(char *why, size_t why_len) {
+    if (cuda_ready) return &cuda_backend;
+    int count = 0;
+    cudaError_t err = cudaGetDeviceCount(&count);
+    if (err != cudaSuccess || count == 0) {
+        (void)cudaGetLastError();
+        if (err == cudaSuccess || err == cudaErrorNoDevice)
+            say(why, why_len, "no CUDA device found; use --backend cpu");
+        else /* e.g. a driver older than the runtime: say so rather than "no device" */
+            say(why, why_len, "no CUDA device found (%s); use --backend cpu",
+                cudaGetErrorString(err));
+        return NULL;
+    }
+    if (ctx_create(&cuda_ctx, why, why_len)) return NULL;
+
+    vl_backend *b = &cuda_backend;
+    b->name = "cuda";
+    b->act = VL_DTYPE_BF16;
+    b->ctx = &cuda_ctx;
+    b->mem_alloc = cuda_mem_alloc;
+    b->mem_free = cuda_mem_free;
+    b->upload = cuda_upload;
+    b->download = cuda_download;
+    b->copy = cuda_copy;
+    b->sync = cuda_sync;
+    b->from_f32 = vl_cuda_from_f32;
+    b->to_f32 = vl_cuda_to_f32;
+    b->linear = vl_cuda_linear;
+    b->embed = vl_cuda_embed;
+    b->rmsnorm = vl_cuda_rmsnorm;
+    b->layernorm = vl_cuda_layernorm;
+    b->add = vl_cuda_add;
+    b->silu_mul = vl_cuda_silu_mul;
+    b->quick_gelu = vl_cuda_quick_gelu;
+    b->gelu = vl_cuda_gelu;
+    b->rope_text = vl_cuda_rope_text;
+    b->rope_vision = vl_cuda_rope_vision;
+    b->attention = cuda_attention;
+    b->kv_append = vl_cuda_kv_append;
+    cuda_ready = 1;
+    return b;
+}

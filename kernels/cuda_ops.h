@@ -1,0 +1,155 @@
+/* cuda_ops.h: what the CUDA op files (cuda_backend.cu, cuda_linear.cu, cuda_elementwise.cu,
+ * cuda_norm.cu, cuda_rope.cu) share: the backend's device state, the op entry points stored in
+ * the table, the launchers behind them, and small device helpers (bf16 <-> fp32 vector loads).
+ *
+ * Each op has three layers: a __global__ kernel (static, in its .cu file); a launcher
+ * vl_cuda_launch_<op>(pointers, sizes, strides, stream) that picks the kernel variant once; and
+ * the table entry vl_cuda_<op>(vl_backend *, ...) that checks shapes and dtypes and aborts with
+ * a message naming the op when the caller broke the contract of kernels.h.
+ * Numerics: bf16 activations, every computation in fp32, one rounding to bf16 per output
+ * element (round to nearest even), like the CPU twins in fp32.
+ * Leaves out: attention (cuda_internal.h, attn_*.cu) and quantized weights.
+ * C++ only (included by .cu files); the public face stays kernels.h.
+ */
+#ifndef VL_CUDA_OPS_H
+#define VL_CUDA_OPS_H
+
+#include "kernels/cuda_internal.h"
+
+#include <stdint.h>
+#include <stdio.h>
+
+typedef __nv_bfloat16 vl_bf16;
+
+/* The backend's device state (vl_backend.ctx). Created once by vl_backend_cuda. */
+typedef struct {
+    int device;
+    cudaStream_t stream;   /* every op and copy of the backend runs on this one stream */
+    cublasHandle_t cublas; /* bound to `stream`, with `cublas_ws` as its workspace */
+    void *cublas_ws;
+    size_t cublas_ws_bytes;
+    void *attn_ws; /* scratch of vl_cuda_attention (split-KV partial results) */
+    size_t attn_ws_bytes;
+    float *staging; /* [staging_floats] fp32, for from_f32 / to_f32 chunks */
+    int64_t staging_floats;
+} vl_cuda_ctx;
+
+static inline vl_cuda_ctx *vl_cuda_ctx_of(vl_backend *b) {
+    return (vl_cuda_ctx *)b->ctx;
+}
+
+/* A broken invariant of the caller (shapes, dtypes): print the condition and why, then abort
+ * through vl_cuda_fatal. Never used for user input (the engine validates that). */
+#define VL_CUDA_REQUIRE(cond, ...)                                                                 \
+    do {                                                                                           \
+        if (!(cond)) {                                                                             \
+            char vl_msg_[320];                                                                     \
+            snprintf(vl_msg_, sizeof vl_msg_, __VA_ARGS__);                                        \
+            vl_cuda_fatal(#cond, __FILE__, __LINE__, vl_msg_);                                     \
+        }                                                                                          \
+    } while (0)
+
+/* Blocks for a grid-stride loop over `items` with `threads` per block; items > 0. The cap
+ * keeps the grid small for huge n (each thread then loops), far above what fills a GPU. */
+static inline unsigned vl_cuda_grid(int64_t items, int threads) {
+    int64_t blocks = (items + threads - 1) / threads;
+    return (unsigned)(blocks < 1 ? 1 : blocks > (1 << 20) ? (1 << 20) : blocks);
+}
+
+/* 16-byte vector loads need 16-byte aligned addresses. */
+static inline int vl_cuda_aligned16(const void *p) {
+    return ((uintptr_t)p & 15u) == 0;
+}
+
+/* ---- device helpers: VEC consecutive bf16 <-> fp32 (VEC 8 = one 16-byte access) ----------- */
+
+#ifdef __CUDACC__
+template <int VEC> __device__ __forceinline__ void vl_load_bf16(const vl_bf16 *p, float *f) {
+    if constexpr (VEC == 8) {
+        uint4 u = *reinterpret_cast<const uint4 *>(p);
+        const __nv_bfloat162 *h = reinterpret_cast<const __nv_bfloat162 *>(&u);
+#pragma unroll
+        for (int i = 0; i < 4; i++) {
+            float2 t = __bfloat1622float2(h[i]);
+            f[2 * i] = t.x;
+            f[2 * i + 1] = t.y;
+        }
+    } else {
+        static_assert(VEC == 1, "vector width is 1 or 8 bf16");
+        f[0] = __bfloat162float(*p);
+    }
+}
+
+template <int VEC> __device__ __forceinline__ void vl_store_bf16(vl_bf16 *p, const float *f) {
+    if constexpr (VEC == 8) {
+        uint4 u;
+        __nv_bfloat162 *h = reinterpret_cast<__nv_bfloat162 *>(&u);
+#pragma unroll
+        for (int i = 0; i < 4; i++) h[i] = __floats2bfloat162_rn(f[2 * i], f[2 * i + 1]);
+        *reinterpret_cast<uint4 *>(p) = u;
+    } else {
+        static_assert(VEC == 1, "vector width is 1 or 8 bf16");
+        *p = __float2bfloat16_rn(f[0]);
+    }
+}
+#endif
+
+/* ---- launchers (pointers in device memory; bf16 unless typed otherwise) ------------------- */
+
+/* y[m, N] = x[m, K] . W[N, K]^T (+ bias[N]); `handle` must be bound to the caller's stream. */
+void vl_cuda_launch_linear(cublasHandle_t handle, cudaStream_t stream, vl_bf16 *y, const vl_bf16 *x,
+                           int64_t m, const vl_bf16 *w, int64_t n_out, int64_t k_in,
+                           const vl_bf16 *bias);
+void vl_cuda_launch_embed(vl_bf16 *y, const vl_bf16 *table, int64_t rows, int64_t cols,
+                          const int32_t *ids, int64_t n, cudaStream_t stream);
+void vl_cuda_launch_f32_to_bf16(vl_bf16 *dst, const float *src, int64_t n, cudaStream_t stream);
+void vl_cuda_launch_bf16_to_f32(float *dst, const vl_bf16 *src, int64_t n, cudaStream_t stream);
+void vl_cuda_launch_add(vl_bf16 *y, const vl_bf16 *a, int64_t n, cudaStream_t stream);
+void vl_cuda_launch_silu_mul(vl_bf16 *y, const vl_bf16 *gate, const vl_bf16 *up, int64_t n,
+                             cudaStream_t stream);
+void vl_cuda_launch_quick_gelu(vl_bf16 *x, int64_t n, cudaStream_t stream);
+void vl_cuda_launch_gelu(vl_bf16 *x, int64_t n, cudaStream_t stream);
+void vl_cuda_launch_kv_append(vl_bf16 *cache, int64_t head_stride, const vl_bf16 *src,
+                              int64_t src_stride, int64_t s, int kv_heads, int head_dim,
+                              int64_t pos0, cudaStream_t stream);
+/* w / bias may be NULL (ones / zeros). */
+void vl_cuda_launch_rmsnorm(vl_bf16 *y, const vl_bf16 *x, int64_t m, int64_t n, const vl_bf16 *w,
+                            float eps, cudaStream_t stream);
+void vl_cuda_launch_layernorm(vl_bf16 *y, const vl_bf16 *x, int64_t m, int64_t n, const vl_bf16 *w,
+                              const vl_bf16 *bias, float eps, cudaStream_t stream);
+
+/* Rotary pairs: pair k (< head_dim/2) of every head of token i turns by the angle
+ * (float)pos[axis[k] * s + i] * inv_freq[k]. Text and vision rotary differ only in the table,
+ * which the host builds with the same powf expression as the CPU twin (a GPU powf may differ
+ * by a few ulp, and angles of positions in the thousands would magnify that). */
+#define VL_CUDA_ROPE_MAX_PAIRS 256 /* head_dim <= 512 */
+typedef struct {
+    float inv_freq[VL_CUDA_ROPE_MAX_PAIRS];
+    unsigned char axis[VL_CUDA_ROPE_MAX_PAIRS]; /* row of pos: 0..2 text, 0..1 vision */
+} vl_cuda_rope_table;
+void vl_cuda_launch_rope(vl_bf16 *x, int64_t stride, int64_t s, int heads, int head_dim,
+                         const int32_t *pos, const vl_cuda_rope_table *table, cudaStream_t stream);
+
+/* ---- table entries (kernels.h signatures) -------------------------------------------------- */
+
+void vl_cuda_from_f32(vl_backend *b, void *dst, const float *src_host, int64_t n);
+void vl_cuda_to_f32(vl_backend *b, float *dst_host, const void *src, int64_t n);
+void vl_cuda_linear(vl_backend *b, void *y, const void *x, int64_t m, const vl_weight *w,
+                    const vl_vec *bias);
+void vl_cuda_embed(vl_backend *b, void *y, const vl_weight *table, const int32_t *ids, int64_t n);
+void vl_cuda_rmsnorm(vl_backend *b, void *y, const void *x, int64_t m, int64_t n, const vl_vec *w,
+                     float eps);
+void vl_cuda_layernorm(vl_backend *b, void *y, const void *x, int64_t m, int64_t n, const vl_vec *w,
+                       const vl_vec *bias, float eps);
+void vl_cuda_add(vl_backend *b, void *y, const void *a, int64_t n);
+void vl_cuda_silu_mul(vl_backend *b, void *y, const void *gate, const void *up, int64_t n);
+void vl_cuda_quick_gelu(vl_backend *b, void *x, int64_t n);
+void vl_cuda_gelu(vl_backend *b, void *x, int64_t n);
+void vl_cuda_rope_text(vl_backend *b, void *x, int64_t stride, int64_t s, int heads, int head_dim,
+                       const int32_t *pos, const int sections[3], float theta);
+void vl_cuda_rope_vision(vl_backend *b, void *x, int64_t stride, int64_t s, int heads, int head_dim,
+                         const int32_t *pos, float theta);
+void vl_cuda_kv_append(vl_backend *b, void *cache, int64_t head_stride, const void *src,
+                       int64_t src_stride, int64_t s, int kv_heads, int head_dim, int64_t pos0);
+
+#endif

@@ -1,0 +1,97 @@
+/* cuda_rope.cu: the rotary position embeddings of the CUDA backend, text M-RoPE and vision 2-D,
+ * as one kernel driven by a per-pair table.
+ *
+ * Both rotaries turn pair (k, k + D/2) of every head of token i by an angle
+ *   angle = (float)pos[axis[k] * s + i] * inv_freq[k],
+ * and differ only in (axis, inv_freq) per pair, which the host fills with the expressions of
+ * cpu_rope.c (so the GPU angles are bit-identical to the CPU ones):
+ *   text:   inv_freq[k] = 1 / powf(theta, 2k / D); axis 0 for k < sec0, 1 below sec0 + sec1,
+ *           else 2
+ *   vision: q = D/4; pair k < q turns with row 0 (h) and frequency k, pair k >= q with row 1
+ *           (w) and frequency k - q; frequency j = 1 / powf(theta, 2j / (D/2))
+ * cos and sin are computed in fp32 (sincosf, accurate, not the fast intrinsics: angles reach
+ * thousands of radians), the rotation in fp32, one rounding to bf16 per element. (transformers'
+ * text path rounds cos/sin to bf16 and each product; this stays closer to the exact value.)
+ * The table travels as a __grid_constant__ kernel parameter: no device buffer to keep in sync
+ * and no copy per call.
+ * Leaves out: rope scaling variants and fusing rope into the QKV GEMM epilogue.
+ */
+#include "kernels/cuda_ops.h"
+
+#include <math.h>
+
+#define ROPE_THREADS 128
+
+/* One thread per (token i, pair k), looping over heads: the angle and its sincos are computed
+ * once per token and pair. Consecutive threads take consecutive k, so each head's loads and
+ * stores are contiguous runs. */
+static __global__ void rope_kernel(vl_bf16 *x, int64_t stride, int64_t s, int heads, int head_dim,
+                                   const int32_t *pos,
+                                   const __grid_constant__ vl_cuda_rope_table t) {
+    const int half = head_dim / 2;
+    for (int64_t item = blockIdx.x * (int64_t)blockDim.x + threadIdx.x; item < s * half;
+         item += (int64_t)gridDim.x * blockDim.x) {
+        const int k = (int)(item % half);
+        const int64_t i = item / half;
+        const float angle = (float)pos[t.axis[k] * s + i] * t.inv_freq[k];
+        float sn, c;
+        sincosf(angle, &sn, &c);
+        vl_bf16 *row = x + i * stride + k;
+        for (int h = 0; h < heads; h++) {
+            vl_bf16 *p = row + (int64_t)h * head_dim;
+            const float x0 = __bfloat162float(p[0]), x1 = __bfloat162float(p[half]);
+            p[0] = __float2bfloat16_rn(x0 * c - x1 * sn);
+            p[half] = __float2bfloat16_rn(x1 * c + x0 * sn);
+        }
+    }
+}
+
+void vl_cuda_launch_rope(vl_bf16 *x, int64_t stride, int64_t s, int heads, int head_dim,
+                         const int32_t *pos, const vl_cuda_rope_table *table, cudaStream_t stream) {
+    if (s <= 0) return;
+    int64_t items = s * (head_dim / 2);
+    rope_kernel<<<vl_cuda_grid(items, ROPE_THREADS), ROPE_THREADS, 0, stream>>>(
+        x, stride, s, heads, head_dim, pos, *table);
+    VL_CUDA_LAUNCH_CHECK();
+}
+
+static void check_shape(const char *what, int64_t stride, int64_t s, int heads, int head_dim,
+                        int multiple) {
+    VL_CUDA_REQUIRE(head_dim > 0 && head_dim % multiple == 0 &&
+                        head_dim / 2 <= VL_CUDA_ROPE_MAX_PAIRS,
+                    "%s head_dim %d (must be a positive multiple of %d, at most %d)", what,
+                    head_dim, multiple, 2 * VL_CUDA_ROPE_MAX_PAIRS);
+    VL_CUDA_REQUIRE(heads > 0 && s >= 0 && stride >= (int64_t)heads * head_dim,
+                    "%s row stride %lld for %d heads of %d", what, (long long)stride, heads,
+                    head_dim);
+}
+
+void vl_cuda_rope_text(vl_backend *b, void *x, int64_t stride, int64_t s, int heads, int head_dim,
+                       const int32_t *pos, const int sections[3], float theta) {
+    check_shape("rope_text", stride, s, heads, head_dim, 2);
+    VL_CUDA_REQUIRE(sections[0] >= 0 && sections[1] >= 0 && sections[2] >= 0,
+                    "mrope sections %d %d %d", sections[0], sections[1], sections[2]);
+    vl_cuda_rope_table t = {}; /* pairs past head_dim/2 are never read */
+    const int half = head_dim / 2;
+    for (int k = 0; k < half; k++) {
+        t.inv_freq[k] = 1.0f / powf(theta, (float)(2 * k) / (float)head_dim);
+        t.axis[k] = k < sections[0] ? 0 : k < sections[0] + sections[1] ? 1 : 2;
+    }
+    vl_cuda_launch_rope((vl_bf16 *)x, stride, s, heads, head_dim, pos, &t,
+                        vl_cuda_ctx_of(b)->stream);
+}
+
+void vl_cuda_rope_vision(vl_backend *b, void *x, int64_t stride, int64_t s, int heads, int head_dim,
+                         const int32_t *pos, float theta) {
+    check_shape("rope_vision", stride, s, heads, head_dim, 4);
+    vl_cuda_rope_table t = {}; /* pairs past head_dim/2 are never read */
+    const int quarter = head_dim / 4;
+    for (int j = 0; j < quarter; j++) {
+        const float inv_freq = 1.0f / powf(theta, (float)(2 * j) / (float)(head_dim / 2));
+        t.inv_freq[j] = t.inv_freq[quarter + j] = inv_freq;
+        t.axis[j] = 0;
+        t.axis[quarter + j] = 1;
+    }
+    vl_cuda_launch_rope((vl_bf16 *)x, stride, s, heads, head_dim, pos, &t,
+                        vl_cuda_ctx_of(b)->stream);
+}
