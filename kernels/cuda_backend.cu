@@ -4,7 +4,8 @@
  * Device state is created once, on the first vl_backend_cuda call, and lives until the process
  * exits (the table is static like the CPU one). Every op is enqueued on the one stream, so ops
  * are ordered without events; download and sync wait for it, and so does upload: its host
- * source may be pageable memory that the caller frees as soon as upload returns.
+ * source may be pageable memory that the caller frees as soon as upload returns. copy is
+ * cudaMemcpyAsync: source and destination must not overlap.
  * Fixed workspaces, allocated at start (never in the decode loop):
  *   cuBLAS      CUDA_CUBLAS_WS_BYTES   (32 MiB: what cuBLAS asks for on Hopper)
  *   attention   CUDA_ATTN_WS_BYTES     (64 MiB: split-KV partials of decode; an attention call

@@ -10,11 +10,12 @@ pass=0 fail=0 skip=0
 for name in tiny-a tiny-b; do
     g=$FIX/models/golden_$name.json
     if [ ! -f "$g" ]; then skip=$((skip + 1)); echo "SKIP: $g absent"; continue; fi
-    mapfile -t args < <(python3 -c '
+    # NUL-separated: the prompt has newlines
+    mapfile -d '' -t args < <(python3 -c '
 import json, sys
 g = json.load(open(sys.argv[1]))
-for f in g["images"]: print(sys.argv[2] + "/models/images/" + f)
-print(g["prompt"])' "$g" "$FIX")
+for f in g["images"]: sys.stdout.write(sys.argv[2] + "/models/images/" + f + "\0")
+sys.stdout.write(g["prompt"] + "\0")' "$g" "$FIX")
     prompt=${args[-1]}
     unset 'args[-1]'
     out=$("$VLRUN" --backend cpu --model "$FIX/models/$name" --tokenizer "$TOK" "${args[@]}" \

@@ -230,7 +230,7 @@ static double check_case(vl_backend *gpu, const attn_case *c, uint64_t seed) {
 
 /* The parameters the kernels refuse, so the backend can report them instead of crashing. */
 static void test_supported(void) {
-    static uint16_t buf[64] __attribute__((aligned(16)));
+    static _Alignas(16) uint16_t buf[64];
     vl_attn_params p = {.q = buf, .q_stride = 3 * 3584, .k = buf, .v = buf, .kv_tok_stride = 128,
                         .kv_head_stride = 128 * 1024, .o = buf, .o_stride = 3584, .n_q = 10,
                         .n_kv = 10, .n_heads = 28, .n_kv_heads = 4, .head_dim = 128,

@@ -113,6 +113,7 @@ def flat_config(cfg, spec):
 def build(name, spec, out_dir):
     t, v = spec["text"], spec["vision"]
     text_config = dict(vocab_size=4096, hidden_act="silu", max_position_embeddings=32768,
+                       bos_token_id=SPECIAL["bos_token_id"], eos_token_id=SPECIAL["eos_token_id"],
                        rms_norm_eps=1e-6, rope_theta=1000000.0,
                        rope_scaling={"type": "mrope", "mrope_section": t["mrope_section"]},
                        **{k: x for k, x in t.items() if k != "mrope_section"})
