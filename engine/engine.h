@@ -211,6 +211,7 @@ typedef struct {
     int32_t *vpos_dev, *vseg_dev;          /* [2, P], [grid_t + 1] */
     float *logits_host; /* [V] */
     size_t predicted_peak; /* the planner's figure for this run */
+    size_t peak_device, device_total; /* total - min free seen (cudaMemGetInfo); 0 on cpu */
     vl_timings t;
 } vl_session;
 

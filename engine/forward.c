@@ -93,6 +93,16 @@ int vl_session_init(vl_session *s, vl_model *m, int64_t max_ctx, int chunk,
     return 0;
 }
 
+/* Device memory in use now (everything the process holds, CUDA context included). */
+static void sample_device_memory(vl_session *s) {
+    vl_backend *be = s->m->be;
+    if (!be->mem_info) return;
+    size_t free_b = 0, total_b = 0;
+    be->mem_info(be, &free_b, &total_b);
+    s->device_total = total_b;
+    if (total_b - free_b > s->peak_device) s->peak_device = total_b - free_b;
+}
+
 void vl_session_free(vl_session *s) {
     vl_arena_free(&s->arena);
     free(s->logits_host);
@@ -209,6 +219,7 @@ int vl_prefill(vl_session *s, const vl_prompt *p, float *logits_last, int32_t *a
                 argmax_all[c0 + r] = vl_argmax(s->logits_host, c->vocab);
             }
         s->n_past += S;
+        sample_device_memory(s);
         if (c0 + S == p->n) {
             lm_head_row(s, S - 1);
             if (logits_last) memcpy(logits_last, s->logits_host, (size_t)c->vocab * sizeof(float));

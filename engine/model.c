@@ -241,11 +241,27 @@ typedef struct {
 static int copy_one(void *vctx, const char *name, const char *kind, const void **data,
                     vl_dtype *dtype, int64_t n, int is_vec) {
     copy_ctx *cc = vctx;
-    size_t bytes = (size_t)n * vl_dtype_size(*dtype);
+    /* a bf16 backend holds every parameter in bf16 (F16/F32 checkpoints converted here) */
+    vl_dtype to = cc->be && cc->be->act == VL_DTYPE_BF16 ? VL_DTYPE_BF16 : *dtype;
+    if (!cc->be) to = VL_DTYPE_BF16;
+    size_t bytes = (size_t)n * vl_dtype_size(to);
     size_t at = (cc->off + 255) & ~(size_t)255;
     if (!cc->measure) {
-        cc->be->upload(cc->be, cc->base + at, *data, bytes);
+        if (to == *dtype) {
+            cc->be->upload(cc->be, cc->base + at, *data, bytes);
+        } else {
+            uint16_t *tmp = malloc(bytes);
+            if (!tmp) return vl_error_set("out of host memory converting %s to bf16", name);
+            for (int64_t i = 0; i < n; i++) {
+                float f = *dtype == VL_DTYPE_F32 ? ((const float *)*data)[i]
+                                                 : vl_f16_to_f32(((const uint16_t *)*data)[i]);
+                tmp[i] = vl_f32_to_bf16(f);
+            }
+            cc->be->upload(cc->be, cc->base + at, tmp, bytes);
+            free(tmp);
+        }
         *data = cc->base + at;
+        *dtype = to;
     }
     cc->off = at + bytes;
     return 0;
@@ -374,12 +390,6 @@ static int copy_weights_to_backend(vl_model *m) {
  * (a GPU fill kernel included) can make the same values without the host holding the model.
  * Linear and embedding weights ~ uniform with std 0.02 (transformers' init std), norm weights
  * 1 + small noise, biases small: the numbers are meaningless but well scaled. */
-static uint64_t mix64(uint64_t z) {
-    z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;
-    z = (z ^ (z >> 27)) * 0x94d049bb133111ebull;
-    return z ^ (z >> 31);
-}
-
 typedef struct {
     vl_backend *be;
     uint8_t *base;
@@ -396,11 +406,18 @@ static int random_one(void *vctx, const char *name, const char *kind, const void
     size_t at = (rc->off + 255) & ~(size_t)255;
     float center = strcmp(kind, "norm") == 0 ? 1.0f : 0.0f;
     float half = strcmp(kind, "norm") == 0 ? 0.05f : 0.02f * 1.7320508f; /* uniform: std*sqrt3 */
-    uint64_t key = mix64(rc->seed * 0x9e3779b97f4a7c15ull + (uint64_t)rc->index++);
+    uint64_t key = vl_mix64(rc->seed * 0x9e3779b97f4a7c15ull + (uint64_t)rc->index++);
+    if (rc->be->fill_random_bf16) {
+        rc->be->fill_random_bf16(rc->be, rc->base + at, n, key, center, half);
+        *data = rc->base + at;
+        *dtype = VL_DTYPE_BF16;
+        rc->off = at + (size_t)n * 2;
+        return 0;
+    }
     for (int64_t i0 = 0; i0 < n; i0 += rc->host_elems) {
         int64_t k = n - i0 < rc->host_elems ? n - i0 : rc->host_elems;
         for (int64_t i = 0; i < k; i++) {
-            double u = (double)(mix64(key + (uint64_t)(i0 + i)) >> 11) * (1.0 / 9007199254740992.0);
+            double u = vl_random_unit(key + (uint64_t)(i0 + i));
             rc->host[i] = vl_f32_to_bf16(center + half * (float)(2.0 * u - 1.0));
         }
         rc->be->upload(rc->be, rc->base + at + (size_t)i0 * 2, rc->host, (size_t)k * 2);

@@ -112,6 +112,12 @@ static void report_text(const vl_session *s, const vl_model *m, const vl_prompt 
                 (double)s->arena.peak[g] / (1 << 30));
     fprintf(stderr, " | peak tracked %.3f GiB\n",
             (double)(m->weights_bytes + s->arena.peak_total) / (1 << 30));
+    if (s->device_total)
+        fprintf(stderr, "device %s: peak used %.3f GiB of %.3f GiB (cudaMemGetInfo, context "
+                        "included)\n",
+                m->be->device_name ? m->be->device_name : m->be->name,
+                (double)s->peak_device / (1 << 30), (double)s->device_total / (1 << 30));
+    fprintf(stderr, "predicted peak %.3f GiB\n", (double)s->predicted_peak / (1 << 30));
 }
 
 static void report_json(const vl_session *s, const vl_model *m, const vl_options *o,
@@ -140,7 +146,10 @@ static void report_json(const vl_session *s, const vl_model *m, const vl_options
         cJSON_AddNumberToObject(mem, vl_mem_group_name((vl_mem_group)g),
                                 (double)s->arena.peak[g]);
     cJSON_AddNumberToObject(mem, "peak_tracked", (double)(m->weights_bytes + s->arena.peak_total));
-    cJSON_AddStringToObject(r, "device", m->be->name);
+    cJSON_AddNumberToObject(mem, "peak_device", (double)s->peak_device);
+    cJSON_AddNumberToObject(mem, "predicted_peak", (double)s->predicted_peak);
+    cJSON_AddNumberToObject(mem, "device_total", (double)s->device_total);
+    cJSON_AddStringToObject(r, "device", m->be->device_name ? m->be->device_name : m->be->name);
     cJSON *op = cJSON_AddObjectToObject(r, "options");
     cJSON_AddStringToObject(op, "backend", m->be->name);
     cJSON_AddNumberToObject(op, "max_tokens", o->max_tokens);
@@ -241,7 +250,6 @@ static int run(const vl_options *o) {
         refuse_budget(o, &m, &p, imgs, n_imgs, &plan, context, be->act);
         goto done;
     }
-    if (!o->json) vl_plan_print(stderr, &plan);
     if (vl_model_load_weights(&m, o, be)) goto done;
     double load_s = vl_now_s() - t0;
     if (vl_session_init(&s, &m, ctx, chunk, max_patches)) goto done;

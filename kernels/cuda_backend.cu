@@ -208,6 +208,17 @@ extern "C" vl_backend *vl_backend_cuda(char *why, size_t why_len) {
     b->rope_vision = vl_cuda_rope_vision;
     b->attention = cuda_attention;
     b->kv_append = vl_cuda_kv_append;
+    b->fill_random_bf16 = vl_cuda_fill_random_bf16;
+    b->mem_info = vl_cuda_mem_info;
+    b->workspace_bytes = cuda_ctx.cublas_ws_bytes + cuda_ctx.attn_ws_bytes +
+                         (size_t)cuda_ctx.staging_floats * 4;
+    {
+        static char name[256];
+        cudaDeviceProp prop;
+        VL_CUDA_CHECK(cudaGetDeviceProperties(&prop, cuda_ctx.device));
+        snprintf(name, sizeof name, "%s", prop.name);
+        b->device_name = name;
+    }
     cuda_ready = 1;
     return b;
 }

@@ -34,6 +34,10 @@ typedef struct {
     int64_t staging_floats;
 } vl_cuda_ctx;
 
+extern "C" void vl_cuda_fill_random_bf16(vl_backend *b, void *dst, int64_t n, uint64_t key,
+                                         float center, float half);
+extern "C" void vl_cuda_mem_info(vl_backend *b, size_t *free_bytes, size_t *total_bytes);
+
 static inline vl_cuda_ctx *vl_cuda_ctx_of(vl_backend *b) {
     return (vl_cuda_ctx *)b->ctx;
 }

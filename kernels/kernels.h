@@ -167,7 +167,33 @@ struct vl_backend {
      * src row stride `src_stride` (elements). */
     void (*kv_append)(vl_backend *b, void *cache, int64_t head_stride, const void *src,
                       int64_t src_stride, int64_t s, int kv_heads, int head_dim, int64_t pos0);
+
+    /* Optional (NULL where absent). */
+    /* dst[i] (bf16) = center + half * (2 u(key + i) - 1), u = vl_random_unit: --random-weights
+     * without the host generating the model. */
+    void (*fill_random_bf16)(vl_backend *b, void *dst, int64_t n, uint64_t key, float center,
+                             float half);
+    /* Device memory now: free and total bytes (cudaMemGetInfo). */
+    void (*mem_info)(vl_backend *b, size_t *free_bytes, size_t *total_bytes);
+    const char *device_name; /* "NVIDIA H100 80GB HBM3", "cpu" */
+    size_t workspace_bytes;  /* scratch the backend holds itself (cuBLAS, attention partials) */
 };
+
+/* The counter-based generator behind --random-weights: a pure function of (key + i), so the
+ * host and any device make the same values. splitmix64's finalizer, top 53 bits -> [0, 1). */
+#ifdef __CUDACC__
+#define VL_HOST_DEVICE __host__ __device__
+#else
+#define VL_HOST_DEVICE
+#endif
+static inline VL_HOST_DEVICE uint64_t vl_mix64(uint64_t z) {
+    z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;
+    z = (z ^ (z >> 27)) * 0x94d049bb133111ebull;
+    return z ^ (z >> 31);
+}
+static inline VL_HOST_DEVICE double vl_random_unit(uint64_t x) {
+    return (double)(vl_mix64(x) >> 11) * (1.0 / 9007199254740992.0);
+}
 
 /* The CPU backend (always available). Returns a static, ready instance. */
 vl_backend *vl_backend_cpu(void);

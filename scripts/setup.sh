@@ -4,9 +4,15 @@
 set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
 build=${1:-$root/build}
-pkgs="build-essential cmake libstb-dev libcjson-dev libutf8proc-dev npm"
+# libraries by Debian package name; tools by command (node/npm may come from elsewhere)
 missing=""
-for p in $pkgs; do dpkg -s "$p" >/dev/null 2>&1 || missing="$missing $p"; done
+for p in libstb-dev libcjson-dev libutf8proc-dev; do
+    dpkg -s "$p" >/dev/null 2>&1 || missing="$missing $p"
+done
+command -v cc >/dev/null 2>&1 || missing="$missing build-essential"
+command -v cmake >/dev/null 2>&1 || missing="$missing cmake"
+command -v npm >/dev/null 2>&1 || missing="$missing npm"
+command -v python3 >/dev/null 2>&1 || missing="$missing python3"
 if [ -n "$missing" ]; then
     sudo=""; [ "$(id -u)" = 0 ] || sudo=sudo
     $sudo apt-get update -qq

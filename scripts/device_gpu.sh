@@ -1,0 +1,40 @@
+#!/usr/bin/env bash
+# On the GPU machine: build with CUDA, run the GPU tests, compare the CUDA engine with the CPU
+# engine on the tiny golden model, then the main job on Qwen2-VL-7B shapes (random weights).
+# Needs .deps (shared/tools/device-deps.sh) and .cache/tokenizer carried. Logs under $OUT.
+set -uo pipefail
+root=$(pwd)
+out=${OUT:-/tmp/vlrun-out}
+mkdir -p "$out"
+export LD_LIBRARY_PATH=$root/.deps/usr/lib/x86_64-linux-gnu:${LD_LIBRARY_PATH:-}
+arch=${VL_ARCH:-90}
+cmake -S . -B /tmp/vlb -DCMAKE_BUILD_TYPE=Release -DVL_CUDA=ON -DVL_CUDA_ARCHITECTURES="$arch" \
+    -DCMAKE_PREFIX_PATH="$root/.deps/usr" -DCMAKE_LIBRARY_PATH="$root/.deps/usr/lib/x86_64-linux-gnu" \
+    >"$out/build.log" 2>&1 && cmake --build /tmp/vlb -j16 >>"$out/build.log" 2>&1 ||
+    { tail -40 "$out/build.log"; exit 1; }
+python3 tests/reference/make_small_tokenizer.py .cache/tokenizer/tokenizer.json .cache/tokenizer/small_tokenizer.json
+(cd /tmp/vlb && ctest -L gpu --output-on-failure -j1 >"$out/gpu_tests.log" 2>&1)
+grep -E "passed|failed|FAIL|worst|Test #" "$out/gpu_tests.log" | tail -40
+V=/tmp/vlb/vlrun
+T=.cache/tokenizer/small_tokenizer.json
+I=tests/fixtures/models/images
+for be in cpu cuda; do
+    $V --backend $be --model tests/fixtures/models/tiny-a --tokenizer $T $I/img_a_56x84.png \
+        $I/img_b_100x60.png $I/img_c_45x130.png $I/img_a_56x84.png --max-tokens 24 --json \
+        --prompt "Describe these pictures." --dump-logits "$out/tiny_$be.f32" >"$out/tiny_$be.json" 2>>"$out/tiny.err"
+done
+python3 - "$out" <<'PY'
+import json, sys, struct
+o = sys.argv[1]
+a, b = (json.load(open(f"{o}/tiny_{x}.json")) for x in ("cpu", "cuda"))
+la, lb = (struct.unpack(f"{4096}f", open(f"{o}/tiny_{x}.f32", "rb").read()) for x in ("cpu", "cuda"))
+dot = sum(x * y for x, y in zip(la, lb)); na = sum(x * x for x in la) ** .5; nb = sum(y * y for y in lb) ** .5
+same = sum(x == y for x, y in zip(a["tokens"], b["tokens"]))
+print(f"tiny-a cuda vs cpu: logits cosine {dot / na / nb:.6f}, greedy tokens equal {same}/24")
+PY
+cfg=examples/qwen2-vl-7b-instruct.json
+for n in ${VL_COUNTS:-1 28}; do
+    timeout 240 $V examples/page.png x$n --max-tokens 512 --random-weights --config $cfg \
+        --tokenizer .cache/tokenizer/tokenizer.json --json >"$out/x$n.json" 2>"$out/x$n.err"
+    echo "x$n rc=$? $(tail -c 600 "$out/x$n.json") $(tail -2 "$out/x$n.err")"
+done
