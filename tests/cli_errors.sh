@@ -108,6 +108,7 @@ expect_error "x3"                           $M --model "$good" x3
 expect_error "--max-tokens"                 --backend cpu --model "$good" "$IMG" --max-tokens 0
 expect_error "--max-tokens"                 --backend cpu --model "$good" "$IMG" --max-tokens -5
 expect_error "--max-tokens"                 --backend cpu --model "$good" "$IMG" --max-tokens 40000
+expect_error "--max-tokens"                 --backend cpu --model "$good" "$IMG" --max-tokens 32760
 expect_error "--max-tokens"                 --backend cpu --model "$good" "$IMG" --max-tokens 12abc
 expect_error "--frobnicate"                 --backend cpu --model "$good" "$IMG" --frobnicate
 expect_error "--backend"                    --backend tpu --model "$good" "$IMG"
