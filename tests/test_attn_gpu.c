@@ -256,6 +256,8 @@ static void run_all(vl_backend *gpu) {
     static const int32_t seg_vision[4] = {0, 37, 38, 300}; /* incl. a 1-token segment */
     static const int32_t seg_empty[5] = {0, 37, 38, 38, 300}; /* incl. an empty segment */
     static const int32_t seg_one[2] = {0, 700};
+    /* rows 100..127 share a CTA with rows of segment 0 but see nothing of its first key tile */
+    static const int32_t seg_late[4] = {0, 100, 120, 300};
     const int F = LAYOUT_FUSED, K = LAYOUT_CACHE, FL = PATH_FLASH, NV = PATH_NAIVE;
     const attn_case cases[] = {
         /* name, H, G, D, n_q, n_kv, q_pos0, causal, seg, n_seg, layout, path, scale_mul, ws */
@@ -275,6 +277,7 @@ static void run_all(vl_backend *gpu) {
         {"non-causal full, n_q=50 over n_kv=300", 8, 2, 128, 50, 300, 0, 0, NULL, 0, K, FL, 0, -1},
         {"vision D80 segments [0,37,38,300] fused", 16, 16, 80, 300, 300, 0, 0, seg_vision, 3, F, FL, 0, -1},
         {"vision D80 segments with an empty one", 16, 16, 80, 300, 300, 0, 0, seg_empty, 4, F, FL, 0, -1},
+        {"vision D80 segments [0,100,120,300] fused", 16, 16, 80, 300, 300, 0, 0, seg_late, 3, F, FL, 0, -1},
         {"vision D80 one segment of 700 fused", 16, 16, 80, 700, 700, 0, 0, seg_one, 1, F, FL, 0, -1},
         {"vision D80 no segments, n=300", 16, 16, 80, 300, 300, 0, 0, NULL, 0, F, FL, 0, -1},
         {"causal D64, n=150", 4, 2, 64, 150, 150, 0, 1, NULL, 0, K, FL, 0, -1},
