@@ -24,24 +24,11 @@
 
 #define BF16_NAN 0x7fc0u
 
-static uint64_t rng_state;
-
-static uint64_t rng_next(void) { /* splitmix64 */
-    uint64_t z = (rng_state += 0x9e3779b97f4a7c15ULL);
-    z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ULL;
-    z = (z ^ (z >> 27)) * 0x94d049bb133111ebULL;
-    return z ^ (z >> 31);
-}
-
-static double rng_uniform(void) {
-    return ((double)(rng_next() >> 11) + 0.5) / 9007199254740992.0;
-}
-
 /* n values ~N(0,1), already rounded to bf16 */
 static float *random_bf16_values(int64_t n) {
     float *p = malloc((size_t)n * sizeof(float));
     for (int64_t i = 0; i < n; i++) {
-        double r = sqrt(-2.0 * log(rng_uniform())) * cos(6.283185307179586 * rng_uniform());
+        double r = vt_rng_normal();
         p[i] = vl_round_bf16((float)r);
     }
     return p;
@@ -130,7 +117,7 @@ static double compare(const attn_case *c, const uint16_t *o, int64_t o_stride, c
 static double check_case(vl_backend *gpu, const attn_case *c, uint64_t seed) {
     const int H = c->n_heads, G = c->n_kv_heads, D = c->head_dim;
     const int64_t n_q = c->n_q, n_kv = c->n_kv;
-    rng_state = seed;
+    vt_rng_state = seed;
     float *q = random_bf16_values(n_q * H * D);
     float *k = random_bf16_values(n_kv * G * D), *v = random_bf16_values(n_kv * G * D);
     const float scale = (c->scale_mul > 0 ? c->scale_mul : 1.0f) / sqrtf((float)D);

@@ -19,30 +19,13 @@
 
 /* ---- random numbers, parameters, checks ---------------------------------------------------- */
 
-static uint64_t rng_state = 0x5eed1234abcdULL;
-
-static uint64_t rng_next(void) { /* splitmix64 */
-    uint64_t z = (rng_state += 0x9e3779b97f4a7c15ULL);
-    z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ULL;
-    z = (z ^ (z >> 27)) * 0x94d049bb133111ebULL;
-    return z ^ (z >> 31);
-}
-
-static double rng_uniform(void) {
-    return ((double)(rng_next() >> 11) + 0.5) / 9007199254740992.0;
-}
-
-static double rng_normal(void) { /* Box-Muller */
-    return sqrt(-2.0 * log(rng_uniform())) * cos(6.283185307179586 * rng_uniform());
-}
-
 static int rng_int(int n) {
-    return (int)(rng_next() % (uint64_t)n);
+    return (int)(vt_rng_next() % (uint64_t)n);
 }
 
 static float *floats_random(int64_t n, double mean, double sd) {
     float *p = malloc((size_t)n * sizeof(float));
-    for (int64_t i = 0; i < n; i++) p[i] = (float)(mean + sd * rng_normal());
+    for (int64_t i = 0; i < n; i++) p[i] = (float)(mean + sd * vt_rng_normal());
     return p;
 }
 
@@ -76,7 +59,7 @@ typedef struct {
 static param param_random(vl_dtype t, int64_t n, double mean, double sd) {
     param p = {t, malloc((size_t)n * 4), malloc((size_t)n * sizeof(double))};
     for (int64_t i = 0; i < n; i++) {
-        float f = (float)(mean + sd * rng_normal());
+        float f = (float)(mean + sd * vt_rng_normal());
         uint16_t h;
         if (t == VL_DTYPE_F32) {
             ((float *)p.bytes)[i] = f;
@@ -696,9 +679,9 @@ static void test_attention(vl_backend *b) {
     /* a 1-token segment sees only itself: its output is exactly its own v */
     float *o;
     attn_case one = {"1-token segment", 1, 1, 24, 3, 3, 0, 0, (const int32_t[]){0, 1, 2, 3}, 3, 0};
-    rng_state = 77;
+    vt_rng_state = 77;
     check_attention(b, &one, &o);
-    rng_state = 77; /* replay the generator: the same q, k, v as check_attention drew */
+    vt_rng_state = 77; /* replay the generator: the same q, k, v as check_attention drew */
     float *q = floats_random(3 * 24, 0, 1), *k = floats_random(3 * 24, 0, 1);
     float *v = floats_random(3 * 24, 0, 1);
     int64_t wrong = 0;
@@ -710,6 +693,7 @@ static void test_attention(vl_backend *b) {
 }
 
 int main(void) {
+    vt_rng_state = 0x5eed1234abcdULL;
     vl_backend *b = vl_backend_cpu();
     test_memory(b);
     test_cuda_stub();

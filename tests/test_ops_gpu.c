@@ -36,33 +36,16 @@ static vl_backend *cpu, *gpu;
 
 /* ---- random numbers ---------------------------------------------------------------------- */
 
-static uint64_t rng_state = 0x6b0e5eedULL;
-
-static uint64_t rng_next(void) { /* splitmix64 */
-    uint64_t z = (rng_state += 0x9e3779b97f4a7c15ULL);
-    z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ULL;
-    z = (z ^ (z >> 27)) * 0x94d049bb133111ebULL;
-    return z ^ (z >> 31);
-}
-
-static double rng_uniform(void) {
-    return ((double)(rng_next() >> 11) + 0.5) / 9007199254740992.0;
-}
-
-static double rng_normal(void) { /* Box-Muller */
-    return sqrt(-2.0 * log(rng_uniform())) * cos(6.283185307179586 * rng_uniform());
-}
-
 /* n values ~ N(mean, sd^2), already rounded to bf16: what both backends see. */
 static float *bf16_random(int64_t n, double mean, double sd) {
     float *p = malloc((size_t)(n > 0 ? n : 1) * sizeof(float));
-    for (int64_t i = 0; i < n; i++) p[i] = vl_round_bf16((float)(mean + sd * rng_normal()));
+    for (int64_t i = 0; i < n; i++) p[i] = vl_round_bf16((float)(mean + sd * vt_rng_normal()));
     return p;
 }
 
 static int32_t *ints_random(int64_t n, int32_t below) {
     int32_t *p = malloc((size_t)(n > 0 ? n : 1) * sizeof(int32_t));
-    for (int64_t i = 0; i < n; i++) p[i] = (int32_t)(rng_next() % (uint64_t)below);
+    for (int64_t i = 0; i < n; i++) p[i] = (int32_t)(vt_rng_next() % (uint64_t)below);
     return p;
 }
 
@@ -171,7 +154,7 @@ static void test_memory(void) {
 
     enum { BYTES = 1001 };
     unsigned char src[BYTES], back[BYTES];
-    for (int i = 0; i < BYTES; i++) src[i] = (unsigned char)(rng_next() & 0xff);
+    for (int i = 0; i < BYTES; i++) src[i] = (unsigned char)(vt_rng_next() & 0xff);
     unsigned char *d = dev_alloc(2 * BYTES);
     gpu->upload(gpu, d, src, BYTES);
     gpu->copy(gpu, d + BYTES + 7, d + 3, 333); /* odd offsets and length */
@@ -205,7 +188,7 @@ static void test_convert(void) {
     const int n_special = (int)(sizeof specials / sizeof specials[0]);
     for (int64_t i = 0; i < n; i++)
         src[i] = i < n_special ? specials[i]
-                               : (float)(rng_normal() * ldexp(1.0, (int)(rng_next() % 41) - 20));
+                               : (float)(vt_rng_normal() * ldexp(1.0, (int)(vt_rng_next() % 41) - 20));
     uint16_t *d = dev_alloc((size_t)n * 2);
     gpu->from_f32(gpu, d, src, n);
     uint16_t *bits = malloc((size_t)n * 2);
@@ -671,6 +654,7 @@ static void check_attention(int64_t n_q, int64_t q_pos0) {
 }
 
 int main(void) {
+    vt_rng_state = 0x6b0e5eedULL;
     char why[256] = "";
     gpu = vl_backend_cuda(why, sizeof why);
     if (!gpu) {

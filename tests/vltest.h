@@ -6,6 +6,7 @@
 #ifndef VL_TEST_H
 #define VL_TEST_H
 #include <math.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -40,6 +41,26 @@ static int vt_passed, vt_failed, vt_skipped;
         vt_skipped++;                                                                              \
         fprintf(stderr, "SKIP %s:%d: %s\n", __FILE__, __LINE__, why);                              \
     } while (0)
+
+/* The tests' random inputs: splitmix64 from a seed each test sets (vt_rng_state = SEED),
+ * uniform in (0, 1), and N(0, 1) by Box-Muller with the two draws in a fixed order. */
+static uint64_t vt_rng_state = 1;
+
+static inline uint64_t vt_rng_next(void) {
+    uint64_t z = (vt_rng_state += 0x9e3779b97f4a7c15ULL);
+    z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ULL;
+    z = (z ^ (z >> 27)) * 0x94d049bb133111ebULL;
+    return z ^ (z >> 31);
+}
+
+static inline double vt_rng_uniform(void) {
+    return ((double)(vt_rng_next() >> 11) + 0.5) / 9007199254740992.0;
+}
+
+static inline double vt_rng_normal(void) {
+    double u1 = vt_rng_uniform(), u2 = vt_rng_uniform();
+    return sqrt(-2.0 * log(u1)) * cos(6.283185307179586 * u2);
+}
 
 /* Path of a fixture: $VL_FIXTURES/<rel> (the tests/fixtures folder of the source tree). */
 static inline const char *vt_fixture(const char *rel) {
