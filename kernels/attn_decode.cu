@@ -29,10 +29,10 @@ namespace {
 constexpr int kMinSplitKeys = 256; /* below this a split's fixed cost outweighs its keys */
 
 template <int D> struct Decode {
-    static constexpr int kKeys = 16;                       /* keys per warp step */
-    static constexpr int kStages = 2;                      /* cp.async ring depth per warp */
-    static constexpr int kLD = D + 8;                      /* shared row stride, elements */
-    static constexpr int kStageElems = 2 * kKeys * kLD;    /* K rows, then V rows */
+    static constexpr int kKeys = 16;                    /* keys per warp step */
+    static constexpr int kStages = 2;                   /* cp.async ring depth per warp */
+    static constexpr int kLD = D + 8;                   /* shared row stride, elements */
+    static constexpr int kStageElems = 2 * kKeys * kLD; /* K rows, then V rows */
     static constexpr int kWarpElems = kStages * kStageElems;
     static constexpr int kSmem = (16 * kLD + kWarps * kWarpElems) * (int)sizeof(bf16);
     static constexpr int kSO = D + 4; /* row stride of the fp32 merge buffer (spreads banks) */
@@ -207,7 +207,8 @@ __global__ void __launch_bounds__(kThreads)
 #pragma unroll
         for (int w = 0; w < kWarps; w++) {
             /* a warp without keys has max -inf and contributes nothing */
-            const float f = s_m[w][r] == -INFINITY ? 0.f : exp2_approx((s_m[w][r] - mx) * scale_log2);
+            const float f =
+                s_m[w][r] == -INFINITY ? 0.f : exp2_approx((s_m[w][r] - mx) * scale_log2);
             const float *wo = reinterpret_cast<const float *>(sQ + 16 * kLD + w * C::kWarpElems);
             wl += f * s_l[w][r];
             acc += f * wo[r * C::kSO + d];
@@ -326,14 +327,24 @@ void vl_attn_decode_launch(const vl_attn_params *p, void *workspace, size_t work
     if (splits > kMaxSplits) splits = kMaxSplits;
     const size_t per_split = (size_t)p->n_heads * (size_t)(p->head_dim + 1) * sizeof(float);
     if (workspace == NULL) workspace_bytes = 0;
-    if ((size_t)splits > workspace_bytes / per_split) splits = (int64_t)(workspace_bytes / per_split);
+    if ((size_t)splits > workspace_bytes / per_split)
+        splits = (int64_t)(workspace_bytes / per_split);
     if (splits < 1) splits = 1;
     float *ws = static_cast<float *>(workspace);
     switch (p->head_dim) {
-    case 64: launch<64>(p, n_keys, splits, ws, stream); break;
-    case 80: launch<80>(p, n_keys, splits, ws, stream); break;
-    case 96: launch<96>(p, n_keys, splits, ws, stream); break;
-    case 128: launch<128>(p, n_keys, splits, ws, stream); break;
-    default: vl_cuda_fatal("vl_attn_decode_launch", __FILE__, __LINE__, "head_dim not compiled");
+    case 64:
+        launch<64>(p, n_keys, splits, ws, stream);
+        break;
+    case 80:
+        launch<80>(p, n_keys, splits, ws, stream);
+        break;
+    case 96:
+        launch<96>(p, n_keys, splits, ws, stream);
+        break;
+    case 128:
+        launch<128>(p, n_keys, splits, ws, stream);
+        break;
+    default:
+        vl_cuda_fatal("vl_attn_decode_launch", __FILE__, __LINE__, "head_dim not compiled");
     }
 }

@@ -24,7 +24,9 @@ static int prefill_rows(int64_t n_q) {
     return n_q <= 64 ? 64 : 128;
 }
 
-static int aligned16(const void *ptr) { return ((uintptr_t)ptr & 15u) == 0; }
+static int aligned16(const void *ptr) {
+    return ((uintptr_t)ptr & 15u) == 0;
+}
 
 int vl_cuda_attention_supported(const vl_attn_params *p) {
     if (p == NULL) return 0;
@@ -32,9 +34,9 @@ int vl_cuda_attention_supported(const vl_attn_params *p) {
     if (d != 64 && d != 80 && d != 96 && d != 128) return 0;
     if (p->n_heads <= 0 || p->n_kv_heads <= 0 || p->n_heads % p->n_kv_heads != 0) return 0;
     if (p->n_heads > 65535) return 0; /* grid dimension */
-    /* positions are int inside the kernels */
+    /* positions are int inside the kernels; query blocks of 64 rows are a grid dimension */
     const int64_t big = (int64_t)1 << 30;
-    if (p->n_q < 0 || p->n_q > big || p->n_kv < 0 || p->n_kv > big) return 0;
+    if (p->n_q < 0 || p->n_q > (int64_t)65535 * 64 || p->n_kv < 0 || p->n_kv > big) return 0;
     if (p->n_q > 0 && p->n_kv == 0) return 0;
     if (!(p->scale > 0.0f) || p->scale > 1e30f) return 0; /* the max of q.k is the max of s */
     if (p->causal && (p->q_pos0 < 0 || p->q_pos0 > big)) return 0;

@@ -29,7 +29,9 @@ __global__ void naive_scores(const vl_attn_params p, float *scores) {
     float acc = 0.f;
     for (int d0 = 0; d0 < D; d0 += kTile) {
         const int d = d0 + tx;
-        sq[ty][tx] = i < p.n_q && d < D ? load_bf16(p.q, (int64_t)i * p.q_stride + (int64_t)head * D + d) : 0.f;
+        sq[ty][tx] = i < p.n_q && d < D
+                         ? load_bf16(p.q, (int64_t)i * p.q_stride + (int64_t)head * D + d)
+                         : 0.f;
         sk[ty][tx] = j_load < p.n_kv && d < D
                          ? load_bf16(p.k, (int64_t)j_load * p.kv_tok_stride +
                                               (int64_t)kv_head * p.kv_head_stride + d)
@@ -42,7 +44,8 @@ __global__ void naive_scores(const vl_attn_params p, float *scores) {
     if (i < p.n_q && j < p.n_kv) {
         int lo, hi;
         row_key_range(p, i, &lo, &hi);
-        scores[((int64_t)head * p.n_q + i) * p.n_kv + j] = j >= lo && j < hi ? acc * p.scale : -INFINITY;
+        scores[((int64_t)head * p.n_q + i) * p.n_kv + j] =
+            j >= lo && j < hi ? acc * p.scale : -INFINITY;
     }
 }
 
@@ -90,22 +93,24 @@ __global__ void naive_pv(const vl_attn_params p, const float *probs) {
     float acc = 0.f;
     for (int64_t j0 = 0; j0 < p.n_kv; j0 += kTile) {
         sp[ty][tx] = i < p.n_q && j0 + tx < p.n_kv ? prow[j0 + tx] : 0.f;
-        sv[ty][tx] = j0 + ty < p.n_kv && d < D ? load_bf16(p.v, v0 + (j0 + ty) * p.kv_tok_stride + d) : 0.f;
+        sv[ty][tx] =
+            j0 + ty < p.n_kv && d < D ? load_bf16(p.v, v0 + (j0 + ty) * p.kv_tok_stride + d) : 0.f;
         __syncthreads();
 #pragma unroll
         for (int e = 0; e < kTile; e++) acc += sp[ty][e] * sv[e][tx];
         __syncthreads();
     }
     if (i < p.n_q && d < D)
-        static_cast<bf16 *>(p.o)[(int64_t)i * p.o_stride + (int64_t)head * D + d] = __float2bfloat16_rn(acc);
+        static_cast<bf16 *>(p.o)[(int64_t)i * p.o_stride + (int64_t)head * D + d] =
+            __float2bfloat16_rn(acc);
 }
 
 } // namespace
 
 void vl_cuda_attention_naive(const vl_attn_params *p, float *scores, cudaStream_t stream) {
     if (p->n_q == 0) return;
-    if (p->n_heads <= 0 || p->n_kv_heads <= 0 || p->n_heads % p->n_kv_heads != 0 ||
-        p->n_kv <= 0 || p->n_heads > 65535 || (p->n_q + kTile - 1) / kTile > 65535)
+    if (p->n_heads <= 0 || p->n_kv_heads <= 0 || p->n_heads % p->n_kv_heads != 0 || p->n_kv <= 0 ||
+        p->n_heads > 65535 || (p->n_q + kTile - 1) / kTile > 65535)
         vl_cuda_fatal("vl_cuda_attention_naive", __FILE__, __LINE__, "unsupported shape");
     const dim3 block(kTile, kTile);
     const unsigned q_tiles = (unsigned)((p->n_q + kTile - 1) / kTile);

@@ -2,7 +2,7 @@
  * tensor cores (mma.sync m16n8k16), fp32 online softmax, O(n) memory.
  *
  * Version 1 (FlashAttention-2 schedule, written from the paper's algorithm):
- *   - CTA = 4 warps over kBM = 64 * MT query rows of one head (grid: query blocks x heads);
+ *   - CTA = 4 warps over kBM = 64 * MT query rows of one head (grid: heads x query blocks);
  *     warp w owns the 16 * MT consecutive rows w * 16 * MT ..; the kv head is head / group, so
  *     grouped heads read K/V from the cache as it is, without expansion.
  *   - Keys stream through shared memory in tiles of kBN = 64 with cp.async, one K and one V
@@ -16,7 +16,8 @@
  *     causal). The CTA visits only the union of its rows' ranges; a warp skips a tile none of its
  *     rows sees, and applies the per-element mask only on tiles that cut through some row's
  *     range. Rows past n_q and keys past the union are zero-filled and never stored.
- *   - Causal grids hand out the longest query blocks first (tail balance).
+ *   - Causal grids hand out the longest query blocks first, for every head (blocks are
+ *     dispatched x fastest), so the short ones fill the tail.
  * Leaves out: Hopper wgmma/TMA/warp specialization, split-KV for short query blocks over long
  * caches (decode has its own kernel), dropout, sliding windows, ALiBi, fp16 inputs.
  */
@@ -31,8 +32,8 @@ namespace {
 template <int D, int MT> struct Prefill {
     static constexpr int kRowsPerWarp = 16 * MT;
     static constexpr int kBM = kWarps * kRowsPerWarp; /* query rows per CTA */
-    static constexpr int kBN = 64;                     /* keys per tile */
-    static constexpr int kLD = D + 8;                  /* shared row stride, elements */
+    static constexpr int kBN = 64;                    /* keys per tile */
+    static constexpr int kLD = D + 8;                 /* shared row stride, elements */
     static constexpr int kSmem = (kBM + 2 * kBN) * kLD * (int)sizeof(bf16);
     static_assert(D % 16 == 0 && D <= 256, "head_dim must be a multiple of 16, at most 256");
     static_assert(kSmem <= 99 * 1024, "a CTA must fit the 99 KB of sm_86 and sm_89");
@@ -56,7 +57,8 @@ __device__ __forceinline__ void load_tile(bf16 *s, const bf16 *g, int64_t stride
 #pragma unroll
         for (int it = 0; it < ROWS / kRowsPerPass; it++) {
             const bool valid = row0 + r + it * kRowsPerPass < row_end;
-            cp_async16(base + (uint32_t)(((r + it * kRowsPerPass) * LD + col) * 2), valid ? src : g, valid);
+            cp_async16(base + (uint32_t)(((r + it * kRowsPerPass) * LD + col) * 2), valid ? src : g,
+                       valid);
             src += step;
         }
     } else {
@@ -79,16 +81,16 @@ __global__ void __launch_bounds__(kThreads) attn_prefill_kernel(const vl_attn_pa
     constexpr int kBN = C::kBN, kLD = C::kLD;
     extern __shared__ __align__(16) unsigned char smem[];
     bf16 *sQ = reinterpret_cast<bf16 *>(smem); /* [kBM][kLD], later the output staging */
-    bf16 *sK = sQ + C::kBM * kLD;               /* [kBN][kLD] */
-    bf16 *sV = sK + kBN * kLD;                  /* [kBN][kLD] */
+    bf16 *sK = sQ + C::kBM * kLD;              /* [kBN][kLD] */
+    bf16 *sV = sK + kBN * kLD;                 /* [kBN][kLD] */
     __shared__ int s_lo[C::kBM], s_hi[C::kBM]; /* key range of each query row */
     __shared__ int s_range[2][kWarps];
 
     const int warp = (int)threadIdx.x / 32, lane = (int)threadIdx.x % 32;
     const int gid = lane / 4, tig = lane % 4;
-    const int qblock = p.causal ? (int)(gridDim.x - 1 - blockIdx.x) : (int)blockIdx.x;
+    const int qblock = p.causal ? (int)(gridDim.y - 1 - blockIdx.y) : (int)blockIdx.y;
     const int q0 = qblock * C::kBM, n_q = (int)p.n_q;
-    const int head = (int)blockIdx.y, kv_head = head / (p.n_heads / p.n_kv_heads);
+    const int head = (int)blockIdx.x, kv_head = head / (p.n_heads / p.n_kv_heads);
     const bf16 *q = static_cast<const bf16 *>(p.q) + (int64_t)head * D;
     const bf16 *k = static_cast<const bf16 *>(p.k) + (int64_t)kv_head * p.kv_head_stride;
     const bf16 *v = static_cast<const bf16 *>(p.v) + (int64_t)kv_head * p.kv_head_stride;
@@ -121,7 +123,8 @@ __global__ void __launch_bounds__(kThreads) attn_prefill_kernel(const vl_attn_pa
     __syncthreads();
     int kv_lo = INT_MAX, kv_hi = 0;
 #pragma unroll
-    for (int w = 0; w < kWarps; w++) kv_lo = min(kv_lo, s_range[0][w]), kv_hi = max(kv_hi, s_range[1][w]);
+    for (int w = 0; w < kWarps; w++)
+        kv_lo = min(kv_lo, s_range[0][w]), kv_hi = max(kv_hi, s_range[1][w]);
     const int n_tiles = (kv_hi - kv_lo + kBN - 1) / kBN;
 
     load_tile<D, kBN, kLD>(sK, k, p.kv_tok_stride, kv_lo, kv_hi);
@@ -132,7 +135,8 @@ __global__ void __launch_bounds__(kThreads) attn_prefill_kernel(const vl_attn_pa
 #pragma unroll
     for (int mt = 0; mt < MT; mt++) {
 #pragma unroll
-        for (int dt = 0; dt < D / 8; dt++) o[mt][dt][0] = o[mt][dt][1] = o[mt][dt][2] = o[mt][dt][3] = 0.f;
+        for (int dt = 0; dt < D / 8; dt++)
+            o[mt][dt][0] = o[mt][dt][1] = o[mt][dt][2] = o[mt][dt][3] = 0.f;
         m[mt][0] = m[mt][1] = -INFINITY;
         l[mt][0] = l[mt][1] = 0.f;
     }
@@ -156,18 +160,21 @@ __global__ void __launch_bounds__(kThreads) attn_prefill_kernel(const vl_attn_pa
 #pragma unroll
             for (int mt = 0; mt < MT; mt++)
 #pragma unroll
-                for (int nt = 0; nt < kBN / 8; nt++) s[mt][nt][0] = s[mt][nt][1] = s[mt][nt][2] = s[mt][nt][3] = 0.f;
+                for (int nt = 0; nt < kBN / 8; nt++)
+                    s[mt][nt][0] = s[mt][nt][1] = s[mt][nt][2] = s[mt][nt][3] = 0.f;
 #pragma unroll
             for (int kk = 0; kk < D / 16; kk++) {
                 uint32_t a[MT][4];
 #pragma unroll
                 for (int mt = 0; mt < MT; mt++)
                     ldmatrix_x4(a[mt], q_base + (uint32_t)(((warp_row0 + 16 * mt + a_row) * kLD +
-                                                             kk * 16 + a_col) * 2));
+                                                            kk * 16 + a_col) *
+                                                           2));
 #pragma unroll
                 for (int np = 0; np < kBN / 16; np++) {
                     uint32_t b[4];
-                    ldmatrix_x4(b, k_base + (uint32_t)(((np * 16 + b_row) * kLD + kk * 16 + b_col) * 2));
+                    ldmatrix_x4(b, k_base +
+                                       (uint32_t)(((np * 16 + b_row) * kLD + kk * 16 + b_col) * 2));
 #pragma unroll
                     for (int mt = 0; mt < MT; mt++) {
                         mma_bf16(s[mt][2 * np], a[mt], b[0], b[1]);
@@ -218,7 +225,8 @@ __global__ void __launch_bounds__(kThreads) attn_prefill_kernel(const vl_attn_pa
                     for (int nt = 0; nt < kBN / 8; nt++)
 #pragma unroll
                         for (int e = 0; e < 2; e++) {
-                            float pe = exp2_approx(fmaf(s[mt][nt][2 * half + e], scale_log2, -base));
+                            float pe =
+                                exp2_approx(fmaf(s[mt][nt][2 * half + e], scale_log2, -base));
                             s[mt][nt][2 * half + e] = pe;
                             sum += pe;
                         }
@@ -247,7 +255,8 @@ __global__ void __launch_bounds__(kThreads) attn_prefill_kernel(const vl_attn_pa
 #pragma unroll
                 for (int dp = 0; dp < D / 16; dp++) {
                     uint32_t b[4];
-                    ldmatrix_x4_trans(b, v_base + (uint32_t)(((kk * 16 + a_row) * kLD + dp * 16 + a_col) * 2));
+                    ldmatrix_x4_trans(
+                        b, v_base + (uint32_t)(((kk * 16 + a_row) * kLD + dp * 16 + a_col) * 2));
 #pragma unroll
                     for (int mt = 0; mt < MT; mt++) {
                         mma_bf16(o[mt][2 * dp], pa[mt][kk], b[0], b[1]);
@@ -295,7 +304,7 @@ template <int D, int MT> void launch(const vl_attn_params *p, cudaStream_t strea
         return true;
     }();
     (void)opted_in;
-    dim3 grid((unsigned)((p->n_q + C::kBM - 1) / C::kBM), (unsigned)p->n_heads);
+    dim3 grid((unsigned)p->n_heads, (unsigned)((p->n_q + C::kBM - 1) / C::kBM));
     attn_prefill_kernel<D, MT><<<grid, kThreads, C::kSmem, stream>>>(*p);
     VL_CUDA_LAUNCH_CHECK();
 }
@@ -312,10 +321,19 @@ template <int D> void launch_rows(const vl_attn_params *p, int rows_per_cta, cud
 /* head_dim is one of 64, 80, 96, 128 (vl_cuda_attention_supported); rows_per_cta 64 or 128. */
 void vl_attn_prefill_launch(const vl_attn_params *p, int rows_per_cta, cudaStream_t stream) {
     switch (p->head_dim) {
-    case 64: launch_rows<64>(p, rows_per_cta, stream); break;
-    case 80: launch_rows<80>(p, rows_per_cta, stream); break;
-    case 96: launch_rows<96>(p, rows_per_cta, stream); break;
-    case 128: launch_rows<128>(p, rows_per_cta, stream); break;
-    default: vl_cuda_fatal("vl_attn_prefill_launch", __FILE__, __LINE__, "head_dim not compiled");
+    case 64:
+        launch_rows<64>(p, rows_per_cta, stream);
+        break;
+    case 80:
+        launch_rows<80>(p, rows_per_cta, stream);
+        break;
+    case 96:
+        launch_rows<96>(p, rows_per_cta, stream);
+        break;
+    case 128:
+        launch_rows<128>(p, rows_per_cta, stream);
+        break;
+    default:
+        vl_cuda_fatal("vl_attn_prefill_launch", __FILE__, __LINE__, "head_dim not compiled");
     }
 }

@@ -23,7 +23,7 @@
     do {                                                                                           \
         cudaError_t e_ = (call);                                                                   \
         if (e_ != cudaSuccess) {                                                                   \
-            fprintf(stderr, "bench_attn: %s:%d: %s: %s\n", __FILE__, __LINE__, #call,             \
+            fprintf(stderr, "bench_attn: %s:%d: %s: %s\n", __FILE__, __LINE__, #call,              \
                     cudaGetErrorString(e_));                                                       \
             exit(1);                                                                               \
         }                                                                                          \
@@ -135,7 +135,7 @@ static void bench(const char *name, int H, int G, int D, int64_t n_q, int64_t n_
     const double flops = 4.0 * D * H * visible_pairs(&p, seg_host);
     const double kv_bytes = 2.0 * (double)n_kv * G * D * 2;
     const int decode = n_q == 1;
-#define RATE(ms) (decode ? kv_bytes / ((ms) * 1e-3) / 1e9 : flops / ((ms) * 1e-3) / 1e12)
+#define RATE(ms) (decode ? kv_bytes / ((ms)*1e-3) / 1e9 : flops / ((ms)*1e-3) / 1e12)
     const char *unit = decode ? "GB/s" : "TFLOP/s";
     printf("%-44s flash %9.3f ms %7.1f %s", name, flash, RATE(flash), unit);
 

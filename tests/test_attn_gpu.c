@@ -50,10 +50,10 @@ typedef struct {
     int causal;
     const int32_t *seg;
     int n_seg;
-    int layout;          /* LAYOUT_FUSED needs n_q == n_kv */
-    int path;            /* PATH_FLASH: vl_cuda_attention; PATH_NAIVE: vl_cuda_attention_naive */
-    float scale_mul;     /* scale = scale_mul / sqrt(D); 0 means 1 */
-    int64_t ws_limit;    /* flash: workspace bytes to offer; -1: what workspace_bytes asks */
+    int layout;       /* LAYOUT_FUSED needs n_q == n_kv */
+    int path;         /* PATH_FLASH: vl_cuda_attention; PATH_NAIVE: vl_cuda_attention_naive */
+    float scale_mul;  /* scale = scale_mul / sqrt(D); 0 means 1 */
+    int64_t ws_limit; /* flash: workspace bytes to offer; -1: what workspace_bytes asks */
 } attn_case;
 
 typedef struct {
@@ -101,13 +101,16 @@ static double compare(const attn_case *c, const uint16_t *o, int64_t o_stride, c
                 worst = fmax(worst, err / tol);
             }
         }
-    VT_CHECKF(bad == 0, "%s: %lld outputs out of tolerance, first at query %lld head %d dim %d: "
-              "got %g, want %g", c->name, (long long)bad, (long long)first_i, first_h, first_d,
-              (double)first_got, (double)first_want);
+    VT_CHECKF(bad == 0,
+              "%s: %lld outputs out of tolerance, first at query %lld head %d dim %d: "
+              "got %g, want %g",
+              c->name, (long long)bad, (long long)first_i, first_h, first_d, (double)first_got,
+              (double)first_want);
     /* gaps between rows and the tail stay untouched */
     int64_t touched = 0;
     for (int64_t i = 0; i < c->n_q; i++)
-        for (int64_t e = (int64_t)H * D; e < o_stride; e++) touched += o[i * o_stride + e] != BF16_NAN;
+        for (int64_t e = (int64_t)H * D; e < o_stride; e++)
+            touched += o[i * o_stride + e] != BF16_NAN;
     for (int64_t e = 0; e < 64; e++) touched += o[c->n_q * o_stride + e] != BF16_NAN;
     VT_CHECKF(touched == 0, "%s: %lld elements outside o written", c->name, (long long)touched);
     printf("  %-58s max|err| %.3e  err/tol %.3f\n", c->name, worst_err, worst);
@@ -152,7 +155,8 @@ static double check_case(vl_backend *gpu, const attn_case *c, uint64_t seed) {
         const int64_t row = (int64_t)(H + 2 * G) * D + 8; /* 8 spare elements per row */
         uint16_t *qkv = bf16_poisoned(n_q * row);
         for (int64_t t = 0; t < n_q; t++) {
-            for (int64_t e = 0; e < (int64_t)H * D; e++) qkv[t * row + e] = vl_f32_to_bf16(q[t * H * D + e]);
+            for (int64_t e = 0; e < (int64_t)H * D; e++)
+                qkv[t * row + e] = vl_f32_to_bf16(q[t * H * D + e]);
             for (int64_t e = 0; e < (int64_t)G * D; e++) {
                 qkv[t * row + (int64_t)H * D + e] = vl_f32_to_bf16(k[t * G * D + e]);
                 qkv[t * row + (int64_t)(H + G) * D + e] = vl_f32_to_bf16(v[t * G * D + e]);
@@ -168,7 +172,8 @@ static double check_case(vl_backend *gpu, const attn_case *c, uint64_t seed) {
         uint16_t *qh = bf16_poisoned(n_q * q_row);
         uint16_t *kc = bf16_poisoned(G * cap * D), *vc = bf16_poisoned(G * cap * D);
         for (int64_t i = 0; i < n_q; i++)
-            for (int64_t e = 0; e < (int64_t)H * D; e++) qh[i * q_row + e] = vl_f32_to_bf16(q[i * H * D + e]);
+            for (int64_t e = 0; e < (int64_t)H * D; e++)
+                qh[i * q_row + e] = vl_f32_to_bf16(q[i * H * D + e]);
         for (int g = 0; g < G; g++)
             for (int64_t t = 0; t < n_kv; t++)
                 for (int d = 0; d < D; d++) {
@@ -218,10 +223,21 @@ static double check_case(vl_backend *gpu, const attn_case *c, uint64_t seed) {
 /* The parameters the kernels refuse, so the backend can report them instead of crashing. */
 static void test_supported(void) {
     static _Alignas(16) uint16_t buf[64];
-    vl_attn_params p = {.q = buf, .q_stride = 3 * 3584, .k = buf, .v = buf, .kv_tok_stride = 128,
-                        .kv_head_stride = 128 * 1024, .o = buf, .o_stride = 3584, .n_q = 10,
-                        .n_kv = 10, .n_heads = 28, .n_kv_heads = 4, .head_dim = 128,
-                        .scale = 0.088f, .causal = 1};
+    vl_attn_params p = {.q = buf,
+                        .q_stride = 3 * 3584,
+                        .k = buf,
+                        .v = buf,
+                        .kv_tok_stride = 128,
+                        .kv_head_stride = 128 * 1024,
+                        .o = buf,
+                        .o_stride = 3584,
+                        .n_q = 10,
+                        .n_kv = 10,
+                        .n_heads = 28,
+                        .n_kv_heads = 4,
+                        .head_dim = 128,
+                        .scale = 0.088f,
+                        .causal = 1};
     VT_CHECK(vl_cuda_attention_supported(&p) == 1);
     VT_CHECK_INT(vl_cuda_attention_workspace_bytes(&p), 256 * 28 * 129 * 4);
     vl_attn_params b = p;
@@ -240,7 +256,7 @@ static void test_supported(void) {
 }
 
 static void run_all(vl_backend *gpu) {
-    static const int32_t seg_vision[4] = {0, 37, 38, 300}; /* incl. a 1-token segment */
+    static const int32_t seg_vision[4] = {0, 37, 38, 300};    /* incl. a 1-token segment */
     static const int32_t seg_empty[5] = {0, 37, 38, 38, 300}; /* incl. an empty segment */
     static const int32_t seg_one[2] = {0, 700};
     /* rows 100..127 share a CTA with rows of segment 0 but see nothing of its first key tile */
@@ -248,7 +264,8 @@ static void run_all(vl_backend *gpu) {
     const int F = LAYOUT_FUSED, K = LAYOUT_CACHE, FL = PATH_FLASH, NV = PATH_NAIVE;
     const attn_case cases[] = {
         /* name, H, G, D, n_q, n_kv, q_pos0, causal, seg, n_seg, layout, path, scale_mul, ws */
-        {"prefill causal D128 GQA7 n=1 (decode path)", 28, 4, 128, 1, 1, 0, 1, NULL, 0, K, FL, 0, -1},
+        {"prefill causal D128 GQA7 n=1 (decode path)", 28, 4, 128, 1, 1, 0, 1, NULL, 0, K, FL, 0,
+         -1},
         {"prefill causal D128 GQA7 n=17 fused", 28, 4, 128, 17, 17, 0, 1, NULL, 0, F, FL, 0, -1},
         {"prefill causal D128 GQA7 n=64", 28, 4, 128, 64, 64, 0, 1, NULL, 0, K, FL, 0, -1},
         {"prefill causal D128 GQA7 n=100 fused", 28, 4, 128, 100, 100, 0, 1, NULL, 0, F, FL, 0, -1},
@@ -260,32 +277,42 @@ static void run_all(vl_backend *gpu) {
         {"chunk n_q=130 after 1111 cached", 14, 2, 128, 130, 1241, 1111, 1, NULL, 0, K, FL, 0, -1},
         {"causal GQA ratio 1, n=130 fused", 4, 4, 128, 130, 130, 0, 1, NULL, 0, F, FL, 0, -1},
         {"causal GQA ratio 32, n=77", 32, 1, 128, 77, 77, 0, 1, NULL, 0, K, FL, 0, -1},
-        {"causal sharp softmax (3x scale), n=300", 8, 2, 128, 300, 300, 0, 1, NULL, 0, K, FL, 3, -1},
+        {"causal sharp softmax (3x scale), n=300", 8, 2, 128, 300, 300, 0, 1, NULL, 0, K, FL, 3,
+         -1},
         {"non-causal full, n_q=50 over n_kv=300", 8, 2, 128, 50, 300, 0, 0, NULL, 0, K, FL, 0, -1},
-        {"vision D80 segments [0,37,38,300] fused", 16, 16, 80, 300, 300, 0, 0, seg_vision, 3, F, FL, 0, -1},
-        {"vision D80 segments with an empty one", 16, 16, 80, 300, 300, 0, 0, seg_empty, 4, F, FL, 0, -1},
-        {"vision D80 segments [0,100,120,300] fused", 16, 16, 80, 300, 300, 0, 0, seg_late, 3, F, FL, 0, -1},
-        {"vision D80 one segment of 700 fused", 16, 16, 80, 700, 700, 0, 0, seg_one, 1, F, FL, 0, -1},
+        {"vision D80 segments [0,37,38,300] fused", 16, 16, 80, 300, 300, 0, 0, seg_vision, 3, F,
+         FL, 0, -1},
+        {"vision D80 segments with an empty one", 16, 16, 80, 300, 300, 0, 0, seg_empty, 4, F, FL,
+         0, -1},
+        {"vision D80 segments [0,100,120,300] fused", 16, 16, 80, 300, 300, 0, 0, seg_late, 3, F,
+         FL, 0, -1},
+        {"vision D80 one segment of 700 fused", 16, 16, 80, 700, 700, 0, 0, seg_one, 1, F, FL, 0,
+         -1},
         {"vision D80 no segments, n=300", 16, 16, 80, 300, 300, 0, 0, NULL, 0, F, FL, 0, -1},
         {"causal D64, n=150", 4, 2, 64, 150, 150, 0, 1, NULL, 0, K, FL, 0, -1},
         {"causal D96, n=150", 4, 2, 96, 150, 150, 0, 1, NULL, 0, K, FL, 0, -1},
         {"decode D128 GQA7 n_kv=5", 28, 4, 128, 1, 5, 4, 1, NULL, 0, K, FL, 0, -1},
         {"decode D128 GQA7 n_kv=1000", 28, 4, 128, 1, 1000, 999, 1, NULL, 0, K, FL, 0, -1},
         {"decode D128 GQA7 n_kv=38000", 28, 4, 128, 1, 38000, 37999, 1, NULL, 0, K, FL, 0, -1},
-        {"decode n_kv=1000 sees 501 (q_pos0=500)", 28, 4, 128, 1, 1000, 500, 1, NULL, 0, K, FL, 0, -1},
+        {"decode n_kv=1000 sees 501 (q_pos0=500)", 28, 4, 128, 1, 1000, 500, 1, NULL, 0, K, FL, 0,
+         -1},
         {"decode non-causal n_kv=3000", 28, 4, 128, 1, 3000, 0, 0, NULL, 0, K, FL, 0, -1},
-        {"decode n_kv=3000, no workspace (1 split)", 28, 4, 128, 1, 3000, 2999, 1, NULL, 0, K, FL, 0, 0},
-        {"decode n_kv=3000, workspace for 2 splits", 28, 4, 128, 1, 3000, 2999, 1, NULL, 0, K, FL, 0,
-         2 * 28 * 129 * 4},
-        {"decode GQA ratio 32 (2 head chunks), n_kv=700", 32, 1, 128, 1, 700, 699, 1, NULL, 0, K, FL, 0, -1},
+        {"decode n_kv=3000, no workspace (1 split)", 28, 4, 128, 1, 3000, 2999, 1, NULL, 0, K, FL,
+         0, 0},
+        {"decode n_kv=3000, workspace for 2 splits", 28, 4, 128, 1, 3000, 2999, 1, NULL, 0, K, FL,
+         0, 2 * 28 * 129 * 4},
+        {"decode GQA ratio 32 (2 head chunks), n_kv=700", 32, 1, 128, 1, 700, 699, 1, NULL, 0, K,
+         FL, 0, -1},
         {"decode D80 ratio 1, n_kv=333", 16, 16, 80, 1, 333, 332, 1, NULL, 0, K, FL, 0, -1},
-        {"naive chunk n_q=100 after 300 cached", 28, 4, 128, 100, 400, 300, 1, NULL, 0, K, NV, 0, -1},
+        {"naive chunk n_q=100 after 300 cached", 28, 4, 128, 100, 400, 300, 1, NULL, 0, K, NV, 0,
+         -1},
         {"naive vision D80 segments", 16, 16, 80, 300, 300, 0, 0, seg_vision, 3, F, NV, 0, -1},
         {"naive decode n_kv=77", 28, 4, 128, 1, 77, 76, 1, NULL, 0, K, NV, 0, -1},
     };
     const int n_cases = (int)(sizeof cases / sizeof cases[0]);
     double worst = 0;
-    for (int i = 0; i < n_cases; i++) worst = fmax(worst, check_case(gpu, &cases[i], 1000 + (uint64_t)i));
+    for (int i = 0; i < n_cases; i++)
+        worst = fmax(worst, check_case(gpu, &cases[i], 1000 + (uint64_t)i));
     printf("attention: %d cases, worst err/tol %.3f\n", n_cases, worst);
 }
 #endif
