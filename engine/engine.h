@@ -38,6 +38,9 @@ typedef struct {
     int max_tokens;         /* --max-tokens N, default 512 */
     int stop_at_eos;        /* --stop-at-eos */
     vl_quant quant;         /* --quant */
+    int quant_double;       /* NF4 double quantization (default 1; --no-double-quant) */
+    int quant_lm_head;      /* --quant-lm-head */
+    int embed_on_host;      /* --embed-on-host */
     int kv_int8;            /* --kv int8 */
     int attn_naive;         /* --attn naive */
     vl_backend_kind backend; /* --backend */
@@ -64,6 +67,15 @@ void vl_usage(FILE *f);
 int64_t vl_parse_size(const char *s);
 
 /* ---- model (engine/model.c, engine/weights.c) ------------------------------------------- */
+
+/* Which parameters a run quantizes (--quant) and where the embedding table lives. */
+typedef struct {
+    vl_dtype linear;   /* BF16, NF4 or Q8ROW: every Linear of the decoder and the vision tower */
+    int double_quant;  /* NF4: double-quantized block scales (default 1) */
+    int lm_head;       /* also quantize the LM head (--quant-lm-head) */
+    int embed_on_host; /* keep the embedding table in host memory (--embed-on-host) */
+} vl_weight_plan;
+void vl_weight_plan_from_options(vl_weight_plan *wp, const vl_options *o);
 
 typedef struct {
     vl_vec norm1_w, norm1_b, norm2_w, norm2_b; /* [Ev] */
@@ -112,23 +124,36 @@ typedef struct {
     char model_path[4096];
 } vl_model;
 
-/* Load config, preprocessor config, tokenizer (when present) and weights onto `be`:
- * vl_model_open (no weights: enough to build the prompt and plan memory) then
- * vl_model_load_weights. */
+/* vl_model_open: config, preprocessor config, tokenizer (when present), and every parameter
+ * bound by name and checked (checkpoint mmapped, or shapes only with --random-weights): no
+ * backend memory yet, enough to build the prompt and plan memory. vl_model_load_weights then
+ * places the weights on `be` (engine/weights.c). vl_model_load does both. */
 int vl_model_load(vl_model *m, const vl_options *o, vl_backend *be);
 int vl_model_open(vl_model *m, const vl_options *o);
 int vl_model_load_weights(vl_model *m, const vl_options *o, vl_backend *be);
-/* Bytes of all parameters as a backend holds them (bf16, 256-byte aligned tensors). */
-size_t vl_weights_bytes(const vl_config *c);
+int vl_model_bind_shapes(vl_model *m); /* m->cfg set, blocks/layers allocated */
 void vl_model_free(vl_model *m);
+
 /* Call fn on every parameter in a fixed order, with its published name ("visual.blocks.0...",
  * "model.layers.0...", "lm_head.weight"); kind is one of "linear", "embed", "lm_head",
- * "patch_embed", "norm", "bias". fn may replace *data and *dtype. */
-typedef int (*vl_weight_fn)(void *ctx, const char *name, const char *kind, const void **data,
-                            vl_dtype *dtype, int64_t n, int is_vec);
+ * "patch_embed", "norm", "bias". Exactly one of w (matrices) and v (vectors) is set; fn may
+ * change them. */
+typedef int (*vl_weight_fn)(void *ctx, const char *name, const char *kind, vl_weight *w,
+                            vl_vec *v);
 int vl_weights_visit(vl_model *m, vl_weight_fn fn, void *ctx);
-/* --random-weights: deterministic synthetic parameters (engine/weights_random.c). */
-int vl_weights_random(vl_model *m, uint64_t seed);
+
+/* ---- weights on the backend (engine/weights.c) --------------------------------------------- */
+
+int vl_weight_plan_quantizes(const vl_weight_plan *wp);
+/* Bytes the bound model's parameters take on a backend under wp (what vl_weights_place
+ * allocates). */
+size_t vl_model_weights_bytes(vl_model *m, const vl_weight_plan *wp);
+/* Bytes for a config's shapes (bf16 checkpoint or --random-weights) under wp. */
+size_t vl_weights_bytes(const vl_config *c, const vl_weight_plan *wp);
+/* One block of backend memory holding every parameter: copied from the checkpoint (F16/F32
+ * converted to bf16 on bf16 backends), quantized on the backend per wp (streaming: one bf16
+ * tensor of staging at a time), or synthesized (random: counter-based, seed). */
+int vl_weights_place(vl_model *m, const vl_weight_plan *wp, int random, uint64_t seed);
 
 /* ---- prompt (engine/prompt.c) ------------------------------------------------------------ */
 
@@ -186,6 +211,11 @@ typedef struct {
 vl_arena_mark vl_arena_get_mark(const vl_arena *a);
 void vl_arena_release(vl_arena *a, vl_arena_mark m);
 
+/* A memory plan by group (engine/plan.c). */
+typedef struct {
+    size_t weights, kv, act, workspace, context, total;
+} vl_mem_plan;
+
 /* ---- session: KV cache, prefill, decode (engine/forward.c, engine/vision.c) ------------- */
 
 typedef struct {
@@ -209,11 +239,35 @@ typedef struct {
     void *img_feats;                       /* [max_patches / merge^2, E]: the current image */
     void *vpix, *vx, *vxn, *vqkv, *vatt, *vfc; /* [P, 1176], [P, Ev] x2, [P, 3Ev], [P, Ev], [P, Fv] */
     int32_t *vpos_dev, *vseg_dev;          /* [2, P], [grid_t + 1] */
+    /* decode on the backend (vl_decode_begin / vl_decode_next) */
+    vl_decode_state *st_dev; /* backend memory */
+    int32_t *tokens_dev;     /* [max_tokens] sampled tokens */
+    int max_tokens, n_sampled;
+    float temperature;
+    uint64_t seed;
+    void *graph;  /* the recorded decode step, when the backend records graphs */
+    int no_graph; /* run the step eagerly (VL_NO_GRAPH=1; tests) */
+    int attn_naive;
+    float *scores; /* --attn naive: fp32 score matrix of the largest attention call */
     float *logits_host; /* [V] */
     size_t predicted_peak; /* the planner's figure for this run */
+    vl_mem_plan plan;      /* ... and its breakdown */
+    size_t device_base;    /* device memory in use before the weights (context, workspaces) */
     size_t peak_device, device_total; /* total - min free seen (cudaMemGetInfo); 0 on cpu */
     vl_timings t;
 } vl_session;
+
+/* What a session is sized for. */
+typedef struct {
+    int64_t max_ctx;     /* KV cache capacity in tokens */
+    int chunk;           /* prefill chunk in tokens */
+    int64_t max_patches; /* the largest image */
+    int max_tokens;      /* tokens the decode loop may sample */
+    int attn_naive;      /* --attn naive: room for a materialized score matrix */
+} vl_session_shape;
+int vl_session_start(vl_session *s, vl_model *m, const vl_session_shape *sh);
+size_t vl_session_plan_shape(const vl_config *c, vl_dtype act, const vl_session_shape *sh,
+                             size_t group_bytes[VL_MEM_GROUPS]);
 
 /* Bytes the session needs for a context of max_ctx tokens with prefill chunks of `chunk`
  * tokens and images of at most max_patches patches; vl_session_plan also splits them by group. */
@@ -224,14 +278,22 @@ size_t vl_session_plan(const vl_config *c, vl_dtype act, int64_t max_ctx, int ch
 
 /* ---- planner (engine/plan.c) ------------------------------------------------------------- */
 
+
+/* Everything the plan depends on. */
 typedef struct {
-    size_t weights, kv, act, workspace, context, total;
-} vl_mem_plan;
+    vl_dtype act;          /* the backend's activation dtype */
+    int64_t prompt_tokens; /* KV cache = prompt_tokens + max_tokens */
+    int max_tokens;
+    int chunk;
+    int64_t max_patches; /* the largest image */
+    int attn_naive;
+    vl_weight_plan weights; /* which weights are quantized, and how */
+    size_t workspace_bytes; /* what the backend holds itself (vl_backend.workspace_bytes) */
+    size_t context_bytes;   /* the CUDA context (0 on the CPU) */
+} vl_plan_request;
 
 #define VL_CUDA_CONTEXT_BYTES ((size_t)512 << 20)
-void vl_plan_memory(const vl_config *c, vl_dtype act, int64_t prompt_tokens, int max_tokens,
-                    int chunk, int64_t max_patches, size_t workspace_bytes, size_t context_bytes,
-                    vl_mem_plan *out);
+void vl_plan_memory(const vl_config *c, const vl_plan_request *rq, vl_mem_plan *out);
 void vl_plan_print(FILE *f, const vl_mem_plan *p);
 int vl_session_init(vl_session *s, vl_model *m, int64_t max_ctx, int chunk, int64_t max_patches);
 void vl_session_free(vl_session *s);
@@ -240,10 +302,24 @@ void vl_session_free(vl_session *s);
  * position. argmax_all (optional, host [n]): argmax of the logits at every position (runs the
  * LM head on every position: tests only). */
 int vl_prefill(vl_session *s, const vl_prompt *p, float *logits_last, int32_t *argmax_all);
-/* Feed one token at position n_past; logits (host [V] float32) of that position. */
+/* Prefill that hands the float32 logits of every prompt position to fn, in order (the LM head
+ * on every position: tests and teacher-forced comparisons). fn returns 0, or -1 to stop. */
+typedef int (*vl_logits_fn)(void *ctx, int64_t pos, const float *logits, int n);
+int vl_prefill_each(vl_session *s, const vl_prompt *p, vl_logits_fn fn, void *ctx);
+/* Feed one token at position n_past; logits (host [V] float32) of that position. The host
+ * path: tests, and top-k / top-p sampling on the host. */
 int vl_decode_step(vl_session *s, int32_t token, float *logits);
 
-/* Carve the vision buffers for images of at most max_patches patches from the session arena. */
+/* Decode on the backend: after vl_prefill, vl_decode_begin samples the first token from the
+ * last prompt logits (sample_token: greedy when temperature <= 0); each vl_decode_next feeds
+ * the last sampled token and samples the next, without the host (one CUDA graph per step on
+ * the GPU). vl_decode_token(i) / vl_decode_tokens read the sampled tokens (synchronizing). */
+int vl_decode_begin(vl_session *s, float temperature, uint64_t seed);
+int vl_decode_next(vl_session *s);
+int32_t vl_decode_token(vl_session *s, int i);
+void vl_decode_tokens(vl_session *s, int32_t *out, int n);
+
+/* Carve the vision scratch for images of at most max_patches patches from the session arena. */
 int vl_vision_alloc(vl_session *s, int64_t max_patches);
 /* Vision encoder + merger for one image: out[tokens, E] (act dtype, backend memory). */
 int vl_vision_encode(vl_session *s, const vl_pixels *px, void *out);
@@ -268,6 +344,7 @@ int vl_cmd_run(int argc, char **argv);
 int vl_cmd_tokenize(int argc, char **argv);
 int vl_cmd_preprocess(int argc, char **argv);
 int vl_cmd_synth(int argc, char **argv);
+int vl_cmd_logits(int argc, char **argv);
 
 /* Deterministic random checkpoint in the HF layout for config `c` (bf16 weights). */
 int vl_synth_checkpoint(const vl_config *c, const char *config_src, const char *out_dir,

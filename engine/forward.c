@@ -27,35 +27,53 @@ static inline void *act_at(const vl_session *s, void *base, int64_t i) {
 }
 
 /* Every slice of the session, in one fixed order, so that sizing (a measuring arena) and
- * allocating cannot disagree. */
-typedef struct {
-    int64_t max_ctx;
-    int chunk;
-    int64_t max_patches;
-} session_shape;
-
-static int session_carve(vl_session *s, const vl_config *c, size_t esz, session_shape sh) {
+ * allocating cannot disagree. What lives the whole run comes first (KV cache, the residual
+ * stream x, the current image's features, the decode state); then the decoder's per-chunk
+ * scratch and the vision encoder's scratch share one region, because an image is encoded
+ * between a chunk's embedding and its first layer, when the decoder scratch holds nothing. */
+static int session_carve(vl_session *s, const vl_config *c, size_t esz,
+                         const vl_session_shape *sh) {
     vl_arena *a = &s->arena;
-    int64_t S = sh.chunk, E = c->hidden, D = c->head_dim;
+    int64_t S = sh->chunk, E = c->hidden, D = c->head_dim;
     int64_t HD = (int64_t)c->n_heads * D, KD = (int64_t)c->n_kv_heads * D;
-    size_t kv_bytes = (size_t)c->n_layers * 2 * (size_t)KD * (size_t)sh.max_ctx * esz;
+    size_t kv_bytes = (size_t)c->n_layers * 2 * (size_t)KD * (size_t)sh->max_ctx * esz;
+    int64_t m2 = (int64_t)c->merge * c->merge;
     if (!(s->kv = vl_arena_alloc(a, kv_bytes, VL_MEM_KV))) return -1;
+    if (!(s->x = vl_arena_alloc(a, (size_t)(S * E) * esz, VL_MEM_ACT))) return -1;
+    if (!(s->logits = vl_arena_alloc(a, (size_t)c->vocab * esz, VL_MEM_ACT))) return -1;
+    if (!(s->ids_dev = vl_arena_alloc(a, (size_t)S * sizeof(int32_t), VL_MEM_ACT))) return -1;
+    if (!(s->pos_dev = vl_arena_alloc(a, (size_t)S * 3 * sizeof(int32_t), VL_MEM_ACT))) return -1;
+    if (!(s->st_dev = vl_arena_alloc(a, sizeof(vl_decode_state), VL_MEM_ACT))) return -1;
+    int n_tok = sh->max_tokens > 0 ? sh->max_tokens : 1;
+    if (!(s->tokens_dev = vl_arena_alloc(a, (size_t)n_tok * sizeof(int32_t), VL_MEM_ACT)))
+        return -1;
+    s->img_feats = NULL;
+    if (sh->max_patches > 0 &&
+        !(s->img_feats = vl_arena_alloc(a, (size_t)(sh->max_patches / m2 * E) * esz, VL_MEM_ACT)))
+        return -1;
+    if (sh->attn_naive) {
+        /* --attn naive: the score matrix of the largest attention call, fp32 */
+        int64_t text = (int64_t)c->n_heads * S * sh->max_ctx;
+        int64_t vision = (int64_t)c->v_heads * sh->max_patches * sh->max_patches;
+        int64_t n = text > vision ? text : vision;
+        if (!(s->scores = vl_arena_alloc(a, (size_t)n * sizeof(float), VL_MEM_WORKSPACE)))
+            return -1;
+    }
+    vl_arena_mark shared = vl_arena_get_mark(a);
     struct {
         void **p;
         int64_t elems;
-    } acts[] = {{&s->x, S * E},  {&s->xn, S * E}, {&s->q, S * HD},
-                {&s->k, S * KD}, {&s->v, S * KD}, {&s->att, S * HD},
-                {&s->gate, S * c->intermediate},  {&s->up, S * c->intermediate},
-                {&s->logits, c->vocab}};
+    } acts[] = {{&s->xn, S * E},   {&s->q, S * HD}, {&s->k, S * KD},
+                {&s->v, S * KD},   {&s->att, S * HD}, {&s->gate, S * c->intermediate},
+                {&s->up, S * c->intermediate}};
     for (size_t i = 0; i < sizeof acts / sizeof acts[0]; i++)
         if (!(*acts[i].p = vl_arena_alloc(a, (size_t)acts[i].elems * esz, VL_MEM_ACT))) return -1;
-    if (!(s->ids_dev = vl_arena_alloc(a, (size_t)S * sizeof(int32_t), VL_MEM_ACT))) return -1;
-    if (!(s->pos_dev = vl_arena_alloc(a, (size_t)S * 3 * sizeof(int32_t), VL_MEM_ACT))) return -1;
-    return vl_vision_alloc(s, sh.max_patches);
+    vl_arena_release(a, shared);
+    return vl_vision_alloc(s, sh->max_patches);
 }
 
-size_t vl_session_plan(const vl_config *c, vl_dtype act, int64_t max_ctx, int chunk,
-                       int64_t max_patches, size_t group_bytes[VL_MEM_GROUPS]) {
+size_t vl_session_plan_shape(const vl_config *c, vl_dtype act, const vl_session_shape *sh,
+                             size_t group_bytes[VL_MEM_GROUPS]) {
     vl_session s;
     vl_model m;
     memset(&s, 0, sizeof s);
@@ -66,10 +84,15 @@ size_t vl_session_plan(const vl_config *c, vl_dtype act, int64_t max_ctx, int ch
     m.be = &measure_be;
     s.m = &m;
     s.arena.cap = SIZE_MAX; /* base NULL + cap MAX: the arena only counts */
-    session_shape sh = {max_ctx, chunk, max_patches};
     session_carve(&s, c, vl_dtype_size(act), sh);
     if (group_bytes) memcpy(group_bytes, s.arena.peak, sizeof s.arena.peak);
-    return s.arena.used;
+    return s.arena.peak_total;
+}
+
+size_t vl_session_plan(const vl_config *c, vl_dtype act, int64_t max_ctx, int chunk,
+                       int64_t max_patches, size_t group_bytes[VL_MEM_GROUPS]) {
+    vl_session_shape sh = {max_ctx, chunk, max_patches, (int)max_ctx, 0};
+    return vl_session_plan_shape(c, act, &sh, group_bytes);
 }
 
 size_t vl_session_bytes(const vl_config *c, vl_dtype act, int64_t max_ctx, int chunk,
@@ -77,20 +100,28 @@ size_t vl_session_bytes(const vl_config *c, vl_dtype act, int64_t max_ctx, int c
     return vl_session_plan(c, act, max_ctx, chunk, max_patches, NULL);
 }
 
-int vl_session_init(vl_session *s, vl_model *m, int64_t max_ctx, int chunk,
-                    int64_t max_patches) {
+int vl_session_start(vl_session *s, vl_model *m, const vl_session_shape *sh) {
     memset(s, 0, sizeof *s);
     s->m = m;
-    s->max_ctx = max_ctx;
-    s->chunk = chunk;
+    s->max_ctx = sh->max_ctx;
+    s->chunk = sh->chunk;
+    s->max_tokens = sh->max_tokens > 0 ? sh->max_tokens : 1;
+    s->attn_naive = sh->attn_naive;
+    const char *no_graph = getenv("VL_NO_GRAPH");
+    s->no_graph = no_graph && no_graph[0] == '1';
     const vl_config *c = &m->cfg;
-    size_t bytes = vl_session_bytes(c, m->be->act, max_ctx, chunk, max_patches);
+    size_t bytes = vl_session_plan_shape(c, m->be->act, sh, NULL);
     if (vl_arena_init(&s->arena, m->be, bytes)) return -1;
-    session_shape sh = {max_ctx, chunk, max_patches};
     if (session_carve(s, c, vl_dtype_size(m->be->act), sh)) return -1;
     s->logits_host = malloc((size_t)c->vocab * sizeof(float));
     if (!s->logits_host) return vl_error_set("out of host memory");
     return 0;
+}
+
+int vl_session_init(vl_session *s, vl_model *m, int64_t max_ctx, int chunk,
+                    int64_t max_patches) {
+    vl_session_shape sh = {max_ctx, chunk, max_patches, (int)max_ctx, 0};
+    return vl_session_start(s, m, &sh);
 }
 
 /* Device memory in use now (everything the process holds, CUDA context included). */
@@ -104,13 +135,15 @@ static void sample_device_memory(vl_session *s) {
 }
 
 void vl_session_free(vl_session *s) {
+    if (s->graph && s->m && s->m->be->graph_free) s->m->be->graph_free(s->m->be, s->graph);
     vl_arena_free(&s->arena);
     free(s->logits_host);
     memset(s, 0, sizeof *s);
 }
 
-/* One decoder layer over the S tokens in s->x at absolute positions n_past .. n_past+S-1. */
-static void decoder_layer(vl_session *s, int li, int64_t S) {
+/* One decoder layer over the S tokens in s->x at absolute positions n_past .. n_past+S-1.
+ * With n_past_dev (a recorded decode step) the cache length is read on the device instead. */
+static void decoder_layer(vl_session *s, int li, int64_t S, const int32_t *n_past_dev) {
     vl_model *m = s->m;
     vl_backend *be = m->be;
     const vl_config *c = &m->cfg;
@@ -129,8 +162,9 @@ static void decoder_layer(vl_session *s, int li, int64_t S) {
                   c->rope_theta);
     be->rope_text(be, s->k, KD, S, c->n_kv_heads, (int)D, s->pos_dev, c->mrope_section,
                   c->rope_theta);
-    be->kv_append(be, kc, head_stride, s->k, KD, S, c->n_kv_heads, (int)D, s->n_past);
-    be->kv_append(be, vc, head_stride, s->v, KD, S, c->n_kv_heads, (int)D, s->n_past);
+    int64_t pos0 = n_past_dev ? 0 : s->n_past;
+    be->kv_append(be, kc, head_stride, s->k, KD, S, c->n_kv_heads, (int)D, pos0, n_past_dev);
+    be->kv_append(be, vc, head_stride, s->v, KD, S, c->n_kv_heads, (int)D, pos0, n_past_dev);
 
     vl_attn_params p = {0};
     p.q = s->q;
@@ -142,14 +176,16 @@ static void decoder_layer(vl_session *s, int li, int64_t S) {
     p.o = s->att;
     p.o_stride = HD;
     p.n_q = S;
-    p.n_kv = s->n_past + S;
+    p.n_kv = n_past_dev ? s->max_ctx : s->n_past + S; /* with n_past_dev: the bound */
     p.n_heads = c->n_heads;
     p.n_kv_heads = c->n_kv_heads;
     p.head_dim = (int)D;
     p.scale = 1.0f / sqrtf((float)D);
     p.causal = 1;
-    p.q_pos0 = s->n_past;
-    be->attention(be, &p);
+    p.q_pos0 = n_past_dev ? 0 : s->n_past;
+    p.n_past_dev = n_past_dev;
+    if (s->attn_naive) be->attention_naive(be, &p, s->scores);
+    else be->attention(be, &p);
 
     be->linear(be, s->xn, s->att, S, &L->o, NULL);
     be->add(be, s->x, s->xn, S * E);
@@ -161,15 +197,20 @@ static void decoder_layer(vl_session *s, int li, int64_t S) {
     be->add(be, s->x, s->xn, S * E);
 }
 
-/* Final norm + LM head on row `row` of s->x; float32 logits into s->logits_host. */
-static void lm_head_row(vl_session *s, int64_t row) {
+/* Final norm + LM head on row `row` of s->x into s->logits (backend memory). */
+static void lm_head_device(vl_session *s, int64_t row) {
     vl_model *m = s->m;
     vl_backend *be = m->be;
     const vl_config *c = &m->cfg;
     be->rmsnorm(be, s->xn, act_at(s, s->x, row * c->hidden), 1, c->hidden, &m->w.final_norm,
                 c->rms_eps);
     be->linear(be, s->logits, s->xn, 1, &m->w.lm_head, NULL);
-    be->to_f32(be, s->logits_host, s->logits, c->vocab);
+}
+
+/* The same, with the float32 logits copied into s->logits_host. */
+static void lm_head_row(vl_session *s, int64_t row) {
+    lm_head_device(s, row);
+    s->m->be->to_f32(s->m->be, s->logits_host, s->logits, s->m->cfg.vocab);
 }
 
 /* Upload ids[0..S) and the three position rows of the chunk (pos rows have stride `pstride`). */
@@ -181,7 +222,8 @@ static void upload_chunk(vl_session *s, const int32_t *ids, const int32_t *pos, 
         be->upload(be, s->pos_dev + r * S, pos + r * pstride, (size_t)S * sizeof(int32_t));
 }
 
-int vl_prefill(vl_session *s, const vl_prompt *p, float *logits_last, int32_t *argmax_all) {
+static int prefill(vl_session *s, const vl_prompt *p, float *logits_last, vl_logits_fn each,
+                   void *each_ctx) {
     vl_model *m = s->m;
     vl_backend *be = m->be;
     const vl_config *c = &m->cfg;
@@ -212,11 +254,11 @@ int vl_prefill(vl_session *s, const vl_prompt *p, float *logits_last, int32_t *a
                      act_at(s, s->img_feats, (lo - a) * c->hidden),
                      (size_t)(hi - lo) * (size_t)c->hidden * esz);
         }
-        for (int li = 0; li < c->n_layers; li++) decoder_layer(s, li, S);
-        if (argmax_all)
+        for (int li = 0; li < c->n_layers; li++) decoder_layer(s, li, S, NULL);
+        if (each)
             for (int64_t r = 0; r < S; r++) {
                 lm_head_row(s, r);
-                argmax_all[c0 + r] = vl_argmax(s->logits_host, c->vocab);
+                if (each(each_ctx, c0 + r, s->logits_host, c->vocab)) return -1;
             }
         s->n_past += S;
         sample_device_memory(s);
@@ -232,6 +274,19 @@ int vl_prefill(vl_session *s, const vl_prompt *p, float *logits_last, int32_t *a
     return 0;
 }
 
+static int store_argmax(void *ctx, int64_t pos, const float *logits, int n) {
+    ((int32_t *)ctx)[pos] = vl_argmax(logits, n);
+    return 0;
+}
+
+int vl_prefill(vl_session *s, const vl_prompt *p, float *logits_last, int32_t *argmax_all) {
+    return prefill(s, p, logits_last, argmax_all ? store_argmax : NULL, argmax_all);
+}
+
+int vl_prefill_each(vl_session *s, const vl_prompt *p, vl_logits_fn fn, void *ctx) {
+    return prefill(s, p, NULL, fn, ctx);
+}
+
 int vl_decode_step(vl_session *s, int32_t token, float *logits) {
     vl_model *m = s->m;
     const vl_config *c = &m->cfg;
@@ -243,9 +298,79 @@ int vl_decode_step(vl_session *s, int32_t token, float *logits) {
     pos[0] = pos[1] = pos[2] = (int32_t)(s->n_past + s->rope_delta);
     upload_chunk(s, &token, pos, 1, 1);
     m->be->embed(m->be, s->x, &m->w.embed, s->ids_dev, 1);
-    for (int li = 0; li < c->n_layers; li++) decoder_layer(s, li, 1);
+    for (int li = 0; li < c->n_layers; li++) decoder_layer(s, li, 1, NULL);
     s->n_past += 1;
     lm_head_row(s, 0);
     if (logits) memcpy(logits, s->logits_host, (size_t)c->vocab * sizeof(float));
     return 0;
+}
+
+/* ---- decode on the backend ---------------------------------------------------------------
+ * The state (token, positions, cache length) lives in backend memory and sample_token advances
+ * it, so one step is a fixed sequence of ops with no host value in it: it is recorded once as a
+ * CUDA graph and replayed for every token. VL_NO_GRAPH=1 runs the same ops eagerly (for
+ * comparison). */
+
+static void decode_step_ops(vl_session *s) {
+    vl_model *m = s->m;
+    vl_backend *be = m->be;
+    const vl_config *c = &m->cfg;
+    vl_decode_state *st = s->st_dev;
+    be->embed(be, s->x, &m->w.embed, &st->token, 1);
+    /* rope reads rows t, h, w of a one-token chunk: pos[0], pos[1], pos[2] */
+    int32_t *saved_pos = s->pos_dev;
+    s->pos_dev = st->pos;
+    for (int li = 0; li < c->n_layers; li++) decoder_layer(s, li, 1, &st->n_past);
+    s->pos_dev = saved_pos;
+    lm_head_device(s, 0);
+    be->sample_token(be, st, s->tokens_dev, s->logits, c->vocab, s->temperature, s->seed, 1);
+}
+
+int vl_decode_begin(vl_session *s, float temperature, uint64_t seed) {
+    vl_backend *be = s->m->be;
+    s->temperature = temperature;
+    s->seed = seed;
+    s->n_sampled = 0;
+    vl_decode_state st = {0};
+    st.n_past = (int32_t)s->n_past;
+    st.rope_delta = (int32_t)s->rope_delta;
+    for (int r = 0; r < 3; r++) st.pos[r] = st.n_past + st.rope_delta;
+    be->upload(be, s->st_dev, &st, sizeof st);
+    /* the first token comes from the last prompt position's logits, still in s->logits */
+    be->sample_token(be, s->st_dev, s->tokens_dev, s->logits, s->m->cfg.vocab, temperature, seed,
+                     0);
+    s->n_sampled = 1;
+    return 0;
+}
+
+int vl_decode_next(vl_session *s) {
+    vl_backend *be = s->m->be;
+    if (s->n_past + 1 > s->max_ctx)
+        return vl_error_set("the context of %lld tokens is full", (long long)s->max_ctx);
+    if (s->n_sampled >= s->max_tokens)
+        return vl_error_set("internal: more than the %d planned tokens", s->max_tokens);
+    if (!s->no_graph && be->graph_begin && !s->graph) {
+        be->sync(be);
+        if (be->graph_begin(be)) return -1;
+        decode_step_ops(s);
+        s->graph = be->graph_end(be);
+        if (!s->graph) return -1;
+    }
+    if (s->graph) be->graph_launch(be, s->graph);
+    else decode_step_ops(s);
+    s->n_past += 1;
+    s->n_sampled += 1;
+    return 0;
+}
+
+int32_t vl_decode_token(vl_session *s, int i) {
+    int32_t tok = -1;
+    if (i >= 0 && i < s->n_sampled)
+        s->m->be->download(s->m->be, &tok, s->tokens_dev + i, sizeof tok);
+    return tok;
+}
+
+void vl_decode_tokens(vl_session *s, int32_t *out, int n) {
+    if (n > s->n_sampled) n = s->n_sampled;
+    if (n > 0) s->m->be->download(s->m->be, out, s->tokens_dev, (size_t)n * sizeof *out);
 }

@@ -10,6 +10,7 @@ int main(int argc, char **argv) {
     if (strcmp(cmd, "tokenize") == 0) rc = vl_cmd_tokenize(argc, argv);
     else if (strcmp(cmd, "preprocess") == 0) rc = vl_cmd_preprocess(argc, argv);
     else if (strcmp(cmd, "synth") == 0) rc = vl_cmd_synth(argc, argv);
+    else if (strcmp(cmd, "logits") == 0) rc = vl_cmd_logits(argc, argv);
     else if (argc == 1) {
         vl_usage(stderr);
         return 2;

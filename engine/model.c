@@ -74,20 +74,22 @@ typedef struct {
 } binder;
 
 static int after_bind(binder *b, name_part part, const char *rest, const char *kind,
-                      const void **data, vl_dtype *dtype, int64_t n, int is_vec) {
+                      vl_weight *w, vl_vec *v) {
     if (!b->fn) return 0;
     char name[512];
     snprintf(name, sizeof name, "%s%s",
              part == PART_TEXT ? "model." : part == PART_VISION ? "visual." : "", rest);
-    return b->fn(b->ctx, name, kind, data, dtype, n, is_vec);
+    return b->fn(b->ctx, name, kind, w, v);
 }
 
 static const vl_tensor *lookup(binder *b, name_part part, const char *rest, char *name,
-                               size_t name_len) {
+                               size_t name_len, int allow_quantized) {
     const vl_tensor *t = find_spelled(b->ck, part, rest, name, name_len);
     if (!t)
         vl_error_set("tensor %s is missing from %s (is this a Qwen2-VL checkpoint?)", name,
                      b->where);
+    else if (allow_quantized && (t->dtype == VL_DTYPE_U8 || t->dtype == VL_DTYPE_I8))
+        return t; /* a bitsandbytes tensor: vl_bnb_weight checks it */
     else if (check_float_dtype(t, name))
         return NULL;
     return t;
@@ -96,23 +98,40 @@ static const vl_tensor *lookup(binder *b, name_part part, const char *rest, char
 static int bind_matrix(binder *b, name_part part, const char *rest, int64_t rows, int64_t cols,
                        vl_weight *w) {
     char name[512];
-    if (b->mode == BIND_SHAPES) {
-        *w = (vl_weight){NULL, VL_DTYPE_BF16, rows, cols};
-    } else if (b->mode == BIND_CHECKPOINT) {
-        const vl_tensor *t = lookup(b, part, rest, name, sizeof name);
-        if (!t) return -1;
-        if (t->ndim != 2 || t->shape[0] != rows || t->shape[1] != cols) {
-            char exp[64];
-            snprintf(exp, sizeof exp, "%lld, %lld", (long long)rows, (long long)cols);
-            return shape_error(t, name, exp);
-        }
-        *w = (vl_weight){t->data, t->dtype, rows, cols};
-    }
-    b->bytes += (size_t)(rows * cols) * vl_dtype_size(w->dtype);
     const char *kind = strstr(rest, "embed_tokens") ? "embed"
                        : strstr(rest, "lm_head")    ? "lm_head"
                                                     : "linear";
-    return after_bind(b, part, rest, kind, &w->data, &w->dtype, rows * cols, 0);
+    if (b->mode == BIND_SHAPES) {
+        *w = (vl_weight){.data = NULL, .dtype = VL_DTYPE_BF16, .rows = rows, .cols = cols};
+    } else if (b->mode == BIND_CHECKPOINT) {
+        int linear = strcmp(kind, "linear") == 0;
+        const vl_tensor *t = lookup(b, part, rest, name, sizeof name, linear);
+        if (!t) return -1;
+        if (t->dtype == VL_DTYPE_U8 || t->dtype == VL_DTYPE_I8) {
+            /* pre-quantized (bitsandbytes 4-bit or 8-bit, as transformers saves them) */
+            int found = vl_bnb_weight(b->ck, name, rows, cols, w);
+            if (found < 0) return -1;
+            if (found == 0)
+                return vl_error_set("tensor %s has dtype %s but no bitsandbytes quantization "
+                                    "state; expected BF16, F16 or F32",
+                                    name, vl_dtype_name(t->dtype));
+        } else {
+            if (t->ndim != 2 || t->shape[0] != rows || t->shape[1] != cols) {
+                char exp[64];
+                snprintf(exp, sizeof exp, "%lld, %lld", (long long)rows, (long long)cols);
+                return shape_error(t, name, exp);
+            }
+            *w = (vl_weight){.data = t->data, .dtype = t->dtype, .rows = rows, .cols = cols};
+        }
+    }
+    if (w->dtype == VL_DTYPE_NF4 || w->dtype == VL_DTYPE_Q8ROW) {
+        vl_quant_sizes qs;
+        vl_quant_sizes_of(w->dtype, w->absmax_code != NULL, rows, cols, &qs);
+        b->bytes += qs.total;
+    } else {
+        b->bytes += (size_t)(rows * cols) * vl_dtype_size(w->dtype);
+    }
+    return after_bind(b, part, rest, kind, w, NULL);
 }
 
 static int bind_vec(binder *b, name_part part, const char *rest, int64_t n, vl_vec *v) {
@@ -120,7 +139,7 @@ static int bind_vec(binder *b, name_part part, const char *rest, int64_t n, vl_v
     if (b->mode == BIND_SHAPES) {
         *v = (vl_vec){NULL, VL_DTYPE_BF16, n};
     } else if (b->mode == BIND_CHECKPOINT) {
-        const vl_tensor *t = lookup(b, part, rest, name, sizeof name);
+        const vl_tensor *t = lookup(b, part, rest, name, sizeof name, 0);
         if (!t) return -1;
         if (t->ndim != 1 || t->shape[0] != n) {
             char exp[32];
@@ -132,7 +151,7 @@ static int bind_vec(binder *b, name_part part, const char *rest, int64_t n, vl_v
     b->bytes += (size_t)n * vl_dtype_size(v->dtype);
     size_t len = strlen(rest);
     const char *kind = len > 5 && strcmp(rest + len - 5, ".bias") == 0 ? "bias" : "norm";
-    return after_bind(b, part, rest, kind, &v->data, &v->dtype, n, 1);
+    return after_bind(b, part, rest, kind, NULL, v);
 }
 
 /* Conv3d patch embedding [Ev, C, T, P, P], used as a [Ev, C*T*P*P] matrix. */
@@ -142,9 +161,9 @@ static int bind_patch_embed(binder *b, const vl_config *c, vl_weight *w) {
     int64_t want[5] = {c->v_embed, c->in_channels, c->temporal_patch, c->patch, c->patch};
     int64_t cols = want[1] * want[2] * want[3] * want[4];
     if (b->mode == BIND_SHAPES) {
-        *w = (vl_weight){NULL, VL_DTYPE_BF16, want[0], cols};
+        *w = (vl_weight){.data = NULL, .dtype = VL_DTYPE_BF16, .rows = want[0], .cols = cols};
     } else if (b->mode == BIND_CHECKPOINT) {
-        const vl_tensor *t = lookup(b, PART_VISION, rest, name, sizeof name);
+        const vl_tensor *t = lookup(b, PART_VISION, rest, name, sizeof name, 0);
         if (!t) return -1;
         int ok = t->ndim == 5;
         for (int i = 0; ok && i < 5; i++) ok = t->shape[i] == want[i];
@@ -155,11 +174,10 @@ static int bind_patch_embed(binder *b, const vl_config *c, vl_weight *w) {
                      (long long)want[4]);
             return shape_error(t, name, exp);
         }
-        *w = (vl_weight){t->data, t->dtype, want[0], cols};
+        *w = (vl_weight){.data = t->data, .dtype = t->dtype, .rows = want[0], .cols = cols};
     }
     b->bytes += (size_t)(want[0] * cols) * vl_dtype_size(w->dtype);
-    return after_bind(b, PART_VISION, rest, "patch_embed", &w->data, &w->dtype, want[0] * cols,
-                      0);
+    return after_bind(b, PART_VISION, rest, "patch_embed", w, NULL);
 }
 
 static int bind_all(vl_model *m, binder b) {
@@ -231,42 +249,6 @@ int vl_weights_visit(vl_model *m, vl_weight_fn fn, void *ctx) {
     return bind_all(m, b);
 }
 
-typedef struct {
-    vl_backend *be;
-    uint8_t *base;
-    size_t off;
-    int measure;
-} copy_ctx;
-
-static int copy_one(void *vctx, const char *name, const char *kind, const void **data,
-                    vl_dtype *dtype, int64_t n, int is_vec) {
-    copy_ctx *cc = vctx;
-    /* a bf16 backend holds every parameter in bf16 (F16/F32 checkpoints converted here) */
-    vl_dtype to = cc->be && cc->be->act == VL_DTYPE_BF16 ? VL_DTYPE_BF16 : *dtype;
-    if (!cc->be) to = VL_DTYPE_BF16;
-    size_t bytes = (size_t)n * vl_dtype_size(to);
-    size_t at = (cc->off + 255) & ~(size_t)255;
-    if (!cc->measure) {
-        if (to == *dtype) {
-            cc->be->upload(cc->be, cc->base + at, *data, bytes);
-        } else {
-            uint16_t *tmp = malloc(bytes);
-            if (!tmp) return vl_error_set("out of host memory converting %s to bf16", name);
-            for (int64_t i = 0; i < n; i++) {
-                float f = *dtype == VL_DTYPE_F32 ? ((const float *)*data)[i]
-                                                 : vl_f16_to_f32(((const uint16_t *)*data)[i]);
-                tmp[i] = vl_f32_to_bf16(f);
-            }
-            cc->be->upload(cc->be, cc->base + at, tmp, bytes);
-            free(tmp);
-        }
-        *data = cc->base + at;
-        *dtype = to;
-    }
-    cc->off = at + bytes;
-    return 0;
-}
-
 static int is_dir(const char *p) {
     struct stat st;
     return stat(p, &st) == 0 && S_ISDIR(st.st_mode);
@@ -326,126 +308,34 @@ int vl_model_open(vl_model *m, const vl_options *o) {
     m->w.blocks = calloc((size_t)c->v_depth, sizeof *m->w.blocks);
     m->w.layers = calloc((size_t)c->n_layers, sizeof *m->w.layers);
     if (!m->w.blocks || !m->w.layers) return vl_error_set("out of host memory");
-    return 0;
-}
-
-size_t vl_weights_bytes(const vl_config *c) {
-    vl_model m;
-    memset(&m, 0, sizeof m);
-    m.cfg = *c;
-    m.w.blocks = calloc((size_t)c->v_depth, sizeof *m.w.blocks);
-    m.w.layers = calloc((size_t)c->n_layers, sizeof *m.w.layers);
-    size_t bytes = 0;
-    if (m.w.blocks && m.w.layers) {
-        binder b = {BIND_SHAPES, NULL, "", 0, NULL, NULL};
-        bind_all(&m, b);
-        copy_ctx cc = {NULL, NULL, 0, 1}; /* the backend layout: 256-byte aligned tensors */
-        vl_weights_visit(&m, copy_one, &cc);
-        bytes = cc.off;
-    }
-    free(m.w.blocks);
-    free(m.w.layers);
-    return bytes;
-}
-
-static int copy_weights_to_backend(vl_model *m);
-
-int vl_model_load_weights(vl_model *m, const vl_options *o, vl_backend *be) {
-    const char *dir = o->model_dir;
-    m->be = be;
+    /* Bind now (no backend memory yet): the planner needs every tensor's dtype and size. */
     if (o->random_weights) {
         binder b = {BIND_SHAPES, NULL, "--random-weights", 0, NULL, NULL};
-        return bind_all(m, b) || vl_weights_random(m, o->seed);
+        return bind_all(m, b);
     }
     if (vl_checkpoint_open(&m->ck, dir)) return -1;
     m->have_ck = 1;
     binder b = {BIND_CHECKPOINT, &m->ck, m->model_path, 0, NULL, NULL};
-    if (bind_all(m, b)) return -1;
-    if (strcmp(be->name, "cpu") != 0) return copy_weights_to_backend(m);
-    return 0;
+    return bind_all(m, b);
+}
+
+/* Shapes-only binding of a config (for plans without a model). */
+int vl_model_bind_shapes(vl_model *m) {
+    binder b = {BIND_SHAPES, NULL, "--random-weights", 0, NULL, NULL};
+    return bind_all(m, b);
+}
+
+int vl_model_load_weights(vl_model *m, const vl_options *o, vl_backend *be) {
+    m->be = be;
+    vl_weight_plan wp;
+    vl_weight_plan_from_options(&wp, o);
+    /* the CPU backend computes from the mmapped file in place unless it has to quantize */
+    if (m->have_ck && strcmp(be->name, "cpu") == 0 && !vl_weight_plan_quantizes(&wp)) return 0;
+    return vl_weights_place(m, &wp, o->random_weights, o->seed);
 }
 
 int vl_model_load(vl_model *m, const vl_options *o, vl_backend *be) {
     return vl_model_open(m, o) || vl_model_load_weights(m, o, be);
-}
-
-static int copy_weights_to_backend(vl_model *m) {
-    copy_ctx cc = {m->be, NULL, 0, 1};
-    vl_weights_visit(m, copy_one, &cc);
-    cc.base = m->be->mem_alloc(m->be, cc.off);
-    if (!cc.base)
-        return vl_error_set("out of %s memory: the weights need %.2f GiB; try --quant nf4",
-                            m->be->name, (double)cc.off / (1 << 30));
-    m->weights_mem = cc.base;
-    cc.measure = 0;
-    cc.off = 0;
-    if (vl_weights_visit(m, copy_one, &cc)) return -1;
-    if (m->w.lm_head_is_embed) m->w.lm_head = m->w.embed;
-    m->weights_bytes = cc.off;
-    return 0;
-}
-
-/* ---- --random-weights ----------------------------------------------------------------------
- * Counter-based: element i of parameter p is a pure function of (seed, p, i), so any backend
- * (a GPU fill kernel included) can make the same values without the host holding the model.
- * Linear and embedding weights ~ uniform with std 0.02 (transformers' init std), norm weights
- * 1 + small noise, biases small: the numbers are meaningless but well scaled. */
-typedef struct {
-    vl_backend *be;
-    uint8_t *base;
-    size_t off;
-    uint64_t seed;
-    int index;
-    uint16_t *host; /* staging buffer, host_elems bf16 */
-    int64_t host_elems;
-} random_ctx;
-
-static int random_one(void *vctx, const char *name, const char *kind, const void **data,
-                      vl_dtype *dtype, int64_t n, int is_vec) {
-    random_ctx *rc = vctx;
-    size_t at = (rc->off + 255) & ~(size_t)255;
-    float center = strcmp(kind, "norm") == 0 ? 1.0f : 0.0f;
-    float half = strcmp(kind, "norm") == 0 ? 0.05f : 0.02f * 1.7320508f; /* uniform: std*sqrt3 */
-    uint64_t key = vl_mix64(rc->seed * 0x9e3779b97f4a7c15ull + (uint64_t)rc->index++);
-    if (rc->be->fill_random_bf16) {
-        rc->be->fill_random_bf16(rc->be, rc->base + at, n, key, center, half);
-        *data = rc->base + at;
-        *dtype = VL_DTYPE_BF16;
-        rc->off = at + (size_t)n * 2;
-        return 0;
-    }
-    for (int64_t i0 = 0; i0 < n; i0 += rc->host_elems) {
-        int64_t k = n - i0 < rc->host_elems ? n - i0 : rc->host_elems;
-        for (int64_t i = 0; i < k; i++) {
-            double u = vl_random_unit(key + (uint64_t)(i0 + i));
-            rc->host[i] = vl_f32_to_bf16(center + half * (float)(2.0 * u - 1.0));
-        }
-        rc->be->upload(rc->be, rc->base + at + (size_t)i0 * 2, rc->host, (size_t)k * 2);
-    }
-    *data = rc->base + at;
-    *dtype = VL_DTYPE_BF16;
-    rc->off = at + (size_t)n * 2;
-    return 0;
-}
-
-int vl_weights_random(vl_model *m, uint64_t seed) {
-    size_t total = 0;
-    /* one pass to size the block (same alignment rule as random_one) */
-    copy_ctx cc = {m->be, NULL, 0, 1};
-    vl_weights_visit(m, copy_one, &cc);
-    total = cc.off;
-    random_ctx rc = {m->be, m->be->mem_alloc(m->be, total), 0, seed, 0, NULL, 1 << 20};
-    if (!rc.base)
-        return vl_error_set("out of %s memory: the weights need %.2f GiB; try --quant nf4",
-                            m->be->name, (double)total / (1 << 30));
-    m->weights_mem = rc.base;
-    rc.host = malloc((size_t)rc.host_elems * 2);
-    if (!rc.host) return vl_error_set("out of host memory");
-    int err = vl_weights_visit(m, random_one, &rc);
-    free(rc.host);
-    if (m->w.lm_head_is_embed) m->w.lm_head = m->w.embed;
-    m->weights_bytes = rc.off;
-    return err;
 }
 
 void vl_model_free(vl_model *m) {

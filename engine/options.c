@@ -15,6 +15,7 @@ void vl_options_default(vl_options *o) {
     o->prompt = "Describe the images.";
     o->max_tokens = 512;
     o->quant = VL_QUANT_BF16;
+    o->quant_double = 1;
     o->backend = VL_BACKEND_CUDA;
     o->greedy = 1;
     o->temperature = 1.0f;
@@ -45,7 +46,10 @@ void vl_usage(FILE *f) {
             "  --max-tokens N        tokens to generate (default 512); exactly N unless "
             "--stop-at-eos\n"
             "  --stop-at-eos         stop at <|im_end|> / <|endoftext|>\n"
-            "  --quant bf16|nf4|int8 weights (default bf16)\n"
+            "  --quant bf16|nf4|int8 weights (default bf16): NF4 as bitsandbytes (blocks of 64,\n"
+            "                        double-quantized scales), int8 one scale per row (W8A16)\n"
+            "  --no-double-quant     NF4 with fp32 block scales (bitsandbytes' default)\n"
+            "  --quant-lm-head       also quantize the LM head (transformers keeps it bf16)\n"
             "  --kv bf16|int8        KV cache type (default bf16)\n"
             "  --attn flash|naive    naive materializes the score matrix (default flash)\n"
             "  --backend cuda|cpu    (default cuda; cpu is the slow reference)\n"
@@ -156,6 +160,10 @@ int vl_options_parse(vl_options *o, int argc, char **argv) {
             else if (strcmp(v, "nf4") == 0) o->quant = VL_QUANT_NF4;
             else if (strcmp(v, "int8") == 0) o->quant = VL_QUANT_INT8;
             else return vl_error_set("option --quant: expected bf16, nf4 or int8, got '%s'", v);
+        } else if (strcmp(a, "--no-double-quant") == 0) {
+            o->quant_double = 0;
+        } else if (strcmp(a, "--quant-lm-head") == 0) {
+            o->quant_lm_head = 1;
         } else if (strcmp(a, "--kv") == 0) {
             NEEDS_VALUE;
             if (strcmp(v, "bf16") == 0) o->kv_int8 = 0;

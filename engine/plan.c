@@ -7,19 +7,21 @@
  * cuBLAS loaded (measured, see bench/), and the report prints the measured value beside it. */
 #include "engine/engine.h"
 
-void vl_plan_memory(const vl_config *c, vl_dtype act, int64_t prompt_tokens, int max_tokens,
-                    int chunk, int64_t max_patches, size_t workspace_bytes, size_t context_bytes,
-                    vl_mem_plan *out) {
+void vl_plan_memory(const vl_config *c, const vl_plan_request *rq, vl_mem_plan *out) {
     memset(out, 0, sizeof *out);
-    int64_t ctx = prompt_tokens + max_tokens;
-    int ch = chunk < prompt_tokens ? chunk : (int)prompt_tokens;
+    vl_session_shape sh;
+    sh.max_ctx = rq->prompt_tokens + rq->max_tokens;
+    sh.chunk = rq->chunk < rq->prompt_tokens ? rq->chunk : (int)rq->prompt_tokens;
+    sh.max_patches = rq->max_patches;
+    sh.max_tokens = rq->max_tokens;
+    sh.attn_naive = rq->attn_naive;
     size_t groups[VL_MEM_GROUPS];
-    vl_session_plan(c, act, ctx, ch, max_patches, groups);
-    out->weights = vl_weights_bytes(c);
+    vl_session_plan_shape(c, rq->act, &sh, groups);
+    out->weights = vl_weights_bytes(c, &rq->weights);
     out->kv = groups[VL_MEM_KV];
     out->act = groups[VL_MEM_ACT];
-    out->workspace = groups[VL_MEM_WORKSPACE] + workspace_bytes;
-    out->context = context_bytes;
+    out->workspace = groups[VL_MEM_WORKSPACE] + rq->workspace_bytes;
+    out->context = rq->context_bytes;
     out->total = out->weights + out->kv + out->act + out->workspace + out->context;
 }
 

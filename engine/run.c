@@ -56,29 +56,32 @@ static int load_images(const vl_options *o, const vl_preproc_config *pre, loaded
 /* --mem-budget exceeded: one line with the breakdown and what would fit instead. */
 static void refuse_budget(const vl_options *o, const vl_model *m, const vl_prompt *p,
                           const vl_pixels *imgs, int n_imgs, const vl_mem_plan *plan,
-                          size_t context, vl_dtype act) {
+                          const vl_plan_request *rq) {
     const double gib = 1024.0 * 1024 * 1024;
     int64_t text_tokens = p->n;
     int64_t max_patches = 0;
     for (int i = 0; i < n_imgs; i++)
         text_tokens -= imgs[i].n_patches / ((int64_t)m->cfg.merge * m->cfg.merge) + 2;
     int fit = 0;
-    int64_t tokens = text_tokens;
+    vl_plan_request q = *rq;
+    q.prompt_tokens = text_tokens;
     for (int k = 1; k <= n_imgs; k++) {
-        tokens += imgs[k - 1].n_patches / ((int64_t)m->cfg.merge * m->cfg.merge) + 2;
+        q.prompt_tokens += imgs[k - 1].n_patches / ((int64_t)m->cfg.merge * m->cfg.merge) + 2;
         if (imgs[k - 1].n_patches > max_patches) max_patches = imgs[k - 1].n_patches;
-        vl_mem_plan q;
-        vl_plan_memory(&m->cfg, act, tokens, o->max_tokens,
-                       o->chunk < tokens ? o->chunk : (int)tokens, max_patches, 0, context, &q);
-        if (q.total > (size_t)o->mem_budget) break;
+        q.max_patches = max_patches;
+        q.chunk = o->chunk;
+        vl_mem_plan mp;
+        vl_plan_memory(&m->cfg, &q, &mp);
+        if (mp.total > (size_t)o->mem_budget) break;
         fit = k;
     }
     vl_error_set("predicted peak %.2f GiB (weights %.2f + kv_cache %.2f + activations %.2f + "
                  "workspace %.2f + cuda_context %.2f) exceeds --mem-budget %.2f GiB; %d of the "
-                 "%d images would fit; --quant nf4 or --kv int8 shrink weights / KV cache",
+                 "%d images would fit%s",
                  plan->total / gib, plan->weights / gib, plan->kv / gib, plan->act / gib,
                  plan->workspace / gib, plan->context / gib, (double)o->mem_budget / gib, fit,
-                 n_imgs);
+                 n_imgs,
+                 o->quant == VL_QUANT_BF16 ? "; --quant nf4 shrinks the weights about 3x" : "");
 }
 
 static int write_logits(const char *path, const float *logits, int n) {
@@ -117,7 +120,12 @@ static void report_text(const vl_session *s, const vl_model *m, const vl_prompt 
                         "included)\n",
                 m->be->device_name ? m->be->device_name : m->be->name,
                 (double)s->peak_device / (1 << 30), (double)s->device_total / (1 << 30));
-    fprintf(stderr, "predicted peak %.3f GiB\n", (double)s->predicted_peak / (1 << 30));
+    vl_plan_print(stderr, &s->plan);
+    if (s->device_base)
+        fprintf(stderr, "device memory before the weights (CUDA context + backend workspaces "
+                        "%.3f GiB): %.3f GiB\n",
+                (double)m->be->workspace_bytes / (1 << 30), (double)s->device_base / (1 << 30));
+    fprintf(stderr, "decode: %s\n", s->graph ? "one CUDA graph per step" : "eager");
 }
 
 static void report_json(const vl_session *s, const vl_model *m, const vl_options *o,
@@ -148,6 +156,14 @@ static void report_json(const vl_session *s, const vl_model *m, const vl_options
     cJSON_AddNumberToObject(mem, "peak_tracked", (double)(m->weights_bytes + s->arena.peak_total));
     cJSON_AddNumberToObject(mem, "peak_device", (double)s->peak_device);
     cJSON_AddNumberToObject(mem, "predicted_peak", (double)s->predicted_peak);
+    cJSON *pl = cJSON_AddObjectToObject(mem, "predicted");
+    cJSON_AddNumberToObject(pl, "weights", (double)s->plan.weights);
+    cJSON_AddNumberToObject(pl, "kv_cache", (double)s->plan.kv);
+    cJSON_AddNumberToObject(pl, "activations", (double)s->plan.act);
+    cJSON_AddNumberToObject(pl, "workspace", (double)s->plan.workspace);
+    cJSON_AddNumberToObject(pl, "cuda_context", (double)s->plan.context);
+    cJSON_AddNumberToObject(mem, "backend_workspace", (double)m->be->workspace_bytes);
+    cJSON_AddNumberToObject(mem, "device_used_before_load", (double)s->device_base);
     cJSON_AddNumberToObject(mem, "device_total", (double)s->device_total);
     cJSON_AddStringToObject(r, "device", m->be->device_name ? m->be->device_name : m->be->name);
     cJSON *op = cJSON_AddObjectToObject(r, "options");
@@ -165,6 +181,7 @@ static void report_json(const vl_session *s, const vl_model *m, const vl_options
     cJSON_AddNumberToObject(op, "seed", (double)o->seed);
     cJSON_AddNumberToObject(op, "chunk", o->chunk);
     cJSON_AddBoolToObject(op, "random_weights", o->random_weights);
+    cJSON_AddBoolToObject(op, "decode_graph", s->graph != NULL);
     char *js = cJSON_PrintUnformatted(r);
     if (js) printf("%s\n", js);
     free(js);
@@ -220,12 +237,27 @@ static int run(const vl_options *o) {
             return -1;
         }
     }
-    if (o->quant != VL_QUANT_BF16 || o->kv_int8 || o->attn_naive) {
-        vl_error_set("--quant nf4/int8, --kv int8 and --attn naive are not available in this "
-                     "build yet; use the defaults");
+    if (o->kv_int8) {
+        vl_error_set("--kv int8 is not available in this build; use --kv bf16 (the default)");
+        return -1;
+    }
+    if (o->embed_on_host) {
+        vl_error_set("--embed-on-host is not available in this build");
+        return -1;
+    }
+    if (o->attn_naive && !be->attention_naive) {
+        vl_error_set("--attn naive is not available on the %s backend", be->name);
         return -1;
     }
 
+    /* What the process holds before any weight: the CUDA context and the backend's own
+     * workspaces (the report compares it with the planner's constant). */
+    size_t device_base = 0;
+    if (be->mem_info) {
+        size_t free_b = 0, total_b = 0;
+        be->mem_info(be, &free_b, &total_b);
+        device_base = total_b - free_b;
+    }
     double t0 = vl_now_s();
     if (vl_model_open(&m, o)) goto done;
     if (load_images(o, &m.pre, &uniq, &n_uniq, &imgs, &src, &n_imgs)) goto done;
@@ -247,18 +279,35 @@ static int run(const vl_options *o) {
         img_tokens += imgs[i].n_patches / ((int64_t)m.cfg.merge * m.cfg.merge);
     }
     int chunk = o->chunk < p.n ? o->chunk : p.n;
-    size_t context = strcmp(be->name, "cpu") == 0 ? 0 : VL_CUDA_CONTEXT_BYTES;
+    vl_plan_request rq;
+    memset(&rq, 0, sizeof rq);
+    rq.act = be->act;
+    rq.prompt_tokens = p.n;
+    rq.max_tokens = o->max_tokens;
+    rq.chunk = chunk;
+    rq.max_patches = max_patches;
+    rq.attn_naive = o->attn_naive;
+    vl_weight_plan_from_options(&rq.weights, o);
+    rq.workspace_bytes = be->workspace_bytes;
+    rq.context_bytes = strcmp(be->name, "cpu") == 0 ? 0 : VL_CUDA_CONTEXT_BYTES;
     vl_mem_plan plan;
-    vl_plan_memory(&m.cfg, be->act, p.n, o->max_tokens, chunk, max_patches, 0, context, &plan);
+    vl_plan_memory(&m.cfg, &rq, &plan);
+    /* the plan's weights from the bound model: pre-quantized checkpoints have their own size */
+    size_t wbytes = vl_model_weights_bytes(&m, &rq.weights);
+    plan.total += wbytes - plan.weights;
+    plan.weights = wbytes;
     if (o->mem_budget > 0 && plan.total > (size_t)o->mem_budget) {
-        refuse_budget(o, &m, &p, imgs, n_imgs, &plan, context, be->act);
+        refuse_budget(o, &m, &p, imgs, n_imgs, &plan, &rq);
         goto done;
     }
     if (vl_model_load_weights(&m, o, be)) goto done;
     double load_s = vl_now_s() - t0;
-    if (vl_session_init(&s, &m, ctx, chunk, max_patches)) goto done;
+    vl_session_shape shape = {ctx, chunk, max_patches, o->max_tokens, o->attn_naive};
+    if (vl_session_start(&s, &m, &shape)) goto done;
     s.t.load_s = load_s;
+    s.device_base = device_base;
     s.predicted_peak = plan.total;
+    s.plan = plan;
 
     logits = malloc((size_t)m.cfg.vocab * sizeof *logits);
     gen = malloc((size_t)o->max_tokens * sizeof *gen);
@@ -266,30 +315,57 @@ static int run(const vl_options *o) {
         vl_error_set("out of host memory");
         goto done;
     }
+    /* Sampling runs on the backend (greedy, or temperature through Gumbel-max) unless top-k /
+     * top-p ask for the host sampler. */
+    int host_sampling = !o->greedy && (o->top_k > 0 || o->top_p < 1.0f);
+    float temperature = o->greedy ? 0.0f : o->temperature;
     vl_sampler smp;
     vl_sampler_init(&smp, o);
     double tp = vl_now_s();
     if (vl_prefill(&s, &p, logits, NULL)) goto done;
     if (o->dump_logits && write_logits(o->dump_logits, logits, m.cfg.vocab)) goto done;
-    gen[n_gen++] = vl_sample(&smp, logits, m.cfg.vocab);
+    if (host_sampling) {
+        gen[n_gen++] = vl_sample(&smp, logits, m.cfg.vocab);
+    } else {
+        if (vl_decode_begin(&s, temperature, o->seed)) goto done;
+        gen[n_gen++] = vl_decode_token(&s, 0);
+    }
     s.t.ttft_s = vl_now_s() - tp;
 
+    /* Tokens are read back as they come only when someone looks at them (streamed text, stop
+     * at EOS); otherwise the steps run back to back and the tokens are read once at the end. */
+    int read_each = host_sampling || o->stop_at_eos || (!o->json && !o->quiet);
     vl_decoder dec = {{0}, 0};
     char piece[256];
     double td = vl_now_s();
-    for (;;) {
-        int32_t tok = gen[n_gen - 1];
-        int k = m.tok ? vl_decoder_feed(&dec, m.tok, tok, piece, sizeof piece) : 0;
-        if (k > 0) {
-            if (text_append(&text, &text_len, &text_cap, piece, k)) goto done;
-            if (!o->json && !o->quiet) {
-                fwrite(piece, 1, (size_t)k, stdout);
-                fflush(stdout);
+    for (int shown = 0;;) {
+        for (; shown < n_gen; shown++) {
+            int32_t tok = gen[shown];
+            int k = m.tok ? vl_decoder_feed(&dec, m.tok, tok, piece, sizeof piece) : 0;
+            if (k > 0) {
+                if (text_append(&text, &text_len, &text_cap, piece, k)) goto done;
+                if (!o->json && !o->quiet) {
+                    fwrite(piece, 1, (size_t)k, stdout);
+                    fflush(stdout);
+                }
             }
         }
-        if (n_gen == o->max_tokens || (o->stop_at_eos && is_eos(&m, tok))) break;
-        if (vl_decode_step(&s, tok, logits)) goto done;
-        gen[n_gen++] = vl_sample(&smp, logits, m.cfg.vocab);
+        int32_t last = gen[n_gen - 1];
+        if (n_gen == o->max_tokens || (o->stop_at_eos && is_eos(&m, last))) break;
+        if (host_sampling) {
+            if (vl_decode_step(&s, last, logits)) goto done;
+            gen[n_gen++] = vl_sample(&smp, logits, m.cfg.vocab);
+        } else if (read_each) {
+            if (vl_decode_next(&s)) goto done;
+            gen[n_gen] = vl_decode_token(&s, n_gen);
+            n_gen++;
+        } else {
+            while (n_gen < o->max_tokens) {
+                if (vl_decode_next(&s)) goto done;
+                n_gen++;
+            }
+            vl_decode_tokens(&s, gen, n_gen);
+        }
     }
     s.t.decode_s = vl_now_s() - td;
     s.t.decode_tokens = n_gen - 1;

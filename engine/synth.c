@@ -14,8 +14,7 @@ typedef struct {
     const vl_config *c;
 } synth_ctx;
 
-static int collect(void *vctx, const char *name, const char *kind, const void **data,
-                   vl_dtype *dtype, int64_t n, int is_vec) {
+static int collect(void *vctx, const char *name, const char *kind, vl_weight *w, vl_vec *v) {
     synth_ctx *sc = vctx;
     if (sc->n == sc->cap) {
         int nc = sc->cap * 2 + 64;
@@ -31,34 +30,24 @@ static int collect(void *vctx, const char *name, const char *kind, const void **
     sc->names[sc->n] = strdup(name);
     if (!sc->names[sc->n]) return vl_error_set("out of host memory");
     o->name = sc->names[sc->n];
-    o->dtype = *dtype;
-    o->data = *data;
     const vl_config *c = sc->c;
-    if (strcmp(kind, "patch_embed") == 0) {
+    if (v) {
+        o->dtype = v->dtype;
+        o->data = v->data;
+        o->ndim = 1;
+        o->shape[0] = v->n;
+    } else if (strcmp(kind, "patch_embed") == 0) {
         int64_t shp[5] = {c->v_embed, c->in_channels, c->temporal_patch, c->patch, c->patch};
+        o->dtype = w->dtype;
+        o->data = w->data;
         o->ndim = 5;
         memcpy(o->shape, shp, sizeof shp);
-    } else if (is_vec) {
-        o->ndim = 1;
-        o->shape[0] = n;
     } else {
-        /* rows: every matrix's row count follows from its name; cols = n / rows */
-        int64_t rows = n;
-        const char *s = name;
-        if (strstr(s, "embed_tokens") || strstr(s, "lm_head")) rows = c->vocab;
-        else if (strstr(s, "attn.qkv")) rows = 3LL * c->v_embed;
-        else if (strstr(s, "attn.proj") || strstr(s, "mlp.fc2")) rows = c->v_embed;
-        else if (strstr(s, "mlp.fc1")) rows = c->v_mlp;
-        else if (strstr(s, "merger.mlp.0")) rows = (int64_t)c->v_embed * c->merge * c->merge;
-        else if (strstr(s, "merger.mlp.2")) rows = c->v_out;
-        else if (strstr(s, "q_proj")) rows = (int64_t)c->n_heads * c->head_dim;
-        else if (strstr(s, "k_proj") || strstr(s, "v_proj"))
-            rows = (int64_t)c->n_kv_heads * c->head_dim;
-        else if (strstr(s, "o_proj") || strstr(s, "down_proj")) rows = c->hidden;
-        else if (strstr(s, "gate_proj") || strstr(s, "up_proj")) rows = c->intermediate;
+        o->dtype = w->dtype;
+        o->data = w->data;
         o->ndim = 2;
-        o->shape[0] = rows;
-        o->shape[1] = n / rows;
+        o->shape[0] = w->rows;
+        o->shape[1] = w->cols;
     }
     sc->n++;
     return 0;

@@ -16,8 +16,8 @@ static inline void *vat(const vl_session *s, void *base, int64_t i) {
     return (uint8_t *)base + (size_t)i * vl_dtype_size(s->m->be->act);
 }
 
-/* Carve the vision buffers for images of at most max_patches patches (called by the session's
- * plan, in the same order for sizing and allocating). */
+/* Carve the vision scratch for images of at most max_patches patches (called by the session's
+ * plan, in the same order for sizing and allocating; the features buffer is the session's). */
 int vl_vision_alloc(vl_session *s, int64_t max_patches) {
     const vl_config *c = &s->m->cfg;
     vl_arena *a = &s->arena;
@@ -29,8 +29,7 @@ int vl_vision_alloc(vl_session *s, int64_t max_patches) {
     struct {
         void **p;
         int64_t elems;
-    } bufs[] = {{&s->img_feats, P / m2 * c->hidden},
-                {&s->vpix, P * pd},
+    } bufs[] = {{&s->vpix, P * pd},
                 {&s->vx, P * Ev},
                 {&s->vxn, P * Ev},
                 {&s->vqkv, P * 3 * Ev},
@@ -108,7 +107,8 @@ int vl_vision_encode(vl_session *s, const vl_pixels *px, void *out) {
         p.causal = 0;
         p.seg_starts = s->vseg_dev;
         p.n_seg = px->grid_t;
-        be->attention(be, &p);
+        if (s->attn_naive) be->attention_naive(be, &p, s->scores);
+        else be->attention(be, &p);
         be->linear(be, s->vxn, s->vatt, P, &k->proj, &k->proj_b);
         be->add(be, s->vx, s->vxn, P * Ev);
         be->layernorm(be, s->vxn, s->vx, P, Ev, &k->norm2_w, &k->norm2_b, 1e-6f);

@@ -15,6 +15,13 @@
  *     split the first kernel writes o directly.
  *   - Splits: about 2 CTAs per SM, each split at least kMinSplitKeys keys, at most kMaxSplits,
  *     and no more than the workspace holds (one split needs none).
+ *   - Runtime cache length (n_past_dev, for CUDA-graph replays): the host knows only the bound
+ *     (the n_kv field), so it launches the most splits any length up to it can use; each CTA
+ *     and the combine step derive the split plan from the length they read, with the same
+ *     split_plan code the host runs for an explicit length. Splits past the plan exit at once
+ *     and are never read, so a replay gives the same bits as the eager call of that length.
+ *   - Head dims: every multiple of 8 up to 128; one not a multiple of 16 runs its MMAs over
+ *     D + 8 columns whose padding is zeros in shared memory.
  * Leaves out: more than one query per call (n_q > 1 goes to the prefill kernel), paged caches,
  * quantized K/V.
  */
@@ -27,43 +34,73 @@ using namespace vl_attn;
 namespace {
 
 constexpr int kMinSplitKeys = 256; /* below this a split's fixed cost outweighs its keys */
+constexpr int kKeysPerStep = 16;   /* keys per warp step */
+
+/* How a call with n_keys visible keys is split: `splits` ranges of `chunk` keys (the last one
+ * shorter), chunk a whole number of 4-warp rounds. max_splits folds in the SM count, the
+ * workspace and kMaxSplits. Host and device run this same code (see the top of the file). */
+struct SplitPlan {
+    int splits, chunk;
+};
+__host__ __device__ inline SplitPlan split_plan(int n_keys, int max_splits) {
+    constexpr int kRound = kWarps * kKeysPerStep;
+    int s = n_keys / kMinSplitKeys;
+    if (s > max_splits) s = max_splits;
+    if (s < 1) s = 1;
+    int chunk = (n_keys + s - 1) / s;
+    chunk = (chunk + kRound - 1) / kRound * kRound;
+    return {(n_keys + chunk - 1) / chunk, chunk}; /* the rounding may leave fewer than s */
+}
+
+/* Keys the single query sees (>= 1 for valid params): the cache, cut at q_pos0 + 1 when causal. */
+__device__ __forceinline__ int decode_keys(const vl_attn_params &p) {
+    const KvExtent ext = kv_extent(p);
+    long long n = ext.n_kv;
+    if (p.causal && ext.q_pos0 + 1 < n) n = ext.q_pos0 + 1;
+    return (int)n;
+}
 
 template <int D> struct Decode {
-    static constexpr int kKeys = 16;                    /* keys per warp step */
+    static constexpr int kKeys = kKeysPerStep;
     static constexpr int kStages = 2;                   /* cp.async ring depth per warp */
-    static constexpr int kLD = D + 8;                   /* shared row stride, elements */
+    static constexpr int kDP = padded_dim(D);           /* head dim the MMAs run over */
+    static constexpr int kLD = kDP + 8;                 /* shared row stride, elements */
     static constexpr int kStageElems = 2 * kKeys * kLD; /* K rows, then V rows */
     static constexpr int kWarpElems = kStages * kStageElems;
-    static constexpr int kSmem = (16 * kLD + kWarps * kWarpElems) * (int)sizeof(bf16);
-    static constexpr int kSO = D + 4; /* row stride of the fp32 merge buffer (spreads banks) */
-    static_assert(D % 16 == 0, "head_dim must be a multiple of 16");
+    static constexpr int kRows = 16 + kWarps * kStages * 2 * kKeys; /* shared rows of kLD */
+    static constexpr int kSmem = kRows * kLD * (int)sizeof(bf16);
+    static constexpr int kSO = kDP + 4; /* row stride of the fp32 merge buffer (spreads banks) */
+    static_assert(D % 8 == 0 && D <= kMaxHeadDim, "head_dim must be a multiple of 8, at most 128");
+    static_assert(kDP == D || kDP == D + 8, "one 16-byte pad chunk at most");
     static_assert(16 * kSO * sizeof(float) <= kWarpElems * sizeof(bf16),
                   "the merge buffer reuses a warp's ring");
     static_assert(kSmem <= 99 * 1024, "a CTA must fit the 99 KB of sm_86 and sm_89");
 };
 
 /* cp.async of this warp's step: keys [key0, key0 + 16) of K and V into one ring stage; keys at
- * or past key_end are zero-filled. */
+ * or past key_end are zero-filled; the padding columns past D are left alone. */
 template <int D>
 __device__ __forceinline__ void load_step(bf16 *sk, const bf16 *k, const bf16 *v, int64_t stride,
                                           int key0, int key_end, int lane) {
-    constexpr int kLD = Decode<D>::kLD, kChunks = D / 8;
+    constexpr int kLD = Decode<D>::kLD, kChunks = D / 8, kTotal = 16 * kChunks;
     bf16 *sv = sk + 16 * kLD;
 #pragma unroll
-    for (int it = 0; it < 16 * kChunks / 32; it++) {
+    for (int it = 0; it < (kTotal + 31) / 32; it++) {
         const int c = it * 32 + lane, r = c / kChunks, col = (c % kChunks) * 8;
-        const bool valid = key0 + r < key_end;
-        const int64_t off = valid ? (int64_t)(key0 + r) * stride + col : 0;
-        cp_async16(smem_u32(sk + r * kLD + col), k + off, valid);
-        cp_async16(smem_u32(sv + r * kLD + col), v + off, valid);
+        if (kTotal % 32 == 0 || c < kTotal) { /* an odd D / 8 leaves the last pass partial */
+            const bool valid = key0 + r < key_end;
+            const int64_t off = valid ? (int64_t)(key0 + r) * stride + col : 0;
+            cp_async16(smem_u32(sk + r * kLD + col), k + off, valid);
+            cp_async16(smem_u32(sv + r * kLD + col), v + off, valid);
+        }
     }
 }
 
 template <int D>
 __global__ void __launch_bounds__(kThreads)
-    attn_decode_kernel(const vl_attn_params p, int chunk, float *ws) {
+    attn_decode_kernel(const vl_attn_params p, int max_splits, float *ws) {
     using C = Decode<D>;
-    constexpr int kLD = C::kLD, kStages = C::kStages;
+    constexpr int kLD = C::kLD, kStages = C::kStages, DP = C::kDP;
     extern __shared__ __align__(16) unsigned char smem[];
     bf16 *sQ = reinterpret_cast<bf16 *>(smem); /* [16][kLD]: the query heads, zero rows after */
     __shared__ float s_m[kWarps][16], s_l[kWarps][16];
@@ -72,16 +109,23 @@ __global__ void __launch_bounds__(kThreads)
     const int gid = lane / 4, tig = lane % 4;
     bf16 *ring = sQ + 16 * kLD + warp * C::kWarpElems;
     const int split = (int)blockIdx.x, kv_head = (int)blockIdx.y;
+    const int n_keys = decode_keys(p);
+    const SplitPlan plan = split_plan(n_keys, max_splits);
+    if (split >= plan.splits) return; /* the launch covers the bound; this split has no keys */
     const int group = p.n_heads / p.n_kv_heads;
     const int n_rows = min(16, group - 16 * (int)blockIdx.z);
     const int head0 = kv_head * group + 16 * (int)blockIdx.z;
-    int key_end = (int)p.n_kv;
-    if (p.causal && p.q_pos0 + 1 < key_end) key_end = (int)(p.q_pos0 + 1);
-    const int kb = split * chunk, ke = min(kb + chunk, key_end); /* kb < ke (launcher) */
+    const int kb = split * plan.chunk, ke = min(kb + plan.chunk, n_keys); /* kb < ke */
     const bf16 *q = static_cast<const bf16 *>(p.q) + (int64_t)head0 * D;
     const bf16 *k = static_cast<const bf16 *>(p.k) + (int64_t)kv_head * p.kv_head_stride;
     const bf16 *v = static_cast<const bf16 *>(p.v) + (int64_t)kv_head * p.kv_head_stride;
 
+    if constexpr (DP != D) {
+        /* the padding columns of the Q rows and of every ring row: zeros, so the MMAs over DP
+         * add nothing; the cp.asyncs never write them, the barrier below publishes them */
+        for (int r = (int)threadIdx.x; r < C::kRows; r += kThreads)
+            *reinterpret_cast<uint4 *>(sQ + r * kLD + D) = make_uint4(0u, 0u, 0u, 0u);
+    }
     constexpr int kChunks = D / 8;
     for (int c = (int)threadIdx.x; c < 16 * kChunks; c += kThreads) {
         const int r = c / kChunks, col = (c % kChunks) * 8;
@@ -100,18 +144,18 @@ __global__ void __launch_bounds__(kThreads)
         cp_async_commit(); /* empty groups keep the wait counts uniform */
     }
     cp_async_wait<kStages - 1>();
-    __syncthreads(); /* the Q rows every thread copied have landed */
+    __syncthreads(); /* the Q rows every thread copied (and the zero padding) have landed */
 
     const int a_row = (lane & 7) + ((lane >> 3) & 1) * 8, a_col = (lane >> 4) * 8;
     const int b_row = (lane & 7) + (lane >> 4) * 8, b_col = ((lane >> 3) & 1) * 8;
-    uint32_t qa[D / 16][4];
+    uint32_t qa[DP / 16][4];
 #pragma unroll
-    for (int kk = 0; kk < D / 16; kk++)
+    for (int kk = 0; kk < DP / 16; kk++)
         ldmatrix_x4(qa[kk], smem_u32(sQ) + (uint32_t)((a_row * kLD + kk * 16 + a_col) * 2));
 
-    float o[D / 8][4];
+    float o[DP / 8][4];
 #pragma unroll
-    for (int dt = 0; dt < D / 8; dt++) o[dt][0] = o[dt][1] = o[dt][2] = o[dt][3] = 0.f;
+    for (int dt = 0; dt < DP / 8; dt++) o[dt][0] = o[dt][1] = o[dt][2] = o[dt][3] = 0.f;
     float m[2] = {-INFINITY, -INFINITY}, l[2] = {0.f, 0.f};
     const float scale_log2 = p.scale * 1.4426950408889634f;
 
@@ -129,7 +173,7 @@ __global__ void __launch_bounds__(kThreads)
         const int key0 = kb + (warp + kWarps * j) * 16;
         float s[2][4] = {{0.f, 0.f, 0.f, 0.f}, {0.f, 0.f, 0.f, 0.f}};
 #pragma unroll
-        for (int kk = 0; kk < D / 16; kk++) {
+        for (int kk = 0; kk < DP / 16; kk++) {
             uint32_t b[4];
             ldmatrix_x4(b, k_st + (uint32_t)((b_row * kLD + kk * 16 + b_col) * 2));
             mma_bf16(s[0], qa[kk], b[0], b[1]);
@@ -152,7 +196,7 @@ __global__ void __launch_bounds__(kThreads)
             const float alpha = exp2_approx(m[half] * scale_log2 - base);
             m[half] = mx;
 #pragma unroll
-            for (int dt = 0; dt < D / 8; dt++) {
+            for (int dt = 0; dt < DP / 8; dt++) {
                 o[dt][2 * half] *= alpha;
                 o[dt][2 * half + 1] *= alpha;
             }
@@ -170,7 +214,7 @@ __global__ void __launch_bounds__(kThreads)
         const uint32_t pa[4] = {pack_bf16(s[0][0], s[0][1]), pack_bf16(s[0][2], s[0][3]),
                                 pack_bf16(s[1][0], s[1][1]), pack_bf16(s[1][2], s[1][3])};
 #pragma unroll
-        for (int dp = 0; dp < D / 16; dp++) {
+        for (int dp = 0; dp < DP / 16; dp++) {
             uint32_t b[4];
             ldmatrix_x4_trans(b, v_st + (uint32_t)((a_row * kLD + dp * 16 + a_col) * 2));
             mma_bf16(o[2 * dp], pa, b[0], b[1]);
@@ -191,13 +235,13 @@ __global__ void __launch_bounds__(kThreads)
         const int r = gid + 8 * half;
         if (tig == 0) s_m[warp][r] = m[half], s_l[warp][r] = sum;
 #pragma unroll
-        for (int dt = 0; dt < D / 8; dt++)
+        for (int dt = 0; dt < DP / 8; dt++)
             *reinterpret_cast<float2 *>(so + r * C::kSO + dt * 8 + 2 * tig) =
                 make_float2(o[dt][2 * half], o[dt][2 * half + 1]);
     }
     __syncthreads();
 
-    const bool single = gridDim.x == 1; /* then ws may be NULL */
+    const bool single = plan.splits == 1; /* then ws may be NULL */
     for (int idx = (int)threadIdx.x; idx < n_rows * D; idx += kThreads) {
         const int r = idx / D, d = idx % D;
         float mx = -INFINITY;
@@ -219,7 +263,7 @@ __global__ void __launch_bounds__(kThreads)
         } else {
             const int64_t at = (int64_t)split * p.n_heads + head0 + r;
             ws[at * D + d] = out;
-            if (d == 0) /* the log2-sum-exps follow the outputs of all splits */
+            if (d == 0) /* the log2-sum-exps follow the outputs of all launched splits */
                 ws[(int64_t)gridDim.x * p.n_heads * D + at] =
                     wl > 0.f ? mx * scale_log2 + log2f(wl) : -INFINITY;
         }
@@ -242,12 +286,16 @@ __device__ float block_reduce(float x, bool is_max, float *red) {
     return x;
 }
 
-/* o[head] = sum_s 2^(lse_s - max) o_s / sum_s 2^(lse_s - max); one CTA per query head. */
+/* o[head] = sum_s 2^(lse_s - max) o_s / sum_s 2^(lse_s - max) over the splits of the plan;
+ * one CTA per query head. n_launched: the splits the first kernel was launched with (the layout
+ * of ws). With a one-split plan the first kernel has written o itself. */
 __global__ void __launch_bounds__(kThreads)
-    attn_decode_combine(const vl_attn_params p, int n_splits, const float *ws) {
+    attn_decode_combine(const vl_attn_params p, int max_splits, int n_launched, const float *ws) {
     __shared__ float s_w[kMaxSplits], s_red[kWarps];
+    const int n_splits = split_plan(decode_keys(p), max_splits).splits;
+    if (n_splits == 1) return;
     const int head = (int)blockIdx.x, D = p.head_dim, H = p.n_heads;
-    const float *lse = ws + (int64_t)n_splits * H * D;
+    const float *lse = ws + (int64_t)n_launched * H * D;
     float mx = -INFINITY;
     for (int s = (int)threadIdx.x; s < n_splits; s += kThreads) mx = fmaxf(mx, lse[s * H + head]);
     mx = block_reduce(mx, true, s_red); /* finite: split 0 always has keys */
@@ -289,8 +337,7 @@ int forced_splits(void) {
 }
 
 template <int D>
-void launch(const vl_attn_params *p, int64_t n_keys, int64_t splits, float *ws,
-            cudaStream_t stream) {
+void launch(const vl_attn_params *p, int n_launch, int max_splits, float *ws, cudaStream_t stream) {
     using C = Decode<D>;
     static const bool opted_in = [] {
         VL_CUDA_CHECK(cudaFuncSetAttribute(attn_decode_kernel<D>,
@@ -298,52 +345,53 @@ void launch(const vl_attn_params *p, int64_t n_keys, int64_t splits, float *ws,
         return true;
     }();
     (void)opted_in;
-    /* whole 4-warp rounds per split, then drop splits the rounding left empty */
-    const int64_t round = kWarps * C::kKeys;
-    int64_t chunk = (n_keys + splits - 1) / splits;
-    chunk = (chunk + round - 1) / round * round;
-    splits = (n_keys + chunk - 1) / chunk;
     const int group = p->n_heads / p->n_kv_heads;
-    dim3 grid((unsigned)splits, (unsigned)p->n_kv_heads, (unsigned)((group + 15) / 16));
-    attn_decode_kernel<D><<<grid, kThreads, C::kSmem, stream>>>(*p, (int)chunk, ws);
+    dim3 grid((unsigned)n_launch, (unsigned)p->n_kv_heads, (unsigned)((group + 15) / 16));
+    attn_decode_kernel<D><<<grid, kThreads, C::kSmem, stream>>>(*p, max_splits, ws);
     VL_CUDA_LAUNCH_CHECK();
-    if (splits > 1) {
-        attn_decode_combine<<<(unsigned)p->n_heads, kThreads, 0, stream>>>(*p, (int)splits, ws);
+    if (n_launch > 1) {
+        attn_decode_combine<<<(unsigned)p->n_heads, kThreads, 0, stream>>>(*p, max_splits, n_launch,
+                                                                           ws);
         VL_CUDA_LAUNCH_CHECK();
     }
 }
 
 } // namespace
 
+/* Nothing here reads device memory or waits for the device: the call can be captured into a
+ * CUDA graph (the kernels read n_past_dev themselves). */
 void vl_attn_decode_launch(const vl_attn_params *p, void *workspace, size_t workspace_bytes,
                            cudaStream_t stream) {
-    int64_t n_keys = p->n_kv;
-    if (p->causal && p->q_pos0 + 1 < n_keys) n_keys = p->q_pos0 + 1;
     const int group = p->n_heads / p->n_kv_heads;
     const int64_t ctas = (int64_t)p->n_kv_heads * ((group + 15) / 16);
-    int64_t splits = (2 * (int64_t)sm_count() + ctas - 1) / ctas;
-    if (forced_splits() > 0) splits = forced_splits();
-    if (splits > n_keys / kMinSplitKeys) splits = n_keys / kMinSplitKeys;
-    if (splits > kMaxSplits) splits = kMaxSplits;
+    int64_t max_splits = (2 * (int64_t)sm_count() + ctas - 1) / ctas;
+    if (forced_splits() > 0) max_splits = forced_splits();
+    if (max_splits > kMaxSplits) max_splits = kMaxSplits;
     const size_t per_split = (size_t)p->n_heads * (size_t)(p->head_dim + 1) * sizeof(float);
     if (workspace == NULL) workspace_bytes = 0;
-    if ((size_t)splits > workspace_bytes / per_split)
-        splits = (int64_t)(workspace_bytes / per_split);
-    if (splits < 1) splits = 1;
+    if ((size_t)max_splits > workspace_bytes / per_split)
+        max_splits = (int64_t)(workspace_bytes / per_split);
+    if (max_splits < 1) max_splits = 1;
+    /* An explicit length: exactly the plan's splits. A runtime length: the most splits any
+     * length up to the bound can have (split_plan never exceeds n_keys / kMinSplitKeys). */
+    int n_launch;
+    if (p->n_past_dev == NULL) {
+        int64_t n_keys = p->n_kv;
+        if (p->causal && p->q_pos0 + 1 < n_keys) n_keys = p->q_pos0 + 1;
+        n_launch = split_plan((int)n_keys, (int)max_splits).splits;
+    } else {
+        int64_t most = p->n_kv / kMinSplitKeys;
+        if (most > max_splits) most = max_splits;
+        n_launch = most < 1 ? 1 : (int)most;
+    }
     float *ws = static_cast<float *>(workspace);
     switch (p->head_dim) {
-    case 64:
-        launch<64>(p, n_keys, splits, ws, stream);
+#define VL_ATTN_DECODE_CASE(d)                                                                     \
+    case d:                                                                                        \
+        launch<d>(p, n_launch, (int)max_splits, ws, stream);                                       \
         break;
-    case 80:
-        launch<80>(p, n_keys, splits, ws, stream);
-        break;
-    case 96:
-        launch<96>(p, n_keys, splits, ws, stream);
-        break;
-    case 128:
-        launch<128>(p, n_keys, splits, ws, stream);
-        break;
+        VL_ATTN_HEAD_DIMS(VL_ATTN_DECODE_CASE)
+#undef VL_ATTN_DECODE_CASE
     default:
         vl_cuda_fatal("vl_attn_decode_launch", __FILE__, __LINE__, "head_dim not compiled");
     }

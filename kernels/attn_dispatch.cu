@@ -1,11 +1,15 @@
 /* attn_dispatch.cu: the checked entry points of GPU attention (cuda_internal.h): which parameters
  * the kernels take, how much workspace they need, and the one place that turns a call into a
  * kernel choice (decode for a single query, prefill otherwise; head_dim and the prefill tile
- * height become template parameters there).
+ * height become template parameters there). Also the backend's attention_naive op (--attn
+ * naive), which checks its parameters and runs vl_cuda_attention_naive on the backend stream.
+ * Nothing on these paths reads device memory or synchronizes, so a call can be captured into a
+ * CUDA graph (n_past_dev is read by the kernels).
  * Leaves out: any fallback when the parameters are not supported; the backend checks
  * vl_cuda_attention_supported first and reports the error to the user.
  */
 #include "kernels/attn_mma.cuh"
+#include "kernels/cuda_ops.h"
 
 #include <stdlib.h>
 #include <string.h>
@@ -24,14 +28,10 @@ static int prefill_rows(int64_t n_q) {
     return n_q <= 64 ? 64 : 128;
 }
 
-static int aligned16(const void *ptr) {
-    return ((uintptr_t)ptr & 15u) == 0;
-}
-
 int vl_cuda_attention_supported(const vl_attn_params *p) {
     if (p == NULL) return 0;
-    const int d = p->head_dim;
-    if (d != 64 && d != 80 && d != 96 && d != 128) return 0;
+    const int d = p->head_dim; /* every multiple of 8 up to 128 is compiled (VL_ATTN_HEAD_DIMS) */
+    if (d < 8 || d > vl_attn::kMaxHeadDim || d % 8 != 0) return 0;
     if (p->n_heads <= 0 || p->n_kv_heads <= 0 || p->n_heads % p->n_kv_heads != 0) return 0;
     if (p->n_heads > 65535) return 0; /* grid dimension */
     /* positions are int inside the kernels; query blocks of 64 rows are a grid dimension */
@@ -39,10 +39,17 @@ int vl_cuda_attention_supported(const vl_attn_params *p) {
     if (p->n_q < 0 || p->n_q > (int64_t)65535 * 64 || p->n_kv < 0 || p->n_kv > big) return 0;
     if (p->n_q > 0 && p->n_kv == 0) return 0;
     if (!(p->scale > 0.0f) || p->scale > 1e30f) return 0; /* the max of q.k is the max of s */
-    if (p->causal && (p->q_pos0 < 0 || p->q_pos0 > big)) return 0;
+    if (p->n_past_dev != NULL) {
+        /* runtime length: causal, no segments, and the bound holds at least the new queries */
+        if (!p->causal || p->n_seg != 0 || p->n_kv < p->n_q) return 0;
+    } else if (p->causal && (p->q_pos0 < 0 || p->q_pos0 > big)) {
+        return 0;
+    }
     if (p->n_seg < 0 || (p->n_seg > 0 && (p->seg_starts == NULL || p->n_q != p->n_kv))) return 0;
     /* 16-byte vector loads and stores of rows */
-    if (!aligned16(p->q) || !aligned16(p->k) || !aligned16(p->v) || !aligned16(p->o)) return 0;
+    if (!vl_cuda_aligned16(p->q) || !vl_cuda_aligned16(p->k) || !vl_cuda_aligned16(p->v) ||
+        !vl_cuda_aligned16(p->o))
+        return 0;
     if (p->q_stride % 8 || p->o_stride % 8 || p->kv_tok_stride % 8 || p->kv_head_stride % 8)
         return 0;
     return 1;
@@ -67,4 +74,28 @@ void vl_cuda_attention(const vl_attn_params *p, void *workspace, size_t workspac
         vl_attn_decode_launch(p, workspace, workspace_bytes, stream);
     else
         vl_attn_prefill_launch(p, prefill_rows(p->n_q), stream);
+}
+
+/* The --attn naive table entry: the same contract as attention (kernels.h), any head_dim and
+ * alignment (scalar loads); scores holds n_heads * n_q * n_kv floats (n_kv: the bound when
+ * n_past_dev is set). */
+void vl_cuda_attention_naive_op(vl_backend *b, const vl_attn_params *p, float *scores) {
+    VL_CUDA_REQUIRE(p->n_heads > 0 && p->n_kv_heads > 0 && p->n_heads % p->n_kv_heads == 0 &&
+                        p->n_heads <= 65535,
+                    "attention_naive: %d query heads over %d kv heads", p->n_heads, p->n_kv_heads);
+    VL_CUDA_REQUIRE(p->head_dim > 0 && p->n_q >= 0 && (p->n_q == 0 || p->n_kv > 0) &&
+                        p->n_kv <= ((int64_t)1 << 30) && (p->n_q + 15) / 16 <= 65535,
+                    "attention_naive: head_dim %d, n_q %lld, n_kv %lld", p->head_dim,
+                    (long long)p->n_q, (long long)p->n_kv);
+    VL_CUDA_REQUIRE(p->n_past_dev == NULL || (p->causal && p->n_seg == 0 && p->n_kv >= p->n_q),
+                    "attention_naive: n_past_dev needs causal, no segments and n_kv (the bound "
+                    "%lld) >= n_q (%lld)",
+                    (long long)p->n_kv, (long long)p->n_q);
+    VL_CUDA_REQUIRE(p->n_past_dev != NULL || !p->causal || p->q_pos0 >= 0,
+                    "attention_naive: causal with q_pos0 %lld", (long long)p->q_pos0);
+    VL_CUDA_REQUIRE(p->n_seg >= 0 && (p->n_seg == 0 || (p->seg_starts && p->n_q == p->n_kv)),
+                    "attention_naive: %d segments need seg_starts and n_q == n_kv (%lld, %lld)",
+                    p->n_seg, (long long)p->n_q, (long long)p->n_kv);
+    VL_CUDA_REQUIRE(scores != NULL || p->n_q == 0, "attention_naive: no score buffer");
+    vl_cuda_attention_naive(p, scores, vl_cuda_ctx_of(b)->stream);
 }

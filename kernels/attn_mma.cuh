@@ -9,9 +9,9 @@
  *   C (16 x 8, fp32), 4 floats: {row gid, cols 2tig, 2tig+1}, {row gid+8, same}
  * ldmatrix.x4 hands out four 8 x 8 matrices, matrix i from the row addresses of lanes 8i..8i+7;
  * without .trans lane l receives row l/4, elements 2(l%4)..+1, with .trans the transpose.
- * Shared tiles keep rows of D + 8 elements: 16 spare bytes make consecutive rows start 16 bytes
- * apart modulo 128, so the 8 row addresses of one ldmatrix matrix hit 8 different bank groups
- * (conflict-free for every D that is a multiple of 16) without an XOR swizzle.
+ * Shared tiles keep rows of DP + 8 elements (DP: the head dim padded to a multiple of 16): a row
+ * is then an odd multiple of 16 bytes, so the 8 row addresses of one ldmatrix matrix hit 8
+ * different 16-byte bank groups modulo 128 (conflict-free) without an XOR swizzle.
  * Leaves out: Hopper wgmma/TMA (mma.sync runs on every target from sm_80 to sm_90).
  */
 #ifndef VL_ATTN_MMA_CUH
@@ -100,22 +100,51 @@ __device__ __forceinline__ int segment_of(const int32_t *seg, int n_seg, int i) 
     return lo;
 }
 
+/* The key extent of a call: n_kv keys, query i at position q_pos0 + i. Taken from the params,
+ * or, when n_past_dev is set (CUDA-graph decode), read from device memory at run time:
+ * q_pos0 = n_past_dev[0], n_kv = q_pos0 + n_q, and the n_kv field only bounds it. A value out of
+ * the contract is clamped into [0, n_kv - n_q] so that no kernel reads past the cache capacity
+ * (memory safety, not a feature: the results are then wrong). */
+struct KvExtent {
+    int n_kv;
+    long long q_pos0;
+};
+__device__ __forceinline__ KvExtent kv_extent(const vl_attn_params &p) {
+    if (p.n_past_dev == nullptr) return {(int)p.n_kv, p.q_pos0};
+    long long past = *p.n_past_dev;
+    const long long most = p.n_kv - p.n_q; /* >= 0: vl_cuda_attention_supported */
+    past = past < 0 ? 0 : past > most ? most : past;
+    return {(int)(past + p.n_q), past};
+}
+
 /* Keys [*lo, *hi) that query row i sees: its segment when there are segments, cut at
  * q_pos0 + i when causal. Never empty for a valid row (kernels.h). */
-__device__ __forceinline__ void row_key_range(const vl_attn_params &p, int i, int *lo, int *hi) {
-    int a = 0, b = (int)p.n_kv;
+__device__ __forceinline__ void row_key_range(const vl_attn_params &p, const KvExtent &ext, int i,
+                                              int *lo, int *hi) {
+    int a = 0, b = ext.n_kv;
     if (p.n_seg > 0) {
         int s = segment_of(p.seg_starts, p.n_seg, i);
         a = p.seg_starts[s];
         b = p.seg_starts[s + 1];
     }
     if (p.causal) {
-        long long last = p.q_pos0 + i + 1;
+        long long last = ext.q_pos0 + i + 1;
         if (last < b) b = (int)last;
     }
     *lo = a;
     *hi = b;
 }
+
+/* Head dims of the flash kernels: every multiple of 8 up to 128. The MMAs run over
+ * padded_dim(D) (the next multiple of 16); the padding columns are zeros in shared memory and
+ * never stored. 64, 80, 96 and 128 need no padding (the model's sizes). */
+constexpr int kMaxHeadDim = 128;
+__host__ __device__ constexpr int padded_dim(int d) {
+    return (d + 15) / 16 * 16;
+}
+#define VL_ATTN_HEAD_DIMS(X)                                                                       \
+    X(8)                                                                                           \
+    X(16) X(24) X(32) X(40) X(48) X(56) X(64) X(72) X(80) X(88) X(96) X(104) X(112) X(120) X(128)
 
 } // namespace vl_attn
 

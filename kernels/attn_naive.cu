@@ -5,6 +5,9 @@
  *   3. o[i, h, :] = sum_j p[h, i, j] v_j (16 x 16 tiles), rounded once to bf16.
  * It needs n_heads * n_q * n_kv floats of scratch and reads every score three times: the point
  * is to measure what flash attention saves. Any head_dim, any alignment (scalar loads).
+ * With n_past_dev (runtime cache length) the score rows keep the bound n_kv as their length:
+ * keys past the real length are masked like future keys (probability exactly 0) and P.V stops
+ * at the real length, so the result has the same bits as the call with the length explicit.
  * Leaves out: tensor cores and every other optimization on purpose.
  */
 #include "kernels/attn_mma.cuh"
@@ -26,13 +29,14 @@ __global__ void naive_scores(const vl_attn_params p, float *scores) {
     const int head = (int)blockIdx.z, D = p.head_dim, kv_head = head / (p.n_heads / p.n_kv_heads);
     const int i = (int)blockIdx.y * kTile + ty, j = (int)blockIdx.x * kTile + tx;
     const int j_load = (int)blockIdx.x * kTile + ty; /* the key row this thread stages */
+    const KvExtent ext = kv_extent(p);
     float acc = 0.f;
     for (int d0 = 0; d0 < D; d0 += kTile) {
         const int d = d0 + tx;
         sq[ty][tx] = i < p.n_q && d < D
                          ? load_bf16(p.q, (int64_t)i * p.q_stride + (int64_t)head * D + d)
                          : 0.f;
-        sk[ty][tx] = j_load < p.n_kv && d < D
+        sk[ty][tx] = j_load < ext.n_kv && d < D
                          ? load_bf16(p.k, (int64_t)j_load * p.kv_tok_stride +
                                               (int64_t)kv_head * p.kv_head_stride + d)
                          : 0.f;
@@ -43,7 +47,7 @@ __global__ void naive_scores(const vl_attn_params p, float *scores) {
     }
     if (i < p.n_q && j < p.n_kv) {
         int lo, hi;
-        row_key_range(p, i, &lo, &hi);
+        row_key_range(p, ext, i, &lo, &hi);
         scores[((int64_t)head * p.n_q + i) * p.n_kv + j] =
             j >= lo && j < hi ? acc * p.scale : -INFINITY;
     }
@@ -90,11 +94,12 @@ __global__ void naive_pv(const vl_attn_params p, const float *probs) {
     const int i = (int)blockIdx.y * kTile + ty, d = (int)blockIdx.x * kTile + tx;
     const float *prow = probs + ((int64_t)head * p.n_q + i) * p.n_kv;
     const int64_t v0 = (int64_t)kv_head * p.kv_head_stride;
+    const int64_t n_kv = kv_extent(p).n_kv; /* the real length; probs rows have p.n_kv entries */
     float acc = 0.f;
-    for (int64_t j0 = 0; j0 < p.n_kv; j0 += kTile) {
-        sp[ty][tx] = i < p.n_q && j0 + tx < p.n_kv ? prow[j0 + tx] : 0.f;
+    for (int64_t j0 = 0; j0 < n_kv; j0 += kTile) {
+        sp[ty][tx] = i < p.n_q && j0 + tx < n_kv ? prow[j0 + tx] : 0.f;
         sv[ty][tx] =
-            j0 + ty < p.n_kv && d < D ? load_bf16(p.v, v0 + (j0 + ty) * p.kv_tok_stride + d) : 0.f;
+            j0 + ty < n_kv && d < D ? load_bf16(p.v, v0 + (j0 + ty) * p.kv_tok_stride + d) : 0.f;
         __syncthreads();
 #pragma unroll
         for (int e = 0; e < kTile; e++) acc += sp[ty][e] * sv[e][tx];

@@ -18,6 +18,11 @@
  *     range. Rows past n_q and keys past the union are zero-filled and never stored.
  *   - Causal grids hand out the longest query blocks first, for every head (blocks are
  *     dispatched x fastest), so the short ones fill the tail.
+ *   - Head dims: every multiple of 8 up to 128. One not a multiple of 16 (the tiny test models'
+ *     24, 40) runs its MMAs over D + 8 columns whose padding is zeros in shared memory.
+ *   - The cache length may be read at run time (n_past_dev, CUDA-graph replays): the grid depends
+ *     on n_q only, and the key ranges come from kv_extent, so the result has the same bits as a
+ *     call with that length written in the params.
  * Leaves out: Hopper wgmma/TMA/warp specialization, split-KV for short query blocks over long
  * caches (decode has its own kernel), dropout, sliding windows, ALiBi, fp16 inputs.
  */
@@ -33,24 +38,26 @@ template <int D, int MT> struct Prefill {
     static constexpr int kRowsPerWarp = 16 * MT;
     static constexpr int kBM = kWarps * kRowsPerWarp; /* query rows per CTA */
     static constexpr int kBN = 64;                    /* keys per tile */
-    static constexpr int kLD = D + 8;                 /* shared row stride, elements */
+    static constexpr int kDP = padded_dim(D);         /* head dim the MMAs run over */
+    static constexpr int kLD = kDP + 8;               /* shared row stride, elements */
     static constexpr int kSmem = (kBM + 2 * kBN) * kLD * (int)sizeof(bf16);
-    static_assert(D % 16 == 0 && D <= 256, "head_dim must be a multiple of 16, at most 256");
+    static_assert(D % 8 == 0 && D <= kMaxHeadDim, "head_dim must be a multiple of 8, at most 128");
+    static_assert(kDP == D || kDP == D + 8, "one 16-byte pad chunk at most");
     static_assert(kSmem <= 99 * 1024, "a CTA must fit the 99 KB of sm_86 and sm_89");
 };
 
 /* cp.async of rows [row0, row0 + ROWS) x D of a global matrix (row stride `stride`) into a shared
- * tile with row stride LD; rows at or past row_end are zero-filled. All threads take part. */
+ * tile with row stride LD; rows at or past row_end are zero-filled. All threads take part.
+ * Columns from D to LD are left alone (the padding, zeroed once by the kernel). */
 template <int D, int ROWS, int LD>
 __device__ __forceinline__ void load_tile(bf16 *s, const bf16 *g, int64_t stride, int row0,
                                           int row_end) {
     constexpr int kChunks = D / 8; /* 16-byte pieces per row */
     constexpr int kTotal = ROWS * kChunks;
     const uint32_t base = smem_u32(s);
-    if constexpr (kThreads % kChunks == 0) {
+    if constexpr (kThreads % kChunks == 0 && ROWS % (kThreads / kChunks) == 0) {
         /* each pass covers whole rows: one pointer, advanced by a fixed number of rows */
         constexpr int kRowsPerPass = kThreads / kChunks;
-        static_assert(ROWS % kRowsPerPass == 0, "whole passes");
         const int r = (int)threadIdx.x / kChunks, col = ((int)threadIdx.x % kChunks) * 8;
         const bf16 *src = g + (int64_t)(row0 + r) * stride + col;
         const int64_t step = (int64_t)kRowsPerPass * stride;
@@ -78,7 +85,7 @@ __device__ __forceinline__ void load_tile(bf16 *s, const bf16 *g, int64_t stride
 template <int D, int MT>
 __global__ void __launch_bounds__(kThreads) attn_prefill_kernel(const vl_attn_params p) {
     using C = Prefill<D, MT>;
-    constexpr int kBN = C::kBN, kLD = C::kLD;
+    constexpr int kBN = C::kBN, kLD = C::kLD, DP = C::kDP;
     extern __shared__ __align__(16) unsigned char smem[];
     bf16 *sQ = reinterpret_cast<bf16 *>(smem); /* [kBM][kLD], later the output staging */
     bf16 *sK = sQ + C::kBM * kLD;              /* [kBN][kLD] */
@@ -95,7 +102,14 @@ __global__ void __launch_bounds__(kThreads) attn_prefill_kernel(const vl_attn_pa
     const bf16 *k = static_cast<const bf16 *>(p.k) + (int64_t)kv_head * p.kv_head_stride;
     const bf16 *v = static_cast<const bf16 *>(p.v) + (int64_t)kv_head * p.kv_head_stride;
     const int warp_row0 = warp * C::kRowsPerWarp;
+    const KvExtent ext = kv_extent(p);
 
+    if constexpr (DP != D) {
+        /* the padding columns of every Q, K and V row: zeros, so the MMAs over DP add nothing;
+         * the cp.asyncs never write them, and the first barrier below publishes them */
+        for (int r = (int)threadIdx.x; r < C::kBM + 2 * kBN; r += kThreads)
+            *reinterpret_cast<uint4 *>(sQ + r * kLD + D) = make_uint4(0u, 0u, 0u, 0u);
+    }
     load_tile<D, C::kBM, kLD>(sQ, q, p.q_stride, q0, n_q);
 
     /* This thread holds rows warp_row0 + 16 mt + gid + 8 half. A row past n_q borrows the range
@@ -110,7 +124,7 @@ __global__ void __launch_bounds__(kThreads) attn_prefill_kernel(const vl_attn_pa
         for (int half = 0; half < 2; half++) {
             const int r = warp_row0 + 16 * mt + gid + 8 * half;
             int lo, hi;
-            row_key_range(p, min(q0 + r, n_q - 1), &lo, &hi);
+            row_key_range(p, ext, min(q0 + r, n_q - 1), &lo, &hi);
             if (tig == 0) s_lo[r] = lo, s_hi[r] = hi;
             w_lo = min(w_lo, lo), w_hi = max(w_hi, hi);
             w_in_lo = max(w_in_lo, lo), w_in_hi = min(w_in_hi, hi);
@@ -130,12 +144,12 @@ __global__ void __launch_bounds__(kThreads) attn_prefill_kernel(const vl_attn_pa
     load_tile<D, kBN, kLD>(sK, k, p.kv_tok_stride, kv_lo, kv_hi);
     cp_async_commit(); /* group: Q and K(0) */
 
-    float o[MT][D / 8][4];
+    float o[MT][DP / 8][4];
     float m[MT][2], l[MT][2]; /* running raw max of q.k and thread-partial sum of exp */
 #pragma unroll
     for (int mt = 0; mt < MT; mt++) {
 #pragma unroll
-        for (int dt = 0; dt < D / 8; dt++)
+        for (int dt = 0; dt < DP / 8; dt++)
             o[mt][dt][0] = o[mt][dt][1] = o[mt][dt][2] = o[mt][dt][3] = 0.f;
         m[mt][0] = m[mt][1] = -INFINITY;
         l[mt][0] = l[mt][1] = 0.f;
@@ -163,7 +177,7 @@ __global__ void __launch_bounds__(kThreads) attn_prefill_kernel(const vl_attn_pa
                 for (int nt = 0; nt < kBN / 8; nt++)
                     s[mt][nt][0] = s[mt][nt][1] = s[mt][nt][2] = s[mt][nt][3] = 0.f;
 #pragma unroll
-            for (int kk = 0; kk < D / 16; kk++) {
+            for (int kk = 0; kk < DP / 16; kk++) {
                 uint32_t a[MT][4];
 #pragma unroll
                 for (int mt = 0; mt < MT; mt++)
@@ -216,7 +230,7 @@ __global__ void __launch_bounds__(kThreads) attn_prefill_kernel(const vl_attn_pa
                     const float alpha = exp2_approx(m[mt][half] * scale_log2 - base);
                     m[mt][half] = mx;
 #pragma unroll
-                    for (int dt = 0; dt < D / 8; dt++) {
+                    for (int dt = 0; dt < DP / 8; dt++) {
                         o[mt][dt][2 * half] *= alpha;
                         o[mt][dt][2 * half + 1] *= alpha;
                     }
@@ -253,7 +267,7 @@ __global__ void __launch_bounds__(kThreads) attn_prefill_kernel(const vl_attn_pa
 #pragma unroll
             for (int kk = 0; kk < kBN / 16; kk++)
 #pragma unroll
-                for (int dp = 0; dp < D / 16; dp++) {
+                for (int dp = 0; dp < DP / 16; dp++) {
                     uint32_t b[4];
                     ldmatrix_x4_trans(
                         b, v_base + (uint32_t)(((kk * 16 + a_row) * kLD + dp * 16 + a_col) * 2));
@@ -268,7 +282,7 @@ __global__ void __launch_bounds__(kThreads) attn_prefill_kernel(const vl_attn_pa
     cp_async_wait<0>(); /* nothing may still be landing in sQ */
 
     /* o / l rounded to bf16, staged in this warp's own Q rows (no other warp reads them), then
-     * written with 16-byte stores */
+     * its D real columns written with 16-byte stores */
 #pragma unroll
     for (int mt = 0; mt < MT; mt++)
 #pragma unroll
@@ -279,7 +293,7 @@ __global__ void __launch_bounds__(kThreads) attn_prefill_kernel(const vl_attn_pa
             const float inv = sum > 0.f ? 1.f / sum : 0.f;
             bf16 *row = sQ + (warp_row0 + 16 * mt + gid + 8 * half) * kLD + 2 * tig;
 #pragma unroll
-            for (int dt = 0; dt < D / 8; dt++)
+            for (int dt = 0; dt < DP / 8; dt++)
                 *reinterpret_cast<uint32_t *>(row + dt * 8) =
                     pack_bf16(o[mt][dt][2 * half] * inv, o[mt][dt][2 * half + 1] * inv);
         }
@@ -318,21 +332,15 @@ template <int D> void launch_rows(const vl_attn_params *p, int rows_per_cta, cud
 
 } // namespace
 
-/* head_dim is one of 64, 80, 96, 128 (vl_cuda_attention_supported); rows_per_cta 64 or 128. */
+/* head_dim is a multiple of 8 up to 128 (vl_cuda_attention_supported); rows_per_cta 64 or 128. */
 void vl_attn_prefill_launch(const vl_attn_params *p, int rows_per_cta, cudaStream_t stream) {
     switch (p->head_dim) {
-    case 64:
-        launch_rows<64>(p, rows_per_cta, stream);
+#define VL_ATTN_PREFILL_CASE(d)                                                                    \
+    case d:                                                                                        \
+        launch_rows<d>(p, rows_per_cta, stream);                                                   \
         break;
-    case 80:
-        launch_rows<80>(p, rows_per_cta, stream);
-        break;
-    case 96:
-        launch_rows<96>(p, rows_per_cta, stream);
-        break;
-    case 128:
-        launch_rows<128>(p, rows_per_cta, stream);
-        break;
+        VL_ATTN_HEAD_DIMS(VL_ATTN_PREFILL_CASE)
+#undef VL_ATTN_PREFILL_CASE
     default:
         vl_cuda_fatal("vl_attn_prefill_launch", __FILE__, __LINE__, "head_dim not compiled");
     }

@@ -10,6 +10,10 @@
  * The scores of one row live in a scratch row of n_kv floats, so memory does not grow with
  * n_q * n_kv. Every query row has at least one visible key (itself, or key 0), so the softmax
  * is never empty.
+ * n_past_dev (runtime cache length) is read directly: CPU backend memory is host memory.
+ * vl_cpu_attention_naive (--attn naive) runs the same arithmetic in the eager order: all scores
+ * into the caller's [H, n_q, n_kv] matrix, then every row's softmax, then P.V; so its results
+ * have exactly the bits of vl_cpu_attention.
  * Leaves out: sliding windows, dropout, attention sinks and any tiling (one pass per row).
  */
 #include "kernels/cpu_internal.h"
@@ -52,41 +56,69 @@ static void check_params(const vl_attn_params *p) {
     }
 }
 
-/* o for one (query row, head) pair; scores: n_kv floats, block/total: head_dim floats each. */
-static void attend_one(const vl_attn_params *p, int64_t i, int h, float *scores, float *block,
-                       float *total) {
-    const int D = p->head_dim;
-    const int g = h / (p->n_heads / p->n_kv_heads);
-    const float *q = (const float *)p->q + i * p->q_stride + (int64_t)h * D;
-    const float *k = (const float *)p->k + (int64_t)g * p->kv_head_stride;
-    const float *v = (const float *)p->v + (int64_t)g * p->kv_head_stride;
-    float *o = (float *)p->o + i * p->o_stride + (int64_t)h * D;
+/* The parameters with the cache length written in: with n_past_dev, q_pos0 = n_past_dev[0] and
+ * n_kv = q_pos0 + n_q, which must fit the bound p->n_kv. Then checked. */
+static vl_attn_params resolved(const vl_attn_params *p) {
+    vl_attn_params r = *p;
+    if (p->n_past_dev) {
+        VL_CPU_REQUIRE(p->causal && p->n_seg == 0, "n_past_dev needs causal attention without "
+                                                   "segments");
+        const int64_t past = p->n_past_dev[0];
+        VL_CPU_REQUIRE(past >= 0 && past + p->n_q <= p->n_kv,
+                       "n_past_dev[0] = %lld with %lld queries exceeds the bound n_kv %lld",
+                       (long long)past, (long long)p->n_q, (long long)p->n_kv);
+        r.q_pos0 = past;
+        r.n_kv = past + p->n_q;
+        r.n_past_dev = NULL;
+    }
+    check_params(&r);
+    return r;
+}
 
-    int64_t lo = 0, hi = p->n_kv;
+/* Keys [*lo, *hi) visible to query row i. */
+static void key_range(const vl_attn_params *p, int64_t i, int64_t *lo, int64_t *hi) {
+    *lo = 0, *hi = p->n_kv;
     if (p->n_seg > 0) {
         int s = segment_of(p->seg_starts, p->n_seg, i);
-        lo = p->seg_starts[s];
-        hi = p->seg_starts[s + 1];
+        *lo = p->seg_starts[s];
+        *hi = p->seg_starts[s + 1];
     }
-    if (p->causal && p->q_pos0 + i + 1 < hi) hi = p->q_pos0 + i + 1;
-    const int64_t n = hi - lo;
+    if (p->causal && p->q_pos0 + i + 1 < *hi) *hi = p->q_pos0 + i + 1;
+}
 
-    float max = -INFINITY;
-    for (int64_t j = 0; j < n; j++) {
+/* The three steps for query row i, head h over its n visible keys from lo; the attention of one
+ * row is row_scores, row_softmax, row_output on the same n floats. */
+static void row_scores(const vl_attn_params *p, int64_t i, int h, int64_t lo, int64_t n,
+                       float *scores) {
+    const int D = p->head_dim, g = h / (p->n_heads / p->n_kv_heads);
+    const float *q = (const float *)p->q + i * p->q_stride + (int64_t)h * D;
+    const float *k = (const float *)p->k + (int64_t)g * p->kv_head_stride;
+    for (int64_t j = 0; j < n; j++)
         scores[j] = vl_cpu_dot(q, k + (lo + j) * p->kv_tok_stride, D) * p->scale;
+}
+
+static void row_softmax(float *scores, int64_t n) {
+    float max = -INFINITY;
+    for (int64_t j = 0; j < n; j++)
         if (scores[j] > max) max = scores[j];
-    }
     for (int64_t j = 0; j < n; j++) scores[j] = expf(scores[j] - max);
     const float sum = vl_cpu_sum(scores, n);
     for (int64_t j = 0; j < n; j++) scores[j] /= sum;
+}
 
+/* block/total: head_dim floats of scratch each. */
+static void row_output(const vl_attn_params *p, int64_t i, int h, int64_t lo, int64_t n,
+                       const float *probs, float *block, float *total) {
+    const int D = p->head_dim, g = h / (p->n_heads / p->n_kv_heads);
+    const float *v = (const float *)p->v + (int64_t)g * p->kv_head_stride;
+    float *o = (float *)p->o + i * p->o_stride + (int64_t)h * D;
     memset(total, 0, (size_t)D * sizeof(float));
     for (int64_t j0 = 0; j0 < n; j0 += OUT_BLOCK) {
         memset(block, 0, (size_t)D * sizeof(float));
         int64_t j1 = j0 + OUT_BLOCK < n ? j0 + OUT_BLOCK : n;
         for (int64_t j = j0; j < j1; j++) {
             const float *vj = v + (lo + j) * p->kv_tok_stride;
-            for (int d = 0; d < D; d++) block[d] += scores[j] * vj[d];
+            for (int d = 0; d < D; d++) block[d] += probs[j] * vj[d];
         }
         for (int d = 0; d < D; d++) total[d] += block[d];
     }
@@ -98,14 +130,86 @@ static void attention_slice(void *ctx, int64_t begin, int64_t end) {
     const vl_attn_params *p = ctx;
     float *scores = vl_cpu_scratch(p->n_kv + 2 * (int64_t)p->head_dim);
     float *block = scores + p->n_kv, *total = block + p->head_dim;
-    for (int64_t item = begin; item < end; item++)
-        attend_one(p, item / p->n_heads, (int)(item % p->n_heads), scores, block, total);
+    for (int64_t item = begin; item < end; item++) {
+        const int64_t i = item / p->n_heads;
+        const int h = (int)(item % p->n_heads);
+        int64_t lo, hi;
+        key_range(p, i, &lo, &hi);
+        row_scores(p, i, h, lo, hi - lo, scores);
+        row_softmax(scores, hi - lo);
+        row_output(p, i, h, lo, hi - lo, scores, block, total);
+    }
     free(scores);
 }
 
 void vl_cpu_attention(vl_backend *b, const vl_attn_params *p) {
-    check_params(p);
+    const vl_attn_params r = resolved(p);
     /* work: q.k and p.v for every visible key, bounded by all n_kv keys */
-    double work = 2.0 * (double)p->n_q * (double)p->n_kv * p->n_heads * p->head_dim;
-    vl_cpu_parallel(p->n_q * p->n_heads, work, attention_slice, (void *)p);
+    double work = 2.0 * (double)r.n_q * (double)r.n_kv * r.n_heads * r.head_dim;
+    vl_cpu_parallel(r.n_q * r.n_heads, work, attention_slice, (void *)&r);
+}
+
+/* ---- the eager order (--attn naive) --------------------------------------------------------- */
+
+typedef struct {
+    const vl_attn_params *p; /* resolved */
+    float *scores;           /* [n_heads, n_q, row_len] */
+    int64_t row_len;         /* the n_kv the caller sized scores with (the bound) */
+} naive_ctx;
+
+/* Items are score rows, item = h * n_q + i (the matrix order). */
+static float *naive_row(const naive_ctx *c, int64_t item, int64_t *i, int *h, int64_t *lo,
+                        int64_t *hi) {
+    *h = (int)(item / c->p->n_q);
+    *i = item % c->p->n_q;
+    key_range(c->p, *i, lo, hi);
+    return c->scores + item * c->row_len;
+}
+
+/* scores of visible keys, -inf elsewhere (the mask of an eager implementation) */
+static void naive_scores_slice(void *ctx, int64_t begin, int64_t end) {
+    const naive_ctx *c = ctx;
+    for (int64_t item = begin; item < end; item++) {
+        int64_t i, lo, hi;
+        int h;
+        float *row = naive_row(c, item, &i, &h, &lo, &hi);
+        for (int64_t j = 0; j < c->row_len; j++) row[j] = -INFINITY;
+        row_scores(c->p, i, h, lo, hi - lo, row + lo);
+    }
+}
+
+/* probabilities: the softmax of the visible keys, exactly 0 elsewhere */
+static void naive_softmax_slice(void *ctx, int64_t begin, int64_t end) {
+    const naive_ctx *c = ctx;
+    for (int64_t item = begin; item < end; item++) {
+        int64_t i, lo, hi;
+        int h;
+        float *row = naive_row(c, item, &i, &h, &lo, &hi);
+        row_softmax(row + lo, hi - lo);
+        for (int64_t j = 0; j < c->row_len; j++)
+            if (j < lo || j >= hi) row[j] = 0.0f;
+    }
+}
+
+static void naive_output_slice(void *ctx, int64_t begin, int64_t end) {
+    const naive_ctx *c = ctx;
+    float *block = vl_cpu_scratch(2 * (int64_t)c->p->head_dim), *total = block + c->p->head_dim;
+    for (int64_t item = begin; item < end; item++) {
+        int64_t i, lo, hi;
+        int h;
+        const float *row = naive_row(c, item, &i, &h, &lo, &hi);
+        row_output(c->p, i, h, lo, hi - lo, row + lo, block, total);
+    }
+    free(block);
+}
+
+void vl_cpu_attention_naive(vl_backend *b, const vl_attn_params *p, float *scores) {
+    const vl_attn_params r = resolved(p);
+    VL_CPU_REQUIRE(scores != NULL || r.n_q == 0, "attention_naive without a score buffer");
+    naive_ctx c = {.p = &r, .scores = scores, .row_len = p->n_kv};
+    const int64_t rows = r.n_q * r.n_heads;
+    const double pairs = (double)r.n_q * (double)c.row_len * r.n_heads;
+    vl_cpu_parallel(rows, pairs * r.head_dim, naive_scores_slice, &c);
+    vl_cpu_parallel(rows, pairs * 4, naive_softmax_slice, &c);
+    vl_cpu_parallel(rows, pairs * r.head_dim, naive_output_slice, &c);
 }

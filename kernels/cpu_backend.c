@@ -161,7 +161,11 @@ static vl_backend cpu_backend = {
     .rope_text = vl_cpu_rope_text,
     .rope_vision = vl_cpu_rope_vision,
     .attention = vl_cpu_attention,
+    .attention_naive = vl_cpu_attention_naive,
     .kv_append = vl_cpu_kv_append,
+    .sample_token = vl_cpu_sample_token,
+    .quantize = vl_cpu_quantize,
+    .dequantize = vl_cpu_dequantize,
 };
 
 vl_backend *vl_backend_cpu(void) {

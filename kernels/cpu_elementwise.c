@@ -35,7 +35,9 @@ void vl_cpu_gelu(vl_backend *b, void *x, int64_t n) {
 }
 
 void vl_cpu_kv_append(vl_backend *b, void *cache, int64_t head_stride, const void *src,
-                      int64_t src_stride, int64_t s, int kv_heads, int head_dim, int64_t pos0) {
+                      int64_t src_stride, int64_t s, int kv_heads, int head_dim, int64_t pos0,
+                      const int32_t *pos0_dev) {
+    if (pos0_dev) pos0 = pos0_dev[0]; /* backend memory is host memory here */
     /* heads must not overlap (with one head, head_stride is never used) */
     VL_CPU_REQUIRE(pos0 >= 0 && (kv_heads == 1 || (pos0 + s) * head_dim <= head_stride),
                    "kv_append of %lld tokens at %lld overflows a head of %lld elements",

@@ -102,7 +102,16 @@ void vl_cpu_rope_text(vl_backend *b, void *x, int64_t stride, int64_t s, int hea
 void vl_cpu_rope_vision(vl_backend *b, void *x, int64_t stride, int64_t s, int heads, int head_dim,
                         const int32_t *pos, float theta);
 void vl_cpu_attention(vl_backend *b, const vl_attn_params *p);
+void vl_cpu_attention_naive(vl_backend *b, const vl_attn_params *p, float *scores);
 void vl_cpu_kv_append(vl_backend *b, void *cache, int64_t head_stride, const void *src,
-                      int64_t src_stride, int64_t s, int kv_heads, int head_dim, int64_t pos0);
+                      int64_t src_stride, int64_t s, int kv_heads, int head_dim, int64_t pos0,
+                      const int32_t *pos0_dev);
+
+void vl_cpu_sample_token(vl_backend *b, vl_decode_state *st, int32_t *tokens, const void *logits,
+                         int64_t n, float temperature, uint64_t seed, int advance);
+
+/* quantized weights (cpu_quant.c): the table's quantize / dequantize entries */
+void vl_cpu_quantize(vl_backend *b, vl_weight *dst, const void *src_bf16, int double_quant);
+void vl_cpu_dequantize(vl_backend *b, void *dst, const vl_weight *w);
 
 #endif

@@ -3,10 +3,13 @@
  * linear: y[i, r] = dot(x[i, :], W[r, :]) + b[r], the dot product in float32 over the
  * interleaved lanes of cpu_internal.h, then one rounding for the bias. Weight rows are
  * converted to float32 a block of LINEAR_ROW_BLOCK rows at a time and reused for every input
- * row, so each weight element is converted once per call. Large calls split the output
- * features (weight rows) over up to VL_CPU_MAX_THREADS threads; every y[i, r] is computed the
- * same way in every split, so the result does not depend on the thread count nor on m.
- * Leaves out: cache tiling of x and quantized weights.
+ * row, so each weight element is converted once per call. Quantized weights (NF4, Q8ROW) are
+ * converted by vl_weight_rows_f32 to the bf16-rounded values a bf16 GEMM would see, so a
+ * quantized linear equals the linear on the dequantized bf16 matrix, bit for bit. Large calls
+ * split the output features (weight rows) over up to VL_CPU_MAX_THREADS threads; every
+ * y[i, r] is computed the same way in every split, so the result does not depend on the thread
+ * count nor on m.
+ * Leaves out: cache tiling of x.
  */
 #include "kernels/cpu_internal.h"
 
@@ -28,7 +31,7 @@ static void linear_row_slice(void *ctx, int64_t r_begin, int64_t r_end) {
     float bias[LINEAR_ROW_BLOCK];
     for (int64_t r0 = r_begin; r0 < r_end; r0 += LINEAR_ROW_BLOCK) {
         int nr = r_end - r0 < LINEAR_ROW_BLOCK ? (int)(r_end - r0) : LINEAR_ROW_BLOCK;
-        vl_cpu_param_to_f32(w_block, job->w->data, job->w->dtype, r0 * cols, nr * cols);
+        vl_weight_rows_f32(job->w, r0, nr, w_block);
         for (int r = 0; r < nr; r++) bias[r] = vl_cpu_vec_at(job->bias, r0 + r, 0.0f);
         for (int64_t i = 0; i < job->m; i++) {
             const float *xi = job->x + i * cols;
@@ -55,7 +58,6 @@ void vl_cpu_embed(vl_backend *b, void *y, const vl_weight *table, const int32_t 
     for (int64_t i = 0; i < n; i++) {
         VL_CPU_REQUIRE(ids[i] >= 0 && ids[i] < table->rows, "token id %d of a table of %lld rows",
                        (int)ids[i], (long long)table->rows);
-        vl_cpu_param_to_f32(out + i * table->cols, table->data, table->dtype,
-                            (int64_t)ids[i] * table->cols, table->cols);
+        vl_weight_rows_f32(table, ids[i], 1, out + i * table->cols);
     }
 }

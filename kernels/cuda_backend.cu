@@ -11,6 +11,8 @@
  *   attention   CUDA_ATTN_WS_BYTES     (64 MiB: split-KV partials of decode; an attention call
  *                                       needing more aborts with both sizes in the message)
  *   staging     CUDA_STAGING_FLOATS fp32 (16 MiB: from_f32 / to_f32 chunks)
+ *   gemv        CUDA_GEMV_PARTIAL_FLOATS fp32 + CUDA_GEMV_TILES int32 (1 MiB + 64 KiB: K split
+ *               over CTAs in the decode GEMV; the counters start zeroed)
  * Leaves out: multi-GPU, CUDA graphs, pinned host buffers, memory accounting (the engine's
  * arena ledger does that).
  */
@@ -19,9 +21,11 @@
 #include <stdarg.h>
 #include <stdlib.h>
 
-#define CUDA_CUBLAS_WS_BYTES ((size_t)32 << 20)
-#define CUDA_ATTN_WS_BYTES   ((size_t)64 << 20)
-#define CUDA_STAGING_FLOATS  ((int64_t)4 << 20)
+#define CUDA_CUBLAS_WS_BYTES     ((size_t)32 << 20)
+#define CUDA_ATTN_WS_BYTES       ((size_t)64 << 20)
+#define CUDA_STAGING_FLOATS      ((int64_t)4 << 20)
+#define CUDA_GEMV_PARTIAL_FLOATS ((int64_t)1 << 18) /* 1 MiB: 2048 CTA partials of 128 floats */
+#define CUDA_GEMV_TILES          ((int64_t)1 << 14) /* counters: N up to 262144 may split K */
 
 /* bf16 kernels and the cp.async/mma instructions of the attention kernels need Ampere. */
 #define CUDA_MIN_MAJOR 8
@@ -110,6 +114,8 @@ static void ctx_release(vl_cuda_ctx *c) {
     if (c->cublas_ws) cudaFree(c->cublas_ws);
     if (c->attn_ws) cudaFree(c->attn_ws);
     if (c->staging) cudaFree(c->staging);
+    if (c->gemv.partials) cudaFree(c->gemv.partials);
+    if (c->gemv.tile_counters) cudaFree(c->gemv.tile_counters);
     if (c->stream) cudaStreamDestroy(c->stream);
     (void)cudaGetLastError();
     *c = vl_cuda_ctx{};
@@ -143,6 +149,16 @@ static int ctx_create(vl_cuda_ctx *c, char *why, size_t why_len) {
     if (err == cudaSuccess) err = cudaMalloc(&c->cublas_ws, c->cublas_ws_bytes);
     if (err == cudaSuccess) err = cudaMalloc(&c->attn_ws, c->attn_ws_bytes);
     if (err == cudaSuccess) err = cudaMalloc((void **)&c->staging, (size_t)c->staging_floats * 4);
+    if (err == cudaSuccess)
+        err = cudaMalloc((void **)&c->gemv.partials, (size_t)CUDA_GEMV_PARTIAL_FLOATS * 4);
+    if (err == cudaSuccess)
+        err = cudaMalloc((void **)&c->gemv.tile_counters, (size_t)CUDA_GEMV_TILES * 4);
+    if (err == cudaSuccess)
+        err = cudaMemset(c->gemv.tile_counters, 0, (size_t)CUDA_GEMV_TILES * 4);
+    if (err == cudaSuccess) {
+        c->gemv.partial_floats = CUDA_GEMV_PARTIAL_FLOATS;
+        c->gemv.n_tile_counters = CUDA_GEMV_TILES;
+    }
     if (err != cudaSuccess) {
         say(why, why_len, "CUDA start-up failed at %s (%s); use --backend cpu", step,
             cudaGetErrorString(err));
@@ -207,11 +223,19 @@ extern "C" vl_backend *vl_backend_cuda(char *why, size_t why_len) {
     b->rope_text = vl_cuda_rope_text;
     b->rope_vision = vl_cuda_rope_vision;
     b->attention = cuda_attention;
+    b->attention_naive = vl_cuda_attention_naive_op;
     b->kv_append = vl_cuda_kv_append;
     b->fill_random_bf16 = vl_cuda_fill_random_bf16;
+    b->sample_token = vl_cuda_sample_token;
+    b->graph_begin = vl_cuda_graph_begin;
+    b->graph_end = vl_cuda_graph_end;
+    b->graph_launch = vl_cuda_graph_launch;
+    b->graph_free = vl_cuda_graph_free;
     b->mem_info = vl_cuda_mem_info;
     b->workspace_bytes = cuda_ctx.cublas_ws_bytes + cuda_ctx.attn_ws_bytes +
-                         (size_t)cuda_ctx.staging_floats * 4;
+                         (size_t)cuda_ctx.staging_floats * 4 +
+                         (size_t)cuda_ctx.gemv.partial_floats * 4 +
+                         (size_t)cuda_ctx.gemv.n_tile_counters * 4;
     {
         static char name[256];
         cudaDeviceProp prop;

@@ -171,7 +171,8 @@ void vl_cuda_to_f32(vl_backend *b, float *dst_host, const void *src, int64_t n) 
 template <int VEC>
 static __global__ void kv_append_kernel(vl_bf16 *cache, int64_t head_stride, const vl_bf16 *src,
                                         int64_t src_stride, int64_t s, int kv_heads, int head_dim,
-                                        int64_t pos0) {
+                                        int64_t pos0, const int32_t *pos0_dev) {
+    if (pos0_dev) pos0 = pos0_dev[0]; /* a replayed decode step: the position lives on the GPU */
     const int row_vecs = head_dim / VEC;
     const int64_t total = s * kv_heads * row_vecs;
     for (int64_t item = blockIdx.x * (int64_t)blockDim.x + threadIdx.x; item < total;
@@ -191,7 +192,7 @@ static __global__ void kv_append_kernel(vl_bf16 *cache, int64_t head_stride, con
 
 void vl_cuda_launch_kv_append(vl_bf16 *cache, int64_t head_stride, const vl_bf16 *src,
                               int64_t src_stride, int64_t s, int kv_heads, int head_dim,
-                              int64_t pos0, cudaStream_t stream) {
+                              int64_t pos0, const int32_t *pos0_dev, cudaStream_t stream) {
     if (s <= 0) return;
     int vec = head_dim % 8 == 0 && head_stride % 8 == 0 && src_stride % 8 == 0 &&
               vl_cuda_aligned16(cache) && vl_cuda_aligned16(src);
@@ -199,15 +200,16 @@ void vl_cuda_launch_kv_append(vl_bf16 *cache, int64_t head_stride, const vl_bf16
     unsigned grid = vl_cuda_grid(items, ELEMENTWISE_THREADS);
     if (vec)
         kv_append_kernel<8><<<grid, ELEMENTWISE_THREADS, 0, stream>>>(
-            cache, head_stride, src, src_stride, s, kv_heads, head_dim, pos0);
+            cache, head_stride, src, src_stride, s, kv_heads, head_dim, pos0, pos0_dev);
     else
         kv_append_kernel<1><<<grid, ELEMENTWISE_THREADS, 0, stream>>>(
-            cache, head_stride, src, src_stride, s, kv_heads, head_dim, pos0);
+            cache, head_stride, src, src_stride, s, kv_heads, head_dim, pos0, pos0_dev);
     VL_CUDA_LAUNCH_CHECK();
 }
 
 void vl_cuda_kv_append(vl_backend *b, void *cache, int64_t head_stride, const void *src,
-                       int64_t src_stride, int64_t s, int kv_heads, int head_dim, int64_t pos0) {
+                       int64_t src_stride, int64_t s, int kv_heads, int head_dim, int64_t pos0,
+                       const int32_t *pos0_dev) {
     /* the same contract as the CPU twin: heads must not overlap */
     VL_CUDA_REQUIRE(
         kv_heads > 0 && head_dim > 0 && s >= 0 && src_stride >= (int64_t)kv_heads * head_dim,
@@ -216,5 +218,5 @@ void vl_cuda_kv_append(vl_backend *b, void *cache, int64_t head_stride, const vo
                     "kv_append of %lld tokens at %lld overflows a head of %lld elements",
                     (long long)s, (long long)pos0, (long long)head_stride);
     vl_cuda_launch_kv_append((vl_bf16 *)cache, head_stride, (const vl_bf16 *)src, src_stride, s,
-                             kv_heads, head_dim, pos0, vl_cuda_ctx_of(b)->stream);
+                             kv_heads, head_dim, pos0, pos0_dev, vl_cuda_ctx_of(b)->stream);
 }

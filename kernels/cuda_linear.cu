@@ -1,81 +1,197 @@
-/* cuda_linear.cu: linear (y = x . W^T + b) through cuBLAS, and embed (rows of a table).
+/* cuda_linear.cu: linear (y = x . W^T + b): the dispatch over the GEMV, cuBLAS and the dequant
+ * GEMM; the bf16 GEMMs through cuBLAS / cuBLASLt; and embed (rows of a table).
  *
- * linear: row-major y[m, N] = x[m, K] . W[N, K]^T is, read column-major, y^T[N, m] =
- * W^T . x^T with W stored as a column-major [K, N] matrix: one cublasGemmEx(T, N) with bf16
- * inputs and output, fp32 accumulation (CUBLAS_COMPUTE_32F) and no copy or transpose.
- * The bias is written into y first and the GEMM runs with beta = 1, so each output is
- * bf16(acc + bias) with one rounding, like the CPU twin (fp32 dot + bias, then the value); a
- * separate bias add after a bf16 GEMM output would round twice. The extra pass over y costs
- * m*N*2 bytes, small beside the m*N*K GEMM; cublasLt's BIAS epilogue would fuse it at the price
- * of descriptor and heuristic plumbing.
- * Weights must be BF16: the engine converts F32/F16 checkpoints when it copies them to the
- * device (no convert-on-the-fly here). Biases likewise.
- * Leaves out: quantized weights, cublasLt epilogues (bias, GELU), algorithm selection.
+ * Dispatch (vl_cuda_linear):
+ *   m <= VL_CUDA_GEMV_MAX_M (8), any weight dtype   -> vl_cuda_launch_gemv (gemv.cu): decode
+ *   bf16, larger m, no bias                         -> cublasGemmEx
+ *   bf16, larger m, bias                            -> cuBLASLt with the BIAS epilogue
+ *   NF4 / Q8ROW, larger m                           -> vl_cuda_launch_dequant_gemm
+ * Row-major y[m, N] = x[m, K] . W[N, K]^T is, read column-major, y^T[N, m] = W^T . x^T with W a
+ * column-major [K, N] matrix: one GEMM (T, N) with bf16 inputs and output and fp32 accumulation
+ * (CUBLAS_COMPUTE_32F), no copy or transpose.
+ * Bias: every output must be bf16(fp32 dot + bias), rounded once, like the CPU twin. Preloading
+ * the bias into y and running cublasGemmEx with beta = 1 missed that on H100 (a third of the
+ * outputs of the m = 300 test 1-2 ulp off, as if the product were rounded to bf16 before C was
+ * added). cuBLASLt's BIAS epilogue adds the bias to the fp32 accumulator before the one
+ * conversion (what PyTorch's addmm does), and the algorithm search is restricted to split-K
+ * reductions in the compute type (fp32), never INPLACE / OUTPUT_TYPE (bf16). The chosen
+ * algorithm is cached per (m, N, K, alignments). When cuBLASLt offers nothing (or has no
+ * handle), the GEMV runs on 8 rows of x at a time: exact, slow, never expected.
+ * Weights must be BF16, NF4 or Q8ROW: the engine converts F32/F16 checkpoints when it copies them
+ * to the device. Biases are BF16.
+ * Leaves out: other cuBLASLt epilogues (GELU), strided x / y.
  */
 #include "kernels/cuda_ops.h"
 
 #include <limits.h>
 
-#define BIAS_THREADS  256
 #define EMBED_THREADS 128
-
-/* y[i, r] = bias[r] for i < m, r < n; n % VEC == 0. */
-template <int VEC>
-static __global__ void bias_rows_kernel(vl_bf16 *y, const vl_bf16 *bias, int64_t m, int64_t n) {
-    const int64_t row_vecs = n / VEC, total = m * row_vecs;
-    for (int64_t v = blockIdx.x * (int64_t)blockDim.x + threadIdx.x; v < total;
-         v += (int64_t)gridDim.x * blockDim.x) {
-        const int64_t r = (v % row_vecs) * VEC;
-        if constexpr (VEC == 8)
-            reinterpret_cast<uint4 *>(y)[v] = *reinterpret_cast<const uint4 *>(bias + r);
-        else
-            y[v] = bias[r];
-    }
-}
+#define LT_CACHE_SIZE 32 /* distinct biased GEMM shapes of a model: a dozen */
 
 void vl_cuda_launch_linear(cublasHandle_t handle, cudaStream_t stream, vl_bf16 *y, const vl_bf16 *x,
                            int64_t m, const vl_bf16 *w, int64_t n_out, int64_t k_in,
                            const vl_bf16 *bias) {
+    VL_CUDA_REQUIRE(bias == NULL, "vl_cuda_launch_linear W[%lld, %lld] with a bias: a bias "
+                                  "preloaded into y rounds twice; use vl_cuda_launch_linear_bias",
+                    (long long)n_out, (long long)k_in);
     if (m <= 0) return;
-    float beta = 0.0f;
-    if (bias) {
-        int vec = n_out % 8 == 0 && vl_cuda_aligned16(y) && vl_cuda_aligned16(bias);
-        int64_t items = m * (vec ? n_out / 8 : n_out);
-        if (vec)
-            bias_rows_kernel<8>
-                <<<vl_cuda_grid(items, BIAS_THREADS), BIAS_THREADS, 0, stream>>>(y, bias, m, n_out);
-        else
-            bias_rows_kernel<1>
-                <<<vl_cuda_grid(items, BIAS_THREADS), BIAS_THREADS, 0, stream>>>(y, bias, m, n_out);
-        VL_CUDA_LAUNCH_CHECK();
-        beta = 1.0f;
-    }
-    const float alpha = 1.0f;
+    const float alpha = 1.0f, beta = 0.0f;
     const int N = (int)n_out, M = (int)m, K = (int)k_in;
     VL_CUBLAS_CHECK(cublasGemmEx(handle, CUBLAS_OP_T, CUBLAS_OP_N, N, M, K, &alpha, w, CUDA_R_16BF,
                                  K, x, CUDA_R_16BF, K, &beta, y, CUDA_R_16BF, N, CUBLAS_COMPUTE_32F,
                                  CUBLAS_GEMM_DEFAULT));
 }
 
+/* ---- bf16 GEMM + bias through cuBLASLt ---------------------------------------------------- */
+
+/* Largest power of two <= 256 dividing the address: the alignment cuBLASLt may assume. */
+static uint32_t lt_alignment(const void *p) {
+    uint32_t a = 256;
+    while (a > 1 && ((uintptr_t)p & (a - 1))) a >>= 1;
+    return a;
+}
+
+/* The algorithm cuBLASLt chose for a problem (found == 0: none), so that the heuristic runs
+ * once per shape rather than once per call. Host-side only; the backend is single-threaded. */
+typedef struct {
+    int64_t m, n, k;
+    uint32_t align_w, align_x, align_y;
+    int found;
+    cublasLtMatmulAlgo_t algo;
+} lt_choice;
+
+static lt_choice lt_cache[LT_CACHE_SIZE];
+static int lt_cache_used, lt_cache_next;
+
+static lt_choice *lt_cache_find(const lt_choice *key) {
+    for (int i = 0; i < lt_cache_used; i++) {
+        lt_choice *e = &lt_cache[i];
+        if (e->m == key->m && e->n == key->n && e->k == key->k && e->align_w == key->align_w &&
+            e->align_x == key->align_x && e->align_y == key->align_y)
+            return e;
+    }
+    return NULL;
+}
+
+int vl_cuda_launch_linear_bias(cublasLtHandle_t lt, void *ws, size_t ws_bytes, cudaStream_t stream,
+                               vl_bf16 *y, const vl_bf16 *x, int64_t m, const vl_bf16 *w,
+                               int64_t n_out, int64_t k_in, const vl_bf16 *bias) {
+    if (m <= 0) return 1;
+    /* the epilogue's bias reads are not covered by an alignment preference */
+    if (!lt || !vl_cuda_aligned16(bias)) return 0;
+    cublasLtMatmulDesc_t op;
+    cublasLtMatrixLayout_t w_desc, x_desc, y_desc;
+    VL_CUBLAS_CHECK(cublasLtMatmulDescCreate(&op, CUBLAS_COMPUTE_32F, CUDA_R_32F));
+    const cublasOperation_t trans = CUBLAS_OP_T, no_trans = CUBLAS_OP_N;
+    const cublasLtEpilogue_t epilogue = CUBLASLT_EPILOGUE_BIAS;
+    const int32_t bias_type = CUDA_R_16BF;
+    VL_CUBLAS_CHECK(
+        cublasLtMatmulDescSetAttribute(op, CUBLASLT_MATMUL_DESC_TRANSA, &trans, sizeof trans));
+    VL_CUBLAS_CHECK(cublasLtMatmulDescSetAttribute(op, CUBLASLT_MATMUL_DESC_TRANSB, &no_trans,
+                                                   sizeof no_trans));
+    VL_CUBLAS_CHECK(cublasLtMatmulDescSetAttribute(op, CUBLASLT_MATMUL_DESC_EPILOGUE, &epilogue,
+                                                   sizeof epilogue));
+    VL_CUBLAS_CHECK(
+        cublasLtMatmulDescSetAttribute(op, CUBLASLT_MATMUL_DESC_BIAS_POINTER, &bias, sizeof bias));
+    VL_CUBLAS_CHECK(cublasLtMatmulDescSetAttribute(op, CUBLASLT_MATMUL_DESC_BIAS_DATA_TYPE,
+                                                   &bias_type, sizeof bias_type));
+    VL_CUBLAS_CHECK(
+        cublasLtMatrixLayoutCreate(&w_desc, CUDA_R_16BF, (uint64_t)k_in, (uint64_t)n_out, k_in));
+    VL_CUBLAS_CHECK(
+        cublasLtMatrixLayoutCreate(&x_desc, CUDA_R_16BF, (uint64_t)k_in, (uint64_t)m, k_in));
+    VL_CUBLAS_CHECK(
+        cublasLtMatrixLayoutCreate(&y_desc, CUDA_R_16BF, (uint64_t)n_out, (uint64_t)m, n_out));
+
+    lt_choice key = {};
+    key.m = m, key.n = n_out, key.k = k_in;
+    key.align_w = lt_alignment(w), key.align_x = lt_alignment(x), key.align_y = lt_alignment(y);
+    lt_choice *choice = lt_cache_find(&key);
+    if (!choice) {
+        cublasLtMatmulPreference_t pref;
+        VL_CUBLAS_CHECK(cublasLtMatmulPreferenceCreate(&pref));
+        const uint64_t max_ws = ws_bytes;
+        const uint32_t reductions = CUBLASLT_REDUCTION_SCHEME_COMPUTE_TYPE; /* fp32 partials */
+        VL_CUBLAS_CHECK(cublasLtMatmulPreferenceSetAttribute(
+            pref, CUBLASLT_MATMUL_PREF_MAX_WORKSPACE_BYTES, &max_ws, sizeof max_ws));
+        VL_CUBLAS_CHECK(cublasLtMatmulPreferenceSetAttribute(
+            pref, CUBLASLT_MATMUL_PREF_REDUCTION_SCHEME_MASK, &reductions, sizeof reductions));
+        VL_CUBLAS_CHECK(cublasLtMatmulPreferenceSetAttribute(
+            pref, CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_A_BYTES, &key.align_w, sizeof key.align_w));
+        VL_CUBLAS_CHECK(cublasLtMatmulPreferenceSetAttribute(
+            pref, CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_B_BYTES, &key.align_x, sizeof key.align_x));
+        VL_CUBLAS_CHECK(cublasLtMatmulPreferenceSetAttribute(
+            pref, CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_C_BYTES, &key.align_y, sizeof key.align_y));
+        VL_CUBLAS_CHECK(cublasLtMatmulPreferenceSetAttribute(
+            pref, CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_D_BYTES, &key.align_y, sizeof key.align_y));
+        cublasLtMatmulHeuristicResult_t heur = {};
+        int found = 0;
+        VL_CUBLAS_CHECK(cublasLtMatmulAlgoGetHeuristic(lt, op, w_desc, x_desc, y_desc, y_desc,
+                                                       pref, 1, &heur, &found));
+        VL_CUBLAS_CHECK(cublasLtMatmulPreferenceDestroy(pref));
+        key.found = found > 0;
+        key.algo = heur.algo;
+        choice = &lt_cache[lt_cache_next];
+        *choice = key;
+        lt_cache_next = (lt_cache_next + 1) % LT_CACHE_SIZE;
+        if (lt_cache_used < LT_CACHE_SIZE) lt_cache_used++;
+    }
+    const int found = choice->found;
+    if (found) {
+        const float alpha = 1.0f, beta = 0.0f;
+        VL_CUBLAS_CHECK(cublasLtMatmul(lt, op, &alpha, w, w_desc, x, x_desc, &beta, y, y_desc, y,
+                                       y_desc, &choice->algo, ws, ws_bytes, stream));
+    }
+    VL_CUBLAS_CHECK(cublasLtMatrixLayoutDestroy(y_desc));
+    VL_CUBLAS_CHECK(cublasLtMatrixLayoutDestroy(x_desc));
+    VL_CUBLAS_CHECK(cublasLtMatrixLayoutDestroy(w_desc));
+    VL_CUBLAS_CHECK(cublasLtMatmulDescDestroy(op));
+    return found;
+}
+
+/* ---- the table entry ---------------------------------------------------------------------- */
+
 void vl_cuda_linear(vl_backend *b, void *y, const void *x, int64_t m, const vl_weight *w,
                     const vl_vec *bias) {
     VL_CUDA_REQUIRE(m >= 0 && w->rows > 0 && w->cols > 0 && m <= INT_MAX && w->rows <= INT_MAX &&
                         w->cols <= INT_MAX,
-                    "linear m=%lld W[%lld, %lld] (cuBLAS sizes are int)", (long long)m,
+                    "linear m=%lld W[%lld, %lld] (kernel sizes are int)", (long long)m,
                     (long long)w->rows, (long long)w->cols);
-    VL_CUDA_REQUIRE(w->dtype == VL_DTYPE_BF16,
-                    "linear weight W[%lld, %lld] is %s; the CUDA backend takes BF16 weights "
-                    "(convert at load)",
+    const int quantized = w->dtype == VL_DTYPE_NF4 || w->dtype == VL_DTYPE_Q8ROW;
+    VL_CUDA_REQUIRE(w->dtype == VL_DTYPE_BF16 || quantized,
+                    "linear weight W[%lld, %lld] is %s; the CUDA backend takes BF16, NF4 or Q8ROW "
+                    "weights (convert at load)",
                     (long long)w->rows, (long long)w->cols, vl_dtype_name(w->dtype));
+    VL_CUDA_REQUIRE(!quantized || (w->absmax && (w->dtype != VL_DTYPE_NF4 || !w->absmax_code ||
+                                                 w->absmax_map)),
+                    "linear %s weight W[%lld, %lld] without its scales", vl_dtype_name(w->dtype),
+                    (long long)w->rows, (long long)w->cols);
     const int has_bias = bias && bias->data;
     VL_CUDA_REQUIRE(!has_bias || (bias->n == w->rows && bias->dtype == VL_DTYPE_BF16),
                     "linear bias of %lld %s for W[%lld, %lld]; expected %lld BF16",
                     (long long)bias->n, vl_dtype_name(bias->dtype), (long long)w->rows,
                     (long long)w->cols, (long long)w->rows);
+    if (m == 0) return;
     vl_cuda_ctx *c = vl_cuda_ctx_of(b);
-    vl_cuda_launch_linear(c->cublas, c->stream, (vl_bf16 *)y, (const vl_bf16 *)x, m,
-                          (const vl_bf16 *)w->data, w->rows, w->cols,
-                          has_bias ? (const vl_bf16 *)bias->data : NULL);
+    vl_bf16 *yb = (vl_bf16 *)y;
+    const vl_bf16 *xb = (const vl_bf16 *)x;
+    const vl_bf16 *bb = has_bias ? (const vl_bf16 *)bias->data : NULL;
+    if (m <= VL_CUDA_GEMV_MAX_M) {
+        vl_cuda_launch_gemv(yb, xb, m, w, bb, &c->gemv, c->stream);
+    } else if (quantized) {
+        vl_cuda_launch_dequant_gemm(b, yb, xb, m, w, bb);
+    } else if (!bb) {
+        vl_cuda_launch_linear(c->cublas, c->stream, yb, xb, m, (const vl_bf16 *)w->data, w->rows,
+                              w->cols, NULL);
+    } else if (/* the legacy handle's workspace: same stream, so never used concurrently */
+               !vl_cuda_launch_linear_bias(c->dq_lt, c->cublas_ws, c->cublas_ws_bytes, c->stream,
+                                           yb, xb, m, (const vl_bf16 *)w->data, w->rows, w->cols,
+                                           bb)) {
+        for (int64_t i0 = 0; i0 < m; i0 += VL_CUDA_GEMV_MAX_M) {
+            const int64_t rows = m - i0 < VL_CUDA_GEMV_MAX_M ? m - i0 : VL_CUDA_GEMV_MAX_M;
+            vl_cuda_launch_gemv(yb + i0 * w->rows, xb + i0 * w->cols, rows, w, bb, &c->gemv,
+                                c->stream);
+        }
+    }
 }
 
 /* ---- embed ----------------------------------------------------------------------------------- */

@@ -19,7 +19,19 @@
 #include <stdint.h>
 #include <stdio.h>
 
+#include <cublasLt.h>
+
 typedef __nv_bfloat16 vl_bf16;
+
+/* Scratch of vl_cuda_launch_gemv (gemv.cu) for K split over CTAs: fp32 partial sums and one
+ * counter per 16-row tile, zeroed once at start-up and left zero by every launch. GEMVs that
+ * share one scratch must run one after the other (one stream). */
+typedef struct {
+    float *partials;
+    int64_t partial_floats;
+    int *tile_counters;
+    int64_t n_tile_counters;
+} vl_cuda_gemv_scratch;
 
 /* The backend's device state (vl_backend.ctx). Created once by vl_backend_cuda. */
 typedef struct {
@@ -32,11 +44,27 @@ typedef struct {
     size_t attn_ws_bytes;
     float *staging; /* [staging_floats] fp32, for from_f32 / to_f32 chunks */
     int64_t staging_floats;
+    vl_cuda_gemv_scratch gemv; /* split-K partials of the decode GEMV (gemv.cu) */
+    /* quantized weights (quant_gpu.cu, dequant_gemm.cu) */
+    void *quant_scratch; /* VL_CUDA_QUANT_STATE_BYTES + quant_scratch_floats * 4: offset of DQ */
+    int64_t quant_scratch_floats;
+    cublasLtHandle_t dq_lt;   /* the dequant GEMM's cuBLASLt handle (bias epilogue) */
+    cudaStream_t dq_stream;   /* second stream: dequantizes slice i+1 during GEMM i */
+    cudaEvent_t dq_start, dq_ready[2], dq_consumed[2];
+    vl_bf16 *dq_slice[2]; /* [dq_slice_bytes] each: dequantized rows of W, double buffered */
+    size_t dq_slice_bytes;
 } vl_cuda_ctx;
 
 extern "C" void vl_cuda_fill_random_bf16(vl_backend *b, void *dst, int64_t n, uint64_t key,
                                          float center, float half);
 extern "C" void vl_cuda_mem_info(vl_backend *b, size_t *free_bytes, size_t *total_bytes);
+extern "C" void vl_cuda_sample_token(vl_backend *b, vl_decode_state *st, int32_t *tokens,
+                                     const void *logits, int64_t n, float temperature,
+                                     uint64_t seed, int advance);
+extern "C" int vl_cuda_graph_begin(vl_backend *b);
+extern "C" void *vl_cuda_graph_end(vl_backend *b);
+extern "C" void vl_cuda_graph_launch(vl_backend *b, void *graph);
+extern "C" void vl_cuda_graph_free(vl_backend *b, void *graph);
 
 static inline vl_cuda_ctx *vl_cuda_ctx_of(vl_backend *b) {
     return (vl_cuda_ctx *)b->ctx;
@@ -100,10 +128,17 @@ template <int VEC> __device__ __forceinline__ void vl_store_bf16(vl_bf16 *p, con
 
 /* ---- launchers (pointers in device memory; bf16 unless typed otherwise) ------------------- */
 
-/* y[m, N] = x[m, K] . W[N, K]^T (+ bias[N]); `handle` must be bound to the caller's stream. */
+/* y[m, N] = x[m, K] . W[N, K]^T through cublasGemmEx; `handle` must be bound to the caller's
+ * stream. bias must be NULL: a biased GEMM goes through vl_cuda_launch_linear_bias. */
 void vl_cuda_launch_linear(cublasHandle_t handle, cudaStream_t stream, vl_bf16 *y, const vl_bf16 *x,
                            int64_t m, const vl_bf16 *w, int64_t n_out, int64_t k_in,
                            const vl_bf16 *bias);
+/* y = bf16(x . W^T + bias), one rounding: cuBLASLt with the BIAS epilogue (fp32) and no split-K
+ * reduction through bf16. `ws` is cuBLASLt's workspace on `stream`. Returns 0 (nothing
+ * enqueued) when cuBLASLt offers no algorithm for these sizes and alignments. */
+int vl_cuda_launch_linear_bias(cublasLtHandle_t lt, void *ws, size_t ws_bytes, cudaStream_t stream,
+                               vl_bf16 *y, const vl_bf16 *x, int64_t m, const vl_bf16 *w,
+                               int64_t n_out, int64_t k_in, const vl_bf16 *bias);
 void vl_cuda_launch_embed(vl_bf16 *y, const vl_bf16 *table, int64_t rows, int64_t cols,
                           const int32_t *ids, int64_t n, cudaStream_t stream);
 void vl_cuda_launch_f32_to_bf16(vl_bf16 *dst, const float *src, int64_t n, cudaStream_t stream);
@@ -115,7 +150,7 @@ void vl_cuda_launch_quick_gelu(vl_bf16 *x, int64_t n, cudaStream_t stream);
 void vl_cuda_launch_gelu(vl_bf16 *x, int64_t n, cudaStream_t stream);
 void vl_cuda_launch_kv_append(vl_bf16 *cache, int64_t head_stride, const vl_bf16 *src,
                               int64_t src_stride, int64_t s, int kv_heads, int head_dim,
-                              int64_t pos0, cudaStream_t stream);
+                              int64_t pos0, const int32_t *pos0_dev, cudaStream_t stream);
 /* w / bias may be NULL (ones / zeros). */
 void vl_cuda_launch_rmsnorm(vl_bf16 *y, const vl_bf16 *x, int64_t m, int64_t n, const vl_bf16 *w,
                             float eps, cudaStream_t stream);
@@ -154,6 +189,56 @@ void vl_cuda_rope_text(vl_backend *b, void *x, int64_t stride, int64_t s, int he
 void vl_cuda_rope_vision(vl_backend *b, void *x, int64_t stride, int64_t s, int heads, int head_dim,
                          const int32_t *pos, float theta);
 void vl_cuda_kv_append(vl_backend *b, void *cache, int64_t head_stride, const void *src,
-                       int64_t src_stride, int64_t s, int kv_heads, int head_dim, int64_t pos0);
+                       int64_t src_stride, int64_t s, int kv_heads, int head_dim, int64_t pos0,
+                       const int32_t *pos0_dev);
+
+/* ---- attention (attn_dispatch.cu; the kernels' own interface is in cuda_internal.h) -------- */
+void vl_cuda_attention_naive_op(vl_backend *b, const vl_attn_params *p, float *scores);
+
+/* ---- quantized weights (quant_gpu.cu, dequant_gemm.cu) ------------------------------------ */
+
+#define VL_CUDA_QUANT_STATE_BYTES 256 /* head of quant_scratch: the DQ offset's reduction state */
+
+void vl_cuda_quantize(vl_backend *b, vl_weight *dst, const void *src_bf16, int double_quant);
+void vl_cuda_dequantize(vl_backend *b, void *dst_bf16, const vl_weight *w);
+/* dst[nr, cols] (bf16) = rows r0 .. r0+nr-1 of the NF4 / Q8ROW weight w. */
+void vl_cuda_launch_dequantize_rows(vl_bf16 *dst, const vl_weight *w, int64_t r0, int64_t nr,
+                                    cudaStream_t stream);
+/* y[m, w.rows] = x[m, w.cols] . W^T (+ bias) for an NF4 / Q8ROW w, through bf16 slices of W
+ * and cuBLASLt (prefill sizes of m); enqueued on the backend's stream, no host sync. */
+void vl_cuda_launch_dequant_gemm(vl_backend *b, vl_bf16 *y, const vl_bf16 *x, int64_t m,
+                                 const vl_weight *w, const vl_bf16 *bias);
+/* The same with explicit resources (benchmarks with other buffer sizes). */
+typedef struct {
+    cublasLtHandle_t lt;
+    cudaStream_t stream, side_stream; /* GEMMs on stream, dequantization on side_stream */
+    cudaEvent_t start, ready[2], consumed[2];
+    vl_bf16 *slice[2];
+    size_t slice_bytes;
+    void *lt_ws; /* cuBLASLt workspace, used on `stream` only */
+    size_t lt_ws_bytes;
+    int64_t max_slice_rows; /* 0: chosen from slice_bytes and m; > 0: at most this many */
+} vl_cuda_dqgemm_res;
+void vl_cuda_dequant_gemm_run(const vl_cuda_dqgemm_res *r, vl_bf16 *y, const vl_bf16 *x, int64_t m,
+                              const vl_weight *w, const vl_bf16 *bias);
+/* Checked entry with a slice limit, C linkage for tests/test_quant_gpu.c. */
+extern "C" void vl_cuda_dequant_gemm_sliced(vl_backend *b, void *y, const void *x, int64_t m,
+                                            const vl_weight *w, const vl_vec *bias,
+                                            int64_t max_slice_rows);
+
+/* ---- decode GEMV (gemv.cu) ------------------------------------------------------------------ */
+
+/* Rows of x the GEMV takes: the n of one mma.m16n8k16. vl_cuda_linear sends m <= this here. */
+#define VL_CUDA_GEMV_MAX_M 8
+/* 1 if vl_cuda_launch_gemv takes (w, m): 1 <= m <= VL_CUDA_GEMV_MAX_M, a BF16, NF4 (either scale
+ * mode) or Q8ROW weight with its scale buffers, sizes within int. */
+int vl_cuda_gemv_supported(const vl_weight *w, int64_t m);
+/* y[m, N] = x[m, K] . W^T (+ bias[N]), fp32 sums, one rounding per output, deterministic.
+ * Any shape and alignment; the fast path needs K % (8 bf16, 16 Q8ROW, 32 NF4) == 0 and 16-byte
+ * aligned W data and x. scratch may be NULL (then K is never split over CTAs). Graph-safe:
+ * no host sync, no allocation. */
+void vl_cuda_launch_gemv(vl_bf16 *y, const vl_bf16 *x, int64_t m, const vl_weight *w,
+                         const vl_bf16 *bias, const vl_cuda_gemv_scratch *scratch,
+                         cudaStream_t stream);
 
 #endif

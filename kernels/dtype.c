@@ -4,6 +4,7 @@
  * every compiler (no reliance on _Float16 or F16C). float -> half rounds to nearest even, as
  * PyTorch's cast does, produces half subnormals, saturates to infinity past 65519.99..., and
  * keeps NaN a (quiet) NaN. bf16 lives inline in kernels.h because it is on the hot path.
+ * The quantized weight formats (NF4, Q8ROW) have names but no element size.
  * Leaves out: FP8 and other formats the checkpoint loader rejects. */
 #include "kernels/kernels.h"
 
@@ -23,6 +24,9 @@ size_t vl_dtype_size(vl_dtype t) {
         return 4;
     case VL_DTYPE_I64:
         return 8;
+    case VL_DTYPE_NF4:
+    case VL_DTYPE_Q8ROW:
+        return 0; /* not one element size: see vl_quant_sizes_of */
     default:
         return 0;
     }
@@ -44,6 +48,10 @@ const char *vl_dtype_name(vl_dtype t) {
         return "I32";
     case VL_DTYPE_I64:
         return "I64";
+    case VL_DTYPE_NF4:
+        return "NF4";
+    case VL_DTYPE_Q8ROW:
+        return "Q8ROW";
     default:
         return "?";
     }

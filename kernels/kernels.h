@@ -33,11 +33,14 @@ typedef enum {
     VL_DTYPE_I8,
     VL_DTYPE_I32,
     VL_DTYPE_I64,
-    VL_DTYPE_COUNT
+    VL_DTYPE_COUNT, /* the tensor dtypes of safetensors files end here */
+    /* Quantized weight formats (vl_weight only; see "quantized weights" below). */
+    VL_DTYPE_NF4 = 32,
+    VL_DTYPE_Q8ROW
 } vl_dtype;
 
-size_t vl_dtype_size(vl_dtype t);
-const char *vl_dtype_name(vl_dtype t); /* safetensors spelling: "F32", "BF16", ... */
+size_t vl_dtype_size(vl_dtype t);      /* 0 for the quantized formats */
+const char *vl_dtype_name(vl_dtype t); /* safetensors spelling: "F32", "BF16", ...; "NF4", "Q8ROW" */
 
 static inline float vl_bf16_to_f32(uint16_t h) {
     uint32_t u = (uint32_t)h << 16;
@@ -63,11 +66,16 @@ uint16_t vl_f32_to_f16(float f);
 
 /* ---- parameters -------------------------------------------------------------------------- */
 
-/* A matrix parameter W[rows, cols] (Linear weight [out, in], embedding table [V, E]). */
+/* A matrix parameter W[rows, cols] (Linear weight [out, in], embedding table [V, E]).
+ * The four fields after cols are used by the quantized formats only (zero otherwise). */
 typedef struct {
     const void *data; /* backend memory (the CPU backend reads the mmapped file directly) */
-    vl_dtype dtype;   /* F32, F16 or BF16 (quantized formats arrive with the NF4/int8 issue) */
+    vl_dtype dtype;   /* F32, F16, BF16, or NF4 / Q8ROW (below) */
     int64_t rows, cols;
+    const float *absmax;         /* NF4: block scales or nested scales; Q8ROW: row absmax */
+    const uint8_t *absmax_code;  /* NF4 double quantization: 8-bit code of each block scale */
+    const float *absmax_map;     /* NF4 double quantization: the 256-entry code table */
+    float absmax_offset;         /* NF4 double quantization: added back to every block scale */
 } vl_weight;
 
 /* A vector parameter (bias, norm weight) of n elements; data == NULL means "absent". */
@@ -76,6 +84,55 @@ typedef struct {
     vl_dtype dtype;
     int64_t n;
 } vl_vec;
+
+/* ---- quantized weights (bitsandbytes' formats, spec 6.2) -------------------------------------
+ * All buffers in backend memory, like data.
+ * VL_DTYPE_NF4: data = uint8 [ceil(rows*cols / 2)], two 4-bit codes per byte over the flattened
+ *   row-major matrix, element 2j in the high nibble of byte j, 2j+1 in the low nibble. Blocks of
+ *   VL_NF4_BLOCK consecutive elements share a scale a_b (b = element / 64):
+ *     absmax_code == NULL: a_b = absmax[b]                         (fp32 [n_blocks])
+ *     absmax_code != NULL: a_b = absmax_map[absmax_code[b]] * absmax[b / 256] + absmax_offset
+ *                          (double quantization; fp32, multiply then add; absmax has
+ *                          ceil(n_blocks / 256) entries, absmax_map 256)
+ *   The weight a bf16 GEMM sees: w = bf16(vl_nf4_table[code] * a_b)  (bitsandbytes' dequantize).
+ * VL_DTYPE_Q8ROW: data = int8 [rows, cols]; absmax = fp32 [rows] (bitsandbytes' SCB, the row's
+ *   max |w|); w = bf16(q * absmax[r] * (1/127)). Weight-only (W8A16): not LLM.int8's outlier
+ *   decomposition. */
+#define VL_NF4_BLOCK    64
+#define VL_NF4_DQ_BLOCK 256
+extern const float vl_nf4_table[16];
+/* bitsandbytes' signed dynamic 8-bit map (create_dynamic_map), the code of double quantization. */
+void vl_dynamic_map(float map[256]);
+
+/* Bytes of each buffer of a quantized rows x cols matrix (0 where unused). */
+typedef struct {
+    size_t data, absmax, absmax_code, absmax_map, total;
+} vl_quant_sizes;
+void vl_quant_sizes_of(vl_dtype fmt, int double_quant, int64_t rows, int64_t cols,
+                       vl_quant_sizes *out);
+
+/* CPU twins (kernels/cpu_quant.c), host memory. Quantize the bf16 matrix src[rows, cols] into
+ * dst (dtype, rows and cols set, buffers allocated per vl_quant_sizes_of): the same bits as
+ * bitsandbytes' quantize_4bit(nf4, blocksize 64[, compress_statistics]) / int8 row quantization.
+ * Returns 0, or -1 with the error set. */
+int vl_quantize_cpu(vl_weight *dst, const uint16_t *src_bf16, int double_quant);
+/* Rows r0 .. r0+nr-1 of any weight (plain or quantized) as float32 [nr, cols]: the values a bf16
+ * matrix multiply sees (bf16-rounded for the quantized formats). */
+void vl_weight_rows_f32(const vl_weight *w, int64_t r0, int64_t nr, float *out);
+
+/* ---- decode state ------------------------------------------------------------------------ */
+
+/* Where one decode step stands, in backend memory, so that a recorded step (a CUDA graph) can
+ * be replayed with no host work in between: the kernels read the token, the positions and the
+ * cache length from here, and sample_token writes the next ones. */
+typedef struct {
+    int32_t token;      /* the token this step feeds (the previous sample) */
+    int32_t n_past;     /* tokens in the KV cache before this step */
+    int32_t pos[3];     /* this token's M-RoPE position rows t, h, w (all n_past + rope_delta) */
+    int32_t rope_delta; /* decode position = n_past + rope_delta */
+    int32_t step;       /* tokens sampled so far; sample i is stored at tokens[i] */
+    int32_t pad;
+} vl_decode_state;
 
 /* ---- attention ------------------------------------------------------------------------------ */
 
@@ -104,6 +161,10 @@ typedef struct {
     int64_t q_pos0;
     const int32_t *seg_starts;
     int n_seg;
+    /* Optional (causal only): when set, the cache length is read at run time from backend
+     * memory: q_pos0 = n_past_dev[0] and n_kv = n_past_dev[0] + n_q. The n_kv field then only
+     * bounds the launch (the cache capacity) and q_pos0 is ignored. */
+    const int32_t *n_past_dev;
 } vl_attn_params;
 
 /* ---- the op table ------------------------------------------------------------------------ */
@@ -166,13 +227,37 @@ struct vl_backend {
      * cache rows are head-major: element (g, t, d) at cache + g*head_stride + t*head_dim + d.
      * src row stride `src_stride` (elements). */
     void (*kv_append)(vl_backend *b, void *cache, int64_t head_stride, const void *src,
-                      int64_t src_stride, int64_t s, int kv_heads, int head_dim, int64_t pos0);
+                      int64_t src_stride, int64_t s, int kv_heads, int head_dim, int64_t pos0,
+                      const int32_t *pos0_dev /* optional: pos0 read from backend memory */);
+
+    /* Choose the next token from logits[n] (act) and advance the decode state, all in backend
+     * memory: temperature <= 0: the first maximum; else the Gumbel-max draw argmax_i
+     * (logits_i / temperature - log(-log(u_i))), u_i = vl_random_unit(vl_sample_key(seed,
+     * st->step) + i), which samples softmax(logits / temperature) exactly.
+     * Then tokens[st->step] = st->token = choice, st->step += 1, and when `advance`:
+     * st->n_past += 1, st->pos[0..2] = st->n_past + st->rope_delta. */
+    void (*sample_token)(vl_backend *b, vl_decode_state *st, int32_t *tokens, const void *logits,
+                         int64_t n, float temperature, uint64_t seed, int advance);
 
     /* Optional (NULL where absent). */
     /* dst[i] (bf16) = center + half * (2 u(key + i) - 1), u = vl_random_unit: --random-weights
      * without the host generating the model. */
     void (*fill_random_bf16)(vl_backend *b, void *dst, int64_t n, uint64_t key, float center,
                              float half);
+    /* Attention through a materialized fp32 score matrix (--attn naive): `scores` holds
+     * n_heads * n_q * n_kv floats (backend memory). */
+    void (*attention_naive)(vl_backend *b, const vl_attn_params *p, float *scores);
+    /* Quantize the bf16 matrix src (backend memory) into dst (dtype, rows, cols set; buffers in
+     * backend memory per vl_quant_sizes_of): the same bits as vl_quantize_cpu. */
+    void (*quantize)(vl_backend *b, vl_weight *dst, const void *src_bf16, int double_quant);
+    /* dst[rows, cols] (act dtype, backend memory) = w dequantized (vl_weight_rows_f32's values). */
+    void (*dequantize)(vl_backend *b, void *dst_bf16, const vl_weight *w);
+    /* Record every op enqueued between graph_begin and graph_end (a CUDA graph), replay it
+     * with graph_launch. graph_end returns NULL (error set) when recording failed. */
+    int (*graph_begin)(vl_backend *b);
+    void *(*graph_end)(vl_backend *b);
+    void (*graph_launch)(vl_backend *b, void *graph);
+    void (*graph_free)(vl_backend *b, void *graph);
     /* Device memory now: free and total bytes (cudaMemGetInfo). */
     void (*mem_info)(vl_backend *b, size_t *free_bytes, size_t *total_bytes);
     const char *device_name; /* "NVIDIA H100 80GB HBM3", "cpu" */
@@ -193,6 +278,10 @@ static inline VL_HOST_DEVICE uint64_t vl_mix64(uint64_t z) {
 }
 static inline VL_HOST_DEVICE double vl_random_unit(uint64_t x) {
     return (double)(vl_mix64(x) >> 11) * (1.0 / 9007199254740992.0);
+}
+/* The Gumbel noise key of decode step `step` (sample_token). */
+static inline VL_HOST_DEVICE uint64_t vl_sample_key(uint64_t seed, int32_t step) {
+    return vl_mix64(seed * 0x9e3779b97f4a7c15ull + 0x5851f42d4c957f2dull * (uint64_t)(step + 1));
 }
 
 /* The CPU backend (always available). Returns a static, ready instance. */

@@ -92,7 +92,7 @@ static int cfg_dec_int(const cfg_src *s, const char *key, int required, int def,
         return vl_error_set("%s: required key \"%s\" is missing (expected in text_config or at "
                             "the top level); is this a Qwen2-VL config.json?",
                             s->name, key);
-    long long v;
+    long long v = 0;
     if (cfg_int_of(s->name, label, j, def, lo, hi, &v) != 0) return -1;
     *out = (int)v;
     return 0;
@@ -101,7 +101,7 @@ static int cfg_dec_int(const cfg_src *s, const char *key, int required, int def,
 static int cfg_vis_int(const cfg_src *s, const char *key, int def, int lo, int hi, int *out) {
     char label[96];
     snprintf(label, sizeof label, "vision_config.%s", key);
-    long long v;
+    long long v = 0;
     if (cfg_int_of(s->name, label, cfg_item(s->vision, key), def, lo, hi, &v) != 0) return -1;
     *out = (int)v;
     return 0;
@@ -202,7 +202,7 @@ static int cfg_decoder(const cfg_src *s, vl_config *c) {
                                 "width)",
                                 s->name, label);
         for (int k = 0; k < 3; k++) {
-            long long v;
+            long long v = 0;
             if (cfg_int_of(s->name, label, cJSON_GetArrayItem(j, k), 0, 1, CFG_MAX_SIZE, &v))
                 return -1;
             c->mrope_section[k] = (int)v;
@@ -235,7 +235,7 @@ static int cfg_vision(const cfg_src *s, vl_config *c) {
         return vl_error_set("%s: \"vision_config.%s\" is %d; only RGB input (3) is supported",
                             s->name, ch_key, c->in_channels);
 
-    float ratio;
+    float ratio = 0.0f;
     if (cfg_float_of(s->name, "vision_config.mlp_ratio", cfg_item(s->vision, "mlp_ratio"), 4.0, 0.0,
                      64.0, &ratio))
         return -1;
@@ -294,7 +294,7 @@ static int cfg_token(const cfg_src *s, const vl_config *c, const char *key, int 
             return vl_error_set("%s: \"%s\" is an empty list", s->name, label);
         j = cJSON_GetArrayItem(j, 0);
     }
-    long long v;
+    long long v = 0;
     if (cfg_int_of(s->name, label, j, def, 0, (long long)c->vocab - 1, &v)) return -1;
     *out = (int)v;
     return 0;
@@ -375,7 +375,7 @@ static int pp_pixels(const char *path, const cJSON *obj, const char *prefix, con
     if (!j) return 0;
     char label[96];
     snprintf(label, sizeof label, "%s%s", prefix, key);
-    long long v;
+    long long v = 0;
     if (cfg_int_of(path, label, j, 0, 1, (long long)CFG_JSON_MAXI, &v)) return -1;
     *out = v;
     return 0;
@@ -440,7 +440,7 @@ int vl_preproc_config_load(vl_preproc_config *out, const char *path) {
         rc = vl_error_set("%s: \"size\" must be an object", path);
         goto done;
     }
-    long long iv;
+    long long iv = 0;
     if ((rc = pp_pixels(path, size, "size.", "min_pixels", "shortest_edge", &p.min_pixels)) ||
         (rc = pp_pixels(path, size, "size.", "max_pixels", "longest_edge", &p.max_pixels)) ||
         (rc = pp_pixels(path, root, "", "min_pixels", NULL, &p.min_pixels)) ||

@@ -193,6 +193,23 @@ typedef struct {
 int vl_preprocess_image(const vl_image *img, const vl_preproc_config *p, vl_pixels *out);
 void vl_pixels_free(vl_pixels *px);
 
+/* ---- pre-quantized bitsandbytes tensors (loader/bnb.c) ------------------------------------ */
+
+/* Is the Linear weight `name` (the full tensor name, "....q_proj.weight") stored by
+ * bitsandbytes in `ck`? rows, cols: the shape the config expects ([out, in]).
+ *   1   yes, and valid: *out describes it (dtype VL_DTYPE_NF4 or VL_DTYPE_Q8ROW, rows, cols,
+ *       and pointers into the mmapped file: HOST memory, valid while ck is open; the float
+ *       buffers may be unaligned: copy them or read them with memcpy). NF4 with double
+ *       quantization sets absmax_code / absmax_map / absmax_offset too.
+ *   0   no bitsandbytes tensor by that name (a plain tensor, or none): the caller goes on
+ *   -1  a bitsandbytes tensor that is broken or unsupported (fp4, wrong shape, missing or
+ *       mis-sized absmax, bad quant-state JSON, ...): the error names the tensor.
+ * 4-bit: NAME (U8 packed) + NAME.quant_state.bitsandbytes__nf4 + NAME.quant_map + NAME.absmax
+ * [+ NAME.nested_absmax + NAME.nested_quant_map]; 8-bit: NAME (I8) + PREFIX.SCB
+ * [+ PREFIX.weight_format], PREFIX being NAME without ".weight". */
+int vl_bnb_weight(const vl_checkpoint *ck, const char *name, int64_t rows, int64_t cols,
+                  vl_weight *out);
+
 #ifdef __cplusplus
 }
 #endif

@@ -4,7 +4,8 @@
  *            after a 14k cache: TFLOP/s = 4 D H (visible query-key pairs) / time
  *   vision   non-causal, D=80, 16 heads: one 5456-token block and 4 blocks of 1364
  *   decode   one query, D=128, 28/4 heads, caches of 1k, 8k, 38k keys:
- *            GB/s = K and V bytes read (2 n_kv G D 2) / time
+ *            GB/s = K and V bytes read (2 n_kv G D 2) / time; and the CUDA-graph form (cache
+ *            length read from device memory, n_kv = a 38k bound) at 8k and 38k keys
  * Flash kernels always; the naive (eager) path too while its scores fit in 4 GB. Each timing
  * is the median of --iters runs, each after a 256 MB write that evicts L2. Output: one line
  * per shape, "shape: flash <ms> ms <rate> | naive <ms> ms <rate>".
@@ -96,10 +97,11 @@ static double visible_pairs(const vl_attn_params *p, const int32_t *seg_host) {
     return pairs;
 }
 
-/* One shape: q [n_q, H*D] dense, K/V head-major caches of cap positions, o dense. */
+/* One shape: q [n_q, H*D] dense, K/V head-major caches of cap positions, o dense.
+ * bound > 0: the cache length is passed as n_past_dev (= q_pos0) with n_kv = bound. */
 static void bench(const char *name, int H, int G, int D, int64_t n_q, int64_t n_kv, int64_t q_pos0,
-                  int causal, const int32_t *seg_host, int n_seg) {
-    const int64_t cap = n_kv;
+                  int causal, const int32_t *seg_host, int n_seg, int64_t bound) {
+    const int64_t cap = bound > n_kv ? bound : n_kv;
     vl_attn_params p = {.q_stride = (int64_t)H * D,
                         .kv_tok_stride = D,
                         .kv_head_stride = cap * D,
@@ -117,7 +119,13 @@ static void bench(const char *name, int H, int G, int D, int64_t n_q, int64_t n_
     p.k = random_bf16(G * cap * D);
     p.v = random_bf16(G * cap * D);
     CHECK(cudaMalloc(&p.o, (size_t)(n_q * H * D) * 2));
-    int32_t *seg_dev = NULL;
+    int32_t *seg_dev = NULL, *n_past_dev = NULL;
+    if (bound > 0) {
+        const int32_t n_past = (int32_t)q_pos0;
+        CHECK(cudaMalloc((void **)&n_past_dev, sizeof n_past));
+        CHECK(cudaMemcpy(n_past_dev, &n_past, sizeof n_past, cudaMemcpyHostToDevice));
+        p.n_past_dev = n_past_dev, p.n_kv = bound;
+    }
     if (n_seg > 0) {
         CHECK(cudaMalloc((void **)&seg_dev, (size_t)(n_seg + 1) * 4));
         CHECK(cudaMemcpy(seg_dev, seg_host, (size_t)(n_seg + 1) * 4, cudaMemcpyHostToDevice));
@@ -132,14 +140,16 @@ static void bench(const char *name, int H, int G, int D, int64_t n_q, int64_t n_
     CHECK(cudaMalloc(&ws, ws_bytes));
 
     const float flash = time_ms(&p, 0, ws, ws_bytes, NULL);
-    const double flops = 4.0 * D * H * visible_pairs(&p, seg_host);
+    vl_attn_params explicit_len = p; /* what the FLOP count is based on */
+    explicit_len.n_kv = n_kv, explicit_len.n_past_dev = NULL;
+    const double flops = 4.0 * D * H * visible_pairs(&explicit_len, seg_host);
     const double kv_bytes = 2.0 * (double)n_kv * G * D * 2;
     const int decode = n_q == 1;
 #define RATE(ms) (decode ? kv_bytes / ((ms)*1e-3) / 1e9 : flops / ((ms)*1e-3) / 1e12)
     const char *unit = decode ? "GB/s" : "TFLOP/s";
     printf("%-44s flash %9.3f ms %7.1f %s", name, flash, RATE(flash), unit);
 
-    const double score_bytes = 4.0 * H * (double)n_q * (double)n_kv;
+    const double score_bytes = 4.0 * H * (double)n_q * (double)p.n_kv; /* the bound, if any */
     float *scores = NULL;
     if (score_bytes <= 4e9 && cudaMalloc((void **)&scores, (size_t)score_bytes) == cudaSuccess) {
         const float naive = time_ms(&p, 1, NULL, 0, scores);
@@ -157,6 +167,7 @@ static void bench(const char *name, int H, int G, int D, int64_t n_q, int64_t n_
     CHECK(cudaFree(p.o));
     CHECK(cudaFree(ws));
     if (seg_dev) CHECK(cudaFree(seg_dev));
+    if (n_past_dev) CHECK(cudaFree(n_past_dev));
 }
 
 int main(int argc, char **argv) {
@@ -183,20 +194,24 @@ int main(int argc, char **argv) {
     CHECK(cudaMalloc(&flush_buf, flush_bytes));
     const int all = strcmp(what, "all") == 0;
     if (all || strcmp(what, "prefill") == 0) {
-        bench("prefill causal D128 28/4 heads n=1024", 28, 4, 128, 1024, 1024, 0, 1, NULL, 0);
-        bench("prefill causal D128 28/4 heads n=4096", 28, 4, 128, 4096, 4096, 0, 1, NULL, 0);
-        bench("prefill causal D128 28/4 heads n=16384", 28, 4, 128, 16384, 16384, 0, 1, NULL, 0);
-        bench("chunk 2048 after 14336 cached", 28, 4, 128, 2048, 16384, 14336, 1, NULL, 0);
+        bench("prefill causal D128 28/4 heads n=1024", 28, 4, 128, 1024, 1024, 0, 1, NULL, 0, 0);
+        bench("prefill causal D128 28/4 heads n=4096", 28, 4, 128, 4096, 4096, 0, 1, NULL, 0, 0);
+        bench("prefill causal D128 28/4 heads n=16384", 28, 4, 128, 16384, 16384, 0, 1, NULL, 0, 0);
+        bench("chunk 2048 after 14336 cached", 28, 4, 128, 2048, 16384, 14336, 1, NULL, 0, 0);
     }
     if (all || strcmp(what, "vision") == 0) {
         static const int32_t one[2] = {0, 5456}, four[5] = {0, 1364, 2728, 4092, 5456};
-        bench("vision D80 16 heads, 1 block of 5456", 16, 16, 80, 5456, 5456, 0, 0, one, 1);
-        bench("vision D80 16 heads, 4 blocks of 1364", 16, 16, 80, 5456, 5456, 0, 0, four, 4);
+        bench("vision D80 16 heads, 1 block of 5456", 16, 16, 80, 5456, 5456, 0, 0, one, 1, 0);
+        bench("vision D80 16 heads, 4 blocks of 1364", 16, 16, 80, 5456, 5456, 0, 0, four, 4, 0);
     }
     if (all || strcmp(what, "decode") == 0) {
-        bench("decode D128 28/4 heads n_kv=1024", 28, 4, 128, 1, 1024, 1023, 1, NULL, 0);
-        bench("decode D128 28/4 heads n_kv=8192", 28, 4, 128, 1, 8192, 8191, 1, NULL, 0);
-        bench("decode D128 28/4 heads n_kv=38000", 28, 4, 128, 1, 38000, 37999, 1, NULL, 0);
+        bench("decode D128 28/4 heads n_kv=1024", 28, 4, 128, 1, 1024, 1023, 1, NULL, 0, 0);
+        bench("decode D128 28/4 heads n_kv=8192", 28, 4, 128, 1, 8192, 8191, 1, NULL, 0, 0);
+        bench("decode D128 28/4 heads n_kv=38000", 28, 4, 128, 1, 38000, 37999, 1, NULL, 0, 0);
+        bench("decode graph form n_kv=8192, bound 38000", 28, 4, 128, 1, 8192, 8191, 1, NULL, 0,
+              38000);
+        bench("decode graph form n_kv=38000 = bound", 28, 4, 128, 1, 38000, 37999, 1, NULL, 0,
+              38000);
     }
     CHECK(cudaFree(flush_buf));
     return 0;

@@ -170,7 +170,7 @@ static double check_linear(vl_backend *b, int64_t m, int64_t rows, int64_t cols,
     param w = param_random(wt, rows * cols, 0, 0.2);
     vl_dtype bt = bias_mode == 2 ? VL_DTYPE_F32 : wt; /* mode 2: F32 bias on any weight */
     param bias = param_random(bt, rows, 0, 1);
-    vl_weight W = {w.bytes, wt, rows, cols};
+    vl_weight W = {.data = w.bytes, .dtype = wt, .rows = rows, .cols = cols};
     vl_vec B = {bias_mode ? bias.bytes : NULL, bt, rows};
     float *x = floats_random(m * cols, 0, 1);
     float *y = floats_nan(m * rows + 8); /* 8 guard elements past the end */
@@ -234,7 +234,7 @@ static void test_embed(vl_backend *b) {
         for (int d = 0; d < 3; d++) {
             int64_t V = 37, E = widths[wi];
             param table = param_random(param_dtypes[d], V * E, 0, 1);
-            vl_weight T = {table.bytes, param_dtypes[d], V, E};
+            vl_weight T = {.data = table.bytes, .dtype = param_dtypes[d], .rows = V, .cols = E};
             float *y = floats_nan(6 * E + 8);
             b->embed(b, y, &T, ids, 6);
             int64_t wrong = 0;
@@ -575,6 +575,60 @@ static void ref_attention(const attn_case *c, const float *q, const float *k, co
     free(err);
 }
 
+/* attention_naive on p: o2 must have exactly the bits of o (the same arithmetic in the eager
+ * order), and the materialized matrix must hold probabilities: rows over the bound row_len,
+ * 0 at masked keys, summing to 1. */
+static void check_naive(vl_backend *b, const attn_case *c, const vl_attn_params *p, const float *o,
+                        const char *what) {
+    const int64_t row_len = p->n_kv, rows = (int64_t)c->n_heads * c->n_q;
+    float *scores = floats_nan(rows * row_len), *o2 = floats_nan(c->n_q * p->o_stride);
+    vl_attn_params pn = *p;
+    pn.o = o2;
+    b->attention_naive(b, &pn, scores);
+    VT_CHECKF(memcmp(o2, o, (size_t)(c->n_q * p->o_stride) * sizeof(float)) == 0,
+              "%s: attention_naive%s differs from attention", c->name, what);
+    int64_t bad_mask = 0, bad_sum = 0;
+    for (int64_t r = 0; r < rows; r++) {
+        const int64_t i = r % c->n_q;
+        double sum = 0;
+        for (int64_t j = 0; j < row_len; j++) {
+            const float pr = scores[r * row_len + j];
+            if (j < c->n_kv && ref_visible(c, i, j))
+                sum += pr;
+            else
+                bad_mask += pr != 0.0f;
+        }
+        bad_sum += !(fabs(sum - 1) <= 1e-5);
+    }
+    VT_CHECKF(bad_mask == 0 && bad_sum == 0,
+              "%s: attention_naive%s scores: %lld masked entries not 0, %lld rows not summing to 1",
+              c->name, what, (long long)bad_mask, (long long)bad_sum);
+    free(scores), free(o2);
+}
+
+/* The other forms of the call p (whose result is o) must give exactly the same bits:
+ * attention_naive, and for a causal call on a cache of cap positions (0: none) the runtime cache
+ * length n_past_dev with the bound at the cache capacity (its spare rows hold NaN, so a read
+ * past the length shows) and at the length itself. */
+static void check_attention_variants(vl_backend *b, const attn_case *c, const vl_attn_params *p,
+                                     const float *o, int64_t cap) {
+    check_naive(b, c, p, o, "");
+    if (!c->causal || c->n_seg > 0 || cap == 0) return;
+    const int32_t n_past = (int32_t)(c->n_kv - c->n_q);
+    const int64_t bounds[2] = {cap, c->n_kv};
+    for (int k = 0; k < 2; k++) {
+        vl_attn_params pr = *p;
+        float *o2 = floats_nan(c->n_q * p->o_stride);
+        pr.o = o2, pr.n_past_dev = &n_past, pr.n_kv = bounds[k], pr.q_pos0 = 1 << 30;
+        b->attention(b, &pr);
+        VT_CHECKF(memcmp(o2, o, (size_t)(c->n_q * p->o_stride) * sizeof(float)) == 0,
+                  "%s: n_past_dev with bound %lld differs from the explicit call", c->name,
+                  (long long)bounds[k]);
+        check_naive(b, c, &pr, o, " with n_past_dev");
+        free(o2);
+    }
+}
+
 /* Builds logical q[n_q, H, D], k/v[n_kv, G, D], lays them out as the engine does, runs the op,
  * compares. Fused layout: qkv rows [q (H*D) | k (G*D) | v (G*D)] of the last n_q tokens; in the
  * cache layout the first n_kv - n_q keys come from an earlier "chunk" appended before. */
@@ -606,10 +660,10 @@ static double check_attention(vl_backend *b, const attn_case *c, float **o_out) 
     const int64_t cap = c->n_kv + 3; /* cache positions per head, 3 left unused */
     float *kc = floats_nan(G * cap * D), *vc = floats_nan(G * cap * D);
     if (c->from_cache) {
-        b->kv_append(b, kc, cap * D, past + H * D, row, n_past, G, D, 0);
-        b->kv_append(b, vc, cap * D, past + (H + G) * D, row, n_past, G, D, 0);
-        b->kv_append(b, kc, cap * D, fused + H * D, row, c->n_q, G, D, n_past);
-        b->kv_append(b, vc, cap * D, fused + (H + G) * D, row, c->n_q, G, D, n_past);
+        b->kv_append(b, kc, cap * D, past + H * D, row, n_past, G, D, 0, NULL);
+        b->kv_append(b, vc, cap * D, past + (H + G) * D, row, n_past, G, D, 0, NULL);
+        b->kv_append(b, kc, cap * D, fused + H * D, row, c->n_q, G, D, n_past, NULL);
+        b->kv_append(b, vc, cap * D, fused + (H + G) * D, row, c->n_q, G, D, n_past, NULL);
         int64_t wrong = 0, unused = 0;
         for (int g = 0; g < G; g++)
             for (int64_t t = 0; t < cap; t++)
@@ -640,6 +694,7 @@ static double check_attention(vl_backend *b, const attn_case *c, float **o_out) 
             worst = max2(worst, expect_close(c->name, o + i * p.o_stride + h * D, ref, tol, D));
         }
     expect_padding_nan(c->name, o, c->n_q, p.o_stride, (int64_t)H * D);
+    check_attention_variants(b, c, &p, o, c->from_cache ? cap : 0);
 
     /* a big causal call (threaded) row by row as decode steps: the same bits */
     for (int64_t i = c->n_q - 1; c->causal && !c->from_cache && c->n_q > 100 && i >= 0; i -= 97) {

@@ -244,7 +244,7 @@ static void check_linear(int64_t m, int64_t K, int64_t N, int with_bias, int64_t
     float *bias = bf16_random(N, 0, 0.5);
     uint16_t *w_bits = bits_of(w, N * K), *b_bits = bits_of(bias, N);
     float *ref = malloc((size_t)(m * N + 1) * sizeof(float));
-    vl_weight wc = {w_bits, VL_DTYPE_BF16, N, K};
+    vl_weight wc = {.data = w_bits, .dtype = VL_DTYPE_BF16, .rows = N, .cols = K};
     vl_vec bc = {with_bias ? b_bits : NULL, VL_DTYPE_BF16, N};
     cpu->linear(cpu, ref, x, m, &wc, &bc);
 
@@ -252,7 +252,7 @@ static void check_linear(int64_t m, int64_t K, int64_t N, int with_bias, int64_t
     uint16_t *db = dev_bf16(bias, N), *dy = dev_bf16(NULL, m * N);
     uint16_t *x_bits = bits_of(x, m * K);
     gpu->upload(gpu, dx + x_off, x_bits, (size_t)(m * K) * 2);
-    vl_weight wg = {dw, VL_DTYPE_BF16, N, K};
+    vl_weight wg = {.data = dw, .dtype = VL_DTYPE_BF16, .rows = N, .cols = K};
     vl_vec bg = {with_bias ? db : NULL, VL_DTYPE_BF16, N};
     gpu->linear(gpu, dy, dx + x_off, m, &wg, &bg);
     float *got = dev_read(what, dy, m * N);
@@ -291,7 +291,7 @@ static void test_linear(void) {
 
     /* m = 0 writes nothing */
     uint16_t *dw = dev_bf16(NULL, 16 * 8), *dy = dev_bf16(NULL, 0);
-    vl_weight wg = {dw, VL_DTYPE_BF16, 16, 8};
+    vl_weight wg = {.data = dw, .dtype = VL_DTYPE_BF16, .rows = 16, .cols = 8};
     gpu->linear(gpu, dy, dw, 0, &wg, NULL);
     free(dev_read("linear m=0", dy, 0));
     gpu->mem_free(gpu, dw);
@@ -310,11 +310,11 @@ static void check_embed(int64_t V, int64_t E, int64_t n) {
     ids[n - 1] = (int32_t)(V - 1);
     uint16_t *t_bits = bits_of(table, V * E);
     float *ref = malloc((size_t)(n * E) * sizeof(float));
-    vl_weight tc = {t_bits, VL_DTYPE_BF16, V, E};
+    vl_weight tc = {.data = t_bits, .dtype = VL_DTYPE_BF16, .rows = V, .cols = E};
     cpu->embed(cpu, ref, &tc, ids, n);
     uint16_t *dt = dev_bf16(table, V * E), *dy = dev_bf16(NULL, n * E);
     int32_t *di = dev_i32(ids, n);
-    vl_weight tg = {dt, VL_DTYPE_BF16, V, E};
+    vl_weight tg = {.data = dt, .dtype = VL_DTYPE_BF16, .rows = V, .cols = E};
     gpu->embed(gpu, dy, &tg, di, n);
     float *got = dev_read(what, dy, n * E);
     double *tol = doubles(n * E); /* zero: exact */
@@ -555,9 +555,9 @@ static void check_kv_append(int kv_heads, int D, int64_t max_ctx, int64_t s, int
     float *src = bf16_random(s * src_stride, 0, 1);
     float *ref = malloc((size_t)n_cache * sizeof(float));
     for (int64_t i = 0; i < n_cache; i++) ref[i] = NAN;
-    cpu->kv_append(cpu, ref, head_stride, src, src_stride, s, kv_heads, D, pos0);
+    cpu->kv_append(cpu, ref, head_stride, src, src_stride, s, kv_heads, D, pos0, NULL);
     uint16_t *dc = dev_bf16(NULL, n_cache), *ds = dev_bf16(src, s * src_stride);
-    gpu->kv_append(gpu, dc, head_stride, ds, src_stride, s, kv_heads, D, pos0);
+    gpu->kv_append(gpu, dc, head_stride, ds, src_stride, s, kv_heads, D, pos0, NULL);
     float *got = dev_read(what, dc, n_cache);
     int64_t wrong = 0, first = -1;
     for (int64_t i = 0; i < n_cache; i++) {

@@ -1,0 +1,287 @@
+/* vlbench_attention.c: attention through the op table on the model's layouts and lengths:
+ *   prefill  causal, 28 query heads over 4 kv heads, D 128, ONE call with n_q = n_kv
+ *            (4096, 16384, 38192 tokens)
+ *   chunk    2048 queries at the end of a 38192-token cache (chunked prefill)
+ *   vision   non-causal, 16 heads, D 80, 5456 tokens as 4 images of 1364 (block-diagonal
+ *            segments) and as one block
+ *   decode   one query over a cache of 1364, 16384, 38192 tokens (flash-decoding)
+ * Layouts are the engine's: text q/o dense [S, H*D] and K/V head-major caches [G, T, D]
+ * (engine/forward.c); vision q, k, v as views into one fused qkv row [S, 3*H*D]
+ * (engine/vision.c).
+ * Rates: TFLOP/s = 4 D H (query-key pairs the mask lets through) / time; decode is
+ * memory-bound: GB/s = (K and V bytes, plus q and o) / time.
+ * Anchor: vlrun's eager attention (scores materialized in fp32) where its scores fit in 4 GB.
+ * Reference: VLB_REF_ROWS query rows, every head, through the CPU backend on the same bf16
+ * inputs (each query alone: n_q 1 at its own position, or its own segment's keys).
+ * Leaves out: the runtime-length path (n_past_dev) and the KV append before attention.
+ */
+#include "bench/vlbench.h"
+
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+#define NAIVE_MAX_SCORE_BYTES 4e9
+
+typedef struct {
+    const char *name;
+    int H, G, D;
+    int64_t n_q, n_kv, q_pos0;
+    int causal, n_seg, fused_qkv;
+} attn_case;
+
+static const int64_t default_prefill[] = {4096, 16384, 38192};
+static const int64_t default_chunk_cache[] = {38192};
+static const int64_t default_vision[] = {5456};
+static const int64_t default_decode[] = {1364, 16384, 38192};
+#define CHUNK_QUERIES  2048
+#define VISION_IMAGES  4
+
+/* Query-key pairs the mask lets through. */
+static double visible_pairs(const attn_case *c) {
+    if (c->n_seg > 0) {
+        double pairs = 0;
+        for (int s = 0; s < c->n_seg; s++) {
+            double len = (double)(c->n_kv * (s + 1) / c->n_seg - c->n_kv * s / c->n_seg);
+            pairs += len * len;
+        }
+        return pairs;
+    }
+    if (c->causal) /* query i sees q_pos0 + i + 1 keys */
+        return (double)c->n_q * (double)c->q_pos0 + 0.5 * (double)c->n_q * (double)(c->n_q + 1);
+    return (double)c->n_q * (double)c->n_kv;
+}
+
+typedef struct {
+    vl_attn_params p;
+    float *scores;
+} attn_job;
+
+static void attention_op(vl_backend *gpu, void *ctx) {
+    attn_job *j = ctx;
+    gpu->attention(gpu, &j->p);
+}
+
+static void naive_op(vl_backend *gpu, void *ctx) {
+    attn_job *j = ctx;
+    vlb_cuda_attention_naive(gpu, &j->p, j->scores);
+}
+
+static float *host_f32(int64_t n) {
+    float *p = malloc((size_t)(n > 0 ? n : 1) * sizeof(float));
+    if (!p) {
+        fprintf(stderr, "vlbench: out of host memory\n");
+        exit(1);
+    }
+    return p;
+}
+
+/* Elements of a K or V view from its first element to its last. */
+static int64_t kv_extent(const vl_attn_params *p) {
+    return (p->n_kv - 1) * p->kv_tok_stride + (int64_t)(p->n_kv_heads - 1) * p->kv_head_stride +
+           p->head_dim;
+}
+
+/* The CPU backend's answer for query rows `rows` (every head) on host copies of the inputs:
+ * ref [nr, H*D]. Each query runs alone, so only its row of q is needed. */
+static void reference(vlb_run *run, const vl_attn_params *p, const int32_t *seg_host,
+                      const int64_t *rows, int nr, float *ref) {
+    vl_backend *gpu = run->gpu;
+    const int64_t HD = (int64_t)p->n_heads * p->head_dim, ext = kv_extent(p);
+    float *k = host_f32(ext), *v = host_f32(ext), *q = host_f32(HD);
+    gpu->to_f32(gpu, k, p->k, ext);
+    gpu->to_f32(gpu, v, p->v, ext);
+    for (int r = 0; r < nr; r++) {
+        const int64_t i = rows[r];
+        gpu->to_f32(gpu, q, (const uint16_t *)p->q + i * p->q_stride, HD);
+        vl_attn_params h = *p;
+        h.q = q;
+        h.o = ref + r * HD;
+        h.n_q = 1;
+        h.k = k;
+        h.v = v;
+        h.seg_starts = NULL;
+        h.n_seg = 0;
+        h.n_past_dev = NULL;
+        if (p->n_seg > 0) { /* the keys of i's own segment, attended without a mask */
+            int s = 0;
+            while (s + 1 < p->n_seg && seg_host[s + 1] <= i) s++;
+            h.k = k + seg_host[s] * p->kv_tok_stride;
+            h.v = v + seg_host[s] * p->kv_tok_stride;
+            h.n_kv = seg_host[s + 1] - seg_host[s];
+        }
+        if (p->causal) h.q_pos0 = p->q_pos0 + i;
+        run->cpu->attention(run->cpu, &h);
+    }
+    free(k);
+    free(v);
+    free(q);
+}
+
+/* max |o - ref| over the reference rows of o, and that over max |ref|. */
+static void compare(vl_backend *gpu, const vl_attn_params *p, const int64_t *rows, int nr,
+                    const float *ref, double *max_abs, double *max_rel) {
+    const int64_t HD = (int64_t)p->n_heads * p->head_dim;
+    float *got = host_f32(nr * HD);
+    for (int r = 0; r < nr; r++)
+        gpu->to_f32(gpu, got + r * HD, (const uint16_t *)p->o + rows[r] * p->o_stride, HD);
+    double err = 0, big = 0;
+    vlb_compare(got, ref, nr * HD, &err, &big);
+    *max_abs = err;
+    if (max_rel) *max_rel = big > 0 ? err / big : NAN;
+    free(got);
+}
+
+static void bench_case(vlb_run *run, const attn_case *c) {
+    vl_backend *gpu = run->gpu;
+    const vlb_options *o = run->opt;
+    vlb_row r;
+    vlb_row_init(&r, "attention", "-");
+    snprintf(r.name, sizeof r.name, "%s", c->name);
+    char segs[32] = "";
+    if (c->n_seg > 0) snprintf(segs, sizeof segs, " in %d segments", c->n_seg);
+    snprintf(r.shape, sizeof r.shape, "H=%d/%d D=%d n_q=%lld n_kv=%lld%s", c->H, c->G, c->D,
+             (long long)c->n_q, (long long)c->n_kv, segs);
+    snprintf(r.dims_json, sizeof r.dims_json,
+             "\"heads\": %d, \"kv_heads\": %d, \"head_dim\": %d, \"n_q\": %lld, \"n_kv\": %lld, "
+             "\"q_pos0\": %lld, \"causal\": %s, \"n_seg\": %d",
+             c->H, c->G, c->D, (long long)c->n_q, (long long)c->n_kv, (long long)c->q_pos0,
+             c->causal ? "true" : "false", c->n_seg);
+    const int64_t HD = (int64_t)c->H * c->D, GD = (int64_t)c->G * c->D;
+    r.flops = 4.0 * c->D * c->H * visible_pairs(c);
+    r.bytes = 2.0 * (2.0 * (double)c->n_kv * (double)GD + 2.0 * (double)c->n_q * (double)HD);
+    r.memory_bound = vlb_memory_bound(run, r.flops, r.bytes);
+
+    vlb_bufs bufs = {.gpu = gpu};
+    attn_job j = {.p = {.n_q = c->n_q,
+                        .n_kv = c->n_kv,
+                        .n_heads = c->H,
+                        .n_kv_heads = c->G,
+                        .head_dim = c->D,
+                        .scale = 1.0f / sqrtf((float)c->D),
+                        .causal = c->causal,
+                        .q_pos0 = c->q_pos0,
+                        .o_stride = HD}};
+    vl_attn_params *p = &j.p;
+    int ok;
+    if (c->fused_qkv) { /* one [n, (H + 2G) D] row per token: q, then k, then v */
+        const int64_t row = HD + 2 * GD;
+        uint16_t *qkv = vlb_alloc(&bufs, (size_t)(c->n_kv * row) * 2);
+        ok = qkv != NULL;
+        if (ok) vlb_fill_random(gpu, qkv, c->n_kv * row, 7, 0.0f, 1.0f);
+        p->q = qkv;
+        p->k = qkv + HD;
+        p->v = qkv + HD + GD;
+        p->q_stride = p->kv_tok_stride = row;
+        p->kv_head_stride = c->D;
+    } else { /* q dense, K/V head-major caches of n_kv positions */
+        uint16_t *q = vlb_alloc(&bufs, (size_t)(c->n_q * HD) * 2);
+        uint16_t *k = vlb_alloc(&bufs, (size_t)(c->n_kv * GD) * 2);
+        uint16_t *v = vlb_alloc(&bufs, (size_t)(c->n_kv * GD) * 2);
+        ok = q && k && v;
+        if (ok) {
+            vlb_fill_random(gpu, q, c->n_q * HD, 11, 0.0f, 1.0f);
+            vlb_fill_random(gpu, k, c->n_kv * GD, 13, 0.0f, 1.0f);
+            vlb_fill_random(gpu, v, c->n_kv * GD, 17, 0.0f, 1.0f);
+        }
+        p->q = q;
+        p->k = k;
+        p->v = v;
+        p->q_stride = HD;
+        p->kv_tok_stride = c->D;
+        p->kv_head_stride = c->n_kv * c->D;
+    }
+    p->o = vlb_alloc(&bufs, (size_t)(c->n_q * HD) * 2);
+    ok = ok && p->o;
+    int32_t seg_host[VISION_IMAGES + 1];
+    if (ok && c->n_seg > 0) {
+        for (int s = 0; s <= c->n_seg; s++) seg_host[s] = (int32_t)(c->n_kv * s / c->n_seg);
+        int32_t *seg = vlb_alloc(&bufs, sizeof seg_host);
+        ok = seg != NULL;
+        if (ok) gpu->upload(gpu, seg, seg_host, (size_t)(c->n_seg + 1) * sizeof(int32_t));
+        p->seg_starts = seg;
+        p->n_seg = c->n_seg;
+    }
+    if (!ok) {
+        snprintf(r.status, sizeof r.status, "n/a: out of device memory");
+    } else if (!vlb_cuda_attention_ok(gpu, p)) {
+        snprintf(r.status, sizeof r.status, "n/a: no CUDA kernel for these parameters");
+    }
+    if (r.status[0]) {
+        vlb_free_all(&bufs);
+        vlb_report_row(run, &r);
+        return;
+    }
+
+    int64_t rows[VLB_REF_ROWS];
+    const int nr = vlb_ref_rows(c->n_q, rows);
+    float *ref = o->ref ? host_f32(nr * HD) : NULL;
+    if (ref) reference(run, p, seg_host, rows, nr, ref);
+
+    /* the eager anchor first: the flash kernel's output is what stays in o */
+    const double score_bytes = 4.0 * c->H * (double)c->n_q * (double)c->n_kv;
+    if (score_bytes <= NAIVE_MAX_SCORE_BYTES &&
+        (j.scores = vlb_alloc(&bufs, (size_t)score_bytes)) != NULL) {
+        r.anchor = "vlrun naive (eager)";
+        r.anchor_ms = vlb_cuda_time_ms(gpu, naive_op, &j, o->warmup, o->iters, o->flush_l2, NULL);
+        if (ref) compare(gpu, p, rows, nr, ref, &r.anchor_max_abs_err, NULL);
+    }
+    r.ms = vlb_cuda_time_ms(gpu, attention_op, &j, o->warmup, o->iters, o->flush_l2, &r.min_ms);
+    if (ref) compare(gpu, p, rows, nr, ref, &r.max_abs_err, &r.max_rel_err);
+    free(ref);
+    vlb_free_all(&bufs);
+    vlb_report_row(run, &r);
+}
+
+void vlb_bench_attention(vlb_run *run) {
+    const vlb_options *o = run->opt;
+    const int tH = o->heads ? o->heads : 28, tG = o->heads ? o->kv_heads : 4;
+    const int tD = o->head_dim ? o->head_dim : 128;
+    const int vH = o->heads ? o->heads : 16, vG = o->heads ? o->kv_heads : 16;
+    const int vD = o->head_dim ? o->head_dim : 80;
+#define LENGTHS(def) (o->n_seq ? o->seq : (def)), (o->n_seq ? o->n_seq : (int)(sizeof(def) / sizeof *(def)))
+    struct {
+        int kind;
+        const int64_t *n;
+        int count;
+    } lists[] = {{VLB_KIND_PREFILL, LENGTHS(default_prefill)},
+                 {VLB_KIND_CHUNK, LENGTHS(default_chunk_cache)},
+                 {VLB_KIND_VISION, LENGTHS(default_vision)},
+                 {VLB_KIND_DECODE, LENGTHS(default_decode)}};
+#undef LENGTHS
+    for (size_t l = 0; l < sizeof lists / sizeof *lists; l++) {
+        if (!(o->kind_mask & lists[l].kind)) continue;
+        for (int i = 0; i < lists[l].count; i++) {
+            const int64_t n = lists[l].n[i];
+            attn_case c = {.H = tH, .G = tG, .D = tD, .n_q = n, .n_kv = n, .causal = 1};
+            switch (lists[l].kind) {
+            case VLB_KIND_PREFILL:
+                c.name = "prefill causal";
+                bench_case(run, &c);
+                break;
+            case VLB_KIND_CHUNK:
+                c.name = "chunk at cache end";
+                c.n_q = n < CHUNK_QUERIES ? n : CHUNK_QUERIES;
+                c.q_pos0 = n - c.n_q;
+                bench_case(run, &c);
+                break;
+            case VLB_KIND_VISION:
+                c = (attn_case){.H = vH, .G = vG, .D = vD, .n_q = n, .n_kv = n, .fused_qkv = 1};
+                if (n >= VISION_IMAGES) {
+                    c.name = "vision 4 images";
+                    c.n_seg = VISION_IMAGES;
+                    bench_case(run, &c);
+                }
+                c.name = "vision one block";
+                c.n_seg = 0;
+                bench_case(run, &c);
+                break;
+            default:
+                c.name = "decode";
+                c.n_q = 1;
+                c.q_pos0 = n - 1;
+                bench_case(run, &c);
+            }
+        }
+    }
+}

@@ -1,0 +1,32 @@
+/* cpu_sample.c: the CPU twin of sample_token: pick the next token from the logits and advance
+ * the decode state (kernels.h). The state lives in backend memory, which on the CPU backend is
+ * host memory, so the engine's decode loop is the same code on both backends.
+ * Leaves out: top-k / top-p (the engine samples those on the host, engine/sample.c). */
+#include "kernels/cpu_internal.h"
+#include "kernels/sample_score.h"
+
+void vl_cpu_sample_token(vl_backend *b, vl_decode_state *st, int32_t *tokens, const void *logits,
+                         int64_t n, float temperature, uint64_t seed, int advance) {
+    (void)b;
+    VL_CPU_REQUIRE(n > 0 && n <= INT32_MAX, "sample_token over %lld logits", (long long)n);
+    const float *x = logits;
+    const uint64_t key = vl_sample_key(seed, st->step);
+    double best = -INFINITY;
+    int64_t best_i = 0;
+    int found = 0;
+    for (int64_t i = 0; i < n; i++) {
+        double v = vl_sample_score(x[i], i, temperature, key);
+        if (v == v && (!found || vl_sample_better(v, i, best, best_i))) {
+            best = v;
+            best_i = i;
+            found = 1;
+        }
+    }
+    st->token = (int32_t)best_i;
+    tokens[st->step] = (int32_t)best_i;
+    st->step += 1;
+    if (advance) {
+        st->n_past += 1;
+        for (int r = 0; r < 3; r++) st->pos[r] = st->n_past + st->rope_delta;
+    }
+}

@@ -1,0 +1,542 @@
+/* gemv.cu: y[m, N] = x[m, K] . W[N, K]^T (+ bias) for the few rows of decode (m <= 8), with W
+ * in bf16, NF4 (fp32 or double-quantized block scales) or Q8ROW: memory-bound kernels that
+ * read each weight byte once, at the device's copy bandwidth if they can.
+ *
+ * Numerics (the CPU twin's, cpu_linear.c + vl_weight_rows_f32): each weight is first the bf16
+ * value w = bf16(table[code] * a_b) or bf16(q * absmax[r] * (1/127)), products x_k * w_k are
+ * exact in fp32 (bf16 x bf16), the sum is fp32, y = bf16(sum + bias) rounded once. Only the
+ * summation order differs from the twin; results are identical from run to run (no atomics on
+ * data: split sums are added in a fixed order).
+ *
+ * Fast kernel (gemv_mma_kernel, "v1"): tensor cores do the multiply-adds, so the CUDA cores only
+ * dequantize. One warp owns 16 rows of W, the A operand of mma.m16n8k16; x is the B operand
+ * (column j = x row j, m <= 8 columns, so every m up to 8 costs the same as m = 1). The k order
+ * inside an mma is free as long as A and B agree: lane (g, q) (g = lane / 4, q = lane % 4)
+ * loads 16 bytes of rows g and g + 8 at K offset q * VEC of the current step (VEC = weights per
+ * 16 bytes: 8 bf16, 16 int8, 32 NF4), and at mma step s uses its weights 4s..4s+3 as its A
+ * slots {2q, 2q+1, 2q+8, 2q+9}, with x[g][same positions] as its B slots. A warp step covers
+ * 16 rows x 4 VEC columns; each load instruction reads 16 rows x 64 contiguous bytes.
+ *   - Weights stream through ld.global.nc.L1::no_allocate (read once, they must not evict x);
+ *     BATCH steps of loads are issued before the previous batch is used (register double
+ *     buffer), so each lane keeps 2 x BATCH x 32 bytes in flight.
+ *   - x is read through L1 (__ldg): a CTA's K slice of x is reused by every warp on the SM.
+ *   - NF4: the 16-entry table lives in shared memory (16 words in 16 banks: conflict-free);
+ *     codes become byte offsets with two masks per 32-bit word and one byte_perm per byte;
+ *     table * scale in fp32, then cvt to bf16x2 packs two weights into one A register.
+ *   - Q8ROW: int8 -> fp32 by the 2^23 magic number (byte_perm + one subtraction, no I2F).
+ *   - Each warp step's mma chain starts from zero and is added to fp32 accumulators, so the
+ *     tensor core's internal accumulation only ever covers 4 VEC products.
+ * A CTA is 4 warps on the same 16 rows, splitting K; they are added in shared memory in warp
+ * order. When N is small (N = 512, fused qkv) the K range is also split over gridDim.y CTAs:
+ * each writes its fp32 partial sums to a scratch slot, and the last CTA of the row tile (a
+ * counter per tile, reset by that CTA) adds the slots in split order and writes y.
+ * Requires: K % VEC == 0, W data and x 16-byte aligned (all Qwen2-VL shapes).
+ *
+ * Simple kernel (gemv_simple_kernel): any shape and alignment (tiny test models, odd K, views):
+ * one warp per output row, scalar loads, warp-shuffle sum. Correct, not fast.
+ *
+ * Expected (H100 SXM, HBM3 ~3.35 TB/s peak, ~2.9-3.0 TB/s copy): the fast kernel is bound by
+ * memory for bf16 and int8; NF4 needs ~4-5 CUDA-core instructions per weight, about 60% of the
+ * issue budget at 2.4 TB/s. Knobs: BATCH per format, GEMV_CTAS_PER_SM (split heuristic),
+ * GEMV_MAX_GRID_SPLITS. Not yet measured.
+ * Leaves out: m > 8 (cuBLAS / dequant GEMM, cuda_linear.cu), fp16/fp32 weights, strided x/y.
+ */
+#include "kernels/cuda_ops.h"
+
+#include <limits.h>
+
+#define GEMV_WARPS       4
+#define GEMV_THREADS     (GEMV_WARPS * 32)
+#define GEMV_TILE_ROWS   16 /* rows of W per CTA: the A tile of one mma.m16n8k16 */
+#define GEMV_TILE_COLS   8  /* x rows per CTA: the B tile (VL_CUDA_GEMV_MAX_M) */
+#define GEMV_CTAS_PER_SM 4  /* occupancy the split heuristic aims for (launch bound) */
+#define GEMV_MAX_GRID_SPLITS 64
+#define GEMV_SIMPLE_WARPS    4
+
+static_assert(GEMV_THREADS == GEMV_TILE_ROWS * GEMV_TILE_COLS,
+              "the epilogue maps one thread to one (row, x row) output of the tile");
+static_assert(VL_CUDA_GEMV_MAX_M == GEMV_TILE_COLS, "m <= 8: the n dimension of one mma");
+
+enum { FMT_BF16, FMT_Q8ROW, FMT_NF4, FMT_NF4_DQ };
+
+/* VEC: weights in 16 bytes; BATCH: warp steps whose loads are issued together (registers:
+ * 2 x BATCH x 40 bytes per lane for the double buffer). */
+template <int FMT> struct GemvFmt;
+template <> struct GemvFmt<FMT_BF16> {
+    static constexpr int VEC = 8, BATCH = 4;
+};
+template <> struct GemvFmt<FMT_Q8ROW> {
+    static constexpr int VEC = 16, BATCH = 4;
+};
+template <> struct GemvFmt<FMT_NF4> {
+    static constexpr int VEC = 32, BATCH = 2;
+};
+template <> struct GemvFmt<FMT_NF4_DQ> {
+    static constexpr int VEC = 32, BATCH = 2;
+};
+
+struct GemvParams {
+    vl_bf16 *y;           /* [m, n] */
+    const vl_bf16 *x;     /* [m, k] */
+    const vl_bf16 *bias;  /* [n] or NULL */
+    const uint8_t *w;     /* weight bytes */
+    const float *absmax;  /* NF4 block scales / nested scales; Q8ROW row absmax */
+    const uint8_t *absmax_code;
+    const float *absmax_map;
+    float absmax_offset;
+    int m, n, k;
+    int iters;              /* fast kernel: warp steps along K, ceil(k / (4 VEC)) */
+    float *partials;        /* [tiles, gridDim.y, 128] when gridDim.y > 1 */
+    int *tile_counters;     /* [tiles], zero between launches */
+    float nf4_table[16];
+};
+
+/* ---- device helpers ------------------------------------------------------------------------ */
+
+__device__ __forceinline__ uint4 ld_stream16(const void *p) {
+    uint4 v;
+    asm("ld.global.nc.L1::no_allocate.v4.u32 {%0, %1, %2, %3}, [%4];\n"
+        : "=r"(v.x), "=r"(v.y), "=r"(v.z), "=r"(v.w)
+        : "l"(p));
+    return v;
+}
+
+/* d[16 x 8] = a[16 x 16] . b[16 x 8] + c (fp32 accumulate) */
+__device__ __forceinline__ void mma_16816(float d[4], const uint32_t a[4], uint32_t b0, uint32_t b1,
+                                          const float c[4]) {
+    asm("mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 {%0, %1, %2, %3}, "
+        "{%4, %5, %6, %7}, {%8, %9}, {%10, %11, %12, %13};\n"
+        : "=f"(d[0]), "=f"(d[1]), "=f"(d[2]), "=f"(d[3])
+        : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1), "f"(c[0]), "f"(c[1]),
+          "f"(c[2]), "f"(c[3]));
+}
+
+/* Two floats rounded to nearest-even bf16, `first` in the low half (the lower k). */
+__device__ __forceinline__ uint32_t pack_bf16x2(float first, float second) {
+    __nv_bfloat162 v = __floats2bfloat162_rn(first, second);
+    return *reinterpret_cast<uint32_t *>(&v);
+}
+
+__device__ __forceinline__ float round_bf16(float v) {
+    return __bfloat162float(__float2bfloat16_rn(v));
+}
+
+/* NF4 block scale b: fp32 absmax, or map[code] * nested + offset (multiply, then add: no FMA,
+ * as the CPU twin). */
+template <int FMT>
+__device__ __forceinline__ float nf4_scale(const float *s_map, uint32_t code, float nested,
+                                           float offset) {
+    if constexpr (FMT == FMT_NF4_DQ)
+        return __fadd_rn(__fmul_rn(s_map[code], nested), offset);
+    else
+        return nested;
+}
+
+/* Byte j of v, zero-extended. */
+__device__ __forceinline__ uint32_t byte_of(uint32_t v, int j) {
+    return __byte_perm(v, 0u, 0x4440u | (uint32_t)j);
+}
+
+/* The NF4 pair of byte j of a word: `hi4` / `lo4` hold each byte's high / low code times 4
+ * (byte offsets into the float table). The high nibble is the earlier element. */
+__device__ __forceinline__ uint32_t nf4_pair(const float *s_table, uint32_t hi4, uint32_t lo4, int j,
+                                             float scale) {
+    const char *t = reinterpret_cast<const char *>(s_table);
+    float first = *reinterpret_cast<const float *>(t + byte_of(hi4, j));
+    float second = *reinterpret_cast<const float *>(t + byte_of(lo4, j));
+    return pack_bf16x2(__fmul_rn(first, scale), __fmul_rn(second, scale));
+}
+
+/* int8 byte j of `biased` (the word with every byte's sign bit flipped, q + 128) as the exact
+ * float q: 0x4B0000bb is 2^23 + q + 128. Then q * absmax * (1/127), left to right. */
+__device__ __forceinline__ float q8_weight(uint32_t biased, int j, float absmax) {
+    float big = __uint_as_float(__byte_perm(biased, 0x4B000000u, 0x7440u | (uint32_t)j));
+    float q = __fsub_rn(big, 8388736.0f);
+    return __fmul_rn(__fmul_rn(q, absmax), 1.0f / 127.0f);
+}
+
+/* ---- fast kernel ------------------------------------------------------------------------------ */
+
+/* One warp step of one lane: 16 bytes of its rows g and g + 8, and their scale data. */
+struct GemvChunk {
+    uint4 wa, wb;
+    float sa, sb;      /* NF4: block scale; DQ: nested absmax */
+    uint32_t ca, cb;   /* DQ: block scale codes */
+};
+
+template <int FMT>
+__device__ __forceinline__ void gemv_load(GemvChunk &c, const GemvParams &p, int64_t ea, int64_t eb,
+                                          bool va, bool vb) {
+    /* ea / eb: flattened element index of this lane's chunk in rows g and g + 8 */
+    const uint4 zero = make_uint4(0, 0, 0, 0);
+    if constexpr (FMT == FMT_BF16) {
+        c.wa = va ? ld_stream16(p.w + ea * 2) : zero;
+        c.wb = vb ? ld_stream16(p.w + eb * 2) : zero;
+    } else if constexpr (FMT == FMT_Q8ROW) {
+        c.wa = va ? ld_stream16(p.w + ea) : zero;
+        c.wb = vb ? ld_stream16(p.w + eb) : zero;
+    } else {
+        c.wa = va ? ld_stream16(p.w + ea / 2) : zero;
+        c.wb = vb ? ld_stream16(p.w + eb / 2) : zero;
+        const int64_t ba = ea / VL_NF4_BLOCK, bb = eb / VL_NF4_BLOCK;
+        if constexpr (FMT == FMT_NF4) {
+            c.sa = va ? __ldg(p.absmax + ba) : 0.0f;
+            c.sb = vb ? __ldg(p.absmax + bb) : 0.0f;
+        } else {
+            c.ca = va ? __ldg(p.absmax_code + ba) : 0u;
+            c.cb = vb ? __ldg(p.absmax_code + bb) : 0u;
+            c.sa = va ? __ldg(p.absmax + ba / VL_NF4_DQ_BLOCK) : 0.0f;
+            c.sb = vb ? __ldg(p.absmax + bb / VL_NF4_DQ_BLOCK) : 0.0f;
+        }
+    }
+}
+
+/* The A registers of mma step s from a chunk (rows g: a[0], a[2]; rows g + 8: a[1], a[3]). */
+template <int FMT>
+__device__ __forceinline__ void gemv_a_regs(uint32_t a[4], const GemvChunk &c, int s,
+                                            const float *s_table, float sa, float sb) {
+    const uint32_t *wa = reinterpret_cast<const uint32_t *>(&c.wa);
+    const uint32_t *wb = reinterpret_cast<const uint32_t *>(&c.wb);
+    if constexpr (FMT == FMT_BF16) {
+        a[0] = wa[2 * s], a[2] = wa[2 * s + 1];
+        a[1] = wb[2 * s], a[3] = wb[2 * s + 1];
+    } else if constexpr (FMT == FMT_Q8ROW) {
+        /* sa / sb: row absmax */
+        const uint32_t xa = wa[s] ^ 0x80808080u, xb = wb[s] ^ 0x80808080u;
+        a[0] = pack_bf16x2(q8_weight(xa, 0, sa), q8_weight(xa, 1, sa));
+        a[2] = pack_bf16x2(q8_weight(xa, 2, sa), q8_weight(xa, 3, sa));
+        a[1] = pack_bf16x2(q8_weight(xb, 0, sb), q8_weight(xb, 1, sb));
+        a[3] = pack_bf16x2(q8_weight(xb, 2, sb), q8_weight(xb, 3, sb));
+    } else {
+        /* bytes 2s, 2s + 1 of the chunk = byte 2 (s % 2) (+1) of word s / 2 */
+        const uint32_t va = wa[s / 2], vb = wb[s / 2];
+        const uint32_t hi_a = (va >> 2) & 0x3C3C3C3Cu, lo_a = (va << 2) & 0x3C3C3C3Cu;
+        const uint32_t hi_b = (vb >> 2) & 0x3C3C3C3Cu, lo_b = (vb << 2) & 0x3C3C3C3Cu;
+        const int j = 2 * (s % 2);
+        a[0] = nf4_pair(s_table, hi_a, lo_a, j, sa);
+        a[2] = nf4_pair(s_table, hi_a, lo_a, j + 1, sa);
+        a[1] = nf4_pair(s_table, hi_b, lo_b, j, sb);
+        a[3] = nf4_pair(s_table, hi_b, lo_b, j + 1, sb);
+    }
+}
+
+/* acc += this lane's share of one warp step. x_lane: x row g (NULL when g >= m). */
+template <int FMT>
+__device__ __forceinline__ void gemv_step(float acc[4], const GemvChunk &c, const GemvParams &p,
+                                          const vl_bf16 *x_lane, int kc, const float *s_table,
+                                          const float *s_map, float row_sa, float row_sb) {
+    constexpr int VEC = GemvFmt<FMT>::VEC, STEPS = VEC / 4;
+    uint32_t xw[VEC / 2];
+    if (x_lane && kc < p.k) {
+        const uint4 *src = reinterpret_cast<const uint4 *>(x_lane + kc);
+#pragma unroll
+        for (int j = 0; j < VEC / 8; j++) {
+            uint4 v = __ldg(src + j);
+            xw[4 * j] = v.x, xw[4 * j + 1] = v.y, xw[4 * j + 2] = v.z, xw[4 * j + 3] = v.w;
+        }
+    } else {
+#pragma unroll
+        for (int j = 0; j < VEC / 2; j++) xw[j] = 0;
+    }
+    float sa = row_sa, sb = row_sb;
+    if constexpr (FMT == FMT_NF4 || FMT == FMT_NF4_DQ) {
+        sa = nf4_scale<FMT>(s_map, c.ca, c.sa, p.absmax_offset);
+        sb = nf4_scale<FMT>(s_map, c.cb, c.sb, p.absmax_offset);
+    }
+    float d[4] = {0.0f, 0.0f, 0.0f, 0.0f};
+#pragma unroll
+    for (int s = 0; s < STEPS; s++) {
+        uint32_t a[4];
+        gemv_a_regs<FMT>(a, c, s, s_table, sa, sb);
+        mma_16816(d, a, xw[2 * s], xw[2 * s + 1], d);
+    }
+#pragma unroll
+    for (int i = 0; i < 4; i++) acc[i] += d[i];
+}
+
+template <int FMT>
+static __global__ void __launch_bounds__(GEMV_THREADS, GEMV_CTAS_PER_SM)
+    gemv_mma_kernel(const __grid_constant__ GemvParams p) {
+    constexpr int VEC = GemvFmt<FMT>::VEC, BATCH = GemvFmt<FMT>::BATCH, STEP_K = 4 * VEC;
+    constexpr bool NF4 = FMT == FMT_NF4 || FMT == FMT_NF4_DQ;
+    __shared__ float s_table[16];
+    __shared__ float s_map[FMT == FMT_NF4_DQ ? 256 : 1];
+    __shared__ float s_red[GEMV_WARPS][GEMV_TILE_ROWS][GEMV_TILE_COLS];
+    __shared__ int s_last;
+
+    const int tid = threadIdx.x, warp = tid / 32, lane = tid % 32, g = lane / 4, q = lane % 4;
+    if constexpr (NF4)
+        if (tid < 16) s_table[tid] = p.nf4_table[tid];
+    if constexpr (FMT == FMT_NF4_DQ)
+        for (int i = tid; i < 256; i += GEMV_THREADS) s_map[i] = __ldg(p.absmax_map + i);
+    __syncthreads();
+
+    const int r0 = blockIdx.x * GEMV_TILE_ROWS, ra = r0 + g, rb = r0 + g + 8;
+    const bool ra_ok = ra < p.n, rb_ok = rb < p.n;
+    const int64_t row_a = (int64_t)(ra_ok ? ra : 0) * p.k, row_b = (int64_t)(rb_ok ? rb : 0) * p.k;
+    const vl_bf16 *x_lane = g < p.m ? p.x + (int64_t)g * p.k : nullptr;
+    float row_sa = 0.0f, row_sb = 0.0f;
+    if constexpr (FMT == FMT_Q8ROW) {
+        row_sa = ra_ok ? __ldg(p.absmax + ra) : 0.0f;
+        row_sb = rb_ok ? __ldg(p.absmax + rb) : 0.0f;
+    }
+
+    /* this warp's contiguous share of the K steps */
+    const int splits = gridDim.y * GEMV_WARPS, split = blockIdx.y * GEMV_WARPS + warp;
+    const int it_begin = (int)((int64_t)split * p.iters / splits);
+    const int it_end = (int)((int64_t)(split + 1) * p.iters / splits);
+
+    auto load_batch = [&](GemvChunk(&chunks)[BATCH], int it0) {
+#pragma unroll
+        for (int u = 0; u < BATCH; u++) {
+            if (it0 + u >= it_end) break;
+            const int kc = (it0 + u) * STEP_K + q * VEC;
+            const bool k_ok = kc < p.k;
+            gemv_load<FMT>(chunks[u], p, row_a + kc, row_b + kc, ra_ok && k_ok, rb_ok && k_ok);
+        }
+    };
+
+    float acc[4] = {0.0f, 0.0f, 0.0f, 0.0f};
+    GemvChunk cur[BATCH] = {}, next[BATCH] = {};
+    load_batch(cur, it_begin);
+    for (int it = it_begin; it < it_end; it += BATCH) {
+        if (it + BATCH < it_end) load_batch(next, it + BATCH);
+#pragma unroll
+        for (int u = 0; u < BATCH; u++) {
+            if (it + u >= it_end) break;
+            gemv_step<FMT>(acc, cur[u], p, x_lane, (it + u) * STEP_K + q * VEC, s_table, s_map,
+                           row_sa, row_sb);
+        }
+#pragma unroll
+        for (int u = 0; u < BATCH; u++) cur[u] = next[u];
+    }
+
+    /* C fragment: {row g, x rows 2q, 2q+1}, {row g + 8, same} */
+    s_red[warp][g][2 * q] = acc[0];
+    s_red[warp][g][2 * q + 1] = acc[1];
+    s_red[warp][g + 8][2 * q] = acc[2];
+    s_red[warp][g + 8][2 * q + 1] = acc[3];
+    __syncthreads();
+    const int row = tid / GEMV_TILE_COLS, col = tid % GEMV_TILE_COLS, r = r0 + row;
+    float v = s_red[0][row][col];
+#pragma unroll
+    for (int w = 1; w < GEMV_WARPS; w++) v += s_red[w][row][col];
+
+    if (gridDim.y > 1) {
+        /* split K over CTAs: park the partial, the last CTA of the tile adds them in order */
+        float *slots = p.partials + (int64_t)blockIdx.x * gridDim.y * GEMV_THREADS;
+        slots[blockIdx.y * GEMV_THREADS + tid] = v;
+        __threadfence();
+        __syncthreads();
+        if (tid == 0) s_last = atomicAdd(p.tile_counters + blockIdx.x, 1) == (int)gridDim.y - 1;
+        __syncthreads();
+        if (!s_last) return;
+        __threadfence();
+        v = 0.0f;
+        for (unsigned y = 0; y < gridDim.y; y++) v += __ldcg(slots + y * GEMV_THREADS + tid);
+        if (tid == 0) p.tile_counters[blockIdx.x] = 0; /* ready for the next launch */
+    }
+    if (col < p.m && r < p.n) {
+        if (p.bias) v += __bfloat162float(p.bias[r]);
+        p.y[(int64_t)col * p.n + r] = __float2bfloat16_rn(v);
+    }
+}
+
+/* ---- simple kernel ------------------------------------------------------------------------------ */
+
+/* W[r, k] as the bf16-rounded float a bf16 GEMM sees. */
+template <int FMT>
+__device__ __forceinline__ float weight_at(const GemvParams &p, const float *s_table,
+                                           const float *s_map, int64_t r, int64_t k) {
+    const int64_t e = r * p.k + k;
+    if constexpr (FMT == FMT_BF16) {
+        return __bfloat162float(reinterpret_cast<const vl_bf16 *>(p.w)[e]);
+    } else if constexpr (FMT == FMT_Q8ROW) {
+        float q = (float)(int8_t)p.w[e];
+        return round_bf16(__fmul_rn(__fmul_rn(q, __ldg(p.absmax + r)), 1.0f / 127.0f));
+    } else {
+        const uint32_t byte = p.w[e / 2], code = e % 2 ? byte & 15u : byte >> 4;
+        const int64_t b = e / VL_NF4_BLOCK;
+        float scale;
+        if constexpr (FMT == FMT_NF4_DQ)
+            scale = nf4_scale<FMT>(s_map, p.absmax_code[b], p.absmax[b / VL_NF4_DQ_BLOCK],
+                                   p.absmax_offset);
+        else
+            scale = p.absmax[b];
+        return round_bf16(__fmul_rn(s_table[code], scale));
+    }
+}
+
+/* One warp per output row r: lanes stride over K, then a butterfly sum (fixed order). */
+template <int FMT>
+static __global__ void __launch_bounds__(GEMV_SIMPLE_WARPS * 32)
+    gemv_simple_kernel(const __grid_constant__ GemvParams p) {
+    __shared__ float s_table[16];
+    __shared__ float s_map[FMT == FMT_NF4_DQ ? 256 : 1];
+    const int tid = threadIdx.x, lane = tid % 32;
+    if constexpr (FMT == FMT_NF4 || FMT == FMT_NF4_DQ)
+        if (tid < 16) s_table[tid] = p.nf4_table[tid];
+    if constexpr (FMT == FMT_NF4_DQ)
+        for (int i = tid; i < 256; i += GEMV_SIMPLE_WARPS * 32) s_map[i] = p.absmax_map[i];
+    __syncthreads();
+    const int64_t r = (int64_t)blockIdx.x * GEMV_SIMPLE_WARPS + tid / 32;
+    if (r >= p.n) return;
+    float acc[VL_CUDA_GEMV_MAX_M] = {};
+    for (int64_t k = lane; k < p.k; k += 32) {
+        const float w = weight_at<FMT>(p, s_table, s_map, r, k);
+#pragma unroll
+        for (int i = 0; i < VL_CUDA_GEMV_MAX_M; i++)
+            if (i < p.m) acc[i] += __bfloat162float(p.x[(int64_t)i * p.k + k]) * w;
+    }
+#pragma unroll
+    for (int i = 0; i < VL_CUDA_GEMV_MAX_M; i++)
+        for (int off = 16; off > 0; off /= 2) acc[i] += __shfl_xor_sync(0xffffffffu, acc[i], off);
+    if (lane < p.m) {
+        float v = acc[0];
+#pragma unroll
+        for (int i = 1; i < VL_CUDA_GEMV_MAX_M; i++)
+            if (lane == i) v = acc[i];
+        if (p.bias) v += __bfloat162float(p.bias[r]);
+        p.y[(int64_t)lane * p.n + r] = __float2bfloat16_rn(v);
+    }
+}
+
+/* ---- launcher ------------------------------------------------------------------------------------ */
+
+static int gemv_format(const vl_weight *w) {
+    switch (w->dtype) {
+    case VL_DTYPE_BF16:
+        return FMT_BF16;
+    case VL_DTYPE_Q8ROW:
+        return FMT_Q8ROW;
+    case VL_DTYPE_NF4:
+        return w->absmax_code ? FMT_NF4_DQ : FMT_NF4;
+    default:
+        return -1;
+    }
+}
+
+static int gemv_vec(int fmt) {
+    switch (fmt) {
+    case FMT_BF16:
+        return GemvFmt<FMT_BF16>::VEC;
+    case FMT_Q8ROW:
+        return GemvFmt<FMT_Q8ROW>::VEC;
+    default:
+        return GemvFmt<FMT_NF4>::VEC;
+    }
+}
+
+int vl_cuda_gemv_supported(const vl_weight *w, int64_t m) {
+    if (m < 1 || m > VL_CUDA_GEMV_MAX_M || w->rows < 1 || w->cols < 1 || w->rows > INT_MAX ||
+        w->cols > INT_MAX || !w->data)
+        return 0;
+    switch (gemv_format(w)) {
+    case FMT_BF16:
+        return 1;
+    case FMT_Q8ROW:
+    case FMT_NF4:
+        return w->absmax != NULL;
+    case FMT_NF4_DQ:
+        return w->absmax != NULL && w->absmax_map != NULL;
+    default:
+        return 0;
+    }
+}
+
+/* Streaming multiprocessors of the current device (asked once: a host query, no stream work,
+ * so it is allowed while a graph is being captured). */
+static int gemv_sm_count(void) {
+    static int count;
+    if (!count) {
+        int dev = 0;
+        VL_CUDA_CHECK(cudaGetDevice(&dev));
+        VL_CUDA_CHECK(cudaDeviceGetAttribute(&count, cudaDevAttrMultiProcessorCount, dev));
+        if (count < 1) count = 1;
+    }
+    return count;
+}
+
+/* CTAs along K for `tiles` row tiles: enough CTAs to reach GEMV_CTAS_PER_SM per SM, at least one
+ * warp step per warp, and within the scratch. */
+static int gemv_grid_splits(int64_t tiles, int iters, const vl_cuda_gemv_scratch *scratch) {
+    if (!scratch || !scratch->partials || !scratch->tile_counters ||
+        tiles > scratch->n_tile_counters)
+        return 1;
+    const int64_t target = (int64_t)gemv_sm_count() * GEMV_CTAS_PER_SM;
+    if (tiles >= target) return 1;
+    int64_t splits = (target + tiles - 1) / tiles;
+    if (splits > iters / GEMV_WARPS) splits = iters / GEMV_WARPS;
+    if (splits > GEMV_MAX_GRID_SPLITS) splits = GEMV_MAX_GRID_SPLITS;
+    const int64_t fit = scratch->partial_floats / (tiles * GEMV_THREADS);
+    if (splits > fit) splits = fit;
+    return splits < 1 ? 1 : (int)splits;
+}
+
+template <int FMT> static void launch_fast(const GemvParams &p, int splits, cudaStream_t stream) {
+    dim3 grid((unsigned)((p.n + GEMV_TILE_ROWS - 1) / GEMV_TILE_ROWS), (unsigned)splits);
+    gemv_mma_kernel<FMT><<<grid, GEMV_THREADS, 0, stream>>>(p);
+    VL_CUDA_LAUNCH_CHECK();
+}
+
+template <int FMT> static void launch_simple(const GemvParams &p, cudaStream_t stream) {
+    unsigned blocks = (unsigned)((p.n + GEMV_SIMPLE_WARPS - 1) / GEMV_SIMPLE_WARPS);
+    gemv_simple_kernel<FMT><<<blocks, GEMV_SIMPLE_WARPS * 32, 0, stream>>>(p);
+    VL_CUDA_LAUNCH_CHECK();
+}
+
+void vl_cuda_launch_gemv(vl_bf16 *y, const vl_bf16 *x, int64_t m, const vl_weight *w,
+                         const vl_bf16 *bias, const vl_cuda_gemv_scratch *scratch,
+                         cudaStream_t stream) {
+    VL_CUDA_REQUIRE(vl_cuda_gemv_supported(w, m),
+                    "gemv m=%lld W[%lld, %lld] %s: expected 1 <= m <= %d and a BF16, NF4 or Q8ROW "
+                    "weight with its scales",
+                    (long long)m, (long long)w->rows, (long long)w->cols, vl_dtype_name(w->dtype),
+                    VL_CUDA_GEMV_MAX_M);
+    const int fmt = gemv_format(w);
+    GemvParams p = {};
+    p.y = y;
+    p.x = x;
+    p.bias = bias;
+    p.w = (const uint8_t *)w->data;
+    p.absmax = w->absmax;
+    p.absmax_code = w->absmax_code;
+    p.absmax_map = w->absmax_map;
+    p.absmax_offset = w->absmax_offset;
+    p.m = (int)m;
+    p.n = (int)w->rows;
+    p.k = (int)w->cols;
+    if (fmt == FMT_NF4 || fmt == FMT_NF4_DQ) memcpy(p.nf4_table, vl_nf4_table, sizeof p.nf4_table);
+
+    const int vec = gemv_vec(fmt);
+    const int fast = p.k % vec == 0 && vl_cuda_aligned16(w->data) && vl_cuda_aligned16(x);
+    if (!fast) {
+        switch (fmt) {
+        case FMT_BF16:
+            return launch_simple<FMT_BF16>(p, stream);
+        case FMT_Q8ROW:
+            return launch_simple<FMT_Q8ROW>(p, stream);
+        case FMT_NF4:
+            return launch_simple<FMT_NF4>(p, stream);
+        default:
+            return launch_simple<FMT_NF4_DQ>(p, stream);
+        }
+    }
+    p.iters = (p.k + 4 * vec - 1) / (4 * vec);
+    const int64_t tiles = (p.n + GEMV_TILE_ROWS - 1) / GEMV_TILE_ROWS;
+    const int splits = gemv_grid_splits(tiles, p.iters, scratch);
+    if (splits > 1) {
+        p.partials = scratch->partials;
+        p.tile_counters = scratch->tile_counters;
+    }
+    switch (fmt) {
+    case FMT_BF16:
+        return launch_fast<FMT_BF16>(p, splits, stream);
+    case FMT_Q8ROW:
+        return launch_fast<FMT_Q8ROW>(p, splits, stream);
+    case FMT_NF4:
+        return launch_fast<FMT_NF4>(p, splits, stream);
+    default:
+        return launch_fast<FMT_NF4_DQ>(p, splits, stream);
+    }
+}

@@ -1,0 +1,29 @@
+/* sample_score.h: the score sample_token maximizes, shared by the CPU twin and the CUDA kernel
+ * so both evaluate the same expression (kernels.h, sample_token).
+ *
+ * Greedy (temperature <= 0): the logit itself. Sampling: logit / T + g with Gumbel noise
+ * g = -log(-log(u)); the argmax of that is an exact draw from softmax(logit / T) with no sort
+ * and no normalization, one pass over the vocabulary. The noise is evaluated in double: both
+ * libm and CUDA's double log are within one ulp, far below the gaps between distinct scores, so
+ * the CPU and GPU pick the same token. NaN logits never win (comparisons with NaN are false).
+ * Ties go to the lowest index, as torch.argmax does. */
+#ifndef VL_SAMPLE_SCORE_H
+#define VL_SAMPLE_SCORE_H
+
+#include "kernels/kernels.h"
+
+#include <math.h>
+
+static inline VL_HOST_DEVICE double vl_sample_score(float logit, int64_t i, float temperature,
+                                                    uint64_t key) {
+    if (!(temperature > 0.0f)) return (double)logit;
+    double u = vl_random_unit(key + (uint64_t)i);
+    return (double)logit / (double)temperature - log(-log(u));
+}
+
+/* Is (score a, index ia) a better pick than (b, ib)? */
+static inline VL_HOST_DEVICE int vl_sample_better(double a, int64_t ia, double b, int64_t ib) {
+    return a > b || (a == b && ia < ib);
+}
+
+#endif

@@ -1,0 +1,109 @@
+#!/usr/bin/env bash
+# On the GPU machine: build vlbench (Release, sm_90, in /tmp), run every kernel benchmark, then
+# the PyTorch anchors (SDPA backends, cuBLAS GEMV/GEMM, copy bandwidth), and set the two side
+# by side. Run from the repository root; everything lands under $OUT.
+#
+# Before the run, on the workstation (the anchor script lives in /work/shared, which does not
+# travel to the device; .deps/ is git-ignored and carried):
+#   mkdir -p .deps/anchors && cp /work/shared/tools/kernels_bench.py .deps/anchors/
+# then, with carry [".deps"] (the Debian build deps of shared/tools/device-deps.sh + the copy):
+#   OUT=$OUT bash scripts/device_bench.sh
+#
+# Outputs under $OUT:
+#   vlbench.md     markdown tables (stdout of vlbench)
+#   vlbench.json   the same as one JSON object (vlbench --json-out: one run gives both)
+#   vlbench.err    vlbench's progress lines, one per case
+#   kernels.json   the PyTorch anchors (kernels_bench.py writes $OUT/kernels.json itself)
+#   anchors.log    kernels_bench.py's printout
+#   summary.txt    vlbench beside the PyTorch anchors on the shapes both ran
+#   build.log
+# Env: VL_ARCH (default 90), VLBENCH_ARGS (extra vlbench options, e.g. "--iters 50"),
+#      VL_SKIP_ANCHORS=1 (vlbench only).
+# Time on an H100 (budget < 8 min): build ~2-3 min (vlbench and vl_kernels only), vlbench
+# ~1-2 min, anchors ~1-2 min; the timeouts below keep each step inside its share.
+set -uo pipefail
+root=$(pwd)
+out=${OUT:-/tmp/vlbench-out}
+mkdir -p "$out"
+export LD_LIBRARY_PATH=$root/.deps/usr/lib/x86_64-linux-gnu:${LD_LIBRARY_PATH:-}
+arch=${VL_ARCH:-90}
+build=/tmp/vlbench-build
+t0=$(date +%s)
+
+timeout 270 cmake -S . -B $build -DCMAKE_BUILD_TYPE=Release -DVL_CUDA=ON \
+    -DVL_CUDA_ARCHITECTURES="$arch" -DVL_BUILD_TESTS=OFF \
+    -DCMAKE_PREFIX_PATH="$root/.deps/usr" -DCMAKE_LIBRARY_PATH="$root/.deps/usr/lib/x86_64-linux-gnu" \
+    >"$out/build.log" 2>&1 &&
+    timeout 270 cmake --build $build -j16 --target vlbench >>"$out/build.log" 2>&1 ||
+    { tail -40 "$out/build.log"; exit 1; }
+echo "build: $(($(date +%s) - t0)) s"
+nvidia-smi --query-gpu=name,clocks.sm,clocks.mem,temperature.gpu,power.draw --format=csv,noheader \
+    >"$out/gpu_before.txt" 2>&1 || true
+
+t1=$(date +%s)
+# shellcheck disable=SC2086
+timeout 240 $build/bench/vlbench all --json-out "$out/vlbench.json" ${VLBENCH_ARGS:-} \
+    >"$out/vlbench.md" 2>"$out/vlbench.err"
+echo "vlbench: rc=$? in $(($(date +%s) - t1)) s"
+tail -3 "$out/vlbench.err"
+
+if [ "${VL_SKIP_ANCHORS:-0}" != 1 ]; then
+    anchors=$root/.deps/anchors/kernels_bench.py
+    if [ -f "$anchors" ]; then
+        t2=$(date +%s)
+        OUT=$out timeout 200 python3 "$anchors" >"$out/anchors.log" 2>&1
+        echo "anchors: rc=$? in $(($(date +%s) - t2)) s"
+    else
+        echo "anchors: $anchors missing (cp /work/shared/tools/kernels_bench.py .deps/anchors/)"
+    fi
+fi
+
+# vlbench beside the PyTorch anchors where both measured the same thing
+python3 - "$out" >"$out/summary.txt" 2>&1 <<'PY'
+import json, os, sys
+o = sys.argv[1]
+def load(name):
+    try:
+        return json.load(open(os.path.join(o, name)))
+    except Exception as e:
+        print(f"{name}: not readable ({e})")
+        return None
+vb, pt = load("vlbench.json"), load("kernels.json")
+if vb:
+    print(f"device {vb['device']}: copy {vb['copy_GBps']:.0f} GB/s, bf16 peak {vb['bf16_peak_TFLOPs']:.0f} TFLOP/s"
+          + (f" (PyTorch copy_: {pt['copy_GBps']:.0f} GB/s)" if pt and 'copy_GBps' in pt else ""))
+if not (vb and pt):
+    sys.exit(0)
+rows = [r for r in vb["rows"] if r["status"] == "ok"]
+def fmt(x, unit):
+    return "-" if x is None else f"{x:.1f} {unit}"
+print("\nGEMV / GEMM (vlbench N x K = torch n x k)")
+print(f"{'kind':5} {'m':>5} {'N':>7} {'K':>6} {'quant':7} {'vlrun':>14} {'cuBLAS (vlbench)':>18} {'torch F.linear':>16}")
+for g in pt.get("gemm", []):
+    m = 1 if g["kind"] == "gemv" else g["m"]
+    unit, key = ("GB/s", "GBps") if m == 1 else ("TFLOP/s", "TFLOPs")
+    tval = g.get("GBps") if m == 1 else g.get("tflops")
+    for r in rows:
+        if r["bench"] in ("gemv", "gemm") and r["m"] == m and r["n"] == g["n"] and r["k"] == g["k"]:
+            print(f"{g['kind']:5} {m:>5} {r['n']:>7} {r['k']:>6} {r['quant']:7} {fmt(r[key], unit):>14} "
+                  f"{fmt(r['anchor_' + key], unit):>18} {fmt(tval, unit):>16}")
+print("\nattention prefill / vision, TFLOP/s (torch: SDPA with K/V expanded to all heads)")
+for s in pt.get("sdpa", []):
+    if "tflops" not in s:
+        continue
+    for r in rows:
+        if r["bench"] != "attention" or r["n_q"] != s["s"] or r["n_kv"] != s["s"] or r["head_dim"] != s["d"]:
+            continue
+        if r["heads"] != s["hq"] or r["causal"] != s["causal"] or r["n_seg"] != 0:
+            continue
+        print(f"{s['case']:12} s={s['s']:>6} d={s['d']:>3}  vlrun {r['TFLOPs']:7.1f}   torch {s['backend']:9} {s['tflops']:7.1f}")
+print("\ndecode attention, GB/s of K+V")
+for d in pt.get("decode_attn", []):
+    if "GBps" not in d:
+        continue
+    for r in rows:
+        if r["bench"] == "attention" and r["n_q"] == 1 and r["n_kv"] == d["s"]:
+            print(f"n_kv={d['s']:>6}  vlrun {r['GBps']:7.0f}   torch {d['backend']:9} {d['GBps']:7.0f}")
+PY
+cat "$out/summary.txt"
+echo "total: $(($(date +%s) - t0)) s"

@@ -1,0 +1,36 @@
+#!/usr/bin/env bash
+# On the GPU machine: the engine's teacher-forced logits against transformers on a random
+# checkpoint with the real Qwen2-VL-7B shapes (tests/reference/teacher_forced.py), with the
+# NF4 / int8 engine runs compared too unless VL_QUANT_COMPARE=0. Results under $OUT:
+# teacher_forced.json (summaries), teacher_forced.tsv (per position), vlrun_*.log.
+#   VLRUN=/tmp/vlb/vlrun   a CUDA build of vlrun (default: build one like device_gpu.sh does)
+#   VL_ARCH=90             CUDA architecture for that build
+# Needs .cache/tokenizer/tokenizer.json carried (scripts/fetch_tokenizer.sh), and .deps when it
+# builds. Extra arguments go to teacher_forced.py (e.g. --keep --work /tmp/tf, --model DIR).
+# Time on an H100: ~1 min to make and save the 16.6 GB checkpoint, ~30 s per vlrun run, ~1 min
+# per transformers load (bf16, then fp32): 4-6 min in all.
+set -uo pipefail
+root=$(pwd)
+out=${OUT:-/tmp/vlrun-out}
+mkdir -p "$out"
+export LD_LIBRARY_PATH=$root/.deps/usr/lib/x86_64-linux-gnu:${LD_LIBRARY_PATH:-}
+tok=.cache/tokenizer/tokenizer.json
+[ -f "$tok" ] || { echo "missing $tok (carry .cache)"; exit 2; }
+V=${VLRUN:-}
+if [ -z "$V" ] || [ ! -x "$V" ]; then
+    arch=${VL_ARCH:-90}
+    cmake -S . -B /tmp/vlb -DCMAKE_BUILD_TYPE=Release -DVL_CUDA=ON -DVL_CUDA_ARCHITECTURES="$arch" \
+        -DCMAKE_PREFIX_PATH="$root/.deps/usr" -DCMAKE_LIBRARY_PATH="$root/.deps/usr/lib/x86_64-linux-gnu" \
+        >"$out/build.log" 2>&1 && cmake --build /tmp/vlb -j16 --target vlrun >>"$out/build.log" 2>&1 ||
+        { tail -40 "$out/build.log"; exit 2; }
+    V=/tmp/vlb/vlrun
+fi
+qc=()
+[ "${VL_QUANT_COMPARE:-1}" = 0 ] || qc=(--quant-compare)
+# free disk: the checkpoint needs ~17 GB in the work directory
+df -h "${TMPDIR:-/tmp}" | tail -1
+python3 tests/reference/teacher_forced.py --vlrun "$V" --tokenizer "$tok" --out "$out" "${qc[@]}" "$@" \
+    2>&1 | tee "$out/teacher_forced.log" | grep -vE "^\s*$|Warning|warn\(" | tail -30
+rc=${PIPESTATUS[0]}
+echo "teacher_forced.py exit $rc (0 pass, 1 a check failed, 2 could not run)"
+exit "$rc"

@@ -1,0 +1,134 @@
+#!/usr/bin/env bash
+# `vlrun logits` on the CPU backend against the transformers goldens of the tiny models:
+#   - one row per prompt position (the golden prompt length), --ids-out = the golden input ids;
+#   - the argmax of every row = transformers' argmax at every position;
+#   - the last row = logits_<model>.f32 (cosine >= 1 - 1e-9, max abs diff <= 1e-5: measured
+#     1 - 5e-14 and 2.4e-7 on tiny-a; both allow for summation order, not for a wrong op);
+#   - .bf16 output = the .f32 output rounded to nearest even, bit for bit;
+#   - --chunk 7 (the prompt streamed in 15 chunks) gives the same rows;
+#   - the stdout summary (positions, vocab, ids_fnv1a64 of the --ids-out bytes).
+# Then bad input: one stderr line, exit 1, empty stdout, and neither FILE nor FILE.tmp left.
+# Checks use plain python3 (json, struct): no numpy in CI.
+set -u
+VLRUN=${VLRUN:?VLRUN must point at the vlrun binary}
+FIX=${VL_FIXTURES:?}
+TOK=${VL_TOKENIZER_DIR:?}/small_tokenizer.json
+tmp=$(mktemp -d)
+trap 'rm -rf "$tmp"' EXIT
+pass=0 fail=0 skip=0
+ok() { pass=$((pass + 1)); }
+bad() { fail=$((fail + 1)); echo "FAIL: $*" >&2; }
+
+for name in tiny-a tiny-b; do
+    g=$FIX/models/golden_$name.json
+    if [ ! -f "$g" ] || [ ! -f "$TOK" ]; then skip=$((skip + 1)); echo "SKIP: $g or $TOK absent"; continue; fi
+    # NUL-separated: the prompt has newlines
+    mapfile -d '' -t args < <(python3 -c '
+import json, sys
+g = json.load(open(sys.argv[1]))
+for f in g["images"]: sys.stdout.write(sys.argv[2] + "/models/images/" + f + "\0")
+sys.stdout.write(g["prompt"] + "\0")' "$g" "$FIX")
+    prompt=${args[-1]}
+    unset 'args[-1]'
+    common=(--backend cpu --model "$FIX/models/$name" --tokenizer "$TOK" "${args[@]}" --prompt "$prompt")
+    d=$tmp/$name
+    mkdir -p "$d"
+    if ! "$VLRUN" logits "${common[@]}" --out "$d/l.f32" --ids-out "$d/ids.i32" >"$d/sum.json" 2>"$d/err" ||
+        ! "$VLRUN" logits "${common[@]}" --out "$d/l.bf16" >"$d/sum_bf16.json" 2>>"$d/err" ||
+        ! "$VLRUN" logits "${common[@]}" --chunk 7 --out "$d/c7.f32" >/dev/null 2>>"$d/err"; then
+        bad "$name: vlrun logits failed: $(head -c 400 "$d/err")"
+        continue
+    fi
+    if python3 - "$g" "$FIX/models" "$d" "$name" <<'PY'; then ok; else bad "$name: logits checks"; fi
+import json, math, struct, sys
+g = json.load(open(sys.argv[1])); fix, d, name = sys.argv[2], sys.argv[3], sys.argv[4]
+s = json.load(open(f"{d}/sum.json"))
+n, V = s["positions"], s["vocab"]
+errors = []
+def check(cond, what):
+    if not cond: errors.append(what)
+check(n == len(g["input_ids"]), f"positions {n}, golden prompt {len(g['input_ids'])} tokens")
+raw = open(f"{d}/l.f32", "rb").read()
+check(len(raw) == 4 * n * V, f"l.f32 has {len(raw)} bytes, expected 4*{n}*{V}")
+ids_raw = open(f"{d}/ids.i32", "rb").read()
+ids = list(struct.unpack(f"<{len(ids_raw) // 4}i", ids_raw))
+check(ids == g["input_ids"], "--ids-out differs from the golden input ids")
+h = 0xcbf29ce484222325
+for b in ids_raw: h = ((h ^ b) * 0x100000001b3) & 0xFFFFFFFFFFFFFFFF
+check(s["ids_fnv1a64"] == f"{h:016x}", f"ids_fnv1a64 {s['ids_fnv1a64']} != {h:016x}")
+check(s["format"] == "f32" and s["backend"] == "cpu" and s["quant"] == "bf16" and
+      s["weights"] in ("BF16", "F16") and s["images"] == len(g["images"]), f"summary {s}")
+if errors: print(name, errors); sys.exit(1)
+rows = [struct.unpack_from(f"<{V}f", raw, 4 * V * i) for i in range(n)]
+argmax = [max(range(V), key=r.__getitem__) for r in rows]
+diff = [i for i, (a, b) in enumerate(zip(argmax, g["argmax_every_position"])) if a != b]
+check(not diff, f"argmax differs at positions {diff[:10]}")
+ref = struct.unpack(f"<{V}f", open(f"{fix}/{g['logits_file']}", "rb").read())
+last = rows[-1]
+cos = sum(x * y for x, y in zip(last, ref)) / math.sqrt(sum(x * x for x in last) * sum(y * y for y in ref))
+mad = max(abs(x - y) for x, y in zip(last, ref))
+check(cos >= 1 - 1e-9 and mad <= 1e-5, f"last row: cosine 1-{1 - cos:.3g}, max abs diff {mad:.3g}")
+# bf16: round to nearest even of the float32 bits (no NaN in logits)
+def bf16(x):
+    u = struct.unpack("<I", struct.pack("<f", x))[0]
+    return ((u + 0x7FFF + ((u >> 16) & 1)) >> 16) & 0xFFFF
+rb = open(f"{d}/l.bf16", "rb").read()
+want = b"".join(struct.pack(f"<{V}H", *map(bf16, r)) for r in rows)
+check(rb == want, f".bf16 file ({len(rb)} bytes) is not the .f32 file rounded to bf16")
+check(json.load(open(f"{d}/sum_bf16.json"))["format"] == "bf16", "bf16 summary format")
+c7 = open(f"{d}/c7.f32", "rb").read()
+worst = 0.0
+if len(c7) == len(raw):
+    for i in range(n):
+        r7 = struct.unpack_from(f"<{V}f", c7, 4 * V * i)
+        worst = max(worst, max(abs(x - y) for x, y in zip(rows[i], r7)))
+check(len(c7) == len(raw) and worst <= 1e-5, f"--chunk 7: {len(c7)} bytes, max abs diff {worst:.3g}")
+print(f"{name}: {n} positions, argmax {n - len(diff)}/{n}, last row cosine 1-{1 - cos:.2g} "
+      f"max abs {mad:.2g}, --chunk 7 max abs {worst:.2g}", "OK" if not errors else errors)
+sys.exit(1 if errors else 0)
+PY
+done
+
+# ---- bad input --------------------------------------------------------------------------
+name=tiny-a
+IMG=$FIX/models/images/img_a_56x84.png
+base=(logits --backend cpu --model "$FIX/models/$name" --tokenizer "$TOK" "$IMG")
+# expect_error SUBSTRING FILE ARGS...: exit 1, one "vlrun: error:" line containing SUBSTRING,
+# empty stdout, and neither FILE nor FILE.tmp exists afterwards
+expect_error() {
+    local want=$1 file=$2
+    shift 2
+    "$VLRUN" "$@" >"$tmp/out" 2>"$tmp/err"
+    local rc=$? lines
+    lines=$(wc -l <"$tmp/err")
+    if [ "$rc" -eq 1 ] && [ "$lines" -eq 1 ] && [ ! -s "$tmp/out" ] && grep -q "^vlrun: error: " "$tmp/err" &&
+        grep -qF -- "$want" "$tmp/err" && [ ! -e "$file" ] && [ ! -e "$file.tmp" ]; then
+        ok
+    else
+        bad "vlrun $* -> rc=$rc, stderr($lines lines): $(head -c 300 "$tmp/err"), stdout: $(head -c 200 "$tmp/out"), file left: $(ls "$file"* 2>/dev/null)"
+    fi
+}
+if [ -f "$TOK" ]; then
+    e=$tmp/err_out
+    mkdir -p "$e"
+    expect_error "--out needs a value" "$e/x.f32" "${base[@]}" --out
+    expect_error "--ids-out needs a value" "$e/x.f32" "${base[@]}" --out "$e/x.f32" --ids-out
+    expect_error "--out FILE.bf16 or FILE.f32 is required" "$e/x.f32" "${base[@]}"
+    expect_error "ending in .bf16 or .f32" "$e/x.bin" "${base[@]}" --out "$e/x.bin"
+    expect_error "no image given" "$e/x.f32" logits --backend cpu --model "$FIX/models/$name" --out "$e/x.f32"
+    expect_error "unknown option --bogus" "$e/x.f32" "${base[@]}" --bogus --out "$e/x.f32"
+    expect_error "cannot create" "$e/nodir/x.f32" "${base[@]}" --out "$e/nodir/x.f32"
+    # --ids-out unwritable: the logits file must not appear either
+    expect_error "--ids-out" "$e/y.f32" "${base[@]}" --out "$e/y.f32" --ids-out "$e/nodir/ids.i32"
+    # files are opened before the model: a bad model must leave no partial file behind
+    expect_error "config.json" "$e/z.bf16" logits --backend cpu --model "$e" --tokenizer "$TOK" "$IMG" --out "$e/z.bf16"
+    # --prompt's value is a prompt even when it reads "--out"
+    if "$VLRUN" "${base[@]}" --prompt --out --out "$e/p.f32" >"$tmp/out" 2>"$tmp/err" && [ -s "$e/p.f32" ]; then ok; else
+        bad "--prompt --out --out FILE: $(head -c 300 "$tmp/err")"; fi
+    left=$(find "$e" -name '*.tmp' | head -3)
+    if [ -z "$left" ]; then ok; else bad "temporary files left: $left"; fi
+else
+    skip=$((skip + 1))
+fi
+echo "$pass passed, $fail failed, $skip skipped"
+[ "$fail" -eq 0 ]

@@ -1,0 +1,414 @@
+/* test_quant_gpu.c: quantization on the GPU (kernels/quant_gpu.cu) and the dequant GEMM
+ * (kernels/dequant_gemm.cu) against their CPU twins (kernels/cpu_quant.c, the CPU linear).
+ *
+ *   quantize    NF4, NF4 with double quantization and Q8ROW of bf16 matrices: every byte of
+ *               every buffer, and the offset's bits, equal vl_quantize_cpu's. Device buffers
+ *               start poisoned and carry GUARD poisoned bytes after them, so a byte left
+ *               unwritten (unless the CPU wrote the poison value) or written past the end fails.
+ *               Shapes: one element, odd element counts, sizes that are not a multiple of the
+ *               64-element block nor of the 256-block chunk, 7B shapes. Contents: N(0, 0.02);
+ *               all-zero blocks and rows, huge, tiny, subnormal and signed-zero values; block
+ *               scales spread over 2^40 (the offset's sum is then inexact in double and the GPU
+ *               must take its in-order fallback, on one matrix over two scratch segments);
+ *               inf and NaN.
+ *   dequantize  the GPU's dequantize of the GPU-made weight against vl_weight_rows_f32 of the
+ *               same bytes: every value bit-equal (NaN equals any NaN: payloads may differ).
+ *   GEMM        the dequant GEMM against the CPU backend's linear on the same quantized weight,
+ *               m in {9, 64, 300, 2048}, with and without bias; slice sizes forced small on some
+ *               shapes so that N is not a multiple of the slice, K not a multiple of 8 on one.
+ *               The weights are the same bf16 values on both sides; only the fp32 summation
+ *               order differs (~1e-6 relative), which flips a bf16 rounding only next to a tie:
+ *               >= 99% of outputs must equal bf16(ref) and the rest be one bf16 ulp away. A
+ *               second rounding of the bias, or a bf16 split-K reduction, would break the 99%.
+ * Without a CUDA device (or in a build without CUDA): exit 77 (skip).
+ * Leaves out: the linear dispatch between GEMV and GEMM (cuda_linear.cu), timing.
+ */
+#include "kernels/kernels.h"
+#include "vltest.h"
+
+#include <float.h>
+
+#ifdef VL_HAVE_CUDA
+/* kernels/dequant_gemm.cu: the dequant GEMM with at most max_slice_rows rows per slice. */
+void vl_cuda_dequant_gemm_sliced(vl_backend *b, void *y, const void *x, int64_t m,
+                                 const vl_weight *w, const vl_vec *bias, int64_t max_slice_rows);
+#endif
+
+#define GUARD    64   /* poisoned bytes / elements after every device buffer */
+#define POISON   0xa5 /* byte poison */
+#define NAN_BITS 0x7fc0
+
+static vl_backend *cpu, *gpu;
+
+/* ---- inputs ---------------------------------------------------------------------------------- */
+
+typedef enum { KIND_NORMAL, KIND_SPECIAL, KIND_WIDE, KIND_NONFINITE } kind;
+static const char *kind_name[] = {"normal", "special", "wide", "nonfinite"};
+
+/* n bf16 values of the given kind (see the file comment). */
+static uint16_t *make_matrix(int64_t rows, int64_t cols, kind k) {
+    const int64_t n = rows * cols;
+    uint16_t *h = malloc((size_t)n * 2);
+    for (int64_t i = 0; i < n; i++) h[i] = vl_f32_to_bf16((float)(0.02 * vt_rng_normal()));
+    if (k == KIND_SPECIAL) {
+        for (int64_t i = 0; i < n && i < VL_NF4_BLOCK; i++) h[i] = 0; /* an all-zero block */
+        if (rows > 2)
+            for (int64_t c = 0; c < cols; c++) h[cols + c] = 0x8000; /* a row of -0 */
+        for (int64_t i = 0; i < n; i++) {
+            if (i % 97 == 50) h[i] = vl_f32_to_bf16(i % 2 ? 1e30f : -1e30f);
+            else if (i % 89 == 7) h[i] = vl_f32_to_bf16(i % 2 ? 1e-38f : -1e-38f);
+            else if (i % 113 == 3) h[i] = 0x8000;
+            else if (i % 1013 == 11) h[i] = 0x0001; /* the smallest subnormal */
+            else if (i % 2003 == 5) h[i] = 0x7f7f;  /* the largest finite bf16 */
+        }
+    } else if (k == KIND_WIDE) {
+        /* every block scaled by 2^-s, s in [0, 40]: scales too far apart for an exact sum */
+        for (int64_t b = 0; b * VL_NF4_BLOCK < n; b++) {
+            float scale = ldexpf(1.0f, -(int)(vt_rng_next() % 41));
+            for (int64_t i = b * VL_NF4_BLOCK; i < n && i < (b + 1) * VL_NF4_BLOCK; i++)
+                h[i] = vl_f32_to_bf16(vl_bf16_to_f32(h[i]) * scale);
+        }
+    } else if (k == KIND_NONFINITE) {
+        for (int64_t i = 0; i < n; i++) {
+            if (i % 501 == 17) h[i] = 0x7f80;          /* +inf */
+            else if (i % 733 == 29) h[i] = 0xff80;     /* -inf */
+            else if (i % 307 == 101) h[i] = NAN_BITS;  /* NaN */
+        }
+        for (int64_t i = VL_NF4_BLOCK; i < n && i < 2 * VL_NF4_BLOCK; i++) h[i] = NAN_BITS;
+    }
+    return h;
+}
+
+/* ---- device buffers ------------------------------------------------------------------------ */
+
+static void *dev_alloc(size_t bytes) {
+    void *p = gpu->mem_alloc(gpu, bytes);
+    if (!p) {
+        fprintf(stderr, "FAIL: out of device memory for %zu bytes\n", bytes);
+        exit(1);
+    }
+    return p;
+}
+
+/* bytes + GUARD device bytes: src (NULL: poison), then GUARD poison bytes. */
+static void *dev_bytes(const void *src, size_t bytes) {
+    unsigned char *host = malloc(bytes + GUARD);
+    memset(host, POISON, bytes + GUARD);
+    if (src) memcpy(host, src, bytes);
+    void *d = dev_alloc(bytes + GUARD);
+    gpu->upload(gpu, d, host, bytes + GUARD);
+    free(host);
+    return d;
+}
+
+/* Downloads bytes + GUARD; checks that the guard is still poison. */
+static void *dev_read(const char *what, const void *d, size_t bytes) {
+    unsigned char *host = malloc(bytes + GUARD);
+    gpu->download(gpu, host, d, bytes + GUARD);
+    int touched = 0;
+    for (size_t i = bytes; i < bytes + GUARD; i++) touched += host[i] != POISON;
+    VT_CHECKF(touched == 0, "%s: %d guard bytes past the end were written", what, touched);
+    return host;
+}
+
+/* A quantized weight and its buffers, in host or device memory. */
+typedef struct {
+    vl_weight w;
+    vl_quant_sizes sz;
+} qweight;
+
+static void qweight_host(qweight *q, vl_dtype fmt, int dq, int64_t rows, int64_t cols) {
+    memset(q, 0, sizeof *q);
+    vl_quant_sizes_of(fmt, dq, rows, cols, &q->sz);
+    q->w.dtype = fmt;
+    q->w.rows = rows;
+    q->w.cols = cols;
+    q->w.data = calloc(q->sz.data, 1);
+    q->w.absmax = calloc(q->sz.absmax, 1);
+    q->w.absmax_code = q->sz.absmax_code ? calloc(q->sz.absmax_code, 1) : NULL;
+    q->w.absmax_map = q->sz.absmax_map ? calloc(q->sz.absmax_map, 1) : NULL;
+}
+
+static void qweight_device(qweight *q, vl_dtype fmt, int dq, int64_t rows, int64_t cols) {
+    memset(q, 0, sizeof *q);
+    vl_quant_sizes_of(fmt, dq, rows, cols, &q->sz);
+    q->w.dtype = fmt;
+    q->w.rows = rows;
+    q->w.cols = cols;
+    q->w.data = dev_bytes(NULL, q->sz.data);
+    q->w.absmax = dev_bytes(NULL, q->sz.absmax);
+    q->w.absmax_code = q->sz.absmax_code ? dev_bytes(NULL, q->sz.absmax_code) : NULL;
+    q->w.absmax_map = q->sz.absmax_map ? dev_bytes(NULL, q->sz.absmax_map) : NULL;
+}
+
+static void qweight_free(qweight *q, vl_backend *b) {
+    void *p[4] = {(void *)q->w.data, (void *)q->w.absmax, (void *)q->w.absmax_code,
+                  (void *)q->w.absmax_map};
+    for (int i = 0; i < 4; i++)
+        if (p[i]) b ? b->mem_free(b, p[i]) : free(p[i]);
+}
+
+/* The device weight's buffers in host memory (guards checked). */
+static void qweight_download(qweight *h, const qweight *d, const char *what) {
+    char name[256];
+    memset(h, 0, sizeof *h);
+    h->w = d->w;
+    h->sz = d->sz;
+    snprintf(name, sizeof name, "%s data", what);
+    h->w.data = dev_read(name, d->w.data, d->sz.data);
+    snprintf(name, sizeof name, "%s absmax", what);
+    h->w.absmax = dev_read(name, d->w.absmax, d->sz.absmax);
+    if (d->sz.absmax_code) {
+        snprintf(name, sizeof name, "%s absmax_code", what);
+        h->w.absmax_code = dev_read(name, d->w.absmax_code, d->sz.absmax_code);
+    }
+    if (d->sz.absmax_map) {
+        snprintf(name, sizeof name, "%s absmax_map", what);
+        h->w.absmax_map = dev_read(name, d->w.absmax_map, d->sz.absmax_map);
+    }
+}
+
+static const char *fmt_name(vl_dtype fmt, int dq) {
+    return fmt == VL_DTYPE_Q8ROW ? "Q8ROW" : dq ? "NF4+DQ" : "NF4";
+}
+
+/* ---- quantize and dequantize ------------------------------------------------------------------ */
+
+static int64_t first_difference(const void *a, const void *b, size_t bytes) {
+    const unsigned char *x = a, *y = b;
+    for (size_t i = 0; i < bytes; i++)
+        if (x[i] != y[i]) return (int64_t)i;
+    return -1;
+}
+
+static void check_buffer(const char *what, const char *buf, const void *got, const void *ref,
+                         size_t bytes) {
+    int64_t at = first_difference(got, ref, bytes);
+    size_t diff = 0;
+    if (at >= 0)
+        for (size_t i = (size_t)at; i < bytes; i++)
+            diff += ((const unsigned char *)got)[i] != ((const unsigned char *)ref)[i];
+    VT_CHECKF(at < 0, "%s: %s differs in %zu of %zu bytes, first at byte %lld (gpu 0x%02x, cpu 0x%02x)",
+              what, buf, diff, bytes, (long long)at,
+              at >= 0 ? ((const unsigned char *)got)[at] : 0,
+              at >= 0 ? ((const unsigned char *)ref)[at] : 0);
+}
+
+static uint32_t f32_bits(float f) {
+    uint32_t u;
+    memcpy(&u, &f, 4);
+    return u;
+}
+
+/* GPU dequantize of d (the device weight) against vl_weight_rows_f32 of its bytes h. */
+static void check_dequantize(const char *what, const qweight *d, const qweight *h) {
+    const int64_t n = d->w.rows * d->w.cols;
+    float *ref = malloc((size_t)n * sizeof(float));
+    vl_weight_rows_f32(&h->w, 0, d->w.rows, ref);
+    uint16_t *poison = malloc((size_t)(n + GUARD) * 2);
+    for (int64_t i = 0; i < n + GUARD; i++) poison[i] = NAN_BITS;
+    void *dout = dev_alloc((size_t)(n + GUARD) * 2);
+    gpu->upload(gpu, dout, poison, (size_t)(n + GUARD) * 2);
+    gpu->dequantize(gpu, dout, &d->w);
+    uint16_t *got = malloc((size_t)(n + GUARD) * 2);
+    gpu->download(gpu, got, dout, (size_t)(n + GUARD) * 2);
+    int64_t bad = 0, first = -1, guard = 0;
+    for (int64_t i = 0; i < n; i++) {
+        float g = vl_bf16_to_f32(got[i]);
+        int same = isnan(g) && isnan(ref[i]) ? 1 : f32_bits(g) == f32_bits(ref[i]);
+        if (!same && bad++ == 0) first = i;
+    }
+    for (int64_t i = n; i < n + GUARD; i++) guard += got[i] != NAN_BITS;
+    VT_CHECKF(bad == 0, "%s: dequantize differs in %lld of %lld values, first [%lld] gpu %.9g cpu %.9g",
+              what, (long long)bad, (long long)n, (long long)first,
+              first >= 0 ? vl_bf16_to_f32(got[first]) : 0.0, first >= 0 ? ref[first] : 0.0);
+    VT_CHECKF(guard == 0, "%s: dequantize wrote %lld elements past the end", what, (long long)guard);
+    gpu->mem_free(gpu, dout);
+    free(got);
+    free(poison);
+    free(ref);
+}
+
+static void test_quantize(int64_t rows, int64_t cols, kind k, vl_dtype fmt, int dq) {
+    char what[160];
+    snprintf(what, sizeof what, "%s %lldx%lld %s", fmt_name(fmt, dq), (long long)rows,
+             (long long)cols, kind_name[k]);
+    const int64_t n = rows * cols;
+    uint16_t *src = make_matrix(rows, cols, k);
+
+    qweight c;
+    qweight_host(&c, fmt, dq, rows, cols);
+    VT_CHECKF(vl_quantize_cpu(&c.w, src, dq) == 0, "%s: CPU quantize failed", what);
+
+    void *dsrc = dev_bytes(src, (size_t)n * 2);
+    qweight d, h;
+    qweight_device(&d, fmt, dq, rows, cols);
+    gpu->quantize(gpu, &d.w, dsrc, dq);
+    qweight_download(&h, &d, what);
+
+    check_buffer(what, "data", h.w.data, c.w.data, c.sz.data);
+    check_buffer(what, "absmax", h.w.absmax, c.w.absmax, c.sz.absmax);
+    if (c.sz.absmax_code)
+        check_buffer(what, "absmax_code", h.w.absmax_code, c.w.absmax_code, c.sz.absmax_code);
+    if (c.sz.absmax_map)
+        check_buffer(what, "absmax_map", h.w.absmax_map, c.w.absmax_map, c.sz.absmax_map);
+    VT_CHECKF(f32_bits(h.w.absmax_offset) == f32_bits(c.w.absmax_offset),
+              "%s: offset gpu %.9g (0x%08x), cpu %.9g (0x%08x)", what, h.w.absmax_offset,
+              f32_bits(h.w.absmax_offset), c.w.absmax_offset, f32_bits(c.w.absmax_offset));
+    check_dequantize(what, &d, &h);
+    printf("quantize %s\n", what);
+
+    qweight_free(&h, NULL);
+    qweight_free(&d, gpu);
+    qweight_free(&c, NULL);
+    gpu->mem_free(gpu, dsrc);
+    free(src);
+}
+
+static void test_quantize_all(void) {
+    static const int64_t shapes[][2] = {{1, 1},     {1, 3},     {3, 64},     {5, 33},
+                                        {100, 70},  {37, 1000}, {256, 512},  {129, 4097},
+                                        {300, 2000}, {64, 4096}, {1024, 4096}, {512, 3584}};
+    const int n_shapes = (int)(sizeof shapes / sizeof shapes[0]);
+    for (int s = 0; s < n_shapes; s++)
+        for (int f = 0; f < 3; f++) {
+            vl_dtype fmt = f == 2 ? VL_DTYPE_Q8ROW : VL_DTYPE_NF4;
+            int dq = f == 1;
+            test_quantize(shapes[s][0], shapes[s][1], KIND_NORMAL, fmt, dq);
+            if (shapes[s][0] * shapes[s][1] >= 64 && shapes[s][0] * shapes[s][1] <= 600000)
+                for (int k = KIND_SPECIAL; k <= KIND_NONFINITE; k++)
+                    test_quantize(shapes[s][0], shapes[s][1], (kind)k, fmt, dq);
+        }
+    /* 7B shapes: gate/up [18944, 3584] in every format */
+    for (int f = 0; f < 3; f++)
+        test_quantize(18944, 3584, KIND_NORMAL, f == 2 ? VL_DTYPE_Q8ROW : VL_DTYPE_NF4, f == 1);
+    /* 1.1 M blocks with scales 2^40 apart: the in-order fallback over two scratch segments */
+    test_quantize(1100, 64000, KIND_WIDE, VL_DTYPE_NF4, 1);
+}
+
+/* ---- the dequant GEMM --------------------------------------------------------------------------- */
+
+/* bf16 bits as integers ordered like the values (+0 and -0 both 0). */
+static int32_t bf16_order(uint16_t h) {
+    return (h & 0x8000) ? -(int32_t)(h & 0x7fff) : (int32_t)h;
+}
+
+static void test_gemm(vl_dtype fmt, int dq, int64_t n_out, int64_t k_in, int64_t m, int with_bias,
+                      int64_t slice_rows) {
+#ifdef VL_HAVE_CUDA
+    char what[160];
+    snprintf(what, sizeof what, "gemm %s N=%lld K=%lld m=%lld%s slice %lld", fmt_name(fmt, dq),
+             (long long)n_out, (long long)k_in, (long long)m, with_bias ? " +bias" : "",
+             (long long)slice_rows);
+    uint16_t *w_src = malloc((size_t)(n_out * k_in) * 2);
+    for (int64_t i = 0; i < n_out * k_in; i++) w_src[i] = vl_f32_to_bf16((float)(0.05 * vt_rng_normal()));
+    float *x = malloc((size_t)(m * k_in) * sizeof(float));
+    uint16_t *x_bits = malloc((size_t)(m * k_in) * 2);
+    for (int64_t i = 0; i < m * k_in; i++) {
+        x[i] = vl_round_bf16((float)vt_rng_normal());
+        x_bits[i] = vl_f32_to_bf16(x[i]);
+    }
+    float *bias = malloc((size_t)n_out * sizeof(float));
+    uint16_t *bias_bits = malloc((size_t)n_out * 2);
+    for (int64_t i = 0; i < n_out; i++) {
+        bias[i] = vl_round_bf16((float)(0.5 * vt_rng_normal()));
+        bias_bits[i] = vl_f32_to_bf16(bias[i]);
+    }
+
+    /* the weight quantized on the GPU; the CPU reference uses the same bytes */
+    void *dw_src = dev_bytes(w_src, (size_t)(n_out * k_in) * 2);
+    qweight d, h;
+    qweight_device(&d, fmt, dq, n_out, k_in);
+    gpu->quantize(gpu, &d.w, dw_src, dq);
+    qweight_download(&h, &d, what);
+
+    float *ref = malloc((size_t)(m * n_out) * sizeof(float));
+    vl_vec cbias = {with_bias ? bias : NULL, VL_DTYPE_F32, n_out};
+    cpu->linear(cpu, ref, x, m, &h.w, &cbias);
+
+    void *dx = dev_bytes(x_bits, (size_t)(m * k_in) * 2);
+    void *dbias = dev_bytes(bias_bits, (size_t)n_out * 2);
+    uint16_t *poison = malloc((size_t)(m * n_out + GUARD) * 2);
+    for (int64_t i = 0; i < m * n_out + GUARD; i++) poison[i] = NAN_BITS;
+    void *dy = dev_alloc((size_t)(m * n_out + GUARD) * 2);
+    gpu->upload(gpu, dy, poison, (size_t)(m * n_out + GUARD) * 2);
+    vl_vec gbias = {with_bias ? dbias : NULL, VL_DTYPE_BF16, n_out};
+    vl_cuda_dequant_gemm_sliced(gpu, dy, dx, m, &d.w, &gbias, slice_rows);
+    uint16_t *got = malloc((size_t)(m * n_out + GUARD) * 2);
+    gpu->download(gpu, got, dy, (size_t)(m * n_out + GUARD) * 2);
+
+    int64_t exact = 0, far = 0, first_far = -1, guard = 0;
+    for (int64_t i = 0; i < m * n_out; i++) {
+        uint16_t r = vl_f32_to_bf16(ref[i]);
+        int32_t dist = abs(bf16_order(got[i]) - bf16_order(r));
+        if (got[i] == r) exact++;
+        else if (dist > 1 || isnan(vl_bf16_to_f32(got[i])) || isnan(ref[i])) {
+            if (far++ == 0) first_far = i;
+        }
+    }
+    for (int64_t i = m * n_out; i < m * n_out + GUARD; i++) guard += got[i] != NAN_BITS;
+    const double frac = (double)exact / (double)(m * n_out);
+    printf("%-58s exact %.5f, >1 ulp %lld\n", what, frac, (long long)far);
+    VT_CHECKF(frac >= 0.99, "%s: only %.4f of outputs equal bf16(cpu)", what, frac);
+    VT_CHECKF(far == 0, "%s: %lld outputs more than 1 bf16 ulp off, first [%lld, %lld] gpu %.6g cpu %.6g",
+              what, (long long)far, (long long)(first_far / n_out), (long long)(first_far % n_out),
+              first_far >= 0 ? vl_bf16_to_f32(got[first_far]) : 0.0,
+              first_far >= 0 ? ref[first_far] : 0.0);
+    VT_CHECKF(guard == 0, "%s: %lld elements past the end of y written", what, (long long)guard);
+
+    gpu->mem_free(gpu, dy);
+    gpu->mem_free(gpu, dbias);
+    gpu->mem_free(gpu, dx);
+    gpu->mem_free(gpu, dw_src);
+    qweight_free(&h, NULL);
+    qweight_free(&d, gpu);
+    free(got);
+    free(poison);
+    free(ref);
+    free(bias_bits);
+    free(bias);
+    free(x_bits);
+    free(x);
+    free(w_src);
+#else
+    (void)fmt, (void)dq, (void)n_out, (void)k_in, (void)m, (void)with_bias, (void)slice_rows;
+#endif
+}
+
+static void test_gemm_all(void) {
+    static const int64_t ms[] = {9, 64, 300, 2048};
+    for (int f = 0; f < 3; f++) {
+        vl_dtype fmt = f == 2 ? VL_DTYPE_Q8ROW : VL_DTYPE_NF4;
+        int dq = f == 1;
+        for (int bias = 0; bias < 2; bias++) {
+            for (int i = 0; i < 4; i++) test_gemm(fmt, dq, 200, 320, ms[i], bias, 0);
+            /* K % 8 != 0 (the element-wise dequantization), 3 slices of 32, 32, 13 rows */
+            test_gemm(fmt, dq, 77, 130, 9, bias, 32);
+            test_gemm(fmt, dq, 77, 130, 300, bias, 32);
+            /* 11 slices, the last one 40 rows: N is not a multiple of the slice */
+            test_gemm(fmt, dq, 1000, 256, 64, bias, 96);
+            test_gemm(fmt, dq, 1000, 256, 2048, bias, 96);
+            /* a 7B shape (k/v projection), the default slicing (two slices at m = 2048) */
+            test_gemm(fmt, dq, 512, 3584, 300, bias, 0);
+            test_gemm(fmt, dq, 512, 3584, 2048, bias, 0);
+        }
+    }
+}
+
+int main(void) {
+    char why[256] = "";
+    gpu = vl_backend_cuda(why, sizeof why);
+    if (!gpu) {
+        VT_SKIP(why);
+        return vt_finish();
+    }
+    cpu = vl_backend_cpu();
+    if (!gpu->quantize || !gpu->dequantize) {
+        VT_CHECKF(0, "the CUDA backend has no quantize / dequantize entry");
+        return vt_finish();
+    }
+    vt_rng_state = 0x5eed0042;
+    test_quantize_all();
+    test_gemm_all();
+    return vt_finish();
+}

@@ -1,0 +1,121 @@
+/* test_sample_gpu.c: sample_token on the GPU against its CPU twin, and graph replay.
+ *
+ * The logits are random bf16 values; the CPU twin sees the same values as float32, so both
+ * must pick the same token at every step (greedy and Gumbel-max; the noise is evaluated in
+ * double on both sides, see kernels/sample_score.h) and leave the same decode state.
+ * Vocabularies of 1, 7, 1000, 4099 and 152064 (Qwen2-VL's) with ties planted on purpose.
+ * Then the graph ops: one recorded sample_token call replayed 50 times must advance the state
+ * 50 times, exactly like 50 eager calls (the recorded call reads the step from device memory).
+ * Without a CUDA device the program exits 77 (skip). */
+#include "kernels/kernels.h"
+#include "vltest.h"
+
+static vl_backend *cpu, *gpu;
+
+static void check_vocab(int64_t V, float temperature, int steps) {
+    float *x = malloc((size_t)V * sizeof *x);
+    uint16_t *bits = malloc((size_t)V * 2);
+    for (int64_t i = 0; i < V; i++) {
+        x[i] = vl_round_bf16((float)(3.0 * vt_rng_normal()));
+        bits[i] = vl_f32_to_bf16(x[i]);
+    }
+    if (V > 10) { /* a tie for the maximum: the lower index must win on both */
+        float mx = -INFINITY;
+        for (int64_t i = 0; i < V; i++) mx = x[i] > mx ? x[i] : mx;
+        x[V / 3] = x[V / 2] = mx;
+        bits[V / 3] = bits[V / 2] = vl_f32_to_bf16(mx);
+    }
+    void *d_logits = gpu->mem_alloc(gpu, (size_t)V * 2);
+    vl_decode_state *d_st = gpu->mem_alloc(gpu, sizeof(vl_decode_state));
+    int32_t *d_tok = gpu->mem_alloc(gpu, (size_t)steps * sizeof(int32_t));
+    gpu->upload(gpu, d_logits, bits, (size_t)V * 2);
+    vl_decode_state st = {0}, got;
+    st.n_past = 100;
+    st.rope_delta = 7;
+    gpu->upload(gpu, d_st, &st, sizeof st);
+    int32_t *want = malloc((size_t)steps * sizeof *want), *have = malloc((size_t)steps * sizeof *have);
+    for (int k = 0; k < steps; k++) {
+        int adv = k % 2;
+        cpu->sample_token(cpu, &st, want, x, V, temperature, 1234, adv);
+        gpu->sample_token(gpu, d_st, d_tok, d_logits, V, temperature, 1234, adv);
+    }
+    gpu->download(gpu, have, d_tok, (size_t)steps * sizeof *have);
+    gpu->download(gpu, &got, d_st, sizeof got);
+    int same = 0;
+    for (int k = 0; k < steps; k++) same += have[k] == want[k];
+    printf("V=%lld T=%.2f: %d/%d tokens equal\n", (long long)V, temperature, same, steps);
+    VT_CHECKF(same == steps, "V=%lld T=%.2f: %d of %d tokens differ", (long long)V, temperature,
+              steps - same, steps);
+    VT_CHECK_INT(got.token, st.token);
+    VT_CHECK_INT(got.step, st.step);
+    VT_CHECK_INT(got.n_past, st.n_past);
+    for (int r = 0; r < 3; r++) VT_CHECK_INT(got.pos[r], st.pos[r]);
+    gpu->mem_free(gpu, d_logits);
+    gpu->mem_free(gpu, d_st);
+    gpu->mem_free(gpu, d_tok);
+    free(x);
+    free(bits);
+    free(want);
+    free(have);
+}
+
+static void check_graph_replay(void) {
+    enum { V = 5000, STEPS = 50 };
+    float *x = malloc(V * sizeof *x);
+    uint16_t *bits = malloc(V * 2);
+    for (int i = 0; i < V; i++) {
+        x[i] = vl_round_bf16((float)vt_rng_normal());
+        bits[i] = vl_f32_to_bf16(x[i]);
+    }
+    void *d_logits = gpu->mem_alloc(gpu, V * 2);
+    vl_decode_state *d_st = gpu->mem_alloc(gpu, sizeof(vl_decode_state));
+    int32_t *d_tok = gpu->mem_alloc(gpu, STEPS * sizeof(int32_t));
+    gpu->upload(gpu, d_logits, bits, V * 2);
+    vl_decode_state st = {0}, got;
+    gpu->upload(gpu, d_st, &st, sizeof st);
+    int32_t want[STEPS], have[STEPS];
+    VT_CHECK(gpu->graph_begin(gpu) == 0);
+    gpu->sample_token(gpu, d_st, d_tok, d_logits, V, 0.8f, 77, 1);
+    void *graph = gpu->graph_end(gpu);
+    VT_CHECK(graph != NULL);
+    /* recording runs nothing: the state is still untouched */
+    gpu->download(gpu, &got, d_st, sizeof got);
+    VT_CHECK_INT(got.step, 0);
+    for (int k = 0; k < STEPS; k++) {
+        gpu->graph_launch(gpu, graph);
+        cpu->sample_token(cpu, &st, want, x, V, 0.8f, 77, 1);
+    }
+    gpu->download(gpu, have, d_tok, sizeof have);
+    gpu->download(gpu, &got, d_st, sizeof got);
+    int same = 0;
+    for (int k = 0; k < STEPS; k++) same += have[k] == want[k];
+    VT_CHECKF(same == STEPS, "graph replay: %d of %d tokens differ", STEPS - same, STEPS);
+    VT_CHECK_INT(got.step, STEPS);
+    VT_CHECK_INT(got.n_past, STEPS);
+    gpu->graph_free(gpu, graph);
+    gpu->mem_free(gpu, d_logits);
+    gpu->mem_free(gpu, d_st);
+    gpu->mem_free(gpu, d_tok);
+    free(x);
+    free(bits);
+}
+
+int main(void) {
+    vt_rng_state = 0x5a3b1e;
+    char why[256] = "";
+    gpu = vl_backend_cuda(why, sizeof why);
+    if (!gpu) {
+        printf("no CUDA backend: %s\n", why[0] ? why : "(no reason given)");
+        VT_SKIP(why);
+        return vt_finish();
+    }
+    cpu = vl_backend_cpu();
+    const int64_t vocabs[] = {1, 7, 1000, 4099, 152064};
+    for (int i = 0; i < 5; i++) {
+        check_vocab(vocabs[i], 0.0f, 8);
+        check_vocab(vocabs[i], 1.0f, 16);
+        check_vocab(vocabs[i], 0.3f, 16);
+    }
+    check_graph_replay();
+    return vt_finish();
+}
