@@ -137,7 +137,7 @@ __device__ __forceinline__ void row_key_range(const vl_attn_params &p, const KvE
 
 /* Head dims of the flash kernels: every multiple of 8 up to 128. The MMAs run over
  * padded_dim(D) (the next multiple of 16); the padding columns are zeros in shared memory and
- * never stored. 64, 80, 96 and 128 need no padding (the model's sizes). */
+ * never stored. Multiples of 16 (the model's 128 and 80 among them) need no padding. */
 constexpr int kMaxHeadDim = 128;
 __host__ __device__ constexpr int padded_dim(int d) {
     return (d + 15) / 16 * 16;

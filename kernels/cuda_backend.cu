@@ -13,6 +13,11 @@
  *   staging     CUDA_STAGING_FLOATS fp32 (16 MiB: from_f32 / to_f32 chunks)
  *   gemv        CUDA_GEMV_PARTIAL_FLOATS fp32 + CUDA_GEMV_TILES int32 (1 MiB + 64 KiB: K split
  *               over CTAs in the decode GEMV; the counters start zeroed)
+ *   quantize    VL_CUDA_QUANT_STATE_BYTES + CUDA_QUANT_SCRATCH_FLOATS fp32 (4 MiB: the in-order
+ *               fallback of the double-quantization offset, quant_gpu.cu)
+ *   dequant GEMM 2 x CUDA_DQ_SLICE_BYTES (2 x 32 MiB: bf16 slices of a quantized W), with a
+ *               second (high-priority) stream, five events and the cuBLASLt handle (shared with
+ *               the biased bf16 GEMM of cuda_linear.cu)
  * Leaves out: multi-GPU, CUDA graphs, pinned host buffers, memory accounting (the engine's
  * arena ledger does that).
  */
@@ -21,11 +26,15 @@
 #include <stdarg.h>
 #include <stdlib.h>
 
-#define CUDA_CUBLAS_WS_BYTES     ((size_t)32 << 20)
-#define CUDA_ATTN_WS_BYTES       ((size_t)64 << 20)
-#define CUDA_STAGING_FLOATS      ((int64_t)4 << 20)
-#define CUDA_GEMV_PARTIAL_FLOATS ((int64_t)1 << 18) /* 1 MiB: 2048 CTA partials of 128 floats */
-#define CUDA_GEMV_TILES          ((int64_t)1 << 14) /* counters: N up to 262144 may split K */
+#define CUDA_CUBLAS_WS_BYTES      ((size_t)32 << 20)
+#define CUDA_ATTN_WS_BYTES        ((size_t)64 << 20)
+#define CUDA_STAGING_FLOATS       ((int64_t)4 << 20)
+#define CUDA_GEMV_PARTIAL_FLOATS  ((int64_t)1 << 18) /* 1 MiB: 2048 CTA partials of 128 floats */
+#define CUDA_GEMV_TILES           ((int64_t)1 << 14) /* counters: N up to 262144 may split K */
+#define CUDA_QUANT_SCRATCH_FLOATS ((int64_t)1 << 20) /* block scales per fallback segment */
+/* >= 512 rows of K = 18944 per slice; at m = 2048 a slice of 3584 x 3584 or of 1024 x 18944
+ * keeps the GEMM busy well past the next slice's dequantization. */
+#define CUDA_DQ_SLICE_BYTES ((size_t)32 << 20)
 
 /* bf16 kernels and the cp.async/mma instructions of the attention kernels need Ampere. */
 #define CUDA_MIN_MAJOR 8
@@ -116,6 +125,15 @@ static void ctx_release(vl_cuda_ctx *c) {
     if (c->staging) cudaFree(c->staging);
     if (c->gemv.partials) cudaFree(c->gemv.partials);
     if (c->gemv.tile_counters) cudaFree(c->gemv.tile_counters);
+    if (c->quant_scratch) cudaFree(c->quant_scratch);
+    for (int j = 0; j < 2; j++) {
+        if (c->dq_slice[j]) cudaFree(c->dq_slice[j]);
+        if (c->dq_ready[j]) cudaEventDestroy(c->dq_ready[j]);
+        if (c->dq_consumed[j]) cudaEventDestroy(c->dq_consumed[j]);
+    }
+    if (c->dq_start) cudaEventDestroy(c->dq_start);
+    if (c->dq_stream) cudaStreamDestroy(c->dq_stream);
+    if (c->dq_lt) cublasLtDestroy(c->dq_lt);
     if (c->stream) cudaStreamDestroy(c->stream);
     (void)cudaGetLastError();
     *c = vl_cuda_ctx{};
@@ -153,12 +171,29 @@ static int ctx_create(vl_cuda_ctx *c, char *why, size_t why_len) {
         err = cudaMalloc((void **)&c->gemv.partials, (size_t)CUDA_GEMV_PARTIAL_FLOATS * 4);
     if (err == cudaSuccess)
         err = cudaMalloc((void **)&c->gemv.tile_counters, (size_t)CUDA_GEMV_TILES * 4);
-    if (err == cudaSuccess)
-        err = cudaMemset(c->gemv.tile_counters, 0, (size_t)CUDA_GEMV_TILES * 4);
+    if (err == cudaSuccess) err = cudaMemset(c->gemv.tile_counters, 0, (size_t)CUDA_GEMV_TILES * 4);
     if (err == cudaSuccess) {
         c->gemv.partial_floats = CUDA_GEMV_PARTIAL_FLOATS;
         c->gemv.n_tile_counters = CUDA_GEMV_TILES;
     }
+    if (err == cudaSuccess)
+        err = cudaMalloc(&c->quant_scratch,
+                         VL_CUDA_QUANT_STATE_BYTES + (size_t)CUDA_QUANT_SCRATCH_FLOATS * 4);
+    for (int j = 0; j < 2 && err == cudaSuccess; j++)
+        err = cudaMalloc((void **)&c->dq_slice[j], CUDA_DQ_SLICE_BYTES);
+    if (err == cudaSuccess) {
+        c->quant_scratch_floats = CUDA_QUANT_SCRATCH_FLOATS;
+        c->dq_slice_bytes = CUDA_DQ_SLICE_BYTES;
+        step = "the dequant GEMM's stream and events";
+        int lowest = 0, highest = 0; /* the side stream's work is short and others wait on it */
+        err = cudaDeviceGetStreamPriorityRange(&lowest, &highest);
+        if (err == cudaSuccess)
+            err = cudaStreamCreateWithPriority(&c->dq_stream, cudaStreamNonBlocking, highest);
+    }
+    cudaEvent_t *events[5] = {&c->dq_start, &c->dq_ready[0], &c->dq_ready[1], &c->dq_consumed[0],
+                              &c->dq_consumed[1]};
+    for (int j = 0; j < 5 && err == cudaSuccess; j++)
+        err = cudaEventCreateWithFlags(events[j], cudaEventDisableTiming);
     if (err != cudaSuccess) {
         say(why, why_len, "CUDA start-up failed at %s (%s); use --backend cpu", step,
             cudaGetErrorString(err));
@@ -176,6 +211,7 @@ static int ctx_create(vl_cuda_ctx *c, char *why, size_t why_len) {
         st = cublasSetMathMode(
             c->cublas,
             (cublasMath_t)(CUBLAS_DEFAULT_MATH | CUBLAS_MATH_DISALLOW_REDUCED_PRECISION_REDUCTION));
+    if (st == CUBLAS_STATUS_SUCCESS) st = cublasLtCreate(&c->dq_lt);
     if (st != CUBLAS_STATUS_SUCCESS) {
         say(why, why_len, "cuBLAS start-up failed (%s); use --backend cpu",
             cublasGetStatusString(st));
@@ -232,10 +268,13 @@ extern "C" vl_backend *vl_backend_cuda(char *why, size_t why_len) {
     b->graph_launch = vl_cuda_graph_launch;
     b->graph_free = vl_cuda_graph_free;
     b->mem_info = vl_cuda_mem_info;
+    b->quantize = vl_cuda_quantize;
+    b->dequantize = vl_cuda_dequantize;
     b->workspace_bytes = cuda_ctx.cublas_ws_bytes + cuda_ctx.attn_ws_bytes +
                          (size_t)cuda_ctx.staging_floats * 4 +
                          (size_t)cuda_ctx.gemv.partial_floats * 4 +
-                         (size_t)cuda_ctx.gemv.n_tile_counters * 4;
+                         (size_t)cuda_ctx.gemv.n_tile_counters * 4 + VL_CUDA_QUANT_STATE_BYTES +
+                         (size_t)cuda_ctx.quant_scratch_floats * 4 + 2 * cuda_ctx.dq_slice_bytes;
     {
         static char name[256];
         cudaDeviceProp prop;

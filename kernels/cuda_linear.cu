@@ -15,8 +15,9 @@
  * added). cuBLASLt's BIAS epilogue adds the bias to the fp32 accumulator before the one
  * conversion (what PyTorch's addmm does), and the algorithm search is restricted to split-K
  * reductions in the compute type (fp32), never INPLACE / OUTPUT_TYPE (bf16). The chosen
- * algorithm is cached per (m, N, K, alignments). When cuBLASLt offers nothing (or has no
- * handle), the GEMV runs on 8 rows of x at a time: exact, slow, never expected.
+ * algorithm is cached per (m, N, K, alignments). The cuBLASLt handle is the context's dq_lt
+ * (shared with the dequant GEMM). When cuBLASLt offers nothing (or there is no handle), the
+ * GEMV runs on 8 rows of x at a time: exact, slow, never expected.
  * Weights must be BF16, NF4 or Q8ROW: the engine converts F32/F16 checkpoints when it copies them
  * to the device. Biases are BF16.
  * Leaves out: other cuBLASLt epilogues (GELU), strided x / y.
@@ -31,8 +32,9 @@
 void vl_cuda_launch_linear(cublasHandle_t handle, cudaStream_t stream, vl_bf16 *y, const vl_bf16 *x,
                            int64_t m, const vl_bf16 *w, int64_t n_out, int64_t k_in,
                            const vl_bf16 *bias) {
-    VL_CUDA_REQUIRE(bias == NULL, "vl_cuda_launch_linear W[%lld, %lld] with a bias: a bias "
-                                  "preloaded into y rounds twice; use vl_cuda_launch_linear_bias",
+    VL_CUDA_REQUIRE(bias == NULL,
+                    "vl_cuda_launch_linear W[%lld, %lld] with a bias: a bias "
+                    "preloaded into y rounds twice; use vl_cuda_launch_linear_bias",
                     (long long)n_out, (long long)k_in);
     if (m <= 0) return;
     const float alpha = 1.0f, beta = 0.0f;
@@ -125,8 +127,8 @@ int vl_cuda_launch_linear_bias(cublasLtHandle_t lt, void *ws, size_t ws_bytes, c
             pref, CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_D_BYTES, &key.align_y, sizeof key.align_y));
         cublasLtMatmulHeuristicResult_t heur = {};
         int found = 0;
-        VL_CUBLAS_CHECK(cublasLtMatmulAlgoGetHeuristic(lt, op, w_desc, x_desc, y_desc, y_desc,
-                                                       pref, 1, &heur, &found));
+        VL_CUBLAS_CHECK(cublasLtMatmulAlgoGetHeuristic(lt, op, w_desc, x_desc, y_desc, y_desc, pref,
+                                                       1, &heur, &found));
         VL_CUBLAS_CHECK(cublasLtMatmulPreferenceDestroy(pref));
         key.found = found > 0;
         key.algo = heur.algo;
@@ -161,10 +163,10 @@ void vl_cuda_linear(vl_backend *b, void *y, const void *x, int64_t m, const vl_w
                     "linear weight W[%lld, %lld] is %s; the CUDA backend takes BF16, NF4 or Q8ROW "
                     "weights (convert at load)",
                     (long long)w->rows, (long long)w->cols, vl_dtype_name(w->dtype));
-    VL_CUDA_REQUIRE(!quantized || (w->absmax && (w->dtype != VL_DTYPE_NF4 || !w->absmax_code ||
-                                                 w->absmax_map)),
-                    "linear %s weight W[%lld, %lld] without its scales", vl_dtype_name(w->dtype),
-                    (long long)w->rows, (long long)w->cols);
+    VL_CUDA_REQUIRE(
+        !quantized || (w->absmax && (w->dtype != VL_DTYPE_NF4 || !w->absmax_code || w->absmax_map)),
+        "linear %s weight W[%lld, %lld] without its scales", vl_dtype_name(w->dtype),
+        (long long)w->rows, (long long)w->cols);
     const int has_bias = bias && bias->data;
     VL_CUDA_REQUIRE(!has_bias || (bias->n == w->rows && bias->dtype == VL_DTYPE_BF16),
                     "linear bias of %lld %s for W[%lld, %lld]; expected %lld BF16",

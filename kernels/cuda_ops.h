@@ -8,7 +8,7 @@
  * a message naming the op when the caller broke the contract of kernels.h.
  * Numerics: bf16 activations, every computation in fp32, one rounding to bf16 per output
  * element (round to nearest even), like the CPU twins in fp32.
- * Leaves out: attention (cuda_internal.h, attn_*.cu) and quantized weights.
+ * Leaves out: attention (cuda_internal.h, attn_*.cu).
  * C++ only (included by .cu files); the public face stays kernels.h.
  */
 #ifndef VL_CUDA_OPS_H

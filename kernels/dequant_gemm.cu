@@ -17,30 +17,35 @@
  * Numerics: each output is bf16(fp32 dot + bias), one rounding: the bias is added by the
  * cuBLASLt BIAS epilogue in fp32 (a bias preloaded into y with beta = 1 was seen to round
  * twice on H100), and split-K reductions that would go through bf16 (INPLACE, OUTPUT_TYPE)
- * are excluded. The weights the GEMM sees are exactly vl_weight_rows_f32's.
+ * are excluded. The weights the GEMM sees are exactly vl_weight_rows_f32's. cuBLASLt's choice
+ * of algorithm is cached per slice shape and alignment.
  * Leaves out: a fused dequant-in-the-mainloop GEMM (Marlin-style), small m (the GEMV path of
- * cuda_linear.cu), algorithm caching beyond cuBLASLt's own heuristics cache.
+ * cuda_linear.cu).
  */
 #include "kernels/cuda_ops.h"
 
 #include <limits.h>
 
-#define BIG_M          512               /* m from which the GEMM is compute bound */
-#define MIN_SLICES     2                 /* at m >= BIG_M: hide half of the dequantization */
+#define BIG_M          512                /* m from which the GEMM is compute bound */
+#define MIN_SLICES     2                  /* at m >= BIG_M: hide half of the dequantization */
 #define L2_SLICE_BYTES ((size_t)12 << 20) /* two of these stay in H100's 50 MB L2 */
-#define SLICE_ROUND    128               /* rows: a multiple of the GEMM's tile */
+#define SLICE_ROUND    128                /* rows: a multiple of the GEMM's tile */
+
+#define ALGO_CACHE_SIZE 32 /* slice shapes of a model: two per linear shape and m */
 
 #define VL_CUBLASLT_CHECK(call) VL_CUBLAS_CHECK(call)
 
-/* Rows per slice (see the file comment); forced > 0 overrides (tests, benchmarks). */
+/* Rows per slice (see the file comment); forced > 0 overrides (tests, benchmarks). 0 when
+ * one row does not fit a buffer. */
 static int64_t slice_rows_of(int64_t n_rows, int64_t k, int64_t m, size_t buf_bytes,
                              int64_t forced) {
-    int64_t cap = (int64_t)(buf_bytes / ((size_t)k * sizeof(vl_bf16)));
-    if (m < BIG_M) cap = min(cap, (int64_t)(L2_SLICE_BYTES / ((size_t)k * sizeof(vl_bf16))));
-    if (forced > 0) return min(forced, (int64_t)(buf_bytes / ((size_t)k * sizeof(vl_bf16))));
-    cap = max(cap, (int64_t)1);
+    const int64_t fit = (int64_t)(buf_bytes / ((size_t)k * sizeof(vl_bf16)));
+    if (forced > 0 || fit == 0) return min(forced > 0 ? forced : fit, fit);
+    int64_t cap = fit;
+    if (m < BIG_M) cap = max((int64_t)1, min(cap, (int64_t)(L2_SLICE_BYTES / ((size_t)k * 2))));
     int64_t n_slices = (n_rows + cap - 1) / cap;
-    if (m >= BIG_M && n_rows >= MIN_SLICES * SLICE_ROUND) n_slices = max(n_slices, (int64_t)MIN_SLICES);
+    if (m >= BIG_M && n_rows >= MIN_SLICES * SLICE_ROUND)
+        n_slices = max(n_slices, (int64_t)MIN_SLICES);
     int64_t rows = (n_rows + n_slices - 1) / n_slices;
     const int64_t rounded = (rows + SLICE_ROUND - 1) / SLICE_ROUND * SLICE_ROUND;
     if (rounded <= cap) return rounded;
@@ -55,6 +60,29 @@ static uint32_t alignment_of(const void *p) {
     return a;
 }
 
+/* The algorithm cuBLASLt chose for a slice problem, so that the heuristic runs once per
+ * shape, not once per slice. Host-side only; the backend is single-threaded. */
+typedef struct {
+    int64_t m, ns, k, ld_d;
+    uint32_t align_a, align_b, align_d, align_bias; /* align_bias 0: no bias */
+    cublasLtHandle_t lt;
+    int found;
+    cublasLtMatmulAlgo_t algo;
+} algo_choice;
+static algo_choice algo_cache[ALGO_CACHE_SIZE];
+static int algo_cache_used, algo_cache_next;
+
+static algo_choice *algo_cache_find(const algo_choice *key) {
+    for (int i = 0; i < algo_cache_used; i++) {
+        const algo_choice *e = &algo_cache[i];
+        if (e->m == key->m && e->ns == key->ns && e->k == key->k && e->ld_d == key->ld_d &&
+            e->align_a == key->align_a && e->align_b == key->align_b &&
+            e->align_d == key->align_d && e->align_bias == key->align_bias && e->lt == key->lt)
+            return &algo_cache[i];
+    }
+    return NULL;
+}
+
 /* One slice: D[ns, m] = A[ns, K] . x[m, K]^T (+ bias) in cuBLASLt's column-major terms:
  * A = the slice buffer seen as K x ns (ld K) transposed, B = x as K x m (ld K), D = y + n0 as
  * ns x m with ld = N (the full output row). */
@@ -67,8 +95,8 @@ static void gemm_slice(const vl_cuda_dqgemm_res *r, vl_bf16 *d, int64_t ld_d, co
     const cublasOperation_t trans = CUBLAS_OP_T, no_trans = CUBLAS_OP_N;
     VL_CUBLASLT_CHECK(
         cublasLtMatmulDescSetAttribute(op, CUBLASLT_MATMUL_DESC_TRANSA, &trans, sizeof trans));
-    VL_CUBLASLT_CHECK(
-        cublasLtMatmulDescSetAttribute(op, CUBLASLT_MATMUL_DESC_TRANSB, &no_trans, sizeof no_trans));
+    VL_CUBLASLT_CHECK(cublasLtMatmulDescSetAttribute(op, CUBLASLT_MATMUL_DESC_TRANSB, &no_trans,
+                                                     sizeof no_trans));
     if (bias) {
         const cublasLtEpilogue_t epi = CUBLASLT_EPILOGUE_BIAS;
         const int32_t bias_type = CUDA_R_16BF;
@@ -79,39 +107,52 @@ static void gemm_slice(const vl_cuda_dqgemm_res *r, vl_bf16 *d, int64_t ld_d, co
         VL_CUBLASLT_CHECK(cublasLtMatmulDescSetAttribute(op, CUBLASLT_MATMUL_DESC_BIAS_DATA_TYPE,
                                                          &bias_type, sizeof bias_type));
     }
-    VL_CUBLASLT_CHECK(cublasLtMatrixLayoutCreate(&a_desc, CUDA_R_16BF, (uint64_t)k, (uint64_t)ns, k));
-    VL_CUBLASLT_CHECK(cublasLtMatrixLayoutCreate(&b_desc, CUDA_R_16BF, (uint64_t)k, (uint64_t)m, k));
+    VL_CUBLASLT_CHECK(
+        cublasLtMatrixLayoutCreate(&a_desc, CUDA_R_16BF, (uint64_t)k, (uint64_t)ns, k));
+    VL_CUBLASLT_CHECK(
+        cublasLtMatrixLayoutCreate(&b_desc, CUDA_R_16BF, (uint64_t)k, (uint64_t)m, k));
     VL_CUBLASLT_CHECK(
         cublasLtMatrixLayoutCreate(&d_desc, CUDA_R_16BF, (uint64_t)ns, (uint64_t)m, ld_d));
 
-    VL_CUBLASLT_CHECK(cublasLtMatmulPreferenceCreate(&pref));
-    const uint64_t ws = r->lt_ws_bytes;
-    const uint32_t reductions = CUBLASLT_REDUCTION_SCHEME_COMPUTE_TYPE; /* fp32 partial sums */
-    const uint32_t align_a = alignment_of(a), align_b = alignment_of(x), align_d = alignment_of(d);
-    VL_CUBLASLT_CHECK(cublasLtMatmulPreferenceSetAttribute(
-        pref, CUBLASLT_MATMUL_PREF_MAX_WORKSPACE_BYTES, &ws, sizeof ws));
-    VL_CUBLASLT_CHECK(cublasLtMatmulPreferenceSetAttribute(
-        pref, CUBLASLT_MATMUL_PREF_REDUCTION_SCHEME_MASK, &reductions, sizeof reductions));
-    VL_CUBLASLT_CHECK(cublasLtMatmulPreferenceSetAttribute(
-        pref, CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_A_BYTES, &align_a, sizeof align_a));
-    VL_CUBLASLT_CHECK(cublasLtMatmulPreferenceSetAttribute(
-        pref, CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_B_BYTES, &align_b, sizeof align_b));
-    VL_CUBLASLT_CHECK(cublasLtMatmulPreferenceSetAttribute(
-        pref, CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_C_BYTES, &align_d, sizeof align_d));
-    VL_CUBLASLT_CHECK(cublasLtMatmulPreferenceSetAttribute(
-        pref, CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_D_BYTES, &align_d, sizeof align_d));
-
-    cublasLtMatmulHeuristicResult_t heur;
-    int found = 0;
-    VL_CUBLASLT_CHECK(cublasLtMatmulAlgoGetHeuristic(r->lt, op, a_desc, b_desc, d_desc, d_desc,
-                                                     pref, 1, &heur, &found));
-    VL_CUDA_REQUIRE(found > 0,
+    algo_choice key = {};
+    key.m = m, key.ns = ns, key.k = k, key.ld_d = ld_d, key.lt = r->lt;
+    key.align_a = alignment_of(a), key.align_b = alignment_of(x), key.align_d = alignment_of(d);
+    key.align_bias = bias ? alignment_of(bias) : 0;
+    algo_choice *choice = algo_cache_find(&key);
+    if (!choice) {
+        VL_CUBLASLT_CHECK(cublasLtMatmulPreferenceCreate(&pref));
+        const uint64_t ws = r->lt_ws_bytes;
+        const uint32_t reductions = CUBLASLT_REDUCTION_SCHEME_COMPUTE_TYPE; /* fp32 partials */
+        VL_CUBLASLT_CHECK(cublasLtMatmulPreferenceSetAttribute(
+            pref, CUBLASLT_MATMUL_PREF_MAX_WORKSPACE_BYTES, &ws, sizeof ws));
+        VL_CUBLASLT_CHECK(cublasLtMatmulPreferenceSetAttribute(
+            pref, CUBLASLT_MATMUL_PREF_REDUCTION_SCHEME_MASK, &reductions, sizeof reductions));
+        VL_CUBLASLT_CHECK(cublasLtMatmulPreferenceSetAttribute(
+            pref, CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_A_BYTES, &key.align_a, sizeof key.align_a));
+        VL_CUBLASLT_CHECK(cublasLtMatmulPreferenceSetAttribute(
+            pref, CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_B_BYTES, &key.align_b, sizeof key.align_b));
+        VL_CUBLASLT_CHECK(cublasLtMatmulPreferenceSetAttribute(
+            pref, CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_C_BYTES, &key.align_d, sizeof key.align_d));
+        VL_CUBLASLT_CHECK(cublasLtMatmulPreferenceSetAttribute(
+            pref, CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_D_BYTES, &key.align_d, sizeof key.align_d));
+        cublasLtMatmulHeuristicResult_t heur = {};
+        int found = 0;
+        VL_CUBLASLT_CHECK(cublasLtMatmulAlgoGetHeuristic(r->lt, op, a_desc, b_desc, d_desc, d_desc,
+                                                         pref, 1, &heur, &found));
+        VL_CUBLASLT_CHECK(cublasLtMatmulPreferenceDestroy(pref));
+        key.found = found > 0;
+        key.algo = heur.algo;
+        choice = &algo_cache[algo_cache_next];
+        *choice = key;
+        algo_cache_next = (algo_cache_next + 1) % ALGO_CACHE_SIZE;
+        if (algo_cache_used < ALGO_CACHE_SIZE) algo_cache_used++;
+    }
+    VL_CUDA_REQUIRE(choice->found,
                     "cuBLASLt has no bf16 GEMM for a slice of %lld rows, K %lld, m %lld%s",
                     (long long)ns, (long long)k, (long long)m, bias ? " with bias" : "");
     const float alpha = 1.0f, beta = 0.0f;
     VL_CUBLASLT_CHECK(cublasLtMatmul(r->lt, op, &alpha, a, a_desc, x, b_desc, &beta, d, d_desc, d,
-                                     d_desc, &heur.algo, r->lt_ws, r->lt_ws_bytes, r->stream));
-    VL_CUBLASLT_CHECK(cublasLtMatmulPreferenceDestroy(pref));
+                                     d_desc, &choice->algo, r->lt_ws, r->lt_ws_bytes, r->stream));
     VL_CUBLASLT_CHECK(cublasLtMatrixLayoutDestroy(d_desc));
     VL_CUBLASLT_CHECK(cublasLtMatrixLayoutDestroy(b_desc));
     VL_CUBLASLT_CHECK(cublasLtMatrixLayoutDestroy(a_desc));

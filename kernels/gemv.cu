@@ -27,29 +27,33 @@
  *   - Each warp step's mma chain starts from zero and is added to fp32 accumulators, so the
  *     tensor core's internal accumulation only ever covers 4 VEC products.
  * A CTA is 4 warps on the same 16 rows, splitting K; they are added in shared memory in warp
- * order. When N is small (N = 512, fused qkv) the K range is also split over gridDim.y CTAs:
- * each writes its fp32 partial sums to a scratch slot, and the last CTA of the row tile (a
- * counter per tile, reset by that CTA) adds the slots in split order and writes y.
+ * order. When the row tiles do not fill the GPU (N = 512, 3584, 4608: fewer tiles than CTAs the
+ * SMs hold at once), K is also split over gridDim.y CTAs, as many as keep the whole grid in one
+ * wave: each writes its fp32 partial sums to a scratch slot, and the last CTA of the row tile
+ * (a counter per tile, reset by that CTA) adds the slots in split order and writes y.
  * Requires: K % VEC == 0, W data and x 16-byte aligned (all Qwen2-VL shapes).
  *
  * Simple kernel (gemv_simple_kernel): any shape and alignment (tiny test models, odd K, views):
  * one warp per output row, scalar loads, warp-shuffle sum. Correct, not fast.
  *
- * Expected (H100 SXM, HBM3 ~3.35 TB/s peak, ~2.9-3.0 TB/s copy): the fast kernel is bound by
- * memory for bf16 and int8; NF4 needs ~4-5 CUDA-core instructions per weight, about 60% of the
- * issue budget at 2.4 TB/s. Knobs: BATCH per format, GEMV_CTAS_PER_SM (split heuristic),
- * GEMV_MAX_GRID_SPLITS. Not yet measured.
+ * Expected (H100 SXM, HBM3 3.35 TB/s peak, ~2.9-3.0 TB/s copy): bf16 and int8 bound by memory
+ * (no CUDA-core math for bf16; ~5 instructions per weight for int8 at half the NF4 weight rate);
+ * NF4 needs ~4.5 CUDA-core instructions per weight (byte_perm, address add, LDS, FMUL, half a
+ * cvt), about 65% of the SMs' issue rate at 2.4 TB/s: close, so NF4 is the one to measure first.
+ * Small N (512) is bound by launch latency and the split reduction, not bandwidth.
+ * Knobs: BATCH per format (registers vs bytes in flight), GEMV_CTAS_PER_SM (the launch bound:
+ * registers per thread), GEMV_MAX_GRID_SPLITS. Not yet measured on a device.
  * Leaves out: m > 8 (cuBLAS / dequant GEMM, cuda_linear.cu), fp16/fp32 weights, strided x/y.
  */
 #include "kernels/cuda_ops.h"
 
 #include <limits.h>
 
-#define GEMV_WARPS       4
-#define GEMV_THREADS     (GEMV_WARPS * 32)
-#define GEMV_TILE_ROWS   16 /* rows of W per CTA: the A tile of one mma.m16n8k16 */
-#define GEMV_TILE_COLS   8  /* x rows per CTA: the B tile (VL_CUDA_GEMV_MAX_M) */
-#define GEMV_CTAS_PER_SM 4  /* occupancy the split heuristic aims for (launch bound) */
+#define GEMV_WARPS           4
+#define GEMV_THREADS         (GEMV_WARPS * 32)
+#define GEMV_TILE_ROWS       16 /* rows of W per CTA: the A tile of one mma.m16n8k16 */
+#define GEMV_TILE_COLS       8  /* x rows per CTA: the B tile (VL_CUDA_GEMV_MAX_M) */
+#define GEMV_CTAS_PER_SM     4  /* launch bound: <= 128 registers per thread */
 #define GEMV_MAX_GRID_SPLITS 64
 #define GEMV_SIMPLE_WARPS    4
 
@@ -62,32 +66,24 @@ enum { FMT_BF16, FMT_Q8ROW, FMT_NF4, FMT_NF4_DQ };
 /* VEC: weights in 16 bytes; BATCH: warp steps whose loads are issued together (registers:
  * 2 x BATCH x 40 bytes per lane for the double buffer). */
 template <int FMT> struct GemvFmt;
-template <> struct GemvFmt<FMT_BF16> {
-    static constexpr int VEC = 8, BATCH = 4;
-};
-template <> struct GemvFmt<FMT_Q8ROW> {
-    static constexpr int VEC = 16, BATCH = 4;
-};
-template <> struct GemvFmt<FMT_NF4> {
-    static constexpr int VEC = 32, BATCH = 2;
-};
-template <> struct GemvFmt<FMT_NF4_DQ> {
-    static constexpr int VEC = 32, BATCH = 2;
-};
+template <> struct GemvFmt<FMT_BF16> { static constexpr int VEC = 8, BATCH = 4; };
+template <> struct GemvFmt<FMT_Q8ROW> { static constexpr int VEC = 16, BATCH = 4; };
+template <> struct GemvFmt<FMT_NF4> { static constexpr int VEC = 32, BATCH = 2; };
+template <> struct GemvFmt<FMT_NF4_DQ> { static constexpr int VEC = 32, BATCH = 2; };
 
 struct GemvParams {
-    vl_bf16 *y;           /* [m, n] */
-    const vl_bf16 *x;     /* [m, k] */
-    const vl_bf16 *bias;  /* [n] or NULL */
-    const uint8_t *w;     /* weight bytes */
-    const float *absmax;  /* NF4 block scales / nested scales; Q8ROW row absmax */
+    vl_bf16 *y;          /* [m, n] */
+    const vl_bf16 *x;    /* [m, k] */
+    const vl_bf16 *bias; /* [n] or NULL */
+    const uint8_t *w;    /* weight bytes */
+    const float *absmax; /* NF4 block scales / nested scales; Q8ROW row absmax */
     const uint8_t *absmax_code;
     const float *absmax_map;
     float absmax_offset;
     int m, n, k;
-    int iters;              /* fast kernel: warp steps along K, ceil(k / (4 VEC)) */
-    float *partials;        /* [tiles, gridDim.y, 128] when gridDim.y > 1 */
-    int *tile_counters;     /* [tiles], zero between launches */
+    int iters;          /* fast kernel: warp steps along K, ceil(k / (4 VEC)) */
+    float *partials;    /* [tiles, gridDim.y, 128] when gridDim.y > 1 */
+    int *tile_counters; /* [tiles], zero between launches */
     float nf4_table[16];
 };
 
@@ -139,8 +135,8 @@ __device__ __forceinline__ uint32_t byte_of(uint32_t v, int j) {
 
 /* The NF4 pair of byte j of a word: `hi4` / `lo4` hold each byte's high / low code times 4
  * (byte offsets into the float table). The high nibble is the earlier element. */
-__device__ __forceinline__ uint32_t nf4_pair(const float *s_table, uint32_t hi4, uint32_t lo4, int j,
-                                             float scale) {
+__device__ __forceinline__ uint32_t nf4_pair(const float *s_table, uint32_t hi4, uint32_t lo4,
+                                             int j, float scale) {
     const char *t = reinterpret_cast<const char *>(s_table);
     float first = *reinterpret_cast<const float *>(t + byte_of(hi4, j));
     float second = *reinterpret_cast<const float *>(t + byte_of(lo4, j));
@@ -155,13 +151,13 @@ __device__ __forceinline__ float q8_weight(uint32_t biased, int j, float absmax)
     return __fmul_rn(__fmul_rn(q, absmax), 1.0f / 127.0f);
 }
 
-/* ---- fast kernel ------------------------------------------------------------------------------ */
+/* ---- fast kernel ----------------------------------------------------------------------------- */
 
 /* One warp step of one lane: 16 bytes of its rows g and g + 8, and their scale data. */
 struct GemvChunk {
     uint4 wa, wb;
-    float sa, sb;      /* NF4: block scale; DQ: nested absmax */
-    uint32_t ca, cb;   /* DQ: block scale codes */
+    float sa, sb;    /* NF4: block scale; DQ: nested absmax */
+    uint32_t ca, cb; /* DQ: block scale codes */
 };
 
 template <int FMT>
@@ -265,12 +261,6 @@ static __global__ void __launch_bounds__(GEMV_THREADS, GEMV_CTAS_PER_SM)
     __shared__ int s_last;
 
     const int tid = threadIdx.x, warp = tid / 32, lane = tid % 32, g = lane / 4, q = lane % 4;
-    if constexpr (NF4)
-        if (tid < 16) s_table[tid] = p.nf4_table[tid];
-    if constexpr (FMT == FMT_NF4_DQ)
-        for (int i = tid; i < 256; i += GEMV_THREADS) s_map[i] = __ldg(p.absmax_map + i);
-    __syncthreads();
-
     const int r0 = blockIdx.x * GEMV_TILE_ROWS, ra = r0 + g, rb = r0 + g + 8;
     const bool ra_ok = ra < p.n, rb_ok = rb < p.n;
     const int64_t row_a = (int64_t)(ra_ok ? ra : 0) * p.k, row_b = (int64_t)(rb_ok ? rb : 0) * p.k;
@@ -298,7 +288,12 @@ static __global__ void __launch_bounds__(GEMV_THREADS, GEMV_CTAS_PER_SM)
 
     float acc[4] = {0.0f, 0.0f, 0.0f, 0.0f};
     GemvChunk cur[BATCH] = {}, next[BATCH] = {};
-    load_batch(cur, it_begin);
+    load_batch(cur, it_begin); /* in flight while the tables are filled */
+    if constexpr (NF4)
+        if (tid < 16) s_table[tid] = p.nf4_table[tid];
+    if constexpr (FMT == FMT_NF4_DQ)
+        for (int i = tid; i < 256; i += GEMV_THREADS) s_map[i] = __ldg(p.absmax_map + i);
+    __syncthreads();
     for (int it = it_begin; it < it_end; it += BATCH) {
         if (it + BATCH < it_end) load_batch(next, it + BATCH);
 #pragma unroll
@@ -342,7 +337,7 @@ static __global__ void __launch_bounds__(GEMV_THREADS, GEMV_CTAS_PER_SM)
     }
 }
 
-/* ---- simple kernel ------------------------------------------------------------------------------ */
+/* ---- simple kernel --------------------------------------------------------------------------- */
 
 /* W[r, k] as the bf16-rounded float a bf16 GEMM sees. */
 template <int FMT>
@@ -401,7 +396,7 @@ static __global__ void __launch_bounds__(GEMV_SIMPLE_WARPS * 32)
     }
 }
 
-/* ---- launcher ------------------------------------------------------------------------------------ */
+/* ---- launcher -------------------------------------------------------------------------------- */
 
 static int gemv_format(const vl_weight *w) {
     switch (w->dtype) {
@@ -457,15 +452,16 @@ static int gemv_sm_count(void) {
     return count;
 }
 
-/* CTAs along K for `tiles` row tiles: enough CTAs to reach GEMV_CTAS_PER_SM per SM, at least one
- * warp step per warp, and within the scratch. */
-static int gemv_grid_splits(int64_t tiles, int iters, const vl_cuda_gemv_scratch *scratch) {
+/* CTAs along K (gridDim.y) for `tiles` row tiles. With more tiles than the GPU holds at once,
+ * none: the grid runs in waves anyway. Otherwise as many as keep every CTA resident in a single
+ * wave (slots / tiles: a second, partial wave would leave the end of the launch to a few SMs),
+ * at least one warp step per warp, within the scratch. */
+static int gemv_grid_splits(int64_t tiles, int iters, int64_t slots,
+                            const vl_cuda_gemv_scratch *scratch) {
     if (!scratch || !scratch->partials || !scratch->tile_counters ||
-        tiles > scratch->n_tile_counters)
+        tiles > scratch->n_tile_counters || tiles >= slots)
         return 1;
-    const int64_t target = (int64_t)gemv_sm_count() * GEMV_CTAS_PER_SM;
-    if (tiles >= target) return 1;
-    int64_t splits = (target + tiles - 1) / tiles;
+    int64_t splits = slots / tiles;
     if (splits > iters / GEMV_WARPS) splits = iters / GEMV_WARPS;
     if (splits > GEMV_MAX_GRID_SPLITS) splits = GEMV_MAX_GRID_SPLITS;
     const int64_t fit = scratch->partial_floats / (tiles * GEMV_THREADS);
@@ -473,9 +469,25 @@ static int gemv_grid_splits(int64_t tiles, int iters, const vl_cuda_gemv_scratch
     return splits < 1 ? 1 : (int)splits;
 }
 
-template <int FMT> static void launch_fast(const GemvParams &p, int splits, cudaStream_t stream) {
-    dim3 grid((unsigned)((p.n + GEMV_TILE_ROWS - 1) / GEMV_TILE_ROWS), (unsigned)splits);
-    gemv_mma_kernel<FMT><<<grid, GEMV_THREADS, 0, stream>>>(p);
+template <int FMT>
+static void launch_fast(GemvParams &p, const vl_cuda_gemv_scratch *scratch, cudaStream_t stream) {
+    /* CTAs one SM holds at once (registers bound it), asked once per kernel */
+    static int ctas_per_sm;
+    if (!ctas_per_sm) {
+        VL_CUDA_CHECK(cudaOccupancyMaxActiveBlocksPerMultiprocessor(
+            &ctas_per_sm, gemv_mma_kernel<FMT>, GEMV_THREADS, 0));
+        if (ctas_per_sm < 1) ctas_per_sm = 1;
+    }
+    constexpr int STEP_K = 4 * GemvFmt<FMT>::VEC;
+    p.iters = (p.k + STEP_K - 1) / STEP_K;
+    const int64_t tiles = (p.n + GEMV_TILE_ROWS - 1) / GEMV_TILE_ROWS;
+    const int splits =
+        gemv_grid_splits(tiles, p.iters, (int64_t)gemv_sm_count() * ctas_per_sm, scratch);
+    if (splits > 1) {
+        p.partials = scratch->partials;
+        p.tile_counters = scratch->tile_counters;
+    }
+    gemv_mma_kernel<FMT><<<dim3((unsigned)tiles, (unsigned)splits), GEMV_THREADS, 0, stream>>>(p);
     VL_CUDA_LAUNCH_CHECK();
 }
 
@@ -522,21 +534,14 @@ void vl_cuda_launch_gemv(vl_bf16 *y, const vl_bf16 *x, int64_t m, const vl_weigh
             return launch_simple<FMT_NF4_DQ>(p, stream);
         }
     }
-    p.iters = (p.k + 4 * vec - 1) / (4 * vec);
-    const int64_t tiles = (p.n + GEMV_TILE_ROWS - 1) / GEMV_TILE_ROWS;
-    const int splits = gemv_grid_splits(tiles, p.iters, scratch);
-    if (splits > 1) {
-        p.partials = scratch->partials;
-        p.tile_counters = scratch->tile_counters;
-    }
     switch (fmt) {
     case FMT_BF16:
-        return launch_fast<FMT_BF16>(p, splits, stream);
+        return launch_fast<FMT_BF16>(p, scratch, stream);
     case FMT_Q8ROW:
-        return launch_fast<FMT_Q8ROW>(p, splits, stream);
+        return launch_fast<FMT_Q8ROW>(p, scratch, stream);
     case FMT_NF4:
-        return launch_fast<FMT_NF4>(p, splits, stream);
+        return launch_fast<FMT_NF4>(p, scratch, stream);
     default:
-        return launch_fast<FMT_NF4_DQ>(p, splits, stream);
+        return launch_fast<FMT_NF4_DQ>(p, scratch, stream);
     }
 }

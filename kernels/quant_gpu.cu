@@ -22,7 +22,7 @@
  * (multiply, then add) with double quantization; Q8ROW w = bf16(q * absmax[r] * (1/127)).
  *
  * Leaves out: FP4, blocksizes other than 64, stochastic rounding, LLM.int8's outlier columns.
- * The matrix multiplies that consume these formats live in cuda_gemv*.cu / dequant_gemm.cu.
+ * The matrix multiplies that consume these formats live in gemv.cu and dequant_gemm.cu.
  */
 #include "kernels/cuda_ops.h"
 
@@ -31,11 +31,10 @@
 #include <limits.h>
 #include <string.h>
 
-#define QUANT_THREADS   256
-#define DEQUANT_THREADS 256
-#define OCTET           8 /* elements per thread: one 16-byte bf16 load, 4 bytes of NF4 codes */
-#define OCTETS_PER_BLOCK (VL_NF4_BLOCK / OCTET)                    /* 8 lanes per NF4 block */
-#define CHUNK_OCTETS     (VL_NF4_DQ_BLOCK * OCTETS_PER_BLOCK)      /* one DQ chunk: 2048 */
+#define QUANT_THREADS    256
+#define DEQUANT_THREADS  256
+#define OCTET            8 /* elements per thread: one 16-byte bf16 load, 4 bytes of NF4 codes */
+#define OCTETS_PER_BLOCK (VL_NF4_BLOCK / OCTET) /* 8 lanes per NF4 block */
 static_assert(VL_NF4_BLOCK == 64 && VL_NF4_DQ_BLOCK == 256, "kernels written for 64 / 256");
 static_assert(QUANT_THREADS == VL_NF4_DQ_BLOCK, "one thread per block scale of a DQ chunk");
 
@@ -114,7 +113,7 @@ __device__ __forceinline__ uint32_t pack_octet(const float v[OCTET], float inv) 
  * within a few powers of two of each other, far inside that bound. The quantize kernel gathers
  * the sum, q and max with one atomic per CTA; when the bound fails (zero-to-huge dynamic range,
  * inf, NaN) the offset comes from a sequential sum instead: the scales of one segment of
- * QUANT_SCRATCH_FLOATS blocks at a time into scratch, then one thread adds them in order. */
+ * quant_scratch_floats blocks at a time into scratch, then one thread adds them in order. */
 typedef struct {
     double sum;        /* parallel double sum of the block scales */
     double seq_sum;    /* sequential sum (fallback only) */
@@ -136,7 +135,7 @@ __device__ __forceinline__ bool dq_sum_is_exact(const dq_state *st, int64_t n_bl
     if (st->q_enc == 0) return true; /* every scale is zero */
     const int q = 200 - st->q_enc;
     const int e_max = (int)(st->max_bits >> 23);
-    const int e_hi = (e_max > 0 ? e_max : 1) - 126; /* max < 2^e_hi */
+    const int e_hi = (e_max > 0 ? e_max : 1) - 126;    /* max < 2^e_hi */
     const int len = 64 - __clzll((long long)n_blocks); /* n_blocks < 2^len */
     return len + e_hi <= q + 53;
 }
@@ -146,8 +145,8 @@ __device__ __forceinline__ bool dq_sum_is_exact(const dq_state *st, int64_t n_bl
 /* One thread per 8 elements, 8 lanes per block. Without double quantization the scale goes
  * to absmax[b]; with it (absmax == NULL) the CTA adds its scales into the dq_state. */
 static __global__ void __launch_bounds__(QUANT_THREADS)
-    nf4_quantize_kernel(uint8_t *codes, float *absmax, dq_state *st, const vl_bf16 *src,
-                        int64_t n, bool vec) {
+    nf4_quantize_kernel(uint8_t *codes, float *absmax, dq_state *st, const vl_bf16 *src, int64_t n,
+                        bool vec) {
     const int64_t n_blocks = (n + VL_NF4_BLOCK - 1) / VL_NF4_BLOCK;
     const int64_t n_octets = n_blocks * OCTETS_PER_BLOCK; /* whole blocks: groups stay full */
     const int64_t code_bytes = (n + 1) / 2;
@@ -183,8 +182,7 @@ static __global__ void __launch_bounds__(QUANT_THREADS)
         }
     }
     if (absmax) return;
-    /* CTA totals: the order does not matter (the exact case is all the fast path serves) */
-#pragma unroll
+    /* CTA totals in any order: the fast path serves only the exact case */
     for (int off = 16; off > 0; off >>= 1) {
         sum += __shfl_xor_sync(0xffffffffu, sum, off);
         max_bits = max(max_bits, __shfl_xor_sync(0xffffffffu, max_bits, off));
@@ -213,8 +211,8 @@ static __global__ void __launch_bounds__(QUANT_THREADS)
 
 /* Fallback, segment [b0, b0 + len): block scales into scratch[0, len). */
 static __global__ void __launch_bounds__(QUANT_THREADS)
-    nf4_scales_kernel(float *scratch, const dq_state *st, const vl_bf16 *src, int64_t n,
-                      int64_t b0, int64_t len, bool vec) {
+    nf4_scales_kernel(float *scratch, const dq_state *st, const vl_bf16 *src, int64_t n, int64_t b0,
+                      int64_t len, bool vec) {
     const int64_t n_blocks = (n + VL_NF4_BLOCK - 1) / VL_NF4_BLOCK;
     if (dq_sum_is_exact(st, n_blocks)) return;
     const unsigned lane = threadIdx.x & 31, group_mask = 0xffu << (lane & ~7u);
@@ -228,8 +226,8 @@ static __global__ void __launch_bounds__(QUANT_THREADS)
 }
 
 /* Fallback: one thread continues the in-order sum over the segment in scratch. */
-static __global__ void dq_sequential_sum_kernel(dq_state *st, const float *scratch, int64_t n_blocks,
-                                                int64_t len, bool first) {
+static __global__ void dq_sequential_sum_kernel(dq_state *st, const float *scratch,
+                                                int64_t n_blocks, int64_t len, bool first) {
     if (dq_sum_is_exact(st, n_blocks)) return;
     double s = first ? 0.0 : st->seq_sum;
     for (int64_t i = 0; i < len; i++) s += (double)scratch[i];
@@ -269,8 +267,8 @@ __device__ __forceinline__ unsigned dynamic_code(const float *map, float x) {
 /* One CTA per chunk of 256 blocks: recompute the block scales, subtract the offset, then the
  * chunk's absmax and the 8-bit code of each (a_b - offset) * (1 / chunk absmax). */
 static __global__ void __launch_bounds__(QUANT_THREADS)
-    dq_codes_kernel(uint8_t *scale_codes, float *chunk_absmax, const float *map,
-                    const dq_state *st, const vl_bf16 *src, int64_t n, bool vec) {
+    dq_codes_kernel(uint8_t *scale_codes, float *chunk_absmax, const float *map, const dq_state *st,
+                    const vl_bf16 *src, int64_t n, bool vec) {
     __shared__ float shifted[VL_NF4_DQ_BLOCK];
     __shared__ float map_s[256];
     __shared__ float warp_max[QUANT_THREADS / 32];
@@ -325,7 +323,8 @@ static __global__ void __launch_bounds__(QUANT_THREADS)
     for (int64_t r = blockIdx.x; r < rows; r += gridDim.x) {
         const vl_bf16 *row = src + r * cols;
         float m = 0.0f;
-        for (int64_t c = threadIdx.x; c < cols; c += blockDim.x) m = fmaxf(m, fabsf(as_f16(row[c])));
+        for (int64_t c = threadIdx.x; c < cols; c += blockDim.x)
+            m = fmaxf(m, fabsf(as_f16(row[c])));
 #pragma unroll
         for (int off = 16; off > 0; off >>= 1) m = fmaxf(m, __shfl_xor_sync(0xffffffffu, m, off));
         if ((threadIdx.x & 31) == 0) warp_max[threadIdx.x / 32] = m;
@@ -340,7 +339,8 @@ static __global__ void __launch_bounds__(QUANT_THREADS)
     }
 }
 
-/* ---- kernels: dequantization ------------------------------------------------------------------ */
+/* ---- kernels: dequantization ------------------------------------------------------------------
+ */
 
 /* The scale of NF4 block b. */
 template <bool DQ>
@@ -490,7 +490,8 @@ void vl_cuda_quantize(vl_backend *b, vl_weight *dst, const void *src_bf16, int d
     vl_quant_sizes sz;
     vl_quant_sizes_of(dst->dtype, double_quant, dst->rows, dst->cols, &sz);
     VL_CUDA_REQUIRE(src_bf16 && dst->data && (!sz.absmax || dst->absmax) &&
-                        (!sz.absmax_code || dst->absmax_code) && (!sz.absmax_map || dst->absmax_map),
+                        (!sz.absmax_code || dst->absmax_code) &&
+                        (!sz.absmax_map || dst->absmax_map),
                     "quantize W[%lld, %lld] to %s: a source or destination buffer is NULL",
                     (long long)dst->rows, (long long)dst->cols, vl_dtype_name(dst->dtype));
     check_tables();
@@ -526,8 +527,8 @@ void vl_cuda_launch_dequantize_rows(vl_bf16 *dst, const vl_weight *w, int64_t r0
     if (nr <= 0) return;
     const int64_t cols = w->cols;
     if (w->dtype == VL_DTYPE_Q8ROW) {
-        const bool vec = cols % OCTET == 0 && vl_cuda_aligned16(dst) &&
-                         ((uintptr_t)w->data & 7u) == 0;
+        const bool vec =
+            cols % OCTET == 0 && vl_cuda_aligned16(dst) && ((uintptr_t)w->data & 7u) == 0;
         const int64_t per_row = vec ? cols / OCTET : cols;
         dim3 grid((unsigned)min((per_row + DEQUANT_THREADS - 1) / DEQUANT_THREADS, (int64_t)1024),
                   (unsigned)min(nr, (int64_t)65535));
@@ -549,11 +550,15 @@ void vl_cuda_launch_dequantize_rows(vl_bf16 *dst, const vl_weight *w, int64_t r0
     nf4_dequantize_kernel<DQ, VEC><<<grid, DEQUANT_THREADS, 0, stream>>>(                          \
         dst, codes, w->absmax, w->absmax_code, w->absmax_map, w->absmax_offset, base, count)
     if (w->absmax_code) {
-        if (vec) LAUNCH(true, true);
-        else LAUNCH(true, false);
+        if (vec)
+            LAUNCH(true, true);
+        else
+            LAUNCH(true, false);
     } else {
-        if (vec) LAUNCH(false, true);
-        else LAUNCH(false, false);
+        if (vec)
+            LAUNCH(false, true);
+        else
+            LAUNCH(false, false);
     }
 #undef LAUNCH
     VL_CUDA_LAUNCH_CHECK();

@@ -13,7 +13,7 @@ cmake -S . -B /tmp/vlb -DCMAKE_BUILD_TYPE=Release -DVL_CUDA=ON -DVL_CUDA_ARCHITE
     >"$out/build.log" 2>&1 && cmake --build /tmp/vlb -j16 >>"$out/build.log" 2>&1 ||
     { tail -40 "$out/build.log"; exit 1; }
 python3 tests/reference/make_small_tokenizer.py .cache/tokenizer/tokenizer.json .cache/tokenizer/small_tokenizer.json
-(cd /tmp/vlb && ctest -L gpu --output-on-failure -j1 >"$out/gpu_tests.log" 2>&1)
+(cd /tmp/vlb && ctest -L gpu --output-on-failure --timeout 240 -j1 >"$out/gpu_tests.log" 2>&1)
 grep -E "passed|failed|FAIL|worst|Test #" "$out/gpu_tests.log" | tail -40
 V=/tmp/vlb/vlrun
 T=.cache/tokenizer/small_tokenizer.json
@@ -33,8 +33,12 @@ same = sum(x == y for x, y in zip(a["tokens"], b["tokens"]))
 print(f"tiny-a cuda vs cpu: logits cosine {dot / na / nb:.6f}, greedy tokens equal {same}/24")
 PY
 cfg=examples/qwen2-vl-7b-instruct.json
-for n in ${VL_COUNTS:-1 28}; do
-    timeout 240 $V examples/page.png x$n --max-tokens 512 --random-weights --config $cfg \
-        --tokenizer .cache/tokenizer/tokenizer.json --json >"$out/x$n.json" 2>"$out/x$n.err"
-    echo "x$n rc=$? $(tail -c 600 "$out/x$n.json") $(tail -2 "$out/x$n.err")"
+# VL_RUNS: "quant:count[:extra-flag]" items, e.g. "bf16:28 nf4:28 int8:28 bf16:28:--attn=naive"
+for item in ${VL_RUNS:-bf16:1 bf16:28}; do
+    IFS=: read -r q n extra <<<"$item"
+    tag="${q}_x$n${extra:+_${extra//[^a-z0-9]/}}"
+    timeout 300 $V examples/page.png x$n --max-tokens 512 --random-weights --config $cfg \
+        --tokenizer .cache/tokenizer/tokenizer.json --json --quant "$q" ${extra//=/ } \
+        >"$out/$tag.json" 2>"$out/$tag.err"
+    echo "$tag rc=$? $(python3 -c "import json,sys;r=json.load(open(sys.argv[1]));t=r['timings'];m=r['memory'];print('ttft %.3f decode %.1f tok/s prefill %.0f tok/s peak %.3f GiB pred %.3f GiB base %.3f graph %s' % (t['ttft_s'], t['decode_tok_s'], t['prefill_tok_s'], m['peak_device']/2**30, m['predicted_peak']/2**30, m['device_used_before_load']/2**30, r['options']['decode_graph']))" "$out/$tag.json" 2>/dev/null) $(tail -2 "$out/$tag.err" | tr '\n' ' ')"
 done

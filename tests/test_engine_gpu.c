@@ -3,8 +3,9 @@
  *
  * For each model the same prompt runs on both backends:
  *   - teacher-forced: logits at every prompt position (vl_prefill_each), cosine >= 0.999 at
- *     every position and >= 95% argmax agreement (bf16 activations vs fp32: random tiny models
- *     have near-ties); chunked prefill (7 tokens) gives the same argmax as one chunk;
+ *     every position, >= 90% argmax agreement and every disagreement a near-tie (bf16
+ *     activations vs fp32: random tiny models have near-ties); chunked prefill (7 tokens)
+ *     agrees with one chunk;
  *   - decode on the GPU three ways: recorded as a CUDA graph, eager with the same device state,
  *     and the host path (vl_decode_step): graph and eager must give identical tokens; every
  *     token must be the CPU engine's argmax given the same history, or within 2% of its
@@ -106,11 +107,13 @@ static int argmax_row(const float *x, int n) {
     return vl_argmax(x, n);
 }
 
-/* cosine at every position >= min_cos and argmax agreement >= min_agree. */
+/* cosine at every position >= min_cos, argmax agreement >= min_agree, and where the argmaxes
+ * differ, a near-tie in the reference b: b's logit at a's choice within 2% of b's maximum
+ * magnitude (random tiny models have such ties; bf16 activations break them either way). */
 static void compare_rows(const char *tag, const logits_rows *a, const logits_rows *b,
                          double min_cos, double min_agree) {
     double worst = 1.0;
-    int agree = 0, worst_at = -1;
+    int agree = 0, worst_at = -1, far = 0;
     for (int i = 0; i < a->n; i++) {
         const float *x = a->rows + (int64_t)i * a->V, *y = b->rows + (int64_t)i * a->V;
         double xy = 0, xx = 0, yy = 0;
@@ -124,13 +127,16 @@ static void compare_rows(const char *tag, const logits_rows *a, const logits_row
             worst = c;
             worst_at = i;
         }
-        agree += argmax_row(x, a->V) == argmax_row(y, a->V);
+        int ax = argmax_row(x, a->V), ay = argmax_row(y, a->V);
+        agree += ax == ay;
+        far += ax != ay && !(y[ax] >= y[ay] - 0.02f * fabsf(y[ay]));
     }
     printf("%s: %d positions, min cosine %.6f (position %d), argmax agreement %d/%d\n", tag,
            a->n, worst, worst_at, agree, a->n);
     VT_CHECKF(worst >= min_cos, "%s: cosine %.6f at position %d", tag, worst, worst_at);
     VT_CHECKF(agree >= min_agree * a->n, "%s: argmax agrees at %d of %d positions", tag, agree,
               a->n);
+    VT_CHECKF(far == 0, "%s: %d argmax differences are not near-ties", tag, far);
 }
 
 /* Greedy on the GPU, graph and eager: identical; each token the CPU's choice or a near-tie. */
@@ -180,7 +186,7 @@ static void run_model(const model_case *mc, vl_backend *gpu) {
         logits_rows rc = all_logits(&C, 2048, 0), rg = all_logits(&G, 2048, 0);
         char tag[256];
         snprintf(tag, sizeof tag, "%s teacher-forced gpu vs cpu", mc->dir);
-        compare_rows(tag, &rg, &rc, 0.999, 0.95);
+        compare_rows(tag, &rg, &rc, 0.999, 0.9);
         logits_rows rg7 = all_logits(&G, 7, 0);
         snprintf(tag, sizeof tag, "%s gpu chunk 7 vs one chunk", mc->dir);
         compare_rows(tag, &rg7, &rg, 0.999, 0.98);
@@ -198,7 +204,7 @@ static void run_model(const model_case *mc, vl_backend *gpu) {
         logits_rows rn = all_logits(&N, 2048, 1), rc = all_logits(&C, 2048, 0);
         char tag[256];
         snprintf(tag, sizeof tag, "%s gpu naive attention vs cpu", mc->dir);
-        compare_rows(tag, &rn, &rc, 0.999, 0.95);
+        compare_rows(tag, &rn, &rc, 0.999, 0.9);
         free(rn.rows);
         free(rc.rows);
     }
@@ -214,7 +220,7 @@ static void run_model(const model_case *mc, vl_backend *gpu) {
             logits_rows a = all_logits(&QG, 2048, 0), b = all_logits(&QC, 2048, 0);
             char tag[256];
             snprintf(tag, sizeof tag, "%s --quant %s gpu vs cpu", mc->dir, quants[q]);
-            compare_rows(tag, &a, &b, 0.999, 0.95);
+            compare_rows(tag, &a, &b, 0.999, 0.9);
             free(a.rows);
             free(b.rows);
         }

@@ -24,12 +24,12 @@
 
 #include <stdint.h>
 
-#define BF16_U    (1.0 / 256)
-#define F32_U     5.9604644775390625e-08
-#define BF16_SUB  0x1p-134
-#define GUARD     64
-#define NAN_BITS  0x7fc0
-#define MAX_M     8 /* VL_CUDA_GEMV_MAX_M of kernels/cuda_ops.h (a C++ header) */
+#define BF16_U     (1.0 / 256)
+#define F32_U      5.9604644775390625e-08
+#define BF16_SUB   0x1p-134
+#define GUARD      64
+#define NAN_BITS   0x7fc0
+#define MAX_M      8 /* VL_CUDA_GEMV_MAX_M of kernels/cuda_ops.h (a C++ header) */
 #define GEMV_EXACT 0.99
 #define BLAS_EXACT 0.90
 
@@ -188,8 +188,8 @@ static void check_case(const test_weight *t, int kind, int64_t m, int with_bias,
         for (int64_t r = 0; r < N; r++) {
             const int64_t e = i * N + r;
             const float got = vl_bf16_to_f32(got_bits[0][e]), want = ref[e];
-            const double tol = BF16_U * fabs(want) +
-                               ((double)K / 16 + 32) * 4 * F32_U * x_norm * t->row_norm[r];
+            const double tol =
+                BF16_U * fabs(want) + ((double)K / 16 + 32) * 4 * F32_U * x_norm * t->row_norm[r];
             const double err = fabs((double)got - (double)want);
             if (!(err <= tol + BF16_SUB)) {
                 if (first < 0) first = e;
@@ -202,10 +202,10 @@ static void check_case(const test_weight *t, int kind, int64_t m, int with_bias,
     const int blas = m > MAX_M;
     const double frac = n ? (double)exact / (double)n : 1.0;
     const double min_exact = blas ? BLAS_EXACT : GEMV_EXACT;
-    printf("  %-48s n=%-7lld err/tol %.3f exact %6.2f%%%s\n", what, (long long)n, worst,
-           100 * frac, bad || guard_written || differ ? "  FAIL" : "");
-    VT_CHECKF(bad == 0, "%s: %lld of %lld outside tolerance; first [%lld] got %.9g want %.9g",
-              what, (long long)bad, (long long)n, (long long)first,
+    printf("  %-48s n=%-7lld err/tol %.3f exact %6.2f%%%s\n", what, (long long)n, worst, 100 * frac,
+           bad || guard_written || differ ? "  FAIL" : "");
+    VT_CHECKF(bad == 0, "%s: %lld of %lld outside tolerance; first [%lld] got %.9g want %.9g", what,
+              (long long)bad, (long long)n, (long long)first,
               first < 0 ? 0.0 : vl_bf16_to_f32(got_bits[0][first]), first < 0 ? 0.0 : ref[first]);
     VT_CHECKF(guard_written == 0, "%s: %lld guard elements past the end were written", what,
               (long long)guard_written);
@@ -223,7 +223,8 @@ static void check_case(const test_weight *t, int kind, int64_t m, int with_bias,
     free(got_bits[0]), free(got_bits[1]);
 }
 
-/* ---- the cases --------------------------------------------------------------------------------- */
+/* ---- the cases ---------------------------------------------------------------------------------
+ */
 
 /* Every m in {1, 2, 3, MAX_M}, with and without bias. */
 static void check_shape(int kind, int64_t N, int64_t K) {
@@ -231,7 +232,8 @@ static void check_shape(int kind, int64_t N, int64_t K) {
     weight_make(&t, kind, N, K);
     const int64_t ms[] = {1, 2, 3, MAX_M};
     for (int i = 0; i < 4; i++)
-        for (int with_bias = 0; with_bias < 2; with_bias++) check_case(&t, kind, ms[i], with_bias, 0);
+        for (int with_bias = 0; with_bias < 2; with_bias++)
+            check_case(&t, kind, ms[i], with_bias, 0);
     weight_free(&t);
 }
 
@@ -240,7 +242,7 @@ static void test_kind(int kind) {
     /* tiny and odd: N = 1, 7, 33; K not a multiple of the fast path's vector (13, 24 for the
      * quantized formats, 200 for NF4), K below one warp step (16, 64), K with a partial last
      * step (96, 136, 200 for bf16) */
-    const int64_t small[][2] = {{1, 64}, {7, 128}, {33, 200}, {5, 16},  {3, 24},
+    const int64_t small[][2] = {{1, 64}, {7, 128}, {33, 200}, {5, 16},   {3, 24},
                                 {9, 13}, {17, 96}, {31, 136}, {40, 3584}};
     for (int s = 0; s < (int)(sizeof small / sizeof small[0]); s++)
         check_shape(kind, small[s][0], small[s][1]);

@@ -55,11 +55,16 @@ static uint16_t *make_matrix(int64_t rows, int64_t cols, kind k) {
         if (rows > 2)
             for (int64_t c = 0; c < cols; c++) h[cols + c] = 0x8000; /* a row of -0 */
         for (int64_t i = 0; i < n; i++) {
-            if (i % 97 == 50) h[i] = vl_f32_to_bf16(i % 2 ? 1e30f : -1e30f);
-            else if (i % 89 == 7) h[i] = vl_f32_to_bf16(i % 2 ? 1e-38f : -1e-38f);
-            else if (i % 113 == 3) h[i] = 0x8000;
-            else if (i % 1013 == 11) h[i] = 0x0001; /* the smallest subnormal */
-            else if (i % 2003 == 5) h[i] = 0x7f7f;  /* the largest finite bf16 */
+            if (i % 97 == 50)
+                h[i] = vl_f32_to_bf16(i % 2 ? 1e30f : -1e30f);
+            else if (i % 89 == 7)
+                h[i] = vl_f32_to_bf16(i % 2 ? 1e-38f : -1e-38f);
+            else if (i % 113 == 3)
+                h[i] = 0x8000;
+            else if (i % 1013 == 11)
+                h[i] = 0x0001; /* the smallest subnormal */
+            else if (i % 2003 == 5)
+                h[i] = 0x7f7f; /* the largest finite bf16 */
         }
     } else if (k == KIND_WIDE) {
         /* every block scaled by 2^-s, s in [0, 40]: scales too far apart for an exact sum */
@@ -70,9 +75,12 @@ static uint16_t *make_matrix(int64_t rows, int64_t cols, kind k) {
         }
     } else if (k == KIND_NONFINITE) {
         for (int64_t i = 0; i < n; i++) {
-            if (i % 501 == 17) h[i] = 0x7f80;          /* +inf */
-            else if (i % 733 == 29) h[i] = 0xff80;     /* -inf */
-            else if (i % 307 == 101) h[i] = NAN_BITS;  /* NaN */
+            if (i % 501 == 17)
+                h[i] = 0x7f80; /* +inf */
+            else if (i % 733 == 29)
+                h[i] = 0xff80; /* -inf */
+            else if (i % 307 == 101)
+                h[i] = NAN_BITS; /* NaN */
         }
         for (int64_t i = VL_NF4_BLOCK; i < n && i < 2 * VL_NF4_BLOCK; i++) h[i] = NAN_BITS;
     }
@@ -172,7 +180,8 @@ static const char *fmt_name(vl_dtype fmt, int dq) {
     return fmt == VL_DTYPE_Q8ROW ? "Q8ROW" : dq ? "NF4+DQ" : "NF4";
 }
 
-/* ---- quantize and dequantize ------------------------------------------------------------------ */
+/* ---- quantize and dequantize ------------------------------------------------------------------
+ */
 
 static int64_t first_difference(const void *a, const void *b, size_t bytes) {
     const unsigned char *x = a, *y = b;
@@ -188,9 +197,9 @@ static void check_buffer(const char *what, const char *buf, const void *got, con
     if (at >= 0)
         for (size_t i = (size_t)at; i < bytes; i++)
             diff += ((const unsigned char *)got)[i] != ((const unsigned char *)ref)[i];
-    VT_CHECKF(at < 0, "%s: %s differs in %zu of %zu bytes, first at byte %lld (gpu 0x%02x, cpu 0x%02x)",
-              what, buf, diff, bytes, (long long)at,
-              at >= 0 ? ((const unsigned char *)got)[at] : 0,
+    VT_CHECKF(at < 0,
+              "%s: %s differs in %zu of %zu bytes, first at byte %lld (gpu 0x%02x, cpu 0x%02x)",
+              what, buf, diff, bytes, (long long)at, at >= 0 ? ((const unsigned char *)got)[at] : 0,
               at >= 0 ? ((const unsigned char *)ref)[at] : 0);
 }
 
@@ -219,10 +228,12 @@ static void check_dequantize(const char *what, const qweight *d, const qweight *
         if (!same && bad++ == 0) first = i;
     }
     for (int64_t i = n; i < n + GUARD; i++) guard += got[i] != NAN_BITS;
-    VT_CHECKF(bad == 0, "%s: dequantize differs in %lld of %lld values, first [%lld] gpu %.9g cpu %.9g",
-              what, (long long)bad, (long long)n, (long long)first,
+    VT_CHECKF(bad == 0,
+              "%s: dequantize differs in %lld of %lld values, first [%lld] gpu %.9g cpu %.9g", what,
+              (long long)bad, (long long)n, (long long)first,
               first >= 0 ? vl_bf16_to_f32(got[first]) : 0.0, first >= 0 ? ref[first] : 0.0);
-    VT_CHECKF(guard == 0, "%s: dequantize wrote %lld elements past the end", what, (long long)guard);
+    VT_CHECKF(guard == 0, "%s: dequantize wrote %lld elements past the end", what,
+              (long long)guard);
     gpu->mem_free(gpu, dout);
     free(got);
     free(poison);
@@ -266,8 +277,8 @@ static void test_quantize(int64_t rows, int64_t cols, kind k, vl_dtype fmt, int 
 }
 
 static void test_quantize_all(void) {
-    static const int64_t shapes[][2] = {{1, 1},     {1, 3},     {3, 64},     {5, 33},
-                                        {100, 70},  {37, 1000}, {256, 512},  {129, 4097},
+    static const int64_t shapes[][2] = {{1, 1},      {1, 3},     {3, 64},      {5, 33},
+                                        {100, 70},   {37, 1000}, {256, 512},   {129, 4097},
                                         {300, 2000}, {64, 4096}, {1024, 4096}, {512, 3584}};
     const int n_shapes = (int)(sizeof shapes / sizeof shapes[0]);
     for (int s = 0; s < n_shapes; s++)
@@ -286,12 +297,15 @@ static void test_quantize_all(void) {
     test_quantize(1100, 64000, KIND_WIDE, VL_DTYPE_NF4, 1);
 }
 
-/* ---- the dequant GEMM --------------------------------------------------------------------------- */
+/* ---- the dequant GEMM ---------------------------------------------------------------------------
+ */
 
+#ifdef VL_HAVE_CUDA
 /* bf16 bits as integers ordered like the values (+0 and -0 both 0). */
 static int32_t bf16_order(uint16_t h) {
     return (h & 0x8000) ? -(int32_t)(h & 0x7fff) : (int32_t)h;
 }
+#endif
 
 static void test_gemm(vl_dtype fmt, int dq, int64_t n_out, int64_t k_in, int64_t m, int with_bias,
                       int64_t slice_rows) {
@@ -301,7 +315,8 @@ static void test_gemm(vl_dtype fmt, int dq, int64_t n_out, int64_t k_in, int64_t
              (long long)n_out, (long long)k_in, (long long)m, with_bias ? " +bias" : "",
              (long long)slice_rows);
     uint16_t *w_src = malloc((size_t)(n_out * k_in) * 2);
-    for (int64_t i = 0; i < n_out * k_in; i++) w_src[i] = vl_f32_to_bf16((float)(0.05 * vt_rng_normal()));
+    for (int64_t i = 0; i < n_out * k_in; i++)
+        w_src[i] = vl_f32_to_bf16((float)(0.05 * vt_rng_normal()));
     float *x = malloc((size_t)(m * k_in) * sizeof(float));
     uint16_t *x_bits = malloc((size_t)(m * k_in) * 2);
     for (int64_t i = 0; i < m * k_in; i++) {
@@ -341,7 +356,8 @@ static void test_gemm(vl_dtype fmt, int dq, int64_t n_out, int64_t k_in, int64_t
     for (int64_t i = 0; i < m * n_out; i++) {
         uint16_t r = vl_f32_to_bf16(ref[i]);
         int32_t dist = abs(bf16_order(got[i]) - bf16_order(r));
-        if (got[i] == r) exact++;
+        if (got[i] == r)
+            exact++;
         else if (dist > 1 || isnan(vl_bf16_to_f32(got[i])) || isnan(ref[i])) {
             if (far++ == 0) first_far = i;
         }
@@ -350,7 +366,8 @@ static void test_gemm(vl_dtype fmt, int dq, int64_t n_out, int64_t k_in, int64_t
     const double frac = (double)exact / (double)(m * n_out);
     printf("%-58s exact %.5f, >1 ulp %lld\n", what, frac, (long long)far);
     VT_CHECKF(frac >= 0.99, "%s: only %.4f of outputs equal bf16(cpu)", what, frac);
-    VT_CHECKF(far == 0, "%s: %lld outputs more than 1 bf16 ulp off, first [%lld, %lld] gpu %.6g cpu %.6g",
+    VT_CHECKF(far == 0,
+              "%s: %lld outputs more than 1 bf16 ulp off, first [%lld, %lld] gpu %.6g cpu %.6g",
               what, (long long)far, (long long)(first_far / n_out), (long long)(first_far % n_out),
               first_far >= 0 ? vl_bf16_to_f32(got[first_far]) : 0.0,
               first_far >= 0 ? ref[first_far] : 0.0);
