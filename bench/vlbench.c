@@ -21,36 +21,37 @@
 #define MAX_ITERS      100000
 
 static void usage(FILE *f) {
-    fprintf(f,
-            "usage: vlbench [attention|gemv|gemm|all] [options]   (default: all)\n"
-            "Times vlrun's CUDA kernels (through the op table) on Qwen2-VL-7B shapes beside\n"
-            "cuBLAS bf16 or vlrun's eager attention, and the device's copy bandwidth and bf16\n"
-            "peak measured at start. Markdown on stdout, progress on stderr.\n"
-            "  attention          prefill causal 28/4 heads d128 at 4096, 16384, 38192 (one call),\n"
-            "                     a 2048-query chunk at the end of a 38192 cache, vision 16 heads\n"
-            "                     d80 at 5456 (4 segments and one), decode at 1364, 16384, 38192\n"
-            "  gemv               m = 1 over N x K: 3584x3584 512x3584 4608x3584 18944x3584\n"
-            "                     3584x18944 152064x3584 (lm_head, bf16 only)\n"
-            "  gemm               the same shapes at m = 2048 and 5456\n"
-            "options:\n"
-            "  --iters N          timed runs per case, median reported (default %d)\n"
-            "  --warmup N         untimed runs first (default %d)\n"
-            "  --shape NxK[,...]  linear weight shapes (N out, K in) instead of the 7B set\n"
-            "  --m M[,...]        GEMM rows (default 2048,5456)\n"
-            "  --seq N[,...]      attention lengths instead of the defaults: prefill tokens,\n"
-            "                     chunk cache, vision tokens, decode cache\n"
-            "  --heads HQ[/HKV]   attention query / kv heads for every kind (default 28/4 text,\n"
-            "                     16/16 vision)\n"
-            "  --head-dim D       attention head dim for every kind (default 128 text, 80 vision)\n"
-            "  --kinds LIST       attention kinds: prefill,chunk,vision,decode (default all)\n"
-            "  --quant LIST       weight formats: bf16,nf4,int8 (default all three)\n"
-            "  --double-quant     NF4 with double-quantized block scales\n"
-            "  --json             one JSON object on stdout instead of markdown\n"
-            "  --json-out FILE    also write the JSON object to FILE\n"
-            "  --no-ref           skip the CPU reference (no error columns)\n"
-            "  --no-flush         do not evict L2 before each timed run\n"
-            "  --help             this text\n",
-            DEFAULT_ITERS, DEFAULT_WARMUP);
+    fprintf(
+        f,
+        "usage: vlbench [attention|gemv|gemm|all] [options]   (default: all)\n"
+        "Times vlrun's CUDA kernels (through the op table) on Qwen2-VL-7B shapes beside\n"
+        "cuBLAS bf16 or vlrun's eager attention, and the device's copy bandwidth and bf16\n"
+        "peak measured at start. Markdown on stdout, progress on stderr.\n"
+        "  attention          prefill causal 28/4 heads d128 at 4096, 16384, 38192 (one call),\n"
+        "                     a 2048-query chunk at the end of a 38192 cache, vision 16 heads\n"
+        "                     d80 at 5456 (4 segments and one), decode at 1364, 16384, 38192\n"
+        "  gemv               m = 1 over N x K: 3584x3584 512x3584 4608x3584 18944x3584\n"
+        "                     3584x18944 152064x3584 (lm_head, bf16 only)\n"
+        "  gemm               the same shapes at m = 2048 and 5456\n"
+        "options:\n"
+        "  --iters N          timed runs per case, median reported (default %d)\n"
+        "  --warmup N         untimed runs first (default %d)\n"
+        "  --shape NxK[,...]  linear weight shapes (N out, K in) instead of the 7B set\n"
+        "  --m M[,...]        GEMM rows (default 2048,5456)\n"
+        "  --seq N[,...]      attention lengths instead of the defaults: prefill tokens,\n"
+        "                     chunk cache, vision tokens, decode cache\n"
+        "  --heads HQ[/HKV]   attention query / kv heads for every kind (default 28/4 text,\n"
+        "                     16/16 vision)\n"
+        "  --head-dim D       attention head dim for every kind (default 128 text, 80 vision)\n"
+        "  --kinds LIST       attention kinds: prefill,chunk,vision,decode (default all)\n"
+        "  --quant LIST       weight formats: bf16,nf4,int8 (default all three)\n"
+        "  --double-quant     NF4 with double-quantized block scales\n"
+        "  --json             one JSON object on stdout instead of markdown\n"
+        "  --json-out FILE    also write the JSON object to FILE\n"
+        "  --no-ref           skip the CPU reference (no error columns)\n"
+        "  --no-flush         do not evict L2 before each timed run\n"
+        "  --help             this text\n",
+        DEFAULT_ITERS, DEFAULT_WARMUP);
 }
 
 static int fail(const char *fmt, ...) {
@@ -169,8 +170,8 @@ static int parse_options(int argc, char **argv, vlb_options *o) {
             o->double_quant = 1;
             continue;
         }
-        static const char *const with_value[] = {"--iters", "--warmup", "--shape",    "--m",
-                                                 "--seq",   "--heads",  "--head-dim", "--kinds",
+        static const char *const with_value[] = {"--iters", "--warmup",  "--shape",    "--m",
+                                                 "--seq",   "--heads",   "--head-dim", "--kinds",
                                                  "--quant", "--json-out"};
         int known = 0;
         for (size_t j = 0; j < sizeof with_value / sizeof *with_value; j++)
@@ -262,7 +263,8 @@ static int parse_options(int argc, char **argv, vlb_options *o) {
     return 0;
 }
 
-/* ---- helpers shared by the benchmark files ---------------------------------------------------- */
+/* ---- helpers shared by the benchmark files ----------------------------------------------------
+ */
 
 void vlb_row_init(vlb_row *r, const char *bench, const char *quant) {
     memset(r, 0, sizeof *r);
@@ -375,14 +377,18 @@ static void measure_copy(vlb_run *run) {
 /* bf16 peak: the best of a few large cuBLAS GEMMs on random data (zeros would run faster than
  * anything the model does). */
 static void measure_peak(vlb_run *run) {
-    static const int64_t shapes[][3] = {{8192, 8192, 8192}, {16384, 8192, 8192},
-                                        {8192, 8192, 16384}, {16384, 16384, 8192}};
+    static const int64_t shapes[][3] = {
+        {8192, 8192, 8192}, {16384, 8192, 8192}, {8192, 8192, 16384}, {16384, 16384, 8192}};
     run->peak_tflops = NAN;
     for (size_t s = 0; s < sizeof shapes / sizeof *shapes; s++) {
         const int64_t m = shapes[s][0], n = shapes[s][1], k = shapes[s][2];
         vlb_bufs bufs = {.gpu = run->gpu};
-        gemm_job j = {vlb_alloc(&bufs, (size_t)(m * n * 2)), vlb_alloc(&bufs, (size_t)(m * k * 2)),
-                      vlb_alloc(&bufs, (size_t)(n * k * 2)), m, n, k};
+        gemm_job j = {vlb_alloc(&bufs, (size_t)(m * n * 2)),
+                      vlb_alloc(&bufs, (size_t)(m * k * 2)),
+                      vlb_alloc(&bufs, (size_t)(n * k * 2)),
+                      m,
+                      n,
+                      k};
         if (j.y && j.x && j.w) {
             vlb_fill_random(run->gpu, (void *)j.x, m * k, 2, 0.0f, 1.0f);
             vlb_fill_random(run->gpu, (void *)j.w, n * k, 3, 0.0f, 1.0f);
@@ -443,8 +449,7 @@ int main(int argc, char **argv) {
     if (opt.run_attention) vlb_bench_attention(&run);
     vlb_report_end(&run);
     vlb_cuda_free(gpu);
-    if (json_file && fclose(json_file))
-        return fail("writing --json-out %s failed", opt.json_out);
+    if (json_file && fclose(json_file)) return fail("writing --json-out %s failed", opt.json_out);
     fprintf(stderr, "vlbench: done, %d case(s) could not run\n", run.failures);
     return 0;
 }

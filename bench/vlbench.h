@@ -55,9 +55,9 @@ typedef struct {
 
 /* One benchmark case. Rates are derived from flops / bytes and the median time. */
 typedef struct {
-    const char *bench; /* "gemv", "gemm", "attention" */
-    char name[48];     /* "q/o", "prefill causal", ... */
-    char shape[96];    /* human-readable dimensions */
+    const char *bench;   /* "gemv", "gemm", "attention" */
+    char name[48];       /* "q/o", "prefill causal", ... */
+    char shape[96];      /* human-readable dimensions */
     char dims_json[256]; /* the same as JSON members, e.g. "\"m\": 1, \"n\": 3584, \"k\": 3584" */
     const char *quant;   /* "bf16", "nf4", "nf4-dq", "int8", or "-" */
     char status[96];     /* "" when measured, else why not ("n/a: ...") */
@@ -79,13 +79,13 @@ typedef struct {
     char device[256];
     int sm_count, cc_major, cc_minor;
     size_t l2_bytes, device_bytes;
-    double copy_gbps;      /* device-to-device cudaMemcpyAsync, bytes read + written */
-    double peak_tflops;    /* best of a few large cuBLAS bf16 GEMMs */
-    char peak_shape[48];   /* the GEMM that gave it */
-    FILE *md, *json;       /* NULL when not wanted */
-    int json_rows;         /* rows written so far (for the commas) */
+    double copy_gbps;       /* device-to-device cudaMemcpyAsync, bytes read + written */
+    double peak_tflops;     /* best of a few large cuBLAS bf16 GEMMs */
+    char peak_shape[48];    /* the GEMM that gave it */
+    FILE *md, *json;        /* NULL when not wanted */
+    int json_rows;          /* rows written so far (for the commas) */
     const char *md_section; /* the section whose table header was printed last */
-    int failures;          /* rows that could not run */
+    int failures;           /* rows that could not run */
 } vlb_run;
 
 /* Prints the row (markdown and/or JSON) as soon as it is measured, and a progress line on
@@ -111,8 +111,7 @@ void *vlb_alloc(vlb_bufs *bufs, size_t bytes); /* NULL when the device is out of
 void vlb_free_all(vlb_bufs *bufs);
 
 /* n bf16 values, uniform in center +- half, from a counter-based key (vl_random_unit). */
-void vlb_fill_random(vl_backend *gpu, void *dst, int64_t n, uint64_t key, float center,
-                     float half);
+void vlb_fill_random(vl_backend *gpu, void *dst, int64_t n, uint64_t key, float center, float half);
 
 /* Up to VLB_REF_ROWS distinct row indices spread over [0, n): first, thirds, last. */
 #define VLB_REF_ROWS 4
@@ -133,10 +132,10 @@ typedef void (*vlb_op_fn)(vl_backend *gpu, void *ctx);
 int vlb_cuda_init(vl_backend *gpu);
 void vlb_cuda_free(vl_backend *gpu);
 /* Device facts for the report. */
-void vlb_cuda_device(vl_backend *gpu, int *sm_count, int *cc_major, int *cc_minor,
-                     size_t *l2_bytes, size_t *device_bytes);
+void vlb_cuda_device(vl_backend *gpu, int *sm_count, int *cc_major, int *cc_minor, size_t *l2_bytes,
+                     size_t *device_bytes);
 /* Times fn on the backend's stream with CUDA events: `warmup` untimed calls, then `iters`
- * timed ones, each after an L2-evicting memset when flush_l2. Returns the median in ms and the
+ * timed ones, each after an L2-evicting read when flush_l2. Returns the median in ms and the
  * fastest in *min_ms. */
 double vlb_cuda_time_ms(vl_backend *gpu, vlb_op_fn fn, void *ctx, int warmup, int iters,
                         int flush_l2, double *min_ms);

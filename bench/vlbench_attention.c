@@ -34,8 +34,8 @@ static const int64_t default_prefill[] = {4096, 16384, 38192};
 static const int64_t default_chunk_cache[] = {38192};
 static const int64_t default_vision[] = {5456};
 static const int64_t default_decode[] = {1364, 16384, 38192};
-#define CHUNK_QUERIES  2048
-#define VISION_IMAGES  4
+#define CHUNK_QUERIES 2048
+#define VISION_IMAGES 4
 
 /* Query-key pairs the mask lets through. */
 static double visible_pairs(const attn_case *c) {
@@ -239,7 +239,8 @@ void vlb_bench_attention(vlb_run *run) {
     const int tD = o->head_dim ? o->head_dim : 128;
     const int vH = o->heads ? o->heads : 16, vG = o->heads ? o->kv_heads : 16;
     const int vD = o->head_dim ? o->head_dim : 80;
-#define LENGTHS(def) (o->n_seq ? o->seq : (def)), (o->n_seq ? o->n_seq : (int)(sizeof(def) / sizeof *(def)))
+#define LENGTHS(def)                                                                               \
+    (o->n_seq ? o->seq : (def)), (o->n_seq ? o->n_seq : (int)(sizeof(def) / sizeof *(def)))
     struct {
         int kind;
         const int64_t *n;

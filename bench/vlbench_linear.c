@@ -20,8 +20,8 @@
 #include <string.h>
 
 static const vlb_shape default_shapes[] = {
-    {"q/o", 3584, 3584, 0},       {"k/v", 512, 3584, 0},   {"qkv fused", 4608, 3584, 0},
-    {"gate/up", 18944, 3584, 0},  {"down", 3584, 18944, 0}, {"lm_head", 152064, 3584, 1},
+    {"q/o", 3584, 3584, 0},      {"k/v", 512, 3584, 0},    {"qkv fused", 4608, 3584, 0},
+    {"gate/up", 18944, 3584, 0}, {"down", 3584, 18944, 0}, {"lm_head", 152064, 3584, 1},
 };
 static const int64_t default_m[] = {2048, 5456};
 
@@ -117,8 +117,10 @@ static void fill_dims(vlb_row *r, const vlb_shape *sh, int64_t m) {
 }
 
 static const char *quant_label(int q, int double_quant) {
-    return q == VLB_QUANT_BF16 ? "bf16" : q == VLB_QUANT_INT8 ? "int8" : double_quant ? "nf4-dq"
-                                                                                     : "nf4";
+    return q == VLB_QUANT_BF16   ? "bf16"
+           : q == VLB_QUANT_INT8 ? "int8"
+           : double_quant        ? "nf4-dq"
+                                 : "nf4";
 }
 
 /* Every (format, m) row of one shape reports the same status (out of memory, ...). */
@@ -179,7 +181,8 @@ static void bench_shape(vlb_run *run, const char *bench, const vlb_shape *sh, ui
     double anchor_ms[VLB_MAX_LIST], anchor_err[VLB_MAX_LIST], unused;
     for (int mi = 0; mi < n_m; mi++) {
         linear_job j = {y, x, ms[mi], &wbf};
-        anchor_ms[mi] = vlb_cuda_time_ms(gpu, anchor_op, &j, o->warmup, o->iters, o->flush_l2, NULL);
+        anchor_ms[mi] =
+            vlb_cuda_time_ms(gpu, anchor_op, &j, o->warmup, o->iters, o->flush_l2, NULL);
         anchor_err[mi] = NAN;
         if (o->ref) compare_rows(gpu, y, &rr[mi], rr[mi].ref, N, &anchor_err[mi], &unused);
     }

@@ -120,17 +120,19 @@ static void md_begin(vlb_run *run) {
     FILE *f = run->md;
     const vlb_options *o = run->opt;
     fprintf(f, "# vlbench: %s\n\n", run->device);
-    fprintf(f, "%d SMs, sm_%d%d, %.0f MiB L2, %.1f GiB. Ceilings measured at start: copy %.0f GB/s "
-               "(1 GiB device-to-device cudaMemcpyAsync, bytes read + written), bf16 peak %.0f "
-               "TFLOP/s (cuBLAS, best of 4 GEMMs: %s m x n x k).\n",
+    fprintf(f,
+            "%d SMs, sm_%d%d, %.0f MiB L2, %.1f GiB. Ceilings measured at start: copy %.0f GB/s "
+            "(1 GiB device-to-device cudaMemcpyAsync, bytes read + written), bf16 peak %.0f "
+            "TFLOP/s (cuBLAS, best of 4 GEMMs: %s m x n x k).\n",
             run->sm_count, run->cc_major, run->cc_minor, (double)run->l2_bytes / (1 << 20),
             (double)run->device_bytes / (1 << 30), run->copy_gbps, run->peak_tflops,
             run->peak_shape);
     fprintf(f, "Time: median of %d runs after %d warm-up runs (CUDA events)%s. ", o->iters,
             o->warmup, o->flush_l2 ? ", L2 evicted before each run" : "");
     if (o->ref)
-        fprintf(f, "Errors: %d sampled rows against the CPU backend (fp32); rel = max |err| / "
-                   "max |ref|.\n",
+        fprintf(f,
+                "Errors: %d sampled rows against the CPU backend (fp32); rel = max |err| / "
+                "max |ref|.\n",
                 VLB_REF_ROWS);
     else
         fprintf(f, "Errors: not computed (--no-ref).\n");
@@ -184,7 +186,8 @@ static void md_row(vlb_run *run, const vlb_row *r) {
     fflush(f);
 }
 
-/* ---- the interface ---------------------------------------------------------------------------- */
+/* ---- the interface ----------------------------------------------------------------------------
+ */
 
 void vlb_report_begin(vlb_run *run) {
     if (run->md) md_begin(run);

@@ -1,7 +1,9 @@
 /* attn_decode.cu: attention of one new token over the KV cache (n_q == 1), split over the keys
  * (flash-decoding), bf16 in and out, fp32 softmax and accumulation.
  *
- * Version 1:
+ * Version 2 (version 1: 2 CTAs per SM, splits of at least 256 keys, a combine thread per output
+ * column walking every split; measured on an H100 at D 128, 28/4 heads: 15.0 us at 1364 keys,
+ * 51.7 us = 1514 GB/s at 38192 keys):
  *   - Grid (splits, kv heads, ceil(group / 16)). A CTA takes one kv head, the (up to 16) query
  *     heads that share it and one contiguous range of keys, so every K/V byte is read once: the
  *     7 query heads of a Qwen2 kv head are the 7 rows of one m16 tile, and the scores and P.V
@@ -13,8 +15,14 @@
  *   - A split writes its normalized o and log2-sum-exp per head to the workspace (fp32); a
  *     second small kernel weighs the splits by 2^(lse - max lse) and writes bf16 o. With one
  *     split the first kernel writes o directly.
- *   - Splits: about 2 CTAs per SM, each split at least kMinSplitKeys keys, at most kMaxSplits,
- *     and no more than the workspace holds (one split needs none).
+ *   - Splits (v2): as many CTAs as the SMs hold at once (the occupancy calculator: 3 per SM at
+ *     D 128), so one wave streams the whole cache with each warp walking few serial steps; each
+ *     split at least kMinSplitKeys (64: one step per warp) keys, at most kMaxSplits, and no more
+ *     than the workspace holds (one split needs none). Short caches thus get many short splits:
+ *     their time is the serial steps of one warp, not bandwidth.
+ *   - Combine (v2): the threads of a head's CTA split the work as (4-float column group) x
+ *     (split lane) with 8 float4 loads in flight per thread, then add the lane sums in lane
+ *     order: a fixed order (deterministic), a few L2 round trips instead of one per 4 splits.
  *   - Runtime cache length (n_past_dev, for CUDA-graph replays): the host knows only the bound
  *     (the n_kv field), so it launches the most splits any length up to it can use; each CTA
  *     and the combine step derive the split plan from the length they read, with the same
@@ -22,19 +30,24 @@
  *     and are never read, so a replay gives the same bits as the eager call of that length.
  *   - Head dims: every multiple of 8 up to 128; one not a multiple of 16 runs its MMAs over
  *     D + 8 columns whose padding is zeros in shared memory.
+ * Knob (benchmarking only): VL_ATTN_DECODE_SPLITS=N forces the split count before the length
+ * and workspace caps.
  * Leaves out: more than one query per call (n_q > 1 goes to the prefill kernel), paged caches,
- * quantized K/V.
+ * quantized K/V, a combine fused into the last CTA of a head (with ~90 splits that one CTA
+ * would read ~300 KB of partials alone, longer than the kernel boundary it saves).
  */
 #include "kernels/attn_mma.cuh"
+#include "kernels/cuda_ops.h" /* VL_CUDA_REQUIRE */
 
+#include <stdint.h>
 #include <stdlib.h>
 
 using namespace vl_attn;
 
 namespace {
 
-constexpr int kMinSplitKeys = 256; /* below this a split's fixed cost outweighs its keys */
-constexpr int kKeysPerStep = 16;   /* keys per warp step */
+constexpr int kMinSplitKeys = 64; /* one 16-key step per warp: shorter splits only add CTAs */
+constexpr int kKeysPerStep = 16;  /* keys per warp step */
 
 /* How a call with n_keys visible keys is split: `splits` ranges of `chunk` keys (the last one
  * shorter), chunk a whole number of 4-warp rounds. max_splits folds in the SM count, the
@@ -288,10 +301,16 @@ __device__ float block_reduce(float x, bool is_max, float *red) {
 
 /* o[head] = sum_s 2^(lse_s - max) o_s / sum_s 2^(lse_s - max) over the splits of the plan;
  * one CTA per query head. n_launched: the splits the first kernel was launched with (the layout
- * of ws). With a one-split plan the first kernel has written o itself. */
+ * of ws). With a one-split plan the first kernel has written o itself.
+ * Thread t takes the 4 columns 4 (t % cols) .. + 3 and the splits t / cols, + lanes, ... in
+ * order (cols = D / 4 column groups, lanes = kThreads / cols split lanes); the lane sums are then
+ * added in lane order. kBatch loads are issued before any is used: the partials sit in L2 and
+ * the time is L2 round trips, so they must overlap. */
 __global__ void __launch_bounds__(kThreads)
     attn_decode_combine(const vl_attn_params p, int max_splits, int n_launched, const float *ws) {
+    constexpr int kBatch = 8;
     __shared__ float s_w[kMaxSplits], s_red[kWarps];
+    __shared__ float4 s_acc[kThreads];
     const int n_splits = split_plan(decode_keys(p), max_splits).splits;
     if (n_splits == 1) return;
     const int head = (int)blockIdx.x, D = p.head_dim, H = p.n_heads;
@@ -308,11 +327,43 @@ __global__ void __launch_bounds__(kThreads)
     }
     sum = block_reduce(sum, false, s_red); /* its barriers also publish s_w */
     const float inv = 1.f / sum;
-    bf16 *out = static_cast<bf16 *>(p.o) + (int64_t)head * D;
-    for (int d = (int)threadIdx.x; d < D; d += kThreads) {
-        float acc = 0.f;
-        for (int s = 0; s < n_splits; s++) acc += s_w[s] * ws[((int64_t)s * H + head) * D + d];
-        out[d] = __float2bfloat16_rn(acc * inv);
+
+    const int t = (int)threadIdx.x, cols = D / 4, lanes = kThreads / cols;
+    const int col = t % cols, lane_s = t / cols;
+    float4 acc = make_float4(0.f, 0.f, 0.f, 0.f);
+    if (lane_s < lanes) { /* cols need not divide kThreads (D 24, 40, ...) */
+        /* ws rows are D floats, D a multiple of 8, ws 16-byte aligned (the launcher checks) */
+        const float4 *src = reinterpret_cast<const float4 *>(ws + (int64_t)head * D) + col;
+        const int64_t split_f4 = (int64_t)H * D / 4; /* one split's outputs, in float4 */
+        for (int s0 = lane_s; s0 < n_splits; s0 += kBatch * lanes) {
+            float4 x[kBatch];
+#pragma unroll
+            for (int j = 0; j < kBatch; j++) {
+                const int s = s0 + j * lanes;
+                x[j] = s < n_splits ? __ldcg(src + s * split_f4) : make_float4(0.f, 0.f, 0.f, 0.f);
+            }
+#pragma unroll
+            for (int j = 0; j < kBatch; j++) {
+                const int s = s0 + j * lanes;
+                const float w = s < n_splits ? s_w[s] : 0.f;
+                acc.x = fmaf(w, x[j].x, acc.x);
+                acc.y = fmaf(w, x[j].y, acc.y);
+                acc.z = fmaf(w, x[j].z, acc.z);
+                acc.w = fmaf(w, x[j].w, acc.w);
+            }
+        }
+    }
+    s_acc[t] = acc;
+    __syncthreads();
+    if (t < cols) {
+        float4 tot = s_acc[t];
+        for (int j = 1; j < lanes; j++) {
+            const float4 a = s_acc[j * cols + t];
+            tot.x += a.x, tot.y += a.y, tot.z += a.z, tot.w += a.w;
+        }
+        bf16 *out = static_cast<bf16 *>(p.o) + (int64_t)head * D + 4 * t;
+        *reinterpret_cast<uint2 *>(out) =
+            make_uint2(pack_bf16(tot.x * inv, tot.y * inv), pack_bf16(tot.z * inv, tot.w * inv));
     }
 }
 
@@ -336,39 +387,29 @@ int forced_splits(void) {
     return n;
 }
 
-template <int D>
-void launch(const vl_attn_params *p, int n_launch, int max_splits, float *ws, cudaStream_t stream) {
-    using C = Decode<D>;
-    static const bool opted_in = [] {
-        VL_CUDA_CHECK(cudaFuncSetAttribute(attn_decode_kernel<D>,
-                                           cudaFuncAttributeMaxDynamicSharedMemorySize, C::kSmem));
-        return true;
+/* CTAs of attn_decode_kernel<D> one SM holds at once (after opting in to its shared memory). */
+template <int D> int ctas_per_sm(void) {
+    static const int n = [] {
+        VL_CUDA_CHECK(cudaFuncSetAttribute(
+            attn_decode_kernel<D>, cudaFuncAttributeMaxDynamicSharedMemorySize, Decode<D>::kSmem));
+        int k = 0;
+        VL_CUDA_CHECK(cudaOccupancyMaxActiveBlocksPerMultiprocessor(&k, attn_decode_kernel<D>,
+                                                                    kThreads, Decode<D>::kSmem));
+        return k > 0 ? k : 1;
     }();
-    (void)opted_in;
-    const int group = p->n_heads / p->n_kv_heads;
-    dim3 grid((unsigned)n_launch, (unsigned)p->n_kv_heads, (unsigned)((group + 15) / 16));
-    attn_decode_kernel<D><<<grid, kThreads, C::kSmem, stream>>>(*p, max_splits, ws);
-    VL_CUDA_LAUNCH_CHECK();
-    if (n_launch > 1) {
-        attn_decode_combine<<<(unsigned)p->n_heads, kThreads, 0, stream>>>(*p, max_splits, n_launch,
-                                                                           ws);
-        VL_CUDA_LAUNCH_CHECK();
-    }
+    return n;
 }
 
-} // namespace
-
-/* Nothing here reads device memory or waits for the device: the call can be captured into a
- * CUDA graph (the kernels read n_past_dev themselves). */
-void vl_attn_decode_launch(const vl_attn_params *p, void *workspace, size_t workspace_bytes,
-                           cudaStream_t stream) {
+template <int D>
+void launch(const vl_attn_params *p, size_t workspace_bytes, float *ws, cudaStream_t stream) {
     const int group = p->n_heads / p->n_kv_heads;
     const int64_t ctas = (int64_t)p->n_kv_heads * ((group + 15) / 16);
-    int64_t max_splits = (2 * (int64_t)sm_count() + ctas - 1) / ctas;
+    /* one wave: every split of every head resident at once */
+    int64_t max_splits = (int64_t)ctas_per_sm<D>() * sm_count() / ctas;
     if (forced_splits() > 0) max_splits = forced_splits();
     if (max_splits > kMaxSplits) max_splits = kMaxSplits;
     const size_t per_split = (size_t)p->n_heads * (size_t)(p->head_dim + 1) * sizeof(float);
-    if (workspace == NULL) workspace_bytes = 0;
+    if (ws == NULL) workspace_bytes = 0;
     if ((size_t)max_splits > workspace_bytes / per_split)
         max_splits = (int64_t)(workspace_bytes / per_split);
     if (max_splits < 1) max_splits = 1;
@@ -384,11 +425,29 @@ void vl_attn_decode_launch(const vl_attn_params *p, void *workspace, size_t work
         if (most > max_splits) most = max_splits;
         n_launch = most < 1 ? 1 : (int)most;
     }
+    VL_CUDA_REQUIRE(n_launch == 1 || ((uintptr_t)ws & 15u) == 0,
+                    "attention decode: the workspace must be 16-byte aligned");
+    dim3 grid((unsigned)n_launch, (unsigned)p->n_kv_heads, (unsigned)((group + 15) / 16));
+    attn_decode_kernel<D><<<grid, kThreads, Decode<D>::kSmem, stream>>>(*p, (int)max_splits, ws);
+    VL_CUDA_LAUNCH_CHECK();
+    if (n_launch > 1) {
+        attn_decode_combine<<<(unsigned)p->n_heads, kThreads, 0, stream>>>(*p, (int)max_splits,
+                                                                           n_launch, ws);
+        VL_CUDA_LAUNCH_CHECK();
+    }
+}
+
+} // namespace
+
+/* Nothing here reads device memory or waits for the device: the call can be captured into a
+ * CUDA graph (the kernels read n_past_dev themselves). */
+void vl_attn_decode_launch(const vl_attn_params *p, void *workspace, size_t workspace_bytes,
+                           cudaStream_t stream) {
     float *ws = static_cast<float *>(workspace);
     switch (p->head_dim) {
 #define VL_ATTN_DECODE_CASE(d)                                                                     \
     case d:                                                                                        \
-        launch<d>(p, n_launch, (int)max_splits, ws, stream);                                       \
+        launch<d>(p, workspace_bytes, ws, stream);                                                 \
         break;
         VL_ATTN_HEAD_DIMS(VL_ATTN_DECODE_CASE)
 #undef VL_ATTN_DECODE_CASE

@@ -15,11 +15,12 @@
  *               over CTAs in the decode GEMV; the counters start zeroed)
  *   quantize    VL_CUDA_QUANT_STATE_BYTES + CUDA_QUANT_SCRATCH_FLOATS fp32 (4 MiB: the in-order
  *               fallback of the double-quantization offset, quant_gpu.cu)
- *   dequant GEMM 2 x CUDA_DQ_SLICE_BYTES (2 x 32 MiB: bf16 slices of a quantized W), with a
+ *   dequant GEMM 2 x CUDA_DQ_SLICE_BYTES (2 x 32 MiB: bf16 slices of a quantized W) carved from
+ *               the attention workspace (decode attention and a prefill GEMM never overlap), a
  *               second (high-priority) stream, five events and the cuBLASLt handle (shared with
  *               the biased bf16 GEMM of cuda_linear.cu)
- * Leaves out: multi-GPU, CUDA graphs, pinned host buffers, memory accounting (the engine's
- * arena ledger does that).
+ * CUDA graphs: cuda_graph.cu. Leaves out: multi-GPU, pinned host buffers, memory accounting (the
+ * engine's arena ledger does that).
  */
 #include "kernels/cuda_ops.h"
 
@@ -127,7 +128,6 @@ static void ctx_release(vl_cuda_ctx *c) {
     if (c->gemv.tile_counters) cudaFree(c->gemv.tile_counters);
     if (c->quant_scratch) cudaFree(c->quant_scratch);
     for (int j = 0; j < 2; j++) {
-        if (c->dq_slice[j]) cudaFree(c->dq_slice[j]);
         if (c->dq_ready[j]) cudaEventDestroy(c->dq_ready[j]);
         if (c->dq_consumed[j]) cudaEventDestroy(c->dq_consumed[j]);
     }
@@ -179,8 +179,12 @@ static int ctx_create(vl_cuda_ctx *c, char *why, size_t why_len) {
     if (err == cudaSuccess)
         err = cudaMalloc(&c->quant_scratch,
                          VL_CUDA_QUANT_STATE_BYTES + (size_t)CUDA_QUANT_SCRATCH_FLOATS * 4);
+    /* The dequant GEMM's two slices live in the attention workspace: only decode attention
+     * (one query) uses that, and it never runs while a prefill GEMM is in flight (both are
+     * ordered on the main stream), so the two never hold data at the same time. */
+    static_assert(2 * CUDA_DQ_SLICE_BYTES <= CUDA_ATTN_WS_BYTES, "slices fit the attention ws");
     for (int j = 0; j < 2 && err == cudaSuccess; j++)
-        err = cudaMalloc((void **)&c->dq_slice[j], CUDA_DQ_SLICE_BYTES);
+        c->dq_slice[j] = (vl_bf16 *)((uint8_t *)c->attn_ws + (size_t)j * CUDA_DQ_SLICE_BYTES);
     if (err == cudaSuccess) {
         c->quant_scratch_floats = CUDA_QUANT_SCRATCH_FLOATS;
         c->dq_slice_bytes = CUDA_DQ_SLICE_BYTES;
@@ -274,7 +278,7 @@ extern "C" vl_backend *vl_backend_cuda(char *why, size_t why_len) {
                          (size_t)cuda_ctx.staging_floats * 4 +
                          (size_t)cuda_ctx.gemv.partial_floats * 4 +
                          (size_t)cuda_ctx.gemv.n_tile_counters * 4 + VL_CUDA_QUANT_STATE_BYTES +
-                         (size_t)cuda_ctx.quant_scratch_floats * 4 + 2 * cuda_ctx.dq_slice_bytes;
+                         (size_t)cuda_ctx.quant_scratch_floats * 4; /* dq slices: in attn_ws */
     {
         static char name[256];
         cudaDeviceProp prop;

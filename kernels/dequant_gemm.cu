@@ -11,23 +11,23 @@
  * so the next slice's dequantization runs in the SMs the GEMM leaves idle (its last wave); the
  * high stream priority lets it take them first. Nothing waits on the host: no synchronization.
  * Slice sizes: for m >= BIG_M the largest slices that fit a buffer, at least MIN_SLICES of
- * them (the first dequantization is the only one not hidden), balanced and rounded to 128 rows
- * (whole GEMM tiles); for smaller m, slices of at most L2_SLICE_BYTES so that the slice the
- * GEMM reads is still in L2 when it reads it (then the GEMM is bound by memory, not math).
- * Numerics: each output is bf16(fp32 dot + bias), one rounding: the bias is added by the
- * cuBLASLt BIAS epilogue in fp32 (a bias preloaded into y with beta = 1 was seen to round
- * twice on H100), and split-K reductions that would go through bf16 (INPLACE, OUTPUT_TYPE)
- * are excluded. The weights the GEMM sees are exactly vl_weight_rows_f32's. cuBLASLt's choice
- * of algorithm is cached per slice shape and alignment.
- * Leaves out: a fused dequant-in-the-mainloop GEMM (Marlin-style), small m (the GEMV path of
- * cuda_linear.cu).
+ * them when each keeps MIN_SPLIT_ROWS rows (the first dequantization is the only one not
+ * hidden), balanced and rounded to 128 rows (whole GEMM tiles); for smaller m, slices of at most
+ * L2_SLICE_BYTES so that the slice the GEMM reads is still in L2 when it reads it (then the GEMM is
+ * bound by memory, not math). Numerics: each output is bf16(fp32 dot + bias), one rounding: the
+ * bias is added by the cuBLASLt BIAS epilogue in fp32 (a bias preloaded into y with beta = 1 was
+ * seen to round twice on H100), and split-K reductions that would go through bf16 (INPLACE,
+ * OUTPUT_TYPE) are excluded. The weights the GEMM sees are exactly vl_weight_rows_f32's. cuBLASLt's
+ * choice of algorithm is cached per slice shape and alignment. Leaves out: a fused
+ * dequant-in-the-mainloop GEMM (Marlin-style), small m (the GEMV path of cuda_linear.cu).
  */
 #include "kernels/cuda_ops.h"
 
 #include <limits.h>
 
-#define BIG_M          512                /* m from which the GEMM is compute bound */
-#define MIN_SLICES     2                  /* at m >= BIG_M: hide half of the dequantization */
+#define BIG_M          512  /* m from which the GEMM is compute bound */
+#define MIN_SLICES     2    /* at m >= BIG_M: hide half of the dequantization */
+#define MIN_SPLIT_ROWS 1024 /* ...but no slice thinner than this: too few GEMM tiles at m=2048 */
 #define L2_SLICE_BYTES ((size_t)12 << 20) /* two of these stay in H100's 50 MB L2 */
 #define SLICE_ROUND    128                /* rows: a multiple of the GEMM's tile */
 
@@ -44,7 +44,7 @@ static int64_t slice_rows_of(int64_t n_rows, int64_t k, int64_t m, size_t buf_by
     int64_t cap = fit;
     if (m < BIG_M) cap = max((int64_t)1, min(cap, (int64_t)(L2_SLICE_BYTES / ((size_t)k * 2))));
     int64_t n_slices = (n_rows + cap - 1) / cap;
-    if (m >= BIG_M && n_rows >= MIN_SLICES * SLICE_ROUND)
+    if (m >= BIG_M && n_rows >= MIN_SLICES * MIN_SPLIT_ROWS)
         n_slices = max(n_slices, (int64_t)MIN_SLICES);
     int64_t rows = (n_rows + n_slices - 1) / n_slices;
     const int64_t rounded = (rows + SLICE_ROUND - 1) / SLICE_ROUND * SLICE_ROUND;

@@ -75,18 +75,21 @@ if vb:
 if not (vb and pt):
     sys.exit(0)
 rows = [r for r in vb["rows"] if r["status"] == "ok"]
-def fmt(x, unit):
-    return "-" if x is None else f"{x:.1f} {unit}"
-print("\nGEMV / GEMM (vlbench N x K = torch n x k)")
-print(f"{'kind':5} {'m':>5} {'N':>7} {'K':>6} {'quant':7} {'vlrun':>14} {'cuBLAS (vlbench)':>18} {'torch F.linear':>16}")
+print("\nGEMV / GEMM: time in us (rate); vlbench N x K = torch n x k; NF4/int8 rates count their own bytes")
+print(f"{'kind':5} {'m':>5} {'N':>7} {'K':>6} {'quant':7} {'vlrun':>22} {'cuBLAS (vlbench)':>22} {'torch F.linear':>22}")
+def cell(us, rate, unit):
+    return "-" if us is None or rate is None else f"{us:.1f} ({rate:.0f} {unit})"
 for g in pt.get("gemm", []):
     m = 1 if g["kind"] == "gemv" else g["m"]
     unit, key = ("GB/s", "GBps") if m == 1 else ("TFLOP/s", "TFLOPs")
-    tval = g.get("GBps") if m == 1 else g.get("tflops")
+    t_us = g["us"] if m == 1 else g["ms"] * 1e3
+    t_rate = g.get("GBps") if m == 1 else g.get("tflops")
     for r in rows:
         if r["bench"] in ("gemv", "gemm") and r["m"] == m and r["n"] == g["n"] and r["k"] == g["k"]:
-            print(f"{g['kind']:5} {m:>5} {r['n']:>7} {r['k']:>6} {r['quant']:7} {fmt(r[key], unit):>14} "
-                  f"{fmt(r['anchor_' + key], unit):>18} {fmt(tval, unit):>16}")
+            a_us = r["anchor_ms"] * 1e3 if r["anchor_ms"] is not None else None
+            print(f"{g['kind']:5} {m:>5} {r['n']:>7} {r['k']:>6} {r['quant']:7} "
+                  f"{cell(r['ms'] * 1e3, r[key], unit):>22} {cell(a_us, r['anchor_' + key], unit):>22} "
+                  f"{cell(t_us, t_rate, unit):>22}")
 print("\nattention prefill / vision, TFLOP/s (torch: SDPA with K/V expanded to all heads)")
 for s in pt.get("sdpa", []):
     if "tflops" not in s:

@@ -501,6 +501,9 @@ static void run_all(vl_backend *gpu) {
         {"decode D40 ratio 1, n_kv=1500 (splits)", 16, 16, 40, 1, 1500, 1499, 1, NULL, 0, K, FLASH,
          0, -1, 0},
         {"decode D8 n_kv=600", 2, 1, 8, 1, 600, 599, 1, NULL, 0, K, FLASH, 0, -1, 0},
+        /* > 200 splits: the combine's split lanes (21 at D 24) walk more than one batch of 8 */
+        {"decode D24 GQA3 n_kv=30000 (many splits)", 6, 2, 24, 1, 30000, 29999, 1, NULL, 0, K,
+         FLASH, 0, -1, 0},
         {"decode D120 n_kv=900", 4, 2, 120, 1, 900, 899, 1, NULL, 0, K, FLASH, 0, -1, 0},
 
         /* runtime cache length (n_past_dev): the bits of the explicit call, bound >> length and

@@ -14,8 +14,9 @@
  *   dequantize  the GPU's dequantize of the GPU-made weight against vl_weight_rows_f32 of the
  *               same bytes: every value bit-equal (NaN equals any NaN: payloads may differ).
  *   GEMM        the dequant GEMM against the CPU backend's linear on the same quantized weight,
- *               m in {9, 64, 300, 2048}, with and without bias; slice sizes forced small on some
- *               shapes so that N is not a multiple of the slice, K not a multiple of 8 on one.
+ *               m in {9, 64, 300, 600, 2048}, with and without bias; slice sizes forced small on
+ *               some shapes so that N is not a multiple of the slice, K not a multiple of 8 on
+ *               one; the default slicing plan with one slice and with two (both of its rules).
  *               The weights are the same bf16 values on both sides; only the fp32 summation
  *               order differs (~1e-6 relative), which flips a bf16 rounding only next to a tie:
  *               >= 99% of outputs must equal bf16(ref) and the rest be one bf16 ulp away. A
@@ -405,9 +406,13 @@ static void test_gemm_all(void) {
             /* 11 slices, the last one 40 rows: N is not a multiple of the slice */
             test_gemm(fmt, dq, 1000, 256, 64, bias, 96);
             test_gemm(fmt, dq, 1000, 256, 2048, bias, 96);
-            /* a 7B shape (k/v projection), the default slicing (two slices at m = 2048) */
+            /* a 7B shape (k/v projection), the default plan: one slice */
             test_gemm(fmt, dq, 512, 3584, 300, bias, 0);
             test_gemm(fmt, dq, 512, 3584, 2048, bias, 0);
+            /* the default plan's own splits: at m >= 512 at least two slices (1152 + 1024 rows);
+             * below, slices that stay in L2 (16 MiB of bf16 W: two slices of 1024 rows) */
+            test_gemm(fmt, dq, 2176, 256, 600, bias, 0);
+            test_gemm(fmt, dq, 2048, 4096, 64, bias, 0);
         }
     }
 }
