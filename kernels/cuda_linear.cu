@@ -16,8 +16,17 @@
  * conversion (what PyTorch's addmm does), and the algorithm search is restricted to split-K
  * reductions in the compute type (fp32), never INPLACE / OUTPUT_TYPE (bf16). The chosen
  * algorithm is cached per (m, N, K, alignments). The cuBLASLt handle is the context's dq_lt
- * (shared with the dequant GEMM). When cuBLASLt offers nothing (or there is no handle), the
- * GEMV runs on 8 rows of x at a time: exact, slow, never expected.
+ * (shared with the dequant GEMM).
+ * cuBLASLt gets only 16-byte-clean problems: K and N multiples of 8 (every row of x, W and y
+ * starts 16-byte aligned) and x, W, y and bias 16-byte aligned. With K = 129, N = 131 (m = 17)
+ * on H100 / CUDA 13 it returned an algorithm whose bias came out rounded twice (68% of outputs
+ * exact, errors up to 1 bf16 ulp of the product: the signature of the beta = 1 preload), and the
+ * dequant GEMM saw the same at K = 130, N = 77. Hopper's TMA kernels need 16-byte row strides,
+ * so odd leading dimensions go to other kernels, and the MIN_ALIGNMENT preferences describe base
+ * pointers only, not leading dimensions or the bias, so they cannot exclude them. Everything
+ * else (and the case of no algorithm or no handle) runs the GEMV on 8 rows of x at a time:
+ * exact for any shape and alignment, one rounding, slow for large m (W is read m / 8 times);
+ * the model's shapes are all multiples of 8, so it is never expected there.
  * Weights must be BF16, NF4 or Q8ROW: the engine converts F32/F16 checkpoints when it copies them
  * to the device. Biases are BF16.
  * Leaves out: other cuBLASLt epilogues (GELU), strided x / y.
@@ -79,8 +88,11 @@ int vl_cuda_launch_linear_bias(cublasLtHandle_t lt, void *ws, size_t ws_bytes, c
                                vl_bf16 *y, const vl_bf16 *x, int64_t m, const vl_bf16 *w,
                                int64_t n_out, int64_t k_in, const vl_bf16 *bias) {
     if (m <= 0) return 1;
-    /* the epilogue's bias reads are not covered by an alignment preference */
-    if (!lt || !vl_cuda_aligned16(bias)) return 0;
+    /* 16-byte-clean problems only (file comment): the epilogue's bias reads are not covered
+     * by an alignment preference, and unaligned leading dimensions were seen to round twice */
+    if (!lt || k_in % 8 != 0 || n_out % 8 != 0 || !vl_cuda_aligned16(bias) ||
+        !vl_cuda_aligned16(x) || !vl_cuda_aligned16(w) || !vl_cuda_aligned16(y))
+        return 0;
     cublasLtMatmulDesc_t op;
     cublasLtMatrixLayout_t w_desc, x_desc, y_desc;
     VL_CUBLAS_CHECK(cublasLtMatmulDescCreate(&op, CUBLAS_COMPUTE_32F, CUDA_R_32F));

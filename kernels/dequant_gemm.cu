@@ -18,8 +18,14 @@
  * bias is added by the cuBLASLt BIAS epilogue in fp32 (a bias preloaded into y with beta = 1 was
  * seen to round twice on H100), and split-K reductions that would go through bf16 (INPLACE,
  * OUTPUT_TYPE) are excluded. The weights the GEMM sees are exactly vl_weight_rows_f32's. cuBLASLt's
- * choice of algorithm is cached per slice shape and alignment. Leaves out: a fused
- * dequant-in-the-mainloop GEMM (Marlin-style), small m (the GEMV path of cuda_linear.cu).
+ * choice of algorithm is cached per slice shape and alignment. Slices are a multiple of 8 rows, so
+ * that with N % 8 == 0 every slice's y and bias stay 16-byte aligned.
+ * A biased GEMM goes through cuBLASLt only when it is 16-byte clean (K, N multiples of 8; x, y,
+ * bias 16-byte aligned): at K = 130, N = 77 on H100 / CUDA 13 the bias epilogue rounded twice
+ * (69% of outputs exact; see cuda_linear.cu). Other biased shapes run the GEMV (gemv.cu) on the
+ * quantized W, 8 rows of x at a time: exact, one rounding, W read m / 8 times; the model's
+ * shapes never need it. Leaves out: a fused dequant-in-the-mainloop GEMM (Marlin-style), small m
+ * (the GEMV path of cuda_linear.cu).
  */
 #include "kernels/cuda_ops.h"
 
@@ -163,11 +169,24 @@ void vl_cuda_dequant_gemm_run(const vl_cuda_dqgemm_res *r, vl_bf16 *y, const vl_
                               const vl_weight *w, const vl_bf16 *bias) {
     if (m <= 0) return;
     const int64_t n = w->rows, k = w->cols;
-    const int64_t rows = slice_rows_of(n, k, m, r->slice_bytes, r->max_slice_rows);
+    int64_t rows = slice_rows_of(n, k, m, r->slice_bytes, r->max_slice_rows);
+    if (rows > 8) rows -= rows % 8; /* slice starts y + n0, bias + n0 keep y's alignment */
     VL_CUDA_REQUIRE(rows >= 1,
                     "dequant GEMM: one row of W[%lld, %lld] (%lld bytes in bf16) does not fit a "
                     "slice buffer of %zu bytes",
                     (long long)n, (long long)k, (long long)(k * 2), r->slice_bytes);
+    const int lt_bias_ok = k % 8 == 0 && n % 8 == 0 && rows % 8 == 0 && vl_cuda_aligned16(x) &&
+                           vl_cuda_aligned16(y) && vl_cuda_aligned16(bias);
+    if (bias && !lt_bias_ok) { /* see the file comment */
+        VL_CUDA_REQUIRE(vl_cuda_gemv_supported(w, VL_CUDA_GEMV_MAX_M),
+                        "dequant GEMM: the GEMV fallback does not take W[%lld, %lld] %s",
+                        (long long)n, (long long)k, vl_dtype_name(w->dtype));
+        for (int64_t i0 = 0; i0 < m; i0 += VL_CUDA_GEMV_MAX_M) {
+            const int64_t mi = min((int64_t)VL_CUDA_GEMV_MAX_M, m - i0);
+            vl_cuda_launch_gemv(y + i0 * n, x + i0 * k, mi, w, bias, NULL, r->stream);
+        }
+        return;
+    }
     VL_CUDA_CHECK(cudaEventRecord(r->start, r->stream));
     VL_CUDA_CHECK(cudaStreamWaitEvent(r->side_stream, r->start, 0));
     int64_t i = 0;

@@ -286,6 +286,11 @@ static void test_linear(void) {
     check_linear(3, 80, 96, 0, 0);
     check_linear(17, 129, 131, 1, 0);    /* odd K and N: no vector bias path */
     check_linear(17, 96, 3584, 0, 1);    /* x one element off alignment */
+    /* biased, not 16-byte clean: not cuBLASLt (its bias epilogue rounded twice at 17x129x131)
+     * but the GEMV fallback; one case per reason: K, N, x alignment */
+    check_linear(300, 130, 72, 1, 0);
+    check_linear(64, 256, 77, 1, 0);
+    check_linear(20, 1280, 1280, 1, 1);
     check_linear(300, 1280, 1280, 1, 0); /* vision block */
     check_linear(300, 3584, 1000, 1, 0);
 

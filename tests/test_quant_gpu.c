@@ -16,11 +16,16 @@
  *   GEMM        the dequant GEMM against the CPU backend's linear on the same quantized weight,
  *               m in {9, 64, 300, 600, 2048}, with and without bias; slice sizes forced small on
  *               some shapes so that N is not a multiple of the slice, K not a multiple of 8 on
- *               one; the default slicing plan with one slice and with two (both of its rules).
- *               The weights are the same bf16 values on both sides; only the fp32 summation
- *               order differs (~1e-6 relative), which flips a bf16 rounding only next to a tie:
- *               >= 99% of outputs must equal bf16(ref) and the rest be one bf16 ulp away. A
- *               second rounding of the bias, or a bf16 split-K reduction, would break the 99%.
+ *               one (with bias: the GEMV fallback); the default slicing plan with one slice and
+ *               with two (both of its rules). The weights are the same bf16 values on both
+ *               sides; only the fp32 summation order differs. Policy as tests/test_ops_gpu.c's
+ *               linear: the CPU result is the fp32 value, the GPU returns it rounded once, so
+ *               every output is within 2^-8 |ref| (one bf16 rounding) + (K/16 + 32) 2^-22
+ *               |x_i| |w_r| (two fp32 summation orders; |x_i| |w_r| >= sum_k |x_ik w_rk|): under
+ *               cancellation a tiny output may be several of its own ulps off, which a "one
+ *               ulp" rule wrongly failed. And >= 99% of outputs must equal bf16(ref) exactly
+ *               (order drift flips a rounding only next to a tie): a second rounding of the
+ *               bias (69% exact when it happened), or a bf16 split-K reduction, breaks that.
  * Without a CUDA device (or in a build without CUDA): exit 77 (skip).
  * Leaves out: the linear dispatch between GEMV and GEMM (cuda_linear.cu), timing.
  */
@@ -35,9 +40,13 @@ void vl_cuda_dequant_gemm_sliced(vl_backend *b, void *y, const void *x, int64_t 
                                  const vl_weight *w, const vl_vec *bias, int64_t max_slice_rows);
 #endif
 
-#define GUARD    64   /* poisoned bytes / elements after every device buffer */
-#define POISON   0xa5 /* byte poison */
-#define NAN_BITS 0x7fc0
+#define BF16_U     (1.0 / 256)            /* 2^-8: one bf16 rounding, relative */
+#define F32_U      5.9604644775390625e-08 /* 2^-24 */
+#define BF16_SUB   0x1p-134               /* half the smallest bf16 subnormal */
+#define GEMM_EXACT 0.99
+#define GUARD      64   /* poisoned bytes / elements after every device buffer */
+#define POISON     0xa5 /* byte poison */
+#define NAN_BITS   0x7fc0
 
 static vl_backend *cpu, *gpu;
 
@@ -302,9 +311,14 @@ static void test_quantize_all(void) {
  */
 
 #ifdef VL_HAVE_CUDA
-/* bf16 bits as integers ordered like the values (+0 and -0 both 0). */
-static int32_t bf16_order(uint16_t h) {
-    return (h & 0x8000) ? -(int32_t)(h & 0x7fff) : (int32_t)h;
+/* The Euclidean norm of each of the rows of a [rows, cols] matrix. */
+static double *row_norms(const float *a, int64_t rows, int64_t cols) {
+    double *norm = calloc((size_t)rows, sizeof(double));
+    for (int64_t i = 0; i < rows; i++) {
+        for (int64_t k = 0; k < cols; k++) norm[i] += (double)a[i * cols + k] * a[i * cols + k];
+        norm[i] = sqrt(norm[i]);
+    }
+    return norm;
 }
 #endif
 
@@ -353,25 +367,37 @@ static void test_gemm(vl_dtype fmt, int dq, int64_t n_out, int64_t k_in, int64_t
     uint16_t *got = malloc((size_t)(m * n_out + GUARD) * 2);
     gpu->download(gpu, got, dy, (size_t)(m * n_out + GUARD) * 2);
 
-    int64_t exact = 0, far = 0, first_far = -1, guard = 0;
+    /* tolerances (file comment) from the weights both sides multiply: the dequantized W */
+    float *w_f32 = malloc((size_t)(n_out * k_in) * sizeof(float));
+    vl_weight_rows_f32(&h.w, 0, n_out, w_f32);
+    double *x_norm = row_norms(x, m, k_in), *w_norm = row_norms(w_f32, n_out, k_in);
+    const double drift = ((double)k_in / 16 + 32) * 4 * F32_U;
+    int64_t exact = 0, bad = 0, first_bad = -1, guard = 0;
+    double worst = 0, tol_first = 0;
     for (int64_t i = 0; i < m * n_out; i++) {
-        uint16_t r = vl_f32_to_bf16(ref[i]);
-        int32_t dist = abs(bf16_order(got[i]) - bf16_order(r));
-        if (got[i] == r)
-            exact++;
-        else if (dist > 1 || isnan(vl_bf16_to_f32(got[i])) || isnan(ref[i])) {
-            if (far++ == 0) first_far = i;
+        const float g = vl_bf16_to_f32(got[i]);
+        const double tol = BF16_U * fabs((double)ref[i]) +
+                           drift * x_norm[i / n_out] * w_norm[i % n_out] + BF16_SUB;
+        const double err = fabs((double)g - (double)ref[i]);
+        exact += got[i] == vl_f32_to_bf16(ref[i]) && !isnan(ref[i]);
+        if (!(err <= tol)) { /* NaN on either side fails */
+            if (bad++ == 0) first_bad = i, tol_first = tol;
+        } else {
+            worst = fmax(worst, err / tol);
         }
     }
     for (int64_t i = m * n_out; i < m * n_out + GUARD; i++) guard += got[i] != NAN_BITS;
     const double frac = (double)exact / (double)(m * n_out);
-    printf("%-58s exact %.5f, >1 ulp %lld\n", what, frac, (long long)far);
-    VT_CHECKF(frac >= 0.99, "%s: only %.4f of outputs equal bf16(cpu)", what, frac);
-    VT_CHECKF(far == 0,
-              "%s: %lld outputs more than 1 bf16 ulp off, first [%lld, %lld] gpu %.6g cpu %.6g",
-              what, (long long)far, (long long)(first_far / n_out), (long long)(first_far % n_out),
-              first_far >= 0 ? vl_bf16_to_f32(got[first_far]) : 0.0,
-              first_far >= 0 ? ref[first_far] : 0.0);
+    printf("%-58s exact %.5f, err/tol %.3f, outside %lld\n", what, frac, worst, (long long)bad);
+    VT_CHECKF(frac >= GEMM_EXACT, "%s: only %.4f of outputs equal bf16(cpu)", what, frac);
+    VT_CHECKF(bad == 0,
+              "%s: %lld outputs outside tolerance, first [%lld, %lld] gpu %.6g cpu %.6g +- %.3g",
+              what, (long long)bad, (long long)(first_bad / n_out), (long long)(first_bad % n_out),
+              first_bad >= 0 ? vl_bf16_to_f32(got[first_bad]) : 0.0,
+              first_bad >= 0 ? ref[first_bad] : 0.0, tol_first);
+    free(w_f32);
+    free(x_norm);
+    free(w_norm);
     VT_CHECKF(guard == 0, "%s: %lld elements past the end of y written", what, (long long)guard);
 
     gpu->mem_free(gpu, dy);
@@ -400,7 +426,8 @@ static void test_gemm_all(void) {
         int dq = f == 1;
         for (int bias = 0; bias < 2; bias++) {
             for (int i = 0; i < 4; i++) test_gemm(fmt, dq, 200, 320, ms[i], bias, 0);
-            /* K % 8 != 0 (the element-wise dequantization), 3 slices of 32, 32, 13 rows */
+            /* K % 8 != 0 (the element-wise dequantization), 3 slices of 32, 32, 13 rows; with
+             * bias the GEMV fallback (cuBLASLt's bias epilogue rounded twice at this shape) */
             test_gemm(fmt, dq, 77, 130, 9, bias, 32);
             test_gemm(fmt, dq, 77, 130, 300, bias, 32);
             /* 11 slices, the last one 40 rows: N is not a multiple of the slice */

@@ -3,7 +3,8 @@
 transformers, on a random checkpoint with the real Qwen2-VL-7B shapes (runs on the GPU machine:
 torch, transformers 5.17, tokenizers, Pillow, numpy; no network).
 
-Steps (one process; the GPU holds one model at a time):
+Steps (one process; the GPU holds one model at a time, plus the quantize-dequantized copies of
+its Linear weights during an emulated run: 16.6 + 14.4 GB at the 7B):
   1. A random Qwen2VLForConditionalGeneration from the published 7B config.json
      (examples/qwen2-vl-7b-instruct.json), built in bf16 on the GPU with a fixed seed:
      transformers' own init (normal std 0.02, unit norms, zero biases), then biases and norm
@@ -11,14 +12,38 @@ Steps (one process; the GPU holds one model at a time):
      save_pretrained (~16.6 GB of safetensors) + tokenizer.json + preprocessor_config.json
      (min_pixels 3136, max_pixels 12845056: the published 7B-Instruct values).
   2. `vlrun logits` on that directory: every position's logits (.bf16) and the prompt ids.
-     With --quant-compare, again with --quant nf4 and --quant int8.
+     With --quant-compare, again with --quant nf4 (double-quantized scales: engine_nf4),
+     --quant nf4 --no-double-quant (fp32 block scales: engine_nf4_nodq) and --quant int8.
   3. transformers bf16 (sdpa), teacher-forced on the engine's ids with its own preprocessing
-     of the same image (Qwen2VLImageProcessorPil): the logits of every position. Then the same
-     model in fp32 (unless --no-fp32): the reference both bf16 implementations are judged by.
+     of the same image (Qwen2VLImageProcessorPil): the logits of every position. With
+     --quant-compare (unless --no-quant-emul), the same loaded model again with every Linear
+     that bitsandbytes quantizes replaced by its quantize-dequantize (below): hf_nf4_emul and
+     hf_int8_emul. Then the model in fp32 (unless --no-fp32): the reference both bf16
+     implementations are judged by.
   4. Per position: cosine (float64 sums of float32 values), top-1 agreement, max abs diff.
      The gate (exit 1 when it fails): engine bf16 vs transformers bf16, cosine >= 0.999 at
      every position and top-1 agreement >= 99%. Also checked: the engine's prompt ids equal the
      Qwen2-VL chat template through `tokenizers`, and the image pad count equals the grid.
+     Next to the gate, the noise floor: transformers bf16 vs transformers fp32.
+  5. Quant checks (--quant-compare): engine_nf4_nodq vs hf_nf4_emul and engine_int8 vs
+     hf_int8_emul see the same weights (bit for bit when both follow bitsandbytes), so they
+     may differ only as much as two bf16 implementations do: mean and min cosine must stay
+     within --quant-slack times the distance of engine_bf16 vs hf_bf16 from 1 (a failure
+     otherwise). engine_nf4 (double quantization: scales off by < 1%) vs hf_nf4_emul and
+     hf_*_emul vs hf_bf16 (what the format itself costs on this checkpoint) are reported only.
+
+Why the emulation: a random 28-layer network amplifies weight noise, so "engine NF4 vs engine
+bf16" cannot tell NF4's own error from a bug; transformers with the dequantized weights
+bitsandbytes would produce can, and needs no bitsandbytes. The quantizers follow
+kernels/cpu_quant.c (spec 6.2): NF4 in blocks of 64 of the flattened row-major weight, fp32
+absmax, x * (1 / absmax) in fp32, the code chosen on the float32 midpoints of the table with a
+strict '>', dequantized bf16(table[code] * absmax); int8 per row on the weight cast to fp16,
+code round-half-even(w * (127 * (1 / absmax))), dequantized bf16(code * absmax * (1 / 127)).
+Quantized: every nn.Linear of the decoder and vision tower (merger included); not lm_head,
+the embeddings, the Conv3d patch embedding, norms or biases. Before use they are checked on
+the device against bitsandbytes' own output (tests/fixtures/bnb_goldens): NF4 bit for bit,
+int8 codes except at exact ties k + 0.5 (bitsandbytes' approximate reciprocal), where the
+engine follows the same rule as the emulation.
 
 Why the fp32 run: random weights give nearly Gaussian logits over 152k tokens, whose top two
 differ by about 1/25 of the top value, while one bf16 step is 1/256 to 1/128 of it: at ~10% of
@@ -29,10 +54,11 @@ agreement bf16 arithmetic alone allows on this checkpoint, next to the engine's 
 Writes OUT/teacher_forced.json (every comparison's summary) and OUT/teacher_forced.tsv (one
 row per position). Logits and the checkpoint go to the work directory: a new temporary one,
 deleted at the end unless --keep, or --work DIR (kept; reuse its checkpoint with --model).
-Exit: 0 gate passed, 1 gate (or a requested quant run) failed, 2 could not run.
+Exit: 0 gate passed, 1 gate (or a requested quant run or quant check) failed, 2 could not run.
 
 usage: teacher_forced.py --vlrun PATH --tokenizer TOKENIZER_JSON [--out DIR] [--quant-compare]
-       [--model DIR (reuse a checkpoint)] [--work DIR] [--keep] [--image PNG]... [--prompt TEXT]
+       [--no-quant-emul] [--model DIR (reuse a checkpoint)] [--work DIR] [--keep]
+       [--image PNG]... [--prompt TEXT]
 """
 import argparse
 import json
@@ -53,6 +79,30 @@ MIN_PIXELS, MAX_PIXELS = 3136, 12845056
 VISION_7B = dict(depth=32, embed_dim=1280, mlp_ratio=4, num_heads=16, in_channels=3,
                  patch_size=14, spatial_merge_size=2, temporal_patch_size=2)
 SYSTEM = "You are a helpful assistant."
+# bitsandbytes' NF4 table and the float32 midpoints its quantize kernel decides on, as
+# kernels/cpu_quant.c spells them (each midpoint is exactly (t[i] + t[i + 1]) / 2 in float32)
+NF4_TABLE = (-1.0, -0.6961928009986877, -0.5250730514526367, -0.39491748809814453,
+             -0.28444138169288635, -0.18477343022823334, -0.09105003625154495, 0.0,
+             0.07958029955625534, 0.16093020141124725, 0.24611230194568634, 0.33791524171829224,
+             0.44070982933044434, 0.5626170039176941, 0.7229568362236023, 1.0)
+NF4_MIDPOINTS = (-0.8480964004993439, -0.6106329262256622, -0.4599952697753906,
+                 -0.33967943489551544, -0.23460740596055984, -0.13791173323988914,
+                 -0.045525018125772476, 0.03979014977812767, 0.1202552504837513,
+                 0.2035212516784668, 0.2920137718319893, 0.3893125355243683, 0.5016634166240692,
+                 0.6427869200706482, 0.8614784181118011)
+NF4_BLOCK = 64
+# elements bitsandbytes quantizes in the 7B (spec 6.2: vision 673,710,080 + decoder
+# 6,525,288,448): the emulation must touch exactly these
+QUANTIZED_ELEMENTS_7B = 7_198_998_528
+GOLDENS = os.path.join(ROOT, "tests", "fixtures", "bnb_goldens")
+# engine runs of --quant-compare: tag -> vlrun arguments
+QUANT_RUNS = (("engine_nf4", ["--quant", "nf4"]),
+              ("engine_nf4_nodq", ["--quant", "nf4", "--no-double-quant"]),
+              ("engine_int8", ["--quant", "int8"]))
+# quant checks: (engine run, emulation it must match, gated); double quantization changes the
+# block scales by < 1%, so engine_nf4 is only reported against the fp32-scale emulation
+QUANT_CHECKS = (("engine_nf4_nodq", "hf_nf4_emul", True), ("engine_int8", "hf_int8_emul", True),
+                ("engine_nf4", "hf_nf4_emul", False))
 
 
 class Failure(Exception):
@@ -82,7 +132,13 @@ def parse_args():
     p.add_argument("--vlrun-arg", action="append", default=[],
                    help="extra argument for every vlrun run (repeat: --vlrun-arg=--chunk ...)")
     p.add_argument("--quant-compare", action="store_true",
-                   help="also run the engine with --quant nf4 and --quant int8")
+                   help="also run the engine with --quant nf4 (with and without double "
+                   "quantization) and --quant int8")
+    p.add_argument("--no-quant-emul", action="store_true",
+                   help="with --quant-compare: skip transformers with emulated NF4 / int8 weights")
+    p.add_argument("--quant-slack", type=float, default=2.0,
+                   help="quant checks: engine vs emulation may be this many times further from "
+                   "cosine 1 than engine bf16 vs transformers bf16")
     p.add_argument("--no-fp32", action="store_true", help="skip the transformers fp32 run")
     p.add_argument("--min-cosine", type=float, default=0.999)
     p.add_argument("--min-top1", type=float, default=0.99)
@@ -160,13 +216,11 @@ def dir_gb(d):
     return sum(os.path.getsize(os.path.join(d, f)) for f in os.listdir(d)) / 1e9
 
 
-def run_vlrun(a, model_dir, work, out, tag, quant):
+def run_vlrun(a, model_dir, work, out, tag, quant_args=()):
     """vlrun logits -> (summary dict, logits path, ids path); raises Failure on error."""
     lp, ip = os.path.join(work, f"{tag}.bf16"), os.path.join(work, f"{tag}.ids.i32")
     cmd = [a.vlrun, "logits", "--backend", a.backend, "--model", model_dir, *a.image,
-           "--prompt", a.prompt, "--out", lp, "--ids-out", ip, *a.vlrun_arg]
-    if quant != "bf16":
-        cmd += ["--quant", quant]
+           "--prompt", a.prompt, "--out", lp, "--ids-out", ip, *a.vlrun_arg, *quant_args]
     t0 = time.time()
     try:
         r = subprocess.run(cmd, capture_output=True, text=True, timeout=a.timeout)
@@ -203,8 +257,8 @@ def template_ids(tokenizer_path, grids, prompt):
     return tok.encode(text, add_special_tokens=False).ids
 
 
-def hf_logits(model_dir, dtype, ids, pv, grid, image_token_id):
-    """transformers' logits of every position, teacher-forced, on the CPU host as `dtype`."""
+def load_hf(model_dir, dtype):
+    """transformers' model on the GPU as `dtype` (sdpa) -> (model, seconds)."""
     from transformers import Qwen2VLForConditionalGeneration
     t0 = time.time()
     kw = dict(dtype=dtype, attn_implementation="sdpa")
@@ -214,7 +268,11 @@ def hf_logits(model_dir, dtype, ids, pv, grid, image_token_id):
         log(f"device_map='cuda' failed ({e!r}); loading on the host, then moving")
         model = Qwen2VLForConditionalGeneration.from_pretrained(model_dir, **kw).to("cuda")
     model.eval()
-    load_s = time.time() - t0
+    return model, time.time() - t0
+
+
+def hf_forward(model, dtype, ids, pv, grid, image_token_id):
+    """Logits of every position, teacher-forced, on the CPU host as `dtype` -> (logits, s)."""
     x = torch.tensor([ids], device="cuda")
     t0 = time.time()
     with torch.no_grad():
@@ -225,11 +283,142 @@ def hf_logits(model_dir, dtype, ids, pv, grid, image_token_id):
     torch.cuda.synchronize()
     fwd_s = time.time() - t0
     logits = out.logits[0].to(dtype).cpu()
-    del out, model
+    del out
+    return logits, fwd_s
+
+
+def hf_logits(model_dir, dtype, ids, pv, grid, image_token_id):
+    """transformers' logits of every position (a model loaded, used once, freed)."""
+    model, load_s = load_hf(model_dir, dtype)
+    logits, fwd_s = hf_forward(model, dtype, ids, pv, grid, image_token_id)
+    del model
     torch.cuda.empty_cache()
     log(f"transformers {dtype}: load {load_s:.1f} s, forward {fwd_s:.2f} s, logits "
         f"{tuple(logits.shape)}")
     return logits, dict(load_s=round(load_s, 2), forward_s=round(fwd_s, 3))
+
+
+# ---- emulated bitsandbytes quantization --------------------------------------------------------
+
+def nf4_quantize_dequantize(w):
+    """bf16 [out, in] -> (the bf16 weight bitsandbytes' NF4 dequantizes to (blocks of 64 of the
+    flattened weight, fp32 absmax, no double quantization), block absmax, codes)."""
+    flat = w.reshape(-1).float()
+    n = flat.numel()
+    pad = (-n) % NF4_BLOCK  # bitsandbytes pads the last block with zeros
+    if pad:
+        flat = torch.cat([flat, flat.new_zeros(pad)])
+    blocks = flat.view(-1, NF4_BLOCK)
+    absmax = blocks.abs().amax(dim=1, keepdim=True)
+    # fp32 reciprocal, then one fp32 product: the kernel's x * (1 / absmax), not x / absmax
+    x = blocks * torch.reciprocal(absmax)
+    mid = torch.tensor(NF4_MIDPOINTS, dtype=torch.float32, device=w.device)
+    # bucketize (right=False) counts the midpoints strictly below x: the decision tree's code
+    # with its strict '>' (an exact midpoint stays with the lower entry)
+    code = torch.bucketize(x, mid)
+    del x
+    table = torch.tensor(NF4_TABLE, dtype=torch.float32, device=w.device)
+    deq = (table[code] * absmax).to(torch.bfloat16)  # fp32 product, one rounding to bf16
+    return deq.reshape(-1)[:n].view(w.shape), absmax.reshape(-1), code.reshape(-1)[:n]
+
+
+def int8_quantize_dequantize(w):
+    """bf16 [out, in] -> (the bf16 weight of vlrun's Q8ROW = bitsandbytes' int8 CB / SCB
+    dequantized, row absmax (SCB), codes (CB) as float32)."""
+    h = w.to(torch.float16).float()  # bitsandbytes quantizes the fp16 weight
+    absmax = h.abs().amax(dim=1, keepdim=True)
+    scale = torch.reciprocal(absmax) * 127.0  # 127 * (1 / absmax) in fp32
+    q = torch.round(h * scale).clamp_(-128.0, 127.0)  # round half to even (__float2int_rn)
+    del h
+    q = torch.where(absmax > 0, q, torch.zeros_like(q))  # all-zero row: 0 * inf = NaN -> code 0
+    q = q.to(torch.int8).float()  # the stored code: -0.0 becomes 0, as in vlrun's reader
+    inv127 = torch.tensor(np.float32(1) / np.float32(127), dtype=torch.float32)  # 1.0f / 127.0f
+    deq = ((q * absmax) * inv127.to(w.device)).to(torch.bfloat16)
+    return deq, absmax.reshape(-1), q
+
+
+QUANTIZERS = {"nf4": nf4_quantize_dequantize, "int8": int8_quantize_dequantize}
+
+
+def check_quantizers_on_goldens(device="cuda"):
+    """The emulation against bitsandbytes 0.50.2's own output (tests/fixtures/bnb_goldens):
+    NF4 dequantized values and absmax bit for bit; int8 SCB bit for bit and CB equal except by
+    one at exact ties k + 0.5 (see the top). -> dict with "ok" and the counts per case."""
+    index = os.path.join(GOLDENS, "index.json")
+    if not os.path.isfile(index):
+        return dict(ok=None, note=f"{index} not found: not checked")
+    with open(index) as f:
+        cases = json.load(f)["cases"]
+
+    def read(spec, dt):
+        return torch.from_numpy(np.fromfile(os.path.join(GOLDENS, spec["file"]), dtype=dt))
+
+    out, ok = [], True
+    for c in cases:
+        n, k = c["n"], c["k"]
+        w = read(c["weight"], "<i2").view(torch.bfloat16).reshape(n, k).to(device)
+        deq, absmax, _ = nf4_quantize_dequantize(w)
+        g_deq = read(c["nf4"]["dequant"], "<i2").reshape(n, k)
+        g_absmax = read(c["nf4"]["absmax"], "<f4")
+        nf4_bad = int((deq.cpu().view(torch.int16) != g_deq).sum())
+        absmax_bad = int((absmax.cpu().view(torch.int32) != g_absmax.view(torch.int32)).sum())
+        deq8, scb, cb = int8_quantize_dequantize(w)
+        g_cb = read(c["int8_rowwise"]["CB"], "i1").reshape(n, k).float()
+        g_scb = read(c["int8_rowwise"]["SCB"], "<f4")
+        scb_bad = int((scb.cpu().view(torch.int32) != g_scb.view(torch.int32)).sum())
+        y = w.cpu().to(torch.float16).double() * 127 / g_scb.double()[:, None]
+        tie = (y - y.floor()).abs() == 0.5
+        cb = cb.cpu()
+        differ = cb != g_cb
+        cb_bad = int((differ & ~(tie & ((cb - g_cb).abs() == 1))).sum())
+        # where the codes agree, the value vlrun's Q8ROW reader computes from bitsandbytes' CB
+        # and SCB: bf16(CB * SCB * (1.0f / 127.0f)), products in float32
+        g_deq8 = np.float32(1) / np.float32(127) * (g_cb.numpy() * g_scb.numpy()[:, None])
+        g_deq8 = torch.from_numpy(g_deq8.astype(np.float32)).to(torch.bfloat16)
+        deq8_bad = int(((deq8.cpu().view(torch.int16) != g_deq8.view(torch.int16)) & ~differ).sum())
+        case_ok = nf4_bad == absmax_bad == scb_bad == cb_bad == deq8_bad == 0
+        ok = ok and case_ok
+        out.append(dict(shape=[n, k], nf4_values_differing=nf4_bad,
+                        nf4_absmax_differing=absmax_bad, int8_scb_differing=scb_bad,
+                        int8_codes_differing_at_ties=int(differ.sum()) - cb_bad,
+                        int8_codes_differing_otherwise=cb_bad,
+                        int8_values_differing_where_codes_agree=deq8_bad, ok=case_ok))
+    return dict(ok=ok, cases=out)
+
+
+def quantized_linears(model):
+    """(name, module) of every Linear bitsandbytes quantizes: each module whose type is exactly
+    nn.Linear, except the LM head (spec 6.2)."""
+    return [(name, m) for name, m in model.named_modules()
+            if type(m) is torch.nn.Linear and name.split(".")[-1] != "lm_head"]
+
+
+def emulated_logits(model, fmt, ids, pv, grid, image_token_id):
+    """transformers bf16 with every quantized Linear's weight replaced by its bitsandbytes
+    quantize-dequantize in `fmt`, then restored -> (logits, step summary). The originals stay
+    on the GPU (+14.4 GB at the 7B) so that no reload is needed."""
+    linears = quantized_linears(model)
+    originals, elements = [], 0
+    t0 = time.time()
+    try:
+        with torch.no_grad():
+            for _, m in linears:
+                w = m.weight.data
+                originals.append((m, w))
+                m.weight.data = QUANTIZERS[fmt](w)[0]
+                elements += w.numel()
+        torch.cuda.synchronize()
+        quant_s = time.time() - t0
+        logits, fwd_s = hf_forward(model, torch.bfloat16, ids, pv, grid, image_token_id)
+    finally:
+        for m, w in originals:
+            m.weight.data = w
+        del originals
+        torch.cuda.empty_cache()
+    log(f"transformers bf16 with emulated {fmt} weights: {len(linears)} Linears "
+        f"({elements / 1e9:.3f}B elements) quantized in {quant_s:.1f} s, forward {fwd_s:.2f} s")
+    return logits, dict(linears=len(linears), elements=elements, quantize_s=round(quant_s, 2),
+                        forward_s=round(fwd_s, 3))
 
 
 def compare(a, b, rows=256):
@@ -279,6 +468,74 @@ def summarize(c, is_image, ids, decisive):
         max_abs_diff=float(c["mad"].max()))
 
 
+def emulate(a, report, runs, model, ids, pv, grid, image_token_id):
+    """hf_nf4_emul / hf_int8_emul on the loaded bf16 model, after checking the quantizers
+    against bitsandbytes' goldens on this device."""
+    try:
+        goldens = check_quantizers_on_goldens()
+    except Exception as e:  # noqa: BLE001 (a broken check must not stop the comparison)
+        goldens = dict(ok=False, cases=f"the check raised {e!r}")
+    emul = report["quant_emulation"] = dict(goldens=goldens)
+    verdict = {True: "identical", False: "DIFFERENT", None: "not checked"}[goldens["ok"]]
+    log(f"emulated quantizers vs bitsandbytes goldens: {verdict}"
+        + ("" if goldens["ok"] else f" {goldens}"))
+    if goldens["ok"] is False:
+        report["failures"].append(f"quant emulation: the quantizers do not reproduce "
+                                  f"bitsandbytes' goldens ({goldens['cases']})")
+    for fmt in ("nf4", "int8"):
+        if not any(q in runs for q, e, _ in QUANT_CHECKS if e == f"hf_{fmt}_emul"):
+            continue  # no engine run to compare with
+        try:
+            runs[f"hf_{fmt}_emul"], emul[fmt] = emulated_logits(model, fmt, ids, pv, grid,
+                                                                image_token_id)
+        except RuntimeError as e:  # out of memory included: the other checks still count
+            report["failures"].append(f"quant emulation ({fmt}) could not run: {e!r}"[:600])
+            log(f"FAIL quant emulation ({fmt}): {e!r}")
+            torch.cuda.empty_cache()
+            continue
+        report["steps"][f"hf_{fmt}_emul"] = emul[fmt]
+        if emul[fmt]["elements"] != QUANTIZED_ELEMENTS_7B:
+            report["failures"].append(
+                f"quant emulation ({fmt}): {emul[fmt]['elements']} weight elements quantized, "
+                f"bitsandbytes quantizes {QUANTIZED_ELEMENTS_7B} in the 7B")
+
+
+def quant_checks(a, report):
+    """Engine quantized runs vs the emulation: summary, verdict, failures for the gated ones."""
+    cmp = report["comparisons"]
+    base = cmp["engine_bf16_vs_hf_bf16"]
+    need_mean = 1 - a.quant_slack * (1 - base["mean_cosine"])
+    need_min = 1 - a.quant_slack * (1 - base["min_cosine"])
+    checks = {}
+    for q, emul, gated in QUANT_CHECKS:
+        s = cmp.get(f"{q}_vs_{emul}")
+        if s is None:
+            continue
+        effect = cmp.get(f"{emul}_vs_hf_bf16")
+        ok = s["mean_cosine"] >= need_mean and s["min_cosine"] >= need_min
+        checks[q] = dict(reference=emul, gated=gated, consistent=ok,
+                         min_cosine=s["min_cosine"], mean_cosine=s["mean_cosine"], top1=s["top1"],
+                         need_min_cosine=need_min, need_mean_cosine=need_mean,
+                         format_effect_emul_vs_hf_bf16=None if effect is None else dict(
+                             min_cosine=effect["min_cosine"], mean_cosine=effect["mean_cosine"],
+                             top1=effect["top1"]))
+        log(f"quant check {q} vs {emul}: cosine min {s['min_cosine']:.5f} mean "
+            f"{s['mean_cosine']:.5f}, top-1 {100 * s['top1']:.1f}% (consistent when min >= "
+            f"{need_min:.5f} and mean >= {need_mean:.5f}): "
+            + ("consistent" if ok else "INCONSISTENT" if gated else "differs (reported only)"))
+        if effect is not None:
+            log(f"  the format's own effect ({emul} vs hf_bf16): cosine min "
+                f"{effect['min_cosine']:.5f} mean {effect['mean_cosine']:.5f}, top-1 "
+                f"{100 * effect['top1']:.1f}%")
+        if gated and not ok:
+            report["failures"].append(
+                f"quant check {q}: cosine vs {emul} min {s['min_cosine']:.5f} mean "
+                f"{s['mean_cosine']:.5f} (need >= {need_min:.5f} / {need_mean:.5f}: "
+                f"{a.quant_slack}x engine bf16 vs transformers bf16)")
+    if checks:
+        report["quant_checks"] = checks
+
+
 def main():
     a = parse_args()
     os.makedirs(a.out, exist_ok=True)
@@ -326,7 +583,7 @@ def run(a, work, report):
 
     # the engine first, alone on the GPU
     runs = {}
-    summary, lp, ip = run_vlrun(a, model_dir, work, a.out, "engine_bf16", "bf16")
+    summary, lp, ip = run_vlrun(a, model_dir, work, a.out, "engine_bf16")
     report["steps"]["engine_bf16"] = summary
     n, V = summary["positions"], summary["vocab"]
     ids = np.fromfile(ip, dtype="<i4").tolist()
@@ -334,16 +591,16 @@ def run(a, work, report):
         raise Failure(f"{ip}: {len(ids)} ids, the summary says {n} positions")
     runs["engine_bf16"] = read_logits(lp, n, V)
     if a.quant_compare:
-        for q in ("nf4", "int8"):
+        for tag, qargs in QUANT_RUNS:
             try:
-                s, qlp, qip = run_vlrun(a, model_dir, work, a.out, f"engine_{q}", q)
+                s, qlp, qip = run_vlrun(a, model_dir, work, a.out, tag, qargs)
                 if np.fromfile(qip, dtype="<i4").tolist() != ids:
-                    raise Failure(f"--quant {q}: different prompt ids")
-                report["steps"][f"engine_{q}"] = s
-                runs[f"engine_{q}"] = read_logits(qlp, n, V)
+                    raise Failure(f"{' '.join(qargs)}: different prompt ids")
+                report["steps"][tag] = s
+                runs[tag] = read_logits(qlp, n, V)
             except Failure as e:
-                report["failures"].append(f"engine --quant {q}: {e}")
-                log(f"FAIL engine --quant {q}: {e}")
+                report["failures"].append(f"engine {' '.join(qargs)}: {e}")
+                log(f"FAIL engine {' '.join(qargs)}: {e}")
 
     # transformers' inputs: its own preprocessing, the engine's ids
     images = [Image.open(p).convert("RGB") for p in a.image]
@@ -364,8 +621,17 @@ def run(a, work, report):
         report["failures"].append(f"prompt ids differ from the chat template through tokenizers "
                                   f"at position {first} ({len(ids)} vs {len(want)} ids)")
     pixel_values = pv["pixel_values"].float()
-    runs["hf_bf16"], report["steps"]["hf_bf16"] = hf_logits(
-        model_dir, torch.bfloat16, ids, pixel_values, grid, image_token_id)
+    # one bf16 model serves the plain run and both emulations (weights swapped, then restored)
+    model, load_s = load_hf(model_dir, torch.bfloat16)
+    runs["hf_bf16"], fwd_s = hf_forward(model, torch.bfloat16, ids, pixel_values, grid,
+                                        image_token_id)
+    report["steps"]["hf_bf16"] = dict(load_s=round(load_s, 2), forward_s=round(fwd_s, 3))
+    log(f"transformers bf16: load {load_s:.1f} s, forward {fwd_s:.2f} s, logits "
+        f"{tuple(runs['hf_bf16'].shape)}")
+    if a.quant_compare and not a.no_quant_emul:
+        emulate(a, report, runs, model, ids, pixel_values, grid, image_token_id)
+    del model
+    torch.cuda.empty_cache()
     if not a.no_fp32:
         for k in ("matmul", "cudnn"):  # IEEE fp32: the reference must not be TF32
             try:
@@ -382,15 +648,33 @@ def run(a, work, report):
     pairs = [("engine_bf16", "hf_bf16")]
     if "hf_fp32" in runs:
         pairs += [("engine_bf16", "hf_fp32"), ("hf_bf16", "hf_fp32")]
-    for q in ("engine_nf4", "engine_int8"):
+    for q, _ in QUANT_RUNS:
         if q in runs:
-            pairs += [(q, "engine_bf16"), (q, "hf_bf16")] + ([(q, "hf_fp32")] if "hf_fp32" in runs else [])
-    decisive = decisive_positions(runs["hf_fp32"]) if "hf_fp32" in runs else None
+            pairs += [(q, "engine_bf16"), (q, "hf_bf16")]
+            pairs += [(q, "hf_fp32")] if "hf_fp32" in runs else []
+    for q, emul, _ in QUANT_CHECKS:
+        if q in runs and emul in runs:
+            pairs.append((q, emul))
+    for emul in ("hf_nf4_emul", "hf_int8_emul"):
+        if emul in runs:
+            pairs.append((emul, "hf_bf16"))
+    # decisive positions: judged by the fp32 run, or by the emulation itself when it is the
+    # reference (no fp32 run of the quantized weights)
+    decisive_of = {}
+
+    def decisive_for(ref):
+        key = ref if ref.endswith("_emul") else "hf_fp32"
+        if key not in runs:
+            return None
+        if key not in decisive_of:
+            decisive_of[key] = decisive_positions(runs[key])
+        return decisive_of[key]
+
     per_pos = {}
     for x, y in pairs:
         c = compare(runs[x], runs[y])
         per_pos[f"{x}_vs_{y}"] = c
-        s = summarize(c, is_image, ids, decisive)
+        s = summarize(c, is_image, ids, decisive_for(y))
         report["comparisons"][f"{x}_vs_{y}"] = s
         log(f"{x} vs {y}: cosine min {s['min_cosine']:.6f} (position {s['worst_position']}, "
             f"{'image' if s['worst_is_image'] else 'text'}) mean {s['mean_cosine']:.6f}; "
@@ -400,6 +684,21 @@ def run(a, work, report):
             f"max abs diff {s['max_abs_diff']:.4g}")
 
     gate = report["comparisons"]["engine_bf16_vs_hf_bf16"]
+    floor = report["comparisons"].get("hf_bf16_vs_hf_fp32")
+    report["gate"] = dict(min_cosine=gate["min_cosine"], mean_cosine=gate["mean_cosine"],
+                          top1=gate["top1"], need_min_cosine=a.min_cosine, need_top1=a.min_top1,
+                          passed=gate["min_cosine"] >= a.min_cosine and gate["top1"] >= a.min_top1,
+                          noise_floor_hf_bf16_vs_hf_fp32=None if floor is None else dict(
+                              min_cosine=floor["min_cosine"], mean_cosine=floor["mean_cosine"],
+                              top1=floor["top1"]))
+    log(f"gate (engine bf16 vs transformers bf16): cosine min {gate['min_cosine']:.5f} mean "
+        f"{gate['mean_cosine']:.5f}, top-1 {100 * gate['top1']:.1f}% (need >= {a.min_cosine} and "
+        f">= {100 * a.min_top1:.0f}%): {'pass' if report['gate']['passed'] else 'FAIL'}")
+    if floor is not None:
+        log(f"  noise floor (transformers bf16 vs fp32, this checkpoint): cosine min "
+            f"{floor['min_cosine']:.5f} mean {floor['mean_cosine']:.5f}, top-1 "
+            f"{100 * floor['top1']:.1f}%")
+    quant_checks(a, report)
     if gate["min_cosine"] < a.min_cosine:
         report["failures"].append(f"cosine {gate['min_cosine']:.6f} < {a.min_cosine} at position "
                                   f"{gate['worst_position']} ({gate['positions_below_0999']} "
