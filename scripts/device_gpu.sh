@@ -10,8 +10,8 @@ export LD_LIBRARY_PATH=$root/.deps/usr/lib/x86_64-linux-gnu:${LD_LIBRARY_PATH:-}
 arch=${VL_ARCH:-90}
 cmake -S . -B /tmp/vlb -DCMAKE_BUILD_TYPE=Release -DVL_CUDA=ON -DVL_CUDA_ARCHITECTURES="$arch" \
     -DCMAKE_PREFIX_PATH="$root/.deps/usr" -DCMAKE_LIBRARY_PATH="$root/.deps/usr/lib/x86_64-linux-gnu" \
-    >"$out/build.log" 2>&1 && cmake --build /tmp/vlb -j16 >>"$out/build.log" 2>&1 ||
-    { tail -40 "$out/build.log"; exit 1; }
+    >"$out/build.log" 2>&1 && cmake --build /tmp/vlb -j16 -- -k >>"$out/build.log" 2>&1 ||
+    { grep -B2 -A8 "error" "$out/build.log" | head -40; [ -x /tmp/vlb/vlrun ] || exit 1; }
 python3 tests/reference/make_small_tokenizer.py .cache/tokenizer/tokenizer.json .cache/tokenizer/small_tokenizer.json
 (cd /tmp/vlb && ctest -L gpu --output-on-failure --timeout 240 -j1 >"$out/gpu_tests.log" 2>&1)
 grep -E "passed|failed|FAIL|worst|Test #" "$out/gpu_tests.log" | tail -40

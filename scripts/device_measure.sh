@@ -3,14 +3,16 @@
 # transformers anchor in the same run:
 #   - hf_baseline.py (transformers + SDPA, bf16, x28, 512 tokens) when ANCHORS holds it;
 #   - vlrun bf16 x1 x10 x28 x60 (peak device memory per image count, slope vs KV bytes);
-#   - vlrun NF4: the largest image count --mem-budget 24G admits (from the refusal line), and a
-#     run at VL_NF4_IMAGES (default 200) under that budget;
+#   - vlrun NF4: the largest image count --mem-budget 24G admits (from the refusal line for
+#     VL_NF4_PROBE images, default 600: at most ~700 fit the model's 32768 M-RoPE positions), and
+#     a run at VL_NF4_IMAGES (default 200) under that budget;
 #   - compute-sanitizer memcheck and racecheck on the small checkpoint (tiny-a) with CUDA.
 # Needs .deps and .cache carried; ANCHORS=DIR with /work/shared/tools/hf_baseline.py copied in
 # (shared/ does not travel). Everything lands under $OUT; results.tgz bundles it.
 set -uo pipefail
 root=$(pwd)
-out=${OUT:-/tmp/vlrun-measure}
+final=${OUT:-/tmp/vlrun-measure}
+out=$final/r # everything goes here, then one results.tgz (the device returns a few files only)
 mkdir -p "$out"
 export LD_LIBRARY_PATH=$root/.deps/usr/lib/x86_64-linux-gnu:${LD_LIBRARY_PATH:-}
 cmake -S . -B /tmp/vlm -DCMAKE_BUILD_TYPE=Release -DVL_CUDA=ON -DVL_CUDA_ARCHITECTURES=90 \
@@ -43,7 +45,7 @@ for n in ${VL_COUNTS:-1 10 28 60}; do
         echo "bf16 $(summary "$out/bf16_x$n.json")" || { echo "bf16 x$n failed"; tail -3 "$out/bf16_x$n.err"; }
 done
 # NF4 in 24 GiB: what the planner admits, then a measured run
-$V examples/page.png x1000 --max-tokens 512 --random-weights --config $cfg --tokenizer $tok \
+$V examples/page.png x${VL_NF4_PROBE:-600} --max-tokens 512 --random-weights --config $cfg --tokenizer $tok \
     --quant nf4 --mem-budget 24G --json >/dev/null 2>"$out/nf4_budget.err"
 echo "nf4 budget 24G: $(cat "$out/nf4_budget.err")"
 n=${VL_NF4_IMAGES:-200}
@@ -63,4 +65,4 @@ for tool in memcheck racecheck; do
         echo "compute-sanitizer $tool $q: rc=$? $(grep -E 'ERROR SUMMARY|RACECHECK SUMMARY' "$out/san_${tool}_$q.err" | tail -1)"
     done
 done
-(cd "$out" && tar czf results.tgz --exclude=results.tgz ./*)
+(cd "$out" && tar czf "$final/results.tgz" ./*) && rm -rf "$out"

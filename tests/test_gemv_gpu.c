@@ -17,6 +17,8 @@
  * Shapes: tiny and odd (N = 1, 7, K = 13 .. 200: the simple kernel and the tails of the fast
  * one), x one element off alignment (simple kernel), and the model's (N = 512 with K split
  * over CTAs, K = 3584, 1280, 18944).
+ * The GEMV's tuning knobs (VL_GEMV_SPLITK, _UNROLL, _CTAS_PER_SM, ...: kernels/gemv.cu) are read
+ * from the environment: run this program under each setting that may become a default.
  * Without a CUDA device the program exits 77 (skip). Leaves out: timing (vlbench), graphs.
  */
 #include "kernels/kernels.h"
@@ -250,6 +252,8 @@ static void test_kind(int kind) {
     check_shape(kind, 512, 3584);
     check_shape(kind, 300, 1280);
     check_shape(kind, 16, 18944);
+    /* more row tiles than one wave holds: K split anyway to fill the last wave */
+    check_shape(kind, 8500, 512);
 
     /* x one element off 16-byte alignment: the simple kernel on a fast-path shape */
     test_weight t;
