@@ -38,7 +38,7 @@ typedef struct {
     int max_tokens;         /* --max-tokens N, default 512 */
     int stop_at_eos;        /* --stop-at-eos */
     vl_quant quant;         /* --quant */
-    int quant_double;       /* NF4 double quantization (default 1; --no-double-quant) */
+    int quant_double;       /* NF4 double quantization (--double-quant; default 0) */
     int quant_lm_head;      /* --quant-lm-head */
     int embed_on_host;      /* --embed-on-host */
     int kv_int8;            /* --kv int8 */

@@ -15,7 +15,7 @@ void vl_options_default(vl_options *o) {
     o->prompt = "Describe the images.";
     o->max_tokens = 512;
     o->quant = VL_QUANT_BF16;
-    o->quant_double = 1;
+    o->quant_double = 0; /* bitsandbytes' default too; the decode GEMV is faster without */
     o->backend = VL_BACKEND_CUDA;
     o->greedy = 1;
     o->temperature = 1.0f;
@@ -47,8 +47,10 @@ void vl_usage(FILE *f) {
             "--stop-at-eos\n"
             "  --stop-at-eos         stop at <|im_end|> / <|endoftext|>\n"
             "  --quant bf16|nf4|int8 weights (default bf16): NF4 as bitsandbytes (blocks of 64,\n"
-            "                        double-quantized scales), int8 one scale per row (W8A16)\n"
-            "  --no-double-quant     NF4 with fp32 block scales (bitsandbytes' default)\n"
+            "                        fp32 scales), int8 one scale per row (W8A16)\n"
+            "  --double-quant        NF4 with 8-bit double-quantized block scales (0.3 GiB less\n"
+            "                        for 7B, slower decode)\n"
+            "  --no-double-quant     fp32 NF4 block scales (the default)\n"
             "  --quant-lm-head       also quantize the LM head (transformers keeps it bf16)\n"
             "  --kv bf16|int8        KV cache type (default bf16)\n"
             "  --attn flash|naive    naive materializes the score matrix (default flash)\n"
@@ -162,6 +164,8 @@ int vl_options_parse(vl_options *o, int argc, char **argv) {
             else return vl_error_set("option --quant: expected bf16, nf4 or int8, got '%s'", v);
         } else if (strcmp(a, "--no-double-quant") == 0) {
             o->quant_double = 0;
+        } else if (strcmp(a, "--double-quant") == 0) {
+            o->quant_double = 1;
         } else if (strcmp(a, "--quant-lm-head") == 0) {
             o->quant_lm_head = 1;
         } else if (strcmp(a, "--kv") == 0) {

@@ -27,11 +27,10 @@
  *   - Each warp step's mma chain starts from zero and is added to fp32 accumulators, so the
  *     tensor core's internal accumulation only ever covers 4 VEC products.
  * A CTA is 4 warps on the same 16 rows, splitting K; they are added in shared memory in warp
- * order. K is also split over gridDim.y CTAs when that fills the waves better: with T row tiles
- * and S CTAs resident at once, a launch of T * splits CTAs runs in ceil(T * splits / S) waves
- * and the last, partial one idles SMs (N = 512, 3584, 4608: less than one wave; 18944: 2.24).
- * Each CTA writes its fp32 partial sums (16 rows x m) to a scratch slot, and the last CTA of
- * the row tile (a counter per tile, reset by that CTA) adds the slots in split order, writes y.
+ * order. When the row tiles do not fill the GPU (N = 512, 3584, 4608: fewer tiles than CTAs the
+ * SMs hold at once), K is also split over gridDim.y CTAs, as many as keep the whole grid in one
+ * wave: each writes its fp32 partial sums to a scratch slot, and the last CTA of the row tile
+ * (a counter per tile, reset by that CTA) adds the slots in split order and writes y.
  * Requires: K % VEC == 0, W data and x 16-byte aligned (all Qwen2-VL shapes).
  *
  * Simple kernel (gemv_simple_kernel): any shape and alignment (tiny test models, odd K, views):
@@ -42,29 +41,19 @@
  * NF4 needs ~4.5 CUDA-core instructions per weight (byte_perm, address add, LDS, FMUL, half a
  * cvt), about 65% of the SMs' issue rate at 2.4 TB/s: close, so NF4 is the one to measure first.
  * Small N (512) is bound by launch latency and the split reduction, not bandwidth.
- * Knobs (environment, read once per process; for sweeps with `VAR=... vlbench gemv`):
- *   VL_GEMV_SPLITK       CTAs along K; 0 = auto (below); forced values are capped by the
- *                        scratch (16 m floats per CTA) and 64
- *   VL_GEMV_FILL         auto split: the smallest split whose waves are filled to >= this
- *                        permille (default 950), else the best fill
- *   VL_GEMV_MIN_STEPS    auto split: warp steps (4 VEC columns) each warp keeps, default 1
- *   VL_GEMV_UNROLL       BATCH: warp steps whose 16-byte loads are in flight together (x 2 for
- *                        the double buffer); default 4 (bf16, int8), 2 (NF4)
- *   VL_GEMV_CTAS_PER_SM  the launch bound (registers per thread = 512 / this); default 4
- *   compiled (UNROLL, CTAS_PER_SM) pairs: 1/8 2/8 2/4 4/4 4/2 8/2; others fall back to the
- *   default with one line on stderr.
+ * Knobs: BATCH per format (registers vs bytes in flight), GEMV_CTAS_PER_SM (the launch bound:
+ * registers per thread), GEMV_MAX_GRID_SPLITS. Not yet measured on a device.
  * Leaves out: m > 8 (cuBLAS / dequant GEMM, cuda_linear.cu), fp16/fp32 weights, strided x/y.
  */
 #include "kernels/cuda_ops.h"
 
 #include <limits.h>
-#include <stdio.h>
-#include <stdlib.h>
 
 #define GEMV_WARPS           4
 #define GEMV_THREADS         (GEMV_WARPS * 32)
 #define GEMV_TILE_ROWS       16 /* rows of W per CTA: the A tile of one mma.m16n8k16 */
 #define GEMV_TILE_COLS       8  /* x rows per CTA: the B tile (VL_CUDA_GEMV_MAX_M) */
+#define GEMV_CTAS_PER_SM     4  /* launch bound: <= 128 registers per thread */
 #define GEMV_MAX_GRID_SPLITS 64
 #define GEMV_SIMPLE_WARPS    4
 
@@ -74,12 +63,13 @@ static_assert(VL_CUDA_GEMV_MAX_M == GEMV_TILE_COLS, "m <= 8: the n dimension of 
 
 enum { FMT_BF16, FMT_Q8ROW, FMT_NF4, FMT_NF4_DQ };
 
-/* VEC: weights in 16 bytes; BATCH / CTAS: the default variant (below) of the format. */
+/* VEC: weights in 16 bytes; BATCH: warp steps whose loads are issued together (registers:
+ * 2 x BATCH x 40 bytes per lane for the double buffer). */
 template <int FMT> struct GemvFmt;
-template <> struct GemvFmt<FMT_BF16> { static constexpr int VEC = 8, BATCH = 4, CTAS = 4; };
-template <> struct GemvFmt<FMT_Q8ROW> { static constexpr int VEC = 16, BATCH = 4, CTAS = 4; };
-template <> struct GemvFmt<FMT_NF4> { static constexpr int VEC = 32, BATCH = 2, CTAS = 4; };
-template <> struct GemvFmt<FMT_NF4_DQ> { static constexpr int VEC = 32, BATCH = 2, CTAS = 4; };
+template <> struct GemvFmt<FMT_BF16> { static constexpr int VEC = 8, BATCH = 4; };
+template <> struct GemvFmt<FMT_Q8ROW> { static constexpr int VEC = 16, BATCH = 4; };
+template <> struct GemvFmt<FMT_NF4> { static constexpr int VEC = 32, BATCH = 2; };
+template <> struct GemvFmt<FMT_NF4_DQ> { static constexpr int VEC = 32, BATCH = 2; };
 
 struct GemvParams {
     vl_bf16 *y;          /* [m, n] */
@@ -92,7 +82,7 @@ struct GemvParams {
     float absmax_offset;
     int m, n, k;
     int iters;          /* fast kernel: warp steps along K, ceil(k / (4 VEC)) */
-    float *partials;    /* [tiles, gridDim.y, 16 m] when gridDim.y > 1 */
+    float *partials;    /* [tiles, gridDim.y, 128] when gridDim.y > 1 */
     int *tile_counters; /* [tiles], zero between launches */
     float nf4_table[16];
 };
@@ -260,12 +250,10 @@ __device__ __forceinline__ void gemv_step(float acc[4], const GemvChunk &c, cons
     for (int i = 0; i < 4; i++) acc[i] += d[i];
 }
 
-/* BATCH: warp steps whose loads are issued together (registers: 2 x BATCH x 40 bytes per lane
- * for the double buffer); CTAS: the launch bound, CTAs per SM the registers must allow. */
-template <int FMT, int BATCH, int CTAS>
-static __global__ void __launch_bounds__(GEMV_THREADS, CTAS)
+template <int FMT>
+static __global__ void __launch_bounds__(GEMV_THREADS, GEMV_CTAS_PER_SM)
     gemv_mma_kernel(const __grid_constant__ GemvParams p) {
-    constexpr int VEC = GemvFmt<FMT>::VEC, STEP_K = 4 * VEC;
+    constexpr int VEC = GemvFmt<FMT>::VEC, BATCH = GemvFmt<FMT>::BATCH, STEP_K = 4 * VEC;
     constexpr bool NF4 = FMT == FMT_NF4 || FMT == FMT_NF4_DQ;
     __shared__ float s_table[16];
     __shared__ float s_map[FMT == FMT_NF4_DQ ? 256 : 1];
@@ -330,12 +318,9 @@ static __global__ void __launch_bounds__(GEMV_THREADS, CTAS)
     for (int w = 1; w < GEMV_WARPS; w++) v += s_red[w][row][col];
 
     if (gridDim.y > 1) {
-        /* split K over CTAs: park the partial (only the m live columns: a slot is 16 m
-         * floats, so m = 1 fits 8x the splits in the scratch), the last CTA of the tile adds
-         * them in order */
-        const int slot_floats = GEMV_TILE_ROWS * p.m, at = row * p.m + col;
-        float *slots = p.partials + (int64_t)blockIdx.x * gridDim.y * slot_floats;
-        if (col < p.m) slots[blockIdx.y * slot_floats + at] = v;
+        /* split K over CTAs: park the partial, the last CTA of the tile adds them in order */
+        float *slots = p.partials + (int64_t)blockIdx.x * gridDim.y * GEMV_THREADS;
+        slots[blockIdx.y * GEMV_THREADS + tid] = v;
         __threadfence();
         __syncthreads();
         if (tid == 0) s_last = atomicAdd(p.tile_counters + blockIdx.x, 1) == (int)gridDim.y - 1;
@@ -343,8 +328,7 @@ static __global__ void __launch_bounds__(GEMV_THREADS, CTAS)
         if (!s_last) return;
         __threadfence();
         v = 0.0f;
-        if (col < p.m)
-            for (unsigned y = 0; y < gridDim.y; y++) v += __ldcg(slots + y * slot_floats + at);
+        for (unsigned y = 0; y < gridDim.y; y++) v += __ldcg(slots + y * GEMV_THREADS + tid);
         if (tid == 0) p.tile_counters[blockIdx.x] = 0; /* ready for the next launch */
     }
     if (col < p.m && r < p.n) {
@@ -468,126 +452,43 @@ static int gemv_sm_count(void) {
     return count;
 }
 
-/* The tuning knobs (see the file header), read from the environment once. */
-struct GemvTuning {
-    int splitk;        /* VL_GEMV_SPLITK: CTAs along K; 0 = auto */
-    int unroll;        /* VL_GEMV_UNROLL: BATCH of the kernel variant; 0 = the format's */
-    int ctas_per_sm;   /* VL_GEMV_CTAS_PER_SM: launch bound of the variant; 0 = the format's */
-    int min_steps;     /* VL_GEMV_MIN_STEPS: warp steps each warp keeps at least when split */
-    int fill_permille; /* VL_GEMV_FILL: auto split stops at the first wave fill >= this */
-};
-
-static int gemv_env_int(const char *name, int fallback, int lo, int hi) {
-    const char *v = getenv(name);
-    if (!v || !*v) return fallback;
-    char *end = NULL;
-    long n = strtol(v, &end, 10);
-    if (*end || n < lo || n > hi) {
-        fprintf(stderr, "vlrun: ignoring %s=%s (expected an integer in [%d, %d])\n", name, v, lo,
-                hi);
-        return fallback;
-    }
-    return (int)n;
-}
-
-static const GemvTuning &gemv_tuning(void) {
-    static GemvTuning t;
-    static int read;
-    if (!read) {
-        t.splitk = gemv_env_int("VL_GEMV_SPLITK", 0, 0, GEMV_MAX_GRID_SPLITS);
-        t.unroll = gemv_env_int("VL_GEMV_UNROLL", 0, 0, 8);
-        t.ctas_per_sm = gemv_env_int("VL_GEMV_CTAS_PER_SM", 0, 0, 16);
-        t.min_steps = gemv_env_int("VL_GEMV_MIN_STEPS", 1, 1, 1 << 20);
-        t.fill_permille = gemv_env_int("VL_GEMV_FILL", 950, 1, 1000);
-        read = 1;
-    }
-    return t;
-}
-
-/* CTAs along K (gridDim.y) for `tiles` row tiles of `iters` warp steps, `slots` CTAs resident
- * at once. The launch runs in ceil(tiles * splits / slots) waves; the last one is partial and
- * leaves SMs idle for up to one CTA's time (18944 rows = 1184 tiles on 528 slots: 2.24 waves,
- * a quarter of the third wave busy). Auto: the smallest split whose waves are filled to at
- * least VL_GEMV_FILL (else the best fill found), each warp keeping >= VL_GEMV_MIN_STEPS steps,
- * within the scratch (partials of 16 m floats per CTA, one counter per tile). */
-static int gemv_grid_splits(int64_t tiles, int iters, int m, int64_t slots,
+/* CTAs along K (gridDim.y) for `tiles` row tiles. With more tiles than the GPU holds at once,
+ * none: the grid runs in waves anyway. Otherwise as many as keep every CTA resident in a single
+ * wave (slots / tiles: a second, partial wave would leave the end of the launch to a few SMs),
+ * at least one warp step per warp, within the scratch. */
+static int gemv_grid_splits(int64_t tiles, int iters, int64_t slots,
                             const vl_cuda_gemv_scratch *scratch) {
     if (!scratch || !scratch->partials || !scratch->tile_counters ||
-        tiles > scratch->n_tile_counters)
+        tiles > scratch->n_tile_counters || tiles >= slots)
         return 1;
-    const GemvTuning &t = gemv_tuning();
-    int64_t max_splits = GEMV_MAX_GRID_SPLITS;
-    const int64_t fit = scratch->partial_floats / (tiles * GEMV_TILE_ROWS * m);
-    if (max_splits > fit) max_splits = fit;
-    if (t.splitk) return (int)(t.splitk < max_splits ? t.splitk : max_splits > 1 ? max_splits : 1);
-    const int64_t by_steps = iters / ((int64_t)GEMV_WARPS * t.min_steps);
-    if (max_splits > by_steps) max_splits = by_steps;
-    int best = 1;
-    double best_fill = 0.0;
-    for (int64_t s = 1; s <= (max_splits > 1 ? max_splits : 1); s++) {
-        const int64_t ctas = tiles * s, waves = (ctas + slots - 1) / slots;
-        const double fill = (double)ctas / (double)(waves * slots);
-        if (fill > best_fill + 1e-9) best = (int)s, best_fill = fill;
-        if (fill * 1000.0 >= t.fill_permille) return (int)s;
-    }
-    return best;
+    int64_t splits = slots / tiles;
+    if (splits > iters / GEMV_WARPS) splits = iters / GEMV_WARPS;
+    if (splits > GEMV_MAX_GRID_SPLITS) splits = GEMV_MAX_GRID_SPLITS;
+    const int64_t fit = scratch->partial_floats / (tiles * GEMV_THREADS);
+    if (splits > fit) splits = fit;
+    return splits < 1 ? 1 : (int)splits;
 }
 
-template <int FMT, int BATCH, int CTAS>
-static void launch_variant(GemvParams &p, const vl_cuda_gemv_scratch *scratch,
-                           cudaStream_t stream) {
+template <int FMT>
+static void launch_fast(GemvParams &p, const vl_cuda_gemv_scratch *scratch, cudaStream_t stream) {
     /* CTAs one SM holds at once (registers bound it), asked once per kernel */
     static int ctas_per_sm;
     if (!ctas_per_sm) {
         VL_CUDA_CHECK(cudaOccupancyMaxActiveBlocksPerMultiprocessor(
-            &ctas_per_sm, gemv_mma_kernel<FMT, BATCH, CTAS>, GEMV_THREADS, 0));
+            &ctas_per_sm, gemv_mma_kernel<FMT>, GEMV_THREADS, 0));
         if (ctas_per_sm < 1) ctas_per_sm = 1;
     }
     constexpr int STEP_K = 4 * GemvFmt<FMT>::VEC;
     p.iters = (p.k + STEP_K - 1) / STEP_K;
     const int64_t tiles = (p.n + GEMV_TILE_ROWS - 1) / GEMV_TILE_ROWS;
     const int splits =
-        gemv_grid_splits(tiles, p.iters, p.m, (int64_t)gemv_sm_count() * ctas_per_sm, scratch);
+        gemv_grid_splits(tiles, p.iters, (int64_t)gemv_sm_count() * ctas_per_sm, scratch);
     if (splits > 1) {
         p.partials = scratch->partials;
         p.tile_counters = scratch->tile_counters;
     }
-    gemv_mma_kernel<FMT, BATCH, CTAS>
-        <<<dim3((unsigned)tiles, (unsigned)splits), GEMV_THREADS, 0, stream>>>(p);
+    gemv_mma_kernel<FMT><<<dim3((unsigned)tiles, (unsigned)splits), GEMV_THREADS, 0, stream>>>(p);
     VL_CUDA_LAUNCH_CHECK();
-}
-
-/* The compiled (BATCH, CTAS) variants, picked by VL_GEMV_UNROLL / VL_GEMV_CTAS_PER_SM (0: the
- * format's default for that knob); a pair not compiled falls back to the default, once said. */
-template <int FMT>
-static void launch_fast(GemvParams &p, const vl_cuda_gemv_scratch *scratch, cudaStream_t stream) {
-    const GemvTuning &t = gemv_tuning();
-    const int batch = t.unroll ? t.unroll : GemvFmt<FMT>::BATCH;
-    const int ctas = t.ctas_per_sm ? t.ctas_per_sm : GemvFmt<FMT>::CTAS;
-    switch (batch * 100 + ctas) {
-    case 108:
-        return launch_variant<FMT, 1, 8>(p, scratch, stream);
-    case 208:
-        return launch_variant<FMT, 2, 8>(p, scratch, stream);
-    case 204:
-        return launch_variant<FMT, 2, 4>(p, scratch, stream);
-    case 404:
-        return launch_variant<FMT, 4, 4>(p, scratch, stream);
-    case 402:
-        return launch_variant<FMT, 4, 2>(p, scratch, stream);
-    case 802:
-        return launch_variant<FMT, 8, 2>(p, scratch, stream);
-    default: {
-        static int said;
-        if (!said)
-            fprintf(stderr,
-                    "vlrun: gemv variant VL_GEMV_UNROLL=%d VL_GEMV_CTAS_PER_SM=%d not compiled "
-                    "(have 1/8 2/8 2/4 4/4 4/2 8/2); using the default\n",
-                    batch, ctas);
-        said = 1;
-        return launch_variant<FMT, GemvFmt<FMT>::BATCH, GemvFmt<FMT>::CTAS>(p, scratch, stream);
-    }
-    }
 }
 
 template <int FMT> static void launch_simple(const GemvParams &p, cudaStream_t stream) {

@@ -17,8 +17,6 @@
  * Shapes: tiny and odd (N = 1, 7, K = 13 .. 200: the simple kernel and the tails of the fast
  * one), x one element off alignment (simple kernel), and the model's (N = 512 with K split
  * over CTAs, K = 3584, 1280, 18944).
- * The GEMV's tuning knobs (VL_GEMV_SPLITK, _UNROLL, _CTAS_PER_SM, ...: kernels/gemv.cu) are read
- * from the environment: run this program under each setting that may become a default.
  * Without a CUDA device the program exits 77 (skip). Leaves out: timing (vlbench), graphs.
  */
 #include "kernels/kernels.h"

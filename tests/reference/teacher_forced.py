@@ -96,7 +96,7 @@ NF4_BLOCK = 64
 QUANTIZED_ELEMENTS_7B = 7_198_998_528
 GOLDENS = os.path.join(ROOT, "tests", "fixtures", "bnb_goldens")
 # engine runs of --quant-compare: tag -> vlrun arguments
-QUANT_RUNS = (("engine_nf4", ["--quant", "nf4"]),
+QUANT_RUNS = (("engine_nf4", ["--quant", "nf4", "--double-quant"]),
               ("engine_nf4_nodq", ["--quant", "nf4", "--no-double-quant"]),
               ("engine_int8", ["--quant", "int8"]))
 # quant checks: (engine run, emulation it must match, gated); double quantization changes the
