@@ -16,11 +16,12 @@
 #   kernels.json   the PyTorch anchors (kernels_bench.py writes $OUT/kernels.json itself)
 #   anchors.log    kernels_bench.py's printout
 #   summary.txt    vlbench beside the PyTorch anchors on the shapes both ran
-#   build.log
+#   build.log, gpu_before.txt (nvidia-smi clocks, temperature, power before the run)
 # Env: VL_ARCH (default 90), VLBENCH_ARGS (extra vlbench options, e.g. "--iters 50"),
 #      VL_SKIP_ANCHORS=1 (vlbench only).
 # Time on an H100 (budget < 8 min): build ~2-3 min (vlbench and vl_kernels only), vlbench
-# ~1-2 min, anchors ~1-2 min; the timeouts below keep each step inside its share.
+# ~1-2 min, anchors ~1-2 min. Each step's timeout is its own cap or what is left of 470 s
+# since the start, whichever is less, so the whole script ends within 8 minutes.
 set -uo pipefail
 root=$(pwd)
 out=${OUT:-/tmp/vlbench-out}
@@ -29,12 +30,18 @@ export LD_LIBRARY_PATH=$root/.deps/usr/lib/x86_64-linux-gnu:${LD_LIBRARY_PATH:-}
 arch=${VL_ARCH:-90}
 build=/tmp/vlbench-build
 t0=$(date +%s)
+budget() { # budget CAP: seconds for the next step (at least 10)
+    local left=$((t0 + 470 - $(date +%s)))
+    [ "$left" -lt "$1" ] || left=$1
+    [ "$left" -ge 10 ] || left=10
+    echo "$left"
+}
 
-timeout 270 cmake -S . -B $build -DCMAKE_BUILD_TYPE=Release -DVL_CUDA=ON \
+timeout "$(budget 60)" cmake -S . -B $build -DCMAKE_BUILD_TYPE=Release -DVL_CUDA=ON \
     -DVL_CUDA_ARCHITECTURES="$arch" -DVL_BUILD_TESTS=OFF \
     -DCMAKE_PREFIX_PATH="$root/.deps/usr" -DCMAKE_LIBRARY_PATH="$root/.deps/usr/lib/x86_64-linux-gnu" \
     >"$out/build.log" 2>&1 &&
-    timeout 270 cmake --build $build -j16 --target vlbench >>"$out/build.log" 2>&1 ||
+    timeout "$(budget 240)" cmake --build $build -j16 --target vlbench >>"$out/build.log" 2>&1 ||
     { tail -40 "$out/build.log"; exit 1; }
 echo "build: $(($(date +%s) - t0)) s"
 nvidia-smi --query-gpu=name,clocks.sm,clocks.mem,temperature.gpu,power.draw --format=csv,noheader \
@@ -42,7 +49,7 @@ nvidia-smi --query-gpu=name,clocks.sm,clocks.mem,temperature.gpu,power.draw --fo
 
 t1=$(date +%s)
 # shellcheck disable=SC2086
-timeout 240 $build/bench/vlbench all --json-out "$out/vlbench.json" ${VLBENCH_ARGS:-} \
+timeout "$(budget 200)" $build/bench/vlbench all --json-out "$out/vlbench.json" ${VLBENCH_ARGS:-} \
     >"$out/vlbench.md" 2>"$out/vlbench.err"
 echo "vlbench: rc=$? in $(($(date +%s) - t1)) s"
 tail -3 "$out/vlbench.err"
@@ -51,7 +58,7 @@ if [ "${VL_SKIP_ANCHORS:-0}" != 1 ]; then
     anchors=$root/.deps/anchors/kernels_bench.py
     if [ -f "$anchors" ]; then
         t2=$(date +%s)
-        OUT=$out timeout 200 python3 "$anchors" >"$out/anchors.log" 2>&1
+        OUT=$out timeout "$(budget 200)" python3 "$anchors" >"$out/anchors.log" 2>&1
         echo "anchors: rc=$? in $(($(date +%s) - t2)) s"
     else
         echo "anchors: $anchors missing (cp /work/shared/tools/kernels_bench.py .deps/anchors/)"
