@@ -154,20 +154,29 @@ static void decoder_layer(vl_session *s, int li, int64_t S, const int32_t *n_pas
     void *kc = act_at(s, s->kv, (int64_t)li * 2 * KD * s->max_ctx);
     void *vc = act_at(s, kc, KD * s->max_ctx);
 
+    /* One token (decode) with q/k/v back to back on the backend: one GEMV writes [q | k | v]
+     * into s->q, which holds a chunk of queries (chunk >= 2 tokens, so room for it). */
+    int fused = S == 1 && L->qkv.data && s->chunk >= 2;
+    void *q = s->q, *k = s->k, *v = s->v;
     be->rmsnorm(be, s->xn, s->x, S, E, &L->in_norm, c->rms_eps);
-    be->linear(be, s->q, s->xn, S, &L->q, &L->q_b);
-    be->linear(be, s->k, s->xn, S, &L->k, &L->k_b);
-    be->linear(be, s->v, s->xn, S, &L->v, &L->v_b);
-    be->rope_text(be, s->q, HD, S, c->n_heads, (int)D, s->pos_dev, c->mrope_section,
-                  c->rope_theta);
-    be->rope_text(be, s->k, KD, S, c->n_kv_heads, (int)D, s->pos_dev, c->mrope_section,
+    if (fused) {
+        be->linear(be, s->q, s->xn, 1, &L->qkv, &L->qkv_b);
+        k = act_at(s, s->q, HD);
+        v = act_at(s, s->q, HD + KD);
+    } else {
+        be->linear(be, s->q, s->xn, S, &L->q, &L->q_b);
+        be->linear(be, s->k, s->xn, S, &L->k, &L->k_b);
+        be->linear(be, s->v, s->xn, S, &L->v, &L->v_b);
+    }
+    be->rope_text(be, q, HD, S, c->n_heads, (int)D, s->pos_dev, c->mrope_section, c->rope_theta);
+    be->rope_text(be, k, KD, S, c->n_kv_heads, (int)D, s->pos_dev, c->mrope_section,
                   c->rope_theta);
     int64_t pos0 = n_past_dev ? 0 : s->n_past;
-    be->kv_append(be, kc, head_stride, s->k, KD, S, c->n_kv_heads, (int)D, pos0, n_past_dev);
-    be->kv_append(be, vc, head_stride, s->v, KD, S, c->n_kv_heads, (int)D, pos0, n_past_dev);
+    be->kv_append(be, kc, head_stride, k, KD, S, c->n_kv_heads, (int)D, pos0, n_past_dev);
+    be->kv_append(be, vc, head_stride, v, KD, S, c->n_kv_heads, (int)D, pos0, n_past_dev);
 
     vl_attn_params p = {0};
-    p.q = s->q;
+    p.q = q;
     p.q_stride = HD;
     p.k = kc;
     p.v = vc;
@@ -190,9 +199,15 @@ static void decoder_layer(vl_session *s, int li, int64_t S, const int32_t *n_pas
     be->linear(be, s->xn, s->att, S, &L->o, NULL);
     be->add(be, s->x, s->xn, S * E);
     be->rmsnorm(be, s->xn, s->x, S, E, &L->post_norm, c->rms_eps);
-    be->linear(be, s->gate, s->xn, S, &L->gate, NULL);
-    be->linear(be, s->up, s->xn, S, &L->up, NULL);
-    be->silu_mul(be, s->gate, s->gate, s->up, S * F);
+    if (S == 1 && L->gate_up.data && s->chunk >= 2) {
+        /* [gate | up] from one GEMV into s->gate (room for a chunk of gate rows) */
+        be->linear(be, s->gate, s->xn, 1, &L->gate_up, NULL);
+        be->silu_mul(be, s->gate, s->gate, act_at(s, s->gate, F), F);
+    } else {
+        be->linear(be, s->gate, s->xn, S, &L->gate, NULL);
+        be->linear(be, s->up, s->xn, S, &L->up, NULL);
+        be->silu_mul(be, s->gate, s->gate, s->up, S * F);
+    }
     be->linear(be, s->xn, s->gate, S, &L->down, NULL);
     be->add(be, s->x, s->xn, S * E);
 }

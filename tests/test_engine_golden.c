@@ -311,7 +311,67 @@ static void golden_shared_tiny(const char *which) {
     cJSON_Delete(g);
 }
 
+/* The decode loop on the backend (vl_decode_begin / vl_decode_next: device-state path, here on
+ * the CPU backend) with q/k/v and gate/up fused into one GEMV each must give the tokens of the
+ * unfused layers: the fused views only concatenate rows, every output is computed the same way.
+ * --quant int8 makes the CPU backend place (copy) the weights, which is where fusion happens. */
+static void fused_decode_matches(void) {
+    char tok[4096], dir[4096], img[4096];
+    const char *tdir = getenv("VL_TOKENIZER_DIR");
+    snprintf(tok, sizeof tok, "%s/small_tokenizer.json", tdir ? tdir : ".cache/tokenizer");
+    snprintf(dir, sizeof dir, "%s", vt_fixture("models/tiny-a"));
+    snprintf(img, sizeof img, "%s", vt_fixture("models/images/img_b_100x60.png"));
+    vl_options o;
+    vl_options_default(&o);
+    o.model_dir = dir;
+    o.tokenizer = tok;
+    o.quant = VL_QUANT_INT8;
+    vl_model m;
+    int rc = vl_model_load(&m, &o, vl_backend_cpu());
+    VT_CHECKF(rc == 0, "tiny-a int8: %s", vl_error_get());
+    vl_image im;
+    vl_pixels px;
+    memset(&px, 0, sizeof px);
+    if (!rc) rc = vl_image_load(&im, img);
+    if (!rc) {
+        rc = vl_preprocess_image(&im, &m.pre, &px);
+        vl_image_free(&im);
+    }
+    vl_prompt p;
+    int src = 0;
+    if (!rc) rc = vl_prompt_build(&p, &m, "Describe it.", &px, &src, 1);
+    VT_CHECKF(rc == 0, "%s", vl_error_get());
+    if (!rc) {
+        VT_CHECKF(m.w.layers[0].qkv.data && m.w.layers[0].gate_up.data,
+                  "placed int8 weights were not fused");
+        enum { N = 10 };
+        int32_t toks[2][N];
+        for (int pass = 0; pass < 2; pass++) {
+            if (pass == 1)
+                for (int l = 0; l < m.cfg.n_layers; l++) {
+                    m.w.layers[l].qkv.data = NULL;
+                    m.w.layers[l].gate_up.data = NULL;
+                }
+            vl_session s;
+            vl_session_shape sh = {p.n + N, 2048 < p.n ? 2048 : p.n, px.n_patches, N, 0};
+            rc = vl_session_start(&s, &m, &sh) || vl_prefill(&s, &p, NULL, NULL) ||
+                 vl_decode_begin(&s, 0.0f, 0);
+            for (int k = 1; !rc && k < N; k++) rc = vl_decode_next(&s);
+            VT_CHECKF(rc == 0, "decode: %s", vl_error_get());
+            vl_decode_tokens(&s, toks[pass], N);
+            vl_session_free(&s);
+        }
+        int same = 0;
+        for (int k = 0; k < N; k++) same += toks[0][k] == toks[1][k];
+        VT_CHECKF(same == N, "fused and unfused decode differ at %d of %d tokens", N - same, N);
+        vl_prompt_free(&p);
+    }
+    vl_pixels_free(&px);
+    vl_model_free(&m);
+}
+
 int main(void) {
+    fused_decode_matches();
     golden_shared_tiny("bf16");
     golden_shared_tiny("nf4");
     min_cosine = 0.9995;
