@@ -241,4 +241,15 @@ void vl_cuda_launch_gemv(vl_bf16 *y, const vl_bf16 *x, int64_t m, const vl_weigh
                          const vl_bf16 *bias, const vl_cuda_gemv_scratch *scratch,
                          cudaStream_t stream);
 
+/* ---- m = 1 quantized GEMV, v2 (gemv_q_v2.cu), opt-in with VL_GEMV_Q_V2=1 ----------------------
+ * vl_cuda_launch_gemv calls vl_cuda_gemv_q_v2 first when enabled; it launches and returns 1 for
+ * m = 1 with NF4 (fp32 block scales, K % 64 == 0) or Q8ROW (K % 16 == 0), 16-byte aligned W data
+ * and x, and returns 0 (nothing launched) otherwise. Same numerics and determinism as gemv.cu,
+ * graph-safe. */
+int vl_cuda_gemv_q_v2_enabled(void); /* VL_GEMV_Q_V2 (read once), unless forced */
+int vl_cuda_gemv_q_v2(vl_bf16 *y, const vl_bf16 *x, int64_t m, const vl_weight *w,
+                      const vl_bf16 *bias, cudaStream_t stream);
+/* Tests: 1 forces v2 on, 0 off, -1 back to the environment's choice. */
+extern "C" void vl_cuda_gemv_q_v2_force(int mode);
+
 #endif

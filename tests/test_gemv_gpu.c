@@ -291,6 +291,36 @@ static void test_blas_bias(void) {
     weight_free(&t);
 }
 
+/* ---- the opt-in m = 1 kernel for NF4 / Q8ROW (kernels/gemv_q_v2.cu, VL_GEMV_Q_V2=1) ------------
+ * Forced on through its test hook (the environment variable is read once per process), the same
+ * checks as above: tolerance, >= 99% exact, two runs bit-identical, guards untouched. Shapes cover
+ * each K split it picks (1, 2, 4, 8 warps per row pair), odd N (a half-empty last row pair), K not
+ * taken by it (NF4 K % 64 != 0, Q8ROW K % 16 != 0, misaligned x: gemv.cu's kernels), m > 1
+ * (gemv.cu's), and the model's big shapes. */
+void vl_cuda_gemv_q_v2_force(int mode); /* kernels/cuda_ops.h (C++) */
+
+static void test_q_v2(int kind) {
+    printf("%s, m = 1 kernel v2\n", kind_name[kind]);
+    vl_cuda_gemv_q_v2_force(1);
+    const int64_t shapes[][2] = {
+        {1, 64},     {7, 128},    {33, 192},    {5, 64},      {3, 16},       {9, 13},
+        {17, 96},    {31, 136},   {40, 3584},   {512, 3584},  {511, 3584},   {300, 1280},
+        {16, 18944}, {8500, 512}, {4608, 3584}, {4607, 3584}, {3584, 18944}, {18944, 3584}};
+    for (int s = 0; s < (int)(sizeof shapes / sizeof shapes[0]); s++) {
+        test_weight t;
+        weight_make(&t, kind, shapes[s][0], shapes[s][1]);
+        check_case(&t, kind, 1, 1, 0);
+        check_case(&t, kind, 1, 0, 0);
+        if (s < 9) check_case(&t, kind, 2, 1, 0);  /* m > 1: gemv.cu's kernel */
+        if (s == 9) check_case(&t, kind, 1, 1, 1); /* misaligned x: gemv.cu's simple kernel */
+        weight_free(&t);
+    }
+    vl_cuda_gemv_q_v2_force(-1);
+    const double frac = kind_total[kind] ? (double)kind_exact[kind] / kind_total[kind] : 1.0;
+    VT_CHECKF(frac >= GEMV_EXACT, "%s (v2): only %.3f%% of all GEMV outputs exact", kind_name[kind],
+              100 * frac);
+}
+
 int main(void) {
     vt_rng_state = 0x9e77e5eedULL;
     char why[256] = "";
@@ -303,5 +333,7 @@ int main(void) {
     cpu = vl_backend_cpu();
     for (int kind = 0; kind < W_KINDS; kind++) test_kind(kind);
     test_blas_bias();
+    test_q_v2(W_NF4);
+    test_q_v2(W_Q8ROW);
     return vt_finish();
 }
