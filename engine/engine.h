@@ -124,6 +124,8 @@ typedef struct {
     vl_weights w;
     void *weights_mem;        /* backend block holding weights when they were copied/synthesized */
     size_t weights_bytes;     /* bytes of all parameters as used by the backend */
+    void *host_weights_mem;   /* --embed-on-host: pinned host block (the embedding table) */
+    size_t host_weights_bytes;
     vl_tokenizer *tok;        /* NULL when no tokenizer.json was found */
     char model_path[4096];
 } vl_model;

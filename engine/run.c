@@ -110,6 +110,9 @@ static void report_text(const vl_session *s, const vl_model *m, const vl_prompt 
             t->prefill_s > 0 ? (double)t->prefill_tokens / t->prefill_s : 0.0, t->ttft_s,
             t->decode_s > 0 ? (double)t->decode_tokens / t->decode_s : 0.0);
     fprintf(stderr, "memory: weights %.3f GiB", (double)m->weights_bytes / (1 << 30));
+    if (m->host_weights_bytes)
+        fprintf(stderr, " (+ %.3f GiB pinned in host memory)",
+                (double)m->host_weights_bytes / (1 << 30));
     for (int g = VL_MEM_KV; g < VL_MEM_GROUPS; g++)
         fprintf(stderr, " | %s %.3f GiB", vl_mem_group_name((vl_mem_group)g),
                 (double)s->arena.peak[g] / (1 << 30));
@@ -150,6 +153,7 @@ static void report_json(const vl_session *s, const vl_model *m, const vl_options
                             t->decode_s > 0 ? (double)t->decode_tokens / t->decode_s : 0.0);
     cJSON *mem = cJSON_AddObjectToObject(r, "memory");
     cJSON_AddNumberToObject(mem, "weights", (double)m->weights_bytes);
+    cJSON_AddNumberToObject(mem, "host_weights", (double)m->host_weights_bytes);
     for (int g = VL_MEM_KV; g < VL_MEM_GROUPS; g++)
         cJSON_AddNumberToObject(mem, vl_mem_group_name((vl_mem_group)g),
                                 (double)s->arena.peak[g]);
@@ -239,10 +243,6 @@ static int run(const vl_options *o) {
     }
     if (o->kv_int8) {
         vl_error_set("--kv int8 is not available in this build; use --kv bf16 (the default)");
-        return -1;
-    }
-    if (o->embed_on_host) {
-        vl_error_set("--embed-on-host is not available in this build");
         return -1;
     }
     if (o->attn_naive && !be->attention_naive) {

@@ -272,6 +272,8 @@ extern "C" vl_backend *vl_backend_cuda(char *why, size_t why_len) {
     b->graph_launch = vl_cuda_graph_launch;
     b->graph_free = vl_cuda_graph_free;
     b->mem_info = vl_cuda_mem_info;
+    b->host_mapped_alloc = vl_cuda_host_mapped_alloc;
+    b->host_mapped_free = vl_cuda_host_mapped_free;
     b->quantize = vl_cuda_quantize;
     b->dequantize = vl_cuda_dequantize;
     b->workspace_bytes = cuda_ctx.cublas_ws_bytes + cuda_ctx.attn_ws_bytes +

@@ -58,6 +58,8 @@ typedef struct {
 extern "C" void vl_cuda_fill_random_bf16(vl_backend *b, void *dst, int64_t n, uint64_t key,
                                          float center, float half);
 extern "C" void vl_cuda_mem_info(vl_backend *b, size_t *free_bytes, size_t *total_bytes);
+extern "C" void *vl_cuda_host_mapped_alloc(vl_backend *b, size_t bytes, void **device_ptr);
+extern "C" void vl_cuda_host_mapped_free(vl_backend *b, void *host_ptr);
 extern "C" void vl_cuda_sample_token(vl_backend *b, vl_decode_state *st, int32_t *tokens,
                                      const void *logits, int64_t n, float temperature,
                                      uint64_t seed, int advance);

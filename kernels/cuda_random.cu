@@ -1,4 +1,5 @@
-/* cuda_random.cu: --random-weights on the GPU, and the device memory query for the report.
+/* cuda_random.cu: --random-weights on the GPU, the device memory query for the report, and
+ * pinned mapped host memory (--embed-on-host).
  * The fill is the same counter-based generator as the host path (vl_random_unit in kernels.h),
  * so a checkpoint written by `vlrun synth` and a --random-weights run hold the same values
  * (up to the host's and device's float rounding of center + half * (2u - 1), which is exact
@@ -24,6 +25,23 @@ extern "C" void vl_cuda_fill_random_bf16(vl_backend *b, void *dst, int64_t n, ui
     fill_random_bf16_kernel<<<(unsigned)blocks, 256, 0, c->stream>>>((vl_bf16 *)dst, n, key,
                                                                      center, half);
     VL_CUDA_LAUNCH_CHECK();
+}
+
+/* Pinned, mapped host memory (--embed-on-host): NULL when the allocation fails. */
+extern "C" void *vl_cuda_host_mapped_alloc(vl_backend *b, size_t bytes, void **device_ptr) {
+    (void)b;
+    void *h = NULL;
+    if (cudaHostAlloc(&h, bytes ? bytes : 1, cudaHostAllocMapped) != cudaSuccess) {
+        (void)cudaGetLastError();
+        return NULL;
+    }
+    VL_CUDA_CHECK(cudaHostGetDevicePointer(device_ptr, h, 0));
+    return h;
+}
+
+extern "C" void vl_cuda_host_mapped_free(vl_backend *b, void *host_ptr) {
+    (void)b;
+    if (host_ptr) VL_CUDA_CHECK(cudaFreeHost(host_ptr));
 }
 
 extern "C" void vl_cuda_mem_info(vl_backend *b, size_t *free_bytes, size_t *total_bytes) {

@@ -258,6 +258,10 @@ struct vl_backend {
     void *(*graph_end)(vl_backend *b);
     void (*graph_launch)(vl_backend *b, void *graph);
     void (*graph_free)(vl_backend *b, void *graph);
+    /* Pinned host memory the device reads directly (zero-copy): the host pointer, and in
+     * *device_ptr the address kernels use. For tables read a row at a time (--embed-on-host). */
+    void *(*host_mapped_alloc)(vl_backend *b, size_t bytes, void **device_ptr);
+    void (*host_mapped_free)(vl_backend *b, void *host_ptr);
     /* Device memory now: free and total bytes (cudaMemGetInfo). */
     void (*mem_info)(vl_backend *b, size_t *free_bytes, size_t *total_bytes);
     const char *device_name; /* "NVIDIA H100 80GB HBM3", "cpu" */

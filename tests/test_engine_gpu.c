@@ -11,6 +11,8 @@
  *     token must be the CPU engine's argmax given the same history, or within 2% of its
  *     largest logit's magnitude (a near-tie in bf16);
  *   - --attn naive (materialized scores) gives the flash engine's argmax everywhere;
+ *   - --embed-on-host (the table in pinned host memory) gives the same logits, with the table's
+ *     bytes off the device;
  *   - --quant nf4 / int8: the GPU engine against the CPU engine with the same quantized
  *     weights (the quantizers are bit-exact twins): cosine >= 0.999 at every position.
  * Without a CUDA device it exits 77 (skip). */
@@ -47,6 +49,8 @@ typedef struct {
     int ok;
 } loaded;
 
+static int embed_on_host; /* load_case with --embed-on-host */
+
 static void load_case(loaded *L, const model_case *mc, vl_backend *be, const char *quant,
                       int attn_naive) {
     memset(L, 0, sizeof *L);
@@ -55,6 +59,7 @@ static void load_case(loaded *L, const model_case *mc, vl_backend *be, const cha
     o.model_dir = mc->dir;
     o.tokenizer = mc->tokenizer;
     o.attn_naive = attn_naive;
+    o.embed_on_host = embed_on_host;
     if (quant && !strcmp(quant, "nf4")) o.quant = VL_QUANT_NF4;
     if (quant && !strcmp(quant, "int8")) o.quant = VL_QUANT_INT8;
     int rc = vl_model_load(&L->m, &o, be);
@@ -192,6 +197,21 @@ static void run_model(const model_case *mc, vl_backend *gpu) {
         compare_rows(tag, &rg7, &rg, 0.999, 0.98);
         snprintf(tag, sizeof tag, "%s decode", mc->dir);
         check_decode(tag, &G, &C, 12);
+        /* --embed-on-host: the same kernels read the same table from pinned host memory */
+        loaded H;
+        embed_on_host = 1;
+        load_case(&H, mc, gpu, NULL, 0);
+        embed_on_host = 0;
+        if (H.ok) {
+            VT_CHECKF(H.m.host_weights_bytes > 0 && H.m.weights_bytes < G.m.weights_bytes,
+                      "--embed-on-host: %zu bytes on the host, %zu vs %zu on the device",
+                      H.m.host_weights_bytes, H.m.weights_bytes, G.m.weights_bytes);
+            logits_rows rh = all_logits(&H, 2048, 0);
+            snprintf(tag, sizeof tag, "%s --embed-on-host vs device table", mc->dir);
+            compare_rows(tag, &rh, &rg, 0.9999999, 1.0);
+            free(rh.rows);
+        }
+        free_case(&H);
         free(rc.rows);
         free(rg.rows);
         free(rg7.rows);
