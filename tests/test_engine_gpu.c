@@ -12,7 +12,7 @@
  *     largest logit's magnitude (a near-tie in bf16);
  *   - --attn naive (materialized scores) gives the flash engine's argmax everywhere;
  *   - --embed-on-host (the table in pinned host memory) gives the same logits, with the table's
- *     bytes off the device;
+ *     bytes off the device; a tied model (tiny-b) refuses it;
  *   - --quant nf4 / int8: the GPU engine against the CPU engine with the same quantized
  *     weights (the quantizers are bit-exact twins): cosine >= 0.999 at every position.
  * Without a CUDA device it exits 77 (skip). */
@@ -199,9 +199,25 @@ static void run_model(const model_case *mc, vl_backend *gpu) {
         check_decode(tag, &G, &C, 12);
         /* --embed-on-host: the same kernels read the same table from pinned host memory */
         loaded H;
-        embed_on_host = 1;
-        load_case(&H, mc, gpu, NULL, 0);
-        embed_on_host = 0;
+        if (G.m.w.lm_head_is_embed) {
+            /* tied: the LM head would read the host table every token; refused */
+            vl_options o;
+            vl_options_default(&o);
+            o.model_dir = mc->dir;
+            o.tokenizer = mc->tokenizer;
+            o.embed_on_host = 1;
+            vl_model tm;
+            int trc = vl_model_load(&tm, &o, gpu);
+            VT_CHECKF(trc != 0 && strstr(vl_error_get(), "ties its LM head"),
+                      "tied model with --embed-on-host: rc %d, %s", trc, vl_error_get());
+            vl_model_free(&tm);
+            vl_error_clear();
+            memset(&H, 0, sizeof H);
+        } else {
+            embed_on_host = 1;
+            load_case(&H, mc, gpu, NULL, 0);
+            embed_on_host = 0;
+        }
         if (H.ok) {
             VT_CHECKF(H.m.host_weights_bytes > 0 && H.m.weights_bytes < G.m.weights_bytes,
                       "--embed-on-host: %zu bytes on the host, %zu vs %zu on the device",
