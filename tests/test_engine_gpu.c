@@ -207,6 +207,7 @@ static void run_model(const model_case *mc, vl_backend *gpu) {
             o.tokenizer = mc->tokenizer;
             o.embed_on_host = 1;
             vl_model tm;
+            vl_error_clear();
             int trc = vl_model_load(&tm, &o, gpu);
             VT_CHECKF(trc != 0 && strstr(vl_error_get(), "ties its LM head"),
                       "tied model with --embed-on-host: rc %d, %s", trc, vl_error_get());
