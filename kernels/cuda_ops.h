@@ -248,7 +248,7 @@ void vl_cuda_launch_gemv(vl_bf16 *y, const vl_bf16 *x, int64_t m, const vl_weigh
  * m = 1 with NF4 (fp32 block scales, K % 64 == 0) or Q8ROW (K % 16 == 0), 16-byte aligned W data
  * and x, and returns 0 (nothing launched) otherwise. Same numerics and determinism as gemv.cu,
  * graph-safe. */
-int vl_cuda_gemv_q_v2_enabled(void); /* VL_GEMV_Q_V2 (read once), unless forced */
+int vl_cuda_gemv_q_v2_enabled(void); /* 1 always, 0 never, 2 auto (VL_GEMV_Q_V2 unset) */
 int vl_cuda_gemv_q_v2(vl_bf16 *y, const vl_bf16 *x, int64_t m, const vl_weight *w,
                       const vl_bf16 *bias, cudaStream_t stream);
 /* Tests: 1 forces v2 on, 0 off, -1 back to the environment's choice. */

@@ -506,8 +506,11 @@ void vl_cuda_launch_gemv(vl_bf16 *y, const vl_bf16 *x, int64_t m, const vl_weigh
                     (long long)m, (long long)w->rows, (long long)w->cols, vl_dtype_name(w->dtype),
                     VL_CUDA_GEMV_MAX_M);
     const int fmt = gemv_format(w);
-    /* opt-in m = 1 kernel for NF4 / Q8ROW (gemv_q_v2.cu); it declines shapes it does not take */
-    if ((fmt == FMT_NF4 || fmt == FMT_Q8ROW) && vl_cuda_gemv_q_v2_enabled() &&
+    /* the m = 1 kernel of gemv_q_v2.cu for NF4 / Q8ROW: by default only where it measured
+     * faster (Q8ROW, long rows); it declines shapes it does not take */
+    const int v2 = vl_cuda_gemv_q_v2_enabled();
+    if ((fmt == FMT_NF4 || fmt == FMT_Q8ROW) &&
+        (v2 == 1 || (v2 == 2 && fmt == FMT_Q8ROW && w->cols >= 8192)) &&
         vl_cuda_gemv_q_v2(y, x, m, w, bias, stream))
         return;
     GemvParams p = {};

@@ -1,6 +1,7 @@
 /* gemv_q_v2.cu: the m = 1 decode GEMV for NF4 (fp32 block scales) and Q8ROW weights, "v2", an
- * opt-in alternative to gemv.cu's tensor-core kernel (VL_GEMV_Q_V2=1, read once), to be A/B'd on a
- * device and made the default if faster.
+ * alternative to gemv.cu's tensor-core kernel. Measured on the H100 (bench/RESULTS.md) it is faster
+ * only for Q8ROW with long rows (3584 x 18944: 1790 against 1466 GB/s), so that is where gemv.cu
+ * uses it by default; VL_GEMV_Q_V2=1 / =0 force it on / off everywhere (read once).
  *
  * Numerics: gemv.cu's (the CPU twin's): w = bf16(table[code] * a_b) or bf16(q * absmax_r * (1/127))
  * (fp32, no FMA contraction), exact bf16 x bf16 products summed in fp32, y = bf16(sum + bias).
@@ -23,7 +24,7 @@
  * Requires: m = 1, NF4 without double quantization and K % 64 == 0, or Q8ROW and K % 16 == 0;
  * W data and x 16-byte aligned. vl_cuda_gemv_q_v2 returns 0 otherwise (the caller uses gemv.cu).
  * Knobs: QV2_UNROLL (bytes in flight), QV2_CTAS_PER_SM (register bound), env VL_GEMV_Q_V2_SPLITS
- * (1, 2, 4 or 8: force the K split, read once, for tuning). Not yet measured on a device.
+ * (1, 2, 4 or 8: force the K split, read once, for tuning).
  * Leaves out: m > 1, double-quantized NF4, bf16 weights (all stay on gemv.cu's kernels).
  */
 #include "kernels/cuda_ops.h"
@@ -239,12 +240,15 @@ extern "C" void vl_cuda_gemv_q_v2_force(int mode) {
     qv2_force = mode < 0 ? -1 : mode ? 1 : 0;
 }
 
+/* 1: always (VL_GEMV_Q_V2=1), 0: never (=0), 2: unset, where it measured faster (the caller
+ * decides: Q8ROW with long rows; on the H100 3584 x 18944 read 1790 GB/s against 1466 with the
+ * default kernel, while NF4 and short rows were slower). */
 int vl_cuda_gemv_q_v2_enabled(void) {
     static int from_env = -1;
     if (qv2_force >= 0) return qv2_force;
     if (from_env < 0) {
         const char *v = getenv("VL_GEMV_Q_V2");
-        from_env = v && v[0] && strcmp(v, "0") != 0;
+        from_env = !v || !v[0] ? 2 : strcmp(v, "0") != 0;
     }
     return from_env;
 }
