@@ -30,30 +30,30 @@ typedef struct {
 } vl_image_arg;
 
 typedef struct {
-    const char *model_dir;  /* --model DIR (default $VLRUN_MODEL) */
-    const char *config;     /* --config FILE (with --random-weights) */
-    const char *tokenizer;  /* --tokenizer FILE (default MODEL/tokenizer.json) */
-    int random_weights;     /* --random-weights */
-    const char *prompt;     /* --prompt TEXT */
-    int max_tokens;         /* --max-tokens N, default 512 */
-    int stop_at_eos;        /* --stop-at-eos */
-    vl_quant quant;         /* --quant */
-    int quant_double;       /* NF4 double quantization (--double-quant; default 0) */
-    int quant_lm_head;      /* --quant-lm-head */
-    int embed_on_host;      /* --embed-on-host */
-    int kv_int8;            /* --kv int8 */
-    int attn_naive;         /* --attn naive */
+    const char *model_dir;   /* --model DIR (default $VLRUN_MODEL) */
+    const char *config;      /* --config FILE (with --random-weights) */
+    const char *tokenizer;   /* --tokenizer FILE (default MODEL/tokenizer.json) */
+    int random_weights;      /* --random-weights */
+    const char *prompt;      /* --prompt TEXT */
+    int max_tokens;          /* --max-tokens N, default 512 */
+    int stop_at_eos;         /* --stop-at-eos */
+    vl_quant quant;          /* --quant */
+    int quant_double;        /* NF4 double quantization (--double-quant; default 0) */
+    int quant_lm_head;       /* --quant-lm-head */
+    int embed_on_host;       /* --embed-on-host */
+    int kv_int8;             /* --kv int8 */
+    int attn_naive;          /* --attn naive */
     vl_backend_kind backend; /* --backend */
-    int greedy;             /* --greedy (also when temperature == 0) */
-    float temperature;      /* --temperature, default 1.0 */
-    int top_k;              /* --top-k, default 0 (off) */
-    float top_p;            /* --top-p, default 1.0 (off) */
-    uint64_t seed;          /* --seed, default 0 */
-    int chunk;              /* --chunk N prefill chunk in tokens, default 2048 */
-    int64_t mem_budget;     /* --mem-budget SIZE in bytes, 0 = none */
-    int json;               /* --json */
+    int greedy;              /* --greedy (also when temperature == 0) */
+    float temperature;       /* --temperature, default 1.0 */
+    int top_k;               /* --top-k, default 0 (off) */
+    float top_p;             /* --top-p, default 1.0 (off) */
+    uint64_t seed;           /* --seed, default 0 */
+    int chunk;               /* --chunk N prefill chunk in tokens, default 2048 */
+    int64_t mem_budget;      /* --mem-budget SIZE in bytes, 0 = none */
+    int json;                /* --json */
     const char *dump_logits; /* --dump-logits FILE */
-    int quiet;              /* --quiet: no streamed text on stdout */
+    int quiet;               /* --quiet: no streamed text on stdout */
     vl_image_arg *images;
     int n_image_args;
 } vl_options;
@@ -79,9 +79,9 @@ void vl_weight_plan_from_options(vl_weight_plan *wp, const vl_options *o);
 
 typedef struct {
     vl_vec norm1_w, norm1_b, norm2_w, norm2_b; /* [Ev] */
-    vl_weight qkv;  /* [3 Ev, Ev] */
-    vl_vec qkv_b;   /* [3 Ev] */
-    vl_weight proj; /* [Ev, Ev] */
+    vl_weight qkv;                             /* [3 Ev, Ev] */
+    vl_vec qkv_b;                              /* [3 Ev] */
+    vl_weight proj;                            /* [Ev, Ev] */
     vl_vec proj_b;
     vl_weight fc1; /* [Fv, Ev] */
     vl_vec fc1_b;
@@ -122,11 +122,11 @@ typedef struct {
     vl_checkpoint ck; /* mmapped files (CPU backend reads weights in place) */
     int have_ck;
     vl_weights w;
-    void *weights_mem;        /* backend block holding weights when they were copied/synthesized */
-    size_t weights_bytes;     /* bytes of all parameters as used by the backend */
-    void *host_weights_mem;   /* --embed-on-host: pinned host block (the embedding table) */
+    void *weights_mem;      /* backend block holding weights when they were copied/synthesized */
+    size_t weights_bytes;   /* bytes of all parameters as used by the backend */
+    void *host_weights_mem; /* --embed-on-host: pinned host block (the embedding table) */
     size_t host_weights_bytes;
-    vl_tokenizer *tok;        /* NULL when no tokenizer.json was found */
+    vl_tokenizer *tok; /* NULL when no tokenizer.json was found */
     char model_path[4096];
 } vl_model;
 
@@ -144,8 +144,7 @@ void vl_model_free(vl_model *m);
  * "model.layers.0...", "lm_head.weight"); kind is one of "linear", "embed", "lm_head",
  * "patch_embed", "norm", "bias". Exactly one of w (matrices) and v (vectors) is set; fn may
  * change them. */
-typedef int (*vl_weight_fn)(void *ctx, const char *name, const char *kind, vl_weight *w,
-                            vl_vec *v);
+typedef int (*vl_weight_fn)(void *ctx, const char *name, const char *kind, vl_weight *w, vl_vec *v);
 int vl_weights_visit(vl_model *m, vl_weight_fn fn, void *ctx);
 
 /* ---- weights on the backend (engine/weights.c) --------------------------------------------- */
@@ -242,9 +241,10 @@ typedef struct {
     int32_t *ids_dev, *pos_dev;
     /* vision (one image at a time) */
     int64_t max_patches;
-    void *img_feats;                       /* [max_patches / merge^2, E]: the current image */
-    void *vpix, *vx, *vxn, *vqkv, *vatt, *vfc; /* [P, 1176], [P, Ev] x2, [P, 3Ev], [P, Ev], [P, Fv] */
-    int32_t *vpos_dev, *vseg_dev;          /* [2, P], [grid_t + 1] */
+    void *img_feats; /* [max_patches / merge^2, E]: the current image */
+    void *vpix, *vx, *vxn, *vqkv, *vatt,
+        *vfc;                     /* [P, 1176], [P, Ev] x2, [P, 3Ev], [P, Ev], [P, Fv] */
+    int32_t *vpos_dev, *vseg_dev; /* [2, P], [grid_t + 1] */
     /* decode on the backend (vl_decode_begin / vl_decode_next) */
     vl_decode_state *st_dev; /* backend memory */
     int32_t *tokens_dev;     /* [max_tokens] sampled tokens */
@@ -254,8 +254,8 @@ typedef struct {
     void *graph;  /* the recorded decode step, when the backend records graphs */
     int no_graph; /* run the step eagerly (VL_NO_GRAPH=1; tests) */
     int attn_naive;
-    float *scores; /* --attn naive: fp32 score matrix of the largest attention call */
-    float *logits_host; /* [V] */
+    float *scores;         /* --attn naive: fp32 score matrix of the largest attention call */
+    float *logits_host;    /* [V] */
     size_t predicted_peak; /* the planner's figure for this run */
     vl_mem_plan plan;      /* ... and its breakdown */
     size_t device_base;    /* device memory in use before the weights (context, workspaces) */
@@ -283,7 +283,6 @@ size_t vl_session_plan(const vl_config *c, vl_dtype act, int64_t max_ctx, int ch
                        int64_t max_patches, size_t group_bytes[VL_MEM_GROUPS]);
 
 /* ---- planner (engine/plan.c) ------------------------------------------------------------- */
-
 
 /* Everything the plan depends on. */
 typedef struct {

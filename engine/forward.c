@@ -63,8 +63,12 @@ static int session_carve(vl_session *s, const vl_config *c, size_t esz,
     struct {
         void **p;
         int64_t elems;
-    } acts[] = {{&s->xn, S * E},   {&s->q, S * HD}, {&s->k, S * KD},
-                {&s->v, S * KD},   {&s->att, S * HD}, {&s->gate, S * c->intermediate},
+    } acts[] = {{&s->xn, S * E},
+                {&s->q, S * HD},
+                {&s->k, S * KD},
+                {&s->v, S * KD},
+                {&s->att, S * HD},
+                {&s->gate, S * c->intermediate},
                 {&s->up, S * c->intermediate}};
     for (size_t i = 0; i < sizeof acts / sizeof acts[0]; i++)
         if (!(*acts[i].p = vl_arena_alloc(a, (size_t)acts[i].elems * esz, VL_MEM_ACT))) return -1;
@@ -118,8 +122,7 @@ int vl_session_start(vl_session *s, vl_model *m, const vl_session_shape *sh) {
     return 0;
 }
 
-int vl_session_init(vl_session *s, vl_model *m, int64_t max_ctx, int chunk,
-                    int64_t max_patches) {
+int vl_session_init(vl_session *s, vl_model *m, int64_t max_ctx, int chunk, int64_t max_patches) {
     vl_session_shape sh = {max_ctx, chunk, max_patches, (int)max_ctx, 0};
     return vl_session_start(s, m, &sh);
 }
@@ -169,8 +172,7 @@ static void decoder_layer(vl_session *s, int li, int64_t S, const int32_t *n_pas
         be->linear(be, s->v, s->xn, S, &L->v, &L->v_b);
     }
     be->rope_text(be, q, HD, S, c->n_heads, (int)D, s->pos_dev, c->mrope_section, c->rope_theta);
-    be->rope_text(be, k, KD, S, c->n_kv_heads, (int)D, s->pos_dev, c->mrope_section,
-                  c->rope_theta);
+    be->rope_text(be, k, KD, S, c->n_kv_heads, (int)D, s->pos_dev, c->mrope_section, c->rope_theta);
     int64_t pos0 = n_past_dev ? 0 : s->n_past;
     be->kv_append(be, kc, head_stride, k, KD, S, c->n_kv_heads, (int)D, pos0, n_past_dev);
     be->kv_append(be, vc, head_stride, v, KD, S, c->n_kv_heads, (int)D, pos0, n_past_dev);
@@ -193,8 +195,10 @@ static void decoder_layer(vl_session *s, int li, int64_t S, const int32_t *n_pas
     p.causal = 1;
     p.q_pos0 = n_past_dev ? 0 : s->n_past;
     p.n_past_dev = n_past_dev;
-    if (s->attn_naive) be->attention_naive(be, &p, s->scores);
-    else be->attention(be, &p);
+    if (s->attn_naive)
+        be->attention_naive(be, &p, s->scores);
+    else
+        be->attention(be, &p);
 
     be->linear(be, s->xn, s->att, S, &L->o, NULL);
     be->add(be, s->x, s->xn, S * E);
@@ -371,8 +375,10 @@ int vl_decode_next(vl_session *s) {
         s->graph = be->graph_end(be);
         if (!s->graph) return -1;
     }
-    if (s->graph) be->graph_launch(be, s->graph);
-    else decode_step_ops(s);
+    if (s->graph)
+        be->graph_launch(be, s->graph);
+    else
+        decode_step_ops(s);
     s->n_past += 1;
     s->n_sampled += 1;
     return 0;

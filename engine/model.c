@@ -23,7 +23,7 @@ static const vl_tensor *find_spelled(const vl_checkpoint *ck, name_part part, co
     static const char *text_prefixes[] = {"model.", "model.language_model."};
     static const char *vision_prefixes[] = {"visual.", "model.visual."};
     static const char *top_prefixes[] = {""};
-    const char **pre = part == PART_TEXT ? text_prefixes
+    const char **pre = part == PART_TEXT     ? text_prefixes
                        : part == PART_VISION ? vision_prefixes
                                              : top_prefixes;
     int n_pre = part == PART_TOP ? 1 : 2;
@@ -41,8 +41,7 @@ static const vl_tensor *find_spelled(const vl_checkpoint *ck, name_part part, co
 }
 
 static int check_float_dtype(const vl_tensor *t, const char *name) {
-    if (t->dtype == VL_DTYPE_BF16 || t->dtype == VL_DTYPE_F16 || t->dtype == VL_DTYPE_F32)
-        return 0;
+    if (t->dtype == VL_DTYPE_BF16 || t->dtype == VL_DTYPE_F16 || t->dtype == VL_DTYPE_F32) return 0;
     return vl_error_set("tensor %s has dtype %s; expected BF16, F16 or F32 (quantized "
                         "checkpoints need --quant support for their format)",
                         name, vl_dtype_name(t->dtype));
@@ -73,12 +72,15 @@ typedef struct {
     void *ctx;
 } binder;
 
-static int after_bind(binder *b, name_part part, const char *rest, const char *kind,
-                      vl_weight *w, vl_vec *v) {
+static int after_bind(binder *b, name_part part, const char *rest, const char *kind, vl_weight *w,
+                      vl_vec *v) {
     if (!b->fn) return 0;
     char name[512];
     snprintf(name, sizeof name, "%s%s",
-             part == PART_TEXT ? "model." : part == PART_VISION ? "visual." : "", rest);
+             part == PART_TEXT     ? "model."
+             : part == PART_VISION ? "visual."
+                                   : "",
+             rest);
     return b->fn(b->ctx, name, kind, w, v);
 }
 
@@ -238,8 +240,10 @@ static int bind_all(vl_model *m, binder b) {
     if (b.mode != BIND_VISIT)
         w->lm_head_is_embed =
             c->tie_embeddings && (!b.ck || !vl_checkpoint_find(b.ck, "lm_head.weight"));
-    if (w->lm_head_is_embed) w->lm_head = w->embed;
-    else if (bind_matrix(&b, PART_TOP, "lm_head.weight", c->vocab, E, &w->lm_head)) return -1;
+    if (w->lm_head_is_embed)
+        w->lm_head = w->embed;
+    else if (bind_matrix(&b, PART_TOP, "lm_head.weight", c->vocab, E, &w->lm_head))
+        return -1;
     m->weights_bytes = b.bytes;
     return 0;
 }

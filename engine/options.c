@@ -78,12 +78,22 @@ int64_t vl_parse_size(const char *s) {
     if (errno || end == s || !isfinite(v) || v < 0) return -1;
     double mult = 1;
     switch (toupper((unsigned char)*end)) {
-    case 0: break;
-    case 'K': mult = 1024.0; break;
-    case 'M': mult = 1024.0 * 1024; break;
-    case 'G': mult = 1024.0 * 1024 * 1024; break;
-    case 'T': mult = 1024.0 * 1024 * 1024 * 1024; break;
-    default: return -1;
+    case 0:
+        break;
+    case 'K':
+        mult = 1024.0;
+        break;
+    case 'M':
+        mult = 1024.0 * 1024;
+        break;
+    case 'G':
+        mult = 1024.0 * 1024 * 1024;
+        break;
+    case 'T':
+        mult = 1024.0 * 1024 * 1024 * 1024;
+        break;
+    default:
+        return -1;
     }
     if (*end) {
         end++;
@@ -119,7 +129,9 @@ static int parse_float(const char *opt, const char *v, double lo, double hi, flo
 }
 
 /* "xN" after an image: N copies. Returns 1 if `a` has the repeat form, 0 if it is a path. */
-static int is_repeat(const char *a) { return a[0] == 'x' && a[1] != 0 && !strchr(a, '.'); }
+static int is_repeat(const char *a) {
+    return a[0] == 'x' && a[1] != 0 && !strchr(a, '.');
+}
 
 static int add_image(vl_options *o, const char *path) {
     vl_image_arg *t = realloc(o->images, (size_t)(o->n_image_args + 1) * sizeof *t);
@@ -136,7 +148,7 @@ int vl_options_parse(vl_options *o, int argc, char **argv) {
         const char *v = i + 1 < argc ? argv[i + 1] : NULL;
 #define NEEDS_VALUE                                                                                \
     do {                                                                                           \
-        if (!v) return vl_error_set("option %s needs a value (see vlrun --help)", a);             \
+        if (!v) return vl_error_set("option %s needs a value (see vlrun --help)", a);              \
         i++;                                                                                       \
     } while (0)
         if (strcmp(a, "--model") == 0) {
@@ -160,10 +172,14 @@ int vl_options_parse(vl_options *o, int argc, char **argv) {
             o->stop_at_eos = 1;
         } else if (strcmp(a, "--quant") == 0) {
             NEEDS_VALUE;
-            if (strcmp(v, "bf16") == 0) o->quant = VL_QUANT_BF16;
-            else if (strcmp(v, "nf4") == 0) o->quant = VL_QUANT_NF4;
-            else if (strcmp(v, "int8") == 0) o->quant = VL_QUANT_INT8;
-            else return vl_error_set("option --quant: expected bf16, nf4 or int8, got '%s'", v);
+            if (strcmp(v, "bf16") == 0)
+                o->quant = VL_QUANT_BF16;
+            else if (strcmp(v, "nf4") == 0)
+                o->quant = VL_QUANT_NF4;
+            else if (strcmp(v, "int8") == 0)
+                o->quant = VL_QUANT_INT8;
+            else
+                return vl_error_set("option --quant: expected bf16, nf4 or int8, got '%s'", v);
         } else if (strcmp(a, "--no-double-quant") == 0) {
             o->quant_double = 0;
         } else if (strcmp(a, "--double-quant") == 0) {
@@ -174,19 +190,28 @@ int vl_options_parse(vl_options *o, int argc, char **argv) {
             o->embed_on_host = 1;
         } else if (strcmp(a, "--kv") == 0) {
             NEEDS_VALUE;
-            if (strcmp(v, "bf16") == 0) o->kv_int8 = 0;
-            else if (strcmp(v, "int8") == 0) o->kv_int8 = 1;
-            else return vl_error_set("option --kv: expected bf16 or int8, got '%s'", v);
+            if (strcmp(v, "bf16") == 0)
+                o->kv_int8 = 0;
+            else if (strcmp(v, "int8") == 0)
+                o->kv_int8 = 1;
+            else
+                return vl_error_set("option --kv: expected bf16 or int8, got '%s'", v);
         } else if (strcmp(a, "--attn") == 0) {
             NEEDS_VALUE;
-            if (strcmp(v, "flash") == 0) o->attn_naive = 0;
-            else if (strcmp(v, "naive") == 0) o->attn_naive = 1;
-            else return vl_error_set("option --attn: expected flash or naive, got '%s'", v);
+            if (strcmp(v, "flash") == 0)
+                o->attn_naive = 0;
+            else if (strcmp(v, "naive") == 0)
+                o->attn_naive = 1;
+            else
+                return vl_error_set("option --attn: expected flash or naive, got '%s'", v);
         } else if (strcmp(a, "--backend") == 0) {
             NEEDS_VALUE;
-            if (strcmp(v, "cuda") == 0) o->backend = VL_BACKEND_CUDA;
-            else if (strcmp(v, "cpu") == 0) o->backend = VL_BACKEND_CPU;
-            else return vl_error_set("option --backend: expected cuda or cpu, got '%s'", v);
+            if (strcmp(v, "cuda") == 0)
+                o->backend = VL_BACKEND_CUDA;
+            else if (strcmp(v, "cpu") == 0)
+                o->backend = VL_BACKEND_CPU;
+            else
+                return vl_error_set("option --backend: expected cuda or cpu, got '%s'", v);
         } else if (strcmp(a, "--greedy") == 0) {
             explicit_greedy = 1;
         } else if (strcmp(a, "--temperature") == 0) {
@@ -206,8 +231,7 @@ int vl_options_parse(vl_options *o, int argc, char **argv) {
             errno = 0;
             unsigned long long s = strtoull(v, &end, 10);
             if (errno || end == v || *end || v[0] == '-')
-                return vl_error_set("option --seed: expected a non-negative integer, got '%s'",
-                                    v);
+                return vl_error_set("option --seed: expected a non-negative integer, got '%s'", v);
             o->seed = s;
         } else if (strcmp(a, "--chunk") == 0) {
             NEEDS_VALUE;

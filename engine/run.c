@@ -102,10 +102,11 @@ static void report_text(const vl_session *s, const vl_model *m, const vl_prompt 
                         int64_t img_tokens, int generated) {
     const vl_timings *t = &s->t;
     fprintf(stderr, "\n--- vlrun report (%s backend) ---\n", m->be->name);
-    fprintf(stderr, "prompt %d tokens (%lld image tokens, %d images), generated %d tokens\n",
-            p->n, (long long)img_tokens, p->n_images, generated);
-    fprintf(stderr, "load %.3f s | vision %.3f s | prefill %.3f s (%.1f tok/s) | ttft %.3f s | "
-                    "decode %.1f tok/s\n",
+    fprintf(stderr, "prompt %d tokens (%lld image tokens, %d images), generated %d tokens\n", p->n,
+            (long long)img_tokens, p->n_images, generated);
+    fprintf(stderr,
+            "load %.3f s | vision %.3f s | prefill %.3f s (%.1f tok/s) | ttft %.3f s | "
+            "decode %.1f tok/s\n",
             t->load_s, t->vision_s, t->prefill_s,
             t->prefill_s > 0 ? (double)t->prefill_tokens / t->prefill_s : 0.0, t->ttft_s,
             t->decode_s > 0 ? (double)t->decode_tokens / t->decode_s : 0.0);
@@ -119,14 +120,16 @@ static void report_text(const vl_session *s, const vl_model *m, const vl_prompt 
     fprintf(stderr, " | peak tracked %.3f GiB\n",
             (double)(m->weights_bytes + s->arena.peak_total) / (1 << 30));
     if (s->device_total)
-        fprintf(stderr, "device %s: peak used %.3f GiB of %.3f GiB (cudaMemGetInfo, context "
-                        "included)\n",
+        fprintf(stderr,
+                "device %s: peak used %.3f GiB of %.3f GiB (cudaMemGetInfo, context "
+                "included)\n",
                 m->be->device_name ? m->be->device_name : m->be->name,
                 (double)s->peak_device / (1 << 30), (double)s->device_total / (1 << 30));
     vl_plan_print(stderr, &s->plan);
     if (s->device_base)
-        fprintf(stderr, "device memory before the weights (CUDA context + backend workspaces "
-                        "%.3f GiB): %.3f GiB\n",
+        fprintf(stderr,
+                "device memory before the weights (CUDA context + backend workspaces "
+                "%.3f GiB): %.3f GiB\n",
                 (double)m->be->workspace_bytes / (1 << 30), (double)s->device_base / (1 << 30));
     fprintf(stderr, "decode: %s\n", s->graph ? "one CUDA graph per step" : "eager");
 }
@@ -155,8 +158,7 @@ static void report_json(const vl_session *s, const vl_model *m, const vl_options
     cJSON_AddNumberToObject(mem, "weights", (double)m->weights_bytes);
     cJSON_AddNumberToObject(mem, "host_weights", (double)m->host_weights_bytes);
     for (int g = VL_MEM_KV; g < VL_MEM_GROUPS; g++)
-        cJSON_AddNumberToObject(mem, vl_mem_group_name((vl_mem_group)g),
-                                (double)s->arena.peak[g]);
+        cJSON_AddNumberToObject(mem, vl_mem_group_name((vl_mem_group)g), (double)s->arena.peak[g]);
     cJSON_AddNumberToObject(mem, "peak_tracked", (double)(m->weights_bytes + s->arena.peak_total));
     cJSON_AddNumberToObject(mem, "peak_device", (double)s->peak_device);
     cJSON_AddNumberToObject(mem, "predicted_peak", (double)s->predicted_peak);
@@ -173,9 +175,10 @@ static void report_json(const vl_session *s, const vl_model *m, const vl_options
     cJSON *op = cJSON_AddObjectToObject(r, "options");
     cJSON_AddStringToObject(op, "backend", m->be->name);
     cJSON_AddNumberToObject(op, "max_tokens", o->max_tokens);
-    cJSON_AddStringToObject(op, "quant", o->quant == VL_QUANT_NF4    ? "nf4"
-                                         : o->quant == VL_QUANT_INT8 ? "int8"
-                                                                     : "bf16");
+    cJSON_AddStringToObject(op, "quant",
+                            o->quant == VL_QUANT_NF4    ? "nf4"
+                            : o->quant == VL_QUANT_INT8 ? "int8"
+                                                        : "bf16");
     cJSON_AddStringToObject(op, "kv", o->kv_int8 ? "int8" : "bf16");
     cJSON_AddStringToObject(op, "attn", o->attn_naive ? "naive" : "flash");
     cJSON_AddBoolToObject(op, "greedy", o->greedy);
@@ -377,8 +380,10 @@ static int run(const vl_options *o) {
     if (!o->json && !o->quiet) printf("\n");
     if (o->random_weights)
         fprintf(stderr, "note: --random-weights: the generated text means nothing\n");
-    if (o->json) report_json(&s, &m, o, &p, img_tokens, gen, n_gen, text);
-    else report_text(&s, &m, &p, img_tokens, n_gen);
+    if (o->json)
+        report_json(&s, &m, o, &p, img_tokens, gen, n_gen, text);
+    else
+        report_text(&s, &m, &p, img_tokens, n_gen);
     rc = 0;
 done:
     free(text);

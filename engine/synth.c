@@ -104,11 +104,13 @@ int vl_cmd_synth(int argc, char **argv) {
     uint64_t seed = 0;
     for (int i = 2; i < argc; i++) {
         const char *a = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
-        if (!v && (strcmp(a, "--config") == 0 || strcmp(a, "--out") == 0 ||
-                   strcmp(a, "--seed") == 0))
+        if (!v &&
+            (strcmp(a, "--config") == 0 || strcmp(a, "--out") == 0 || strcmp(a, "--seed") == 0))
             return vl_error_set("vlrun synth: option %s needs a value", a);
-        if (strcmp(a, "--config") == 0) config = argv[++i];
-        else if (strcmp(a, "--out") == 0) out = argv[++i];
+        if (strcmp(a, "--config") == 0)
+            config = argv[++i];
+        else if (strcmp(a, "--out") == 0)
+            out = argv[++i];
         else if (strcmp(a, "--seed") == 0) {
             char *end;
             errno = 0;

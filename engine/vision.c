@@ -29,16 +29,12 @@ int vl_vision_alloc(vl_session *s, int64_t max_patches) {
     struct {
         void **p;
         int64_t elems;
-    } bufs[] = {{&s->vpix, P * pd},
-                {&s->vx, P * Ev},
-                {&s->vxn, P * Ev},
-                {&s->vqkv, P * 3 * Ev},
-                {&s->vatt, P * Ev},
-                {&s->vfc, P * (c->v_mlp > Ev * m2 ? c->v_mlp : Ev * m2)}};
+    } bufs[] = {{&s->vpix, P * pd}, {&s->vx, P * Ev},
+                {&s->vxn, P * Ev},  {&s->vqkv, P * 3 * Ev},
+                {&s->vatt, P * Ev}, {&s->vfc, P * (c->v_mlp > Ev * m2 ? c->v_mlp : Ev * m2)}};
     for (size_t i = 0; i < sizeof bufs / sizeof bufs[0]; i++)
         if (!(*bufs[i].p = vl_arena_alloc(a, (size_t)bufs[i].elems * esz, VL_MEM_ACT))) return -1;
-    if (!(s->vpos_dev = vl_arena_alloc(a, (size_t)P * 2 * sizeof(int32_t), VL_MEM_ACT)))
-        return -1;
+    if (!(s->vpos_dev = vl_arena_alloc(a, (size_t)P * 2 * sizeof(int32_t), VL_MEM_ACT))) return -1;
     if (!(s->vseg_dev = vl_arena_alloc(a, (size_t)(P + 1) * sizeof(int32_t), VL_MEM_ACT)))
         return -1;
     return 0;
@@ -66,11 +62,11 @@ int vl_vision_encode(vl_session *s, const vl_pixels *px, void *out) {
     int64_t P = px->n_patches, Ev = c->v_embed, m2 = (int64_t)c->merge * c->merge;
     int H = c->v_heads, D = c->v_head_dim;
     if (P > s->max_patches)
-        return vl_error_set("internal: image of %lld patches exceeds the plan (%lld)",
-                            (long long)P, (long long)s->max_patches);
+        return vl_error_set("internal: image of %lld patches exceeds the plan (%lld)", (long long)P,
+                            (long long)s->max_patches);
     if (px->patch_dim != w->patch_embed.cols)
-        return vl_error_set("image patches have %d values; the model expects %lld",
-                            px->patch_dim, (long long)w->patch_embed.cols);
+        return vl_error_set("image patches have %d values; the model expects %lld", px->patch_dim,
+                            (long long)w->patch_embed.cols);
 
     int32_t *host = malloc((size_t)(2 * P + px->grid_t + 1) * sizeof(int32_t));
     if (!host) return vl_error_set("out of host memory");
@@ -107,14 +103,18 @@ int vl_vision_encode(vl_session *s, const vl_pixels *px, void *out) {
         p.causal = 0;
         p.seg_starts = s->vseg_dev;
         p.n_seg = px->grid_t;
-        if (s->attn_naive) be->attention_naive(be, &p, s->scores);
-        else be->attention(be, &p);
+        if (s->attn_naive)
+            be->attention_naive(be, &p, s->scores);
+        else
+            be->attention(be, &p);
         be->linear(be, s->vxn, s->vatt, P, &k->proj, &k->proj_b);
         be->add(be, s->vx, s->vxn, P * Ev);
         be->layernorm(be, s->vxn, s->vx, P, Ev, &k->norm2_w, &k->norm2_b, 1e-6f);
         be->linear(be, s->vfc, s->vxn, P, &k->fc1, &k->fc1_b);
-        if (c->v_act_quick_gelu) be->quick_gelu(be, s->vfc, P * c->v_mlp);
-        else be->gelu(be, s->vfc, P * c->v_mlp);
+        if (c->v_act_quick_gelu)
+            be->quick_gelu(be, s->vfc, P * c->v_mlp);
+        else
+            be->gelu(be, s->vfc, P * c->v_mlp);
         be->linear(be, s->vxn, s->vfc, P, &k->fc2, &k->fc2_b);
         be->add(be, s->vx, s->vxn, P * Ev);
     }

@@ -52,12 +52,12 @@ typedef struct {
     vl_backend *be; /* NULL when measuring for a plan (bf16 activations assumed) */
     const vl_weight_plan *wp;
     uint8_t *base;
-    size_t off[REGIONS];  /* next free byte of each region */
+    size_t off[REGIONS];   /* next free byte of each region */
     size_t start[REGIONS]; /* where each region begins (placing; 0 while measuring) */
-    void *staging; /* bf16 [staging_elems] on the backend, for quantization */
+    void *staging;         /* bf16 [staging_elems] on the backend, for quantization */
     int64_t staging_elems;
     uint64_t seed;
-    int index; /* parameter number: the random generator's stream */
+    int index;      /* parameter number: the random generator's stream */
     uint16_t *host; /* host conversion buffer, host_elems bf16 */
     int64_t host_elems;
     void *host_block; /* --embed-on-host: the pinned table */
@@ -153,8 +153,8 @@ static int fill_random(placer *p, void *dst, int64_t n, const char *kind, uint64
 
 /* A backend weight of the cpu backend holds the activation dtype; a bf16 one holds bf16. The
  * buffer for a plain parameter of n elements in dtype `to`. */
-static int place_plain(placer *p, int region, const char *kind, const void **data,
-                       vl_dtype *dtype, int64_t n, vl_dtype to) {
+static int place_plain(placer *p, int region, const char *kind, const void **data, vl_dtype *dtype,
+                       int64_t n, vl_dtype to) {
     size_t bytes = (size_t)n * vl_dtype_size(to);
     size_t at = take(p, region, bytes);
     if (p->mode == PLACE_MEASURE) return 0;

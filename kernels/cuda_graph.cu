@@ -10,7 +10,8 @@
 #include "kernels/cuda_ops.h"
 
 extern "C" int vl_cuda_graph_begin(vl_backend *b) {
-    VL_CUDA_CHECK(cudaStreamBeginCapture(vl_cuda_ctx_of(b)->stream, cudaStreamCaptureModeThreadLocal));
+    VL_CUDA_CHECK(
+        cudaStreamBeginCapture(vl_cuda_ctx_of(b)->stream, cudaStreamCaptureModeThreadLocal));
     return 0;
 }
 

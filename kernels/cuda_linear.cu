@@ -42,7 +42,7 @@
  * 407 vs 377 GB/s) and on the LM head (N = 152064: 2890 vs 2865). */
 #define CUBLAS_GEMV_MIN_ROWS 1024
 #define CUBLAS_GEMV_MAX_ROWS 65536
-#define LT_CACHE_SIZE 32 /* distinct biased GEMM shapes of a model: a dozen */
+#define LT_CACHE_SIZE        32 /* distinct biased GEMM shapes of a model: a dozen */
 
 void vl_cuda_launch_linear(cublasHandle_t handle, cudaStream_t stream, vl_bf16 *y, const vl_bf16 *x,
                            int64_t m, const vl_bf16 *w, int64_t n_out, int64_t k_in,

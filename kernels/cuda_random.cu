@@ -22,8 +22,8 @@ extern "C" void vl_cuda_fill_random_bf16(vl_backend *b, void *dst, int64_t n, ui
     int64_t blocks = (n + 255) / 256;
     if (blocks > 65535LL * 8) blocks = 65535LL * 8;
     if (blocks < 1) blocks = 1;
-    fill_random_bf16_kernel<<<(unsigned)blocks, 256, 0, c->stream>>>((vl_bf16 *)dst, n, key,
-                                                                     center, half);
+    fill_random_bf16_kernel<<<(unsigned)blocks, 256, 0, c->stream>>>((vl_bf16 *)dst, n, key, center,
+                                                                     half);
     VL_CUDA_LAUNCH_CHECK();
 }
 

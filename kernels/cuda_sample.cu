@@ -33,8 +33,8 @@ static __global__ void __launch_bounds__(SAMPLE_THREADS)
     for (int half = SAMPLE_THREADS / 2; half > 0; half /= 2) {
         if (t < half) {
             const int64_t oi = s_index[t + half];
-            if (oi >= 0 && (s_index[t] < 0 || vl_sample_better(s_score[t + half], oi, s_score[t],
-                                                                s_index[t]))) {
+            if (oi >= 0 && (s_index[t] < 0 ||
+                            vl_sample_better(s_score[t + half], oi, s_score[t], s_index[t]))) {
                 s_score[t] = s_score[t + half];
                 s_index[t] = oi;
             }

@@ -39,8 +39,9 @@ typedef enum {
     VL_DTYPE_Q8ROW
 } vl_dtype;
 
-size_t vl_dtype_size(vl_dtype t);      /* 0 for the quantized formats */
-const char *vl_dtype_name(vl_dtype t); /* safetensors spelling: "F32", "BF16", ...; "NF4", "Q8ROW" */
+size_t vl_dtype_size(vl_dtype t); /* 0 for the quantized formats */
+const char *
+vl_dtype_name(vl_dtype t); /* safetensors spelling: "F32", "BF16", ...; "NF4", "Q8ROW" */
 
 static inline float vl_bf16_to_f32(uint16_t h) {
     uint32_t u = (uint32_t)h << 16;
@@ -59,7 +60,9 @@ static inline uint16_t vl_f32_to_bf16(float f) {
 }
 
 /* bf16 rounding of a float, kept as float (what a bf16 tensor op stores). */
-static inline float vl_round_bf16(float f) { return vl_bf16_to_f32(vl_f32_to_bf16(f)); }
+static inline float vl_round_bf16(float f) {
+    return vl_bf16_to_f32(vl_f32_to_bf16(f));
+}
 
 float vl_f16_to_f32(uint16_t h);
 uint16_t vl_f32_to_f16(float f);
@@ -72,10 +75,10 @@ typedef struct {
     const void *data; /* backend memory (the CPU backend reads the mmapped file directly) */
     vl_dtype dtype;   /* F32, F16, BF16, or NF4 / Q8ROW (below) */
     int64_t rows, cols;
-    const float *absmax;         /* NF4: block scales or nested scales; Q8ROW: row absmax */
-    const uint8_t *absmax_code;  /* NF4 double quantization: 8-bit code of each block scale */
-    const float *absmax_map;     /* NF4 double quantization: the 256-entry code table */
-    float absmax_offset;         /* NF4 double quantization: added back to every block scale */
+    const float *absmax;        /* NF4: block scales or nested scales; Q8ROW: row absmax */
+    const uint8_t *absmax_code; /* NF4 double quantization: 8-bit code of each block scale */
+    const float *absmax_map;    /* NF4 double quantization: the 256-entry code table */
+    float absmax_offset;        /* NF4 double quantization: added back to every block scale */
 } vl_weight;
 
 /* A vector parameter (bias, norm weight) of n elements; data == NULL means "absent". */
@@ -197,8 +200,8 @@ struct vl_backend {
     void (*rmsnorm)(vl_backend *b, void *y, const void *x, int64_t m, int64_t n, const vl_vec *w,
                     float eps);
     /* y[m, n] = LayerNorm(x[m, n]) * w + bias   (fp32 statistics, biased variance) */
-    void (*layernorm)(vl_backend *b, void *y, const void *x, int64_t m, int64_t n,
-                      const vl_vec *w, const vl_vec *bias, float eps);
+    void (*layernorm)(vl_backend *b, void *y, const void *x, int64_t m, int64_t n, const vl_vec *w,
+                      const vl_vec *bias, float eps);
     /* y[n] += a[n] */
     void (*add)(vl_backend *b, void *y, const void *a, int64_t n);
     /* y[n] = silu(gate[n]) * up[n], silu(x) = x / (1 + exp(-x)) */
@@ -218,8 +221,8 @@ struct vl_backend {
     /* Vision 2-D rotary, in place on x[s, heads, head_dim] (row stride `stride`).
      * pos: int32 [2, s] (rows h, w). inv_freq_j = theta^(-2j/(head_dim/2)), j < head_dim/4;
      * angle vector over head_dim/2 = [h*inv_freq, w*inv_freq]; rotate_half over head_dim. */
-    void (*rope_vision)(vl_backend *b, void *x, int64_t stride, int64_t s, int heads,
-                        int head_dim, const int32_t *pos, float theta);
+    void (*rope_vision)(vl_backend *b, void *x, int64_t stride, int64_t s, int heads, int head_dim,
+                        const int32_t *pos, float theta);
 
     void (*attention)(vl_backend *b, const vl_attn_params *p);
 

@@ -194,10 +194,10 @@ static void golden_model(const char *name) {
         }
     }
     printf("%s: pixel samples exact %d/%d, worst %.4g\n", name, exact, n_samples, worst);
-    VT_CHECKF(worst <= 1.01 / 255 / 0.26, "%s: a pixel value is %.4g off (more than 1 level)",
-              name, worst);
-    VT_CHECKF(exact * 100 >= n_samples * 99, "%s: only %d of %d pixel samples exact", name,
-              exact, n_samples);
+    VT_CHECKF(worst <= 1.01 / 255 / 0.26, "%s: a pixel value is %.4g off (more than 1 level)", name,
+              worst);
+    VT_CHECKF(exact * 100 >= n_samples * 99, "%s: only %d of %d pixel samples exact", name, exact,
+              n_samples);
 
     const char *prompt = cJSON_GetObjectItem(g, "prompt")->valuestring;
     vl_prompt p;
@@ -256,10 +256,11 @@ static void golden_shared_tiny(const char *which) {
     vl_options o;
     vl_options_default(&o);
     char dir[64], logits_rel[96], tag[64];
-    snprintf(dir, sizeof dir, "tiny-qwen2vl/tiny-%s%s", strcmp(which, "bf16") ? "bnb-" : "",
-             which);
+    snprintf(dir, sizeof dir, "tiny-qwen2vl/tiny-%s%s", strcmp(which, "bf16") ? "bnb-" : "", which);
     snprintf(logits_rel, sizeof logits_rel, "tiny-qwen2vl/logits_%s.f32",
-             !strcmp(which, "bf16") ? "bf16weights" : !strcmp(which, "nf4") ? "bnb_nf4" : "bnb_int8");
+             !strcmp(which, "bf16")  ? "bf16weights"
+             : !strcmp(which, "nf4") ? "bnb_nf4"
+                                     : "bnb_int8");
     snprintf(tag, sizeof tag, "tiny-%s", which);
     o.model_dir = vt_fixture(dir);
     vl_model m;

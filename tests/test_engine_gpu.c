@@ -89,8 +89,8 @@ static void free_case(loaded *L) {
 }
 
 static int start(vl_session *s, loaded *L, int chunk, int max_tokens, int naive) {
-    vl_session_shape sh = {L->p.n + max_tokens, chunk < L->p.n ? chunk : L->p.n,
-                           L->px.n_patches, max_tokens, naive};
+    vl_session_shape sh = {L->p.n + max_tokens, chunk < L->p.n ? chunk : L->p.n, L->px.n_patches,
+                           max_tokens, naive};
     int rc = vl_session_start(s, &L->m, &sh);
     VT_CHECKF(rc == 0, "session: %s", vl_error_get());
     return rc;
@@ -136,8 +136,8 @@ static void compare_rows(const char *tag, const logits_rows *a, const logits_row
         agree += ax == ay;
         far += ax != ay && !(y[ax] >= y[ay] - 0.02f * fabsf(y[ay]));
     }
-    printf("%s: %d positions, min cosine %.6f (position %d), argmax agreement %d/%d\n", tag,
-           a->n, worst, worst_at, agree, a->n);
+    printf("%s: %d positions, min cosine %.6f (position %d), argmax agreement %d/%d\n", tag, a->n,
+           worst, worst_at, agree, a->n);
     VT_CHECKF(worst >= min_cos, "%s: cosine %.6f at position %d", tag, worst, worst_at);
     VT_CHECKF(agree >= min_agree * a->n, "%s: argmax agrees at %d of %d positions", tag, agree,
               a->n);

@@ -34,8 +34,8 @@ static vl_mem_plan plan_images(int n_images, int attn_naive, vl_dtype quant) {
 
 static void check_close_above(const char *what, size_t got, size_t want, size_t slack) {
     printf("%s: %zu bytes (reference %zu, +%zd)\n", what, got, want, (ssize_t)(got - want));
-    VT_CHECKF(got >= want && got - want <= slack, "%s: %zu bytes, expected %zu + at most %zu",
-              what, got, want, slack);
+    VT_CHECKF(got >= want && got - want <= slack, "%s: %zu bytes, expected %zu + at most %zu", what,
+              got, want, slack);
 }
 
 int main(void) {
@@ -82,7 +82,6 @@ int main(void) {
     size_t scores = (size_t)28 * 2048 * (size_t)t28 * 4;
     VT_CHECKF(naive.workspace >= p28.workspace + scores &&
                   naive.workspace <= p28.workspace + scores + 256,
-              "naive workspace %zu, flash %zu, scores %zu", naive.workspace, p28.workspace,
-              scores);
+              "naive workspace %zu, flash %zu, scores %zu", naive.workspace, p28.workspace, scores);
     return vt_finish();
 }

@@ -44,7 +44,8 @@ static void test_distribution(float temperature) {
     int count[V] = {0};
     int32_t *tokens = malloc(DRAWS * sizeof *tokens);
     vl_decode_state st = {0};
-    for (int k = 0; k < DRAWS; k++) cpu->sample_token(cpu, &st, tokens, logits, V, temperature, 42, 1);
+    for (int k = 0; k < DRAWS; k++)
+        cpu->sample_token(cpu, &st, tokens, logits, V, temperature, 42, 1);
     for (int k = 0; k < DRAWS; k++) count[tokens[k]]++;
     double chi2 = 0;
     int within = 1;

@@ -33,7 +33,8 @@ static void check_vocab(int64_t V, float temperature, int steps) {
     st.n_past = 100;
     st.rope_delta = 7;
     gpu->upload(gpu, d_st, &st, sizeof st);
-    int32_t *want = malloc((size_t)steps * sizeof *want), *have = malloc((size_t)steps * sizeof *have);
+    int32_t *want = malloc((size_t)steps * sizeof *want),
+            *have = malloc((size_t)steps * sizeof *have);
     for (int k = 0; k < steps; k++) {
         int adv = k % 2;
         cpu->sample_token(cpu, &st, want, x, V, temperature, 1234, adv);
