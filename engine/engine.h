@@ -160,6 +160,18 @@ size_t vl_weights_bytes(const vl_config *c, const vl_weight_plan *wp);
  * tensor of staging at a time), or synthesized (random: counter-based, seed). */
 int vl_weights_place(vl_model *m, const vl_weight_plan *wp, int random, uint64_t seed);
 
+/* ---- the request's images (engine/images.c) ----------------------------------------------- */
+
+/* Distinct images decoded and preprocessed once; list[n_list] has one view per requested image
+ * (IMAGE xN gives N views of uniq[src[i]]). */
+typedef struct {
+    vl_pixels *uniq, *list;
+    int *src;
+    int n_uniq, n_list;
+} vl_image_set;
+int vl_image_set_load(vl_image_set *is, const vl_options *o, const vl_preproc_config *pre);
+void vl_image_set_free(vl_image_set *is);
+
 /* ---- prompt (engine/prompt.c) ------------------------------------------------------------ */
 
 typedef struct {
@@ -301,6 +313,10 @@ typedef struct {
  * device held 0.698 GiB before any weight, of which 0.114 GiB are the backend's workspaces. */
 #define VL_CUDA_CONTEXT_BYTES ((size_t)600 << 20)
 void vl_plan_memory(const vl_config *c, const vl_plan_request *rq, vl_mem_plan *out);
+/* The request of a run with options o on backend be (context: VL_CUDA_CONTEXT_BYTES unless the
+ * backend is the CPU). */
+void vl_plan_request_init(vl_plan_request *rq, const vl_options *o, const vl_backend *be,
+                          int64_t prompt_tokens, int max_tokens, int chunk, int64_t max_patches);
 void vl_plan_print(FILE *f, const vl_mem_plan *p);
 int vl_session_init(vl_session *s, vl_model *m, int64_t max_ctx, int chunk, int64_t max_patches);
 void vl_session_free(vl_session *s);

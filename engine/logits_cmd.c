@@ -95,48 +95,6 @@ static int ends_with(const char *s, const char *suffix) {
     return a > b && strcmp(s + a - b, suffix) == 0;
 }
 
-/* The distinct images, decoded and preprocessed once; `list` expands IMAGE xN into views. */
-typedef struct {
-    vl_pixels *uniq, *list;
-    int *src;
-    int n_uniq, n_list;
-} image_set;
-
-static void images_free(image_set *is) {
-    for (int i = 0; i < is->n_uniq; i++) vl_pixels_free(&is->uniq[i]);
-    free(is->uniq);
-    free(is->list);
-    free(is->src);
-    memset(is, 0, sizeof *is);
-}
-
-static int images_load(image_set *is, const vl_options *o, const vl_preproc_config *pre) {
-    int n = 0;
-    for (int i = 0; i < o->n_image_args; i++) {
-        if (o->images[i].repeat > 100000 - n)
-            return vl_error_set("too many images (at most 100000 per request)");
-        n += o->images[i].repeat;
-    }
-    if (n < 1 || o->n_image_args < 1) return vl_error_set("vlrun logits: no image given");
-    is->uniq = calloc((size_t)o->n_image_args, sizeof *is->uniq);
-    is->list = calloc((size_t)n, sizeof *is->list);
-    is->src = calloc((size_t)n, sizeof *is->src);
-    if (!is->uniq || !is->list || !is->src) return vl_error_set("out of host memory");
-    for (int i = 0; i < o->n_image_args; i++) {
-        vl_image img;
-        if (vl_image_load(&img, o->images[i].path)) return -1;
-        int rc = vl_preprocess_image(&img, pre, &is->uniq[i]);
-        vl_image_free(&img);
-        if (rc) return -1;
-        is->n_uniq = i + 1;
-        for (int r = 0; r < o->images[i].repeat; r++, is->n_list++) {
-            is->list[is->n_list] = is->uniq[i]; /* a view: pixels owned by uniq[i] */
-            is->src[is->n_list] = i;
-        }
-    }
-    return 0;
-}
-
 static const char *quant_name(vl_quant q) {
     return q == VL_QUANT_NF4 ? "nf4" : q == VL_QUANT_INT8 ? "int8" : "bf16";
 }
@@ -163,7 +121,7 @@ static int logits(const vl_options *o, const logits_opts *lo) {
     vl_model m;
     vl_session s;
     vl_prompt p;
-    image_set is;
+    vl_image_set is;
     logits_sink sink;
     char out_tmp[4200], ids_tmp[4200];
     FILE *ids_f = NULL;
@@ -194,7 +152,7 @@ static int logits(const vl_options *o, const logits_opts *lo) {
 
     double t0 = vl_now_s();
     if (vl_model_open(&m, o)) goto done;
-    if (images_load(&is, o, &m.pre)) goto done;
+    if (vl_image_set_load(&is, o, &m.pre)) goto done;
     if (vl_prompt_build(&p, &m, o->prompt, is.list, is.src, is.n_list)) goto done;
     int64_t last_pos = (int64_t)p.n - 1 + p.rope_delta;
     if (last_pos >= m.cfg.max_positions) {
@@ -209,17 +167,8 @@ static int logits(const vl_options *o, const logits_opts *lo) {
         img_tokens += is.list[i].n_patches / ((int64_t)m.cfg.merge * m.cfg.merge);
     }
     int chunk = o->chunk < p.n ? o->chunk : p.n;
-    vl_plan_request rq;
-    memset(&rq, 0, sizeof rq);
-    rq.act = be->act;
-    rq.prompt_tokens = p.n;
-    rq.max_tokens = 0; /* nothing is generated: the KV cache holds the prompt */
-    rq.chunk = chunk;
-    rq.max_patches = max_patches;
-    rq.attn_naive = o->attn_naive;
-    vl_weight_plan_from_options(&rq.weights, o);
-    rq.workspace_bytes = be->workspace_bytes;
-    rq.context_bytes = strcmp(be->name, "cpu") == 0 ? 0 : VL_CUDA_CONTEXT_BYTES;
+    vl_plan_request rq; /* max_tokens 0: nothing is generated, the KV cache holds the prompt */
+    vl_plan_request_init(&rq, o, be, p.n, 0, chunk, max_patches);
     vl_mem_plan plan;
     vl_plan_memory(&m.cfg, &rq, &plan);
     if (o->mem_budget > 0 && plan.total > (size_t)o->mem_budget) {
@@ -288,7 +237,7 @@ done:
     free(sink.row);
     vl_session_free(&s);
     vl_prompt_free(&p);
-    images_free(&is);
+    vl_image_set_free(&is);
     vl_model_free(&m);
     return rc;
 }

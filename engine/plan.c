@@ -25,6 +25,20 @@ void vl_plan_memory(const vl_config *c, const vl_plan_request *rq, vl_mem_plan *
     out->total = out->weights + out->kv + out->act + out->workspace + out->context;
 }
 
+void vl_plan_request_init(vl_plan_request *rq, const vl_options *o, const vl_backend *be,
+                          int64_t prompt_tokens, int max_tokens, int chunk, int64_t max_patches) {
+    memset(rq, 0, sizeof *rq);
+    rq->act = be->act;
+    rq->prompt_tokens = prompt_tokens;
+    rq->max_tokens = max_tokens;
+    rq->chunk = chunk;
+    rq->max_patches = max_patches;
+    rq->attn_naive = o->attn_naive;
+    vl_weight_plan_from_options(&rq->weights, o);
+    rq->workspace_bytes = be->workspace_bytes;
+    rq->context_bytes = strcmp(be->name, "cpu") == 0 ? 0 : VL_CUDA_CONTEXT_BYTES;
+}
+
 void vl_plan_print(FILE *f, const vl_mem_plan *p) {
     const double gib = 1024.0 * 1024 * 1024;
     fprintf(f,

@@ -9,50 +9,6 @@
 #include <cJSON.h>
 #include <stdlib.h>
 
-typedef struct {
-    vl_image_arg arg;
-    vl_pixels px;
-} loaded_image;
-
-/* Decode + preprocess each distinct path once; expand repeats into per-image views. */
-static int load_images(const vl_options *o, const vl_preproc_config *pre, loaded_image **out_u,
-                       int *n_unique, vl_pixels **out_list, int **out_src, int *n_list) {
-    int nu = o->n_image_args, nl = 0;
-    loaded_image *u = calloc((size_t)(nu ? nu : 1), sizeof *u);
-    if (!u) return vl_error_set("out of host memory");
-    *out_u = u;
-    *n_unique = 0;
-    for (int i = 0; i < nu; i++) {
-        vl_image img;
-        u[i].arg = o->images[i];
-        if (vl_image_load(&img, o->images[i].path)) return -1;
-        int rc = vl_preprocess_image(&img, pre, &u[i].px);
-        vl_image_free(&img);
-        if (rc) return -1;
-        *n_unique = i + 1;
-        if (o->images[i].repeat > 100000 - nl)
-            return vl_error_set("too many images (at most 100000 per request)");
-        nl += o->images[i].repeat;
-    }
-    vl_pixels *list = calloc((size_t)(nl ? nl : 1), sizeof *list);
-    int *src = calloc((size_t)(nl ? nl : 1), sizeof *src);
-    if (!list || !src) {
-        free(list);
-        free(src);
-        return vl_error_set("out of host memory");
-    }
-    int k = 0;
-    for (int i = 0; i < nu; i++)
-        for (int r = 0; r < o->images[i].repeat; r++, k++) {
-            list[k] = u[i].px; /* a view: pixels owned by u[i] */
-            src[k] = i;
-        }
-    *out_list = list;
-    *out_src = src;
-    *n_list = nl;
-    return 0;
-}
-
 /* --mem-budget exceeded: one line with the breakdown and what would fit instead. */
 static void refuse_budget(const vl_options *o, const vl_model *m, const vl_prompt *p,
                           const vl_pixels *imgs, int n_imgs, const vl_mem_plan *plan,
@@ -222,9 +178,9 @@ static int run(const vl_options *o) {
     vl_model m;
     vl_session s;
     vl_prompt p;
-    loaded_image *uniq = NULL;
-    vl_pixels *imgs = NULL;
-    int *src = NULL, n_uniq = 0, n_imgs = 0, n_gen = 0;
+    vl_image_set is;
+    memset(&is, 0, sizeof is);
+    int n_gen = 0;
     int32_t *gen = NULL;
     float *logits = NULL;
     char *text = NULL;
@@ -263,8 +219,10 @@ static int run(const vl_options *o) {
     }
     double t0 = vl_now_s();
     if (vl_model_open(&m, o)) goto done;
-    if (load_images(o, &m.pre, &uniq, &n_uniq, &imgs, &src, &n_imgs)) goto done;
-    if (vl_prompt_build(&p, &m, o->prompt, imgs, src, n_imgs)) goto done;
+    if (vl_image_set_load(&is, o, &m.pre)) goto done;
+    const vl_pixels *imgs = is.list;
+    const int n_imgs = is.n_list;
+    if (vl_prompt_build(&p, &m, o->prompt, is.list, is.src, is.n_list)) goto done;
     /* The model's context limit is on rotary positions, and M-RoPE gives an image of H x W
      * merged tokens only max(H, W) positions: 28 pages of 1364 tokens reach position ~1.3k
      * while the KV cache holds 38k tokens. The KV length is bounded by memory alone. */
@@ -283,16 +241,7 @@ static int run(const vl_options *o) {
     }
     int chunk = o->chunk < p.n ? o->chunk : p.n;
     vl_plan_request rq;
-    memset(&rq, 0, sizeof rq);
-    rq.act = be->act;
-    rq.prompt_tokens = p.n;
-    rq.max_tokens = o->max_tokens;
-    rq.chunk = chunk;
-    rq.max_patches = max_patches;
-    rq.attn_naive = o->attn_naive;
-    vl_weight_plan_from_options(&rq.weights, o);
-    rq.workspace_bytes = be->workspace_bytes;
-    rq.context_bytes = strcmp(be->name, "cpu") == 0 ? 0 : VL_CUDA_CONTEXT_BYTES;
+    vl_plan_request_init(&rq, o, be, p.n, o->max_tokens, chunk, max_patches);
     vl_mem_plan plan;
     vl_plan_memory(&m.cfg, &rq, &plan);
     /* the plan's weights from the bound model: pre-quantized checkpoints have their own size */
@@ -391,10 +340,7 @@ done:
     free(logits);
     vl_session_free(&s);
     vl_prompt_free(&p);
-    free(imgs);
-    free(src);
-    for (int i = 0; i < n_uniq; i++) vl_pixels_free(&uniq[i].px);
-    free(uniq);
+    vl_image_set_free(&is);
     vl_model_free(&m);
     return rc;
 }
