@@ -45,7 +45,7 @@
  * registers per thread), GEMV_MAX_GRID_SPLITS. Not yet measured on a device.
  * Leaves out: m > 8 (cuBLAS / dequant GEMM, cuda_linear.cu), fp16/fp32 weights, strided x/y.
  */
-#include "kernels/cuda_ops.h"
+#include "kernels/gemv_common.cuh"
 
 #include <limits.h>
 
@@ -89,14 +89,6 @@ struct GemvParams {
 
 /* ---- device helpers ------------------------------------------------------------------------ */
 
-__device__ __forceinline__ uint4 ld_stream16(const void *p) {
-    uint4 v;
-    asm("ld.global.nc.L1::no_allocate.v4.u32 {%0, %1, %2, %3}, [%4];\n"
-        : "=r"(v.x), "=r"(v.y), "=r"(v.z), "=r"(v.w)
-        : "l"(p));
-    return v;
-}
-
 /* d[16 x 8] = a[16 x 16] . b[16 x 8] + c (fp32 accumulate) */
 __device__ __forceinline__ void mma_16816(float d[4], const uint32_t a[4], uint32_t b0, uint32_t b1,
                                           const float c[4]) {
@@ -105,12 +97,6 @@ __device__ __forceinline__ void mma_16816(float d[4], const uint32_t a[4], uint3
         : "=f"(d[0]), "=f"(d[1]), "=f"(d[2]), "=f"(d[3])
         : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1), "f"(c[0]), "f"(c[1]),
           "f"(c[2]), "f"(c[3]));
-}
-
-/* Two floats rounded to nearest-even bf16, `first` in the low half (the lower k). */
-__device__ __forceinline__ uint32_t pack_bf16x2(float first, float second) {
-    __nv_bfloat162 v = __floats2bfloat162_rn(first, second);
-    return *reinterpret_cast<uint32_t *>(&v);
 }
 
 __device__ __forceinline__ float round_bf16(float v) {
@@ -140,7 +126,7 @@ __device__ __forceinline__ uint32_t nf4_pair(const float *s_table, uint32_t hi4,
     const char *t = reinterpret_cast<const char *>(s_table);
     float first = *reinterpret_cast<const float *>(t + byte_of(hi4, j));
     float second = *reinterpret_cast<const float *>(t + byte_of(lo4, j));
-    return pack_bf16x2(__fmul_rn(first, scale), __fmul_rn(second, scale));
+    return vl_pack_bf16x2(__fmul_rn(first, scale), __fmul_rn(second, scale));
 }
 
 /* int8 byte j of `biased` (the word with every byte's sign bit flipped, q + 128) as the exact
@@ -166,14 +152,14 @@ __device__ __forceinline__ void gemv_load(GemvChunk &c, const GemvParams &p, int
     /* ea / eb: flattened element index of this lane's chunk in rows g and g + 8 */
     const uint4 zero = make_uint4(0, 0, 0, 0);
     if constexpr (FMT == FMT_BF16) {
-        c.wa = va ? ld_stream16(p.w + ea * 2) : zero;
-        c.wb = vb ? ld_stream16(p.w + eb * 2) : zero;
+        c.wa = va ? vl_ld_stream16(p.w + ea * 2) : zero;
+        c.wb = vb ? vl_ld_stream16(p.w + eb * 2) : zero;
     } else if constexpr (FMT == FMT_Q8ROW) {
-        c.wa = va ? ld_stream16(p.w + ea) : zero;
-        c.wb = vb ? ld_stream16(p.w + eb) : zero;
+        c.wa = va ? vl_ld_stream16(p.w + ea) : zero;
+        c.wb = vb ? vl_ld_stream16(p.w + eb) : zero;
     } else {
-        c.wa = va ? ld_stream16(p.w + ea / 2) : zero;
-        c.wb = vb ? ld_stream16(p.w + eb / 2) : zero;
+        c.wa = va ? vl_ld_stream16(p.w + ea / 2) : zero;
+        c.wb = vb ? vl_ld_stream16(p.w + eb / 2) : zero;
         const int64_t ba = ea / VL_NF4_BLOCK, bb = eb / VL_NF4_BLOCK;
         if constexpr (FMT == FMT_NF4) {
             c.sa = va ? __ldg(p.absmax + ba) : 0.0f;
@@ -199,10 +185,10 @@ __device__ __forceinline__ void gemv_a_regs(uint32_t a[4], const GemvChunk &c, i
     } else if constexpr (FMT == FMT_Q8ROW) {
         /* sa / sb: row absmax */
         const uint32_t xa = wa[s] ^ 0x80808080u, xb = wb[s] ^ 0x80808080u;
-        a[0] = pack_bf16x2(q8_weight(xa, 0, sa), q8_weight(xa, 1, sa));
-        a[2] = pack_bf16x2(q8_weight(xa, 2, sa), q8_weight(xa, 3, sa));
-        a[1] = pack_bf16x2(q8_weight(xb, 0, sb), q8_weight(xb, 1, sb));
-        a[3] = pack_bf16x2(q8_weight(xb, 2, sb), q8_weight(xb, 3, sb));
+        a[0] = vl_pack_bf16x2(q8_weight(xa, 0, sa), q8_weight(xa, 1, sa));
+        a[2] = vl_pack_bf16x2(q8_weight(xa, 2, sa), q8_weight(xa, 3, sa));
+        a[1] = vl_pack_bf16x2(q8_weight(xb, 0, sb), q8_weight(xb, 1, sb));
+        a[3] = vl_pack_bf16x2(q8_weight(xb, 2, sb), q8_weight(xb, 3, sb));
     } else {
         /* bytes 2s, 2s + 1 of the chunk = byte 2 (s % 2) (+1) of word s / 2 */
         const uint32_t va = wa[s / 2], vb = wb[s / 2];

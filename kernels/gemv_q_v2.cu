@@ -27,7 +27,7 @@
  * (1, 2, 4 or 8: force the K split, read once, for tuning).
  * Leaves out: m > 1, double-quantized NF4, bf16 weights (all stay on gemv.cu's kernels).
  */
-#include "kernels/cuda_ops.h"
+#include "kernels/gemv_common.cuh"
 
 #include <limits.h>
 #include <stdlib.h>
@@ -55,26 +55,12 @@ struct Qv2Params {
 
 /* ---- device helpers -------------------------------------------------------------------------- */
 
-__device__ __forceinline__ uint4 qv2_ld_stream16(const void *p) {
-    uint4 v;
-    asm("ld.global.nc.L1::no_allocate.v4.u32 {%0, %1, %2, %3}, [%4];\n"
-        : "=r"(v.x), "=r"(v.y), "=r"(v.z), "=r"(v.w)
-        : "l"(p));
-    return v;
-}
-
 /* d[16 x 8] = a[16 x 16] . b[16 x 8] + d (fp32 accumulate) */
 __device__ __forceinline__ void qv2_mma(float d[4], const uint32_t a[4], uint32_t b0, uint32_t b1) {
     asm("mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 {%0, %1, %2, %3}, "
         "{%4, %5, %6, %7}, {%8, %9}, {%0, %1, %2, %3};\n"
         : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3])
         : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1));
-}
-
-/* Two floats rounded to nearest-even bf16, `first` in the low half (the lower k). */
-__device__ __forceinline__ uint32_t qv2_pack(float first, float second) {
-    __nv_bfloat162 v = __floats2bfloat162_rn(first, second);
-    return *reinterpret_cast<uint32_t *>(&v);
 }
 
 __device__ __forceinline__ uint32_t qv2_byte(uint32_t v, int j) {
@@ -88,7 +74,7 @@ __device__ __forceinline__ uint32_t qv2_nf4_pair(const float *s_table, uint32_t 
     const char *t = reinterpret_cast<const char *>(s_table);
     const float first = *reinterpret_cast<const float *>(t + qv2_byte(hi4, j));
     const float second = *reinterpret_cast<const float *>(t + qv2_byte(lo4, j));
-    return qv2_pack(__fmul_rn(first, scale), __fmul_rn(second, scale));
+    return vl_pack_bf16x2(__fmul_rn(first, scale), __fmul_rn(second, scale));
 }
 
 /* int8 byte j of `biased` (every sign bit flipped: q + 128) as the exact float q via 2^23 + q +
@@ -130,10 +116,10 @@ __device__ __forceinline__ void qv2_chunk(float &acc_a, float &acc_b, const uint
         for (int s = 0; s < 4; s++) {
             const uint32_t xa = pa[s] ^ 0x80808080u, xb = pb[s] ^ 0x80808080u;
             uint32_t a[4];
-            a[0] = qv2_pack(qv2_q8(xa, 0, sa), qv2_q8(xa, 1, sa));
-            a[2] = qv2_pack(qv2_q8(xa, 2, sa), qv2_q8(xa, 3, sa));
-            a[1] = qv2_pack(qv2_q8(xb, 0, sb), qv2_q8(xb, 1, sb));
-            a[3] = qv2_pack(qv2_q8(xb, 2, sb), qv2_q8(xb, 3, sb));
+            a[0] = vl_pack_bf16x2(qv2_q8(xa, 0, sa), qv2_q8(xa, 1, sa));
+            a[2] = vl_pack_bf16x2(qv2_q8(xa, 2, sa), qv2_q8(xa, 3, sa));
+            a[1] = vl_pack_bf16x2(qv2_q8(xb, 0, sb), qv2_q8(xb, 1, sb));
+            a[3] = vl_pack_bf16x2(qv2_q8(xb, 2, sb), qv2_q8(xb, 3, sb));
             qv2_mma(d, a, xc[2 * s], xc[2 * s + 1]);
         }
     }
@@ -182,8 +168,8 @@ static __global__ void __launch_bounds__(QV2_THREADS, QV2_CTAS_PER_SM)
         for (int u = 0; u < QV2_UNROLL; u++) {
             const int c = c0 + 32 * u + lane;
             const bool ok = c < c_end;
-            wa[u] = ok && ra_ok ? qv2_ld_stream16(wa_row + (int64_t)c * 16) : zero;
-            wb[u] = ok && rb_ok ? qv2_ld_stream16(wb_row + (int64_t)c * 16) : zero;
+            wa[u] = ok && ra_ok ? vl_ld_stream16(wa_row + (int64_t)c * 16) : zero;
+            wb[u] = ok && rb_ok ? vl_ld_stream16(wb_row + (int64_t)c * 16) : zero;
             if constexpr (NF4) {
                 sa[u] = ok && ra_ok ? __ldg(p.absmax + blk_a + c / 2) : 0.0f;
                 sb[u] = ok && rb_ok ? __ldg(p.absmax + blk_b + c / 2) : 0.0f;
