@@ -35,6 +35,7 @@ void vl_usage(FILE *f) {
             "       vlrun tokenize [--model DIR | --tokenizer FILE] TEXT\n"
             "       vlrun preprocess [--model DIR] IMAGE [--out FILE]\n"
             "       vlrun synth --config FILE --out DIR [--seed S]\n"
+            "       vlrun logits IMAGE [xN]... [OPTIONS] --out FILE.f32|FILE.bf16 [--ids-out FILE]\n"
             "options:\n"
             "  --model DIR           checkpoint directory (default: $VLRUN_MODEL)\n"
             "  --random-weights      synthesize weights (deterministic, --seed) with the shapes\n"
