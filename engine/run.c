@@ -40,6 +40,25 @@ static void refuse_budget(const vl_options *o, const vl_model *m, const vl_promp
                  o->quant == VL_QUANT_BF16 ? "; --quant nf4 shrinks the weights about 3x" : "");
 }
 
+/* The device cannot hold the plan: say so before allocating anything, with the breakdown (the
+ * context and the backend's workspaces are already allocated, so they are not counted again). */
+static int refuse_device_memory(vl_backend *be, const vl_mem_plan *plan) {
+    if (!be->mem_info) return 0;
+    size_t free_b = 0, total_b = 0;
+    be->mem_info(be, &free_b, &total_b);
+    size_t held = plan->context + be->workspace_bytes;
+    size_t need = plan->total > held ? plan->total - held : 0;
+    if (need <= free_b) return 0;
+    const double gib = 1024.0 * 1024 * 1024;
+    return vl_error_set("out of %s memory: this run needs %.2f GiB more (weights %.2f + kv_cache "
+                        "%.2f + activations %.2f + workspace %.2f) and the device has %.2f GiB "
+                        "free of %.2f; use fewer images or --max-tokens, --quant nf4, or "
+                        "--attn flash",
+                        be->device_name ? be->device_name : be->name, need / gib,
+                        plan->weights / gib, plan->kv / gib, plan->act / gib,
+                        (plan->workspace - be->workspace_bytes) / gib, free_b / gib, total_b / gib);
+}
+
 static int write_logits(const char *path, const float *logits, int n) {
     char tmp[4200];
     snprintf(tmp, sizeof tmp, "%s.tmp", path);
@@ -252,6 +271,7 @@ static int run(const vl_options *o) {
         refuse_budget(o, &m, &p, imgs, n_imgs, &plan, &rq);
         goto done;
     }
+    if (refuse_device_memory(be, &plan)) goto done;
     if (vl_model_load_weights(&m, o, be)) goto done;
     double load_s = vl_now_s() - t0;
     vl_session_shape shape = {ctx, chunk, max_patches, o->max_tokens, o->attn_naive};
