@@ -283,22 +283,6 @@ __global__ void __launch_bounds__(kThreads)
     }
 }
 
-/* Block-wide max (is_max) or sum of x over kThreads threads; red: kWarps floats of shared. */
-__device__ float block_reduce(float x, bool is_max, float *red) {
-#pragma unroll
-    for (int off = 16; off > 0; off /= 2) {
-        float y = __shfl_xor_sync(0xffffffffu, x, off);
-        x = is_max ? fmaxf(x, y) : x + y;
-    }
-    if (threadIdx.x % 32 == 0) red[threadIdx.x / 32] = x;
-    __syncthreads();
-    x = red[0];
-#pragma unroll
-    for (int w = 1; w < kWarps; w++) x = is_max ? fmaxf(x, red[w]) : x + red[w];
-    __syncthreads(); /* red may be reused */
-    return x;
-}
-
 /* o[head] = sum_s 2^(lse_s - max) o_s / sum_s 2^(lse_s - max) over the splits of the plan;
  * one CTA per query head. n_launched: the splits the first kernel was launched with (the layout
  * of ws). With a one-split plan the first kernel has written o itself.
@@ -317,7 +301,7 @@ __global__ void __launch_bounds__(kThreads)
     const float *lse = ws + (int64_t)n_launched * H * D;
     float mx = -INFINITY;
     for (int s = (int)threadIdx.x; s < n_splits; s += kThreads) mx = fmaxf(mx, lse[s * H + head]);
-    mx = block_reduce(mx, true, s_red); /* finite: split 0 always has keys */
+    mx = block_reduce<kWarps>(mx, true, s_red); /* finite: split 0 always has keys */
     float sum = 0.f;
     for (int s = (int)threadIdx.x; s < n_splits; s += kThreads) {
         const float x = lse[s * H + head];
@@ -325,7 +309,7 @@ __global__ void __launch_bounds__(kThreads)
         s_w[s] = w;
         sum += w;
     }
-    sum = block_reduce(sum, false, s_red); /* its barriers also publish s_w */
+    sum = block_reduce<kWarps>(sum, false, s_red); /* its barriers also publish s_w */
     const float inv = 1.f / sum;
 
     const int t = (int)threadIdx.x, cols = D / 4, lanes = kThreads / cols;
@@ -367,16 +351,6 @@ __global__ void __launch_bounds__(kThreads)
     }
 }
 
-int sm_count(void) {
-    static const int n = [] {
-        int dev = 0, count = 0;
-        VL_CUDA_CHECK(cudaGetDevice(&dev));
-        VL_CUDA_CHECK(cudaDeviceGetAttribute(&count, cudaDevAttrMultiProcessorCount, dev));
-        return count > 0 ? count : 1;
-    }();
-    return n;
-}
-
 /* VL_ATTN_DECODE_SPLITS=N: the split count before the length and workspace caps, for
  * benchmarking only. */
 int forced_splits(void) {
@@ -405,7 +379,7 @@ void launch(const vl_attn_params *p, size_t workspace_bytes, float *ws, cudaStre
     const int group = p->n_heads / p->n_kv_heads;
     const int64_t ctas = (int64_t)p->n_kv_heads * ((group + 15) / 16);
     /* one wave: every split of every head resident at once */
-    int64_t max_splits = (int64_t)ctas_per_sm<D>() * sm_count() / ctas;
+    int64_t max_splits = (int64_t)ctas_per_sm<D>() * vl_cuda_sm_count() / ctas;
     if (forced_splits() > 0) max_splits = forced_splits();
     if (max_splits > kMaxSplits) max_splits = kMaxSplits;
     const size_t per_split = (size_t)p->n_heads * (size_t)(p->head_dim + 1) * sizeof(float);

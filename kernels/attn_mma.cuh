@@ -146,6 +146,25 @@ __host__ __device__ constexpr int padded_dim(int d) {
     X(8)                                                                                           \
     X(16) X(24) X(32) X(40) X(48) X(56) X(64) X(72) X(80) X(88) X(96) X(104) X(112) X(120) X(128)
 
+/* Block-wide max (is_max) or sum of x over WARPS full warps; red: WARPS floats of shared memory.
+ * Fixed order (butterfly in each warp, then warps 0..WARPS-1): the same bits every run. Every
+ * thread returns the result; red may be reused after it. */
+template <int WARPS>
+__device__ __forceinline__ float block_reduce(float x, bool is_max, float *red) {
+#pragma unroll
+    for (int off = 16; off > 0; off /= 2) {
+        float y = __shfl_xor_sync(0xffffffffu, x, off);
+        x = is_max ? fmaxf(x, y) : x + y;
+    }
+    if (threadIdx.x % 32 == 0) red[threadIdx.x / 32] = x;
+    __syncthreads();
+    x = red[0];
+#pragma unroll
+    for (int w = 1; w < WARPS; w++) x = is_max ? fmaxf(x, red[w]) : x + red[w];
+    __syncthreads();
+    return x;
+}
+
 } // namespace vl_attn
 
 /* Internal launchers (the checked entry points are in attn_dispatch.cu). */

@@ -53,35 +53,20 @@ __global__ void naive_scores(const vl_attn_params p, float *scores) {
     }
 }
 
-/* Block-wide max or sum over 256 threads. */
-__device__ float reduce256(float x, bool is_max, float *red) {
-#pragma unroll
-    for (int off = 16; off > 0; off /= 2) {
-        float y = __shfl_xor_sync(0xffffffffu, x, off);
-        x = is_max ? fmaxf(x, y) : x + y;
-    }
-    if (threadIdx.x % 32 == 0) red[threadIdx.x / 32] = x;
-    __syncthreads();
-    x = red[0];
-    for (int w = 1; w < 8; w++) x = is_max ? fmaxf(x, red[w]) : x + red[w];
-    __syncthreads();
-    return x;
-}
-
 /* grid (n_q, heads), 256 threads: one row of scores -> probabilities. */
 __global__ void naive_softmax(const vl_attn_params p, float *scores) {
     __shared__ float red[8];
     float *row = scores + ((int64_t)blockIdx.y * p.n_q + blockIdx.x) * p.n_kv;
     float mx = -INFINITY;
     for (int64_t j = threadIdx.x; j < p.n_kv; j += 256) mx = fmaxf(mx, row[j]);
-    mx = reduce256(mx, true, red); /* finite: every row sees a key */
+    mx = block_reduce<8>(mx, true, red); /* finite: every row sees a key */
     float sum = 0.f;
     for (int64_t j = threadIdx.x; j < p.n_kv; j += 256) {
         const float e = expf(row[j] - mx);
         row[j] = e;
         sum += e;
     }
-    sum = reduce256(sum, false, red);
+    sum = block_reduce<8>(sum, false, red);
     const float inv = 1.f / sum;
     for (int64_t j = threadIdx.x; j < p.n_kv; j += 256) row[j] *= inv;
 }

@@ -46,6 +46,17 @@ void vl_cuda_fatal(const char *call, const char *file, int line, const char *wha
     abort();
 }
 
+int vl_cuda_sm_count(void) {
+    static int count;
+    if (!count) {
+        int dev = 0, n = 0;
+        VL_CUDA_CHECK(cudaGetDevice(&dev));
+        VL_CUDA_CHECK(cudaDeviceGetAttribute(&n, cudaDevAttrMultiProcessorCount, dev));
+        count = n > 0 ? n : 1;
+    }
+    return count;
+}
+
 /* ---- memory ------------------------------------------------------------------------------ */
 
 static void *cuda_mem_alloc(vl_backend *b, size_t bytes) {

@@ -33,6 +33,11 @@ void vl_cuda_fatal(const char *call, const char *file, int line, const char *wha
             vl_cuda_fatal(#call, __FILE__, __LINE__, cublasGetStatusString(vl_st_));               \
     } while (0)
 
+/* Streaming multiprocessors of the current device, asked once (a host query with no stream work,
+ * so it is allowed while a CUDA graph is being recorded). Sizes the grids of the GEMV and the
+ * split-KV decode. Defined in cuda_backend.cu. */
+int vl_cuda_sm_count(void);
+
 /* After every launch: catches bad launch configurations at the launch site. */
 #define VL_CUDA_LAUNCH_CHECK() VL_CUDA_CHECK(cudaGetLastError())
 

@@ -425,19 +425,6 @@ int vl_cuda_gemv_supported(const vl_weight *w, int64_t m) {
     }
 }
 
-/* Streaming multiprocessors of the current device (asked once: a host query, no stream work,
- * so it is allowed while a graph is being captured). */
-static int gemv_sm_count(void) {
-    static int count;
-    if (!count) {
-        int dev = 0;
-        VL_CUDA_CHECK(cudaGetDevice(&dev));
-        VL_CUDA_CHECK(cudaDeviceGetAttribute(&count, cudaDevAttrMultiProcessorCount, dev));
-        if (count < 1) count = 1;
-    }
-    return count;
-}
-
 /* CTAs along K (gridDim.y) for `tiles` row tiles. With more tiles than the GPU holds at once,
  * none: the grid runs in waves anyway. Otherwise as many as keep every CTA resident in a single
  * wave (slots / tiles: a second, partial wave would leave the end of the launch to a few SMs),
@@ -468,7 +455,7 @@ static void launch_fast(GemvParams &p, const vl_cuda_gemv_scratch *scratch, cuda
     p.iters = (p.k + STEP_K - 1) / STEP_K;
     const int64_t tiles = (p.n + GEMV_TILE_ROWS - 1) / GEMV_TILE_ROWS;
     const int splits =
-        gemv_grid_splits(tiles, p.iters, (int64_t)gemv_sm_count() * ctas_per_sm, scratch);
+        gemv_grid_splits(tiles, p.iters, (int64_t)vl_cuda_sm_count() * ctas_per_sm, scratch);
     if (splits > 1) {
         p.partials = scratch->partials;
         p.tile_counters = scratch->tile_counters;

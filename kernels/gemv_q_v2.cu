@@ -239,17 +239,6 @@ int vl_cuda_gemv_q_v2_enabled(void) {
     return from_env;
 }
 
-static int qv2_sm_count(void) {
-    static int count;
-    if (!count) {
-        int dev = 0;
-        VL_CUDA_CHECK(cudaGetDevice(&dev));
-        VL_CUDA_CHECK(cudaDeviceGetAttribute(&count, cudaDevAttrMultiProcessorCount, dev));
-        if (count < 1) count = 1;
-    }
-    return count;
-}
-
 /* VL_GEMV_Q_V2_SPLITS (1, 2, 4, 8) or 0: chosen per shape. Read once. */
 static int qv2_forced_splits(void) {
     static int splits = -1;
@@ -269,7 +258,7 @@ template <bool NF4> static void qv2_launch(Qv2Params &p, cudaStream_t stream) {
         if (ctas_per_sm < 1) ctas_per_sm = 1;
     }
     const int64_t pairs = ((int64_t)p.n + 1) / 2;
-    const int64_t want_warps = (int64_t)QV2_WAVES * qv2_sm_count() * ctas_per_sm * QV2_WARPS;
+    const int64_t want_warps = (int64_t)QV2_WAVES * vl_cuda_sm_count() * ctas_per_sm * QV2_WARPS;
     int splits = qv2_forced_splits();
     if (!splits) {
         splits = 1;
