@@ -145,7 +145,10 @@ void vl_session_free(vl_session *s) {
 }
 
 /* One decoder layer over the S tokens in s->x at absolute positions n_past .. n_past+S-1.
- * With n_past_dev (a recorded decode step) the cache length is read on the device instead. */
+ * With n_past_dev (a recorded decode step) the cache length is read on the device instead.
+ * The residual adds go with the norm that follows them (add_rmsnorm): on entry s->xn already
+ * holds this layer's input norm of s->x, except for layer 0, which computes it; the last layer
+ * leaves the final norm to the LM head, which takes one row. */
 static void decoder_layer(vl_session *s, int li, int64_t S, const int32_t *n_past_dev) {
     vl_model *m = s->m;
     vl_backend *be = m->be;
@@ -161,7 +164,7 @@ static void decoder_layer(vl_session *s, int li, int64_t S, const int32_t *n_pas
      * into s->q, which holds a chunk of queries (chunk >= 2 tokens, so room for it). */
     int fused = S == 1 && L->qkv.data && s->chunk >= 2;
     void *q = s->q, *k = s->k, *v = s->v;
-    be->rmsnorm(be, s->xn, s->x, S, E, &L->in_norm, c->rms_eps);
+    if (li == 0) be->rmsnorm(be, s->xn, s->x, S, E, &L->in_norm, c->rms_eps);
     if (fused) {
         be->linear(be, s->q, s->xn, 1, &L->qkv, &L->qkv_b);
         k = act_at(s, s->q, HD);
@@ -171,15 +174,31 @@ static void decoder_layer(vl_session *s, int li, int64_t S, const int32_t *n_pas
         be->linear(be, s->k, s->xn, S, &L->k, &L->k_b);
         be->linear(be, s->v, s->xn, S, &L->v, &L->v_b);
     }
-    be->rope_text(be, q, HD, S, c->n_heads, (int)D, s->pos_dev, c->mrope_section, c->rope_theta);
-    be->rope_text(be, k, KD, S, c->n_kv_heads, (int)D, s->pos_dev, c->mrope_section, c->rope_theta);
-    int64_t pos0 = n_past_dev ? 0 : s->n_past;
-    be->kv_append(be, kc, head_stride, k, KD, S, c->n_kv_heads, (int)D, pos0, n_past_dev);
-    be->kv_append(be, vc, head_stride, v, KD, S, c->n_kv_heads, (int)D, pos0, n_past_dev);
+    /* rows of q are HD apart; k and v rows: KD apart, or HD + 2 KD inside one [q | k | v] row */
+    int64_t q_stride = fused ? HD + 2 * KD : HD, kv_stride = fused ? HD + 2 * KD : KD;
+    vl_rope_kv_params r = {0};
+    r.q = q;
+    r.k = k;
+    r.v = v;
+    r.q_stride = q_stride;
+    r.kv_stride = kv_stride;
+    r.s = S;
+    r.n_heads = c->n_heads;
+    r.n_kv_heads = c->n_kv_heads;
+    r.head_dim = (int)D;
+    r.pos = s->pos_dev;
+    memcpy(r.sections, c->mrope_section, sizeof r.sections);
+    r.theta = c->rope_theta;
+    r.k_cache = kc;
+    r.v_cache = vc;
+    r.head_stride = head_stride;
+    r.pos0 = n_past_dev ? 0 : s->n_past;
+    r.pos0_dev = n_past_dev;
+    be->rope_kv_append(be, &r);
 
     vl_attn_params p = {0};
     p.q = q;
-    p.q_stride = HD;
+    p.q_stride = q_stride;
     p.k = kc;
     p.v = vc;
     p.kv_tok_stride = D;
@@ -201,8 +220,7 @@ static void decoder_layer(vl_session *s, int li, int64_t S, const int32_t *n_pas
         be->attention(be, &p);
 
     be->linear(be, s->xn, s->att, S, &L->o, NULL);
-    be->add(be, s->x, s->xn, S * E);
-    be->rmsnorm(be, s->xn, s->x, S, E, &L->post_norm, c->rms_eps);
+    be->add_rmsnorm(be, s->xn, s->x, s->xn, S, E, &L->post_norm, c->rms_eps);
     if (S == 1 && L->gate_up.data && s->chunk >= 2) {
         /* [gate | up] from one GEMV into s->gate (room for a chunk of gate rows) */
         be->linear(be, s->gate, s->xn, 1, &L->gate_up, NULL);
@@ -213,7 +231,10 @@ static void decoder_layer(vl_session *s, int li, int64_t S, const int32_t *n_pas
         be->silu_mul(be, s->gate, s->gate, s->up, S * F);
     }
     be->linear(be, s->xn, s->gate, S, &L->down, NULL);
-    be->add(be, s->x, s->xn, S * E);
+    if (li + 1 < c->n_layers)
+        be->add_rmsnorm(be, s->xn, s->x, s->xn, S, E, &m->w.layers[li + 1].in_norm, c->rms_eps);
+    else
+        be->add(be, s->x, s->xn, S * E);
 }
 
 /* Final norm + LM head on row `row` of s->x into s->logits (backend memory). */

@@ -94,6 +94,9 @@ void vl_cpu_rmsnorm(vl_backend *b, void *y, const void *x, int64_t m, int64_t n,
 void vl_cpu_layernorm(vl_backend *b, void *y, const void *x, int64_t m, int64_t n, const vl_vec *w,
                       const vl_vec *bias, float eps);
 void vl_cpu_add(vl_backend *b, void *y, const void *a, int64_t n);
+void vl_cpu_add_rmsnorm(vl_backend *b, void *y, void *x, const void *a, int64_t m, int64_t n,
+                        const vl_vec *w, float eps);
+void vl_cpu_rope_kv_append(vl_backend *b, const vl_rope_kv_params *p);
 void vl_cpu_silu_mul(vl_backend *b, void *y, const void *gate, const void *up, int64_t n);
 void vl_cpu_quick_gelu(vl_backend *b, void *x, int64_t n);
 void vl_cpu_gelu(vl_backend *b, void *x, int64_t n);

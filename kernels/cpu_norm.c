@@ -28,6 +28,12 @@ void vl_cpu_rmsnorm(vl_backend *b, void *y, const void *x, int64_t m, int64_t n,
     free(w_f32);
 }
 
+void vl_cpu_add_rmsnorm(vl_backend *b, void *y, void *x, const void *a, int64_t m, int64_t n,
+                        const vl_vec *w, float eps) {
+    vl_cpu_add(b, x, a, m * n);
+    vl_cpu_rmsnorm(b, y, x, m, n, w, eps);
+}
+
 /* sum_j (x[j] - mean)^2 with the same lane layout as vl_cpu_sum. */
 static float sum_sq_dev(const float *x, int64_t n, float mean) {
     float acc[VL_CPU_LANES] = {0};

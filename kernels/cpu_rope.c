@@ -76,3 +76,14 @@ void vl_cpu_rope_vision(vl_backend *b, void *x, int64_t stride, int64_t s, int h
         }
     }
 }
+
+void vl_cpu_rope_kv_append(vl_backend *b, const vl_rope_kv_params *p) {
+    vl_cpu_rope_text(b, p->q, p->q_stride, p->s, p->n_heads, p->head_dim, p->pos, p->sections,
+                     p->theta);
+    vl_cpu_rope_text(b, p->k, p->kv_stride, p->s, p->n_kv_heads, p->head_dim, p->pos, p->sections,
+                     p->theta);
+    vl_cpu_kv_append(b, p->k_cache, p->head_stride, p->k, p->kv_stride, p->s, p->n_kv_heads,
+                     p->head_dim, p->pos0, p->pos0_dev);
+    vl_cpu_kv_append(b, p->v_cache, p->head_stride, p->v, p->kv_stride, p->s, p->n_kv_heads,
+                     p->head_dim, p->pos0, p->pos0_dev);
+}

@@ -266,6 +266,7 @@ extern "C" vl_backend *vl_backend_cuda(char *why, size_t why_len) {
     b->linear = vl_cuda_linear;
     b->embed = vl_cuda_embed;
     b->rmsnorm = vl_cuda_rmsnorm;
+    b->add_rmsnorm = vl_cuda_add_rmsnorm;
     b->layernorm = vl_cuda_layernorm;
     b->add = vl_cuda_add;
     b->silu_mul = vl_cuda_silu_mul;
@@ -276,6 +277,7 @@ extern "C" vl_backend *vl_backend_cuda(char *why, size_t why_len) {
     b->attention = cuda_attention;
     b->attention_naive = vl_cuda_attention_naive_op;
     b->kv_append = vl_cuda_kv_append;
+    b->rope_kv_append = vl_cuda_rope_kv_append;
     b->fill_random_bf16 = vl_cuda_fill_random_bf16;
     b->sample_token = vl_cuda_sample_token;
     b->graph_begin = vl_cuda_graph_begin;

@@ -3,6 +3,7 @@
  *
  * Dispatch (vl_cuda_linear):
  *   m = 1, bf16, no bias, 1024 <= N <= 65536        -> cublasGemmEx (faster there, measured)
+ *   m = 1, bf16, bias, 1024 <= N <= 65536           -> cuBLASLt, BIAS epilogue (when it can)
  *   m <= VL_CUDA_GEMV_MAX_M (8), any weight dtype   -> vl_cuda_launch_gemv (gemv.cu): decode
  *   bf16, larger m, no bias                         -> cublasGemmEx
  *   bf16, larger m, bias                            -> cuBLASLt with the BIAS epilogue
@@ -200,6 +201,11 @@ void vl_cuda_linear(vl_backend *b, void *y, const void *x, int64_t m, const vl_w
         /* measured on H100 (bench/RESULTS.md): cuBLAS's bf16 GEMV beats ours on these shapes */
         vl_cuda_launch_linear(c->cublas, c->stream, yb, xb, m, (const vl_bf16 *)w->data, w->rows,
                               w->cols, NULL);
+    } else if (m == 1 && !quantized && bb && w->rows >= CUBLAS_GEMV_MIN_ROWS &&
+               w->rows <= CUBLAS_GEMV_MAX_ROWS &&
+               vl_cuda_launch_linear_bias(c->dq_lt, c->cublas_ws, c->cublas_ws_bytes, c->stream, yb,
+                                          xb, m, (const vl_bf16 *)w->data, w->rows, w->cols, bb)) {
+        /* the same rows with a bias (decode's fused q/k/v): cuBLASLt's bias epilogue */
     } else if (m <= VL_CUDA_GEMV_MAX_M) {
         vl_cuda_launch_gemv(yb, xb, m, w, bb, &c->gemv, c->stream);
     } else if (quantized) {

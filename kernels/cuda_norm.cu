@@ -8,7 +8,9 @@
  * weight multiply; the difference is at bf16 rounding level.) The row is read again from
  * global memory for each pass: rows are at most a few KiB and stay in L1/L2.
  * Rows whose width is a multiple of 8 (with 16-byte aligned pointers) use 16-byte accesses.
- * Leaves out: fusing the residual add, and rows wider than one block can hold in cache.
+ * add_rmsnorm fuses the residual add before an rmsnorm: x += a, rounded to bf16 as the add op
+ * does, then the rmsnorm of the rounded sums; the same bits as the two ops, one pass less.
+ * Leaves out: rows wider than one block can hold in cache.
  */
 #include "kernels/cuda_ops.h"
 
@@ -50,6 +52,40 @@ static __global__ void rmsnorm_kernel(vl_bf16 *y, const vl_bf16 *x, int64_t n, c
         vl_load_bf16<VEC>(xr + j, f);
 #pragma unroll
         for (int i = 0; i < VEC; i++) sum_sq += f[i] * f[i];
+    }
+    const float mean_sq = block_sum(sum_sq) / (float)n;
+    const float inv_rms = 1.0f / sqrtf(mean_sq + eps);
+    for (int64_t j = threadIdx.x * VEC; j < n; j += step) {
+        float f[VEC], g[VEC];
+        vl_load_bf16<VEC>(xr + j, f);
+        load_or<VEC>(w ? w + j : NULL, g, 1.0f);
+#pragma unroll
+        for (int i = 0; i < VEC; i++) f[i] = (f[i] * inv_rms) * g[i];
+        vl_store_bf16<VEC>(yr + j, f);
+    }
+}
+
+/* add_rmsnorm: x += a (one bf16 rounding per sum, as the add op), then rmsnorm_kernel's
+ * formula on the rounded sums. The second pass re-reads x from the thread's own stores (the
+ * same elements: j runs the same way in both passes), which is also why y may alias a. */
+template <int VEC>
+static __global__ void add_rmsnorm_kernel(vl_bf16 *y, vl_bf16 *x, const vl_bf16 *a, int64_t n,
+                                          const vl_bf16 *w, float eps) {
+    vl_bf16 *xr = x + blockIdx.x * n;
+    const vl_bf16 *ar = a + blockIdx.x * n;
+    vl_bf16 *yr = y + blockIdx.x * n;
+    const int64_t step = (int64_t)blockDim.x * VEC;
+    float sum_sq = 0.0f;
+    for (int64_t j = threadIdx.x * VEC; j < n; j += step) {
+        float f[VEC], g[VEC];
+        vl_load_bf16<VEC>(xr + j, f);
+        vl_load_bf16<VEC>(ar + j, g);
+#pragma unroll
+        for (int i = 0; i < VEC; i++) {
+            f[i] = __bfloat162float(__float2bfloat16_rn(f[i] + g[i]));
+            sum_sq += f[i] * f[i];
+        }
+        vl_store_bf16<VEC>(xr + j, f);
     }
     const float mean_sq = block_sum(sum_sq) / (float)n;
     const float inv_rms = 1.0f / sqrtf(mean_sq + eps);
@@ -122,6 +158,16 @@ void vl_cuda_launch_rmsnorm(vl_bf16 *y, const vl_bf16 *x, int64_t m, int64_t n, 
     VL_CUDA_LAUNCH_CHECK();
 }
 
+void vl_cuda_launch_add_rmsnorm(vl_bf16 *y, vl_bf16 *x, const vl_bf16 *a, int64_t m, int64_t n,
+                                const vl_bf16 *w, float eps, cudaStream_t stream) {
+    if (m <= 0) return;
+    if (norm_vec_ok(n, y, x, w, NULL) && vl_cuda_aligned16(a))
+        add_rmsnorm_kernel<8><<<(unsigned)m, norm_threads(n, 8), 0, stream>>>(y, x, a, n, w, eps);
+    else
+        add_rmsnorm_kernel<1><<<(unsigned)m, norm_threads(n, 1), 0, stream>>>(y, x, a, n, w, eps);
+    VL_CUDA_LAUNCH_CHECK();
+}
+
 void vl_cuda_launch_layernorm(vl_bf16 *y, const vl_bf16 *x, int64_t m, int64_t n, const vl_bf16 *w,
                               const vl_bf16 *bias, float eps, cudaStream_t stream) {
     if (m <= 0) return;
@@ -147,6 +193,14 @@ void vl_cuda_rmsnorm(vl_backend *b, void *y, const void *x, int64_t m, int64_t n
                     (long long)n);
     vl_cuda_launch_rmsnorm((vl_bf16 *)y, (const vl_bf16 *)x, m, n,
                            norm_param(w, n, "rmsnorm weight"), eps, vl_cuda_ctx_of(b)->stream);
+}
+
+void vl_cuda_add_rmsnorm(vl_backend *b, void *y, void *x, const void *a, int64_t m, int64_t n,
+                         const vl_vec *w, float eps) {
+    VL_CUDA_REQUIRE(n > 0 && m >= 0 && m <= INT32_MAX, "add_rmsnorm of %lld rows of %lld",
+                    (long long)m, (long long)n);
+    vl_cuda_launch_add_rmsnorm((vl_bf16 *)y, (vl_bf16 *)x, (const vl_bf16 *)a, m, n,
+                               norm_param(w, n, "rmsnorm weight"), eps, vl_cuda_ctx_of(b)->stream);
 }
 
 void vl_cuda_layernorm(vl_backend *b, void *y, const void *x, int64_t m, int64_t n, const vl_vec *w,

@@ -48,8 +48,8 @@ typedef struct {
     /* quantized weights (quant_gpu.cu, dequant_gemm.cu) */
     void *quant_scratch; /* VL_CUDA_QUANT_STATE_BYTES + quant_scratch_floats * 4: offset of DQ */
     int64_t quant_scratch_floats;
-    cublasLtHandle_t dq_lt;   /* the dequant GEMM's cuBLASLt handle (bias epilogue) */
-    cudaStream_t dq_stream;   /* second stream: dequantizes slice i+1 during GEMM i */
+    cublasLtHandle_t dq_lt; /* the dequant GEMM's cuBLASLt handle (bias epilogue) */
+    cudaStream_t dq_stream; /* second stream: dequantizes slice i+1 during GEMM i */
     cudaEvent_t dq_start, dq_ready[2], dq_consumed[2];
     vl_bf16 *dq_slice[2]; /* [dq_slice_bytes] each: dequantized rows of W, double buffered */
     size_t dq_slice_bytes;
@@ -156,6 +156,8 @@ void vl_cuda_launch_kv_append(vl_bf16 *cache, int64_t head_stride, const vl_bf16
 /* w / bias may be NULL (ones / zeros). */
 void vl_cuda_launch_rmsnorm(vl_bf16 *y, const vl_bf16 *x, int64_t m, int64_t n, const vl_bf16 *w,
                             float eps, cudaStream_t stream);
+void vl_cuda_launch_add_rmsnorm(vl_bf16 *y, vl_bf16 *x, const vl_bf16 *a, int64_t m, int64_t n,
+                                const vl_bf16 *w, float eps, cudaStream_t stream);
 void vl_cuda_launch_layernorm(vl_bf16 *y, const vl_bf16 *x, int64_t m, int64_t n, const vl_bf16 *w,
                               const vl_bf16 *bias, float eps, cudaStream_t stream);
 
@@ -182,6 +184,9 @@ void vl_cuda_rmsnorm(vl_backend *b, void *y, const void *x, int64_t m, int64_t n
                      float eps);
 void vl_cuda_layernorm(vl_backend *b, void *y, const void *x, int64_t m, int64_t n, const vl_vec *w,
                        const vl_vec *bias, float eps);
+void vl_cuda_add_rmsnorm(vl_backend *b, void *y, void *x, const void *a, int64_t m, int64_t n,
+                         const vl_vec *w, float eps);
+void vl_cuda_rope_kv_append(vl_backend *b, const vl_rope_kv_params *p);
 void vl_cuda_add(vl_backend *b, void *y, const void *a, int64_t n);
 void vl_cuda_silu_mul(vl_backend *b, void *y, const void *gate, const void *up, int64_t n);
 void vl_cuda_quick_gelu(vl_backend *b, void *x, int64_t n);

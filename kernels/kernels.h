@@ -170,6 +170,24 @@ typedef struct {
     const int32_t *n_past_dev;
 } vl_attn_params;
 
+/* One decoder layer's rotary and cache append (rope_kv_append): text M-RoPE on q [s, n_heads,
+ * head_dim] (row stride q_stride) and on k [s, n_kv_heads, head_dim] (row stride kv_stride), in
+ * place, then k and v [s, n_kv_heads, head_dim] (row stride kv_stride) appended to k_cache and
+ * v_cache at pos0 (or pos0_dev[0]), exactly as rope_text(q), rope_text(k), kv_append(k),
+ * kv_append(v). pos, sections, theta: as rope_text; caches: as kv_append. */
+typedef struct {
+    void *q, *k;
+    const void *v;
+    int64_t q_stride, kv_stride, s;
+    int n_heads, n_kv_heads, head_dim;
+    const int32_t *pos;
+    int sections[3];
+    float theta;
+    void *k_cache, *v_cache;
+    int64_t head_stride, pos0;
+    const int32_t *pos0_dev;
+} vl_rope_kv_params;
+
 /* ---- the op table ------------------------------------------------------------------------ */
 
 typedef struct vl_backend vl_backend;
@@ -199,6 +217,10 @@ struct vl_backend {
     /* y[m, n] = RMSNorm(x[m, n]) * w   (fp32 statistics) */
     void (*rmsnorm)(vl_backend *b, void *y, const void *x, int64_t m, int64_t n, const vl_vec *w,
                     float eps);
+    /* x[m, n] += a[m, n], then y[m, n] = RMSNorm(x) * w: add followed by rmsnorm, in one pass
+     * over the row (the decoder's residual add and the norm after it). y may be a. */
+    void (*add_rmsnorm)(vl_backend *b, void *y, void *x, const void *a, int64_t m, int64_t n,
+                        const vl_vec *w, float eps);
     /* y[m, n] = LayerNorm(x[m, n]) * w + bias   (fp32 statistics, biased variance) */
     void (*layernorm)(vl_backend *b, void *y, const void *x, int64_t m, int64_t n, const vl_vec *w,
                       const vl_vec *bias, float eps);
@@ -225,6 +247,8 @@ struct vl_backend {
                         const int32_t *pos, float theta);
 
     void (*attention)(vl_backend *b, const vl_attn_params *p);
+    /* rope_text on q and k, then kv_append of k and v, in one op (vl_rope_kv_params) */
+    void (*rope_kv_append)(vl_backend *b, const vl_rope_kv_params *p);
 
     /* KV cache append: cache[g, pos0 + i, :] = src[i, g, :] for i < s, g < kv_heads.
      * cache rows are head-major: element (g, t, d) at cache + g*head_stride + t*head_dim + d.

@@ -28,12 +28,15 @@ for item in ${VL_PROFILE_RUNS:-bf16:28}; do
     args=(examples/page.png "x$n" --random-weights --config $cfg --tokenizer $tok --json --quant "$q")
     timeout 300 "$V" "${args[@]}" --max-tokens 512 >"$out/run_$tag.json" 2>"$out/run_$tag.err"
     VL_PROFILE_STEP=${VL_PROFILE_STEP:-5} timeout 400 "$NCU" --profile-from-start off \
-        --clock-control none --metrics gpu__time_duration.sum,dram__bytes_read.sum --csv \
+        --clock-control none --cache-control none --metrics gpu__time_duration.sum,dram__bytes_read.sum --csv \
         "$V" "${args[@]}" --max-tokens 8 >"$out/profile_$tag.csv" 2>"$out/profile_$tag.err"
     python3 - "$out/profile_$tag.csv" "$out/run_$tag.json" >"$out/profile_$tag.txt" <<'PY'
 import csv, json, sys, collections
-rows = [r for r in csv.reader(open(sys.argv[1])) if len(r) > 10]
-head, rows = rows[0], rows[1:]
+# the program's own stdout shares the file: the table starts at ncu's header row
+lines = open(sys.argv[1]).read().splitlines()
+start = next(i for i, l in enumerate(lines) if l.startswith('"ID",'))
+rows = list(csv.reader(lines[start:]))
+head, rows = rows[0], [r for r in rows[1:] if len(r) == len(rows[0])]
 ix = {k: i for i, k in enumerate(head)}
 t = collections.defaultdict(lambda: [0, 0.0, 0.0])  # name -> [count, ns, bytes]
 per = {}

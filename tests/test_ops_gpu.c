@@ -187,8 +187,9 @@ static void test_convert(void) {
                               3.3895313892515355e38f};
     const int n_special = (int)(sizeof specials / sizeof specials[0]);
     for (int64_t i = 0; i < n; i++)
-        src[i] = i < n_special ? specials[i]
-                               : (float)(vt_rng_normal() * ldexp(1.0, (int)(vt_rng_next() % 41) - 20));
+        src[i] = i < n_special
+                     ? specials[i]
+                     : (float)(vt_rng_normal() * ldexp(1.0, (int)(vt_rng_next() % 41) - 20));
     uint16_t *d = dev_alloc((size_t)n * 2);
     gpu->from_f32(gpu, d, src, n);
     uint16_t *bits = malloc((size_t)n * 2);
@@ -284,8 +285,8 @@ static void test_linear(void) {
     printf("linear\n");
     check_linear(1, 3584, 512, 1, 0); /* decode k/v projection */
     check_linear(3, 80, 96, 0, 0);
-    check_linear(17, 129, 131, 1, 0);    /* odd K and N: no vector bias path */
-    check_linear(17, 96, 3584, 0, 1);    /* x one element off alignment */
+    check_linear(17, 129, 131, 1, 0); /* odd K and N: no vector bias path */
+    check_linear(17, 96, 3584, 0, 1); /* x one element off alignment */
     /* biased, not 16-byte clean: not cuBLASLt (its bias epilogue rounded twice at 17x129x131)
      * but the GEMV fallback; one case per reason: K, N, x alignment */
     check_linear(300, 130, 72, 1, 0);
@@ -484,6 +485,66 @@ static void test_norms(void) {
     }
 }
 
+/* Two device tensors of n bf16 (plus their guards) hold the same bits: a fused op against the
+ * ops it replaces (each of those is checked against its CPU twin here). */
+static void check_same_bits(const char *what, const uint16_t *da, const uint16_t *db, int64_t n) {
+    uint16_t *a = malloc((size_t)(n + GUARD) * 2), *b = malloc((size_t)(n + GUARD) * 2);
+    gpu->download(gpu, a, da, (size_t)(n + GUARD) * 2);
+    gpu->download(gpu, b, db, (size_t)(n + GUARD) * 2);
+    int64_t differ = 0, first = -1;
+    for (int64_t i = 0; i < n + GUARD; i++)
+        if (a[i] != b[i]) differ += 1, first = first < 0 ? i : first;
+    printf("  %-52s %lld of %lld differ from the separate ops\n", what, (long long)differ,
+           (long long)n);
+    VT_CHECKF(differ == 0, "%s: %lld elements differ from the separate ops, first [%lld]", what,
+              (long long)differ, (long long)first);
+    free(a), free(b);
+}
+
+/* add_rmsnorm (y written over a, as the decoder does) against add + rmsnorm on the GPU (same
+ * bits), and against the CPU twin: x within one bf16 rounding; y also moves by the rounding of
+ * the sums it normalizes (<= 2^-8 each, and their rms) on top of check_norm's bound. */
+static void check_add_rmsnorm(int64_t m, int64_t n) {
+    char what[96];
+    snprintf(what, sizeof what, "add_rmsnorm m=%lld n=%lld", (long long)m, (long long)n);
+    float *x = bf16_random(m * n, 0, 3), *a = bf16_random(m * n, 0, 1);
+    float *w = bf16_random(n, 1, 0.1);
+    uint16_t *w_bits = bits_of(w, n);
+    const float eps = 1e-6f;
+    vl_vec wc = {w_bits, VL_DTYPE_BF16, n};
+    float *ref_x = malloc((size_t)(m * n) * sizeof(float)), *ref_y = malloc((size_t)(m * n) * 4);
+    memcpy(ref_x, x, (size_t)(m * n) * sizeof(float));
+    cpu->add_rmsnorm(cpu, ref_y, ref_x, a, m, n, &wc, eps);
+    uint16_t *dx = dev_bf16(x, m * n), *da = dev_bf16(a, m * n), *dw = dev_bf16(w, n);
+    uint16_t *dx2 = dev_bf16(x, m * n), *dy2 = dev_bf16(NULL, m * n);
+    vl_vec wg = {dw, VL_DTYPE_BF16, n};
+    gpu->add(gpu, dx2, da, m * n);
+    gpu->rmsnorm(gpu, dy2, dx2, m, n, &wg, eps);
+    gpu->add_rmsnorm(gpu, da, dx, da, m, n, &wg, eps); /* y over a */
+    check_same_bits(what, dx, dx2, m * n);
+    check_same_bits(what, da, dy2, m * n);
+    float *got_x = dev_read(what, dx, m * n), *got_y = dev_read(what, da, m * n);
+    double *tol_x = doubles(m * n), *tol_y = doubles(m * n);
+    const double c = ((double)n / 16 + 64) * 2 * F32_U;
+    for (int64_t i = 0; i < m * n; i++) {
+        tol_x[i] = BF16_U * fabs(ref_x[i]);
+        tol_y[i] = (3 * BF16_U + c) * fabs(ref_y[i]);
+    }
+    compare(what, got_x, ref_x, tol_x, m * n, MIN_EXACT);
+    compare(what, got_y, ref_y, tol_y, m * n, 0.5);
+    uint16_t *bufs[] = {dx, da, dw, dx2, dy2};
+    for (int i = 0; i < 5; i++) gpu->mem_free(gpu, bufs[i]);
+    free(x), free(a), free(w), free(w_bits), free(ref_x), free(ref_y), free(got_x), free(got_y);
+    free(tol_x), free(tol_y);
+}
+
+static void test_add_rmsnorm(void) {
+    printf("add_rmsnorm\n");
+    check_add_rmsnorm(1, 3584);
+    check_add_rmsnorm(17, 3584);
+    check_add_rmsnorm(3, 129); /* scalar path */
+}
+
 /* ---- rotary ------------------------------------------------------------------------------- */
 
 /* x[s, stride] with heads * D data elements per row and poisoned padding after them. Both
@@ -586,6 +647,70 @@ static void test_kv_append(void) {
     check_kv_append(2, 65, 10, 4, 2, 2 * 65);        /* odd head_dim: scalar path */
 }
 
+/* rope_kv_append against rope_text(q), rope_text(k), kv_append(k), kv_append(v) on the GPU:
+ * the same bits in q, k and both caches (poisoned slots included). The separate ops are each
+ * checked against their CPU twins above; the CPU twin of the fused op is their composition. */
+static void check_rope_kv_append(int64_t s, int H, int G, int D, int fused_row, int64_t max_ctx,
+                                 int64_t pos0, int pos_on_device) {
+    char what[96];
+    snprintf(what, sizeof what, "rope_kv_append s=%lld heads %d/%d D=%d%s pos0=%lld%s",
+             (long long)s, H, G, D, fused_row ? " qkv row" : "", (long long)pos0,
+             pos_on_device ? " (device)" : "");
+    const int sections[3] = {D / 8, 3 * D / 16, 3 * D / 16};
+    const int64_t HD = (int64_t)H * D, KD = (int64_t)G * D, head_stride = max_ctx * D;
+    const int64_t row = fused_row ? HD + 2 * KD : 0, n_cache = G * head_stride;
+    /* q, k, v: one [s, HD + 2 KD] buffer (fused) or three packed ones */
+    const int64_t n_act = fused_row ? s * row : s * (HD + 2 * KD);
+    float *act = bf16_random(n_act, 0, 1);
+    int32_t *pos = ints_random(3 * s, 40000), p0 = (int32_t)pos0;
+    uint16_t *d1 = dev_bf16(act, n_act), *d2 = dev_bf16(act, n_act);
+    uint16_t *kc1 = dev_bf16(NULL, n_cache), *vc1 = dev_bf16(NULL, n_cache);
+    uint16_t *kc2 = dev_bf16(NULL, n_cache), *vc2 = dev_bf16(NULL, n_cache);
+    int32_t *dp = dev_i32(pos, 3 * s), *dp0 = dev_i32(&p0, 1);
+    const int64_t q_stride = fused_row ? row : HD, kv_stride = fused_row ? row : KD;
+    const int64_t k_at = fused_row ? HD : s * HD, v_at = fused_row ? HD + KD : s * (HD + KD);
+    vl_rope_kv_params r = {0};
+    r.q = d1;
+    r.k = d1 + k_at;
+    r.v = d1 + v_at;
+    r.q_stride = q_stride;
+    r.kv_stride = kv_stride;
+    r.s = s;
+    r.n_heads = H;
+    r.n_kv_heads = G;
+    r.head_dim = D;
+    r.pos = dp;
+    memcpy(r.sections, sections, sizeof sections);
+    r.theta = 1000000.0f;
+    r.k_cache = kc1;
+    r.v_cache = vc1;
+    r.head_stride = head_stride;
+    r.pos0 = pos_on_device ? 0 : pos0;
+    r.pos0_dev = pos_on_device ? dp0 : NULL;
+    gpu->rope_kv_append(gpu, &r);
+    gpu->rope_text(gpu, d2, q_stride, s, H, D, dp, sections, r.theta);
+    gpu->rope_text(gpu, d2 + k_at, kv_stride, s, G, D, dp, sections, r.theta);
+    gpu->kv_append(gpu, kc2, head_stride, d2 + k_at, kv_stride, s, G, D, pos0, NULL);
+    gpu->kv_append(gpu, vc2, head_stride, d2 + v_at, kv_stride, s, G, D, pos0, NULL);
+    check_same_bits(what, d1, d2, n_act);
+    check_same_bits(what, kc1, kc2, n_cache);
+    check_same_bits(what, vc1, vc2, n_cache);
+    uint16_t *bufs[] = {d1, d2, kc1, vc1, kc2, vc2};
+    for (int i = 0; i < 6; i++) gpu->mem_free(gpu, bufs[i]);
+    gpu->mem_free(gpu, dp);
+    gpu->mem_free(gpu, dp0);
+    free(act), free(pos);
+}
+
+static void test_rope_kv_append(void) {
+    printf("rope_kv_append\n");
+    check_rope_kv_append(1, 28, 4, 128, 1, 64, 63, 1); /* decode step of Qwen2-VL-7B */
+    check_rope_kv_append(1, 28, 4, 128, 1, 64, 17, 0);
+    check_rope_kv_append(37, 28, 4, 128, 0, 64, 5, 0); /* prefill chunk, separate q/k/v */
+    check_rope_kv_append(9, 6, 6, 16, 0, 12, 3, 0);    /* GQA 1, tiny head */
+    check_rope_kv_append(5, 4, 1, 8, 1, 5, 0, 0);      /* one kv head, the whole cache */
+}
+
 /* ---- attention smoke ------------------------------------------------------------------------ */
 
 /* One causal case per GPU path (prefill n_q = 5, decode n_q = 1), GQA 7, D = 128, keys in a
@@ -674,8 +799,10 @@ int main(void) {
     test_embed();
     test_elementwise();
     test_norms();
+    test_add_rmsnorm();
     test_rope();
     test_kv_append();
+    test_rope_kv_append();
     printf("attention (smoke)\n");
     check_attention(5, 3);
     check_attention(1, 7);
