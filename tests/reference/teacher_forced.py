@@ -18,8 +18,9 @@ its Linear weights during an emulated run: 16.6 + 14.4 GB at the 7B):
      of the same image (Qwen2VLImageProcessorPil): the logits of every position. With
      --quant-compare (unless --no-quant-emul), the same loaded model again with every Linear
      that bitsandbytes quantizes replaced by its quantize-dequantize (below): hf_nf4_emul and
-     hf_int8_emul. The same bf16 model once more with PyTorch's memory-efficient SDPA kernel
-     instead of flash (unless --no-attn-floor): hf_bf16_effattn. Then the model in fp32 (unless --no-fp32): the reference both bf16
+     hf_int8_emul. The same bf16 model once more with transformers' eager attention instead
+     of SDPA (unless --no-attn-floor): hf_bf16_eager. Then the model in fp32 (unless
+     --no-fp32): the reference both bf16
      implementations are judged by.
   4. Per position: cosine (float64 sums of float32 values), top-1 agreement, max abs diff.
      The gate (exit 1 when it fails): engine bf16 vs transformers bf16, cosine >= 0.999 at
@@ -143,7 +144,7 @@ def parse_args():
                    "cosine 1 than engine bf16 vs transformers bf16")
     p.add_argument("--no-fp32", action="store_true", help="skip the transformers fp32 run")
     p.add_argument("--no-attn-floor", action="store_true",
-                   help="skip transformers bf16 with the memory-efficient SDPA kernel")
+                   help="skip transformers bf16 with eager attention")
     p.add_argument("--min-cosine", type=float, default=0.999)
     p.add_argument("--min-top1", type=float, default=0.99)
     p.add_argument("--timeout", type=int, default=480, help="seconds per vlrun run")
@@ -273,6 +274,17 @@ def load_hf(model_dir, dtype):
         model = Qwen2VLForConditionalGeneration.from_pretrained(model_dir, **kw).to("cuda")
     model.eval()
     return model, time.time() - t0
+
+
+def set_attention(model, impl):
+    """Switch a loaded model's attention implementation ("sdpa", "eager")."""
+    if hasattr(model, "set_attn_implementation"):
+        model.set_attn_implementation(impl)
+    else:
+        for m in model.modules():
+            cfg = getattr(m, "config", None)
+            if cfg is not None and hasattr(cfg, "_attn_implementation"):
+                cfg._attn_implementation = impl
 
 
 def hf_forward(model, dtype, ids, pv, grid, image_token_id):
@@ -633,17 +645,20 @@ def run(a, work, report):
     log(f"transformers bf16: load {load_s:.1f} s, forward {fwd_s:.2f} s, logits "
         f"{tuple(runs['hf_bf16'].shape)}")
     if not a.no_attn_floor:
-        # the same model and inputs with another of PyTorch's fused attention kernels (memory-
-        # efficient instead of flash): how far two correct bf16 attention kernels alone move
-        # the logits on this checkpoint, with every other op bit for bit the same
-        from torch.nn.attention import SDPBackend, sdpa_kernel
+        # the same model and inputs with transformers' eager attention (repeat_kv, matmul,
+        # fp32 softmax, bf16 probabilities) instead of SDPA's flash kernel: how far two correct
+        # bf16 attention implementations alone move the logits on this checkpoint, every other
+        # op bit for bit the same. (PyTorch's memory-efficient SDPA kernel would do too, but it
+        # refuses the enable_gqa calls of the text attention.)
         try:
-            with sdpa_kernel([SDPBackend.EFFICIENT_ATTENTION]):
-                runs["hf_bf16_effattn"], fwd_s = hf_forward(model, torch.bfloat16, ids,
-                                                            pixel_values, grid, image_token_id)
-            report["steps"]["hf_bf16_effattn"] = dict(forward_s=round(fwd_s, 3))
-        except RuntimeError as e:
-            report["failures"].append(f"transformers bf16 with memory-efficient SDPA: {e}")
+            set_attention(model, "eager")
+            runs["hf_bf16_eager"], fwd_s = hf_forward(model, torch.bfloat16, ids, pixel_values,
+                                                      grid, image_token_id)
+            report["steps"]["hf_bf16_eager"] = dict(forward_s=round(fwd_s, 3))
+        except (RuntimeError, ValueError, AttributeError) as e:
+            report["failures"].append(f"transformers bf16 with eager attention: {e}")
+        finally:
+            set_attention(model, "sdpa")
     if a.quant_compare and not a.no_quant_emul:
         emulate(a, report, runs, model, ids, pixel_values, grid, image_token_id)
     del model
@@ -662,8 +677,8 @@ def run(a, work, report):
 
     is_image = torch.tensor(ids) == image_token_id
     pairs = [("engine_bf16", "hf_bf16")]
-    if "hf_bf16_effattn" in runs:
-        pairs += [("hf_bf16_effattn", "hf_bf16"), ("engine_bf16", "hf_bf16_effattn")]
+    if "hf_bf16_eager" in runs:
+        pairs += [("hf_bf16_eager", "hf_bf16"), ("engine_bf16", "hf_bf16_eager")]
     if "hf_fp32" in runs:
         pairs += [("engine_bf16", "hf_fp32"), ("hf_bf16", "hf_fp32")]
     for q, _ in QUANT_RUNS:
@@ -716,12 +731,12 @@ def run(a, work, report):
         log(f"  noise floor (transformers bf16 vs fp32, this checkpoint): cosine min "
             f"{floor['min_cosine']:.5f} mean {floor['mean_cosine']:.5f}, top-1 "
             f"{100 * floor['top1']:.1f}%")
-    attn_floor = report["comparisons"].get("hf_bf16_effattn_vs_hf_bf16")
+    attn_floor = report["comparisons"].get("hf_bf16_eager_vs_hf_bf16")
     if attn_floor is not None:
         report["gate"]["noise_floor_hf_bf16_attention_kernels"] = dict(
             min_cosine=attn_floor["min_cosine"], mean_cosine=attn_floor["mean_cosine"],
             top1=attn_floor["top1"])
-        log(f"  attention-kernel floor (transformers bf16, memory-efficient vs flash SDPA): "
+        log(f"  attention-kernel floor (transformers bf16, eager vs SDPA attention): "
             f"cosine min {attn_floor['min_cosine']:.5f} mean {attn_floor['mean_cosine']:.5f}, "
             f"top-1 {100 * attn_floor['top1']:.1f}%")
     quant_checks(a, report)
