@@ -66,36 +66,42 @@ static __global__ void rmsnorm_kernel(vl_bf16 *y, const vl_bf16 *x, int64_t n, c
 }
 
 /* add_rmsnorm: x += a (one bf16 rounding per sum, as the add op), then rmsnorm_kernel's
- * formula on the rounded sums. The second pass re-reads x from the thread's own stores (the
- * same elements: j runs the same way in both passes), which is also why y may alias a. */
-template <int VEC>
+ * formula on the rounded sums. A row of at most ITERS * blockDim.x * VEC elements stays in
+ * registers, and the weight is loaded before the reduction: one trip to memory per element
+ * instead of rmsnorm's two (this runs twice per decoder layer at decode, where its latency is
+ * what counts). Each thread writes y only where it read a, so y may alias a. */
+template <int VEC, int ITERS>
 static __global__ void add_rmsnorm_kernel(vl_bf16 *y, vl_bf16 *x, const vl_bf16 *a, int64_t n,
                                           const vl_bf16 *w, float eps) {
     vl_bf16 *xr = x + blockIdx.x * n;
     const vl_bf16 *ar = a + blockIdx.x * n;
     vl_bf16 *yr = y + blockIdx.x * n;
-    const int64_t step = (int64_t)blockDim.x * VEC;
+    float f[ITERS][VEC], g[ITERS][VEC];
     float sum_sq = 0.0f;
-    for (int64_t j = threadIdx.x * VEC; j < n; j += step) {
-        float f[VEC], g[VEC];
-        vl_load_bf16<VEC>(xr + j, f);
-        vl_load_bf16<VEC>(ar + j, g);
+#pragma unroll
+    for (int it = 0; it < ITERS; it++) {
+        const int64_t j = ((int64_t)it * blockDim.x + threadIdx.x) * VEC;
+        if (j >= n) break;
+        float h[VEC];
+        vl_load_bf16<VEC>(xr + j, f[it]);
+        vl_load_bf16<VEC>(ar + j, h);
+        load_or<VEC>(w ? w + j : NULL, g[it], 1.0f);
 #pragma unroll
         for (int i = 0; i < VEC; i++) {
-            f[i] = __bfloat162float(__float2bfloat16_rn(f[i] + g[i]));
-            sum_sq += f[i] * f[i];
+            f[it][i] = __bfloat162float(__float2bfloat16_rn(f[it][i] + h[i]));
+            sum_sq += f[it][i] * f[it][i];
         }
-        vl_store_bf16<VEC>(xr + j, f);
+        vl_store_bf16<VEC>(xr + j, f[it]);
     }
     const float mean_sq = block_sum(sum_sq) / (float)n;
     const float inv_rms = 1.0f / sqrtf(mean_sq + eps);
-    for (int64_t j = threadIdx.x * VEC; j < n; j += step) {
-        float f[VEC], g[VEC];
-        vl_load_bf16<VEC>(xr + j, f);
-        load_or<VEC>(w ? w + j : NULL, g, 1.0f);
 #pragma unroll
-        for (int i = 0; i < VEC; i++) f[i] = (f[i] * inv_rms) * g[i];
-        vl_store_bf16<VEC>(yr + j, f);
+    for (int it = 0; it < ITERS; it++) {
+        const int64_t j = ((int64_t)it * blockDim.x + threadIdx.x) * VEC;
+        if (j >= n) break;
+#pragma unroll
+        for (int i = 0; i < VEC; i++) f[it][i] = (f[it][i] * inv_rms) * g[it][i];
+        vl_store_bf16<VEC>(yr + j, f[it]);
     }
 }
 
@@ -161,10 +167,20 @@ void vl_cuda_launch_rmsnorm(vl_bf16 *y, const vl_bf16 *x, int64_t m, int64_t n, 
 void vl_cuda_launch_add_rmsnorm(vl_bf16 *y, vl_bf16 *x, const vl_bf16 *a, int64_t m, int64_t n,
                                 const vl_bf16 *w, float eps, cudaStream_t stream) {
     if (m <= 0) return;
-    if (norm_vec_ok(n, y, x, w, NULL) && vl_cuda_aligned16(a))
-        add_rmsnorm_kernel<8><<<(unsigned)m, norm_threads(n, 8), 0, stream>>>(y, x, a, n, w, eps);
+    /* rows up to 4 * 256 * 8 = 8192 elements (16-byte path) or 4 * 256 (scalar) stay in
+     * registers; wider ones take the two ops (the same bits, one more pass) */
+    const int vec = norm_vec_ok(n, y, x, w, NULL) && vl_cuda_aligned16(a) ? 8 : 1;
+    if (n > 4 * NORM_MAX_THREADS * vec) {
+        vl_cuda_launch_add(x, a, m * n, stream);
+        vl_cuda_launch_rmsnorm(y, x, m, n, w, eps, stream);
+        return;
+    }
+    if (vec == 8)
+        add_rmsnorm_kernel<8, 4>
+            <<<(unsigned)m, norm_threads(n, 8), 0, stream>>>(y, x, a, n, w, eps);
     else
-        add_rmsnorm_kernel<1><<<(unsigned)m, norm_threads(n, 1), 0, stream>>>(y, x, a, n, w, eps);
+        add_rmsnorm_kernel<1, 4>
+            <<<(unsigned)m, norm_threads(n, 1), 0, stream>>>(y, x, a, n, w, eps);
     VL_CUDA_LAUNCH_CHECK();
 }
 

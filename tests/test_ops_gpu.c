@@ -542,7 +542,8 @@ static void test_add_rmsnorm(void) {
     printf("add_rmsnorm\n");
     check_add_rmsnorm(1, 3584);
     check_add_rmsnorm(17, 3584);
-    check_add_rmsnorm(3, 129); /* scalar path */
+    check_add_rmsnorm(3, 129);  /* scalar path */
+    check_add_rmsnorm(2, 1031); /* scalar, wider than its registers: add + rmsnorm */
 }
 
 /* ---- rotary ------------------------------------------------------------------------------- */
