@@ -37,4 +37,4 @@ PY
         done
     done
 done
-column -t "$out/ab.tsv"
+cat "$out/ab.tsv"
