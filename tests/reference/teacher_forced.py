@@ -27,7 +27,9 @@ its Linear weights during an emulated run: 16.6 + 14.4 GB at the 7B):
      every position and top-1 agreement >= 99%. Also checked: the engine's prompt ids equal the
      Qwen2-VL chat template through `tokenizers`, and the image pad count equals the grid.
      Next to the gate, two noise floors: transformers bf16 vs transformers fp32, and
-     transformers bf16 vs itself with only the attention kernel changed.
+     transformers bf16 vs itself with only the attention kernel changed; the floor check
+     (a failure too) holds the engine to the second: at most --floor-slack (1.5) times its
+     distance from cosine 1, top-1 at most --floor-top1-slack (3 points) below it.
   5. Quant checks (--quant-compare): engine_nf4_nodq vs hf_nf4_emul and engine_int8 vs
      hf_int8_emul see the same weights (bit for bit when both follow bitsandbytes), so they
      may differ only as much as two bf16 implementations do: mean and min cosine must stay
@@ -57,7 +59,8 @@ agreement bf16 arithmetic alone allows on this checkpoint, next to the engine's 
 Writes OUT/teacher_forced.json (every comparison's summary) and OUT/teacher_forced.tsv (one
 row per position). Logits and the checkpoint go to the work directory: a new temporary one,
 deleted at the end unless --keep, or --work DIR (kept; reuse its checkpoint with --model).
-Exit: 0 gate passed, 1 gate (or a requested quant run or quant check) failed, 2 could not run.
+Exit: 0 gate passed, 1 gate (or the floor check, a requested quant run or quant check) failed,
+2 could not run.
 
 usage: teacher_forced.py --vlrun PATH --tokenizer TOKENIZER_JSON [--out DIR] [--quant-compare]
        [--no-quant-emul] [--model DIR (reuse a checkpoint)] [--work DIR] [--keep]
@@ -143,6 +146,11 @@ def parse_args():
                    help="quant checks: engine vs emulation may be this many times further from "
                    "cosine 1 than engine bf16 vs transformers bf16")
     p.add_argument("--no-fp32", action="store_true", help="skip the transformers fp32 run")
+    p.add_argument("--floor-slack", type=float, default=1.5,
+                   help="floor check: engine vs transformers bf16 may be this many times further "
+                   "from cosine 1 than transformers eager vs SDPA")
+    p.add_argument("--floor-top1-slack", type=float, default=0.03,
+                   help="floor check: top-1 agreement may be this much below the floor's")
     p.add_argument("--no-attn-floor", action="store_true",
                    help="skip transformers bf16 with eager attention")
     p.add_argument("--min-cosine", type=float, default=0.999)
@@ -516,6 +524,34 @@ def emulate(a, report, runs, model, ids, pv, grid, image_token_id):
                 f"bitsandbytes quantizes {QUANTIZED_ELEMENTS_7B} in the 7B")
 
 
+def floor_check(a, report):
+    """Engine bf16 vs transformers bf16, judged by the attention-kernel floor (transformers bf16
+    eager vs SDPA on the same checkpoint): the distance from cosine 1 (mean and min) at most
+    --floor-slack times the floor's, top-1 at most --floor-top1-slack below the floor's.
+    Reported next to the gate, and a failure when it does not hold (unlike the gate, it can
+    be met by a correct implementation with its own attention kernel on a random checkpoint)."""
+    cmp = report["comparisons"]
+    floor = cmp.get("hf_bf16_eager_vs_hf_bf16")
+    if floor is None:
+        return
+    e = cmp["engine_bf16_vs_hf_bf16"]
+    r_mean = (1 - e["mean_cosine"]) / max(1 - floor["mean_cosine"], 1e-12)
+    r_min = (1 - e["min_cosine"]) / max(1 - floor["min_cosine"], 1e-12)
+    ok = (r_mean <= a.floor_slack and r_min <= a.floor_slack
+          and e["top1"] >= floor["top1"] - a.floor_top1_slack)
+    report["floor_check"] = dict(passed=ok, ratio_mean=r_mean, ratio_min=r_min,
+                                 top1=e["top1"], floor_top1=floor["top1"],
+                                 slack=a.floor_slack, top1_slack=a.floor_top1_slack)
+    log(f"floor check (engine vs transformers bf16, against transformers eager vs SDPA): "
+        f"1 - cosine {r_mean:.2f}x the floor's (mean), {r_min:.2f}x (min), top-1 "
+        f"{100 * e['top1']:.1f}% vs {100 * floor['top1']:.1f}% (need <= {a.floor_slack}x and "
+        f">= floor - {100 * a.floor_top1_slack:.0f} points): {'pass' if ok else 'FAIL'}")
+    if not ok:
+        report["failures"].append(
+            f"floor check: 1 - cosine {r_mean:.2f}x / {r_min:.2f}x the attention-kernel floor "
+            f"(mean / min), top-1 {100 * e['top1']:.1f}% vs {100 * floor['top1']:.1f}%")
+
+
 def quant_checks(a, report):
     """Engine quantized runs vs the emulation: summary, verdict, failures for the gated ones."""
     cmp = report["comparisons"]
@@ -739,6 +775,7 @@ def run(a, work, report):
         log(f"  attention-kernel floor (transformers bf16, eager vs SDPA attention): "
             f"cosine min {attn_floor['min_cosine']:.5f} mean {attn_floor['mean_cosine']:.5f}, "
             f"top-1 {100 * attn_floor['top1']:.1f}%")
+    floor_check(a, report)
     quant_checks(a, report)
     if gate["min_cosine"] < a.min_cosine:
         report["failures"].append(f"cosine {gate['min_cosine']:.6f} < {a.min_cosine} at position "
