@@ -21,6 +21,7 @@
  */
 #include "kernels/kernels.h"
 #include "vltest.h"
+#include "vltest_dev.h"
 
 #include <stdint.h>
 
@@ -42,17 +43,8 @@ static int64_t kind_exact[W_KINDS], kind_total[W_KINDS];
 
 /* ---- helpers ------------------------------------------------------------------------------- */
 
-static void *dev_alloc(size_t bytes) {
-    void *p = gpu->mem_alloc(gpu, bytes);
-    if (!p) {
-        fprintf(stderr, "FAIL: out of device memory for %zu bytes\n", bytes);
-        exit(1);
-    }
-    return p;
-}
-
 static void *dev_copy(const void *host, size_t bytes) {
-    void *d = dev_alloc(bytes ? bytes : 1);
+    void *d = vt_dev_alloc(gpu, bytes ? bytes : 1);
     gpu->upload(gpu, d, host, bytes);
     return d;
 }
@@ -163,7 +155,7 @@ static void check_case(const test_weight *t, int kind, int64_t m, int with_bias,
     vl_vec bc = {with_bias ? b_bits : NULL, VL_DTYPE_BF16, N};
     cpu->linear(cpu, ref, x, m, &t->host, &bc);
 
-    uint16_t *dx = dev_alloc((size_t)(m * K + x_off + 1) * 2);
+    uint16_t *dx = vt_dev_alloc(gpu, (size_t)(m * K + x_off + 1) * 2);
     gpu->upload(gpu, dx + x_off, x_bits, (size_t)(m * K) * 2);
     uint16_t *db = dev_copy(b_bits, (size_t)N * 2);
     uint16_t *poison = malloc((size_t)(n + GUARD) * 2), *got_bits[2];
@@ -259,7 +251,7 @@ static void test_kind(int kind) {
     check_case(&t, kind, 1, 1, 1);
     check_case(&t, kind, 3, 0, 1);
     /* m = 0 writes nothing */
-    uint16_t *dy = dev_alloc(GUARD * 2), poison[GUARD], back[GUARD];
+    uint16_t *dy = vt_dev_alloc(gpu, GUARD * 2), poison[GUARD], back[GUARD];
     for (int i = 0; i < GUARD; i++) poison[i] = NAN_BITS;
     gpu->upload(gpu, dy, poison, sizeof poison);
     gpu->linear(gpu, dy, dy, 0, &t.dev, NULL);

@@ -18,6 +18,7 @@
  */
 #include "kernels/kernels.h"
 #include "vltest.h"
+#include "vltest_dev.h"
 
 #ifdef VL_HAVE_CUDA
 #include "kernels/cuda_internal.h" /* vl_cuda_attention_supported */
@@ -61,28 +62,19 @@ static double *doubles(int64_t n) {
 
 /* ---- device tensors ---------------------------------------------------------------------- */
 
-static void *dev_alloc(size_t bytes) {
-    void *p = gpu->mem_alloc(gpu, bytes);
-    if (!p) {
-        fprintf(stderr, "FAIL: out of device memory for %zu bytes\n", bytes);
-        exit(1);
-    }
-    return p;
-}
-
 /* n + GUARD bf16 elements: the n values (NULL: poison), then GUARD poisoned elements. */
 static uint16_t *dev_bf16(const float *v, int64_t n) {
     uint16_t *host = malloc((size_t)(n + GUARD) * 2);
     for (int64_t i = 0; i < n + GUARD; i++)
         host[i] = v && i < n && !isnan(v[i]) ? vl_f32_to_bf16(v[i]) : NAN_BITS;
-    uint16_t *d = dev_alloc((size_t)(n + GUARD) * 2);
+    uint16_t *d = vt_dev_alloc(gpu, (size_t)(n + GUARD) * 2);
     gpu->upload(gpu, d, host, (size_t)(n + GUARD) * 2);
     free(host);
     return d;
 }
 
 static int32_t *dev_i32(const int32_t *v, int64_t n) {
-    int32_t *d = dev_alloc((size_t)(n > 0 ? n : 1) * 4);
+    int32_t *d = vt_dev_alloc(gpu, (size_t)(n > 0 ? n : 1) * 4);
     gpu->upload(gpu, d, v, (size_t)n * 4);
     return d;
 }
@@ -155,7 +147,7 @@ static void test_memory(void) {
     enum { BYTES = 1001 };
     unsigned char src[BYTES], back[BYTES];
     for (int i = 0; i < BYTES; i++) src[i] = (unsigned char)(vt_rng_next() & 0xff);
-    unsigned char *d = dev_alloc(2 * BYTES);
+    unsigned char *d = vt_dev_alloc(gpu, 2 * BYTES);
     gpu->upload(gpu, d, src, BYTES);
     gpu->copy(gpu, d + BYTES + 7, d + 3, 333); /* odd offsets and length */
     gpu->download(gpu, back, d, BYTES);
@@ -190,7 +182,7 @@ static void test_convert(void) {
         src[i] = i < n_special
                      ? specials[i]
                      : (float)(vt_rng_normal() * ldexp(1.0, (int)(vt_rng_next() % 41) - 20));
-    uint16_t *d = dev_alloc((size_t)n * 2);
+    uint16_t *d = vt_dev_alloc(gpu, (size_t)n * 2);
     gpu->from_f32(gpu, d, src, n);
     uint16_t *bits = malloc((size_t)n * 2);
     gpu->download(gpu, bits, d, (size_t)n * 2);
@@ -249,7 +241,7 @@ static void check_linear(int64_t m, int64_t K, int64_t N, int with_bias, int64_t
     vl_vec bc = {with_bias ? b_bits : NULL, VL_DTYPE_BF16, N};
     cpu->linear(cpu, ref, x, m, &wc, &bc);
 
-    uint16_t *dx = dev_alloc((size_t)(m * K + x_off + 1) * 2), *dw = dev_bf16(w, N * K);
+    uint16_t *dx = vt_dev_alloc(gpu, (size_t)(m * K + x_off + 1) * 2), *dw = dev_bf16(w, N * K);
     uint16_t *db = dev_bf16(bias, N), *dy = dev_bf16(NULL, m * N);
     uint16_t *x_bits = bits_of(x, m * K);
     gpu->upload(gpu, dx + x_off, x_bits, (size_t)(m * K) * 2);

@@ -21,6 +21,7 @@
 #include "kernels/kernels.h"
 #include "loader/loader.h"
 #include "vltest.h"
+#include "vltest_quant.h"
 
 #include <cJSON.h>
 
@@ -75,22 +76,13 @@ static uint32_t f32_bits(float f) {
     return u;
 }
 
-/* A quantized weight with its buffers (malloc'ed per vl_quant_sizes_of). */
-typedef struct {
-    vl_weight w;
-    vl_quant_sizes sz;
-} qweight;
+/* Zeroed host memory, never NULL for 0 bytes. */
+static void *host_zeroed(size_t bytes) {
+    return calloc(1, bytes + 4);
+}
 
 static void qweight_alloc(qweight *q, vl_dtype fmt, int dq, int64_t rows, int64_t cols) {
-    memset(q, 0, sizeof *q);
-    vl_quant_sizes_of(fmt, dq, rows, cols, &q->sz);
-    q->w.dtype = fmt;
-    q->w.rows = rows;
-    q->w.cols = cols;
-    q->w.data = calloc(1, q->sz.data + 1);
-    q->w.absmax = calloc(1, q->sz.absmax + 4);
-    if (q->sz.absmax_code) q->w.absmax_code = calloc(1, q->sz.absmax_code);
-    if (q->sz.absmax_map) q->w.absmax_map = calloc(1, q->sz.absmax_map);
+    qweight_make(q, fmt, dq, rows, cols, host_zeroed);
 }
 
 static void qweight_free(qweight *q) {

@@ -31,6 +31,8 @@
  */
 #include "kernels/kernels.h"
 #include "vltest.h"
+#include "vltest_dev.h"
+#include "vltest_quant.h"
 
 #include <float.h>
 
@@ -99,21 +101,12 @@ static uint16_t *make_matrix(int64_t rows, int64_t cols, kind k) {
 
 /* ---- device buffers ------------------------------------------------------------------------ */
 
-static void *dev_alloc(size_t bytes) {
-    void *p = gpu->mem_alloc(gpu, bytes);
-    if (!p) {
-        fprintf(stderr, "FAIL: out of device memory for %zu bytes\n", bytes);
-        exit(1);
-    }
-    return p;
-}
-
 /* bytes + GUARD device bytes: src (NULL: poison), then GUARD poison bytes. */
 static void *dev_bytes(const void *src, size_t bytes) {
     unsigned char *host = malloc(bytes + GUARD);
     memset(host, POISON, bytes + GUARD);
     if (src) memcpy(host, src, bytes);
-    void *d = dev_alloc(bytes + GUARD);
+    void *d = vt_dev_alloc(gpu, bytes + GUARD);
     gpu->upload(gpu, d, host, bytes + GUARD);
     free(host);
     return d;
@@ -129,34 +122,21 @@ static void *dev_read(const char *what, const void *d, size_t bytes) {
     return host;
 }
 
-/* A quantized weight and its buffers, in host or device memory. */
-typedef struct {
-    vl_weight w;
-    vl_quant_sizes sz;
-} qweight;
+static void *host_zeroed(size_t bytes) {
+    return calloc(bytes ? bytes : 1, 1);
+}
 
+static void *dev_poisoned(size_t bytes) {
+    return dev_bytes(NULL, bytes);
+}
+
+/* A quantized weight and its buffers (vltest_quant.h), in host or device memory. */
 static void qweight_host(qweight *q, vl_dtype fmt, int dq, int64_t rows, int64_t cols) {
-    memset(q, 0, sizeof *q);
-    vl_quant_sizes_of(fmt, dq, rows, cols, &q->sz);
-    q->w.dtype = fmt;
-    q->w.rows = rows;
-    q->w.cols = cols;
-    q->w.data = calloc(q->sz.data, 1);
-    q->w.absmax = calloc(q->sz.absmax, 1);
-    q->w.absmax_code = q->sz.absmax_code ? calloc(q->sz.absmax_code, 1) : NULL;
-    q->w.absmax_map = q->sz.absmax_map ? calloc(q->sz.absmax_map, 1) : NULL;
+    qweight_make(q, fmt, dq, rows, cols, host_zeroed);
 }
 
 static void qweight_device(qweight *q, vl_dtype fmt, int dq, int64_t rows, int64_t cols) {
-    memset(q, 0, sizeof *q);
-    vl_quant_sizes_of(fmt, dq, rows, cols, &q->sz);
-    q->w.dtype = fmt;
-    q->w.rows = rows;
-    q->w.cols = cols;
-    q->w.data = dev_bytes(NULL, q->sz.data);
-    q->w.absmax = dev_bytes(NULL, q->sz.absmax);
-    q->w.absmax_code = q->sz.absmax_code ? dev_bytes(NULL, q->sz.absmax_code) : NULL;
-    q->w.absmax_map = q->sz.absmax_map ? dev_bytes(NULL, q->sz.absmax_map) : NULL;
+    qweight_make(q, fmt, dq, rows, cols, dev_poisoned);
 }
 
 static void qweight_free(qweight *q, vl_backend *b) {
@@ -226,7 +206,7 @@ static void check_dequantize(const char *what, const qweight *d, const qweight *
     vl_weight_rows_f32(&h->w, 0, d->w.rows, ref);
     uint16_t *poison = malloc((size_t)(n + GUARD) * 2);
     for (int64_t i = 0; i < n + GUARD; i++) poison[i] = NAN_BITS;
-    void *dout = dev_alloc((size_t)(n + GUARD) * 2);
+    void *dout = vt_dev_alloc(gpu, (size_t)(n + GUARD) * 2);
     gpu->upload(gpu, dout, poison, (size_t)(n + GUARD) * 2);
     gpu->dequantize(gpu, dout, &d->w);
     uint16_t *got = malloc((size_t)(n + GUARD) * 2);
@@ -360,7 +340,7 @@ static void test_gemm(vl_dtype fmt, int dq, int64_t n_out, int64_t k_in, int64_t
     void *dbias = dev_bytes(bias_bits, (size_t)n_out * 2);
     uint16_t *poison = malloc((size_t)(m * n_out + GUARD) * 2);
     for (int64_t i = 0; i < m * n_out + GUARD; i++) poison[i] = NAN_BITS;
-    void *dy = dev_alloc((size_t)(m * n_out + GUARD) * 2);
+    void *dy = vt_dev_alloc(gpu, (size_t)(m * n_out + GUARD) * 2);
     gpu->upload(gpu, dy, poison, (size_t)(m * n_out + GUARD) * 2);
     vl_vec gbias = {with_bias ? dbias : NULL, VL_DTYPE_BF16, n_out};
     vl_cuda_dequant_gemm_sliced(gpu, dy, dx, m, &d.w, &gbias, slice_rows);
