@@ -18,6 +18,7 @@
  * Without a CUDA device it exits 77 (skip). */
 #include "engine/engine.h"
 #include "vltest.h"
+#include "vltest_dev.h"
 
 #include <cJSON.h>
 
@@ -267,13 +268,8 @@ static void run_model(const model_case *mc, vl_backend *gpu) {
 }
 
 int main(void) {
-    char why[256] = "";
-    vl_backend *gpu = vl_backend_cuda(why, sizeof why);
-    if (!gpu) {
-        printf("no CUDA backend: %s\n", why[0] ? why : "(no reason given)");
-        VT_SKIP(why);
-        return vt_finish();
-    }
+    vl_backend *gpu = vt_gpu_or_skip();
+    if (!gpu) return vt_finish();
     const char *tdir = getenv("VL_TOKENIZER_DIR");
     char tok[4096], a[4096], b[4096], img[4096];
     snprintf(tok, sizeof tok, "%s/small_tokenizer.json", tdir ? tdir : ".cache/tokenizer");

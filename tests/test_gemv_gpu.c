@@ -321,13 +321,7 @@ static void test_q_v2(int kind) {
 
 int main(void) {
     vt_rng_state = 0x9e77e5eedULL;
-    char why[256] = "";
-    gpu = vl_backend_cuda(why, sizeof why);
-    if (!gpu) {
-        printf("no CUDA backend: %s\n", why[0] ? why : "(no reason given)");
-        VT_SKIP(why);
-        return vt_finish();
-    }
+    if (!(gpu = vt_gpu_or_skip())) return vt_finish();
     cpu = vl_backend_cpu();
     for (int kind = 0; kind < W_KINDS; kind++) test_kind(kind);
     test_blas_bias();

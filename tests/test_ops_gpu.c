@@ -778,13 +778,7 @@ static void check_attention(int64_t n_q, int64_t q_pos0) {
 
 int main(void) {
     vt_rng_state = 0x6b0e5eedULL;
-    char why[256] = "";
-    gpu = vl_backend_cuda(why, sizeof why);
-    if (!gpu) {
-        printf("no CUDA backend: %s\n", why[0] ? why : "(no reason given)");
-        VT_SKIP(why);
-        return vt_finish();
-    }
+    if (!(gpu = vt_gpu_or_skip())) return vt_finish();
     cpu = vl_backend_cpu();
     test_memory();
     test_convert();

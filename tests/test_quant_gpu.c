@@ -425,12 +425,7 @@ static void test_gemm_all(void) {
 }
 
 int main(void) {
-    char why[256] = "";
-    gpu = vl_backend_cuda(why, sizeof why);
-    if (!gpu) {
-        VT_SKIP(why);
-        return vt_finish();
-    }
+    if (!(gpu = vt_gpu_or_skip())) return vt_finish();
     cpu = vl_backend_cpu();
     if (!gpu->quantize || !gpu->dequantize) {
         VT_CHECKF(0, "the CUDA backend has no quantize / dequantize entry");

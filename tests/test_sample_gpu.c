@@ -9,6 +9,7 @@
  * Without a CUDA device the program exits 77 (skip). */
 #include "kernels/kernels.h"
 #include "vltest.h"
+#include "vltest_dev.h"
 
 static vl_backend *cpu, *gpu;
 
@@ -103,13 +104,7 @@ static void check_graph_replay(void) {
 
 int main(void) {
     vt_rng_state = 0x5a3b1e;
-    char why[256] = "";
-    gpu = vl_backend_cuda(why, sizeof why);
-    if (!gpu) {
-        printf("no CUDA backend: %s\n", why[0] ? why : "(no reason given)");
-        VT_SKIP(why);
-        return vt_finish();
-    }
+    if (!(gpu = vt_gpu_or_skip())) return vt_finish();
     cpu = vl_backend_cpu();
     const int64_t vocabs[] = {1, 7, 1000, 4099, 152064};
     for (int i = 0; i < 5; i++) {

@@ -1,8 +1,9 @@
-/* vltest_dev.h: device memory for the GPU tests. A test cannot go on without its buffers, so
- * running out ends the program with a FAIL line. */
+/* vltest_dev.h: the GPU tests' CUDA backend and device memory. A test cannot go on without its
+ * buffers, so running out ends the program with a FAIL line. */
 #ifndef VL_TEST_DEV_H
 #define VL_TEST_DEV_H
 #include "kernels/kernels.h"
+#include "vltest.h"
 
 #include <stdio.h>
 #include <stdlib.h>
@@ -14,6 +15,18 @@ static inline void *vt_dev_alloc(vl_backend *b, size_t bytes) {
         exit(1);
     }
     return p;
+}
+
+/* The CUDA backend, or NULL after saying why and counting a skip (no device, or a build without
+ * CUDA): the caller then returns vt_finish(), which exits 77. */
+static inline vl_backend *vt_gpu_or_skip(void) {
+    char why[256] = "";
+    vl_backend *gpu = vl_backend_cuda(why, sizeof why);
+    if (!gpu) {
+        printf("no CUDA backend: %s\n", why[0] ? why : "(no reason given)");
+        VT_SKIP(why);
+    }
+    return gpu;
 }
 
 #endif
