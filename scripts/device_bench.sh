@@ -26,8 +26,6 @@ set -uo pipefail
 root=$(pwd)
 out=${OUT:-/tmp/vlbench-out}
 mkdir -p "$out"
-export LD_LIBRARY_PATH=$root/.deps/usr/lib/x86_64-linux-gnu:${LD_LIBRARY_PATH:-}
-arch=${VL_ARCH:-90}
 build=/tmp/vlbench-build
 t0=$(date +%s)
 budget() { # budget CAP: seconds for the next step (at least 10)
@@ -37,11 +35,8 @@ budget() { # budget CAP: seconds for the next step (at least 10)
     echo "$left"
 }
 
-timeout "$(budget 60)" cmake -S . -B $build -DCMAKE_BUILD_TYPE=Release -DVL_CUDA=ON \
-    -DVL_CUDA_ARCHITECTURES="$arch" -DVL_BUILD_TESTS=OFF \
-    -DCMAKE_PREFIX_PATH="$root/.deps/usr" -DCMAKE_LIBRARY_PATH="$root/.deps/usr/lib/x86_64-linux-gnu" \
-    >"$out/build.log" 2>&1 &&
-    timeout "$(budget 240)" cmake --build $build -j16 --target vlbench >>"$out/build.log" 2>&1 ||
+source scripts/device_lib.sh
+VL_CMAKE_ARGS="-DVL_BUILD_TESTS=OFF" vl_device_build . $build "$out/build.log" vlbench ||
     { tail -40 "$out/build.log"; exit 1; }
 echo "build: $(($(date +%s) - t0)) s"
 nvidia-smi --query-gpu=name,clocks.sm,clocks.mem,temperature.gpu,power.draw --format=csv,noheader \

@@ -6,11 +6,8 @@ set -uo pipefail
 root=$(pwd)
 out=${OUT:-/tmp/vlrun-out}
 mkdir -p "$out"
-export LD_LIBRARY_PATH=$root/.deps/usr/lib/x86_64-linux-gnu:${LD_LIBRARY_PATH:-}
-arch=${VL_ARCH:-90}
-cmake -S . -B /tmp/vlb -DCMAKE_BUILD_TYPE=Release -DVL_CUDA=ON -DVL_CUDA_ARCHITECTURES="$arch" \
-    -DCMAKE_PREFIX_PATH="$root/.deps/usr" -DCMAKE_LIBRARY_PATH="$root/.deps/usr/lib/x86_64-linux-gnu" \
-    >"$out/build.log" 2>&1 && cmake --build /tmp/vlb -j16 -- -k >>"$out/build.log" 2>&1 ||
+source scripts/device_lib.sh
+vl_device_build . /tmp/vlb "$out/build.log" ||
     { grep -B2 -A8 "error" "$out/build.log" | head -40; [ -x /tmp/vlb/vlrun ] || exit 1; }
 python3 tests/reference/make_small_tokenizer.py .cache/tokenizer/tokenizer.json .cache/tokenizer/small_tokenizer.json
 (cd /tmp/vlb && ctest -L gpu --output-on-failure --timeout 240 -j1 >"$out/gpu_tests.log" 2>&1)

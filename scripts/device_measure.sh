@@ -14,10 +14,8 @@ root=$(pwd)
 final=${OUT:-/tmp/vlrun-measure}
 out=$final/r # everything goes here, then one results.tgz (the device returns a few files only)
 mkdir -p "$out"
-export LD_LIBRARY_PATH=$root/.deps/usr/lib/x86_64-linux-gnu:${LD_LIBRARY_PATH:-}
-cmake -S . -B /tmp/vlm -DCMAKE_BUILD_TYPE=Release -DVL_CUDA=ON -DVL_CUDA_ARCHITECTURES=90 \
-    -DCMAKE_PREFIX_PATH="$root/.deps/usr" -DCMAKE_LIBRARY_PATH="$root/.deps/usr/lib/x86_64-linux-gnu" \
-    >"$out/build.log" 2>&1 && cmake --build /tmp/vlm -j16 --target vlrun >>"$out/build.log" 2>&1 ||
+source scripts/device_lib.sh
+vl_device_build . /tmp/vlm "$out/build.log" vlrun ||
     { tail -40 "$out/build.log"; exit 1; }
 V=/tmp/vlm/vlrun
 cfg=examples/qwen2-vl-7b-instruct.json

@@ -17,15 +17,12 @@ set -uo pipefail
 root=$(pwd)
 out=${OUT:-/tmp/vlrun-out}
 mkdir -p "$out"
-export LD_LIBRARY_PATH=$root/.deps/usr/lib/x86_64-linux-gnu:${LD_LIBRARY_PATH:-}
+source scripts/device_lib.sh
 tok=.cache/tokenizer/tokenizer.json
 [ -f "$tok" ] || { echo "missing $tok (carry .cache)"; exit 2; }
 V=${VLRUN:-}
 if [ -z "$V" ] || [ ! -x "$V" ]; then
-    arch=${VL_ARCH:-90}
-    cmake -S . -B /tmp/vlb -DCMAKE_BUILD_TYPE=Release -DVL_CUDA=ON -DVL_CUDA_ARCHITECTURES="$arch" \
-        -DCMAKE_PREFIX_PATH="$root/.deps/usr" -DCMAKE_LIBRARY_PATH="$root/.deps/usr/lib/x86_64-linux-gnu" \
-        >"$out/build.log" 2>&1 && cmake --build /tmp/vlb -j16 --target vlrun >>"$out/build.log" 2>&1 ||
+    vl_device_build . /tmp/vlb "$out/build.log" vlrun ||
         { tail -40 "$out/build.log"; exit 2; }
     V=/tmp/vlb/vlrun
 fi
