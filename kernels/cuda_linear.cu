@@ -2,8 +2,10 @@
  * GEMM; the bf16 GEMMs through cuBLAS / cuBLASLt; and embed (rows of a table).
  *
  * Dispatch (vl_cuda_linear):
- *   m = 1, bf16, no bias, 1024 <= N <= 65536        -> cublasGemmEx (faster there, measured)
- *   m = 1, bf16, bias, 1024 <= N <= 65536           -> cuBLASLt, BIAS epilogue (when it can)
+ *   m = 1, bf16, K % 8 == 0, aligned                -> vl_cuda_gemv_bf16 (gemv_bf16.cu): faster
+ *                                                      than cuBLAS's GEMV on every decoder shape
+ *                                                      (bench/RESULTS.md); with VL_GEMV_BF16=0,
+ *                                                      and for other shapes, the next line
  *   m <= VL_CUDA_GEMV_MAX_M (8), any weight dtype   -> vl_cuda_launch_gemv (gemv.cu): decode
  *   bf16, larger m, no bias                         -> cublasGemmEx
  *   bf16, larger m, bias                            -> cuBLASLt with the BIAS epilogue
@@ -38,12 +40,7 @@
 #include <limits.h>
 
 #define EMBED_THREADS 128
-/* bf16 m = 1 without bias goes to cuBLAS between these row counts: on the H100 cuBLAS's GEMV
- * read 1679-2497 GB/s on N = 3584 .. 18944 where ours read 1266-2184; ours wins below (N = 512:
- * 407 vs 377 GB/s) and on the LM head (N = 152064: 2890 vs 2865). */
-#define CUBLAS_GEMV_MIN_ROWS 1024
-#define CUBLAS_GEMV_MAX_ROWS 65536
-#define LT_CACHE_SIZE        32 /* distinct biased GEMM shapes of a model: a dozen */
+#define LT_CACHE_SIZE 32 /* distinct biased GEMM shapes of a model: a dozen */
 
 void vl_cuda_launch_linear(cublasHandle_t handle, cudaStream_t stream, vl_bf16 *y, const vl_bf16 *x,
                            int64_t m, const vl_bf16 *w, int64_t n_out, int64_t k_in,
@@ -196,16 +193,9 @@ void vl_cuda_linear(vl_backend *b, void *y, const void *x, int64_t m, const vl_w
     vl_bf16 *yb = (vl_bf16 *)y;
     const vl_bf16 *xb = (const vl_bf16 *)x;
     const vl_bf16 *bb = has_bias ? (const vl_bf16 *)bias->data : NULL;
-    if (m == 1 && !quantized && !bb && w->rows >= CUBLAS_GEMV_MIN_ROWS &&
-        w->rows <= CUBLAS_GEMV_MAX_ROWS) {
-        /* measured on H100 (bench/RESULTS.md): cuBLAS's bf16 GEMV beats ours on these shapes */
-        vl_cuda_launch_linear(c->cublas, c->stream, yb, xb, m, (const vl_bf16 *)w->data, w->rows,
-                              w->cols, NULL);
-    } else if (m == 1 && !quantized && bb && w->rows >= CUBLAS_GEMV_MIN_ROWS &&
-               w->rows <= CUBLAS_GEMV_MAX_ROWS &&
-               vl_cuda_launch_linear_bias(c->dq_lt, c->cublas_ws, c->cublas_ws_bytes, c->stream, yb,
-                                          xb, m, (const vl_bf16 *)w->data, w->rows, w->cols, bb)) {
-        /* the same rows with a bias (decode's fused q/k/v): cuBLASLt's bias epilogue */
+    if (m == 1 && !quantized && vl_cuda_gemv_bf16_enabled() &&
+        vl_cuda_gemv_bf16(yb, xb, w, bb, c->stream)) {
+        /* decode's bf16 GEMVs, every shape it takes (gemv_bf16.cu) */
     } else if (m <= VL_CUDA_GEMV_MAX_M) {
         vl_cuda_launch_gemv(yb, xb, m, w, bb, &c->gemv, c->stream);
     } else if (quantized) {

@@ -259,4 +259,15 @@ int vl_cuda_gemv_q_v2(vl_bf16 *y, const vl_bf16 *x, int64_t m, const vl_weight *
 /* Tests: 1 forces v2 on, 0 off, -1 back to the environment's choice. */
 extern "C" void vl_cuda_gemv_q_v2_force(int mode);
 
+/* ---- m = 1 bf16 GEMV (gemv_bf16.cu) ------------------------------------------------------------
+ * y[N] = W[N, K] . x (+ bias): launches and returns 1 for a BF16 weight with K % 8 == 0 and
+ * 16-byte aligned W data and x; returns 0 (nothing launched) otherwise. One rounding per output,
+ * deterministic, graph-safe. vl_cuda_linear sends every m = 1 bf16 product here unless
+ * VL_GEMV_BF16=0 (then cuBLAS / gemv.cu as before; read once). */
+int vl_cuda_gemv_bf16(vl_bf16 *y, const vl_bf16 *x, const vl_weight *w, const vl_bf16 *bias,
+                      cudaStream_t stream);
+int vl_cuda_gemv_bf16_enabled(void);
+/* Tests: 1 forces it on, 0 off, -1 back to the environment's choice. */
+extern "C" void vl_cuda_gemv_bf16_force(int mode);
+
 #endif

@@ -319,6 +319,40 @@ static void test_q_v2(int kind) {
 }
 #endif
 
+/* ---- the m = 1 bf16 kernel (kernels/gemv_bf16.cu) ---------------------------------------------
+ * Forced on, then off (gemv.cu's kernels), through its test hook: the same
+ * checks as above. Shapes cover each split it picks (1, 2, 4, 8 warps per row; 4 with uneven
+ * segments), N not a multiple of the 8 rows of a CTA, K not taken by it (K % 8 != 0, misaligned
+ * x: gemv.cu's kernels), and the decoder's shapes (fused q/k/v, fused gate/up, down). */
+#ifdef VL_HAVE_CUDA
+void vl_cuda_gemv_bf16_force(int mode); /* kernels/cuda_ops.h (C++) */
+
+static void test_gemv_bf16(int mode) {
+    printf("bf16, m = 1 kernel %s\n", mode ? "gemv_bf16" : "off (gemv.cu)");
+    const int64_t exact0 = kind_exact[W_BF16], total0 = kind_total[W_BF16];
+    vl_cuda_gemv_bf16_force(mode);
+    const int64_t shapes[][2] = {{1, 8},       {7, 128},      {33, 200},    {9, 16},
+                                 {5, 20},      {3, 13},       {40, 3584},   {40, 4088},
+                                 {16, 18944},  {8500, 512},   {8501, 1280}, {4608, 3584},
+                                 {3584, 3584}, {37888, 3584}, {3584, 18944}};
+    for (int s = 0; s < (int)(sizeof shapes / sizeof shapes[0]); s++) {
+        test_weight t;
+        weight_make(&t, W_BF16, shapes[s][0], shapes[s][1]);
+        check_case(&t, W_BF16, 1, 1, 0);
+        check_case(&t, W_BF16, 1, 0, 0);
+        if (s == 6) check_case(&t, W_BF16, 1, 1, 1); /* misaligned x: gemv.cu's simple kernel */
+        weight_free(&t);
+    }
+    vl_cuda_gemv_bf16_force(-1);
+    const int64_t exact = kind_exact[W_BF16] - exact0, total = kind_total[W_BF16] - total0;
+    const double frac = total ? (double)exact / (double)total : 1.0;
+    printf("  bf16 (m = 1, %s): %lld GEMV outputs, %.3f%% exactly bf16(cpu result)\n",
+           mode ? "on" : "off", (long long)total, 100 * frac);
+    VT_CHECKF(frac >= GEMV_EXACT, "bf16 (m = 1, %s): only %.3f%% of all GEMV outputs exact",
+              mode ? "on" : "off", 100 * frac);
+}
+#endif
+
 int main(void) {
     vt_rng_state = 0x9e77e5eedULL;
     if (!(gpu = vt_gpu_or_skip())) return vt_finish();
@@ -326,6 +360,8 @@ int main(void) {
     for (int kind = 0; kind < W_KINDS; kind++) test_kind(kind);
     test_blas_bias();
 #ifdef VL_HAVE_CUDA
+    test_gemv_bf16(1);
+    test_gemv_bf16(0);
     test_q_v2(W_NF4);
     test_q_v2(W_Q8ROW);
 #endif
