@@ -18,9 +18,8 @@
  * outputs of the m = 300 test 1-2 ulp off, as if the product were rounded to bf16 before C was
  * added). cuBLASLt's BIAS epilogue adds the bias to the fp32 accumulator before the one
  * conversion (what PyTorch's addmm does), and the algorithm search is restricted to split-K
- * reductions in the compute type (fp32), never INPLACE / OUTPUT_TYPE (bf16). The chosen
- * algorithm is cached per (m, N, K, alignments). The cuBLASLt handle is the context's dq_lt
- * (shared with the dequant GEMM).
+ * reductions in the compute type (fp32), never INPLACE / OUTPUT_TYPE (bf16): cuda_lt_gemm.cu,
+ * shared with the dequant GEMM, as is the cuBLASLt handle (the context's dq_lt).
  * cuBLASLt gets only 16-byte-clean problems: K and N multiples of 8 (every row of x, W and y
  * starts 16-byte aligned) and x, W, y and bias 16-byte aligned. With K = 129, N = 131 (m = 17)
  * on H100 / CUDA 13 it returned an algorithm whose bias came out rounded twice (68% of outputs
@@ -40,7 +39,6 @@
 #include <limits.h>
 
 #define EMBED_THREADS 128
-#define LT_CACHE_SIZE 32 /* distinct biased GEMM shapes of a model: a dozen */
 
 void vl_cuda_launch_linear(cublasHandle_t handle, cudaStream_t stream, vl_bf16 *y, const vl_bf16 *x,
                            int64_t m, const vl_bf16 *w, int64_t n_out, int64_t k_in,
@@ -59,35 +57,6 @@ void vl_cuda_launch_linear(cublasHandle_t handle, cudaStream_t stream, vl_bf16 *
 
 /* ---- bf16 GEMM + bias through cuBLASLt ---------------------------------------------------- */
 
-/* Largest power of two <= 256 dividing the address: the alignment cuBLASLt may assume. */
-static uint32_t lt_alignment(const void *p) {
-    uint32_t a = 256;
-    while (a > 1 && ((uintptr_t)p & (a - 1))) a >>= 1;
-    return a;
-}
-
-/* The algorithm cuBLASLt chose for a problem (found == 0: none), so that the heuristic runs
- * once per shape rather than once per call. Host-side only; the backend is single-threaded. */
-typedef struct {
-    int64_t m, n, k;
-    uint32_t align_w, align_x, align_y;
-    int found;
-    cublasLtMatmulAlgo_t algo;
-} lt_choice;
-
-static lt_choice lt_cache[LT_CACHE_SIZE];
-static int lt_cache_used, lt_cache_next;
-
-static lt_choice *lt_cache_find(const lt_choice *key) {
-    for (int i = 0; i < lt_cache_used; i++) {
-        lt_choice *e = &lt_cache[i];
-        if (e->m == key->m && e->n == key->n && e->k == key->k && e->align_w == key->align_w &&
-            e->align_x == key->align_x && e->align_y == key->align_y)
-            return e;
-    }
-    return NULL;
-}
-
 int vl_cuda_launch_linear_bias(cublasLtHandle_t lt, void *ws, size_t ws_bytes, cudaStream_t stream,
                                vl_bf16 *y, const vl_bf16 *x, int64_t m, const vl_bf16 *w,
                                int64_t n_out, int64_t k_in, const vl_bf16 *bias) {
@@ -97,73 +66,7 @@ int vl_cuda_launch_linear_bias(cublasLtHandle_t lt, void *ws, size_t ws_bytes, c
     if (!lt || k_in % 8 != 0 || n_out % 8 != 0 || !vl_cuda_aligned16(bias) ||
         !vl_cuda_aligned16(x) || !vl_cuda_aligned16(w) || !vl_cuda_aligned16(y))
         return 0;
-    cublasLtMatmulDesc_t op;
-    cublasLtMatrixLayout_t w_desc, x_desc, y_desc;
-    VL_CUBLAS_CHECK(cublasLtMatmulDescCreate(&op, CUBLAS_COMPUTE_32F, CUDA_R_32F));
-    const cublasOperation_t trans = CUBLAS_OP_T, no_trans = CUBLAS_OP_N;
-    const cublasLtEpilogue_t epilogue = CUBLASLT_EPILOGUE_BIAS;
-    const int32_t bias_type = CUDA_R_16BF;
-    VL_CUBLAS_CHECK(
-        cublasLtMatmulDescSetAttribute(op, CUBLASLT_MATMUL_DESC_TRANSA, &trans, sizeof trans));
-    VL_CUBLAS_CHECK(cublasLtMatmulDescSetAttribute(op, CUBLASLT_MATMUL_DESC_TRANSB, &no_trans,
-                                                   sizeof no_trans));
-    VL_CUBLAS_CHECK(cublasLtMatmulDescSetAttribute(op, CUBLASLT_MATMUL_DESC_EPILOGUE, &epilogue,
-                                                   sizeof epilogue));
-    VL_CUBLAS_CHECK(
-        cublasLtMatmulDescSetAttribute(op, CUBLASLT_MATMUL_DESC_BIAS_POINTER, &bias, sizeof bias));
-    VL_CUBLAS_CHECK(cublasLtMatmulDescSetAttribute(op, CUBLASLT_MATMUL_DESC_BIAS_DATA_TYPE,
-                                                   &bias_type, sizeof bias_type));
-    VL_CUBLAS_CHECK(
-        cublasLtMatrixLayoutCreate(&w_desc, CUDA_R_16BF, (uint64_t)k_in, (uint64_t)n_out, k_in));
-    VL_CUBLAS_CHECK(
-        cublasLtMatrixLayoutCreate(&x_desc, CUDA_R_16BF, (uint64_t)k_in, (uint64_t)m, k_in));
-    VL_CUBLAS_CHECK(
-        cublasLtMatrixLayoutCreate(&y_desc, CUDA_R_16BF, (uint64_t)n_out, (uint64_t)m, n_out));
-
-    lt_choice key = {};
-    key.m = m, key.n = n_out, key.k = k_in;
-    key.align_w = lt_alignment(w), key.align_x = lt_alignment(x), key.align_y = lt_alignment(y);
-    lt_choice *choice = lt_cache_find(&key);
-    if (!choice) {
-        cublasLtMatmulPreference_t pref;
-        VL_CUBLAS_CHECK(cublasLtMatmulPreferenceCreate(&pref));
-        const uint64_t max_ws = ws_bytes;
-        const uint32_t reductions = CUBLASLT_REDUCTION_SCHEME_COMPUTE_TYPE; /* fp32 partials */
-        VL_CUBLAS_CHECK(cublasLtMatmulPreferenceSetAttribute(
-            pref, CUBLASLT_MATMUL_PREF_MAX_WORKSPACE_BYTES, &max_ws, sizeof max_ws));
-        VL_CUBLAS_CHECK(cublasLtMatmulPreferenceSetAttribute(
-            pref, CUBLASLT_MATMUL_PREF_REDUCTION_SCHEME_MASK, &reductions, sizeof reductions));
-        VL_CUBLAS_CHECK(cublasLtMatmulPreferenceSetAttribute(
-            pref, CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_A_BYTES, &key.align_w, sizeof key.align_w));
-        VL_CUBLAS_CHECK(cublasLtMatmulPreferenceSetAttribute(
-            pref, CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_B_BYTES, &key.align_x, sizeof key.align_x));
-        VL_CUBLAS_CHECK(cublasLtMatmulPreferenceSetAttribute(
-            pref, CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_C_BYTES, &key.align_y, sizeof key.align_y));
-        VL_CUBLAS_CHECK(cublasLtMatmulPreferenceSetAttribute(
-            pref, CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_D_BYTES, &key.align_y, sizeof key.align_y));
-        cublasLtMatmulHeuristicResult_t heur = {};
-        int found = 0;
-        VL_CUBLAS_CHECK(cublasLtMatmulAlgoGetHeuristic(lt, op, w_desc, x_desc, y_desc, y_desc, pref,
-                                                       1, &heur, &found));
-        VL_CUBLAS_CHECK(cublasLtMatmulPreferenceDestroy(pref));
-        key.found = found > 0;
-        key.algo = heur.algo;
-        choice = &lt_cache[lt_cache_next];
-        *choice = key;
-        lt_cache_next = (lt_cache_next + 1) % LT_CACHE_SIZE;
-        if (lt_cache_used < LT_CACHE_SIZE) lt_cache_used++;
-    }
-    const int found = choice->found;
-    if (found) {
-        const float alpha = 1.0f, beta = 0.0f;
-        VL_CUBLAS_CHECK(cublasLtMatmul(lt, op, &alpha, w, w_desc, x, x_desc, &beta, y, y_desc, y,
-                                       y_desc, &choice->algo, ws, ws_bytes, stream));
-    }
-    VL_CUBLAS_CHECK(cublasLtMatrixLayoutDestroy(y_desc));
-    VL_CUBLAS_CHECK(cublasLtMatrixLayoutDestroy(x_desc));
-    VL_CUBLAS_CHECK(cublasLtMatrixLayoutDestroy(w_desc));
-    VL_CUBLAS_CHECK(cublasLtMatmulDescDestroy(op));
-    return found;
+    return vl_cuda_lt_gemm_bf16(lt, ws, ws_bytes, stream, y, n_out, w, n_out, x, m, k_in, bias);
 }
 
 /* ---- the table entry ---------------------------------------------------------------------- */

@@ -141,6 +141,12 @@ void vl_cuda_launch_linear(cublasHandle_t handle, cudaStream_t stream, vl_bf16 *
 int vl_cuda_launch_linear_bias(cublasLtHandle_t lt, void *ws, size_t ws_bytes, cudaStream_t stream,
                                vl_bf16 *y, const vl_bf16 *x, int64_t m, const vl_bf16 *w,
                                int64_t n_out, int64_t k_in, const vl_bf16 *bias);
+/* D[m rows of ld_d] = x[m, K] . A[n, K]^T (+ bias[n]) through cuBLASLt (cuda_lt_gemm.cu): bf16
+ * in and out, fp32 compute, one rounding, no bf16 split-K reduction; the algorithm is chosen once
+ * per shape and alignment. Returns 0 (nothing enqueued) when cuBLASLt offers none. */
+int vl_cuda_lt_gemm_bf16(cublasLtHandle_t lt, void *ws, size_t ws_bytes, cudaStream_t stream,
+                         vl_bf16 *d, int64_t ld_d, const vl_bf16 *a, int64_t n, const vl_bf16 *x,
+                         int64_t m, int64_t k, const vl_bf16 *bias);
 void vl_cuda_launch_embed(vl_bf16 *y, const vl_bf16 *table, int64_t rows, int64_t cols,
                           const int32_t *ids, int64_t n, cudaStream_t stream);
 void vl_cuda_launch_f32_to_bf16(vl_bf16 *dst, const float *src, int64_t n, cudaStream_t stream);

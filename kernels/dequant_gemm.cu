@@ -37,10 +37,6 @@
 #define L2_SLICE_BYTES ((size_t)12 << 20) /* two of these stay in H100's 50 MB L2 */
 #define SLICE_ROUND    128                /* rows: a multiple of the GEMM's tile */
 
-#define ALGO_CACHE_SIZE 32 /* slice shapes of a model: two per linear shape and m */
-
-#define VL_CUBLASLT_CHECK(call) VL_CUBLAS_CHECK(call)
-
 /* Rows per slice (see the file comment); forced > 0 overrides (tests, benchmarks). 0 when
  * one row does not fit a buffer. */
 static int64_t slice_rows_of(int64_t n_rows, int64_t k, int64_t m, size_t buf_bytes,
@@ -59,110 +55,15 @@ static int64_t slice_rows_of(int64_t n_rows, int64_t k, int64_t m, size_t buf_by
     return rounded8 <= cap ? rounded8 : cap;
 }
 
-/* Largest power of two <= 256 dividing the address: the alignment cuBLASLt may assume. */
-static uint32_t alignment_of(const void *p) {
-    uint32_t a = 256;
-    while (a > 1 && ((uintptr_t)p & (a - 1))) a >>= 1;
-    return a;
-}
-
-/* The algorithm cuBLASLt chose for a slice problem, so that the heuristic runs once per
- * shape, not once per slice. Host-side only; the backend is single-threaded. */
-typedef struct {
-    int64_t m, ns, k, ld_d;
-    uint32_t align_a, align_b, align_d, align_bias; /* align_bias 0: no bias */
-    cublasLtHandle_t lt;
-    int found;
-    cublasLtMatmulAlgo_t algo;
-} algo_choice;
-static algo_choice algo_cache[ALGO_CACHE_SIZE];
-static int algo_cache_used, algo_cache_next;
-
-static algo_choice *algo_cache_find(const algo_choice *key) {
-    for (int i = 0; i < algo_cache_used; i++) {
-        const algo_choice *e = &algo_cache[i];
-        if (e->m == key->m && e->ns == key->ns && e->k == key->k && e->ld_d == key->ld_d &&
-            e->align_a == key->align_a && e->align_b == key->align_b &&
-            e->align_d == key->align_d && e->align_bias == key->align_bias && e->lt == key->lt)
-            return &algo_cache[i];
-    }
-    return NULL;
-}
-
 /* One slice: D[ns, m] = A[ns, K] . x[m, K]^T (+ bias) in cuBLASLt's column-major terms:
  * A = the slice buffer seen as K x ns (ld K) transposed, B = x as K x m (ld K), D = y + n0 as
  * ns x m with ld = N (the full output row). */
 static void gemm_slice(const vl_cuda_dqgemm_res *r, vl_bf16 *d, int64_t ld_d, const vl_bf16 *a,
                        int64_t ns, const vl_bf16 *x, int64_t m, int64_t k, const vl_bf16 *bias) {
-    cublasLtMatmulDesc_t op;
-    cublasLtMatrixLayout_t a_desc, b_desc, d_desc;
-    cublasLtMatmulPreference_t pref;
-    VL_CUBLASLT_CHECK(cublasLtMatmulDescCreate(&op, CUBLAS_COMPUTE_32F, CUDA_R_32F));
-    const cublasOperation_t trans = CUBLAS_OP_T, no_trans = CUBLAS_OP_N;
-    VL_CUBLASLT_CHECK(
-        cublasLtMatmulDescSetAttribute(op, CUBLASLT_MATMUL_DESC_TRANSA, &trans, sizeof trans));
-    VL_CUBLASLT_CHECK(cublasLtMatmulDescSetAttribute(op, CUBLASLT_MATMUL_DESC_TRANSB, &no_trans,
-                                                     sizeof no_trans));
-    if (bias) {
-        const cublasLtEpilogue_t epi = CUBLASLT_EPILOGUE_BIAS;
-        const int32_t bias_type = CUDA_R_16BF;
-        VL_CUBLASLT_CHECK(
-            cublasLtMatmulDescSetAttribute(op, CUBLASLT_MATMUL_DESC_EPILOGUE, &epi, sizeof epi));
-        VL_CUBLASLT_CHECK(cublasLtMatmulDescSetAttribute(op, CUBLASLT_MATMUL_DESC_BIAS_POINTER,
-                                                         &bias, sizeof bias));
-        VL_CUBLASLT_CHECK(cublasLtMatmulDescSetAttribute(op, CUBLASLT_MATMUL_DESC_BIAS_DATA_TYPE,
-                                                         &bias_type, sizeof bias_type));
-    }
-    VL_CUBLASLT_CHECK(
-        cublasLtMatrixLayoutCreate(&a_desc, CUDA_R_16BF, (uint64_t)k, (uint64_t)ns, k));
-    VL_CUBLASLT_CHECK(
-        cublasLtMatrixLayoutCreate(&b_desc, CUDA_R_16BF, (uint64_t)k, (uint64_t)m, k));
-    VL_CUBLASLT_CHECK(
-        cublasLtMatrixLayoutCreate(&d_desc, CUDA_R_16BF, (uint64_t)ns, (uint64_t)m, ld_d));
-
-    algo_choice key = {};
-    key.m = m, key.ns = ns, key.k = k, key.ld_d = ld_d, key.lt = r->lt;
-    key.align_a = alignment_of(a), key.align_b = alignment_of(x), key.align_d = alignment_of(d);
-    key.align_bias = bias ? alignment_of(bias) : 0;
-    algo_choice *choice = algo_cache_find(&key);
-    if (!choice) {
-        VL_CUBLASLT_CHECK(cublasLtMatmulPreferenceCreate(&pref));
-        const uint64_t ws = r->lt_ws_bytes;
-        const uint32_t reductions = CUBLASLT_REDUCTION_SCHEME_COMPUTE_TYPE; /* fp32 partials */
-        VL_CUBLASLT_CHECK(cublasLtMatmulPreferenceSetAttribute(
-            pref, CUBLASLT_MATMUL_PREF_MAX_WORKSPACE_BYTES, &ws, sizeof ws));
-        VL_CUBLASLT_CHECK(cublasLtMatmulPreferenceSetAttribute(
-            pref, CUBLASLT_MATMUL_PREF_REDUCTION_SCHEME_MASK, &reductions, sizeof reductions));
-        VL_CUBLASLT_CHECK(cublasLtMatmulPreferenceSetAttribute(
-            pref, CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_A_BYTES, &key.align_a, sizeof key.align_a));
-        VL_CUBLASLT_CHECK(cublasLtMatmulPreferenceSetAttribute(
-            pref, CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_B_BYTES, &key.align_b, sizeof key.align_b));
-        VL_CUBLASLT_CHECK(cublasLtMatmulPreferenceSetAttribute(
-            pref, CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_C_BYTES, &key.align_d, sizeof key.align_d));
-        VL_CUBLASLT_CHECK(cublasLtMatmulPreferenceSetAttribute(
-            pref, CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_D_BYTES, &key.align_d, sizeof key.align_d));
-        cublasLtMatmulHeuristicResult_t heur = {};
-        int found = 0;
-        VL_CUBLASLT_CHECK(cublasLtMatmulAlgoGetHeuristic(r->lt, op, a_desc, b_desc, d_desc, d_desc,
-                                                         pref, 1, &heur, &found));
-        VL_CUBLASLT_CHECK(cublasLtMatmulPreferenceDestroy(pref));
-        key.found = found > 0;
-        key.algo = heur.algo;
-        choice = &algo_cache[algo_cache_next];
-        *choice = key;
-        algo_cache_next = (algo_cache_next + 1) % ALGO_CACHE_SIZE;
-        if (algo_cache_used < ALGO_CACHE_SIZE) algo_cache_used++;
-    }
-    VL_CUDA_REQUIRE(choice->found,
-                    "cuBLASLt has no bf16 GEMM for a slice of %lld rows, K %lld, m %lld%s",
+    const int found = vl_cuda_lt_gemm_bf16(r->lt, r->lt_ws, r->lt_ws_bytes, r->stream, d, ld_d, a,
+                                           ns, x, m, k, bias);
+    VL_CUDA_REQUIRE(found, "cuBLASLt has no bf16 GEMM for a slice of %lld rows, K %lld, m %lld%s",
                     (long long)ns, (long long)k, (long long)m, bias ? " with bias" : "");
-    const float alpha = 1.0f, beta = 0.0f;
-    VL_CUBLASLT_CHECK(cublasLtMatmul(r->lt, op, &alpha, a, a_desc, x, b_desc, &beta, d, d_desc, d,
-                                     d_desc, &choice->algo, r->lt_ws, r->lt_ws_bytes, r->stream));
-    VL_CUBLASLT_CHECK(cublasLtMatrixLayoutDestroy(d_desc));
-    VL_CUBLASLT_CHECK(cublasLtMatrixLayoutDestroy(b_desc));
-    VL_CUBLASLT_CHECK(cublasLtMatrixLayoutDestroy(a_desc));
-    VL_CUBLASLT_CHECK(cublasLtMatmulDescDestroy(op));
 }
 
 void vl_cuda_dequant_gemm_run(const vl_cuda_dqgemm_res *r, vl_bf16 *y, const vl_bf16 *x, int64_t m,
