@@ -8,16 +8,19 @@
 #     a run at VL_NF4_IMAGES (default 200) under that budget;
 #   - compute-sanitizer memcheck and racecheck on the small checkpoint (tiny-a) with CUDA.
 # Needs .deps and .cache carried; ANCHORS=DIR with /work/shared/tools/hf_baseline.py copied in
-# (shared/ does not travel). Everything lands under $OUT; results.tgz bundles it.
+# (shared/ does not travel); VLRUN=PATH reuses a build. Everything lands under $OUT; results.tgz
+# bundles it.
 set -uo pipefail
 root=$(pwd)
 final=${OUT:-/tmp/vlrun-measure}
 out=$final/r # everything goes here, then one results.tgz (the device returns a few files only)
 mkdir -p "$out"
 source scripts/device_lib.sh
-vl_device_build . /tmp/vlm "$out/build.log" vlrun ||
-    { tail -40 "$out/build.log"; exit 1; }
-V=/tmp/vlm/vlrun
+V=${VLRUN:-}
+if [ -z "$V" ] || [ ! -x "$V" ]; then
+    vl_device_build . /tmp/vlm "$out/build.log" vlrun || { tail -40 "$out/build.log"; exit 1; }
+    V=/tmp/vlm/vlrun
+fi
 cfg=examples/qwen2-vl-7b-instruct.json
 tok=.cache/tokenizer/tokenizer.json
 summary() { # file -> one line
