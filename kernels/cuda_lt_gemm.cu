@@ -13,8 +13,8 @@
  * single-threaded. Leaves out: other epilogues, other data types. */
 #include "kernels/cuda_ops.h"
 
-#define LT_CACHE_SIZE 64 /* a model's shapes: a dozen biased linears, two slices per dequant GEMM  \
-                          */
+/* A model's shapes: a dozen biased linears, two slices per dequant GEMM and m. */
+#define LT_CACHE_SIZE 64
 
 /* Largest power of two <= 256 dividing the address: the alignment cuBLASLt may assume. */
 static uint32_t lt_alignment(const void *p) {
