@@ -15,7 +15,8 @@ static int vt_passed, vt_failed, vt_skipped;
 
 #define VT_CHECK(cond)                                                                             \
     do {                                                                                           \
-        if (cond) vt_passed++;                                                                     \
+        if (cond)                                                                                  \
+            vt_passed++;                                                                           \
         else {                                                                                     \
             vt_failed++;                                                                           \
             fprintf(stderr, "FAIL %s:%d: %s\n", __FILE__, __LINE__, #cond);                        \
@@ -24,7 +25,8 @@ static int vt_passed, vt_failed, vt_skipped;
 
 #define VT_CHECKF(cond, ...)                                                                       \
     do {                                                                                           \
-        if (cond) vt_passed++;                                                                     \
+        if (cond)                                                                                  \
+            vt_passed++;                                                                           \
         else {                                                                                     \
             vt_failed++;                                                                           \
             fprintf(stderr, "FAIL %s:%d: %s: ", __FILE__, __LINE__, #cond);                        \
