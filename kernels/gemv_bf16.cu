@@ -115,17 +115,6 @@ static __global__ void __launch_bounds__(GB_THREADS, GB_CTAS_PER_SM)
 
 /* ---- launcher -------------------------------------------------------------------------------- */
 
-/* VL_GEMV_BF16_SPLITS (1, 2, 4, 8), or 0: chosen per shape. Read once. */
-static int gb_forced_splits(void) {
-    static int splits = -1;
-    if (splits < 0) {
-        const char *v = getenv("VL_GEMV_BF16_SPLITS");
-        const int s = v ? atoi(v) : 0;
-        splits = s == 1 || s == 2 || s == 4 || s == 8 ? s : 0;
-    }
-    return splits;
-}
-
 int vl_cuda_gemv_bf16(vl_bf16 *y, const vl_bf16 *x, const vl_weight *w, const vl_bf16 *bias,
                       cudaStream_t stream) {
     if (w->dtype != VL_DTYPE_BF16 || !w->data || w->rows < 1 || w->cols < 8 ||
@@ -148,7 +137,8 @@ int vl_cuda_gemv_bf16(vl_bf16 *y, const vl_bf16 *x, const vl_weight *w, const vl
     /* more warps per row while the grid is short of GB_WAVES waves of resident warps and each
      * warp keeps enough chunks to be worth its launch */
     const int64_t want_warps = (int64_t)GB_WAVES * vl_cuda_sm_count() * ctas_per_sm * GB_WARPS;
-    int splits = gb_forced_splits();
+    static int env_splits = -1;
+    int splits = vl_gemv_forced_splits("VL_GEMV_BF16_SPLITS", &env_splits);
     if (!splits) {
         splits = 1;
         while (splits < GB_MAX_SPLITS && (int64_t)p.n * splits < want_warps &&

@@ -239,17 +239,6 @@ int vl_cuda_gemv_q_v2_enabled(void) {
     return from_env;
 }
 
-/* VL_GEMV_Q_V2_SPLITS (1, 2, 4, 8) or 0: chosen per shape. Read once. */
-static int qv2_forced_splits(void) {
-    static int splits = -1;
-    if (splits < 0) {
-        const char *v = getenv("VL_GEMV_Q_V2_SPLITS");
-        const int s = v ? atoi(v) : 0;
-        splits = s == 1 || s == 2 || s == 4 || s == 8 ? s : 0;
-    }
-    return splits;
-}
-
 template <bool NF4> static void qv2_launch(Qv2Params &p, cudaStream_t stream) {
     static int ctas_per_sm;
     if (!ctas_per_sm) {
@@ -259,7 +248,8 @@ template <bool NF4> static void qv2_launch(Qv2Params &p, cudaStream_t stream) {
     }
     const int64_t pairs = ((int64_t)p.n + 1) / 2;
     const int64_t want_warps = (int64_t)QV2_WAVES * vl_cuda_sm_count() * ctas_per_sm * QV2_WARPS;
-    int splits = qv2_forced_splits();
+    static int env_splits = -1;
+    int splits = vl_gemv_forced_splits("VL_GEMV_Q_V2_SPLITS", &env_splits);
     if (!splits) {
         splits = 1;
         while (splits < QV2_MAX_SPLITS && pairs * splits < want_warps &&

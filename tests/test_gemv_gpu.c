@@ -1,5 +1,6 @@
-/* test_gemv_gpu.c: the decode path of the CUDA backend's linear (m <= 8 rows: the GEMV of
- * kernels/gemv.cu) for every weight format, and the dispatch around it, against the CPU twin.
+/* test_gemv_gpu.c: the decode path of the CUDA backend's linear (m <= 8 rows: the GEMVs of
+ * kernels/gemv.cu, gemv_bf16.cu (bf16, m = 1) and gemv_q_v2.cu) for every weight format, and the
+ * dispatch around it, against the CPU twin.
  *
  * Weights are built directly, without a quantizer: random codes / bytes, random positive block
  * or row scales, and for double quantization random nested scales, a random 256-entry map and
