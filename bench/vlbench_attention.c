@@ -4,12 +4,13 @@
  *   chunk    2048 queries at the end of a 38192-token cache (chunked prefill)
  *   vision   non-causal, 16 heads, D 80, 5456 tokens as 4 images of 1364 (block-diagonal
  *            segments) and as one block
- *   decode   one query over a cache of 1364, 16384, 38192 tokens (flash-decoding)
+ *   decode   one query over a cache of 1364, 16384, 38192 tokens (flash-decoding), with a bf16
+ *            cache and with an int8 one (--kv int8: codes + one fp32 scale per row)
  * Layouts are the engine's: text q/o dense [S, H*D] and K/V head-major caches [G, T, D]
  * (engine/forward.c); vision q, k, v as views into one fused qkv row [S, 3*H*D]
  * (engine/vision.c).
  * Rates: TFLOP/s = 4 D H (query-key pairs the mask lets through) / time; decode is
- * memory-bound: GB/s = (K and V bytes, plus q and o) / time.
+ * memory-bound: GB/s = (K and V bytes, scales included, plus q and o) / time.
  * Anchor: vlrun's eager attention (scores materialized in fp32) where its scores fit in 4 GB.
  * Reference: VLB_REF_ROWS query rows, every head, through the CPU backend on the same bf16
  * inputs (each query alone: n_q 1 at its own position, or its own segment's keys).
@@ -28,6 +29,7 @@ typedef struct {
     int H, G, D;
     int64_t n_q, n_kv, q_pos0;
     int causal, n_seg, fused_qkv;
+    int kv_int8; /* the cache as int8 codes + one fp32 scale per row (--kv int8) */
 } attn_case;
 
 static const int64_t default_prefill[] = {4096, 16384, 38192};
@@ -89,8 +91,18 @@ static void reference(vlb_run *run, const vl_attn_params *p, const int32_t *seg_
     vl_backend *gpu = run->gpu;
     const int64_t HD = (int64_t)p->n_heads * p->head_dim, ext = kv_extent(p);
     float *k = host_f32(ext), *v = host_f32(ext), *q = host_f32(HD);
-    gpu->to_f32(gpu, k, p->k, ext);
-    gpu->to_f32(gpu, v, p->v, ext);
+    float *scales = NULL;
+    if (p->k_scale) { /* int8 codes, read as bytes, and their scales */
+        const int64_t ns = (int64_t)p->n_kv_heads * p->kv_scale_head_stride;
+        scales = host_f32(2 * ns);
+        gpu->download(gpu, k, p->k, (size_t)ext);
+        gpu->download(gpu, v, p->v, (size_t)ext);
+        gpu->download(gpu, scales, p->k_scale, (size_t)ns * 4);
+        gpu->download(gpu, scales + ns, p->v_scale, (size_t)ns * 4);
+    } else {
+        gpu->to_f32(gpu, k, p->k, ext);
+        gpu->to_f32(gpu, v, p->v, ext);
+    }
     for (int r = 0; r < nr; r++) {
         const int64_t i = rows[r];
         gpu->to_f32(gpu, q, (const uint16_t *)p->q + i * p->q_stride, HD);
@@ -103,6 +115,10 @@ static void reference(vlb_run *run, const vl_attn_params *p, const int32_t *seg_
         h.seg_starts = NULL;
         h.n_seg = 0;
         h.n_past_dev = NULL;
+        if (scales) {
+            h.k_scale = scales;
+            h.v_scale = scales + (int64_t)p->n_kv_heads * p->kv_scale_head_stride;
+        }
         if (p->n_seg > 0) { /* the keys of i's own segment, attended without a mask */
             int s = 0;
             while (s + 1 < p->n_seg && seg_host[s + 1] <= i) s++;
@@ -116,6 +132,7 @@ static void reference(vlb_run *run, const vl_attn_params *p, const int32_t *seg_
     free(k);
     free(v);
     free(q);
+    free(scales);
 }
 
 /* max |o - ref| over the reference rows of o, and that over max |ref|. */
@@ -150,6 +167,8 @@ static void bench_case(vlb_run *run, const attn_case *c) {
     const int64_t HD = (int64_t)c->H * c->D, GD = (int64_t)c->G * c->D;
     r.flops = 4.0 * c->D * c->H * visible_pairs(c);
     r.bytes = 2.0 * (2.0 * (double)c->n_kv * (double)GD + 2.0 * (double)c->n_q * (double)HD);
+    if (c->kv_int8) /* one byte per element and 4 per row instead of two per element */
+        r.bytes -= 2.0 * (double)c->n_kv * ((double)GD - 4.0 * c->G);
     r.memory_bound = vlb_memory_bound(run, r.flops, r.bytes);
 
     vlb_bufs bufs = {.gpu = gpu};
@@ -174,6 +193,36 @@ static void bench_case(vlb_run *run, const attn_case *c) {
         p->v = qkv + HD + GD;
         p->q_stride = p->kv_tok_stride = row;
         p->kv_head_stride = c->D;
+    } else if (c->kv_int8) { /* int8 head-major caches: random codes, scales in [0.005, 0.05) */
+        const int64_t n8 = c->n_kv * GD, ns = c->n_kv * c->G;
+        uint16_t *q = vlb_alloc(&bufs, (size_t)(c->n_q * HD) * 2);
+        int8_t *k = vlb_alloc(&bufs, (size_t)n8), *v = vlb_alloc(&bufs, (size_t)n8);
+        float *ks = vlb_alloc(&bufs, (size_t)ns * 4), *vs = vlb_alloc(&bufs, (size_t)ns * 4);
+        int8_t *codes = malloc((size_t)n8);
+        float *scales = host_f32(ns);
+        ok = q && k && v && ks && vs && codes;
+        if (ok) {
+            vlb_fill_random(gpu, q, c->n_q * HD, 11, 0.0f, 1.0f);
+            for (int kv = 0; kv < 2; kv++) {
+                for (int64_t e = 0; e < n8; e++)
+                    codes[e] = (int8_t)((int)(vl_mix64((uint64_t)(e + kv * n8)) % 255) - 127);
+                for (int64_t e = 0; e < ns; e++)
+                    scales[e] = 0.005f + 0.045f * (float)vl_random_unit((uint64_t)(e + 7 * kv));
+                gpu->upload(gpu, kv ? (void *)v : (void *)k, codes, (size_t)n8);
+                gpu->upload(gpu, kv ? (void *)vs : (void *)ks, scales, (size_t)ns * 4);
+            }
+        }
+        free(codes);
+        free(scales);
+        p->q = q;
+        p->k = k;
+        p->v = v;
+        p->k_scale = ks;
+        p->v_scale = vs;
+        p->kv_scale_head_stride = c->n_kv;
+        p->q_stride = HD;
+        p->kv_tok_stride = c->D;
+        p->kv_head_stride = c->n_kv * c->D;
     } else { /* q dense, K/V head-major caches of n_kv positions */
         uint16_t *q = vlb_alloc(&bufs, (size_t)(c->n_q * HD) * 2);
         uint16_t *k = vlb_alloc(&bufs, (size_t)(c->n_kv * GD) * 2);
@@ -218,9 +267,10 @@ static void bench_case(vlb_run *run, const attn_case *c) {
     float *ref = o->ref ? host_f32(nr * HD) : NULL;
     if (ref) reference(run, p, seg_host, rows, nr, ref);
 
-    /* the eager anchor first: the flash kernel's output is what stays in o */
+    /* the eager anchor first: the flash kernel's output is what stays in o (the eager path
+     * reads a bf16 cache only) */
     const double score_bytes = 4.0 * c->H * (double)c->n_q * (double)c->n_kv;
-    if (score_bytes <= NAIVE_MAX_SCORE_BYTES &&
+    if (!c->kv_int8 && score_bytes <= NAIVE_MAX_SCORE_BYTES &&
         (j.scores = vlb_alloc(&bufs, (size_t)score_bytes)) != NULL) {
         r.anchor = "vlrun naive (eager)";
         r.anchor_ms = vlb_cuda_time_ms(gpu, naive_op, &j, o->warmup, o->iters, o->flush_l2, NULL);
@@ -281,6 +331,9 @@ void vlb_bench_attention(vlb_run *run) {
                 c.name = "decode";
                 c.n_q = 1;
                 c.q_pos0 = n - 1;
+                bench_case(run, &c);
+                c.name = "decode int8 cache";
+                c.kv_int8 = 1;
                 bench_case(run, &c);
             }
         }

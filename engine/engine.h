@@ -245,7 +245,10 @@ typedef struct {
     vl_arena arena;
     int64_t max_ctx; /* KV cache capacity in tokens */
     int chunk;
-    void *kv; /* [layers][2][Hkv][max_ctx][D] */
+    void *kv;        /* [layers][2][Hkv][max_ctx][D]: act dtype, or int8 with kv_int8 */
+    int kv_int8;     /* --kv int8 */
+    float *kv_scale; /* kv_int8: [layers][2][Hkv][max_ctx], one scale per cached row */
+    void *kv_tmp;    /* kv_int8: [2][Hkv][max_ctx][D] act: one layer's K, V for a prefill chunk */
     int64_t n_past;
     int64_t rope_delta;
     /* per-chunk buffers (act dtype) */
@@ -282,6 +285,7 @@ typedef struct {
     int64_t max_patches; /* the largest image */
     int max_tokens;      /* tokens the decode loop may sample */
     int attn_naive;      /* --attn naive: room for a materialized score matrix */
+    int kv_int8;         /* --kv int8: int8 cache + scales, and one layer's dequantized K/V */
 } vl_session_shape;
 int vl_session_start(vl_session *s, vl_model *m, const vl_session_shape *sh);
 size_t vl_session_plan_shape(const vl_config *c, vl_dtype act, const vl_session_shape *sh,
@@ -304,6 +308,7 @@ typedef struct {
     int chunk;
     int64_t max_patches; /* the largest image */
     int attn_naive;
+    int kv_int8;
     vl_weight_plan weights; /* which weights are quantized, and how */
     size_t workspace_bytes; /* what the backend holds itself (vl_backend.workspace_bytes) */
     size_t context_bytes;   /* the CUDA context (0 on the CPU) */

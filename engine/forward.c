@@ -36,9 +36,20 @@ static int session_carve(vl_session *s, const vl_config *c, size_t esz,
     vl_arena *a = &s->arena;
     int64_t S = sh->chunk, E = c->hidden, D = c->head_dim;
     int64_t HD = (int64_t)c->n_heads * D, KD = (int64_t)c->n_kv_heads * D;
-    size_t kv_bytes = (size_t)c->n_layers * 2 * (size_t)KD * (size_t)sh->max_ctx * esz;
+    /* --kv int8: one byte per element and one fp32 scale per cached row (token, kv head) */
+    size_t kv_esz = sh->kv_int8 ? 1 : esz, rows = (size_t)c->n_layers * 2 * c->n_kv_heads;
+    size_t kv_bytes = rows * (size_t)D * (size_t)sh->max_ctx * kv_esz;
     int64_t m2 = (int64_t)c->merge * c->merge;
     if (!(s->kv = vl_arena_alloc(a, kv_bytes, VL_MEM_KV))) return -1;
+    s->kv_scale = NULL;
+    s->kv_tmp = NULL;
+    if (sh->kv_int8) {
+        size_t scale_bytes = rows * (size_t)sh->max_ctx * sizeof(float);
+        if (!(s->kv_scale = vl_arena_alloc(a, scale_bytes, VL_MEM_KV))) return -1;
+        /* a prefill chunk attends through one layer's K and V dequantized: 1/L of a bf16 cache */
+        size_t tmp_bytes = 2 * (size_t)KD * (size_t)sh->max_ctx * esz;
+        if (!(s->kv_tmp = vl_arena_alloc(a, tmp_bytes, VL_MEM_WORKSPACE))) return -1;
+    }
     if (!(s->x = vl_arena_alloc(a, (size_t)(S * E) * esz, VL_MEM_ACT))) return -1;
     if (!(s->logits = vl_arena_alloc(a, (size_t)c->vocab * esz, VL_MEM_ACT))) return -1;
     if (!(s->ids_dev = vl_arena_alloc(a, (size_t)S * sizeof(int32_t), VL_MEM_ACT))) return -1;
@@ -95,7 +106,7 @@ size_t vl_session_plan_shape(const vl_config *c, vl_dtype act, const vl_session_
 
 size_t vl_session_plan(const vl_config *c, vl_dtype act, int64_t max_ctx, int chunk,
                        int64_t max_patches, size_t group_bytes[VL_MEM_GROUPS]) {
-    vl_session_shape sh = {max_ctx, chunk, max_patches, (int)max_ctx, 0};
+    vl_session_shape sh = {max_ctx, chunk, max_patches, (int)max_ctx, 0, 0};
     return vl_session_plan_shape(c, act, &sh, group_bytes);
 }
 
@@ -111,6 +122,7 @@ int vl_session_start(vl_session *s, vl_model *m, const vl_session_shape *sh) {
     s->chunk = sh->chunk;
     s->max_tokens = sh->max_tokens > 0 ? sh->max_tokens : 1;
     s->attn_naive = sh->attn_naive;
+    s->kv_int8 = sh->kv_int8;
     const char *no_graph = getenv("VL_NO_GRAPH");
     s->no_graph = no_graph && no_graph[0] == '1';
     const vl_config *c = &m->cfg;
@@ -123,7 +135,7 @@ int vl_session_start(vl_session *s, vl_model *m, const vl_session_shape *sh) {
 }
 
 int vl_session_init(vl_session *s, vl_model *m, int64_t max_ctx, int chunk, int64_t max_patches) {
-    vl_session_shape sh = {max_ctx, chunk, max_patches, (int)max_ctx, 0};
+    vl_session_shape sh = {max_ctx, chunk, max_patches, (int)max_ctx, 0, 0};
     return vl_session_start(s, m, &sh);
 }
 
@@ -157,8 +169,12 @@ static void decoder_layer(vl_session *s, int li, int64_t S, const int32_t *n_pas
     int64_t E = c->hidden, D = c->head_dim, F = c->intermediate;
     int64_t HD = (int64_t)c->n_heads * D, KD = (int64_t)c->n_kv_heads * D;
     int64_t head_stride = s->max_ctx * D;
-    void *kc = act_at(s, s->kv, (int64_t)li * 2 * KD * s->max_ctx);
-    void *vc = act_at(s, kc, KD * s->max_ctx);
+    size_t kv_esz = s->kv_int8 ? 1 : vl_dtype_size(be->act);
+    uint8_t *kc = (uint8_t *)s->kv + (size_t)li * 2 * (size_t)(KD * s->max_ctx) * kv_esz;
+    uint8_t *vc = kc + (size_t)(KD * s->max_ctx) * kv_esz;
+    /* --kv int8: this layer's scales, [2][Hkv][max_ctx] */
+    float *ksc = s->kv_int8 ? s->kv_scale + (size_t)li * 2 * c->n_kv_heads * s->max_ctx : NULL;
+    float *vsc = s->kv_int8 ? ksc + (size_t)c->n_kv_heads * s->max_ctx : NULL;
 
     /* One token (decode) with q/k/v back to back on the backend: one GEMV writes [q | k | v]
      * into s->q, which holds a chunk of queries (chunk >= 2 tokens, so room for it). */
@@ -194,6 +210,9 @@ static void decoder_layer(vl_session *s, int li, int64_t S, const int32_t *n_pas
     r.head_stride = head_stride;
     r.pos0 = n_past_dev ? 0 : s->n_past;
     r.pos0_dev = n_past_dev;
+    r.k_scale = ksc;
+    r.v_scale = vsc;
+    r.scale_head_stride = s->max_ctx;
     be->rope_kv_append(be, &r);
 
     vl_attn_params p = {0};
@@ -214,6 +233,22 @@ static void decoder_layer(vl_session *s, int li, int64_t S, const int32_t *n_pas
     p.causal = 1;
     p.q_pos0 = n_past_dev ? 0 : s->n_past;
     p.n_past_dev = n_past_dev;
+    if (s->kv_int8 && S > 1) {
+        /* a prefill chunk (eager: the length is known): the flash kernel reads bf16, so this
+         * layer's cache up to the chunk's end is dequantized first (the decode kernel reads the
+         * int8 cache itself, where the bytes matter) */
+        void *kt = s->kv_tmp, *vt = act_at(s, s->kv_tmp, KD * s->max_ctx);
+        be->kv_dequant(be, kt, (const int8_t *)kc, ksc, head_stride, s->max_ctx, c->n_kv_heads,
+                       s->n_past + S, (int)D);
+        be->kv_dequant(be, vt, (const int8_t *)vc, vsc, head_stride, s->max_ctx, c->n_kv_heads,
+                       s->n_past + S, (int)D);
+        p.k = kt;
+        p.v = vt;
+    } else if (s->kv_int8) {
+        p.k_scale = ksc;
+        p.v_scale = vsc;
+        p.kv_scale_head_stride = s->max_ctx;
+    }
     if (s->attn_naive)
         be->attention_naive(be, &p, s->scores);
     else

@@ -178,7 +178,7 @@ static int logits(const vl_options *o, const logits_opts *lo) {
     }
     if (vl_model_load_weights(&m, o, be)) goto done;
     if (check_quant_applied(&m, o->quant)) goto done;
-    vl_session_shape shape = {p.n, chunk, max_patches, 0, o->attn_naive};
+    vl_session_shape shape = {p.n, chunk, max_patches, 0, o->attn_naive, o->kv_int8};
     if (vl_session_start(&s, &m, &shape)) goto done;
     s.t.load_s = vl_now_s() - t0;
     s.predicted_peak = plan.total;
@@ -222,10 +222,10 @@ static int logits(const vl_options *o, const logits_opts *lo) {
     }
     printf("{\"positions\": %d, \"vocab\": %d, \"images\": %d, \"image_tokens\": %lld, "
            "\"format\": \"%s\", \"backend\": \"%s\", \"quant\": \"%s\", \"weights\": \"%s\", "
-           "\"prefill_s\": %.3f, \"ids_fnv1a64\": \"%016llx\"}\n",
+           "\"kv\": \"%s\", \"prefill_s\": %.3f, \"ids_fnv1a64\": \"%016llx\"}\n",
            p.n, m.cfg.vocab, p.n_images, (long long)img_tokens, sink.bf16 ? "bf16" : "f32",
-           be->name, quant_name(o->quant), vl_dtype_name(m.w.layers[0].q.dtype), prefill_s,
-           (unsigned long long)ids_hash);
+           be->name, quant_name(o->quant), vl_dtype_name(m.w.layers[0].q.dtype),
+           o->kv_int8 ? "int8" : "bf16", prefill_s, (unsigned long long)ids_hash);
     fprintf(stderr,
             "vlrun logits: %d positions x %d logits (%s backend, --quant %s): load %.2f s, "
             "vision %.2f s, prefill with the LM head on every position %.2f s\n",

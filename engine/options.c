@@ -30,45 +30,46 @@ void vl_options_free(vl_options *o) {
 }
 
 void vl_usage(FILE *f) {
-    fprintf(f,
-            "usage: vlrun [OPTIONS] IMAGE [xN] [IMAGE [xN]]...\n"
-            "       vlrun tokenize [--model DIR | --tokenizer FILE] TEXT\n"
-            "       vlrun preprocess [--model DIR] IMAGE [--out FILE]\n"
-            "       vlrun synth --config FILE --out DIR [--seed S]\n"
-            "       vlrun logits IMAGE [xN]... [OPTIONS] --out FILE.f32|FILE.bf16 [--ids-out FILE]\n"
-            "options:\n"
-            "  --model DIR           checkpoint directory (default: $VLRUN_MODEL)\n"
-            "  --random-weights      synthesize weights (deterministic, --seed) with the shapes\n"
-            "                        of the config: memory and speed are real, the text is not\n"
-            "  --config FILE         config.json for --random-weights without --model\n"
-            "  --tokenizer FILE      tokenizer.json (default: MODEL/tokenizer.json)\n"
-            "  --prompt TEXT         the user's text after the images (default: \"Describe the "
-            "images.\")\n"
-            "  --max-tokens N        tokens to generate (default 512); exactly N unless "
-            "--stop-at-eos\n"
-            "  --stop-at-eos         stop at <|im_end|> / <|endoftext|>\n"
-            "  --quant bf16|nf4|int8 weights (default bf16): NF4 as bitsandbytes (blocks of 64,\n"
-            "                        fp32 scales), int8 one scale per row (W8A16)\n"
-            "  --double-quant        NF4 with 8-bit double-quantized block scales (0.3 GiB less\n"
-            "                        for 7B, slower decode)\n"
-            "  --no-double-quant     fp32 NF4 block scales (the default)\n"
-            "  --quant-lm-head       also quantize the LM head (transformers keeps it bf16)\n"
-            "  --embed-on-host       keep the embedding table in pinned host memory (the GPU\n"
-            "                        reads one row per token): 1 GiB less device memory for 7B\n"
-            "  --kv bf16|int8        KV cache type (default bf16)\n"
-            "  --attn flash|naive    naive materializes the score matrix (default flash)\n"
-            "  --backend cuda|cpu    (default cuda; cpu is the slow reference)\n"
-            "  --greedy              argmax decoding (the default)\n"
-            "  --temperature T       sample with temperature T > 0 (0 = greedy)\n"
-            "  --top-k K             keep the K most likely tokens (0 = off)\n"
-            "  --top-p P             keep the smallest set with probability >= P (1 = off)\n"
-            "  --seed S              sampling and --random-weights seed (default 0)\n"
-            "  --chunk N             prefill chunk in tokens (default 2048)\n"
-            "  --mem-budget SIZE     refuse before loading if the predicted peak exceeds SIZE\n"
-            "  --json                one JSON report on stdout at the end, nothing else there\n"
-            "  --dump-logits FILE    float32 logits of the last prompt position\n"
-            "  --quiet               do not stream the generated text\n"
-            "  --help                this text\n");
+    fprintf(
+        f, "usage: vlrun [OPTIONS] IMAGE [xN] [IMAGE [xN]]...\n"
+           "       vlrun tokenize [--model DIR | --tokenizer FILE] TEXT\n"
+           "       vlrun preprocess [--model DIR] IMAGE [--out FILE]\n"
+           "       vlrun synth --config FILE --out DIR [--seed S]\n"
+           "       vlrun logits IMAGE [xN]... [OPTIONS] --out FILE.f32|FILE.bf16 [--ids-out FILE]\n"
+           "options:\n"
+           "  --model DIR           checkpoint directory (default: $VLRUN_MODEL)\n"
+           "  --random-weights      synthesize weights (deterministic, --seed) with the shapes\n"
+           "                        of the config: memory and speed are real, the text is not\n"
+           "  --config FILE         config.json for --random-weights without --model\n"
+           "  --tokenizer FILE      tokenizer.json (default: MODEL/tokenizer.json)\n"
+           "  --prompt TEXT         the user's text after the images (default: \"Describe the "
+           "images.\")\n"
+           "  --max-tokens N        tokens to generate (default 512); exactly N unless "
+           "--stop-at-eos\n"
+           "  --stop-at-eos         stop at <|im_end|> / <|endoftext|>\n"
+           "  --quant bf16|nf4|int8 weights (default bf16): NF4 as bitsandbytes (blocks of 64,\n"
+           "                        fp32 scales), int8 one scale per row (W8A16)\n"
+           "  --double-quant        NF4 with 8-bit double-quantized block scales (0.3 GiB less\n"
+           "                        for 7B, slower decode)\n"
+           "  --no-double-quant     fp32 NF4 block scales (the default)\n"
+           "  --quant-lm-head       also quantize the LM head (transformers keeps it bf16)\n"
+           "  --embed-on-host       keep the embedding table in pinned host memory (the GPU\n"
+           "                        reads one row per token): 1 GiB less device memory for 7B\n"
+           "  --kv bf16|int8        KV cache type (default bf16); int8: one byte per element and\n"
+           "                        an fp32 scale per token and head, about half the memory\n"
+           "  --attn flash|naive    naive materializes the score matrix (default flash)\n"
+           "  --backend cuda|cpu    (default cuda; cpu is the slow reference)\n"
+           "  --greedy              argmax decoding (the default)\n"
+           "  --temperature T       sample with temperature T > 0 (0 = greedy)\n"
+           "  --top-k K             keep the K most likely tokens (0 = off)\n"
+           "  --top-p P             keep the smallest set with probability >= P (1 = off)\n"
+           "  --seed S              sampling and --random-weights seed (default 0)\n"
+           "  --chunk N             prefill chunk in tokens (default 2048)\n"
+           "  --mem-budget SIZE     refuse before loading if the predicted peak exceeds SIZE\n"
+           "  --json                one JSON report on stdout at the end, nothing else there\n"
+           "  --dump-logits FILE    float32 logits of the last prompt position\n"
+           "  --quiet               do not stream the generated text\n"
+           "  --help                this text\n");
 }
 
 int64_t vl_parse_size(const char *s) {
@@ -272,5 +273,8 @@ int vl_options_parse(vl_options *o, int argc, char **argv) {
 #undef NEEDS_VALUE
     }
     if (explicit_temperature && !explicit_greedy) o->greedy = o->temperature <= 0.0f;
+    if (o->kv_int8 && o->attn_naive)
+        return vl_error_set("--kv int8 with --attn naive: the naive baseline reads a bf16 cache; "
+                            "drop one of the two");
     return 0;
 }

@@ -1,6 +1,6 @@
 /* plan.c: the memory planner. A pure function of (config, prompt length, image sizes, max
- * tokens, chunk, activation dtype): what the run will hold on the device, by group, before
- * anything is allocated. The session's own layout function (forward.c) is run against a
+ * tokens, chunk, activation dtype, kv dtype): what the run will hold on the device, by group,
+ * before anything is allocated. The session's own layout function (forward.c) is run against a
  * counting arena, so the plan and the real allocation cannot drift apart.
  *
  * The CUDA context is not ours to size: VL_CUDA_CONTEXT_BYTES is what an H100 showed with
@@ -15,6 +15,7 @@ void vl_plan_memory(const vl_config *c, const vl_plan_request *rq, vl_mem_plan *
     sh.max_patches = rq->max_patches;
     sh.max_tokens = rq->max_tokens;
     sh.attn_naive = rq->attn_naive;
+    sh.kv_int8 = rq->kv_int8;
     size_t groups[VL_MEM_GROUPS];
     vl_session_plan_shape(c, rq->act, &sh, groups);
     out->weights = vl_weights_bytes(c, &rq->weights);
@@ -34,6 +35,7 @@ void vl_plan_request_init(vl_plan_request *rq, const vl_options *o, const vl_bac
     rq->chunk = chunk;
     rq->max_patches = max_patches;
     rq->attn_naive = o->attn_naive;
+    rq->kv_int8 = o->kv_int8;
     vl_weight_plan_from_options(&rq->weights, o);
     rq->workspace_bytes = be->workspace_bytes;
     rq->context_bytes = strcmp(be->name, "cpu") == 0 ? 0 : VL_CUDA_CONTEXT_BYTES;

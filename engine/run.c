@@ -9,35 +9,60 @@
 #include <cJSON.h>
 #include <stdlib.h>
 
-/* --mem-budget exceeded: one line with the breakdown and what would fit instead. */
+/* How many of the request's images (in order) fit `budget` under request q. */
+static int images_that_fit(const vl_model *m, const vl_prompt *p, const vl_pixels *imgs, int n_imgs,
+                           vl_plan_request q, size_t budget) {
+    const int64_t m2 = (int64_t)m->cfg.merge * m->cfg.merge;
+    int64_t tokens = p->n, max_patches = 0;
+    for (int i = 0; i < n_imgs; i++) tokens -= imgs[i].n_patches / m2 + 2;
+    int fit = 0;
+    for (int k = 1; k <= n_imgs; k++) {
+        tokens += imgs[k - 1].n_patches / m2 + 2;
+        if (imgs[k - 1].n_patches > max_patches) max_patches = imgs[k - 1].n_patches;
+        q.prompt_tokens = tokens;
+        q.max_patches = max_patches;
+        vl_mem_plan mp;
+        vl_plan_memory(&m->cfg, &q, &mp);
+        if (mp.total > budget) break;
+        fit = k;
+    }
+    return fit;
+}
+
+/* --mem-budget exceeded: one line with the breakdown, how many images would fit, and how many
+ * with --quant nf4 and/or --kv int8 where the run does not use them already. */
 static void refuse_budget(const vl_options *o, const vl_model *m, const vl_prompt *p,
                           const vl_pixels *imgs, int n_imgs, const vl_mem_plan *plan,
                           const vl_plan_request *rq) {
     const double gib = 1024.0 * 1024 * 1024;
-    int64_t text_tokens = p->n;
-    int64_t max_patches = 0;
-    for (int i = 0; i < n_imgs; i++)
-        text_tokens -= imgs[i].n_patches / ((int64_t)m->cfg.merge * m->cfg.merge) + 2;
-    int fit = 0;
+    const size_t budget = (size_t)o->mem_budget;
     vl_plan_request q = *rq;
-    q.prompt_tokens = text_tokens;
-    for (int k = 1; k <= n_imgs; k++) {
-        q.prompt_tokens += imgs[k - 1].n_patches / ((int64_t)m->cfg.merge * m->cfg.merge) + 2;
-        if (imgs[k - 1].n_patches > max_patches) max_patches = imgs[k - 1].n_patches;
-        q.max_patches = max_patches;
-        q.chunk = o->chunk;
-        vl_mem_plan mp;
-        vl_plan_memory(&m->cfg, &q, &mp);
-        if (mp.total > (size_t)o->mem_budget) break;
-        fit = k;
+    q.chunk = o->chunk;
+    int fit = images_that_fit(m, p, imgs, n_imgs, q, budget);
+    char alt[256] = "";
+    size_t used = 0;
+    for (int v = 1; v <= 3; v++) { /* 1: --quant nf4, 2: --kv int8, 3: both */
+        int nf4 = v & 1, kv8 = v & 2;
+        if ((nf4 && o->quant != VL_QUANT_BF16) || (kv8 && o->kv_int8)) continue;
+        vl_plan_request a = q;
+        if (nf4) {
+            vl_options o2 = *o;
+            o2.quant = VL_QUANT_NF4;
+            vl_weight_plan_from_options(&a.weights, &o2);
+        }
+        if (kv8) a.kv_int8 = 1;
+        used += (size_t)snprintf(alt + used, sizeof alt - used, "; with %s: %d",
+                                 v == 1   ? "--quant nf4"
+                                 : v == 2 ? "--kv int8"
+                                          : "both",
+                                 images_that_fit(m, p, imgs, n_imgs, a, budget));
     }
     vl_error_set("predicted peak %.2f GiB (weights %.2f + kv_cache %.2f + activations %.2f + "
                  "workspace %.2f + cuda_context %.2f) exceeds --mem-budget %.2f GiB; %d of the "
                  "%d images would fit%s",
                  plan->total / gib, plan->weights / gib, plan->kv / gib, plan->act / gib,
                  plan->workspace / gib, plan->context / gib, (double)o->mem_budget / gib, fit,
-                 n_imgs,
-                 o->quant == VL_QUANT_BF16 ? "; --quant nf4 shrinks the weights about 3x" : "");
+                 n_imgs, alt);
 }
 
 /* The device cannot hold the plan: say so before allocating anything, with the breakdown (the
@@ -52,8 +77,8 @@ static int refuse_device_memory(vl_backend *be, const vl_mem_plan *plan) {
     const double gib = 1024.0 * 1024 * 1024;
     return vl_error_set("out of %s memory: this run needs %.2f GiB more (weights %.2f + kv_cache "
                         "%.2f + activations %.2f + workspace %.2f) and the device has %.2f GiB "
-                        "free of %.2f; use fewer images or --max-tokens, --quant nf4, or "
-                        "--attn flash",
+                        "free of %.2f; use fewer images or --max-tokens, --quant nf4, --kv int8 "
+                        "or --attn flash",
                         be->device_name ? be->device_name : be->name, need / gib,
                         plan->weights / gib, plan->kv / gib, plan->act / gib,
                         (plan->workspace - be->workspace_bytes) / gib, free_b / gib, total_b / gib);
@@ -219,10 +244,6 @@ static int run(const vl_options *o) {
             return -1;
         }
     }
-    if (o->kv_int8) {
-        vl_error_set("--kv int8 is not available in this build; use --kv bf16 (the default)");
-        return -1;
-    }
     if (o->attn_naive && !be->attention_naive) {
         vl_error_set("--attn naive is not available on the %s backend", be->name);
         return -1;
@@ -274,7 +295,7 @@ static int run(const vl_options *o) {
     if (refuse_device_memory(be, &plan)) goto done;
     if (vl_model_load_weights(&m, o, be)) goto done;
     double load_s = vl_now_s() - t0;
-    vl_session_shape shape = {ctx, chunk, max_patches, o->max_tokens, o->attn_naive};
+    vl_session_shape shape = {ctx, chunk, max_patches, o->max_tokens, o->attn_naive, o->kv_int8};
     if (vl_session_start(&s, &m, &shape)) goto done;
     s.t.load_s = load_s;
     s.device_base = device_base;

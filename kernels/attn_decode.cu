@@ -30,10 +30,17 @@
  *     and are never read, so a replay gives the same bits as the eager call of that length.
  *   - Head dims: every multiple of 8 up to 128; one not a multiple of 16 runs its MMAs over
  *     D + 8 columns whose padding is zeros in shared memory.
+ *   - int8 cache (--kv int8, p.k_scale set; the Q8 variant): a warp's ring holds the raw int8
+ *     rows and their fp32 scales (half the bytes of a bf16 step), and each step the warp turns
+ *     them into one bf16 tile of exact integers (|q| <= 127), so the MMAs and ldmatrix are the
+ *     bf16 kernel's. The scales stay out of the tile: s = (q . k_codes) * k_scale per key, and
+ *     each key's probability is multiplied by its v_scale before P.V (the running sum l uses
+ *     the plain probability). The per-warp shared memory stays that of the bf16 kernel, so
+ *     occupancy is the same.
  * Knob (benchmarking only): VL_ATTN_DECODE_SPLITS=N forces the split count before the length
  * and workspace caps.
  * Leaves out: more than one query per call (n_q > 1 goes to the prefill kernel), paged caches,
- * quantized K/V, a combine fused into the last CTA of a head (with ~90 splits that one CTA
+ * int4 or fp8 K/V, a combine fused into the last CTA of a head (with ~90 splits that one CTA
  * would read ~300 KB of partials alone, longer than the kernel boundary it saves).
  */
 #include "kernels/attn_mma.cuh"
@@ -75,20 +82,28 @@ __device__ __forceinline__ int decode_keys(const vl_attn_params &p) {
     return (int)n;
 }
 
-template <int D> struct Decode {
+template <int D, bool Q8> struct Decode {
     static constexpr int kKeys = kKeysPerStep;
-    static constexpr int kStages = 2;                   /* cp.async ring depth per warp */
-    static constexpr int kDP = padded_dim(D);           /* head dim the MMAs run over */
-    static constexpr int kLD = kDP + 8;                 /* shared row stride, elements */
-    static constexpr int kStageElems = 2 * kKeys * kLD; /* K rows, then V rows */
-    static constexpr int kWarpElems = kStages * kStageElems;
-    static constexpr int kRows = 16 + kWarps * kStages * 2 * kKeys; /* shared rows of kLD */
-    static constexpr int kSmem = kRows * kLD * (int)sizeof(bf16);
+    static constexpr int kStages = 2;                  /* cp.async ring depth per warp */
+    static constexpr int kDP = padded_dim(D);          /* head dim the MMAs run over */
+    static constexpr int kLD = kDP + 8;                /* shared row stride, elements */
+    static constexpr int kTileElems = 2 * kKeys * kLD; /* one bf16 step: K rows, then V rows */
+    /* int8 cache: a ring stage holds the step's raw rows (K, then V, D bytes each) and its 16 K
+     * and 16 V scales; the warp converts its current stage into one bf16 tile */
+    static constexpr int kQ8StageBytes = 2 * kKeys * D + 2 * kKeys * (int)sizeof(float);
+    static constexpr int kCopyBytes = D % 16 == 0 ? 16 : 8; /* cp.async width of int8 rows */
+    /* bytes per warp: the bf16 ring, or one bf16 tile + the int8 ring */
+    static constexpr int kWarpBytes =
+        Q8 ? kTileElems * 2 + kStages * kQ8StageBytes : kStages * kTileElems * 2;
+    static constexpr int kPadRows = Q8 ? 2 * kKeys : kStages * 2 * kKeys; /* bf16 rows per warp */
+    static constexpr int kSmem = 16 * kLD * (int)sizeof(bf16) + kWarps * kWarpBytes;
     static constexpr int kSO = kDP + 4; /* row stride of the fp32 merge buffer (spreads banks) */
     static_assert(D % 8 == 0 && D <= kMaxHeadDim, "head_dim must be a multiple of 8, at most 128");
     static_assert(kDP == D || kDP == D + 8, "one 16-byte pad chunk at most");
-    static_assert(16 * kSO * sizeof(float) <= kWarpElems * sizeof(bf16),
-                  "the merge buffer reuses a warp's ring");
+    static_assert(kWarpBytes % 16 == 0, "warp regions stay 16-byte aligned");
+    static_assert(kCopyBytes * (D / kCopyBytes) == D && kPadRows % 16 == 0, "whole copies, rows");
+    static_assert(16 * kSO * sizeof(float) <= (size_t)kWarpBytes,
+                  "the merge buffer reuses a warp's region");
     static_assert(kSmem <= 99 * 1024, "a CTA must fit the 99 KB of sm_86 and sm_89");
 };
 
@@ -97,7 +112,7 @@ template <int D> struct Decode {
 template <int D>
 __device__ __forceinline__ void load_step(bf16 *sk, const bf16 *k, const bf16 *v, int64_t stride,
                                           int key0, int key_end, int lane) {
-    constexpr int kLD = Decode<D>::kLD, kChunks = D / 8, kTotal = 16 * kChunks;
+    constexpr int kLD = Decode<D, false>::kLD, kChunks = D / 8, kTotal = 16 * kChunks;
     bf16 *sv = sk + 16 * kLD;
 #pragma unroll
     for (int it = 0; it < (kTotal + 31) / 32; it++) {
@@ -111,18 +126,65 @@ __device__ __forceinline__ void load_step(bf16 *sk, const bf16 *k, const bf16 *v
     }
 }
 
+/* The int8 twin: the step's raw K and V rows and their scales into one int8 stage (layout in
+ * Decode::kQ8StageBytes); keys at or past key_end are zero-filled, scales included. */
 template <int D>
+__device__ __forceinline__ void load_step_q8(unsigned char *st, const int8_t *k, const int8_t *v,
+                                             const float *ks, const float *vs, int64_t stride,
+                                             int key0, int key_end, int lane) {
+    constexpr int kCB = Decode<D, true>::kCopyBytes, kChunks = D / kCB, kTotal = 16 * kChunks;
+#pragma unroll
+    for (int it = 0; it < (kTotal + 31) / 32; it++) {
+        const int c = it * 32 + lane, r = c / kChunks, col = (c % kChunks) * kCB;
+        if (kTotal % 32 == 0 || c < kTotal) {
+            const bool valid = key0 + r < key_end;
+            const int64_t off = valid ? (int64_t)(key0 + r) * stride + col : 0;
+            if constexpr (kCB == 16) {
+                cp_async16(smem_u32(st + r * D + col), k + off, valid);
+                cp_async16(smem_u32(st + (16 + r) * D + col), v + off, valid);
+            } else {
+                cp_async_small<8>(smem_u32(st + r * D + col), k + off, valid);
+                cp_async_small<8>(smem_u32(st + (16 + r) * D + col), v + off, valid);
+            }
+        }
+    }
+    /* lanes 0..15: the K scales of the 16 keys, lanes 16..31: the V scales */
+    const int r = lane & 15;
+    const bool valid = key0 + r < key_end;
+    cp_async_small<4>(smem_u32(st + 32 * D + lane * 4),
+                      (lane < 16 ? ks : vs) + (valid ? key0 + r : 0), valid);
+}
+
+/* int8 stage -> bf16 tile (K rows then V rows, stride kLD): the codes as exact bf16 integers;
+ * the scales are applied to the scores (K) and to the probabilities (V) instead. */
+template <int D>
+__device__ __forceinline__ void convert_step(bf16 *tile, const unsigned char *st, int lane) {
+    constexpr int kLD = Decode<D, true>::kLD, kUnits = 2 * 16 * D / 8; /* 8 codes each */
+#pragma unroll
+    for (int u = lane; u < kUnits; u += 32) {
+        const int r = u / (D / 8), col = (u % (D / 8)) * 8;
+        const uint2 w = *reinterpret_cast<const uint2 *>(st + r * D + col);
+        const uint2 lo = int8x4_to_bf16x4(w.x), hi = int8x4_to_bf16x4(w.y);
+        *reinterpret_cast<uint4 *>(tile + r * kLD + col) = make_uint4(lo.x, lo.y, hi.x, hi.y);
+    }
+}
+
+/* Q8: the cache is int8 with per-row scales (p.k_scale set), see the top of the file. */
+template <int D, bool Q8>
 __global__ void __launch_bounds__(kThreads)
     attn_decode_kernel(const vl_attn_params p, int max_splits, float *ws) {
-    using C = Decode<D>;
+    using C = Decode<D, Q8>;
     constexpr int kLD = C::kLD, kStages = C::kStages, DP = C::kDP;
     extern __shared__ __align__(16) unsigned char smem[];
     bf16 *sQ = reinterpret_cast<bf16 *>(smem); /* [16][kLD]: the query heads, zero rows after */
+    unsigned char *const warps0 = smem + 16 * kLD * sizeof(bf16); /* kWarps regions follow */
     __shared__ float s_m[kWarps][16], s_l[kWarps][16];
 
     const int warp = (int)threadIdx.x / 32, lane = (int)threadIdx.x % 32;
     const int gid = lane / 4, tig = lane % 4;
-    bf16 *ring = sQ + 16 * kLD + warp * C::kWarpElems;
+    unsigned char *const wbase = warps0 + warp * C::kWarpBytes;
+    bf16 *ring = reinterpret_cast<bf16 *>(wbase); /* bf16: the ring; Q8: the converted tile */
+    unsigned char *ring8 = wbase + C::kTileElems * sizeof(bf16); /* Q8: the int8 ring */
     const int split = (int)blockIdx.x, kv_head = (int)blockIdx.y;
     const int n_keys = decode_keys(p);
     const SplitPlan plan = split_plan(n_keys, max_splits);
@@ -132,14 +194,23 @@ __global__ void __launch_bounds__(kThreads)
     const int head0 = kv_head * group + 16 * (int)blockIdx.z;
     const int kb = split * plan.chunk, ke = min(kb + plan.chunk, n_keys); /* kb < ke */
     const bf16 *q = static_cast<const bf16 *>(p.q) + (int64_t)head0 * D;
-    const bf16 *k = static_cast<const bf16 *>(p.k) + (int64_t)kv_head * p.kv_head_stride;
-    const bf16 *v = static_cast<const bf16 *>(p.v) + (int64_t)kv_head * p.kv_head_stride;
+    const int64_t kv_off = (int64_t)kv_head * p.kv_head_stride;
+    const bf16 *k = static_cast<const bf16 *>(p.k) + kv_off;
+    const bf16 *v = static_cast<const bf16 *>(p.v) + kv_off;
+    const int8_t *k8 = static_cast<const int8_t *>(p.k) + kv_off;
+    const int8_t *v8 = static_cast<const int8_t *>(p.v) + kv_off;
+    const float *ks = Q8 ? p.k_scale + (int64_t)kv_head * p.kv_scale_head_stride : nullptr;
+    const float *vs = Q8 ? p.v_scale + (int64_t)kv_head * p.kv_scale_head_stride : nullptr;
 
     if constexpr (DP != D) {
-        /* the padding columns of the Q rows and of every ring row: zeros, so the MMAs over DP
-         * add nothing; the cp.asyncs never write them, the barrier below publishes them */
-        for (int r = (int)threadIdx.x; r < C::kRows; r += kThreads)
-            *reinterpret_cast<uint4 *>(sQ + r * kLD + D) = make_uint4(0u, 0u, 0u, 0u);
+        /* the padding columns of the Q rows and of every bf16 row: zeros, so the MMAs over DP
+         * add nothing; nothing else writes them, the barrier below publishes them */
+        for (int r = (int)threadIdx.x; r < 16 + kWarps * C::kPadRows; r += kThreads) {
+            const int w = (r - 16) / C::kPadRows, i = (r - 16) % C::kPadRows;
+            bf16 *row = r < 16 ? sQ + r * kLD
+                               : reinterpret_cast<bf16 *>(warps0 + w * C::kWarpBytes) + i * kLD;
+            *reinterpret_cast<uint4 *>(row + D) = make_uint4(0u, 0u, 0u, 0u);
+        }
     }
     constexpr int kChunks = D / 8;
     for (int c = (int)threadIdx.x; c < 16 * kChunks; c += kThreads) {
@@ -149,13 +220,21 @@ __global__ void __launch_bounds__(kThreads)
     }
     cp_async_commit();
 
+    /* stage j of this warp: keys kb + (warp + 4 j) * 16 onwards */
+    auto issue = [&](int j) {
+        const int key0 = kb + (warp + kWarps * j) * 16;
+        if constexpr (Q8)
+            load_step_q8<D>(ring8 + (j % kStages) * C::kQ8StageBytes, k8, v8, ks, vs,
+                            p.kv_tok_stride, key0, ke, lane);
+        else
+            load_step<D>(ring + (j % kStages) * C::kTileElems, k, v, p.kv_tok_stride, key0, ke,
+                         lane);
+    };
     const int n_steps = (ke - kb + 15) / 16;
     const int my_steps = warp < n_steps ? (n_steps - warp + kWarps - 1) / kWarps : 0;
 #pragma unroll
     for (int j = 0; j < kStages - 1; j++) {
-        if (j < my_steps)
-            load_step<D>(ring + (j % kStages) * C::kStageElems, k, v, p.kv_tok_stride,
-                         kb + (warp + kWarps * j) * 16, ke, lane);
+        if (j < my_steps) issue(j);
         cp_async_commit(); /* empty groups keep the wait counts uniform */
     }
     cp_async_wait<kStages - 1>();
@@ -175,15 +254,28 @@ __global__ void __launch_bounds__(kThreads)
     const float scale_log2 = p.scale * 1.4426950408889634f;
 
     for (int j = 0; j < my_steps; j++) {
-        const int jn = j + kStages - 1;
-        if (jn < my_steps)
-            load_step<D>(ring + (jn % kStages) * C::kStageElems, k, v, p.kv_tok_stride,
-                         kb + (warp + kWarps * jn) * 16, ke, lane);
+        if (j + kStages - 1 < my_steps) issue(j + kStages - 1);
         cp_async_commit();
         cp_async_wait<kStages - 1>();
         __syncwarp(); /* the other lanes' copies of step j are visible */
 
-        const uint32_t k_st = smem_u32(ring + (j % kStages) * C::kStageElems);
+        /* Q8: the scales of this lane's 4 keys (2 tig, 2 tig + 1, and 8 more), K then V */
+        float2 ksc[2] = {}, vsc[2] = {};
+        uint32_t k_st;
+        if constexpr (Q8) {
+            const unsigned char *st = ring8 + (j % kStages) * C::kQ8StageBytes;
+            convert_step<D>(ring, st, lane);
+            const float *sc = reinterpret_cast<const float *>(st + 32 * D);
+#pragma unroll
+            for (int nt = 0; nt < 2; nt++) {
+                ksc[nt] = *reinterpret_cast<const float2 *>(sc + nt * 8 + 2 * tig);
+                vsc[nt] = *reinterpret_cast<const float2 *>(sc + 16 + nt * 8 + 2 * tig);
+            }
+            __syncwarp(); /* the tile is whole */
+            k_st = smem_u32(ring);
+        } else {
+            k_st = smem_u32(ring + (j % kStages) * C::kTileElems);
+        }
         const uint32_t v_st = k_st + 16 * kLD * (uint32_t)sizeof(bf16);
         const int key0 = kb + (warp + kWarps * j) * 16;
         float s[2][4] = {{0.f, 0.f, 0.f, 0.f}, {0.f, 0.f, 0.f, 0.f}};
@@ -194,6 +286,12 @@ __global__ void __launch_bounds__(kThreads)
             mma_bf16(s[0], qa[kk], b[0], b[1]);
             mma_bf16(s[1], qa[kk], b[2], b[3]);
         }
+        if constexpr (Q8)
+#pragma unroll
+            for (int nt = 0; nt < 2; nt++) {
+                s[nt][0] *= ksc[nt].x, s[nt][1] *= ksc[nt].y;
+                s[nt][2] *= ksc[nt].x, s[nt][3] *= ksc[nt].y;
+            }
         if (key0 + 16 > ke) /* the split's last step: keys past its end are zeros */
 #pragma unroll
             for (int nt = 0; nt < 2; nt++)
@@ -226,6 +324,12 @@ __global__ void __launch_bounds__(kThreads)
                 }
             l[half] = l[half] * alpha + sum;
         }
+        if constexpr (Q8) /* P.V over the codes: each key's probability carries its V scale */
+#pragma unroll
+            for (int nt = 0; nt < 2; nt++) {
+                s[nt][0] *= vsc[nt].x, s[nt][1] *= vsc[nt].y;
+                s[nt][2] *= vsc[nt].x, s[nt][3] *= vsc[nt].y;
+            }
         const uint32_t pa[4] = {pack_bf16(s[0][0], s[0][1]), pack_bf16(s[0][2], s[0][3]),
                                 pack_bf16(s[1][0], s[1][1]), pack_bf16(s[1][2], s[1][3])};
 #pragma unroll
@@ -235,13 +339,13 @@ __global__ void __launch_bounds__(kThreads)
             mma_bf16(o[2 * dp], pa, b[0], b[1]);
             mma_bf16(o[2 * dp + 1], pa, b[2], b[3]);
         }
-        __syncwarp(); /* every lane is done with this stage before it is refilled */
+        __syncwarp(); /* every lane is done with this stage (and tile) before it is refilled */
     }
     cp_async_wait<0>();
     __syncwarp();
 
-    /* merge the 4 warps: each leaves its unnormalized o in its own ring, max and sum beside */
-    float *so = reinterpret_cast<float *>(ring);
+    /* merge the 4 warps: each leaves its unnormalized o in its own region, max and sum beside */
+    float *so = reinterpret_cast<float *>(wbase);
 #pragma unroll
     for (int half = 0; half < 2; half++) {
         float sum = l[half];
@@ -268,7 +372,7 @@ __global__ void __launch_bounds__(kThreads)
             /* a warp without keys has max -inf and contributes nothing */
             const float f =
                 s_m[w][r] == -INFINITY ? 0.f : exp2_approx((s_m[w][r] - mx) * scale_log2);
-            const float *wo = reinterpret_cast<const float *>(sQ + 16 * kLD + w * C::kWarpElems);
+            const float *wo = reinterpret_cast<const float *>(warps0 + w * C::kWarpBytes);
             wl += f * s_l[w][r];
             acc += f * wo[r * C::kSO + d];
         }
@@ -366,25 +470,27 @@ int forced_splits(void) {
     return n;
 }
 
-/* CTAs of attn_decode_kernel<D> one SM holds at once (after opting in to its shared memory). */
-template <int D> int ctas_per_sm(void) {
+/* CTAs of attn_decode_kernel<D, Q8> one SM holds at once (after opting in to its shared
+ * memory). */
+template <int D, bool Q8> int ctas_per_sm(void) {
     static const int n = [] {
-        VL_CUDA_CHECK(cudaFuncSetAttribute(
-            attn_decode_kernel<D>, cudaFuncAttributeMaxDynamicSharedMemorySize, Decode<D>::kSmem));
+        constexpr int smem = Decode<D, Q8>::kSmem;
+        VL_CUDA_CHECK(cudaFuncSetAttribute(attn_decode_kernel<D, Q8>,
+                                           cudaFuncAttributeMaxDynamicSharedMemorySize, smem));
         int k = 0;
-        VL_CUDA_CHECK(cudaOccupancyMaxActiveBlocksPerMultiprocessor(&k, attn_decode_kernel<D>,
-                                                                    kThreads, Decode<D>::kSmem));
+        VL_CUDA_CHECK(cudaOccupancyMaxActiveBlocksPerMultiprocessor(&k, attn_decode_kernel<D, Q8>,
+                                                                    kThreads, smem));
         return k > 0 ? k : 1;
     }();
     return n;
 }
 
-template <int D>
+template <int D, bool Q8>
 void launch(const vl_attn_params *p, size_t workspace_bytes, float *ws, cudaStream_t stream) {
     const int group = p->n_heads / p->n_kv_heads;
     const int64_t ctas = (int64_t)p->n_kv_heads * ((group + 15) / 16);
     /* one wave: every split of every head resident at once */
-    int64_t max_splits = (int64_t)ctas_per_sm<D>() * vl_cuda_sm_count() / ctas;
+    int64_t max_splits = (int64_t)ctas_per_sm<D, Q8>() * vl_cuda_sm_count() / ctas;
     if (forced_splits() > 0) max_splits = forced_splits();
     if (max_splits > kMaxSplits) max_splits = kMaxSplits;
     const size_t per_split = (size_t)p->n_heads * (size_t)(p->head_dim + 1) * sizeof(float);
@@ -407,7 +513,8 @@ void launch(const vl_attn_params *p, size_t workspace_bytes, float *ws, cudaStre
     VL_CUDA_REQUIRE(n_launch == 1 || ((uintptr_t)ws & 15u) == 0,
                     "attention decode: the workspace must be 16-byte aligned");
     dim3 grid((unsigned)n_launch, (unsigned)p->n_kv_heads, (unsigned)((group + 15) / 16));
-    attn_decode_kernel<D><<<grid, kThreads, Decode<D>::kSmem, stream>>>(*p, (int)max_splits, ws);
+    attn_decode_kernel<D, Q8>
+        <<<grid, kThreads, Decode<D, Q8>::kSmem, stream>>>(*p, (int)max_splits, ws);
     VL_CUDA_LAUNCH_CHECK();
     if (n_launch > 1) {
         attn_decode_combine<<<(unsigned)p->n_heads, kCombineThreads, 0, stream>>>(
@@ -426,7 +533,10 @@ void vl_attn_decode_launch(const vl_attn_params *p, void *workspace, size_t work
     switch (p->head_dim) {
 #define VL_ATTN_DECODE_CASE(d)                                                                     \
     case d:                                                                                        \
-        launch<d>(p, workspace_bytes, ws, stream);                                                 \
+        if (p->k_scale)                                                                            \
+            launch<d, true>(p, workspace_bytes, ws, stream);                                       \
+        else                                                                                       \
+            launch<d, false>(p, workspace_bytes, ws, stream);                                      \
         break;
         VL_ATTN_HEAD_DIMS(VL_ATTN_DECODE_CASE)
 #undef VL_ATTN_DECODE_CASE

@@ -47,10 +47,21 @@ int vl_cuda_attention_supported(const vl_attn_params *p) {
     }
     if (p->n_seg < 0 || (p->n_seg > 0 && (p->seg_starts == NULL || p->n_q != p->n_kv))) return 0;
     /* 16-byte vector loads and stores of rows */
-    if (!vl_cuda_aligned16(p->q) || !vl_cuda_aligned16(p->k) || !vl_cuda_aligned16(p->v) ||
-        !vl_cuda_aligned16(p->o))
+    if (!vl_cuda_aligned16(p->q) || !vl_cuda_aligned16(p->o) || p->q_stride % 8 || p->o_stride % 8)
         return 0;
-    if (p->q_stride % 8 || p->o_stride % 8 || p->kv_tok_stride % 8 || p->kv_head_stride % 8)
+    if (p->k_scale != NULL || p->v_scale != NULL) {
+        /* an int8 cache: the decode kernel only (one query), rows copied 16 bytes at a time
+         * (8 when head_dim is not a multiple of 16), 4-byte scales */
+        const int64_t cb = d % 16 == 0 ? 16 : 8;
+        if (p->k_scale == NULL || p->v_scale == NULL || p->n_q > 1 || p->n_seg != 0) return 0;
+        if ((uintptr_t)p->k % cb || (uintptr_t)p->v % cb || p->kv_tok_stride % cb ||
+            p->kv_head_stride % cb || (uintptr_t)p->k_scale % 4 || (uintptr_t)p->v_scale % 4 ||
+            p->kv_scale_head_stride < 0)
+            return 0;
+        return 1;
+    }
+    if (!vl_cuda_aligned16(p->k) || !vl_cuda_aligned16(p->v) || p->kv_tok_stride % 8 ||
+        p->kv_head_stride % 8)
         return 0;
     return 1;
 }
@@ -97,5 +108,7 @@ void vl_cuda_attention_naive_op(vl_backend *b, const vl_attn_params *p, float *s
                     "attention_naive: %d segments need seg_starts and n_q == n_kv (%lld, %lld)",
                     p->n_seg, (long long)p->n_q, (long long)p->n_kv);
     VL_CUDA_REQUIRE(scores != NULL || p->n_q == 0, "attention_naive: no score buffer");
+    VL_CUDA_REQUIRE(p->k_scale == NULL && p->v_scale == NULL,
+                    "attention_naive: an int8 cache must be dequantized first (kv_dequant)");
     vl_cuda_attention_naive(p, scores, vl_cuda_ctx_of(b)->stream);
 }

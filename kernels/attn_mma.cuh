@@ -44,6 +44,15 @@ __device__ __forceinline__ void cp_async16(uint32_t dst, const void *src, bool v
                  "r"(valid ? 16 : 0)
                  : "memory");
 }
+/* The same for 8 or 4 bytes (the int8 cache's rows of head dims not a multiple of 16, and its
+ * per-row scales); these sizes go through L1 (.ca: .cg takes 16 bytes only). */
+template <int N>
+__device__ __forceinline__ void cp_async_small(uint32_t dst, const void *src, bool valid) {
+    static_assert(N == 4 || N == 8, "cp.async.ca copies 4, 8 or 16 bytes");
+    asm volatile("cp.async.ca.shared.global [%0], [%1], %2, %3;\n" ::"r"(dst), "l"(src), "n"(N),
+                 "r"(valid ? N : 0)
+                 : "memory");
+}
 __device__ __forceinline__ void cp_async_commit() {
     asm volatile("cp.async.commit_group;\n" ::: "memory");
 }
@@ -78,6 +87,18 @@ __device__ __forceinline__ void mma_bf16(float c[4], const uint32_t a[4], uint32
 __device__ __forceinline__ uint32_t pack_bf16(float lo, float hi) {
     __nv_bfloat162 v = __floats2bfloat162_rn(lo, hi);
     return *reinterpret_cast<uint32_t *>(&v);
+}
+
+/* Four int8 (the bytes of w, lowest first) as four exact bf16, two per register, lowest in the
+ * low half: b + 128 is placed in the mantissa of 2^23 and 2^23 + 128 subtracted in fp32 (exact),
+ * then each pair is rounded to bf16 (exact: |b| <= 128). */
+__device__ __forceinline__ uint2 int8x4_to_bf16x4(uint32_t w) {
+    const uint32_t u = w ^ 0x80808080u; /* b + 128, as unsigned bytes */
+    const float f0 = __uint_as_float(__byte_perm(u, 0x4b000000u, 0x7650)) - 8388736.0f;
+    const float f1 = __uint_as_float(__byte_perm(u, 0x4b000000u, 0x7651)) - 8388736.0f;
+    const float f2 = __uint_as_float(__byte_perm(u, 0x4b000000u, 0x7652)) - 8388736.0f;
+    const float f3 = __uint_as_float(__byte_perm(u, 0x4b000000u, 0x7653)) - 8388736.0f;
+    return make_uint2(pack_bf16(f0, f1), pack_bf16(f2, f3));
 }
 
 /* 2^x on the special-function unit (2 ulp); 2^-inf = +0, which the masked keys rely on. */

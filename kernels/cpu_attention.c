@@ -11,6 +11,7 @@
  * n_q * n_kv. Every query row has at least one visible key (itself, or key 0), so the softmax
  * is never empty.
  * n_past_dev (runtime cache length) is read directly: CPU backend memory is host memory.
+ * An int8 cache (k_scale set) is read as q * scale in fp32, row by row.
  * vl_cpu_attention_naive (--attn naive) runs the same arithmetic in the eager order: all scores
  * into the caller's [H, n_q, n_kv] matrix, then every row's softmax, then P.V; so its results
  * have exactly the bits of vl_cpu_attention.
@@ -86,15 +87,25 @@ static void key_range(const vl_attn_params *p, int64_t i, int64_t *lo, int64_t *
     if (p->causal && p->q_pos0 + i + 1 < *hi) *hi = p->q_pos0 + i + 1;
 }
 
+/* Row j of kv head g of K (v = 0) or V (v = 1) as floats: a pointer into the cache or, for an
+ * int8 cache, its values q * scale written into tmp (head_dim floats). */
+static const float *kv_row(const vl_attn_params *p, int v, int g, int64_t j, float *tmp) {
+    const int64_t at = g * p->kv_head_stride + j * p->kv_tok_stride;
+    if (!p->k_scale) return (const float *)(v ? p->v : p->k) + at;
+    const int8_t *q = (const int8_t *)(v ? p->v : p->k) + at;
+    const float sc = (v ? p->v_scale : p->k_scale)[g * p->kv_scale_head_stride + j];
+    for (int d = 0; d < p->head_dim; d++) tmp[d] = (float)q[d] * sc;
+    return tmp;
+}
+
 /* The three steps for query row i, head h over its n visible keys from lo; the attention of one
- * row is row_scores, row_softmax, row_output on the same n floats. */
+ * row is row_scores, row_softmax, row_output on the same n floats. tmp: head_dim floats. */
 static void row_scores(const vl_attn_params *p, int64_t i, int h, int64_t lo, int64_t n,
-                       float *scores) {
+                       float *scores, float *tmp) {
     const int D = p->head_dim, g = h / (p->n_heads / p->n_kv_heads);
     const float *q = (const float *)p->q + i * p->q_stride + (int64_t)h * D;
-    const float *k = (const float *)p->k + (int64_t)g * p->kv_head_stride;
     for (int64_t j = 0; j < n; j++)
-        scores[j] = vl_cpu_dot(q, k + (lo + j) * p->kv_tok_stride, D) * p->scale;
+        scores[j] = vl_cpu_dot(q, kv_row(p, 0, g, lo + j, tmp), D) * p->scale;
 }
 
 static void row_softmax(float *scores, int64_t n) {
@@ -106,18 +117,17 @@ static void row_softmax(float *scores, int64_t n) {
     for (int64_t j = 0; j < n; j++) scores[j] /= sum;
 }
 
-/* block/total: head_dim floats of scratch each. */
+/* block/total/tmp: head_dim floats of scratch each. */
 static void row_output(const vl_attn_params *p, int64_t i, int h, int64_t lo, int64_t n,
-                       const float *probs, float *block, float *total) {
+                       const float *probs, float *block, float *total, float *tmp) {
     const int D = p->head_dim, g = h / (p->n_heads / p->n_kv_heads);
-    const float *v = (const float *)p->v + (int64_t)g * p->kv_head_stride;
     float *o = (float *)p->o + i * p->o_stride + (int64_t)h * D;
     memset(total, 0, (size_t)D * sizeof(float));
     for (int64_t j0 = 0; j0 < n; j0 += OUT_BLOCK) {
         memset(block, 0, (size_t)D * sizeof(float));
         int64_t j1 = j0 + OUT_BLOCK < n ? j0 + OUT_BLOCK : n;
         for (int64_t j = j0; j < j1; j++) {
-            const float *vj = v + (lo + j) * p->kv_tok_stride;
+            const float *vj = kv_row(p, 1, g, lo + j, tmp);
             for (int d = 0; d < D; d++) block[d] += probs[j] * vj[d];
         }
         for (int d = 0; d < D; d++) total[d] += block[d];
@@ -128,16 +138,16 @@ static void row_output(const vl_attn_params *p, int64_t i, int h, int64_t lo, in
 /* Items are (query row, head) pairs, item = i * n_heads + h. */
 static void attention_slice(void *ctx, int64_t begin, int64_t end) {
     const vl_attn_params *p = ctx;
-    float *scores = vl_cpu_scratch(p->n_kv + 2 * (int64_t)p->head_dim);
-    float *block = scores + p->n_kv, *total = block + p->head_dim;
+    float *scores = vl_cpu_scratch(p->n_kv + 3 * (int64_t)p->head_dim);
+    float *block = scores + p->n_kv, *total = block + p->head_dim, *tmp = total + p->head_dim;
     for (int64_t item = begin; item < end; item++) {
         const int64_t i = item / p->n_heads;
         const int h = (int)(item % p->n_heads);
         int64_t lo, hi;
         key_range(p, i, &lo, &hi);
-        row_scores(p, i, h, lo, hi - lo, scores);
+        row_scores(p, i, h, lo, hi - lo, scores, tmp);
         row_softmax(scores, hi - lo);
-        row_output(p, i, h, lo, hi - lo, scores, block, total);
+        row_output(p, i, h, lo, hi - lo, scores, block, total, tmp);
     }
     free(scores);
 }
@@ -169,13 +179,15 @@ static float *naive_row(const naive_ctx *c, int64_t item, int64_t *i, int *h, in
 /* scores of visible keys, -inf elsewhere (the mask of an eager implementation) */
 static void naive_scores_slice(void *ctx, int64_t begin, int64_t end) {
     const naive_ctx *c = ctx;
+    float *tmp = vl_cpu_scratch(c->p->head_dim);
     for (int64_t item = begin; item < end; item++) {
         int64_t i, lo, hi;
         int h;
         float *row = naive_row(c, item, &i, &h, &lo, &hi);
         for (int64_t j = 0; j < c->row_len; j++) row[j] = -INFINITY;
-        row_scores(c->p, i, h, lo, hi - lo, row + lo);
+        row_scores(c->p, i, h, lo, hi - lo, row + lo, tmp);
     }
+    free(tmp);
 }
 
 /* probabilities: the softmax of the visible keys, exactly 0 elsewhere */
@@ -193,12 +205,13 @@ static void naive_softmax_slice(void *ctx, int64_t begin, int64_t end) {
 
 static void naive_output_slice(void *ctx, int64_t begin, int64_t end) {
     const naive_ctx *c = ctx;
-    float *block = vl_cpu_scratch(2 * (int64_t)c->p->head_dim), *total = block + c->p->head_dim;
+    float *block = vl_cpu_scratch(3 * (int64_t)c->p->head_dim), *total = block + c->p->head_dim;
+    float *tmp = total + c->p->head_dim;
     for (int64_t item = begin; item < end; item++) {
         int64_t i, lo, hi;
         int h;
         const float *row = naive_row(c, item, &i, &h, &lo, &hi);
-        row_output(c->p, i, h, lo, hi - lo, row + lo, block, total);
+        row_output(c->p, i, h, lo, hi - lo, row + lo, block, total, tmp);
     }
     free(block);
 }

@@ -165,6 +165,7 @@ static vl_backend cpu_backend = {
     .attention_naive = vl_cpu_attention_naive,
     .kv_append = vl_cpu_kv_append,
     .rope_kv_append = vl_cpu_rope_kv_append,
+    .kv_dequant = vl_cpu_kv_dequant,
     .sample_token = vl_cpu_sample_token,
     .quantize = vl_cpu_quantize,
     .dequantize = vl_cpu_dequantize,

@@ -82,6 +82,14 @@ void vl_cpu_rope_kv_append(vl_backend *b, const vl_rope_kv_params *p) {
                      p->theta);
     vl_cpu_rope_text(b, p->k, p->kv_stride, p->s, p->n_kv_heads, p->head_dim, p->pos, p->sections,
                      p->theta);
+    if (p->k_scale) {
+        const int64_t pos0 = p->pos0_dev ? p->pos0_dev[0] : p->pos0;
+        vl_cpu_kv_append_int8(p->k_cache, p->k_scale, p->head_stride, p->scale_head_stride, p->k,
+                              p->kv_stride, p->s, p->n_kv_heads, p->head_dim, pos0);
+        vl_cpu_kv_append_int8(p->v_cache, p->v_scale, p->head_stride, p->scale_head_stride, p->v,
+                              p->kv_stride, p->s, p->n_kv_heads, p->head_dim, pos0);
+        return;
+    }
     vl_cpu_kv_append(b, p->k_cache, p->head_stride, p->k, p->kv_stride, p->s, p->n_kv_heads,
                      p->head_dim, p->pos0, p->pos0_dev);
     vl_cpu_kv_append(b, p->v_cache, p->head_stride, p->v, p->kv_stride, p->s, p->n_kv_heads,

@@ -278,6 +278,7 @@ extern "C" vl_backend *vl_backend_cuda(char *why, size_t why_len) {
     b->attention_naive = vl_cuda_attention_naive_op;
     b->kv_append = vl_cuda_kv_append;
     b->rope_kv_append = vl_cuda_rope_kv_append;
+    b->kv_dequant = vl_cuda_kv_dequant;
     b->fill_random_bf16 = vl_cuda_fill_random_bf16;
     b->sample_token = vl_cuda_sample_token;
     b->graph_begin = vl_cuda_graph_begin;

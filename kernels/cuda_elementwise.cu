@@ -1,5 +1,6 @@
 /* cuda_elementwise.cu: the element-wise ops of the CUDA backend (add, silu_mul, quick_gelu,
- * gelu), the host fp32 <-> device bf16 conversions (from_f32 / to_f32) and kv_append.
+ * gelu), the host fp32 <-> device bf16 conversions (from_f32 / to_f32), kv_append and the int8
+ * cache's kv_dequant.
  *
  * Same formulas as cpu_elementwise.c, evaluated in fp32 with the accurate libdevice functions
  * (expf, erff: no --use_fast_math) and rounded to bf16 once:
@@ -219,4 +220,57 @@ void vl_cuda_kv_append(vl_backend *b, void *cache, int64_t head_stride, const vo
                     (long long)s, (long long)pos0, (long long)head_stride);
     vl_cuda_launch_kv_append((vl_bf16 *)cache, head_stride, (const vl_bf16 *)src, src_stride, s,
                              kv_heads, head_dim, pos0, pos0_dev, vl_cuda_ctx_of(b)->stream);
+}
+
+/* ---- kv_dequant (--kv int8) ------------------------------------------------------------------ */
+
+/* dst[g, t, :] = bf16(src[g, t, :] * scale[g, t]); items are (g, t, d/VEC) with d fastest. With
+ * VEC 8 a thread reads 8 codes (8 bytes) and writes 16 bytes. */
+template <int VEC>
+static __global__ void kv_dequant_kernel(vl_bf16 *dst, const int8_t *src, const float *scale,
+                                         int64_t head_stride, int64_t scale_head_stride,
+                                         int kv_heads, int64_t n_tok, int head_dim) {
+    const int row_vecs = head_dim / VEC;
+    const int64_t total = (int64_t)kv_heads * n_tok * row_vecs;
+    for (int64_t item = blockIdx.x * (int64_t)blockDim.x + threadIdx.x; item < total;
+         item += (int64_t)gridDim.x * blockDim.x) {
+        const int d = (int)(item % row_vecs) * VEC;
+        const int64_t gt = item / row_vecs, t = gt % n_tok;
+        const int g = (int)(gt / n_tok);
+        const int64_t at = g * head_stride + t * head_dim + d;
+        const float sc = scale[g * scale_head_stride + t];
+        if constexpr (VEC == 8) {
+            const uint2 w = *reinterpret_cast<const uint2 *>(src + at);
+            const int8_t *c = reinterpret_cast<const int8_t *>(&w);
+            __align__(16) vl_bf16 out[8];
+#pragma unroll
+            for (int e = 0; e < 8; e++) out[e] = __float2bfloat16_rn((float)c[e] * sc);
+            *reinterpret_cast<uint4 *>(dst + at) = *reinterpret_cast<const uint4 *>(out);
+        } else {
+            dst[at] = __float2bfloat16_rn((float)src[at] * sc);
+        }
+    }
+}
+
+void vl_cuda_kv_dequant(vl_backend *b, void *dst, const int8_t *src, const float *scale,
+                        int64_t head_stride, int64_t scale_head_stride, int kv_heads, int64_t n_tok,
+                        int head_dim) {
+    VL_CUDA_REQUIRE(
+        kv_heads > 0 && head_dim > 0 && n_tok >= 0 &&
+            (kv_heads == 1 || (n_tok * head_dim <= head_stride && n_tok <= scale_head_stride)),
+        "kv_dequant of %lld tokens of %d heads of %d overflows a head of %lld", (long long)n_tok,
+        kv_heads, head_dim, (long long)head_stride);
+    if (n_tok == 0) return;
+    const int vec = head_dim % 8 == 0 && head_stride % 8 == 0 && vl_cuda_aligned16(dst) &&
+                    (uintptr_t)src % 8 == 0;
+    const int64_t items = (int64_t)kv_heads * n_tok * (vec ? head_dim / 8 : head_dim);
+    const unsigned grid = vl_cuda_grid(items, ELEMENTWISE_THREADS);
+    cudaStream_t stream = vl_cuda_ctx_of(b)->stream;
+    if (vec)
+        kv_dequant_kernel<8><<<grid, ELEMENTWISE_THREADS, 0, stream>>>(
+            (vl_bf16 *)dst, src, scale, head_stride, scale_head_stride, kv_heads, n_tok, head_dim);
+    else
+        kv_dequant_kernel<1><<<grid, ELEMENTWISE_THREADS, 0, stream>>>(
+            (vl_bf16 *)dst, src, scale, head_stride, scale_head_stride, kv_heads, n_tok, head_dim);
+    VL_CUDA_LAUNCH_CHECK();
 }

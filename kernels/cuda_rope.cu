@@ -19,6 +19,8 @@
  * rope_kernel, so the same bits as rope_text(q), rope_text(k), kv_append(k), kv_append(v) in
  * one launch instead of four (at decode these are four latency-bound launches; the heads loop
  * of rope_kernel alone took ~9 us there).
+ * With an int8 cache (--kv int8) a variant runs one warp per (token, head): the same rotation,
+ * then each k and v row is quantized with its absmax (vl_kv_quantize_row's expressions).
  * Leaves out: rope scaling variants and fusing rope into the QKV GEMM epilogue.
  */
 #include "kernels/cuda_ops.h"
@@ -26,6 +28,14 @@
 #include <math.h>
 
 #define ROPE_THREADS 128
+
+/* The rotation of one pair, rounded to bf16: every kernel here uses this one expression, so
+ * that their bits agree (a contraction into an FMA is then made the same way everywhere). */
+static __device__ __forceinline__ void rotate_bf16(float x0, float x1, float c, float sn,
+                                                   vl_bf16 *r0, vl_bf16 *r1) {
+    *r0 = __float2bfloat16_rn(x0 * c - x1 * sn);
+    *r1 = __float2bfloat16_rn(x1 * c + x0 * sn);
+}
 
 /* One thread per (token i, pair k), looping over heads: the angle and its sincos are computed
  * once per token and pair. Consecutive threads take consecutive k, so each head's loads and
@@ -44,9 +54,7 @@ static __global__ void rope_kernel(vl_bf16 *x, int64_t stride, int64_t s, int he
         vl_bf16 *row = x + i * stride + k;
         for (int h = 0; h < heads; h++) {
             vl_bf16 *p = row + (int64_t)h * head_dim;
-            const float x0 = __bfloat162float(p[0]), x1 = __bfloat162float(p[half]);
-            p[0] = __float2bfloat16_rn(x0 * c - x1 * sn);
-            p[half] = __float2bfloat16_rn(x1 * c + x0 * sn);
+            rotate_bf16(__bfloat162float(p[0]), __bfloat162float(p[half]), c, sn, &p[0], &p[half]);
         }
     }
 }
@@ -85,9 +93,8 @@ static __global__ void rope_kv_append_kernel(const __grid_constant__ vl_rope_kv_
         const float angle = (float)p.pos[t.axis[k] * p.s + i] * t.inv_freq[k];
         float sn, c;
         sincosf(angle, &sn, &c);
-        const float x0 = __bfloat162float(x[k]), x1 = __bfloat162float(x[k + half]);
-        const vl_bf16 r0 = __float2bfloat16_rn(x0 * c - x1 * sn);
-        const vl_bf16 r1 = __float2bfloat16_rn(x1 * c + x0 * sn);
+        vl_bf16 r0, r1;
+        rotate_bf16(__bfloat162float(x[k]), __bfloat162float(x[k + half]), c, sn, &r0, &r1);
         x[k] = r0;
         x[k + half] = r1;
         if (is_k) {
@@ -95,6 +102,63 @@ static __global__ void rope_kv_append_kernel(const __grid_constant__ vl_rope_kv_
             to[k] = r0;
             to[k + half] = r1;
         }
+    }
+}
+
+/* --kv int8: one warp per (token, head of q | k | v). The lanes rotate the head's pairs exactly
+ * as rope_kv_append_kernel does (q and k written back in place), then a k or v row is quantized
+ * as vl_kv_quantize_row does it, with the row's absmax from a warp reduction. */
+static __global__ void rope_kv_append_int8_kernel(const __grid_constant__ vl_rope_kv_params p,
+                                                  const __grid_constant__ vl_cuda_rope_table t) {
+    constexpr int kPairs = VL_CUDA_ROPE_MAX_PAIRS / 32; /* pairs per lane, at most */
+    const int64_t pos0 = p.pos0_dev ? (int64_t)p.pos0_dev[0] : p.pos0;
+    const int half = p.head_dim / 2, heads = p.n_heads + 2 * p.n_kv_heads;
+    const int lane = (int)threadIdx.x % 32;
+    const int64_t rows = p.s * heads, warps = (int64_t)gridDim.x * blockDim.x / 32;
+    for (int64_t row = (blockIdx.x * (int64_t)blockDim.x + threadIdx.x) / 32; row < rows;
+         row += warps) {
+        const int h = (int)(row % heads);
+        const int64_t i = row / heads;
+        const int is_v = h >= p.n_heads + p.n_kv_heads, is_k = !is_v && h >= p.n_heads;
+        const int g = is_v ? h - p.n_heads - p.n_kv_heads : is_k ? h - p.n_heads : h;
+        vl_bf16 *x = is_v   ? (vl_bf16 *)p.v + i * p.kv_stride + (int64_t)g * p.head_dim
+                     : is_k ? (vl_bf16 *)p.k + i * p.kv_stride + (int64_t)g * p.head_dim
+                            : (vl_bf16 *)p.q + i * p.q_stride + (int64_t)g * p.head_dim;
+        float r0[kPairs], r1[kPairs], amax = 0.0f;
+#pragma unroll
+        for (int j = 0; j < kPairs; j++) {
+            const int k = lane + 32 * j;
+            r0[j] = r1[j] = 0.0f;
+            if (k >= half) continue;
+            vl_bf16 b0 = x[k], b1 = x[k + half];
+            if (!is_v) {
+                const float angle = (float)p.pos[t.axis[k] * p.s + i] * t.inv_freq[k];
+                float sn, c;
+                sincosf(angle, &sn, &c);
+                rotate_bf16(__bfloat162float(b0), __bfloat162float(b1), c, sn, &b0, &b1);
+                x[k] = b0;
+                x[k + half] = b1;
+            }
+            r0[j] = __bfloat162float(b0);
+            r1[j] = __bfloat162float(b1);
+            amax = fmaxf(amax, fmaxf(fabsf(r0[j]), fabsf(r1[j])));
+        }
+        if (!is_k && !is_v) continue; /* the whole warp: q is rotated only */
+#pragma unroll
+        for (int off = 16; off > 0; off >>= 1)
+            amax = fmaxf(amax, __shfl_xor_sync(0xffffffffu, amax, off));
+        const float inv = amax > 0.0f ? 127.0f / amax : 0.0f; /* IEEE division, as the CPU */
+        int8_t *to =
+            (int8_t *)(is_k ? p.k_cache : p.v_cache) + g * p.head_stride + (pos0 + i) * p.head_dim;
+#pragma unroll
+        for (int j = 0; j < kPairs; j++) {
+            const int k = lane + 32 * j;
+            if (k >= half) continue;
+            to[k] = (int8_t)max(-127, min(127, __float2int_rn(r0[j] * inv)));
+            to[k + half] = (int8_t)max(-127, min(127, __float2int_rn(r1[j] * inv)));
+        }
+        if (lane == 0)
+            (is_k ? p.k_scale : p.v_scale)[g * p.scale_head_stride + pos0 + i] = amax / 127.0f;
     }
 }
 
@@ -137,8 +201,22 @@ void vl_cuda_rope_kv_append(vl_backend *b, const vl_rope_kv_params *p) {
                         (p->n_kv_heads == 1 || (p->pos0 + p->s) * p->head_dim <= p->head_stride),
                     "rope_kv_append of %lld tokens at %lld overflows a head of %lld elements",
                     (long long)p->s, (long long)p->pos0, (long long)p->head_stride);
+    if (p->k_scale) {
+        VL_CUDA_REQUIRE(p->v_scale &&
+                            (p->n_kv_heads == 1 || p->pos0 + p->s <= p->scale_head_stride),
+                        "rope_kv_append (int8) of %lld tokens at %lld overflows %lld scales per "
+                        "head",
+                        (long long)p->s, (long long)p->pos0, (long long)p->scale_head_stride);
+    }
     if (p->s == 0) return;
     const vl_cuda_rope_table t = text_table(p->head_dim, p->sections, p->theta);
+    if (p->k_scale) {
+        const int64_t threads = p->s * (p->n_heads + 2 * p->n_kv_heads) * 32;
+        rope_kv_append_int8_kernel<<<vl_cuda_grid(threads, ROPE_THREADS), ROPE_THREADS, 0,
+                                     vl_cuda_ctx_of(b)->stream>>>(*p, t);
+        VL_CUDA_LAUNCH_CHECK();
+        return;
+    }
     const int64_t items = p->s * (p->n_heads + 2 * p->n_kv_heads) * (p->head_dim / 2);
     rope_kv_append_kernel<<<vl_cuda_grid(items, ROPE_THREADS), ROPE_THREADS, 0,
                             vl_cuda_ctx_of(b)->stream>>>(*p, t);

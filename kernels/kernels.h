@@ -168,7 +168,21 @@ typedef struct {
      * memory: q_pos0 = n_past_dev[0] and n_kv = n_past_dev[0] + n_q. The n_kv field then only
      * bounds the launch (the cache capacity) and q_pos0 is ignored. */
     const int32_t *n_past_dev;
+    /* Optional: an int8 KV cache (--kv int8). When k_scale is set, k and v hold int8 values
+     * (the strides above count them, one byte each) and element (j, g, d) of K stands for
+     * k[j, g, d] * k_scale[g * kv_scale_head_stride + j] in fp32; likewise V with v_scale.
+     * The CUDA backend takes it for a single query (decode) only: the engine dequantizes the
+     * cache (kv_dequant) before a prefill chunk's attention. */
+    const float *k_scale, *v_scale;
+    int64_t kv_scale_head_stride;
 } vl_attn_params;
+
+/* The int8 KV cache (--kv int8): each (token, kv head) row x[n] of K or V is stored as
+ * q[n] int8 and one fp32 scale: amax = max |x|, scale = amax / 127, q = x * (127 / amax)
+ * rounded to nearest even (|q| <= 127); an all-zero row has scale 0 and q 0. Returns the
+ * scale. The CPU twin of the CUDA append, which computes the same expressions from the bf16
+ * row. */
+float vl_kv_quantize_row(const float *x, int n, int8_t *q);
 
 /* One decoder layer's rotary and cache append (rope_kv_append): text M-RoPE on q [s, n_heads,
  * head_dim] (row stride q_stride) and on k [s, n_kv_heads, head_dim] (row stride kv_stride), in
@@ -186,6 +200,11 @@ typedef struct {
     void *k_cache, *v_cache;
     int64_t head_stride, pos0;
     const int32_t *pos0_dev;
+    /* --kv int8: when k_scale is set the caches are int8 and each appended (token, kv head)
+     * row of k and v is quantized (vl_kv_quantize_row), its scale stored at
+     * k_scale[g * scale_head_stride + t] (v_scale for v). */
+    float *k_scale, *v_scale;
+    int64_t scale_head_stride;
 } vl_rope_kv_params;
 
 /* ---- the op table ------------------------------------------------------------------------ */
@@ -256,6 +275,13 @@ struct vl_backend {
     void (*kv_append)(vl_backend *b, void *cache, int64_t head_stride, const void *src,
                       int64_t src_stride, int64_t s, int kv_heads, int head_dim, int64_t pos0,
                       const int32_t *pos0_dev /* optional: pos0 read from backend memory */);
+
+    /* int8 cache -> activations: dst[g, t, :] = src[g, t, :] * scale[g * scale_head_stride + t]
+     * for t < n_tok, g < kv_heads (src int8, dst act dtype; both head-major with rows head_dim
+     * apart and heads head_stride apart). A prefill chunk's attention then reads dst. */
+    void (*kv_dequant)(vl_backend *b, void *dst, const int8_t *src, const float *scale,
+                       int64_t head_stride, int64_t scale_head_stride, int kv_heads, int64_t n_tok,
+                       int head_dim);
 
     /* Choose the next token from logits[n] (act) and advance the decode state, all in backend
      * memory: temperature <= 0: the first maximum; else the Gumbel-max draw argmax_i

@@ -117,6 +117,13 @@ expect_error "--temperature"                --temperature hot --model "$good" "$
 expect_error "--model"                      "$IMG" --model
 expect_error "no image"                     --backend cpu --model "$good"
 expect_error "--mem-budget"                 --mem-budget 12Q --model "$good" "$IMG"
+expect_error "--kv"                         --backend cpu --model "$good" "$IMG" --kv fp8
+expect_error "--kv int8 with --attn naive"  --backend cpu --model "$good" "$IMG" --kv int8 --attn naive
+# a budget below the smallest run: refused before loading, with the counts that would fit
+# under --quant nf4 and --kv int8 (each 0 here)
+expect_error "with --quant nf4: 0; with --kv int8: 0; with both: 0" \
+    --backend cpu --model "$good" "$IMG" x3 --mem-budget 4K
+expect_error "with --quant nf4: 0"          --backend cpu --model "$good" "$IMG" --kv int8 --mem-budget 4K
 expect_error "tokenizer"                    tokenize --tokenizer /nonexistent/tokenizer.json hello
 expect_error "preprocess"                   preprocess
 

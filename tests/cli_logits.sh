@@ -6,6 +6,8 @@
 #     1 - 5e-14 and 2.4e-7 on tiny-a; both allow for summation order, not for a wrong op);
 #   - .bf16 output = the .f32 output rounded to nearest even, bit for bit;
 #   - --chunk 7 (the prompt streamed in 15 chunks) gives the same rows;
+#   - --kv int8: every row within cosine 0.999 of the bf16-cache row, argmax agreeing at >= 90%
+#     of positions, and --chunk 7 gives its same rows;
 #   - the stdout summary (positions, vocab, ids_fnv1a64 of the --ids-out bytes).
 # Then bad input: one stderr line, exit 1, empty stdout, and neither FILE nor FILE.tmp left.
 # Checks use plain python3 (json, struct): no numpy in CI.
@@ -35,7 +37,9 @@ sys.stdout.write(g["prompt"] + "\0")' "$g" "$FIX")
     mkdir -p "$d"
     if ! "$VLRUN" logits "${common[@]}" --out "$d/l.f32" --ids-out "$d/ids.i32" >"$d/sum.json" 2>"$d/err" ||
         ! "$VLRUN" logits "${common[@]}" --out "$d/l.bf16" >"$d/sum_bf16.json" 2>>"$d/err" ||
-        ! "$VLRUN" logits "${common[@]}" --chunk 7 --out "$d/c7.f32" >/dev/null 2>>"$d/err"; then
+        ! "$VLRUN" logits "${common[@]}" --chunk 7 --out "$d/c7.f32" >/dev/null 2>>"$d/err" ||
+        ! "$VLRUN" logits "${common[@]}" --kv int8 --out "$d/kv8.f32" >"$d/sum_kv8.json" 2>>"$d/err" ||
+        ! "$VLRUN" logits "${common[@]}" --kv int8 --chunk 7 --out "$d/kv8c7.f32" >/dev/null 2>>"$d/err"; then
         bad "$name: vlrun logits failed: $(head -c 400 "$d/err")"
         continue
     fi
@@ -83,8 +87,29 @@ if len(c7) == len(raw):
         r7 = struct.unpack_from(f"<{V}f", c7, 4 * V * i)
         worst = max(worst, max(abs(x - y) for x, y in zip(rows[i], r7)))
 check(len(c7) == len(raw) and worst <= 1e-5, f"--chunk 7: {len(c7)} bytes, max abs diff {worst:.3g}")
+# --kv int8: every row close to the bf16-cache row (cosine >= 0.999; a wrong scale or row drops
+# it far lower) but not identical (the int8 path ran); chunked = one chunk (the same codes)
+k8 = open(f"{d}/kv8.f32", "rb").read()
+check(len(k8) == len(raw) and json.load(open(f"{d}/sum_kv8.json"))["kv"] == "int8", "--kv int8 run")
+kcos, kdiff, kagree = 1.0, 0.0, 0
+if len(k8) == len(raw):
+    for i in range(n):
+        r8 = struct.unpack_from(f"<{V}f", k8, 4 * V * i)
+        c = sum(x * y for x, y in zip(rows[i], r8)) / math.sqrt(sum(x * x for x in rows[i]) * sum(y * y for y in r8))
+        kcos, kdiff = min(kcos, c), max(kdiff, max(abs(x - y) for x, y in zip(rows[i], r8)))
+        kagree += max(range(V), key=r8.__getitem__) == argmax[i]
+check(kcos >= 0.999 and kdiff > 0 and kagree >= 0.9 * n,
+      f"--kv int8: min cosine {kcos:.6f}, max abs diff {kdiff:.3g}, argmax {kagree}/{n}")
+k8c7 = open(f"{d}/kv8c7.f32", "rb").read()
+kw = 0.0
+if len(k8c7) == len(k8):
+    for i in range(n):
+        a, b = struct.unpack_from(f"<{V}f", k8, 4 * V * i), struct.unpack_from(f"<{V}f", k8c7, 4 * V * i)
+        kw = max(kw, max(abs(x - y) for x, y in zip(a, b)))
+check(len(k8c7) == len(k8) and kw <= 1e-5, f"--kv int8 --chunk 7: max abs diff {kw:.3g}")
 print(f"{name}: {n} positions, argmax {n - len(diff)}/{n}, last row cosine 1-{1 - cos:.2g} "
-      f"max abs {mad:.2g}, --chunk 7 max abs {worst:.2g}", "OK" if not errors else errors)
+      f"max abs {mad:.2g}, --chunk 7 max abs {worst:.2g}; --kv int8 min cosine {kcos:.6f} "
+      f"argmax {kagree}/{n}, --chunk 7 max abs {kw:.2g}", "OK" if not errors else errors)
 sys.exit(1 if errors else 0)
 PY
 done
@@ -117,6 +142,8 @@ if [ -f "$TOK" ]; then
     expect_error "ending in .bf16 or .f32" "$e/x.bin" "${base[@]}" --out "$e/x.bin"
     expect_error "no image given" "$e/x.f32" logits --backend cpu --model "$FIX/models/$name" --out "$e/x.f32"
     expect_error "unknown option --bogus" "$e/x.f32" "${base[@]}" --bogus --out "$e/x.f32"
+    expect_error "--kv int8 with --attn naive" "$e/x.f32" "${base[@]}" --kv int8 --attn naive --out "$e/x.f32"
+    expect_error "option --kv: expected bf16 or int8" "$e/x.f32" "${base[@]}" --kv fp8 --out "$e/x.f32"
     expect_error "cannot create" "$e/nodir/x.f32" "${base[@]}" --out "$e/nodir/x.f32"
     # --ids-out unwritable: the logits file must not appear either
     expect_error "--ids-out" "$e/y.f32" "${base[@]}" --out "$e/y.f32" --ids-out "$e/nodir/ids.i32"

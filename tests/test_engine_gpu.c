@@ -14,7 +14,9 @@
  *   - --embed-on-host (the table in pinned host memory) gives the same logits, with the table's
  *     bytes off the device; a tied model (tiny-b) refuses it;
  *   - --quant nf4 / int8: the GPU engine against the CPU engine with the same quantized
- *     weights (the quantizers are bit-exact twins): cosine >= 0.999 at every position.
+ *     weights (the quantizers are bit-exact twins): cosine >= 0.999 at every position;
+ *   - --kv int8: the same checks (teacher-forced, chunked, decode graph/eager/CPU) with both
+ *     engines keeping an int8 cache.
  * Without a CUDA device it exits 77 (skip). */
 #include "engine/engine.h"
 #include "vltest.h"
@@ -89,9 +91,15 @@ static void free_case(loaded *L) {
     vl_model_free(&L->m);
 }
 
+static int kv_int8; /* start sessions with --kv int8 */
+
 static int start(vl_session *s, loaded *L, int chunk, int max_tokens, int naive) {
-    vl_session_shape sh = {L->p.n + max_tokens, chunk < L->p.n ? chunk : L->p.n, L->px.n_patches,
-                           max_tokens, naive};
+    vl_session_shape sh = {L->p.n + max_tokens,
+                           chunk < L->p.n ? chunk : L->p.n,
+                           L->px.n_patches,
+                           max_tokens,
+                           naive,
+                           kv_int8};
     int rc = vl_session_start(s, &L->m, &sh);
     VT_CHECKF(rc == 0, "session: %s", vl_error_get());
     return rc;
@@ -247,6 +255,30 @@ static void run_model(const model_case *mc, vl_backend *gpu) {
         free(rc.rows);
     }
     free_case(&N);
+    /* --kv int8: the GPU engine against the CPU engine with the same int8 cache format (the
+     * CPU quantizes fp32 rows, the GPU bf16 rows: codes may differ by one); chunked prefill
+     * (the dequantize-then-flash path on every chunk) and decode (the int8 decode kernel) */
+    if (C.ok) {
+        loaded K;
+        load_case(&K, mc, gpu, NULL, 0);
+        if (K.ok) {
+            kv_int8 = 1;
+            logits_rows a = all_logits(&K, 2048, 0), b = all_logits(&C, 2048, 0);
+            logits_rows a7 = all_logits(&K, 7, 0);
+            char tag[256];
+            snprintf(tag, sizeof tag, "%s --kv int8 gpu vs cpu", mc->dir);
+            compare_rows(tag, &a, &b, 0.999, 0.9);
+            snprintf(tag, sizeof tag, "%s --kv int8 gpu chunk 7 vs one chunk", mc->dir);
+            compare_rows(tag, &a7, &a, 0.999, 0.95);
+            snprintf(tag, sizeof tag, "%s --kv int8 decode", mc->dir);
+            check_decode(tag, &K, &C, 12);
+            kv_int8 = 0;
+            free(a.rows);
+            free(b.rows);
+            free(a7.rows);
+        }
+        free_case(&K);
+    }
     free_case(&C);
     /* quantized: same quantized weights on both backends */
     const char *quants[2] = {"nf4", "int8"};

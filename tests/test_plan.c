@@ -7,7 +7,9 @@
  *     tensor; NF4 without double quantization the spec's 4,049,436,672 + 2,184,754,176 bytes
  *     (quantized Linears + bf16 rest, spec 6.2), with double quantization less; int8 the spec's
  *     LLM.int8 figure (same storage: int8 + one fp32 per row);
- *   - --attn naive adds the fp32 score matrix of the largest call to the workspace.
+ *   - --attn naive adds the fp32 score matrix of the largest call to the workspace;
+ *   - --kv int8: 29,568 bytes per token (codes + one fp32 scale per row), and one layer's K and V
+ *     in bf16 as workspace.
  * Plans only: nothing is allocated. */
 #include "engine/engine.h"
 #include "vltest.h"
@@ -15,6 +17,8 @@
 #define TENSORS_7B 730
 
 static vl_config cfg;
+
+static int kv_int8; /* plan with --kv int8 */
 
 static vl_mem_plan plan_images(int n_images, int attn_naive, vl_dtype quant) {
     vl_plan_request rq;
@@ -25,6 +29,7 @@ static vl_mem_plan plan_images(int n_images, int attn_naive, vl_dtype quant) {
     rq.chunk = 2048;
     rq.max_patches = 5456;
     rq.attn_naive = attn_naive;
+    rq.kv_int8 = kv_int8;
     rq.weights.linear = quant;
     rq.weights.double_quant = 0;
     vl_mem_plan p;
@@ -83,5 +88,18 @@ int main(void) {
     VT_CHECKF(naive.workspace >= p28.workspace + scores &&
                   naive.workspace <= p28.workspace + scores + 256,
               "naive workspace %zu, flash %zu, scores %zu", naive.workspace, p28.workspace, scores);
+
+    /* --kv int8: 28 layers x 2 x 4 kv heads x (128 codes + a 4-byte scale) = 29,568 bytes per
+     * token (each of the two slices aligned), and one layer's K and V in bf16 (2 x 4 x 128 x 2
+     * = 2,048 bytes per token) as workspace for the prefill chunks */
+    kv_int8 = 1;
+    vl_mem_plan k1 = plan_images(1, 0, VL_DTYPE_BF16), k28 = plan_images(28, 0, VL_DTYPE_BF16);
+    kv_int8 = 0;
+    check_close_above("int8 kv x1", k1.kv, (size_t)t1 * 29568, 2 * 256);
+    check_close_above("int8 kv x28", k28.kv, (size_t)t28 * 29568, 2 * 256);
+    check_close_above("int8 kv workspace x28", k28.workspace, p28.workspace + (size_t)t28 * 2048,
+                      256);
+    VT_CHECK_INT(k28.act, p28.act);
+    VT_CHECK_INT(k28.weights, p28.weights);
     return vt_finish();
 }
