@@ -3,7 +3,7 @@
 # shapes (random weights) and has Nsight Compute time every kernel of decode step
 # VL_PROFILE_STEP (kernels/cuda_graph.cu brackets that graph replay with cudaProfilerStart/Stop),
 # then sums kernel time by kernel name next to the step time of a run without the profiler.
-#   VL_PROFILE_RUNS="bf16:28 nf4:28"   quant:images items (default bf16:28)
+#   VL_PROFILE_RUNS="bf16:28 nf4:28:--kv=int8"   quant:images[:extra-flag] items (default bf16:28)
 #   VLRUN=/tmp/vlb/vlrun               reuse a build
 # Writes under $OUT: profile_<tag>.csv (ncu), profile_<tag>.txt (summary), run_<tag>.json.
 set -uo pipefail
@@ -21,9 +21,10 @@ NCU=$(command -v ncu || ls /opt/nvidia/nsight-compute/*/ncu /usr/local/cuda/bin/
 cfg=examples/qwen2-vl-7b-instruct.json
 tok=.cache/tokenizer/tokenizer.json
 for item in ${VL_PROFILE_RUNS:-bf16:28}; do
-    IFS=: read -r q n <<<"$item"
-    tag="${q}_x$n"
-    args=(examples/page.png "x$n" --random-weights --config $cfg --tokenizer $tok --json --quant "$q")
+    IFS=: read -r q n extra <<<"$item"
+    tag="${q}_x$n${extra:+_${extra//[^a-z0-9]/}}"
+    args=(examples/page.png "x$n" --random-weights --config $cfg --tokenizer $tok --json --quant "$q"
+        ${extra//=/ })
     timeout 300 "$V" "${args[@]}" --max-tokens 512 >"$out/run_$tag.json" 2>"$out/run_$tag.err"
     VL_PROFILE_STEP=${VL_PROFILE_STEP:-5} timeout 400 "$NCU" --profile-from-start off \
         --clock-control none --cache-control none --metrics gpu__time_duration.sum,dram__bytes_read.sum --csv \
@@ -47,7 +48,7 @@ for r in rows:
              "byte": 1, "Kbyte": 1e3, "Mbyte": 1e6, "Gbyte": 1e9}.get(unit, 1)
     per.setdefault(key, {})[m] = v * scale
 for (kid, name), d in per.items():
-    short = name.split("(")[0].split("<")[0][:60]
+    short = name.replace("(anonymous namespace)::", "").split("(")[0].split("<")[0][:60]
     e = t[short]
     e[0] += 1; e[1] += d.get("gpu__time_duration.sum", 0); e[2] += d.get("dram__bytes_read.sum", 0)
 tot_ns = sum(e[1] for e in t.values()); tot_b = sum(e[2] for e in t.values())
