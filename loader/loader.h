@@ -38,8 +38,22 @@ int vl_error_set(const char *fmt, ...) VL_PRINTF(1, 2);
 const char *vl_error_get(void); /* "" when no error */
 void vl_error_clear(void);
 
+/* ---- files and JSON (loader/file.c, loader/json.c) ---------------------------------------- */
+
+/* Open `path` for reading without blocking on a FIFO or device, and refuse anything that is not
+ * a regular file; `what` names the file's role in messages ("image", "shard"). On success *fd
+ * is open (close it) and *size (if not NULL) holds the file's size in bytes. */
+int vl_open_regular(const char *path, const char *what, int *fd, int64_t *size);
+/* Read exactly `size` bytes from fd; a short read is an error naming path. */
+int vl_read_fd(int fd, const char *path, void *buf, size_t size);
 /* Whole file into memory, NUL-terminated (for JSON). max_bytes guards against absurd files. */
 int vl_read_file(const char *path, size_t max_bytes, char **out, size_t *out_len);
+
+/* Parse text[0, len) (it need not be NUL-terminated) as one JSON value, strictly: only
+ * whitespace may follow it, it may hold no NUL byte, and no object may repeat a key. `what`
+ * names the file or tensor in messages. *out is freed with cJSON_Delete. */
+struct cJSON;
+int vl_json_parse(const char *text, size_t len, const char *what, struct cJSON **out);
 
 /* ---- checkpoint (loader/safetensors.c) ----------------------------------------------------- */
 

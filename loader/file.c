@@ -1,0 +1,92 @@
+/* file.c: opening input files safely, and whole-file reads.
+ *
+ * Every input a user names (a shard, config, tokenizer, image) is opened here first:
+ *   - O_NONBLOCK, so that a FIFO or a device with no writer cannot block open() forever; the
+ *     flag is cleared again once fstat has shown a regular file;
+ *   - anything that is not a regular file (FIFO, socket, device, directory) is refused;
+ *   - O_CLOEXEC, so that a server's children never inherit model files.
+ * Whether a path may be a symlink is the caller's business (safetensors.c keeps shards inside
+ * the checkpoint folder); here a link is followed like any other path. */
+#include "loader/loader.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+int vl_open_regular(const char *path, const char *what, int *fd_out, int64_t *size_out) {
+    *fd_out = -1;
+    if (size_out) *size_out = 0;
+    int fd = open(path, O_RDONLY | O_NONBLOCK | O_CLOEXEC);
+    if (fd < 0) return vl_error_set("cannot open %s %s: %s", what, path, strerror(errno));
+    struct stat st;
+    if (fstat(fd, &st) != 0) {
+        int e = errno;
+        close(fd);
+        return vl_error_set("cannot stat %s %s: %s", what, path, strerror(e));
+    }
+    if (!S_ISREG(st.st_mode)) {
+        close(fd);
+        const char *kind = S_ISDIR(st.st_mode)    ? "a directory"
+                           : S_ISFIFO(st.st_mode) ? "a FIFO (named pipe)"
+                           : S_ISSOCK(st.st_mode) ? "a socket"
+                           : S_ISCHR(st.st_mode) || S_ISBLK(st.st_mode) ? "a device"
+                                                                         : "not a file";
+        return vl_error_set("%s %s is %s, not a regular file; pass the path of the file itself",
+                            what, path, kind);
+    }
+    int flags = fcntl(fd, F_GETFL);
+    if (flags < 0 || fcntl(fd, F_SETFL, flags & ~O_NONBLOCK) < 0) {
+        int e = errno;
+        close(fd);
+        return vl_error_set("cannot set up reading %s %s: %s", what, path, strerror(e));
+    }
+    *fd_out = fd;
+    if (size_out) *size_out = (int64_t)st.st_size;
+    return 0;
+}
+
+int vl_read_fd(int fd, const char *path, void *buf, size_t size) {
+    size_t got = 0;
+    while (got < size) {
+        ssize_t r = read(fd, (char *)buf + got, size - got);
+        if (r < 0 && errno == EINTR) continue;
+        if (r <= 0)
+            return vl_error_set("cannot read %s: %s", path,
+                                r < 0 ? strerror(errno) : "the file shrank while being read");
+        got += (size_t)r;
+    }
+    return 0;
+}
+
+int vl_read_file(const char *path, size_t max_bytes, char **out, size_t *out_len) {
+    *out = NULL;
+    if (out_len) *out_len = 0;
+    int fd;
+    int64_t size64;
+    if (vl_open_regular(path, "file", &fd, &size64)) return -1;
+    if (size64 < 0 || (uint64_t)size64 > (uint64_t)max_bytes) {
+        close(fd);
+        return vl_error_set("%s is %lld bytes, more than the %zu bytes expected of this kind of "
+                            "file; is it the right file?",
+                            path, (long long)size64, max_bytes);
+    }
+    size_t size = (size_t)size64;
+    char *buf = malloc(size + 1);
+    if (!buf) {
+        close(fd);
+        return vl_error_set("out of memory reading %s (%zu bytes)", path, size);
+    }
+    int rc = vl_read_fd(fd, path, buf, size);
+    close(fd);
+    if (rc) {
+        free(buf);
+        return -1;
+    }
+    buf[size] = '\0';
+    *out = buf;
+    if (out_len) *out_len = size;
+    return 0;
+}
