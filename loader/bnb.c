@@ -117,10 +117,11 @@ static int bnb_parse_state(const vl_tensor *qs, const char *name, int64_t rows, 
                             "of at most %d bytes",
                             name, vl_dtype_name(qs->dtype), qs->nbytes, BNB_MAX_QS);
     /* one JSON object and nothing after it but blanks */
-    const char *text = qs->data, *end = NULL;
-    cJSON *root = cJSON_ParseWithLengthOpts(text, qs->nbytes, &end, 0);
-    while (root && end && end < text + qs->nbytes && (*end == ' ' || *end == '\n')) end++;
-    if (!cJSON_IsObject(root) || end != text + qs->nbytes) {
+    char what[320];
+    snprintf(what, sizeof what, "tensor %.240s" BNB_QS_NF4 " (a bitsandbytes quant state)", name);
+    cJSON *root = NULL;
+    if (vl_json_parse(qs->data, qs->nbytes, what, &root)) return -1;
+    if (!cJSON_IsObject(root)) {
         cJSON_Delete(root);
         return vl_error_set("tensor %s" BNB_QS_NF4 " is not a JSON object (the quant state of "
                             "the bitsandbytes weight is damaged)",
