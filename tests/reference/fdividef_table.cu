@@ -1,7 +1,7 @@
 /* fdividef_table.cu: what the GPU's __fdividef(127.0f, a) gives, written as the table that
  * kernels/cpu_quant.c uses to reproduce bitsandbytes' int8 row-wise scales on the CPU (run on
  * the GPU machine: nvcc -arch=sm_90 -o fdividef_table fdividef_table.cu;
- * ./fdividef_table kernels/cpu_quant_fdividef.h).
+ * ./fdividef_table kernels/cpu_quant_fdividef.h [all_results.f32]).
  *
  * bitsandbytes' kInt8VectorQuant takes the row absmax over the fp16 weight (so a is an fp16
  * value) and scales the row by __fdividef(127.0f, a): the hardware's approximate reciprocal, not
@@ -56,8 +56,8 @@ static float predicted(const uint32_t table[1024], float a) {
 }
 
 int main(int argc, char **argv) {
-    if (argc != 2) {
-        fprintf(stderr, "usage: %s OUT_HEADER\n", argv[0]);
+    if (argc != 2 && argc != 3) {
+        fprintf(stderr, "usage: %s OUT_HEADER [OUT_RAW]\n", argv[0]);
         return 2;
     }
     static float a[N_HALF], got[N_HALF];
@@ -89,6 +89,10 @@ int main(int argc, char **argv) {
            "0x%08x\n",
            prop.name, prop.major, prop.minor, runtime, 0x7c00 - 1, bad, differs_from_ieee,
            bits_of(got[0]), bits_of(got[0x7c00]));
+    if (argc == 3) { /* every result, float32 [0x7c01], for a look at a disagreement */
+        FILE *raw = fopen(argv[2], "wb");
+        if (!raw || fwrite(got, sizeof got, 1, raw) != 1 || fclose(raw)) perror(argv[2]);
+    }
     if (bad) return 1;
     FILE *f = fopen(argv[1], "w");
     if (!f) {
