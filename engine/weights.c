@@ -13,9 +13,10 @@
  *
  * Which Linears are quantized is what transformers + bitsandbytes do (spec 6.2): every Linear of
  * the decoder and of the vision tower including the merger; the embeddings, the LM head (unless
- * --quant-lm-head), the patch embedding, norms and biases stay bf16. NF4 needs in-features that
- * are a multiple of its 64-element block; a Linear that is not (only tiny test models) stays
- * bf16.
+ * --quant-lm-head), the patch embedding, norms and biases stay bf16. Every in-features width
+ * is quantized, as bitsandbytes does: NF4 blocks run over the flattened row-major matrix, so a
+ * block may straddle two rows and the last one may be partial (kernels.h); every kernel that
+ * reads NF4 finds a block's scale from the flat element index.
  * After placing, fuse_views records q/k/v and gate/up that lie back to back as one matrix each
  * (decode then runs one GEMV instead of three and two; measured +6-8% tokens/s on the H100).
  * --embed-on-host puts the embedding table in pinned host memory instead (place_embed_on_host).
@@ -73,9 +74,7 @@ static vl_dtype target_dtype(const placer *p, const char *kind, const vl_weight 
     if (is_quantized(w->dtype)) return w->dtype; /* pre-quantized checkpoint */
     const vl_weight_plan *wp = p->wp;
     int eligible = strcmp(kind, "linear") == 0 || (wp && wp->lm_head && !strcmp(kind, "lm_head"));
-    if (wp && eligible && wp->linear != VL_DTYPE_BF16 &&
-        !(wp->linear == VL_DTYPE_NF4 && w->cols % VL_NF4_BLOCK != 0))
-        return wp->linear;
+    if (wp && eligible && wp->linear != VL_DTYPE_BF16) return wp->linear;
     return !p->be || p->be->act == VL_DTYPE_BF16 ? VL_DTYPE_BF16 : w->dtype;
 }
 
@@ -316,7 +315,9 @@ static void matrix_bytes(const vl_weight *w, size_t *data, size_t *scales) {
 }
 
 /* out = the matrices a[0..n) as one [sum rows, cols] weight when they lie back to back in the
- * same format (data and scales), with one bias vector when theirs do too (or none has one). */
+ * same format (data and scales), with one bias vector when theirs do too (or none has one).
+ * NF4 blocks run over each tensor's own flattened elements, so the concatenation is one NF4
+ * matrix only when every part but the last ends on a block boundary. */
 static void fuse(vl_weight *out, vl_vec *out_b, const vl_weight *const *a, const vl_vec *const *b,
                  int n) {
     memset(out, 0, sizeof *out);
@@ -330,6 +331,8 @@ static void fuse(vl_weight *out, vl_vec *out_b, const vl_weight *const *a, const
         matrix_bytes(w, &db, &sb);
         if (w->dtype != f.dtype || w->cols != f.cols || w->absmax_code || w->data != data_end ||
             (const uint8_t *)w->absmax != scale_end)
+            return;
+        if (w->dtype == VL_DTYPE_NF4 && i + 1 < n && (w->rows * w->cols) % VL_NF4_BLOCK != 0)
             return;
         data_end += db;
         scale_end = scale_end ? scale_end + sb : NULL;

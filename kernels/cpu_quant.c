@@ -39,14 +39,17 @@
  *     each a fused multiply-add: what PyTorch's compiled CPU kernel computes), midpoints
  *     (a + b) / 2, times float32(10^(i - 6)), both signs, plus 0 and 1, sorted.
  *   - int8: the row absmax is taken over the fp16 values (bitsandbytes casts the weight to fp16
- *     first); the scale is 127 times the float32 reciprocal of the absmax, and w * scale is
- *     rounded half to even (__float2int_rn). bitsandbytes computes the reciprocal with the
- *     GPU's approximate __fdividef, which differs from the correctly rounded 1 / absmax in the
- *     last bit for some absmax values; that changes a code only where w * 127 / absmax is an
- *     exact tie (k + 0.5), by one. Everything else is bit-exact.
+ *     first), so it is an fp16 value; the scale is the GPU's __fdividef(127.0f, absmax) (an
+ *     approximate reciprocal, which differs from 127 * (1 / absmax) in the last bit for some
+ *     absmax: where w * scale lands on k + 0.5 that bit decides the code), and w * scale is
+ *     rounded half to even (__float2int_rn). The approximate reciprocal depends on the
+ *     significand alone, and an fp16 value has 10 significand bits: the 1024 results measured
+ *     on the GPU (cpu_quant_fdividef.h, written by tests/reference/fdividef_table.cu) give it
+ *     for every fp16 absmax. Row-wise: any number of columns.
  * Leaves out: FP4 (refused by the loader), bitsandbytes' blockwise 8-bit weights, and speed
  * (the CUDA backend quantizes at load time; this is the oracle). */
 #include "kernels/cpu_internal.h"
+#include "kernels/cpu_quant_fdividef.h"
 
 #include <float.h>
 #include <math.h>
@@ -242,6 +245,24 @@ static int8_t round_to_i8(float y) {
     return (int8_t)r;
 }
 
+static float f32_of_bits(uint32_t u) {
+    float f;
+    memcpy(&f, &u, 4);
+    return f;
+}
+
+/* The GPU's __fdividef(127.0f, a) for an fp16 value a >= 0 (see the top of this file). */
+static float fdividef_127(float a) {
+    if (a == 0.0f) return f32_of_bits(VL_FDIVIDEF127_OF_ZERO);
+    if (isinf(a)) return f32_of_bits(VL_FDIVIDEF127_OF_INF);
+    int e;
+    const float f = frexpf(a, &e); /* a = f * 2^e, f in [0.5, 1): 2f = 1 + i / 1024 */
+    uint32_t u;
+    const float significand = 2.0f * f;
+    memcpy(&u, &significand, 4);
+    return ldexpf(f32_of_bits(vl_fdividef127_bits[(u >> 13) & 1023]), 1 - e);
+}
+
 static void quantize_q8row(vl_weight *dst, const uint16_t *src) {
     const int64_t rows = dst->rows, cols = dst->cols;
     int8_t *q = (int8_t *)dst->data;
@@ -254,7 +275,7 @@ static void quantize_q8row(vl_weight *dst, const uint16_t *src) {
             if (fabsf(h[c]) > m) m = fabsf(h[c]);
         }
         scb[r] = m;
-        float scale = 127.0f * (1.0f / m);
+        float scale = fdividef_127(m);
         for (int64_t c = 0; c < cols; c++) q[r * cols + c] = round_to_i8(h[c] * scale);
     }
     free(h);

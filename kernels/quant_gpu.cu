@@ -16,8 +16,9 @@
  *     sum a double-precision sum in block order (see "the offset" below), then
  *     (a_b - offset) * (1 / chunk absmax) coded in chunks of 256 with the dynamic map and
  *     bitsandbytes' binary search with midpoints;
- *   - Q8ROW: the weight cast to fp16 first, SCB = max |w| from 0, q = w * (127 * (1 / SCB))
- *     rounded half to even, NaN -> 0.
+ *   - Q8ROW: the weight cast to fp16 first, SCB = max |w| from 0, q = w * __fdividef(127, SCB)
+ *     rounded half to even, NaN -> 0: bitsandbytes' own approximate division (the CPU twin
+ *     reads its results from a table measured on the GPU, cpu_quant_fdividef.h).
  * Dequantization: w = bf16(table[code] * a_b), a_b = map[c_b] * absmax2[b / 256] + offset
  * (multiply, then add) with double quantization; Q8ROW w = bf16(q * absmax[r] * (1/127)).
  *
@@ -315,7 +316,7 @@ __device__ __forceinline__ int8_t round_to_i8(float y) {
 }
 
 /* One CTA per row: SCB = max |fp16(x)| of the row (from 0, NaN skipped), then
- * q = round-half-even(fp16(x) * (127 * (1 / SCB))), every step one fp32 rounding. */
+ * q = round-half-even(fp16(x) * __fdividef(127, SCB)) as bitsandbytes' kInt8VectorQuant. */
 static __global__ void __launch_bounds__(QUANT_THREADS)
     q8row_quantize_kernel(int8_t *q, float *row_absmax, const vl_bf16 *src, int64_t rows,
                           int64_t cols) {
@@ -332,7 +333,7 @@ static __global__ void __launch_bounds__(QUANT_THREADS)
         float amax = 0.0f;
         for (int w = 0; w < QUANT_THREADS / 32; w++) amax = fmaxf(amax, warp_max[w]);
         if (threadIdx.x == 0) row_absmax[r] = amax;
-        const float scale = __fmul_rn(127.0f, __fdiv_rn(1.0f, amax));
+        const float scale = __fdividef(127.0f, amax);
         for (int64_t c = threadIdx.x; c < cols; c += blockDim.x)
             q[r * cols + c] = round_to_i8(__fmul_rn(as_f16(row[c]), scale));
         __syncthreads(); /* warp_max is reused by the next row */

@@ -9,8 +9,13 @@
  *     LLM.int8 figure (same storage: int8 + one fp32 per row);
  *   - --attn naive adds the fp32 score matrix of the largest call to the workspace;
  *   - --kv int8: 29,568 bytes per token (codes + one fp32 scale per row), and one layer's K and V
- *     in bf16 as workspace.
- * Plans only: nothing is allocated. */
+ *     in bf16 as workspace;
+ *   - tests/fixtures/models/tiny-odd (every Linear's in-features is not a multiple of 64): with
+ *     --quant nf4, nf4 --double-quant and int8 all 24 Linears are quantized, and the bytes the
+ *     CPU backend allocates for the weights are the planned bytes exactly; the plan is the
+ *     tensors' own sizes (spec formulas: ceil(n / 2) + 4 ceil(n / 64) for NF4, ...) plus at
+ *     most the alignment padding.
+ * Plans only for 7B; tiny-odd is loaded. */
 #include "engine/engine.h"
 #include "vltest.h"
 
@@ -41,6 +46,73 @@ static void check_close_above(const char *what, size_t got, size_t want, size_t 
     printf("%s: %zu bytes (reference %zu, +%zd)\n", what, got, want, (ssize_t)(got - want));
     VT_CHECKF(got >= want && got - want <= slack, "%s: %zu bytes, expected %zu + at most %zu", what,
               got, want, slack);
+}
+
+/* ---- tiny-odd: quantized layers of any width, placed exactly as planned -------------------- */
+
+typedef struct {
+    int quantized;  /* Linears in NF4 / Q8ROW */
+    int tensors;    /* everything placed */
+    size_t raw;     /* the tensors' own bytes, unaligned */
+    int64_t nf4_dq; /* Linears with double-quantized scales */
+} odd_count;
+
+static int count_placed(void *ctx, const char *name, const char *kind, vl_weight *w, vl_vec *v) {
+    odd_count *c = ctx;
+    c->tensors++;
+    if (v) {
+        c->raw += (size_t)v->n * vl_dtype_size(v->dtype);
+        return 0;
+    }
+    if (w->dtype == VL_DTYPE_NF4 || w->dtype == VL_DTYPE_Q8ROW) {
+        c->quantized += strcmp(kind, "linear") == 0;
+        c->nf4_dq += w->absmax_code != NULL;
+        int64_t n = w->rows * w->cols, blocks = (n + 63) / 64;
+        if (w->dtype == VL_DTYPE_Q8ROW)
+            c->raw += (size_t)n + 4 * (size_t)w->rows; /* int8 + one fp32 per row */
+        else if (w->absmax_code)                       /* codes + nested absmax + map */
+            c->raw +=
+                (size_t)(n + 1) / 2 + (size_t)blocks + 4 * (size_t)((blocks + 255) / 256) + 1024;
+        else
+            c->raw += (size_t)(n + 1) / 2 + 4 * (size_t)blocks;
+    } else {
+        c->raw += (size_t)(w->rows * w->cols) * vl_dtype_size(w->dtype);
+    }
+    (void)name;
+    return 0;
+}
+
+static void tiny_odd(vl_quant quant, int dq) {
+    const char *what = quant == VL_QUANT_INT8 ? "int8" : dq ? "nf4 double-quant" : "nf4";
+    vl_options o;
+    vl_options_default(&o);
+    o.model_dir = vt_fixture("models/tiny-odd");
+    o.quant = quant;
+    o.quant_double = dq;
+    o.backend = VL_BACKEND_CPU;
+    vl_model m;
+    memset(&m, 0, sizeof m);
+    if (vl_model_load(&m, &o, vl_backend_cpu()) != 0) {
+        VT_CHECKF(0, "tiny-odd %s: %s", what, vl_error_get());
+        vl_model_free(&m);
+        return;
+    }
+    vl_weight_plan wp;
+    vl_weight_plan_from_options(&wp, &o);
+    size_t planned = vl_weights_bytes(&m.cfg, &wp);
+    size_t allocated = m.weights_bytes; /* read first: a visit recounts the checkpoint's bytes */
+    odd_count c = {0, 0, 0, 0};
+    vl_weights_visit(&m, count_placed, &c);
+    printf("tiny-odd %s: %d Linears quantized, weights allocated %zu bytes, planned %zu\n", what,
+           c.quantized, allocated, planned);
+    /* 2 layers x 7 + 2 vision blocks x 4 + the merger's 2; none has in-features % 64 == 0 */
+    VT_CHECK_INT(c.quantized, 24);
+    VT_CHECK_INT(c.nf4_dq, dq ? 24 : 0);
+    VT_CHECK_INT(allocated, planned);
+    /* padding: matrices start on 256 bytes and the three regions end on 256; scales and
+     * vectors on 16 */
+    check_close_above("tiny-odd weights", planned, c.raw, 256ULL * (size_t)(c.tensors + 3));
+    vl_model_free(&m);
 }
 
 int main(void) {
@@ -101,5 +173,9 @@ int main(void) {
                       256);
     VT_CHECK_INT(k28.act, p28.act);
     VT_CHECK_INT(k28.weights, p28.weights);
+
+    tiny_odd(VL_QUANT_NF4, 0);
+    tiny_odd(VL_QUANT_NF4, 1);
+    tiny_odd(VL_QUANT_INT8, 0);
     return vt_finish();
 }

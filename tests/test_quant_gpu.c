@@ -6,7 +6,9 @@
  *               start poisoned and carry GUARD poisoned bytes after them, so a byte left
  *               unwritten (unless the CPU wrote the poison value) or written past the end fails.
  *               Shapes: one element, odd element counts, sizes that are not a multiple of the
- *               64-element block nor of the 256-block chunk, 7B shapes. Contents: N(0, 0.02);
+ *               64-element block nor of the 256-block chunk, in-features 40, 48 and 136 (NF4
+ *               blocks straddling rows), 7B shapes. Q8ROW's scale is __fdividef(127, absmax) on
+ *               both sides (the CPU twin's table of it is checked here). Contents: N(0, 0.02);
  *               all-zero blocks and rows, huge, tiny, subnormal and signed-zero values; block
  *               scales spread over 2^40 (the offset's sum is then inexact in double and the GPU
  *               must take its in-order fallback, on one matrix over two scratch segments);
@@ -267,9 +269,12 @@ static void test_quantize(int64_t rows, int64_t cols, kind k, vl_dtype fmt, int 
 }
 
 static void test_quantize_all(void) {
-    static const int64_t shapes[][2] = {{1, 1},      {1, 3},     {3, 64},      {5, 33},
-                                        {100, 70},   {37, 1000}, {256, 512},   {129, 4097},
-                                        {300, 2000}, {64, 4096}, {1024, 4096}, {512, 3584}};
+    /* in-features 40, 48, 136 (the tiny-odd model's): blocks straddle rows, and the last
+     * block is partial for 3x40, 5x48 and 7x136 */
+    static const int64_t shapes[][2] = {
+        {1, 1},     {1, 3},      {3, 64},     {5, 33},    {100, 70},    {37, 1000},
+        {256, 512}, {129, 4097}, {300, 2000}, {64, 4096}, {1024, 4096}, {512, 3584},
+        {3, 40},    {120, 40},   {5, 48},     {16, 48},   {7, 136},     {48, 136}};
     const int n_shapes = (int)(sizeof shapes / sizeof shapes[0]);
     for (int s = 0; s < n_shapes; s++)
         for (int f = 0; f < 3; f++) {
@@ -410,6 +415,12 @@ static void test_gemm_all(void) {
              * bias the GEMV fallback (cuBLASLt's bias epilogue rounded twice at this shape) */
             test_gemm(fmt, dq, 77, 130, 9, bias, 32);
             test_gemm(fmt, dq, 77, 130, 300, bias, 32);
+            /* the tiny-odd model's Linears: in-features 40, 48, 136 (NF4 blocks straddle
+             * rows), the default plan */
+            test_gemm(fmt, dq, 120, 40, 300, bias, 0);
+            test_gemm(fmt, dq, 136, 48, 64, bias, 0);
+            test_gemm(fmt, dq, 48, 136, 300, bias, 0);
+            test_gemm(fmt, dq, 48, 136, 9, bias, 16);
             /* 11 slices, the last one 40 rows: N is not a multiple of the slice */
             test_gemm(fmt, dq, 1000, 256, 64, bias, 96);
             test_gemm(fmt, dq, 1000, 256, 2048, bias, 96);
