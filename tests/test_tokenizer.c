@@ -465,11 +465,11 @@ static void test_refusals(const char *dir) {
     VT_CHECK(vl_read_file(path, 1 << 20, &full, &len) == 0);
     if (full) {
         full[len / 2] = '\0';
-        expect_refused(dir, "truncated", NULL, full, "invalid JSON");
+        expect_refused(dir, "truncated", NULL, full, "not valid JSON");
     }
     free(full);
     expect_refused(dir, "empty_object", NULL, "{}", "pre_tokenizer");
-    expect_refused(dir, "empty_file", NULL, "", "invalid JSON");
+    expect_refused(dir, "empty_file", NULL, "", "not valid JSON");
     vl_tokenizer *t = NULL;
     snprintf(path, sizeof path, "%s/does_not_exist.json", dir);
     vl_error_clear();
