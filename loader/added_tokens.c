@@ -75,6 +75,7 @@ int vl_added_add(vl_added_tokens *a, const char *content, int32_t id, bool norma
     t->normalized = normalized;
     t->content = strdup(content);
     if (!t->content) return vl_error_set("out of memory loading %s", path);
+    a->n++; /* from here on vl_added_free frees it */
     if (normalized && nfc) {
         if (vl_nfc(content, strlen(content), &t->pattern, &t->plen) != 0) return -1;
     } else {
@@ -82,7 +83,6 @@ int vl_added_add(vl_added_tokens *a, const char *content, int32_t id, bool norma
         t->plen = strlen(content);
         if (!t->pattern) return vl_error_set("out of memory loading %s", path);
     }
-    a->n++;
     a->by_content[hc] = (uint32_t)a->n;
     a->by_id[hi] = (uint32_t)a->n;
     a->any[normalized] = true;

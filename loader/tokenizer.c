@@ -3,11 +3,12 @@
  *
  * Encode: added tokens are split out first (added_tokens.c: leftmost, then longest, on the raw
  * text for tokens with normalized=false; on the NFC text for those with normalized=true), the
- * rest is NFC'd,
- * split by the Qwen2 pattern (pretokenize.c), mapped byte by byte to GPT-2's byte symbols and
- * merged by BPE in HF's order: lowest merge rank first, leftmost position on ties, one merge at
- * a time from a priority queue (tokenizers' models/bpe/word.rs), so every tie resolves alike.
- * Load is strict: a tokenizer.json whose pipeline is not the Qwen2 one (normalizer,
+ * rest is NFC'd, split by the Qwen2 pattern (pretokenize.c), mapped byte by byte to GPT-2's
+ * byte symbols and merged by BPE in HF's order: lowest merge rank first, leftmost position on
+ * ties, one merge at a time from a priority queue (tokenizers' models/bpe/word.rs), so every
+ * tie resolves alike.
+ * Load is strict: the JSON must be strict JSON (vl_json_parse: no repeated key, nothing after
+ * the value, no NUL byte), and a tokenizer.json whose pipeline is not the Qwen2 one (normalizer,
  * pre-tokenizer, decoder, model options), or that has no merges, is refused rather than read
  * into a tokenizer that would produce other ids.
  * Leaves out: offsets, truncation/padding, post-processor templates (encode adds no BOS/EOS,
