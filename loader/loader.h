@@ -152,11 +152,13 @@ int vl_preproc_config_load(vl_preproc_config *p, const char *path);
 
 typedef struct vl_tokenizer vl_tokenizer;
 
+/* path: a regular file (a FIFO or device is refused) of strict JSON (vl_json_parse). */
 int vl_tokenizer_load(vl_tokenizer **out, const char *path);
 void vl_tokenizer_free(vl_tokenizer *t);
 /* Encode UTF-8 text exactly as HF tokenizers does for the Qwen2 tokenizer.json: added tokens
  * split out first, NFC, the Qwen2 split pattern, byte-level mapping, BPE merges by rank.
- * *ids is malloc'ed. Invalid UTF-8 is an error. */
+ * *ids is malloc'ed. Invalid UTF-8 is an error. Time is linear in the text whatever the added
+ * tokens, but for BPE's n log n within one pre-tokenized word. */
 int vl_tokenizer_encode(const vl_tokenizer *t, const char *text, int32_t **ids, int *n);
 /* Id of a token given by its content ("<|im_start|>", "\n" as the vocab spells it after the
  * byte mapping is NOT accepted: pass added tokens only), or -1. */

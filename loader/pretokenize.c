@@ -1,6 +1,9 @@
 /* pretokenize.c: the text side of the Qwen2 tokenizer: UTF-8 validation, NFC (utf8proc) and the
  * Qwen2 split pattern, written out by hand as a scanner over code points.
  *
+ * NFC is utf8proc's decomposition and composition around a canonical ordering of our own
+ * (utf8proc's takes quadratic time on a long run of combining marks).
+ *
  * Why by hand: the pattern is fixed, a regex engine would be a dependency for one expression,
  * and each alternative's backtracking is short enough to spell out (see split_at). Character
  * classes come from utf8proc, the same tables as NFC: \p{L} = Lu Ll Lt Lm Lo, \p{N} = Nd Nl No,
@@ -81,12 +84,98 @@ static int utf8_decode(const unsigned char *s, uint32_t *cp) {
 
 /* ---- NFC ----------------------------------------------------------------------------------- */
 
+/* Stable sort of cp[0..n) by canonical combining class (all > 0): insertion sort for short runs,
+ * counting sort (into tmp, n entries) for long ones; both give the same order. */
+static void sort_marks(utf8proc_int32_t *cp, size_t n, utf8proc_int32_t *tmp) {
+    if (n <= 32) {
+        for (size_t i = 1; i < n; i++) {
+            utf8proc_int32_t c = cp[i];
+            uint8_t k = (uint8_t)utf8proc_get_property(c)->combining_class;
+            size_t j = i;
+            for (; j > 0 && utf8proc_get_property(cp[j - 1])->combining_class > k; j--)
+                cp[j] = cp[j - 1];
+            cp[j] = c;
+        }
+        return;
+    }
+    size_t start[257] = {0};
+    for (size_t i = 0; i < n; i++) start[utf8proc_get_property(cp[i])->combining_class + 1]++;
+    for (int k = 1; k < 257; k++) start[k] += start[k - 1];
+    for (size_t i = 0; i < n; i++)
+        tmp[start[utf8proc_get_property(cp[i])->combining_class]++] = cp[i];
+    memcpy(cp, tmp, n * sizeof *cp);
+}
+
+/* Canonical ordering: every maximal run of non-starters sorted by combining class. utf8proc_map
+ * does this by swapping neighbours one step at a time, quadratic in the run's length (100 KB of
+ * alternating U+0301 U+0316: 8 s), hence this pass and utf8proc's parts around it. */
+static int order_marks(utf8proc_int32_t *cp, size_t n) {
+    utf8proc_int32_t *tmp = NULL;
+    for (size_t i = 0; i < n;) {
+        if (utf8proc_get_property(cp[i])->combining_class == 0) {
+            i++;
+            continue;
+        }
+        size_t j = i + 1;
+        while (j < n && utf8proc_get_property(cp[j])->combining_class != 0) j++;
+        if (j - i > 32 && !tmp && !(tmp = malloc(n * sizeof *tmp)))
+            return vl_error_set("out of memory normalizing %zu characters of text", n);
+        sort_marks(cp + i, j - i, tmp);
+        i = j;
+    }
+    free(tmp);
+    return 0;
+}
+
+/* What utf8proc_map(s, n, UTF8PROC_STABLE | UTF8PROC_COMPOSE) gives, with a linear-time
+ * canonical ordering: canonical decomposition one code point at a time, ordering,
+ * composition and re-encoding (in place, into the same buffer). */
+static int nfc_general(const char *s, size_t n, char **out, size_t *out_n) {
+    const utf8proc_option_t opt = UTF8PROC_STABLE | UTF8PROC_COMPOSE;
+    size_t cap = n + 64, len = 0;
+    utf8proc_int32_t *cp = malloc(cap * sizeof *cp);
+    int bound = UTF8PROC_BOUNDCLASS_START;
+    for (size_t i = 0; cp && i < n;) {
+        if (cap - len < 32) { /* a canonical decomposition is 4 code points at most */
+            utf8proc_int32_t *p = realloc(cp, (cap *= 2) * sizeof *cp);
+            if (!p) free(cp);
+            cp = p;
+            if (!cp) break;
+        }
+        utf8proc_int32_t c;
+        i += (size_t)utf8proc_iterate((const utf8proc_uint8_t *)s + i, (utf8proc_ssize_t)(n - i),
+                                      &c);
+        utf8proc_ssize_t r =
+            utf8proc_decompose_char(c, cp + len, (utf8proc_ssize_t)(cap - len), opt, &bound);
+        if (r < 0 || (size_t)r >= cap - len) {
+            free(cp);
+            return vl_error_set("NFC normalization of the text failed: %s",
+                                r < 0 ? utf8proc_errmsg(r) : "decomposition too long");
+        }
+        len += (size_t)r;
+    }
+    if (!cp) return vl_error_set("out of memory normalizing %zu bytes of text", n);
+    if (order_marks(cp, len) != 0) {
+        free(cp);
+        return -1;
+    }
+    /* UTF-8 takes at most 4 bytes per code point, and cap > len leaves room for the NUL */
+    utf8proc_ssize_t r = utf8proc_reencode(cp, (utf8proc_ssize_t)len, opt);
+    if (r < 0) {
+        free(cp);
+        return vl_error_set("NFC normalization of the text failed: %s", utf8proc_errmsg(r));
+    }
+    *out = (char *)cp;
+    *out_n = (size_t)r;
+    return 0;
+}
+
 int vl_nfc(const char *s, size_t n, char **out, size_t *out_n) {
     *out = NULL;
     *out_n = 0;
     size_t i = 0;
     while (i < n && (unsigned char)s[i] < 0x80) i++;
-    if (i == n) { /* ASCII is already NFC: skip utf8proc's decompose/recompose round trip */
+    if (i == n) { /* ASCII is already NFC: skip the decompose/recompose round trip */
         char *copy = malloc(n + 1);
         if (!copy) return vl_error_set("out of memory normalizing %zu bytes of text", n);
         memcpy(copy, s, n);
@@ -95,18 +184,9 @@ int vl_nfc(const char *s, size_t n, char **out, size_t *out_n) {
         *out_n = n;
         return 0;
     }
-    if (n > (size_t)PTRDIFF_MAX / 8)
+    if (n > (size_t)PTRDIFF_MAX / 16)
         return vl_error_set("text of %zu bytes is too long to normalize", n);
-    utf8proc_uint8_t *dst = NULL;
-    utf8proc_ssize_t r = utf8proc_map((const utf8proc_uint8_t *)s, (utf8proc_ssize_t)n, &dst,
-                                      UTF8PROC_STABLE | UTF8PROC_COMPOSE);
-    if (r < 0) {
-        free(dst);
-        return vl_error_set("NFC normalization of the text failed: %s", utf8proc_errmsg(r));
-    }
-    *out = (char *)dst;
-    *out_n = (size_t)r;
-    return 0;
+    return nfc_general(s, n, out, out_n);
 }
 
 /* ---- the split pattern --------------------------------------------------------------------- */

@@ -1,12 +1,14 @@
 /* tokenizer.c: the Qwen2 byte-level BPE tokenizer from tokenizer.json, encoding exactly as HF
  * `tokenizers` does and decoding as a stream.
  *
- * Encode: added tokens are split out first (leftmost, then longest, on the raw text for tokens
- * with normalized=false; on the NFC text for those with normalized=true), the rest is NFC'd,
- * split by the Qwen2 pattern (pretokenize.c), mapped byte by byte to GPT-2's byte symbols and
- * merged by BPE in HF's order: lowest merge rank first, leftmost position on ties, one merge at
- * a time from a priority queue (tokenizers' models/bpe/word.rs), so every tie resolves alike.
- * Load is strict: a tokenizer.json whose pipeline is not the Qwen2 one (normalizer,
+ * Encode: added tokens are split out first (added_tokens.c: leftmost, then longest, on the raw
+ * text for tokens with normalized=false; on the NFC text for those with normalized=true), the
+ * rest is NFC'd, split by the Qwen2 pattern (pretokenize.c), mapped byte by byte to GPT-2's
+ * byte symbols and merged by BPE in HF's order: lowest merge rank first, leftmost position on
+ * ties, one merge at a time from a priority queue (tokenizers' models/bpe/word.rs), so every
+ * tie resolves alike.
+ * Load is strict: the JSON must be strict JSON (vl_json_parse: no repeated key, nothing after
+ * the value, no NUL byte), and a tokenizer.json whose pipeline is not the Qwen2 one (normalizer,
  * pre-tokenizer, decoder, model options), or that has no merges, is refused rather than read
  * into a tokenizer that would produce other ids.
  * Leaves out: offsets, truncation/padding, post-processor templates (encode adds no BOS/EOS,
@@ -28,14 +30,6 @@ typedef struct {
     uint32_t a, b;     /* left and right token ids; a == EMPTY marks a free slot */
     uint32_t rank, id; /* position in model.merges, id of the merged token */
 } merge_slot;
-
-typedef struct {
-    char *content; /* as written in tokenizer.json; what decoding gives back */
-    char *pattern; /* what is matched in the text: content, or NFC(content) if normalized */
-    size_t plen;
-    int32_t id;
-    bool normalized;
-} added_token;
 
 struct vl_tokenizer {
     int32_t n_ids; /* highest id + 1 */
@@ -59,34 +53,14 @@ struct vl_tokenizer {
     int32_t byte_id[256];   /* id of the one-byte symbol of each byte */
     uint16_t byte_cp[256];  /* GPT-2 bytes_to_unicode */
     int16_t cp_byte[0x144]; /* its inverse; -1 for code points that are no byte symbol */
-    added_token *added;
-    int n_added;
-    uint8_t added_first[256]; /* bit 1: a raw added token starts with this byte; 2: normalized */
+    vl_added_tokens added;
     bool nfc, ignore_merges;
 };
 
-/* ---- hashing -------------------------------------------------------------------------------- */
-
-static uint64_t hash_bytes(const char *s, size_t n) {
-    uint64_t h = 0xcbf29ce484222325ull; /* FNV-1a */
-    for (size_t i = 0; i < n; i++) h = (h ^ (unsigned char)s[i]) * 0x100000001b3ull;
-    return h ^ (h >> 29);
-}
-
-static uint64_t hash_pair(uint32_t a, uint32_t b) {
-    uint64_t x = ((uint64_t)a << 32 | b) * 0x9e3779b97f4a7c15ull; /* splitmix64 finalizer */
-    x = (x ^ (x >> 30)) * 0xbf58476d1ce4e5b9ull;
-    return x ^ (x >> 31);
-}
-
-static size_t table_size(size_t n) { /* power of two, load factor <= 1/2 */
-    size_t s = 16;
-    while (s < 2 * n) s *= 2;
-    return s;
-}
+/* ---- hash lookups --------------------------------------------------------------------------- */
 
 static int32_t vocab_find(const vl_tokenizer *t, const char *s, size_t n) {
-    for (size_t h = hash_bytes(s, n) & t->spell_mask;; h = (h + 1) & t->spell_mask) {
+    for (size_t h = vl_hash_bytes(s, n) & t->spell_mask;; h = (h + 1) & t->spell_mask) {
         uint32_t e = t->spell_slots[h];
         if (e == 0) return -1;
         e--;
@@ -96,7 +70,7 @@ static int32_t vocab_find(const vl_tokenizer *t, const char *s, size_t n) {
 }
 
 static const merge_slot *merge_find(const vl_tokenizer *t, uint32_t a, uint32_t b) {
-    for (size_t h = hash_pair(a, b) & t->merge_mask;; h = (h + 1) & t->merge_mask) {
+    for (size_t h = vl_hash_pair(a, b) & t->merge_mask;; h = (h + 1) & t->merge_mask) {
         const merge_slot *m = &t->merges[h];
         if (m->a == EMPTY) return NULL;
         if (m->a == a && m->b == b) return m;
@@ -235,7 +209,7 @@ static int load_vocab(vl_tokenizer *t, const cJSON *model, const char *path) {
     t->spell_off = malloc((size_t)n * sizeof *t->spell_off);
     t->spell_len = malloc((size_t)n * sizeof *t->spell_len);
     t->spell_id = malloc((size_t)n * sizeof *t->spell_id);
-    size_t size = table_size((size_t)n);
+    size_t size = vl_hash_table_size((size_t)n);
     t->spell_slots = calloc(size, sizeof *t->spell_slots);
     t->spell_mask = size - 1;
     if (!t->spell_off || !t->spell_len || !t->spell_id || !t->spell_slots)
@@ -249,7 +223,7 @@ static int load_vocab(vl_tokenizer *t, const cJSON *model, const char *path) {
         if (arena_add(t, e->string, len, &t->spell_off[k]) != 0) return -1;
         t->spell_len[k] = (uint32_t)len;
         get_id(e, &t->spell_id[k]);
-        size_t h = hash_bytes(e->string, len) & t->spell_mask;
+        size_t h = vl_hash_bytes(e->string, len) & t->spell_mask;
         while (t->spell_slots[h]) h = (h + 1) & t->spell_mask;
         t->spell_slots[h] = (uint32_t)k + 1;
     }
@@ -290,7 +264,7 @@ static int load_merges(vl_tokenizer *t, const cJSON *model, const char *path) {
                             merges ? "not an array" : "missing");
     size_t n = 0;
     for (const cJSON *m = merges->child; m; m = m->next) n++;
-    size_t size = table_size(n);
+    size_t size = vl_hash_table_size(n);
     t->merges = malloc(size * sizeof *t->merges);
     if (!t->merges) return vl_error_set("out of memory loading the merges of %s", path);
     for (size_t i = 0; i < size; i++) t->merges[i].a = EMPTY;
@@ -321,7 +295,7 @@ static int load_merges(vl_tokenizer *t, const cJSON *model, const char *path) {
             break;
         }
         /* a pair listed twice keeps its last rank, as HF's HashMap insert does */
-        size_t h = hash_pair((uint32_t)ia, (uint32_t)ib) & t->merge_mask;
+        size_t h = vl_hash_pair((uint32_t)ia, (uint32_t)ib) & t->merge_mask;
         while (t->merges[h].a != EMPTY &&
                !(t->merges[h].a == (uint32_t)ia && t->merges[h].b == (uint32_t)ib))
             h = (h + 1) & t->merge_mask;
@@ -339,9 +313,7 @@ static int load_added(vl_tokenizer *t, const cJSON *root, const char *path) {
     const cJSON *list = cJSON_GetObjectItemCaseSensitive(root, "added_tokens");
     if (!list || cJSON_IsNull(list)) return 0;
     if (!cJSON_IsArray(list)) return vl_error_set("%s: added_tokens is not an array", path);
-    int n = cJSON_GetArraySize(list);
-    t->added = calloc((size_t)(n > 0 ? n : 1), sizeof *t->added);
-    if (!t->added) return vl_error_set("out of memory loading the added tokens of %s", path);
+    if (vl_added_init(&t->added, cJSON_GetArraySize(list), path) != 0) return -1;
     int k = 0;
     for (const cJSON *e = list->child; e; e = e->next, k++) {
         const cJSON *c = cJSON_GetObjectItemCaseSensitive(e, "content");
@@ -358,29 +330,12 @@ static int load_added(vl_tokenizer *t, const cJSON *root, const char *path) {
             return vl_error_set("%s: added token \"%.60s\" sets single_word, lstrip or rstrip, "
                                 "which vlrun does not implement (Qwen2 tokens set none)",
                                 path, c->valuestring);
-        for (int j = 0; j < k; j++)
-            if (t->added[j].id == id || strcmp(t->added[j].content, c->valuestring) == 0)
-                return vl_error_set("%s: added tokens \"%.60s\" and \"%.60s\" share an id or "
-                                    "content",
-                                    path, t->added[j].content, c->valuestring);
-        added_token *a = &t->added[k];
-        t->n_added = k + 1;
-        a->id = id;
         /* HF's default for a token without the field: normalized unless special */
-        a->normalized = norm ? cJSON_IsTrue(norm) : !flag_is(e, "special", true);
-        a->content = strdup(c->valuestring);
-        if (!a->content) return vl_error_set("out of memory loading %s", path);
-        if (a->normalized && t->nfc) {
-            if (vl_nfc(a->content, strlen(a->content), &a->pattern, &a->plen) != 0) return -1;
-        } else {
-            a->pattern = strdup(a->content);
-            a->plen = strlen(a->content);
-            if (!a->pattern) return vl_error_set("out of memory loading %s", path);
-        }
-        t->added_first[(unsigned char)a->pattern[0]] |= a->normalized ? 2 : 1;
+        bool normalized = norm ? cJSON_IsTrue(norm) : !flag_is(e, "special", true);
+        if (vl_added_add(&t->added, c->valuestring, id, normalized, t->nfc, path) != 0) return -1;
         if (id >= t->n_ids) t->n_ids = id + 1;
     }
-    return 0;
+    return vl_added_build(&t->added, path);
 }
 
 /* id -> bytes, as HF's ByteLevel decoder gives them: a vocab token whose characters are all
@@ -394,7 +349,7 @@ static int build_id_table(vl_tokenizer *t, const char *path) {
      * (in the arena too) stay put while their bytes are written after them */
     size_t need = 0;
     for (int32_t k = 0; k < t->n_vocab; k++) need += t->spell_len[k] + 1;
-    for (int i = 0; i < t->n_added; i++) need += strlen(t->added[i].content) + 1;
+    for (int i = 0; i < t->added.n; i++) need += strlen(t->added.tok[i].content) + 1;
     if (arena_reserve(t, need) != 0) return -1;
     for (int32_t k = 0; k < t->n_vocab; k++) {
         int32_t id = t->spell_id[k];
@@ -420,8 +375,8 @@ static int build_id_table(vl_tokenizer *t, const char *path) {
         t->tok_len[id] = (int32_t)n;
         t->arena_used += n + 1;
     }
-    for (int i = 0; i < t->n_added; i++) {
-        added_token *a = &t->added[i];
+    for (int i = 0; i < t->added.n; i++) {
+        const vl_added_token *a = &t->added.tok[i];
         if (arena_add(t, a->content, strlen(a->content), &t->tok_off[a->id]) != 0) return -1;
         t->tok_len[a->id] = (int32_t)strlen(a->content);
     }
@@ -447,16 +402,10 @@ int vl_tokenizer_load(vl_tokenizer **out, const char *path) {
     char *text;
     size_t len;
     if (vl_read_file(path, TOKENIZER_MAX_FILE, &text, &len) != 0) return -1;
-    cJSON *root = cJSON_ParseWithLength(text, len);
-    if (!root) {
-        const char *at = cJSON_GetErrorPtr();
-        size_t off = at && at >= text && at <= text + len ? (size_t)(at - text) : len;
-        free(text);
-        return vl_error_set("%s: invalid JSON near byte %zu of %zu (truncated or damaged "
-                            "download?); fetch the tokenizer.json again",
-                            path, off, len);
-    }
+    cJSON *root = NULL;
+    int parsed = vl_json_parse(text, len, path, &root);
     free(text);
+    if (parsed != 0) return -1;
     vl_tokenizer *t = calloc(1, sizeof *t);
     if (!t) {
         cJSON_Delete(root);
@@ -480,11 +429,7 @@ int vl_tokenizer_load(vl_tokenizer **out, const char *path) {
 
 void vl_tokenizer_free(vl_tokenizer *t) {
     if (!t) return;
-    for (int i = 0; i < t->n_added; i++) {
-        free(t->added[i].content);
-        free(t->added[i].pattern);
-    }
-    free(t->added);
+    vl_added_free(&t->added);
     free(t->arena);
     free(t->tok_off);
     free(t->tok_len);
@@ -621,27 +566,18 @@ static int encode_word(void *ctx, const char *w, size_t n) {
     return 0;
 }
 
-/* Leftmost, then longest, added token in s[0..n) among the raw (normalized == false) or the
- * normalized ones; returns its index or -1. */
-static int find_added(const vl_tokenizer *t, const char *s, size_t n, bool normalized, size_t *at) {
-    uint8_t bit = normalized ? 2 : 1;
-    for (size_t i = 0; i < n; i++) {
-        if (!(t->added_first[(unsigned char)s[i]] & bit)) continue;
-        int best = -1;
-        for (int k = 0; k < t->n_added; k++) {
-            const added_token *a = &t->added[k];
-            if (a->normalized == normalized && a->plen <= n - i &&
-                (best < 0 || a->plen > t->added[best].plen) &&
-                memcmp(s + i, a->pattern, a->plen) == 0)
-                best = k;
-        }
-        if (best >= 0) return *at = i, best;
-    }
-    return -1;
+static int encode_words(void *ctx, const char *s, size_t n) {
+    return vl_pretokenize_qwen2(s, n, encode_word, ctx);
+}
+
+static int push_added(void *ctx, int index) {
+    encoder *e = ctx;
+    return push_id(e, e->t->added.tok[index].id);
 }
 
 /* Text between raw added tokens: NFC, then the normalized added tokens, then words. */
-static int encode_segment(encoder *e, const char *s, size_t n) {
+static int encode_segment(void *ctx, const char *s, size_t n) {
+    encoder *e = ctx;
     const vl_tokenizer *t = e->t;
     char *norm = NULL;
     if (t->nfc) {
@@ -650,16 +586,7 @@ static int encode_segment(encoder *e, const char *s, size_t n) {
         s = norm;
         n = norm_len;
     }
-    int rc = 0;
-    while (rc == 0 && n > 0) {
-        size_t at = n;
-        int k = find_added(t, s, n, true, &at);
-        rc = vl_pretokenize_qwen2(s, at, encode_word, e);
-        if (k < 0 || rc != 0) break;
-        rc = push_id(e, t->added[k].id);
-        s += at + t->added[k].plen;
-        n -= at + t->added[k].plen;
-    }
+    int rc = vl_added_split(&t->added, s, n, true, encode_words, push_added, e);
     free(norm);
     return rc;
 }
@@ -674,16 +601,7 @@ int vl_tokenizer_encode(const vl_tokenizer *t, const char *text, int32_t **ids, 
                             "%zu); convert it to UTF-8 first",
                             (unsigned char)text[valid], valid);
     encoder e = {.t = t};
-    int rc = 0;
-    while (rc == 0 && len > 0) {
-        size_t at = len;
-        int k = find_added(t, text, len, false, &at);
-        if (at > 0) rc = encode_segment(&e, text, at);
-        if (k < 0 || rc != 0) break;
-        rc = push_id(&e, t->added[k].id);
-        text += at + t->added[k].plen;
-        len -= at + t->added[k].plen;
-    }
+    int rc = vl_added_split(&t->added, text, len, false, encode_segment, push_added, &e);
     free(e.sym);
     free(e.heap);
     free(e.spell);
@@ -698,9 +616,8 @@ int vl_tokenizer_encode(const vl_tokenizer *t, const char *text, int32_t **ids, 
 
 int vl_tokenizer_token_id(const vl_tokenizer *t, const char *content) {
     if (!t || !content) return -1;
-    for (int k = 0; k < t->n_added; k++)
-        if (strcmp(t->added[k].content, content) == 0) return t->added[k].id;
-    return -1;
+    int k = vl_added_find(&t->added, content);
+    return k < 0 ? -1 : t->added.tok[k].id;
 }
 
 int vl_tokenizer_vocab_size(const vl_tokenizer *t) {

@@ -9,10 +9,13 @@
  *   streaming  UTF-8 held back across tokens, U+FFFD where HF's lossy decode puts it
  *   tiny       hand-made tokenizer.json files: "a b" and ["a", "b"] merges, rank order, added
  *              tokens (raw and normalized), ignore_merges; and files that must be refused
+ *              (unsupported pipelines, broken entries, JSON with a key twice, text after the
+ *              value or a NUL byte, a FIFO)
  *
  * Needs $VL_TOKENIZER_DIR/tokenizer.json (scripts/fetch_tokenizer.sh): missing is a failure. */
 #include "loader/loader.h"
 #include "vltest.h"
+#include "vltest_tok.h"
 
 #include <cJSON.h>
 #include <stdint.h>
@@ -55,23 +58,6 @@ static char *decode_all(const vl_tokenizer *t, const int32_t *ids, int n) {
     }
     if (s) s[len] = '\0';
     return s;
-}
-
-static void print_ids(const char *label, const int32_t *ids, int n) {
-    fprintf(stderr, "  %s (%d):", label, n);
-    for (int i = 0; i < n && i < 40; i++) fprintf(stderr, " %d", ids[i]);
-    fprintf(stderr, n > 40 ? " ...\n" : "\n");
-}
-
-static void check_ids(const vl_tokenizer *t, const char *text, const int32_t *want, int n_want) {
-    int32_t *ids = NULL;
-    int n = -1;
-    int rc = vl_tokenizer_encode(t, text, &ids, &n);
-    VT_CHECKF(rc == 0, "encode \"%s\": %s", text, vl_error_get());
-    int same = rc == 0 && n == n_want && (n == 0 || memcmp(ids, want, n * sizeof *ids) == 0);
-    VT_CHECKF(same, "ids of \"%s\"", text);
-    if (!same && rc == 0) print_ids("got", ids, n), print_ids("want", want, n_want);
-    free(ids);
 }
 
 /* ---- the real Qwen2 tokenizer ---------------------------------------------------------------- */
@@ -289,82 +275,6 @@ static void test_speed(const vl_tokenizer *t) {
 
 /* ---- hand-made tokenizer.json files -------------------------------------------------------- */
 
-/* The Qwen2 split pattern as tokenizer.json spells it (JSON-escaped). */
-#define QWEN2_PATTERN_JSON                                                                         \
-    "(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\\\\r\\\\n\\\\p{L}\\\\p{N}]?\\\\p{L}+|\\\\p{N}| "              \
-    "?[^\\\\s\\\\p{L}\\\\p{N}]+[\\\\r\\\\n]*|\\\\s*[\\\\r\\\\n]+|\\\\s+(?!\\\\S)|\\\\s+"
-
-typedef struct {
-    const char *model_type;  /* JSON value of model.type */
-    const char *merges;      /* JSON value of model.merges, NULL: leave the key out */
-    int no_vocab;            /* leave model.vocab out */
-    int drop_byte;           /* a byte whose symbol is left out of the vocab, or -1 */
-    const char *normalizer;  /* JSON value */
-    const char *pattern;     /* JSON string body of the Split regex */
-    const char *added;       /* JSON value of added_tokens */
-    const char *model_extra; /* more "key": value pairs for model, each followed by ", " */
-    const char *vocab_extra; /* more ", key: id" entries for model.vocab */
-} tiny_opts;
-
-/* Files written into the temporary folder, removed at the end. */
-static char made[64][4096];
-static int n_made;
-
-static FILE *create(const char *dir, const char *name, char *path, size_t cap) {
-    snprintf(path, cap, "%s/%s.json", dir, name);
-    if (n_made < 64) snprintf(made[n_made++], sizeof made[0], "%s", path);
-    return fopen(path, "wb");
-}
-
-/* Vocab: byte b's GPT-2 symbol has id b; then "ab" 256, "Ġa" 257, "Ġab" 258, "aa" 259,
- * "bc" 260. Written out independently of the loader's byte table. */
-static int write_tiny(const char *dir, const char *name, const tiny_opts *o, char *path,
-                      size_t cap) {
-    FILE *f = create(dir, name, path, cap);
-    if (!f) return -1;
-    fprintf(f, "{\"version\": \"1.0\", \"truncation\": null, \"padding\": null,\n");
-    fprintf(f, "\"added_tokens\": %s,\n", o->added ? o->added : "[]");
-    fprintf(f, "\"normalizer\": %s,\n", o->normalizer ? o->normalizer : "{\"type\": \"NFC\"}");
-    fprintf(f,
-            "\"pre_tokenizer\": {\"type\": \"Sequence\", \"pretokenizers\": [{\"type\": "
-            "\"Split\", \"pattern\": {\"Regex\": \"%s\"}, \"behavior\": \"Isolated\", "
-            "\"invert\": false}, {\"type\": \"ByteLevel\", \"add_prefix_space\": false, "
-            "\"trim_offsets\": false, \"use_regex\": false}]},\n",
-            o->pattern ? o->pattern : QWEN2_PATTERN_JSON);
-    fprintf(f, "\"post_processor\": null,\n\"decoder\": {\"type\": \"ByteLevel\", "
-               "\"add_prefix_space\": false, \"trim_offsets\": false, \"use_regex\": false},\n");
-    fprintf(f, "\"model\": {\"type\": %s, \"dropout\": null, \"unk_token\": null, %s",
-            o->model_type ? o->model_type : "\"BPE\"", o->model_extra ? o->model_extra : "");
-    if (!o->no_vocab) {
-        fprintf(f, "\"vocab\": {");
-        int next = 256;
-        for (int b = 0; b < 256; b++) {
-            int printable = (b >= 0x21 && b <= 0x7E) || (b >= 0xA1 && b <= 0xAC) || b >= 0xAE;
-            int cp = printable ? b : next++;
-            if (b != o->drop_byte) fprintf(f, "\"\\u%04x\": %d, ", cp, b);
-        }
-        fprintf(f,
-                "\"ab\": 256, \"\\u0120a\": 257, \"\\u0120ab\": 258, \"aa\": 259, "
-                "\"bc\": 260%s}",
-                o->vocab_extra ? o->vocab_extra : "");
-    }
-    if (o->merges) fprintf(f, "%s\"merges\": %s", o->no_vocab ? "" : ", ", o->merges);
-    fprintf(f, "}}\n");
-    return fclose(f);
-}
-
-#define LEGACY_MERGES                                                                              \
-    "[\"#version: 0.2\", \"a b\", \"\\u0120 a\", \"\\u0120a b\", \"a a\", \"b c\"]"
-
-static vl_tokenizer *load_tiny(const char *dir, const char *name, const tiny_opts *o) {
-    char path[4096];
-    VT_CHECK(write_tiny(dir, name, o, path, sizeof path) == 0);
-    vl_tokenizer *t = NULL;
-    vl_error_clear();
-    VT_CHECKF(vl_tokenizer_load(&t, path) == 0, "%s: %s", name, vl_error_get());
-    return t;
-}
-
 static void test_tiny(const char *dir) {
     const char *added = "[{\"id\": 300, \"content\": \"<x>\", \"single_word\": false, \"lstrip\": "
                         "false, \"rstrip\": false, \"normalized\": false, \"special\": true}, "
@@ -403,12 +313,14 @@ static void test_tiny(const char *dir) {
     vl_tokenizer_free(t);
 }
 
-static void expect_refused(const char *dir, const char *name, const tiny_opts *o, const char *raw,
-                           const char *why) {
+/* The file is `raw_len` bytes of raw if raw is not NULL, else write_tiny's with options o. */
+static void expect_refused_n(const char *dir, const char *name, const tiny_opts *o, const char *raw,
+                             size_t raw_len, const char *why) {
     char path[4096];
     if (raw) {
         FILE *f = create(dir, name, path, sizeof path);
-        VT_CHECK(f && fputs(raw, f) >= 0 && fclose(f) == 0);
+        VT_CHECK(f && fwrite(raw, 1, raw_len, f) == raw_len);
+        VT_CHECK(f && fclose(f) == 0);
     } else
         VT_CHECK(write_tiny(dir, name, o, path, sizeof path) == 0);
     vl_tokenizer *t = (vl_tokenizer *)&t; /* must come back NULL */
@@ -420,6 +332,11 @@ static void expect_refused(const char *dir, const char *name, const tiny_opts *o
     VT_CHECKF(strstr(vl_error_get(), why) != NULL, "%s: expected a message about \"%s\", got: %s",
               name, why, vl_error_get());
     if (rc == 0) vl_tokenizer_free(t);
+}
+
+static void expect_refused(const char *dir, const char *name, const tiny_opts *o, const char *raw,
+                           const char *why) {
+    expect_refused_n(dir, name, o, raw, raw ? strlen(raw) : 0, why);
 }
 
 static void test_refusals(const char *dir) {
@@ -456,6 +373,10 @@ static void test_refusals(const char *dir) {
     REFUSE("added_no_content", "added_tokens[0]", v.added = "[{\"id\": 300}]");
     REFUSE("added_duplicate", "share an id",
            v.added = "[{\"id\": 300, \"content\": \"<x>\"}, {\"id\": 300, \"content\": \"<y>\"}]");
+    /* strict JSON (vl_json_parse): a key twice in one object, anywhere */
+    REFUSE("vocab_key_twice", "\"ab\" twice in one object", v.vocab_extra = ", \"ab\": 261");
+    REFUSE("model_key_twice", "\"dropout\" twice in one object",
+           v.model_extra = "\"dropout\": null, ");
 #undef REFUSE
     /* files that are not a whole tokenizer.json */
     char path[4096];
@@ -464,31 +385,45 @@ static void test_refusals(const char *dir) {
     size_t len = 0;
     VT_CHECK(vl_read_file(path, 1 << 20, &full, &len) == 0);
     if (full) {
+        /* more text after the JSON value; a NUL byte (in the white space after it, and inside) */
+        char *more = malloc(len + 16);
+        memcpy(more, full, len);
+        memcpy(more + len, " {}\n", 4);
+        expect_refused_n(dir, "trailing_text", NULL, more, len + 4, "after the JSON value");
+        memcpy(more + len, "\n\0\n", 3);
+        expect_refused_n(dir, "trailing_nul", NULL, more, len + 3, "NUL byte");
+        memcpy(more, full, len);
+        more[len / 3] = '\0';
+        expect_refused_n(dir, "inner_nul", NULL, more, len, "NUL byte");
+        free(more);
         full[len / 2] = '\0';
-        expect_refused(dir, "truncated", NULL, full, "invalid JSON");
+        expect_refused(dir, "truncated", NULL, full, "not valid JSON");
     }
     free(full);
     expect_refused(dir, "empty_object", NULL, "{}", "pre_tokenizer");
-    expect_refused(dir, "empty_file", NULL, "", "invalid JSON");
+    expect_refused(dir, "empty_file", NULL, "", "not valid JSON");
     vl_tokenizer *t = NULL;
     snprintf(path, sizeof path, "%s/does_not_exist.json", dir);
     vl_error_clear();
     VT_CHECK(vl_tokenizer_load(&t, path) != 0 && t == NULL && strstr(vl_error_get(), path));
     vl_error_clear();
     VT_CHECK(vl_tokenizer_load(&t, dir) != 0 && t == NULL && strstr(vl_error_get(), dir));
+    /* a FIFO with no writer: refused at once; a load that blocked would end here by SIGALRM */
+    snprintf(path, sizeof path, "%s/fifo.json", dir);
+    VT_CHECKF(mkfifo(path, 0600) == 0, "mkfifo %s", path);
+    if (n_made < 64) snprintf(made[n_made++], sizeof made[0], "%s", path);
+    alarm(120);
     vl_error_clear();
-}
-
-static void remove_dir(const char *dir) {
-    for (int i = 0; i < n_made; i++) unlink(made[i]);
-    rmdir(dir);
+    VT_CHECK(vl_tokenizer_load(&t, path) != 0 && t == NULL);
+    alarm(0);
+    VT_CHECKF(strstr(vl_error_get(), path) && strstr(vl_error_get(), "FIFO"), "message: %s",
+              vl_error_get());
+    vl_error_clear();
 }
 
 int main(void) {
     char dir[1024];
-    const char *tmp = getenv("TMPDIR");
-    snprintf(dir, sizeof dir, "%s/vl_tokenizer_XXXXXX", tmp && tmp[0] ? tmp : "/tmp");
-    if (mkdtemp(dir)) {
+    if (make_temp_dir(dir, sizeof dir) == 0) {
         test_tiny(dir);
         test_refusals(dir);
         remove_dir(dir);
