@@ -58,7 +58,7 @@ corrupt hdr_beyond       'b[:8] = struct.pack("<Q", len(b) * 4)'
 corrupt bad_json         'b[8:9] = b"#"'
 corrupt out_of_range     'h["model.norm.weight"]["data_offsets"][1] += 10**9; b = bytearray(rewrite(h))'
 corrupt overlap          'k = sorted((v["data_offsets"][0], n) for n, v in h.items() if n != "__metadata__"); a, c = k[1][1], k[2][1]; L = h[c]["data_offsets"][1] - h[c]["data_offsets"][0]; h[c]["data_offsets"] = [h[a]["data_offsets"][0], h[a]["data_offsets"][0] + L]; b = bytearray(rewrite(h))'
-corrupt missing_tensor   'del h["model.layers.1.mlp.up_proj.weight"]; b = bytearray(rewrite(h))'
+corrupt missing_tensor   'h["unused.up_proj.weight"] = h.pop("model.layers.1.mlp.up_proj.weight"); b = bytearray(rewrite(h))'
 corrupt wrong_shape      'h["model.norm.weight"]["shape"] = [64]; o = h["model.norm.weight"]["data_offsets"]; o[1] = o[0] + 128; b = bytearray(rewrite(h))'
 corrupt unknown_dtype    'h["model.norm.weight"]["dtype"] = "F8_E9M9"; b = bytearray(rewrite(h))'
 
