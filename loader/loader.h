@@ -133,7 +133,9 @@ typedef struct {
     int bos_id, eos_id, vision_start_id, vision_end_id, vision_pad_id, image_id, video_id;
 } vl_config;
 
-/* Parse config.json text (flat or nested layout); `name` is used in error messages. */
+/* Parse config.json text (flat or nested layout; strict JSON); `name` is used in error messages.
+ * Vision sizes are held to the Qwen-VL family's (patch 14 or 16, temporal 2, merge 2); special
+ * token ids, given or defaulted to Qwen2-VL's, must be below vocab_size. */
 int vl_config_parse(vl_config *c, const char *json_text, const char *name);
 int vl_config_load(vl_config *c, const char *path);
 
@@ -145,8 +147,14 @@ typedef struct {
 
 /* The Qwen2-VL-7B-Instruct values (min 3136, max 12845056, CLIP mean/std, 14/2/2). */
 void vl_preproc_config_default(vl_preproc_config *p);
-/* preprocessor_config.json; keys absent from the file keep the defaults. */
+/* preprocessor_config.json; keys absent from the file keep the defaults. Sizes are held to the
+ * Qwen-VL family's: patch_size 14 or 16, temporal_patch_size 2, merge_size 2, 1 <= min_pixels
+ * <= max_pixels <= 12845056 (also spelled size {shortest_edge, longest_edge}). */
 int vl_preproc_config_load(vl_preproc_config *p, const char *path);
+/* A loaded preprocessor_config.json (path, for messages) must agree with config.json on
+ * patch_size, temporal_patch_size and merge_size: transformers cuts pixels with the former and
+ * builds the patch embedding and merger from the latter. Call it after loading both. */
+int vl_preproc_config_check(const vl_preproc_config *p, const vl_config *c, const char *path);
 
 /* ---- tokenizer (loader/tokenizer.c) ------------------------------------------------------- */
 
