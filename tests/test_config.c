@@ -729,6 +729,19 @@ static void test_preproc_check(void) {
     VT_CHECK(vl_preproc_config_check(&p, &c, "x/preprocessor_config.json") != 0);
     VT_CHECKF(strstr(vl_error_get(), "vision_config.spatial_merge_size is 4"), "%s",
               vl_error_get());
+    /* the fixture models' own pairs load and agree */
+    static const char *const models[] = {"models/tiny-a", "models/tiny-b", "models/tiny-odd"};
+    for (int m = 0; m < 3; m++) {
+        char cp[512], pp[512];
+        snprintf(cp, sizeof cp, "%s/config.json", models[m]);
+        snprintf(pp, sizeof pp, "%s/preprocessor_config.json", models[m]);
+        vl_error_clear();
+        VT_CHECKF(vl_config_load(&c, vt_fixture(cp)) == 0 &&
+                      vl_preproc_config_load(&p, vt_fixture(pp)) == 0 &&
+                      vl_preproc_config_check(&p, &c, pp) == 0,
+                  "%s: %s", models[m], vl_error_get());
+        VT_CHECK(p.patch == 14 && p.max_pixels == 12845056 && p.min_pixels == 3136);
+    }
 }
 
 /* A FIFO as config.json or preprocessor_config.json is refused, not opened for reading (which

@@ -389,6 +389,19 @@ static void test_fixtures(void) {
     t = vl_checkpoint_find(&ck, "model.layers.0.mlp.down_proj.weight_format");
     VT_CHECK(t && t->dtype == VL_DTYPE_U8 && t->ndim == 0 && t->numel == 1 && t->nbytes == 1);
     vl_checkpoint_close(&ck);
+    /* the engine's fixture models: 8 shards and an index, one file, odd widths (vlrun synth) */
+    static const struct {
+        const char *dir;
+        int n_files;
+    } models[] = {{"models/tiny-a", 8}, {"models/tiny-b", 1}, {"models/tiny-odd", 1}};
+    for (size_t m = 0; m < sizeof models / sizeof models[0]; m++) {
+        VT_CHECKF(vl_checkpoint_open(&ck, vt_fixture(models[m].dir)) == 0, "%s", vl_error_get());
+        VT_CHECK_INT(ck.n_files, models[m].n_files);
+        VT_CHECKF(vl_checkpoint_find(&ck, "model.embed_tokens.weight") != NULL, "%s",
+                  models[m].dir);
+        check_invariants(&ck);
+        vl_checkpoint_close(&ck);
+    }
 }
 
 /* ---- writer failures ------------------------------------------------------------------------ */
