@@ -32,7 +32,6 @@
 #define CFG_MAX_FILE   (16u << 20)
 #define CFG_MAX_SIZE   (1 << 20) /* bound of every width, count and id */
 #define CFG_MAX_POS    (1 << 24)
-#define CFG_JSON_MAXI  9007199254740992.0 /* 2^53 */
 #define CFG_MAX_PIXELS 12845056LL /* 16384 * 28 * 28, the largest max_pixels of the family */
 
 /* The vision sizes the Qwen-VL family uses; anything else is refused (see the top). */
