@@ -295,7 +295,9 @@ int vl_model_open(vl_model *m, const vl_options *o) {
     }
     if (dir) {
         snprintf(path, sizeof path, "%s/preprocessor_config.json", dir);
-        if (file_exists(path) && vl_preproc_config_load(&m->pre, path)) return -1;
+        if (file_exists(path) && (vl_preproc_config_load(&m->pre, path) ||
+                                  vl_preproc_config_check(&m->pre, &m->cfg, path)))
+            return -1;
     }
     m->pre.patch = m->cfg.patch;
     m->pre.temporal_patch = m->cfg.temporal_patch;

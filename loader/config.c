@@ -12,6 +12,12 @@
  * for range and for the divisibility the kernels rely on; a failure names the file and the key.
  * Like transformers, "spatial_patch_size" is ignored (only patch_size counts) and "in_chans" is
  * used only when "in_channels" is absent.
+ * Both files are parsed strictly (vl_json_parse: no trailing text, NUL byte or repeated key).
+ * The sizes that decide how large an image's pixel buffer gets are held to what the Qwen-VL
+ * family uses: patch_size 14 (16 in newer Qwen-VL), temporal_patch_size 2, merge size 2, and
+ * max_pixels at most 12845056 (16384 * 28 * 28, Qwen2-VL-7B-Instruct's value), so a small image
+ * cannot become a pixel buffer of many GB. Special token ids must lie inside the vocabulary,
+ * including the Qwen2-VL ids (151643...) a file gets when it leaves a key out.
  * Leaves out: other model types (Qwen2.5-VL has a different vision tower and is refused), rope
  * scaling other than M-RoPE, sliding-window attention (Qwen2-VL never enables it), video. */
 #include "loader/loader.h"
@@ -23,10 +29,14 @@
 #include <stdlib.h>
 #include <string.h>
 
-#define CFG_MAX_FILE  (16u << 20)
-#define CFG_MAX_SIZE  (1 << 20) /* bound of every width, count and id */
-#define CFG_MAX_POS   (1 << 24)
-#define CFG_JSON_MAXI 9007199254740992.0 /* 2^53 */
+#define CFG_MAX_FILE   (16u << 20)
+#define CFG_MAX_SIZE   (1 << 20) /* bound of every width, count and id */
+#define CFG_MAX_POS    (1 << 24)
+#define CFG_MAX_PIXELS 12845056LL /* 16384 * 28 * 28, the largest max_pixels of the family */
+
+/* The vision sizes the Qwen-VL family uses; anything else is refused (see the top). */
+static const int cfg_patch_sizes[] = {14, 16};
+static const int cfg_two[] = {2};
 
 typedef struct {
     const char *name; /* file name for messages */
@@ -84,6 +94,31 @@ static int cfg_int_of(const char *name, const char *label, const cJSON *j, long 
     return 0;
 }
 
+/* An integer from allowed[0..n) (listed in the message); absent -> def. */
+static int cfg_int_choice(const char *name, const char *label, const cJSON *j, int def,
+                          const int *allowed, int n, const char *why, int *out) {
+    if (!j) {
+        *out = def;
+        return 0;
+    }
+    double v = cJSON_IsNumber(j) ? j->valuedouble : NAN;
+    for (int k = 0; k < n; k++) {
+        if (v == (double)allowed[k]) {
+            *out = allowed[k];
+            return 0;
+        }
+    }
+    char got[96], list[64] = "";
+    cfg_describe(j, got, sizeof got);
+    for (int k = 0, len = 0; k < n && len < (int)sizeof list; k++)
+        len += snprintf(list + len, sizeof list - (size_t)len, "%s%d",
+                        k == 0       ? ""
+                        : k == n - 1 ? " or "
+                                     : ", ",
+                        allowed[k]);
+    return vl_error_set("%s: \"%s\" must be %s (%s), got %s", name, label, list, why, got);
+}
+
 static int cfg_dec_int(const cfg_src *s, const char *key, int required, int def, int lo, int hi,
                        int *out) {
     char label[96];
@@ -105,6 +140,14 @@ static int cfg_vis_int(const cfg_src *s, const char *key, int def, int lo, int h
     if (cfg_int_of(s->name, label, cfg_item(s->vision, key), def, lo, hi, &v) != 0) return -1;
     *out = (int)v;
     return 0;
+}
+
+static int cfg_vis_choice(const cfg_src *s, const char *key, int def, const int *allowed, int n,
+                          int *out) {
+    char label[96];
+    snprintf(label, sizeof label, "vision_config.%s", key);
+    return cfg_int_choice(s->name, label, cfg_item(s->vision, key), def, allowed, n,
+                          "the values of the Qwen-VL family", out);
 }
 
 /* A finite number in (lo, hi]; absent -> def. */
@@ -225,9 +268,9 @@ static int cfg_vision(const cfg_src *s, vl_config *c) {
         cfg_vis_int(s, "embed_dim", 1280, 1, CFG_MAX_SIZE, &c->v_embed) ||
         cfg_vis_int(s, "num_heads", 16, 1, CFG_MAX_SIZE, &c->v_heads) ||
         cfg_vis_int(s, "hidden_size", 3584, 1, CFG_MAX_SIZE, &c->v_out) ||
-        cfg_vis_int(s, "patch_size", 14, 1, 1024, &c->patch) ||
-        cfg_vis_int(s, "temporal_patch_size", 2, 1, 1024, &c->temporal_patch) ||
-        cfg_vis_int(s, "spatial_merge_size", 2, 1, 1024, &c->merge))
+        cfg_vis_choice(s, "patch_size", 14, cfg_patch_sizes, 2, &c->patch) ||
+        cfg_vis_choice(s, "temporal_patch_size", 2, cfg_two, 1, &c->temporal_patch) ||
+        cfg_vis_choice(s, "spatial_merge_size", 2, cfg_two, 1, &c->merge))
         return -1;
     const char *ch_key = cfg_item(s->vision, "in_channels") ? "in_channels" : "in_chans";
     if (cfg_vis_int(s, ch_key, 3, 1, 1024, &c->in_channels)) return -1;
@@ -285,27 +328,43 @@ static int cfg_vision(const cfg_src *s, vl_config *c) {
     return cfg_float_of(s->name, label, j, 10000.0, 0.0, 1e12, &c->v_rope_theta);
 }
 
-/* Special token ids; eos_token_id may be a list (the first is the end of a turn). */
+/* Special token ids, each inside the vocabulary; eos_token_id may be a list (the first ends a
+ * turn; all must be ids). A key the file leaves out gets Qwen2-VL's id, which a small
+ * vocabulary does not hold: refused here rather than when a prompt or the sampler meets it. */
 static int cfg_token(const cfg_src *s, const vl_config *c, const char *key, int def, int *out) {
-    char label[96];
+    char label[96], item[112];
     const cJSON *j = cfg_dec(s, key, label, sizeof label);
-    if (cJSON_IsArray(j)) {
-        if (cJSON_GetArraySize(j) < 1)
-            return vl_error_set("%s: \"%s\" is an empty list", s->name, label);
-        j = cJSON_GetArrayItem(j, 0);
+    if (!j) {
+        if (def >= c->vocab)
+            return vl_error_set("%s: \"%s\" is not set, and its Qwen2-VL default %d is not "
+                                "below vocab_size %d; set it in the file",
+                                s->name, key, def, c->vocab);
+        *out = def;
+        return 0;
     }
     long long v = 0;
-    if (cfg_int_of(s->name, label, j, def, 0, (long long)c->vocab - 1, &v)) return -1;
+    if (cJSON_IsArray(j) && !j->child)
+        return vl_error_set("%s: \"%s\" is an empty list", s->name, label);
+    if (!cJSON_IsArray(j)) {
+        if (cfg_int_of(s->name, label, j, def, 0, (long long)c->vocab - 1, &v)) return -1;
+        *out = (int)v;
+        return 0;
+    }
+    int k = 0;
+    for (const cJSON *e = j->child; e; e = e->next, k++) { /* linear: no GetArrayItem(k) */
+        snprintf(item, sizeof item, "%s[%d]", label, k);
+        long long id = 0;
+        if (cfg_int_of(s->name, item, e, 0, 0, (long long)c->vocab - 1, &id)) return -1;
+        if (k == 0) v = id;
+    }
     *out = (int)v;
     return 0;
 }
 
-int vl_config_parse(vl_config *out, const char *json_text, const char *name) {
-    const char *stop = NULL;
-    cJSON *root = cJSON_ParseWithOpts(json_text, &stop, 1);
-    if (!root)
-        return vl_error_set("%s is not valid JSON (error at byte %lld)", name,
-                            stop ? (long long)(stop - json_text) : -1LL);
+/* config.json text[0, len) -> *out (untouched on failure). */
+static int cfg_parse(vl_config *out, const char *text, size_t len, const char *name) {
+    cJSON *root = NULL;
+    if (vl_json_parse(text, len, name, &root) != 0) return -1;
     vl_config c;
     memset(&c, 0, sizeof c);
     cfg_src s = {name, root, NULL, NULL};
@@ -344,10 +403,15 @@ done:
     return rc;
 }
 
+int vl_config_parse(vl_config *out, const char *json_text, const char *name) {
+    return cfg_parse(out, json_text, strlen(json_text), name);
+}
+
 int vl_config_load(vl_config *c, const char *path) {
     char *text = NULL;
-    if (vl_read_file(path, CFG_MAX_FILE, &text, NULL) != 0) return -1;
-    int rc = vl_config_parse(c, text, path);
+    size_t len = 0;
+    if (vl_read_file(path, CFG_MAX_FILE, &text, &len) != 0) return -1; /* regular files only */
+    int rc = cfg_parse(c, text, len, path); /* the file's length: a NUL inside is refused */
     free(text);
     return rc;
 }
@@ -367,17 +431,23 @@ void vl_preproc_config_default(vl_preproc_config *p) {
     p->merge = 2;
 }
 
+/* A pixel count: a positive integer up to CFG_MAX_PIXELS. obj.a, else obj.b (the transformers-5
+ * spelling), else unchanged. */
 static int pp_pixels(const char *path, const cJSON *obj, const char *prefix, const char *a,
                      const char *b, int64_t *out) {
     const char *key = a;
     const cJSON *j = cfg_item(obj, a);
     if (!j && b) j = cfg_item(obj, key = b);
     if (!j) return 0;
-    char label[96];
-    snprintf(label, sizeof label, "%s%s", prefix, key);
-    long long v = 0;
-    if (cfg_int_of(path, label, j, 0, 1, (long long)CFG_JSON_MAXI, &v)) return -1;
-    *out = v;
+    double v = cJSON_IsNumber(j) ? j->valuedouble : NAN;
+    if (!isfinite(v) || v != floor(v) || v < 1 || v > (double)CFG_MAX_PIXELS) {
+        char got[96];
+        cfg_describe(j, got, sizeof got);
+        return vl_error_set("%s: \"%s%s\" must be an integer in [1, %lld] (16384 * 28 * 28, the "
+                            "largest the Qwen2-VL family uses), got %s",
+                            path, prefix, key, CFG_MAX_PIXELS, got);
+    }
+    *out = (int64_t)v;
     return 0;
 }
 
@@ -416,19 +486,27 @@ static int pp_check_fixed(const char *path, const cJSON *root) {
     return 0;
 }
 
+/* patch_size, temporal_patch_size, merge_size: the family's values only (see the top). */
+static int pp_sizes(const char *path, const cJSON *root, vl_preproc_config *p) {
+    static const char why[] = "the values of the Qwen-VL family";
+    return cfg_int_choice(path, "patch_size", cfg_item(root, "patch_size"), p->patch,
+                          cfg_patch_sizes, 2, why, &p->patch) ||
+           cfg_int_choice(path, "temporal_patch_size", cfg_item(root, "temporal_patch_size"),
+                          p->temporal_patch, cfg_two, 1, why, &p->temporal_patch) ||
+           cfg_int_choice(path, "merge_size", cfg_item(root, "merge_size"), p->merge, cfg_two, 1,
+                          why, &p->merge);
+}
+
 int vl_preproc_config_load(vl_preproc_config *out, const char *path) {
     char *text = NULL;
-    if (vl_read_file(path, CFG_MAX_FILE, &text, NULL) != 0) return -1;
-    const char *stop = NULL;
-    cJSON *root = cJSON_ParseWithOpts(text, &stop, 1);
-    int rc = 0;
+    size_t len = 0;
+    cJSON *root = NULL;
+    if (vl_read_file(path, CFG_MAX_FILE, &text, &len) != 0) return -1; /* regular files only */
+    int rc = vl_json_parse(text, len, path, &root);
+    free(text);
+    if (rc != 0) return -1;
     vl_preproc_config p;
     vl_preproc_config_default(&p);
-    if (!root) {
-        rc = vl_error_set("%s is not valid JSON (error at byte %lld)", path,
-                          stop ? (long long)(stop - text) : -1LL);
-        goto done;
-    }
     if (!cJSON_IsObject(root)) {
         rc = vl_error_set("%s: expected a JSON object", path);
         goto done;
@@ -440,32 +518,37 @@ int vl_preproc_config_load(vl_preproc_config *out, const char *path) {
         rc = vl_error_set("%s: \"size\" must be an object", path);
         goto done;
     }
-    long long iv = 0;
     if ((rc = pp_pixels(path, size, "size.", "min_pixels", "shortest_edge", &p.min_pixels)) ||
         (rc = pp_pixels(path, size, "size.", "max_pixels", "longest_edge", &p.max_pixels)) ||
         (rc = pp_pixels(path, root, "", "min_pixels", NULL, &p.min_pixels)) ||
         (rc = pp_pixels(path, root, "", "max_pixels", NULL, &p.max_pixels)) ||
         (rc = pp_triple(path, root, "image_mean", 0, p.mean)) ||
-        (rc = pp_triple(path, root, "image_std", 1, p.std)) || (rc = pp_check_fixed(path, root)))
+        (rc = pp_triple(path, root, "image_std", 1, p.std)) || (rc = pp_check_fixed(path, root)) ||
+        (rc = pp_sizes(path, root, &p)))
         goto done;
-    if ((rc = cfg_int_of(path, "patch_size", cfg_item(root, "patch_size"), p.patch, 1, 1024, &iv)))
-        goto done;
-    p.patch = (int)iv;
-    if ((rc = cfg_int_of(path, "temporal_patch_size", cfg_item(root, "temporal_patch_size"),
-                         p.temporal_patch, 1, 1024, &iv)))
-        goto done;
-    p.temporal_patch = (int)iv;
-    if ((rc = cfg_int_of(path, "merge_size", cfg_item(root, "merge_size"), p.merge, 1, 1024, &iv)))
-        goto done;
-    p.merge = (int)iv;
     if (p.min_pixels > p.max_pixels) {
-        rc = vl_error_set("%s: min_pixels (%lld) is larger than max_pixels (%lld)", path,
-                          (long long)p.min_pixels, (long long)p.max_pixels);
+        rc = vl_error_set("%s: min_pixels (%lld) is larger than max_pixels (%lld); expected "
+                          "min_pixels <= max_pixels",
+                          path, (long long)p.min_pixels, (long long)p.max_pixels);
         goto done;
     }
     *out = p;
 done:
     cJSON_Delete(root);
-    free(text);
     return rc;
+}
+
+int vl_preproc_config_check(const vl_preproc_config *p, const vl_config *c, const char *path) {
+    static const char *const keys[3][2] = {{"patch_size", "patch_size"},
+                                           {"temporal_patch_size", "temporal_patch_size"},
+                                           {"merge_size", "spatial_merge_size"}};
+    const int pre[3] = {p->patch, p->temporal_patch, p->merge};
+    const int model[3] = {c->patch, c->temporal_patch, c->merge};
+    for (int k = 0; k < 3; k++)
+        if (pre[k] != model[k])
+            return vl_error_set("%s: %s is %d but config.json's vision_config.%s is %d; the "
+                                "image processor and the vision tower must agree (the pixels "
+                                "would not fit the patch embedding or the merger): fix one file",
+                                path, keys[k][0], pre[k], keys[k][1], model[k]);
+    return 0;
 }

@@ -2,6 +2,7 @@
  *
  *   errors        user-facing failures: one message, returned up to main
  *   checkpoint    safetensors (single file or sharded index), mmapped and validated
+ *                 (loader/safetensors.c, safetensors_folder.c, safetensors_write.c)
  *   config        config.json (flat Qwen2-VL layout and nested transformers-5 layout),
  *                 preprocessor_config.json
  *   tokenizer     tokenizer.json byte-level BPE (Qwen2), encode / streaming decode
@@ -55,7 +56,7 @@ int vl_read_file(const char *path, size_t max_bytes, char **out, size_t *out_len
 struct cJSON;
 int vl_json_parse(const char *text, size_t len, const char *what, struct cJSON **out);
 
-/* ---- checkpoint (loader/safetensors.c) ----------------------------------------------------- */
+/* ---- checkpoint (loader/safetensors*.c) --------------------------------------------------- */
 
 #define VL_MAX_DIMS 8
 
@@ -84,9 +85,12 @@ typedef struct {
 } vl_checkpoint;
 
 /* Open `path`: a directory (model.safetensors, or model.safetensors.index.json and its shards)
- * or a single .safetensors file. Validates header length, JSON, dtypes, shapes, offsets (in the
- * data area, not overlapping), byte lengths, duplicate names; for an index, every tensor must
- * be in the shard the index names. */
+ * or a single .safetensors file. Only regular files are opened (a FIFO is refused, never
+ * blocks). Validates header length, strict JSON, dtypes, shapes, byte lengths, offsets (the
+ * tensors must tile the data area exactly, as the reference loader requires), duplicate names;
+ * for an index, shard names must be plain file names and every tensor must be in the shard the
+ * index names. Files of a directory must resolve inside it (a symlink leading out is refused;
+ * a Hugging Face cache snapshot may link into its blobs/). */
 int vl_checkpoint_open(vl_checkpoint *ck, const char *path);
 void vl_checkpoint_close(vl_checkpoint *ck);
 /* NULL if absent (no error recorded). */
@@ -94,9 +98,10 @@ const vl_tensor *vl_checkpoint_find(const vl_checkpoint *ck, const char *name);
 /* Like find, but records "tensor NAME is missing from DIR" when absent. */
 const vl_tensor *vl_checkpoint_get(const vl_checkpoint *ck, const char *name);
 
-/* Write one safetensors file (for `vlrun synth` and tests). Tensors are written in the order
- * given; data is copied as is. Writes to a temporary name and renames at the end, so a failed
- * write leaves nothing half-written. */
+/* Write one safetensors file (for `vlrun synth` and tests; loader/safetensors_write.c). Tensors
+ * are written back to back in the order given; data is copied as is. Writes to PATH.tmp
+ * (created afresh, so a FIFO or symlink there is replaced, not written through) and renames at
+ * the end, so a failed write leaves nothing half-written. */
 typedef struct {
     const char *name;
     vl_dtype dtype;
@@ -133,7 +138,9 @@ typedef struct {
     int bos_id, eos_id, vision_start_id, vision_end_id, vision_pad_id, image_id, video_id;
 } vl_config;
 
-/* Parse config.json text (flat or nested layout); `name` is used in error messages. */
+/* Parse config.json text (flat or nested layout; strict JSON); `name` is used in error messages.
+ * Vision sizes are held to the Qwen-VL family's (patch 14 or 16, temporal 2, merge 2); special
+ * token ids, given or defaulted to Qwen2-VL's, must be below vocab_size. */
 int vl_config_parse(vl_config *c, const char *json_text, const char *name);
 int vl_config_load(vl_config *c, const char *path);
 
@@ -145,8 +152,14 @@ typedef struct {
 
 /* The Qwen2-VL-7B-Instruct values (min 3136, max 12845056, CLIP mean/std, 14/2/2). */
 void vl_preproc_config_default(vl_preproc_config *p);
-/* preprocessor_config.json; keys absent from the file keep the defaults. */
+/* preprocessor_config.json; keys absent from the file keep the defaults. Sizes are held to the
+ * Qwen-VL family's: patch_size 14 or 16, temporal_patch_size 2, merge_size 2, 1 <= min_pixels
+ * <= max_pixels <= 12845056 (also spelled size {shortest_edge, longest_edge}). */
 int vl_preproc_config_load(vl_preproc_config *p, const char *path);
+/* A loaded preprocessor_config.json (path, for messages) must agree with config.json on
+ * patch_size, temporal_patch_size and merge_size: transformers cuts pixels with the former and
+ * builds the patch embedding and merger from the latter. Call it after loading both. */
+int vl_preproc_config_check(const vl_preproc_config *p, const vl_config *c, const char *path);
 
 /* ---- tokenizer (loader/tokenizer.c) ------------------------------------------------------- */
 

@@ -1,23 +1,27 @@
-/* safetensors.c: open a checkpoint (one .safetensors file, or a directory with
- * model.safetensors or model.safetensors.index.json + shards), mmapped read-only and validated
- * before anything reads a tensor; and write one .safetensors file.
+/* safetensors.c: read one .safetensors file of a checkpoint, mmapped read-only and validated
+ * before anything reads a tensor; the checkpoint's tensor table (sorted, unique names) and
+ * vl_checkpoint_open, which hands directories to loader/safetensors_folder.c.
  *
- * Nothing in a file is trusted: the 8-byte header length is checked against the file size and a
- * cap, the header must be one well-formed JSON object, every tensor needs a supported dtype, a
- * shape of at most VL_MAX_DIMS non-negative integers and data_offsets inside the data area whose
- * length is exactly elements x dtype size (overflow-checked); tensors must not overlap, names
- * must be unique across all shards, and every tensor an index lists must be in the shard it
- * names. Tensors found in shards but absent from the index are kept: they are in the file, and
- * the index is only a map (its total_size is ignored for the same reason).
+ * Nothing in a file is trusted: the file must be a regular file (vl_open_regular: a FIFO cannot
+ * block the open), the 8-byte header length is checked against the file size and a cap, the
+ * header must be one strict JSON object (vl_json_parse: no trailing text, NUL byte or repeated
+ * key), every tensor needs a supported dtype, a shape of at most VL_MAX_DIMS non-negative
+ * integers and data_offsets whose length is exactly elements x dtype size (overflow-checked).
+ * The tensors must tile the data area exactly, the reference loader's rule: sorted by offsets
+ * the first starts at 0, each starts where the previous one ended and the last ends at the end
+ * of the file (so no bytes are shared and none are left over; empty tensors fit anywhere on the
+ * way). Names must be unique across all files of a checkpoint. Messages never quote bytes of a
+ * file that is not a safetensors file (an implausible header length is not printed).
  * Leaves out: alignment of tensor data (safetensors only pads the header to 8 bytes, so readers
- * of F32/I64 data must not assume more), big-endian hosts, and dtypes beyond
- * F32/F16/BF16/U8/I8/I32/I64 (F64, FP8, BOOL... are rejected by name). */
-#include "loader/loader.h"
+ * of F32/I64 data must not assume more), UTF-8 validation of the header (names are only
+ * compared), big-endian hosts, and dtypes beyond F32/F16/BF16/U8/I8/I32/I64 (F64, FP8,
+ * BOOL... are rejected by name). */
+#include "loader/safetensors_internal.h"
 
 #include <cJSON.h>
 
 #include <errno.h>
-#include <fcntl.h>
+#include <limits.h>
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -26,10 +30,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
-#define ST_MAX_HEADER  (100u << 20) /* the reference implementation's own cap */
-#define ST_MAX_INDEX   (100u << 20)
-#define ST_INDEX_NAME  "model.safetensors.index.json"
-#define ST_SINGLE_NAME "model.safetensors"
+#define ST_MAX_HEADER  (100u << 20)       /* the reference implementation's own cap */
 #define ST_JSON_MAXINT 9007199254740992.0 /* 2^53: larger integers are not exact in a double */
 
 static const char *const st_dtype_list = "F32, F16, BF16, U8, I8, I32 or I64";
@@ -71,7 +72,7 @@ static void st_json_describe(const cJSON *j, char *buf, size_t cap) {
         snprintf(buf, cap, "null");
 }
 
-static char *st_path_join(const char *dir, const char *name) {
+char *vl_st_path_join(const char *dir, const char *name) {
     size_t a = strlen(dir), b = strlen(name);
     char *p = malloc(a + b + 2);
     if (!p) return NULL;
@@ -82,40 +83,32 @@ static char *st_path_join(const char *dir, const char *name) {
     return p;
 }
 
-static int st_is_file(const char *path) {
-    struct stat st;
-    return stat(path, &st) == 0 && S_ISREG(st.st_mode);
-}
-
-static int st_map_file(vl_mapped_file *mf, const char *path) {
-    int fd = open(path, O_RDONLY);
-    if (fd < 0) return vl_error_set("cannot open %s: %s", path, strerror(errno));
-    struct stat st;
-    if (fstat(fd, &st) != 0 || !S_ISREG(st.st_mode)) {
-        close(fd);
-        return vl_error_set("%s is not a regular file (expected a .safetensors file)", path);
-    }
-    if (st.st_size < 8) {
+static int st_map_file(vl_mapped_file *mf, const char *open_path, const char *shown_path,
+                       const char *what) {
+    int fd;
+    int64_t size;
+    if (vl_open_regular(open_path, what, &fd, &size) != 0) return -1;
+    if (size < 8) {
         close(fd);
         return vl_error_set("%s is %lld bytes, too short for a safetensors file (expected at "
                             "least 8: the header length); the file is empty or truncated",
-                            path, (long long)st.st_size);
+                            shown_path, (long long)size);
     }
-    if ((unsigned long long)st.st_size > (unsigned long long)SIZE_MAX) {
+    if ((unsigned long long)size > (unsigned long long)SIZE_MAX) {
         close(fd);
-        return vl_error_set("%s is too large to map on this machine", path);
+        return vl_error_set("%s is too large to map on this machine", shown_path);
     }
-    void *map = mmap(NULL, (size_t)st.st_size, PROT_READ, MAP_PRIVATE, fd, 0);
+    void *map = mmap(NULL, (size_t)size, PROT_READ, MAP_PRIVATE, fd, 0);
     int e = errno;
     close(fd);
-    if (map == MAP_FAILED) return vl_error_set("cannot mmap %s: %s", path, strerror(e));
-    mf->path = strdup(path);
+    if (map == MAP_FAILED) return vl_error_set("cannot mmap %s: %s", shown_path, strerror(e));
+    mf->path = strdup(shown_path);
     if (!mf->path) {
-        munmap(map, (size_t)st.st_size);
-        return vl_error_set("out of memory opening %s", path);
+        munmap(map, (size_t)size);
+        return vl_error_set("out of memory opening %s", shown_path);
     }
     mf->map = map;
-    mf->size = (size_t)st.st_size;
+    mf->size = (size_t)size;
     return 0;
 }
 
@@ -210,27 +203,39 @@ static int st_span_cmp(const void *a, const void *b) {
     return x->end < y->end ? -1 : x->end > y->end;
 }
 
-/* No two tensors of one file may share bytes (an empty tensor shares none). */
-static int st_check_overlaps(const char *path, const uint8_t *data, const vl_tensor *ts, int n) {
-    if (n < 2) return 0;
-    st_span *sp = malloc((size_t)n * sizeof *sp);
+/* The tensors of one file, sorted by (begin, end), must cover [0, data_len) exactly once. */
+static int st_check_tiling(const char *path, const uint8_t *data, uint64_t data_len,
+                           const vl_tensor *ts, int n) {
+    st_span *sp = malloc((size_t)(n > 0 ? n : 1) * sizeof *sp);
     if (!sp) return vl_error_set("out of memory reading %s", path);
-    int m = 0;
     for (int i = 0; i < n; i++) {
-        if (ts[i].nbytes == 0) continue;
         uint64_t b = (uint64_t)((const uint8_t *)ts[i].data - data);
-        sp[m++] = (st_span){b, b + ts[i].nbytes, ts[i].name};
+        sp[i] = (st_span){b, b + ts[i].nbytes, ts[i].name};
     }
-    qsort(sp, (size_t)m, sizeof *sp, st_span_cmp);
+    qsort(sp, (size_t)n, sizeof *sp, st_span_cmp);
     int rc = 0;
-    for (int i = 1; i < m && rc == 0; i++) {
-        if (sp[i].begin < sp[i - 1].end)
+    uint64_t at = 0; /* where the next tensor must start */
+    for (int i = 0; i < n && rc == 0; i++) {
+        if (sp[i].begin < at) /* i > 0 here: the first tensor cannot start below 0 */
             rc = vl_error_set("%s: tensors %s [%llu, %llu] and %s [%llu, %llu] overlap; the "
                               "file is corrupt",
                               path, sp[i - 1].name, (unsigned long long)sp[i - 1].begin,
                               (unsigned long long)sp[i - 1].end, sp[i].name,
                               (unsigned long long)sp[i].begin, (unsigned long long)sp[i].end);
+        else if (sp[i].begin > at)
+            rc = vl_error_set("%s: bytes [%llu, %llu) of the data area belong to no tensor (%s "
+                              "starts at %llu, after %s); the file is corrupt",
+                              path, (unsigned long long)at, (unsigned long long)sp[i].begin,
+                              sp[i].name, (unsigned long long)sp[i].begin,
+                              i > 0 ? sp[i - 1].name : "the start of the data area");
+        at = sp[i].end;
     }
+    if (rc == 0 && at != data_len)
+        rc = vl_error_set("%s: the data area holds %llu bytes but its tensors end at byte %llu; "
+                          "the last %llu bytes belong to no tensor (the file is corrupt or "
+                          "padded by a non-standard writer)",
+                          path, (unsigned long long)data_len, (unsigned long long)at,
+                          (unsigned long long)(data_len - at));
     free(sp);
     return rc;
 }
@@ -245,75 +250,89 @@ static int st_check_metadata(const char *path, const cJSON *meta) {
     return 0;
 }
 
-/* Validate the header of ck->files[fi] and append its tensors to ck->tensors. */
-static int st_parse_file(vl_checkpoint *ck, int fi) {
-    const vl_mapped_file *mf = &ck->files[fi];
-    const char *path = mf->path;
+/* Room for `more` tensors after ck->n_tensors; the table grows by doubling, so that many small
+ * shards cost linear time, not quadratic. */
+static int st_reserve_tensors(vl_checkpoint *ck, size_t more, const char *path) {
+    size_t have = (size_t)ck->n_tensors, need = have + more;
+    if (need > (size_t)INT_MAX)
+        return vl_error_set("%s: the checkpoint holds more than %d tensors", path, INT_MAX);
+    size_t cap = 1;
+    while (cap < have) cap *= 2; /* the capacity the table was given: a power of two */
+    if (have > 0 && need <= cap) return 0;
+    while (cap < need) cap *= 2;
+    vl_tensor *grown = realloc(ck->tensors, cap * sizeof *ck->tensors);
+    if (!grown) return vl_error_set("out of memory reading %s", path);
+    ck->tensors = grown;
+    return 0;
+}
+
+/* The header length in the first 8 bytes, checked before anything else is believed. Its value
+ * is not quoted when it is implausible: the file may be anything (never echo its bytes). */
+static int st_header_length(const vl_mapped_file *mf, uint64_t *out) {
     const uint8_t *base = mf->map;
     uint64_t hlen = 0;
     for (int i = 7; i >= 0; i--) hlen = (hlen << 8) | base[i]; /* little-endian u64 */
     if (hlen > mf->size - 8)
-        return vl_error_set("%s: header length %llu runs past the end of the file (%zu bytes); "
-                            "the file is truncated or not a safetensors file",
-                            path, (unsigned long long)hlen, mf->size);
+        return vl_error_set("%s: the header length (its first 8 bytes) runs past the end of the "
+                            "file (%zu bytes); the file is truncated or not a safetensors file",
+                            mf->path, mf->size);
     if (hlen > ST_MAX_HEADER)
-        return vl_error_set("%s: header length %llu is over the %u-byte limit; not a "
-                            "safetensors file?",
-                            path, (unsigned long long)hlen, ST_MAX_HEADER);
+        return vl_error_set("%s: the header length (its first 8 bytes) is over the %u-byte "
+                            "limit; not a safetensors file?",
+                            mf->path, ST_MAX_HEADER);
     if (hlen < 2)
-        return vl_error_set("%s: header length %llu is too short for a JSON object", path,
-                            (unsigned long long)hlen);
-    const uint8_t *data = base + 8 + hlen;
+        return vl_error_set("%s: the header length (its first 8 bytes) is too short for a JSON "
+                            "object; not a safetensors file?",
+                            mf->path);
+    *out = hlen;
+    return 0;
+}
+
+/* Validate the header of ck->files[fi] and append its tensors to ck->tensors. */
+static int st_parse_file(vl_checkpoint *ck, int fi) {
+    const vl_mapped_file *mf = &ck->files[fi];
+    const char *path = mf->path;
+    uint64_t hlen = 0;
+    if (st_header_length(mf, &hlen) != 0) return -1;
+    const uint8_t *data = (const uint8_t *)mf->map + 8 + hlen;
     uint64_t data_len = mf->size - 8 - hlen;
 
-    char *text = malloc((size_t)hlen + 1);
-    if (!text) return vl_error_set("out of memory reading the header of %s", path);
-    memcpy(text, base + 8, (size_t)hlen);
-    text[hlen] = '\0';
-    int rc = 0;
+    size_t wlen = strlen(path) + 16;
+    char *what = malloc(wlen);
+    if (!what) return vl_error_set("out of memory reading %s", path);
+    snprintf(what, wlen, "the header of %s", path);
     cJSON *root = NULL;
-    if (memchr(text, '\0', (size_t)hlen)) {
-        rc = vl_error_set("%s: header contains a NUL byte; the file is corrupt", path);
-        goto done;
-    }
-    const char *stop = NULL;
-    root = cJSON_ParseWithOpts(text, &stop, 1);
-    if (!root) {
-        rc = vl_error_set("%s: header is not valid JSON (error at byte %lld of %llu); the file "
-                          "is corrupt or not a safetensors file",
-                          path, stop ? (long long)(stop - text) : -1LL, (unsigned long long)hlen);
-        goto done;
-    }
+    int rc = vl_json_parse((const char *)mf->map + 8, (size_t)hlen, what, &root);
+    free(what);
+    if (rc != 0) return -1;
     if (!cJSON_IsObject(root)) {
         rc = vl_error_set("%s: header must be a JSON object of tensors", path);
         goto done;
     }
-    int count = 0, n_meta = 0;
+    size_t count = 0;
     for (const cJSON *c = root->child; c; c = c->next) count++;
-    vl_tensor *grown =
-        realloc(ck->tensors, ((size_t)ck->n_tensors + (size_t)count + 1) * sizeof *ck->tensors);
-    if (!grown) {
-        rc = vl_error_set("out of memory reading %s", path);
-        goto done;
-    }
-    ck->tensors = grown;
+    if ((rc = st_reserve_tensors(ck, count, path)) != 0) goto done;
     int first = ck->n_tensors;
     for (const cJSON *c = root->child; c && rc == 0; c = c->next) {
-        if (strcmp(c->string, "__metadata__") == 0) {
-            if (++n_meta > 1)
-                rc = vl_error_set("%s: __metadata__ appears twice", path);
-            else
-                rc = st_check_metadata(path, c);
+        if (strcmp(c->string, "__metadata__") == 0) { /* once: vl_json_parse refuses repeats */
+            rc = st_check_metadata(path, c);
             continue;
         }
         rc = st_parse_tensor(path, c, data, data_len, fi, &ck->tensors[ck->n_tensors]);
         if (rc == 0) ck->n_tensors++;
     }
-    if (rc == 0) rc = st_check_overlaps(path, data, ck->tensors + first, ck->n_tensors - first);
+    if (rc == 0)
+        rc = st_check_tiling(path, data, data_len, ck->tensors + first, ck->n_tensors - first);
 done:
     cJSON_Delete(root);
-    free(text);
     return rc;
+}
+
+int vl_st_add_file(vl_checkpoint *ck, int fi, const char *open_path, const char *shown_path,
+                   const char *what) {
+    if (st_map_file(&ck->files[fi], open_path, shown_path, what) != 0) return -1;
+    ck->n_files = fi + 1;
+    return st_parse_file(ck, fi);
 }
 
 static int st_name_cmp(const void *a, const void *b) {
@@ -321,7 +340,7 @@ static int st_name_cmp(const void *a, const void *b) {
 }
 
 /* Sort by name (for binary search) and reject a name that appears twice. */
-static int st_sort_and_check_unique(vl_checkpoint *ck) {
+int vl_st_sort_and_check_unique(vl_checkpoint *ck) {
     if (ck->n_tensors > 1)
         qsort(ck->tensors, (size_t)ck->n_tensors, sizeof *ck->tensors, st_name_cmp);
     for (int i = 1; i < ck->n_tensors; i++) {
@@ -337,120 +356,22 @@ static int st_sort_and_check_unique(vl_checkpoint *ck) {
     return 0;
 }
 
-static int st_open_single(vl_checkpoint *ck, const char *path) {
-    ck->files = calloc(1, sizeof *ck->files);
-    if (!ck->files) return vl_error_set("out of memory opening %s", path);
-    if (st_map_file(&ck->files[0], path) != 0) return -1;
-    ck->n_files = 1;
-    if (st_parse_file(ck, 0) != 0) return -1;
-    return st_sort_and_check_unique(ck);
-}
-
-/* Shard names come from a file: they must name a file inside the checkpoint directory. */
-static int st_check_shard_name(const char *index_path, const char *tensor, const char *shard) {
-    if (!shard[0] || strchr(shard, '/') || strchr(shard, '\\') || strstr(shard, ".."))
-        return vl_error_set("%s: tensor %s names shard \"%s\", which is not a plain file name in "
-                            "the checkpoint directory (no '/' or '..' allowed)",
-                            index_path, tensor, shard);
-    return 0;
-}
-
-static int st_open_index(vl_checkpoint *ck, const char *dir, const char *index_path) {
-    char *text = NULL;
-    cJSON *root = NULL;
-    const char **shards = NULL;
-    int n_shards = 0, rc = 0;
-    if (vl_read_file(index_path, ST_MAX_INDEX, &text, NULL) != 0) return -1;
-    const char *stop = NULL;
-    root = cJSON_ParseWithOpts(text, &stop, 1);
-    if (!root) {
-        rc = vl_error_set("%s is not valid JSON (error at byte %lld)", index_path,
-                          stop ? (long long)(stop - text) : -1LL);
-        goto done;
-    }
-    const cJSON *wm = cJSON_GetObjectItemCaseSensitive(root, "weight_map");
-    if (!cJSON_IsObject(wm) || !wm->child) {
-        rc = vl_error_set("%s: expected a non-empty \"weight_map\" object (tensor name -> shard "
-                          "file)",
-                          index_path);
-        goto done;
-    }
-    int n_entries = cJSON_GetArraySize(wm);
-    shards = malloc((size_t)n_entries * sizeof *shards);
-    if (!shards) {
-        rc = vl_error_set("out of memory reading %s", index_path);
-        goto done;
-    }
-    for (const cJSON *e = wm->child; e; e = e->next) {
-        if (!cJSON_IsString(e)) {
-            rc = vl_error_set("%s: weight_map entry %s must be a shard file name (a string)",
-                              index_path, e->string);
-            goto done;
-        }
-        if ((rc = st_check_shard_name(index_path, e->string, e->valuestring)) != 0) goto done;
-        int k = 0;
-        while (k < n_shards && strcmp(shards[k], e->valuestring) != 0) k++;
-        if (k == n_shards) shards[n_shards++] = e->valuestring;
-    }
-    ck->files = calloc((size_t)n_shards, sizeof *ck->files);
-    if (!ck->files) {
-        rc = vl_error_set("out of memory opening %s", dir);
-        goto done;
-    }
-    for (int k = 0; k < n_shards; k++) {
-        char *p = st_path_join(dir, shards[k]);
-        if (!p) {
-            rc = vl_error_set("out of memory opening %s", dir);
-            goto done;
-        }
-        rc = st_map_file(&ck->files[k], p);
-        free(p);
-        if (rc != 0) goto done;
-        ck->n_files = k + 1;
-        if ((rc = st_parse_file(ck, k)) != 0) goto done;
-    }
-    if ((rc = st_sort_and_check_unique(ck)) != 0) goto done;
-    for (const cJSON *e = wm->child; e; e = e->next) {
-        const vl_tensor *t = vl_checkpoint_find(ck, e->string);
-        if (!t || strcmp(shards[t->file], e->valuestring) != 0) { /* file k is shards[k] */
-            rc = vl_error_set("tensor %s is listed in %s for shard %s but %s does not contain it; "
-                              "the checkpoint is incomplete or the index is stale",
-                              e->string, ST_INDEX_NAME, e->valuestring, e->valuestring);
-            goto done;
-        }
-    }
-done:
-    free(shards);
-    cJSON_Delete(root);
-    free(text);
-    return rc;
-}
-
 int vl_checkpoint_open(vl_checkpoint *ck, const char *path) {
     memset(ck, 0, sizeof *ck);
     struct stat st;
     if (stat(path, &st) != 0)
         return vl_error_set("cannot open checkpoint %s: %s (expected a directory with "
                             "model.safetensors or %s, or a .safetensors file)",
-                            path, strerror(errno), ST_INDEX_NAME);
+                            path, strerror(errno), VL_ST_INDEX_NAME);
     int rc;
     if (S_ISDIR(st.st_mode)) {
-        char *single = st_path_join(path, ST_SINGLE_NAME);
-        char *index = st_path_join(path, ST_INDEX_NAME);
-        if (!single || !index) rc = vl_error_set("out of memory opening %s", path);
-        /* like transformers: a single model.safetensors wins over an index */
-        else if (st_is_file(single))
-            rc = st_open_single(ck, single);
-        else if (st_is_file(index))
-            rc = st_open_index(ck, path, index);
-        else
-            rc = vl_error_set("checkpoint directory %s holds neither %s nor %s; pass the "
-                              "directory of a safetensors checkpoint",
-                              path, ST_SINGLE_NAME, ST_INDEX_NAME);
-        free(single);
-        free(index);
-    } else {
-        rc = st_open_single(ck, path);
+        rc = vl_st_open_folder(ck, path);
+    } else { /* a file the user named: opened as given (vl_open_regular refuses non-files) */
+        ck->files = calloc(1, sizeof *ck->files);
+        if (!ck->files)
+            rc = vl_error_set("out of memory opening %s", path);
+        else if ((rc = vl_st_add_file(ck, 0, path, path, "checkpoint file")) == 0)
+            rc = vl_st_sort_and_check_unique(ck);
     }
     if (rc != 0) vl_checkpoint_close(ck);
     return rc;
@@ -495,183 +416,4 @@ const vl_tensor *vl_checkpoint_get(const vl_checkpoint *ck, const char *name) {
         vl_error_set("tensor %s is missing from the checkpoint (none is open)", name);
     }
     return NULL;
-}
-
-/* ---- writing ----------------------------------------------------------------------------- */
-
-typedef struct {
-    char *p;
-    size_t n, cap;
-    int oom;
-} st_buf;
-
-static void st_buf_put(st_buf *b, const char *s, size_t len) {
-    if (b->oom) return;
-    if (b->n + len + 1 > b->cap) {
-        size_t cap = b->cap ? b->cap : 256;
-        while (cap < b->n + len + 1) cap *= 2;
-        char *p = realloc(b->p, cap);
-        if (!p) {
-            b->oom = 1;
-            return;
-        }
-        b->p = p;
-        b->cap = cap;
-    }
-    memcpy(b->p + b->n, s, len);
-    b->n += len;
-    b->p[b->n] = '\0';
-}
-
-static void st_buf_str(st_buf *b, const char *s) {
-    st_buf_put(b, s, strlen(s));
-}
-
-static void st_buf_u64(st_buf *b, uint64_t v) {
-    char tmp[24];
-    int k = snprintf(tmp, sizeof tmp, "%llu", (unsigned long long)v);
-    st_buf_put(b, tmp, (size_t)k);
-}
-
-/* A JSON string literal: quotes, backslashes and control bytes escaped; UTF-8 passes as is. */
-static void st_buf_json_string(st_buf *b, const char *s) {
-    st_buf_put(b, "\"", 1);
-    for (; *s; s++) {
-        unsigned char c = (unsigned char)*s;
-        if (c == '"' || c == '\\') {
-            char esc[2] = {'\\', (char)c};
-            st_buf_put(b, esc, 2);
-        } else if (c < 0x20) {
-            char esc[8];
-            snprintf(esc, sizeof esc, "\\u%04x", c);
-            st_buf_put(b, esc, 6);
-        } else {
-            st_buf_put(b, (const char *)&c, 1);
-        }
-    }
-    st_buf_put(b, "\"", 1);
-}
-
-static int st_cstr_cmp(const void *a, const void *b) {
-    return strcmp(*(const char *const *)a, *(const char *const *)b);
-}
-
-/* Check the tensors to write and compute each one's byte size. */
-static int st_check_outputs(const char *path, const vl_tensor_out *ts, int n, uint64_t *nbytes) {
-    for (int i = 0; i < n; i++) {
-        const vl_tensor_out *t = &ts[i];
-        if (!t->name || !t->name[0] || strcmp(t->name, "__metadata__") == 0)
-            return vl_error_set("cannot write %s: tensor %d has no usable name", path, i);
-        if ((int)t->dtype < 0 || t->dtype >= VL_DTYPE_COUNT)
-            return vl_error_set("cannot write %s: tensor %s has an unknown dtype %d", path, t->name,
-                                (int)t->dtype);
-        if (t->ndim < 0 || t->ndim > VL_MAX_DIMS)
-            return vl_error_set("cannot write %s: tensor %s has %d dimensions (expected 0..%d)",
-                                path, t->name, t->ndim, VL_MAX_DIMS);
-        uint64_t numel = 1;
-        for (int d = 0; d < t->ndim; d++) {
-            int64_t v = t->shape[d];
-            if (v < 0 || (double)v > ST_JSON_MAXINT)
-                return vl_error_set("cannot write %s: tensor %s has shape[%d] = %lld", path,
-                                    t->name, d, (long long)v);
-            if (v != 0 && numel > (uint64_t)INT64_MAX / (uint64_t)v)
-                return vl_error_set("cannot write %s: tensor %s is too large", path, t->name);
-            numel *= (uint64_t)v;
-        }
-        size_t es = vl_dtype_size(t->dtype);
-        if (numel > (uint64_t)INT64_MAX / es || numel > SIZE_MAX / es)
-            return vl_error_set("cannot write %s: tensor %s is too large", path, t->name);
-        nbytes[i] = numel * es;
-        if (nbytes[i] > 0 && !t->data)
-            return vl_error_set("cannot write %s: tensor %s has no data", path, t->name);
-    }
-    const char **names = malloc((size_t)(n > 0 ? n : 1) * sizeof *names);
-    if (!names) return vl_error_set("out of memory writing %s", path);
-    for (int i = 0; i < n; i++) names[i] = ts[i].name;
-    qsort(names, (size_t)n, sizeof *names, st_cstr_cmp);
-    int rc = 0;
-    for (int i = 1; i < n && rc == 0; i++)
-        if (strcmp(names[i - 1], names[i]) == 0)
-            rc = vl_error_set("cannot write %s: tensor %s is given twice", path, names[i]);
-    free(names);
-    return rc;
-}
-
-int vl_safetensors_write(const char *path, const vl_tensor_out *tensors, int n) {
-    if (n < 0 || (n > 0 && !tensors))
-        return vl_error_set("cannot write %s: bad tensor list (n = %d)", path, n);
-    uint64_t *nbytes = malloc((size_t)(n > 0 ? n : 1) * sizeof *nbytes);
-    if (!nbytes) return vl_error_set("out of memory writing %s", path);
-    st_buf h = {0};
-    char *tmp = NULL;
-    FILE *f = NULL;
-    int rc = st_check_outputs(path, tensors, n, nbytes);
-    if (rc != 0) goto done;
-
-    st_buf_str(&h, "{\"__metadata__\":{\"format\":\"pt\"}");
-    uint64_t offset = 0;
-    for (int i = 0; i < n; i++) {
-        const vl_tensor_out *t = &tensors[i];
-        st_buf_str(&h, ",");
-        st_buf_json_string(&h, t->name);
-        st_buf_str(&h, ":{\"dtype\":\"");
-        st_buf_str(&h, vl_dtype_name(t->dtype));
-        st_buf_str(&h, "\",\"shape\":[");
-        for (int d = 0; d < t->ndim; d++) {
-            if (d) st_buf_str(&h, ",");
-            st_buf_u64(&h, (uint64_t)t->shape[d]);
-        }
-        st_buf_str(&h, "],\"data_offsets\":[");
-        st_buf_u64(&h, offset);
-        st_buf_str(&h, ",");
-        st_buf_u64(&h, offset + nbytes[i]);
-        st_buf_str(&h, "]}");
-        offset += nbytes[i];
-    }
-    st_buf_str(&h, "}");
-    while (h.n % 8) st_buf_put(&h, " ", 1); /* data starts 8-byte aligned */
-    if (h.oom) {
-        rc = vl_error_set("out of memory writing %s", path);
-        goto done;
-    }
-
-    size_t plen = strlen(path);
-    tmp = malloc(plen + 5);
-    if (!tmp) {
-        rc = vl_error_set("out of memory writing %s", path);
-        goto done;
-    }
-    memcpy(tmp, path, plen);
-    memcpy(tmp + plen, ".tmp", 5);
-    f = fopen(tmp, "wb");
-    if (!f) {
-        rc = vl_error_set("cannot create %s: %s", tmp, strerror(errno));
-        goto done;
-    }
-    unsigned char len8[8];
-    for (int i = 0; i < 8; i++) len8[i] = (unsigned char)((uint64_t)h.n >> (8 * i));
-    int ok = fwrite(len8, 1, 8, f) == 8 && fwrite(h.p, 1, h.n, f) == h.n;
-    for (int i = 0; ok && i < n; i++)
-        if (nbytes[i]) ok = fwrite(tensors[i].data, 1, (size_t)nbytes[i], f) == nbytes[i];
-    int e = errno;
-    if (fclose(f) != 0 && ok) {
-        ok = 0;
-        e = errno;
-    }
-    f = NULL;
-    if (!ok) {
-        rc = vl_error_set("cannot write %s: %s", tmp, strerror(e));
-        remove(tmp);
-        goto done;
-    }
-    if (rename(tmp, path) != 0) {
-        rc = vl_error_set("cannot rename %s to %s: %s", tmp, path, strerror(errno));
-        remove(tmp);
-        goto done;
-    }
-done:
-    free(tmp);
-    free(h.p);
-    free(nbytes);
-    return rc;
 }

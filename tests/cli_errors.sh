@@ -58,7 +58,7 @@ corrupt hdr_beyond       'b[:8] = struct.pack("<Q", len(b) * 4)'
 corrupt bad_json         'b[8:9] = b"#"'
 corrupt out_of_range     'h["model.norm.weight"]["data_offsets"][1] += 10**9; b = bytearray(rewrite(h))'
 corrupt overlap          'k = sorted((v["data_offsets"][0], n) for n, v in h.items() if n != "__metadata__"); a, c = k[1][1], k[2][1]; L = h[c]["data_offsets"][1] - h[c]["data_offsets"][0]; h[c]["data_offsets"] = [h[a]["data_offsets"][0], h[a]["data_offsets"][0] + L]; b = bytearray(rewrite(h))'
-corrupt missing_tensor   'del h["model.layers.1.mlp.up_proj.weight"]; b = bytearray(rewrite(h))'
+corrupt missing_tensor   'h["unused.up_proj.weight"] = h.pop("model.layers.1.mlp.up_proj.weight"); b = bytearray(rewrite(h))'
 corrupt wrong_shape      'h["model.norm.weight"]["shape"] = [64]; o = h["model.norm.weight"]["data_offsets"]; o[1] = o[0] + 128; b = bytearray(rewrite(h))'
 corrupt unknown_dtype    'h["model.norm.weight"]["dtype"] = "F8_E9M9"; b = bytearray(rewrite(h))'
 
@@ -83,6 +83,15 @@ python3 -c "import json,sys; c=json.load(open(sys.argv[1])); del c['text_config'
 expect_error "hidden_size"                  $M --model "$tmp/badcfg" "$IMG"
 mkdir -p "$tmp/jsoncfg" && cp "$good/model.safetensors" "$tmp/jsoncfg/" && echo '{"text_config": {' >"$tmp/jsoncfg/config.json"
 expect_error "config.json"                  $M --model "$tmp/jsoncfg" "$IMG"
+# preprocessor_config.json: sizes held to the family's, and agreement with config.json; a FIFO
+# where the checkpoint should be is refused, not opened
+for d in ppbig ppmis fifoshard; do mkdir -p "$tmp/$d" && cp "$good/config.json" "$good/tokenizer.json" "$tmp/$d/"; done
+cp "$good/model.safetensors" "$tmp/ppbig/" && echo '{"temporal_patch_size": 1024}' >"$tmp/ppbig/preprocessor_config.json"
+expect_error '"temporal_patch_size" must be 2' $M --model "$tmp/ppbig" "$IMG"
+cp "$good/model.safetensors" "$tmp/ppmis/" && echo '{"patch_size": 16}' >"$tmp/ppmis/preprocessor_config.json"
+expect_error "vision_config.patch_size is 14" $M --model "$tmp/ppmis" "$IMG"
+mkfifo "$tmp/fifoshard/model.safetensors"
+expect_error "FIFO"                         $M --model "$tmp/fifoshard" "$IMG"
 
 # images
 expect_error "/nonexistent.png"             $M --model "$good" /nonexistent.png

@@ -3,33 +3,21 @@
  * Checks the tiny transformers-5 fixture (nested layout), the published 7B and 2B configs in
  * examples/ (flat layout, vision values from the class defaults) against the values of the
  * spec and the model cards, the older full-vision_config layout, and a list of damaged configs
- * made by editing those files with cJSON: each must fail naming the key. Preprocessor configs
- * are written to a temporary directory.
+ * made by editing those files with cJSON: each must fail naming the key. Also: token ids
+ * (given or defaulted) inside the vocabulary, the Qwen-VL family's vision sizes, strict JSON
+ * (repeated keys, trailing text, NUL bytes), FIFOs refused without blocking (under a
+ * watchdog). Preprocessor configs are written to a temporary directory: the caps on the sizes
+ * that make the pixel buffer, and the agreement check with config.json.
  * Leaves out: configs of other model families beyond the model_type refusal. */
 #include "loader/loader.h"
 #include "vltest.h"
+#include "vltest_fs.h"
 
 #include <cJSON.h>
 
 #include <stdarg.h>
 #include <sys/stat.h>
 #include <unistd.h>
-
-static char tmp_root[512];
-
-static const char *tpath(const char *rel) {
-    static char buf[8][1024];
-    static int slot;
-    char *out = buf[slot++ & 7];
-    snprintf(out, 1024, "%s/%s", tmp_root, rel);
-    return out;
-}
-
-static void write_text(const char *path, const char *text) {
-    FILE *f = fopen(path, "wb");
-    if (!f || fputs(text, f) < 0) exit(2);
-    fclose(f);
-}
 
 static cJSON *load_json(const char *path) {
     char *text = NULL;
@@ -450,8 +438,142 @@ static void test_bad_configs(void) {
     VT_CHECK(vl_config_parse(&c, "", "empty/config.json") != 0);
     VT_CHECK(strstr(vl_error_get(), "empty/config.json") != NULL);
     vl_error_clear();
-    VT_CHECK(vl_config_load(&c, tpath("no-such-config.json")) != 0);
+    VT_CHECK(vl_config_load(&c, vt_tpath("no-such-config.json")) != 0);
     VT_CHECK(strstr(vl_error_get(), "no-such-config.json") != NULL);
+}
+
+/* ---- token ids inside the vocabulary ------------------------------------------------------- */
+
+static void tiny_no_image_id(cJSON *d) {
+    cJSON_DeleteItemFromObjectCaseSensitive(d, "image_token_id");
+}
+static void tiny_no_bos(cJSON *d) {
+    cJSON_DeleteItemFromObjectCaseSensitive(obj_of(d, "text_config"), "bos_token_id");
+}
+static void tiny_bos_null(cJSON *d) {
+    cJSON_ReplaceItemInObjectCaseSensitive(obj_of(d, "text_config"), "bos_token_id",
+                                           cJSON_CreateNull());
+}
+static void tiny_eos_list_big(cJSON *d) {
+    cJSON *eos = cJSON_CreateArray();
+    cJSON_AddItemToArray(eos, cJSON_CreateNumber(2041));
+    cJSON_AddItemToArray(eos, cJSON_CreateNumber(151643));
+    cJSON_ReplaceItemInObjectCaseSensitive(obj_of(d, "text_config"), "eos_token_id", eos);
+}
+static void tiny_video_vocab(cJSON *d) {
+    set_num(d, "video_token_id", 2048); /* == vocab_size: one past the last id */
+}
+
+static void test_token_ids(void) {
+    const char *tiny = path_tiny();
+    /* absent ids default to Qwen2-VL's 151643..., which a 2048-token vocabulary lacks */
+    EXPECT_CONFIG_FAIL(tiny, tiny_no_image_id, "\"image_token_id\"", "151655", "vocab_size 2048");
+    EXPECT_CONFIG_FAIL(tiny, tiny_no_bos, "\"bos_token_id\"", "151643", "vocab_size 2048");
+    EXPECT_CONFIG_FAIL(tiny, tiny_bos_null, "\"bos_token_id\"", "vocab_size 2048");
+    EXPECT_CONFIG_FAIL(tiny, tiny_eos_list_big, "\"text_config.eos_token_id[1]\"", "[0, 2047]",
+                       "151643");
+    EXPECT_CONFIG_FAIL(tiny, tiny_video_vocab, "\"video_token_id\"", "[0, 2047]", "2048");
+    /* every id of a list inside the vocabulary: the first is the end of a turn */
+    cJSON *doc = load_json(tiny);
+    cJSON *eos = cJSON_CreateArray();
+    cJSON_AddItemToArray(eos, cJSON_CreateNumber(2047));
+    cJSON_AddItemToArray(eos, cJSON_CreateNumber(0));
+    cJSON_ReplaceItemInObjectCaseSensitive(obj_of(doc, "text_config"), "eos_token_id", eos);
+    vl_config c;
+    VT_CHECKF(parse_doc(doc, &c) == 0, "%s", vl_error_get());
+    VT_CHECK_INT(c.eos_id, 2047);
+    cJSON_Delete(doc);
+}
+
+/* ---- vision sizes of config.json ------------------------------------------------------------- */
+
+static void v_temporal_huge(cJSON *d) {
+    set_num(obj_of(d, "vision_config"), "temporal_patch_size", 1024);
+}
+static void v_temporal_one(cJSON *d) {
+    set_num(obj_of(d, "vision_config"), "temporal_patch_size", 1);
+}
+static void v_patch_15(cJSON *d) {
+    set_num(obj_of(d, "vision_config"), "patch_size", 15);
+}
+static void v_merge_4(cJSON *d) {
+    set_num(obj_of(d, "vision_config"), "spatial_merge_size", 4);
+}
+static void v_patch_str(cJSON *d) {
+    cJSON_ReplaceItemInObjectCaseSensitive(obj_of(d, "vision_config"), "patch_size",
+                                           cJSON_CreateString("14"));
+}
+
+static void test_vision_sizes(void) {
+    const char *tiny = path_tiny();
+    EXPECT_CONFIG_FAIL(tiny, v_temporal_huge, "\"vision_config.temporal_patch_size\"", "must be 2",
+                       "got 1024");
+    EXPECT_CONFIG_FAIL(tiny, v_temporal_one, "\"vision_config.temporal_patch_size\"", "got 1");
+    EXPECT_CONFIG_FAIL(tiny, v_patch_15, "\"vision_config.patch_size\"", "14 or 16", "got 15");
+    EXPECT_CONFIG_FAIL(tiny, v_merge_4, "\"vision_config.spatial_merge_size\"", "must be 2",
+                       "got 4");
+    EXPECT_CONFIG_FAIL(tiny, v_patch_str, "\"vision_config.patch_size\"", "\"14\"");
+    cJSON *doc = load_json(tiny); /* the newer Qwen-VL patch */
+    set_num(obj_of(doc, "vision_config"), "patch_size", 16);
+    vl_config c;
+    VT_CHECKF(parse_doc(doc, &c) == 0, "%s", vl_error_get());
+    VT_CHECK_INT(c.patch, 16);
+    cJSON_Delete(doc);
+}
+
+/* ---- strict JSON ----------------------------------------------------------------------------- */
+
+/* The 7B config with `edit` applied to its text (first occurrence of `from` -> `to`). */
+static int load_edited_text(const char *from, const char *to, vl_config *c) {
+    char *text = NULL;
+    size_t len = 0;
+    if (vl_read_file(path_7b(), 1 << 20, &text, &len) != 0) exit(2);
+    char *at = strstr(text, from);
+    if (!at) exit(2);
+    size_t a = (size_t)(at - text), nf = strlen(from), nt = strlen(to);
+    char *out = malloc(len - nf + nt + 1);
+    memcpy(out, text, a);
+    memcpy(out + a, to, nt);
+    memcpy(out + a + nt, at + nf, len - a - nf + 1);
+    vt_write_bytes(vt_tpath("config.json"), out, len - nf + nt);
+    free(out);
+    free(text);
+    vl_error_clear();
+    return vl_config_load(c, vt_tpath("config.json"));
+}
+
+static void test_strict_json(void) {
+    vl_config c;
+    VT_CHECKF(load_edited_text("{", "{", &c) == 0, "%s", vl_error_get()); /* unchanged: loads */
+    /* a repeated key: Python keeps the last value, cJSON the first */
+    VT_CHECK(load_edited_text("\"hidden_size\": 3584,",
+                              "\"hidden_size\": 3584, \"hidden_size\": 64,", &c) != 0);
+    VT_CHECKF(strstr(vl_error_get(), "config.json") &&
+                  strstr(vl_error_get(), "\"hidden_size\" twice"),
+              "%s", vl_error_get());
+    VT_CHECK(load_edited_text("\"spatial_patch_size\": 14", "\"in_chans\": 3", &c) != 0);
+    VT_CHECKF(strstr(vl_error_get(), "\"in_chans\" twice"), "%s", vl_error_get());
+    /* trailing text, and a NUL byte (which a C-string parse would stop at) */
+    char *text = NULL;
+    size_t len = 0;
+    if (vl_read_file(path_7b(), 1 << 20, &text, &len) != 0) exit(2);
+    char *more = malloc(len + 16);
+    memcpy(more, text, len);
+    memcpy(more + len, "\n{\"x\": 1}", 9);
+    vt_write_bytes(vt_tpath("config.json"), more, len + 9);
+    vl_error_clear();
+    VT_CHECK(vl_config_load(&c, vt_tpath("config.json")) != 0);
+    VT_CHECKF(strstr(vl_error_get(), "after the JSON value"), "%s", vl_error_get());
+    memcpy(more + len, "\n\0garbage", 9);
+    vt_write_bytes(vt_tpath("config.json"), more, len + 9);
+    vl_error_clear();
+    VT_CHECK(vl_config_load(&c, vt_tpath("config.json")) != 0);
+    VT_CHECKF(strstr(vl_error_get(), "NUL"), "%s", vl_error_get());
+    free(more);
+    free(text);
+    vl_error_clear();
+    VT_CHECK(vl_config_parse(&c, "{\"a\": 1} x", "trail/config.json") != 0);
+    VT_CHECKF(strstr(vl_error_get(), "trail/config.json"), "%s", vl_error_get());
 }
 
 /* ---- preprocessor_config.json --------------------------------------------------------------- */
@@ -467,8 +589,8 @@ static void check_preproc_default(const vl_preproc_config *p) {
 }
 
 static int load_preproc_text(const char *text, vl_preproc_config *p) {
-    const char *path = tpath("preprocessor_config.json");
-    write_text(path, text);
+    const char *path = vt_tpath("preprocessor_config.json");
+    vt_write_text(path, text);
     vl_error_clear();
     return vl_preproc_config_load(p, path);
 }
@@ -504,7 +626,7 @@ static void test_preproc(void) {
 
     VT_CHECK(load_preproc_text("{\"min_pixels\": 100, \"max_pixels\": 5000, \"image_mean\": "
                                "[0.5, 0.25, 0], \"image_std\": [0.25, 0.5, 1], \"patch_size\": "
-                               "16, \"temporal_patch_size\": 1, \"merge_size\": 1, "
+                               "16, \"temporal_patch_size\": 2, \"merge_size\": 2, "
                                "\"do_resize\": true, \"resample\": 3, \"rescale_factor\": "
                                "0.00392156862745098}",
                                &p) == 0);
@@ -512,7 +634,7 @@ static void test_preproc(void) {
     VT_CHECK_INT(p.max_pixels, 5000);
     VT_CHECK(p.mean[0] == 0.5f && p.mean[1] == 0.25f && p.mean[2] == 0.0f);
     VT_CHECK(p.std[0] == 0.25f && p.std[1] == 0.5f && p.std[2] == 1.0f);
-    VT_CHECK(p.patch == 16 && p.temporal_patch == 1 && p.merge == 1);
+    VT_CHECK(p.patch == 16 && p.temporal_patch == 2 && p.merge == 2);
 
     /* transformers 5 spelling, and top-level keys overriding it */
     VT_CHECK(load_preproc_text("{\"size\": {\"shortest_edge\": 1000, \"longest_edge\": 2000}}",
@@ -540,23 +662,120 @@ static void test_preproc(void) {
     expect_preproc_fail(__LINE__, "{\"min_pixels\": ", "JSON");
     expect_preproc_fail(__LINE__, "[]", "object");
     vl_error_clear();
-    VT_CHECK(vl_preproc_config_load(&p, tpath("none/preprocessor_config.json")) != 0);
+    VT_CHECK(vl_preproc_config_load(&p, vt_tpath("none/preprocessor_config.json")) != 0);
     VT_CHECK(strstr(vl_error_get(), "none/preprocessor_config.json") != NULL);
 }
 
-int main(void) {
-    const char *base = getenv("TMPDIR");
-    snprintf(tmp_root, sizeof tmp_root, "%s/vl_cfg_XXXXXX", base && base[0] ? base : "/tmp");
-    if (!mkdtemp(tmp_root)) {
-        perror("mkdtemp");
-        return 2;
+/* Sizes that decide how large the pixel buffer gets: the family's values only. */
+static void test_preproc_caps(void) {
+    static const struct {
+        const char *text, *needle1, *needle2;
+    } bad[] = {
+        {"{\"max_pixels\": 12845057}", "\"max_pixels\"", "[1, 12845056]"},
+        {"{\"max_pixels\": 1e12}", "\"max_pixels\"", "got 1000000000000"},
+        {"{\"min_pixels\": 0}", "\"min_pixels\"", "[1, 12845056]"},
+        {"{\"min_pixels\": 20000000, \"max_pixels\": 12845056}", "\"min_pixels\"", "got 20000000"},
+        {"{\"size\": {\"longest_edge\": 99999999}}", "\"size.longest_edge\"", "got 99999999"},
+        {"{\"size\": {\"shortest_edge\": 5000, \"longest_edge\": 4000}}", "min_pixels (5000)",
+         "max_pixels (4000)"},
+        {"{\"size\": {\"min_pixels\": -5}}", "\"size.min_pixels\"", "got -5"},
+        {"{\"patch_size\": 28}", "\"patch_size\"", "14 or 16"},
+        {"{\"patch_size\": 1024}", "\"patch_size\"", "got 1024"},
+        {"{\"temporal_patch_size\": 1024}", "\"temporal_patch_size\"", "must be 2"},
+        {"{\"temporal_patch_size\": 1}", "\"temporal_patch_size\"", "got 1"},
+        {"{\"merge_size\": 8}", "\"merge_size\"", "must be 2"},
+        {"{\"merge_size\": \"2\"}", "\"merge_size\"", "\"2\""},
+        /* strict JSON */
+        {"{\"patch_size\": 14, \"patch_size\": 16}", "\"patch_size\" twice", ""},
+        {"{\"patch_size\": 14} {}", "after the JSON value", ""},
+    };
+    for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+        expect_preproc_fail((int)(1000 + i), bad[i].text, bad[i].needle1);
+        expect_preproc_fail((int)(1000 + i), bad[i].text, bad[i].needle2);
     }
+    /* the bounds themselves are accepted */
+    vl_preproc_config p;
+    VT_CHECKF(load_preproc_text("{\"min_pixels\": 1, \"max_pixels\": 12845056, \"patch_size\": 16}",
+                                &p) == 0,
+              "%s", vl_error_get());
+    VT_CHECK(p.min_pixels == 1 && p.max_pixels == 12845056 && p.patch == 16);
+    VT_CHECKF(load_preproc_text("{\"size\": {\"shortest_edge\": 12845056, \"longest_edge\": "
+                                "12845056}}",
+                                &p) == 0,
+              "%s", vl_error_get());
+    VT_CHECK(p.min_pixels == 12845056 && p.max_pixels == 12845056);
+}
+
+/* preprocessor_config.json against config.json's vision values. */
+static void test_preproc_check(void) {
+    vl_config c;
+    VT_CHECKF(vl_config_load(&c, path_tiny()) == 0, "%s", vl_error_get());
+    vl_preproc_config p;
+    vl_preproc_config_default(&p);
+    vl_error_clear();
+    VT_CHECKF(vl_preproc_config_check(&p, &c, "x/preprocessor_config.json") == 0, "%s",
+              vl_error_get());
+    p.patch = 16;
+    VT_CHECK(vl_preproc_config_check(&p, &c, "x/preprocessor_config.json") != 0);
+    const char *msg = vl_error_get();
+    VT_CHECKF(strstr(msg, "x/preprocessor_config.json") && strstr(msg, "patch_size is 16") &&
+                  strstr(msg, "vision_config.patch_size is 14"),
+              "%s", msg);
+    c.patch = 16; /* a newer-Qwen-VL pair agrees again */
+    vl_error_clear();
+    VT_CHECKF(vl_preproc_config_check(&p, &c, "x/preprocessor_config.json") == 0, "%s",
+              vl_error_get());
+    c.merge = 4; /* not a value the parser lets through, but the check compares all three */
+    VT_CHECK(vl_preproc_config_check(&p, &c, "x/preprocessor_config.json") != 0);
+    VT_CHECKF(strstr(vl_error_get(), "vision_config.spatial_merge_size is 4"), "%s",
+              vl_error_get());
+    /* the fixture models' own pairs load and agree */
+    static const char *const models[] = {"models/tiny-a", "models/tiny-b", "models/tiny-odd"};
+    for (int m = 0; m < 3; m++) {
+        char cp[512], pp[512];
+        snprintf(cp, sizeof cp, "%s/config.json", models[m]);
+        snprintf(pp, sizeof pp, "%s/preprocessor_config.json", models[m]);
+        vl_error_clear();
+        VT_CHECKF(vl_config_load(&c, vt_fixture(cp)) == 0 &&
+                      vl_preproc_config_load(&p, vt_fixture(pp)) == 0 &&
+                      vl_preproc_config_check(&p, &c, pp) == 0,
+                  "%s: %s", models[m], vl_error_get());
+        VT_CHECK(p.patch == 14 && p.max_pixels == 12845056 && p.min_pixels == 3136);
+    }
+}
+
+/* A FIFO as config.json or preprocessor_config.json is refused, not opened for reading (which
+ * would block until a writer came); the watchdog fails the test if it blocks. */
+static void test_fifos(void) {
+    vt_watchdog(60);
+    vt_mkfifo(vt_tpath("fifo_config.json"));
+    vl_config c;
+    vl_error_clear();
+    VT_CHECK(vl_config_load(&c, vt_tpath("fifo_config.json")) != 0);
+    VT_CHECKF(strstr(vl_error_get(), "fifo_config.json") && strstr(vl_error_get(), "FIFO"), "%s",
+              vl_error_get());
+    vt_mkfifo(vt_tpath("fifo_preproc.json"));
+    vl_preproc_config p;
+    vl_error_clear();
+    VT_CHECK(vl_preproc_config_load(&p, vt_tpath("fifo_preproc.json")) != 0);
+    VT_CHECKF(strstr(vl_error_get(), "fifo_preproc.json") && strstr(vl_error_get(), "FIFO"), "%s",
+              vl_error_get());
+    vt_watchdog(0);
+}
+
+int main(void) {
+    vt_tmp_init("vl_cfg");
     test_published();
     test_tiny_nested();
     test_flat_variants();
     test_bad_configs();
+    test_token_ids();
+    test_vision_sizes();
+    test_strict_json();
     test_preproc();
-    unlink(tpath("preprocessor_config.json"));
-    rmdir(tmp_root);
+    test_preproc_caps();
+    test_preproc_check();
+    test_fifos();
+    vt_rm_tree(vt_tmp_root);
     return vt_finish();
 }
