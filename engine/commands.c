@@ -3,6 +3,7 @@
 #include "engine/engine.h"
 
 #include <stdlib.h>
+#include <sys/stat.h>
 
 /* Options shared by the subcommands: --model DIR, --tokenizer FILE, --out FILE, one positional. */
 typedef struct {
@@ -70,11 +71,8 @@ int vl_cmd_preprocess(int argc, char **argv) {
     if (so.model) {
         char path[4200];
         snprintf(path, sizeof path, "%s/preprocessor_config.json", so.model);
-        FILE *f = fopen(path, "rb");
-        if (f) {
-            fclose(f);
-            if (vl_preproc_config_load(&pre, path)) return -1;
-        }
+        struct stat st; /* present at all: a FIFO there is refused by the loader, not opened */
+        if (stat(path, &st) == 0 && vl_preproc_config_load(&pre, path)) return -1;
     }
     vl_image img;
     if (vl_image_load(&img, so.arg)) return -1;

@@ -258,9 +258,11 @@ static int is_dir(const char *p) {
     return stat(p, &st) == 0 && S_ISDIR(st.st_mode);
 }
 
+/* Present at all: a FIFO or directory in a file's place is then opened and refused by the
+ * loader with its own message, rather than reported as missing. */
 static int file_exists(const char *p) {
     struct stat st;
-    return stat(p, &st) == 0 && S_ISREG(st.st_mode);
+    return stat(p, &st) == 0;
 }
 
 int vl_model_open(vl_model *m, const vl_options *o) {

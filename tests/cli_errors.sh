@@ -92,6 +92,14 @@ cp "$good/model.safetensors" "$tmp/ppmis/" && echo '{"patch_size": 16}' >"$tmp/p
 expect_error "vision_config.patch_size is 14" $M --model "$tmp/ppmis" "$IMG"
 mkfifo "$tmp/fifoshard/model.safetensors"
 expect_error "FIFO"                         $M --model "$tmp/fifoshard" "$IMG"
+# a FIFO as config.json, tokenizer.json or preprocessor_config.json: refused by name, not
+# reported as missing and never waited on
+for f in config tokenizer preprocessor_config; do
+    mkdir -p "$tmp/fifo_$f" && cp "$good"/* "$tmp/fifo_$f/" && rm -f "$tmp/fifo_$f/$f.json"
+    mkfifo "$tmp/fifo_$f/$f.json"
+    expect_error "$f.json is a FIFO"          $M --model "$tmp/fifo_$f" "$IMG"
+done
+expect_error "preprocessor_config.json is a FIFO" preprocess --model "$tmp/fifo_preprocessor_config" "$IMG"
 
 # images
 expect_error "/nonexistent.png"             $M --model "$good" /nonexistent.png
