@@ -10,6 +10,9 @@
  *   - --attn naive adds the fp32 score matrix of the largest call to the workspace;
  *   - --kv int8: 29,568 bytes per token (codes + one fp32 scale per row), and one layer's K and V
  *     in bf16 as workspace.
+ * And the other check made before anything is loaded: the CUDA kernels' shape limits
+ * (vl_cuda_check_attention), which take both of 7B's attentions and refuse, in one line naming
+ * the value, what lies past them: head_dim 129 without --attn naive, 513 with it, 65536 heads.
  * Plans only: nothing is allocated. */
 #include "engine/engine.h"
 #include "vltest.h"
@@ -35,6 +38,37 @@ static vl_mem_plan plan_images(int n_images, int attn_naive, vl_dtype quant) {
     vl_mem_plan p;
     vl_plan_memory(&cfg, &rq, &p);
     return p;
+}
+
+/* vl_cuda_check_attention on (heads, kv heads, head_dim, naive): want 0, or -1 with `say` in the
+ * message. */
+static void check_shape(int h, int g, int d, int naive, const char *say) {
+    char why[256] = "";
+    vl_attn_shape s = {h, g, d, naive};
+    int rc = vl_cuda_check_attention(&s, why, sizeof why);
+    VT_CHECKF(say ? rc == -1 && strstr(why, say) && !strchr(why, '\n') : rc == 0 && !why[0],
+              "shape %d/%d heads, head_dim %d%s: rc %d, \"%s\"", h, g, d, naive ? " naive" : "", rc,
+              why);
+}
+
+static void test_cuda_shapes(void) {
+    check_shape(cfg.n_heads, cfg.n_kv_heads, cfg.head_dim, 0, NULL); /* 7B: 28/4 x 128 */
+    check_shape(cfg.v_heads, cfg.v_heads, cfg.v_head_dim, 0, NULL);  /* 16 x 80 */
+    check_shape(3, 1, 16, 0, NULL);                                  /* tiny-odd */
+    check_shape(2, 2, 20, 0, NULL);
+    check_shape(5, 1, 6, 0, NULL);
+    check_shape(1, 1, 1, 0, NULL);
+    check_shape(4, 2, 128, 0, NULL);
+    check_shape(4, 2, 129, 0, "head_dim 129 is above 128");
+    check_shape(4, 2, 129, 0, "use --attn naive");
+    check_shape(4, 2, 129, 1, NULL);
+    check_shape(4, 2, 512, 1, NULL);
+    check_shape(4, 2, 513, 1, "head_dim 513 is outside 1..512");
+    check_shape(4, 2, 0, 0, "head_dim 0 is outside");
+    check_shape(65535, 65535, 8, 0, NULL);
+    check_shape(65536, 65536, 8, 0, "65536 heads is above 65535");
+    check_shape(65536, 65536, 8, 1, "65536 heads is above 65535");
+    check_shape(6, 4, 8, 0, "6 query heads over 4 kv heads");
 }
 
 static void check_close_above(const char *what, size_t got, size_t want, size_t slack) {
@@ -101,5 +135,6 @@ int main(void) {
                       256);
     VT_CHECK_INT(k28.act, p28.act);
     VT_CHECK_INT(k28.weights, p28.weights);
+    test_cuda_shapes();
     return vt_finish();
 }
