@@ -400,8 +400,12 @@ __global__ void __launch_bounds__(kThreads)
     __syncthreads();
 
     const bool single = plan.splits == 1; /* then ws may be NULL */
-    for (int idx = (int)threadIdx.x; idx < n_rows * D; idx += kThreads) {
-        const int r = idx / D, d = idx % D;
+    for (int idx = (int)threadIdx.x; idx < n_rows * WD; idx += kThreads) {
+        const int r = idx / WD, d = idx % WD;
+        if (d >= D) { /* a ws row's padding (D not a multiple of 4): zeros, never stored in o */
+            if (!single) ws[((int64_t)split * p.n_heads + head0 + r) * WD + d] = 0.f;
+            continue;
+        }
         float mx = -INFINITY;
 #pragma unroll
         for (int w = 0; w < kWarps; w++) mx = fmaxf(mx, s_m[w][r]);
