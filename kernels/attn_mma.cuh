@@ -187,8 +187,7 @@ __host__ __device__ constexpr int element_dim(int d) {
  * ... take part. */
 template <typename T, int DS, int LD>
 __device__ __forceinline__ void load_rows_elems(T *s, const T *g, int64_t stride, int row0,
-                                                int rows, int row_end, int d, int first,
-                                                int step) {
+                                                int rows, int row_end, int d, int first, int step) {
     for (int e = first; e < rows * DS; e += step) {
         const int r = e / DS, c = e % DS;
         T x = 0;
