@@ -265,6 +265,27 @@ static int file_exists(const char *p) {
     return stat(p, &st) == 0;
 }
 
+/* The CUDA backend's kernels have limits a valid config can exceed (vl_cuda_check_attention):
+ * refuse such a model right after its config is parsed, in one line that names the config's
+ * values, before anything is loaded and before a device is opened. */
+static int check_cuda_shapes(const vl_config *c, const vl_options *o, const char *cfg_path) {
+    if (o->backend != VL_BACKEND_CUDA) return 0;
+    char why[256];
+    vl_attn_shape text = {c->n_heads, c->n_kv_heads, c->head_dim, o->attn_naive};
+    if (vl_cuda_check_attention(&text, why, sizeof why))
+        return vl_error_set("%s: the decoder's attention (num_attention_heads %d, "
+                            "num_key_value_heads %d, head_dim %d) does not run on the CUDA "
+                            "backend: %s",
+                            cfg_path, c->n_heads, c->n_kv_heads, c->head_dim, why);
+    vl_attn_shape vision = {c->v_heads, c->v_heads, c->v_head_dim, o->attn_naive};
+    if (vl_cuda_check_attention(&vision, why, sizeof why))
+        return vl_error_set("%s: the vision attention (vision_config.num_heads %d, head dim "
+                            "vision_config.embed_dim %d / num_heads = %d) does not run on the "
+                            "CUDA backend: %s",
+                            cfg_path, c->v_heads, c->v_embed, c->v_head_dim, why);
+    return 0;
+}
+
 int vl_model_open(vl_model *m, const vl_options *o) {
     memset(m, 0, sizeof *m);
     char path[4600];
@@ -280,7 +301,7 @@ int vl_model_open(vl_model *m, const vl_options *o) {
         if (!cfg)
             return vl_error_set("--random-weights needs --config FILE or --model DIR for the "
                                 "shapes (examples/ has the Qwen2-VL configs)");
-        if (vl_config_load(&m->cfg, cfg)) return -1;
+        if (vl_config_load(&m->cfg, cfg) || check_cuda_shapes(&m->cfg, o, cfg)) return -1;
     } else {
         if (!dir)
             return vl_error_set("no model: pass --model DIR (or set VLRUN_MODEL), or use "
@@ -293,7 +314,7 @@ int vl_model_open(vl_model *m, const vl_options *o) {
             return vl_error_set("%s has no config.json: is it a Hugging Face checkpoint "
                                 "directory?",
                                 dir);
-        if (vl_config_load(&m->cfg, path)) return -1;
+        if (vl_config_load(&m->cfg, path) || check_cuda_shapes(&m->cfg, o, path)) return -1;
     }
     if (dir) {
         snprintf(path, sizeof path, "%s/preprocessor_config.json", dir);

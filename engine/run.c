@@ -1,8 +1,9 @@
 /* run.c: the main job: images + prompt -> exactly --max-tokens tokens, and the report.
  *
- *   parse options -> backend -> decode and preprocess each distinct image once -> model ->
- *   prompt -> session (KV cache sized for prompt + max tokens) -> prefill -> decode loop ->
- *   report on stderr, or one JSON object on stdout with --json.
+ *   parse options -> model (config, checked against the backend's kernels) -> backend ->
+ *   decode and preprocess each distinct image once -> prompt -> session (KV cache sized for
+ *   prompt + max tokens) -> prefill -> decode loop -> report on stderr, or one JSON object on
+ *   stdout with --json.
  * Generated text streams to stdout (not with --json or --quiet). */
 #include "engine/engine.h"
 
@@ -233,6 +234,12 @@ static int run(const vl_options *o) {
     memset(&s, 0, sizeof s);
     memset(&p, 0, sizeof p);
 
+    /* The model is opened first: its config decides whether the chosen backend can run it at
+     * all (vl_model_open refuses shapes the CUDA kernels lack), and that answer must not wait
+     * for, or depend on, a device. Opening maps the checkpoint but loads nothing. */
+    double t0 = vl_now_s();
+    if (vl_model_open(&m, o)) goto done;
+    const double open_s = vl_now_s() - t0; /* load time counts the open, not the device start */
     vl_backend *be = NULL;
     if (o->backend == VL_BACKEND_CPU) {
         be = vl_backend_cpu();
@@ -241,12 +248,12 @@ static int run(const vl_options *o) {
         be = vl_backend_cuda(why, sizeof why);
         if (!be) {
             vl_error_set("%s", why[0] ? why : "no CUDA device found; use --backend cpu");
-            return -1;
+            goto done;
         }
     }
     if (o->attn_naive && !be->attention_naive) {
         vl_error_set("--attn naive is not available on the %s backend", be->name);
-        return -1;
+        goto done;
     }
 
     /* What the process holds before any weight: the CUDA context and the backend's own
@@ -257,8 +264,7 @@ static int run(const vl_options *o) {
         be->mem_info(be, &free_b, &total_b);
         device_base = total_b - free_b;
     }
-    double t0 = vl_now_s();
-    if (vl_model_open(&m, o)) goto done;
+    t0 = vl_now_s() - open_s;
     if (vl_image_set_load(&is, o, &m.pre)) goto done;
     const vl_pixels *imgs = is.list;
     const int n_imgs = is.n_list;

@@ -28,8 +28,12 @@
  *     and the combine step derive the split plan from the length they read, with the same
  *     split_plan code the host runs for an explicit length. Splits past the plan exit at once
  *     and are never read, so a replay gives the same bits as the eager call of that length.
- *   - Head dims: every multiple of 8 up to 128; one not a multiple of 16 runs its MMAs over
- *     D + 8 columns whose padding is zeros in shared memory.
+ *   - Head dims: every one up to 128 (attn_mma.cuh). Fast path: a multiple of 8 with aligned
+ *     rows; one not a multiple of 16 runs its MMAs over D + 8 columns whose padding is zeros in
+ *     shared memory. Element path (any other head dim or alignment): the query and each step's
+ *     rows are loaded one element at a time (synchronously) into rows of element_dim(D) columns,
+ *     zeros past D; the int8 variant likewise for the codes (the scales keep their cp.async).
+ *     The partials in the workspace are rows of decode_ws_row(D) floats (D rounded up to 4).
  *   - int8 cache (--kv int8, p.k_scale set; the Q8 variant): a warp's ring holds the raw int8
  *     rows and their fp32 scales (half the bytes of a bf16 step), and each step the warp turns
  *     them into one bf16 tile of exact integers (|q| <= 127), so the MMAs and ldmatrix are the
@@ -82,6 +86,8 @@ __device__ __forceinline__ int decode_keys(const vl_attn_params &p) {
     return (int)n;
 }
 
+/* D: the columns a tile row holds: the head dim on the fast path, element_dim(head dim) on the
+ * element path (where the real head dim is p.head_dim). */
 template <int D, bool Q8> struct Decode {
     static constexpr int kKeys = kKeysPerStep;
     static constexpr int kStages = 2;                  /* cp.async ring depth per warp */
@@ -110,8 +116,8 @@ template <int D, bool Q8> struct Decode {
 /* cp.async of this warp's step: keys [key0, key0 + 16) of K and V into one ring stage; keys at
  * or past key_end are zero-filled; the padding columns past D are left alone. */
 template <int D>
-__device__ __forceinline__ void load_step(bf16 *sk, const bf16 *k, const bf16 *v, int64_t stride,
-                                          int key0, int key_end, int lane) {
+__device__ __forceinline__ void load_step_async(bf16 *sk, const bf16 *k, const bf16 *v,
+                                                int64_t stride, int key0, int key_end, int lane) {
     constexpr int kLD = Decode<D, false>::kLD, kChunks = D / 8, kTotal = 16 * kChunks;
     bf16 *sv = sk + 16 * kLD;
 #pragma unroll
@@ -126,25 +132,49 @@ __device__ __forceinline__ void load_step(bf16 *sk, const bf16 *k, const bf16 *v
     }
 }
 
+/* The step of load_step_async, or on the element path (ELEM) element loads of the d real
+ * columns, zeros up to D. */
+template <int D, bool ELEM>
+__device__ __forceinline__ void load_step(bf16 *sk, const bf16 *k, const bf16 *v, int64_t stride,
+                                          int key0, int key_end, int lane, int d) {
+    if constexpr (ELEM) {
+        constexpr int kLD = Decode<D, false>::kLD;
+        uint16_t *sk16 = reinterpret_cast<uint16_t *>(sk);
+        load_rows_elems<uint16_t, D, kLD>(sk16, reinterpret_cast<const uint16_t *>(k), stride, key0,
+                                          16, key_end, d, lane, 32);
+        load_rows_elems<uint16_t, D, kLD>(sk16 + 16 * kLD, reinterpret_cast<const uint16_t *>(v),
+                                          stride, key0, 16, key_end, d, lane, 32);
+    } else {
+        load_step_async<D>(sk, k, v, stride, key0, key_end, lane);
+    }
+}
+
 /* The int8 twin: the step's raw K and V rows and their scales into one int8 stage (layout in
- * Decode::kQ8StageBytes); keys at or past key_end are zero-filled, scales included. */
-template <int D>
+ * Decode::kQ8StageBytes); keys at or past key_end are zero-filled, scales included. On the
+ * element path (ELEM) the codes come by element loads of the d real columns, zeros up to D. */
+template <int D, bool ELEM>
 __device__ __forceinline__ void load_step_q8(unsigned char *st, const int8_t *k, const int8_t *v,
                                              const float *ks, const float *vs, int64_t stride,
-                                             int key0, int key_end, int lane) {
-    constexpr int kCB = Decode<D, true>::kCopyBytes, kChunks = D / kCB, kTotal = 16 * kChunks;
+                                             int key0, int key_end, int lane, int d) {
+    if constexpr (ELEM) {
+        int8_t *st8 = reinterpret_cast<int8_t *>(st);
+        load_rows_elems<int8_t, D, D>(st8, k, stride, key0, 16, key_end, d, lane, 32);
+        load_rows_elems<int8_t, D, D>(st8 + 16 * D, v, stride, key0, 16, key_end, d, lane, 32);
+    } else {
+        constexpr int kCB = Decode<D, true>::kCopyBytes, kChunks = D / kCB, kTotal = 16 * kChunks;
 #pragma unroll
-    for (int it = 0; it < (kTotal + 31) / 32; it++) {
-        const int c = it * 32 + lane, r = c / kChunks, col = (c % kChunks) * kCB;
-        if (kTotal % 32 == 0 || c < kTotal) {
-            const bool valid = key0 + r < key_end;
-            const int64_t off = valid ? (int64_t)(key0 + r) * stride + col : 0;
-            if constexpr (kCB == 16) {
-                cp_async16(smem_u32(st + r * D + col), k + off, valid);
-                cp_async16(smem_u32(st + (16 + r) * D + col), v + off, valid);
-            } else {
-                cp_async_small<8>(smem_u32(st + r * D + col), k + off, valid);
-                cp_async_small<8>(smem_u32(st + (16 + r) * D + col), v + off, valid);
+        for (int it = 0; it < (kTotal + 31) / 32; it++) {
+            const int c = it * 32 + lane, r = c / kChunks, col = (c % kChunks) * kCB;
+            if (kTotal % 32 == 0 || c < kTotal) {
+                const bool valid = key0 + r < key_end;
+                const int64_t off = valid ? (int64_t)(key0 + r) * stride + col : 0;
+                if constexpr (kCB == 16) {
+                    cp_async16(smem_u32(st + r * D + col), k + off, valid);
+                    cp_async16(smem_u32(st + (16 + r) * D + col), v + off, valid);
+                } else {
+                    cp_async_small<8>(smem_u32(st + r * D + col), k + off, valid);
+                    cp_async_small<8>(smem_u32(st + (16 + r) * D + col), v + off, valid);
+                }
             }
         }
     }
@@ -169,12 +199,15 @@ __device__ __forceinline__ void convert_step(bf16 *tile, const unsigned char *st
     }
 }
 
-/* Q8: the cache is int8 with per-row scales (p.k_scale set), see the top of the file. */
-template <int D, bool Q8>
+/* Q8: the cache is int8 with per-row scales (p.k_scale set), see the top of the file. DS: the
+ * columns of a tile row (Decode); ELEM: the element path, where the real head dim is
+ * p.head_dim. */
+template <int DS, bool Q8, bool ELEM>
 __global__ void __launch_bounds__(kThreads)
     attn_decode_kernel(const vl_attn_params p, int max_splits, float *ws) {
-    using C = Decode<D, Q8>;
+    using C = Decode<DS, Q8>;
     constexpr int kLD = C::kLD, kStages = C::kStages, DP = C::kDP;
+    const int D = ELEM ? p.head_dim : DS, WD = decode_ws_row(D); /* real head dim, ws row */
     extern __shared__ __align__(16) unsigned char smem[];
     bf16 *sQ = reinterpret_cast<bf16 *>(smem); /* [16][kLD]: the query heads, zero rows after */
     unsigned char *const warps0 = smem + 16 * kLD * sizeof(bf16); /* kWarps regions follow */
@@ -202,21 +235,27 @@ __global__ void __launch_bounds__(kThreads)
     const float *ks = Q8 ? p.k_scale + (int64_t)kv_head * p.kv_scale_head_stride : nullptr;
     const float *vs = Q8 ? p.v_scale + (int64_t)kv_head * p.kv_scale_head_stride : nullptr;
 
-    if constexpr (DP != D) {
+    if constexpr (DP != DS) {
         /* the padding columns of the Q rows and of every bf16 row: zeros, so the MMAs over DP
          * add nothing; nothing else writes them, the barrier below publishes them */
         for (int r = (int)threadIdx.x; r < 16 + kWarps * C::kPadRows; r += kThreads) {
             const int w = (r - 16) / C::kPadRows, i = (r - 16) % C::kPadRows;
             bf16 *row = r < 16 ? sQ + r * kLD
                                : reinterpret_cast<bf16 *>(warps0 + w * C::kWarpBytes) + i * kLD;
-            *reinterpret_cast<uint4 *>(row + D) = make_uint4(0u, 0u, 0u, 0u);
+            *reinterpret_cast<uint4 *>(row + DS) = make_uint4(0u, 0u, 0u, 0u);
         }
     }
-    constexpr int kChunks = D / 8;
-    for (int c = (int)threadIdx.x; c < 16 * kChunks; c += kThreads) {
-        const int r = c / kChunks, col = (c % kChunks) * 8;
-        const bool valid = r < n_rows;
-        cp_async16(smem_u32(sQ + r * kLD + col), valid ? q + r * D + col : q, valid);
+    if constexpr (ELEM) { /* the query heads are rows D apart */
+        load_rows_elems<uint16_t, DS, kLD>(reinterpret_cast<uint16_t *>(sQ),
+                                           reinterpret_cast<const uint16_t *>(q), D, 0, 16, n_rows,
+                                           D, (int)threadIdx.x, kThreads);
+    } else {
+        constexpr int kChunks = DS / 8;
+        for (int c = (int)threadIdx.x; c < 16 * kChunks; c += kThreads) {
+            const int r = c / kChunks, col = (c % kChunks) * 8;
+            const bool valid = r < n_rows;
+            cp_async16(smem_u32(sQ + r * kLD + col), valid ? q + r * D + col : q, valid);
+        }
     }
     cp_async_commit();
 
@@ -224,11 +263,11 @@ __global__ void __launch_bounds__(kThreads)
     auto issue = [&](int j) {
         const int key0 = kb + (warp + kWarps * j) * 16;
         if constexpr (Q8)
-            load_step_q8<D>(ring8 + (j % kStages) * C::kQ8StageBytes, k8, v8, ks, vs,
-                            p.kv_tok_stride, key0, ke, lane);
+            load_step_q8<DS, ELEM>(ring8 + (j % kStages) * C::kQ8StageBytes, k8, v8, ks, vs,
+                                   p.kv_tok_stride, key0, ke, lane, D);
         else
-            load_step<D>(ring + (j % kStages) * C::kTileElems, k, v, p.kv_tok_stride, key0, ke,
-                         lane);
+            load_step<DS, ELEM>(ring + (j % kStages) * C::kTileElems, k, v, p.kv_tok_stride, key0,
+                                ke, lane, D);
     };
     const int n_steps = (ke - kb + 15) / 16;
     const int my_steps = warp < n_steps ? (n_steps - warp + kWarps - 1) / kWarps : 0;
@@ -264,8 +303,8 @@ __global__ void __launch_bounds__(kThreads)
         uint32_t k_st;
         if constexpr (Q8) {
             const unsigned char *st = ring8 + (j % kStages) * C::kQ8StageBytes;
-            convert_step<D>(ring, st, lane);
-            const float *sc = reinterpret_cast<const float *>(st + 32 * D);
+            convert_step<DS>(ring, st, lane);
+            const float *sc = reinterpret_cast<const float *>(st + 32 * DS);
 #pragma unroll
             for (int nt = 0; nt < 2; nt++) {
                 ksc[nt] = *reinterpret_cast<const float2 *>(sc + nt * 8 + 2 * tig);
@@ -361,8 +400,12 @@ __global__ void __launch_bounds__(kThreads)
     __syncthreads();
 
     const bool single = plan.splits == 1; /* then ws may be NULL */
-    for (int idx = (int)threadIdx.x; idx < n_rows * D; idx += kThreads) {
-        const int r = idx / D, d = idx % D;
+    for (int idx = (int)threadIdx.x; idx < n_rows * WD; idx += kThreads) {
+        const int r = idx / WD, d = idx % WD;
+        if (d >= D) { /* a ws row's padding (D not a multiple of 4): zeros, never stored in o */
+            if (!single) ws[((int64_t)split * p.n_heads + head0 + r) * WD + d] = 0.f;
+            continue;
+        }
         float mx = -INFINITY;
 #pragma unroll
         for (int w = 0; w < kWarps; w++) mx = fmaxf(mx, s_m[w][r]);
@@ -381,9 +424,9 @@ __global__ void __launch_bounds__(kThreads)
             static_cast<bf16 *>(p.o)[(int64_t)(head0 + r) * D + d] = __float2bfloat16_rn(out);
         } else {
             const int64_t at = (int64_t)split * p.n_heads + head0 + r;
-            ws[at * D + d] = out;
+            ws[at * WD + d] = out;
             if (d == 0) /* the log2-sum-exps follow the outputs of all launched splits */
-                ws[(int64_t)gridDim.x * p.n_heads * D + at] =
+                ws[(int64_t)gridDim.x * p.n_heads * WD + at] =
                     wl > 0.f ? mx * scale_log2 + log2f(wl) : -INFINITY;
         }
     }
@@ -393,7 +436,8 @@ __global__ void __launch_bounds__(kThreads)
  * one CTA per query head. n_launched: the splits the first kernel was launched with (the layout
  * of ws). With a one-split plan the first kernel has written o itself.
  * Thread t takes the 4 columns 4 (t % cols) .. + 3 and the splits t / cols, + lanes, ... in
- * order (cols = D / 4 column groups, lanes = kCombineThreads / cols split lanes); the lane sums
+ * order (cols = WD / 4 column groups of the ws rows of WD = decode_ws_row(D) floats, lanes =
+ * kCombineThreads / cols split lanes); the lane sums
  * are then added in lane order. kBatch loads are issued before any is used: the partials sit in
  * L2 and the time is L2 round trips, so they must overlap; 512 threads (16 split lanes at D 128)
  * put a whole 38k-key plan's ~100 splits in flight in one round (128 threads took four: ~9 us
@@ -405,8 +449,8 @@ __global__ void __launch_bounds__(kCombineThreads)
     __shared__ float4 s_acc[kCombineThreads];
     const int n_splits = split_plan(decode_keys(p), max_splits).splits;
     if (n_splits == 1) return;
-    const int head = (int)blockIdx.x, D = p.head_dim, H = p.n_heads;
-    const float *lse = ws + (int64_t)n_launched * H * D;
+    const int head = (int)blockIdx.x, D = p.head_dim, WD = decode_ws_row(D), H = p.n_heads;
+    const float *lse = ws + (int64_t)n_launched * H * WD;
     float mx = -INFINITY;
     for (int s = (int)threadIdx.x; s < n_splits; s += kCombineThreads)
         mx = fmaxf(mx, lse[s * H + head]);
@@ -421,13 +465,13 @@ __global__ void __launch_bounds__(kCombineThreads)
     sum = block_reduce<kCombineWarps>(sum, false, s_red); /* its barriers also publish s_w */
     const float inv = 1.f / sum;
 
-    const int t = (int)threadIdx.x, cols = D / 4, lanes = kCombineThreads / cols;
+    const int t = (int)threadIdx.x, cols = WD / 4, lanes = kCombineThreads / cols;
     const int col = t % cols, lane_s = t / cols;
     float4 acc = make_float4(0.f, 0.f, 0.f, 0.f);
     if (lane_s < lanes) { /* cols need not divide kCombineThreads (D 24, 40, ...) */
-        /* ws rows are D floats, D a multiple of 8, ws 16-byte aligned (the launcher checks) */
-        const float4 *src = reinterpret_cast<const float4 *>(ws + (int64_t)head * D) + col;
-        const int64_t split_f4 = (int64_t)H * D / 4; /* one split's outputs, in float4 */
+        /* ws rows are WD floats, WD a multiple of 4, ws 16-byte aligned (the launcher checks) */
+        const float4 *src = reinterpret_cast<const float4 *>(ws + (int64_t)head * WD) + col;
+        const int64_t split_f4 = (int64_t)H * WD / 4; /* one split's outputs, in float4 */
         for (int s0 = lane_s; s0 < n_splits; s0 += kBatch * lanes) {
             float4 x[kBatch];
 #pragma unroll
@@ -455,8 +499,14 @@ __global__ void __launch_bounds__(kCombineThreads)
             tot.x += a.x, tot.y += a.y, tot.z += a.z, tot.w += a.w;
         }
         bf16 *out = static_cast<bf16 *>(p.o) + (int64_t)head * D + 4 * t;
-        *reinterpret_cast<uint2 *>(out) =
-            make_uint2(pack_bf16(tot.x * inv, tot.y * inv), pack_bf16(tot.z * inv, tot.w * inv));
+        if (D % 4 == 0 && ((uintptr_t)p.o & 7u) == 0) {
+            *reinterpret_cast<uint2 *>(out) = make_uint2(pack_bf16(tot.x * inv, tot.y * inv),
+                                                         pack_bf16(tot.z * inv, tot.w * inv));
+        } else { /* the columns of this group below D, one at a time (the element path) */
+            const float part[4] = {tot.x, tot.y, tot.z, tot.w};
+            for (int e = 0; e < 4 && 4 * t + e < D; e++)
+                out[e] = __float2bfloat16_rn(part[e] * inv);
+        }
     }
 }
 
@@ -470,30 +520,31 @@ int forced_splits(void) {
     return n;
 }
 
-/* CTAs of attn_decode_kernel<D, Q8> one SM holds at once (after opting in to its shared
+/* CTAs of attn_decode_kernel<DS, Q8, ELEM> one SM holds at once (after opting in to its shared
  * memory). */
-template <int D, bool Q8> int ctas_per_sm(void) {
+template <int DS, bool Q8, bool ELEM> int ctas_per_sm(void) {
     static const int n = [] {
-        constexpr int smem = Decode<D, Q8>::kSmem;
-        VL_CUDA_CHECK(cudaFuncSetAttribute(attn_decode_kernel<D, Q8>,
+        constexpr int smem = Decode<DS, Q8>::kSmem;
+        VL_CUDA_CHECK(cudaFuncSetAttribute(attn_decode_kernel<DS, Q8, ELEM>,
                                            cudaFuncAttributeMaxDynamicSharedMemorySize, smem));
         int k = 0;
-        VL_CUDA_CHECK(cudaOccupancyMaxActiveBlocksPerMultiprocessor(&k, attn_decode_kernel<D, Q8>,
-                                                                    kThreads, smem));
+        VL_CUDA_CHECK(cudaOccupancyMaxActiveBlocksPerMultiprocessor(
+            &k, attn_decode_kernel<DS, Q8, ELEM>, kThreads, smem));
         return k > 0 ? k : 1;
     }();
     return n;
 }
 
-template <int D, bool Q8>
+template <int DS, bool Q8, bool ELEM>
 void launch(const vl_attn_params *p, size_t workspace_bytes, float *ws, cudaStream_t stream) {
     const int group = p->n_heads / p->n_kv_heads;
     const int64_t ctas = (int64_t)p->n_kv_heads * ((group + 15) / 16);
     /* one wave: every split of every head resident at once */
-    int64_t max_splits = (int64_t)ctas_per_sm<D, Q8>() * vl_cuda_sm_count() / ctas;
+    int64_t max_splits = (int64_t)ctas_per_sm<DS, Q8, ELEM>() * vl_cuda_sm_count() / ctas;
     if (forced_splits() > 0) max_splits = forced_splits();
     if (max_splits > kMaxSplits) max_splits = kMaxSplits;
-    const size_t per_split = (size_t)p->n_heads * (size_t)(p->head_dim + 1) * sizeof(float);
+    const size_t per_split =
+        (size_t)p->n_heads * (size_t)(decode_ws_row(p->head_dim) + 1) * sizeof(float);
     if (ws == NULL) workspace_bytes = 0;
     if ((size_t)max_splits > workspace_bytes / per_split)
         max_splits = (int64_t)(workspace_bytes / per_split);
@@ -513,8 +564,8 @@ void launch(const vl_attn_params *p, size_t workspace_bytes, float *ws, cudaStre
     VL_CUDA_REQUIRE(n_launch == 1 || ((uintptr_t)ws & 15u) == 0,
                     "attention decode: the workspace must be 16-byte aligned");
     dim3 grid((unsigned)n_launch, (unsigned)p->n_kv_heads, (unsigned)((group + 15) / 16));
-    attn_decode_kernel<D, Q8>
-        <<<grid, kThreads, Decode<D, Q8>::kSmem, stream>>>(*p, (int)max_splits, ws);
+    attn_decode_kernel<DS, Q8, ELEM>
+        <<<grid, kThreads, Decode<DS, Q8>::kSmem, stream>>>(*p, (int)max_splits, ws);
     VL_CUDA_LAUNCH_CHECK();
     if (n_launch > 1) {
         attn_decode_combine<<<(unsigned)p->n_heads, kCombineThreads, 0, stream>>>(
@@ -530,13 +581,26 @@ void launch(const vl_attn_params *p, size_t workspace_bytes, float *ws, cudaStre
 void vl_attn_decode_launch(const vl_attn_params *p, void *workspace, size_t workspace_bytes,
                            cudaStream_t stream) {
     float *ws = static_cast<float *>(workspace);
+    if (!vl_attn_fast_rows(p)) {
+        switch (element_dim(p->head_dim)) {
+#define VL_ATTN_DECODE_ELEM_CASE(ds)                                                               \
+    case ds:                                                                                       \
+        if (p->k_scale)                                                                            \
+            launch<ds, true, true>(p, workspace_bytes, ws, stream);                                \
+        else                                                                                       \
+            launch<ds, false, true>(p, workspace_bytes, ws, stream);                               \
+        return;
+            VL_ATTN_ELEMENT_DIMS(VL_ATTN_DECODE_ELEM_CASE)
+#undef VL_ATTN_DECODE_ELEM_CASE
+        }
+    }
     switch (p->head_dim) {
 #define VL_ATTN_DECODE_CASE(d)                                                                     \
     case d:                                                                                        \
         if (p->k_scale)                                                                            \
-            launch<d, true>(p, workspace_bytes, ws, stream);                                       \
+            launch<d, true, false>(p, workspace_bytes, ws, stream);                                \
         else                                                                                       \
-            launch<d, false>(p, workspace_bytes, ws, stream);                                      \
+            launch<d, false, false>(p, workspace_bytes, ws, stream);                               \
         break;
         VL_ATTN_HEAD_DIMS(VL_ATTN_DECODE_CASE)
 #undef VL_ATTN_DECODE_CASE

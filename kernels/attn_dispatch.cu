@@ -5,8 +5,11 @@
  * naive), which checks its parameters and runs vl_cuda_attention_naive on the backend stream.
  * Nothing on these paths reads device memory or synchronizes, so a call can be captured into a
  * CUDA graph (n_past_dev is read by the kernels).
- * Leaves out: any fallback when the parameters are not supported; the backend checks
- * vl_cuda_attention_supported first and reports the error to the user.
+ * Every head dim up to 128 and any row alignment are supported (the fast and the element paths
+ * of attn_mma.cuh); vl_cuda_check_attention (attn_limits.c) states the same limits to the engine,
+ * which refuses a model beyond them before loading it.
+ * Leaves out: any fallback when the parameters are not supported (the engine's check keeps such
+ * calls from happening; the backend aborts on one as a broken invariant).
  */
 #include "kernels/attn_mma.cuh"
 #include "kernels/cuda_ops.h"
@@ -30,10 +33,10 @@ static int prefill_rows(int64_t n_q) {
 
 int vl_cuda_attention_supported(const vl_attn_params *p) {
     if (p == NULL) return 0;
-    const int d = p->head_dim; /* every multiple of 8 up to 128 is compiled (VL_ATTN_HEAD_DIMS) */
-    if (d < 8 || d > vl_attn::kMaxHeadDim || d % 8 != 0) return 0;
+    const int d = p->head_dim; /* fast or element path: attn_mma.cuh */
+    if (d < 1 || d > vl_attn::kMaxHeadDim) return 0;
     if (p->n_heads <= 0 || p->n_kv_heads <= 0 || p->n_heads % p->n_kv_heads != 0) return 0;
-    if (p->n_heads > 65535) return 0; /* grid dimension */
+    if (p->n_heads > VL_CUDA_MAX_HEADS) return 0; /* grid dimension */
     /* positions are int inside the kernels; query blocks of 64 rows are a grid dimension */
     const int64_t big = (int64_t)1 << 30;
     if (p->n_q < 0 || p->n_q > (int64_t)65535 * 64 || p->n_kv < 0 || p->n_kv > big) return 0;
@@ -46,32 +49,37 @@ int vl_cuda_attention_supported(const vl_attn_params *p) {
         return 0;
     }
     if (p->n_seg < 0 || (p->n_seg > 0 && (p->seg_starts == NULL || p->n_q != p->n_kv))) return 0;
-    /* 16-byte vector loads and stores of rows */
-    if (!vl_cuda_aligned16(p->q) || !vl_cuda_aligned16(p->o) || p->q_stride % 8 || p->o_stride % 8)
-        return 0;
+    /* bf16 elements sit on 2-byte boundaries; rows may sit anywhere (the element path) */
+    if ((uintptr_t)p->q % 2 || (uintptr_t)p->o % 2) return 0;
     if (p->k_scale != NULL || p->v_scale != NULL) {
-        /* an int8 cache: the decode kernel only (one query), rows copied 16 bytes at a time
-         * (8 when head_dim is not a multiple of 16), 4-byte scales */
-        const int64_t cb = d % 16 == 0 ? 16 : 8;
+        /* an int8 cache: the decode kernel only (one query), 4-byte scales */
         if (p->k_scale == NULL || p->v_scale == NULL || p->n_q > 1 || p->n_seg != 0) return 0;
-        if ((uintptr_t)p->k % cb || (uintptr_t)p->v % cb || p->kv_tok_stride % cb ||
-            p->kv_head_stride % cb || (uintptr_t)p->k_scale % 4 || (uintptr_t)p->v_scale % 4 ||
-            p->kv_scale_head_stride < 0)
+        if ((uintptr_t)p->k_scale % 4 || (uintptr_t)p->v_scale % 4 || p->kv_scale_head_stride < 0)
             return 0;
         return 1;
     }
-    if (!vl_cuda_aligned16(p->k) || !vl_cuda_aligned16(p->v) || p->kv_tok_stride % 8 ||
-        p->kv_head_stride % 8)
+    return (uintptr_t)p->k % 2 == 0 && (uintptr_t)p->v % 2 == 0;
+}
+
+/* The fast path: a multiple of 8 whose rows can move 16 bytes at a time (int8 cache rows: 16
+ * bytes, or 8 when head_dim is not a multiple of 16); the element path takes the rest. */
+int vl_attn_fast_rows(const vl_attn_params *p) {
+    const int d = p->head_dim;
+    if (d % 8 != 0 || !vl_cuda_aligned16(p->q) || !vl_cuda_aligned16(p->o) || p->q_stride % 8 ||
+        p->o_stride % 8)
         return 0;
-    return 1;
+    const int64_t cb = p->k_scale == NULL ? 16 : d % 16 == 0 ? 16 : 8; /* bytes per copy */
+    const int64_t esz = p->k_scale == NULL ? 2 : 1;                    /* bytes per element */
+    return (uintptr_t)p->k % cb == 0 && (uintptr_t)p->v % cb == 0 &&
+           (p->kv_tok_stride * esz) % cb == 0 && (p->kv_head_stride * esz) % cb == 0;
 }
 
 /* The decode partials at the most splits: independent of n_q and n_kv, so one call at planning
  * time covers every later step. Prefill needs none. */
 size_t vl_cuda_attention_workspace_bytes(const vl_attn_params *p) {
     if (p == NULL || p->n_heads <= 0 || p->head_dim <= 0) return 0;
-    return (size_t)vl_attn::kMaxSplits * (size_t)p->n_heads * (size_t)(p->head_dim + 1) *
-           sizeof(float);
+    return (size_t)vl_attn::kMaxSplits * (size_t)p->n_heads *
+           (size_t)(decode_ws_row(p->head_dim) + 1) * sizeof(float);
 }
 
 void vl_cuda_attention(const vl_attn_params *p, void *workspace, size_t workspace_bytes,

@@ -156,16 +156,45 @@ __device__ __forceinline__ void row_key_range(const vl_attn_params &p, const KvE
     *hi = b;
 }
 
-/* Head dims of the flash kernels: every multiple of 8 up to 128. The MMAs run over
- * padded_dim(D) (the next multiple of 16); the padding columns are zeros in shared memory and
- * never stored. Multiples of 16 (the model's 128 and 80 among them) need no padding. */
+/* Head dims of the flash kernels: every one up to 128, on two paths.
+ *   Fast path (VL_ATTN_HEAD_DIMS): a multiple of 8 whose rows are 16-byte aligned (pointers and
+ *   strides; every layout of the engine when the head dim is a multiple of 8): rows move with
+ *   16-byte cp.async copies. The MMAs run over padded_dim(D) (the next multiple of 16); the
+ *   padding columns are zeros in shared memory and never stored. Multiples of 16 (the model's
+ *   128 and 80 among them) need no padding.
+ *   Element path (VL_ATTN_ELEMENT_DIMS): any other head dim (20, 36, 6, ...) or row alignment.
+ *   Rows move one element at a time into tiles of element_dim(D) columns, the columns past D
+ *   written as zeros on every load: zero columns add nothing to q.k or to P.V, and the softmax
+ *   scale is the caller's (1/sqrt of the real head dim). Only the D real columns are stored.
+ * attn_limits.c's VL_CUDA_ATTN_MAX_HEAD_DIM (kernels.h) is this limit for the engine. */
 constexpr int kMaxHeadDim = 128;
+static_assert(kMaxHeadDim == VL_CUDA_ATTN_MAX_HEAD_DIM, "kernels.h states the limit");
 __host__ __device__ constexpr int padded_dim(int d) {
     return (d + 15) / 16 * 16;
+}
+__host__ __device__ constexpr int element_dim(int d) {
+    return d <= 16 ? 16 : d <= 32 ? 32 : d <= 64 ? 64 : 128;
 }
 #define VL_ATTN_HEAD_DIMS(X)                                                                       \
     X(8)                                                                                           \
     X(16) X(24) X(32) X(40) X(48) X(56) X(64) X(72) X(80) X(88) X(96) X(104) X(112) X(120) X(128)
+#define VL_ATTN_ELEMENT_DIMS(X) X(16) X(32) X(64) X(128)
+
+/* Element loads of `rows` rows of a bf16 matrix (row stride `stride`, rows from row0 on) into a
+ * shared tile of DS columns and row stride LD: element (r, c) = g[(row0 + r) * stride + c] for
+ * c < d and row0 + r < row_end, else 0 (bit pattern 0 is +0.0 in bf16 and in int8). T is the
+ * element type (uint16_t for bf16, int8_t for the int8 cache); threads t = first, first + step,
+ * ... take part. */
+template <typename T, int DS, int LD>
+__device__ __forceinline__ void load_rows_elems(T *s, const T *g, int64_t stride, int row0,
+                                                int rows, int row_end, int d, int first, int step) {
+    for (int e = first; e < rows * DS; e += step) {
+        const int r = e / DS, c = e % DS;
+        T x = 0;
+        if (c < d && row0 + r < row_end) x = g[(int64_t)(row0 + r) * stride + c];
+        s[r * LD + c] = x;
+    }
+}
 
 /* Block-wide max (is_max) or sum of x over WARPS full warps; red: WARPS floats of shared memory.
  * Fixed order (butterfly in each warp, then warps 0..WARPS-1): the same bits every run. Every
@@ -189,9 +218,16 @@ __device__ __forceinline__ float block_reduce(float x, bool is_max, float *red) 
 } // namespace vl_attn
 
 /* Internal launchers (the checked entry points are in attn_dispatch.cu). */
+/* 1 when p takes the fast path (see the head dims above), 0 for the element path. */
+int vl_attn_fast_rows(const vl_attn_params *p);
 void vl_attn_prefill_launch(const vl_attn_params *p, int rows_per_cta, cudaStream_t stream);
 /* Decode (n_q == 1); splits the keys over as many CTAs as the workspace allows. */
 void vl_attn_decode_launch(const vl_attn_params *p, void *workspace, size_t workspace_bytes,
                            cudaStream_t stream);
+/* Floats per (split, head) row of decode partials: the head dim rounded up to 4 (float4 reads
+ * in the combine step). */
+__host__ __device__ constexpr int decode_ws_row(int d) {
+    return (d + 3) / 4 * 4;
+}
 
 #endif

@@ -18,8 +18,12 @@
  *     range. Rows past n_q and keys past the union are zero-filled and never stored.
  *   - Causal grids hand out the longest query blocks first, for every head (blocks are
  *     dispatched x fastest), so the short ones fill the tail.
- *   - Head dims: every multiple of 8 up to 128. One not a multiple of 16 (the tiny test models'
- *     24, 40) runs its MMAs over D + 8 columns whose padding is zeros in shared memory.
+ *   - Head dims: every one up to 128 (attn_mma.cuh). Fast path: a multiple of 8 with 16-byte
+ *     aligned rows; one not a multiple of 16 (the tiny test models' 24, 40) runs its MMAs over
+ *     D + 8 columns whose padding is zeros in shared memory. Element path (any other head dim,
+ *     e.g. tiny-odd's vision 20, or rows not 16-byte aligned): tiles of element_dim(D) columns
+ *     filled by element loads, zeros past D; 64-row CTAs only. Its loads are synchronous, so
+ *     they do not overlap the math: correct at any size, fast only on the fast path.
  *   - The cache length may be read at run time (n_past_dev, CUDA-graph replays): the grid depends
  *     on n_q only, and the key ranges come from kv_extent, so the result has the same bits as a
  *     call with that length written in the params.
@@ -34,24 +38,24 @@ using namespace vl_attn;
 
 namespace {
 
-template <int D, int MT> struct Prefill {
+/* DS: the columns a tile row holds: the head dim on the fast path, element_dim(head dim) on the
+ * element path (ELEM), where the real head dim is p.head_dim. */
+template <int DS, int MT> struct Prefill {
     static constexpr int kRowsPerWarp = 16 * MT;
     static constexpr int kBM = kWarps * kRowsPerWarp; /* query rows per CTA */
     static constexpr int kBN = 64;                    /* keys per tile */
-    static constexpr int kDP = padded_dim(D);         /* head dim the MMAs run over */
+    static constexpr int kDP = padded_dim(DS);        /* head dim the MMAs run over */
     static constexpr int kLD = kDP + 8;               /* shared row stride, elements */
     static constexpr int kSmem = (kBM + 2 * kBN) * kLD * (int)sizeof(bf16);
-    static_assert(D % 8 == 0 && D <= kMaxHeadDim, "head_dim must be a multiple of 8, at most 128");
-    static_assert(kDP == D || kDP == D + 8, "one 16-byte pad chunk at most");
+    static_assert(DS % 8 == 0 && DS <= kMaxHeadDim, "tile rows: a multiple of 8, at most 128");
+    static_assert(kDP == DS || kDP == DS + 8, "one 16-byte pad chunk at most");
     static_assert(kSmem <= 99 * 1024, "a CTA must fit the 99 KB of sm_86 and sm_89");
 };
 
-/* cp.async of rows [row0, row0 + ROWS) x D of a global matrix (row stride `stride`) into a shared
- * tile with row stride LD; rows at or past row_end are zero-filled. All threads take part.
- * Columns from D to LD are left alone (the padding, zeroed once by the kernel). */
+/* The fast path of load_tile: 16-byte cp.async copies. */
 template <int D, int ROWS, int LD>
-__device__ __forceinline__ void load_tile(bf16 *s, const bf16 *g, int64_t stride, int row0,
-                                          int row_end) {
+__device__ __forceinline__ void load_tile_async(bf16 *s, const bf16 *g, int64_t stride, int row0,
+                                                int row_end) {
     constexpr int kChunks = D / 8; /* 16-byte pieces per row */
     constexpr int kTotal = ROWS * kChunks;
     const uint32_t base = smem_u32(s);
@@ -82,10 +86,28 @@ __device__ __forceinline__ void load_tile(bf16 *s, const bf16 *g, int64_t stride
     }
 }
 
-template <int D, int MT>
+/* Rows [row0, row0 + ROWS) of a global matrix (row stride `stride`) into a shared tile with row
+ * stride LD; rows at or past row_end are zero-filled. All threads take part.
+ * Fast path: D = DS columns by cp.async; columns from D to LD are left alone (the padding,
+ * zeroed once by the kernel). Element path (ELEM): d real columns by element loads, then zeros
+ * up to DS. */
+template <int D, int ROWS, int LD, bool ELEM>
+__device__ __forceinline__ void load_tile(bf16 *s, const bf16 *g, int64_t stride, int row0,
+                                          int row_end, int d) {
+    if constexpr (ELEM) {
+        load_rows_elems<uint16_t, D, LD>(reinterpret_cast<uint16_t *>(s),
+                                         reinterpret_cast<const uint16_t *>(g), stride, row0, ROWS,
+                                         row_end, d, (int)threadIdx.x, kThreads);
+    } else {
+        load_tile_async<D, ROWS, LD>(s, g, stride, row0, row_end);
+    }
+}
+
+template <int DS, int MT, bool ELEM>
 __global__ void __launch_bounds__(kThreads) attn_prefill_kernel(const vl_attn_params p) {
-    using C = Prefill<D, MT>;
+    using C = Prefill<DS, MT>;
     constexpr int kBN = C::kBN, kLD = C::kLD, DP = C::kDP;
+    const int D = ELEM ? p.head_dim : DS; /* the real head dim */
     extern __shared__ __align__(16) unsigned char smem[];
     bf16 *sQ = reinterpret_cast<bf16 *>(smem); /* [kBM][kLD], later the output staging */
     bf16 *sK = sQ + C::kBM * kLD;              /* [kBN][kLD] */
@@ -104,13 +126,13 @@ __global__ void __launch_bounds__(kThreads) attn_prefill_kernel(const vl_attn_pa
     const int warp_row0 = warp * C::kRowsPerWarp;
     const KvExtent ext = kv_extent(p);
 
-    if constexpr (DP != D) {
+    if constexpr (DP != DS) {
         /* the padding columns of every Q, K and V row: zeros, so the MMAs over DP add nothing;
          * the cp.asyncs never write them, and the first barrier below publishes them */
         for (int r = (int)threadIdx.x; r < C::kBM + 2 * kBN; r += kThreads)
-            *reinterpret_cast<uint4 *>(sQ + r * kLD + D) = make_uint4(0u, 0u, 0u, 0u);
+            *reinterpret_cast<uint4 *>(sQ + r * kLD + DS) = make_uint4(0u, 0u, 0u, 0u);
     }
-    load_tile<D, C::kBM, kLD>(sQ, q, p.q_stride, q0, n_q);
+    load_tile<DS, C::kBM, kLD, ELEM>(sQ, q, p.q_stride, q0, n_q, D);
 
     /* This thread holds rows warp_row0 + 16 mt + gid + 8 half. A row past n_q borrows the range
      * of row n_q - 1, so it neither widens the key range nor forces masks. The warp keeps the
@@ -141,7 +163,7 @@ __global__ void __launch_bounds__(kThreads) attn_prefill_kernel(const vl_attn_pa
         kv_lo = min(kv_lo, s_range[0][w]), kv_hi = max(kv_hi, s_range[1][w]);
     const int n_tiles = (kv_hi - kv_lo + kBN - 1) / kBN;
 
-    load_tile<D, kBN, kLD>(sK, k, p.kv_tok_stride, kv_lo, kv_hi);
+    load_tile<DS, kBN, kLD, ELEM>(sK, k, p.kv_tok_stride, kv_lo, kv_hi, D);
     cp_async_commit(); /* group: Q and K(0) */
 
     float o[MT][DP / 8][4];
@@ -164,7 +186,7 @@ __global__ void __launch_bounds__(kThreads) attn_prefill_kernel(const vl_attn_pa
         const int n0 = kv_lo + tile * kBN;
         cp_async_wait<0>();
         __syncthreads(); /* K(tile) (and Q) landed; every warp is done reading V(tile - 1) */
-        load_tile<D, kBN, kLD>(sV, v, p.kv_tok_stride, n0, kv_hi);
+        load_tile<DS, kBN, kLD, ELEM>(sV, v, p.kv_tok_stride, n0, kv_hi, D);
         cp_async_commit();
 
         const bool active = w_lo < n0 + kBN && w_hi > n0; /* warp-uniform */
@@ -260,7 +282,7 @@ __global__ void __launch_bounds__(kThreads) attn_prefill_kernel(const vl_attn_pa
         cp_async_wait<0>();
         __syncthreads(); /* V(tile) landed; every warp is done reading K(tile) */
         if (tile + 1 < n_tiles) {
-            load_tile<D, kBN, kLD>(sK, k, p.kv_tok_stride, n0 + kBN, kv_hi);
+            load_tile<DS, kBN, kLD, ELEM>(sK, k, p.kv_tok_stride, n0 + kBN, kv_hi, D);
             cp_async_commit();
         }
         if (active) {
@@ -298,42 +320,61 @@ __global__ void __launch_bounds__(kThreads) attn_prefill_kernel(const vl_attn_pa
                     pack_bf16(o[mt][dt][2 * half] * inv, o[mt][dt][2 * half + 1] * inv);
         }
     __syncwarp();
-    constexpr int kChunks = D / 8;
     bf16 *out = static_cast<bf16 *>(p.o) + (int64_t)head * D;
+    if constexpr (ELEM) { /* the D real columns, one element at a time */
+        for (int c = lane; c < C::kRowsPerWarp * DS; c += 32) {
+            const int r = c / DS, col = c % DS, i = q0 + warp_row0 + r;
+            if (i < n_q && col < D)
+                out[(int64_t)i * p.o_stride + col] = sQ[(warp_row0 + r) * kLD + col];
+        }
+    } else { /* 16-byte stores */
+        constexpr int kChunks = DS / 8;
 #pragma unroll
-    for (int c = lane; c < C::kRowsPerWarp * kChunks; c += 32) {
-        const int r = c / kChunks, col = (c % kChunks) * 8, i = q0 + warp_row0 + r;
-        if (i < n_q)
-            *reinterpret_cast<uint4 *>(out + (int64_t)i * p.o_stride + col) =
-                *reinterpret_cast<const uint4 *>(sQ + (warp_row0 + r) * kLD + col);
+        for (int c = lane; c < C::kRowsPerWarp * kChunks; c += 32) {
+            const int r = c / kChunks, col = (c % kChunks) * 8, i = q0 + warp_row0 + r;
+            if (i < n_q)
+                *reinterpret_cast<uint4 *>(out + (int64_t)i * p.o_stride + col) =
+                    *reinterpret_cast<const uint4 *>(sQ + (warp_row0 + r) * kLD + col);
+        }
     }
 }
 
-template <int D, int MT> void launch(const vl_attn_params *p, cudaStream_t stream) {
-    using C = Prefill<D, MT>;
+template <int DS, int MT, bool ELEM> void launch(const vl_attn_params *p, cudaStream_t stream) {
+    using C = Prefill<DS, MT>;
     /* above 48 KB a kernel must opt in to dynamic shared memory, once per process */
     static const bool opted_in = [] {
-        VL_CUDA_CHECK(cudaFuncSetAttribute(attn_prefill_kernel<D, MT>,
+        VL_CUDA_CHECK(cudaFuncSetAttribute(attn_prefill_kernel<DS, MT, ELEM>,
                                            cudaFuncAttributeMaxDynamicSharedMemorySize, C::kSmem));
         return true;
     }();
     (void)opted_in;
     dim3 grid((unsigned)p->n_heads, (unsigned)((p->n_q + C::kBM - 1) / C::kBM));
-    attn_prefill_kernel<D, MT><<<grid, kThreads, C::kSmem, stream>>>(*p);
+    attn_prefill_kernel<DS, MT, ELEM><<<grid, kThreads, C::kSmem, stream>>>(*p);
     VL_CUDA_LAUNCH_CHECK();
 }
 
 template <int D> void launch_rows(const vl_attn_params *p, int rows_per_cta, cudaStream_t stream) {
     if (rows_per_cta == 64)
-        launch<D, 1>(p, stream);
+        launch<D, 1, false>(p, stream);
     else
-        launch<D, 2>(p, stream);
+        launch<D, 2, false>(p, stream);
 }
 
 } // namespace
 
-/* head_dim is a multiple of 8 up to 128 (vl_cuda_attention_supported); rows_per_cta 64 or 128. */
+/* head_dim in 1..128 (vl_cuda_attention_supported); rows_per_cta 64 or 128 (the fast path;
+ * the element path always runs 64-row CTAs). */
 void vl_attn_prefill_launch(const vl_attn_params *p, int rows_per_cta, cudaStream_t stream) {
+    if (!vl_attn_fast_rows(p)) {
+        switch (element_dim(p->head_dim)) {
+#define VL_ATTN_PREFILL_ELEM_CASE(ds)                                                              \
+    case ds:                                                                                       \
+        launch<ds, 1, true>(p, stream);                                                            \
+        return;
+            VL_ATTN_ELEMENT_DIMS(VL_ATTN_PREFILL_ELEM_CASE)
+#undef VL_ATTN_PREFILL_ELEM_CASE
+        }
+    }
     switch (p->head_dim) {
 #define VL_ATTN_PREFILL_CASE(d)                                                                    \
     case d:                                                                                        \

@@ -8,8 +8,8 @@
  * cudaMemcpyAsync: source and destination must not overlap.
  * Fixed workspaces, allocated at start (never in the decode loop):
  *   cuBLAS      CUDA_CUBLAS_WS_BYTES   (32 MiB: what cuBLAS asks for on Hopper)
- *   attention   CUDA_ATTN_WS_BYTES     (64 MiB: split-KV partials of decode; an attention call
- *                                       needing more aborts with both sizes in the message)
+ *   attention   CUDA_ATTN_WS_BYTES     (64 MiB: split-KV partials of decode; a call that could
+ *                                       use more runs with fewer splits)
  *   staging     CUDA_STAGING_FLOATS fp32 (16 MiB: from_f32 / to_f32 chunks)
  *   gemv        CUDA_GEMV_PARTIAL_FLOATS fp32 + CUDA_GEMV_TILES int32 (1 MiB + 64 KiB: K split
  *               over CTAs in the decode GEMV; the counters start zeroed)
@@ -102,16 +102,15 @@ static void cuda_sync(vl_backend *b) {
 
 static void cuda_attention(vl_backend *b, const vl_attn_params *p) {
     vl_cuda_ctx *c = vl_cuda_ctx_of(b);
+    /* the engine refuses models whose shapes the kernels lack before loading them
+     * (vl_cuda_check_attention), so an unsupported call here is a broken invariant */
     VL_CUDA_REQUIRE(vl_cuda_attention_supported(p),
                     "no CUDA attention kernel for head_dim %d, %d query heads over %d kv heads, "
                     "n_q %lld, n_kv %lld, causal %d, %d segments; use --backend cpu",
                     p->head_dim, p->n_heads, p->n_kv_heads, (long long)p->n_q, (long long)p->n_kv,
                     p->causal, p->n_seg);
-    size_t need = vl_cuda_attention_workspace_bytes(p);
-    VL_CUDA_REQUIRE(need <= c->attn_ws_bytes,
-                    "attention (n_q %lld, n_kv %lld, %d heads) needs %zu bytes of workspace; the "
-                    "backend holds %zu (CUDA_ATTN_WS_BYTES in cuda_backend.cu)",
-                    (long long)p->n_q, (long long)p->n_kv, p->n_heads, need, c->attn_ws_bytes);
+    /* A workspace smaller than vl_cuda_attention_workspace_bytes(p) (very many heads) only
+     * means fewer decode splits: the launcher fits them to what it is given. */
     vl_cuda_attention(p, c->attn_ws, c->attn_ws_bytes, c->stream);
 }
 

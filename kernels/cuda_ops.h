@@ -171,7 +171,7 @@ void vl_cuda_launch_layernorm(vl_bf16 *y, const vl_bf16 *x, int64_t m, int64_t n
  * (float)pos[axis[k] * s + i] * inv_freq[k]. Text and vision rotary differ only in the table,
  * which the host builds with the same powf expression as the CPU twin (a GPU powf may differ
  * by a few ulp, and angles of positions in the thousands would magnify that). */
-#define VL_CUDA_ROPE_MAX_PAIRS 256 /* head_dim <= 512 */
+#define VL_CUDA_ROPE_MAX_PAIRS (VL_CUDA_ROPE_MAX_HEAD_DIM / 2) /* kernels.h: head_dim <= 512 */
 typedef struct {
     float inv_freq[VL_CUDA_ROPE_MAX_PAIRS];
     unsigned char axis[VL_CUDA_ROPE_MAX_PAIRS]; /* row of pos: 0..2 text, 0..1 vision */

@@ -207,6 +207,25 @@ typedef struct {
     int64_t scale_head_stride;
 } vl_rope_kv_params;
 
+/* ---- what the CUDA kernels take (kernels/attn_limits.c: plain C, in every build) ------------
+ * The limits of the compiled CUDA kernels, so that the engine can refuse a model they cannot run
+ * right after its config is parsed: before anything is loaded, and without a device. */
+#define VL_CUDA_ATTN_MAX_HEAD_DIM                                                                  \
+    128 /* flash prefill and split-KV decode: every head dim up to it */
+#define VL_CUDA_ROPE_MAX_HEAD_DIM 512   /* rotary tables (cuda_rope.cu); --attn naive takes any */
+#define VL_CUDA_MAX_HEADS         65535 /* attention grid dimensions */
+
+/* One attention of a model (the decoder's, the vision tower's). */
+typedef struct {
+    int n_heads, n_kv_heads, head_dim;
+    int naive; /* --attn naive: the materialized-score kernels instead of the flash ones */
+} vl_attn_shape;
+
+/* 0 when the CUDA backend runs attention of this shape, with its rotary (rotate_half over
+ * head_dim); otherwise -1 and one line in why that names the value out of range and what to do
+ * instead ("head_dim 256 is above 128, ...; use --attn naive or --backend cpu"). */
+int vl_cuda_check_attention(const vl_attn_shape *s, char *why, size_t why_len);
+
 /* ---- the op table ------------------------------------------------------------------------ */
 
 typedef struct vl_backend vl_backend;

@@ -147,5 +147,39 @@ expect_error "preprocess"                   preprocess
 # --dump-logits into a directory that does not exist: error, and no file left behind
 expect_error "--dump-logits"                $M --model "$good" "$IMG" --dump-logits "$tmp/no/such/dir/l.f32"
 
+# shapes the CUDA kernels lack: refused right after the config is parsed, before a device is
+# opened (so the same line on machines with and without a GPU), naming the config's values.
+# cfg_variant NAME PYTHON: tiny-synth.json with t (text_config) / v (vision_config) edited
+cfg_variant() {
+    python3 - "$FIX/configs/tiny-synth.json" "$tmp/$1.json" <<PY
+import json, sys
+c = json.load(open(sys.argv[1])); t = c["text_config"]; v = c["vision_config"]
+$2
+json.dump(c, open(sys.argv[2], "w"))
+PY
+}
+cfg_variant text_d256  't["head_dim"] = 256; t["rope_parameters"]["mrope_section"] = [32, 48, 48]'
+cfg_variant text_d600  't["head_dim"] = 600; t["rope_parameters"]["mrope_section"] = [100, 100, 100]'
+cfg_variant vis_d132   'v["embed_dim"] = 264; v["num_heads"] = 2'
+cfg_variant heads_70k  't["num_attention_heads"] = t["num_key_value_heads"] = 70000; t["head_dim"] = 6; t["rope_parameters"]["mrope_section"] = [1, 1, 1]'
+R="--backend cuda --random-weights --tokenizer $TOK --max-tokens 2 --quiet"
+expect_error "num_attention_heads 4, num_key_value_heads 2, head_dim 256) does not run on the CUDA backend: head_dim 256 is above 128" \
+    $R --config "$tmp/text_d256.json" "$IMG"
+expect_error "use --attn naive"             $R --config "$tmp/text_d256.json" "$IMG"
+expect_error "head_dim 600 is outside 1..512" $R --config "$tmp/text_d600.json" "$IMG" --attn naive
+expect_error "vision_config.embed_dim 264 / num_heads = 132) does not run on the CUDA backend: head_dim 132 is above 128" \
+    $R --config "$tmp/vis_d132.json" "$IMG"
+expect_error "70000 heads is above 65535"   $R --config "$tmp/heads_70k.json" "$IMG"
+# --attn naive takes head dims up to 512: past the shape check (what follows depends on the device)
+"$VLRUN" $R --config "$tmp/text_d256.json" "$IMG" --attn naive >/dev/null 2>"$tmp/err"
+if grep -q "does not run on the CUDA backend" "$tmp/err"; then
+    fail=$((fail + 1)); echo "FAIL: --attn naive at head_dim 256 refused: $(cat "$tmp/err")" >&2
+else
+    pass=$((pass + 1))
+fi
+# the CPU backend runs them all (its attention takes any shape)
+"$VLRUN" --backend cpu --random-weights --tokenizer "$TOK" --config "$tmp/text_d256.json" "$IMG" --max-tokens 2 --quiet 2>"$tmp/err"
+if [ $? -eq 0 ]; then pass=$((pass + 1)); else fail=$((fail + 1)); echo "FAIL: cpu at head_dim 256: $(cat "$tmp/err")" >&2; fi
+
 echo "$pass passed, $fail failed"
 [ "$fail" -eq 0 ]

@@ -13,9 +13,15 @@
  * mapping moves outputs by 1e-1 and more. Each case prints its worst error and err/tol ratio.
  * Cases run the flash kernels, the backend's attention_naive op, or both on the same inputs.
  * Head dims: the model's 128 and 80, 64 and 96, and every kind of small one (multiples of 8 with
- * and without zero padding). Runtime cache length (n_past_dev): the call with the bound in n_kv
- * must return exactly the bits of the call with the length written in; and one decode step
- * captured into a CUDA graph must, replayed after the length changed, match the eager call.
+ * and without zero padding), and head dims that are not multiples of 8 (the element path:
+ * tiny-odd's vision 20, 4, 12, 36, 100, and the text dims 6 and 10, not multiples of 4), also
+ * with rows that are not 16-byte aligned at a multiple of 8 ("skewed": every base pointer one
+ * element off and odd row strides). Runtime cache length (n_past_dev): the call with the bound
+ * in n_kv must return exactly the bits of the call with the length written in; and one decode
+ * step captured into a CUDA graph must, replayed after the length changed, match the eager call.
+ * Decode over an int8 cache (--kv int8, the Q8 variant of the split-KV kernel) against the CPU
+ * attention over the same codes and scales, on both paths, with the same tolerance and the
+ * same runtime-length check; cache rows past the length hold code 127 and NaN scales.
  * Without a device (or a CUDA build) it prints why and reports one skip (exit 77).
  * Leaves out: timing (tests/bench_attn.c).
  */
@@ -64,6 +70,9 @@ typedef struct {
      * q_pos0 field = garbage); the result must also have exactly the bits of the explicit call.
      * Needs LAYOUT_CACHE, causal, n_q + q_pos0 == n_kv <= bound. */
     int64_t bound;
+    /* 1: every base pointer one element past a 16-byte boundary and odd row strides (the
+     * element path at any head dim) */
+    int skew;
 } attn_case;
 
 typedef struct {
@@ -135,8 +144,10 @@ static int run_path(vl_backend *gpu, dev_list *dl, const attn_case *c, int path,
                     const vl_attn_params *p_in, uint16_t *o_host, int64_t o_elems) {
     vl_attn_params p = *p_in;
     for (int64_t e = 0; e < o_elems; e++) o_host[e] = BF16_NAN;
-    p.o = dev_put(dl, o_host, (size_t)o_elems * 2);
-    if (!p.o) return 0;
+    uint16_t *od = dev_put(dl, NULL, (size_t)(o_elems + c->skew) * 2); /* skewed: one late */
+    if (!od) return 0;
+    p.o = od + c->skew;
+    gpu->upload(gpu, p.o, o_host, (size_t)o_elems * 2);
     if (path == FLASH) {
         VT_CHECKF(vl_cuda_attention_supported(&p), "%s: not supported", c->name);
         if (!vl_cuda_attention_supported(&p)) return 0;
@@ -197,44 +208,51 @@ static double check_case(vl_backend *gpu, const attn_case *c, uint64_t seed) {
     dev_list dl = {.gpu = gpu};
     vl_attn_params p = rp;
     if (c->layout == LAYOUT_FUSED) {
-        const int64_t row = (int64_t)(H + 2 * G) * D + 8; /* 8 spare elements per row */
-        uint16_t *qkv = bf16_poisoned(n_q * row);
+        /* 8 spare elements per row (skewed: 3, and the buffer starts one element late) */
+        const int64_t row = (int64_t)(H + 2 * G) * D + (c->skew ? 3 : 8), at0 = c->skew;
+        uint16_t *qkv = bf16_poisoned(n_q * row + at0);
         for (int64_t t = 0; t < n_q; t++) {
-            for (int64_t e = 0; e < (int64_t)H * D; e++)
-                qkv[t * row + e] = vl_f32_to_bf16(q[t * H * D + e]);
+            uint16_t *r = qkv + at0 + t * row;
+            for (int64_t e = 0; e < (int64_t)H * D; e++) r[e] = vl_f32_to_bf16(q[t * H * D + e]);
             for (int64_t e = 0; e < (int64_t)G * D; e++) {
-                qkv[t * row + (int64_t)H * D + e] = vl_f32_to_bf16(k[t * G * D + e]);
-                qkv[t * row + (int64_t)(H + G) * D + e] = vl_f32_to_bf16(v[t * G * D + e]);
+                r[(int64_t)H * D + e] = vl_f32_to_bf16(k[t * G * D + e]);
+                r[(int64_t)(H + G) * D + e] = vl_f32_to_bf16(v[t * G * D + e]);
             }
         }
-        uint16_t *d = dev_put(&dl, qkv, (size_t)(n_q * row) * 2);
+        uint16_t *d = dev_put(&dl, qkv, (size_t)(n_q * row + at0) * 2);
         free(qkv);
+        if (d) d += at0;
         p.q = d, p.k = d + (int64_t)H * D, p.v = d + (int64_t)(H + G) * D;
         p.q_stride = p.kv_tok_stride = row;
         p.kv_head_stride = D;
     } else {
-        /* 37 spare positions past n_kv (or past the bound), poisoned like the rest */
-        const int64_t q_row = (int64_t)H * D + 16, cap = (c->bound > n_kv ? c->bound : n_kv) + 37;
-        uint16_t *qh = bf16_poisoned(n_q * q_row);
-        uint16_t *kc = bf16_poisoned(G * cap * D), *vc = bf16_poisoned(G * cap * D);
+        /* 37 spare positions past n_kv (or past the bound), poisoned like the rest; skewed: odd
+         * query rows and every buffer one element late */
+        const int64_t q_row = (int64_t)H * D + (c->skew ? 5 : 16), at0 = c->skew;
+        const int64_t cap = (c->bound > n_kv ? c->bound : n_kv) + 37;
+        uint16_t *qh = bf16_poisoned(n_q * q_row + at0);
+        uint16_t *kc = bf16_poisoned(G * cap * D + at0), *vc = bf16_poisoned(G * cap * D + at0);
         for (int64_t i = 0; i < n_q; i++)
             for (int64_t e = 0; e < (int64_t)H * D; e++)
-                qh[i * q_row + e] = vl_f32_to_bf16(q[i * H * D + e]);
+                qh[at0 + i * q_row + e] = vl_f32_to_bf16(q[i * H * D + e]);
         for (int g = 0; g < G; g++)
             for (int64_t t = 0; t < n_kv; t++)
                 for (int d = 0; d < D; d++) {
-                    kc[(g * cap + t) * D + d] = vl_f32_to_bf16(k[(t * G + g) * D + d]);
-                    vc[(g * cap + t) * D + d] = vl_f32_to_bf16(v[(t * G + g) * D + d]);
+                    kc[at0 + (g * cap + t) * D + d] = vl_f32_to_bf16(k[(t * G + g) * D + d]);
+                    vc[at0 + (g * cap + t) * D + d] = vl_f32_to_bf16(v[(t * G + g) * D + d]);
                 }
-        p.q = dev_put(&dl, qh, (size_t)(n_q * q_row) * 2);
-        p.k = dev_put(&dl, kc, (size_t)(G * cap * D) * 2);
-        p.v = dev_put(&dl, vc, (size_t)(G * cap * D) * 2);
+        uint16_t *dq = dev_put(&dl, qh, (size_t)(n_q * q_row + at0) * 2);
+        uint16_t *dk = dev_put(&dl, kc, (size_t)(G * cap * D + at0) * 2);
+        uint16_t *dv = dev_put(&dl, vc, (size_t)(G * cap * D + at0) * 2);
+        p.q = dq ? dq + at0 : NULL;
+        p.k = dk ? dk + at0 : NULL;
+        p.v = dv ? dv + at0 : NULL;
         p.q_stride = q_row;
         p.kv_tok_stride = D;
         p.kv_head_stride = cap * D;
         free(qh), free(kc), free(vc);
     }
-    const int64_t o_stride = (int64_t)H * D + 8, o_elems = n_q * o_stride + 64;
+    const int64_t o_stride = (int64_t)H * D + (c->skew ? 3 : 8), o_elems = n_q * o_stride + 64;
     p.o_stride = o_stride;
     if (c->n_seg > 0) p.seg_starts = dev_put(&dl, c->seg, (size_t)(c->n_seg + 1) * sizeof(int32_t));
     vl_attn_params prt = p; /* the runtime-length form of the same call */
@@ -266,6 +284,104 @@ static double check_case(vl_backend *gpu, const attn_case *c, uint64_t seed) {
     }
     dev_free_all(&dl);
     free(q), free(k), free(v), free(ref), free(o), free(o_rt);
+    return worst;
+}
+
+/* Decode over an int8 cache (the Q8 variant of the split-KV kernel) against the CPU attention
+ * over the same codes and scales (vl_kv_quantize_row of random rows; one large element per K row
+ * so that the scales differ). The cache has spare positions past n_kv (or the bound) holding code
+ * 127 and NaN scales: reading one poisons the result. bound > 0: the runtime-length form must
+ * give exactly the bits of the explicit call. skew: cache and query one element past a 16-byte
+ * boundary (the element path at any head dim). Returns the worst err/tol. */
+static double check_decode_int8(vl_backend *gpu, const char *name, int H, int G, int D,
+                                int64_t n_kv, int64_t bound, int64_t ws_limit, int skew,
+                                uint64_t seed) {
+    attn_case c = {.name = name, .n_heads = H, .n_kv_heads = G, .head_dim = D, .n_q = 1};
+    const int64_t cap = (bound > n_kv ? bound : n_kv) + 37, at0 = skew;
+    vt_rng_state = seed;
+    float *q = random_bf16_values((int64_t)H * D), *row = malloc((size_t)D * sizeof(float));
+    int8_t *kq = malloc((size_t)(G * cap * D + at0)), *vq = malloc((size_t)(G * cap * D + at0));
+    float *ks = malloc((size_t)(G * cap) * sizeof(float)), *vs = malloc((size_t)(G * cap) * 4);
+    for (int g = 0; g < G; g++)
+        for (int64_t t = 0; t < cap; t++) {
+            const int64_t at = at0 + (g * cap + t) * D;
+            if (t >= n_kv) {
+                memset(kq + at, 127, (size_t)D), memset(vq + at, 127, (size_t)D);
+                ks[g * cap + t] = vs[g * cap + t] = NAN;
+                continue;
+            }
+            for (int d = 0; d < D; d++) row[d] = (float)vt_rng_normal() + (d == t % D ? 5.0f : 0);
+            ks[g * cap + t] = vl_kv_quantize_row(row, D, kq + at);
+            for (int d = 0; d < D; d++) row[d] = (float)(vt_rng_normal() * (1.0 + (t % 5)));
+            vs[g * cap + t] = vl_kv_quantize_row(row, D, vq + at);
+        }
+    vl_attn_params p = {.q_stride = (int64_t)H * D,
+                        .kv_tok_stride = D,
+                        .kv_head_stride = cap * D,
+                        .kv_scale_head_stride = cap,
+                        .o_stride = (int64_t)H * D + 8,
+                        .n_q = 1,
+                        .n_kv = n_kv,
+                        .n_heads = H,
+                        .n_kv_heads = G,
+                        .head_dim = D,
+                        .scale = 1.0f / sqrtf((float)D),
+                        .causal = 1,
+                        .q_pos0 = n_kv - 1};
+    float *ref = malloc((size_t)(H * D) * sizeof(float));
+    vl_attn_params rp = p;
+    rp.q = q, rp.k = kq + at0, rp.v = vq + at0, rp.k_scale = ks, rp.v_scale = vs, rp.o = ref;
+    rp.o_stride = (int64_t)H * D;
+    vl_backend *cpu = vl_backend_cpu();
+    cpu->attention(cpu, &rp);
+
+    dev_list dl = {.gpu = gpu};
+    uint16_t *qb = malloc((size_t)(H * D + at0) * 2);
+    for (int64_t e = 0; e < (int64_t)H * D; e++) qb[at0 + e] = vl_f32_to_bf16(q[e]);
+    uint16_t *dq = dev_put(&dl, qb, (size_t)(H * D + at0) * 2);
+    int8_t *dk = dev_put(&dl, kq, (size_t)(G * cap * D + at0));
+    int8_t *dv = dev_put(&dl, vq, (size_t)(G * cap * D + at0));
+    p.k_scale = dev_put(&dl, ks, (size_t)(G * cap) * 4);
+    p.v_scale = dev_put(&dl, vs, (size_t)(G * cap) * 4);
+    const int32_t n_past = (int32_t)(n_kv - 1);
+    int32_t *dn = dev_put(&dl, &n_past, sizeof n_past);
+    size_t ws_bytes = vl_cuda_attention_workspace_bytes(&p);
+    if (ws_limit >= 0) ws_bytes = (size_t)ws_limit;
+    void *ws = ws_bytes ? dev_put(&dl, NULL, ws_bytes) : NULL;
+    double worst = 0;
+    const int64_t o_elems = p.o_stride + 64;
+    uint16_t *o[2] = {malloc((size_t)o_elems * 2), malloc((size_t)o_elems * 2)};
+    const int ok = dq && dk && dv && p.k_scale && p.v_scale && dn && (ws || !ws_bytes);
+    for (int form = 0; ok && form < (bound > 0 ? 2 : 1); form++) {
+        vl_attn_params pf = p;
+        pf.q = dq + at0, pf.k = dk + at0, pf.v = dv + at0;
+        if (form == 1) { /* the runtime-length form: the bound in n_kv, the length on the GPU */
+            pf.n_past_dev = dn, pf.n_kv = bound, pf.q_pos0 = 123456;
+        }
+        for (int64_t e = 0; e < o_elems; e++) o[form][e] = BF16_NAN;
+        uint16_t *od = dev_put(&dl, NULL, (size_t)(o_elems + at0) * 2);
+        if (!od) break;
+        pf.o = od + at0;
+        gpu->upload(gpu, pf.o, o[form], (size_t)o_elems * 2);
+        VT_CHECKF(vl_cuda_attention_supported(&pf), "%s: not supported", name);
+        if (!vl_cuda_attention_supported(&pf)) break;
+        vl_cuda_attention(&pf, ws, ws_bytes, 0);
+        cudaError_t err = cudaDeviceSynchronize();
+        VT_CHECKF(err == cudaSuccess, "%s: %s", name, cudaGetErrorString(err));
+        if (err != cudaSuccess) break;
+        gpu->download(gpu, o[form], pf.o, (size_t)o_elems * 2);
+        if (form == 0) {
+            worst = compare(&c, "int8", o[0], p.o_stride, ref);
+        } else {
+            int64_t differ = 0;
+            for (int64_t e = 0; e < o_elems; e++) differ += o[0][e] != o[1][e];
+            VT_CHECKF(differ == 0, "%s: runtime length (bound %lld): %lld elements differ", name,
+                      (long long)bound, (long long)differ);
+        }
+    }
+    dev_free_all(&dl);
+    free(q), free(row), free(kq), free(vq), free(ks), free(vs), free(ref), free(qb);
+    free(o[0]), free(o[1]);
     return worst;
 }
 
@@ -379,22 +495,33 @@ static void test_supported(void) {
     VT_CHECK(vl_cuda_attention_supported(&p) == 1);
     VT_CHECK_INT(vl_cuda_attention_workspace_bytes(&p), 256 * 28 * 129 * 4);
     vl_attn_params b = p;
-    static const int dims_ok[] = {8, 16, 24, 40, 72, 120};
-    for (int i = 0; i < 6; i++) {
+    /* every head dim up to 128: multiples of 8 (fast path) and any other (element path) */
+    static const int dims_ok[] = {8, 16, 24, 40, 72, 120, 1, 4, 6, 12, 20, 36, 100, 127};
+    for (int i = 0; i < (int)(sizeof dims_ok / sizeof dims_ok[0]); i++) {
         b = p, b.head_dim = dims_ok[i], b.kv_tok_stride = dims_ok[i];
         VT_CHECKF(vl_cuda_attention_supported(&b) == 1, "head_dim %d", dims_ok[i]);
     }
-    static const int dims_bad[] = {0, 4, 12, 100, 136, 256};
-    for (int i = 0; i < 6; i++) {
+    static const int dims_bad[] = {0, -8, 129, 136, 256};
+    for (int i = 0; i < (int)(sizeof dims_bad / sizeof dims_bad[0]); i++) {
         b = p, b.head_dim = dims_bad[i];
         VT_CHECKF(vl_cuda_attention_supported(&b) == 0, "head_dim %d", dims_bad[i]);
     }
     b = p, b.n_kv_heads = 5;
     VT_CHECK(vl_cuda_attention_supported(&b) == 0);
+    b = p, b.n_heads = b.n_kv_heads = 65536;
+    VT_CHECK(vl_cuda_attention_supported(&b) == 0);
+    /* rows that are not 16-byte aligned take the element path; bf16 elements must be aligned */
     b = p, b.q_stride = 3 * 3584 + 4;
-    VT_CHECK(vl_cuda_attention_supported(&b) == 0);
+    VT_CHECK(vl_cuda_attention_supported(&b) == 1);
     b = p, b.k = buf + 1;
+    VT_CHECK(vl_cuda_attention_supported(&b) == 1);
+    b = p, b.o = (void *)((char *)buf + 1);
     VT_CHECK(vl_cuda_attention_supported(&b) == 0);
+    /* the decode partials: rows of head_dim rounded up to 4 floats */
+    b = p, b.head_dim = 6;
+    VT_CHECK_INT(vl_cuda_attention_workspace_bytes(&b), 256 * 28 * 9 * 4);
+    b = p, b.head_dim = 20;
+    VT_CHECK_INT(vl_cuda_attention_workspace_bytes(&b), 256 * 28 * 21 * 4);
     b = p, b.causal = 0, b.n_seg = 2, b.seg_starts = (const int32_t *)buf, b.n_kv = 11;
     VT_CHECK(vl_cuda_attention_supported(&b) == 0);
     b = p, b.head_dim = 80, b.n_heads = 16, b.n_kv_heads = 16, b.causal = 0;
@@ -413,6 +540,7 @@ static void run_all(vl_backend *gpu) {
     static const int32_t seg_vision[4] = {0, 37, 38, 300};    /* incl. a 1-token segment */
     static const int32_t seg_empty[5] = {0, 37, 38, 38, 300}; /* incl. an empty segment */
     static const int32_t seg_one[2] = {0, 700};
+    static const int32_t seg_one64[2] = {0, 64};
     /* rows 100..127 share a CTA with rows of segment 0 but see nothing of its first key tile */
     static const int32_t seg_late[4] = {0, 100, 120, 300};
     const int F = LAYOUT_FUSED, K = LAYOUT_CACHE;
@@ -421,119 +549,213 @@ static void run_all(vl_backend *gpu) {
         /* name, H, G, D, n_q, n_kv, q_pos0, causal, seg, n_seg, layout, paths, scale_mul, ws,
          * bound */
         {"prefill causal D128 GQA7 n=1 (decode path)", 28, 4, 128, 1, 1, 0, 1, NULL, 0, K, FLASH, 0,
-         -1, 0},
+         -1, 0, 0},
         {"prefill causal D128 GQA7 n=17 fused", 28, 4, 128, 17, 17, 0, 1, NULL, 0, F, FLASH, 0, -1,
-         0},
-        {"prefill causal D128 GQA7 n=64", 28, 4, 128, 64, 64, 0, 1, NULL, 0, K, FLASH, 0, -1, 0},
+         0, 0},
+        {"prefill causal D128 GQA7 n=64", 28, 4, 128, 64, 64, 0, 1, NULL, 0, K, FLASH, 0, -1, 0, 0},
         {"prefill causal D128 GQA7 n=100 fused", 28, 4, 128, 100, 100, 0, 1, NULL, 0, F, FLASH, 0,
-         -1, 0},
-        {"prefill causal D128 GQA7 n=257", 28, 4, 128, 257, 257, 0, 1, NULL, 0, K, FLASH, 0, -1, 0},
+         -1, 0, 0},
+        {"prefill causal D128 GQA7 n=257", 28, 4, 128, 257, 257, 0, 1, NULL, 0, K, FLASH, 0, -1, 0,
+         0},
         {"prefill causal D128 GQA7 n=1000", 28, 4, 128, 1000, 1000, 0, 1, NULL, 0, K, FLASH, 0, -1,
+         0, 0},
+        {"chunk n_q=100 after 300 cached", 28, 4, 128, 100, 400, 300, 1, NULL, 0, K, BOTH, 0, -1, 0,
          0},
-        {"chunk n_q=100 after 300 cached", 28, 4, 128, 100, 400, 300, 1, NULL, 0, K, BOTH, 0, -1,
+        {"chunk n_q=64 after 64 cached", 28, 4, 128, 64, 128, 64, 1, NULL, 0, K, FLASH, 0, -1, 0,
          0},
-        {"chunk n_q=64 after 64 cached", 28, 4, 128, 64, 128, 64, 1, NULL, 0, K, FLASH, 0, -1, 0},
-        {"chunk n_q=2 after 50 cached", 28, 4, 128, 2, 52, 50, 1, NULL, 0, K, FLASH, 0, -1, 0},
+        {"chunk n_q=2 after 50 cached", 28, 4, 128, 2, 52, 50, 1, NULL, 0, K, FLASH, 0, -1, 0, 0},
         {"chunk n_q=130 after 1111 cached", 14, 2, 128, 130, 1241, 1111, 1, NULL, 0, K, FLASH, 0,
-         -1, 0},
-        {"causal GQA ratio 1, n=130 fused", 4, 4, 128, 130, 130, 0, 1, NULL, 0, F, FLASH, 0, -1, 0},
-        {"causal GQA ratio 32, n=77", 32, 1, 128, 77, 77, 0, 1, NULL, 0, K, FLASH, 0, -1, 0},
-        {"causal sharp softmax (3x scale), n=300", 8, 2, 128, 300, 300, 0, 1, NULL, 0, K, FLASH, 3,
-         -1, 0},
-        {"non-causal full, n_q=50 over n_kv=300", 8, 2, 128, 50, 300, 0, 0, NULL, 0, K, BOTH, 0, -1,
+         -1, 0, 0},
+        {"causal GQA ratio 1, n=130 fused", 4, 4, 128, 130, 130, 0, 1, NULL, 0, F, FLASH, 0, -1, 0,
          0},
+        {"causal GQA ratio 32, n=77", 32, 1, 128, 77, 77, 0, 1, NULL, 0, K, FLASH, 0, -1, 0, 0},
+        {"causal sharp softmax (3x scale), n=300", 8, 2, 128, 300, 300, 0, 1, NULL, 0, K, FLASH, 3,
+         -1, 0, 0},
+        {"non-causal full, n_q=50 over n_kv=300", 8, 2, 128, 50, 300, 0, 0, NULL, 0, K, BOTH, 0, -1,
+         0, 0},
         {"vision D80 segments [0,37,38,300] fused", 16, 16, 80, 300, 300, 0, 0, seg_vision, 3, F,
-         BOTH, 0, -1, 0},
+         BOTH, 0, -1, 0, 0},
         {"vision D80 segments with an empty one", 16, 16, 80, 300, 300, 0, 0, seg_empty, 4, F,
-         FLASH, 0, -1, 0},
+         FLASH, 0, -1, 0, 0},
         {"vision D80 segments [0,100,120,300] fused", 16, 16, 80, 300, 300, 0, 0, seg_late, 3, F,
-         FLASH, 0, -1, 0},
+         FLASH, 0, -1, 0, 0},
         {"vision D80 one segment of 700 fused", 16, 16, 80, 700, 700, 0, 0, seg_one, 1, F, FLASH, 0,
-         -1, 0},
-        {"vision D80 no segments, n=300", 16, 16, 80, 300, 300, 0, 0, NULL, 0, F, FLASH, 0, -1, 0},
-        {"causal D64, n=150", 4, 2, 64, 150, 150, 0, 1, NULL, 0, K, FLASH, 0, -1, 0},
-        {"causal D96, n=150", 4, 2, 96, 150, 150, 0, 1, NULL, 0, K, FLASH, 0, -1, 0},
-        {"decode D128 GQA7 n_kv=5", 28, 4, 128, 1, 5, 4, 1, NULL, 0, K, FLASH, 0, -1, 0},
-        {"decode D128 GQA7 n_kv=1000", 28, 4, 128, 1, 1000, 999, 1, NULL, 0, K, FLASH, 0, -1, 0},
-        {"decode D128 GQA7 n_kv=38000", 28, 4, 128, 1, 38000, 37999, 1, NULL, 0, K, FLASH, 0, -1,
+         -1, 0, 0},
+        {"vision D80 no segments, n=300", 16, 16, 80, 300, 300, 0, 0, NULL, 0, F, FLASH, 0, -1, 0,
+         0},
+        {"causal D64, n=150", 4, 2, 64, 150, 150, 0, 1, NULL, 0, K, FLASH, 0, -1, 0, 0},
+        {"causal D96, n=150", 4, 2, 96, 150, 150, 0, 1, NULL, 0, K, FLASH, 0, -1, 0, 0},
+        {"decode D128 GQA7 n_kv=5", 28, 4, 128, 1, 5, 4, 1, NULL, 0, K, FLASH, 0, -1, 0, 0},
+        {"decode D128 GQA7 n_kv=1000", 28, 4, 128, 1, 1000, 999, 1, NULL, 0, K, FLASH, 0, -1, 0, 0},
+        {"decode D128 GQA7 n_kv=38000", 28, 4, 128, 1, 38000, 37999, 1, NULL, 0, K, FLASH, 0, -1, 0,
          0},
         {"decode n_kv=1000 sees 501 (q_pos0=500)", 28, 4, 128, 1, 1000, 500, 1, NULL, 0, K, FLASH,
-         0, -1, 0},
-        {"decode non-causal n_kv=3000", 28, 4, 128, 1, 3000, 0, 0, NULL, 0, K, FLASH, 0, -1, 0},
+         0, -1, 0, 0},
+        {"decode non-causal n_kv=3000", 28, 4, 128, 1, 3000, 0, 0, NULL, 0, K, FLASH, 0, -1, 0, 0},
         {"decode n_kv=3000, no workspace (1 split)", 28, 4, 128, 1, 3000, 2999, 1, NULL, 0, K,
-         FLASH, 0, 0, 0},
+         FLASH, 0, 0, 0, 0},
         {"decode n_kv=3000, workspace for 2 splits", 28, 4, 128, 1, 3000, 2999, 1, NULL, 0, K,
-         FLASH, 0, ws2, 0},
+         FLASH, 0, ws2, 0, 0},
         {"decode GQA ratio 32 (2 head chunks), n_kv=700", 32, 1, 128, 1, 700, 699, 1, NULL, 0, K,
-         FLASH, 0, -1, 0},
-        {"decode D80 ratio 1, n_kv=333", 16, 16, 80, 1, 333, 332, 1, NULL, 0, K, FLASH, 0, -1, 0},
-        {"decode n_kv=77", 28, 4, 128, 1, 77, 76, 1, NULL, 0, K, BOTH, 0, -1, 0},
+         FLASH, 0, -1, 0, 0},
+        {"decode D80 ratio 1, n_kv=333", 16, 16, 80, 1, 333, 332, 1, NULL, 0, K, FLASH, 0, -1, 0,
+         0},
+        {"decode n_kv=77", 28, 4, 128, 1, 77, 76, 1, NULL, 0, K, BOTH, 0, -1, 0, 0},
 
         /* head dims of the tiny test models (16, 24, 32 text; 16, 40 vision) and other multiples
          * of 8: odd numbers of 16-byte chunks per row (24, 40, 56, 72, 120) and zero padding
          * (8, 24, 40, 56, 72, 120) */
-        {"causal D16 GQA2, n=150", 4, 2, 16, 150, 150, 0, 1, NULL, 0, K, FLASH, 0, -1, 0},
-        {"causal D24 GQA2, n=200 fused", 4, 2, 24, 200, 200, 0, 1, NULL, 0, F, BOTH, 0, -1, 0},
-        {"causal D32 GQA2, n=130", 4, 2, 32, 130, 130, 0, 1, NULL, 0, K, FLASH, 0, -1, 0},
-        {"causal D40, n=129", 4, 2, 40, 129, 129, 0, 1, NULL, 0, K, FLASH, 0, -1, 0},
+        {"causal D16 GQA2, n=150", 4, 2, 16, 150, 150, 0, 1, NULL, 0, K, FLASH, 0, -1, 0, 0},
+        {"causal D24 GQA2, n=200 fused", 4, 2, 24, 200, 200, 0, 1, NULL, 0, F, BOTH, 0, -1, 0, 0},
+        {"causal D32 GQA2, n=130", 4, 2, 32, 130, 130, 0, 1, NULL, 0, K, FLASH, 0, -1, 0, 0},
+        {"causal D40, n=129", 4, 2, 40, 129, 129, 0, 1, NULL, 0, K, FLASH, 0, -1, 0, 0},
         {"chunk D24 n_q=70 after 500 cached", 6, 2, 24, 70, 570, 500, 1, NULL, 0, K, FLASH, 0, -1,
-         0},
-        {"chunk D32 n_q=2 after 90 cached", 4, 2, 32, 2, 92, 90, 1, NULL, 0, K, FLASH, 0, -1, 0},
+         0, 0},
+        {"chunk D32 n_q=2 after 90 cached", 4, 2, 32, 2, 92, 90, 1, NULL, 0, K, FLASH, 0, -1, 0, 0},
         {"vision D16 segments [0,37,38,300] fused", 4, 4, 16, 300, 300, 0, 0, seg_vision, 3, F,
-         FLASH, 0, -1, 0},
+         FLASH, 0, -1, 0, 0},
         {"vision D40 segments [0,100,120,300] fused", 16, 16, 40, 300, 300, 0, 0, seg_late, 3, F,
-         BOTH, 0, -1, 0},
+         BOTH, 0, -1, 0, 0},
         {"vision D40 segments with an empty one", 16, 16, 40, 300, 300, 0, 0, seg_empty, 4, F,
-         FLASH, 0, -1, 0},
+         FLASH, 0, -1, 0, 0},
         {"vision D40 one segment of 700 fused", 16, 16, 40, 700, 700, 0, 0, seg_one, 1, F, FLASH, 0,
-         -1, 0},
-        {"causal D8, n=100", 2, 1, 8, 100, 100, 0, 1, NULL, 0, K, FLASH, 0, -1, 0},
-        {"causal D56, n=100", 4, 2, 56, 100, 100, 0, 1, NULL, 0, K, FLASH, 0, -1, 0},
-        {"causal D72, n=200", 4, 2, 72, 200, 200, 0, 1, NULL, 0, K, FLASH, 0, -1, 0},
-        {"causal D120, n=200", 4, 2, 120, 200, 200, 0, 1, NULL, 0, K, FLASH, 0, -1, 0},
+         -1, 0, 0},
+        {"causal D8, n=100", 2, 1, 8, 100, 100, 0, 1, NULL, 0, K, FLASH, 0, -1, 0, 0},
+        {"causal D56, n=100", 4, 2, 56, 100, 100, 0, 1, NULL, 0, K, FLASH, 0, -1, 0, 0},
+        {"causal D72, n=200", 4, 2, 72, 200, 200, 0, 1, NULL, 0, K, FLASH, 0, -1, 0, 0},
+        {"causal D120, n=200", 4, 2, 120, 200, 200, 0, 1, NULL, 0, K, FLASH, 0, -1, 0, 0},
         {"decode D16 GQA2 n_kv=5000 (splits)", 4, 2, 16, 1, 5000, 4999, 1, NULL, 0, K, FLASH, 0, -1,
-         0},
-        {"decode D24 GQA3 n_kv=40", 6, 2, 24, 1, 40, 39, 1, NULL, 0, K, BOTH, 0, -1, 0},
+         0, 0},
+        {"decode D24 GQA3 n_kv=40", 6, 2, 24, 1, 40, 39, 1, NULL, 0, K, BOTH, 0, -1, 0, 0},
         {"decode D24 GQA3 n_kv=3000 (splits)", 6, 2, 24, 1, 3000, 2999, 1, NULL, 0, K, FLASH, 0, -1,
-         0},
+         0, 0},
         {"decode D32 GQA2 n_kv=2000 (splits)", 4, 2, 32, 1, 2000, 1999, 1, NULL, 0, K, FLASH, 0, -1,
-         0},
+         0, 0},
         {"decode D40 ratio 1, n_kv=1500 (splits)", 16, 16, 40, 1, 1500, 1499, 1, NULL, 0, K, FLASH,
-         0, -1, 0},
-        {"decode D8 n_kv=600", 2, 1, 8, 1, 600, 599, 1, NULL, 0, K, FLASH, 0, -1, 0},
+         0, -1, 0, 0},
+        {"decode D8 n_kv=600", 2, 1, 8, 1, 600, 599, 1, NULL, 0, K, FLASH, 0, -1, 0, 0},
         /* > 200 splits: the combine's split lanes (21 at D 24) walk more than one batch of 8 */
         {"decode D24 GQA3 n_kv=30000 (many splits)", 6, 2, 24, 1, 30000, 29999, 1, NULL, 0, K,
-         FLASH, 0, -1, 0},
-        {"decode D120 n_kv=900", 4, 2, 120, 1, 900, 899, 1, NULL, 0, K, FLASH, 0, -1, 0},
+         FLASH, 0, -1, 0, 0},
+        {"decode D120 n_kv=900", 4, 2, 120, 1, 900, 899, 1, NULL, 0, K, FLASH, 0, -1, 0, 0},
 
         /* runtime cache length (n_past_dev): the bits of the explicit call, bound >> length and
          * bound == length */
         {"runtime decode D128 GQA7 len 1000, bound 38000", 28, 4, 128, 1, 1000, 999, 1, NULL, 0, K,
-         BOTH, 0, -1, 38000},
+         BOTH, 0, -1, 38000, 0},
         {"runtime decode D128 GQA7 len 38000 = bound", 28, 4, 128, 1, 38000, 37999, 1, NULL, 0, K,
-         FLASH, 0, -1, 38000},
+         FLASH, 0, -1, 38000, 0},
         {"runtime decode first token, bound 4096", 28, 4, 128, 1, 1, 0, 1, NULL, 0, K, BOTH, 0, -1,
-         4096},
+         4096, 0},
         {"runtime decode len 3000, bound 38000, no workspace", 28, 4, 128, 1, 3000, 2999, 1, NULL,
-         0, K, FLASH, 0, 0, 38000},
+         0, K, FLASH, 0, 0, 38000, 0},
         {"runtime decode len 3000, bound 38000, 2 splits", 28, 4, 128, 1, 3000, 2999, 1, NULL, 0, K,
-         FLASH, 0, ws2, 38000},
+         FLASH, 0, ws2, 38000, 0},
         {"runtime decode D24 GQA3 len 700, bound 5000", 6, 2, 24, 1, 700, 699, 1, NULL, 0, K, BOTH,
-         0, -1, 5000},
+         0, -1, 5000, 0},
         {"runtime chunk n_q=100 after 300, bound 2000", 28, 4, 128, 100, 400, 300, 1, NULL, 0, K,
-         BOTH, 0, -1, 2000},
+         BOTH, 0, -1, 2000, 0},
         {"runtime chunk n_q=100 after 300, bound 400", 28, 4, 128, 100, 400, 300, 1, NULL, 0, K,
-         FLASH, 0, -1, 400},
+         FLASH, 0, -1, 400, 0},
         {"runtime prefill n=257 from 0, bound 3000", 28, 4, 128, 257, 257, 0, 1, NULL, 0, K, FLASH,
-         0, -1, 3000},
+         0, -1, 3000, 0},
         {"runtime chunk D40 n_q=70 after 30, bound 1000", 4, 2, 40, 70, 100, 30, 1, NULL, 0, K,
-         BOTH, 0, -1, 1000},
+         BOTH, 0, -1, 1000, 0},
+
+        /* the element path: head dims that are not multiples of 8 (tiny-odd's vision 20 and
+         * decoder 16 first), each in 16-, 32-, 64- or 128-column tiles with zeros past D */
+        {"tiny-odd vision D20 2 heads, segments [0,37,38,300] fused", 2, 2, 20, 300, 300, 0, 0,
+         seg_vision, 3, F, BOTH, 0, -1, 0, 0},
+        {"tiny-odd vision D20 2 heads, one segment of 64", 2, 2, 20, 64, 64, 0, 0, seg_one64, 1, F,
+         FLASH, 0, -1, 0, 0},
+        {"tiny-odd text D16 GQA3, n=48", 3, 1, 16, 48, 48, 0, 1, NULL, 0, K, BOTH, 0, -1, 0, 0},
+        {"vision D20 16 heads, segments with an empty one", 16, 16, 20, 300, 300, 0, 0, seg_empty,
+         4, F, FLASH, 0, -1, 0, 0},
+        {"causal D20 GQA2, n=200", 4, 2, 20, 200, 200, 0, 1, NULL, 0, K, FLASH, 0, -1, 0, 0},
+        {"chunk D20 n_q=70 after 500 cached", 6, 2, 20, 70, 570, 500, 1, NULL, 0, K, BOTH, 0, -1, 0,
+         0},
+        {"vision D4 segments [0,100,120,300] fused", 8, 8, 4, 300, 300, 0, 0, seg_late, 3, F, BOTH,
+         0, -1, 0, 0},
+        {"vision D12 one segment of 700 fused", 4, 4, 12, 700, 700, 0, 0, seg_one, 1, F, FLASH, 0,
+         -1, 0, 0},
+        {"vision D36 segments [0,37,38,300] fused", 4, 4, 36, 300, 300, 0, 0, seg_vision, 3, F,
+         BOTH, 0, -1, 0, 0},
+        {"causal D6 GQA5, n=130 fused", 5, 1, 6, 130, 130, 0, 1, NULL, 0, F, BOTH, 0, -1, 0, 0},
+        {"causal D10 GQA2, n=150", 4, 2, 10, 150, 150, 0, 1, NULL, 0, K, FLASH, 0, -1, 0, 0},
+        {"causal D100 GQA2, n=200", 4, 2, 100, 200, 200, 0, 1, NULL, 0, K, BOTH, 0, -1, 0, 0},
+        {"causal sharp softmax (3x scale) D36, n=300", 4, 2, 36, 300, 300, 0, 1, NULL, 0, K, FLASH,
+         3, -1, 0, 0},
+        {"decode D20 GQA3 n_kv=40", 6, 2, 20, 1, 40, 39, 1, NULL, 0, K, BOTH, 0, -1, 0, 0},
+        {"decode D20 GQA3 n_kv=5000 (splits)", 6, 2, 20, 1, 5000, 4999, 1, NULL, 0, K, FLASH, 0, -1,
+         0, 0},
+        {"decode D4 GQA2 n_kv=3000 (splits)", 4, 2, 4, 1, 3000, 2999, 1, NULL, 0, K, FLASH, 0, -1,
+         0, 0},
+        {"decode D12 ratio 1, n_kv=1500 (splits)", 8, 8, 12, 1, 1500, 1499, 1, NULL, 0, K, FLASH, 0,
+         -1, 0, 0},
+        {"decode D36 GQA17 (2 head chunks), n_kv=700", 34, 2, 36, 1, 700, 699, 1, NULL, 0, K, FLASH,
+         0, -1, 0, 0},
+        {"decode D6 GQA5 n_kv=30000 (many splits)", 5, 1, 6, 1, 30000, 29999, 1, NULL, 0, K, FLASH,
+         0, -1, 0, 0},
+        {"decode D10 n_kv=77", 4, 2, 10, 1, 77, 76, 1, NULL, 0, K, BOTH, 0, -1, 0, 0},
+        {"decode D100 n_kv=900", 4, 2, 100, 1, 900, 899, 1, NULL, 0, K, FLASH, 0, -1, 0, 0},
+        {"decode D6 n_kv=3000, no workspace (1 split)", 5, 1, 6, 1, 3000, 2999, 1, NULL, 0, K,
+         FLASH, 0, 0, 0, 0},
+        {"runtime decode D20 GQA3 len 700, bound 5000", 6, 2, 20, 1, 700, 699, 1, NULL, 0, K, BOTH,
+         0, -1, 5000, 0},
+        {"runtime decode D6 GQA5 len 3000, bound 38000", 5, 1, 6, 1, 3000, 2999, 1, NULL, 0, K,
+         FLASH, 0, -1, 38000, 0},
+        {"runtime chunk D12 n_q=70 after 30, bound 1000", 4, 2, 12, 70, 100, 30, 1, NULL, 0, K,
+         BOTH, 0, -1, 1000, 0},
+
+        /* the element path at multiples of 8: rows not 16-byte aligned (skewed layouts) */
+        {"skewed causal D16 GQA2, n=150", 4, 2, 16, 150, 150, 0, 1, NULL, 0, K, FLASH, 0, -1, 0, 1},
+        {"skewed vision D80 segments [0,37,38,300] fused", 16, 16, 80, 300, 300, 0, 0, seg_vision,
+         3, F, BOTH, 0, -1, 0, 1},
+        {"skewed chunk D128 GQA7 n_q=100 after 300", 28, 4, 128, 100, 400, 300, 1, NULL, 0, K,
+         FLASH, 0, -1, 0, 1},
+        {"skewed decode D128 GQA7 n_kv=3000 (splits)", 28, 4, 128, 1, 3000, 2999, 1, NULL, 0, K,
+         FLASH, 0, -1, 0, 1},
+        {"skewed decode D20 GQA3 n_kv=700", 6, 2, 20, 1, 700, 699, 1, NULL, 0, K, FLASH, 0, -1, 0,
+         1},
+        {"skewed runtime decode D24 len 700, bound 5000", 6, 2, 24, 1, 700, 699, 1, NULL, 0, K,
+         FLASH, 0, -1, 5000, 1},
     };
     const int n_cases = (int)(sizeof cases / sizeof cases[0]);
     double worst = 0;
     for (int i = 0; i < n_cases; i++)
         worst = fmax(worst, check_case(gpu, &cases[i], 1000 + (uint64_t)i));
     printf("attention: %d cases, worst err/tol %.3f\n", n_cases, worst);
+
+    /* decode over an int8 cache: name, H, G, D, n_kv, bound, ws limit, skew */
+    const struct {
+        const char *name;
+        int H, G, D;
+        int64_t n_kv, bound, ws_limit;
+        int skew;
+    } q8[] = {
+        {"int8 decode D128 GQA7 n_kv=3000 (splits)", 28, 4, 128, 3000, 0, -1, 0},
+        {"int8 decode D24 GQA3 n_kv=700 (8-byte rows)", 6, 2, 24, 700, 0, -1, 0},
+        {"int8 decode tiny-odd D16 GQA3 n_kv=60", 3, 1, 16, 60, 0, -1, 0},
+        {"int8 decode D20 GQA3 n_kv=40", 6, 2, 20, 40, 0, -1, 0},
+        {"int8 decode D20 GQA3 n_kv=5000 (splits)", 6, 2, 20, 5000, 0, -1, 0},
+        {"int8 decode D4 n_kv=3000 (splits)", 4, 2, 4, 3000, 0, -1, 0},
+        {"int8 decode D12 ratio 1, n_kv=1500", 8, 8, 12, 1500, 0, -1, 0},
+        {"int8 decode D36 GQA17 (2 head chunks), n_kv=700", 34, 2, 36, 700, 0, -1, 0},
+        {"int8 decode D6 GQA5 n_kv=30000 (many splits)", 5, 1, 6, 30000, 0, -1, 0},
+        {"int8 decode D6 n_kv=3000, no workspace (1 split)", 5, 1, 6, 3000, 0, 0, 0},
+        {"int8 decode D100 n_kv=900", 4, 2, 100, 900, 0, -1, 0},
+        {"int8 runtime decode D20 len 700, bound 5000", 6, 2, 20, 700, 5000, -1, 0},
+        {"int8 runtime decode D6 len 3000, bound 38000", 5, 1, 6, 3000, 38000, -1, 0},
+        {"int8 skewed decode D128 GQA7 n_kv=3000", 28, 4, 128, 3000, 0, -1, 1},
+        {"int8 skewed runtime decode D16 len 700, bound 5000", 4, 2, 16, 700, 5000, -1, 1},
+    };
+    const int n_q8 = (int)(sizeof q8 / sizeof q8[0]);
+    worst = 0;
+    for (int i = 0; i < n_q8; i++)
+        worst = fmax(worst, check_decode_int8(gpu, q8[i].name, q8[i].H, q8[i].G, q8[i].D,
+                                              q8[i].n_kv, q8[i].bound, q8[i].ws_limit, q8[i].skew,
+                                              5000 + (uint64_t)i));
+    printf("int8 decode: %d cases, worst err/tol %.3f\n", n_q8, worst);
 }
 #endif
 

@@ -262,7 +262,8 @@ static void check_decode(const char *name, int H, int G, int D, int64_t n_kv, in
     free(qb), free(qf), free(kq), free(vq), free(ks), free(vs), free(ref), free(o[0]), free(o[1]);
 }
 
-/* What the int8 decode kernel refuses (the engine dequantizes those calls instead). */
+/* What the int8 decode kernel refuses (the engine dequantizes those calls instead), and a row
+ * alignment it takes. */
 static void test_supported(void) {
     static int8_t dummy[64] __attribute__((aligned(16)));
     static float sc[4];
@@ -280,8 +281,8 @@ static void test_supported(void) {
     a.v_scale = NULL;
     VT_CHECK(!vl_cuda_attention_supported(&a));
     a = p;
-    a.kv_tok_stride = 24; /* rows not 16-byte aligned at head_dim 16 */
-    VT_CHECK(!vl_cuda_attention_supported(&a));
+    a.kv_tok_stride = 24; /* rows not 16-byte aligned at head_dim 16: the element path */
+    VT_CHECK(vl_cuda_attention_supported(&a));
 }
 
 int main(void) {

@@ -286,6 +286,11 @@ static void test_linear(void) {
     check_linear(20, 1280, 1280, 1, 1);
     check_linear(300, 1280, 1280, 1, 0); /* vision block */
     check_linear(300, 3584, 1000, 1, 0);
+    /* K % 8 != 0 (test_engine_gpu's "odder"): GEMVs, cuBLAS, the biased GEMV fallback */
+    check_linear(1, 30, 42, 1, 0);
+    check_linear(5, 30, 4096, 0, 0);
+    check_linear(52, 50, 30, 0, 0);
+    check_linear(300, 90, 36, 1, 0);
 
     /* m = 0 writes nothing */
     uint16_t *dw = dev_bf16(NULL, 16 * 8), *dy = dev_bf16(NULL, 0);
@@ -548,7 +553,9 @@ static void check_rope(int vision, int64_t s, int heads, int D, int64_t stride, 
     snprintf(what, sizeof what, "%s s=%lld heads=%d D=%d stride=%lld pos<%d",
              vision ? "rope_vision" : "rope_text", (long long)s, heads, D, (long long)stride,
              (int)pos_range);
-    const int rows = vision ? 2 : 3, sections[3] = {16, 24, 24};
+    /* text sections: {16, 24, 24} at D 128, the same split of D / 2 at other head dims */
+    const int s0 = D / 8 > 0 ? D / 8 : 1, s1 = (D / 2 - s0) / 2;
+    const int rows = vision ? 2 : 3, sections[3] = {s0, s1, D / 2 - s0 - s1};
     const float theta = vision ? 10000.0f : 1000000.0f;
     float *x = bf16_random(s * stride, 0, 1);
     for (int64_t i = 0; i < s; i++)
@@ -600,6 +607,15 @@ static void test_rope(void) {
     check_rope(0, 300, 28, 128, 28 * 128, 30000); /* long-context positions */
     check_rope(1, 17, 16, 80, 16 * 80, 100);      /* vision */
     check_rope(1, 300, 16, 80, 3 * 16 * 80, 100); /* q inside a fused qkv row */
+    /* tiny-odd (text D 16 in [q | k | v] rows of 80, vision D 20 in qkv rows of 120), other
+     * head dims that are not multiples of 8, and the largest the kernels take (kernels.h) */
+    check_rope(0, 48, 3, 16, 80, 2000);
+    check_rope(1, 64, 2, 20, 120, 100);
+    check_rope(0, 30, 5, 6, 5 * 6 + 2 * 6, 3000);
+    check_rope(1, 40, 8, 4, 3 * 32, 100);
+    check_rope(1, 40, 2, 36, 2 * 36 + 1, 100);
+    check_rope(0, 5, 2, VL_CUDA_ROPE_MAX_HEAD_DIM, 2 * 512, 30000);
+    check_rope(1, 5, 1, VL_CUDA_ROPE_MAX_HEAD_DIM, 3 * 512, 100);
 }
 
 /* ---- kv_append ------------------------------------------------------------------------------ */
@@ -638,6 +654,8 @@ static void test_kv_append(void) {
     check_kv_append(4, 128, 40, 1, 39, 4 * 128 + 8); /* the last slot */
     check_kv_append(4, 128, 40, 40, 0, 3 * 4 * 128); /* whole cache from a fused row */
     check_kv_append(2, 65, 10, 4, 2, 2 * 65);        /* odd head_dim: scalar path */
+    check_kv_append(1, 6, 60, 1, 47, 5 * 6 + 2 * 6); /* a D 6 decode step from a fused row */
+    check_kv_append(4, 20, 30, 7, 3, 4 * 20);
 }
 
 /* rope_kv_append against rope_text(q), rope_text(k), kv_append(k), kv_append(v) on the GPU:
@@ -702,6 +720,9 @@ static void test_rope_kv_append(void) {
     check_rope_kv_append(37, 28, 4, 128, 0, 64, 5, 0); /* prefill chunk, separate q/k/v */
     check_rope_kv_append(9, 6, 6, 16, 0, 12, 3, 0);    /* GQA 1, tiny head */
     check_rope_kv_append(5, 4, 1, 8, 1, 5, 0, 0);      /* one kv head, the whole cache */
+    check_rope_kv_append(1, 3, 1, 16, 1, 60, 47, 1);   /* tiny-odd's decode step */
+    check_rope_kv_append(1, 5, 1, 6, 1, 60, 47, 1);    /* head dims not multiples of 8 */
+    check_rope_kv_append(7, 4, 2, 20, 0, 9, 2, 0);
 }
 
 /* ---- attention smoke ------------------------------------------------------------------------ */

@@ -15,6 +15,9 @@
  *     CPU backend allocates for the weights are the planned bytes exactly; the plan is the
  *     tensors' own sizes (spec formulas: ceil(n / 2) + 4 ceil(n / 64) for NF4, ...) plus at
  *     most the alignment padding.
+ * And the other check made before anything is loaded: the CUDA kernels' shape limits
+ * (vl_cuda_check_attention), which take both of 7B's attentions and refuse, in one line naming
+ * the value, what lies past them: head_dim 129 without --attn naive, 513 with it, 65536 heads.
  * Plans only for 7B; tiny-odd is loaded. */
 #include "engine/engine.h"
 #include "vltest.h"
@@ -40,6 +43,37 @@ static vl_mem_plan plan_images(int n_images, int attn_naive, vl_dtype quant) {
     vl_mem_plan p;
     vl_plan_memory(&cfg, &rq, &p);
     return p;
+}
+
+/* vl_cuda_check_attention on (heads, kv heads, head_dim, naive): want 0, or -1 with `say` in the
+ * message. */
+static void check_shape(int h, int g, int d, int naive, const char *say) {
+    char why[256] = "";
+    vl_attn_shape s = {h, g, d, naive};
+    int rc = vl_cuda_check_attention(&s, why, sizeof why);
+    VT_CHECKF(say ? rc == -1 && strstr(why, say) && !strchr(why, '\n') : rc == 0 && !why[0],
+              "shape %d/%d heads, head_dim %d%s: rc %d, \"%s\"", h, g, d, naive ? " naive" : "", rc,
+              why);
+}
+
+static void test_cuda_shapes(void) {
+    check_shape(cfg.n_heads, cfg.n_kv_heads, cfg.head_dim, 0, NULL); /* 7B: 28/4 x 128 */
+    check_shape(cfg.v_heads, cfg.v_heads, cfg.v_head_dim, 0, NULL);  /* 16 x 80 */
+    check_shape(3, 1, 16, 0, NULL);                                  /* tiny-odd */
+    check_shape(2, 2, 20, 0, NULL);
+    check_shape(5, 1, 6, 0, NULL);
+    check_shape(1, 1, 1, 0, NULL);
+    check_shape(4, 2, 128, 0, NULL);
+    check_shape(4, 2, 129, 0, "head_dim 129 is above 128");
+    check_shape(4, 2, 129, 0, "use --attn naive");
+    check_shape(4, 2, 129, 1, NULL);
+    check_shape(4, 2, 512, 1, NULL);
+    check_shape(4, 2, 513, 1, "head_dim 513 is outside 1..512");
+    check_shape(4, 2, 0, 0, "head_dim 0 is outside");
+    check_shape(65535, 65535, 8, 0, NULL);
+    check_shape(65536, 65536, 8, 0, "65536 heads is above 65535");
+    check_shape(65536, 65536, 8, 1, "65536 heads is above 65535");
+    check_shape(6, 4, 8, 0, "6 query heads over 4 kv heads");
 }
 
 static void check_close_above(const char *what, size_t got, size_t want, size_t slack) {
@@ -177,5 +211,6 @@ int main(void) {
     tiny_odd(VL_QUANT_NF4, 0);
     tiny_odd(VL_QUANT_NF4, 1);
     tiny_odd(VL_QUANT_INT8, 0);
+    test_cuda_shapes();
     return vt_finish();
 }
