@@ -121,8 +121,8 @@ int vl_image_corrupt(const vl_image_file *f, const char *format, const char *fmt
     va_end(ap);
     for (char *c = detail; *c; c++)
         if (*c == '\n' || *c == '\r') *c = ' '; /* library messages stay on one line */
-    return vl_error_set("cannot decode image %s (%s): %s; the file is truncated or damaged, "
-                        "export or download it again",
+    return vl_error_set("cannot decode image %s (%s): %s; the file is damaged, export or "
+                        "download it again",
                         f->path, format, detail);
 }
 

@@ -38,7 +38,7 @@ int vl_image_check_canvas(const vl_image_file *f, const char *format, int64_t w,
 /* w * h * 3 bytes, zeroed; on failure records an error naming the file and returns NULL. */
 uint8_t *vl_image_alloc_rgb(const vl_image_file *f, int w, int h);
 
-/* Record "cannot decode image PATH (FORMAT): DETAIL; the file is truncated or damaged ..." */
+/* Record "cannot decode image PATH (FORMAT): DETAIL; the file is damaged, export ..." */
 int vl_image_corrupt(const vl_image_file *f, const char *format, const char *fmt, ...)
     VL_PRINTF(3, 4);
 /* Record "image PATH (FORMAT): DETAIL is not supported; convert it to PNG ..." */

@@ -10,7 +10,7 @@
  *   unspecified extras dropped, associated alpha divided out as PIL's "RGBa" unpacker does:
  *   c * 255 / a, black where a is 0); palette of 1-8 bits (16-bit colour map, high byte),
  *   palette + alpha; CMYK (+ extras) through PIL's CMYK -> RGB.
- * Strips are read a scanline at a time; tiles a tile at a time. Sizes pass the limits before
+ * Strips and tiles are read whole, as Pillow reads them. Sizes pass the limits before
  * anything is decoded, and a tile may not be larger than the image rounded up to 16.
  *
  * Leaves out (refused with a clear error): 16-bit and float samples, YCbCr and Lab, JPEG and
@@ -188,18 +188,27 @@ static int tiff_failed(const vl_image_file *f, const tiff_source *src) {
     return vl_image_corrupt(f, "TIFF", "%s", src->message[0] ? src->message : "libtiff error");
 }
 
+/* Whole strips, as Pillow reads them (a PackBits run may then cross a row end). */
 static int read_strips(TIFF *t, const vl_image_file *f, tiff_source *src, const tiff_layout *L,
                        vl_image *out) {
-    uint8_t *line = malloc((size_t)TIFFScanlineSize64(t) + 1);
-    if (!line) return vl_error_set("out of memory decoding image %s", f->path);
-    for (uint32_t y = 0; y < L->h; y++) {
-        if (TIFFReadScanline(t, line, y, 0) < 0) {
-            free(line);
+    uint32_t rps = 0;
+    TIFFGetFieldDefaulted(t, TIFFTAG_ROWSPERSTRIP, &rps);
+    if (rps == 0 || rps > L->h) rps = L->h;
+    tmsize_t line = TIFFScanlineSize(t);
+    uint8_t *strip = line > 0 ? malloc((size_t)line * rps) : NULL;
+    if (!strip) return vl_error_set("out of memory decoding image %s", f->path);
+    for (uint32_t s = 0, y0 = 0; y0 < L->h; s++, y0 += rps) {
+        uint32_t rows = rps < L->h - y0 ? rps : L->h - y0;
+        tmsize_t want = line * (tmsize_t)rows;
+        if (TIFFReadEncodedStrip(t, s, strip, want) != want) {
+            free(strip);
             return tiff_failed(f, src);
         }
-        pixels_to_rgb(L, line, out->rgb + (size_t)y * L->w * 3, L->w);
+        for (uint32_t r = 0; r < rows; r++)
+            pixels_to_rgb(L, strip + (size_t)r * (size_t)line,
+                          out->rgb + (size_t)(y0 + r) * L->w * 3, L->w);
     }
-    free(line);
+    free(strip);
     return 0;
 }
 
