@@ -157,7 +157,8 @@ def bmp_bytes(w, h, bits, data, header_size=40, compression=0, palette=None, mas
     pal = b"".join(bytes([b, g, r]) + (b"\x00" if entry == 4 else b"")
                    for r, g, b in (palette or []))
     start = 14 + len(info) + len(pal)
-    head = b"BM" + struct.pack("<IHHI", start + len(data), 0, 0, start if offset is None else offset)
+    data_at = start if offset is None else offset
+    head = b"BM" + struct.pack("<IHHI", start + len(data), 0, 0, data_at)
     return head + info + pal + bytes(data)
 
 
@@ -197,7 +198,10 @@ def _rle_segment(seg, rle4):
             i += r
             continue
         lit = seg[i : i + count]
-        data = bytes(lit) if not rle4 else bytes(lit[k] << 4 | lit[k + 1] for k in range(0, count, 2))
+        if rle4:
+            data = bytes(lit[k] << 4 | lit[k + 1] for k in range(0, count, 2))
+        else:
+            data = bytes(lit)
         out += bytes([0, count]) + data + (b"\x00" if len(data) % 2 else b"")
         i += count
     return out

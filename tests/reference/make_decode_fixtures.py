@@ -250,7 +250,8 @@ def bmp_fixtures(d):
     d.pil("bmp_pal8.bmp", im.quantize(64), "8-bit, 64-colour palette (PIL's writer)")
     d.pil("bmp_grey8.bmp", im.convert("L"), "8-bit grey ramp palette (PIL mode L)")
     d.pil("bmp_1bit.bmp", im.convert("1"), "1-bit black/white (PIL mode 1)")
-    pal16, pal2, pal20 = palette_colors(16, 11), [(200, 30, 40), (20, 90, 220)], palette_colors(20, 12)
+    pal16, pal20 = palette_colors(16, 11), palette_colors(20, 12)
+    pal2 = [(200, 30, 40), (20, 90, 220)]
     i16, i2, i20 = index_pattern(w, h, 16), index_pattern(w, h, 2), index_pattern(w, h, 20)
     d.raw("bmp_pal4.bmp", iw.bmp_bytes(w, h, 4, iw.bmp_rows(pack_indices(i16, 4), w, 4),
                                        palette=pal16), "4-bit palette")
@@ -271,10 +272,13 @@ def bmp_fixtures(d):
     d.raw("bmp_offset0.bmp", iw.bmp_bytes(w, h, 8, iw.bmp_rows(pack_indices(i20, 8), w, 8),
                                           palette=pal20, offset=0),
           "data offset 0: pixels follow the palette")
-    r5, g5, b5 = (rgb[..., 0] >> 3).astype(int), (rgb[..., 1] >> 3).astype(int), (rgb[..., 2] >> 3).astype(int)
+    r5, g5, b5 = [(rgb[..., c] >> 3).astype(int) for c in range(3)]
     g6 = (rgb[..., 1] >> 2).astype(int)
-    rows555 = [b"".join(struct.pack("<H", int(v)) for v in row) for row in (r5 << 10 | g5 << 5 | b5)]
-    rows565 = [b"".join(struct.pack("<H", int(v)) for v in row) for row in (r5 << 11 | g6 << 5 | b5)]
+
+    def rows16(v):
+        return [b"".join(struct.pack("<H", int(p)) for p in row) for row in v]
+
+    rows555, rows565 = rows16(r5 << 10 | g5 << 5 | b5), rows16(r5 << 11 | g6 << 5 | b5)
     d.raw("bmp_rgb555.bmp", iw.bmp_bytes(w, h, 16, iw.bmp_rows(rows555, w, 16)), "16-bit 5-5-5")
     d.raw("bmp_rgb565.bmp", iw.bmp_bytes(w, h, 16, iw.bmp_rows(rows565, w, 16), compression=3,
                                          masks=(0xF800, 0x7E0, 0x1F)), "16-bit 5-6-5 bitfields")
@@ -370,7 +374,10 @@ def tiff_fixtures(d):
     d.pil("tiff_1bit.tif", im.convert("1"), "1-bit", compression="packbits")
     d.pil("tiff_cmyk_lzw.tif", im.convert("CMYK"), "CMYK, LZW", compression="tiff_lzw")
 
-    rows = lambda a: [bytes(r.reshape(-1)) for r in a]  # noqa: E731
+
+    def rows(a):
+        return [bytes(r.reshape(-1)) for r in a]
+
     d.raw("tiff_rgb_mm_pred.tif", iw.tiff_bytes(rows(rgb), w, h, 8, 3, 2, compression=8,
                                                 predictor=2, rows_per_strip=5, big_endian=True),
           "big-endian RGB, deflate + horizontal predictor, 4 strips")
