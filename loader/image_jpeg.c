@@ -114,6 +114,8 @@ static int decode(j_decompress_ptr cinfo, jpeg_failure *err, const vl_image_file
         return -2;
     }
     cinfo->out_color_space = pillow_out_space(components);
+    cinfo->dct_method = JDCT_ISLOW; /* the library defaults Pillow decodes with */
+    cinfo->do_fancy_upsampling = TRUE;
     jpeg_start_decompress(cinfo);
     if ((int)cinfo->output_width != w || (int)cinfo->output_height != h ||
         cinfo->output_components != components) {
