@@ -5,7 +5,7 @@
  * a 5-5-5 or 5-6-5 image come out one level off PIL's v * 255 / 31), refuses RLE and 64-byte
  * headers. BMP is simple enough to read here, every size checked against the file first.
  * What is read, as Pillow's BmpImagePlugin (9.4 to 12) does:
- *   - headers of 12 (OS/2: 16-bit sizes), 40, 52, 56 (Pillow 10+), 64, 108 and 124 bytes; a
+ *   - headers of 12 (OS/2: 16-bit sizes), 40, 52, 56 (newer Pillow), 64, 108 and 124 bytes; a
  *     height whose top byte is 0xff means top-down rows (Pillow's rule), else bottom-up;
  *   - 1/4/8-bit palettes (entries past the palette black), 16-bit 5-5-5 (uncompressed) and the
  *     5-6-5 / 5-5-5 bitfields scaled as v * 255 / 31 (or 63), 24-bit, and 32-bit with the byte
@@ -22,8 +22,8 @@
  * as the format says: an RLE4 absolute run of odd length (Pillow drops its last pixel), an RLE
  * delta in Pillow 9 (it reads two bytes too many; later versions read it as we do), and a
  * 4-bit grey-ramp or 2-colour black/white palette on 4/8-bit pixels (Pillow decodes the data as
- * 8-bit or 1-bit); a palette index past the palette gives black (Pillow >= 10; Pillow 9 gives
- * grey i,i,i); RLE8/RLE4 on pixels of another depth are refused (Pillow accepts them).
+ * 8-bit or 1-bit); a palette index past the palette gives black (as in Pillow 12; Pillow 9
+ * gives grey i,i,i); RLE8/RLE4 on pixels of another depth are refused (Pillow accepts them).
  * JPEG/PNG-compressed BMPs and 2/64-bit pixels are refused, as in Pillow.
  */
 #include "loader/image_internal.h"

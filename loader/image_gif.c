@@ -15,7 +15,7 @@
  * declaring a 13000x13000 screen.
  *
  * Leaves out (known differences from PIL): later frames; a palette index past the palette
- * gives black (Pillow >= 10; Pillow 9 gives grey i,i,i); stray bytes between blocks (which
+ * gives black (as in Pillow 12; Pillow 9 gives grey i,i,i); stray bytes between blocks (which
  * Pillow skips one by one) and LZW minimum code sizes over 8 are errors here.
  */
 #include "loader/image_internal.h"

@@ -12,7 +12,7 @@
  *   - palettes expanded through PLTE; transparency (tRNS) and alpha dropped, never composited.
  *
  * Leaves out (known differences from PIL): a palette index past the PLTE entries gives black
- * (Pillow >= 10; Pillow 9 gives grey i,i,i); a bad CRC on an IDAT chunk is an error (Pillow does
+ * (as in Pillow 12; Pillow 9 gives grey i,i,i); a bad CRC on an IDAT chunk is an error (Pillow does
  * not check IDAT CRCs); the rest of the file after the image data (and a missing IEND) is not
  * read, as in Pillow.
  */
