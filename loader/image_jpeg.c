@@ -8,16 +8,18 @@
  *   sample inverted, as Pillow assumes Adobe's inverted CMYK for all 4-component JPEGs
  *   ("CMYK;I"), and PIL's CMYK -> RGB formula.
  * Library errors come back through error_exit + longjmp. Warnings are errors too when they
- * mean corrupt or missing data (bad Huffman code, premature end of data, a scan that breaks the
- * progression...): libjpeg would "recover" by filling grey, Pillow refuses a file that ends
- * early. Harmless ones (extraneous bytes between markers, unknown JFIF version or Adobe
- * transform code) are ignored, as Pillow ignores every warning.
+ * mean corrupt or missing entropy data (premature end of file or of a data segment, bad Huffman
+ * or arithmetic code, lost restart marker): libjpeg would "recover" by filling grey, Pillow
+ * refuses a file that ends early. Warnings about headers that still decode completely
+ * (extraneous bytes between markers, unknown JFIF version or Adobe transform code, odd SOS
+ * fields, an inconsistent progression) are ignored, as Pillow ignores every warning.
  * A progressive file may hold at most MAX_SCANS scans: each scan walks every block of the image,
  * so thousands of tiny scans would make a small file cost minutes (real files have ~10).
  *
- * Leaves out (known differences from PIL): a bad Huffman or arithmetic code, or a broken
- * progression, is an error here and garbage pixels in Pillow; 12-bit, lossless and 2-component
- * JPEGs are refused (Pillow refuses them too).
+ * Leaves out (known differences from PIL): corrupt entropy data (bad code, lost restart
+ * marker, a segment that ends early) is an error here and grey or garbage pixels in Pillow; a
+ * progressive file of more than 1000 scans is refused; 12-bit, lossless and 2-component JPEGs
+ * are refused (Pillow refuses them too).
  */
 #include "loader/image_internal.h"
 
@@ -55,10 +57,12 @@ static void on_error_exit(j_common_ptr c) {
 static void on_emit_message(j_common_ptr c, int level) {
     if (level >= 0) return; /* trace messages */
     switch (c->err->msg_code) {
-    case JWRN_EXTRANEOUS_DATA: /* bytes skipped between segments: pixels unaffected */
-    case JWRN_JFIF_MAJOR:
-    case JWRN_ADOBE_XFORM:
-        return;
+    case JWRN_EXTRANEOUS_DATA: /* bytes skipped between segments */
+    case JWRN_JFIF_MAJOR:      /* unknown JFIF version */
+    case JWRN_ADOBE_XFORM:     /* unknown Adobe transform code */
+    case JWRN_NOT_SEQUENTIAL:  /* odd SOS fields in a sequential file */
+    case JWRN_BOGUS_PROGRESSION:
+        return; /* the data still decodes completely: the pixels are Pillow's */
     default:
         fail(c); /* corrupt or missing data */
     }
