@@ -147,6 +147,8 @@ static void test_hostile(void) {
     /* valid, but 1200 scans: each one walks every block (the 200-scan twin decodes in
      * decode/cases.json) */
     expect_refused("images/hostile/jpeg_progressive_1200_scans.jpg", "more than 1000", "scans");
+    /* a restart marker in the middle of the entropy data: libjpeg would fill the rest grey */
+    expect_refused("images/hostile/jpeg_marker_in_data.jpg", "Corrupt JPEG data", NULL);
     /* 35 bytes declaring a 13000x13000 screen (0.5 GB of RGB) */
     expect_refused("images/hostile/gif_screen_13000.gif", "13000x13000", "only 35 bytes");
     /* 54-byte headers: no pixel data at all (stb gave a black image or a huge canvas) */

@@ -443,6 +443,11 @@ def hostile_fixtures(decode_dir, hostile_dir):
     d.raw("bmp_rle_early_end.bmp", iw.bmp_bytes(23, 17, 8, b"\x05\x01\x00\x00\x00\x01",
                                                 compression=1, palette=[(9, 9, 9), (99, 9, 9)]),
           "")
+    with open(os.path.join(decode_dir, "jpeg_420.jpg"), "rb") as f:
+        jpeg = f.read()
+    at = (iw.jpeg_segments(jpeg)[-1][2] + len(jpeg)) // 2  # inside the entropy-coded data
+    at += jpeg[at - 1] == 0xFF
+    d.raw("jpeg_marker_in_data.jpg", jpeg[:at] + b"\xff\xd3" + jpeg[at:], "")
     for src, name in [("png_rgba16_adam7.png", "truncated.png"), ("jpeg_420.jpg", "truncated.jpg"),
                       ("gif_interlaced.gif", "truncated.gif"), ("bmp_pal8.bmp", "truncated.bmp"),
                       ("webp_lossy.webp", "truncated.webp"), ("tiff_rgb_none.tif", "truncated.tif"),

@@ -17,7 +17,8 @@ Four groups, all deterministic (fixed seeds, no time):
     each with <name>.pil.png = PIL's Image.open(file).convert("RGB"), and decode/cases.json
     listing them; tests/test_image_formats.c requires our decode to equal PIL's exactly;
   - hostile/: reproducers of decoder bugs and resource attacks (a JPEG whose DHT declares 765
-    symbols, a progressive JPEG using an undefined Huffman table and one with 1200 scans,
+    symbols, a progressive JPEG using an undefined Huffman table and one with 1200 scans, a
+    JPEG with a marker inside its entropy-coded data,
     a 35-byte GIF with a 13000x13000 screen, BMP headers without pixels, an RLE BMP canvas far
     larger than its data, every format truncated) that must be refused, and a top-down BMP
     with its bottom-up twin.
