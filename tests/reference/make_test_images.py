@@ -16,17 +16,16 @@ Four groups, all deterministic (fixed seeds, no time):
     1-bit/CMYK, none/LZW/deflate/PackBits, predictor, big-endian, tiles, associated alpha),
     each with <name>.pil.png = PIL's Image.open(file).convert("RGB"), and decode/cases.json
     listing them; tests/test_image_formats.c requires our decode to equal PIL's exactly;
-  - hostile/: reproducers of decoder bugs and resource attacks (a JPEG whose DHT declares 765
-    symbols, a progressive JPEG using an undefined Huffman table and one with 1200 scans, a
-    JPEG with a marker inside its entropy-coded data,
-    a 35-byte GIF with a 13000x13000 screen, BMP headers without pixels, an RLE BMP canvas far
-    larger than its data, every format truncated) that must be refused, and a top-down BMP
-    with its bottom-up twin.
+  - hostile/: reproducers of decoder bugs and resource attacks that must be refused (a JPEG
+    whose DHT declares 765 symbols, a progressive JPEG using an undefined Huffman table, one
+    with 1200 scans, a JPEG with a marker inside its entropy-coded data, a 35-byte GIF with a
+    13000x13000 screen, BMP headers without pixels, an RLE BMP canvas far larger than its
+    data, every format truncated), and a top-down BMP with its bottom-up twin.
 The last two groups are made by make_decode_fixtures.py (next to this script), the files PIL
-cannot write by image_writers.py. Two inputs are made once with
-libjpeg-turbo's jpegtran and kept (jpeg_arith*.jpg; remade only when missing and jpegtran is
-on the PATH); their PIL pixels are recomputed like the others. Needs numpy + Pillow (with
-WebP); the committed outputs do not need rerunning.
+cannot write by image_writers.py. Two inputs are made once with libjpeg-turbo's jpegtran and
+kept (decode/jpeg_arith*.jpg; remade only when missing and jpegtran is on the PATH); their PIL
+pixels are recomputed like the others. Needs numpy + Pillow (with WebP); the committed
+outputs do not need rerunning.
 
 Usage: python3 tests/reference/make_test_images.py [OUTDIR]   (default tests/fixtures/images)
 """
