@@ -153,36 +153,45 @@ static void set_pixel_index(const bmp_layout *L, uint8_t *px, unsigned idx) {
         memcpy(px, L->pal[idx], 3);
 }
 
-/* One stored row (uncompressed) to RGB. */
-static void row_to_rgb(const bmp_layout *L, const uint8_t *in, uint8_t *out, int w) {
+static void bgr16_to_rgb(const uint8_t *in, uint8_t *out, int w, int is_565) {
     for (int x = 0; x < w; x++, out += 3) {
-        switch (L->bits) {
-        case 1:
-            set_pixel_index(L, out, in[x >> 3] >> (7 - (x & 7)) & 1);
-            break;
-        case 4:
-            set_pixel_index(L, out, in[x >> 1] >> (x & 1 ? 0 : 4) & 15);
-            break;
-        case 8:
-            set_pixel_index(L, out, in[x]);
-            break;
-        case 16: {
-            unsigned v = le16(in + 2 * x);
-            if (L->rgb16_565)
-                out[0] = (uint8_t)((v >> 11 & 31) * 255 / 31),
-                out[1] = (uint8_t)((v >> 5 & 63) * 255 / 63);
-            else
-                out[0] = (uint8_t)((v >> 10 & 31) * 255 / 31),
-                out[1] = (uint8_t)((v >> 5 & 31) * 255 / 31);
-            out[2] = (uint8_t)((v & 31) * 255 / 31);
-            break;
-        }
-        case 24:
-            out[0] = in[3 * x + 2], out[1] = in[3 * x + 1], out[2] = in[3 * x];
-            break;
-        default:
-            for (int c = 0; c < 3; c++) out[c] = in[4 * x + L->byte_of[c]];
-        }
+        unsigned v = le16(in + 2 * x);
+        if (is_565)
+            out[0] = (uint8_t)((v >> 11 & 31) * 255 / 31),
+            out[1] = (uint8_t)((v >> 5 & 63) * 255 / 63);
+        else
+            out[0] = (uint8_t)((v >> 10 & 31) * 255 / 31),
+            out[1] = (uint8_t)((v >> 5 & 31) * 255 / 31);
+        out[2] = (uint8_t)((v & 31) * 255 / 31);
+    }
+}
+
+/* One stored row (uncompressed) to RGB; one loop per depth. */
+static void row_to_rgb(const bmp_layout *L, const uint8_t *in, uint8_t *out, int w) {
+    switch (L->bits) {
+    case 1:
+        for (int x = 0; x < w; x++)
+            set_pixel_index(L, out + 3 * x, in[x >> 3] >> (7 - (x & 7)) & 1);
+        break;
+    case 4:
+        for (int x = 0; x < w; x++)
+            set_pixel_index(L, out + 3 * x, in[x >> 1] >> (x & 1 ? 0 : 4) & 15);
+        break;
+    case 8:
+        for (int x = 0; x < w; x++) set_pixel_index(L, out + 3 * x, in[x]);
+        break;
+    case 16:
+        bgr16_to_rgb(in, out, w, L->rgb16_565);
+        break;
+    case 24:
+        for (int x = 0; x < w; x++, out += 3, in += 3)
+            out[0] = in[2], out[1] = in[1], out[2] = in[0];
+        break;
+    default: {
+        const int r = L->byte_of[0], g = L->byte_of[1], b = L->byte_of[2];
+        for (int x = 0; x < w; x++, out += 3, in += 4)
+            out[0] = in[r], out[1] = in[g], out[2] = in[b];
+    }
     }
 }
 
