@@ -1,47 +1,36 @@
 /* image.c: an image file to 8-bit RGB, as PIL's Image.open(path).convert("RGB") gives it.
  *
- * Decoding is stb_image (PNG, JPEG, BMP, GIF first frame); this file adds what the Qwen2-VL
- * reference pipeline sees on top of it:
- *   - channels as PIL's convert("RGB"): grey replicated, alpha dropped without compositing,
- *     palettes expanded (a palette's transparency is ignored);
- *   - 16-bit PNGs as PIL reads them: colour and grey+alpha keep the high byte of each sample
- *     (Pillow's ";16B" raw modes), 16-bit grey clips to 255 (PIL opens it as a 32/16-bit
- *     integer image, whose conversion to RGB saturates);
- *   - the header is checked before decoding: no pixels, more than
+ * This file reads the file (vl_open_regular: a FIFO or device cannot hang us), recognises the
+ * format from its first bytes and hands the bytes to one decoder, each built on the library
+ * that is fuzzed in production and that Pillow itself uses where it matters for the pixels:
+ *   PNG   libpng       (image_png.c)     JPEG  libjpeg-turbo (image_jpeg.c)
+ *   GIF   giflib       (image_gif.c)     WebP  libwebp       (image_webp.c)
+ *   TIFF  libtiff      (image_tiff.c)    BMP   our own reader (image_bmp.c)
+ * and holds what they share:
+ *   - the limits, checked from the header before any pixel is decoded: no pixels, more than
  *     VL_IMAGE_MAX_PIXELS (PIL's decompression-bomb error threshold), aspect ratio over 200
- *     (Qwen2-VL's smart_resize refuses those) are errors naming the file.
+ *     (Qwen2-VL's smart_resize refuses those); for GIF screens and RLE BMPs also a canvas of at
+ *     most 1 Mpixel + 4096 pixels per byte of file (image_internal.h says why no real file
+ *     comes near);
+ *   - the wording of errors, and PIL's CMYK -> RGB conversion (JPEG and TIFF use it).
+ * Truncated data is an error in every format, as in Pillow (LOAD_TRUNCATED_IMAGES off).
  *
- * Leaves out (known differences from PIL): JPEG pixels differ by a level or two because stb's
- * IDCT and chroma upsampling are not libjpeg's; EXIF orientation is ignored (as by
- * Image.open + convert; transformers' load_image() would apply it); CMYK JPEGs, GIF transparency
- * (stb fills transparent pixels with black, PIL keeps the palette colour) and colour profiles are
- * not treated as PIL does.
+ * Leaves out (known differences from PIL): EXIF orientation is ignored (as by Image.open +
+ * convert; transformers' load_image() would apply it); colour profiles are not applied (PIL
+ * does not either); formats other than the six above; each decoder's file lists its own.
  */
-#define STBI_ONLY_PNG
-#define STBI_ONLY_JPEG
-#define STBI_ONLY_BMP
-#define STBI_ONLY_GIF
-#define STBI_NO_STDIO /* files are read here, so errors can say which file and why */
-/* stb's buffers become vl_image.rgb as they are, released by vl_image_free with free(). */
-#define STBI_MALLOC(sz)      malloc(sz)
-#define STBI_REALLOC(p, sz)  realloc(p, sz)
-#define STBI_FREE(p)         free(p)
-#define STBI_FAILURE_USERMSG /* stb's longer messages ("Corrupt PNG") rather than codes */
-#define STB_IMAGE_IMPLEMENTATION
-#include <stb_image.h>
+#include "loader/image_internal.h"
 
-#include "loader/loader.h"
-
-#include <errno.h>
+#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/stat.h>
+#include <unistd.h>
 
 #define MAX_FILE_BYTES ((size_t)1 << 30) /* larger than any acceptable image's encoding */
 #define MAX_ASPECT     200
 
-typedef enum { FMT_UNKNOWN, FMT_PNG, FMT_JPEG, FMT_BMP, FMT_GIF } image_format;
+typedef enum { FMT_UNKNOWN, FMT_PNG, FMT_JPEG, FMT_GIF, FMT_BMP, FMT_WEBP, FMT_TIFF } image_format;
 
 static image_format sniff_format(const uint8_t *b, size_t n) {
     static const uint8_t png_sig[8] = {0x89, 'P', 'N', 'G', '\r', '\n', 0x1a, '\n'};
@@ -49,160 +38,150 @@ static image_format sniff_format(const uint8_t *b, size_t n) {
     if (n >= 3 && b[0] == 0xff && b[1] == 0xd8 && b[2] == 0xff) return FMT_JPEG;
     if (n >= 6 && (memcmp(b, "GIF87a", 6) == 0 || memcmp(b, "GIF89a", 6) == 0)) return FMT_GIF;
     if (n >= 2 && b[0] == 'B' && b[1] == 'M') return FMT_BMP;
+    if (n >= 12 && memcmp(b, "RIFF", 4) == 0 && memcmp(b + 8, "WEBP", 4) == 0) return FMT_WEBP;
+    if (n >= 4 && (memcmp(b, "II*\0", 4) == 0 || memcmp(b, "MM\0*", 4) == 0)) return FMT_TIFF;
     return FMT_UNKNOWN;
 }
 
 static int read_image_file(const char *path, uint8_t **out, size_t *out_len) {
     *out = NULL;
     *out_len = 0;
-    FILE *f = fopen(path, "rb");
-    if (!f) return vl_error_set("cannot open image %s: %s", path, strerror(errno));
-    struct stat st;
-    if (fstat(fileno(f), &st) != 0 || !S_ISREG(st.st_mode)) {
-        fclose(f);
-        return vl_error_set("image %s is not a regular file; pass an image file", path);
-    }
-    if (st.st_size <= 0) {
-        fclose(f);
+    int fd;
+    int64_t size;
+    if (vl_open_regular(path, "image", &fd, &size)) return -1;
+    if (size <= 0) {
+        close(fd);
         return vl_error_set("image %s is empty (0 bytes)", path);
     }
-    if ((uint64_t)st.st_size > MAX_FILE_BYTES) {
-        fclose(f);
+    if ((uint64_t)size > MAX_FILE_BYTES) {
+        close(fd);
         return vl_error_set("image %s is %lld bytes, more than the %zu-byte limit for an image",
-                            path, (long long)st.st_size, MAX_FILE_BYTES);
+                            path, (long long)size, MAX_FILE_BYTES);
     }
-    size_t n = (size_t)st.st_size;
-    uint8_t *buf = malloc(n);
+    uint8_t *buf = malloc((size_t)size);
     if (!buf) {
-        fclose(f);
-        return vl_error_set("out of memory reading image %s (%zu bytes)", path, n);
+        close(fd);
+        return vl_error_set("out of memory reading image %s (%lld bytes)", path, (long long)size);
     }
-    size_t got = fread(buf, 1, n, f);
-    int read_err = ferror(f);
-    fclose(f);
-    if (got != n || read_err) {
+    int rc = vl_read_fd(fd, path, buf, (size_t)size);
+    close(fd);
+    if (rc) {
         free(buf);
-        return vl_error_set("cannot read image %s: got %zu of %zu bytes", path, got, n);
+        return -1;
     }
     *out = buf;
-    *out_len = n;
+    *out_len = (size_t)size;
     return 0;
 }
 
-static uint32_t be32(const uint8_t *p) {
-    return (uint32_t)p[0] << 24 | (uint32_t)p[1] << 16 | (uint32_t)p[2] << 8 | p[3];
-}
-
-/* Width and height of an image from its header, without decoding. For PNG the IHDR is read
- * here because stb refuses huge headers with a vague "too large" before we could say how
- * large; the other formats go through stbi_info. */
-static int read_header_size(const char *path, const uint8_t *b, size_t n, image_format fmt,
-                            int64_t *w, int64_t *h) {
-    if (fmt == FMT_PNG) {
-        if (n < 8 + 8 + 13 || memcmp(b + 12, "IHDR", 4) != 0 || be32(b + 8) != 13)
-            return vl_error_set("image %s: PNG signature without a valid IHDR chunk "
-                                "(truncated or corrupt file)",
-                                path);
-        *w = be32(b + 16);
-        *h = be32(b + 20);
-        return 0;
-    }
-    int iw, ih, comp;
-    if (n > INT32_MAX || !stbi_info_from_memory(b, (int)n, &iw, &ih, &comp))
-        return vl_error_set("image %s: cannot read the header (%s); the file is corrupt or "
-                            "an unsupported variant",
-                            path, stbi_failure_reason());
-    *w = iw;
-    *h = ih;
-    return 0;
-}
-
-static int check_size(const char *path, int64_t w, int64_t h) {
+int vl_image_check_size(const vl_image_file *f, const char *format, int64_t w, int64_t h) {
     if (w <= 0 || h <= 0)
-        return vl_error_set("image %s has no pixels (header says %lldx%lld)", path, (long long)w,
-                            (long long)h);
+        return vl_error_set("image %s (%s) has no pixels (header says %lldx%lld)", f->path, format,
+                            (long long)w, (long long)h);
     /* each side first, so that the product cannot overflow */
     if (w > VL_IMAGE_MAX_PIXELS || h > VL_IMAGE_MAX_PIXELS || w * h > VL_IMAGE_MAX_PIXELS)
-        return vl_error_set("image %s is %lldx%lld, more than the limit of %lld pixels "
+        return vl_error_set("image %s (%s) is %lldx%lld, more than the limit of %lld pixels "
                             "(PIL's decompression-bomb limit); downscale it first",
-                            path, (long long)w, (long long)h, (long long)VL_IMAGE_MAX_PIXELS);
+                            f->path, format, (long long)w, (long long)h,
+                            (long long)VL_IMAGE_MAX_PIXELS);
     int64_t big = w > h ? w : h, small = w > h ? h : w;
     if (big > MAX_ASPECT * small)
-        return vl_error_set("image %s is %lldx%lld: aspect ratio %.1f is over the limit %d of "
-                            "Qwen2-VL's smart_resize; crop or pad it",
-                            path, (long long)w, (long long)h, (double)big / (double)small,
-                            MAX_ASPECT);
+        return vl_error_set("image %s (%s) is %lldx%lld: aspect ratio %.1f is over the limit %d "
+                            "of Qwen2-VL's smart_resize; crop or pad it",
+                            f->path, format, (long long)w, (long long)h,
+                            (double)big / (double)small, MAX_ASPECT);
     return 0;
 }
 
-/* 16-bit greyscale PNG: PIL saturates each sample at 255 when converting to RGB. */
-static uint8_t *decode_grey16_clipped(const uint8_t *b, int n, int *w, int *h) {
-    int comp;
-    uint16_t *g = stbi_load_16_from_memory(b, n, w, h, &comp, 1);
-    if (!g) return NULL;
-    size_t count = (size_t)*w * (size_t)*h;
-    uint8_t *rgb = malloc(count * 3);
-    if (rgb) {
-        for (size_t i = 0; i < count; i++) {
-            uint8_t v = g[i] > 255 ? 255 : (uint8_t)g[i];
-            rgb[3 * i] = rgb[3 * i + 1] = rgb[3 * i + 2] = v;
+int vl_image_check_canvas(const vl_image_file *f, const char *format, int64_t w, int64_t h) {
+    /* sizes already passed vl_image_check_size, so nothing here overflows */
+    int64_t cap = VL_IMAGE_CANVAS_FREE + VL_IMAGE_CANVAS_PER_BYTE * (int64_t)f->size;
+    if (w * h > cap)
+        return vl_error_set("image %s (%s) declares a %lldx%lld canvas but is only %zu bytes: "
+                            "no real %s is that much larger than its data (limit %lld pixels "
+                            "+ %d per byte); the file is damaged or crafted, re-export it",
+                            f->path, format, (long long)w, (long long)h, f->size, format,
+                            (long long)VL_IMAGE_CANVAS_FREE, VL_IMAGE_CANVAS_PER_BYTE);
+    return 0;
+}
+
+uint8_t *vl_image_alloc_rgb(const vl_image_file *f, int w, int h) {
+    uint8_t *rgb = calloc((size_t)w * (size_t)h, 3);
+    if (!rgb)
+        vl_error_set("out of memory decoding image %s (%dx%d RGB, %zu bytes)", f->path, w, h,
+                     (size_t)w * (size_t)h * 3);
+    return rgb;
+}
+
+int vl_image_corrupt(const vl_image_file *f, const char *format, const char *fmt, ...) {
+    char detail[256];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(detail, sizeof(detail), fmt, ap);
+    va_end(ap);
+    for (char *c = detail; *c; c++)
+        if (*c == '\n' || *c == '\r') *c = ' '; /* library messages stay on one line */
+    return vl_error_set("cannot decode image %s (%s): %s; the file is damaged, export or "
+                        "download it again",
+                        f->path, format, detail);
+}
+
+int vl_image_unsupported(const vl_image_file *f, const char *format, const char *fmt, ...) {
+    char detail[256];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(detail, sizeof(detail), fmt, ap);
+    va_end(ap);
+    return vl_error_set("image %s (%s): %s is not supported; convert it to PNG first", f->path,
+                        format, detail);
+}
+
+void vl_image_cmyk_row_to_rgb(uint8_t *rgb, const uint8_t *cmyk, int n, int stride, int inverted) {
+    const int flip = inverted ? 255 : 0;
+    for (int x = 0; x < n; x++, cmyk += stride, rgb += 3) {
+        int nk = 255 - (cmyk[3] ^ flip);
+        for (int c = 0; c < 3; c++) {
+            int t = (cmyk[c] ^ flip) * nk + 128; /* PIL's MULDIV255 */
+            int v = nk - (((t >> 8) + t) >> 8);
+            rgb[c] = (uint8_t)(v < 0 ? 0 : v > 255 ? 255 : v);
         }
     }
-    stbi_image_free(g);
-    return rgb;
 }
 
 int vl_image_load(vl_image *img, const char *path) {
     memset(img, 0, sizeof(*img));
-    uint8_t *file;
+    uint8_t *bytes;
     size_t n;
-    if (read_image_file(path, &file, &n)) return -1;
-
-    int rc = -1;
-    uint8_t *pixels = NULL;
-    image_format fmt = sniff_format(file, n);
-    int64_t hw = 0, hh = 0;
-    if (fmt == FMT_UNKNOWN) {
-        vl_error_set("image %s is not a PNG, JPEG, BMP or GIF file (unrecognised first bytes)",
-                     path);
-        goto done;
+    if (read_image_file(path, &bytes, &n)) return -1;
+    vl_image_file f = {path, bytes, n};
+    int rc;
+    switch (sniff_format(bytes, n)) {
+    case FMT_PNG:
+        rc = vl_image_decode_png(&f, img);
+        break;
+    case FMT_JPEG:
+        rc = vl_image_decode_jpeg(&f, img);
+        break;
+    case FMT_GIF:
+        rc = vl_image_decode_gif(&f, img);
+        break;
+    case FMT_BMP:
+        rc = vl_image_decode_bmp(&f, img);
+        break;
+    case FMT_WEBP:
+        rc = vl_image_decode_webp(&f, img);
+        break;
+    case FMT_TIFF:
+        rc = vl_image_decode_tiff(&f, img);
+        break;
+    default:
+        rc = vl_error_set("image %s is not a PNG, JPEG, GIF, BMP, WebP or TIFF file "
+                          "(unrecognised first bytes)",
+                          path);
     }
-    if (read_header_size(path, file, n, fmt, &hw, &hh) || check_size(path, hw, hh)) goto done;
-    if (n > INT32_MAX) { /* stb takes an int length; MAX_FILE_BYTES keeps us far below */
-        vl_error_set("image %s is too large a file for the decoder", path);
-        goto done;
-    }
-
-    int w = 0, h = 0, comp = 0;
-    int grey16 = 0;
-    if (fmt == FMT_PNG && stbi_is_16_bit_from_memory(file, (int)n)) {
-        int iw, ih;
-        grey16 = stbi_info_from_memory(file, (int)n, &iw, &ih, &comp) && comp == 1;
-    }
-    if (grey16)
-        pixels = decode_grey16_clipped(file, (int)n, &w, &h);
-    else
-        pixels = stbi_load_from_memory(file, (int)n, &w, &h, &comp, 3);
-    if (!pixels) {
-        vl_error_set("cannot decode image %s: %s; the file is damaged, truncated or an "
-                     "unsupported variant",
-                     path, stbi_failure_reason());
-        goto done;
-    }
-    if (w != hw || h != hh) {
-        vl_error_set("image %s: header says %lldx%lld but the decoder produced %dx%d", path,
-                     (long long)hw, (long long)hh, w, h);
-        goto done;
-    }
-    img->rgb = pixels;
-    img->w = w;
-    img->h = h;
-    pixels = NULL;
-    rc = 0;
-done:
-    free(pixels);
-    free(file);
-    return rc;
+    free(bytes);
+    if (rc) vl_image_free(img);
+    return rc ? -1 : 0;
 }
 
 void vl_image_free(vl_image *img) {

@@ -6,7 +6,8 @@
  *   config        config.json (flat Qwen2-VL layout and nested transformers-5 layout),
  *                 preprocessor_config.json
  *   tokenizer     tokenizer.json byte-level BPE (Qwen2), encode / streaming decode
- *   image         decode (stb_image) -> 8-bit RGB, smart_resize, PIL-exact bicubic resize,
+ *   image         decode (libpng, libjpeg-turbo, giflib, libwebp, libtiff, our BMP reader) ->
+ *                 PIL-exact 8-bit RGB, smart_resize, PIL-exact bicubic resize,
  *                 normalization and the Qwen2-VL patch order
  *
  * Every function that can fail because of user input returns 0 on success and non-zero on
@@ -191,15 +192,18 @@ int vl_decoder_feed(vl_decoder *d, const vl_tokenizer *t, int id, char *out, int
 /* Whatever is still held (an incomplete character) as U+FFFD replacement(s). */
 int vl_decoder_flush(vl_decoder *d, char *out, int out_cap);
 
-/* ---- images (loader/image.c, loader/resize.c, loader/preprocess.c) ------------------------ */
+/* ---- images (loader/image*.c, loader/resize.c, loader/preprocess.c) ----------------------- */
 
 typedef struct {
     int w, h;
     uint8_t *rgb; /* h * w * 3, row-major, interleaved RGB */
 } vl_image;
 
-/* Decode PNG/JPEG/BMP/GIF (first frame) to 8-bit RGB as PIL's convert("RGB") does (grey
- * replicated, alpha dropped). Refuses headers over VL_IMAGE_MAX_PIXELS and aspect ratio > 200. */
+/* Decode PNG, JPEG, GIF (first frame), BMP, WebP (first frame) or TIFF (first page) to 8-bit
+ * RGB exactly as PIL's Image.open(path).convert("RGB") does (grey replicated, alpha dropped
+ * without compositing, palettes expanded, CMYK converted as PIL does). Refuses, before decoding,
+ * headers over VL_IMAGE_MAX_PIXELS, aspect ratio > 200 and GIF/RLE-BMP canvases far larger than
+ * the file; truncated or corrupt data is an error. The file is read with vl_open_regular. */
 #define VL_IMAGE_MAX_PIXELS (178956970LL) /* PIL's decompression-bomb error threshold */
 int vl_image_load(vl_image *img, const char *path);
 void vl_image_free(vl_image *img);

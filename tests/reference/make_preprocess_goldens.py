@@ -3,8 +3,8 @@
 
 For each golden image of tests/fixtures/images/ (see make_test_images.py) it writes to OUTDIR:
   <stem>.pil.png             PIL's Image.open(...).convert("RGB") pixels (lossless PNG), the
-                             decode the C loader must reproduce (and, for the JPEG, the input
-                             the C resize is compared on, since stb's JPEG decoder differs)
+                             decode the C loader must reproduce exactly, and the input the C
+                             resize is compared on (so a decode difference cannot hide in it)
   <stem>.<case>.png          PIL's Image.resize((w, h), BICUBIC) of those pixels, for each
                              (min_pixels, max_pixels) case (cases of equal size share one)
   goldens.json               sizes, smart_resize results, grids, sha256 of each resized image's

@@ -1,15 +1,31 @@
 #!/usr/bin/env python3
 """make_test_images.py: writes the small test images of tests/fixtures/images/.
 
-Two groups, both deterministic (fixed seeds, no time):
+Four groups, all deterministic (fixed seeds, no time):
   - golden images (doc_rgb.png, photo_rgba.png, grey_small.png, palette.png, photo.jpg,
     wide.png): varied modes and sizes that need up- and downscaling; make_preprocess_goldens.py
     runs PIL/transformers on them;
   - conversion images (conv_*): pixel values given by closed formulas that tests/test_image.c
     recomputes, to check the RGB conversion of each PNG colour type / bit depth, BMP and GIF
-    without any golden; plus the aspect-ratio images aspect_200x1.png and aspect_300x1.png.
-The 16-bit PNGs are written by the small encoder below (PIL cannot write 16-bit colour); the
-others with PIL. Needs numpy + Pillow; the committed outputs do not need rerunning.
+    without any golden; plus the aspect-ratio images aspect_200x1.png and aspect_300x1.png;
+  - decode/: one small file per format and mode the C decoders handle (JPEG grey, 4:2:0, 4:2:2,
+    4:4:4, progressive, arithmetic, CMYK plain / Adobe / YCCK, Adobe RGB; PNG Adam7, low and
+    16-bit depths, tRNS; GIF frames off the screen's origin, growing it, transparent, local
+    palette, interlaced, grey, animated; BMP of every header size, depth, bitfields layout,
+    RLE8/RLE4, top-down; WebP lossy/lossless, with alpha, animated; TIFF RGB/RGBA/grey/palette/
+    1-bit/CMYK, none/LZW/deflate/PackBits, predictor, big-endian, tiles, associated alpha),
+    each with <name>.pil.png = PIL's Image.open(file).convert("RGB"), and decode/cases.json
+    listing them; tests/test_image_formats.c requires our decode to equal PIL's exactly;
+  - hostile/: reproducers of decoder bugs and resource attacks that must be refused (a JPEG
+    whose DHT declares 765 symbols, a progressive JPEG using an undefined Huffman table, one
+    with 1200 scans, a JPEG with a marker inside its entropy-coded data, a 35-byte GIF with a
+    13000x13000 screen, BMP headers without pixels, an RLE BMP canvas far larger than its
+    data, every format truncated), and a top-down BMP with its bottom-up twin.
+The last two groups are made by make_decode_fixtures.py (next to this script), the files PIL
+cannot write by image_writers.py. Two inputs are made once with libjpeg-turbo's jpegtran and
+kept (decode/jpeg_arith*.jpg; remade only when missing and jpegtran is on the PATH); their PIL
+pixels are recomputed like the others. Needs numpy + Pillow (with WebP); the committed
+outputs do not need rerunning.
 
 Usage: python3 tests/reference/make_test_images.py [OUTDIR]   (default tests/fixtures/images)
 """
@@ -97,6 +113,9 @@ def conv_images(out):
     rgb16 = np.stack([x16 * 7000 + 1, y16 * 9000 + 2, (x16 + y16) * 3000 + 3], -1) & 0xFFFF
     rows = [b"".join(struct.pack(">H", int(s)) for s in rgb16[j].reshape(-1)) for j in range(h16)]
     write_png_raw(os.path.join(out, "conv_rgb16.png"), rows, w16, h16, 16, 2)
+
+    # 8-bit RGB: (10x, 14y, xy), the colour formula of conv_rgba.png without alpha
+    Image.fromarray(rgba[..., :3], "RGB").save(os.path.join(out, "conv_rgb.png"))
 
     for w in (200, 300):
         xs = np.arange(w)
@@ -210,8 +229,15 @@ def main():
     os.makedirs(out, exist_ok=True)
     conv_images(out)
     golden_images(out)
-    for name in sorted(os.listdir(out)):
-        print(f"{os.path.getsize(os.path.join(out, name)):8d}  {name}")
+    import make_decode_fixtures
+
+    make_decode_fixtures.decode_fixtures(os.path.join(out, "decode"))
+    make_decode_fixtures.hostile_fixtures(os.path.join(out, "decode"), os.path.join(out, "hostile"))
+    for folder in (out, os.path.join(out, "decode"), os.path.join(out, "hostile")):
+        for name in sorted(os.listdir(folder)):
+            path = os.path.join(folder, name)
+            if os.path.isfile(path):
+                print(f"{os.path.getsize(path):8d}  {os.path.relpath(path, out)}")
 
 
 if __name__ == "__main__":
