@@ -7,10 +7,20 @@
 #   3. the decode fixtures against this machine's Pillow (tests/reference/check_decode_fixtures.py);
 #   4. device_ab.sh against OLD_TREE (the commit before the change) when given: x28 speed.
 # usage: scripts/device_hardening.sh [OLD_TREE]
+# Env: VL_ODD_ONLY=1 builds vlrun alone and runs step 2 only. The per-run files go to a folder
+# under /tmp (the device tool brings back few files); $OUT gets the summaries.
 set -uo pipefail
-out=${OUT:-/tmp/vlrun-out}
-mkdir -p "$out"
-VL_RUNS=${VL_RUNS:-bf16:1} bash scripts/device_gpu.sh 2>&1 | tee "$out/device_gpu.txt" | tail -40
+out=/tmp/vl_hardening
+mkdir -p "$out" "${OUT:=/tmp/vlrun-out}"
+source scripts/device_lib.sh
+if [ "${VL_ODD_ONLY:-0}" = 1 ]; then
+    vl_device_build . /tmp/vlb "$out/build.log" vlrun || { tail -20 "$out/build.log"; exit 1; }
+    python3 tests/reference/make_small_tokenizer.py .cache/tokenizer/tokenizer.json \
+        .cache/tokenizer/small_tokenizer.json
+else
+    VL_RUNS=${VL_RUNS:-bf16:1} OUT=$out bash scripts/device_gpu.sh 2>&1 | tail -40
+    cp "$out/gpu_tests.log" "$OUT/"
+fi
 V=/tmp/vlb/vlrun
 T=.cache/tokenizer/small_tokenizer.json
 M=tests/fixtures/models/tiny-odd
@@ -53,8 +63,12 @@ if command -v compute-sanitizer >/dev/null; then
         echo "memcheck tiny-odd $tag rc=$? $(grep -E 'ERROR SUMMARY' "$out/memcheck_$tag.txt")"
     done
 fi
-python3 tests/reference/check_decode_fixtures.py 2>&1 | grep -v UserWarning | tee "$out/pillow_check.txt" | tail -12
+cp "$out/odd_summary.txt" "$OUT/"
+cat "$out"/memcheck_*.txt >"$OUT/memcheck.txt" 2>/dev/null
+[ "${VL_ODD_ONLY:-0}" = 1 ] && exit 0
+python3 tests/reference/check_decode_fixtures.py 2>&1 | grep -v Warn | tee "$OUT/pillow_check.txt" | tail -12
 if [ -n "${1:-}" ]; then
     ln -sfn "$(pwd)/.deps" "$1/.deps"
-    VL_AB_NEW_BUILD=/tmp/vlb bash scripts/device_ab.sh "$1" 2>&1 | tail -20
+    VL_AB_NEW_BUILD=/tmp/vlb OUT=$out bash scripts/device_ab.sh "$1" 2>&1 | tail -20
+    cp "$out/ab.tsv" "$OUT/"
 fi
