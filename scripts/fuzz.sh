@@ -170,22 +170,29 @@ summarize() {
     eps=$(stat_of "$log" average_exec_per_sec)
     cov=$(grep -oE 'cov: [0-9]+ ft: [0-9]+' "$log" | tail -1 | awk '{print $2}')
     ft=$(grep -oE 'cov: [0-9]+ ft: [0-9]+' "$log" | tail -1 | awk '{print $4}')
-    if [ -z "$execs" ]; then # fork mode: "#N: cov: C ft: F corp: K exec/s E ..."
-        execs=$(grep -oE '^#[0-9]+:' "$log" | tail -1 | tr -d '#:')
-        eps=$(grep -oE 'exec/s [0-9]+' "$log" | tail -1 | awk '{print $2}')
+    if [ -z "$execs" ]; then # fork mode: "#N: cov: C ft: F corp: K ... time: Ts job: J ..."
+        local last secs
+        last=$(grep -E '^#[0-9]+: cov:' "$log" | tail -1)
+        execs=$(echo "$last" | grep -oE '^#[0-9]+' | tr -d '#')
+        secs=$(echo "$last" | grep -oE ' time: [0-9]+' | awk '{print $2}')
+        [ -n "$execs" ] && [ "${secs:-0}" -gt 0 ] && eps=$((execs / secs))
     fi
     new=$(($(find "$corpus" -type f | wc -l) - before))
     result=$(result_of "$log" "$rc")
     art_after=$(find "$build/artifacts/$h" -type f | wc -l)
-    if [ "$result" = ok ] && [ "$art_after" -gt "$art_before" ]; then result=crashes; fi
-    printf '%-12s fuzz  execs %9s  exec/s %6s  cov %5s  ft %6s  new corpus %5d  result %s\n' \
+    if [ "$art_after" -gt "$art_before" ]; then # campaign: kinds of the new artifacts
+        result="$result, new artifacts: $(ls -t "$build/artifacts/$h" | head -$((art_after - art_before)) |
+            sed 's/-.*//' | sort | uniq -c | awk '{printf "%s%s %s", NR > 1 ? ", " : "", $1, $2}')"
+    fi
+    printf '%-12s fuzz     execs %9s  exec/s %6s  cov %5s  ft %6s  new corpus %5d  result %s\n' \
         "$h" "${execs:-?}" "${eps:-?}" "${cov:-?}" "${ft:-?}" "$new" "$result"
     [ "$result" = ok ] && return 0
-    grep -hE 'Test unit written to|CRASH: |Crash reproduced' "$log" | sed 's/^/    /' | head -5
-    if [ "$art_after" -gt "$art_before" ]; then
-        for art in $(ls -t "$build/artifacts/$h" | head -$((art_after - art_before))); do
+    local n_new=$((art_after - art_before))
+    if [ "$n_new" -gt 0 ]; then
+        for art in $(ls -t "$build/artifacts/$h" | head -$((n_new < 5 ? n_new : 5))); do
             echo "    artifact: build-fuzz/artifacts/$h/$art"
         done
+        [ "$n_new" -gt 5 ] && echo "    ... $((n_new - 5)) more new artifacts in build-fuzz/artifacts/$h/"
     fi
     frames_of "$log"
     echo "    log: ${log#$root/}"

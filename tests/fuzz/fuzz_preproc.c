@@ -1,6 +1,6 @@
 /* fuzz_preproc.c: libFuzzer harness for preprocessor_config.json (vl_preproc_config_load from a
  * file). A loaded config must have min_pixels <= max_pixels, positive finite std and finite
- * mean; when the work is small (a fixed 37x23 image resized to at most 2^20 pixels, patch
+ * mean; when the work is small (a fixed 37x23 image resized to at most 2^16 pixels, patch
  * rows of at most 2^16 floats), the config also preprocesses that image, and the pixel values
  * must be finite and laid out as the grid says.
  * Leaves out: configs whose smart_resize would allocate hundreds of MB (that is a request for
@@ -44,7 +44,7 @@ static void try_preprocess(const vl_preproc_config *p) {
         vl_error_clear();
         return;
     }
-    if ((int64_t)rh * rw > (1 << 20) || 3 * p->temporal_patch * p->patch * p->patch > (1 << 16))
+    if ((int64_t)rh * rw > (1 << 16) || 3 * p->temporal_patch * p->patch * p->patch > (1 << 16))
         return;
     vl_image img = {IMG_W, IMG_H, img_rgb};
     vl_pixels px;
