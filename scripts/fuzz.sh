@@ -115,7 +115,8 @@ result_of() {
 
 # The top frames of the first stack in a log (for the summary of a failure).
 frames_of() {
-    grep -E '^ +#[0-9]+ 0x' "$1" | grep -vE 'libFuzzer|fuzzer::|__sanitizer|__asan|__ubsan|abort|raise|fuzz_fail' |
+    { grep -E '^ +#[0-9]+ 0x' "$1" || true; } |
+        grep -vE 'libFuzzer|fuzzer::|__sanitizer|__asan|__ubsan|abort|raise|pthread_kill|libc\.so|fuzz_fail' |
         head -4 | sed -E 's/^ +#[0-9]+ 0x[0-9a-f]+ in /    /'
 }
 
@@ -144,9 +145,10 @@ run_regress() {
         cat "$part" >>"$log"
         [ "$rc" = 0 ] && break
         local bad
-        bad=$(grep -E '^Running: ' "$part" | tail -1 | sed 's/^Running: //')
+        bad=$({ grep -E '^Running: ' "$part" || true; } | tail -1 | sed 's/^Running: //')
         failed=1
-        printf '  %-12s regression FAILED: %s: %s\n' "$h" "$(result_of "$part" "$rc")" "${bad#$root/}"
+        printf '  %-12s regression FAILED: %s: %s\n' "$h" "$(result_of "$part" "$rc")" \
+            "${bad:+${bad#$root/}}${bad:-before the first input (see $log)}"
         frames_of "$part"
         local i next=$total
         for ((i = start; i < total; i++)); do
@@ -158,8 +160,12 @@ run_regress() {
     return $failed
 }
 
-stat_of() { # stat_of LOG NAME -> the value of libFuzzer's final stat::NAME
-    grep -E "^stat::$2:" "$1" | tail -1 | awk '{print $2}'
+stat_of() { # stat_of LOG NAME -> the value of libFuzzer's final stat::NAME (empty if none)
+    { grep -E "^stat::$2:" "$1" || true; } | tail -1 | awk '{print $2}'
+}
+
+cov_of() { # cov_of LOG FIELD -> the last "cov: C ft: F" of a log: C for 2, F for 4
+    { grep -oE 'cov: [0-9]+ ft: [0-9]+' "$1" || true; } | tail -1 | awk -v f="$2" '{print $f}'
 }
 
 # One summary line for a fuzzing run of H; returns 1 on any failure.
@@ -168,11 +174,11 @@ summarize() {
     local execs eps cov ft new result art_after art
     execs=$(stat_of "$log" number_of_executed_units)
     eps=$(stat_of "$log" average_exec_per_sec)
-    cov=$(grep -oE 'cov: [0-9]+ ft: [0-9]+' "$log" | tail -1 | awk '{print $2}')
-    ft=$(grep -oE 'cov: [0-9]+ ft: [0-9]+' "$log" | tail -1 | awk '{print $4}')
+    cov=$(cov_of "$log" 2)
+    ft=$(cov_of "$log" 4)
     if [ -z "$execs" ]; then # fork mode: "#N: cov: C ft: F corp: K ... time: Ts job: J ..."
         local last secs
-        last=$(grep -E '^#[0-9]+: cov:' "$log" | tail -1)
+        last=$({ grep -E '^#[0-9]+: cov:' "$log" || true; } | tail -1)
         execs=$(echo "$last" | grep -oE '^#[0-9]+' | tr -d '#')
         secs=$(echo "$last" | grep -oE ' time: [0-9]+' | awk '{print $2}')
         [ -n "$execs" ] && [ "${secs:-0}" -gt 0 ] && eps=$((execs / secs))
