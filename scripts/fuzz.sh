@@ -113,10 +113,13 @@ result_of() {
     fi
 }
 
-# The top frames of the first stack in a log (for the summary of a failure).
+# The first line of a log that says what went wrong, and the top frames of the first stack.
 frames_of() {
+    { grep -m1 -A1 'fuzz check failed' "$1" | tail -1 ||
+        grep -m1 -hE 'runtime error:|ERROR: AddressSanitizer|Direct leak of|ERROR: libFuzzer' "$1" ||
+        true; } | sed -E 's/^ */    why: /'
     { grep -E '^ +#[0-9]+ 0x' "$1" || true; } |
-        grep -vE 'libFuzzer|fuzzer::|__sanitizer|__asan|__ubsan|abort|raise|pthread_kill|libc\.so|fuzz_fail' |
+        grep -vE 'libFuzzer|fuzzer::|__sanitizer|__asan|__ubsan|abort|raise|pthread_kill|libc\.so|libc_start| main |_start |fuzz_fail' |
         head -4 | sed -E 's/^ +#[0-9]+ 0x[0-9a-f]+ in /    /'
 }
 
@@ -148,7 +151,7 @@ run_regress() {
         bad=$({ grep -E '^Running: ' "$part" || true; } | tail -1 | sed 's/^Running: //')
         failed=1
         printf '  %-12s regression FAILED: %s: %s\n' "$h" "$(result_of "$part" "$rc")" \
-            "${bad:+${bad#$root/}}${bad:-before the first input (see $log)}"
+            "$([ -n "$bad" ] && echo "${bad#$root/}" || echo "before the first input (see $log)")"
         frames_of "$part"
         local i next=$total
         for ((i = start; i < total; i++)); do
@@ -188,7 +191,7 @@ summarize() {
     art_after=$(find "$build/artifacts/$h" -type f | wc -l)
     if [ "$art_after" -gt "$art_before" ]; then # campaign: kinds of the new artifacts
         result="$result, new artifacts: $(ls -t "$build/artifacts/$h" | head -$((art_after - art_before)) |
-            sed 's/-.*//' | sort | uniq -c | awk '{printf "%s%s %s", NR > 1 ? ", " : "", $1, $2}')"
+            sed 's/-.*//' | sort | uniq -c | awk '{printf "%s%s %s", (NR > 1 ? ", " : ""), $1, $2}')"
     fi
     printf '%-12s fuzz     execs %9s  exec/s %6s  cov %5s  ft %6s  new corpus %5d  result %s\n' \
         "$h" "${execs:-?}" "${eps:-?}" "${cov:-?}" "${ft:-?}" "$new" "$result"
