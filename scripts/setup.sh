@@ -7,7 +7,7 @@ build=${1:-$root/build}
 # libraries by Debian package name; tools by command (node/npm may come from elsewhere)
 missing=""
 for p in libstb-dev libcjson-dev libutf8proc-dev libpng-dev libjpeg62-turbo-dev libgif-dev \
-         libwebp-dev libtiff-dev; do
+         libwebp-dev libtiff-dev clang libclang-rt-dev llvm; do
     dpkg -s "$p" >/dev/null 2>&1 || missing="$missing $p"
 done
 command -v cc >/dev/null 2>&1 || missing="$missing build-essential"

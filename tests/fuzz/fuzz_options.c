@@ -1,0 +1,55 @@
+/* fuzz_options.c: libFuzzer harness for the command line (vl_options_parse). The input split at
+ * its NUL bytes gives argv[1..] (argv[0] is "vlrun"); each argument also goes through
+ * vl_parse_size. A parse that succeeds must leave the options inside the ranges --help states;
+ * one that fails leaves a message. vl_options_free releases everything (leak detection).
+ * Leaves out: the subcommands (tokenize, preprocess, synth, logits): their option parsing is
+ * either static (engine/commands.c's parse_sub) or runs the command as soon as it succeeds
+ * (vl_cmd_logits, vl_cmd_synth), so it has no entry point that only parses. */
+#include "engine/engine.h"
+#include "tests/fuzz/fuzz_common.h"
+
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+#define MAX_ARGS 256
+
+static void check_options(const vl_options *o) {
+    FUZZ_CHECK(o->max_tokens >= 1 && o->max_tokens <= (1 << 24), "max_tokens %d", o->max_tokens);
+    FUZZ_CHECK(o->chunk >= 1 && o->chunk <= (1 << 20), "chunk %d", o->chunk);
+    FUZZ_CHECK(o->top_k >= 0, "top_k %d", o->top_k);
+    FUZZ_CHECK(o->top_p > 0.0f && o->top_p <= 1.0f, "top_p %g", (double)o->top_p);
+    FUZZ_CHECK(isfinite(o->temperature) && o->temperature >= 0.0f, "temperature %g",
+               (double)o->temperature);
+    FUZZ_CHECK(o->mem_budget >= 0, "mem_budget %lld", (long long)o->mem_budget);
+    FUZZ_CHECK(!(o->kv_int8 && o->attn_naive), "--kv int8 with --attn naive accepted");
+    FUZZ_CHECK(o->n_image_args >= 0 && (o->n_image_args == 0 || o->images), "%d images",
+               o->n_image_args);
+    for (int i = 0; i < o->n_image_args; i++)
+        FUZZ_CHECK(o->images[i].path && o->images[i].repeat >= 1 && o->images[i].repeat <= 100000,
+                   "image %d repeat %d", i, o->images[i].repeat);
+}
+
+int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
+    vl_error_clear();
+    char *buf = fuzz_strndup(data, size); /* NUL-terminated: the last piece ends too */
+    char *argv[MAX_ARGS + 2];
+    int argc = 0;
+    argv[argc++] = "vlrun";
+    for (size_t i = 0; i <= size && argc <= MAX_ARGS; i += strlen(buf + i) + 1)
+        argv[argc++] = buf + i;
+    argv[argc] = NULL;
+    for (int i = 1; i < argc; i++) {
+        int64_t bytes = vl_parse_size(argv[i]);
+        FUZZ_CHECK(bytes >= -1, "vl_parse_size(\"%s\") = %lld", argv[i], (long long)bytes);
+    }
+    vl_options o;
+    vl_options_default(&o);
+    int rc = vl_options_parse(&o, argc, argv);
+    fuzz_check_error(rc, "vl_options_parse");
+    if (rc == 0) check_options(&o);
+    vl_options_free(&o);
+    free(buf);
+    vl_error_clear();
+    return 0;
+}
