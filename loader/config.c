@@ -150,13 +150,14 @@ static int cfg_vis_choice(const cfg_src *s, const char *key, int def, const int 
                           "the values of the Qwen-VL family", out);
 }
 
-/* A finite number in (lo, hi]; absent -> def. */
+/* A finite number in (lo, hi]; absent -> def. The test is made on the float the engine keeps:
+ * 1e-96 is above 0 as a double but 0 as a float. */
 static int cfg_float_of(const char *name, const char *label, const cJSON *j, double def, double lo,
                         double hi, float *out) {
     double v = def;
     if (j) {
         v = cJSON_IsNumber(j) ? j->valuedouble : NAN;
-        if (!isfinite(v) || !(v > lo) || v > hi) {
+        if (!isfinite(v) || !((float)v > lo) || v > hi) {
             char got[96];
             cfg_describe(j, got, sizeof got);
             return vl_error_set("%s: \"%s\" must be a number in (%g, %g], got %s", name, label, lo,
@@ -459,10 +460,11 @@ static int pp_triple(const char *path, const cJSON *root, const char *key, int p
         return vl_error_set("%s: \"%s\" must be a list of 3 numbers (R, G, B)", path, key);
     for (int k = 0; k < 3; k++) {
         const cJSON *v = cJSON_GetArrayItem(j, k);
+        /* a std below 1e-3 (the family's are about 0.27) would turn pixels into infinities */
         if (!cJSON_IsNumber(v) || !isfinite(v->valuedouble) ||
-            (positive && !(v->valuedouble > 0)) || fabs(v->valuedouble) > 1e6)
-            return vl_error_set("%s: \"%s\"[%d] must be a %snumber", path, key, k,
-                                positive ? "positive " : "");
+            (positive && !(v->valuedouble >= 1e-3)) || fabs(v->valuedouble) > 1e6)
+            return vl_error_set("%s: \"%s\"[%d] must be a number %s", path, key, k,
+                                positive ? "in [0.001, 1e6]" : "in [-1e6, 1e6]");
         out[k] = (float)v->valuedouble;
     }
     return 0;

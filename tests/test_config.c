@@ -350,6 +350,9 @@ static void head_dim_64(cJSON *d) {
 static void eps_zero(cJSON *d) {
     set_num(d, "rms_norm_eps", 0);
 }
+static void eps_float_zero(cJSON *d) { /* found by fuzzing: > 0 as a double, 0 as a float */
+    set_num(d, "rms_norm_eps", 1e-96);
+}
 static void theta_neg(cJSON *d) {
     set_num(d, "rope_theta", -1);
 }
@@ -413,6 +416,7 @@ static void test_bad_configs(void) {
     EXPECT_CONFIG_FAIL(b7, rope_yarn, "rope_scaling.type", "yarn");
     EXPECT_CONFIG_FAIL(b7, head_dim_64, "mrope_section", "64");
     EXPECT_CONFIG_FAIL(b7, eps_zero, "\"rms_norm_eps\"");
+    EXPECT_CONFIG_FAIL(b7, eps_float_zero, "\"rms_norm_eps\"", "e-97");
     EXPECT_CONFIG_FAIL(b7, theta_neg, "\"rope_theta\"", "-1");
     EXPECT_CONFIG_FAIL(b7, tie_str, "\"tie_word_embeddings\"");
     EXPECT_CONFIG_FAIL(b7, v_embed_odd, "vision_config.embed_dim (1281)", "num_heads (16)");
@@ -650,6 +654,9 @@ static void test_preproc(void) {
     expect_preproc_fail(__LINE__, "{\"image_mean\": [0.5, 0.5]}", "image_mean");
     expect_preproc_fail(__LINE__, "{\"image_std\": [0.5, 0, 0.5]}", "image_std");
     expect_preproc_fail(__LINE__, "{\"image_std\": [0.5, \"x\", 0.5]}", "image_std");
+    /* found by fuzzing: a std that is 0 as a float, or small enough to make pixels infinite */
+    expect_preproc_fail(__LINE__, "{\"image_std\": [0.5, 0.5, 1e-50]}", "image_std\"[2]");
+    expect_preproc_fail(__LINE__, "{\"image_std\": [1e-40, 0.5, 0.5]}", "[0.001, 1e6]");
     expect_preproc_fail(__LINE__, "{\"min_pixels\": 5000, \"max_pixels\": 100}", "min_pixels");
     expect_preproc_fail(__LINE__, "{\"min_pixels\": -1}", "min_pixels");
     expect_preproc_fail(__LINE__, "{\"size\": {\"longest_edge\": 0}}", "size.longest_edge");
