@@ -41,22 +41,6 @@ static int write_bytes(const char *path, const void *data, size_t n) {
     return fclose(f) == 0 && put == n ? 0 : -1;
 }
 
-static char *read_all(const char *path, size_t *len) {
-    FILE *f = fopen(path, "rb");
-    if (!f) return NULL;
-    fseek(f, 0, SEEK_END);
-    long n = ftell(f);
-    fseek(f, 0, SEEK_SET);
-    char *buf = n >= 0 ? malloc((size_t)n + 1) : NULL;
-    if (buf && fread(buf, 1, (size_t)n, f) != (size_t)n) {
-        free(buf);
-        buf = NULL;
-    }
-    fclose(f);
-    if (buf) buf[n] = 0, *len = (size_t)n;
-    return buf;
-}
-
 static uint32_t crc32_bytes(const uint8_t *p, size_t n) {
     uint32_t c = 0xffffffffu;
     for (size_t i = 0; i < n; i++) {
@@ -199,7 +183,7 @@ static void test_refusals(void) {
 
     /* a valid header whose data stops half way */
     size_t n = 0;
-    char *png = read_all(vt_fixture("images/doc_rgb.png"), &n);
+    char *png = vt_read_all(vt_fixture("images/doc_rgb.png"), &n);
     VT_CHECK(png != NULL && n > 100);
     if (png) {
         VT_CHECK(write_bytes(tmp_path("truncated.png"), png, n / 2) == 0);
@@ -495,7 +479,7 @@ static void check_golden_case(const cJSON *image, const cJSON *cs, const vl_imag
 
 static void test_goldens(void) {
     size_t len = 0;
-    char *text = read_all(vt_fixture("images/goldens.json"), &len);
+    char *text = vt_read_all(vt_fixture("images/goldens.json"), &len);
     if (!text) {
         VT_SKIP("tests/fixtures/images/goldens.json absent (make_preprocess_goldens.py)");
         return;

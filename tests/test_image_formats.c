@@ -18,22 +18,6 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
-static char *read_all(const char *path, size_t *len) {
-    FILE *f = fopen(path, "rb");
-    if (!f) return NULL;
-    fseek(f, 0, SEEK_END);
-    long n = ftell(f);
-    fseek(f, 0, SEEK_SET);
-    char *buf = n >= 0 ? malloc((size_t)n + 1) : NULL;
-    if (buf && fread(buf, 1, (size_t)n, f) != (size_t)n) {
-        free(buf);
-        buf = NULL;
-    }
-    fclose(f);
-    if (buf) buf[n] = 0, *len = (size_t)n;
-    return buf;
-}
-
 static const char *json_str(const cJSON *o, const char *key) {
     const cJSON *v = cJSON_GetObjectItemCaseSensitive(o, key);
     return cJSON_IsString(v) ? v->valuestring : "";
@@ -90,7 +74,7 @@ static int check_case(const cJSON *cs) {
 
 static void test_against_pillow(void) {
     size_t len = 0;
-    char *text = read_all(vt_fixture("images/decode/cases.json"), &len);
+    char *text = vt_read_all(vt_fixture("images/decode/cases.json"), &len);
     VT_CHECKF(text != NULL, "images/decode/cases.json is missing (make_test_images.py)");
     cJSON *root = text ? cJSON_Parse(text) : NULL;
     free(text);

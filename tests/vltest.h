@@ -74,6 +74,23 @@ static inline const char *vt_fixture(const char *rel) {
     return out;
 }
 
+/* A whole file, NUL-terminated (malloc'ed; *len without the NUL), or NULL. */
+static inline char *vt_read_all(const char *path, size_t *len) {
+    FILE *f = fopen(path, "rb");
+    if (!f) return NULL;
+    fseek(f, 0, SEEK_END);
+    long n = ftell(f);
+    fseek(f, 0, SEEK_SET);
+    char *buf = n >= 0 ? malloc((size_t)n + 1) : NULL;
+    if (buf && fread(buf, 1, (size_t)n, f) != (size_t)n) {
+        free(buf);
+        buf = NULL;
+    }
+    fclose(f);
+    if (buf) buf[n] = 0, *len = (size_t)n;
+    return buf;
+}
+
 static inline int vt_finish(void) {
     if (vt_skipped)
         printf("%d passed, %d failed, %d skipped\n", vt_passed, vt_failed, vt_skipped);
