@@ -3,6 +3,7 @@
 #   vlrun --backend cpu --model tiny-a IMG... --prompt "..." --max-tokens 24 --greedy --json
 # must report the golden prompt length and the 24 greedy tokens of make_model_goldens.py.
 set -u
+source "$(dirname "$0")/golden_args.sh"
 VLRUN=${VLRUN:?}
 FIX=${VL_FIXTURES:?}
 TOK=${VL_TOKENIZER_DIR:?}/small_tokenizer.json
@@ -10,14 +11,7 @@ pass=0 fail=0 skip=0
 for name in tiny-a tiny-b; do
     g=$FIX/models/golden_$name.json
     if [ ! -f "$g" ]; then skip=$((skip + 1)); echo "SKIP: $g absent"; continue; fi
-    # NUL-separated: the prompt has newlines
-    mapfile -d '' -t args < <(python3 -c '
-import json, sys
-g = json.load(open(sys.argv[1]))
-for f in g["images"]: sys.stdout.write(sys.argv[2] + "/models/images/" + f + "\0")
-sys.stdout.write(g["prompt"] + "\0")' "$g" "$FIX")
-    prompt=${args[-1]}
-    unset 'args[-1]'
+    golden_args "$g" "$FIX"
     out=$("$VLRUN" --backend cpu --model "$FIX/models/$name" --tokenizer "$TOK" "${args[@]}" \
         --prompt "$prompt" --max-tokens 24 --greedy --json 2>/dev/null)
     if python3 -c '

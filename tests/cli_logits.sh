@@ -12,6 +12,7 @@
 # Then bad input: one stderr line, exit 1, empty stdout, and neither FILE nor FILE.tmp left.
 # Checks use plain python3 (json, struct): no numpy in CI.
 set -u
+source "$(dirname "$0")/golden_args.sh"
 VLRUN=${VLRUN:?VLRUN must point at the vlrun binary}
 FIX=${VL_FIXTURES:?}
 TOK=${VL_TOKENIZER_DIR:?}/small_tokenizer.json
@@ -24,14 +25,7 @@ bad() { fail=$((fail + 1)); echo "FAIL: $*" >&2; }
 for name in tiny-a tiny-b; do
     g=$FIX/models/golden_$name.json
     if [ ! -f "$g" ] || [ ! -f "$TOK" ]; then skip=$((skip + 1)); echo "SKIP: $g or $TOK absent"; continue; fi
-    # NUL-separated: the prompt has newlines
-    mapfile -d '' -t args < <(python3 -c '
-import json, sys
-g = json.load(open(sys.argv[1]))
-for f in g["images"]: sys.stdout.write(sys.argv[2] + "/models/images/" + f + "\0")
-sys.stdout.write(g["prompt"] + "\0")' "$g" "$FIX")
-    prompt=${args[-1]}
-    unset 'args[-1]'
+    golden_args "$g" "$FIX"
     common=(--backend cpu --model "$FIX/models/$name" --tokenizer "$TOK" "${args[@]}" --prompt "$prompt")
     d=$tmp/$name
     mkdir -p "$d"

@@ -16,6 +16,7 @@
 # The baseline: the unquantized model reproduces golden_tiny-odd-bf16 the same way.
 # VL_BACKEND=cuda runs the same checks on the CUDA backend (bf16 activations: expect misses).
 set -u
+source "$(dirname "$0")/golden_args.sh"
 VLRUN=${VLRUN:?VLRUN must point at the vlrun binary}
 FIX=${VL_FIXTURES:?}
 TOK=${VL_TOKENIZER_DIR:?}/small_tokenizer.json
@@ -98,14 +99,7 @@ for fmt in bf16 nf4 nf4dq int8; do
         echo "SKIP: $g, $qfile or $TOK absent"
         continue
     fi
-    # NUL-separated: the prompt has newlines
-    mapfile -d '' -t args < <(python3 -c '
-import json, sys
-g = json.load(open(sys.argv[1]))
-for f in g["images"]: sys.stdout.write(sys.argv[2] + "/models/images/" + f + "\0")
-sys.stdout.write(g["prompt"] + "\0")' "$g" "$FIX")
-    prompt=${args[-1]}
-    unset 'args[-1]'
+    golden_args "$g" "$FIX"
     modes=(plain)
     if [ "$fmt" != bf16 ]; then
         modes=(quant prequant bf16)
