@@ -236,7 +236,7 @@ pick() { # the harnesses named, or all
 
 cmd=${1:-smoke}
 [ $# -gt 0 ] && shift
-status=0
+status=0 passed=0 failed=0
 case $cmd in
 list) echo $harnesses ;;
 build) do_build ;;
@@ -244,7 +244,8 @@ regress)
     sel=$(pick "$@")
     do_build
     env_setup
-    for h in $sel; do run_regress "$h" || status=1; done
+    for h in $sel; do run_regress "$h" && passed=$((passed + 1)) || { status=1; failed=$((failed + 1)); }; done
+    echo "fuzz: $passed passed, $failed failed"
     ;;
 smoke)
     secs=20
@@ -253,10 +254,12 @@ smoke)
     do_build
     env_setup
     for h in $sel; do
-        run_regress "$h" || status=1
+        run_regress "$h" && passed=$((passed + 1)) || { status=1; failed=$((failed + 1)); }
         rm -rf "$build/smoke/$h"
-        run_fuzz "$h" "$secs" "$build/smoke/$h" || status=1
+        run_fuzz "$h" "$secs" "$build/smoke/$h" && passed=$((passed + 1)) ||
+            { status=1; failed=$((failed + 1)); }
     done
+    echo "fuzz: $passed passed, $failed failed" # one regression and one fuzz run per harness
     ;;
 campaign)
     [ $# -gt 0 ] && [[ $1 =~ ^[0-9]+$ ]] || die "usage: scripts/fuzz.sh campaign SECONDS [HARNESS...]"
