@@ -47,8 +47,9 @@ code round-half-even(w * (127 * (1 / absmax))), dequantized bf16(code * absmax *
 Quantized: every nn.Linear of the decoder and vision tower (merger included); not lm_head,
 the embeddings, the Conv3d patch embedding, norms or biases. Before use they are checked on
 the device against bitsandbytes' own output (tests/fixtures/bnb_goldens): NF4 bit for bit,
-int8 codes except at exact ties k + 0.5 (bitsandbytes' approximate reciprocal), where the
-engine follows the same rule as the emulation.
+int8 codes except at exact ties k + 0.5 (bitsandbytes' approximate reciprocal). The engine
+now follows bitsandbytes there too (tests/reference/bnb_emulation.py has the exact rule), so at
+such ties it may differ from this simpler emulation by one code, on a handful of weights.
 
 Why the fp32 run: random weights give nearly Gaussian logits over 152k tokens, whose top two
 differ by about 1/25 of the top value, while one bf16 step is 1/256 to 1/128 of it: at ~10% of
