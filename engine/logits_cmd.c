@@ -38,9 +38,7 @@ static FILE *open_tmp(const char *opt, const char *path, char *tmp, size_t tmp_s
         vl_error_set("%s %s: path too long", opt, path);
         return NULL;
     }
-    FILE *f = fopen(tmp, "wb");
-    if (!f) vl_error_set("%s %s: cannot create %s (%s)", opt, path, tmp, strerror(errno));
-    return f;
+    return vl_create_fresh(tmp, opt); /* its error names the option, file and reason */
 }
 
 /* Close and rename PATH.tmp to PATH; on any failure (or when ok == 0) remove PATH.tmp. */

@@ -88,7 +88,7 @@ static int refuse_device_memory(vl_backend *be, const vl_mem_plan *plan) {
 static int write_logits(const char *path, const float *logits, int n) {
     char tmp[4200];
     snprintf(tmp, sizeof tmp, "%s.tmp", path);
-    FILE *f = fopen(tmp, "wb");
+    FILE *f = vl_create_fresh(tmp, "--dump-logits");
     if (!f) return vl_error_set("--dump-logits %s: cannot write the file", path);
     size_t w = fwrite(logits, sizeof(float), (size_t)n, f);
     int bad = (w != (size_t)n) | (fclose(f) != 0);

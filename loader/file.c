@@ -6,11 +6,14 @@
  *   - anything that is not a regular file (FIFO, socket, device, directory) is refused;
  *   - O_CLOEXEC, so that a server's children never inherit model files.
  * Whether a path may be a symlink is the caller's business (safetensors.c keeps shards inside
- * the checkpoint folder); here a link is followed like any other path. */
+ * the checkpoint folder); here a link is followed like any other path.
+ * Outputs are written to a file created afresh (vl_create_fresh), normally NAME.tmp renamed over
+ * NAME once complete: a FIFO there cannot block the open, a symlink cannot redirect the write. */
 #include "loader/loader.h"
 
 #include <errno.h>
 #include <fcntl.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
@@ -29,11 +32,11 @@ int vl_open_regular(const char *path, const char *what, int *fd_out, int64_t *si
     }
     if (!S_ISREG(st.st_mode)) {
         close(fd);
-        const char *kind = S_ISDIR(st.st_mode)    ? "a directory"
-                           : S_ISFIFO(st.st_mode) ? "a FIFO (named pipe)"
-                           : S_ISSOCK(st.st_mode) ? "a socket"
+        const char *kind = S_ISDIR(st.st_mode)                          ? "a directory"
+                           : S_ISFIFO(st.st_mode)                       ? "a FIFO (named pipe)"
+                           : S_ISSOCK(st.st_mode)                       ? "a socket"
                            : S_ISCHR(st.st_mode) || S_ISBLK(st.st_mode) ? "a device"
-                                                                         : "not a file";
+                                                                        : "not a file";
         return vl_error_set("%s %s is %s, not a regular file; pass the path of the file itself",
                             what, path, kind);
     }
@@ -89,4 +92,24 @@ int vl_read_file(const char *path, size_t max_bytes, char **out, size_t *out_len
     *out = buf;
     if (out_len) *out_len = size;
     return 0;
+}
+
+FILE *vl_create_fresh(const char *path, const char *what) {
+    if (unlink(path) != 0 && errno != ENOENT) {
+        vl_error_set("%s: cannot replace %s (%s)", what, path, strerror(errno));
+        return NULL;
+    }
+    int fd = open(path, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0644);
+    if (fd < 0) {
+        vl_error_set("%s: cannot create %s (%s)", what, path, strerror(errno));
+        return NULL;
+    }
+    FILE *f = fdopen(fd, "wb");
+    if (!f) {
+        int e = errno;
+        close(fd);
+        remove(path);
+        vl_error_set("%s: cannot create %s (%s)", what, path, strerror(e));
+    }
+    return f;
 }

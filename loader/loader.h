@@ -20,6 +20,7 @@
 #include "kernels/kernels.h"
 
 #include <stddef.h>
+#include <stdio.h>
 #include <stdint.h>
 
 #ifdef __cplusplus
@@ -50,6 +51,12 @@ int vl_open_regular(const char *path, const char *what, int *fd, int64_t *size);
 int vl_read_fd(int fd, const char *path, void *buf, size_t size);
 /* Whole file into memory, NUL-terminated (for JSON). max_bytes guards against absurd files. */
 int vl_read_file(const char *path, size_t max_bytes, char **out, size_t *out_len);
+
+/* Create `path` afresh for writing: whatever has that name is unlinked first and O_EXCL makes a
+ * new file, so a FIFO there cannot block and a symlink there cannot redirect the write. NULL
+ * (error recorded, starting with `what`: the option or file role) on failure. For NAME.tmp
+ * files renamed over NAME once complete. */
+FILE *vl_create_fresh(const char *path, const char *what);
 
 /* Parse text[0, len) (it need not be NUL-terminated) as one JSON value, strictly: only
  * whitespace may follow it, it may hold no NUL byte, and no object may repeat a key. `what`

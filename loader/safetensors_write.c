@@ -113,25 +113,6 @@ static int st_check_outputs(const char *path, const vl_tensor_out *ts, int n, ui
     return rc;
 }
 
-/* A fresh temporary file: whatever has that name is removed first and O_EXCL creates a new
- * one, so a FIFO there cannot block the open and a symlink there cannot redirect the write. */
-static int st_create_tmp(const char *tmp, FILE **out) {
-    *out = NULL;
-    if (unlink(tmp) != 0 && errno != ENOENT)
-        return vl_error_set("cannot replace %s: %s", tmp, strerror(errno));
-    int fd = open(tmp, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0644);
-    if (fd < 0) return vl_error_set("cannot create %s: %s", tmp, strerror(errno));
-    FILE *f = fdopen(fd, "wb");
-    if (!f) {
-        int e = errno;
-        close(fd);
-        remove(tmp);
-        return vl_error_set("cannot create %s: %s", tmp, strerror(e));
-    }
-    *out = f;
-    return 0;
-}
-
 int vl_safetensors_write(const char *path, const vl_tensor_out *tensors, int n) {
     if (n < 0 || (n > 0 && !tensors))
         return vl_error_set("cannot write %s: bad tensor list (n = %d)", path, n);
@@ -178,7 +159,10 @@ int vl_safetensors_write(const char *path, const vl_tensor_out *tensors, int n) 
     }
     memcpy(tmp, path, plen);
     memcpy(tmp + plen, ".tmp", 5);
-    if ((rc = st_create_tmp(tmp, &f)) != 0) goto done;
+    if (!(f = vl_create_fresh(tmp, "safetensors output"))) {
+        rc = -1;
+        goto done;
+    }
     unsigned char len8[8];
     for (int i = 0; i < 8; i++) len8[i] = (unsigned char)((uint64_t)h.n >> (8 * i));
     int ok = fwrite(len8, 1, 8, f) == 8 && fwrite(h.p, 1, h.n, f) == h.n;

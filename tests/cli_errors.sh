@@ -181,5 +181,28 @@ fi
 "$VLRUN" --backend cpu --random-weights --tokenizer "$TOK" --config "$tmp/text_d256.json" "$IMG" --max-tokens 2 --quiet 2>"$tmp/err"
 if [ $? -eq 0 ]; then pass=$((pass + 1)); else fail=$((fail + 1)); echo "FAIL: cpu at head_dim 256: $(cat "$tmp/err")" >&2; fi
 
+# Outputs go to NAME.tmp created afresh, then renamed: a FIFO at NAME.tmp must not block the run
+# and a symlink there must not redirect the write into its target.
+mkdir -p "$tmp/outs" && echo "keep me" >"$tmp/outs/victim"
+mkfifo "$tmp/outs/l.f32.tmp" "$tmp/outs/px.f32.tmp"
+ln -s "$tmp/outs/victim" "$tmp/outs/lg.f32.tmp"
+check_out() { # LABEL FILE: the command succeeded, FILE is a regular file, victim unchanged
+    if [ "$1" = 0 ] && [ -f "$2" ] && [ ! -L "$2" ] && [ -s "$2" ] &&
+        [ "$(cat "$tmp/outs/victim")" = "keep me" ] && [ ! -e "$2.tmp" ]; then
+        pass=$((pass + 1))
+    else
+        fail=$((fail + 1))
+        echo "FAIL: output $2 (rc=$1): $(head -c 300 "$tmp/err")" >&2
+    fi
+}
+timeout 60 "$VLRUN" --backend cpu --model "$good" "$IMG" --max-tokens 2 --quiet \
+    --dump-logits "$tmp/outs/l.f32" >/dev/null 2>"$tmp/err"
+check_out $? "$tmp/outs/l.f32"
+timeout 60 "$VLRUN" preprocess "$IMG" --out "$tmp/outs/px.f32" >/dev/null 2>"$tmp/err"
+check_out $? "$tmp/outs/px.f32"
+timeout 60 "$VLRUN" logits --backend cpu --model "$good" "$IMG" --out "$tmp/outs/lg.f32" \
+    >/dev/null 2>"$tmp/err"
+check_out $? "$tmp/outs/lg.f32"
+
 echo "$pass passed, $fail failed"
 [ "$fail" -eq 0 ]
