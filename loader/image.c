@@ -1,6 +1,6 @@
 /* image.c: an image file to 8-bit RGB, as PIL's Image.open(path).convert("RGB") gives it.
  *
- * This file reads the file (vl_open_regular: a FIFO or device cannot hang us), recognises the
+ * This file reads the file (vl_read_file: a FIFO or device cannot hang us), recognises the
  * format from its first bytes and hands the bytes to one decoder, each built on the library
  * that is fuzzed in production and that Pillow itself uses where it matters for the pixels:
  *   PNG   libpng       (image_png.c)     JPEG  libjpeg-turbo (image_jpeg.c)
@@ -25,7 +25,6 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <unistd.h>
 
 #define MAX_FILE_BYTES ((size_t)1 << 30) /* larger than any acceptable image's encoding */
 #define MAX_ASPECT     200
@@ -43,34 +42,16 @@ static image_format sniff_format(const uint8_t *b, size_t n) {
     return FMT_UNKNOWN;
 }
 
+/* The whole file (vl_read_file: regular files only, so a FIFO cannot hang us). */
 static int read_image_file(const char *path, uint8_t **out, size_t *out_len) {
+    char *buf;
     *out = NULL;
-    *out_len = 0;
-    int fd;
-    int64_t size;
-    if (vl_open_regular(path, "image", &fd, &size)) return -1;
-    if (size <= 0) {
-        close(fd);
+    if (vl_read_file(path, MAX_FILE_BYTES, &buf, out_len)) return -1;
+    if (*out_len == 0) {
+        free(buf);
         return vl_error_set("image %s is empty (0 bytes)", path);
     }
-    if ((uint64_t)size > MAX_FILE_BYTES) {
-        close(fd);
-        return vl_error_set("image %s is %lld bytes, more than the %zu-byte limit for an image",
-                            path, (long long)size, MAX_FILE_BYTES);
-    }
-    uint8_t *buf = malloc((size_t)size);
-    if (!buf) {
-        close(fd);
-        return vl_error_set("out of memory reading image %s (%lld bytes)", path, (long long)size);
-    }
-    int rc = vl_read_fd(fd, path, buf, (size_t)size);
-    close(fd);
-    if (rc) {
-        free(buf);
-        return -1;
-    }
-    *out = buf;
-    *out_len = (size_t)size;
+    *out = (uint8_t *)buf;
     return 0;
 }
 

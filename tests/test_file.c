@@ -1,21 +1,9 @@
 /* test_file.c: vl_open_regular and vl_read_file (loader/file.c): inputs that are not regular
  * files are refused at once, never waited on (a FIFO without a writer used to block open()
- * forever). ctest's timeout is the guard against a hang. */
+ * forever). The watchdog turns a regression into a prompt failure. */
 #include "loader/loader.h"
 #include "vltest.h"
-
-#include <sys/stat.h>
-#include <unistd.h>
-
-static char tmp_dir[] = "/tmp/vl_test_file_XXXXXX";
-
-static const char *tmp_path(const char *name) {
-    static char buf[4][512];
-    static int slot;
-    char *out = buf[slot++ & 3];
-    snprintf(out, 512, "%s/%s", tmp_dir, name);
-    return out;
-}
+#include "vltest_fs.h"
 
 static void expect_refused(const char *path, const char *needle) {
     int fd = 123;
@@ -30,20 +18,16 @@ static void expect_refused(const char *path, const char *needle) {
 }
 
 int main(void) {
-    if (!mkdtemp(tmp_dir)) {
-        perror("mkdtemp");
-        return 1;
-    }
-    const char *fifo = tmp_path("fifo"), *file = tmp_path("file.json");
-    VT_CHECK(mkfifo(fifo, 0600) == 0);
+    vt_tmp_init("vl_test_file");
+    vt_watchdog(60);
+    const char *fifo = vt_tpath("fifo"), *file = vt_tpath("file.json");
+    vt_mkfifo(fifo);
     expect_refused(fifo, "FIFO");
-    expect_refused(tmp_dir, "directory");
+    expect_refused(vt_tmp_root, "directory");
     expect_refused("/dev/null", "device");
-    expect_refused(tmp_path("missing"), "cannot open");
+    expect_refused(vt_tpath("missing"), "cannot open");
 
-    FILE *f = fopen(file, "wb");
-    fputs("{\"a\": 1}", f);
-    fclose(f);
+    vt_write_text(file, "{\"a\": 1}");
     int fd = -1;
     int64_t size = -1;
     vl_error_clear();
@@ -60,8 +44,6 @@ int main(void) {
     free(text);
     VT_CHECK(vl_read_file(file, 7, &text, &len) != 0 && strstr(vl_error_get(), "8 bytes"));
 
-    unlink(fifo);
-    unlink(file);
-    rmdir(tmp_dir);
+    vt_rm_tree(vt_tmp_root);
     return vt_finish();
 }
