@@ -260,7 +260,7 @@ static int is_dir(const char *p) {
 
 /* Present at all: a FIFO or directory in a file's place is then opened and refused by the
  * loader with its own message, rather than reported as missing. */
-static int file_exists(const char *p) {
+static int path_exists(const char *p) {
     struct stat st;
     return stat(p, &st) == 0;
 }
@@ -310,7 +310,7 @@ int vl_model_open(vl_model *m, const vl_options *o) {
             return vl_error_set("model directory %s does not exist or is not a directory", dir);
         snprintf(m->model_path, sizeof m->model_path, "%s", dir);
         snprintf(path, sizeof path, "%s/config.json", dir);
-        if (!file_exists(path))
+        if (!path_exists(path))
             return vl_error_set("%s has no config.json: is it a Hugging Face checkpoint "
                                 "directory?",
                                 dir);
@@ -318,7 +318,7 @@ int vl_model_open(vl_model *m, const vl_options *o) {
     }
     if (dir) {
         snprintf(path, sizeof path, "%s/preprocessor_config.json", dir);
-        if (file_exists(path) && (vl_preproc_config_load(&m->pre, path) ||
+        if (path_exists(path) && (vl_preproc_config_load(&m->pre, path) ||
                                   vl_preproc_config_check(&m->pre, &m->cfg, path)))
             return -1;
     }
@@ -329,7 +329,7 @@ int vl_model_open(vl_model *m, const vl_options *o) {
     const char *tok_path = o->tokenizer;
     if (!tok_path && dir) {
         snprintf(path, sizeof path, "%s/tokenizer.json", dir);
-        if (file_exists(path)) tok_path = path;
+        if (path_exists(path)) tok_path = path;
     }
     if (tok_path && vl_tokenizer_load(&m->tok, tok_path)) return -1;
 
