@@ -374,11 +374,23 @@ int vl_cmd_preprocess(int argc, char **argv);
 int vl_cmd_synth(int argc, char **argv);
 int vl_cmd_logits(int argc, char **argv);
 
+/* The end-of-run report (engine/report.c): text on stderr, or one JSON object on stdout. */
+void vl_report_text(const vl_session *s, const vl_model *m, const vl_prompt *p, int64_t img_tokens,
+                    int generated);
+void vl_report_json(const vl_session *s, const vl_model *m, const vl_options *o, const vl_prompt *p,
+                    int64_t img_tokens, const int32_t *gen, int n_gen, const char *text);
+
 /* Deterministic random checkpoint in the HF layout for config `c` (bf16 weights). */
 int vl_synth_checkpoint(const vl_config *c, const char *config_src, const char *out_dir,
                         uint64_t seed);
 
 double vl_now_s(void);
+
+/* ---- version (engine/version.c) ------------------------------------------------------------ */
+
+const char *vl_version(void);        /* "0.8.0" */
+const char *vl_version_commit(void); /* git commit of the build, or "unknown" */
+int vl_build_has_cuda(void);         /* 1 when this build has the CUDA backend */
 
 #ifdef __cplusplus
 }

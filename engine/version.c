@@ -1,0 +1,26 @@
+/* version.c: what `vlrun --version` and the reports name. The numbers come from CMake (the
+ * project version, and the git commit the build was configured from). */
+#include "engine/engine.h"
+
+#ifndef VL_VERSION_STRING
+#define VL_VERSION_STRING "0.0.0"
+#endif
+#ifndef VL_GIT_COMMIT
+#define VL_GIT_COMMIT "unknown"
+#endif
+
+const char *vl_version(void) {
+    return VL_VERSION_STRING;
+}
+
+const char *vl_version_commit(void) {
+    return VL_GIT_COMMIT;
+}
+
+int vl_build_has_cuda(void) {
+#ifdef VL_HAVE_CUDA
+    return 1;
+#else
+    return 0;
+#endif
+}
