@@ -139,6 +139,8 @@ int vl_model_open(vl_model *m, const vl_options *o);
 int vl_model_load_weights(vl_model *m, const vl_options *o, vl_backend *be);
 int vl_model_bind_shapes(vl_model *m); /* m->cfg set, blocks/layers allocated */
 void vl_model_free(vl_model *m);
+/* Does token `id` end the assistant's turn (config eos, <|im_end|>, <|endoftext|>)? */
+int vl_model_is_eos(const vl_model *m, int32_t id);
 
 /* Call fn on every parameter in a fixed order, with its published name ("visual.blocks.0...",
  * "model.layers.0...", "lm_head.weight"); kind is one of "linear", "embed", "lm_head",

@@ -376,3 +376,10 @@ void vl_model_free(vl_model *m) {
     free(m->w.layers);
     memset(m, 0, sizeof *m);
 }
+
+int vl_model_is_eos(const vl_model *m, int32_t id) {
+    if (id == m->cfg.eos_id) return 1;
+    if (!m->tok) return 0;
+    return id == vl_tokenizer_token_id(m->tok, "<|im_end|>") ||
+           id == vl_tokenizer_token_id(m->tok, "<|endoftext|>");
+}

@@ -113,13 +113,6 @@ static int text_append(char **buf, size_t *len, size_t *cap, const char *s, int 
     return 0;
 }
 
-static int is_eos(const vl_model *m, int32_t id) {
-    if (id == m->cfg.eos_id) return 1;
-    if (!m->tok) return 0;
-    return id == vl_tokenizer_token_id(m->tok, "<|im_end|>") ||
-           id == vl_tokenizer_token_id(m->tok, "<|endoftext|>");
-}
-
 static int run(const vl_options *o) {
     int rc = -1;
     vl_model m;
@@ -252,7 +245,7 @@ static int run(const vl_options *o) {
             }
         }
         int32_t last = gen[n_gen - 1];
-        if (n_gen == o->max_tokens || (o->stop_at_eos && is_eos(&m, last))) break;
+        if (n_gen == o->max_tokens || (o->stop_at_eos && vl_model_is_eos(&m, last))) break;
         if (host_sampling) {
             if (vl_decode_step(&s, last, logits)) goto done;
             gen[n_gen++] = vl_sample(&smp, logits, m.cfg.vocab);
