@@ -2,12 +2,15 @@
  * and `vlrun preprocess` (an image's grid and resized size; float32 pixel values to a file). */
 #include "engine/engine.h"
 
+#include <errno.h>
 #include <stdlib.h>
 #include <sys/stat.h>
 
-/* Options shared by the subcommands: --model DIR, --tokenizer FILE, --out FILE, one positional. */
+/* Options shared by the subcommands: --model DIR, --tokenizer FILE, --out FILE, one positional
+ * (after `--`, anything is the positional: `vlrun tokenize -- --text`). */
 typedef struct {
     const char *model, *tokenizer, *out, *arg;
+    int help, version; /* --help / -h, --version: print that, do nothing else */
 } sub_opts;
 
 static int parse_sub(const char *cmd, int argc, char **argv, int allow_tok, int allow_out,
@@ -15,37 +18,82 @@ static int parse_sub(const char *cmd, int argc, char **argv, int allow_tok, int 
     memset(so, 0, sizeof *so);
     so->model = getenv("VLRUN_MODEL");
     if (so->model && !so->model[0]) so->model = NULL;
+    int options_end = 0;
     for (int i = 2; i < argc; i++) {
         const char *a = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
-        int takes = strcmp(a, "--model") == 0 || (allow_tok && strcmp(a, "--tokenizer") == 0) ||
-                    (allow_out && strcmp(a, "--out") == 0);
+        /* "--x" and -h; a single '-' with more after it stays text ("-5") */
+        int is_opt = !options_end && ((a[0] == '-' && a[1] == '-') || strcmp(a, "-h") == 0);
+        int takes =
+            is_opt && (strcmp(a, "--model") == 0 || (allow_tok && strcmp(a, "--tokenizer") == 0) ||
+                       (allow_out && strcmp(a, "--out") == 0));
         if (takes) {
             if (!v) return vl_error_set("vlrun %s: option %s needs a value", cmd, a);
-            if (a[2] == 'm') so->model = v;
-            else if (a[2] == 't') so->tokenizer = v;
-            else so->out = v;
+            if (a[2] == 'm')
+                so->model = v;
+            else if (a[2] == 't')
+                so->tokenizer = v;
+            else
+                so->out = v;
             i++;
-        } else if (a[0] == '-' && a[1] == '-') {
-            return vl_error_set("vlrun %s: unknown option %s (see vlrun --help)", cmd, a);
+        } else if (is_opt && (strcmp(a, "--help") == 0 || strcmp(a, "-h") == 0)) {
+            so->help = 1;
+            return 0;
+        } else if (is_opt && strcmp(a, "--version") == 0) {
+            so->version = 1;
+            return 0;
+        } else if (is_opt && strcmp(a, "--") == 0) {
+            options_end = 1;
+        } else if (is_opt) {
+            return vl_error_set("vlrun %s: unknown option %s (see vlrun %s --help)", cmd, a, cmd);
         } else if (so->arg) {
-            return vl_error_set("vlrun %s: one argument expected, got '%s' and '%s'", cmd,
-                                so->arg, a);
+            return vl_error_set("vlrun %s: one argument expected, got '%s' and '%s'", cmd, so->arg,
+                                a);
         } else {
             so->arg = a;
         }
     }
-    if (!so->arg) return vl_error_set("vlrun %s: missing argument (see vlrun --help)", cmd);
+    if (!so->arg) return vl_error_set("vlrun %s: missing argument (see vlrun %s --help)", cmd, cmd);
     return 0;
+}
+
+/* --help / --version of a subcommand: printed on stdout. Returns 1 when one was asked for. */
+static int sub_info(const sub_opts *so, const char *usage) {
+    if (so->version)
+        vl_version_print(stdout);
+    else if (so->help)
+        fputs(usage, stdout);
+    return so->help || so->version;
+}
+
+static const char tokenize_usage[] =
+    "usage: vlrun tokenize [--model DIR | --tokenizer FILE] [--] TEXT\n"
+    "  the token ids of TEXT (no chat template), space separated, on stdout\n"
+    "  --model DIR       use DIR/tokenizer.json (default: $VLRUN_MODEL)\n"
+    "  --tokenizer FILE  a tokenizer.json\n"
+    "  --                what follows is TEXT, even when it starts with '-'\n"
+    "  -h, --help        this text; --version: vlrun's version\n";
+
+static const char preprocess_usage[] =
+    "usage: vlrun preprocess [--model DIR] IMAGE [--out FILE]\n"
+    "  the image's patch grid (t h w), resized size (width height) and patch count on stdout\n"
+    "  --model DIR  use DIR/preprocessor_config.json when present (default: $VLRUN_MODEL)\n"
+    "  --out FILE   the pixel values, float32 [patches, 1176] little-endian\n"
+    "  -h, --help   this text; --version: vlrun's version\n";
+
+int vl_stdout_flush(void) {
+    if (fflush(stdout) == 0 && !ferror(stdout)) return 0;
+    int e = errno;
+    return vl_error_set("writing to standard output failed: %s", e ? strerror(e) : "I/O error");
 }
 
 int vl_cmd_tokenize(int argc, char **argv) {
     sub_opts so;
     if (parse_sub("tokenize", argc, argv, 1, 0, &so)) return -1;
+    if (sub_info(&so, tokenize_usage)) return 0;
     char path[4200];
     const char *tp = so.tokenizer;
     if (!tp) {
-        if (!so.model)
-            return vl_error_set("vlrun tokenize: pass --tokenizer FILE or --model DIR");
+        if (!so.model) return vl_error_set("vlrun tokenize: pass --tokenizer FILE or --model DIR");
         snprintf(path, sizeof path, "%s/tokenizer.json", so.model);
         tp = path;
     }
@@ -66,6 +114,7 @@ int vl_cmd_tokenize(int argc, char **argv) {
 int vl_cmd_preprocess(int argc, char **argv) {
     sub_opts so;
     if (parse_sub("preprocess", argc, argv, 0, 1, &so)) return -1;
+    if (sub_info(&so, preprocess_usage)) return 0;
     vl_preproc_config pre;
     vl_preproc_config_default(&pre);
     if (so.model) {
@@ -82,6 +131,10 @@ int vl_cmd_preprocess(int argc, char **argv) {
     if (rc) return -1;
     printf("grid %d %d %d\nresized %d %d\npatches %lld %d\n", px.grid_t, px.grid_h, px.grid_w,
            px.resized_w, px.resized_h, (long long)px.n_patches, px.patch_dim);
+    if (vl_stdout_flush()) { /* before the file: a failed run leaves no output behind */
+        vl_pixels_free(&px);
+        return -1;
+    }
     if (so.out) {
         char tmp[4200];
         snprintf(tmp, sizeof tmp, "%s.tmp", so.out);

@@ -56,6 +56,8 @@ typedef struct {
     int quiet;               /* --quiet: no streamed text on stdout */
     vl_image_arg *images;
     int n_image_args;
+    int show_help;    /* --help / -h: print the usage and run nothing */
+    int show_version; /* --version: print the version and run nothing */
 } vl_options;
 
 void vl_options_default(vl_options *o);
@@ -65,6 +67,34 @@ void vl_options_free(vl_options *o);
 void vl_usage(FILE *f);
 /* "24G", "800M", "1.5G", "1048576" -> bytes; -1 when malformed. */
 int64_t vl_parse_size(const char *s);
+
+/* ---- progress on a terminal (engine/progress.c) -------------------------------------------- */
+
+/* One status line on stderr, rewritten in place (\r) during the long phases: loading weights
+ * (bytes), prefill (tokens, with the images the vision encoder has done) and decode (tokens),
+ * each with its rate and elapsed seconds. Library code reports through the pointer the model
+ * holds (vl_model.progress; NULL = silent, the default) and never prints by itself; every
+ * function below does nothing when given NULL. Redrawn at most 10 times a second. */
+typedef struct {
+    FILE *out;
+    const char *phase;             /* "prefill"; NULL between phases */
+    const char *unit;              /* "bytes" (shown in MiB/GiB), "tokens", ... */
+    double done, total;            /* in units */
+    int images_done, images_total; /* shown beside the phase when images_total > 0 */
+    double start_s, last_draw_s;   /* vl_now_s() */
+    int width;                     /* characters of the line on the terminal now */
+    int stale;                     /* counts changed since the last draw */
+} vl_progress;
+
+/* p when stderr is a terminal and not --quiet (then vl_progress_* draw on it), else NULL. */
+vl_progress *vl_progress_open(vl_progress *p, const vl_options *o);
+void vl_progress_begin(vl_progress *p, const char *phase, const char *unit, double total);
+void vl_progress_update(vl_progress *p, double done); /* redraws when 0.1 s have passed */
+void vl_progress_tick(vl_progress *p);                /* the same, counts unchanged */
+void vl_progress_images(vl_progress *p, int done, int total);
+void vl_progress_draw(vl_progress *p); /* now, whatever the time */
+/* Draws the final counts and clears the line: call before anything else is printed. */
+void vl_progress_end(vl_progress *p);
 
 /* ---- model (engine/model.c, engine/weights.c) ------------------------------------------- */
 
@@ -128,6 +158,7 @@ typedef struct {
     size_t host_weights_bytes;
     vl_tokenizer *tok; /* NULL when no tokenizer.json was found */
     char model_path[4096];
+    vl_progress *progress; /* the terminal's progress line; NULL (the default): silent */
 } vl_model;
 
 /* vl_model_open: config, preprocessor config, tokenizer (when present), and every parameter
@@ -375,6 +406,9 @@ int vl_cmd_tokenize(int argc, char **argv);
 int vl_cmd_preprocess(int argc, char **argv);
 int vl_cmd_synth(int argc, char **argv);
 int vl_cmd_logits(int argc, char **argv);
+/* Flush stdout; a failed write there (disk full, a closed stdout) becomes the error (one line
+ * naming the reason) and -1, so that no command ends 0 with its output lost. */
+int vl_stdout_flush(void);
 
 /* The end-of-run report (engine/report.c): text on stderr, or one JSON object on stdout. */
 void vl_report_text(const vl_session *s, const vl_model *m, const vl_prompt *p, int64_t img_tokens,
@@ -393,6 +427,8 @@ double vl_now_s(void);
 const char *vl_version(void);        /* "0.8.0" */
 const char *vl_version_commit(void); /* git commit of the build, or "unknown" */
 int vl_build_has_cuda(void);         /* 1 when this build has the CUDA backend */
+/* "vlrun 0.8.0 (commit 1a2b3c4d5e, CUDA build)" (or "CPU-only build"), what --version prints */
+void vl_version_print(FILE *f);
 
 #ifdef __cplusplus
 }

@@ -306,6 +306,8 @@ static int prefill(vl_session *s, const vl_prompt *p, float *logits_last, vl_log
         return vl_error_set("prompt of %d tokens does not fit the context of %lld tokens", p->n,
                             (long long)s->max_ctx);
     double t0 = vl_now_s();
+    vl_progress_begin(m->progress, "prefill", "tokens", p->n);
+    vl_progress_images(m->progress, 0, p->n_images);
     int cur_src = -1; /* which image's features are in s->img_feats */
     for (int64_t c0 = 0; c0 < p->n; c0 += s->chunk) {
         int64_t S = p->n - c0 < s->chunk ? p->n - c0 : s->chunk;
@@ -324,12 +326,16 @@ static int prefill(vl_session *s, const vl_prompt *p, float *logits_last, vl_log
                 s->t.vision_s += vl_now_s() - tv;
                 cur_src = p->image_src[i];
             }
+            vl_progress_images(m->progress, i + 1, p->n_images);
             size_t esz = vl_dtype_size(be->act);
             be->copy(be, act_at(s, s->x, (lo - c0) * c->hidden),
                      act_at(s, s->img_feats, (lo - a) * c->hidden),
                      (size_t)(hi - lo) * (size_t)c->hidden * esz);
         }
-        for (int li = 0; li < c->n_layers; li++) decoder_layer(s, li, S, NULL);
+        for (int li = 0; li < c->n_layers; li++) {
+            decoder_layer(s, li, S, NULL);
+            vl_progress_update(m->progress, c0 + (double)S * (li + 1) / c->n_layers);
+        }
         if (each)
             for (int64_t r = 0; r < S; r++) {
                 lm_head_row(s, r);
@@ -343,6 +349,7 @@ static int prefill(vl_session *s, const vl_prompt *p, float *logits_last, vl_log
         }
     }
     be->sync(be);
+    vl_progress_end(m->progress);
     s->rope_delta = p->rope_delta;
     s->t.prefill_s += vl_now_s() - t0;
     s->t.prefill_tokens += p->n;

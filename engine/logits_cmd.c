@@ -123,6 +123,7 @@ static int logits(const vl_options *o, const logits_opts *lo) {
     logits_sink sink;
     char out_tmp[4200], ids_tmp[4200];
     FILE *ids_f = NULL;
+    vl_progress progress;
     memset(&m, 0, sizeof m);
     memset(&s, 0, sizeof s);
     memset(&p, 0, sizeof p);
@@ -150,6 +151,7 @@ static int logits(const vl_options *o, const logits_opts *lo) {
 
     double t0 = vl_now_s();
     if (vl_model_open(&m, o)) goto done;
+    m.progress = vl_progress_open(&progress, o); /* NULL unless stderr is a terminal */
     if (vl_image_set_load(&is, o, &m.pre)) goto done;
     if (vl_prompt_build(&p, &m, o->prompt, is.list, is.src, is.n_list)) goto done;
     int64_t last_pos = (int64_t)p.n - 1 + p.rope_delta;
@@ -230,6 +232,7 @@ static int logits(const vl_options *o, const logits_opts *lo) {
             p.n, m.cfg.vocab, be->name, quant_name(o->quant), s.t.load_s, s.t.vision_s, prefill_s);
     rc = 0;
 done:
+    vl_progress_end(m.progress);
     if (sink.f) finish_tmp(sink.f, "--out", lo->out, out_tmp, 0);
     if (ids_f) finish_tmp(ids_f, "--ids-out", lo->ids_out, ids_tmp, 0);
     free(sink.row);
@@ -249,7 +252,8 @@ static void usage(FILE *f) {
                "  OPTIONS: those of `vlrun` that shape the prompt and the model (--model, "
                "--random-weights, --config,\n"
                "  --tokenizer, --prompt, --quant, --kv, --attn, --backend, --seed, --chunk, "
-               "--mem-budget).\n");
+               "--mem-budget).\n"
+               "  -h, --help: this text; --version: vlrun's version\n");
 }
 
 /* Options of `vlrun` that take a value: their values are copied as they are, so that
@@ -273,8 +277,11 @@ int vl_cmd_logits(int argc, char **argv) {
     rest[n++] = argv[0];
     for (int i = 2; i < argc; i++) {
         const char *a = argv[i];
-        if (strcmp(a, "--help") == 0 || strcmp(a, "-h") == 0) {
-            usage(stdout);
+        if (strcmp(a, "--help") == 0 || strcmp(a, "-h") == 0 || strcmp(a, "--version") == 0) {
+            if (a[2] == 'v')
+                vl_version_print(stdout);
+            else
+                usage(stdout);
             free(rest);
             return 0;
         }

@@ -16,7 +16,7 @@ void vl_options_default(vl_options *o) {
     o->max_tokens = 512;
     o->quant = VL_QUANT_BF16;
     o->quant_double = 0; /* bitsandbytes' default too; the decode GEMV is faster without */
-    o->backend = VL_BACKEND_CUDA;
+    o->backend = vl_build_has_cuda() ? VL_BACKEND_CUDA : VL_BACKEND_CPU; /* what the build has */
     o->greedy = 1;
     o->temperature = 1.0f;
     o->top_p = 1.0f;
@@ -58,7 +58,8 @@ void vl_usage(FILE *f) {
             "  --kv bf16|int8        KV cache type (default bf16); int8: one byte per element and\n"
             "                        an fp32 scale per token and head, about half the memory\n"
             "  --attn flash|naive    naive materializes the score matrix (default flash)\n"
-            "  --backend cuda|cpu    (default cuda; cpu is the slow reference)\n"
+            "  --backend cuda|cpu    (default cuda, or cpu in a build without CUDA; cpu is the\n"
+            "                        slow reference)\n"
             "  --greedy              argmax decoding (the default)\n"
             "  --temperature T       sample with temperature T > 0 (0 = greedy)\n"
             "  --top-k K             keep the K most likely tokens (0 = off)\n"
@@ -68,8 +69,9 @@ void vl_usage(FILE *f) {
             "  --mem-budget SIZE     refuse before loading if the predicted peak exceeds SIZE\n"
             "  --json                one JSON report on stdout at the end, nothing else there\n"
             "  --dump-logits FILE    float32 logits of the last prompt position\n"
-            "  --quiet               do not stream the generated text\n"
-            "  --help                this text\n");
+            "  --quiet               no streamed text on stdout, no progress line on stderr\n"
+            "  -h, --help            this text (vlrun COMMAND --help: that command's)\n"
+            "  --version             vlrun's version, commit and build (CUDA or CPU-only)\n");
 }
 
 int64_t vl_parse_size(const char *s) {
@@ -252,6 +254,12 @@ int vl_options_parse(vl_options *o, int argc, char **argv) {
             o->dump_logits = v;
         } else if (strcmp(a, "--quiet") == 0) {
             o->quiet = 1;
+        } else if (strcmp(a, "--help") == 0 || strcmp(a, "-h") == 0) {
+            o->show_help = 1;
+            return 0; /* nothing after it matters */
+        } else if (strcmp(a, "--version") == 0) {
+            o->show_version = 1;
+            return 0;
         } else if (a[0] == '-' && a[1] != 0) {
             return vl_error_set("unknown option %s (see vlrun --help)", a);
         } else if (is_repeat(a)) {

@@ -8,6 +8,7 @@
 #include "engine/engine.h"
 
 #include <stdlib.h>
+#include <unistd.h>
 
 /* How many of the request's images (in order) fit `budget` under request q. */
 static int images_that_fit(const vl_model *m, const vl_prompt *p, const vl_pixels *imgs, int n_imgs,
@@ -125,6 +126,7 @@ static int run(const vl_options *o) {
     float *logits = NULL;
     char *text = NULL;
     size_t text_len = 0, text_cap = 0;
+    vl_progress progress;
     memset(&m, 0, sizeof m);
     memset(&s, 0, sizeof s);
     memset(&p, 0, sizeof p);
@@ -134,6 +136,7 @@ static int run(const vl_options *o) {
      * for, or depend on, a device. Opening maps the checkpoint but loads nothing. */
     double t0 = vl_now_s();
     if (vl_model_open(&m, o)) goto done;
+    m.progress = vl_progress_open(&progress, o); /* NULL unless stderr is a terminal */
     const double open_s = vl_now_s() - t0; /* load time counts the open, not the device start */
     vl_backend *be = NULL;
     if (o->backend == VL_BACKEND_CPU) {
@@ -231,8 +234,12 @@ static int run(const vl_options *o) {
     int read_each = host_sampling || o->stop_at_eos || (!o->json && !o->quiet);
     vl_decoder dec = {{0}, 0};
     char piece[256];
+    /* decode progress only where no streamed text goes to the terminal */
+    vl_progress *dprog = o->json || !isatty(STDOUT_FILENO) ? m.progress : NULL;
+    vl_progress_begin(dprog, "decode", "tokens", o->max_tokens);
     double td = vl_now_s();
     for (int shown = 0;;) {
+        vl_progress_update(dprog, n_gen);
         for (; shown < n_gen; shown++) {
             int32_t tok = gen[shown];
             int k = m.tok ? vl_decoder_feed(&dec, m.tok, tok, piece, sizeof piece) : 0;
@@ -240,7 +247,7 @@ static int run(const vl_options *o) {
                 if (text_append(&text, &text_len, &text_cap, piece, k)) goto done;
                 if (!o->json && !o->quiet) {
                     fwrite(piece, 1, (size_t)k, stdout);
-                    fflush(stdout);
+                    if (vl_stdout_flush()) goto done;
                 }
             }
         }
@@ -256,12 +263,13 @@ static int run(const vl_options *o) {
         } else {
             while (n_gen < o->max_tokens) {
                 if (vl_decode_next(&s)) goto done;
-                n_gen++;
+                vl_progress_update(dprog, ++n_gen);
             }
             vl_decode_tokens(&s, gen, n_gen);
         }
     }
     s.t.decode_s = vl_now_s() - td;
+    vl_progress_end(dprog);
     s.t.decode_tokens = n_gen - 1;
     if (m.tok) {
         int k = vl_decoder_flush(&dec, piece, sizeof piece);
@@ -277,6 +285,7 @@ static int run(const vl_options *o) {
         vl_report_text(&s, &m, &p, img_tokens, n_gen);
     rc = 0;
 done:
+    vl_progress_end(m.progress); /* an error message starts at column 0 */
     free(text);
     free(gen);
     free(logits);
@@ -290,14 +299,14 @@ done:
 int vl_cmd_run(int argc, char **argv) {
     vl_options o;
     vl_options_default(&o);
-    for (int i = 1; i < argc; i++)
-        if (strcmp(argv[i], "--help") == 0 || strcmp(argv[i], "-h") == 0) {
-            vl_usage(stdout);
-            return 0;
-        }
     if (vl_options_parse(&o, argc, argv)) {
         vl_options_free(&o);
         return -1;
+    }
+    if (o.show_help || o.show_version) {
+        o.show_help ? vl_usage(stdout) : vl_version_print(stdout);
+        vl_options_free(&o);
+        return 0;
     }
     if (o.n_image_args == 0) {
         vl_options_free(&o);

@@ -24,3 +24,8 @@ int vl_build_has_cuda(void) {
     return 0;
 #endif
 }
+
+void vl_version_print(FILE *f) {
+    fprintf(f, "vlrun %s (commit %s, %s build)\n", vl_version(), vl_version_commit(),
+            vl_build_has_cuda() ? "CUDA" : "CPU-only");
+}

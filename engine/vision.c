@@ -117,6 +117,7 @@ int vl_vision_encode(vl_session *s, const vl_pixels *px, void *out) {
             be->gelu(be, s->vfc, P * c->v_mlp);
         be->linear(be, s->vxn, s->vfc, P, &k->fc2, &k->fc2_b);
         be->add(be, s->vx, s->vxn, P * Ev);
+        vl_progress_tick(m->progress); /* a large image on the CPU takes minutes */
     }
     /* merger: [P, Ev] normalized rows are [P/m2, m2*Ev] rows as they lie in memory */
     be->layernorm(be, s->vxn, s->vx, P, Ev, &w->merger_ln_w, &w->merger_ln_b, 1e-6f);

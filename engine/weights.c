@@ -63,6 +63,7 @@ typedef struct {
     int64_t host_elems;
     void *host_block; /* --embed-on-host: the pinned table */
     size_t host_bytes;
+    vl_progress *progress; /* the terminal's line: bytes placed */
 } placer;
 
 static int is_quantized(vl_dtype t) {
@@ -277,6 +278,14 @@ static int place_one(void *ctx, const char *name, const char *kind, vl_weight *w
     return place_plain(p, REGION_MATRIX, kind, &w->data, &w->dtype, w->rows * w->cols, to);
 }
 
+/* place_one, then the progress line: bytes placed so far */
+static int place_one_shown(void *ctx, const char *name, const char *kind, vl_weight *w, vl_vec *v) {
+    placer *p = ctx;
+    int rc = place_one(ctx, name, kind, w, v);
+    vl_progress_update(p->progress, (double)(p->off[0] + p->off[1] + p->off[2]));
+    return rc;
+}
+
 size_t vl_model_weights_bytes(vl_model *m, const vl_weight_plan *wp) {
     placer p;
     memset(&p, 0, sizeof p);
@@ -406,8 +415,11 @@ int vl_weights_place(vl_model *m, const vl_weight_plan *wp, int random, uint64_t
     }
     memset(p.off, 0, sizeof p.off);
     p.host_bytes = 0;
-    int err = vl_weights_visit(m, place_one, &p);
+    p.progress = m->progress;
+    vl_progress_begin(p.progress, "loading weights", "bytes", (double)total);
+    int err = vl_weights_visit(m, place_one_shown, &p);
     be->sync(be); /* the staging buffer and host buffer are freed next */
+    vl_progress_end(p.progress);
     free(p.host);
     if (p.staging) be->mem_free(be, p.staging);
     if (m->w.lm_head_is_embed) m->w.lm_head = m->w.embed;

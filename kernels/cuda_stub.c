@@ -8,7 +8,8 @@
 
 vl_backend *vl_backend_cuda(char *why, size_t why_len) {
     if (why && why_len > 0)
-        snprintf(why, why_len, "this build has no CUDA support; use --backend cpu");
+        snprintf(why, why_len,
+                 "this vlrun was built without CUDA; rebuild with nvcc or use --backend cpu");
     return NULL;
 }
 #endif
