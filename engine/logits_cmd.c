@@ -226,6 +226,7 @@ static int logits(const vl_options *o, const logits_opts *lo) {
            p.n, m.cfg.vocab, p.n_images, (long long)img_tokens, sink.bf16 ? "bf16" : "f32",
            be->name, quant_name(o->quant), vl_dtype_name(m.w.layers[0].q.dtype),
            o->kv_int8 ? "int8" : "bf16", prefill_s, (unsigned long long)ids_hash);
+    if (vl_stdout_flush()) goto done; /* the JSON line lost: an error, not the summary */
     fprintf(stderr,
             "vlrun logits: %d positions x %d logits (%s backend, --quant %s): load %.2f s, "
             "vision %.2f s, prefill with the LM head on every position %.2f s\n",

@@ -14,6 +14,7 @@ command -v cc >/dev/null 2>&1 || missing="$missing build-essential"
 command -v cmake >/dev/null 2>&1 || missing="$missing cmake"
 command -v npm >/dev/null 2>&1 || missing="$missing npm"
 command -v python3 >/dev/null 2>&1 || missing="$missing python3"
+command -v script >/dev/null 2>&1 || missing="$missing bsdutils" # tests/cli_progress.sh: a pty
 if [ -n "$missing" ]; then
     sudo=""; [ "$(id -u)" = 0 ] || sudo=sudo
     $sudo apt-get update -qq
