@@ -81,8 +81,11 @@ static const char preprocess_usage[] =
     "  -h, --help   this text; --version: vlrun's version\n";
 
 int vl_stdout_flush(void) {
-    if (fflush(stdout) == 0 && !ferror(stdout)) return 0;
-    int e = errno;
+    errno = 0;
+    int flushed = fflush(stdout) == 0;
+    if (flushed && !ferror(stdout)) return 0;
+    /* an earlier write failed and nothing was left to flush: its errno is gone */
+    int e = flushed ? 0 : errno;
     return vl_error_set("writing to standard output failed: %s", e ? strerror(e) : "I/O error");
 }
 

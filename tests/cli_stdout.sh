@@ -38,6 +38,8 @@ if [ -w /dev/full ]; then
     fails_with "$full" full "${RUN[@]}"                  # streamed text
     fails_with "$full" full "${RUN[@]}" --json           # the JSON report
     fails_with "$full" full tokenize --tokenizer "$TOK" "hello world"
+    # more than stdio's buffer: the failure comes on a write before the final flush
+    fails_with "$full" full tokenize --tokenizer "$TOK" "$(printf 'hello world %.0s' {1..3000})"
     fails_with "$full" full preprocess "$IMG"
     fails_with "$full" full preprocess "$IMG" --out "$tmp/px.f32"
     fails_with "$full" full logits "${RUN[@]}" --out "$tmp/l.f32"
