@@ -27,7 +27,7 @@ void vl_progress_begin(vl_progress *p, const char *phase, const char *unit, doub
     vl_progress_draw(p);
 }
 
-/* "1.25 GiB" / "830.0 MiB": the larger unit once the total reaches it. */
+/* GiB once the total reaches 1 GiB, else MiB ("1.25 GiB", "830.00 MiB") */
 static const char *size_unit(double total, double *div) {
     *div = total >= 1024.0 * 1024 * 1024 ? 1024.0 * 1024 * 1024 : 1024.0 * 1024;
     return *div > 1024.0 * 1024 ? "GiB" : "MiB";
