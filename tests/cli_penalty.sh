@@ -25,9 +25,11 @@ bad() { fail=$((fail + 1)); echo "FAIL: $*" >&2; }
 [ -f "$G" ] || { echo "SKIP: $G absent"; exit 77; }
 golden_args "$A" "$FIX"
 
-# run MODEL_DIR ARGS...: vlrun --json on the golden request; the report in $tmp/out.json
+# run MODEL_DIR ARGS...: vlrun --json on the golden request; the report in $tmp/out.json (none
+# when the run fails: expect then fails)
 run() {
     local dir=$1; shift
+    rm -f "$tmp/out.json"
     "$VLRUN" --backend "$BE" --model "$dir" --tokenizer "$TOK" "${args[@]}" --prompt "$prompt" \
         --max-tokens 24 --json "$@" >"$tmp/out.json" 2>"$tmp/err"
 }
@@ -55,30 +57,30 @@ python3 -c 'import json,sys; g=json.load(open(sys.argv[1])); a=json.load(open(sy
 sys.exit(0 if g["runs"]["1.5"]["tokens"] != a["greedy"] else 1)' "$G" "$A" ||
     bad "the 1.5 golden does not differ from the no-penalty golden: the test would prove nothing"
 
-run "$tiny" --greedy --repetition-penalty 1.05 && expect "1.05" 'g["runs"]["1.05"]["tokens"]' 1.05
-run "$tiny" --greedy --repetition-penalty 1.5 && expect "1.5" 'g["runs"]["1.5"]["tokens"]' 1.5
-run "$tiny" --greedy --repetition-penalty 1 && expect "off" 'a["greedy"]' 1
-run "$tiny" --greedy && expect "no file: off" 'a["greedy"]' 1
+run "$tiny" --greedy --repetition-penalty 1.05; expect "1.05" 'g["runs"]["1.05"]["tokens"]' 1.05
+run "$tiny" --greedy --repetition-penalty 1.5; expect "1.5" 'g["runs"]["1.5"]["tokens"]' 1.5
+run "$tiny" --greedy --repetition-penalty 1; expect "off" 'a["greedy"]' 1
+run "$tiny" --greedy; expect "no file: off" 'a["greedy"]' 1
 # the host path: top-k 1 keeps the argmax
-run "$tiny" --temperature 1 --top-k 1 --repetition-penalty 1.5 && expect "host 1.5" 'g["runs"]["1.5"]["tokens"]' 1.5
-run "$tiny" --temperature 1 --top-k 1 --repetition-penalty 1.05 && expect "host 1.05" 'g["runs"]["1.05"]["tokens"]' 1.05
+run "$tiny" --temperature 1 --top-k 1 --repetition-penalty 1.5; expect "host 1.5" 'g["runs"]["1.5"]["tokens"]' 1.5
+run "$tiny" --temperature 1 --top-k 1 --repetition-penalty 1.05; expect "host 1.05" 'g["runs"]["1.05"]["tokens"]' 1.05
 
-# a copy of tiny-a (links to its files) with a generation_config.json
+# a copy of tiny-a with a generation_config.json (copied: the loader refuses links out of it)
 copy=$tmp/tiny-a-gen
 mkdir -p "$copy"
-for f in "$tiny"/*; do ln -s "$f" "$copy/"; done
+cp "$tiny"/* "$copy/"
 echo '{"repetition_penalty": 1.5, "eos_token_id": [4066, 4064], "top_k": 1, "top_p": 0.001,
   "temperature": 0.01, "do_sample": true, "bos_token_id": 4064, "pad_token_id": null}' \
     >"$copy/generation_config.json"
-run "$copy" --greedy && expect "file 1.5" 'g["runs"]["1.5"]["tokens"]' 1.5
-run "$copy" --greedy --repetition-penalty 1 && expect "file, option 1" 'a["greedy"]' 1
-run "$copy" --greedy --repetition-penalty 1.05 && expect "file, option 1.05" 'g["runs"]["1.05"]["tokens"]' 1.05
-run "$copy" --random-weights --max-tokens 4 && expect "random weights ignore the file" 'r["tokens"]' 1
+run "$copy" --greedy; expect "file 1.5" 'g["runs"]["1.5"]["tokens"]' 1.5
+run "$copy" --greedy --repetition-penalty 1; expect "file, option 1" 'a["greedy"]' 1
+run "$copy" --greedy --repetition-penalty 1.05; expect "file, option 1.05" 'g["runs"]["1.05"]["tokens"]' 1.05
+run "$copy" --random-weights --max-tokens 4; expect "random weights ignore the file" 'r["tokens"]' 1
 
 # the file's eos_token_id list ends a --stop-at-eos run (the no-penalty run's 2nd token)
 second=$(python3 -c 'import json,sys; print(json.load(open(sys.argv[1]))["greedy"][1])' "$A")
 echo "{\"eos_token_id\": [$second]}" >"$copy/generation_config.json"
-run "$copy" --greedy --stop-at-eos && expect "eos list" 'a["greedy"][:2]' 1
+run "$copy" --greedy --stop-at-eos; expect "eos list" 'a["greedy"][:2]' 1
 
 [ "$BE" = cpu ] || { echo "$pass passed, $fail failed"; [ "$fail" -eq 0 ]; exit; }
 
