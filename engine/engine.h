@@ -30,30 +30,31 @@ typedef struct {
 } vl_image_arg;
 
 typedef struct {
-    const char *model_dir;   /* --model DIR (default $VLRUN_MODEL) */
-    const char *config;      /* --config FILE (with --random-weights) */
-    const char *tokenizer;   /* --tokenizer FILE (default MODEL/tokenizer.json) */
-    int random_weights;      /* --random-weights */
-    const char *prompt;      /* --prompt TEXT */
-    int max_tokens;          /* --max-tokens N, default 512 */
-    int stop_at_eos;         /* --stop-at-eos */
-    vl_quant quant;          /* --quant */
-    int quant_double;        /* NF4 double quantization (--double-quant; default 0) */
-    int quant_lm_head;       /* --quant-lm-head */
-    int embed_on_host;       /* --embed-on-host */
-    int kv_int8;             /* --kv int8 */
-    int attn_naive;          /* --attn naive */
-    vl_backend_kind backend; /* --backend */
-    int greedy;              /* --greedy (also when temperature == 0) */
-    float temperature;       /* --temperature, default 1.0 */
-    int top_k;               /* --top-k, default 0 (off) */
-    float top_p;             /* --top-p, default 1.0 (off) */
-    uint64_t seed;           /* --seed, default 0 */
-    int chunk;               /* --chunk N prefill chunk in tokens, default 2048 */
-    int64_t mem_budget;      /* --mem-budget SIZE in bytes, 0 = none */
-    int json;                /* --json */
-    const char *dump_logits; /* --dump-logits FILE */
-    int quiet;               /* --quiet: no streamed text on stdout */
+    const char *model_dir;    /* --model DIR (default $VLRUN_MODEL) */
+    const char *config;       /* --config FILE (with --random-weights) */
+    const char *tokenizer;    /* --tokenizer FILE (default MODEL/tokenizer.json) */
+    int random_weights;       /* --random-weights */
+    const char *prompt;       /* --prompt TEXT */
+    int max_tokens;           /* --max-tokens N, default 512 */
+    int stop_at_eos;          /* --stop-at-eos */
+    vl_quant quant;           /* --quant */
+    int quant_double;         /* NF4 double quantization (--double-quant; default 0) */
+    int quant_lm_head;        /* --quant-lm-head */
+    int embed_on_host;        /* --embed-on-host */
+    int kv_int8;              /* --kv int8 */
+    int attn_naive;           /* --attn naive */
+    vl_backend_kind backend;  /* --backend */
+    int greedy;               /* --greedy (also when temperature == 0) */
+    float temperature;        /* --temperature, default 1.0 */
+    int top_k;                /* --top-k, default 0 (off) */
+    float top_p;              /* --top-p, default 1.0 (off) */
+    uint64_t seed;            /* --seed, default 0 */
+    float repetition_penalty; /* --repetition-penalty P > 0; 0 = the model's default */
+    int chunk;                /* --chunk N prefill chunk in tokens, default 2048 */
+    int64_t mem_budget;       /* --mem-budget SIZE in bytes, 0 = none */
+    int json;                 /* --json */
+    const char *dump_logits;  /* --dump-logits FILE */
+    int quiet;                /* --quiet: no streamed text on stdout */
     vl_image_arg *images;
     int n_image_args;
     int show_help;    /* --help / -h: print the usage and run nothing */
@@ -159,6 +160,7 @@ typedef struct {
     vl_tokenizer *tok; /* NULL when no tokenizer.json was found */
     char model_path[4096];
     vl_progress *progress; /* the terminal's progress line; NULL (the default): silent */
+    vl_generation_config gen; /* generation_config.json of a checkpoint (defaults if absent) */
 } vl_model;
 
 /* vl_model_open: config, preprocessor config, tokenizer (when present), and every parameter
@@ -170,8 +172,12 @@ int vl_model_open(vl_model *m, const vl_options *o);
 int vl_model_load_weights(vl_model *m, const vl_options *o, vl_backend *be);
 int vl_model_bind_shapes(vl_model *m); /* m->cfg set, blocks/layers allocated */
 void vl_model_free(vl_model *m);
-/* Does token `id` end the assistant's turn (config eos, <|im_end|>, <|endoftext|>)? */
+/* Does token `id` end the assistant's turn (config eos, generation_config's eos_token_id list,
+ * <|im_end|>, <|endoftext|>)? */
 int vl_model_is_eos(const vl_model *m, int32_t id);
+/* The repetition penalty a run applies: --repetition-penalty when given, else the checkpoint's
+ * generation_config.json value (as transformers' generate), 1 (off) with --random-weights. */
+float vl_model_repetition_penalty(const vl_model *m, const vl_options *o);
 
 /* Call fn on every parameter in a fixed order, with its published name ("visual.blocks.0...",
  * "model.layers.0...", "lm_head.weight"); kind is one of "linear", "embed", "lm_head",
@@ -299,8 +305,12 @@ typedef struct {
     int max_tokens, n_sampled;
     float temperature;
     uint64_t seed;
-    void *graph;  /* the recorded decode step, when the backend records graphs */
-    int no_graph; /* run the step eagerly (VL_NO_GRAPH=1; tests) */
+    /* the repetition penalty (1: off, and seen / pen_scores are NULL) */
+    float rep_penalty;
+    uint8_t *seen;     /* [V]: 1 for each token id of the sequence so far (backend memory) */
+    float *pen_scores; /* [V] float32: the penalized logits the sampler reads (backend memory) */
+    void *graph;       /* the recorded decode step, when the backend records graphs */
+    int no_graph;      /* run the step eagerly (VL_NO_GRAPH=1; tests) */
     int attn_naive;
     float *scores;         /* --attn naive: fp32 score matrix of the largest attention call */
     float *logits_host;    /* [V] */
@@ -319,6 +329,7 @@ typedef struct {
     int max_tokens;      /* tokens the decode loop may sample */
     int attn_naive;      /* --attn naive: room for a materialized score matrix */
     int kv_int8;         /* --kv int8: int8 cache + scales, and one layer's dequantized K/V */
+    float rep_penalty;   /* repetition penalty; 0 or 1: off (no seen-token set, no scores) */
 } vl_session_shape;
 int vl_session_start(vl_session *s, vl_model *m, const vl_session_shape *sh);
 size_t vl_session_plan_shape(const vl_config *c, vl_dtype act, const vl_session_shape *sh,
@@ -342,6 +353,7 @@ typedef struct {
     int64_t max_patches; /* the largest image */
     int attn_naive;
     int kv_int8;
+    float rep_penalty;      /* the run's repetition penalty (0 or 1: off) */
     vl_weight_plan weights; /* which weights are quantized, and how */
     size_t workspace_bytes; /* what the backend holds itself (vl_backend.workspace_bytes) */
     size_t context_bytes;   /* the CUDA context (0 on the CPU) */
@@ -370,6 +382,10 @@ int vl_prefill_each(vl_session *s, const vl_prompt *p, vl_logits_fn fn, void *ct
 /* Feed one token at position n_past; logits (host [V] float32) of that position. The host
  * path: tests, and top-k / top-p sampling on the host. */
 int vl_decode_step(vl_session *s, int32_t token, float *logits);
+/* The host path's repetition penalty: logits (host [V] float32) = the last logits computed
+ * (prefill's last position or vl_decode_step's), penalized over the session's seen tokens.
+ * Does nothing when the session has no penalty. */
+void vl_penalize_logits(vl_session *s, float *logits);
 
 /* Decode on the backend: after vl_prefill, vl_decode_begin samples the first token from the
  * last prompt logits (sample_token: greedy when temperature <= 0); each vl_decode_next feeds

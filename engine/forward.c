@@ -26,6 +26,11 @@ static inline void *act_at(const vl_session *s, void *base, int64_t i) {
     return (uint8_t *)base + (size_t)i * vl_dtype_size(s->m->be->act);
 }
 
+/* A repetition penalty of 0 (not set) or 1 changes nothing: no set is kept, nothing runs. */
+static int penalty_on(float p) {
+    return p > 0.0f && p != 1.0f;
+}
+
 /* Every slice of the session, in one fixed order, so that sizing (a measuring arena) and
  * allocating cannot disagree. What lives the whole run comes first (KV cache, the residual
  * stream x, the current image's features, the decode state); then the decoder's per-chunk
@@ -58,6 +63,13 @@ static int session_carve(vl_session *s, const vl_config *c, size_t esz,
     int n_tok = sh->max_tokens > 0 ? sh->max_tokens : 1;
     if (!(s->tokens_dev = vl_arena_alloc(a, (size_t)n_tok * sizeof(int32_t), VL_MEM_ACT)))
         return -1;
+    s->seen = NULL;
+    s->pen_scores = NULL;
+    if (penalty_on(sh->rep_penalty)) { /* the seen-token set and the float32 scores */
+        if (!(s->seen = vl_arena_alloc(a, (size_t)c->vocab, VL_MEM_ACT))) return -1;
+        if (!(s->pen_scores = vl_arena_alloc(a, (size_t)c->vocab * sizeof(float), VL_MEM_ACT)))
+            return -1;
+    }
     s->img_feats = NULL;
     if (sh->max_patches > 0 &&
         !(s->img_feats = vl_arena_alloc(a, (size_t)(sh->max_patches / m2 * E) * esz, VL_MEM_ACT)))
@@ -106,7 +118,7 @@ size_t vl_session_plan_shape(const vl_config *c, vl_dtype act, const vl_session_
 
 size_t vl_session_plan(const vl_config *c, vl_dtype act, int64_t max_ctx, int chunk,
                        int64_t max_patches, size_t group_bytes[VL_MEM_GROUPS]) {
-    vl_session_shape sh = {max_ctx, chunk, max_patches, (int)max_ctx, 0, 0};
+    vl_session_shape sh = {max_ctx, chunk, max_patches, (int)max_ctx, 0, 0, 0.0f};
     return vl_session_plan_shape(c, act, &sh, group_bytes);
 }
 
@@ -131,11 +143,18 @@ int vl_session_start(vl_session *s, vl_model *m, const vl_session_shape *sh) {
     if (session_carve(s, c, vl_dtype_size(m->be->act), sh)) return -1;
     s->logits_host = malloc((size_t)c->vocab * sizeof(float));
     if (!s->logits_host) return vl_error_set("out of host memory");
+    s->rep_penalty = s->seen ? sh->rep_penalty : 1.0f;
+    if (s->seen) { /* the set starts empty; prefill and decode add to it on the backend */
+        uint8_t *zero = calloc((size_t)c->vocab, 1);
+        if (!zero) return vl_error_set("out of host memory");
+        m->be->upload(m->be, s->seen, zero, (size_t)c->vocab);
+        free(zero);
+    }
     return 0;
 }
 
 int vl_session_init(vl_session *s, vl_model *m, int64_t max_ctx, int chunk, int64_t max_patches) {
-    vl_session_shape sh = {max_ctx, chunk, max_patches, (int)max_ctx, 0, 0};
+    vl_session_shape sh = {max_ctx, chunk, max_patches, (int)max_ctx, 0, 0, 0.0f};
     return vl_session_start(s, m, &sh);
 }
 
@@ -312,6 +331,7 @@ static int prefill(vl_session *s, const vl_prompt *p, float *logits_last, vl_log
     for (int64_t c0 = 0; c0 < p->n; c0 += s->chunk) {
         int64_t S = p->n - c0 < s->chunk ? p->n - c0 : s->chunk;
         upload_chunk(s, p->ids + c0, p->pos + c0, p->n, S);
+        if (s->seen) be->mark_seen(be, s->seen, c->vocab, s->ids_dev, S);
         be->embed(be, s->x, &m->w.embed, s->ids_dev, S);
         for (int i = 0; i < p->n_images; i++) {
             int64_t nt = p->images[i].n_patches / ((int64_t)c->merge * c->merge);
@@ -379,6 +399,7 @@ int vl_decode_step(vl_session *s, int32_t token, float *logits) {
     int32_t pos[3];
     pos[0] = pos[1] = pos[2] = (int32_t)(s->n_past + s->rope_delta);
     upload_chunk(s, &token, pos, 1, 1);
+    if (s->seen) m->be->mark_seen(m->be, s->seen, c->vocab, s->ids_dev, 1);
     m->be->embed(m->be, s->x, &m->w.embed, s->ids_dev, 1);
     for (int li = 0; li < c->n_layers; li++) decoder_layer(s, li, 1, NULL);
     s->n_past += 1;
@@ -387,17 +408,44 @@ int vl_decode_step(vl_session *s, int32_t token, float *logits) {
     return 0;
 }
 
+void vl_penalize_logits(vl_session *s, float *logits) {
+    if (!s->seen) return;
+    vl_backend *be = s->m->be;
+    const int64_t V = s->m->cfg.vocab;
+    be->repetition_penalty(be, s->pen_scores, s->logits, s->seen, V, s->rep_penalty);
+    be->download(be, logits, s->pen_scores, (size_t)V * sizeof(float));
+}
+
 /* ---- decode on the backend ---------------------------------------------------------------
  * The state (token, positions, cache length) lives in backend memory and sample_token advances
  * it, so one step is a fixed sequence of ops with no host value in it: it is recorded once as a
  * CUDA graph and replayed for every token. VL_NO_GRAPH=1 runs the same ops eagerly (for
- * comparison). */
+ * comparison). With a repetition penalty the seen-token set is backend memory too: prefill
+ * marks the prompt's ids, each step marks the token it feeds, and the penalty turns the logits
+ * into float32 scores right before sample_token reads them. */
+
+/* Sample from s->logits into the decode state: through the repetition penalty's float32 scores
+ * when the session has one (transformers applies it before temperature and argmax). */
+static void sample_next(vl_session *s, int advance) {
+    vl_backend *be = s->m->be;
+    const int64_t V = s->m->cfg.vocab;
+    if (!s->seen) {
+        be->sample_token(be, s->st_dev, s->tokens_dev, s->logits, V, s->temperature, s->seed,
+                         advance);
+        return;
+    }
+    be->repetition_penalty(be, s->pen_scores, s->logits, s->seen, V, s->rep_penalty);
+    be->sample_token_f32(be, s->st_dev, s->tokens_dev, s->pen_scores, V, s->temperature, s->seed,
+                         advance);
+}
 
 static void decode_step_ops(vl_session *s) {
     vl_model *m = s->m;
     vl_backend *be = m->be;
     const vl_config *c = &m->cfg;
     vl_decode_state *st = s->st_dev;
+    /* the token fed now (the last sample) joins the sequence the penalty looks at */
+    if (s->seen) be->mark_seen(be, s->seen, c->vocab, &st->token, 1);
     be->embed(be, s->x, &m->w.embed, &st->token, 1);
     /* rope reads rows t, h, w of a one-token chunk: pos[0], pos[1], pos[2] */
     int32_t *saved_pos = s->pos_dev;
@@ -405,7 +453,7 @@ static void decode_step_ops(vl_session *s) {
     for (int li = 0; li < c->n_layers; li++) decoder_layer(s, li, 1, &st->n_past);
     s->pos_dev = saved_pos;
     lm_head_device(s, 0);
-    be->sample_token(be, st, s->tokens_dev, s->logits, c->vocab, s->temperature, s->seed, 1);
+    sample_next(s, 1);
 }
 
 int vl_decode_begin(vl_session *s, float temperature, uint64_t seed) {
@@ -418,9 +466,9 @@ int vl_decode_begin(vl_session *s, float temperature, uint64_t seed) {
     st.rope_delta = (int32_t)s->rope_delta;
     for (int r = 0; r < 3; r++) st.pos[r] = st.n_past + st.rope_delta;
     be->upload(be, s->st_dev, &st, sizeof st);
-    /* the first token comes from the last prompt position's logits, still in s->logits */
-    be->sample_token(be, s->st_dev, s->tokens_dev, s->logits, s->m->cfg.vocab, temperature, seed,
-                     0);
+    /* the first token comes from the last prompt position's logits, still in s->logits; the
+     * seen set holds the prompt (prefill marked it) */
+    sample_next(s, 0);
     s->n_sampled = 1;
     return 0;
 }

@@ -178,7 +178,7 @@ static int logits(const vl_options *o, const logits_opts *lo) {
     }
     if (vl_model_load_weights(&m, o, be)) goto done;
     if (check_quant_applied(&m, o->quant)) goto done;
-    vl_session_shape shape = {p.n, chunk, max_patches, 0, o->attn_naive, o->kv_int8};
+    vl_session_shape shape = {p.n, chunk, max_patches, 0, o->attn_naive, o->kv_int8, 0.0f};
     if (vl_session_start(&s, &m, &shape)) goto done;
     s.t.load_s = vl_now_s() - t0;
     s.predicted_peak = plan.total;

@@ -291,6 +291,7 @@ int vl_model_open(vl_model *m, const vl_options *o) {
     char path[4600];
     const char *dir = o->model_dir;
     vl_preproc_config_default(&m->pre);
+    vl_generation_config_default(&m->gen);
 
     if (o->random_weights) {
         const char *cfg = o->config;
@@ -315,6 +316,9 @@ int vl_model_open(vl_model *m, const vl_options *o) {
                                 "directory?",
                                 dir);
         if (vl_config_load(&m->cfg, path) || check_cuda_shapes(&m->cfg, o, path)) return -1;
+        /* what transformers' generate applies by default (random weights have no such file) */
+        snprintf(path, sizeof path, "%s/generation_config.json", dir);
+        if (path_exists(path) && vl_generation_config_load(&m->gen, path, m->cfg.vocab)) return -1;
     }
     if (dir) {
         snprintf(path, sizeof path, "%s/preprocessor_config.json", dir);
@@ -379,7 +383,14 @@ void vl_model_free(vl_model *m) {
 
 int vl_model_is_eos(const vl_model *m, int32_t id) {
     if (id == m->cfg.eos_id) return 1;
+    for (int i = 0; i < m->gen.n_eos; i++)
+        if (id == m->gen.eos_ids[i]) return 1;
     if (!m->tok) return 0;
     return id == vl_tokenizer_token_id(m->tok, "<|im_end|>") ||
            id == vl_tokenizer_token_id(m->tok, "<|endoftext|>");
+}
+
+float vl_model_repetition_penalty(const vl_model *m, const vl_options *o) {
+    if (o->repetition_penalty > 0.0f) return o->repetition_penalty;
+    return o->random_weights ? 1.0f : m->gen.repetition_penalty;
 }

@@ -5,6 +5,7 @@
 
 #include <ctype.h>
 #include <errno.h>
+#include <float.h>
 #include <math.h>
 #include <stdlib.h>
 
@@ -65,6 +66,9 @@ void vl_usage(FILE *f) {
             "  --top-k K             keep the K most likely tokens (0 = off)\n"
             "  --top-p P             keep the smallest set with probability >= P (1 = off)\n"
             "  --seed S              sampling and --random-weights seed (default 0)\n"
+            "  --repetition-penalty P  divide positive and multiply negative logits of the tokens\n"
+            "                        already in the sequence by P > 0, as transformers (default:\n"
+            "                        the model's generation_config.json, 1 = off)\n"
             "  --chunk N             prefill chunk in tokens (default 2048)\n"
             "  --mem-budget SIZE     refuse before loading if the predicted peak exceeds SIZE\n"
             "  --json                one JSON report on stdout at the end, nothing else there\n"
@@ -237,6 +241,17 @@ int vl_options_parse(vl_options *o, int argc, char **argv) {
             if (errno || end == v || *end || v[0] == '-')
                 return vl_error_set("option --seed: expected a non-negative integer, got '%s'", v);
             o->seed = s;
+        } else if (strcmp(a, "--repetition-penalty") == 0) {
+            NEEDS_VALUE;
+            char *end;
+            errno = 0;
+            double x = strtod(v, &end);
+            o->repetition_penalty = (float)x;
+            if (errno || end == v || *end || !(x > 0.0 && x <= FLT_MAX) ||
+                !(o->repetition_penalty > 0.0f))
+                return vl_error_set("option --repetition-penalty: expected a finite number > 0 "
+                                    "(1 = off), got '%s'",
+                                    v);
         } else if (strcmp(a, "--chunk") == 0) {
             NEEDS_VALUE;
             if (parse_int(a, v, 1, 1 << 20, &o->chunk)) return -1;

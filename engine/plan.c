@@ -16,6 +16,7 @@ void vl_plan_memory(const vl_config *c, const vl_plan_request *rq, vl_mem_plan *
     sh.max_tokens = rq->max_tokens;
     sh.attn_naive = rq->attn_naive;
     sh.kv_int8 = rq->kv_int8;
+    sh.rep_penalty = rq->rep_penalty;
     size_t groups[VL_MEM_GROUPS];
     vl_session_plan_shape(c, rq->act, &sh, groups);
     out->weights = vl_weights_bytes(c, &rq->weights);

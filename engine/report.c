@@ -92,6 +92,9 @@ void vl_report_json(const vl_session *s, const vl_model *m, const vl_options *o,
     cJSON_AddNumberToObject(op, "top_k", o->top_k);
     cJSON_AddNumberToObject(op, "top_p", o->top_p);
     cJSON_AddNumberToObject(op, "seed", (double)o->seed);
+    char pen[32]; /* the float as typed (1.05, not 1.0499999523) */
+    snprintf(pen, sizeof pen, "%.7g", (double)s->rep_penalty);
+    cJSON_AddNumberToObject(op, "repetition_penalty", strtod(pen, NULL));
     cJSON_AddNumberToObject(op, "chunk", o->chunk);
     cJSON_AddBoolToObject(op, "random_weights", o->random_weights);
     cJSON_AddBoolToObject(op, "decode_graph", s->graph != NULL);

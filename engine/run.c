@@ -186,6 +186,8 @@ static int run(const vl_options *o) {
     int chunk = o->chunk < p.n ? o->chunk : p.n;
     vl_plan_request rq;
     vl_plan_request_init(&rq, o, be, p.n, o->max_tokens, chunk, max_patches);
+    const float rep_penalty = vl_model_repetition_penalty(&m, o);
+    rq.rep_penalty = rep_penalty;
     vl_mem_plan plan;
     vl_plan_memory(&m.cfg, &rq, &plan);
     /* the plan's weights from the bound model: pre-quantized checkpoints have their own size */
@@ -199,7 +201,8 @@ static int run(const vl_options *o) {
     if (refuse_device_memory(be, &plan)) goto done;
     if (vl_model_load_weights(&m, o, be)) goto done;
     double load_s = vl_now_s() - t0;
-    vl_session_shape shape = {ctx, chunk, max_patches, o->max_tokens, o->attn_naive, o->kv_int8};
+    vl_session_shape shape = {ctx,           chunk,      max_patches, o->max_tokens,
+                              o->attn_naive, o->kv_int8, rep_penalty};
     if (vl_session_start(&s, &m, &shape)) goto done;
     s.t.load_s = load_s;
     s.device_base = device_base;
@@ -222,6 +225,7 @@ static int run(const vl_options *o) {
     if (vl_prefill(&s, &p, logits, NULL)) goto done;
     if (o->dump_logits && write_logits(o->dump_logits, logits, m.cfg.vocab)) goto done;
     if (host_sampling) {
+        vl_penalize_logits(&s, logits); /* after --dump-logits: the dump is the model's own */
         gen[n_gen++] = vl_sample(&smp, logits, m.cfg.vocab);
     } else {
         if (vl_decode_begin(&s, temperature, o->seed)) goto done;
@@ -255,6 +259,7 @@ static int run(const vl_options *o) {
         if (n_gen == o->max_tokens || (o->stop_at_eos && vl_model_is_eos(&m, last))) break;
         if (host_sampling) {
             if (vl_decode_step(&s, last, logits)) goto done;
+            vl_penalize_logits(&s, logits);
             gen[n_gen++] = vl_sample(&smp, logits, m.cfg.vocab);
         } else if (read_each) {
             if (vl_decode_next(&s)) goto done;

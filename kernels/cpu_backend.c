@@ -167,6 +167,9 @@ static vl_backend cpu_backend = {
     .rope_kv_append = vl_cpu_rope_kv_append,
     .kv_dequant = vl_cpu_kv_dequant,
     .sample_token = vl_cpu_sample_token,
+    .sample_token_f32 = vl_cpu_sample_token_f32,
+    .mark_seen = vl_cpu_mark_seen,
+    .repetition_penalty = vl_cpu_repetition_penalty,
     .quantize = vl_cpu_quantize,
     .dequantize = vl_cpu_dequantize,
 };

@@ -120,6 +120,14 @@ void vl_cpu_kv_dequant(vl_backend *b, void *dst, const int8_t *src, const float 
 
 void vl_cpu_sample_token(vl_backend *b, vl_decode_state *st, int32_t *tokens, const void *logits,
                          int64_t n, float temperature, uint64_t seed, int advance);
+void vl_cpu_sample_token_f32(vl_backend *b, vl_decode_state *st, int32_t *tokens,
+                             const float *logits, int64_t n, float temperature, uint64_t seed,
+                             int advance);
+/* the repetition penalty (cpu_penalty.c) */
+void vl_cpu_mark_seen(vl_backend *b, uint8_t *seen, int64_t vocab, const int32_t *ids,
+                      int64_t n_ids);
+void vl_cpu_repetition_penalty(vl_backend *b, float *dst, const void *logits, const uint8_t *seen,
+                               int64_t n, float penalty);
 
 /* quantized weights (cpu_quant.c): the table's quantize / dequantize entries */
 void vl_cpu_quantize(vl_backend *b, vl_weight *dst, const void *src_bf16, int double_quant);

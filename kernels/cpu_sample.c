@@ -30,3 +30,10 @@ void vl_cpu_sample_token(vl_backend *b, vl_decode_state *st, int32_t *tokens, co
         for (int r = 0; r < 3; r++) st->pos[r] = st->n_past + st->rope_delta;
     }
 }
+
+/* The CPU backend's activations are float32: the float32 entry is the same op. */
+void vl_cpu_sample_token_f32(vl_backend *b, vl_decode_state *st, int32_t *tokens,
+                             const float *logits, int64_t n, float temperature, uint64_t seed,
+                             int advance) {
+    vl_cpu_sample_token(b, st, tokens, logits, n, temperature, seed, advance);
+}

@@ -280,6 +280,9 @@ extern "C" vl_backend *vl_backend_cuda(char *why, size_t why_len) {
     b->kv_dequant = vl_cuda_kv_dequant;
     b->fill_random_bf16 = vl_cuda_fill_random_bf16;
     b->sample_token = vl_cuda_sample_token;
+    b->sample_token_f32 = vl_cuda_sample_token_f32;
+    b->mark_seen = vl_cuda_mark_seen;
+    b->repetition_penalty = vl_cuda_repetition_penalty;
     b->graph_begin = vl_cuda_graph_begin;
     b->graph_end = vl_cuda_graph_end;
     b->graph_launch = vl_cuda_graph_launch;

@@ -63,6 +63,13 @@ extern "C" void vl_cuda_host_mapped_free(vl_backend *b, void *host_ptr);
 extern "C" void vl_cuda_sample_token(vl_backend *b, vl_decode_state *st, int32_t *tokens,
                                      const void *logits, int64_t n, float temperature,
                                      uint64_t seed, int advance);
+extern "C" void vl_cuda_sample_token_f32(vl_backend *b, vl_decode_state *st, int32_t *tokens,
+                                         const float *logits, int64_t n, float temperature,
+                                         uint64_t seed, int advance);
+extern "C" void vl_cuda_mark_seen(vl_backend *b, uint8_t *seen, int64_t vocab, const int32_t *ids,
+                                  int64_t n_ids);
+extern "C" void vl_cuda_repetition_penalty(vl_backend *b, float *dst, const void *logits,
+                                           const uint8_t *seen, int64_t n, float penalty);
 extern "C" int vl_cuda_graph_begin(vl_backend *b);
 extern "C" void *vl_cuda_graph_end(vl_backend *b);
 extern "C" void vl_cuda_graph_launch(vl_backend *b, void *graph);

@@ -6,7 +6,8 @@
  * keep their best (score, index) by the CPU twin's rules (sample_score.h) in the attention
  * workspace; then one CTA picks the best of those and advances the state. (Version 1, one CTA
  * of 1024 threads over the whole vocabulary, took 46 us per token on an H100: 0.7% of a step.)
- * Leaves out: top-k / top-p (host path in engine/sample.c). */
+ * The logits are the bf16 activations, or the float32 scores of the repetition penalty
+ * (sample_token_f32). Leaves out: top-k / top-p (host path in engine/sample.c). */
 #include "kernels/cuda_ops.h"
 #include "kernels/sample_score.h"
 
@@ -36,11 +37,20 @@ static __device__ void block_best(double *best, int64_t *best_i, double *s_score
     *best_i = s_index[0];
 }
 
+/* A logit as float32: bf16 activations, or the float32 output of the repetition penalty. */
+static __device__ __forceinline__ float logit_f32(const vl_bf16 *x, int64_t i) {
+    return __bfloat162float(x[i]);
+}
+static __device__ __forceinline__ float logit_f32(const float *x, int64_t i) {
+    return x[i];
+}
+
 /* Stage 1: CTA c scores a contiguous range of the vocabulary
  * and writes its best pair to the workspace (index -1: nothing seen, or only NaN). */
+template <typename T>
 static __global__ void __launch_bounds__(SAMPLE_THREADS)
-    sample_partial_kernel(const vl_decode_state *st, const vl_bf16 *logits, int64_t n,
-                          float temperature, uint64_t seed, double *ws_score, int64_t *ws_index) {
+    sample_partial_kernel(const vl_decode_state *st, const T *logits, int64_t n, float temperature,
+                          uint64_t seed, double *ws_score, int64_t *ws_index) {
     __shared__ double s_score[SAMPLE_THREADS];
     __shared__ int64_t s_index[SAMPLE_THREADS];
     const uint64_t key = vl_sample_key(seed, st->step);
@@ -49,7 +59,7 @@ static __global__ void __launch_bounds__(SAMPLE_THREADS)
     double best = 0.0;
     int64_t best_i = -1;
     for (int64_t i = lo + threadIdx.x; i < hi; i += SAMPLE_THREADS) {
-        const double v = vl_sample_score(__bfloat162float(logits[i]), i, temperature, key);
+        const double v = vl_sample_score(logit_f32(logits, i), i, temperature, key);
         if (v == v && (best_i < 0 || vl_sample_better(v, i, best, best_i))) {
             best = v;
             best_i = i;
@@ -90,9 +100,10 @@ static __global__ void __launch_bounds__(SAMPLE_THREADS)
     }
 }
 
-extern "C" void vl_cuda_sample_token(vl_backend *b, vl_decode_state *st, int32_t *tokens,
-                                     const void *logits, int64_t n, float temperature,
-                                     uint64_t seed, int advance) {
+/* Both stages over logits of type T (bf16 or float32). */
+template <typename T>
+static void sample_token(vl_backend *b, vl_decode_state *st, int32_t *tokens, const T *logits,
+                         int64_t n, float temperature, uint64_t seed, int advance) {
     VL_CUDA_REQUIRE(n > 0 && n <= INT32_MAX, "sample_token over %lld logits", (long long)n);
     vl_cuda_ctx *c = vl_cuda_ctx_of(b);
     /* one CTA per ~1k logits (two per SM at most): the range is read once by many SMs */
@@ -103,10 +114,22 @@ extern "C" void vl_cuda_sample_token(vl_backend *b, vl_decode_state *st, int32_t
     VL_CUDA_REQUIRE(c->attn_ws_bytes >= (size_t)parts * 16, "sample_token workspace");
     double *ws_score = (double *)c->attn_ws;
     int64_t *ws_index = (int64_t *)(ws_score + parts);
-    sample_partial_kernel<<<(unsigned)parts, SAMPLE_THREADS, 0, c->stream>>>(
-        st, (const vl_bf16 *)logits, n, temperature, seed, ws_score, ws_index);
+    sample_partial_kernel<T><<<(unsigned)parts, SAMPLE_THREADS, 0, c->stream>>>(
+        st, logits, n, temperature, seed, ws_score, ws_index);
     VL_CUDA_LAUNCH_CHECK();
     sample_pick_kernel<<<1, SAMPLE_THREADS, 0, c->stream>>>(st, tokens, (int)parts, ws_score,
                                                             ws_index, advance);
     VL_CUDA_LAUNCH_CHECK();
+}
+
+extern "C" void vl_cuda_sample_token(vl_backend *b, vl_decode_state *st, int32_t *tokens,
+                                     const void *logits, int64_t n, float temperature,
+                                     uint64_t seed, int advance) {
+    sample_token(b, st, tokens, (const vl_bf16 *)logits, n, temperature, seed, advance);
+}
+
+extern "C" void vl_cuda_sample_token_f32(vl_backend *b, vl_decode_state *st, int32_t *tokens,
+                                         const float *logits, int64_t n, float temperature,
+                                         uint64_t seed, int advance) {
+    sample_token(b, st, tokens, logits, n, temperature, seed, advance);
 }

@@ -310,6 +310,21 @@ struct vl_backend {
      * st->n_past += 1, st->pos[0..2] = st->n_past + st->rope_delta. */
     void (*sample_token)(vl_backend *b, vl_decode_state *st, int32_t *tokens, const void *logits,
                          int64_t n, float temperature, uint64_t seed, int advance);
+    /* The same over float32 logits (the repetition penalty's output, below). */
+    void (*sample_token_f32)(vl_backend *b, vl_decode_state *st, int32_t *tokens,
+                             const float *logits, int64_t n, float temperature, uint64_t seed,
+                             int advance);
+
+    /* The repetition penalty (transformers' RepetitionPenaltyLogitsProcessor), over the set of
+     * token ids seen so far: seen[n] (uint8, backend memory) is nonzero for each id in it.
+     * mark_seen: seen[ids[i]] = 1 for i < n_ids (ids int32, backend memory; an id outside
+     * [0, vocab) marks nothing). repetition_penalty: dst[i] (float32) = x = logits[i] (act, as
+     * float32) where seen[i] == 0, else x * penalty when x < 0 and x / penalty otherwise, in
+     * float32 (as torch on float32 scores). */
+    void (*mark_seen)(vl_backend *b, uint8_t *seen, int64_t vocab, const int32_t *ids,
+                      int64_t n_ids);
+    void (*repetition_penalty)(vl_backend *b, float *dst, const void *logits, const uint8_t *seen,
+                               int64_t n, float penalty);
 
     /* Optional (NULL where absent). */
     /* dst[i] (bf16) = center + half * (2 u(key + i) - 1), u = vl_random_unit: --random-weights

@@ -26,4 +26,10 @@ static inline VL_HOST_DEVICE int vl_sample_better(double a, int64_t ia, double b
     return a > b || (a == b && ia < ib);
 }
 
+/* The repetition penalty of one seen token's logit, as transformers' processor on float32
+ * scores: torch.where(x < 0, x * penalty, x / penalty) (0 and NaN take the division). */
+static inline VL_HOST_DEVICE float vl_penalize_logit(float x, float penalty) {
+    return x < 0.0f ? x * penalty : x / penalty;
+}
+
 #endif

@@ -169,6 +169,26 @@ int vl_preproc_config_load(vl_preproc_config *p, const char *path);
  * builds the patch embedding and merger from the latter. Call it after loading both. */
 int vl_preproc_config_check(const vl_preproc_config *p, const vl_config *c, const char *path);
 
+/* ---- generation_config.json (loader/generation_config.c) ---------------------------------- */
+
+#define VL_GEN_MAX_EOS 16
+/* What transformers' generate starts from for a checkpoint. Absent keys keep the defaults
+ * (transformers' GenerationConfig: repetition_penalty 1, temperature 1, top_k 50, top_p 1, no
+ * sampling, no eos ids). */
+typedef struct {
+    int present;              /* read from a file */
+    float repetition_penalty; /* finite, > 0; 1 = off */
+    int32_t eos_ids[VL_GEN_MAX_EOS];
+    int n_eos;
+    float temperature; /* validated, not applied (the command line decides sampling) */
+    int top_k;
+    float top_p;
+    int do_sample;
+} vl_generation_config;
+void vl_generation_config_default(vl_generation_config *g);
+/* path: a regular file of strict JSON; eos ids must lie in [0, vocab). */
+int vl_generation_config_load(vl_generation_config *g, const char *path, int vocab);
+
 /* ---- tokenizer (loader/tokenizer.c) ------------------------------------------------------- */
 
 typedef struct vl_tokenizer vl_tokenizer;

@@ -354,7 +354,7 @@ static void fused_decode_matches(void) {
                     m.w.layers[l].gate_up.data = NULL;
                 }
             vl_session s;
-            vl_session_shape sh = {p.n + N, 2048 < p.n ? 2048 : p.n, px.n_patches, N, 0, 0};
+            vl_session_shape sh = {p.n + N, 2048 < p.n ? 2048 : p.n, px.n_patches, N, 0, 0, 0.0f};
             rc = vl_session_start(&s, &m, &sh) || vl_prefill(&s, &p, NULL, NULL) ||
                  vl_decode_begin(&s, 0.0f, 0);
             for (int k = 1; !rc && k < N; k++) rc = vl_decode_next(&s);

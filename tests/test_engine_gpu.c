@@ -112,7 +112,8 @@ static int start(vl_session *s, loaded *L, int chunk, int max_tokens, int naive)
                            L->px.n_patches,
                            max_tokens,
                            naive,
-                           kv_int8};
+                           kv_int8,
+                           0.0f};
     int rc = vl_session_start(s, &L->m, &sh);
     VT_CHECKF(rc == 0, "session: %s", vl_error_get());
     return rc;
