@@ -5,6 +5,7 @@
  *   prompt + max tokens) -> prefill -> decode loop -> report on stderr, or one JSON object on
  *   stdout with --json.
  * Generated text streams to stdout (not with --json or --quiet). */
+#include "engine/chat.h"
 #include "engine/engine.h"
 
 #include <stdlib.h>
@@ -295,6 +296,8 @@ int vl_cmd_run(int argc, char **argv) {
             vl_usage(stdout);
             return 0;
         }
+    for (int i = 1; i < argc; i++)
+        if (strcmp(argv[i], "--chat") == 0) return vl_cmd_chat(argc, argv);
     if (vl_options_parse(&o, argc, argv)) {
         vl_options_free(&o);
         return -1;
