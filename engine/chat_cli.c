@@ -65,7 +65,6 @@ static int images_reserve(image_list *l, int more) {
 /* Decode and preprocess now, so that a bad file is reported at once; `repeat` views of it. */
 static int images_add(image_list *l, const char *path, int repeat, const vl_model *m,
                       int64_t max_patches) {
-    if (!path[0]) return vl_error_set("/image needs a path: /image PATH");
     if (images_reserve(l, repeat)) return -1;
     vl_image img;
     if (vl_image_load(&img, path)) return -1;
@@ -129,10 +128,12 @@ static int send_message(vl_chat *c, const char *text, vl_pixels *px, const int *
         double pf = st.prefill_s > 0 ? st.prefill_tokens / st.prefill_s : 0;
         double dt =
             st.decode_s > 0 && st.answer_tokens > 1 ? (st.answer_tokens - 1) / st.decode_s : 0;
+        char vision[48] = "";
+        if (n_px > 0) snprintf(vision, sizeof vision, ", vision %.3f s", st.vision_s);
         fprintf(stderr,
-                "[turn %d: prefill %d tokens in %.3f s (%.1f tok/s, vision %.3f s) | answer %d "
-                "tokens, %.1f tok/s | stop: %s | context %lld of %lld tokens]\n",
-                c->turns, st.prefill_tokens, st.prefill_s, pf, st.vision_s, st.answer_tokens, dt,
+                "[turn %d: prefill %d tokens in %.3f s (%.0f tok/s%s) | answer %d tokens, %.1f "
+                "tok/s | stop: %s | context %lld/%lld tokens]\n",
+                c->turns, st.prefill_tokens, st.prefill_s, pf, vision, st.answer_tokens, dt,
                 stop_name(st.stop), (long long)c->n_conv, (long long)c->s.max_ctx);
     }
     return 0;
@@ -216,7 +217,9 @@ static int run_command(session_ui *ui, char *msg) {
     } else if (is_command(msg, "/image", &arg)) {
         size_t n = strlen(arg);
         while (n > 0 && (arg[n - 1] == ' ' || arg[n - 1] == '\t')) msg[arg - msg + --n] = 0;
-        if (images_add(&ui->pending, arg, 1, ui->m, ui->c->shape.max_patches)) {
+        if (!arg[0]) {
+            fprintf(stderr, "error: /image needs a path: /image PATH\n");
+        } else if (images_add(&ui->pending, arg, 1, ui->m, ui->c->shape.max_patches)) {
             fprintf(stderr, "error: /image %s: %s\n", arg, vl_error_get());
         } else if (!ui->quiet) {
             const vl_pixels *px = &ui->pending.list[ui->pending.n - 1];
