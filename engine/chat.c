@@ -124,9 +124,9 @@ static int answer(vl_chat *c, int64_t limit, vl_chat_token_fn fn, void *fn_ctx, 
     const int V = c->m->cfg.vocab;
     const vl_options *o = &c->sampling;
     /* each turn samples with its own seed (seed + turn index): the first turn matches a one-shot
-     * run with the same --seed */
-    uint64_t seed = o->seed + (uint64_t)c->turns;
+     * run with the same --seed (greedy: the seed plays no part, and the recorded step stays) */
     float temperature = o->greedy ? 0.0f : o->temperature;
+    uint64_t seed = o->seed + (temperature > 0.0f ? (uint64_t)c->turns : 0);
     vl_sampler smp;
     vl_options turn_o = *o;
     turn_o.seed = seed;

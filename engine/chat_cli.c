@@ -132,9 +132,9 @@ static int send_message(vl_chat *c, const char *text, vl_pixels *px, const int *
         if (n_px > 0) snprintf(vision, sizeof vision, ", vision %.3f s", st.vision_s);
         fprintf(stderr,
                 "[turn %d: prefill %d tokens in %.3f s (%.0f tok/s%s) | answer %d tokens, %.1f "
-                "tok/s | stop: %s | context %lld/%lld tokens]\n",
+                "tok/s | stop: %s | cache %lld/%lld tokens]\n",
                 c->turns, st.prefill_tokens, st.prefill_s, pf, vision, st.answer_tokens, dt,
-                stop_name(st.stop), (long long)c->n_conv, (long long)c->s.max_ctx);
+                stop_name(st.stop), (long long)c->s.n_past, (long long)c->s.max_ctx);
     }
     return 0;
 }

@@ -45,6 +45,18 @@ if conv != want:
 PY
 grep -q '^> ' "$tmp/out1" && bad "a prompt was printed on a pipe" || ok
 
+# sampling options apply to each turn: turn 1 samples as the one-shot run with the same options
+# (Gumbel-max on the backend, and the host sampler for top-k / top-p)
+for opts in "--temperature 0.8 --seed 7" "--top-k 20 --top-p 0.9 --seed 3"; do
+    # shellcheck disable=SC2086
+    "$VLRUN" --backend cpu --model "$MODEL" --tokenizer "$TOK" "${args[@]}" --prompt "$prompt" \
+        --max-tokens 12 $opts >"$tmp/oneshot_s" 2>/dev/null || bad "one-shot $opts failed"
+    # shellcheck disable=SC2086
+    chat "${args[@]}" --max-tokens 12 $opts <"$tmp/in1" 2>/dev/null | head -n -1 >"$tmp/answer_s"
+    cmp -s "$tmp/oneshot_s" "$tmp/answer_s" && ok ||
+        bad "chat turn 1 with $opts: $(head -c 100 "$tmp/answer_s") vs $(head -c 100 "$tmp/oneshot_s")"
+done
+
 # 2. two turns, an image in each: transformers' conversation ids (answers included)
 G=$FIX/models/golden_chat_tiny-a.json
 mapfile -d '' -t gc < <(python3 -c '
@@ -109,6 +121,11 @@ rc=$?
 [ $rc -eq 0 ] && [ "$(wc -l <"$tmp/out5")" -eq 1 ] && grep -q '^error: the conversation is full' \
     "$tmp/err5" && [ "$(wc -l <"$tmp/err5")" -eq 1 ] && ok ||
     bad "overflow: rc=$rc out=$(cat "$tmp/out5") err=$(cat "$tmp/err5")"
+
+# without --max-tokens an answer runs to the end of turn or, here, to the end of the context
+echo "hi there" | chat "$IMGS/${gc[0]}" --ctx 50 >/dev/null 2>"$tmp/err8"
+grep -q 'answer 15 tokens.*stop: context full | cache 50/50 tokens' "$tmp/err8" && ok ||
+    bad "answer to the end of the context: $(cat "$tmp/err8")"
 
 # 5. refused options, and a failed write
 for opt in --json "--attn naive" "--dump-logits $tmp/l.f32"; do
