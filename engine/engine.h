@@ -54,6 +54,8 @@ typedef struct {
     int64_t mem_budget;       /* --mem-budget SIZE in bytes, 0 = none */
     int json;                 /* --json */
     const char *dump_logits;  /* --dump-logits FILE */
+    int chat;                 /* --chat: interactive session (engine/chat_cli.c) */
+    int ctx;                  /* --ctx N: the chat's KV cache in tokens, 0 = default */
     int quiet;                /* --quiet: no streamed text on stdout */
     vl_image_arg *images;
     int n_image_args;
@@ -235,6 +237,18 @@ int vl_prompt_from_ids(vl_prompt *p, const vl_config *c, const int32_t *ids, int
                        vl_pixels *images, const int *image_src, int n_images);
 void vl_prompt_free(vl_prompt *p);
 
+/* One user turn of the chat template as ids (*ids malloc'ed): with `first`, the system message
+ * (`system`, NULL: the default) before it; then "<|im_start|>user\n", the images' vision blocks,
+ * the text, "<|im_end|>\n<|im_start|>assistant\n". Text between two added tokens is tokenized
+ * in one piece, as tokenizing the whole conversation's text does. */
+int vl_prompt_user_turn(const vl_model *m, int first, const char *system, const char *text,
+                        const vl_pixels *images, int n_images, int32_t **ids, int *n);
+/* vl_prompt_from_ids for ids that follow n_past cached tokens whose position counter is at pos0
+ * (a later turn): positions continue from pos0, rope_delta is that of the whole sequence. */
+int vl_prompt_continue(vl_prompt *p, const vl_config *c, const int32_t *ids, int n,
+                       vl_pixels *images, const int *image_src, int n_images, int64_t n_past,
+                       int64_t pos0);
+
 /* ---- memory (engine/arena.c) ------------------------------------------------------------- */
 
 typedef enum {
@@ -332,6 +346,8 @@ typedef struct {
     float rep_penalty;   /* repetition penalty; 0 or 1: off (no seen-token set, no scores) */
 } vl_session_shape;
 int vl_session_start(vl_session *s, vl_model *m, const vl_session_shape *sh);
+/* Forget the cached tokens (and the repetition penalty's seen set): a new conversation. */
+int vl_session_reset(vl_session *s);
 size_t vl_session_plan_shape(const vl_config *c, vl_dtype act, const vl_session_shape *sh,
                              size_t group_bytes[VL_MEM_GROUPS]);
 

@@ -144,10 +144,17 @@ int vl_session_start(vl_session *s, vl_model *m, const vl_session_shape *sh) {
     s->logits_host = malloc((size_t)c->vocab * sizeof(float));
     if (!s->logits_host) return vl_error_set("out of host memory");
     s->rep_penalty = s->seen ? sh->rep_penalty : 1.0f;
+    return vl_session_reset(s);
+}
+
+int vl_session_reset(vl_session *s) {
+    s->n_past = 0;
+    s->rope_delta = 0;
     if (s->seen) { /* the set starts empty; prefill and decode add to it on the backend */
-        uint8_t *zero = calloc((size_t)c->vocab, 1);
+        const int vocab = s->m->cfg.vocab;
+        uint8_t *zero = calloc((size_t)vocab, 1);
         if (!zero) return vl_error_set("out of host memory");
-        m->be->upload(m->be, s->seen, zero, (size_t)c->vocab);
+        s->m->be->upload(s->m->be, s->seen, zero, (size_t)vocab);
         free(zero);
     }
     return 0;

@@ -33,6 +33,7 @@ void vl_options_free(vl_options *o) {
 void vl_usage(FILE *f) {
     fprintf(f,
             "usage: vlrun [OPTIONS] IMAGE [xN] [IMAGE [xN]]...\n"
+            "       vlrun --chat [OPTIONS] [IMAGE [xN]]...\n"
             "       vlrun tokenize [--model DIR | --tokenizer FILE] TEXT\n"
             "       vlrun preprocess [--model DIR] IMAGE [--out FILE]\n"
             "       vlrun synth --config FILE --out DIR [--seed S]\n"
@@ -70,6 +71,11 @@ void vl_usage(FILE *f) {
             "                        already in the sequence by P > 0, as transformers (default:\n"
             "                        the model's generation_config.json, 1 = off)\n"
             "  --chunk N             prefill chunk in tokens (default 2048)\n"
+            "  --chat                interactive session: one message a line on stdin (a line\n"
+            "                        ending in \\ goes on), images on the command line go into\n"
+            "                        the first message; /help lists the commands. --max-tokens\n"
+            "                        caps each answer (default: until end of turn)\n"
+            "  --ctx N               --chat: tokens the conversation may hold (default 4096)\n"
             "  --mem-budget SIZE     refuse before loading if the predicted peak exceeds SIZE\n"
             "  --json                one JSON report on stdout at the end, nothing else there\n"
             "  --dump-logits FILE    float32 logits of the last prompt position\n"
@@ -255,6 +261,11 @@ int vl_options_parse(vl_options *o, int argc, char **argv) {
         } else if (strcmp(a, "--chunk") == 0) {
             NEEDS_VALUE;
             if (parse_int(a, v, 1, 1 << 20, &o->chunk)) return -1;
+        } else if (strcmp(a, "--chat") == 0) {
+            o->chat = 1;
+        } else if (strcmp(a, "--ctx") == 0) {
+            NEEDS_VALUE;
+            if (parse_int(a, v, 1, 1 << 24, &o->ctx)) return -1;
         } else if (strcmp(a, "--mem-budget") == 0) {
             NEEDS_VALUE;
             o->mem_budget = vl_parse_size(v);

@@ -163,3 +163,83 @@ int vl_prompt_build(vl_prompt *p, const vl_model *m, const char *text, vl_pixels
     free(ids);
     return rc;
 }
+
+/* ---- a conversation, turn by turn (engine/chat.c) ----------------------------------------- */
+
+/* Tokenize `a` + `b` as one text: the tokenizer must see the whole span between two added
+ * tokens at once (its pre-tokenizer joins "\n\n" across a split, for one). */
+static int append_text2(const vl_tokenizer *tok, int32_t **dst, int *n, int *cap, const char *a,
+                        const char *b) {
+    size_t la = strlen(a), lb = strlen(b);
+    char *s = malloc(la + lb + 1);
+    if (!s) return vl_error_set("out of host memory building the prompt");
+    memcpy(s, a, la);
+    memcpy(s + la, b, lb + 1);
+    int rc = append_text(tok, dst, n, cap, s);
+    free(s);
+    return rc;
+}
+
+int vl_prompt_user_turn(const vl_model *m, int first, const char *system, const char *text,
+                        const vl_pixels *images, int n_images, int32_t **ids, int *n) {
+    const vl_config *c = &m->cfg;
+    *ids = NULL;
+    *n = 0;
+    if (!m->tok)
+        return vl_error_set("no tokenizer: %s has no tokenizer.json; pass --tokenizer FILE",
+                            m->model_path[0] ? m->model_path : "the model");
+    const char *sys = system ? system : k_system_prompt;
+    size_t hl = strlen(sys) + 64;
+    char *head = malloc(hl);
+    if (!head) return vl_error_set("out of host memory building the prompt");
+    if (first)
+        snprintf(head, hl, "<|im_start|>system\n%s<|im_end|>\n<|im_start|>user\n", sys);
+    else
+        snprintf(head, hl, "<|im_start|>user\n");
+    static const char tail[] = "<|im_end|>\n<|im_start|>assistant\n";
+    size_t tl = strlen(text) + sizeof tail;
+    char *body = malloc(tl);
+    int cap = 0, rc = 0;
+    if (body) snprintf(body, tl, "%s%s", text, tail);
+    if (!body) rc = vl_error_set("out of host memory building the prompt");
+    /* images come first in the user's message (the template's order of content items) */
+    else if (n_images == 0)
+        rc = append_text2(m->tok, ids, n, &cap, head, body);
+    else
+        rc = append_text(m->tok, ids, n, &cap, head);
+    for (int i = 0; i < n_images && !rc; i++) {
+        int64_t nt = image_tokens(&images[i], c->merge);
+        if (nt > (1 << 24)) {
+            rc = vl_error_set("image %d is too large (%lld tokens)", i + 1, (long long)nt);
+            break;
+        }
+        int32_t s = c->vision_start_id, e = c->vision_end_id;
+        rc = append_ids(ids, n, &cap, &s, 1);
+        for (int64_t k = 0; k < nt && !rc; k++) rc = append_ids(ids, n, &cap, &c->image_id, 1);
+        if (!rc) rc = append_ids(ids, n, &cap, &e, 1);
+    }
+    if (!rc && n_images > 0) rc = append_text(m->tok, ids, n, &cap, body);
+    free(head);
+    free(body);
+    if (rc) {
+        free(*ids);
+        *ids = NULL;
+        *n = 0;
+    }
+    return rc;
+}
+
+int vl_prompt_continue(vl_prompt *p, const vl_config *c, const int32_t *ids, int n,
+                       vl_pixels *images, const int *image_src, int n_images, int64_t n_past,
+                       int64_t pos0) {
+    if (vl_prompt_from_ids(p, c, ids, n, images, image_src, n_images)) return -1;
+    /* the counter starts at pos0 instead of 0: every position moves by pos0 (get_rope_index
+     * over the whole conversation gives the same, since it only ever adds to the counter) */
+    if (pos0 + (p->n + p->rope_delta) > INT32_MAX) {
+        vl_prompt_free(p);
+        return vl_error_set("prompt: positions beyond 2^31");
+    }
+    for (int64_t i = 0; i < 3 * (int64_t)n; i++) p->pos[i] += (int32_t)pos0;
+    p->rope_delta += pos0 - n_past;
+    return 0;
+}

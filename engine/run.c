@@ -5,6 +5,7 @@
  *   prompt + max tokens) -> prefill -> decode loop -> report on stderr, or one JSON object on
  *   stdout with --json.
  * Generated text streams to stdout (not with --json or --quiet). */
+#include "engine/chat.h"
 #include "engine/engine.h"
 
 #include <stdlib.h>
@@ -312,6 +313,10 @@ int vl_cmd_run(int argc, char **argv) {
         o.show_help ? vl_usage(stdout) : vl_version_print(stdout);
         vl_options_free(&o);
         return 0;
+    }
+    if (o.chat) { /* the chat parses again with its own defaults (no --max-tokens: no cap) */
+        vl_options_free(&o);
+        return vl_cmd_chat(argc, argv);
     }
     if (o.n_image_args == 0) {
         vl_options_free(&o);

@@ -1,0 +1,367 @@
+/* chat_cli.c: `vlrun --chat [--model DIR] [IMAGE [xN]...] [OPTIONS]`, an interactive session.
+ *
+ * One message a line on stdin (a line ending in a backslash goes on with the next one, the
+ * backslash becoming a newline); "> " is shown when stdin is a terminal, nothing otherwise, so a
+ * session can be scripted. Images on the command line go into the first message; /image PATH
+ * attaches one to the next message (decoded and preprocessed at once; a bad file is one error
+ * line and the session goes on). Answers stream to stdout; the memory plan (once) and each
+ * turn's timings go to stderr unless --quiet. EOF or /quit ends with exit status 0. */
+#include "engine/chat.h"
+
+#include <stdlib.h>
+#include <unistd.h>
+
+static const char k_help[] =
+    "commands:\n"
+    "  /image PATH   attach an image to your next message (several: one /image each)\n"
+    "  /clear        forget the conversation and the attached images (also /reset)\n"
+    "  /tokens       print the conversation's token ids (what the model has seen)\n"
+    "  /help         this text\n"
+    "  /quit         end the session (also /exit, or end of input)\n"
+    "a line ending in \\ goes on with the next line; an empty line sends nothing\n";
+
+/* Images attached to the next message: each file decoded once (uniq, owned), list holds one
+ * view per image of the message (IMAGE xN: N views of one, encoded once). */
+typedef struct {
+    vl_pixels *uniq, *list;
+    int *src;
+    int n_uniq, n, cap_uniq, cap;
+} image_list;
+
+static void images_clear(image_list *l) {
+    for (int i = 0; i < l->n_uniq; i++) vl_pixels_free(&l->uniq[i]);
+    l->n_uniq = l->n = 0;
+}
+
+static void images_free(image_list *l) {
+    images_clear(l);
+    free(l->uniq);
+    free(l->list);
+    free(l->src);
+    memset(l, 0, sizeof *l);
+}
+
+static int images_reserve(image_list *l, int more) {
+    if (l->n_uniq + 1 > l->cap_uniq) {
+        int cap = l->cap_uniq * 2 + 4;
+        vl_pixels *t = realloc(l->uniq, (size_t)cap * sizeof *t);
+        if (!t) return vl_error_set("out of host memory");
+        l->uniq = t;
+        l->cap_uniq = cap;
+    }
+    if (more > 100000 - l->n) return vl_error_set("too many images (at most 100000 a message)");
+    if (l->n + more > l->cap) {
+        int cap = (l->n + more) * 2;
+        vl_pixels *t = realloc(l->list, (size_t)cap * sizeof *t);
+        if (t) l->list = t;
+        int *u = t ? realloc(l->src, (size_t)cap * sizeof *u) : NULL;
+        if (!u) return vl_error_set("out of host memory");
+        l->src = u;
+        l->cap = cap;
+    }
+    return 0;
+}
+
+/* Decode and preprocess now, so that a bad file is reported at once; `repeat` views of it. */
+static int images_add(image_list *l, const char *path, int repeat, const vl_model *m,
+                      int64_t max_patches) {
+    if (images_reserve(l, repeat)) return -1;
+    vl_image img;
+    if (vl_image_load(&img, path)) return -1;
+    vl_pixels px;
+    int rc = vl_preprocess_image(&img, &m->pre, &px);
+    vl_image_free(&img);
+    if (rc) return -1;
+    if (px.n_patches > max_patches) {
+        vl_pixels_free(&px);
+        return vl_error_set("%s: %lld patches, more than the %lld this session was planned for",
+                            path, (long long)px.n_patches, (long long)max_patches);
+    }
+    l->uniq[l->n_uniq] = px;
+    for (int r = 0; r < repeat; r++, l->n++) {
+        l->list[l->n] = px; /* a view: pixels owned by uniq */
+        l->src[l->n] = l->n_uniq;
+    }
+    l->n_uniq++;
+    return 0;
+}
+
+/* Streams each answer token's text to stdout. */
+typedef struct {
+    const vl_tokenizer *tok;
+    vl_decoder dec;
+    int write_failed;
+} printer;
+
+static void print_bytes(printer *pr, const char *s, size_t n) {
+    if (n && (fwrite(s, 1, n, stdout) != n || fflush(stdout) != 0)) pr->write_failed = 1;
+}
+
+static int print_token(void *ctx, int32_t id) {
+    printer *pr = ctx;
+    char piece[256];
+    int k = vl_decoder_feed(&pr->dec, pr->tok, id, piece, sizeof piece);
+    if (k < 0) return -1;
+    print_bytes(pr, piece, (size_t)k);
+    return 0;
+}
+
+static const char *stop_name(vl_chat_stop s) {
+    return s == VL_CHAT_STOP_EOS          ? "end of turn"
+           : s == VL_CHAT_STOP_MAX_TOKENS ? "--max-tokens"
+                                          : "context full";
+}
+
+/* One message and its streamed answer. Returns 0, 1 (not taken: error set) or -1. */
+static int send_message(vl_chat *c, const char *text, vl_pixels *px, const int *src, int n_px,
+                        int quiet, printer *pr) {
+    vl_chat_stats st;
+    memset(&pr->dec, 0, sizeof pr->dec);
+    int rc = vl_chat_turn(c, text, px, src, n_px, print_token, pr, &st);
+    if (rc) return rc;
+    char piece[64];
+    int k = vl_decoder_flush(&pr->dec, piece, sizeof piece);
+    print_bytes(pr, piece, k > 0 ? (size_t)k : 0);
+    print_bytes(pr, "\n", 1);
+    if (pr->write_failed) return vl_error_set("writing the answer to stdout failed");
+    if (!quiet) {
+        double pf = st.prefill_s > 0 ? st.prefill_tokens / st.prefill_s : 0;
+        double dt =
+            st.decode_s > 0 && st.answer_tokens > 1 ? (st.answer_tokens - 1) / st.decode_s : 0;
+        char vision[48] = "";
+        if (n_px > 0) snprintf(vision, sizeof vision, ", vision %.3f s", st.vision_s);
+        fprintf(stderr,
+                "[turn %d: prefill %d tokens in %.3f s (%.0f tok/s%s) | answer %d tokens, %.1f "
+                "tok/s | stop: %s | cache %lld/%lld tokens]\n",
+                c->turns, st.prefill_tokens, st.prefill_s, pf, vision, st.answer_tokens, dt,
+                stop_name(st.stop), (long long)c->s.n_past, (long long)c->s.max_ctx);
+    }
+    return 0;
+}
+
+static void print_tokens(const vl_chat *c, printer *pr) {
+    for (int i = 0; i < c->n_conv; i++) {
+        char num[16];
+        int k = snprintf(num, sizeof num, i ? " %d" : "%d", c->conv[i]);
+        print_bytes(pr, num, (size_t)k);
+    }
+    print_bytes(pr, "\n", 1);
+}
+
+/* Read one message: lines joined while they end in a backslash. NULL at end of input. */
+static char *read_message(int interactive, char **line, size_t *line_cap) {
+    char *msg = NULL;
+    size_t len = 0;
+    for (int first = 1;; first = 0) {
+        if (interactive) {
+            fputs(first ? "> " : "... ", stdout);
+            fflush(stdout);
+        }
+        ssize_t n = getline(line, line_cap, stdin);
+        if (n < 0) break;
+        while (n > 0 && ((*line)[n - 1] == '\n' || (*line)[n - 1] == '\r')) n--;
+        int more = n > 0 && (*line)[n - 1] == '\\';
+        char *t = realloc(msg, len + (size_t)n + 2);
+        if (!t) break;
+        msg = t;
+        memcpy(msg + len, *line, (size_t)n);
+        len += (size_t)n;
+        if (more) msg[len - 1] = '\n';
+        msg[len] = 0;
+        if (!more) return msg;
+    }
+    if (interactive) fputs("\n", stdout);
+    return msg; /* the last message when input ends inside a continuation */
+}
+
+static int is_blank(const char *s) {
+    for (; *s; s++)
+        if (*s != ' ' && *s != '\t' && *s != '\n' && *s != '\r') return 0;
+    return 1;
+}
+
+/* The /word of a command line and its argument (leading and trailing blanks dropped). */
+static int is_command(const char *msg, const char *name, const char **arg) {
+    size_t n = strlen(name);
+    if (strncmp(msg, name, n) != 0 || (msg[n] && msg[n] != ' ' && msg[n] != '\t')) return 0;
+    const char *a = msg + n;
+    while (*a == ' ' || *a == '\t') a++;
+    if (arg) *arg = a;
+    return 1;
+}
+
+typedef struct {
+    vl_chat *c;
+    const vl_model *m;
+    image_list pending;
+    int quiet;
+    printer pr;
+} session_ui;
+
+static void report_error(void) {
+    fprintf(stderr, "error: %s\n", vl_error_get());
+}
+
+/* A command line (starting with '/'): 0 go on, 1 quit, -1 failed. */
+static int run_command(session_ui *ui, char *msg) {
+    const char *arg;
+    if (is_command(msg, "/quit", NULL) || is_command(msg, "/exit", NULL)) return 1;
+    if (is_command(msg, "/help", NULL)) {
+        print_bytes(&ui->pr, k_help, strlen(k_help));
+    } else if (is_command(msg, "/clear", NULL) || is_command(msg, "/reset", NULL)) {
+        vl_chat_clear(ui->c);
+        images_clear(&ui->pending);
+        if (!ui->quiet) fprintf(stderr, "[conversation cleared]\n");
+    } else if (is_command(msg, "/tokens", NULL)) {
+        print_tokens(ui->c, &ui->pr);
+    } else if (is_command(msg, "/image", &arg)) {
+        size_t n = strlen(arg);
+        while (n > 0 && (arg[n - 1] == ' ' || arg[n - 1] == '\t')) msg[arg - msg + --n] = 0;
+        if (!arg[0]) {
+            fprintf(stderr, "error: /image needs a path: /image PATH\n");
+        } else if (images_add(&ui->pending, arg, 1, ui->m, ui->c->shape.max_patches)) {
+            fprintf(stderr, "error: /image %s: %s\n", arg, vl_error_get());
+        } else if (!ui->quiet) {
+            const vl_pixels *px = &ui->pending.list[ui->pending.n - 1];
+            int64_t m2 = (int64_t)ui->m->cfg.merge * ui->m->cfg.merge;
+            fprintf(stderr,
+                    "[image %s: resized to %dx%d, %lld tokens; %d attached to the next "
+                    "message]\n",
+                    arg, px->resized_w, px->resized_h, (long long)(px->n_patches / m2),
+                    ui->pending.n);
+        }
+    } else {
+        fprintf(stderr, "error: unknown command '%s' (/help lists them)\n", msg);
+    }
+    return ui->pr.write_failed ? vl_error_set("writing to stdout failed") : 0;
+}
+
+static int chat_loop(session_ui *ui) {
+    int interactive = isatty(STDIN_FILENO);
+    char *line = NULL, *msg = NULL;
+    size_t line_cap = 0;
+    int rc = 0;
+    while (rc == 0 && (msg = read_message(interactive, &line, &line_cap))) {
+        vl_error_clear(); /* errors before this message were reported */
+        if (msg[0] == '/') {
+            rc = run_command(ui, msg);
+        } else if (!is_blank(msg)) {
+            int r = send_message(ui->c, msg, ui->pending.list, ui->pending.src, ui->pending.n,
+                                 ui->quiet, &ui->pr);
+            images_clear(&ui->pending); /* sent, or dropped with a message that was not taken */
+            if (r > 0) report_error();
+            rc = r < 0 ? -1 : 0;
+        }
+        free(msg);
+        msg = NULL;
+    }
+    free(msg);
+    free(line);
+    return rc < 0 ? -1 : 0;
+}
+
+/* The largest image the preprocessor lets through: smart_resize keeps h * w <= max_pixels with
+ * both sides multiples of patch * merge. */
+static int64_t max_image_patches(const vl_preproc_config *pre) {
+    int64_t f = (int64_t)pre->patch * pre->merge;
+    return pre->max_pixels / (f * f) * pre->merge * pre->merge;
+}
+
+static int refuse_options(const vl_options *o) {
+    if (o->json) return vl_error_set("--json is not available with --chat: answers go to stdout");
+    if (o->dump_logits) return vl_error_set("--dump-logits is not available with --chat");
+    if (o->attn_naive)
+        return vl_error_set("--attn naive is not available with --chat: its score matrix for "
+                            "the largest image the session allows would not fit");
+    return 0;
+}
+
+static vl_backend *open_backend(const vl_options *o) {
+    if (o->backend == VL_BACKEND_CPU) return vl_backend_cpu();
+    char why[256] = "";
+    vl_backend *be = vl_backend_cuda(why, sizeof why);
+    if (!be) vl_error_set("%s", why[0] ? why : "no CUDA device found; use --backend cpu");
+    return be;
+}
+
+/* The session's plan, once, on stderr; --mem-budget applies to it. */
+static int plan_session(vl_model *m, const vl_options *o, const vl_backend *be,
+                        const vl_chat_shape *sh) {
+    vl_mem_plan plan;
+    vl_chat_plan(m, o, be, sh, &plan);
+    const double gib = 1024.0 * 1024 * 1024;
+    if (o->mem_budget > 0 && plan.total > (size_t)o->mem_budget)
+        return vl_error_set("predicted peak %.2f GiB (weights %.2f + kv_cache %.2f + activations "
+                            "%.2f + workspace %.2f + cuda_context %.2f) exceeds --mem-budget %.2f "
+                            "GiB; use a smaller --ctx, --quant nf4 or --kv int8",
+                            plan.total / gib, plan.weights / gib, plan.kv / gib, plan.act / gib,
+                            plan.workspace / gib, plan.context / gib, o->mem_budget / gib);
+    if (o->quiet) return 0;
+    int64_t m2 = (int64_t)m->cfg.merge * m->cfg.merge;
+    char answers[64];
+    if (sh->max_answer > 0)
+        snprintf(answers, sizeof answers, "at most %d tokens", sh->max_answer);
+    else
+        snprintf(answers, sizeof answers, "until end of turn");
+    fprintf(stderr,
+            "chat: context %lld tokens, answers %s, images up to %lld pixels (%lld tokens), "
+            "%s backend\n",
+            (long long)sh->ctx, answers, (long long)m->pre.max_pixels,
+            (long long)(sh->max_patches / m2), be->name);
+    vl_plan_print(stderr, &plan);
+    if (o->random_weights) fprintf(stderr, "note: --random-weights: the answers mean nothing\n");
+    fprintf(stderr, "type /help for the commands\n");
+    return 0;
+}
+
+static int chat_main(const vl_options *o) {
+    int rc = -1;
+    vl_model m;
+    vl_chat c;
+    session_ui ui;
+    memset(&m, 0, sizeof m);
+    memset(&c, 0, sizeof c);
+    memset(&ui, 0, sizeof ui);
+    if (refuse_options(o) || vl_model_open(&m, o)) goto done;
+    if (!m.tok) {
+        vl_error_set("--chat needs a tokenizer: pass --tokenizer FILE (or --model DIR with a "
+                     "tokenizer.json)");
+        goto done;
+    }
+    vl_backend *be = open_backend(o);
+    if (!be) goto done;
+    /* The context: 4096 tokens unless --ctx, never past the model's positions (a position is at
+     * most the token's index, so the cache then never outruns them). */
+    vl_chat_shape sh;
+    sh.ctx = o->ctx > 0 ? o->ctx : 4096;
+    if (o->ctx == 0 && sh.ctx > m.cfg.max_positions) sh.ctx = m.cfg.max_positions;
+    sh.max_answer = o->max_tokens; /* 0: not given */
+    sh.chunk = o->chunk < sh.ctx ? o->chunk : (int)sh.ctx;
+    sh.max_patches = max_image_patches(&m.pre);
+    for (int i = 0; i < o->n_image_args; i++)
+        if (images_add(&ui.pending, o->images[i].path, o->images[i].repeat, &m, sh.max_patches))
+            goto done;
+    if (plan_session(&m, o, be, &sh)) goto done;
+    if (vl_model_load_weights(&m, o, be)) goto done;
+    if (vl_chat_start(&c, &m, o, &sh)) goto done;
+    ui.c = &c;
+    ui.m = &m;
+    ui.quiet = o->quiet;
+    ui.pr.tok = m.tok;
+    rc = chat_loop(&ui);
+done:
+    images_free(&ui.pending);
+    vl_chat_free(&c);
+    vl_model_free(&m);
+    return rc;
+}
+
+int vl_cmd_chat(int argc, char **argv) {
+    vl_options o;
+    vl_options_default(&o);
+    o.max_tokens = 0; /* stays 0 unless --max-tokens is given: answers run to their end */
+    int rc = vl_options_parse(&o, argc, argv);
+    if (rc == 0) rc = chat_main(&o);
+    vl_options_free(&o);
+    return rc;
+}
