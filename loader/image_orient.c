@@ -123,7 +123,7 @@ static void png_text(const uint8_t *c, size_t n, int itxt, orient_meta *m, const
 static void png_meta(const uint8_t *d, size_t n, orient_meta *m) {
     const uint8_t *raw = NULL;
     size_t raw_n = 0, at = 8;
-    while (n - at >= 12) {
+    while (at <= n && n - at >= 12) {
         size_t len = be32(d + at);
         const uint8_t *type = d + at + 4, *c = d + at + 8;
         if (len > n - at - 12) break;
