@@ -74,10 +74,11 @@ static const char tokenize_usage[] =
     "  -h, --help        this text; --version: vlrun's version\n";
 
 static const char preprocess_usage[] =
-    "usage: vlrun preprocess [--model DIR] IMAGE [--out FILE]\n"
+    "usage: vlrun preprocess [--model DIR] [--min-pixels N] [--max-pixels N] IMAGE [--out FILE]\n"
     "  the image's patch grid (t h w), resized size (width height) and patch count on stdout\n"
     "  --model DIR  use DIR/preprocessor_config.json when present (default: $VLRUN_MODEL)\n"
     "  --out FILE   the pixel values, float32 [patches, 1176] little-endian\n"
+    "  --min-pixels N, --max-pixels N  resized size bounds (over preprocessor_config.json)\n"
     "  -h, --help   this text; --version: vlrun's version\n";
 
 int vl_stdout_flush(void) {
@@ -114,9 +115,39 @@ int vl_cmd_tokenize(int argc, char **argv) {
     return rc;
 }
 
+/* preprocess's --min-pixels N / --max-pixels N, taken out of argv (the rest goes to
+ * parse_sub); *kept gets the remaining arguments. */
+static int take_pixel_options(int argc, char **argv, int64_t px[2], char **kept, int *n_kept) {
+    px[0] = px[1] = 0;
+    *n_kept = 0;
+    for (int i = 0; i < argc; i++) {
+        int which = strcmp(argv[i], "--min-pixels") == 0   ? 0
+                    : strcmp(argv[i], "--max-pixels") == 0 ? 1
+                                                           : -1;
+        if (which < 0 || i < 2) {
+            kept[(*n_kept)++] = argv[i];
+            continue;
+        }
+        if (vl_parse_pixels(argv[i], i + 1 < argc ? argv[i + 1] : NULL, &px[which])) return -1;
+        i++;
+    }
+    if (px[0] && px[1] && px[0] > px[1])
+        return vl_error_set("--min-pixels %lld is larger than --max-pixels %lld; expected min <= "
+                            "max",
+                            (long long)px[0], (long long)px[1]);
+    return 0;
+}
+
 int vl_cmd_preprocess(int argc, char **argv) {
     sub_opts so;
-    if (parse_sub("preprocess", argc, argv, 0, 1, &so)) return -1;
+    int64_t pixels[2];
+    char **kept = malloc((size_t)(argc + 1) * sizeof *kept);
+    int n_kept = 0;
+    if (!kept) return vl_error_set("out of host memory");
+    int refused = take_pixel_options(argc, argv, pixels, kept, &n_kept) ||
+              parse_sub("preprocess", n_kept, kept, 0, 1, &so);
+    free(kept); /* so's strings point into argv, not into kept */
+    if (refused) return -1;
     if (sub_info(&so, preprocess_usage)) return 0;
     vl_preproc_config pre;
     vl_preproc_config_default(&pre);
@@ -126,10 +157,12 @@ int vl_cmd_preprocess(int argc, char **argv) {
         struct stat st; /* present at all: a FIFO there is refused by the loader, not opened */
         if (stat(path, &st) == 0 && vl_preproc_config_load(&pre, path)) return -1;
     }
+    if (vl_preproc_override_pixels(&pre, pixels[0], pixels[1])) return -1;
     vl_image img;
     if (vl_image_load(&img, so.arg)) return -1;
     vl_pixels px;
     int rc = vl_preprocess_image(&img, &pre, &px);
+    if (!rc) vl_image_notice(so.arg, &img, &px, &pre);
     vl_image_free(&img);
     if (rc) return -1;
     printf("grid %d %d %d\nresized %d %d\npatches %lld %d\n", px.grid_t, px.grid_h, px.grid_w,

@@ -57,6 +57,8 @@ typedef struct {
     int chat;                 /* --chat: interactive session (engine/chat_cli.c) */
     int ctx;                  /* --ctx N: the chat's KV cache in tokens, 0 = default */
     int quiet;                /* --quiet: no streamed text on stdout */
+    int64_t min_pixels;       /* --min-pixels N, 0 = preprocessor_config.json's */
+    int64_t max_pixels;       /* --max-pixels N, 0 = preprocessor_config.json's */
     vl_image_arg *images;
     int n_image_args;
     int show_help;    /* --help / -h: print the usage and run nothing */
@@ -211,6 +213,17 @@ typedef struct {
     int n_uniq, n_list;
 } vl_image_set;
 int vl_image_set_load(vl_image_set *is, const vl_options *o, const vl_preproc_config *pre);
+/* --min-pixels / --max-pixels (0: keep the file's value) over a preprocessor config; the
+ * combined range must still have min <= max (the error says which value came from where). */
+int vl_preproc_override_pixels(vl_preproc_config *pre, int64_t min_pixels, int64_t max_pixels);
+/* The option's range: 1 <= N <= VL_MAX_PIXELS_OPTION (config.c's bound for the files). */
+#define VL_MAX_PIXELS_OPTION 12845056LL
+int vl_parse_pixels(const char *opt, const char *v, int64_t *out);
+/* One stderr line when an image becomes more than VL_NOTICE_TOKENS tokens, saying how to
+ * lower it (run, logits and preprocess; not with --quiet). */
+#define VL_NOTICE_TOKENS 4096
+void vl_image_notice(const char *path, const vl_image *img, const vl_pixels *px,
+                     const vl_preproc_config *pre);
 void vl_image_set_free(vl_image_set *is);
 
 /* ---- prompt (engine/prompt.c) ------------------------------------------------------------ */

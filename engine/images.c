@@ -1,10 +1,57 @@
 /* images.c: the request's images: every distinct path decoded and preprocessed once, and the
  * per-image list the prompt uses, where IMAGE xN becomes N views of the same pixels (image_src
  * tells which: the vision encoder then runs once per distinct image). Used by the run and logits
- * commands. */
+ * commands. Also --min-pixels / --max-pixels over the preprocessor config, and the notice for an
+ * image that becomes more than VL_NOTICE_TOKENS tokens (stderr, so --json stays clean). */
 #include "engine/engine.h"
 
+#include <errno.h>
 #include <stdlib.h>
+
+#define CLASS_DEFAULT_MAX_PIXELS 1003520LL /* transformers' Qwen2-VL class default: 1280 tokens */
+
+int vl_parse_pixels(const char *opt, const char *v, int64_t *out) {
+    char *end;
+    errno = 0;
+    long long x = v ? strtoll(v, &end, 10) : 0;
+    if (!v || errno || end == v || *end || x < 1 || x > VL_MAX_PIXELS_OPTION)
+        return vl_error_set("option %s: expected a pixel count in [1, %lld] (16384 * 28 * 28, "
+                            "the largest the Qwen2-VL family uses), got '%s'",
+                            opt, VL_MAX_PIXELS_OPTION, v ? v : "");
+    *out = x;
+    return 0;
+}
+
+int vl_preproc_override_pixels(vl_preproc_config *pre, int64_t min_pixels, int64_t max_pixels) {
+    if (min_pixels) pre->min_pixels = min_pixels;
+    if (max_pixels) pre->max_pixels = max_pixels;
+    if (pre->min_pixels <= pre->max_pixels) return 0;
+    return vl_error_set(
+        "min_pixels %lld %s is larger than max_pixels %lld %s; pass %s", (long long)pre->min_pixels,
+        min_pixels ? "(--min-pixels)" : "(preprocessor_config.json)", (long long)pre->max_pixels,
+        max_pixels ? "(--max-pixels)" : "(preprocessor_config.json)",
+        min_pixels ? "a smaller --min-pixels or a larger --max-pixels"
+                   : "a larger --max-pixels or a smaller --min-pixels");
+}
+
+void vl_image_notice(const char *path, const vl_image *img, const vl_pixels *px,
+                     const vl_preproc_config *pre) {
+    const int64_t merge2 = (int64_t)pre->merge * pre->merge;
+    const int64_t tokens = px->n_patches / merge2;
+    if (tokens <= VL_NOTICE_TOKENS) return;
+    /* the suggestion: transformers' class default, and what it would give this image */
+    int64_t max = CLASS_DEFAULT_MAX_PIXELS, min = pre->min_pixels < max ? pre->min_pixels : 3136;
+    int factor = pre->patch * pre->merge, rh = 0, rw = 0;
+    if (vl_smart_resize(img->h, img->w, factor, min, max, &rh, &rw)) return;
+    const int64_t fewer = (int64_t)rh * rw / ((int64_t)pre->patch * pre->patch) / merge2;
+    char extra[48] = "";
+    if (min != pre->min_pixels) snprintf(extra, sizeof extra, " --min-pixels %lld", (long long)min);
+    fprintf(stderr,
+            "note: %s is %dx%d -> %dx%d, %lld tokens (more than %d); --max-pixels %lld%s would "
+            "give %dx%d, %lld tokens\n",
+            path, img->w, img->h, px->resized_w, px->resized_h, (long long)tokens, VL_NOTICE_TOKENS,
+            (long long)max, extra, rw, rh, (long long)fewer);
+}
 
 void vl_image_set_free(vl_image_set *is) {
     for (int i = 0; i < is->n_uniq; i++) vl_pixels_free(&is->uniq[i]);
@@ -14,8 +61,10 @@ void vl_image_set_free(vl_image_set *is) {
     memset(is, 0, sizeof *is);
 }
 
-int vl_image_set_load(vl_image_set *is, const vl_options *o, const vl_preproc_config *pre) {
+int vl_image_set_load(vl_image_set *is, const vl_options *o, const vl_preproc_config *file_pre) {
     memset(is, 0, sizeof *is);
+    vl_preproc_config opt_pre = *file_pre, *pre = &opt_pre;
+    if (vl_preproc_override_pixels(pre, o->min_pixels, o->max_pixels)) return -1;
     int n = 0;
     for (int i = 0; i < o->n_image_args; i++) {
         if (o->images[i].repeat > 100000 - n)
@@ -32,6 +81,7 @@ int vl_image_set_load(vl_image_set *is, const vl_options *o, const vl_preproc_co
         vl_image img;
         if (vl_image_load(&img, o->images[i].path)) return -1;
         int rc = vl_preprocess_image(&img, pre, &is->uniq[i]);
+        if (!rc && !o->quiet) vl_image_notice(o->images[i].path, &img, &is->uniq[i], pre);
         vl_image_free(&img);
         if (rc) return -1;
         is->n_uniq = i + 1;

@@ -80,6 +80,10 @@ void vl_usage(FILE *f) {
             "  --json                one JSON report on stdout at the end, nothing else there\n"
             "  --dump-logits FILE    float32 logits of the last prompt position\n"
             "  --quiet               no streamed text on stdout, no progress line on stderr\n"
+            "  --min-pixels N        smallest resized image in pixels (default: the model's\n"
+            "                        preprocessor_config.json, else 3136; also for preprocess)\n"
+            "  --max-pixels N        largest resized image in pixels (default: the file's, else\n"
+            "                        12845056); 1003520 makes a page at most 1280 tokens\n"
             "  -h, --help            this text (vlrun COMMAND --help: that command's)\n"
             "  --version             vlrun's version, commit and build (CUDA or CPU-only)\n");
 }
@@ -280,6 +284,9 @@ int vl_options_parse(vl_options *o, int argc, char **argv) {
             o->dump_logits = v;
         } else if (strcmp(a, "--quiet") == 0) {
             o->quiet = 1;
+        } else if (strcmp(a, "--min-pixels") == 0 || strcmp(a, "--max-pixels") == 0) {
+            NEEDS_VALUE;
+            if (vl_parse_pixels(a, v, a[3] == 'i' ? &o->min_pixels : &o->max_pixels)) return -1;
         } else if (strcmp(a, "--help") == 0 || strcmp(a, "-h") == 0) {
             o->show_help = 1;
             return 0; /* nothing after it matters */
@@ -307,6 +314,10 @@ int vl_options_parse(vl_options *o, int argc, char **argv) {
 #undef NEEDS_VALUE
     }
     if (explicit_temperature && !explicit_greedy) o->greedy = o->temperature <= 0.0f;
+    if (o->min_pixels && o->max_pixels && o->min_pixels > o->max_pixels)
+        return vl_error_set("--min-pixels %lld is larger than --max-pixels %lld; expected min <= "
+                            "max",
+                            (long long)o->min_pixels, (long long)o->max_pixels);
     if (o->kv_int8 && o->attn_naive)
         return vl_error_set("--kv int8 with --attn naive: the naive baseline reads a bf16 cache; "
                             "drop one of the two");

@@ -1,4 +1,5 @@
-/* image.c: an image file to 8-bit RGB, as PIL's Image.open(path).convert("RGB") gives it.
+/* image.c: an image file to 8-bit RGB as transformers' load_image gives it: PIL's
+ * ImageOps.exif_transpose(Image.open(path)).convert("RGB").
  *
  * This file reads the file (vl_read_file: a FIFO or device cannot hang us), recognises the
  * format from its first bytes and hands the bytes to one decoder, each built on the library
@@ -15,9 +16,11 @@
  *   - the wording of errors, and PIL's CMYK -> RGB conversion (JPEG and TIFF use it).
  * Truncated data is an error in every format, as in Pillow (LOAD_TRUNCATED_IMAGES off).
  *
- * Leaves out (known differences from PIL): EXIF orientation is ignored (as by Image.open +
- * convert; transformers' load_image() would apply it); colour profiles are not applied (PIL
- * does not either); formats other than the six above; each decoder's file lists its own.
+ * The EXIF / XMP orientation is applied after decoding (image_orient.c, exif.c); alpha is
+ * dropped, never composited (transformers 5.17's load_image and convert_to_rgb both call
+ * convert("RGB"); checked on the device by make_processor_goldens.py).
+ * Leaves out (known differences from PIL): colour profiles are not applied (PIL does not
+ * either); formats other than the six above; each decoder's file lists its own.
  */
 #include "loader/image_internal.h"
 
@@ -29,17 +32,15 @@
 #define MAX_FILE_BYTES ((size_t)1 << 30) /* larger than any acceptable image's encoding */
 #define MAX_ASPECT     200
 
-typedef enum { FMT_UNKNOWN, FMT_PNG, FMT_JPEG, FMT_GIF, FMT_BMP, FMT_WEBP, FMT_TIFF } image_format;
-
-static image_format sniff_format(const uint8_t *b, size_t n) {
+static vl_image_format sniff_format(const uint8_t *b, size_t n) {
     static const uint8_t png_sig[8] = {0x89, 'P', 'N', 'G', '\r', '\n', 0x1a, '\n'};
-    if (n >= 8 && memcmp(b, png_sig, 8) == 0) return FMT_PNG;
-    if (n >= 3 && b[0] == 0xff && b[1] == 0xd8 && b[2] == 0xff) return FMT_JPEG;
-    if (n >= 6 && (memcmp(b, "GIF87a", 6) == 0 || memcmp(b, "GIF89a", 6) == 0)) return FMT_GIF;
-    if (n >= 2 && b[0] == 'B' && b[1] == 'M') return FMT_BMP;
-    if (n >= 12 && memcmp(b, "RIFF", 4) == 0 && memcmp(b + 8, "WEBP", 4) == 0) return FMT_WEBP;
-    if (n >= 4 && (memcmp(b, "II*\0", 4) == 0 || memcmp(b, "MM\0*", 4) == 0)) return FMT_TIFF;
-    return FMT_UNKNOWN;
+    if (n >= 8 && memcmp(b, png_sig, 8) == 0) return VL_FMT_PNG;
+    if (n >= 3 && b[0] == 0xff && b[1] == 0xd8 && b[2] == 0xff) return VL_FMT_JPEG;
+    if (n >= 6 && (memcmp(b, "GIF87a", 6) == 0 || memcmp(b, "GIF89a", 6) == 0)) return VL_FMT_GIF;
+    if (n >= 2 && b[0] == 'B' && b[1] == 'M') return VL_FMT_BMP;
+    if (n >= 12 && memcmp(b, "RIFF", 4) == 0 && memcmp(b + 8, "WEBP", 4) == 0) return VL_FMT_WEBP;
+    if (n >= 4 && (memcmp(b, "II*\0", 4) == 0 || memcmp(b, "MM\0*", 4) == 0)) return VL_FMT_TIFF;
+    return VL_FMT_UNKNOWN;
 }
 
 /* The whole file (vl_read_file: regular files only, so a FIFO cannot hang us). */
@@ -136,23 +137,24 @@ int vl_image_load(vl_image *img, const char *path) {
     if (read_image_file(path, &bytes, &n)) return -1;
     vl_image_file f = {path, bytes, n};
     int rc;
-    switch (sniff_format(bytes, n)) {
-    case FMT_PNG:
+    vl_image_format format = sniff_format(bytes, n);
+    switch (format) {
+    case VL_FMT_PNG:
         rc = vl_image_decode_png(&f, img);
         break;
-    case FMT_JPEG:
+    case VL_FMT_JPEG:
         rc = vl_image_decode_jpeg(&f, img);
         break;
-    case FMT_GIF:
+    case VL_FMT_GIF:
         rc = vl_image_decode_gif(&f, img);
         break;
-    case FMT_BMP:
+    case VL_FMT_BMP:
         rc = vl_image_decode_bmp(&f, img);
         break;
-    case FMT_WEBP:
+    case VL_FMT_WEBP:
         rc = vl_image_decode_webp(&f, img);
         break;
-    case FMT_TIFF:
+    case VL_FMT_TIFF:
         rc = vl_image_decode_tiff(&f, img);
         break;
     default:
@@ -160,6 +162,8 @@ int vl_image_load(vl_image *img, const char *path) {
                           "(unrecognised first bytes)",
                           path);
     }
+    /* transformers' load_image: ImageOps.exif_transpose before convert("RGB") */
+    if (!rc) rc = vl_image_apply_orientation(img, vl_image_orientation(bytes, n, format), path);
     free(bytes);
     if (rc) vl_image_free(img);
     return rc ? -1 : 0;

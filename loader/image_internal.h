@@ -52,6 +52,26 @@ int vl_image_unsupported(const vl_image_file *f, const char *format, const char 
  * samples (PIL's "CMYK;I" raw mode, which it assumes for every 4-component JPEG). */
 void vl_image_cmyk_row_to_rgb(uint8_t *rgb, const uint8_t *cmyk, int n, int stride, int inverted);
 
+typedef enum {
+    VL_FMT_UNKNOWN,
+    VL_FMT_PNG,
+    VL_FMT_JPEG,
+    VL_FMT_GIF,
+    VL_FMT_BMP,
+    VL_FMT_WEBP,
+    VL_FMT_TIFF
+} vl_image_format;
+
+/* EXIF orientation (exif.c): a TIFF structure, "Exif\0\0" prefixes allowed; returns 2..8 to
+ * turn, 1 for none; *found = 1 when IFD 0 has an orientation entry at all (then XMP is not
+ * consulted). vl_xmp_orientation: 0 when XMP has no tiff:Orientation, else 1..8. */
+int vl_exif_orientation(const uint8_t *p, size_t n, int *found);
+int vl_xmp_orientation(const uint8_t *p, size_t n);
+/* The orientation Pillow's exif_transpose applies to this file (image_orient.c): 1..8. */
+int vl_image_orientation(const uint8_t *data, size_t n, vl_image_format format);
+/* Turn decoded pixels as PIL's Image.transpose does for EXIF orientation 2..8 (1: nothing). */
+int vl_image_apply_orientation(vl_image *img, int orientation, const char *path);
+
 /* One decoder per format; each fills *out (zeroed by the caller) or records an error. */
 int vl_image_decode_png(const vl_image_file *f, vl_image *out);
 int vl_image_decode_jpeg(const vl_image_file *f, vl_image *out);

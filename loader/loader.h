@@ -227,8 +227,9 @@ typedef struct {
 } vl_image;
 
 /* Decode PNG, JPEG, GIF (first frame), BMP, WebP (first frame) or TIFF (first page) to 8-bit
- * RGB exactly as PIL's Image.open(path).convert("RGB") does (grey replicated, alpha dropped
- * without compositing, palettes expanded, CMYK converted as PIL does). Refuses, before decoding,
+ * RGB exactly as transformers' load_image does: PIL's exif_transpose(Image.open(path))
+ * .convert("RGB") (EXIF/XMP orientation applied, grey replicated, alpha dropped without
+ * compositing, palettes expanded, CMYK converted as PIL does). Refuses, before decoding,
  * headers over VL_IMAGE_MAX_PIXELS, aspect ratio > 200 and GIF/RLE-BMP canvases far larger than
  * the file; truncated or corrupt data is an error. The file is read with vl_open_regular. */
 #define VL_IMAGE_MAX_PIXELS (178956970LL) /* PIL's decompression-bomb error threshold */

@@ -22,7 +22,7 @@ set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
 build=$root/build-fuzz
 bin=$build/tests/fuzz
-harnesses="safetensors index config preproc tokenizer tokenize image bnb options"
+harnesses="safetensors index config preproc tokenizer tokenize image bnb options exif"
 rss_mb=2048
 timeout_s=10
 
@@ -41,6 +41,7 @@ max_len_of() {
     tokenize) echo 4096 ;;
     bnb) echo 2048 ;;
     options) echo 1024 ;;
+    exif) echo 16384 ;;
     *) die "unknown harness $1 (scripts/fuzz.sh list)" ;;
     esac
 }
@@ -62,6 +63,8 @@ fixtures_of() {
     image) globs=(tests/fixtures/images/*.png tests/fixtures/images/*.jpg tests/fixtures/images/*.bmp
         tests/fixtures/images/*.gif tests/fixtures/images/*/*.* tests/fixtures/models/images/*.png
         tests/fixtures/tiny-qwen2vl/*.png examples/*.png) ;;
+    exif) globs=(tests/fixtures/images/exif/*.jpg tests/fixtures/images/exif/*.png
+        tests/fixtures/images/exif/*.webp tests/fixtures/images/exif/*.tif) ;;
     esac
     for g in "${globs[@]}"; do [ -f "$g" ] && echo "$root/$g"; done
     return 0
