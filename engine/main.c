@@ -11,6 +11,8 @@ int main(int argc, char **argv) {
     else if (strcmp(cmd, "preprocess") == 0) rc = vl_cmd_preprocess(argc, argv);
     else if (strcmp(cmd, "synth") == 0) rc = vl_cmd_synth(argc, argv);
     else if (strcmp(cmd, "logits") == 0) rc = vl_cmd_logits(argc, argv);
+    else if (strcmp(cmd, "plan") == 0) rc = vl_cmd_plan(argc, argv);
+    else if (strcmp(cmd, "sweep") == 0) rc = vl_cmd_sweep(argc, argv);
     else if (argc == 1) {
         vl_usage(stderr);
         return 2;
