@@ -19,6 +19,7 @@ typedef struct {
     vl_options o;
     int counts[MAX_COUNTS], n_counts;
     const char *out;
+    const char *from_csv; /* --from-csv FILE: plot a sweep's CSV again, no run */
     vl_gpu_budget gpu;
     int have_gpu;
     char **rest; /* the run's arguments (image and options) for the children */
@@ -41,7 +42,9 @@ static void sweep_usage(FILE *f) {
                "  --counts N,...     image counts, ascending (at most 64)\n"
                "  --out PREFIX       output files' prefix (default: sweep)\n"
                "  --gpu CARD|SIZE    the budget line: A10, L4, A100-40G, A100-80G, H100, or 24G\n"
-               "                     (--budget SIZE is the same)\n");
+               "                     (--budget SIZE is the same)\n"
+               "  --from-csv FILE    no runs: plot the points of an earlier sweep's CSV (give the\n"
+               "                     same run options for the prediction line)\n");
 }
 
 static int parse_counts(sweep_args *sa, const char *v) {
@@ -72,14 +75,16 @@ static int parse_sweep_args(sweep_args *sa, int argc, char **argv) {
     for (int i = 2; i < argc; i++) {
         const char *a = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
         int counts = !strcmp(a, "--counts"), out = !strcmp(a, "--out");
+        int csv = !strcmp(a, "--from-csv");
         int gpu = !strcmp(a, "--gpu") || !strcmp(a, "--budget");
-        if ((counts || out || gpu) && !v)
+        if ((counts || out || gpu || csv) && !v)
             return vl_error_set("vlrun sweep: option %s needs a value", a);
         if (counts && parse_counts(sa, v)) return -1;
         if (gpu && vl_gpu_budget_parse(v, &sa->gpu)) return -1;
         if (out) sa->out = v;
+        if (csv) sa->from_csv = v;
         sa->have_gpu |= gpu;
-        if (counts || out || gpu)
+        if (counts || out || gpu || csv)
             i++;
         else
             sa->rest[sa->n_rest++] = argv[i];
@@ -87,7 +92,8 @@ static int parse_sweep_args(sweep_args *sa, int argc, char **argv) {
     if (vl_options_parse(&sa->o, sa->n_rest, sa->rest)) return -1;
     if (sa->o.n_image_args != 1 || sa->o.images[0].repeat != 1)
         return vl_error_set("vlrun sweep: give one IMAGE (without xN): --counts sets how many");
-    if (sa->n_counts == 0) return vl_error_set("vlrun sweep: --counts N,N,... is required");
+    if (sa->n_counts == 0 && !sa->from_csv)
+        return vl_error_set("vlrun sweep: --counts N,N,... is required");
     if (!sa->out[0]) return vl_error_set("vlrun sweep: --out needs a file name prefix");
     for (int i = 1; i < sa->n_rest; i++)
         if (sa->rest[i] == sa->o.images[0].path) sa->image_at = i;
@@ -232,15 +238,15 @@ static int write_csv(FILE *f, const void *ctx) {
     const csv_data *d = ctx;
     const double gib = 1024.0 * 1024 * 1024;
     fprintf(f, "images,prompt_tokens,peak_measured_bytes,peak_predicted_bytes,"
-               "peak_measured_gib,peak_predicted_gib,ttft_s,decode_tok_s,status\n");
+               "peak_measured_gib,peak_predicted_gib,ttft_s,decode_tok_s,status,device\n");
     for (int i = 0; i < d->n; i++) {
         const sweep_point *p = &d->pts[i];
         if (p->ok)
-            fprintf(f, "%d,%.0f,%.0f,%.0f,%.4f,%.4f,%.4f,%.2f,ok\n", p->images, p->prompt_tokens,
+            fprintf(f, "%d,%.0f,%.0f,%.0f,%.4f,%.4f,%.4f,%.2f,ok,%s\n", p->images, p->prompt_tokens,
                     p->measured, p->predicted, p->measured / gib, p->predicted / gib, p->ttft_s,
-                    p->decode_tok_s);
+                    p->decode_tok_s, p->device);
         else
-            fprintf(f, "%d,,,,,,,,failed\n", p->images);
+            fprintf(f, "%d,,,,,,,,failed,\n", p->images);
     }
     return 0;
 }
@@ -264,7 +270,7 @@ static int write_svg(FILE *f, const void *ctx) {
     const sweep_args *sa = d->sa;
     const vl_options *o = &sa->o;
     /* the line runs past the last count to where the budget is reached (up to 4x further) */
-    int fit = 0, by_pos = 0, last = sa->counts[sa->n_counts - 1], x_end = last;
+    int fit = 0, by_pos = 0, last = d->pts[d->n_pts - 1].images, x_end = last;
     if (sa->have_gpu) {
         fit =
             vl_plan_input_max_images(d->in, o, d->be, o->quant, o->kv_int8, sa->gpu.total, &by_pos);
@@ -363,34 +369,71 @@ static void print_point(const sweep_point *p, size_t planned) {
     fflush(stdout);
 }
 
+/* The points of a CSV written by write_csv (its columns, in its order). */
+static int read_csv(const char *path, sweep_point *pts, int *n) {
+    char *text = NULL;
+    size_t len = 0;
+    if (vl_read_file(path, 1 << 20, &text, &len)) return -1;
+    *n = 0;
+    int rc = 0;
+    char *line = strchr(text, '\n'); /* after the header */
+    while (!rc && line && *++line) {
+        sweep_point *p = &pts[*n];
+        memset(p, 0, sizeof *p);
+        char status[16] = "";
+        int got = sscanf(line, "%d,%lf,%lf,%lf,%*f,%*f,%lf,%lf,%15[^,],%127[^\n]", &p->images,
+                         &p->prompt_tokens, &p->measured, &p->predicted, &p->ttft_s,
+                         &p->decode_tok_s, status, p->device);
+        p->ok = got == 8 && strcmp(status, "ok") == 0;
+        if (*n == MAX_COUNTS || got < 1 || p->images < 1 || (!p->ok && !strstr(line, ",failed,")))
+            rc = vl_error_set("--from-csv %s: line %d is not a vlrun sweep row", path, *n + 2);
+        else
+            (*n)++;
+        line = strchr(line, '\n');
+    }
+    free(text);
+    if (!rc && *n == 0) rc = vl_error_set("--from-csv %s: no rows", path);
+    return rc;
+}
+
+/* Run every count (or read them from --from-csv). */
+static int collect(const sweep_args *sa, const vl_plan_input *in, const vl_backend *be,
+                   const char *argv0, sweep_point *pts, int *n) {
+    if (sa->from_csv) return read_csv(sa->from_csv, pts, n);
+    char self[4096];
+    self_path(self, sizeof self, argv0);
+    for (int i = 0; i < sa->n_counts; i++) {
+        if (run_count(sa, self, sa->counts[i], &pts[i])) return -1;
+        *n = i + 1;
+        if (!pts[i].ok) continue;
+        vl_mem_plan mp;
+        vl_plan_input_plan(in, &sa->o, be, sa->o.quant, sa->o.kv_int8, sa->counts[i], &mp);
+        print_point(&pts[i], mp.total);
+    }
+    return 0;
+}
+
 static int sweep(const sweep_args *sa, const char *argv0) {
     vl_plan_input in;
     if (vl_plan_input_load(&in, &sa->o, 0, 0)) return -1;
     vl_backend be;
     vl_plan_backend(&be, sa->o.backend);
-    char self[4096];
-    self_path(self, sizeof self, argv0);
     sweep_point pts[MAX_COUNTS];
-    int rc = 0, n_ok = 0;
+    int n = 0, n_ok = 0;
+    int rc = collect(sa, &in, &be, argv0, pts, &n);
     const char *device = "?";
-    for (int i = 0; i < sa->n_counts && !rc; i++) {
-        rc = run_count(sa, self, sa->counts[i], &pts[i]);
-        if (rc || !pts[i].ok) continue;
-        vl_mem_plan mp;
-        vl_plan_input_plan(&in, &sa->o, &be, sa->o.quant, sa->o.kv_int8, sa->counts[i], &mp);
-        print_point(&pts[i], mp.total);
-        device = pts[i].device;
-        n_ok++;
-    }
-    char path[4200];
-    csv_data cd = {pts, sa->n_counts};
-    plot_data pd = {sa, &in, &be, pts, sa->n_counts, device};
+    for (int i = 0; i < n; i++)
+        if (pts[i].ok) device = pts[i].device, n_ok++;
+    char csv[4200], svg[4200];
+    snprintf(csv, sizeof csv, "%s.csv", sa->out);
+    snprintf(svg, sizeof svg, "%s.svg", sa->out);
+    csv_data cd = {pts, n};
+    plot_data pd = {sa, &in, &be, pts, n, device};
     if (!rc && n_ok == 0) rc = vl_error_set("vlrun sweep: no run succeeded (see the errors above)");
-    if (!rc) snprintf(path, sizeof path, "%s.csv", sa->out);
-    if (!rc) rc = write_output(path, write_csv, &cd);
-    if (!rc) snprintf(path, sizeof path, "%s.svg", sa->out);
-    if (!rc) rc = write_output(path, write_svg, &pd);
-    if (!rc) fprintf(stderr, "vlrun sweep: wrote %s.csv and %s.svg\n", sa->out, sa->out);
+    if (!rc && !sa->from_csv) rc = write_output(csv, write_csv, &cd);
+    if (!rc) rc = write_output(svg, write_svg, &pd);
+    if (!rc) fprintf(stderr, "vlrun sweep: wrote %s\n", sa->from_csv ? svg : csv);
+    if (!rc && !sa->from_csv) fprintf(stderr, "vlrun sweep: wrote %s\n", svg);
     vl_plan_input_free(&in);
     return rc;
 }
