@@ -11,9 +11,9 @@
 
 #include <ctype.h>
 
-/* H100 80GB HBM3, driver of the device machine: nvidia-smi memory.total 81559 MiB,
- * cudaMemGetInfo total VL_GPU_H100_CUDA_TOTAL_MIB (scripts/device_plan.sh prints both). */
-#define VL_GPU_H100_CUDA_TOTAL_MIB 81008
+/* H100 80GB HBM3, driver 580.159.04 (the device machine, scripts/device_plan.sh): nvidia-smi
+ * memory.total 81559 MiB, cudaMemGetInfo total 85,017,493,504 bytes = 81079 MiB. */
+#define VL_GPU_H100_CUDA_TOTAL_MIB 81079
 #define VL_GPU_DRIVER_RESERVE_MIB  (81559 - VL_GPU_H100_CUDA_TOTAL_MIB)
 
 static const vl_gpu_card k_cards[] = {

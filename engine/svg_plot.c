@@ -179,7 +179,7 @@ static void write_legend(FILE *f, const vl_svg_plot *p, const axis *ax, const ax
     for (int s = 0; s < p->n_series; s++)
         if (p->series[s].label && strlen(p->series[s].label) > longest)
             longest = strlen(p->series[s].label);
-    const double w = 48 + 7.6 * (double)longest, h = 12 + 22.0 * p->n_series, pad = 10;
+    const double w = 52 + 8.0 * (double)longest, h = 12 + 22.0 * p->n_series, pad = 10;
     double best_x = 0, best_y = 0;
     int best = -1;
     for (int c = 0; c < 4; c++) {
