@@ -24,16 +24,21 @@ static const vl_gpu_card k_cards[] = {
     {"H100", "NVIDIA H100 80GB HBM3", 81559, VL_GPU_H100_CUDA_TOTAL_MIB},
 };
 
-/* Names compare without case, and "-" / "GB" spellings are accepted: "a100-80gb", "A100_80G". */
+/* A card name as compared: upper case, without "-", "_" or spaces, "GB" at the end as "G"
+ * ("a100-80gb", "A100_80G" and "A100-80G" are the same). */
+static void normalize(const char *s, char *out, size_t cap) {
+    size_t n = 0;
+    for (; *s && n + 1 < cap; s++)
+        if (*s != '-' && *s != '_' && *s != ' ') out[n++] = (char)toupper((unsigned char)*s);
+    out[n] = 0;
+    if (n >= 2 && out[n - 1] == 'B' && out[n - 2] == 'G') out[n - 1] = 0;
+}
+
 static int same_name(const char *a, const char *b) {
-    for (;; a++, b++) {
-        while (*a == '-' || *a == '_' || *a == ' ') a++;
-        while (*b == '-' || *b == '_' || *b == ' ') b++;
-        if (toupper((unsigned char)*a) == 'G' && toupper((unsigned char)a[1]) == 'B' && !a[2]) a++;
-        if (toupper((unsigned char)*b) == 'G' && toupper((unsigned char)b[1]) == 'B' && !b[2]) b++;
-        if (toupper((unsigned char)*a) != toupper((unsigned char)*b)) return 0;
-        if (!*a) return 1;
-    }
+    char x[64], y[64];
+    normalize(a, x, sizeof x);
+    normalize(b, y, sizeof y);
+    return strcmp(x, y) == 0;
 }
 
 const vl_gpu_card *vl_gpu_cards(int *n) {

@@ -142,15 +142,16 @@ static void print_header(const plan_args *pa, const vl_plan_input *in, const vl_
     if (in->page_w > 0)
         printf("page: %dx%d -> %dx%d after smart_resize, %lld tokens\n", in->page_w, in->page_h,
                in->page_rw, in->page_rh, (long long)page->tokens);
-    else
+    else if (pa->have_gpu) /* the page of "how many fit" */
         printf("page: the last image, %dx%d after smart_resize, %lld tokens\n", in->page_rw,
                in->page_rh, (long long)page->tokens);
     if (in->text_exact)
         printf("text: %lld prompt tokens besides the images (counted with the tokenizer)\n",
                (long long)in->text_tokens);
     else
-        printf("text: at most %lld prompt tokens besides the images (no tokenizer: the chat "
-               "template's %lld + one per byte of the prompt; pass --tokenizer FILE to count)\n",
+        printf("text: at most %lld prompt tokens besides the images (no tokenizer: %lld for the "
+               "chat template + one per byte of the prompt, an upper bound; --tokenizer FILE "
+               "counts them)\n",
                (long long)in->text_tokens,
                (long long)(in->text_tokens - (int64_t)strlen(pa->o.prompt)));
     if (pa->have_gpu && pa->gpu.card && pa->gpu.measured)
@@ -177,19 +178,21 @@ static void print_table(const plan_args *pa, const vl_plan_input *in, const plan
     const int in_gib = top >= ((size_t)1 << 30);
     const double unit = in_gib ? 1024.0 * 1024 * 1024 : 1024.0 * 1024;
     const char *u = in_gib ? "GiB" : "MiB";
-    printf("\n%-8s %-8s %7s %9s = %8s + %8s + %11s + %9s + %12s", "weights", "kv cache", "images",
-           "peak", "weights", "kv_cache", "activations", "workspace", "cuda_context");
-    if (pa->have_gpu) printf("  %s", "max images");
+    char peak[16];
+    snprintf(peak, sizeof peak, "peak %s", u);
+    printf("\n%-7s %-8s %6s  %8s = %7s + %8s + %11s + %9s + %12s", "weights", "kv cache", "images",
+           peak, "weights", "kv_cache", "activations", "workspace", "cuda_context");
+    if (pa->have_gpu) printf("   %s", "max images");
     printf("\n");
     int any_positions = 0;
     for (int i = 0; i < n; i++) {
         const plan_row *r = &rows[i];
         const vl_mem_plan *m = &r->mp;
-        printf("%-8s %-8s %7d %5.2f %s   %8.2f   %8.2f   %11.2f   %9.2f   %12.2f",
-               quant_name(r->quant), r->kv_int8 ? "int8" : "bf16", r->images, m->total / unit, u,
+        printf("%-7s %-8s %6d  %8.2f = %7.2f + %8.2f + %11.2f + %9.2f + %12.2f",
+               quant_name(r->quant), r->kv_int8 ? "int8" : "bf16", r->images, m->total / unit,
                m->weights / unit, m->kv / unit, m->act / unit, m->workspace / unit,
                m->context / unit);
-        if (pa->have_gpu) printf("  %d%s", r->max_fit, r->by_positions ? " *" : "");
+        if (pa->have_gpu) printf("   %10d%s", r->max_fit, r->by_positions ? " *" : "");
         any_positions |= r->by_positions;
         printf("\n");
     }
@@ -243,7 +246,7 @@ static int print_json(const plan_args *pa, const vl_plan_input *in, const vl_bac
         cJSON_AddStringToObject(o, "weights", quant_name(rows[i].quant));
         cJSON_AddStringToObject(o, "kv", rows[i].kv_int8 ? "int8" : "bf16");
         cJSON_AddNumberToObject(o, "images", rows[i].images);
-        json_plan(o, &rows[i].mp);
+        json_plan(cJSON_AddObjectToObject(o, "memory"), &rows[i].mp);
         if (pa->have_gpu) {
             cJSON_AddNumberToObject(o, "max_images", rows[i].max_fit);
             cJSON_AddStringToObject(o, "limited_by", rows[i].by_positions ? "positions" : "memory");
