@@ -17,6 +17,7 @@ FIX=${VL_FIXTURES:?}
 TOK=${VL_TOKENIZER_DIR:?}/small_tokenizer.json
 M=$FIX/models/tiny-a
 IMG=$FIX/models/images/img_b_100x60.png
+SRC=$(cd "$(dirname "$0")/.." && pwd)
 tmp=$(mktemp -d)
 trap 'rm -rf "$tmp"' EXIT
 pass=0 fail=0
@@ -85,12 +86,11 @@ sys.exit(0 if ok else 1)' "$tmp/nt.json" "$exact" && ok || bad "no tokenizer: $(
 
 # 6. known cards, and the text table
 for c in "A10:$(((23028 - 480) * 1048576)):False" "h100:$((81079 * 1048576)):True" "a100-80gb:$(((81920 - 480) * 1048576)):False"; do
-    got=$("$VLRUN" plan --config examples/qwen2-vl-7b-instruct.json --image-size 872x1242 --gpu "${c%%:*}" --json 2>&1 |
+    got=$("$VLRUN" plan --config "$SRC/examples/qwen2-vl-7b-instruct.json" --image-size 872x1242 --gpu "${c%%:*}" --json 2>&1 |
         python3 -c 'import json,sys; g=json.load(sys.stdin)["gpu"]; print("%d:%s" % (g["total"], g["total_measured"]))' 2>&1)
     want=${c#*:}
     [ "$got" = "$want" ] && ok || bad "--gpu ${c%%:*}: '$got', want '$want'"
 done
-SRC=$(cd "$(dirname "$0")/.." && pwd)
 "$VLRUN" plan --config "$SRC/examples/qwen2-vl-7b-instruct.json" --gpu A10 --image-size 872x1242 --max-tokens 512 >"$tmp/table.txt" 2>&1
 rows=$(grep -cE '^(bf16|nf4|int8) +(bf16|int8) +[0-9]+ ' "$tmp/table.txt")
 [ "$rows" = 6 ] && grep -q "^budget: A10 22.02 GiB" "$tmp/table.txt" && ok || bad "table: $(cat "$tmp/table.txt")"
