@@ -21,18 +21,15 @@ static int parse_sub(const char *cmd, int argc, char **argv, int allow_tok, int 
                     (allow_out && strcmp(a, "--out") == 0);
         if (takes) {
             if (!v) return vl_error_set("vlrun %s: option %s needs a value", cmd, a);
-            if (a[2] == 'm')
-                so->model = v;
-            else if (a[2] == 't')
-                so->tokenizer = v;
-            else
-                so->out = v;
+            if (a[2] == 'm') so->model = v;
+            else if (a[2] == 't') so->tokenizer = v;
+            else so->out = v;
             i++;
         } else if (a[0] == '-' && a[1] == '-') {
             return vl_error_set("vlrun %s: unknown option %s (see vlrun --help)", cmd, a);
         } else if (so->arg) {
-            return vl_error_set("vlrun %s: one argument expected, got '%s' and '%s'", cmd, so->arg,
-                                a);
+            return vl_error_set("vlrun %s: one argument expected, got '%s' and '%s'", cmd,
+                                so->arg, a);
         } else {
             so->arg = a;
         }
@@ -47,7 +44,8 @@ int vl_cmd_tokenize(int argc, char **argv) {
     char path[4200];
     const char *tp = so.tokenizer;
     if (!tp) {
-        if (!so.model) return vl_error_set("vlrun tokenize: pass --tokenizer FILE or --model DIR");
+        if (!so.model)
+            return vl_error_set("vlrun tokenize: pass --tokenizer FILE or --model DIR");
         snprintf(path, sizeof path, "%s/tokenizer.json", so.model);
         tp = path;
     }

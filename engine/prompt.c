@@ -112,7 +112,8 @@ static int append_ids(int32_t **dst, int *n, int *cap, const int32_t *src, int k
     return 0;
 }
 
-static int append_text(const vl_tokenizer *tok, int32_t **dst, int *n, int *cap, const char *text) {
+static int append_text(const vl_tokenizer *tok, int32_t **dst, int *n, int *cap,
+                       const char *text) {
     int32_t *ids = NULL;
     int k = 0;
     if (vl_tokenizer_encode(tok, text, &ids, &k)) return -1;
