@@ -397,6 +397,107 @@ void vl_plan_memory(const vl_config *c, const vl_plan_request *rq, vl_mem_plan *
 void vl_plan_request_init(vl_plan_request *rq, const vl_options *o, const vl_backend *be,
                           int64_t prompt_tokens, int max_tokens, int chunk, int64_t max_patches);
 void vl_plan_print(FILE *f, const vl_mem_plan *p);
+/* An image as the planner sees it: patches (vision activations), tokens in the prompt (pads) and
+ * M-RoPE positions it advances (max(t, h, w) of its merged grid). */
+typedef struct {
+    int64_t patches, tokens, positions;
+} vl_plan_image;
+void vl_plan_image_of(const vl_config *c, const vl_pixels *px, vl_plan_image *out);
+/* q's prompt_tokens and max_patches for the first k images (imgs[0..n), then imgs[n-1] again)
+ * and text_tokens of other prompt tokens. */
+void vl_plan_request_set_images(vl_plan_request *q, int64_t text_tokens, const vl_plan_image *imgs,
+                                int n, int k);
+/* The largest k <= max_images for which the first k images (imgs[0..n), then imgs[n-1] again)
+ * with text_tokens of other prompt tokens plan within budget under q (q's prompt_tokens and
+ * max_patches are set for each k). */
+int vl_plan_images_that_fit(const vl_config *c, vl_plan_request q, int64_t text_tokens,
+                            const vl_plan_image *imgs, int n, int max_images, size_t budget);
+/* The largest k <= max_images for which the first k images and max_tokens generated tokens stay
+ * within the model's max_position_embeddings (the run's own limit). */
+int vl_plan_images_within_context(const vl_config *c, int64_t text_tokens,
+                                  const vl_plan_image *imgs, int n, int max_tokens,
+                                  int max_images);
+
+/* ---- capacity planning without a device (engine/gpu_table.c, engine/plan_input.c,
+ * engine/plan_cmd.c, engine/sweep_cmd.c, engine/svg_plot.c) ---------------------------------- */
+
+/* A card `--gpu NAME` knows: nvidia-smi's memory.total, and cudaMemGetInfo's total where we
+ * measured it (0: nvidia-smi's less the driver reserve measured on the H100). */
+typedef struct {
+    const char *name;    /* "A10", "L4", "A100-40G", "A100-80G", "H100" */
+    const char *product; /* as nvidia-smi names it */
+    int smi_total_mib;
+    int cuda_total_mib;
+} vl_gpu_card;
+const vl_gpu_card *vl_gpu_cards(int *n);
+const vl_gpu_card *vl_gpu_find(const char *name); /* NULL when unknown */
+int vl_gpu_driver_reserve_mib(void);              /* nvidia-smi total - cudaMemGetInfo total */
+
+/* What `--gpu A10|24G` means for a plan: bytes a run may use in all (context included). */
+typedef struct {
+    char label[64];
+    size_t total;              /* cudaMemGetInfo's total for a card, or the size given */
+    const vl_gpu_card *card;   /* NULL for a plain size */
+    int measured;              /* the card's total was measured (H100) */
+} vl_gpu_budget;
+int vl_gpu_budget_parse(const char *arg, vl_gpu_budget *out);
+
+/* The request a plan is made for, without weights or a device: the config, the prompt's text
+ * tokens (counted with the tokenizer when there is one, else an upper bound), the requested
+ * images and the page size used for "how many fit" (--image-size, else the last image). */
+typedef struct {
+    vl_config cfg;
+    char model_name[256];
+    int64_t text_tokens; /* every prompt token but the images' pads and markers */
+    int text_exact;      /* 1: counted with the tokenizer */
+    vl_plan_image *imgs; /* the requested images, then the page as the last entry */
+    int n_requested;     /* images given (IMAGE xN counted N times) */
+    int page_w, page_h;  /* the page before and after smart_resize */
+    int page_rw, page_rh;
+} vl_plan_input;
+/* o: run options (--random-weights is implied: only the config is read); page_w/h > 0: the
+ * --image-size page. */
+int vl_plan_input_load(vl_plan_input *in, const vl_options *o, int page_w, int page_h);
+void vl_plan_input_free(vl_plan_input *in);
+/* The backend a plan assumes: the CPU's, or the CUDA backend's dtype and workspaces without
+ * starting a device. */
+void vl_plan_backend(vl_backend *be, vl_backend_kind kind);
+/* The plan of the first k images (past the requested ones: pages) with weights `quant` and the
+ * KV cache int8 or not; other settings from o. */
+void vl_plan_input_plan(const vl_plan_input *in, const vl_options *o, const vl_backend *be,
+                        vl_quant quant, int kv_int8, int k, vl_mem_plan *out);
+/* How many pages fit budget (memory) and the model's positions; *by_positions set when the
+ * positions are the limit. */
+int vl_plan_input_max_images(const vl_plan_input *in, const vl_options *o, const vl_backend *be,
+                             vl_quant quant, int kv_int8, size_t budget, int *by_positions);
+
+int vl_cmd_plan(int argc, char **argv);
+int vl_cmd_sweep(int argc, char **argv);
+
+/* A line plot as SVG (engine/svg_plot.c). Layout in user units: the plot area spans
+ * [VL_SVG_LEFT, VL_SVG_WIDTH - VL_SVG_RIGHT] x [VL_SVG_TOP, VL_SVG_HEIGHT - VL_SVG_BOTTOM]. */
+#define VL_SVG_WIDTH  900
+#define VL_SVG_HEIGHT 560
+#define VL_SVG_LEFT   90
+#define VL_SVG_RIGHT  40
+#define VL_SVG_TOP    70
+#define VL_SVG_BOTTOM 70
+typedef enum { VL_SVG_POINTS, VL_SVG_LINE, VL_SVG_HLINE } vl_svg_kind;
+typedef struct {
+    vl_svg_kind kind;
+    const char *label; /* legend text */
+    const char *color; /* "#1f77b4" */
+    const double *x, *y; /* n points (HLINE: y[0] only) */
+    int n;
+} vl_svg_series;
+typedef struct {
+    const char *title, *subtitle, *x_label, *y_label;
+    double x_min, x_max, y_min, y_max; /* axis ranges; x_max <= x_min: from the data */
+    const vl_svg_series *series;
+    int n_series;
+} vl_svg_plot;
+/* Ticks and ranges (from the data unless given), then the SVG text to f. */
+int vl_svg_plot_write(FILE *f, const vl_svg_plot *p);
 int vl_session_init(vl_session *s, vl_model *m, int64_t max_ctx, int chunk, int64_t max_patches);
 void vl_session_free(vl_session *s);
 

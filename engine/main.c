@@ -19,6 +19,8 @@ static const command commands[] = {
     {"preprocess", vl_cmd_preprocess},
     {"synth", vl_cmd_synth},
     {"logits", vl_cmd_logits},
+    {"plan", vl_cmd_plan},
+    {"sweep", vl_cmd_sweep},
 };
 #define N_COMMANDS ((int)(sizeof commands / sizeof commands[0]))
 

@@ -50,3 +50,67 @@ void vl_plan_print(FILE *f, const vl_mem_plan *p) {
             p->total / gib, p->weights / gib, p->kv / gib, p->act / gib, p->workspace / gib,
             p->context / gib);
 }
+
+void vl_plan_image_of(const vl_config *c, const vl_pixels *px, vl_plan_image *out) {
+    const int64_t h = px->grid_h / c->merge, w = px->grid_w / c->merge;
+    out->patches = px->n_patches;
+    out->tokens = px->n_patches / ((int64_t)c->merge * c->merge);
+    out->positions = h > w ? h : w;
+    if (px->grid_t > out->positions) out->positions = px->grid_t;
+}
+
+/* Image i of a request: the list's, then its last one repeated. */
+static const vl_plan_image *nth_image(const vl_plan_image *imgs, int n, int i) {
+    return &imgs[i < n ? i : n - 1];
+}
+
+void vl_plan_request_set_images(vl_plan_request *q, int64_t text_tokens, const vl_plan_image *imgs,
+                                int n, int k) {
+    int64_t tokens = text_tokens, max_patches = 0;
+    for (int i = 0; i < k; i++) {
+        const vl_plan_image *im = nth_image(imgs, n, i);
+        tokens += im->tokens + 2; /* <|vision_start|> pads <|vision_end|> */
+        if (im->patches > max_patches) max_patches = im->patches;
+    }
+    q->prompt_tokens = tokens;
+    q->max_patches = max_patches;
+}
+
+/* The plan of the first k images. */
+static size_t plan_first(const vl_config *c, vl_plan_request q, int64_t text_tokens,
+                         const vl_plan_image *imgs, int n, int k) {
+    vl_plan_request_set_images(&q, text_tokens, imgs, n, k);
+    vl_mem_plan mp;
+    vl_plan_memory(c, &q, &mp);
+    return mp.total;
+}
+
+int vl_plan_images_that_fit(const vl_config *c, vl_plan_request q, int64_t text_tokens,
+                            const vl_plan_image *imgs, int n, int max_images, size_t budget) {
+    if (n < 1 || max_images < 1) return 0;
+    /* The plan grows with every image (KV cache, chunk, largest image): bisect. */
+    int lo = 0, hi = max_images; /* lo fits (0 images trivially), the answer is in [lo, hi] */
+    while (lo < hi) {
+        int mid = lo + (hi - lo + 1) / 2;
+        if (plan_first(c, q, text_tokens, imgs, n, mid) <= budget)
+            lo = mid;
+        else
+            hi = mid - 1;
+    }
+    return lo;
+}
+
+int vl_plan_images_within_context(const vl_config *c, int64_t text_tokens,
+                                  const vl_plan_image *imgs, int n, int max_tokens,
+                                  int max_images) {
+    /* positions: one per text token, max(t, h, w) per image plus its two marker tokens; the
+     * last generated token must stay below the model's max_position_embeddings */
+    int64_t pos = text_tokens + max_tokens - 1;
+    if (pos >= c->max_positions) return 0;
+    int k = 0;
+    for (; k < max_images; k++) {
+        pos += nth_image(imgs, n, k)->positions + 2;
+        if (pos >= c->max_positions) break;
+    }
+    return k;
+}

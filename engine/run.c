@@ -14,20 +14,15 @@
 /* How many of the request's images (in order) fit `budget` under request q. */
 static int images_that_fit(const vl_model *m, const vl_prompt *p, const vl_pixels *imgs, int n_imgs,
                            vl_plan_request q, size_t budget) {
-    const int64_t m2 = (int64_t)m->cfg.merge * m->cfg.merge;
-    int64_t tokens = p->n, max_patches = 0;
-    for (int i = 0; i < n_imgs; i++) tokens -= imgs[i].n_patches / m2 + 2;
-    int fit = 0;
-    for (int k = 1; k <= n_imgs; k++) {
-        tokens += imgs[k - 1].n_patches / m2 + 2;
-        if (imgs[k - 1].n_patches > max_patches) max_patches = imgs[k - 1].n_patches;
-        q.prompt_tokens = tokens;
-        q.max_patches = max_patches;
-        vl_mem_plan mp;
-        vl_plan_memory(&m->cfg, &q, &mp);
-        if (mp.total > budget) break;
-        fit = k;
+    vl_plan_image *pi = malloc((size_t)n_imgs * sizeof *pi);
+    if (!pi) return 0;
+    int64_t text_tokens = p->n;
+    for (int i = 0; i < n_imgs; i++) {
+        vl_plan_image_of(&m->cfg, &imgs[i], &pi[i]);
+        text_tokens -= pi[i].tokens + 2;
     }
+    int fit = vl_plan_images_that_fit(&m->cfg, q, text_tokens, pi, n_imgs, n_imgs, budget);
+    free(pi);
     return fit;
 }
 

@@ -36,6 +36,11 @@
 /* >= 512 rows of K = 18944 per slice; at m = 2048 a slice of 3584 x 3584 or of 1024 x 18944
  * keeps the GEMM busy well past the next slice's dequantization. */
 #define CUDA_DQ_SLICE_BYTES ((size_t)32 << 20)
+static_assert(CUDA_CUBLAS_WS_BYTES + CUDA_ATTN_WS_BYTES + CUDA_STAGING_FLOATS * 4 +
+                      CUDA_GEMV_PARTIAL_FLOATS * 4 + CUDA_GEMV_TILES * 4 +
+                      VL_CUDA_QUANT_STATE_BYTES + CUDA_QUANT_SCRATCH_FLOATS * 4 ==
+                  VL_CUDA_WORKSPACE_BYTES,
+              "kernels.h's VL_CUDA_WORKSPACE_BYTES is what ctx_create allocates");
 
 /* bf16 kernels and the cp.async/mma instructions of the attention kernels need Ampere. */
 #define CUDA_MIN_MAJOR 8

@@ -214,6 +214,10 @@ typedef struct {
     128 /* flash prefill and split-KV decode: every head dim up to it */
 #define VL_CUDA_ROPE_MAX_HEAD_DIM 512   /* rotary tables (cuda_rope.cu); --attn naive takes any */
 #define VL_CUDA_MAX_HEADS         65535 /* attention grid dimensions */
+/* Device memory the CUDA backend allocates for itself at start (cuBLAS, attention, staging,
+ * GEMV and quantization workspaces): cuda_backend.cu checks its sizes add up to this, and a plan
+ * made without a device (vlrun plan) uses it. */
+#define VL_CUDA_WORKSPACE_BYTES (((size_t)117 << 20) + ((size_t)64 << 10) + 256)
 
 /* One attention of a model (the decoder's, the vision tower's). */
 typedef struct {

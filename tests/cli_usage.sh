@@ -24,7 +24,7 @@ version=$(sed -n 's/^project(vlrun VERSION \([0-9.]*\).*/\1/p' "$SRC/CMakeLists.
 [ -n "$version" ] || bad "no project version in CMakeLists.txt"
 want_version="^vlrun ${version//./\\.} \\(commit ([0-9a-f]+|unknown), (CUDA|CPU-only) build\\)\$"
 for args in "--version" "tokenize --version" "preprocess --version" "synth --version" \
-    "logits --version" "$IMG --version" "--model $MODEL $IMG --max-tokens 2 --version" \
+    "logits --version" "plan --version" "sweep --version" "$IMG --version" "--model $MODEL $IMG --max-tokens 2 --version" \
     "tokenize --tokenizer $TOK --version"; do
     # shellcheck disable=SC2086 # the arguments are words
     run $args
@@ -52,6 +52,8 @@ help_is "usage: vlrun preprocess " preprocess "$IMG" -h
 help_is "usage: vlrun synth " synth --help
 help_is "usage: vlrun logits " logits --help
 help_is "usage: vlrun logits " logits "$IMG" -h
+help_is "usage: vlrun plan " plan --help
+help_is "usage: vlrun sweep " sweep -h
 # the full usage lists the run options; a subcommand's does not
 run --help
 grep -q -- "--max-tokens" "$tmp/out" && ok || bad "vlrun --help lacks --max-tokens"
@@ -78,7 +80,7 @@ expect_error() {
 
 # a mistyped command: no option, no file of that name, no '.' or '/': said so, before any model
 cd "$tmp" || exit 1
-expect_error "unknown command 'foo'; the commands are tokenize, preprocess, synth, logits" foo
+expect_error "unknown command 'foo'; the commands are tokenize, preprocess, synth, logits, plan, sweep" foo
 expect_error "to run on an image give its path (vlrun ./tokenise)" tokenise --tokenizer "$TOK" hi
 expect_error "unknown command 'prompt'" prompt --model "$MODEL" "$IMG"
 # ... while paths stay images: a file without an extension, and paths that name nothing
