@@ -204,6 +204,11 @@ typedef struct {
 int vl_decoder_feed(vl_decoder *d, const vl_tokenizer *t, int id, char *out, int out_cap);
 /* Whatever is still held (an incomplete character) as U+FFFD replacement(s). */
 int vl_decoder_flush(vl_decoder *d, char *out, int out_cap);
+/* One step of a lossy UTF-8 decode (loader/pretokenize.c): the length of the sequence at
+ * s[0..n) when complete and valid (1..4); 0 when a valid start is cut short by the end; -k when
+ * its first k bytes are a maximal invalid subpart, which becomes one U+FFFD as in Python's
+ * errors="replace" and Rust's from_utf8_lossy. */
+int vl_utf8_next(const unsigned char *s, size_t n);
 
 /* ---- images (loader/image*.c, loader/resize.c, loader/preprocess.c) ----------------------- */
 
