@@ -206,7 +206,9 @@ if run p_arg "${NOPROMPT[@]}" --prompt "$prompt" && run p_file "${NOPROMPT[@]}" 
 else
     bad "prompt from file/stdin: $(cat "$tmp"/p_*.err | head -c 400)"
 fi
-# 200 KB in one file: past the 128 KiB a single argv string may hold
+# 200 KB in one file (past the 128 KiB a single argv string may hold) is read and tokenized
+# whole: the short-context copy of tiny-a refuses it naming transformers' token count
+# (cli_prompt_long.sh runs it through to the first token; it is labelled slow for ASan)
 python3 - "$tmp/long.txt" "$GE" <<'PY'
 import json, os, sys
 tail, dashes = "\nHow long is this line?", 200000
@@ -215,11 +217,9 @@ if os.path.exists(sys.argv[2]):
     tail, dashes = e["tail"], e["dashes"]
 open(sys.argv[1], "w").write("-" * dashes + tail)
 PY
-if run long "${NOPROMPT[@]}" --prompt-file "$tmp/long.txt"; then
-    check long \
-        "os.path.getsize('$tmp/long.txt') >= 200000 and r['prompt_tokens'] > 3000" \
-        "e is None or r['prompt_tokens'] == e['long']['n_ids']" \
-        "e is None or e['long']['margin'] < 1e-3 or r['tokens'][0] == e['long']['first_token']"
+if [ -f "$GE" ]; then
+    n_long=$(python3 -c 'import json, sys; print(json.load(open(sys.argv[1]))["long"]["n_ids"])' "$GE")
+    expect_error long_ctx "the prompt ($n_long tokens" --model "$tmp/short" "${common[@]}" --prompt-file "$tmp/long.txt"
 fi
 mkfifo "$tmp/fifo"
 expect_error pf_fifo "FIFO" "${NOPROMPT[@]}" --prompt-file "$tmp/fifo"
