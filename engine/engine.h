@@ -35,7 +35,7 @@ typedef struct {
     const char *tokenizer;   /* --tokenizer FILE (default MODEL/tokenizer.json) */
     int random_weights;      /* --random-weights */
     const char *prompt;      /* --prompt TEXT */
-    int max_tokens;          /* --max-tokens N, default 512 */
+    int max_tokens;          /* --max-tokens N; 512 for the fixed-length modes without it */
     int stop_at_eos;         /* --stop-at-eos */
     int ignore_eos;          /* --ignore-eos: never stop at an end-of-turn token */
     int max_tokens_set;      /* --max-tokens given: exactly N tokens are generated */

@@ -68,7 +68,9 @@ static void text_stop(const vl_model *m, const vl_run_result *r) {
         fprintf(stderr, ", cut at the model's context limit (%d positions)", m->cfg.max_positions);
     } else {
         fprintf(stderr, ", cut at %s (%s)", count(g, sizeof g, r->n_gen, "token"),
-                o->max_tokens_set ? "--max-tokens" : "the fixed length without --max-tokens");
+                o->max_tokens_set ? "--max-tokens"
+                : o->ignore_eos   ? "--ignore-eos without --max-tokens"
+                                  : "--random-weights' fixed length");
         if (r->answer_tokens < r->n_gen)
             fprintf(stderr, "; the end-of-turn token came at token %d (--ignore-eos)",
                     r->answer_tokens + 1);
