@@ -117,6 +117,7 @@ static int send_message(vl_chat *c, const char *text, vl_pixels *px, const int *
                         int quiet, printer *pr) {
     vl_chat_stats st;
     memset(&pr->dec, 0, sizeof pr->dec);
+    pr->dec.skip_special = 1; /* as transformers decode(skip_special_tokens=True) */
     int rc = vl_chat_turn(c, text, px, src, n_px, print_token, pr, &st);
     if (rc) return rc;
     char piece[64];

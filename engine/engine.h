@@ -35,8 +35,12 @@ typedef struct {
     const char *tokenizer;    /* --tokenizer FILE (default MODEL/tokenizer.json) */
     int random_weights;       /* --random-weights */
     const char *prompt;       /* --prompt TEXT */
-    int max_tokens;           /* --max-tokens N, default 512 */
+    int max_tokens;           /* --max-tokens N; 512 for the fixed-length modes without it */
     int stop_at_eos;          /* --stop-at-eos */
+    int ignore_eos;           /* --ignore-eos: never stop at an end-of-turn token */
+    int max_tokens_set;       /* --max-tokens given: exactly N tokens are generated */
+    const char *prompt_file;  /* --prompt-file FILE ("-": standard input) */
+    const char *system;       /* --system TEXT (NULL: the template's default system prompt) */
     vl_quant quant;           /* --quant */
     int quant_double;         /* NF4 double quantization (--double-quant; default 0) */
     int quant_lm_head;        /* --quant-lm-head */
@@ -211,6 +215,7 @@ typedef struct {
     vl_pixels *uniq, *list;
     int *src;
     int n_uniq, n_list;
+    int *orig_w, *orig_h; /* [n_uniq]: each image's size as decoded, before resizing */
 } vl_image_set;
 int vl_image_set_load(vl_image_set *is, const vl_options *o, const vl_preproc_config *pre);
 /* --min-pixels / --max-pixels (0: keep the file's value) over a preprocessor config; the
@@ -244,6 +249,12 @@ typedef struct {
  * header. */
 int vl_prompt_build(vl_prompt *p, const vl_model *m, const char *text, vl_pixels *images,
                     const int *image_src, int n_images);
+/* The same with a system prompt (NULL: the template's "You are a helpful assistant."). */
+int vl_prompt_build_system(vl_prompt *p, const vl_model *m, const char *system, const char *text,
+                           vl_pixels *images, const int *image_src, int n_images);
+/* The user's text (engine/prompt_text.c): --prompt, or --prompt-file FILE, or standard input
+ * for "-"; checked to be UTF-8 without NUL. *text is malloc'ed. */
+int vl_prompt_text_read(const vl_options *o, char **text);
 /* From explicit ids (tests, goldens): checks that the pad runs match the images' grids and
  * computes positions. */
 int vl_prompt_from_ids(vl_prompt *p, const vl_config *c, const int32_t *ids, int n,
@@ -556,11 +567,47 @@ int vl_cmd_logits(int argc, char **argv);
  * naming the reason) and -1, so that no command ends 0 with its output lost. */
 int vl_stdout_flush(void);
 
+/* The answer's text from generated tokens (engine/answer.c): special tokens skipped, the text
+ * ending at the first end-of-turn token unless keep_after_eos, streamed to stdout when asked. */
+typedef struct {
+    const vl_model *m;
+    vl_decoder dec;
+    char *text; /* [len] + NUL; may hold NUL bytes */
+    size_t len, cap;
+    int n_tokens;       /* tokens added */
+    int eos_at;         /* index of the first end-of-turn token, -1 while none came */
+    int stream;         /* write each piece to stdout as it comes */
+    int keep_after_eos; /* --ignore-eos: the text goes on after the end-of-turn token */
+} vl_answer;
+void vl_answer_init(vl_answer *a, const vl_model *m, int stream, int keep_after_eos);
+int vl_answer_add(vl_answer *a, int32_t tok);
+/* Flush held bytes (an incomplete character becomes U+FFFD); text is then non-NULL. */
+int vl_answer_finish(vl_answer *a);
+void vl_answer_free(vl_answer *a);
+
+/* What a run produced, for its report. */
+typedef struct {
+    const vl_options *o;
+    const vl_prompt *p;
+    const vl_image_set *is;
+    int64_t img_tokens;
+    const int32_t *gen; /* [n_gen] every generated token */
+    int n_gen;
+    int token_limit;         /* the most tokens the run could generate (--max-tokens, context) */
+    int answer_tokens;       /* tokens before the first end-of-turn token (n_gen: none came) */
+    const char *stop_reason; /* where the text ends: "eos", "max_tokens" or "context" */
+    const char *text;        /* the answer's text: UTF-8, may hold NUL bytes */
+    size_t text_len;
+    double total_s; /* the run's wall time, from the options to the last token */
+} vl_run_result;
+
 /* The end-of-run report (engine/report.c): text on stderr, or one JSON object on stdout. */
-void vl_report_text(const vl_session *s, const vl_model *m, const vl_prompt *p, int64_t img_tokens,
-                    int generated);
-void vl_report_json(const vl_session *s, const vl_model *m, const vl_options *o, const vl_prompt *p,
-                    int64_t img_tokens, const int32_t *gen, int n_gen, const char *text);
+void vl_report_text(const vl_session *s, const vl_model *m, const vl_run_result *r);
+void vl_report_json(const vl_session *s, const vl_model *m, const vl_run_result *r);
+/* s[0..n) as a JSON string literal (quotes included), malloc'ed: control characters (NUL
+ * too) escaped, invalid UTF-8 replaced by U+FFFD as Python's errors="replace" does
+ * (engine/json_text.c). NULL when out of memory. */
+char *vl_json_string(const char *s, size_t n);
 
 /* Deterministic random checkpoint in the HF layout for config `c` (bf16 weights). */
 int vl_synth_checkpoint(const vl_config *c, const char *config_src, const char *out_dir,

@@ -58,6 +58,8 @@ void vl_image_set_free(vl_image_set *is) {
     free(is->uniq);
     free(is->list);
     free(is->src);
+    free(is->orig_w);
+    free(is->orig_h);
     memset(is, 0, sizeof *is);
 }
 
@@ -76,10 +78,15 @@ int vl_image_set_load(vl_image_set *is, const vl_options *o, const vl_preproc_co
     is->uniq = calloc((size_t)o->n_image_args, sizeof *is->uniq);
     is->list = calloc((size_t)n, sizeof *is->list);
     is->src = calloc((size_t)n, sizeof *is->src);
-    if (!is->uniq || !is->list || !is->src) return vl_error_set("out of host memory");
+    is->orig_w = calloc((size_t)o->n_image_args, sizeof *is->orig_w);
+    is->orig_h = calloc((size_t)o->n_image_args, sizeof *is->orig_h);
+    if (!is->uniq || !is->list || !is->src || !is->orig_w || !is->orig_h)
+        return vl_error_set("out of host memory");
     for (int i = 0; i < o->n_image_args; i++) {
         vl_image img;
         if (vl_image_load(&img, o->images[i].path)) return -1;
+        is->orig_w[i] = img.w;
+        is->orig_h[i] = img.h;
         int rc = vl_preprocess_image(&img, pre, &is->uniq[i]);
         if (!rc && !o->quiet) vl_image_notice(o->images[i].path, &img, &is->uniq[i], pre);
         vl_image_free(&img);

@@ -153,7 +153,11 @@ static int logits(const vl_options *o, const logits_opts *lo) {
     if (vl_model_open(&m, o)) goto done;
     m.progress = vl_progress_open(&progress, o); /* NULL unless stderr is a terminal */
     if (vl_image_set_load(&is, o, &m.pre)) goto done;
-    if (vl_prompt_build(&p, &m, o->prompt, is.list, is.src, is.n_list)) goto done;
+    char *text = NULL; /* --prompt, --prompt-file or standard input, and --system, as vlrun */
+    int bad = vl_prompt_text_read(o, &text) ||
+              vl_prompt_build_system(&p, &m, o->system, text, is.list, is.src, is.n_list);
+    free(text);
+    if (bad) goto done;
     int64_t last_pos = (int64_t)p.n - 1 + p.rope_delta;
     if (last_pos >= m.cfg.max_positions) {
         vl_error_set("vlrun logits: the last position would be %lld, beyond the model's context "

@@ -48,10 +48,18 @@ void vl_usage(FILE *f) {
             "  --config FILE         config.json for --random-weights without --model\n"
             "  --tokenizer FILE      tokenizer.json (default: MODEL/tokenizer.json)\n"
             "  --prompt TEXT         the user's text after the images (default: \"Describe the "
-            "images.\")\n"
-            "  --max-tokens N        tokens to generate (default 512); exactly N unless "
-            "--stop-at-eos\n"
-            "  --stop-at-eos         stop at <|im_end|> / <|endoftext|>\n"
+            "images.\");\n"
+            "                        - reads it from standard input\n"
+            "  --prompt-file FILE    the user's text from a UTF-8 file (- : standard input); one\n"
+            "                        trailing newline is dropped\n"
+            "  --system TEXT         the system prompt (default: \"You are a helpful assistant.\")\n"
+            "  --max-tokens N        generate exactly N tokens (the memory plan covers N); the\n"
+            "                        text still ends at the end-of-turn token. Without it,\n"
+            "                        generation stops at <|im_end|> / <|endoftext|> or at the\n"
+            "                        model's context limit\n"
+            "  --stop-at-eos         stop at the end-of-turn token even with --max-tokens\n"
+            "  --ignore-eos          never stop at it, and print what follows it too (as\n"
+            "                        llama.cpp); 512 tokens unless --max-tokens\n"
             "  --quant bf16|nf4|int8 weights (default bf16): NF4 as bitsandbytes (blocks of 64,\n"
             "                        fp32 scales), int8 one scale per row (W8A16)\n"
             "  --double-quant        NF4 with 8-bit double-quantized block scales (0.3 GiB less\n"
@@ -163,7 +171,7 @@ static int add_image(vl_options *o, const char *path) {
 }
 
 int vl_options_parse(vl_options *o, int argc, char **argv) {
-    int explicit_temperature = 0, explicit_greedy = 0;
+    int explicit_temperature = 0, explicit_greedy = 0, explicit_prompt = 0;
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i];
         const char *v = i + 1 < argc ? argv[i + 1] : NULL;
@@ -186,11 +194,21 @@ int vl_options_parse(vl_options *o, int argc, char **argv) {
         } else if (strcmp(a, "--prompt") == 0) {
             NEEDS_VALUE;
             o->prompt = v;
+            explicit_prompt = 1;
+        } else if (strcmp(a, "--prompt-file") == 0) {
+            NEEDS_VALUE;
+            o->prompt_file = v;
+        } else if (strcmp(a, "--system") == 0) {
+            NEEDS_VALUE;
+            o->system = v;
         } else if (strcmp(a, "--max-tokens") == 0) {
             NEEDS_VALUE;
             if (parse_int(a, v, 1, 1 << 24, &o->max_tokens)) return -1;
+            o->max_tokens_set = 1;
         } else if (strcmp(a, "--stop-at-eos") == 0) {
             o->stop_at_eos = 1;
+        } else if (strcmp(a, "--ignore-eos") == 0) {
+            o->ignore_eos = 1;
         } else if (strcmp(a, "--quant") == 0) {
             NEEDS_VALUE;
             if (strcmp(v, "bf16") == 0)
@@ -321,6 +339,10 @@ int vl_options_parse(vl_options *o, int argc, char **argv) {
         return vl_error_set("--min-pixels %lld is larger than --max-pixels %lld; expected min <= "
                             "max",
                             (long long)o->min_pixels, (long long)o->max_pixels);
+    if (explicit_prompt && o->prompt_file)
+        return vl_error_set("--prompt and --prompt-file both give the prompt; pass one of them");
+    if (o->stop_at_eos && o->ignore_eos)
+        return vl_error_set("--stop-at-eos and --ignore-eos contradict each other; pass one");
     if (o->kv_int8 && o->attn_naive)
         return vl_error_set("--kv int8 with --attn naive: the naive baseline reads a bf16 cache; "
                             "drop one of the two");

@@ -124,17 +124,24 @@ static int append_text(const vl_tokenizer *tok, int32_t **dst, int *n, int *cap,
 
 int vl_prompt_build(vl_prompt *p, const vl_model *m, const char *text, vl_pixels *images,
                     const int *image_src, int n_images) {
+    return vl_prompt_build_system(p, m, NULL, text, images, image_src, n_images);
+}
+
+/* transformers' template writes a system message's text as it is (an empty one included) and
+ * adds the default system turn only when the conversation does not start with one. */
+int vl_prompt_build_system(vl_prompt *p, const vl_model *m, const char *system, const char *text,
+                           vl_pixels *images, const int *image_src, int n_images) {
     const vl_config *c = &m->cfg;
+    if (!system) system = k_system_prompt;
     if (!m->tok)
         return vl_error_set("no tokenizer: %s has no tokenizer.json; pass --tokenizer FILE",
                             m->model_path[0] ? m->model_path : "the model");
     int32_t *ids = NULL;
     int n = 0, cap = 0, rc = 0;
-    size_t head_len = strlen(k_system_prompt) + 128;
+    size_t head_len = strlen(system) + 128;
     char *head = malloc(head_len);
     if (!head) return vl_error_set("out of host memory building the prompt");
-    snprintf(head, head_len, "<|im_start|>system\n%s<|im_end|>\n<|im_start|>user\n",
-             k_system_prompt);
+    snprintf(head, head_len, "<|im_start|>system\n%s<|im_end|>\n<|im_start|>user\n", system);
     rc = append_text(m->tok, &ids, &n, &cap, head);
     free(head);
     for (int i = 0; i < n_images && !rc; i++) {

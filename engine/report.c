@@ -1,66 +1,190 @@
 /* report.c: what a run tells at its end: the text report on stderr, or with --json one JSON
- * object on stdout (timings, memory by group measured and predicted, the options). */
+ * object on stdout. Both name vlrun's version, the model, the tokenizer, each image (file,
+ * size as decoded, size after resizing, tokens), where and why the answer stopped, the times
+ * (vision, prefill, decode, total) and memory by group, measured and predicted.
+ * Times: prefill_s includes the vision encoder (it runs inside the prefill, just before the chunk
+ * that holds the image's pads), vision_s is that part alone. */
 #include "engine/engine.h"
 
 #include <cJSON.h>
 #include <stdlib.h>
 
-void vl_report_text(const vl_session *s, const vl_model *m, const vl_prompt *p, int64_t img_tokens,
-                    int generated) {
-    const vl_timings *t = &s->t;
-    fprintf(stderr, "\n--- vlrun report (%s backend) ---\n", m->be->name);
-    fprintf(stderr, "prompt %d tokens (%lld image tokens, %d images), generated %d tokens\n", p->n,
-            (long long)img_tokens, p->n_images, generated);
-    fprintf(stderr,
-            "load %.3f s | vision %.3f s | prefill %.3f s (%.1f tok/s) | ttft %.3f s | "
-            "decode %.1f tok/s\n",
-            t->load_s, t->vision_s, t->prefill_s,
-            t->prefill_s > 0 ? (double)t->prefill_tokens / t->prefill_s : 0.0, t->ttft_s,
-            t->decode_s > 0 ? (double)t->decode_tokens / t->decode_s : 0.0);
-    fprintf(stderr, "memory: weights %.3f GiB", (double)m->weights_bytes / (1 << 30));
-    if (m->host_weights_bytes)
-        fprintf(stderr, " (+ %.3f GiB pinned in host memory)",
-                (double)m->host_weights_bytes / (1 << 30));
-    for (int g = VL_MEM_KV; g < VL_MEM_GROUPS; g++)
-        fprintf(stderr, " | %s %.3f GiB", vl_mem_group_name((vl_mem_group)g),
-                (double)s->arena.peak[g] / (1 << 30));
-    fprintf(stderr, " | peak tracked %.3f GiB\n",
-            (double)(m->weights_bytes + s->arena.peak_total) / (1 << 30));
-    if (s->device_total)
-        fprintf(stderr,
-                "device %s: peak used %.3f GiB of %.3f GiB (cudaMemGetInfo, context "
-                "included)\n",
-                m->be->device_name ? m->be->device_name : m->be->name,
-                (double)s->peak_device / (1 << 30), (double)s->device_total / (1 << 30));
-    vl_plan_print(stderr, &s->plan);
-    if (s->device_base)
-        fprintf(stderr,
-                "device memory before the weights (CUDA context + backend workspaces "
-                "%.3f GiB): %.3f GiB\n",
-                (double)m->be->workspace_bytes / (1 << 30), (double)s->device_base / (1 << 30));
-    fprintf(stderr, "decode: %s\n", s->graph ? "one CUDA graph per step" : "eager");
+/* ---- names and units ------------------------------------------------------------------------ */
+
+/* Bytes in the largest binary unit that keeps the number >= 0.95 ("0.98 MiB", "1.37 GiB",
+ * "24.00 KiB", "512 B"): never "0.00 GiB" for something small. */
+static const char *fmt_bytes(char *buf, size_t cap, double bytes) {
+    static const char *unit[] = {"KiB", "MiB", "GiB", "TiB"};
+    int u = -1;
+    for (int k = 0; k < 4 && bytes >= 0.95 * (double)(1ULL << (10 * (k + 1))); k++) u = k;
+    if (u < 0)
+        snprintf(buf, cap, "%.0f B", bytes);
+    else
+        snprintf(buf, cap, "%.2f %s", bytes / (double)(1ULL << (10 * (u + 1))), unit[u]);
+    return buf;
 }
 
-void vl_report_json(const vl_session *s, const vl_model *m, const vl_options *o, const vl_prompt *p,
-                    int64_t img_tokens, const int32_t *gen, int n_gen, const char *text) {
+/* "1 image", "2 images" */
+static const char *count(char *buf, size_t cap, long long n, const char *noun) {
+    snprintf(buf, cap, "%lld %s%s", n, noun, n == 1 ? "" : "s");
+    return buf;
+}
+
+/* The tokenizer file the model loaded (model.c's rule), or NULL when there is none. */
+static const char *tokenizer_path(const vl_model *m, const vl_options *o, char *buf, size_t cap) {
+    if (!m->tok) return NULL;
+    if (o->tokenizer) return o->tokenizer;
+    snprintf(buf, cap, "%s/tokenizer.json", o->model_dir ? o->model_dir : ".");
+    return buf;
+}
+
+/* The config file of --random-weights. */
+static const char *config_path(const vl_options *o, char *buf, size_t cap) {
+    if (o->config) return o->config;
+    snprintf(buf, cap, "%s/config.json", o->model_dir ? o->model_dir : ".");
+    return buf;
+}
+
+static int64_t image_tokens(const vl_pixels *px, int merge) {
+    return (int64_t)px->grid_t * px->grid_h * px->grid_w / ((int64_t)merge * merge);
+}
+
+static double rate(double n, double s) {
+    return s > 0 ? n / s : 0.0;
+}
+
+/* ---- text ----------------------------------------------------------------------------------- */
+
+static void text_stop(const vl_model *m, const vl_run_result *r) {
+    char a[64], g[64];
+    const vl_options *o = r->o;
+    fprintf(stderr, "answer     %s", count(a, sizeof a, r->answer_tokens, "token"));
+    if (strcmp(r->stop_reason, "eos") == 0) {
+        fprintf(stderr, ", ended by the end-of-turn token");
+        if (r->n_gen > r->answer_tokens + 1)
+            fprintf(stderr, "; generation ran on to %s (--max-tokens)",
+                    count(g, sizeof g, r->n_gen, "token"));
+    } else if (strcmp(r->stop_reason, "context") == 0) {
+        fprintf(stderr, ", cut at the model's context limit (%d positions)", m->cfg.max_positions);
+    } else {
+        fprintf(stderr, ", cut at %s (%s)", count(g, sizeof g, r->n_gen, "token"),
+                o->max_tokens_set ? "--max-tokens"
+                : o->ignore_eos   ? "--ignore-eos without --max-tokens"
+                                  : "--random-weights' fixed length");
+        if (r->answer_tokens < r->n_gen)
+            fprintf(stderr, "; the end-of-turn token came at token %d (--ignore-eos)",
+                    r->answer_tokens + 1);
+    }
+    fprintf(stderr, "\n");
+}
+
+static void text_inputs(const vl_model *m, const vl_run_result *r) {
+    const vl_options *o = r->o;
+    char buf[4200], c1[64], c2[64];
+    if (o->random_weights)
+        fprintf(stderr, "model      random weights, shapes of %s\n",
+                config_path(o, buf, sizeof buf));
+    else
+        fprintf(stderr, "model      %s (qwen2_vl: %d layers, hidden %d, vocab %d)\n", m->model_path,
+                m->cfg.n_layers, m->cfg.hidden, m->cfg.vocab);
+    const char *tp = tokenizer_path(m, o, buf, sizeof buf);
+    fprintf(stderr, "tokenizer  %s\n", tp ? tp : "none");
+    fprintf(stderr, "images     %s, %s\n", count(c1, sizeof c1, r->p->n_images, "image"),
+            count(c2, sizeof c2, r->img_tokens, "image token"));
+    for (int i = 0; i < r->is->n_uniq; i++) {
+        const vl_pixels *px = &r->is->uniq[i];
+        fprintf(stderr, "  %d. %s: %dx%d -> %dx%d, %s", i + 1, o->images[i].path, r->is->orig_w[i],
+                r->is->orig_h[i], px->resized_w, px->resized_h,
+                count(c1, sizeof c1, image_tokens(px, m->cfg.merge), "token"));
+        if (o->images[i].repeat > 1) fprintf(stderr, ", x%d", o->images[i].repeat);
+        fprintf(stderr, "\n");
+    }
+    fprintf(stderr, "prompt     %s; generated %s\n", count(c1, sizeof c1, r->p->n, "token"),
+            count(c2, sizeof c2, r->n_gen, "token"));
+}
+
+static void text_memory(const vl_session *s, const vl_model *m) {
+    char b[6][32];
+    fprintf(stderr, "memory     weights %s", fmt_bytes(b[0], 32, (double)m->weights_bytes));
+    if (m->host_weights_bytes)
+        fprintf(stderr, " (+ %s pinned in host memory)",
+                fmt_bytes(b[0], 32, (double)m->host_weights_bytes));
+    for (int g = VL_MEM_KV; g < VL_MEM_GROUPS; g++)
+        fprintf(stderr, " | %s %s", vl_mem_group_name((vl_mem_group)g),
+                fmt_bytes(b[0], 32, (double)s->arena.peak[g]));
+    fprintf(stderr, " | peak tracked %s\n",
+            fmt_bytes(b[0], 32, (double)(m->weights_bytes + s->arena.peak_total)));
+    const vl_mem_plan *p = &s->plan;
+    fprintf(stderr, "predicted  peak %s = weights %s + kv_cache %s + activations %s + workspace %s",
+            fmt_bytes(b[0], 32, (double)p->total), fmt_bytes(b[1], 32, (double)p->weights),
+            fmt_bytes(b[2], 32, (double)p->kv), fmt_bytes(b[3], 32, (double)p->act),
+            fmt_bytes(b[4], 32, (double)p->workspace));
+    if (p->context) fprintf(stderr, " + cuda_context %s", fmt_bytes(b[5], 32, (double)p->context));
+    fprintf(stderr, "\n");
+    if (s->device_total)
+        fprintf(stderr, "device     %s: peak used %s of %s (cudaMemGetInfo, context included)\n",
+                m->be->device_name ? m->be->device_name : m->be->name,
+                fmt_bytes(b[0], 32, (double)s->peak_device),
+                fmt_bytes(b[1], 32, (double)s->device_total));
+    if (s->device_base)
+        fprintf(stderr,
+                "           before the weights: %s (CUDA context + backend workspaces of %s)\n",
+                fmt_bytes(b[0], 32, (double)s->device_base),
+                fmt_bytes(b[1], 32, (double)m->be->workspace_bytes));
+}
+
+void vl_report_text(const vl_session *s, const vl_model *m, const vl_run_result *r) {
     const vl_timings *t = &s->t;
-    cJSON *r = cJSON_CreateObject();
-    cJSON_AddNumberToObject(r, "prompt_tokens", p->n);
-    cJSON_AddNumberToObject(r, "image_tokens", (double)img_tokens);
-    cJSON_AddNumberToObject(r, "images", p->n_images);
-    cJSON_AddNumberToObject(r, "generated_tokens", n_gen);
-    cJSON_AddItemToObject(r, "tokens", cJSON_CreateIntArray(gen, n_gen));
-    cJSON_AddStringToObject(r, "text", text);
-    cJSON *tm = cJSON_AddObjectToObject(r, "timings");
-    cJSON_AddNumberToObject(tm, "load_s", t->load_s);
-    cJSON_AddNumberToObject(tm, "vision_s", t->vision_s);
-    cJSON_AddNumberToObject(tm, "prefill_s", t->prefill_s);
-    cJSON_AddNumberToObject(tm, "ttft_s", t->ttft_s);
-    cJSON_AddNumberToObject(tm, "prefill_tok_s",
-                            t->prefill_s > 0 ? (double)t->prefill_tokens / t->prefill_s : 0.0);
-    cJSON_AddNumberToObject(tm, "decode_tok_s",
-                            t->decode_s > 0 ? (double)t->decode_tokens / t->decode_s : 0.0);
-    cJSON *mem = cJSON_AddObjectToObject(r, "memory");
+    fprintf(stderr, "\n--- vlrun %s (%s) report, %s backend ---\n", vl_version(),
+            vl_version_commit(), m->be->name);
+    text_inputs(m, r);
+    text_stop(m, r);
+    fprintf(stderr,
+            "time       total %.3f s | load %.3f s | vision %.3f s | prefill %.3f s (vision "
+            "included, %.1f tok/s) | ttft %.3f s | decode %.3f s (%.1f tok/s)\n",
+            r->total_s, t->load_s, t->vision_s, t->prefill_s,
+            rate((double)t->prefill_tokens, t->prefill_s), t->ttft_s, t->decode_s,
+            rate((double)t->decode_tokens, t->decode_s));
+    text_memory(s, m);
+    fprintf(stderr, "decode     %s\n", s->graph ? "one CUDA graph per step" : "eager");
+}
+
+/* ---- JSON ----------------------------------------------------------------------------------- */
+
+static void json_inputs(cJSON *j, const vl_model *m, const vl_run_result *r) {
+    const vl_options *o = r->o;
+    char buf[4200];
+    cJSON_AddStringToObject(j, "version", vl_version());
+    cJSON_AddStringToObject(j, "commit", vl_version_commit());
+    cJSON *mo = cJSON_AddObjectToObject(j, "model");
+    if (o->random_weights)
+        cJSON_AddNullToObject(mo, "path");
+    else
+        cJSON_AddStringToObject(mo, "path", m->model_path);
+    cJSON_AddStringToObject(mo, "model_type", "qwen2_vl");
+    if (o->random_weights) cJSON_AddStringToObject(mo, "config", config_path(o, buf, sizeof buf));
+    const char *tp = tokenizer_path(m, o, buf, sizeof buf);
+    if (tp)
+        cJSON_AddStringToObject(j, "tokenizer", tp);
+    else
+        cJSON_AddNullToObject(j, "tokenizer");
+    cJSON *list = cJSON_AddArrayToObject(j, "image_files");
+    for (int i = 0; i < r->is->n_uniq; i++) {
+        const vl_pixels *px = &r->is->uniq[i];
+        cJSON *e = cJSON_CreateObject();
+        cJSON_AddStringToObject(e, "file", o->images[i].path);
+        cJSON_AddNumberToObject(e, "repeat", o->images[i].repeat);
+        cJSON_AddNumberToObject(e, "width", r->is->orig_w[i]);
+        cJSON_AddNumberToObject(e, "height", r->is->orig_h[i]);
+        cJSON_AddNumberToObject(e, "resized_width", px->resized_w);
+        cJSON_AddNumberToObject(e, "resized_height", px->resized_h);
+        cJSON_AddNumberToObject(e, "tokens", (double)image_tokens(px, m->cfg.merge));
+        cJSON_AddItemToArray(list, e);
+    }
+}
+
+static void json_memory(cJSON *j, const vl_session *s, const vl_model *m) {
+    cJSON *mem = cJSON_AddObjectToObject(j, "memory");
     cJSON_AddNumberToObject(mem, "weights", (double)m->weights_bytes);
     cJSON_AddNumberToObject(mem, "host_weights", (double)m->host_weights_bytes);
     for (int g = VL_MEM_KV; g < VL_MEM_GROUPS; g++)
@@ -77,10 +201,17 @@ void vl_report_json(const vl_session *s, const vl_model *m, const vl_options *o,
     cJSON_AddNumberToObject(mem, "backend_workspace", (double)m->be->workspace_bytes);
     cJSON_AddNumberToObject(mem, "device_used_before_load", (double)s->device_base);
     cJSON_AddNumberToObject(mem, "device_total", (double)s->device_total);
-    cJSON_AddStringToObject(r, "device", m->be->device_name ? m->be->device_name : m->be->name);
-    cJSON *op = cJSON_AddObjectToObject(r, "options");
+}
+
+static void json_options(cJSON *j, const vl_session *s, const vl_model *m, const vl_options *o) {
+    cJSON *op = cJSON_AddObjectToObject(j, "options");
     cJSON_AddStringToObject(op, "backend", m->be->name);
-    cJSON_AddNumberToObject(op, "max_tokens", o->max_tokens);
+    if (o->max_tokens_set)
+        cJSON_AddNumberToObject(op, "max_tokens", o->max_tokens);
+    else
+        cJSON_AddNullToObject(op, "max_tokens");
+    cJSON_AddBoolToObject(op, "stop_at_eos", o->stop_at_eos);
+    cJSON_AddBoolToObject(op, "ignore_eos", o->ignore_eos);
     cJSON_AddStringToObject(op, "quant",
                             o->quant == VL_QUANT_NF4    ? "nf4"
                             : o->quant == VL_QUANT_INT8 ? "int8"
@@ -98,8 +229,38 @@ void vl_report_json(const vl_session *s, const vl_model *m, const vl_options *o,
     cJSON_AddNumberToObject(op, "chunk", o->chunk);
     cJSON_AddBoolToObject(op, "random_weights", o->random_weights);
     cJSON_AddBoolToObject(op, "decode_graph", s->graph != NULL);
-    char *js = cJSON_PrintUnformatted(r);
+}
+
+void vl_report_json(const vl_session *s, const vl_model *m, const vl_run_result *r) {
+    const vl_timings *t = &s->t;
+    cJSON *j = cJSON_CreateObject();
+    json_inputs(j, m, r);
+    cJSON_AddNumberToObject(j, "prompt_tokens", r->p->n);
+    cJSON_AddNumberToObject(j, "image_tokens", (double)r->img_tokens);
+    cJSON_AddNumberToObject(j, "images", r->p->n_images);
+    cJSON_AddNumberToObject(j, "generated_tokens", r->n_gen);
+    cJSON_AddNumberToObject(j, "answer_tokens", r->answer_tokens);
+    cJSON_AddStringToObject(j, "stop_reason", r->stop_reason);
+    cJSON_AddNumberToObject(j, "token_limit", r->token_limit);
+    cJSON_AddItemToObject(j, "tokens", cJSON_CreateIntArray(r->gen, r->n_gen));
+    /* cJSON strings end at a NUL byte: the text is escaped here from its length */
+    char *lit = vl_json_string(r->text, r->text_len);
+    cJSON_AddItemToObject(j, "text", lit ? cJSON_CreateRaw(lit) : cJSON_CreateNull());
+    free(lit);
+    cJSON *tm = cJSON_AddObjectToObject(j, "timings");
+    cJSON_AddNumberToObject(tm, "load_s", t->load_s);
+    cJSON_AddNumberToObject(tm, "vision_s", t->vision_s);
+    cJSON_AddNumberToObject(tm, "prefill_s", t->prefill_s);
+    cJSON_AddNumberToObject(tm, "ttft_s", t->ttft_s);
+    cJSON_AddNumberToObject(tm, "decode_s", t->decode_s);
+    cJSON_AddNumberToObject(tm, "total_s", r->total_s);
+    cJSON_AddNumberToObject(tm, "prefill_tok_s", rate((double)t->prefill_tokens, t->prefill_s));
+    cJSON_AddNumberToObject(tm, "decode_tok_s", rate((double)t->decode_tokens, t->decode_s));
+    json_memory(j, s, m);
+    cJSON_AddStringToObject(j, "device", m->be->device_name ? m->be->device_name : m->be->name);
+    json_options(j, s, m, r->o);
+    char *js = cJSON_PrintUnformatted(j);
     if (js) printf("%s\n", js);
     free(js);
-    cJSON_Delete(r);
+    cJSON_Delete(j);
 }

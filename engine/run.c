@@ -1,9 +1,14 @@
-/* run.c: the main job: images + prompt -> exactly --max-tokens tokens, and the report.
+/* run.c: the main job: images + prompt -> the answer, and the report.
  *
- *   parse options -> model (config, checked against the backend's kernels) -> backend ->
- *   decode and preprocess each distinct image once -> prompt -> session (KV cache sized for
- *   prompt + max tokens) -> prefill -> decode loop -> report on stderr, or one JSON object on
- *   stdout with --json.
+ *   parse options -> prompt text -> model (config, checked against the backend's kernels) ->
+ *   backend -> decode and preprocess each distinct image once -> prompt -> session (KV cache
+ *   sized for prompt + the most tokens the run may generate) -> prefill -> decode loop ->
+ *   report on stderr, or one JSON object on stdout with --json.
+ * When generation stops: without --max-tokens at the end-of-turn token (vl_model_is_eos) or at
+ * the model's context limit; with --max-tokens N after exactly N tokens (the fixed-length
+ * measurement), unless --stop-at-eos; --ignore-eos never stops at the end of turn (512 tokens
+ * unless --max-tokens), nor does --random-weights (fixed length) unless --stop-at-eos. The text
+ * ends at the first end-of-turn token in every case but --ignore-eos (vl_answer).
  * Generated text streams to stdout (not with --json or --quiet). */
 #include "engine/chat.h"
 #include "engine/engine.h"
@@ -95,18 +100,29 @@ static int write_logits(const char *path, const float *logits, int n) {
     return 0;
 }
 
-/* Append bytes to a growing text buffer. */
-static int text_append(char **buf, size_t *len, size_t *cap, const char *s, int n) {
-    if (*len + (size_t)n + 1 > *cap) {
-        size_t nc = (*len + (size_t)n + 1) * 2 + 256;
-        char *t = realloc(*buf, nc);
-        if (!t) return vl_error_set("out of host memory");
-        *buf = t;
-        *cap = nc;
+/* How many tokens the run may generate, and whether the model's context is what bounds it.
+ * room: tokens that fit the context after the prompt (the last one fed back sits at position
+ * n - 1 + rope_delta + room < max_positions). */
+static int generation_limit(const vl_options *o, const vl_model *m, const vl_prompt *p, int *limit,
+                            int *by_context) {
+    int64_t room = (int64_t)m->cfg.max_positions - p->n - p->rope_delta;
+    if (o->max_tokens_set && o->max_tokens > room)
+        return vl_error_set("--max-tokens %d: the last position would be %lld, beyond the "
+                            "model's context of %d positions; use fewer tokens or images",
+                            o->max_tokens, (long long)(p->n - 1 + p->rope_delta + o->max_tokens),
+                            m->cfg.max_positions);
+    if (room < 1)
+        return vl_error_set("the prompt (%d tokens, up to position %lld) fills the model's "
+                            "context of %d positions; use fewer or smaller images",
+                            p->n, (long long)(p->n - 1 + p->rope_delta), m->cfg.max_positions);
+    /* fixed length without --max-tokens: --ignore-eos, --random-weights (o->max_tokens: 512) */
+    *by_context = !o->max_tokens_set && !o->ignore_eos && !o->random_weights;
+    int64_t want = *by_context ? room : o->max_tokens;
+    if (want >= room) {
+        want = room;
+        *by_context = !o->max_tokens_set;
     }
-    memcpy(*buf + *len, s, (size_t)n);
-    *len += (size_t)n;
-    (*buf)[*len] = 0;
+    *limit = (int)want;
     return 0;
 }
 
@@ -120,8 +136,9 @@ static int run(const vl_options *o) {
     int n_gen = 0;
     int32_t *gen = NULL;
     float *logits = NULL;
-    char *text = NULL;
-    size_t text_len = 0, text_cap = 0;
+    char *user_text = NULL;
+    vl_answer ans;
+    memset(&ans, 0, sizeof ans);
     vl_progress progress;
     memset(&m, 0, sizeof m);
     memset(&s, 0, sizeof s);
@@ -130,6 +147,8 @@ static int run(const vl_options *o) {
     /* The model is opened first: its config decides whether the chosen backend can run it at
      * all (vl_model_open refuses shapes the CUDA kernels lack), and that answer must not wait
      * for, or depend on, a device. Opening maps the checkpoint but loads nothing. */
+    const double t_start = vl_now_s();
+    if (vl_prompt_text_read(o, &user_text)) goto done;
     double t0 = vl_now_s();
     if (vl_model_open(&m, o)) goto done;
     m.progress = vl_progress_open(&progress, o); /* NULL unless stderr is a terminal */
@@ -162,18 +181,13 @@ static int run(const vl_options *o) {
     if (vl_image_set_load(&is, o, &m.pre)) goto done;
     const vl_pixels *imgs = is.list;
     const int n_imgs = is.n_list;
-    if (vl_prompt_build(&p, &m, o->prompt, is.list, is.src, is.n_list)) goto done;
+    if (vl_prompt_build_system(&p, &m, o->system, user_text, is.list, is.src, is.n_list)) goto done;
     /* The model's context limit is on rotary positions, and M-RoPE gives an image of H x W
      * merged tokens only max(H, W) positions: 28 pages of 1364 tokens reach position ~1.3k
      * while the KV cache holds 38k tokens. The KV length is bounded by memory alone. */
-    int64_t ctx = (int64_t)p.n + o->max_tokens;
-    int64_t last_pos = (int64_t)p.n - 1 + p.rope_delta + o->max_tokens;
-    if (last_pos >= m.cfg.max_positions) {
-        vl_error_set("--max-tokens %d: the last position would be %lld, beyond the model's "
-                     "context of %d positions; use fewer tokens or images",
-                     o->max_tokens, (long long)last_pos, m.cfg.max_positions);
-        goto done;
-    }
+    int limit = 0, by_context = 0;
+    if (generation_limit(o, &m, &p, &limit, &by_context)) goto done;
+    int64_t ctx = (int64_t)p.n + limit;
     int64_t max_patches = 0, img_tokens = 0;
     for (int i = 0; i < n_imgs; i++) {
         if (imgs[i].n_patches > max_patches) max_patches = imgs[i].n_patches;
@@ -181,7 +195,7 @@ static int run(const vl_options *o) {
     }
     int chunk = o->chunk < p.n ? o->chunk : p.n;
     vl_plan_request rq;
-    vl_plan_request_init(&rq, o, be, p.n, o->max_tokens, chunk, max_patches);
+    vl_plan_request_init(&rq, o, be, p.n, limit, chunk, max_patches);
     const float rep_penalty = vl_model_repetition_penalty(&m, o);
     rq.rep_penalty = rep_penalty;
     vl_mem_plan plan;
@@ -197,7 +211,7 @@ static int run(const vl_options *o) {
     if (refuse_device_memory(be, &plan)) goto done;
     if (vl_model_load_weights(&m, o, be)) goto done;
     double load_s = vl_now_s() - t0;
-    vl_session_shape shape = {ctx,           chunk,      max_patches, o->max_tokens,
+    vl_session_shape shape = {ctx,           chunk,      max_patches, limit,
                               o->attn_naive, o->kv_int8, rep_penalty};
     if (vl_session_start(&s, &m, &shape)) goto done;
     s.t.load_s = load_s;
@@ -206,7 +220,7 @@ static int run(const vl_options *o) {
     s.plan = plan;
 
     logits = malloc((size_t)m.cfg.vocab * sizeof *logits);
-    gen = malloc((size_t)o->max_tokens * sizeof *gen);
+    gen = malloc((size_t)limit * sizeof *gen);
     if (!logits || !gen) {
         vl_error_set("out of host memory");
         goto done;
@@ -231,28 +245,21 @@ static int run(const vl_options *o) {
 
     /* Tokens are read back as they come only when someone looks at them (streamed text, stop
      * at EOS); otherwise the steps run back to back and the tokens are read once at the end. */
-    int read_each = host_sampling || o->stop_at_eos || (!o->json && !o->quiet);
-    vl_decoder dec = {{0}, 0};
-    char piece[256];
+    const int eos_stops =
+        !o->ignore_eos && (o->stop_at_eos || (!o->max_tokens_set && !o->random_weights));
+    const int stream = !o->json && !o->quiet;
+    int read_each = host_sampling || eos_stops || stream;
+    vl_answer_init(&ans, &m, stream, o->ignore_eos);
     /* decode progress only where no streamed text goes to the terminal */
     vl_progress *dprog = o->json || !isatty(STDOUT_FILENO) ? m.progress : NULL;
-    vl_progress_begin(dprog, "decode", "tokens", o->max_tokens);
+    vl_progress_begin(dprog, "decode", "tokens", limit);
     double td = vl_now_s();
     for (int shown = 0;;) {
         vl_progress_update(dprog, n_gen);
-        for (; shown < n_gen; shown++) {
-            int32_t tok = gen[shown];
-            int k = m.tok ? vl_decoder_feed(&dec, m.tok, tok, piece, sizeof piece) : 0;
-            if (k > 0) {
-                if (text_append(&text, &text_len, &text_cap, piece, k)) goto done;
-                if (!o->json && !o->quiet) {
-                    fwrite(piece, 1, (size_t)k, stdout);
-                    if (vl_stdout_flush()) goto done;
-                }
-            }
-        }
+        for (; shown < n_gen; shown++)
+            if (vl_answer_add(&ans, gen[shown])) goto done;
         int32_t last = gen[n_gen - 1];
-        if (n_gen == o->max_tokens || (o->stop_at_eos && vl_model_is_eos(&m, last))) break;
+        if (n_gen == limit || (eos_stops && ans.eos_at >= 0)) break;
         if (host_sampling) {
             if (vl_decode_step(&s, last, logits)) goto done;
             vl_penalize_logits(&s, logits);
@@ -262,7 +269,7 @@ static int run(const vl_options *o) {
             gen[n_gen] = vl_decode_token(&s, n_gen);
             n_gen++;
         } else {
-            while (n_gen < o->max_tokens) {
+            while (n_gen < limit) {
                 if (vl_decode_next(&s)) goto done;
                 vl_progress_update(dprog, ++n_gen);
             }
@@ -272,22 +279,33 @@ static int run(const vl_options *o) {
     s.t.decode_s = vl_now_s() - td;
     vl_progress_end(dprog);
     s.t.decode_tokens = n_gen - 1;
-    if (m.tok) {
-        int k = vl_decoder_flush(&dec, piece, sizeof piece);
-        if (k > 0 && text_append(&text, &text_len, &text_cap, piece, k)) goto done;
-    }
-    if (!text && text_append(&text, &text_len, &text_cap, "", 0)) goto done;
-    if (!o->json && !o->quiet) printf("\n");
+    if (vl_answer_finish(&ans)) goto done;
+    if (stream) printf("\n");
     if (o->random_weights)
         fprintf(stderr, "note: --random-weights: the generated text means nothing\n");
+    vl_run_result res = {.o = o,
+                         .p = &p,
+                         .is = &is,
+                         .img_tokens = img_tokens,
+                         .gen = gen,
+                         .n_gen = n_gen,
+                         .token_limit = limit,
+                         .text = ans.text,
+                         .text_len = ans.len,
+                         .total_s = vl_now_s() - t_start};
+    res.answer_tokens = ans.eos_at >= 0 ? ans.eos_at : n_gen;
+    res.stop_reason = ans.eos_at >= 0 && !o->ignore_eos ? "eos"
+                      : by_context && n_gen == limit    ? "context"
+                                                        : "max_tokens";
     if (o->json)
-        vl_report_json(&s, &m, o, &p, img_tokens, gen, n_gen, text);
+        vl_report_json(&s, &m, &res);
     else
-        vl_report_text(&s, &m, &p, img_tokens, n_gen);
+        vl_report_text(&s, &m, &res);
     rc = 0;
 done:
     vl_progress_end(m.progress); /* an error message starts at column 0 */
-    free(text);
+    vl_answer_free(&ans);
+    free(user_text);
     free(gen);
     free(logits);
     vl_session_free(&s);

@@ -205,19 +205,30 @@ int vl_tokenizer_encode(const vl_tokenizer *t, const char *text, int32_t **ids, 
  * byte mapping is NOT accepted: pass added tokens only), or -1. */
 int vl_tokenizer_token_id(const vl_tokenizer *t, const char *content);
 int vl_tokenizer_vocab_size(const vl_tokenizer *t); /* highest id + 1 */
+/* 1 when id is an added token marked "special" in tokenizer.json (<|im_end|>, <|image_pad|>...:
+ * what decode(skip_special_tokens=True) drops), else 0. */
+int vl_tokenizer_is_special(const vl_tokenizer *t, int id);
 /* Raw bytes of one token (after undoing the byte-level mapping); NULL for an unknown id. */
 const char *vl_tokenizer_token_bytes(const vl_tokenizer *t, int id, int *len);
 
 /* Streaming decode: feed ids one at a time, get the UTF-8 text that is complete so far;
- * bytes of a character split across tokens are held back until it is whole. */
+ * bytes of a character split across tokens are held back until it is whole. Zero it before
+ * use; skip_special = 1 drops special tokens as transformers' decode(skip_special_tokens=True)
+ * does (the text a user reads), 0 keeps them (the default: tokenize, tests). */
 typedef struct {
     char pending[8];
     int n_pending;
+    int skip_special;
 } vl_decoder;
 /* Appends at most out_cap-1 bytes + NUL to out; returns the number of bytes written. */
 int vl_decoder_feed(vl_decoder *d, const vl_tokenizer *t, int id, char *out, int out_cap);
 /* Whatever is still held (an incomplete character) as U+FFFD replacement(s). */
 int vl_decoder_flush(vl_decoder *d, char *out, int out_cap);
+/* One step of a lossy UTF-8 decode (loader/pretokenize.c): the length of the sequence at
+ * s[0..n) when complete and valid (1..4); 0 when a valid start is cut short by the end; -k when
+ * its first k bytes are a maximal invalid subpart, which becomes one U+FFFD as in Python's
+ * errors="replace" and Rust's from_utf8_lossy. */
+int vl_utf8_next(const unsigned char *s, size_t n);
 
 /* ---- images (loader/image*.c, loader/resize.c, loader/preprocess.c) ----------------------- */
 

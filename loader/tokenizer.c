@@ -54,6 +54,8 @@ struct vl_tokenizer {
     uint16_t byte_cp[256];  /* GPT-2 bytes_to_unicode */
     int16_t cp_byte[0x144]; /* its inverse; -1 for code points that are no byte symbol */
     vl_added_tokens added;
+    bool *added_special; /* [added_tokens' length]: the entry's "special" flag, in file order */
+    bool *special;       /* [n_ids]: ids of added tokens marked special (skip_special_tokens) */
     bool nfc, ignore_merges;
 };
 
@@ -314,6 +316,8 @@ static int load_added(vl_tokenizer *t, const cJSON *root, const char *path) {
     if (!list || cJSON_IsNull(list)) return 0;
     if (!cJSON_IsArray(list)) return vl_error_set("%s: added_tokens is not an array", path);
     if (vl_added_init(&t->added, cJSON_GetArraySize(list), path) != 0) return -1;
+    t->added_special = calloc((size_t)cJSON_GetArraySize(list) + 1, sizeof *t->added_special);
+    if (!t->added_special) return vl_error_set("out of memory loading %s", path);
     int k = 0;
     for (const cJSON *e = list->child; e; e = e->next, k++) {
         const cJSON *c = cJSON_GetObjectItemCaseSensitive(e, "content");
@@ -333,6 +337,7 @@ static int load_added(vl_tokenizer *t, const cJSON *root, const char *path) {
         /* HF's default for a token without the field: normalized unless special */
         bool normalized = norm ? cJSON_IsTrue(norm) : !flag_is(e, "special", true);
         if (vl_added_add(&t->added, c->valuestring, id, normalized, t->nfc, path) != 0) return -1;
+        t->added_special[k] = flag_is(e, "special", true);
         if (id >= t->n_ids) t->n_ids = id + 1;
     }
     return vl_added_build(&t->added, path);
@@ -343,7 +348,9 @@ static int load_added(vl_tokenizer *t, const cJSON *root, const char *path) {
 static int build_id_table(vl_tokenizer *t, const char *path) {
     t->tok_off = malloc((size_t)t->n_ids * sizeof *t->tok_off);
     t->tok_len = malloc((size_t)t->n_ids * sizeof *t->tok_len);
-    if (!t->tok_off || !t->tok_len) return vl_error_set("out of memory loading %s", path);
+    t->special = calloc((size_t)t->n_ids, sizeof *t->special);
+    if (!t->tok_off || !t->tok_len || !t->special)
+        return vl_error_set("out of memory loading %s", path);
     for (int32_t i = 0; i < t->n_ids; i++) t->tok_len[i] = -1;
     /* decoded bytes are never longer than the spelling: reserve once, so that spellings
      * (in the arena too) stay put while their bytes are written after them */
@@ -379,6 +386,7 @@ static int build_id_table(vl_tokenizer *t, const char *path) {
         const vl_added_token *a = &t->added.tok[i];
         if (arena_add(t, a->content, strlen(a->content), &t->tok_off[a->id]) != 0) return -1;
         t->tok_len[a->id] = (int32_t)strlen(a->content);
+        t->special[a->id] = t->added_special[i]; /* added in file order: index i is entry i */
     }
     for (int b = 0; b < 256; b++) {
         char sym[3];
@@ -433,6 +441,8 @@ void vl_tokenizer_free(vl_tokenizer *t) {
     free(t->arena);
     free(t->tok_off);
     free(t->tok_len);
+    free(t->added_special);
+    free(t->special);
     free(t->spell_off);
     free(t->spell_len);
     free(t->spell_id);
@@ -624,6 +634,10 @@ int vl_tokenizer_vocab_size(const vl_tokenizer *t) {
     return t ? t->n_ids : 0;
 }
 
+int vl_tokenizer_is_special(const vl_tokenizer *t, int id) {
+    return t && id >= 0 && id < t->n_ids && t->special[id];
+}
+
 const char *vl_tokenizer_token_bytes(const vl_tokenizer *t, int id, int *len) {
     if (len) *len = 0;
     if (!t || id < 0 || id >= t->n_ids || t->tok_len[id] < 0) return NULL;
@@ -646,6 +660,8 @@ int vl_decoder_feed(vl_decoder *d, const vl_tokenizer *t, int id, char *out, int
                             vl_tokenizer_vocab_size(t) - 1);
     if (d->n_pending < 0 || d->n_pending > 3)
         return vl_error_set("vl_decoder_feed: decoder state is corrupt (zero it before use)");
+    /* HF drops skipped tokens before joining the bytes: held bytes wait for the next token */
+    if (d->skip_special && t->special[id]) return 0;
     char stack[256], *buf = stack;
     size_t total = (size_t)d->n_pending + (size_t)len;
     if (total > sizeof stack && !(buf = malloc(total)))

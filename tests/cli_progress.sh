@@ -83,7 +83,7 @@ if [ -s "$tmp/text.out" ] && ! grep -q $'\r' "$tmp/text.out"; then pass=$((pass 
 
 # --quiet on a terminal: no progress line at all (the pty turns \n into \r\n: only bare \r count)
 on_tty "$tmp/quiet.log" "$cmd --quiet"
-check "--quiet on a terminal" 'assert not lines and "vlrun report" in t, (lines, t[:200])' "$tmp/quiet.log"
+check "--quiet on a terminal" 'assert not lines and re.search(r"--- vlrun \S+ \(\S+\) report", t), (lines, t[:200])' "$tmp/quiet.log"
 
 # stderr a file: no progress, whatever stdout is
 "$VLRUN" "${R[@]}" --json >"$tmp/o.json" 2>"$tmp/err.txt"

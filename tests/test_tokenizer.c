@@ -174,6 +174,37 @@ static void test_streaming(const vl_tokenizer *t) {
     free(ids);
 }
 
+/* skip_special: added tokens marked special vanish from the text (HF decode with
+ * skip_special_tokens=True), bytes held before one join those after it, and added tokens not
+ * marked special (<tool_call> in Qwen2) stay; without the flag a special token is its content. */
+static void test_skip_special(const vl_tokenizer *t) {
+    char out[64];
+    int im_end = vl_tokenizer_token_id(t, "<|im_end|>"),
+        tool = vl_tokenizer_token_id(t, "<tool_call>");
+    int e4 = byte_token(t, 0xE4), b8 = byte_token(t, 0xB8), ad = byte_token(t, 0xAD);
+    VT_CHECK_INT(im_end, 151645);
+    VT_CHECK_INT(tool, 151657);
+    VT_CHECK_INT(vl_tokenizer_is_special(t, im_end), 1);
+    VT_CHECK_INT(vl_tokenizer_is_special(t, vl_tokenizer_token_id(t, "<|image_pad|>")), 1);
+    VT_CHECK_INT(vl_tokenizer_is_special(t, tool), 0);
+    VT_CHECK_INT(vl_tokenizer_is_special(t, e4), 0);
+    VT_CHECK_INT(vl_tokenizer_is_special(t, -1), 0);
+    VT_CHECK_INT(vl_tokenizer_is_special(t, 1 << 30), 0);
+    vl_decoder d = {0};
+    d.skip_special = 1;
+    VT_CHECK_INT(vl_decoder_feed(&d, t, e4, out, sizeof out), 0);
+    VT_CHECK_INT(vl_decoder_feed(&d, t, im_end, out, sizeof out), 0);
+    VT_CHECK_INT(vl_decoder_feed(&d, t, b8, out, sizeof out), 0);
+    VT_CHECK_INT(vl_decoder_feed(&d, t, ad, out, sizeof out), 3);
+    VT_CHECK(strcmp(out, "\xe4\xb8\xad") == 0);
+    VT_CHECK_INT(vl_decoder_feed(&d, t, tool, out, sizeof out), 11);
+    VT_CHECK(strcmp(out, "<tool_call>") == 0);
+    vl_decoder keep = {0};
+    VT_CHECK_INT(vl_decoder_feed(&keep, t, e4, out, sizeof out), 0);
+    VT_CHECK_INT(vl_decoder_feed(&keep, t, im_end, out, sizeof out), 13);
+    VT_CHECK(strcmp(out, "\xef\xbf\xbd<|im_end|>") == 0);
+}
+
 /* A string field of a fixture entry; "" (and a failed check) when it is missing. */
 static const char *field(const cJSON *o, const char *key) {
     const cJSON *v = cJSON_GetObjectItemCaseSensitive(o, key);
@@ -441,6 +472,7 @@ int main(void) {
         fprintf(stderr, "loaded %s in %.0f ms\n", path, 1e3 * (now_s() - t0));
         test_facts(t);
         test_streaming(t);
+        test_skip_special(t);
         test_cases(t);
         test_speed(t);
     }

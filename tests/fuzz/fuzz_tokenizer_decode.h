@@ -15,7 +15,7 @@ static inline char *fuzz_decode_ids(const vl_tokenizer *t, const int32_t *ids, i
     size_t cap = 64, used = 0;
     char *text = malloc(cap);
     FUZZ_CHECK(text != NULL, "out of memory");
-    vl_decoder d = {{0}, 0};
+    vl_decoder d = {0};
     for (int i = 0; i <= n; i++) {
         int tok_len = 0;
         if (i < n)
