@@ -59,6 +59,7 @@ int vl_chat_start(vl_chat *c, vl_model *m, const vl_options *o, const vl_chat_sh
     memset(c, 0, sizeof *c);
     c->m = m;
     c->shape = *sh;
+    c->system = o->system; /* --system */
     c->sampling = *o;
     c->sampling.images = NULL; /* not ours */
     c->sampling.n_image_args = 0;

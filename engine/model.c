@@ -326,6 +326,8 @@ int vl_model_open(vl_model *m, const vl_options *o) {
                                   vl_preproc_config_check(&m->pre, &m->cfg, path)))
             return -1;
     }
+    /* --min-pixels / --max-pixels over the file's values, for every command that opens a model */
+    if (vl_preproc_override_pixels(&m->pre, o->min_pixels, o->max_pixels)) return -1;
     m->pre.patch = m->cfg.patch;
     m->pre.temporal_patch = m->cfg.temporal_patch;
     m->pre.merge = m->cfg.merge;

@@ -127,6 +127,15 @@ echo "hi there" | chat "$IMGS/${gc[0]}" --ctx 50 >/dev/null 2>"$tmp/err8"
 grep -q 'answer 15 tokens.*stop: context full | cache 50/50 tokens' "$tmp/err8" && ok ||
     bad "answer to the end of the context: $(cat "$tmp/err8")"
 
+# --system replaces the default system message, as the chat template does
+printf 'hi\n/tokens\n' | chat --system "Be brief." --max-tokens 2 --quiet >"$tmp/out9" 2>"$tmp/err9"
+want=$("$VLRUN" tokenize --tokenizer "$TOK" "<|im_start|>system
+Be brief.<|im_end|>
+<|im_start|>user
+")
+got=$(tail -n 1 "$tmp/out9")
+[ -n "$want" ] && [ "${got#"$want" }" != "$got" ] && ok || bad "--system in the chat: '$got' does not start with '$want'"
+
 # 5. refused options, and a failed write
 for opt in --json "--attn naive" "--dump-logits $tmp/l.f32"; do
     # shellcheck disable=SC2086
