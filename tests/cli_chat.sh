@@ -9,6 +9,7 @@
 #   fit the context is refused in one line; EOF ends with status 0, no prompt on a pipe;
 # - --json / --attn naive refused; a failed write to stdout is an error.
 set -u
+BE=${VL_BACKEND:-cpu} # the device script runs it again with VL_BACKEND=cuda
 source "$(dirname "$0")/golden_args.sh"
 VLRUN=${VLRUN:?}
 FIX=${VL_FIXTURES:?}
@@ -20,11 +21,11 @@ trap 'rm -rf "$tmp"' EXIT
 pass=0 fail=0
 ok() { pass=$((pass + 1)); }
 bad() { fail=$((fail + 1)); echo "FAIL: $*" >&2; }
-chat() { "$VLRUN" --chat --backend cpu --model "$MODEL" --tokenizer "$TOK" "$@"; }
+chat() { "$VLRUN" --chat --backend "$BE" --model "$MODEL" --tokenizer "$TOK" "$@"; }
 
 # 1. turn 1 == the one-shot run (text), and == transformers' greedy tokens (ids)
 golden_args "$FIX/models/golden_tiny-a.json" "$FIX"
-"$VLRUN" --backend cpu --model "$MODEL" --tokenizer "$TOK" "${args[@]}" --prompt "$prompt" \
+"$VLRUN" --backend "$BE" --model "$MODEL" --tokenizer "$TOK" "${args[@]}" --prompt "$prompt" \
     --max-tokens 24 --greedy >"$tmp/oneshot" 2>/dev/null || bad "one-shot run failed"
 # the prompt's newlines become continuation lines (a trailing backslash)
 printf '%s\n/tokens\n' "${prompt//$'\n'/$'\\\n'}" >"$tmp/in1"
@@ -49,7 +50,7 @@ grep -q '^> ' "$tmp/out1" && bad "a prompt was printed on a pipe" || ok
 # (Gumbel-max on the backend, and the host sampler for top-k / top-p)
 for opts in "--temperature 0.8 --seed 7" "--top-k 20 --top-p 0.9 --seed 3"; do
     # shellcheck disable=SC2086
-    "$VLRUN" --backend cpu --model "$MODEL" --tokenizer "$TOK" "${args[@]}" --prompt "$prompt" \
+    "$VLRUN" --backend "$BE" --model "$MODEL" --tokenizer "$TOK" "${args[@]}" --prompt "$prompt" \
         --max-tokens 12 $opts >"$tmp/oneshot_s" 2>/dev/null || bad "one-shot $opts failed"
     # shellcheck disable=SC2086
     chat "${args[@]}" --max-tokens 12 $opts <"$tmp/in1" 2>/dev/null | head -n -1 >"$tmp/answer_s"
@@ -94,7 +95,7 @@ cat >"$tmp/in3" <<EOF
 /frobnicate
 hello
 EOF
-timeout 60 "$VLRUN" --chat --backend cpu --model "$MODEL" --tokenizer "$TOK" --max-tokens 4 \
+timeout 60 "$VLRUN" --chat --backend "$BE" --model "$MODEL" --tokenizer "$TOK" --max-tokens 4 \
     --quiet <"$tmp/in3" >"$tmp/out3" 2>"$tmp/err3"
 rc=$?
 [ $rc -eq 0 ] && ok || bad "bad images ended the session: rc=$rc"

@@ -19,6 +19,7 @@
 #   - bad prompt files (FIFO, missing, invalid UTF-8, NUL) and contradicting options: one line;
 #   - the report: model, tokenizer, images with sizes and tokens, singular/plural, units.
 set -u
+BE=${VL_BACKEND:-cpu} # the device script runs it again with VL_BACKEND=cuda
 source "$(dirname "$0")/golden_args.sh"
 VLRUN=${VLRUN:?VLRUN must point at the vlrun binary}
 FIX=${VL_FIXTURES:?}
@@ -33,7 +34,7 @@ GA=$FIX/models/golden_tiny-a.json
 GE=$FIX/models/golden_tiny-eos.json
 [ -f "$GE" ] || echo "note: $GE absent: comparisons with transformers skipped"
 golden_args "$GA" "$FIX"
-common=(--backend cpu --tokenizer "$TOK" "${args[@]}")
+common=(--backend "$BE" --tokenizer "$TOK" "${args[@]}")
 EOS=(--model "$FIX/models/tiny-eos" "${common[@]}" --prompt "$prompt")
 
 # run NAME ARGS...: vlrun ARGS > NAME.out, 2> NAME.err; a failure is reported and returns 1
@@ -233,7 +234,7 @@ expect_error pf_both "pass one of them" "${NOPROMPT[@]}" --prompt x --prompt-fil
 # ---- the report -------------------------------------------------------------------------------
 IMG_A=$FIX/models/images/img_a_56x84.png
 IMG_B=$FIX/models/images/img_b_100x60.png
-ONE=(--backend cpu --model "$FIX/models/tiny-eos" --tokenizer "$TOK")
+ONE=(--backend "$BE" --model "$FIX/models/tiny-eos" --tokenizer "$TOK")
 if run rep1 "${ONE[@]}" "$IMG_A" --max-tokens 1 --quiet; then
     check rep1 \
         "'images     1 image, 6 image tokens' in err and 'generated 1 token\n' in err" \
