@@ -174,7 +174,9 @@ int vl_cmd_preprocess(int argc, char **argv) {
     if (so.out) {
         char tmp[4200];
         snprintf(tmp, sizeof tmp, "%s.tmp", so.out);
-        FILE *f = vl_create_fresh(tmp, "vlrun preprocess --out");
+        FILE *f = vl_output_target_check(so.out, "vlrun preprocess --out")
+                      ? NULL
+                      : vl_create_fresh(tmp, "vlrun preprocess --out");
         size_t n = (size_t)px.n_patches * (size_t)px.patch_dim;
         int bad = !f || fwrite(px.pixels, sizeof(float), n, f) != n;
         if (f) bad |= fclose(f) != 0;

@@ -38,6 +38,7 @@ static FILE *open_tmp(const char *opt, const char *path, char *tmp, size_t tmp_s
         vl_error_set("%s %s: path too long", opt, path);
         return NULL;
     }
+    if (vl_output_target_check(path, opt)) return NULL;
     return vl_create_fresh(tmp, opt); /* its error names the option, file and reason */
 }
 

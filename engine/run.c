@@ -89,6 +89,7 @@ static int refuse_device_memory(vl_backend *be, const vl_mem_plan *plan) {
 static int write_logits(const char *path, const float *logits, int n) {
     char tmp[4200];
     snprintf(tmp, sizeof tmp, "%s.tmp", path);
+    if (vl_output_target_check(path, "--dump-logits")) return -1;
     FILE *f = vl_create_fresh(tmp, "--dump-logits");
     if (!f) return vl_error_set("--dump-logits %s: cannot write the file", path);
     size_t w = fwrite(logits, sizeof(float), (size_t)n, f);
@@ -149,6 +150,8 @@ static int run(const vl_options *o) {
      * for, or depend on, a device. Opening maps the checkpoint but loads nothing. */
     const double t_start = vl_now_s();
     if (vl_prompt_text_read(o, &user_text)) goto done;
+    /* a --dump-logits path that will be refused is refused now, not after the run */
+    if (o->dump_logits && vl_output_target_check(o->dump_logits, "--dump-logits")) goto done;
     double t0 = vl_now_s();
     if (vl_model_open(&m, o)) goto done;
     m.progress = vl_progress_open(&progress, o); /* NULL unless stderr is a terminal */

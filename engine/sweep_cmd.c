@@ -217,6 +217,7 @@ typedef int (*write_fn)(FILE *f, const void *ctx);
 static int write_output(const char *path, write_fn fn, const void *ctx) {
     char tmp[4200];
     snprintf(tmp, sizeof tmp, "%s.tmp", path);
+    if (vl_output_target_check(path, "vlrun sweep --out")) return -1;
     FILE *f = vl_create_fresh(tmp, "vlrun sweep --out");
     if (!f) return -1;
     int bad = fn(f, ctx) != 0;
@@ -414,6 +415,13 @@ static int collect(const sweep_args *sa, const vl_plan_input *in, const vl_backe
 }
 
 static int sweep(const sweep_args *sa, const char *argv0) {
+    char csv[4200], svg[4200];
+    snprintf(csv, sizeof csv, "%s.csv", sa->out);
+    snprintf(svg, sizeof svg, "%s.svg", sa->out);
+    /* outputs that would be refused are refused before the runs, not after them */
+    if ((!sa->from_csv && vl_output_target_check(csv, "vlrun sweep --out")) ||
+        vl_output_target_check(svg, "vlrun sweep --out"))
+        return -1;
     vl_plan_input in;
     if (vl_plan_input_load(&in, &sa->o, 0, 0)) return -1;
     vl_backend be;
@@ -424,9 +432,6 @@ static int sweep(const sweep_args *sa, const char *argv0) {
     const char *device = "?";
     for (int i = 0; i < n; i++)
         if (pts[i].ok) device = pts[i].device, n_ok++;
-    char csv[4200], svg[4200];
-    snprintf(csv, sizeof csv, "%s.csv", sa->out);
-    snprintf(svg, sizeof svg, "%s.svg", sa->out);
     csv_data cd = {pts, n};
     plot_data pd = {sa, &in, &be, pts, n, device};
     if (!rc && n_ok == 0) rc = vl_error_set("vlrun sweep: no run succeeded (see the errors above)");

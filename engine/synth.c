@@ -57,6 +57,7 @@ static int copy_file(const char *from, const char *to) {
     char *text = NULL;
     size_t len = 0;
     if (vl_read_file(from, 16 << 20, &text, &len)) return -1;
+    if (vl_output_target_check(to, "vlrun synth")) return -1;
     FILE *f = vl_create_fresh(to, "vlrun synth");
     int bad = !f || fwrite(text, 1, len, f) != len;
     if (f) bad |= fclose(f) != 0;

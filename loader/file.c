@@ -19,6 +19,27 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+static const char *file_kind(mode_t mode) {
+    return S_ISDIR(mode)                    ? "a directory"
+           : S_ISFIFO(mode)                 ? "a FIFO (named pipe)"
+           : S_ISSOCK(mode)                 ? "a socket"
+           : S_ISLNK(mode)                  ? "a symbolic link"
+           : S_ISCHR(mode) || S_ISBLK(mode) ? "a device"
+                                            : "not a file";
+}
+
+int vl_output_target_check(const char *path, const char *what) {
+    struct stat st;
+    if (lstat(path, &st) != 0) {
+        if (errno == ENOENT) return 0;
+        return vl_error_set("%s %s: cannot check the path (%s)", what, path, strerror(errno));
+    }
+    if (S_ISREG(st.st_mode)) return 0;
+    return vl_error_set("%s %s is %s: vlrun replaces only regular files with its outputs; remove "
+                        "it or give another path",
+                        what, path, file_kind(st.st_mode));
+}
+
 int vl_open_regular(const char *path, const char *what, int *fd_out, int64_t *size_out) {
     *fd_out = -1;
     if (size_out) *size_out = 0;
@@ -32,13 +53,8 @@ int vl_open_regular(const char *path, const char *what, int *fd_out, int64_t *si
     }
     if (!S_ISREG(st.st_mode)) {
         close(fd);
-        const char *kind = S_ISDIR(st.st_mode)                          ? "a directory"
-                           : S_ISFIFO(st.st_mode)                       ? "a FIFO (named pipe)"
-                           : S_ISSOCK(st.st_mode)                       ? "a socket"
-                           : S_ISCHR(st.st_mode) || S_ISBLK(st.st_mode) ? "a device"
-                                                                        : "not a file";
         return vl_error_set("%s %s is %s, not a regular file; pass the path of the file itself",
-                            what, path, kind);
+                            what, path, file_kind(st.st_mode));
     }
     int flags = fcntl(fd, F_GETFL);
     if (flags < 0 || fcntl(fd, F_SETFL, flags & ~O_NONBLOCK) < 0) {

@@ -57,6 +57,10 @@ int vl_read_file(const char *path, size_t max_bytes, char **out, size_t *out_len
  * (error recorded, starting with `what`: the option or file role) on failure. For NAME.tmp
  * files renamed over NAME once complete. */
 FILE *vl_create_fresh(const char *path, const char *what);
+/* An output's final path may be replaced only when it is absent or a regular file: a FIFO, a
+ * device, a directory, a socket or a symbolic link there is refused with one line naming it
+ * (the output is then never written through it nor over it). Returns 0 or -1 (error set). */
+int vl_output_target_check(const char *path, const char *what);
 
 /* Parse text[0, len) (it need not be NUL-terminated) as one JSON value, strictly: only
  * whitespace may follow it, it may hold no NUL byte, and no object may repeat a key. `what`

@@ -159,7 +159,8 @@ int vl_safetensors_write(const char *path, const vl_tensor_out *tensors, int n) 
     }
     memcpy(tmp, path, plen);
     memcpy(tmp + plen, ".tmp", 5);
-    if (!(f = vl_create_fresh(tmp, "safetensors output"))) {
+    if (vl_output_target_check(path, "safetensors output") ||
+        !(f = vl_create_fresh(tmp, "safetensors output"))) {
         rc = -1;
         goto done;
     }
