@@ -1,9 +1,12 @@
-/* version.c: what `vlrun --version` and the reports name. The numbers come from CMake (the
- * project version, and the git commit the build was configured from). */
+/* version.c: what `vlrun --version` and the reports name: the project version (CMake) and the
+ * git commit of the source at build time (vl_git_commit.h, scripts/git_commit.cmake). */
 #include "engine/engine.h"
 
 #ifndef VL_VERSION_STRING
 #define VL_VERSION_STRING "0.0.0"
+#endif
+#ifdef VL_HAVE_GIT_COMMIT_H
+#include "vl_git_commit.h" /* written at build time by scripts/git_commit.cmake */
 #endif
 #ifndef VL_GIT_COMMIT
 #define VL_GIT_COMMIT "unknown"
