@@ -145,7 +145,7 @@ int vl_cmd_preprocess(int argc, char **argv) {
     int n_kept = 0;
     if (!kept) return vl_error_set("out of host memory");
     int refused = take_pixel_options(argc, argv, pixels, kept, &n_kept) ||
-              parse_sub("preprocess", n_kept, kept, 0, 1, &so);
+                  parse_sub("preprocess", n_kept, kept, 0, 1, &so);
     free(kept); /* so's strings point into argv, not into kept */
     if (refused) return -1;
     if (sub_info(&so, preprocess_usage)) return 0;

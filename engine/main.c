@@ -15,12 +15,9 @@ typedef struct {
 } command;
 
 static const command commands[] = {
-    {"tokenize", vl_cmd_tokenize},
-    {"preprocess", vl_cmd_preprocess},
-    {"synth", vl_cmd_synth},
-    {"logits", vl_cmd_logits},
-    {"plan", vl_cmd_plan},
-    {"sweep", vl_cmd_sweep},
+    {"tokenize", vl_cmd_tokenize}, {"preprocess", vl_cmd_preprocess},
+    {"synth", vl_cmd_synth},       {"logits", vl_cmd_logits},
+    {"plan", vl_cmd_plan},         {"sweep", vl_cmd_sweep},
 };
 #define N_COMMANDS ((int)(sizeof commands / sizeof commands[0]))
 
