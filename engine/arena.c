@@ -9,8 +9,7 @@
 
 #define VL_ARENA_ALIGN 256
 
-static const char *group_names[VL_MEM_GROUPS] = {"weights", "kv_cache", "activations",
-                                                 "workspace"};
+static const char *group_names[VL_MEM_GROUPS] = {"weights", "kv_cache", "activations", "workspace"};
 
 const char *vl_mem_group_name(vl_mem_group g) {
     return (g >= 0 && g < VL_MEM_GROUPS) ? group_names[g] : "?";

@@ -167,7 +167,7 @@ typedef struct {
     size_t host_weights_bytes;
     vl_tokenizer *tok; /* NULL when no tokenizer.json was found */
     char model_path[4096];
-    vl_progress *progress; /* the terminal's progress line; NULL (the default): silent */
+    vl_progress *progress;    /* the terminal's progress line; NULL (the default): silent */
     vl_generation_config gen; /* generation_config.json of a checkpoint (defaults if absent) */
 } vl_model;
 
@@ -426,8 +426,7 @@ int vl_plan_images_that_fit(const vl_config *c, vl_plan_request q, int64_t text_
 /* The largest k <= max_images for which the first k images and max_tokens generated tokens stay
  * within the model's max_position_embeddings (the run's own limit). */
 int vl_plan_images_within_context(const vl_config *c, int64_t text_tokens,
-                                  const vl_plan_image *imgs, int n, int max_tokens,
-                                  int max_images);
+                                  const vl_plan_image *imgs, int n, int max_tokens, int max_images);
 
 /* ---- capacity planning without a device (engine/gpu_table.c, engine/plan_input.c,
  * engine/plan_cmd.c, engine/sweep_cmd.c, engine/svg_plot.c) ---------------------------------- */
@@ -447,9 +446,9 @@ int vl_gpu_driver_reserve_mib(void);              /* nvidia-smi total - cudaMemG
 /* What `--gpu A10|24G` means for a plan: bytes a run may use in all (context included). */
 typedef struct {
     char label[64];
-    size_t total;              /* cudaMemGetInfo's total for a card, or the size given */
-    const vl_gpu_card *card;   /* NULL for a plain size */
-    int measured;              /* the card's total was measured (H100) */
+    size_t total;            /* cudaMemGetInfo's total for a card, or the size given */
+    const vl_gpu_card *card; /* NULL for a plain size */
+    int measured;            /* the card's total was measured (H100) */
 } vl_gpu_budget;
 int vl_gpu_budget_parse(const char *arg, vl_gpu_budget *out);
 
@@ -496,8 +495,8 @@ int vl_cmd_sweep(int argc, char **argv);
 typedef enum { VL_SVG_POINTS, VL_SVG_LINE, VL_SVG_HLINE } vl_svg_kind;
 typedef struct {
     vl_svg_kind kind;
-    const char *label; /* legend text */
-    const char *color; /* "#1f77b4" */
+    const char *label;   /* legend text */
+    const char *color;   /* "#1f77b4" */
     const double *x, *y; /* n points (HLINE: y[0] only) */
     int n;
 } vl_svg_series;

@@ -112,8 +112,18 @@ static int append_ids(int32_t **dst, int *n, int *cap, const int32_t *src, int k
     return 0;
 }
 
-static int append_text(const vl_tokenizer *tok, int32_t **dst, int *n, int *cap,
-                       const char *text) {
+/* One image's block: <|vision_start|>, one <|image_pad|> per merged token, <|vision_end|>. */
+static int append_image(const vl_config *c, int32_t **dst, int *n, int *cap, const vl_pixels *px,
+                        int index) {
+    int64_t nt = image_tokens(px, c->merge);
+    if (nt > (1 << 24))
+        return vl_error_set("image %d is too large (%lld tokens)", index + 1, (long long)nt);
+    int rc = append_ids(dst, n, cap, &c->vision_start_id, 1);
+    for (int64_t k = 0; k < nt && !rc; k++) rc = append_ids(dst, n, cap, &c->image_id, 1);
+    return rc ? rc : append_ids(dst, n, cap, &c->vision_end_id, 1);
+}
+
+static int append_text(const vl_tokenizer *tok, int32_t **dst, int *n, int *cap, const char *text) {
     int32_t *ids = NULL;
     int k = 0;
     if (vl_tokenizer_encode(tok, text, &ids, &k)) return -1;
@@ -144,17 +154,7 @@ int vl_prompt_build_system(vl_prompt *p, const vl_model *m, const char *system, 
     snprintf(head, head_len, "<|im_start|>system\n%s<|im_end|>\n<|im_start|>user\n", system);
     rc = append_text(m->tok, &ids, &n, &cap, head);
     free(head);
-    for (int i = 0; i < n_images && !rc; i++) {
-        int64_t nt = image_tokens(&images[i], c->merge);
-        if (nt > (1 << 24)) {
-            rc = vl_error_set("image %d is too large (%lld tokens)", i + 1, (long long)nt);
-            break;
-        }
-        int32_t s = c->vision_start_id, e = c->vision_end_id;
-        rc = append_ids(&ids, &n, &cap, &s, 1);
-        for (int64_t k = 0; k < nt && !rc; k++) rc = append_ids(&ids, &n, &cap, &c->image_id, 1);
-        if (!rc) rc = append_ids(&ids, &n, &cap, &e, 1);
-    }
+    for (int i = 0; i < n_images && !rc; i++) rc = append_image(c, &ids, &n, &cap, &images[i], i);
     if (!rc) {
         size_t tl = strlen(text ? text : "") + 64;
         char *tail = malloc(tl);
@@ -214,17 +214,7 @@ int vl_prompt_user_turn(const vl_model *m, int first, const char *system, const 
         rc = append_text2(m->tok, ids, n, &cap, head, body);
     else
         rc = append_text(m->tok, ids, n, &cap, head);
-    for (int i = 0; i < n_images && !rc; i++) {
-        int64_t nt = image_tokens(&images[i], c->merge);
-        if (nt > (1 << 24)) {
-            rc = vl_error_set("image %d is too large (%lld tokens)", i + 1, (long long)nt);
-            break;
-        }
-        int32_t s = c->vision_start_id, e = c->vision_end_id;
-        rc = append_ids(ids, n, &cap, &s, 1);
-        for (int64_t k = 0; k < nt && !rc; k++) rc = append_ids(ids, n, &cap, &c->image_id, 1);
-        if (!rc) rc = append_ids(ids, n, &cap, &e, 1);
-    }
+    for (int i = 0; i < n_images && !rc; i++) rc = append_image(c, ids, n, &cap, &images[i], i);
     if (!rc && n_images > 0) rc = append_text(m->tok, ids, n, &cap, body);
     free(head);
     free(body);

@@ -141,8 +141,8 @@ typedef struct {
     int v_depth;
     int v_embed; /* vision width */
     int v_heads, v_head_dim;
-    int v_mlp;       /* vision MLP width = embed * mlp_ratio */
-    int v_out;       /* merger output = decoder hidden */
+    int v_mlp; /* vision MLP width = embed * mlp_ratio */
+    int v_out; /* merger output = decoder hidden */
     int patch, temporal_patch, merge, in_channels;
     float v_rope_theta;
     int v_act_quick_gelu; /* 1: quick_gelu (Qwen2-VL), 0: exact gelu */
@@ -260,9 +260,9 @@ int vl_image_resize_bicubic(const vl_image *src, int w, int h, vl_image *dst);
 typedef struct {
     int grid_t, grid_h, grid_w; /* patches; merged tokens = t*h*w / merge^2 */
     int resized_w, resized_h;
-    int64_t n_patches;  /* grid_t * grid_h * grid_w */
-    int patch_dim;      /* in_channels * temporal_patch * patch * patch = 1176 */
-    float *pixels;      /* [n_patches, patch_dim] in the Qwen2-VL patch order (spec 2.1.6) */
+    int64_t n_patches; /* grid_t * grid_h * grid_w */
+    int patch_dim;     /* in_channels * temporal_patch * patch * patch = 1176 */
+    float *pixels;     /* [n_patches, patch_dim] in the Qwen2-VL patch order (spec 2.1.6) */
 } vl_pixels;
 
 /* smart_resize + bicubic + rescale/normalize + temporal duplication + patch order. */
