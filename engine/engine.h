@@ -99,7 +99,9 @@ typedef struct {
 vl_progress *vl_progress_open(vl_progress *p, const vl_options *o);
 void vl_progress_begin(vl_progress *p, const char *phase, const char *unit, double total);
 void vl_progress_update(vl_progress *p, double done); /* redraws when 0.1 s have passed */
-void vl_progress_tick(vl_progress *p);                /* the same, counts unchanged */
+/* vl_progress_tick for the backend's heartbeat (kernels.h) */
+void vl_progress_heartbeat(void *p);
+void vl_progress_tick(vl_progress *p); /* the same, counts unchanged */
 void vl_progress_images(vl_progress *p, int done, int total);
 void vl_progress_draw(vl_progress *p); /* now, whatever the time */
 /* Draws the final counts and clears the line: call before anything else is printed. */

@@ -362,6 +362,9 @@ int vl_model_bind_shapes(vl_model *m) {
 
 int vl_model_load_weights(vl_model *m, const vl_options *o, vl_backend *be) {
     m->be = be;
+    /* the progress line keeps moving while a CPU op runs (tens of seconds for a 7B layer) */
+    be->heartbeat = m->progress ? vl_progress_heartbeat : NULL;
+    be->heartbeat_ctx = m->progress;
     vl_weight_plan wp;
     vl_weight_plan_from_options(&wp, o);
     /* the CPU backend computes from the mmapped file in place unless it has to quantize */
@@ -374,6 +377,7 @@ int vl_model_load(vl_model *m, const vl_options *o, vl_backend *be) {
 }
 
 void vl_model_free(vl_model *m) {
+    if (m->be && m->be->heartbeat_ctx == m->progress) m->be->heartbeat = NULL;
     if (m->weights_mem) m->be->mem_free(m->be, m->weights_mem);
     if (m->host_weights_mem) m->be->host_mapped_free(m->be, m->host_weights_mem);
     if (m->have_ck) vl_checkpoint_close(&m->ck);

@@ -89,6 +89,10 @@ void vl_progress_tick(vl_progress *p) {
     if (p) vl_progress_update(p, p->done);
 }
 
+void vl_progress_heartbeat(void *p) {
+    vl_progress_tick(p);
+}
+
 void vl_progress_images(vl_progress *p, int done, int total) {
     if (!p || !p->phase) return;
     p->stale |= done != p->images_done || total != p->images_total;

@@ -106,6 +106,25 @@ static void *cpu_slice_run(void *arg) {
     return NULL;
 }
 
+static vl_backend cpu_backend;
+
+/* The calling thread's slice in VL_CPU_HEARTBEAT_PIECES pieces, the backend's heartbeat between
+ * them (the other threads run theirs whole). */
+#define VL_CPU_HEARTBEAT_PIECES 16
+static void run_with_heartbeat(const cpu_slice *s) {
+    if (!cpu_backend.heartbeat) {
+        s->fn(s->ctx, s->begin, s->end);
+        return;
+    }
+    const int64_t n = s->end - s->begin;
+    for (int k = 0; k < VL_CPU_HEARTBEAT_PIECES; k++) {
+        int64_t b = s->begin + n * k / VL_CPU_HEARTBEAT_PIECES;
+        int64_t e = s->begin + n * (k + 1) / VL_CPU_HEARTBEAT_PIECES;
+        if (e > b) s->fn(s->ctx, b, e);
+        cpu_backend.heartbeat(cpu_backend.heartbeat_ctx);
+    }
+}
+
 void vl_cpu_parallel(int64_t n_items, double work, void (*fn)(void *ctx, int64_t, int64_t),
                      void *ctx) {
     if (n_items <= 0) return;
@@ -116,7 +135,8 @@ void vl_cpu_parallel(int64_t n_items, double work, void (*fn)(void *ctx, int64_t
         if (n_threads > n_items) n_threads = (int)n_items;
     }
     if (n_threads == 1) {
-        fn(ctx, 0, n_items);
+        cpu_slice all = {fn, ctx, 0, n_items};
+        run_with_heartbeat(&all);
         return;
     }
     cpu_slice slices[VL_CPU_MAX_THREADS];
@@ -127,7 +147,7 @@ void vl_cpu_parallel(int64_t n_items, double work, void (*fn)(void *ctx, int64_t
         /* slice 0 runs on this thread; a thread that cannot start runs here after it */
         if (t > 0) started[t] = pthread_create(&threads[t], NULL, cpu_slice_run, &slices[t]) == 0;
     }
-    cpu_slice_run(&slices[0]);
+    run_with_heartbeat(&slices[0]);
     for (int t = 1; t < n_threads; t++) {
         if (started[t])
             pthread_join(threads[t], NULL);

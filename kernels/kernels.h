@@ -237,6 +237,11 @@ struct vl_backend {
     const char *name; /* "cpu" or "cuda" */
     vl_dtype act;     /* activation dtype: F32 on cpu, BF16 on cuda */
     void *ctx;        /* backend private state */
+    /* Called now and then from the calling thread while a long op runs on the CPU backend (a
+     * 7B layer takes tens of seconds there): the engine's progress line redraws from it, so a
+     * CPU run is never silent for long. NULL: nothing. Ops on the GPU return at once. */
+    void (*heartbeat)(void *ctx);
+    void *heartbeat_ctx;
 
     /* memory: large blocks only (the engine's arena carves them); never in the decode loop */
     void *(*mem_alloc)(vl_backend *b, size_t bytes); /* NULL when out of memory */
