@@ -56,8 +56,8 @@ static int collect(void *vctx, const char *name, const char *kind, vl_weight *w,
 static int copy_file(const char *from, const char *to) {
     char *text = NULL;
     size_t len = 0;
-    if (vl_read_file(from, 16 << 20, &text, &len)) return -1;
     if (vl_output_target_check(to, "vlrun synth")) return -1;
+    if (vl_read_file(from, 16 << 20, &text, &len)) return -1;
     FILE *f = vl_create_fresh(to, "vlrun synth");
     int bad = !f || fwrite(text, 1, len, f) != len;
     if (f) bad |= fclose(f) != 0;
@@ -70,6 +70,13 @@ int vl_synth_checkpoint(const vl_config *c, const char *config_src, const char *
                         uint64_t seed) {
     if (mkdir(out_dir, 0755) != 0 && errno != EEXIST)
         return vl_error_set("vlrun synth: cannot create directory %s", out_dir);
+    char path[4200];
+    /* both outputs checked before either is written: a refusal leaves no half checkpoint */
+    const char *names[2] = {"model.safetensors", "config.json"};
+    for (int i = 0; i < 2; i++) {
+        snprintf(path, sizeof path, "%s/%s", out_dir, names[i]);
+        if (vl_output_target_check(path, "vlrun synth")) return -1;
+    }
     vl_options o;
     vl_options_default(&o);
     o.random_weights = 1;
@@ -82,7 +89,6 @@ int vl_synth_checkpoint(const vl_config *c, const char *config_src, const char *
         return -1;
     }
     synth_ctx sc = {NULL, NULL, 0, 0, &m.cfg};
-    char path[4200];
     int rc = vl_weights_visit(&m, collect, &sc);
     if (!rc) {
         snprintf(path, sizeof path, "%s/model.safetensors", out_dir);

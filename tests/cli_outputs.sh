@@ -43,7 +43,8 @@ refused "FIFO as logits --out" "a FIFO" "$tmp/fifo.f32" logits --backend cpu --m
     --tokenizer "$TOK" "$IMG" --out "$tmp/fifo.f32"
 mkdir "$tmp/synth" && mkfifo "$tmp/synth/config.json"
 refused "FIFO in synth's output folder" "a FIFO" "$tmp/synth/config.json" synth --config "$M/config.json" --out "$tmp/synth"
-[ -p "$tmp/synth/config.json" ] && ok || bad "synth replaced the FIFO"
+[ -p "$tmp/synth/config.json" ] && [ ! -e "$tmp/synth/model.safetensors" ] && ok ||
+    bad "synth replaced the FIFO, or wrote the weights before refusing"
 
 # a regular file is replaced, through NAME.tmp
 echo "old" >"$tmp/reg.f32"
