@@ -25,6 +25,15 @@ static void check_options(const vl_options *o) {
     FUZZ_CHECK(!(o->kv_int8 && o->attn_naive), "--kv int8 with --attn naive accepted");
     FUZZ_CHECK(o->n_image_args >= 0 && (o->n_image_args == 0 || o->images), "%d images",
                o->n_image_args);
+    FUZZ_CHECK(!(o->stop_at_eos && o->ignore_eos), "--stop-at-eos with --ignore-eos accepted");
+    FUZZ_CHECK(o->min_pixels >= 0 && o->min_pixels <= 12845056 && o->max_pixels >= 0 &&
+                   o->max_pixels <= 12845056 &&
+                   !(o->min_pixels && o->max_pixels && o->min_pixels > o->max_pixels),
+               "pixels %lld..%lld", (long long)o->min_pixels, (long long)o->max_pixels);
+    FUZZ_CHECK(o->repetition_penalty == 0.0f ||
+                   (isfinite(o->repetition_penalty) && o->repetition_penalty > 0.0f),
+               "repetition_penalty %g", (double)o->repetition_penalty);
+    FUZZ_CHECK(o->ctx >= 0, "ctx %d", o->ctx);
     for (int i = 0; i < o->n_image_args; i++)
         FUZZ_CHECK(o->images[i].path && o->images[i].repeat >= 1 && o->images[i].repeat <= 100000,
                    "image %d repeat %d", i, o->images[i].repeat);
@@ -47,7 +56,8 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
     vl_options_default(&o);
     int rc = vl_options_parse(&o, argc, argv);
     fuzz_check_error(rc, "vl_options_parse");
-    if (rc == 0) check_options(&o);
+    /* --help / --version end the parse where they stand: nothing runs, nothing is checked */
+    if (rc == 0 && !o.show_help && !o.show_version) check_options(&o);
     vl_options_free(&o);
     free(buf);
     vl_error_clear();
