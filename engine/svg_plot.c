@@ -42,6 +42,13 @@ static axis make_axis(double lo, double hi, double dmin, double dmax) {
     return a;
 }
 
+/* The ticks after the first: (hi - lo) / step, at most 100 whatever the range (a range given by
+ * the caller may be any size). */
+static int tick_count(const axis *a) {
+    double n = (a->hi - a->lo) / a->step;
+    return n >= 0 && n <= 100 ? (int)(n + 1e-6) : 100;
+}
+
 static double map_x(const axis *a, double x) {
     return VL_SVG_LEFT + (x - a->lo) / (a->hi - a->lo) * PLOT_W;
 }
@@ -91,29 +98,37 @@ static void write_axes(FILE *f, const vl_svg_plot *p, const axis *ax, const axis
     const int x0 = VL_SVG_LEFT, x1 = VL_SVG_WIDTH - VL_SVG_RIGHT;
     const int y0 = VL_SVG_TOP, y1 = VL_SVG_HEIGHT - VL_SVG_BOTTOM;
     fprintf(f, "<g stroke=\"#dddddd\" stroke-width=\"1\">\n");
-    for (double v = ax->lo; v <= ax->hi + ax->step * 1e-6; v += ax->step)
+    for (int k = 0, nk = tick_count(ax); k <= nk; k++) {
+        double v = ax->lo + k * ax->step;
         fprintf(f, "<line x1=\"%.2f\" y1=\"%d\" x2=\"%.2f\" y2=\"%d\"/>\n", map_x(ax, v), y0,
                 map_x(ax, v), y1);
-    for (double v = ay->lo; v <= ay->hi + ay->step * 1e-6; v += ay->step)
+    }
+    for (int k = 0, nk = tick_count(ay); k <= nk; k++) {
+        double v = ay->lo + k * ay->step;
         fprintf(f, "<line x1=\"%d\" y1=\"%.2f\" x2=\"%d\" y2=\"%.2f\"/>\n", x0, map_y(ay, v), x1,
                 map_y(ay, v));
+    }
     fprintf(f,
             "</g>\n<rect x=\"%d\" y=\"%d\" width=\"%d\" height=\"%d\" fill=\"none\" "
             "stroke=\"#333333\" stroke-width=\"1.2\"/>\n",
             x0, y0, PLOT_W, PLOT_H);
     fprintf(f, "<g %s font-size=\"14\" fill=\"#222222\">\n", FONT);
-    for (double v = ax->lo; v <= ax->hi + ax->step * 1e-6; v += ax->step)
+    for (int k = 0, nk = tick_count(ax); k <= nk; k++) {
+        double v = ax->lo + k * ax->step;
         fprintf(f,
                 "<line x1=\"%.2f\" y1=\"%d\" x2=\"%.2f\" y2=\"%d\" stroke=\"#333333\"/>"
                 "<text x=\"%.2f\" y=\"%d\" text-anchor=\"middle\">%g</text>\n",
                 map_x(ax, v), y1, map_x(ax, v), y1 + 6, map_x(ax, v), y1 + 22,
                 fabs(v) < ax->step * 1e-6 ? 0.0 : v);
-    for (double v = ay->lo; v <= ay->hi + ay->step * 1e-6; v += ay->step)
+    }
+    for (int k = 0, nk = tick_count(ay); k <= nk; k++) {
+        double v = ay->lo + k * ay->step;
         fprintf(f,
                 "<line x1=\"%d\" y1=\"%.2f\" x2=\"%d\" y2=\"%.2f\" stroke=\"#333333\"/>"
                 "<text x=\"%d\" y=\"%.2f\" text-anchor=\"end\">%g</text>\n",
                 x0 - 6, map_y(ay, v), x0, map_y(ay, v), x0 - 10, map_y(ay, v) + 5,
                 fabs(v) < ay->step * 1e-6 ? 0.0 : v);
+    }
     fprintf(f, "<text x=\"%d\" y=\"%d\" text-anchor=\"middle\" font-size=\"15\">", x0 + PLOT_W / 2,
             VL_SVG_HEIGHT - 22);
     put_text(f, p->x_label);
@@ -212,6 +227,15 @@ static void write_legend(FILE *f, const vl_svg_plot *p, const axis *ax, const ax
 }
 
 int vl_svg_plot_write(FILE *f, const vl_svg_plot *p) {
+    for (int s = 0; s < p->n_series; s++) {
+        const vl_svg_series *se = &p->series[s];
+        for (int i = 0; i < (se->kind == VL_SVG_HLINE && se->n ? 1 : se->n); i++)
+            if (!(fabs(se->y[i]) <= 1e15) ||
+                (se->kind != VL_SVG_HLINE && !(fabs(se->x[i]) <= 1e15)))
+                return vl_error_set("plot: a value is not a finite number below 1e15");
+    }
+    if (!isfinite(p->x_min) || !isfinite(p->x_max) || !isfinite(p->y_min) || !isfinite(p->y_max))
+        return vl_error_set("plot: an axis bound is not a finite number");
     double xmin, xmax, ymin, ymax;
     data_range(p, &xmin, &xmax, &ymin, &ymax);
     axis ax = make_axis(p->x_min, p->x_max, xmin, xmax);

@@ -386,7 +386,12 @@ static int read_csv(const char *path, sweep_point *pts, int *n) {
                          &p->prompt_tokens, &p->measured, &p->predicted, &p->ttft_s,
                          &p->decode_tok_s, status, p->device);
         p->ok = got == 8 && strcmp(status, "ok") == 0;
-        if (*n == MAX_COUNTS || got < 1 || p->images < 1 || (!p->ok && !strstr(line, ",failed,")))
+        /* what a sweep writes: finite, non-negative, below a petabyte of memory */
+        const double v[5] = {p->prompt_tokens, p->measured, p->predicted, p->ttft_s,
+                             p->decode_tok_s};
+        for (int k = 0; k < 5 && p->ok; k++) p->ok = v[k] >= 0 && v[k] <= 1e15;
+        if (*n == MAX_COUNTS || got < 1 || p->images < 1 || p->images > 100000 ||
+            (!p->ok && !strstr(line, ",failed,")))
             rc = vl_error_set("--from-csv %s: line %d is not a vlrun sweep row", path, *n + 2);
         else
             (*n)++;

@@ -71,5 +71,16 @@ done
 "$VLRUN" sweep "$IMG" x2 --counts 1 "${opts[@]}" --out "$tmp/e" >"$tmp/o" 2>"$tmp/e.err"
 [ $? -eq 1 ] && grep -q "give one IMAGE" "$tmp/e.err" && ok || bad "IMAGE x2: $(cat "$tmp/e.err")"
 
+# a hostile --from-csv (infinite, NaN, negative or huge values): one line, no plot, no hang
+head -n 1 "$tmp/s.csv" >"$tmp/h_head.csv"
+for row in "1,100,inf,1,0,0,1,1,ok,X" "1,100,nan,1,0,0,1,1,ok,X" "1,-5,1,1,0,0,1,1,ok,X" \
+    "1,100,1e308,1e308,0,0,1,1,ok,X" "1000000000,1,1,1,0,0,1,1,ok,X" "2,10,1,1,0,0,nan,inf,ok,X"; do
+    { cat "$tmp/h_head.csv"; echo "$row"; } >"$tmp/h.csv"
+    timeout 20 "$VLRUN" sweep "$IMG" --from-csv "$tmp/h.csv" "${opts[@]}" --gpu 3M --out "$tmp/h" >"$tmp/o" 2>"$tmp/h.err"
+    rc=$?
+    [ $rc -eq 1 ] && [ "$(wc -l <"$tmp/h.err")" -eq 1 ] && grep -q "not a vlrun sweep row" "$tmp/h.err" &&
+        [ ! -e "$tmp/h.svg" ] && ok || bad "--from-csv row '$row': rc $rc, $(cat "$tmp/h.err")"
+done
+
 echo "$pass passed, $fail failed"
 [ "$fail" -eq 0 ]

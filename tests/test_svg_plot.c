@@ -89,6 +89,29 @@ static void test_ranges_from_data(void) {
     VT_CHECKF(has_line(rep, line), "want '%s' in\n%s", line, rep);
 }
 
+/* Values a hostile CSV could bring: refused (not a NaN axis or an endless tick loop); a given
+ * range of any size draws at most 101 ticks. */
+static void test_hostile_values(void) {
+    const double bad[4] = {NAN, INFINITY, -INFINITY, 1e300};
+    for (int k = 0; k < 4; k++) {
+        const double x[2] = {1, 2}, y[2] = {1, bad[k]};
+        vl_svg_series s[1] = {{VL_SVG_POINTS, "m", "#000000", x, y, 2}};
+        vl_svg_plot p = {"t", "s", "x", "y", 0, 0, 0, 0, s, 1};
+        FILE *f = tmpfile();
+        VT_CHECKF(f && vl_svg_plot_write(f, &p) != 0, "value %g accepted", bad[k]);
+        if (f) fclose(f);
+        vl_error_clear();
+    }
+    const double x[2] = {1, 2}, y[2] = {1, 2};
+    vl_svg_series s[1] = {{VL_SVG_POINTS, "m", "#000000", x, y, 2}};
+    vl_svg_plot p = {"t", "s", "x", "y", 0, 1e14, 0, 1e-9, s, 1}; /* ranges of any scale */
+    FILE *f = tmpfile();
+    VT_CHECK(f && vl_svg_plot_write(f, &p) == 0);
+    long size = f ? ftell(f) : 0;
+    VT_CHECKF(size > 0 && size < 200000, "%ld bytes", size);
+    if (f) fclose(f);
+}
+
 int main(void) {
     static char script[1024];
     const char *src = __FILE__;
@@ -99,6 +122,7 @@ int main(void) {
     vt_tmp_init("vl_svg");
     test_given_ranges();
     test_ranges_from_data();
+    test_hostile_values();
     vt_rm_tree(vt_tmp_root);
     printf("%d passed, %d failed\n", vt_passed, vt_failed);
     return vt_failed ? 1 : 0;
