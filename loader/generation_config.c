@@ -91,20 +91,25 @@ static int gen_fields(const char *path, const cJSON *root, int vocab, vl_generat
     return 0;
 }
 
-int vl_generation_config_load(vl_generation_config *out, const char *path, int vocab) {
-    char *text = NULL;
-    size_t len = 0;
+int vl_generation_config_parse(vl_generation_config *out, const char *text, size_t len,
+                               const char *what, int vocab) {
     cJSON *root = NULL;
-    if (vl_read_file(path, GEN_MAX_FILE, &text, &len) != 0) return -1; /* regular files only */
-    int rc = vl_json_parse(text, len, path, &root);
-    free(text);
-    if (rc != 0) return -1;
+    if (vl_json_parse(text, len, what, &root) != 0) return -1;
     vl_generation_config g;
     vl_generation_config_default(&g);
-    rc = gen_fields(path, root, vocab, &g);
+    int rc = gen_fields(what, root, vocab, &g);
     cJSON_Delete(root);
     if (rc) return -1;
     g.present = 1;
     *out = g;
     return 0;
+}
+
+int vl_generation_config_load(vl_generation_config *out, const char *path, int vocab) {
+    char *text = NULL;
+    size_t len = 0;
+    if (vl_read_file(path, GEN_MAX_FILE, &text, &len) != 0) return -1; /* regular files only */
+    int rc = vl_generation_config_parse(out, text, len, path, vocab);
+    free(text);
+    return rc;
 }

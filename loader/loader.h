@@ -192,6 +192,9 @@ typedef struct {
 void vl_generation_config_default(vl_generation_config *g);
 /* path: a regular file of strict JSON; eos ids must lie in [0, vocab). */
 int vl_generation_config_load(vl_generation_config *g, const char *path, int vocab);
+/* The same from text[len] (what names it in messages). */
+int vl_generation_config_parse(vl_generation_config *g, const char *text, size_t len,
+                               const char *what, int vocab);
 
 /* ---- tokenizer (loader/tokenizer.c) ------------------------------------------------------- */
 

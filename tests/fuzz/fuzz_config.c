@@ -1,4 +1,5 @@
-/* fuzz_config.c: libFuzzer harness for config.json text (vl_config_parse). A parsed config must
+/* fuzz_config.c: libFuzzer harness for config.json text (vl_config_parse) and, on the same
+ * input, generation_config.json text (vl_generation_config_parse). A parsed config must
  * hold the invariants the loader states it checks (positive sizes, head and rotary dimensions
  * that divide, the merger width equal to the decoder width, special ids inside the vocabulary).
  * Leaves out: reading the file (vl_config_load is vl_read_file + this parse; the file path is
@@ -48,6 +49,21 @@ static void check_config(const vl_config *c) {
     check_id(c->vision_pad_id, c->vocab, "vision_token_id");
 }
 
+/* generation_config.json: a penalty transformers accepts, at most VL_GEN_MAX_EOS eos ids, each in
+ * the vocabulary. */
+static void check_generation(const uint8_t *data, size_t size) {
+    vl_generation_config g;
+    const int vocab = 152064;
+    int rc =
+        vl_generation_config_parse(&g, (const char *)data, size, "generation_config.json", vocab);
+    fuzz_check_error(rc, "vl_generation_config_parse");
+    if (rc) return;
+    FUZZ_CHECK(isfinite(g.repetition_penalty) && g.repetition_penalty > 0, "penalty %g",
+               (double)g.repetition_penalty);
+    FUZZ_CHECK(g.n_eos >= 0 && g.n_eos <= VL_GEN_MAX_EOS, "%d eos ids", g.n_eos);
+    for (int i = 0; i < g.n_eos; i++) check_id(g.eos_ids[i], vocab, "eos_token_id");
+}
+
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
     vl_error_clear();
     char *text = fuzz_strndup(data, size);
@@ -56,6 +72,8 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
     fuzz_check_error(rc, "vl_config_parse");
     if (rc == 0) check_config(&c);
     free(text);
+    vl_error_clear();
+    check_generation(data, size);
     vl_error_clear();
     return 0;
 }
