@@ -149,29 +149,75 @@ static void print_tokens(const vl_chat *c, printer *pr) {
     print_bytes(pr, "\n", 1);
 }
 
-/* Read one message: lines joined while they end in a backslash. NULL at end of input. */
-static char *read_message(int interactive, char **line, size_t *line_cap) {
+/* A message larger than this is refused (the rest of it is skipped), as --prompt-file does. */
+#define CHAT_MAX_MESSAGE (64u << 20)
+
+/* One line of stdin without its end of line, at most CHAT_MAX_MESSAGE bytes kept (the rest is
+ * read and dropped: *too_long). Returns its length, or -1 at end of input with nothing read. */
+static long read_line(char **buf, size_t *cap, int *too_long, int *has_nul) {
+    size_t n = 0;
+    int ch = EOF;
+    while ((ch = getc(stdin)) != EOF && ch != '\n') {
+        if (n + 2 > *cap) {
+            if (*cap >= CHAT_MAX_MESSAGE) {
+                *too_long = 1;
+                continue;
+            }
+            size_t nc = *cap ? *cap * 2 : 256;
+            char *t = realloc(*buf, nc);
+            if (!t) {
+                *too_long = 1;
+                continue;
+            }
+            *buf = t;
+            *cap = nc;
+        }
+        *has_nul |= ch == 0;
+        (*buf)[n++] = (char)ch;
+    }
+    if (ch == EOF && n == 0) return -1;
+    while (n > 0 && (*buf)[n - 1] == '\r') n--;
+    (*buf)[n] = 0;
+    return (long)n;
+}
+
+/* Read one message: lines joined while they end in a backslash. NULL at end of input. A message
+ * with a NUL byte or over CHAT_MAX_MESSAGE comes back with *refused set (an error to report). */
+static char *read_message(int interactive, char **line, size_t *line_cap, const char **refused) {
     char *msg = NULL;
     size_t len = 0;
+    int too_long = 0, has_nul = 0;
+    *refused = NULL;
     for (int first = 1;; first = 0) {
         if (interactive) {
             fputs(first ? "> " : "... ", stdout);
             fflush(stdout);
         }
-        ssize_t n = getline(line, line_cap, stdin);
+        long n = read_line(line, line_cap, &too_long, &has_nul);
         if (n < 0) break;
-        while (n > 0 && ((*line)[n - 1] == '\n' || (*line)[n - 1] == '\r')) n--;
         int more = n > 0 && (*line)[n - 1] == '\\';
-        char *t = realloc(msg, len + (size_t)n + 2);
-        if (!t) break;
-        msg = t;
-        memcpy(msg + len, *line, (size_t)n);
-        len += (size_t)n;
-        if (more) msg[len - 1] = '\n';
-        msg[len] = 0;
-        if (!more) return msg;
+        if (len + (size_t)n > CHAT_MAX_MESSAGE) too_long = 1;
+        if (!too_long) {
+            char *t = realloc(msg, len + (size_t)n + 2);
+            if (!t) {
+                too_long = 1;
+            } else {
+                msg = t;
+                memcpy(msg + len, *line, (size_t)n);
+                len += (size_t)n;
+                if (more) msg[len - 1] = '\n';
+                msg[len] = 0;
+            }
+        }
+        if (!more) break;
     }
-    if (interactive) fputs("\n", stdout);
+    if (too_long || has_nul) {
+        *refused = too_long ? "the message is longer than 64 MiB; send it in parts"
+                            : "the message holds a NUL byte; send text";
+        if (!msg) msg = calloc(1, 1);
+        return msg;
+    }
+    if (!msg && interactive) fputs("\n", stdout);
     return msg; /* the last message when input ends inside a continuation */
 }
 
@@ -242,9 +288,13 @@ static int chat_loop(session_ui *ui) {
     char *line = NULL, *msg = NULL;
     size_t line_cap = 0;
     int rc = 0;
-    while (rc == 0 && (msg = read_message(interactive, &line, &line_cap))) {
+    const char *refused = NULL;
+    while (rc == 0 && (msg = read_message(interactive, &line, &line_cap, &refused))) {
         vl_error_clear(); /* errors before this message were reported */
-        if (msg[0] == '/') {
+        if (refused) {
+            vl_error_set("%s", refused);
+            report_error(); /* the session goes on */
+        } else if (msg[0] == '/') {
             rc = run_command(ui, msg);
         } else if (!is_blank(msg)) {
             int r = send_message(ui->c, msg, ui->pending.list, ui->pending.src, ui->pending.n,

@@ -128,6 +128,15 @@ echo "hi there" | chat "$IMGS/${gc[0]}" --ctx 50 >/dev/null 2>"$tmp/err8"
 grep -q 'answer 15 tokens.*stop: context full | cache 50/50 tokens' "$tmp/err8" && ok ||
     bad "answer to the end of the context: $(cat "$tmp/err8")"
 
+# a message with a NUL byte, or longer than 64 MiB: one error line each, the session goes on
+{ printf 'a\0b\n'; head -c $((65 << 20)) /dev/zero | tr '\0' 'x'; printf '\nhi\n'; } |
+    timeout 120 "$VLRUN" --chat --backend "$BE" --model "$MODEL" --tokenizer "$TOK" --max-tokens 2 \
+        --quiet >"$tmp/out10" 2>"$tmp/err10"
+rc=$?
+[ $rc -eq 0 ] && [ "$(grep -c '^error: ' "$tmp/err10")" -eq 2 ] && grep -q 'NUL byte' "$tmp/err10" &&
+    grep -q 'longer than 64 MiB' "$tmp/err10" && [ "$(wc -l <"$tmp/out10")" -eq 1 ] && ok ||
+    bad "NUL / 65 MiB messages: rc=$rc $(head -c 300 "$tmp/err10") / $(head -c 100 "$tmp/out10")"
+
 # --system replaces the default system message, as the chat template does
 printf 'hi\n/tokens\n' | chat --system "Be brief." --max-tokens 2 --quiet >"$tmp/out9" 2>"$tmp/err9"
 want=$("$VLRUN" tokenize --tokenizer "$TOK" "<|im_start|>system
