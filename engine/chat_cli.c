@@ -327,14 +327,6 @@ static int refuse_options(const vl_options *o) {
     return 0;
 }
 
-static vl_backend *open_backend(const vl_options *o) {
-    if (o->backend == VL_BACKEND_CPU) return vl_backend_cpu();
-    char why[256] = "";
-    vl_backend *be = vl_backend_cuda(why, sizeof why);
-    if (!be) vl_error_set("%s", why[0] ? why : "no CUDA device found; use --backend cpu");
-    return be;
-}
-
 /* The session's plan, once, on stderr; --mem-budget applies to it. */
 static int plan_session(vl_model *m, const vl_options *o, const vl_backend *be,
                         const vl_chat_shape *sh) {
@@ -379,7 +371,7 @@ static int chat_main(const vl_options *o) {
                      "tokenizer.json)");
         goto done;
     }
-    vl_backend *be = open_backend(o);
+    vl_backend *be = vl_backend_open(o);
     if (!be) goto done;
     /* The context: 4096 tokens unless --ctx, never past the model's positions (a position is at
      * most the token's index, so the cache then never outruns them). */

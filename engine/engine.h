@@ -182,6 +182,8 @@ int vl_model_open(vl_model *m, const vl_options *o);
 int vl_model_load_weights(vl_model *m, const vl_options *o, vl_backend *be);
 int vl_model_bind_shapes(vl_model *m); /* m->cfg set, blocks/layers allocated */
 void vl_model_free(vl_model *m);
+/* The backend --backend names (the CUDA device opened); NULL with the error set. */
+vl_backend *vl_backend_open(const vl_options *o);
 /* Does token `id` end the assistant's turn (config eos, generation_config's eos_token_id list,
  * <|im_end|>, <|endoftext|>)? */
 int vl_model_is_eos(const vl_model *m, int32_t id);

@@ -133,15 +133,8 @@ static int logits(const vl_options *o, const logits_opts *lo) {
     sink.path = lo->out;
     sink.bf16 = ends_with(lo->out, ".bf16");
 
-    vl_backend *be = NULL;
-    if (o->backend == VL_BACKEND_CPU) {
-        be = vl_backend_cpu();
-    } else {
-        char why[256] = "";
-        be = vl_backend_cuda(why, sizeof why);
-        if (!be)
-            return vl_error_set("%s", why[0] ? why : "no CUDA device found; use --backend cpu");
-    }
+    vl_backend *be = vl_backend_open(o);
+    if (!be) return -1;
     /* Files first: an unwritable path fails in a second, not after loading 16 GB. */
     sink.f = open_tmp("--out", lo->out, out_tmp, sizeof out_tmp);
     if (!sink.f) return -1;

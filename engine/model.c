@@ -387,6 +387,14 @@ void vl_model_free(vl_model *m) {
     memset(m, 0, sizeof *m);
 }
 
+vl_backend *vl_backend_open(const vl_options *o) {
+    if (o->backend == VL_BACKEND_CPU) return vl_backend_cpu();
+    char why[256] = "";
+    vl_backend *be = vl_backend_cuda(why, sizeof why);
+    if (!be) vl_error_set("%s", why[0] ? why : "no CUDA device found; use --backend cpu");
+    return be;
+}
+
 int vl_model_is_eos(const vl_model *m, int32_t id) {
     if (id == m->cfg.eos_id) return 1;
     for (int i = 0; i < m->gen.n_eos; i++)

@@ -156,17 +156,8 @@ static int run(const vl_options *o) {
     if (vl_model_open(&m, o)) goto done;
     m.progress = vl_progress_open(&progress, o); /* NULL unless stderr is a terminal */
     const double open_s = vl_now_s() - t0; /* load time counts the open, not the device start */
-    vl_backend *be = NULL;
-    if (o->backend == VL_BACKEND_CPU) {
-        be = vl_backend_cpu();
-    } else {
-        char why[256] = "";
-        be = vl_backend_cuda(why, sizeof why);
-        if (!be) {
-            vl_error_set("%s", why[0] ? why : "no CUDA device found; use --backend cpu");
-            goto done;
-        }
-    }
+    vl_backend *be = vl_backend_open(o);
+    if (!be) goto done;
     if (o->attn_naive && !be->attention_naive) {
         vl_error_set("--attn naive is not available on the %s backend", be->name);
         goto done;
