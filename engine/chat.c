@@ -30,15 +30,8 @@ void vl_chat_plan(vl_model *m, const vl_options *o, const vl_backend *be, const 
     vl_plan_request rq;
     vl_plan_request_init(&rq, o, be, sh->ctx, 0, sh->chunk, sh->max_patches);
     vl_session_shape ss = session_shape(m, sh, o);
-    size_t g[VL_MEM_GROUPS];
-    vl_session_plan_shape(&m->cfg, be->act, &ss, g);
-    memset(out, 0, sizeof *out);
-    out->weights = vl_model_weights_bytes(m, &rq.weights);
-    out->kv = g[VL_MEM_KV];
-    out->act = g[VL_MEM_ACT];
-    out->workspace = g[VL_MEM_WORKSPACE] + rq.workspace_bytes;
-    out->context = rq.context_bytes;
-    out->total = out->weights + out->kv + out->act + out->workspace + out->context;
+    vl_plan_session(&m->cfg, be->act, &ss, vl_model_weights_bytes(m, &rq.weights),
+                    rq.workspace_bytes, rq.context_bytes, out);
 }
 
 static int conv_append(vl_chat *c, const int32_t *ids, int n) {

@@ -407,6 +407,11 @@ typedef struct {
  * device held 0.698 GiB before any weight, of which 0.114 GiB are the backend's workspaces. */
 #define VL_CUDA_CONTEXT_BYTES ((size_t)600 << 20)
 void vl_plan_memory(const vl_config *c, const vl_plan_request *rq, vl_mem_plan *out);
+/* The plan of a session of shape sh with the given weights, backend workspace and context
+ * (what vl_plan_memory computes once it has the shape; the chat plans its own shape). */
+void vl_plan_session(const vl_config *c, vl_dtype act, const vl_session_shape *sh,
+                     size_t weights_bytes, size_t backend_workspace_bytes, size_t context_bytes,
+                     vl_mem_plan *out);
 /* The request of a run with options o on backend be (context: VL_CUDA_CONTEXT_BYTES unless the
  * backend is the CPU). */
 void vl_plan_request_init(vl_plan_request *rq, const vl_options *o, const vl_backend *be,

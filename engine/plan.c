@@ -8,7 +8,6 @@
 #include "engine/engine.h"
 
 void vl_plan_memory(const vl_config *c, const vl_plan_request *rq, vl_mem_plan *out) {
-    memset(out, 0, sizeof *out);
     vl_session_shape sh;
     sh.max_ctx = rq->prompt_tokens + rq->max_tokens;
     sh.chunk = rq->chunk < rq->prompt_tokens ? rq->chunk : (int)rq->prompt_tokens;
@@ -17,13 +16,21 @@ void vl_plan_memory(const vl_config *c, const vl_plan_request *rq, vl_mem_plan *
     sh.attn_naive = rq->attn_naive;
     sh.kv_int8 = rq->kv_int8;
     sh.rep_penalty = rq->rep_penalty;
+    vl_plan_session(c, rq->act, &sh, vl_weights_bytes(c, &rq->weights), rq->workspace_bytes,
+                    rq->context_bytes, out);
+}
+
+void vl_plan_session(const vl_config *c, vl_dtype act, const vl_session_shape *sh,
+                     size_t weights_bytes, size_t backend_workspace_bytes, size_t context_bytes,
+                     vl_mem_plan *out) {
     size_t groups[VL_MEM_GROUPS];
-    vl_session_plan_shape(c, rq->act, &sh, groups);
-    out->weights = vl_weights_bytes(c, &rq->weights);
+    vl_session_plan_shape(c, act, sh, groups);
+    memset(out, 0, sizeof *out);
+    out->weights = weights_bytes;
     out->kv = groups[VL_MEM_KV];
     out->act = groups[VL_MEM_ACT];
-    out->workspace = groups[VL_MEM_WORKSPACE] + rq->workspace_bytes;
-    out->context = rq->context_bytes;
+    out->workspace = groups[VL_MEM_WORKSPACE] + backend_workspace_bytes;
+    out->context = context_bytes;
     out->total = out->weights + out->kv + out->act + out->workspace + out->context;
 }
 
