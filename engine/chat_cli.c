@@ -86,10 +86,8 @@ static int images_add(image_list *l, const char *path, int repeat, const vl_mode
     return 0;
 }
 
-/* Streams each answer token's text to stdout. */
+/* What the commands print (/help, /tokens) on stdout; a failed write is remembered. */
 typedef struct {
-    const vl_tokenizer *tok;
-    vl_decoder dec;
     int write_failed;
 } printer;
 
@@ -97,13 +95,10 @@ static void print_bytes(printer *pr, const char *s, size_t n) {
     if (n && (fwrite(s, 1, n, stdout) != n || fflush(stdout) != 0)) pr->write_failed = 1;
 }
 
-static int print_token(void *ctx, int32_t id) {
-    printer *pr = ctx;
-    char piece[256];
-    int k = vl_decoder_feed(&pr->dec, pr->tok, id, piece, sizeof piece);
-    if (k < 0) return -1;
-    print_bytes(pr, piece, (size_t)k);
-    return 0;
+/* Each answer token through vl_answer (engine/answer.c): decoded as the one-shot run decodes
+ * it and streamed to stdout; a failed write ends the turn with the error set. */
+static int answer_token(void *ctx, int32_t id) {
+    return vl_answer_add(ctx, id);
 }
 
 static const char *stop_name(vl_chat_stop s) {
@@ -116,15 +111,14 @@ static const char *stop_name(vl_chat_stop s) {
 static int send_message(vl_chat *c, const char *text, vl_pixels *px, const int *src, int n_px,
                         int quiet, printer *pr) {
     vl_chat_stats st;
-    memset(&pr->dec, 0, sizeof pr->dec);
-    pr->dec.skip_special = 1; /* as transformers decode(skip_special_tokens=True) */
-    int rc = vl_chat_turn(c, text, px, src, n_px, print_token, pr, &st);
+    vl_answer ans;
+    vl_answer_init(&ans, c->m, 1, 0); /* end-of-turn tokens never reach it */
+    int rc = vl_chat_turn(c, text, px, src, n_px, answer_token, &ans, &st);
+    if (!rc && vl_answer_finish(&ans)) rc = -1;
+    vl_answer_free(&ans);
     if (rc) return rc;
-    char piece[64];
-    int k = vl_decoder_flush(&pr->dec, piece, sizeof piece);
-    print_bytes(pr, piece, k > 0 ? (size_t)k : 0);
     print_bytes(pr, "\n", 1);
-    if (pr->write_failed) return vl_error_set("writing the answer to stdout failed");
+    if (pr->write_failed) return vl_error_set("writing the answer to standard output failed");
     if (!quiet) {
         double pf = st.prefill_s > 0 ? st.prefill_tokens / st.prefill_s : 0;
         double dt =
@@ -280,7 +274,7 @@ static int run_command(session_ui *ui, char *msg) {
     } else {
         fprintf(stderr, "error: unknown command '%s' (/help lists them)\n", msg);
     }
-    return ui->pr.write_failed ? vl_error_set("writing to stdout failed") : 0;
+    return ui->pr.write_failed ? vl_error_set("writing to standard output failed") : 0;
 }
 
 static int chat_loop(session_ui *ui) {
@@ -390,7 +384,6 @@ static int chat_main(const vl_options *o) {
     ui.c = &c;
     ui.m = &m;
     ui.quiet = o->quiet;
-    ui.pr.tok = m.tok;
     rc = chat_loop(&ui);
 done:
     images_free(&ui.pending);

@@ -157,7 +157,7 @@ done
 if [ -w /dev/full ]; then
     echo hi | chat --max-tokens 3 --quiet >/dev/full 2>"$tmp/err7"
     rc=$?
-    [ $rc -eq 1 ] && grep -q 'stdout' "$tmp/err7" && ok || bad "write to /dev/full: rc=$rc $(cat "$tmp/err7")"
+    [ $rc -eq 1 ] && grep -q 'writing to standard output failed' "$tmp/err7" && ok || bad "write to /dev/full: rc=$rc $(cat "$tmp/err7")"
 fi
 
 echo "$pass passed, $fail failed"
