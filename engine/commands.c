@@ -172,18 +172,10 @@ int vl_cmd_preprocess(int argc, char **argv) {
         return -1;
     }
     if (so.out) {
-        char tmp[4200];
-        snprintf(tmp, sizeof tmp, "%s.tmp", so.out);
-        FILE *f = vl_output_target_check(so.out, "vlrun preprocess --out")
-                      ? NULL
-                      : vl_create_fresh(tmp, "vlrun preprocess --out");
-        size_t n = (size_t)px.n_patches * (size_t)px.patch_dim;
-        int bad = !f || fwrite(px.pixels, sizeof(float), n, f) != n;
-        if (f) bad |= fclose(f) != 0;
-        if (bad || rename(tmp, so.out) != 0) {
-            remove(tmp);
+        size_t bytes = (size_t)px.n_patches * (size_t)px.patch_dim * sizeof(float);
+        if (vl_write_whole_file(so.out, "vlrun preprocess --out", px.pixels, bytes)) {
             vl_pixels_free(&px);
-            return vl_error_set("vlrun preprocess: cannot write %s", so.out);
+            return -1;
         }
     }
     vl_pixels_free(&px);

@@ -86,21 +86,6 @@ static int refuse_device_memory(vl_backend *be, const vl_mem_plan *plan) {
                         (plan->workspace - be->workspace_bytes) / gib, free_b / gib, total_b / gib);
 }
 
-static int write_logits(const char *path, const float *logits, int n) {
-    char tmp[4200];
-    snprintf(tmp, sizeof tmp, "%s.tmp", path);
-    if (vl_output_target_check(path, "--dump-logits")) return -1;
-    FILE *f = vl_create_fresh(tmp, "--dump-logits");
-    if (!f) return vl_error_set("--dump-logits %s: cannot write the file", path);
-    size_t w = fwrite(logits, sizeof(float), (size_t)n, f);
-    int bad = (w != (size_t)n) | (fclose(f) != 0);
-    if (bad || rename(tmp, path) != 0) {
-        remove(tmp);
-        return vl_error_set("--dump-logits %s: write failed (disk full?)", path);
-    }
-    return 0;
-}
-
 /* How many tokens the run may generate, and whether the model's context is what bounds it.
  * room: tokens that fit the context after the prompt (the last one fed back sits at position
  * n - 1 + rope_delta + room < max_positions). */
@@ -227,7 +212,9 @@ static int run(const vl_options *o) {
     vl_sampler_init(&smp, o);
     double tp = vl_now_s();
     if (vl_prefill(&s, &p, logits, NULL)) goto done;
-    if (o->dump_logits && write_logits(o->dump_logits, logits, m.cfg.vocab)) goto done;
+    if (o->dump_logits && vl_write_whole_file(o->dump_logits, "--dump-logits", logits,
+                                              (size_t)m.cfg.vocab * sizeof(float)))
+        goto done;
     if (host_sampling) {
         vl_penalize_logits(&s, logits); /* after --dump-logits: the dump is the model's own */
         gen[n_gen++] = vl_sample(&smp, logits, m.cfg.vocab);

@@ -56,14 +56,10 @@ static int collect(void *vctx, const char *name, const char *kind, vl_weight *w,
 static int copy_file(const char *from, const char *to) {
     char *text = NULL;
     size_t len = 0;
-    if (vl_output_target_check(to, "vlrun synth")) return -1;
     if (vl_read_file(from, 16 << 20, &text, &len)) return -1;
-    FILE *f = vl_create_fresh(to, "vlrun synth");
-    int bad = !f || fwrite(text, 1, len, f) != len;
-    if (f) bad |= fclose(f) != 0;
+    int rc = vl_write_whole_file(to, "vlrun synth", text, len);
     free(text);
-    if (bad) return vl_error_set("cannot write %s", to);
-    return 0;
+    return rc;
 }
 
 int vl_synth_checkpoint(const vl_config *c, const char *config_src, const char *out_dir,

@@ -129,3 +129,25 @@ FILE *vl_create_fresh(const char *path, const char *what) {
     }
     return f;
 }
+
+int vl_write_whole_file(const char *path, const char *what, const void *data, size_t n) {
+    if (vl_output_target_check(path, what)) return -1;
+    size_t plen = strlen(path);
+    char *tmp = malloc(plen + 5);
+    if (!tmp) return vl_error_set("%s %s: out of host memory", what, path);
+    memcpy(tmp, path, plen);
+    memcpy(tmp + plen, ".tmp", 5);
+    FILE *f = vl_create_fresh(tmp, what); /* its error names the file and the reason */
+    if (!f) {
+        free(tmp);
+        return -1;
+    }
+    int bad = (n && fwrite(data, 1, n, f) != n) | (fclose(f) != 0);
+    if (bad || rename(tmp, path) != 0) {
+        remove(tmp);
+        free(tmp);
+        return vl_error_set("%s %s: write failed (disk full?)", what, path);
+    }
+    free(tmp);
+    return 0;
+}

@@ -61,6 +61,9 @@ FILE *vl_create_fresh(const char *path, const char *what);
  * device, a directory, a socket or a symbolic link there is refused with one line naming it
  * (the output is then never written through it nor over it). Returns 0 or -1 (error set). */
 int vl_output_target_check(const char *path, const char *what);
+/* data[n] as the file `path`: checked by vl_output_target_check, written to PATH.tmp created
+ * afresh, renamed over PATH when complete (removed on any failure). Returns 0 or -1. */
+int vl_write_whole_file(const char *path, const char *what, const void *data, size_t n);
 
 /* Parse text[0, len) (it need not be NUL-terminated) as one JSON value, strictly: only
  * whitespace may follow it, it may hold no NUL byte, and no object may repeat a key. `what`
