@@ -221,6 +221,7 @@ typedef struct {
     int n_uniq, n_list;
     int *orig_w, *orig_h; /* [n_uniq]: each image's size as decoded, before resizing */
 } vl_image_set;
+/* pre: the model's (vl_model_open applied --min-pixels / --max-pixels to it). */
 int vl_image_set_load(vl_image_set *is, const vl_options *o, const vl_preproc_config *pre);
 /* --min-pixels / --max-pixels (0: keep the file's value) over a preprocessor config; the
  * combined range must still have min <= max (the error says which value came from where). */

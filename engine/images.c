@@ -63,10 +63,8 @@ void vl_image_set_free(vl_image_set *is) {
     memset(is, 0, sizeof *is);
 }
 
-int vl_image_set_load(vl_image_set *is, const vl_options *o, const vl_preproc_config *file_pre) {
+int vl_image_set_load(vl_image_set *is, const vl_options *o, const vl_preproc_config *pre) {
     memset(is, 0, sizeof *is);
-    vl_preproc_config opt_pre = *file_pre, *pre = &opt_pre;
-    if (vl_preproc_override_pixels(pre, o->min_pixels, o->max_pixels)) return -1;
     int n = 0;
     for (int i = 0; i < o->n_image_args; i++) {
         if (o->images[i].repeat > 100000 - n)
