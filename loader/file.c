@@ -142,7 +142,8 @@ int vl_write_whole_file(const char *path, const char *what, const void *data, si
         free(tmp);
         return -1;
     }
-    int bad = (n && fwrite(data, 1, n, f) != n) | (fclose(f) != 0);
+    int bad = n && fwrite(data, 1, n, f) != n;
+    if (fclose(f) != 0) bad = 1; /* closed whatever the write did */
     if (bad || rename(tmp, path) != 0) {
         remove(tmp);
         free(tmp);
