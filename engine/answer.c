@@ -3,17 +3,19 @@
  * until whole, invalid bytes as U+FFFD. The text ends at the first end-of-turn token
  * (vl_model_is_eos) unless keep_after_eos (--ignore-eos: llama.cpp prints on too); tokens after
  * it may still be generated (--max-tokens N is a fixed-length measurement) but are not shown.
- * With `stream`, each piece goes to stdout as it comes. The text may hold NUL bytes (a model
- * may generate the byte 0x00), so it is kept with its length. */
+ * Each piece goes to on_text as it comes (the command line streams it to stdout). The text may hold
+ * NUL bytes (a model may generate the byte 0x00), so it is kept with its length. */
 #include "engine/engine.h"
 
 #include <stdlib.h>
 
-void vl_answer_init(vl_answer *a, const vl_model *m, int stream, int keep_after_eos) {
+void vl_answer_init(vl_answer *a, const vl_model *m, int keep_after_eos,
+                    int (*on_text)(void *ctx, const char *piece, size_t len), void *ctx) {
     memset(a, 0, sizeof *a);
     a->m = m;
     a->dec.skip_special = 1;
-    a->stream = stream;
+    a->on_text = on_text;
+    a->on_text_ctx = ctx;
     a->keep_after_eos = keep_after_eos;
     a->eos_at = -1;
 }
@@ -23,7 +25,7 @@ void vl_answer_free(vl_answer *a) {
     memset(a, 0, sizeof *a);
 }
 
-/* Append (and stream) n bytes; the buffer stays NUL-terminated for convenience. */
+/* Append (and hand on) n bytes; the buffer stays NUL-terminated for convenience. */
 static int put(vl_answer *a, const char *s, int n) {
     if (n <= 0) return 0;
     if (a->len + (size_t)n + 1 > a->cap) {
@@ -36,11 +38,8 @@ static int put(vl_answer *a, const char *s, int n) {
     memcpy(a->text + a->len, s, (size_t)n);
     a->len += (size_t)n;
     a->text[a->len] = '\0';
-    if (a->stream) { /* a full disk or closed stdout ends the run now, not after N tokens */
-        fwrite(s, 1, (size_t)n, stdout);
-        return vl_stdout_flush();
-    }
-    return 0;
+    /* a failed consumer (a full disk, a closed stdout) ends the request now, not after N tokens */
+    return a->on_text ? a->on_text(a->on_text_ctx, s, (size_t)n) : 0;
 }
 
 int vl_answer_add(vl_answer *a, int32_t tok) {

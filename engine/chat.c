@@ -11,27 +11,27 @@
 
 #include <stdlib.h>
 
-static vl_session_shape session_shape(const vl_model *m, const vl_chat_shape *sh,
-                                      const vl_options *o) {
+static vl_session_shape session_shape(const vl_engine *e, const vl_chat_shape *sh,
+                                      const vl_request *rq) {
     /* an answer never holds more tokens than the cache (it fills it at most, plus one token) */
     int64_t tokens = sh->max_answer > 0 && sh->max_answer < sh->ctx ? sh->max_answer : sh->ctx;
-    vl_session_shape ss = {sh->ctx,
-                           sh->chunk,
-                           sh->max_patches,
-                           (int)tokens,
-                           0,
-                           o->kv_int8,
-                           vl_model_repetition_penalty(m, o)};
+    vl_session_shape ss = {
+        sh->ctx,
+        sh->chunk,
+        sh->max_patches,
+        (int)tokens,
+        0,
+        e->cfg.kv_int8,
+        vl_model_repetition_penalty(&e->m, e->cfg.random_weights, rq->repetition_penalty)};
     return ss;
 }
 
-void vl_chat_plan(vl_model *m, const vl_options *o, const vl_backend *be, const vl_chat_shape *sh,
-                  vl_mem_plan *out) {
-    vl_plan_request rq;
-    vl_plan_request_init(&rq, o, be, sh->ctx, 0, sh->chunk, sh->max_patches);
-    vl_session_shape ss = session_shape(m, sh, o);
-    vl_plan_session(&m->cfg, be->act, &ss, vl_model_weights_bytes(m, &rq.weights),
-                    rq.workspace_bytes, rq.context_bytes, out);
+void vl_chat_plan(vl_engine *e, const vl_request *rq, const vl_chat_shape *sh, vl_mem_plan *out) {
+    vl_plan_request prq;
+    vl_plan_request_init(&prq, &e->cfg, e->be, sh->ctx, 0, sh->chunk, sh->max_patches);
+    vl_session_shape ss = session_shape(e, sh, rq);
+    vl_plan_session(&e->m.cfg, e->be->act, &ss, vl_model_weights_bytes(&e->m, &prq.weights),
+                    prq.workspace_bytes, prq.context_bytes, out);
 }
 
 static int conv_append(vl_chat *c, const int32_t *ids, int n) {
@@ -48,14 +48,15 @@ static int conv_append(vl_chat *c, const int32_t *ids, int n) {
     return 0;
 }
 
-int vl_chat_start(vl_chat *c, vl_model *m, const vl_options *o, const vl_chat_shape *sh) {
+int vl_chat_start(vl_chat *c, vl_engine *e, const vl_request *o, const vl_chat_shape *sh) {
+    vl_model *m = &e->m;
     memset(c, 0, sizeof *c);
     c->m = m;
     c->shape = *sh;
     c->system = o->system; /* --system */
     c->sampling = *o;
     c->sampling.images = NULL; /* not ours */
-    c->sampling.n_image_args = 0;
+    c->sampling.n_images = 0;
     c->host_sampling = !o->greedy && (o->top_k > 0 || o->top_p < 1.0f);
     if (!m->tok)
         return vl_error_set("--chat needs a tokenizer: %s has no tokenizer.json; pass --tokenizer "
@@ -64,7 +65,7 @@ int vl_chat_start(vl_chat *c, vl_model *m, const vl_options *o, const vl_chat_sh
     if (vl_tokenizer_encode(m->tok, "<|im_end|>\n", &c->closing, &c->n_closing)) return -1;
     c->logits = malloc((size_t)m->cfg.vocab * sizeof *c->logits);
     if (!c->logits) return vl_error_set("out of host memory");
-    vl_session_shape ss = session_shape(m, sh, o);
+    vl_session_shape ss = session_shape(e, sh, o);
     return vl_session_start(&c->s, m, &ss);
 }
 
@@ -122,13 +123,13 @@ static int prefill_turn(vl_chat *c, int n_keep, vl_pixels *images, const int *im
 static int answer(vl_chat *c, int64_t limit, vl_chat_token_fn fn, void *fn_ctx, vl_chat_stats *st) {
     vl_session *s = &c->s;
     const int V = c->m->cfg.vocab;
-    const vl_options *o = &c->sampling;
+    const vl_request *o = &c->sampling;
     /* each turn samples with its own seed (seed + turn index): the first turn matches a one-shot
      * run with the same --seed (greedy: the seed plays no part, and the recorded step stays) */
     float temperature = o->greedy ? 0.0f : o->temperature;
     uint64_t seed = o->seed + (temperature > 0.0f ? (uint64_t)c->turns : 0);
     vl_sampler smp;
-    vl_options turn_o = *o;
+    vl_request turn_o = *o;
     turn_o.seed = seed;
     vl_sampler_init(&smp, &turn_o);
     int32_t tok;

@@ -1,6 +1,6 @@
-/* chat.h: the conversation behind `vlrun --chat` (engine/chat.c): one session planned once and
- * its KV cache kept between turns, so that each turn prefills only its new tokens. The
- * command-line loop around it is engine/chat_cli.c. */
+/* chat.h: the conversation behind `vlrun --chat` (engine/chat.c): one session on an engine,
+ * planned once, its KV cache kept between turns, so that each turn prefills only its new
+ * tokens. The command-line loop around it is cli/chat_cli.c. */
 #ifndef VL_CHAT_H
 #define VL_CHAT_H
 
@@ -31,7 +31,7 @@ typedef struct {
     vl_chat_shape shape;
     const char *system; /* NULL: the template's default system message */
     /* sampling (--greedy, --temperature, --top-k, --top-p, --seed), applied to every turn */
-    vl_options sampling;
+    vl_request sampling;
     int host_sampling; /* top-k / top-p: the host sampler; else sampling on the backend */
     float *logits;     /* host [V] */
     /* The conversation's ids: conv[0 .. s.n_past) are in the KV cache; the rest (the last
@@ -43,11 +43,11 @@ typedef struct {
     int turns; /* user turns answered since the start or the last clear */
 } vl_chat;
 
-/* The plan of a session of shape sh for model m (its weights as bound) on backend be. */
-void vl_chat_plan(vl_model *m, const vl_options *o, const vl_backend *be, const vl_chat_shape *sh,
-                  vl_mem_plan *out);
-/* m: weights loaded, a tokenizer present. o: the sampling options (copied). */
-int vl_chat_start(vl_chat *c, vl_model *m, const vl_options *o, const vl_chat_shape *sh);
+/* The plan of a session of shape sh on engine e (its weights as bound); rq: the sampling. */
+void vl_chat_plan(vl_engine *e, const vl_request *rq, const vl_chat_shape *sh, vl_mem_plan *out);
+/* e: weights placed (vl_engine_place_weights), a tokenizer present. rq: the system prompt and
+ * sampling (copied; its images are not used). */
+int vl_chat_start(vl_chat *c, vl_engine *e, const vl_request *rq, const vl_chat_shape *sh);
 /* One user message (images first, then text; image_src as in vl_prompt, NULL: all distinct)
  * and the model's answer, streamed through fn.
  * Returns 0; 1 when the message cannot be taken (it does not fit the context, or its text is
@@ -57,8 +57,5 @@ int vl_chat_turn(vl_chat *c, const char *text, vl_pixels *images, const int *ima
 /* Forget the conversation (the cache is reused from its start). */
 void vl_chat_clear(vl_chat *c);
 void vl_chat_free(vl_chat *c);
-
-/* `vlrun --chat ...` (engine/chat_cli.c) */
-int vl_cmd_chat(int argc, char **argv);
 
 #endif

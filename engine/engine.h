@@ -1,14 +1,17 @@
-/* engine.h: the public face of engine/: the Qwen2-VL model, its memory, prompts, generation
- * and the vlrun command line.
+/* engine.h: the inside of engine/ (the library whose public face is engine/vlrun.h): the
+ * Qwen2-VL model, its memory, prompts and generation, for the engine's own files, the command
+ * line (cli/) and the tests.
  *
- * Flow of one run (design.md):
- *   options -> model (config + weights on a backend) -> prompt (chat template, image pads,
- *   M-RoPE positions) -> session (arena: KV cache + activations) -> streamed prefill (vision
- *   encoder per image, just before the chunk that holds its pads) -> decode loop -> report.
+ * One request (engine/pipeline.c, docs/design.md):
+ *   engine (backend + model bound; weights placed once) -> images -> prompt (chat template,
+ *   image pads, M-RoPE positions) -> position check -> plan and budget -> session (arena: KV
+ *   cache + activations) -> streamed prefill (vision encoder per image, just before the chunk
+ *   that holds its pads) -> decode loop -> result.
  */
 #ifndef VL_ENGINE_H
 #define VL_ENGINE_H
 
+#include "engine/vlrun.h"
 #include "kernels/kernels.h"
 #include "loader/loader.h"
 
@@ -19,64 +22,6 @@
 extern "C" {
 #endif
 
-/* ---- options (engine/options.c) ----------------------------------------------------------- */
-
-typedef enum { VL_QUANT_BF16, VL_QUANT_NF4, VL_QUANT_INT8 } vl_quant;
-typedef enum { VL_BACKEND_CUDA, VL_BACKEND_CPU } vl_backend_kind;
-
-typedef struct {
-    const char *path; /* image file */
-    int repeat;       /* IMAGE xN */
-} vl_image_arg;
-
-typedef struct {
-    const char *model_dir;    /* --model DIR (default $VLRUN_MODEL) */
-    const char *config;       /* --config FILE (with --random-weights) */
-    const char *tokenizer;    /* --tokenizer FILE (default MODEL/tokenizer.json) */
-    int random_weights;       /* --random-weights */
-    const char *prompt;       /* --prompt TEXT */
-    int max_tokens;           /* --max-tokens N; 512 for the fixed-length modes without it */
-    int stop_at_eos;          /* --stop-at-eos */
-    int ignore_eos;           /* --ignore-eos: never stop at an end-of-turn token */
-    int max_tokens_set;       /* --max-tokens given: exactly N tokens are generated */
-    const char *prompt_file;  /* --prompt-file FILE ("-": standard input) */
-    const char *system;       /* --system TEXT (NULL: the template's default system prompt) */
-    vl_quant quant;           /* --quant */
-    int quant_double;         /* NF4 double quantization (--double-quant; default 0) */
-    int quant_lm_head;        /* --quant-lm-head */
-    int embed_on_host;        /* --embed-on-host */
-    int kv_int8;              /* --kv int8 */
-    int attn_naive;           /* --attn naive */
-    vl_backend_kind backend;  /* --backend */
-    int greedy;               /* --greedy (also when temperature == 0) */
-    float temperature;        /* --temperature, default 1.0 */
-    int top_k;                /* --top-k, default 0 (off) */
-    float top_p;              /* --top-p, default 1.0 (off) */
-    uint64_t seed;            /* --seed, default 0 */
-    float repetition_penalty; /* --repetition-penalty P > 0; 0 = the model's default */
-    int chunk;                /* --chunk N prefill chunk in tokens, default 2048 */
-    int64_t mem_budget;       /* --mem-budget SIZE in bytes, 0 = none */
-    int json;                 /* --json */
-    const char *dump_logits;  /* --dump-logits FILE */
-    int chat;                 /* --chat: interactive session (engine/chat_cli.c) */
-    int ctx;                  /* --ctx N: the chat's KV cache in tokens, 0 = default */
-    int quiet;                /* --quiet: no streamed text on stdout */
-    int64_t min_pixels;       /* --min-pixels N, 0 = preprocessor_config.json's */
-    int64_t max_pixels;       /* --max-pixels N, 0 = preprocessor_config.json's */
-    vl_image_arg *images;
-    int n_image_args;
-    int show_help;    /* --help / -h: print the usage and run nothing */
-    int show_version; /* --version: print the version and run nothing */
-} vl_options;
-
-void vl_options_default(vl_options *o);
-/* Parse the run command's argv (argv[0] is the program). Returns 0, or -1 with the error set. */
-int vl_options_parse(vl_options *o, int argc, char **argv);
-void vl_options_free(vl_options *o);
-void vl_usage(FILE *f);
-/* "24G", "800M", "1.5G", "1048576" -> bytes; -1 when malformed. */
-int64_t vl_parse_size(const char *s);
-
 /* ---- progress on a terminal (engine/progress.c) -------------------------------------------- */
 
 /* One status line on stderr, rewritten in place (\r) during the long phases: loading weights
@@ -84,7 +29,7 @@ int64_t vl_parse_size(const char *s);
  * each with its rate and elapsed seconds. Library code reports through the pointer the model
  * holds (vl_model.progress; NULL = silent, the default) and never prints by itself; every
  * function below does nothing when given NULL. Redrawn at most 10 times a second. */
-typedef struct {
+struct vl_progress {
     FILE *out;
     const char *phase;             /* "prefill"; NULL between phases */
     const char *unit;              /* "bytes" (shown in MiB/GiB), "tokens", ... */
@@ -93,10 +38,10 @@ typedef struct {
     double start_s, last_draw_s;   /* vl_now_s() */
     int width;                     /* characters of the line on the terminal now */
     int stale;                     /* counts changed since the last draw */
-} vl_progress;
+};
 
-/* p when stderr is a terminal and not --quiet (then vl_progress_* draw on it), else NULL. */
-vl_progress *vl_progress_open(vl_progress *p, const vl_options *o);
+/* p when stderr is a terminal and not quiet (then vl_progress_* draw on it), else NULL. */
+vl_progress *vl_progress_open(vl_progress *p, int quiet);
 void vl_progress_begin(vl_progress *p, const char *phase, const char *unit, double total);
 void vl_progress_update(vl_progress *p, double done); /* redraws when 0.1 s have passed */
 /* vl_progress_tick for the backend's heartbeat (kernels.h) */
@@ -116,7 +61,7 @@ typedef struct {
     int lm_head;       /* also quantize the LM head (--quant-lm-head) */
     int embed_on_host; /* keep the embedding table in host memory (--embed-on-host) */
 } vl_weight_plan;
-void vl_weight_plan_from_options(vl_weight_plan *wp, const vl_options *o);
+void vl_weight_plan_of(vl_weight_plan *wp, const vl_engine_config *cfg);
 
 typedef struct {
     vl_vec norm1_w, norm1_b, norm2_w, norm2_b; /* [Ev] */
@@ -177,19 +122,19 @@ typedef struct {
  * bound by name and checked (checkpoint mmapped, or shapes only with --random-weights): no
  * backend memory yet, enough to build the prompt and plan memory. vl_model_load_weights then
  * places the weights on `be` (engine/weights.c). vl_model_load does both. */
-int vl_model_load(vl_model *m, const vl_options *o, vl_backend *be);
-int vl_model_open(vl_model *m, const vl_options *o);
-int vl_model_load_weights(vl_model *m, const vl_options *o, vl_backend *be);
+int vl_model_load(vl_model *m, const vl_engine_config *cfg, vl_backend *be);
+int vl_model_open(vl_model *m, const vl_engine_config *cfg);
+int vl_model_load_weights(vl_model *m, const vl_engine_config *cfg, vl_backend *be);
 int vl_model_bind_shapes(vl_model *m); /* m->cfg set, blocks/layers allocated */
 void vl_model_free(vl_model *m);
-/* The backend --backend names (the CUDA device opened); NULL with the error set. */
-vl_backend *vl_backend_open(const vl_options *o);
+/* The backend cfg names (the CUDA device opened); NULL with the error set. */
+vl_backend *vl_backend_open(const vl_engine_config *cfg);
 /* Does token `id` end the assistant's turn (config eos, generation_config's eos_token_id list,
  * <|im_end|>, <|endoftext|>)? */
 int vl_model_is_eos(const vl_model *m, int32_t id);
 /* The repetition penalty a run applies: --repetition-penalty when given, else the checkpoint's
  * generation_config.json value (as transformers' generate), 1 (off) with --random-weights. */
-float vl_model_repetition_penalty(const vl_model *m, const vl_options *o);
+float vl_model_repetition_penalty(const vl_model *m, int random_weights, float requested);
 
 /* Call fn on every parameter in a fixed order, with its published name ("visual.blocks.0...",
  * "model.layers.0...", "lm_head.weight"); kind is one of "linear", "embed", "lm_head",
@@ -222,7 +167,8 @@ typedef struct {
     int *orig_w, *orig_h; /* [n_uniq]: each image's size as decoded, before resizing */
 } vl_image_set;
 /* pre: the model's (vl_model_open applied --min-pixels / --max-pixels to it). */
-int vl_image_set_load(vl_image_set *is, const vl_options *o, const vl_preproc_config *pre);
+int vl_image_set_load(vl_image_set *is, const vl_image_arg *args, int n_args,
+                      const vl_preproc_config *pre, const vl_callbacks *cb);
 /* --min-pixels / --max-pixels (0: keep the file's value) over a preprocessor config; the
  * combined range must still have min <= max (the error says which value came from where). */
 int vl_preproc_override_pixels(vl_preproc_config *pre, int64_t min_pixels, int64_t max_pixels);
@@ -233,7 +179,7 @@ int vl_parse_pixels(const char *opt, const char *v, int64_t *out);
  * lower it (run, logits and preprocess; not with --quiet). */
 #define VL_NOTICE_TOKENS 4096
 void vl_image_notice(const char *path, const vl_image *img, const vl_pixels *px,
-                     const vl_preproc_config *pre);
+                     const vl_preproc_config *pre, const vl_callbacks *cb);
 void vl_image_set_free(vl_image_set *is);
 
 /* ---- prompt (engine/prompt.c) ------------------------------------------------------------ */
@@ -257,9 +203,6 @@ int vl_prompt_build(vl_prompt *p, const vl_model *m, const char *text, vl_pixels
 /* The same with a system prompt (NULL: the template's "You are a helpful assistant."). */
 int vl_prompt_build_system(vl_prompt *p, const vl_model *m, const char *system, const char *text,
                            vl_pixels *images, const int *image_src, int n_images);
-/* The user's text (engine/prompt_text.c): --prompt, or --prompt-file FILE, or standard input
- * for "-"; checked to be UTF-8 without NUL. *text is malloc'ed. */
-int vl_prompt_text_read(const vl_options *o, char **text);
 /* From explicit ids (tests, goldens): checks that the pad runs match the images' grids and
  * computes positions. */
 int vl_prompt_from_ids(vl_prompt *p, const vl_config *c, const int32_t *ids, int n,
@@ -279,15 +222,6 @@ int vl_prompt_continue(vl_prompt *p, const vl_config *c, const int32_t *ids, int
                        int64_t pos0);
 
 /* ---- memory (engine/arena.c) ------------------------------------------------------------- */
-
-typedef enum {
-    VL_MEM_WEIGHTS,
-    VL_MEM_KV,
-    VL_MEM_ACT,
-    VL_MEM_WORKSPACE,
-    VL_MEM_GROUPS
-} vl_mem_group;
-const char *vl_mem_group_name(vl_mem_group g);
 
 /* One backend block carved in aligned slices, every slice tagged with a group. Slices are freed
  * in LIFO order (mark/release), which is all a forward pass needs. */
@@ -310,17 +244,7 @@ typedef struct {
 vl_arena_mark vl_arena_get_mark(const vl_arena *a);
 void vl_arena_release(vl_arena *a, vl_arena_mark m);
 
-/* A memory plan by group (engine/plan.c). */
-typedef struct {
-    size_t weights, kv, act, workspace, context, total;
-} vl_mem_plan;
-
 /* ---- session: KV cache, prefill, decode (engine/forward.c, engine/vision.c) ------------- */
-
-typedef struct {
-    double load_s, vision_s, prefill_s, ttft_s, decode_s;
-    int64_t prefill_tokens, decode_tokens;
-} vl_timings;
 
 typedef struct {
     vl_model *m;
@@ -415,8 +339,11 @@ void vl_plan_session(const vl_config *c, vl_dtype act, const vl_session_shape *s
                      vl_mem_plan *out);
 /* The request of a run with options o on backend be (context: VL_CUDA_CONTEXT_BYTES unless the
  * backend is the CPU). */
-void vl_plan_request_init(vl_plan_request *rq, const vl_options *o, const vl_backend *be,
+void vl_plan_request_init(vl_plan_request *rq, const vl_engine_config *cfg, const vl_backend *be,
                           int64_t prompt_tokens, int max_tokens, int chunk, int64_t max_patches);
+/* The prefill chunk a prompt of prompt_tokens runs with: at most `chunk`, at most the prompt
+ * (the one place it is clamped). */
+int vl_plan_chunk(int chunk, int64_t prompt_tokens);
 void vl_plan_print(FILE *f, const vl_mem_plan *p);
 /* An image as the planner sees it: patches (vision activations), tokens in the prompt (pads) and
  * M-RoPE positions it advances (max(t, h, w) of its merged grid). */
@@ -438,86 +365,6 @@ int vl_plan_images_that_fit(const vl_config *c, vl_plan_request q, int64_t text_
 int vl_plan_images_within_context(const vl_config *c, int64_t text_tokens,
                                   const vl_plan_image *imgs, int n, int max_tokens, int max_images);
 
-/* ---- capacity planning without a device (engine/gpu_table.c, engine/plan_input.c,
- * engine/plan_cmd.c, engine/sweep_cmd.c, engine/svg_plot.c) ---------------------------------- */
-
-/* A card `--gpu NAME` knows: nvidia-smi's memory.total, and cudaMemGetInfo's total where we
- * measured it (0: nvidia-smi's less the driver reserve measured on the H100). */
-typedef struct {
-    const char *name;    /* "A10", "L4", "A100-40G", "A100-80G", "H100" */
-    const char *product; /* as nvidia-smi names it */
-    int smi_total_mib;
-    int cuda_total_mib;
-} vl_gpu_card;
-const vl_gpu_card *vl_gpu_cards(int *n);
-const vl_gpu_card *vl_gpu_find(const char *name); /* NULL when unknown */
-int vl_gpu_driver_reserve_mib(void);              /* nvidia-smi total - cudaMemGetInfo total */
-
-/* What `--gpu A10|24G` means for a plan: bytes a run may use in all (context included). */
-typedef struct {
-    char label[64];
-    size_t total;            /* cudaMemGetInfo's total for a card, or the size given */
-    const vl_gpu_card *card; /* NULL for a plain size */
-    int measured;            /* the card's total was measured (H100) */
-} vl_gpu_budget;
-int vl_gpu_budget_parse(const char *arg, vl_gpu_budget *out);
-
-/* The request a plan is made for, without weights or a device: the config, the prompt's text
- * tokens (counted with the tokenizer when there is one, else an upper bound), the requested
- * images and the page size used for "how many fit" (--image-size, else the last image). */
-typedef struct {
-    vl_config cfg;
-    char model_name[256];
-    int64_t text_tokens; /* every prompt token but the images' pads and markers */
-    int text_exact;      /* 1: counted with the tokenizer */
-    vl_plan_image *imgs; /* the requested images, then the page as the last entry */
-    int n_requested;     /* images given (IMAGE xN counted N times) */
-    int page_w, page_h;  /* the page before and after smart_resize */
-    int page_rw, page_rh;
-} vl_plan_input;
-/* o: run options (--random-weights is implied: only the config is read); page_w/h > 0: the
- * --image-size page. */
-int vl_plan_input_load(vl_plan_input *in, const vl_options *o, int page_w, int page_h);
-void vl_plan_input_free(vl_plan_input *in);
-/* The backend a plan assumes: the CPU's, or the CUDA backend's dtype and workspaces without
- * starting a device. */
-void vl_plan_backend(vl_backend *be, vl_backend_kind kind);
-/* The plan of the first k images (past the requested ones: pages) with weights `quant` and the
- * KV cache int8 or not; other settings from o. */
-void vl_plan_input_plan(const vl_plan_input *in, const vl_options *o, const vl_backend *be,
-                        vl_quant quant, int kv_int8, int k, vl_mem_plan *out);
-/* How many pages fit budget (memory) and the model's positions; *by_positions set when the
- * positions are the limit. */
-int vl_plan_input_max_images(const vl_plan_input *in, const vl_options *o, const vl_backend *be,
-                             vl_quant quant, int kv_int8, size_t budget, int *by_positions);
-
-int vl_cmd_plan(int argc, char **argv);
-int vl_cmd_sweep(int argc, char **argv);
-
-/* A line plot as SVG (engine/svg_plot.c). Layout in user units: the plot area spans
- * [VL_SVG_LEFT, VL_SVG_WIDTH - VL_SVG_RIGHT] x [VL_SVG_TOP, VL_SVG_HEIGHT - VL_SVG_BOTTOM]. */
-#define VL_SVG_WIDTH  900
-#define VL_SVG_HEIGHT 560
-#define VL_SVG_LEFT   90
-#define VL_SVG_RIGHT  40
-#define VL_SVG_TOP    70
-#define VL_SVG_BOTTOM 70
-typedef enum { VL_SVG_POINTS, VL_SVG_LINE, VL_SVG_HLINE } vl_svg_kind;
-typedef struct {
-    vl_svg_kind kind;
-    const char *label;   /* legend text */
-    const char *color;   /* "#1f77b4" */
-    const double *x, *y; /* n points (HLINE: y[0] only) */
-    int n;
-} vl_svg_series;
-typedef struct {
-    const char *title, *subtitle, *x_label, *y_label;
-    double x_min, x_max, y_min, y_max; /* axis ranges; x_max <= x_min: from the data */
-    const vl_svg_series *series;
-    int n_series;
-} vl_svg_plot;
-/* Ticks and ranges (from the data unless given), then the SVG text to f. */
-int vl_svg_plot_write(FILE *f, const vl_svg_plot *p);
 int vl_session_init(vl_session *s, vl_model *m, int64_t max_ctx, int chunk, int64_t max_patches);
 void vl_session_free(vl_session *s);
 
@@ -527,7 +374,6 @@ void vl_session_free(vl_session *s);
 int vl_prefill(vl_session *s, const vl_prompt *p, float *logits_last, int32_t *argmax_all);
 /* Prefill that hands the float32 logits of every prompt position to fn, in order (the LM head
  * on every position: tests and teacher-forced comparisons). fn returns 0, or -1 to stop. */
-typedef int (*vl_logits_fn)(void *ctx, int64_t pos, const float *logits, int n);
 int vl_prefill_each(vl_session *s, const vl_prompt *p, vl_logits_fn fn, void *ctx);
 /* Feed one token at position n_past; logits (host [V] float32) of that position. The host
  * path: tests, and top-k / top-p sampling on the host. */
@@ -561,23 +407,13 @@ typedef struct {
     uint64_t state; /* xorshift state from --seed */
 } vl_sampler;
 
-void vl_sampler_init(vl_sampler *s, const vl_options *o);
+void vl_sampler_init(vl_sampler *s, const vl_request *rq);
 int32_t vl_sample(vl_sampler *s, const float *logits, int n);
 int32_t vl_argmax(const float *x, int n);
 
-/* ---- commands (engine/run.c, engine/commands.c, engine/synth.c) --------------------------- */
-
-int vl_cmd_run(int argc, char **argv);
-int vl_cmd_tokenize(int argc, char **argv);
-int vl_cmd_preprocess(int argc, char **argv);
-int vl_cmd_synth(int argc, char **argv);
-int vl_cmd_logits(int argc, char **argv);
-/* Flush stdout; a failed write there (disk full, a closed stdout) becomes the error (one line
- * naming the reason) and -1, so that no command ends 0 with its output lost. */
-int vl_stdout_flush(void);
-
 /* The answer's text from generated tokens (engine/answer.c): special tokens skipped, the text
- * ending at the first end-of-turn token unless keep_after_eos, streamed to stdout when asked. */
+ * ending at the first end-of-turn token unless keep_after_eos, each piece handed to on_text
+ * as it comes (streaming) when set. */
 typedef struct {
     const vl_model *m;
     vl_decoder dec;
@@ -585,38 +421,38 @@ typedef struct {
     size_t len, cap;
     int n_tokens;       /* tokens added */
     int eos_at;         /* index of the first end-of-turn token, -1 while none came */
-    int stream;         /* write each piece to stdout as it comes */
     int keep_after_eos; /* --ignore-eos: the text goes on after the end-of-turn token */
+    int (*on_text)(void *ctx, const char *piece, size_t len); /* -1 stops (error set) */
+    void *on_text_ctx;
 } vl_answer;
-void vl_answer_init(vl_answer *a, const vl_model *m, int stream, int keep_after_eos);
+void vl_answer_init(vl_answer *a, const vl_model *m, int keep_after_eos,
+                    int (*on_text)(void *ctx, const char *piece, size_t len), void *ctx);
 int vl_answer_add(vl_answer *a, int32_t tok);
 /* Flush held bytes (an incomplete character becomes U+FFFD); text is then non-NULL. */
 int vl_answer_finish(vl_answer *a);
 void vl_answer_free(vl_answer *a);
 
-/* What a run produced, for its report. */
-typedef struct {
-    const vl_options *o;
-    const vl_prompt *p;
-    const vl_image_set *is;
-    int64_t img_tokens;
-    const int32_t *gen; /* [n_gen] every generated token */
-    int n_gen;
-    int token_limit;         /* the most tokens the run could generate (--max-tokens, context) */
-    int answer_tokens;       /* tokens before the first end-of-turn token (n_gen: none came) */
-    const char *stop_reason; /* where the text ends: "eos", "max_tokens" or "context" */
-    const char *text;        /* the answer's text: UTF-8, may hold NUL bytes */
-    size_t text_len;
-    double total_s; /* the run's wall time, from the options to the last token */
-} vl_run_result;
+/* ---- the engine (engine/pipeline.c, engine/budget.c) ---------------------------------------- */
 
-/* The end-of-run report (engine/report.c): text on stderr, or one JSON object on stdout. */
-void vl_report_text(const vl_session *s, const vl_model *m, const vl_run_result *r);
-void vl_report_json(const vl_session *s, const vl_model *m, const vl_run_result *r);
-/* s[0..n) as a JSON string literal (quotes included), malloc'ed: control characters (NUL
- * too) escaped, invalid UTF-8 replaced by U+FFFD as Python's errors="replace" does
- * (engine/json_text.c). NULL when out of memory. */
-char *vl_json_string(const char *s, size_t n);
+struct vl_engine {
+    vl_engine_config cfg;
+    vl_backend *be;
+    vl_model m;
+    int weights_loaded, weight_loads;
+    double open_s;      /* opening the model: counted in the first request's load time */
+    size_t device_base; /* device memory in use before any weight (context, workspaces) */
+};
+/* Over cfg.mem_budget: the one-line refusal with the breakdown, how many of the images would
+ * fit, and how many with --quant nf4 and/or --kv int8 where the engine does not use them. */
+int vl_refuse_budget(const vl_engine *e, const vl_prompt *p, const vl_pixels *imgs, int n_imgs,
+                     const vl_mem_plan *plan, const vl_plan_request *rq);
+/* "predicted peak X GiB (weights ... ) exceeds --mem-budget Y GiB; <advice>" (the run's and
+ * the chat's refusal). */
+int vl_budget_error(const vl_mem_plan *plan, int64_t budget, const char *advice);
+/* Place the weights once per engine (vl_engine_run does it for its first request). */
+int vl_engine_place_weights(vl_engine *e);
+/* The device cannot hold the plan: say so before allocating anything (0 when it can). */
+int vl_refuse_device_memory(const vl_engine *e, const vl_mem_plan *plan);
 
 /* Deterministic random checkpoint in the HF layout for config `c` (bf16 weights). */
 int vl_synth_checkpoint(const vl_config *c, const char *config_src, const char *out_dir,

@@ -35,7 +35,8 @@ int vl_preproc_override_pixels(vl_preproc_config *pre, int64_t min_pixels, int64
 }
 
 void vl_image_notice(const char *path, const vl_image *img, const vl_pixels *px,
-                     const vl_preproc_config *pre) {
+                     const vl_preproc_config *pre, const vl_callbacks *cb) {
+    if (!cb || !cb->on_notice) return;
     const int64_t merge2 = (int64_t)pre->merge * pre->merge;
     const int64_t tokens = px->n_patches / merge2;
     if (tokens <= VL_NOTICE_TOKENS) return;
@@ -46,11 +47,13 @@ void vl_image_notice(const char *path, const vl_image *img, const vl_pixels *px,
     const int64_t fewer = (int64_t)rh * rw / ((int64_t)pre->patch * pre->patch) / merge2;
     char extra[48] = "";
     if (min != pre->min_pixels) snprintf(extra, sizeof extra, " --min-pixels %lld", (long long)min);
-    fprintf(stderr,
-            "note: %s is %dx%d -> %dx%d, %lld tokens (more than %d); --max-pixels %lld%s would "
-            "give %dx%d, %lld tokens\n",
-            path, img->w, img->h, px->resized_w, px->resized_h, (long long)tokens, VL_NOTICE_TOKENS,
-            (long long)max, extra, rw, rh, (long long)fewer);
+    char line[4400];
+    snprintf(line, sizeof line,
+             "note: %s is %dx%d -> %dx%d, %lld tokens (more than %d); --max-pixels %lld%s would "
+             "give %dx%d, %lld tokens",
+             path, img->w, img->h, px->resized_w, px->resized_h, (long long)tokens,
+             VL_NOTICE_TOKENS, (long long)max, extra, rw, rh, (long long)fewer);
+    cb->on_notice(cb->ctx, line);
 }
 
 void vl_image_set_free(vl_image_set *is) {
@@ -63,34 +66,35 @@ void vl_image_set_free(vl_image_set *is) {
     memset(is, 0, sizeof *is);
 }
 
-int vl_image_set_load(vl_image_set *is, const vl_options *o, const vl_preproc_config *pre) {
+int vl_image_set_load(vl_image_set *is, const vl_image_arg *args, int n_args,
+                      const vl_preproc_config *pre, const vl_callbacks *cb) {
     memset(is, 0, sizeof *is);
     int n = 0;
-    for (int i = 0; i < o->n_image_args; i++) {
-        if (o->images[i].repeat > 100000 - n)
+    for (int i = 0; i < n_args; i++) {
+        if (args[i].repeat < 1 || args[i].repeat > 100000 - n)
             return vl_error_set("too many images (at most 100000 per request)");
-        n += o->images[i].repeat;
+        n += args[i].repeat;
     }
-    if (n < 1 || o->n_image_args < 1)
+    if (n < 1 || n_args < 1)
         return vl_error_set("no image given: vlrun [OPTIONS] IMAGE [xN] ... (see vlrun --help)");
-    is->uniq = calloc((size_t)o->n_image_args, sizeof *is->uniq);
+    is->uniq = calloc((size_t)n_args, sizeof *is->uniq);
     is->list = calloc((size_t)n, sizeof *is->list);
     is->src = calloc((size_t)n, sizeof *is->src);
-    is->orig_w = calloc((size_t)o->n_image_args, sizeof *is->orig_w);
-    is->orig_h = calloc((size_t)o->n_image_args, sizeof *is->orig_h);
+    is->orig_w = calloc((size_t)n_args, sizeof *is->orig_w);
+    is->orig_h = calloc((size_t)n_args, sizeof *is->orig_h);
     if (!is->uniq || !is->list || !is->src || !is->orig_w || !is->orig_h)
         return vl_error_set("out of host memory");
-    for (int i = 0; i < o->n_image_args; i++) {
+    for (int i = 0; i < n_args; i++) {
         vl_image img;
-        if (vl_image_load(&img, o->images[i].path)) return -1;
+        if (vl_image_load(&img, args[i].path)) return -1;
         is->orig_w[i] = img.w;
         is->orig_h[i] = img.h;
         int rc = vl_preprocess_image(&img, pre, &is->uniq[i]);
-        if (!rc && !o->quiet) vl_image_notice(o->images[i].path, &img, &is->uniq[i], pre);
+        if (!rc) vl_image_notice(args[i].path, &img, &is->uniq[i], pre, cb);
         vl_image_free(&img);
         if (rc) return -1;
         is->n_uniq = i + 1;
-        for (int r = 0; r < o->images[i].repeat; r++, is->n_list++) {
+        for (int r = 0; r < args[i].repeat; r++, is->n_list++) {
             is->list[is->n_list] = is->uniq[i]; /* a view: pixels owned by uniq[i] */
             is->src[is->n_list] = i;
         }

@@ -268,7 +268,7 @@ static int path_exists(const char *p) {
 /* The CUDA backend's kernels have limits a valid config can exceed (vl_cuda_check_attention):
  * refuse such a model right after its config is parsed, in one line that names the config's
  * values, before anything is loaded and before a device is opened. */
-static int check_cuda_shapes(const vl_config *c, const vl_options *o, const char *cfg_path) {
+static int check_cuda_shapes(const vl_config *c, const vl_engine_config *o, const char *cfg_path) {
     if (o->backend != VL_BACKEND_CUDA) return 0;
     char why[256];
     vl_attn_shape text = {c->n_heads, c->n_kv_heads, c->head_dim, o->attn_naive};
@@ -286,7 +286,7 @@ static int check_cuda_shapes(const vl_config *c, const vl_options *o, const char
     return 0;
 }
 
-int vl_model_open(vl_model *m, const vl_options *o) {
+int vl_model_open(vl_model *m, const vl_engine_config *o) {
     memset(m, 0, sizeof *m);
     char path[4600];
     const char *dir = o->model_dir;
@@ -294,7 +294,7 @@ int vl_model_open(vl_model *m, const vl_options *o) {
     vl_generation_config_default(&m->gen);
 
     if (o->random_weights) {
-        const char *cfg = o->config;
+        const char *cfg = o->config_path;
         if (!cfg && dir) {
             snprintf(path, sizeof path, "%s/config.json", dir);
             cfg = path;
@@ -332,7 +332,7 @@ int vl_model_open(vl_model *m, const vl_options *o) {
     m->pre.temporal_patch = m->cfg.temporal_patch;
     m->pre.merge = m->cfg.merge;
 
-    const char *tok_path = o->tokenizer;
+    const char *tok_path = o->tokenizer_path;
     if (!tok_path && dir) {
         snprintf(path, sizeof path, "%s/tokenizer.json", dir);
         if (path_exists(path)) tok_path = path;
@@ -360,19 +360,16 @@ int vl_model_bind_shapes(vl_model *m) {
     return bind_all(m, b);
 }
 
-int vl_model_load_weights(vl_model *m, const vl_options *o, vl_backend *be) {
+int vl_model_load_weights(vl_model *m, const vl_engine_config *o, vl_backend *be) {
     m->be = be;
-    /* the progress line keeps moving while a CPU op runs (tens of seconds for a 7B layer) */
-    be->heartbeat = m->progress ? vl_progress_heartbeat : NULL;
-    be->heartbeat_ctx = m->progress;
     vl_weight_plan wp;
-    vl_weight_plan_from_options(&wp, o);
+    vl_weight_plan_of(&wp, o);
     /* the CPU backend computes from the mmapped file in place unless it has to quantize */
     if (m->have_ck && strcmp(be->name, "cpu") == 0 && !vl_weight_plan_quantizes(&wp)) return 0;
-    return vl_weights_place(m, &wp, o->random_weights, o->seed);
+    return vl_weights_place(m, &wp, o->random_weights, o->weights_seed);
 }
 
-int vl_model_load(vl_model *m, const vl_options *o, vl_backend *be) {
+int vl_model_load(vl_model *m, const vl_engine_config *o, vl_backend *be) {
     return vl_model_open(m, o) || vl_model_load_weights(m, o, be);
 }
 
@@ -387,7 +384,7 @@ void vl_model_free(vl_model *m) {
     memset(m, 0, sizeof *m);
 }
 
-vl_backend *vl_backend_open(const vl_options *o) {
+vl_backend *vl_backend_open(const vl_engine_config *o) {
     if (o->backend == VL_BACKEND_CPU) return vl_backend_cpu();
     char why[256] = "";
     vl_backend *be = vl_backend_cuda(why, sizeof why);
@@ -404,7 +401,7 @@ int vl_model_is_eos(const vl_model *m, int32_t id) {
            id == vl_tokenizer_token_id(m->tok, "<|endoftext|>");
 }
 
-float vl_model_repetition_penalty(const vl_model *m, const vl_options *o) {
-    if (o->repetition_penalty > 0.0f) return o->repetition_penalty;
-    return o->random_weights ? 1.0f : m->gen.repetition_penalty;
+float vl_model_repetition_penalty(const vl_model *m, int random_weights, float requested) {
+    if (requested > 0.0f) return requested;
+    return random_weights ? 1.0f : m->gen.repetition_penalty;
 }

@@ -34,7 +34,7 @@ void vl_plan_session(const vl_config *c, vl_dtype act, const vl_session_shape *s
     out->total = out->weights + out->kv + out->act + out->workspace + out->context;
 }
 
-void vl_plan_request_init(vl_plan_request *rq, const vl_options *o, const vl_backend *be,
+void vl_plan_request_init(vl_plan_request *rq, const vl_engine_config *o, const vl_backend *be,
                           int64_t prompt_tokens, int max_tokens, int chunk, int64_t max_patches) {
     memset(rq, 0, sizeof *rq);
     rq->act = be->act;
@@ -44,7 +44,7 @@ void vl_plan_request_init(vl_plan_request *rq, const vl_options *o, const vl_bac
     rq->max_patches = max_patches;
     rq->attn_naive = o->attn_naive;
     rq->kv_int8 = o->kv_int8;
-    vl_weight_plan_from_options(&rq->weights, o);
+    vl_weight_plan_of(&rq->weights, o);
     rq->workspace_bytes = be->workspace_bytes;
     rq->context_bytes = strcmp(be->name, "cpu") == 0 ? 0 : VL_CUDA_CONTEXT_BYTES;
 }
@@ -120,4 +120,8 @@ int vl_plan_images_within_context(const vl_config *c, int64_t text_tokens,
         if (pos >= c->max_positions) break;
     }
     return k;
+}
+
+int vl_plan_chunk(int chunk, int64_t prompt_tokens) {
+    return chunk < prompt_tokens ? chunk : (int)prompt_tokens;
 }

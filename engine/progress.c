@@ -9,10 +9,10 @@
 
 #define REDRAW_S 0.1 /* at most 10 lines a second: readable, and cheap on a slow terminal */
 
-vl_progress *vl_progress_open(vl_progress *p, const vl_options *o) {
+vl_progress *vl_progress_open(vl_progress *p, int quiet) {
     memset(p, 0, sizeof *p);
     p->out = stderr;
-    if (o->quiet || !isatty(fileno(stderr))) return NULL;
+    if (quiet || !isatty(fileno(stderr))) return NULL;
     return p;
 }
 

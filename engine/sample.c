@@ -13,7 +13,7 @@ int32_t vl_argmax(const float *x, int n) {
     return best;
 }
 
-void vl_sampler_init(vl_sampler *s, const vl_options *o) {
+void vl_sampler_init(vl_sampler *s, const vl_request *o) {
     s->greedy = o->greedy || o->temperature <= 0.0f;
     s->temperature = o->temperature;
     s->top_k = o->top_k;

@@ -1,4 +1,4 @@
-/* synth.c: `vlrun synth --config FILE --out DIR [--seed S]` writes a random checkpoint in the
+/* synth.c: a random checkpoint (what `vlrun synth` writes, cli/synth_cmd.c) in the
  * Hugging Face layout (config.json + model.safetensors, bf16, published tensor names) with the
  * same values --random-weights would use. For tests and for trying the loader on real shapes. */
 #include "engine/engine.h"
@@ -73,12 +73,12 @@ int vl_synth_checkpoint(const vl_config *c, const char *config_src, const char *
         snprintf(path, sizeof path, "%s/%s", out_dir, names[i]);
         if (vl_output_target_check(path, "vlrun synth")) return -1;
     }
-    vl_options o;
-    vl_options_default(&o);
+    vl_engine_config o;
+    vl_engine_config_default(&o);
+    o.backend = VL_BACKEND_CPU;
     o.random_weights = 1;
-    o.config = config_src;
-    o.model_dir = NULL;
-    o.seed = seed;
+    o.config_path = config_src;
+    o.weights_seed = seed;
     vl_model m;
     if (vl_model_load(&m, &o, vl_backend_cpu())) {
         vl_model_free(&m);
@@ -100,53 +100,4 @@ int vl_synth_checkpoint(const vl_config *c, const char *config_src, const char *
     vl_model_free(&m);
     (void)c;
     return rc;
-}
-
-static const char synth_usage[] =
-    "usage: vlrun synth --config FILE --out DIR [--seed S]\n"
-    "  a random checkpoint with the shapes of config.json FILE, in the Hugging Face layout\n"
-    "  (DIR/config.json + DIR/model.safetensors, bf16): the weights --random-weights uses\n"
-    "  --seed S     the weights' seed (default 0)\n"
-    "  -h, --help   this text; --version: vlrun's version\n";
-
-int vl_cmd_synth(int argc, char **argv) {
-    const char *config = NULL, *out = NULL;
-    uint64_t seed = 0;
-    for (int i = 2; i < argc; i++) {
-        const char *a = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
-        if (strcmp(a, "--help") == 0 || strcmp(a, "-h") == 0 || strcmp(a, "--version") == 0) {
-            if (a[2] == 'v')
-                vl_version_print(stdout);
-            else
-                fputs(synth_usage, stdout);
-            return 0;
-        }
-        if (!v &&
-            (strcmp(a, "--config") == 0 || strcmp(a, "--out") == 0 || strcmp(a, "--seed") == 0))
-            return vl_error_set("vlrun synth: option %s needs a value", a);
-        if (strcmp(a, "--config") == 0)
-            config = argv[++i];
-        else if (strcmp(a, "--out") == 0)
-            out = argv[++i];
-        else if (strcmp(a, "--seed") == 0) {
-            char *end;
-            errno = 0;
-            seed = strtoull(v, &end, 10);
-            if (errno || *end || v[0] == '-')
-                return vl_error_set("vlrun synth: --seed expects a non-negative integer, got "
-                                    "'%s'",
-                                    v);
-            i++;
-        } else if (a[0] == '-')
-            return vl_error_set("vlrun synth: unknown option %s (see vlrun synth --help)", a);
-        else
-            return vl_error_set("vlrun synth: unexpected argument '%s' (see vlrun synth --help)",
-                                a);
-    }
-    if (!config || !out)
-        return vl_error_set(
-            "vlrun synth: --config FILE and --out DIR needed (see vlrun synth --help)");
-    vl_config c;
-    if (vl_config_load(&c, config)) return -1;
-    return vl_synth_checkpoint(&c, config, out, seed);
 }

@@ -27,12 +27,12 @@
 
 #define WEIGHTS_ALIGN 256
 
-void vl_weight_plan_from_options(vl_weight_plan *wp, const vl_options *o) {
+void vl_weight_plan_of(vl_weight_plan *wp, const vl_engine_config *o) {
     memset(wp, 0, sizeof *wp);
     wp->linear = o->quant == VL_QUANT_NF4    ? VL_DTYPE_NF4
                  : o->quant == VL_QUANT_INT8 ? VL_DTYPE_Q8ROW
                                              : VL_DTYPE_BF16;
-    wp->double_quant = o->quant_double;
+    wp->double_quant = o->double_quant;
     wp->lm_head = o->quant_lm_head;
     wp->embed_on_host = o->embed_on_host;
 }

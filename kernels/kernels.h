@@ -384,6 +384,13 @@ static inline VL_HOST_DEVICE uint64_t vl_sample_key(uint64_t seed, int32_t step)
     return vl_mix64(seed * 0x9e3779b97f4a7c15ull + 0x5851f42d4c957f2dull * (uint64_t)(step + 1));
 }
 
+/* Which backend (the engine's configuration names one). */
+typedef enum { VL_BACKEND_CUDA, VL_BACKEND_CPU } vl_backend_kind;
+/* The CUDA backend's settings, read once when it is created. */
+typedef struct {
+    int device; /* CUDA device index (default 0) */
+} vl_cuda_config;
+
 /* The CPU backend (always available). Returns a static, ready instance. */
 vl_backend *vl_backend_cpu(void);
 

@@ -14,13 +14,13 @@
 #include "engine/chat.h"
 #include "vltest.h"
 
-static vl_model g_model;
+static vl_engine *g_engine;
 static vl_pixels g_px[3]; /* img_a, img_b, img_c */
 
 static void tok_append(int32_t *dst, int *n, const char *text) {
     int32_t *ids = NULL;
     int k = 0;
-    int rc = vl_tokenizer_encode(g_model.tok, text, &ids, &k);
+    int rc = vl_tokenizer_encode(g_engine->m.tok, text, &ids, &k);
     VT_CHECKF(rc == 0, "encode: %s", vl_error_get());
     memcpy(dst + *n, ids, (size_t)k * sizeof *ids);
     *n += k;
@@ -62,17 +62,17 @@ static int collect(void *ctx, int32_t id) {
  * stopping at end of turn. */
 static int fresh_greedy(const int32_t *ids, int n, vl_pixels *px, int n_px, int max, int32_t *out) {
     vl_prompt p;
-    int rc = vl_prompt_from_ids(&p, &g_model.cfg, ids, n, px, NULL, n_px);
+    int rc = vl_prompt_from_ids(&p, &g_engine->m.cfg, ids, n, px, NULL, n_px);
     VT_CHECKF(rc == 0, "prompt: %s", vl_error_get());
     if (rc) return -1;
     vl_session s;
-    rc = vl_session_init(&s, &g_model, n + max, 2048, 200);
-    float *logits = malloc((size_t)g_model.cfg.vocab * sizeof *logits);
+    rc = vl_session_init(&s, &g_engine->m, n + max, 2048, 200);
+    float *logits = malloc((size_t)g_engine->m.cfg.vocab * sizeof *logits);
     int k = 0;
     if (rc == 0 && vl_prefill(&s, &p, logits, NULL) == 0) {
         for (; k < max; k++) {
-            int32_t t = vl_argmax(logits, g_model.cfg.vocab);
-            if (vl_model_is_eos(&g_model, t)) break;
+            int32_t t = vl_argmax(logits, g_engine->m.cfg.vocab);
+            if (vl_model_is_eos(&g_engine->m, t)) break;
             out[k] = t;
             if (k + 1 < max && vl_decode_step(&s, t, logits)) break;
         }
@@ -84,10 +84,10 @@ static int fresh_greedy(const int32_t *ids, int n, vl_pixels *px, int n_px, int 
 }
 
 static void start_chat(vl_chat *c, int64_t ctx, int max_answer, int chunk) {
-    vl_options o;
-    vl_options_default(&o); /* greedy */
+    vl_request rq;
+    vl_request_default(&rq); /* greedy */
     vl_chat_shape sh = {ctx, max_answer, chunk, 200};
-    int rc = vl_chat_start(c, &g_model, &o, &sh);
+    int rc = vl_chat_start(c, g_engine, &rq, &sh);
     VT_CHECKF(rc == 0, "chat start: %s", vl_error_get());
 }
 
@@ -136,14 +136,14 @@ static void three_turns(int chunk) {
     }
     /* the kept cache against one prefill of the cached ids */
     vl_prompt p;
-    int rc = vl_prompt_from_ids(&p, &g_model.cfg, c.conv, (int)c.s.n_past, all, NULL, n_all);
+    int rc = vl_prompt_from_ids(&p, &g_engine->m.cfg, c.conv, (int)c.s.n_past, all, NULL, n_all);
     VT_CHECKF(rc == 0, "prompt: %s", vl_error_get());
     vl_session s;
-    rc = rc || vl_session_init(&s, &g_model, c.s.max_ctx, 2048, 200) ||
+    rc = rc || vl_session_init(&s, &g_engine->m, c.s.max_ctx, 2048, 200) ||
          vl_prefill(&s, &p, NULL, NULL);
     VT_CHECKF(rc == 0, "fresh prefill: %s", vl_error_get());
     if (rc == 0) {
-        const vl_config *cf = &g_model.cfg;
+        const vl_config *cf = &g_engine->m.cfg;
         int64_t rows = (int64_t)cf->n_layers * 2 * cf->n_kv_heads, D = cf->head_dim;
         double worst = 0;
         for (int64_t r = 0; r < rows; r++)
@@ -224,10 +224,10 @@ static void stops_at_eos(void) {
     answer_buf a = {{0}, 0};
     vl_chat_stats st;
     VT_CHECK(vl_chat_turn(&c, "Hello.", &g_px[0], NULL, 1, collect, &a, &st) == 0);
-    int32_t eos = a.ids[1], saved = g_model.cfg.eos_id;
+    int32_t eos = a.ids[1], saved = g_engine->m.cfg.eos_id;
     VT_CHECK(a.ids[0] != eos);
     vl_chat_clear(&c);
-    g_model.cfg.eos_id = eos;
+    g_engine->m.cfg.eos_id = eos;
     answer_buf b = {{0}, 0};
     VT_CHECK(vl_chat_turn(&c, "Hello.", &g_px[0], NULL, 1, collect, &b, &st) == 0);
     VT_CHECK_INT(b.n, 1);
@@ -241,7 +241,7 @@ static void stops_at_eos(void) {
     int k = fresh_greedy(c.conv, c.n_conv - d.n - 2, both, 2, 8, fresh);
     VT_CHECK_INT(d.n, k);
     for (int i = 0; i < k && i < d.n; i++) VT_CHECK_INT(d.ids[i], fresh[i]);
-    g_model.cfg.eos_id = saved;
+    g_engine->m.cfg.eos_id = saved;
     vl_chat_free(&c);
 }
 
@@ -250,12 +250,13 @@ int main(void) {
     const char *tdir = getenv("VL_TOKENIZER_DIR");
     snprintf(tok, sizeof tok, "%s/small_tokenizer.json", tdir ? tdir : ".cache/tokenizer");
     snprintf(dir, sizeof dir, "%s", vt_fixture("models/tiny-a"));
-    vl_options o;
-    vl_options_default(&o);
+    vl_engine_config o;
+    vl_engine_config_default(&o);
     o.model_dir = dir;
-    o.tokenizer = tok;
+    o.tokenizer_path = tok;
     o.backend = VL_BACKEND_CPU;
-    if (vl_model_load(&g_model, &o, vl_backend_cpu())) {
+    g_engine = vl_engine_open(&o);
+    if (!g_engine || vl_engine_place_weights(g_engine)) {
         fprintf(stderr, "cannot load %s: %s\n", dir, vl_error_get());
         return 1;
     }
@@ -265,7 +266,7 @@ int main(void) {
     for (int i = 0; i < 3; i++) {
         vl_image img;
         int rc = vl_image_load(&img, vt_fixture(files[i]));
-        rc = rc || vl_preprocess_image(&img, &g_model.pre, &g_px[i]);
+        rc = rc || vl_preprocess_image(&img, &g_engine->m.pre, &g_px[i]);
         if (rc) {
             fprintf(stderr, "cannot load %s: %s\n", files[i], vl_error_get());
             return 1;
@@ -278,6 +279,6 @@ int main(void) {
     context_full();
     stops_at_eos();
     for (int i = 0; i < 3; i++) vl_pixels_free(&g_px[i]);
-    vl_model_free(&g_model);
+    vl_engine_close(g_engine);
     return vt_finish();
 }

@@ -133,10 +133,10 @@ static void golden_model(const char *name) {
     snprintf(dir, sizeof dir, "%s", vt_fixture("models/"));
     snprintf(dir + strlen(dir), sizeof dir - strlen(dir), "%s", name);
 
-    vl_options o;
-    vl_options_default(&o);
+    vl_engine_config o;
+    vl_engine_config_default(&o);
     o.model_dir = dir;
-    o.tokenizer = tok;
+    o.tokenizer_path = tok;
     o.backend = VL_BACKEND_CPU;
     vl_model m;
     int rc = vl_model_load(&m, &o, vl_backend_cpu());
@@ -253,8 +253,8 @@ static void golden_shared_tiny(const char *which) {
     cJSON *g = load_json(vt_fixture("tiny-qwen2vl/golden.json"));
     VT_CHECKF(g != NULL, "tiny-qwen2vl/golden.json: %s", vl_error_get());
     if (!g) return;
-    vl_options o;
-    vl_options_default(&o);
+    vl_engine_config o;
+    vl_engine_config_default(&o);
     char dir[64], logits_rel[96], tag[64];
     snprintf(dir, sizeof dir, "tiny-qwen2vl/tiny-%s%s", strcmp(which, "bf16") ? "bnb-" : "", which);
     snprintf(logits_rel, sizeof logits_rel, "tiny-qwen2vl/logits_%s.f32",
@@ -322,10 +322,10 @@ static void fused_decode_matches(void) {
     snprintf(tok, sizeof tok, "%s/small_tokenizer.json", tdir ? tdir : ".cache/tokenizer");
     snprintf(dir, sizeof dir, "%s", vt_fixture("models/tiny-a"));
     snprintf(img, sizeof img, "%s", vt_fixture("models/images/img_b_100x60.png"));
-    vl_options o;
-    vl_options_default(&o);
+    vl_engine_config o;
+    vl_engine_config_default(&o);
     o.model_dir = dir;
-    o.tokenizer = tok;
+    o.tokenizer_path = tok;
     o.quant = VL_QUANT_INT8;
     vl_model m;
     int rc = vl_model_load(&m, &o, vl_backend_cpu());

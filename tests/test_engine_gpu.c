@@ -67,11 +67,11 @@ static int embed_on_host; /* load_case with --embed-on-host */
 static void load_case(loaded *L, const model_case *mc, vl_backend *be, const char *quant,
                       int attn_naive) {
     memset(L, 0, sizeof *L);
-    vl_options o;
-    vl_options_default(&o);
+    vl_engine_config o;
+    vl_engine_config_default(&o);
     o.model_dir = mc->dir;
-    o.tokenizer = mc->tokenizer;
-    o.config = mc->config;
+    o.tokenizer_path = mc->tokenizer;
+    o.config_path = mc->config;
     o.random_weights = mc->config != NULL;
     o.backend = strcmp(be->name, "cpu") == 0 ? VL_BACKEND_CPU : VL_BACKEND_CUDA;
     o.attn_naive = attn_naive;
@@ -209,9 +209,9 @@ static void check_decode(const char *tag, loaded *G, loaded *C, int n_tokens) {
  * (one line naming the config's values), and with --attn naive the GPU engine matches the CPU
  * engine at every position. */
 static void run_naive_only(const model_case *mc, vl_backend *gpu) {
-    vl_options o;
-    vl_options_default(&o);
-    o.config = mc->config, o.random_weights = 1, o.tokenizer = mc->tokenizer;
+    vl_engine_config o;
+    vl_engine_config_default(&o);
+    o.config_path = mc->config, o.random_weights = 1, o.tokenizer_path = mc->tokenizer;
     vl_model tm;
     vl_error_clear();
     int rc = vl_model_load(&tm, &o, gpu);
@@ -267,10 +267,10 @@ static void run_model(const model_case *mc, vl_backend *gpu) {
             memset(&H, 0, sizeof H); /* --embed-on-host is a checkpoint's table (not random) */
         } else if (G.m.w.lm_head_is_embed) {
             /* tied: the LM head would read the host table every token; refused */
-            vl_options o;
-            vl_options_default(&o);
+            vl_engine_config o;
+            vl_engine_config_default(&o);
             o.model_dir = mc->dir;
-            o.tokenizer = mc->tokenizer;
+            o.tokenizer_path = mc->tokenizer;
             o.embed_on_host = 1;
             vl_model tm;
             vl_error_clear();

@@ -13,7 +13,7 @@
  *   answer   without keep_after_eos the text ends at the first end-of-turn token
  *
  * Needs $VL_TOKENIZER_DIR/small_tokenizer.json and tests/fixtures/models/tiny-a/config.json. */
-#include "engine/engine.h"
+#include "cli/cli.h"
 #include "vltest.h"
 
 static void check_literal(const char *bytes, size_t n, const char *want) {
@@ -62,7 +62,7 @@ static void test_tokens(vl_model *m) {
     VT_CHECK_INT(ids[1], 188); /* Qwen2's byte-level symbol of 0x00 */
     VT_CHECK_INT(im_end, 4066);
     vl_answer a;
-    vl_answer_init(&a, m, 0, 1); /* --ignore-eos: the text goes on after <|im_end|> */
+    vl_answer_init(&a, m, 1, NULL, NULL); /* --ignore-eos: the text goes on after <|im_end|> */
     for (int i = 0; i < 8; i++) VT_CHECK_INT(vl_answer_add(&a, ids[i]), 0);
     VT_CHECK_INT(vl_answer_finish(&a), 0);
     VT_CHECK_INT(a.eos_at, 4);
@@ -75,7 +75,7 @@ static void test_tokens(vl_model *m) {
     vl_answer_free(&a);
 
     /* without keep_after_eos: the held E4 B8 becomes one U+FFFD at the end of turn */
-    vl_answer_init(&a, m, 0, 0);
+    vl_answer_init(&a, m, 0, NULL, NULL);
     for (int i = 0; i < 8; i++) VT_CHECK_INT(vl_answer_add(&a, ids[i]), 0);
     VT_CHECK_INT(vl_answer_finish(&a), 0);
     const char cut[] = "R\0" FFFD;
@@ -84,7 +84,7 @@ static void test_tokens(vl_model *m) {
     vl_answer_free(&a);
 
     /* nothing generated: "" (not NULL) */
-    vl_answer_init(&a, m, 0, 0);
+    vl_answer_init(&a, m, 0, NULL, NULL);
     VT_CHECK_INT(vl_answer_finish(&a), 0);
     VT_CHECK(a.text && a.len == 0 && a.text[0] == 0);
     vl_answer_free(&a);

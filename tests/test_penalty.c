@@ -135,15 +135,10 @@ static void test_model_eos(void) {
     m.gen.n_eos = 2;
     VT_CHECK(vl_model_is_eos(&m, 7) && vl_model_is_eos(&m, 9) && !vl_model_is_eos(&m, 8));
     /* the default penalty: the file's, unless the option says otherwise or weights are random */
-    vl_options o;
-    vl_options_default(&o);
     m.gen.repetition_penalty = 1.05f;
-    VT_CHECK(vl_model_repetition_penalty(&m, &o) == 1.05f);
-    o.repetition_penalty = 1.0f;
-    VT_CHECK(vl_model_repetition_penalty(&m, &o) == 1.0f);
-    o.repetition_penalty = 0.0f;
-    o.random_weights = 1;
-    VT_CHECK(vl_model_repetition_penalty(&m, &o) == 1.0f);
+    VT_CHECK(vl_model_repetition_penalty(&m, 0, 0.0f) == 1.05f);
+    VT_CHECK(vl_model_repetition_penalty(&m, 0, 1.0f) == 1.0f);
+    VT_CHECK(vl_model_repetition_penalty(&m, 1, 0.0f) == 1.0f);
 }
 
 static void test_plan(void) {

@@ -118,11 +118,11 @@ static int count_placed(void *ctx, const char *name, const char *kind, vl_weight
 
 static void tiny_odd(vl_quant quant, int dq) {
     const char *what = quant == VL_QUANT_INT8 ? "int8" : dq ? "nf4 double-quant" : "nf4";
-    vl_options o;
-    vl_options_default(&o);
+    vl_engine_config o;
+    vl_engine_config_default(&o);
     o.model_dir = vt_fixture("models/tiny-odd");
     o.quant = quant;
-    o.quant_double = dq;
+    o.double_quant = dq;
     o.backend = VL_BACKEND_CPU;
     vl_model m;
     memset(&m, 0, sizeof m);
@@ -132,7 +132,7 @@ static void tiny_odd(vl_quant quant, int dq) {
         return;
     }
     vl_weight_plan wp;
-    vl_weight_plan_from_options(&wp, &o);
+    vl_weight_plan_of(&wp, &o);
     size_t planned = vl_weights_bytes(&m.cfg, &wp);
     size_t allocated = m.weights_bytes; /* read first: a visit recounts the checkpoint's bytes */
     odd_count c = {0, 0, 0, 0};

@@ -56,13 +56,13 @@ static int collect_linear(void *ctx, const char *name, const char *kind, vl_weig
  * set. Returns the bytes the backend allocated (read before the visit, which recounts them). */
 static int load(vl_model *m, const char *dir, const odd_format *f, linear_set *set,
                 size_t *allocated) {
-    vl_options o;
-    vl_options_default(&o);
+    vl_engine_config o;
+    vl_engine_config_default(&o);
     o.model_dir = dir;
     o.backend = VL_BACKEND_CPU;
     if (f) {
         o.quant = f->quant;
-        o.quant_double = f->double_quant;
+        o.double_quant = f->double_quant;
     }
     memset(m, 0, sizeof *m);
     memset(set, 0, sizeof *set);

@@ -8,7 +8,7 @@
  *     to 23.4 gives ticks 0, 5, ..., 25 on y (so 25 maps to the top), x up to 87 ticks to 100;
  *   - text is escaped (a label with & and < stays well-formed) and every label appears.
  * The checks read the file back through xml.etree (tests/svg_points.py prints what it found). */
-#include "engine/engine.h"
+#include "cli/cli.h"
 #include "vltest.h"
 #include "vltest_fs.h"
 

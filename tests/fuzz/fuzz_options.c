@@ -5,7 +5,7 @@
  * Leaves out: the subcommands (tokenize, preprocess, synth, logits): their option parsing is
  * either static (engine/commands.c's parse_sub) or runs the command as soon as it succeeds
  * (vl_cmd_logits, vl_cmd_synth), so it has no entry point that only parses. */
-#include "engine/engine.h"
+#include "cli/cli.h"
 #include "tests/fuzz/fuzz_common.h"
 
 #include <math.h>
@@ -15,25 +15,33 @@
 #define MAX_ARGS 256
 
 static void check_options(const vl_options *o) {
-    FUZZ_CHECK(o->max_tokens >= 1 && o->max_tokens <= (1 << 24), "max_tokens %d", o->max_tokens);
-    FUZZ_CHECK(o->chunk >= 1 && o->chunk <= (1 << 20), "chunk %d", o->chunk);
-    FUZZ_CHECK(o->top_k >= 0, "top_k %d", o->top_k);
-    FUZZ_CHECK(o->top_p > 0.0f && o->top_p <= 1.0f, "top_p %g", (double)o->top_p);
-    FUZZ_CHECK(isfinite(o->temperature) && o->temperature >= 0.0f, "temperature %g",
-               (double)o->temperature);
-    FUZZ_CHECK(o->mem_budget >= 0, "mem_budget %lld", (long long)o->mem_budget);
-    FUZZ_CHECK(!(o->kv_int8 && o->attn_naive), "--kv int8 with --attn naive accepted");
+    FUZZ_CHECK(o->request.max_tokens >= 0 && o->request.max_tokens <= (1 << 24), "max_tokens %d",
+               o->request.max_tokens);
+    FUZZ_CHECK(o->engine.chunk >= 1 && o->engine.chunk <= (1 << 20), "chunk %d", o->engine.chunk);
+    FUZZ_CHECK(o->request.top_k >= 0, "top_k %d", o->request.top_k);
+    FUZZ_CHECK(o->request.top_p > 0.0f && o->request.top_p <= 1.0f, "top_p %g",
+               (double)o->request.top_p);
+    FUZZ_CHECK(isfinite(o->request.temperature) && o->request.temperature >= 0.0f, "temperature %g",
+               (double)o->request.temperature);
+    FUZZ_CHECK(o->engine.mem_budget >= 0, "mem_budget %lld", (long long)o->engine.mem_budget);
+    FUZZ_CHECK(!(o->engine.kv_int8 && o->engine.attn_naive),
+               "--kv int8 with --attn naive accepted");
     FUZZ_CHECK(o->n_image_args >= 0 && (o->n_image_args == 0 || o->images), "%d images",
                o->n_image_args);
-    FUZZ_CHECK(!(o->stop_at_eos && o->ignore_eos), "--stop-at-eos with --ignore-eos accepted");
-    FUZZ_CHECK(o->min_pixels >= 0 && o->min_pixels <= 12845056 && o->max_pixels >= 0 &&
-                   o->max_pixels <= 12845056 &&
-                   !(o->min_pixels && o->max_pixels && o->min_pixels > o->max_pixels),
-               "pixels %lld..%lld", (long long)o->min_pixels, (long long)o->max_pixels);
-    FUZZ_CHECK(o->repetition_penalty == 0.0f ||
-                   (isfinite(o->repetition_penalty) && o->repetition_penalty > 0.0f),
-               "repetition_penalty %g", (double)o->repetition_penalty);
+    FUZZ_CHECK(!(o->request.stop_at_eos && o->request.ignore_eos),
+               "--stop-at-eos with --ignore-eos accepted");
+    FUZZ_CHECK(o->engine.min_pixels >= 0 && o->engine.min_pixels <= 12845056 &&
+                   o->engine.max_pixels >= 0 && o->engine.max_pixels <= 12845056 &&
+                   !(o->engine.min_pixels && o->engine.max_pixels &&
+                     o->engine.min_pixels > o->engine.max_pixels),
+               "pixels %lld..%lld", (long long)o->engine.min_pixels,
+               (long long)o->engine.max_pixels);
+    FUZZ_CHECK(o->request.repetition_penalty == 0.0f || (isfinite(o->request.repetition_penalty) &&
+                                                         o->request.repetition_penalty > 0.0f),
+               "repetition_penalty %g", (double)o->request.repetition_penalty);
     FUZZ_CHECK(o->ctx >= 0, "ctx %d", o->ctx);
+    FUZZ_CHECK(o->request.images == o->images && o->request.n_images == o->n_image_args,
+               "request images");
     for (int i = 0; i < o->n_image_args; i++)
         FUZZ_CHECK(o->images[i].path && o->images[i].repeat >= 1 && o->images[i].repeat <= 100000,
                    "image %d repeat %d", i, o->images[i].repeat);

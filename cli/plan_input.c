@@ -6,7 +6,7 @@
  * tokenizer is there; without one they are bounded from above: one token per special token of
  * the chat template and one per byte of its text and of the prompt (a byte-level BPE never makes
  * more tokens than bytes). For 7B the bound costs ~3 MiB of KV cache over the exact count. */
-#include "engine/engine.h"
+#include "cli/cli.h"
 
 #include <stdlib.h>
 
@@ -33,19 +33,22 @@ void vl_plan_backend(vl_backend *be, vl_backend_kind kind) {
 
 /* The model's name for reports: the checkpoint folder's, or the config file's without .json. */
 static void model_name(char *out, size_t cap, const vl_options *o) {
-    const char *path = o->model_dir ? o->model_dir : o->config ? o->config : "model";
+    const char *path = o->engine.model_dir     ? o->engine.model_dir
+                       : o->engine.config_path ? o->engine.config_path
+                                               : "model";
     size_t len = strlen(path);
     while (len > 1 && path[len - 1] == '/') len--;
     size_t start = len;
     while (start > 0 && path[start - 1] != '/') start--;
     size_t n = len - start;
-    if (!o->model_dir && n == 11 && strncmp(path + start, "config.json", 11) == 0 && start > 1) {
+    if (!o->engine.model_dir && n == 11 && strncmp(path + start, "config.json", 11) == 0 &&
+        start > 1) {
         len = start - 1; /* DIR/config.json: the folder's name */
         while (len > 1 && path[len - 1] == '/') len--;
         start = len;
         while (start > 0 && path[start - 1] != '/') start--;
         n = len - start;
-    } else if (!o->model_dir && n > 5 && strncmp(path + len - 5, ".json", 5) == 0) {
+    } else if (!o->engine.model_dir && n > 5 && strncmp(path + len - 5, ".json", 5) == 0) {
         n -= 5;
     }
     snprintf(out, cap, "%.*s", (int)n, path + start);
@@ -88,7 +91,9 @@ static int load_images(vl_plan_input *in, const vl_options *o, const vl_preproc_
     vl_image_set is;
     memset(&is, 0, sizeof is);
     int rc = 0;
-    if (o->n_image_args > 0 && vl_image_set_load(&is, o, pre)) rc = -1;
+    vl_callbacks cb = {.on_notice = o->quiet ? NULL : vl_cli_notice};
+    if (o->n_image_args > 0 && vl_image_set_load(&is, o->images, o->n_image_args, pre, &cb))
+        rc = -1;
     in->n_requested = rc ? 0 : is.n_list;
     in->imgs = rc ? NULL : calloc((size_t)in->n_requested + 1, sizeof *in->imgs);
     if (!rc && !in->imgs) rc = vl_error_set("out of host memory");
@@ -110,14 +115,14 @@ static int load_images(vl_plan_input *in, const vl_options *o, const vl_preproc_
 
 int vl_plan_input_load(vl_plan_input *in, const vl_options *o, int page_w, int page_h) {
     memset(in, 0, sizeof *in);
-    vl_options po = *o;
+    vl_engine_config po = o->engine;
     po.random_weights = 1; /* shapes from the config; no checkpoint is opened */
     vl_model m;
     int rc = vl_model_open(&m, &po);
     if (!rc) {
         in->cfg = m.cfg;
         model_name(in->model_name, sizeof in->model_name, o);
-        rc = count_text_tokens(in, &m, o->prompt);
+        rc = count_text_tokens(in, &m, o->request.prompt);
     }
     if (!rc) rc = load_images(in, o, &m.pre, page_w, page_h);
     vl_model_free(&m);
@@ -127,10 +132,10 @@ int vl_plan_input_load(vl_plan_input *in, const vl_options *o, int page_w, int p
 
 static void request_for(const vl_plan_input *in, const vl_options *o, const vl_backend *be,
                         vl_quant quant, int kv_int8, vl_plan_request *rq) {
-    vl_options q = *o;
+    vl_engine_config q = o->engine;
     q.quant = quant;
     q.kv_int8 = kv_int8;
-    vl_plan_request_init(rq, &q, be, 0, o->max_tokens, o->chunk, 0);
+    vl_plan_request_init(rq, &q, be, 0, vl_options_max_tokens(o), o->engine.chunk, 0);
 }
 
 void vl_plan_input_plan(const vl_plan_input *in, const vl_options *o, const vl_backend *be,
@@ -145,8 +150,8 @@ int vl_plan_input_max_images(const vl_plan_input *in, const vl_options *o, const
                              vl_quant quant, int kv_int8, size_t budget, int *by_positions) {
     const int cap = 100000; /* the most images one request may hold (images.c) */
     const int n = in->n_requested + 1;
-    int by_pos =
-        vl_plan_images_within_context(&in->cfg, in->text_tokens, in->imgs, n, o->max_tokens, cap);
+    int by_pos = vl_plan_images_within_context(&in->cfg, in->text_tokens, in->imgs, n,
+                                               vl_options_max_tokens(o), cap);
     vl_plan_request rq;
     request_for(in, o, be, quant, kv_int8, &rq);
     int by_mem = vl_plan_images_that_fit(&in->cfg, rq, in->text_tokens, in->imgs, n,

@@ -3,7 +3,7 @@
  * (a 200 KB prompt is ordinary for a document); it must be UTF-8 text without NUL bytes, and a
  * file must be a regular file (vl_read_file refuses FIFOs and devices). One trailing newline
  * (\n or \r\n) is dropped, as an editor or `echo` adds one and `$(cat FILE)` would drop it. */
-#include "engine/engine.h"
+#include "cli/cli.h"
 
 #include <stdlib.h>
 
@@ -61,9 +61,10 @@ static int check_text(const char *s, size_t n, const char *what) {
 int vl_prompt_text_read(const vl_options *o, char **text) {
     *text = NULL;
     const char *file = o->prompt_file;
-    int from_stdin = (file && strcmp(file, "-") == 0) || (!file && strcmp(o->prompt, "-") == 0);
+    int from_stdin =
+        (file && strcmp(file, "-") == 0) || (!file && strcmp(o->request.prompt, "-") == 0);
     if (!file && !from_stdin) {
-        *text = strdup(o->prompt);
+        *text = strdup(o->request.prompt);
         return *text ? 0 : vl_error_set("out of host memory");
     }
     char what[4200];

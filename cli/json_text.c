@@ -7,7 +7,7 @@
  * Python's bytes.decode("utf-8", errors="replace") puts it (transformers decodes so): one per
  * maximal invalid subpart, one for a sequence cut short by the end. The result goes into the
  * report with cJSON_CreateRaw. */
-#include "engine/engine.h"
+#include "cli/cli.h"
 
 #include <stdlib.h>
 

@@ -4,7 +4,7 @@
  * and predicted peak, TTFT, decode speed) and PREFIX.svg: measured peaks as points, the plan
  * (plan_input.c, the same figures as `vlrun plan`) as a line, and the --gpu budget as a line.
  * Measured peak: cudaMemGetInfo's on CUDA (context included), tracked bytes on the CPU. */
-#include "engine/engine.h"
+#include "cli/cli.h"
 
 #include <cJSON.h>
 #include <errno.h>
@@ -273,8 +273,8 @@ static int write_svg(FILE *f, const void *ctx) {
     /* the line runs past the last count to where the budget is reached (up to 4x further) */
     int fit = 0, by_pos = 0, last = d->pts[d->n_pts - 1].images, x_end = last;
     if (sa->have_gpu) {
-        fit =
-            vl_plan_input_max_images(d->in, o, d->be, o->quant, o->kv_int8, sa->gpu.total, &by_pos);
+        fit = vl_plan_input_max_images(d->in, o, d->be, o->engine.quant, o->engine.kv_int8,
+                                       sa->gpu.total, &by_pos);
         int want = fit + fit / 10 + 1;
         if (want > x_end) x_end = want < 4 * last ? want : 4 * last;
     }
@@ -291,7 +291,7 @@ static int write_svg(FILE *f, const void *ctx) {
     double top = sa->have_gpu ? (double)sa->gpu.total : 0;
     for (int k = 1;; k = k + step < x_end ? k + step : x_end) { /* every step-th, and x_end */
         vl_mem_plan mp;
-        vl_plan_input_plan(d->in, o, d->be, o->quant, o->kv_int8, k, &mp);
+        vl_plan_input_plan(d->in, o, d->be, o->engine.quant, o->engine.kv_int8, k, &mp);
         lx[n_line] = k;
         ly[n_line++] = (double)mp.total;
         if ((double)mp.total > top) top = (double)mp.total;
@@ -312,11 +312,12 @@ static int write_svg(FILE *f, const void *ctx) {
     const int cpu = strcmp(d->be->name, "cpu") == 0;
     char title[512], subtitle[512], xlabel[256], ylabel[64], lbl_budget[160], lbl_meas[96];
     snprintf(title, sizeof title, "%s: %s weights, %s KV cache, %s", d->in->model_name,
-             quant_label(o->quant), o->kv_int8 ? "int8" : "bf16", d->device);
+             quant_label(o->engine.quant), o->engine.kv_int8 ? "int8" : "bf16", d->device);
     snprintf(subtitle, sizeof subtitle,
              "each image %dx%d after smart_resize (%lld tokens), %d generated tokens, %s",
-             d->in->page_rw, d->in->page_rh, (long long)d->in->imgs[0].tokens, o->max_tokens,
-             o->random_weights ? "random weights" : "checkpoint weights");
+             d->in->page_rw, d->in->page_rh, (long long)d->in->imgs[0].tokens,
+             vl_options_max_tokens(o),
+             o->engine.random_weights ? "random weights" : "checkpoint weights");
     snprintf(xlabel, sizeof xlabel, "images in the prompt");
     snprintf(ylabel, sizeof ylabel, "%s memory (%s)", cpu ? "host" : "device",
              gib_units ? "GiB" : "MiB");
@@ -413,7 +414,8 @@ static int collect(const sweep_args *sa, const vl_plan_input *in, const vl_backe
         *n = i + 1;
         if (!pts[i].ok) continue;
         vl_mem_plan mp;
-        vl_plan_input_plan(in, &sa->o, be, sa->o.quant, sa->o.kv_int8, sa->counts[i], &mp);
+        vl_plan_input_plan(in, &sa->o, be, sa->o.engine.quant, sa->o.engine.kv_int8, sa->counts[i],
+                           &mp);
         print_point(&pts[i], mp.total);
     }
     return 0;
@@ -430,7 +432,7 @@ static int sweep(const sweep_args *sa, const char *argv0) {
     vl_plan_input in;
     if (vl_plan_input_load(&in, &sa->o, 0, 0)) return -1;
     vl_backend be;
-    vl_plan_backend(&be, sa->o.backend);
+    vl_plan_backend(&be, sa->o.engine.backend);
     sweep_point pts[MAX_COUNTS];
     int n = 0, n_ok = 0;
     int rc = collect(sa, &in, &be, argv0, pts, &n);

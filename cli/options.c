@@ -1,7 +1,7 @@
-/* options.c: the vlrun command line (design.md's contract). One options struct holds the
- * defaults; every value is validated here so that a bad option ends in one line naming it,
- * before any file is opened. */
-#include "engine/engine.h"
+/* options.c: the vlrun command line (docs/cli.md): argv mapped onto the engine configuration
+ * and the request (engine/vlrun.h) plus the command line's own settings. Every value is
+ * validated here so that a bad option ends in one line naming it, before any file is opened. */
+#include "cli/cli.h"
 
 #include <ctype.h>
 #include <errno.h>
@@ -11,23 +11,22 @@
 
 void vl_options_default(vl_options *o) {
     memset(o, 0, sizeof *o);
-    o->model_dir = getenv("VLRUN_MODEL");
-    if (o->model_dir && !o->model_dir[0]) o->model_dir = NULL;
-    o->prompt = "Describe the images.";
-    o->max_tokens = 512;
-    o->quant = VL_QUANT_BF16;
-    o->quant_double = 0; /* bitsandbytes' default too; the decode GEMV is faster without */
-    o->backend = vl_build_has_cuda() ? VL_BACKEND_CUDA : VL_BACKEND_CPU; /* what the build has */
-    o->greedy = 1;
-    o->temperature = 1.0f;
-    o->top_p = 1.0f;
-    o->chunk = 2048;
+    vl_engine_config_default(&o->engine);
+    vl_request_default(&o->request);
+    o->engine.model_dir = getenv("VLRUN_MODEL");
+    if (o->engine.model_dir && !o->engine.model_dir[0]) o->engine.model_dir = NULL;
+}
+
+int vl_options_max_tokens(const vl_options *o) {
+    return o->request.max_tokens > 0 ? o->request.max_tokens : 512;
 }
 
 void vl_options_free(vl_options *o) {
     free(o->images);
     o->images = NULL;
     o->n_image_args = 0;
+    o->request.images = NULL;
+    o->request.n_images = 0;
 }
 
 void vl_usage(FILE *f) {
@@ -182,87 +181,86 @@ int vl_options_parse(vl_options *o, int argc, char **argv) {
     } while (0)
         if (strcmp(a, "--model") == 0) {
             NEEDS_VALUE;
-            o->model_dir = v;
+            o->engine.model_dir = v;
         } else if (strcmp(a, "--config") == 0) {
             NEEDS_VALUE;
-            o->config = v;
+            o->engine.config_path = v;
         } else if (strcmp(a, "--tokenizer") == 0) {
             NEEDS_VALUE;
-            o->tokenizer = v;
+            o->engine.tokenizer_path = v;
         } else if (strcmp(a, "--random-weights") == 0) {
-            o->random_weights = 1;
+            o->engine.random_weights = 1;
         } else if (strcmp(a, "--prompt") == 0) {
             NEEDS_VALUE;
-            o->prompt = v;
+            o->request.prompt = v;
             explicit_prompt = 1;
         } else if (strcmp(a, "--prompt-file") == 0) {
             NEEDS_VALUE;
             o->prompt_file = v;
         } else if (strcmp(a, "--system") == 0) {
             NEEDS_VALUE;
-            o->system = v;
+            o->request.system = v;
         } else if (strcmp(a, "--max-tokens") == 0) {
             NEEDS_VALUE;
-            if (parse_int(a, v, 1, 1 << 24, &o->max_tokens)) return -1;
-            o->max_tokens_set = 1;
+            if (parse_int(a, v, 1, 1 << 24, &o->request.max_tokens)) return -1;
         } else if (strcmp(a, "--stop-at-eos") == 0) {
-            o->stop_at_eos = 1;
+            o->request.stop_at_eos = 1;
         } else if (strcmp(a, "--ignore-eos") == 0) {
-            o->ignore_eos = 1;
+            o->request.ignore_eos = 1;
         } else if (strcmp(a, "--quant") == 0) {
             NEEDS_VALUE;
             if (strcmp(v, "bf16") == 0)
-                o->quant = VL_QUANT_BF16;
+                o->engine.quant = VL_QUANT_BF16;
             else if (strcmp(v, "nf4") == 0)
-                o->quant = VL_QUANT_NF4;
+                o->engine.quant = VL_QUANT_NF4;
             else if (strcmp(v, "int8") == 0)
-                o->quant = VL_QUANT_INT8;
+                o->engine.quant = VL_QUANT_INT8;
             else
                 return vl_error_set("option --quant: expected bf16, nf4 or int8, got '%s'", v);
         } else if (strcmp(a, "--no-double-quant") == 0) {
-            o->quant_double = 0;
+            o->engine.double_quant = 0;
         } else if (strcmp(a, "--double-quant") == 0) {
-            o->quant_double = 1;
+            o->engine.double_quant = 1;
         } else if (strcmp(a, "--quant-lm-head") == 0) {
-            o->quant_lm_head = 1;
+            o->engine.quant_lm_head = 1;
         } else if (strcmp(a, "--embed-on-host") == 0) {
-            o->embed_on_host = 1;
+            o->engine.embed_on_host = 1;
         } else if (strcmp(a, "--kv") == 0) {
             NEEDS_VALUE;
             if (strcmp(v, "bf16") == 0)
-                o->kv_int8 = 0;
+                o->engine.kv_int8 = 0;
             else if (strcmp(v, "int8") == 0)
-                o->kv_int8 = 1;
+                o->engine.kv_int8 = 1;
             else
                 return vl_error_set("option --kv: expected bf16 or int8, got '%s'", v);
         } else if (strcmp(a, "--attn") == 0) {
             NEEDS_VALUE;
             if (strcmp(v, "flash") == 0)
-                o->attn_naive = 0;
+                o->engine.attn_naive = 0;
             else if (strcmp(v, "naive") == 0)
-                o->attn_naive = 1;
+                o->engine.attn_naive = 1;
             else
                 return vl_error_set("option --attn: expected flash or naive, got '%s'", v);
         } else if (strcmp(a, "--backend") == 0) {
             NEEDS_VALUE;
             if (strcmp(v, "cuda") == 0)
-                o->backend = VL_BACKEND_CUDA;
+                o->engine.backend = VL_BACKEND_CUDA;
             else if (strcmp(v, "cpu") == 0)
-                o->backend = VL_BACKEND_CPU;
+                o->engine.backend = VL_BACKEND_CPU;
             else
                 return vl_error_set("option --backend: expected cuda or cpu, got '%s'", v);
         } else if (strcmp(a, "--greedy") == 0) {
             explicit_greedy = 1;
         } else if (strcmp(a, "--temperature") == 0) {
             NEEDS_VALUE;
-            if (parse_float(a, v, 0.0, 100.0, &o->temperature)) return -1;
+            if (parse_float(a, v, 0.0, 100.0, &o->request.temperature)) return -1;
             explicit_temperature = 1;
         } else if (strcmp(a, "--top-k") == 0) {
             NEEDS_VALUE;
-            if (parse_int(a, v, 0, 1 << 30, &o->top_k)) return -1;
+            if (parse_int(a, v, 0, 1 << 30, &o->request.top_k)) return -1;
         } else if (strcmp(a, "--top-p") == 0) {
             NEEDS_VALUE;
-            if (parse_float(a, v, 0.0, 1.0, &o->top_p) || o->top_p <= 0.0f)
+            if (parse_float(a, v, 0.0, 1.0, &o->request.top_p) || o->request.top_p <= 0.0f)
                 return vl_error_set("option --top-p: expected a number in (0, 1], got '%s'", v);
         } else if (strcmp(a, "--seed") == 0) {
             NEEDS_VALUE;
@@ -271,21 +269,22 @@ int vl_options_parse(vl_options *o, int argc, char **argv) {
             unsigned long long s = strtoull(v, &end, 10);
             if (errno || end == v || *end || v[0] == '-')
                 return vl_error_set("option --seed: expected a non-negative integer, got '%s'", v);
-            o->seed = s;
+            o->request.seed = s; /* sampling, and the weights of --random-weights */
+            o->engine.weights_seed = s;
         } else if (strcmp(a, "--repetition-penalty") == 0) {
             NEEDS_VALUE;
             char *end;
             errno = 0;
             double x = strtod(v, &end);
-            o->repetition_penalty = (float)x;
+            o->request.repetition_penalty = (float)x;
             if (errno || end == v || *end || !(x > 0.0 && x <= FLT_MAX) ||
-                !(o->repetition_penalty > 0.0f))
+                !(o->request.repetition_penalty > 0.0f))
                 return vl_error_set("option --repetition-penalty: expected a finite number > 0 "
                                     "(1 = off), got '%s'",
                                     v);
         } else if (strcmp(a, "--chunk") == 0) {
             NEEDS_VALUE;
-            if (parse_int(a, v, 1, 1 << 20, &o->chunk)) return -1;
+            if (parse_int(a, v, 1, 1 << 20, &o->engine.chunk)) return -1;
         } else if (strcmp(a, "--chat") == 0) {
             o->chat = 1;
         } else if (strcmp(a, "--ctx") == 0) {
@@ -293,8 +292,8 @@ int vl_options_parse(vl_options *o, int argc, char **argv) {
             if (parse_int(a, v, 1, 1 << 24, &o->ctx)) return -1;
         } else if (strcmp(a, "--mem-budget") == 0) {
             NEEDS_VALUE;
-            o->mem_budget = vl_parse_size(v);
-            if (o->mem_budget <= 0)
+            o->engine.mem_budget = vl_parse_size(v);
+            if (o->engine.mem_budget <= 0)
                 return vl_error_set("option --mem-budget: expected a size like 24G or 800M, got "
                                     "'%s'",
                                     v);
@@ -307,7 +306,8 @@ int vl_options_parse(vl_options *o, int argc, char **argv) {
             o->quiet = 1;
         } else if (strcmp(a, "--min-pixels") == 0 || strcmp(a, "--max-pixels") == 0) {
             NEEDS_VALUE;
-            if (vl_parse_pixels(a, v, a[3] == 'i' ? &o->min_pixels : &o->max_pixels)) return -1;
+            if (vl_parse_pixels(a, v, a[3] == 'i' ? &o->engine.min_pixels : &o->engine.max_pixels))
+                return -1;
         } else if (strcmp(a, "--help") == 0 || strcmp(a, "-h") == 0) {
             o->show_help = 1;
             return 0; /* nothing after it matters */
@@ -334,16 +334,19 @@ int vl_options_parse(vl_options *o, int argc, char **argv) {
         }
 #undef NEEDS_VALUE
     }
-    if (explicit_temperature && !explicit_greedy) o->greedy = o->temperature <= 0.0f;
-    if (o->min_pixels && o->max_pixels && o->min_pixels > o->max_pixels)
+    o->request.images = o->images;
+    o->request.n_images = o->n_image_args;
+    if (explicit_temperature && !explicit_greedy)
+        o->request.greedy = o->request.temperature <= 0.0f;
+    if (o->engine.min_pixels && o->engine.max_pixels && o->engine.min_pixels > o->engine.max_pixels)
         return vl_error_set("--min-pixels %lld is larger than --max-pixels %lld; expected min <= "
                             "max",
-                            (long long)o->min_pixels, (long long)o->max_pixels);
+                            (long long)o->engine.min_pixels, (long long)o->engine.max_pixels);
     if (explicit_prompt && o->prompt_file)
         return vl_error_set("--prompt and --prompt-file both give the prompt; pass one of them");
-    if (o->stop_at_eos && o->ignore_eos)
+    if (o->request.stop_at_eos && o->request.ignore_eos)
         return vl_error_set("--stop-at-eos and --ignore-eos contradict each other; pass one");
-    if (o->kv_int8 && o->attn_naive)
+    if (o->engine.kv_int8 && o->engine.attn_naive)
         return vl_error_set("--kv int8 with --attn naive: the naive baseline reads a bf16 cache; "
                             "drop one of the two");
     return 0;

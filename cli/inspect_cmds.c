@@ -1,6 +1,6 @@
-/* commands.c: the small subcommands: `vlrun tokenize` (token ids of a text, space separated)
+/* inspect_cmds.c: the small subcommands: `vlrun tokenize` (token ids of a text, space separated)
  * and `vlrun preprocess` (an image's grid and resized size; float32 pixel values to a file). */
-#include "engine/engine.h"
+#include "cli/cli.h"
 
 #include <errno.h>
 #include <stdlib.h>
@@ -162,7 +162,8 @@ int vl_cmd_preprocess(int argc, char **argv) {
     if (vl_image_load(&img, so.arg)) return -1;
     vl_pixels px;
     int rc = vl_preprocess_image(&img, &pre, &px);
-    if (!rc) vl_image_notice(so.arg, &img, &px, &pre);
+    vl_callbacks notice = {.on_notice = vl_cli_notice};
+    if (!rc) vl_image_notice(so.arg, &img, &px, &pre, &notice);
     vl_image_free(&img);
     if (rc) return -1;
     printf("grid %d %d %d\nresized %d %d\npatches %lld %d\n", px.grid_t, px.grid_h, px.grid_w,

@@ -7,7 +7,7 @@
  * less than that as total (the driver keeps a reserve): on the H100 we measured both, and the
  * difference (VL_GPU_DRIVER_RESERVE_MIB) is taken off the other cards too, an assumption the
  * plan's output states. The CUDA context (VL_CUDA_CONTEXT_BYTES) is also the H100's figure. */
-#include "engine/engine.h"
+#include "cli/cli.h"
 
 #include <ctype.h>
 

@@ -3,7 +3,7 @@
  * a polyline or a dashed horizontal line, a legend in the corner the data leaves free, and a
  * title. SVG is a few elements of XML, so no library: the layout is fixed (engine.h's VL_SVG_*),
  * the data is mapped linearly onto the plot area. */
-#include "engine/engine.h"
+#include "cli/cli.h"
 
 #include <math.h>
 

@@ -1,7 +1,7 @@
 /* main.c: vlrun's entry point. The only place that prints an error and picks the exit code:
  * every failure below returns up here with one message (vl_error_get). It also tells a
  * mistyped command from an image path, and checks that what went to stdout got there. */
-#include "engine/engine.h"
+#include "cli/cli.h"
 
 #include <errno.h>
 #include <fcntl.h>

@@ -5,7 +5,7 @@
  * The figures are the run's own plan (plan.c: the session's layout run against a counting
  * arena), so they are what `vlrun --mem-budget` would check and what the run allocates; only the
  * CUDA context and the cards' totals come from measurements (gpu_table.c). */
-#include "engine/engine.h"
+#include "cli/cli.h"
 
 #include <cJSON.h>
 #include <errno.h>
@@ -86,8 +86,8 @@ static int parse_plan_args(plan_args *pa, int argc, char **argv) {
     }
     if (vl_options_parse(&pa->o, pa->n_rest, pa->rest)) return -1;
     /* a plan is for a GPU unless asked otherwise, whatever this build's default backend */
-    if (!pa->backend_given) pa->o.backend = VL_BACKEND_CUDA;
-    if (!pa->o.config && !pa->o.model_dir)
+    if (!pa->backend_given) pa->o.engine.backend = VL_BACKEND_CUDA;
+    if (!pa->o.engine.config_path && !pa->o.engine.model_dir)
         return vl_error_set("vlrun plan: pass --config FILE (e.g. examples/qwen2-vl-7b-instruct."
                             "json) or --model DIR");
     if (!pa->have_gpu && pa->o.n_image_args == 0)
@@ -112,8 +112,8 @@ static int make_rows(const plan_args *pa, const vl_plan_input *in, const vl_back
     int n = 0;
     for (int qi = 0; qi < 3; qi++)
         for (int kv = 0; kv < 2; kv++) {
-            if (pa->quant_given && quants[qi] != pa->o.quant) continue;
-            if (pa->kv_given && kv != pa->o.kv_int8) continue;
+            if (pa->quant_given && quants[qi] != pa->o.engine.quant) continue;
+            if (pa->kv_given && kv != pa->o.engine.kv_int8) continue;
             plan_row *r = &rows[n++];
             memset(r, 0, sizeof *r);
             r->quant = quants[qi];
@@ -132,8 +132,8 @@ static void print_header(const plan_args *pa, const vl_plan_input *in, const vl_
     const double gib = 1024.0 * 1024 * 1024;
     const vl_plan_image *page = &in->imgs[in->n_requested];
     printf("vlrun plan: %s on the %s backend, %d generated tokens, prefill chunk %d\n",
-           in->model_name, strcmp(be->name, "cpu") == 0 ? "CPU" : "CUDA", pa->o.max_tokens,
-           pa->o.chunk);
+           in->model_name, strcmp(be->name, "cpu") == 0 ? "CPU" : "CUDA",
+           vl_options_max_tokens(&pa->o), pa->o.engine.chunk);
     int64_t req_tokens = 0;
     for (int i = 0; i < in->n_requested; i++) req_tokens += in->imgs[i].tokens;
     if (in->n_requested > 0)
@@ -153,7 +153,7 @@ static void print_header(const plan_args *pa, const vl_plan_input *in, const vl_
                "chat template + one per byte of the prompt, an upper bound; --tokenizer FILE "
                "counts them)\n",
                (long long)in->text_tokens,
-               (long long)(in->text_tokens - (int64_t)strlen(pa->o.prompt)));
+               (long long)(in->text_tokens - (int64_t)strlen(pa->o.request.prompt)));
     if (pa->have_gpu && pa->gpu.card && pa->gpu.measured)
         printf("budget: %s %.2f GiB (%d MiB, cudaMemGetInfo's total, measured)\n", pa->gpu.label,
                pa->gpu.total / gib, (int)(pa->gpu.total >> 20));
@@ -220,8 +220,8 @@ static int print_json(const plan_args *pa, const vl_plan_input *in, const vl_bac
     cJSON *r = cJSON_CreateObject();
     cJSON_AddStringToObject(r, "model", in->model_name);
     cJSON_AddStringToObject(r, "backend", be->name);
-    cJSON_AddNumberToObject(r, "max_tokens", pa->o.max_tokens);
-    cJSON_AddNumberToObject(r, "chunk", pa->o.chunk);
+    cJSON_AddNumberToObject(r, "max_tokens", vl_options_max_tokens(&pa->o));
+    cJSON_AddNumberToObject(r, "chunk", pa->o.engine.chunk);
     cJSON_AddNumberToObject(r, "text_tokens", (double)in->text_tokens);
     cJSON_AddBoolToObject(r, "text_tokens_exact", in->text_exact);
     cJSON_AddNumberToObject(r, "images", in->n_requested);
@@ -277,7 +277,7 @@ int vl_cmd_plan(int argc, char **argv) {
     if (!rc) rc = vl_plan_input_load(&in, &pa.o, pa.page_w, pa.page_h);
     if (!rc) {
         vl_backend be;
-        vl_plan_backend(&be, pa.o.backend);
+        vl_plan_backend(&be, pa.o.engine.backend);
         plan_row rows[6];
         int n = make_rows(&pa, &in, &be, rows);
         if (pa.o.json) {

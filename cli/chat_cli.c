@@ -6,6 +6,7 @@
  * attaches one to the next message (decoded and preprocessed at once; a bad file is one error
  * line and the session goes on). Answers stream to stdout; the memory plan (once) and each
  * turn's timings go to stderr unless --quiet. EOF or /quit ends with exit status 0. */
+#include "cli/cli.h"
 #include "engine/chat.h"
 
 #include <stdlib.h>
@@ -112,7 +113,7 @@ static int send_message(vl_chat *c, const char *text, vl_pixels *px, const int *
                         int quiet, printer *pr) {
     vl_chat_stats st;
     vl_answer ans;
-    vl_answer_init(&ans, c->m, 1, 0); /* end-of-turn tokens never reach it */
+    vl_answer_init(&ans, c->m, 0, vl_cli_stream_text, NULL); /* end-of-turn tokens never reach it */
     int rc = vl_chat_turn(c, text, px, src, n_px, answer_token, &ans, &st);
     if (!rc && vl_answer_finish(&ans)) rc = -1;
     vl_answer_free(&ans);
@@ -315,24 +316,21 @@ static int64_t max_image_patches(const vl_preproc_config *pre) {
 static int refuse_options(const vl_options *o) {
     if (o->json) return vl_error_set("--json is not available with --chat: answers go to stdout");
     if (o->dump_logits) return vl_error_set("--dump-logits is not available with --chat");
-    if (o->attn_naive)
+    if (o->engine.attn_naive)
         return vl_error_set("--attn naive is not available with --chat: its score matrix for "
                             "the largest image the session allows would not fit");
     return 0;
 }
 
 /* The session's plan, once, on stderr; --mem-budget applies to it. */
-static int plan_session(vl_model *m, const vl_options *o, const vl_backend *be,
-                        const vl_chat_shape *sh) {
+static int plan_session(vl_engine *e, const vl_options *o, const vl_chat_shape *sh) {
+    const vl_model *m = &e->m;
+    const vl_backend *be = e->be;
     vl_mem_plan plan;
-    vl_chat_plan(m, o, be, sh, &plan);
-    const double gib = 1024.0 * 1024 * 1024;
-    if (o->mem_budget > 0 && plan.total > (size_t)o->mem_budget)
-        return vl_error_set("predicted peak %.2f GiB (weights %.2f + kv_cache %.2f + activations "
-                            "%.2f + workspace %.2f + cuda_context %.2f) exceeds --mem-budget %.2f "
-                            "GiB; use a smaller --ctx, --quant nf4 or --kv int8",
-                            plan.total / gib, plan.weights / gib, plan.kv / gib, plan.act / gib,
-                            plan.workspace / gib, plan.context / gib, o->mem_budget / gib);
+    vl_chat_plan(e, &o->request, sh, &plan);
+    if (o->engine.mem_budget > 0 && plan.total > (size_t)o->engine.mem_budget)
+        return vl_budget_error(&plan, o->engine.mem_budget,
+                               "use a smaller --ctx, --quant nf4 or --kv int8");
     if (o->quiet) return 0;
     int64_t m2 = (int64_t)m->cfg.merge * m->cfg.merge;
     char answers[64];
@@ -346,56 +344,54 @@ static int plan_session(vl_model *m, const vl_options *o, const vl_backend *be,
             (long long)sh->ctx, answers, (long long)m->pre.max_pixels,
             (long long)(sh->max_patches / m2), be->name);
     vl_plan_print(stderr, &plan);
-    if (o->random_weights) fprintf(stderr, "note: --random-weights: the answers mean nothing\n");
+    if (o->engine.random_weights)
+        fprintf(stderr, "note: --random-weights: the answers mean nothing\n");
     fprintf(stderr, "type /help for the commands\n");
     return 0;
 }
 
 static int chat_main(const vl_options *o) {
     int rc = -1;
-    vl_model m;
+    vl_engine *e = NULL;
     vl_chat c;
     session_ui ui;
-    memset(&m, 0, sizeof m);
     memset(&c, 0, sizeof c);
     memset(&ui, 0, sizeof ui);
-    if (refuse_options(o) || vl_model_open(&m, o)) goto done;
-    if (!m.tok) {
+    if (refuse_options(o) || !(e = vl_engine_open(&o->engine))) goto done;
+    vl_model *m = &e->m;
+    if (!m->tok) {
         vl_error_set("--chat needs a tokenizer: pass --tokenizer FILE (or --model DIR with a "
                      "tokenizer.json)");
         goto done;
     }
-    vl_backend *be = vl_backend_open(o);
-    if (!be) goto done;
     /* The context: 4096 tokens unless --ctx, never past the model's positions (a position is at
      * most the token's index, so the cache then never outruns them). */
     vl_chat_shape sh;
     sh.ctx = o->ctx > 0 ? o->ctx : 4096;
-    if (o->ctx == 0 && sh.ctx > m.cfg.max_positions) sh.ctx = m.cfg.max_positions;
-    sh.max_answer = o->max_tokens; /* 0: not given */
-    sh.chunk = o->chunk < sh.ctx ? o->chunk : (int)sh.ctx;
-    sh.max_patches = max_image_patches(&m.pre);
+    if (o->ctx == 0 && sh.ctx > m->cfg.max_positions) sh.ctx = m->cfg.max_positions;
+    sh.max_answer = o->request.max_tokens; /* 0: not given */
+    sh.chunk = vl_plan_chunk(o->engine.chunk, sh.ctx);
+    sh.max_patches = max_image_patches(&m->pre);
     for (int i = 0; i < o->n_image_args; i++)
-        if (images_add(&ui.pending, o->images[i].path, o->images[i].repeat, &m, sh.max_patches))
+        if (images_add(&ui.pending, o->images[i].path, o->images[i].repeat, m, sh.max_patches))
             goto done;
-    if (plan_session(&m, o, be, &sh)) goto done;
-    if (vl_model_load_weights(&m, o, be)) goto done;
-    if (vl_chat_start(&c, &m, o, &sh)) goto done;
+    if (plan_session(e, o, &sh)) goto done;
+    if (vl_engine_place_weights(e)) goto done;
+    if (vl_chat_start(&c, e, &o->request, &sh)) goto done;
     ui.c = &c;
-    ui.m = &m;
+    ui.m = m;
     ui.quiet = o->quiet;
     rc = chat_loop(&ui);
 done:
     images_free(&ui.pending);
     vl_chat_free(&c);
-    vl_model_free(&m);
+    vl_engine_close(e);
     return rc;
 }
 
 int vl_cmd_chat(int argc, char **argv) {
     vl_options o;
     vl_options_default(&o);
-    o.max_tokens = 0; /* stays 0 unless --max-tokens is given: answers run to their end */
     int rc = vl_options_parse(&o, argc, argv);
     if (rc == 0) rc = chat_main(&o);
     vl_options_free(&o);

@@ -17,7 +17,7 @@
  * Files appear complete or not at all (FILE.tmp, renamed at the end).
  * Left out: decoding (no tokens are generated: sampling options are accepted and ignored), and
  * the KV cache holds exactly the prompt. */
-#include "engine/engine.h"
+#include "cli/cli.h"
 
 #include <errno.h>
 #include <stdio.h>
@@ -115,130 +115,115 @@ typedef struct {
     const char *out, *ids_out;
 } logits_opts;
 
-static int logits(const vl_options *o, const logits_opts *lo) {
+/* The one JSON line on stdout. */
+static void print_summary(const vl_engine *e, const vl_options *o, const vl_result *r, int bf16,
+                          uint64_t ids_hash) {
+    printf("{\"positions\": %d, \"vocab\": %d, \"images\": %d, \"image_tokens\": %lld, "
+           "\"format\": \"%s\", \"backend\": \"%s\", \"quant\": \"%s\", \"weights\": \"%s\", "
+           "\"kv\": \"%s\", \"prefill_s\": %.3f, \"ids_fnv1a64\": \"%016llx\"}\n",
+           r->prompt_tokens, e->m.cfg.vocab, r->n_images, (long long)r->image_tokens,
+           bf16 ? "bf16" : "f32", e->be->name, quant_name(o->engine.quant),
+           vl_dtype_name(e->m.w.layers[0].q.dtype), o->engine.kv_int8 ? "int8" : "bf16",
+           r->t.prefill_s, (unsigned long long)ids_hash);
+}
+
+/* on_prompt: the ids to --ids-out and their hash for the summary. */
+typedef struct {
+    logits_sink *sink;
+    FILE *ids_f;
+    const char *ids_path;
+    uint64_t ids_hash;
+} logits_run;
+
+static int take_ids(void *ctx, const int32_t *ids, int n) {
+    logits_run *lr = ctx;
+    uint8_t *bytes = malloc((size_t)n * 4);
+    if (!bytes) return vl_error_set("out of host memory");
+    for (int i = 0; i < n; i++)
+        for (int j = 0; j < 4; j++) bytes[4 * i + j] = (uint8_t)((uint32_t)ids[i] >> (8 * j));
+    lr->ids_hash = fnv1a64(bytes, (size_t)n * 4);
+    int bad = lr->ids_f && fwrite(bytes, 4, (size_t)n, lr->ids_f) != (size_t)n;
+    free(bytes);
+    if (bad) return vl_error_set("--ids-out %s: write failed (disk full?)", lr->ids_path);
+    return 0;
+}
+
+static int each_row(void *ctx, int64_t pos, const float *logits, int n) {
+    return write_row(((logits_run *)ctx)->sink, pos, logits, n);
+}
+
+/* Both files complete: rename them (ids first, so that logits never appear without ids). */
+static int finish_files(logits_sink *sink, FILE **ids_f, const logits_opts *lo, const char *out_tmp,
+                        const char *ids_tmp) {
+    if (*ids_f) {
+        FILE *f = *ids_f;
+        *ids_f = NULL;
+        if (finish_tmp(f, "--ids-out", lo->ids_out, ids_tmp, 1)) return -1;
+    }
+    FILE *f = sink->f;
+    sink->f = NULL;
+    if (finish_tmp(f, "--out", lo->out, out_tmp, 1)) {
+        if (lo->ids_out) remove(lo->ids_out);
+        return -1;
+    }
+    return 0;
+}
+
+static int logits(vl_options *o, const logits_opts *lo) {
     int rc = -1;
-    vl_model m;
-    vl_session s;
-    vl_prompt p;
-    vl_image_set is;
+    vl_engine *e = NULL;
+    vl_result res;
     logits_sink sink;
-    char out_tmp[4200], ids_tmp[4200];
+    char out_tmp[4200], ids_tmp[4200], *text = NULL;
     FILE *ids_f = NULL;
     vl_progress progress;
-    memset(&m, 0, sizeof m);
-    memset(&s, 0, sizeof s);
-    memset(&p, 0, sizeof p);
-    memset(&is, 0, sizeof is);
+    memset(&res, 0, sizeof res);
     memset(&sink, 0, sizeof sink);
     sink.path = lo->out;
     sink.bf16 = ends_with(lo->out, ".bf16");
 
-    vl_backend *be = vl_backend_open(o);
-    if (!be) return -1;
     /* Files first: an unwritable path fails in a second, not after loading 16 GB. */
     sink.f = open_tmp("--out", lo->out, out_tmp, sizeof out_tmp);
     if (!sink.f) return -1;
-    if (lo->ids_out) {
-        ids_f = open_tmp("--ids-out", lo->ids_out, ids_tmp, sizeof ids_tmp);
-        if (!ids_f) goto done;
-    }
-
-    double t0 = vl_now_s();
-    if (vl_model_open(&m, o)) goto done;
-    m.progress = vl_progress_open(&progress, o); /* NULL unless stderr is a terminal */
-    if (vl_image_set_load(&is, o, &m.pre)) goto done;
-    char *text = NULL; /* --prompt, --prompt-file or standard input, and --system, as vlrun */
-    int bad = vl_prompt_text_read(o, &text) ||
-              vl_prompt_build_system(&p, &m, o->system, text, is.list, is.src, is.n_list);
-    free(text);
-    if (bad) goto done;
-    int64_t last_pos = (int64_t)p.n - 1 + p.rope_delta;
-    if (last_pos >= m.cfg.max_positions) {
-        vl_error_set("vlrun logits: the last position would be %lld, beyond the model's context "
-                     "of %d positions; use fewer images",
-                     (long long)last_pos, m.cfg.max_positions);
+    if (lo->ids_out && !(ids_f = open_tmp("--ids-out", lo->ids_out, ids_tmp, sizeof ids_tmp)))
         goto done;
-    }
-    int64_t max_patches = 0, img_tokens = 0;
-    for (int i = 0; i < is.n_list; i++) {
-        if (is.list[i].n_patches > max_patches) max_patches = is.list[i].n_patches;
-        img_tokens += is.list[i].n_patches / ((int64_t)m.cfg.merge * m.cfg.merge);
-    }
-    int chunk = o->chunk < p.n ? o->chunk : p.n;
-    vl_plan_request rq; /* max_tokens 0: nothing is generated, the KV cache holds the prompt */
-    vl_plan_request_init(&rq, o, be, p.n, 0, chunk, max_patches);
-    vl_mem_plan plan;
-    vl_plan_memory(&m.cfg, &rq, &plan);
-    if (o->mem_budget > 0 && plan.total > (size_t)o->mem_budget) {
-        vl_error_set("predicted peak %.2f GiB exceeds --mem-budget %.2f GiB",
-                     plan.total / 1073741824.0, (double)o->mem_budget / 1073741824.0);
-        goto done;
-    }
-    if (vl_model_load_weights(&m, o, be)) goto done;
-    if (check_quant_applied(&m, o->quant)) goto done;
-    vl_session_shape shape = {p.n, chunk, max_patches, 0, o->attn_naive, o->kv_int8, 0.0f};
-    if (vl_session_start(&s, &m, &shape)) goto done;
-    s.t.load_s = vl_now_s() - t0;
-    s.predicted_peak = plan.total;
-
-    sink.row = malloc((size_t)m.cfg.vocab * 4);
-    uint8_t *ids_bytes = malloc((size_t)p.n * 4);
-    if (!sink.row || !ids_bytes) {
-        free(ids_bytes);
+    /* --prompt, --prompt-file or standard input, and --system, as vlrun */
+    if (vl_prompt_text_read(o, &text)) goto done;
+    o->request.prompt = text;
+    o->request.prefill_only = 1; /* the KV cache holds the prompt, nothing is generated */
+    if (!(e = vl_engine_open(&o->engine))) goto done;
+    sink.row = malloc((size_t)e->m.cfg.vocab * 4);
+    if (!sink.row) {
         vl_error_set("out of host memory");
         goto done;
     }
-    for (int i = 0; i < p.n; i++)
-        for (int j = 0; j < 4; j++) ids_bytes[4 * i + j] = (uint8_t)((uint32_t)p.ids[i] >> (8 * j));
-    uint64_t ids_hash = fnv1a64(ids_bytes, (size_t)p.n * 4);
-    int ids_bad = ids_f && fwrite(ids_bytes, 4, (size_t)p.n, ids_f) != (size_t)p.n;
-    free(ids_bytes);
-    if (ids_bad) {
-        vl_error_set("--ids-out %s: write failed (disk full?)", lo->ids_out);
-        goto done;
-    }
-
-    double tp = vl_now_s();
-    if (vl_prefill_each(&s, &p, write_row, &sink)) goto done;
-    double prefill_s = vl_now_s() - tp;
-    if (sink.positions != p.n) {
+    logits_run lr = {&sink, ids_f, lo->ids_out, 0};
+    vl_callbacks cb = {.ctx = &lr, .on_prompt = take_ids, .on_each_logits = each_row};
+    cb.on_notice = o->quiet ? NULL : vl_cli_notice;
+    cb.progress = vl_progress_open(&progress, o->quiet); /* NULL unless stderr is a terminal */
+    if (vl_engine_run(e, &o->request, &cb, &res)) goto done;
+    if (check_quant_applied(&e->m, o->engine.quant)) goto done;
+    if (sink.positions != res.prompt_tokens) {
         vl_error_set("vlrun logits: %lld positions written, the prompt has %d",
-                     (long long)sink.positions, p.n);
+                     (long long)sink.positions, res.prompt_tokens);
         goto done;
     }
-    /* Both files complete: rename them (ids first, so that logits never appear without ids). */
-    if (ids_f) {
-        FILE *f = ids_f;
-        ids_f = NULL;
-        if (finish_tmp(f, "--ids-out", lo->ids_out, ids_tmp, 1)) goto done;
-    }
-    FILE *f = sink.f;
-    sink.f = NULL;
-    if (finish_tmp(f, "--out", lo->out, out_tmp, 1)) {
-        if (lo->ids_out) remove(lo->ids_out);
-        goto done;
-    }
-    printf("{\"positions\": %d, \"vocab\": %d, \"images\": %d, \"image_tokens\": %lld, "
-           "\"format\": \"%s\", \"backend\": \"%s\", \"quant\": \"%s\", \"weights\": \"%s\", "
-           "\"kv\": \"%s\", \"prefill_s\": %.3f, \"ids_fnv1a64\": \"%016llx\"}\n",
-           p.n, m.cfg.vocab, p.n_images, (long long)img_tokens, sink.bf16 ? "bf16" : "f32",
-           be->name, quant_name(o->quant), vl_dtype_name(m.w.layers[0].q.dtype),
-           o->kv_int8 ? "int8" : "bf16", prefill_s, (unsigned long long)ids_hash);
+    if (finish_files(&sink, &ids_f, lo, out_tmp, ids_tmp)) goto done;
+    print_summary(e, o, &res, sink.bf16, lr.ids_hash);
     if (vl_stdout_flush()) goto done; /* the JSON line lost: an error, not the summary */
     fprintf(stderr,
             "vlrun logits: %d positions x %d logits (%s backend, --quant %s): load %.2f s, "
             "vision %.2f s, prefill with the LM head on every position %.2f s\n",
-            p.n, m.cfg.vocab, be->name, quant_name(o->quant), s.t.load_s, s.t.vision_s, prefill_s);
+            res.prompt_tokens, e->m.cfg.vocab, e->be->name, quant_name(o->engine.quant),
+            res.t.load_s, res.t.vision_s, res.t.prefill_s);
     rc = 0;
 done:
-    vl_progress_end(m.progress);
     if (sink.f) finish_tmp(sink.f, "--out", lo->out, out_tmp, 0);
     if (ids_f) finish_tmp(ids_f, "--ids-out", lo->ids_out, ids_tmp, 0);
     free(sink.row);
-    vl_session_free(&s);
-    vl_prompt_free(&p);
-    vl_image_set_free(&is);
-    vl_model_free(&m);
+    free(text);
+    vl_result_free(&res);
+    vl_engine_close(e);
     return rc;
 }
 

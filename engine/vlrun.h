@@ -1,0 +1,164 @@
+/* vlrun.h: the engine as a library. Open an engine once (backend, model, tokenizer; weights
+ * on the first request), then run any number of requests on it:
+ *
+ *   images -> prompt -> position check -> plan and budget -> sequence -> prefill -> decode
+ *
+ * with callbacks for streamed text, notices and progress. The vlrun command line (cli/) is the
+ * first user of this API; examples/two_requests.c is the smallest. docs/design.md describes
+ * the data flow. Errors: a function that fails returns NULL or non-zero and vl_error_get()
+ * holds one line saying what is wrong and what to do (per thread). */
+#ifndef VL_VLRUN_H
+#define VL_VLRUN_H
+
+#include "kernels/kernels.h"
+
+#include <stddef.h>
+#include <stdint.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+typedef enum { VL_QUANT_BF16, VL_QUANT_NF4, VL_QUANT_INT8 } vl_quant;
+
+/* What an engine is opened with: the model, where it runs and in which formats. */
+typedef struct {
+    const char *model_dir;          /* Hugging Face checkpoint folder */
+    const char *config_path;        /* config.json for random_weights without model_dir */
+    const char *tokenizer_path;     /* NULL: model_dir/tokenizer.json when present */
+    int random_weights;             /* synthesize the weights from the config's shapes */
+    uint64_t weights_seed;          /* random_weights: their seed */
+    vl_backend_kind backend;        /* VL_BACKEND_CUDA or VL_BACKEND_CPU */
+    vl_cuda_config cuda;            /* the CUDA backend's device and settings (kernels.h) */
+    vl_quant quant;                 /* every Linear of the decoder and the vision tower */
+    int double_quant;               /* NF4 with 8-bit double-quantized block scales */
+    int quant_lm_head;              /* also quantize the LM head */
+    int embed_on_host;              /* the embedding table in pinned host memory */
+    int kv_int8;                    /* int8 KV cache with one fp32 scale per row */
+    int attn_naive;                 /* materialized-score attention (the baseline) */
+    int chunk;                      /* prefill chunk in tokens (default 2048) */
+    int64_t mem_budget;             /* bytes a request may plan for in all; 0: no limit */
+    int64_t min_pixels, max_pixels; /* over preprocessor_config.json's; 0: the file's */
+} vl_engine_config;
+void vl_engine_config_default(vl_engine_config *c);
+
+typedef struct {
+    const char *path; /* image file */
+    int repeat;       /* IMAGE xN: N copies (decoded once) */
+} vl_image_arg;
+
+/* One request: the images and text of one user turn, how much to generate, how to sample. */
+typedef struct {
+    const vl_image_arg *images;
+    int n_images;
+    const char *prompt; /* the user's text after the images (UTF-8) */
+    const char *system; /* NULL: the chat template's default system prompt */
+    /* > 0: exactly max_tokens tokens (the plan covers them) unless stop_at_eos. 0: until the
+     * end-of-turn token or the model's context limit (512 tokens with ignore_eos or
+     * random_weights). The text ends at the end-of-turn token unless ignore_eos. */
+    int max_tokens;
+    int stop_at_eos, ignore_eos;
+    int greedy;               /* argmax (also when temperature == 0) */
+    float temperature;        /* > 0: sample softmax(logits / temperature) */
+    int top_k;                /* 0: off */
+    float top_p;              /* 1: off */
+    uint64_t seed;            /* sampling seed */
+    float repetition_penalty; /* 0: the model's generation_config.json (1: off) */
+    int prefill_only;         /* no generation: the prompt's logits only (callbacks) */
+} vl_request;
+void vl_request_default(vl_request *r);
+
+typedef struct vl_progress vl_progress;
+/* Logits of one prompt position (float32 [n]); return 0, or -1 (error set) to stop. */
+typedef int (*vl_logits_fn)(void *ctx, int64_t pos, const float *logits, int n);
+
+/* Optional hooks of one request (any may be NULL). */
+typedef struct {
+    void *ctx;
+    /* the answer's text as it is generated (special tokens skipped); -1 stops the request */
+    int (*on_text)(void *ctx, const char *piece, size_t len);
+    /* a one-line notice for the user (an image that becomes many tokens) */
+    void (*on_notice)(void *ctx, const char *line);
+    /* the last prompt position's logits, before the penalty and sampling */
+    vl_logits_fn on_last_logits;
+    /* every prompt position's logits, in order (prefill_only: runs the LM head on each) */
+    vl_logits_fn on_each_logits;
+    /* the prompt's ids, once built, before prefill */
+    int (*on_prompt)(void *ctx, const int32_t *ids, int n);
+    vl_progress *progress;  /* a terminal's progress line (engine/progress.c), NULL: none */
+    int no_decode_progress; /* the streamed text shares that terminal: no decode line */
+} vl_callbacks;
+
+/* Memory by group (the report's and the planner's split). */
+typedef enum {
+    VL_MEM_WEIGHTS,
+    VL_MEM_KV,
+    VL_MEM_ACT,
+    VL_MEM_WORKSPACE,
+    VL_MEM_GROUPS
+} vl_mem_group;
+const char *vl_mem_group_name(vl_mem_group g);
+
+typedef struct {
+    size_t weights, kv, act, workspace, context, total;
+} vl_mem_plan;
+
+typedef struct {
+    double load_s, vision_s, prefill_s, ttft_s, decode_s;
+    int64_t prefill_tokens, decode_tokens;
+} vl_timings;
+
+/* One distinct image of a request. */
+typedef struct {
+    const char *path;
+    int repeat;
+    int width, height;                 /* as decoded */
+    int resized_width, resized_height; /* after smart_resize */
+    int64_t tokens;                    /* image pad tokens of one copy */
+} vl_result_image;
+
+/* What a request produced. vl_result_free releases it. */
+typedef struct {
+    int32_t *tokens; /* [n_tokens] every generated token */
+    int n_tokens;
+    int token_limit;         /* the most tokens the request could generate */
+    int answer_tokens;       /* tokens before the first end-of-turn token */
+    const char *stop_reason; /* "eos", "max_tokens", "context" (NULL with prefill_only) */
+    char *text;              /* the answer: UTF-8 (may hold NUL bytes), text_len bytes */
+    size_t text_len;
+    int prompt_tokens;
+    int64_t image_tokens;
+    int n_images; /* images in the prompt (IMAGE xN counted N times) */
+    vl_result_image *images;
+    int n_distinct_images;
+    float repetition_penalty; /* as applied */
+    int decode_graph;         /* decode steps replayed as one CUDA graph each */
+    vl_timings t;
+    double total_s;
+    /* memory: the plan, what the arena held by group, the weights, the device */
+    vl_mem_plan plan;
+    size_t arena_peak[VL_MEM_GROUPS], arena_peak_total;
+    size_t weights_bytes, host_weights_bytes, backend_workspace_bytes;
+    size_t device_base;               /* device memory in use before the weights */
+    size_t peak_device, device_total; /* 0 on the CPU */
+    int weight_loads;                 /* times the engine has placed its weights (1) */
+} vl_result;
+void vl_result_free(vl_result *r);
+
+typedef struct vl_engine vl_engine;
+
+/* Backend and model (config, preprocessor, tokenizer, every tensor bound and checked): NULL
+ * with the error set. A model the backend cannot run is refused here, before any device
+ * memory. The weights are placed by the first vl_engine_run, after its budget check. */
+vl_engine *vl_engine_open(const vl_engine_config *cfg);
+/* One request, start to end. Returns 0, or -1 with the error set (the engine stays usable). */
+int vl_engine_run(vl_engine *e, const vl_request *rq, const vl_callbacks *cb, vl_result *out);
+void vl_engine_close(vl_engine *e);
+
+const char *vl_error_get(void);
+void vl_error_clear(void);
+
+#ifdef __cplusplus
+}
+#endif
+#endif
