@@ -169,146 +169,187 @@ static int add_image(vl_options *o, const char *path) {
     return 0;
 }
 
+/* The explicit choices that change other defaults (--temperature without --greedy). */
+typedef struct {
+    int explicit_temperature, explicit_greedy, explicit_prompt;
+} parse_state;
+
+#define NEEDS_VALUE()                                                                              \
+    do {                                                                                           \
+        if (!v) return vl_error_set("option %s needs a value (see vlrun --help)", a);              \
+        *took = 1;                                                                                 \
+    } while (0)
+
+/* The engine's options (model, formats, backend, memory). Returns 1 when `a` is one of them (*took:
+ * its value was used), 0 when not, -1 with the error set. */
+static int engine_option(vl_options *o, parse_state *ps, const char *a, const char *v, int *took) {
+    if (strcmp(a, "--model") == 0) {
+        NEEDS_VALUE();
+        o->engine.model_dir = v;
+    } else if (strcmp(a, "--config") == 0) {
+        NEEDS_VALUE();
+        o->engine.config_path = v;
+    } else if (strcmp(a, "--tokenizer") == 0) {
+        NEEDS_VALUE();
+        o->engine.tokenizer_path = v;
+    } else if (strcmp(a, "--random-weights") == 0) {
+        o->engine.random_weights = 1;
+    } else if (strcmp(a, "--quant") == 0) {
+        NEEDS_VALUE();
+        if (strcmp(v, "bf16") == 0)
+            o->engine.quant = VL_QUANT_BF16;
+        else if (strcmp(v, "nf4") == 0)
+            o->engine.quant = VL_QUANT_NF4;
+        else if (strcmp(v, "int8") == 0)
+            o->engine.quant = VL_QUANT_INT8;
+        else
+            return vl_error_set("option --quant: expected bf16, nf4 or int8, got '%s'", v);
+    } else if (strcmp(a, "--no-double-quant") == 0) {
+        o->engine.double_quant = 0;
+    } else if (strcmp(a, "--double-quant") == 0) {
+        o->engine.double_quant = 1;
+    } else if (strcmp(a, "--quant-lm-head") == 0) {
+        o->engine.quant_lm_head = 1;
+    } else if (strcmp(a, "--embed-on-host") == 0) {
+        o->engine.embed_on_host = 1;
+    } else if (strcmp(a, "--kv") == 0) {
+        NEEDS_VALUE();
+        if (strcmp(v, "bf16") == 0)
+            o->engine.kv_int8 = 0;
+        else if (strcmp(v, "int8") == 0)
+            o->engine.kv_int8 = 1;
+        else
+            return vl_error_set("option --kv: expected bf16 or int8, got '%s'", v);
+    } else if (strcmp(a, "--attn") == 0) {
+        NEEDS_VALUE();
+        if (strcmp(v, "flash") == 0)
+            o->engine.attn_naive = 0;
+        else if (strcmp(v, "naive") == 0)
+            o->engine.attn_naive = 1;
+        else
+            return vl_error_set("option --attn: expected flash or naive, got '%s'", v);
+    } else if (strcmp(a, "--backend") == 0) {
+        NEEDS_VALUE();
+        if (strcmp(v, "cuda") == 0)
+            o->engine.backend = VL_BACKEND_CUDA;
+        else if (strcmp(v, "cpu") == 0)
+            o->engine.backend = VL_BACKEND_CPU;
+        else
+            return vl_error_set("option --backend: expected cuda or cpu, got '%s'", v);
+    } else if (strcmp(a, "--chunk") == 0) {
+        NEEDS_VALUE();
+        if (parse_int(a, v, 1, 1 << 20, &o->engine.chunk)) return -1;
+    } else if (strcmp(a, "--mem-budget") == 0) {
+        NEEDS_VALUE();
+        o->engine.mem_budget = vl_parse_size(v);
+        if (o->engine.mem_budget <= 0)
+            return vl_error_set("option --mem-budget: expected a size like 24G or 800M, got "
+                                "'%s'",
+                                v);
+    } else if (strcmp(a, "--min-pixels") == 0 || strcmp(a, "--max-pixels") == 0) {
+        NEEDS_VALUE();
+        if (vl_parse_pixels(a, v, a[3] == 'i' ? &o->engine.min_pixels : &o->engine.max_pixels))
+            return -1;
+    } else {
+        return 0;
+    }
+    return 1;
+}
+
+/* The request's options (prompt, generation length, sampling). Returns 1 when `a` is one of them
+ * (*took: its value was used), 0 when not, -1 with the error set. */
+static int request_option(vl_options *o, parse_state *ps, const char *a, const char *v, int *took) {
+    if (strcmp(a, "--prompt") == 0) {
+        NEEDS_VALUE();
+        o->request.prompt = v;
+        ps->explicit_prompt = 1;
+    } else if (strcmp(a, "--system") == 0) {
+        NEEDS_VALUE();
+        o->request.system = v;
+    } else if (strcmp(a, "--max-tokens") == 0) {
+        NEEDS_VALUE();
+        if (parse_int(a, v, 1, 1 << 24, &o->request.max_tokens)) return -1;
+    } else if (strcmp(a, "--stop-at-eos") == 0) {
+        o->request.stop_at_eos = 1;
+    } else if (strcmp(a, "--ignore-eos") == 0) {
+        o->request.ignore_eos = 1;
+    } else if (strcmp(a, "--greedy") == 0) {
+        ps->explicit_greedy = 1;
+    } else if (strcmp(a, "--temperature") == 0) {
+        NEEDS_VALUE();
+        if (parse_float(a, v, 0.0, 100.0, &o->request.temperature)) return -1;
+        ps->explicit_temperature = 1;
+    } else if (strcmp(a, "--top-k") == 0) {
+        NEEDS_VALUE();
+        if (parse_int(a, v, 0, 1 << 30, &o->request.top_k)) return -1;
+    } else if (strcmp(a, "--top-p") == 0) {
+        NEEDS_VALUE();
+        if (parse_float(a, v, 0.0, 1.0, &o->request.top_p) || o->request.top_p <= 0.0f)
+            return vl_error_set("option --top-p: expected a number in (0, 1], got '%s'", v);
+    } else if (strcmp(a, "--seed") == 0) {
+        NEEDS_VALUE();
+        char *end;
+        errno = 0;
+        unsigned long long s = strtoull(v, &end, 10);
+        if (errno || end == v || *end || v[0] == '-')
+            return vl_error_set("option --seed: expected a non-negative integer, got '%s'", v);
+        o->request.seed = s; /* sampling, and the weights of --random-weights */
+        o->engine.weights_seed = s;
+    } else if (strcmp(a, "--repetition-penalty") == 0) {
+        NEEDS_VALUE();
+        char *end;
+        errno = 0;
+        double x = strtod(v, &end);
+        o->request.repetition_penalty = (float)x;
+        if (errno || end == v || *end || !(x > 0.0 && x <= FLT_MAX) ||
+            !(o->request.repetition_penalty > 0.0f))
+            return vl_error_set("option --repetition-penalty: expected a finite number > 0 "
+                                "(1 = off), got '%s'",
+                                v);
+    } else {
+        return 0;
+    }
+    return 1;
+}
+
+/* The command line's own options (output, interaction, the prompt's source). Returns 1 when `a` is
+ * one of them (*took: its value was used), 0 when not, -1 with the error set. */
+static int cli_option(vl_options *o, parse_state *ps, const char *a, const char *v, int *took) {
+    if (strcmp(a, "--prompt-file") == 0) {
+        NEEDS_VALUE();
+        o->prompt_file = v;
+    } else if (strcmp(a, "--chat") == 0) {
+        o->chat = 1;
+    } else if (strcmp(a, "--ctx") == 0) {
+        NEEDS_VALUE();
+        if (parse_int(a, v, 1, 1 << 24, &o->ctx)) return -1;
+    } else if (strcmp(a, "--json") == 0) {
+        o->json = 1;
+    } else if (strcmp(a, "--dump-logits") == 0) {
+        NEEDS_VALUE();
+        o->dump_logits = v;
+    } else if (strcmp(a, "--quiet") == 0) {
+        o->quiet = 1;
+    } else {
+        return 0;
+    }
+    return 1;
+}
+
+#undef NEEDS_VALUE
+
 int vl_options_parse(vl_options *o, int argc, char **argv) {
-    int explicit_temperature = 0, explicit_greedy = 0, explicit_prompt = 0;
+    parse_state ps = {0, 0, 0};
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i];
         const char *v = i + 1 < argc ? argv[i + 1] : NULL;
-#define NEEDS_VALUE                                                                                \
-    do {                                                                                           \
-        if (!v) return vl_error_set("option %s needs a value (see vlrun --help)", a);              \
-        i++;                                                                                       \
-    } while (0)
-        if (strcmp(a, "--model") == 0) {
-            NEEDS_VALUE;
-            o->engine.model_dir = v;
-        } else if (strcmp(a, "--config") == 0) {
-            NEEDS_VALUE;
-            o->engine.config_path = v;
-        } else if (strcmp(a, "--tokenizer") == 0) {
-            NEEDS_VALUE;
-            o->engine.tokenizer_path = v;
-        } else if (strcmp(a, "--random-weights") == 0) {
-            o->engine.random_weights = 1;
-        } else if (strcmp(a, "--prompt") == 0) {
-            NEEDS_VALUE;
-            o->request.prompt = v;
-            explicit_prompt = 1;
-        } else if (strcmp(a, "--prompt-file") == 0) {
-            NEEDS_VALUE;
-            o->prompt_file = v;
-        } else if (strcmp(a, "--system") == 0) {
-            NEEDS_VALUE;
-            o->request.system = v;
-        } else if (strcmp(a, "--max-tokens") == 0) {
-            NEEDS_VALUE;
-            if (parse_int(a, v, 1, 1 << 24, &o->request.max_tokens)) return -1;
-        } else if (strcmp(a, "--stop-at-eos") == 0) {
-            o->request.stop_at_eos = 1;
-        } else if (strcmp(a, "--ignore-eos") == 0) {
-            o->request.ignore_eos = 1;
-        } else if (strcmp(a, "--quant") == 0) {
-            NEEDS_VALUE;
-            if (strcmp(v, "bf16") == 0)
-                o->engine.quant = VL_QUANT_BF16;
-            else if (strcmp(v, "nf4") == 0)
-                o->engine.quant = VL_QUANT_NF4;
-            else if (strcmp(v, "int8") == 0)
-                o->engine.quant = VL_QUANT_INT8;
-            else
-                return vl_error_set("option --quant: expected bf16, nf4 or int8, got '%s'", v);
-        } else if (strcmp(a, "--no-double-quant") == 0) {
-            o->engine.double_quant = 0;
-        } else if (strcmp(a, "--double-quant") == 0) {
-            o->engine.double_quant = 1;
-        } else if (strcmp(a, "--quant-lm-head") == 0) {
-            o->engine.quant_lm_head = 1;
-        } else if (strcmp(a, "--embed-on-host") == 0) {
-            o->engine.embed_on_host = 1;
-        } else if (strcmp(a, "--kv") == 0) {
-            NEEDS_VALUE;
-            if (strcmp(v, "bf16") == 0)
-                o->engine.kv_int8 = 0;
-            else if (strcmp(v, "int8") == 0)
-                o->engine.kv_int8 = 1;
-            else
-                return vl_error_set("option --kv: expected bf16 or int8, got '%s'", v);
-        } else if (strcmp(a, "--attn") == 0) {
-            NEEDS_VALUE;
-            if (strcmp(v, "flash") == 0)
-                o->engine.attn_naive = 0;
-            else if (strcmp(v, "naive") == 0)
-                o->engine.attn_naive = 1;
-            else
-                return vl_error_set("option --attn: expected flash or naive, got '%s'", v);
-        } else if (strcmp(a, "--backend") == 0) {
-            NEEDS_VALUE;
-            if (strcmp(v, "cuda") == 0)
-                o->engine.backend = VL_BACKEND_CUDA;
-            else if (strcmp(v, "cpu") == 0)
-                o->engine.backend = VL_BACKEND_CPU;
-            else
-                return vl_error_set("option --backend: expected cuda or cpu, got '%s'", v);
-        } else if (strcmp(a, "--greedy") == 0) {
-            explicit_greedy = 1;
-        } else if (strcmp(a, "--temperature") == 0) {
-            NEEDS_VALUE;
-            if (parse_float(a, v, 0.0, 100.0, &o->request.temperature)) return -1;
-            explicit_temperature = 1;
-        } else if (strcmp(a, "--top-k") == 0) {
-            NEEDS_VALUE;
-            if (parse_int(a, v, 0, 1 << 30, &o->request.top_k)) return -1;
-        } else if (strcmp(a, "--top-p") == 0) {
-            NEEDS_VALUE;
-            if (parse_float(a, v, 0.0, 1.0, &o->request.top_p) || o->request.top_p <= 0.0f)
-                return vl_error_set("option --top-p: expected a number in (0, 1], got '%s'", v);
-        } else if (strcmp(a, "--seed") == 0) {
-            NEEDS_VALUE;
-            char *end;
-            errno = 0;
-            unsigned long long s = strtoull(v, &end, 10);
-            if (errno || end == v || *end || v[0] == '-')
-                return vl_error_set("option --seed: expected a non-negative integer, got '%s'", v);
-            o->request.seed = s; /* sampling, and the weights of --random-weights */
-            o->engine.weights_seed = s;
-        } else if (strcmp(a, "--repetition-penalty") == 0) {
-            NEEDS_VALUE;
-            char *end;
-            errno = 0;
-            double x = strtod(v, &end);
-            o->request.repetition_penalty = (float)x;
-            if (errno || end == v || *end || !(x > 0.0 && x <= FLT_MAX) ||
-                !(o->request.repetition_penalty > 0.0f))
-                return vl_error_set("option --repetition-penalty: expected a finite number > 0 "
-                                    "(1 = off), got '%s'",
-                                    v);
-        } else if (strcmp(a, "--chunk") == 0) {
-            NEEDS_VALUE;
-            if (parse_int(a, v, 1, 1 << 20, &o->engine.chunk)) return -1;
-        } else if (strcmp(a, "--chat") == 0) {
-            o->chat = 1;
-        } else if (strcmp(a, "--ctx") == 0) {
-            NEEDS_VALUE;
-            if (parse_int(a, v, 1, 1 << 24, &o->ctx)) return -1;
-        } else if (strcmp(a, "--mem-budget") == 0) {
-            NEEDS_VALUE;
-            o->engine.mem_budget = vl_parse_size(v);
-            if (o->engine.mem_budget <= 0)
-                return vl_error_set("option --mem-budget: expected a size like 24G or 800M, got "
-                                    "'%s'",
-                                    v);
-        } else if (strcmp(a, "--json") == 0) {
-            o->json = 1;
-        } else if (strcmp(a, "--dump-logits") == 0) {
-            NEEDS_VALUE;
-            o->dump_logits = v;
-        } else if (strcmp(a, "--quiet") == 0) {
-            o->quiet = 1;
-        } else if (strcmp(a, "--min-pixels") == 0 || strcmp(a, "--max-pixels") == 0) {
-            NEEDS_VALUE;
-            if (vl_parse_pixels(a, v, a[3] == 'i' ? &o->engine.min_pixels : &o->engine.max_pixels))
-                return -1;
-        } else if (strcmp(a, "--help") == 0 || strcmp(a, "-h") == 0) {
+        int took = 0, r = engine_option(o, &ps, a, v, &took);
+        if (r == 0) r = request_option(o, &ps, a, v, &took);
+        if (r == 0) r = cli_option(o, &ps, a, v, &took);
+        if (r < 0) return -1;
+        i += took;
+        if (r > 0) continue;
+        if (strcmp(a, "--help") == 0 || strcmp(a, "-h") == 0) {
             o->show_help = 1;
             return 0; /* nothing after it matters */
         } else if (strcmp(a, "--version") == 0) {
@@ -332,17 +373,16 @@ int vl_options_parse(vl_options *o, int argc, char **argv) {
         } else {
             if (add_image(o, a)) return -1;
         }
-#undef NEEDS_VALUE
     }
     o->request.images = o->images;
     o->request.n_images = o->n_image_args;
-    if (explicit_temperature && !explicit_greedy)
+    if (ps.explicit_temperature && !ps.explicit_greedy)
         o->request.greedy = o->request.temperature <= 0.0f;
     if (o->engine.min_pixels && o->engine.max_pixels && o->engine.min_pixels > o->engine.max_pixels)
         return vl_error_set("--min-pixels %lld is larger than --max-pixels %lld; expected min <= "
                             "max",
                             (long long)o->engine.min_pixels, (long long)o->engine.max_pixels);
-    if (explicit_prompt && o->prompt_file)
+    if (ps.explicit_prompt && o->prompt_file)
         return vl_error_set("--prompt and --prompt-file both give the prompt; pass one of them");
     if (o->request.stop_at_eos && o->request.ignore_eos)
         return vl_error_set("--stop-at-eos and --ignore-eos contradict each other; pass one");
