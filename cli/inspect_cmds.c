@@ -81,15 +81,6 @@ static const char preprocess_usage[] =
     "  --min-pixels N, --max-pixels N  resized size bounds (over preprocessor_config.json)\n"
     "  -h, --help   this text; --version: vlrun's version\n";
 
-int vl_stdout_flush(void) {
-    errno = 0;
-    int flushed = fflush(stdout) == 0;
-    if (flushed && !ferror(stdout)) return 0;
-    /* an earlier write failed and nothing was left to flush: its errno is gone */
-    int e = flushed ? 0 : errno;
-    return vl_error_set("writing to standard output failed: %s", e ? strerror(e) : "I/O error");
-}
-
 int vl_cmd_tokenize(int argc, char **argv) {
     sub_opts so;
     if (parse_sub("tokenize", argc, argv, 1, 0, &so)) return -1;

@@ -9,24 +9,11 @@
 #include <stdlib.h>
 #include <unistd.h>
 
-/* on_text: each piece of the answer to stdout as it comes; a full disk or a closed stdout
- * ends the run now, not after N tokens. */
-int vl_cli_stream_text(void *ctx, const char *piece, size_t len) {
-    (void)ctx;
-    fwrite(piece, 1, len, stdout);
-    return vl_stdout_flush();
-}
-
 /* on_last_logits: --dump-logits FILE, the float32 logits of the last prompt position. */
 static int dump_logits(void *ctx, int64_t pos, const float *logits, int n) {
     (void)pos;
     return vl_write_whole_file((const char *)ctx, "--dump-logits", logits,
                                (size_t)n * sizeof(float));
-}
-
-void vl_cli_notice(void *ctx, const char *line) {
-    (void)ctx;
-    fprintf(stderr, "%s\n", line);
 }
 
 static int run(vl_options *o) {
