@@ -4,7 +4,6 @@
  * String::from_utf8_lossy does, a token at a time.
  * Leaves out: the ids' bytes and which ids are special (tokenizer.c owns both). */
 #include "loader/loader.h"
-#include "loader/pretokenize.h"
 
 #include <stdlib.h>
 #include <string.h>

@@ -1,6 +1,6 @@
-/* pretokenize.h: the text steps before BPE (loader/pretokenize.c): UTF-8 checks, NFC and the
- * Qwen2 split pattern, for the tokenizer's files (tokenizer.c, added_tokens.c, detokenize.c).
- * Not part of the public API (loader/loader.h). */
+/* pretokenize.h: the text steps before BPE (loader/pretokenize.c): UTF-8 validation, NFC and
+ * the Qwen2 split pattern, for the tokenizer's files (tokenizer.c, added_tokens.c). Not part
+ * of the public API; pretokenize.c's one public function, vl_utf8_next, is in loader/loader.h. */
 #ifndef VL_PRETOKENIZE_H
 #define VL_PRETOKENIZE_H
 
@@ -9,11 +9,6 @@
 /* Length of the longest valid UTF-8 prefix of s[0..n) (n when all of it is valid). Valid means
  * what Rust's str accepts: shortest form, no surrogates, nothing above U+10FFFF. */
 size_t vl_utf8_valid_prefix(const char *s, size_t n);
-
-/* Length of the UTF-8 sequence starting at s[0..n) if it is complete and valid (1..4);
- * 0 if it is a valid start cut short by the end of the buffer; -k if the first k bytes form
- * a maximal invalid subpart (replace them by one U+FFFD and go on after them). */
-int vl_utf8_next(const unsigned char *s, size_t n);
 
 /* NFC of the valid UTF-8 s[0..n) into a malloc'ed, NUL-terminated *out. */
 int vl_nfc(const char *s, size_t n, char **out, size_t *out_n);
