@@ -14,7 +14,8 @@
  * again; a trie walk from every position costs up to the longest token's length per byte.
  * Leaves out: lstrip/rstrip/single_word (tokenizer.c refuses them), reading tokenizer.json. */
 #include "loader/loader.h"
-#include "loader/tokenizer_internal.h"
+#include "loader/added_tokens.h"
+#include "loader/hash.h"
 
 #include <stdlib.h>
 #include <string.h>

@@ -20,7 +20,7 @@
  * XMP: Pillow's fallback when EXIF has no orientation entry: the first match of the regular
  * expression tiff:Orientation(="|>)([0-9]).
  */
-#include "loader/image_internal.h"
+#include "loader/exif.h"
 
 #include <math.h>
 #include <string.h>

@@ -16,7 +16,7 @@
  *     error ("not enough image data"), absolute runs word-aligned on the file offset.
  * Uncompressed pixel data must be all there (stride * height bytes from the data offset) or
  * the file is truncated, checked before decoding. RLE files are held to the canvas-to-file
- * rule of image_internal.h.
+ * rule of image_decode.h.
  *
  * Leaves out (known differences from PIL): Pillow misreads a few rare layouts that we decode
  * as the format says: an RLE4 absolute run of odd length (Pillow drops its last pixel), an RLE
@@ -26,7 +26,7 @@
  * gives grey i,i,i); RLE8/RLE4 on pixels of another depth are refused (Pillow accepts them).
  * JPEG/PNG-compressed BMPs and 2/64-bit pixels are refused, as in Pillow.
  */
-#include "loader/image_internal.h"
+#include "loader/image_decode.h"
 
 #include <stdlib.h>
 #include <string.h>

@@ -11,14 +11,14 @@
  * its error codes become one-line errors. A file that ends inside the frame's data is
  * truncated; one whose data is complete but whose final block terminator and trailer are
  * missing is accepted, as Pillow accepts it. Limits come from the header before decoding,
- * including the canvas-to-file-size rule (image_internal.h) that stops a 35-byte file from
+ * including the canvas-to-file-size rule (image_decode.h) that stops a 35-byte file from
  * declaring a 13000x13000 screen.
  *
  * Leaves out (known differences from PIL): later frames; a palette index past the palette
  * gives black (as in Pillow 12; Pillow 9 gives grey i,i,i); stray bytes between blocks (which
  * Pillow skips one by one) and LZW minimum code sizes over 8 are errors here.
  */
-#include "loader/image_internal.h"
+#include "loader/image_decode.h"
 
 #include <gif_lib.h>
 #include <stdlib.h>

@@ -21,7 +21,7 @@
  * progressive file of more than 1000 scans is refused; 12-bit, lossless and 2-component JPEGs
  * are refused (Pillow refuses them too).
  */
-#include "loader/image_internal.h"
+#include "loader/image_decode.h"
 
 #include <setjmp.h>
 #include <stdio.h> /* jpeglib.h needs FILE */

@@ -19,7 +19,8 @@
  * files whose JFIF segment gives a DPI), transformers cannot read the file and we read it
  * upright.
  */
-#include "loader/image_internal.h"
+#include "loader/exif.h"
+#include "loader/image_orient.h"
 
 #include <stdlib.h>
 #include <string.h>

@@ -16,7 +16,7 @@
  * not check IDAT CRCs); the rest of the file after the image data (and a missing IEND) is not
  * read, as in Pillow.
  */
-#include "loader/image_internal.h"
+#include "loader/image_decode.h"
 
 #include <png.h>
 #include <setjmp.h>

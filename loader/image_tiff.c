@@ -16,7 +16,7 @@
  * Leaves out (refused with a clear error): 16-bit and float samples, YCbCr and Lab, JPEG and
  * other compressions, separate colour planes, pages after the first.
  */
-#include "loader/image_internal.h"
+#include "loader/image_decode.h"
 
 #include <stdarg.h>
 #include <stdio.h>

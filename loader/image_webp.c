@@ -10,7 +10,7 @@
  *
  * Leaves out: later frames of an animation.
  */
-#include "loader/image_internal.h"
+#include "loader/image_decode.h"
 
 #include <string.h>
 #include <webp/decode.h>

@@ -5,10 +5,13 @@
  *                 (loader/safetensors.c, safetensors_folder.c, safetensors_write.c)
  *   config        config.json (flat Qwen2-VL layout and nested transformers-5 layout),
  *                 preprocessor_config.json
- *   tokenizer     tokenizer.json byte-level BPE (Qwen2), encode / streaming decode
- *   image         decode (libpng, libjpeg-turbo, giflib, libwebp, libtiff, our BMP reader) ->
- *                 PIL-exact 8-bit RGB, smart_resize, PIL-exact bicubic resize,
- *                 normalization and the Qwen2-VL patch order
+ *   tokenizer     tokenizer.json byte-level BPE (Qwen2), encode (tokenizer.c, pretokenize.c,
+ *                 added_tokens.c) / streaming decode (detokenize.c)
+ *   image         decode (image.c, image_<format>.c: libpng, libjpeg-turbo, giflib, libwebp,
+ *                 libtiff, our BMP reader) -> PIL-exact 8-bit RGB, EXIF orientation
+ *                 (image_orient.c, exif.c), smart_resize, PIL-exact bicubic resize (resize.c),
+ *                 normalization and the Qwen2-VL patch order (preprocess.c)
+ *   bitsandbytes  pre-quantized NF4 / int8 Linear weights of a checkpoint (bnb.c)
  *
  * Every function that can fail because of user input returns 0 on success and non-zero on
  * failure, after vl_error_set() has recorded one line naming the file/tensor/option and what to
@@ -199,7 +202,7 @@ int vl_generation_config_load(vl_generation_config *g, const char *path, int voc
 int vl_generation_config_parse(vl_generation_config *g, const char *text, size_t len,
                                const char *what, int vocab);
 
-/* ---- tokenizer (loader/tokenizer.c) ------------------------------------------------------- */
+/* ---- tokenizer (loader/tokenizer.c, detokenize.c) ----------------------------------------- */
 
 typedef struct vl_tokenizer vl_tokenizer;
 
@@ -224,7 +227,7 @@ const char *vl_tokenizer_token_bytes(const vl_tokenizer *t, int id, int *len);
 /* Streaming decode: feed ids one at a time, get the UTF-8 text that is complete so far;
  * bytes of a character split across tokens are held back until it is whole. Zero it before
  * use; skip_special = 1 drops special tokens as transformers' decode(skip_special_tokens=True)
- * does (the text a user reads), 0 keeps them (the default: tokenize, tests). */
+ * does (the text a user reads), 0 keeps them (the default; the tests use it). */
 typedef struct {
     char pending[8];
     int n_pending;
@@ -267,8 +270,8 @@ typedef struct {
     int grid_t, grid_h, grid_w; /* patches; merged tokens = t*h*w / merge^2 */
     int resized_w, resized_h;
     int64_t n_patches; /* grid_t * grid_h * grid_w */
-    int patch_dim;     /* in_channels * temporal_patch * patch * patch = 1176 */
-    float *pixels;     /* [n_patches, patch_dim] in the Qwen2-VL patch order (spec 2.1.6) */
+    int patch_dim;     /* in_channels * temporal_patch * patch * patch (1176 for Qwen2-VL) */
+    float *pixels;     /* [n_patches, patch_dim] in the Qwen2-VL patch order (preprocess.c) */
 } vl_pixels;
 
 /* smart_resize + bicubic + rescale/normalize + temporal duplication + patch order. */

@@ -1,4 +1,5 @@
-/* preprocess.c: an RGB image to Qwen2-VL pixel_values (spec section 2).
+/* preprocess.c: an RGB image to Qwen2-VL pixel_values, as transformers' Qwen2-VL image
+ * processor (its PIL backend) computes them.
  *
  *   smart_resize    target size: multiples of patch*merge, pixel count within [min, max],
  *                   with Python's rounding (round() ties to even, floor/ceil on doubles)

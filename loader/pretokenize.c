@@ -10,7 +10,7 @@
  * \s = the Unicode White_Space property (what Oniguruma, used by HF tokenizers, means by \s),
  * plus the letters and numbers of Unicode 15.1/16.0 that utf8proc 2.8 lacks (newer[] below).
  * Leaves out: any other pattern (tokenizer.c refuses tokenizer.json files with another one). */
-#include "loader/tokenizer_internal.h"
+#include "loader/pretokenize.h"
 #include "loader/loader.h"
 
 #include <stddef.h>

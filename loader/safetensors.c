@@ -1,6 +1,6 @@
 /* safetensors.c: read one .safetensors file of a checkpoint, mmapped read-only and validated
- * before anything reads a tensor; the checkpoint's tensor table (sorted, unique names) and
- * vl_checkpoint_open, which hands directories to loader/safetensors_folder.c.
+ * before anything reads a tensor, and the checkpoint's tensor table (sorted, unique names;
+ * lookup, close). vl_checkpoint_open (a directory or one file) is in safetensors_folder.c.
  *
  * Nothing in a file is trusted: the file must be a regular file (vl_open_regular: a FIFO cannot
  * block the open), the 8-byte header length is checked against the file size and a cap, the
@@ -27,7 +27,6 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/mman.h>
-#include <sys/stat.h>
 #include <unistd.h>
 
 #define ST_MAX_HEADER  (100u << 20)       /* the reference implementation's own cap */
@@ -354,27 +353,6 @@ int vl_st_sort_and_check_unique(vl_checkpoint *ck) {
                             a->name, ck->files[a->file].path, ck->files[b->file].path);
     }
     return 0;
-}
-
-int vl_checkpoint_open(vl_checkpoint *ck, const char *path) {
-    memset(ck, 0, sizeof *ck);
-    struct stat st;
-    if (stat(path, &st) != 0)
-        return vl_error_set("cannot open checkpoint %s: %s (expected a directory with "
-                            "model.safetensors or %s, or a .safetensors file)",
-                            path, strerror(errno), VL_ST_INDEX_NAME);
-    int rc;
-    if (S_ISDIR(st.st_mode)) {
-        rc = vl_st_open_folder(ck, path);
-    } else { /* a file the user named: opened as given (vl_open_regular refuses non-files) */
-        ck->files = calloc(1, sizeof *ck->files);
-        if (!ck->files)
-            rc = vl_error_set("out of memory opening %s", path);
-        else if ((rc = vl_st_add_file(ck, 0, path, path, "checkpoint file")) == 0)
-            rc = vl_st_sort_and_check_unique(ck);
-    }
-    if (rc != 0) vl_checkpoint_close(ck);
-    return rc;
 }
 
 void vl_checkpoint_close(vl_checkpoint *ck) {

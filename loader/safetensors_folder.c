@@ -1,6 +1,6 @@
-/* safetensors_folder.c: a checkpoint directory: model.safetensors, or
- * model.safetensors.index.json and the shards it names (a single file wins, as in
- * transformers).
+/* safetensors_folder.c: vl_checkpoint_open: a .safetensors file as given, or a checkpoint
+ * directory: model.safetensors, or model.safetensors.index.json and the shards it names (a
+ * single file wins, as in transformers). Each file is read by safetensors.c.
  *
  * Every file read from the folder must resolve inside it: its realpath must lie under the
  * folder's realpath, so a shard (or index) that is a symbolic link to a file elsewhere
@@ -217,7 +217,7 @@ static int st_exists(const char *path) {
     return lstat(path, &st) == 0; /* any kind: a FIFO or dangling link is refused by name */
 }
 
-int vl_st_open_folder(vl_checkpoint *ck, const char *dir) {
+static int st_open_folder(vl_checkpoint *ck, const char *dir) {
     st_folder f;
     if (st_folder_init(&f, dir) != 0) return -1;
     char *single = vl_st_path_join(dir, VL_ST_SINGLE_NAME);
@@ -240,5 +240,26 @@ int vl_st_open_folder(vl_checkpoint *ck, const char *dir) {
     free(single);
     free(index);
     st_folder_free(&f);
+    return rc;
+}
+
+int vl_checkpoint_open(vl_checkpoint *ck, const char *path) {
+    memset(ck, 0, sizeof *ck);
+    struct stat st;
+    if (stat(path, &st) != 0)
+        return vl_error_set("cannot open checkpoint %s: %s (expected a directory with "
+                            "model.safetensors or %s, or a .safetensors file)",
+                            path, strerror(errno), VL_ST_INDEX_NAME);
+    int rc;
+    if (S_ISDIR(st.st_mode)) {
+        rc = st_open_folder(ck, path);
+    } else { /* a file the user named: opened as given (vl_open_regular refuses non-files) */
+        ck->files = calloc(1, sizeof *ck->files);
+        if (!ck->files)
+            rc = vl_error_set("out of memory opening %s", path);
+        else if ((rc = vl_st_add_file(ck, 0, path, path, "checkpoint file")) == 0)
+            rc = vl_st_sort_and_check_unique(ck);
+    }
+    if (rc != 0) vl_checkpoint_close(ck);
     return rc;
 }

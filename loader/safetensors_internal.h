@@ -1,6 +1,6 @@
-/* safetensors_internal.h: what the checkpoint reader's files share. Private to
- * loader/safetensors.c (one file: map, validate, tensors) and loader/safetensors_folder.c (a
- * checkpoint directory: model.safetensors or index + shards, kept inside the directory).
+/* safetensors_internal.h: what loader/safetensors.c (one file: map, validate, tensors) offers
+ * loader/safetensors_folder.c (vl_checkpoint_open: one file, or a checkpoint directory:
+ * model.safetensors or index + shards, kept inside the directory). Private to the loader.
  * Leaves out: the writer (loader/safetensors_write.c needs none of this). */
 #ifndef VL_SAFETENSORS_INTERNAL_H
 #define VL_SAFETENSORS_INTERNAL_H
@@ -23,8 +23,5 @@ int vl_st_add_file(vl_checkpoint *ck, int fi, const char *open_path, const char 
 /* Sort ck->tensors by name and refuse a name that appears twice (within one file or across
  * shards). */
 int vl_st_sort_and_check_unique(vl_checkpoint *ck);
-
-/* Open the checkpoint directory `dir` (model.safetensors, else the index and its shards). */
-int vl_st_open_folder(vl_checkpoint *ck, const char *dir);
 
 #endif

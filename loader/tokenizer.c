@@ -1,5 +1,5 @@
 /* tokenizer.c: the Qwen2 byte-level BPE tokenizer from tokenizer.json, encoding exactly as HF
- * `tokenizers` does and decoding as a stream.
+ * `tokenizers` does, and each id's bytes for decoding (detokenize.c streams them to text).
  *
  * Encode: added tokens are split out first (added_tokens.c: leftmost, then longest, on the raw
  * text for tokens with normalized=false; on the NFC text for those with normalized=true), the
@@ -14,7 +14,9 @@
  * Leaves out: offsets, truncation/padding, post-processor templates (encode adds no BOS/EOS,
  * like add_special_tokens=False), BPE dropout, the word cache (results are the same without). */
 #include "loader/loader.h"
-#include "loader/tokenizer_internal.h"
+#include "loader/added_tokens.h"
+#include "loader/hash.h"
+#include "loader/pretokenize.h"
 
 #include <cJSON.h>
 #include <stdbool.h>
@@ -643,63 +645,4 @@ const char *vl_tokenizer_token_bytes(const vl_tokenizer *t, int id, int *len) {
     if (!t || id < 0 || id >= t->n_ids || t->tok_len[id] < 0) return NULL;
     if (len) *len = t->tok_len[id];
     return t->arena + t->tok_off[id];
-}
-
-/* ---- streaming decode ----------------------------------------------------------------------- */
-
-/* Bytes become text as String::from_utf8_lossy turns the whole byte stream into text (what HF
- * decode does): each maximal invalid subpart becomes one U+FFFD. A valid but incomplete
- * sequence at the end of a token is held back (at most 3 bytes) until the next token. */
-int vl_decoder_feed(vl_decoder *d, const vl_tokenizer *t, int id, char *out, int out_cap) {
-    if (!d || !out || out_cap < 1) return vl_error_set("vl_decoder_feed: no decoder or buffer");
-    out[0] = '\0';
-    int len;
-    const char *b = vl_tokenizer_token_bytes(t, id, &len);
-    if (!b)
-        return vl_error_set("cannot decode token id %d: not in the tokenizer (ids 0..%d)", id,
-                            vl_tokenizer_vocab_size(t) - 1);
-    if (d->n_pending < 0 || d->n_pending > 3)
-        return vl_error_set("vl_decoder_feed: decoder state is corrupt (zero it before use)");
-    /* HF drops skipped tokens before joining the bytes: held bytes wait for the next token */
-    if (d->skip_special && t->special[id]) return 0;
-    char stack[256], *buf = stack;
-    size_t total = (size_t)d->n_pending + (size_t)len;
-    if (total > sizeof stack && !(buf = malloc(total)))
-        return vl_error_set("out of memory decoding token %d", id);
-    memcpy(buf, d->pending, (size_t)d->n_pending);
-    memcpy(buf + d->n_pending, b, (size_t)len);
-    size_t o = 0, cap = (size_t)out_cap - 1, i = 0;
-    int rc = 0;
-    while (i < total) {
-        int r = vl_utf8_next((const unsigned char *)buf + i, total - i);
-        if (r == 0) break; /* incomplete: keep for the next token */
-        const char *src = r > 0 ? buf + i : "\xEF\xBF\xBD";
-        size_t k = r > 0 ? (size_t)r : 3;
-        if (o + k > cap) {
-            rc = vl_error_set("decoded text of token %d does not fit in %d bytes; pass a larger "
-                              "buffer",
-                              id, out_cap);
-            break;
-        }
-        memcpy(out + o, src, k);
-        o += k;
-        i += (size_t)(r > 0 ? r : -r);
-    }
-    if (rc == 0) { /* commit only on success, so a failed call changes nothing */
-        d->n_pending = (int)(total - i);
-        memcpy(d->pending, buf + i, total - i);
-    }
-    out[rc == 0 ? o : 0] = '\0';
-    if (buf != stack) free(buf);
-    return rc == 0 ? (int)o : -1;
-}
-
-int vl_decoder_flush(vl_decoder *d, char *out, int out_cap) {
-    if (!d || !out || out_cap < 1) return vl_error_set("vl_decoder_flush: no decoder or buffer");
-    out[0] = '\0';
-    if (d->n_pending <= 0) return d->n_pending = 0, 0;
-    if (out_cap < 4) return vl_error_set("vl_decoder_flush: needs a buffer of 4 bytes or more");
-    d->n_pending = 0; /* one incomplete sequence: one U+FFFD, as from_utf8_lossy gives */
-    memcpy(out, "\xEF\xBF\xBD", 4);
-    return 3;
 }

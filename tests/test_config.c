@@ -70,7 +70,7 @@ static void check_special_ids(const vl_config *c, int bos, int eos, int vstart, 
     VT_CHECK_INT(c->video_id, video);
 }
 
-/* The Qwen2VLVisionConfig defaults (spec 1.2), shared by 7B and 2B. */
+/* The Qwen2VLVisionConfig defaults (transformers), shared by 7B and 2B. */
 static void check_vision_defaults(const vl_config *c) {
     VT_CHECK_INT(c->v_depth, 32);
     VT_CHECK_INT(c->v_embed, 1280);
@@ -614,7 +614,7 @@ static void test_preproc(void) {
     vl_preproc_config_default(&p);
     check_preproc_default(&p);
 
-    /* the 7B-Instruct file (spec 2.1.3) */
+    /* the 7B-Instruct preprocessor_config.json */
     VT_CHECKF(load_preproc_text("{\"min_pixels\": 3136, \"max_pixels\": 12845056, "
                                 "\"patch_size\": 14, \"temporal_patch_size\": 2, "
                                 "\"merge_size\": 2, \"image_mean\": [0.48145466, 0.4578275, "

@@ -215,7 +215,7 @@ static void expect_smart(int h, int w, int64_t mn, int64_t mx, int want_h, int w
 
 static void test_smart_resize(void) {
     const int64_t MN = 3136, MX = 12845056;
-    expect_smart(1242, 872, MN, MX, 1232, 868); /* spec 2.2: grid 88 x 62 */
+    expect_smart(1242, 872, MN, MX, 1232, 868); /* examples/page.png: grid 88 x 62 */
     VT_CHECK(1232 / 14 == 88 && 868 / 14 == 62);
     /* H = 14 mod 28: 1.5 -> 2, 2.5 -> 2, 3.5 -> 4 (half-up would give 84 for 70) */
     expect_smart(42, 280, MN, MX, 56, 280);

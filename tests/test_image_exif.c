@@ -11,7 +11,8 @@
  *              tolerated headers, an entry table ending at the last byte, every numeric type
  *   transpose  the 8 orientations of a 3x2 image against hand-written results
  */
-#include "loader/image_internal.h"
+#include "loader/exif.h"
+#include "loader/image_orient.h"
 #include "tests/vltest.h"
 
 #include <cJSON.h>

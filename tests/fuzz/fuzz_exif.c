@@ -4,7 +4,8 @@
  * orientation must be 1..8 (0..8 for XMP); a small image is then turned by it and must keep its
  * pixel count. The image harness covers the same code through vl_image_load.
  * Leaves out: agreement with Pillow (tests/test_image_exif.c). */
-#include "loader/image_internal.h"
+#include "loader/exif.h"
+#include "loader/image_orient.h"
 #include "tests/fuzz/fuzz_common.h"
 
 #include <stdlib.h>

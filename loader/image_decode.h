@@ -1,15 +1,17 @@
-/* image_internal.h: what loader/image.c (reading, sniffing, limits) shares with the per-format
- * decoders loader/image_<format>.c. Not part of the public API (loader/loader.h).
+/* image_decode.h: the contract of a per-format decoder (loader/image_<format>.c): what it is
+ * given, the checks and helpers it shares (image_decode.c), and its entry point, which
+ * loader/image.c (reading, sniffing) calls. Not part of the public API (loader/loader.h).
  *
  * Every decoder takes the whole file in memory, reads the image size from the header, calls
  * vl_image_check_size (and vl_image_check_canvas where the format can declare a canvas its data
  * does not fill) BEFORE allocating pixels, and fills a vl_image with 8-bit RGB exactly as
  * PIL's Image.open(path).convert("RGB") gives it. Errors are one line naming the file.
  *
- * Leaves out: anything about resizing or normalization (resize.c, preprocess.c).
+ * Leaves out: the orientation (image_orient.h), resizing and normalization (resize.c,
+ * preprocess.c).
  */
-#ifndef VL_IMAGE_INTERNAL_H
-#define VL_IMAGE_INTERNAL_H
+#ifndef VL_IMAGE_DECODE_H
+#define VL_IMAGE_DECODE_H
 
 #include "loader/loader.h"
 
@@ -52,6 +54,7 @@ int vl_image_unsupported(const vl_image_file *f, const char *format, const char 
  * samples (PIL's "CMYK;I" raw mode, which it assumes for every 4-component JPEG). */
 void vl_image_cmyk_row_to_rgb(uint8_t *rgb, const uint8_t *cmyk, int n, int stride, int inverted);
 
+/* The container format, recognised from the first bytes (image.c). */
 typedef enum {
     VL_FMT_UNKNOWN,
     VL_FMT_PNG,
@@ -61,16 +64,6 @@ typedef enum {
     VL_FMT_WEBP,
     VL_FMT_TIFF
 } vl_image_format;
-
-/* EXIF orientation (exif.c): a TIFF structure, "Exif\0\0" prefixes allowed; returns 2..8 to
- * turn, 1 for none; *found = 1 when IFD 0 has an orientation entry at all (then XMP is not
- * consulted). vl_xmp_orientation: 0 when XMP has no tiff:Orientation, else 1..8. */
-int vl_exif_orientation(const uint8_t *p, size_t n, int *found);
-int vl_xmp_orientation(const uint8_t *p, size_t n);
-/* The orientation Pillow's exif_transpose applies to this file (image_orient.c): 1..8. */
-int vl_image_orientation(const uint8_t *data, size_t n, vl_image_format format);
-/* Turn decoded pixels as PIL's Image.transpose does for EXIF orientation 2..8 (1: nothing). */
-int vl_image_apply_orientation(vl_image *img, int orientation, const char *path);
 
 /* One decoder per format; each fills *out (zeroed by the caller) or records an error. */
 int vl_image_decode_png(const vl_image_file *f, vl_image *out);
