@@ -35,6 +35,9 @@ void vl_options_default(vl_options *o);
 /* Parse the run command's argv (argv[0] is the program). Returns 0, or -1 with the error set. */
 int vl_options_parse(vl_options *o, int argc, char **argv);
 void vl_options_free(vl_options *o);
+/* 1 when run option `a` takes a value (--model, --prompt, ...): for the commands that pass
+ * run options through (logits, plan, sweep). */
+int vl_option_takes_value(const char *a);
 /* --max-tokens, or 512 where a fixed length is planned without it (plan, sweep). */
 int vl_options_max_tokens(const vl_options *o);
 /* on_text for the commands: the piece to stdout, flushed (a failed write: -1, error set). */

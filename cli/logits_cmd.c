@@ -240,18 +240,6 @@ static void usage(FILE *f) {
                "  -h, --help: this text; --version: vlrun's version\n");
 }
 
-/* Options of `vlrun` that take a value: their values are copied as they are, so that
- * `--prompt --out` stays a prompt. A new value-taking run option belongs here too. */
-static int takes_value(const char *a) {
-    static const char *const with_value[] = {
-        "--model", "--config", "--tokenizer",  "--prompt",      "--max-tokens", "--quant",
-        "--kv",    "--attn",   "--backend",    "--temperature", "--top-k",      "--top-p",
-        "--seed",  "--chunk",  "--mem-budget", "--dump-logits"};
-    for (size_t i = 0; i < sizeof with_value / sizeof with_value[0]; i++)
-        if (strcmp(a, with_value[i]) == 0) return 1;
-    return 0;
-}
-
 int vl_cmd_logits(int argc, char **argv) {
     logits_opts lo = {NULL, NULL};
     /* argv[1] is "logits": hand the rest, less --out/--ids-out, to the run options parser. */
@@ -278,7 +266,7 @@ int vl_cmd_logits(int argc, char **argv) {
             continue;
         }
         rest[n++] = argv[i];
-        if (takes_value(a) && i + 1 < argc) rest[n++] = argv[++i];
+        if (vl_option_takes_value(a) && i + 1 < argc) rest[n++] = argv[++i];
     }
     vl_options o;
     vl_options_default(&o);

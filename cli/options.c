@@ -338,6 +338,20 @@ static int cli_option(vl_options *o, parse_state *ps, const char *a, const char 
 
 #undef NEEDS_VALUE
 
+int vl_option_takes_value(const char *a) {
+    /* ask the parsers themselves on a scratch struct: they mark the value taken before they
+     * check it, and a refused value's error (with none set before) is forgotten */
+    vl_options scratch;
+    vl_options_default(&scratch);
+    parse_state ps = {0, 0, 0};
+    int took = 0, had_error = vl_error_get()[0] != 0;
+    int r = engine_option(&scratch, &ps, a, "", &took);
+    if (r == 0) r = request_option(&scratch, &ps, a, "", &took);
+    if (r == 0) r = cli_option(&scratch, &ps, a, "", &took);
+    if (!had_error) vl_error_clear();
+    return took;
+}
+
 int vl_options_parse(vl_options *o, int argc, char **argv) {
     parse_state ps = {0, 0, 0};
     for (int i = 1; i < argc; i++) {

@@ -68,6 +68,14 @@ static int parse_plan_args(plan_args *pa, int argc, char **argv) {
     pa->rest[pa->n_rest++] = "vlrun plan";
     for (int i = 2; i < argc; i++) {
         const char *a = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
+        if (vl_option_takes_value(a) && v) { /* a run option and its value, whatever it is */
+            pa->quant_given |= strcmp(a, "--quant") == 0;
+            pa->kv_given |= strcmp(a, "--kv") == 0;
+            pa->backend_given |= strcmp(a, "--backend") == 0;
+            pa->rest[pa->n_rest++] = argv[i++];
+            pa->rest[pa->n_rest++] = argv[i];
+            continue;
+        }
         int gpu = strcmp(a, "--gpu") == 0, size = strcmp(a, "--image-size") == 0;
         if ((gpu || size) && !v) return vl_error_set("vlrun plan: option %s needs a value", a);
         if (gpu) {

@@ -74,6 +74,11 @@ static int parse_sweep_args(sweep_args *sa, int argc, char **argv) {
     sa->rest[sa->n_rest++] = "vlrun sweep";
     for (int i = 2; i < argc; i++) {
         const char *a = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
+        if (vl_option_takes_value(a) && v) { /* a run option and its value, whatever it is */
+            sa->rest[sa->n_rest++] = argv[i++];
+            sa->rest[sa->n_rest++] = argv[i];
+            continue;
+        }
         int counts = !strcmp(a, "--counts"), out = !strcmp(a, "--out");
         int csv = !strcmp(a, "--from-csv");
         int gpu = !strcmp(a, "--gpu") || !strcmp(a, "--budget");
