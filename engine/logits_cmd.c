@@ -102,7 +102,7 @@ static const char *quant_name(vl_quant q) {
  * the format of a decoder projection after loading instead of trusting the option. (--quant
  * bf16 on a bitsandbytes checkpoint keeps its stored format: the summary's "weights" says so.) */
 static int check_quant_applied(const vl_model *m, vl_quant q) {
-    vl_dtype got = m->w.layers[0].q.dtype;
+    vl_dtype got = vl_model_linear_dtype(m);
     vl_dtype want = q == VL_QUANT_NF4 ? VL_DTYPE_NF4 : VL_DTYPE_Q8ROW;
     if (q != VL_QUANT_BF16 && got != want)
         return vl_error_set("vlrun logits: --quant %s was asked for but the decoder weights are "
@@ -164,9 +164,8 @@ static int logits(const vl_options *o, const logits_opts *lo) {
         if (is.list[i].n_patches > max_patches) max_patches = is.list[i].n_patches;
         img_tokens += is.list[i].n_patches / ((int64_t)m.cfg.merge * m.cfg.merge);
     }
-    int chunk = o->chunk < p.n ? o->chunk : p.n;
     vl_plan_request rq; /* max_tokens 0: nothing is generated, the KV cache holds the prompt */
-    vl_plan_request_init(&rq, o, be, p.n, 0, chunk, max_patches);
+    vl_plan_request_init(&rq, o, be, p.n, 0, o->chunk, max_patches);
     vl_mem_plan plan;
     vl_plan_memory(&m.cfg, &rq, &plan);
     if (o->mem_budget > 0 && plan.total > (size_t)o->mem_budget) {
@@ -176,10 +175,9 @@ static int logits(const vl_options *o, const logits_opts *lo) {
     }
     if (vl_model_load_weights(&m, o, be)) goto done;
     if (check_quant_applied(&m, o->quant)) goto done;
-    vl_session_shape shape = {p.n, chunk, max_patches, 0, o->attn_naive, o->kv_int8, 0.0f};
-    if (vl_session_start(&s, &m, &shape)) goto done;
-    s.t.load_s = vl_now_s() - t0;
-    s.predicted_peak = plan.total;
+    if (vl_session_start(&s, &m, &rq.shape)) goto done;
+    s.stats.t.load_s = vl_now_s() - t0;
+    s.stats.predicted_peak = plan.total;
 
     sink.row = malloc((size_t)m.cfg.vocab * 4);
     uint8_t *ids_bytes = malloc((size_t)p.n * 4);
@@ -199,7 +197,7 @@ static int logits(const vl_options *o, const logits_opts *lo) {
     }
 
     double tp = vl_now_s();
-    if (vl_prefill_each(&s, &p, write_row, &sink)) goto done;
+    if (vl_prefill_each(&s.seq, &p, write_row, &sink)) goto done;
     double prefill_s = vl_now_s() - tp;
     if (sink.positions != p.n) {
         vl_error_set("vlrun logits: %lld positions written, the prompt has %d",
@@ -222,13 +220,13 @@ static int logits(const vl_options *o, const logits_opts *lo) {
            "\"format\": \"%s\", \"backend\": \"%s\", \"quant\": \"%s\", \"weights\": \"%s\", "
            "\"kv\": \"%s\", \"prefill_s\": %.3f, \"ids_fnv1a64\": \"%016llx\"}\n",
            p.n, m.cfg.vocab, p.n_images, (long long)img_tokens, sink.bf16 ? "bf16" : "f32",
-           be->name, quant_name(o->quant), vl_dtype_name(m.w.layers[0].q.dtype),
+           be->name, quant_name(o->quant), vl_dtype_name(vl_model_linear_dtype(&m)),
            o->kv_int8 ? "int8" : "bf16", prefill_s, (unsigned long long)ids_hash);
     if (vl_stdout_flush()) goto done; /* the JSON line lost: an error, not the summary */
     fprintf(stderr,
             "vlrun logits: %d positions x %d logits (%s backend, --quant %s): load %.2f s, "
             "vision %.2f s, prefill with the LM head on every position %.2f s\n",
-            p.n, m.cfg.vocab, be->name, quant_name(o->quant), s.t.load_s, s.t.vision_s, prefill_s);
+            p.n, m.cfg.vocab, be->name, quant_name(o->quant), s.stats.t.load_s, s.stats.t.vision_s, prefill_s);
     rc = 0;
 done:
     vl_progress_end(m.progress);

@@ -111,30 +111,30 @@ static void text_memory(const vl_session *s, const vl_model *m) {
                 fmt_bytes(b[0], 32, (double)m->host_weights_bytes));
     for (int g = VL_MEM_KV; g < VL_MEM_GROUPS; g++)
         fprintf(stderr, " | %s %s", vl_mem_group_name((vl_mem_group)g),
-                fmt_bytes(b[0], 32, (double)s->arena.peak[g]));
+                fmt_bytes(b[0], 32, (double)s->stats.arena_peak[g]));
     fprintf(stderr, " | peak tracked %s\n",
-            fmt_bytes(b[0], 32, (double)(m->weights_bytes + s->arena.peak_total)));
-    const vl_mem_plan *p = &s->plan;
+            fmt_bytes(b[0], 32, (double)(m->weights_bytes + s->stats.arena_peak_total)));
+    const vl_mem_plan *p = &s->stats.plan;
     fprintf(stderr, "predicted  peak %s = weights %s + kv_cache %s + activations %s + workspace %s",
             fmt_bytes(b[0], 32, (double)p->total), fmt_bytes(b[1], 32, (double)p->weights),
             fmt_bytes(b[2], 32, (double)p->kv), fmt_bytes(b[3], 32, (double)p->act),
             fmt_bytes(b[4], 32, (double)p->workspace));
     if (p->context) fprintf(stderr, " + cuda_context %s", fmt_bytes(b[5], 32, (double)p->context));
     fprintf(stderr, "\n");
-    if (s->device_total)
+    if (s->stats.device_total)
         fprintf(stderr, "device     %s: peak used %s of %s (cudaMemGetInfo, context included)\n",
                 m->be->device_name ? m->be->device_name : m->be->name,
-                fmt_bytes(b[0], 32, (double)s->peak_device),
-                fmt_bytes(b[1], 32, (double)s->device_total));
-    if (s->device_base)
+                fmt_bytes(b[0], 32, (double)s->stats.peak_device),
+                fmt_bytes(b[1], 32, (double)s->stats.device_total));
+    if (s->stats.device_base)
         fprintf(stderr,
                 "           before the weights: %s (CUDA context + backend workspaces of %s)\n",
-                fmt_bytes(b[0], 32, (double)s->device_base),
+                fmt_bytes(b[0], 32, (double)s->stats.device_base),
                 fmt_bytes(b[1], 32, (double)m->be->workspace_bytes));
 }
 
 void vl_report_text(const vl_session *s, const vl_model *m, const vl_run_result *r) {
-    const vl_timings *t = &s->t;
+    const vl_timings *t = &s->stats.t;
     fprintf(stderr, "\n--- vlrun %s (%s) report, %s backend ---\n", vl_version(),
             vl_version_commit(), m->be->name);
     text_inputs(m, r);
@@ -146,7 +146,7 @@ void vl_report_text(const vl_session *s, const vl_model *m, const vl_run_result 
             rate((double)t->prefill_tokens, t->prefill_s), t->ttft_s, t->decode_s,
             rate((double)t->decode_tokens, t->decode_s));
     text_memory(s, m);
-    fprintf(stderr, "decode     %s\n", s->graph ? "one CUDA graph per step" : "eager");
+    fprintf(stderr, "decode     %s\n", s->seq.graph ? "one CUDA graph per step" : "eager");
 }
 
 /* ---- JSON ----------------------------------------------------------------------------------- */
@@ -188,19 +188,19 @@ static void json_memory(cJSON *j, const vl_session *s, const vl_model *m) {
     cJSON_AddNumberToObject(mem, "weights", (double)m->weights_bytes);
     cJSON_AddNumberToObject(mem, "host_weights", (double)m->host_weights_bytes);
     for (int g = VL_MEM_KV; g < VL_MEM_GROUPS; g++)
-        cJSON_AddNumberToObject(mem, vl_mem_group_name((vl_mem_group)g), (double)s->arena.peak[g]);
-    cJSON_AddNumberToObject(mem, "peak_tracked", (double)(m->weights_bytes + s->arena.peak_total));
-    cJSON_AddNumberToObject(mem, "peak_device", (double)s->peak_device);
-    cJSON_AddNumberToObject(mem, "predicted_peak", (double)s->predicted_peak);
+        cJSON_AddNumberToObject(mem, vl_mem_group_name((vl_mem_group)g), (double)s->stats.arena_peak[g]);
+    cJSON_AddNumberToObject(mem, "peak_tracked", (double)(m->weights_bytes + s->stats.arena_peak_total));
+    cJSON_AddNumberToObject(mem, "peak_device", (double)s->stats.peak_device);
+    cJSON_AddNumberToObject(mem, "predicted_peak", (double)s->stats.predicted_peak);
     cJSON *pl = cJSON_AddObjectToObject(mem, "predicted");
-    cJSON_AddNumberToObject(pl, "weights", (double)s->plan.weights);
-    cJSON_AddNumberToObject(pl, "kv_cache", (double)s->plan.kv);
-    cJSON_AddNumberToObject(pl, "activations", (double)s->plan.act);
-    cJSON_AddNumberToObject(pl, "workspace", (double)s->plan.workspace);
-    cJSON_AddNumberToObject(pl, "cuda_context", (double)s->plan.context);
+    cJSON_AddNumberToObject(pl, "weights", (double)s->stats.plan.weights);
+    cJSON_AddNumberToObject(pl, "kv_cache", (double)s->stats.plan.kv);
+    cJSON_AddNumberToObject(pl, "activations", (double)s->stats.plan.act);
+    cJSON_AddNumberToObject(pl, "workspace", (double)s->stats.plan.workspace);
+    cJSON_AddNumberToObject(pl, "cuda_context", (double)s->stats.plan.context);
     cJSON_AddNumberToObject(mem, "backend_workspace", (double)m->be->workspace_bytes);
-    cJSON_AddNumberToObject(mem, "device_used_before_load", (double)s->device_base);
-    cJSON_AddNumberToObject(mem, "device_total", (double)s->device_total);
+    cJSON_AddNumberToObject(mem, "device_used_before_load", (double)s->stats.device_base);
+    cJSON_AddNumberToObject(mem, "device_total", (double)s->stats.device_total);
 }
 
 static void json_options(cJSON *j, const vl_session *s, const vl_model *m, const vl_options *o) {
@@ -224,15 +224,15 @@ static void json_options(cJSON *j, const vl_session *s, const vl_model *m, const
     cJSON_AddNumberToObject(op, "top_p", o->top_p);
     cJSON_AddNumberToObject(op, "seed", (double)o->seed);
     char pen[32]; /* the float as typed (1.05, not 1.0499999523) */
-    snprintf(pen, sizeof pen, "%.7g", (double)s->rep_penalty);
+    snprintf(pen, sizeof pen, "%.7g", (double)s->seq.rep_penalty);
     cJSON_AddNumberToObject(op, "repetition_penalty", strtod(pen, NULL));
     cJSON_AddNumberToObject(op, "chunk", o->chunk);
     cJSON_AddBoolToObject(op, "random_weights", o->random_weights);
-    cJSON_AddBoolToObject(op, "decode_graph", s->graph != NULL);
+    cJSON_AddBoolToObject(op, "decode_graph", s->seq.graph != NULL);
 }
 
 void vl_report_json(const vl_session *s, const vl_model *m, const vl_run_result *r) {
-    const vl_timings *t = &s->t;
+    const vl_timings *t = &s->stats.t;
     cJSON *j = cJSON_CreateObject();
     json_inputs(j, m, r);
     cJSON_AddNumberToObject(j, "prompt_tokens", r->p->n);

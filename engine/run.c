@@ -39,7 +39,7 @@ static void refuse_budget(const vl_options *o, const vl_model *m, const vl_promp
     const double gib = 1024.0 * 1024 * 1024;
     const size_t budget = (size_t)o->mem_budget;
     vl_plan_request q = *rq;
-    q.chunk = o->chunk;
+    q.shape.chunk = o->chunk;
     int fit = images_that_fit(m, p, imgs, n_imgs, q, budget);
     char alt[256] = "";
     size_t used = 0;
@@ -52,7 +52,7 @@ static void refuse_budget(const vl_options *o, const vl_model *m, const vl_promp
             o2.quant = VL_QUANT_NF4;
             vl_weight_plan_from_options(&a.weights, &o2);
         }
-        if (kv8) a.kv_int8 = 1;
+        if (kv8) a.shape.kv_int8 = 1;
         used += (size_t)snprintf(alt + used, sizeof alt - used, "; with %s: %d",
                                  v == 1   ? "--quant nf4"
                                  : v == 2 ? "--kv int8"
@@ -166,17 +166,14 @@ static int run(const vl_options *o) {
      * while the KV cache holds 38k tokens. The KV length is bounded by memory alone. */
     int limit = 0, by_context = 0;
     if (generation_limit(o, &m, &p, &limit, &by_context)) goto done;
-    int64_t ctx = (int64_t)p.n + limit;
     int64_t max_patches = 0, img_tokens = 0;
     for (int i = 0; i < n_imgs; i++) {
         if (imgs[i].n_patches > max_patches) max_patches = imgs[i].n_patches;
         img_tokens += imgs[i].n_patches / ((int64_t)m.cfg.merge * m.cfg.merge);
     }
-    int chunk = o->chunk < p.n ? o->chunk : p.n;
     vl_plan_request rq;
-    vl_plan_request_init(&rq, o, be, p.n, limit, chunk, max_patches);
-    const float rep_penalty = vl_model_repetition_penalty(&m, o);
-    rq.rep_penalty = rep_penalty;
+    vl_plan_request_init(&rq, o, be, p.n, limit, o->chunk, max_patches);
+    rq.shape.rep_penalty = vl_model_repetition_penalty(&m, o);
     vl_mem_plan plan;
     vl_plan_memory(&m.cfg, &rq, &plan);
     /* the plan's weights from the bound model: pre-quantized checkpoints have their own size */
@@ -190,13 +187,11 @@ static int run(const vl_options *o) {
     if (refuse_device_memory(be, &plan)) goto done;
     if (vl_model_load_weights(&m, o, be)) goto done;
     double load_s = vl_now_s() - t0;
-    vl_session_shape shape = {ctx,           chunk,      max_patches, limit,
-                              o->attn_naive, o->kv_int8, rep_penalty};
-    if (vl_session_start(&s, &m, &shape)) goto done;
-    s.t.load_s = load_s;
-    s.device_base = device_base;
-    s.predicted_peak = plan.total;
-    s.plan = plan;
+    if (vl_session_start(&s, &m, &rq.shape)) goto done;
+    s.stats.t.load_s = load_s;
+    s.stats.device_base = device_base;
+    s.stats.predicted_peak = plan.total;
+    s.stats.plan = plan;
 
     logits = malloc((size_t)m.cfg.vocab * sizeof *logits);
     gen = malloc((size_t)limit * sizeof *gen);
@@ -211,18 +206,18 @@ static int run(const vl_options *o) {
     vl_sampler smp;
     vl_sampler_init(&smp, o);
     double tp = vl_now_s();
-    if (vl_prefill(&s, &p, logits, NULL)) goto done;
+    if (vl_prefill(&s.seq, &p, logits, NULL)) goto done;
     if (o->dump_logits && vl_write_whole_file(o->dump_logits, "--dump-logits", logits,
                                               (size_t)m.cfg.vocab * sizeof(float)))
         goto done;
     if (host_sampling) {
-        vl_penalize_logits(&s, logits); /* after --dump-logits: the dump is the model's own */
+        vl_penalize_logits(&s.seq, logits); /* after --dump-logits: the dump is the model's own */
         gen[n_gen++] = vl_sample(&smp, logits, m.cfg.vocab);
     } else {
-        if (vl_decode_begin(&s, temperature, o->seed)) goto done;
-        gen[n_gen++] = vl_decode_token(&s, 0);
+        if (vl_decode_begin(&s.seq, temperature, o->seed)) goto done;
+        gen[n_gen++] = vl_decode_token(&s.seq, 0);
     }
-    s.t.ttft_s = vl_now_s() - tp;
+    s.stats.t.ttft_s = vl_now_s() - tp;
 
     /* Tokens are read back as they come only when someone looks at them (streamed text, stop
      * at EOS); otherwise the steps run back to back and the tokens are read once at the end. */
@@ -242,24 +237,24 @@ static int run(const vl_options *o) {
         int32_t last = gen[n_gen - 1];
         if (n_gen == limit || (eos_stops && ans.eos_at >= 0)) break;
         if (host_sampling) {
-            if (vl_decode_step(&s, last, logits)) goto done;
-            vl_penalize_logits(&s, logits);
+            if (vl_decode_step(&s.seq, last, logits)) goto done;
+            vl_penalize_logits(&s.seq, logits);
             gen[n_gen++] = vl_sample(&smp, logits, m.cfg.vocab);
         } else if (read_each) {
-            if (vl_decode_next(&s)) goto done;
-            gen[n_gen] = vl_decode_token(&s, n_gen);
+            if (vl_decode_next(&s.seq)) goto done;
+            gen[n_gen] = vl_decode_token(&s.seq, n_gen);
             n_gen++;
         } else {
             while (n_gen < limit) {
-                if (vl_decode_next(&s)) goto done;
+                if (vl_decode_next(&s.seq)) goto done;
                 vl_progress_update(dprog, ++n_gen);
             }
-            vl_decode_tokens(&s, gen, n_gen);
+            vl_decode_tokens(&s.seq, gen, n_gen);
         }
     }
-    s.t.decode_s = vl_now_s() - td;
+    s.stats.t.decode_s = vl_now_s() - td;
     vl_progress_end(dprog);
-    s.t.decode_tokens = n_gen - 1;
+    s.stats.t.decode_tokens = n_gen - 1;
     if (vl_answer_finish(&ans)) goto done;
     if (stream) printf("\n");
     if (o->random_weights)

@@ -32,12 +32,12 @@ static vl_mem_plan plan_images(int n_images, int attn_naive, vl_dtype quant) {
     vl_plan_request rq;
     memset(&rq, 0, sizeof rq);
     rq.act = VL_DTYPE_BF16;
-    rq.prompt_tokens = 30 + (int64_t)n_images * (1364 + 2);
-    rq.max_tokens = 512;
-    rq.chunk = 2048;
-    rq.max_patches = 5456;
-    rq.attn_naive = attn_naive;
-    rq.kv_int8 = kv_int8;
+    rq.shape.prompt_tokens = 30 + (int64_t)n_images * (1364 + 2);
+    rq.shape.max_tokens = 512;
+    rq.shape.chunk = 2048;
+    rq.shape.max_patches = 5456;
+    rq.shape.attn_naive = attn_naive;
+    rq.shape.kv_int8 = kv_int8;
     rq.weights.linear = quant;
     rq.weights.double_quant = 0;
     vl_mem_plan p;
