@@ -226,7 +226,8 @@ static int logits(const vl_options *o, const logits_opts *lo) {
     fprintf(stderr,
             "vlrun logits: %d positions x %d logits (%s backend, --quant %s): load %.2f s, "
             "vision %.2f s, prefill with the LM head on every position %.2f s\n",
-            p.n, m.cfg.vocab, be->name, quant_name(o->quant), s.stats.t.load_s, s.stats.t.vision_s, prefill_s);
+            p.n, m.cfg.vocab, be->name, quant_name(o->quant), s.stats.t.load_s, s.stats.t.vision_s,
+            prefill_s);
     rc = 0;
 done:
     vl_progress_end(m.progress);

@@ -188,8 +188,10 @@ static void json_memory(cJSON *j, const vl_session *s, const vl_model *m) {
     cJSON_AddNumberToObject(mem, "weights", (double)m->weights_bytes);
     cJSON_AddNumberToObject(mem, "host_weights", (double)m->host_weights_bytes);
     for (int g = VL_MEM_KV; g < VL_MEM_GROUPS; g++)
-        cJSON_AddNumberToObject(mem, vl_mem_group_name((vl_mem_group)g), (double)s->stats.arena_peak[g]);
-    cJSON_AddNumberToObject(mem, "peak_tracked", (double)(m->weights_bytes + s->stats.arena_peak_total));
+        cJSON_AddNumberToObject(mem, vl_mem_group_name((vl_mem_group)g),
+                                (double)s->stats.arena_peak[g]);
+    cJSON_AddNumberToObject(mem, "peak_tracked",
+                            (double)(m->weights_bytes + s->stats.arena_peak_total));
     cJSON_AddNumberToObject(mem, "peak_device", (double)s->stats.peak_device);
     cJSON_AddNumberToObject(mem, "predicted_peak", (double)s->stats.predicted_peak);
     cJSON *pl = cJSON_AddObjectToObject(mem, "predicted");
