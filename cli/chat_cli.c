@@ -130,7 +130,7 @@ static int send_message(vl_chat *c, const char *text, vl_pixels *px, const int *
                 "[turn %d: prefill %d tokens in %.3f s (%.0f tok/s%s) | answer %d tokens, %.1f "
                 "tok/s | stop: %s | cache %lld/%lld tokens]\n",
                 c->turns, st.prefill_tokens, st.prefill_s, pf, vision, st.answer_tokens, dt,
-                stop_name(st.stop), (long long)c->s.n_past, (long long)c->s.max_ctx);
+                stop_name(st.stop), (long long)c->s.seq.n_past, (long long)c->s.seq.max_ctx);
     }
     return 0;
 }
@@ -370,7 +370,7 @@ static int chat_main(const vl_options *o) {
     sh.ctx = o->ctx > 0 ? o->ctx : 4096;
     if (o->ctx == 0 && sh.ctx > m->cfg.max_positions) sh.ctx = m->cfg.max_positions;
     sh.max_answer = o->request.max_tokens; /* 0: not given */
-    sh.chunk = vl_plan_chunk(o->engine.chunk, sh.ctx);
+    sh.chunk = o->engine.chunk;            /* clamped to the context by vl_shape_chunk */
     sh.max_patches = max_image_patches(&m->pre);
     for (int i = 0; i < o->n_image_args; i++)
         if (images_add(&ui.pending, o->images[i].path, o->images[i].repeat, m, sh.max_patches))

@@ -102,7 +102,7 @@ static const char *quant_name(vl_quant q) {
  * the format of a decoder projection after loading instead of trusting the option. (--quant
  * bf16 on a bitsandbytes checkpoint keeps its stored format: the summary's "weights" says so.) */
 static int check_quant_applied(const vl_model *m, vl_quant q) {
-    vl_dtype got = m->w.layers[0].q.dtype;
+    vl_dtype got = vl_model_linear_dtype(m);
     vl_dtype want = q == VL_QUANT_NF4 ? VL_DTYPE_NF4 : VL_DTYPE_Q8ROW;
     if (q != VL_QUANT_BF16 && got != want)
         return vl_error_set("vlrun logits: --quant %s was asked for but the decoder weights are "
@@ -123,7 +123,7 @@ static void print_summary(const vl_engine *e, const vl_options *o, const vl_resu
            "\"kv\": \"%s\", \"prefill_s\": %.3f, \"ids_fnv1a64\": \"%016llx\"}\n",
            r->prompt_tokens, e->m.cfg.vocab, r->n_images, (long long)r->image_tokens,
            bf16 ? "bf16" : "f32", e->be->name, quant_name(o->engine.quant),
-           vl_dtype_name(e->m.w.layers[0].q.dtype), o->engine.kv_int8 ? "int8" : "bf16",
+           vl_dtype_name(vl_model_linear_dtype(&e->m)), o->engine.kv_int8 ? "int8" : "bf16",
            r->t.prefill_s, (unsigned long long)ids_hash);
 }
 

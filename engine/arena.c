@@ -60,3 +60,8 @@ void vl_arena_release(vl_arena *a, vl_arena_mark m) {
     a->used = m.used;
     memcpy(a->live, m.live, sizeof m.live);
 }
+
+void vl_arena_seal(vl_arena *a) {
+    a->used = a->peak_total;
+    memcpy(a->live, a->peak, sizeof a->live);
+}

@@ -25,7 +25,7 @@ int vl_refuse_budget(const vl_engine *e, const vl_prompt *p, const vl_pixels *im
     const vl_engine_config *cfg = &e->cfg;
     const size_t budget = (size_t)cfg->mem_budget;
     vl_plan_request q = *rq;
-    q.chunk = cfg->chunk;
+    q.shape.chunk = cfg->chunk;
     int fit = images_that_fit(&e->m, p, imgs, n_imgs, q, budget);
     char alt[256] = "";
     size_t used = 0;
@@ -38,7 +38,7 @@ int vl_refuse_budget(const vl_engine *e, const vl_prompt *p, const vl_pixels *im
             c2.quant = VL_QUANT_NF4;
             vl_weight_plan_of(&a.weights, &c2);
         }
-        if (kv8) a.kv_int8 = 1;
+        if (kv8) a.shape.kv_int8 = 1;
         used += (size_t)snprintf(alt + used, sizeof alt - used, "; with %s: %d",
                                  v == 1   ? "--quant nf4"
                                  : v == 2 ? "--kv int8"

@@ -11,25 +11,25 @@
 
 #include <stdlib.h>
 
-static vl_session_shape session_shape(const vl_engine *e, const vl_chat_shape *sh,
-                                      const vl_request *rq) {
+static vl_shape session_shape(const vl_engine *e, const vl_chat_shape *sh, const vl_request *rq) {
     /* an answer never holds more tokens than the cache (it fills it at most, plus one token) */
     int64_t tokens = sh->max_answer > 0 && sh->max_answer < sh->ctx ? sh->max_answer : sh->ctx;
-    vl_session_shape ss = {
-        sh->ctx,
-        sh->chunk,
-        sh->max_patches,
-        (int)tokens,
-        0,
-        e->cfg.kv_int8,
-        vl_model_repetition_penalty(&e->m, e->cfg.random_weights, rq->repetition_penalty)};
+    vl_shape ss = {0};
+    ss.prompt_tokens = sh->ctx; /* a turn prefills at most the whole context */
+    ss.max_tokens = (int)tokens;
+    ss.ctx = sh->ctx;
+    ss.chunk = sh->chunk;
+    ss.max_patches = sh->max_patches;
+    ss.kv_int8 = e->cfg.kv_int8;
+    ss.rep_penalty =
+        vl_model_repetition_penalty(&e->m, e->cfg.random_weights, rq->repetition_penalty);
     return ss;
 }
 
 void vl_chat_plan(vl_engine *e, const vl_request *rq, const vl_chat_shape *sh, vl_mem_plan *out) {
     vl_plan_request prq;
     vl_plan_request_init(&prq, &e->cfg, e->be, sh->ctx, 0, sh->chunk, sh->max_patches);
-    vl_session_shape ss = session_shape(e, sh, rq);
+    vl_shape ss = session_shape(e, sh, rq);
     vl_plan_session(&e->m.cfg, e->be->act, &ss, vl_model_weights_bytes(&e->m, &prq.weights),
                     prq.workspace_bytes, prq.context_bytes, out);
 }
@@ -65,12 +65,12 @@ int vl_chat_start(vl_chat *c, vl_engine *e, const vl_request *o, const vl_chat_s
     if (vl_tokenizer_encode(m->tok, "<|im_end|>\n", &c->closing, &c->n_closing)) return -1;
     c->logits = malloc((size_t)m->cfg.vocab * sizeof *c->logits);
     if (!c->logits) return vl_error_set("out of host memory");
-    vl_session_shape ss = session_shape(e, sh, o);
+    vl_shape ss = session_shape(e, sh, o);
     return vl_session_start(&c->s, m, &ss);
 }
 
 void vl_chat_clear(vl_chat *c) {
-    vl_session_reset(&c->s);
+    vl_sequence_reset(&c->s.seq);
     c->n_conv = 0;
     c->turns = 0;
 }
@@ -87,7 +87,7 @@ void vl_chat_free(vl_chat *c) {
  * n_keep tokens) or -1. */
 static int prefill_turn(vl_chat *c, int n_keep, vl_pixels *images, const int *image_src,
                         int n_images) {
-    vl_session *s = &c->s;
+    vl_sequence *s = &c->s.seq;
     const vl_config *cfg = &c->m->cfg;
     int64_t n_past = s->n_past, n_new = c->n_conv - n_past;
     if (n_past + n_new > s->max_ctx) {
@@ -121,7 +121,7 @@ static int prefill_turn(vl_chat *c, int n_keep, vl_pixels *images, const int *im
 /* Sample the answer from the prefilled turn: at most `limit` tokens, stopping at end of turn.
  * Every token but the last sampled one is fed to the cache. */
 static int answer(vl_chat *c, int64_t limit, vl_chat_token_fn fn, void *fn_ctx, vl_chat_stats *st) {
-    vl_session *s = &c->s;
+    vl_sequence *s = &c->s.seq;
     const int V = c->m->cfg.vocab;
     const vl_request *o = &c->sampling;
     /* each turn samples with its own seed (seed + turn index): the first turn matches a one-shot
@@ -137,8 +137,8 @@ static int answer(vl_chat *c, int64_t limit, vl_chat_token_fn fn, void *fn_ctx, 
         tok = vl_sample(&smp, c->logits, V);
     } else {
         /* the recorded decode step holds the sampling seed: record it again for a new one */
-        if (s->graph && s->seed != seed && s->m->be->graph_free) {
-            s->m->be->graph_free(s->m->be, s->graph);
+        if (s->graph && s->seed != seed && s->cx->m->be->graph_free) {
+            s->cx->m->be->graph_free(s->cx->m->be, s->graph);
             s->graph = NULL;
         }
         if (vl_decode_begin(s, temperature, seed)) return -1;
@@ -169,7 +169,7 @@ static int answer(vl_chat *c, int64_t limit, vl_chat_token_fn fn, void *fn_ctx, 
 int vl_chat_turn(vl_chat *c, const char *text, vl_pixels *images, const int *image_src,
                  int n_images, vl_chat_token_fn fn, void *fn_ctx, vl_chat_stats *st) {
     memset(st, 0, sizeof *st);
-    vl_session *s = &c->s;
+    vl_sequence *s = &c->s.seq;
     for (int i = 0; i < n_images; i++)
         if (images[i].n_patches > c->shape.max_patches) {
             vl_error_set("image %d has %lld patches, more than the %lld the session was planned "
@@ -186,10 +186,10 @@ int vl_chat_turn(vl_chat *c, const char *text, vl_pixels *images, const int *ima
     free(seg);
     if (rc) return -1;
     st->prefill_tokens = c->n_conv - (int)s->n_past;
-    double t0 = vl_now_s(), v0 = s->t.vision_s;
+    double t0 = vl_now_s(), v0 = s->cx->stats->t.vision_s;
     if ((rc = prefill_turn(c, n_keep, images, image_src, n_images)) != 0) return rc;
     st->prefill_s = vl_now_s() - t0;
-    st->vision_s = s->t.vision_s - v0;
+    st->vision_s = s->cx->stats->t.vision_s - v0;
 
     /* room: tokens the cache and the position limit still take, plus the last sampled token */
     int64_t room = s->max_ctx - s->n_past;

@@ -63,43 +63,8 @@ typedef struct {
 } vl_weight_plan;
 void vl_weight_plan_of(vl_weight_plan *wp, const vl_engine_config *cfg);
 
-typedef struct {
-    vl_vec norm1_w, norm1_b, norm2_w, norm2_b; /* [Ev] */
-    vl_weight qkv;                             /* [3 Ev, Ev] */
-    vl_vec qkv_b;                              /* [3 Ev] */
-    vl_weight proj;                            /* [Ev, Ev] */
-    vl_vec proj_b;
-    vl_weight fc1; /* [Fv, Ev] */
-    vl_vec fc1_b;
-    vl_weight fc2; /* [Ev, Fv] */
-    vl_vec fc2_b;
-} vl_vision_block;
-
-typedef struct {
-    vl_vec in_norm, post_norm; /* [E] */
-    vl_weight q, k, v, o;      /* [H D, E], [Hkv D, E] x2, [E, H D] */
-    vl_vec q_b, k_b, v_b;
-    vl_weight gate, up, down; /* [F, E] x2, [E, F] */
-    /* Views set by vl_weights_place when q/k/v (gate/up) lie back to back on the backend: one
-     * [HD + 2 KD, E] (and [2F, E]) GEMV per decode step instead of three (two). data NULL: no. */
-    vl_weight qkv, gate_up;
-    vl_vec qkv_b;
-} vl_decoder_layer;
-
-typedef struct {
-    vl_weight patch_embed; /* [Ev, C*T*P*P] (Conv3d weight viewed as a matrix) */
-    vl_vision_block *blocks;
-    vl_vec merger_ln_w, merger_ln_b; /* [Ev] */
-    vl_weight merger_fc1;            /* [4 Ev, 4 Ev] */
-    vl_vec merger_fc1_b;
-    vl_weight merger_fc2; /* [E, 4 Ev] */
-    vl_vec merger_fc2_b;
-    vl_weight embed; /* [V, E] */
-    vl_decoder_layer *layers;
-    vl_vec final_norm;
-    vl_weight lm_head; /* [V, E] (the embedding table when tied) */
-    int lm_head_is_embed;
-} vl_weights;
+/* The architecture a config names (engine/models/: its weights, scratch and forward pass). */
+typedef struct vl_arch vl_arch;
 
 typedef struct {
     vl_config cfg;
@@ -107,7 +72,10 @@ typedef struct {
     vl_backend *be;
     vl_checkpoint ck; /* mmapped files (CPU backend reads weights in place) */
     int have_ck;
-    vl_weights w;
+    const vl_arch *arch;    /* chosen from cfg.model_type (engine/models/registry.c) */
+    void *vision_w;         /* the vision tower's weights (the architecture's struct) */
+    void *text_w;           /* the decoder's weights (the architecture's struct) */
+    int lm_head_is_embed;   /* tied: the LM head is the embedding table */
     void *weights_mem;      /* backend block holding weights when they were copied/synthesized */
     size_t weights_bytes;   /* bytes of all parameters as used by the backend */
     void *host_weights_mem; /* --embed-on-host: pinned host block (the embedding table) */
@@ -125,7 +93,8 @@ typedef struct {
 int vl_model_load(vl_model *m, const vl_engine_config *cfg, vl_backend *be);
 int vl_model_open(vl_model *m, const vl_engine_config *cfg);
 int vl_model_load_weights(vl_model *m, const vl_engine_config *cfg, vl_backend *be);
-int vl_model_bind_shapes(vl_model *m); /* m->cfg set, blocks/layers allocated */
+/* The format of the decoder's Linears as bound or placed (reports). */
+vl_dtype vl_model_linear_dtype(const vl_model *m);
 void vl_model_free(vl_model *m);
 /* The backend cfg names (the CUDA device opened); NULL with the error set. */
 vl_backend *vl_backend_open(const vl_engine_config *cfg);
@@ -141,7 +110,7 @@ float vl_model_repetition_penalty(const vl_model *m, int random_weights, float r
  * "patch_embed", "norm", "bias". Exactly one of w (matrices) and v (vectors) is set; fn may
  * change them. */
 typedef int (*vl_weight_fn)(void *ctx, const char *name, const char *kind, vl_weight *w, vl_vec *v);
-int vl_weights_visit(vl_model *m, vl_weight_fn fn, void *ctx);
+int vl_weights_visit(vl_model *m, vl_weight_fn fn, void *ctx); /* engine/bind.c */
 
 /* ---- weights on the backend (engine/weights.c) --------------------------------------------- */
 
@@ -243,86 +212,166 @@ typedef struct {
 } vl_arena_mark;
 vl_arena_mark vl_arena_get_mark(const vl_arena *a);
 void vl_arena_release(vl_arena *a, vl_arena_mark m);
+/* Close a region that was released and reused: what follows lies past its largest use, and
+ * each group counts its peak as held (so the peaks of what follows add to them). */
+void vl_arena_seal(vl_arena *a);
 
-/* ---- session: KV cache, prefill, decode (engine/forward.c, engine/vision.c) ------------- */
+/* ---- sequences and the shared scratch (engine/layout.c, engine/sequence.c, engine/forward.c) --
+ *
+ * A context holds what every sequence on a model shares: one backend block (the arena) with the
+ * per-chunk scratch (the residual stream, the decoder's and the vision tower's buffers, the last
+ * logits) and a fixed number of sequence slots. A sequence is one request's state: its KV cache,
+ * positions and decode state, in one slot. Prefill and decode take a sequence; several sequences
+ * can be open on one context and used in any interleaving (the scratch holds nothing between
+ * calls, except the last logits, which vl_decode_begin reads: call it right after the
+ * sequence's prefill). The report's figures are a third object, vl_run_stats. */
 
+/* What the memory is laid out for: the one shape of the planner and of the real allocation. */
 typedef struct {
-    vl_model *m;
-    vl_arena arena;
-    int64_t max_ctx; /* KV cache capacity in tokens */
-    int chunk;
-    void *kv;        /* [layers][2][Hkv][max_ctx][D]: act dtype, or int8 with kv_int8 */
-    int kv_int8;     /* --kv int8 */
-    float *kv_scale; /* kv_int8: [layers][2][Hkv][max_ctx], one scale per cached row */
-    void *kv_tmp;    /* kv_int8: [2][Hkv][max_ctx][D] act: one layer's K, V for a prefill chunk */
-    int64_t n_past;
-    int64_t rope_delta;
-    /* per-chunk buffers (act dtype) */
-    void *x, *xn, *q, *k, *v, *att, *gate, *up, *logits;
-    int32_t *ids_dev, *pos_dev;
-    /* vision (one image at a time) */
-    int64_t max_patches;
-    void *img_feats; /* [max_patches / merge^2, E]: the current image */
-    void *vpix, *vx, *vxn, *vqkv, *vatt,
-        *vfc;                     /* [P, 1176], [P, Ev] x2, [P, 3Ev], [P, Ev], [P, Fv] */
-    int32_t *vpos_dev, *vseg_dev; /* [2, P], [grid_t + 1] */
-    /* decode on the backend (vl_decode_begin / vl_decode_next) */
-    vl_decode_state *st_dev; /* backend memory */
+    int64_t prompt_tokens; /* the most tokens one prefill takes (the chunk is at most this) */
+    int max_tokens;        /* tokens one sequence's decode loop may sample */
+    int64_t ctx;           /* KV cache per sequence in tokens; 0: prompt_tokens + max_tokens */
+    int chunk;             /* prefill chunk asked for (vl_shape_chunk clamps it) */
+    int64_t max_patches;   /* the largest image */
+    int attn_naive;        /* --attn naive: room for a materialized score matrix */
+    int kv_int8;           /* --kv int8: int8 cache + scales, and one layer's dequantized K/V */
+    float rep_penalty;     /* repetition penalty; 0 or 1: off (no seen-token set, no scores) */
+    int n_sequences;       /* sequences held at once (slots); 0 means 1 */
+} vl_shape;
+/* The KV cache capacity of one sequence, the prefill chunk (min(chunk, prompt_tokens): the one
+ * place it is clamped) and the number of slots. */
+int64_t vl_shape_ctx(const vl_shape *sh);
+int vl_shape_chunk(const vl_shape *sh);
+int vl_shape_sequences(const vl_shape *sh);
+
+/* The buffers every sequence shares (backend memory, act dtype unless said). */
+typedef struct {
+    void *x;                    /* [chunk, E] the residual stream */
+    void *logits;               /* [V] the last position's logits */
+    int32_t *ids_dev, *pos_dev; /* [chunk], [3, chunk] */
+    void *img_feats;            /* [max_patches / merge^2, E]: the current image */
+    void *kv_tmp;  /* kv_int8: [2][Hkv][max_ctx][D]: one layer's K, V for a prefill chunk */
+    float *scores; /* --attn naive: fp32 score matrix of the largest attention call */
+    void *text;    /* the decoder's per-chunk buffers (the architecture's host struct) */
+    void *vision;  /* the vision tower's buffers (the architecture's host struct) */
+} vl_scratch;
+
+/* One sequence slot's backend memory. */
+typedef struct {
+    void *kv;                /* [layers][2][Hkv][max_ctx][D]: act dtype, or int8 with kv_int8 */
+    float *kv_scale;         /* kv_int8: [layers][2][Hkv][max_ctx], one scale per cached row */
+    vl_decode_state *st_dev; /* the decode state (vl_decode_begin / vl_decode_next) */
     int32_t *tokens_dev;     /* [max_tokens] sampled tokens */
-    int max_tokens, n_sampled;
-    float temperature;
-    uint64_t seed;
-    /* the repetition penalty (1: off, and seen / pen_scores are NULL) */
-    float rep_penalty;
-    uint8_t *seen;     /* [V]: 1 for each token id of the sequence so far (backend memory) */
-    float *pen_scores; /* [V] float32: the penalized logits the sampler reads (backend memory) */
-    void *graph;       /* the recorded decode step, when the backend records graphs */
-    int no_graph;      /* run the step eagerly (VL_NO_GRAPH=1; tests) */
-    int attn_naive;
-    float *scores;         /* --attn naive: fp32 score matrix of the largest attention call */
-    float *logits_host;    /* [V] */
+    uint8_t *seen;           /* penalty: [V] 1 for each token id of the sequence so far */
+    float *pen_scores;       /* penalty: [V] float32, the penalized logits the sampler reads */
+} vl_sequence_mem;
+
+/* What the report shows of a run (engine/report.c). */
+typedef struct {
+    vl_timings t;
     size_t predicted_peak; /* the planner's figure for this run */
     vl_mem_plan plan;      /* ... and its breakdown */
     size_t device_base;    /* device memory in use before the weights (context, workspaces) */
     size_t peak_device, device_total; /* total - min free seen (cudaMemGetInfo); 0 on cpu */
-    vl_timings t;
-} vl_session;
+    size_t arena_peak[VL_MEM_GROUPS], arena_peak_total; /* the context's arena */
+} vl_run_stats;
 
-/* What a session is sized for. */
+typedef struct vl_context {
+    vl_model *m;
+    vl_shape shape;
+    int64_t max_ctx; /* vl_shape_ctx */
+    int chunk;       /* vl_shape_chunk */
+    vl_arena arena;  /* the scratch, then the sequence slots */
+    vl_scratch scratch;
+    float *logits_host;     /* [V] */
+    vl_sequence_mem *slots; /* [n_slots] */
+    uint8_t *slot_used;
+    int n_slots;
+    int no_graph;        /* run decode steps eagerly (VL_NO_GRAPH=1; tests) */
+    vl_run_stats *stats; /* where timings and the device peak go (never NULL) */
+    vl_run_stats own_stats;
+} vl_context;
+
 typedef struct {
-    int64_t max_ctx;     /* KV cache capacity in tokens */
-    int chunk;           /* prefill chunk in tokens */
-    int64_t max_patches; /* the largest image */
-    int max_tokens;      /* tokens the decode loop may sample */
-    int attn_naive;      /* --attn naive: room for a materialized score matrix */
-    int kv_int8;         /* --kv int8: int8 cache + scales, and one layer's dequantized K/V */
-    float rep_penalty;   /* repetition penalty; 0 or 1: off (no seen-token set, no scores) */
-} vl_session_shape;
-int vl_session_start(vl_session *s, vl_model *m, const vl_session_shape *sh);
-/* Forget the cached tokens (and the repetition penalty's seen set): a new conversation. */
-int vl_session_reset(vl_session *s);
-size_t vl_session_plan_shape(const vl_config *c, vl_dtype act, const vl_session_shape *sh,
-                             size_t group_bytes[VL_MEM_GROUPS]);
+    vl_context *cx;
+    int slot;
+    vl_sequence_mem mem;
+    int64_t max_ctx; /* KV cache capacity in tokens */
+    int64_t n_past;
+    int64_t rope_delta;
+    int max_tokens, n_sampled; /* decode on the backend */
+    float temperature;
+    uint64_t seed;
+    float rep_penalty; /* 1: off (mem.seen / mem.pen_scores NULL) */
+    void *graph;       /* the recorded decode step, when the backend records graphs */
+} vl_sequence;
 
-/* Bytes the session needs for a context of max_ctx tokens with prefill chunks of `chunk`
- * tokens and images of at most max_patches patches; vl_session_plan also splits them by group. */
-size_t vl_session_bytes(const vl_config *c, vl_dtype act, int64_t max_ctx, int chunk,
-                        int64_t max_patches);
-size_t vl_session_plan(const vl_config *c, vl_dtype act, int64_t max_ctx, int chunk,
-                       int64_t max_patches, size_t group_bytes[VL_MEM_GROUPS]);
+/* The scratch and the slots of `sh` in arena a (engine/layout.c), in one fixed order so that
+ * sizing and allocating cannot disagree: the scratch (what lives the whole run, then the
+ * decoder's per-chunk buffers and the vision tower's sharing one region, because an image is
+ * encoded between a chunk's embedding and its first layer), then each slot. A counting arena
+ * (base NULL, cap SIZE_MAX) only measures; scratch and slots may then be NULL. */
+int vl_layout(vl_arena *a, const vl_config *c, vl_dtype act, const vl_shape *sh,
+              vl_scratch *scratch, vl_sequence_mem *slots);
+/* Bytes of that layout in all, and by group (NULL: not wanted). No model or backend needed. */
+size_t vl_layout_plan(const vl_config *c, vl_dtype act, const vl_shape *sh,
+                      size_t group_bytes[VL_MEM_GROUPS]);
+
+/* The context of model m (weights placed) for shape sh: one arena, the scratch laid out and
+ * vl_shape_sequences(sh) free slots. stats: where the figures go (NULL: the context's own). */
+int vl_context_start(vl_context *cx, vl_model *m, const vl_shape *sh, vl_run_stats *stats);
+void vl_context_free(vl_context *cx);
+/* A sequence in a free slot of cx (empty); -1 with the error set when every slot is taken. */
+int vl_sequence_open(vl_sequence *s, vl_context *cx);
+/* Forget the cached tokens (and the repetition penalty's seen set): a new conversation. */
+int vl_sequence_reset(vl_sequence *s);
+void vl_sequence_close(vl_sequence *s);
+
+/* One context with one sequence and its stats: what a single request needs (run, logits, chat,
+ * tests). Not movable once started (the parts point at each other). */
+typedef struct {
+    vl_context cx;
+    vl_sequence seq;
+    vl_run_stats stats;
+} vl_session;
+int vl_session_start(vl_session *s, vl_model *m, const vl_shape *sh);
+/* A session for max_ctx tokens (prompt and decode), chunk and images of max_patches. */
+int vl_session_init(vl_session *s, vl_model *m, int64_t max_ctx, int chunk, int64_t max_patches);
+void vl_session_free(vl_session *s);
+
+/* Prefill the whole prompt (streamed in chunks) at s->n_past. logits_last: host [V] float32 of
+ * the last position. argmax_all (optional, host [n]): argmax of the logits at every position
+ * (runs the LM head on every position: tests only). */
+int vl_prefill(vl_sequence *s, const vl_prompt *p, float *logits_last, int32_t *argmax_all);
+/* Prefill that hands the float32 logits of every prompt position to fn, in order (the LM head
+ * on every position: tests and teacher-forced comparisons). fn returns 0, or -1 to stop. */
+typedef int (*vl_logits_fn)(void *ctx, int64_t pos, const float *logits, int n);
+int vl_prefill_each(vl_sequence *s, const vl_prompt *p, vl_logits_fn fn, void *ctx);
+/* Feed one token at position n_past; logits (host [V] float32) of that position. The host
+ * path: tests, and top-k / top-p sampling on the host. */
+int vl_decode_step(vl_sequence *s, int32_t token, float *logits);
+/* The host path's repetition penalty: logits (host [V] float32) = the last logits computed
+ * (prefill's last position or vl_decode_step's), penalized over the sequence's seen tokens.
+ * Does nothing when the sequence has no penalty. */
+void vl_penalize_logits(vl_sequence *s, float *logits);
+
+/* Decode on the backend: right after vl_prefill, vl_decode_begin samples the first token from
+ * the last prompt logits (sample_token: greedy when temperature <= 0); each vl_decode_next
+ * feeds the last sampled token and samples the next, without the host (one CUDA graph per
+ * step on the GPU, recorded per sequence). vl_decode_token(i) / vl_decode_tokens read the
+ * sampled tokens (synchronizing). */
+int vl_decode_begin(vl_sequence *s, float temperature, uint64_t seed);
+int vl_decode_next(vl_sequence *s);
+int32_t vl_decode_token(vl_sequence *s, int i);
+void vl_decode_tokens(vl_sequence *s, int32_t *out, int n);
 
 /* ---- planner (engine/plan.c) ------------------------------------------------------------- */
 
-/* Everything the plan depends on. */
+/* Everything the plan depends on: the memory's shape, and what the backend and the weights
+ * add to it. */
 typedef struct {
-    vl_dtype act;          /* the backend's activation dtype */
-    int64_t prompt_tokens; /* KV cache = prompt_tokens + max_tokens */
-    int max_tokens;
-    int chunk;
-    int64_t max_patches; /* the largest image */
-    int attn_naive;
-    int kv_int8;
-    float rep_penalty;      /* the run's repetition penalty (0 or 1: off) */
+    vl_dtype act;           /* the backend's activation dtype */
+    vl_shape shape;         /* prompt_tokens, max_tokens, chunk, images, formats, sequences */
     vl_weight_plan weights; /* which weights are quantized, and how */
     size_t workspace_bytes; /* what the backend holds itself (vl_backend.workspace_bytes) */
     size_t context_bytes;   /* the CUDA context (0 on the CPU) */
@@ -332,18 +381,17 @@ typedef struct {
  * device held 0.698 GiB before any weight, of which 0.114 GiB are the backend's workspaces. */
 #define VL_CUDA_CONTEXT_BYTES ((size_t)600 << 20)
 void vl_plan_memory(const vl_config *c, const vl_plan_request *rq, vl_mem_plan *out);
-/* The plan of a session of shape sh with the given weights, backend workspace and context
- * (what vl_plan_memory computes once it has the shape; the chat plans its own shape). */
-void vl_plan_session(const vl_config *c, vl_dtype act, const vl_session_shape *sh,
-                     size_t weights_bytes, size_t backend_workspace_bytes, size_t context_bytes,
-                     vl_mem_plan *out);
+/* The plan of a context of shape sh with the given weights, backend workspace and CUDA context
+ * (what vl_plan_memory computes once it has the weights' bytes). */
+void vl_plan_session(const vl_config *c, vl_dtype act, const vl_shape *sh, size_t weights_bytes,
+                     size_t backend_workspace_bytes, size_t context_bytes, vl_mem_plan *out);
 /* The request of a run with options o on backend be (context: VL_CUDA_CONTEXT_BYTES unless the
  * backend is the CPU). */
 void vl_plan_request_init(vl_plan_request *rq, const vl_engine_config *cfg, const vl_backend *be,
                           int64_t prompt_tokens, int max_tokens, int chunk, int64_t max_patches);
-/* The prefill chunk a prompt of prompt_tokens runs with: at most `chunk`, at most the prompt
- * (the one place it is clamped). */
-int vl_plan_chunk(int chunk, int64_t prompt_tokens);
+/* The plan with one more sequence of the request's shape held at once (the server's question:
+ * does one more request fit?): rq's n_sequences + 1. */
+void vl_plan_add_sequence(const vl_config *c, const vl_plan_request *rq, vl_mem_plan *out);
 void vl_plan_print(FILE *f, const vl_mem_plan *p);
 /* An image as the planner sees it: patches (vision activations), tokens in the prompt (pads) and
  * M-RoPE positions it advances (max(t, h, w) of its merged grid). */
@@ -364,38 +412,6 @@ int vl_plan_images_that_fit(const vl_config *c, vl_plan_request q, int64_t text_
  * within the model's max_position_embeddings (the run's own limit). */
 int vl_plan_images_within_context(const vl_config *c, int64_t text_tokens,
                                   const vl_plan_image *imgs, int n, int max_tokens, int max_images);
-
-int vl_session_init(vl_session *s, vl_model *m, int64_t max_ctx, int chunk, int64_t max_patches);
-void vl_session_free(vl_session *s);
-
-/* Prefill the whole prompt (streamed in chunks). logits_last: host [V] float32 of the last
- * position. argmax_all (optional, host [n]): argmax of the logits at every position (runs the
- * LM head on every position: tests only). */
-int vl_prefill(vl_session *s, const vl_prompt *p, float *logits_last, int32_t *argmax_all);
-/* Prefill that hands the float32 logits of every prompt position to fn, in order (the LM head
- * on every position: tests and teacher-forced comparisons). fn returns 0, or -1 to stop. */
-int vl_prefill_each(vl_session *s, const vl_prompt *p, vl_logits_fn fn, void *ctx);
-/* Feed one token at position n_past; logits (host [V] float32) of that position. The host
- * path: tests, and top-k / top-p sampling on the host. */
-int vl_decode_step(vl_session *s, int32_t token, float *logits);
-/* The host path's repetition penalty: logits (host [V] float32) = the last logits computed
- * (prefill's last position or vl_decode_step's), penalized over the session's seen tokens.
- * Does nothing when the session has no penalty. */
-void vl_penalize_logits(vl_session *s, float *logits);
-
-/* Decode on the backend: after vl_prefill, vl_decode_begin samples the first token from the
- * last prompt logits (sample_token: greedy when temperature <= 0); each vl_decode_next feeds
- * the last sampled token and samples the next, without the host (one CUDA graph per step on
- * the GPU). vl_decode_token(i) / vl_decode_tokens read the sampled tokens (synchronizing). */
-int vl_decode_begin(vl_session *s, float temperature, uint64_t seed);
-int vl_decode_next(vl_session *s);
-int32_t vl_decode_token(vl_session *s, int i);
-void vl_decode_tokens(vl_session *s, int32_t *out, int n);
-
-/* Carve the vision scratch for images of at most max_patches patches from the session arena. */
-int vl_vision_alloc(vl_session *s, int64_t max_patches);
-/* Vision encoder + merger for one image: out[tokens, E] (act dtype, backend memory). */
-int vl_vision_encode(vl_session *s, const vl_pixels *px, void *out);
 
 /* ---- sampling (engine/sample.c) ------------------------------------------------------------ */
 
@@ -458,6 +474,7 @@ int vl_refuse_device_memory(const vl_engine *e, const vl_mem_plan *plan);
 int vl_synth_checkpoint(const vl_config *c, const char *config_src, const char *out_dir,
                         uint64_t seed);
 
+/* Seconds on a monotonic clock (engine/clock.c). */
 double vl_now_s(void);
 
 /* ---- version (engine/version.c) ------------------------------------------------------------ */

@@ -169,9 +169,8 @@ static int build_prompt(vl_engine *e, job *j, const vl_request *rq, const vl_cal
  * allocated for it. */
 static int plan_request(vl_engine *e, job *j, float rep_penalty) {
     vl_model *m = &e->m;
-    int chunk = vl_plan_chunk(e->cfg.chunk, j->p.n);
-    vl_plan_request_init(&j->prq, &e->cfg, e->be, j->p.n, j->limit, chunk, j->max_patches);
-    j->prq.rep_penalty = rep_penalty;
+    vl_plan_request_init(&j->prq, &e->cfg, e->be, j->p.n, j->limit, e->cfg.chunk, j->max_patches);
+    j->prq.shape.rep_penalty = rep_penalty;
     vl_plan_memory(&m->cfg, &j->prq, &j->plan);
     /* the plan's weights from the bound model: pre-quantized checkpoints have their own size */
     size_t wbytes = vl_model_weights_bytes(m, &j->prq.weights);
@@ -184,7 +183,8 @@ static int plan_request(vl_engine *e, job *j, float rep_penalty) {
 
 /* Prefill, then sample until the limit or the end of turn. */
 static int generate(vl_engine *e, job *j, const vl_request *rq, const vl_callbacks *cb) {
-    vl_session *s = &j->s;
+    vl_sequence *s = &j->s.seq;
+    vl_timings *t = &j->s.stats.t;
     const int vocab = e->m.cfg.vocab;
     /* Sampling runs on the backend (greedy, or temperature through Gumbel-max) unless top-k /
      * top-p ask for the host sampler. */
@@ -202,7 +202,7 @@ static int generate(vl_engine *e, job *j, const vl_request *rq, const vl_callbac
         if (vl_decode_begin(s, temperature, rq->seed)) return -1;
         j->gen[j->n_gen++] = vl_decode_token(s, 0);
     }
-    s->t.ttft_s = vl_now_s() - tp;
+    t->ttft_s = vl_now_s() - tp;
 
     /* Tokens are read back as they come only when someone looks at them (streamed text, stop
      * at EOS); otherwise the steps run back to back and the tokens are read once at the end. */
@@ -234,15 +234,15 @@ static int generate(vl_engine *e, job *j, const vl_request *rq, const vl_callbac
             vl_decode_tokens(s, j->gen, j->n_gen);
         }
     }
-    s->t.decode_s = vl_now_s() - td;
+    t->decode_s = vl_now_s() - td;
     vl_progress_end(dprog);
-    s->t.decode_tokens = j->n_gen - 1;
+    t->decode_tokens = j->n_gen - 1;
     return vl_answer_finish(&j->ans);
 }
 
 /* The result of a finished job (its buffers move into out). */
 static int fill_result(vl_engine *e, job *j, const vl_request *rq, vl_result *out) {
-    const vl_session *s = &j->s;
+    const vl_run_stats *st = &j->s.stats;
     out->tokens = j->gen;
     j->gen = NULL;
     out->n_tokens = j->n_gen;
@@ -272,18 +272,18 @@ static int fill_result(vl_engine *e, job *j, const vl_request *rq, vl_result *ou
                               px->resized_h,
                               px->n_patches / ((int64_t)e->m.cfg.merge * e->m.cfg.merge)};
     }
-    out->repetition_penalty = s->rep_penalty;
-    out->decode_graph = s->graph != NULL;
-    out->t = s->t;
-    out->plan = s->plan;
-    memcpy(out->arena_peak, s->arena.peak, sizeof out->arena_peak);
-    out->arena_peak_total = s->arena.peak_total;
+    out->repetition_penalty = j->s.seq.rep_penalty;
+    out->decode_graph = j->s.seq.graph != NULL;
+    out->t = st->t;
+    out->plan = st->plan;
+    memcpy(out->arena_peak, st->arena_peak, sizeof out->arena_peak);
+    out->arena_peak_total = st->arena_peak_total;
     out->weights_bytes = e->m.weights_bytes;
     out->host_weights_bytes = e->m.host_weights_bytes;
     out->backend_workspace_bytes = e->be->workspace_bytes;
     out->device_base = e->device_base;
-    out->peak_device = s->peak_device;
-    out->device_total = s->device_total;
+    out->peak_device = st->peak_device;
+    out->device_total = st->device_total;
     out->weight_loads = e->weight_loads;
     return 0;
 }
@@ -304,17 +304,15 @@ static int run_job(vl_engine *e, job *j, const vl_request *rq, const vl_callback
         if (vl_engine_place_weights(e)) return -1;
         load_s += vl_now_s() - t0 + e->open_s;
     }
-    vl_session_shape shape = {(int64_t)j->p.n + j->limit, j->prq.chunk,   j->max_patches, j->limit,
-                              e->cfg.attn_naive,          e->cfg.kv_int8, rep_penalty};
-    if (vl_session_start(&j->s, m, &shape)) return -1;
-    j->s.t.load_s = load_s;
-    j->s.predicted_peak = j->plan.total;
-    j->s.plan = j->plan;
+    if (vl_session_start(&j->s, m, &j->prq.shape)) return -1;
+    j->s.stats.t.load_s = load_s;
+    j->s.stats.predicted_peak = j->plan.total;
+    j->s.stats.plan = j->plan;
     if (rq->prefill_only) {
         double tp = vl_now_s();
-        if (cb->on_each_logits && vl_prefill_each(&j->s, &j->p, cb->on_each_logits, cb->ctx))
+        if (cb->on_each_logits && vl_prefill_each(&j->s.seq, &j->p, cb->on_each_logits, cb->ctx))
             return -1;
-        j->s.t.prefill_s = vl_now_s() - tp;
+        j->s.stats.t.prefill_s = vl_now_s() - tp;
     } else {
         j->logits = malloc((size_t)m->cfg.vocab * sizeof *j->logits);
         j->gen = malloc((size_t)j->limit * sizeof *j->gen);

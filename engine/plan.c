@@ -1,30 +1,27 @@
-/* plan.c: the memory planner. A pure function of (config, prompt length, image sizes, max
- * tokens, chunk, activation dtype, kv dtype): what the run will hold on the device, by group,
- * before anything is allocated. The session's own layout function (forward.c) is run against a
- * counting arena, so the plan and the real allocation cannot drift apart.
+/* plan.c: the memory planner. A pure function of (config, shape, activation dtype, weight
+ * formats): what the run will hold on the device, by group, before anything is allocated. The
+ * context's own layout (engine/layout.c) is run against a counting arena, so the plan and the
+ * real allocation cannot drift apart; it prices any number of sequences held at once.
  *
  * The CUDA context is not ours to size: VL_CUDA_CONTEXT_BYTES is what an H100 showed with
  * cuBLAS loaded (measured, see bench/), and the report prints the measured value beside it. */
 #include "engine/engine.h"
 
 void vl_plan_memory(const vl_config *c, const vl_plan_request *rq, vl_mem_plan *out) {
-    vl_session_shape sh;
-    sh.max_ctx = rq->prompt_tokens + rq->max_tokens;
-    sh.chunk = rq->chunk < rq->prompt_tokens ? rq->chunk : (int)rq->prompt_tokens;
-    sh.max_patches = rq->max_patches;
-    sh.max_tokens = rq->max_tokens;
-    sh.attn_naive = rq->attn_naive;
-    sh.kv_int8 = rq->kv_int8;
-    sh.rep_penalty = rq->rep_penalty;
-    vl_plan_session(c, rq->act, &sh, vl_weights_bytes(c, &rq->weights), rq->workspace_bytes,
+    vl_plan_session(c, rq->act, &rq->shape, vl_weights_bytes(c, &rq->weights), rq->workspace_bytes,
                     rq->context_bytes, out);
 }
 
-void vl_plan_session(const vl_config *c, vl_dtype act, const vl_session_shape *sh,
-                     size_t weights_bytes, size_t backend_workspace_bytes, size_t context_bytes,
-                     vl_mem_plan *out) {
+void vl_plan_add_sequence(const vl_config *c, const vl_plan_request *rq, vl_mem_plan *out) {
+    vl_plan_request more = *rq;
+    more.shape.n_sequences = vl_shape_sequences(&rq->shape) + 1;
+    vl_plan_memory(c, &more, out);
+}
+
+void vl_plan_session(const vl_config *c, vl_dtype act, const vl_shape *sh, size_t weights_bytes,
+                     size_t backend_workspace_bytes, size_t context_bytes, vl_mem_plan *out) {
     size_t groups[VL_MEM_GROUPS];
-    vl_session_plan_shape(c, act, sh, groups);
+    vl_layout_plan(c, act, sh, groups);
     memset(out, 0, sizeof *out);
     out->weights = weights_bytes;
     out->kv = groups[VL_MEM_KV];
@@ -38,12 +35,12 @@ void vl_plan_request_init(vl_plan_request *rq, const vl_engine_config *o, const 
                           int64_t prompt_tokens, int max_tokens, int chunk, int64_t max_patches) {
     memset(rq, 0, sizeof *rq);
     rq->act = be->act;
-    rq->prompt_tokens = prompt_tokens;
-    rq->max_tokens = max_tokens;
-    rq->chunk = chunk;
-    rq->max_patches = max_patches;
-    rq->attn_naive = o->attn_naive;
-    rq->kv_int8 = o->kv_int8;
+    rq->shape.prompt_tokens = prompt_tokens;
+    rq->shape.max_tokens = max_tokens;
+    rq->shape.chunk = chunk;
+    rq->shape.max_patches = max_patches;
+    rq->shape.attn_naive = o->attn_naive;
+    rq->shape.kv_int8 = o->kv_int8;
     vl_weight_plan_of(&rq->weights, o);
     rq->workspace_bytes = be->workspace_bytes;
     rq->context_bytes = strcmp(be->name, "cpu") == 0 ? 0 : VL_CUDA_CONTEXT_BYTES;
@@ -79,8 +76,8 @@ void vl_plan_request_set_images(vl_plan_request *q, int64_t text_tokens, const v
         tokens += im->tokens + 2; /* <|vision_start|> pads <|vision_end|> */
         if (im->patches > max_patches) max_patches = im->patches;
     }
-    q->prompt_tokens = tokens;
-    q->max_patches = max_patches;
+    q->shape.prompt_tokens = tokens;
+    q->shape.max_patches = max_patches;
 }
 
 /* The plan of the first k images. */
@@ -120,8 +117,4 @@ int vl_plan_images_within_context(const vl_config *c, int64_t text_tokens,
         if (pos >= c->max_positions) break;
     }
     return k;
-}
-
-int vl_plan_chunk(int chunk, int64_t prompt_tokens) {
-    return chunk < prompt_tokens ? chunk : (int)prompt_tokens;
 }

@@ -17,11 +17,12 @@
  * is quantized, as bitsandbytes does: NF4 blocks run over the flattened row-major matrix, so a
  * block may straddle two rows and the last one may be partial (kernels.h); every kernel that
  * reads NF4 finds a block's scale from the flat element index.
- * After placing, fuse_views records q/k/v and gate/up that lie back to back as one matrix each
- * (decode then runs one GEMV instead of three and two; measured +6-8% tokens/s on the H100).
+ * After placing, the decoder's after_place (engine/models/) records q/k/v and gate/up that lie
+ * back to back as one matrix each (decode then runs one GEMV instead of three and two; measured
+ * +6-8% tokens/s on the H100).
  * --embed-on-host puts the embedding table in pinned host memory instead (place_embed_on_host).
  * Leaves out: the LM head in host memory (it is read whole every token). */
-#include "engine/engine.h"
+#include "engine/models/models.h"
 
 #include <stdlib.h>
 
@@ -45,7 +46,7 @@ typedef enum { PLACE_MEASURE, PLACE_COPY, PLACE_RANDOM } place_mode;
 
 /* Three regions, one after the other: matrices (each Linear's weight or packed codes), their
  * scales, and vectors. A layer's q, k and v (and gate and up) then lie back to back with their
- * scales back to back too, so decode can run them as one fused GEMV (fuse_views). */
+ * scales back to back too, so decode can run them as one fused GEMV (vl_weights_fuse). */
 enum { REGION_MATRIX, REGION_SCALES, REGION_VECTOR, REGIONS };
 
 typedef struct {
@@ -297,88 +298,27 @@ size_t vl_model_weights_bytes(vl_model *m, const vl_weight_plan *wp) {
 }
 
 size_t vl_weights_bytes(const vl_config *c, const vl_weight_plan *wp) {
-    vl_model m;
-    memset(&m, 0, sizeof m);
-    m.cfg = *c;
-    m.w.blocks = calloc((size_t)c->v_depth, sizeof *m.w.blocks);
-    m.w.layers = calloc((size_t)c->n_layers, sizeof *m.w.layers);
+    const vl_arch *a = vl_arch_find(c->model_type);
+    if (!a) return 0;
+    void *vw = a->vision->weights_new(c), *tw = a->text->weights_new(c);
     size_t bytes = 0;
-    if (m.w.blocks && m.w.layers && vl_model_bind_shapes(&m) == 0)
-        bytes = vl_model_weights_bytes(&m, wp);
-    free(m.w.blocks);
-    free(m.w.layers);
+    if (vw && tw) {
+        placer p;
+        memset(&p, 0, sizeof p);
+        p.mode = PLACE_MEASURE;
+        p.wp = wp;
+        int tied = 0;
+        vl_binder b = {VL_BIND_SHAPES, NULL, "--random-weights", 0, place_one, &p};
+        if (vl_bind_all(&b, a, c, vw, tw, &tied) == 0) bytes = total_bytes(&p);
+    }
+    if (vw) a->vision->weights_free(vw);
+    if (tw) a->text->weights_free(tw);
     return bytes;
-}
-
-/* Bytes of a matrix's data and of its scales as placed. */
-static void matrix_bytes(const vl_weight *w, size_t *data, size_t *scales) {
-    if (is_quantized(w->dtype)) {
-        vl_quant_sizes qs;
-        vl_quant_sizes_of(w->dtype, 0, w->rows, w->cols, &qs);
-        *data = qs.data;
-        *scales = qs.absmax;
-    } else {
-        *data = (size_t)(w->rows * w->cols) * vl_dtype_size(w->dtype);
-        *scales = 0;
-    }
-}
-
-/* out = the matrices a[0..n) as one [sum rows, cols] weight when they lie back to back in the
- * same format (data and scales), with one bias vector when theirs do too (or none has one).
- * NF4 blocks run over each tensor's own flattened elements, so the concatenation is one NF4
- * matrix only when every part but the last ends on a block boundary. */
-static void fuse(vl_weight *out, vl_vec *out_b, const vl_weight *const *a, const vl_vec *const *b,
-                 int n) {
-    memset(out, 0, sizeof *out);
-    if (out_b) memset(out_b, 0, sizeof *out_b);
-    vl_weight f = *a[0];
-    if (f.absmax_code || !f.data) return; /* double-quantized scales differ per tensor */
-    const uint8_t *data_end = a[0]->data, *scale_end = (const uint8_t *)a[0]->absmax;
-    for (int i = 0; i < n; i++) {
-        const vl_weight *w = a[i];
-        size_t db, sb;
-        matrix_bytes(w, &db, &sb);
-        if (w->dtype != f.dtype || w->cols != f.cols || w->absmax_code || w->data != data_end ||
-            (const uint8_t *)w->absmax != scale_end)
-            return;
-        if (w->dtype == VL_DTYPE_NF4 && i + 1 < n && (w->rows * w->cols) % VL_NF4_BLOCK != 0)
-            return;
-        data_end += db;
-        scale_end = scale_end ? scale_end + sb : NULL;
-        if (i) f.rows += w->rows;
-    }
-    vl_vec fb = {NULL, VL_DTYPE_BF16, 0};
-    if (b && b[0]->data) {
-        const uint8_t *end = b[0]->data;
-        for (int i = 0; i < n; i++) {
-            if (!b[i]->data || b[i]->data != end || b[i]->dtype != b[0]->dtype) return;
-            end += (size_t)b[i]->n * vl_dtype_size(b[i]->dtype);
-            fb.n += b[i]->n;
-        }
-        fb.data = b[0]->data;
-        fb.dtype = b[0]->dtype;
-    } else if (b) {
-        for (int i = 0; i < n; i++)
-            if (b[i]->data) return;
-    }
-    *out = f;
-    if (out_b) *out_b = fb;
-}
-
-static void fuse_views(vl_model *m) {
-    for (int i = 0; i < m->cfg.n_layers; i++) {
-        vl_decoder_layer *L = &m->w.layers[i];
-        const vl_weight *qkv[3] = {&L->q, &L->k, &L->v};
-        const vl_vec *qkv_b[3] = {&L->q_b, &L->k_b, &L->v_b};
-        fuse(&L->qkv, &L->qkv_b, qkv, qkv_b, 3);
-        const vl_weight *gu[2] = {&L->gate, &L->up};
-        fuse(&L->gate_up, NULL, gu, NULL, 2);
-    }
 }
 
 int vl_weights_place(vl_model *m, const vl_weight_plan *wp, int random, uint64_t seed) {
     vl_backend *be = m->be;
-    if (wp->embed_on_host && m->w.lm_head_is_embed && be->host_mapped_alloc)
+    if (wp->embed_on_host && m->lm_head_is_embed && be->host_mapped_alloc)
         return vl_error_set("--embed-on-host: this model ties its LM head to the embedding "
                             "table, which would then be read over PCIe for every token; drop "
                             "the option");
@@ -422,10 +362,10 @@ int vl_weights_place(vl_model *m, const vl_weight_plan *wp, int random, uint64_t
     vl_progress_end(p.progress);
     free(p.host);
     if (p.staging) be->mem_free(be, p.staging);
-    if (m->w.lm_head_is_embed) m->w.lm_head = m->w.embed;
     m->weights_bytes = total;
     m->host_weights_mem = p.host_block;
     m->host_weights_bytes = p.host_block ? p.host_bytes : 0;
-    if (!err) fuse_views(m);
+    /* the tied LM head, and q/k/v (gate/up) that lie back to back as one matrix each */
+    if (!err) m->arch->text->after_place(&m->cfg, m->text_w, m->lm_head_is_embed);
     return err;
 }

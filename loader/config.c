@@ -2,16 +2,15 @@
  *
  * Two layouts of config.json exist for the same model:
  *   flat    (Qwen's published files, transformers 4.x): decoder keys at the top level,
- *           rope_theta + rope_scaling {"type"/"rope_type", "mrope_section"}, and a vision_config
- *           that may hold only {"in_chans", "model_type", "spatial_patch_size"}: every other
- *           vision value is the class default of Qwen2VLVisionConfig (transformers drops keys
- *           equal to the defaults when it saves);
- *   nested  (transformers 5): decoder keys in text_config, rope_parameters {rope_theta,
- *           mrope_section} in text_config and vision_config.
+ *           rope_theta + rope_scaling {"type"/"rope_type", ...} and a vision_config;
+ *   nested  (transformers 5): decoder keys in text_config, rope_parameters in text_config and
+ *           vision_config.
+ * This file reads what every architecture shares (the decoder's sizes, norm, rotary base, tied
+ * embeddings, special token ids) and picks the architecture from model_type through a small
+ * table (cfg_archs); that architecture's reader (loader/config_<model_type>.c, through
+ * config_internal.h) reads the keys that differ (Qwen2-VL: mrope_section, vision_config).
  * A decoder key is looked up in text_config first, then at the top level. Values are checked
  * for range and for the divisibility the kernels rely on; a failure names the file and the key.
- * Like transformers, "spatial_patch_size" is ignored (only patch_size counts) and "in_chans" is
- * used only when "in_channels" is absent.
  * Both files are parsed strictly (vl_json_parse: no trailing text, NUL byte or repeated key).
  * The sizes that decide how large an image's pixel buffer gets are held to what the Qwen-VL
  * family uses: patch_size 14 (16 in newer Qwen-VL), temporal_patch_size 2, merge size 2, and
@@ -20,9 +19,7 @@
  * including the Qwen2-VL ids (151643...) a file gets when it leaves a key out.
  * Leaves out: other model types (Qwen2.5-VL has a different vision tower and is refused), rope
  * scaling other than M-RoPE, sliding-window attention (Qwen2-VL never enables it), video. */
-#include "loader/loader.h"
-
-#include <cJSON.h>
+#include "loader/config_internal.h"
 
 #include <math.h>
 #include <stdio.h>
@@ -30,20 +27,14 @@
 #include <string.h>
 
 #define CFG_MAX_FILE   (16u << 20)
-#define CFG_MAX_SIZE   (1 << 20) /* bound of every width, count and id */
 #define CFG_MAX_POS    (1 << 24)
 #define CFG_MAX_PIXELS 12845056LL /* 16384 * 28 * 28, the largest max_pixels of the family */
 
 /* The vision sizes the Qwen-VL family uses; anything else is refused (see the top). */
-static const int cfg_patch_sizes[] = {14, 16};
-static const int cfg_two[] = {2};
+const int vl_cfg_patch_sizes[2] = {14, 16};
+const int vl_cfg_two[1] = {2};
 
-typedef struct {
-    const char *name; /* file name for messages */
-    const cJSON *root, *text, *vision;
-} cfg_src;
-
-static const cJSON *cfg_item(const cJSON *obj, const char *key) {
+const cJSON *vl_cfg_item(const cJSON *obj, const char *key) {
     if (!cJSON_IsObject(obj)) return NULL;
     const cJSON *j = cJSON_GetObjectItemCaseSensitive(obj, key);
     return cJSON_IsNull(j) ? NULL : j; /* "key": null means "not set" in saved configs */
@@ -51,17 +42,17 @@ static const cJSON *cfg_item(const cJSON *obj, const char *key) {
 
 /* A decoder key: text_config wins over the top level. *label gets the key as the user would
  * look for it in the file. */
-static const cJSON *cfg_dec(const cfg_src *s, const char *key, char *label, size_t cap) {
-    const cJSON *j = cfg_item(s->text, key);
+const cJSON *vl_cfg_dec(const vl_cfg_src *s, const char *key, char *label, size_t cap) {
+    const cJSON *j = vl_cfg_item(s->text, key);
     if (j) {
         snprintf(label, cap, "text_config.%s", key);
         return j;
     }
     snprintf(label, cap, "%s", key);
-    return cfg_item(s->root, key);
+    return vl_cfg_item(s->root, key);
 }
 
-static void cfg_describe(const cJSON *j, char *buf, size_t cap) {
+void vl_cfg_describe(const cJSON *j, char *buf, size_t cap) {
     if (cJSON_IsNumber(j))
         snprintf(buf, cap, "%.17g", j->valuedouble);
     else if (cJSON_IsString(j))
@@ -77,8 +68,8 @@ static void cfg_describe(const cJSON *j, char *buf, size_t cap) {
 }
 
 /* An integer in [lo, hi]; absent -> def. */
-static int cfg_int_of(const char *name, const char *label, const cJSON *j, long long def,
-                      long long lo, long long hi, long long *out) {
+int vl_cfg_int_of(const char *name, const char *label, const cJSON *j, long long def, long long lo,
+                  long long hi, long long *out) {
     if (!j) {
         *out = def;
         return 0;
@@ -86,7 +77,7 @@ static int cfg_int_of(const char *name, const char *label, const cJSON *j, long 
     double v = cJSON_IsNumber(j) ? j->valuedouble : NAN;
     if (!isfinite(v) || v != floor(v) || v < (double)lo || v > (double)hi) {
         char got[96];
-        cfg_describe(j, got, sizeof got);
+        vl_cfg_describe(j, got, sizeof got);
         return vl_error_set("%s: \"%s\" must be an integer in [%lld, %lld], got %s", name, label,
                             lo, hi, got);
     }
@@ -95,8 +86,8 @@ static int cfg_int_of(const char *name, const char *label, const cJSON *j, long 
 }
 
 /* An integer from allowed[0..n) (listed in the message); absent -> def. */
-static int cfg_int_choice(const char *name, const char *label, const cJSON *j, int def,
-                          const int *allowed, int n, const char *why, int *out) {
+int vl_cfg_int_choice(const char *name, const char *label, const cJSON *j, int def,
+                      const int *allowed, int n, const char *why, int *out) {
     if (!j) {
         *out = def;
         return 0;
@@ -109,7 +100,7 @@ static int cfg_int_choice(const char *name, const char *label, const cJSON *j, i
         }
     }
     char got[96], list[64] = "";
-    cfg_describe(j, got, sizeof got);
+    vl_cfg_describe(j, got, sizeof got);
     for (int k = 0, len = 0; k < n && len < (int)sizeof list; k++)
         len += snprintf(list + len, sizeof list - (size_t)len, "%s%d",
                         k == 0       ? ""
@@ -119,47 +110,30 @@ static int cfg_int_choice(const char *name, const char *label, const cJSON *j, i
     return vl_error_set("%s: \"%s\" must be %s (%s), got %s", name, label, list, why, got);
 }
 
-static int cfg_dec_int(const cfg_src *s, const char *key, int required, int def, int lo, int hi,
+static int cfg_dec_int(const vl_cfg_src *s, const char *key, int required, int def, int lo, int hi,
                        int *out) {
     char label[96];
-    const cJSON *j = cfg_dec(s, key, label, sizeof label);
+    const cJSON *j = vl_cfg_dec(s, key, label, sizeof label);
     if (!j && required)
         return vl_error_set("%s: required key \"%s\" is missing (expected in text_config or at "
                             "the top level); is this a Qwen2-VL config.json?",
                             s->name, key);
     long long v = 0;
-    if (cfg_int_of(s->name, label, j, def, lo, hi, &v) != 0) return -1;
+    if (vl_cfg_int_of(s->name, label, j, def, lo, hi, &v) != 0) return -1;
     *out = (int)v;
     return 0;
-}
-
-static int cfg_vis_int(const cfg_src *s, const char *key, int def, int lo, int hi, int *out) {
-    char label[96];
-    snprintf(label, sizeof label, "vision_config.%s", key);
-    long long v = 0;
-    if (cfg_int_of(s->name, label, cfg_item(s->vision, key), def, lo, hi, &v) != 0) return -1;
-    *out = (int)v;
-    return 0;
-}
-
-static int cfg_vis_choice(const cfg_src *s, const char *key, int def, const int *allowed, int n,
-                          int *out) {
-    char label[96];
-    snprintf(label, sizeof label, "vision_config.%s", key);
-    return cfg_int_choice(s->name, label, cfg_item(s->vision, key), def, allowed, n,
-                          "the values of the Qwen-VL family", out);
 }
 
 /* A finite number in (lo, hi]; absent -> def. The test is made on the float the engine keeps:
  * 1e-96 is above 0 as a double but 0 as a float. */
-static int cfg_float_of(const char *name, const char *label, const cJSON *j, double def, double lo,
-                        double hi, float *out) {
+int vl_cfg_float_of(const char *name, const char *label, const cJSON *j, double def, double lo,
+                    double hi, float *out) {
     double v = def;
     if (j) {
         v = cJSON_IsNumber(j) ? j->valuedouble : NAN;
         if (!isfinite(v) || !((float)v > lo) || v > hi) {
             char got[96];
-            cfg_describe(j, got, sizeof got);
+            vl_cfg_describe(j, got, sizeof got);
             return vl_error_set("%s: \"%s\" must be a number in (%g, %g], got %s", name, label, lo,
                                 hi, got);
         }
@@ -169,15 +143,15 @@ static int cfg_float_of(const char *name, const char *label, const cJSON *j, dou
 }
 
 /* rope_scaling / rope_parameters may only describe plain or multimodal rotary embeddings. */
-static int cfg_check_rope_kind(const cfg_src *s, const cJSON *obj, const char *label) {
+static int cfg_check_rope_kind(const vl_cfg_src *s, const cJSON *obj, const char *label) {
     static const char *const keys[] = {"type", "rope_type"};
     for (int k = 0; k < 2; k++) {
-        const cJSON *j = cfg_item(obj, keys[k]);
+        const cJSON *j = vl_cfg_item(obj, keys[k]);
         if (!j) continue;
         if (!cJSON_IsString(j) ||
             (strcmp(j->valuestring, "mrope") != 0 && strcmp(j->valuestring, "default") != 0)) {
             char got[96];
-            cfg_describe(j, got, sizeof got);
+            vl_cfg_describe(j, got, sizeof got);
             return vl_error_set("%s: \"%s.%s\" is %s; only M-RoPE (\"mrope\" or \"default\") is "
                                 "supported",
                                 s->name, label, keys[k], got);
@@ -186,7 +160,7 @@ static int cfg_check_rope_kind(const cfg_src *s, const cJSON *obj, const char *l
     return 0;
 }
 
-static int cfg_decoder(const cfg_src *s, vl_config *c) {
+static int cfg_decoder(const vl_cfg_src *s, vl_config *c) {
     char label[128];
     if (cfg_dec_int(s, "hidden_size", 1, 0, 1, CFG_MAX_SIZE, &c->hidden) ||
         cfg_dec_int(s, "intermediate_size", 1, 0, 1, CFG_MAX_SIZE, &c->intermediate) ||
@@ -200,7 +174,7 @@ static int cfg_decoder(const cfg_src *s, vl_config *c) {
         return vl_error_set("%s: num_attention_heads (%d) must be a multiple of "
                             "num_key_value_heads (%d)",
                             s->name, c->n_heads, c->n_kv_heads);
-    if (cfg_item(s->text, "head_dim") || cfg_item(s->root, "head_dim")) {
+    if (vl_cfg_item(s->text, "head_dim") || vl_cfg_item(s->root, "head_dim")) {
         if (cfg_dec_int(s, "head_dim", 1, 0, 2, CFG_MAX_SIZE, &c->head_dim)) return -1;
     } else {
         if (c->hidden % c->n_heads != 0)
@@ -210,131 +184,39 @@ static int cfg_decoder(const cfg_src *s, vl_config *c) {
         c->head_dim = c->hidden / c->n_heads;
     }
 
-    const cJSON *j = cfg_dec(s, "rms_norm_eps", label, sizeof label);
-    if (cfg_float_of(s->name, label, j, 1e-6, 0.0, 0.1, &c->rms_eps)) return -1;
+    const cJSON *j = vl_cfg_dec(s, "rms_norm_eps", label, sizeof label);
+    if (vl_cfg_float_of(s->name, label, j, 1e-6, 0.0, 0.1, &c->rms_eps)) return -1;
 
-    const cJSON *tie = cfg_dec(s, "tie_word_embeddings", label, sizeof label);
+    const cJSON *tie = vl_cfg_dec(s, "tie_word_embeddings", label, sizeof label);
     if (tie && !cJSON_IsBool(tie))
         return vl_error_set("%s: \"%s\" must be true or false", s->name, label);
     c->tie_embeddings = tie ? cJSON_IsTrue(tie) : 0;
 
     /* rotary: transformers 5 writes rope_parameters, 4.x rope_theta + rope_scaling */
     char rp_label[64], rs_label[64];
-    const cJSON *rp = cfg_dec(s, "rope_parameters", rp_label, sizeof rp_label);
-    const cJSON *rs = cfg_dec(s, "rope_scaling", rs_label, sizeof rs_label);
+    const cJSON *rp = vl_cfg_dec(s, "rope_parameters", rp_label, sizeof rp_label);
+    const cJSON *rs = vl_cfg_dec(s, "rope_scaling", rs_label, sizeof rs_label);
     if (rp && !cJSON_IsObject(rp))
         return vl_error_set("%s: \"%s\" must be an object", s->name, rp_label);
     if (rs && !cJSON_IsObject(rs))
         return vl_error_set("%s: \"%s\" must be an object", s->name, rs_label);
     if (cfg_check_rope_kind(s, rp, rp_label) || cfg_check_rope_kind(s, rs, rs_label)) return -1;
-    j = cfg_item(rp, "rope_theta");
+    j = vl_cfg_item(rp, "rope_theta");
     if (j)
         snprintf(label, sizeof label, "%s.rope_theta", rp_label);
     else
-        j = cfg_dec(s, "rope_theta", label, sizeof label);
-    if (cfg_float_of(s->name, label, j, 1e6, 0.0, 1e12, &c->rope_theta)) return -1;
+        j = vl_cfg_dec(s, "rope_theta", label, sizeof label);
+    if (vl_cfg_float_of(s->name, label, j, 1e6, 0.0, 1e12, &c->rope_theta)) return -1;
 
-    j = cfg_item(rp, "mrope_section");
-    if (j)
-        snprintf(label, sizeof label, "%s.mrope_section", rp_label);
-    else if ((j = cfg_item(rs, "mrope_section")))
-        snprintf(label, sizeof label, "%s.mrope_section", rs_label);
-    c->mrope_section[0] = 16, c->mrope_section[1] = 24, c->mrope_section[2] = 24;
-    if (j) {
-        if (!cJSON_IsArray(j) || cJSON_GetArraySize(j) != 3)
-            return vl_error_set("%s: \"%s\" must be a list of 3 integers (temporal, height, "
-                                "width)",
-                                s->name, label);
-        for (int k = 0; k < 3; k++) {
-            long long v = 0;
-            if (cfg_int_of(s->name, label, cJSON_GetArrayItem(j, k), 0, 1, CFG_MAX_SIZE, &v))
-                return -1;
-            c->mrope_section[k] = (int)v;
-        }
-    }
-    long long sum = (long long)c->mrope_section[0] + c->mrope_section[1] + c->mrope_section[2];
-    if (sum * 2 != c->head_dim)
-        return vl_error_set("%s: mrope_section [%d, %d, %d] covers %lld rotary dims but the head "
-                            "dim is %d (expected twice the sum of mrope_section to equal it)",
-                            s->name, c->mrope_section[0], c->mrope_section[1], c->mrope_section[2],
-                            sum * 2, c->head_dim);
     return 0;
-}
-
-static int cfg_vision(const cfg_src *s, vl_config *c) {
-    if (s->vision && !cJSON_IsObject(s->vision))
-        return vl_error_set("%s: \"vision_config\" must be an object", s->name);
-    /* defaults: Qwen2VLVisionConfig (the 7B tower) */
-    if (cfg_vis_int(s, "depth", 32, 1, CFG_MAX_SIZE, &c->v_depth) ||
-        cfg_vis_int(s, "embed_dim", 1280, 1, CFG_MAX_SIZE, &c->v_embed) ||
-        cfg_vis_int(s, "num_heads", 16, 1, CFG_MAX_SIZE, &c->v_heads) ||
-        cfg_vis_int(s, "hidden_size", 3584, 1, CFG_MAX_SIZE, &c->v_out) ||
-        cfg_vis_choice(s, "patch_size", 14, cfg_patch_sizes, 2, &c->patch) ||
-        cfg_vis_choice(s, "temporal_patch_size", 2, cfg_two, 1, &c->temporal_patch) ||
-        cfg_vis_choice(s, "spatial_merge_size", 2, cfg_two, 1, &c->merge))
-        return -1;
-    const char *ch_key = cfg_item(s->vision, "in_channels") ? "in_channels" : "in_chans";
-    if (cfg_vis_int(s, ch_key, 3, 1, 1024, &c->in_channels)) return -1;
-    if (c->in_channels != 3)
-        return vl_error_set("%s: \"vision_config.%s\" is %d; only RGB input (3) is supported",
-                            s->name, ch_key, c->in_channels);
-
-    float ratio = 0.0f;
-    if (cfg_float_of(s->name, "vision_config.mlp_ratio", cfg_item(s->vision, "mlp_ratio"), 4.0, 0.0,
-                     64.0, &ratio))
-        return -1;
-    double mlp = floor((double)c->v_embed * ratio); /* python int() of a positive float */
-    if (mlp < 1 || mlp > CFG_MAX_SIZE)
-        return vl_error_set("%s: vision MLP width embed_dim * mlp_ratio = %.0f is out of range",
-                            s->name, mlp);
-    c->v_mlp = (int)mlp;
-
-    if (c->v_embed % c->v_heads != 0)
-        return vl_error_set("%s: vision_config.embed_dim (%d) must be a multiple of "
-                            "vision_config.num_heads (%d)",
-                            s->name, c->v_embed, c->v_heads);
-    c->v_head_dim = c->v_embed / c->v_heads;
-    if (c->v_head_dim % 4 != 0) /* rotary halves split again into height and width */
-        return vl_error_set("%s: vision head dim embed_dim / num_heads = %d must be a multiple "
-                            "of 4",
-                            s->name, c->v_head_dim);
-    if (c->v_out != c->hidden)
-        return vl_error_set("%s: vision_config.hidden_size (%d, the merger output) must equal "
-                            "the decoder hidden_size (%d)%s",
-                            s->name, c->v_out, c->hidden,
-                            cfg_item(s->vision, "hidden_size")
-                                ? ""
-                                : "; the file leaves it at the default 3584, set it");
-
-    const cJSON *act = cfg_item(s->vision, "hidden_act");
-    if (!act || (cJSON_IsString(act) && strcmp(act->valuestring, "quick_gelu") == 0))
-        c->v_act_quick_gelu = 1;
-    else if (cJSON_IsString(act) && strcmp(act->valuestring, "gelu") == 0)
-        c->v_act_quick_gelu = 0;
-    else {
-        char got[96];
-        cfg_describe(act, got, sizeof got);
-        return vl_error_set("%s: \"vision_config.hidden_act\" is %s (expected \"quick_gelu\" or "
-                            "\"gelu\")",
-                            s->name, got);
-    }
-
-    const cJSON *vrp = cfg_item(s->vision, "rope_parameters");
-    const cJSON *j = cfg_item(vrp, "rope_theta");
-    const char *label = "vision_config.rope_parameters.rope_theta";
-    if (!j) {
-        j = cfg_item(s->vision, "rope_theta");
-        label = "vision_config.rope_theta";
-    }
-    return cfg_float_of(s->name, label, j, 10000.0, 0.0, 1e12, &c->v_rope_theta);
 }
 
 /* Special token ids, each inside the vocabulary; eos_token_id may be a list (the first ends a
  * turn; all must be ids). A key the file leaves out gets Qwen2-VL's id, which a small
  * vocabulary does not hold: refused here rather than when a prompt or the sampler meets it. */
-static int cfg_token(const cfg_src *s, const vl_config *c, const char *key, int def, int *out) {
+static int cfg_token(const vl_cfg_src *s, const vl_config *c, const char *key, int def, int *out) {
     char label[96], item[112];
-    const cJSON *j = cfg_dec(s, key, label, sizeof label);
+    const cJSON *j = vl_cfg_dec(s, key, label, sizeof label);
     if (!j) {
         if (def >= c->vocab)
             return vl_error_set("%s: \"%s\" is not set, and its Qwen2-VL default %d is not "
@@ -347,7 +229,7 @@ static int cfg_token(const cfg_src *s, const vl_config *c, const char *key, int 
     if (cJSON_IsArray(j) && !j->child)
         return vl_error_set("%s: \"%s\" is an empty list", s->name, label);
     if (!cJSON_IsArray(j)) {
-        if (cfg_int_of(s->name, label, j, def, 0, (long long)c->vocab - 1, &v)) return -1;
+        if (vl_cfg_int_of(s->name, label, j, def, 0, (long long)c->vocab - 1, &v)) return -1;
         *out = (int)v;
         return 0;
     }
@@ -355,11 +237,33 @@ static int cfg_token(const cfg_src *s, const vl_config *c, const char *key, int 
     for (const cJSON *e = j->child; e; e = e->next, k++) { /* linear: no GetArrayItem(k) */
         snprintf(item, sizeof item, "%s[%d]", label, k);
         long long id = 0;
-        if (cfg_int_of(s->name, item, e, 0, 0, (long long)c->vocab - 1, &id)) return -1;
+        if (vl_cfg_int_of(s->name, item, e, 0, 0, (long long)c->vocab - 1, &id)) return -1;
         if (k == 0) v = id;
     }
     *out = (int)v;
     return 0;
+}
+
+/* The architectures config.json may name (model_type), each with the reader of its own keys
+ * (loader/config_<model_type>.c). A file without model_type is the first one's. */
+static const vl_cfg_arch cfg_archs[] = {
+    {"qwen2_vl", "Qwen2-VL", vl_cfg_read_qwen2_vl},
+};
+#define CFG_N_ARCHS ((int)(sizeof cfg_archs / sizeof cfg_archs[0]))
+
+/* The row of the file's model_type; NULL with the error set (naming the known ones). */
+static const vl_cfg_arch *cfg_arch_of(const vl_cfg_src *s) {
+    const cJSON *mt = vl_cfg_item(s->root, "model_type");
+    if (!mt) return &cfg_archs[0];
+    for (int k = 0; cJSON_IsString(mt) && k < CFG_N_ARCHS; k++)
+        if (strcmp(mt->valuestring, cfg_archs[k].model_type) == 0) return &cfg_archs[k];
+    char got[96], known[256] = "";
+    vl_cfg_describe(mt, got, sizeof got);
+    for (int k = 0, len = 0; k < CFG_N_ARCHS && len < (int)sizeof known; k++)
+        len += snprintf(known + len, sizeof known - (size_t)len, "%s%s (\"%s\")", k ? ", " : "",
+                        cfg_archs[k].name, cfg_archs[k].model_type);
+    vl_error_set("%s: model_type is %s; vlrun runs %s only", s->name, got, known);
+    return NULL;
 }
 
 /* config.json text[0, len) -> *out (untouched on failure). */
@@ -368,27 +272,25 @@ static int cfg_parse(vl_config *out, const char *text, size_t len, const char *n
     if (vl_json_parse(text, len, name, &root) != 0) return -1;
     vl_config c;
     memset(&c, 0, sizeof c);
-    cfg_src s = {name, root, NULL, NULL};
+    vl_cfg_src s = {name, root, NULL, NULL};
     int rc = 0;
     if (!cJSON_IsObject(root)) {
         rc = vl_error_set("%s: expected a JSON object", name);
         goto done;
     }
-    const cJSON *mt = cfg_item(root, "model_type");
-    if (mt && (!cJSON_IsString(mt) || strcmp(mt->valuestring, "qwen2_vl") != 0)) {
-        char got[96];
-        cfg_describe(mt, got, sizeof got);
-        rc = vl_error_set("%s: model_type is %s; vlrun runs Qwen2-VL (\"qwen2_vl\") only", name,
-                          got);
+    const vl_cfg_arch *arch = cfg_arch_of(&s);
+    if (!arch) {
+        rc = -1;
         goto done;
     }
-    s.text = cfg_item(root, "text_config");
-    s.vision = cfg_item(root, "vision_config");
+    snprintf(c.model_type, sizeof c.model_type, "%s", arch->model_type);
+    s.text = vl_cfg_item(root, "text_config");
+    s.vision = vl_cfg_item(root, "vision_config");
     if (s.text && !cJSON_IsObject(s.text)) {
         rc = vl_error_set("%s: \"text_config\" must be an object", name);
         goto done;
     }
-    if ((rc = cfg_decoder(&s, &c)) != 0 || (rc = cfg_vision(&s, &c)) != 0) goto done;
+    if ((rc = cfg_decoder(&s, &c)) != 0 || (rc = arch->read(&s, &c)) != 0) goto done;
     /* Qwen2-VL's ids when a file leaves them out */
     if ((rc = cfg_token(&s, &c, "image_token_id", 151655, &c.image_id)) ||
         (rc = cfg_token(&s, &c, "video_token_id", 151656, &c.video_id)) ||
@@ -437,13 +339,13 @@ void vl_preproc_config_default(vl_preproc_config *p) {
 static int pp_pixels(const char *path, const cJSON *obj, const char *prefix, const char *a,
                      const char *b, int64_t *out) {
     const char *key = a;
-    const cJSON *j = cfg_item(obj, a);
-    if (!j && b) j = cfg_item(obj, key = b);
+    const cJSON *j = vl_cfg_item(obj, a);
+    if (!j && b) j = vl_cfg_item(obj, key = b);
     if (!j) return 0;
     double v = cJSON_IsNumber(j) ? j->valuedouble : NAN;
     if (!isfinite(v) || v != floor(v) || v < 1 || v > (double)CFG_MAX_PIXELS) {
         char got[96];
-        cfg_describe(j, got, sizeof got);
+        vl_cfg_describe(j, got, sizeof got);
         return vl_error_set("%s: \"%s%s\" must be an integer in [1, %lld] (16384 * 28 * 28, the "
                             "largest the Qwen2-VL family uses), got %s",
                             path, prefix, key, CFG_MAX_PIXELS, got);
@@ -454,7 +356,7 @@ static int pp_pixels(const char *path, const cJSON *obj, const char *prefix, con
 
 static int pp_triple(const char *path, const cJSON *root, const char *key, int positive,
                      float out[3]) {
-    const cJSON *j = cfg_item(root, key);
+    const cJSON *j = vl_cfg_item(root, key);
     if (!j) return 0;
     if (!cJSON_IsArray(j) || cJSON_GetArraySize(j) != 3)
         return vl_error_set("%s: \"%s\" must be a list of 3 numbers (R, G, B)", path, key);
@@ -474,15 +376,15 @@ static int pp_triple(const char *path, const cJSON *root, const char *key, int p
 static int pp_check_fixed(const char *path, const cJSON *root) {
     static const char *const on[] = {"do_resize", "do_rescale", "do_normalize"};
     for (int k = 0; k < 3; k++) {
-        const cJSON *j = cfg_item(root, on[k]);
+        const cJSON *j = vl_cfg_item(root, on[k]);
         if (j && !cJSON_IsTrue(j))
             return vl_error_set("%s: \"%s\" must be true (vlrun always does it)", path, on[k]);
     }
-    const cJSON *j = cfg_item(root, "resample");
+    const cJSON *j = vl_cfg_item(root, "resample");
     if (j && !(cJSON_IsNumber(j) && j->valuedouble == 3))
         return vl_error_set("%s: \"resample\" must be 3 (bicubic, the only filter vlrun has)",
                             path);
-    j = cfg_item(root, "rescale_factor");
+    j = vl_cfg_item(root, "rescale_factor");
     if (j && !(cJSON_IsNumber(j) && fabs(j->valuedouble * 255.0 - 1.0) < 1e-6))
         return vl_error_set("%s: \"rescale_factor\" must be 1/255 (0.00392156862745098)", path);
     return 0;
@@ -491,12 +393,12 @@ static int pp_check_fixed(const char *path, const cJSON *root) {
 /* patch_size, temporal_patch_size, merge_size: the family's values only (see the top). */
 static int pp_sizes(const char *path, const cJSON *root, vl_preproc_config *p) {
     static const char why[] = "the values of the Qwen-VL family";
-    return cfg_int_choice(path, "patch_size", cfg_item(root, "patch_size"), p->patch,
-                          cfg_patch_sizes, 2, why, &p->patch) ||
-           cfg_int_choice(path, "temporal_patch_size", cfg_item(root, "temporal_patch_size"),
-                          p->temporal_patch, cfg_two, 1, why, &p->temporal_patch) ||
-           cfg_int_choice(path, "merge_size", cfg_item(root, "merge_size"), p->merge, cfg_two, 1,
-                          why, &p->merge);
+    return vl_cfg_int_choice(path, "patch_size", vl_cfg_item(root, "patch_size"), p->patch,
+                             vl_cfg_patch_sizes, 2, why, &p->patch) ||
+           vl_cfg_int_choice(path, "temporal_patch_size", vl_cfg_item(root, "temporal_patch_size"),
+                             p->temporal_patch, vl_cfg_two, 1, why, &p->temporal_patch) ||
+           vl_cfg_int_choice(path, "merge_size", vl_cfg_item(root, "merge_size"), p->merge,
+                             vl_cfg_two, 1, why, &p->merge);
 }
 
 int vl_preproc_config_load(vl_preproc_config *out, const char *path) {
@@ -515,7 +417,7 @@ int vl_preproc_config_load(vl_preproc_config *out, const char *path) {
     }
     /* transformers 5 writes size {shortest_edge, longest_edge}; explicit min/max_pixels at
      * the top level override it, as in the image processor */
-    const cJSON *size = cfg_item(root, "size");
+    const cJSON *size = vl_cfg_item(root, "size");
     if (size && !cJSON_IsObject(size)) {
         rc = vl_error_set("%s: \"size\" must be an object", path);
         goto done;

@@ -132,6 +132,7 @@ int vl_safetensors_write(const char *path, const vl_tensor_out *tensors, int n);
 /* ---- config (loader/config.c) -------------------------------------------------------------- */
 
 typedef struct {
+    char model_type[32]; /* the architecture (config.json's model_type; "qwen2_vl" if absent) */
     /* decoder */
     int hidden;       /* E */
     int intermediate; /* F */
@@ -140,10 +141,10 @@ typedef struct {
     int vocab;
     float rope_theta;
     float rms_eps;
-    int mrope_section[3];
+    int mrope_section[3]; /* Qwen2-VL (loader/config_qwen2_vl.c) */
     int max_positions;
     int tie_embeddings;
-    /* vision */
+    /* vision (Qwen2-VL: loader/config_qwen2_vl.c) */
     int v_depth;
     int v_embed; /* vision width */
     int v_heads, v_head_dim;

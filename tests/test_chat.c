@@ -69,12 +69,12 @@ static int fresh_greedy(const int32_t *ids, int n, vl_pixels *px, int n_px, int 
     rc = vl_session_init(&s, &g_engine->m, n + max, 2048, 200);
     float *logits = malloc((size_t)g_engine->m.cfg.vocab * sizeof *logits);
     int k = 0;
-    if (rc == 0 && vl_prefill(&s, &p, logits, NULL) == 0) {
+    if (rc == 0 && vl_prefill(&s.seq, &p, logits, NULL) == 0) {
         for (; k < max; k++) {
             int32_t t = vl_argmax(logits, g_engine->m.cfg.vocab);
             if (vl_model_is_eos(&g_engine->m, t)) break;
             out[k] = t;
-            if (k + 1 < max && vl_decode_step(&s, t, logits)) break;
+            if (k + 1 < max && vl_decode_step(&s.seq, t, logits)) break;
         }
     }
     free(logits);
@@ -109,7 +109,7 @@ static void three_turns(int chunk) {
         for (int i = 0; i < n_imgs[t]; i++) turn_px[i] = all[n_all++] = g_px[imgs[t][i]];
         answer_buf a = {{0}, 0};
         vl_chat_stats st;
-        int64_t cached = c.s.n_past;
+        int64_t cached = c.s.seq.n_past;
         int rc = vl_chat_turn(&c, texts[t], turn_px, NULL, n_imgs[t], collect, &a, &st);
         VT_CHECKF(rc == 0, "turn %d: %s", t + 1, vl_error_get());
         if (rc) break;
@@ -132,31 +132,32 @@ static void three_turns(int chunk) {
         VT_CHECKF(same, "chunk %d turn %d: the conversation's ids differ from the template's",
                   chunk, t + 1);
         /* 6 tokens, no end of turn: the last is fed with the next turn, after the closing */
-        VT_CHECK_INT(c.s.n_past, c.n_conv - 3);
+        VT_CHECK_INT(c.s.seq.n_past, c.n_conv - 3);
     }
     /* the kept cache against one prefill of the cached ids */
     vl_prompt p;
-    int rc = vl_prompt_from_ids(&p, &g_engine->m.cfg, c.conv, (int)c.s.n_past, all, NULL, n_all);
+    int rc =
+        vl_prompt_from_ids(&p, &g_engine->m.cfg, c.conv, (int)c.s.seq.n_past, all, NULL, n_all);
     VT_CHECKF(rc == 0, "prompt: %s", vl_error_get());
     vl_session s;
-    rc = rc || vl_session_init(&s, &g_engine->m, c.s.max_ctx, 2048, 200) ||
-         vl_prefill(&s, &p, NULL, NULL);
+    rc = rc || vl_session_init(&s, &g_engine->m, c.s.seq.max_ctx, 2048, 200) ||
+         vl_prefill(&s.seq, &p, NULL, NULL);
     VT_CHECKF(rc == 0, "fresh prefill: %s", vl_error_get());
     if (rc == 0) {
         const vl_config *cf = &g_engine->m.cfg;
         int64_t rows = (int64_t)cf->n_layers * 2 * cf->n_kv_heads, D = cf->head_dim;
         double worst = 0;
         for (int64_t r = 0; r < rows; r++)
-            for (int64_t t = 0; t < c.s.n_past; t++)
+            for (int64_t t = 0; t < c.s.seq.n_past; t++)
                 for (int64_t d = 0; d < D; d++) {
-                    size_t at = (size_t)((r * c.s.max_ctx + t) * D + d);
-                    float x = ((float *)c.s.kv)[at], y = ((float *)s.kv)[at];
+                    size_t at = (size_t)((r * c.s.seq.max_ctx + t) * D + d);
+                    float x = ((float *)c.s.seq.mem.kv)[at], y = ((float *)s.seq.mem.kv)[at];
                     double e = fabs((double)x - y) / (1.0 + fabs((double)y));
                     if (e > worst) worst = e;
                 }
         VT_CHECKF(worst < 1e-5, "chunk %d: kept cache differs by %g from a fresh prefill", chunk,
                   worst);
-        VT_CHECK_INT(c.s.rope_delta, s.rope_delta);
+        VT_CHECK_INT(c.s.seq.rope_delta, s.seq.rope_delta);
         vl_session_free(&s);
     }
     vl_prompt_free(&p);
@@ -196,7 +197,7 @@ static void context_full(void) {
     VT_CHECK(vl_chat_turn(&c, "hi there", &g_px[0], NULL, 1, collect, &a, &st) == 0);
     VT_CHECK_INT(st.stop, VL_CHAT_STOP_CONTEXT);
     VT_CHECK_INT(a.n, 48 - 36 + 1); /* the cache is full, the last token waits */
-    VT_CHECK_INT(c.s.n_past, 48);
+    VT_CHECK_INT(c.s.seq.n_past, 48);
     int n_conv = c.n_conv;
     vl_error_clear();
     answer_buf b = {{0}, 0};
@@ -232,7 +233,7 @@ static void stops_at_eos(void) {
     VT_CHECK(vl_chat_turn(&c, "Hello.", &g_px[0], NULL, 1, collect, &b, &st) == 0);
     VT_CHECK_INT(b.n, 1);
     VT_CHECK_INT(st.stop, VL_CHAT_STOP_EOS);
-    VT_CHECK_INT(c.s.n_past, c.n_conv - 2); /* only "<|im_end|>\n" waits */
+    VT_CHECK_INT(c.s.seq.n_past, c.n_conv - 2); /* only "<|im_end|>\n" waits */
     VT_CHECK_INT(c.conv[c.n_conv - 3], a.ids[0]);
     answer_buf d = {{0}, 0};
     VT_CHECK(vl_chat_turn(&c, "Next?", &g_px[2], NULL, 1, collect, &d, &st) == 0);

@@ -9,7 +9,7 @@
  *
  * Also ../shared's tiny-qwen2vl/tiny-bf16 case (copied into tests/fixtures): explicit ids, one
  * image, 8 greedy tokens. */
-#include "engine/engine.h"
+#include "engine/models/models.h"
 #include "vltest.h"
 
 #include <cJSON.h>
@@ -78,7 +78,7 @@ static void check_generation(vl_model *m, const vl_prompt *p, int chunk, const c
     if (rc) goto out;
     float *logits = malloc((size_t)c->vocab * sizeof *logits);
     int32_t *arg = malloc((size_t)p->n * sizeof *arg);
-    rc = vl_prefill(&s, p, logits, arg);
+    rc = vl_prefill(&s.seq, p, logits, arg);
     VT_CHECKF(rc == 0, "%s: prefill: %s", tag, vl_error_get());
     if (!rc) {
         int mismatches = 0;
@@ -103,7 +103,7 @@ static void check_generation(vl_model *m, const vl_prompt *p, int chunk, const c
                 break;
             }
             if (k + 1 < n_greedy) {
-                if (vl_decode_step(&s, tok, logits)) break;
+                if (vl_decode_step(&s.seq, tok, logits)) break;
                 tok = vl_argmax(logits, c->vocab);
             }
         }
@@ -269,9 +269,11 @@ static void golden_shared_tiny(const char *which) {
     if (!rc && strcmp(which, "bf16") != 0) {
         /* the checkpoint's Linears must have arrived quantized, not converted */
         vl_dtype want = !strcmp(which, "nf4") ? VL_DTYPE_NF4 : VL_DTYPE_Q8ROW;
-        VT_CHECKF(m.w.layers[0].q.dtype == want && m.w.blocks[0].qkv.dtype == want &&
-                      m.w.merger_fc2.dtype == want && m.w.lm_head.dtype != want,
-                  "%s: q_proj is %s", tag, vl_dtype_name(m.w.layers[0].q.dtype));
+        const vl_qwen2_vl_text_weights *tw = m.text_w;
+        const vl_qwen2_vl_vision_weights *vw = m.vision_w;
+        VT_CHECKF(tw->layers[0].q.dtype == want && vw->blocks[0].qkv.dtype == want &&
+                      vw->merger_fc2.dtype == want && tw->lm_head.dtype != want,
+                  "%s: q_proj is %s", tag, vl_dtype_name(tw->layers[0].q.dtype));
     }
     vl_image im;
     vl_pixels px;
@@ -343,23 +345,25 @@ static void fused_decode_matches(void) {
     if (!rc) rc = vl_prompt_build(&p, &m, "Describe it.", &px, &src, 1);
     VT_CHECKF(rc == 0, "%s", vl_error_get());
     if (!rc) {
-        VT_CHECKF(m.w.layers[0].qkv.data && m.w.layers[0].gate_up.data,
+        vl_qwen2_vl_text_weights *tw = m.text_w;
+        VT_CHECKF(tw->layers[0].qkv.data && tw->layers[0].gate_up.data,
                   "placed int8 weights were not fused");
         enum { N = 10 };
         int32_t toks[2][N];
         for (int pass = 0; pass < 2; pass++) {
             if (pass == 1)
                 for (int l = 0; l < m.cfg.n_layers; l++) {
-                    m.w.layers[l].qkv.data = NULL;
-                    m.w.layers[l].gate_up.data = NULL;
+                    tw->layers[l].qkv.data = NULL;
+                    tw->layers[l].gate_up.data = NULL;
                 }
             vl_session s;
-            vl_session_shape sh = {p.n + N, 2048 < p.n ? 2048 : p.n, px.n_patches, N, 0, 0, 0.0f};
-            rc = vl_session_start(&s, &m, &sh) || vl_prefill(&s, &p, NULL, NULL) ||
-                 vl_decode_begin(&s, 0.0f, 0);
-            for (int k = 1; !rc && k < N; k++) rc = vl_decode_next(&s);
+            vl_shape sh = {
+                .prompt_tokens = p.n, .max_tokens = N, .chunk = 2048, .max_patches = px.n_patches};
+            rc = vl_session_start(&s, &m, &sh) || vl_prefill(&s.seq, &p, NULL, NULL) ||
+                 vl_decode_begin(&s.seq, 0.0f, 0);
+            for (int k = 1; !rc && k < N; k++) rc = vl_decode_next(&s.seq);
             VT_CHECKF(rc == 0, "decode: %s", vl_error_get());
-            vl_decode_tokens(&s, toks[pass], N);
+            vl_decode_tokens(&s.seq, toks[pass], N);
             vl_session_free(&s);
         }
         int same = 0;

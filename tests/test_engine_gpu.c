@@ -107,13 +107,12 @@ static void free_case(loaded *L) {
 static int kv_int8; /* start sessions with --kv int8 */
 
 static int start(vl_session *s, loaded *L, int chunk, int max_tokens, int naive) {
-    vl_session_shape sh = {L->p.n + max_tokens,
-                           chunk < L->p.n ? chunk : L->p.n,
-                           L->px.n_patches,
-                           max_tokens,
-                           naive,
-                           kv_int8,
-                           0.0f};
+    vl_shape sh = {.prompt_tokens = L->p.n,
+                   .max_tokens = max_tokens,
+                   .chunk = chunk,
+                   .max_patches = L->px.n_patches,
+                   .attn_naive = naive,
+                   .kv_int8 = kv_int8};
     int rc = vl_session_start(s, &L->m, &sh);
     VT_CHECKF(rc == 0, "session: %s", vl_error_get());
     return rc;
@@ -124,7 +123,7 @@ static logits_rows all_logits(loaded *L, int chunk, int naive) {
     r.rows = malloc((size_t)r.n * r.V * sizeof(float));
     vl_session s;
     if (start(&s, L, chunk, 1, naive) == 0) {
-        int rc = vl_prefill_each(&s, &L->p, keep_row, &r);
+        int rc = vl_prefill_each(&s.seq, &L->p, keep_row, &r);
         VT_CHECKF(rc == 0, "prefill: %s", vl_error_get());
     }
     vl_session_free(&s);
@@ -173,12 +172,12 @@ static void check_decode(const char *tag, loaded *G, loaded *C, int n_tokens) {
     for (int pass = 0; pass < 2; pass++) {
         vl_session s;
         if (start(&s, G, 2048, n_tokens, 0)) return;
-        s.no_graph = pass == 1;
-        int rc = vl_prefill(&s, &G->p, NULL, NULL) || vl_decode_begin(&s, 0.0f, 0);
-        for (int k = 1; !rc && k < n_tokens; k++) rc = vl_decode_next(&s);
+        s.cx.no_graph = pass == 1;
+        int rc = vl_prefill(&s.seq, &G->p, NULL, NULL) || vl_decode_begin(&s.seq, 0.0f, 0);
+        for (int k = 1; !rc && k < n_tokens; k++) rc = vl_decode_next(&s.seq);
         VT_CHECKF(rc == 0, "%s decode: %s", tag, vl_error_get());
-        if (pass == 0) VT_CHECKF(s.graph != NULL, "%s: the decode step was not recorded", tag);
-        vl_decode_tokens(&s, pass ? eager_toks : graph_toks, n_tokens);
+        if (pass == 0) VT_CHECKF(s.seq.graph != NULL, "%s: the decode step was not recorded", tag);
+        vl_decode_tokens(&s.seq, pass ? eager_toks : graph_toks, n_tokens);
         vl_session_free(&s);
     }
     int same = 0;
@@ -189,13 +188,13 @@ static void check_decode(const char *tag, loaded *G, loaded *C, int n_tokens) {
     vl_session s;
     if (start(&s, C, 2048, n_tokens, 0)) return;
     float *lg = malloc((size_t)C->m.cfg.vocab * sizeof *lg);
-    int rc = vl_prefill(&s, &C->p, lg, NULL), near = 0, exact = 0;
+    int rc = vl_prefill(&s.seq, &C->p, lg, NULL), near = 0, exact = 0;
     for (int k = 0; !rc && k < n_tokens; k++) {
         int best = vl_argmax(lg, C->m.cfg.vocab);
         float mx = lg[best];
         exact += best == graph_toks[k];
         near += lg[graph_toks[k]] >= mx - 0.02f * fabsf(mx);
-        if (k + 1 < n_tokens) rc = vl_decode_step(&s, graph_toks[k], lg);
+        if (k + 1 < n_tokens) rc = vl_decode_step(&s.seq, graph_toks[k], lg);
     }
     printf("%s: %d greedy tokens, %d the CPU's argmax, %d within a near-tie\n", tag, n_tokens,
            exact, near);
@@ -265,7 +264,7 @@ static void run_model(const model_case *mc, vl_backend *gpu) {
         loaded H;
         if (mc->config) {
             memset(&H, 0, sizeof H); /* --embed-on-host is a checkpoint's table (not random) */
-        } else if (G.m.w.lm_head_is_embed) {
+        } else if (G.m.lm_head_is_embed) {
             /* tied: the LM head would read the host table every token; refused */
             vl_engine_config o;
             vl_engine_config_default(&o);

@@ -147,13 +147,13 @@ static void test_plan(void) {
         VT_CHECKF(0, "tiny-a config: %s", vl_error_get());
         return;
     }
-    vl_session_shape sh = {200, 64, 0, 24, 0, 0, 0.0f};
+    vl_shape sh = {.prompt_tokens = 200, .max_tokens = 24, .ctx = 200, .chunk = 64};
     size_t off[VL_MEM_GROUPS], one[VL_MEM_GROUPS], on[VL_MEM_GROUPS];
-    vl_session_plan_shape(&c, VL_DTYPE_F32, &sh, off);
+    vl_layout_plan(&c, VL_DTYPE_F32, &sh, off);
     sh.rep_penalty = 1.0f;
-    vl_session_plan_shape(&c, VL_DTYPE_F32, &sh, one);
+    vl_layout_plan(&c, VL_DTYPE_F32, &sh, one);
     sh.rep_penalty = 1.05f;
-    vl_session_plan_shape(&c, VL_DTYPE_F32, &sh, on);
+    vl_layout_plan(&c, VL_DTYPE_F32, &sh, on);
     VT_CHECK(memcmp(off, one, sizeof off) == 0);
     /* a byte and a float per vocabulary entry, each slice rounded up to 256 bytes */
     size_t want = ((size_t)c.vocab + 255) / 256 * 256 + ((size_t)c.vocab * 4 + 255) / 256 * 256;

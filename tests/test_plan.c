@@ -18,7 +18,9 @@
  * And the other check made before anything is loaded: the CUDA kernels' shape limits
  * (vl_cuda_check_attention), which take both of 7B's attentions and refuse, in one line naming
  * the value, what lies past them: head_dim 129 without --attn naive, 513 with it, 65536 heads.
- * Plans only for 7B; tiny-odd is loaded. */
+ * And one more sequence (vl_plan_add_sequence) priced against the arena of a context with two
+ * sequence slots on tiny-a, group by group.
+ * Plans only for 7B; tiny-odd and tiny-a are loaded. */
 #include "engine/engine.h"
 #include "vltest.h"
 
@@ -32,12 +34,12 @@ static vl_mem_plan plan_images(int n_images, int attn_naive, vl_dtype quant) {
     vl_plan_request rq;
     memset(&rq, 0, sizeof rq);
     rq.act = VL_DTYPE_BF16;
-    rq.prompt_tokens = 30 + (int64_t)n_images * (1364 + 2);
-    rq.max_tokens = 512;
-    rq.chunk = 2048;
-    rq.max_patches = 5456;
-    rq.attn_naive = attn_naive;
-    rq.kv_int8 = kv_int8;
+    rq.shape.prompt_tokens = 30 + (int64_t)n_images * (1364 + 2);
+    rq.shape.max_tokens = 512;
+    rq.shape.chunk = 2048;
+    rq.shape.max_patches = 5456;
+    rq.shape.attn_naive = attn_naive;
+    rq.shape.kv_int8 = kv_int8;
     rq.weights.linear = quant;
     rq.weights.double_quant = 0;
     vl_mem_plan p;
@@ -149,6 +151,53 @@ static void tiny_odd(vl_quant quant, int dq) {
     vl_model_free(&m);
 }
 
+/* The planner's price of one more sequence (vl_plan_add_sequence) against the arena a context
+ * of two sequence slots really carves (tiny-a on the CPU backend), group by group: the KV cache
+ * and a slot's decode state double, the shared scratch does not. */
+static void two_sequences(void) {
+    vl_engine_config o;
+    vl_engine_config_default(&o);
+    o.model_dir = vt_fixture("models/tiny-a");
+    o.backend = VL_BACKEND_CPU;
+    vl_model m;
+    if (vl_model_load(&m, &o, vl_backend_cpu()) != 0) {
+        VT_CHECKF(0, "tiny-a: %s", vl_error_get());
+        vl_model_free(&m);
+        return;
+    }
+    vl_plan_request rq;
+    vl_plan_request_init(&rq, &o, m.be, 300, 40, 64, 1200);
+    rq.shape.rep_penalty = 1.1f;
+    vl_mem_plan one, two;
+    vl_plan_memory(&m.cfg, &rq, &one);
+    vl_plan_add_sequence(&m.cfg, &rq, &two);
+    vl_context cx;
+    vl_shape sh = rq.shape;
+    sh.n_sequences = 2;
+    int rc = vl_context_start(&cx, &m, &sh, NULL);
+    VT_CHECKF(rc == 0, "context: %s", vl_error_get());
+    if (rc == 0) {
+        printf("two sequences: kv %zu, activations %zu, workspace %zu bytes (one: %zu, %zu, %zu)\n",
+               two.kv, two.act, two.workspace, one.kv, one.act, one.workspace);
+        VT_CHECK_INT(two.kv, cx.arena.peak[VL_MEM_KV]);
+        VT_CHECK_INT(two.act, cx.arena.peak[VL_MEM_ACT]);
+        VT_CHECK_INT(two.workspace, cx.arena.peak[VL_MEM_WORKSPACE] + m.be->workspace_bytes);
+        VT_CHECK_INT(two.kv + two.act + (two.workspace - m.be->workspace_bytes), cx.arena.cap);
+        VT_CHECK_INT(two.kv, 2 * one.kv);
+        VT_CHECK(two.act > one.act && two.act < 2 * one.act);
+        VT_CHECK_INT(two.weights, one.weights);
+        vl_sequence a, b, c;
+        VT_CHECK(vl_sequence_open(&a, &cx) == 0 && vl_sequence_open(&b, &cx) == 0);
+        VT_CHECK(vl_sequence_open(&c, &cx) != 0);
+        VT_CHECK((uint8_t *)b.mem.kv >= (uint8_t *)a.mem.kv + one.kv ||
+                 (uint8_t *)a.mem.kv >= (uint8_t *)b.mem.kv + one.kv);
+        vl_sequence_close(&a);
+        vl_sequence_close(&b);
+    }
+    vl_context_free(&cx);
+    vl_model_free(&m);
+}
+
 int main(void) {
     const char *root = getenv("VL_FIXTURES");
     char path[4096];
@@ -211,6 +260,7 @@ int main(void) {
     tiny_odd(VL_QUANT_NF4, 0);
     tiny_odd(VL_QUANT_NF4, 1);
     tiny_odd(VL_QUANT_INT8, 0);
+    two_sequences();
     test_cuda_shapes();
     return vt_finish();
 }

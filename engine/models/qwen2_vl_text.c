@@ -1,0 +1,279 @@
+/* qwen2_vl_text.c: Qwen2-VL's decoder (Qwen2 blocks with M-RoPE) and its LM head: the weights,
+ * their names, the per-chunk scratch and the forward pass of one layer.
+ *
+ * A layer runs over S tokens at absolute positions n_past .. n_past+S-1 of one sequence,
+ * appending their K and V to its cache ([layers][2][Hkv][max_ctx][D], engine/layout.c) and
+ * attending to the whole cache before them (causal with a query offset). The residual adds go
+ * with the norm that follows them (add_rmsnorm). The LM head runs on one row (as transformers'
+ * generate does with logits_to_keep = 1). */
+#include "engine/models/models.h"
+
+#include <math.h>
+#include <stdlib.h>
+
+/* One chunk's buffers (backend memory, act dtype). */
+typedef struct {
+    void *xn, *q, *k, *v, *att, *gate, *up;
+} text_scratch;
+
+static void *weights_new(const vl_config *c) {
+    vl_qwen2_vl_text_weights *w = calloc(1, sizeof *w);
+    if (w) w->layers = calloc((size_t)c->n_layers, sizeof *w->layers);
+    if (!w || !w->layers) {
+        free(w);
+        vl_error_set("out of host memory");
+        return NULL;
+    }
+    return w;
+}
+
+static void weights_free(void *p) {
+    vl_qwen2_vl_text_weights *w = p;
+    if (w) free(w->layers);
+    free(w);
+}
+
+static int bind_layer(vl_binder *b, const vl_config *c, int i, vl_qwen2_vl_decoder_layer *L) {
+    char r[256];
+    int64_t E = c->hidden, F = c->intermediate, D = c->head_dim;
+    int64_t HD = (int64_t)c->n_heads * D, KD = (int64_t)c->n_kv_heads * D;
+    const vl_name_part T = VL_PART_TEXT;
+#define DL(fmt) (snprintf(r, sizeof r, "layers.%d." fmt, i), r)
+    return vl_bind_vec(b, T, DL("input_layernorm.weight"), E, &L->in_norm) ||
+           vl_bind_vec(b, T, DL("post_attention_layernorm.weight"), E, &L->post_norm) ||
+           vl_bind_matrix(b, T, DL("self_attn.q_proj.weight"), HD, E, &L->q) ||
+           vl_bind_vec(b, T, DL("self_attn.q_proj.bias"), HD, &L->q_b) ||
+           vl_bind_matrix(b, T, DL("self_attn.k_proj.weight"), KD, E, &L->k) ||
+           vl_bind_vec(b, T, DL("self_attn.k_proj.bias"), KD, &L->k_b) ||
+           vl_bind_matrix(b, T, DL("self_attn.v_proj.weight"), KD, E, &L->v) ||
+           vl_bind_vec(b, T, DL("self_attn.v_proj.bias"), KD, &L->v_b) ||
+           vl_bind_matrix(b, T, DL("self_attn.o_proj.weight"), E, HD, &L->o) ||
+           vl_bind_matrix(b, T, DL("mlp.gate_proj.weight"), F, E, &L->gate) ||
+           vl_bind_matrix(b, T, DL("mlp.up_proj.weight"), F, E, &L->up) ||
+           vl_bind_matrix(b, T, DL("mlp.down_proj.weight"), E, F, &L->down);
+#undef DL
+}
+
+static int bind(vl_binder *b, const vl_config *c, void *p, int *lm_head_is_embed) {
+    vl_qwen2_vl_text_weights *w = p;
+    if (vl_bind_matrix(b, VL_PART_TEXT, "embed_tokens.weight", c->vocab, c->hidden, &w->embed))
+        return -1;
+    for (int i = 0; i < c->n_layers; i++)
+        if (bind_layer(b, c, i, &w->layers[i])) return -1;
+    if (vl_bind_vec(b, VL_PART_TEXT, "norm.weight", c->hidden, &w->final_norm)) return -1;
+    if (vl_bind_tied(b, c->tie_embeddings, lm_head_is_embed)) {
+        w->lm_head = w->embed;
+        return 0;
+    }
+    return vl_bind_matrix(b, VL_PART_TOP, "lm_head.weight", c->vocab, c->hidden, &w->lm_head);
+}
+
+static void after_place(const vl_config *c, void *p, int lm_head_is_embed) {
+    vl_qwen2_vl_text_weights *w = p;
+    if (lm_head_is_embed) w->lm_head = w->embed;
+    for (int i = 0; i < c->n_layers; i++) {
+        vl_qwen2_vl_decoder_layer *L = &w->layers[i];
+        const vl_weight *qkv[3] = {&L->q, &L->k, &L->v};
+        const vl_vec *qkv_b[3] = {&L->q_b, &L->k_b, &L->v_b};
+        vl_weights_fuse(&L->qkv, &L->qkv_b, qkv, qkv_b, 3);
+        const vl_weight *gu[2] = {&L->gate, &L->up};
+        vl_weights_fuse(&L->gate_up, NULL, gu, NULL, 2);
+    }
+}
+
+static vl_dtype linear_dtype(const void *p) {
+    return ((const vl_qwen2_vl_text_weights *)p)->layers[0].q.dtype;
+}
+
+static int layout(vl_arena *a, const vl_config *c, size_t esz, int64_t S, void *out) {
+    text_scratch local, *t = out ? out : &local;
+    int64_t E = c->hidden, D = c->head_dim;
+    int64_t HD = (int64_t)c->n_heads * D, KD = (int64_t)c->n_kv_heads * D;
+    struct {
+        void **p;
+        int64_t elems;
+    } acts[] = {{&t->xn, S * E},
+                {&t->q, S * HD},
+                {&t->k, S * KD},
+                {&t->v, S * KD},
+                {&t->att, S * HD},
+                {&t->gate, S * c->intermediate},
+                {&t->up, S * c->intermediate}};
+    for (size_t i = 0; i < sizeof acts / sizeof acts[0]; i++)
+        if (!(*acts[i].p = vl_arena_alloc(a, (size_t)acts[i].elems * esz, VL_MEM_ACT))) return -1;
+    return 0;
+}
+
+static void embed(vl_context *cx, const int32_t *ids_dev, int64_t S) {
+    vl_backend *be = cx->m->be;
+    const vl_qwen2_vl_text_weights *w = cx->m->text_w;
+    be->embed(be, cx->scratch.x, &w->embed, ids_dev, S);
+}
+
+/* Byte address of element `i` of an activation buffer. */
+static inline void *act_at(vl_backend *be, void *base, int64_t i) {
+    return (uint8_t *)base + (size_t)i * vl_dtype_size(be->act);
+}
+
+/* The attention of S queries (rows q_stride apart) over the cache of layer li in s, into
+ * t->att: int8 caches are dequantized first for a prefill chunk (the flash kernel reads bf16;
+ * the decode kernel reads the int8 cache itself, where the bytes matter). */
+static void attend(vl_context *cx, vl_sequence *s, int li, int64_t S, void *q, int64_t q_stride,
+                   const int32_t *n_past_dev) {
+    vl_backend *be = cx->m->be;
+    const vl_config *c = &cx->m->cfg;
+    text_scratch *t = cx->scratch.text;
+    int64_t D = c->head_dim, KD = (int64_t)c->n_kv_heads * D, head_stride = s->max_ctx * D;
+    int kv_int8 = cx->shape.kv_int8;
+    size_t kv_esz = kv_int8 ? 1 : vl_dtype_size(be->act);
+    uint8_t *kc = (uint8_t *)s->mem.kv + (size_t)li * 2 * (size_t)(KD * s->max_ctx) * kv_esz;
+    uint8_t *vc = kc + (size_t)(KD * s->max_ctx) * kv_esz;
+    float *ksc = kv_int8 ? s->mem.kv_scale + (size_t)li * 2 * c->n_kv_heads * s->max_ctx : NULL;
+    float *vsc = kv_int8 ? ksc + (size_t)c->n_kv_heads * s->max_ctx : NULL;
+    vl_attn_params p = {0};
+    p.q = q;
+    p.q_stride = q_stride;
+    p.k = kc;
+    p.v = vc;
+    p.kv_tok_stride = D;
+    p.kv_head_stride = head_stride;
+    p.o = t->att;
+    p.o_stride = (int64_t)c->n_heads * D;
+    p.n_q = S;
+    p.n_kv = n_past_dev ? s->max_ctx : s->n_past + S; /* with n_past_dev: the bound */
+    p.n_heads = c->n_heads;
+    p.n_kv_heads = c->n_kv_heads;
+    p.head_dim = (int)D;
+    p.scale = 1.0f / sqrtf((float)D);
+    p.causal = 1;
+    p.q_pos0 = n_past_dev ? 0 : s->n_past;
+    p.n_past_dev = n_past_dev;
+    if (kv_int8 && S > 1) {
+        void *kt = cx->scratch.kv_tmp, *vt = act_at(be, cx->scratch.kv_tmp, KD * s->max_ctx);
+        be->kv_dequant(be, kt, (const int8_t *)kc, ksc, head_stride, s->max_ctx, c->n_kv_heads,
+                       s->n_past + S, (int)D);
+        be->kv_dequant(be, vt, (const int8_t *)vc, vsc, head_stride, s->max_ctx, c->n_kv_heads,
+                       s->n_past + S, (int)D);
+        p.k = kt;
+        p.v = vt;
+    } else if (kv_int8) {
+        p.k_scale = ksc;
+        p.v_scale = vsc;
+        p.kv_scale_head_stride = s->max_ctx;
+    }
+    if (cx->shape.attn_naive)
+        be->attention_naive(be, &p, cx->scratch.scores);
+    else
+        be->attention(be, &p);
+}
+
+/* Rotary on q and k of the S tokens, and k, v appended to layer li's cache. */
+static void rope_append(vl_context *cx, vl_sequence *s, int li, int64_t S, void *q, void *k,
+                        void *v, int64_t q_stride, int64_t kv_stride, const int32_t *pos_dev,
+                        const int32_t *n_past_dev) {
+    vl_backend *be = cx->m->be;
+    const vl_config *c = &cx->m->cfg;
+    int64_t D = c->head_dim, KD = (int64_t)c->n_kv_heads * D;
+    int kv_int8 = cx->shape.kv_int8;
+    size_t kv_esz = kv_int8 ? 1 : vl_dtype_size(be->act);
+    uint8_t *kc = (uint8_t *)s->mem.kv + (size_t)li * 2 * (size_t)(KD * s->max_ctx) * kv_esz;
+    /* --kv int8: this layer's scales, [2][Hkv][max_ctx] */
+    float *ksc = kv_int8 ? s->mem.kv_scale + (size_t)li * 2 * c->n_kv_heads * s->max_ctx : NULL;
+    vl_rope_kv_params r = {0};
+    r.q = q;
+    r.k = k;
+    r.v = v;
+    r.q_stride = q_stride;
+    r.kv_stride = kv_stride;
+    r.s = S;
+    r.n_heads = c->n_heads;
+    r.n_kv_heads = c->n_kv_heads;
+    r.head_dim = (int)D;
+    r.pos = pos_dev;
+    memcpy(r.sections, c->mrope_section, sizeof r.sections);
+    r.theta = c->rope_theta;
+    r.k_cache = kc;
+    r.v_cache = kc + (size_t)(KD * s->max_ctx) * kv_esz;
+    r.head_stride = s->max_ctx * D;
+    r.pos0 = n_past_dev ? 0 : s->n_past;
+    r.pos0_dev = n_past_dev;
+    r.k_scale = ksc;
+    r.v_scale = kv_int8 ? ksc + (size_t)c->n_kv_heads * s->max_ctx : NULL;
+    r.scale_head_stride = s->max_ctx;
+    be->rope_kv_append(be, &r);
+}
+
+/* On entry t->xn holds this layer's input norm of x, except for layer 0, which computes it;
+ * the last layer leaves the final norm to the LM head, which takes one row. */
+static void layer(vl_context *cx, vl_sequence *s, int li, int64_t S, const int32_t *pos_dev,
+                  const int32_t *n_past_dev) {
+    vl_model *m = cx->m;
+    vl_backend *be = m->be;
+    const vl_config *c = &m->cfg;
+    const vl_qwen2_vl_text_weights *w = m->text_w;
+    const vl_qwen2_vl_decoder_layer *L = &w->layers[li];
+    text_scratch *t = cx->scratch.text;
+    void *x = cx->scratch.x;
+    int64_t E = c->hidden, D = c->head_dim, F = c->intermediate;
+    int64_t HD = (int64_t)c->n_heads * D, KD = (int64_t)c->n_kv_heads * D;
+
+    /* One token (decode) with q/k/v back to back on the backend: one GEMV writes [q | k | v]
+     * into t->q, which holds a chunk of queries (chunk >= 2 tokens, so room for it). */
+    int fused = S == 1 && L->qkv.data && cx->chunk >= 2;
+    void *q = t->q, *k = t->k, *v = t->v;
+    if (li == 0) be->rmsnorm(be, t->xn, x, S, E, &L->in_norm, c->rms_eps);
+    if (fused) {
+        be->linear(be, t->q, t->xn, 1, &L->qkv, &L->qkv_b);
+        k = act_at(be, t->q, HD);
+        v = act_at(be, t->q, HD + KD);
+    } else {
+        be->linear(be, t->q, t->xn, S, &L->q, &L->q_b);
+        be->linear(be, t->k, t->xn, S, &L->k, &L->k_b);
+        be->linear(be, t->v, t->xn, S, &L->v, &L->v_b);
+    }
+    /* rows of q are HD apart; k and v rows: KD apart, or HD + 2 KD inside one [q | k | v] row */
+    int64_t q_stride = fused ? HD + 2 * KD : HD, kv_stride = fused ? HD + 2 * KD : KD;
+    rope_append(cx, s, li, S, q, k, v, q_stride, kv_stride, pos_dev, n_past_dev);
+    attend(cx, s, li, S, q, q_stride, n_past_dev);
+
+    be->linear(be, t->xn, t->att, S, &L->o, NULL);
+    be->add_rmsnorm(be, t->xn, x, t->xn, S, E, &L->post_norm, c->rms_eps);
+    if (S == 1 && L->gate_up.data && cx->chunk >= 2) {
+        /* [gate | up] from one GEMV into t->gate (room for a chunk of gate rows) */
+        be->linear(be, t->gate, t->xn, 1, &L->gate_up, NULL);
+        be->silu_mul(be, t->gate, t->gate, act_at(be, t->gate, F), F);
+    } else {
+        be->linear(be, t->gate, t->xn, S, &L->gate, NULL);
+        be->linear(be, t->up, t->xn, S, &L->up, NULL);
+        be->silu_mul(be, t->gate, t->gate, t->up, S * F);
+    }
+    be->linear(be, t->xn, t->gate, S, &L->down, NULL);
+    if (li + 1 < c->n_layers)
+        be->add_rmsnorm(be, t->xn, x, t->xn, S, E, &w->layers[li + 1].in_norm, c->rms_eps);
+    else
+        be->add(be, x, t->xn, S * E);
+}
+
+static void lm_head(vl_context *cx, int64_t row) {
+    vl_model *m = cx->m;
+    vl_backend *be = m->be;
+    const vl_config *c = &m->cfg;
+    const vl_qwen2_vl_text_weights *w = m->text_w;
+    text_scratch *t = cx->scratch.text;
+    be->rmsnorm(be, t->xn, act_at(be, cx->scratch.x, row * c->hidden), 1, c->hidden, &w->final_norm,
+                c->rms_eps);
+    be->linear(be, cx->scratch.logits, t->xn, 1, &w->lm_head, NULL);
+}
+
+const vl_text_ops vl_qwen2_vl_text = {
+    .weights_new = weights_new,
+    .weights_free = weights_free,
+    .bind = bind,
+    .after_place = after_place,
+    .linear_dtype = linear_dtype,
+    .scratch_size = sizeof(text_scratch),
+    .layout = layout,
+    .embed = embed,
+    .layer = layer,
+    .lm_head = lm_head,
+};
