@@ -45,7 +45,8 @@ Tasks:
                    (--counts-nf4, default 1,28,100,200), A10 budget line: CSV + SVG
   sanitize         compute-sanitizer memcheck + racecheck on tiny-a (bf16, nf4), memcheck on
                    tiny-odd (bf16; nf4 + int8 cache, --chunk 16)
-  build [SRC]      build SRC (default this tree) only
+  build [SRC]      build this tree, or SRC where `ab` takes OLD_TREE's build from (e.g. in the
+                   background while another task runs)
   help             this text
 
 Options:
@@ -500,7 +501,7 @@ task_sanitize() {
 task_build() {
     local src=${pos[0]:-.}
     local dir=$B
-    [ "$src" = . ] || dir=$root/build-device/$(basename "$src")
+    [ "$src" = . ] || dir=$root/build-device/old # where ab looks for OLD_TREE's build
     vl_build "$src" "$dir" build
     figure "built $src in $dir"
 }
