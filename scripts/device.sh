@@ -207,13 +207,19 @@ big_run() { # NAME BIN "Q N FLAGS" [MORE FLAGS]: one 7B run, its report in $W/NA
     step_json "$name" 300 "$bin" $(run_args $item) "$@" &&
         figure "$(report run "$W/$name.json" "$name")"
 }
+rev_of() { # DIR: DIR's commit when DIR is the top of a git checkout (not a copy inside another)
+    local top
+    top=$(git -C "$1" rev-parse --show-toplevel 2>/dev/null) &&
+        [ "$(cd "$1" && pwd -P)" = "$(cd "$top" && pwd -P)" ] &&
+        git -C "$1" describe --always --dirty 2>/dev/null || echo "no git metadata"
+}
 vl_finish() { # the summary and the logs under $OUT; exit 1 when a step failed
     local pass fail
     pass=$(grep -c '^PASS' "$W/steps.txt" 2>/dev/null)
     fail=$(grep -vc '^PASS' "$W/steps.txt" 2>/dev/null)
     {
         echo "scripts/device.sh $task ${pos[*]:-} (--deadline $deadline, sm_$arch)"
-        echo "tree: $(git -C "$root" describe --always --dirty 2>/dev/null || echo 'no git metadata')"
+        echo "tree: $(rev_of "$root")"
         echo "device: $(nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader 2>&1 | head -1)"
         echo "took $(($(date +%s) - t0)) s; steps: ${pass:-0} passed, ${fail:-0} failed or timed out"
         echo
@@ -265,6 +271,7 @@ task_gpu() {
     done
     step chat_7b 120 bash -c 'printf "What is on this page?\n/image examples/page.png\nAnd now with the page?\n" |
         "$1" --chat --random-weights --config "$2" --tokenizer "$3" --max-tokens 32' _ "$V" $CFG $TOK
+    grep -E '^\[turn' "$W/chat_7b.log" | while read -r l; do figure "chat 7B $l"; done
     local item
     for item in "${runs[@]}"; do big_run "$(tag_of "$item")" "$V" "$item"; done
 }
@@ -346,7 +353,7 @@ task_ab() {
     vl_build "$old" "$root/build-device/old" build_old "${targets[@]}" &
     vl_build . "$B" build "${targets[@]}" &
     wait
-    figure "old = $old ($(git -C "$old" describe --always 2>/dev/null || echo 'no git metadata'))"
+    figure "old = $old ($(rev_of "$old"))"
     if [ $do_e2e = 1 ]; then
         [ ${#runs[@]} -gt 0 ] || runs=("bf16 28" "nf4 28" "nf4 28 --kv int8")
         printf "tag\tbuild\trun\tttft_s\tdecode_tok_s\tpeak_gib\n" >"$W/ab.tsv"
