@@ -59,7 +59,8 @@ def tsv_row(path, tag, build, rnd):
 
 
 def pct(new, old):
-    return 100.0 * (new - old) / old if old else float("nan")
+    """The change in %, rounded as printed: the printed figure is the one compared with LIMIT."""
+    return round(100.0 * (new - old) / old, 2) if old else float("nan")
 
 
 def ab_table(path):
