@@ -77,6 +77,7 @@ EOF
 
 # ---- options ---------------------------------------------------------------------------------
 task=${1:-help}
+command_line="$*"
 [ $# -gt 0 ] && shift
 pos=() runs=() variants=() passthru=()
 tokens=512 repeat=2 bench_args=all bench_repeat=1 do_bench=1 do_e2e=1 counts="" counts_nf4=""
@@ -218,7 +219,7 @@ vl_finish() { # the summary and the logs under $OUT; exit 1 when a step failed
     pass=$(grep -c '^PASS' "$W/steps.txt" 2>/dev/null)
     fail=$(grep -vc '^PASS' "$W/steps.txt" 2>/dev/null)
     {
-        echo "scripts/device.sh $task ${pos[*]:-} (--deadline $deadline, sm_$arch)"
+        echo "scripts/device.sh $command_line (--deadline $deadline, sm_$arch)"
         echo "tree: $(rev_of "$root")"
         echo "device: $(nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader 2>&1 | head -1)"
         echo "took $(($(date +%s) - t0)) s; steps: ${pass:-0} passed, ${fail:-0} failed or timed out"
@@ -227,7 +228,8 @@ vl_finish() { # the summary and the logs under $OUT; exit 1 when a step failed
         echo
         cat "$W/figures.txt" 2>/dev/null
     } >"$OUT/summary.txt"
-    tar czf "$OUT/logs.tgz" -C "$W" . 2>/dev/null
+    # every file of the work folder but the large ones (checkpoints, staged goldens)
+    (cd "$W" && find . -type f -size -8M | tar czf "$OUT/logs.tgz" -T -)
     echo "================ summary ($OUT/summary.txt)"
     cat "$OUT/summary.txt"
     [ "${fail:-0}" = 0 ]
@@ -449,8 +451,8 @@ task_profile() {
         s=$(date +%s)
         # shellcheck disable=SC2046
         timeout "$(left 400)" "$ncu" --profile-from-start off --clock-control none --cache-control none \
-            --metrics gpu__time_duration.sum,dram__bytes_read.sum --csv "$V" $(run_args $item) \
-            --max-tokens 8 --cuda-opt "profile_step=$step_no" >"$W/profile_$tag.csv" 2>"$W/profile_$tag.err"
+            --metrics gpu__time_duration.sum,dram__bytes_read.sum --csv "$V" $(tokens=8 && run_args $item) \
+            --cuda-opt "profile_step=$step_no" >"$W/profile_$tag.csv" 2>"$W/profile_$tag.err"
         rc=$?
         record "profile_$tag" $rc $(($(date +%s) - s))
         report profile "$W/profile_$tag.csv" "$W/run_$tag.json" >"$W/profile_$tag.txt" 2>&1

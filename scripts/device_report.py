@@ -89,8 +89,16 @@ def ab_table(path):
                 worse += bad
                 line += f" {d[0]:+13.2f}% {d[1]:+11.2f}% {d[2]:+11.2f}%" + ("  <-- worse" if bad else "")
             print(line)
+    builds = collections.defaultdict(set)
+    for tag, build in cols:
+        builds[tag].add(build)
+    missing = [tag for tag, b in builds.items() if "old" not in b or len(b) < 2]
+    for tag in missing:
+        print(f"ab: {tag}: nothing to compare (the runs of {'old' if 'old' not in builds[tag] else 'new'} failed)")
+    if not cols:
+        print("ab: no run finished")
     print(f"ab: {worse} run(s) worse than old by more than {LIMIT:g}%")
-    return 1 if worse else 0
+    return 1 if worse or missing or not cols else 0
 
 
 def bench_rows(paths):
@@ -119,9 +127,10 @@ def bench_ab(old_path, new_path):
     gone = [k for k in old if k not in new]
     for key in gone:
         print(f"{key[0]:10} {key[1]:22} {key[2]:36} {key[3]:6} {old[key] * 1e3:9.1f} {'-':>9}   (old row only)")
-    print(f"bench-ab: {len(set(old) & set(new))} rows in both, {slower} slower than old by more "
+    both = len(set(old) & set(new))
+    print(f"bench-ab: {both} rows in both, {slower} slower than old by more "
           f"than {LIMIT:g}%, {len(gone)} old rows missing from new")
-    return 1 if slower else 0
+    return 1 if slower or not both else 0
 
 
 def floats(path):

@@ -4,7 +4,7 @@
 #     without its value end in one stderr line and exit 2, before any build;
 #   - device_report.py computes the figures the ab task decides on, from hand-made reports:
 #     `ab` marks a run whose decode is more than 2% below old (exit 1) and passes one within 2%
-#     (exit 0); `bench-ab` marks a vlbench row more than 2% slower, takes the median of several
+#     (exit 0), and gives no verdict (exit 1) when one side has no runs; `bench-ab` marks a vlbench row more than 2% slower, takes the median of several
 #     rounds and counts old rows that new lacks; `run`, `tsvrow` and `compare` print the values
 #     of the given reports (the expected strings below are worked out by hand).
 set -u
@@ -57,6 +57,9 @@ has "ab within" "$tmp/out" "-1.30%"
 grep -v $'\tnew\t' "$tmp/ab.tsv" >"$tmp/ab_ok.tsv"
 expect "ab within" 0 python3 "$REP" ab "$tmp/ab_ok.tsv"
 has "ab within" "$tmp/out" "ab: 0 run(s) worse"
+grep -v new "$tmp/ab.tsv" >"$tmp/ab_old.tsv" # the new build's runs failed: no verdict, exit 1
+expect "ab no new" 1 python3 "$REP" ab "$tmp/ab_old.tsv"
+has "ab no new" "$tmp/out" "ab: bf16_x28: nothing to compare (the runs of new failed)"
 
 # 3. bench-ab: row A 10 us -> 10.3 us (+3.00%, slower), row B 20 -> 20.2 (+1.00%), row C old only;
 #    with two new rounds of A (10.1 and 10.3 us, median 10.2: +2.00%, not above 2%)
