@@ -4,7 +4,7 @@
  * vlbench times vlrun's CUDA kernels through the public op table (kernels.h) on Qwen2-VL-7B
  * shapes and sets each beside an anchor (cuBLAS bf16, or vlrun's eager attention) and the
  * device's own ceilings, measured at start. Leaves out: the PyTorch anchors
- * (scripts/device_bench.sh runs them) and end-to-end model timings (vlrun --json).
+ * (scripts/device.sh bench runs them) and end-to-end model timings (vlrun --json).
  */
 #ifndef VLBENCH_H
 #define VLBENCH_H

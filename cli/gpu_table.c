@@ -11,7 +11,7 @@
 
 #include <ctype.h>
 
-/* H100 80GB HBM3, driver 580.159.04 (the device machine, scripts/device_plan.sh): nvidia-smi
+/* H100 80GB HBM3, driver 580.159.04 (the device machine, scripts/device.sh plan): nvidia-smi
  * memory.total 81559 MiB, cudaMemGetInfo total 85,017,493,504 bytes = 81079 MiB. */
 #define VL_GPU_H100_CUDA_TOTAL_MIB 81079
 #define VL_GPU_DRIVER_RESERVE_MIB  (81559 - VL_GPU_H100_CUDA_TOTAL_MIB)

@@ -17,7 +17,7 @@ Also writes OUTDIR/transformers_sources.txt (load_image and convert_to_rgb as in
 alpha and EXIF behaviour can be read, not guessed.
 
 Usage: python3 tests/reference/make_processor_goldens.py OUTDIR [--images DIR]
-Needs torch, transformers (5.x), Pillow, numpy. Runs on the GPU machine (scripts/device_img.sh).
+Needs torch, transformers (5.x), Pillow, numpy. Runs on the GPU machine (scripts/device.sh goldens images).
 """
 import argparse
 import hashlib
