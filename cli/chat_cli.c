@@ -7,7 +7,6 @@
  * line and the session goes on). Answers stream to stdout; the memory plan (once) and each
  * turn's timings go to stderr unless --quiet. EOF or /quit ends with exit status 0. */
 #include "cli/cli.h"
-#include "engine/chat.h"
 
 #include <stdlib.h>
 #include <unistd.h>

@@ -7,7 +7,7 @@
  * from the running counter (n_past + rope_delta), which is what get_rope_index gives for the
  * whole conversation. The answer's tokens stay as sampled (never re-tokenized text): the model
  * sees exactly what a fresh run over the conversation's ids would see. */
-#include "engine/chat.h"
+#include "engine/engine.h"
 
 #include <stdlib.h>
 

@@ -11,7 +11,7 @@
  *   later images included: a wrong position changes the rotated keys).
  * - /clear starts over; a message that does not fit is refused and changes nothing; an answer
  *   stops at the end-of-turn token, which is replaced by the template's closing. */
-#include "engine/chat.h"
+#include "engine/engine.h"
 #include "vltest.h"
 
 static vl_engine *g_engine;
