@@ -1,7 +1,7 @@
 /* bind.c: the generic machinery that binds an architecture's parameters by name, used by every
  * architecture's binding (engine/models/) and by the visitor.
  *
- * Tensor names come in two spellings (spec 1.3): the published one (`model.layers.*`,
+ * Tensor names come in two spellings: the published one (`model.layers.*`,
  * `visual.*`) and the one re-saved by transformers >= 4.52 (`model.language_model.layers.*`,
  * `model.visual.*`); both are accepted. Every tensor's dtype and shape are checked against the
  * config before anything runs; bitsandbytes tensors (U8/I8 with their quantization state) are

@@ -266,7 +266,7 @@ typedef struct {
     float *pen_scores;       /* penalty: [V] float32, the penalized logits the sampler reads */
 } vl_sequence_mem;
 
-/* What the report shows of a run (engine/report.c). */
+/* What the report shows of a run (cli/report.c through vl_result). */
 typedef struct {
     vl_timings t;
     size_t predicted_peak; /* the planner's figure for this run */

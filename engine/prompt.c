@@ -1,11 +1,12 @@
 /* prompt.c: token ids and M-RoPE positions of a request.
  *
- * The chat template of Qwen2-VL (spec section 5) is built piecewise: the text parts go through
- * the tokenizer, the image parts are appended as ids (<|vision_start|>, <|image_pad|> x tokens,
+ * The chat template of Qwen2-VL (its tokenizer_config.json's chat_template) is built piecewise: the
+ * text parts go through the tokenizer, the image parts are appended as ids (<|vision_start|>,
+ * <|image_pad|> x tokens,
  * <|vision_end|>), which is what tokenizing the processor's expanded text gives, since added
  * tokens always split the text.
  *
- * Positions follow transformers' get_rope_index (spec 4.3): a text token advances a counter on
+ * Positions follow transformers' get_rope_index: a text token advances a counter on
  * all three rows; an image of H x W merged tokens places token (i, j) at (cur, cur+i, cur+j)
  * and then advances the counter by max(H, W). The decode position of token p is p + rope_delta.
  * Videos are out of scope. */

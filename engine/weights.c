@@ -11,7 +11,7 @@
  * One walk (place_one) serves measuring and placing, so the size the planner predicts is the
  * size allocated.
  *
- * Which Linears are quantized is what transformers + bitsandbytes do (spec 6.2): every Linear of
+ * Which Linears are quantized is what transformers + bitsandbytes do: every Linear of
  * the decoder and of the vision tower including the merger; the embeddings, the LM head (unless
  * --quant-lm-head), the patch embedding, norms and biases stay bf16. Every in-features width
  * is quantized, as bitsandbytes does: NF4 blocks run over the flattened row-major matrix, so a

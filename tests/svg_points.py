@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""svg_points.py FILE: parse an SVG of engine/svg_plot.c with xml.etree (so it must be
+"""svg_points.py FILE: parse an SVG of cli/svg_plot.c with xml.etree (so it must be
 well-formed) and print what test_svg_plot.c checks, one item a line: the root's tag, every
 circle inside the plot area as "circle CX CY", every polyline as "polyline POINTS", every dashed
 line as "dashed Y1", every text's content as "text ...". Exit 1 when the file does not parse."""

@@ -1,11 +1,12 @@
 /* test_plan.c: the memory planner on Qwen2-VL-7B's published config (examples/).
  *
- *   - the KV cache is 57,344 bytes (56 KiB) per token, exactly (spec 6.3);
+ *   - the KV cache is 57,344 bytes (56 KiB) per token, exactly (28 layers x 2 x 4 KV heads x 128 x
+ * 2 bytes);
  *   - activations and workspace do not depend on the number of images once the prompt is longer
  *     than a prefill chunk: only the KV cache grows;
- *   - bf16 weights are the spec's 16,582,751,232 bytes plus at most 256 bytes of alignment per
- *     tensor; NF4 without double quantization the spec's 4,049,436,672 + 2,184,754,176 bytes
- *     (quantized Linears + bf16 rest, spec 6.2), with double quantization less; int8 the spec's
+ *   - bf16 weights are the checkpoint's 16,582,751,232 bytes plus at most 256 bytes of alignment
+ * per tensor; NF4 without double quantization bitsandbytes' 4,049,436,672 + 2,184,754,176 bytes
+ *     (quantized Linears + bf16 rest), with double quantization less; int8 bitsandbytes'
  *     LLM.int8 figure (same storage: int8 + one fp32 per row);
  *   - --attn naive adds the fp32 score matrix of the largest call to the workspace;
  *   - --kv int8: 29,568 bytes per token (codes + one fp32 scale per row), and one layer's K and V

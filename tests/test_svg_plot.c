@@ -1,4 +1,4 @@
-/* test_svg_plot.c: the SVG writer of vlrun sweep (engine/svg_plot.c).
+/* test_svg_plot.c: the SVG writer of vlrun sweep (cli/svg_plot.c).
  *
  *   - the output is well-formed XML (python3's xml.etree parses it) with an <svg> root;
  *   - with axis ranges given (x 0..100, y 0..25), points, the polyline and the budget line land

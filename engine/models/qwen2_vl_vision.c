@@ -1,4 +1,5 @@
-/* qwen2_vl_vision.c: Qwen2-VL's vision encoder and patch merger for one image (spec section 3):
+/* qwen2_vl_vision.c: Qwen2-VL's vision encoder and patch merger for one image (transformers'
+ * Qwen2VisionTransformerPretrainedModel):
  * its weights, their names, its scratch and its forward pass.
  *
  *   pixels [P, C*T*p*p] -> patch embedding (Conv3d as a matmul) -> depth x pre-norm blocks

@@ -3,7 +3,7 @@
  * vl_parse_size. A parse that succeeds must leave the options inside the ranges --help states;
  * one that fails leaves a message. vl_options_free releases everything (leak detection).
  * Leaves out: the subcommands (tokenize, preprocess, synth, logits): their option parsing is
- * either static (engine/commands.c's parse_sub) or runs the command as soon as it succeeds
+ * either static (cli/inspect_cmds.c's parse_sub) or runs the command as soon as it succeeds
  * (vl_cmd_logits, vl_cmd_synth), so it has no entry point that only parses. */
 #include "cli/cli.h"
 #include "tests/fuzz/fuzz_common.h"

@@ -43,7 +43,7 @@ N_SAMPLES = 200
 
 
 def smart_resize_py(h, w, factor, min_pixels, max_pixels):
-    """Transcription of transformers' smart_resize (spec 2.1 step 2)."""
+    """Transcription of transformers' smart_resize."""
     if max(h, w) / min(h, w) > 200:
         raise ValueError("aspect ratio over 200")
     hb, wb = round(h / factor) * factor, round(w / factor) * factor

@@ -40,7 +40,7 @@ its Linear weights during an emulated run: 16.6 + 14.4 GB at the 7B):
 Why the emulation: a random 28-layer network amplifies weight noise, so "engine NF4 vs engine
 bf16" cannot tell NF4's own error from a bug; transformers with the dequantized weights
 bitsandbytes would produce can, and needs no bitsandbytes. The quantizers follow
-kernels/cpu_quant.c (spec 6.2): NF4 in blocks of 64 of the flattened row-major weight, fp32
+kernels/cpu_quant.c: NF4 in blocks of 64 of the flattened row-major weight, fp32
 absmax, x * (1 / absmax) in fp32, the code chosen on the float32 midpoints of the table with a
 strict '>', dequantized bf16(table[code] * absmax); int8 per row on the weight cast to fp16,
 code round-half-even(w * (127 * (1 / absmax))), dequantized bf16(code * absmax * (1 / 127)).
@@ -98,7 +98,7 @@ NF4_MIDPOINTS = (-0.8480964004993439, -0.6106329262256622, -0.4599952697753906,
                  0.2035212516784668, 0.2920137718319893, 0.3893125355243683, 0.5016634166240692,
                  0.6427869200706482, 0.8614784181118011)
 NF4_BLOCK = 64
-# elements bitsandbytes quantizes in the 7B (spec 6.2: vision 673,710,080 + decoder
+# elements bitsandbytes quantizes in the 7B (vision 673,710,080 + decoder
 # 6,525,288,448): the emulation must touch exactly these
 QUANTIZED_ELEMENTS_7B = 7_198_998_528
 GOLDENS = os.path.join(ROOT, "tests", "fixtures", "bnb_goldens")
@@ -413,7 +413,7 @@ def check_quantizers_on_goldens(device="cuda"):
 
 def quantized_linears(model):
     """(name, module) of every Linear bitsandbytes quantizes: each module whose type is exactly
-    nn.Linear, except the LM head (spec 6.2)."""
+    nn.Linear, except the LM head."""
     return [(name, m) for name, m in model.named_modules()
             if type(m) is torch.nn.Linear and name.split(".")[-1] != "lm_head"]
 
