@@ -115,6 +115,28 @@ static inline void *act_at(vl_backend *be, void *base, int64_t i) {
     return (uint8_t *)base + (size_t)i * vl_dtype_size(be->act);
 }
 
+/* Layer li's slice of s's KV cache: K and V rows (head-major, max_ctx rows per head) and, with
+ * --kv int8, their scales ([2][Hkv][max_ctx] per layer; NULL otherwise). */
+typedef struct {
+    uint8_t *k, *v;
+    float *k_scale, *v_scale;
+} layer_cache;
+
+static layer_cache cache_of(const vl_context *cx, const vl_sequence *s, int li) {
+    const vl_config *c = &cx->m->cfg;
+    int64_t KD = (int64_t)c->n_kv_heads * c->head_dim;
+    int kv_int8 = cx->shape.kv_int8;
+    size_t kv_esz = kv_int8 ? 1 : vl_dtype_size(cx->m->be->act);
+    layer_cache lc = {0};
+    lc.k = (uint8_t *)s->mem.kv + (size_t)li * 2 * (size_t)(KD * s->max_ctx) * kv_esz;
+    lc.v = lc.k + (size_t)(KD * s->max_ctx) * kv_esz;
+    if (kv_int8) {
+        lc.k_scale = s->mem.kv_scale + (size_t)li * 2 * c->n_kv_heads * s->max_ctx;
+        lc.v_scale = lc.k_scale + (size_t)c->n_kv_heads * s->max_ctx;
+    }
+    return lc;
+}
+
 /* The attention of S queries (rows q_stride apart) over the cache of layer li in s, into
  * t->att: int8 caches are dequantized first for a prefill chunk (the flash kernel reads bf16;
  * the decode kernel reads the int8 cache itself, where the bytes matter). */
@@ -125,11 +147,9 @@ static void attend(vl_context *cx, vl_sequence *s, int li, int64_t S, void *q, i
     text_scratch *t = cx->scratch.text;
     int64_t D = c->head_dim, KD = (int64_t)c->n_kv_heads * D, head_stride = s->max_ctx * D;
     int kv_int8 = cx->shape.kv_int8;
-    size_t kv_esz = kv_int8 ? 1 : vl_dtype_size(be->act);
-    uint8_t *kc = (uint8_t *)s->mem.kv + (size_t)li * 2 * (size_t)(KD * s->max_ctx) * kv_esz;
-    uint8_t *vc = kc + (size_t)(KD * s->max_ctx) * kv_esz;
-    float *ksc = kv_int8 ? s->mem.kv_scale + (size_t)li * 2 * c->n_kv_heads * s->max_ctx : NULL;
-    float *vsc = kv_int8 ? ksc + (size_t)c->n_kv_heads * s->max_ctx : NULL;
+    layer_cache lc = cache_of(cx, s, li);
+    uint8_t *kc = lc.k, *vc = lc.v;
+    float *ksc = lc.k_scale, *vsc = lc.v_scale;
     vl_attn_params p = {0};
     p.q = q;
     p.q_stride = q_stride;
@@ -173,12 +193,8 @@ static void rope_append(vl_context *cx, vl_sequence *s, int li, int64_t S, void 
                         const int32_t *n_past_dev) {
     vl_backend *be = cx->m->be;
     const vl_config *c = &cx->m->cfg;
-    int64_t D = c->head_dim, KD = (int64_t)c->n_kv_heads * D;
-    int kv_int8 = cx->shape.kv_int8;
-    size_t kv_esz = kv_int8 ? 1 : vl_dtype_size(be->act);
-    uint8_t *kc = (uint8_t *)s->mem.kv + (size_t)li * 2 * (size_t)(KD * s->max_ctx) * kv_esz;
-    /* --kv int8: this layer's scales, [2][Hkv][max_ctx] */
-    float *ksc = kv_int8 ? s->mem.kv_scale + (size_t)li * 2 * c->n_kv_heads * s->max_ctx : NULL;
+    int64_t D = c->head_dim;
+    layer_cache lc = cache_of(cx, s, li);
     vl_rope_kv_params r = {0};
     r.q = q;
     r.k = k;
@@ -192,13 +208,13 @@ static void rope_append(vl_context *cx, vl_sequence *s, int li, int64_t S, void 
     r.pos = pos_dev;
     memcpy(r.sections, c->mrope_section, sizeof r.sections);
     r.theta = c->rope_theta;
-    r.k_cache = kc;
-    r.v_cache = kc + (size_t)(KD * s->max_ctx) * kv_esz;
+    r.k_cache = lc.k;
+    r.v_cache = lc.v;
     r.head_stride = s->max_ctx * D;
     r.pos0 = n_past_dev ? 0 : s->n_past;
     r.pos0_dev = n_past_dev;
-    r.k_scale = ksc;
-    r.v_scale = kv_int8 ? ksc + (size_t)c->n_kv_heads * s->max_ctx : NULL;
+    r.k_scale = lc.k_scale;
+    r.v_scale = lc.v_scale;
     r.scale_head_stride = s->max_ctx;
     be->rope_kv_append(be, &r);
 }
