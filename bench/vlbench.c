@@ -412,7 +412,7 @@ int main(int argc, char **argv) {
     if (rc) return rc == 2 ? 0 : 1;
 
     char why[256] = "";
-    vl_backend *gpu = vl_backend_cuda(why, sizeof why);
+    vl_backend *gpu = vl_backend_cuda(NULL, why, sizeof why);
     if (!gpu) {
         /* the backend's text ends in advice for vlrun; keep only its reason */
         char *advice = strstr(why, "; use --backend cpu");

@@ -22,7 +22,6 @@ extern "C" {
 /* ---- options (engine/options.c) ----------------------------------------------------------- */
 
 typedef enum { VL_QUANT_BF16, VL_QUANT_NF4, VL_QUANT_INT8 } vl_quant;
-typedef enum { VL_BACKEND_CUDA, VL_BACKEND_CPU } vl_backend_kind;
 
 typedef struct {
     const char *path; /* image file */

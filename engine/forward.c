@@ -135,8 +135,7 @@ int vl_session_start(vl_session *s, vl_model *m, const vl_session_shape *sh) {
     s->max_tokens = sh->max_tokens > 0 ? sh->max_tokens : 1;
     s->attn_naive = sh->attn_naive;
     s->kv_int8 = sh->kv_int8;
-    const char *no_graph = getenv("VL_NO_GRAPH");
-    s->no_graph = no_graph && no_graph[0] == '1';
+    s->no_graph = !m->be->graph_begin; /* the backend's no_graphs option leaves it NULL */
     const vl_config *c = &m->cfg;
     size_t bytes = vl_session_plan_shape(c, m->be->act, sh, NULL);
     if (vl_arena_init(&s->arena, m->be, bytes)) return -1;

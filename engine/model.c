@@ -265,20 +265,20 @@ static int path_exists(const char *p) {
     return stat(p, &st) == 0;
 }
 
-/* The CUDA backend's kernels have limits a valid config can exceed (vl_cuda_check_attention):
+/* The CUDA backend's kernels have limits a valid config can exceed (vl_backend_check_attention):
  * refuse such a model right after its config is parsed, in one line that names the config's
  * values, before anything is loaded and before a device is opened. */
 static int check_cuda_shapes(const vl_config *c, const vl_options *o, const char *cfg_path) {
     if (o->backend != VL_BACKEND_CUDA) return 0;
     char why[256];
     vl_attn_shape text = {c->n_heads, c->n_kv_heads, c->head_dim, o->attn_naive};
-    if (vl_cuda_check_attention(&text, why, sizeof why))
+    if (vl_backend_check_attention(vl_backend_caps_of(o->backend), &text, why, sizeof why))
         return vl_error_set("%s: the decoder's attention (num_attention_heads %d, "
                             "num_key_value_heads %d, head_dim %d) does not run on the CUDA "
                             "backend: %s",
                             cfg_path, c->n_heads, c->n_kv_heads, c->head_dim, why);
     vl_attn_shape vision = {c->v_heads, c->v_heads, c->v_head_dim, o->attn_naive};
-    if (vl_cuda_check_attention(&vision, why, sizeof why))
+    if (vl_backend_check_attention(vl_backend_caps_of(o->backend), &vision, why, sizeof why))
         return vl_error_set("%s: the vision attention (vision_config.num_heads %d, head dim "
                             "vision_config.embed_dim %d / num_heads = %d) does not run on the "
                             "CUDA backend: %s",
@@ -390,7 +390,7 @@ void vl_model_free(vl_model *m) {
 vl_backend *vl_backend_open(const vl_options *o) {
     if (o->backend == VL_BACKEND_CPU) return vl_backend_cpu();
     char why[256] = "";
-    vl_backend *be = vl_backend_cuda(why, sizeof why);
+    vl_backend *be = vl_backend_cuda(NULL, why, sizeof why);
     if (!be) vl_error_set("%s", why[0] ? why : "no CUDA device found; use --backend cpu");
     return be;
 }

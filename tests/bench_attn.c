@@ -1,5 +1,5 @@
 /* bench_attn.c: times GPU attention on the model's shapes (not a ctest test: correctness is
- * test_attn_gpu's job).
+ * test_attention_gpu's job).
  *   prefill  causal, D=128, 28 query heads over 4 kv heads, n = 1k, 4k, 16k, and a 2k chunk
  *            after a 14k cache: TFLOP/s = 4 D H (visible query-key pairs) / time
  *   vision   non-causal, D=80, 16 heads: one 5456-token block and 4 blocks of 1364

@@ -150,9 +150,11 @@ static void test_memory(vl_backend *b) {
 static void test_cuda_stub(void) {
 #ifndef VL_HAVE_CUDA
     char why[200] = "";
-    VT_CHECK(vl_backend_cuda(why, sizeof why) == NULL);
+    VT_CHECK(vl_backend_cuda(NULL, why, sizeof why) == NULL);
     VT_CHECK(strstr(why, "--backend cpu") != NULL);
-    VT_CHECK(vl_backend_cuda(NULL, 0) == NULL);
+    VT_CHECK(vl_backend_cuda(NULL, NULL, 0) == NULL);
+    vl_backend_free(vl_backend_cpu()); /* nothing: the CPU backend is static */
+    VT_CHECK(vl_backend_cpu()->caps == vl_backend_caps_of(VL_BACKEND_CPU));
 #else
     VT_SKIP("this build has CUDA: vl_backend_cuda is the real one");
 #endif
