@@ -24,6 +24,7 @@ const vl_backend_caps vl_caps_cpu = {
                       VL_CAP_WEIGHT(VL_DTYPE_Q8ROW),
     .naive_attention = 1,
     .quantize = 1,
+    .fill_random = 1,
 };
 
 const vl_backend_caps vl_caps_cuda = {

@@ -194,6 +194,7 @@ static vl_backend cpu_backend = {
     .repetition_penalty = vl_cpu_repetition_penalty,
     .quantize = vl_cpu_quantize,
     .dequantize = vl_cpu_dequantize,
+    .fill_random_bf16 = vl_cpu_fill_random_bf16,
 };
 
 vl_backend *vl_backend_cpu(void) {

@@ -132,5 +132,7 @@ void vl_cpu_repetition_penalty(vl_backend *b, float *dst, const void *logits, co
 /* quantized weights (cpu_quant.c): the table's quantize / dequantize entries */
 void vl_cpu_quantize(vl_backend *b, vl_weight *dst, const void *src_bf16, int double_quant);
 void vl_cpu_dequantize(vl_backend *b, void *dst, const vl_weight *w);
+void vl_cpu_fill_random_bf16(vl_backend *b, void *dst, int64_t n, uint64_t key, float center,
+                             float half); /* cpu_random.c */
 
 #endif

@@ -88,6 +88,7 @@ int vl_cuda_ctas_per_sm(vl_cuda_ctx *c, const void *kernel, int threads, size_t 
 /* ---- memory ------------------------------------------------------------------------------ */
 
 static void *cuda_mem_alloc(vl_backend *b, size_t bytes) {
+    (void)vl_cuda_ctx_of(b); /* its device current */
     void *p = NULL;
     /* cudaMalloc(0) may give NULL, which would read as "out of memory" */
     if (cudaMalloc(&p, bytes ? bytes : 256) != cudaSuccess) {
@@ -99,6 +100,7 @@ static void *cuda_mem_alloc(vl_backend *b, size_t bytes) {
 }
 
 static void cuda_mem_free(vl_backend *b, void *p) {
+    (void)vl_cuda_ctx_of(b); /* its device current */
     if (p) VL_CUDA_CHECK(cudaFree(p));
 }
 

@@ -2,7 +2,7 @@
  * vl_backend_cuda): two backends on one device work side by side, each with its own stream,
  * workspaces and device facts (SM count, occupancy, the shared-memory opt-in), and a freed one
  * leaves the other working; the configuration is read at creation (no_graphs leaves the graph
- * ops out, the caps are the kind's).
+ * ops out, the caps are the kind's); mem_info and host-mapped memory work per backend.
  * Each backend runs a decode GEMV (which sizes its grid from the SM count and occupancy) and a
  * split-KV decode attention (which also opts in to its shared memory) on inputs whose results
  * the test computes by hand: the GEMV's exactly (small integers), the attention's (a uniform
@@ -101,6 +101,39 @@ static void run_ops(const char *who, vl_backend *b, const cases *c) {
     for (int i = 0; i < 6; i++) b->mem_free(b, bufs[i]);
 }
 
+/* mem_info sees an allocation (on an otherwise idle device), and a host-mapped table is read by
+ * a kernel through its device address (embed, as --embed-on-host does). */
+static void check_memory(vl_backend *b) {
+    size_t free0 = 0, total = 0, free1 = 0;
+    b->mem_info(b, &free0, &total);
+    VT_CHECK(total > 0 && free0 <= total);
+    const size_t big = (size_t)256 << 20;
+    void *p = vt_dev_alloc(b, big);
+    b->mem_info(b, &free1, &total);
+    VT_CHECKF(free1 + big <= free0, "mem_info: %zu free before a 256 MiB allocation, %zu after",
+              free0, free1);
+    b->mem_free(b, p);
+
+    enum { ROWS = 5, COLS = 24 };
+    void *dev_table = NULL;
+    uint16_t *table = b->host_mapped_alloc(b, ROWS * COLS * 2, &dev_table);
+    VT_CHECK(table != NULL && dev_table != NULL);
+    if (!table) return;
+    for (int i = 0; i < ROWS * COLS; i++) table[i] = vl_f32_to_bf16((float)i);
+    const int32_t ids[2] = {3, 1};
+    int32_t *d_ids = upload(b, ids, sizeof ids);
+    void *dy = vt_dev_alloc(b, 2 * COLS * 2);
+    vl_weight t = {.data = dev_table, .dtype = VL_DTYPE_BF16, .rows = ROWS, .cols = COLS};
+    b->embed(b, dy, &t, d_ids, 2);
+    float want[2 * COLS];
+    for (int r = 0; r < 2; r++)
+        for (int c = 0; c < COLS; c++) want[r * COLS + c] = (float)(ids[r] * COLS + c);
+    check_bf16("embed from host-mapped memory", b, dy, want, 2 * COLS, 0, 0);
+    b->mem_free(b, dy);
+    b->mem_free(b, d_ids);
+    b->host_mapped_free(b, table);
+}
+
 int main(void) {
     vt_rng_state = 0xbac0e2d5ULL;
     vl_backend *a = vt_gpu_or_skip();
@@ -122,6 +155,7 @@ int main(void) {
     /* interleaved: each backend's first call of each kernel asks its own device facts */
     run_ops("backend a", a, &c);
     run_ops("backend b", b, &c);
+    check_memory(b);
     run_ops("backend a again", a, &c);
     vl_backend_free(b);
     run_ops("backend a after b was freed", a, &c);

@@ -83,7 +83,7 @@ static void test_caps(void) {
     VT_CHECK_INT(cpu->act, VL_DTYPE_F32);
     VT_CHECK_INT(cuda->act, VL_DTYPE_BF16);
     VT_CHECK(vl_backend_cpu()->caps == cpu);
-    VT_CHECK(cpu->naive_attention && !cpu->graphs && cpu->quantize && !cpu->fill_random);
+    VT_CHECK(cpu->naive_attention && !cpu->graphs && cpu->quantize && cpu->fill_random);
     VT_CHECK(cuda->naive_attention && cuda->graphs && cuda->quantize && cuda->fill_random);
     VT_CHECK(cuda->weight_formats & VL_CAP_WEIGHT(VL_DTYPE_NF4));
     VT_CHECK(!(cuda->weight_formats & VL_CAP_WEIGHT(VL_DTYPE_F32)));
