@@ -1,5 +1,5 @@
-/* test_attention_gpu.c: GPU attention (flash prefill, split-KV decode, the naive baseline) against the
- * CPU twin, on the shapes the engine uses and on odd ones.
+/* test_attention_gpu.c: GPU attention (flash prefill, split-KV decode, the naive baseline) against
+ * the CPU twin, on the shapes the engine uses and on odd ones.
  *
  * q, k, v are random N(0,1) (fixed seeds) rounded to bf16; the CPU backend computes the reference
  * in fp32 from exactly those values. The GPU sees them in the engine's layouts: views into one

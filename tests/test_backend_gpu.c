@@ -88,10 +88,22 @@ static void run_ops(const char *who, vl_backend *b, const cases *c) {
 
     void *dq = upload(b, c->q, sizeof c->q), *dkv = upload(b, c->kv, sizeof c->kv);
     void *d_o = vt_dev_alloc(b, sizeof c->q);
-    vl_attn_params p = {.q = dq, .q_stride = H * D, .k = dkv, .v = dkv,
-                        .kv_tok_stride = G * D, .kv_head_stride = D, .o = d_o,
-                        .o_stride = H * D, .n_q = 1, .n_kv = T, .n_heads = H, .n_kv_heads = G,
-                        .head_dim = D, .scale = 0.088388f, .causal = 1, .q_pos0 = T - 1};
+    vl_attn_params p = {.q = dq,
+                        .q_stride = H * D,
+                        .k = dkv,
+                        .v = dkv,
+                        .kv_tok_stride = G * D,
+                        .kv_head_stride = D,
+                        .o = d_o,
+                        .o_stride = H * D,
+                        .n_q = 1,
+                        .n_kv = T,
+                        .n_heads = H,
+                        .n_kv_heads = G,
+                        .head_dim = D,
+                        .scale = 0.088388f,
+                        .causal = 1,
+                        .q_pos0 = T - 1};
     b->attention(b, &p);
     snprintf(what, sizeof what, "%s: decode attention %d/%d heads, %d keys", who, H, G, T);
     /* the split-KV partials divide by each split's key count: one bf16 rounding of the result

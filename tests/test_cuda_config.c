@@ -26,9 +26,15 @@ static void test_defaults(void) {
 static void test_keys(void) {
     vl_cuda_config c;
     vl_cuda_config_init(&c);
-    const char *set[] = {"device=3",           "no_graphs=1",          "gemv_bf16=0",
-                         "gemv_bf16_splits=4", "gemv_quant_m1=1",      "gemv_quant_m1_splits=8",
-                         "attn_decode_splits=12", "attn_prefill_rows=64", "profile_step=5"};
+    const char *set[] = {"device=3",
+                         "no_graphs=1",
+                         "gemv_bf16=0",
+                         "gemv_bf16_splits=4",
+                         "gemv_quant_m1=1",
+                         "gemv_quant_m1_splits=8",
+                         "attn_decode_splits=12",
+                         "attn_prefill_rows=64",
+                         "profile_step=5"};
     for (int i = 0; i < (int)(sizeof set / sizeof set[0]); i++) {
         char why[256] = "";
         VT_CHECKF(vl_cuda_config_set(&c, set[i], why, sizeof why) == 0, "%s: %s", set[i], why);

@@ -1,6 +1,6 @@
 /* test_gemv_gpu.c: the decode path of the CUDA backend's linear (m <= 8 rows: the GEMVs of
- * kernels/cuda_gemv.cu, cuda_gemv_bf16.cu (bf16, m = 1) and cuda_gemv_quant_m1.cu) for every weight format, and the
- * dispatch around it, against the CPU twin.
+ * kernels/cuda_gemv.cu, cuda_gemv_bf16.cu (bf16, m = 1) and cuda_gemv_quant_m1.cu) for every weight
+ * format, and the dispatch around it, against the CPU twin.
  *
  * Weights are built directly, without a quantizer: random codes / bytes, random positive block
  * or row scales, and for double quantization random nested scales, a random 256-entry map and
@@ -339,11 +339,12 @@ static void test_q_v2(int kind) {
               100 * frac);
 }
 
-/* ---- the m = 1 bf16 kernel (kernels/cuda_gemv_bf16.cu) ---------------------------------------------
- * On, then off (cuda_gemv.cu's kernels: a backend with gemv_bf16=0): the same
- * checks as above. Shapes cover each split it picks (1, 2, 4, 8 warps per row; 4 with uneven
- * segments), N not a multiple of the 8 rows of a CTA, K not taken by it (K % 8 != 0, misaligned
- * x: cuda_gemv.cu's kernels), and the decoder's shapes (fused q/k/v, fused gate/up, down). */
+/* ---- the m = 1 bf16 kernel (kernels/cuda_gemv_bf16.cu)
+ * --------------------------------------------- On, then off (cuda_gemv.cu's kernels: a backend
+ * with gemv_bf16=0): the same checks as above. Shapes cover each split it picks (1, 2, 4, 8 warps
+ * per row; 4 with uneven segments), N not a multiple of the 8 rows of a CTA, K not taken by it (K %
+ * 8 != 0, misaligned x: cuda_gemv.cu's kernels), and the decoder's shapes (fused q/k/v, fused
+ * gate/up, down). */
 static void test_gemv_bf16(int mode) {
     printf("bf16, m = 1 kernel %s\n", mode ? "gemv_bf16" : "off (cuda_gemv.cu)");
     const int64_t exact0 = kind_exact[W_BF16], total0 = kind_total[W_BF16];
@@ -357,7 +358,8 @@ static void test_gemv_bf16(int mode) {
         weight_make(&t, W_BF16, shapes[s][0], shapes[s][1]);
         check_case(&t, W_BF16, 1, 1, 0);
         check_case(&t, W_BF16, 1, 0, 0);
-        if (s == 6) check_case(&t, W_BF16, 1, 1, 1); /* misaligned x: cuda_gemv.cu's simple kernel */
+        if (s == 6)
+            check_case(&t, W_BF16, 1, 1, 1); /* misaligned x: cuda_gemv.cu's simple kernel */
         weight_free(&t);
     }
     gpu_restore();

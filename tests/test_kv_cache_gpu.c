@@ -5,8 +5,8 @@
  *     identical); cache slots outside the appended rows stay untouched;
  *   - kv_dequant = bf16(code * scale) of the CPU twin, bit for bit;
  *   - decode attention over the int8 cache (the Q8 variant of the split-KV kernel) against the
- *     CPU attention over the same codes and scales, with test_attention_gpu's tolerance per output row
- *     (2^-7 of its largest |value| + 1e-3); cache rows past the length hold code 127 and NaN
+ *     CPU attention over the same codes and scales, with test_attention_gpu's tolerance per output
+ * row (2^-7 of its largest |value| + 1e-3); cache rows past the length hold code 127 and NaN
  *     scales, so reading one poisons the result; the runtime-length form (n_past_dev, bound)
  *     must give exactly the bits of the explicit call.
  * Without a device it reports one skip (exit 77). */

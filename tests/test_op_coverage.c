@@ -109,8 +109,7 @@ static void test_cases(void) {
             }
         }
         printf("  %-20s%s\n", members[i].name, any ? files : " (none)");
-        VT_CHECKF(any, "op %s: no test calls it (\"%s\" in tests/test_*.c)", members[i].name,
-                  call);
+        VT_CHECKF(any, "op %s: no test calls it (\"%s\" in tests/test_*.c)", members[i].name, call);
         VT_CHECKF(callback || gpu, "op %s: no GPU test (tests/test_*_gpu.c) calls it",
                   members[i].name);
     }

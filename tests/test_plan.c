@@ -45,8 +45,8 @@ static vl_mem_plan plan_images(int n_images, int attn_naive, vl_dtype quant) {
     return p;
 }
 
-/* vl_backend_check_attention with the CUDA caps on (heads, kv heads, head_dim, naive): want 0, or -1 with `say` in the
- * message. */
+/* vl_backend_check_attention with the CUDA caps on (heads, kv heads, head_dim, naive): want 0, or
+ * -1 with `say` in the message. */
 static void check_shape(int h, int g, int d, int naive, const char *say) {
     char why[256] = "";
     vl_attn_shape s = {h, g, d, naive};
