@@ -35,8 +35,8 @@ const vl_backend_caps vl_caps_cuda = {
     .max_rope_head_dim = VL_CUDA_ROPE_MAX_HEAD_DIM,
     .max_heads = VL_CUDA_MAX_HEADS,
     /* F32 / F16 checkpoints are converted to BF16 when the engine copies them to the device */
-    .weight_formats = VL_CAP_WEIGHT(VL_DTYPE_BF16) | VL_CAP_WEIGHT(VL_DTYPE_NF4) |
-                      VL_CAP_WEIGHT(VL_DTYPE_Q8ROW),
+    .weight_formats =
+        VL_CAP_WEIGHT(VL_DTYPE_BF16) | VL_CAP_WEIGHT(VL_DTYPE_NF4) | VL_CAP_WEIGHT(VL_DTYPE_Q8ROW),
     .naive_attention = 1,
     .graphs = 1,
     .quantize = 1,

@@ -1,5 +1,5 @@
-/* cuda_attention_decode.cu: attention of one new token over the KV cache (n_q == 1), split over the keys
- * (flash-decoding), bf16 in and out, fp32 softmax and accumulation.
+/* cuda_attention_decode.cu: attention of one new token over the KV cache (n_q == 1), split over the
+ * keys (flash-decoding), bf16 in and out, fp32 softmax and accumulation.
  *
  * Version 2 (version 1: 2 CTAs per SM, splits of at least 256 keys, a combine thread per output
  * column walking every split; measured on an H100 at D 128, 28/4 heads: 15.0 us at 1364 keys,
@@ -28,8 +28,8 @@
  *     and the combine step derive the split plan from the length they read, with the same
  *     split_plan code the host runs for an explicit length. Splits past the plan exit at once
  *     and are never read, so a replay gives the same bits as the eager call of that length.
- *   - Head dims: every one up to 128 (cuda_attention_mma.cuh). Fast path: a multiple of 8 with aligned
- *     rows; one not a multiple of 16 runs its MMAs over D + 8 columns whose padding is zeros in
+ *   - Head dims: every one up to 128 (cuda_attention_mma.cuh). Fast path: a multiple of 8 with
+ * aligned rows; one not a multiple of 16 runs its MMAs over D + 8 columns whose padding is zeros in
  *     shared memory. Element path (any other head dim or alignment): the query and each step's
  *     rows are loaded one element at a time (synchronously) into rows of element_dim(D) columns,
  *     zeros past D; the int8 variant likewise for the codes (the scales keep their cp.async).
@@ -566,9 +566,9 @@ void vl_attn_decode_launch(vl_cuda_ctx *c, const vl_attn_params *p, void *worksp
 #define VL_ATTN_DECODE_ELEM_CASE(ds)                                                               \
     case ds:                                                                                       \
         if (p->k_scale)                                                                            \
-            launch<ds, true, true>(c, p, workspace_bytes, ws, stream);                                \
+            launch<ds, true, true>(c, p, workspace_bytes, ws, stream);                             \
         else                                                                                       \
-            launch<ds, false, true>(c, p, workspace_bytes, ws, stream);                               \
+            launch<ds, false, true>(c, p, workspace_bytes, ws, stream);                            \
         return;
             VL_ATTN_ELEMENT_DIMS(VL_ATTN_DECODE_ELEM_CASE)
 #undef VL_ATTN_DECODE_ELEM_CASE
@@ -578,9 +578,9 @@ void vl_attn_decode_launch(vl_cuda_ctx *c, const vl_attn_params *p, void *worksp
 #define VL_ATTN_DECODE_CASE(d)                                                                     \
     case d:                                                                                        \
         if (p->k_scale)                                                                            \
-            launch<d, true, false>(c, p, workspace_bytes, ws, stream);                                \
+            launch<d, true, false>(c, p, workspace_bytes, ws, stream);                             \
         else                                                                                       \
-            launch<d, false, false>(c, p, workspace_bytes, ws, stream);                               \
+            launch<d, false, false>(c, p, workspace_bytes, ws, stream);                            \
         break;
         VL_ATTN_HEAD_DIMS(VL_ATTN_DECODE_CASE)
 #undef VL_ATTN_DECODE_CASE

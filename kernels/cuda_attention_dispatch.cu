@@ -1,15 +1,15 @@
-/* cuda_attention_dispatch.cu: the checked entry points of GPU attention (cuda_internal.h): which parameters
- * the kernels take, how much workspace they need, and the one place that turns a call into a
- * kernel choice (decode for a single query, prefill otherwise; head_dim and the prefill tile
+/* cuda_attention_dispatch.cu: the checked entry points of GPU attention (cuda_internal.h): which
+ * parameters the kernels take, how much workspace they need, and the one place that turns a call
+ * into a kernel choice (decode for a single query, prefill otherwise; head_dim and the prefill tile
  * height become template parameters there). Also the backend's attention_naive op (--attn
  * naive), which checks its parameters and runs vl_cuda_attention_naive on the backend stream.
  * Nothing on these paths reads device memory or synchronizes, so a call can be captured into a
  * CUDA graph (n_past_dev is read by the kernels).
  * Every head dim up to 128 and any row alignment are supported (the fast and the element paths
- * of cuda_attention_mma.cuh); vl_backend_check_attention (backend_caps.c) states the same limits to the engine,
- * which refuses a model beyond them before loading it.
- * Leaves out: any fallback when the parameters are not supported (the engine's check keeps such
- * calls from happening; the backend aborts on one as a broken invariant).
+ * of cuda_attention_mma.cuh); vl_backend_check_attention (backend_caps.c) states the same limits to
+ * the engine, which refuses a model beyond them before loading it. Leaves out: any fallback when
+ * the parameters are not supported (the engine's check keeps such calls from happening; the backend
+ * aborts on one as a broken invariant).
  */
 #include "kernels/cuda_attention_mma.cuh"
 #include "kernels/cuda_ops.h"

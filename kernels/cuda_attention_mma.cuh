@@ -1,6 +1,6 @@
-/* cuda_attention_mma.cuh: what the attention kernels (cuda_attention_prefill.cu, cuda_attention_decode.cu, cuda_attention_dispatch.cu)
- * share: warp-level primitives written as inline PTX for sm_80+ (ldmatrix, cp.async; the mma
- * wrapper is cuda_mma.cuh's), the key range a
+/* cuda_attention_mma.cuh: what the attention kernels (cuda_attention_prefill.cu,
+ * cuda_attention_decode.cu, cuda_attention_dispatch.cu) share: warp-level primitives written as
+ * inline PTX for sm_80+ (ldmatrix, cp.async; the mma wrapper is cuda_mma.cuh's), the key range a
  * query row may see, and the internal launchers.
  *
  * Fragment layouts of mma.m16n8k16 (bf16 in, fp32 accumulate), lane = 4 * gid + tig:
@@ -18,7 +18,7 @@
 #ifndef VL_ATTN_MMA_CUH
 #define VL_ATTN_MMA_CUH
 
-#include "kernels/cuda_ops.h" /* vl_cuda_ctx */
+#include "kernels/cuda_ops.h"   /* vl_cuda_ctx */
 #include "kernels/cuda_mma.cuh" /* vl_mma_bf16, vl_pack_bf16x2, vl_int8x4_to_bf16x4 */
 
 #include <math.h>

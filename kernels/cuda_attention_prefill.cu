@@ -1,5 +1,5 @@
-/* cuda_attention_prefill.cu: flash attention for many queries (prompt chunks, vision blocks): bf16 q/k/v/o,
- * tensor cores (mma.sync m16n8k16), fp32 online softmax, O(n) memory.
+/* cuda_attention_prefill.cu: flash attention for many queries (prompt chunks, vision blocks): bf16
+ * q/k/v/o, tensor cores (mma.sync m16n8k16), fp32 online softmax, O(n) memory.
  *
  * Version 1 (FlashAttention-2 schedule, written from the paper's algorithm):
  *   - CTA = 4 warps over kBM = 64 * MT query rows of one head (grid: heads x query blocks);
@@ -18,8 +18,8 @@
  *     range. Rows past n_q and keys past the union are zero-filled and never stored.
  *   - Causal grids hand out the longest query blocks first, for every head (blocks are
  *     dispatched x fastest), so the short ones fill the tail.
- *   - Head dims: every one up to 128 (cuda_attention_mma.cuh). Fast path: a multiple of 8 with 16-byte
- *     aligned rows; one not a multiple of 16 (the tiny test models' 24, 40) runs its MMAs over
+ *   - Head dims: every one up to 128 (cuda_attention_mma.cuh). Fast path: a multiple of 8 with
+ * 16-byte aligned rows; one not a multiple of 16 (the tiny test models' 24, 40) runs its MMAs over
  *     D + 8 columns whose padding is zeros in shared memory. Element path (any other head dim,
  *     e.g. tiny-odd's vision 20, or rows not 16-byte aligned): tiles of element_dim(D) columns
  *     filled by element loads, zeros past D; 64-row CTAs only. Its loads are synchronous, so
@@ -369,7 +369,7 @@ void vl_attn_prefill_launch(vl_cuda_ctx *c, const vl_attn_params *p, int rows_pe
         switch (element_dim(p->head_dim)) {
 #define VL_ATTN_PREFILL_ELEM_CASE(ds)                                                              \
     case ds:                                                                                       \
-        launch<ds, 1, true>(c, p, stream);                                                            \
+        launch<ds, 1, true>(c, p, stream);                                                         \
         return;
             VL_ATTN_ELEMENT_DIMS(VL_ATTN_PREFILL_ELEM_CASE)
 #undef VL_ATTN_PREFILL_ELEM_CASE
@@ -378,7 +378,7 @@ void vl_attn_prefill_launch(vl_cuda_ctx *c, const vl_attn_params *p, int rows_pe
     switch (p->head_dim) {
 #define VL_ATTN_PREFILL_CASE(d)                                                                    \
     case d:                                                                                        \
-        launch_rows<d>(c, p, rows_per_cta, stream);                                                   \
+        launch_rows<d>(c, p, rows_per_cta, stream);                                                \
         break;
         VL_ATTN_HEAD_DIMS(VL_ATTN_PREFILL_CASE)
 #undef VL_ATTN_PREFILL_CASE

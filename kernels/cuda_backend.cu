@@ -21,8 +21,8 @@
  *               the attention workspace (decode attention and a prefill GEMM never overlap), a
  *               second (high-priority) stream, five events and the cuBLASLt handle (shared with
  *               the biased bf16 GEMM of cuda_linear.cu)
- * CUDA graphs: cuda_graph.cu. Leaves out: splitting one model over GPUs, pinned host buffers, memory accounting (the
- * engine's arena ledger does that).
+ * CUDA graphs: cuda_graph.cu. Leaves out: splitting one model over GPUs, pinned host buffers,
+ * memory accounting (the engine's arena ledger does that).
  */
 #include "kernels/cuda_ops.h"
 
@@ -128,7 +128,8 @@ static void cuda_sync(vl_backend *b) {
     VL_CUDA_CHECK(cudaStreamSynchronize(vl_cuda_ctx_of(b)->stream));
 }
 
-/* ---- attention: the kernels live in cuda_attention_prefill.cu / cuda_attention_decode.cu ----------------------- */
+/* ---- attention: the kernels live in cuda_attention_prefill.cu / cuda_attention_decode.cu
+ * ----------------------- */
 
 static void cuda_attention(vl_backend *b, const vl_attn_params *p) {
     vl_cuda_ctx *c = vl_cuda_ctx_of(b);

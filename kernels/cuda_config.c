@@ -29,8 +29,8 @@ static const config_key keys[] = {
     {"device", FIELD(device), 0, 0, 1023, "a device ordinal 0..1023", 0, 0},
     {"no_graphs", FIELD(no_graphs), 0, 0, 1, "0 or 1", 0, 0},
     {"gemv_bf16", FIELD(gemv_bf16), 0, 0, 1, "0 or 1", 0, 0},
-    {"gemv_bf16_splits", FIELD(gemv_bf16_splits), 0, 0, 8, "0 (chosen per shape), 1, 2, 4 or 8",
-     1, 0},
+    {"gemv_bf16_splits", FIELD(gemv_bf16_splits), 0, 0, 8, "0 (chosen per shape), 1, 2, 4 or 8", 1,
+     0},
     {"gemv_quant_m1", FIELD(gemv_quant_m1), 0, -1, 1, "-1 (where it measured faster), 0 or 1", 0,
      0},
     {"gemv_quant_m1_splits", FIELD(gemv_quant_m1_splits), 0, 0, 8,
@@ -38,8 +38,7 @@ static const config_key keys[] = {
     {"attn_decode_splits", FIELD(attn_decode_splits), 0, 0, 1024,
      "0 (one wave of the GPU) or a split count 1..1024", 0, 0},
     {"attn_prefill_rows", FIELD(attn_prefill_rows), 0, 0, 128, "0 (by length), 64 or 128", 0, 1},
-    {"profile_step", FIELD(profile_step), 1, 0, 1000000000L, "0 (never) or a replay number", 0,
-     0},
+    {"profile_step", FIELD(profile_step), 1, 0, 1000000000L, "0 (never) or a replay number", 0, 0},
 };
 
 static int say(char *why, size_t why_len, const char *fmt, ...) {
@@ -74,8 +73,8 @@ int vl_cuda_config_set(vl_cuda_config *c, const char *key_eq_value, char *why, s
         for (size_t i = 0; i < sizeof keys / sizeof keys[0]; i++)
             snprintf(list + strlen(list), sizeof list - strlen(list), "%s%s", i ? ", " : "",
                      keys[i].key);
-        return say(why, why_len, "--cuda-opt %s: unknown key '%.*s'; the keys are %s",
-                   key_eq_value, (int)len, key_eq_value, list);
+        return say(why, why_len, "--cuda-opt %s: unknown key '%.*s'; the keys are %s", key_eq_value,
+                   (int)len, key_eq_value, list);
     }
     char *end = NULL;
     errno = 0;

@@ -1,6 +1,6 @@
-/* cuda_dequant_gemm.cu: y = x . W^T + b for a quantized W (NF4, Q8ROW) and many rows of x (prefill):
- * dequantize W a slice of output rows at a time into a bf16 buffer, multiply each slice with
- * cuBLASLt, two buffers in flight.
+/* cuda_dequant_gemm.cu: y = x . W^T + b for a quantized W (NF4, Q8ROW) and many rows of x
+ * (prefill): dequantize W a slice of output rows at a time into a bf16 buffer, multiply each slice
+ * with cuBLASLt, two buffers in flight.
  *
  * Pipeline: slice i is dequantized on a second stream (high priority) into buffer i % 2 while
  * the GEMM of slice i - 1 runs on the backend's stream; events order the two:
@@ -22,8 +22,8 @@
  * that with N % 8 == 0 every slice's y and bias stay 16-byte aligned.
  * A biased GEMM goes through cuBLASLt only when it is 16-byte clean (K, N multiples of 8; x, y,
  * bias 16-byte aligned): at K = 130, N = 77 on H100 / CUDA 13 the bias epilogue rounded twice
- * (69% of outputs exact; see cuda_linear.cu). Other biased shapes run the GEMV (cuda_gemv.cu) on the
- * quantized W, 8 rows of x at a time: exact, one rounding, W read m / 8 times; the model's
+ * (69% of outputs exact; see cuda_linear.cu). Other biased shapes run the GEMV (cuda_gemv.cu) on
+ * the quantized W, 8 rows of x at a time: exact, one rounding, W read m / 8 times; the model's
  * shapes never need it. Leaves out: a fused dequant-in-the-mainloop GEMM (Marlin-style), small m
  * (the GEMV path of cuda_linear.cu).
  */

@@ -424,8 +424,7 @@ static void launch_fast(vl_cuda_ctx *c, GemvParams &p, const vl_cuda_gemv_scratc
         p.partials = scratch->partials;
         p.tile_counters = scratch->tile_counters;
     }
-    gemv_mma_kernel<FMT>
-        <<<dim3((unsigned)tiles, (unsigned)splits), GEMV_THREADS, 0, stream>>>(p);
+    gemv_mma_kernel<FMT><<<dim3((unsigned)tiles, (unsigned)splits), GEMV_THREADS, 0, stream>>>(p);
     VL_CUDA_LAUNCH_CHECK();
 }
 

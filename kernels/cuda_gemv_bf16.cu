@@ -1,6 +1,6 @@
-/* cuda_gemv_bf16.cu: the m = 1 decode GEMV for bf16 weights, y[N] = W[N, K] . x[K] (+ bias), written
- * to stream the weights at the copy bandwidth on every decoder shape (o 3584 x 3584, fused q/k/v
- * 4608 x 3584, fused gate/up 37888 x 3584, down 3584 x 18944, LM head 152064 x 3584).
+/* cuda_gemv_bf16.cu: the m = 1 decode GEMV for bf16 weights, y[N] = W[N, K] . x[K] (+ bias),
+ * written to stream the weights at the copy bandwidth on every decoder shape (o 3584 x 3584, fused
+ * q/k/v 4608 x 3584, fused gate/up 37888 x 3584, down 3584 x 18944, LM head 152064 x 3584).
  *
  * Why another kernel: cuda_gemv.cu's tensor-core kernel gives a CTA 16 rows over the whole K, so a
  * launch is a few waves of large CTAs and its last wave leaves most SMs idle (18944 x 3584: 2.24
@@ -121,8 +121,7 @@ int vl_cuda_gemv_bf16(vl_cuda_ctx *c, vl_bf16 *y, const vl_bf16 *x, const vl_wei
         w->rows > INT_MAX - GB_WARPS || w->cols > INT_MAX || w->cols % 8 != 0 ||
         !vl_cuda_aligned16(w->data) || !vl_cuda_aligned16(x))
         return 0;
-    const int ctas_per_sm =
-        vl_cuda_ctas_per_sm(c, (const void *)gemv_bf16_kernel, GB_THREADS, 0);
+    const int ctas_per_sm = vl_cuda_ctas_per_sm(c, (const void *)gemv_bf16_kernel, GB_THREADS, 0);
     GbParams p = {};
     p.y = y;
     p.x = x;

@@ -4,9 +4,10 @@
  * vl_cuda_gemv (cuda_linear.cu) picks it by default; the backend's gemv_quant_m1 (vl_cuda_config)
  * = 1 / 0 picks it for every product it takes / for none.
  *
- * Numerics: cuda_gemv.cu's (the CPU twin's): w = bf16(table[code] * a_b) or bf16(q * absmax_r * (1/127))
- * (fp32, no FMA contraction), exact bf16 x bf16 products summed in fp32, y = bf16(sum + bias).
- * Deterministic: every sum has a fixed order (mma chains, warp butterfly, shared-memory split sum).
+ * Numerics: cuda_gemv.cu's (the CPU twin's): w = bf16(table[code] * a_b) or bf16(q * absmax_r *
+ * (1/127)) (fp32, no FMA contraction), exact bf16 x bf16 products summed in fp32, y = bf16(sum +
+ * bias). Deterministic: every sum has a fixed order (mma chains, warp butterfly, shared-memory
+ * split sum).
  *
  * Layout, and why: one warp owns two rows R, R + 1 of W over a contiguous range of 16-byte chunks
  * along K; lane l reads chunk c0 + l of both rows, so every load instruction reads 512 contiguous

@@ -4,9 +4,8 @@
  * Dispatch (vl_cuda_linear):
  *   m <= VL_CUDA_GEMV_MAX_M (8), any weight dtype   -> vl_cuda_gemv: the decode GEMV, chosen here
  *                                                      and nowhere else:
- *     m = 1, bf16, K % 8 == 0, aligned              -> vl_cuda_gemv_bf16 (cuda_gemv_bf16.cu): faster
- *                                                      than cuBLAS's GEMV on every decoder shape
- *                                                      (bench/RESULTS.md); unless the backend's
+ *     m = 1, bf16, K % 8 == 0, aligned              -> vl_cuda_gemv_bf16 (cuda_gemv_bf16.cu):
+ * faster than cuBLAS's GEMV on every decoder shape (bench/RESULTS.md); unless the backend's
  *                                                      gemv_bf16 is 0
  *     m = 1, Q8ROW with K >= 8192 (gemv_quant_m1    -> vl_cuda_gemv_quant_m1
  *       -1), or NF4 / Q8ROW (gemv_quant_m1 1)          (cuda_gemv_quant_m1.cu), where it takes them

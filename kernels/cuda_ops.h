@@ -244,10 +244,12 @@ void vl_cuda_kv_append(vl_backend *b, void *cache, int64_t head_stride, const vo
                        int64_t src_stride, int64_t s, int kv_heads, int head_dim, int64_t pos0,
                        const int32_t *pos0_dev);
 
-/* ---- attention (cuda_attention_dispatch.cu; the kernels' own interface is in cuda_internal.h) -------- */
+/* ---- attention (cuda_attention_dispatch.cu; the kernels' own interface is in cuda_internal.h)
+ * -------- */
 void vl_cuda_attention_naive_op(vl_backend *b, const vl_attn_params *p, float *scores);
 
-/* ---- quantized weights (cuda_quant.cu, cuda_dequant_gemm.cu) ------------------------------------ */
+/* ---- quantized weights (cuda_quant.cu, cuda_dequant_gemm.cu) ------------------------------------
+ */
 
 #define VL_CUDA_QUANT_STATE_BYTES 256 /* head of quant_scratch: the DQ offset's reduction state */
 

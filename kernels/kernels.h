@@ -225,7 +225,7 @@ typedef enum { VL_BACKEND_CUDA, VL_BACKEND_CPU } vl_backend_kind;
 #define VL_CUDA_WORKSPACE_BYTES (((size_t)117 << 20) + ((size_t)64 << 10) + 256)
 
 /* Bits of vl_backend_caps.weight_formats: the weight dtypes linear and embed take. */
-#define VL_CAP_WEIGHT(dtype) (1ull << ((unsigned)(dtype) & 63u))
+#define VL_CAP_WEIGHT(dtype) (1ull << ((unsigned)(dtype)&63u))
 
 typedef struct {
     vl_backend_kind kind;
@@ -235,11 +235,11 @@ typedef struct {
      * max_rope_head_dim bounds the rotary ops and attention_naive (--attn naive). */
     int max_head_dim, max_rope_head_dim, max_heads;
     unsigned long long weight_formats; /* VL_CAP_WEIGHT(dtype) for each dtype linear takes */
-    int naive_attention; /* attention_naive present (--attn naive) */
-    int graphs;          /* graph_begin..graph_free present (unless turned off at creation) */
-    int quantize;        /* quantize / dequantize present (--quant) */
-    int fill_random;     /* fill_random_bf16 present (--random-weights on the backend) */
-    int host_mapped;     /* host_mapped_alloc present (--embed-on-host) */
+    int naive_attention;               /* attention_naive present (--attn naive) */
+    int graphs;             /* graph_begin..graph_free present (unless turned off at creation) */
+    int quantize;           /* quantize / dequantize present (--quant) */
+    int fill_random;        /* fill_random_bf16 present (--random-weights on the backend) */
+    int host_mapped;        /* host_mapped_alloc present (--embed-on-host) */
     size_t workspace_bytes; /* memory the backend allocates for itself when it starts */
 } vl_backend_caps;
 
@@ -401,12 +401,14 @@ struct vl_backend {
  * without an entry fails it) and that every op has a test case that calls it, so a new op comes
  * with its test. */
 #define VL_BACKEND_OPS(X)                                                                          \
-    X(heartbeat) X(mem_alloc) X(mem_free) X(upload) X(download) X(copy) X(sync) X(from_f32)        \
-    X(to_f32) X(linear) X(embed) X(rmsnorm) X(add_rmsnorm) X(layernorm) X(add) X(silu_mul)         \
-    X(quick_gelu) X(gelu) X(rope_text) X(rope_vision) X(attention) X(rope_kv_append) X(kv_append)  \
-    X(kv_dequant) X(sample_token) X(sample_token_f32) X(mark_seen) X(repetition_penalty)           \
-    X(fill_random_bf16) X(attention_naive) X(quantize) X(dequantize) X(graph_begin) X(graph_end)   \
-    X(graph_launch) X(graph_free) X(host_mapped_alloc) X(host_mapped_free) X(mem_info)
+    X(heartbeat)                                                                                   \
+    X(mem_alloc) X(mem_free) X(upload) X(download) X(copy) X(sync) X(from_f32) X(to_f32) X(linear) \
+        X(embed) X(rmsnorm) X(add_rmsnorm) X(layernorm) X(add) X(silu_mul) X(quick_gelu) X(gelu)   \
+            X(rope_text) X(rope_vision) X(attention) X(rope_kv_append) X(kv_append) X(kv_dequant)  \
+                X(sample_token) X(sample_token_f32) X(mark_seen) X(repetition_penalty)             \
+                    X(fill_random_bf16) X(attention_naive) X(quantize) X(dequantize)               \
+                        X(graph_begin) X(graph_end) X(graph_launch) X(graph_free)                  \
+                            X(host_mapped_alloc) X(host_mapped_free) X(mem_info)
 #define VL_BACKEND_DATA(X)                                                                         \
     X(name) X(act) X(caps) X(ctx) X(heartbeat_ctx) X(device_name) X(workspace_bytes)
 
@@ -443,20 +445,20 @@ typedef struct {
                     * decode step eagerly instead of replaying a CUDA graph (default 0) */
     int gemv_bf16; /* "gemv_bf16": 1 (default) sends every m = 1 bf16 product the bf16 GEMV takes
                     * there (cuda_gemv_bf16.cu); 0: the general GEMV (cuda_gemv.cu) instead */
-    int gemv_bf16_splits; /* "gemv_bf16_splits": warps per row of the bf16 GEMV: 0 (default)
-                           * chosen per shape; 1, 2, 4 or 8 forced */
-    int gemv_quant_m1;    /* "gemv_quant_m1": the m = 1 quantized GEMV (cuda_gemv_quant_m1.cu):
-                           * -1 (default) where it measured faster (Q8ROW rows of K >= 8192);
-                           * 1 for every NF4 / Q8ROW product it takes; 0 never */
+    int gemv_bf16_splits;     /* "gemv_bf16_splits": warps per row of the bf16 GEMV: 0 (default)
+                               * chosen per shape; 1, 2, 4 or 8 forced */
+    int gemv_quant_m1;        /* "gemv_quant_m1": the m = 1 quantized GEMV (cuda_gemv_quant_m1.cu):
+                               * -1 (default) where it measured faster (Q8ROW rows of K >= 8192);
+                               * 1 for every NF4 / Q8ROW product it takes; 0 never */
     int gemv_quant_m1_splits; /* "gemv_quant_m1_splits": its warps per row pair, as above */
     int attn_decode_splits;   /* "attn_decode_splits": split-KV decode: 0 (default) one wave of
                                * the GPU; N > 0 forces N splits before the length and workspace
                                * caps */
     int attn_prefill_rows;    /* "attn_prefill_rows": query rows per prefill CTA: 0 (default)
                                * 64 for calls of <= 64 rows, else 128; 64 or 128 forced */
-    long profile_step; /* "profile_step": N > 0 brackets the Nth graph replay (from 1) with
-                        * cudaProfilerStart / Stop, so `ncu --profile-from-start off` times the
-                        * kernels of exactly one decode step; 0 (default) never */
+    long profile_step;        /* "profile_step": N > 0 brackets the Nth graph replay (from 1) with
+                               * cudaProfilerStart / Stop, so `ncu --profile-from-start off` times the
+                               * kernels of exactly one decode step; 0 (default) never */
 } vl_cuda_config;
 
 /* The defaults above. */
