@@ -8,8 +8,8 @@
  * parser already refuses for every backend (heads not a multiple of kv heads, odd rotary dims).
  */
 #include "kernels/kernels.h"
+#include "kernels/say.h"
 
-#include <stdarg.h>
 #include <stdio.h>
 
 /* Named (not static) so that each backend's table can point at its own in an initializer. */
@@ -49,37 +49,27 @@ const vl_backend_caps *vl_backend_caps_of(vl_backend_kind kind) {
     return kind == VL_BACKEND_CPU ? &vl_caps_cpu : &vl_caps_cuda;
 }
 
-static int refuse(char *why, size_t why_len, const char *fmt, ...) {
-    if (why && why_len > 0) {
-        va_list ap;
-        va_start(ap, fmt);
-        vsnprintf(why, why_len, fmt, ap);
-        va_end(ap);
-    }
-    return -1;
-}
-
 /* The messages name the CUDA kernels: the only backend with limits. */
 int vl_backend_check_attention(const vl_backend_caps *caps, const vl_attn_shape *s, char *why,
                                size_t why_len) {
     if (!caps->max_heads && !caps->max_head_dim && !caps->max_rope_head_dim) return 0;
     if (s->n_heads < 1 || s->n_kv_heads < 1 || s->n_heads % s->n_kv_heads != 0)
-        return refuse(why, why_len,
+        return vl_say(why, why_len,
                       "%d query heads over %d kv heads: the CUDA attention needs a "
                       "whole number of query heads per kv head",
                       s->n_heads, s->n_kv_heads);
     if (caps->max_heads && s->n_heads > caps->max_heads)
-        return refuse(why, why_len,
+        return vl_say(why, why_len,
                       "%d heads is above %d, the most the CUDA attention kernels take (a grid "
                       "dimension); use --backend cpu",
                       s->n_heads, caps->max_heads);
     if (caps->max_rope_head_dim && (s->head_dim < 1 || s->head_dim > caps->max_rope_head_dim))
-        return refuse(why, why_len,
+        return vl_say(why, why_len,
                       "head_dim %d is outside 1..%d, the head dims the CUDA rotary kernels take; "
                       "use --backend cpu",
                       s->head_dim, caps->max_rope_head_dim);
     if (!s->naive && caps->max_head_dim && s->head_dim > caps->max_head_dim)
-        return refuse(why, why_len,
+        return vl_say(why, why_len,
                       "head_dim %d is above %d, the largest the CUDA flash attention kernels "
                       "take; use --attn naive (any head dim up to %d) or --backend cpu",
                       s->head_dim, caps->max_head_dim, caps->max_rope_head_dim);

@@ -25,8 +25,8 @@
  * memory accounting (the engine's arena ledger does that).
  */
 #include "kernels/cuda_ops.h"
+#include "kernels/say.h"
 
-#include <stdarg.h>
 #include <stdlib.h>
 
 #define CUDA_CUBLAS_WS_BYTES      ((size_t)32 << 20)
@@ -147,14 +147,6 @@ static void cuda_attention(vl_backend *b, const vl_attn_params *p) {
 
 /* ---- the table --------------------------------------------------------------------------- */
 
-static void say(char *why, size_t why_len, const char *fmt, ...) {
-    if (!why || why_len == 0) return;
-    va_list ap;
-    va_start(ap, fmt);
-    vsnprintf(why, why_len, fmt, ap);
-    va_end(ap);
-}
-
 /* Undo a partial start-up (the fields still NULL were never created). */
 static void ctx_release(vl_cuda_ctx *c) {
     if (c->cublas) cublasDestroy(c->cublas);
@@ -186,16 +178,16 @@ static int ctx_create(vl_cuda_ctx *c, const vl_cuda_config *cfg, char *why, size
     if ((err = cudaSetDevice(dev)) != cudaSuccess ||
         (err = cudaGetDeviceProperties(&prop, dev)) != cudaSuccess) {
         (void)cudaGetLastError();
-        say(why, why_len, "CUDA device %d is not usable (%s); use --backend cpu", dev,
-            cudaGetErrorString(err));
+        vl_say(why, why_len, "CUDA device %d is not usable (%s); use --backend cpu", dev,
+               cudaGetErrorString(err));
         return -1;
     }
     vl_cuda_thread_device = dev;
     if (prop.major < CUDA_MIN_MAJOR) {
-        say(why, why_len,
-            "GPU %s has compute capability %d.%d; the CUDA backend needs %d.0 or newer (bf16); "
-            "use --backend cpu",
-            prop.name, prop.major, prop.minor, CUDA_MIN_MAJOR);
+        vl_say(why, why_len,
+               "GPU %s has compute capability %d.%d; the CUDA backend needs %d.0 or newer (bf16); "
+               "use --backend cpu",
+               prop.name, prop.major, prop.minor, CUDA_MIN_MAJOR);
         return -1;
     }
     c->device = dev;
@@ -242,8 +234,8 @@ static int ctx_create(vl_cuda_ctx *c, const vl_cuda_config *cfg, char *why, size
     for (int j = 0; j < 5 && err == cudaSuccess; j++)
         err = cudaEventCreateWithFlags(events[j], cudaEventDisableTiming);
     if (err != cudaSuccess) {
-        say(why, why_len, "CUDA start-up failed at %s (%s); use --backend cpu", step,
-            cudaGetErrorString(err));
+        vl_say(why, why_len, "CUDA start-up failed at %s (%s); use --backend cpu", step,
+               cudaGetErrorString(err));
         ctx_release(c);
         return -1;
     }
@@ -260,8 +252,8 @@ static int ctx_create(vl_cuda_ctx *c, const vl_cuda_config *cfg, char *why, size
             (cublasMath_t)(CUBLAS_DEFAULT_MATH | CUBLAS_MATH_DISALLOW_REDUCED_PRECISION_REDUCTION));
     if (st == CUBLAS_STATUS_SUCCESS) st = cublasLtCreate(&c->dq_lt);
     if (st != CUBLAS_STATUS_SUCCESS) {
-        say(why, why_len, "cuBLAS start-up failed (%s); use --backend cpu",
-            cublasGetStatusString(st));
+        vl_say(why, why_len, "cuBLAS start-up failed (%s); use --backend cpu",
+               cublasGetStatusString(st));
         ctx_release(c);
         return -1;
     }
@@ -330,15 +322,16 @@ extern "C" vl_backend *vl_backend_cuda(const vl_cuda_config *cfg, char *why, siz
     if (err != cudaSuccess || count == 0) {
         (void)cudaGetLastError();
         if (err == cudaSuccess || err == cudaErrorNoDevice)
-            say(why, why_len, "no CUDA device found; use --backend cpu");
+            vl_say(why, why_len, "no CUDA device found; use --backend cpu");
         else /* e.g. a driver older than the runtime: say so rather than "no device" */
-            say(why, why_len, "no CUDA device found (%s); use --backend cpu",
-                cudaGetErrorString(err));
+            vl_say(why, why_len, "no CUDA device found (%s); use --backend cpu",
+                   cudaGetErrorString(err));
         return NULL;
     }
     if (cfg->device < 0 || cfg->device >= count) {
-        say(why, why_len, "CUDA device %d does not exist (this machine has %d); use --backend cpu",
-            cfg->device, count);
+        vl_say(why, why_len,
+               "CUDA device %d does not exist (this machine has %d); use --backend cpu",
+               cfg->device, count);
         return NULL;
     }
     vl_backend *b = (vl_backend *)calloc(1, sizeof *b);
@@ -346,7 +339,7 @@ extern "C" vl_backend *vl_backend_cuda(const vl_cuda_config *cfg, char *why, siz
     if (!b || !c) {
         free(b);
         free(c);
-        say(why, why_len, "out of host memory starting the CUDA backend");
+        vl_say(why, why_len, "out of host memory starting the CUDA backend");
         return NULL;
     }
     if (ctx_create(c, cfg, why, why_len)) {

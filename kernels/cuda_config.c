@@ -3,9 +3,9 @@
  * (a build without CUDA still parses the options, then has no backend to give them to).
  * Leaves out: reading the environment (every knob is set by the caller, once, at creation). */
 #include "kernels/kernels.h"
+#include "kernels/say.h"
 
 #include <errno.h>
-#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 
@@ -41,16 +41,6 @@ static const config_key keys[] = {
     {"profile_step", FIELD(profile_step), 1, 0, 1000000000L, "0 (never) or a replay number", 0, 0},
 };
 
-static int say(char *why, size_t why_len, const char *fmt, ...) {
-    if (why && why_len > 0) {
-        va_list ap;
-        va_start(ap, fmt);
-        vsnprintf(why, why_len, fmt, ap);
-        va_end(ap);
-    }
-    return -1;
-}
-
 static int accepted(const config_key *k, long v) {
     if (v < k->lo || v > k->hi) return 0;
     if (k->pow2) return v == 0 || (v & (v - 1)) == 0;
@@ -61,8 +51,8 @@ static int accepted(const config_key *k, long v) {
 int vl_cuda_config_set(vl_cuda_config *c, const char *key_eq_value, char *why, size_t why_len) {
     const char *eq = strchr(key_eq_value, '=');
     if (!eq)
-        return say(why, why_len, "--cuda-opt %s: expected KEY=VALUE (e.g. no_graphs=1)",
-                   key_eq_value);
+        return vl_say(why, why_len, "--cuda-opt %s: expected KEY=VALUE (e.g. no_graphs=1)",
+                      key_eq_value);
     const size_t len = (size_t)(eq - key_eq_value);
     const config_key *k = NULL;
     for (size_t i = 0; i < sizeof keys / sizeof keys[0] && !k; i++)
@@ -73,14 +63,14 @@ int vl_cuda_config_set(vl_cuda_config *c, const char *key_eq_value, char *why, s
         for (size_t i = 0; i < sizeof keys / sizeof keys[0]; i++)
             snprintf(list + strlen(list), sizeof list - strlen(list), "%s%s", i ? ", " : "",
                      keys[i].key);
-        return say(why, why_len, "--cuda-opt %s: unknown key '%.*s'; the keys are %s", key_eq_value,
-                   (int)len, key_eq_value, list);
+        return vl_say(why, why_len, "--cuda-opt %s: unknown key '%.*s'; the keys are %s",
+                      key_eq_value, (int)len, key_eq_value, list);
     }
     char *end = NULL;
     errno = 0;
     const long v = strtol(eq + 1, &end, 10);
     if (eq[1] == '\0' || *end != '\0' || errno || !accepted(k, v))
-        return say(why, why_len, "--cuda-opt %s: %s takes %s", key_eq_value, k->key, k->what);
+        return vl_say(why, why_len, "--cuda-opt %s: %s takes %s", key_eq_value, k->key, k->what);
     if (k->is_long)
         *(long *)((char *)c + k->offset) = v;
     else
