@@ -352,7 +352,7 @@ typedef struct {
     uint8_t *seen;     /* [V]: 1 for each token id of the sequence so far (backend memory) */
     float *pen_scores; /* [V] float32: the penalized logits the sampler reads (backend memory) */
     void *graph;       /* the recorded decode step, when the backend records graphs */
-    int no_graph;      /* run the step eagerly (VL_NO_GRAPH=1; tests) */
+    int no_graph;      /* run the step eagerly (the backend has no graphs: no_graphs=1) */
     int attn_naive;
     float *scores;         /* --attn naive: fp32 score matrix of the largest attention call */
     float *logits_host;    /* [V] */

@@ -425,8 +425,8 @@ void vl_penalize_logits(vl_session *s, float *logits) {
 /* ---- decode on the backend ---------------------------------------------------------------
  * The state (token, positions, cache length) lives in backend memory and sample_token advances
  * it, so one step is a fixed sequence of ops with no host value in it: it is recorded once as a
- * CUDA graph and replayed for every token. VL_NO_GRAPH=1 runs the same ops eagerly (for
- * comparison). With a repetition penalty the seen-token set is backend memory too: prefill
+ * CUDA graph and replayed for every token. A backend without graphs (--cuda-opt no_graphs=1)
+ * runs the same ops eagerly (for comparison). With a repetition penalty the seen-token set is backend memory too: prefill
  * marks the prompt's ids, each step marks the token it feeds, and the penalty turns the logits
  * into float32 scores right before sample_token reads them. */
 

@@ -134,7 +134,7 @@ static void cuda_sync(vl_backend *b) {
 static void cuda_attention(vl_backend *b, const vl_attn_params *p) {
     vl_cuda_ctx *c = vl_cuda_ctx_of(b);
     /* the engine refuses models whose shapes the kernels lack before loading them
-     * (vl_cuda_check_attention), so an unsupported call here is a broken invariant */
+     * (vl_backend_check_attention), so an unsupported call here is a broken invariant */
     VL_CUDA_REQUIRE(vl_cuda_attention_supported(p),
                     "no CUDA attention kernel for head_dim %d, %d query heads over %d kv heads, "
                     "n_q %lld, n_kv %lld, causal %d, %d segments; use --backend cpu",

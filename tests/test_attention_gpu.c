@@ -23,7 +23,7 @@
  * attention over the same codes and scales, on both paths, with the same tolerance and the
  * same runtime-length check; cache rows past the length hold code 127 and NaN scales.
  * Without a device (or a CUDA build) it prints why and reports one skip (exit 77).
- * Leaves out: timing (tests/bench_attn.c).
+ * Leaves out: timing (vlbench attention).
  */
 #include "kernels/kernels.h"
 #include "vltest.h"
