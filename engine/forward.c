@@ -426,9 +426,9 @@ void vl_penalize_logits(vl_session *s, float *logits) {
  * The state (token, positions, cache length) lives in backend memory and sample_token advances
  * it, so one step is a fixed sequence of ops with no host value in it: it is recorded once as a
  * CUDA graph and replayed for every token. A backend without graphs (--cuda-opt no_graphs=1)
- * runs the same ops eagerly (for comparison). With a repetition penalty the seen-token set is backend memory too: prefill
- * marks the prompt's ids, each step marks the token it feeds, and the penalty turns the logits
- * into float32 scores right before sample_token reads them. */
+ * runs the same ops eagerly (for comparison). With a repetition penalty the seen-token set is
+ * backend memory too: prefill marks the prompt's ids, each step marks the token it feeds, and the
+ * penalty turns the logits into float32 scores right before sample_token reads them. */
 
 /* Sample from s->logits into the decode state: through the repetition penalty's float32 scores
  * when the session has one (transformers applies it before temperature and argmax). */
