@@ -23,7 +23,13 @@ extern "C" {
 #define VLB_MAX_LIST 16
 
 enum { VLB_QUANT_BF16 = 1, VLB_QUANT_NF4 = 2, VLB_QUANT_INT8 = 4 };
-enum { VLB_KIND_PREFILL = 1, VLB_KIND_CHUNK = 2, VLB_KIND_VISION = 4, VLB_KIND_DECODE = 8 };
+enum {
+    VLB_KIND_PREFILL = 1,
+    VLB_KIND_CHUNK = 2,
+    VLB_KIND_VISION = 4,
+    VLB_KIND_DECODE = 8,
+    VLB_KIND_DECODE_RT = 16 /* decode at a runtime length (n_past_dev), as in a CUDA graph */
+};
 
 /* A linear weight shape: N out features x K in features. */
 typedef struct {
@@ -49,7 +55,12 @@ typedef struct {
     int64_t seq[VLB_MAX_LIST];
     int heads, kv_heads, head_dim; /* 0: the model's (28/4 d128 text, 16/16 d80 vision) */
     int kind_mask;                 /* VLB_KIND_* */
+    vl_cuda_config cuda;           /* --cuda-opt settings: the backend's configuration */
 } vlb_options;
+
+/* Parses argv into o (vlbench_options.c): 0, 1 after printing one error line, or 2 after
+ * --help. */
+int vlb_parse_options(int argc, char **argv, vlb_options *o);
 
 /* ---- result rows ---------------------------------------------------------------------------- */
 
@@ -98,7 +109,8 @@ void vlb_report_end(vlb_run *run);
 void vlb_bench_linear(vlb_run *run, int gemm); /* gemm 0: m = 1 (GEMV); 1: the --m list */
 void vlb_bench_attention(vlb_run *run);
 
-/* ---- shared helpers (vlbench.c) -------------------------------------------------------------- */
+/* ---- shared helpers (vlbench_shared.c)
+ * -------------------------------------------------------------- */
 
 /* Device buffers of one case, freed together. */
 #define VLB_MAX_BUFS 24

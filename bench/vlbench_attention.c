@@ -14,7 +14,10 @@
  * Anchor: vlrun's eager attention (scores materialized in fp32) where its scores fit in 4 GB.
  * Reference: VLB_REF_ROWS query rows, every head, through the CPU backend on the same bf16
  * inputs (each query alone: n_q 1 at its own position, or its own segment's keys).
- * Leaves out: the runtime-length path (n_past_dev) and the KV append before attention.
+ *   decode-rt (not by default) decode with the cache length read from device memory
+ *            (n_past_dev, as in the decode step's CUDA graph) under a 38192-token bound, at
+ *            1364 and 38192 keys
+ * Leaves out: the KV append before attention.
  */
 #include "bench/vlbench.h"
 
@@ -29,15 +32,18 @@ typedef struct {
     int H, G, D;
     int64_t n_q, n_kv, q_pos0;
     int causal, n_seg, fused_qkv;
-    int kv_int8; /* the cache as int8 codes + one fp32 scale per row (--kv int8) */
+    int kv_int8;   /* the cache as int8 codes + one fp32 scale per row (--kv int8) */
+    int64_t bound; /* > 0: the length read at run time (n_past_dev), caches of bound positions */
 } attn_case;
 
 static const int64_t default_prefill[] = {4096, 16384, 38192};
 static const int64_t default_chunk_cache[] = {38192};
 static const int64_t default_vision[] = {5456};
 static const int64_t default_decode[] = {1364, 16384, 38192};
-#define CHUNK_QUERIES 2048
-#define VISION_IMAGES 4
+static const int64_t default_decode_rt[] = {1364, 38192};
+#define DECODE_RT_BOUND 38192
+#define CHUNK_QUERIES   2048
+#define VISION_IMAGES   4
 
 /* Query-key pairs the mask lets through. */
 static double visible_pairs(const attn_case *c) {
@@ -149,28 +155,137 @@ static void compare(vl_backend *gpu, const vl_attn_params *p, const int64_t *row
     free(got);
 }
 
-static void bench_case(vlb_run *run, const attn_case *c) {
-    vl_backend *gpu = run->gpu;
-    const vlb_options *o = run->opt;
-    vlb_row r;
-    vlb_row_init(&r, "attention", "-");
-    snprintf(r.name, sizeof r.name, "%s", c->name);
-    char segs[32] = "";
+/* The row's name, shape, dimensions and work (flops, bytes moved). */
+static void describe(vlb_run *run, const attn_case *c, vlb_row *r) {
+    vlb_row_init(r, "attention", "-");
+    snprintf(r->name, sizeof r->name, "%s", c->name);
+    char segs[48] = "";
     if (c->n_seg > 0) snprintf(segs, sizeof segs, " in %d segments", c->n_seg);
-    snprintf(r.shape, sizeof r.shape, "H=%d/%d D=%d n_q=%lld n_kv=%lld%s", c->H, c->G, c->D,
+    if (c->bound > 0)
+        snprintf(segs, sizeof segs, " (read at run time, bound %lld)", (long long)c->bound);
+    snprintf(r->shape, sizeof r->shape, "H=%d/%d D=%d n_q=%lld n_kv=%lld%s", c->H, c->G, c->D,
              (long long)c->n_q, (long long)c->n_kv, segs);
-    snprintf(r.dims_json, sizeof r.dims_json,
+    snprintf(r->dims_json, sizeof r->dims_json,
              "\"heads\": %d, \"kv_heads\": %d, \"head_dim\": %d, \"n_q\": %lld, \"n_kv\": %lld, "
              "\"q_pos0\": %lld, \"causal\": %s, \"n_seg\": %d",
              c->H, c->G, c->D, (long long)c->n_q, (long long)c->n_kv, (long long)c->q_pos0,
              c->causal ? "true" : "false", c->n_seg);
+    if (c->bound > 0)
+        snprintf(r->dims_json + strlen(r->dims_json), sizeof r->dims_json - strlen(r->dims_json),
+                 ", \"bound\": %lld", (long long)c->bound);
     const int64_t HD = (int64_t)c->H * c->D, GD = (int64_t)c->G * c->D;
-    r.flops = 4.0 * c->D * c->H * visible_pairs(c);
-    r.bytes = 2.0 * (2.0 * (double)c->n_kv * (double)GD + 2.0 * (double)c->n_q * (double)HD);
+    r->flops = 4.0 * c->D * c->H * visible_pairs(c);
+    r->bytes = 2.0 * (2.0 * (double)c->n_kv * (double)GD + 2.0 * (double)c->n_q * (double)HD);
     if (c->kv_int8) /* one byte per element and 4 per row instead of two per element */
-        r.bytes -= 2.0 * (double)c->n_kv * ((double)GD - 4.0 * c->G);
-    r.memory_bound = vlb_memory_bound(run, r.flops, r.bytes);
+        r->bytes -= 2.0 * (double)c->n_kv * ((double)GD - 4.0 * c->G);
+    r->memory_bound = vlb_memory_bound(run, r->flops, r->bytes);
+}
 
+/* One [n, (H + 2G) D] row per token: q, then k, then v (the vision tower's fused qkv). */
+static int make_fused(vlb_run *run, const attn_case *c, vlb_bufs *bufs, vl_attn_params *p) {
+    const int64_t HD = (int64_t)c->H * c->D, GD = (int64_t)c->G * c->D, row = HD + 2 * GD;
+    uint16_t *qkv = vlb_alloc(bufs, (size_t)(c->n_kv * row) * 2);
+    if (qkv) vlb_fill_random(run->gpu, qkv, c->n_kv * row, 7, 0.0f, 1.0f);
+    p->q = qkv;
+    p->k = qkv + HD;
+    p->v = qkv + HD + GD;
+    p->q_stride = p->kv_tok_stride = row;
+    p->kv_head_stride = c->D;
+    return qkv != NULL;
+}
+
+/* int8 head-major caches of `cap` positions: random codes, scales in [0.005, 0.05). */
+static int make_int8(vlb_run *run, const attn_case *c, int64_t cap, vlb_bufs *bufs,
+                     vl_attn_params *p) {
+    vl_backend *gpu = run->gpu;
+    const int64_t HD = (int64_t)c->H * c->D, n8 = cap * c->G * c->D, ns = cap * c->G;
+    uint16_t *q = vlb_alloc(bufs, (size_t)(c->n_q * HD) * 2);
+    int8_t *k = vlb_alloc(bufs, (size_t)n8), *v = vlb_alloc(bufs, (size_t)n8);
+    float *ks = vlb_alloc(bufs, (size_t)ns * 4), *vs = vlb_alloc(bufs, (size_t)ns * 4);
+    int8_t *codes = malloc((size_t)n8);
+    float *scales = host_f32(ns);
+    const int ok = q && k && v && ks && vs && codes;
+    if (ok) {
+        vlb_fill_random(gpu, q, c->n_q * HD, 11, 0.0f, 1.0f);
+        for (int kv = 0; kv < 2; kv++) {
+            for (int64_t e = 0; e < n8; e++)
+                codes[e] = (int8_t)((int)(vl_mix64((uint64_t)(e + kv * n8)) % 255) - 127);
+            for (int64_t e = 0; e < ns; e++)
+                scales[e] = 0.005f + 0.045f * (float)vl_random_unit((uint64_t)(e + 7 * kv));
+            gpu->upload(gpu, kv ? (void *)v : (void *)k, codes, (size_t)n8);
+            gpu->upload(gpu, kv ? (void *)vs : (void *)ks, scales, (size_t)ns * 4);
+        }
+    }
+    free(codes);
+    free(scales);
+    p->q = q;
+    p->k = k;
+    p->v = v;
+    p->k_scale = ks;
+    p->v_scale = vs;
+    p->kv_scale_head_stride = cap;
+    p->q_stride = HD;
+    p->kv_tok_stride = c->D;
+    p->kv_head_stride = cap * c->D;
+    return ok;
+}
+
+/* q dense, bf16 K/V head-major caches of `cap` positions. */
+static int make_dense(vlb_run *run, const attn_case *c, int64_t cap, vlb_bufs *bufs,
+                      vl_attn_params *p) {
+    const int64_t HD = (int64_t)c->H * c->D, GD = (int64_t)c->G * c->D;
+    uint16_t *q = vlb_alloc(bufs, (size_t)(c->n_q * HD) * 2);
+    uint16_t *k = vlb_alloc(bufs, (size_t)(cap * GD) * 2);
+    uint16_t *v = vlb_alloc(bufs, (size_t)(cap * GD) * 2);
+    const int ok = q && k && v;
+    if (ok) {
+        vlb_fill_random(run->gpu, q, c->n_q * HD, 11, 0.0f, 1.0f);
+        vlb_fill_random(run->gpu, k, cap * GD, 13, 0.0f, 1.0f);
+        vlb_fill_random(run->gpu, v, cap * GD, 17, 0.0f, 1.0f);
+    }
+    p->q = q;
+    p->k = k;
+    p->v = v;
+    p->q_stride = HD;
+    p->kv_tok_stride = c->D;
+    p->kv_head_stride = cap * c->D;
+    return ok;
+}
+
+/* The case's inputs and output on the device, its segments (seg_host) and, for a runtime
+ * length, the length in device memory with n_kv the bound; 0 when out of device memory. */
+static int make_inputs(vlb_run *run, const attn_case *c, vlb_bufs *bufs, vl_attn_params *p,
+                       int32_t *seg_host) {
+    const int64_t cap = c->bound > 0 ? c->bound : c->n_kv;
+    int ok = c->fused_qkv ? make_fused(run, c, bufs, p)
+             : c->kv_int8 ? make_int8(run, c, cap, bufs, p)
+                          : make_dense(run, c, cap, bufs, p);
+    p->o = vlb_alloc(bufs, (size_t)(c->n_q * c->H * c->D) * 2);
+    ok = ok && p->o;
+    if (ok && c->n_seg > 0) {
+        for (int s = 0; s <= c->n_seg; s++) seg_host[s] = (int32_t)(c->n_kv * s / c->n_seg);
+        int32_t *seg = vlb_alloc(bufs, (size_t)(c->n_seg + 1) * sizeof(int32_t));
+        ok = seg != NULL;
+        if (ok) run->gpu->upload(run->gpu, seg, seg_host, (size_t)(c->n_seg + 1) * sizeof(int32_t));
+        p->seg_starts = seg;
+        p->n_seg = c->n_seg;
+    }
+    if (ok && c->bound > 0) {
+        const int32_t n_past = (int32_t)c->q_pos0;
+        int32_t *d = vlb_alloc(bufs, sizeof n_past);
+        ok = d != NULL;
+        if (ok) run->gpu->upload(run->gpu, d, &n_past, sizeof n_past);
+        p->n_past_dev = d;
+        p->n_kv = c->bound;
+    }
+    return ok;
+}
+
+static void bench_case(vlb_run *run, const attn_case *c) {
+    vl_backend *gpu = run->gpu;
+    const vlb_options *o = run->opt;
+    vlb_row r;
+    describe(run, c, &r);
     vlb_bufs bufs = {.gpu = gpu};
     attn_job j = {.p = {.n_q = c->n_q,
                         .n_kv = c->n_kv,
@@ -180,78 +295,10 @@ static void bench_case(vlb_run *run, const attn_case *c) {
                         .scale = 1.0f / sqrtf((float)c->D),
                         .causal = c->causal,
                         .q_pos0 = c->q_pos0,
-                        .o_stride = HD}};
+                        .o_stride = (int64_t)c->H * c->D}};
     vl_attn_params *p = &j.p;
-    int ok;
-    if (c->fused_qkv) { /* one [n, (H + 2G) D] row per token: q, then k, then v */
-        const int64_t row = HD + 2 * GD;
-        uint16_t *qkv = vlb_alloc(&bufs, (size_t)(c->n_kv * row) * 2);
-        ok = qkv != NULL;
-        if (ok) vlb_fill_random(gpu, qkv, c->n_kv * row, 7, 0.0f, 1.0f);
-        p->q = qkv;
-        p->k = qkv + HD;
-        p->v = qkv + HD + GD;
-        p->q_stride = p->kv_tok_stride = row;
-        p->kv_head_stride = c->D;
-    } else if (c->kv_int8) { /* int8 head-major caches: random codes, scales in [0.005, 0.05) */
-        const int64_t n8 = c->n_kv * GD, ns = c->n_kv * c->G;
-        uint16_t *q = vlb_alloc(&bufs, (size_t)(c->n_q * HD) * 2);
-        int8_t *k = vlb_alloc(&bufs, (size_t)n8), *v = vlb_alloc(&bufs, (size_t)n8);
-        float *ks = vlb_alloc(&bufs, (size_t)ns * 4), *vs = vlb_alloc(&bufs, (size_t)ns * 4);
-        int8_t *codes = malloc((size_t)n8);
-        float *scales = host_f32(ns);
-        ok = q && k && v && ks && vs && codes;
-        if (ok) {
-            vlb_fill_random(gpu, q, c->n_q * HD, 11, 0.0f, 1.0f);
-            for (int kv = 0; kv < 2; kv++) {
-                for (int64_t e = 0; e < n8; e++)
-                    codes[e] = (int8_t)((int)(vl_mix64((uint64_t)(e + kv * n8)) % 255) - 127);
-                for (int64_t e = 0; e < ns; e++)
-                    scales[e] = 0.005f + 0.045f * (float)vl_random_unit((uint64_t)(e + 7 * kv));
-                gpu->upload(gpu, kv ? (void *)v : (void *)k, codes, (size_t)n8);
-                gpu->upload(gpu, kv ? (void *)vs : (void *)ks, scales, (size_t)ns * 4);
-            }
-        }
-        free(codes);
-        free(scales);
-        p->q = q;
-        p->k = k;
-        p->v = v;
-        p->k_scale = ks;
-        p->v_scale = vs;
-        p->kv_scale_head_stride = c->n_kv;
-        p->q_stride = HD;
-        p->kv_tok_stride = c->D;
-        p->kv_head_stride = c->n_kv * c->D;
-    } else { /* q dense, K/V head-major caches of n_kv positions */
-        uint16_t *q = vlb_alloc(&bufs, (size_t)(c->n_q * HD) * 2);
-        uint16_t *k = vlb_alloc(&bufs, (size_t)(c->n_kv * GD) * 2);
-        uint16_t *v = vlb_alloc(&bufs, (size_t)(c->n_kv * GD) * 2);
-        ok = q && k && v;
-        if (ok) {
-            vlb_fill_random(gpu, q, c->n_q * HD, 11, 0.0f, 1.0f);
-            vlb_fill_random(gpu, k, c->n_kv * GD, 13, 0.0f, 1.0f);
-            vlb_fill_random(gpu, v, c->n_kv * GD, 17, 0.0f, 1.0f);
-        }
-        p->q = q;
-        p->k = k;
-        p->v = v;
-        p->q_stride = HD;
-        p->kv_tok_stride = c->D;
-        p->kv_head_stride = c->n_kv * c->D;
-    }
-    p->o = vlb_alloc(&bufs, (size_t)(c->n_q * HD) * 2);
-    ok = ok && p->o;
     int32_t seg_host[VISION_IMAGES + 1];
-    if (ok && c->n_seg > 0) {
-        for (int s = 0; s <= c->n_seg; s++) seg_host[s] = (int32_t)(c->n_kv * s / c->n_seg);
-        int32_t *seg = vlb_alloc(&bufs, sizeof seg_host);
-        ok = seg != NULL;
-        if (ok) gpu->upload(gpu, seg, seg_host, (size_t)(c->n_seg + 1) * sizeof(int32_t));
-        p->seg_starts = seg;
-        p->n_seg = c->n_seg;
-    }
-    if (!ok) {
+    if (!make_inputs(run, c, &bufs, p, seg_host)) {
         snprintf(r.status, sizeof r.status, "n/a: out of device memory");
     } else if (!vlb_cuda_attention_ok(gpu, p)) {
         snprintf(r.status, sizeof r.status, "n/a: no CUDA kernel for these parameters");
@@ -264,12 +311,12 @@ static void bench_case(vlb_run *run, const attn_case *c) {
 
     int64_t rows[VLB_REF_ROWS];
     const int nr = vlb_ref_rows(c->n_q, rows);
-    float *ref = o->ref ? host_f32(nr * HD) : NULL;
+    float *ref = o->ref ? host_f32(nr * (int64_t)c->H * c->D) : NULL;
     if (ref) reference(run, p, seg_host, rows, nr, ref);
 
     /* the eager anchor first: the flash kernel's output is what stays in o (the eager path
-     * reads a bf16 cache only) */
-    const double score_bytes = 4.0 * c->H * (double)c->n_q * (double)c->n_kv;
+     * reads a bf16 cache only); its scores cover the launch bound */
+    const double score_bytes = 4.0 * c->H * (double)c->n_q * (double)p->n_kv;
     if (!c->kv_int8 && score_bytes <= NAIVE_MAX_SCORE_BYTES &&
         (j.scores = vlb_alloc(&bufs, (size_t)score_bytes)) != NULL) {
         r.anchor = "vlrun naive (eager)";
@@ -298,7 +345,8 @@ void vlb_bench_attention(vlb_run *run) {
     } lists[] = {{VLB_KIND_PREFILL, LENGTHS(default_prefill)},
                  {VLB_KIND_CHUNK, LENGTHS(default_chunk_cache)},
                  {VLB_KIND_VISION, LENGTHS(default_vision)},
-                 {VLB_KIND_DECODE, LENGTHS(default_decode)}};
+                 {VLB_KIND_DECODE, LENGTHS(default_decode)},
+                 {VLB_KIND_DECODE_RT, LENGTHS(default_decode_rt)}};
 #undef LENGTHS
     for (size_t l = 0; l < sizeof lists / sizeof *lists; l++) {
         if (!(o->kind_mask & lists[l].kind)) continue;
@@ -325,6 +373,13 @@ void vlb_bench_attention(vlb_run *run) {
                 }
                 c.name = "vision one block";
                 c.n_seg = 0;
+                bench_case(run, &c);
+                break;
+            case VLB_KIND_DECODE_RT:
+                c.name = "decode, length at run time";
+                c.n_q = 1;
+                c.q_pos0 = n - 1;
+                c.bound = n > DECODE_RT_BOUND ? n : DECODE_RT_BOUND;
                 bench_case(run, &c);
                 break;
             default:

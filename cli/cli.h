@@ -93,17 +93,15 @@ typedef struct {
  * --image-size page. */
 int vl_plan_input_load(vl_plan_input *in, const vl_options *o, int page_w, int page_h);
 void vl_plan_input_free(vl_plan_input *in);
-/* The backend a plan assumes: the CPU's, or the CUDA backend's dtype and workspaces without
- * starting a device. */
-void vl_plan_backend(vl_backend *be, vl_backend_kind kind);
 /* The plan of the first k images (past the requested ones: pages) with weights `quant` and the
  * KV cache int8 or not; other settings from o. */
-void vl_plan_input_plan(const vl_plan_input *in, const vl_options *o, const vl_backend *be,
+void vl_plan_input_plan(const vl_plan_input *in, const vl_options *o, const vl_backend_caps *be,
                         vl_quant quant, int kv_int8, int k, vl_mem_plan *out);
 /* How many pages fit budget (memory) and the model's positions; *by_positions set when the
  * positions are the limit. */
-int vl_plan_input_max_images(const vl_plan_input *in, const vl_options *o, const vl_backend *be,
-                             vl_quant quant, int kv_int8, size_t budget, int *by_positions);
+int vl_plan_input_max_images(const vl_plan_input *in, const vl_options *o,
+                             const vl_backend_caps *be, vl_quant quant, int kv_int8, size_t budget,
+                             int *by_positions);
 
 int vl_cmd_plan(int argc, char **argv);
 int vl_cmd_sweep(int argc, char **argv);

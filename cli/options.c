@@ -90,6 +90,10 @@ void vl_usage(FILE *f) {
            "  --json                one JSON report on stdout at the end, nothing else there\n"
            "  --dump-logits FILE    float32 logits of the last prompt position\n"
            "  --quiet               no streamed text on stdout, no progress line on stderr\n"
+           "  --cuda-opt KEY=VALUE  CUDA backend setting, for benchmarks and tests (repeatable):\n"
+           "                        device, no_graphs, gemv_bf16, gemv_bf16_splits,\n"
+           "                        gemv_quant_m1, gemv_quant_m1_splits, attn_decode_splits,\n"
+           "                        attn_prefill_rows, profile_step (docs/cli.md)\n"
            "  --min-pixels N        smallest resized image in pixels (default: the model's\n"
            "                        preprocessor_config.json, else 3136; also for preprocess)\n"
            "  --max-pixels N        largest resized image in pixels (default: the file's, else\n"
@@ -250,6 +254,11 @@ static int engine_option(vl_options *o, parse_state *ps, const char *a, const ch
         NEEDS_VALUE();
         if (vl_parse_pixels(a, v, a[3] == 'i' ? &o->engine.min_pixels : &o->engine.max_pixels))
             return -1;
+    } else if (strcmp(a, "--cuda-opt") == 0) {
+        NEEDS_VALUE();
+        char why[512];
+        if (vl_cuda_config_set(&o->engine.cuda, v, why, sizeof why))
+            return vl_error_set("%s (see docs/cli.md)", why);
     } else {
         return 0;
     }

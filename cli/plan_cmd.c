@@ -114,7 +114,7 @@ typedef struct {
     vl_mem_plan mp;
 } plan_row;
 
-static int make_rows(const plan_args *pa, const vl_plan_input *in, const vl_backend *be,
+static int make_rows(const plan_args *pa, const vl_plan_input *in, const vl_backend_caps *be,
                      plan_row *rows) {
     const vl_quant quants[3] = {VL_QUANT_BF16, VL_QUANT_NF4, VL_QUANT_INT8};
     int n = 0;
@@ -136,11 +136,11 @@ static int make_rows(const plan_args *pa, const vl_plan_input *in, const vl_back
 }
 
 /* The request and the budget, above the table. */
-static void print_header(const plan_args *pa, const vl_plan_input *in, const vl_backend *be) {
+static void print_header(const plan_args *pa, const vl_plan_input *in, const vl_backend_caps *be) {
     const double gib = 1024.0 * 1024 * 1024;
     const vl_plan_image *page = &in->imgs[in->n_requested];
     printf("vlrun plan: %s on the %s backend, %d generated tokens, prefill chunk %d\n",
-           in->model_name, strcmp(be->name, "cpu") == 0 ? "CPU" : "CUDA",
+           in->model_name, be->kind == VL_BACKEND_CPU ? "CPU" : "CUDA",
            vl_options_max_tokens(&pa->o), pa->o.engine.chunk);
     int64_t req_tokens = 0;
     for (int i = 0; i < in->n_requested; i++) req_tokens += in->imgs[i].tokens;
@@ -172,7 +172,7 @@ static void print_header(const plan_args *pa, const vl_plan_input *in, const vl_
                pa->gpu.card->smi_total_mib, vl_gpu_driver_reserve_mib());
     else if (pa->have_gpu)
         printf("budget: %.2f GiB\n", pa->gpu.total / gib);
-    if (strcmp(be->name, "cpu") != 0)
+    if (be->kind != VL_BACKEND_CPU)
         printf("cuda_context: %.2f GiB as measured on an H100 with CUDA 13 (other cards and "
                "drivers may differ)\n",
                (double)VL_CUDA_CONTEXT_BYTES / gib);
@@ -223,7 +223,7 @@ static void json_plan(cJSON *o, const vl_mem_plan *m) {
     cJSON_AddNumberToObject(o, "cuda_context", (double)m->context);
 }
 
-static int print_json(const plan_args *pa, const vl_plan_input *in, const vl_backend *be,
+static int print_json(const plan_args *pa, const vl_plan_input *in, const vl_backend_caps *be,
                       const plan_row *rows, int n) {
     cJSON *r = cJSON_CreateObject();
     cJSON_AddStringToObject(r, "model", in->model_name);
@@ -284,14 +284,13 @@ int vl_cmd_plan(int argc, char **argv) {
     int rc = parse_plan_args(&pa, argc, argv);
     if (!rc) rc = vl_plan_input_load(&in, &pa.o, pa.page_w, pa.page_h);
     if (!rc) {
-        vl_backend be;
-        vl_plan_backend(&be, pa.o.engine.backend);
+        const vl_backend_caps *be = vl_backend_caps_of(pa.o.engine.backend);
         plan_row rows[6];
-        int n = make_rows(&pa, &in, &be, rows);
+        int n = make_rows(&pa, &in, be, rows);
         if (pa.o.json) {
-            rc = print_json(&pa, &in, &be, rows, n);
+            rc = print_json(&pa, &in, be, rows, n);
         } else {
-            print_header(&pa, &in, &be);
+            print_header(&pa, &in, be);
             print_table(&pa, &in, rows, n);
         }
         if (!rc && (fflush(stdout) != 0 || ferror(stdout)))

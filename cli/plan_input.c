@@ -19,18 +19,6 @@ void vl_plan_input_free(vl_plan_input *in) {
     memset(in, 0, sizeof *in);
 }
 
-void vl_plan_backend(vl_backend *be, vl_backend_kind kind) {
-    if (kind == VL_BACKEND_CPU) {
-        *be = *vl_backend_cpu();
-        return;
-    }
-    memset(be, 0, sizeof *be);
-    be->name = "cuda";
-    be->device_name = "cuda";
-    be->act = VL_DTYPE_BF16;
-    be->workspace_bytes = VL_CUDA_WORKSPACE_BYTES;
-}
-
 /* The model's name for reports: the checkpoint folder's, or the config file's without .json. */
 static void model_name(char *out, size_t cap, const vl_options *o) {
     const char *path = o->engine.model_dir     ? o->engine.model_dir
@@ -130,7 +118,7 @@ int vl_plan_input_load(vl_plan_input *in, const vl_options *o, int page_w, int p
     return rc;
 }
 
-static void request_for(const vl_plan_input *in, const vl_options *o, const vl_backend *be,
+static void request_for(const vl_plan_input *in, const vl_options *o, const vl_backend_caps *be,
                         vl_quant quant, int kv_int8, vl_plan_request *rq) {
     vl_engine_config q = o->engine;
     q.quant = quant;
@@ -138,7 +126,7 @@ static void request_for(const vl_plan_input *in, const vl_options *o, const vl_b
     vl_plan_request_init(rq, &q, be, 0, vl_options_max_tokens(o), o->engine.chunk, 0);
 }
 
-void vl_plan_input_plan(const vl_plan_input *in, const vl_options *o, const vl_backend *be,
+void vl_plan_input_plan(const vl_plan_input *in, const vl_options *o, const vl_backend_caps *be,
                         vl_quant quant, int kv_int8, int k, vl_mem_plan *out) {
     vl_plan_request rq;
     request_for(in, o, be, quant, kv_int8, &rq);
@@ -146,8 +134,9 @@ void vl_plan_input_plan(const vl_plan_input *in, const vl_options *o, const vl_b
     vl_plan_memory(&in->cfg, &rq, out);
 }
 
-int vl_plan_input_max_images(const vl_plan_input *in, const vl_options *o, const vl_backend *be,
-                             vl_quant quant, int kv_int8, size_t budget, int *by_positions) {
+int vl_plan_input_max_images(const vl_plan_input *in, const vl_options *o,
+                             const vl_backend_caps *be, vl_quant quant, int kv_int8, size_t budget,
+                             int *by_positions) {
     const int cap = 100000; /* the most images one request may hold (images.c) */
     const int n = in->n_requested + 1;
     int by_pos = vl_plan_images_within_context(&in->cfg, in->text_tokens, in->imgs, n,

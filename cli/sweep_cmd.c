@@ -261,7 +261,7 @@ static int write_csv(FILE *f, const void *ctx) {
 typedef struct {
     const sweep_args *sa;
     const vl_plan_input *in;
-    const vl_backend *be;
+    const vl_backend_caps *be;
     const sweep_point *pts;
     int n_pts;
     const char *device;
@@ -314,7 +314,7 @@ static int write_svg(FILE *f, const void *ctx) {
     for (int i = 0; i < n_line; i++) ly[i] /= unit;
     for (int i = 0; i < n_pts; i++) py[i] /= unit;
     double budget = sa->have_gpu ? (double)sa->gpu.total / unit : 0;
-    const int cpu = strcmp(d->be->name, "cpu") == 0;
+    const int cpu = d->be->kind == VL_BACKEND_CPU;
     char title[512], subtitle[512], xlabel[256], ylabel[64], lbl_budget[160], lbl_meas[96];
     snprintf(title, sizeof title, "%s: %s weights, %s KV cache, %s", d->in->model_name,
              quant_label(o->engine.quant), o->engine.kv_int8 ? "int8" : "bf16", d->device);
@@ -409,7 +409,7 @@ static int read_csv(const char *path, sweep_point *pts, int *n) {
 }
 
 /* Run every count (or read them from --from-csv). */
-static int collect(const sweep_args *sa, const vl_plan_input *in, const vl_backend *be,
+static int collect(const sweep_args *sa, const vl_plan_input *in, const vl_backend_caps *be,
                    const char *argv0, sweep_point *pts, int *n) {
     if (sa->from_csv) return read_csv(sa->from_csv, pts, n);
     char self[4096];
@@ -436,16 +436,15 @@ static int sweep(const sweep_args *sa, const char *argv0) {
         return -1;
     vl_plan_input in;
     if (vl_plan_input_load(&in, &sa->o, 0, 0)) return -1;
-    vl_backend be;
-    vl_plan_backend(&be, sa->o.engine.backend);
+    const vl_backend_caps *be = vl_backend_caps_of(sa->o.engine.backend);
     sweep_point pts[MAX_COUNTS];
     int n = 0, n_ok = 0;
-    int rc = collect(sa, &in, &be, argv0, pts, &n);
+    int rc = collect(sa, &in, be, argv0, pts, &n);
     const char *device = "?";
     for (int i = 0; i < n; i++)
         if (pts[i].ok) device = pts[i].device, n_ok++;
     csv_data cd = {pts, n};
-    plot_data pd = {sa, &in, &be, pts, n, device};
+    plot_data pd = {sa, &in, be, pts, n, device};
     if (!rc && n_ok == 0) rc = vl_error_set("vlrun sweep: no run succeeded (see the errors above)");
     if (!rc && !sa->from_csv) rc = write_output(csv, write_csv, &cd);
     if (!rc) rc = write_output(svg, write_svg, &pd);

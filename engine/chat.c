@@ -28,7 +28,7 @@ static vl_shape session_shape(const vl_engine *e, const vl_chat_shape *sh, const
 
 void vl_chat_plan(vl_engine *e, const vl_request *rq, const vl_chat_shape *sh, vl_mem_plan *out) {
     vl_plan_request prq;
-    vl_plan_request_init(&prq, &e->cfg, e->be, sh->ctx, 0, sh->chunk, sh->max_patches);
+    vl_plan_request_init(&prq, &e->cfg, e->be->caps, sh->ctx, 0, sh->chunk, sh->max_patches);
     vl_shape ss = session_shape(e, sh, rq);
     vl_plan_session(&e->m.cfg, e->be->act, &ss, vl_model_weights_bytes(&e->m, &prq.weights),
                     prq.workspace_bytes, prq.context_bytes, out);

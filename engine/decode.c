@@ -1,10 +1,10 @@
 /* decode.c: decode on the backend. The state (token, positions, cache length) lives in the
  * sequence's backend memory and sample_token advances it, so one step is a fixed sequence of
  * ops with no host value in it: it is recorded once per sequence as a CUDA graph and replayed
- * for every token. VL_NO_GRAPH=1 runs the same ops eagerly (for comparison). With a repetition
- * penalty the seen-token set is backend memory too: prefill marks the prompt's ids, each step
- * marks the token it feeds, and the penalty turns the logits into float32 scores right before
- * sample_token reads them. */
+ * for every token. A backend without graphs (--cuda-opt no_graphs=1) runs the same ops eagerly (for
+ * comparison). With a repetition penalty the seen-token set is backend memory too: prefill marks
+ * the prompt's ids, each step marks the token it feeds, and the penalty turns the logits into
+ * float32 scores right before sample_token reads them. */
 #include "engine/models/models.h"
 
 /* Sample from the scratch's logits into the decode state: through the repetition penalty's

@@ -287,7 +287,7 @@ typedef struct vl_context {
     vl_sequence_mem *slots; /* [n_slots] */
     uint8_t *slot_used;
     int n_slots;
-    int no_graph;        /* run decode steps eagerly (VL_NO_GRAPH=1; tests) */
+    int no_graph;        /* run decode steps eagerly (the backend has no graphs) */
     vl_run_stats *stats; /* where timings and the device peak go (never NULL) */
     vl_run_stats own_stats;
 } vl_context;
@@ -385,10 +385,11 @@ void vl_plan_memory(const vl_config *c, const vl_plan_request *rq, vl_mem_plan *
  * (what vl_plan_memory computes once it has the weights' bytes). */
 void vl_plan_session(const vl_config *c, vl_dtype act, const vl_shape *sh, size_t weights_bytes,
                      size_t backend_workspace_bytes, size_t context_bytes, vl_mem_plan *out);
-/* The request of a run with options o on backend be (context: VL_CUDA_CONTEXT_BYTES unless the
- * backend is the CPU). */
-void vl_plan_request_init(vl_plan_request *rq, const vl_engine_config *cfg, const vl_backend *be,
-                          int64_t prompt_tokens, int max_tokens, int chunk, int64_t max_patches);
+/* The request of a run with options o on a backend of caps be (context: VL_CUDA_CONTEXT_BYTES
+ * unless the backend is the CPU). */
+void vl_plan_request_init(vl_plan_request *rq, const vl_engine_config *cfg,
+                          const vl_backend_caps *be, int64_t prompt_tokens, int max_tokens,
+                          int chunk, int64_t max_patches);
 /* The plan with one more sequence of the request's shape held at once (the server's question:
  * does one more request fit?): rq's n_sequences + 1. */
 void vl_plan_add_sequence(const vl_config *c, const vl_plan_request *rq, vl_mem_plan *out);

@@ -23,24 +23,26 @@ static int path_exists(const char *p) {
     return stat(p, &st) == 0;
 }
 
-/* The CUDA backend's kernels have limits a valid config can exceed (vl_cuda_check_attention):
- * refuse such a model right after its config is parsed, in one line that names the config's
- * values, before anything is loaded and before a device is opened. */
-static int check_cuda_shapes(const vl_config *c, const vl_engine_config *o, const char *cfg_path) {
-    if (o->backend != VL_BACKEND_CUDA) return 0;
+/* A backend's kernels may have limits a valid config exceeds (its capabilities,
+ * vl_backend_check_attention): refuse such a model right after its config is parsed, in one line
+ * that names the config's values, before anything is loaded and before a device is opened. */
+static int check_backend_shapes(const vl_config *c, const vl_engine_config *o,
+                                const char *cfg_path) {
     char why[256];
     vl_attn_shape text = {c->n_heads, c->n_kv_heads, c->head_dim, o->attn_naive};
-    if (vl_cuda_check_attention(&text, why, sizeof why))
+    if (vl_backend_check_attention(vl_backend_caps_of(o->backend), &text, why, sizeof why))
         return vl_error_set("%s: the decoder's attention (num_attention_heads %d, "
-                            "num_key_value_heads %d, head_dim %d) does not run on the CUDA "
+                            "num_key_value_heads %d, head_dim %d) does not run on the %s "
                             "backend: %s",
-                            cfg_path, c->n_heads, c->n_kv_heads, c->head_dim, why);
+                            cfg_path, c->n_heads, c->n_kv_heads, c->head_dim,
+                            o->backend == VL_BACKEND_CUDA ? "CUDA" : "CPU", why);
     vl_attn_shape vision = {c->v_heads, c->v_heads, c->v_head_dim, o->attn_naive};
-    if (vl_cuda_check_attention(&vision, why, sizeof why))
+    if (vl_backend_check_attention(vl_backend_caps_of(o->backend), &vision, why, sizeof why))
         return vl_error_set("%s: the vision attention (vision_config.num_heads %d, head dim "
                             "vision_config.embed_dim %d / num_heads = %d) does not run on the "
-                            "CUDA backend: %s",
-                            cfg_path, c->v_heads, c->v_embed, c->v_head_dim, why);
+                            "%s backend: %s",
+                            cfg_path, c->v_heads, c->v_embed, c->v_head_dim,
+                            o->backend == VL_BACKEND_CUDA ? "CUDA" : "CPU", why);
     return 0;
 }
 
@@ -78,7 +80,7 @@ int vl_model_open(vl_model *m, const vl_engine_config *o) {
         if (!cfg)
             return vl_error_set("--random-weights needs --config FILE or --model DIR for the "
                                 "shapes (examples/ has the Qwen2-VL configs)");
-        if (vl_config_load(&m->cfg, cfg) || check_cuda_shapes(&m->cfg, o, cfg)) return -1;
+        if (vl_config_load(&m->cfg, cfg) || check_backend_shapes(&m->cfg, o, cfg)) return -1;
     } else {
         if (!dir)
             return vl_error_set("no model: pass --model DIR (or set VLRUN_MODEL), or use "
@@ -91,7 +93,7 @@ int vl_model_open(vl_model *m, const vl_engine_config *o) {
             return vl_error_set("%s has no config.json: is it a Hugging Face checkpoint "
                                 "directory?",
                                 dir);
-        if (vl_config_load(&m->cfg, path) || check_cuda_shapes(&m->cfg, o, path)) return -1;
+        if (vl_config_load(&m->cfg, path) || check_backend_shapes(&m->cfg, o, path)) return -1;
         /* what transformers' generate applies by default (random weights have no such file) */
         snprintf(path, sizeof path, "%s/generation_config.json", dir);
         if (path_exists(path) && vl_generation_config_load(&m->gen, path, m->cfg.vocab)) return -1;
@@ -123,7 +125,7 @@ int vl_model_load_weights(vl_model *m, const vl_engine_config *o, vl_backend *be
     vl_weight_plan wp;
     vl_weight_plan_of(&wp, o);
     /* the CPU backend computes from the mmapped file in place unless it has to quantize */
-    if (m->have_ck && strcmp(be->name, "cpu") == 0 && !vl_weight_plan_quantizes(&wp)) return 0;
+    if (m->have_ck && be->caps->kind == VL_BACKEND_CPU && !vl_weight_plan_quantizes(&wp)) return 0;
     return vl_weights_place(m, &wp, o->random_weights, o->weights_seed);
 }
 
@@ -147,7 +149,7 @@ void vl_model_free(vl_model *m) {
 vl_backend *vl_backend_open(const vl_engine_config *o) {
     if (o->backend == VL_BACKEND_CPU) return vl_backend_cpu();
     char why[256] = "";
-    vl_backend *be = vl_backend_cuda(why, sizeof why);
+    vl_backend *be = vl_backend_cuda(&o->cuda, why, sizeof why);
     if (!be) vl_error_set("%s", why[0] ? why : "no CUDA device found; use --backend cpu");
     return be;
 }

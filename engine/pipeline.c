@@ -22,6 +22,7 @@
 void vl_engine_config_default(vl_engine_config *c) {
     memset(c, 0, sizeof *c);
     c->backend = vl_build_has_cuda() ? VL_BACKEND_CUDA : VL_BACKEND_CPU; /* what the build has */
+    vl_cuda_config_init(&c->cuda); /* the kernels' defaults, not zeros */
     c->quant = VL_QUANT_BF16;
     c->chunk = 2048;
 }
@@ -75,6 +76,7 @@ fail:
 void vl_engine_close(vl_engine *e) {
     if (!e) return;
     vl_model_free(&e->m);
+    vl_backend_free(e->be); /* the CPU backend: nothing */
     free(e);
 }
 
@@ -169,7 +171,8 @@ static int build_prompt(vl_engine *e, job *j, const vl_request *rq, const vl_cal
  * allocated for it. */
 static int plan_request(vl_engine *e, job *j, float rep_penalty) {
     vl_model *m = &e->m;
-    vl_plan_request_init(&j->prq, &e->cfg, e->be, j->p.n, j->limit, e->cfg.chunk, j->max_patches);
+    vl_plan_request_init(&j->prq, &e->cfg, e->be->caps, j->p.n, j->limit, e->cfg.chunk,
+                         j->max_patches);
     j->prq.shape.rep_penalty = rep_penalty;
     vl_plan_memory(&m->cfg, &j->prq, &j->plan);
     /* the plan's weights from the bound model: pre-quantized checkpoints have their own size */
@@ -298,11 +301,12 @@ static int run_job(vl_engine *e, job *j, const vl_request *rq, const vl_callback
             ? 0.0f
             : vl_model_repetition_penalty(m, e->cfg.random_weights, rq->repetition_penalty);
     if (plan_request(e, j, rep_penalty)) return -1;
-    double load_s = vl_now_s() - t0;
+    double load_s = vl_now_s() - t0, opened_s = 0.0;
     if (!e->weights_loaded) { /* once per engine: the first request places them */
         t0 = vl_now_s();
         if (vl_engine_place_weights(e)) return -1;
-        load_s += vl_now_s() - t0 + e->open_s;
+        opened_s = e->open_s; /* the first request's load and total count the model's open */
+        load_s += vl_now_s() - t0 + opened_s;
     }
     if (vl_session_start(&j->s, m, &j->prq.shape)) return -1;
     j->s.stats.t.load_s = load_s;
@@ -320,7 +324,7 @@ static int run_job(vl_engine *e, job *j, const vl_request *rq, const vl_callback
         vl_answer_init(&j->ans, m, rq->ignore_eos, cb->on_text, cb->ctx);
         if (generate(e, j, rq, cb)) return -1;
     }
-    out->total_s = vl_now_s() - t_start;
+    out->total_s = vl_now_s() - t_start + opened_s;
     return fill_result(e, j, rq, out);
 }
 

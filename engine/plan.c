@@ -31,7 +31,7 @@ void vl_plan_session(const vl_config *c, vl_dtype act, const vl_shape *sh, size_
     out->total = out->weights + out->kv + out->act + out->workspace + out->context;
 }
 
-void vl_plan_request_init(vl_plan_request *rq, const vl_engine_config *o, const vl_backend *be,
+void vl_plan_request_init(vl_plan_request *rq, const vl_engine_config *o, const vl_backend_caps *be,
                           int64_t prompt_tokens, int max_tokens, int chunk, int64_t max_patches) {
     memset(rq, 0, sizeof *rq);
     rq->act = be->act;
@@ -43,7 +43,7 @@ void vl_plan_request_init(vl_plan_request *rq, const vl_engine_config *o, const 
     rq->shape.kv_int8 = o->kv_int8;
     vl_weight_plan_of(&rq->weights, o);
     rq->workspace_bytes = be->workspace_bytes;
-    rq->context_bytes = strcmp(be->name, "cpu") == 0 ? 0 : VL_CUDA_CONTEXT_BYTES;
+    rq->context_bytes = be->kind == VL_BACKEND_CPU ? 0 : VL_CUDA_CONTEXT_BYTES;
 }
 
 void vl_plan_print(FILE *f, const vl_mem_plan *p) {

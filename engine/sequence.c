@@ -29,8 +29,7 @@ int vl_context_start(vl_context *cx, vl_model *m, const vl_shape *sh, vl_run_sta
     cx->max_ctx = vl_shape_ctx(sh);
     cx->chunk = vl_shape_chunk(sh);
     cx->stats = stats ? stats : &cx->own_stats;
-    const char *no_graph = getenv("VL_NO_GRAPH");
-    cx->no_graph = no_graph && no_graph[0] == '1';
+    cx->no_graph = !m->be->graph_begin; /* a backend without graphs: --cuda-opt no_graphs=1 */
     if (scratch_structs(cx)) return -1;
     const vl_config *c = &m->cfg;
     size_t bytes = vl_layout_plan(c, m->be->act, sh, NULL);

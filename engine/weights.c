@@ -137,18 +137,7 @@ static int fill_random(placer *p, void *dst, int64_t n, const char *kind, uint64
     vl_backend *be = p->be;
     float center, half;
     random_range(kind, &center, &half);
-    if (be->fill_random_bf16) {
-        be->fill_random_bf16(be, dst, n, key, center, half);
-        return 0;
-    }
-    for (int64_t i0 = 0; i0 < n; i0 += p->host_elems) {
-        int64_t k = n - i0 < p->host_elems ? n - i0 : p->host_elems;
-        for (int64_t i = 0; i < k; i++) {
-            double u = vl_random_unit(key + (uint64_t)(i0 + i));
-            p->host[i] = vl_f32_to_bf16(center + half * (float)(2.0 * u - 1.0));
-        }
-        be->upload(be, (uint8_t *)dst + (size_t)i0 * 2, p->host, (size_t)k * 2);
-    }
+    be->fill_random_bf16(be, dst, n, key, center, half); /* both backends have it */
     return 0;
 }
 

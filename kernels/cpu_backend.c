@@ -106,6 +106,7 @@ static void *cpu_slice_run(void *arg) {
     return NULL;
 }
 
+extern const vl_backend_caps vl_caps_cpu; /* backend_caps.c */
 static vl_backend cpu_backend;
 
 /* The calling thread's slice in VL_CPU_HEARTBEAT_PIECES pieces, the backend's heartbeat between
@@ -161,6 +162,7 @@ void vl_cpu_parallel(int64_t n_items, double work, void (*fn)(void *ctx, int64_t
 static vl_backend cpu_backend = {
     .name = "cpu",
     .act = VL_DTYPE_F32,
+    .caps = &vl_caps_cpu,
     .ctx = NULL,
     .mem_alloc = cpu_mem_alloc,
     .mem_free = cpu_mem_free,
@@ -192,6 +194,7 @@ static vl_backend cpu_backend = {
     .repetition_penalty = vl_cpu_repetition_penalty,
     .quantize = vl_cpu_quantize,
     .dequantize = vl_cpu_dequantize,
+    .fill_random_bf16 = vl_cpu_fill_random_bf16,
 };
 
 vl_backend *vl_backend_cpu(void) {

@@ -109,7 +109,7 @@ void vl_cpu_attention_naive(vl_backend *b, const vl_attn_params *p, float *score
 void vl_cpu_kv_append(vl_backend *b, void *cache, int64_t head_stride, const void *src,
                       int64_t src_stride, int64_t s, int kv_heads, int head_dim, int64_t pos0,
                       const int32_t *pos0_dev);
-/* --kv int8 (cpu_elementwise.c): quantized append of rows src[i, g, :] at pos0 + i, and the
+/* --kv int8 (cpu_kv_cache.c): quantized append of rows src[i, g, :] at pos0 + i, and the
  * table's kv_dequant */
 void vl_cpu_kv_append_int8(int8_t *cache, float *scale, int64_t head_stride,
                            int64_t scale_head_stride, const float *src, int64_t src_stride,
@@ -132,5 +132,7 @@ void vl_cpu_repetition_penalty(vl_backend *b, float *dst, const void *logits, co
 /* quantized weights (cpu_quant.c): the table's quantize / dequantize entries */
 void vl_cpu_quantize(vl_backend *b, vl_weight *dst, const void *src_bf16, int double_quant);
 void vl_cpu_dequantize(vl_backend *b, void *dst, const vl_weight *w);
+void vl_cpu_fill_random_bf16(vl_backend *b, void *dst, int64_t n, uint64_t key, float center,
+                             float half); /* cpu_random.c */
 
 #endif

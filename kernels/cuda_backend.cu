@@ -1,8 +1,10 @@
-/* cuda_backend.cu: the CUDA backend: device 0, one stream, a cuBLAS handle, fixed workspaces,
- * the memory ops and the op table; plus vl_cuda_fatal, where every CUDA failure ends.
+/* cuda_backend.cu: the CUDA backend: a device, one stream, a cuBLAS handle, fixed workspaces,
+ * the memory ops and the op table; the device facts each backend asks for itself (SM count,
+ * kernel occupancy); plus vl_cuda_fatal, where every CUDA failure ends.
  *
- * Device state is created once, on the first vl_backend_cuda call, and lives until the process
- * exits (the table is static like the CPU one). Every op is enqueued on the one stream, so ops
+ * Each vl_backend_cuda call creates a backend of its own (table, context, workspaces) on the
+ * configured device, freed by vl_backend_free; nothing per device is kept per process, so
+ * several backends work side by side. Every op is enqueued on the backend's stream, so ops
  * are ordered without events; download and sync wait for it, and so does upload: its host
  * source may be pageable memory that the caller frees as soon as upload returns. copy is
  * cudaMemcpyAsync: source and destination must not overlap.
@@ -14,17 +16,17 @@
  *   gemv        CUDA_GEMV_PARTIAL_FLOATS fp32 + CUDA_GEMV_TILES int32 (1 MiB + 64 KiB: K split
  *               over CTAs in the decode GEMV; the counters start zeroed)
  *   quantize    VL_CUDA_QUANT_STATE_BYTES + CUDA_QUANT_SCRATCH_FLOATS fp32 (4 MiB: the in-order
- *               fallback of the double-quantization offset, quant_gpu.cu)
+ *               fallback of the double-quantization offset, cuda_quant.cu)
  *   dequant GEMM 2 x CUDA_DQ_SLICE_BYTES (2 x 32 MiB: bf16 slices of a quantized W) carved from
  *               the attention workspace (decode attention and a prefill GEMM never overlap), a
  *               second (high-priority) stream, five events and the cuBLASLt handle (shared with
  *               the biased bf16 GEMM of cuda_linear.cu)
- * CUDA graphs: cuda_graph.cu. Leaves out: multi-GPU, pinned host buffers, memory accounting (the
- * engine's arena ledger does that).
+ * CUDA graphs: cuda_graph.cu. Leaves out: splitting one model over GPUs, pinned host buffers,
+ * memory accounting (the engine's arena ledger does that).
  */
 #include "kernels/cuda_ops.h"
+#include "kernels/say.h"
 
-#include <stdarg.h>
 #include <stdlib.h>
 
 #define CUDA_CUBLAS_WS_BYTES      ((size_t)32 << 20)
@@ -51,20 +53,42 @@ void vl_cuda_fatal(const char *call, const char *file, int line, const char *wha
     abort();
 }
 
-int vl_cuda_sm_count(void) {
-    static int count;
-    if (!count) {
-        int dev = 0, n = 0;
-        VL_CUDA_CHECK(cudaGetDevice(&dev));
-        VL_CUDA_CHECK(cudaDeviceGetAttribute(&n, cudaDevAttrMultiProcessorCount, dev));
-        count = n > 0 ? n : 1;
+thread_local int vl_cuda_thread_device = -1;
+
+void vl_cuda_use_device(int device) {
+    VL_CUDA_CHECK(cudaSetDevice(device));
+    vl_cuda_thread_device = device;
+}
+
+/* Above this a kernel must opt in to dynamic shared memory (cudaFuncSetAttribute). */
+#define CUDA_DEFAULT_SMEM_BYTES ((size_t)48 << 10)
+
+int vl_cuda_ctas_per_sm(vl_cuda_ctx *c, const void *kernel, int threads, size_t smem) {
+    size_t i = ((uintptr_t)kernel >> 4) % VL_CUDA_KERNEL_FACTS;
+    for (size_t probes = 0; probes < VL_CUDA_KERNEL_FACTS; probes++) {
+        vl_cuda_kernel_fact *f = &c->kernels[i];
+        if (f->kernel == kernel) return f->ctas_per_sm;
+        if (f->kernel == NULL) {
+            if (smem > CUDA_DEFAULT_SMEM_BYTES)
+                VL_CUDA_CHECK(cudaFuncSetAttribute(
+                    kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)smem));
+            int n = 0;
+            VL_CUDA_CHECK(cudaOccupancyMaxActiveBlocksPerMultiprocessor(&n, kernel, threads, smem));
+            f->kernel = kernel;
+            f->ctas_per_sm = n > 0 ? n : 1;
+            return f->ctas_per_sm;
+        }
+        i = (i + 1) % VL_CUDA_KERNEL_FACTS;
     }
-    return count;
+    vl_cuda_fatal("vl_cuda_ctas_per_sm", __FILE__, __LINE__,
+                  "more kernels than VL_CUDA_KERNEL_FACTS");
+    return 1;
 }
 
 /* ---- memory ------------------------------------------------------------------------------ */
 
 static void *cuda_mem_alloc(vl_backend *b, size_t bytes) {
+    (void)vl_cuda_ctx_of(b); /* its device current */
     void *p = NULL;
     /* cudaMalloc(0) may give NULL, which would read as "out of memory" */
     if (cudaMalloc(&p, bytes ? bytes : 256) != cudaSuccess) {
@@ -76,6 +100,7 @@ static void *cuda_mem_alloc(vl_backend *b, size_t bytes) {
 }
 
 static void cuda_mem_free(vl_backend *b, void *p) {
+    (void)vl_cuda_ctx_of(b); /* its device current */
     if (p) VL_CUDA_CHECK(cudaFree(p));
 }
 
@@ -103,12 +128,13 @@ static void cuda_sync(vl_backend *b) {
     VL_CUDA_CHECK(cudaStreamSynchronize(vl_cuda_ctx_of(b)->stream));
 }
 
-/* ---- attention: the kernels live in attn_prefill.cu / attn_decode.cu ----------------------- */
+/* ---- attention: the kernels live in cuda_attention_prefill.cu / cuda_attention_decode.cu
+ * ----------------------- */
 
 static void cuda_attention(vl_backend *b, const vl_attn_params *p) {
     vl_cuda_ctx *c = vl_cuda_ctx_of(b);
     /* the engine refuses models whose shapes the kernels lack before loading them
-     * (vl_cuda_check_attention), so an unsupported call here is a broken invariant */
+     * (vl_backend_check_attention), so an unsupported call here is a broken invariant */
     VL_CUDA_REQUIRE(vl_cuda_attention_supported(p),
                     "no CUDA attention kernel for head_dim %d, %d query heads over %d kv heads, "
                     "n_q %lld, n_kv %lld, causal %d, %d segments; use --backend cpu",
@@ -116,22 +142,10 @@ static void cuda_attention(vl_backend *b, const vl_attn_params *p) {
                     p->causal, p->n_seg);
     /* A workspace smaller than vl_cuda_attention_workspace_bytes(p) (very many heads) only
      * means fewer decode splits: the launcher fits them to what it is given. */
-    vl_cuda_attention(p, c->attn_ws, c->attn_ws_bytes, c->stream);
+    vl_cuda_attention(b, p, c->attn_ws, c->attn_ws_bytes, c->stream);
 }
 
 /* ---- the table --------------------------------------------------------------------------- */
-
-static vl_cuda_ctx cuda_ctx;
-static vl_backend cuda_backend;
-static int cuda_ready;
-
-static void say(char *why, size_t why_len, const char *fmt, ...) {
-    if (!why || why_len == 0) return;
-    va_list ap;
-    va_start(ap, fmt);
-    vsnprintf(why, why_len, fmt, ap);
-    va_end(ap);
-}
 
 /* Undo a partial start-up (the fields still NULL were never created). */
 static void ctx_release(vl_cuda_ctx *c) {
@@ -155,24 +169,30 @@ static void ctx_release(vl_cuda_ctx *c) {
 }
 
 /* Creates the device state; on failure says why (one line) and returns -1. */
-static int ctx_create(vl_cuda_ctx *c, char *why, size_t why_len) {
+static int ctx_create(vl_cuda_ctx *c, const vl_cuda_config *cfg, char *why, size_t why_len) {
     *c = vl_cuda_ctx{};
+    c->cfg = *cfg;
+    const int dev = cfg->device;
     cudaError_t err;
     cudaDeviceProp prop;
-    if ((err = cudaSetDevice(0)) != cudaSuccess ||
-        (err = cudaGetDeviceProperties(&prop, 0)) != cudaSuccess) {
-        say(why, why_len, "CUDA device 0 is not usable (%s); use --backend cpu",
-            cudaGetErrorString(err));
+    if ((err = cudaSetDevice(dev)) != cudaSuccess ||
+        (err = cudaGetDeviceProperties(&prop, dev)) != cudaSuccess) {
+        (void)cudaGetLastError();
+        vl_say(why, why_len, "CUDA device %d is not usable (%s); use --backend cpu", dev,
+               cudaGetErrorString(err));
         return -1;
     }
+    vl_cuda_thread_device = dev;
     if (prop.major < CUDA_MIN_MAJOR) {
-        say(why, why_len,
-            "GPU %s has compute capability %d.%d; the CUDA backend needs %d.0 or newer (bf16); "
-            "use --backend cpu",
-            prop.name, prop.major, prop.minor, CUDA_MIN_MAJOR);
+        vl_say(why, why_len,
+               "GPU %s has compute capability %d.%d; the CUDA backend needs %d.0 or newer (bf16); "
+               "use --backend cpu",
+               prop.name, prop.major, prop.minor, CUDA_MIN_MAJOR);
         return -1;
     }
-    c->device = 0;
+    c->device = dev;
+    c->sm_count = prop.multiProcessorCount > 0 ? prop.multiProcessorCount : 1;
+    snprintf(c->device_name, sizeof c->device_name, "%s", prop.name);
     c->cublas_ws_bytes = CUDA_CUBLAS_WS_BYTES;
     c->attn_ws_bytes = CUDA_ATTN_WS_BYTES;
     c->staging_floats = CUDA_STAGING_FLOATS;
@@ -214,8 +234,8 @@ static int ctx_create(vl_cuda_ctx *c, char *why, size_t why_len) {
     for (int j = 0; j < 5 && err == cudaSuccess; j++)
         err = cudaEventCreateWithFlags(events[j], cudaEventDisableTiming);
     if (err != cudaSuccess) {
-        say(why, why_len, "CUDA start-up failed at %s (%s); use --backend cpu", step,
-            cudaGetErrorString(err));
+        vl_say(why, why_len, "CUDA start-up failed at %s (%s); use --backend cpu", step,
+               cudaGetErrorString(err));
         ctx_release(c);
         return -1;
     }
@@ -232,33 +252,20 @@ static int ctx_create(vl_cuda_ctx *c, char *why, size_t why_len) {
             (cublasMath_t)(CUBLAS_DEFAULT_MATH | CUBLAS_MATH_DISALLOW_REDUCED_PRECISION_REDUCTION));
     if (st == CUBLAS_STATUS_SUCCESS) st = cublasLtCreate(&c->dq_lt);
     if (st != CUBLAS_STATUS_SUCCESS) {
-        say(why, why_len, "cuBLAS start-up failed (%s); use --backend cpu",
-            cublasGetStatusString(st));
+        vl_say(why, why_len, "cuBLAS start-up failed (%s); use --backend cpu",
+               cublasGetStatusString(st));
         ctx_release(c);
         return -1;
     }
     return 0;
 }
 
-extern "C" vl_backend *vl_backend_cuda(char *why, size_t why_len) {
-    if (cuda_ready) return &cuda_backend;
-    int count = 0;
-    cudaError_t err = cudaGetDeviceCount(&count);
-    if (err != cudaSuccess || count == 0) {
-        (void)cudaGetLastError();
-        if (err == cudaSuccess || err == cudaErrorNoDevice)
-            say(why, why_len, "no CUDA device found; use --backend cpu");
-        else /* e.g. a driver older than the runtime: say so rather than "no device" */
-            say(why, why_len, "no CUDA device found (%s); use --backend cpu",
-                cudaGetErrorString(err));
-        return NULL;
-    }
-    if (ctx_create(&cuda_ctx, why, why_len)) return NULL;
-
-    vl_backend *b = &cuda_backend;
+/* The op table of a started context. */
+static void fill_table(vl_backend *b, vl_cuda_ctx *c) {
     b->name = "cuda";
     b->act = VL_DTYPE_BF16;
-    b->ctx = &cuda_ctx;
+    b->caps = vl_backend_caps_of(VL_BACKEND_CUDA);
+    b->ctx = c;
     b->mem_alloc = cuda_mem_alloc;
     b->mem_free = cuda_mem_free;
     b->upload = cuda_upload;
@@ -288,27 +295,67 @@ extern "C" vl_backend *vl_backend_cuda(char *why, size_t why_len) {
     b->sample_token_f32 = vl_cuda_sample_token_f32;
     b->mark_seen = vl_cuda_mark_seen;
     b->repetition_penalty = vl_cuda_repetition_penalty;
-    b->graph_begin = vl_cuda_graph_begin;
-    b->graph_end = vl_cuda_graph_end;
-    b->graph_launch = vl_cuda_graph_launch;
-    b->graph_free = vl_cuda_graph_free;
+    if (!c->cfg.no_graphs) { /* else the engine runs decode steps eagerly */
+        b->graph_begin = vl_cuda_graph_begin;
+        b->graph_end = vl_cuda_graph_end;
+        b->graph_launch = vl_cuda_graph_launch;
+        b->graph_free = vl_cuda_graph_free;
+    }
     b->mem_info = vl_cuda_mem_info;
     b->host_mapped_alloc = vl_cuda_host_mapped_alloc;
     b->host_mapped_free = vl_cuda_host_mapped_free;
     b->quantize = vl_cuda_quantize;
     b->dequantize = vl_cuda_dequantize;
-    b->workspace_bytes = cuda_ctx.cublas_ws_bytes + cuda_ctx.attn_ws_bytes +
-                         (size_t)cuda_ctx.staging_floats * 4 +
-                         (size_t)cuda_ctx.gemv.partial_floats * 4 +
-                         (size_t)cuda_ctx.gemv.n_tile_counters * 4 + VL_CUDA_QUANT_STATE_BYTES +
-                         (size_t)cuda_ctx.quant_scratch_floats * 4; /* dq slices: in attn_ws */
-    {
-        static char name[256];
-        cudaDeviceProp prop;
-        VL_CUDA_CHECK(cudaGetDeviceProperties(&prop, cuda_ctx.device));
-        snprintf(name, sizeof name, "%s", prop.name);
-        b->device_name = name;
+    b->workspace_bytes = c->cublas_ws_bytes + c->attn_ws_bytes + (size_t)c->staging_floats * 4 +
+                         (size_t)c->gemv.partial_floats * 4 + (size_t)c->gemv.n_tile_counters * 4 +
+                         VL_CUDA_QUANT_STATE_BYTES +
+                         (size_t)c->quant_scratch_floats * 4; /* dq slices: in attn_ws */
+    b->device_name = c->device_name;
+}
+
+extern "C" vl_backend *vl_backend_cuda(const vl_cuda_config *cfg, char *why, size_t why_len) {
+    vl_cuda_config defaults;
+    vl_cuda_config_init(&defaults);
+    if (!cfg) cfg = &defaults;
+    int count = 0;
+    cudaError_t err = cudaGetDeviceCount(&count);
+    if (err != cudaSuccess || count == 0) {
+        (void)cudaGetLastError();
+        if (err == cudaSuccess || err == cudaErrorNoDevice)
+            vl_say(why, why_len, "no CUDA device found; use --backend cpu");
+        else /* e.g. a driver older than the runtime: say so rather than "no device" */
+            vl_say(why, why_len, "no CUDA device found (%s); use --backend cpu",
+                   cudaGetErrorString(err));
+        return NULL;
     }
-    cuda_ready = 1;
+    if (cfg->device < 0 || cfg->device >= count) {
+        vl_say(why, why_len,
+               "CUDA device %d does not exist (this machine has %d); use --backend cpu",
+               cfg->device, count);
+        return NULL;
+    }
+    vl_backend *b = (vl_backend *)calloc(1, sizeof *b);
+    vl_cuda_ctx *c = (vl_cuda_ctx *)calloc(1, sizeof *c);
+    if (!b || !c) {
+        free(b);
+        free(c);
+        vl_say(why, why_len, "out of host memory starting the CUDA backend");
+        return NULL;
+    }
+    if (ctx_create(c, cfg, why, why_len)) {
+        free(b);
+        free(c);
+        return NULL;
+    }
+    fill_table(b, c);
     return b;
+}
+
+extern "C" void vl_backend_free(vl_backend *b) {
+    if (!b || !b->caps || b->caps->kind != VL_BACKEND_CUDA) return;
+    vl_cuda_ctx *c = vl_cuda_ctx_of(b);
+    VL_CUDA_CHECK(cudaStreamSynchronize(c->stream));
+    ctx_release(c);
+    free(c);
+    free(b);
 }

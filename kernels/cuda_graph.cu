@@ -6,13 +6,13 @@
  * batch 1 is comparable to the kernels themselves, disappears. What changes between steps
  * (token, positions, cache length) is read by the kernels from the decode state in device
  * memory (kernels.h vl_decode_state), so the recorded parameters never go stale.
- * VL_PROFILE_STEP=N brackets the Nth replay (from 1) with cudaProfilerStart/Stop, so that
- * `ncu --profile-from-start off` times the kernels of exactly one decode step.
+ * The backend's profile_step = N (vl_cuda_config) brackets its Nth replay (from 1) with
+ * cudaProfilerStart/Stop, so that `ncu --profile-from-start off` times the kernels of exactly
+ * one decode step. A backend created with no_graphs has none of these ops.
  * Leaves out: graph updates (cudaGraphExecUpdate) and conditional nodes. */
 #include "kernels/cuda_ops.h"
 
 #include <cuda_profiler_api.h>
-#include <stdlib.h>
 
 extern "C" int vl_cuda_graph_begin(vl_backend *b) {
     VL_CUDA_CHECK(
@@ -30,13 +30,9 @@ extern "C" void *vl_cuda_graph_end(vl_backend *b) {
 }
 
 extern "C" void vl_cuda_graph_launch(vl_backend *b, void *graph) {
-    static long profile_step = -1, n_launched = 0;
-    if (profile_step < 0) {
-        const char *e = getenv("VL_PROFILE_STEP");
-        profile_step = e ? atol(e) : 0;
-    }
-    cudaStream_t stream = vl_cuda_ctx_of(b)->stream;
-    const int profiled = ++n_launched == profile_step;
+    vl_cuda_ctx *c = vl_cuda_ctx_of(b);
+    cudaStream_t stream = c->stream;
+    const int profiled = ++c->graph_launches == c->cfg.profile_step;
     if (profiled) VL_CUDA_CHECK(cudaProfilerStart());
     VL_CUDA_CHECK(cudaGraphLaunch((cudaGraphExec_t)graph, stream));
     if (profiled) {

@@ -33,23 +33,20 @@ void vl_cuda_fatal(const char *call, const char *file, int line, const char *wha
             vl_cuda_fatal(#call, __FILE__, __LINE__, cublasGetStatusString(vl_st_));               \
     } while (0)
 
-/* Streaming multiprocessors of the current device, asked once (a host query with no stream work,
- * so it is allowed while a CUDA graph is being recorded). Sizes the grids of the GEMV and the
- * split-KV decode. Defined in cuda_backend.cu. */
-int vl_cuda_sm_count(void);
-
 /* After every launch: catches bad launch configurations at the launch site. */
 #define VL_CUDA_LAUNCH_CHECK() VL_CUDA_CHECK(cudaGetLastError())
 
-/* Attention on the GPU (kernels/attn_prefill.cu, kernels/attn_decode.cu). q/k/v/o are bf16.
- * Dispatch: n_q == 1 -> split-KV decode (flash-decoding) with a combine step; otherwise the
- * tiled flash-attention prefill kernel (causal with q_pos0, or block-diagonal segments).
- * head_dim must be one of the compiled sizes (see vl_cuda_attention_supported).
- * workspace: device scratch of at least vl_cuda_attention_workspace_bytes(p) bytes. */
+/* Attention on the GPU (kernels/cuda_attention_prefill.cu, kernels/cuda_attention_decode.cu).
+ * q/k/v/o are bf16. Dispatch: n_q == 1 -> split-KV decode (flash-decoding) with a combine step;
+ * otherwise the tiled flash-attention prefill kernel (causal with q_pos0, or block-diagonal
+ * segments). head_dim must be one of the compiled sizes (see vl_cuda_attention_supported).
+ * b: the CUDA backend whose device facts and tuning (vl_cuda_config) size the launch; stream:
+ * any stream of its device. workspace: device scratch of at least
+ * vl_cuda_attention_workspace_bytes(p) bytes. */
 int vl_cuda_attention_supported(const vl_attn_params *p); /* 1 if the kernels handle p */
 size_t vl_cuda_attention_workspace_bytes(const vl_attn_params *p);
-void vl_cuda_attention(const vl_attn_params *p, void *workspace, size_t workspace_bytes,
-                       cudaStream_t stream);
+void vl_cuda_attention(vl_backend *b, const vl_attn_params *p, void *workspace,
+                       size_t workspace_bytes, cudaStream_t stream);
 /* The "eager" baseline: materializes scores [n_heads, n_q, n_kv] fp32 in `scores`
  * (n_heads * n_q * n_kv * 4 bytes), then softmax and P.V. */
 void vl_cuda_attention_naive(const vl_attn_params *p, float *scores, cudaStream_t stream);

@@ -2,11 +2,14 @@
  * GEMM; the bf16 GEMMs through cuBLAS / cuBLASLt; and embed (rows of a table).
  *
  * Dispatch (vl_cuda_linear):
- *   m = 1, bf16, K % 8 == 0, aligned                -> vl_cuda_gemv_bf16 (gemv_bf16.cu): faster
- *                                                      than cuBLAS's GEMV on every decoder shape
- *                                                      (bench/RESULTS.md); with VL_GEMV_BF16=0,
- *                                                      and for other shapes, the next line
- *   m <= VL_CUDA_GEMV_MAX_M (8), any weight dtype   -> vl_cuda_launch_gemv (gemv.cu): decode
+ *   m <= VL_CUDA_GEMV_MAX_M (8), any weight dtype   -> vl_cuda_gemv: the decode GEMV, chosen here
+ *                                                      and nowhere else:
+ *     m = 1, bf16, K % 8 == 0, aligned              -> vl_cuda_gemv_bf16 (cuda_gemv_bf16.cu):
+ * faster than cuBLAS's GEMV on every decoder shape (bench/RESULTS.md); unless the backend's
+ *                                                      gemv_bf16 is 0
+ *     m = 1, Q8ROW with K >= 8192 (gemv_quant_m1    -> vl_cuda_gemv_quant_m1
+ *       -1), or NF4 / Q8ROW (gemv_quant_m1 1)          (cuda_gemv_quant_m1.cu), where it takes them
+ *     everything else                               -> vl_cuda_launch_gemv (cuda_gemv.cu)
  *   bf16, larger m, no bias                         -> cublasGemmEx
  *   bf16, larger m, bias                            -> cuBLASLt with the BIAS epilogue
  *   NF4 / Q8ROW, larger m                           -> vl_cuda_launch_dequant_gemm
@@ -69,6 +72,26 @@ int vl_cuda_launch_linear_bias(cublasLtHandle_t lt, void *ws, size_t ws_bytes, c
     return vl_cuda_lt_gemm_bf16(lt, ws, ws_bytes, stream, y, n_out, w, n_out, x, m, k_in, bias);
 }
 
+/* ---- the decode GEMV: which kernel -------------------------------------------------------- */
+
+/* The quantized m = 1 kernel where the configuration asks for it: by default only where it
+ * measured faster (Q8ROW, rows of 8192 or more: the down projection). */
+static int quant_m1_wanted(const vl_cuda_config *cfg, const vl_weight *w) {
+    if (w->dtype != VL_DTYPE_NF4 && w->dtype != VL_DTYPE_Q8ROW) return 0;
+    if (cfg->gemv_quant_m1 >= 0) return cfg->gemv_quant_m1;
+    return w->dtype == VL_DTYPE_Q8ROW && w->cols >= 8192;
+}
+
+void vl_cuda_gemv(vl_cuda_ctx *c, vl_bf16 *y, const vl_bf16 *x, int64_t m, const vl_weight *w,
+                  const vl_bf16 *bias) {
+    /* the m = 1 kernels decline (launch nothing, return 0) shapes they do not take */
+    if (m == 1 && w->dtype == VL_DTYPE_BF16 && c->cfg.gemv_bf16 &&
+        vl_cuda_gemv_bf16(c, y, x, w, bias))
+        return;
+    if (m == 1 && quant_m1_wanted(&c->cfg, w) && vl_cuda_gemv_quant_m1(c, y, x, w, bias)) return;
+    vl_cuda_launch_gemv(c, y, x, m, w, bias, &c->gemv, c->stream);
+}
+
 /* ---- the table entry ---------------------------------------------------------------------- */
 
 void vl_cuda_linear(vl_backend *b, void *y, const void *x, int64_t m, const vl_weight *w,
@@ -96,11 +119,8 @@ void vl_cuda_linear(vl_backend *b, void *y, const void *x, int64_t m, const vl_w
     vl_bf16 *yb = (vl_bf16 *)y;
     const vl_bf16 *xb = (const vl_bf16 *)x;
     const vl_bf16 *bb = has_bias ? (const vl_bf16 *)bias->data : NULL;
-    if (m == 1 && !quantized && vl_cuda_gemv_bf16_enabled() &&
-        vl_cuda_gemv_bf16(yb, xb, w, bb, c->stream)) {
-        /* decode's bf16 GEMVs, every shape it takes (gemv_bf16.cu) */
-    } else if (m <= VL_CUDA_GEMV_MAX_M) {
-        vl_cuda_launch_gemv(yb, xb, m, w, bb, &c->gemv, c->stream);
+    if (m <= VL_CUDA_GEMV_MAX_M) {
+        vl_cuda_gemv(c, yb, xb, m, w, bb);
     } else if (quantized) {
         vl_cuda_launch_dequant_gemm(b, yb, xb, m, w, bb);
     } else if (!bb) {
@@ -112,7 +132,7 @@ void vl_cuda_linear(vl_backend *b, void *y, const void *x, int64_t m, const vl_w
                                            bb)) {
         for (int64_t i0 = 0; i0 < m; i0 += VL_CUDA_GEMV_MAX_M) {
             const int64_t rows = m - i0 < VL_CUDA_GEMV_MAX_M ? m - i0 : VL_CUDA_GEMV_MAX_M;
-            vl_cuda_launch_gemv(yb + i0 * w->rows, xb + i0 * w->cols, rows, w, bb, &c->gemv,
+            vl_cuda_launch_gemv(c, yb + i0 * w->rows, xb + i0 * w->cols, rows, w, bb, &c->gemv,
                                 c->stream);
         }
     }

@@ -1,6 +1,6 @@
 /* cuda_lt_gemm.cu: one bf16 GEMM through cuBLASLt, with an optional bias added by the BIAS
  * epilogue, and the cache of the algorithms cuBLASLt chose. The biased linear (cuda_linear.cu)
- * and each slice of the dequant GEMM (dequant_gemm.cu) run here.
+ * and each slice of the dequant GEMM (cuda_dequant_gemm.cu) run here.
  *
  * D[n, m] (column-major, leading dimension ld_d) = A^T . B with A = W seen as a K x n
  * column-major matrix (ld K) and B = x as K x m (ld K): row-major y[m, ld_d] = x[m, K] . W^T.

@@ -23,7 +23,7 @@
 
 typedef __nv_bfloat16 vl_bf16;
 
-/* Scratch of vl_cuda_launch_gemv (gemv.cu) for K split over CTAs: fp32 partial sums and one
+/* Scratch of vl_cuda_launch_gemv (cuda_gemv.cu) for K split over CTAs: fp32 partial sums and one
  * counter per 16-row tile, zeroed once at start-up and left zero by every launch. GEMVs that
  * share one scratch must run one after the other (one stream). */
 typedef struct {
@@ -33,9 +33,25 @@ typedef struct {
     int64_t n_tile_counters;
 } vl_cuda_gemv_scratch;
 
-/* The backend's device state (vl_backend.ctx). Created once by vl_backend_cuda. */
+/* What one device says about one kernel, asked on its first launch by this backend (a host
+ * query with no stream work, so allowed while a CUDA graph is recorded): CTAs an SM holds at
+ * once, after opting in to its dynamic shared memory above 48 KB. An open-addressed table
+ * keyed by the kernel's address (vl_cuda_ctas_per_sm). */
+#define VL_CUDA_KERNEL_FACTS 512
+typedef struct {
+    const void *kernel;
+    int ctas_per_sm;
+} vl_cuda_kernel_fact;
+
+/* The backend's device state (vl_backend.ctx), one per vl_backend_cuda: nothing about a device
+ * is kept per process, so backends on one device or several live side by side. */
 typedef struct {
     int device;
+    vl_cuda_config cfg; /* the tuning knobs, read once at creation */
+    int sm_count;       /* streaming multiprocessors: sizes the GEMV and split-KV grids */
+    char device_name[256];
+    long graph_launches; /* replays so far (cfg.profile_step counts them) */
+    vl_cuda_kernel_fact kernels[VL_CUDA_KERNEL_FACTS];
     cudaStream_t stream;   /* every op and copy of the backend runs on this one stream */
     cublasHandle_t cublas; /* bound to `stream`, with `cublas_ws` as its workspace */
     void *cublas_ws;
@@ -44,8 +60,8 @@ typedef struct {
     size_t attn_ws_bytes;
     float *staging; /* [staging_floats] fp32, for from_f32 / to_f32 chunks */
     int64_t staging_floats;
-    vl_cuda_gemv_scratch gemv; /* split-K partials of the decode GEMV (gemv.cu) */
-    /* quantized weights (quant_gpu.cu, dequant_gemm.cu) */
+    vl_cuda_gemv_scratch gemv; /* split-K partials of the decode GEMV (cuda_gemv.cu) */
+    /* quantized weights (cuda_quant.cu, cuda_dequant_gemm.cu) */
     void *quant_scratch; /* VL_CUDA_QUANT_STATE_BYTES + quant_scratch_floats * 4: offset of DQ */
     int64_t quant_scratch_floats;
     cublasLtHandle_t dq_lt; /* the dequant GEMM's cuBLASLt handle (bias epilogue) */
@@ -75,9 +91,22 @@ extern "C" void *vl_cuda_graph_end(vl_backend *b);
 extern "C" void vl_cuda_graph_launch(vl_backend *b, void *graph);
 extern "C" void vl_cuda_graph_free(vl_backend *b, void *graph);
 
+/* The calling thread's current device, as vl_cuda_ctx_of last set it (-1: not yet). */
+extern thread_local int vl_cuda_thread_device;
+void vl_cuda_use_device(int device); /* cudaSetDevice, and remember it */
+
+/* The backend's state; also makes its device the calling thread's current one, so backends on
+ * different devices can be called from one thread (one comparison when it already is). */
 static inline vl_cuda_ctx *vl_cuda_ctx_of(vl_backend *b) {
-    return (vl_cuda_ctx *)b->ctx;
+    vl_cuda_ctx *c = (vl_cuda_ctx *)b->ctx;
+    if (c->device != vl_cuda_thread_device) vl_cuda_use_device(c->device);
+    return c;
 }
+
+/* CTAs of `kernel` (a __global__ function's address) one SM of c's device holds at once with
+ * `threads` threads and `smem` bytes of dynamic shared memory: asked once per backend and
+ * kernel, after opting the kernel in to `smem` when it is above the 48 KB default. */
+int vl_cuda_ctas_per_sm(vl_cuda_ctx *c, const void *kernel, int threads, size_t smem);
 
 /* A broken invariant of the caller (shapes, dtypes): print the condition and why, then abort
  * through vl_cuda_fatal. Never used for user input (the engine validates that). */
@@ -215,10 +244,12 @@ void vl_cuda_kv_append(vl_backend *b, void *cache, int64_t head_stride, const vo
                        int64_t src_stride, int64_t s, int kv_heads, int head_dim, int64_t pos0,
                        const int32_t *pos0_dev);
 
-/* ---- attention (attn_dispatch.cu; the kernels' own interface is in cuda_internal.h) -------- */
+/* ---- attention (cuda_attention_dispatch.cu; the kernels' own interface is in cuda_internal.h)
+ * -------- */
 void vl_cuda_attention_naive_op(vl_backend *b, const vl_attn_params *p, float *scores);
 
-/* ---- quantized weights (quant_gpu.cu, dequant_gemm.cu) ------------------------------------ */
+/* ---- quantized weights (cuda_quant.cu, cuda_dequant_gemm.cu) ------------------------------------
+ */
 
 #define VL_CUDA_QUANT_STATE_BYTES 256 /* head of quant_scratch: the DQ offset's reduction state */
 
@@ -231,8 +262,9 @@ void vl_cuda_launch_dequantize_rows(vl_bf16 *dst, const vl_weight *w, int64_t r0
  * and cuBLASLt (prefill sizes of m); enqueued on the backend's stream, no host sync. */
 void vl_cuda_launch_dequant_gemm(vl_backend *b, vl_bf16 *y, const vl_bf16 *x, int64_t m,
                                  const vl_weight *w, const vl_bf16 *bias);
-/* The same with explicit resources (benchmarks with other buffer sizes). */
+/* The same with explicit resources (a slice limit for the tests). */
 typedef struct {
+    vl_cuda_ctx *ctx; /* the backend (its device facts size the GEMV fallback) */
     cublasLtHandle_t lt;
     cudaStream_t stream, side_stream; /* GEMMs on stream, dequantization on side_stream */
     cudaEvent_t start, ready[2], consumed[2];
@@ -249,41 +281,38 @@ extern "C" void vl_cuda_dequant_gemm_sliced(vl_backend *b, void *y, const void *
                                             const vl_weight *w, const vl_vec *bias,
                                             int64_t max_slice_rows);
 
-/* ---- decode GEMV (gemv.cu) ------------------------------------------------------------------ */
+/* ---- decode GEMV (cuda_gemv.cu, cuda_gemv_bf16.cu, cuda_gemv_quant_m1.cu) -------------------
+ * vl_cuda_linear sends m <= VL_CUDA_GEMV_MAX_M here; vl_cuda_gemv (cuda_linear.cu) is the one
+ * place that picks the kernel for a shape, format and configuration. */
 
-/* Rows of x the GEMV takes: the n of one mma.m16n8k16. vl_cuda_linear sends m <= this here. */
+/* Rows of x the GEMV takes: the n of one mma.m16n8k16. */
 #define VL_CUDA_GEMV_MAX_M 8
+/* y[m, N] = x[m, K] . W^T (+ bias[N]) on c's stream through the kernel chosen for (w, m) and
+ * c->cfg: the bf16 m = 1 kernel, the quantized m = 1 kernel, or the general one. */
+void vl_cuda_gemv(vl_cuda_ctx *c, vl_bf16 *y, const vl_bf16 *x, int64_t m, const vl_weight *w,
+                  const vl_bf16 *bias);
 /* 1 if vl_cuda_launch_gemv takes (w, m): 1 <= m <= VL_CUDA_GEMV_MAX_M, a BF16, NF4 (either scale
  * mode) or Q8ROW weight with its scale buffers, sizes within int. */
 int vl_cuda_gemv_supported(const vl_weight *w, int64_t m);
-/* y[m, N] = x[m, K] . W^T (+ bias[N]), fp32 sums, one rounding per output, deterministic.
- * Any shape and alignment; the fast path needs K % (8 bf16, 16 Q8ROW, 32 NF4) == 0 and 16-byte
- * aligned W data and x. scratch may be NULL (then K is never split over CTAs). Graph-safe:
- * no host sync, no allocation. */
-void vl_cuda_launch_gemv(vl_bf16 *y, const vl_bf16 *x, int64_t m, const vl_weight *w,
-                         const vl_bf16 *bias, const vl_cuda_gemv_scratch *scratch,
-                         cudaStream_t stream);
-
-/* ---- m = 1 quantized GEMV, v2 (gemv_q_v2.cu), opt-in with VL_GEMV_Q_V2=1 ----------------------
- * vl_cuda_launch_gemv calls vl_cuda_gemv_q_v2 first when enabled; it launches and returns 1 for
- * m = 1 with NF4 (fp32 block scales, K % 64 == 0) or Q8ROW (K % 16 == 0), 16-byte aligned W data
- * and x, and returns 0 (nothing launched) otherwise. Same numerics and determinism as gemv.cu,
- * graph-safe. */
-int vl_cuda_gemv_q_v2_enabled(void); /* 1 always, 0 never, 2 auto (VL_GEMV_Q_V2 unset) */
-int vl_cuda_gemv_q_v2(vl_bf16 *y, const vl_bf16 *x, int64_t m, const vl_weight *w,
-                      const vl_bf16 *bias, cudaStream_t stream);
-/* Tests: 1 forces v2 on, 0 off, -1 back to the environment's choice. */
-extern "C" void vl_cuda_gemv_q_v2_force(int mode);
-
-/* ---- m = 1 bf16 GEMV (gemv_bf16.cu) ------------------------------------------------------------
- * y[N] = W[N, K] . x (+ bias): launches and returns 1 for a BF16 weight with K % 8 == 0 and
- * 16-byte aligned W data and x; returns 0 (nothing launched) otherwise. One rounding per output,
- * deterministic, graph-safe. vl_cuda_linear sends every m = 1 bf16 product here unless
- * VL_GEMV_BF16=0 (then cuBLAS / gemv.cu as before; read once). */
-int vl_cuda_gemv_bf16(vl_bf16 *y, const vl_bf16 *x, const vl_weight *w, const vl_bf16 *bias,
-                      cudaStream_t stream);
-int vl_cuda_gemv_bf16_enabled(void);
-/* Tests: 1 forces it on, 0 off, -1 back to the environment's choice. */
-extern "C" void vl_cuda_gemv_bf16_force(int mode);
+/* The general GEMV. y[m, N] = x[m, K] . W^T (+ bias[N]), fp32 sums, one rounding per output,
+ * deterministic. Any shape and alignment; the fast path needs K % (8 bf16, 16 Q8ROW, 32 NF4) == 0
+ * and 16-byte aligned W data and x. c: the backend (device facts); scratch may be NULL (then K
+ * is never split over CTAs); stream: one of c's device. Graph-safe: no host sync, no
+ * allocation. */
+void vl_cuda_launch_gemv(vl_cuda_ctx *c, vl_bf16 *y, const vl_bf16 *x, int64_t m,
+                         const vl_weight *w, const vl_bf16 *bias,
+                         const vl_cuda_gemv_scratch *scratch, cudaStream_t stream);
+/* The m = 1 quantized GEMV (two rows per warp; cuda_gemv_quant_m1.cu): launches and returns 1
+ * for NF4 (fp32 block scales, K % 64 == 0) or Q8ROW (K % 16 == 0) with 16-byte aligned W data and
+ * x; returns 0 (nothing launched) otherwise. Same numerics and determinism as the general GEMV,
+ * graph-safe. Warps per row pair: c->cfg.gemv_quant_m1_splits or chosen per shape. */
+int vl_cuda_gemv_quant_m1(vl_cuda_ctx *c, vl_bf16 *y, const vl_bf16 *x, const vl_weight *w,
+                          const vl_bf16 *bias);
+/* The m = 1 bf16 GEMV (cuda_gemv_bf16.cu): launches and returns 1 for a BF16 weight with
+ * K % 8 == 0 and 16-byte aligned W data and x; returns 0 (nothing launched) otherwise. One
+ * rounding per output, deterministic, graph-safe. Warps per row: c->cfg.gemv_bf16_splits or
+ * chosen per shape. */
+int vl_cuda_gemv_bf16(vl_cuda_ctx *c, vl_bf16 *y, const vl_bf16 *x, const vl_weight *w,
+                      const vl_bf16 *bias);
 
 #endif

@@ -45,9 +45,10 @@ extern "C" void vl_cuda_repetition_penalty(vl_backend *b, float *dst, const void
     VL_CUDA_REQUIRE(n > 0 && n <= INT32_MAX, "repetition_penalty over %lld logits", (long long)n);
     /* a few CTAs per SM cover the 152k vocabulary in one wave */
     int64_t blocks = (n + PENALTY_THREADS - 1) / PENALTY_THREADS;
-    const int64_t cap = 4 * (int64_t)vl_cuda_sm_count();
+    vl_cuda_ctx *c = vl_cuda_ctx_of(b);
+    const int64_t cap = 4 * (int64_t)c->sm_count;
     if (blocks > cap) blocks = cap;
-    penalty_kernel<<<(unsigned)blocks, PENALTY_THREADS, 0, vl_cuda_ctx_of(b)->stream>>>(
+    penalty_kernel<<<(unsigned)blocks, PENALTY_THREADS, 0, c->stream>>>(
         dst, (const vl_bf16 *)logits, seen, n, penalty);
     VL_CUDA_LAUNCH_CHECK();
 }

@@ -1,6 +1,6 @@
 /* cuda_random.cu: --random-weights on the GPU, the device memory query for the report, and
  * pinned mapped host memory (--embed-on-host).
- * The fill is the same counter-based generator as the host path (vl_random_unit in kernels.h),
+ * The fill is the same counter-based generator as its CPU twin (cpu_random.c, vl_random_unit),
  * so a checkpoint written by `vlrun synth` and a --random-weights run hold the same values
  * (up to the host's and device's float rounding of center + half * (2u - 1), which is exact
  * in practice since both round the same fp32 expression). */
@@ -29,7 +29,7 @@ extern "C" void vl_cuda_fill_random_bf16(vl_backend *b, void *dst, int64_t n, ui
 
 /* Pinned, mapped host memory (--embed-on-host): NULL when the allocation fails. */
 extern "C" void *vl_cuda_host_mapped_alloc(vl_backend *b, size_t bytes, void **device_ptr) {
-    (void)b;
+    (void)vl_cuda_ctx_of(b); /* its device current */
     void *h = NULL;
     if (cudaHostAlloc(&h, bytes ? bytes : 1, cudaHostAllocMapped) != cudaSuccess) {
         (void)cudaGetLastError();
@@ -40,11 +40,11 @@ extern "C" void *vl_cuda_host_mapped_alloc(vl_backend *b, size_t bytes, void **d
 }
 
 extern "C" void vl_cuda_host_mapped_free(vl_backend *b, void *host_ptr) {
-    (void)b;
+    (void)vl_cuda_ctx_of(b);
     if (host_ptr) VL_CUDA_CHECK(cudaFreeHost(host_ptr));
 }
 
 extern "C" void vl_cuda_mem_info(vl_backend *b, size_t *free_bytes, size_t *total_bytes) {
-    (void)b;
+    (void)vl_cuda_ctx_of(b); /* the backend's device, not whichever is current */
     VL_CUDA_CHECK(cudaMemGetInfo(free_bytes, total_bytes));
 }

@@ -108,7 +108,7 @@ static void sample_token(vl_backend *b, vl_decode_state *st, int32_t *tokens, co
     vl_cuda_ctx *c = vl_cuda_ctx_of(b);
     /* one CTA per ~1k logits (two per SM at most): the range is read once by many SMs */
     int64_t parts = (n + 1023) / 1024;
-    if (parts > 2 * (int64_t)vl_cuda_sm_count()) parts = 2 * (int64_t)vl_cuda_sm_count();
+    if (parts > 2 * (int64_t)c->sm_count) parts = 2 * (int64_t)c->sm_count;
     if (parts > SAMPLE_MAX_CTAS) parts = SAMPLE_MAX_CTAS;
     /* the attention workspace is idle here (same stream; attention is done with it) */
     VL_CUDA_REQUIRE(c->attn_ws_bytes >= (size_t)parts * 16, "sample_token workspace");

@@ -207,9 +207,14 @@ typedef struct {
     int64_t scale_head_stride;
 } vl_rope_kv_params;
 
-/* ---- what the CUDA kernels take (kernels/attn_limits.c: plain C, in every build) ------------
- * The limits of the compiled CUDA kernels, so that the engine can refuse a model they cannot run
- * right after its config is parsed: before anything is loaded, and without a device. */
+/* ---- what a backend supports (kernels/backend_caps.c: plain C, in every build) --------------
+ * Each backend kind describes itself in a vl_backend_caps reachable without starting a device
+ * (vl_backend_caps_of), so that the engine can refuse a model right after its config is parsed:
+ * before anything is loaded, and without a device. A started backend points at the same struct
+ * (vl_backend.caps). */
+typedef enum { VL_BACKEND_CUDA, VL_BACKEND_CPU } vl_backend_kind;
+
+/* Limits of the compiled CUDA kernels (the values of the CUDA backend's caps). */
 #define VL_CUDA_ATTN_MAX_HEAD_DIM                                                                  \
     128 /* flash prefill and split-KV decode: every head dim up to it */
 #define VL_CUDA_ROPE_MAX_HEAD_DIM 512   /* rotary tables (cuda_rope.cu); --attn naive takes any */
@@ -219,24 +224,51 @@ typedef struct {
  * made without a device (vlrun plan) uses it. */
 #define VL_CUDA_WORKSPACE_BYTES (((size_t)117 << 20) + ((size_t)64 << 10) + 256)
 
+/* Bits of vl_backend_caps.weight_formats: the weight dtypes linear and embed take. */
+#define VL_CAP_WEIGHT(dtype) (1ull << ((unsigned)(dtype)&63u))
+
+typedef struct {
+    vl_backend_kind kind;
+    const char *name; /* "cpu" or "cuda" */
+    vl_dtype act;     /* activation dtype: F32 on cpu, BF16 on cuda */
+    /* Attention limits; 0 = no limit. max_head_dim bounds the flash kernels (attention);
+     * max_rope_head_dim bounds the rotary ops and attention_naive (--attn naive). */
+    int max_head_dim, max_rope_head_dim, max_heads;
+    unsigned long long weight_formats; /* VL_CAP_WEIGHT(dtype) for each dtype linear takes */
+    int naive_attention;               /* attention_naive present (--attn naive) */
+    int graphs;             /* graph_begin..graph_free present (unless turned off at creation) */
+    int quantize;           /* quantize / dequantize present (--quant) */
+    int fill_random;        /* fill_random_bf16 present (--random-weights on the backend) */
+    int host_mapped;        /* host_mapped_alloc present (--embed-on-host) */
+    size_t workspace_bytes; /* memory the backend allocates for itself when it starts */
+} vl_backend_caps;
+
+/* The capabilities of a backend kind; never NULL for a kind of the enum. Describes the kernels
+ * the build would run: a build without CUDA still answers for VL_BACKEND_CUDA (and
+ * vl_backend_cuda then says why there is no such backend). */
+const vl_backend_caps *vl_backend_caps_of(vl_backend_kind kind);
+
 /* One attention of a model (the decoder's, the vision tower's). */
 typedef struct {
     int n_heads, n_kv_heads, head_dim;
     int naive; /* --attn naive: the materialized-score kernels instead of the flash ones */
 } vl_attn_shape;
 
-/* 0 when the CUDA backend runs attention of this shape, with its rotary (rotate_half over
- * head_dim); otherwise -1 and one line in why that names the value out of range and what to do
- * instead ("head_dim 256 is above 128, ...; use --attn naive or --backend cpu"). */
-int vl_cuda_check_attention(const vl_attn_shape *s, char *why, size_t why_len);
+/* 0 when a backend with these caps runs attention of this shape, with its rotary (rotate_half
+ * over head_dim); otherwise -1 and one line in why that names the value out of range and what to
+ * do instead ("head_dim 256 is above 128, ...; use --attn naive or --backend cpu"). A backend
+ * without limits (the CPU) takes every shape the config parser accepts. */
+int vl_backend_check_attention(const vl_backend_caps *caps, const vl_attn_shape *s, char *why,
+                               size_t why_len);
 
 /* ---- the op table ------------------------------------------------------------------------ */
 
 typedef struct vl_backend vl_backend;
 struct vl_backend {
-    const char *name; /* "cpu" or "cuda" */
-    vl_dtype act;     /* activation dtype: F32 on cpu, BF16 on cuda */
-    void *ctx;        /* backend private state */
+    const char *name;            /* "cpu" or "cuda" (caps->name) */
+    vl_dtype act;                /* activation dtype: F32 on cpu, BF16 on cuda (caps->act) */
+    const vl_backend_caps *caps; /* what it supports: vl_backend_caps_of(its kind) */
+    void *ctx;                   /* backend private state */
     /* Called now and then from the calling thread while a long op runs on the CPU backend (a
      * 7B layer takes tens of seconds there): the engine's progress line redraws from it, so a
      * CPU run is never silent for long. NULL: nothing. Ops on the GPU return at once. */
@@ -364,6 +396,22 @@ struct vl_backend {
     size_t workspace_bytes;  /* scratch the backend holds itself (cuBLAS, attention partials) */
 };
 
+/* Every member of vl_backend, in struct order: its ops (function pointers) and its data.
+ * tests/test_op_coverage.c checks these lists against the struct's layout (a member added
+ * without an entry fails it) and that every op has a test case that calls it, so a new op comes
+ * with its test. */
+#define VL_BACKEND_OPS(X)                                                                          \
+    X(heartbeat)                                                                                   \
+    X(mem_alloc) X(mem_free) X(upload) X(download) X(copy) X(sync) X(from_f32) X(to_f32) X(linear) \
+        X(embed) X(rmsnorm) X(add_rmsnorm) X(layernorm) X(add) X(silu_mul) X(quick_gelu) X(gelu)   \
+            X(rope_text) X(rope_vision) X(attention) X(rope_kv_append) X(kv_append) X(kv_dequant)  \
+                X(sample_token) X(sample_token_f32) X(mark_seen) X(repetition_penalty)             \
+                    X(fill_random_bf16) X(attention_naive) X(quantize) X(dequantize)               \
+                        X(graph_begin) X(graph_end) X(graph_launch) X(graph_free)                  \
+                            X(host_mapped_alloc) X(host_mapped_free) X(mem_info)
+#define VL_BACKEND_DATA(X)                                                                         \
+    X(name) X(act) X(caps) X(ctx) X(heartbeat_ctx) X(device_name) X(workspace_bytes)
+
 /* The counter-based generator behind --random-weights: a pure function of (key + i), so the
  * host and any device make the same values. splitmix64's finalizer, top 53 bits -> [0, 1). */
 #ifdef __CUDACC__
@@ -384,19 +432,51 @@ static inline VL_HOST_DEVICE uint64_t vl_sample_key(uint64_t seed, int32_t step)
     return vl_mix64(seed * 0x9e3779b97f4a7c15ull + 0x5851f42d4c957f2dull * (uint64_t)(step + 1));
 }
 
-/* Which backend (the engine's configuration names one). */
-typedef enum { VL_BACKEND_CUDA, VL_BACKEND_CPU } vl_backend_kind;
-/* The CUDA backend's settings, read once when it is created. */
-typedef struct {
-    int device; /* CUDA device index (default 0) */
-} vl_cuda_config;
-
 /* The CPU backend (always available). Returns a static, ready instance. */
 vl_backend *vl_backend_cpu(void);
 
-/* The CUDA backend; NULL and a message in `why` (if non-NULL) when there is no usable device
- * or the build has no CUDA. */
-vl_backend *vl_backend_cuda(char *why, size_t why_len);
+/* ---- the CUDA backend's configuration ---------------------------------------------------------
+ * Read once, when the backend is created (vl_backend_cuda): every tuning knob of kernels/ lives
+ * here, none in the environment. The defaults (vl_cuda_config_init, or a NULL config) are what
+ * the engine runs; the rest are for benchmarks and tests. Keys of vl_cuda_config_set in quotes. */
+typedef struct {
+    int device;    /* "device": the CUDA device ordinal (default 0) */
+    int no_graphs; /* "no_graphs": 1 leaves graph_begin..graph_free NULL, so the engine runs each
+                    * decode step eagerly instead of replaying a CUDA graph (default 0) */
+    int gemv_bf16; /* "gemv_bf16": 1 (default) sends every m = 1 bf16 product the bf16 GEMV takes
+                    * there (cuda_gemv_bf16.cu); 0: the general GEMV (cuda_gemv.cu) instead */
+    int gemv_bf16_splits;     /* "gemv_bf16_splits": warps per row of the bf16 GEMV: 0 (default)
+                               * chosen per shape; 1, 2, 4 or 8 forced */
+    int gemv_quant_m1;        /* "gemv_quant_m1": the m = 1 quantized GEMV (cuda_gemv_quant_m1.cu):
+                               * -1 (default) where it measured faster (Q8ROW rows of K >= 8192);
+                               * 1 for every NF4 / Q8ROW product it takes; 0 never */
+    int gemv_quant_m1_splits; /* "gemv_quant_m1_splits": its warps per row pair, as above */
+    int attn_decode_splits;   /* "attn_decode_splits": split-KV decode: 0 (default) one wave of
+                               * the GPU; N > 0 forces N splits before the length and workspace
+                               * caps */
+    int attn_prefill_rows;    /* "attn_prefill_rows": query rows per prefill CTA: 0 (default)
+                               * 64 for calls of <= 64 rows, else 128; 64 or 128 forced */
+    long profile_step;        /* "profile_step": N > 0 brackets the Nth graph replay (from 1) with
+                               * cudaProfilerStart / Stop, so `ncu --profile-from-start off` times the
+                               * kernels of exactly one decode step; 0 (default) never */
+} vl_cuda_config;
+
+/* The defaults above. */
+void vl_cuda_config_init(vl_cuda_config *c);
+/* One "key=value" setting (the keys above; integers in decimal): 0, or -1 and one line in `why`
+ * (if non-NULL) naming the key or value and what is accepted. vlrun's and vlbench's --cuda-opt.
+ * (kernels/ sits below loader/error.c, so the caller records the line with vl_error_set.) */
+int vl_cuda_config_set(vl_cuda_config *c, const char *key_eq_value, char *why, size_t why_len);
+
+/* A CUDA backend on cfg->device (cfg NULL: the defaults): its own stream, cuBLAS handles,
+ * workspaces and device facts, so several may exist at once (on one device or several). NULL
+ * and a message in `why` (if non-NULL) when the device is not usable or the build has no CUDA.
+ * Ops of one backend must not be called from two threads at once. */
+vl_backend *vl_backend_cuda(const vl_cuda_config *cfg, char *why, size_t why_len);
+
+/* Releases a backend from vl_backend_cuda (its workspaces, streams and handles; memory it
+ * handed out with mem_alloc must be freed first). The CPU backend and NULL: nothing. */
+void vl_backend_free(vl_backend *b);
 
 #ifdef __cplusplus
 }

@@ -3,14 +3,15 @@
  * A failure caused by user input is recorded once (the first record wins until
  * vl_error_clear) and returned up to main, which prints it. The deepest caller knows the most
  * precise reason, so later, vaguer records from callers further up never overwrite it.
- * Leaves out: thread-local storage (the loaders run on one thread) and error codes (the
- * message is what the user acts on). */
+ * The record is per thread (C11 _Thread_local): requests running on several threads (a server)
+ * each see their own failure, never another's.
+ * Leaves out: error codes (the message is what the user acts on). */
 #include "loader/loader.h"
 
 #include <stdarg.h>
 #include <stdio.h>
 
-static char vl_error_text[1024];
+static _Thread_local char vl_error_text[1024];
 
 int vl_error_set(const char *fmt, ...) {
     if (vl_error_text[0]) return -1;

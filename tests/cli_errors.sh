@@ -134,6 +134,9 @@ expect_error "--temperature"                --temperature hot --model "$good" "$
 expect_error "--model"                      "$IMG" --model
 expect_error "no image"                     --backend cpu --model "$good"
 expect_error "--mem-budget"                 --mem-budget 12Q --model "$good" "$IMG"
+expect_error "unknown key 'foo'"            --cuda-opt foo=1 --model "$good" "$IMG"
+expect_error "no_graphs takes 0 or 1"       --cuda-opt no_graphs=2 --model "$good" "$IMG"
+expect_error "expected KEY=VALUE"           --cuda-opt no_graphs --model "$good" "$IMG"
 expect_error "--kv"                         --backend cpu --model "$good" "$IMG" --kv fp8
 expect_error "--kv int8 with --attn naive"  --backend cpu --model "$good" "$IMG" --kv int8 --attn naive
 # a budget below the smallest run: refused before loading, with the counts that would fit

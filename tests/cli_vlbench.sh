@@ -81,9 +81,15 @@ expect_error "--head-dim expects" attention --head-dim 0
 expect_error "--kinds expects" attention --kinds prefill,bogus
 expect_error "--double-quant needs nf4" gemv --quant int8 --double-quant
 expect_error "--json-out expects a file name" --json-out ""
+expect_error "--cuda-opt needs a value" --cuda-opt
+expect_error "--cuda-opt bogus=1: unknown key 'bogus'" --cuda-opt bogus=1
+expect_error "--cuda-opt gemv_bf16=2: gemv_bf16 takes 0 or 1" gemv --cuda-opt gemv_bf16=2
+expect_error "--cuda-opt no_graphs: expected KEY=VALUE" --cuda-opt no_graphs
+expect_error "--kinds expects a list of prefill, chunk, vision, decode, decode-rt" attention --kinds rt
 
 # a good command line and no device
-for args in "" "all --json" "gemv --iters 1 --quant nf4,bf16" "attention --seq 1024 --kinds decode"; do
+for args in "" "all --json" "gemv --iters 1 --quant nf4,bf16" "attention --seq 1024 --kinds decode" \
+    "attention --kinds decode-rt --cuda-opt attn_decode_splits=4 --cuda-opt no_graphs=1"; do
     # shellcheck disable=SC2086
     run $args
     ok=0

@@ -1,6 +1,6 @@
 /* test_gemv_gpu.c: the decode path of the CUDA backend's linear (m <= 8 rows: the GEMVs of
- * kernels/gemv.cu, gemv_bf16.cu (bf16, m = 1) and gemv_q_v2.cu) for every weight format, and the
- * dispatch around it, against the CPU twin.
+ * kernels/cuda_gemv.cu, cuda_gemv_bf16.cu (bf16, m = 1) and cuda_gemv_quant_m1.cu) for every weight
+ * format, and the dispatch around it, against the CPU twin.
  *
  * Weights are built directly, without a quantizer: random codes / bytes, random positive block
  * or row scales, and for double quantization random nested scales, a random 256-entry map and
@@ -284,19 +284,39 @@ static void test_blas_bias(void) {
     weight_free(&t);
 }
 
-/* ---- the opt-in m = 1 kernel for NF4 / Q8ROW (kernels/gemv_q_v2.cu, VL_GEMV_Q_V2=1) ------------
- * Forced on through its test hook (the environment variable is read once per process), the same
- * checks as above: tolerance, >= 99% exact, two runs bit-identical, guards untouched. Shapes cover
- * each K split it picks (1, 2, 4, 8 warps per row pair), odd N (a half-empty last row pair), K not
- * taken by it (NF4 K % 64 != 0, Q8ROW K % 16 != 0, misaligned x: gemv.cu's kernels), m > 1
- * (gemv.cu's), and the model's big shapes. */
-#ifdef VL_HAVE_CUDA
-void vl_cuda_gemv_q_v2_force(int mode); /* kernels/cuda_ops.h (C++) */
+/* A second CUDA backend created with one option of vl_cuda_config ("key=value") set: how a test
+ * picks a kernel variant. It becomes `gpu` until gpu_restore. */
+static vl_backend *main_gpu;
+static void gpu_with(const char *opt) {
+    vl_cuda_config cfg;
+    vl_cuda_config_init(&cfg);
+    char why[256] = "";
+    vl_backend *b = NULL;
+    if (vl_cuda_config_set(&cfg, opt, why, sizeof why) == 0)
+        b = vl_backend_cuda(&cfg, why, sizeof why);
+    if (!b) {
+        fprintf(stderr, "FAIL: a CUDA backend with %s: %s\n", opt, why);
+        exit(1);
+    }
+    main_gpu = gpu;
+    gpu = b;
+}
 
+static void gpu_restore(void) {
+    vl_backend_free(gpu);
+    gpu = main_gpu;
+}
+
+/* ---- the opt-in m = 1 kernel for NF4 / Q8ROW (kernels/cuda_gemv_quant_m1.cu) -----------------
+ * Forced on for every product it takes (a backend with gemv_quant_m1=1), the same checks as
+ * above: tolerance, >= 99% exact, two runs bit-identical, guards untouched. Shapes cover
+ * each K split it picks (1, 2, 4, 8 warps per row pair), odd N (a half-empty last row pair), K not
+ * taken by it (NF4 K % 64 != 0, Q8ROW K % 16 != 0, misaligned x: cuda_gemv.cu's kernels), m > 1
+ * (cuda_gemv.cu's), and the model's big shapes. */
 static void test_q_v2(int kind) {
     printf("%s, m = 1 kernel v2\n", kind_name[kind]);
     const int64_t exact0 = kind_exact[kind], total0 = kind_total[kind];
-    vl_cuda_gemv_q_v2_force(1);
+    gpu_with("gemv_quant_m1=1");
     const int64_t shapes[][2] = {
         {1, 64},     {7, 128},    {33, 192},    {5, 64},      {3, 16},       {9, 13},
         {17, 96},    {31, 136},   {40, 3584},   {512, 3584},  {511, 3584},   {300, 1280},
@@ -306,11 +326,11 @@ static void test_q_v2(int kind) {
         weight_make(&t, kind, shapes[s][0], shapes[s][1]);
         check_case(&t, kind, 1, 1, 0);
         check_case(&t, kind, 1, 0, 0);
-        if (s < 9) check_case(&t, kind, 2, 1, 0);  /* m > 1: gemv.cu's kernel */
-        if (s == 9) check_case(&t, kind, 1, 1, 1); /* misaligned x: gemv.cu's simple kernel */
+        if (s < 9) check_case(&t, kind, 2, 1, 0);  /* m > 1: cuda_gemv.cu's kernel */
+        if (s == 9) check_case(&t, kind, 1, 1, 1); /* misaligned x: cuda_gemv.cu's simple kernel */
         weight_free(&t);
     }
-    vl_cuda_gemv_q_v2_force(-1);
+    gpu_restore();
     const int64_t exact = kind_exact[kind] - exact0, total = kind_total[kind] - total0;
     const double frac = total ? (double)exact / (double)total : 1.0;
     printf("  %s (v2): %lld GEMV outputs, %.3f%% exactly bf16(cpu result)\n", kind_name[kind],
@@ -318,20 +338,17 @@ static void test_q_v2(int kind) {
     VT_CHECKF(frac >= GEMV_EXACT, "%s (v2): only %.3f%% of all GEMV outputs exact", kind_name[kind],
               100 * frac);
 }
-#endif
 
-/* ---- the m = 1 bf16 kernel (kernels/gemv_bf16.cu) ---------------------------------------------
- * Forced on, then off (gemv.cu's kernels), through its test hook: the same
- * checks as above. Shapes cover each split it picks (1, 2, 4, 8 warps per row; 4 with uneven
- * segments), N not a multiple of the 8 rows of a CTA, K not taken by it (K % 8 != 0, misaligned
- * x: gemv.cu's kernels), and the decoder's shapes (fused q/k/v, fused gate/up, down). */
-#ifdef VL_HAVE_CUDA
-void vl_cuda_gemv_bf16_force(int mode); /* kernels/cuda_ops.h (C++) */
-
+/* ---- the m = 1 bf16 kernel (kernels/cuda_gemv_bf16.cu)
+ * --------------------------------------------- On, then off (cuda_gemv.cu's kernels: a backend
+ * with gemv_bf16=0): the same checks as above. Shapes cover each split it picks (1, 2, 4, 8 warps
+ * per row; 4 with uneven segments), N not a multiple of the 8 rows of a CTA, K not taken by it (K %
+ * 8 != 0, misaligned x: cuda_gemv.cu's kernels), and the decoder's shapes (fused q/k/v, fused
+ * gate/up, down). */
 static void test_gemv_bf16(int mode) {
-    printf("bf16, m = 1 kernel %s\n", mode ? "gemv_bf16" : "off (gemv.cu)");
+    printf("bf16, m = 1 kernel %s\n", mode ? "gemv_bf16" : "off (cuda_gemv.cu)");
     const int64_t exact0 = kind_exact[W_BF16], total0 = kind_total[W_BF16];
-    vl_cuda_gemv_bf16_force(mode);
+    gpu_with(mode ? "gemv_bf16=1" : "gemv_bf16=0");
     const int64_t shapes[][2] = {{1, 8},       {7, 128},      {33, 200},    {9, 16},
                                  {5, 20},      {3, 13},       {40, 3584},   {40, 4088},
                                  {16, 18944},  {8500, 512},   {8501, 1280}, {4608, 3584},
@@ -341,10 +358,11 @@ static void test_gemv_bf16(int mode) {
         weight_make(&t, W_BF16, shapes[s][0], shapes[s][1]);
         check_case(&t, W_BF16, 1, 1, 0);
         check_case(&t, W_BF16, 1, 0, 0);
-        if (s == 6) check_case(&t, W_BF16, 1, 1, 1); /* misaligned x: gemv.cu's simple kernel */
+        if (s == 6)
+            check_case(&t, W_BF16, 1, 1, 1); /* misaligned x: cuda_gemv.cu's simple kernel */
         weight_free(&t);
     }
-    vl_cuda_gemv_bf16_force(-1);
+    gpu_restore();
     const int64_t exact = kind_exact[W_BF16] - exact0, total = kind_total[W_BF16] - total0;
     const double frac = total ? (double)exact / (double)total : 1.0;
     printf("  bf16 (m = 1, %s): %lld GEMV outputs, %.3f%% exactly bf16(cpu result)\n",
@@ -352,7 +370,6 @@ static void test_gemv_bf16(int mode) {
     VT_CHECKF(frac >= GEMV_EXACT, "bf16 (m = 1, %s): only %.3f%% of all GEMV outputs exact",
               mode ? "on" : "off", 100 * frac);
 }
-#endif
 
 int main(void) {
     vt_rng_state = 0x9e77e5eedULL;
@@ -360,11 +377,9 @@ int main(void) {
     cpu = vl_backend_cpu();
     for (int kind = 0; kind < W_KINDS; kind++) test_kind(kind);
     test_blas_bias();
-#ifdef VL_HAVE_CUDA
     test_gemv_bf16(1);
     test_gemv_bf16(0);
     test_q_v2(W_NF4);
     test_q_v2(W_Q8ROW);
-#endif
     return vt_finish();
 }

@@ -150,9 +150,11 @@ static void test_memory(vl_backend *b) {
 static void test_cuda_stub(void) {
 #ifndef VL_HAVE_CUDA
     char why[200] = "";
-    VT_CHECK(vl_backend_cuda(why, sizeof why) == NULL);
+    VT_CHECK(vl_backend_cuda(NULL, why, sizeof why) == NULL);
     VT_CHECK(strstr(why, "--backend cpu") != NULL);
-    VT_CHECK(vl_backend_cuda(NULL, 0) == NULL);
+    VT_CHECK(vl_backend_cuda(NULL, NULL, 0) == NULL);
+    vl_backend_free(vl_backend_cpu()); /* nothing: the CPU backend is static */
+    VT_CHECK(vl_backend_cpu()->caps == vl_backend_caps_of(VL_BACKEND_CPU));
 #else
     VT_SKIP("this build has CUDA: vl_backend_cuda is the real one");
 #endif
@@ -747,6 +749,27 @@ static void test_attention(vl_backend *b) {
     printf("attention: %d cases, worst err/tol %.3f\n", n_cases + 1, worst);
 }
 
+/* fill_random_bf16 (cpu_random.c): value i is bf16(center + half * (2 u - 1)) of the key's
+ * counter key + i, for n across the parallel threshold; what follows dst stays untouched. */
+static void test_fill_random(vl_backend *b) {
+    printf("fill_random_bf16\n");
+    const int64_t n = 1000003;
+    uint16_t *dst = malloc((size_t)(n + 8) * 2);
+    for (int i = 0; i < 8; i++) dst[n + i] = 0x7fc1;
+    b->fill_random_bf16(b, dst, n, 0x1234567ull, 1.0f, 0.05f);
+    int64_t wrong = 0, spread_lo = 0, spread_hi = 0;
+    for (int64_t i = 0; i < n; i++) {
+        const double u = vl_random_unit(0x1234567ull + (uint64_t)i);
+        wrong += dst[i] != vl_f32_to_bf16(1.0f + 0.05f * (float)(2.0 * u - 1.0));
+        spread_lo += vl_bf16_to_f32(dst[i]) < 0.96f;
+        spread_hi += vl_bf16_to_f32(dst[i]) > 1.04f;
+    }
+    for (int i = 0; i < 8; i++) wrong += dst[n + i] != 0x7fc1;
+    VT_CHECKF(wrong == 0, "fill_random_bf16: %lld values wrong", (long long)wrong);
+    VT_CHECK(spread_lo > n / 20 && spread_hi > n / 20); /* uniform over 0.95 .. 1.05 */
+    free(dst);
+}
+
 int main(void) {
     vt_rng_state = 0x5eed1234abcdULL;
     vl_backend *b = vl_backend_cpu();
@@ -758,5 +781,6 @@ int main(void) {
     test_elementwise(b);
     test_rope(b);
     test_attention(b);
+    test_fill_random(b);
     return vt_finish();
 }

@@ -136,7 +136,7 @@ static void test_memory(void) {
     printf("memory\n");
     VT_CHECK(strcmp(gpu->name, "cuda") == 0);
     VT_CHECK_INT(gpu->act, VL_DTYPE_BF16);
-    VT_CHECK(vl_backend_cuda(NULL, 0) == gpu); /* created once */
+    VT_CHECK(gpu->caps == vl_backend_caps_of(VL_BACKEND_CUDA));
     /* an impossible size gives NULL, and the failure must not leak into the next op's check */
     VT_CHECK(gpu->mem_alloc(gpu, (size_t)1 << 62) == NULL);
     void *zero = gpu->mem_alloc(gpu, 0);
@@ -220,6 +220,29 @@ static void test_convert(void) {
     free(src);
     free(bits);
     free(back);
+}
+
+/* fill_random_bf16: the same bits as the CPU twin (cpu_random.c), over more values than one
+ * grid covers (each thread loops), with a tail that stays untouched. Center 0 (the Linear
+ * weights' range): nvcc may fuse center + half * x into one FMA, which rounds like the CPU's
+ * separate multiply only when nothing is added. */
+static void test_fill_random(void) {
+    printf("fill_random_bf16\n");
+    const int64_t n = ((int64_t)65535 * 8 * 256) + 4097;
+    uint16_t *d = vt_dev_alloc(gpu, (size_t)(n + GUARD) * 2);
+    uint16_t *want = malloc((size_t)(n + GUARD) * 2), *got = malloc((size_t)(n + GUARD) * 2);
+    for (int64_t i = 0; i < n + GUARD; i++) want[i] = NAN_BITS;
+    gpu->upload(gpu, d, want, (size_t)(n + GUARD) * 2);
+    gpu->fill_random_bf16(gpu, d, n, 0xfeedull << 20, 0.0f, 0.0346f);
+    cpu->fill_random_bf16(cpu, want, n, 0xfeedull << 20, 0.0f, 0.0346f);
+    gpu->download(gpu, got, d, (size_t)(n + GUARD) * 2);
+    int64_t differ = 0;
+    for (int64_t i = 0; i < n + GUARD; i++) differ += got[i] != want[i];
+    VT_CHECKF(differ == 0, "fill_random_bf16: %lld of %lld values differ from the CPU twin",
+              (long long)differ, (long long)n);
+    gpu->mem_free(gpu, d);
+    free(want);
+    free(got);
 }
 
 /* ---- linear, embed ------------------------------------------------------------------------- */
@@ -803,6 +826,7 @@ int main(void) {
     cpu = vl_backend_cpu();
     test_memory();
     test_convert();
+    test_fill_random();
     test_linear();
     test_embed();
     test_elementwise();

@@ -17,7 +17,7 @@
  *     tensors' own sizes (spec formulas: ceil(n / 2) + 4 ceil(n / 64) for NF4, ...) plus at
  *     most the alignment padding.
  * And the other check made before anything is loaded: the CUDA kernels' shape limits
- * (vl_cuda_check_attention), which take both of 7B's attentions and refuse, in one line naming
+ * (vl_backend_check_attention), which take both of 7B's attentions and refuse, in one line naming
  * the value, what lies past them: head_dim 129 without --attn naive, 513 with it, 65536 heads.
  * And one more sequence (vl_plan_add_sequence) priced against the arena of a context with two
  * sequence slots on tiny-a, group by group.
@@ -48,12 +48,12 @@ static vl_mem_plan plan_images(int n_images, int attn_naive, vl_dtype quant) {
     return p;
 }
 
-/* vl_cuda_check_attention on (heads, kv heads, head_dim, naive): want 0, or -1 with `say` in the
- * message. */
+/* vl_backend_check_attention with the CUDA caps on (heads, kv heads, head_dim, naive): want 0, or
+ * -1 with `say` in the message. */
 static void check_shape(int h, int g, int d, int naive, const char *say) {
     char why[256] = "";
     vl_attn_shape s = {h, g, d, naive};
-    int rc = vl_cuda_check_attention(&s, why, sizeof why);
+    int rc = vl_backend_check_attention(vl_backend_caps_of(VL_BACKEND_CUDA), &s, why, sizeof why);
     VT_CHECKF(say ? rc == -1 && strstr(why, say) && !strchr(why, '\n') : rc == 0 && !why[0],
               "shape %d/%d heads, head_dim %d%s: rc %d, \"%s\"", h, g, d, naive ? " naive" : "", rc,
               why);
@@ -167,7 +167,7 @@ static void two_sequences(void) {
         return;
     }
     vl_plan_request rq;
-    vl_plan_request_init(&rq, &o, m.be, 300, 40, 64, 1200);
+    vl_plan_request_init(&rq, &o, m.be->caps, 300, 40, 64, 1200);
     rq.shape.rep_penalty = 1.1f;
     vl_mem_plan one, two;
     vl_plan_memory(&m.cfg, &rq, &one);

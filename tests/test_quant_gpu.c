@@ -1,5 +1,5 @@
-/* test_quant_gpu.c: quantization on the GPU (kernels/quant_gpu.cu) and the dequant GEMM
- * (kernels/dequant_gemm.cu) against their CPU twins (kernels/cpu_quant.c, the CPU linear).
+/* test_quant_gpu.c: quantization on the GPU (kernels/cuda_quant.cu) and the dequant GEMM
+ * (kernels/cuda_dequant_gemm.cu) against their CPU twins (kernels/cpu_quant.c, the CPU linear).
  *
  *   quantize    NF4, NF4 with double quantization and Q8ROW of bf16 matrices: every byte of
  *               every buffer, and the offset's bits, equal vl_quantize_cpu's. Device buffers
@@ -39,7 +39,7 @@
 #include <float.h>
 
 #ifdef VL_HAVE_CUDA
-/* kernels/dequant_gemm.cu: the dequant GEMM with at most max_slice_rows rows per slice. */
+/* kernels/cuda_dequant_gemm.cu: the dequant GEMM with at most max_slice_rows rows per slice. */
 void vl_cuda_dequant_gemm_sliced(vl_backend *b, void *y, const void *x, int64_t m,
                                  const vl_weight *w, const vl_vec *bias, int64_t max_slice_rows);
 #endif

@@ -21,7 +21,7 @@ static inline void *vt_dev_alloc(vl_backend *b, size_t bytes) {
  * CUDA): the caller then returns vt_finish(), which exits 77. */
 static inline vl_backend *vt_gpu_or_skip(void) {
     char why[256] = "";
-    vl_backend *gpu = vl_backend_cuda(why, sizeof why);
+    vl_backend *gpu = vl_backend_cuda(NULL, why, sizeof why);
     if (!gpu) {
         printf("no CUDA backend: %s\n", why[0] ? why : "(no reason given)");
         VT_SKIP(why);

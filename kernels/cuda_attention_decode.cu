@@ -1,5 +1,5 @@
-/* attn_decode.cu: attention of one new token over the KV cache (n_q == 1), split over the keys
- * (flash-decoding), bf16 in and out, fp32 softmax and accumulation.
+/* cuda_attention_decode.cu: attention of one new token over the KV cache (n_q == 1), split over the
+ * keys (flash-decoding), bf16 in and out, fp32 softmax and accumulation.
  *
  * Version 2 (version 1: 2 CTAs per SM, splits of at least 256 keys, a combine thread per output
  * column walking every split; measured on an H100 at D 128, 28/4 heads: 15.0 us at 1364 keys,
@@ -28,8 +28,8 @@
  *     and the combine step derive the split plan from the length they read, with the same
  *     split_plan code the host runs for an explicit length. Splits past the plan exit at once
  *     and are never read, so a replay gives the same bits as the eager call of that length.
- *   - Head dims: every one up to 128 (attn_mma.cuh). Fast path: a multiple of 8 with aligned
- *     rows; one not a multiple of 16 runs its MMAs over D + 8 columns whose padding is zeros in
+ *   - Head dims: every one up to 128 (cuda_attention_mma.cuh). Fast path: a multiple of 8 with
+ * aligned rows; one not a multiple of 16 runs its MMAs over D + 8 columns whose padding is zeros in
  *     shared memory. Element path (any other head dim or alignment): the query and each step's
  *     rows are loaded one element at a time (synchronously) into rows of element_dim(D) columns,
  *     zeros past D; the int8 variant likewise for the codes (the scales keep their cp.async).
@@ -41,13 +41,13 @@
  *     each key's probability is multiplied by its v_scale before P.V (the running sum l uses
  *     the plain probability). The per-warp shared memory stays that of the bf16 kernel, so
  *     occupancy is the same.
- * Knob (benchmarking only): VL_ATTN_DECODE_SPLITS=N forces the split count before the length
- * and workspace caps.
+ * Knob (benchmarking only): the backend's attn_decode_splits = N (vl_cuda_config) forces the
+ * split count before the length and workspace caps.
  * Leaves out: more than one query per call (n_q > 1 goes to the prefill kernel), paged caches,
  * int4 or fp8 K/V, a combine fused into the last CTA of a head (with ~90 splits that one CTA
  * would read ~300 KB of partials alone, longer than the kernel boundary it saves).
  */
-#include "kernels/attn_mma.cuh"
+#include "kernels/cuda_attention_mma.cuh"
 #include "kernels/cuda_ops.h" /* VL_CUDA_REQUIRE */
 
 #include <stdint.h>
@@ -194,7 +194,7 @@ __device__ __forceinline__ void convert_step(bf16 *tile, const unsigned char *st
     for (int u = lane; u < kUnits; u += 32) {
         const int r = u / (D / 8), col = (u % (D / 8)) * 8;
         const uint2 w = *reinterpret_cast<const uint2 *>(st + r * D + col);
-        const uint2 lo = int8x4_to_bf16x4(w.x), hi = int8x4_to_bf16x4(w.y);
+        const uint2 lo = vl_int8x4_to_bf16x4(w.x), hi = vl_int8x4_to_bf16x4(w.y);
         *reinterpret_cast<uint4 *>(tile + r * kLD + col) = make_uint4(lo.x, lo.y, hi.x, hi.y);
     }
 }
@@ -322,8 +322,8 @@ __global__ void __launch_bounds__(kThreads)
         for (int kk = 0; kk < DP / 16; kk++) {
             uint32_t b[4];
             ldmatrix_x4(b, k_st + (uint32_t)((b_row * kLD + kk * 16 + b_col) * 2));
-            mma_bf16(s[0], qa[kk], b[0], b[1]);
-            mma_bf16(s[1], qa[kk], b[2], b[3]);
+            vl_mma_bf16(s[0], qa[kk], b[0], b[1]);
+            vl_mma_bf16(s[1], qa[kk], b[2], b[3]);
         }
         if constexpr (Q8)
 #pragma unroll
@@ -369,14 +369,14 @@ __global__ void __launch_bounds__(kThreads)
                 s[nt][0] *= vsc[nt].x, s[nt][1] *= vsc[nt].y;
                 s[nt][2] *= vsc[nt].x, s[nt][3] *= vsc[nt].y;
             }
-        const uint32_t pa[4] = {pack_bf16(s[0][0], s[0][1]), pack_bf16(s[0][2], s[0][3]),
-                                pack_bf16(s[1][0], s[1][1]), pack_bf16(s[1][2], s[1][3])};
+        const uint32_t pa[4] = {vl_pack_bf16x2(s[0][0], s[0][1]), vl_pack_bf16x2(s[0][2], s[0][3]),
+                                vl_pack_bf16x2(s[1][0], s[1][1]), vl_pack_bf16x2(s[1][2], s[1][3])};
 #pragma unroll
         for (int dp = 0; dp < DP / 16; dp++) {
             uint32_t b[4];
             ldmatrix_x4_trans(b, v_st + (uint32_t)((a_row * kLD + dp * 16 + a_col) * 2));
-            mma_bf16(o[2 * dp], pa, b[0], b[1]);
-            mma_bf16(o[2 * dp + 1], pa, b[2], b[3]);
+            vl_mma_bf16(o[2 * dp], pa, b[0], b[1]);
+            vl_mma_bf16(o[2 * dp + 1], pa, b[2], b[3]);
         }
         __syncwarp(); /* every lane is done with this stage (and tile) before it is refilled */
     }
@@ -500,8 +500,8 @@ __global__ void __launch_bounds__(kCombineThreads)
         }
         bf16 *out = static_cast<bf16 *>(p.o) + (int64_t)head * D + 4 * t;
         if (D % 4 == 0 && ((uintptr_t)p.o & 7u) == 0) {
-            *reinterpret_cast<uint2 *>(out) = make_uint2(pack_bf16(tot.x * inv, tot.y * inv),
-                                                         pack_bf16(tot.z * inv, tot.w * inv));
+            *reinterpret_cast<uint2 *>(out) = make_uint2(vl_pack_bf16x2(tot.x * inv, tot.y * inv),
+                                                         vl_pack_bf16x2(tot.z * inv, tot.w * inv));
         } else { /* the columns of this group below D, one at a time (the element path) */
             const float part[4] = {tot.x, tot.y, tot.z, tot.w};
             for (int e = 0; e < 4 && 4 * t + e < D; e++)
@@ -510,38 +510,18 @@ __global__ void __launch_bounds__(kCombineThreads)
     }
 }
 
-/* VL_ATTN_DECODE_SPLITS=N: the split count before the length and workspace caps, for
- * benchmarking only. */
-int forced_splits(void) {
-    static const int n = [] {
-        const char *e = getenv("VL_ATTN_DECODE_SPLITS");
-        return e ? atoi(e) : 0;
-    }();
-    return n;
-}
-
-/* CTAs of attn_decode_kernel<DS, Q8, ELEM> one SM holds at once (after opting in to its shared
- * memory). */
-template <int DS, bool Q8, bool ELEM> int ctas_per_sm(void) {
-    static const int n = [] {
-        constexpr int smem = Decode<DS, Q8>::kSmem;
-        VL_CUDA_CHECK(cudaFuncSetAttribute(attn_decode_kernel<DS, Q8, ELEM>,
-                                           cudaFuncAttributeMaxDynamicSharedMemorySize, smem));
-        int k = 0;
-        VL_CUDA_CHECK(cudaOccupancyMaxActiveBlocksPerMultiprocessor(
-            &k, attn_decode_kernel<DS, Q8, ELEM>, kThreads, smem));
-        return k > 0 ? k : 1;
-    }();
-    return n;
-}
-
 template <int DS, bool Q8, bool ELEM>
-void launch(const vl_attn_params *p, size_t workspace_bytes, float *ws, cudaStream_t stream) {
+void launch(vl_cuda_ctx *c, const vl_attn_params *p, size_t workspace_bytes, float *ws,
+            cudaStream_t stream) {
     const int group = p->n_heads / p->n_kv_heads;
     const int64_t ctas = (int64_t)p->n_kv_heads * ((group + 15) / 16);
-    /* one wave: every split of every head resident at once */
-    int64_t max_splits = (int64_t)ctas_per_sm<DS, Q8, ELEM>() * vl_cuda_sm_count() / ctas;
-    if (forced_splits() > 0) max_splits = forced_splits();
+    /* one wave: every split of every head resident at once (CTAs an SM holds after opting in to
+     * the kernel's shared memory, asked once per backend and kernel) */
+    const int per_sm = vl_cuda_ctas_per_sm(c, (const void *)attn_decode_kernel<DS, Q8, ELEM>,
+                                           kThreads, Decode<DS, Q8>::kSmem);
+    int64_t max_splits = (int64_t)per_sm * c->sm_count / ctas;
+    /* the backend's attn_decode_splits (benchmarking only): before the length and workspace caps */
+    if (c->cfg.attn_decode_splits > 0) max_splits = c->cfg.attn_decode_splits;
     if (max_splits > kMaxSplits) max_splits = kMaxSplits;
     const size_t per_split =
         (size_t)p->n_heads * (size_t)(decode_ws_row(p->head_dim) + 1) * sizeof(float);
@@ -578,17 +558,17 @@ void launch(const vl_attn_params *p, size_t workspace_bytes, float *ws, cudaStre
 
 /* Nothing here reads device memory or waits for the device: the call can be captured into a
  * CUDA graph (the kernels read n_past_dev themselves). */
-void vl_attn_decode_launch(const vl_attn_params *p, void *workspace, size_t workspace_bytes,
-                           cudaStream_t stream) {
+void vl_attn_decode_launch(vl_cuda_ctx *c, const vl_attn_params *p, void *workspace,
+                           size_t workspace_bytes, cudaStream_t stream) {
     float *ws = static_cast<float *>(workspace);
     if (!vl_attn_fast_rows(p)) {
         switch (element_dim(p->head_dim)) {
 #define VL_ATTN_DECODE_ELEM_CASE(ds)                                                               \
     case ds:                                                                                       \
         if (p->k_scale)                                                                            \
-            launch<ds, true, true>(p, workspace_bytes, ws, stream);                                \
+            launch<ds, true, true>(c, p, workspace_bytes, ws, stream);                             \
         else                                                                                       \
-            launch<ds, false, true>(p, workspace_bytes, ws, stream);                               \
+            launch<ds, false, true>(c, p, workspace_bytes, ws, stream);                            \
         return;
             VL_ATTN_ELEMENT_DIMS(VL_ATTN_DECODE_ELEM_CASE)
 #undef VL_ATTN_DECODE_ELEM_CASE
@@ -598,9 +578,9 @@ void vl_attn_decode_launch(const vl_attn_params *p, void *workspace, size_t work
 #define VL_ATTN_DECODE_CASE(d)                                                                     \
     case d:                                                                                        \
         if (p->k_scale)                                                                            \
-            launch<d, true, false>(p, workspace_bytes, ws, stream);                                \
+            launch<d, true, false>(c, p, workspace_bytes, ws, stream);                             \
         else                                                                                       \
-            launch<d, false, false>(p, workspace_bytes, ws, stream);                               \
+            launch<d, false, false>(c, p, workspace_bytes, ws, stream);                            \
         break;
         VL_ATTN_HEAD_DIMS(VL_ATTN_DECODE_CASE)
 #undef VL_ATTN_DECODE_CASE

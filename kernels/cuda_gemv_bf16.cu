@@ -1,14 +1,14 @@
-/* gemv_bf16.cu: the m = 1 decode GEMV for bf16 weights, y[N] = W[N, K] . x[K] (+ bias), written
- * to stream the weights at the copy bandwidth on every decoder shape (o 3584 x 3584, fused q/k/v
- * 4608 x 3584, fused gate/up 37888 x 3584, down 3584 x 18944, LM head 152064 x 3584).
+/* cuda_gemv_bf16.cu: the m = 1 decode GEMV for bf16 weights, y[N] = W[N, K] . x[K] (+ bias),
+ * written to stream the weights at the copy bandwidth on every decoder shape (o 3584 x 3584, fused
+ * q/k/v 4608 x 3584, fused gate/up 37888 x 3584, down 3584 x 18944, LM head 152064 x 3584).
  *
- * Why another kernel: gemv.cu's tensor-core kernel gives a CTA 16 rows over the whole K, so a
+ * Why another kernel: cuda_gemv.cu's tensor-core kernel gives a CTA 16 rows over the whole K, so a
  * launch is a few waves of large CTAs and its last wave leaves most SMs idle (18944 x 3584: 2.24
  * waves, 2174 GB/s), and cuBLAS's GEMV read 2.70 TB/s in the decode step on the big shapes. Here
  * the unit of work is one row (or a K segment of one) per warp: thousands of small warps, so the
  * hardware's CTA scheduler balances the tail. Measured on an H100 in the x28 decode step (ncu):
  * gate/up 3.08 TB/s (cuBLAS 2.70), down 2.77 (2.68 with its split-K reduce), LM head 3.19
- * (gemv.cu 2.93); o and q/k/v 2.12 (cuBLAS 1.94, 2.04): at 26-33 MB these are bound by the
+ * (cuda_gemv.cu 2.93); o and q/k/v 2.12 (cuBLAS 1.94, 2.04): at 26-33 MB these are bound by the
  * launch and the first DRAM round trips, not by the stream. Splits 4 and 8 measured slower on
  * every decoder shape; the rule below picks 1 (gate/up, LM head) or 2 (o, q/k/v, down).
  *
@@ -26,11 +26,11 @@
  * row's splits in warp order in shared memory. No atomics, no scratch.
  * Requires K % 8 == 0, W data and x 16-byte aligned, N < 2^31; vl_cuda_gemv_bf16 returns 0 (and
  * launches nothing) otherwise.
- * Knobs: GB_UNROLL (bytes in flight per lane), GB_CTAS_PER_SM (the register bound), env
- * VL_GEMV_BF16_SPLITS (1, 2, 4, 8: force the split, read once, for tuning).
- * Leaves out: m > 1 (gemv.cu), other weight formats (gemv.cu, gemv_q_v2.cu).
+ * Knobs: GB_UNROLL (bytes in flight per lane), GB_CTAS_PER_SM (the register bound), and the
+ * backend's gemv_bf16_splits (vl_cuda_config: 1, 2, 4, 8 force the split, for tuning).
+ * Leaves out: m > 1 (cuda_gemv.cu), other weight formats (cuda_gemv.cu, cuda_gemv_quant_m1.cu).
  */
-#include "kernels/gemv_common.cuh"
+#include "kernels/cuda_gemv_common.cuh"
 
 #include <limits.h>
 #include <stdlib.h>
@@ -115,18 +115,13 @@ static __global__ void __launch_bounds__(GB_THREADS, GB_CTAS_PER_SM)
 
 /* ---- launcher -------------------------------------------------------------------------------- */
 
-int vl_cuda_gemv_bf16(vl_bf16 *y, const vl_bf16 *x, const vl_weight *w, const vl_bf16 *bias,
-                      cudaStream_t stream) {
+int vl_cuda_gemv_bf16(vl_cuda_ctx *c, vl_bf16 *y, const vl_bf16 *x, const vl_weight *w,
+                      const vl_bf16 *bias) {
     if (w->dtype != VL_DTYPE_BF16 || !w->data || w->rows < 1 || w->cols < 8 ||
         w->rows > INT_MAX - GB_WARPS || w->cols > INT_MAX || w->cols % 8 != 0 ||
         !vl_cuda_aligned16(w->data) || !vl_cuda_aligned16(x))
         return 0;
-    static int ctas_per_sm;
-    if (!ctas_per_sm) {
-        VL_CUDA_CHECK(cudaOccupancyMaxActiveBlocksPerMultiprocessor(&ctas_per_sm, gemv_bf16_kernel,
-                                                                    GB_THREADS, 0));
-        if (ctas_per_sm < 1) ctas_per_sm = 1;
-    }
+    const int ctas_per_sm = vl_cuda_ctas_per_sm(c, (const void *)gemv_bf16_kernel, GB_THREADS, 0);
     GbParams p = {};
     p.y = y;
     p.x = x;
@@ -136,9 +131,8 @@ int vl_cuda_gemv_bf16(vl_bf16 *y, const vl_bf16 *x, const vl_weight *w, const vl
     p.chunks = (int)(w->cols / 8);
     /* more warps per row while the grid is short of GB_WAVES waves of resident warps and each
      * warp keeps enough chunks to be worth its launch */
-    const int64_t want_warps = (int64_t)GB_WAVES * vl_cuda_sm_count() * ctas_per_sm * GB_WARPS;
-    static int env_splits = -1;
-    int splits = vl_gemv_forced_splits("VL_GEMV_BF16_SPLITS", &env_splits);
+    const int64_t want_warps = (int64_t)GB_WAVES * c->sm_count * ctas_per_sm * GB_WARPS;
+    int splits = c->cfg.gemv_bf16_splits; /* 0: chosen here */
     if (!splits) {
         splits = 1;
         while (splits < GB_MAX_SPLITS && (int64_t)p.n * splits < want_warps &&
@@ -148,24 +142,7 @@ int vl_cuda_gemv_bf16(vl_bf16 *y, const vl_bf16 *x, const vl_weight *w, const vl
     p.splits = splits;
     const int rows_per_cta = GB_WARPS / splits;
     const int64_t ctas = ((int64_t)p.n + rows_per_cta - 1) / rows_per_cta;
-    gemv_bf16_kernel<<<(unsigned)ctas, GB_THREADS, 0, stream>>>(p);
+    gemv_bf16_kernel<<<(unsigned)ctas, GB_THREADS, 0, c->stream>>>(p);
     VL_CUDA_LAUNCH_CHECK();
     return 1;
-}
-
-static int gb_force = -1; /* vl_cuda_gemv_bf16_force: -1 = the environment decides */
-
-extern "C" void vl_cuda_gemv_bf16_force(int mode) {
-    gb_force = mode < 0 ? -1 : mode ? 1 : 0;
-}
-
-/* 1 unless VL_GEMV_BF16=0 (read once) or a test forced it off. */
-int vl_cuda_gemv_bf16_enabled(void) {
-    static int from_env = -1;
-    if (gb_force >= 0) return gb_force;
-    if (from_env < 0) {
-        const char *v = getenv("VL_GEMV_BF16");
-        from_env = !v || !v[0] || strcmp(v, "0") != 0;
-    }
-    return from_env;
 }

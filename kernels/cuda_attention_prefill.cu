@@ -1,5 +1,5 @@
-/* attn_prefill.cu: flash attention for many queries (prompt chunks, vision blocks): bf16 q/k/v/o,
- * tensor cores (mma.sync m16n8k16), fp32 online softmax, O(n) memory.
+/* cuda_attention_prefill.cu: flash attention for many queries (prompt chunks, vision blocks): bf16
+ * q/k/v/o, tensor cores (mma.sync m16n8k16), fp32 online softmax, O(n) memory.
  *
  * Version 1 (FlashAttention-2 schedule, written from the paper's algorithm):
  *   - CTA = 4 warps over kBM = 64 * MT query rows of one head (grid: heads x query blocks);
@@ -18,8 +18,8 @@
  *     range. Rows past n_q and keys past the union are zero-filled and never stored.
  *   - Causal grids hand out the longest query blocks first, for every head (blocks are
  *     dispatched x fastest), so the short ones fill the tail.
- *   - Head dims: every one up to 128 (attn_mma.cuh). Fast path: a multiple of 8 with 16-byte
- *     aligned rows; one not a multiple of 16 (the tiny test models' 24, 40) runs its MMAs over
+ *   - Head dims: every one up to 128 (cuda_attention_mma.cuh). Fast path: a multiple of 8 with
+ * 16-byte aligned rows; one not a multiple of 16 (the tiny test models' 24, 40) runs its MMAs over
  *     D + 8 columns whose padding is zeros in shared memory. Element path (any other head dim,
  *     e.g. tiny-odd's vision 20, or rows not 16-byte aligned): tiles of element_dim(D) columns
  *     filled by element loads, zeros past D; 64-row CTAs only. Its loads are synchronous, so
@@ -30,7 +30,7 @@
  * Leaves out: Hopper wgmma/TMA/warp specialization, split-KV for short query blocks over long
  * caches (decode has its own kernel), dropout, sliding windows, ALiBi, fp16 inputs.
  */
-#include "kernels/attn_mma.cuh"
+#include "kernels/cuda_attention_mma.cuh"
 
 #include <limits.h>
 
@@ -178,7 +178,7 @@ __global__ void __launch_bounds__(kThreads) attn_prefill_kernel(const vl_attn_pa
     }
     const float scale_log2 = p.scale * 1.4426950408889634f; /* exp(x) = 2^(x log2 e) */
     const uint32_t q_base = smem_u32(sQ), k_base = smem_u32(sK), v_base = smem_u32(sV);
-    /* ldmatrix row addresses of this lane (see attn_mma.cuh for the fragment layouts) */
+    /* ldmatrix row addresses of this lane (see cuda_attention_mma.cuh for the fragment layouts) */
     const int a_row = (lane & 7) + ((lane >> 3) & 1) * 8, a_col = (lane >> 4) * 8;
     const int b_row = (lane & 7) + (lane >> 4) * 8, b_col = ((lane >> 3) & 1) * 8;
 
@@ -213,8 +213,8 @@ __global__ void __launch_bounds__(kThreads) attn_prefill_kernel(const vl_attn_pa
                                        (uint32_t)(((np * 16 + b_row) * kLD + kk * 16 + b_col) * 2));
 #pragma unroll
                     for (int mt = 0; mt < MT; mt++) {
-                        mma_bf16(s[mt][2 * np], a[mt], b[0], b[1]);
-                        mma_bf16(s[mt][2 * np + 1], a[mt], b[2], b[3]);
+                        vl_mma_bf16(s[mt][2 * np], a[mt], b[0], b[1]);
+                        vl_mma_bf16(s[mt][2 * np + 1], a[mt], b[2], b[3]);
                     }
                 }
             }
@@ -272,10 +272,10 @@ __global__ void __launch_bounds__(kThreads) attn_prefill_kernel(const vl_attn_pa
             for (int mt = 0; mt < MT; mt++)
 #pragma unroll
                 for (int kk = 0; kk < kBN / 16; kk++) {
-                    pa[mt][kk][0] = pack_bf16(s[mt][2 * kk][0], s[mt][2 * kk][1]);
-                    pa[mt][kk][1] = pack_bf16(s[mt][2 * kk][2], s[mt][2 * kk][3]);
-                    pa[mt][kk][2] = pack_bf16(s[mt][2 * kk + 1][0], s[mt][2 * kk + 1][1]);
-                    pa[mt][kk][3] = pack_bf16(s[mt][2 * kk + 1][2], s[mt][2 * kk + 1][3]);
+                    pa[mt][kk][0] = vl_pack_bf16x2(s[mt][2 * kk][0], s[mt][2 * kk][1]);
+                    pa[mt][kk][1] = vl_pack_bf16x2(s[mt][2 * kk][2], s[mt][2 * kk][3]);
+                    pa[mt][kk][2] = vl_pack_bf16x2(s[mt][2 * kk + 1][0], s[mt][2 * kk + 1][1]);
+                    pa[mt][kk][3] = vl_pack_bf16x2(s[mt][2 * kk + 1][2], s[mt][2 * kk + 1][3]);
                 }
         }
 
@@ -295,8 +295,8 @@ __global__ void __launch_bounds__(kThreads) attn_prefill_kernel(const vl_attn_pa
                         b, v_base + (uint32_t)(((kk * 16 + a_row) * kLD + dp * 16 + a_col) * 2));
 #pragma unroll
                     for (int mt = 0; mt < MT; mt++) {
-                        mma_bf16(o[mt][2 * dp], pa[mt][kk], b[0], b[1]);
-                        mma_bf16(o[mt][2 * dp + 1], pa[mt][kk], b[2], b[3]);
+                        vl_mma_bf16(o[mt][2 * dp], pa[mt][kk], b[0], b[1]);
+                        vl_mma_bf16(o[mt][2 * dp + 1], pa[mt][kk], b[2], b[3]);
                     }
                 }
         }
@@ -317,7 +317,7 @@ __global__ void __launch_bounds__(kThreads) attn_prefill_kernel(const vl_attn_pa
 #pragma unroll
             for (int dt = 0; dt < DP / 8; dt++)
                 *reinterpret_cast<uint32_t *>(row + dt * 8) =
-                    pack_bf16(o[mt][dt][2 * half] * inv, o[mt][dt][2 * half + 1] * inv);
+                    vl_pack_bf16x2(o[mt][dt][2 * half] * inv, o[mt][dt][2 * half + 1] * inv);
         }
     __syncwarp();
     bf16 *out = static_cast<bf16 *>(p.o) + (int64_t)head * D;
@@ -339,37 +339,37 @@ __global__ void __launch_bounds__(kThreads) attn_prefill_kernel(const vl_attn_pa
     }
 }
 
-template <int DS, int MT, bool ELEM> void launch(const vl_attn_params *p, cudaStream_t stream) {
+template <int DS, int MT, bool ELEM>
+void launch(vl_cuda_ctx *c, const vl_attn_params *p, cudaStream_t stream) {
     using C = Prefill<DS, MT>;
-    /* above 48 KB a kernel must opt in to dynamic shared memory, once per process */
-    static const bool opted_in = [] {
-        VL_CUDA_CHECK(cudaFuncSetAttribute(attn_prefill_kernel<DS, MT, ELEM>,
-                                           cudaFuncAttributeMaxDynamicSharedMemorySize, C::kSmem));
-        return true;
-    }();
-    (void)opted_in;
+    /* above 48 KB a kernel must opt in to dynamic shared memory: once per backend and kernel,
+     * with the occupancy query that comes with it */
+    (void)vl_cuda_ctas_per_sm(c, (const void *)attn_prefill_kernel<DS, MT, ELEM>, kThreads,
+                              C::kSmem);
     dim3 grid((unsigned)p->n_heads, (unsigned)((p->n_q + C::kBM - 1) / C::kBM));
     attn_prefill_kernel<DS, MT, ELEM><<<grid, kThreads, C::kSmem, stream>>>(*p);
     VL_CUDA_LAUNCH_CHECK();
 }
 
-template <int D> void launch_rows(const vl_attn_params *p, int rows_per_cta, cudaStream_t stream) {
+template <int D>
+void launch_rows(vl_cuda_ctx *c, const vl_attn_params *p, int rows_per_cta, cudaStream_t stream) {
     if (rows_per_cta == 64)
-        launch<D, 1, false>(p, stream);
+        launch<D, 1, false>(c, p, stream);
     else
-        launch<D, 2, false>(p, stream);
+        launch<D, 2, false>(c, p, stream);
 }
 
 } // namespace
 
 /* head_dim in 1..128 (vl_cuda_attention_supported); rows_per_cta 64 or 128 (the fast path;
  * the element path always runs 64-row CTAs). */
-void vl_attn_prefill_launch(const vl_attn_params *p, int rows_per_cta, cudaStream_t stream) {
+void vl_attn_prefill_launch(vl_cuda_ctx *c, const vl_attn_params *p, int rows_per_cta,
+                            cudaStream_t stream) {
     if (!vl_attn_fast_rows(p)) {
         switch (element_dim(p->head_dim)) {
 #define VL_ATTN_PREFILL_ELEM_CASE(ds)                                                              \
     case ds:                                                                                       \
-        launch<ds, 1, true>(p, stream);                                                            \
+        launch<ds, 1, true>(c, p, stream);                                                         \
         return;
             VL_ATTN_ELEMENT_DIMS(VL_ATTN_PREFILL_ELEM_CASE)
 #undef VL_ATTN_PREFILL_ELEM_CASE
@@ -378,7 +378,7 @@ void vl_attn_prefill_launch(const vl_attn_params *p, int rows_per_cta, cudaStrea
     switch (p->head_dim) {
 #define VL_ATTN_PREFILL_CASE(d)                                                                    \
     case d:                                                                                        \
-        launch_rows<d>(p, rows_per_cta, stream);                                                   \
+        launch_rows<d>(c, p, rows_per_cta, stream);                                                \
         break;
         VL_ATTN_HEAD_DIMS(VL_ATTN_PREFILL_CASE)
 #undef VL_ATTN_PREFILL_CASE

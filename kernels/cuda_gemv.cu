@@ -1,4 +1,4 @@
-/* gemv.cu: y[m, N] = x[m, K] . W[N, K]^T (+ bias) for the few rows of decode (m <= 8), with W
+/* cuda_gemv.cu: y[m, N] = x[m, K] . W[N, K]^T (+ bias) for the few rows of decode (m <= 8), with W
  * in bf16, NF4 (fp32 or double-quantized block scales) or Q8ROW: memory-bound kernels that
  * read each weight byte once, at the device's copy bandwidth if they can.
  *
@@ -42,10 +42,10 @@
  * cvt), about 65% of the SMs' issue rate at 2.4 TB/s: close, so NF4 is the one to measure first.
  * Small N (512) is bound by launch latency and the split reduction, not bandwidth.
  * Knobs: BATCH per format (registers vs bytes in flight), GEMV_CTAS_PER_SM (the launch bound:
- * registers per thread), GEMV_MAX_GRID_SPLITS. Not yet measured on a device.
+ * registers per thread), GEMV_MAX_GRID_SPLITS. Measured: bench/RESULTS.md (vlbench gemv).
  * Leaves out: m > 8 (cuBLAS / dequant GEMM, cuda_linear.cu), fp16/fp32 weights, strided x/y.
  */
-#include "kernels/gemv_common.cuh"
+#include "kernels/cuda_gemv_common.cuh"
 
 #include <limits.h>
 
@@ -89,16 +89,6 @@ struct GemvParams {
 
 /* ---- device helpers ------------------------------------------------------------------------ */
 
-/* d[16 x 8] = a[16 x 16] . b[16 x 8] + c (fp32 accumulate) */
-__device__ __forceinline__ void mma_16816(float d[4], const uint32_t a[4], uint32_t b0, uint32_t b1,
-                                          const float c[4]) {
-    asm("mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 {%0, %1, %2, %3}, "
-        "{%4, %5, %6, %7}, {%8, %9}, {%10, %11, %12, %13};\n"
-        : "=f"(d[0]), "=f"(d[1]), "=f"(d[2]), "=f"(d[3])
-        : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1), "f"(c[0]), "f"(c[1]),
-          "f"(c[2]), "f"(c[3]));
-}
-
 __device__ __forceinline__ float round_bf16(float v) {
     return __bfloat162float(__float2bfloat16_rn(v));
 }
@@ -112,29 +102,6 @@ __device__ __forceinline__ float nf4_scale(const float *s_map, uint32_t code, fl
         return __fadd_rn(__fmul_rn(s_map[code], nested), offset);
     else
         return nested;
-}
-
-/* Byte j of v, zero-extended. */
-__device__ __forceinline__ uint32_t byte_of(uint32_t v, int j) {
-    return __byte_perm(v, 0u, 0x4440u | (uint32_t)j);
-}
-
-/* The NF4 pair of byte j of a word: `hi4` / `lo4` hold each byte's high / low code times 4
- * (byte offsets into the float table). The high nibble is the earlier element. */
-__device__ __forceinline__ uint32_t nf4_pair(const float *s_table, uint32_t hi4, uint32_t lo4,
-                                             int j, float scale) {
-    const char *t = reinterpret_cast<const char *>(s_table);
-    float first = *reinterpret_cast<const float *>(t + byte_of(hi4, j));
-    float second = *reinterpret_cast<const float *>(t + byte_of(lo4, j));
-    return vl_pack_bf16x2(__fmul_rn(first, scale), __fmul_rn(second, scale));
-}
-
-/* int8 byte j of `biased` (the word with every byte's sign bit flipped, q + 128) as the exact
- * float q: 0x4B0000bb is 2^23 + q + 128. Then q * absmax * (1/127), left to right. */
-__device__ __forceinline__ float q8_weight(uint32_t biased, int j, float absmax) {
-    float big = __uint_as_float(__byte_perm(biased, 0x4B000000u, 0x7440u | (uint32_t)j));
-    float q = __fsub_rn(big, 8388736.0f);
-    return __fmul_rn(__fmul_rn(q, absmax), 1.0f / 127.0f);
 }
 
 /* ---- fast kernel ----------------------------------------------------------------------------- */
@@ -185,20 +152,20 @@ __device__ __forceinline__ void gemv_a_regs(uint32_t a[4], const GemvChunk &c, i
     } else if constexpr (FMT == FMT_Q8ROW) {
         /* sa / sb: row absmax */
         const uint32_t xa = wa[s] ^ 0x80808080u, xb = wb[s] ^ 0x80808080u;
-        a[0] = vl_pack_bf16x2(q8_weight(xa, 0, sa), q8_weight(xa, 1, sa));
-        a[2] = vl_pack_bf16x2(q8_weight(xa, 2, sa), q8_weight(xa, 3, sa));
-        a[1] = vl_pack_bf16x2(q8_weight(xb, 0, sb), q8_weight(xb, 1, sb));
-        a[3] = vl_pack_bf16x2(q8_weight(xb, 2, sb), q8_weight(xb, 3, sb));
+        a[0] = vl_pack_bf16x2(vl_q8_weight(xa, 0, sa), vl_q8_weight(xa, 1, sa));
+        a[2] = vl_pack_bf16x2(vl_q8_weight(xa, 2, sa), vl_q8_weight(xa, 3, sa));
+        a[1] = vl_pack_bf16x2(vl_q8_weight(xb, 0, sb), vl_q8_weight(xb, 1, sb));
+        a[3] = vl_pack_bf16x2(vl_q8_weight(xb, 2, sb), vl_q8_weight(xb, 3, sb));
     } else {
         /* bytes 2s, 2s + 1 of the chunk = byte 2 (s % 2) (+1) of word s / 2 */
         const uint32_t va = wa[s / 2], vb = wb[s / 2];
         const uint32_t hi_a = (va >> 2) & 0x3C3C3C3Cu, lo_a = (va << 2) & 0x3C3C3C3Cu;
         const uint32_t hi_b = (vb >> 2) & 0x3C3C3C3Cu, lo_b = (vb << 2) & 0x3C3C3C3Cu;
         const int j = 2 * (s % 2);
-        a[0] = nf4_pair(s_table, hi_a, lo_a, j, sa);
-        a[2] = nf4_pair(s_table, hi_a, lo_a, j + 1, sa);
-        a[1] = nf4_pair(s_table, hi_b, lo_b, j, sb);
-        a[3] = nf4_pair(s_table, hi_b, lo_b, j + 1, sb);
+        a[0] = vl_nf4_pair(s_table, hi_a, lo_a, j, sa);
+        a[2] = vl_nf4_pair(s_table, hi_a, lo_a, j + 1, sa);
+        a[1] = vl_nf4_pair(s_table, hi_b, lo_b, j, sb);
+        a[3] = vl_nf4_pair(s_table, hi_b, lo_b, j + 1, sb);
     }
 }
 
@@ -230,7 +197,7 @@ __device__ __forceinline__ void gemv_step(float acc[4], const GemvChunk &c, cons
     for (int s = 0; s < STEPS; s++) {
         uint32_t a[4];
         gemv_a_regs<FMT>(a, c, s, s_table, sa, sb);
-        mma_16816(d, a, xw[2 * s], xw[2 * s + 1], d);
+        vl_mma_bf16(d, a, xw[2 * s], xw[2 * s + 1]);
     }
 #pragma unroll
     for (int i = 0; i < 4; i++) acc[i] += d[i];
@@ -443,19 +410,16 @@ static int gemv_grid_splits(int64_t tiles, int iters, int64_t slots,
 }
 
 template <int FMT>
-static void launch_fast(GemvParams &p, const vl_cuda_gemv_scratch *scratch, cudaStream_t stream) {
-    /* CTAs one SM holds at once (registers bound it), asked once per kernel */
-    static int ctas_per_sm;
-    if (!ctas_per_sm) {
-        VL_CUDA_CHECK(cudaOccupancyMaxActiveBlocksPerMultiprocessor(
-            &ctas_per_sm, gemv_mma_kernel<FMT>, GEMV_THREADS, 0));
-        if (ctas_per_sm < 1) ctas_per_sm = 1;
-    }
+static void launch_fast(vl_cuda_ctx *c, GemvParams &p, const vl_cuda_gemv_scratch *scratch,
+                        cudaStream_t stream) {
+    /* CTAs one SM holds at once (registers bound it), asked once per backend and kernel */
+    const int ctas_per_sm =
+        vl_cuda_ctas_per_sm(c, (const void *)gemv_mma_kernel<FMT>, GEMV_THREADS, 0);
     constexpr int STEP_K = 4 * GemvFmt<FMT>::VEC;
     p.iters = (p.k + STEP_K - 1) / STEP_K;
     const int64_t tiles = (p.n + GEMV_TILE_ROWS - 1) / GEMV_TILE_ROWS;
     const int splits =
-        gemv_grid_splits(tiles, p.iters, (int64_t)vl_cuda_sm_count() * ctas_per_sm, scratch);
+        gemv_grid_splits(tiles, p.iters, (int64_t)c->sm_count * ctas_per_sm, scratch);
     if (splits > 1) {
         p.partials = scratch->partials;
         p.tile_counters = scratch->tile_counters;
@@ -470,22 +434,15 @@ template <int FMT> static void launch_simple(const GemvParams &p, cudaStream_t s
     VL_CUDA_LAUNCH_CHECK();
 }
 
-void vl_cuda_launch_gemv(vl_bf16 *y, const vl_bf16 *x, int64_t m, const vl_weight *w,
-                         const vl_bf16 *bias, const vl_cuda_gemv_scratch *scratch,
-                         cudaStream_t stream) {
+void vl_cuda_launch_gemv(vl_cuda_ctx *c, vl_bf16 *y, const vl_bf16 *x, int64_t m,
+                         const vl_weight *w, const vl_bf16 *bias,
+                         const vl_cuda_gemv_scratch *scratch, cudaStream_t stream) {
     VL_CUDA_REQUIRE(vl_cuda_gemv_supported(w, m),
                     "gemv m=%lld W[%lld, %lld] %s: expected 1 <= m <= %d and a BF16, NF4 or Q8ROW "
                     "weight with its scales",
                     (long long)m, (long long)w->rows, (long long)w->cols, vl_dtype_name(w->dtype),
                     VL_CUDA_GEMV_MAX_M);
     const int fmt = gemv_format(w);
-    /* the m = 1 kernel of gemv_q_v2.cu for NF4 / Q8ROW: by default only where it measured
-     * faster (Q8ROW, long rows); it declines shapes it does not take */
-    const int v2 = vl_cuda_gemv_q_v2_enabled();
-    if ((fmt == FMT_NF4 || fmt == FMT_Q8ROW) &&
-        (v2 == 1 || (v2 == 2 && fmt == FMT_Q8ROW && w->cols >= 8192)) &&
-        vl_cuda_gemv_q_v2(y, x, m, w, bias, stream))
-        return;
     GemvParams p = {};
     p.y = y;
     p.x = x;
@@ -516,12 +473,12 @@ void vl_cuda_launch_gemv(vl_bf16 *y, const vl_bf16 *x, int64_t m, const vl_weigh
     }
     switch (fmt) {
     case FMT_BF16:
-        return launch_fast<FMT_BF16>(p, scratch, stream);
+        return launch_fast<FMT_BF16>(c, p, scratch, stream);
     case FMT_Q8ROW:
-        return launch_fast<FMT_Q8ROW>(p, scratch, stream);
+        return launch_fast<FMT_Q8ROW>(c, p, scratch, stream);
     case FMT_NF4:
-        return launch_fast<FMT_NF4>(p, scratch, stream);
+        return launch_fast<FMT_NF4>(c, p, scratch, stream);
     default:
-        return launch_fast<FMT_NF4_DQ>(p, scratch, stream);
+        return launch_fast<FMT_NF4_DQ>(c, p, scratch, stream);
     }
 }

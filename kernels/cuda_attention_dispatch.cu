@@ -1,39 +1,33 @@
-/* attn_dispatch.cu: the checked entry points of GPU attention (cuda_internal.h): which parameters
- * the kernels take, how much workspace they need, and the one place that turns a call into a
- * kernel choice (decode for a single query, prefill otherwise; head_dim and the prefill tile
+/* cuda_attention_dispatch.cu: the checked entry points of GPU attention (cuda_internal.h): which
+ * parameters the kernels take, how much workspace they need, and the one place that turns a call
+ * into a kernel choice (decode for a single query, prefill otherwise; head_dim and the prefill tile
  * height become template parameters there). Also the backend's attention_naive op (--attn
  * naive), which checks its parameters and runs vl_cuda_attention_naive on the backend stream.
  * Nothing on these paths reads device memory or synchronizes, so a call can be captured into a
  * CUDA graph (n_past_dev is read by the kernels).
  * Every head dim up to 128 and any row alignment are supported (the fast and the element paths
- * of attn_mma.cuh); vl_cuda_check_attention (attn_limits.c) states the same limits to the engine,
- * which refuses a model beyond them before loading it.
- * Leaves out: any fallback when the parameters are not supported (the engine's check keeps such
- * calls from happening; the backend aborts on one as a broken invariant).
+ * of cuda_attention_mma.cuh); vl_backend_check_attention (backend_caps.c) states the same limits to
+ * the engine, which refuses a model beyond them before loading it. Leaves out: any fallback when
+ * the parameters are not supported (the engine's check keeps such calls from happening; the backend
+ * aborts on one as a broken invariant).
  */
-#include "kernels/attn_mma.cuh"
+#include "kernels/cuda_attention_mma.cuh"
 #include "kernels/cuda_ops.h"
 
 #include <stdlib.h>
 #include <string.h>
 
 /* Query rows per prefill CTA: 128 (2 m16 tiles per warp: every K/V fragment read from shared
- * memory feeds two MMAs) unless the whole call has 64 rows or fewer. VL_ATTN_PREFILL_ROWS=64|128
- * overrides it, for benchmarking only. */
-static int prefill_rows(int64_t n_q) {
-    static const int forced = [] {
-        const char *e = getenv("VL_ATTN_PREFILL_ROWS");
-        if (e && strcmp(e, "64") == 0) return 64;
-        if (e && strcmp(e, "128") == 0) return 128;
-        return 0;
-    }();
-    if (forced) return forced;
+ * memory feeds two MMAs) unless the whole call has 64 rows or fewer. The backend's
+ * attn_prefill_rows (64 or 128) overrides it, for benchmarking only. */
+static int prefill_rows(const vl_cuda_ctx *c, int64_t n_q) {
+    if (c->cfg.attn_prefill_rows) return c->cfg.attn_prefill_rows;
     return n_q <= 64 ? 64 : 128;
 }
 
 int vl_cuda_attention_supported(const vl_attn_params *p) {
     if (p == NULL) return 0;
-    const int d = p->head_dim; /* fast or element path: attn_mma.cuh */
+    const int d = p->head_dim; /* fast or element path: cuda_attention_mma.cuh */
     if (d < 1 || d > vl_attn::kMaxHeadDim) return 0;
     if (p->n_heads <= 0 || p->n_kv_heads <= 0 || p->n_heads % p->n_kv_heads != 0) return 0;
     if (p->n_heads > VL_CUDA_MAX_HEADS) return 0; /* grid dimension */
@@ -82,17 +76,18 @@ size_t vl_cuda_attention_workspace_bytes(const vl_attn_params *p) {
            (size_t)(decode_ws_row(p->head_dim) + 1) * sizeof(float);
 }
 
-void vl_cuda_attention(const vl_attn_params *p, void *workspace, size_t workspace_bytes,
-                       cudaStream_t stream) {
+void vl_cuda_attention(vl_backend *b, const vl_attn_params *p, void *workspace,
+                       size_t workspace_bytes, cudaStream_t stream) {
+    vl_cuda_ctx *c = vl_cuda_ctx_of(b);
     if (!vl_cuda_attention_supported(p))
         vl_cuda_fatal("vl_cuda_attention", __FILE__, __LINE__,
                       "parameters not supported (the caller must check "
                       "vl_cuda_attention_supported)");
     if (p->n_q == 0) return;
     if (p->n_q == 1)
-        vl_attn_decode_launch(p, workspace, workspace_bytes, stream);
+        vl_attn_decode_launch(c, p, workspace, workspace_bytes, stream);
     else
-        vl_attn_prefill_launch(p, prefill_rows(p->n_q), stream);
+        vl_attn_prefill_launch(c, p, prefill_rows(c, p->n_q), stream);
 }
 
 /* The --attn naive table entry: the same contract as attention (kernels.h), any head_dim and

@@ -1,12 +1,12 @@
-/* test_kv_int8_gpu.c: the CUDA backend's int8 KV cache (--kv int8) against its CPU twin.
+/* test_kv_cache_gpu.c: the CUDA backend's int8 KV cache (--kv int8) against its CPU twin.
  *
  *   - rope_kv_append with scales: q and k get exactly the bits of the bf16 op, and each appended
  *     k / v row is vl_kv_quantize_row of the bf16 row the bf16 op appends (codes and scales
  *     identical); cache slots outside the appended rows stay untouched;
  *   - kv_dequant = bf16(code * scale) of the CPU twin, bit for bit;
  *   - decode attention over the int8 cache (the Q8 variant of the split-KV kernel) against the
- *     CPU attention over the same codes and scales, with test_attn_gpu's tolerance per output row
- *     (2^-7 of its largest |value| + 1e-3); cache rows past the length hold code 127 and NaN
+ *     CPU attention over the same codes and scales, with test_attention_gpu's tolerance per output
+ * row (2^-7 of its largest |value| + 1e-3); cache rows past the length hold code 127 and NaN
  *     scales, so reading one poisons the result; the runtime-length form (n_past_dev, bound)
  *     must give exactly the bits of the explicit call.
  * Without a device it reports one skip (exit 77). */
@@ -231,7 +231,7 @@ static void check_decode(const char *name, int H, int G, int D, int64_t n_kv, in
         for (int64_t e = 0; e < (int64_t)H * D; e++) o[form][e] = 0x7fc0u;
         pf.o = dev_copy(o[form], (size_t)(H * D) * 2);
         VT_CHECKF(vl_cuda_attention_supported(&pf), "%s: not supported", name);
-        vl_cuda_attention(&pf, ws, ws_bytes, 0);
+        vl_cuda_attention(gpu, &pf, ws, ws_bytes, 0);
         VT_CHECKF(cudaDeviceSynchronize() == cudaSuccess, "%s: kernel failed", name);
         gpu->download(gpu, o[form], pf.o, (size_t)(H * D) * 2);
         gpu->mem_free(gpu, pf.o);

@@ -1,4 +1,4 @@
-/* test_kv_int8.c: the int8 KV cache (--kv int8) on the CPU backend, the oracle of the CUDA one.
+/* test_kv_cache.c: the int8 KV cache (--kv int8) on the CPU backend, the oracle of the CUDA one.
  *
  *   - vl_kv_quantize_row: a known row (ties to even, the absmax at +-127, zeros), a zero row,
  *     and on random rows: |q| <= 127, the largest |x| coded +-127, |x - q s| <= s / 2;

@@ -1,5 +1,5 @@
-/* attn_naive.cu: the "eager" attention baseline (--attn naive): scores materialized in fp32,
- * as an unfused framework would run it, in three plain kernels:
+/* cuda_attention_naive.cu: the "eager" attention baseline (--attn naive): scores materialized in
+ * fp32, as an unfused framework would run it, in three plain kernels:
  *   1. scores[h, i, j] = scale q_i . k_j (16 x 16 shared-memory tiles), -inf where j is masked;
  *   2. softmax of each row in place (expf, fp32);
  *   3. o[i, h, :] = sum_j p[h, i, j] v_j (16 x 16 tiles), rounded once to bf16.
@@ -10,7 +10,7 @@
  * at the real length, so the result has the same bits as the call with the length explicit.
  * Leaves out: tensor cores and every other optimization on purpose.
  */
-#include "kernels/attn_mma.cuh"
+#include "kernels/cuda_attention_mma.cuh"
 
 using namespace vl_attn;
 

@@ -1,5 +1,6 @@
-/* attn_mma.cuh: what the attention kernels (attn_prefill.cu, attn_decode.cu, attn_dispatch.cu)
- * share: warp-level tensor-core primitives written as inline PTX for sm_80+, the key range a
+/* cuda_attention_mma.cuh: what the attention kernels (cuda_attention_prefill.cu,
+ * cuda_attention_decode.cu, cuda_attention_dispatch.cu) share: warp-level primitives written as
+ * inline PTX for sm_80+ (ldmatrix, cp.async; the mma wrapper is cuda_mma.cuh's), the key range a
  * query row may see, and the internal launchers.
  *
  * Fragment layouts of mma.m16n8k16 (bf16 in, fp32 accumulate), lane = 4 * gid + tig:
@@ -17,7 +18,8 @@
 #ifndef VL_ATTN_MMA_CUH
 #define VL_ATTN_MMA_CUH
 
-#include "kernels/cuda_internal.h"
+#include "kernels/cuda_ops.h"   /* vl_cuda_ctx */
+#include "kernels/cuda_mma.cuh" /* vl_mma_bf16, vl_pack_bf16x2, vl_int8x4_to_bf16x4 */
 
 #include <math.h>
 #include <stdint.h>
@@ -72,33 +74,6 @@ __device__ __forceinline__ void ldmatrix_x4_trans(uint32_t r[4], uint32_t addr) 
                  : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3])
                  : "r"(addr)
                  : "memory");
-}
-
-/* c[16 x 8] += a[16 x 16] . b[16 x 8] */
-__device__ __forceinline__ void mma_bf16(float c[4], const uint32_t a[4], uint32_t b0,
-                                         uint32_t b1) {
-    asm("mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 {%0, %1, %2, %3}, "
-        "{%4, %5, %6, %7}, {%8, %9}, {%0, %1, %2, %3};\n"
-        : "+f"(c[0]), "+f"(c[1]), "+f"(c[2]), "+f"(c[3])
-        : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1));
-}
-
-/* Two floats rounded to nearest-even bf16, lo in the low half (the lower column index). */
-__device__ __forceinline__ uint32_t pack_bf16(float lo, float hi) {
-    __nv_bfloat162 v = __floats2bfloat162_rn(lo, hi);
-    return *reinterpret_cast<uint32_t *>(&v);
-}
-
-/* Four int8 (the bytes of w, lowest first) as four exact bf16, two per register, lowest in the
- * low half: b + 128 is placed in the mantissa of 2^23 and 2^23 + 128 subtracted in fp32 (exact),
- * then each pair is rounded to bf16 (exact: |b| <= 128). */
-__device__ __forceinline__ uint2 int8x4_to_bf16x4(uint32_t w) {
-    const uint32_t u = w ^ 0x80808080u; /* b + 128, as unsigned bytes */
-    const float f0 = __uint_as_float(__byte_perm(u, 0x4b000000u, 0x7650)) - 8388736.0f;
-    const float f1 = __uint_as_float(__byte_perm(u, 0x4b000000u, 0x7651)) - 8388736.0f;
-    const float f2 = __uint_as_float(__byte_perm(u, 0x4b000000u, 0x7652)) - 8388736.0f;
-    const float f3 = __uint_as_float(__byte_perm(u, 0x4b000000u, 0x7653)) - 8388736.0f;
-    return make_uint2(pack_bf16(f0, f1), pack_bf16(f2, f3));
 }
 
 /* 2^x on the special-function unit (2 ulp); 2^-inf = +0, which the masked keys rely on. */
@@ -166,7 +141,7 @@ __device__ __forceinline__ void row_key_range(const vl_attn_params &p, const KvE
  *   Rows move one element at a time into tiles of element_dim(D) columns, the columns past D
  *   written as zeros on every load: zero columns add nothing to q.k or to P.V, and the softmax
  *   scale is the caller's (1/sqrt of the real head dim). Only the D real columns are stored.
- * attn_limits.c's VL_CUDA_ATTN_MAX_HEAD_DIM (kernels.h) is this limit for the engine. */
+ * backend_caps.c's VL_CUDA_ATTN_MAX_HEAD_DIM (kernels.h) is this limit for the engine. */
 constexpr int kMaxHeadDim = 128;
 static_assert(kMaxHeadDim == VL_CUDA_ATTN_MAX_HEAD_DIM, "kernels.h states the limit");
 __host__ __device__ constexpr int padded_dim(int d) {
@@ -217,13 +192,16 @@ __device__ __forceinline__ float block_reduce(float x, bool is_max, float *red) 
 
 } // namespace vl_attn
 
-/* Internal launchers (the checked entry points are in attn_dispatch.cu). */
+/* Internal launchers (the checked entry points are in cuda_attention_dispatch.cu). */
 /* 1 when p takes the fast path (see the head dims above), 0 for the element path. */
 int vl_attn_fast_rows(const vl_attn_params *p);
-void vl_attn_prefill_launch(const vl_attn_params *p, int rows_per_cta, cudaStream_t stream);
+/* c: the backend whose device facts (occupancy, the shared-memory opt-in) and tuning knobs
+ * size the launch. */
+void vl_attn_prefill_launch(vl_cuda_ctx *c, const vl_attn_params *p, int rows_per_cta,
+                            cudaStream_t stream);
 /* Decode (n_q == 1); splits the keys over as many CTAs as the workspace allows. */
-void vl_attn_decode_launch(const vl_attn_params *p, void *workspace, size_t workspace_bytes,
-                           cudaStream_t stream);
+void vl_attn_decode_launch(vl_cuda_ctx *c, const vl_attn_params *p, void *workspace,
+                           size_t workspace_bytes, cudaStream_t stream);
 /* Floats per (split, head) row of decode partials: the head dim rounded up to 4 (float4 reads
  * in the combine step). */
 __host__ __device__ constexpr int decode_ws_row(int d) {

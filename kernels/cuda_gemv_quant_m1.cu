@@ -1,11 +1,13 @@
-/* gemv_q_v2.cu: the m = 1 decode GEMV for NF4 (fp32 block scales) and Q8ROW weights, "v2", an
- * alternative to gemv.cu's tensor-core kernel. Measured on the H100 (bench/RESULTS.md) it is faster
- * only for Q8ROW with long rows (3584 x 18944: 1790 against 1466 GB/s), so that is where gemv.cu
- * uses it by default; VL_GEMV_Q_V2=1 / =0 force it on / off everywhere (read once).
+/* cuda_gemv_quant_m1.cu: the m = 1 decode GEMV for NF4 (fp32 block scales) and Q8ROW weights (once
+ * "gemv_q_v2"), a variant of cuda_gemv.cu's tensor-core kernel. Measured on the H100 it is faster
+ * only for Q8ROW with long rows (3584 x 18944: 1790 against 1466 GB/s), so that is where
+ * vl_cuda_gemv (cuda_linear.cu) picks it by default; the backend's gemv_quant_m1 (vl_cuda_config)
+ * = 1 / 0 picks it for every product it takes / for none.
  *
- * Numerics: gemv.cu's (the CPU twin's): w = bf16(table[code] * a_b) or bf16(q * absmax_r * (1/127))
- * (fp32, no FMA contraction), exact bf16 x bf16 products summed in fp32, y = bf16(sum + bias).
- * Deterministic: every sum has a fixed order (mma chains, warp butterfly, shared-memory split sum).
+ * Numerics: cuda_gemv.cu's (the CPU twin's): w = bf16(table[code] * a_b) or bf16(q * absmax_r *
+ * (1/127)) (fp32, no FMA contraction), exact bf16 x bf16 products summed in fp32, y = bf16(sum +
+ * bias). Deterministic: every sum has a fixed order (mma chains, warp butterfly, shared-memory
+ * split sum).
  *
  * Layout, and why: one warp owns two rows R, R + 1 of W over a contiguous range of 16-byte chunks
  * along K; lane l reads chunk c0 + l of both rows, so every load instruction reads 512 contiguous
@@ -17,17 +19,17 @@
  * weights one mma replaces ~3 CUDA-core instructions per weight (2 bf16 unpacks and an FFMA), and
  * x needs no conversion at all (bf16 pairs are B registers as they are). Each chunk's mma chain
  * starts from zero and is added to fp32 accumulators (the tensor core's internal sum only covers
- * one chunk), as in gemv.cu.
+ * one chunk), as in cuda_gemv.cu.
  * A CTA is 8 warps: 8 / splits row pairs, each pair's K range split over `splits` warps whose
  * sums are added in shared memory in warp order (no scratch, no atomics). splits (1, 2, 4, 8) is
  * chosen so the grid covers ~3 waves of resident warps without leaving a warp under 16 chunks.
  * Requires: m = 1, NF4 without double quantization and K % 64 == 0, or Q8ROW and K % 16 == 0;
- * W data and x 16-byte aligned. vl_cuda_gemv_q_v2 returns 0 otherwise (the caller uses gemv.cu).
- * Knobs: QV2_UNROLL (bytes in flight), QV2_CTAS_PER_SM (register bound), env VL_GEMV_Q_V2_SPLITS
- * (1, 2, 4 or 8: force the K split, read once, for tuning).
- * Leaves out: m > 1, double-quantized NF4, bf16 weights (all stay on gemv.cu's kernels).
+ * W data and x 16-byte aligned. vl_cuda_gemv_quant_m1 returns 0 otherwise (the caller uses
+ * cuda_gemv.cu). Knobs: QV2_UNROLL (bytes in flight), QV2_CTAS_PER_SM (register bound), the
+ * backend's gemv_quant_m1_splits (1, 2, 4 or 8: force the K split, for tuning).
+ * Leaves out: m > 1, double-quantized NF4, bf16 weights (all stay on cuda_gemv.cu's kernels).
  */
-#include "kernels/gemv_common.cuh"
+#include "kernels/cuda_gemv_common.cuh"
 
 #include <limits.h>
 #include <stdlib.h>
@@ -55,35 +57,6 @@ struct Qv2Params {
 
 /* ---- device helpers -------------------------------------------------------------------------- */
 
-/* d[16 x 8] = a[16 x 16] . b[16 x 8] + d (fp32 accumulate) */
-__device__ __forceinline__ void qv2_mma(float d[4], const uint32_t a[4], uint32_t b0, uint32_t b1) {
-    asm("mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 {%0, %1, %2, %3}, "
-        "{%4, %5, %6, %7}, {%8, %9}, {%0, %1, %2, %3};\n"
-        : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3])
-        : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1));
-}
-
-__device__ __forceinline__ uint32_t qv2_byte(uint32_t v, int j) {
-    return __byte_perm(v, 0u, 0x4440u | (uint32_t)j);
-}
-
-/* Weights 2j, 2j + 1 of a word of NF4 codes (byte j: high nibble first) as a bf16x2 register;
- * hi4 / lo4 hold every byte's high / low code times 4 (byte offsets into the float table). */
-__device__ __forceinline__ uint32_t qv2_nf4_pair(const float *s_table, uint32_t hi4, uint32_t lo4,
-                                                 int j, float scale) {
-    const char *t = reinterpret_cast<const char *>(s_table);
-    const float first = *reinterpret_cast<const float *>(t + qv2_byte(hi4, j));
-    const float second = *reinterpret_cast<const float *>(t + qv2_byte(lo4, j));
-    return vl_pack_bf16x2(__fmul_rn(first, scale), __fmul_rn(second, scale));
-}
-
-/* int8 byte j of `biased` (every sign bit flipped: q + 128) as the exact float q via 2^23 + q +
- * 128, then q * absmax * (1/127), left to right. */
-__device__ __forceinline__ float qv2_q8(uint32_t biased, int j, float absmax) {
-    const float big = __uint_as_float(__byte_perm(biased, 0x4B000000u, 0x7440u | (uint32_t)j));
-    return __fmul_rn(__fmul_rn(__fsub_rn(big, 8388736.0f), absmax), 1.0f / 127.0f);
-}
-
 /* ---- kernel ---------------------------------------------------------------------------------- */
 
 /* One chunk of rows R (wa, sa) and R + 1 (wb, sb) against x (xc: the chunk's x, as bf16 pairs):
@@ -104,11 +77,11 @@ __device__ __forceinline__ void qv2_chunk(float &acc_a, float &acc_b, const uint
             const uint32_t hi_b = (vb >> 2) & 0x3C3C3C3Cu, lo_b = (vb << 2) & 0x3C3C3C3Cu;
             const int j = 2 * (s % 2);
             uint32_t a[4];
-            a[0] = qv2_nf4_pair(s_table, hi_a, lo_a, j, sa);
-            a[2] = qv2_nf4_pair(s_table, hi_a, lo_a, j + 1, sa);
-            a[1] = qv2_nf4_pair(s_table, hi_b, lo_b, j, sb);
-            a[3] = qv2_nf4_pair(s_table, hi_b, lo_b, j + 1, sb);
-            qv2_mma(d, a, xc[2 * s], xc[2 * s + 1]);
+            a[0] = vl_nf4_pair(s_table, hi_a, lo_a, j, sa);
+            a[2] = vl_nf4_pair(s_table, hi_a, lo_a, j + 1, sa);
+            a[1] = vl_nf4_pair(s_table, hi_b, lo_b, j, sb);
+            a[3] = vl_nf4_pair(s_table, hi_b, lo_b, j + 1, sb);
+            vl_mma_bf16(d, a, xc[2 * s], xc[2 * s + 1]);
         }
     } else {
         /* 16 weights: mma step s takes weights 4s .. 4s + 3 = word s */
@@ -116,11 +89,11 @@ __device__ __forceinline__ void qv2_chunk(float &acc_a, float &acc_b, const uint
         for (int s = 0; s < 4; s++) {
             const uint32_t xa = pa[s] ^ 0x80808080u, xb = pb[s] ^ 0x80808080u;
             uint32_t a[4];
-            a[0] = vl_pack_bf16x2(qv2_q8(xa, 0, sa), qv2_q8(xa, 1, sa));
-            a[2] = vl_pack_bf16x2(qv2_q8(xa, 2, sa), qv2_q8(xa, 3, sa));
-            a[1] = vl_pack_bf16x2(qv2_q8(xb, 0, sb), qv2_q8(xb, 1, sb));
-            a[3] = vl_pack_bf16x2(qv2_q8(xb, 2, sb), qv2_q8(xb, 3, sb));
-            qv2_mma(d, a, xc[2 * s], xc[2 * s + 1]);
+            a[0] = vl_pack_bf16x2(vl_q8_weight(xa, 0, sa), vl_q8_weight(xa, 1, sa));
+            a[2] = vl_pack_bf16x2(vl_q8_weight(xa, 2, sa), vl_q8_weight(xa, 3, sa));
+            a[1] = vl_pack_bf16x2(vl_q8_weight(xb, 0, sb), vl_q8_weight(xb, 1, sb));
+            a[3] = vl_pack_bf16x2(vl_q8_weight(xb, 2, sb), vl_q8_weight(xb, 3, sb));
+            vl_mma_bf16(d, a, xc[2 * s], xc[2 * s + 1]);
         }
     }
     /* D[g][g] is d[g % 2] of lane (g, g / 2), D[g + 8][g] its d[2 + g % 2]; other lanes add
@@ -220,36 +193,12 @@ static __global__ void __launch_bounds__(QV2_THREADS, QV2_CTAS_PER_SM)
 
 /* ---- launcher -------------------------------------------------------------------------------- */
 
-static int qv2_force = -1; /* vl_cuda_gemv_q_v2_force: -1 = the environment decides */
-
-extern "C" void vl_cuda_gemv_q_v2_force(int mode) {
-    qv2_force = mode < 0 ? -1 : mode ? 1 : 0;
-}
-
-/* 1: always (VL_GEMV_Q_V2=1), 0: never (=0), 2: unset, where it measured faster (the caller
- * decides: Q8ROW with long rows; on the H100 3584 x 18944 read 1790 GB/s against 1466 with the
- * default kernel, while NF4 and short rows were slower). */
-int vl_cuda_gemv_q_v2_enabled(void) {
-    static int from_env = -1;
-    if (qv2_force >= 0) return qv2_force;
-    if (from_env < 0) {
-        const char *v = getenv("VL_GEMV_Q_V2");
-        from_env = !v || !v[0] ? 2 : strcmp(v, "0") != 0;
-    }
-    return from_env;
-}
-
-template <bool NF4> static void qv2_launch(Qv2Params &p, cudaStream_t stream) {
-    static int ctas_per_sm;
-    if (!ctas_per_sm) {
-        VL_CUDA_CHECK(cudaOccupancyMaxActiveBlocksPerMultiprocessor(
-            &ctas_per_sm, gemv_q_v2_kernel<NF4>, QV2_THREADS, 0));
-        if (ctas_per_sm < 1) ctas_per_sm = 1;
-    }
+template <bool NF4> static void qv2_launch(vl_cuda_ctx *c, Qv2Params &p) {
+    const int ctas_per_sm =
+        vl_cuda_ctas_per_sm(c, (const void *)gemv_q_v2_kernel<NF4>, QV2_THREADS, 0);
     const int64_t pairs = ((int64_t)p.n + 1) / 2;
-    const int64_t want_warps = (int64_t)QV2_WAVES * vl_cuda_sm_count() * ctas_per_sm * QV2_WARPS;
-    static int env_splits = -1;
-    int splits = vl_gemv_forced_splits("VL_GEMV_Q_V2_SPLITS", &env_splits);
+    const int64_t want_warps = (int64_t)QV2_WAVES * c->sm_count * ctas_per_sm * QV2_WARPS;
+    int splits = c->cfg.gemv_quant_m1_splits; /* 0: chosen here */
     if (!splits) {
         splits = 1;
         while (splits < QV2_MAX_SPLITS && pairs * splits < want_warps &&
@@ -259,15 +208,15 @@ template <bool NF4> static void qv2_launch(Qv2Params &p, cudaStream_t stream) {
     p.splits = splits;
     const int64_t pairs_per_cta = QV2_WARPS / splits;
     const int64_t ctas = (pairs + pairs_per_cta - 1) / pairs_per_cta;
-    gemv_q_v2_kernel<NF4><<<(unsigned)ctas, QV2_THREADS, 0, stream>>>(p);
+    gemv_q_v2_kernel<NF4><<<(unsigned)ctas, QV2_THREADS, 0, c->stream>>>(p);
     VL_CUDA_LAUNCH_CHECK();
 }
 
-int vl_cuda_gemv_q_v2(vl_bf16 *y, const vl_bf16 *x, int64_t m, const vl_weight *w,
-                      const vl_bf16 *bias, cudaStream_t stream) {
+int vl_cuda_gemv_quant_m1(vl_cuda_ctx *c, vl_bf16 *y, const vl_bf16 *x, const vl_weight *w,
+                          const vl_bf16 *bias) {
     const bool nf4 = w->dtype == VL_DTYPE_NF4 && !w->absmax_code;
     const bool q8 = w->dtype == VL_DTYPE_Q8ROW;
-    if (m != 1 || (!nf4 && !q8) || !w->data || !w->absmax || w->rows < 1 || w->cols < 1 ||
+    if ((!nf4 && !q8) || !w->data || !w->absmax || w->rows < 1 || w->cols < 1 ||
         w->rows > INT_MAX - 1 || w->cols > INT_MAX || !vl_cuda_aligned16(w->data) ||
         !vl_cuda_aligned16(x))
         return 0;
@@ -283,9 +232,9 @@ int vl_cuda_gemv_q_v2(vl_bf16 *y, const vl_bf16 *x, int64_t m, const vl_weight *
     p.chunks = nf4 ? p.k / 32 : p.k / 16;
     if (nf4) {
         memcpy(p.nf4_table, vl_nf4_table, sizeof p.nf4_table);
-        qv2_launch<true>(p, stream);
+        qv2_launch<true>(c, p);
     } else {
-        qv2_launch<false>(p, stream);
+        qv2_launch<false>(c, p);
     }
     return 1;
 }

@@ -1,6 +1,6 @@
-/* dequant_gemm.cu: y = x . W^T + b for a quantized W (NF4, Q8ROW) and many rows of x (prefill):
- * dequantize W a slice of output rows at a time into a bf16 buffer, multiply each slice with
- * cuBLASLt, two buffers in flight.
+/* cuda_dequant_gemm.cu: y = x . W^T + b for a quantized W (NF4, Q8ROW) and many rows of x
+ * (prefill): dequantize W a slice of output rows at a time into a bf16 buffer, multiply each slice
+ * with cuBLASLt, two buffers in flight.
  *
  * Pipeline: slice i is dequantized on a second stream (high priority) into buffer i % 2 while
  * the GEMM of slice i - 1 runs on the backend's stream; events order the two:
@@ -22,8 +22,8 @@
  * that with N % 8 == 0 every slice's y and bias stay 16-byte aligned.
  * A biased GEMM goes through cuBLASLt only when it is 16-byte clean (K, N multiples of 8; x, y,
  * bias 16-byte aligned): at K = 130, N = 77 on H100 / CUDA 13 the bias epilogue rounded twice
- * (69% of outputs exact; see cuda_linear.cu). Other biased shapes run the GEMV (gemv.cu) on the
- * quantized W, 8 rows of x at a time: exact, one rounding, W read m / 8 times; the model's
+ * (69% of outputs exact; see cuda_linear.cu). Other biased shapes run the GEMV (cuda_gemv.cu) on
+ * the quantized W, 8 rows of x at a time: exact, one rounding, W read m / 8 times; the model's
  * shapes never need it. Leaves out: a fused dequant-in-the-mainloop GEMM (Marlin-style), small m
  * (the GEMV path of cuda_linear.cu).
  */
@@ -84,7 +84,7 @@ void vl_cuda_dequant_gemm_run(const vl_cuda_dqgemm_res *r, vl_bf16 *y, const vl_
                         (long long)n, (long long)k, vl_dtype_name(w->dtype));
         for (int64_t i0 = 0; i0 < m; i0 += VL_CUDA_GEMV_MAX_M) {
             const int64_t mi = min((int64_t)VL_CUDA_GEMV_MAX_M, m - i0);
-            vl_cuda_launch_gemv(y + i0 * n, x + i0 * k, mi, w, bias, NULL, r->stream);
+            vl_cuda_launch_gemv(r->ctx, y + i0 * n, x + i0 * k, mi, w, bias, NULL, r->stream);
         }
         return;
     }
@@ -109,6 +109,7 @@ void vl_cuda_dequant_gemm_run(const vl_cuda_dqgemm_res *r, vl_bf16 *y, const vl_
 static vl_cuda_dqgemm_res res_of(vl_backend *b, int64_t max_slice_rows) {
     vl_cuda_ctx *c = vl_cuda_ctx_of(b);
     vl_cuda_dqgemm_res r;
+    r.ctx = c;
     r.lt = c->dq_lt;
     r.stream = c->stream;
     r.side_stream = c->dq_stream;

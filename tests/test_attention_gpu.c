@@ -1,5 +1,5 @@
-/* test_attn_gpu.c: GPU attention (flash prefill, split-KV decode, the naive baseline) against the
- * CPU twin, on the shapes the engine uses and on odd ones.
+/* test_attention_gpu.c: GPU attention (flash prefill, split-KV decode, the naive baseline) against
+ * the CPU twin, on the shapes the engine uses and on odd ones.
  *
  * q, k, v are random N(0,1) (fixed seeds) rounded to bf16; the CPU backend computes the reference
  * in fp32 from exactly those values. The GPU sees them in the engine's layouts: views into one
@@ -23,7 +23,7 @@
  * attention over the same codes and scales, on both paths, with the same tolerance and the
  * same runtime-length check; cache rows past the length hold code 127 and NaN scales.
  * Without a device (or a CUDA build) it prints why and reports one skip (exit 77).
- * Leaves out: timing (tests/bench_attn.c).
+ * Leaves out: timing (vlbench attention).
  */
 #include "kernels/kernels.h"
 #include "vltest.h"
@@ -156,7 +156,7 @@ static int run_path(vl_backend *gpu, dev_list *dl, const attn_case *c, int path,
         void *ws = ws_bytes ? dev_put(dl, NULL, ws_bytes) : NULL;
         if (ws_bytes && !ws) return 0;
         gpu->sync(gpu);
-        vl_cuda_attention(&p, ws, ws_bytes, 0);
+        vl_cuda_attention(gpu, &p, ws, ws_bytes, 0);
     } else {
         /* the score rows are as long as the n_kv field (the bound with n_past_dev) */
         float *scores = dev_put(dl, NULL, (size_t)(p.n_heads * p.n_q * p.n_kv) * sizeof(float));
@@ -365,7 +365,7 @@ static double check_decode_int8(vl_backend *gpu, const char *name, int H, int G,
         gpu->upload(gpu, pf.o, o[form], (size_t)o_elems * 2);
         VT_CHECKF(vl_cuda_attention_supported(&pf), "%s: not supported", name);
         if (!vl_cuda_attention_supported(&pf)) break;
-        vl_cuda_attention(&pf, ws, ws_bytes, 0);
+        vl_cuda_attention(gpu, &pf, ws, ws_bytes, 0);
         cudaError_t err = cudaDeviceSynchronize();
         VT_CHECKF(err == cudaSuccess, "%s: %s", name, cudaGetErrorString(err));
         if (err != cudaSuccess) break;
@@ -387,9 +387,9 @@ static double check_decode_int8(vl_backend *gpu, const char *name, int H, int G,
 
 /* One decode step captured into a CUDA graph with the cache length in device memory, replayed
  * after cudaMemcpyAsync changed the length: every replay must have the bits of the eager call
- * with that length written in the params. Runs first, so the kernels' one-time setup
- * (cudaFuncSetAttribute, the SM count) happens inside the capture, as in an engine whose first
- * decode step is recorded. */
+ * with that length written in the params. Runs first, so the backend's first-launch queries of
+ * the kernel (cudaFuncSetAttribute, its occupancy) happen inside the capture, as in an engine
+ * whose first decode step is recorded. */
 static void test_graph_decode(vl_backend *gpu) {
     const int H = 28, G = 4, D = 128;
     const int64_t cap = 4096, q_elems = (int64_t)H * D, kv_elems = G * cap * D;
@@ -431,7 +431,7 @@ static void test_graph_decode(vl_backend *gpu) {
     cudaGraph_t graph = NULL;
     cudaGraphExec_t exec = NULL;
     VL_CUDA_CHECK(cudaStreamBeginCapture(stream, cudaStreamCaptureModeGlobal));
-    vl_cuda_attention(&p, ws, ws_bytes, stream);
+    vl_cuda_attention(gpu, &p, ws, ws_bytes, stream);
     VL_CUDA_CHECK(cudaStreamEndCapture(stream, &graph));
     VL_CUDA_CHECK(cudaGraphInstantiate(&exec, graph, 0));
 
@@ -447,7 +447,7 @@ static void test_graph_decode(vl_backend *gpu) {
         VL_CUDA_CHECK(cudaGraphLaunch(exec, stream));
         vl_attn_params e = p;
         e.n_past_dev = NULL, e.n_kv = n_past + 1, e.q_pos0 = n_past, e.o = o_eager;
-        vl_cuda_attention(&e, ws, ws_bytes, stream);
+        vl_cuda_attention(gpu, &e, ws, ws_bytes, stream);
         VL_CUDA_CHECK(cudaStreamSynchronize(stream));
         VL_CUDA_CHECK(cudaMemcpy(got, o_graph, (size_t)q_elems * 2, cudaMemcpyDeviceToHost));
         VL_CUDA_CHECK(cudaMemcpy(want, o_eager, (size_t)q_elems * 2, cudaMemcpyDeviceToHost));
@@ -761,7 +761,7 @@ static void run_all(vl_backend *gpu) {
 
 int main(void) {
     char why[256] = "";
-    vl_backend *gpu = vl_backend_cuda(why, sizeof why);
+    vl_backend *gpu = vl_backend_cuda(NULL, why, sizeof why);
     if (gpu == NULL) {
         printf("no CUDA device: %s\n", why);
         VT_SKIP("GPU attention tests need a CUDA device");
@@ -769,8 +769,9 @@ int main(void) {
     }
 #ifdef VL_HAVE_CUDA
     test_supported();
-    test_graph_decode(gpu); /* first: the kernels' one-time setup runs inside the capture */
+    test_graph_decode(gpu); /* first: the first-launch queries run inside the capture */
     run_all(gpu);
 #endif
+    vl_backend_free(gpu);
     return vt_finish();
 }

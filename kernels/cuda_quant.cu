@@ -1,6 +1,6 @@
-/* quant_gpu.cu: quantization of bf16 weights on the GPU at load time (NF4 with fp32 or
+/* cuda_quant.cu: quantization of bf16 weights on the GPU at load time (NF4 with fp32 or
  * double-quantized block scales, Q8ROW), and dequantization back to bf16 (whole matrix, or a
- * range of rows for the dequant GEMM of dequant_gemm.cu).
+ * range of rows for the dequant GEMM of cuda_dequant_gemm.cu).
  *
  * Every byte equals what the CPU twin (kernels/cpu_quant.c, vl_quantize_cpu) writes, and the
  * twin equals bitsandbytes. What that takes:
@@ -23,7 +23,7 @@
  * (multiply, then add) with double quantization; Q8ROW w = bf16(q * absmax[r] * (1/127)).
  *
  * Leaves out: FP4, blocksizes other than 64, stochastic rounding, LLM.int8's outlier columns.
- * The matrix multiplies that consume these formats live in gemv.cu and dequant_gemm.cu.
+ * The matrix multiplies that consume these formats live in cuda_gemv.cu and cuda_dequant_gemm.cu.
  */
 #include "kernels/cuda_ops.h"
 
@@ -426,7 +426,7 @@ static void check_tables(void) {
     static int checked;
     if (checked) return;
     VL_CUDA_REQUIRE(memcmp(nf4_table_host, vl_nf4_table, sizeof nf4_table_host) == 0,
-                    "quant_gpu.cu's NF4 table differs from vl_nf4_table");
+                    "cuda_quant.cu's NF4 table differs from vl_nf4_table");
     checked = 1;
 }
 

@@ -1,0 +1,18 @@
+/* cuda_gemv_common.cuh: what the decode GEMV kernels share (cuda_gemv.cu, cuda_gemv_bf16.cu,
+ * cuda_gemv_quant_m1.cu): a streaming 16-byte weight load that does not pollute L1 (every weight
+ * byte is read once), and through cuda_mma.cuh the mma wrapper and the NF4 / int8 unpacking. */
+#ifndef VL_GEMV_COMMON_CUH
+#define VL_GEMV_COMMON_CUH
+
+#include "kernels/cuda_mma.cuh"
+#include "kernels/cuda_ops.h"
+
+__device__ __forceinline__ uint4 vl_ld_stream16(const void *p) {
+    uint4 v;
+    asm("ld.global.nc.L1::no_allocate.v4.u32 {%0, %1, %2, %3}, [%4];\n"
+        : "=r"(v.x), "=r"(v.y), "=r"(v.z), "=r"(v.w)
+        : "l"(p));
+    return v;
+}
+
+#endif

@@ -1,0 +1,119 @@
+/* cuda_kv_cache.cu: the KV cache's ops on the GPU (CPU twins: cpu_kv_cache.c): kv_append
+ * (bf16 rows into a head-major cache, at a position given or read from device memory) and
+ * kv_dequant (the int8 cache of --kv int8 back to bf16 before a prefill chunk's attention). The
+ * fused rotary + append of a decoder layer (rope_kv_append, with the int8 row quantizer) lives
+ * with the rotary kernels it shares (cuda_rope.cu).
+ */
+#include "kernels/cuda_ops.h"
+
+#define KV_THREADS 256
+
+/* ---- kv_append ----------------------------------------------------------------------------- */
+
+/* cache[g, pos0 + i, :] = src[i, g, :]; items are (i, g, d/VEC) with d fastest, so a warp
+ * reads and writes contiguous runs of one head row. */
+template <int VEC>
+static __global__ void kv_append_kernel(vl_bf16 *cache, int64_t head_stride, const vl_bf16 *src,
+                                        int64_t src_stride, int64_t s, int kv_heads, int head_dim,
+                                        int64_t pos0, const int32_t *pos0_dev) {
+    if (pos0_dev) pos0 = pos0_dev[0]; /* a replayed decode step: the position lives on the GPU */
+    const int row_vecs = head_dim / VEC;
+    const int64_t total = s * kv_heads * row_vecs;
+    for (int64_t item = blockIdx.x * (int64_t)blockDim.x + threadIdx.x; item < total;
+         item += (int64_t)gridDim.x * blockDim.x) {
+        const int d = (int)(item % row_vecs) * VEC;
+        const int64_t ig = item / row_vecs;
+        const int g = (int)(ig % kv_heads);
+        const int64_t i = ig / kv_heads;
+        const vl_bf16 *from = src + i * src_stride + (int64_t)g * head_dim + d;
+        vl_bf16 *to = cache + g * head_stride + (pos0 + i) * head_dim + d;
+        if constexpr (VEC == 8)
+            *reinterpret_cast<uint4 *>(to) = *reinterpret_cast<const uint4 *>(from);
+        else
+            *to = *from;
+    }
+}
+
+void vl_cuda_launch_kv_append(vl_bf16 *cache, int64_t head_stride, const vl_bf16 *src,
+                              int64_t src_stride, int64_t s, int kv_heads, int head_dim,
+                              int64_t pos0, const int32_t *pos0_dev, cudaStream_t stream) {
+    if (s <= 0) return;
+    int vec = head_dim % 8 == 0 && head_stride % 8 == 0 && src_stride % 8 == 0 &&
+              vl_cuda_aligned16(cache) && vl_cuda_aligned16(src);
+    int64_t items = s * kv_heads * (vec ? head_dim / 8 : head_dim);
+    unsigned grid = vl_cuda_grid(items, KV_THREADS);
+    if (vec)
+        kv_append_kernel<8><<<grid, KV_THREADS, 0, stream>>>(cache, head_stride, src, src_stride, s,
+                                                             kv_heads, head_dim, pos0, pos0_dev);
+    else
+        kv_append_kernel<1><<<grid, KV_THREADS, 0, stream>>>(cache, head_stride, src, src_stride, s,
+                                                             kv_heads, head_dim, pos0, pos0_dev);
+    VL_CUDA_LAUNCH_CHECK();
+}
+
+void vl_cuda_kv_append(vl_backend *b, void *cache, int64_t head_stride, const void *src,
+                       int64_t src_stride, int64_t s, int kv_heads, int head_dim, int64_t pos0,
+                       const int32_t *pos0_dev) {
+    /* the same contract as the CPU twin: heads must not overlap */
+    VL_CUDA_REQUIRE(
+        kv_heads > 0 && head_dim > 0 && s >= 0 && src_stride >= (int64_t)kv_heads * head_dim,
+        "kv_append of %d heads of %d from rows of %lld", kv_heads, head_dim, (long long)src_stride);
+    VL_CUDA_REQUIRE(pos0 >= 0 && (kv_heads == 1 || (pos0 + s) * head_dim <= head_stride),
+                    "kv_append of %lld tokens at %lld overflows a head of %lld elements",
+                    (long long)s, (long long)pos0, (long long)head_stride);
+    vl_cuda_launch_kv_append((vl_bf16 *)cache, head_stride, (const vl_bf16 *)src, src_stride, s,
+                             kv_heads, head_dim, pos0, pos0_dev, vl_cuda_ctx_of(b)->stream);
+}
+
+/* ---- kv_dequant (--kv int8) ------------------------------------------------------------------ */
+
+/* dst[g, t, :] = bf16(src[g, t, :] * scale[g, t]); items are (g, t, d/VEC) with d fastest. With
+ * VEC 8 a thread reads 8 codes (8 bytes) and writes 16 bytes. */
+template <int VEC>
+static __global__ void kv_dequant_kernel(vl_bf16 *dst, const int8_t *src, const float *scale,
+                                         int64_t head_stride, int64_t scale_head_stride,
+                                         int kv_heads, int64_t n_tok, int head_dim) {
+    const int row_vecs = head_dim / VEC;
+    const int64_t total = (int64_t)kv_heads * n_tok * row_vecs;
+    for (int64_t item = blockIdx.x * (int64_t)blockDim.x + threadIdx.x; item < total;
+         item += (int64_t)gridDim.x * blockDim.x) {
+        const int d = (int)(item % row_vecs) * VEC;
+        const int64_t gt = item / row_vecs, t = gt % n_tok;
+        const int g = (int)(gt / n_tok);
+        const int64_t at = g * head_stride + t * head_dim + d;
+        const float sc = scale[g * scale_head_stride + t];
+        if constexpr (VEC == 8) {
+            const uint2 w = *reinterpret_cast<const uint2 *>(src + at);
+            const int8_t *c = reinterpret_cast<const int8_t *>(&w);
+            __align__(16) vl_bf16 out[8];
+#pragma unroll
+            for (int e = 0; e < 8; e++) out[e] = __float2bfloat16_rn((float)c[e] * sc);
+            *reinterpret_cast<uint4 *>(dst + at) = *reinterpret_cast<const uint4 *>(out);
+        } else {
+            dst[at] = __float2bfloat16_rn((float)src[at] * sc);
+        }
+    }
+}
+
+void vl_cuda_kv_dequant(vl_backend *b, void *dst, const int8_t *src, const float *scale,
+                        int64_t head_stride, int64_t scale_head_stride, int kv_heads, int64_t n_tok,
+                        int head_dim) {
+    VL_CUDA_REQUIRE(
+        kv_heads > 0 && head_dim > 0 && n_tok >= 0 &&
+            (kv_heads == 1 || (n_tok * head_dim <= head_stride && n_tok <= scale_head_stride)),
+        "kv_dequant of %lld tokens of %d heads of %d overflows a head of %lld", (long long)n_tok,
+        kv_heads, head_dim, (long long)head_stride);
+    if (n_tok == 0) return;
+    const int vec = head_dim % 8 == 0 && head_stride % 8 == 0 && vl_cuda_aligned16(dst) &&
+                    (uintptr_t)src % 8 == 0;
+    const int64_t items = (int64_t)kv_heads * n_tok * (vec ? head_dim / 8 : head_dim);
+    const unsigned grid = vl_cuda_grid(items, KV_THREADS);
+    cudaStream_t stream = vl_cuda_ctx_of(b)->stream;
+    if (vec)
+        kv_dequant_kernel<8><<<grid, KV_THREADS, 0, stream>>>(
+            (vl_bf16 *)dst, src, scale, head_stride, scale_head_stride, kv_heads, n_tok, head_dim);
+    else
+        kv_dequant_kernel<1><<<grid, KV_THREADS, 0, stream>>>(
+            (vl_bf16 *)dst, src, scale, head_stride, scale_head_stride, kv_heads, n_tok, head_dim);
+    VL_CUDA_LAUNCH_CHECK();
+}
