@@ -221,7 +221,9 @@ static int run_count(const sweep_args *sa, const char *self, int n, sweep_point 
 typedef int (*write_fn)(FILE *f, const void *ctx);
 static int write_output(const char *path, write_fn fn, const void *ctx) {
     char tmp[4200];
-    snprintf(tmp, sizeof tmp, "%s.tmp", path);
+    int len = snprintf(tmp, sizeof tmp, "%s.tmp", path);
+    if (len < 0 || (size_t)len >= sizeof tmp)
+        return vl_error_set("vlrun sweep --out %.64s...: path too long", path);
     if (vl_output_target_check(path, "vlrun sweep --out")) return -1;
     FILE *f = vl_create_fresh(tmp, "vlrun sweep --out");
     if (!f) return -1;
