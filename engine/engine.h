@@ -110,7 +110,7 @@ float vl_model_repetition_penalty(const vl_model *m, int random_weights, float r
  * "patch_embed", "norm", "bias". Exactly one of w (matrices) and v (vectors) is set; fn may
  * change them. */
 typedef int (*vl_weight_fn)(void *ctx, const char *name, const char *kind, vl_weight *w, vl_vec *v);
-int vl_weights_visit(vl_model *m, vl_weight_fn fn, void *ctx); /* engine/bind.c */
+int vl_weights_visit(vl_model *m, vl_weight_fn fn, void *ctx); /* engine/models/bind.c */
 
 /* ---- weights on the backend (engine/weights.c) --------------------------------------------- */
 

@@ -1,7 +1,7 @@
 /* model.c: a model on a backend: config, preprocessor config, tokenizer, the architecture its
- * config names (engine/models/) and that architecture's weights bound by name (engine/bind.c:
- * both checkpoint spellings, dtype and shape checks). Tied embeddings (Qwen2-VL-2B) reuse the
- * embedding table as the LM head.
+ * config names (engine/models/) and that architecture's weights bound by name
+ * (engine/models/bind.c: both checkpoint spellings, dtype and shape checks). Tied embeddings
+ * (Qwen2-VL-2B) reuse the embedding table as the LM head.
  *
  * The CPU backend reads the weights in place from the mmapped files. Other backends get a copy
  * in one block of backend memory. --random-weights synthesizes them instead (weights_random.c).

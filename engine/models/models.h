@@ -7,14 +7,15 @@
  *   qwen2_vl_text.c    Qwen2-VL's decoder (Qwen2 with M-RoPE) and its LM head.
  * Adding an architecture adds its files, a row here and a config reader in loader/. The
  * generic binding machinery (both checkpoint spellings, dtype/shape checks, bitsandbytes
- * weights, the visitor, fused views) is engine/bind.c; the prefill/decode loops that call the
- * ops are engine/forward.c. */
+ * weights, the visitor, fused views) is engine/models/bind.c; the prefill/decode loops that call
+ * the ops are engine/forward.c. */
 #ifndef VL_MODELS_H
 #define VL_MODELS_H
 
 #include "engine/engine.h"
 
-/* ---- binding parameters by name (engine/bind.c) ------------------------------------------- */
+/* ---- binding parameters by name (engine/models/bind.c)
+ * ------------------------------------------- */
 
 /* Which prefix a tensor's name takes: "model." (or "model.language_model."), "visual." (or
  * "model.visual."), none. */
