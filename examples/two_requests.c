@@ -1,8 +1,9 @@
 /* two_requests.c: the engine as a library (engine/vlrun.h): one engine, two requests with
  * different images, each answer streamed, then what the request held. The weights are placed
  * once, by the first request.
- *   two_requests MODEL_DIR|CONFIG.json IMAGE_A IMAGE_B [TOKENIZER.json]
- * A CONFIG.json runs random weights of its shapes (their text means nothing). */
+ *   two_requests MODEL_DIR|CONFIG.json IMAGE_A IMAGE_B [TOKENIZER.json|- [cpu|cuda]]
+ * A CONFIG.json runs random weights of its shapes (their text means nothing); the backend is
+ * the build's default (CUDA where built) unless named. */
 #include "engine/vlrun.h"
 
 #include <stdio.h>
@@ -15,7 +16,8 @@ static int print_piece(void *ctx, const char *piece, size_t len) {
 
 int main(int argc, char **argv) {
     if (argc < 4) {
-        fprintf(stderr, "usage: %s MODEL_DIR|CONFIG.json IMAGE_A IMAGE_B [TOKENIZER]\n", argv[0]);
+        fprintf(stderr, "usage: %s MODEL|CONFIG.json IMG_A IMG_B [TOKENIZER|- [cpu|cuda]]\n",
+                argv[0]);
         return 2;
     }
     vl_engine_config cfg;
@@ -23,7 +25,8 @@ int main(int argc, char **argv) {
     size_t n = strlen(argv[1]);
     cfg.random_weights = n > 5 && strcmp(argv[1] + n - 5, ".json") == 0;
     *(cfg.random_weights ? &cfg.config_path : &cfg.model_dir) = argv[1];
-    if (argc > 4) cfg.tokenizer_path = argv[4];
+    if (argc > 4 && strcmp(argv[4], "-") != 0) cfg.tokenizer_path = argv[4];
+    if (argc > 5) cfg.backend = strcmp(argv[5], "cpu") == 0 ? VL_BACKEND_CPU : VL_BACKEND_CUDA;
     vl_engine *e = vl_engine_open(&cfg);
     int rc = e ? 0 : -1;
     for (int i = 0; i < 2 && rc == 0; i++) {

@@ -12,7 +12,7 @@ tmp=$(mktemp -d)
 trap 'rm -rf "$tmp"' EXIT
 A=$FIX/models/images/img_a_56x84.png
 B=$FIX/models/images/img_b_100x60.png
-"$EX" "$FIX/models/tiny-a" "$A" "$B" "$TOK" >"$tmp/ex.out" 2>"$tmp/ex.err" || {
+"$EX" "$FIX/models/tiny-a" "$A" "$B" "$TOK" cpu >"$tmp/ex.out" 2>"$tmp/ex.err" || {
     echo "FAIL: two_requests exited non-zero: $(cat "$tmp/ex.err")"
     exit 1
 }
