@@ -18,7 +18,8 @@ usage: scripts/device.sh TASK [ARGS] [OPTIONS]      (on the GPU machine; results
 Tasks:
   gpu              build; every GPU test (ctest -L gpu); cli_generation, cli_chat, cli_penalty
                    on --backend cuda; tiny-a and tiny-odd (bf16, --kv int8, nf4, int8) CUDA
-                   against CPU (last logits, greedy tokens); a two-turn --chat on 7B shapes;
+                   against CPU (last logits, greedy tokens); a two-turn --chat and
+                   examples/two_requests on 7B shapes;
                    the --run items if any
   runs             7B end-to-end runs (--run items; default "bf16 28"): TTFT, decode, peak
   bench            vlbench (--bench-args, default "all") + the PyTorch anchors
@@ -274,6 +275,12 @@ task_gpu() {
     step chat_7b 120 bash -c 'printf "What is on this page?\n/image examples/page.png\nAnd now with the page?\n" |
         "$1" --chat --random-weights --config "$2" --tokenizer "$3" --max-tokens 32' _ "$V" $CFG $TOK
     grep -E '^\[turn' "$W/chat_7b.log" | while read -r l; do figure "chat 7B $l"; done
+    # the library's example: two requests on one engine at 7B shapes, the weights placed once
+    step example_7b 180 "$B/examples/two_requests" $CFG examples/page.png $IMG/img_b_100x60.png \
+        $TOK cuda
+    grep -E '^  [0-9]+ prompt tokens' "$W/example_7b.log" | while read -r l; do
+        figure "two_requests 7B: $l"
+    done
     local item
     for item in "${runs[@]}"; do big_run "$(tag_of "$item")" "$V" "$item"; done
 }
