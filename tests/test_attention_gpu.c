@@ -536,219 +536,219 @@ static void test_supported(void) {
     VT_CHECK(vl_cuda_attention_supported(&b) == 0);
 }
 
+/* The cases of run_all (file scope: a table, not code). F / K: the fused and the cache layouts;
+ * WS2: the decode workspace for 2 splits of 28 heads at D 128. */
+#define F   LAYOUT_FUSED
+#define K   LAYOUT_CACHE
+#define WS2 (2 * 28 * 129 * 4)
+static const int32_t seg_vision[4] = {0, 37, 38, 300};    /* incl. a 1-token segment */
+static const int32_t seg_empty[5] = {0, 37, 38, 38, 300}; /* incl. an empty segment */
+static const int32_t seg_one[2] = {0, 700};
+static const int32_t seg_one64[2] = {0, 64};
+/* rows 100..127 share a CTA with rows of segment 0 but see nothing of its first key tile */
+static const int32_t seg_late[4] = {0, 100, 120, 300};
+static const attn_case cases[] = {
+    /* name, H, G, D, n_q, n_kv, q_pos0, causal, seg, n_seg, layout, paths, scale_mul, ws,
+     * bound */
+    {"prefill causal D128 GQA7 n=1 (decode path)", 28, 4, 128, 1, 1, 0, 1, NULL, 0, K, FLASH, 0, -1,
+     0, 0},
+    {"prefill causal D128 GQA7 n=17 fused", 28, 4, 128, 17, 17, 0, 1, NULL, 0, F, FLASH, 0, -1, 0,
+     0},
+    {"prefill causal D128 GQA7 n=64", 28, 4, 128, 64, 64, 0, 1, NULL, 0, K, FLASH, 0, -1, 0, 0},
+    {"prefill causal D128 GQA7 n=100 fused", 28, 4, 128, 100, 100, 0, 1, NULL, 0, F, FLASH, 0, -1,
+     0, 0},
+    {"prefill causal D128 GQA7 n=257", 28, 4, 128, 257, 257, 0, 1, NULL, 0, K, FLASH, 0, -1, 0, 0},
+    {"prefill causal D128 GQA7 n=1000", 28, 4, 128, 1000, 1000, 0, 1, NULL, 0, K, FLASH, 0, -1, 0,
+     0},
+    {"chunk n_q=100 after 300 cached", 28, 4, 128, 100, 400, 300, 1, NULL, 0, K, BOTH, 0, -1, 0, 0},
+    {"chunk n_q=64 after 64 cached", 28, 4, 128, 64, 128, 64, 1, NULL, 0, K, FLASH, 0, -1, 0, 0},
+    {"chunk n_q=2 after 50 cached", 28, 4, 128, 2, 52, 50, 1, NULL, 0, K, FLASH, 0, -1, 0, 0},
+    {"chunk n_q=130 after 1111 cached", 14, 2, 128, 130, 1241, 1111, 1, NULL, 0, K, FLASH, 0, -1, 0,
+     0},
+    {"causal GQA ratio 1, n=130 fused", 4, 4, 128, 130, 130, 0, 1, NULL, 0, F, FLASH, 0, -1, 0, 0},
+    {"causal GQA ratio 32, n=77", 32, 1, 128, 77, 77, 0, 1, NULL, 0, K, FLASH, 0, -1, 0, 0},
+    {"causal sharp softmax (3x scale), n=300", 8, 2, 128, 300, 300, 0, 1, NULL, 0, K, FLASH, 3, -1,
+     0, 0},
+    {"non-causal full, n_q=50 over n_kv=300", 8, 2, 128, 50, 300, 0, 0, NULL, 0, K, BOTH, 0, -1, 0,
+     0},
+    {"vision D80 segments [0,37,38,300] fused", 16, 16, 80, 300, 300, 0, 0, seg_vision, 3, F, BOTH,
+     0, -1, 0, 0},
+    {"vision D80 segments with an empty one", 16, 16, 80, 300, 300, 0, 0, seg_empty, 4, F, FLASH, 0,
+     -1, 0, 0},
+    {"vision D80 segments [0,100,120,300] fused", 16, 16, 80, 300, 300, 0, 0, seg_late, 3, F, FLASH,
+     0, -1, 0, 0},
+    {"vision D80 one segment of 700 fused", 16, 16, 80, 700, 700, 0, 0, seg_one, 1, F, FLASH, 0, -1,
+     0, 0},
+    {"vision D80 no segments, n=300", 16, 16, 80, 300, 300, 0, 0, NULL, 0, F, FLASH, 0, -1, 0, 0},
+    {"causal D64, n=150", 4, 2, 64, 150, 150, 0, 1, NULL, 0, K, FLASH, 0, -1, 0, 0},
+    {"causal D96, n=150", 4, 2, 96, 150, 150, 0, 1, NULL, 0, K, FLASH, 0, -1, 0, 0},
+    {"decode D128 GQA7 n_kv=5", 28, 4, 128, 1, 5, 4, 1, NULL, 0, K, FLASH, 0, -1, 0, 0},
+    {"decode D128 GQA7 n_kv=1000", 28, 4, 128, 1, 1000, 999, 1, NULL, 0, K, FLASH, 0, -1, 0, 0},
+    {"decode D128 GQA7 n_kv=38000", 28, 4, 128, 1, 38000, 37999, 1, NULL, 0, K, FLASH, 0, -1, 0, 0},
+    {"decode n_kv=1000 sees 501 (q_pos0=500)", 28, 4, 128, 1, 1000, 500, 1, NULL, 0, K, FLASH, 0,
+     -1, 0, 0},
+    {"decode non-causal n_kv=3000", 28, 4, 128, 1, 3000, 0, 0, NULL, 0, K, FLASH, 0, -1, 0, 0},
+    {"decode n_kv=3000, no workspace (1 split)", 28, 4, 128, 1, 3000, 2999, 1, NULL, 0, K, FLASH, 0,
+     0, 0, 0},
+    {"decode n_kv=3000, workspace for 2 splits", 28, 4, 128, 1, 3000, 2999, 1, NULL, 0, K, FLASH, 0,
+     WS2, 0, 0},
+    {"decode GQA ratio 32 (2 head chunks), n_kv=700", 32, 1, 128, 1, 700, 699, 1, NULL, 0, K, FLASH,
+     0, -1, 0, 0},
+    {"decode D80 ratio 1, n_kv=333", 16, 16, 80, 1, 333, 332, 1, NULL, 0, K, FLASH, 0, -1, 0, 0},
+    {"decode n_kv=77", 28, 4, 128, 1, 77, 76, 1, NULL, 0, K, BOTH, 0, -1, 0, 0},
+
+    /* head dims of the tiny test models (16, 24, 32 text; 16, 40 vision) and other multiples
+     * of 8: odd numbers of 16-byte chunks per row (24, 40, 56, 72, 120) and zero padding
+     * (8, 24, 40, 56, 72, 120) */
+    {"causal D16 GQA2, n=150", 4, 2, 16, 150, 150, 0, 1, NULL, 0, K, FLASH, 0, -1, 0, 0},
+    {"causal D24 GQA2, n=200 fused", 4, 2, 24, 200, 200, 0, 1, NULL, 0, F, BOTH, 0, -1, 0, 0},
+    {"causal D32 GQA2, n=130", 4, 2, 32, 130, 130, 0, 1, NULL, 0, K, FLASH, 0, -1, 0, 0},
+    {"causal D40, n=129", 4, 2, 40, 129, 129, 0, 1, NULL, 0, K, FLASH, 0, -1, 0, 0},
+    {"chunk D24 n_q=70 after 500 cached", 6, 2, 24, 70, 570, 500, 1, NULL, 0, K, FLASH, 0, -1, 0,
+     0},
+    {"chunk D32 n_q=2 after 90 cached", 4, 2, 32, 2, 92, 90, 1, NULL, 0, K, FLASH, 0, -1, 0, 0},
+    {"vision D16 segments [0,37,38,300] fused", 4, 4, 16, 300, 300, 0, 0, seg_vision, 3, F, FLASH,
+     0, -1, 0, 0},
+    {"vision D40 segments [0,100,120,300] fused", 16, 16, 40, 300, 300, 0, 0, seg_late, 3, F, BOTH,
+     0, -1, 0, 0},
+    {"vision D40 segments with an empty one", 16, 16, 40, 300, 300, 0, 0, seg_empty, 4, F, FLASH, 0,
+     -1, 0, 0},
+    {"vision D40 one segment of 700 fused", 16, 16, 40, 700, 700, 0, 0, seg_one, 1, F, FLASH, 0, -1,
+     0, 0},
+    {"causal D8, n=100", 2, 1, 8, 100, 100, 0, 1, NULL, 0, K, FLASH, 0, -1, 0, 0},
+    {"causal D56, n=100", 4, 2, 56, 100, 100, 0, 1, NULL, 0, K, FLASH, 0, -1, 0, 0},
+    {"causal D72, n=200", 4, 2, 72, 200, 200, 0, 1, NULL, 0, K, FLASH, 0, -1, 0, 0},
+    {"causal D120, n=200", 4, 2, 120, 200, 200, 0, 1, NULL, 0, K, FLASH, 0, -1, 0, 0},
+    {"decode D16 GQA2 n_kv=5000 (splits)", 4, 2, 16, 1, 5000, 4999, 1, NULL, 0, K, FLASH, 0, -1, 0,
+     0},
+    {"decode D24 GQA3 n_kv=40", 6, 2, 24, 1, 40, 39, 1, NULL, 0, K, BOTH, 0, -1, 0, 0},
+    {"decode D24 GQA3 n_kv=3000 (splits)", 6, 2, 24, 1, 3000, 2999, 1, NULL, 0, K, FLASH, 0, -1, 0,
+     0},
+    {"decode D32 GQA2 n_kv=2000 (splits)", 4, 2, 32, 1, 2000, 1999, 1, NULL, 0, K, FLASH, 0, -1, 0,
+     0},
+    {"decode D40 ratio 1, n_kv=1500 (splits)", 16, 16, 40, 1, 1500, 1499, 1, NULL, 0, K, FLASH, 0,
+     -1, 0, 0},
+    {"decode D8 n_kv=600", 2, 1, 8, 1, 600, 599, 1, NULL, 0, K, FLASH, 0, -1, 0, 0},
+    /* > 200 splits: the combine's split lanes (21 at D 24) walk more than one batch of 8 */
+    {"decode D24 GQA3 n_kv=30000 (many splits)", 6, 2, 24, 1, 30000, 29999, 1, NULL, 0, K, FLASH, 0,
+     -1, 0, 0},
+    {"decode D120 n_kv=900", 4, 2, 120, 1, 900, 899, 1, NULL, 0, K, FLASH, 0, -1, 0, 0},
+
+    /* runtime cache length (n_past_dev): the bits of the explicit call, bound >> length and
+     * bound == length */
+    {"runtime decode D128 GQA7 len 1000, bound 38000", 28, 4, 128, 1, 1000, 999, 1, NULL, 0, K,
+     BOTH, 0, -1, 38000, 0},
+    {"runtime decode D128 GQA7 len 38000 = bound", 28, 4, 128, 1, 38000, 37999, 1, NULL, 0, K,
+     FLASH, 0, -1, 38000, 0},
+    {"runtime decode first token, bound 4096", 28, 4, 128, 1, 1, 0, 1, NULL, 0, K, BOTH, 0, -1,
+     4096, 0},
+    {"runtime decode len 3000, bound 38000, no workspace", 28, 4, 128, 1, 3000, 2999, 1, NULL, 0, K,
+     FLASH, 0, 0, 38000, 0},
+    {"runtime decode len 3000, bound 38000, 2 splits", 28, 4, 128, 1, 3000, 2999, 1, NULL, 0, K,
+     FLASH, 0, WS2, 38000, 0},
+    {"runtime decode D24 GQA3 len 700, bound 5000", 6, 2, 24, 1, 700, 699, 1, NULL, 0, K, BOTH, 0,
+     -1, 5000, 0},
+    {"runtime chunk n_q=100 after 300, bound 2000", 28, 4, 128, 100, 400, 300, 1, NULL, 0, K, BOTH,
+     0, -1, 2000, 0},
+    {"runtime chunk n_q=100 after 300, bound 400", 28, 4, 128, 100, 400, 300, 1, NULL, 0, K, FLASH,
+     0, -1, 400, 0},
+    {"runtime prefill n=257 from 0, bound 3000", 28, 4, 128, 257, 257, 0, 1, NULL, 0, K, FLASH, 0,
+     -1, 3000, 0},
+    {"runtime chunk D40 n_q=70 after 30, bound 1000", 4, 2, 40, 70, 100, 30, 1, NULL, 0, K, BOTH, 0,
+     -1, 1000, 0},
+
+    /* the element path: head dims that are not multiples of 8 (tiny-odd's vision 20 and
+     * decoder 16 first), each in 16-, 32-, 64- or 128-column tiles with zeros past D */
+    {"tiny-odd vision D20 2 heads, segments [0,37,38,300] fused", 2, 2, 20, 300, 300, 0, 0,
+     seg_vision, 3, F, BOTH, 0, -1, 0, 0},
+    {"tiny-odd vision D20 2 heads, one segment of 64", 2, 2, 20, 64, 64, 0, 0, seg_one64, 1, F,
+     FLASH, 0, -1, 0, 0},
+    {"tiny-odd text D16 GQA3, n=48", 3, 1, 16, 48, 48, 0, 1, NULL, 0, K, BOTH, 0, -1, 0, 0},
+    {"vision D20 16 heads, segments with an empty one", 16, 16, 20, 300, 300, 0, 0, seg_empty, 4, F,
+     FLASH, 0, -1, 0, 0},
+    {"causal D20 GQA2, n=200", 4, 2, 20, 200, 200, 0, 1, NULL, 0, K, FLASH, 0, -1, 0, 0},
+    {"chunk D20 n_q=70 after 500 cached", 6, 2, 20, 70, 570, 500, 1, NULL, 0, K, BOTH, 0, -1, 0, 0},
+    {"vision D4 segments [0,100,120,300] fused", 8, 8, 4, 300, 300, 0, 0, seg_late, 3, F, BOTH, 0,
+     -1, 0, 0},
+    {"vision D12 one segment of 700 fused", 4, 4, 12, 700, 700, 0, 0, seg_one, 1, F, FLASH, 0, -1,
+     0, 0},
+    {"vision D36 segments [0,37,38,300] fused", 4, 4, 36, 300, 300, 0, 0, seg_vision, 3, F, BOTH, 0,
+     -1, 0, 0},
+    {"causal D6 GQA5, n=130 fused", 5, 1, 6, 130, 130, 0, 1, NULL, 0, F, BOTH, 0, -1, 0, 0},
+    {"causal D10 GQA2, n=150", 4, 2, 10, 150, 150, 0, 1, NULL, 0, K, FLASH, 0, -1, 0, 0},
+    {"causal D100 GQA2, n=200", 4, 2, 100, 200, 200, 0, 1, NULL, 0, K, BOTH, 0, -1, 0, 0},
+    {"causal sharp softmax (3x scale) D36, n=300", 4, 2, 36, 300, 300, 0, 1, NULL, 0, K, FLASH, 3,
+     -1, 0, 0},
+    {"decode D20 GQA3 n_kv=40", 6, 2, 20, 1, 40, 39, 1, NULL, 0, K, BOTH, 0, -1, 0, 0},
+    {"decode D20 GQA3 n_kv=5000 (splits)", 6, 2, 20, 1, 5000, 4999, 1, NULL, 0, K, FLASH, 0, -1, 0,
+     0},
+    {"decode D4 GQA2 n_kv=3000 (splits)", 4, 2, 4, 1, 3000, 2999, 1, NULL, 0, K, FLASH, 0, -1, 0,
+     0},
+    {"decode D12 ratio 1, n_kv=1500 (splits)", 8, 8, 12, 1, 1500, 1499, 1, NULL, 0, K, FLASH, 0, -1,
+     0, 0},
+    {"decode D36 GQA17 (2 head chunks), n_kv=700", 34, 2, 36, 1, 700, 699, 1, NULL, 0, K, FLASH, 0,
+     -1, 0, 0},
+    {"decode D6 GQA5 n_kv=30000 (many splits)", 5, 1, 6, 1, 30000, 29999, 1, NULL, 0, K, FLASH, 0,
+     -1, 0, 0},
+    {"decode D10 n_kv=77", 4, 2, 10, 1, 77, 76, 1, NULL, 0, K, BOTH, 0, -1, 0, 0},
+    {"decode D100 n_kv=900", 4, 2, 100, 1, 900, 899, 1, NULL, 0, K, FLASH, 0, -1, 0, 0},
+    {"decode D6 n_kv=3000, no workspace (1 split)", 5, 1, 6, 1, 3000, 2999, 1, NULL, 0, K, FLASH, 0,
+     0, 0, 0},
+    {"runtime decode D20 GQA3 len 700, bound 5000", 6, 2, 20, 1, 700, 699, 1, NULL, 0, K, BOTH, 0,
+     -1, 5000, 0},
+    {"runtime decode D6 GQA5 len 3000, bound 38000", 5, 1, 6, 1, 3000, 2999, 1, NULL, 0, K, FLASH,
+     0, -1, 38000, 0},
+    {"runtime chunk D12 n_q=70 after 30, bound 1000", 4, 2, 12, 70, 100, 30, 1, NULL, 0, K, BOTH, 0,
+     -1, 1000, 0},
+
+    /* the element path at multiples of 8: rows not 16-byte aligned (skewed layouts) */
+    {"skewed causal D16 GQA2, n=150", 4, 2, 16, 150, 150, 0, 1, NULL, 0, K, FLASH, 0, -1, 0, 1},
+    {"skewed vision D80 segments [0,37,38,300] fused", 16, 16, 80, 300, 300, 0, 0, seg_vision, 3, F,
+     BOTH, 0, -1, 0, 1},
+    {"skewed chunk D128 GQA7 n_q=100 after 300", 28, 4, 128, 100, 400, 300, 1, NULL, 0, K, FLASH, 0,
+     -1, 0, 1},
+    {"skewed decode D128 GQA7 n_kv=3000 (splits)", 28, 4, 128, 1, 3000, 2999, 1, NULL, 0, K, FLASH,
+     0, -1, 0, 1},
+    {"skewed decode D20 GQA3 n_kv=700", 6, 2, 20, 1, 700, 699, 1, NULL, 0, K, FLASH, 0, -1, 0, 1},
+    {"skewed runtime decode D24 len 700, bound 5000", 6, 2, 24, 1, 700, 699, 1, NULL, 0, K, FLASH,
+     0, -1, 5000, 1},
+};
+
+/* decode over an int8 cache: name, H, G, D, n_kv, bound, ws limit, skew */
+static const struct {
+    const char *name;
+    int H, G, D;
+    int64_t n_kv, bound, ws_limit;
+    int skew;
+} q8[] = {
+    {"int8 decode D128 GQA7 n_kv=3000 (splits)", 28, 4, 128, 3000, 0, -1, 0},
+    {"int8 decode D24 GQA3 n_kv=700 (8-byte rows)", 6, 2, 24, 700, 0, -1, 0},
+    {"int8 decode tiny-odd D16 GQA3 n_kv=60", 3, 1, 16, 60, 0, -1, 0},
+    {"int8 decode D20 GQA3 n_kv=40", 6, 2, 20, 40, 0, -1, 0},
+    {"int8 decode D20 GQA3 n_kv=5000 (splits)", 6, 2, 20, 5000, 0, -1, 0},
+    {"int8 decode D4 n_kv=3000 (splits)", 4, 2, 4, 3000, 0, -1, 0},
+    {"int8 decode D12 ratio 1, n_kv=1500", 8, 8, 12, 1500, 0, -1, 0},
+    {"int8 decode D36 GQA17 (2 head chunks), n_kv=700", 34, 2, 36, 700, 0, -1, 0},
+    {"int8 decode D6 GQA5 n_kv=30000 (many splits)", 5, 1, 6, 30000, 0, -1, 0},
+    {"int8 decode D6 n_kv=3000, no workspace (1 split)", 5, 1, 6, 3000, 0, 0, 0},
+    {"int8 decode D100 n_kv=900", 4, 2, 100, 900, 0, -1, 0},
+    {"int8 runtime decode D20 len 700, bound 5000", 6, 2, 20, 700, 5000, -1, 0},
+    {"int8 runtime decode D6 len 3000, bound 38000", 5, 1, 6, 3000, 38000, -1, 0},
+    {"int8 skewed decode D128 GQA7 n_kv=3000", 28, 4, 128, 3000, 0, -1, 1},
+    {"int8 skewed runtime decode D16 len 700, bound 5000", 4, 2, 16, 700, 5000, -1, 1},
+};
+
+#undef F
+#undef K
+#undef WS2
+
 static void run_all(vl_backend *gpu) {
-    static const int32_t seg_vision[4] = {0, 37, 38, 300};    /* incl. a 1-token segment */
-    static const int32_t seg_empty[5] = {0, 37, 38, 38, 300}; /* incl. an empty segment */
-    static const int32_t seg_one[2] = {0, 700};
-    static const int32_t seg_one64[2] = {0, 64};
-    /* rows 100..127 share a CTA with rows of segment 0 but see nothing of its first key tile */
-    static const int32_t seg_late[4] = {0, 100, 120, 300};
-    const int F = LAYOUT_FUSED, K = LAYOUT_CACHE;
-    const int64_t ws2 = 2 * 28 * 129 * 4; /* decode workspace for 2 splits of 28 heads, D 128 */
-    const attn_case cases[] = {
-        /* name, H, G, D, n_q, n_kv, q_pos0, causal, seg, n_seg, layout, paths, scale_mul, ws,
-         * bound */
-        {"prefill causal D128 GQA7 n=1 (decode path)", 28, 4, 128, 1, 1, 0, 1, NULL, 0, K, FLASH, 0,
-         -1, 0, 0},
-        {"prefill causal D128 GQA7 n=17 fused", 28, 4, 128, 17, 17, 0, 1, NULL, 0, F, FLASH, 0, -1,
-         0, 0},
-        {"prefill causal D128 GQA7 n=64", 28, 4, 128, 64, 64, 0, 1, NULL, 0, K, FLASH, 0, -1, 0, 0},
-        {"prefill causal D128 GQA7 n=100 fused", 28, 4, 128, 100, 100, 0, 1, NULL, 0, F, FLASH, 0,
-         -1, 0, 0},
-        {"prefill causal D128 GQA7 n=257", 28, 4, 128, 257, 257, 0, 1, NULL, 0, K, FLASH, 0, -1, 0,
-         0},
-        {"prefill causal D128 GQA7 n=1000", 28, 4, 128, 1000, 1000, 0, 1, NULL, 0, K, FLASH, 0, -1,
-         0, 0},
-        {"chunk n_q=100 after 300 cached", 28, 4, 128, 100, 400, 300, 1, NULL, 0, K, BOTH, 0, -1, 0,
-         0},
-        {"chunk n_q=64 after 64 cached", 28, 4, 128, 64, 128, 64, 1, NULL, 0, K, FLASH, 0, -1, 0,
-         0},
-        {"chunk n_q=2 after 50 cached", 28, 4, 128, 2, 52, 50, 1, NULL, 0, K, FLASH, 0, -1, 0, 0},
-        {"chunk n_q=130 after 1111 cached", 14, 2, 128, 130, 1241, 1111, 1, NULL, 0, K, FLASH, 0,
-         -1, 0, 0},
-        {"causal GQA ratio 1, n=130 fused", 4, 4, 128, 130, 130, 0, 1, NULL, 0, F, FLASH, 0, -1, 0,
-         0},
-        {"causal GQA ratio 32, n=77", 32, 1, 128, 77, 77, 0, 1, NULL, 0, K, FLASH, 0, -1, 0, 0},
-        {"causal sharp softmax (3x scale), n=300", 8, 2, 128, 300, 300, 0, 1, NULL, 0, K, FLASH, 3,
-         -1, 0, 0},
-        {"non-causal full, n_q=50 over n_kv=300", 8, 2, 128, 50, 300, 0, 0, NULL, 0, K, BOTH, 0, -1,
-         0, 0},
-        {"vision D80 segments [0,37,38,300] fused", 16, 16, 80, 300, 300, 0, 0, seg_vision, 3, F,
-         BOTH, 0, -1, 0, 0},
-        {"vision D80 segments with an empty one", 16, 16, 80, 300, 300, 0, 0, seg_empty, 4, F,
-         FLASH, 0, -1, 0, 0},
-        {"vision D80 segments [0,100,120,300] fused", 16, 16, 80, 300, 300, 0, 0, seg_late, 3, F,
-         FLASH, 0, -1, 0, 0},
-        {"vision D80 one segment of 700 fused", 16, 16, 80, 700, 700, 0, 0, seg_one, 1, F, FLASH, 0,
-         -1, 0, 0},
-        {"vision D80 no segments, n=300", 16, 16, 80, 300, 300, 0, 0, NULL, 0, F, FLASH, 0, -1, 0,
-         0},
-        {"causal D64, n=150", 4, 2, 64, 150, 150, 0, 1, NULL, 0, K, FLASH, 0, -1, 0, 0},
-        {"causal D96, n=150", 4, 2, 96, 150, 150, 0, 1, NULL, 0, K, FLASH, 0, -1, 0, 0},
-        {"decode D128 GQA7 n_kv=5", 28, 4, 128, 1, 5, 4, 1, NULL, 0, K, FLASH, 0, -1, 0, 0},
-        {"decode D128 GQA7 n_kv=1000", 28, 4, 128, 1, 1000, 999, 1, NULL, 0, K, FLASH, 0, -1, 0, 0},
-        {"decode D128 GQA7 n_kv=38000", 28, 4, 128, 1, 38000, 37999, 1, NULL, 0, K, FLASH, 0, -1, 0,
-         0},
-        {"decode n_kv=1000 sees 501 (q_pos0=500)", 28, 4, 128, 1, 1000, 500, 1, NULL, 0, K, FLASH,
-         0, -1, 0, 0},
-        {"decode non-causal n_kv=3000", 28, 4, 128, 1, 3000, 0, 0, NULL, 0, K, FLASH, 0, -1, 0, 0},
-        {"decode n_kv=3000, no workspace (1 split)", 28, 4, 128, 1, 3000, 2999, 1, NULL, 0, K,
-         FLASH, 0, 0, 0, 0},
-        {"decode n_kv=3000, workspace for 2 splits", 28, 4, 128, 1, 3000, 2999, 1, NULL, 0, K,
-         FLASH, 0, ws2, 0, 0},
-        {"decode GQA ratio 32 (2 head chunks), n_kv=700", 32, 1, 128, 1, 700, 699, 1, NULL, 0, K,
-         FLASH, 0, -1, 0, 0},
-        {"decode D80 ratio 1, n_kv=333", 16, 16, 80, 1, 333, 332, 1, NULL, 0, K, FLASH, 0, -1, 0,
-         0},
-        {"decode n_kv=77", 28, 4, 128, 1, 77, 76, 1, NULL, 0, K, BOTH, 0, -1, 0, 0},
-
-        /* head dims of the tiny test models (16, 24, 32 text; 16, 40 vision) and other multiples
-         * of 8: odd numbers of 16-byte chunks per row (24, 40, 56, 72, 120) and zero padding
-         * (8, 24, 40, 56, 72, 120) */
-        {"causal D16 GQA2, n=150", 4, 2, 16, 150, 150, 0, 1, NULL, 0, K, FLASH, 0, -1, 0, 0},
-        {"causal D24 GQA2, n=200 fused", 4, 2, 24, 200, 200, 0, 1, NULL, 0, F, BOTH, 0, -1, 0, 0},
-        {"causal D32 GQA2, n=130", 4, 2, 32, 130, 130, 0, 1, NULL, 0, K, FLASH, 0, -1, 0, 0},
-        {"causal D40, n=129", 4, 2, 40, 129, 129, 0, 1, NULL, 0, K, FLASH, 0, -1, 0, 0},
-        {"chunk D24 n_q=70 after 500 cached", 6, 2, 24, 70, 570, 500, 1, NULL, 0, K, FLASH, 0, -1,
-         0, 0},
-        {"chunk D32 n_q=2 after 90 cached", 4, 2, 32, 2, 92, 90, 1, NULL, 0, K, FLASH, 0, -1, 0, 0},
-        {"vision D16 segments [0,37,38,300] fused", 4, 4, 16, 300, 300, 0, 0, seg_vision, 3, F,
-         FLASH, 0, -1, 0, 0},
-        {"vision D40 segments [0,100,120,300] fused", 16, 16, 40, 300, 300, 0, 0, seg_late, 3, F,
-         BOTH, 0, -1, 0, 0},
-        {"vision D40 segments with an empty one", 16, 16, 40, 300, 300, 0, 0, seg_empty, 4, F,
-         FLASH, 0, -1, 0, 0},
-        {"vision D40 one segment of 700 fused", 16, 16, 40, 700, 700, 0, 0, seg_one, 1, F, FLASH, 0,
-         -1, 0, 0},
-        {"causal D8, n=100", 2, 1, 8, 100, 100, 0, 1, NULL, 0, K, FLASH, 0, -1, 0, 0},
-        {"causal D56, n=100", 4, 2, 56, 100, 100, 0, 1, NULL, 0, K, FLASH, 0, -1, 0, 0},
-        {"causal D72, n=200", 4, 2, 72, 200, 200, 0, 1, NULL, 0, K, FLASH, 0, -1, 0, 0},
-        {"causal D120, n=200", 4, 2, 120, 200, 200, 0, 1, NULL, 0, K, FLASH, 0, -1, 0, 0},
-        {"decode D16 GQA2 n_kv=5000 (splits)", 4, 2, 16, 1, 5000, 4999, 1, NULL, 0, K, FLASH, 0, -1,
-         0, 0},
-        {"decode D24 GQA3 n_kv=40", 6, 2, 24, 1, 40, 39, 1, NULL, 0, K, BOTH, 0, -1, 0, 0},
-        {"decode D24 GQA3 n_kv=3000 (splits)", 6, 2, 24, 1, 3000, 2999, 1, NULL, 0, K, FLASH, 0, -1,
-         0, 0},
-        {"decode D32 GQA2 n_kv=2000 (splits)", 4, 2, 32, 1, 2000, 1999, 1, NULL, 0, K, FLASH, 0, -1,
-         0, 0},
-        {"decode D40 ratio 1, n_kv=1500 (splits)", 16, 16, 40, 1, 1500, 1499, 1, NULL, 0, K, FLASH,
-         0, -1, 0, 0},
-        {"decode D8 n_kv=600", 2, 1, 8, 1, 600, 599, 1, NULL, 0, K, FLASH, 0, -1, 0, 0},
-        /* > 200 splits: the combine's split lanes (21 at D 24) walk more than one batch of 8 */
-        {"decode D24 GQA3 n_kv=30000 (many splits)", 6, 2, 24, 1, 30000, 29999, 1, NULL, 0, K,
-         FLASH, 0, -1, 0, 0},
-        {"decode D120 n_kv=900", 4, 2, 120, 1, 900, 899, 1, NULL, 0, K, FLASH, 0, -1, 0, 0},
-
-        /* runtime cache length (n_past_dev): the bits of the explicit call, bound >> length and
-         * bound == length */
-        {"runtime decode D128 GQA7 len 1000, bound 38000", 28, 4, 128, 1, 1000, 999, 1, NULL, 0, K,
-         BOTH, 0, -1, 38000, 0},
-        {"runtime decode D128 GQA7 len 38000 = bound", 28, 4, 128, 1, 38000, 37999, 1, NULL, 0, K,
-         FLASH, 0, -1, 38000, 0},
-        {"runtime decode first token, bound 4096", 28, 4, 128, 1, 1, 0, 1, NULL, 0, K, BOTH, 0, -1,
-         4096, 0},
-        {"runtime decode len 3000, bound 38000, no workspace", 28, 4, 128, 1, 3000, 2999, 1, NULL,
-         0, K, FLASH, 0, 0, 38000, 0},
-        {"runtime decode len 3000, bound 38000, 2 splits", 28, 4, 128, 1, 3000, 2999, 1, NULL, 0, K,
-         FLASH, 0, ws2, 38000, 0},
-        {"runtime decode D24 GQA3 len 700, bound 5000", 6, 2, 24, 1, 700, 699, 1, NULL, 0, K, BOTH,
-         0, -1, 5000, 0},
-        {"runtime chunk n_q=100 after 300, bound 2000", 28, 4, 128, 100, 400, 300, 1, NULL, 0, K,
-         BOTH, 0, -1, 2000, 0},
-        {"runtime chunk n_q=100 after 300, bound 400", 28, 4, 128, 100, 400, 300, 1, NULL, 0, K,
-         FLASH, 0, -1, 400, 0},
-        {"runtime prefill n=257 from 0, bound 3000", 28, 4, 128, 257, 257, 0, 1, NULL, 0, K, FLASH,
-         0, -1, 3000, 0},
-        {"runtime chunk D40 n_q=70 after 30, bound 1000", 4, 2, 40, 70, 100, 30, 1, NULL, 0, K,
-         BOTH, 0, -1, 1000, 0},
-
-        /* the element path: head dims that are not multiples of 8 (tiny-odd's vision 20 and
-         * decoder 16 first), each in 16-, 32-, 64- or 128-column tiles with zeros past D */
-        {"tiny-odd vision D20 2 heads, segments [0,37,38,300] fused", 2, 2, 20, 300, 300, 0, 0,
-         seg_vision, 3, F, BOTH, 0, -1, 0, 0},
-        {"tiny-odd vision D20 2 heads, one segment of 64", 2, 2, 20, 64, 64, 0, 0, seg_one64, 1, F,
-         FLASH, 0, -1, 0, 0},
-        {"tiny-odd text D16 GQA3, n=48", 3, 1, 16, 48, 48, 0, 1, NULL, 0, K, BOTH, 0, -1, 0, 0},
-        {"vision D20 16 heads, segments with an empty one", 16, 16, 20, 300, 300, 0, 0, seg_empty,
-         4, F, FLASH, 0, -1, 0, 0},
-        {"causal D20 GQA2, n=200", 4, 2, 20, 200, 200, 0, 1, NULL, 0, K, FLASH, 0, -1, 0, 0},
-        {"chunk D20 n_q=70 after 500 cached", 6, 2, 20, 70, 570, 500, 1, NULL, 0, K, BOTH, 0, -1, 0,
-         0},
-        {"vision D4 segments [0,100,120,300] fused", 8, 8, 4, 300, 300, 0, 0, seg_late, 3, F, BOTH,
-         0, -1, 0, 0},
-        {"vision D12 one segment of 700 fused", 4, 4, 12, 700, 700, 0, 0, seg_one, 1, F, FLASH, 0,
-         -1, 0, 0},
-        {"vision D36 segments [0,37,38,300] fused", 4, 4, 36, 300, 300, 0, 0, seg_vision, 3, F,
-         BOTH, 0, -1, 0, 0},
-        {"causal D6 GQA5, n=130 fused", 5, 1, 6, 130, 130, 0, 1, NULL, 0, F, BOTH, 0, -1, 0, 0},
-        {"causal D10 GQA2, n=150", 4, 2, 10, 150, 150, 0, 1, NULL, 0, K, FLASH, 0, -1, 0, 0},
-        {"causal D100 GQA2, n=200", 4, 2, 100, 200, 200, 0, 1, NULL, 0, K, BOTH, 0, -1, 0, 0},
-        {"causal sharp softmax (3x scale) D36, n=300", 4, 2, 36, 300, 300, 0, 1, NULL, 0, K, FLASH,
-         3, -1, 0, 0},
-        {"decode D20 GQA3 n_kv=40", 6, 2, 20, 1, 40, 39, 1, NULL, 0, K, BOTH, 0, -1, 0, 0},
-        {"decode D20 GQA3 n_kv=5000 (splits)", 6, 2, 20, 1, 5000, 4999, 1, NULL, 0, K, FLASH, 0, -1,
-         0, 0},
-        {"decode D4 GQA2 n_kv=3000 (splits)", 4, 2, 4, 1, 3000, 2999, 1, NULL, 0, K, FLASH, 0, -1,
-         0, 0},
-        {"decode D12 ratio 1, n_kv=1500 (splits)", 8, 8, 12, 1, 1500, 1499, 1, NULL, 0, K, FLASH, 0,
-         -1, 0, 0},
-        {"decode D36 GQA17 (2 head chunks), n_kv=700", 34, 2, 36, 1, 700, 699, 1, NULL, 0, K, FLASH,
-         0, -1, 0, 0},
-        {"decode D6 GQA5 n_kv=30000 (many splits)", 5, 1, 6, 1, 30000, 29999, 1, NULL, 0, K, FLASH,
-         0, -1, 0, 0},
-        {"decode D10 n_kv=77", 4, 2, 10, 1, 77, 76, 1, NULL, 0, K, BOTH, 0, -1, 0, 0},
-        {"decode D100 n_kv=900", 4, 2, 100, 1, 900, 899, 1, NULL, 0, K, FLASH, 0, -1, 0, 0},
-        {"decode D6 n_kv=3000, no workspace (1 split)", 5, 1, 6, 1, 3000, 2999, 1, NULL, 0, K,
-         FLASH, 0, 0, 0, 0},
-        {"runtime decode D20 GQA3 len 700, bound 5000", 6, 2, 20, 1, 700, 699, 1, NULL, 0, K, BOTH,
-         0, -1, 5000, 0},
-        {"runtime decode D6 GQA5 len 3000, bound 38000", 5, 1, 6, 1, 3000, 2999, 1, NULL, 0, K,
-         FLASH, 0, -1, 38000, 0},
-        {"runtime chunk D12 n_q=70 after 30, bound 1000", 4, 2, 12, 70, 100, 30, 1, NULL, 0, K,
-         BOTH, 0, -1, 1000, 0},
-
-        /* the element path at multiples of 8: rows not 16-byte aligned (skewed layouts) */
-        {"skewed causal D16 GQA2, n=150", 4, 2, 16, 150, 150, 0, 1, NULL, 0, K, FLASH, 0, -1, 0, 1},
-        {"skewed vision D80 segments [0,37,38,300] fused", 16, 16, 80, 300, 300, 0, 0, seg_vision,
-         3, F, BOTH, 0, -1, 0, 1},
-        {"skewed chunk D128 GQA7 n_q=100 after 300", 28, 4, 128, 100, 400, 300, 1, NULL, 0, K,
-         FLASH, 0, -1, 0, 1},
-        {"skewed decode D128 GQA7 n_kv=3000 (splits)", 28, 4, 128, 1, 3000, 2999, 1, NULL, 0, K,
-         FLASH, 0, -1, 0, 1},
-        {"skewed decode D20 GQA3 n_kv=700", 6, 2, 20, 1, 700, 699, 1, NULL, 0, K, FLASH, 0, -1, 0,
-         1},
-        {"skewed runtime decode D24 len 700, bound 5000", 6, 2, 24, 1, 700, 699, 1, NULL, 0, K,
-         FLASH, 0, -1, 5000, 1},
-    };
     const int n_cases = (int)(sizeof cases / sizeof cases[0]);
     double worst = 0;
     for (int i = 0; i < n_cases; i++)
         worst = fmax(worst, check_case(gpu, &cases[i], 1000 + (uint64_t)i));
     printf("attention: %d cases, worst err/tol %.3f\n", n_cases, worst);
 
-    /* decode over an int8 cache: name, H, G, D, n_kv, bound, ws limit, skew */
-    const struct {
-        const char *name;
-        int H, G, D;
-        int64_t n_kv, bound, ws_limit;
-        int skew;
-    } q8[] = {
-        {"int8 decode D128 GQA7 n_kv=3000 (splits)", 28, 4, 128, 3000, 0, -1, 0},
-        {"int8 decode D24 GQA3 n_kv=700 (8-byte rows)", 6, 2, 24, 700, 0, -1, 0},
-        {"int8 decode tiny-odd D16 GQA3 n_kv=60", 3, 1, 16, 60, 0, -1, 0},
-        {"int8 decode D20 GQA3 n_kv=40", 6, 2, 20, 40, 0, -1, 0},
-        {"int8 decode D20 GQA3 n_kv=5000 (splits)", 6, 2, 20, 5000, 0, -1, 0},
-        {"int8 decode D4 n_kv=3000 (splits)", 4, 2, 4, 3000, 0, -1, 0},
-        {"int8 decode D12 ratio 1, n_kv=1500", 8, 8, 12, 1500, 0, -1, 0},
-        {"int8 decode D36 GQA17 (2 head chunks), n_kv=700", 34, 2, 36, 700, 0, -1, 0},
-        {"int8 decode D6 GQA5 n_kv=30000 (many splits)", 5, 1, 6, 30000, 0, -1, 0},
-        {"int8 decode D6 n_kv=3000, no workspace (1 split)", 5, 1, 6, 3000, 0, 0, 0},
-        {"int8 decode D100 n_kv=900", 4, 2, 100, 900, 0, -1, 0},
-        {"int8 runtime decode D20 len 700, bound 5000", 6, 2, 20, 700, 5000, -1, 0},
-        {"int8 runtime decode D6 len 3000, bound 38000", 5, 1, 6, 3000, 38000, -1, 0},
-        {"int8 skewed decode D128 GQA7 n_kv=3000", 28, 4, 128, 3000, 0, -1, 1},
-        {"int8 skewed runtime decode D16 len 700, bound 5000", 4, 2, 16, 700, 5000, -1, 1},
-    };
     const int n_q8 = (int)(sizeof q8 / sizeof q8[0]);
     worst = 0;
     for (int i = 0; i < n_q8; i++)
