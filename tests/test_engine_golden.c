@@ -7,7 +7,7 @@
  * every greedy token equal, and logits with cosine >= 0.99999. Each case runs twice: with one
  * prefill chunk and with 7-token chunks (images then straddle chunk boundaries).
  *
- * Also ../shared's tiny-qwen2vl/tiny-bf16 case (copied into tests/fixtures): explicit ids, one
+ * Also the tiny-qwen2vl/tiny-bf16 case (tests/fixtures/tiny-qwen2vl): explicit ids, one
  * image, 8 greedy tokens. */
 #include "engine/models/models.h"
 #include "vltest.h"
@@ -118,6 +118,34 @@ out:
 }
 
 /* tests/fixtures/models/golden_<name>.json: the chat-template path, as vlrun uses it. */
+/* The golden's pixel samples (indices into the concatenation of every image's pixel values):
+ * at least 99% exact, none more than one level off. */
+static void check_pixel_samples(const char *name, const cJSON *g, const vl_pixels *px, int n_img) {
+    const cJSON *samples = cJSON_GetObjectItem(g, "pixel_samples");
+    int exact = 0, n_samples = cJSON_GetArraySize(samples);
+    double worst = 0;
+    for (int k = 0; k < n_samples; k++) {
+        const cJSON *sm = cJSON_GetArrayItem(samples, k);
+        int64_t idx = (int64_t)cJSON_GetArrayItem(sm, 0)->valuedouble;
+        double want = cJSON_GetArrayItem(sm, 1)->valuedouble;
+        for (int i = 0; i < n_img; i++) {
+            int64_t sz = px[i].n_patches * px[i].patch_dim;
+            if (idx < sz) {
+                double d = fabs(px[i].pixels ? px[i].pixels[idx] - want : 1e9);
+                exact += d <= 1e-5;
+                if (d > worst) worst = d;
+                break;
+            }
+            idx -= sz;
+        }
+    }
+    printf("%s: pixel samples exact %d/%d, worst %.4g\n", name, exact, n_samples, worst);
+    VT_CHECKF(worst <= 1.01 / 255 / 0.26, "%s: a pixel value is %.4g off (more than 1 level)", name,
+              worst);
+    VT_CHECKF(exact * 100 >= n_samples * 99, "%s: only %d of %d pixel samples exact", name, exact,
+              n_samples);
+}
+
 static void golden_model(const char *name) {
     char path[4096], dir[4096], tok[4096];
     snprintf(path, sizeof path, "%s", vt_fixture("models/golden_"));
@@ -174,30 +202,7 @@ static void golden_model(const char *name) {
         VT_CHECK_INT(px[i].grid_h, cJSON_GetArrayItem(gr, 1)->valueint);
         VT_CHECK_INT(px[i].grid_w, cJSON_GetArrayItem(gr, 2)->valueint);
     }
-    /* pixel samples index the concatenation of all images' pixel values */
-    const cJSON *samples = cJSON_GetObjectItem(g, "pixel_samples");
-    int exact = 0, n_samples = cJSON_GetArraySize(samples);
-    double worst = 0;
-    for (int k = 0; k < n_samples; k++) {
-        const cJSON *sm = cJSON_GetArrayItem(samples, k);
-        int64_t idx = (int64_t)cJSON_GetArrayItem(sm, 0)->valuedouble;
-        double want = cJSON_GetArrayItem(sm, 1)->valuedouble;
-        for (int i = 0; i < n_img; i++) {
-            int64_t sz = px[i].n_patches * px[i].patch_dim;
-            if (idx < sz) {
-                double d = fabs(px[i].pixels ? px[i].pixels[idx] - want : 1e9);
-                exact += d <= 1e-5;
-                if (d > worst) worst = d;
-                break;
-            }
-            idx -= sz;
-        }
-    }
-    printf("%s: pixel samples exact %d/%d, worst %.4g\n", name, exact, n_samples, worst);
-    VT_CHECKF(worst <= 1.01 / 255 / 0.26, "%s: a pixel value is %.4g off (more than 1 level)", name,
-              worst);
-    VT_CHECKF(exact * 100 >= n_samples * 99, "%s: only %d of %d pixel samples exact", name, exact,
-              n_samples);
+    check_pixel_samples(name, g, px, n_img);
 
     const char *prompt = cJSON_GetObjectItem(g, "prompt")->valuestring;
     vl_prompt p;
@@ -244,11 +249,11 @@ static void golden_model(const char *name) {
     cJSON_Delete(g);
 }
 
-/* ../shared's tiny-qwen2vl cases (copied): explicit ids, one 140x84 image; `which` is "bf16"
- * (tiny-bf16), "nf4" (tiny-bnb-nf4: bitsandbytes 4-bit, double quantization, as transformers
- * saves it) or "int8" (tiny-bnb-int8). transformers computed the quantized goldens with fp32
- * activations through bitsandbytes' dequantized weights; int8 with LLM.int8's matmul, which
- * also quantizes activations. */
+/* The tiny-qwen2vl cases (tests/fixtures/tiny-qwen2vl, from the project's shared fixtures):
+ * explicit ids, one 140x84 image; `which` is "bf16" (tiny-bf16), "nf4" (tiny-bnb-nf4: bitsandbytes
+ * 4-bit, double quantization, as transformers saves it) or "int8" (tiny-bnb-int8). transformers
+ * computed the quantized goldens with fp32 activations through bitsandbytes' dequantized weights;
+ * int8 with LLM.int8's matmul, which also quantizes activations. */
 static void golden_shared_tiny(const char *which) {
     cJSON *g = load_json(vt_fixture("tiny-qwen2vl/golden.json"));
     VT_CHECKF(g != NULL, "tiny-qwen2vl/golden.json: %s", vl_error_get());

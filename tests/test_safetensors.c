@@ -133,6 +133,7 @@ static void test_roundtrip(void) {
 
 /* ---- corrupted and hand-written files --------------------------------------------------- */
 
+/* A good file spoilt byte-wise: empty, truncated, header lengths, broken JSON, a NUL. */
 static void test_corrupt_files(void) {
     float w[4] = {1, 2, 3, 4};
     uint8_t q[3] = {7, 8, 9};
@@ -173,8 +174,11 @@ static void test_corrupt_files(void) {
     EXPECT_OPEN_FAIL(vt_tpath("nul.safetensors"), "nul.safetensors", "NUL");
     free(b);
     free(g);
+}
 
-    /* hand-written headers; first, that write_raw makes files that do open when valid */
+/* Hand-written headers, each wrong in one way; first, that write_raw makes files that do open
+ * when valid. Then paths that are not checkpoints. */
+static void test_corrupt_headers(void) {
     const char *ok_hdr = "{\"__metadata__\":{\"k\":\"v\"},"
                          "\"a\":{\"dtype\":\"F32\",\"shape\":[2],\"data_offsets\":[0,8]},"
                          "\"e\":{\"dtype\":\"U8\",\"shape\":[0,3],\"data_offsets\":[8,8]}}    ";
@@ -534,6 +538,7 @@ int main(void) {
     vt_tmp_init("vl_st");
     test_roundtrip();
     test_corrupt_files();
+    test_corrupt_headers();
     test_tiling();
     test_no_echo();
     test_fixtures();
