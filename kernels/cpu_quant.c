@@ -2,7 +2,7 @@
  * into the same bits as bitsandbytes 0.50.2 (CUDA), and turn any weight (plain or quantized)
  * back into the float32 values a bf16 matrix multiply sees.
  *
- * The formats (kernels.h, "quantized weights"; spec 6.2):
+ * The formats (kernels.h, "quantized weights"):
  *   NF4    the flattened row-major matrix in blocks of 64 elements; absmax = max |x| of the
  *          block (fp32); each element becomes the 4-bit index of the nearest NF4 table entry to
  *          x * (1 / absmax), two per byte, element 2j in the high nibble of byte j.

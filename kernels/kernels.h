@@ -88,7 +88,7 @@ typedef struct {
     int64_t n;
 } vl_vec;
 
-/* ---- quantized weights (bitsandbytes' formats, spec 6.2) -------------------------------------
+/* ---- quantized weights (bitsandbytes' formats) -----------------------------------------------
  * All buffers in backend memory, like data.
  * VL_DTYPE_NF4: data = uint8 [ceil(rows*cols / 2)], two 4-bit codes per byte over the flattened
  *   row-major matrix, element 2j in the high nibble of byte j, 2j+1 in the low nibble. Blocks of
