@@ -400,17 +400,20 @@ struct vl_backend {
  * tests/test_op_coverage.c checks these lists against the struct's layout (a member added
  * without an entry fails it) and that every op has a test case that calls it, so a new op comes
  * with its test. */
-#define VL_BACKEND_OPS(X)                                                                          \
-    X(heartbeat)                                                                                   \
-    X(mem_alloc) X(mem_free) X(upload) X(download) X(copy) X(sync) X(from_f32) X(to_f32) X(linear) \
-        X(embed) X(rmsnorm) X(add_rmsnorm) X(layernorm) X(add) X(silu_mul) X(quick_gelu) X(gelu)   \
-            X(rope_text) X(rope_vision) X(attention) X(rope_kv_append) X(kv_append) X(kv_dequant)  \
-                X(sample_token) X(sample_token_f32) X(mark_seen) X(repetition_penalty)             \
-                    X(fill_random_bf16) X(attention_naive) X(quantize) X(dequantize)               \
-                        X(graph_begin) X(graph_end) X(graph_launch) X(graph_free)                  \
-                            X(host_mapped_alloc) X(host_mapped_free) X(mem_info)
-#define VL_BACKEND_DATA(X)                                                                         \
+/* One line per group of members, as the struct lists them. */
+/* clang-format off */
+#define VL_BACKEND_OPS(X) \
+    X(heartbeat) X(mem_alloc) X(mem_free) X(upload) X(download) X(copy) \
+    X(sync) X(from_f32) X(to_f32) X(linear) X(embed) X(rmsnorm) \
+    X(add_rmsnorm) X(layernorm) X(add) X(silu_mul) X(quick_gelu) X(gelu) \
+    X(rope_text) X(rope_vision) X(attention) X(rope_kv_append) X(kv_append) X(kv_dequant) \
+    X(sample_token) X(sample_token_f32) X(mark_seen) X(repetition_penalty) \
+    X(fill_random_bf16) X(attention_naive) X(quantize) X(dequantize) \
+    X(graph_begin) X(graph_end) X(graph_launch) X(graph_free) \
+    X(host_mapped_alloc) X(host_mapped_free) X(mem_info)
+#define VL_BACKEND_DATA(X) \
     X(name) X(act) X(caps) X(ctx) X(heartbeat_ctx) X(device_name) X(workspace_bytes)
+/* clang-format on */
 
 /* The counter-based generator behind --random-weights: a pure function of (key + i), so the
  * host and any device make the same values. splitmix64's finalizer, top 53 bits -> [0, 1). */
