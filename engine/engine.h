@@ -269,9 +269,7 @@ typedef struct {
 /* What the report shows of a run (cli/report.c through vl_result). */
 typedef struct {
     vl_timings t;
-    size_t predicted_peak; /* the planner's figure for this run */
-    vl_mem_plan plan;      /* ... and its breakdown */
-    size_t device_base;    /* device memory in use before the weights (context, workspaces) */
+    vl_mem_plan plan;                 /* the planner's figure for this run, by group */
     size_t peak_device, device_total; /* total - min free seen (cudaMemGetInfo); 0 on cpu */
     size_t arena_peak[VL_MEM_GROUPS], arena_peak_total; /* the context's arena */
 } vl_run_stats;

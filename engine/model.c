@@ -134,7 +134,6 @@ int vl_model_load(vl_model *m, const vl_engine_config *o, vl_backend *be) {
 }
 
 void vl_model_free(vl_model *m) {
-    if (m->be && m->be->heartbeat_ctx == m->progress) m->be->heartbeat = NULL;
     if (m->weights_mem) m->be->mem_free(m->be, m->weights_mem);
     if (m->host_weights_mem) m->be->host_mapped_free(m->be, m->host_weights_mem);
     if (m->have_ck) vl_checkpoint_close(&m->ck);

@@ -124,6 +124,11 @@ static int check_prompt_positions(const vl_engine *e, const vl_prompt *p) {
                         (long long)last_pos, e->m.cfg.max_positions);
 }
 
+/* Image pad tokens of one image: its patches, merged merge x merge. */
+static int64_t image_tokens(const vl_config *c, const vl_pixels *px) {
+    return px->n_patches / ((int64_t)c->merge * c->merge);
+}
+
 /* Everything one request holds while it runs. */
 typedef struct {
     vl_image_set is;
@@ -158,7 +163,7 @@ static int build_prompt(vl_engine *e, job *j, const vl_request *rq, const vl_cal
     for (int i = 0; i < j->is.n_list; i++) {
         const vl_pixels *px = &j->is.list[i];
         if (px->n_patches > j->max_patches) j->max_patches = px->n_patches;
-        j->img_tokens += px->n_patches / ((int64_t)m->cfg.merge * m->cfg.merge);
+        j->img_tokens += image_tokens(&m->cfg, px);
     }
     /* The model's context limit is on rotary positions, and M-RoPE gives an image of H x W
      * merged tokens only max(H, W) positions: 28 pages of 1364 tokens reach position ~1.3k
@@ -266,14 +271,13 @@ static int fill_result(vl_engine *e, job *j, const vl_request *rq, vl_result *ou
     if (!out->images) return vl_error_set("out of host memory");
     for (int i = 0; i < j->is.n_uniq; i++) {
         const vl_pixels *px = &j->is.uniq[i];
-        out->images[i] =
-            (vl_result_image){rq->images[i].path,
-                              rq->images[i].repeat,
-                              j->is.orig_w[i],
-                              j->is.orig_h[i],
-                              px->resized_w,
-                              px->resized_h,
-                              px->n_patches / ((int64_t)e->m.cfg.merge * e->m.cfg.merge)};
+        out->images[i] = (vl_result_image){rq->images[i].path,
+                                           rq->images[i].repeat,
+                                           j->is.orig_w[i],
+                                           j->is.orig_h[i],
+                                           px->resized_w,
+                                           px->resized_h,
+                                           image_tokens(&e->m.cfg, px)};
     }
     out->repetition_penalty = j->s.seq.rep_penalty;
     out->decode_graph = j->s.seq.graph != NULL;
@@ -310,7 +314,6 @@ static int run_job(vl_engine *e, job *j, const vl_request *rq, const vl_callback
     }
     if (vl_session_start(&j->s, m, &j->prq.shape)) return -1;
     j->s.stats.t.load_s = load_s;
-    j->s.stats.predicted_peak = j->plan.total;
     j->s.stats.plan = j->plan;
     if (rq->prefill_only) {
         double tp = vl_now_s();
