@@ -311,6 +311,11 @@ struct vl_backend {
     void (*quick_gelu)(vl_backend *b, void *x, int64_t n);
     /* in place: x = 0.5 x (1 + erf(x / sqrt 2))  (exact GELU) */
     void (*gelu)(vl_backend *b, void *x, int64_t n);
+    /* dst[i, :] = src[idx[i], :] for i < n_rows, rows of row_elems act elements; idx: int32 in
+     * backend memory, each a row of src. dst and src do not overlap. With a permutation and its
+     * inverse: Qwen2.5-VL's window order of the patches and back to raster order. */
+    void (*gather_rows)(vl_backend *b, void *dst, const void *src, const int32_t *idx,
+                        int64_t n_rows, int64_t row_elems);
 
     /* Text M-RoPE, in place on x[s, heads, head_dim] with row stride `stride`.
      * pos: int32 [3, s] in backend memory (rows t, h, w). inv_freq_k = theta^(-2k/head_dim),
@@ -406,6 +411,7 @@ struct vl_backend {
     X(heartbeat) X(mem_alloc) X(mem_free) X(upload) X(download) X(copy) \
     X(sync) X(from_f32) X(to_f32) X(linear) X(embed) X(rmsnorm) \
     X(add_rmsnorm) X(layernorm) X(add) X(silu_mul) X(quick_gelu) X(gelu) \
+    X(gather_rows) \
     X(rope_text) X(rope_vision) X(attention) X(rope_kv_append) X(kv_append) X(kv_dequant) \
     X(sample_token) X(sample_token_f32) X(mark_seen) X(repetition_penalty) \
     X(fill_random_bf16) X(attention_naive) X(quantize) X(dequantize) \

@@ -131,6 +131,8 @@ int vl_safetensors_write(const char *path, const vl_tensor_out *tensors, int n);
 
 /* ---- config (loader/config.c) -------------------------------------------------------------- */
 
+#define VL_MAX_FULLATT 64 /* full-attention blocks a windowed vision tower may list */
+
 typedef struct {
     char model_type[32]; /* the architecture (config.json's model_type; "qwen2_vl" if absent) */
     /* decoder */
@@ -153,6 +155,12 @@ typedef struct {
     int patch, temporal_patch, merge, in_channels;
     float v_rope_theta;
     int v_act_quick_gelu; /* 1: quick_gelu (Qwen2-VL), 0: exact gelu */
+    /* Qwen2.5-VL's tower (loader/config_qwen2_5_vl.c; 0 for Qwen2-VL): RMSNorm, a SwiGLU MLP
+     * of width v_mlp (intermediate_size) and attention inside windows of v_window x v_window
+     * pixels, except in the blocks v_fullatt[0..v_n_fullatt) (ascending, each < v_depth). */
+    int v_window; /* window_size in pixels, a multiple of patch * merge; 0: no windows */
+    int v_n_fullatt;
+    int v_fullatt[VL_MAX_FULLATT];
     /* special token ids */
     int bos_id, eos_id, vision_start_id, vision_end_id, vision_pad_id, image_id, video_id;
 } vl_config;
