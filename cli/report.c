@@ -77,11 +77,11 @@ static void text_stop(const vl_model *m, const vl_options *o, const vl_result *r
 static void text_inputs(const vl_model *m, const vl_options *o, const vl_result *r) {
     char buf[4200], c1[64], c2[64];
     if (o->engine.random_weights)
-        fprintf(stderr, "model      random weights, shapes of %s\n",
-                config_path(&o->engine, buf, sizeof buf));
+        fprintf(stderr, "model      random weights, shapes of %s (%s)\n",
+                config_path(&o->engine, buf, sizeof buf), m->cfg.model_type);
     else
-        fprintf(stderr, "model      %s (qwen2_vl: %d layers, hidden %d, vocab %d)\n", m->model_path,
-                m->cfg.n_layers, m->cfg.hidden, m->cfg.vocab);
+        fprintf(stderr, "model      %s (%s: %d layers, hidden %d, vocab %d)\n", m->model_path,
+                m->cfg.model_type, m->cfg.n_layers, m->cfg.hidden, m->cfg.vocab);
     const char *tp = tokenizer_path(m, &o->engine, buf, sizeof buf);
     fprintf(stderr, "tokenizer  %s\n", tp ? tp : "none");
     fprintf(stderr, "images     %s, %s\n", count(c1, sizeof c1, r->n_images, "image"),
@@ -157,7 +157,7 @@ static void json_inputs(cJSON *j, const vl_model *m, const vl_engine_config *o,
         cJSON_AddNullToObject(mo, "path");
     else
         cJSON_AddStringToObject(mo, "path", m->model_path);
-    cJSON_AddStringToObject(mo, "model_type", "qwen2_vl");
+    cJSON_AddStringToObject(mo, "model_type", m->cfg.model_type);
     if (o->random_weights) cJSON_AddStringToObject(mo, "config", config_path(o, buf, sizeof buf));
     const char *tp = tokenizer_path(m, o, buf, sizeof buf);
     if (tp)

@@ -38,11 +38,12 @@ static int check_backend_shapes(const vl_config *c, const vl_engine_config *o,
                             o->backend == VL_BACKEND_CUDA ? "CUDA" : "CPU", why);
     vl_attn_shape vision = {c->v_heads, c->v_heads, c->v_head_dim, o->attn_naive};
     if (vl_backend_check_attention(vl_backend_caps_of(o->backend), &vision, why, sizeof why))
-        return vl_error_set("%s: the vision attention (vision_config.num_heads %d, head dim "
-                            "vision_config.embed_dim %d / num_heads = %d) does not run on the "
-                            "%s backend: %s",
-                            cfg_path, c->v_heads, c->v_embed, c->v_head_dim,
-                            o->backend == VL_BACKEND_CUDA ? "CUDA" : "CPU", why);
+        return vl_error_set(
+            "%s: the vision attention (vision_config.num_heads %d, head dim "
+            "vision_config.%s %d / num_heads = %d) does not run on the "
+            "%s backend: %s",
+            cfg_path, c->v_heads, strcmp(c->model_type, "qwen2_vl") ? "hidden_size" : "embed_dim",
+            c->v_embed, c->v_head_dim, o->backend == VL_BACKEND_CUDA ? "CUDA" : "CPU", why);
     return 0;
 }
 
@@ -79,7 +80,7 @@ int vl_model_open(vl_model *m, const vl_engine_config *o) {
         }
         if (!cfg)
             return vl_error_set("--random-weights needs --config FILE or --model DIR for the "
-                                "shapes (examples/ has the Qwen2-VL configs)");
+                                "shapes (examples/ has the Qwen2-VL and Qwen2.5-VL configs)");
         if (vl_config_load(&m->cfg, cfg) || check_backend_shapes(&m->cfg, o, cfg)) return -1;
     } else {
         if (!dir)

@@ -33,7 +33,7 @@ Tasks:
                    --bench-args on each build (--bench-repeat times): ab.txt marks every figure
                    more than 2% worse (VL_AB_LIMIT) than old; ab.tsv, vlbench_{old,new}.json
   goldens [NAME..] regenerate the goldens with transformers (tests/reference/): tokenizer
-                   preprocess model odd chat eos penalty images, and decode-check (the decode
+                   preprocess model odd chat eos penalty images qwen25, and decode-check (the decode
                    fixtures under this Pillow); default all. $OUT/goldens.tgz mirrors
                    tests/fixtures/: tar xzf goldens.tgz -C tests/fixtures && git diff --stat
   teacher-forced   teacher-forced logits against transformers on a random 7B checkpoint
@@ -414,15 +414,18 @@ golden() { # NAME: one golden set into $W/fixtures (the layout of tests/fixtures
             cp "$W"/img/exif/*.pil.png "$W/img/exif/cases.json" "$F/images/exif/"
         step golden_processor 200 python3 tests/reference/make_processor_goldens.py "$W/img" &&
             cp "$W/img/processor_goldens.json" "$W/img/transformers_sources.txt" "$F/images/" ;;
+    qwen25) step golden_qwen25 300 python3 tests/reference/make_qwen2_5_vl_goldens.py $TOK "$W/q25" \
+        tests/fixtures && mkdir -p "$F/models/images" && cp "$W"/q25/images/* "$F/models/images/" &&
+        cp -r "$W"/q25/tiny25-* "$W"/q25/golden_* "$W"/q25/logits_* "$F/models/" ;;
     decode-check) step decode_check 120 python3 tests/reference/check_decode_fixtures.py
         figure "decode fixtures under this Pillow: $(grep -v Warn "$W/decode_check.log" | tail -1)" ;;
-    *) figure "goldens: no set named $1 (tokenizer preprocess model odd chat eos penalty images decode-check)" ;;
+    *) figure "goldens: no set named $1 (tokenizer preprocess model odd chat eos penalty images qwen25 decode-check)" ;;
     esac
 }
 
 task_goldens() {
     local names=("${pos[@]}")
-    [ ${#names[@]} -gt 0 ] || names=(tokenizer preprocess model odd chat eos penalty images decode-check)
+    [ ${#names[@]} -gt 0 ] || names=(tokenizer preprocess model odd chat eos penalty images qwen25 decode-check)
     mkdir -p "$W/fixtures/tokenizer" "$W/fixtures/models"
     need_small_tokenizer
     figure "$(python3 -c 'import PIL, torch, transformers; print("Pillow", PIL.__version__, "torch",

@@ -7,6 +7,10 @@
  * every greedy token equal, and logits with cosine >= 0.99999. Each case runs twice: with one
  * prefill chunk and with 7-token chunks (images then straddle chunk boundaries).
  *
+ * The Qwen2.5-VL goldens (make_qwen2_5_vl_goldens.py: tiny25-a, tiny25-b) hold more: each
+ * image's window index and boundaries (equal exactly) and every position's logits (cosine >=
+ * 0.99999 and the same argmax at each).
+ *
  * Also the tiny-qwen2vl/tiny-bf16 case (tests/fixtures/tiny-qwen2vl): explicit ids, one
  * image, 8 greedy tokens. */
 #include "engine/models/models.h"
@@ -117,6 +121,91 @@ out:
     free(want_greedy);
 }
 
+/* Qwen2.5-VL goldens: each image's window index and window boundaries as transformers'
+ * get_window_index makes them, exactly. */
+static void check_windows(const char *name, const cJSON *g, const vl_config *c, const vl_pixels *px,
+                          int n_img) {
+    const cJSON *wins = cJSON_GetObjectItem(g, "windows");
+    VT_CHECKF(cJSON_GetArraySize(wins) == n_img, "%s: %d window sets for %d images", name,
+              cJSON_GetArraySize(wins), n_img);
+    for (int i = 0; i < n_img && i < cJSON_GetArraySize(wins); i++) {
+        const cJSON *w = cJSON_GetArrayItem(wins, i);
+        int n_index = 0, n_bound = 0, n_seg = 0;
+        int32_t *want_index = json_ints(cJSON_GetObjectItem(w, "index"), &n_index);
+        int32_t *want_seg = json_ints(cJSON_GetObjectItem(w, "seg"), &n_bound);
+        int64_t tokens = px[i].n_patches / (c->merge * c->merge);
+        int32_t *index = calloc((size_t)tokens + 1, sizeof *index);
+        int32_t *seg = calloc((size_t)tokens + 2, sizeof *seg);
+        vl_qwen2_5_vl_windows(c, px[i].grid_t, px[i].grid_h, px[i].grid_w, index, seg, &n_seg);
+        VT_CHECKF(n_index == tokens && n_bound == n_seg + 1,
+                  "%s image %d: %lld tokens in %d windows, transformers %d in %d", name, i,
+                  (long long)tokens, n_seg, n_index, n_bound - 1);
+        int bad = 0;
+        for (int k = 0; k < n_index && k < tokens; k++) bad += index[k] != want_index[k];
+        for (int k = 0; k < n_bound && k <= n_seg; k++) bad += seg[k] != want_seg[k];
+        VT_CHECKF(bad == 0, "%s image %d: %d window entries differ", name, i, bad);
+        printf("%s image %d (grid %dx%d): %d windows, %lld tokens as transformers\n", name, i,
+               px[i].grid_h, px[i].grid_w, n_seg, (long long)tokens);
+        free(index), free(seg), free(want_index), free(want_seg);
+    }
+}
+
+typedef struct {
+    const uint16_t *ref; /* [n, V] float16 */
+    int64_t n;
+    int V;
+    double worst;
+    int64_t worst_pos, bad_argmax;
+} every_position;
+
+static int compare_row(void *ctx, int64_t pos, const float *logits, int n) {
+    every_position *e = ctx;
+    if (pos >= e->n || n != e->V) return -1;
+    double ab = 0, aa = 0, bb = 0;
+    int ref_arg = 0;
+    for (int i = 0; i < n; i++) {
+        double r = vl_f16_to_f32(e->ref[pos * n + i]);
+        ab += logits[i] * r, aa += (double)logits[i] * logits[i], bb += r * r;
+        if (r > vl_f16_to_f32(e->ref[pos * n + ref_arg])) ref_arg = i;
+    }
+    double cs = ab / sqrt(aa * bb);
+    if (cs < e->worst) e->worst = cs, e->worst_pos = pos;
+    e->bad_argmax += vl_argmax(logits, n) != ref_arg;
+    return 0;
+}
+
+/* The logits of every prompt position (the golden's logits_all_file, float16) against the
+ * engine's: cosine >= min_cosine at each (float16 storage moves it by < 1e-7) and the same
+ * argmax. */
+static void check_every_position(vl_model *m, const vl_prompt *p, const char *path,
+                                 const char *name) {
+    int V = m->cfg.vocab;
+    char *raw = NULL;
+    size_t len = 0;
+    int rc = vl_read_file(path, 64 << 20, &raw, &len);
+    VT_CHECKF(rc == 0 && len == (size_t)p->n * V * 2, "%s: %s: %zu bytes for %d positions", name,
+              path, len, p->n);
+    if (rc || len != (size_t)p->n * V * 2) {
+        free(raw);
+        return;
+    }
+    every_position e = {(const uint16_t *)raw, p->n, V, 1.0, -1, 0};
+    int64_t max_patches = 0;
+    for (int i = 0; i < p->n_images; i++)
+        if (p->images[i].n_patches > max_patches) max_patches = p->images[i].n_patches;
+    vl_session s;
+    rc = vl_session_init(&s, m, p->n + 1, 16, max_patches);
+    if (!rc) rc = vl_prefill_each(&s.seq, p, compare_row, &e);
+    VT_CHECKF(rc == 0, "%s: prefill: %s", name, vl_error_get());
+    VT_CHECKF(e.worst >= min_cosine, "%s: logits cosine %.7f at position %lld", name, e.worst,
+              (long long)e.worst_pos);
+    VT_CHECKF(e.bad_argmax == 0, "%s: argmax differs at %lld positions", name,
+              (long long)e.bad_argmax);
+    printf("%s: every position (%d): worst cosine %.9f, argmax equal\n", name, p->n, e.worst);
+    vl_session_free(&s);
+    free(raw);
+}
+
 /* tests/fixtures/models/golden_<name>.json: the chat-template path, as vlrun uses it. */
 /* The golden's pixel samples (indices into the concatenation of every image's pixel values):
  * at least 99% exact, none more than one level off. */
@@ -203,6 +292,7 @@ static void golden_model(const char *name) {
         VT_CHECK_INT(px[i].grid_w, cJSON_GetArrayItem(gr, 2)->valueint);
     }
     check_pixel_samples(name, g, px, n_img);
+    if (cJSON_GetObjectItem(g, "windows")) check_windows(name, g, &m.cfg, px, n_img);
 
     const char *prompt = cJSON_GetObjectItem(g, "prompt")->valuestring;
     vl_prompt p;
@@ -238,6 +328,11 @@ static void golden_model(const char *name) {
         snprintf(tag, sizeof tag, "%s chunk=7", name);
         check_generation(&m, &p, 7, cJSON_GetObjectItem(g, "argmax_every_position"),
                          cJSON_GetObjectItem(g, "greedy"), lp, tag);
+        const cJSON *all = cJSON_GetObjectItem(g, "logits_all_file");
+        if (cJSON_IsString(all)) {
+            snprintf(lp, sizeof lp, "%s/%s", vt_fixture("models"), all->valuestring);
+            check_every_position(&m, &p, lp, name);
+        }
         vl_prompt_free(&p);
     }
     for (int i = 0; i < n_img; i++) vl_pixels_free(&uniq[i]);
@@ -389,5 +484,7 @@ int main(void) {
     min_cosine = 0.99999;
     golden_model("tiny-a");
     golden_model("tiny-b");
+    golden_model("tiny25-a"); /* Qwen2.5-VL (make_qwen2_5_vl_goldens.py) */
+    golden_model("tiny25-b");
     return vt_finish();
 }

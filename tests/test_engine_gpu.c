@@ -17,7 +17,8 @@
  *     weights (the quantizers are bit-exact twins): cosine >= 0.999 at every position;
  *   - --kv int8: the same checks (teacher-forced, chunked, decode graph/eager/CPU) with both
  *     engines keeping an int8 cache.
- * Models: tiny-a, tiny-b, tiny-odd (decoder head_dim 16 with 3 heads over 1 kv head, vision head
+ * Models: tiny-a, tiny-b, tiny25-a and tiny25-b (Qwen2.5-VL: window attention, a wide and a
+ * tall image), tiny-odd (decoder head_dim 16 with 3 heads over 1 kv head, vision head
  * dim 20: the attention kernels' element path), and --random-weights configs made from
  * tiny-odd.json at run time: "odder" (decoder head_dim 6 over hidden 30 and intermediate 50,
  * vision head dim 12 over embed 36 and MLP 90: no width a multiple of 8, so every GEMM, GEMV and
@@ -404,12 +405,17 @@ int main(void) {
     vl_backend *gpu = vt_gpu_or_skip();
     if (!gpu) return vt_finish();
     const char *tdir = getenv("VL_TOKENIZER_DIR");
-    char tok[4096], a[4096], b[4096], odd[4096], img[4096];
+    char tok[4096], a[4096], b[4096], odd[4096], img[4096], a25[4096], b25[4096], img_wide[4096],
+        img_tall[4096];
     snprintf(tok, sizeof tok, "%s/small_tokenizer.json", tdir ? tdir : ".cache/tokenizer");
     snprintf(a, sizeof a, "%s", vt_fixture("models/tiny-a"));
     snprintf(b, sizeof b, "%s", vt_fixture("models/tiny-b"));
     snprintf(odd, sizeof odd, "%s", vt_fixture("models/tiny-odd"));
     snprintf(img, sizeof img, "%s", vt_fixture("models/images/img_b_100x60.png"));
+    snprintf(a25, sizeof a25, "%s", vt_fixture("models/tiny25-a"));
+    snprintf(b25, sizeof b25, "%s", vt_fixture("models/tiny25-b"));
+    snprintf(img_wide, sizeof img_wide, "%s", vt_fixture("models/images/img25_wide_644x56.png"));
+    snprintf(img_tall, sizeof img_tall, "%s", vt_fixture("models/images/img25_tall_56x476.png"));
     char dir[] = "/tmp/vl_engine_gpu_XXXXXX", odder[64], wide[64];
     VT_CHECK(mkdtemp(dir) != NULL);
     snprintf(odder, sizeof odder, "%s/odder.json", dir);
@@ -423,6 +429,9 @@ int main(void) {
         {odd, tok, img, "Describe both pictures, please.", 2, NULL, 0},
         {NULL, tok, img, "Compare the two pictures.", 2, have_wide ? wide : NULL, 1},
         {NULL, tok, img, "Describe both pictures, please.", 2, have_odder ? odder : NULL, 0},
+        /* Qwen2.5-VL: window attention (tiny25-a windows of 4 x 4 merged tokens, b 2 x 2) */
+        {a25, tok, img_wide, "Describe both pictures in detail, please.", 2, NULL, 0},
+        {b25, tok, img_tall, "What is shown here?", 1, NULL, 0},
     };
     for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++)
         if (cases[i].dir || cases[i].config) run_model(&cases[i], gpu);

@@ -65,8 +65,9 @@ static const vl_tensor *lookup(vl_binder *b, vl_name_part part, const char *rest
                                size_t name_len, int allow_quantized) {
     const vl_tensor *t = find_spelled(b->ck, part, rest, name, name_len);
     if (!t)
-        vl_error_set("tensor %s is missing from %s (is this a Qwen2-VL checkpoint?)", name,
-                     b->where);
+        vl_error_set(
+            "tensor %s is missing from %s (does the checkpoint match config.json's model_type?)",
+            name, b->where);
     else if (allow_quantized && (t->dtype == VL_DTYPE_U8 || t->dtype == VL_DTYPE_I8))
         return t; /* a bitsandbytes tensor: vl_bnb_weight checks it */
     else if (check_float_dtype(t, name))

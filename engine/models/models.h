@@ -4,7 +4,10 @@
  * model_type: {model_type, vision ops, text ops}. Each part owns its weight struct, its
  * tensor-name binding, the sizing of its scratch and its forward pass:
  *   qwen2_vl_vision.c  Qwen2-VL's vision tower and patch merger;
- *   qwen2_vl_text.c    Qwen2-VL's decoder (Qwen2 with M-RoPE) and its LM head.
+ *   qwen2_vl_text.c    Qwen2-VL's decoder (Qwen2 with M-RoPE) and its LM head;
+ *   qwen2_5_vl_vision.c  Qwen2.5-VL's tower (RMSNorm, SwiGLU, window attention), whose decoder
+ *                      is Qwen2-VL's;
+ *   vision_common.c    what the towers share (patch positions, the self-attention).
  * Adding an architecture adds its files, a row here and a config reader in loader/. The
  * generic binding machinery (both checkpoint spellings, dtype/shape checks, bitsandbytes
  * weights, the visitor, fused views) is engine/models/bind.c; the prefill/decode loops that call
@@ -54,6 +57,26 @@ int vl_bind_all(vl_binder *b, const vl_arch *a, const vl_config *c, void *vision
  * out->data NULL when they do not. */
 void vl_weights_fuse(vl_weight *out, vl_vec *out_b, const vl_weight *const *a,
                      const vl_vec *const *b, int n);
+
+/* ---- what the vision towers share (engine/models/vision_common.c) ------------------------- */
+
+/* (h, w) of every patch, in the row order of the pixels (loader/preprocess.c): for each frame,
+ * merge blocks row-major, and inside a block its merge x merge patches row-major. */
+void vl_vision_patch_positions(const vl_pixels *px, int merge, int32_t *pos_h, int32_t *pos_w);
+
+/* One self-attention of a tower: its weights and the buffers it runs in. */
+typedef struct {
+    const vl_weight *w_qkv, *w_proj; /* [3 Ev, Ev], [Ev, Ev] */
+    const vl_vec *b_qkv, *b_proj;
+    void *qkv, *att;        /* [P, 3 Ev], [P, Ev] (act) */
+    const int32_t *pos_dev; /* [2, P]: rows h, w */
+    const int32_t *seg_dev; /* [n_seg + 1]: a token attends inside its segment */
+    int n_seg;
+} vl_vision_attn;
+
+/* y[P, Ev] = proj(attention(2-D rotary(qkv(xn)))); y may be xn. */
+void vl_vision_attention(vl_context *cx, const vl_vision_attn *a, void *y, const void *xn,
+                         int64_t P);
 
 /* ---- the parts of an architecture ------------------------------------------------------------ */
 
@@ -143,5 +166,41 @@ typedef struct {
 /* engine/models/qwen2_vl_vision.c, engine/models/qwen2_vl_text.c */
 extern const vl_vision_ops vl_qwen2_vl_vision;
 extern const vl_text_ops vl_qwen2_vl_text;
+
+/* ---- Qwen2.5-VL (model_type "qwen2_5_vl"): Qwen2-VL's decoder, its own vision tower ---------- */
+
+typedef struct {
+    vl_vec norm1, norm2; /* [Ev] (RMSNorm) */
+    vl_weight qkv;       /* [3 Ev, Ev] */
+    vl_vec qkv_b;        /* [3 Ev] */
+    vl_weight proj;      /* [Ev, Ev] */
+    vl_vec proj_b;
+    vl_weight gate, up; /* [Fv, Ev] */
+    vl_vec gate_b, up_b;
+    vl_weight down; /* [Ev, Fv] */
+    vl_vec down_b;
+} vl_qwen2_5_vl_vision_block;
+
+typedef struct {
+    vl_weight patch_embed; /* [Ev, C*T*P*P] */
+    vl_qwen2_5_vl_vision_block *blocks;
+    vl_vec merger_ln;     /* [Ev] (RMSNorm) */
+    vl_weight merger_fc1; /* [4 Ev, 4 Ev] */
+    vl_vec merger_fc1_b;
+    vl_weight merger_fc2; /* [E, 4 Ev] */
+    vl_vec merger_fc2_b;
+} vl_qwen2_5_vl_vision_weights;
+
+/* The window order of one image's merged tokens (transformers' get_window_index): for each frame,
+ * windows of w x w merged tokens (w = window_size / (patch * merge); smaller at the right and
+ * bottom edges) row-major, and inside a window its tokens row-major. index[j] (j < tokens) is the
+ * raster index of the j-th token in window order; seg[0..*n_seg] the windows' boundaries in
+ * patches (merge^2 per token), cumulative from 0. index holds grid_t * (grid_h / merge) *
+ * (grid_w / merge) entries and seg one more than that (a window has a token at least). */
+void vl_qwen2_5_vl_windows(const vl_config *c, int grid_t, int grid_h, int grid_w, int32_t *index,
+                           int32_t *seg, int *n_seg);
+
+/* engine/models/qwen2_5_vl_vision.c (the decoder is vl_qwen2_vl_text) */
+extern const vl_vision_ops vl_qwen2_5_vl_vision;
 
 #endif

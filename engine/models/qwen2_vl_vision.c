@@ -11,7 +11,6 @@
  * merge^2 consecutive rows: the merger's reshape costs nothing. Videos are out of scope. */
 #include "engine/models/models.h"
 
-#include <math.h>
 #include <stdlib.h>
 
 /* One image's buffers (backend memory, act dtype unless said). */
@@ -95,27 +94,13 @@ static int layout(vl_arena *a, const vl_config *c, size_t esz, int64_t max_patch
     return 0;
 }
 
-/* (h, w) of every patch, in the row order of the pixels: for each frame, merge blocks
- * row-major, and inside a block its merge x merge patches row-major. */
-static void patch_positions(const vl_pixels *px, int merge, int32_t *pos_h, int32_t *pos_w) {
-    int64_t i = 0;
-    for (int t = 0; t < px->grid_t; t++)
-        for (int bh = 0; bh < px->grid_h / merge; bh++)
-            for (int bw = 0; bw < px->grid_w / merge; bw++)
-                for (int mh = 0; mh < merge; mh++)
-                    for (int mw = 0; mw < merge; mw++, i++) {
-                        pos_h[i] = bh * merge + mh;
-                        pos_w[i] = bw * merge + mw;
-                    }
-}
-
 /* Pixels, patch positions and frame starts onto the backend. */
 static int upload_image(vl_backend *be, const vl_config *c, vision_scratch *s,
                         const vl_pixels *px) {
     int64_t P = px->n_patches;
     int32_t *host = malloc((size_t)(2 * P + px->grid_t + 1) * sizeof(int32_t));
     if (!host) return vl_error_set("out of host memory");
-    patch_positions(px, c->merge, host, host + P);
+    vl_vision_patch_positions(px, c->merge, host, host + P);
     int32_t *seg = host + 2 * P;
     int64_t frame = (int64_t)px->grid_h * px->grid_w;
     for (int t = 0; t <= px->grid_t; t++) seg[t] = (int32_t)(t * frame);
@@ -127,42 +112,16 @@ static int upload_image(vl_backend *be, const vl_config *c, vision_scratch *s,
     return 0;
 }
 
-static inline void *vat(vl_backend *be, void *base, int64_t i) {
-    return (uint8_t *)base + (size_t)i * vl_dtype_size(be->act);
-}
-
 /* One pre-norm block over the P patch rows in s->x. */
 static void block(vl_context *cx, vision_scratch *s, const vl_qwen2_vl_vision_block *k, int64_t P,
                   int n_seg) {
     vl_backend *be = cx->m->be;
     const vl_config *c = &cx->m->cfg;
     int64_t Ev = c->v_embed;
-    int H = c->v_heads, D = c->v_head_dim;
+    vl_vision_attn at = {&k->qkv, &k->proj,   &k->qkv_b,  &k->proj_b, s->qkv,
+                         s->att,  s->pos_dev, s->seg_dev, n_seg};
     be->layernorm(be, s->xn, s->x, P, Ev, &k->norm1_w, &k->norm1_b, 1e-6f);
-    be->linear(be, s->qkv, s->xn, P, &k->qkv, &k->qkv_b);
-    be->rope_vision(be, s->qkv, 3 * Ev, P, H, D, s->pos_dev, c->v_rope_theta);
-    be->rope_vision(be, vat(be, s->qkv, Ev), 3 * Ev, P, H, D, s->pos_dev, c->v_rope_theta);
-    vl_attn_params p = {0};
-    p.q = s->qkv;
-    p.q_stride = 3 * Ev;
-    p.k = vat(be, s->qkv, Ev);
-    p.v = vat(be, s->qkv, 2 * Ev);
-    p.kv_tok_stride = 3 * Ev;
-    p.kv_head_stride = D;
-    p.o = s->att;
-    p.o_stride = Ev;
-    p.n_q = p.n_kv = P;
-    p.n_heads = p.n_kv_heads = H;
-    p.head_dim = D;
-    p.scale = 1.0f / sqrtf((float)D);
-    p.causal = 0;
-    p.seg_starts = s->seg_dev;
-    p.n_seg = n_seg;
-    if (cx->shape.attn_naive)
-        be->attention_naive(be, &p, cx->scratch.scores);
-    else
-        be->attention(be, &p);
-    be->linear(be, s->xn, s->att, P, &k->proj, &k->proj_b);
+    vl_vision_attention(cx, &at, s->xn, s->xn, P);
     be->add(be, s->x, s->xn, P * Ev);
     be->layernorm(be, s->xn, s->x, P, Ev, &k->norm2_w, &k->norm2_b, 1e-6f);
     be->linear(be, s->fc, s->xn, P, &k->fc1, &k->fc1_b);

@@ -5,6 +5,7 @@
 
 static const vl_arch archs[] = {
     {"qwen2_vl", &vl_qwen2_vl_vision, &vl_qwen2_vl_text},
+    {"qwen2_5_vl", &vl_qwen2_5_vl_vision, &vl_qwen2_vl_text}, /* Qwen2-VL's decoder */
 };
 #define N_ARCHS ((int)(sizeof archs / sizeof archs[0]))
 
