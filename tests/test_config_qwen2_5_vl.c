@@ -6,11 +6,15 @@
  * written here; a vision_config left empty takes Qwen2_5_VLVisionConfig's class defaults
  * (transformers); then a table of damaged vision_configs, each of which must fail naming the
  * file and the key and leave the output untouched.
+ * The four published configs in examples/ parse to the model cards' sizes, and every
+ * .json file in examples/ parses.
  * Leaves out: the decoder keys shared with Qwen2-VL (tests/test_config.c). */
 #include "loader/loader.h"
 #include "vltest.h"
 
 #include <cJSON.h>
+
+#include <dirent.h>
 
 /* decoder hidden 128 (head dim 32 = 2 * (4 + 6 + 6)); vision width 96 with 3 heads (head dim
  * 32), MLP 200, windows of 56 pixels, full attention in blocks 0 and 3 of 4. */
@@ -111,6 +115,57 @@ static void test_layouts(void) {
     check_cfg(&c, &flat);
     VT_CHECKF(vl_config_parse(&c, nested_text, "nested/config.json") == 0, "%s", vl_error_get());
     check_cfg(&c, &nested);
+}
+
+/* The published config.json of each size (examples/): the decoder of the model card, the same
+ * tower (1280 wide, 32 blocks of 16 heads, windows of 112 pixels, full attention in blocks 7,
+ * 15, 23 and 31) whose SwiGLU width is 3420 for 3B/7B and 3456 for 32B/72B, and a merger
+ * that outputs the decoder width. The 32B file leaves the tower's defaults out. */
+#define PUBLISHED(what, hidden, inter, layers, heads, kv, vocab, tie, v_mlp)                       \
+    {                                                                                              \
+        what, hidden, inter, layers, heads, kv, 128, vocab, 1e6f, 1e-6f, {16, 24, 24}, 128000,     \
+            tie, 32, 1280, 16, 80, v_mlp, hidden, 3, 10000.0f, 112, 4, {7, 15, 23, 31}, {          \
+            151643, 151645, 151652, 151653, 151654, 151655, 151656                                 \
+        }                                                                                          \
+    }
+
+static void test_published(void) {
+    static const want_cfg sizes[] = {
+        PUBLISHED("qwen2.5-vl-3b-instruct.json", 2048, 11008, 36, 16, 2, 151936, 1, 3420),
+        PUBLISHED("qwen2.5-vl-7b-instruct.json", 3584, 18944, 28, 28, 4, 152064, 0, 3420),
+        PUBLISHED("qwen2.5-vl-32b-instruct.json", 5120, 27648, 64, 40, 8, 152064, 0, 3456),
+        PUBLISHED("qwen2.5-vl-72b-instruct.json", 8192, 29568, 80, 64, 8, 152064, 0, 3456),
+    };
+    for (int i = 0; i < 4; i++) {
+        char rel[128];
+        snprintf(rel, sizeof rel, "../../examples/%s", sizes[i].what);
+        vl_config c;
+        VT_CHECKF(vl_config_load(&c, vt_fixture(rel)) == 0, "%s", vl_error_get());
+        check_cfg(&c, &sizes[i]);
+    }
+}
+
+/* Every .json file in examples/ parses (the Qwen2-VL ones as qwen2_vl). */
+static void test_all_examples(void) {
+    const char *dir = vt_fixture("../../examples");
+    DIR *d = opendir(dir);
+    VT_CHECKF(d != NULL, "cannot open %s", dir);
+    int n = 0, n25 = 0;
+    for (struct dirent *e; d && (e = readdir(d));) {
+        size_t len = strlen(e->d_name);
+        if (len < 5 || strcmp(e->d_name + len - 5, ".json") != 0) continue;
+        char path[4096];
+        snprintf(path, sizeof path, "%s/%s", dir, e->d_name);
+        vl_config c;
+        VT_CHECKF(vl_config_load(&c, path) == 0, "%s", vl_error_get());
+        int is25 = strncmp(e->d_name, "qwen2.5-vl-", 11) == 0;
+        VT_CHECKF(strcmp(c.model_type, is25 ? "qwen2_5_vl" : "qwen2_vl") == 0, "%s: %s", e->d_name,
+                  c.model_type);
+        n++, n25 += is25;
+    }
+    if (d) closedir(d);
+    VT_CHECK(n >= 6);
+    VT_CHECK_INT(n25, 4);
 }
 
 /* flat_text with vision_config replaced by `vision` (JSON text) and the decoder width set. */
@@ -283,6 +338,8 @@ static void test_mrope(void) {
 
 int main(void) {
     test_layouts();
+    test_published();
+    test_all_examples();
     test_defaults();
     test_bad_vision();
     test_mrope();
