@@ -1,6 +1,7 @@
 /* test_gather_rows.c: gather_rows on the CPU backend (the oracle of the CUDA op) against a plain
  * reference loop, element for element (a gather is exact):
- *   - a random permutation, then its inverse, which must give back the source bit for bit;
+ *   - a random permutation, and the window order of a 6 x 9 merged grid (its first entries
+ *     written out), each followed by its inverse, which must give back the source bit for bit;
  *   - a non-permutation index with repeats (some rows never read), odd row_elems;
  *   - one row, and rows of one element;
  *   - a call big enough to run on several threads (same result as the reference);
@@ -10,6 +11,7 @@
  */
 #include "kernels/kernels.h"
 #include "vltest.h"
+#include "vltest_gather.h"
 
 #include <signal.h>
 #include <stdio.h>
@@ -19,19 +21,6 @@
 static float *random_rows(int64_t n) {
     float *p = malloc((size_t)n * sizeof(float));
     for (int64_t i = 0; i < n; i++) p[i] = (float)vt_rng_normal();
-    return p;
-}
-
-/* idx[i] = a random permutation of 0..n-1 (Fisher-Yates) */
-static int32_t *random_permutation(int64_t n) {
-    int32_t *p = malloc((size_t)n * sizeof(int32_t));
-    for (int64_t i = 0; i < n; i++) p[i] = (int32_t)i;
-    for (int64_t i = n - 1; i > 0; i--) {
-        const int64_t j = (int64_t)(vt_rng_next() % (uint64_t)(i + 1));
-        const int32_t t = p[i];
-        p[i] = p[j];
-        p[j] = t;
-    }
     return p;
 }
 
@@ -54,17 +43,30 @@ static float *check_gather(const char *what, const float *src, const int32_t *id
     return dst;
 }
 
-static void test_permutation_and_inverse(int64_t n_rows, int64_t row_elems) {
+/* perm (NULL: a random permutation) then its inverse: the source again, bit for bit */
+static void test_round_trip(const char *what, int32_t *perm, int64_t n_rows, int64_t row_elems) {
     vt_rng_state = 7 + (uint64_t)(n_rows * 31 + row_elems);
     float *src = random_rows(n_rows * row_elems);
-    int32_t *perm = random_permutation(n_rows), *inv = malloc((size_t)n_rows * sizeof(int32_t));
-    for (int64_t i = 0; i < n_rows; i++) inv[perm[i]] = (int32_t)i;
-    float *window = check_gather("permutation", src, perm, n_rows, row_elems);
-    float *back = check_gather("inverse permutation", window, inv, n_rows, row_elems);
+    if (!perm) perm = vt_random_permutation(n_rows);
+    int32_t *inv = vt_inverse_permutation(perm, n_rows);
+    float *window = check_gather(what, src, perm, n_rows, row_elems);
+    float *back = check_gather("its inverse", window, inv, n_rows, row_elems);
     VT_CHECKF(memcmp(back, src, (size_t)(n_rows * row_elems) * sizeof(float)) == 0,
-              "permutation then inverse (%lld rows of %lld) is not the source", (long long)n_rows,
+              "%s then its inverse (%lld rows of %lld) is not the source", what, (long long)n_rows,
               (long long)row_elems);
     free(src), free(perm), free(inv), free(window), free(back);
+}
+
+/* The window order of a 6 x 9 merged grid (windows of 4 x 4, cut at the right and bottom) */
+static void test_window_order(void) {
+    int32_t *order = vt_window_order(6, 9, 4);
+    /* window (0,0): rows 0..3, columns 0..3; window (0,1) starts at column 4; window (0,2) is
+     * one column wide; window (1,0) holds rows 4..5 */
+    const int32_t want[20] = {0,  1,  2,  3,  9,  10, 11, 12, 18, 19,
+                              20, 21, 27, 28, 29, 30, 4,  5,  6,  7};
+    VT_CHECK(memcmp(order, want, sizeof want) == 0);
+    VT_CHECK(order[32] == 8 && order[33] == 17 && order[36] == 36 && order[53] == 53);
+    test_round_trip("window order", order, 6 * 9, 4 * 12);
 }
 
 static void test_repeats(void) {
@@ -120,9 +122,10 @@ static void test_contract(void) {
 }
 
 int main(void) {
-    test_permutation_and_inverse(1000, 20);
-    test_permutation_and_inverse(64, 1280 * 4 + 3); /* odd, wide rows */
-    test_permutation_and_inverse(2600, 4000);       /* 10.4M elements: the threaded path */
+    test_round_trip("permutation", NULL, 1000, 20);
+    test_round_trip("permutation", NULL, 64, 1280 * 4 + 3); /* odd, wide rows */
+    test_round_trip("permutation", NULL, 2600, 4000);       /* 10.4M elements: the threaded path */
+    test_window_order();
     test_repeats();
     test_small();
     test_contract();
