@@ -181,6 +181,7 @@ static vl_backend cpu_backend = {
     .silu_mul = vl_cpu_silu_mul,
     .quick_gelu = vl_cpu_quick_gelu,
     .gelu = vl_cpu_gelu,
+    .gather_rows = vl_cpu_gather_rows,
     .rope_text = vl_cpu_rope_text,
     .rope_vision = vl_cpu_rope_vision,
     .attention = vl_cpu_attention,

@@ -100,6 +100,8 @@ void vl_cpu_rope_kv_append(vl_backend *b, const vl_rope_kv_params *p);
 void vl_cpu_silu_mul(vl_backend *b, void *y, const void *gate, const void *up, int64_t n);
 void vl_cpu_quick_gelu(vl_backend *b, void *x, int64_t n);
 void vl_cpu_gelu(vl_backend *b, void *x, int64_t n);
+void vl_cpu_gather_rows(vl_backend *b, void *dst, const void *src, const int32_t *idx,
+                        int64_t n_rows, int64_t row_elems); /* cpu_gather_rows.c */
 void vl_cpu_rope_text(vl_backend *b, void *x, int64_t stride, int64_t s, int heads, int head_dim,
                       const int32_t *pos, const int sections[3], float theta);
 void vl_cpu_rope_vision(vl_backend *b, void *x, int64_t stride, int64_t s, int heads, int head_dim,

@@ -283,6 +283,7 @@ static void fill_table(vl_backend *b, vl_cuda_ctx *c) {
     b->silu_mul = vl_cuda_silu_mul;
     b->quick_gelu = vl_cuda_quick_gelu;
     b->gelu = vl_cuda_gelu;
+    b->gather_rows = vl_cuda_gather_rows;
     b->rope_text = vl_cuda_rope_text;
     b->rope_vision = vl_cuda_rope_vision;
     b->attention = cuda_attention;

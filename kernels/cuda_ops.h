@@ -192,6 +192,10 @@ void vl_cuda_launch_silu_mul(vl_bf16 *y, const vl_bf16 *gate, const vl_bf16 *up,
                              cudaStream_t stream);
 void vl_cuda_launch_quick_gelu(vl_bf16 *x, int64_t n, cudaStream_t stream);
 void vl_cuda_launch_gelu(vl_bf16 *x, int64_t n, cudaStream_t stream);
+/* dst[i, :] = src[idx[i], :] (cuda_gather_rows.cu); a row of NaN where idx[i] is outside
+ * [0, n_rows). */
+void vl_cuda_launch_gather_rows(vl_bf16 *dst, const vl_bf16 *src, const int32_t *idx,
+                                int64_t n_rows, int64_t row_elems, cudaStream_t stream);
 void vl_cuda_launch_kv_append(vl_bf16 *cache, int64_t head_stride, const vl_bf16 *src,
                               int64_t src_stride, int64_t s, int kv_heads, int head_dim,
                               int64_t pos0, const int32_t *pos0_dev, cudaStream_t stream);
@@ -233,6 +237,8 @@ void vl_cuda_add(vl_backend *b, void *y, const void *a, int64_t n);
 void vl_cuda_silu_mul(vl_backend *b, void *y, const void *gate, const void *up, int64_t n);
 void vl_cuda_quick_gelu(vl_backend *b, void *x, int64_t n);
 void vl_cuda_gelu(vl_backend *b, void *x, int64_t n);
+void vl_cuda_gather_rows(vl_backend *b, void *dst, const void *src, const int32_t *idx,
+                         int64_t n_rows, int64_t row_elems);
 void vl_cuda_rope_text(vl_backend *b, void *x, int64_t stride, int64_t s, int heads, int head_dim,
                        const int32_t *pos, const int sections[3], float theta);
 void vl_cuda_rope_vision(vl_backend *b, void *x, int64_t stride, int64_t s, int heads, int head_dim,

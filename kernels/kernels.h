@@ -312,8 +312,10 @@ struct vl_backend {
     /* in place: x = 0.5 x (1 + erf(x / sqrt 2))  (exact GELU) */
     void (*gelu)(vl_backend *b, void *x, int64_t n);
     /* dst[i, :] = src[idx[i], :] for i < n_rows, rows of row_elems act elements; idx: int32 in
-     * backend memory, each a row of src. dst and src do not overlap. With a permutation and its
-     * inverse: Qwen2.5-VL's window order of the patches and back to raster order. */
+     * backend memory, each a row of src. src has n_rows rows too, so 0 <= idx[i] < n_rows (the
+     * CPU twin aborts otherwise; the CUDA op writes a row of NaN). dst and src do not overlap.
+     * With a permutation and its inverse: Qwen2.5-VL's window order of the patches and back to
+     * raster order. */
     void (*gather_rows)(vl_backend *b, void *dst, const void *src, const int32_t *idx,
                         int64_t n_rows, int64_t row_elems);
 

@@ -8,7 +8,8 @@
  * This file reads what every architecture shares (the decoder's sizes, norm, rotary base, tied
  * embeddings, special token ids) and picks the architecture from model_type through a small
  * table (cfg_archs); that architecture's reader (loader/config_<model_type>.c, through
- * config_internal.h) reads the keys that differ (Qwen2-VL: mrope_section, vision_config).
+ * config_internal.h) reads the keys that differ (Qwen2-VL: mrope_section, vision_config;
+ * Qwen2.5-VL: the same M-RoPE and another vision_config).
  * A decoder key is looked up in text_config first, then at the top level. Values are checked
  * for range and for the divisibility the kernels rely on; a failure names the file and the key.
  * Both files are parsed strictly (vl_json_parse: no trailing text, NUL byte or repeated key).
@@ -17,7 +18,7 @@
  * max_pixels at most 12845056 (16384 * 28 * 28, Qwen2-VL-7B-Instruct's value), so a small image
  * cannot become a pixel buffer of many GB. Special token ids must lie inside the vocabulary,
  * including the Qwen2-VL ids (151643...) a file gets when it leaves a key out.
- * Leaves out: other model types (Qwen2.5-VL has a different vision tower and is refused), rope
+ * Leaves out: other model types (refused, naming the known ones), rope
  * scaling other than M-RoPE, sliding-window attention (Qwen2-VL never enables it), video. */
 #include "loader/config_internal.h"
 
@@ -248,6 +249,7 @@ static int cfg_token(const vl_cfg_src *s, const vl_config *c, const char *key, i
  * (loader/config_<model_type>.c). A file without model_type is the first one's. */
 static const vl_cfg_arch cfg_archs[] = {
     {"qwen2_vl", "Qwen2-VL", vl_cfg_read_qwen2_vl},
+    {"qwen2_5_vl", "Qwen2.5-VL", vl_cfg_read_qwen2_5_vl},
 };
 #define CFG_N_ARCHS ((int)(sizeof cfg_archs / sizeof cfg_archs[0]))
 

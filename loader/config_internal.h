@@ -46,6 +46,23 @@ typedef struct {
     int (*read)(const vl_cfg_src *s, vl_config *c);
 } vl_cfg_arch;
 
-int vl_cfg_read_qwen2_vl(const vl_cfg_src *s, vl_config *c); /* loader/config_qwen2_vl.c */
+int vl_cfg_read_qwen2_vl(const vl_cfg_src *s, vl_config *c);   /* loader/config_qwen2_vl.c */
+int vl_cfg_read_qwen2_5_vl(const vl_cfg_src *s, vl_config *c); /* loader/config_qwen2_5_vl.c */
+
+/* Qwen2-VL's readings that Qwen2.5-VL spells the same way (loader/config_qwen2_vl.c). */
+/* The decoder's mrope_section (rope_parameters or rope_scaling; default [16, 24, 24]); twice
+ * its sum must be head_dim. */
+int vl_cfg_mrope(const vl_cfg_src *s, vl_config *c);
+/* vision_config[key], an integer in [lo, hi]; absent -> def. */
+int vl_cfg_vis_int(const vl_cfg_src *s, const char *key, int def, int lo, int hi, int *out);
+/* patch_size, temporal_patch_size, spatial_merge_size (the family's values) and in_channels
+ * ("in_chans" when absent; RGB only). */
+int vl_cfg_vis_patching(const vl_cfg_src *s, vl_config *c);
+/* v_head_dim = v_embed / v_heads, a multiple of 4; width_key names v_embed's key. */
+int vl_cfg_vis_head_dim(const vl_cfg_src *s, vl_config *c, const char *width_key);
+/* The merger's width v_out (vision_config[key], default def) must be the decoder hidden. */
+int vl_cfg_vis_out(const vl_cfg_src *s, const vl_config *c, const char *key, int def);
+/* v_rope_theta: vision_config.rope_parameters.rope_theta or .rope_theta; default 10000. */
+int vl_cfg_vis_rope_theta(const vl_cfg_src *s, vl_config *c);
 
 #endif

@@ -377,8 +377,8 @@ static void v_hidden_del(cJSON *d) {
 static void v_not_obj(cJSON *d) {
     cJSON_ReplaceItemInObjectCaseSensitive(d, "vision_config", cJSON_CreateNumber(1));
 }
-static void model_25(cJSON *d) {
-    cJSON_ReplaceItemInObjectCaseSensitive(d, "model_type", cJSON_CreateString("qwen2_5_vl"));
+static void model_unknown(cJSON *d) {
+    cJSON_ReplaceItemInObjectCaseSensitive(d, "model_type", cJSON_CreateString("qwen3_vl"));
 }
 static void image_id_big(cJSON *d) {
     set_num(d, "image_token_id", 152064);
@@ -425,7 +425,7 @@ static void test_bad_configs(void) {
     EXPECT_CONFIG_FAIL(b7, v_channels, "vision_config.in_chans", "4");
     EXPECT_CONFIG_FAIL(b2, v_hidden_del, "vision_config.hidden_size (3584", "(1536)");
     EXPECT_CONFIG_FAIL(b7, v_not_obj, "\"vision_config\"");
-    EXPECT_CONFIG_FAIL(b7, model_25, "qwen2_5_vl");
+    EXPECT_CONFIG_FAIL(b7, model_unknown, "qwen3_vl", "\"qwen2_vl\"", "\"qwen2_5_vl\"");
     EXPECT_CONFIG_FAIL(b7, image_id_big, "\"image_token_id\"", "152064");
     EXPECT_CONFIG_FAIL(b7, eos_empty, "\"eos_token_id\"", "empty");
     EXPECT_CONFIG_FAIL(tiny, text_kv3, "num_key_value_heads (3)");

@@ -121,6 +121,16 @@ def seeds_config():
     put("config", "flat.json", json.dumps(flat))
     put("config", "minimal.json", jdump({"hidden_size": 3584, "intermediate_size": 18944,
         "num_hidden_layers": 1, "num_attention_heads": 28, "vocab_size": 152064}))
+    # Qwen2.5-VL: a windowed SwiGLU tower (full attention in the first and last block)
+    vision25 = {"depth": 4, "hidden_size": 96, "num_heads": 3, "intermediate_size": 200,
+                "out_hidden_size": 128, "hidden_act": "silu", "patch_size": 14,
+                "spatial_merge_size": 2, "temporal_patch_size": 2, "window_size": 56,
+                "fullatt_block_indexes": [0, 3], "tokens_per_second": 2}
+    flat25 = dict(flat, model_type="qwen2_5_vl", vision_config=dict(vision25, in_chans=3))
+    put("config", "qwen2_5_vl_flat.json", json.dumps(flat25))
+    put("config", "qwen2_5_vl_nested.json", json.dumps(dict(model_type="qwen2_5_vl",
+        text_config=dict(text, bos_token_id=4064, eos_token_id=4066),
+        vision_config=dict(vision25, in_channels=3, fullatt_block_indexes=[]), **ids), indent=1))
 
 
 def seeds_preproc():
