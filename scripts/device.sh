@@ -266,6 +266,10 @@ task_gpu() {
     done
     cross_backend tiny-a $FIX/tiny-a 24 $IMG/img_a_56x84.png $IMG/img_b_100x60.png \
         $IMG/img_c_45x130.png $IMG/img_a_56x84.png --prompt "Describe these pictures."
+    if [ -d $FIX/tiny25-a ]; then # Qwen2.5-VL: window attention
+        cross_backend tiny25-a $FIX/tiny25-a 24 $IMG/img25_one_84x56.png $IMG/img25_wide_644x56.png \
+            $IMG/img25_tall_56x476.png $IMG/img25_square_224x224.png --prompt "Describe these pictures."
+    fi
     local v
     for v in "bf16:" "kvint8:--kv int8" "nf4:--quant nf4" "int8:--quant int8"; do
         # shellcheck disable=SC2086 # the variant's flags are words
