@@ -16,8 +16,8 @@ and make_model_goldens.py's prompt and chat template. Stored per model, in make_
 layout (so tests/test_engine_golden.c reads both the same way): ids, grids, M-RoPE positions,
 pixel-value samples, the argmax at every prompt position, the last position's logits (.f32),
 24 greedy tokens (a cache-free loop); and also every position's logits (.f16) and each image's
-window index and window boundaries (transformers' get_window_index, duplicates removed as its
-forward does).
+window index and window boundaries (read off transformers' own forward of the tower, duplicates
+removed as its forward does).
 
 For tiny25-a also the bitsandbytes formats, as make_odd_goldens.py does for tiny-odd: every
 nn.Linear of the decoder and the vision tower (merger included, not lm_head) replaced by its
@@ -131,14 +131,56 @@ def build(name, spec, out_dir):
     return model, d
 
 
-def windows_of(model, grid):
-    """transformers' window index and boundaries of one image (duplicates removed)."""
-    index, cu = model.model.visual.get_window_index(torch.tensor([grid]))
+def windows_of(model, pixel_values, grid):
+    """The window order and boundaries of one image as transformers' tower uses them, read off
+    one forward of the tower alone (whatever its version calls the helper that makes them): the
+    rows the first block receives are the patch embeddings' merge groups in window order (each
+    found by its values among the patch embedding's rows, all distinct), and the boundaries are
+    the cu_seqlens a windowed block receives."""
+    vis = model.model.visual
+    m2 = vis.config.spatial_merge_size ** 2
+    got = {}
+    full = list(vis.config.fullatt_block_indexes)
+    assert 0 in full, "the first block must be a full-attention one (its input is read)"
+    windowed = next(i for i in range(len(vis.blocks)) if i not in full)
+
+    def first_block(mod, args, kwargs):
+        got["rows"] = (args[0] if args else kwargs["hidden_states"]).detach().clone()
+
+    def windowed_block(mod, args, kwargs):
+        got["cu"] = kwargs.get("cu_seqlens", args[1] if len(args) > 1 else None)
+
+    hooks = [vis.patch_embed.register_forward_hook(
+                 lambda mod, i, o: got.__setitem__("raster", o.detach().clone())),
+             vis.blocks[0].register_forward_pre_hook(first_block, with_kwargs=True),
+             vis.blocks[windowed].register_forward_pre_hook(windowed_block, with_kwargs=True)]
+    with torch.no_grad():
+        vis(pixel_values, grid_thw=torch.tensor([grid]))
+    for h in hooks:
+        h.remove()
+    raster = got["raster"].reshape(-1, m2 * got["raster"].shape[-1])
+    rows = got["rows"].reshape(raster.shape)
+    where = {bytes(r.numpy().tobytes()): k for k, r in enumerate(raster)}
+    assert len(where) == raster.shape[0], "patch embedding rows are not distinct"
+    index = [where[bytes(r.numpy().tobytes())] for r in rows]
+    assert sorted(index) == list(range(len(index)))
+    assert got.get("cu") is not None, "no cu_seqlens reached a windowed block: " + str(
+        [n for n in dir(vis) if "window" in n.lower()])
     seg = []
-    for x in (cu.tolist() if torch.is_tensor(cu) else list(cu)):
+    for x in got["cu"].tolist():
         if not seg or seg[-1] != int(x):
             seg.append(int(x))
-    return dict(index=[int(i) for i in index.tolist()], seg=seg)
+    return dict(index=index, seg=seg)
+
+
+def windows_for(model, pixel_values, grids):
+    """windows_of for each image (its own rows of pixel_values)."""
+    out, start = [], 0
+    for g in grids:
+        n = g[0] * g[1] * g[2]
+        out.append(windows_of(model, pixel_values[start:start + n], g))
+        start += n
+    return out
 
 
 def request(model, enc, pixel_values, grids):
@@ -244,7 +286,7 @@ def main():
                  argmax_every_position=logits.argmax(-1).tolist(), greedy=greedy,
                  logits_file=f"logits_{name}.f32", logits_all_file=f"logits_all_{name}.f16",
                  window_size=spec["vision"]["window_size"],
-                 windows=[windows_of(model, g) for g in grids],
+                 windows=windows_for(model, pixel_values, grids),
                  note="float32 compute, CPU; logits_all: every prompt position, float16")
         with open(os.path.join(out_dir, f"golden_{name}.json"), "w") as f:
             json.dump(g, f)
