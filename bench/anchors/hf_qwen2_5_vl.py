@@ -79,7 +79,7 @@ def chat_ids(tok, n_images, image_tokens):
 def time_vision(model, pixel_values, grid):
     """The vision encoder alone on these images: seconds of each of VISION_REPEATS runs after
     one warm-up, every run between two CUDA synchronisations."""
-    visual = model.model.visual
+    visual = getattr(model.model, "visual", None) or model.visual
     runs = []
     with torch.no_grad():
         for i in range(VISION_REPEATS + 1):
@@ -131,7 +131,14 @@ def measure(model, tok, proc, img, n, attn, max_new):
     r = dict(model="qwen2_5_vl", attn=attn, quant="none", images=n, grid=grid[0].tolist(),
              prompt_tokens=len(ids))
     try:
-        generate_figures(model, inputs, r, max_new)
+        try:
+            generate_figures(model, inputs, r, max_new)
+        except ValueError as e:  # generate refuses inputs the model does not take: without it
+            if "mm_token_type_ids" not in str(e):
+                raise
+            del inputs["mm_token_type_ids"]
+            r["without_mm_token_type_ids"] = True
+            generate_figures(model, inputs, r, max_new)
     except torch.cuda.OutOfMemoryError:
         r["oom"] = True
     torch.cuda.empty_cache()
