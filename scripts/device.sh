@@ -27,6 +27,14 @@ Tasks:
   measure          the transformers anchor (.deps/anchors/hf_baseline.py, bf16, x28) and vlrun
                    bf16 at --counts (default 1,10,28,60), what --mem-budget 24G admits with NF4
                    (x600 probe), and "nf4 200 --kv int8 --mem-budget 24G" (or the --run items)
+  measure25        Qwen2.5-VL-7B (--config, default examples/qwen2.5-vl-7b-instruct.json): what
+                   --mem-budget 24G admits with NF4 and NF4 + int8 cache (x600 probes); vlrun
+                   bf16, nf4, "nf4 --kv int8" at --counts (default 1,28; the largest first), the
+                   transformers anchor (bench/anchors/hf_qwen2_5_vl.py, SDPA, bf16, the same
+                   counts) after the largest count; the vision encoder per image from each run
+                   and from page.png given as many times as the largest count (then encoded that
+                   many times; "xN" is encoded once). Results: summary, the anchor's JSON, the
+                   largest count's run reports
   ab OLD_TREE      this tree against OLD_TREE (e.g. `git archive REV | tar x -C DIR`), both
                    built here, in one command: the --run items (default "bf16 28", "nf4 28",
                    "nf4 28 --kv int8") alternating old/new --repeat times, then vlbench
@@ -36,7 +44,8 @@ Tasks:
                    preprocess model odd chat eos penalty images qwen25, and decode-check (the decode
                    fixtures under this Pillow); default all. $OUT/goldens.tgz mirrors
                    tests/fixtures/: tar xzf goldens.tgz -C tests/fixtures && git diff --stat
-  teacher-forced   teacher-forced logits against transformers on a random 7B checkpoint
+  teacher-forced   teacher-forced logits against transformers on a random 7B checkpoint of
+                   --config's family (Qwen2-VL or Qwen2.5-VL: its model_type)
                    (tests/reference/teacher_forced.py, with --quant-compare unless --no-quant;
                    arguments after -- go to it, e.g. -- --vlrun-arg=--kv --vlrun-arg=int8)
   profile          Nsight Compute over decode step --step (default 5) of each --run item
@@ -60,9 +69,13 @@ Options:
   --bench-args "ARGS"     vlbench arguments for bench and ab (default "all")
   --bench-repeat N        ab: vlbench runs per build (default 1)
   --no-bench, --no-e2e    ab: skip the vlbench part / the end-to-end part
-  --counts LIST           measure, plan: bf16 image counts
+  --counts LIST           measure, measure25, plan: bf16 image counts
   --counts-nf4 LIST       plan: NF4 + int8 cache image counts
   --step N                profile: the decode step to time (default 5)
+  --config FILE           the config.json of the 7B-shape runs (random weights; relative to the
+                          tree): runs, measure, ab, profile, plan, teacher-forced, gpu's 7B chat
+                          and example (default examples/qwen2-vl-7b-instruct.json), measure25
+                          (default examples/qwen2.5-vl-7b-instruct.json)
   --no-quant              teacher-forced: no NF4 / int8 comparison
   --vlrun PATH            use this vlrun instead of building one (runs, measure, profile,
                           teacher-forced, plan, sanitize)
@@ -82,11 +95,11 @@ command_line="$*"
 [ $# -gt 0 ] && shift
 pos=() runs=() variants=() passthru=()
 tokens=512 repeat=2 bench_args=all bench_repeat=1 do_bench=1 do_e2e=1 counts="" counts_nf4=""
-step_no=5 quant_compare=1 vlrun_bin="" arch=${VL_ARCH:-90} deadline=570
+step_no=5 quant_compare=1 vlrun_bin="" arch=${VL_ARCH:-90} deadline=570 config=""
 while [ $# -gt 0 ]; do
     case $1 in
     --run | --tokens | --repeat | --variant | --bench-args | --bench-repeat | --counts | \
-        --counts-nf4 | --step | --vlrun | --arch | --deadline)
+        --counts-nf4 | --step | --vlrun | --arch | --deadline | --config)
         [ $# -ge 2 ] || { echo "device.sh: $1 needs a value (scripts/device.sh help)" >&2; exit 2; } ;;
     esac
     case $1 in
@@ -105,6 +118,7 @@ while [ $# -gt 0 ]; do
     --vlrun) vlrun_bin=$2; shift ;;
     --arch) arch=$2; shift ;;
     --deadline) deadline=$2; shift ;;
+    --config) config=$2; shift ;;
     --) shift; passthru=("$@"); break ;;
     -h | --help) task=help ;;
     -*) echo "device.sh: unknown option $1 (scripts/device.sh help)" >&2; exit 2 ;;
@@ -118,7 +132,8 @@ t0=$(date +%s)
 OUT=${OUT:-$root/build-device/out}
 W=$root/build-device/work/$task
 B=$root/build-device/gpu # this tree's build
-CFG=examples/qwen2-vl-7b-instruct.json
+CFG=${config:-examples/qwen2-vl-7b-instruct.json}
+[ -n "$config" ] || [ "$task" != measure25 ] || CFG=examples/qwen2.5-vl-7b-instruct.json
 TOK=.cache/tokenizer/tokenizer.json
 SMALL_TOK=.cache/tokenizer/small_tokenizer.json
 FIX=tests/fixtures/models
@@ -315,6 +330,13 @@ task_bench() {
     cp "$W/kernels.json" "$OUT/" 2>/dev/null
 }
 
+budget_probe() { # "Q N FLAGS": what the planner admits in 24 GiB: refused before loading, the
+    # refusal says how many fit
+    # shellcheck disable=SC2046
+    timeout "$(left 60)" "$V" $(run_args $1) --mem-budget 24G >/dev/null 2>"$W/budget.err"
+    figure "$1 --mem-budget 24G: $(tail -1 "$W/budget.err")"
+}
+
 task_measure() {
     need_vlrun
     if need_anchor hf_baseline.py; then
@@ -326,14 +348,43 @@ task_measure() {
     local n item
     for n in ${counts//,/ }; do big_run "bf16_x$n" "$V" "bf16 $n"; done
     [ -n "$counts" ] || for n in 1 10 28 60; do big_run "bf16_x$n" "$V" "bf16 $n"; done
-    # what the planner admits in 24 GiB: refused before loading, the refusal says how many fit
-    for item in "nf4 600" "nf4 600 --kv int8"; do
-        # shellcheck disable=SC2046
-        timeout "$(left 60)" "$V" $(run_args $item) --mem-budget 24G >/dev/null 2>"$W/budget.err"
-        figure "$item --mem-budget 24G: $(tail -1 "$W/budget.err")"
-    done
+    for item in "nf4 600" "nf4 600 --kv int8"; do budget_probe "$item"; done
     [ ${#runs[@]} -gt 0 ] || runs=("nf4 200 --kv int8 --mem-budget 24G")
     for item in "${runs[@]}"; do big_run "$(tag_of "$item")" "$V" "$item"; done
+}
+
+hf_qwen2_5_vl() { # COUNTS: the transformers anchor on Qwen2.5-VL-7B shapes, SDPA, bf16
+    step hf_qwen2_5_vl 240 bash -c 'cd "$1" && QWEN_TOKENIZER="$2" OUT="$1" python3 "$3" sdpa "$4" "$5"' \
+        _ "$W" "$root/$TOK" "$root/bench/anchors/hf_qwen2_5_vl.py" "$1" "$tokens"
+    report hf "$W/hf_qwen2_5_vl_sdpa.json" "transformers + SDPA bf16" >"$W/hf_qwen2_5_vl.txt" 2>&1
+    while read -r l; do figure "$l"; done <"$W/hf_qwen2_5_vl.txt"
+    cp "$W/hf_qwen2_5_vl_sdpa.json" "$OUT/" 2>/dev/null
+}
+
+task_measure25() {
+    figure "config: $CFG"
+    need_vlrun
+    local item n q extra tag list most
+    for item in "nf4 600" "nf4 600 --kv int8"; do budget_probe "$item"; done
+    list=$(tr , '\n' <<<"${counts:-1,28}" | sort -rn)
+    most=${list%%$'\n'*}
+    for n in $list; do
+        for q in bf16 nf4 "nf4 --kv int8"; do
+            read -r q extra <<<"$q"
+            item="$q $n${extra:+ $extra}"
+            tag=$(tag_of "$item")
+            big_run "$tag" "$V" "$item" && figure "$(report vision "$W/$tag.json" "$tag")"
+            [ "$n" != "$most" ] || cp "$W/$tag.json" "$OUT/" 2>/dev/null
+        done
+        [ "$n" != "$most" ] || hf_qwen2_5_vl "${counts:-1,28}"
+    done
+    [ "$most" -gt 1 ] || return 0
+    # the encoder on distinct images: page.png xN shares its pixels and is encoded once
+    local many=()
+    for n in $(seq "$most"); do many+=(examples/page.png); done
+    step_json "vision_distinct_x$most" 200 "$V" "${many[@]}" --max-tokens 1 --random-weights \
+        --config "$CFG" --tokenizer "$TOK" --json --quant bf16 &&
+        figure "$(report vision "$W/vision_distinct_x$most.json" "bf16 page.png given $most times")"
 }
 
 ab_round() { # ROUND ITEM: the item on old, new and each variant; reversed order on even rounds
@@ -447,7 +498,7 @@ task_teacher_forced() {
     [ $quant_compare = 0 ] || qc=(--quant-compare)
     df -h "${TMPDIR:-/tmp}" | tail -1 >"$W/disk.txt" # the checkpoint needs ~17 GB there
     step teacher_forced 540 python3 tests/reference/teacher_forced.py --vlrun "$V" --tokenizer $TOK \
-        --out "$W" "${qc[@]}" "${passthru[@]}"
+        --config "$CFG" --out "$W" "${qc[@]}" "${passthru[@]}"
     grep -vE '^\s*$|Warning|warn\(' "$W/teacher_forced.log" | tail -25 | while read -r l; do figure "$l"; done
     cp "$W/teacher_forced.json" "$W/teacher_forced.tsv" "$OUT/" 2>/dev/null
 }
@@ -532,8 +583,12 @@ task_build() {
 # ---- dispatch -----------------------------------------------------------------------------------
 case $task in
 help) usage; exit 0 ;;
-gpu | runs | bench | measure | ab | goldens | teacher-forced | profile | plan | sanitize | build) ;;
+gpu | runs | bench | measure | measure25 | ab | goldens | teacher-forced | profile | plan | sanitize | build) ;;
 *) echo "device.sh: no task '$task' (scripts/device.sh help)" >&2; exit 2 ;;
+esac
+case $task in
+bench | goldens | sanitize | build) ;;
+*) [ -f "$CFG" ] || { echo "device.sh: --config $CFG: no such file in $root (scripts/device.sh help)" >&2; exit 2; } ;;
 esac
 [ -d .deps/usr ] || [ "$task" = goldens ] ||
     { echo "device.sh: .deps/usr missing: carry .deps (the Debian build dependencies)" >&2; exit 2; }

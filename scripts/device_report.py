@@ -3,6 +3,12 @@
 Standard library only (the GPU machine's python3). One subcommand per kind of result:
 
   run JSON [TAG]                one line from a `vlrun --json` report (TTFT, decode, peak, plan)
+  vision JSON [TAG]             the vision encoder's time per encoded image in a `vlrun --json`
+                                report: timings.vision_s over its image_files (IMAGE xN is one
+                                file, encoded once; the same path given N times is N)
+  hf JSON [LABEL]               one line per image count of a transformers anchor's JSON list
+                                (hf_baseline.py, bench/anchors/hf_qwen2_5_vl.py): TTFT, decode,
+                                peak, and the vision encoder per image where measured
   tsvrow JSON TAG BUILD ROUND   the `ab` TSV row of one `vlrun --json` report
   ab TSV                        old against new per run tag: medians and new/old in %, with the
                                 rows outside +-LIMIT% (default 2) marked; TSV columns
@@ -49,6 +55,34 @@ def run_line(path, tag=""):
             f"decode {t['decode_tok_s']:.1f} tok/s, peak {m['peak_device'] / GIB:.3f} GiB, "
             f"predicted {pred / GIB:.3f} GiB, kv {m['kv_cache'] / GIB:.3f} GiB, "
             f"graph {r['options'].get('decode_graph')}, {r.get('device', '?')}")
+
+
+def vision_line(path, tag=""):
+    r = load_json(path)
+    encodes = len(r["image_files"])
+    vs = r["timings"]["vision_s"]
+    print(f"{tag + ': ' if tag else ''}vision {1e3 * vs / encodes:.1f} ms per encoded image "
+          f"({vs:.3f} s for {encodes} encode{'s' if encodes != 1 else ''}, {r['images']} "
+          f"image{'s' if r['images'] != 1 else ''} in the prompt), {r.get('device', '?')}")
+    return 0
+
+
+def hf_lines(path, label="transformers"):
+    for r in load_json(path):
+        quant = "" if r.get("quant", "none") == "none" else f" {r['quant']}"
+        line = f"{label}{quant} x{r['images']}: prompt {r['prompt_tokens']}: "
+        if r.get("oom"):
+            line += "out of memory"
+        else:
+            line += (f"ttft {r['ttft_s']:.3f} s, decode {r.get('decode_tok_s', float('nan')):.1f} "
+                     f"tok/s, peak {r['peak_gib']:.3f} GiB")
+        if "vision_s" in r:
+            line += (f", vision {r['vision_ms_per_image']:.1f} ms per image ({r['vision_s']:.3f} s "
+                     f"for {r['images']})")
+        elif r.get("vision_oom"):
+            line += ", vision out of memory"
+        print(line)
+    return 0
 
 
 def tsv_row(path, tag, build, rnd):
@@ -225,6 +259,7 @@ def profile(csv_path, run_path):
 
 
 COMMANDS = {"run": (lambda p, tag="": print(run_line(p, tag)) or 0, 1), "tsvrow": (tsv_row, 4),
+            "vision": (vision_line, 1), "hf": (hf_lines, 1),
             "ab": (ab_table, 1), "bench-ab": (bench_ab, 2), "compare": (compare, 5),
             "anchors": (anchors, 1), "profile": (profile, 2)}
 

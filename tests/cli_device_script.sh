@@ -6,7 +6,14 @@
 #     `ab` marks a run whose decode is more than 2% below old (exit 1) and passes one within 2%
 #     (exit 0), and gives no verdict (exit 1) when one side has no runs; `bench-ab` marks a vlbench row more than 2% slower, takes the median of several
 #     rounds and counts old rows that new lacks; `run`, `tsvrow` and `compare` print the values
-#     of the given reports (the expected strings below are worked out by hand).
+#     of the given reports (the expected strings below are worked out by hand), and so do
+#     `vision` (a run's vision_s over its image_files) and `hf` (an anchor's list);
+#   - --config: in a copy of the scripts with a stand-in vlrun (which logs its arguments and
+#     answers with a fixed report) and a stand-in teacher_forced.py, the tasks pass --config
+#     (default qwen2-vl-7b-instruct.json; measure25: qwen2.5-vl-7b-instruct.json) and refuse a
+#     missing file; measure25 runs its steps in order (budget probes, the largest count's runs,
+#     the anchor, the others, the distinct-image run) and divides the vision time by the image
+#     files (page.png xN: one encode; page.png given N times: N).
 set -u
 SRC=$(cd "$(dirname "$0")/.." && pwd)
 DEV=$SRC/scripts/device.sh
@@ -32,7 +39,7 @@ one_line() { # NAME FILE: exactly one line
 
 # 1. the command line
 expect help 0 bash "$DEV" help
-for t in gpu runs bench measure "ab OLD_TREE" goldens teacher-forced profile plan sanitize build help; do
+for t in gpu runs bench measure measure25 "ab OLD_TREE" goldens teacher-forced profile plan sanitize build help; do
     has "help lists $t" "$tmp/out" "  $t "
 done
 expect "unknown task" 2 bash "$DEV" nosuchtask
@@ -44,6 +51,10 @@ has "unknown option" "$tmp/err" "unknown option --nosuch"
 expect "missing value" 2 bash "$DEV" ab --run
 one_line "missing value" "$tmp/err"
 has "missing value" "$tmp/err" "--run needs a value"
+expect "config without value" 2 bash "$DEV" runs --config
+has "config without value" "$tmp/err" "--config needs a value"
+expect help 0 bash "$DEV" help
+has "help lists --config" "$tmp/out" "  --config FILE "
 
 # 2. ab: old 162.0 and 162.2 (median 162.1); new 158.0 = -2.53% (worse), new2 160.0 = -1.30%
 printf 'tag\tbuild\trun\tttft_s\tdecode_tok_s\tpeak_gib\n' >"$tmp/ab.tsv"
@@ -102,6 +113,88 @@ python3 -c 'import struct, sys; open(sys.argv[1], "wb").write(struct.pack("<2f",
 expect compare 0 python3 "$REP" compare X "$tmp/a.json" "$tmp/b.json" "$tmp/a.f32" "$tmp/b.f32"
 has compare "$tmp/out" "X: last-logits cosine 0.707107, greedy tokens equal 2/3"
 expect "unreadable report" 2 python3 "$REP" run "$tmp/none.json"
+
+# 6. vision: 0.75 s over 3 image files = 250.0 ms each; hf: one line per count of the anchor
+echo '{"images": 5, "device": "cpu", "image_files": [{}, {}, {}], "timings": {"vision_s": 0.75}}' >"$tmp/v.json"
+expect vision 0 python3 "$REP" vision "$tmp/v.json" V
+has vision "$tmp/out" "V: vision 250.0 ms per encoded image (0.750 s for 3 encodes, 5 images in the prompt), cpu"
+cat >"$tmp/hf.json" <<'JSON'
+[{"images": 1, "quant": "none", "prompt_tokens": 1400, "ttft_s": 0.25, "decode_tok_s": 30.04,
+  "peak_gib": 16.5, "vision_s": 0.05, "vision_ms_per_image": 50.0},
+ {"images": 28, "quant": "none", "prompt_tokens": 38300, "oom": true, "vision_oom": true}]
+JSON
+expect hf 0 python3 "$REP" hf "$tmp/hf.json" HF
+has hf "$tmp/out" "HF x1: prompt 1400: ttft 0.250 s, decode 30.0 tok/s, peak 16.500 GiB, vision 50.0 ms per image (0.050 s for 1)"
+has hf "$tmp/out" "HF x28: prompt 38300: out of memory, vision out of memory"
+
+# 7. --config through the tasks, in a copy of the two scripts: a stand-in vlrun that logs its
+#    arguments, refuses --mem-budget and reports 0.25 s of vision per image file; a stand-in
+#    teacher_forced.py that prints its arguments; no anchor (that step fails: exit 1)
+T=$tmp/tree
+mkdir -p "$T/scripts" "$T/examples" "$T/.deps/usr" "$T/.cache/tokenizer" "$T/tests/reference"
+cp "$DEV" "$REP" "$T/scripts/"
+: >"$T/.cache/tokenizer/tokenizer.json"
+: >"$T/examples/qwen2-vl-7b-instruct.json"
+cat >"$T/vlrun" <<'SH'
+#!/usr/bin/env bash
+echo "$*" >>"$VL_FAKE_LOG"
+case " $* " in *" --mem-budget "*)
+    [[ " $* " == *" --kv "* ]] && echo "refused: kv int8" >&2 || echo "refused: kv bf16" >&2
+    exit 1 ;;
+esac
+files=0 images=0 list=""
+for a in "$@"; do
+    case $a in
+    examples/page.png) files=$((files + 1)) images=$((images + 1)) list+=${list:+,}'{}' ;;
+    x[0-9]*) images=$((images + ${a#x} - 1)) ;;
+    esac
+done
+printf '{"images": %d, "prompt_tokens": 100, "device": "fake", "image_files": [%s],
+ "options": {"decode_graph": true}, "timings": {"vision_s": %d.%02d, "ttft_s": 1.0,
+ "prefill_tok_s": 100.0, "decode_tok_s": 50.0}, "memory": {"peak_device": 1073741824,
+ "predicted_peak": 1073741824, "kv_cache": 536870912}}\n' "$images" "$list" \
+    $((files * 25 / 100)) $((files * 25 % 100))
+SH
+cat >"$T/tests/reference/teacher_forced.py" <<'PY'
+import sys
+print("teacher_forced args:", *sys.argv[1:])
+PY
+chmod +x "$T/vlrun"
+export VL_FAKE_LOG=$tmp/vlrun.log
+DEV2=$T/scripts/device.sh
+expect "measure25 without its config" 2 env OUT="$tmp/o" bash "$DEV2" measure25 --vlrun "$T/vlrun"
+one_line "measure25 without its config" "$tmp/err"
+has "measure25 without its config" "$tmp/err" "--config examples/qwen2.5-vl-7b-instruct.json: no such file"
+expect "missing --config" 2 env OUT="$tmp/o" bash "$DEV2" runs --config examples/none.json
+has "missing --config" "$tmp/err" "--config examples/none.json: no such file"
+: >"$T/examples/qwen2.5-vl-7b-instruct.json"
+: >"$VL_FAKE_LOG"
+expect "runs default config" 0 env OUT="$tmp/o1" bash "$DEV2" runs --vlrun "$T/vlrun"
+has "runs default config" "$VL_FAKE_LOG" "examples/page.png x28 --max-tokens 512 --random-weights --config examples/qwen2-vl-7b-instruct.json"
+: >"$VL_FAKE_LOG"
+expect "runs --config" 0 env OUT="$tmp/o2" bash "$DEV2" runs --vlrun "$T/vlrun" \
+    --config examples/qwen2.5-vl-7b-instruct.json --run "nf4 3"
+has "runs --config" "$VL_FAKE_LOG" "examples/page.png x3 --max-tokens 512 --random-weights --config examples/qwen2.5-vl-7b-instruct.json"
+expect "teacher-forced --config" 0 env OUT="$tmp/o3" bash "$DEV2" teacher-forced --vlrun "$T/vlrun" \
+    --config examples/qwen2.5-vl-7b-instruct.json
+has "teacher-forced --config" "$tmp/o3/summary.txt" "--config examples/qwen2.5-vl-7b-instruct.json --out"
+: >"$VL_FAKE_LOG"
+expect measure25 1 env OUT="$tmp/o4" bash "$DEV2" measure25 --vlrun "$T/vlrun"
+S=$tmp/o4/summary.txt
+steps=$(grep -oE '^(PASS|FAIL) [a-z0-9_]+' "$S" | cut -d' ' -f2 | tr '\n' ' ')
+want="bf16_x28 nf4_x28 nf4_x28_kvint8 hf_qwen2_5_vl bf16_x1 nf4_x1 nf4_x1_kvint8 vision_distinct_x28 "
+if [ "$steps" = "$want" ]; then ok; else bad "measure25 steps: '$steps', wanted '$want'"; fi
+has measure25 "$S" "config: examples/qwen2.5-vl-7b-instruct.json"
+has measure25 "$S" "nf4 600 --mem-budget 24G: refused: kv bf16"
+has measure25 "$S" "nf4 600 --kv int8 --mem-budget 24G: refused: kv int8"
+has measure25 "$S" "nf4_x28_kvint8: vision 250.0 ms per encoded image (0.250 s for 1 encode, 28 images in the prompt), fake"
+has measure25 "$S" "bf16 page.png given 28 times: vision 250.0 ms per encoded image (7.000 s for 28 encodes, 28 images in the prompt), fake"
+has measure25 "$VL_FAKE_LOG" "examples/page.png x1 --max-tokens 512 --random-weights --config examples/qwen2.5-vl-7b-instruct.json --tokenizer .cache/tokenizer/tokenizer.json --json --quant nf4 --kv int8"
+n_calls=$(grep -c '' "$VL_FAKE_LOG")
+n_cfg=$(grep -c -- "--config examples/qwen2.5-vl-7b-instruct.json" "$VL_FAKE_LOG")
+if [ "$n_calls" = 9 ] && [ "$n_cfg" = 9 ]; then ok; else bad "measure25: $n_cfg of $n_calls vlrun calls with the 2.5 config (wanted 9 of 9)"; fi
+outs=$(cd "$tmp/o4" && ls | tr '\n' ' ')
+if [ "$outs" = "bf16_x28.json logs.tgz nf4_x28.json nf4_x28_kvint8.json summary.txt " ]; then ok; else bad "measure25 results: $outs"; fi
 
 echo "cli_device_script: $pass passed, $fail failed"
 [ "$fail" = 0 ]

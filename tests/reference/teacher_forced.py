@@ -1,12 +1,15 @@
 #!/usr/bin/env python3
 """teacher_forced.py: the engine's logits at every position of a long multimodal prompt against
-transformers, on a random checkpoint with the real Qwen2-VL-7B shapes (runs on the GPU machine:
-torch, transformers 5.17, tokenizers, Pillow, numpy; no network).
+transformers, on a random checkpoint with the real Qwen2-VL-7B or Qwen2.5-VL-7B shapes (--config
+picks: its model_type; runs on the GPU machine: torch, transformers 5.17, tokenizers, Pillow,
+numpy; no network).
 
 Steps (one process; the GPU holds one model at a time, plus the quantize-dequantized copies of
 its Linear weights during an emulated run: 16.6 + 14.4 GB at the 7B):
   1. A random Qwen2VLForConditionalGeneration from the published 7B config.json
-     (examples/qwen2-vl-7b-instruct.json), built in bf16 on the GPU with a fixed seed:
+     (--config, default examples/qwen2-vl-7b-instruct.json; with model_type qwen2_5_vl, e.g.
+     examples/qwen2.5-vl-7b-instruct.json, a Qwen2_5_VLForConditionalGeneration; both
+     families read by qwen_configs.py), built in bf16 on the GPU with a fixed seed:
      transformers' own init (normal std 0.02, unit norms, zero biases), then biases and norm
      weights perturbed (N(0, --perturb)) so that a parameter the engine ignored would show.
      save_pretrained (~16.6 GB of safetensors) + tokenizer.json + preprocessor_config.json
@@ -63,7 +66,8 @@ deleted at the end unless --keep, or --work DIR (kept; reuse its checkpoint with
 Exit: 0 gate passed, 1 gate (or the floor check, a requested quant run or quant check) failed,
 2 could not run.
 
-usage: teacher_forced.py --vlrun PATH --tokenizer TOKENIZER_JSON [--out DIR] [--quant-compare]
+usage: teacher_forced.py --vlrun PATH --tokenizer TOKENIZER_JSON [--config CONFIG_JSON]
+       [--out DIR] [--quant-compare]
        [--no-quant-emul] [--model DIR (reuse a checkpoint)] [--work DIR] [--keep]
        [--image PNG]... [--prompt TEXT]
 """
@@ -79,12 +83,12 @@ import time
 import numpy as np
 import torch
 
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import qwen_configs  # noqa: E402
+
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(os.path.dirname(HERE))
 MIN_PIXELS, MAX_PIXELS = 3136, 12845056
-# the published Qwen2-VL-7B vision tower (its config.json names only in_chans / patch size)
-VISION_7B = dict(depth=32, embed_dim=1280, mlp_ratio=4, num_heads=16, in_channels=3,
-                 patch_size=14, spatial_merge_size=2, temporal_patch_size=2)
 SYSTEM = "You are a helpful assistant."
 # bitsandbytes' NF4 table and the float32 midpoints its quantize kernel decides on, as
 # kernels/cpu_quant.c spells them (each midpoint is exactly (t[i] + t[i + 1]) / 2 in float32)
@@ -98,9 +102,6 @@ NF4_MIDPOINTS = (-0.8480964004993439, -0.6106329262256622, -0.4599952697753906,
                  0.2035212516784668, 0.2920137718319893, 0.3893125355243683, 0.5016634166240692,
                  0.6427869200706482, 0.8614784181118011)
 NF4_BLOCK = 64
-# elements bitsandbytes quantizes in the 7B (vision 673,710,080 + decoder
-# 6,525,288,448): the emulation must touch exactly these
-QUANTIZED_ELEMENTS_7B = 7_198_998_528
 GOLDENS = os.path.join(ROOT, "tests", "fixtures", "bnb_goldens")
 # engine runs of --quant-compare: tag -> vlrun arguments
 QUANT_RUNS = (("engine_nf4", ["--quant", "nf4", "--double-quant"]),
@@ -124,7 +125,9 @@ def parse_args():
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--vlrun", required=True, help="the vlrun binary (CUDA build)")
     p.add_argument("--tokenizer", required=True, help="the Qwen2 tokenizer.json")
-    p.add_argument("--config", default=os.path.join(ROOT, "examples", "qwen2-vl-7b-instruct.json"))
+    p.add_argument("--config", default=os.path.join(ROOT, "examples", "qwen2-vl-7b-instruct.json"),
+                   help="the published 7B config.json; its model_type (qwen2_vl, qwen2_5_vl) "
+                   "picks transformers' model class")
     p.add_argument("--image", action="append", help="image(s), in prompt order "
                    "(default examples/page.png: 1364 image tokens)")
     p.add_argument("--prompt", default="Describe this page.")
@@ -163,27 +166,16 @@ def parse_args():
 
 
 def published_config(path):
-    """The published flat config.json as a transformers Qwen2VLConfig, vision tower spelled out."""
-    from transformers import Qwen2VLConfig
-    with open(path) as f:
-        raw = json.load(f)
-    for k in ("transformers_version", "architectures", "torch_dtype"):
-        raw.pop(k, None)
-    vision = dict(raw.pop("vision_config", {}))
-    vision.pop("model_type", None)
-    vision.pop("in_chans", None)
-    vision.pop("spatial_patch_size", None)
-    for k, v in VISION_7B.items():
-        vision.setdefault(k, v)
-    vision["hidden_size"] = raw["hidden_size"]  # the merger's output: the decoder width
-    cfg = Qwen2VLConfig(vision_config=vision, **raw)
-    t, v = cfg.get_text_config(), cfg.vision_config
-    got = (t.hidden_size, t.num_hidden_layers, t.num_attention_heads, t.num_key_value_heads,
-           t.intermediate_size, t.vocab_size, v.depth, v.embed_dim, v.num_heads, v.hidden_size)
-    want = (3584, 28, 28, 4, 18944, 152064, 32, 1280, 16, 3584)
-    if got != want:
-        raise Failure(f"{path}: transformers read shapes {got}, expected the 7B's {want}")
-    return cfg
+    """The published flat config.json as transformers' config (Qwen2VLConfig or
+    Qwen2_5_VLConfig by its model_type), checked to hold the 7B's shapes."""
+    try:
+        cfg, model_type = qwen_configs.published_config(path)
+    except (OSError, ValueError, KeyError) as e:
+        raise Failure(f"--config {path}: {e}")
+    bad = qwen_configs.check_7b(cfg, model_type, path)
+    if bad:
+        raise Failure(bad)
+    return cfg, model_type
 
 
 def image_processor():
@@ -199,13 +191,12 @@ def image_processor():
 
 
 def make_checkpoint(a, d):
-    from transformers import Qwen2VLForConditionalGeneration
-    cfg = published_config(a.config)
+    cfg, model_type = published_config(a.config)
     t0 = time.time()
     torch.manual_seed(a.seed)
     torch.cuda.manual_seed_all(a.seed)
     with torch.device("cuda"):
-        model = Qwen2VLForConditionalGeneration._from_config(cfg, dtype=torch.bfloat16)
+        model = qwen_configs.model_class(model_type)._from_config(cfg, dtype=torch.bfloat16)
     n_params = sum(p.numel() for p in model.parameters())
     if a.perturb > 0:
         g = torch.Generator(device="cuda").manual_seed(a.seed + 1)
@@ -272,15 +263,16 @@ def template_ids(tokenizer_path, grids, prompt):
 
 
 def load_hf(model_dir, dtype):
-    """transformers' model on the GPU as `dtype` (sdpa) -> (model, seconds)."""
-    from transformers import Qwen2VLForConditionalGeneration
+    """transformers' model (the class of the checkpoint's model_type) on the GPU as `dtype`
+    (sdpa) -> (model, seconds)."""
+    cls = qwen_configs.model_class(qwen_configs.model_type_of(os.path.join(model_dir, "config.json")))
     t0 = time.time()
     kw = dict(dtype=dtype, attn_implementation="sdpa")
     try:
-        model = Qwen2VLForConditionalGeneration.from_pretrained(model_dir, device_map="cuda", **kw)
+        model = cls.from_pretrained(model_dir, device_map="cuda", **kw)
     except (ImportError, ValueError, RuntimeError) as e:
         log(f"device_map='cuda' failed ({e!r}); loading on the host, then moving")
-        model = Qwen2VLForConditionalGeneration.from_pretrained(model_dir, **kw).to("cuda")
+        model = cls.from_pretrained(model_dir, **kw).to("cuda")
     model.eval()
     return model, time.time() - t0
 
@@ -519,10 +511,11 @@ def emulate(a, report, runs, model, ids, pv, grid, image_token_id):
             torch.cuda.empty_cache()
             continue
         report["steps"][f"hf_{fmt}_emul"] = emul[fmt]
-        if emul[fmt]["elements"] != QUANTIZED_ELEMENTS_7B:
+        want = qwen_configs.FAMILIES[a.model_type]["quantized_elements_7b"]
+        if emul[fmt]["elements"] != want:
             report["failures"].append(
                 f"quant emulation ({fmt}): {emul[fmt]['elements']} weight elements quantized, "
-                f"bitsandbytes quantizes {QUANTIZED_ELEMENTS_7B} in the 7B")
+                f"bitsandbytes quantizes {want} in the {a.model_type} 7B")
 
 
 def floor_check(a, report):
@@ -598,6 +591,10 @@ def main():
                        *((i, "--image") for i in a.image)):
         if not os.path.isfile(path):
             raise Failure(f"{what} {path}: no such file")
+    try:
+        a.model_type = qwen_configs.model_type_of(a.config)
+    except (OSError, ValueError) as e:
+        raise Failure(f"--config {e}")
     work = a.work or tempfile.mkdtemp(prefix="vl-teacher-forced-")
     os.makedirs(work, exist_ok=True)
     log(f"work directory {work}")
@@ -619,7 +616,7 @@ def main():
 
 def run(a, work, report):
     from PIL import Image
-    model_dir = a.model or os.path.join(work, "qwen2-vl-7b-random")
+    model_dir = a.model or os.path.join(work, a.model_type.replace("_", "-") + "-7b-random")
     proc = image_processor()
     if not a.model:
         os.makedirs(model_dir, exist_ok=True)
@@ -627,6 +624,12 @@ def run(a, work, report):
     for f in ("config.json",):
         if not os.path.isfile(os.path.join(model_dir, f)):
             raise Failure(f"{model_dir}: no {f}")
+    try:  # a reused checkpoint (--model) must be of --config's family
+        got = qwen_configs.model_type_of(os.path.join(model_dir, "config.json"))
+    except ValueError as e:
+        raise Failure(str(e))
+    if got != a.model_type:
+        raise Failure(f"{model_dir} is a {got} checkpoint; --config {a.config} is {a.model_type}")
     if not os.path.isfile(os.path.join(model_dir, "tokenizer.json")):
         shutil.copyfile(a.tokenizer, os.path.join(model_dir, "tokenizer.json"))
     if not os.path.isfile(os.path.join(model_dir, "preprocessor_config.json")):
