@@ -1,11 +1,12 @@
 #!/usr/bin/env bash
-# vlrun --quant on tests/fixtures/models/tiny-odd (no Linear has in-features % 64 == 0)
-# reproduces transformers run on bitsandbytes' quantized weights (tests/reference/
-# make_odd_goldens.py: golden_tiny-odd-<fmt>.json, logits_tiny-odd-<fmt>.f32), for
+# vlrun --quant on tests/fixtures/models/tiny-odd (no Linear has in-features % 64 == 0) and on
+# tiny25-a (Qwen2.5-VL: its tower's SwiGLU and window attention, two shards) reproduces
+# transformers run on bitsandbytes' quantized weights (tests/reference/make_odd_goldens.py and
+# make_qwen2_5_vl_goldens.py: golden_<model>-<fmt>.json, logits_<model>-<fmt>.f32), for
 # fmt = nf4 (--quant nf4), nf4dq (--quant nf4 --double-quant) and int8 (--quant int8), two ways:
 #   quant     the bf16 checkpoint quantized while loading;
-#   prequant  a "-bnb-4bit" / "-bnb-8bit" checkpoint: tiny-odd with its Linears replaced by
-#             tiny-odd-bnb-<fmt>.safetensors (bitsandbytes' tensors), loaded as it is.
+#   prequant  a "-bnb-4bit" / "-bnb-8bit" checkpoint: the model with its Linears replaced by
+#             <model>-bnb-<fmt>.safetensors (bitsandbytes' tensors), loaded as it is.
 # Each must give: the 24 greedy tokens and the golden prompt length (vlrun --json); the argmax at
 # every prompt position and the last position's logits (vlrun logits: cosine >= 1 - 1e-9 and max
 # abs diff <= 1e-5, as tests/cli_logits.sh: both sides multiply the same bf16 weights in fp32);
@@ -13,7 +14,7 @@
 # and peak equal the planner's prediction to the byte.
 # And the check can fail: the unquantized model misses every golden by far more than the bar
 # (int8 moves the last logits by 1 - 4e-6 in cosine: a 0.9999 bar would not tell it from bf16).
-# The baseline: the unquantized model reproduces golden_tiny-odd-bf16 the same way.
+# The baseline: the unquantized model reproduces golden_<model>-bf16 the same way.
 # VL_BACKEND=cuda runs the same checks on the CUDA backend (bf16 activations: expect misses).
 set -u
 source "$(dirname "$0")/golden_args.sh"
@@ -27,12 +28,12 @@ pass=0 fail=0 skip=0
 ok() { pass=$((pass + 1)); }
 bad() { fail=$((fail + 1)); echo "FAIL: $*" >&2; }
 
-# merge BASE_DIR QUANT_FILE OUT_DIR: BASE_DIR's config and tensors, the tensors of QUANT_FILE
-# replacing those of the same name (plain python3: no numpy in CI)
+# merge BASE_DIR QUANT_FILE OUT_DIR: BASE_DIR's config and tensors (every shard), the tensors
+# of QUANT_FILE replacing those of the same name, in one file (plain python3: no numpy in CI)
 merge() {
     mkdir -p "$3" && cp "$1/config.json" "$1/preprocessor_config.json" "$3/" &&
-        python3 - "$1/model.safetensors" "$2" "$3/model.safetensors" <<'PY'
-import json, struct, sys
+        python3 - "$1" "$2" "$3/model.safetensors" <<'PY'
+import glob, json, os, struct, sys
 def read(path):
     raw = open(path, "rb").read()
     n = struct.unpack("<Q", raw[:8])[0]
@@ -40,7 +41,9 @@ def read(path):
     head.pop("__metadata__", None)
     return {k: (v["dtype"], v["shape"], raw[8 + n + v["data_offsets"][0]:8 + n + v["data_offsets"][1]])
             for k, v in head.items()}
-tensors = read(sys.argv[1])
+tensors = {}
+for shard in sorted(glob.glob(os.path.join(sys.argv[1], "*.safetensors"))):
+    tensors.update(read(shard))
 tensors.update(read(sys.argv[2]))
 head, data = {"__metadata__": {"format": "pt"}}, b""
 for name, (dtype, shape, blob) in tensors.items():
@@ -90,9 +93,10 @@ PY
 
 declare -A quant_opts=([nf4]="--quant nf4" [nf4dq]="--quant nf4 --double-quant" [int8]="--quant int8")
 declare -A weights_name=([bf16]=BF16 [nf4]=NF4 [nf4dq]=NF4 [int8]=Q8ROW)
-for fmt in bf16 nf4 nf4dq int8; do
-    g=$FIX/models/golden_tiny-odd-$fmt.json
-    qfile=$FIX/models/tiny-odd-bnb-$fmt.safetensors
+for case in tiny-odd:{bf16,nf4,nf4dq,int8} tiny25-a:{bf16,nf4,nf4dq,int8}; do
+    name=${case%%:*} fmt=${case#*:}
+    g=$FIX/models/golden_$name-$fmt.json
+    qfile=$FIX/models/$name-bnb-$fmt.safetensors
     [ "$fmt" = bf16 ] && qfile=$g
     if [ ! -f "$g" ] || [ ! -f "$qfile" ] || [ ! -f "$TOK" ]; then
         skip=$((skip + 1))
@@ -103,38 +107,38 @@ for fmt in bf16 nf4 nf4dq int8; do
     modes=(plain)
     if [ "$fmt" != bf16 ]; then
         modes=(quant prequant bf16)
-        if ! merge "$FIX/models/tiny-odd" "$qfile" "$tmp/ck-$fmt"; then
-            bad "$fmt: cannot write the pre-quantized checkpoint"
+        if ! merge "$FIX/models/$name" "$qfile" "$tmp/ck-$name-$fmt"; then
+            bad "$name $fmt: cannot write the pre-quantized checkpoint"
             continue
         fi
         read -r -a qopt <<<"${quant_opts[$fmt]}"
     fi
     for mode in "${modes[@]}"; do
-        d=$tmp/$fmt-$mode
+        d=$tmp/$name-$fmt-$mode
         mkdir -p "$d"
         case $mode in
-        quant) model=(--model "$FIX/models/tiny-odd" "${qopt[@]}") ;;
-        prequant) model=(--model "$tmp/ck-$fmt") ;;
-        bf16 | plain) model=(--model "$FIX/models/tiny-odd") ;;
+        quant) model=(--model "$FIX/models/$name" "${qopt[@]}") ;;
+        prequant) model=(--model "$tmp/ck-$name-$fmt") ;;
+        bf16 | plain) model=(--model "$FIX/models/$name") ;;
         esac
         common=(--backend "$BACKEND" "${model[@]}" --tokenizer "$TOK" "${args[@]}" --prompt "$prompt")
         if ! "$VLRUN" "${common[@]}" --max-tokens 24 --greedy --json >"$d/run.json" 2>"$d/err" ||
             ! "$VLRUN" logits "${common[@]}" --out "$d/l.f32" >"$d/sum.json" 2>>"$d/err"; then
-            bad "$fmt $mode: vlrun failed: $(head -c 400 "$d/err")"
+            bad "$name $fmt $mode: vlrun failed: $(head -c 400 "$d/err")"
             continue
         fi
         if [ "$mode" = bf16 ]; then
             # the control: bf16 weights must fail this golden's checks
-            if check "$g" "$d/run.json" "$d/l.f32" "$d/sum.json" BF16 "$mode" "$fmt golden, bf16 weights (must miss)" >"$d/out" 2>&1; then
-                bad "$fmt: the bf16 model passes the $fmt golden: the check cannot tell the formats apart"
+            if check "$g" "$d/run.json" "$d/l.f32" "$d/sum.json" BF16 "$mode" "$name $fmt golden, bf16 weights (must miss)" >"$d/out" 2>&1; then
+                bad "$name $fmt: the bf16 model passes the $fmt golden: the check cannot tell the formats apart"
             else
                 ok
-                echo "$fmt golden, bf16 weights: misses it as it must: $(head -c 300 "$d/out")"
+                echo "$name $fmt golden, bf16 weights: misses it as it must: $(head -c 300 "$d/out")"
             fi
-        elif check "$g" "$d/run.json" "$d/l.f32" "$d/sum.json" "${weights_name[$fmt]}" "$mode" "$fmt $mode"; then
+        elif check "$g" "$d/run.json" "$d/l.f32" "$d/sum.json" "${weights_name[$fmt]}" "$mode" "$name $fmt $mode"; then
             ok
         else
-            bad "$fmt $mode: golden checks"
+            bad "$name $fmt $mode: golden checks"
         fi
     done
 done
