@@ -64,6 +64,9 @@ void vl_weights_fuse(vl_weight *out, vl_vec *out_b, const vl_weight *const *a,
  * merge blocks row-major, and inside a block its merge x merge patches row-major. */
 void vl_vision_patch_positions(const vl_pixels *px, int merge, int32_t *pos_h, int32_t *pos_w);
 
+/* 0 when an image fits the planned scratch and the patch embedding; else -1, the error set. */
+int vl_vision_check_image(const vl_pixels *px, int64_t max_patches, const vl_weight *patch_embed);
+
 /* One self-attention of a tower: its weights and the buffers it runs in. */
 typedef struct {
     const vl_weight *w_qkv, *w_proj; /* [3 Ev, Ev], [Ev, Ev] */

@@ -193,12 +193,7 @@ static int encode(vl_context *cx, const vl_pixels *px, void *out) {
     const vl_qwen2_5_vl_vision_weights *w = m->vision_w;
     vision_scratch *s = cx->scratch.vision;
     int64_t P = px->n_patches, Ev = c->v_embed, m2 = (int64_t)c->merge * c->merge;
-    if (P > s->max_patches)
-        return vl_error_set("internal: image of %lld patches exceeds the plan (%lld)", (long long)P,
-                            (long long)s->max_patches);
-    if (px->patch_dim != w->patch_embed.cols)
-        return vl_error_set("image patches have %d values; the model expects %lld", px->patch_dim,
-                            (long long)w->patch_embed.cols);
+    if (vl_vision_check_image(px, s->max_patches, &w->patch_embed)) return -1;
     int n_win = 0;
     if (upload_image(be, c, s, px, &n_win)) return -1;
     be->linear(be, s->xn, s->pix, P, &w->patch_embed, NULL);

@@ -18,6 +18,16 @@ void vl_vision_patch_positions(const vl_pixels *px, int merge, int32_t *pos_h, i
                     }
 }
 
+int vl_vision_check_image(const vl_pixels *px, int64_t max_patches, const vl_weight *patch_embed) {
+    if (px->n_patches > max_patches)
+        return vl_error_set("internal: image of %lld patches exceeds the plan (%lld)",
+                            (long long)px->n_patches, (long long)max_patches);
+    if (px->patch_dim != patch_embed->cols)
+        return vl_error_set("image patches have %d values; the model expects %lld", px->patch_dim,
+                            (long long)patch_embed->cols);
+    return 0;
+}
+
 static inline void *vat(vl_backend *be, void *base, int64_t i) {
     return (uint8_t *)base + (size_t)i * vl_dtype_size(be->act);
 }
