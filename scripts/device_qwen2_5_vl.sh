@@ -13,6 +13,8 @@
 set -u
 part=${1:-checks}
 total=${2:-570}
+case $part in checks | measure | teacher) ;; esac
+: "${OUT:?OUT must name the folder the device tool returns}"
 start=$(date +%s)
 left() { echo $((total - ($(date +%s) - start))); }
 R=/tmp/device_qwen2_5_vl
@@ -53,9 +55,5 @@ teacher)
         --config examples/qwen2.5-vl-7b-instruct.json --deadline "$(($(left) - 10))" \
         >"$R/teacher_forced.txt" 2>&1
     tail -n 30 "$R/teacher_forced.txt"
-    ;;
-*)
-    echo "usage: scripts/device_qwen2_5_vl.sh checks|measure|teacher [SECONDS]" >&2
-    exit 2
     ;;
 esac
