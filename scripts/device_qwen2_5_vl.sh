@@ -13,7 +13,11 @@
 set -u
 part=${1:-checks}
 total=${2:-570}
-case $part in checks | measure | teacher) ;; esac
+case $part in checks | measure | teacher) ;; *)
+    echo "usage: scripts/device_qwen2_5_vl.sh checks|measure|teacher [SECONDS]" >&2
+    exit 2
+    ;;
+esac
 : "${OUT:?OUT must name the folder the device tool returns}"
 start=$(date +%s)
 left() { echo $((total - ($(date +%s) - start))); }
