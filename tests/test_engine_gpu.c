@@ -363,6 +363,18 @@ static void set_num(cJSON *obj, const char *key, double v) {
     cJSON_AddNumberToObject(obj, key, v);
 }
 
+/* tests/fixtures/configs/tiny-odd.json parsed; NULL (checked) when it cannot be read. */
+static cJSON *tiny_odd_config(void) {
+    char *text = NULL;
+    size_t len = 0;
+    int rc = vl_read_file(vt_fixture("configs/tiny-odd.json"), 1 << 20, &text, &len);
+    VT_CHECKF(rc == 0, "tiny-odd.json: %s", vl_error_get());
+    if (rc) return NULL;
+    cJSON *root = cJSON_Parse(text);
+    free(text);
+    return root;
+}
+
 /* root (freed) as JSON text in dst. Returns 0, or -1 (checked). */
 static int write_json(cJSON *root, const char *dst) {
     char *out = cJSON_Print(root);
@@ -380,13 +392,7 @@ static int write_json(cJSON *root, const char *dst) {
  * merger output follows the decoder's hidden). Returns 0, or -1 (checked). */
 static int write_config(const char *dst, int hidden, int heads, int kv_heads, int head_dim,
                         int inter, const int mrope[3], int v_embed, int v_heads, double ratio) {
-    char *text = NULL;
-    size_t len = 0;
-    int rc = vl_read_file(vt_fixture("configs/tiny-odd.json"), 1 << 20, &text, &len);
-    VT_CHECKF(rc == 0, "tiny-odd.json: %s", vl_error_get());
-    if (rc) return -1;
-    cJSON *root = cJSON_Parse(text);
-    free(text);
+    cJSON *root = tiny_odd_config();
     cJSON *t = cJSON_GetObjectItemCaseSensitive(root, "text_config");
     cJSON *v = cJSON_GetObjectItemCaseSensitive(root, "vision_config");
     cJSON *rp = cJSON_GetObjectItemCaseSensitive(t, "rope_parameters");
@@ -410,13 +416,7 @@ static int write_config(const char *dst, int hidden, int heads, int kv_heads, in
  * block 1 in windows of window_px pixels), written to dst. Returns 0, or -1 (checked). */
 static int write_config_qwen25(const char *dst, int v_hidden, int v_heads, int v_inter,
                                int window_px) {
-    char *text = NULL;
-    size_t len = 0;
-    int rc = vl_read_file(vt_fixture("configs/tiny-odd.json"), 1 << 20, &text, &len);
-    VT_CHECKF(rc == 0, "tiny-odd.json: %s", vl_error_get());
-    if (rc) return -1;
-    cJSON *root = cJSON_Parse(text);
-    free(text);
+    cJSON *root = tiny_odd_config();
     cJSON *t = cJSON_GetObjectItemCaseSensitive(root, "text_config");
     cJSON *hidden = cJSON_GetObjectItemCaseSensitive(t, "hidden_size");
     VT_CHECK(root && t && hidden);

@@ -92,6 +92,15 @@ def rope_index(model, ids, grids):
     return pos.tolist(), int(torch.as_tensor(delta).reshape(-1)[0])
 
 
+def perturb(model):
+    """Non-trivial biases and norms (transformers' init makes them 0 and 1), so that every
+    parameter matters: one the engine ignored would show."""
+    with torch.no_grad():
+        for pname, p in model.named_parameters():
+            if pname.endswith("bias") or "norm" in pname or "ln_q" in pname:
+                p.add_(torch.randn_like(p) * 0.1)
+
+
 def flat_config(cfg, spec):
     """The published (flat) layout: decoder keys at top level, a vision_config holding only
     what differs from the class defaults, rope_scaling with mrope_section."""
@@ -122,10 +131,7 @@ def build(name, spec, out_dir):
                         tie_word_embeddings=spec["tied"], **SPECIAL)
     torch.manual_seed(hash(name) % 1000 + 7)
     model = Qwen2VLForConditionalGeneration._from_config(cfg, dtype=torch.float32)
-    with torch.no_grad():  # non-trivial biases and norms so that every parameter matters
-        for pname, p in model.named_parameters():
-            if pname.endswith("bias") or "norm" in pname or "ln_q" in pname:
-                p.add_(torch.randn_like(p) * 0.1)
+    perturb(model)
     model = model.to(spec["dtype"])
     d = os.path.join(out_dir, name)
     kw = dict(max_shard_size=spec["shard"]) if spec["shard"] else {}

@@ -129,6 +129,20 @@ def quantized_state(fmt, w, table):
     return bnb.nf4_dequantize(st, tuple(w.shape)), disk
 
 
+def apply_format(linears, original, fmt, table):
+    """Every (name, nn.Linear) of linears set to its bf16 weight original[name] in format fmt,
+    quantized and dequantized; returns the bnb tensors as the checkpoint names them."""
+    disk = {}
+    for name, mod in linears:
+        deq, pieces = quantized_state(fmt, original[name], table)
+        with torch.no_grad():
+            mod.weight.copy_(deq.float())
+        prefix = checkpoint_name(name)
+        for suffix, t in pieces.items():
+            disk[f"{prefix}.{suffix}"] = t.contiguous()
+    return disk
+
+
 def checkpoint_name(module_name):
     """transformers 5's module path -> the checkpoint's (legacy) tensor prefix."""
     for new, old in (("model.language_model.", "model."), ("model.visual.", "visual."),
@@ -193,14 +207,7 @@ def engine_goldens(tok_path, out_dir, fixtures, table):
 
     base = None
     for fmt in FORMATS:
-        disk = {}
-        for name, mod in linears:
-            deq, pieces = quantized_state(fmt, original[name], table)
-            with torch.no_grad():
-                mod.weight.copy_(deq.float())
-            prefix = checkpoint_name(name)
-            for suffix, t in pieces.items():
-                disk[f"{prefix}.{suffix}"] = t.contiguous()
+        disk = apply_format(linears, original, fmt, table)
         logits = forward(ids)
         seq, greedy = list(ids), []
         for _ in range(N_GREEDY):

@@ -107,10 +107,7 @@ def build(name, spec, out_dir):
                            tie_word_embeddings=spec["tied"], **SPECIAL)
     torch.manual_seed(sum(map(ord, name)) + 11)
     model = Qwen2_5_VLForConditionalGeneration._from_config(cfg, dtype=torch.float32)
-    with torch.no_grad():  # non-trivial biases and norms so that every parameter matters
-        for pname, p in model.named_parameters():
-            if pname.endswith("bias") or "norm" in pname or "ln_q" in pname:
-                p.add_(torch.randn_like(p) * 0.1)
+    mmg.perturb(model)
     model = model.to(spec["dtype"])
     d = os.path.join(out_dir, name)
     kw = dict(max_shard_size=spec["shard"]) if spec["shard"] else {}
@@ -217,13 +214,7 @@ def quantized_goldens(model, name, enc, pixel_values, grids, out_dir, table):
     for n, m in linears:
         assert torch.equal(original[n].float(), m.weight.detach()), f"{n}: not bf16 values"
     for fmt in odd.FORMATS:
-        disk = {}
-        for n, m in linears:
-            deq, pieces = odd.quantized_state(fmt, original[n], table)
-            with torch.no_grad():
-                m.weight.copy_(deq.float())
-            for suffix, t in pieces.items():
-                disk[f"{odd.checkpoint_name(n)}.{suffix}"] = t.contiguous()
+        disk = odd.apply_format(linears, original, fmt, table)
         ids, logits, greedy = request(model, enc, pixel_values, grids)
         g = common_fields(name, grids)
         g.update(weights=fmt, input_ids=ids, argmax_every_position=logits.argmax(-1).tolist(),
