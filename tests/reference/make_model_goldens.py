@@ -92,6 +92,17 @@ def rope_index(model, ids, grids):
     return pos.tolist(), int(torch.as_tensor(delta).reshape(-1)[0])
 
 
+def greedy_tokens(forward, ids, n):
+    """n greedy tokens after ids, each from a full forward of everything so far (no cache, so no
+    cache subtleties); forward(seq) returns the logits of every position."""
+    seq, out = list(ids), []
+    for _ in range(n):
+        nxt = int(forward(seq)[-1].argmax())
+        out.append(nxt)
+        seq.append(nxt)
+    return out
+
+
 def perturb(model):
     """Non-trivial biases and norms (transformers' init makes them 0 and 1), so that every
     parameter matters: one the engine ignored would show."""
@@ -196,12 +207,7 @@ def main():
 
         logits = forward(ids)
         pos, delta = rope_index(model, ids, grids)
-        seq = list(ids)
-        greedy = []
-        for _ in range(24):
-            nxt = int(forward(seq)[-1].argmax())
-            greedy.append(nxt)
-            seq.append(nxt)
+        greedy = greedy_tokens(forward, ids, 24)
         samples = []
         rng = np.random.default_rng(5)
         flat = pixel_values.numpy().reshape(-1)

@@ -209,11 +209,7 @@ def engine_goldens(tok_path, out_dir, fixtures, table):
     for fmt in FORMATS:
         disk = apply_format(linears, original, fmt, table)
         logits = forward(ids)
-        seq, greedy = list(ids), []
-        for _ in range(N_GREEDY):
-            nxt = int(forward(seq)[-1].argmax())
-            greedy.append(nxt)
-            seq.append(nxt)
+        greedy = mmg.greedy_tokens(forward, ids, N_GREEDY)
         argmax = logits.argmax(-1).tolist()
         g = dict(model="tiny-odd", weights=fmt, transformers=transformers.__version__,
                  torch=torch.__version__, prompt=mmg.PROMPT,

@@ -191,13 +191,7 @@ def request(model, enc, pixel_values, grids):
                         pixel_values=pixel_values, image_grid_thw=torch.tensor(grids))
         return out.logits[0].float()
 
-    logits = forward(ids)
-    seq, greedy = list(ids), []
-    for _ in range(N_GREEDY):
-        nxt = int(forward(seq)[-1].argmax())
-        greedy.append(nxt)
-        seq.append(nxt)
-    return ids, logits, greedy
+    return ids, forward(ids), mmg.greedy_tokens(forward, ids, N_GREEDY)
 
 
 def common_fields(name, grids):
