@@ -169,7 +169,7 @@ static int add_image(vl_options *o, const char *path) {
     vl_image_arg *t = realloc(o->images, (size_t)(o->n_image_args + 1) * sizeof *t);
     if (!t) return vl_error_set("out of host memory");
     o->images = t;
-    o->images[o->n_image_args++] = (vl_image_arg){path, 1};
+    o->images[o->n_image_args++] = (vl_image_arg){.path = path, .repeat = 1};
     return 0;
 }
 

@@ -43,9 +43,26 @@ typedef struct {
 void vl_engine_config_default(vl_engine_config *c);
 
 typedef struct {
-    const char *path; /* image file */
+    const char *path; /* image file; with data: the image's name in messages ("image 2") */
     int repeat;       /* IMAGE xN: N copies (decoded once) */
+    /* Optional: the encoded file in memory (a server's upload) instead of reading path; the
+     * same decoders, caps and checks as a file. */
+    const uint8_t *data;
+    size_t data_len;
 } vl_image_arg;
+
+/* A conversation (OpenAI's chat messages): each message is a role and parts, a part is text or
+ * an image (an index into vl_request.images; each image used once, in order of appearance). */
+typedef enum { VL_ROLE_SYSTEM, VL_ROLE_USER, VL_ROLE_ASSISTANT } vl_role;
+typedef struct {
+    const char *text; /* UTF-8; NULL for an image part */
+    int image;        /* the image's index in vl_request.images, -1 for a text part */
+} vl_part;
+typedef struct {
+    vl_role role;
+    const vl_part *parts;
+    int n_parts;
+} vl_message;
 
 /* One request: the images and text of one user turn, how much to generate, how to sample. */
 typedef struct {
@@ -65,6 +82,11 @@ typedef struct {
     uint64_t seed;            /* sampling seed */
     float repetition_penalty; /* 0: the model's generation_config.json (1: off) */
     int prefill_only;         /* no generation: the prompt's logits only (callbacks) */
+    /* Optional: the whole conversation through the model's chat template (the system message
+     * of the template when the first is not a system message; the assistant header after the
+     * last, which must be a user message). prompt and system are then not used. */
+    const vl_message *messages;
+    int n_messages;
 } vl_request;
 void vl_request_default(vl_request *r);
 
@@ -154,6 +176,63 @@ vl_engine *vl_engine_open(const vl_engine_config *cfg);
 /* One request, start to end. Returns 0, or -1 with the error set (the engine stays usable). */
 int vl_engine_run(vl_engine *e, const vl_request *rq, const vl_callbacks *cb, vl_result *out);
 void vl_engine_close(vl_engine *e);
+
+/* ---- many requests at once (engine/batch.c): what a server runs ------------------------------
+ * A batch is an engine's weights plus one arena laid out once: the scratch of one prefill chunk
+ * and of max_batch decode rows, the largest image, and a KV pool of fixed-size blocks (block
+ * tables per sequence, vl_kv_pages) filling the rest of the memory budget. Requests are added to
+ * a FIFO queue; a request is admitted when its prompt plus its token limit fit in free blocks
+ * (reserved whole at admission, so a running request never runs out); one that could never fit
+ * is refused when added. Each vl_batch_step admits what fits (in order), runs one prefill chunk
+ * of the oldest request still prefilling, then one decode step of every generating request
+ * together. A request that ends, or is cancelled, frees its blocks at once. Greedy tokens do
+ * not depend on what else runs. Not thread-safe: one thread adds, cancels and steps (a server's
+ * engine thread); callbacks run on that thread. */
+typedef struct {
+    int max_batch;             /* sequences generating at once (default 16) */
+    int64_t kv_bytes;          /* the pool; 0: the engine's mem_budget (or the device's free
+                                * memory) less everything else */
+    int block_tokens;          /* tokens per KV block (default 16) */
+    int default_max_tokens;    /* a request with max_tokens 0 (default 1024, within the context) */
+    int64_t max_image_patches; /* the largest image planned for; 0: the preprocessor's
+                                * max_pixels */
+} vl_batch_config;
+void vl_batch_config_default(vl_batch_config *c);
+
+/* A request's end: on_done gets its result (rc 0) or the error (rc -1, one line): cancelled,
+ * or failed while running. Called once per added request, on the stepping thread. */
+typedef struct {
+    void *ctx;
+    int (*on_text)(void *ctx, const char *piece, size_t len); /* -1: cancel the request */
+    void (*on_done)(void *ctx, int rc, const char *error, const vl_result *r);
+} vl_job_callbacks;
+
+typedef struct {
+    int queued, running;
+    int64_t blocks_total, blocks_free, block_tokens;
+    size_t kv_bytes_total, kv_bytes_used;
+    size_t peak_device, planned_total; /* device peak seen (0 on the CPU), the plan's total */
+    int64_t prompt_tokens, completion_tokens; /* since open */
+    int64_t max_request_tokens;               /* the most a request may hold (prompt + limit) */
+} vl_batch_stats;
+
+typedef struct vl_batch vl_batch;
+/* Places the engine's weights, plans and allocates the arena: NULL with the error set when it
+ * does not fit (the budget, or the device). */
+vl_batch *vl_batch_open(vl_engine *e, const vl_batch_config *bc);
+/* Queue a request (images decoded and its prompt built now): its id (>= 0), or -1 with the
+ * error set when it is malformed or could never run (more tokens than the pool or the context,
+ * an image larger than planned); *never_fits is then 1 for the second kind. cb is copied. */
+int64_t vl_batch_add(vl_batch *b, const vl_request *rq, const vl_job_callbacks *cb,
+                     int *never_fits);
+/* Cancel a queued or running request (a client that went away): its on_done is called with
+ * rc -1 at the next step, and its blocks are free after it. 0, or -1 for an unknown id. */
+int vl_batch_cancel(vl_batch *b, int64_t id);
+/* One step (above): the number of requests still queued or running after it; -1 when the
+ * backend failed (the batch is then unusable; every request got on_done with the error). */
+int vl_batch_step(vl_batch *b);
+void vl_batch_get_stats(const vl_batch *b, vl_batch_stats *st);
+void vl_batch_close(vl_batch *b); /* on_done(-1, "shutting down") for every request left */
 
 const char *vl_error_get(void);
 void vl_error_clear(void);

@@ -30,7 +30,7 @@ int main(int argc, char **argv) {
     vl_engine *e = vl_engine_open(&cfg);
     int rc = e ? 0 : -1;
     for (int i = 0; i < 2 && rc == 0; i++) {
-        vl_image_arg image = {argv[2 + i], 1};
+        vl_image_arg image = {.path = argv[2 + i], .repeat = 1};
         vl_request rq;
         vl_request_default(&rq);
         rq.images = &image;

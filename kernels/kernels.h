@@ -137,6 +137,24 @@ typedef struct {
     int32_t pad;
 } vl_decode_state;
 
+/* ---- a paged KV cache (vlrun serve's pool) --------------------------------------------------
+ * The KV cache of many sequences as one pool of blocks of block_tokens rows for every kv head
+ * (vLLM's paged attention): row t of kv head g of the sequence whose block table is tbl lives in
+ * block b = tbl[t / block_tokens], at element
+ *   base + b * block_stride + g * head_stride + (t % block_tokens) * tok_stride
+ * of the pool (head_stride and tok_stride are the caller's usual strides), and with an int8
+ * cache its scale at
+ *   scale + b * scale_block_stride + g * scale_head_stride + t % block_tokens.
+ * Sequence i's table is table[i * table_stride ...] (int32 block ids, backend memory).
+ * A NULL table is the contiguous cache (one block, t % block_tokens = t): what every op did
+ * before pages existed, and what a single request still uses. */
+typedef struct {
+    const int32_t *table;
+    int64_t table_stride; /* entries per sequence */
+    int block_tokens;     /* rows per block (a power of two) */
+    int64_t block_stride, scale_block_stride;
+} vl_kv_pages;
+
 /* ---- attention ------------------------------------------------------------------------------ */
 
 /* One params struct for every attention variant (prefill causal, vision block-diagonal,
@@ -175,6 +193,13 @@ typedef struct {
      * cache (kv_dequant) before a prefill chunk's attention. */
     const float *k_scale, *v_scale;
     int64_t kv_scale_head_stride;
+    /* Optional: k and v (and the scales) are a paged pool (vl_kv_pages; table NULL: contiguous).
+     * Without batch the queries are one sequence's (table row 0). With batch (decode, causal,
+     * n_past_dev set, n_seg 0) the n_q queries are the one new token of n_q different
+     * sequences: query i reads table row i, sits at position n_past_dev[i] and sees keys
+     * 0 .. n_past_dev[i]; n_kv bounds every sequence's length (the launch). */
+    vl_kv_pages pages;
+    int batch;
 } vl_attn_params;
 
 /* The int8 KV cache (--kv int8): each (token, kv head) row x[n] of K or V is stored as
@@ -205,6 +230,12 @@ typedef struct {
      * k_scale[g * scale_head_stride + t] (v_scale for v). */
     float *k_scale, *v_scale;
     int64_t scale_head_stride;
+    /* Optional: the caches are a paged pool (vl_kv_pages, tok_stride head_dim; table NULL:
+     * contiguous). Without batch the s rows are one sequence's, appended at pos0 (or
+     * pos0_dev[0]) + i through table row 0. With batch (pos0_dev set) row i is the one new
+     * token of sequence i: appended at pos0_dev[i] through table row i. */
+    vl_kv_pages pages;
+    int batch;
 } vl_rope_kv_params;
 
 /* ---- what a backend supports (kernels/backend_caps.c: plain C, in every build) --------------
@@ -240,6 +271,7 @@ typedef struct {
     int quantize;           /* quantize / dequantize present (--quant) */
     int fill_random;        /* fill_random_bf16 present (--random-weights on the backend) */
     int host_mapped;        /* host_mapped_alloc present (--embed-on-host) */
+    int paged_kv;           /* pages and batch of attention / rope_kv_append, and kv_gather */
     size_t workspace_bytes; /* memory the backend allocates for itself when it starts */
 } vl_backend_caps;
 
@@ -350,6 +382,15 @@ struct vl_backend {
                        int64_t head_stride, int64_t scale_head_stride, int kv_heads, int64_t n_tok,
                        int head_dim);
 
+    /* One sequence of a paged pool (src: keys or values, pages: its table as row 0) into a
+     * contiguous head-major buffer: dst[g, t, :] (act; rows head_dim apart, heads
+     * dst_head_stride apart) = row t of kv head g, for t < n_tok, g < kv_heads; an int8 pool
+     * (scale set) is dequantized (q * scale, as kv_dequant), an act pool copied. A prefill
+     * chunk's attention then reads dst, as with kv_dequant. */
+    void (*kv_gather)(vl_backend *b, void *dst, int64_t dst_head_stride, const void *src,
+                      const float *scale, const vl_kv_pages *pages, int64_t head_stride,
+                      int64_t scale_head_stride, int kv_heads, int64_t n_tok, int head_dim);
+
     /* Choose the next token from logits[n] (act) and advance the decode state, all in backend
      * memory: temperature <= 0: the first maximum; else the Gumbel-max draw argmax_i
      * (logits_i / temperature - log(-log(u_i))), u_i = vl_random_unit(vl_sample_key(seed,
@@ -415,6 +456,7 @@ struct vl_backend {
     X(add_rmsnorm) X(layernorm) X(add) X(silu_mul) X(quick_gelu) X(gelu) \
     X(gather_rows) \
     X(rope_text) X(rope_vision) X(attention) X(rope_kv_append) X(kv_append) X(kv_dequant) \
+    X(kv_gather) \
     X(sample_token) X(sample_token_f32) X(mark_seen) X(repetition_penalty) \
     X(fill_random_bf16) X(attention_naive) X(quantize) X(dequantize) \
     X(graph_begin) X(graph_end) X(graph_launch) X(graph_free) \

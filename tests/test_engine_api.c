@@ -81,7 +81,7 @@ int main(void) {
         char rel[512];
         snprintf(rel, sizeof rel, "models/images/%s", cJSON_GetArrayItem(files, i)->valuestring);
         snprintf(img[i % 3], sizeof img[0], "%s", vt_fixture(rel));
-        args[i] = (vl_image_arg){strdup(img[i % 3]), 1};
+        args[i] = (vl_image_arg){.path = strdup(img[i % 3]), .repeat = 1};
     }
 
     vl_engine_config cfg;
@@ -119,7 +119,7 @@ int main(void) {
     }
 
     /* 3: a refused request leaves the engine usable */
-    vl_image_arg missing = {"/nonexistent/vlrun-test.png", 1};
+    vl_image_arg missing = {.path = "/nonexistent/vlrun-test.png", .repeat = 1};
     vl_request bad = rq;
     bad.images = &missing;
     bad.n_images = 1;
