@@ -1,16 +1,23 @@
 /* test_kv_pages_gpu.c: the CUDA backend's paged KV cache (kernels.h, vl_kv_pages) against its
- * CPU twin. Pools of shuffled blocks (block_tokens 4, 16 and 32; block-major and head-major
- * layouts; lengths that are not multiples of the block size), bf16 and int8.
+ * CPU twin and its contiguous ops. Pools of shuffled blocks (block_tokens 4, 16 and 32;
+ * block-major and head-major layouts, vltest_pages.h; lengths that are not multiples of the
+ * block size), bf16 and int8.
  *   - kv_gather: one sequence into a contiguous buffer = the CPU twin's, bit for bit (bf16
  *     copied; int8 as bf16(code * scale), kv_dequant's rounding); the gaps between the
- *     destination's heads stay untouched.
- * Without a device it reports one skip (exit 77). */
+ *     destination's heads stay untouched;
+ *   - rope_kv_append through the pages (a prefill chunk per sequence through its table row, then
+ *     one batched step of all sequences at their own positions) = the contiguous op into one
+ *     cache per sequence: q and k rotated to the same bits, the pool rows (bf16, or codes and
+ *     scales) equal to the cache rows bit for bit, rows no sequence owns untouched.
+ * The paged decode attention: test_attention_pages_gpu.c. Without a device it reports one skip
+ * (exit 77). */
 #include "kernels/kernels.h"
 #include "vltest.h"
 #include "vltest_dev.h"
 
 #ifdef VL_HAVE_CUDA
 #include "kernels/cuda_internal.h"
+#include "vltest_pages.h"
 
 static vl_backend *gpu;
 
@@ -18,51 +25,6 @@ static void *dev_copy(const void *host, size_t bytes) {
     void *d = vt_dev_alloc(gpu, bytes ? bytes : 16);
     if (host && bytes) gpu->upload(gpu, d, host, bytes);
     return d;
-}
-
-/* A pool of n_blocks blocks of bt rows for G kv heads of D, and its layout (kernels.h). */
-typedef struct {
-    int bt, G, D, head_major;
-    int64_t n_blocks, head_stride, scale_head_stride, elems;
-    vl_kv_pages pages; /* table: host memory here; callers point it at a device copy */
-} pool_layout;
-
-static pool_layout layout(int bt, int G, int D, int64_t n_blocks, int head_major) {
-    pool_layout l = {.bt = bt, .G = G, .D = D, .head_major = head_major, .n_blocks = n_blocks};
-    l.elems = n_blocks * G * bt * D;
-    l.pages.block_tokens = bt;
-    if (head_major) { /* [G, n_blocks, bt, D] */
-        l.head_stride = n_blocks * bt * D;
-        l.pages.block_stride = (int64_t)bt * D;
-        l.scale_head_stride = n_blocks * bt;
-        l.pages.scale_block_stride = bt;
-    } else { /* [n_blocks, G, bt, D] */
-        l.head_stride = (int64_t)bt * D;
-        l.pages.block_stride = (int64_t)G * bt * D;
-        l.scale_head_stride = bt;
-        l.pages.scale_block_stride = (int64_t)G * bt;
-    }
-    return l;
-}
-
-/* n_seq tables of max_blocks entries: the blocks of sequences of lengths len[] in a shuffled
- * order of 0 .. n_blocks - 1 (unused entries -1). */
-static int32_t *shuffled_tables(const int64_t *len, int n_seq, int bt, int64_t max_blocks,
-                                int64_t n_blocks) {
-    int32_t *perm = malloc((size_t)n_blocks * sizeof(int32_t));
-    for (int64_t i = 0; i < n_blocks; i++) perm[i] = (int32_t)i;
-    for (int64_t i = n_blocks - 1; i > 0; i--) {
-        const int64_t j = (int64_t)(vt_rng_next() % (uint64_t)(i + 1));
-        const int32_t t = perm[i];
-        perm[i] = perm[j], perm[j] = t;
-    }
-    int32_t *tbl = malloc((size_t)(n_seq * max_blocks) * sizeof(int32_t));
-    int64_t next = 0;
-    for (int s = 0; s < n_seq; s++)
-        for (int64_t b = 0; b < max_blocks; b++)
-            tbl[s * max_blocks + b] = b * bt < len[s] ? perm[next++] : -1;
-    free(perm);
-    return tbl;
 }
 
 /* ---- kv_gather ------------------------------------------------------------------------------- */
@@ -120,6 +82,199 @@ static void check_gather(int bt, int head_major, int int8, int G, int D, int64_t
     free(tbl), free(pf), free(pb), free(pq), free(sc), free(ref), free(poison), free(got);
 }
 
+/* ---- rope_kv_append through pages ------------------------------------------------------------ */
+
+#define NSEQ 3
+
+typedef struct {
+    int H, G, D, int8;
+    int64_t row, cap; /* activation row (q, k, v, padding), contiguous cache rows */
+} append_shape;
+
+/* One rope_kv_append of s rows of act (device) with positions pos (device), into the pool
+ * (pages set) or a contiguous cache. */
+static void append(const append_shape *a, uint16_t *act, int64_t s, const int32_t *pos, void *kc,
+                   void *vc, float *ks, float *vs, int64_t head_stride, int64_t scale_head_stride,
+                   const vl_kv_pages *pages, int64_t pos0, const int32_t *pos0_dev, int batch) {
+    vl_rope_kv_params r = {0};
+    r.q = act;
+    r.k = act + (int64_t)a->H * a->D;
+    r.v = act + (int64_t)(a->H + a->G) * a->D;
+    r.q_stride = r.kv_stride = a->row;
+    r.s = s;
+    r.n_heads = a->H;
+    r.n_kv_heads = a->G;
+    r.head_dim = a->D;
+    r.pos = pos;
+    r.sections[0] = a->D / 8, r.sections[1] = 3 * a->D / 16, r.sections[2] = 3 * a->D / 16;
+    r.theta = 1000000.0f;
+    r.k_cache = kc, r.v_cache = vc;
+    r.head_stride = head_stride;
+    r.pos0 = pos0;
+    r.pos0_dev = pos0_dev;
+    if (a->int8) r.k_scale = ks, r.v_scale = vs, r.scale_head_stride = scale_head_stride;
+    if (pages) r.pages = *pages;
+    r.batch = batch;
+    gpu->rope_kv_append(gpu, &r);
+}
+
+/* the device buffers of one side of the comparison: caches (and scales), activations */
+typedef struct {
+    void *k, *v;
+    float *ks, *vs;
+    int64_t elems;
+} dev_cache;
+
+static dev_cache cache_filled(int64_t elems, int int8) {
+    dev_cache c = {.elems = elems};
+    const size_t esz = int8 ? 1 : 2;
+    unsigned char *fill = malloc((size_t)elems * esz);
+    memset(fill, 0x55, (size_t)elems * esz);
+    c.k = dev_copy(fill, (size_t)elems * esz);
+    c.v = dev_copy(fill, (size_t)elems * esz);
+    free(fill);
+    if (int8) {
+        const int64_t n = elems; /* more than enough scales: elems / D are used */
+        float *f = malloc((size_t)n * sizeof(float));
+        for (int64_t i = 0; i < n; i++) f[i] = -3.0f;
+        c.ks = dev_copy(f, (size_t)n * 4);
+        c.vs = dev_copy(f, (size_t)n * 4);
+        free(f);
+    }
+    return c;
+}
+
+static void *download(const void *d, size_t bytes) {
+    void *h = malloc(bytes ? bytes : 1);
+    gpu->download(gpu, h, d, bytes);
+    return h;
+}
+
+static void cache_free(dev_cache *c) {
+    gpu->mem_free(gpu, c->k), gpu->mem_free(gpu, c->v);
+    if (c->ks) gpu->mem_free(gpu, c->ks), gpu->mem_free(gpu, c->vs);
+}
+
+/* Pool row t of head g of sequence s (host table) against row t of its contiguous cache: bytes
+ * of k and v equal (and scales); marks the pool row as owned. */
+static int64_t compare_row(const append_shape *a, const pool_layout *l, const int32_t *tbl,
+                           const unsigned char *hp[2], const float *hps[2],
+                           const unsigned char *hc[2], const float *hcs[2], int g, int64_t t,
+                           uint8_t *owned) {
+    const size_t esz = a->int8 ? 1 : 2;
+    const int64_t blk = tbl[t / l->bt], r = t % l->bt;
+    const int64_t at = blk * l->pages.block_stride + g * l->head_stride + r * a->D;
+    const int64_t sat = blk * l->pages.scale_block_stride + g * l->scale_head_stride + r;
+    const int64_t ct = (g * a->cap + t) * a->D;
+    int64_t bad = 0;
+    for (int kv = 0; kv < 2; kv++) {
+        bad += memcmp(hp[kv] + at * esz, hc[kv] + ct * esz, (size_t)a->D * esz) != 0;
+        if (a->int8) bad += hps[kv][sat] != hcs[kv][g * a->cap + t];
+    }
+    owned[at / a->D] = 1;
+    return bad;
+}
+
+static void check_append(int bt, int head_major, int int8, int H, int G, int D,
+                         const int64_t len[NSEQ]) {
+    char what[160];
+    snprintf(what, sizeof what,
+             "rope_kv_append %s bt=%d %s %d/%d heads D=%d lengths %lld %lld %lld",
+             int8 ? "int8" : "bf16", bt, head_major ? "head-major" : "block-major", H, G, D,
+             (long long)len[0], (long long)len[1], (long long)len[2]);
+    vt_rng_state = 900 + (uint64_t)(bt + D + int8);
+    append_shape a = {.H = H, .G = G, .D = D, .int8 = int8, .row = (int64_t)(H + 2 * G) * D + 8};
+    int64_t max_blocks = 0, blocks = 0;
+    for (int s = 0; s < NSEQ; s++) {
+        const int64_t b = (len[s] + bt - 1) / bt;
+        blocks += b;
+        max_blocks = b > max_blocks ? b : max_blocks;
+        a.cap = len[s] > a.cap ? len[s] : a.cap;
+    }
+    pool_layout l = layout(bt, G, D, blocks + 2, head_major);
+    int32_t *tbl = shuffled_tables(len, NSEQ, bt, max_blocks, l.n_blocks);
+    int32_t *dtbl = dev_copy(tbl, (size_t)(NSEQ * max_blocks) * 4);
+    l.pages.table = dtbl;
+    l.pages.table_stride = max_blocks;
+    dev_cache pool = cache_filled(l.elems, int8), flat[NSEQ];
+    int64_t diff = 0;
+    for (int s = 0; s < NSEQ; s++) { /* the prefill chunk: rows 0 .. len - 2 */
+        flat[s] = cache_filled(G * a.cap * D, int8);
+        const int64_t n = len[s] - 1, n_act = (n > 0 ? n : 1) * a.row;
+        uint16_t *act = bf16_rows(n_act, 3.0, NULL);
+        int32_t *pos = malloc((size_t)(3 * n + 1) * sizeof(int32_t));
+        for (int64_t i = 0; i < 3 * n; i++) pos[i] = (int32_t)(i % n + 11 * (i / n) + 2);
+        uint16_t *d1 = dev_copy(act, (size_t)n_act * 2), *d2 = dev_copy(act, (size_t)n_act * 2);
+        int32_t *dpos = dev_copy(pos, (size_t)(3 * n + 1) * 4);
+        vl_kv_pages one = l.pages;
+        one.table = dtbl + s * max_blocks;
+        append(&a, d1, n, dpos, pool.k, pool.v, pool.ks, pool.vs, l.head_stride,
+               l.scale_head_stride, &one, 0, NULL, 0);
+        append(&a, d2, n, dpos, flat[s].k, flat[s].v, flat[s].ks, flat[s].vs, a.cap * D, a.cap,
+               NULL, 0, NULL, 0);
+        uint16_t *h1 = download(d1, (size_t)n_act * 2), *h2 = download(d2, (size_t)n_act * 2);
+        diff += memcmp(h1, h2, (size_t)n_act * 2) != 0;
+        gpu->mem_free(gpu, d1), gpu->mem_free(gpu, d2), gpu->mem_free(gpu, dpos);
+        free(act), free(pos), free(h1), free(h2);
+    }
+    /* the batched step: row s is sequence s's token len - 1 */
+    uint16_t *act = bf16_rows(NSEQ * a.row, 3.0, NULL);
+    int32_t at[NSEQ], pos[3 * NSEQ];
+    for (int s = 0; s < NSEQ; s++) {
+        at[s] = (int32_t)(len[s] - 1);
+        for (int ax = 0; ax < 3; ax++) pos[ax * NSEQ + s] = at[s] + 11 * ax + 2;
+    }
+    uint16_t *d1 = dev_copy(act, (size_t)(NSEQ * a.row) * 2);
+    int32_t *dat = dev_copy(at, sizeof at), *dpos = dev_copy(pos, sizeof pos);
+    append(&a, d1, NSEQ, dpos, pool.k, pool.v, pool.ks, pool.vs, l.head_stride, l.scale_head_stride,
+           &l.pages, 0, dat, 1);
+    uint16_t *h1 = download(d1, (size_t)(NSEQ * a.row) * 2);
+    for (int s = 0; s < NSEQ; s++) {
+        int32_t one_pos[3] = {pos[s], pos[NSEQ + s], pos[2 * NSEQ + s]};
+        uint16_t *d2 = dev_copy(act + s * a.row, (size_t)a.row * 2);
+        int32_t *dp = dev_copy(one_pos, sizeof one_pos);
+        append(&a, d2, 1, dp, flat[s].k, flat[s].v, flat[s].ks, flat[s].vs, a.cap * D, a.cap, NULL,
+               at[s], NULL, 0);
+        uint16_t *h2 = download(d2, (size_t)a.row * 2);
+        diff += memcmp(h1 + s * a.row, h2, (size_t)a.row * 2) != 0;
+        gpu->mem_free(gpu, d2), gpu->mem_free(gpu, dp);
+        free(h2);
+    }
+    /* the pool against the caches, and the rows no sequence owns */
+    const size_t esz = int8 ? 1 : 2;
+    const unsigned char *hp[2] = {download(pool.k, (size_t)l.elems * esz),
+                                  download(pool.v, (size_t)l.elems * esz)};
+    const float *hps[2] = {int8 ? download(pool.ks, (size_t)l.elems * 4) : NULL,
+                           int8 ? download(pool.vs, (size_t)l.elems * 4) : NULL};
+    uint8_t *owned = calloc((size_t)(l.elems / D), 1);
+    int64_t bad = 0, outside = 0;
+    for (int s = 0; s < NSEQ; s++) {
+        const int64_t ce = G * a.cap * D;
+        const unsigned char *hc[2] = {download(flat[s].k, (size_t)ce * esz),
+                                      download(flat[s].v, (size_t)ce * esz)};
+        const float *hcs[2] = {int8 ? download(flat[s].ks, (size_t)ce * 4) : NULL,
+                               int8 ? download(flat[s].vs, (size_t)ce * 4) : NULL};
+        for (int g = 0; g < G; g++)
+            for (int64_t t = 0; t < len[s]; t++)
+                bad += compare_row(&a, &l, tbl + s * max_blocks, hp, hps, hc, hcs, g, t, owned);
+        free((void *)hc[0]), free((void *)hc[1]), free((void *)hcs[0]), free((void *)hcs[1]);
+    }
+    for (int64_t r = 0; r < l.elems / D; r++)
+        for (int64_t e = r * D * (int64_t)esz; !owned[r] && e < (r + 1) * D * (int64_t)esz; e++)
+            outside += hp[0][e] != 0x55 || hp[1][e] != 0x55;
+    printf("  %-60s %lld rows differ, %lld outside writes\n", what, (long long)bad,
+           (long long)outside);
+    VT_CHECKF(diff == 0, "%s: %lld calls rotated q/k differently", what, (long long)diff);
+    VT_CHECKF(bad == 0 && outside == 0, "%s: %lld rows differ, %lld outside writes", what,
+              (long long)bad, (long long)outside);
+    cache_free(&pool);
+    for (int s = 0; s < NSEQ; s++) cache_free(&flat[s]);
+    gpu->mem_free(gpu, dtbl), gpu->mem_free(gpu, d1), gpu->mem_free(gpu, dat);
+    gpu->mem_free(gpu, dpos);
+    free(tbl), free(act), free(h1), free((void *)hp[0]), free((void *)hp[1]);
+    free((void *)hps[0]), free((void *)hps[1]), free(owned);
+}
+
 int main(void) {
     gpu = vt_gpu_or_skip();
     if (!gpu) return vt_finish();
@@ -131,6 +286,13 @@ int main(void) {
         check_gather(4, 0, int8, 1, 32, 13);  /* tiny-a */
         check_gather(4, 1, int8, 3, 24, 30);  /* tiny-b: rows of 48 bytes */
         check_gather(16, 0, int8, 2, 20, 41); /* not a multiple of 8: the scalar path */
+    }
+    printf("rope_kv_append through pages\n");
+    const int64_t lens_a[NSEQ] = {13, 1, 30}, lens_b[NSEQ] = {77, 40, 129};
+    for (int int8 = 0; int8 < 2; int8++) {
+        check_append(4, 0, int8, 3, 1, 32, lens_a);    /* tiny-a */
+        check_append(16, 1, int8, 3, 3, 24, lens_a);   /* tiny-b */
+        check_append(16, 0, int8, 28, 4, 128, lens_b); /* Qwen2-VL-7B */
     }
     return vt_finish();
 }
