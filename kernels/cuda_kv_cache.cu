@@ -68,6 +68,16 @@ void vl_cuda_kv_append(vl_backend *b, void *cache, int64_t head_stride, const vo
 
 /* ---- kv_dequant (--kv int8) ------------------------------------------------------------------ */
 
+/* 8 int8 codes at from (8-byte aligned) -> bf16(code * sc) at to (16-byte aligned) */
+static __device__ __forceinline__ void dequant8(vl_bf16 *to, const int8_t *from, float sc) {
+    const uint2 w = *reinterpret_cast<const uint2 *>(from);
+    const int8_t *c = reinterpret_cast<const int8_t *>(&w);
+    __align__(16) vl_bf16 out[8];
+#pragma unroll
+    for (int e = 0; e < 8; e++) out[e] = __float2bfloat16_rn((float)c[e] * sc);
+    *reinterpret_cast<uint4 *>(to) = *reinterpret_cast<const uint4 *>(out);
+}
+
 /* dst[g, t, :] = bf16(src[g, t, :] * scale[g, t]); items are (g, t, d/VEC) with d fastest. With
  * VEC 8 a thread reads 8 codes (8 bytes) and writes 16 bytes. */
 template <int VEC>
@@ -84,12 +94,7 @@ static __global__ void kv_dequant_kernel(vl_bf16 *dst, const int8_t *src, const 
         const int64_t at = g * head_stride + t * head_dim + d;
         const float sc = scale[g * scale_head_stride + t];
         if constexpr (VEC == 8) {
-            const uint2 w = *reinterpret_cast<const uint2 *>(src + at);
-            const int8_t *c = reinterpret_cast<const int8_t *>(&w);
-            __align__(16) vl_bf16 out[8];
-#pragma unroll
-            for (int e = 0; e < 8; e++) out[e] = __float2bfloat16_rn((float)c[e] * sc);
-            *reinterpret_cast<uint4 *>(dst + at) = *reinterpret_cast<const uint4 *>(out);
+            dequant8(dst + at, src + at, sc);
         } else {
             dst[at] = __float2bfloat16_rn((float)src[at] * sc);
         }
@@ -151,12 +156,7 @@ static __global__ void kv_gather_kernel(vl_bf16 *dst, int64_t dst_head_stride, c
         const float sc = scale[blk * pg.scale_block_stride + g * scale_head_stride + r];
         const int8_t *from = (const int8_t *)src + at;
         if constexpr (VEC == 8) {
-            const uint2 w = *reinterpret_cast<const uint2 *>(from);
-            const int8_t *c = reinterpret_cast<const int8_t *>(&w);
-            __align__(16) vl_bf16 out[8];
-#pragma unroll
-            for (int e = 0; e < 8; e++) out[e] = __float2bfloat16_rn((float)c[e] * sc);
-            *reinterpret_cast<uint4 *>(to) = *reinterpret_cast<const uint4 *>(out);
+            dequant8(to, from, sc);
         } else {
             *to = __float2bfloat16_rn((float)*from * sc);
         }

@@ -17,15 +17,7 @@
 
 #ifdef VL_HAVE_CUDA
 #include "kernels/cuda_internal.h"
-#include "vltest_pages.h"
-
-static vl_backend *gpu;
-
-static void *dev_copy(const void *host, size_t bytes) {
-    void *d = vt_dev_alloc(gpu, bytes ? bytes : 16);
-    if (host && bytes) gpu->upload(gpu, d, host, bytes);
-    return d;
-}
+#include "vltest_pages.h" /* gpu, dev_copy */
 
 /* ---- kv_gather ------------------------------------------------------------------------------- */
 

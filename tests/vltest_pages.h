@@ -1,10 +1,21 @@
 /* vltest_pages.h: what the paged KV cache's GPU tests share (test_kv_pages_gpu.c,
- * test_attention_pages_gpu.c): a pool's layout (kernels.h, vl_kv_pages) in two orders, block
- * tables over a shuffled order of its blocks, and random bf16 rows. */
+ * test_attention_pages_gpu.c): their CUDA backend and device copies, a pool's layout (kernels.h,
+ * vl_kv_pages) in two orders, block tables over a shuffled order of its blocks, and random bf16
+ * rows. */
 #ifndef VL_TEST_PAGES_H
 #define VL_TEST_PAGES_H
 #include "kernels/kernels.h"
 #include "vltest.h"
+#include "vltest_dev.h"
+
+static vl_backend *gpu; /* the test's CUDA backend (vt_gpu_or_skip) */
+
+/* bytes of host (NULL: uninitialized) in new device memory */
+static void *dev_copy(const void *host, size_t bytes) {
+    void *d = vt_dev_alloc(gpu, bytes ? bytes : 16);
+    if (host && bytes) gpu->upload(gpu, d, host, bytes);
+    return d;
+}
 
 /* A pool of n_blocks blocks of bt rows for G kv heads of D, and its layout (kernels.h). */
 typedef struct {
