@@ -27,14 +27,16 @@ trap 'tar czf "$OUT/all.tgz" -C "$R" .' EXIT
 V=build-device/gpu/vlrun
 T=.cache/tokenizer/tokenizer.json
 build() { OUT=$R/b bash scripts/device.sh build >"$R/build.txt" 2>&1; }
+# the Qwen2.5-VL engine tests, and the paged KV cache's kernels (issue 16) with their neighbours
+GPU_TESTS="test_engine_gpu|test_gather_rows_gpu|pages_gpu|test_attention_gpu|test_kv_cache_gpu"
 case $part in
 checks)
     OUT=$R/g bash scripts/device.sh goldens qwen25 --deadline 110 >"$R/goldens.txt" 2>&1
     grep -v Warn build-device/work/goldens/golden_qwen25.log | tail -14 >"$R/golden_log.txt"
     tar xzf "$R/g/goldens.tgz" -C tests/fixtures
     build
-    (cd build-device/gpu && timeout 120 ctest -R "test_engine_gpu|test_gather_rows_gpu" \
-        --output-on-failure) >"$R/engine_gpu.txt" 2>&1
+    (cd build-device/gpu && timeout 180 ctest -R "$GPU_TESTS" --output-on-failure) \
+        >"$R/engine_gpu.txt" 2>&1
     timeout 90 $V examples/page.png --random-weights --config examples/qwen2.5-vl-32b-instruct.json \
         --tokenizer $T --quant nf4 --max-tokens 64 --json >"$R/q32b_nf4.json" 2>"$R/q32b_nf4.err"
     timeout 40 $V examples/page.png --random-weights --config examples/qwen2.5-vl-3b-instruct.json \
@@ -43,7 +45,7 @@ checks)
         OUT=$R/m bash scripts/device.sh measure25 --vlrun $V --deadline "$(($(left) - 10))" \
             >"$R/measure25.txt" 2>&1
     cat "$R/golden_log.txt"
-    grep -E "tiny25|qwen25|passed|FAIL" "$R/engine_gpu.txt" | tail -12
+    grep -E "tiny25|qwen25|passed|FAIL|Test +#" "$R/engine_gpu.txt" | tail -16
     tail -n 2 "$R/q32b_nf4.err" "$R/q3b_bf16.err"
     tail -n 32 "$R/measure25.txt" 2>/dev/null
     ;;
