@@ -513,6 +513,23 @@ int vl_refuse_budget(const vl_engine *e, const vl_prompt *p, const vl_pixels *im
 /* "predicted peak X GiB (weights ... ) exceeds --mem-budget Y GiB; <advice>" (the run's and
  * the chat's refusal). */
 int vl_budget_error(const vl_mem_plan *plan, int64_t budget, const char *advice);
+/* What a request's run and a batch's job share (engine/pipeline.c). How many tokens the request
+ * may generate (*limit), and whether the model's context bounds it (*by_context): -1 with the
+ * error set when its prompt leaves no room or max_tokens reaches past the context. */
+int vl_generation_limit(const vl_engine *e, const vl_request *rq, const vl_prompt *p, int *limit,
+                        int *by_context);
+/* The request's images decoded and its prompt built (messages, else system and prompt). */
+int vl_request_prompt(vl_engine *e, const vl_request *rq, const vl_callbacks *cb, vl_image_set *is,
+                      vl_prompt *p);
+/* Does the end-of-turn token stop generation (else only the limit does)? */
+int vl_eos_stops(const vl_engine *e, const vl_request *rq);
+/* A result's tokens (*gen moves into it), text (moves out of ans) and stop reason. */
+void vl_result_set_answer(vl_result *out, const vl_request *rq, int32_t **gen, int n_gen, int limit,
+                          int by_context, vl_answer *ans);
+/* A result's prompt and image figures (args: the request's images, for their paths; NULL: none)
+ * and the engine's weights and device figures. */
+int vl_result_set_prompt(vl_result *out, const vl_engine *e, const vl_prompt *p,
+                         const vl_image_set *is, const vl_image_arg *args);
 /* Place the weights once per engine (vl_engine_run does it for its first request). */
 int vl_engine_place_weights(vl_engine *e);
 /* The device cannot hold the plan: say so before allocating anything (0 when it can). */
