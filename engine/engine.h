@@ -399,6 +399,8 @@ void vl_penalize_logits(vl_sequence *s, float *logits);
  * and every layer over them on kv (kv->n_past tokens before). */
 int vl_prefill_chunk(vl_context *cx, const vl_kv_view *kv, const vl_prompt *p, int64_t c0,
                      int64_t S, uint8_t *seen, int *cur_src);
+/* The device's memory in use now into cx->stats' peak (nothing on the CPU). */
+void vl_context_sample_memory(vl_context *cx);
 /* Final norm and LM head on rows row .. row+n-1 of the scratch: float32 cx->logits_host [n, V]. */
 void vl_lm_head_rows(vl_context *cx, int64_t row, int64_t n);
 
@@ -461,6 +463,11 @@ int vl_plan_images_that_fit(const vl_config *c, vl_plan_request q, int64_t text_
 int vl_plan_images_within_context(const vl_config *c, int64_t text_tokens,
                                   const vl_plan_image *imgs, int n, int max_tokens, int max_images);
 
+/* The plan of a batch (engine/batch.c) of bc on engine e with a pool of `blocks` blocks, and its
+ * shape (what vl_batch_open lays out). */
+void vl_batch_plan(const vl_engine *e, const vl_batch_config *bc, int64_t blocks, vl_shape *sh,
+                   vl_mem_plan *out);
+
 /* ---- sampling (engine/sample.c) ------------------------------------------------------------ */
 
 typedef struct {
@@ -474,6 +481,12 @@ typedef struct {
 void vl_sampler_init(vl_sampler *s, const vl_request *rq);
 int32_t vl_sample(vl_sampler *s, const float *logits, int n);
 int32_t vl_argmax(const float *x, int n);
+/* The backend's sample_token on the host: greedy (temperature <= 0) or the Gumbel-max draw of
+ * decode step `step` of seed; the same token from the same float32 logits. */
+int32_t vl_sample_token_host(const float *logits, int n, float temperature, uint64_t seed,
+                             int step);
+/* The repetition penalty over the seen ids, in place (the backend's float32 arithmetic). */
+void vl_penalize_host(float *logits, const uint8_t *seen, int n, float penalty);
 
 /* The answer's text from generated tokens (engine/answer.c): special tokens skipped, the text
  * ending at the first end-of-turn token unless keep_after_eos, each piece handed to on_text

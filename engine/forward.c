@@ -19,7 +19,7 @@ static inline void *act_at(const vl_context *cx, void *base, int64_t i) {
 }
 
 /* Device memory in use now (everything the process holds, CUDA context included). */
-static void sample_device_memory(vl_context *cx) {
+void vl_context_sample_memory(vl_context *cx) {
     vl_backend *be = cx->m->be;
     if (!be->mem_info) return;
     size_t free_b = 0, total_b = 0;
@@ -114,7 +114,7 @@ static int prefill(vl_sequence *s, const vl_prompt *p, float *logits_last, vl_lo
                 if (each(each_ctx, c0 + r, cx->logits_host, c->vocab)) return -1;
             }
         s->n_past += S;
-        sample_device_memory(cx);
+        vl_context_sample_memory(cx);
         if (c0 + S == p->n) {
             lm_head_row(cx, S - 1);
             if (logits_last) memcpy(logits_last, cx->logits_host, (size_t)c->vocab * sizeof(float));
