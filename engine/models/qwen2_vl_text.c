@@ -184,8 +184,7 @@ static void attend(vl_context *cx, const vl_kv_view *kv, int li, int64_t S, void
     p.causal = 1;
     p.q_pos0 = kv->n_past_dev ? 0 : kv->n_past;
     p.n_past_dev = kv->n_past_dev;
-    int prefill_pages = kv->pages.table && !kv->batch;
-    if (prefill_pages || (kv->kv_scale && S > 1)) {
+    if (!kv->batch && (kv->pages.table || (kv->kv_scale && S > 1))) { /* a prefill chunk */
         chunk_kv(cx, kv, &lc, kv->n_past + S, &p);
     } else {
         p.k_scale = lc.k_scale;
