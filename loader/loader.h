@@ -267,6 +267,8 @@ typedef struct {
  * the file; truncated or corrupt data is an error. The file is read with vl_open_regular. */
 #define VL_IMAGE_MAX_PIXELS (178956970LL) /* PIL's decompression-bomb error threshold */
 int vl_image_load(vl_image *img, const char *path);
+/* The same from an encoded file in memory (bytes[n]; name: the image's name in messages). */
+int vl_image_load_bytes(vl_image *img, const char *name, const uint8_t *bytes, size_t n);
 void vl_image_free(vl_image *img);
 
 /* Qwen2-VL smart_resize: dimensions multiple of `factor`, pixels within [min, max]. */
