@@ -1,8 +1,9 @@
-/* stop_text.c: OpenAI's `stop` strings on streamed text. The answer ends before the first
- * occurrence of any stop string; while streaming, a tail that could still grow into one is held
- * back (never sent and then taken back). The held tail is always the longest suffix of the text
- * seen that is a proper prefix of some stop string, so an occurrence that spans pieces is found
- * when its last piece arrives: every position where one could start lies in the held tail. */
+/* stop_text.c: OpenAI's `stop` strings on streamed text. The answer ends before the first stop
+ * string to be complete (first by its end: generation stops there); while streaming, a tail that
+ * could still grow into one is held back (never sent and then taken back). The held tail is always
+ * the longest suffix of the text seen that is a proper prefix of some stop string, so an occurrence
+ * that spans pieces is found when its last piece arrives: every position where one could start lies
+ * in the held tail. */
 #include "server/server_impl.h"
 
 #include <stdlib.h>
@@ -18,18 +19,21 @@ void vl_stop_free(vl_stop_filter *f) {
     memset(f, 0, sizeof *f);
 }
 
-/* The first occurrence of any stop string in s[0, n): its offset, or n when none. */
+/* The stop string that is complete first in s[0, n) (the earliest end; at equal ends the
+ * longer, which starts earlier): where it starts, or n when none. Generation stops as soon as
+ * one is complete, so "first" is by its end: text after it is never generated to decide. */
 static size_t first_stop(const vl_stop_filter *f, const char *s, size_t n) {
-    size_t best = n;
+    size_t best_start = n, best_end = SIZE_MAX;
     for (int i = 0; i < f->n_stops; i++) {
         size_t k = strlen(f->stops[i]);
-        for (size_t at = 0; k && at + k <= n && at < best; at++)
+        for (size_t at = 0; k && at + k <= n && at + k <= best_end; at++)
             if (memcmp(s + at, f->stops[i], k) == 0) {
-                best = at;
+                if (at + k < best_end || at < best_start) best_start = at;
+                best_end = at + k;
                 break;
             }
     }
-    return best;
+    return best_start;
 }
 
 /* The longest suffix of s[0, n) that is a proper prefix of a stop string. */
