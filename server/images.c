@@ -36,11 +36,6 @@ int vl_local_image_read(const vl_image_policy *p, const char *url, uint8_t **dat
                         const char *param, vl_api_error *e) {
     *data = NULL;
     *len = 0;
-    if (!p->local_dir)
-        return vl_api_fail(e, 400, "invalid_request_error", param,
-                           "%s: local image paths are off (start the server with "
-                           "--allow-local-images DIR), send the image as a data: URL",
-                           param);
     char resolved[PATH_MAX];
     if (confine(p->local_dir, url, resolved, param, e)) return -1;
     int fd;
@@ -74,15 +69,26 @@ static int has_other_scheme(const char *url) {
     return k > 1 && url[k] == ':' && url[k + 1] == '/';
 }
 
+/* A kind of URL the server was not started to take. */
+static int not_allowed(const char *param, const char *kind, const char *flag, vl_api_error *e) {
+    return vl_api_fail(e, 400, "invalid_request_error", param,
+                       "%s: %s are off (start the server with %s); send the image as a data: URL",
+                       param, kind, flag);
+}
+
 static int fetch_one(const vl_image_policy *p, const char *url, uint8_t **data, size_t *len,
                      const char *param, vl_api_error *e) {
     if (strncasecmp(url, "data:", 5) == 0)
         return vl_data_url_decode(url, p->max_bytes, data, len, param, e);
-    if (strncasecmp(url, "http://", 7) == 0 || strncasecmp(url, "https://", 8) == 0)
+    if (strncasecmp(url, "http://", 7) == 0 || strncasecmp(url, "https://", 8) == 0) {
+        if (!p->allow_remote) return not_allowed(param, "image URLs", "--allow-remote-images", e);
         return vl_remote_image_fetch(p, url, data, len, param, e);
+    }
     if (strncasecmp(url, "file://", 7) != 0 && has_other_scheme(url))
         return vl_api_fail(e, 400, "invalid_request_error", param,
                            "%s: expected a data:, http(s):// or file:// URL or a path", param);
+    if (!p->local_dir)
+        return not_allowed(param, "local image paths", "--allow-local-images DIR", e);
     return vl_local_image_read(p, url, data, len, param, e);
 }
 

@@ -84,33 +84,30 @@ static void put_histogram(vl_buf *b, const char *name, const char *help, const h
                   (long long)h->count, name, h->sum, name, (long long)h->count);
 }
 
-static void put_gauge(vl_buf *b, const char *name, const char *type, const char *help,
-                      long long v) {
-    vl_buf_printf(b, "# HELP %s %s\n# TYPE %s %s\n%s %lld\n", name, help, name, type, name, v);
-}
-
 static void put_batch(vl_buf *b, const vl_batch_stats *s, int pending) {
-    put_gauge(b, "vlrun_queue_length", "gauge", "requests waiting for KV blocks",
-              s->queued + pending);
-    put_gauge(b, "vlrun_running_sequences", "gauge", "requests holding KV blocks", s->running);
-    put_gauge(b, "vlrun_prompt_tokens_total", "counter", "prompt tokens admitted",
-              (long long)s->prompt_tokens);
-    put_gauge(b, "vlrun_completion_tokens_total", "counter", "tokens generated",
-              (long long)s->completion_tokens);
-    put_gauge(b, "vlrun_kv_blocks_total", "gauge", "KV cache blocks in the pool",
-              (long long)s->blocks_total);
-    put_gauge(b, "vlrun_kv_blocks_free", "gauge", "KV cache blocks free",
-              (long long)s->blocks_free);
-    put_gauge(b, "vlrun_kv_block_tokens", "gauge", "tokens per KV block",
-              (long long)s->block_tokens);
-    put_gauge(b, "vlrun_kv_bytes_used", "gauge", "KV pool bytes reserved by requests",
-              (long long)s->kv_bytes_used);
-    put_gauge(b, "vlrun_kv_bytes_free", "gauge", "KV pool bytes free",
-              (long long)(s->kv_bytes_total - s->kv_bytes_used));
-    put_gauge(b, "vlrun_peak_device_bytes", "gauge", "device memory peak (0 on the CPU)",
-              (long long)s->peak_device);
-    put_gauge(b, "vlrun_planned_bytes", "gauge", "the batch's planned memory in all",
-              (long long)s->planned_total);
+    const struct {
+        const char *name, *type, *help;
+        long long v;
+    } rows[] = {
+        {"vlrun_queue_length", "gauge", "requests waiting for KV blocks", s->queued + pending},
+        {"vlrun_running_sequences", "gauge", "requests holding KV blocks", s->running},
+        {"vlrun_prompt_tokens_total", "counter", "prompt tokens admitted", s->prompt_tokens},
+        {"vlrun_completion_tokens_total", "counter", "tokens generated", s->completion_tokens},
+        {"vlrun_kv_blocks_total", "gauge", "KV cache blocks in the pool", s->blocks_total},
+        {"vlrun_kv_blocks_free", "gauge", "KV cache blocks free", s->blocks_free},
+        {"vlrun_kv_block_tokens", "gauge", "tokens per KV block", s->block_tokens},
+        {"vlrun_kv_bytes_used", "gauge", "KV pool bytes reserved by requests",
+         (long long)s->kv_bytes_used},
+        {"vlrun_kv_bytes_free", "gauge", "KV pool bytes free",
+         (long long)(s->kv_bytes_total - s->kv_bytes_used)},
+        {"vlrun_peak_device_bytes", "gauge", "device memory peak (0 on the CPU)",
+         (long long)s->peak_device},
+        {"vlrun_planned_bytes", "gauge", "the batch's planned memory in all",
+         (long long)s->planned_total},
+    };
+    for (size_t i = 0; i < sizeof rows / sizeof rows[0]; i++)
+        vl_buf_printf(b, "# HELP %s %s\n# TYPE %s %s\n%s %lld\n", rows[i].name, rows[i].help,
+                      rows[i].name, rows[i].type, rows[i].name, rows[i].v);
 }
 
 char *vl_metrics_text(vl_metrics *m) {

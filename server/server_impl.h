@@ -116,10 +116,11 @@ typedef struct {
 /* A data: URL's bytes (base64 only), malloc'ed. 0, or -1 with e (400, param). */
 int vl_data_url_decode(const char *url, size_t max_bytes, uint8_t **data, size_t *len,
                        const char *param, vl_api_error *e);
-/* A local path or file:// URL under p->local_dir. */
+/* A local path or file:// URL under p->local_dir (set: images.c checks). */
 int vl_local_image_read(const vl_image_policy *p, const char *url, uint8_t **data, size_t *len,
                         const char *param, vl_api_error *e);
-/* An http(s) URL with libcurl (within p->max_bytes and p->timeout_s). */
+/* An http(s) URL with libcurl (within p->max_bytes and p->timeout_s; p->allow_remote checked
+ * by images.c). */
 int vl_remote_image_fetch(const vl_image_policy *p, const char *url, uint8_t **data, size_t *len,
                           const char *param, vl_api_error *e);
 /* Every image URL of c into args[c->n_images] (data owned: vl_images_free). */
