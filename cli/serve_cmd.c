@@ -11,6 +11,7 @@
 #include <signal.h>
 #include <stdlib.h>
 #include <sys/resource.h>
+#include <sys/stat.h>
 
 static const char k_usage[] =
     "usage: vlrun serve --model DIR [--host 127.0.0.1] [--port 8080] [--mem-budget SIZE]\n"
@@ -107,6 +108,9 @@ static int parse_serve_args(serve_args *sa, int argc, char **argv) {
                             sa->o.images[0].path);
     if (!sa->o.engine.model_dir && !sa->o.engine.config_path)
         return vl_error_set("vlrun serve needs --model DIR (or --random-weights --config FILE)");
+    struct stat st; /* checked again by the server; here before minutes of loading weights */
+    if (sa->sc.local_images && (stat(sa->sc.local_images, &st) != 0 || !S_ISDIR(st.st_mode)))
+        return vl_error_set("--allow-local-images %s: not a folder", sa->sc.local_images);
     const char *key = getenv("VLRUN_API_KEY");
     if (!sa->sc.api_key && key && key[0]) sa->sc.api_key = key;
     return 0;

@@ -2,6 +2,8 @@
 # `vlrun serve` answers every bad request with its own status and an OpenAI-style error body,
 # and keeps serving: the server runs on the CPU backend with tiny-a on a free port (read from
 # its ready line), with an API key from $VLRUN_API_KEY and --allow-local-images; curl sends
+#   before that: a server that cannot start exits 1 with one error line (no model, bad option,
+#     an image argument, a missing images folder; later: the port taken)
 #   auth: /health needs no key, the others 401 authentication_error without it or with a
 #     wrong one; 404 unknown path, 405 wrong method (with Allow)
 #   400 invalid_request_error with the param: malformed JSON, wrong types, n = 2, base64 that is
@@ -29,6 +31,22 @@ bad() {
     fail=$((fail + 1))
     echo "FAIL: $*"
 }
+
+# ---- refused before serving: exit 1 with one error line
+refuse() { # refuse NAME PATTERN ARGS...: exit status 1 and the error line matching PATTERN
+    local name=$1 pattern=$2
+    shift 2
+    local out rc
+    out=$(env -u VLRUN_MODEL "$VLRUN" serve "$@" 2>&1 >/dev/null)
+    rc=$?
+    [ "$rc" -eq 1 ] && grep -q "^vlrun: error: .*$pattern" <<<"$out" && ok || bad "$name: exit $rc: $out"
+}
+refuse "no model" "needs --model DIR"
+refuse "port range" "option --port" --model "$FIX/models/tiny-a" --port 70000
+refuse "an image" "takes no images" --model "$FIX/models/tiny-a" x.png
+refuse "unknown option" "unknown option --bogus" --model "$FIX/models/tiny-a" --bogus
+refuse "images folder" "--allow-local-images /nonexistent: not a folder" --model "$FIX/models/tiny-a" --allow-local-images /nonexistent
+"$VLRUN" serve --help | grep -q '^usage: vlrun serve --model DIR' && ok || bad "serve --help"
 
 mkdir -p "$tmp/imgs"
 cp "$FIX/models/images/img_a_56x84.png" "$tmp/imgs/a.png"
@@ -175,6 +193,9 @@ for name in ("vlrun_queue_length", "vlrun_running_sequences", "vlrun_kv_blocks_t
     assert re.search("^" + re.escape(name) + r" \d", text, re.M), name
 assert re.search(r'^vlrun_time_to_first_token_seconds_count 3$', text, re.M), "ttft count"
 EOF
+
+# ---- a second server on the same port: refused
+refuse "port taken" "could not listen on 127.0.0.1 port $port" --backend cpu --model "$FIX/models/tiny-a" --tokenizer "$TOK" --port "$port"
 
 # ---- SIGTERM: a clean stop
 kill -TERM "$pid"
