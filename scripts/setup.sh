@@ -6,6 +6,10 @@ root=$(cd "$(dirname "$0")/.." && pwd)
 build=${1:-$root/build}
 # libraries by Debian package name; tools by command (node/npm may come from elsewhere)
 missing=""
+# the server (server/): HTTP (libmicrohttpd), remote images (libcurl); curl: cli_serve_errors.sh
+for p in libmicrohttpd-dev libcurl4-openssl-dev pkg-config curl; do
+    dpkg -s "$p" >/dev/null 2>&1 || missing="$missing $p"
+done
 for p in libstb-dev libcjson-dev libutf8proc-dev libpng-dev libjpeg62-turbo-dev libgif-dev \
          libwebp-dev libtiff-dev clang libclang-rt-dev llvm; do
     dpkg -s "$p" >/dev/null 2>&1 || missing="$missing $p"

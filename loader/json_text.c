@@ -6,10 +6,14 @@
  * other control characters become \u00XX, and invalid UTF-8 becomes U+FFFD exactly where
  * Python's bytes.decode("utf-8", errors="replace") puts it (transformers decodes so): one per
  * maximal invalid subpart, one for a sequence cut short by the end. The result goes into the
- * report with cJSON_CreateRaw. */
-#include "cli/cli.h"
+ * report with cJSON_CreateRaw. It sits in loader/ (the lowest library) so that the command
+ * line and the server (server/) both use it. */
+#include "loader/loader.h"
 
+#include <stdint.h>
+#include <stdio.h>
 #include <stdlib.h>
+#include <string.h>
 
 /* Append one byte-sequence to out (room is ensured by the caller's worst-case size). */
 static size_t put(char *out, size_t o, const char *s, size_t n) {
