@@ -73,6 +73,10 @@ int vl_write_whole_file(const char *path, const char *what, const void *data, si
  * names the file or tensor in messages. *out is freed with cJSON_Delete. */
 struct cJSON;
 int vl_json_parse(const char *text, size_t len, const char *what, struct cJSON **out);
+/* s[0..n) as a JSON string literal (quotes included), malloc'ed: control characters (NUL
+ * too) escaped, invalid UTF-8 replaced by U+FFFD as Python's errors="replace" does
+ * (loader/json_text.c). NULL when out of memory. */
+char *vl_json_string(const char *s, size_t n);
 
 /* ---- checkpoint (loader/safetensors*.c) --------------------------------------------------- */
 
