@@ -145,13 +145,13 @@ int vl_stdout_flush(void);
 /* The end-of-run report (cli/report.c): text on stderr, or one JSON object on stdout. */
 void vl_report_text(const vl_engine *e, const vl_options *o, const vl_result *r);
 void vl_report_json(const vl_engine *e, const vl_options *o, const vl_result *r);
-/* s[0..n) as a JSON string literal (quotes included), malloc'ed: control characters (NUL
- * too) escaped, invalid UTF-8 replaced by U+FFFD as Python's errors="replace" does
- * (cli/json_text.c). NULL when out of memory. */
-char *vl_json_string(const char *s, size_t n);
+/* vl_json_string (the text as a JSON literal) is in loader/loader.h. */
 
 /* `vlrun --chat ...` (cli/chat_cli.c) */
 int vl_cmd_chat(int argc, char **argv);
+
+/* `vlrun serve ...`: the OpenAI-compatible server (cli/serve_cmd.c over server/) */
+int vl_cmd_serve(int argc, char **argv);
 
 #ifdef __cplusplus
 }

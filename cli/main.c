@@ -18,6 +18,7 @@ static const command commands[] = {
     {"tokenize", vl_cmd_tokenize}, {"preprocess", vl_cmd_preprocess},
     {"synth", vl_cmd_synth},       {"logits", vl_cmd_logits},
     {"plan", vl_cmd_plan},         {"sweep", vl_cmd_sweep},
+    {"serve", vl_cmd_serve},
 };
 #define N_COMMANDS ((int)(sizeof commands / sizeof commands[0]))
 

@@ -40,6 +40,7 @@ void vl_usage(FILE *f) {
            "       vlrun plan (--config FILE | --model DIR) --gpu CARD|SIZE [IMAGE [xN]]... "
            "[--image-size WxH]\n"
            "       vlrun sweep IMAGE --counts N,N,... [OPTIONS] [--gpu CARD|SIZE] [--out PREFIX]\n"
+           "       vlrun serve --model DIR [--host H] [--port N] [--max-batch N] [OPTIONS]\n"
            "options:\n"
            "  --model DIR           checkpoint directory (default: $VLRUN_MODEL)\n"
            "  --random-weights      synthesize weights (deterministic, --seed) with the shapes\n"

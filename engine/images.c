@@ -1,8 +1,9 @@
 /* images.c: the request's images: every distinct path decoded and preprocessed once, and the
- * per-image list the prompt uses, where IMAGE xN becomes N views of the same pixels (image_src
- * tells which: the vision encoder then runs once per distinct image). Used by the run and logits
- * commands. Also --min-pixels / --max-pixels over the preprocessor config, and the notice for an
- * image that becomes more than VL_NOTICE_TOKENS tokens (stderr, so --json stays clean). */
+ * per-image list the prompt uses (a file, or its bytes in memory: a server's upload), where IMAGE
+ * xN becomes N views of the same pixels (image_src tells which: the vision encoder then runs once
+ * per distinct image). Used by the run and logits commands. Also --min-pixels / --max-pixels over
+ * the preprocessor config, and the notice for an image that becomes more than VL_NOTICE_TOKENS
+ * tokens (stderr, so --json stays clean). */
 #include "engine/engine.h"
 
 #include <errno.h>
@@ -75,8 +76,7 @@ int vl_image_set_load(vl_image_set *is, const vl_image_arg *args, int n_args,
             return vl_error_set("too many images (at most 100000 per request)");
         n += args[i].repeat;
     }
-    if (n < 1 || n_args < 1)
-        return vl_error_set("no image given: vlrun [OPTIONS] IMAGE [xN] ... (see vlrun --help)");
+    if (n_args < 1) return 0; /* a text-only request (the command line asks for an image) */
     is->uniq = calloc((size_t)n_args, sizeof *is->uniq);
     is->list = calloc((size_t)n, sizeof *is->list);
     is->src = calloc((size_t)n, sizeof *is->src);
@@ -86,7 +86,10 @@ int vl_image_set_load(vl_image_set *is, const vl_image_arg *args, int n_args,
         return vl_error_set("out of host memory");
     for (int i = 0; i < n_args; i++) {
         vl_image img;
-        if (vl_image_load(&img, args[i].path)) return -1;
+        int lrc = args[i].data
+                      ? vl_image_load_bytes(&img, args[i].path, args[i].data, args[i].data_len)
+                      : vl_image_load(&img, args[i].path);
+        if (lrc) return -1;
         is->orig_w[i] = img.w;
         is->orig_h[i] = img.h;
         int rc = vl_preprocess_image(&img, pre, &is->uniq[i]);

@@ -156,9 +156,11 @@ static void job_free(job *j) {
 static int build_prompt(vl_engine *e, job *j, const vl_request *rq, const vl_callbacks *cb) {
     vl_model *m = &e->m;
     if (vl_image_set_load(&j->is, rq->images, rq->n_images, &m->pre, cb)) return -1;
-    if (vl_prompt_build_system(&j->p, m, rq->system, rq->prompt, j->is.list, j->is.src,
-                               j->is.n_list))
-        return -1;
+    int rc = rq->messages ? vl_prompt_build_messages(&j->p, m, rq->messages, rq->n_messages,
+                                                     j->is.list, j->is.src, j->is.n_list)
+                          : vl_prompt_build_system(&j->p, m, rq->system, rq->prompt, j->is.list,
+                                                   j->is.src, j->is.n_list);
+    if (rc) return -1;
     if (cb->on_prompt && cb->on_prompt(cb->ctx, j->p.ids, j->p.n)) return -1;
     for (int i = 0; i < j->is.n_list; i++) {
         const vl_pixels *px = &j->is.list[i];

@@ -172,6 +172,124 @@ int vl_prompt_build_system(vl_prompt *p, const vl_model *m, const char *system, 
     return rc;
 }
 
+/* ---- a whole conversation (vl_request.messages) --------------------------------------------
+ * The template's text is collected between images and tokenized in one piece at each image
+ * (and at the end): added tokens split the text anyway, so this is what tokenizing the whole
+ * template text gives, with each image's single <|image_pad|> expanded to its tokens. */
+
+typedef struct {
+    int32_t *ids;
+    int n, cap;
+    char *text; /* the template text since the last image */
+    size_t len, text_cap;
+} conv_ids;
+
+static int conv_text(conv_ids *cv, const char *s) {
+    size_t k = strlen(s);
+    if (cv->len + k + 1 > cv->text_cap) {
+        size_t ncap = (cv->len + k + 1) * 2 + 256;
+        char *t = realloc(cv->text, ncap);
+        if (!t) return vl_error_set("out of host memory building the prompt");
+        cv->text = t;
+        cv->text_cap = ncap;
+    }
+    memcpy(cv->text + cv->len, s, k + 1);
+    cv->len += k;
+    return 0;
+}
+
+static int conv_flush(const vl_tokenizer *tok, conv_ids *cv) {
+    if (cv->len == 0) return 0;
+    cv->len = 0;
+    return append_text(tok, &cv->ids, &cv->n, &cv->cap, cv->text);
+}
+
+static const char *role_name(vl_role r) {
+    return r == VL_ROLE_SYSTEM ? "system" : r == VL_ROLE_USER ? "user" : "assistant";
+}
+
+/* The roles the template takes: system only first, a known role, a user message last. */
+static int check_roles(const vl_message *msgs, int n_msgs) {
+    if (n_msgs < 1) return vl_error_set("messages: none given; send at least one user message");
+    for (int i = 0; i < n_msgs; i++) {
+        vl_role r = msgs[i].role;
+        if (r != VL_ROLE_SYSTEM && r != VL_ROLE_USER && r != VL_ROLE_ASSISTANT)
+            return vl_error_set("messages[%d]: unknown role %d; use system, user or assistant", i,
+                                (int)r);
+        if (r == VL_ROLE_SYSTEM && i > 0)
+            return vl_error_set("messages[%d]: a system message may only come first", i);
+        if (msgs[i].n_parts < 0 || (msgs[i].n_parts > 0 && !msgs[i].parts))
+            return vl_error_set("messages[%d]: no parts array for its %d parts", i,
+                                msgs[i].n_parts);
+    }
+    if (msgs[n_msgs - 1].role != VL_ROLE_USER)
+        return vl_error_set("messages: the last message is a %s message; it must be the user's",
+                            role_name(msgs[n_msgs - 1].role));
+    return 0;
+}
+
+/* Image part `image` of message mi: every copy of that image (list entries whose src is it),
+ * which must be the next image of the request. *next: the next image's index; *at: its first
+ * list entry. */
+static int conv_image(const vl_model *m, conv_ids *cv, int mi, int image, const vl_pixels *list,
+                      const int *src, int n_list, int *next, int *at) {
+    if (image != *next)
+        return vl_error_set("messages[%d]: image part %d where image %d comes next (each image "
+                            "once, in order of appearance)",
+                            mi, image, *next);
+    if (*at >= n_list || (src ? src[*at] : *at) != image)
+        return vl_error_set("messages[%d]: image part %d is not among the request's images", mi,
+                            image);
+    if (conv_flush(m->tok, cv)) return -1;
+    for (; *at < n_list && (src ? src[*at] : *at) == image; ++*at)
+        if (append_image(&m->cfg, &cv->ids, &cv->n, &cv->cap, &list[*at], *at)) return -1;
+    ++*next;
+    return 0;
+}
+
+/* Every message's "<|im_start|>ROLE\n" parts "<|im_end|>\n" into cv. */
+static int conv_messages(const vl_model *m, conv_ids *cv, const vl_message *msgs, int n_msgs,
+                         const vl_pixels *list, const int *src, int n_list, int *next) {
+    int at = 0;
+    if (msgs[0].role != VL_ROLE_SYSTEM &&
+        conv_text(cv, "<|im_start|>system\nYou are a helpful assistant.<|im_end|>\n"))
+        return -1;
+    for (int i = 0; i < n_msgs; i++) {
+        if (conv_text(cv, "<|im_start|>") || conv_text(cv, role_name(msgs[i].role)) ||
+            conv_text(cv, "\n"))
+            return -1;
+        for (int k = 0; k < msgs[i].n_parts; k++) {
+            const vl_part *pt = &msgs[i].parts[k];
+            if (pt->text ? conv_text(cv, pt->text)
+                         : conv_image(m, cv, i, pt->image, list, src, n_list, next, &at))
+                return -1;
+        }
+        if (conv_text(cv, "<|im_end|>\n")) return -1;
+    }
+    return conv_text(cv, "<|im_start|>assistant\n") || conv_flush(m->tok, cv);
+}
+
+int vl_prompt_build_messages(vl_prompt *p, const vl_model *m, const vl_message *msgs, int n_msgs,
+                             vl_pixels *images, const int *image_src, int n_images) {
+    memset(p, 0, sizeof *p);
+    if (!m->tok)
+        return vl_error_set("no tokenizer: %s has no tokenizer.json; pass --tokenizer FILE",
+                            m->model_path[0] ? m->model_path : "the model");
+    if (check_roles(msgs, n_msgs)) return -1;
+    conv_ids cv = {0};
+    int next = 0;
+    int rc = conv_messages(m, &cv, msgs, n_msgs, images, image_src, n_images, &next);
+    int n_args = n_images > 0 ? (image_src ? image_src[n_images - 1] : n_images - 1) + 1 : 0;
+    if (!rc && next != n_args)
+        rc = vl_error_set("messages: %d of the request's %d images appear in no message; refer "
+                          "to each image once",
+                          n_args - next, n_args);
+    if (!rc) rc = vl_prompt_from_ids(p, &m->cfg, cv.ids, cv.n, images, image_src, n_images);
+    free(cv.ids);
+    free(cv.text);
+    return rc;
+}
+
 /* ---- a conversation, turn by turn (engine/chat.c) ----------------------------------------- */
 
 /* Tokenize `a` + `b` as one text: the tokenizer must see the whole span between two added

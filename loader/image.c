@@ -1,11 +1,11 @@
 /* image.c: an image file to 8-bit RGB as transformers' load_image gives it: PIL's
  * ImageOps.exif_transpose(Image.open(path)).convert("RGB").
  *
- * This file reads the file (vl_read_file: a FIFO or device cannot hang us), recognises the
- * format from its first bytes and hands the bytes to one decoder, each built on the library
- * that is fuzzed in production and that Pillow itself uses where it matters for the pixels:
- *   PNG   libpng       (image_png.c)     JPEG  libjpeg-turbo (image_jpeg.c)
- *   GIF   giflib       (image_gif.c)     WebP  libwebp       (image_webp.c)
+ * This file reads the file (vl_read_file: a FIFO or device cannot hang us), or takes the bytes
+ * from memory (vl_image_load_bytes: a server's upload), recognises the format from its first bytes
+ * and hands the bytes to one decoder, each built on the library that is fuzzed in production and
+ * that Pillow itself uses where it matters for the pixels: PNG   libpng       (image_png.c) JPEG
+ * libjpeg-turbo (image_jpeg.c) GIF   giflib       (image_gif.c)     WebP  libwebp (image_webp.c)
  *   TIFF  libtiff      (image_tiff.c)    BMP   our own reader (image_bmp.c)
  * What the decoders share (the limits checked from the header before any pixel is decoded,
  * the wording of errors, PIL's CMYK -> RGB conversion) is image_decode.c.
@@ -49,12 +49,13 @@ static int read_image_file(const char *path, uint8_t **out, size_t *out_len) {
     return 0;
 }
 
-int vl_image_load(vl_image *img, const char *path) {
+int vl_image_load_bytes(vl_image *img, const char *name, const uint8_t *bytes, size_t n) {
     memset(img, 0, sizeof(*img));
-    uint8_t *bytes;
-    size_t n;
-    if (read_image_file(path, &bytes, &n)) return -1;
-    vl_image_file f = {path, bytes, n};
+    if (n == 0) return vl_error_set("image %s is empty (0 bytes)", name);
+    if (n > MAX_FILE_BYTES)
+        return vl_error_set("image %s is %zu bytes, more than the %zu an image may take", name, n,
+                            MAX_FILE_BYTES);
+    vl_image_file f = {name, bytes, n};
     int rc;
     vl_image_format format = sniff_format(bytes, n);
     switch (format) {
@@ -79,13 +80,22 @@ int vl_image_load(vl_image *img, const char *path) {
     default:
         rc = vl_error_set("image %s is not a PNG, JPEG, GIF, BMP, WebP or TIFF file "
                           "(unrecognised first bytes)",
-                          path);
+                          name);
     }
     /* transformers' load_image: ImageOps.exif_transpose before convert("RGB") */
-    if (!rc) rc = vl_image_apply_orientation(img, vl_image_orientation(bytes, n, format), path);
-    free(bytes);
+    if (!rc) rc = vl_image_apply_orientation(img, vl_image_orientation(bytes, n, format), name);
     if (rc) vl_image_free(img);
     return rc ? -1 : 0;
+}
+
+int vl_image_load(vl_image *img, const char *path) {
+    memset(img, 0, sizeof(*img));
+    uint8_t *bytes;
+    size_t n;
+    if (read_image_file(path, &bytes, &n)) return -1;
+    int rc = vl_image_load_bytes(img, path, bytes, n);
+    free(bytes);
+    return rc;
 }
 
 void vl_image_free(vl_image *img) {

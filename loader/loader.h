@@ -73,6 +73,10 @@ int vl_write_whole_file(const char *path, const char *what, const void *data, si
  * names the file or tensor in messages. *out is freed with cJSON_Delete. */
 struct cJSON;
 int vl_json_parse(const char *text, size_t len, const char *what, struct cJSON **out);
+/* s[0..n) as a JSON string literal (quotes included), malloc'ed: control characters (NUL
+ * too) escaped, invalid UTF-8 replaced by U+FFFD as Python's errors="replace" does
+ * (loader/json_text.c). NULL when out of memory. */
+char *vl_json_string(const char *s, size_t n);
 
 /* ---- checkpoint (loader/safetensors*.c) --------------------------------------------------- */
 
@@ -267,6 +271,8 @@ typedef struct {
  * the file; truncated or corrupt data is an error. The file is read with vl_open_regular. */
 #define VL_IMAGE_MAX_PIXELS (178956970LL) /* PIL's decompression-bomb error threshold */
 int vl_image_load(vl_image *img, const char *path);
+/* The same from an encoded file in memory (bytes[n]; name: the image's name in messages). */
+int vl_image_load_bytes(vl_image *img, const char *name, const uint8_t *bytes, size_t n);
 void vl_image_free(vl_image *img);
 
 /* Qwen2-VL smart_resize: dimensions multiple of `factor`, pixels within [min, max]. */

@@ -1,4 +1,4 @@
-/* test_json_text.c: the generated text in the JSON report (cli/json_text.c, engine/answer.c).
+/* test_json_text.c: the generated text in the JSON report (loader/json_text.c, engine/answer.c).
  *
  *   escape   vl_json_string against what Python gives for the same bytes:
  *            json.dumps(b.decode("utf-8", errors="replace"), ensure_ascii=False) (the expected
