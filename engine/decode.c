@@ -34,9 +34,9 @@ static void decode_step_ops(vl_sequence *s) {
     if (s->mem.seen) be->mark_seen(be, s->mem.seen, c->vocab, &st->token, 1);
     m->arch->text->embed(cx, &st->token, 1);
     /* rope reads rows t, h, w of a one-token chunk: pos[0], pos[1], pos[2] */
-    for (int li = 0; li < c->n_layers; li++)
-        m->arch->text->layer(cx, s, li, 1, st->pos, &st->n_past);
-    m->arch->text->lm_head(cx, 0);
+    vl_kv_view kv = vl_sequence_kv(s, &st->n_past);
+    for (int li = 0; li < c->n_layers; li++) m->arch->text->layer(cx, &kv, li, 1, st->pos);
+    m->arch->text->lm_head(cx, 0, 1);
     sample_next(s, 1);
 }
 

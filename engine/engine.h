@@ -244,6 +244,12 @@ typedef struct {
     int kv_int8;           /* --kv int8: int8 cache + scales, and one layer's dequantized K/V */
     float rep_penalty;     /* repetition penalty; 0 or 1: off (no seen-token set, no scores) */
     int n_sequences;       /* sequences held at once (slots); 0 means 1 */
+    /* A batch (engine/batch.c): decode rows run together, and a paged KV pool instead of the
+     * slots. pool_blocks > 0: the pool of that many blocks of block_tokens, its block tables and
+     * the kv_gather workspace (one layer's K and V of ctx tokens); no slots. */
+    int batch_rows;      /* decode rows at once; 0 means 1 */
+    int64_t pool_blocks; /* 0: slots */
+    int block_tokens;
 } vl_shape;
 /* The KV cache capacity of one sequence, the prefill chunk (min(chunk, prompt_tokens): the one
  * place it is clamped) and the number of slots. */
@@ -273,6 +279,30 @@ typedef struct {
     float *pen_scores;       /* penalty: [V] float32, the penalized logits the sampler reads */
 } vl_sequence_mem;
 
+/* A batch's paged KV pool (shape.pool_blocks > 0) and its block tables (backend memory). */
+typedef struct {
+    void *kv;            /* [layers][2][blocks][Hkv][block_tokens][D]: act dtype, or int8 */
+    float *kv_scale;     /* kv_int8: [layers][2][blocks][Hkv][block_tokens] */
+    int32_t *tables;     /* [batch_rows + 1][blocks]: the decode rows', then a prefill's */
+    int32_t *n_past_dev; /* [batch_rows]: each decode row's cached tokens */
+} vl_pool_mem;
+
+/* The KV cache a decoder layer appends to and attends over: one sequence's contiguous slot, or
+ * the paged pool (one prefilling sequence through its table, or decode rows of several
+ * sequences with batch). Layer li's K lies at kv + li * layer_bytes, its V v_offset bytes
+ * further (scales likewise in floats). */
+typedef struct {
+    void *kv;
+    float *kv_scale; /* kv_int8, else NULL */
+    size_t layer_bytes, v_offset, layer_scales, v_scale_offset;
+    int64_t head_stride, scale_head_stride;
+    vl_kv_pages pages; /* table NULL: contiguous */
+    int batch;         /* decode rows of different sequences (n_past_dev[rows]) */
+    int64_t n_past;    /* tokens cached before the chunk, when n_past_dev is NULL */
+    const int32_t *n_past_dev;
+    int64_t bound; /* with n_past_dev: the most keys a row may see (the launch bound) */
+} vl_kv_view;
+
 /* What the report shows of a run (cli/report.c through vl_result). */
 typedef struct {
     vl_timings t;
@@ -290,6 +320,7 @@ typedef struct vl_context {
     vl_scratch scratch;
     float *logits_host;     /* [V] */
     vl_sequence_mem *slots; /* [n_slots] */
+    vl_pool_mem pool;       /* shape.pool_blocks > 0: the batch's pool (no slots) */
     uint8_t *slot_used;
     int n_slots;
     int no_graph;        /* run decode steps eagerly (the backend has no graphs) */
@@ -314,10 +345,10 @@ typedef struct {
 /* The scratch and the slots of `sh` in arena a (engine/layout.c), in one fixed order so that
  * sizing and allocating cannot disagree: the scratch (what lives the whole run, then the
  * decoder's per-chunk buffers and the vision tower's sharing one region, because an image is
- * encoded between a chunk's embedding and its first layer), then each slot. A counting arena
- * (base NULL, cap SIZE_MAX) only measures; scratch and slots may then be NULL. */
+ * encoded between a chunk's embedding and its first layer), then each slot, or the pool. A counting
+ * arena (base NULL, cap SIZE_MAX) only measures; scratch and slots may then be NULL. */
 int vl_layout(vl_arena *a, const vl_config *c, vl_dtype act, const vl_shape *sh,
-              vl_scratch *scratch, vl_sequence_mem *slots);
+              vl_scratch *scratch, vl_sequence_mem *slots, vl_pool_mem *pool);
 /* Bytes of that layout in all, and by group (NULL: not wanted). No model or backend needed. */
 size_t vl_layout_plan(const vl_config *c, vl_dtype act, const vl_shape *sh,
                       size_t group_bytes[VL_MEM_GROUPS]);
@@ -328,6 +359,8 @@ int vl_context_start(vl_context *cx, vl_model *m, const vl_shape *sh, vl_run_sta
 void vl_context_free(vl_context *cx);
 /* A sequence in a free slot of cx (empty); -1 with the error set when every slot is taken. */
 int vl_sequence_open(vl_sequence *s, vl_context *cx);
+/* The view of s's slot for a decoder layer (n_past_dev: a recorded step reads it there). */
+vl_kv_view vl_sequence_kv(const vl_sequence *s, const int32_t *n_past_dev);
 /* Forget the cached tokens (and the repetition penalty's seen set): a new conversation. */
 int vl_sequence_reset(vl_sequence *s);
 void vl_sequence_close(vl_sequence *s);
@@ -359,6 +392,17 @@ int vl_decode_step(vl_sequence *s, int32_t token, float *logits);
  * (prefill's last position or vl_decode_step's), penalized over the sequence's seen tokens.
  * Does nothing when the sequence has no penalty. */
 void vl_penalize_logits(vl_sequence *s, float *logits);
+
+/* The pieces of prefill a batch runs too (engine/forward.c). One chunk: ids and positions of
+ * p[c0, c0 + S) uploaded (and marked in seen when set), embedded, the features of the images
+ * whose pads fall in it over them (*cur_src: which image is encoded in the scratch, -1 none),
+ * and every layer over them on kv (kv->n_past tokens before). */
+int vl_prefill_chunk(vl_context *cx, const vl_kv_view *kv, const vl_prompt *p, int64_t c0,
+                     int64_t S, uint8_t *seen, int *cur_src);
+/* The device's memory in use now into cx->stats' peak (nothing on the CPU). */
+void vl_context_sample_memory(vl_context *cx);
+/* Final norm and LM head on rows row .. row+n-1 of the scratch: float32 cx->logits_host [n, V]. */
+void vl_lm_head_rows(vl_context *cx, int64_t row, int64_t n);
 
 /* Decode on the backend: right after vl_prefill, vl_decode_begin samples the first token from
  * the last prompt logits (sample_token: greedy when temperature <= 0); each vl_decode_next
@@ -419,6 +463,11 @@ int vl_plan_images_that_fit(const vl_config *c, vl_plan_request q, int64_t text_
 int vl_plan_images_within_context(const vl_config *c, int64_t text_tokens,
                                   const vl_plan_image *imgs, int n, int max_tokens, int max_images);
 
+/* The plan of a batch (engine/batch.c) of bc on engine e with a pool of `blocks` blocks, and its
+ * shape (what vl_batch_open lays out). */
+void vl_batch_plan(const vl_engine *e, const vl_batch_config *bc, int64_t blocks, vl_shape *sh,
+                   vl_mem_plan *out);
+
 /* ---- sampling (engine/sample.c) ------------------------------------------------------------ */
 
 typedef struct {
@@ -432,6 +481,12 @@ typedef struct {
 void vl_sampler_init(vl_sampler *s, const vl_request *rq);
 int32_t vl_sample(vl_sampler *s, const float *logits, int n);
 int32_t vl_argmax(const float *x, int n);
+/* The backend's sample_token on the host: greedy (temperature <= 0) or the Gumbel-max draw of
+ * decode step `step` of seed; the same token from the same float32 logits. */
+int32_t vl_sample_token_host(const float *logits, int n, float temperature, uint64_t seed,
+                             int step);
+/* The repetition penalty over the seen ids, in place (the backend's float32 arithmetic). */
+void vl_penalize_host(float *logits, const uint8_t *seen, int n, float penalty);
 
 /* The answer's text from generated tokens (engine/answer.c): special tokens skipped, the text
  * ending at the first end-of-turn token unless keep_after_eos, each piece handed to on_text
@@ -471,6 +526,23 @@ int vl_refuse_budget(const vl_engine *e, const vl_prompt *p, const vl_pixels *im
 /* "predicted peak X GiB (weights ... ) exceeds --mem-budget Y GiB; <advice>" (the run's and
  * the chat's refusal). */
 int vl_budget_error(const vl_mem_plan *plan, int64_t budget, const char *advice);
+/* What a request's run and a batch's job share (engine/pipeline.c). How many tokens the request
+ * may generate (*limit), and whether the model's context bounds it (*by_context): -1 with the
+ * error set when its prompt leaves no room or max_tokens reaches past the context. */
+int vl_generation_limit(const vl_engine *e, const vl_request *rq, const vl_prompt *p, int *limit,
+                        int *by_context);
+/* The request's images decoded and its prompt built (messages, else system and prompt). */
+int vl_request_prompt(vl_engine *e, const vl_request *rq, const vl_callbacks *cb, vl_image_set *is,
+                      vl_prompt *p);
+/* Does the end-of-turn token stop generation (else only the limit does)? */
+int vl_eos_stops(const vl_engine *e, const vl_request *rq);
+/* A result's tokens (*gen moves into it), text (moves out of ans) and stop reason. */
+void vl_result_set_answer(vl_result *out, const vl_request *rq, int32_t **gen, int n_gen, int limit,
+                          int by_context, vl_answer *ans);
+/* A result's prompt and image figures (args: the request's images, for their paths; NULL: none)
+ * and the engine's weights and device figures. */
+int vl_result_set_prompt(vl_result *out, const vl_engine *e, const vl_prompt *p,
+                         const vl_image_set *is, const vl_image_arg *args);
 /* Place the weights once per engine (vl_engine_run does it for its first request). */
 int vl_engine_place_weights(vl_engine *e);
 /* The device cannot hold the plan: say so before allocating anything (0 when it can). */

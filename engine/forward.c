@@ -19,7 +19,7 @@ static inline void *act_at(const vl_context *cx, void *base, int64_t i) {
 }
 
 /* Device memory in use now (everything the process holds, CUDA context included). */
-static void sample_device_memory(vl_context *cx) {
+void vl_context_sample_memory(vl_context *cx) {
     vl_backend *be = cx->m->be;
     if (!be->mem_info) return;
     size_t free_b = 0, total_b = 0;
@@ -28,10 +28,13 @@ static void sample_device_memory(vl_context *cx) {
     if (total_b - free_b > cx->stats->peak_device) cx->stats->peak_device = total_b - free_b;
 }
 
-/* Final norm + LM head on row `row`, the float32 logits copied into cx->logits_host. */
+void vl_lm_head_rows(vl_context *cx, int64_t row, int64_t n) {
+    cx->m->arch->text->lm_head(cx, row, n);
+    cx->m->be->to_f32(cx->m->be, cx->logits_host, cx->scratch.logits, n * cx->m->cfg.vocab);
+}
+
 static void lm_head_row(vl_context *cx, int64_t row) {
-    cx->m->arch->text->lm_head(cx, row);
-    cx->m->be->to_f32(cx->m->be, cx->logits_host, cx->scratch.logits, cx->m->cfg.vocab);
+    vl_lm_head_rows(cx, row, 1);
 }
 
 /* Upload ids[0..S) and the three position rows of the chunk (pos rows have stride `pstride`). */
@@ -71,13 +74,29 @@ static int insert_images(vl_context *cx, const vl_prompt *p, int64_t c0, int64_t
     return 0;
 }
 
+int vl_prefill_chunk(vl_context *cx, const vl_kv_view *kv, const vl_prompt *p, int64_t c0,
+                     int64_t S, uint8_t *seen, int *cur_src) {
+    vl_model *m = cx->m;
+    vl_backend *be = m->be;
+    const vl_config *c = &m->cfg;
+    const vl_text_ops *text = m->arch->text;
+    upload_chunk(cx, p->ids + c0, p->pos + c0, p->n, S);
+    if (seen) be->mark_seen(be, seen, c->vocab, cx->scratch.ids_dev, S);
+    text->embed(cx, cx->scratch.ids_dev, S);
+    if (insert_images(cx, p, c0, S, cur_src)) return -1;
+    for (int li = 0; li < c->n_layers; li++) {
+        text->layer(cx, kv, li, S, cx->scratch.pos_dev);
+        vl_progress_update(m->progress, c0 + (double)S * (li + 1) / c->n_layers);
+    }
+    return 0;
+}
+
 static int prefill(vl_sequence *s, const vl_prompt *p, float *logits_last, vl_logits_fn each,
                    void *each_ctx) {
     vl_context *cx = s->cx;
     vl_model *m = cx->m;
     vl_backend *be = m->be;
     const vl_config *c = &m->cfg;
-    const vl_text_ops *text = m->arch->text;
     if (s->n_past + p->n > s->max_ctx)
         return vl_error_set("prompt of %d tokens does not fit the context of %lld tokens", p->n,
                             (long long)s->max_ctx);
@@ -87,21 +106,15 @@ static int prefill(vl_sequence *s, const vl_prompt *p, float *logits_last, vl_lo
     int cur_src = -1;
     for (int64_t c0 = 0; c0 < p->n; c0 += cx->chunk) {
         int64_t S = p->n - c0 < cx->chunk ? p->n - c0 : cx->chunk;
-        upload_chunk(cx, p->ids + c0, p->pos + c0, p->n, S);
-        if (s->mem.seen) be->mark_seen(be, s->mem.seen, c->vocab, cx->scratch.ids_dev, S);
-        text->embed(cx, cx->scratch.ids_dev, S);
-        if (insert_images(cx, p, c0, S, &cur_src)) return -1;
-        for (int li = 0; li < c->n_layers; li++) {
-            text->layer(cx, s, li, S, cx->scratch.pos_dev, NULL);
-            vl_progress_update(m->progress, c0 + (double)S * (li + 1) / c->n_layers);
-        }
+        vl_kv_view kv = vl_sequence_kv(s, NULL);
+        if (vl_prefill_chunk(cx, &kv, p, c0, S, s->mem.seen, &cur_src)) return -1;
         if (each)
             for (int64_t r = 0; r < S; r++) {
                 lm_head_row(cx, r);
                 if (each(each_ctx, c0 + r, cx->logits_host, c->vocab)) return -1;
             }
         s->n_past += S;
-        sample_device_memory(cx);
+        vl_context_sample_memory(cx);
         if (c0 + S == p->n) {
             lm_head_row(cx, S - 1);
             if (logits_last) memcpy(logits_last, cx->logits_host, (size_t)c->vocab * sizeof(float));
@@ -141,8 +154,9 @@ int vl_decode_step(vl_sequence *s, int32_t token, float *logits) {
     upload_chunk(cx, &token, pos, 1, 1);
     if (s->mem.seen) m->be->mark_seen(m->be, s->mem.seen, c->vocab, cx->scratch.ids_dev, 1);
     m->arch->text->embed(cx, cx->scratch.ids_dev, 1);
+    vl_kv_view kv = vl_sequence_kv(s, NULL);
     for (int li = 0; li < c->n_layers; li++)
-        m->arch->text->layer(cx, s, li, 1, cx->scratch.pos_dev, NULL);
+        m->arch->text->layer(cx, &kv, li, 1, cx->scratch.pos_dev);
     s->n_past += 1;
     lm_head_row(cx, 0);
     if (logits) memcpy(logits, cx->logits_host, (size_t)c->vocab * sizeof(float));

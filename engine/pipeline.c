@@ -91,8 +91,8 @@ int vl_engine_place_weights(vl_engine *e) {
 /* How many tokens the request may generate, and whether the model's context is what bounds
  * it. room: tokens that fit the context after the prompt (the last one fed back sits at
  * position n - 1 + rope_delta + room < max_positions). */
-static int generation_limit(const vl_engine *e, const vl_request *rq, const vl_prompt *p,
-                            int *limit, int *by_context) {
+int vl_generation_limit(const vl_engine *e, const vl_request *rq, const vl_prompt *p, int *limit,
+                        int *by_context) {
     const vl_config *c = &e->m.cfg;
     int64_t room = (int64_t)c->max_positions - p->n - p->rope_delta;
     if (rq->max_tokens > 0 && rq->max_tokens > room)
@@ -138,7 +138,7 @@ typedef struct {
     float *logits; /* host [V] */
     int32_t *gen;  /* [limit] */
     int n_gen, limit, by_context;
-    int64_t max_patches, img_tokens;
+    int64_t max_patches;
     vl_mem_plan plan;
     vl_plan_request prq;
 } job;
@@ -152,26 +152,29 @@ static void job_free(job *j) {
     vl_image_set_free(&j->is);
 }
 
+int vl_request_prompt(vl_engine *e, const vl_request *rq, const vl_callbacks *cb, vl_image_set *is,
+                      vl_prompt *p) {
+    vl_model *m = &e->m;
+    if (vl_image_set_load(is, rq->images, rq->n_images, &m->pre, cb)) return -1;
+    return rq->messages ? vl_prompt_build_messages(p, m, rq->messages, rq->n_messages, is->list,
+                                                   is->src, is->n_list)
+                        : vl_prompt_build_system(p, m, rq->system, rq->prompt, is->list, is->src,
+                                                 is->n_list);
+}
+
 /* images -> prompt -> positions: what the request asks for, in tokens. */
 static int build_prompt(vl_engine *e, job *j, const vl_request *rq, const vl_callbacks *cb) {
-    vl_model *m = &e->m;
-    if (vl_image_set_load(&j->is, rq->images, rq->n_images, &m->pre, cb)) return -1;
-    int rc = rq->messages ? vl_prompt_build_messages(&j->p, m, rq->messages, rq->n_messages,
-                                                     j->is.list, j->is.src, j->is.n_list)
-                          : vl_prompt_build_system(&j->p, m, rq->system, rq->prompt, j->is.list,
-                                                   j->is.src, j->is.n_list);
-    if (rc) return -1;
+    if (vl_request_prompt(e, rq, cb, &j->is, &j->p)) return -1;
     if (cb->on_prompt && cb->on_prompt(cb->ctx, j->p.ids, j->p.n)) return -1;
     for (int i = 0; i < j->is.n_list; i++) {
         const vl_pixels *px = &j->is.list[i];
         if (px->n_patches > j->max_patches) j->max_patches = px->n_patches;
-        j->img_tokens += image_tokens(&m->cfg, px);
     }
     /* The model's context limit is on rotary positions, and M-RoPE gives an image of H x W
      * merged tokens only max(H, W) positions: 28 pages of 1364 tokens reach position ~1.3k
      * while the KV cache holds 38k tokens. The KV length is bounded by memory alone. */
     if (rq->prefill_only) return check_prompt_positions(e, &j->p);
-    return generation_limit(e, rq, &j->p, &j->limit, &j->by_context);
+    return vl_generation_limit(e, rq, &j->p, &j->limit, &j->by_context);
 }
 
 /* The plan of the request, checked against the budget and the device before anything is
@@ -216,8 +219,7 @@ static int generate(vl_engine *e, job *j, const vl_request *rq, const vl_callbac
 
     /* Tokens are read back as they come only when someone looks at them (streamed text, stop
      * at EOS); otherwise the steps run back to back and the tokens are read once at the end. */
-    const int eos_stops =
-        !rq->ignore_eos && (rq->stop_at_eos || (rq->max_tokens == 0 && !e->cfg.random_weights));
+    const int eos_stops = vl_eos_stops(e, rq);
     int read_each = host_sampling || eos_stops || cb->on_text;
     vl_progress *dprog = cb->no_decode_progress ? NULL : cb->progress;
     vl_progress_begin(dprog, "decode", "tokens", j->limit);
@@ -250,50 +252,66 @@ static int generate(vl_engine *e, job *j, const vl_request *rq, const vl_callbac
     return vl_answer_finish(&j->ans);
 }
 
-/* The result of a finished job (its buffers move into out). */
-static int fill_result(vl_engine *e, job *j, const vl_request *rq, vl_result *out) {
-    const vl_run_stats *st = &j->s.stats;
-    out->tokens = j->gen;
-    j->gen = NULL;
-    out->n_tokens = j->n_gen;
-    out->token_limit = j->limit;
-    out->text = j->ans.text;
-    out->text_len = j->ans.len;
-    j->ans.text = NULL;
-    out->answer_tokens = j->ans.eos_at >= 0 ? j->ans.eos_at : j->n_gen;
+int vl_eos_stops(const vl_engine *e, const vl_request *rq) {
+    return !rq->ignore_eos && (rq->stop_at_eos || (rq->max_tokens == 0 && !e->cfg.random_weights));
+}
+
+void vl_result_set_answer(vl_result *out, const vl_request *rq, int32_t **gen, int n_gen, int limit,
+                          int by_context, vl_answer *ans) {
+    out->tokens = *gen;
+    *gen = NULL;
+    out->n_tokens = n_gen;
+    out->token_limit = limit;
+    out->text = ans->text;
+    out->text_len = ans->len;
+    ans->text = NULL;
+    out->answer_tokens = ans->eos_at >= 0 ? ans->eos_at : n_gen;
     if (!rq->prefill_only)
-        out->stop_reason = j->ans.eos_at >= 0 && !rq->ignore_eos   ? "eos"
-                           : j->by_context && j->n_gen == j->limit ? "context"
-                                                                   : "max_tokens";
-    out->prompt_tokens = j->p.n;
-    out->image_tokens = j->img_tokens;
-    out->n_images = j->p.n_images;
-    out->n_distinct_images = j->is.n_uniq;
-    out->images = calloc((size_t)(j->is.n_uniq > 0 ? j->is.n_uniq : 1), sizeof *out->images);
+        out->stop_reason = ans->eos_at >= 0 && !rq->ignore_eos ? "eos"
+                           : by_context && n_gen == limit      ? "context"
+                                                               : "max_tokens";
+}
+
+int vl_result_set_prompt(vl_result *out, const vl_engine *e, const vl_prompt *p,
+                         const vl_image_set *is, const vl_image_arg *args) {
+    out->prompt_tokens = p->n;
+    out->image_tokens = 0;
+    for (int i = 0; i < is->n_list; i++) out->image_tokens += image_tokens(&e->m.cfg, &is->list[i]);
+    out->n_images = p->n_images;
+    out->n_distinct_images = is->n_uniq;
+    out->images = calloc((size_t)(is->n_uniq > 0 ? is->n_uniq : 1), sizeof *out->images);
     if (!out->images) return vl_error_set("out of host memory");
-    for (int i = 0; i < j->is.n_uniq; i++) {
-        const vl_pixels *px = &j->is.uniq[i];
-        out->images[i] = (vl_result_image){rq->images[i].path,
-                                           rq->images[i].repeat,
-                                           j->is.orig_w[i],
-                                           j->is.orig_h[i],
+    for (int i = 0; i < is->n_uniq; i++) {
+        const vl_pixels *px = &is->uniq[i];
+        out->images[i] = (vl_result_image){args ? args[i].path : NULL,
+                                           args ? args[i].repeat : 1,
+                                           is->orig_w[i],
+                                           is->orig_h[i],
                                            px->resized_w,
                                            px->resized_h,
                                            image_tokens(&e->m.cfg, px)};
     }
+    out->weights_bytes = e->m.weights_bytes;
+    out->host_weights_bytes = e->m.host_weights_bytes;
+    out->backend_workspace_bytes = e->be->workspace_bytes;
+    out->device_base = e->device_base;
+    out->weight_loads = e->weight_loads;
+    return 0;
+}
+
+/* The result of a finished job (its buffers move into out). */
+static int fill_result(vl_engine *e, job *j, const vl_request *rq, vl_result *out) {
+    const vl_run_stats *st = &j->s.stats;
+    vl_result_set_answer(out, rq, &j->gen, j->n_gen, j->limit, j->by_context, &j->ans);
+    if (vl_result_set_prompt(out, e, &j->p, &j->is, rq->images)) return -1;
     out->repetition_penalty = j->s.seq.rep_penalty;
     out->decode_graph = j->s.seq.graph != NULL;
     out->t = st->t;
     out->plan = st->plan;
     memcpy(out->arena_peak, st->arena_peak, sizeof out->arena_peak);
     out->arena_peak_total = st->arena_peak_total;
-    out->weights_bytes = e->m.weights_bytes;
-    out->host_weights_bytes = e->m.host_weights_bytes;
-    out->backend_workspace_bytes = e->be->workspace_bytes;
-    out->device_base = e->device_base;
     out->peak_device = st->peak_device;
     out->device_total = st->device_total;
-    out->weight_loads = e->weight_loads;
     return 0;
 }
 

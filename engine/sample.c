@@ -1,7 +1,9 @@
 /* sample.c: choosing the next token on the host from float32 logits: greedy (argmax, first
  * index on ties, as torch.argmax), or temperature / top-k / top-p sampling with a seeded
- * xorshift generator so that a run is repeatable with --seed. */
+ * xorshift generator so that a run is repeatable with --seed; and the host twins of the
+ * backend's sample_token and repetition penalty (a batch's sampling). */
 #include "engine/engine.h"
+#include "kernels/sample_score.h"
 
 #include <math.h>
 #include <stdlib.h>
@@ -83,4 +85,29 @@ int32_t vl_sample(vl_sampler *s, const float *logits, int n) {
     }
     free(c);
     return pick;
+}
+
+/* The host twin of the backends' sample_token (kernels/sample_score.h's score, the first best
+ * index, NaN never chosen): a batch samples on the host and gives the tokens a request run
+ * alone gets from the backend, greedy and seeded temperature sampling alike. */
+int32_t vl_sample_token_host(const float *logits, int n, float temperature, uint64_t seed,
+                             int step) {
+    const uint64_t key = vl_sample_key(seed, step);
+    double best = -INFINITY;
+    int32_t best_i = 0;
+    int found = 0;
+    for (int i = 0; i < n; i++) {
+        double v = vl_sample_score(logits[i], i, temperature, key);
+        if (v == v && (!found || vl_sample_better(v, i, best, best_i))) {
+            best = v;
+            best_i = i;
+            found = 1;
+        }
+    }
+    return best_i;
+}
+
+void vl_penalize_host(float *logits, const uint8_t *seen, int n, float penalty) {
+    for (int i = 0; i < n; i++)
+        if (seen[i]) logits[i] = vl_penalize_logit(logits[i], penalty);
 }

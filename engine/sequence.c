@@ -12,10 +12,11 @@ static int scratch_structs(vl_context *cx) {
     const vl_arch *a = cx->m->arch;
     cx->scratch.text = calloc(1, a->text->scratch_size);
     cx->scratch.vision = calloc(1, a->vision->scratch_size);
-    cx->logits_host = malloc((size_t)cx->m->cfg.vocab * sizeof(float));
+    size_t rows = (size_t)(cx->shape.batch_rows > 1 ? cx->shape.batch_rows : 1);
+    cx->logits_host = malloc(rows * (size_t)cx->m->cfg.vocab * sizeof(float)); /* [rows, V] */
     cx->n_slots = vl_shape_sequences(&cx->shape);
-    cx->slots = calloc((size_t)cx->n_slots, sizeof *cx->slots);
-    cx->slot_used = calloc((size_t)cx->n_slots, 1);
+    cx->slots = calloc((size_t)(cx->n_slots > 0 ? cx->n_slots : 1), sizeof *cx->slots);
+    cx->slot_used = calloc((size_t)(cx->n_slots > 0 ? cx->n_slots : 1), 1);
     if (!cx->scratch.text || !cx->scratch.vision || !cx->logits_host || !cx->slots ||
         !cx->slot_used)
         return vl_error_set("out of host memory");
@@ -34,7 +35,7 @@ int vl_context_start(vl_context *cx, vl_model *m, const vl_shape *sh, vl_run_sta
     const vl_config *c = &m->cfg;
     size_t bytes = vl_layout_plan(c, m->be->act, sh, NULL);
     if (vl_arena_init(&cx->arena, m->be, bytes)) return -1;
-    if (vl_layout(&cx->arena, c, m->be->act, sh, &cx->scratch, cx->slots)) return -1;
+    if (vl_layout(&cx->arena, c, m->be->act, sh, &cx->scratch, cx->slots, &cx->pool)) return -1;
     memcpy(cx->stats->arena_peak, cx->arena.peak, sizeof cx->arena.peak);
     cx->stats->arena_peak_total = cx->arena.peak_total;
     return 0;
@@ -65,6 +66,26 @@ int vl_sequence_open(vl_sequence *s, vl_context *cx) {
     s->max_tokens = cx->shape.max_tokens > 0 ? cx->shape.max_tokens : 1;
     s->rep_penalty = s->mem.seen ? cx->shape.rep_penalty : 1.0f;
     return vl_sequence_reset(s);
+}
+
+vl_kv_view vl_sequence_kv(const vl_sequence *s, const int32_t *n_past_dev) {
+    const vl_context *cx = s->cx;
+    const vl_config *c = &cx->m->cfg;
+    int64_t KD = (int64_t)c->n_kv_heads * c->head_dim, T = s->max_ctx;
+    size_t kv_esz = cx->shape.kv_int8 ? 1 : vl_dtype_size(cx->m->be->act);
+    vl_kv_view kv = {0};
+    kv.kv = s->mem.kv;
+    kv.kv_scale = s->mem.kv_scale;
+    kv.v_offset = (size_t)(KD * T) * kv_esz;
+    kv.layer_bytes = 2 * kv.v_offset;
+    kv.v_scale_offset = (size_t)c->n_kv_heads * (size_t)T;
+    kv.layer_scales = 2 * kv.v_scale_offset;
+    kv.head_stride = T * c->head_dim;
+    kv.scale_head_stride = T;
+    kv.n_past = s->n_past;
+    kv.n_past_dev = n_past_dev;
+    kv.bound = T;
+    return kv;
 }
 
 int vl_sequence_reset(vl_sequence *s) {

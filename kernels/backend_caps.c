@@ -25,6 +25,7 @@ const vl_backend_caps vl_caps_cpu = {
     .naive_attention = 1,
     .quantize = 1,
     .fill_random = 1,
+    .paged_kv = 1,
 };
 
 const vl_backend_caps vl_caps_cuda = {
@@ -42,6 +43,7 @@ const vl_backend_caps vl_caps_cuda = {
     .quantize = 1,
     .fill_random = 1,
     .host_mapped = 1,
+    .paged_kv = 1,
     .workspace_bytes = VL_CUDA_WORKSPACE_BYTES,
 };
 

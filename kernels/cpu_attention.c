@@ -12,10 +12,14 @@
  * is never empty.
  * n_past_dev (runtime cache length) is read directly: CPU backend memory is host memory.
  * An int8 cache (k_scale set) is read as q * scale in fp32, row by row.
+ * A paged cache (pages.table set) is read through the block table (vl_cpu_kv_at), the same
+ * arithmetic on the same rows; with batch, query i is sequence i's next token (its own table row
+ * and length n_past_dev[i] + 1 keys), exactly a single-query call on that sequence.
  * vl_cpu_attention_naive (--attn naive) runs the same arithmetic in the eager order: all scores
  * into the caller's [H, n_q, n_kv] matrix, then every row's softmax, then P.V; so its results
  * have exactly the bits of vl_cpu_attention.
- * Leaves out: sliding windows, dropout, attention sinks and any tiling (one pass per row).
+ * Leaves out: sliding windows, dropout, attention sinks, any tiling (one pass per row) and a
+ * batch in the eager order (naive takes pages of one sequence only).
  */
 #include "kernels/cpu_internal.h"
 
@@ -57,11 +61,27 @@ static void check_params(const vl_attn_params *p) {
     }
 }
 
+/* batch: query i is the next token of sequence i, at n_past_dev[i], through table row i. */
+static void check_batch(const vl_attn_params *p) {
+    VL_CPU_REQUIRE(p->causal && p->n_seg == 0 && p->n_past_dev && p->pages.table,
+                   "batched attention needs causal, no segments, n_past_dev and a block table");
+    for (int64_t i = 0; i < p->n_q; i++) {
+        const int64_t past = p->n_past_dev[i];
+        VL_CPU_REQUIRE(past >= 0 && past < p->n_kv,
+                       "n_past_dev[%lld] = %lld exceeds the bound n_kv %lld", (long long)i,
+                       (long long)past, (long long)p->n_kv);
+        vl_cpu_check_pages(&p->pages, p->pages.table + i * p->pages.table_stride, past + 1, 1);
+    }
+}
+
 /* The parameters with the cache length written in: with n_past_dev, q_pos0 = n_past_dev[0] and
- * n_kv = q_pos0 + n_q, which must fit the bound p->n_kv. Then checked. */
+ * n_kv = q_pos0 + n_q, which must fit the bound p->n_kv. Then checked. A batch keeps its
+ * n_past_dev (each query has its own length, key_range reads it) and n_kv as the bound. */
 static vl_attn_params resolved(const vl_attn_params *p) {
     vl_attn_params r = *p;
-    if (p->n_past_dev) {
+    if (p->batch) {
+        check_batch(p);
+    } else if (p->n_past_dev) {
         VL_CPU_REQUIRE(p->causal && p->n_seg == 0, "n_past_dev needs causal attention without "
                                                    "segments");
         const int64_t past = p->n_past_dev[0];
@@ -73,6 +93,7 @@ static vl_attn_params resolved(const vl_attn_params *p) {
         r.n_past_dev = NULL;
     }
     check_params(&r);
+    if (r.pages.table && !r.batch) vl_cpu_check_pages(&r.pages, r.pages.table, r.n_kv, 0);
     return r;
 }
 
@@ -84,16 +105,29 @@ static void key_range(const vl_attn_params *p, int64_t i, int64_t *lo, int64_t *
         *lo = p->seg_starts[s];
         *hi = p->seg_starts[s + 1];
     }
-    if (p->causal && p->q_pos0 + i + 1 < *hi) *hi = p->q_pos0 + i + 1;
+    if (p->batch)
+        *hi = p->n_past_dev[i] + 1;
+    else if (p->causal && p->q_pos0 + i + 1 < *hi)
+        *hi = p->q_pos0 + i + 1;
 }
 
-/* Row j of kv head g of K (v = 0) or V (v = 1) as floats: a pointer into the cache or, for an
- * int8 cache, its values q * scale written into tmp (head_dim floats). */
-static const float *kv_row(const vl_attn_params *p, int v, int g, int64_t j, float *tmp) {
-    const int64_t at = g * p->kv_head_stride + j * p->kv_tok_stride;
+/* The block table row of query i's sequence: NULL for a contiguous cache, row i in a batch. */
+static const int32_t *table_of(const vl_attn_params *p, int64_t i) {
+    if (!p->pages.table) return NULL;
+    return p->pages.table + (p->batch ? i * p->pages.table_stride : 0);
+}
+
+/* Row j of kv head g of K (v = 0) or V (v = 1) of the sequence with block table row tbl (NULL:
+ * contiguous) as floats: a pointer into the cache or, for an int8 cache, its values q * scale
+ * written into tmp (head_dim floats). */
+static const float *kv_row(const vl_attn_params *p, const int32_t *tbl, int v, int g, int64_t j,
+                           float *tmp) {
+    int64_t sat;
+    const int64_t at = vl_cpu_kv_at(&p->pages, tbl, g, j, p->kv_head_stride, p->kv_tok_stride,
+                                    p->kv_scale_head_stride, &sat);
     if (!p->k_scale) return (const float *)(v ? p->v : p->k) + at;
     const int8_t *q = (const int8_t *)(v ? p->v : p->k) + at;
-    const float sc = (v ? p->v_scale : p->k_scale)[g * p->kv_scale_head_stride + j];
+    const float sc = (v ? p->v_scale : p->k_scale)[sat];
     for (int d = 0; d < p->head_dim; d++) tmp[d] = (float)q[d] * sc;
     return tmp;
 }
@@ -104,8 +138,9 @@ static void row_scores(const vl_attn_params *p, int64_t i, int h, int64_t lo, in
                        float *scores, float *tmp) {
     const int D = p->head_dim, g = h / (p->n_heads / p->n_kv_heads);
     const float *q = (const float *)p->q + i * p->q_stride + (int64_t)h * D;
+    const int32_t *tbl = table_of(p, i);
     for (int64_t j = 0; j < n; j++)
-        scores[j] = vl_cpu_dot(q, kv_row(p, 0, g, lo + j, tmp), D) * p->scale;
+        scores[j] = vl_cpu_dot(q, kv_row(p, tbl, 0, g, lo + j, tmp), D) * p->scale;
 }
 
 static void row_softmax(float *scores, int64_t n) {
@@ -122,12 +157,13 @@ static void row_output(const vl_attn_params *p, int64_t i, int h, int64_t lo, in
                        const float *probs, float *block, float *total, float *tmp) {
     const int D = p->head_dim, g = h / (p->n_heads / p->n_kv_heads);
     float *o = (float *)p->o + i * p->o_stride + (int64_t)h * D;
+    const int32_t *tbl = table_of(p, i);
     memset(total, 0, (size_t)D * sizeof(float));
     for (int64_t j0 = 0; j0 < n; j0 += OUT_BLOCK) {
         memset(block, 0, (size_t)D * sizeof(float));
         int64_t j1 = j0 + OUT_BLOCK < n ? j0 + OUT_BLOCK : n;
         for (int64_t j = j0; j < j1; j++) {
-            const float *vj = kv_row(p, 1, g, lo + j, tmp);
+            const float *vj = kv_row(p, tbl, 1, g, lo + j, tmp);
             for (int d = 0; d < D; d++) block[d] += probs[j] * vj[d];
         }
         for (int d = 0; d < D; d++) total[d] += block[d];
@@ -217,6 +253,7 @@ static void naive_output_slice(void *ctx, int64_t begin, int64_t end) {
 }
 
 void vl_cpu_attention_naive(vl_backend *b, const vl_attn_params *p, float *scores) {
+    VL_CPU_REQUIRE(!p->batch, "attention_naive takes one sequence (no batch)");
     const vl_attn_params r = resolved(p);
     VL_CPU_REQUIRE(scores != NULL || r.n_q == 0, "attention_naive without a score buffer");
     naive_ctx c = {.p = &r, .scores = scores, .row_len = p->n_kv};

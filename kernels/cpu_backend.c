@@ -189,6 +189,7 @@ static vl_backend cpu_backend = {
     .kv_append = vl_cpu_kv_append,
     .rope_kv_append = vl_cpu_rope_kv_append,
     .kv_dequant = vl_cpu_kv_dequant,
+    .kv_gather = vl_cpu_kv_gather,
     .sample_token = vl_cpu_sample_token,
     .sample_token_f32 = vl_cpu_sample_token_f32,
     .mark_seen = vl_cpu_mark_seen,

@@ -65,6 +65,28 @@ static inline float vl_cpu_sum(const float *a, int64_t n) {
     return vl_cpu_lanes_total(acc);
 }
 
+/* Where row t of kv head g of one sequence lives in a KV cache (kernels.h, vl_kv_pages): its
+ * element offset, and its int8 scale's offset in *scale_at. tbl is the sequence's block table
+ * row (NULL: the contiguous cache, where the offsets are the unpaged ones). */
+static inline int64_t vl_cpu_kv_at(const vl_kv_pages *pg, const int32_t *tbl, int g, int64_t t,
+                                   int64_t head_stride, int64_t tok_stride,
+                                   int64_t scale_head_stride, int64_t *scale_at) {
+    int64_t block_at = 0, scale_block_at = 0;
+    if (tbl) {
+        const int64_t blk = tbl[t / pg->block_tokens];
+        block_at = blk * pg->block_stride;
+        scale_block_at = blk * pg->scale_block_stride;
+        t %= pg->block_tokens;
+    }
+    *scale_at = scale_block_at + g * scale_head_stride + t;
+    return block_at + g * head_stride + t * tok_stride;
+}
+
+/* Aborts unless the first n_tok rows of the sequence with block table row tbl have blocks:
+ * block_tokens a power of two, enough entries (table_stride, when batched or set) and no
+ * negative block id among them. */
+void vl_cpu_check_pages(const vl_kv_pages *pg, const int32_t *tbl, int64_t n_tok, int batch);
+
 /* dst[0..n) = float32 of parameter elements [offset, offset + n) of `data` (dtype t).
  * Reads through memcpy, so a tensor at any byte offset of an mmapped file is fine. */
 void vl_cpu_param_to_f32(float *dst, const void *data, vl_dtype t, int64_t offset, int64_t n);
@@ -116,6 +138,11 @@ void vl_cpu_kv_append(vl_backend *b, void *cache, int64_t head_stride, const voi
 void vl_cpu_kv_append_int8(int8_t *cache, float *scale, int64_t head_stride,
                            int64_t scale_head_stride, const float *src, int64_t src_stride,
                            int64_t s, int kv_heads, int head_dim, int64_t pos0);
+/* the paged or batched append of rope_kv_append (after its rotary), fp32 or int8 */
+void vl_cpu_kv_append_pages(const vl_rope_kv_params *p);
+void vl_cpu_kv_gather(vl_backend *b, void *dst, int64_t dst_head_stride, const void *src,
+                      const float *scale, const vl_kv_pages *pages, int64_t head_stride,
+                      int64_t scale_head_stride, int kv_heads, int64_t n_tok, int head_dim);
 void vl_cpu_kv_dequant(vl_backend *b, void *dst, const int8_t *src, const float *scale,
                        int64_t head_stride, int64_t scale_head_stride, int kv_heads, int64_t n_tok,
                        int head_dim);

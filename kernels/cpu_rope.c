@@ -82,6 +82,10 @@ void vl_cpu_rope_kv_append(vl_backend *b, const vl_rope_kv_params *p) {
                      p->theta);
     vl_cpu_rope_text(b, p->k, p->kv_stride, p->s, p->n_kv_heads, p->head_dim, p->pos, p->sections,
                      p->theta);
+    if (p->pages.table || p->batch) {
+        vl_cpu_kv_append_pages(p);
+        return;
+    }
     if (p->k_scale) {
         const int64_t pos0 = p->pos0_dev ? p->pos0_dev[0] : p->pos0;
         vl_cpu_kv_append_int8(p->k_cache, p->k_scale, p->head_stride, p->scale_head_stride, p->k,

@@ -43,7 +43,15 @@
  *     occupancy is the same.
  * Knob (benchmarking only): the backend's attn_decode_splits = N (vl_cuda_config) forces the
  * split count before the length and workspace caps.
- * Leaves out: more than one query per call (n_q > 1 goes to the prefill kernel), paged caches,
+ * Paged caches (p.pages, vlrun serve's pool): the same kernels instantiated with PAGED, whose
+ * row loads go through the sequence's block table (PagedRows) instead of a stride; the
+ * contiguous instantiations are unchanged. With p.batch the n_q queries are n_q sequences' next
+ * tokens: a third grid dimension (sequence x head tile), each CTA reading its sequence's length
+ * and table row; each sequence is split exactly as a single call of its length would be (see
+ * max_splits_of), so a sequence's bits do not depend on the batch while the workspace holds the
+ * batch's partials (vl_cuda_attention_workspace_bytes of the batch call).
+ * Leaves out: more than one query per sequence (a prefill chunk over pages: the engine gathers
+ * the sequence first, kv_gather),
  * int4 or fp8 K/V, a combine fused into the last CTA of a head (with ~90 splits that one CTA
  * would read ~300 KB of partials alone, longer than the kernel boundary it saves).
  */
@@ -78,12 +86,51 @@ __host__ __device__ inline SplitPlan split_plan(int n_keys, int max_splits) {
     return {(n_keys + chunk - 1) / chunk, chunk}; /* the rounding may leave fewer than s */
 }
 
-/* Keys the single query sees (>= 1 for valid params): the cache, cut at q_pos0 + 1 when causal. */
-__device__ __forceinline__ int decode_keys(const vl_attn_params &p) {
+/* Keys the single query sees (>= 1 for valid params): the cache, cut at q_pos0 + 1 when causal.
+ * A batch (PAGED, p.batch): sequence seq's n_past_dev[seq] + 1, clamped into the bound n_kv as
+ * kv_extent clamps (memory safety only). */
+template <bool PAGED> __device__ __forceinline__ int decode_keys(const vl_attn_params &p, int seq) {
+    if (PAGED && p.batch) {
+        long long past = p.n_past_dev[seq];
+        past = past < 0 ? 0 : past > p.n_kv - 1 ? p.n_kv - 1 : past;
+        return (int)past + 1;
+    }
     const KvExtent ext = kv_extent(p);
     long long n = ext.n_kv;
     if (p.causal && ext.q_pos0 + 1 < n) n = ext.q_pos0 + 1;
     return (int)n;
+}
+
+/* Rows of one sequence of a paged pool (kernels.h, vl_kv_pages): row t of the kv head whose
+ * pointers the kernel holds lies in block tbl[t / block_tokens], at row t % block_tokens
+ * (block_tokens = 1 << shift). The bf16 and int8 variants read through this and StridedRows
+ * (the contiguous cache) with the same code. */
+struct PagedRows {
+    const int32_t *tbl;
+    int64_t stride, block_stride, scale_block_stride;
+    int shift, mask;
+    __device__ __forceinline__ int64_t row(int t) const {
+        return (int64_t)tbl[t >> shift] * block_stride + (int64_t)(t & mask) * stride;
+    }
+    __device__ __forceinline__ int64_t scale(int t) const {
+        return (int64_t)tbl[t >> shift] * scale_block_stride + (t & mask);
+    }
+};
+
+/* The rows of sequence seq: through its table row (PAGED) or rows kv_tok_stride apart. */
+template <bool PAGED> __device__ __forceinline__ auto kv_rows(const vl_attn_params &p, int seq) {
+    if constexpr (PAGED) {
+        const int bt = p.pages.block_tokens;
+        const int32_t *tbl = p.pages.table + (p.batch ? (int64_t)seq * p.pages.table_stride : 0);
+        return PagedRows{tbl,
+                         p.kv_tok_stride,
+                         p.pages.block_stride,
+                         p.pages.scale_block_stride,
+                         31 - __clz(bt),
+                         bt - 1};
+    } else {
+        return StridedRows{p.kv_tok_stride};
+    }
 }
 
 /* D: the columns a tile row holds: the head dim on the fast path, element_dim(head dim) on the
@@ -115,9 +162,9 @@ template <int D, bool Q8> struct Decode {
 
 /* cp.async of this warp's step: keys [key0, key0 + 16) of K and V into one ring stage; keys at
  * or past key_end are zero-filled; the padding columns past D are left alone. */
-template <int D>
+template <int D, typename Rows>
 __device__ __forceinline__ void load_step_async(bf16 *sk, const bf16 *k, const bf16 *v,
-                                                int64_t stride, int key0, int key_end, int lane) {
+                                                const Rows &at, int key0, int key_end, int lane) {
     constexpr int kLD = Decode<D, false>::kLD, kChunks = D / 8, kTotal = 16 * kChunks;
     bf16 *sv = sk + 16 * kLD;
 #pragma unroll
@@ -125,7 +172,7 @@ __device__ __forceinline__ void load_step_async(bf16 *sk, const bf16 *k, const b
         const int c = it * 32 + lane, r = c / kChunks, col = (c % kChunks) * 8;
         if (kTotal % 32 == 0 || c < kTotal) { /* an odd D / 8 leaves the last pass partial */
             const bool valid = key0 + r < key_end;
-            const int64_t off = valid ? (int64_t)(key0 + r) * stride + col : 0;
+            const int64_t off = valid ? at.row(key0 + r) + col : 0;
             cp_async16(smem_u32(sk + r * kLD + col), k + off, valid);
             cp_async16(smem_u32(sv + r * kLD + col), v + off, valid);
         }
@@ -134,32 +181,32 @@ __device__ __forceinline__ void load_step_async(bf16 *sk, const bf16 *k, const b
 
 /* The step of load_step_async, or on the element path (ELEM) element loads of the d real
  * columns, zeros up to D. */
-template <int D, bool ELEM>
-__device__ __forceinline__ void load_step(bf16 *sk, const bf16 *k, const bf16 *v, int64_t stride,
+template <int D, bool ELEM, typename Rows>
+__device__ __forceinline__ void load_step(bf16 *sk, const bf16 *k, const bf16 *v, const Rows &at,
                                           int key0, int key_end, int lane, int d) {
     if constexpr (ELEM) {
         constexpr int kLD = Decode<D, false>::kLD;
         uint16_t *sk16 = reinterpret_cast<uint16_t *>(sk);
-        load_rows_elems<uint16_t, D, kLD>(sk16, reinterpret_cast<const uint16_t *>(k), stride, key0,
-                                          16, key_end, d, lane, 32);
-        load_rows_elems<uint16_t, D, kLD>(sk16 + 16 * kLD, reinterpret_cast<const uint16_t *>(v),
-                                          stride, key0, 16, key_end, d, lane, 32);
+        load_rows_at<uint16_t, D, kLD>(sk16, reinterpret_cast<const uint16_t *>(k), at, key0, 16,
+                                       key_end, d, lane, 32);
+        load_rows_at<uint16_t, D, kLD>(sk16 + 16 * kLD, reinterpret_cast<const uint16_t *>(v), at,
+                                       key0, 16, key_end, d, lane, 32);
     } else {
-        load_step_async<D>(sk, k, v, stride, key0, key_end, lane);
+        load_step_async<D>(sk, k, v, at, key0, key_end, lane);
     }
 }
 
 /* The int8 twin: the step's raw K and V rows and their scales into one int8 stage (layout in
  * Decode::kQ8StageBytes); keys at or past key_end are zero-filled, scales included. On the
  * element path (ELEM) the codes come by element loads of the d real columns, zeros up to D. */
-template <int D, bool ELEM>
+template <int D, bool ELEM, typename Rows>
 __device__ __forceinline__ void load_step_q8(unsigned char *st, const int8_t *k, const int8_t *v,
-                                             const float *ks, const float *vs, int64_t stride,
+                                             const float *ks, const float *vs, const Rows &at,
                                              int key0, int key_end, int lane, int d) {
     if constexpr (ELEM) {
         int8_t *st8 = reinterpret_cast<int8_t *>(st);
-        load_rows_elems<int8_t, D, D>(st8, k, stride, key0, 16, key_end, d, lane, 32);
-        load_rows_elems<int8_t, D, D>(st8 + 16 * D, v, stride, key0, 16, key_end, d, lane, 32);
+        load_rows_at<int8_t, D, D>(st8, k, at, key0, 16, key_end, d, lane, 32);
+        load_rows_at<int8_t, D, D>(st8 + 16 * D, v, at, key0, 16, key_end, d, lane, 32);
     } else {
         constexpr int kCB = Decode<D, true>::kCopyBytes, kChunks = D / kCB, kTotal = 16 * kChunks;
 #pragma unroll
@@ -167,7 +214,7 @@ __device__ __forceinline__ void load_step_q8(unsigned char *st, const int8_t *k,
             const int c = it * 32 + lane, r = c / kChunks, col = (c % kChunks) * kCB;
             if (kTotal % 32 == 0 || c < kTotal) {
                 const bool valid = key0 + r < key_end;
-                const int64_t off = valid ? (int64_t)(key0 + r) * stride + col : 0;
+                const int64_t off = valid ? at.row(key0 + r) + col : 0;
                 if constexpr (kCB == 16) {
                     cp_async16(smem_u32(st + r * D + col), k + off, valid);
                     cp_async16(smem_u32(st + (16 + r) * D + col), v + off, valid);
@@ -182,7 +229,7 @@ __device__ __forceinline__ void load_step_q8(unsigned char *st, const int8_t *k,
     const int r = lane & 15;
     const bool valid = key0 + r < key_end;
     cp_async_small<4>(smem_u32(st + 32 * D + lane * 4),
-                      (lane < 16 ? ks : vs) + (valid ? key0 + r : 0), valid);
+                      (lane < 16 ? ks : vs) + (valid ? at.scale(key0 + r) : 0), valid);
 }
 
 /* int8 stage -> bf16 tile (K rows then V rows, stride kLD): the codes as exact bf16 integers;
@@ -201,8 +248,10 @@ __device__ __forceinline__ void convert_step(bf16 *tile, const unsigned char *st
 
 /* Q8: the cache is int8 with per-row scales (p.k_scale set), see the top of the file. DS: the
  * columns of a tile row (Decode); ELEM: the element path, where the real head dim is
- * p.head_dim. */
-template <int DS, bool Q8, bool ELEM>
+ * p.head_dim. PAGED: the cache is a paged pool (p.pages) and, with p.batch, query row seq is
+ * sequence seq's (blockIdx.z = seq * head tiles + tile); the partials of head h of sequence seq
+ * are then row seq * n_heads + h of the workspace. */
+template <int DS, bool Q8, bool ELEM, bool PAGED>
 __global__ void __launch_bounds__(kThreads)
     attn_decode_kernel(const vl_attn_params p, int max_splits, float *ws) {
     using C = Decode<DS, Q8>;
@@ -219,14 +268,19 @@ __global__ void __launch_bounds__(kThreads)
     bf16 *ring = reinterpret_cast<bf16 *>(wbase); /* bf16: the ring; Q8: the converted tile */
     unsigned char *ring8 = wbase + C::kTileElems * sizeof(bf16); /* Q8: the int8 ring */
     const int split = (int)blockIdx.x, kv_head = (int)blockIdx.y;
-    const int n_keys = decode_keys(p);
+    const int group = p.n_heads / p.n_kv_heads, tiles = (group + 15) / 16;
+    const int seq = PAGED ? (int)blockIdx.z / tiles : 0;
+    const int tile = PAGED ? (int)blockIdx.z % tiles : (int)blockIdx.z;
+    const int H_all = PAGED && p.batch ? p.n_heads * (int)p.n_q : p.n_heads; /* ws rows */
+    const int n_keys = decode_keys<PAGED>(p, seq);
     const SplitPlan plan = split_plan(n_keys, max_splits);
     if (split >= plan.splits) return; /* the launch covers the bound; this split has no keys */
-    const int group = p.n_heads / p.n_kv_heads;
-    const int n_rows = min(16, group - 16 * (int)blockIdx.z);
-    const int head0 = kv_head * group + 16 * (int)blockIdx.z;
+    const int n_rows = min(16, group - 16 * tile);
+    const int head0 = kv_head * group + 16 * tile;
     const int kb = split * plan.chunk, ke = min(kb + plan.chunk, n_keys); /* kb < ke */
-    const bf16 *q = static_cast<const bf16 *>(p.q) + (int64_t)head0 * D;
+    const bf16 *q = static_cast<const bf16 *>(p.q) + seq * p.q_stride + (int64_t)head0 * D;
+    bf16 *o_seq = static_cast<bf16 *>(p.o) + seq * p.o_stride;
+    const auto rows_at = kv_rows<PAGED>(p, seq);
     const int64_t kv_off = (int64_t)kv_head * p.kv_head_stride;
     const bf16 *k = static_cast<const bf16 *>(p.k) + kv_off;
     const bf16 *v = static_cast<const bf16 *>(p.v) + kv_off;
@@ -264,10 +318,10 @@ __global__ void __launch_bounds__(kThreads)
         const int key0 = kb + (warp + kWarps * j) * 16;
         if constexpr (Q8)
             load_step_q8<DS, ELEM>(ring8 + (j % kStages) * C::kQ8StageBytes, k8, v8, ks, vs,
-                                   p.kv_tok_stride, key0, ke, lane, D);
+                                   rows_at, key0, ke, lane, D);
         else
-            load_step<DS, ELEM>(ring + (j % kStages) * C::kTileElems, k, v, p.kv_tok_stride, key0,
-                                ke, lane, D);
+            load_step<DS, ELEM>(ring + (j % kStages) * C::kTileElems, k, v, rows_at, key0, ke, lane,
+                                D);
     };
     const int n_steps = (ke - kb + 15) / 16;
     const int my_steps = warp < n_steps ? (n_steps - warp + kWarps - 1) / kWarps : 0;
@@ -403,7 +457,7 @@ __global__ void __launch_bounds__(kThreads)
     for (int idx = (int)threadIdx.x; idx < n_rows * WD; idx += kThreads) {
         const int r = idx / WD, d = idx % WD;
         if (d >= D) { /* a ws row's padding (D not a multiple of 4): zeros, never stored in o */
-            if (!single) ws[((int64_t)split * p.n_heads + head0 + r) * WD + d] = 0.f;
+            if (!single) ws[((int64_t)split * H_all + seq * p.n_heads + head0 + r) * WD + d] = 0.f;
             continue;
         }
         float mx = -INFINITY;
@@ -421,12 +475,12 @@ __global__ void __launch_bounds__(kThreads)
         }
         const float out = wl > 0.f ? acc / wl : 0.f;
         if (single) {
-            static_cast<bf16 *>(p.o)[(int64_t)(head0 + r) * D + d] = __float2bfloat16_rn(out);
+            o_seq[(int64_t)(head0 + r) * D + d] = __float2bfloat16_rn(out);
         } else {
-            const int64_t at = (int64_t)split * p.n_heads + head0 + r;
+            const int64_t at = (int64_t)split * H_all + seq * p.n_heads + head0 + r;
             ws[at * WD + d] = out;
             if (d == 0) /* the log2-sum-exps follow the outputs of all launched splits */
-                ws[(int64_t)gridDim.x * p.n_heads * WD + at] =
+                ws[(int64_t)gridDim.x * H_all * WD + at] =
                     wl > 0.f ? mx * scale_log2 + log2f(wl) : -INFINITY;
         }
     }
@@ -441,15 +495,19 @@ __global__ void __launch_bounds__(kThreads)
  * are then added in lane order. kBatch loads are issued before any is used: the partials sit in
  * L2 and the time is L2 round trips, so they must overlap; 512 threads (16 split lanes at D 128)
  * put a whole 38k-key plan's ~100 splits in flight in one round (128 threads took four: ~9 us
- * against ~6 on an H100, measured by ncu). */
+ * against ~6 on an H100, measured by ncu). A batch (PAGED, p.batch): one CTA per (sequence,
+ * head), blockIdx.x = seq * n_heads + head, the workspace row of the first kernel. */
+template <bool PAGED>
 __global__ void __launch_bounds__(kCombineThreads)
     attn_decode_combine(const vl_attn_params p, int max_splits, int n_launched, const float *ws) {
     constexpr int kBatch = 8;
     __shared__ float s_w[kMaxSplits], s_red[kCombineWarps];
     __shared__ float4 s_acc[kCombineThreads];
-    const int n_splits = split_plan(decode_keys(p), max_splits).splits;
+    const int hh = (int)blockIdx.x, seq = PAGED && p.batch ? hh / p.n_heads : 0;
+    const int n_splits = split_plan(decode_keys<PAGED>(p, seq), max_splits).splits;
     if (n_splits == 1) return;
-    const int head = (int)blockIdx.x, D = p.head_dim, WD = decode_ws_row(D), H = p.n_heads;
+    const int head = hh, D = p.head_dim, WD = decode_ws_row(D);
+    const int H = PAGED && p.batch ? p.n_heads * (int)p.n_q : p.n_heads; /* ws rows */
     const float *lse = ws + (int64_t)n_launched * H * WD;
     float mx = -INFINITY;
     for (int s = (int)threadIdx.x; s < n_splits; s += kCombineThreads)
@@ -498,7 +556,8 @@ __global__ void __launch_bounds__(kCombineThreads)
             const float4 a = s_acc[j * cols + t];
             tot.x += a.x, tot.y += a.y, tot.z += a.z, tot.w += a.w;
         }
-        bf16 *out = static_cast<bf16 *>(p.o) + (int64_t)head * D + 4 * t;
+        bf16 *out = static_cast<bf16 *>(p.o) + seq * p.o_stride +
+                    (int64_t)(head - seq * p.n_heads) * D + 4 * t;
         if (D % 4 == 0 && ((uintptr_t)p.o & 7u) == 0) {
             *reinterpret_cast<uint2 *>(out) = make_uint2(vl_pack_bf16x2(tot.x * inv, tot.y * inv),
                                                          vl_pack_bf16x2(tot.z * inv, tot.w * inv));
@@ -510,32 +569,47 @@ __global__ void __launch_bounds__(kCombineThreads)
     }
 }
 
+/* Splits a call may use: one wave of one sequence's CTAs (a batch plans each of its sequences
+ * as a single call of that length would: the same splits, so the same bits whatever else is in
+ * the batch), at most kMaxSplits, and no more than the workspace holds for n_seq sequences. */
 template <int DS, bool Q8, bool ELEM>
-void launch(vl_cuda_ctx *c, const vl_attn_params *p, size_t workspace_bytes, float *ws,
-            cudaStream_t stream) {
+int max_splits_of(vl_cuda_ctx *c, const vl_attn_params *p, size_t workspace_bytes, int n_seq) {
     const int group = p->n_heads / p->n_kv_heads;
     const int64_t ctas = (int64_t)p->n_kv_heads * ((group + 15) / 16);
     /* one wave: every split of every head resident at once (CTAs an SM holds after opting in to
-     * the kernel's shared memory, asked once per backend and kernel) */
-    const int per_sm = vl_cuda_ctas_per_sm(c, (const void *)attn_decode_kernel<DS, Q8, ELEM>,
+     * the kernel's shared memory, asked once per backend and kernel). The contiguous kernel's
+     * count for both layouts, so that a paged call is planned, and rounded, as the contiguous one
+     * (the paged kernel takes the same shared memory) */
+    const int per_sm = vl_cuda_ctas_per_sm(c, (const void *)attn_decode_kernel<DS, Q8, ELEM, false>,
                                            kThreads, Decode<DS, Q8>::kSmem);
     int64_t max_splits = (int64_t)per_sm * c->sm_count / ctas;
     /* the backend's attn_decode_splits (benchmarking only): before the length and workspace caps */
     if (c->cfg.attn_decode_splits > 0) max_splits = c->cfg.attn_decode_splits;
     if (max_splits > kMaxSplits) max_splits = kMaxSplits;
-    const size_t per_split =
-        (size_t)p->n_heads * (size_t)(decode_ws_row(p->head_dim) + 1) * sizeof(float);
-    if (ws == NULL) workspace_bytes = 0;
+    const size_t per_split = (size_t)n_seq * (size_t)p->n_heads *
+                             (size_t)(decode_ws_row(p->head_dim) + 1) * sizeof(float);
     if ((size_t)max_splits > workspace_bytes / per_split)
         max_splits = (int64_t)(workspace_bytes / per_split);
-    if (max_splits < 1) max_splits = 1;
+    return max_splits < 1 ? 1 : (int)max_splits;
+}
+
+template <int DS, bool Q8, bool ELEM, bool PAGED>
+void launch(vl_cuda_ctx *c, const vl_attn_params *p, size_t workspace_bytes, float *ws,
+            cudaStream_t stream) {
+    const int group = p->n_heads / p->n_kv_heads, tiles = (group + 15) / 16;
+    const int n_seq = PAGED && p->batch ? (int)p->n_q : 1;
+    if (ws == NULL) workspace_bytes = 0;
+    const int max_splits = max_splits_of<DS, Q8, ELEM>(c, p, workspace_bytes, n_seq);
+    if (PAGED) /* the opt-in to the kernel's shared memory (once per backend and kernel) */
+        (void)vl_cuda_ctas_per_sm(c, (const void *)attn_decode_kernel<DS, Q8, ELEM, PAGED>,
+                                  kThreads, Decode<DS, Q8>::kSmem);
     /* An explicit length: exactly the plan's splits. A runtime length: the most splits any
      * length up to the bound can have (split_plan never exceeds n_keys / kMinSplitKeys). */
     int n_launch;
     if (p->n_past_dev == NULL) {
         int64_t n_keys = p->n_kv;
         if (p->causal && p->q_pos0 + 1 < n_keys) n_keys = p->q_pos0 + 1;
-        n_launch = split_plan((int)n_keys, (int)max_splits).splits;
+        n_launch = split_plan((int)n_keys, max_splits).splits;
     } else {
         int64_t most = p->n_kv / kMinSplitKeys;
         if (most > max_splits) most = max_splits;
@@ -543,15 +617,26 @@ void launch(vl_cuda_ctx *c, const vl_attn_params *p, size_t workspace_bytes, flo
     }
     VL_CUDA_REQUIRE(n_launch == 1 || ((uintptr_t)ws & 15u) == 0,
                     "attention decode: the workspace must be 16-byte aligned");
-    dim3 grid((unsigned)n_launch, (unsigned)p->n_kv_heads, (unsigned)((group + 15) / 16));
-    attn_decode_kernel<DS, Q8, ELEM>
-        <<<grid, kThreads, Decode<DS, Q8>::kSmem, stream>>>(*p, (int)max_splits, ws);
+    dim3 grid((unsigned)n_launch, (unsigned)p->n_kv_heads, (unsigned)(tiles * n_seq));
+    attn_decode_kernel<DS, Q8, ELEM, PAGED>
+        <<<grid, kThreads, Decode<DS, Q8>::kSmem, stream>>>(*p, max_splits, ws);
     VL_CUDA_LAUNCH_CHECK();
     if (n_launch > 1) {
-        attn_decode_combine<<<(unsigned)p->n_heads, kCombineThreads, 0, stream>>>(
-            *p, (int)max_splits, n_launch, ws);
+        attn_decode_combine<PAGED><<<(unsigned)(p->n_heads * n_seq), kCombineThreads, 0, stream>>>(
+            *p, max_splits, n_launch, ws);
         VL_CUDA_LAUNCH_CHECK();
     }
+}
+
+/* The head dim's kernels, contiguous or paged (one branch on the host: the contiguous
+ * instantiations are the kernels that ran before pages existed). */
+template <int DS, bool Q8, bool ELEM>
+void launch_layout(vl_cuda_ctx *c, const vl_attn_params *p, size_t workspace_bytes, float *ws,
+                   cudaStream_t stream) {
+    if (p->pages.table)
+        launch<DS, Q8, ELEM, true>(c, p, workspace_bytes, ws, stream);
+    else
+        launch<DS, Q8, ELEM, false>(c, p, workspace_bytes, ws, stream);
 }
 
 } // namespace
@@ -566,9 +651,9 @@ void vl_attn_decode_launch(vl_cuda_ctx *c, const vl_attn_params *p, void *worksp
 #define VL_ATTN_DECODE_ELEM_CASE(ds)                                                               \
     case ds:                                                                                       \
         if (p->k_scale)                                                                            \
-            launch<ds, true, true>(c, p, workspace_bytes, ws, stream);                             \
+            launch_layout<ds, true, true>(c, p, workspace_bytes, ws, stream);                      \
         else                                                                                       \
-            launch<ds, false, true>(c, p, workspace_bytes, ws, stream);                            \
+            launch_layout<ds, false, true>(c, p, workspace_bytes, ws, stream);                     \
         return;
             VL_ATTN_ELEMENT_DIMS(VL_ATTN_DECODE_ELEM_CASE)
 #undef VL_ATTN_DECODE_ELEM_CASE
@@ -578,9 +663,9 @@ void vl_attn_decode_launch(vl_cuda_ctx *c, const vl_attn_params *p, void *worksp
 #define VL_ATTN_DECODE_CASE(d)                                                                     \
     case d:                                                                                        \
         if (p->k_scale)                                                                            \
-            launch<d, true, false>(c, p, workspace_bytes, ws, stream);                             \
+            launch_layout<d, true, false>(c, p, workspace_bytes, ws, stream);                      \
         else                                                                                       \
-            launch<d, false, false>(c, p, workspace_bytes, ws, stream);                            \
+            launch_layout<d, false, false>(c, p, workspace_bytes, ws, stream);                     \
         break;
         VL_ATTN_HEAD_DIMS(VL_ATTN_DECODE_CASE)
 #undef VL_ATTN_DECODE_CASE

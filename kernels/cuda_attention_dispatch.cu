@@ -5,6 +5,8 @@
  * naive), which checks its parameters and runs vl_cuda_attention_naive on the backend stream.
  * Nothing on these paths reads device memory or synchronizes, so a call can be captured into a
  * CUDA graph (n_past_dev is read by the kernels).
+ * A paged pool (pages, batch) goes to the decode kernel (one query per sequence); a prefill chunk
+ * over pages is not supported (the engine gathers the sequence first, kv_gather).
  * Every head dim up to 128 and any row alignment are supported (the fast and the element paths
  * of cuda_attention_mma.cuh); vl_backend_check_attention (backend_caps.c) states the same limits to
  * the engine, which refuses a model beyond them before loading it. Leaves out: any fallback when
@@ -25,6 +27,20 @@ static int prefill_rows(const vl_cuda_ctx *c, int64_t n_q) {
     return n_q <= 64 ? 64 : 128;
 }
 
+/* A paged pool (p->pages) is read by the decode kernel only: one query of one sequence, or with
+ * batch one query per sequence (each with its runtime length and table row). */
+static int paged_supported(const vl_attn_params *p) {
+    const vl_kv_pages *pg = &p->pages;
+    if (pg->table == NULL) return !p->batch; /* a batch needs tables */
+    if (pg->block_tokens <= 0 || (pg->block_tokens & (pg->block_tokens - 1)) != 0) return 0;
+    if ((uintptr_t)pg->table % 4 || pg->block_stride < 0 || pg->scale_block_stride < 0) return 0;
+    if (!p->batch) return p->n_q <= 1;
+    const int group = p->n_heads / p->n_kv_heads;
+    return p->causal && p->n_seg == 0 && p->n_past_dev != NULL && p->n_q >= 1 &&
+           p->pages.table_stride >= (p->n_kv + pg->block_tokens - 1) / pg->block_tokens &&
+           p->n_q * ((group + 15) / 16) <= 65535; /* grid dimension */
+}
+
 int vl_cuda_attention_supported(const vl_attn_params *p) {
     if (p == NULL) return 0;
     const int d = p->head_dim; /* fast or element path: cuda_attention_mma.cuh */
@@ -36,9 +52,10 @@ int vl_cuda_attention_supported(const vl_attn_params *p) {
     if (p->n_q < 0 || p->n_q > (int64_t)65535 * 64 || p->n_kv < 0 || p->n_kv > big) return 0;
     if (p->n_q > 0 && p->n_kv == 0) return 0;
     if (!(p->scale > 0.0f) || p->scale > 1e30f) return 0; /* the max of q.k is the max of s */
+    if (p->n_kv_heads > 0 && !paged_supported(p)) return 0;
     if (p->n_past_dev != NULL) {
         /* runtime length: causal, no segments, and the bound holds at least the new queries */
-        if (!p->causal || p->n_seg != 0 || p->n_kv < p->n_q) return 0;
+        if (!p->causal || p->n_seg != 0 || p->n_kv < (p->batch ? 1 : p->n_q)) return 0;
     } else if (p->causal && (p->q_pos0 < 0 || p->q_pos0 > big)) {
         return 0;
     }
@@ -47,7 +64,8 @@ int vl_cuda_attention_supported(const vl_attn_params *p) {
     if ((uintptr_t)p->q % 2 || (uintptr_t)p->o % 2) return 0;
     if (p->k_scale != NULL || p->v_scale != NULL) {
         /* an int8 cache: the decode kernel only (one query), 4-byte scales */
-        if (p->k_scale == NULL || p->v_scale == NULL || p->n_q > 1 || p->n_seg != 0) return 0;
+        if (p->k_scale == NULL || p->v_scale == NULL || (p->n_q > 1 && !p->batch) || p->n_seg != 0)
+            return 0;
         if ((uintptr_t)p->k_scale % 4 || (uintptr_t)p->v_scale % 4 || p->kv_scale_head_stride < 0)
             return 0;
         return 1;
@@ -65,14 +83,16 @@ int vl_attn_fast_rows(const vl_attn_params *p) {
     const int64_t cb = p->k_scale == NULL ? 16 : d % 16 == 0 ? 16 : 8; /* bytes per copy */
     const int64_t esz = p->k_scale == NULL ? 2 : 1;                    /* bytes per element */
     return (uintptr_t)p->k % cb == 0 && (uintptr_t)p->v % cb == 0 &&
-           (p->kv_tok_stride * esz) % cb == 0 && (p->kv_head_stride * esz) % cb == 0;
+           (p->kv_tok_stride * esz) % cb == 0 && (p->kv_head_stride * esz) % cb == 0 &&
+           (p->pages.block_stride * esz) % cb == 0;
 }
 
 /* The decode partials at the most splits: independent of n_q and n_kv, so one call at planning
- * time covers every later step. Prefill needs none. */
+ * time covers every later step. Prefill needs none. A batch holds those of its n_q sequences. */
 size_t vl_cuda_attention_workspace_bytes(const vl_attn_params *p) {
     if (p == NULL || p->n_heads <= 0 || p->head_dim <= 0) return 0;
-    return (size_t)vl_attn::kMaxSplits * (size_t)p->n_heads *
+    const size_t n_seq = p->batch && p->n_q > 1 ? (size_t)p->n_q : 1;
+    return n_seq * (size_t)vl_attn::kMaxSplits * (size_t)p->n_heads *
            (size_t)(decode_ws_row(p->head_dim) + 1) * sizeof(float);
 }
 
@@ -84,7 +104,7 @@ void vl_cuda_attention(vl_backend *b, const vl_attn_params *p, void *workspace,
                       "parameters not supported (the caller must check "
                       "vl_cuda_attention_supported)");
     if (p->n_q == 0) return;
-    if (p->n_q == 1)
+    if (p->n_q == 1 || p->batch)
         vl_attn_decode_launch(c, p, workspace, workspace_bytes, stream);
     else
         vl_attn_prefill_launch(c, p, prefill_rows(c, p->n_q), stream);
@@ -113,5 +133,7 @@ void vl_cuda_attention_naive_op(vl_backend *b, const vl_attn_params *p, float *s
     VL_CUDA_REQUIRE(scores != NULL || p->n_q == 0, "attention_naive: no score buffer");
     VL_CUDA_REQUIRE(p->k_scale == NULL && p->v_scale == NULL,
                     "attention_naive: an int8 cache must be dequantized first (kv_dequant)");
+    VL_CUDA_REQUIRE(p->pages.table == NULL && !p->batch,
+                    "attention_naive: a paged cache must be gathered first (kv_gather)");
     vl_cuda_attention_naive(p, scores, vl_cuda_ctx_of(b)->stream);
 }

@@ -155,20 +155,36 @@ __host__ __device__ constexpr int element_dim(int d) {
     X(16) X(24) X(32) X(40) X(48) X(56) X(64) X(72) X(80) X(88) X(96) X(104) X(112) X(120) X(128)
 #define VL_ATTN_ELEMENT_DIMS(X) X(16) X(32) X(64) X(128)
 
-/* Element loads of `rows` rows of a bf16 matrix (row stride `stride`, rows from row0 on) into a
- * shared tile of DS columns and row stride LD: element (r, c) = g[(row0 + r) * stride + c] for
+/* Rows of a K/V cache or a matrix: element offset of row t (and of its int8 scale). The plain
+ * layout is rows `stride` apart; the decode kernel also reads rows through a block table
+ * (cuda_attention_decode.cu's PagedRows, kernels.h's vl_kv_pages). */
+struct StridedRows {
+    int64_t stride;
+    __device__ __forceinline__ int64_t row(int t) const { return (int64_t)t * stride; }
+    __device__ __forceinline__ int64_t scale(int t) const { return t; }
+};
+
+/* Element loads of `rows` rows of a bf16 matrix (rows from row0 on, placed by at.row) into a
+ * shared tile of DS columns and row stride LD: element (r, c) = g[at.row(row0 + r) + c] for
  * c < d and row0 + r < row_end, else 0 (bit pattern 0 is +0.0 in bf16 and in int8). T is the
  * element type (uint16_t for bf16, int8_t for the int8 cache); threads t = first, first + step,
  * ... take part. */
-template <typename T, int DS, int LD>
-__device__ __forceinline__ void load_rows_elems(T *s, const T *g, int64_t stride, int row0,
-                                                int rows, int row_end, int d, int first, int step) {
+template <typename T, int DS, int LD, typename Rows>
+__device__ __forceinline__ void load_rows_at(T *s, const T *g, const Rows &at, int row0, int rows,
+                                             int row_end, int d, int first, int step) {
     for (int e = first; e < rows * DS; e += step) {
         const int r = e / DS, c = e % DS;
         T x = 0;
-        if (c < d && row0 + r < row_end) x = g[(int64_t)(row0 + r) * stride + c];
+        if (c < d && row0 + r < row_end) x = g[at.row(row0 + r) + c];
         s[r * LD + c] = x;
     }
+}
+
+/* The same with rows `stride` apart. */
+template <typename T, int DS, int LD>
+__device__ __forceinline__ void load_rows_elems(T *s, const T *g, int64_t stride, int row0,
+                                                int rows, int row_end, int d, int first, int step) {
+    load_rows_at<T, DS, LD>(s, g, StridedRows{stride}, row0, rows, row_end, d, first, step);
 }
 
 /* Block-wide max (is_max) or sum of x over WARPS full warps; red: WARPS floats of shared memory.

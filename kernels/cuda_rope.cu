@@ -21,6 +21,8 @@
  * of rope_kernel alone took ~9 us there).
  * With an int8 cache (--kv int8) a variant runs one warp per (token, head): the same rotation,
  * then each k and v row is quantized with its absmax (vl_kv_quantize_row's expressions).
+ * A paged pool (p.pages, vlrun serve) changes only where a row is stored (append_at): through the
+ * block table, and with batch row i at sequence i's own position and table row.
  * Leaves out: rope scaling variants and fusing rope into the QKV GEMM epilogue.
  */
 #include "kernels/cuda_ops.h"
@@ -68,6 +70,24 @@ void vl_cuda_launch_rope(vl_bf16 *x, int64_t stride, int64_t s, int heads, int h
     VL_CUDA_LAUNCH_CHECK();
 }
 
+/* The cache slot of appended row i, kv head g (kernels.h): its element offset, and its scale's in
+ * *scale_at. Contiguous: position pos0 + i. Paged: through table row 0 at pos0 + i, or with batch
+ * through table row i at pos0_dev[i] (row i is sequence i's next token). */
+static __device__ __forceinline__ int64_t append_at(const vl_rope_kv_params &p, int64_t pos0,
+                                                    int64_t i, int g, int64_t *scale_at) {
+    if (!p.pages.table) {
+        const int64_t t = pos0 + i;
+        *scale_at = g * p.scale_head_stride + t;
+        return g * p.head_stride + t * p.head_dim;
+    }
+    const int64_t t = p.batch ? (int64_t)p.pos0_dev[i] : pos0 + i;
+    const int32_t *tbl = p.pages.table + (p.batch ? i * p.pages.table_stride : 0);
+    const int shift = 31 - __clz(p.pages.block_tokens);
+    const int64_t blk = tbl[t >> shift], r = t & (p.pages.block_tokens - 1);
+    *scale_at = blk * p.pages.scale_block_stride + g * p.scale_head_stride + r;
+    return blk * p.pages.block_stride + g * p.head_stride + r * p.head_dim;
+}
+
 static __global__ void rope_kv_append_kernel(const __grid_constant__ vl_rope_kv_params p,
                                              const __grid_constant__ vl_cuda_rope_table t) {
     const int64_t pos0 = p.pos0_dev ? (int64_t)p.pos0_dev[0] : p.pos0;
@@ -82,7 +102,8 @@ static __global__ void rope_kv_append_kernel(const __grid_constant__ vl_rope_kv_
         if (h >= p.n_heads + p.n_kv_heads) { /* v: copied into the cache */
             const int g = h - p.n_heads - p.n_kv_heads;
             const vl_bf16 *from = (const vl_bf16 *)p.v + i * p.kv_stride + (int64_t)g * p.head_dim;
-            vl_bf16 *to = (vl_bf16 *)p.v_cache + g * p.head_stride + (pos0 + i) * p.head_dim;
+            int64_t sat;
+            vl_bf16 *to = (vl_bf16 *)p.v_cache + append_at(p, pos0, i, g, &sat);
             to[k] = from[k];
             to[k + half] = from[k + half];
             continue;
@@ -98,7 +119,8 @@ static __global__ void rope_kv_append_kernel(const __grid_constant__ vl_rope_kv_
         x[k] = r0;
         x[k + half] = r1;
         if (is_k) {
-            vl_bf16 *to = (vl_bf16 *)p.k_cache + g * p.head_stride + (pos0 + i) * p.head_dim;
+            int64_t sat;
+            vl_bf16 *to = (vl_bf16 *)p.k_cache + append_at(p, pos0, i, g, &sat);
             to[k] = r0;
             to[k + half] = r1;
         }
@@ -148,8 +170,8 @@ static __global__ void rope_kv_append_int8_kernel(const __grid_constant__ vl_rop
         for (int off = 16; off > 0; off >>= 1)
             amax = fmaxf(amax, __shfl_xor_sync(0xffffffffu, amax, off));
         const float inv = amax > 0.0f ? 127.0f / amax : 0.0f; /* IEEE division, as the CPU */
-        int8_t *to =
-            (int8_t *)(is_k ? p.k_cache : p.v_cache) + g * p.head_stride + (pos0 + i) * p.head_dim;
+        int64_t sat;
+        int8_t *to = (int8_t *)(is_k ? p.k_cache : p.v_cache) + append_at(p, pos0, i, g, &sat);
 #pragma unroll
         for (int j = 0; j < kPairs; j++) {
             const int k = lane + 32 * j;
@@ -157,8 +179,7 @@ static __global__ void rope_kv_append_int8_kernel(const __grid_constant__ vl_rop
             to[k] = (int8_t)max(-127, min(127, __float2int_rn(r0[j] * inv)));
             to[k + half] = (int8_t)max(-127, min(127, __float2int_rn(r1[j] * inv)));
         }
-        if (lane == 0)
-            (is_k ? p.k_scale : p.v_scale)[g * p.scale_head_stride + pos0 + i] = amax / 127.0f;
+        if (lane == 0) (is_k ? p.k_scale : p.v_scale)[sat] = amax / 127.0f;
     }
 }
 
@@ -196,14 +217,22 @@ void vl_cuda_rope_text(vl_backend *b, void *x, int64_t stride, int64_t s, int he
 void vl_cuda_rope_kv_append(vl_backend *b, const vl_rope_kv_params *p) {
     check_shape("rope_kv_append q", p->q_stride, p->s, p->n_heads, p->head_dim, 2);
     check_shape("rope_kv_append k/v", p->kv_stride, p->s, p->n_kv_heads, p->head_dim, 2);
-    /* the contract of kv_append: heads must not overlap */
-    VL_CUDA_REQUIRE(p->pos0 >= 0 &&
-                        (p->n_kv_heads == 1 || (p->pos0 + p->s) * p->head_dim <= p->head_stride),
+    const vl_kv_pages *pg = &p->pages;
+    const int paged = pg->table != NULL || p->batch;
+    VL_CUDA_REQUIRE(!paged || (pg->table && pg->block_tokens > 0 &&
+                               (pg->block_tokens & (pg->block_tokens - 1)) == 0 &&
+                               (!p->batch || p->pos0_dev)),
+                    "rope_kv_append on pages needs a table, block_tokens a power of two (%d) and, "
+                    "batched, pos0_dev",
+                    pg->block_tokens);
+    /* the contract of kv_append: heads must not overlap (a paged pool: the caller's layout) */
+    VL_CUDA_REQUIRE(paged || (p->pos0 >= 0 && (p->n_kv_heads == 1 ||
+                                               (p->pos0 + p->s) * p->head_dim <= p->head_stride)),
                     "rope_kv_append of %lld tokens at %lld overflows a head of %lld elements",
                     (long long)p->s, (long long)p->pos0, (long long)p->head_stride);
     if (p->k_scale) {
         VL_CUDA_REQUIRE(p->v_scale &&
-                            (p->n_kv_heads == 1 || p->pos0 + p->s <= p->scale_head_stride),
+                            (paged || p->n_kv_heads == 1 || p->pos0 + p->s <= p->scale_head_stride),
                         "rope_kv_append (int8) of %lld tokens at %lld overflows %lld scales per "
                         "head",
                         (long long)p->s, (long long)p->pos0, (long long)p->scale_head_stride);

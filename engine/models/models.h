@@ -107,11 +107,11 @@ typedef struct {
     /* The embeddings of ids_dev[0..S) into scratch.x. */
     void (*embed)(vl_context *cx, const int32_t *ids_dev, int64_t S);
     /* Decoder layer li over the S tokens in scratch.x at positions pos_dev ([3, S]), appended to
-     * s's KV cache at s->n_past (n_past_dev: read on the device instead, a recorded step). */
-    void (*layer)(vl_context *cx, vl_sequence *s, int li, int64_t S, const int32_t *pos_dev,
-                  const int32_t *n_past_dev);
-    /* Final norm + LM head on row `row` of scratch.x into scratch.logits. */
-    void (*lm_head)(vl_context *cx, int64_t row);
+     * the cache kv at kv->n_past (kv->n_past_dev: read on the device instead, a recorded step;
+     * with kv->batch the S rows are S sequences' one new token each). */
+    void (*layer)(vl_context *cx, const vl_kv_view *kv, int li, int64_t S, const int32_t *pos_dev);
+    /* Final norm + LM head on rows row .. row+n-1 of scratch.x into scratch.logits [n, V]. */
+    void (*lm_head)(vl_context *cx, int64_t row, int64_t n);
 } vl_text_ops;
 
 struct vl_arch {

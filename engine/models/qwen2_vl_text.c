@@ -3,9 +3,10 @@
  *
  * A layer runs over S tokens at absolute positions n_past .. n_past+S-1 of one sequence,
  * appending their K and V to its cache ([layers][2][Hkv][max_ctx][D], engine/layout.c) and
- * attending to the whole cache before them (causal with a query offset). The residual adds go
- * with the norm that follows them (add_rmsnorm). The LM head runs on one row (as transformers'
- * generate does with logits_to_keep = 1). */
+ * attending to the whole cache before them (causal with a query offset); or over the one new
+ * token of S sequences of a batch, through their block tables in the paged pool (vl_kv_view). The
+ * residual adds go with the norm that follows them (add_rmsnorm). The LM head runs on one row (as
+ * transformers' generate does with logits_to_keep = 1). */
 #include "engine/models/models.h"
 
 #include <math.h>
@@ -115,71 +116,83 @@ static inline void *act_at(vl_backend *be, void *base, int64_t i) {
     return (uint8_t *)base + (size_t)i * vl_dtype_size(be->act);
 }
 
-/* Layer li's slice of s's KV cache: K and V rows (head-major, max_ctx rows per head) and, with
- * --kv int8, their scales ([2][Hkv][max_ctx] per layer; NULL otherwise). */
+/* Layer li's K and V (and, with --kv int8, their scales; NULL otherwise) in the view's cache. */
 typedef struct {
     uint8_t *k, *v;
     float *k_scale, *v_scale;
 } layer_cache;
 
-static layer_cache cache_of(const vl_context *cx, const vl_sequence *s, int li) {
-    const vl_config *c = &cx->m->cfg;
-    int64_t KD = (int64_t)c->n_kv_heads * c->head_dim;
-    int kv_int8 = cx->shape.kv_int8;
-    size_t kv_esz = kv_int8 ? 1 : vl_dtype_size(cx->m->be->act);
+static layer_cache cache_of(const vl_kv_view *kv, int li) {
     layer_cache lc = {0};
-    lc.k = (uint8_t *)s->mem.kv + (size_t)li * 2 * (size_t)(KD * s->max_ctx) * kv_esz;
-    lc.v = lc.k + (size_t)(KD * s->max_ctx) * kv_esz;
-    if (kv_int8) {
-        lc.k_scale = s->mem.kv_scale + (size_t)li * 2 * c->n_kv_heads * s->max_ctx;
-        lc.v_scale = lc.k_scale + (size_t)c->n_kv_heads * s->max_ctx;
+    lc.k = (uint8_t *)kv->kv + (size_t)li * kv->layer_bytes;
+    lc.v = lc.k + kv->v_offset;
+    if (kv->kv_scale) {
+        lc.k_scale = kv->kv_scale + (size_t)li * kv->layer_scales;
+        lc.v_scale = lc.k_scale + kv->v_scale_offset;
     }
     return lc;
 }
 
-/* The attention of S queries (rows q_stride apart) over the cache of layer li in s, into
- * t->att: int8 caches are dequantized first for a prefill chunk (the flash kernel reads bf16;
- * the decode kernel reads the int8 cache itself, where the bytes matter). */
-static void attend(vl_context *cx, vl_sequence *s, int li, int64_t S, void *q, int64_t q_stride,
-                   const int32_t *n_past_dev) {
+/* One prefill chunk's keys and values as contiguous act rows in the scratch's workspace
+ * (cx->max_ctx rows per head): an int8 slot dequantized, or the pool's blocks of the sequence
+ * gathered (the flash kernel reads bf16 rows; the decode kernel reads the cache itself). */
+static void chunk_kv(vl_context *cx, const vl_kv_view *kv, const layer_cache *lc, int64_t n_tok,
+                     vl_attn_params *p) {
+    vl_backend *be = cx->m->be;
+    const vl_config *c = &cx->m->cfg;
+    int64_t D = c->head_dim, ws = cx->max_ctx * D;
+    void *kt = cx->scratch.kv_tmp, *vt = act_at(be, cx->scratch.kv_tmp, c->n_kv_heads * ws);
+    if (kv->pages.table) {
+        be->kv_gather(be, kt, ws, lc->k, lc->k_scale, &kv->pages, kv->head_stride,
+                      kv->scale_head_stride, c->n_kv_heads, n_tok, (int)D);
+        be->kv_gather(be, vt, ws, lc->v, lc->v_scale, &kv->pages, kv->head_stride,
+                      kv->scale_head_stride, c->n_kv_heads, n_tok, (int)D);
+    } else {
+        be->kv_dequant(be, kt, (const int8_t *)lc->k, lc->k_scale, ws, kv->scale_head_stride,
+                       c->n_kv_heads, n_tok, (int)D);
+        be->kv_dequant(be, vt, (const int8_t *)lc->v, lc->v_scale, ws, kv->scale_head_stride,
+                       c->n_kv_heads, n_tok, (int)D);
+    }
+    p->k = kt;
+    p->v = vt;
+    p->kv_head_stride = ws;
+}
+
+/* The attention of S queries (rows q_stride apart) over layer li of the cache, into t->att. */
+static void attend(vl_context *cx, const vl_kv_view *kv, int li, int64_t S, void *q,
+                   int64_t q_stride) {
     vl_backend *be = cx->m->be;
     const vl_config *c = &cx->m->cfg;
     text_scratch *t = cx->scratch.text;
-    int64_t D = c->head_dim, KD = (int64_t)c->n_kv_heads * D, head_stride = s->max_ctx * D;
-    int kv_int8 = cx->shape.kv_int8;
-    layer_cache lc = cache_of(cx, s, li);
-    uint8_t *kc = lc.k, *vc = lc.v;
-    float *ksc = lc.k_scale, *vsc = lc.v_scale;
+    int64_t D = c->head_dim;
+    layer_cache lc = cache_of(kv, li);
     vl_attn_params p = {0};
     p.q = q;
     p.q_stride = q_stride;
-    p.k = kc;
-    p.v = vc;
+    p.k = lc.k;
+    p.v = lc.v;
     p.kv_tok_stride = D;
-    p.kv_head_stride = head_stride;
+    p.kv_head_stride = kv->head_stride;
     p.o = t->att;
     p.o_stride = (int64_t)c->n_heads * D;
     p.n_q = S;
-    p.n_kv = n_past_dev ? s->max_ctx : s->n_past + S; /* with n_past_dev: the bound */
+    p.n_kv = kv->n_past_dev ? kv->bound : kv->n_past + S; /* with n_past_dev: the bound */
     p.n_heads = c->n_heads;
     p.n_kv_heads = c->n_kv_heads;
     p.head_dim = (int)D;
     p.scale = 1.0f / sqrtf((float)D);
     p.causal = 1;
-    p.q_pos0 = n_past_dev ? 0 : s->n_past;
-    p.n_past_dev = n_past_dev;
-    if (kv_int8 && S > 1) {
-        void *kt = cx->scratch.kv_tmp, *vt = act_at(be, cx->scratch.kv_tmp, KD * s->max_ctx);
-        be->kv_dequant(be, kt, (const int8_t *)kc, ksc, head_stride, s->max_ctx, c->n_kv_heads,
-                       s->n_past + S, (int)D);
-        be->kv_dequant(be, vt, (const int8_t *)vc, vsc, head_stride, s->max_ctx, c->n_kv_heads,
-                       s->n_past + S, (int)D);
-        p.k = kt;
-        p.v = vt;
-    } else if (kv_int8) {
-        p.k_scale = ksc;
-        p.v_scale = vsc;
-        p.kv_scale_head_stride = s->max_ctx;
+    p.q_pos0 = kv->n_past_dev ? 0 : kv->n_past;
+    p.n_past_dev = kv->n_past_dev;
+    int prefill_pages = kv->pages.table && !kv->batch;
+    if (prefill_pages || (kv->kv_scale && S > 1)) {
+        chunk_kv(cx, kv, &lc, kv->n_past + S, &p);
+    } else {
+        p.k_scale = lc.k_scale;
+        p.v_scale = lc.v_scale;
+        p.kv_scale_head_stride = lc.k_scale ? kv->scale_head_stride : 0;
+        p.pages = kv->pages;
+        p.batch = kv->batch;
     }
     if (cx->shape.attn_naive)
         be->attention_naive(be, &p, cx->scratch.scores);
@@ -188,13 +201,11 @@ static void attend(vl_context *cx, vl_sequence *s, int li, int64_t S, void *q, i
 }
 
 /* Rotary on q and k of the S tokens, and k, v appended to layer li's cache. */
-static void rope_append(vl_context *cx, vl_sequence *s, int li, int64_t S, void *q, void *k,
-                        void *v, int64_t q_stride, int64_t kv_stride, const int32_t *pos_dev,
-                        const int32_t *n_past_dev) {
+static void rope_append(vl_context *cx, const vl_kv_view *kv, int li, int64_t S, void *q, void *k,
+                        void *v, int64_t q_stride, int64_t kv_stride, const int32_t *pos_dev) {
     vl_backend *be = cx->m->be;
     const vl_config *c = &cx->m->cfg;
-    int64_t D = c->head_dim;
-    layer_cache lc = cache_of(cx, s, li);
+    layer_cache lc = cache_of(kv, li);
     vl_rope_kv_params r = {0};
     r.q = q;
     r.k = k;
@@ -204,25 +215,26 @@ static void rope_append(vl_context *cx, vl_sequence *s, int li, int64_t S, void 
     r.s = S;
     r.n_heads = c->n_heads;
     r.n_kv_heads = c->n_kv_heads;
-    r.head_dim = (int)D;
+    r.head_dim = c->head_dim;
     r.pos = pos_dev;
     memcpy(r.sections, c->mrope_section, sizeof r.sections);
     r.theta = c->rope_theta;
     r.k_cache = lc.k;
     r.v_cache = lc.v;
-    r.head_stride = s->max_ctx * D;
-    r.pos0 = n_past_dev ? 0 : s->n_past;
-    r.pos0_dev = n_past_dev;
+    r.head_stride = kv->head_stride;
+    r.pos0 = kv->n_past_dev ? 0 : kv->n_past;
+    r.pos0_dev = kv->n_past_dev;
     r.k_scale = lc.k_scale;
     r.v_scale = lc.v_scale;
-    r.scale_head_stride = s->max_ctx;
+    r.scale_head_stride = kv->scale_head_stride;
+    r.pages = kv->pages;
+    r.batch = kv->batch;
     be->rope_kv_append(be, &r);
 }
 
 /* On entry t->xn holds this layer's input norm of x, except for layer 0, which computes it;
  * the last layer leaves the final norm to the LM head, which takes one row. */
-static void layer(vl_context *cx, vl_sequence *s, int li, int64_t S, const int32_t *pos_dev,
-                  const int32_t *n_past_dev) {
+static void layer(vl_context *cx, const vl_kv_view *kv, int li, int64_t S, const int32_t *pos_dev) {
     vl_model *m = cx->m;
     vl_backend *be = m->be;
     const vl_config *c = &m->cfg;
@@ -249,8 +261,8 @@ static void layer(vl_context *cx, vl_sequence *s, int li, int64_t S, const int32
     }
     /* rows of q are HD apart; k and v rows: KD apart, or HD + 2 KD inside one [q | k | v] row */
     int64_t q_stride = fused ? HD + 2 * KD : HD, kv_stride = fused ? HD + 2 * KD : KD;
-    rope_append(cx, s, li, S, q, k, v, q_stride, kv_stride, pos_dev, n_past_dev);
-    attend(cx, s, li, S, q, q_stride, n_past_dev);
+    rope_append(cx, kv, li, S, q, k, v, q_stride, kv_stride, pos_dev);
+    attend(cx, kv, li, S, q, q_stride);
 
     be->linear(be, t->xn, t->att, S, &L->o, NULL);
     be->add_rmsnorm(be, t->xn, x, t->xn, S, E, &L->post_norm, c->rms_eps);
@@ -270,15 +282,15 @@ static void layer(vl_context *cx, vl_sequence *s, int li, int64_t S, const int32
         be->add(be, x, t->xn, S * E);
 }
 
-static void lm_head(vl_context *cx, int64_t row) {
+static void lm_head(vl_context *cx, int64_t row, int64_t n) {
     vl_model *m = cx->m;
     vl_backend *be = m->be;
     const vl_config *c = &m->cfg;
     const vl_qwen2_vl_text_weights *w = m->text_w;
     text_scratch *t = cx->scratch.text;
-    be->rmsnorm(be, t->xn, act_at(be, cx->scratch.x, row * c->hidden), 1, c->hidden, &w->final_norm,
+    be->rmsnorm(be, t->xn, act_at(be, cx->scratch.x, row * c->hidden), n, c->hidden, &w->final_norm,
                 c->rms_eps);
-    be->linear(be, cx->scratch.logits, t->xn, 1, &w->lm_head, NULL);
+    be->linear(be, cx->scratch.logits, t->xn, n, &w->lm_head, NULL);
 }
 
 const vl_text_ops vl_qwen2_vl_text = {

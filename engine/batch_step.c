@@ -1,0 +1,152 @@
+/* batch_step.c: the work of one vl_batch_step (engine/batch.c admits and finishes).
+ *
+ * Prefill: one chunk of the oldest admitted request still prefilling, as a request run alone
+ * does it (vl_prefill_chunk: its images encoded before the chunk that holds their pads), with
+ * the cache in the pool: each layer appends through the request's block table and attends over
+ * its keys gathered into the contiguous workspace. After its last chunk the LM head gives its
+ * first token.
+ *
+ * Decode: every generating request's last token as one row of a batch: B rows embedded, each
+ * layer's Linears with m = B, rotary and cache append through each row's table at its own
+ * length, attention of each row over its own blocks, the LM head on the B rows into logits
+ * [B, V]. Sampling is on the host, per request: the penalty over its host seen set, then the
+ * backend's sample_token rule (vl_sample_token_host) or the host sampler for top-k / top-p,
+ * exactly as a request run alone chooses (engine/pipeline.c). */
+#include "engine/batch.h"
+#include "engine/models/models.h"
+
+#include <stdlib.h>
+
+/* Choose job j's next token from its float32 logits [V] (penalized in place), stream its text.
+ * 1: the job is done (its limit or its end of turn), 0: it goes on, -1: on_text cancelled it. */
+static int take_token(vl_batch *b, batch_job *j, float *logits) {
+    const int V = b->e->m.cfg.vocab;
+    if (j->seen) vl_penalize_host(logits, j->seen, V, j->rep_penalty);
+    int32_t t = j->host_sampling
+                    ? vl_sample(&j->smp, logits, V)
+                    : vl_sample_token_host(logits, V, j->temperature, j->rq.seed, j->n_gen);
+    j->gen[j->n_gen++] = t;
+    if (j->seen) j->seen[t] = 1; /* fed next: the penalty's set includes it from then on */
+    if (vl_answer_add(&j->ans, t)) return -1;
+    return j->n_gen == j->limit || (j->eos_stops && j->ans.eos_at >= 0);
+}
+
+/* After take_token: finish job `index` when it is done or cancelled. */
+static void settle(vl_batch *b, int index, int taken) {
+    if (taken > 0)
+        vl_batch_finish(b, index, 0, NULL);
+    else if (taken < 0)
+        vl_batch_finish(b, index, -1, "cancelled: on_text asked to stop");
+}
+
+/* The prefill row of the tables (after the max_batch decode rows) holding job j's table. */
+static const int32_t *prefill_table(vl_batch *b, const batch_job *j) {
+    vl_backend *be = b->e->be;
+    int32_t *row = b->cx.pool.tables + (size_t)b->bc.max_batch * (size_t)b->blocks;
+    if (b->prefill_table_id != j->id) {
+        be->upload(be, row, j->blocks, (size_t)j->n_blocks * sizeof *j->blocks);
+        b->prefill_table_id = j->id;
+    }
+    return row;
+}
+
+int vl_batch_prefill_step(vl_batch *b) {
+    int i = 0;
+    while (i < b->n_jobs && b->jobs[i]->state != JOB_PREFILL) i++;
+    if (i == b->n_jobs) return 0;
+    batch_job *j = b->jobs[i];
+    vl_context *cx = &b->cx;
+    double t0 = vl_now_s();
+    int64_t c0 = j->n_past, S = j->p.n - c0 < cx->chunk ? j->p.n - c0 : cx->chunk;
+    vl_kv_view kv = vl_batch_pool_view(b, prefill_table(b, j), 0, j->n_past, NULL, 0);
+    if (vl_prefill_chunk(cx, &kv, &j->p, c0, S, NULL, &j->cur_src)) {
+        char why[1024];
+        snprintf(why, sizeof why, "%s", vl_error_get());
+        vl_error_clear();
+        vl_batch_finish(b, i, -1, why); /* this request's failure (its image), not the batch's */
+        return 0;
+    }
+    j->n_past += S;
+    vl_context_sample_memory(cx);
+    if (j->n_past < j->p.n) {
+        j->prefill_s += vl_now_s() - t0;
+        return 0;
+    }
+    vl_lm_head_rows(cx, S - 1, 1);
+    j->t_first = vl_now_s();
+    j->prefill_s += j->t_first - t0;
+    j->state = JOB_DECODE;
+    settle(b, i, take_token(b, j, cx->logits_host));
+    return 0;
+}
+
+/* The decode rows' block tables: uploaded again only where a row's job changed. */
+static void upload_tables(vl_batch *b, batch_job *const *rows, int B) {
+    vl_backend *be = b->e->be;
+    for (int r = 0; r < B; r++) {
+        if (r < b->n_decode_rows && b->decode_ids[r] == rows[r]->id) continue;
+        be->upload(be, b->cx.pool.tables + (size_t)r * (size_t)b->blocks, rows[r]->blocks,
+                   (size_t)rows[r]->n_blocks * sizeof *rows[r]->blocks);
+        b->decode_ids[r] = rows[r]->id;
+    }
+    b->n_decode_rows = B;
+}
+
+/* ids, positions and lengths of the B rows into the scratch and the pool; the longest row's
+ * keys (the attention's bound). */
+static int64_t upload_rows(vl_batch *b, batch_job *const *rows, int B, int32_t *host) {
+    vl_backend *be = b->e->be;
+    int32_t *ids = host, *pos = host + B, *n_past = host + 4 * B;
+    int64_t bound = 0;
+    for (int r = 0; r < B; r++) {
+        const batch_job *j = rows[r];
+        ids[r] = j->gen[j->n_gen - 1];
+        n_past[r] = (int32_t)j->n_past;
+        for (int k = 0; k < 3; k++) pos[k * B + r] = (int32_t)(j->n_past + j->p.rope_delta);
+        if (j->n_past + 1 > bound) bound = j->n_past + 1;
+    }
+    be->upload(be, b->cx.scratch.ids_dev, ids, (size_t)B * sizeof *ids);
+    be->upload(be, b->cx.scratch.pos_dev, pos, (size_t)(3 * B) * sizeof *pos);
+    be->upload(be, b->cx.pool.n_past_dev, n_past, (size_t)B * sizeof *n_past);
+    return bound;
+}
+
+int vl_batch_decode_step(vl_batch *b) {
+    vl_context *cx = &b->cx;
+    vl_model *m = cx->m;
+    batch_job **rows = malloc((size_t)b->bc.max_batch * sizeof *rows);
+    int32_t *host = malloc((size_t)b->bc.max_batch * 5 * sizeof *host);
+    int *index = malloc((size_t)b->bc.max_batch * sizeof *index);
+    if (!rows || !host || !index) {
+        free(rows);
+        free(host);
+        free(index);
+        return vl_error_set("out of host memory");
+    }
+    int B = 0;
+    for (int i = 0; i < b->n_jobs && B < b->bc.max_batch; i++)
+        if (b->jobs[i]->state == JOB_DECODE) {
+            index[B] = i;
+            rows[B++] = b->jobs[i];
+        }
+    if (B > 0) {
+        upload_tables(b, rows, B);
+        int64_t bound = upload_rows(b, rows, B, host);
+        m->arch->text->embed(cx, cx->scratch.ids_dev, B);
+        vl_kv_view kv = vl_batch_pool_view(b, cx->pool.tables, 1, 0, cx->pool.n_past_dev, bound);
+        for (int li = 0; li < m->cfg.n_layers; li++)
+            m->arch->text->layer(cx, &kv, li, B, cx->scratch.pos_dev);
+        vl_lm_head_rows(cx, 0, B);
+        vl_context_sample_memory(cx);
+        int *taken = (int *)host; /* the rows' ids are uploaded: reuse the host buffer */
+        for (int r = 0; r < B; r++) {
+            rows[r]->n_past += 1;
+            taken[r] = take_token(b, rows[r], cx->logits_host + (size_t)r * m->cfg.vocab);
+        }
+        for (int r = B - 1; r >= 0; r--) settle(b, index[r], taken[r]); /* back to front */
+    }
+    free(rows);
+    free(host);
+    free(index);
+    return 0;
+}
