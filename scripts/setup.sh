@@ -17,6 +17,7 @@ done
 command -v cc >/dev/null 2>&1 || missing="$missing build-essential"
 command -v cmake >/dev/null 2>&1 || missing="$missing cmake"
 command -v npm >/dev/null 2>&1 || missing="$missing npm"
+command -v node >/dev/null 2>&1 || missing="$missing nodejs" # tests/server_*.mjs, bench/loadgen.mjs
 command -v python3 >/dev/null 2>&1 || missing="$missing python3"
 command -v script >/dev/null 2>&1 || missing="$missing bsdutils" # tests/cli_progress.sh: a pty
 if [ -n "$missing" ]; then
@@ -25,6 +26,7 @@ if [ -n "$missing" ]; then
     DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq $missing
 fi
 "$root/scripts/fetch_tokenizer.sh"
+"$root/scripts/fetch_node_deps.sh" # the openai npm client of the server tests
 # the tiny test models' 4096-token vocabulary, derived from the same file (never committed)
 python3 "$root/tests/reference/make_small_tokenizer.py" "$root/.cache/tokenizer/tokenizer.json" \
     "$root/.cache/tokenizer/small_tokenizer.json"

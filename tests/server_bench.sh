@@ -1,0 +1,58 @@
+#!/usr/bin/env bash
+# server_bench.sh: scripts/serve_bench.sh (the load benchmark of `vlrun serve`) as a smoke test
+# on the CPU backend with tiny-a: 1 and 2 clients, 2 requests each, every 2nd one the long
+# request (3 fixture images); each count's JSON must show every request answered with exactly its
+# max_tokens (tiny-a does not stop early on these prompts), TTFT for each, per-token gaps, the KV
+# pool from /metrics, and the server must exit 0. Skips (77) without node or the openai client.
+set -u
+: "${VLRUN:?}" "${VL_FIXTURES:?}" "${VL_TOKENIZER_DIR:?}"
+here=$(cd "$(dirname "$0")" && pwd)
+modules=${VL_NODE_MODULES:-$here/../.cache/node/node_modules}
+if ! command -v node >/dev/null 2>&1 || [ ! -f "$modules/openai/index.mjs" ]; then
+    echo "SKIP: node or $modules/openai absent (scripts/fetch_node_deps.sh)"
+    exit 77
+fi
+export VL_NODE_MODULES=$modules
+tmp=$(mktemp -d)
+trap 'rm -rf "$tmp"' EXIT
+timeout -k 5 150 bash "$here/../scripts/serve_bench.sh" "$tmp/out" --clients 1,2 --requests 2 \
+    --long-every 2 --max-tokens 8 --ready-timeout 60 \
+    --loadgen-args "--pages 3 --long-max-tokens 4 --image $VL_FIXTURES/models/images/img_b_100x60.png" \
+    -- --backend cpu --model "$VL_FIXTURES/models/tiny-a" \
+    --tokenizer "$VL_TOKENIZER_DIR/small_tokenizer.json" >"$tmp/stdout" 2>"$tmp/stderr"
+rc=$?
+[ $rc -eq 0 ] || { echo "FAIL: serve_bench.sh exited $rc: $(tail -c 1500 "$tmp/stderr")"; exit 1; }
+python3 - "$tmp/out" <<'PY'
+import json, os, sys
+out = sys.argv[1]
+s = json.load(open(os.path.join(out, "summary.json")))
+fail = 0
+def check(name, cond, detail=""):
+    global fail
+    if not cond:
+        fail += 1
+        print("FAIL:", name, detail)
+check("server exit 0", s["server_exit"] == 0, s["server_exit"])
+check("ready line", (s["ready_line"] or "").startswith("vlrun serve: listening on http://127.0.0.1:"),
+      s["ready_line"])
+check("two runs", [r["clients"] for r in s["runs"]] == [1, 2], [r["clients"] for r in s["runs"]])
+for r in s["runs"]:
+    n = r["clients"] * 2
+    # each client: one one-page request (8 tokens) and one long request (4 tokens)
+    check("%d clients: all answered" % r["clients"], r["ok"] == n == r["requests"] and
+          not r["errors_by_status"], r)
+    check("%d clients: tokens" % r["clients"], r["output_tokens"] == r["clients"] * 12,
+          r["output_tokens"])
+    check("%d clients: TTFT of each" % r["clients"], r["ttft_s"]["n"] == n and
+          0 < r["ttft_s"]["p50"] <= r["ttft_s"]["p99"], r["ttft_s"])
+    check("%d clients: TTFT by kind" % r["clients"],
+          r["ttft_one_page_s"]["n"] == r["ttft_long_s"]["n"] == r["clients"])
+    check("%d clients: per-token gaps" % r["clients"], 0 < r["per_token_s"]["n"] <= r["output_tokens"] - n,
+          r["per_token_s"])
+    check("%d clients: tok/s" % r["clients"], r["output_tok_s"] > 0 and r["wall_s"] > 0)
+    check("%d clients: the KV pool from /metrics" % r["clients"], r["server"]["kv_blocks_total"] > 0
+          and r["server"]["kv_bytes_total"] > 0, r["server"])
+check("summary.md", os.path.getsize(os.path.join(out, "summary.md")) > 100)
+print("serve_bench smoke:", "OK" if not fail else "%d failed" % fail)
+sys.exit(1 if fail else 0)
+PY
