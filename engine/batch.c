@@ -305,31 +305,41 @@ int vl_batch_cancel(vl_batch *b, int64_t id) {
     return -1;
 }
 
+/* What job j produced so far (its answer finished): the result of a request that ends, and the
+ * usage of one cancelled on the way (a stop string). 0, or -1 with the error set. */
+static int job_result(vl_batch *b, batch_job *j, vl_result *r) {
+    double now = vl_now_s();
+    int rc = vl_answer_finish(&j->ans);
+    vl_result_set_answer(r, &j->rq, &j->gen, j->n_gen, j->limit, j->by_context, &j->ans);
+    if (!rc) rc = vl_result_set_prompt(r, b->e, &j->p, &j->is, NULL);
+    r->repetition_penalty = j->rep_penalty;
+    r->t.ttft_s = j->t_first > 0 ? j->t_first - j->t_add : 0.0;
+    r->t.prefill_s = j->prefill_s;
+    r->t.prefill_tokens = j->p.n;
+    r->t.decode_s = j->t_first > 0 ? now - j->t_first : 0.0;
+    r->t.decode_tokens = j->n_gen > 0 ? j->n_gen - 1 : 0;
+    r->total_s = now - j->t_add;
+    r->plan = b->plan;
+    r->peak_device = b->stats.peak_device;
+    r->device_total = b->stats.device_total;
+    return rc;
+}
+
 void vl_batch_finish(vl_batch *b, int index, int rc, const char *error) {
     batch_job *j = b->jobs[index];
     vl_result r;
     memset(&r, 0, sizeof r);
-    if (rc == 0) {
-        double now = vl_now_s();
-        if (vl_answer_finish(&j->ans)) rc = -1;
-        vl_result_set_answer(&r, &j->rq, &j->gen, j->n_gen, j->limit, j->by_context, &j->ans);
-        if (!rc && vl_result_set_prompt(&r, b->e, &j->p, &j->is, NULL)) rc = -1;
-        r.repetition_penalty = j->rep_penalty;
-        r.t.ttft_s = j->t_first - j->t_add;
-        r.t.prefill_s = j->prefill_s;
-        r.t.prefill_tokens = j->p.n;
-        r.t.decode_s = now - j->t_first;
-        r.t.decode_tokens = j->n_gen - 1;
-        r.total_s = now - j->t_add;
-        r.plan = b->plan;
-        r.peak_device = b->stats.peak_device;
-        r.device_total = b->stats.device_total;
-        if (rc) error = vl_error_get();
+    const int started = j->state != JOB_QUEUED;
+    char why[1024];
+    snprintf(why, sizeof why, "%s", error ? error : "");
+    if (started && job_result(b, j, &r) && rc == 0) {
+        rc = -1;
+        snprintf(why, sizeof why, "%s", vl_error_get());
     }
-    for (int64_t k = 0; k < (j->state == JOB_QUEUED ? 0 : j->n_blocks); k++)
+    for (int64_t k = 0; k < (started ? j->n_blocks : 0); k++)
         b->free_list[b->n_free++] = j->blocks[k];
-    if (j->state != JOB_QUEUED) b->completion_tokens += j->n_gen;
-    if (j->cb.on_done) j->cb.on_done(j->cb.ctx, rc, rc ? error : NULL, rc ? NULL : &r);
+    if (started) b->completion_tokens += j->n_gen;
+    if (j->cb.on_done) j->cb.on_done(j->cb.ctx, rc, rc ? why : NULL, started ? &r : NULL);
     vl_result_free(&r);
     vl_error_clear();
     job_free(j);

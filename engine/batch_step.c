@@ -35,8 +35,8 @@ static int take_token(vl_batch *b, batch_job *j, float *logits) {
 static void settle(vl_batch *b, int index, int taken) {
     if (taken > 0)
         vl_batch_finish(b, index, 0, NULL);
-    else if (taken < 0)
-        vl_batch_finish(b, index, -1, "cancelled: on_text asked to stop");
+    else if (taken < 0) /* on_text stopped it (its error, if it set one), or decoding failed */
+        vl_batch_finish(b, index, -1, vl_error_get()[0] ? vl_error_get() : "cancelled");
 }
 
 /* The prefill row of the tables (after the max_batch decode rows) holding job j's table. */

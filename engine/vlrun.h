@@ -199,8 +199,10 @@ typedef struct {
 } vl_batch_config;
 void vl_batch_config_default(vl_batch_config *c);
 
-/* A request's end: on_done gets its result (rc 0) or the error (rc -1, one line): cancelled,
- * or failed while running. Called once per added request, on the stepping thread. */
+/* A request's end: on_done gets rc 0, or rc -1 and the error (one line): cancelled, or failed
+ * while running; and, once the request was admitted, its result so far in r (its prompt and
+ * generated tokens: the usage of a request cancelled at a stop string), else r NULL. Called once
+ * per added request, on the stepping thread. */
 typedef struct {
     void *ctx;
     int (*on_text)(void *ctx, const char *piece, size_t len); /* -1: cancel the request */

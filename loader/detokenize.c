@@ -16,9 +16,11 @@ int vl_decoder_feed(vl_decoder *d, const vl_tokenizer *t, int id, char *out, int
     out[0] = '\0';
     int len;
     const char *b = vl_tokenizer_token_bytes(t, id, &len);
-    if (!b)
-        return vl_error_set("cannot decode token id %d: not in the tokenizer (ids 0..%d)", id,
-                            vl_tokenizer_vocab_size(t) - 1);
+    /* HF's decode drops ids the tokenizer does not know (the models' vocabularies are padded
+     * past their tokenizers': 152064 ids for 151665 tokens in Qwen2-VL-7B), so a sampled pad id
+     * adds nothing; held bytes wait for the next token */
+    if (!b && id >= 0) return 0;
+    if (!b) return vl_error_set("cannot decode token id %d: not a token id", id);
     if (d->n_pending < 0 || d->n_pending > 3)
         return vl_error_set("vl_decoder_feed: decoder state is corrupt (zero it before use)");
     /* HF drops skipped tokens before joining the bytes: held bytes wait for the next token */

@@ -96,11 +96,14 @@ int vl_images_fetch(const vl_image_policy *p, const vl_oai_chat *c, vl_image_arg
                     vl_api_error *e) {
     memset(args, 0, (size_t)c->n_images * sizeof *args);
     for (int i = 0; i < c->n_images; i++) {
-        char name[32]; /* the image's name in messages; param: the field in OpenAI's sense */
+        /* name: the image in fetch errors; path: in the decoders' ("image #2 of the request
+         * is not a PNG, ...") */
+        char name[32], decoded_as[48];
         snprintf(name, sizeof name, "image %d", i + 1);
+        snprintf(decoded_as, sizeof decoded_as, "#%d of the request", i + 1);
         uint8_t *data = NULL;
         size_t len;
-        char *path = strdup(name);
+        char *path = strdup(decoded_as);
         if (!path || fetch_one(p, c->image_urls[i], &data, &len, name, e)) {
             if (!path) vl_api_fail(e, 500, "server_error", NULL, "out of host memory");
             snprintf(e->param, sizeof e->param, "messages");

@@ -172,6 +172,10 @@ stop = json.loads(sys.argv[3])
 want = full[: full.find(stop)]
 assert s["choices"][0]["message"]["content"] == want, (s, want)
 assert s["choices"][0]["finish_reason"] == "stop", s
+# the usage of a request ended at a stop string: its prompt, and tokens up to the stop (> 0,
+# at most the whole answer's)
+u, w = s["usage"], json.load(open(sys.argv[1]))["usage"]
+assert u["prompt_tokens"] == w["prompt_tokens"] and 0 < u["completion_tokens"] <= w["completion_tokens"], (u, w)
 EOF
 else
     bad "the answer is too short for a stop string test: $(cat "$tmp/whole")"
