@@ -180,7 +180,9 @@ vl_build() { # SRC DIR NAME [TARGET...]: the Release CUDA build of SRC in DIR, r
     shift 3
     local targets=()
     for t in "$@"; do targets+=(--target "$t"); done
+    # no libcurl there: vlrun serve without --allow-remote-images (libmicrohttpd is carried)
     step "$name" 400 bash -c 'cmake -S "$1" -B "$2" -DCMAKE_BUILD_TYPE=Release -DVL_CUDA=ON \
+            -DVL_REMOTE_IMAGES=OFF \
             -DVL_CUDA_ARCHITECTURES="$3" -DCMAKE_PREFIX_PATH="$4/usr" \
             -DCMAKE_LIBRARY_PATH="$4/usr/lib/x86_64-linux-gnu" &&
         cmake --build "$2" -j"$(nproc)" "${@:5}" -- -k' _ "$src" "$dir" "$arch" "$root/.deps" \

@@ -282,7 +282,7 @@ vl_server *vl_server_start(vl_batch *b, const vl_server_config *c) {
     }
     s->cfg = *c;
     s->started = (long long)time(NULL);
-    if (vl_remote_images_init()) {
+    if (vl_remote_images_init(c->allow_remote_images)) {
         free(s);
         return NULL;
     }

@@ -4,6 +4,7 @@
  * (announced sizes refused before the body, and counted while it comes), the whole time. */
 #include "server/server_impl.h"
 
+#ifdef VL_HAVE_CURL
 #include <curl/curl.h>
 #include <stdlib.h>
 
@@ -67,7 +68,8 @@ int vl_remote_image_fetch(const vl_image_policy *p, const char *url, uint8_t **d
                                         : curl_easy_strerror(rc));
 }
 
-int vl_remote_images_init(void) {
+int vl_remote_images_init(int allow) {
+    (void)allow;
     if (curl_global_init(CURL_GLOBAL_DEFAULT) != CURLE_OK)
         return vl_error_set("libcurl could not start (curl_global_init)");
     return 0;
@@ -76,3 +78,20 @@ int vl_remote_images_init(void) {
 void vl_remote_images_cleanup(void) {
     curl_global_cleanup();
 }
+
+#else /* a build without libcurl (cmake -DVL_REMOTE_IMAGES=OFF): no image URLs, said at start */
+
+int vl_remote_image_fetch(const vl_image_policy *p, const char *url, uint8_t **data, size_t *len,
+                          const char *param, vl_api_error *e) {
+    return vl_api_fail(e, 400, "invalid_request_error", param,
+                       "%s: this server cannot fetch image URLs (built without libcurl)", param);
+}
+
+int vl_remote_images_init(int allow) {
+    if (!allow) return 0;
+    return vl_error_set("--allow-remote-images: this vlrun was built without libcurl (cmake "
+                        "-DVL_REMOTE_IMAGES=OFF); rebuild with it, or send images as data: URLs");
+}
+
+void vl_remote_images_cleanup(void) {}
+#endif

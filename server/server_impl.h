@@ -127,7 +127,9 @@ int vl_remote_image_fetch(const vl_image_policy *p, const char *url, uint8_t **d
 int vl_images_fetch(const vl_image_policy *p, const vl_oai_chat *c, vl_image_arg *args,
                     vl_api_error *e);
 void vl_images_free(vl_image_arg *args, int n);
-int vl_remote_images_init(void); /* libcurl's global state, before any thread uses it */
+/* libcurl's global state, before any thread uses it; refuses `allow` in a build without libcurl
+ * (cmake -DVL_REMOTE_IMAGES=OFF) */
+int vl_remote_images_init(int allow);
 void vl_remote_images_cleanup(void);
 
 /* ---- metrics (metrics.c) ----------------------------------------------------------------- */

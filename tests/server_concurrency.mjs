@@ -94,15 +94,20 @@ async function abortMidStream() {
     const before = await idleMetrics();
     const ask = 2000;
     const ctl = new AbortController();
-    const s = await client.chat.completions.create({ ...request(2), max_tokens: ask, stream: true },
-        { signal: ctl.signal });
+    // sampled from the random model's near-uniform distribution (seeded): no end of turn for
+    // hundreds of tokens, so the request is still running when the client aborts (greedy may
+    // end at the end of turn before the metrics are read)
+    const s = await client.chat.completions.create({ ...request(2), max_tokens: ask, stream: true,
+        temperature: 1, seed: 11 }, { signal: ctl.signal });
     let chunks = 0;
     let during = null;
     let finished = false;
     try {
         for await (const c of s) {
             if (c.choices[0] && c.choices[0].finish_reason) finished = true;
-            if (++chunks === 3) {
+            // chunk 8: /metrics lags the engine by up to one step (published after each), and
+            // one step may stream two pieces (a prompt's last prefill chunk, then a decode step)
+            if (++chunks === 8) {
                 during = await lib.metrics(srv.url);
                 ctl.abort();
             }

@@ -9,6 +9,9 @@ import { fileURLToPath, pathToFileURL } from 'node:url';
 
 export const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..');
 export const SKIP = 77; // ctest's SKIP_RETURN_CODE for these tests
+// The backend of the servers and CLI references: cpu (CI); VL_SERVE_BACKEND=cuda on a GPU
+// (scripts/device.sh), where tokens must match on the tiny checkpoints as well.
+export const BACKEND = process.env.VL_SERVE_BACKEND || 'cpu';
 
 // The openai package fetched by scripts/fetch_node_deps.sh; null when it is absent.
 export async function loadOpenAI() {
@@ -75,7 +78,7 @@ export async function stopServer(srv, ms = 20000) {
 // The CLI's greedy answer to the same request: its --json report (the reference for the
 // server's text, finish_reason and usage).
 export function cliGreedy(vlrun, args, { images = [], prompt, system, maxTokens }) {
-    const argv = ['--backend', 'cpu', ...args, ...images, '--prompt', prompt];
+    const argv = ['--backend', BACKEND, ...args, ...images, '--prompt', prompt];
     if (system !== undefined) argv.push('--system', system);
     argv.push('--max-tokens', String(maxTokens), '--stop-at-eos', '--greedy', '--json');
     return new Promise((resolve, reject) => {

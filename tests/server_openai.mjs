@@ -59,7 +59,7 @@ async function greedyCase(client, model, name, { images, prompt, system, maxToke
 }
 
 async function serve(model, fn) {
-    const srv = await lib.startServer(VLRUN, ['--backend', 'cpu', '--model',
+    const srv = await lib.startServer(VLRUN, ['--backend', lib.BACKEND, '--model',
         `${FIX}/models/${model}`, '--tokenizer', TOK, ...PIXELS]);
     t.check(`${model}: listens on 127.0.0.1`, srv.url.startsWith('http://127.0.0.1:'), srv.url);
     const client = new OpenAI({ baseURL: `${srv.url}/v1`, apiKey: 'unused', maxRetries: 0,
