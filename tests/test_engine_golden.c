@@ -155,7 +155,7 @@ typedef struct {
     int64_t n;
     int V;
     double worst;
-    int64_t worst_pos, bad_argmax;
+    int64_t worst_pos, bad_argmax, near_ties;
 } every_position;
 
 static int compare_row(void *ctx, int64_t pos, const float *logits, int n) {
@@ -170,7 +170,17 @@ static int compare_row(void *ctx, int64_t pos, const float *logits, int n) {
     }
     double cs = ab / sqrt(aa * bb);
     if (cs < e->worst) e->worst = cs, e->worst_pos = pos;
-    e->bad_argmax += vl_argmax(logits, n) != ref_arg;
+    /* float16 storage moves each reference logit by up to half its ulp (2^-11 relative): our
+     * argmax is wrong only where the reference puts it more than one ulp below its own max */
+    const int our_arg = vl_argmax(logits, n);
+    float top = vl_f16_to_f32(e->ref[pos * n + ref_arg]);
+    float ours = vl_f16_to_f32(e->ref[pos * n + our_arg]);
+    if (our_arg != ref_arg) {
+        if (top - ours > fabsf(top) * 0x1p-10f)
+            e->bad_argmax++;
+        else
+            e->near_ties++;
+    }
     return 0;
 }
 
@@ -189,7 +199,7 @@ static void check_every_position(vl_model *m, const vl_prompt *p, const char *pa
         free(raw);
         return;
     }
-    every_position e = {(const uint16_t *)raw, p->n, V, 1.0, -1, 0};
+    every_position e = {(const uint16_t *)raw, p->n, V, 1.0, -1, 0, 0};
     int64_t max_patches = 0;
     for (int i = 0; i < p->n_images; i++)
         if (p->images[i].n_patches > max_patches) max_patches = p->images[i].n_patches;
@@ -201,7 +211,9 @@ static void check_every_position(vl_model *m, const vl_prompt *p, const char *pa
               (long long)e.worst_pos);
     VT_CHECKF(e.bad_argmax == 0, "%s: argmax differs at %lld positions", name,
               (long long)e.bad_argmax);
-    printf("%s: every position (%d): worst cosine %.9f, argmax equal\n", name, p->n, e.worst);
+    printf("%s: every position (%d): worst cosine %.9f, argmax equal (%lld within the float16 "
+           "reference's rounding)\n",
+           name, p->n, e.worst, (long long)e.near_ties);
     vl_session_free(&s);
     free(raw);
 }
