@@ -159,7 +159,9 @@ static void check_decode_batch(int bt, int head_major, int int8, int H, int G, i
              (long long)len[0], (long long)len[1], (long long)len[2], (long long)len[3]);
     vt_rng_state = 77 + (uint64_t)(bt * 3 + D + int8 + len[0]);
     host_pool h = make_host_pool(bt, head_major, int8, G, D, len);
-    const int64_t HD = (int64_t)H * D, bound = h.cap + 10, cap = h.cap + 37;
+    /* bound: the launch's, past every length (the kernels must read n_past_dev), within the
+     * tables' reach (vl_cuda_attention_supported asks the tables to cover it) */
+    const int64_t HD = (int64_t)H * D, bound = h.max_blocks * bt, cap = h.cap + 37;
     float *qf;
     uint16_t *qb = bf16_rows(NB * HD, 1.0, &qf);
     int32_t past[NB];
