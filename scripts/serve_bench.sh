@@ -7,16 +7,18 @@
 # clients-N.json per count, summary.json (the server's ready line and exit code, each count's
 # figures) and summary.md (a table).
 # usage: scripts/serve_bench.sh OUT_DIR [--clients 1,4,16,64] [--requests N] [--long-every K]
-#            [--max-tokens N] [--ready-timeout S] [--client node|python] [--loadgen-args "..."]
-#            -- SERVE_ARGS...
+#            [--max-tokens N] [--ready-timeout S] [--client node|python] [--deadline S]
+#            [--loadgen-args "..."] -- SERVE_ARGS...
+#   --deadline S: no client count starts after S seconds (the rest are skipped; default none)
 #   VLRUN: the binary (default build/vlrun)
 set -uo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
-usage() { sed -n '9,12p' "$0" | sed 's/^# \{0,1\}//' >&2; exit 2; }
+usage() { sed -n '9,13p' "$0" | sed 's/^# \{0,1\}//' >&2; exit 2; }
 [ $# -ge 1 ] || usage
 out=$1
 shift
 clients=1,4,16,64 requests=4 long_every=0 max_tokens=128 ready_timeout=900 extra="" client=""
+deadline=0
 while [ $# -gt 0 ] && [ "$1" != "--" ]; do
     [ $# -ge 2 ] || usage
     case $1 in
@@ -27,6 +29,7 @@ while [ $# -gt 0 ] && [ "$1" != "--" ]; do
     --ready-timeout) ready_timeout=$2 ;;
     --loadgen-args) extra=$2 ;;
     --client) client=$2 ;;
+    --deadline) deadline=$2 ;;
     *) usage ;;
     esac
     shift 2
@@ -35,6 +38,7 @@ done
 shift
 vlrun=${VLRUN:-$root/build/vlrun}
 [[ $clients =~ ^[0-9]+(,[0-9]+)*$ ]] || { echo "serve_bench: bad --clients $clients" >&2; exit 2; }
+[[ $deadline =~ ^[0-9]+$ ]] || { echo "serve_bench: bad --deadline $deadline" >&2; exit 2; }
 if [ -z "$client" ]; then
     client=python
     if command -v node >/dev/null 2>&1 &&
@@ -67,6 +71,10 @@ echo "serve_bench: server at $url" >&2
 
 rc=0
 for n in ${clients//,/ }; do
+    if [ "$deadline" -gt 0 ] && [ "$SECONDS" -ge "$deadline" ]; then
+        echo "serve_bench: $n clients skipped: past the deadline of $deadline s" >&2
+        continue
+    fi
     echo "serve_bench: $n clients x $requests requests ($client client)" >&2
     # shellcheck disable=SC2086 # --loadgen-args is a list of options
     "${loadgen[@]}" --url "$url" --clients "$n" --requests "$requests" \
