@@ -6,9 +6,9 @@ without node (the GPU machine): the same options and the same JSON as bench/load
 http.client: one-page requests (examples/page.png, 128 tokens out) and, every K-th, a 28-page
 request (the same page 28 times). Server-sent events are parsed here; time to first token and the
 gaps between content chunks are measured per request; errors are counted by HTTP status (0: no
-answer, or an error event in the stream, as the openai client reports them). /metrics is polled
-every 0.5 s for the largest queue and batch; the peak device memory and the KV pool are read
-once at the end. One JSON object on stdout (or --out FILE)."""
+answer, an error event in the stream, as the openai client reports them, or a stream that ends
+before `data: [DONE]`). /metrics is polled every 0.5 s for the largest queue and batch; the peak
+device memory and the KV pool are read once at the end. One JSON object on stdout (or --out FILE)."""
 import base64
 import http.client
 import json
@@ -143,13 +143,14 @@ def error_message(status, raw):
 
 
 def read_events(resp, deadline):
-    """The parsed `data:` payloads of a server-sent event stream, up to `[DONE]`."""
+    """The parsed `data:` payloads of a server-sent event stream, up to `[DONE]`. A stream that
+    ends before it is an error: http.client reads a connection closed mid-stream as the end."""
     while True:
         if time.monotonic() > deadline:
             raise RequestError(0, "Request timed out.")
         line = resp.readline()
         if not line:
-            return
+            raise RequestError(0, "the stream ended before data: [DONE]")
         line = line.rstrip(b"\r\n")
         if not line.startswith(b"data:"):
             continue

@@ -3,7 +3,8 @@
 # that load generator (bench/loadgen.mjs, default, or bench/loadgen.py) as a smoke test
 # on the CPU backend with tiny-a: 1 and 2 clients, 2 requests each, every 2nd one the long
 # request (3 fixture images); each count's JSON must show every request answered with exactly its
-# max_tokens (tiny-a does not stop early on these prompts), TTFT for each, per-token gaps, the KV
+# max_tokens (tiny-a does not stop early on these prompts), TTFT for each, per-token gaps (no
+# more than the tokens after the first; none when the server sent all in one chunk), the KV
 # pool from /metrics, and the server must exit 0. The node client skips (77) without node or the
 # openai client; the Python one needs only python3.
 set -u
@@ -51,8 +52,10 @@ for r in s["runs"]:
           0 < r["ttft_s"]["p50"] <= r["ttft_s"]["p99"], r["ttft_s"])
     check("%d clients: TTFT by kind" % r["clients"],
           r["ttft_one_page_s"]["n"] == r["ttft_long_s"]["n"] == r["clients"])
-    check("%d clients: per-token gaps" % r["clients"], 0 < r["per_token_s"]["n"] <= r["output_tokens"] - n,
-          r["per_token_s"])
+    # gaps between chunks: a busy machine may get a request's text in one chunk (no gap at all)
+    g = r["per_token_s"]
+    check("%d clients: per-token gaps" % r["clients"], g["n"] <= r["output_tokens"] - n and
+          (g["n"] == 0 or 0 < g["p50"] <= g["p99"]), g)
     check("%d clients: tok/s" % r["clients"], r["output_tok_s"] > 0 and r["wall_s"] > 0)
     check("%d clients: the KV pool from /metrics" % r["clients"], r["server"]["kv_blocks_total"] > 0
           and r["server"]["kv_bytes_total"] > 0, r["server"])
