@@ -192,13 +192,14 @@ def compare(name, got, want):
 
 
 def serve_and_compare(model, reqs):
+    # the references first, one CLI run at a time: the requests then have the machine to
+    # themselves (a first token more than 60 s after the stream's start loses the connection)
+    wants = [cli_run(model, r) if r["images"] else cli_chat(model, r) for r in reqs]
     server = Server(model)
     check(model + ": listens on 127.0.0.1", server.url.startswith("http://127.0.0.1:"), server.url)
     try:
         with concurrent.futures.ThreadPoolExecutor(len(reqs)) as pool:
             answers = [pool.submit(ask, server, r) for r in reqs]
-            # the references, one CLI run at a time, while the server works on the requests
-            wants = [cli_run(model, r) if r["images"] else cli_chat(model, r) for r in reqs]
             for i, (a, want) in enumerate(zip(answers, wants)):
                 name = "%s request %d (%d images%s)" % (model, i, len(reqs[i]["images"]),
                                                        ", streamed" if reqs[i]["stream"] else "")
