@@ -1,19 +1,24 @@
 #!/usr/bin/env bash
 # serve_bench.sh: one command for the `vlrun serve` load benchmark (bench/README.md, "loadgen").
-# Starts `vlrun serve SERVE_ARGS --port 0` (waits for its ready line), runs bench/loadgen.mjs
-# once per client count, stops the server with SIGTERM and writes into OUT_DIR: server.log, one
+# Starts `vlrun serve SERVE_ARGS --port 0` (waits for its ready line), runs the load generator
+# once per client count (bench/loadgen.mjs with --client node, bench/loadgen.py with --client
+# python; default node when node and the openai client are there, else python: the GPU machine
+# has no node), stops the server with SIGTERM and writes into OUT_DIR: server.log, one
 # clients-N.json per count, summary.json (the server's ready line and exit code, each count's
 # figures) and summary.md (a table).
 # usage: scripts/serve_bench.sh OUT_DIR [--clients 1,4,16,64] [--requests N] [--long-every K]
-#            [--max-tokens N] [--ready-timeout S] [--loadgen-args "..."] -- SERVE_ARGS...
+#            [--max-tokens N] [--ready-timeout S] [--client node|python] [--deadline S]
+#            [--loadgen-args "..."] -- SERVE_ARGS...
+#   --deadline S: no client count starts after S seconds (the rest are skipped; default none)
 #   VLRUN: the binary (default build/vlrun)
 set -uo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
-usage() { sed -n '7,9p' "$0" | sed 's/^# \{0,1\}//' >&2; exit 2; }
+usage() { sed -n '9,13p' "$0" | sed 's/^# \{0,1\}//' >&2; exit 2; }
 [ $# -ge 1 ] || usage
 out=$1
 shift
-clients=1,4,16,64 requests=4 long_every=0 max_tokens=128 ready_timeout=900 extra=""
+clients=1,4,16,64 requests=4 long_every=0 max_tokens=128 ready_timeout=900 extra="" client=""
+deadline=0
 while [ $# -gt 0 ] && [ "$1" != "--" ]; do
     [ $# -ge 2 ] || usage
     case $1 in
@@ -23,6 +28,8 @@ while [ $# -gt 0 ] && [ "$1" != "--" ]; do
     --max-tokens) max_tokens=$2 ;;
     --ready-timeout) ready_timeout=$2 ;;
     --loadgen-args) extra=$2 ;;
+    --client) client=$2 ;;
+    --deadline) deadline=$2 ;;
     *) usage ;;
     esac
     shift 2
@@ -31,6 +38,19 @@ done
 shift
 vlrun=${VLRUN:-$root/build/vlrun}
 [[ $clients =~ ^[0-9]+(,[0-9]+)*$ ]] || { echo "serve_bench: bad --clients $clients" >&2; exit 2; }
+[[ $deadline =~ ^[0-9]+$ ]] || { echo "serve_bench: bad --deadline $deadline" >&2; exit 2; }
+if [ -z "$client" ]; then
+    client=python
+    if command -v node >/dev/null 2>&1 &&
+        [ -f "${VL_NODE_MODULES:-$root/.cache/node/node_modules}/openai/index.mjs" ]; then
+        client=node
+    fi
+fi
+case $client in
+node) loadgen=(node "$root/bench/loadgen.mjs") ;;
+python) loadgen=(python3 "$root/bench/loadgen.py") ;;
+*) echo "serve_bench: bad --client $client (node or python)" >&2; exit 2 ;;
+esac
 mkdir -p "$out" || exit 1
 
 "$vlrun" serve "$@" --port 0 2>"$out/server.log" >/dev/null &
@@ -51,9 +71,13 @@ echo "serve_bench: server at $url" >&2
 
 rc=0
 for n in ${clients//,/ }; do
-    echo "serve_bench: $n clients x $requests requests" >&2
+    if [ "$deadline" -gt 0 ] && [ "$SECONDS" -ge "$deadline" ]; then
+        echo "serve_bench: $n clients skipped: past the deadline of $deadline s" >&2
+        continue
+    fi
+    echo "serve_bench: $n clients x $requests requests ($client client)" >&2
     # shellcheck disable=SC2086 # --loadgen-args is a list of options
-    node "$root/bench/loadgen.mjs" --url "$url" --clients "$n" --requests "$requests" \
+    "${loadgen[@]}" --url "$url" --clients "$n" --requests "$requests" \
         --long-every "$long_every" --max-tokens "$max_tokens" $extra \
         --out "$out/clients-$n.json" || { rc=1; echo "serve_bench: loadgen failed ($n)" >&2; }
 done

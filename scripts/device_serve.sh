@@ -1,0 +1,138 @@
+#!/usr/bin/env bash
+# device_serve.sh PART [SECONDS] [--dry-run]: issue 16's device work (`vlrun serve`), one device
+# call a part (everything under $OUT/all.tgz; the bench parts also put summary.md and
+# summary.json in $OUT). The GPU machine has python3 but no node: the clients are Python's.
+#   checks      build (scripts/device.sh build), the paged KV cache's GPU tests (ctest -R
+#               "pages_gpu|test_attention_gpu|test_kv_cache_gpu|test_engine_gpu"), then
+#               tests/server_equivalence.py with VL_SERVE_BACKEND=cuda (the CUDA server against
+#               the CUDA CLI, 12 requests at once, on tiny-a, tiny-b and tiny-eos)
+#   bench-bf16  7B shapes with random weights (examples/qwen2-vl-7b-instruct.json, the Qwen2
+#   bench-nf4   tokenizer), that weight format: the single-stream anchor (`vlrun examples/page.png
+#               --max-tokens 128 --json`), then scripts/serve_bench.sh --client python at 1, 4, 16
+#               and 64 clients of one-page requests (128 tokens out, --max-batch 64), then the
+#               28-page mix (every 2nd request) at 64 clients with --mem-budget 24G; the summary
+#               (bench/serve_report.py): aggregate tok/s over single-stream tok/s, TTFT and
+#               per-token p50/p99, peak device memory against the budget, errors
+#   bench       both formats, the time split between them (too little for all of it on a 600 s
+#               call: what does not fit is skipped and the summary says so)
+# SECONDS: what the part may take in all (default 570). Carry .deps and .cache.
+# --dry-run: the same steps on this machine's CPU backend with tiny-a's shapes (random weights,
+# the small tokenizer, 200704 pixels a page, 6 pages in the long request, 1 and 4 clients, the
+# mix at 8 clients in 20M) and $VLRUN (default build-cpu/vlrun), no build: proves the script.
+set -u
+part=${1:-checks}
+total=570 dry=0
+for a in "${@:2}"; do
+    case $a in
+    --dry-run) dry=1 ;;
+    *[!0-9]* | "") echo "device_serve.sh: bad argument $a" >&2; exit 2 ;;
+    *) total=$a ;;
+    esac
+done
+case $part in checks | bench | bench-bf16 | bench-nf4) ;; *)
+    echo "usage: scripts/device_serve.sh checks|bench|bench-bf16|bench-nf4 [SECONDS] [--dry-run]" >&2
+    exit 2
+    ;;
+esac
+: "${OUT:?OUT must name the folder the device tool returns}"
+root=$(cd "$(dirname "$0")/.." && pwd)
+cd "$root" || exit 2
+export LD_LIBRARY_PATH=$root/.deps/usr/lib/x86_64-linux-gnu:${LD_LIBRARY_PATH:-}
+start=$(date +%s)
+left() { echo $((total - ($(date +%s) - start))); }
+R=${TMPDIR:-/tmp}/device_serve
+rm -rf "$R" && mkdir -p "$R" "$OUT"
+trap 'tar czf "$OUT/all.tgz" -C "$R" .' EXIT
+TOK=.cache/tokenizer/tokenizer.json
+SMALL_TOK=.cache/tokenizer/small_tokenizer.json
+[ -f $SMALL_TOK ] || python3 tests/reference/make_small_tokenizer.py $TOK $SMALL_TOK >/dev/null
+
+if [ $dry = 1 ]; then
+    V=${VLRUN:-$root/build-cpu/vlrun} BACKEND=cpu
+    MODEL=(--random-weights --config tests/fixtures/models/tiny-a/config.json --tokenizer "$SMALL_TOK"
+        --max-pixels 200704)
+    CLIENTS=1,4 REQUESTS=2 MIX_CLIENTS=8 MIX_REQUESTS=1 BUDGET=20M PAGES=6 MIN_S=10
+else
+    V=$root/build-device/gpu/vlrun BACKEND=cuda
+    MODEL=(--random-weights --config examples/qwen2-vl-7b-instruct.json --tokenizer "$TOK")
+    CLIENTS=1,4,16,64 REQUESTS=2 MIX_CLIENTS=64 MIX_REQUESTS=1 BUDGET=24G PAGES=28 MIN_S=60
+fi
+
+build() {
+    if [ $dry = 1 ]; then
+        echo "dry run: no build, $V" >"$R/build.txt"
+    else
+        OUT=$R/b bash scripts/device.sh build >"$R/build.txt" 2>&1
+    fi
+    [ -x "$V" ] || { echo "no vlrun at $V: see build.txt in all.tgz" >&2; tail -20 "$R/build.txt"; exit 1; }
+}
+
+checks() {
+    local bdir
+    bdir=$(dirname "$V")
+    (cd "$bdir" && timeout "$(($(left) / 2))" ctest -R \
+        "pages_gpu|test_attention_gpu|test_kv_cache_gpu|test_engine_gpu" --output-on-failure) \
+        >"$R/gpu_tests.txt" 2>&1
+    echo "gpu tests (rc $?): $(grep -E 'tests passed|tests failed' "$R/gpu_tests.txt" | tail -1)"
+    grep -E '^ *[0-9]+/[0-9]+ Test' "$R/gpu_tests.txt"
+    VL_SERVE_BACKEND=$BACKEND VLRUN=$V VL_FIXTURES=$root/tests/fixtures \
+        VL_TOKENIZER_DIR=$root/.cache/tokenizer timeout -k 10 "$(($(left) - 10))" \
+        python3 tests/server_equivalence.py >"$R/server_equivalence.txt" 2>&1
+    echo "server_equivalence on $BACKEND (rc $?):"
+    tail -n 30 "$R/server_equivalence.txt"
+}
+
+# NAME SLICE ARGS...: scripts/serve_bench.sh into $d/NAME within SLICE seconds (no client count
+# starts in its last minute), or a note why it did not run or was cut short
+serve_run() {
+    local name=$1 slice=$2 rc
+    shift 2
+    if [ "$slice" -lt "$MIN_S" ]; then
+        echo "$name: skipped, $slice s left for it" >>"$d/notes.txt"
+        return
+    fi
+    timeout -k 20 "$slice" bash scripts/serve_bench.sh "$d/$name" --client python \
+        --ready-timeout 300 --deadline "$((slice - slice / 4))" "$@" >"$d/$name.txt" 2>&1
+    rc=$?
+    [ $rc = 0 ] || echo "$name: serve_bench.sh rc $rc$([ $rc -lt 124 ] || echo ": cut short at $slice s")" \
+        >>"$d/notes.txt"
+    grep -E 'skipped|failed' "$d/$name.txt" >>"$d/notes.txt"
+}
+
+# Q SECONDS: one weight format's anchor, one-page runs and mix into $R/bench/Q
+bench_format() {
+    local q=$1 end=$(($(date +%s) + $2))
+    d=$R/bench/$q
+    mkdir -p "$d"
+    local serve=(--backend "$BACKEND" "${MODEL[@]}" --quant "$q")
+    timeout "$(($2 / 5))" "$V" examples/page.png --max-tokens 128 --json "${serve[@]}" \
+        >"$d/anchor.json" 2>"$d/anchor.err" || echo "anchor: rc $?: $(tail -1 "$d/anchor.err")" >>"$d/notes.txt"
+    local rest=$((end - $(date +%s)))
+    VLRUN=$V serve_run one-page $((rest * 2 / 5)) --clients "$CLIENTS" --requests "$REQUESTS" \
+        --max-tokens 128 -- "${serve[@]}" --max-batch 64
+    VLRUN=$V serve_run mix $((end - $(date +%s))) --clients "$MIX_CLIENTS" --requests "$MIX_REQUESTS" \
+        --long-every 2 --max-tokens 128 --loadgen-args "--pages $PAGES --long-max-tokens 128" \
+        -- "${serve[@]}" --mem-budget "$BUDGET"
+}
+
+bench() { # FORMATS...: the time left split between them
+    local n=$# q i=0
+    for q in "$@"; do
+        bench_format "$q" $((($(left) - 15) / (n - i)))
+        i=$((i + 1))
+    done
+    local gib title="dry run, CPU, tiny-a shapes"
+    gib=$(python3 -c "import sys; s=sys.argv[1]; print(float(s[:-1]) / (1 if s[-1] == 'G' else 1024))" "$BUDGET")
+    [ $dry = 1 ] || title="$(nvidia-smi --query-gpu=name --format=csv,noheader | head -1), 7B shapes"
+    python3 bench/serve_report.py "$R/bench" --budget-gib "$gib" \
+        --title "$title, $(git describe --always --dirty 2>/dev/null || echo 'no git')"
+    cp "$R/bench/summary.md" "$R/bench/summary.json" "$OUT/"
+}
+
+build
+case $part in
+checks) checks ;;
+bench) bench bf16 nf4 ;;
+bench-bf16) bench bf16 ;;
+bench-nf4) bench nf4 ;;
+esac
