@@ -22,7 +22,7 @@ set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
 build=$root/build-fuzz
 bin=$build/tests/fuzz
-harnesses="safetensors index config preproc tokenizer tokenize image bnb options exif"
+harnesses="safetensors index config preproc tokenizer tokenize image bnb options exif openai"
 rss_mb=2048
 timeout_s=10
 
@@ -42,6 +42,7 @@ max_len_of() {
     bnb) echo 2048 ;;
     options) echo 1024 ;;
     exif) echo 16384 ;;
+    openai) echo 16384 ;;
     *) die "unknown harness $1 (scripts/fuzz.sh list)" ;;
     esac
 }
