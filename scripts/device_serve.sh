@@ -15,6 +15,8 @@
 #               per-token p50/p99, peak device memory against the budget, errors
 #   bench       both formats, the time split between them (too little for all of it on a 600 s
 #               call: what does not fit is skipped and the summary says so)
+#   one-page-bf16, one-page-nf4, mix-bf16, mix-nf4: the anchor and that one run (when a call
+#               cannot hold both: the mix's result is written only when it completes)
 # SECONDS: what the part may take in all (default 570). Carry .deps and .cache.
 # --dry-run: the same steps on this machine's CPU backend with tiny-a's shapes (random weights,
 # the small tokenizer, 200704 pixels a page, 6 pages in the long request, 1 and 4 clients, the
@@ -29,8 +31,9 @@ for a in "${@:2}"; do
     *) total=$a ;;
     esac
 done
-case $part in checks | bench | bench-bf16 | bench-nf4) ;; *)
-    echo "usage: scripts/device_serve.sh checks|bench|bench-bf16|bench-nf4 [SECONDS] [--dry-run]" >&2
+case $part in checks | bench | bench-bf16 | bench-nf4 | one-page-bf16 | one-page-nf4 | mix-bf16 | mix-nf4) ;; *)
+    echo "usage: scripts/device_serve.sh checks|bench|bench-Q|one-page-Q|mix-Q [SECONDS] [--dry-run]" \
+        "(Q: bf16 or nf4)" >&2
     exit 2
     ;;
 esac
@@ -62,7 +65,7 @@ build() {
     if [ $dry = 1 ]; then
         echo "dry run: no build, $V" >"$R/build.txt"
     else
-        OUT=$R/b bash scripts/device.sh build >"$R/build.txt" 2>&1
+        OUT=$R/b bash scripts/device.sh build --deadline "$(left)" >"$R/build.txt" 2>&1
     fi
     [ -x "$V" ] || { echo "no vlrun at $V: see build.txt in all.tgz" >&2; tail -20 "$R/build.txt"; exit 1; }
 }
@@ -99,26 +102,32 @@ serve_run() {
     grep -E 'skipped|failed' "$d/$name.txt" >>"$d/notes.txt"
 }
 
-# Q SECONDS: one weight format's anchor, one-page runs and mix into $R/bench/Q
+# Q SECONDS [RUNS]: one weight format's anchor, then its RUNS (default "one-page mix") into
+# $R/bench/Q
 bench_format() {
-    local q=$1 end=$(($(date +%s) + $2))
+    local q=$1 end=$(($(date +%s) + $2)) runs=${3:-one-page mix}
     d=$R/bench/$q
     mkdir -p "$d"
     local serve=(--backend "$BACKEND" "${MODEL[@]}" --quant "$q")
     timeout "$(($2 / 5))" "$V" examples/page.png --max-tokens 128 --json "${serve[@]}" \
         >"$d/anchor.json" 2>"$d/anchor.err" || echo "anchor: rc $?: $(tail -1 "$d/anchor.err")" >>"$d/notes.txt"
-    local rest=$((end - $(date +%s)))
-    VLRUN=$V serve_run one-page $((rest * 2 / 5)) --clients "$CLIENTS" --requests "$REQUESTS" \
-        --max-tokens 128 -- "${serve[@]}" --max-batch 64
-    VLRUN=$V serve_run mix $((end - $(date +%s))) --clients "$MIX_CLIENTS" --requests "$MIX_REQUESTS" \
-        --long-every 2 --max-tokens 128 --loadgen-args "--pages $PAGES --long-max-tokens 128" \
-        -- "${serve[@]}" --mem-budget "$BUDGET"
+    local rest=$((end - $(date +%s))) share=2
+    [ "$runs" = "one-page mix" ] || share=5 # the one run gets it all
+    [[ $runs != *one-page* ]] ||
+        VLRUN=$V serve_run one-page $((rest * share / 5)) --clients "$CLIENTS" --requests "$REQUESTS" \
+            --max-tokens 128 -- "${serve[@]}" --max-batch 64
+    [[ $runs != *mix* ]] ||
+        VLRUN=$V serve_run mix $((end - $(date +%s))) --clients "$MIX_CLIENTS" --requests "$MIX_REQUESTS" \
+            --long-every 2 --max-tokens 128 --loadgen-args "--pages $PAGES --long-max-tokens 128" \
+            -- "${serve[@]}" --mem-budget "$BUDGET"
 }
 
-bench() { # FORMATS...: the time left split between them
-    local n=$# q i=0
+bench() { # RUNS FORMATS...: the time left split between the formats
+    local runs=$1 q i=0
+    shift
+    local n=$#
     for q in "$@"; do
-        bench_format "$q" $((($(left) - 15) / (n - i)))
+        bench_format "$q" $((($(left) - 15) / (n - i))) "$runs"
         i=$((i + 1))
     done
     local gib title="dry run, CPU, tiny-a shapes"
@@ -132,7 +141,8 @@ bench() { # FORMATS...: the time left split between them
 build
 case $part in
 checks) checks ;;
-bench) bench bf16 nf4 ;;
-bench-bf16) bench bf16 ;;
-bench-nf4) bench nf4 ;;
+bench) bench "one-page mix" bf16 nf4 ;;
+bench-*) bench "one-page mix" "${part#bench-}" ;;
+one-page-*) bench one-page "${part#one-page-}" ;;
+mix-*) bench mix "${part#mix-}" ;;
 esac
