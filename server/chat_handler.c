@@ -12,6 +12,10 @@
 #include <time.h>
 
 #define POLL_S 0.1 /* how often a waiting handler looks at its client's socket */
+/* A stream with nothing to send for this long (queued behind others, a long prefill) sends an
+ * SSE comment, which clients ignore: libmicrohttpd's connection timeout counts from the last
+ * write and would otherwise close a stream that is only waiting for its first token. */
+#define KEEPALIVE_S 10.0
 
 struct vl_chat_call {
     vl_server *s;
@@ -28,6 +32,7 @@ struct vl_chat_call {
     vl_buf out;   /* SSE bytes not yet written, from out_at */
     size_t out_at;
     int first_sent, last_queued;
+    double last_put_s; /* when SSE bytes were last queued */
 };
 
 void vl_chat_call_end(vl_chat_call *call) {
@@ -64,6 +69,7 @@ static int wait_job(vl_chat_call *call, int want_added) {
 static int sse_put(vl_chat_call *call, char *event) {
     int rc = event ? vl_buf_append(&call->out, event, strlen(event)) : -1;
     free(event);
+    call->last_put_s = vl_now_s();
     return rc;
 }
 
@@ -96,6 +102,8 @@ static int sse_refill(vl_chat_call *call) {
     free(n.text);
     if (rc == 0 && n.done) return sse_end(call);
     if (rc == 0 && !n.len && vl_http_client_gone(call->conn)) rc = -1;
+    if (rc == 0 && !n.len && vl_now_s() - call->last_put_s > KEEPALIVE_S)
+        rc = sse_put(call, strdup(": waiting\n\n"));
     if (rc) vl_job_cancel(t, &call->job, VL_CANCEL_CLIENT);
     return rc;
 }
