@@ -10,15 +10,8 @@
 import http from 'node:http';
 import * as lib from './server_lib.mjs';
 
-const OpenAI = await lib.loadOpenAI();
-if (!OpenAI) {
-    console.log('SKIP: the openai client is absent (scripts/fetch_node_deps.sh)');
-    process.exit(lib.SKIP);
-}
-const VLRUN = process.env.VLRUN;
-const FIX = process.env.VL_FIXTURES;
-const TOK = `${process.env.VL_TOKENIZER_DIR}/small_tokenizer.json`;
-const IMG = `${FIX}/models/images`;
+const OpenAI = await lib.requireOpenAI();
+const { VLRUN, FIX, TOK, IMG } = lib;
 const IMAGES = ['img_a_56x84.png', 'img_b_100x60.png', 'img_c_45x130.png'].map((f) => `${IMG}/${f}`);
 // 14M: about 3800 tokens of KV pool once tiny-a's weights and scratch (images up to 200704 pixels,
 // 4 decode rows) are planned: below the context (32768), above the 2000-token stream below

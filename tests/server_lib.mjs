@@ -24,6 +24,21 @@ export async function loadOpenAI() {
     }
 }
 
+// The client tests' start: the openai client, or a skip (exit SKIP) when it is absent; and
+// what ctest passes them (tests/CMakeLists.txt: VLRUN, VL_FIXTURES, VL_TOKENIZER_DIR).
+export async function requireOpenAI() {
+    const OpenAI = await loadOpenAI();
+    if (!OpenAI) {
+        console.log('SKIP: the openai client is absent (scripts/fetch_node_deps.sh)');
+        process.exit(SKIP);
+    }
+    return OpenAI;
+}
+export const VLRUN = process.env.VLRUN;
+export const FIX = process.env.VL_FIXTURES;
+export const TOK = `${process.env.VL_TOKENIZER_DIR}/small_tokenizer.json`;
+export const IMG = `${FIX}/models/images`;
+
 export function dataUrl(file) {
     const ext = path.extname(file).slice(1).toLowerCase();
     const mime = ext === 'jpg' ? 'image/jpeg' : `image/${ext}`;

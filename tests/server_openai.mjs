@@ -8,15 +8,8 @@
 import { execFileSync } from 'node:child_process';
 import * as lib from './server_lib.mjs';
 
-const OpenAI = await lib.loadOpenAI();
-if (!OpenAI) {
-    console.log('SKIP: the openai client is absent (scripts/fetch_node_deps.sh)');
-    process.exit(lib.SKIP);
-}
-const VLRUN = process.env.VLRUN;
-const FIX = process.env.VL_FIXTURES;
-const TOK = `${process.env.VL_TOKENIZER_DIR}/small_tokenizer.json`;
-const IMG = `${FIX}/models/images`;
+const OpenAI = await lib.requireOpenAI();
+const { VLRUN, FIX, TOK, IMG } = lib;
 const PAGE = `${lib.ROOT}/examples/page.png`;
 // a page of 247 image tokens instead of 1364: the same path through the engine, seconds less
 const PIXELS = ['--max-pixels', '200704'];
