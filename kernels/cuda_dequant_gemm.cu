@@ -22,10 +22,11 @@
  * that with N % 8 == 0 every slice's y and bias stay 16-byte aligned.
  * A biased GEMM goes through cuBLASLt only when it is 16-byte clean (K, N multiples of 8; x, y,
  * bias 16-byte aligned): at K = 130, N = 77 on H100 / CUDA 13 the bias epilogue rounded twice
- * (69% of outputs exact; see cuda_linear.cu). Other biased shapes run the GEMV (cuda_gemv.cu) on
- * the quantized W, 8 rows of x at a time: exact, one rounding, W read m / 8 times; the model's
- * shapes never need it. Leaves out: a fused dequant-in-the-mainloop GEMM (Marlin-style), small m
- * (the GEMV path of cuda_linear.cu).
+ * (69% of outputs exact; see cuda_linear.cu). Other biased shapes (Qwen2.5-VL's vision MLP, 3420
+ * wide) dequantize W's slices into the first buffer, one after the other on the main stream, and
+ * multiply each with cuBLAS into fp32 in the second, then add the bias and round once
+ * (cuda_gemm_bias_fp32.cu): exact, not pipelined. Leaves out: a fused dequant-in-the-mainloop
+ * GEMM (Marlin-style), small m (the GEMV path of cuda_linear.cu).
  */
 #include "kernels/cuda_ops.h"
 
@@ -79,12 +80,12 @@ void vl_cuda_dequant_gemm_run(const vl_cuda_dqgemm_res *r, vl_bf16 *y, const vl_
     const int lt_bias_ok = k % 8 == 0 && n % 8 == 0 && rows % 8 == 0 && vl_cuda_aligned16(x) &&
                            vl_cuda_aligned16(y) && vl_cuda_aligned16(bias);
     if (bias && !lt_bias_ok) { /* see the file comment */
-        VL_CUDA_REQUIRE(vl_cuda_gemv_supported(w, VL_CUDA_GEMV_MAX_M),
-                        "dequant GEMM: the GEMV fallback does not take W[%lld, %lld] %s",
-                        (long long)n, (long long)k, vl_dtype_name(w->dtype));
-        for (int64_t i0 = 0; i0 < m; i0 += VL_CUDA_GEMV_MAX_M) {
-            const int64_t mi = min((int64_t)VL_CUDA_GEMV_MAX_M, m - i0);
-            vl_cuda_launch_gemv(r->ctx, y + i0 * n, x + i0 * k, mi, w, bias, NULL, r->stream);
+        if (r->max_slice_rows <= 0) rows = min(n, (int64_t)(r->slice_bytes / ((size_t)k * 2)));
+        for (int64_t n0 = 0; n0 < n; n0 += rows) {
+            const int64_t ns = min(rows, n - n0);
+            vl_cuda_launch_dequantize_rows(r->slice[0], w, n0, ns, r->stream);
+            vl_cuda_launch_gemm_bias_fp32(r->blas, r->stream, (float *)r->slice[1], r->slice_bytes,
+                                          0, y + n0, n, x, m, r->slice[0], ns, k, bias + n0);
         }
         return;
     }
@@ -109,8 +110,8 @@ void vl_cuda_dequant_gemm_run(const vl_cuda_dqgemm_res *r, vl_bf16 *y, const vl_
 static vl_cuda_dqgemm_res res_of(vl_backend *b, int64_t max_slice_rows) {
     vl_cuda_ctx *c = vl_cuda_ctx_of(b);
     vl_cuda_dqgemm_res r;
-    r.ctx = c;
     r.lt = c->dq_lt;
+    r.blas = c->cublas;
     r.stream = c->stream;
     r.side_stream = c->dq_stream;
     r.start = c->dq_start;

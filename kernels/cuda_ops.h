@@ -183,6 +183,19 @@ int vl_cuda_launch_linear_bias(cublasLtHandle_t lt, void *ws, size_t ws_bytes, c
 int vl_cuda_lt_gemm_bf16(cublasLtHandle_t lt, void *ws, size_t ws_bytes, cudaStream_t stream,
                          vl_bf16 *d, int64_t ld_d, const vl_bf16 *a, int64_t n, const vl_bf16 *x,
                          int64_t m, int64_t k, const vl_bf16 *bias);
+/* y[m rows of ld_y] = bf16(x[m, K] . W[n, K]^T + bias[n]) for any shape and alignment, one
+ * rounding: cuBLAS into fp32 `scratch` a block of rows at a time (at most max_block_rows when
+ * > 0), then the bias added in fp32 and rounded (cuda_gemm_bias_fp32.cu). `blas` is bound to
+ * `stream`; bias may be NULL. */
+void vl_cuda_launch_gemm_bias_fp32(cublasHandle_t blas, cudaStream_t stream, float *scratch,
+                                   size_t scratch_bytes, int64_t max_block_rows, vl_bf16 *y,
+                                   int64_t ld_y, const vl_bf16 *x, int64_t m, const vl_bf16 *w,
+                                   int64_t n, int64_t k, const vl_bf16 *bias);
+/* The same for a bf16 W through the backend's handle and attention workspace (C linkage for
+ * tests/test_ops_gpu.c). */
+extern "C" void vl_cuda_linear_bias_fp32_blocked(vl_backend *b, void *y, const void *x, int64_t m,
+                                                 const vl_weight *w, const vl_vec *bias,
+                                                 int64_t max_block_rows);
 void vl_cuda_launch_embed(vl_bf16 *y, const vl_bf16 *table, int64_t rows, int64_t cols,
                           const int32_t *ids, int64_t n, cudaStream_t stream);
 void vl_cuda_launch_f32_to_bf16(vl_bf16 *dst, const float *src, int64_t n, cudaStream_t stream);
@@ -273,8 +286,8 @@ void vl_cuda_launch_dequant_gemm(vl_backend *b, vl_bf16 *y, const vl_bf16 *x, in
                                  const vl_weight *w, const vl_bf16 *bias);
 /* The same with explicit resources (a slice limit for the tests). */
 typedef struct {
-    vl_cuda_ctx *ctx; /* the backend (its device facts size the GEMV fallback) */
     cublasLtHandle_t lt;
+    cublasHandle_t blas; /* bound to `stream`: biased GEMMs that are not 16-byte clean */
     cudaStream_t stream, side_stream; /* GEMMs on stream, dequantization on side_stream */
     cudaEvent_t start, ready[2], consumed[2];
     vl_bf16 *slice[2];

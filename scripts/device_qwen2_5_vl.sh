@@ -9,12 +9,15 @@
 #            transformers anchor, the budget probes, the encoder on distinct images)
 #   teacher  teacher-forced logits against transformers on a random Qwen2.5-VL-7B checkpoint
 #            (scripts/device.sh teacher-forced --config examples/qwen2.5-vl-7b-instruct.json)
+#   verify   build, the biased-GEMM kernel tests and the GPU engine tests (test_ops_gpu,
+#            test_quant_gpu, test_engine_gpu), measure25 (--deadline: what is left less 150 s
+#            when at least 150 s are left after it), then teacher with the rest
 # SECONDS: what the part may take in all (default 570). Carry .deps and .cache.
 set -u
 part=${1:-checks}
 total=${2:-570}
-case $part in checks | measure | teacher) ;; *)
-    echo "usage: scripts/device_qwen2_5_vl.sh checks|measure|teacher [SECONDS]" >&2
+case $part in checks | measure | teacher | verify) ;; *)
+    echo "usage: scripts/device_qwen2_5_vl.sh checks|measure|teacher|verify [SECONDS]" >&2
     exit 2
     ;;
 esac
@@ -57,6 +60,22 @@ measure)
     OUT=$R/m bash scripts/device.sh measure25 --vlrun $V --deadline "$(($(left) - 10))" \
         >"$R/measure25.txt" 2>&1
     tail -n 40 "$R/measure25.txt"
+    ;;
+verify)
+    build
+    (cd build-device/gpu && timeout 150 ctest -R "test_ops_gpu|test_quant_gpu|test_engine_gpu" \
+        --output-on-failure) >"$R/kernel_engine_gpu.txt" 2>&1
+    grep -E "Test +#|tests passed|FAIL|outside|only" "$R/kernel_engine_gpu.txt" | tail -20
+    grep -E "3420|fp32 blocks" "$R/kernel_engine_gpu.txt" | head -20
+    m_s=$(($(left) - 10))
+    [ "$m_s" -lt 330 ] || m_s=$((m_s - 150))
+    OUT=$R/m bash scripts/device.sh measure25 --vlrun $V --deadline "$m_s" >"$R/measure25.txt" 2>&1
+    tail -n 26 "$R/measure25.txt"
+    [ "$(left)" -lt 100 ] ||
+        OUT=$R/t bash scripts/device.sh teacher-forced --vlrun $V \
+            --config examples/qwen2.5-vl-7b-instruct.json --deadline "$(($(left) - 10))" \
+            >"$R/teacher_forced.txt" 2>&1
+    tail -n 30 "$R/teacher_forced.txt" 2>/dev/null
     ;;
 teacher)
     build

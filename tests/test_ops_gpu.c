@@ -22,6 +22,10 @@
 
 #ifdef VL_HAVE_CUDA
 #include "kernels/cuda_internal.h" /* vl_cuda_attention_supported */
+/* kernels/cuda_gemm_bias_fp32.cu: the biased linear through fp32, in row blocks */
+void vl_cuda_linear_bias_fp32_blocked(vl_backend *b, void *y, const void *x, int64_t m,
+                                      const vl_weight *w, const vl_vec *bias,
+                                      int64_t max_block_rows);
 #endif
 
 #include <float.h>
@@ -252,10 +256,15 @@ static void test_fill_random(void) {
  * in fp32 tensor-core k-steps plus split-K partials (assume <= K/16 + 32 roundings, each up to
  * 2^-23 if truncating): both within (K/16 + 32) 2^-22 sum|x_k w_k| <= (K/16 + 32) 2^-22
  * |x_i| |w_r| (Cauchy-Schwarz, so no O(m N K) loop here). */
-static void check_linear(int64_t m, int64_t K, int64_t N, int with_bias, int64_t x_off) {
-    char what[96];
+/* block_rows > 0: the fp32 path (cuda_gemm_bias_fp32.cu) directly, in blocks of that many rows */
+static void check_linear_blocks(int64_t m, int64_t K, int64_t N, int with_bias, int64_t x_off,
+                                int64_t block_rows) {
+    char what[128];
     snprintf(what, sizeof what, "linear m=%lld K=%lld N=%lld%s%s", (long long)m, (long long)K,
              (long long)N, with_bias ? " +bias" : "", x_off ? " x misaligned" : "");
+    if (block_rows > 0)
+        snprintf(what + strlen(what), sizeof what - strlen(what), " fp32 blocks of %lld",
+                 (long long)block_rows);
     float *x = bf16_random(m * K, 0, 1), *w = bf16_random(N * K, 0, 1 / sqrt((double)K));
     float *bias = bf16_random(N, 0, 0.5);
     uint16_t *w_bits = bits_of(w, N * K), *b_bits = bits_of(bias, N);
@@ -270,7 +279,12 @@ static void check_linear(int64_t m, int64_t K, int64_t N, int with_bias, int64_t
     gpu->upload(gpu, dx + x_off, x_bits, (size_t)(m * K) * 2);
     vl_weight wg = {.data = dw, .dtype = VL_DTYPE_BF16, .rows = N, .cols = K};
     vl_vec bg = {with_bias ? db : NULL, VL_DTYPE_BF16, N};
-    gpu->linear(gpu, dy, dx + x_off, m, &wg, &bg);
+#ifdef VL_HAVE_CUDA
+    if (block_rows > 0)
+        vl_cuda_linear_bias_fp32_blocked(gpu, dy, dx + x_off, m, &wg, &bg, block_rows);
+    else
+#endif
+        gpu->linear(gpu, dy, dx + x_off, m, &wg, &bg);
     float *got = dev_read(what, dy, m * N);
 
     double *tol = doubles(m * N), *x_norm = doubles(m), *w_norm = doubles(N);
@@ -296,6 +310,10 @@ static void check_linear(int64_t m, int64_t K, int64_t N, int with_bias, int64_t
     free(ref), free(got), free(tol), free(x_norm), free(w_norm);
 }
 
+static void check_linear(int64_t m, int64_t K, int64_t N, int with_bias, int64_t x_off) {
+    check_linear_blocks(m, K, N, with_bias, x_off, 0);
+}
+
 static void test_linear(void) {
     printf("linear\n");
     check_linear(1, 3584, 512, 1, 0); /* decode k/v projection */
@@ -303,13 +321,20 @@ static void test_linear(void) {
     check_linear(17, 129, 131, 1, 0); /* odd K and N: no vector bias path */
     check_linear(17, 96, 3584, 0, 1); /* x one element off alignment */
     /* biased, not 16-byte clean: not cuBLASLt (its bias epilogue rounded twice at 17x129x131)
-     * but the GEMV fallback; one case per reason: K, N, x alignment */
+     * but cuBLAS into fp32, then the bias; one case per reason: K, N, x alignment */
     check_linear(300, 130, 72, 1, 0);
     check_linear(64, 256, 77, 1, 0);
     check_linear(20, 1280, 1280, 1, 1);
+    /* Qwen2.5-VL 3B / 7B vision MLP: gate / up N = 3420, down K = 3420 */
+    check_linear(300, 1280, 3420, 1, 0);
+    check_linear(300, 3420, 1280, 1, 0);
+    /* the fp32 path in several row blocks (the last one short), with and without bias */
+    check_linear_blocks(300, 130, 77, 1, 0, 64);
+    check_linear_blocks(45, 3420, 96, 1, 1, 8);
+    check_linear_blocks(33, 64, 40, 0, 0, 16);
     check_linear(300, 1280, 1280, 1, 0); /* vision block */
     check_linear(300, 3584, 1000, 1, 0);
-    /* K % 8 != 0 (test_engine_gpu's "odder"): GEMVs, cuBLAS, the biased GEMV fallback */
+    /* K % 8 != 0 (test_engine_gpu's "odder"): GEMVs, cuBLAS, the biased fp32 path */
     check_linear(1, 30, 42, 1, 0);
     check_linear(5, 30, 4096, 0, 0);
     check_linear(52, 50, 30, 0, 0);

@@ -412,7 +412,7 @@ static void test_gemm_all(void) {
         for (int bias = 0; bias < 2; bias++) {
             for (int i = 0; i < 4; i++) test_gemm(fmt, dq, 200, 320, ms[i], bias, 0);
             /* K % 8 != 0 (the element-wise dequantization), 3 slices of 32, 32, 13 rows; with
-             * bias the GEMV fallback (cuBLASLt's bias epilogue rounded twice at this shape) */
+             * bias cuBLAS into fp32 (cuBLASLt's bias epilogue rounded twice at this shape) */
             test_gemm(fmt, dq, 77, 130, 9, bias, 32);
             test_gemm(fmt, dq, 77, 130, 300, bias, 32);
             /* the tiny-odd model's Linears: in-features 40, 48, 136 (NF4 blocks straddle
@@ -431,6 +431,9 @@ static void test_gemm_all(void) {
              * below, slices that stay in L2 (16 MiB of bf16 W: two slices of 1024 rows) */
             test_gemm(fmt, dq, 2176, 256, 600, bias, 0);
             test_gemm(fmt, dq, 2048, 4096, 64, bias, 0);
+            /* Qwen2.5-VL 3B / 7B vision MLP: N = 3420 (gate / up), K = 3420 (down) */
+            test_gemm(fmt, dq, 3420, 1280, 300, bias, 0);
+            test_gemm(fmt, dq, 1280, 3420, 300, bias, 0);
         }
     }
 }
