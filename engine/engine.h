@@ -285,6 +285,11 @@ typedef struct {
     float *kv_scale;     /* kv_int8: [layers][2][blocks][Hkv][block_tokens] */
     int32_t *tables;     /* [batch_rows + 1][blocks]: the decode rows', then a prefill's */
     int32_t *n_past_dev; /* [batch_rows]: each decode row's cached tokens */
+    /* [batch_rows] each decode row's sampling (the sample_rows op): its token, temperature and
+     * Gumbel key */
+    int32_t *tokens_dev;
+    float *temperature_dev;
+    uint64_t *keys_dev;
 } vl_pool_mem;
 
 /* The KV cache a decoder layer appends to and attends over: one sequence's contiguous slot, or

@@ -192,6 +192,7 @@ static vl_backend cpu_backend = {
     .kv_gather = vl_cpu_kv_gather,
     .sample_token = vl_cpu_sample_token,
     .sample_token_f32 = vl_cpu_sample_token_f32,
+    .sample_rows = vl_cpu_sample_rows,
     .mark_seen = vl_cpu_mark_seen,
     .repetition_penalty = vl_cpu_repetition_penalty,
     .quantize = vl_cpu_quantize,

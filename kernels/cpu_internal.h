@@ -152,6 +152,8 @@ void vl_cpu_sample_token(vl_backend *b, vl_decode_state *st, int32_t *tokens, co
 void vl_cpu_sample_token_f32(vl_backend *b, vl_decode_state *st, int32_t *tokens,
                              const float *logits, int64_t n, float temperature, uint64_t seed,
                              int advance);
+void vl_cpu_sample_rows(vl_backend *b, int32_t *tokens, const void *logits, int64_t n_rows,
+                        int64_t n, const float *temperature, const uint64_t *keys);
 /* the repetition penalty (cpu_penalty.c) */
 void vl_cpu_mark_seen(vl_backend *b, uint8_t *seen, int64_t vocab, const int32_t *ids,
                       int64_t n_ids);

@@ -295,6 +295,7 @@ static void fill_table(vl_backend *b, vl_cuda_ctx *c) {
     b->fill_random_bf16 = vl_cuda_fill_random_bf16;
     b->sample_token = vl_cuda_sample_token;
     b->sample_token_f32 = vl_cuda_sample_token_f32;
+    b->sample_rows = vl_cuda_sample_rows;
     b->mark_seen = vl_cuda_mark_seen;
     b->repetition_penalty = vl_cuda_repetition_penalty;
     if (!c->cfg.no_graphs) { /* else the engine runs decode steps eagerly */

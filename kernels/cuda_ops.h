@@ -82,6 +82,9 @@ extern "C" void vl_cuda_sample_token(vl_backend *b, vl_decode_state *st, int32_t
 extern "C" void vl_cuda_sample_token_f32(vl_backend *b, vl_decode_state *st, int32_t *tokens,
                                          const float *logits, int64_t n, float temperature,
                                          uint64_t seed, int advance);
+extern "C" void vl_cuda_sample_rows(vl_backend *b, int32_t *tokens, const void *logits,
+                                    int64_t n_rows, int64_t n, const float *temperature,
+                                    const uint64_t *keys);
 extern "C" void vl_cuda_mark_seen(vl_backend *b, uint8_t *seen, int64_t vocab, const int32_t *ids,
                                   int64_t n_ids);
 extern "C" void vl_cuda_repetition_penalty(vl_backend *b, float *dst, const void *logits,

@@ -403,6 +403,13 @@ struct vl_backend {
     void (*sample_token_f32)(vl_backend *b, vl_decode_state *st, int32_t *tokens,
                              const float *logits, int64_t n, float temperature, uint64_t seed,
                              int advance);
+    /* sample_token's rule for n_rows rows at once, with no decode state (vlrun serve's batched
+     * decode: one call instead of a pass over each row's logits on the host): tokens[r] = the
+     * first best i of vl_sample_score(logits[r * n + i], i, temperature[r], keys[r]), where
+     * keys[r] = vl_sample_key(seed, step) of row r's request; 0 when every logit is NaN.
+     * logits in the act dtype; tokens (int32), temperature (float32), keys: backend memory. */
+    void (*sample_rows)(vl_backend *b, int32_t *tokens, const void *logits, int64_t n_rows,
+                        int64_t n, const float *temperature, const uint64_t *keys);
 
     /* The repetition penalty (transformers' RepetitionPenaltyLogitsProcessor), over the set of
      * token ids seen so far: seen[n] (uint8, backend memory) is nonzero for each id in it.
@@ -457,7 +464,7 @@ struct vl_backend {
     X(gather_rows) \
     X(rope_text) X(rope_vision) X(attention) X(rope_kv_append) X(kv_append) X(kv_dequant) \
     X(kv_gather) \
-    X(sample_token) X(sample_token_f32) X(mark_seen) X(repetition_penalty) \
+    X(sample_token) X(sample_token_f32) X(sample_rows) X(mark_seen) X(repetition_penalty) \
     X(fill_random_bf16) X(attention_naive) X(quantize) X(dequantize) \
     X(graph_begin) X(graph_end) X(graph_launch) X(graph_free) \
     X(host_mapped_alloc) X(host_mapped_free) X(mem_info)

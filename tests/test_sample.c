@@ -5,7 +5,8 @@
  *   - Gumbel-max sampling draws from softmax(logits / T): over 20000 draws on a 6-token
  *     vocabulary every frequency is within 4.5 standard errors of its probability, and a chi-
  *     square statistic stays below the 0.1% critical value; a lower temperature concentrates;
- *   - the same seed and step give the same token, another step another draw.
+ *   - the same seed and step give the same token, another step another draw;
+ *   - sample_rows: each row picks what sample_token picks at that row's key and temperature.
  * The GPU kernel is compared with this twin in test_sample_gpu.c. */
 #include "kernels/kernels.h"
 #include "vltest.h"
@@ -91,11 +92,43 @@ static void test_repeatable(void) {
     free(x);
 }
 
+/* sample_rows: row r picks what sample_token picks at row r's seed and step (its key), with its
+ * temperature; a row of NaN picks 0. */
+static void test_rows(void) {
+    enum { V = 500, ROWS = 6 };
+    float *x = malloc((size_t)V * ROWS * sizeof *x);
+    vt_rng_state = 11;
+    for (int i = 0; i < V * ROWS; i++) x[i] = (float)(2.0 * vt_rng_normal());
+    for (int i = 0; i < V; i++) x[3 * V + i] = NAN;
+    const float temperature[ROWS] = {0.0f, 1.0f, 0.7f, 1.0f, 0.0f, 2.0f};
+    const uint64_t seeds[ROWS] = {1, 2, 3, 4, 5, 2};
+    const int32_t steps[ROWS] = {0, 5, 17, 1, 3, 6};
+    uint64_t keys[ROWS];
+    int32_t got[ROWS], want[ROWS];
+    for (int r = 0; r < ROWS; r++) {
+        keys[r] = vl_sample_key(seeds[r], steps[r]);
+        vl_decode_state st = {0};
+        st.step = steps[r];
+        int32_t *tokens = calloc((size_t)steps[r] + 1, sizeof *tokens);
+        cpu->sample_token(cpu, &st, tokens, x + (size_t)r * V, V, temperature[r], seeds[r], 0);
+        want[r] = tokens[steps[r]];
+        free(tokens);
+    }
+    cpu->sample_rows(cpu, got, x, ROWS, V, temperature, keys);
+    for (int r = 0; r < ROWS; r++) VT_CHECK_INT(got[r], want[r]);
+    VT_CHECK_INT(got[3], 0); /* all NaN */
+    /* rows 1 and 5 share a seed, not a step: different draws over the same flat-ish row */
+    cpu->sample_rows(cpu, got, x + V, 1, V, temperature + 1, keys + 5);
+    VT_CHECKF(got[0] != want[1], "seed 2 at steps 5 and 6 drew the same token %d", got[0]);
+    free(x);
+}
+
 int main(void) {
     cpu = vl_backend_cpu();
     test_greedy();
     test_distribution(1.0f);
     test_distribution(0.5f);
     test_repeatable();
+    test_rows();
     return vt_finish();
 }
