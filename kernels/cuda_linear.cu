@@ -14,6 +14,8 @@
  *   bf16, larger m, bias, 16-byte clean             -> cuBLASLt with the BIAS epilogue
  *   bf16, larger m, bias, any other                 -> vl_cuda_launch_gemm_bias_fp32 (cuBLAS
  *                                                      into fp32, bias, one rounding)
+ *   NF4 / Q8ROW, m up to cfg.quant_gemv_rows (32)   -> vl_cuda_gemv on 8 rows of x at a time:
+ *                                                      vlrun serve's batched decode steps
  *   NF4 / Q8ROW, larger m                           -> vl_cuda_launch_dequant_gemm
  * Row-major y[m, N] = x[m, K] . W[N, K]^T is, read column-major, y^T[N, m] = W^T . x^T with W a
  * column-major [K, N] matrix: one GEMM (T, N) with bf16 inputs and output and fp32 accumulation
@@ -124,6 +126,11 @@ void vl_cuda_linear(vl_backend *b, void *y, const void *x, int64_t m, const vl_w
     const vl_bf16 *bb = has_bias ? (const vl_bf16 *)bias->data : NULL;
     if (m <= VL_CUDA_GEMV_MAX_M) {
         vl_cuda_gemv(c, yb, xb, m, w, bb);
+    } else if (quantized && m <= c->cfg.quant_gemv_rows) {
+        for (int64_t i0 = 0; i0 < m; i0 += VL_CUDA_GEMV_MAX_M) {
+            const int64_t rows = m - i0 < VL_CUDA_GEMV_MAX_M ? m - i0 : VL_CUDA_GEMV_MAX_M;
+            vl_cuda_gemv(c, yb + i0 * w->rows, xb + i0 * w->cols, rows, w, bb);
+        }
     } else if (quantized) {
         vl_cuda_launch_dequant_gemm(b, yb, xb, m, w, bb);
     } else if (!bb) {

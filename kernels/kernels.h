@@ -511,6 +511,10 @@ typedef struct {
                                * -1 (default) where it measured faster (Q8ROW rows of K >= 8192);
                                * 1 for every NF4 / Q8ROW product it takes; 0 never */
     int gemv_quant_m1_splits; /* "gemv_quant_m1_splits": its warps per row pair, as above */
+    int quant_gemv_rows;      /* "quant_gemv_rows": NF4 / Q8ROW products of 9 to N rows of x (a
+                               * batched decode step) run the GEMV 8 rows at a time, reading the
+                               * packed W m / 8 times, instead of the dequant GEMM, whose bf16
+                               * slices cost more than that at such m; 0: never; default 32 */
     int attn_decode_splits;   /* "attn_decode_splits": split-KV decode: 0 (default) one wave of
                                * the GPU; N > 0 forces N splits before the length and workspace
                                * caps */

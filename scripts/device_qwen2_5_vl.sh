@@ -63,7 +63,7 @@ measure)
     ;;
 verify)
     build
-    (cd build-device/gpu && timeout 150 ctest -R "test_ops_gpu|test_quant_gpu|test_engine_gpu" \
+    (cd build-device/gpu && timeout 150 ctest -R "test_ops_gpu|test_quant_gpu|test_engine_gpu|test_sample_gpu|test_gemv_gpu" \
         --output-on-failure) >"$R/kernel_engine_gpu.txt" 2>&1
     grep -E "Test +#|tests passed|FAIL|outside|only" "$R/kernel_engine_gpu.txt" | tail -20
     grep -E "3420|fp32 blocks" "$R/kernel_engine_gpu.txt" | head -20

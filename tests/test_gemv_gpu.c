@@ -259,11 +259,16 @@ static void test_kind(int kind) {
     gpu->download(gpu, back, dy, sizeof back);
     VT_CHECKF(memcmp(back, poison, sizeof back) == 0, "%s m=0 wrote to y", kind_name[kind]);
     gpu->mem_free(gpu, dy);
-    /* one step past the GEMV: cuBLAS (bf16) or the dequant GEMM (quantized) */
+    /* one step past the GEMV: cuBLAS (bf16), or for a quantized W the GEMV 8 rows at a time up
+     * to quant_gemv_rows (32, a batched decode step), then the dequant GEMM */
     check_case(&t, kind, MAX_M + 1, 1, 0);
     if (kind == W_BF16) {
         check_case(&t, kind, MAX_M + 1, 0, 0);
         check_case(&t, kind, 64, 1, 0);
+    } else {
+        check_case(&t, kind, 20, 1, 0);
+        check_case(&t, kind, 32, 0, 0);
+        check_case(&t, kind, 33, 1, 0);
     }
     weight_free(&t);
 
