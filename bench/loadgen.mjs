@@ -98,7 +98,19 @@ function watchMetrics(url, headers) {
     return async () => { stop = true; await loop; return seen; };
 }
 
-function report(o, recs, wallS, seen, m) {
+// The engine's decode steps during the run, from /metrics before (m0) and after (m): the
+// aggregate decode rate is their tokens over their wall time (prefill chunks excluded).
+function decodeOf(m0, m) {
+    const d = (k) => (m[k] ?? 0) - (m0[k] ?? 0);
+    const tokens = d('vlrun_decode_tokens_total'), seconds = d('vlrun_decode_seconds_total');
+    const steps = d('vlrun_decode_steps_total');
+    return { decode_tokens: tokens, decode_seconds: seconds,
+        decode_tok_s: seconds > 0 ? tokens / seconds : null,
+        mean_decode_rows: steps > 0 ? tokens / steps : null,
+        prefill_seconds: d('vlrun_prefill_seconds_total') };
+}
+
+function report(o, recs, wallS, seen, m0, m) {
     const ok = recs.filter((r) => r.ok);
     const errors = {};
     for (const r of recs) if (!r.ok) errors[r.status] = (errors[r.status] || 0) + 1;
@@ -116,7 +128,7 @@ function report(o, recs, wallS, seen, m) {
         per_token_s: summary(ok.flatMap((r) => r.gaps)),
         server: { peak_device_bytes: m.vlrun_peak_device_bytes ?? null,
             kv_bytes_total: (m.vlrun_kv_bytes_used ?? 0) + (m.vlrun_kv_bytes_free ?? 0),
-            kv_blocks_total: m.vlrun_kv_blocks_total ?? null, ...seen },
+            kv_blocks_total: m.vlrun_kv_blocks_total ?? null, ...seen, ...decodeOf(m0, m) },
     };
 }
 
@@ -137,6 +149,7 @@ async function main() {
     const headers = { Authorization: `Bearer ${o.apiKey}` };
     const kinds = requests(o);
     const stopWatch = watchMetrics(o.url, headers);
+    const m0 = await lib.metrics(o.url, headers);
     const t0 = performance.now();
     const perClient = await Promise.all(Array.from({ length: o.clients }, async (_, c) => {
         const recs = [];
@@ -148,7 +161,7 @@ async function main() {
     }));
     const wallS = (performance.now() - t0) / 1000;
     const seen = await stopWatch();
-    const out = report(o, perClient.flat(), wallS, seen, await lib.metrics(o.url, headers));
+    const out = report(o, perClient.flat(), wallS, seen, m0, await lib.metrics(o.url, headers));
     const text = JSON.stringify(out, null, 2) + '\n';
     if (o.out) writeFileSync(o.out, text);
     else process.stdout.write(text);

@@ -233,7 +233,19 @@ class MetricsWatch(threading.Thread):
         return self.seen
 
 
-def report(o, recs, wall_s, seen, m):
+def decode_of(m0, m):
+    """The engine's decode steps during the run, from /metrics before (m0) and after (m): the
+    aggregate decode rate is their tokens over their wall time (prefill chunks excluded)."""
+    d = lambda k: (m.get(k) or 0) - (m0.get(k) or 0)  # noqa: E731
+    tokens, seconds = d("vlrun_decode_tokens_total"), d("vlrun_decode_seconds_total")
+    steps = d("vlrun_decode_steps_total")
+    return {"decode_tokens": tokens, "decode_seconds": seconds,
+            "decode_tok_s": tokens / seconds if seconds > 0 else None,
+            "mean_decode_rows": tokens / steps if steps > 0 else None,
+            "prefill_seconds": d("vlrun_prefill_seconds_total")}
+
+
+def report(o, recs, wall_s, seen, m0, m):
     ok = [r for r in recs if r["ok"]]
     errors = {}
     for r in recs:
@@ -255,7 +267,8 @@ def report(o, recs, wall_s, seen, m):
         "per_token_s": summary([g for r in ok for g in r["gaps"]]),
         "server": dict({"peak_device_bytes": m.get("vlrun_peak_device_bytes"),
                         "kv_bytes_total": (used or 0) + (free or 0),
-                        "kv_blocks_total": m.get("vlrun_kv_blocks_total")}, **seen),
+                        "kv_blocks_total": m.get("vlrun_kv_blocks_total")}, **seen,
+                       **decode_of(m0, m)),
     }
 
 
@@ -285,6 +298,11 @@ def main(argv):
     except (ValueError, OSError) as e:
         print("loadgen: %s" % e, file=sys.stderr)
         return 2
+    try:
+        m0 = server.metrics()
+    except (OSError, http.client.HTTPException, RuntimeError, ValueError) as e:
+        print("loadgen: %s" % e, file=sys.stderr)
+        return 1
     watch = MetricsWatch(server)
     watch.start()
     t0 = time.perf_counter()
@@ -296,7 +314,7 @@ def main(argv):
     except (OSError, http.client.HTTPException, RuntimeError, ValueError) as e:
         print("loadgen: %s" % e, file=sys.stderr)
         return 1
-    text = json.dumps(report(o, recs, wall_s, seen, m), indent=2) + "\n"
+    text = json.dumps(report(o, recs, wall_s, seen, m0, m), indent=2) + "\n"
     if o["out"]:
         with open(o["out"], "w") as f:
             f.write(text)

@@ -405,6 +405,10 @@ void vl_batch_get_stats(const vl_batch *b, vl_batch_stats *st) {
     for (int i = 0; i < b->n_jobs; i++)
         if (b->jobs[i]->state != JOB_QUEUED) st->completion_tokens += b->jobs[i]->n_gen;
     st->max_request_tokens = b->blocks * b->bc.block_tokens;
+    st->decode_steps = b->decode_steps;
+    st->decode_tokens = b->decode_tokens;
+    st->decode_seconds = b->decode_seconds;
+    st->prefill_seconds = b->prefill_seconds;
 }
 
 void vl_batch_close(vl_batch *b) {

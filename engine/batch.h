@@ -46,7 +46,9 @@ struct vl_batch {
     int64_t *decode_ids;      /* [max_batch] ids of the decode rows whose tables are uploaded */
     int n_decode_rows;
     int64_t prompt_tokens, completion_tokens;
-    int failed; /* the backend failed: every call refuses */
+    int64_t decode_steps, decode_tokens;    /* vl_batch_stats */
+    double decode_seconds, prefill_seconds; /* vl_batch_stats */
+    int failed;                             /* the backend failed: every call refuses */
 };
 
 /* The pool's view for a decoder layer: one sequence's table (batch 0, n_past on the host) or

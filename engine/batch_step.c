@@ -118,6 +118,7 @@ int vl_batch_prefill_step(vl_batch *b) {
     vl_context_sample_memory(cx);
     if (j->n_past < j->p.n) {
         j->prefill_s += vl_now_s() - t0;
+        b->prefill_seconds += vl_now_s() - t0;
         return 0;
     }
     cx->m->arch->text->lm_head(cx, S - 1, 1);
@@ -125,6 +126,7 @@ int vl_batch_prefill_step(vl_batch *b) {
     if (sample_jobs(b, &j, 1, &t)) return -1;
     j->t_first = vl_now_s();
     j->prefill_s += j->t_first - t0;
+    b->prefill_seconds += j->t_first - t0;
     j->state = JOB_DECODE;
     settle(b, i, take_token(j, t));
     return 0;
@@ -179,6 +181,7 @@ int vl_batch_decode_step(vl_batch *b) {
             index[B] = i;
             rows[B++] = b->jobs[i];
         }
+    const double t0 = vl_now_s();
     if (B > 0) {
         upload_tables(b, rows, B);
         int64_t bound = upload_rows(b, rows, B, host);
@@ -198,6 +201,9 @@ int vl_batch_decode_step(vl_batch *b) {
         }
         for (int r = B - 1; r >= 0 && rc == 0; r--)
             settle(b, index[r], taken[r]); /* back to front */
+        b->decode_steps += 1;
+        b->decode_tokens += B;
+        b->decode_seconds += vl_now_s() - t0;
     }
     free(rows);
     free(host);

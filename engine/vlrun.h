@@ -216,6 +216,10 @@ typedef struct {
     size_t peak_device, planned_total; /* device peak seen (0 on the CPU), the plan's total */
     int64_t prompt_tokens, completion_tokens; /* since open */
     int64_t max_request_tokens;               /* the most a request may hold (prompt + limit) */
+    /* Since open: decode steps, the tokens they made (one per row), and the wall time of the
+     * decode and prefill steps (each decode step ends when its tokens are on the host) */
+    int64_t decode_steps, decode_tokens;
+    double decode_seconds, prefill_seconds;
 } vl_batch_stats;
 
 typedef struct vl_batch vl_batch;

@@ -93,6 +93,9 @@ static void put_batch(vl_buf *b, const vl_batch_stats *s, int pending) {
         {"vlrun_running_sequences", "gauge", "requests holding KV blocks", s->running},
         {"vlrun_prompt_tokens_total", "counter", "prompt tokens admitted", s->prompt_tokens},
         {"vlrun_completion_tokens_total", "counter", "tokens generated", s->completion_tokens},
+        {"vlrun_decode_steps_total", "counter", "batched decode steps", s->decode_steps},
+        {"vlrun_decode_tokens_total", "counter", "tokens made by decode steps (one a row)",
+         s->decode_tokens},
         {"vlrun_kv_blocks_total", "gauge", "KV cache blocks in the pool", s->blocks_total},
         {"vlrun_kv_blocks_free", "gauge", "KV cache blocks free", s->blocks_free},
         {"vlrun_kv_block_tokens", "gauge", "tokens per KV block", s->block_tokens},
@@ -108,6 +111,16 @@ static void put_batch(vl_buf *b, const vl_batch_stats *s, int pending) {
     for (size_t i = 0; i < sizeof rows / sizeof rows[0]; i++)
         vl_buf_printf(b, "# HELP %s %s\n# TYPE %s %s\n%s %lld\n", rows[i].name, rows[i].help,
                       rows[i].name, rows[i].type, rows[i].name, rows[i].v);
+    const struct {
+        const char *name, *help;
+        double v;
+    } seconds[] = {
+        {"vlrun_decode_seconds_total", "wall time of the decode steps", s->decode_seconds},
+        {"vlrun_prefill_seconds_total", "wall time of the prefill chunks", s->prefill_seconds},
+    };
+    for (size_t i = 0; i < sizeof seconds / sizeof seconds[0]; i++)
+        vl_buf_printf(b, "# HELP %s %s\n# TYPE %s counter\n%s %.6f\n", seconds[i].name,
+                      seconds[i].help, seconds[i].name, seconds[i].name, seconds[i].v);
 }
 
 char *vl_metrics_text(vl_metrics *m) {

@@ -57,6 +57,12 @@ for r in s["runs"]:
     check("%d clients: per-token gaps" % r["clients"], g["n"] <= r["output_tokens"] - n and
           (g["n"] == 0 or 0 < g["p50"] <= g["p99"]), g)
     check("%d clients: tok/s" % r["clients"], r["output_tok_s"] > 0 and r["wall_s"] > 0)
+    # every token but a request's first (its prefill's) comes from a decode step of this run
+    sv = r["server"]
+    check("%d clients: decode tokens from /metrics" % r["clients"],
+          sv["decode_tokens"] == r["output_tokens"] - n and sv["decode_seconds"] > 0 and
+          sv["decode_tok_s"] > 0 and 1 <= sv["mean_decode_rows"] <= r["clients"] and
+          sv["prefill_seconds"] > 0, sv)
     check("%d clients: the KV pool from /metrics" % r["clients"], r["server"]["kv_blocks_total"] > 0
           and r["server"]["kv_bytes_total"] > 0, r["server"])
 check("summary.md", os.path.getsize(os.path.join(out, "summary.md")) > 100)
