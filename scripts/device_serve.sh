@@ -17,22 +17,31 @@
 #               call: what does not fit is skipped and the summary says so)
 #   one-page-bf16, one-page-nf4, mix-bf16, mix-nf4: the anchor and that one run (when a call
 #               cannot hold both: the mix's result is written only when it completes)
-# SECONDS: what the part may take in all (default 570). Carry .deps and .cache.
+#   one-page    both formats' anchors and one-page runs, no mix
+# SECONDS: what the part may take in all (default 570). --clients LIST: the one-page client
+# counts (default 1,4,16,64). Carry .deps and .cache/tokenizer.
 # --dry-run: the same steps on this machine's CPU backend with tiny-a's shapes (random weights,
 # the small tokenizer, 200704 pixels a page, 6 pages in the long request, 1 and 4 clients, the
 # mix at 8 clients in 20M) and $VLRUN (default build-cpu/vlrun), no build: proves the script.
 set -u
 part=${1:-checks}
-total=570 dry=0
+total=570 dry=0 clients_arg="" want_clients=0
 for a in "${@:2}"; do
+    if [ $want_clients = 1 ]; then
+        case $a in *[!0-9,]* | "") echo "device_serve.sh: bad --clients $a" >&2; exit 2 ;; esac
+        clients_arg=$a want_clients=0
+        continue
+    fi
     case $a in
+    --clients) want_clients=1 ;;
     --dry-run) dry=1 ;;
     *[!0-9]* | "") echo "device_serve.sh: bad argument $a" >&2; exit 2 ;;
     *) total=$a ;;
     esac
 done
-case $part in checks | bench | bench-bf16 | bench-nf4 | one-page-bf16 | one-page-nf4 | mix-bf16 | mix-nf4) ;; *)
-    echo "usage: scripts/device_serve.sh checks|bench|bench-Q|one-page-Q|mix-Q [SECONDS] [--dry-run]" \
+case $part in checks | bench | bench-bf16 | bench-nf4 | one-page | one-page-bf16 | one-page-nf4 | mix-bf16 | mix-nf4) ;; *)
+    echo "usage: scripts/device_serve.sh checks|bench|bench-Q|one-page|one-page-Q|mix-Q [SECONDS]" \
+        "[--clients LIST] [--dry-run]" \
         "(Q: bf16 or nf4)" >&2
     exit 2
     ;;
@@ -60,6 +69,7 @@ else
     MODEL=(--random-weights --config examples/qwen2-vl-7b-instruct.json --tokenizer "$TOK")
     CLIENTS=1,4,16,64 REQUESTS=2 MIX_CLIENTS=64 MIX_REQUESTS=1 BUDGET=24G PAGES=28 MIN_S=60
 fi
+[ -z "$clients_arg" ] || CLIENTS=$clients_arg
 
 build() {
     if [ $dry = 1 ]; then
@@ -143,6 +153,7 @@ case $part in
 checks) checks ;;
 bench) bench "one-page mix" bf16 nf4 ;;
 bench-*) bench "one-page mix" "${part#bench-}" ;;
+one-page) bench one-page bf16 nf4 ;;
 one-page-*) bench one-page "${part#one-page-}" ;;
 mix-*) bench mix "${part#mix-}" ;;
 esac
