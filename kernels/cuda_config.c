@@ -35,6 +35,7 @@ static const config_key keys[] = {
      0},
     {"gemv_quant_m1_splits", FIELD(gemv_quant_m1_splits), 0, 0, 8,
      "0 (chosen per shape), 1, 2, 4 or 8", 1, 0},
+    {"gemv_rows16", FIELD(gemv_rows16), 0, 0, 1, "0 or 1", 0, 0},
     {"quant_gemv_rows", FIELD(quant_gemv_rows), 0, 0, 256, "rows 0..256 (0: never)", 0, 0},
     {"attn_decode_splits", FIELD(attn_decode_splits), 0, 0, 1024,
      "0 (one wave of the GPU) or a split count 1..1024", 0, 0},

@@ -1,4 +1,4 @@
-/* cuda_gemv.cu: y[m, N] = x[m, K] . W[N, K]^T (+ bias) for the few rows of decode (m <= 8), with W
+/* cuda_gemv.cu: y[m, N] = x[m, K] . W[N, K]^T (+ bias) for the few rows of decode (m <= 16), with W
  * in bf16, NF4 (fp32 or double-quantized block scales) or Q8ROW: memory-bound kernels that
  * read each weight byte once, at the device's copy bandwidth if they can.
  *
@@ -16,6 +16,11 @@
  * 16 bytes: 8 bf16, 16 int8, 32 NF4), and at mma step s uses its weights 4s..4s+3 as its A
  * slots {2q, 2q+1, 2q+8, 2q+9}, with x[g][same positions] as its B slots. A warp step covers
  * 16 rows x 4 VEC columns; each load instruction reads 16 rows x 64 contiguous bytes.
+ *   - 9 to 16 rows of x (a batched decode step, vlrun serve): two B tiles (NT = 2), the A
+ *     registers made once and used by two mmas, so W is still read once; twice the x registers
+ *     and accumulators (half the CTAs per SM in the launch bound), two outputs per thread in
+ *     the epilogue and the split-K slots. The NT = 1 instantiation is the m <= 8 kernel as
+ *     before (its PTX is unchanged).
  *   - Weights stream through ld.global.nc.L1::no_allocate (read once, they must not evict x);
  *     BATCH steps of loads are issued before the previous batch is used (register double
  *     buffer), so each lane keeps 2 x BATCH x 32 bytes in flight.
@@ -43,7 +48,7 @@
  * Small N (512) is bound by launch latency and the split reduction, not bandwidth.
  * Knobs: BATCH per format (registers vs bytes in flight), GEMV_CTAS_PER_SM (the launch bound:
  * registers per thread), GEMV_MAX_GRID_SPLITS. Measured: bench/RESULTS.md (vlbench gemv).
- * Leaves out: m > 8 (cuBLAS / dequant GEMM, cuda_linear.cu), fp16/fp32 weights, strided x/y.
+ * Leaves out: m > 16 (cuBLAS / dequant GEMM, cuda_linear.cu), fp16/fp32 weights, strided x/y.
  */
 #include "kernels/cuda_gemv_common.cuh"
 
@@ -52,7 +57,7 @@
 #define GEMV_WARPS           4
 #define GEMV_THREADS         (GEMV_WARPS * 32)
 #define GEMV_TILE_ROWS       16 /* rows of W per CTA: the A tile of one mma.m16n8k16 */
-#define GEMV_TILE_COLS       8  /* x rows per CTA: the B tile (VL_CUDA_GEMV_MAX_M) */
+#define GEMV_TILE_COLS       8  /* x rows of one B tile (VL_CUDA_GEMV_MAX_M) */
 #define GEMV_CTAS_PER_SM     4  /* launch bound: <= 128 registers per thread */
 #define GEMV_MAX_GRID_SPLITS 64
 #define GEMV_SIMPLE_WARPS    4
@@ -60,6 +65,7 @@
 static_assert(GEMV_THREADS == GEMV_TILE_ROWS * GEMV_TILE_COLS,
               "the epilogue maps one thread to one (row, x row) output of the tile");
 static_assert(VL_CUDA_GEMV_MAX_M == GEMV_TILE_COLS, "m <= 8: the n dimension of one mma");
+static_assert(VL_CUDA_GEMV_WIDE_M == 2 * GEMV_TILE_COLS, "m <= 16: two B tiles (NT = 2)");
 
 enum { FMT_BF16, FMT_Q8ROW, FMT_NF4, FMT_NF4_DQ };
 
@@ -169,55 +175,69 @@ __device__ __forceinline__ void gemv_a_regs(uint32_t a[4], const GemvChunk &c, i
     }
 }
 
-/* acc += this lane's share of one warp step. x_lane: x row g (NULL when g >= m). */
-template <int FMT>
-__device__ __forceinline__ void gemv_step(float acc[4], const GemvChunk &c, const GemvParams &p,
-                                          const vl_bf16 *x_lane, int kc, const float *s_table,
-                                          const float *s_map, float row_sa, float row_sb) {
+/* acc[t] += this lane's share of one warp step for B tile t (x rows 8t .. 8t + 7). x_lane[t]:
+ * x row 8t + g (NULL when that is >= m). The A registers are made once for the NT tiles. */
+template <int FMT, int NT>
+__device__ __forceinline__ void gemv_step(float (&acc)[NT][4], const GemvChunk &c,
+                                          const GemvParams &p, const vl_bf16 *const (&x_lane)[NT],
+                                          int kc, const float *s_table, const float *s_map,
+                                          float row_sa, float row_sb) {
     constexpr int VEC = GemvFmt<FMT>::VEC, STEPS = VEC / 4;
-    uint32_t xw[VEC / 2];
-    if (x_lane && kc < p.k) {
-        const uint4 *src = reinterpret_cast<const uint4 *>(x_lane + kc);
+    uint32_t xw[NT][VEC / 2];
 #pragma unroll
-        for (int j = 0; j < VEC / 8; j++) {
-            uint4 v = __ldg(src + j);
-            xw[4 * j] = v.x, xw[4 * j + 1] = v.y, xw[4 * j + 2] = v.z, xw[4 * j + 3] = v.w;
+    for (int t = 0; t < NT; t++) {
+        if (x_lane[t] && kc < p.k) {
+            const uint4 *src = reinterpret_cast<const uint4 *>(x_lane[t] + kc);
+#pragma unroll
+            for (int j = 0; j < VEC / 8; j++) {
+                uint4 v = __ldg(src + j);
+                xw[t][4 * j] = v.x, xw[t][4 * j + 1] = v.y, xw[t][4 * j + 2] = v.z,
+                          xw[t][4 * j + 3] = v.w;
+            }
+        } else {
+#pragma unroll
+            for (int j = 0; j < VEC / 2; j++) xw[t][j] = 0;
         }
-    } else {
-#pragma unroll
-        for (int j = 0; j < VEC / 2; j++) xw[j] = 0;
     }
     float sa = row_sa, sb = row_sb;
     if constexpr (FMT == FMT_NF4 || FMT == FMT_NF4_DQ) {
         sa = nf4_scale<FMT>(s_map, c.ca, c.sa, p.absmax_offset);
         sb = nf4_scale<FMT>(s_map, c.cb, c.sb, p.absmax_offset);
     }
-    float d[4] = {0.0f, 0.0f, 0.0f, 0.0f};
+    float d[NT][4] = {};
 #pragma unroll
     for (int s = 0; s < STEPS; s++) {
         uint32_t a[4];
         gemv_a_regs<FMT>(a, c, s, s_table, sa, sb);
-        vl_mma_bf16(d, a, xw[2 * s], xw[2 * s + 1]);
+#pragma unroll
+        for (int t = 0; t < NT; t++) vl_mma_bf16(d[t], a, xw[t][2 * s], xw[t][2 * s + 1]);
     }
 #pragma unroll
-    for (int i = 0; i < 4; i++) acc[i] += d[i];
+    for (int t = 0; t < NT; t++)
+#pragma unroll
+        for (int i = 0; i < 4; i++) acc[t][i] += d[t][i];
 }
 
-template <int FMT>
-static __global__ void __launch_bounds__(GEMV_THREADS, GEMV_CTAS_PER_SM)
+/* NT: B tiles of 8 x rows (1: m <= 8; 2: m <= 16, W still read once). Twice the accumulators
+ * and x registers for NT = 2: half the CTAs per SM in the launch bound. */
+template <int FMT, int NT>
+static __global__ void __launch_bounds__(GEMV_THREADS, GEMV_CTAS_PER_SM / NT)
     gemv_mma_kernel(const __grid_constant__ GemvParams p) {
     constexpr int VEC = GemvFmt<FMT>::VEC, BATCH = GemvFmt<FMT>::BATCH, STEP_K = 4 * VEC;
     constexpr bool NF4 = FMT == FMT_NF4 || FMT == FMT_NF4_DQ;
     __shared__ float s_table[16];
     __shared__ float s_map[FMT == FMT_NF4_DQ ? 256 : 1];
-    __shared__ float s_red[GEMV_WARPS][GEMV_TILE_ROWS][GEMV_TILE_COLS];
+    __shared__ float s_red[GEMV_WARPS][GEMV_TILE_ROWS][NT * GEMV_TILE_COLS];
     __shared__ int s_last;
 
     const int tid = threadIdx.x, warp = tid / 32, lane = tid % 32, g = lane / 4, q = lane % 4;
     const int r0 = blockIdx.x * GEMV_TILE_ROWS, ra = r0 + g, rb = r0 + g + 8;
     const bool ra_ok = ra < p.n, rb_ok = rb < p.n;
     const int64_t row_a = (int64_t)(ra_ok ? ra : 0) * p.k, row_b = (int64_t)(rb_ok ? rb : 0) * p.k;
-    const vl_bf16 *x_lane = g < p.m ? p.x + (int64_t)g * p.k : nullptr;
+    const vl_bf16 *x_lane[NT];
+#pragma unroll
+    for (int t = 0; t < NT; t++)
+        x_lane[t] = 8 * t + g < p.m ? p.x + (int64_t)(8 * t + g) * p.k : nullptr;
     float row_sa = 0.0f, row_sb = 0.0f;
     if constexpr (FMT == FMT_Q8ROW) {
         row_sa = ra_ok ? __ldg(p.absmax + ra) : 0.0f;
@@ -239,7 +259,7 @@ static __global__ void __launch_bounds__(GEMV_THREADS, GEMV_CTAS_PER_SM)
         }
     };
 
-    float acc[4] = {0.0f, 0.0f, 0.0f, 0.0f};
+    float acc[NT][4] = {};
     GemvChunk cur[BATCH] = {}, next[BATCH] = {};
     load_batch(cur, it_begin); /* in flight while the tables are filled */
     if constexpr (NF4)
@@ -252,41 +272,60 @@ static __global__ void __launch_bounds__(GEMV_THREADS, GEMV_CTAS_PER_SM)
 #pragma unroll
         for (int u = 0; u < BATCH; u++) {
             if (it + u >= it_end) break;
-            gemv_step<FMT>(acc, cur[u], p, x_lane, (it + u) * STEP_K + q * VEC, s_table, s_map,
-                           row_sa, row_sb);
+            gemv_step<FMT, NT>(acc, cur[u], p, x_lane, (it + u) * STEP_K + q * VEC, s_table, s_map,
+                               row_sa, row_sb);
         }
 #pragma unroll
         for (int u = 0; u < BATCH; u++) cur[u] = next[u];
     }
 
-    /* C fragment: {row g, x rows 2q, 2q+1}, {row g + 8, same} */
-    s_red[warp][g][2 * q] = acc[0];
-    s_red[warp][g][2 * q + 1] = acc[1];
-    s_red[warp][g + 8][2 * q] = acc[2];
-    s_red[warp][g + 8][2 * q + 1] = acc[3];
-    __syncthreads();
-    const int row = tid / GEMV_TILE_COLS, col = tid % GEMV_TILE_COLS, r = r0 + row;
-    float v = s_red[0][row][col];
+    /* C fragment of tile t: {row g, x rows 8t + 2q, 8t + 2q + 1}, {row g + 8, same} */
 #pragma unroll
-    for (int w = 1; w < GEMV_WARPS; w++) v += s_red[w][row][col];
+    for (int t = 0; t < NT; t++) {
+        const int x0 = 8 * t + 2 * q;
+        s_red[warp][g][x0] = acc[t][0];
+        s_red[warp][g][x0 + 1] = acc[t][1];
+        s_red[warp][g + 8][x0] = acc[t][2];
+        s_red[warp][g + 8][x0 + 1] = acc[t][3];
+    }
+    __syncthreads();
+    /* thread tid: output (row, col + 8t) of the tile for each t */
+    const int row = tid / GEMV_TILE_COLS, col = tid % GEMV_TILE_COLS, r = r0 + row;
+    float v[NT];
+#pragma unroll
+    for (int t = 0; t < NT; t++) {
+        v[t] = s_red[0][row][col + 8 * t];
+#pragma unroll
+        for (int w = 1; w < GEMV_WARPS; w++) v[t] += s_red[w][row][col + 8 * t];
+    }
 
     if (gridDim.y > 1) {
-        /* split K over CTAs: park the partial, the last CTA of the tile adds them in order */
-        float *slots = p.partials + (int64_t)blockIdx.x * gridDim.y * GEMV_THREADS;
-        slots[blockIdx.y * GEMV_THREADS + tid] = v;
+        /* split K over CTAs: park the partials, the last CTA of the tile adds them in order */
+        constexpr int SLOT = NT * GEMV_THREADS;
+        float *slots = p.partials + (int64_t)blockIdx.x * gridDim.y * SLOT;
+#pragma unroll
+        for (int t = 0; t < NT; t++) slots[blockIdx.y * SLOT + t * GEMV_THREADS + tid] = v[t];
         __threadfence();
         __syncthreads();
         if (tid == 0) s_last = atomicAdd(p.tile_counters + blockIdx.x, 1) == (int)gridDim.y - 1;
         __syncthreads();
         if (!s_last) return;
         __threadfence();
-        v = 0.0f;
-        for (unsigned y = 0; y < gridDim.y; y++) v += __ldcg(slots + y * GEMV_THREADS + tid);
+#pragma unroll
+        for (int t = 0; t < NT; t++) {
+            v[t] = 0.0f;
+            for (unsigned y = 0; y < gridDim.y; y++)
+                v[t] += __ldcg(slots + y * SLOT + t * GEMV_THREADS + tid);
+        }
         if (tid == 0) p.tile_counters[blockIdx.x] = 0; /* ready for the next launch */
     }
-    if (col < p.m && r < p.n) {
-        if (p.bias) v += __bfloat162float(p.bias[r]);
-        p.y[(int64_t)col * p.n + r] = __float2bfloat16_rn(v);
+#pragma unroll
+    for (int t = 0; t < NT; t++) {
+        if (col + 8 * t < p.m && r < p.n) {
+            float out = v[t];
+            if (p.bias) out += __bfloat162float(p.bias[r]);
+            p.y[(int64_t)(col + 8 * t) * p.n + r] = __float2bfloat16_rn(out);
+        }
     }
 }
 
@@ -329,20 +368,20 @@ static __global__ void __launch_bounds__(GEMV_SIMPLE_WARPS * 32)
     __syncthreads();
     const int64_t r = (int64_t)blockIdx.x * GEMV_SIMPLE_WARPS + tid / 32;
     if (r >= p.n) return;
-    float acc[VL_CUDA_GEMV_MAX_M] = {};
+    float acc[VL_CUDA_GEMV_WIDE_M] = {};
     for (int64_t k = lane; k < p.k; k += 32) {
         const float w = weight_at<FMT>(p, s_table, s_map, r, k);
 #pragma unroll
-        for (int i = 0; i < VL_CUDA_GEMV_MAX_M; i++)
+        for (int i = 0; i < VL_CUDA_GEMV_WIDE_M; i++)
             if (i < p.m) acc[i] += __bfloat162float(p.x[(int64_t)i * p.k + k]) * w;
     }
 #pragma unroll
-    for (int i = 0; i < VL_CUDA_GEMV_MAX_M; i++)
+    for (int i = 0; i < VL_CUDA_GEMV_WIDE_M; i++)
         for (int off = 16; off > 0; off /= 2) acc[i] += __shfl_xor_sync(0xffffffffu, acc[i], off);
     if (lane < p.m) {
         float v = acc[0];
 #pragma unroll
-        for (int i = 1; i < VL_CUDA_GEMV_MAX_M; i++)
+        for (int i = 1; i < VL_CUDA_GEMV_WIDE_M; i++)
             if (lane == i) v = acc[i];
         if (p.bias) v += __bfloat162float(p.bias[r]);
         p.y[(int64_t)lane * p.n + r] = __float2bfloat16_rn(v);
@@ -376,7 +415,7 @@ static int gemv_vec(int fmt) {
 }
 
 int vl_cuda_gemv_supported(const vl_weight *w, int64_t m) {
-    if (m < 1 || m > VL_CUDA_GEMV_MAX_M || w->rows < 1 || w->cols < 1 || w->rows > INT_MAX ||
+    if (m < 1 || m > VL_CUDA_GEMV_WIDE_M || w->rows < 1 || w->cols < 1 || w->rows > INT_MAX ||
         w->cols > INT_MAX || !w->data)
         return 0;
     switch (gemv_format(w)) {
@@ -396,7 +435,7 @@ int vl_cuda_gemv_supported(const vl_weight *w, int64_t m) {
  * none: the grid runs in waves anyway. Otherwise as many as keep every CTA resident in a single
  * wave (slots / tiles: a second, partial wave would leave the end of the launch to a few SMs),
  * at least one warp step per warp, within the scratch. */
-static int gemv_grid_splits(int64_t tiles, int iters, int64_t slots,
+static int gemv_grid_splits(int64_t tiles, int iters, int64_t slots, int floats_per_cta,
                             const vl_cuda_gemv_scratch *scratch) {
     if (!scratch || !scratch->partials || !scratch->tile_counters ||
         tiles > scratch->n_tile_counters || tiles >= slots)
@@ -404,28 +443,39 @@ static int gemv_grid_splits(int64_t tiles, int iters, int64_t slots,
     int64_t splits = slots / tiles;
     if (splits > iters / GEMV_WARPS) splits = iters / GEMV_WARPS;
     if (splits > GEMV_MAX_GRID_SPLITS) splits = GEMV_MAX_GRID_SPLITS;
-    const int64_t fit = scratch->partial_floats / (tiles * GEMV_THREADS);
+    const int64_t fit = scratch->partial_floats / (tiles * floats_per_cta);
     if (splits > fit) splits = fit;
     return splits < 1 ? 1 : (int)splits;
 }
 
-template <int FMT>
+template <int FMT, int NT>
 static void launch_fast(vl_cuda_ctx *c, GemvParams &p, const vl_cuda_gemv_scratch *scratch,
                         cudaStream_t stream) {
     /* CTAs one SM holds at once (registers bound it), asked once per backend and kernel */
     const int ctas_per_sm =
-        vl_cuda_ctas_per_sm(c, (const void *)gemv_mma_kernel<FMT>, GEMV_THREADS, 0);
+        vl_cuda_ctas_per_sm(c, (const void *)gemv_mma_kernel<FMT, NT>, GEMV_THREADS, 0);
     constexpr int STEP_K = 4 * GemvFmt<FMT>::VEC;
     p.iters = (p.k + STEP_K - 1) / STEP_K;
     const int64_t tiles = (p.n + GEMV_TILE_ROWS - 1) / GEMV_TILE_ROWS;
-    const int splits =
-        gemv_grid_splits(tiles, p.iters, (int64_t)c->sm_count * ctas_per_sm, scratch);
+    const int splits = gemv_grid_splits(tiles, p.iters, (int64_t)c->sm_count * ctas_per_sm,
+                                        NT * GEMV_THREADS, scratch);
     if (splits > 1) {
         p.partials = scratch->partials;
         p.tile_counters = scratch->tile_counters;
     }
-    gemv_mma_kernel<FMT><<<dim3((unsigned)tiles, (unsigned)splits), GEMV_THREADS, 0, stream>>>(p);
+    gemv_mma_kernel<FMT, NT>
+        <<<dim3((unsigned)tiles, (unsigned)splits), GEMV_THREADS, 0, stream>>>(p);
     VL_CUDA_LAUNCH_CHECK();
+}
+
+/* One B tile for m <= 8, two for m <= 16. */
+template <int FMT>
+static void launch_fast_m(vl_cuda_ctx *c, GemvParams &p, const vl_cuda_gemv_scratch *scratch,
+                          cudaStream_t stream) {
+    if (p.m <= GEMV_TILE_COLS)
+        launch_fast<FMT, 1>(c, p, scratch, stream);
+    else
+        launch_fast<FMT, 2>(c, p, scratch, stream);
 }
 
 template <int FMT> static void launch_simple(const GemvParams &p, cudaStream_t stream) {
@@ -441,7 +491,7 @@ void vl_cuda_launch_gemv(vl_cuda_ctx *c, vl_bf16 *y, const vl_bf16 *x, int64_t m
                     "gemv m=%lld W[%lld, %lld] %s: expected 1 <= m <= %d and a BF16, NF4 or Q8ROW "
                     "weight with its scales",
                     (long long)m, (long long)w->rows, (long long)w->cols, vl_dtype_name(w->dtype),
-                    VL_CUDA_GEMV_MAX_M);
+                    VL_CUDA_GEMV_WIDE_M);
     const int fmt = gemv_format(w);
     GemvParams p = {};
     p.y = y;
@@ -473,12 +523,12 @@ void vl_cuda_launch_gemv(vl_cuda_ctx *c, vl_bf16 *y, const vl_bf16 *x, int64_t m
     }
     switch (fmt) {
     case FMT_BF16:
-        return launch_fast<FMT_BF16>(c, p, scratch, stream);
+        return launch_fast_m<FMT_BF16>(c, p, scratch, stream);
     case FMT_Q8ROW:
-        return launch_fast<FMT_Q8ROW>(c, p, scratch, stream);
+        return launch_fast_m<FMT_Q8ROW>(c, p, scratch, stream);
     case FMT_NF4:
-        return launch_fast<FMT_NF4>(c, p, scratch, stream);
+        return launch_fast_m<FMT_NF4>(c, p, scratch, stream);
     default:
-        return launch_fast<FMT_NF4_DQ>(c, p, scratch, stream);
+        return launch_fast_m<FMT_NF4_DQ>(c, p, scratch, stream);
     }
 }

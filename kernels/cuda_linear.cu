@@ -14,8 +14,11 @@
  *   bf16, larger m, bias, 16-byte clean             -> cuBLASLt with the BIAS epilogue
  *   bf16, larger m, bias, any other                 -> vl_cuda_launch_gemm_bias_fp32 (cuBLAS
  *                                                      into fp32, bias, one rounding)
- *   NF4 / Q8ROW, m up to cfg.quant_gemv_rows (32)   -> vl_cuda_gemv on 8 rows of x at a time:
- *                                                      vlrun serve's batched decode steps
+ *   9 to 16 rows with cfg.gemv_rows16 (default 0)   -> vl_cuda_launch_gemv with two x tiles
+ *                                                      (W read once)
+ *   NF4 / Q8ROW, m up to cfg.quant_gemv_rows (32)   -> the GEMV on 8 rows of x at a time (16
+ *                                                      with gemv_rows16): vlrun serve's batched
+ *                                                      decode steps
  *   NF4 / Q8ROW, larger m                           -> vl_cuda_launch_dequant_gemm
  * Row-major y[m, N] = x[m, K] . W[N, K]^T is, read column-major, y^T[N, m] = W^T . x^T with W a
  * column-major [K, N] matrix: one GEMM (T, N) with bf16 inputs and output and fp32 accumulation
@@ -97,6 +100,16 @@ void vl_cuda_gemv(vl_cuda_ctx *c, vl_bf16 *y, const vl_bf16 *x, int64_t m, const
     vl_cuda_launch_gemv(c, y, x, m, w, bias, &c->gemv, c->stream);
 }
 
+/* One GEMV pass over m <= VL_CUDA_GEMV_WIDE_M rows: the m <= 8 choice of vl_cuda_gemv, or the
+ * general kernel with two x tiles. */
+static void gemv_pass(vl_cuda_ctx *c, vl_bf16 *y, const vl_bf16 *x, int64_t m, const vl_weight *w,
+                      const vl_bf16 *bias) {
+    if (m <= VL_CUDA_GEMV_MAX_M)
+        vl_cuda_gemv(c, y, x, m, w, bias);
+    else
+        vl_cuda_launch_gemv(c, y, x, m, w, bias, &c->gemv, c->stream);
+}
+
 /* ---- the table entry ---------------------------------------------------------------------- */
 
 void vl_cuda_linear(vl_backend *b, void *y, const void *x, int64_t m, const vl_weight *w,
@@ -124,12 +137,13 @@ void vl_cuda_linear(vl_backend *b, void *y, const void *x, int64_t m, const vl_w
     vl_bf16 *yb = (vl_bf16 *)y;
     const vl_bf16 *xb = (const vl_bf16 *)x;
     const vl_bf16 *bb = has_bias ? (const vl_bf16 *)bias->data : NULL;
-    if (m <= VL_CUDA_GEMV_MAX_M) {
-        vl_cuda_gemv(c, yb, xb, m, w, bb);
+    const int64_t gemv_rows = c->cfg.gemv_rows16 ? VL_CUDA_GEMV_WIDE_M : VL_CUDA_GEMV_MAX_M;
+    if (m <= gemv_rows) {
+        gemv_pass(c, yb, xb, m, w, bb);
     } else if (quantized && m <= c->cfg.quant_gemv_rows) {
-        for (int64_t i0 = 0; i0 < m; i0 += VL_CUDA_GEMV_MAX_M) {
-            const int64_t rows = m - i0 < VL_CUDA_GEMV_MAX_M ? m - i0 : VL_CUDA_GEMV_MAX_M;
-            vl_cuda_gemv(c, yb + i0 * w->rows, xb + i0 * w->cols, rows, w, bb);
+        for (int64_t i0 = 0; i0 < m; i0 += gemv_rows) {
+            const int64_t rows = m - i0 < gemv_rows ? m - i0 : gemv_rows;
+            gemv_pass(c, yb + i0 * w->rows, xb + i0 * w->cols, rows, w, bb);
         }
     } else if (quantized) {
         vl_cuda_launch_dequant_gemm(b, yb, xb, m, w, bb);

@@ -312,11 +312,15 @@ extern "C" void vl_cuda_dequant_gemm_sliced(vl_backend *b, void *y, const void *
 
 /* Rows of x the GEMV takes: the n of one mma.m16n8k16. */
 #define VL_CUDA_GEMV_MAX_M 8
+/* Rows of x vl_cuda_launch_gemv takes in one pass: two B tiles, W read once (vlrun serve's
+ * batched decode; vl_cuda_linear sends 9 to 16 rows there when the configuration's gemv_rows16
+ * asks for it). */
+#define VL_CUDA_GEMV_WIDE_M 16
 /* y[m, N] = x[m, K] . W^T (+ bias[N]) on c's stream through the kernel chosen for (w, m) and
  * c->cfg: the bf16 m = 1 kernel, the quantized m = 1 kernel, or the general one. */
 void vl_cuda_gemv(vl_cuda_ctx *c, vl_bf16 *y, const vl_bf16 *x, int64_t m, const vl_weight *w,
                   const vl_bf16 *bias);
-/* 1 if vl_cuda_launch_gemv takes (w, m): 1 <= m <= VL_CUDA_GEMV_MAX_M, a BF16, NF4 (either scale
+/* 1 if vl_cuda_launch_gemv takes (w, m): 1 <= m <= VL_CUDA_GEMV_WIDE_M, a BF16, NF4 (either scale
  * mode) or Q8ROW weight with its scale buffers, sizes within int. */
 int vl_cuda_gemv_supported(const vl_weight *w, int64_t m);
 /* The general GEMV. y[m, N] = x[m, K] . W^T (+ bias[N]), fp32 sums, one rounding per output,

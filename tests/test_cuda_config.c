@@ -18,6 +18,7 @@ static void test_defaults(void) {
     VT_CHECK_INT(c.gemv_bf16_splits, 0);
     VT_CHECK_INT(c.gemv_quant_m1, -1);
     VT_CHECK_INT(c.gemv_quant_m1_splits, 0);
+    VT_CHECK_INT(c.gemv_rows16, 0);
     VT_CHECK_INT(c.quant_gemv_rows, 32);
     VT_CHECK_INT(c.attn_decode_splits, 0);
     VT_CHECK_INT(c.attn_prefill_rows, 0);
@@ -27,9 +28,16 @@ static void test_defaults(void) {
 static void test_keys(void) {
     vl_cuda_config c;
     vl_cuda_config_init(&c);
-    const char *set[] = {"device=3",           "no_graphs=1",           "gemv_bf16=0",
-                         "gemv_bf16_splits=4", "gemv_quant_m1=1",       "gemv_quant_m1_splits=8",
-                         "quant_gemv_rows=0",  "attn_decode_splits=12", "attn_prefill_rows=64",
+    const char *set[] = {"device=3",
+                         "no_graphs=1",
+                         "gemv_bf16=0",
+                         "gemv_bf16_splits=4",
+                         "gemv_quant_m1=1",
+                         "gemv_quant_m1_splits=8",
+                         "quant_gemv_rows=0",
+                         "gemv_rows16=1",
+                         "attn_decode_splits=12",
+                         "attn_prefill_rows=64",
                          "profile_step=5"};
     for (int i = 0; i < (int)(sizeof set / sizeof set[0]); i++) {
         char why[256] = "";
@@ -42,6 +50,7 @@ static void test_keys(void) {
     VT_CHECK_INT(c.gemv_quant_m1, 1);
     VT_CHECK_INT(c.gemv_quant_m1_splits, 8);
     VT_CHECK_INT(c.quant_gemv_rows, 0);
+    VT_CHECK_INT(c.gemv_rows16, 1);
     VT_CHECK_INT(c.attn_decode_splits, 12);
     VT_CHECK_INT(c.attn_prefill_rows, 64);
     VT_CHECK(c.profile_step == 5);
@@ -72,6 +81,7 @@ static void test_refusals(void) {
     refuse("gemv_bf16_splits=3", "gemv_bf16_splits takes 0 (chosen per shape), 1, 2, 4 or 8");
     refuse("gemv_bf16_splits=16", "gemv_bf16_splits takes");
     refuse("gemv_quant_m1=2", "gemv_quant_m1 takes -1");
+    refuse("gemv_rows16=2", "gemv_rows16 takes 0 or 1");
     refuse("quant_gemv_rows=257", "quant_gemv_rows takes rows 0..256 (0: never)");
     refuse("attn_prefill_rows=96", "attn_prefill_rows takes 0 (by length), 64 or 128");
     refuse("attn_decode_splits=-1", "attn_decode_splits takes");

@@ -36,6 +36,9 @@
 #define BLAS_EXACT 0.90
 
 static vl_backend *cpu, *gpu;
+/* Products of up to this many rows are expected on a GEMV (GEMV_EXACT), above it cuBLAS or the
+ * dequant GEMM (BLAS_EXACT): MAX_M, or more under gemv_rows16 (test_rows16). */
+static int64_t gemv_up_to = MAX_M;
 
 enum { W_BF16, W_NF4, W_NF4_DQ, W_Q8ROW, W_KINDS };
 static const char *const kind_name[W_KINDS] = {"bf16", "nf4", "nf4-dq", "q8row"};
@@ -192,7 +195,7 @@ static void check_case(const test_weight *t, int kind, int64_t m, int with_bias,
             exact += got == vl_round_bf16(want);
         }
     }
-    const int blas = m > MAX_M;
+    const int blas = m > gemv_up_to;
     const double frac = n ? (double)exact / (double)n : 1.0;
     const double min_exact = blas ? BLAS_EXACT : GEMV_EXACT;
     printf("  %-48s n=%-7lld err/tol %.3f exact %6.2f%%%s\n", what, (long long)n, worst, 100 * frac,
@@ -376,6 +379,39 @@ static void test_gemv_bf16(int mode) {
               mode ? "on" : "off", 100 * frac);
 }
 
+/* ---- 9 to 16 rows of x in one pass (two x tiles; a backend with gemv_rows16=1) -------------
+ * The same checks as above for m = 9, 12, 16 (the fast kernel, its split-K scratch at N = 512,
+ * the simple kernel at K % VEC != 0 and for misaligned x), then the chunked passes of a quantized
+ * W (20, 32 rows: 16 + 4, 16 + 16) and bf16 past 16 rows (cuBLAS). */
+static void test_rows16(int kind) {
+    printf("%s, 9 to 16 rows in one pass\n", kind_name[kind]);
+    const int64_t exact0 = kind_exact[kind], total0 = kind_total[kind];
+    gpu_with("gemv_rows16=1");
+    gemv_up_to = kind == W_BF16 ? 16 : 32;
+    const int64_t shapes[][2] = {{33, 192}, {300, 1280}, {512, 3584}, {4608, 3584}, {40, 13}};
+    for (int s = 0; s < (int)(sizeof shapes / sizeof shapes[0]); s++) {
+        test_weight t;
+        weight_make(&t, kind, shapes[s][0], shapes[s][1]);
+        check_case(&t, kind, 9, 1, 0);
+        check_case(&t, kind, 12, 0, 0);
+        check_case(&t, kind, 16, 1, 0);
+        if (s == 1) {
+            check_case(&t, kind, 12, 1, 1); /* misaligned x: the simple kernel */
+            check_case(&t, kind, 20, 1, 0);
+            check_case(&t, kind, 32, 0, 0);
+        }
+        weight_free(&t);
+    }
+    gemv_up_to = MAX_M;
+    gpu_restore();
+    const int64_t exact = kind_exact[kind] - exact0, total = kind_total[kind] - total0;
+    const double frac = total ? (double)exact / (double)total : 1.0;
+    printf("  %s (16 rows): %lld GEMV outputs, %.3f%% exactly bf16(cpu result)\n", kind_name[kind],
+           (long long)total, 100 * frac);
+    VT_CHECKF(frac >= GEMV_EXACT, "%s (16 rows): only %.3f%% of all GEMV outputs exact",
+              kind_name[kind], 100 * frac);
+}
+
 int main(void) {
     vt_rng_state = 0x9e77e5eedULL;
     if (!(gpu = vt_gpu_or_skip())) return vt_finish();
@@ -386,5 +422,6 @@ int main(void) {
     test_gemv_bf16(0);
     test_q_v2(W_NF4);
     test_q_v2(W_Q8ROW);
+    for (int kind = 0; kind < W_KINDS; kind++) test_rows16(kind);
     return vt_finish();
 }
