@@ -18,6 +18,9 @@
 #   one-page-bf16, one-page-nf4, mix-bf16, mix-nf4: the anchor and that one run (when a call
 #               cannot hold both: the mix's result is written only when it completes)
 #   one-page    both formats' anchors and one-page runs, no mix
+#   rows16      test_gemv_gpu, then per format the anchor and 16 one-page clients with
+#               --cuda-opt gemv_rows16=0 and =1 alternately (two rounds): the 16-row GEMV's
+#               check and A/B (summary in rows16.txt)
 # SECONDS: what the part may take in all (default 570). --clients LIST: the one-page client
 # counts (default 1,4,16,64). Carry .deps and .cache/tokenizer.
 # --dry-run: the same steps on this machine's CPU backend with tiny-a's shapes (random weights,
@@ -39,8 +42,8 @@ for a in "${@:2}"; do
     *) total=$a ;;
     esac
 done
-case $part in checks | bench | bench-bf16 | bench-nf4 | one-page | one-page-bf16 | one-page-nf4 | mix-bf16 | mix-nf4) ;; *)
-    echo "usage: scripts/device_serve.sh checks|bench|bench-Q|one-page|one-page-Q|mix-Q [SECONDS]" \
+case $part in checks | bench | bench-bf16 | bench-nf4 | one-page | one-page-bf16 | one-page-nf4 | mix-bf16 | mix-nf4 | rows16) ;; *)
+    echo "usage: scripts/device_serve.sh checks|bench|bench-Q|one-page|one-page-Q|mix-Q|rows16 [SECONDS]" \
         "[--clients LIST] [--dry-run]" \
         "(Q: bf16 or nf4)" >&2
     exit 2
@@ -148,12 +151,55 @@ bench() { # RUNS FORMATS...: the time left split between the formats
     cp "$R/bench/summary.md" "$R/bench/summary.json" "$OUT/"
 }
 
+# test_gemv_gpu, then gemv_rows16=0 against 1 at 16 clients, per format, two rounds
+rows16() {
+    local bdir q v round
+    bdir=$(dirname "$V")
+    if [ $dry = 0 ]; then
+        (cd "$bdir" && timeout 150 ctest -R test_gemv_gpu --output-on-failure) >"$R/gemv_gpu.txt" 2>&1
+        echo "test_gemv_gpu (rc $?): $(grep -E 'tests passed|tests failed' "$R/gemv_gpu.txt" | tail -1)"
+        grep -E "16 rows|FAIL" "$R/gemv_gpu.txt" | head -20
+    fi
+    for q in bf16 nf4; do
+        d=$R/rows16/$q
+        mkdir -p "$d"
+        local serve=(--backend "$BACKEND" "${MODEL[@]}" --quant "$q")
+        timeout 60 "$V" examples/page.png --max-tokens 128 --json "${serve[@]}" >"$d/anchor.json" 2>"$d/anchor.err"
+        for round in 1 2; do
+            for v in 0 1; do
+                [ "$(left)" -gt 60 ] || { echo "$q round $round rows16=$v: skipped, time" >>"$R/rows16.txt"; continue; }
+                VLRUN=$V timeout -k 10 90 bash scripts/serve_bench.sh "$d/r${round}_v$v" --client python \
+                    --clients 16 --requests 2 --max-tokens 128 --ready-timeout 60 -- "${serve[@]}" \
+                    --max-batch 64 --cuda-opt "gemv_rows16=$v" >"$d/r${round}_v$v.txt" 2>&1
+                python3 - "$d" "$q" "$round" "$v" >>"$R/rows16.txt" <<'PY'
+import json, os, sys
+d, q, rnd, v = sys.argv[1:]
+try:
+    single = json.load(open(os.path.join(d, "anchor.json")))["timings"]["decode_tok_s"]
+    r = json.load(open(os.path.join(d, "r%s_v%s" % (rnd, v), "clients-16.json")))
+    s = r["server"]
+    print("%s round %s gemv_rows16=%s: decode %.1f tok/s (x%.2f of single %.1f), rows %.2f, "
+          "out %.1f tok/s, per-token p50 %.1f ms, %d/%d ok" % (
+              q, rnd, v, s["decode_tok_s"], s["decode_tok_s"] / single, single,
+              s["mean_decode_rows"], r["output_tok_s"], 1e3 * r["per_token_s"]["p50"], r["ok"],
+              r["requests"]))
+except (OSError, KeyError, TypeError, ValueError) as e:
+    print("%s round %s gemv_rows16=%s: no result (%s)" % (q, rnd, v, e))
+PY
+            done
+        done
+    done
+    cat "$R/rows16.txt"
+    cp "$R/rows16.txt" "$OUT/"
+}
+
 build
 case $part in
 checks) checks ;;
 bench) bench "one-page mix" bf16 nf4 ;;
 bench-*) bench "one-page mix" "${part#bench-}" ;;
 one-page) bench one-page bf16 nf4 ;;
+rows16) rows16 ;;
 one-page-*) bench one-page "${part#one-page-}" ;;
 mix-*) bench mix "${part#mix-}" ;;
 esac
