@@ -17,6 +17,7 @@ static const char k_usage[] =
     "usage: vlrun serve --model DIR [--host 127.0.0.1] [--port 8080] [--mem-budget SIZE]\n"
     "                   [--max-batch N] [--api-key KEY] [--allow-local-images DIR]\n"
     "                   [--allow-remote-images] [--default-max-tokens N] [--grace-seconds S]\n"
+    "                   [--vision-cache SIZE]\n"
     "                   [engine options: --quant, --kv, --backend, --tokenizer, --chunk, ...]\n"
     "  --host ADDR              address to listen on (default 127.0.0.1: this machine only)\n"
     "  --port N                 port (default 8080; 0: a free one, shown in the ready line)\n"
@@ -26,6 +27,9 @@ static const char k_usage[] =
     "  --allow-remote-images    fetch http(s) image URLs (at most 64 MiB, 30 s each)\n"
     "  --default-max-tokens N   a request without max_tokens (default 1024)\n"
     "  --grace-seconds S        on SIGTERM, running requests get S seconds (default 30)\n"
+    "  --vision-cache SIZE      recent images' embeddings, reused for the same pixels (default:\n"
+    "                           4 of the largest images', at most 64M and 1/32 of --mem-budget;\n"
+    "                           0: none); counted in the memory plan\n"
     "Endpoints: POST /v1/chat/completions, GET /v1/models, /health, /metrics (docs/cli.md).\n";
 
 typedef struct {
@@ -56,7 +60,8 @@ static int serve_option(serve_args *sa, const char *a, const char *v, int *took)
                                              "--api-key",
                                              "--allow-local-images",
                                              "--default-max-tokens",
-                                             "--grace-seconds"};
+                                             "--grace-seconds",
+                                             "--vision-cache"};
     if (strcmp(a, "--allow-remote-images") == 0) return sa->sc.allow_remote_images = 1;
     int known = 0;
     for (size_t i = 0; i < sizeof with_value / sizeof *with_value; i++)
@@ -71,6 +76,12 @@ static int serve_option(serve_args *sa, const char *a, const char *v, int *took)
     if (strcmp(a, "--max-batch") == 0) return int_arg(a, v, 1, 4096, &sa->bc.max_batch) ? -1 : 1;
     if (strcmp(a, "--default-max-tokens") == 0)
         return int_arg(a, v, 1, 1 << 24, &sa->bc.default_max_tokens) ? -1 : 1;
+    if (strcmp(a, "--vision-cache") == 0) {
+        sa->bc.vision_cache_bytes = vl_parse_size(v);
+        if (sa->bc.vision_cache_bytes < 0)
+            return vl_error_set("option --vision-cache: expected a size like 64M or 0, got '%s'",
+                                v);
+    }
     if (strcmp(a, "--grace-seconds") == 0) {
         char *end;
         sa->grace_s = strtod(v, &end);

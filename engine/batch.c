@@ -20,6 +20,7 @@ void vl_batch_config_default(vl_batch_config *c) {
     c->max_batch = 16;
     c->block_tokens = 16;
     c->default_max_tokens = 1024;
+    c->vision_cache_bytes = -1;
 }
 
 /* The largest image: the config's, else the preprocessor's max_pixels in patches. */
@@ -27,6 +28,19 @@ static int64_t max_image_patches(const vl_engine *e, const vl_batch_config *bc) 
     if (bc->max_image_patches > 0) return bc->max_image_patches;
     const vl_preproc_config *pre = &e->m.pre;
     return pre->max_pixels / ((int64_t)pre->patch * pre->patch);
+}
+
+/* The vision cache's block: the config's, or (-1) the embeddings of 4 of the largest images,
+ * at most 64 MiB and 1/32 of the memory budget. */
+static size_t vision_cache_bytes(const vl_engine *e, const vl_batch_config *bc) {
+    if (bc->vision_cache_bytes >= 0) return (size_t)bc->vision_cache_bytes;
+    const vl_config *c = &e->m.cfg;
+    const int64_t tokens = max_image_patches(e, bc) / ((int64_t)c->merge * c->merge);
+    size_t bytes = 4 * (size_t)tokens * (size_t)c->hidden * vl_dtype_size(e->be->act);
+    if (bytes > (size_t)64 << 20) bytes = (size_t)64 << 20;
+    if (e->cfg.mem_budget > 0 && bytes > (size_t)e->cfg.mem_budget / 32)
+        bytes = (size_t)e->cfg.mem_budget / 32;
+    return bytes;
 }
 
 static vl_shape batch_shape(const vl_engine *e, const vl_batch_config *bc, int64_t blocks) {
@@ -39,6 +53,7 @@ static vl_shape batch_shape(const vl_engine *e, const vl_batch_config *bc, int64
     sh.batch_rows = bc->max_batch;
     sh.pool_blocks = blocks;
     sh.block_tokens = bc->block_tokens;
+    sh.vision_cache_bytes = vision_cache_bytes(e, bc);
     return sh;
 }
 
@@ -116,9 +131,10 @@ static int check_config(const vl_engine *e, const vl_batch_config *bc) {
         (bc->block_tokens & (bc->block_tokens - 1)))
         return vl_error_set("block_tokens %d: expected a power of two from 1 to 4096",
                             bc->block_tokens);
-    if (bc->default_max_tokens < 1 || bc->kv_bytes < 0 || bc->max_image_patches < 0)
+    if (bc->default_max_tokens < 1 || bc->kv_bytes < 0 || bc->max_image_patches < 0 ||
+        bc->vision_cache_bytes < -1)
         return vl_error_set("default_max_tokens must be >= 1, kv_bytes and max_image_patches "
-                            ">= 0");
+                            ">= 0, vision_cache_bytes >= -1 (-1: automatic)");
     if (e->cfg.attn_naive)
         return vl_error_set("the batch runs the flash attention only; drop --attn naive");
     if (!e->be->caps->paged_kv)
@@ -149,6 +165,8 @@ vl_batch *vl_batch_open(vl_engine *e, const vl_batch_config *bc) {
     vl_batch_plan(e, bc, b->blocks, &sh, &b->plan);
     if (vl_refuse_device_memory(e, &b->plan)) goto fail;
     if (vl_context_start(&b->cx, &e->m, &sh, &b->stats)) goto fail;
+    vl_vision_cache_init(&b->vcache, b->cx.pool.vision_cache, sh.vision_cache_bytes);
+    b->cx.vcache = &b->vcache;
     b->free_list = malloc((size_t)b->blocks * sizeof *b->free_list);
     b->decode_ids = calloc((size_t)bc->max_batch, sizeof *b->decode_ids);
     if (!b->free_list || !b->decode_ids) {
@@ -159,6 +177,7 @@ vl_batch *vl_batch_open(vl_engine *e, const vl_batch_config *bc) {
     b->n_free = b->blocks;
     return b;
 fail:
+    vl_vision_cache_free(&b->vcache);
     vl_context_free(&b->cx);
     free(b->free_list);
     free(b->decode_ids);
@@ -258,6 +277,17 @@ static int job_prepare(vl_batch *b, batch_job *j, const vl_request *rq, int *nev
         j->by_context = 0;
     }
     if (check_fits(b, j, never_fits)) return -1;
+    if (b->vcache.base && j->p.n_images > 0) { /* the vision cache's keys */
+        j->p.image_key = malloc((size_t)j->p.n_images * sizeof *j->p.image_key);
+        if (!j->p.image_key) return vl_error_set("out of host memory");
+        for (int i = 0; i < j->p.n_images; i++) {
+            int same = -1; /* an earlier image with the same pixels (IMAGE xN) */
+            for (int k = 0; k < i && same < 0; k++)
+                if (j->p.image_src[k] == j->p.image_src[i]) same = k;
+            j->p.image_key[i] =
+                same >= 0 ? j->p.image_key[same] : vl_vision_key_of(&j->p.images[i]);
+        }
+    }
     j->rq.images = NULL; /* the caller's memory: not kept */
     j->rq.prompt = j->rq.system = NULL;
     j->rq.messages = NULL;
@@ -409,11 +439,16 @@ void vl_batch_get_stats(const vl_batch *b, vl_batch_stats *st) {
     st->decode_tokens = b->decode_tokens;
     st->decode_seconds = b->decode_seconds;
     st->prefill_seconds = b->prefill_seconds;
+    st->vision_cache_hits = b->vcache.hits;
+    st->vision_cache_misses = b->vcache.misses;
+    st->vision_cache_evictions = b->vcache.evictions;
+    st->vision_cache_bytes = b->vcache.cap;
 }
 
 void vl_batch_close(vl_batch *b) {
     if (!b) return;
     while (b->n_jobs > 0) vl_batch_finish(b, 0, -1, "shutting down");
+    vl_vision_cache_free(&b->vcache);
     vl_context_free(&b->cx);
     free(b->jobs);
     free(b->free_list);

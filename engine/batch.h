@@ -48,7 +48,8 @@ struct vl_batch {
     int64_t prompt_tokens, completion_tokens;
     int64_t decode_steps, decode_tokens;    /* vl_batch_stats */
     double decode_seconds, prefill_seconds; /* vl_batch_stats */
-    int failed;                             /* the backend failed: every call refuses */
+    vl_vision_cache vcache;
+    int failed; /* the backend failed: every call refuses */
 };
 
 /* The pool's view for a decoder layer: one sequence's table (batch 0, n_past on the host) or

@@ -162,6 +162,9 @@ typedef struct {
     int64_t *image_at;  /* [n_images]: index of the image's first pad token in ids */
     int32_t *pos;       /* [3, n]: M-RoPE position ids (rows t, h, w) */
     int64_t rope_delta; /* decode position of token p is p + rope_delta */
+    /* [n_images] each image's vision-cache key (vl_vision_key_of), or NULL: not cached (a
+     * request run alone; a batch sets them) */
+    struct vl_vision_key *image_key;
 } vl_prompt;
 
 /* The Qwen2-VL chat template: default system prompt, one user turn holding the images (each
@@ -250,6 +253,7 @@ typedef struct {
     int batch_rows;      /* decode rows at once; 0 means 1 */
     int64_t pool_blocks; /* 0: slots */
     int block_tokens;
+    size_t vision_cache_bytes; /* with a pool: the vision cache's block (engine/vision_cache.c) */
 } vl_shape;
 /* The KV cache capacity of one sequence, the prefill chunk (min(chunk, prompt_tokens): the one
  * place it is clamped) and the number of slots. */
@@ -290,6 +294,7 @@ typedef struct {
     int32_t *tokens_dev;
     float *temperature_dev;
     uint64_t *keys_dev;
+    void *vision_cache; /* [shape.vision_cache_bytes] recent images' embeddings, or NULL */
 } vl_pool_mem;
 
 /* The KV cache a decoder layer appends to and attends over: one sequence's contiguous slot, or
@@ -331,7 +336,35 @@ typedef struct vl_context {
     int no_graph;        /* run decode steps eagerly (the backend has no graphs) */
     vl_run_stats *stats; /* where timings and the device peak go (never NULL) */
     vl_run_stats own_stats;
+    struct vl_vision_cache *vcache; /* a batch's: images looked up before the tower; or NULL */
 } vl_context;
+
+/* ---- the vision cache (engine/vision_cache.c) ----------------------------------------------
+ * A batch's recent images' embeddings in one block of its arena, written as a ring (the oldest
+ * entries are overwritten first), keyed by two 64-bit hashes of the preprocessed pixels. */
+typedef struct vl_vision_key {
+    uint64_t a, b;
+} vl_vision_key;
+typedef struct {
+    vl_vision_key key;
+    int64_t n_tokens;
+    size_t off, bytes; /* in the block */
+} vl_vision_entry;
+typedef struct vl_vision_cache {
+    void *base; /* backend memory, or NULL: no cache */
+    size_t cap, head;
+    vl_vision_entry *e;
+    int n, cap_e;
+    int64_t hits, misses, evictions;
+} vl_vision_cache;
+vl_vision_key vl_vision_key_of(const vl_pixels *px);
+void vl_vision_cache_init(vl_vision_cache *vc, void *base, size_t bytes);
+void vl_vision_cache_free(vl_vision_cache *vc);
+/* The embedding of `key` (n_tokens merged tokens), or NULL; counts a hit or a miss. */
+const void *vl_vision_cache_find(vl_vision_cache *vc, vl_vision_key key, int64_t n_tokens);
+/* Room for a new entry of `bytes` (the entries it overlaps are evicted): where to copy the
+ * embedding, or NULL when it is not cached (larger than the block, no cache, no host memory). */
+void *vl_vision_cache_put(vl_vision_cache *vc, vl_vision_key key, int64_t n_tokens, size_t bytes);
 
 typedef struct {
     vl_context *cx;

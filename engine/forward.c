@@ -48,6 +48,28 @@ static void upload_chunk(vl_context *cx, const int32_t *ids, const int32_t *pos,
 
 /* The features of every image whose pads fall in the chunk [c0, c0 + S) over those rows of x;
  * *cur_src: which image's features are in scratch.img_feats. */
+/* Image i's nt merged tokens into the scratch's img_feats: from the context's vision cache when
+ * it holds them (a batch; engine/vision_cache.c), else through the tower (then cached). */
+static int encode_image(vl_context *cx, const vl_prompt *p, int i, int64_t nt) {
+    vl_model *m = cx->m;
+    vl_backend *be = m->be;
+    const size_t bytes = (size_t)nt * (size_t)m->cfg.hidden * vl_dtype_size(be->act);
+    vl_vision_cache *vc = p->image_key ? cx->vcache : NULL;
+    const void *hit = vc ? vl_vision_cache_find(vc, p->image_key[i], nt) : NULL;
+    if (hit) {
+        be->copy(be, cx->scratch.img_feats, hit, bytes);
+        return 0;
+    }
+    be->sync(be);
+    double tv = vl_now_s();
+    if (m->arch->vision->encode(cx, &p->images[i], cx->scratch.img_feats)) return -1;
+    be->sync(be);
+    cx->stats->t.vision_s += vl_now_s() - tv;
+    void *slot = vc ? vl_vision_cache_put(vc, p->image_key[i], nt, bytes) : NULL;
+    if (slot) be->copy(be, slot, cx->scratch.img_feats, bytes);
+    return 0;
+}
+
 static int insert_images(vl_context *cx, const vl_prompt *p, int64_t c0, int64_t S, int *cur_src) {
     vl_model *m = cx->m;
     vl_backend *be = m->be;
@@ -58,11 +80,7 @@ static int insert_images(vl_context *cx, const vl_prompt *p, int64_t c0, int64_t
         int64_t lo = a > c0 ? a : c0, hi = b < c0 + S ? b : c0 + S;
         if (lo >= hi) continue;
         if (*cur_src != p->image_src[i]) {
-            be->sync(be);
-            double tv = vl_now_s();
-            if (m->arch->vision->encode(cx, &p->images[i], cx->scratch.img_feats)) return -1;
-            be->sync(be);
-            cx->stats->t.vision_s += vl_now_s() - tv;
+            if (encode_image(cx, p, i, nt)) return -1;
             *cur_src = p->image_src[i];
         }
         vl_progress_images(m->progress, i + 1, p->n_images);

@@ -100,7 +100,8 @@ static int layout_slot(vl_arena *a, const vl_config *c, size_t esz, const vl_sha
 }
 
 /* A batch's pool of blocks (kv and scales as a slot's, blocks instead of one sequence), the
- * decode rows' block tables and a prefill's, the rows' cached lengths and their sampling. */
+ * decode rows' block tables and a prefill's, the rows' cached lengths and their sampling, and
+ * the vision cache's block. */
 static int layout_pool(vl_arena *a, const vl_config *c, size_t esz, const vl_shape *sh,
                        vl_pool_mem *q) {
     size_t kv_esz = sh->kv_int8 ? 1 : esz, rows = (size_t)c->n_layers * 2 * c->n_kv_heads;
@@ -117,6 +118,10 @@ static int layout_pool(vl_arena *a, const vl_config *c, size_t esz, const vl_sha
     if (!(q->tokens_dev = vl_arena_alloc(a, n_rows * sizeof(int32_t), VL_MEM_ACT)) ||
         !(q->temperature_dev = vl_arena_alloc(a, n_rows * sizeof(float), VL_MEM_ACT)) ||
         !(q->keys_dev = vl_arena_alloc(a, n_rows * sizeof(uint64_t), VL_MEM_ACT)))
+        return -1;
+    q->vision_cache = NULL;
+    if (sh->vision_cache_bytes > 0 &&
+        !(q->vision_cache = vl_arena_alloc(a, sh->vision_cache_bytes, VL_MEM_ACT)))
         return -1;
     return 0;
 }

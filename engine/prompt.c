@@ -21,6 +21,7 @@ void vl_prompt_free(vl_prompt *p) {
     free(p->pos);
     free(p->image_at);
     free(p->image_src);
+    free(p->image_key);
     memset(p, 0, sizeof *p);
 }
 

@@ -189,13 +189,17 @@ void vl_engine_close(vl_engine *e);
  * not depend on what else runs. Not thread-safe: one thread adds, cancels and steps (a server's
  * engine thread); callbacks run on that thread. */
 typedef struct {
-    int max_batch;             /* sequences generating at once (default 16) */
-    int64_t kv_bytes;          /* the pool; 0: the engine's mem_budget (or the device's free
-                                * memory) less everything else */
-    int block_tokens;          /* tokens per KV block (default 16) */
-    int default_max_tokens;    /* a request with max_tokens 0 (default 1024, within the context) */
-    int64_t max_image_patches; /* the largest image planned for; 0: the preprocessor's
-                                * max_pixels */
+    int max_batch;              /* sequences generating at once (default 16) */
+    int64_t kv_bytes;           /* the pool; 0: the engine's mem_budget (or the device's free
+                                 * memory) less everything else */
+    int block_tokens;           /* tokens per KV block (default 16) */
+    int default_max_tokens;     /* a request with max_tokens 0 (default 1024, within the context) */
+    int64_t max_image_patches;  /* the largest image planned for; 0: the preprocessor's
+                                 * max_pixels */
+    int64_t vision_cache_bytes; /* recent images' embeddings, reused by a request whose image has
+                                 * the same pixels; in the plan. -1 (default): 4 of the largest
+                                 * images', at most 64 MiB and 1/32 of the memory budget; 0:
+                                 * none */
 } vl_batch_config;
 void vl_batch_config_default(vl_batch_config *c);
 
@@ -220,6 +224,9 @@ typedef struct {
      * decode and prefill steps (each decode step ends when its tokens are on the host) */
     int64_t decode_steps, decode_tokens;
     double decode_seconds, prefill_seconds;
+    /* the vision cache: lookups that found an image, that did not, entries overwritten */
+    int64_t vision_cache_hits, vision_cache_misses, vision_cache_evictions;
+    size_t vision_cache_bytes;
 } vl_batch_stats;
 
 typedef struct vl_batch vl_batch;

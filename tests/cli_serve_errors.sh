@@ -46,6 +46,7 @@ refuse "port range" "option --port" --model "$FIX/models/tiny-a" --port 70000
 refuse "an image" "takes no images" --model "$FIX/models/tiny-a" x.png
 refuse "unknown option" "unknown option --bogus" --model "$FIX/models/tiny-a" --bogus
 refuse "images folder" "--allow-local-images /nonexistent: not a folder" --model "$FIX/models/tiny-a" --allow-local-images /nonexistent
+refuse "vision cache size" "option --vision-cache: expected a size like 64M or 0, got 'lots'" --model "$FIX/models/tiny-a" --vision-cache lots
 "$VLRUN" serve --help | grep -q '^usage: vlrun serve --model DIR' && ok || bad "serve --help"
 
 mkdir -p "$tmp/imgs"

@@ -12,7 +12,9 @@
  *      (never_fits 0);
  *   4. a request cancelled mid-decode ends with rc -1 and frees its blocks, and on_text's -1
  *      cancels too;
- *   5. the plan equals the arena to the byte, and a budget-sized pool is the largest that fits. */
+ *   5. the plan equals the arena to the byte, and a budget-sized pool is the largest that fits;
+ *   6. the vision cache (1 runs with it automatic, off, and 3 KiB so that entries are
+ *      overwritten): the same answers, and the expected hits and misses. */
 #include "engine/batch.h"
 #include "vltest.h"
 
@@ -203,15 +205,38 @@ static void test_variant(const char *model, int kv_int8, vl_quant quant) {
     job_sink want[N_REQ], got[N_REQ];
     make_requests(r);
     run_alone(e, r, want);
-    vl_batch_config bc;
-    vl_batch_config_default(&bc);
-    bc.block_tokens = 8;
-    vl_batch *b = vl_batch_open(e, &bc);
-    VT_CHECKF(b != NULL, "%s: open: %s", model, vl_error_get());
-    if (b) {
+    /* the vision cache: automatic (its hits give the same answers), none, and 3 KiB (entries
+     * overwritten) */
+    const int64_t caches[] = {-1, 0, 3072};
+    for (int c = 0; c < 3; c++) {
+        vl_batch_config bc;
+        vl_batch_config_default(&bc);
+        bc.block_tokens = 8;
+        bc.vision_cache_bytes = caches[c];
+        vl_batch *b = vl_batch_open(e, &bc);
+        VT_CHECKF(b != NULL, "%s: open: %s", model, vl_error_get());
+        if (!b) continue;
         check_plan(b);
         run_batch(b, r, got);
-        for (int i = 0; i < N_REQ; i++) check_same(model, i, &got[i], &want[i]);
+        char what[128];
+        snprintf(what, sizeof what, "%s, vision cache %lld", model, (long long)caches[c]);
+        for (int i = 0; i < N_REQ; i++) check_same(what, i, &got[i], &want[i]);
+        vl_batch_stats st;
+        vl_batch_get_stats(b, &st);
+        /* 12 images, 11 lookups (request 6's IMAGE x2 once), 4 distinct pixel sets */
+        if (c == 0)
+            VT_CHECKF(st.vision_cache_hits == 7 && st.vision_cache_misses == 4 &&
+                          st.vision_cache_evictions == 0,
+                      "%s: hits %lld misses %lld evictions %lld", what,
+                      (long long)st.vision_cache_hits, (long long)st.vision_cache_misses,
+                      (long long)st.vision_cache_evictions);
+        if (c == 1) VT_CHECK(st.vision_cache_bytes == 0 && st.vision_cache_hits == 0);
+        if (c == 2)
+            VT_CHECKF(st.vision_cache_hits + st.vision_cache_misses == 11 &&
+                          st.vision_cache_evictions > 0 && st.vision_cache_misses > 4,
+                      "%s: %lld lookups, %lld misses, %lld evictions", what,
+                      (long long)(st.vision_cache_hits + st.vision_cache_misses),
+                      (long long)st.vision_cache_misses, (long long)st.vision_cache_evictions);
         vl_batch_close(b);
     }
     vl_engine_close(e);
