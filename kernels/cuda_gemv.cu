@@ -354,8 +354,9 @@ __device__ __forceinline__ float weight_at(const GemvParams &p, const float *s_t
     }
 }
 
-/* One warp per output row r: lanes stride over K, then a butterfly sum (fixed order). */
-template <int FMT>
+/* One warp per output row r: lanes stride over K, then a butterfly sum (fixed order). MAX_M: the
+ * accumulators (8, or 16 for 9 to 16 rows, so that the m <= 8 kernel stays as it was). */
+template <int FMT, int MAX_M>
 static __global__ void __launch_bounds__(GEMV_SIMPLE_WARPS * 32)
     gemv_simple_kernel(const __grid_constant__ GemvParams p) {
     __shared__ float s_table[16];
@@ -368,20 +369,20 @@ static __global__ void __launch_bounds__(GEMV_SIMPLE_WARPS * 32)
     __syncthreads();
     const int64_t r = (int64_t)blockIdx.x * GEMV_SIMPLE_WARPS + tid / 32;
     if (r >= p.n) return;
-    float acc[VL_CUDA_GEMV_WIDE_M] = {};
+    float acc[MAX_M] = {};
     for (int64_t k = lane; k < p.k; k += 32) {
         const float w = weight_at<FMT>(p, s_table, s_map, r, k);
 #pragma unroll
-        for (int i = 0; i < VL_CUDA_GEMV_WIDE_M; i++)
+        for (int i = 0; i < MAX_M; i++)
             if (i < p.m) acc[i] += __bfloat162float(p.x[(int64_t)i * p.k + k]) * w;
     }
 #pragma unroll
-    for (int i = 0; i < VL_CUDA_GEMV_WIDE_M; i++)
+    for (int i = 0; i < MAX_M; i++)
         for (int off = 16; off > 0; off /= 2) acc[i] += __shfl_xor_sync(0xffffffffu, acc[i], off);
     if (lane < p.m) {
         float v = acc[0];
 #pragma unroll
-        for (int i = 1; i < VL_CUDA_GEMV_WIDE_M; i++)
+        for (int i = 1; i < MAX_M; i++)
             if (lane == i) v = acc[i];
         if (p.bias) v += __bfloat162float(p.bias[r]);
         p.y[(int64_t)lane * p.n + r] = __float2bfloat16_rn(v);
@@ -480,7 +481,12 @@ static void launch_fast_m(vl_cuda_ctx *c, GemvParams &p, const vl_cuda_gemv_scra
 
 template <int FMT> static void launch_simple(const GemvParams &p, cudaStream_t stream) {
     unsigned blocks = (unsigned)((p.n + GEMV_SIMPLE_WARPS - 1) / GEMV_SIMPLE_WARPS);
-    gemv_simple_kernel<FMT><<<blocks, GEMV_SIMPLE_WARPS * 32, 0, stream>>>(p);
+    if (p.m <= VL_CUDA_GEMV_MAX_M)
+        gemv_simple_kernel<FMT, VL_CUDA_GEMV_MAX_M>
+            <<<blocks, GEMV_SIMPLE_WARPS * 32, 0, stream>>>(p);
+    else
+        gemv_simple_kernel<FMT, VL_CUDA_GEMV_WIDE_M>
+            <<<blocks, GEMV_SIMPLE_WARPS * 32, 0, stream>>>(p);
     VL_CUDA_LAUNCH_CHECK();
 }
 
