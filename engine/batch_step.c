@@ -117,8 +117,9 @@ int vl_batch_prefill_step(vl_batch *b) {
     j->n_past += S;
     vl_context_sample_memory(cx);
     if (j->n_past < j->p.n) {
-        j->prefill_s += vl_now_s() - t0;
-        b->prefill_seconds += vl_now_s() - t0;
+        const double dt = vl_now_s() - t0;
+        j->prefill_s += dt;
+        b->prefill_seconds += dt;
         return 0;
     }
     cx->m->arch->text->lm_head(cx, S - 1, 1);

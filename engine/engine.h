@@ -439,8 +439,6 @@ int vl_prefill_chunk(vl_context *cx, const vl_kv_view *kv, const vl_prompt *p, i
                      int64_t S, uint8_t *seen, int *cur_src);
 /* The device's memory in use now into cx->stats' peak (nothing on the CPU). */
 void vl_context_sample_memory(vl_context *cx);
-/* Final norm and LM head on rows row .. row+n-1 of the scratch: float32 cx->logits_host [n, V]. */
-void vl_lm_head_rows(vl_context *cx, int64_t row, int64_t n);
 
 /* Decode on the backend: right after vl_prefill, vl_decode_begin samples the first token from
  * the last prompt logits (sample_token: greedy when temperature <= 0); each vl_decode_next

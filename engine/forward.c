@@ -28,13 +28,10 @@ void vl_context_sample_memory(vl_context *cx) {
     if (total_b - free_b > cx->stats->peak_device) cx->stats->peak_device = total_b - free_b;
 }
 
-void vl_lm_head_rows(vl_context *cx, int64_t row, int64_t n) {
-    cx->m->arch->text->lm_head(cx, row, n);
-    cx->m->be->to_f32(cx->m->be, cx->logits_host, cx->scratch.logits, n * cx->m->cfg.vocab);
-}
-
+/* Final norm and LM head on row `row` of the scratch: float32 cx->logits_host [V]. */
 static void lm_head_row(vl_context *cx, int64_t row) {
-    vl_lm_head_rows(cx, row, 1);
+    cx->m->arch->text->lm_head(cx, row, 1);
+    cx->m->be->to_f32(cx->m->be, cx->logits_host, cx->scratch.logits, cx->m->cfg.vocab);
 }
 
 /* Upload ids[0..S) and the three position rows of the chunk (pos rows have stride `pstride`). */
