@@ -92,19 +92,7 @@ int32_t vl_sample(vl_sampler *s, const float *logits, int n) {
  * alone gets from the backend, greedy and seeded temperature sampling alike. */
 int32_t vl_sample_token_host(const float *logits, int n, float temperature, uint64_t seed,
                              int step) {
-    const uint64_t key = vl_sample_key(seed, step);
-    double best = -INFINITY;
-    int32_t best_i = 0;
-    int found = 0;
-    for (int i = 0; i < n; i++) {
-        double v = vl_sample_score(logits[i], i, temperature, key);
-        if (v == v && (!found || vl_sample_better(v, i, best, best_i))) {
-            best = v;
-            best_i = i;
-            found = 1;
-        }
-    }
-    return best_i;
+    return vl_sample_best_host(logits, n, temperature, vl_sample_key(seed, step));
 }
 
 void vl_penalize_host(float *logits, const uint8_t *seen, int n, float penalty) {

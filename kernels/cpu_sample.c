@@ -6,27 +6,11 @@
 #include "kernels/cpu_internal.h"
 #include "kernels/sample_score.h"
 
-/* The first best index of one row's scores (0 when every logit is NaN). */
-static int32_t best_of_row(const float *x, int64_t n, float temperature, uint64_t key) {
-    double best = -INFINITY;
-    int64_t best_i = 0;
-    int found = 0;
-    for (int64_t i = 0; i < n; i++) {
-        double v = vl_sample_score(x[i], i, temperature, key);
-        if (v == v && (!found || vl_sample_better(v, i, best, best_i))) {
-            best = v;
-            best_i = i;
-            found = 1;
-        }
-    }
-    return (int32_t)best_i;
-}
-
 void vl_cpu_sample_token(vl_backend *b, vl_decode_state *st, int32_t *tokens, const void *logits,
                          int64_t n, float temperature, uint64_t seed, int advance) {
     (void)b;
     VL_CPU_REQUIRE(n > 0 && n <= INT32_MAX, "sample_token over %lld logits", (long long)n);
-    const int32_t tok = best_of_row(logits, n, temperature, vl_sample_key(seed, st->step));
+    const int32_t tok = vl_sample_best_host(logits, n, temperature, vl_sample_key(seed, st->step));
     st->token = tok;
     tokens[st->step] = tok;
     st->step += 1;
@@ -43,7 +27,7 @@ void vl_cpu_sample_rows(vl_backend *b, int32_t *tokens, const void *logits, int6
                    (long long)n_rows, (long long)n);
     const float *x = logits;
     for (int64_t r = 0; r < n_rows; r++)
-        tokens[r] = best_of_row(x + r * n, n, temperature[r], keys[r]);
+        tokens[r] = vl_sample_best_host(x + r * n, n, temperature[r], keys[r]);
 }
 
 /* The CPU backend's activations are float32: the float32 entry is the same op. */

@@ -32,4 +32,22 @@ static inline VL_HOST_DEVICE float vl_penalize_logit(float x, float penalty) {
     return x < 0.0f ? x * penalty : x / penalty;
 }
 
+/* The pick of one row on the host: the first best index by the rules above, 0 when every logit
+ * is NaN. The CPU backend's sample_token / sample_rows and the batch's host sampler share it. */
+static inline int32_t vl_sample_best_host(const float *x, int64_t n, float temperature,
+                                          uint64_t key) {
+    double best = -INFINITY;
+    int64_t best_i = 0;
+    int found = 0;
+    for (int64_t i = 0; i < n; i++) {
+        double v = vl_sample_score(x[i], i, temperature, key);
+        if (v == v && (!found || vl_sample_better(v, i, best, best_i))) {
+            best = v;
+            best_i = i;
+            found = 1;
+        }
+    }
+    return (int32_t)best_i;
+}
+
 #endif
