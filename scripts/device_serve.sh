@@ -18,6 +18,9 @@
 #   one-page-bf16, one-page-nf4, mix-bf16, mix-nf4: the anchor and that one run (when a call
 #               cannot hold both: the mix's result is written only when it completes)
 #   one-page    both formats' anchors and one-page runs, no mix
+#   profile     Nsight Compute over a window of the server's kernels at 16 one-page clients, per
+#               format (NF4 with gemv_rows16=1), and scripts/serve_profile.py's table of a
+#               decode step's GPU time by kernel (profile-Q.txt)
 #   rows16      test_gemv_gpu, then per format the anchor and 16 one-page clients with
 #               --cuda-opt gemv_rows16=0 and =1 alternately (two rounds): the 16-row GEMV's
 #               check and A/B (summary in rows16.txt)
@@ -42,8 +45,8 @@ for a in "${@:2}"; do
     *) total=$a ;;
     esac
 done
-case $part in checks | bench | bench-bf16 | bench-nf4 | one-page | one-page-bf16 | one-page-nf4 | mix-bf16 | mix-nf4 | rows16) ;; *)
-    echo "usage: scripts/device_serve.sh checks|bench|bench-Q|one-page|one-page-Q|mix-Q|rows16 [SECONDS]" \
+case $part in checks | bench | bench-bf16 | bench-nf4 | one-page | one-page-bf16 | one-page-nf4 | mix-bf16 | mix-nf4 | rows16 | profile) ;; *)
+    echo "usage: scripts/device_serve.sh checks|bench|bench-Q|one-page|one-page-Q|mix-Q|rows16|profile [SECONDS]" \
         "[--clients LIST] [--dry-run]" \
         "(Q: bf16 or nf4)" >&2
     exit 2
@@ -193,6 +196,37 @@ PY
     cp "$R/rows16.txt" "$OUT/"
 }
 
+# ncu over kernels SKIP.. SKIP+COUNT of the server (then it is stopped), per format
+profile() {
+    local ncu q opt
+    ncu=$(command -v ncu || ls /opt/nvidia/nsight-compute/*/ncu /usr/local/cuda/bin/ncu 2>/dev/null | head -1)
+    [ -n "$ncu" ] || { echo "profile: no ncu on this machine"; return; }
+    local kill=()
+    "$ncu" --help 2>&1 | grep -q -- '--kill' && kill=(--kill yes)
+    for q in nf4 bf16; do
+        d=$R/profile/$q
+        mkdir -p "$d"
+        opt=gemv_rows16=0
+        [ $q = bf16 ] || opt=gemv_rows16=1
+        cat >"$d/vlrun.sh" <<SH
+#!/usr/bin/env bash
+exec "$ncu" --launch-skip 30000 --launch-count 3000 ${kill[*]} --metrics gpu__time_duration.sum \
+    --csv --log-file "$d/ncu.csv" "$V" "\$@"
+SH
+        chmod +x "$d/vlrun.sh"
+        VLRUN=$d/vlrun.sh timeout -k 10 "$(($(left) / 2 - 5))" bash scripts/serve_bench.sh "$d/run" \
+            --client python --clients 16 --requests 2 --max-tokens 128 --ready-timeout 120 -- \
+            --backend "$BACKEND" "${MODEL[@]}" --quant "$q" --max-batch 64 --cuda-opt "$opt" \
+            >"$d/run.txt" 2>&1
+        echo "== $q ($opt), serve_bench rc $?" >"$R/profile-$q.txt"
+        pkill -KILL -f "$V serve" 2>/dev/null # a server ncu did not pass SIGTERM to
+        sleep 2
+        python3 scripts/serve_profile.py "$d/ncu.csv" >>"$R/profile-$q.txt" 2>&1
+        cat "$R/profile-$q.txt"
+        cp "$R/profile-$q.txt" "$OUT/"
+    done
+}
+
 build
 case $part in
 checks) checks ;;
@@ -200,6 +234,7 @@ bench) bench "one-page mix" bf16 nf4 ;;
 bench-*) bench "one-page mix" "${part#bench-}" ;;
 one-page) bench one-page bf16 nf4 ;;
 rows16) rows16 ;;
+profile) profile ;;
 one-page-*) bench one-page "${part#one-page-}" ;;
 mix-*) bench mix "${part#mix-}" ;;
 esac
