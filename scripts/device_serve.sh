@@ -18,9 +18,9 @@
 #   one-page-bf16, one-page-nf4, mix-bf16, mix-nf4: the anchor and that one run (when a call
 #               cannot hold both: the mix's result is written only when it completes)
 #   one-page    both formats' anchors and one-page runs, no mix
-#   profile     Nsight Compute over a window of the server's kernels at 16 one-page clients, per
-#               format (NF4 with gemv_rows16=1), and scripts/serve_profile.py's table of a
-#               decode step's GPU time by kernel (profile-Q.txt)
+#   profile     per format: the single-stream anchor, batch_decode (no HTTP) at 1, 8 and 16
+#               rows, then Nsight Compute over a window of 16-row decode steps and
+#               scripts/serve_profile.py's table of a step's GPU time by kernel (profile-Q.txt)
 #   rows16      test_gemv_gpu, then per format the anchor and 16 one-page clients with
 #               --cuda-opt gemv_rows16=0 and =1 alternately (two rounds): the 16-row GEMV's
 #               check and A/B (summary in rows16.txt)
@@ -196,32 +196,43 @@ PY
     cp "$R/rows16.txt" "$OUT/"
 }
 
-# ncu over kernels SKIP.. SKIP+COUNT of the server (then it is stopped), per format
+# Q OPT ROWS: build-device/gpu/batch_decode's JSON line for ROWS copies of the one-page request
+batch_decode() {
+    timeout 120 "$(dirname "$V")/batch_decode" "$3" examples/page.png --max-tokens 256 \
+        --backend "$BACKEND" "${MODEL[@]}" --quant "$1" --cuda-opt "$2" 2>&1 | tail -1
+}
+
+# per format: the single-stream anchor, batch_decode at 1, 8 and 16 rows (gemv_rows16 0 and 1),
+# then Nsight Compute over a window of 16-row decode steps and serve_profile.py's table of a
+# step's GPU time by kernel
 profile() {
-    local ncu q opt
+    local ncu q opt rows
     ncu=$(command -v ncu || ls /opt/nvidia/nsight-compute/*/ncu /usr/local/cuda/bin/ncu 2>/dev/null | head -1)
-    [ -n "$ncu" ] || { echo "profile: no ncu on this machine"; return; }
-    local kill=()
-    "$ncu" --help 2>&1 | grep -q -- '--kill' && kill=(--kill yes)
     for q in nf4 bf16; do
         d=$R/profile/$q
         mkdir -p "$d"
-        opt=gemv_rows16=0
-        [ $q = bf16 ] || opt=gemv_rows16=1
-        cat >"$d/vlrun.sh" <<SH
-#!/usr/bin/env bash
-exec "$ncu" --launch-skip 30000 --launch-count 3000 ${kill[*]} --metrics gpu__time_duration.sum \
-    --csv --log-file "$d/ncu.csv" "$V" "\$@"
-SH
-        chmod +x "$d/vlrun.sh"
-        VLRUN=$d/vlrun.sh timeout -k 10 "$(($(left) / 2 - 5))" bash scripts/serve_bench.sh "$d/run" \
-            --client python --clients 16 --requests 2 --max-tokens 128 --ready-timeout 120 -- \
-            --backend "$BACKEND" "${MODEL[@]}" --quant "$q" --max-batch 64 --cuda-opt "$opt" \
-            >"$d/run.txt" 2>&1
-        echo "== $q ($opt), serve_bench rc $?" >"$R/profile-$q.txt"
-        pkill -KILL -f "$V serve" 2>/dev/null # a server ncu did not pass SIGTERM to
-        sleep 2
-        python3 scripts/serve_profile.py "$d/ncu.csv" >>"$R/profile-$q.txt" 2>&1
+        {
+            echo "== $q"
+            timeout 60 "$V" examples/page.png --max-tokens 128 --json --backend "$BACKEND" "${MODEL[@]}" \
+                --quant "$q" 2>/dev/null | python3 -c \
+                'import json,sys; print("single stream (CLI, graphs): decode %.1f tok/s" % json.load(sys.stdin)["timings"]["decode_tok_s"])'
+            for rows in 1 8 16; do
+                for opt in gemv_rows16=0 gemv_rows16=1; do
+                    [ "$rows" -gt 8 ] || [ $opt = gemv_rows16=0 ] || continue
+                    echo "batch_decode $rows $opt: $(batch_decode "$q" $opt $rows)"
+                done
+            done
+            opt=gemv_rows16=0
+            [ $q = bf16 ] || opt=gemv_rows16=1
+            if [ -n "$ncu" ] && [ "$(left)" -gt 100 ]; then
+                timeout "$(($(left) / 2))" "$ncu" --launch-skip 40000 --launch-count 1200 \
+                    --metrics gpu__time_duration.sum --csv --log-file "$d/ncu.csv" \
+                    "$(dirname "$V")/batch_decode" 16 examples/page.png --max-tokens 256 \
+                    --backend "$BACKEND" "${MODEL[@]}" --quant "$q" --cuda-opt "$opt" >"$d/ncu_run.txt" 2>&1
+                echo "ncu ($opt, rc $?):"
+                python3 scripts/serve_profile.py "$d/ncu.csv" 2>&1
+            fi
+        } >"$R/profile-$q.txt" 2>&1
         cat "$R/profile-$q.txt"
         cp "$R/profile-$q.txt" "$OUT/"
     done
