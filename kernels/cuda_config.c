@@ -10,7 +10,8 @@
 #include <stdlib.h>
 
 void vl_cuda_config_init(vl_cuda_config *c) {
-    *c = (vl_cuda_config){.gemv_bf16 = 1, .gemv_quant_m1 = -1, .quant_gemv_rows = 32};
+    *c = (vl_cuda_config){
+        .gemv_bf16 = 1, .gemv_quant_m1 = -1, .gemv_rows16 = 1, .quant_gemv_rows = 32};
 }
 
 /* One key: its field (an int or a long) and what it accepts. */

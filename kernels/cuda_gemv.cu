@@ -16,11 +16,13 @@
  * 16 bytes: 8 bf16, 16 int8, 32 NF4), and at mma step s uses its weights 4s..4s+3 as its A
  * slots {2q, 2q+1, 2q+8, 2q+9}, with x[g][same positions] as its B slots. A warp step covers
  * 16 rows x 4 VEC columns; each load instruction reads 16 rows x 64 contiguous bytes.
- *   - 9 to 16 rows of x (a batched decode step, vlrun serve): two B tiles (NT = 2), the A
- *     registers made once and used by two mmas, so W is still read once; twice the x registers
- *     and accumulators (half the CTAs per SM in the launch bound), two outputs per thread in
- *     the epilogue and the split-K slots. The NT = 1 instantiation is the m <= 8 kernel as
- *     before (its PTX is unchanged).
+ *   - 9 to 16 rows of x (a batched decode step, vlrun serve), NF4 and Q8ROW: two B tiles
+ *     (NT = 2), the A registers made once and used by two mmas, so W is still read once;
+ *     twice the x registers and accumulators (half the CTAs per SM in the launch bound), two
+ *     outputs per thread in the epilogue and the split-K slots. The NT = 1 instantiation is
+ *     the m <= 8 kernel. Measured (H100, vlbench gemm, S12): NF4 3584 -> 18944 at 16 rows
+ *     49.4 us against 35.2 at one row and 2 x 41.8 in two 8-row passes; bf16 W is not taken
+ *     (86.9 us against cuBLAS's 53.0: x, not W, fills the load slots), nor is it above 8 rows.
  *   - Weights stream through ld.global.nc.L1::no_allocate (read once, they must not evict x);
  *     BATCH steps of loads are issued before the previous batch is used (register double
  *     buffer), so each lane keeps 2 x BATCH x 32 bytes in flight.
@@ -421,7 +423,7 @@ int vl_cuda_gemv_supported(const vl_weight *w, int64_t m) {
         return 0;
     switch (gemv_format(w)) {
     case FMT_BF16:
-        return 1;
+        return m <= VL_CUDA_GEMV_MAX_M;
     case FMT_Q8ROW:
     case FMT_NF4:
         return w->absmax != NULL;
@@ -469,11 +471,13 @@ static void launch_fast(vl_cuda_ctx *c, GemvParams &p, const vl_cuda_gemv_scratc
     VL_CUDA_LAUNCH_CHECK();
 }
 
-/* One B tile for m <= 8, two for m <= 16. */
+/* One B tile for m <= 8, two for m <= 16 (NF4 and Q8ROW: bf16 W takes at most 8 rows). */
 template <int FMT>
 static void launch_fast_m(vl_cuda_ctx *c, GemvParams &p, const vl_cuda_gemv_scratch *scratch,
                           cudaStream_t stream) {
-    if (p.m <= GEMV_TILE_COLS)
+    if constexpr (FMT == FMT_BF16)
+        launch_fast<FMT, 1>(c, p, scratch, stream);
+    else if (p.m <= GEMV_TILE_COLS)
         launch_fast<FMT, 1>(c, p, scratch, stream);
     else
         launch_fast<FMT, 2>(c, p, scratch, stream);
@@ -494,10 +498,10 @@ void vl_cuda_launch_gemv(vl_cuda_ctx *c, vl_bf16 *y, const vl_bf16 *x, int64_t m
                          const vl_weight *w, const vl_bf16 *bias,
                          const vl_cuda_gemv_scratch *scratch, cudaStream_t stream) {
     VL_CUDA_REQUIRE(vl_cuda_gemv_supported(w, m),
-                    "gemv m=%lld W[%lld, %lld] %s: expected 1 <= m <= %d and a BF16, NF4 or Q8ROW "
-                    "weight with its scales",
+                    "gemv m=%lld W[%lld, %lld] %s: expected 1 <= m <= %d (NF4 or Q8ROW weight with "
+                    "its scales) or %d (BF16)",
                     (long long)m, (long long)w->rows, (long long)w->cols, vl_dtype_name(w->dtype),
-                    VL_CUDA_GEMV_WIDE_M);
+                    VL_CUDA_GEMV_WIDE_M, VL_CUDA_GEMV_MAX_M);
     const int fmt = gemv_format(w);
     GemvParams p = {};
     p.y = y;

@@ -14,7 +14,7 @@
  *   bf16, larger m, bias, 16-byte clean             -> cuBLASLt with the BIAS epilogue
  *   bf16, larger m, bias, any other                 -> vl_cuda_launch_gemm_bias_fp32 (cuBLAS
  *                                                      into fp32, bias, one rounding)
- *   9 to 16 rows with cfg.gemv_rows16 (default 0)   -> vl_cuda_launch_gemv with two x tiles
+ *   NF4 / Q8ROW, 9 to 16 rows, cfg.gemv_rows16 (1)  -> vl_cuda_launch_gemv with two x tiles
  *                                                      (W read once)
  *   NF4 / Q8ROW, m up to cfg.quant_gemv_rows (32)   -> the GEMV on 8 rows of x at a time (16
  *                                                      with gemv_rows16): vlrun serve's batched
@@ -137,7 +137,8 @@ void vl_cuda_linear(vl_backend *b, void *y, const void *x, int64_t m, const vl_w
     vl_bf16 *yb = (vl_bf16 *)y;
     const vl_bf16 *xb = (const vl_bf16 *)x;
     const vl_bf16 *bb = has_bias ? (const vl_bf16 *)bias->data : NULL;
-    const int64_t gemv_rows = c->cfg.gemv_rows16 ? VL_CUDA_GEMV_WIDE_M : VL_CUDA_GEMV_MAX_M;
+    const int64_t gemv_rows =
+        c->cfg.gemv_rows16 && quantized ? VL_CUDA_GEMV_WIDE_M : VL_CUDA_GEMV_MAX_M;
     if (m <= gemv_rows) {
         gemv_pass(c, yb, xb, m, w, bb);
     } else if (quantized && m <= c->cfg.quant_gemv_rows) {

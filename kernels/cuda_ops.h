@@ -312,9 +312,9 @@ extern "C" void vl_cuda_dequant_gemm_sliced(vl_backend *b, void *y, const void *
 
 /* Rows of x the GEMV takes: the n of one mma.m16n8k16. */
 #define VL_CUDA_GEMV_MAX_M 8
-/* Rows of x vl_cuda_launch_gemv takes in one pass: two B tiles, W read once (vlrun serve's
- * batched decode; vl_cuda_linear sends 9 to 16 rows there when the configuration's gemv_rows16
- * asks for it). */
+/* Rows of x vl_cuda_launch_gemv takes in one pass of an NF4 or Q8ROW W: two B tiles, W read
+ * once (vlrun serve's batched decode; vl_cuda_linear sends 9 to 16 rows there unless the
+ * configuration's gemv_rows16 is 0). A bf16 W takes MAX_M. */
 #define VL_CUDA_GEMV_WIDE_M 16
 /* y[m, N] = x[m, K] . W^T (+ bias[N]) on c's stream through the kernel chosen for (w, m) and
  * c->cfg: the bf16 m = 1 kernel, the quantized m = 1 kernel, or the general one. */

@@ -511,10 +511,10 @@ typedef struct {
                                * -1 (default) where it measured faster (Q8ROW rows of K >= 8192);
                                * 1 for every NF4 / Q8ROW product it takes; 0 never */
     int gemv_quant_m1_splits; /* "gemv_quant_m1_splits": its warps per row pair, as above */
-    int gemv_rows16;          /* "gemv_rows16": 1 sends products of 9 to 16 rows of x to the GEMV
-                               * with two x tiles (W read once) instead of cuBLAS (bf16) or two
-                               * 8-row passes (NF4 / Q8ROW, with quant_gemv_rows); default 0
-                               * until measured */
+    int gemv_rows16;          /* "gemv_rows16": 1 (default) sends NF4 / Q8ROW products of 9 to
+                               * 16 rows of x to the GEMV with two x tiles (W read once);
+                               * 0: two 8-row passes (with quant_gemv_rows). bf16 goes to
+                               * cuBLAS above 8 rows either way (faster there) */
     int quant_gemv_rows;      /* "quant_gemv_rows": NF4 / Q8ROW products of 9 to N rows of x (a
                                * batched decode step) run the GEMV 8 rows at a time, reading the
                                * packed W m / 8 times, instead of the dequant GEMM, whose bf16

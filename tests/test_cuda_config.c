@@ -18,7 +18,7 @@ static void test_defaults(void) {
     VT_CHECK_INT(c.gemv_bf16_splits, 0);
     VT_CHECK_INT(c.gemv_quant_m1, -1);
     VT_CHECK_INT(c.gemv_quant_m1_splits, 0);
-    VT_CHECK_INT(c.gemv_rows16, 0);
+    VT_CHECK_INT(c.gemv_rows16, 1);
     VT_CHECK_INT(c.quant_gemv_rows, 32);
     VT_CHECK_INT(c.attn_decode_splits, 0);
     VT_CHECK_INT(c.attn_prefill_rows, 0);
@@ -35,7 +35,7 @@ static void test_keys(void) {
                          "gemv_quant_m1=1",
                          "gemv_quant_m1_splits=8",
                          "quant_gemv_rows=0",
-                         "gemv_rows16=1",
+                         "gemv_rows16=0",
                          "attn_decode_splits=12",
                          "attn_prefill_rows=64",
                          "profile_step=5"};
@@ -50,7 +50,7 @@ static void test_keys(void) {
     VT_CHECK_INT(c.gemv_quant_m1, 1);
     VT_CHECK_INT(c.gemv_quant_m1_splits, 8);
     VT_CHECK_INT(c.quant_gemv_rows, 0);
-    VT_CHECK_INT(c.gemv_rows16, 1);
+    VT_CHECK_INT(c.gemv_rows16, 0);
     VT_CHECK_INT(c.attn_decode_splits, 12);
     VT_CHECK_INT(c.attn_prefill_rows, 64);
     VT_CHECK(c.profile_step == 5);

@@ -379,15 +379,16 @@ static void test_gemv_bf16(int mode) {
               mode ? "on" : "off", 100 * frac);
 }
 
-/* ---- 9 to 16 rows of x in one pass (two x tiles; a backend with gemv_rows16=1) -------------
+/* ---- 9 to 16 rows of x in one pass (two x tiles; gemv_rows16=1, the default) ---------------
  * The same checks as above for m = 9, 12, 16 (the fast kernel, its split-K scratch at N = 512,
  * the simple kernel at K % VEC != 0 and for misaligned x), then the chunked passes of a quantized
- * W (20, 32 rows: 16 + 4, 16 + 16) and bf16 past 16 rows (cuBLAS). */
+ * W (20, 32 rows: 16 + 4, 16 + 16); bf16 past 8 rows is cuBLAS's (BLAS_EXACT). Then, with
+ * gemv_rows16=0, a quantized W's 8-row passes (12 rows: 8 + 4, 20: 8 + 8 + 4). */
 static void test_rows16(int kind) {
     printf("%s, 9 to 16 rows in one pass\n", kind_name[kind]);
     const int64_t exact0 = kind_exact[kind], total0 = kind_total[kind];
     gpu_with("gemv_rows16=1");
-    gemv_up_to = kind == W_BF16 ? 16 : 32;
+    gemv_up_to = kind == W_BF16 ? MAX_M : 32;
     const int64_t shapes[][2] = {{33, 192}, {300, 1280}, {512, 3584}, {4608, 3584}, {40, 13}};
     for (int s = 0; s < (int)(sizeof shapes / sizeof shapes[0]); s++) {
         test_weight t;
@@ -400,6 +401,15 @@ static void test_rows16(int kind) {
             check_case(&t, kind, 20, 1, 0);
             check_case(&t, kind, 32, 0, 0);
         }
+        weight_free(&t);
+    }
+    if (kind != W_BF16) {
+        gpu_restore();
+        gpu_with("gemv_rows16=0");
+        test_weight t;
+        weight_make(&t, kind, 300, 1280);
+        check_case(&t, kind, 12, 1, 0);
+        check_case(&t, kind, 20, 0, 0);
         weight_free(&t);
     }
     gemv_up_to = MAX_M;
