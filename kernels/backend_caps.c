@@ -44,8 +44,6 @@ const vl_backend_caps vl_caps_cuda = {
     .fill_random = 1,
     .host_mapped = 1,
     .paged_kv = 1,
-    .linear_same_rows_bf16 = VL_CUDA_GEMV_ROWS_BF16,
-    .linear_same_rows_quant = VL_CUDA_GEMV_ROWS_QUANT,
     .workspace_bytes = VL_CUDA_WORKSPACE_BYTES,
 };
 

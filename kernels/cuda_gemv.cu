@@ -19,13 +19,10 @@
  *   - 9 to 16 rows of x (a batched decode step, vlrun serve), NF4 and Q8ROW: two B tiles
  *     (NT = 2), the A registers made once and used by two mmas, so W is still read once;
  *     twice the x registers and accumulators (half the CTAs per SM in the launch bound), two
- *     outputs per thread in the epilogue and the split-K slots. NF4 then loads half chunks
- *     (8 bytes, VEC = 16, twice the BATCH; GemvShape): with 16-byte chunks the four lanes of
- *     an x row read 128 values 64 apart, two L1 lines per row and load, and x's loads, not
- *     W's, filled the load slots. The NT = 1 instantiation is the m <= 8 kernel. Measured (H100,
- * vlbench gemm, S12): NF4 3584 -> 18944 at 16 rows 49.4 us against 35.2 at one row and 2 x 41.8 in
- * two 8-row passes; bf16 W is not taken (86.9 us against cuBLAS's 53.0: x, not W, fills the load
- * slots), nor is it above 8 rows.
+ *     outputs per thread in the epilogue and the split-K slots. The NT = 1 instantiation is
+ *     the m <= 8 kernel. Measured (H100, vlbench gemm, S12): NF4 3584 -> 18944 at 16 rows
+ *     49.4 us against 35.2 at one row and 2 x 41.8 in two 8-row passes; bf16 W is not taken
+ *     (86.9 us against cuBLAS's 53.0: x, not W, fills the load slots), nor is it above 8 rows.
  *   - Weights stream through ld.global.nc.L1::no_allocate (read once, they must not evict x);
  *     BATCH steps of loads are issued before the previous batch is used (register double
  *     buffer), so each lane keeps 2 x BATCH x 32 bytes in flight.
@@ -71,9 +68,6 @@ static_assert(GEMV_THREADS == GEMV_TILE_ROWS * GEMV_TILE_COLS,
               "the epilogue maps one thread to one (row, x row) output of the tile");
 static_assert(VL_CUDA_GEMV_MAX_M == GEMV_TILE_COLS, "m <= 8: the n dimension of one mma");
 static_assert(VL_CUDA_GEMV_WIDE_M == 2 * GEMV_TILE_COLS, "m <= 16: two B tiles (NT = 2)");
-static_assert(VL_CUDA_GEMV_ROWS_BF16 == VL_CUDA_GEMV_MAX_M &&
-                  VL_CUDA_GEMV_ROWS_QUANT == VL_CUDA_GEMV_WIDE_M,
-              "the backend caps describe this dispatch");
 
 enum { FMT_BF16, FMT_Q8ROW, FMT_NF4, FMT_NF4_DQ };
 
@@ -84,16 +78,6 @@ template <> struct GemvFmt<FMT_BF16> { static constexpr int VEC = 8, BATCH = 4; 
 template <> struct GemvFmt<FMT_Q8ROW> { static constexpr int VEC = 16, BATCH = 4; };
 template <> struct GemvFmt<FMT_NF4> { static constexpr int VEC = 32, BATCH = 2; };
 template <> struct GemvFmt<FMT_NF4_DQ> { static constexpr int VEC = 32, BATCH = 2; };
-
-/* The kernel's chunk for NT x tiles: NF4 with two tiles loads 8 bytes (16 weights) a lane, so
- * that the four lanes of a row read 64 consecutive x values (128 bytes: one L1 line per x row
- * and load) instead of 128 (two lines, half of each 32-byte sector per load): x, not W, fills
- * the load slots at 16 rows. */
-template <int FMT, int NT> struct GemvShape {
-    static constexpr bool HALF = NT == 2 && (FMT == FMT_NF4 || FMT == FMT_NF4_DQ);
-    static constexpr int VEC = HALF ? GemvFmt<FMT>::VEC / 2 : GemvFmt<FMT>::VEC;
-    static constexpr int BATCH = HALF ? 2 * GemvFmt<FMT>::BATCH : GemvFmt<FMT>::BATCH;
-};
 
 struct GemvParams {
     vl_bf16 *y;          /* [m, n] */
@@ -137,7 +121,7 @@ struct GemvChunk {
     uint32_t ca, cb; /* DQ: block scale codes */
 };
 
-template <int FMT, int VEC>
+template <int FMT>
 __device__ __forceinline__ void gemv_load(GemvChunk &c, const GemvParams &p, int64_t ea, int64_t eb,
                                           bool va, bool vb) {
     /* ea / eb: flattened element index of this lane's chunk in rows g and g + 8 */
@@ -148,11 +132,6 @@ __device__ __forceinline__ void gemv_load(GemvChunk &c, const GemvParams &p, int
     } else if constexpr (FMT == FMT_Q8ROW) {
         c.wa = va ? vl_ld_stream16(p.w + ea) : zero;
         c.wb = vb ? vl_ld_stream16(p.w + eb) : zero;
-    } else if constexpr (VEC == 16) { /* half chunks: words 0 and 1 */
-        const uint2 a = va ? vl_ld_stream8(p.w + ea / 2) : make_uint2(0, 0);
-        const uint2 b = vb ? vl_ld_stream8(p.w + eb / 2) : make_uint2(0, 0);
-        c.wa = make_uint4(a.x, a.y, 0, 0);
-        c.wb = make_uint4(b.x, b.y, 0, 0);
     } else {
         c.wa = va ? vl_ld_stream16(p.w + ea / 2) : zero;
         c.wb = vb ? vl_ld_stream16(p.w + eb / 2) : zero;
@@ -205,7 +184,7 @@ __device__ __forceinline__ void gemv_step(float (&acc)[NT][4], const GemvChunk &
                                           const GemvParams &p, const vl_bf16 *const (&x_lane)[NT],
                                           int kc, const float *s_table, const float *s_map,
                                           float row_sa, float row_sb) {
-    constexpr int VEC = GemvShape<FMT, NT>::VEC, STEPS = VEC / 4;
+    constexpr int VEC = GemvFmt<FMT>::VEC, STEPS = VEC / 4;
     uint32_t xw[NT][VEC / 2];
 #pragma unroll
     for (int t = 0; t < NT; t++) {
@@ -246,8 +225,7 @@ __device__ __forceinline__ void gemv_step(float (&acc)[NT][4], const GemvChunk &
 template <int FMT, int NT>
 static __global__ void __launch_bounds__(GEMV_THREADS, GEMV_CTAS_PER_SM / NT)
     gemv_mma_kernel(const __grid_constant__ GemvParams p) {
-    constexpr int VEC = GemvShape<FMT, NT>::VEC, BATCH = GemvShape<FMT, NT>::BATCH;
-    constexpr int STEP_K = 4 * VEC;
+    constexpr int VEC = GemvFmt<FMT>::VEC, BATCH = GemvFmt<FMT>::BATCH, STEP_K = 4 * VEC;
     constexpr bool NF4 = FMT == FMT_NF4 || FMT == FMT_NF4_DQ;
     __shared__ float s_table[16];
     __shared__ float s_map[FMT == FMT_NF4_DQ ? 256 : 1];
@@ -279,7 +257,7 @@ static __global__ void __launch_bounds__(GEMV_THREADS, GEMV_CTAS_PER_SM / NT)
             if (it0 + u >= it_end) break;
             const int kc = (it0 + u) * STEP_K + q * VEC;
             const bool k_ok = kc < p.k;
-            gemv_load<FMT, VEC>(chunks[u], p, row_a + kc, row_b + kc, ra_ok && k_ok, rb_ok && k_ok);
+            gemv_load<FMT>(chunks[u], p, row_a + kc, row_b + kc, ra_ok && k_ok, rb_ok && k_ok);
         }
     };
 
@@ -479,7 +457,7 @@ static void launch_fast(vl_cuda_ctx *c, GemvParams &p, const vl_cuda_gemv_scratc
     /* CTAs one SM holds at once (registers bound it), asked once per backend and kernel */
     const int ctas_per_sm =
         vl_cuda_ctas_per_sm(c, (const void *)gemv_mma_kernel<FMT, NT>, GEMV_THREADS, 0);
-    constexpr int STEP_K = 4 * GemvShape<FMT, NT>::VEC;
+    constexpr int STEP_K = 4 * GemvFmt<FMT>::VEC;
     p.iters = (p.k + STEP_K - 1) / STEP_K;
     const int64_t tiles = (p.n + GEMV_TILE_ROWS - 1) / GEMV_TILE_ROWS;
     const int splits = gemv_grid_splits(tiles, p.iters, (int64_t)c->sm_count * ctas_per_sm,

@@ -15,11 +15,4 @@ __device__ __forceinline__ uint4 vl_ld_stream16(const void *p) {
     return v;
 }
 
-/* The same for 8 bytes (the NF4 GEMV with two x tiles: half chunks, see cuda_gemv.cu). */
-__device__ __forceinline__ uint2 vl_ld_stream8(const void *p) {
-    uint2 v;
-    asm("ld.global.nc.L1::no_allocate.v2.u32 {%0, %1}, [%2];\n" : "=r"(v.x), "=r"(v.y) : "l"(p));
-    return v;
-}
-
 #endif

@@ -250,9 +250,6 @@ typedef enum { VL_BACKEND_CUDA, VL_BACKEND_CPU } vl_backend_kind;
     128 /* flash prefill and split-KV decode: every head dim up to it */
 #define VL_CUDA_ROPE_MAX_HEAD_DIM 512   /* rotary tables (cuda_rope.cu); --attn naive takes any */
 #define VL_CUDA_MAX_HEADS         65535 /* attention grid dimensions */
-/* Rows of x the decode GEMV takes by default: 8 of a bf16 W, 16 of NF4 / Q8ROW (cuda_linear.cu) */
-#define VL_CUDA_GEMV_ROWS_BF16  8
-#define VL_CUDA_GEMV_ROWS_QUANT 16
 /* Device memory the CUDA backend allocates for itself at start (cuBLAS, attention, staging,
  * GEMV and quantization workspaces): cuda_backend.cu checks its sizes add up to this, and a plan
  * made without a device (vlrun plan) uses it. */
@@ -275,10 +272,6 @@ typedef struct {
     int fill_random;        /* fill_random_bf16 present (--random-weights on the backend) */
     int host_mapped;        /* host_mapped_alloc present (--embed-on-host) */
     int paged_kv;           /* pages and batch of attention / rope_kv_append, and kv_gather */
-    /* linear: up to this many rows of x (0: any), each output row comes out with the same bits
-     * whatever the weight's row count N, bf16 and NF4 / Q8ROW weights (the CUDA decode GEMV:
-     * rows are independent and N only picks the grid; cuBLAS picks its algorithm by shape) */
-    int linear_same_rows_bf16, linear_same_rows_quant;
     size_t workspace_bytes; /* memory the backend allocates for itself when it starts */
 } vl_backend_caps;
 

@@ -201,14 +201,6 @@ static void attend(vl_context *cx, const vl_kv_view *kv, int li, int64_t S, void
         be->attention(be, &p);
 }
 
-/* 1 when the backend's linear gives each of S rows the bits it would give them with any other
- * number of weight rows (so that fusing products does not change a row's result). */
-static int same_rows(const vl_backend_caps *caps, const vl_weight *w, int64_t S) {
-    const int quantized = w->dtype == VL_DTYPE_NF4 || w->dtype == VL_DTYPE_Q8ROW;
-    const int limit = quantized ? caps->linear_same_rows_quant : caps->linear_same_rows_bf16;
-    return limit == 0 || S <= limit;
-}
-
 /* Rotary on q and k of the S tokens, and k, v appended to layer li's cache. */
 static void rope_append(vl_context *cx, const vl_kv_view *kv, int li, int64_t S, void *q, void *k,
                         void *v, int64_t q_stride, int64_t kv_stride, const int32_t *pos_dev) {
@@ -256,13 +248,9 @@ static void layer(vl_context *cx, const vl_kv_view *kv, int li, int64_t S, const
 
     /* Decode (one token, or one token of each of S sequences of a batch) with q/k/v back to
      * back on the backend: one product writes [q | k | v] rows into t->q where it holds them
-     * (its rows x HD elements). One launch instead of three: at 16 rows the two 512-wide NF4
-     * products cost as much as the 3584-wide one. Batch rows only where the backend's decode
-     * GEMV takes them, whose rows come out the same whatever N (same_rows): a bf16 cuBLAS
-     * product of 9 to 16 rows gave other bits fused than split (tiny-a's greedy answers then
-     * differed from the CLI's, H100, S12). */
-    int fused = L->qkv.data && S * (HD + 2 * KD) <= t->rows * HD &&
-                (S == 1 || (kv->batch && same_rows(be->caps, &L->qkv, S)));
+     * (its rows x HD elements; 2 rows hold one, 16 rows hold 12 of 7B's). One launch instead of
+     * three: at 16 rows the two 512-wide products cost as much as the 3584-wide one. */
+    int fused = L->qkv.data && (S == 1 || kv->batch) && S * (HD + 2 * KD) <= t->rows * HD;
     void *q = t->q, *k = t->k, *v = t->v;
     if (li == 0) be->rmsnorm(be, t->xn, x, S, E, &L->in_norm, c->rms_eps);
     if (fused) {
