@@ -12,10 +12,9 @@
 #include <math.h>
 #include <stdlib.h>
 
-/* One chunk's buffers (backend memory, act dtype), `rows` rows of each. */
+/* One chunk's buffers (backend memory, act dtype). */
 typedef struct {
     void *xn, *q, *k, *v, *att, *gate, *up;
-    int64_t rows;
 } text_scratch;
 
 static void *weights_new(const vl_config *c) {
@@ -89,7 +88,6 @@ static vl_dtype linear_dtype(const void *p) {
 
 static int layout(vl_arena *a, const vl_config *c, size_t esz, int64_t S, void *out) {
     text_scratch local, *t = out ? out : &local;
-    t->rows = S;
     int64_t E = c->hidden, D = c->head_dim;
     int64_t HD = (int64_t)c->n_heads * D, KD = (int64_t)c->n_kv_heads * D;
     struct {
@@ -246,11 +244,11 @@ static void layer(vl_context *cx, const vl_kv_view *kv, int li, int64_t S, const
     int64_t E = c->hidden, D = c->head_dim, F = c->intermediate;
     int64_t HD = (int64_t)c->n_heads * D, KD = (int64_t)c->n_kv_heads * D;
 
-    /* Decode (one token, or one token of each of S sequences of a batch) with q/k/v back to
-     * back on the backend: one product writes [q | k | v] rows into t->q where it holds them
-     * (its rows x HD elements; 2 rows hold one, 16 rows hold 12 of 7B's). One launch instead of
-     * three: at 16 rows the two 512-wide products cost as much as the 3584-wide one. */
-    int fused = L->qkv.data && (S == 1 || kv->batch) && S * (HD + 2 * KD) <= t->rows * HD;
+    /* One token (decode) with q/k/v back to back on the backend: one GEMV writes [q | k | v]
+     * into t->q, which holds a chunk of queries (chunk >= 2 tokens, so room for it). The rows
+     * of a decode batch stay three products: fused there, tiny-a's greedy answers from the
+     * server differed from the CLI's on CUDA (H100, S12; cause not found, bench/RESULTS.md). */
+    int fused = S == 1 && L->qkv.data && cx->chunk >= 2;
     void *q = t->q, *k = t->k, *v = t->v;
     if (li == 0) be->rmsnorm(be, t->xn, x, S, E, &L->in_norm, c->rms_eps);
     if (fused) {
