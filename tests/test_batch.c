@@ -5,7 +5,10 @@
  *   1. 8 requests (0-3 images, the prompt and the messages paths, different max_tokens, greedy,
  *      a repetition penalty, seeded temperature, top-k) added at once, prefill chunks of 16
  *      tokens interleaved with decode steps; on tiny-a, tiny-a with --kv int8, tiny-odd with
- *      --quant nf4, tiny-b;
+ *      --quant nf4, tiny-b, and tiny-a with --quant nf4 and with --quant int8: quantizing places
+ *      the weights, and tiny-a's q/k/v (sizes multiples of the 256-byte placement) then lie back
+ *      to back, so decode runs them fused (checked), a path the CPU backend's in-place weights
+ *      never take;
  *   2. a pool that holds one request at a time: all queue, run one by one, finish in FIFO order,
  *      each still equal to its run alone;
  *   3. a request larger than the pool is refused at add (never_fits 1), a malformed one too
@@ -16,6 +19,7 @@
  *   6. the vision cache (1 runs with it automatic, off, and 3 KiB so that entries are
  *      overwritten): the same answers, and the expected hits and misses. */
 #include "engine/batch.h"
+#include "engine/models/models.h"
 #include "vltest.h"
 
 #define N_REQ 8
@@ -198,13 +202,18 @@ static void check_plan(vl_batch *b) {
     VT_CHECK_INT(st.blocks_total, b->blocks);
 }
 
-static void test_variant(const char *model, int kv_int8, vl_quant quant) {
+static void test_variant(const char *model, int kv_int8, vl_quant quant, int want_fused) {
     vl_engine *e = open_engine(model, kv_int8, quant, 0);
     if (!e) return;
     static request r[N_REQ];
     job_sink want[N_REQ], got[N_REQ];
     make_requests(r);
     run_alone(e, r, want);
+    if (want_fused) { /* the weights are placed by the first request */
+        const vl_qwen2_vl_text_weights *tw = e->m.text_w;
+        VT_CHECKF(tw->layers[0].qkv.data != NULL,
+                  "%s: q/k/v not fused: the fused decode path is not tested", model);
+    }
     /* the vision cache: automatic (its hits give the same answers), none, and 3 KiB (entries
      * overwritten) */
     const int64_t caches[] = {-1, 0, 3072};
@@ -373,10 +382,12 @@ int main(void) {
     snprintf(g_img[1], sizeof g_img[1], "%s", vt_fixture("models/images/img_b_100x60.png"));
     snprintf(g_img[2], sizeof g_img[2], "%s", vt_fixture("models/images/img_c_45x130.png"));
     snprintf(g_img[3], sizeof g_img[3], "%s", vt_fixture("../../examples/page.png"));
-    test_variant("models/tiny-a", 0, VL_QUANT_BF16);
-    test_variant("models/tiny-a", 1, VL_QUANT_BF16);
-    test_variant("models/tiny-odd", 0, VL_QUANT_NF4);
-    test_variant("models/tiny-b", 0, VL_QUANT_BF16);
+    test_variant("models/tiny-a", 0, VL_QUANT_BF16, 0);
+    test_variant("models/tiny-a", 1, VL_QUANT_BF16, 0);
+    test_variant("models/tiny-odd", 0, VL_QUANT_NF4, 0);
+    test_variant("models/tiny-b", 0, VL_QUANT_BF16, 0);
+    test_variant("models/tiny-a", 0, VL_QUANT_NF4, 1);
+    test_variant("models/tiny-a", 0, VL_QUANT_INT8, 1);
     test_small_pool();
     test_cancel();
     test_budget();

@@ -246,13 +246,13 @@ static void layer(vl_context *cx, const vl_kv_view *kv, int li, int64_t S, const
 
     /* One token (decode) with q/k/v back to back on the backend: one GEMV writes [q | k | v]
      * into t->q, which holds a chunk of queries (chunk >= 2 tokens, so room for it). The rows
-     * of a decode batch stay three products: fused there, tiny-a's greedy answers from the
-     * server differed from the CLI's on CUDA (H100, S12; cause not found, bench/RESULTS.md). */
+     * of a decode batch stay three products until fusing them is checked on a GPU (branch
+     * h/fuse: S12's first try ran the fused product on one row only). */
     int fused = S == 1 && L->qkv.data && cx->chunk >= 2;
     void *q = t->q, *k = t->k, *v = t->v;
     if (li == 0) be->rmsnorm(be, t->xn, x, S, E, &L->in_norm, c->rms_eps);
     if (fused) {
-        be->linear(be, t->q, t->xn, 1, &L->qkv, &L->qkv_b);
+        be->linear(be, t->q, t->xn, S, &L->qkv, &L->qkv_b);
         k = act_at(be, t->q, HD);
         v = act_at(be, t->q, HD + KD);
     } else {
