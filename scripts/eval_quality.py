@@ -1,0 +1,188 @@
+#!/usr/bin/env python3
+"""eval_quality.py: exact-match accuracy of a model on a quality set (issue 17): each item's
+pictures and question through vlrun, greedy, and its answer compared with the expected one.
+
+A set is a folder written by tests/reference/quality_task.py: items.jsonl (id, task, images,
+question, answer) and the images. The answer must equal the expected one exactly after
+stripping surrounding whitespace and a final period.
+
+  --via cli    one `vlrun IMAGES --prompt Q --greedy --stop-at-eos --json` per item (default;
+               the CPU backend, or a few items)
+  --via serve  one `vlrun serve` on a free port, the items sent by --workers clients at once
+               (temperature 0): the CUDA backend's start-up paid once
+
+usage: eval_quality.py --model DIR [--set DIR] [--vlrun PATH] [--via cli|serve] [--limit N]
+           [--tasks t1,t2] [--workers 8] [--json-out FILE] [--min-accuracy F] [-- VLRUN_ARGS...]
+VLRUN_ARGS go to every vlrun (e.g. --backend cuda --quant nf4 --kv int8 --tokenizer FILE).
+Prints one line per task and the total; exit 1 when --min-accuracy is not met, 2 on an error.
+Python's standard library only (the GPU machine has no node).
+"""
+import argparse
+import concurrent.futures
+import json
+import os
+import re
+import subprocess
+import sys
+import threading
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, os.path.join(ROOT, "bench"))
+import loadgen  # noqa: E402  (data: URLs and the HTTP client)
+
+MAX_TOKENS = 8  # the longest answer ("bottom right", four digits) is 4 tokens of the small
+#                 tokenizer, plus the end of turn
+ITEM_S, READY_S, STOP_S = 300, 300, 60
+
+
+def load_set(path, tasks, limit):
+    items = []
+    with open(os.path.join(path, "items.jsonl")) as f:
+        for line in f:
+            it = json.loads(line)
+            if tasks and it["task"] not in tasks:
+                continue
+            it["images"] = [os.path.join(path, p) for p in it["images"]]
+            items.append(it)
+    return items[:limit] if limit else items
+
+
+def normalize(text):
+    text = text.strip()
+    return text[:-1].rstrip() if text.endswith(".") else text
+
+
+def via_cli(vlrun, model, extra, item):
+    argv = ([vlrun] + item["images"] + ["--prompt", item["question"], "--model", model,
+            "--max-tokens", str(MAX_TOKENS), "--greedy", "--stop-at-eos", "--json"] + extra)
+    p = subprocess.run(argv, capture_output=True, timeout=ITEM_S)
+    if p.returncode:
+        raise RuntimeError("%s: %s" % (" ".join(argv), p.stderr.decode(errors="replace")[-600:]))
+    return json.loads(p.stdout)["text"]
+
+
+class Server:
+    """`vlrun serve` on a free port; ready once its stderr names the URL."""
+
+    def __init__(self, vlrun, model, extra):
+        argv = [vlrun, "serve", "--model", model, "--port", "0"] + extra
+        self.proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                                     stderr=subprocess.PIPE)
+        self.url, self.err, ready = None, [], threading.Event()
+
+        def drain():
+            for line in self.proc.stderr:
+                self.err.append(line.decode(errors="replace"))
+                m = re.search(r"listening on (http://\S+)", self.err[-1])
+                if m and not self.url:
+                    self.url = m[1].rstrip("/")
+                    ready.set()
+            ready.set()
+
+        threading.Thread(target=drain, daemon=True).start()
+        if not ready.wait(READY_S) or not self.url:
+            self.stop()
+            raise RuntimeError("vlrun serve did not start: %s" % "".join(self.err)[-1000:])
+        self.client = loadgen.Server(self.url, "unused")
+
+    def ask(self, item):
+        content = [{"type": "image_url", "image_url": {"url": loadgen.data_url(f)}}
+                   for f in item["images"]]
+        content.append({"type": "text", "text": item["question"]})
+        body = json.dumps({"model": "m", "messages": [{"role": "user", "content": content}],
+                           "max_tokens": MAX_TOKENS, "temperature": 0}).encode()
+        conn = self.client.connect(ITEM_S)
+        try:
+            conn.request("POST", "/v1/chat/completions", body=body,
+                         headers={"Content-Type": "application/json"})
+            resp = conn.getresponse()
+            data = resp.read()
+            if resp.status != 200:
+                raise RuntimeError("item %s: HTTP %d: %s" % (item["id"], resp.status, data[:300]))
+            return json.loads(data)["choices"][0]["message"]["content"]
+        finally:
+            conn.close()
+
+    def stop(self):
+        self.proc.terminate()
+        try:
+            return self.proc.wait(STOP_S)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            return self.proc.wait(STOP_S)
+
+
+def evaluate(items, answer_of, workers):
+    with concurrent.futures.ThreadPoolExecutor(max_workers=workers) as pool:
+        texts = list(pool.map(answer_of, items))
+    out = []
+    for it, text in zip(items, texts):
+        out.append(dict(id=it["id"], task=it["task"], answer=it["answer"], got=text,
+                        ok=normalize(text) == it["answer"]))
+    return out
+
+
+def report(results):
+    by = {}
+    for r in results:
+        n, k = by.get(r["task"], (0, 0))
+        by[r["task"]] = (n + 1, k + r["ok"])
+    for task, (n, k) in by.items():
+        print("%-8s %4d / %4d  %6.1f%%" % (task, k, n, 100.0 * k / n))
+    n, k = len(results), sum(r["ok"] for r in results)
+    acc = k / n if n else 0.0
+    print("%-8s %4d / %4d  %6.1f%%" % ("all", k, n, 100.0 * acc))
+    return acc, {t: v[1] / v[0] for t, v in by.items()}
+
+
+def main():
+    argv = sys.argv[1:]
+    extra = argv[argv.index("--") + 1:] if "--" in argv else []
+    argv = argv[:argv.index("--")] if "--" in argv else argv
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--model", required=True)
+    ap.add_argument("--set", default=os.path.join(ROOT, "tests", "fixtures", "quality"))
+    ap.add_argument("--vlrun", default=os.path.join(ROOT, "build", "vlrun"))
+    ap.add_argument("--via", choices=("cli", "serve"), default="cli")
+    ap.add_argument("--limit", type=int, default=0)
+    ap.add_argument("--tasks", default="")
+    ap.add_argument("--workers", type=int, default=0)
+    ap.add_argument("--json-out")
+    ap.add_argument("--min-accuracy", type=float, default=None)
+    a = ap.parse_args(argv)
+    try:
+        items = load_set(a.set, set(filter(None, a.tasks.split(","))), a.limit)
+    except (OSError, ValueError, KeyError) as e:
+        print("eval_quality: the set %s: %s" % (a.set, e), file=sys.stderr)
+        return 2
+    if not items:
+        print("eval_quality: no items in %s" % a.set, file=sys.stderr)
+        return 2
+    try:
+        if a.via == "cli":
+            results = evaluate(items, lambda it: via_cli(a.vlrun, a.model, extra, it),
+                               a.workers or 1)
+        else:
+            server = Server(a.vlrun, a.model, extra)
+            try:
+                results = evaluate(items, server.ask, a.workers or 8)
+            finally:
+                rc = server.stop()
+            if rc != 0:
+                raise RuntimeError("vlrun serve exited %s" % rc)
+    except (RuntimeError, OSError, subprocess.TimeoutExpired, ValueError, KeyError) as e:
+        print("eval_quality: %s" % e, file=sys.stderr)
+        return 2
+    acc, by_task = report(results)
+    if a.json_out:
+        with open(a.json_out, "w") as f:
+            json.dump(dict(model=a.model, set=a.set, via=a.via, vlrun_args=extra, accuracy=acc,
+                           by_task=by_task, items=results), f, indent=1)
+    if a.min_accuracy is not None and acc < a.min_accuracy:
+        print("eval_quality: accuracy %.3f below %.3f" % (acc, a.min_accuracy), file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
