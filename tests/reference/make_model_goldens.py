@@ -130,16 +130,22 @@ def flat_config(cfg, spec):
         **SPECIAL)
 
 
-def build(name, spec, out_dir):
-    t, v = spec["text"], spec["vision"]
+def qwen2_vl_config(t, v, tied):
+    """The Qwen2VLConfig of a small model: decoder t (hidden_size, intermediate_size,
+    num_hidden_layers, num_attention_heads, num_key_value_heads, mrope_section) and vision tower
+    v (depth, embed_dim, num_heads, mlp_ratio), the small tokenizer's 4096 ids."""
     text_config = dict(vocab_size=4096, hidden_act="silu", max_position_embeddings=32768,
                        bos_token_id=SPECIAL["bos_token_id"], eos_token_id=SPECIAL["eos_token_id"],
                        rms_norm_eps=1e-6, rope_theta=1000000.0,
                        rope_scaling={"type": "mrope", "mrope_section": t["mrope_section"]},
                        **{k: x for k, x in t.items() if k != "mrope_section"})
-    cfg = Qwen2VLConfig(text_config=text_config,
-                        vision_config=dict(hidden_size=t["hidden_size"], in_channels=3, **v),
-                        tie_word_embeddings=spec["tied"], **SPECIAL)
+    return Qwen2VLConfig(text_config=text_config,
+                         vision_config=dict(hidden_size=t["hidden_size"], in_channels=3, **v),
+                         tie_word_embeddings=tied, **SPECIAL)
+
+
+def build(name, spec, out_dir):
+    cfg = qwen2_vl_config(spec["text"], spec["vision"], spec["tied"])
     torch.manual_seed(hash(name) % 1000 + 7)
     model = Qwen2VLForConditionalGeneration._from_config(cfg, dtype=torch.float32)
     perturb(model)

@@ -33,23 +33,14 @@ from tokenizers import Tokenizer
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import make_small_tokenizer  # noqa: E402
 import quality_task  # noqa: E402
+# the tiny goldens' token ids, prompt layout and image processor: the same here
+from make_model_goldens import (IM_END, IM_START, MAX_PIXELS, MIN_PIXELS, SPECIAL,  # noqa: E402
+                                ImageProcessor, qwen2_vl_config)
 
 import transformers  # noqa: E402
-from transformers import Qwen2VLConfig, Qwen2VLForConditionalGeneration  # noqa: E402
+from transformers import Qwen2VLForConditionalGeneration  # noqa: E402
 
-try:
-    from transformers import Qwen2VLImageProcessorPil as ImageProcessor
-except ImportError:  # older layouts
-    from transformers.models.qwen2_vl.image_processing_pil_qwen2_vl import (
-        Qwen2VLImageProcessorPil as ImageProcessor)
-
-KEEP = make_small_tokenizer.KEEP
-SPECIAL = dict(bos_token_id=KEEP, eos_token_id=KEEP + 2, vision_start_token_id=KEEP + 9,
-               vision_end_token_id=KEEP + 10, vision_token_id=KEEP + 11,
-               image_token_id=KEEP + 12, video_token_id=KEEP + 13)
-IM_START, IM_END = KEEP + 1, KEEP + 2
 PAD = IM_END  # never a label; masked out of attention
-MIN_PIXELS, MAX_PIXELS = 3136, 12845056
 TEXT = dict(hidden_size=256, intermediate_size=768, num_hidden_layers=3, num_attention_heads=2,
             num_key_value_heads=1, mrope_section=[16, 24, 24])
 VISION = dict(depth=2, embed_dim=320, num_heads=4, mlp_ratio=2)
@@ -58,16 +49,8 @@ TRAIN_SEED, EVAL_SEED = 1, 2
 
 
 def build_model():
-    t = TEXT
-    text_config = dict(vocab_size=4096, hidden_act="silu", max_position_embeddings=32768,
-                       bos_token_id=SPECIAL["bos_token_id"], eos_token_id=SPECIAL["eos_token_id"],
-                       rms_norm_eps=1e-6, rope_theta=1000000.0,
-                       rope_scaling={"type": "mrope", "mrope_section": t["mrope_section"]},
-                       **{k: x for k, x in t.items() if k != "mrope_section"})
-    cfg = Qwen2VLConfig(text_config=text_config,
-                        vision_config=dict(hidden_size=t["hidden_size"], in_channels=3, **VISION),
-                        tie_word_embeddings=True, **SPECIAL)
-    return Qwen2VLForConditionalGeneration._from_config(cfg, dtype=torch.float32)
+    return Qwen2VLForConditionalGeneration._from_config(qwen2_vl_config(TEXT, VISION, True),
+                                                        dtype=torch.float32)
 
 
 class Encoder:
