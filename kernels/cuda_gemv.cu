@@ -22,7 +22,7 @@
  *     outputs per thread in the epilogue and the split-K slots. The NT = 1 instantiation is
  *     the m <= 8 kernel. Measured (H100, vlbench gemm, S12): NF4 3584 -> 18944 at 16 rows
  *     49.4 us against 35.2 at one row and 2 x 41.8 in two 8-row passes; bf16 W is not taken
- *     (86.9 us against cuBLAS's 53.0: x, not W, fills the load slots), nor is it above 8 rows.
+ *     (86.9 us against cuBLAS's 53.0; why is not profiled), nor is it above 8 rows.
  *   - Weights stream through ld.global.nc.L1::no_allocate (read once, they must not evict x);
  *     BATCH steps of loads are issued before the previous batch is used (register double
  *     buffer), so each lane keeps 2 x BATCH x 32 bytes in flight.
