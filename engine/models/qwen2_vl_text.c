@@ -246,8 +246,8 @@ static void layer(vl_context *cx, const vl_kv_view *kv, int li, int64_t S, const
 
     /* One token (decode) with q/k/v back to back on the backend: one GEMV writes [q | k | v]
      * into t->q, which holds a chunk of queries (chunk >= 2 tokens, so room for it). The rows
-     * of a decode batch stay three products until fusing them is checked on a GPU (branch
-     * h/fuse: S12's first try ran the fused product on one row only). */
+     * of a decode batch stay three products: fused, they are yet to be checked on a GPU
+     * against the CLI's answers (S12's try was broken, bench/RESULTS.md). */
     int fused = S == 1 && L->qkv.data && cx->chunk >= 2;
     void *q = t->q, *k = t->k, *v = t->v;
     if (li == 0) be->rmsnorm(be, t->xn, x, S, E, &L->in_norm, c->rms_eps);
