@@ -71,6 +71,10 @@ static_assert(VL_CUDA_GEMV_WIDE_M == 2 * GEMV_TILE_COLS, "m <= 16: two B tiles (
 
 enum { FMT_BF16, FMT_Q8ROW, FMT_NF4, FMT_NF4_DQ };
 
+/* Whether FMT takes 9 to 16 rows of x (vl_cuda_gemv_supported): NF4 and Q8ROW, not bf16, whose
+ * wide kernels are then never instantiated. */
+template <int FMT> constexpr bool kGemvWide = FMT != FMT_BF16;
+
 /* VEC: weights in 16 bytes; BATCH: warp steps whose loads are issued together (registers:
  * 2 x BATCH x 40 bytes per lane for the double buffer). */
 template <int FMT> struct GemvFmt;
@@ -423,7 +427,7 @@ int vl_cuda_gemv_supported(const vl_weight *w, int64_t m) {
         return 0;
     switch (gemv_format(w)) {
     case FMT_BF16:
-        return m <= VL_CUDA_GEMV_MAX_M;
+        return m <= (kGemvWide<FMT_BF16> ? VL_CUDA_GEMV_WIDE_M : VL_CUDA_GEMV_MAX_M);
     case FMT_Q8ROW:
     case FMT_NF4:
         return w->absmax != NULL;
@@ -471,26 +475,25 @@ static void launch_fast(vl_cuda_ctx *c, GemvParams &p, const vl_cuda_gemv_scratc
     VL_CUDA_LAUNCH_CHECK();
 }
 
-/* One B tile for m <= 8, two for m <= 16 (NF4 and Q8ROW: bf16 W takes at most 8 rows). */
+/* One B tile for m <= 8, two for m <= 16. */
 template <int FMT>
 static void launch_fast_m(vl_cuda_ctx *c, GemvParams &p, const vl_cuda_gemv_scratch *scratch,
                           cudaStream_t stream) {
-    if constexpr (FMT == FMT_BF16)
-        launch_fast<FMT, 1>(c, p, scratch, stream);
-    else if (p.m <= GEMV_TILE_COLS)
-        launch_fast<FMT, 1>(c, p, scratch, stream);
-    else
-        launch_fast<FMT, 2>(c, p, scratch, stream);
+    if constexpr (kGemvWide<FMT>)
+        if (p.m > GEMV_TILE_COLS) return launch_fast<FMT, 2>(c, p, scratch, stream);
+    launch_fast<FMT, 1>(c, p, scratch, stream);
 }
 
 template <int FMT> static void launch_simple(const GemvParams &p, cudaStream_t stream) {
     unsigned blocks = (unsigned)((p.n + GEMV_SIMPLE_WARPS - 1) / GEMV_SIMPLE_WARPS);
-    if (p.m <= VL_CUDA_GEMV_MAX_M)
-        gemv_simple_kernel<FMT, VL_CUDA_GEMV_MAX_M>
-            <<<blocks, GEMV_SIMPLE_WARPS * 32, 0, stream>>>(p);
-    else
-        gemv_simple_kernel<FMT, VL_CUDA_GEMV_WIDE_M>
-            <<<blocks, GEMV_SIMPLE_WARPS * 32, 0, stream>>>(p);
+    if constexpr (kGemvWide<FMT>)
+        if (p.m > VL_CUDA_GEMV_MAX_M) {
+            gemv_simple_kernel<FMT, VL_CUDA_GEMV_WIDE_M>
+                <<<blocks, GEMV_SIMPLE_WARPS * 32, 0, stream>>>(p);
+            VL_CUDA_LAUNCH_CHECK();
+            return;
+        }
+    gemv_simple_kernel<FMT, VL_CUDA_GEMV_MAX_M><<<blocks, GEMV_SIMPLE_WARPS * 32, 0, stream>>>(p);
     VL_CUDA_LAUNCH_CHECK();
 }
 
