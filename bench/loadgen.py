@@ -14,6 +14,9 @@ import http.client
 import json
 import math
 import os
+import re
+import signal
+import subprocess
 import sys
 import threading
 import time
@@ -125,6 +128,46 @@ class Server:
             v = float(value)
             out[name] = int(v) if v.is_integer() else v
         return out
+
+
+class ServeProcess:
+    """A `vlrun serve ... --port 0` child (argv), its stderr collected; ready once a line names
+    the URL it listens on (within ready_s, else RuntimeError with its stderr). client: a Server
+    for it. For the tests and scripts that start a server themselves."""
+
+    def __init__(self, argv, ready_s):
+        self.proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                                     stderr=subprocess.PIPE)
+        self.err, self.url, ready = [], None, threading.Event()
+
+        def drain():
+            for line in self.proc.stderr:
+                self.err.append(line.decode(errors="replace"))
+                m = re.search(r"listening on (http://\S+)", self.err[-1])
+                if m and not self.url:
+                    self.url = m[1].rstrip("/")
+                    ready.set()
+            ready.set()  # exited before its ready line
+
+        threading.Thread(target=drain, daemon=True).start()
+        if not ready.wait(ready_s) or not self.url:
+            self.proc.kill()
+            self.proc.wait(60)
+            raise RuntimeError("vlrun serve: no ready line in %d s: %s" % (ready_s, self.stderr()))
+        self.client = Server(self.url, "unused")
+
+    def stderr(self):
+        return "".join(self.err)[-2000:]
+
+    def stop(self, stop_s=60):
+        """SIGTERM, then the exit code (SIGKILL and None after stop_s seconds)."""
+        self.proc.send_signal(signal.SIGTERM)
+        try:
+            return self.proc.wait(stop_s)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait(stop_s)
+            return None
 
 
 class RequestError(Exception):

@@ -21,10 +21,8 @@ import argparse
 import concurrent.futures
 import json
 import os
-import re
 import subprocess
 import sys
-import threading
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, os.path.join(ROOT, "bench"))
@@ -61,55 +59,24 @@ def via_cli(vlrun, model, extra, item):
     return json.loads(p.stdout)["text"]
 
 
-class Server:
-    """`vlrun serve` on a free port; ready once its stderr names the URL."""
-
-    def __init__(self, vlrun, model, extra):
-        argv = [vlrun, "serve", "--model", model, "--port", "0"] + extra
-        self.proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
-                                     stderr=subprocess.PIPE)
-        self.url, self.err, ready = None, [], threading.Event()
-
-        def drain():
-            for line in self.proc.stderr:
-                self.err.append(line.decode(errors="replace"))
-                m = re.search(r"listening on (http://\S+)", self.err[-1])
-                if m and not self.url:
-                    self.url = m[1].rstrip("/")
-                    ready.set()
-            ready.set()
-
-        threading.Thread(target=drain, daemon=True).start()
-        if not ready.wait(READY_S) or not self.url:
-            self.stop()
-            raise RuntimeError("vlrun serve did not start: %s" % "".join(self.err)[-1000:])
-        self.client = loadgen.Server(self.url, "unused")
-
-    def ask(self, item):
-        content = [{"type": "image_url", "image_url": {"url": loadgen.data_url(f)}}
-                   for f in item["images"]]
-        content.append({"type": "text", "text": item["question"]})
-        body = json.dumps({"model": "m", "messages": [{"role": "user", "content": content}],
-                           "max_tokens": MAX_TOKENS, "temperature": 0}).encode()
-        conn = self.client.connect(ITEM_S)
-        try:
-            conn.request("POST", "/v1/chat/completions", body=body,
-                         headers={"Content-Type": "application/json"})
-            resp = conn.getresponse()
-            data = resp.read()
-            if resp.status != 200:
-                raise RuntimeError("item %s: HTTP %d: %s" % (item["id"], resp.status, data[:300]))
-            return json.loads(data)["choices"][0]["message"]["content"]
-        finally:
-            conn.close()
-
-    def stop(self):
-        self.proc.terminate()
-        try:
-            return self.proc.wait(STOP_S)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            return self.proc.wait(STOP_S)
+def ask(server, item):
+    """One item through `vlrun serve` (server: a loadgen.ServeProcess), greedy: its text."""
+    content = [{"type": "image_url", "image_url": {"url": loadgen.data_url(f)}}
+               for f in item["images"]]
+    content.append({"type": "text", "text": item["question"]})
+    body = json.dumps({"model": "m", "messages": [{"role": "user", "content": content}],
+                       "max_tokens": MAX_TOKENS, "temperature": 0}).encode()
+    conn = server.client.connect(ITEM_S)
+    try:
+        conn.request("POST", "/v1/chat/completions", body=body,
+                     headers={"Content-Type": "application/json"})
+        resp = conn.getresponse()
+        data = resp.read()
+        if resp.status != 200:
+            raise RuntimeError("item %s: HTTP %d: %s" % (item["id"], resp.status, data[:300]))
+        return json.loads(data)["choices"][0]["message"]["content"]
+    finally:
+        conn.close()
 
 
 def evaluate(items, answer_of, workers):
@@ -163,11 +130,12 @@ def main():
             results = evaluate(items, lambda it: via_cli(a.vlrun, a.model, extra, it),
                                a.workers or 1)
         else:
-            server = Server(a.vlrun, a.model, extra)
+            server = loadgen.ServeProcess(
+                [a.vlrun, "serve", "--model", a.model, "--port", "0"] + extra, READY_S)
             try:
-                results = evaluate(items, server.ask, a.workers or 8)
+                results = evaluate(items, lambda it: ask(server, it), a.workers or 8)
             finally:
-                rc = server.stop()
+                rc = server.stop(STOP_S)
             if rc != 0:
                 raise RuntimeError("vlrun serve exited %s" % rc)
     except (RuntimeError, OSError, subprocess.TimeoutExpired, ValueError, KeyError) as e:

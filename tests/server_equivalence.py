@@ -19,10 +19,8 @@ import concurrent.futures
 import json
 import os
 import re
-import signal
 import subprocess
 import sys
-import threading
 import time
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "bench"))
@@ -100,43 +98,9 @@ def cli_chat(model, req):
             "prompt_tokens": int(m[1]), "completion_tokens": int(m[2])}
 
 
-class Server:
-    """`vlrun serve MODEL --port 0`, its stderr collected; ready once the line names the port."""
-
-    def __init__(self, model):
-        argv = [VLRUN, "serve"] + model_args(model) + ["--port", "0"]
-        self.proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
-                                     stderr=subprocess.PIPE)
-        self.err, self.ready = [], threading.Event()
-        self.url = None
-        threading.Thread(target=self._drain, daemon=True).start()
-        if not self.ready.wait(READY_S) or not self.url:
-            self.proc.kill()
-            self.proc.wait(STOP_S)
-            raise RuntimeError("vlrun serve: no ready line in %d s: %s" % (READY_S, self.stderr()))
-        self.client = loadgen.Server(self.url, "unused")
-
-    def _drain(self):
-        for line in self.proc.stderr:
-            self.err.append(line.decode(errors="replace"))
-            m = re.search(r"listening on (http://\S+)", self.err[-1])
-            if m and not self.url:
-                self.url = m[1].rstrip("/")
-                self.ready.set()
-        self.ready.set()  # exited before its ready line
-
-    def stderr(self):
-        return "".join(self.err)[-2000:]
-
-    def stop(self):
-        """SIGTERM, then the exit code (SIGKILL and None after STOP_S seconds)."""
-        self.proc.send_signal(signal.SIGTERM)
-        try:
-            return self.proc.wait(STOP_S)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            self.proc.wait(STOP_S)
-            return None
+def Server(model):
+    """`vlrun serve MODEL --port 0` (loadgen.ServeProcess): url, client, stderr(), stop()."""
+    return loadgen.ServeProcess([VLRUN, "serve"] + model_args(model) + ["--port", "0"], READY_S)
 
 
 def chat_body(req):
@@ -212,7 +176,7 @@ def serve_and_compare(model, reqs):
                     check(name + ": several chunks", got["chunks"] > 2, got["chunks"])
                 compare(name, got, want)
     finally:
-        code = server.stop()
+        code = server.stop(STOP_S)
         check(model + ": exit 0 after SIGTERM", code == 0, "%s: %s" % (code, server.stderr()))
     return wants
 
