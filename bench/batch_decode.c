@@ -25,23 +25,23 @@ static decode_count count_of(const vl_batch *b) {
 
 /* Steps until every request is done; *window: the counts over the steps that decoded n rows. */
 static int run_batch(vl_batch *b, int n, decode_count *window, decode_count *total) {
-    decode_count first = {0}, last = {0};
+    decode_count first = {0}, last = {0}, prev = count_of(b);
     int seen = 0;
     for (;;) {
-        decode_count before = count_of(b);
         int left = vl_batch_step(b);
         if (left < 0) return -1;
-        decode_count after = count_of(b);
-        if (after.tokens - before.tokens == n) {
-            if (!seen) first = before;
-            last = after;
+        decode_count now = count_of(b);
+        if (now.tokens - prev.tokens == n) {
+            if (!seen) first = prev;
+            last = now;
             seen = 1;
         }
+        prev = now;
         if (left == 0) break;
     }
     *window = (decode_count){last.steps - first.steps, last.tokens - first.tokens,
                              last.seconds - first.seconds};
-    *total = count_of(b);
+    *total = prev;
     return 0;
 }
 
