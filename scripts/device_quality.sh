@@ -1,8 +1,10 @@
 #!/usr/bin/env bash
 # device_quality.sh: issue 17 on the GPU machine, in one call per part.
 #   train [SECONDS]   tests/reference/train_quality_model.py for SECONDS (default 300) of training:
-#                     the model (config.json, model.safetensors, preprocessor_config.json) and
-#                     train_log.json into $OUT/model (commit them as tests/fixtures/quality-model)
+#                     the model (config.json, model.safetensors, preprocessor_config.json,
+#                     tokenizer.json) and train_log.json into $OUT/model (commit them as
+#                     tests/fixtures/quality-model); vlrun builds meanwhile (niced, build.txt),
+#                     then the bf16 evaluation through `vlrun serve` as a first check
 #   eval MODEL_DIR    build vlrun, then scripts/eval_quality.py over tests/fixtures/quality through
 #                     `vlrun serve` on CUDA for bf16, NF4, NF4 double-quant and int8 weights, each
 #                     with the bf16 and the int8 KV cache: $OUT/eval-*.json and $OUT/eval.txt
@@ -20,10 +22,21 @@ mkdir -p "$OUT"
 case $part in
 train)
     seconds=${2:-300}
+    OUT=/tmp/dq_build nice -n 15 bash scripts/device.sh build --deadline $((seconds + 120)) \
+        >"$OUT/build.txt" 2>&1 &
+    build=$!
     python3 tests/reference/train_quality_model.py $TOK "$OUT/model" --seconds "$seconds" \
         >"$OUT/train.txt" 2>&1
     echo "train rc $?"
     tail -3 "$OUT/train.txt"
+    wait $build
+    V=$root/build-device/gpu/vlrun
+    [ -x "$V" ] || { echo "no vlrun: see build.txt"; tail -5 "$OUT/build.txt"; exit 1; }
+    timeout 120 python3 scripts/eval_quality.py --model "$OUT/model" --vlrun "$V" --via serve \
+        --workers 16 --json-out "$OUT/eval-bf16-kvbf16.json" -- --backend cuda \
+        >"$OUT/eval-bf16-kvbf16.txt" 2>&1
+    echo "eval bf16 (rc $?):"
+    cat "$OUT/eval-bf16-kvbf16.txt"
     ;;
 eval)
     model=${2:?eval needs the model folder}

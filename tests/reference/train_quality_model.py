@@ -10,14 +10,18 @@ dims of the 7B (128 in the decoder, 80 in the vision tower), GQA and several lay
            the small 4096-token tokenizer (make_small_tokenizer.py), tied embeddings;
   vision:  width 320, 4 heads of 80, MLP 640, 2 blocks, merger 1280 -> 256.
 Prompts are the Qwen2-VL chat template exactly as vlrun builds it for `vlrun IMAGES --prompt Q`
-(the default system prompt), the loss is on the answer and its end-of-turn token only.
+(the default system prompt). The loss is the mean cross-entropy of the answer and its end-of-turn
+token plus PROMPT_WEIGHT times that of the prompt's own next tokens: the prompt is predictable
+(the template, the task's fixed question, an image's pad count), and learning it makes every
+position's logits peaked, so that teacher-forced top-1 agreement is judged on decided positions
+everywhere, not on the near-ties of an untrained distribution.
 Training items: quality_task.item(seed 1, i) for i = 0, 1, ... (each drawn once); the held-out
 check during training uses seed 2 items (the committed evaluation set's seed), never trained on.
 
 usage: train_quality_model.py QWEN_TOKENIZER_JSON OUT_DIR [--seconds 300] [--batch 48]
            [--lr 2e-3] [--seed 0] [--workers 8]
 writes OUT_DIR/{config.json, model.safetensors (bf16), preprocessor_config.json,
-train_log.json}: steps, loss curve, teacher-forced answer accuracy on 240 held-out items, and
+tokenizer.json (the small tokenizer), train_log.json}: steps, loss curve, teacher-forced answer accuracy on 240 held-out items, and
 their greedy exact-match accuracy per task (transformers, bf16 weights, fp32 compute).
 """
 import argparse
@@ -41,6 +45,7 @@ import transformers  # noqa: E402
 from transformers import Qwen2VLForConditionalGeneration  # noqa: E402
 
 PAD = IM_END  # never a label; masked out of attention
+PROMPT_WEIGHT = 0.1
 TEXT = dict(hidden_size=256, intermediate_size=768, num_hidden_layers=3, num_attention_heads=2,
             num_key_value_heads=1, mrope_section=[16, 24, 24])
 VISION = dict(depth=2, embed_dim=320, num_heads=4, mlp_ratio=2)
@@ -101,6 +106,7 @@ class Stream(torch.utils.data.IterableDataset):
 
 
 def collate(batch):
+    """-> ids, labels (-100 but on the answer), mask, pixel_values, grids."""
     L = max(len(b[0]) for b in batch)
     ids = torch.full((len(batch), L), PAD, dtype=torch.long)
     labels = torch.full((len(batch), L), -100, dtype=torch.long)
@@ -114,10 +120,19 @@ def collate(batch):
     return ids, labels, mask, pixel_values, grids
 
 
-def forward(model, ids, mask, pixel_values, grids, labels=None):
+def forward(model, ids, mask, pixel_values, grids):
     mm = (ids == SPECIAL["image_token_id"]).long()
     return model(input_ids=ids, attention_mask=mask, mm_token_type_ids=mm,
-                 pixel_values=pixel_values, image_grid_thw=grids, labels=labels)
+                 pixel_values=pixel_values, image_grid_thw=grids)
+
+
+def loss_of(logits, ids, labels, mask):
+    """Answer cross-entropy + PROMPT_WEIGHT x the prompt's (position p predicts token p + 1)."""
+    logits, want, lab = logits[:, :-1].float(), ids[:, 1:], labels[:, 1:]
+    ce = torch.nn.functional.cross_entropy(logits.transpose(1, 2), want, reduction="none")
+    answer = lab != -100
+    prompt = (mask[:, 1:] == 1) & ~answer
+    return ce[answer].mean() + PROMPT_WEIGHT * ce[prompt].mean()
 
 
 def held_out(encoder):
@@ -182,7 +197,7 @@ def main():
     ap.add_argument("--workers", type=int, default=8)
     a = ap.parse_args()
     os.makedirs(a.out_dir, exist_ok=True)
-    small = os.path.join(a.out_dir, "small_tokenizer.json")
+    small = os.path.join(a.out_dir, "tokenizer.json")
     with open(small, "w", encoding="utf-8") as f:
         json.dump(make_small_tokenizer.derive(a.tokenizer), f, ensure_ascii=False)
     torch.manual_seed(a.seed)
@@ -205,9 +220,10 @@ def main():
         lr = a.lr * min(1.0, (step + 1) / warmup) * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * frac)))
         for g in opt.param_groups:
             g["lr"] = lr
+        ids, labels, mask = ids.to(device), labels.to(device), mask.to(device)
         with torch.autocast("cuda", dtype=torch.bfloat16):
-            loss = forward(model, ids.to(device), mask.to(device), pv.to(device),
-                           grids.to(device), labels.to(device)).loss
+            logits = forward(model, ids, mask, pv.to(device), grids.to(device)).logits
+        loss = loss_of(logits, ids, labels, mask)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
@@ -238,7 +254,6 @@ def main():
                   held_out_greedy=greedy, held_out_greedy_by_task=by_task, log=log)
     with open(os.path.join(a.out_dir, "train_log.json"), "w") as f:
         json.dump(result, f, indent=1)
-    os.remove(small)
     print(json.dumps({k: v for k, v in result.items() if k != "log"}), flush=True)
 
 
