@@ -315,6 +315,9 @@ static int64_t max_image_patches(const vl_preproc_config *pre) {
 static int refuse_options(const vl_options *o) {
     if (o->json) return vl_error_set("--json is not available with --chat: answers go to stdout");
     if (o->dump_logits) return vl_error_set("--dump-logits is not available with --chat");
+    if (o->request.assistant_prefix)
+        return vl_error_set("--assistant-prefix is not available with --chat: each answer is the "
+                            "model's own");
     if (o->engine.attn_naive)
         return vl_error_set("--attn naive is not available with --chat: its score matrix for "
                             "the largest image the session allows would not fit");

@@ -53,6 +53,9 @@ void vl_usage(FILE *f) {
            "  --prompt-file FILE    the user's text from a UTF-8 file (- : standard input); one\n"
            "                        trailing newline is dropped\n"
            "  --system TEXT         the system prompt (default: \"You are a helpful assistant.\")\n"
+           "  --assistant-prefix TEXT  the answer starts with TEXT: the model continues it (in\n"
+           "                        `vlrun logits`, the prompt's logits run through it: teacher\n"
+           "                        forcing); the output holds only what follows\n"
            "  --max-tokens N        generate exactly N tokens (the memory plan covers N); the\n"
            "                        text still ends at the end-of-turn token. Without it,\n"
            "                        generation stops at <|im_end|> / <|endoftext|> or at the\n"
@@ -277,6 +280,9 @@ static int request_option(vl_options *o, parse_state *ps, const char *a, const c
     } else if (strcmp(a, "--system") == 0) {
         NEEDS_VALUE();
         o->request.system = v;
+    } else if (strcmp(a, "--assistant-prefix") == 0) {
+        NEEDS_VALUE();
+        o->request.assistant_prefix = v;
     } else if (strcmp(a, "--max-tokens") == 0) {
         NEEDS_VALUE();
         if (parse_int(a, v, 1, 1 << 24, &o->request.max_tokens)) return -1;

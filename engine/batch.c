@@ -289,7 +289,7 @@ static int job_prepare(vl_batch *b, batch_job *j, const vl_request *rq, int *nev
         }
     }
     j->rq.images = NULL; /* the caller's memory: not kept */
-    j->rq.prompt = j->rq.system = NULL;
+    j->rq.prompt = j->rq.system = j->rq.assistant_prefix = NULL;
     j->rq.messages = NULL;
     return job_setup(b, j);
 }

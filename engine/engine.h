@@ -172,16 +172,20 @@ typedef struct {
  * header. */
 int vl_prompt_build(vl_prompt *p, const vl_model *m, const char *text, vl_pixels *images,
                     const int *image_src, int n_images);
-/* The same with a system prompt (NULL: the template's "You are a helpful assistant."). */
+/* The same with a system prompt (NULL: the template's "You are a helpful assistant.") and the
+ * start of the assistant's answer after its header (NULL: none; see vl_request). */
 int vl_prompt_build_system(vl_prompt *p, const vl_model *m, const char *system, const char *text,
-                           vl_pixels *images, const int *image_src, int n_images);
+                           const char *assistant_prefix, vl_pixels *images, const int *image_src,
+                           int n_images);
 /* A conversation through the chat template (vl_request.messages): the default system message
  * when the first is not a system one; each message "<|im_start|>ROLE\n" + its parts in order
  * (text as is, an image as its vision block: every copy of an IMAGE xN) + "<|im_end|>\n"; then
- * "<|im_start|>assistant\n". The last message must be the user's, a system message only first,
- * every image (images[], image_src as vl_image_set's list and src) used once in order. */
+ * "<|im_start|>assistant\n" and assistant_prefix (NULL: none). The last message must be the
+ * user's, a system message only first, every image (images[], image_src as vl_image_set's list
+ * and src) used once in order. */
 int vl_prompt_build_messages(vl_prompt *p, const vl_model *m, const vl_message *msgs, int n_msgs,
-                             vl_pixels *images, const int *image_src, int n_images);
+                             const char *assistant_prefix, vl_pixels *images, const int *image_src,
+                             int n_images);
 /* From explicit ids (tests, goldens): checks that the pad runs match the images' grids and
  * computes positions. */
 int vl_prompt_from_ids(vl_prompt *p, const vl_config *c, const int32_t *ids, int n,

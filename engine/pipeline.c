@@ -156,10 +156,11 @@ int vl_request_prompt(vl_engine *e, const vl_request *rq, const vl_callbacks *cb
                       vl_prompt *p) {
     vl_model *m = &e->m;
     if (vl_image_set_load(is, rq->images, rq->n_images, &m->pre, cb)) return -1;
-    return rq->messages ? vl_prompt_build_messages(p, m, rq->messages, rq->n_messages, is->list,
-                                                   is->src, is->n_list)
-                        : vl_prompt_build_system(p, m, rq->system, rq->prompt, is->list, is->src,
-                                                 is->n_list);
+    const char *answer = rq->assistant_prefix;
+    return rq->messages ? vl_prompt_build_messages(p, m, rq->messages, rq->n_messages, answer,
+                                                   is->list, is->src, is->n_list)
+                        : vl_prompt_build_system(p, m, rq->system, rq->prompt, answer, is->list,
+                                                 is->src, is->n_list);
 }
 
 /* images -> prompt -> positions: what the request asks for, in tokens. */

@@ -136,13 +136,14 @@ static int append_text(const vl_tokenizer *tok, int32_t **dst, int *n, int *cap,
 
 int vl_prompt_build(vl_prompt *p, const vl_model *m, const char *text, vl_pixels *images,
                     const int *image_src, int n_images) {
-    return vl_prompt_build_system(p, m, NULL, text, images, image_src, n_images);
+    return vl_prompt_build_system(p, m, NULL, text, NULL, images, image_src, n_images);
 }
 
 /* transformers' template writes a system message's text as it is (an empty one included) and
  * adds the default system turn only when the conversation does not start with one. */
 int vl_prompt_build_system(vl_prompt *p, const vl_model *m, const char *system, const char *text,
-                           vl_pixels *images, const int *image_src, int n_images) {
+                           const char *assistant_prefix, vl_pixels *images, const int *image_src,
+                           int n_images) {
     const vl_config *c = &m->cfg;
     if (!system) system = k_system_prompt;
     if (!m->tok)
@@ -158,13 +159,15 @@ int vl_prompt_build_system(vl_prompt *p, const vl_model *m, const char *system, 
     free(head);
     for (int i = 0; i < n_images && !rc; i++) rc = append_image(c, &ids, &n, &cap, &images[i], i);
     if (!rc) {
-        size_t tl = strlen(text ? text : "") + 64;
+        /* the answer's start is tokenized with the header, as the whole template text is */
+        const char *answer = assistant_prefix ? assistant_prefix : "";
+        size_t tl = strlen(text ? text : "") + strlen(answer) + 64;
         char *tail = malloc(tl);
         if (!tail) {
             free(ids);
             return vl_error_set("out of host memory building the prompt");
         }
-        snprintf(tail, tl, "%s<|im_end|>\n<|im_start|>assistant\n", text ? text : "");
+        snprintf(tail, tl, "%s<|im_end|>\n<|im_start|>assistant\n%s", text ? text : "", answer);
         rc = append_text(m->tok, &ids, &n, &cap, tail);
         free(tail);
     }
@@ -250,7 +253,8 @@ static int conv_image(const vl_model *m, conv_ids *cv, int mi, int image, const 
 
 /* Every message's "<|im_start|>ROLE\n" parts "<|im_end|>\n" into cv. */
 static int conv_messages(const vl_model *m, conv_ids *cv, const vl_message *msgs, int n_msgs,
-                         const vl_pixels *list, const int *src, int n_list, int *next) {
+                         const char *assistant_prefix, const vl_pixels *list, const int *src,
+                         int n_list, int *next) {
     int at = 0;
     if (msgs[0].role != VL_ROLE_SYSTEM &&
         conv_text(cv, "<|im_start|>system\nYou are a helpful assistant.<|im_end|>\n"))
@@ -267,11 +271,13 @@ static int conv_messages(const vl_model *m, conv_ids *cv, const vl_message *msgs
         }
         if (conv_text(cv, "<|im_end|>\n")) return -1;
     }
-    return conv_text(cv, "<|im_start|>assistant\n") || conv_flush(m->tok, cv);
+    return conv_text(cv, "<|im_start|>assistant\n") ||
+           conv_text(cv, assistant_prefix ? assistant_prefix : "") || conv_flush(m->tok, cv);
 }
 
 int vl_prompt_build_messages(vl_prompt *p, const vl_model *m, const vl_message *msgs, int n_msgs,
-                             vl_pixels *images, const int *image_src, int n_images) {
+                             const char *assistant_prefix, vl_pixels *images, const int *image_src,
+                             int n_images) {
     memset(p, 0, sizeof *p);
     if (!m->tok)
         return vl_error_set("no tokenizer: %s has no tokenizer.json; pass --tokenizer FILE",
@@ -279,7 +285,8 @@ int vl_prompt_build_messages(vl_prompt *p, const vl_model *m, const vl_message *
     if (check_roles(msgs, n_msgs)) return -1;
     conv_ids cv = {0};
     int next = 0;
-    int rc = conv_messages(m, &cv, msgs, n_msgs, images, image_src, n_images, &next);
+    int rc =
+        conv_messages(m, &cv, msgs, n_msgs, assistant_prefix, images, image_src, n_images, &next);
     int n_args = n_images > 0 ? (image_src ? image_src[n_images - 1] : n_images - 1) + 1 : 0;
     if (!rc && next != n_args)
         rc = vl_error_set("messages: %d of the request's %d images appear in no message; refer "

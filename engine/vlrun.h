@@ -82,6 +82,9 @@ typedef struct {
     uint64_t seed;            /* sampling seed */
     float repetition_penalty; /* 0: the model's generation_config.json (1: off) */
     int prefill_only;         /* no generation: the prompt's logits only (callbacks) */
+    /* NULL, or the start of the assistant's answer, after its header: part of the prompt, so
+     * the model continues it (generation) or is teacher-forced through it (prefill_only) */
+    const char *assistant_prefix;
     /* Optional: the whole conversation through the model's chat template (the system message
      * of the template when the first is not a system message; the assistant header after the
      * last, which must be a user message). prompt and system are then not used. */

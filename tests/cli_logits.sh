@@ -8,7 +8,8 @@
 #   - --chunk 7 (the prompt streamed in 15 chunks) gives the same rows;
 #   - --kv int8: every row within cosine 0.999 of the bf16-cache row, argmax agreeing at >= 90%
 #     of positions, and --chunk 7 gives its same rows;
-#   - the stdout summary (positions, vocab, ids_fnv1a64 of the --ids-out bytes).
+#   - the stdout summary (positions, vocab, ids_fnv1a64 of the --ids-out bytes);
+#   - --assistant-prefix: the prompt's ids and rows, then the forced answer's.
 # Then bad input: one stderr line, exit 1, empty stdout, and neither FILE nor FILE.tmp left.
 # Checks use plain python3 (json, struct): no numpy in CI.
 set -u
@@ -107,6 +108,35 @@ print(f"{name}: {n} positions, argmax {n - len(diff)}/{n}, last row cosine 1-{1 
 sys.exit(1 if errors else 0)
 PY
 done
+
+# ---- --assistant-prefix: the prompt's rows, then one row per token of the forced answer --------
+# (teacher forcing, as tests/reference/quality_reference.py uses it): the ids are the prompt's
+# plus the answer's, and the prompt's rows are unchanged (causal attention).
+if [ -f "$TOK" ] && [ -f "$tmp/tiny-a/l.f32" ]; then
+    golden_args "$FIX/models/golden_tiny-a.json" "$FIX"
+    common=(--backend cpu --model "$FIX/models/tiny-a" --tokenizer "$TOK" "${args[@]}" --prompt "$prompt")
+    if "$VLRUN" logits "${common[@]}" --assistant-prefix "4827 top" --out "$tmp/ap.f32" \
+        --ids-out "$tmp/ap.i32" >/dev/null 2>"$tmp/err" &&
+        "$VLRUN" tokenize --tokenizer "$TOK" "4827 top" >"$tmp/ap_tok" 2>>"$tmp/err" &&
+        python3 - "$tmp/tiny-a" "$tmp" <<'PY'; then ok; else bad "--assistant-prefix: $(head -c 300 "$tmp/err")"; fi
+import json, re, struct, sys
+d, t = sys.argv[1], sys.argv[2]
+V = json.load(open(f"{d}/sum.json"))["vocab"]
+read_ids = lambda p: list(struct.unpack(f"<{len(open(p, 'rb').read()) // 4}i", open(p, "rb").read()))
+base, ids = read_ids(f"{d}/ids.i32"), read_ids(f"{t}/ap.i32")
+answer = [int(x) for x in re.findall(r"-?\d+", open(f"{t}/ap_tok").read().split("\n")[0])]
+raw, base_raw = open(f"{t}/ap.f32", "rb").read(), open(f"{d}/l.f32", "rb").read()
+errors = []
+if ids != base + answer:
+    errors.append(f"ids {ids[len(base) - 2:]} != the prompt's + {answer}")
+if len(raw) != 4 * V * len(ids):
+    errors.append(f"{len(raw)} bytes for {len(ids)} positions")
+elif raw[:len(base_raw)] != base_raw:
+    errors.append("the prompt's rows changed")
+print("--assistant-prefix:", len(answer), "answer tokens", "OK" if not errors else errors)
+sys.exit(1 if errors else 0)
+PY
+fi
 
 # ---- bad input --------------------------------------------------------------------------
 name=tiny-a

@@ -7,7 +7,9 @@
  *      whole template text written out by hand with every pad expanded;
  *   3. malformed conversations are refused with a line saying what is wrong;
  *   4. vl_engine_run with messages: the prompt ids and greedy tokens of the prompt path, and a
- *      text-only request runs. */
+ *      text-only request runs;
+ *   5. an assistant prefix (vl_request.assistant_prefix) on both paths and through the engine:
+ *      the ids of the whole template text with the prefix after the assistant header. */
 #include "engine/engine.h"
 #include "vltest.h"
 
@@ -37,9 +39,10 @@ static void test_golden_as_messages(const cJSON *g, vl_image_arg *args, int n_ar
     parts[n_args] = (vl_part){text, -1};
     vl_message msg = {VL_ROLE_USER, parts, n_args + 1};
     vl_prompt pm, pp;
-    int rc = vl_prompt_build_messages(&pm, &g_e->m, &msg, 1, is.list, is.src, is.n_list);
+    int rc = vl_prompt_build_messages(&pm, &g_e->m, &msg, 1, NULL, is.list, is.src, is.n_list);
     VT_CHECKF(rc == 0, "messages: %s", vl_error_get());
-    VT_CHECK(vl_prompt_build_system(&pp, &g_e->m, NULL, text, is.list, is.src, is.n_list) == 0);
+    VT_CHECK(vl_prompt_build_system(&pp, &g_e->m, NULL, text, NULL, is.list, is.src, is.n_list) ==
+             0);
     const cJSON *want = cJSON_GetObjectItem(g, "input_ids");
     int n = cJSON_GetArraySize(want), ok = rc == 0 && pm.n == n;
     for (int i = 0; ok && i < n; i++)
@@ -91,7 +94,7 @@ static void test_multi_turn(vl_image_arg *args) {
     int n_want = 0;
     VT_CHECK(vl_tokenizer_encode(g_e->m.tok, text, &want, &n_want) == 0);
     vl_prompt p;
-    int rc = vl_prompt_build_messages(&p, &g_e->m, msgs, 4, is.list, is.src, is.n_list);
+    int rc = vl_prompt_build_messages(&p, &g_e->m, msgs, 4, NULL, is.list, is.src, is.n_list);
     VT_CHECKF(rc == 0, "%s", vl_error_get());
     VT_CHECKF(rc == 0 && ids_equal(p.ids, p.n, want, n_want), "%d ids, want %d", rc ? 0 : p.n,
               n_want);
@@ -105,7 +108,7 @@ static void test_multi_turn(vl_image_arg *args) {
     VT_CHECK(vl_tokenizer_encode(g_e->m.tok, text, &want, &n_want) == 0);
     vl_part hi[] = {{"Hi", -1}};
     vl_message one = {VL_ROLE_USER, hi, 1};
-    rc = vl_prompt_build_messages(&p, &g_e->m, &one, 1, NULL, NULL, 0);
+    rc = vl_prompt_build_messages(&p, &g_e->m, &one, 1, NULL, NULL, NULL, 0);
     VT_CHECK(rc == 0 && ids_equal(p.ids, p.n, want, n_want));
     if (rc == 0) vl_prompt_free(&p);
     free(want);
@@ -118,7 +121,7 @@ static void expect_refused(const vl_message *msgs, int n, vl_pixels *list, const
                            int n_list, const char *needle) {
     vl_prompt p;
     vl_error_clear();
-    int rc = vl_prompt_build_messages(&p, &g_e->m, msgs, n, list, src, n_list);
+    int rc = vl_prompt_build_messages(&p, &g_e->m, msgs, n, NULL, list, src, n_list);
     VT_CHECKF(rc != 0 && strstr(vl_error_get(), needle), "want '%s', got rc %d '%s'", needle, rc,
               vl_error_get());
     if (rc == 0) vl_prompt_free(&p);
@@ -193,6 +196,58 @@ static void test_engine_run(vl_image_arg *args, int n_args, const char *text) {
     if (rc == 0) vl_result_free(&ra);
 }
 
+/* 5: the answer's start, forced. The prefix begins with a newline and ends in digits so that a
+ * prefix tokenized apart from the header ("\n" + "\n" joins) would differ. */
+static void test_assistant_prefix(vl_image_arg *args) {
+    static const char prefix[] = "\n 4827 top left";
+    vl_image_set is;
+    VT_CHECK(vl_image_set_load(&is, args, 1, &g_e->m.pre, NULL) == 0);
+    size_t cap = 1 << 16, o = 0;
+    char *text = malloc(cap);
+    o += (size_t)snprintf(text, cap,
+                          "<|im_start|>system\nYou are a helpful assistant.<|im_end|>\n"
+                          "<|im_start|>user\n");
+    o += image_block(text + o, cap - o, &is.list[0]);
+    snprintf(text + o, cap - o, "Q?<|im_end|>\n<|im_start|>assistant\n%s", prefix);
+    int32_t *want = NULL;
+    int n_want = 0;
+    VT_CHECK(vl_tokenizer_encode(g_e->m.tok, text, &want, &n_want) == 0);
+    vl_prompt ps, pm, plain;
+    int rs = vl_prompt_build_system(&ps, &g_e->m, NULL, "Q?", prefix, is.list, is.src, 1);
+    VT_CHECKF(rs == 0 && ids_equal(ps.ids, ps.n, want, n_want), "system path: %d ids, want %d",
+              rs ? 0 : ps.n, n_want);
+    vl_part parts[] = {{NULL, 0}, {"Q?", -1}};
+    vl_message msg = {VL_ROLE_USER, parts, 2};
+    int rm = vl_prompt_build_messages(&pm, &g_e->m, &msg, 1, prefix, is.list, is.src, 1);
+    VT_CHECKF(rm == 0 && ids_equal(pm.ids, pm.n, want, n_want), "messages path differs");
+    /* tokenized with the header: its "\n" and the prefix's join into one token, so the ids
+     * without the prefix agree up to their last one only */
+    VT_CHECK(vl_prompt_build_system(&plain, &g_e->m, NULL, "Q?", NULL, is.list, is.src, 1) == 0);
+    VT_CHECK(plain.n < n_want && ids_equal(plain.ids, plain.n - 1, want, plain.n - 1) &&
+             plain.ids[plain.n - 1] != want[plain.n - 1]);
+    /* through the engine: the prompt it runs is the same */
+    vl_request rq;
+    vl_request_default(&rq);
+    rq.images = args;
+    rq.n_images = 1;
+    rq.prompt = "Q?";
+    rq.assistant_prefix = prefix;
+    rq.max_tokens = 2;
+    ids_sink seen = {0};
+    vl_callbacks cb = {.ctx = &seen, .on_prompt = keep_ids};
+    vl_result r;
+    int rc = vl_engine_run(g_e, &rq, &cb, &r);
+    VT_CHECKF(rc == 0 && ids_equal(seen.ids, seen.n, want, n_want), "engine: %s", vl_error_get());
+    VT_CHECK(rc != 0 || (r.prompt_tokens == n_want && r.n_tokens == 2));
+    if (rc == 0) vl_result_free(&r);
+    if (rs == 0) vl_prompt_free(&ps);
+    if (rm == 0) vl_prompt_free(&pm);
+    vl_prompt_free(&plain);
+    free(want);
+    free(text);
+    vl_image_set_free(&is);
+}
+
 int main(void) {
     char tok[4096], img[4][4096];
     const char *tdir = getenv("VL_TOKENIZER_DIR");
@@ -221,6 +276,7 @@ int main(void) {
         test_multi_turn(args);
         test_refusals(args);
         test_engine_run(args, n_args, cJSON_GetObjectItem(g, "prompt")->valuestring);
+        test_assistant_prefix(args);
     }
     vl_engine_close(g_e);
     cJSON_Delete(g);
