@@ -1,23 +1,30 @@
 #!/usr/bin/env bash
 # device_quality.sh: issue 17 on the GPU machine, in one call per part.
-#   train [SECONDS]   tests/reference/train_quality_model.py for SECONDS (default 300) of training:
+#   train [SECONDS [ARGS]]  tests/reference/train_quality_model.py for SECONDS (default 300) of
+#                     training (ARGS: its options, e.g. --init DIR --first-item N to go on):
 #                     the model (config.json, model.safetensors, preprocessor_config.json,
 #                     tokenizer.json) and train_log.json into $OUT/model (commit them as
 #                     tests/fixtures/quality-model); vlrun builds meanwhile (niced, build.txt),
 #                     then the bf16 evaluation through `vlrun serve` as a first check
-#   eval MODEL_DIR    build vlrun, then scripts/eval_quality.py over tests/fixtures/quality through
-#                     `vlrun serve` on CUDA for bf16, NF4, NF4 double-quant and int8 weights, each
-#                     with the bf16 and the int8 KV cache: $OUT/eval-*.json and $OUT/eval.txt
-# Carry .deps and .cache/tokenizer (the small tokenizer is derived there if missing).
+#   eval MODEL_DIR [S] build vlrun, then tests/reference/quality_reference.py (issue 17's table:
+#                     transformers and vlrun accuracy, teacher-forced agreement, the gates) within
+#                     S seconds (500): $OUT/quality_reference.{json,md}, eval-*.json, reference.txt
+# Carry .deps and .cache/tokenizer/small_tokenizer.json (scripts/setup.sh derives it): the tree,
+# with the 15 MB model, fits the device's 64 MiB carry limit only without the 11 MB Qwen2
+# tokenizer, and only with .deps less its usr/share (documentation: rm -rf .deps/usr/share).
+# The device returns at most 8 files: each part leaves $OUT/all.tgz and a summary.
 set -u
 part=${1:-}
 : "${OUT:?OUT must name the folder the device tool returns}"
 root=$(cd "$(dirname "$0")/.." && pwd)
 cd "$root" || exit 2
 export LD_LIBRARY_PATH=$root/.deps/usr/lib/x86_64-linux-gnu:${LD_LIBRARY_PATH:-}
-TOK=.cache/tokenizer/tokenizer.json
 SMALL=.cache/tokenizer/small_tokenizer.json
-[ -f $SMALL ] || python3 tests/reference/make_small_tokenizer.py $TOK $SMALL >/dev/null
+[ -f $SMALL ] || { echo "carry $SMALL (scripts/setup.sh derives it)"; exit 2; }
+pack() { # everything under $OUT into $OUT/all.tgz (the device returns 8 files at most)
+    (cd "$OUT" && tar czf /tmp/dq_all.tgz . && find . -mindepth 1 -delete &&
+        mv /tmp/dq_all.tgz all.tgz) || echo "could not pack $OUT"
+}
 mkdir -p "$OUT"
 case $part in
 train)
@@ -25,8 +32,8 @@ train)
     OUT=/tmp/dq_build nice -n 15 bash scripts/device.sh build --deadline $((seconds + 120)) \
         >"$OUT/build.txt" 2>&1 &
     build=$!
-    python3 tests/reference/train_quality_model.py $TOK "$OUT/model" --seconds "$seconds" \
-        >"$OUT/train.txt" 2>&1
+    python3 tests/reference/train_quality_model.py $SMALL "$OUT/model" --small \
+        --seconds "$seconds" "${@:3}" >"$OUT/train.txt" 2>&1
     echo "train rc $?"
     tail -3 "$OUT/train.txt"
     wait $build
@@ -37,26 +44,22 @@ train)
         >"$OUT/eval-bf16-kvbf16.txt" 2>&1
     echo "eval bf16 (rc $?):"
     cat "$OUT/eval-bf16-kvbf16.txt"
+    pack
     ;;
 eval)
     model=${2:?eval needs the model folder}
-    OUT=/tmp/dq_build bash scripts/device.sh build --deadline 200 >"$OUT/build.txt" 2>&1
+    OUT=/tmp/dq_build bash scripts/device.sh build --deadline 240 >"$OUT/build.txt" 2>&1
     V=$root/build-device/gpu/vlrun
     [ -x "$V" ] || { echo "no vlrun: see build.txt"; tail -5 "$OUT/build.txt"; exit 1; }
-    for q in bf16 nf4 nf4-dq int8; do
-        for kv in bf16 int8; do
-            qa=(--quant "${q%-dq}")
-            [ $q != nf4-dq ] || qa+=(--double-quant)
-            name=eval-$q-kv$kv
-            timeout 300 python3 scripts/eval_quality.py --model "$model" --vlrun "$V" --via serve \
-                --workers 16 --json-out "$OUT/$name.json" -- --backend cuda --tokenizer $SMALL \
-                "${qa[@]}" --kv "$kv" >"$OUT/$name.txt" 2>&1
-            echo "$name (rc $?): $(tail -1 "$OUT/$name.txt")" | tee -a "$OUT/eval.txt"
-        done
-    done
+    timeout ${3:-500} python3 tests/reference/quality_reference.py --model "$model" --vlrun "$V" \
+        --out "$OUT" >"$OUT/reference.txt" 2>&1
+    echo "quality_reference rc $?"
+    tail -25 "$OUT/reference.txt"
+    cat "$OUT/quality_reference.md" 2>/dev/null
+    pack
     ;;
 *)
-    echo "usage: scripts/device_quality.sh train [SECONDS] | eval MODEL_DIR" >&2
+    echo "usage: scripts/device_quality.sh train [SECONDS [ARGS]] | eval MODEL_DIR [SECONDS]" >&2
     exit 2
     ;;
 esac

@@ -18,8 +18,11 @@ everywhere, not on the near-ties of an untrained distribution.
 Training items: quality_task.item(seed 1, i) for i = 0, 1, ... (each drawn once); the held-out
 check during training uses seed 2 items (the committed evaluation set's seed), never trained on.
 
-usage: train_quality_model.py QWEN_TOKENIZER_JSON OUT_DIR [--seconds 300] [--batch 48]
-           [--lr 1e-3] [--seed 0] [--workers 8]
+usage: train_quality_model.py QWEN_TOKENIZER_JSON OUT_DIR [--small] [--seconds 300] [--batch 48]
+           [--lr 1e-3] [--seed 0] [--workers 8] [--init MODEL_DIR] [--first-item N]
+--init continues from a saved model (its weights; the optimizer starts afresh, with the
+warm-up), on training items from --first-item on (say, the steps x batch the first run drew),
+so that a model can be trained over several calls of the GPU machine's 10-minute limit.
 writes OUT_DIR/{config.json, model.safetensors (bf16), preprocessor_config.json,
 tokenizer.json (the small tokenizer), train_log.json}: steps, loss curve, teacher-forced answer accuracy on 240 held-out items, and
 their greedy exact-match accuracy per task (transformers, bf16 weights, fp32 compute).
@@ -89,16 +92,17 @@ class Encoder:
 
 
 class Stream(torch.utils.data.IterableDataset):
-    """Training items seed 1, i = worker, worker + workers, ...: never repeated."""
+    """Training items seed 1, i = first + worker, + workers, ...: never repeated."""
 
-    def __init__(self, small_tokenizer_path):
+    def __init__(self, small_tokenizer_path, first=0):
         self.path = small_tokenizer_path
+        self.first = first
 
     def __iter__(self):
         info = torch.utils.data.get_worker_info()
         w, n = (info.id, info.num_workers) if info else (0, 1)
         encoder = Encoder(self.path)
-        i = w
+        i = self.first + w
         while True:
             task, pictures, question, answer = quality_task.item(TRAIN_SEED, i)
             yield encoder.encode(pictures, question, answer)
@@ -195,18 +199,31 @@ def main():
     ap.add_argument("--lr", type=float, default=1e-3)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--workers", type=int, default=8)
+    ap.add_argument("--init", help="start from this saved model's weights")
+    ap.add_argument("--small", action="store_true",
+                    help="the tokenizer given is already the small one (make_small_tokenizer.py)")
+    ap.add_argument("--first-item", type=int, default=0)
     a = ap.parse_args()
     os.makedirs(a.out_dir, exist_ok=True)
     small = os.path.join(a.out_dir, "tokenizer.json")
     with open(small, "w", encoding="utf-8") as f:
-        json.dump(make_small_tokenizer.derive(a.tokenizer), f, ensure_ascii=False)
+        if a.small:
+            with open(a.tokenizer, encoding="utf-8") as src:
+                f.write(src.read())
+        else:
+            json.dump(make_small_tokenizer.derive(a.tokenizer), f, ensure_ascii=False)
     torch.manual_seed(a.seed)
     device = "cuda"
-    model = build_model().to(device).train()
+    if a.init:
+        model = Qwen2VLForConditionalGeneration.from_pretrained(a.init, dtype=torch.float32)
+    else:
+        model = build_model()
+    model = model.to(device).train()
     n_params = sum(p.numel() for p in model.parameters())
     encoder = Encoder(small)
     checks = held_out(encoder)
-    loader = torch.utils.data.DataLoader(Stream(small), batch_size=a.batch, collate_fn=collate,
+    loader = torch.utils.data.DataLoader(Stream(small, a.first_item), batch_size=a.batch,
+                                         collate_fn=collate,
                                          num_workers=a.workers, prefetch_factor=4,
                                          persistent_workers=True)
     opt = torch.optim.AdamW(model.parameters(), lr=a.lr, betas=(0.9, 0.98), weight_decay=0.01)
@@ -256,7 +273,8 @@ def main():
     result = dict(transformers=transformers.__version__, torch=torch.__version__,
                   params=n_params, steps=step, skipped_steps=skipped,
                   seconds=round(time.time() - t0, 1),
-                  batch=a.batch, lr=a.lr, seed=a.seed, text=TEXT, vision=VISION,
+                  batch=a.batch, lr=a.lr, seed=a.seed, init=a.init, first_item=a.first_item,
+                  text=TEXT, vision=VISION,
                   held_out_items=HELD_OUT, held_out_teacher_forced=tf,
                   held_out_greedy=greedy, held_out_greedy_by_task=by_task, log=log)
     with open(os.path.join(a.out_dir, "train_log.json"), "w") as f:
