@@ -12,9 +12,12 @@ stripping surrounding whitespace and a final period.
                (temperature 0): the CUDA backend's start-up paid once
 
 usage: eval_quality.py --model DIR [--set DIR] [--vlrun PATH] [--via cli|serve] [--limit N]
-           [--tasks t1,t2] [--workers 8] [--json-out FILE] [--min-accuracy F] [-- VLRUN_ARGS...]
+           [--tasks t1,t2] [--ids FILE] [--workers 8] [--json-out FILE] [--min-accuracy F]
+           [-- VLRUN_ARGS...]
 VLRUN_ARGS go to every vlrun (e.g. --backend cuda --quant nf4 --kv int8 --tokenizer FILE).
-Prints one line per task and the total; exit 1 when --min-accuracy is not met, 2 on an error.
+--ids FILE: only the items whose ids the file lists (whitespace-separated; '#' starts a comment).
+Prints one line per task and the total; exit 1 when --min-accuracy is not met (each wrong item
+then named with its expected and given answer), 2 on an error.
 Python's standard library only (the GPU machine has no node).
 """
 import argparse
@@ -33,12 +36,20 @@ MAX_TOKENS = 8  # the longest answer ("bottom right", four digits) is 4 tokens o
 ITEM_S, READY_S, STOP_S = 300, 300, 60
 
 
-def load_set(path, tasks, limit):
+def read_ids(path):
+    ids = []
+    with open(path) as f:
+        for line in f:
+            ids += [int(w) for w in line.split("#")[0].split()]
+    return set(ids)
+
+
+def load_set(path, tasks, limit, ids=None):
     items = []
     with open(os.path.join(path, "items.jsonl")) as f:
         for line in f:
             it = json.loads(line)
-            if tasks and it["task"] not in tasks:
+            if (tasks and it["task"] not in tasks) or (ids is not None and it["id"] not in ids):
                 continue
             it["images"] = [os.path.join(path, p) for p in it["images"]]
             items.append(it)
@@ -113,12 +124,17 @@ def main():
     ap.add_argument("--via", choices=("cli", "serve"), default="cli")
     ap.add_argument("--limit", type=int, default=0)
     ap.add_argument("--tasks", default="")
+    ap.add_argument("--ids")
     ap.add_argument("--workers", type=int, default=0)
     ap.add_argument("--json-out")
     ap.add_argument("--min-accuracy", type=float, default=None)
     a = ap.parse_args(argv)
     try:
-        items = load_set(a.set, set(filter(None, a.tasks.split(","))), a.limit)
+        ids = read_ids(a.ids) if a.ids else None
+        items = load_set(a.set, set(filter(None, a.tasks.split(","))), a.limit, ids)
+        if ids is not None and len(items) != len(ids):
+            raise ValueError("%d of the ids in %s are not in the set" % (len(ids) - len(items),
+                                                                         a.ids))
     except (OSError, ValueError, KeyError) as e:
         print("eval_quality: the set %s: %s" % (a.set, e), file=sys.stderr)
         return 2
@@ -148,6 +164,10 @@ def main():
                            by_task=by_task, items=results), f, indent=1)
     if a.min_accuracy is not None and acc < a.min_accuracy:
         print("eval_quality: accuracy %.3f below %.3f" % (acc, a.min_accuracy), file=sys.stderr)
+        for r in results:
+            if not r["ok"]:
+                print("  item %d (%s): expected %r, got %r" % (r["id"], r["task"], r["answer"],
+                                                             r["got"]), file=sys.stderr)
         return 1
     return 0
 
