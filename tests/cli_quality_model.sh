@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # The trained quality model (tests/fixtures/quality-model, issue 17) on the CPU backend: a fixed
-# subset of the evaluation set (its ci_items.txt: items every configuration answered right on the
-# GPU machine, in transformers and in vlrun) must all be answered right in bf16, NF4 and int8
-# weights with the int8 cache. A numerical regression in the engine's ops, the vision tower, the
+# subset of the evaluation set (its ci_items.txt: items every vlrun configuration answered right,
+# on the GPU machine and on the CPU) must all be answered right in bf16, NF4 and int8 weights
+# with the int8 cache. A numerical regression in the engine's ops, the vision tower, the
 # prompt or the quantizers changes answers of a model that reads its pictures, and this names them.
 set -u
 VLRUN=${VLRUN:?}
