@@ -1,7 +1,8 @@
 #!/usr/bin/env python3
 """quality_reference.py: issue 17's table on the trained quality model, vlrun against
 transformers in one run (the GPU machine: torch, transformers 5.17, tokenizers, Pillow; no
-bitsandbytes, whose weights come from bnb_emulation.py, proven bit-exact on the goldens).
+bitsandbytes, whose weights come from bnb_emulation.py, proven bit-exact on the committed
+bitsandbytes goldens at the start of each run: a gate).
 
   accuracy     greedy exact match on the whole evaluation set (tests/fixtures/quality):
                transformers fp32, bf16 and bf16 with emulated NF4, NF4 double-quant and int8
@@ -29,6 +30,8 @@ usage: quality_reference.py --model DIR --vlrun PATH --out DIR [--set DIR] [--tf
 """
 import argparse
 import concurrent.futures
+import contextlib
+import io
 import json
 import os
 import subprocess
@@ -270,6 +273,13 @@ def main():
     enc_of = {it["id"]: e for it, e in zip(items, enc)}
     report = dict(model=a.model, set=a.set, items=len(items), tf_items=len(tf_index),
                   rows={}, gates=[])
+    # the emulation proven bit-exact on bitsandbytes' own output in this run (CPU, seconds)
+    lines = io.StringIO()
+    with contextlib.redirect_stdout(lines):
+        proven = bnb_emulation.check_goldens(os.path.join(ROOT, "tests", "fixtures", "bnb_goldens"))
+    report["bnb_emulation_vs_goldens"] = lines.getvalue().splitlines()
+    report["gates"].append(dict(what="bnb_emulation.py identical to the bitsandbytes goldens",
+                                ok=bool(proven)))
     # vlrun's processes run beside transformers (the GPU holds both; the numbers do not mix)
     pool = concurrent.futures.ThreadPoolExecutor(max_workers=1)
     tf_future = None if a.no_vlrun else pool.submit(vlrun_all, a, items, tf_index, enc)
