@@ -157,11 +157,10 @@ static void print_header(const plan_args *pa, const vl_plan_input *in, const vl_
         printf("text: %lld prompt tokens besides the images (counted with the tokenizer)\n",
                (long long)in->text_tokens);
     else
-        printf("text: at most %lld prompt tokens besides the images (no tokenizer: %lld for the "
-               "chat template + one per byte of the prompt, an upper bound; --tokenizer FILE "
-               "counts them)\n",
-               (long long)in->text_tokens,
-               (long long)(in->text_tokens - (int64_t)strlen(pa->o.request.prompt)));
+        printf("text: at most %lld prompt tokens besides the images (no tokenizer: one per "
+               "special token of the chat template and one per byte of its text and of the "
+               "prompt, an upper bound; --tokenizer FILE counts them)\n",
+               (long long)in->text_tokens);
     if (pa->have_gpu && pa->gpu.card && pa->gpu.measured)
         printf("budget: %s %.2f GiB (%d MiB, cudaMemGetInfo's total, measured)\n", pa->gpu.label,
                pa->gpu.total / gib, (int)(pa->gpu.total >> 20));

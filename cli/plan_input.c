@@ -2,10 +2,12 @@
  * a device (vlrun plan, and the prediction line of vlrun sweep): the config, the prompt's text
  * tokens, the images' sizes after smart_resize, and a page size for "how many fit".
  *
- * The text tokens are counted as the run counts them (vl_prompt_build with no image) when a
- * tokenizer is there; without one they are bounded from above: one token per special token of
- * the chat template and one per byte of its text and of the prompt (a byte-level BPE never makes
- * more tokens than bytes). For 7B the bound costs ~3 MiB of KV cache over the exact count. */
+ * The text tokens are counted as the run counts them (the prompt built with its system prompt
+ * and answer prefix, no image) when a tokenizer is there; without one they are bounded from
+ * above: one token per special token of the chat template and one per byte of its text, of the
+ * prompt, of a --system (beside the default's bytes) and of an --assistant-prefix (a byte-level
+ * BPE never makes more tokens than bytes). For 7B the bound costs ~3 MiB of KV cache over the
+ * exact count. */
 #include "cli/cli.h"
 
 #include <stdlib.h>
@@ -42,14 +44,20 @@ static void model_name(char *out, size_t cap, const vl_options *o) {
     snprintf(out, cap, "%.*s", (int)n, path + start);
 }
 
-static int count_text_tokens(vl_plan_input *in, const vl_model *m, const char *prompt) {
+static int64_t len_of(const char *s) {
+    return s ? (int64_t)strlen(s) : 0;
+}
+
+static int count_text_tokens(vl_plan_input *in, const vl_model *m, const vl_request *rq) {
     if (!m->tok) {
-        in->text_tokens = TEMPLATE_TOKENS_MAX + (int64_t)strlen(prompt ? prompt : "");
+        in->text_tokens = TEMPLATE_TOKENS_MAX + len_of(rq->prompt) + len_of(rq->system) +
+                          len_of(rq->assistant_prefix);
         in->text_exact = 0;
         return 0;
     }
     vl_prompt p;
-    if (vl_prompt_build(&p, m, prompt, NULL, NULL, 0)) return -1;
+    if (vl_prompt_build_system(&p, m, rq->system, rq->prompt, rq->assistant_prefix, NULL, NULL, 0))
+        return -1;
     in->text_tokens = p.n;
     in->text_exact = 1;
     vl_prompt_free(&p);
@@ -110,7 +118,7 @@ int vl_plan_input_load(vl_plan_input *in, const vl_options *o, int page_w, int p
     if (!rc) {
         in->cfg = m.cfg;
         model_name(in->model_name, sizeof in->model_name, o);
-        rc = count_text_tokens(in, &m, o->request.prompt);
+        rc = count_text_tokens(in, &m, &o->request);
     }
     if (!rc) rc = load_images(in, o, &m.pre, page_w, page_h);
     vl_model_free(&m);

@@ -8,6 +8,7 @@
 #     refuses "beyond the model's context" (x(k+1)) and k passes that check;
 #   - --image-size WxH plans the same page as an image of that size;
 #   - without a tokenizer the text tokens are an upper bound (57: the template's 5 special tokens and 52 bytes, + bytes of the prompt), said so;
+#   - --system and --assistant-prefix counted as the run counts them (and in the bound);
 #   - known cards: A10 = 23028 - 480 MiB (nvidia-smi less the H100's measured reserve), H100 =
 #     81079 MiB measured; the text table has the six rows;
 #   - bad --gpu / --image-size / no config: one error line, exit 1.
@@ -83,6 +84,20 @@ r = json.load(open(sys.argv[1])); exact = int(sys.argv[2])
 ok = r["text_tokens"] == 57 + len("Read it.") and not r["text_tokens_exact"] and r["text_tokens"] >= exact
 sys.exit(0 if ok else 1)' "$tmp/nt.json" "$exact" && ok || bad "no tokenizer: $(cat "$tmp/nt.json")"
 "$VLRUN" plan --backend cpu --config "$M/config.json" --image-size 100x60 --gpu 4M | grep -q "no tokenizer" && ok || bad "no tokenizer note"
+
+# 5b. --system and --assistant-prefix are part of the prompt: plan counts them as the run does
+# (the run's prompt tokens less the image's), and the bound without a tokenizer covers them
+sa=(--prompt "Read it." --system "Be terse, exact and brief." --assistant-prefix "4827 top")
+pt=$(plan "$IMG" --gpu 4M "${sa[@]}" --json | python3 -c 'import json,sys; print(json.load(sys.stdin)["text_tokens"])')
+p0=$(plan "$IMG" --gpu 4M --prompt "Read it." --json | python3 -c 'import json,sys; print(json.load(sys.stdin)["text_tokens"])')
+r1=$(run "$IMG" "${sa[@]}" | python3 -c 'import json,sys; print(json.load(sys.stdin)["prompt_tokens"])')
+r0=$(run "$IMG" --prompt "Read it." | python3 -c 'import json,sys; print(json.load(sys.stdin)["prompt_tokens"])')
+if [ -n "$pt" ] && [ -n "$r1" ] && [ $((pt - p0)) -eq $((r1 - r0)) ] && [ "$pt" -gt "$p0" ]; then ok; else
+    bad "--system/--assistant-prefix: plan $p0 -> $pt text tokens, run $r0 -> $r1 prompt tokens"; fi
+nt=$("$VLRUN" plan --backend cpu --config "$M/config.json" --image-size 100x60 --gpu 4M "${sa[@]}" --json |
+    python3 -c 'import json,sys; print(json.load(sys.stdin)["text_tokens"])')
+want=$((57 + ${#sa[1]} + ${#sa[3]} + ${#sa[5]}))
+[ "$nt" = "$want" ] && [ "$nt" -ge "$pt" ] && ok || bad "no tokenizer with --system/--assistant-prefix: $nt, want $want"
 
 # 6. known cards, and the text table
 for c in "A10:$(((23028 - 480) * 1048576)):False" "h100:$((81079 * 1048576)):True" "a100-80gb:$(((81920 - 480) * 1048576)):False"; do
