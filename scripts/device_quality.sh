@@ -38,7 +38,7 @@ train)
     tail -3 "$OUT/train.txt"
     wait $build
     V=$root/build-device/gpu/vlrun
-    [ -x "$V" ] || { echo "no vlrun: see build.txt"; tail -5 "$OUT/build.txt"; exit 1; }
+    [ -x "$V" ] || { echo "no vlrun: see build.txt"; tail -5 "$OUT/build.txt"; pack; exit 1; }
     timeout 120 python3 scripts/eval_quality.py --model "$OUT/model" --vlrun "$V" --via serve \
         --workers 16 --json-out "$OUT/eval-bf16-kvbf16.json" -- --backend cuda \
         >"$OUT/eval-bf16-kvbf16.txt" 2>&1
@@ -50,7 +50,7 @@ eval)
     model=${2:?eval needs the model folder}
     OUT=/tmp/dq_build bash scripts/device.sh build --deadline 240 >"$OUT/build.txt" 2>&1
     V=$root/build-device/gpu/vlrun
-    [ -x "$V" ] || { echo "no vlrun: see build.txt"; tail -5 "$OUT/build.txt"; exit 1; }
+    [ -x "$V" ] || { echo "no vlrun: see build.txt"; tail -5 "$OUT/build.txt"; pack; exit 1; }
     timeout ${3:-500} python3 tests/reference/quality_reference.py --model "$model" --vlrun "$V" \
         --out "$OUT" >"$OUT/reference.txt" 2>&1
     echo "quality_reference rc $?"
