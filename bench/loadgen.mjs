@@ -161,7 +161,8 @@ async function main() {
     }));
     const wallS = (performance.now() - t0) / 1000;
     const seen = await stopWatch();
-    const out = report(o, perClient.flat(), wallS, seen, m0, await lib.metrics(o.url, headers));
+    const m = await lib.settledMetrics(o.url, headers);
+    const out = report(o, perClient.flat(), wallS, seen, m0, m);
     const text = JSON.stringify(out, null, 2) + '\n';
     if (o.out) writeFileSync(o.out, text);
     else process.stdout.write(text);

@@ -276,6 +276,20 @@ class MetricsWatch(threading.Thread):
         return self.seen
 
 
+def settled_metrics(server, timeout_s=10.0):
+    """/metrics once the engine has published the step that finished the last request: a
+    client has its answer before the engine thread publishes that step's counters, so a read
+    right after the run may lag one step. Running and queued both 0 are only published after
+    the last step (at most timeout_s of polling, then what is there)."""
+    deadline = time.perf_counter() + timeout_s
+    while True:
+        m = server.metrics()
+        idle = not m.get("vlrun_running_sequences") and not m.get("vlrun_queue_length")
+        if idle or time.perf_counter() > deadline:
+            return m
+        time.sleep(0.02)
+
+
 def decode_of(m0, m):
     """The engine's decode steps during the run, from /metrics before (m0) and after (m): the
     aggregate decode rate is their tokens over their wall time (prefill chunks excluded)."""
@@ -353,7 +367,7 @@ def main(argv):
     wall_s = time.perf_counter() - t0
     seen = watch.finish()
     try:
-        m = server.metrics()
+        m = settled_metrics(server)
     except (OSError, http.client.HTTPException, RuntimeError, ValueError) as e:
         print("loadgen: %s" % e, file=sys.stderr)
         return 1

@@ -120,6 +120,19 @@ export async function metrics(url, headers = {}) {
     return out;
 }
 
+// /metrics once the engine has published the step that finished the last request: a client has
+// its answer before the engine thread publishes that step's counters, so a read right after a
+// run may lag one step; running and queued both 0 come only after the last step (10 s at most).
+export async function settledMetrics(url, headers = {}) {
+    const deadline = performance.now() + 10000;
+    for (;;) {
+        const m = await metrics(url, headers);
+        if ((!m.vlrun_running_sequences && !m.vlrun_queue_length) || performance.now() > deadline)
+            return m;
+        await new Promise((r) => setTimeout(r, 20));
+    }
+}
+
 // The user message of one request: its images (data: URLs) then its text.
 export function userMessage(images, text) {
     const parts = images.map((f) => ({ type: 'image_url', image_url: { url: dataUrl(f) } }));
