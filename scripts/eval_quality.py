@@ -90,27 +90,38 @@ def ask(server, item):
         conn.close()
 
 
+def score(items, texts):
+    """Each item's answer text against its expected answer -> result dicts."""
+    return [dict(id=it["id"], task=it["task"], answer=it["answer"], got=text,
+                 ok=normalize(text) == it["answer"]) for it, text in zip(items, texts)]
+
+
 def evaluate(items, answer_of, workers):
     with concurrent.futures.ThreadPoolExecutor(max_workers=workers) as pool:
-        texts = list(pool.map(answer_of, items))
-    out = []
-    for it, text in zip(items, texts):
-        out.append(dict(id=it["id"], task=it["task"], answer=it["answer"], got=text,
-                        ok=normalize(text) == it["answer"]))
-    return out
+        return score(items, list(pool.map(answer_of, items)))
 
 
-def report(results):
+def tally(results):
+    """-> {task: (items, right)} in the results' order, and (items, right) in all."""
     by = {}
     for r in results:
         n, k = by.get(r["task"], (0, 0))
         by[r["task"]] = (n + 1, k + r["ok"])
-    for task, (n, k) in by.items():
-        print("%-8s %4d / %4d  %6.1f%%" % (task, k, n, 100.0 * k / n))
-    n, k = len(results), sum(r["ok"] for r in results)
-    acc = k / n if n else 0.0
-    print("%-8s %4d / %4d  %6.1f%%" % ("all", k, n, 100.0 * acc))
-    return acc, {t: v[1] / v[0] for t, v in by.items()}
+    return by, (len(results), sum(r["ok"] for r in results))
+
+
+def accuracy(results):
+    """-> the share right, and the share right per task."""
+    by, (n, k) = tally(results)
+    return k / n if n else 0.0, {t: v[1] / v[0] for t, v in by.items()}
+
+
+def report(results):
+    by, (n, k) = tally(results)
+    for task, (tn, tk) in by.items():
+        print("%-8s %4d / %4d  %6.1f%%" % (task, tk, tn, 100.0 * tk / tn))
+    print("%-8s %4d / %4d  %6.1f%%" % ("all", k, n, 100.0 * k / n if n else 0.0))
+    return accuracy(results)
 
 
 def main():

@@ -48,6 +48,7 @@ sys.path.insert(0, HERE)
 sys.path.insert(0, os.path.join(ROOT, "scripts"))
 import bnb_emulation  # noqa: E402
 import eval_quality  # noqa: E402
+import teacher_forced  # noqa: E402
 import train_quality_model as tq  # noqa: E402
 from PIL import Image  # noqa: E402
 from transformers import Qwen2VLForConditionalGeneration  # noqa: E402
@@ -105,23 +106,8 @@ def load_transformers(model_dir, fmt, table):
 @torch.no_grad()
 def hf_logits(model, ids, pv, grids):
     x = torch.tensor([ids], device="cuda")
-    out = model(input_ids=x, attention_mask=torch.ones_like(x),
-                mm_token_type_ids=(x == tq.SPECIAL["image_token_id"]).long(),
-                pixel_values=pv.to("cuda", model.dtype), image_grid_thw=torch.tensor(grids).cuda(),
-                use_cache=False)
-    return out.logits[0].float().cpu()
-
-
-@torch.no_grad()
-def hf_greedy(model, encoder, prompt_ids, pv, grids):
-    seq, out = list(prompt_ids), []
-    for _ in range(eval_quality.MAX_TOKENS):
-        nxt = int(hf_logits(model, seq, pv, grids)[-1].argmax())
-        if nxt == tq.IM_END:
-            break
-        out.append(nxt)
-        seq.append(nxt)
-    return encoder.tok.decode(out)
+    return tq.forward(model, x, torch.ones_like(x), pv.to("cuda", model.dtype),
+                      torch.tensor(grids, device="cuda")).logits[0].float().cpu()
 
 
 def encode_items(items, encoder):
@@ -145,7 +131,8 @@ def transformers_runs(a, items, tf_index, encoder, enc):
         logits = {items[i]["id"]: hf_logits(model, *enc[i][:1], *enc[i][2:]) for i in tf_index}
         answers = {}
         for it, (ids, n_prompt, pv, grids) in zip(items, enc):
-            answers[it["id"]] = hf_greedy(model, encoder, ids[:n_prompt], pv, grids)
+            answers[it["id"]] = tq.greedy_answer(model, encoder, ids[:n_prompt], pv, grids,
+                                                 eval_quality.MAX_TOKENS)
         runs[fmt] = dict(answers=answers, logits=logits, linears_quantized=n_q)
         del model
         torch.cuda.empty_cache()
@@ -224,14 +211,10 @@ def compare(test, ref, enc_of):
         if test[iid] is None:
             missing += 1
             continue
-        t = test[iid].double()
-        r = r.double()
-        cos = (t * r).sum(-1) / (t.norm(dim=-1) * r.norm(dim=-1))
-        same = t.argmax(-1) == r.argmax(-1)
-        n_prompt = enc_of[iid][1]
-        cos_all.append(cos)
-        top1_all.append(same)
-        top1_answer.append(same[n_prompt - 1:])
+        c = teacher_forced.compare(test[iid], r)
+        cos_all.append(c["cos"])
+        top1_all.append(c["top1"])
+        top1_answer.append(c["top1"][enc_of[iid][1] - 1:])
     cos, t1, t1a = torch.cat(cos_all), torch.cat(top1_all), torch.cat(top1_answer)
     return dict(missing_items=missing, positions=int(t1.numel()), top1=float(t1.double().mean()),
                 top1_answer=float(t1a.double().mean()), answer_positions=int(t1a.numel()),
@@ -239,12 +222,7 @@ def compare(test, ref, enc_of):
 
 
 def accuracy(answers, items):
-    ok = [eval_quality.normalize(answers[it["id"]]) == it["answer"] for it in items]
-    by = {}
-    for it, k in zip(items, ok):
-        n, c = by.get(it["task"], (0, 0))
-        by[it["task"]] = (n + 1, c + k)
-    return sum(ok) / len(ok), {t: c / n for t, (n, c) in by.items()}
+    return eval_quality.accuracy(eval_quality.score(items, [answers[it["id"]] for it in items]))
 
 
 def same_answers(x, y):

@@ -166,24 +166,31 @@ def teacher_forced_accuracy(model, items, device):
 
 
 @torch.no_grad()
-def greedy_accuracy(model, items, encoder, device):
-    """Greedy answers (full forward per token, no cache) against the expected, per task."""
+def greedy_answer(model, encoder, prompt_ids, pv, grids, max_tokens=8):
+    """One item's greedy answer text: a full forward per token, no cache (none of generate's
+    cache or stopping rules involved), until the end of turn or max_tokens."""
+    device = next(model.parameters()).device
+    seq, out = list(prompt_ids), []
+    for _ in range(max_tokens):
+        x = torch.tensor([seq], device=device)
+        logits = forward(model, x, torch.ones_like(x), pv.to(device, model.dtype),
+                         torch.tensor(grids, device=device)).logits
+        nxt = int(logits[0, -1].argmax())
+        if nxt == IM_END:
+            break
+        out.append(nxt)
+        seq.append(nxt)
+    return encoder.tok.decode(out)
+
+
+@torch.no_grad()
+def greedy_accuracy(model, items, encoder):
+    """Greedy answers against the expected, per task."""
     model.eval()
     by = {}
     for task, answer, (ids, labels, pv, grids) in items:
         n_prompt = sum(1 for x in labels if x == -100)
-        seq = list(ids[:n_prompt])
-        out = []
-        for _ in range(8):
-            x = torch.tensor([seq], device=device)
-            logits = forward(model, x, torch.ones_like(x), pv.to(device),
-                             torch.tensor(grids, device=device)).logits
-            nxt = int(logits[0, -1].argmax())
-            if nxt == IM_END:
-                break
-            out.append(nxt)
-            seq.append(nxt)
-        got = encoder.tok.decode(out).strip()
+        got = greedy_answer(model, encoder, ids[:n_prompt], pv, grids).strip()
         n, k = by.get(task, (0, 0))
         by[task] = (n + 1, k + (got == answer))
     model.train()
@@ -269,7 +276,7 @@ def main():
     # the saved bf16 weights, reloaded as a user would, computed in fp32
     model = Qwen2VLForConditionalGeneration.from_pretrained(a.out_dir, dtype=torch.float32)
     model = model.to(device).eval()
-    by_task, greedy = greedy_accuracy(model, checks, encoder, device)
+    by_task, greedy = greedy_accuracy(model, checks, encoder)
     result = dict(transformers=transformers.__version__, torch=torch.__version__,
                   params=n_params, steps=step, skipped_steps=skipped,
                   seconds=round(time.time() - t0, 1),
