@@ -92,21 +92,27 @@ class Encoder:
 
 
 class Stream(torch.utils.data.IterableDataset):
-    """Training items seed 1, i = first + worker, + workers, ...: never repeated."""
+    """Training items seed 1 from first on, never repeated, in blocks of one batch: worker w of n
+    yields blocks w, w + n, ..., so the loader's batch k is items first + k x batch on, and every
+    batch holds each task alike (items cycle through the tasks; a worker striding by single items
+    would see only the tasks of its residue, alternating batches between two sets of tasks)."""
 
-    def __init__(self, small_tokenizer_path, first=0):
+    def __init__(self, small_tokenizer_path, first, batch):
         self.path = small_tokenizer_path
         self.first = first
+        self.batch = batch
 
     def __iter__(self):
         info = torch.utils.data.get_worker_info()
         w, n = (info.id, info.num_workers) if info else (0, 1)
         encoder = Encoder(self.path)
-        i = self.first + w
+        block = w
         while True:
-            task, pictures, question, answer = quality_task.item(TRAIN_SEED, i)
-            yield encoder.encode(pictures, question, answer)
-            i += n
+            for m in range(self.batch):
+                i = self.first + block * self.batch + m
+                task, pictures, question, answer = quality_task.item(TRAIN_SEED, i)
+                yield encoder.encode(pictures, question, answer)
+            block += n
 
 
 def collate(batch):
@@ -229,12 +235,13 @@ def main():
     n_params = sum(p.numel() for p in model.parameters())
     encoder = Encoder(small)
     checks = held_out(encoder)
-    loader = torch.utils.data.DataLoader(Stream(small, a.first_item), batch_size=a.batch,
+    loader = torch.utils.data.DataLoader(Stream(small, a.first_item, a.batch), batch_size=a.batch,
                                          collate_fn=collate,
                                          num_workers=a.workers, prefetch_factor=4,
                                          persistent_workers=True)
     opt = torch.optim.AdamW(model.parameters(), lr=a.lr, betas=(0.9, 0.98), weight_decay=0.01)
     warmup, log, t0, step, skipped = 300, [], time.time(), 0, 0
+    loss_sum, loss_n = torch.zeros((), device=device), 0  # since the last log line
     for ids, labels, mask, pv, grids in loader:
         elapsed = time.time() - t0
         if elapsed > a.seconds:
@@ -255,15 +262,20 @@ def main():
         # into every weight (inf x 0), so it is skipped (and counted)
         if torch.isfinite(norm):
             opt.step()
+            loss_sum += loss.detach()
+            loss_n += 1
         else:
             skipped += 1
         step += 1
         if step % 100 == 0:
-            entry = dict(step=step, seconds=round(time.time() - t0, 1), loss=float(loss.detach()),
+            # the mean of the last 100 batches (those stepped): one batch's loss says little (its items' mix of tasks)
+            entry = dict(step=step, seconds=round(time.time() - t0, 1), loss=float(loss_sum) / max(1, loss_n),
                          lr=lr, skipped=skipped)
             if step % 500 == 0:
                 entry["held_out_teacher_forced"] = teacher_forced_accuracy(model, checks, device)
             log.append(entry)
+            loss_sum.zero_()
+            loss_n = 0
             print(json.dumps(entry), flush=True)
     tf = teacher_forced_accuracy(model, checks, device)
     model = model.to(torch.bfloat16)
