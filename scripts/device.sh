@@ -83,9 +83,9 @@ Options:
   --deadline S            seconds the task may take (default 570, under the device's 600 s):
                           each step gets what is left, so the summary is always written
 
-Needs carried: .deps (the Debian build dependencies; the anchors in .deps/anchors/) and .cache
-(the Qwen2 tokenizer, scripts/fetch_tokenizer.sh). Builds go to build-device/ of this tree (kept
-on a warm machine), the work files to build-device/work/TASK.
+Needs carried: .deps (the Debian build dependencies and the anchors in .deps/anchors/: made by
+scripts/device_deps.sh) and .cache (the Qwen2 tokenizer, scripts/fetch_tokenizer.sh). Builds go
+to build-device/ of this tree (kept on a warm machine), the work files to build-device/work/TASK.
 EOF
 }
 
