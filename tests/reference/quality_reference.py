@@ -13,7 +13,9 @@ bitsandbytes goldens at the start of each run: a gate).
                (its ids are checked equal to this script's own template encoding); against
                transformers bf16 and against transformers with the same weights (NF4 / NF4-dq /
                int8 emulated): top-1 agreement at every position and at the answer's positions
-               (the last prompt position on), cosine min / mean (float64 sums)
+               (the last prompt position on), cosine min / mean (float64 sums), the positions
+               below the cosine gate and the lowest few (what they hold, and the cosine of
+               transformers fp32 vs bf16 there: the reference's own rounding)
   answers      share of items whose vlrun greedy answer equals transformers' in the same format
 
 Configurations: weights bf16, nf4, nf4-dq, int8, each with the bf16 and the int8 KV cache, and
@@ -58,6 +60,7 @@ WEIGHTS = ("bf16", "nf4", "nf4-dq", "int8")
 VLRUN_CONFIGS = [(w, "flash", kv) for w in WEIGHTS for kv in ("bf16", "int8")]
 VLRUN_CONFIGS.insert(1, ("bf16", "naive", "bf16"))
 GATE_TOP1, GATE_COS, GATE_ANSWERS, GATE_ACC_POINTS = 0.995, 0.999, 0.99, 1.0
+WORST_POSITIONS = 4  # the lowest cosines a comparison lists
 
 
 def log(*a):
@@ -204,9 +207,12 @@ def vlrun_accuracy(a, cfg):
 
 # ---- comparisons -------------------------------------------------------------------------------
 
-def compare(test, ref, enc_of):
-    """Teacher-forced agreement of two {item id: logits} over the items both hold."""
-    cos_all, top1_all, top1_answer, missing = [], [], [], 0
+def compare(test, ref, enc_of, noise=None):
+    """Teacher-forced agreement of two {item id: logits} over the items both hold, and the
+    positions of the lowest cosines: item, position, what the position holds (image pad, other
+    prompt, answer), and there the cosine of transformers fp32 vs bf16 (noise: {item id: cosines}),
+    the reference's own rounding at that position."""
+    cos_all, top1_all, top1_answer, where, missing = [], [], [], [], 0
     for iid, r in ref.items():
         if test[iid] is None:
             missing += 1
@@ -215,10 +221,20 @@ def compare(test, ref, enc_of):
         cos_all.append(c["cos"])
         top1_all.append(c["top1"])
         top1_answer.append(c["top1"][enc_of[iid][1] - 1:])
+        where += [(iid, p) for p in range(len(c["cos"]))]
     cos, t1, t1a = torch.cat(cos_all), torch.cat(top1_all), torch.cat(top1_answer)
+    worst = []
+    for k in cos.argsort()[:WORST_POSITIONS].tolist():
+        iid, p = where[k]
+        ids, n_prompt = enc_of[iid][0], enc_of[iid][1]
+        what = ("answer" if p >= n_prompt - 1 else
+                "image pad" if ids[p] == tq.SPECIAL["image_token_id"] else "prompt")
+        worst.append(dict(item=iid, position=p, holds=what, cos=float(cos[k]),
+                          fp32_vs_bf16_cos=float(noise[iid][p]) if noise else None))
     return dict(missing_items=missing, positions=int(t1.numel()), top1=float(t1.double().mean()),
                 top1_answer=float(t1a.double().mean()), answer_positions=int(t1a.numel()),
-                cos_min=float(cos.min()), cos_mean=float(cos.mean()))
+                cos_min=float(cos.min()), cos_mean=float(cos.mean()),
+                below_cos_gate=int((cos < GATE_COS).sum()), worst=worst)
 
 
 def accuracy(answers, items):
@@ -263,10 +279,12 @@ def main():
     tf_future = None if a.no_vlrun else pool.submit(vlrun_all, a, items, tf_index, enc)
     hf = transformers_runs(a, items, tf_index, encoder, enc)
     ref = hf["bf16"]["logits"]
+    noise = {iid: teacher_forced.compare(hf["fp32"]["logits"][iid], r)["cos"]
+             for iid, r in ref.items()}
     for fmt, run in hf.items():
         row = dict(accuracy=accuracy(run["answers"], items), linears=run["linears_quantized"])
         if fmt != "bf16":
-            row["vs_transformers_bf16"] = compare(run["logits"], ref, enc_of)
+            row["vs_transformers_bf16"] = compare(run["logits"], ref, enc_of, noise)
             row["answers_same_as_bf16"] = same_answers(run["answers"], hf["bf16"]["answers"])
         report["rows"]["transformers " + fmt] = row
         report.setdefault("transformers_answers", {})[fmt] = run["answers"]
@@ -277,8 +295,10 @@ def main():
             answers, acc = greedy[cfg]
             same = hf[cfg[0]]
             row = dict(accuracy=accuracy(answers, items), eval_quality_accuracy=acc,
-                       vs_transformers_bf16=compare(tf[cfg], ref, enc_of),
-                       vs_transformers_same_weights=compare(tf[cfg], same["logits"], enc_of),
+                       vs_transformers_bf16=compare(tf[cfg], ref, enc_of, noise),
+                       vs_transformers_same_weights=compare(tf[cfg], same["logits"], enc_of,
+                                                            noise),
+                       vs_transformers_fp32=compare(tf[cfg], hf["fp32"]["logits"], enc_of),
                        answers_same_as_transformers=same_answers(answers, same["answers"]))
             report["rows"][name] = row
             log(f"{name}: accuracy {row['accuracy'][0]:.3f}, top-1 vs same weights "
@@ -328,6 +348,17 @@ def write_table(report, path):
         same = r.get("answers_same_as_transformers", r.get("answers_same_as_bf16"))
         v4 = f"{100 * same:.1f}%" if same is not None else "—"
         lines.append(f"| {name} | {acc} | {v1} | {v2} | {v3} | {v4} |")
+    lines += ["", "Lowest cosines against transformers with the same weights (item, position: what "
+              "it holds, cosine; transformers fp32 vs bf16 there), and vlrun's cosine min against "
+              "transformers fp32:"]
+    for name, r in report["rows"].items():
+        vs = r.get("vs_transformers_same_weights")
+        if vs:
+            pos = "; ".join(f"{w['item']}, {w['position']}: {w['holds']}, {w['cos']:.5f} "
+                            f"({w['fp32_vs_bf16_cos']:.5f})" for w in vs["worst"])
+            lines.append(f"- {name}: {vs['below_cos_gate']} of {vs['positions']} positions "
+                         f"below {GATE_COS}: {pos}; vs fp32 min "
+                         f"{r['vs_transformers_fp32']['cos_min']:.5f}")
     lines += ["", "Gates:"] + [("- ok: " if g["ok"] else "- FAIL: ") + g["what"]
                                for g in report["gates"]]
     with open(path, "w") as f:
