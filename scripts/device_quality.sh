@@ -9,6 +9,9 @@
 #   eval MODEL_DIR [S] build vlrun, then tests/reference/quality_reference.py (issue 17's table:
 #                     transformers and vlrun accuracy, teacher-forced agreement, the gates) within
 #                     S seconds (500): $OUT/quality_reference.{json,md}, eval-*.json, reference.txt
+#   train-eval SECONDS [ARGS]  both in one call (the machine's 10 minutes hold about 265 s of
+#                     training and the measurement, which needs about 250 s): the model into
+#                     $OUT/model, then quality_reference on it (no serve check) into $OUT/q
 # Carry .deps and .cache/tokenizer/small_tokenizer.json (scripts/setup.sh derives it): the tree,
 # with the 15 MB model, fits the device's 64 MiB carry limit only without the 11 MB Qwen2
 # tokenizer, and only with .deps less its usr/share (documentation: rm -rf .deps/usr/share).
@@ -58,8 +61,29 @@ eval)
     cat "$OUT/quality_reference.md" 2>/dev/null
     pack
     ;;
+train-eval)
+    seconds=${2:?train-eval needs the training seconds}
+    OUT=/tmp/dq_build nice -n 15 bash scripts/device.sh build --deadline $((seconds + 30)) \
+        >"$OUT/build.txt" 2>&1 &
+    build=$!
+    python3 tests/reference/train_quality_model.py $SMALL /tmp/dq_model --small \
+        --seconds "$seconds" "${@:3}" >"$OUT/train.txt" 2>&1
+    echo "train rc $?"
+    tail -1 "$OUT/train.txt" | cut -c1-900
+    wait $build
+    cp -r /tmp/dq_model "$OUT/model"
+    mkdir -p "$OUT/q"
+    V=$root/build-device/gpu/vlrun
+    [ -x "$V" ] || { echo "no vlrun: see build.txt"; tail -5 "$OUT/build.txt"; pack; exit 1; }
+    timeout $((590 - SECONDS)) python3 tests/reference/quality_reference.py --model /tmp/dq_model \
+        --vlrun "$V" --out "$OUT/q" >"$OUT/q/reference.txt" 2>&1
+    echo "quality_reference rc $? at $SECONDS s"
+    sed -n '/^Lowest/,$p' "$OUT/q/quality_reference.md" 2>/dev/null
+    pack
+    ;;
 *)
-    echo "usage: scripts/device_quality.sh train [SECONDS [ARGS]] | eval MODEL_DIR [SECONDS]" >&2
+    echo "usage: scripts/device_quality.sh train [SECONDS [ARGS]] | eval MODEL_DIR [SECONDS] |" \
+        "train-eval SECONDS [ARGS]" >&2
     exit 2
     ;;
 esac
