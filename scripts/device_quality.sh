@@ -28,20 +28,39 @@ pack() { # everything under $OUT into $OUT/all.tgz (the device returns 8 files a
     (cd "$OUT" && tar czf /tmp/dq_all.tgz . && find . -mindepth 1 -delete &&
         mv /tmp/dq_all.tgz all.tgz) || echo "could not pack $OUT"
 }
+build_vlrun() { # DEADLINE [nice]: vlrun's Release build (build.txt), in the background if niced
+    if [ "${2:-}" = nice ]; then
+        OUT=/tmp/dq_build nice -n 15 bash scripts/device.sh build --deadline "$1" \
+            >"$OUT/build.txt" 2>&1 &
+        build=$!
+    else
+        OUT=/tmp/dq_build bash scripts/device.sh build --deadline "$1" >"$OUT/build.txt" 2>&1
+    fi
+}
+train() { # DIR SECONDS [ARGS]: train_quality_model.py into DIR (train.txt)
+    python3 tests/reference/train_quality_model.py $SMALL "$1" --small --seconds "$2" "${@:3}" \
+        >"$OUT/train.txt" 2>&1
+    echo "train rc $?"
+}
+need_vlrun() { # sets V, or packs what there is and stops
+    V=$root/build-device/gpu/vlrun
+    [ -x "$V" ] || { echo "no vlrun: see build.txt"; tail -5 "$OUT/build.txt"; pack; exit 1; }
+}
+reference() { # MODEL OUT_DIR SECONDS: quality_reference.py (reference.txt in OUT_DIR)
+    mkdir -p "$2"
+    timeout "$3" python3 tests/reference/quality_reference.py --model "$1" --vlrun "$V" \
+        --out "$2" >"$2/reference.txt" 2>&1
+    echo "quality_reference rc $?"
+}
 mkdir -p "$OUT"
 case $part in
 train)
     seconds=${2:-300}
-    OUT=/tmp/dq_build nice -n 15 bash scripts/device.sh build --deadline $((seconds + 120)) \
-        >"$OUT/build.txt" 2>&1 &
-    build=$!
-    python3 tests/reference/train_quality_model.py $SMALL "$OUT/model" --small \
-        --seconds "$seconds" "${@:3}" >"$OUT/train.txt" 2>&1
-    echo "train rc $?"
+    build_vlrun $((seconds + 120)) nice
+    train "$OUT/model" "$seconds" "${@:3}"
     tail -3 "$OUT/train.txt"
     wait $build
-    V=$root/build-device/gpu/vlrun
-    [ -x "$V" ] || { echo "no vlrun: see build.txt"; tail -5 "$OUT/build.txt"; pack; exit 1; }
+    need_vlrun
     timeout 120 python3 scripts/eval_quality.py --model "$OUT/model" --vlrun "$V" --via serve \
         --workers 16 --json-out "$OUT/eval-bf16-kvbf16.json" -- --backend cuda \
         >"$OUT/eval-bf16-kvbf16.txt" 2>&1
@@ -51,33 +70,22 @@ train)
     ;;
 eval)
     model=${2:?eval needs the model folder}
-    OUT=/tmp/dq_build bash scripts/device.sh build --deadline 240 >"$OUT/build.txt" 2>&1
-    V=$root/build-device/gpu/vlrun
-    [ -x "$V" ] || { echo "no vlrun: see build.txt"; tail -5 "$OUT/build.txt"; pack; exit 1; }
-    timeout ${3:-500} python3 tests/reference/quality_reference.py --model "$model" --vlrun "$V" \
-        --out "$OUT" >"$OUT/reference.txt" 2>&1
-    echo "quality_reference rc $?"
+    build_vlrun 240
+    need_vlrun
+    reference "$model" "$OUT" "${3:-500}"
     tail -25 "$OUT/reference.txt"
     cat "$OUT/quality_reference.md" 2>/dev/null
     pack
     ;;
 train-eval)
     seconds=${2:?train-eval needs the training seconds}
-    OUT=/tmp/dq_build nice -n 15 bash scripts/device.sh build --deadline $((seconds + 30)) \
-        >"$OUT/build.txt" 2>&1 &
-    build=$!
-    python3 tests/reference/train_quality_model.py $SMALL /tmp/dq_model --small \
-        --seconds "$seconds" "${@:3}" >"$OUT/train.txt" 2>&1
-    echo "train rc $?"
+    build_vlrun $((seconds + 30)) nice
+    train /tmp/dq_model "$seconds" "${@:3}"
     tail -1 "$OUT/train.txt" | cut -c1-900
     wait $build
     cp -r /tmp/dq_model "$OUT/model"
-    mkdir -p "$OUT/q"
-    V=$root/build-device/gpu/vlrun
-    [ -x "$V" ] || { echo "no vlrun: see build.txt"; tail -5 "$OUT/build.txt"; pack; exit 1; }
-    timeout $((590 - SECONDS)) python3 tests/reference/quality_reference.py --model /tmp/dq_model \
-        --vlrun "$V" --out "$OUT/q" >"$OUT/q/reference.txt" 2>&1
-    echo "quality_reference rc $? at $SECONDS s"
+    need_vlrun
+    reference /tmp/dq_model "$OUT/q" $((590 - SECONDS))
     sed -n '/^Lowest/,$p' "$OUT/q/quality_reference.md" 2>/dev/null
     pack
     ;;
