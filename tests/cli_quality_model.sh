@@ -12,7 +12,7 @@ model=$FIX/quality-model
 tmp=$(mktemp -d)
 trap 'rm -rf "$tmp"' EXIT
 fail=0
-n_items=$(grep -o '[0-9]\+' "$model/ci_items.txt" | wc -l)
+n_items=$(sed 's/#.*//' "$model/ci_items.txt" | grep -o '[0-9]\+' | wc -l) # ids, not the comments' numbers
 for cfg in "bf16:" "nf4:--quant nf4" "int8-kv-int8:--quant int8 --kv int8"; do
     name=${cfg%%:*}
     # shellcheck disable=SC2086
