@@ -12,9 +12,9 @@
 #   train-eval SECONDS [ARGS]  both in one call (the machine's 10 minutes hold about 265 s of
 #                     training and the measurement, which needs about 250 s): the model into
 #                     $OUT/model, then quality_reference on it (no serve check) into $OUT/q
-# Carry .deps and .cache/tokenizer/small_tokenizer.json (scripts/setup.sh derives it): the tree,
-# with the 15 MB model, fits the device's 64 MiB carry limit only without the 11 MB Qwen2
-# tokenizer, and only with .deps less its usr/share (documentation: rm -rf .deps/usr/share).
+# Carry .deps (scripts/device_deps.sh) and .cache/tokenizer/small_tokenizer.json (scripts/setup.sh
+# derives it): the tree, with the 15 MB model, fits the device's 64 MiB carry limit only without
+# the 11 MB Qwen2 tokenizer.
 # The device returns at most 8 files: each part leaves $OUT/all.tgz and a summary.
 set -u
 part=${1:-}

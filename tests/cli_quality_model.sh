@@ -12,7 +12,8 @@ model=$FIX/quality-model
 tmp=$(mktemp -d)
 trap 'rm -rf "$tmp"' EXIT
 fail=0
-n_items=$(sed 's/#.*//' "$model/ci_items.txt" | grep -o '[0-9]\+' | wc -l) # ids, not the comments' numbers
+# the ids, not the numbers in the comments
+n_items=$(sed 's/#.*//' "$model/ci_items.txt" | grep -o '[0-9]\+' | wc -l)
 for cfg in "bf16:" "nf4:--quant nf4" "int8-kv-int8:--quant int8 --kv int8"; do
     name=${cfg%%:*}
     # shellcheck disable=SC2086

@@ -268,9 +268,9 @@ def main():
             skipped += 1
         step += 1
         if step % 100 == 0:
-            # the mean of the last 100 batches (those stepped): one batch's loss says little (its items' mix of tasks)
-            entry = dict(step=step, seconds=round(time.time() - t0, 1), loss=float(loss_sum) / max(1, loss_n),
-                         lr=lr, skipped=skipped)
+            # the mean of the last 100 batches (those stepped): one batch's loss says little
+            entry = dict(step=step, seconds=round(time.time() - t0, 1),
+                         loss=float(loss_sum) / max(1, loss_n), lr=lr, skipped=skipped)
             if step % 500 == 0:
                 entry["held_out_teacher_forced"] = teacher_forced_accuracy(model, checks, device)
             log.append(entry)
