@@ -212,13 +212,14 @@ def compare(test, ref, enc_of, noise=None):
     positions of the lowest cosines: item, position, what the position holds (image pad, other
     prompt, answer), and there the cosine of transformers fp32 vs bf16 (noise: {item id: cosines}),
     the reference's own rounding at that position."""
-    cos_all, top1_all, top1_answer, where, missing = [], [], [], [], 0
+    cos_all, ccos_all, top1_all, top1_answer, where, missing = [], [], [], [], [], 0
     for iid, r in ref.items():
         if test[iid] is None:
             missing += 1
             continue
         c = teacher_forced.compare(test[iid], r)
         cos_all.append(c["cos"])
+        ccos_all.append(c["ccos"])
         top1_all.append(c["top1"])
         top1_answer.append(c["top1"][enc_of[iid][1] - 1:])
         where += [(iid, p) for p in range(len(c["cos"]))]
@@ -234,7 +235,8 @@ def compare(test, ref, enc_of, noise=None):
     return dict(missing_items=missing, positions=int(t1.numel()), top1=float(t1.double().mean()),
                 top1_answer=float(t1a.double().mean()), answer_positions=int(t1a.numel()),
                 cos_min=float(cos.min()), cos_mean=float(cos.mean()),
-                below_cos_gate=int((cos < GATE_COS).sum()), worst=worst)
+                below_cos_gate=int((cos < GATE_COS).sum()), worst=worst,
+                centered_cos_min=float(torch.cat(ccos_all).min()))
 
 
 def accuracy(answers, items):
@@ -349,15 +351,17 @@ def write_table(report, path):
         v4 = f"{100 * same:.1f}%" if same is not None else "—"
         lines.append(f"| {name} | {acc} | {v1} | {v2} | {v3} | {v4} |")
     lines += ["", "Lowest cosines against transformers with the same weights (item, position: what "
-              "it holds, cosine; transformers fp32 vs bf16 there), and vlrun's cosine min against "
-              "transformers fp32:"]
+              "it holds, cosine; transformers fp32 vs bf16 there), the cosine min of the logits less "
+              "their mean (blind to a common offset), and vlrun's cosine min against transformers "
+              "fp32:"]
     for name, r in report["rows"].items():
         vs = r.get("vs_transformers_same_weights")
         if vs:
             pos = "; ".join(f"{w['item']}, {w['position']}: {w['holds']}, {w['cos']:.5f} "
                             f"({w['fp32_vs_bf16_cos']:.5f})" for w in vs["worst"])
             lines.append(f"- {name}: {vs['below_cos_gate']} of {vs['positions']} positions "
-                         f"below {GATE_COS}: {pos}; vs fp32 min "
+                         f"below {GATE_COS}: {pos}; centered cosine min "
+                         f"{vs['centered_cos_min']:.5f}; vs fp32 min "
                          f"{r['vs_transformers_fp32']['cos_min']:.5f}")
     lines += ["", "Gates:"] + [("- ok: " if g["ok"] else "- FAIL: ") + g["what"]
                                for g in report["gates"]]

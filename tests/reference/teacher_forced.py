@@ -439,9 +439,12 @@ def emulated_logits(model, fmt, ids, pv, grid, image_token_id):
 
 
 def compare(a, b, rows=256):
-    """Per position: cosine, top-1 equal, top-1 of a among b's maxima, max abs diff."""
+    """Per position: cosine, centered cosine (of the logits less their mean: blind to a common
+    offset, which cross-entropy ignores but the plain cosine counts), top-1 equal, top-1 of a
+    among b's maxima, max abs diff."""
     n = a.shape[0]
     cos = torch.empty(n, dtype=torch.float64)
+    ccos = torch.empty(n, dtype=torch.float64)
     top1 = torch.empty(n, dtype=torch.bool)
     tie_ok = torch.empty(n, dtype=torch.bool)
     mad = torch.empty(n, dtype=torch.float64)
@@ -449,11 +452,13 @@ def compare(a, b, rows=256):
         x = a[r0:r0 + rows].to("cuda").float().double()
         y = b[r0:r0 + rows].to("cuda").float().double()
         cos[r0:r0 + rows] = ((x * y).sum(-1) / (x.norm(dim=-1) * y.norm(dim=-1))).cpu()
+        x, y = x - x.mean(-1, keepdim=True), y - y.mean(-1, keepdim=True)
+        ccos[r0:r0 + rows] = ((x * y).sum(-1) / (x.norm(dim=-1) * y.norm(dim=-1))).cpu()
         ax, ay = x.argmax(-1), y.argmax(-1)
         top1[r0:r0 + rows] = (ax == ay).cpu()
         tie_ok[r0:r0 + rows] = (y.gather(1, ax[:, None])[:, 0] == y.max(-1).values).cpu()
         mad[r0:r0 + rows] = (x - y).abs().max(-1).values.cpu()
-    return dict(cos=cos, top1=top1, tie_ok=tie_ok, mad=mad)
+    return dict(cos=cos, ccos=ccos, top1=top1, tie_ok=tie_ok, mad=mad)
 
 
 def decisive_positions(ref, rows=256):

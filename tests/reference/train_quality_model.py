@@ -20,6 +20,7 @@ check during training uses seed 2 items (the committed evaluation set's seed), n
 
 usage: train_quality_model.py QWEN_TOKENIZER_JSON OUT_DIR [--small] [--seconds 300] [--batch 48]
            [--lr 1e-3] [--seed 0] [--workers 8] [--init MODEL_DIR] [--first-item N]
+           [--z-loss W]
 --init continues from a saved model (its weights; the optimizer starts afresh, with the
 warm-up), on training items from --first-item on (say, the steps x batch the first run drew),
 so that a model can be trained over several calls of the GPU machine's 10-minute limit.
@@ -136,13 +137,22 @@ def forward(model, ids, mask, pixel_values, grids):
                  pixel_values=pixel_values, image_grid_thw=grids)
 
 
-def loss_of(logits, ids, labels, mask):
-    """Answer cross-entropy + PROMPT_WEIGHT x the prompt's (position p predicts token p + 1)."""
+def loss_of(logits, ids, labels, mask, z_loss=0.0):
+    """Answer cross-entropy + PROMPT_WEIGHT x the prompt's (position p predicts token p + 1)
+    + z_loss x the mean square of log-sum-exp over every position (the "z-loss" of PaLM)."""
     logits, want, lab = logits[:, :-1].float(), ids[:, 1:], labels[:, 1:]
     ce = torch.nn.functional.cross_entropy(logits.transpose(1, 2), want, reduction="none")
     answer = lab != -100
     prompt = (mask[:, 1:] == 1) & ~answer
-    return ce[answer].mean() + PROMPT_WEIGHT * ce[prompt].mean()
+    loss = ce[answer].mean() + PROMPT_WEIGHT * ce[prompt].mean()
+    if z_loss:
+        # Cross-entropy ignores a common offset of a position's logits, so training leaves it
+        # wherever it drifts. Where it drifted to about 0 (fixed question words), the logits
+        # vector is 10x shorter than elsewhere and its raw cosine 10x more sensitive to rounding:
+        # transformers' own bf16 vs fp32 fell below 0.999 there. Pulling log Z towards 0 gives
+        # every position the same footing.
+        loss = loss + z_loss * torch.logsumexp(logits, -1)[mask[:, 1:] == 1].square().mean()
+    return loss
 
 
 def held_out(encoder):
@@ -216,6 +226,8 @@ def main():
     ap.add_argument("--small", action="store_true",
                     help="the tokenizer given is already the small one (make_small_tokenizer.py)")
     ap.add_argument("--first-item", type=int, default=0)
+    ap.add_argument("--z-loss", type=float, default=0.0,
+                    help="weight of the mean square of log-sum-exp per position (PaLM: 1e-4)")
     a = ap.parse_args()
     os.makedirs(a.out_dir, exist_ok=True)
     small = os.path.join(a.out_dir, "tokenizer.json")
@@ -254,7 +266,7 @@ def main():
         ids, labels, mask = ids.to(device), labels.to(device), mask.to(device)
         with torch.autocast("cuda", dtype=torch.bfloat16):
             logits = forward(model, ids, mask, pv.to(device), grids.to(device)).logits
-        loss = loss_of(logits, ids, labels, mask)
+        loss = loss_of(logits, ids, labels, mask, a.z_loss)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         norm = torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
@@ -292,7 +304,8 @@ def main():
     result = dict(transformers=transformers.__version__, torch=torch.__version__,
                   params=n_params, steps=step, skipped_steps=skipped,
                   seconds=round(time.time() - t0, 1),
-                  batch=a.batch, lr=a.lr, seed=a.seed, init=a.init, first_item=a.first_item,
+                  batch=a.batch, lr=a.lr, z_loss=a.z_loss, seed=a.seed, init=a.init,
+                  first_item=a.first_item,
                   text=TEXT, vision=VISION,
                   held_out_items=HELD_OUT, held_out_teacher_forced=tf,
                   held_out_greedy=greedy, held_out_greedy_by_task=by_task, log=log)
