@@ -244,11 +244,11 @@ static void layer(vl_context *cx, const vl_kv_view *kv, int li, int64_t S, const
     int64_t E = c->hidden, D = c->head_dim, F = c->intermediate;
     int64_t HD = (int64_t)c->n_heads * D, KD = (int64_t)c->n_kv_heads * D;
 
-    /* One token (decode) with q/k/v back to back on the backend: one GEMV writes [q | k | v]
-     * into t->q, which holds a chunk of queries (chunk >= 2 tokens, so room for it). The rows
-     * of a decode batch stay three products: fused, they are yet to be checked on a GPU
-     * against the CLI's answers (S12's try was broken, bench/RESULTS.md). */
-    int fused = S == 1 && L->qkv.data && cx->chunk >= 2;
+    /* Decode (one token, or one per sequence of a batch) with q/k/v back to back on the
+     * backend: one product writes S rows of [q | k | v] into t->q, which holds a chunk of query
+     * rows, so room for them while S (HD + 2 KD) <= chunk HD. One launch instead of three: the
+     * k and v products alone (N = KD) are too small to fill the GPU. */
+    int fused = (S == 1 || kv->batch) && L->qkv.data && S * (HD + 2 * KD) <= cx->chunk * HD;
     void *q = t->q, *k = t->k, *v = t->v;
     if (li == 0) be->rmsnorm(be, t->xn, x, S, E, &L->in_norm, c->rms_eps);
     if (fused) {
