@@ -142,8 +142,8 @@ def loss_of(logits, ids, labels, mask, z_loss=0.0):
     + z_loss x the mean square of log-sum-exp over every position (the "z-loss" of PaLM)."""
     logits, want, lab = logits[:, :-1].float(), ids[:, 1:], labels[:, 1:]
     ce = torch.nn.functional.cross_entropy(logits.transpose(1, 2), want, reduction="none")
-    answer = lab != -100
-    prompt = (mask[:, 1:] == 1) & ~answer
+    answer, valid = lab != -100, mask[:, 1:] == 1
+    prompt = valid & ~answer
     loss = ce[answer].mean() + PROMPT_WEIGHT * ce[prompt].mean()
     if z_loss:
         # Cross-entropy ignores a common offset of a position's logits, so training leaves it
@@ -151,7 +151,7 @@ def loss_of(logits, ids, labels, mask, z_loss=0.0):
         # vector is 10x shorter than elsewhere and its raw cosine 10x more sensitive to rounding:
         # transformers' own bf16 vs fp32 fell below 0.999 there. Pulling log Z towards 0 gives
         # every position the same footing.
-        loss = loss + z_loss * torch.logsumexp(logits, -1)[mask[:, 1:] == 1].square().mean()
+        loss = loss + z_loss * torch.logsumexp(logits, -1)[valid].square().mean()
     return loss
 
 
