@@ -169,7 +169,8 @@ vl_batch *vl_batch_open(vl_engine *e, const vl_batch_config *bc) {
     b->cx.vcache = &b->vcache;
     b->free_list = malloc((size_t)b->blocks * sizeof *b->free_list);
     b->decode_ids = calloc((size_t)bc->max_batch, sizeof *b->decode_ids);
-    if (!b->free_list || !b->decode_ids) {
+    b->step_graphs = calloc((size_t)bc->max_batch * VL_STEP_GRAPH_BOUNDS, sizeof *b->step_graphs);
+    if (!b->free_list || !b->decode_ids || !b->step_graphs) {
         vl_error_set("out of host memory");
         goto fail;
     }
@@ -181,6 +182,7 @@ fail:
     vl_context_free(&b->cx);
     free(b->free_list);
     free(b->decode_ids);
+    free(b->step_graphs);
     free(b);
     return NULL;
 }
@@ -448,6 +450,9 @@ void vl_batch_get_stats(const vl_batch *b, vl_batch_stats *st) {
 void vl_batch_close(vl_batch *b) {
     if (!b) return;
     while (b->n_jobs > 0) vl_batch_finish(b, 0, -1, "shutting down");
+    for (size_t i = 0; i < (size_t)b->bc.max_batch * VL_STEP_GRAPH_BOUNDS; i++)
+        if (b->step_graphs[i]) b->e->be->graph_free(b->e->be, b->step_graphs[i]);
+    free(b->step_graphs);
     vl_vision_cache_free(&b->vcache);
     vl_context_free(&b->cx);
     free(b->jobs);

@@ -5,6 +5,9 @@
 
 #include "engine/engine.h"
 
+/* Attention bound classes of a recorded decode step (batch_step.c). */
+#define VL_STEP_GRAPH_BOUNDS 5
+
 typedef enum { JOB_QUEUED, JOB_PREFILL, JOB_DECODE } job_state;
 
 /* One added request, from vl_batch_add to its on_done. */
@@ -44,6 +47,8 @@ struct vl_batch {
     int64_t next_id;
     int64_t prefill_table_id; /* the job whose table is in the prefill row; -1 none */
     int64_t *decode_ids;      /* [max_batch] ids of the decode rows whose tables are uploaded */
+    void **step_graphs; /* [max_batch * VL_STEP_GRAPH_BOUNDS]: the recorded decode step of B rows
+                         * under one attention bound class (batch_step.c), NULL until used */
     int n_decode_rows;
     int64_t prompt_tokens, completion_tokens;
     int64_t decode_steps, decode_tokens;    /* vl_batch_stats */

@@ -164,9 +164,49 @@ static int64_t upload_rows(vl_batch *b, batch_job *const *rows, int B, int32_t *
     return bound;
 }
 
-int vl_batch_decode_step(vl_batch *b) {
+/* The forward pass of B decode rows whose longest row has `bound` keys, up to the logits. */
+static void decode_rows_ops(vl_batch *b, int B, int64_t bound) {
     vl_context *cx = &b->cx;
     vl_model *m = cx->m;
+    m->arch->text->embed(cx, cx->scratch.ids_dev, B);
+    vl_kv_view kv = vl_batch_pool_view(b, cx->pool.tables, 1, 0, cx->pool.n_past_dev, bound);
+    for (int li = 0; li < m->cfg.n_layers; li++)
+        m->arch->text->layer(cx, &kv, li, B, cx->scratch.pos_dev);
+    m->arch->text->lm_head(cx, 0, B);
+}
+
+/* decode_rows_ops replayed from a recorded graph where the backend records them (one launch
+ * instead of ~400 at 28 layers; the eager launches left the GPU idle between the short kernels
+ * of a step), recorded on first use for B rows and the bound's class: the longest row's keys
+ * rounded up to 1024 << k, or past the last such class the whole pool. The bound only sizes
+ * the attention's launch (each row is split by its own length, read on the device; CTAs past
+ * its plan exit at once), so a larger bound gives the same bits. The scratch, the tables and
+ * the pool stay where they are for the batch's life, so a graph never goes stale. */
+static int decode_rows(vl_batch *b, int B, int64_t bound) {
+    vl_backend *be = b->e->be;
+    if (b->cx.no_graph || !be->graph_begin) {
+        decode_rows_ops(b, B, bound);
+        return 0;
+    }
+    int k = 0;
+    int64_t class_bound = 1024;
+    while (class_bound < bound && k < VL_STEP_GRAPH_BOUNDS - 1) class_bound <<= 1, k++;
+    if (class_bound < bound || k == VL_STEP_GRAPH_BOUNDS - 1)
+        class_bound = b->blocks * (int64_t)b->bc.block_tokens;
+    void **g = &b->step_graphs[(size_t)(B - 1) * VL_STEP_GRAPH_BOUNDS + (size_t)k];
+    if (!*g) {
+        be->sync(be);
+        if (be->graph_begin(be)) return -1;
+        decode_rows_ops(b, B, class_bound);
+        *g = be->graph_end(be);
+        if (!*g) return -1;
+    }
+    be->graph_launch(be, *g);
+    return 0;
+}
+
+int vl_batch_decode_step(vl_batch *b) {
+    vl_context *cx = &b->cx;
     batch_job **rows = malloc((size_t)b->bc.max_batch * sizeof *rows);
     int32_t *host = malloc((size_t)b->bc.max_batch * 5 * sizeof *host);
     int *index = malloc((size_t)b->bc.max_batch * sizeof *index);
@@ -185,12 +225,12 @@ int vl_batch_decode_step(vl_batch *b) {
     const double t0 = vl_now_s();
     if (B > 0) {
         upload_tables(b, rows, B);
-        int64_t bound = upload_rows(b, rows, B, host);
-        m->arch->text->embed(cx, cx->scratch.ids_dev, B);
-        vl_kv_view kv = vl_batch_pool_view(b, cx->pool.tables, 1, 0, cx->pool.n_past_dev, bound);
-        for (int li = 0; li < m->cfg.n_layers; li++)
-            m->arch->text->layer(cx, &kv, li, B, cx->scratch.pos_dev);
-        m->arch->text->lm_head(cx, 0, B);
+        if (decode_rows(b, B, upload_rows(b, rows, B, host))) {
+            rc = -1;
+            B = 0; /* nothing was sampled: the jobs stay as they were */
+        }
+    }
+    if (B > 0) {
         /* the rows' ids are uploaded: the host buffer holds their tokens, then what became of
          * each job */
         int32_t *tokens = host, *taken = host + B;

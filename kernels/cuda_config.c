@@ -10,8 +10,11 @@
 #include <stdlib.h>
 
 void vl_cuda_config_init(vl_cuda_config *c) {
-    *c = (vl_cuda_config){
-        .gemv_bf16 = 1, .gemv_quant_m1 = -1, .gemv_rows16 = 1, .quant_gemv_rows = 32};
+    *c = (vl_cuda_config){.gemv_bf16 = 1,
+                          .gemv_quant_m1 = -1,
+                          .gemv_rows16 = 1,
+                          .gemv_row_tiles = 1,
+                          .quant_gemv_rows = 32};
 }
 
 /* One key: its field (an int or a long) and what it accepts. */
@@ -37,6 +40,7 @@ static const config_key keys[] = {
     {"gemv_quant_m1_splits", FIELD(gemv_quant_m1_splits), 0, 0, 8,
      "0 (chosen per shape), 1, 2, 4 or 8", 1, 0},
     {"gemv_rows16", FIELD(gemv_rows16), 0, 0, 1, "0 or 1", 0, 0},
+    {"gemv_row_tiles", FIELD(gemv_row_tiles), 0, 1, 3, "1, 2 or 3", 0, 0},
     {"quant_gemv_rows", FIELD(quant_gemv_rows), 0, 0, 256, "rows 0..256 (0: never)", 0, 0},
     {"attn_decode_splits", FIELD(attn_decode_splits), 0, 0, 1024,
      "0 (one wave of the GPU) or a split count 1..1024", 0, 0},

@@ -181,13 +181,14 @@ __device__ __forceinline__ void gemv_a_regs(uint32_t a[4], const GemvChunk &c, i
     }
 }
 
-/* acc[t] += this lane's share of one warp step for B tile t (x rows 8t .. 8t + 7). x_lane[t]:
- * x row 8t + g (NULL when that is >= m). The A registers are made once for the NT tiles. */
-template <int FMT, int NT>
-__device__ __forceinline__ void gemv_step(float (&acc)[NT][4], const GemvChunk &c,
+/* acc[r][t] += this lane's share of one warp step for row tile r and B tile t (x rows 8t .. 8t +
+ * 7). x_lane[t]: x row 8t + g (NULL when that is >= m). x is loaded once for the RT row tiles, and
+ * the A registers of a row tile once for the NT x tiles. */
+template <int FMT, int NT, int RT>
+__device__ __forceinline__ void gemv_step(float (&acc)[RT][NT][4], const GemvChunk (&c)[RT],
                                           const GemvParams &p, const vl_bf16 *const (&x_lane)[NT],
                                           int kc, const float *s_table, const float *s_map,
-                                          float row_sa, float row_sb) {
+                                          const float (&row_sa)[RT], const float (&row_sb)[RT]) {
     constexpr int VEC = GemvFmt<FMT>::VEC, STEPS = VEC / 4;
     uint32_t xw[NT][VEC / 2];
 #pragma unroll
@@ -205,68 +206,86 @@ __device__ __forceinline__ void gemv_step(float (&acc)[NT][4], const GemvChunk &
             for (int j = 0; j < VEC / 2; j++) xw[t][j] = 0;
         }
     }
-    float sa = row_sa, sb = row_sb;
-    if constexpr (FMT == FMT_NF4 || FMT == FMT_NF4_DQ) {
-        sa = nf4_scale<FMT>(s_map, c.ca, c.sa, p.absmax_offset);
-        sb = nf4_scale<FMT>(s_map, c.cb, c.sb, p.absmax_offset);
+#pragma unroll
+    for (int r = 0; r < RT; r++) {
+        float sa = row_sa[r], sb = row_sb[r];
+        if constexpr (FMT == FMT_NF4 || FMT == FMT_NF4_DQ) {
+            sa = nf4_scale<FMT>(s_map, c[r].ca, c[r].sa, p.absmax_offset);
+            sb = nf4_scale<FMT>(s_map, c[r].cb, c[r].sb, p.absmax_offset);
+        }
+        float d[NT][4] = {};
+#pragma unroll
+        for (int s = 0; s < STEPS; s++) {
+            uint32_t a[4];
+            gemv_a_regs<FMT>(a, c[r], s, s_table, sa, sb);
+#pragma unroll
+            for (int t = 0; t < NT; t++) vl_mma_bf16(d[t], a, xw[t][2 * s], xw[t][2 * s + 1]);
+        }
+#pragma unroll
+        for (int t = 0; t < NT; t++)
+#pragma unroll
+            for (int i = 0; i < 4; i++) acc[r][t][i] += d[t][i];
     }
-    float d[NT][4] = {};
-#pragma unroll
-    for (int s = 0; s < STEPS; s++) {
-        uint32_t a[4];
-        gemv_a_regs<FMT>(a, c, s, s_table, sa, sb);
-#pragma unroll
-        for (int t = 0; t < NT; t++) vl_mma_bf16(d[t], a, xw[t][2 * s], xw[t][2 * s + 1]);
-    }
-#pragma unroll
-    for (int t = 0; t < NT; t++)
-#pragma unroll
-        for (int i = 0; i < 4; i++) acc[t][i] += d[t][i];
 }
 
 /* NT: B tiles of 8 x rows (1: m <= 8; 2: m <= 16, W still read once). Twice the accumulators
- * and x registers for NT = 2: half the CTAs per SM in the launch bound. */
-template <int FMT, int NT>
-static __global__ void __launch_bounds__(GEMV_THREADS, GEMV_CTAS_PER_SM / NT)
+ * and x registers for NT = 2: half the CTAs per SM in the launch bound. RT: row tiles of 16 W
+ * rows per warp (1, or 2: each x register serves twice the weights; BATCH halved so that the
+ * weight registers stay the same). */
+template <int FMT, int NT, int RT, int MINB = GEMV_CTAS_PER_SM / NT>
+static __global__ void __launch_bounds__(GEMV_THREADS, MINB)
     gemv_mma_kernel(const __grid_constant__ GemvParams p) {
-    constexpr int VEC = GemvFmt<FMT>::VEC, BATCH = GemvFmt<FMT>::BATCH, STEP_K = 4 * VEC;
+    constexpr int VEC = GemvFmt<FMT>::VEC, STEP_K = 4 * VEC;
+    constexpr int BATCH = GemvFmt<FMT>::BATCH / RT > 0 ? GemvFmt<FMT>::BATCH / RT : 1;
+    constexpr int TILE = GEMV_TILE_ROWS * RT;
     constexpr bool NF4 = FMT == FMT_NF4 || FMT == FMT_NF4_DQ;
     __shared__ float s_table[16];
     __shared__ float s_map[FMT == FMT_NF4_DQ ? 256 : 1];
-    __shared__ float s_red[GEMV_WARPS][GEMV_TILE_ROWS][NT * GEMV_TILE_COLS];
+    __shared__ float s_red[GEMV_WARPS][TILE][NT * GEMV_TILE_COLS];
     __shared__ int s_last;
 
     const int tid = threadIdx.x, warp = tid / 32, lane = tid % 32, g = lane / 4, q = lane % 4;
-    const int r0 = blockIdx.x * GEMV_TILE_ROWS, ra = r0 + g, rb = r0 + g + 8;
-    const bool ra_ok = ra < p.n, rb_ok = rb < p.n;
-    const int64_t row_a = (int64_t)(ra_ok ? ra : 0) * p.k, row_b = (int64_t)(rb_ok ? rb : 0) * p.k;
+    const int r0 = blockIdx.x * TILE;
+    bool ra_ok[RT], rb_ok[RT];
+    int64_t row_a[RT], row_b[RT];
+    float row_sa[RT], row_sb[RT];
+#pragma unroll
+    for (int r = 0; r < RT; r++) {
+        const int ra = r0 + GEMV_TILE_ROWS * r + g, rb = ra + 8;
+        ra_ok[r] = ra < p.n, rb_ok[r] = rb < p.n;
+        row_a[r] = (int64_t)(ra_ok[r] ? ra : 0) * p.k,
+        row_b[r] = (int64_t)(rb_ok[r] ? rb : 0) * p.k;
+        row_sa[r] = row_sb[r] = 0.0f;
+        if constexpr (FMT == FMT_Q8ROW) {
+            row_sa[r] = ra_ok[r] ? __ldg(p.absmax + ra) : 0.0f;
+            row_sb[r] = rb_ok[r] ? __ldg(p.absmax + rb) : 0.0f;
+        }
+    }
     const vl_bf16 *x_lane[NT];
 #pragma unroll
     for (int t = 0; t < NT; t++)
         x_lane[t] = 8 * t + g < p.m ? p.x + (int64_t)(8 * t + g) * p.k : nullptr;
-    float row_sa = 0.0f, row_sb = 0.0f;
-    if constexpr (FMT == FMT_Q8ROW) {
-        row_sa = ra_ok ? __ldg(p.absmax + ra) : 0.0f;
-        row_sb = rb_ok ? __ldg(p.absmax + rb) : 0.0f;
-    }
 
     /* this warp's contiguous share of the K steps */
     const int splits = gridDim.y * GEMV_WARPS, split = blockIdx.y * GEMV_WARPS + warp;
     const int it_begin = (int)((int64_t)split * p.iters / splits);
     const int it_end = (int)((int64_t)(split + 1) * p.iters / splits);
 
-    auto load_batch = [&](GemvChunk(&chunks)[BATCH], int it0) {
+    auto load_batch = [&](GemvChunk(&chunks)[BATCH][RT], int it0) {
 #pragma unroll
         for (int u = 0; u < BATCH; u++) {
             if (it0 + u >= it_end) break;
             const int kc = (it0 + u) * STEP_K + q * VEC;
             const bool k_ok = kc < p.k;
-            gemv_load<FMT>(chunks[u], p, row_a + kc, row_b + kc, ra_ok && k_ok, rb_ok && k_ok);
+#pragma unroll
+            for (int r = 0; r < RT; r++)
+                gemv_load<FMT>(chunks[u][r], p, row_a[r] + kc, row_b[r] + kc, ra_ok[r] && k_ok,
+                               rb_ok[r] && k_ok);
         }
     };
 
-    float acc[NT][4] = {};
-    GemvChunk cur[BATCH] = {}, next[BATCH] = {};
+    float acc[RT][NT][4] = {};
+    GemvChunk cur[BATCH][RT] = {}, next[BATCH][RT] = {};
     load_batch(cur, it_begin); /* in flight while the tables are filled */
     if constexpr (NF4)
         if (tid < 16) s_table[tid] = p.nf4_table[tid];
@@ -278,39 +297,50 @@ static __global__ void __launch_bounds__(GEMV_THREADS, GEMV_CTAS_PER_SM / NT)
 #pragma unroll
         for (int u = 0; u < BATCH; u++) {
             if (it + u >= it_end) break;
-            gemv_step<FMT, NT>(acc, cur[u], p, x_lane, (it + u) * STEP_K + q * VEC, s_table, s_map,
-                               row_sa, row_sb);
+            gemv_step<FMT, NT, RT>(acc, cur[u], p, x_lane, (it + u) * STEP_K + q * VEC, s_table,
+                                   s_map, row_sa, row_sb);
         }
 #pragma unroll
-        for (int u = 0; u < BATCH; u++) cur[u] = next[u];
+        for (int u = 0; u < BATCH; u++)
+#pragma unroll
+            for (int r = 0; r < RT; r++) cur[u][r] = next[u][r];
     }
 
-    /* C fragment of tile t: {row g, x rows 8t + 2q, 8t + 2q + 1}, {row g + 8, same} */
+    /* C fragment of row tile r, x tile t: {row g, x rows 8t + 2q, 8t + 2q + 1}, {row g + 8, same}
+     */
 #pragma unroll
-    for (int t = 0; t < NT; t++) {
-        const int x0 = 8 * t + 2 * q;
-        s_red[warp][g][x0] = acc[t][0];
-        s_red[warp][g][x0 + 1] = acc[t][1];
-        s_red[warp][g + 8][x0] = acc[t][2];
-        s_red[warp][g + 8][x0 + 1] = acc[t][3];
-    }
+    for (int r = 0; r < RT; r++)
+#pragma unroll
+        for (int t = 0; t < NT; t++) {
+            const int x0 = 8 * t + 2 * q, ra = GEMV_TILE_ROWS * r + g;
+            s_red[warp][ra][x0] = acc[r][t][0];
+            s_red[warp][ra][x0 + 1] = acc[r][t][1];
+            s_red[warp][ra + 8][x0] = acc[r][t][2];
+            s_red[warp][ra + 8][x0 + 1] = acc[r][t][3];
+        }
     __syncthreads();
-    /* thread tid: output (row, col + 8t) of the tile for each t */
-    const int row = tid / GEMV_TILE_COLS, col = tid % GEMV_TILE_COLS, r = r0 + row;
-    float v[NT];
+    /* thread tid: output (row + 16 r, col + 8t) of the tile for each r, t */
+    const int row = tid / GEMV_TILE_COLS, col = tid % GEMV_TILE_COLS;
+    float v[RT][NT];
 #pragma unroll
-    for (int t = 0; t < NT; t++) {
-        v[t] = s_red[0][row][col + 8 * t];
+    for (int r = 0; r < RT; r++)
 #pragma unroll
-        for (int w = 1; w < GEMV_WARPS; w++) v[t] += s_red[w][row][col + 8 * t];
-    }
+        for (int t = 0; t < NT; t++) {
+            const int rr = row + GEMV_TILE_ROWS * r;
+            v[r][t] = s_red[0][rr][col + 8 * t];
+#pragma unroll
+            for (int w = 1; w < GEMV_WARPS; w++) v[r][t] += s_red[w][rr][col + 8 * t];
+        }
 
     if (gridDim.y > 1) {
         /* split K over CTAs: park the partials, the last CTA of the tile adds them in order */
-        constexpr int SLOT = NT * GEMV_THREADS;
+        constexpr int SLOT = RT * NT * GEMV_THREADS;
         float *slots = p.partials + (int64_t)blockIdx.x * gridDim.y * SLOT;
 #pragma unroll
-        for (int t = 0; t < NT; t++) slots[blockIdx.y * SLOT + t * GEMV_THREADS + tid] = v[t];
+        for (int r = 0; r < RT; r++)
+#pragma unroll
+            for (int t = 0; t < NT; t++)
+                slots[blockIdx.y * SLOT + (r * NT + t) * GEMV_THREADS + tid] = v[r][t];
         __threadfence();
         __syncthreads();
         if (tid == 0) s_last = atomicAdd(p.tile_counters + blockIdx.x, 1) == (int)gridDim.y - 1;
@@ -318,19 +348,25 @@ static __global__ void __launch_bounds__(GEMV_THREADS, GEMV_CTAS_PER_SM / NT)
         if (!s_last) return;
         __threadfence();
 #pragma unroll
-        for (int t = 0; t < NT; t++) {
-            v[t] = 0.0f;
-            for (unsigned y = 0; y < gridDim.y; y++)
-                v[t] += __ldcg(slots + y * SLOT + t * GEMV_THREADS + tid);
-        }
+        for (int r = 0; r < RT; r++)
+#pragma unroll
+            for (int t = 0; t < NT; t++) {
+                v[r][t] = 0.0f;
+                for (unsigned y = 0; y < gridDim.y; y++)
+                    v[r][t] += __ldcg(slots + y * SLOT + (r * NT + t) * GEMV_THREADS + tid);
+            }
         if (tid == 0) p.tile_counters[blockIdx.x] = 0; /* ready for the next launch */
     }
 #pragma unroll
-    for (int t = 0; t < NT; t++) {
-        if (col + 8 * t < p.m && r < p.n) {
-            float out = v[t];
-            if (p.bias) out += __bfloat162float(p.bias[r]);
-            p.y[(int64_t)(col + 8 * t) * p.n + r] = __float2bfloat16_rn(out);
+    for (int r = 0; r < RT; r++) {
+        const int rr = r0 + row + GEMV_TILE_ROWS * r;
+#pragma unroll
+        for (int t = 0; t < NT; t++) {
+            if (col + 8 * t < p.m && rr < p.n) {
+                float out = v[r][t];
+                if (p.bias) out += __bfloat162float(p.bias[rr]);
+                p.y[(int64_t)(col + 8 * t) * p.n + rr] = __float2bfloat16_rn(out);
+            }
         }
     }
 }
@@ -455,33 +491,38 @@ static int gemv_grid_splits(int64_t tiles, int iters, int64_t slots, int floats_
     return splits < 1 ? 1 : (int)splits;
 }
 
-template <int FMT, int NT>
+template <int FMT, int NT, int RT, int MINB = GEMV_CTAS_PER_SM / NT>
 static void launch_fast(vl_cuda_ctx *c, GemvParams &p, const vl_cuda_gemv_scratch *scratch,
                         cudaStream_t stream) {
     /* CTAs one SM holds at once (registers bound it), asked once per backend and kernel */
     const int ctas_per_sm =
-        vl_cuda_ctas_per_sm(c, (const void *)gemv_mma_kernel<FMT, NT>, GEMV_THREADS, 0);
-    constexpr int STEP_K = 4 * GemvFmt<FMT>::VEC;
+        vl_cuda_ctas_per_sm(c, (const void *)gemv_mma_kernel<FMT, NT, RT, MINB>, GEMV_THREADS, 0);
+    constexpr int STEP_K = 4 * GemvFmt<FMT>::VEC, TILE = GEMV_TILE_ROWS * RT;
     p.iters = (p.k + STEP_K - 1) / STEP_K;
-    const int64_t tiles = (p.n + GEMV_TILE_ROWS - 1) / GEMV_TILE_ROWS;
+    const int64_t tiles = (p.n + TILE - 1) / TILE;
     const int splits = gemv_grid_splits(tiles, p.iters, (int64_t)c->sm_count * ctas_per_sm,
-                                        NT * GEMV_THREADS, scratch);
+                                        RT * NT * GEMV_THREADS, scratch);
     if (splits > 1) {
         p.partials = scratch->partials;
         p.tile_counters = scratch->tile_counters;
     }
-    gemv_mma_kernel<FMT, NT>
+    gemv_mma_kernel<FMT, NT, RT, MINB>
         <<<dim3((unsigned)tiles, (unsigned)splits), GEMV_THREADS, 0, stream>>>(p);
     VL_CUDA_LAUNCH_CHECK();
 }
 
-/* One B tile for m <= 8, two for m <= 16. */
+/* One B tile for m <= 8, two for m <= 16 (with two row tiles per warp when the backend's
+ * gemv_row_tiles asks for them). */
 template <int FMT>
 static void launch_fast_m(vl_cuda_ctx *c, GemvParams &p, const vl_cuda_gemv_scratch *scratch,
                           cudaStream_t stream) {
     if constexpr (kGemvWide<FMT>)
-        if (p.m > GEMV_TILE_COLS) return launch_fast<FMT, 2>(c, p, scratch, stream);
-    launch_fast<FMT, 1>(c, p, scratch, stream);
+        if (p.m > GEMV_TILE_COLS) {
+            if (c->cfg.gemv_row_tiles == 2) return launch_fast<FMT, 2, 2>(c, p, scratch, stream);
+            if (c->cfg.gemv_row_tiles == 3) return launch_fast<FMT, 2, 2, 4>(c, p, scratch, stream);
+            return launch_fast<FMT, 2, 1>(c, p, scratch, stream);
+        }
+    launch_fast<FMT, 1, 1>(c, p, scratch, stream);
 }
 
 template <int FMT> static void launch_simple(const GemvParams &p, cudaStream_t stream) {

@@ -21,6 +21,11 @@
 #   profile     per format: the single-stream anchor, batch_decode (no HTTP) at 1, 8 and 16
 #               rows, then Nsight Compute over a window of 16-row decode steps and
 #               scripts/serve_profile.py's table of a step's GPU time by kernel (profile-Q.txt)
+#   steps       NF4 only: test_gemv_gpu, vlbench gemm at 16 rows under each gemv_row_tiles (two
+#               rounds), the single-stream anchor, batch_decode at 16 rows under each with and
+#               without graphs (no_graphs=1: the step's kernels launched one by one), then Nsight
+#               Compute (clocks not locked: the sum of kernel times against the step's wall
+#               time shows the gaps between kernels) over a window of 16-row steps (steps.txt)
 #   rows16      test_gemv_gpu, then per format the anchor and 16 one-page clients with
 #               --cuda-opt gemv_rows16=0 and =1 alternately (two rounds): the 16-row GEMV's
 #               check and A/B (summary in rows16.txt)
@@ -48,8 +53,8 @@ for a in "${@:2}"; do
     *) total=$a ;;
     esac
 done
-case $part in checks | bench | bench-bf16 | bench-nf4 | one-page | one-page-bf16 | one-page-nf4 | mix-bf16 | mix-nf4 | rows16 | profile) ;; *)
-    echo "usage: scripts/device_serve.sh checks|bench|bench-Q|one-page|one-page-Q|mix-Q|rows16|profile [SECONDS]" \
+case $part in checks | bench | bench-bf16 | bench-nf4 | one-page | one-page-bf16 | one-page-nf4 | mix-bf16 | mix-nf4 | rows16 | profile | steps) ;; *)
+    echo "usage: scripts/device_serve.sh checks|bench|bench-Q|one-page|one-page-Q|mix-Q|rows16|profile|steps [SECONDS]" \
         "[--clients LIST] [--dry-run]" \
         "(Q: bf16 or nf4)" >&2
     exit 2
@@ -202,10 +207,13 @@ PY
     cp "$R/rows16.txt" "$OUT/"
 }
 
-# Q OPT ROWS: build-device/gpu/batch_decode's JSON line for ROWS copies of the one-page request
+# Q OPTS ROWS: build-device/gpu/batch_decode's JSON line for ROWS copies of the one-page request
+# (OPTS: backend options, comma-separated)
 batch_decode() {
+    local opts=() kv
+    for kv in ${2//,/ }; do opts+=(--cuda-opt "$kv"); done
     timeout 120 "$(dirname "$V")/batch_decode" "$3" examples/page.png --max-tokens 256 \
-        --backend "$BACKEND" "${MODEL[@]}" --quant "$1" --cuda-opt "$2" 2>&1 | tail -1
+        --backend "$BACKEND" "${MODEL[@]}" --quant "$1" "${opts[@]}" 2>&1 | tail -1
 }
 
 # per format: the single-stream anchor, batch_decode at 1, 8 and 16 rows (gemv_rows16 0 and 1),
@@ -244,6 +252,47 @@ profile() {
     done
 }
 
+# the 16-row step's A/B over gemv_row_tiles (see the top)
+steps() {
+    local ncu bdir o t
+    bdir=$(dirname "$(dirname "$V")")
+    ncu=$(command -v ncu || ls /opt/nvidia/nsight-compute/*/ncu /usr/local/cuda/bin/ncu 2>/dev/null | head -1)
+    {
+        timeout 150 "$bdir/gpu/tests/test_gemv_gpu" >"$R/test_gemv_gpu.txt" 2>&1 ||
+            timeout 150 "$bdir/tests/test_gemv_gpu" >"$R/test_gemv_gpu.txt" 2>&1
+        echo "test_gemv_gpu: rc $? ($(grep -c FAIL "$R/test_gemv_gpu.txt") FAIL lines)"
+        grep -E "rows\)|passed|failed" "$R/test_gemv_gpu.txt" | tail -8
+        vb=$(find "$bdir" -name vlbench -type f -perm -u+x | head -1)
+        for round in 1 2; do
+            for t in 1 2 3; do
+                echo "vlbench round $round gemv_row_tiles=$t:"
+                timeout 60 "$vb" gemm --shape 18944x3584,3584x18944,4608x3584,3584x3584 --quant nf4 \
+                    --m 16 --no-ref --iters 20 --warmup 3 --cuda-opt gemv_row_tiles=$t 2>/dev/null |
+                    grep "^| custom" | cut -d'|' -f3,5
+            done
+        done
+        timeout 60 "$V" examples/page.png --max-tokens 128 --json --backend "$BACKEND" "${MODEL[@]}" \
+            --quant nf4 2>/dev/null | python3 -c \
+            'import json,sys; print("single stream (CLI, graphs): decode %.1f tok/s" % json.load(sys.stdin)["timings"]["decode_tok_s"])'
+        for o in gemv_row_tiles=1 gemv_row_tiles=3 gemv_row_tiles=1,no_graphs=1 \
+            gemv_row_tiles=3,no_graphs=1 gemv_row_tiles=2 gemv_row_tiles=1 gemv_row_tiles=3 \
+            gemv_row_tiles=1,no_graphs=1 gemv_row_tiles=3,no_graphs=1; do
+            echo "batch_decode 16 $o: $(batch_decode nf4 $o 16)"
+        done
+        if [ -n "$ncu" ] && [ "$(left)" -gt 100 ]; then
+            timeout "$(($(left) - 30))" "$ncu" --clock-control none --launch-skip 40000 --launch-count 1200 \
+                --metrics gpu__time_duration.sum --csv --log-file "$R/ncu.csv" \
+                "$(dirname "$V")/batch_decode" 16 examples/page.png --max-tokens 256 \
+                --backend "$BACKEND" "${MODEL[@]}" --quant nf4 --cuda-opt gemv_row_tiles=${STEPS_NCU_TILES:-3} \
+                >"$R/ncu_run.txt" 2>&1
+            echo "ncu (clocks free, gemv_row_tiles=${STEPS_NCU_TILES:-3}, rc $?):"
+            python3 scripts/serve_profile.py "$R/ncu.csv" 2>&1
+        fi
+    } >"$R/steps.txt" 2>&1
+    cat "$R/steps.txt"
+    cp "$R/steps.txt" "$OUT/"
+}
+
 build
 case $part in
 checks) checks ;;
@@ -252,6 +301,7 @@ bench-*) bench "one-page mix" "${part#bench-}" ;;
 one-page) bench one-page bf16 nf4 ;;
 rows16) rows16 ;;
 profile) profile ;;
+steps) steps ;;
 one-page-*) bench one-page "${part#one-page-}" ;;
 mix-*) bench mix "${part#mix-}" ;;
 esac

@@ -383,11 +383,12 @@ static void test_gemv_bf16(int mode) {
  * The same checks as above for m = 9, 12, 16 (the fast kernel, its split-K scratch at N = 512,
  * the simple kernel at K % VEC != 0 and for misaligned x), then the chunked passes of a quantized
  * W (20, 32 rows: 16 + 4, 16 + 16); bf16 past 8 rows is cuBLAS's (BLAS_EXACT). Then, with
- * gemv_rows16=0, a quantized W's 8-row passes (12 rows: 8 + 4, 20: 8 + 8 + 4). */
-static void test_rows16(int kind) {
-    printf("%s, 9 to 16 rows in one pass\n", kind_name[kind]);
+ * gemv_rows16=0, a quantized W's 8-row passes (12 rows: 8 + 4, 20: 8 + 8 + 4). Once per
+ * gemv_row_tiles (one or two 16-row tiles of W per warp; 3: two under a 4-CTA register bound). */
+static void test_rows16(int kind, const char *row_tiles) {
+    printf("%s, 9 to 16 rows in one pass, %s\n", kind_name[kind], row_tiles);
     const int64_t exact0 = kind_exact[kind], total0 = kind_total[kind];
-    gpu_with("gemv_rows16=1");
+    gpu_with(row_tiles); /* gemv_rows16=1 is the default */
     gemv_up_to = kind == W_BF16 ? MAX_M : 32;
     const int64_t shapes[][2] = {{33, 192}, {300, 1280}, {512, 3584}, {4608, 3584}, {40, 13}};
     for (int s = 0; s < (int)(sizeof shapes / sizeof shapes[0]); s++) {
@@ -432,6 +433,8 @@ int main(void) {
     test_gemv_bf16(0);
     test_q_v2(W_NF4);
     test_q_v2(W_Q8ROW);
-    for (int kind = 0; kind < W_KINDS; kind++) test_rows16(kind);
+    const char *row_tiles[] = {"gemv_row_tiles=1", "gemv_row_tiles=2", "gemv_row_tiles=3"};
+    for (int kind = 0; kind < W_KINDS; kind++)
+        for (int r = 0; r < 3; r++) test_rows16(kind, row_tiles[r]);
     return vt_finish();
 }
