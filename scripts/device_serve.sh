@@ -25,7 +25,8 @@
 #               rounds), the single-stream anchor, batch_decode at 16 rows under each with and
 #               without graphs (no_graphs=1: the step's kernels launched one by one), then Nsight
 #               Compute (clocks not locked: the sum of kernel times against the step's wall
-#               time shows the gaps between kernels) over a window of 16-row steps (steps.txt)
+#               time shows the gaps between kernels) over a window of 16-row steps, with
+#               STEPS_NCU=1 (steps.txt)
 #   rows16      test_gemv_gpu, then per format the anchor and 16 one-page clients with
 #               --cuda-opt gemv_rows16=0 and =1 alternately (two rounds): the 16-row GEMV's
 #               check and A/B (summary in rows16.txt)
@@ -263,7 +264,7 @@ steps() {
         echo "test_gemv_gpu: rc $? ($(grep -c FAIL "$R/test_gemv_gpu.txt") FAIL lines)"
         grep -E "rows\)|passed|failed" "$R/test_gemv_gpu.txt" | tail -8
         vb=$(find "$bdir" -name vlbench -type f -perm -u+x | head -1)
-        for round in 1 2; do
+        for round in ${STEPS_ROUNDS:-1 2}; do
             for t in 1 2 3; do
                 echo "vlbench round $round gemv_row_tiles=$t:"
                 timeout 60 "$vb" gemm --shape 18944x3584,3584x18944,4608x3584,3584x3584 --quant nf4 \
@@ -279,7 +280,7 @@ steps() {
             gemv_row_tiles=1,no_graphs=1 gemv_row_tiles=3,no_graphs=1; do
             echo "batch_decode 16 $o: $(batch_decode nf4 $o 16)"
         done
-        if [ -n "$ncu" ] && [ "$(left)" -gt 100 ]; then
+        if [ -n "$ncu" ] && [ "${STEPS_NCU:-0}" = 1 ] && [ "$(left)" -gt 100 ]; then
             timeout "$(($(left) - 30))" "$ncu" --clock-control none --launch-skip 40000 --launch-count 1200 \
                 --metrics gpu__time_duration.sum --csv --log-file "$R/ncu.csv" \
                 "$(dirname "$V")/batch_decode" 16 examples/page.png --max-tokens 256 \
