@@ -27,6 +27,8 @@
 #               Compute (clocks not locked: the sum of kernel times against the step's wall
 #               time shows the gaps between kernels) over a window of 16-row steps, with
 #               STEPS_NCU=1 (steps.txt)
+#   final       NF4: test_gemv_gpu, batch_decode A/B (gemv_row_tiles, graphs), server_equivalence,
+#               then the one-page bench under the faster row tiles (--clients to narrow it)
 #   rows16      test_gemv_gpu, then per format the anchor and 16 one-page clients with
 #               --cuda-opt gemv_rows16=0 and =1 alternately (two rounds): the 16-row GEMV's
 #               check and A/B (summary in rows16.txt)
@@ -54,7 +56,7 @@ for a in "${@:2}"; do
     *) total=$a ;;
     esac
 done
-case $part in checks | bench | bench-bf16 | bench-nf4 | one-page | one-page-bf16 | one-page-nf4 | mix-bf16 | mix-nf4 | rows16 | profile | steps) ;; *)
+case $part in checks | bench | bench-bf16 | bench-nf4 | one-page | one-page-bf16 | one-page-nf4 | mix-bf16 | mix-nf4 | rows16 | profile | steps | final) ;; *)
     echo "usage: scripts/device_serve.sh checks|bench|bench-Q|one-page|one-page-Q|mix-Q|rows16|profile|steps [SECONDS]" \
         "[--clients LIST] [--dry-run]" \
         "(Q: bf16 or nf4)" >&2
@@ -137,6 +139,8 @@ bench_format() {
     d=$R/bench/$q
     mkdir -p "$d"
     local serve=(--backend "$BACKEND" "${MODEL[@]}" --quant "$q")
+    # shellcheck disable=SC2206 # SERVE_EXTRA: more engine options, split at spaces
+    serve+=(${SERVE_EXTRA:-})
     timeout "$(($2 / 5))" "$V" examples/page.png --max-tokens 128 --json "${serve[@]}" \
         >"$d/anchor.json" 2>"$d/anchor.err" || echo "anchor: rc $?: $(tail -1 "$d/anchor.err")" >>"$d/notes.txt"
     local rest=$((end - $(date +%s))) share=2
@@ -294,6 +298,33 @@ steps() {
     cp "$R/steps.txt" "$OUT/"
 }
 
+# NF4: test_gemv_gpu, batch_decode at 16 rows under gemv_row_tiles 1, 2, 3 (graphs) and 3 without
+# graphs, then server_equivalence on CUDA, then the one-page bench at 16 clients with the faster
+# of gemv_row_tiles 2 and 3 (final.txt)
+final() {
+    local best o ms2 ms3
+    {
+        timeout 150 "$(dirname "$V")/tests/test_gemv_gpu" >"$R/test_gemv_gpu.txt" 2>&1
+        echo "test_gemv_gpu: rc $? ($(grep -c FAIL "$R/test_gemv_gpu.txt") FAIL lines)"
+        for o in gemv_row_tiles=1 gemv_row_tiles=2 gemv_row_tiles=3 gemv_row_tiles=3,no_graphs=1; do
+            echo "batch_decode 16 $o: $(batch_decode nf4 $o 16 | tee "$R/bd_$o.json")"
+        done
+        ms2=$(python3 -c 'import json,sys; print(json.load(open(sys.argv[1]))["window_ms_per_step"])' "$R/bd_gemv_row_tiles=2.json" 2>/dev/null || echo 99)
+        ms3=$(python3 -c 'import json,sys; print(json.load(open(sys.argv[1]))["window_ms_per_step"])' "$R/bd_gemv_row_tiles=3.json" 2>/dev/null || echo 99)
+        best=3
+        python3 -c "import sys; sys.exit(0 if float('$ms2') < float('$ms3') else 1)" && best=2
+        echo "chosen: gemv_row_tiles=$best ($ms2 against $ms3 ms a step)"
+        VL_SERVE_BACKEND=$BACKEND VLRUN=$V VL_FIXTURES=$root/tests/fixtures \
+            VL_TOKENIZER_DIR=$root/.cache/tokenizer timeout -k 10 150 \
+            python3 tests/server_equivalence.py >"$R/server_equivalence.txt" 2>&1
+        echo "server_equivalence on $BACKEND (rc $?):"
+        tail -n 12 "$R/server_equivalence.txt"
+    } >"$R/final.txt" 2>&1
+    cat "$R/final.txt"
+    cp "$R/final.txt" "$OUT/"
+    SERVE_EXTRA="--cuda-opt gemv_row_tiles=$best" bench one-page nf4
+}
+
 build
 case $part in
 checks) checks ;;
@@ -303,6 +334,7 @@ one-page) bench one-page bf16 nf4 ;;
 rows16) rows16 ;;
 profile) profile ;;
 steps) steps ;;
+final) final ;;
 one-page-*) bench one-page "${part#one-page-}" ;;
 mix-*) bench mix "${part#mix-}" ;;
 esac
