@@ -23,6 +23,12 @@
  *     the m <= 8 kernel. Measured (H100, vlbench gemm, S12): NF4 3584 -> 18944 at 16 rows
  *     49.4 us against 35.2 at one row and 2 x 41.8 in two 8-row passes; bf16 W is not taken
  *     (86.9 us against cuBLAS's 53.0; why is not profiled), nor is it above 8 rows.
+ *   - RT = 2 row tiles per warp (the backend's gemv_row_tiles, for 9 to 16 rows): a warp owns
+ *     32 rows of W, each x register feeds the mmas of both tiles, BATCH is halved so that the
+ *     weight registers stay as many. Why (Nsight Compute, H100, S16, NF4 18944 x 3584 at 16
+ *     rows): with RT = 1 the L1 is the limit (82% of its throughput, stalls on MIO throttle
+ *     and short scoreboard): per warp step x brings 4 KB through L1 against 1 KB of weights.
+ *     RT = 2: L1 69%, 44.3 us against 51.6.
  *   - Weights stream through ld.global.nc.L1::no_allocate (read once, they must not evict x);
  *     BATCH steps of loads are issued before the previous batch is used (register double
  *     buffer), so each lane keeps 2 x BATCH x 32 bytes in flight.

@@ -19,6 +19,7 @@ static void test_defaults(void) {
     VT_CHECK_INT(c.gemv_quant_m1, -1);
     VT_CHECK_INT(c.gemv_quant_m1_splits, 0);
     VT_CHECK_INT(c.gemv_rows16, 1);
+    VT_CHECK_INT(c.gemv_row_tiles, 1);
     VT_CHECK_INT(c.quant_gemv_rows, 32);
     VT_CHECK_INT(c.attn_decode_splits, 0);
     VT_CHECK_INT(c.attn_prefill_rows, 0);
@@ -36,6 +37,7 @@ static void test_keys(void) {
                          "gemv_quant_m1_splits=8",
                          "quant_gemv_rows=0",
                          "gemv_rows16=0",
+                         "gemv_row_tiles=2",
                          "attn_decode_splits=12",
                          "attn_prefill_rows=64",
                          "profile_step=5"};
@@ -51,6 +53,7 @@ static void test_keys(void) {
     VT_CHECK_INT(c.gemv_quant_m1_splits, 8);
     VT_CHECK_INT(c.quant_gemv_rows, 0);
     VT_CHECK_INT(c.gemv_rows16, 0);
+    VT_CHECK_INT(c.gemv_row_tiles, 2);
     VT_CHECK_INT(c.attn_decode_splits, 12);
     VT_CHECK_INT(c.attn_prefill_rows, 64);
     VT_CHECK(c.profile_step == 5);
@@ -82,6 +85,8 @@ static void test_refusals(void) {
     refuse("gemv_bf16_splits=16", "gemv_bf16_splits takes");
     refuse("gemv_quant_m1=2", "gemv_quant_m1 takes -1");
     refuse("gemv_rows16=2", "gemv_rows16 takes 0 or 1");
+    refuse("gemv_row_tiles=0", "gemv_row_tiles takes 1, 2 or 3");
+    refuse("gemv_row_tiles=4", "gemv_row_tiles takes 1, 2 or 3");
     refuse("quant_gemv_rows=257", "quant_gemv_rows takes rows 0..256 (0: never)");
     refuse("attn_prefill_rows=96", "attn_prefill_rows takes 0 (by length), 64 or 128");
     refuse("attn_decode_splits=-1", "attn_decode_splits takes");
