@@ -179,6 +179,7 @@ static vl_backend cpu_backend = {
     .layernorm = vl_cpu_layernorm,
     .add = vl_cpu_add,
     .silu_mul = vl_cpu_silu_mul,
+    .silu_mul_rows = vl_cpu_silu_mul_rows,
     .quick_gelu = vl_cpu_quick_gelu,
     .gelu = vl_cpu_gelu,
     .gather_rows = vl_cpu_gather_rows,

@@ -120,6 +120,7 @@ void vl_cpu_add_rmsnorm(vl_backend *b, void *y, void *x, const void *a, int64_t 
                         const vl_vec *w, float eps);
 void vl_cpu_rope_kv_append(vl_backend *b, const vl_rope_kv_params *p);
 void vl_cpu_silu_mul(vl_backend *b, void *y, const void *gate, const void *up, int64_t n);
+void vl_cpu_silu_mul_rows(vl_backend *b, void *y, const void *gu, int64_t rows, int64_t n);
 void vl_cpu_quick_gelu(vl_backend *b, void *x, int64_t n);
 void vl_cpu_gelu(vl_backend *b, void *x, int64_t n);
 void vl_cpu_gather_rows(vl_backend *b, void *dst, const void *src, const int32_t *idx,

@@ -281,6 +281,7 @@ static void fill_table(vl_backend *b, vl_cuda_ctx *c) {
     b->layernorm = vl_cuda_layernorm;
     b->add = vl_cuda_add;
     b->silu_mul = vl_cuda_silu_mul;
+    b->silu_mul_rows = vl_cuda_silu_mul_rows;
     b->quick_gelu = vl_cuda_quick_gelu;
     b->gelu = vl_cuda_gelu;
     b->gather_rows = vl_cuda_gather_rows;

@@ -1,6 +1,6 @@
-/* cuda_elementwise.cu: the element-wise ops of the CUDA backend (add, silu_mul, quick_gelu,
- * gelu) and the host fp32 <-> device bf16 conversions (from_f32 / to_f32); the KV cache's ops
- * are in cuda_kv_cache.cu.
+/* cuda_elementwise.cu: the element-wise ops of the CUDA backend (add, silu_mul, silu_mul_rows,
+ * quick_gelu, gelu) and the host fp32 <-> device bf16 conversions (from_f32 / to_f32); the KV
+ * cache's ops are in cuda_kv_cache.cu.
  *
  * Same formulas as cpu_elementwise.c, evaluated in fp32 with the accurate libdevice functions
  * (expf, erff: no --use_fast_math) and rounded to bf16 once:
@@ -62,6 +62,25 @@ static __global__ void map_kernel(vl_bf16 *out, const vl_bf16 *a, const vl_bf16 
     }
 }
 
+/* out[r, :n] = silu_mul(gu[r, :n], gu[r, n:2n]) for r < rows (rows n and 2n wide); n % VEC == 0.
+ * Element v (in VEC units) of the output is row v / (n / VEC). */
+template <int VEC>
+static __global__ void silu_mul_rows_kernel(vl_bf16 *out, const vl_bf16 *gu, int64_t rows,
+                                            int64_t n) {
+    const int64_t row_vec = n / VEC, n_vec = rows * row_vec;
+    const op_silu_mul op;
+    for (int64_t v = blockIdx.x * (int64_t)blockDim.x + threadIdx.x; v < n_vec;
+         v += (int64_t)gridDim.x * blockDim.x) {
+        const int64_t r = v / row_vec, c = (v - r * row_vec) * VEC;
+        float fg[VEC], fu[VEC], fo[VEC];
+        vl_load_bf16<VEC>(gu + r * 2 * n + c, fg);
+        vl_load_bf16<VEC>(gu + r * 2 * n + n + c, fu);
+#pragma unroll
+        for (int i = 0; i < VEC; i++) fo[i] = op(fg[i], fu[i]);
+        vl_store_bf16<VEC>(out + r * n + c, fo);
+    }
+}
+
 template <class Op>
 static void launch_map(vl_bf16 *out, const vl_bf16 *a, const vl_bf16 *b, int64_t n,
                        cudaStream_t stream) {
@@ -87,6 +106,20 @@ void vl_cuda_launch_silu_mul(vl_bf16 *y, const vl_bf16 *gate, const vl_bf16 *up,
     launch_map<op_silu_mul>(y, gate, up, n, stream);
 }
 
+void vl_cuda_launch_silu_mul_rows(vl_bf16 *y, const vl_bf16 *gu, int64_t rows, int64_t n,
+                                  cudaStream_t stream) {
+    if (rows <= 0 || n <= 0) return;
+    if (n % 8 == 0 && vl_cuda_aligned16(y) && vl_cuda_aligned16(gu))
+        silu_mul_rows_kernel<8>
+            <<<vl_cuda_grid(rows * n / 8, ELEMENTWISE_THREADS), ELEMENTWISE_THREADS, 0, stream>>>(
+                y, gu, rows, n);
+    else
+        silu_mul_rows_kernel<1>
+            <<<vl_cuda_grid(rows * n, ELEMENTWISE_THREADS), ELEMENTWISE_THREADS, 0, stream>>>(
+                y, gu, rows, n);
+    VL_CUDA_LAUNCH_CHECK();
+}
+
 void vl_cuda_launch_quick_gelu(vl_bf16 *x, int64_t n, cudaStream_t stream) {
     launch_map<op_quick_gelu>(x, x, NULL, n, stream);
 }
@@ -102,6 +135,11 @@ void vl_cuda_add(vl_backend *b, void *y, const void *a, int64_t n) {
 void vl_cuda_silu_mul(vl_backend *b, void *y, const void *gate, const void *up, int64_t n) {
     vl_cuda_launch_silu_mul((vl_bf16 *)y, (const vl_bf16 *)gate, (const vl_bf16 *)up, n,
                             vl_cuda_ctx_of(b)->stream);
+}
+
+void vl_cuda_silu_mul_rows(vl_backend *b, void *y, const void *gu, int64_t rows, int64_t n) {
+    vl_cuda_launch_silu_mul_rows((vl_bf16 *)y, (const vl_bf16 *)gu, rows, n,
+                                 vl_cuda_ctx_of(b)->stream);
 }
 
 void vl_cuda_quick_gelu(vl_backend *b, void *x, int64_t n) {

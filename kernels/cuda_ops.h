@@ -206,6 +206,8 @@ void vl_cuda_launch_bf16_to_f32(float *dst, const vl_bf16 *src, int64_t n, cudaS
 void vl_cuda_launch_add(vl_bf16 *y, const vl_bf16 *a, int64_t n, cudaStream_t stream);
 void vl_cuda_launch_silu_mul(vl_bf16 *y, const vl_bf16 *gate, const vl_bf16 *up, int64_t n,
                              cudaStream_t stream);
+void vl_cuda_launch_silu_mul_rows(vl_bf16 *y, const vl_bf16 *gu, int64_t rows, int64_t n,
+                                  cudaStream_t stream);
 void vl_cuda_launch_quick_gelu(vl_bf16 *x, int64_t n, cudaStream_t stream);
 void vl_cuda_launch_gelu(vl_bf16 *x, int64_t n, cudaStream_t stream);
 /* dst[i, :] = src[idx[i], :] (cuda_gather_rows.cu); a row of NaN where idx[i] is outside
@@ -251,6 +253,7 @@ void vl_cuda_add_rmsnorm(vl_backend *b, void *y, void *x, const void *a, int64_t
 void vl_cuda_rope_kv_append(vl_backend *b, const vl_rope_kv_params *p);
 void vl_cuda_add(vl_backend *b, void *y, const void *a, int64_t n);
 void vl_cuda_silu_mul(vl_backend *b, void *y, const void *gate, const void *up, int64_t n);
+void vl_cuda_silu_mul_rows(vl_backend *b, void *y, const void *gu, int64_t rows, int64_t n);
 void vl_cuda_quick_gelu(vl_backend *b, void *x, int64_t n);
 void vl_cuda_gelu(vl_backend *b, void *x, int64_t n);
 void vl_cuda_gather_rows(vl_backend *b, void *dst, const void *src, const int32_t *idx,

@@ -339,6 +339,9 @@ struct vl_backend {
     void (*add)(vl_backend *b, void *y, const void *a, int64_t n);
     /* y[n] = silu(gate[n]) * up[n], silu(x) = x / (1 + exp(-x)) */
     void (*silu_mul)(vl_backend *b, void *y, const void *gate, const void *up, int64_t n);
+    /* y[r, :n] = silu(gu[r, :n]) * gu[r, n:2n] for r < rows: the rows of a fused [gate | up]
+     * product (2n wide) into rows n wide; y must not overlap gu */
+    void (*silu_mul_rows)(vl_backend *b, void *y, const void *gu, int64_t rows, int64_t n);
     /* in place: x = x * sigmoid(1.702 x) */
     void (*quick_gelu)(vl_backend *b, void *x, int64_t n);
     /* in place: x = 0.5 x (1 + erf(x / sqrt 2))  (exact GELU) */
@@ -460,7 +463,8 @@ struct vl_backend {
 #define VL_BACKEND_OPS(X) \
     X(heartbeat) X(mem_alloc) X(mem_free) X(upload) X(download) X(copy) \
     X(sync) X(from_f32) X(to_f32) X(linear) X(embed) X(rmsnorm) \
-    X(add_rmsnorm) X(layernorm) X(add) X(silu_mul) X(quick_gelu) X(gelu) \
+    X(add_rmsnorm) X(layernorm) X(add) X(silu_mul) X(silu_mul_rows) \
+    X(quick_gelu) X(gelu) \
     X(gather_rows) \
     X(rope_text) X(rope_vision) X(attention) X(rope_kv_append) X(kv_append) X(kv_dequant) \
     X(kv_gather) \

@@ -27,7 +27,7 @@
 #               Compute (clocks not locked: the sum of kernel times against the step's wall
 #               time shows the gaps between kernels) over a window of 16-row steps, with
 #               STEPS_NCU=1 (steps.txt)
-#   final       NF4: test_gemv_gpu, batch_decode A/B (gemv_row_tiles, graphs), server_equivalence,
+#   final       NF4: test_gemv_gpu and test_ops_gpu, batch_decode A/B (gemv_row_tiles, graphs), server_equivalence,
 #               then the one-page bench under the faster row tiles (--clients to narrow it)
 #   rows16      test_gemv_gpu, then per format the anchor and 16 one-page clients with
 #               --cuda-opt gemv_rows16=0 and =1 alternately (two rounds): the 16-row GEMV's
@@ -298,14 +298,18 @@ steps() {
     cp "$R/steps.txt" "$OUT/"
 }
 
-# NF4: test_gemv_gpu, batch_decode at 16 rows under gemv_row_tiles 1, 2, 3 (graphs) and 3 without
+# NF4: test_gemv_gpu, test_ops_gpu, batch_decode at 16 rows under gemv_row_tiles 1, 2, 3 (graphs) and 3 without
 # graphs, then server_equivalence on CUDA, then the one-page bench at 16 clients with the faster
 # of gemv_row_tiles 2 and 3 (final.txt)
 final() {
     local best o ms2 ms3
     {
-        timeout 150 "$(dirname "$V")/tests/test_gemv_gpu" >"$R/test_gemv_gpu.txt" 2>&1
-        echo "test_gemv_gpu: rc $? ($(grep -c FAIL "$R/test_gemv_gpu.txt") FAIL lines)"
+        local t
+        for t in test_gemv_gpu test_ops_gpu; do
+            timeout 150 "$(dirname "$V")/tests/$t" >"$R/$t.txt" 2>&1
+            echo "$t: rc $? ($(grep -c FAIL "$R/$t.txt") FAIL lines)"
+        done
+        grep silu_mul_rows "$R/test_ops_gpu.txt"
         for o in gemv_row_tiles=1 gemv_row_tiles=2 gemv_row_tiles=3 gemv_row_tiles=3,no_graphs=1; do
             echo "batch_decode 16 $o: $(batch_decode nf4 $o 16 | tee "$R/bd_$o.json")"
         done

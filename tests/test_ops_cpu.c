@@ -379,6 +379,27 @@ static void test_elementwise(vl_backend *b) {
     worst = max2(worst, expect_close("silu_mul", y, ref, tol, n));
     expect_padding_nan("silu_mul", y + n, 1, 8, 0);
 
+    /* silu_mul_rows: 3 rows of 43 from a [gate | up] of 3 x 86 (x and up interleaved by row):
+     * bit for bit silu_mul of the same elements, rows in their places, nothing past them */
+    {
+        const int64_t rows = 3, w = n / rows;
+        float *gu = malloc((size_t)(rows * 2 * w) * sizeof(float));
+        for (int64_t r = 0; r < rows; r++) {
+            memcpy(gu + r * 2 * w, x + r * w, (size_t)w * sizeof(float));
+            memcpy(gu + r * 2 * w + w, up + r * w, (size_t)w * sizeof(float));
+        }
+        float *z = malloc((size_t)(rows * w + 8) * sizeof(float));
+        for (int64_t i = 0; i < rows * w + 8; i++) z[i] = NAN;
+        b->silu_mul_rows(b, z, gu, rows, w);
+        int64_t differ = 0;
+        for (int64_t i = 0; i < rows * w; i++) differ += memcmp(&z[i], &y[i], sizeof(float)) != 0;
+        VT_CHECKF(differ == 0, "silu_mul_rows: %lld of %lld elements differ from silu_mul",
+                  (long long)differ, (long long)(rows * w));
+        expect_padding_nan("silu_mul_rows", z + rows * w, 1, 8, 0);
+        free(gu);
+        free(z);
+    }
+
     /* quick_gelu: as silu, plus 1.702 rounded to float32, whose relative error reaches the
      * sigmoid multiplied by its condition number |z| (1 - sigmoid(z)) <= |z|, z = 1.702 x */
     memcpy(y, x, (size_t)n * sizeof(float));

@@ -453,6 +453,29 @@ static void check_elementwise(ew_op op, int64_t n, int64_t off) {
     free(a), free(bv), free(ref), free(a_bits), free(b_bits), free(got_all), free(tol);
 }
 
+/* silu_mul_rows over `rows` rows of a [gate | up] product 2n wide (shifted by `off` elements:
+ * the scalar path) against the CPU twin, with silu_mul's tolerance; dev_read checks that the
+ * poisoned guard after the rows is untouched. */
+static void check_silu_mul_rows(int64_t rows, int64_t n, int64_t off) {
+    char what[96];
+    snprintf(what, sizeof what, "silu_mul_rows rows=%lld n=%lld%s", (long long)rows, (long long)n,
+             off ? " misaligned" : "");
+    const int64_t in_n = rows * 2 * n, out_n = rows * n;
+    float *gu = bf16_random(in_n, 0, 2), *ref = malloc((size_t)out_n * sizeof(float));
+    uint16_t *d_in = dev_bf16(NULL, in_n + off), *d_out = dev_bf16(NULL, out_n + off);
+    uint16_t *in_bits = bits_of(gu, in_n);
+    gpu->upload(gpu, d_in + off, in_bits, (size_t)in_n * 2);
+    cpu->silu_mul_rows(cpu, ref, gu, rows, n);
+    gpu->silu_mul_rows(gpu, d_out + off, d_in + off, rows, n);
+    float *got_all = dev_read(what, d_out, out_n + off), *got = got_all + off;
+    double *tol = doubles(out_n);
+    for (int64_t i = 0; i < out_n; i++) tol[i] = BF16_U * fabs(ref[i]) + 0x1p-20 * fabs(ref[i]);
+    compare(what, got, ref, tol, out_n, MIN_EXACT);
+    gpu->mem_free(gpu, d_in);
+    gpu->mem_free(gpu, d_out);
+    free(gu), free(ref), free(in_bits), free(got_all), free(tol);
+}
+
 static void test_elementwise(void) {
     printf("element-wise\n");
     const int64_t sizes[] = {1, 7, 8, 129, 10752, 384003};
@@ -461,6 +484,10 @@ static void test_elementwise(void) {
             check_elementwise((ew_op)op, sizes[s], 0);
         check_elementwise((ew_op)op, 10752, 1); /* n % 8 == 0 but not 16-byte aligned */
     }
+    check_silu_mul_rows(1, 8, 0);
+    check_silu_mul_rows(3, 13, 0);     /* n % 8 != 0: the scalar path */
+    check_silu_mul_rows(16, 18944, 0); /* a 16-row decode step's MLP */
+    check_silu_mul_rows(5, 1024, 1);   /* not 16-byte aligned */
 }
 
 /* ---- norms --------------------------------------------------------------------------------- */

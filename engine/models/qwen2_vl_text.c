@@ -267,16 +267,20 @@ static void layer(vl_context *cx, const vl_kv_view *kv, int li, int64_t S, const
 
     be->linear(be, t->xn, t->att, S, &L->o, NULL);
     be->add_rmsnorm(be, t->xn, x, t->xn, S, E, &L->post_norm, c->rms_eps);
-    if (S == 1 && L->gate_up.data && cx->chunk >= 2) {
-        /* [gate | up] from one GEMV into t->gate (room for a chunk of gate rows) */
-        be->linear(be, t->gate, t->xn, 1, &L->gate_up, NULL);
-        be->silu_mul(be, t->gate, t->gate, act_at(be, t->gate, F), F);
+    /* Decode: S rows of [gate | up] from one product into t->gate (room for a chunk of gate
+     * rows, so for S rows of both while 2 S <= chunk), their SwiGLU into t->up; one launch
+     * instead of two, as q/k/v. Prefill keeps two products (the same GEMMs as always). */
+    void *act = t->gate;
+    if ((S == 1 || kv->batch) && L->gate_up.data && 2 * S <= cx->chunk) {
+        be->linear(be, t->gate, t->xn, S, &L->gate_up, NULL);
+        be->silu_mul_rows(be, t->up, t->gate, S, F);
+        act = t->up;
     } else {
         be->linear(be, t->gate, t->xn, S, &L->gate, NULL);
         be->linear(be, t->up, t->xn, S, &L->up, NULL);
         be->silu_mul(be, t->gate, t->gate, t->up, S * F);
     }
-    be->linear(be, t->xn, t->gate, S, &L->down, NULL);
+    be->linear(be, t->xn, act, S, &L->down, NULL);
     if (li + 1 < c->n_layers)
         be->add_rmsnorm(be, t->xn, x, t->xn, S, E, &w->layers[li + 1].in_norm, c->rms_eps);
     else
