@@ -94,6 +94,12 @@ fi
 build() {
     if [ $dry = 1 ]; then
         echo "dry run: no build, $V" >"$R/build.txt"
+    elif [ -n "${TARGETS:-}" ]; then # only these targets (a short call)
+        # shellcheck disable=SC2086
+        cmake -S . -B build-device/gpu -DCMAKE_BUILD_TYPE=Release -DVL_CUDA=ON -DVL_REMOTE_IMAGES=OFF \
+            -DVL_CUDA_ARCHITECTURES=90 -DCMAKE_PREFIX_PATH="$root/.deps/usr" \
+            -DCMAKE_LIBRARY_PATH="$root/.deps/usr/lib/x86_64-linux-gnu" >"$R/build.txt" 2>&1 &&
+            cmake --build build-device/gpu -j"$(nproc)" $(printf -- '--target %s ' $TARGETS) >>"$R/build.txt" 2>&1
     else
         OUT=$R/b bash scripts/device.sh build --deadline "$(left)" >"$R/build.txt" 2>&1
     fi
@@ -217,7 +223,7 @@ PY
 batch_decode() {
     local opts=() kv
     for kv in ${2//,/ }; do opts+=(--cuda-opt "$kv"); done
-    timeout 120 "$(dirname "$V")/batch_decode" "$3" examples/page.png --max-tokens 256 \
+    timeout 120 "$(dirname "$V")/batch_decode" "$3" examples/page.png --max-tokens "${BD_TOKENS:-256}" \
         --backend "$BACKEND" "${MODEL[@]}" --quant "$1" "${opts[@]}" 2>&1 | tail -1
 }
 
