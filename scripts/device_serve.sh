@@ -29,6 +29,8 @@
 #               STEPS_NCU=1 (steps.txt)
 #   final       NF4: test_gemv_gpu and test_ops_gpu, batch_decode A/B (gemv_row_tiles, graphs), server_equivalence,
 #               then the one-page bench under the faster row tiles (--clients to narrow it)
+#   short       NF4: the GPU tests of the GEMV and ops, server_equivalence, batch_decode A/B, the
+#               anchor (a call of ~4 minutes; with TARGETS to build less)
 #   rows16      test_gemv_gpu, then per format the anchor and 16 one-page clients with
 #               --cuda-opt gemv_rows16=0 and =1 alternately (two rounds): the 16-row GEMV's
 #               check and A/B (summary in rows16.txt)
@@ -56,7 +58,7 @@ for a in "${@:2}"; do
     *) total=$a ;;
     esac
 done
-case $part in checks | bench | bench-bf16 | bench-nf4 | one-page | one-page-bf16 | one-page-nf4 | mix-bf16 | mix-nf4 | rows16 | profile | steps | final) ;; *)
+case $part in checks | bench | bench-bf16 | bench-nf4 | one-page | one-page-bf16 | one-page-nf4 | mix-bf16 | mix-nf4 | rows16 | profile | steps | final | short) ;; *)
     echo "usage: scripts/device_serve.sh checks|bench|bench-Q|one-page|one-page-Q|mix-Q|rows16|profile|steps [SECONDS]" \
         "[--clients LIST] [--dry-run]" \
         "(Q: bf16 or nf4)" >&2
@@ -340,6 +342,34 @@ final() {
     cp "$R/final.txt" "$OUT/"
 }
 
+# NF4, a short call: test_gemv_gpu, test_ops_gpu, server_equivalence on CUDA, batch_decode at 16
+# rows under gemv_row_tiles 3, 2 and 1 with graphs and 3 without, the single-stream anchor
+# (short.txt)
+short() {
+    local o t
+    {
+        for t in test_gemv_gpu test_ops_gpu; do
+            timeout 100 "$(dirname "$V")/tests/$t" >"$R/$t.txt" 2>&1
+            echo "$t: rc $? ($(grep -c FAIL "$R/$t.txt") FAIL lines)"
+        done
+        grep -E "silu_mul_rows|16 rows\)" "$R/test_ops_gpu.txt" "$R/test_gemv_gpu.txt"
+        VL_SERVE_BACKEND=$BACKEND VLRUN=$V VL_FIXTURES=$root/tests/fixtures \
+            VL_TOKENIZER_DIR=$root/.cache/tokenizer timeout -k 10 100 \
+            python3 tests/server_equivalence.py >"$R/server_equivalence.txt" 2>&1
+        echo "server_equivalence on $BACKEND (rc $?):"
+        tail -n 6 "$R/server_equivalence.txt"
+        for o in gemv_row_tiles=3 gemv_row_tiles=3,no_graphs=1 gemv_row_tiles=2 gemv_row_tiles=1; do
+            [ "$(left)" -gt 25 ] || break
+            echo "batch_decode 16 $o: $(batch_decode nf4 $o 16)"
+        done
+        [ "$(left)" -lt 25 ] || timeout 30 "$V" examples/page.png --max-tokens 128 --json --backend "$BACKEND" \
+            "${MODEL[@]}" --quant nf4 2>/dev/null | python3 -c \
+            'import json,sys; print("single stream (CLI, graphs): decode %.1f tok/s" % json.load(sys.stdin)["timings"]["decode_tok_s"])'
+    } >"$R/short.txt" 2>&1
+    cat "$R/short.txt"
+    cp "$R/short.txt" "$OUT/"
+}
+
 build
 case $part in
 checks) checks ;;
@@ -350,6 +380,7 @@ rows16) rows16 ;;
 profile) profile ;;
 steps) steps ;;
 final) final ;;
+short) short ;;
 one-page-*) bench one-page "${part#one-page-}" ;;
 mix-*) bench mix "${part#mix-}" ;;
 esac
