@@ -365,9 +365,8 @@ short() {
         [ "$(left)" -lt 25 ] || timeout 30 "$V" examples/page.png --max-tokens 128 --json --backend "$BACKEND" \
             "${MODEL[@]}" --quant nf4 2>/dev/null | python3 -c \
             'import json,sys; print("single stream (CLI, graphs): decode %.1f tok/s" % json.load(sys.stdin)["timings"]["decode_tok_s"])'
-    } >"$R/short.txt" 2>&1
-    cat "$R/short.txt"
-    cp "$R/short.txt" "$OUT/"
+    } >"$OUT/short.txt" 2>&1 # straight into $OUT: what was done comes back if the call is cut
+    cat "$OUT/short.txt"
 }
 
 build
