@@ -19,7 +19,7 @@ static void test_defaults(void) {
     VT_CHECK_INT(c.gemv_quant_m1, -1);
     VT_CHECK_INT(c.gemv_quant_m1_splits, 0);
     VT_CHECK_INT(c.gemv_rows16, 1);
-    VT_CHECK_INT(c.gemv_row_tiles, 1);
+    VT_CHECK_INT(c.gemv_row_tiles, 3);
     VT_CHECK_INT(c.quant_gemv_rows, 32);
     VT_CHECK_INT(c.attn_decode_splits, 0);
     VT_CHECK_INT(c.attn_prefill_rows, 0);
