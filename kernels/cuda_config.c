@@ -13,7 +13,7 @@ void vl_cuda_config_init(vl_cuda_config *c) {
     *c = (vl_cuda_config){.gemv_bf16 = 1,
                           .gemv_quant_m1 = -1,
                           .gemv_rows16 = 1,
-                          .gemv_row_tiles = 1,
+                          .gemv_row_tiles = 3,
                           .quant_gemv_rows = 32};
 }
 
