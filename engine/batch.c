@@ -170,7 +170,9 @@ vl_batch *vl_batch_open(vl_engine *e, const vl_batch_config *bc) {
     b->free_list = malloc((size_t)b->blocks * sizeof *b->free_list);
     b->decode_ids = calloc((size_t)bc->max_batch, sizeof *b->decode_ids);
     b->step_graphs = calloc((size_t)bc->max_batch * VL_STEP_GRAPH_BOUNDS, sizeof *b->step_graphs);
-    if (!b->free_list || !b->decode_ids || !b->step_graphs) {
+    b->step_graph_used =
+        calloc((size_t)bc->max_batch * VL_STEP_GRAPH_BOUNDS, sizeof *b->step_graph_used);
+    if (!b->free_list || !b->decode_ids || !b->step_graphs || !b->step_graph_used) {
         vl_error_set("out of host memory");
         goto fail;
     }
@@ -183,6 +185,7 @@ fail:
     free(b->free_list);
     free(b->decode_ids);
     free(b->step_graphs);
+    free(b->step_graph_used);
     free(b);
     return NULL;
 }
@@ -453,6 +456,7 @@ void vl_batch_close(vl_batch *b) {
     for (size_t i = 0; i < (size_t)b->bc.max_batch * VL_STEP_GRAPH_BOUNDS; i++)
         if (b->step_graphs[i]) b->e->be->graph_free(b->e->be, b->step_graphs[i]);
     free(b->step_graphs);
+    free(b->step_graph_used);
     vl_vision_cache_free(&b->vcache);
     vl_context_free(&b->cx);
     free(b->jobs);

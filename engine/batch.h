@@ -5,8 +5,11 @@
 
 #include "engine/engine.h"
 
-/* Attention bound classes of a recorded decode step (batch_step.c). */
+/* Attention bound classes of a recorded decode step, and the most recorded steps kept at once
+ * (the least recently used goes first: each holds device memory outside the plan) (batch_step.c).
+ */
 #define VL_STEP_GRAPH_BOUNDS 5
+#define VL_STEP_GRAPHS_KEPT  16
 
 typedef enum { JOB_QUEUED, JOB_PREFILL, JOB_DECODE } job_state;
 
@@ -49,6 +52,8 @@ struct vl_batch {
     int64_t *decode_ids;      /* [max_batch] ids of the decode rows whose tables are uploaded */
     void **step_graphs; /* [max_batch * VL_STEP_GRAPH_BOUNDS]: the recorded decode step of B rows
                          * under one attention bound class (batch_step.c), NULL until used */
+    int64_t *step_graph_used; /* [same]: the decode step that last replayed it */
+    int n_step_graphs;        /* recorded and kept, at most VL_STEP_GRAPHS_KEPT */
     int n_decode_rows;
     int64_t prompt_tokens, completion_tokens;
     int64_t decode_steps, decode_tokens;    /* vl_batch_stats */

@@ -18,6 +18,7 @@
 #include "engine/batch.h"
 #include "engine/models/models.h"
 
+#include <stdint.h>
 #include <stdlib.h>
 
 /* Whether job j's token comes from the backend's sample_rows (greedy or temperature alone)
@@ -175,32 +176,52 @@ static void decode_rows_ops(vl_batch *b, int B, int64_t bound) {
     m->arch->text->lm_head(cx, 0, B);
 }
 
+/* Frees the recorded step replayed longest ago (the stream is idle: the caller synced). */
+static void forget_oldest_graph(vl_batch *b) {
+    size_t oldest = SIZE_MAX;
+    for (size_t i = 0; i < (size_t)b->bc.max_batch * VL_STEP_GRAPH_BOUNDS; i++)
+        if (b->step_graphs[i] &&
+            (oldest == SIZE_MAX || b->step_graph_used[i] < b->step_graph_used[oldest]))
+            oldest = i;
+    if (oldest == SIZE_MAX) return;
+    b->e->be->graph_free(b->e->be, b->step_graphs[oldest]);
+    b->step_graphs[oldest] = NULL;
+    b->n_step_graphs--;
+}
+
 /* decode_rows_ops replayed from a recorded graph where the backend records them (one launch
  * instead of ~400 at 28 layers; the eager launches left the GPU idle between the short kernels
  * of a step), recorded on first use for B rows and the bound's class: the longest row's keys
- * rounded up to 1024 << k, or past the last such class the whole pool. The bound only sizes
- * the attention's launch (each row is split by its own length, read on the device; CTAs past
- * its plan exit at once), so a larger bound gives the same bits. The scratch, the tables and
- * the pool stay where they are for the batch's life, so a graph never goes stale. */
+ * rounded up to 1024 << k, or past the last such class (or past the pool) the whole pool. The bound
+ * only sizes the attention's launch (each row is split by its own length, read on the device; CTAs
+ * past its plan exit at once), so a larger bound gives the same bits. The scratch, the tables and
+ * the pool stay where they are for the batch's life, so a graph never goes stale. At most
+ * VL_STEP_GRAPHS_KEPT are kept (each holds device memory that the plan does not count). */
 static int decode_rows(vl_batch *b, int B, int64_t bound) {
     vl_backend *be = b->e->be;
     if (b->cx.no_graph || !be->graph_begin) {
         decode_rows_ops(b, B, bound);
         return 0;
     }
+    /* no class past the pool: the attention refuses a bound its block tables cannot hold */
+    const int64_t pool_tokens = b->blocks * (int64_t)b->bc.block_tokens;
     int k = 0;
     int64_t class_bound = 1024;
     while (class_bound < bound && k < VL_STEP_GRAPH_BOUNDS - 1) class_bound <<= 1, k++;
-    if (class_bound < bound || k == VL_STEP_GRAPH_BOUNDS - 1)
-        class_bound = b->blocks * (int64_t)b->bc.block_tokens;
-    void **g = &b->step_graphs[(size_t)(B - 1) * VL_STEP_GRAPH_BOUNDS + (size_t)k];
+    if (class_bound < bound || k == VL_STEP_GRAPH_BOUNDS - 1 || class_bound > pool_tokens)
+        class_bound = pool_tokens;
+    const size_t slot = (size_t)(B - 1) * VL_STEP_GRAPH_BOUNDS + (size_t)k;
+    void **g = &b->step_graphs[slot];
     if (!*g) {
         be->sync(be);
+        if (b->n_step_graphs == VL_STEP_GRAPHS_KEPT) forget_oldest_graph(b);
         if (be->graph_begin(be)) return -1;
         decode_rows_ops(b, B, class_bound);
         *g = be->graph_end(be);
         if (!*g) return -1;
+        b->n_step_graphs++;
     }
+    b->step_graph_used[slot] = b->decode_steps;
     be->graph_launch(be, *g);
     return 0;
 }
