@@ -21,21 +21,14 @@
 #   profile     per format: the single-stream anchor, batch_decode (no HTTP) at 1, 8 and 16
 #               rows, then Nsight Compute over a window of 16-row decode steps and
 #               scripts/serve_profile.py's table of a step's GPU time by kernel (profile-Q.txt)
-#   steps       NF4 only: test_gemv_gpu, vlbench gemm at 16 rows under each gemv_row_tiles (two
-#               rounds), the single-stream anchor, batch_decode at 16 rows under each with and
-#               without graphs (no_graphs=1: the step's kernels launched one by one), then Nsight
-#               Compute (clocks not locked: the sum of kernel times against the step's wall
-#               time shows the gaps between kernels) over a window of 16-row steps, with
-#               STEPS_NCU=1 (steps.txt)
-#   final       NF4: test_gemv_gpu and test_ops_gpu, batch_decode A/B (gemv_row_tiles, graphs), server_equivalence,
-#               then the one-page bench under the faster row tiles (--clients to narrow it)
 #   short       NF4: the GPU tests of the GEMV and ops, server_equivalence, batch_decode A/B, the
 #               anchor (a call of ~4 minutes; with TARGETS to build less)
 #   rows16      test_gemv_gpu, then per format the anchor and 16 one-page clients with
 #               --cuda-opt gemv_rows16=0 and =1 alternately (two rounds): the 16-row GEMV's
 #               check and A/B (summary in rows16.txt)
 # SECONDS: what the part may take in all (default 570). --clients LIST: the one-page client
-# counts (default 1,4,16,64). Carry .deps and .cache/tokenizer; with the 15 MB quality model in
+# counts (default 1,4,16,64). Environment: TARGETS (build only these targets instead of
+# everything: a short call), BD_TOKENS (batch_decode's tokens, default 256). Carry .deps and .cache/tokenizer; with the 15 MB quality model in
 # the tree that passes the device's 64 MiB carry limit, so carry instead
 # .cache/tokenizer/small_tokenizer.json and .cache/tokenizer.json.gz (gzip -9 of tokenizer.json,
 # 2 MB), which this script unpacks.
@@ -58,8 +51,8 @@ for a in "${@:2}"; do
     *) total=$a ;;
     esac
 done
-case $part in checks | bench | bench-bf16 | bench-nf4 | one-page | one-page-bf16 | one-page-nf4 | mix-bf16 | mix-nf4 | rows16 | profile | steps | final | short) ;; *)
-    echo "usage: scripts/device_serve.sh checks|bench|bench-Q|one-page|one-page-Q|mix-Q|rows16|profile|steps [SECONDS]" \
+case $part in checks | bench | bench-bf16 | bench-nf4 | one-page | one-page-bf16 | one-page-nf4 | mix-bf16 | mix-nf4 | rows16 | profile | short) ;; *)
+    echo "usage: scripts/device_serve.sh checks|bench|bench-Q|one-page|one-page-Q|mix-Q|rows16|profile|short [SECONDS]" \
         "[--clients LIST] [--dry-run]" \
         "(Q: bf16 or nf4)" >&2
     exit 2
@@ -147,8 +140,6 @@ bench_format() {
     d=$R/bench/$q
     mkdir -p "$d"
     local serve=(--backend "$BACKEND" "${MODEL[@]}" --quant "$q")
-    # shellcheck disable=SC2206 # SERVE_EXTRA: more engine options, split at spaces
-    serve+=(${SERVE_EXTRA:-})
     timeout "$(($2 / 5))" "$V" examples/page.png --max-tokens 128 --json "${serve[@]}" \
         >"$d/anchor.json" 2>"$d/anchor.err" || echo "anchor: rc $?: $(tail -1 "$d/anchor.err")" >>"$d/notes.txt"
     local rest=$((end - $(date +%s))) share=2
@@ -265,83 +256,6 @@ profile() {
     done
 }
 
-# the 16-row step's A/B over gemv_row_tiles (see the top)
-steps() {
-    local ncu bdir o t
-    bdir=$(dirname "$(dirname "$V")")
-    ncu=$(command -v ncu || ls /opt/nvidia/nsight-compute/*/ncu /usr/local/cuda/bin/ncu 2>/dev/null | head -1)
-    {
-        timeout 150 "$bdir/gpu/tests/test_gemv_gpu" >"$R/test_gemv_gpu.txt" 2>&1 ||
-            timeout 150 "$bdir/tests/test_gemv_gpu" >"$R/test_gemv_gpu.txt" 2>&1
-        echo "test_gemv_gpu: rc $? ($(grep -c FAIL "$R/test_gemv_gpu.txt") FAIL lines)"
-        grep -E "rows\)|passed|failed" "$R/test_gemv_gpu.txt" | tail -8
-        vb=$(find "$bdir" -name vlbench -type f -perm -u+x | head -1)
-        for round in ${STEPS_ROUNDS:-1 2}; do
-            for t in 1 2 3; do
-                echo "vlbench round $round gemv_row_tiles=$t:"
-                timeout 60 "$vb" gemm --shape 18944x3584,3584x18944,4608x3584,3584x3584 --quant nf4 \
-                    --m 16 --no-ref --iters 20 --warmup 3 --cuda-opt gemv_row_tiles=$t 2>/dev/null |
-                    grep "^| custom" | cut -d'|' -f3,5
-            done
-        done
-        timeout 60 "$V" examples/page.png --max-tokens 128 --json --backend "$BACKEND" "${MODEL[@]}" \
-            --quant nf4 2>/dev/null | python3 -c \
-            'import json,sys; print("single stream (CLI, graphs): decode %.1f tok/s" % json.load(sys.stdin)["timings"]["decode_tok_s"])'
-        for o in gemv_row_tiles=1 gemv_row_tiles=3 gemv_row_tiles=1,no_graphs=1 \
-            gemv_row_tiles=3,no_graphs=1 gemv_row_tiles=2 gemv_row_tiles=1 gemv_row_tiles=3 \
-            gemv_row_tiles=1,no_graphs=1 gemv_row_tiles=3,no_graphs=1; do
-            echo "batch_decode 16 $o: $(batch_decode nf4 $o 16)"
-        done
-        if [ -n "$ncu" ] && [ "${STEPS_NCU:-0}" = 1 ] && [ "$(left)" -gt 100 ]; then
-            timeout "$(($(left) - 30))" "$ncu" --clock-control none --launch-skip 40000 --launch-count 1200 \
-                --metrics gpu__time_duration.sum --csv --log-file "$R/ncu.csv" \
-                "$(dirname "$V")/batch_decode" 16 examples/page.png --max-tokens 256 \
-                --backend "$BACKEND" "${MODEL[@]}" --quant nf4 --cuda-opt gemv_row_tiles=${STEPS_NCU_TILES:-3} \
-                >"$R/ncu_run.txt" 2>&1
-            echo "ncu (clocks free, gemv_row_tiles=${STEPS_NCU_TILES:-3}, rc $?):"
-            python3 scripts/serve_profile.py "$R/ncu.csv" 2>&1
-        fi
-    } >"$R/steps.txt" 2>&1
-    cat "$R/steps.txt"
-    cp "$R/steps.txt" "$OUT/"
-}
-
-# NF4: test_gemv_gpu, test_ops_gpu, batch_decode at 16 rows under gemv_row_tiles 1, 2, 3 (graphs) and 3 without
-# graphs, then server_equivalence on CUDA, then the one-page bench at 16 clients with the faster
-# of gemv_row_tiles 2 and 3 (final.txt)
-final() {
-    local best o ms2 ms3 t
-    {
-        for t in test_gemv_gpu test_ops_gpu; do
-            timeout 150 "$(dirname "$V")/tests/$t" >"$R/$t.txt" 2>&1
-            echo "$t: rc $? ($(grep -c FAIL "$R/$t.txt") FAIL lines)"
-        done
-        grep silu_mul_rows "$R/test_ops_gpu.txt"
-        for o in gemv_row_tiles=2 gemv_row_tiles=3 gemv_row_tiles=3,no_graphs=1; do
-            echo "batch_decode 16 $o: $(batch_decode nf4 $o 16 | tee "$R/bd_$o.json")"
-        done
-        ms2=$(python3 -c 'import json,sys; print(json.load(open(sys.argv[1]))["window_ms_per_step"])' "$R/bd_gemv_row_tiles=2.json" 2>/dev/null || echo 99)
-        ms3=$(python3 -c 'import json,sys; print(json.load(open(sys.argv[1]))["window_ms_per_step"])' "$R/bd_gemv_row_tiles=3.json" 2>/dev/null || echo 99)
-        best=3
-        python3 -c "import sys; sys.exit(0 if float('$ms2') < float('$ms3') else 1)" && best=2
-        echo "chosen: gemv_row_tiles=$best ($ms2 against $ms3 ms a step)"
-    } >"$R/final.txt" 2>&1
-    cat "$R/final.txt"
-    best=$(sed -n 's/^chosen: gemv_row_tiles=\([0-9]\).*/\1/p' "$R/final.txt")
-    total=$(($(left) > 110 ? total - 100 : total)) # leave ~100 s for the equivalence check
-    SERVE_EXTRA="--cuda-opt gemv_row_tiles=${best:-3}" bench one-page nf4
-    total=$((total + 100))
-    {
-        VL_SERVE_BACKEND=$BACKEND VLRUN=$V VL_FIXTURES=$root/tests/fixtures \
-            VL_TOKENIZER_DIR=$root/.cache/tokenizer timeout -k 10 "$(($(left) - 10))" \
-            python3 tests/server_equivalence.py >"$R/server_equivalence.txt" 2>&1
-        echo "server_equivalence on $BACKEND (rc $?):"
-        tail -n 12 "$R/server_equivalence.txt"
-    } >>"$R/final.txt" 2>&1
-    tail -n 14 "$R/final.txt"
-    cp "$R/final.txt" "$OUT/"
-}
-
 # NF4, a short call: test_gemv_gpu, test_ops_gpu, server_equivalence on CUDA, batch_decode at 16
 # rows under gemv_row_tiles 3, 2 and 1 with graphs and 3 without, the single-stream anchor
 # (short.txt)
@@ -377,8 +291,6 @@ bench-*) bench "one-page mix" "${part#bench-}" ;;
 one-page) bench one-page bf16 nf4 ;;
 rows16) rows16 ;;
 profile) profile ;;
-steps) steps ;;
-final) final ;;
 short) short ;;
 one-page-*) bench one-page "${part#one-page-}" ;;
 mix-*) bench mix "${part#mix-}" ;;
