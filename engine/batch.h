@@ -68,6 +68,11 @@ vl_kv_view vl_batch_pool_view(const vl_batch *b, const int32_t *table, int batch
                               const int32_t *n_past_dev, int64_t bound);
 /* A job's end: on_done with its result (rc 0) or the error, its blocks freed, removed. */
 void vl_batch_finish(vl_batch *b, int index, int rc, const char *error);
+/* The bound class of a decode step whose longest row has `bound` keys (1 <= bound <=
+ * pool_tokens): its index k < VL_STEP_GRAPH_BOUNDS, and in *class_bound the attention bound its
+ * graph is recorded with: 1024 << k, or pool_tokens for the last class or where 1024 << k would
+ * pass the pool; always >= bound. */
+int vl_batch_graph_class(int64_t bound, int64_t pool_tokens, int64_t *class_bound);
 /* The steps of vl_batch_step (engine/batch_step.c): one prefill chunk of the oldest prefilling
  * job, one decode step of every generating job. */
 int vl_batch_prefill_step(vl_batch *b);

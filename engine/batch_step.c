@@ -176,6 +176,16 @@ static void decode_rows_ops(vl_batch *b, int B, int64_t bound) {
     m->arch->text->lm_head(cx, 0, B);
 }
 
+int vl_batch_graph_class(int64_t bound, int64_t pool_tokens, int64_t *class_bound) {
+    int k = 0;
+    int64_t c = 1024;
+    while (c < bound && k < VL_STEP_GRAPH_BOUNDS - 1) c <<= 1, k++;
+    /* no class past the pool: the attention refuses a bound its block tables cannot hold */
+    if (c < bound || k == VL_STEP_GRAPH_BOUNDS - 1 || c > pool_tokens) c = pool_tokens;
+    *class_bound = c;
+    return k;
+}
+
 /* Frees the recorded step replayed longest ago (the stream is idle: the caller synced). */
 static void forget_oldest_graph(vl_batch *b) {
     size_t oldest = SIZE_MAX;
@@ -203,13 +213,9 @@ static int decode_rows(vl_batch *b, int B, int64_t bound) {
         decode_rows_ops(b, B, bound);
         return 0;
     }
-    /* no class past the pool: the attention refuses a bound its block tables cannot hold */
-    const int64_t pool_tokens = b->blocks * (int64_t)b->bc.block_tokens;
-    int k = 0;
-    int64_t class_bound = 1024;
-    while (class_bound < bound && k < VL_STEP_GRAPH_BOUNDS - 1) class_bound <<= 1, k++;
-    if (class_bound < bound || k == VL_STEP_GRAPH_BOUNDS - 1 || class_bound > pool_tokens)
-        class_bound = pool_tokens;
+    int64_t class_bound;
+    const int k =
+        vl_batch_graph_class(bound, b->blocks * (int64_t)b->bc.block_tokens, &class_bound);
     const size_t slot = (size_t)(B - 1) * VL_STEP_GRAPH_BOUNDS + (size_t)k;
     void **g = &b->step_graphs[slot];
     if (!*g) {
