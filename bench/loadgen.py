@@ -299,7 +299,9 @@ def decode_of(m0, m):
     return {"decode_tokens": tokens, "decode_seconds": seconds,
             "decode_tok_s": tokens / seconds if seconds > 0 else None,
             "mean_decode_rows": tokens / steps if steps > 0 else None,
-            "prefill_seconds": d("vlrun_prefill_seconds_total")}
+            "prefill_seconds": d("vlrun_prefill_seconds_total"),
+            "graphs_recorded": d("vlrun_decode_graphs_recorded_total"),
+            "graph_seconds": d("vlrun_decode_graph_seconds_total")}
 
 
 def report(o, recs, wall_s, seen, m0, m):

@@ -443,6 +443,8 @@ void vl_batch_get_stats(const vl_batch *b, vl_batch_stats *st) {
     st->decode_steps = b->decode_steps;
     st->decode_tokens = b->decode_tokens;
     st->decode_seconds = b->decode_seconds;
+    st->decode_graphs_recorded = b->graphs_recorded;
+    st->decode_graph_seconds = b->graph_seconds;
     st->prefill_seconds = b->prefill_seconds;
     st->vision_cache_hits = b->vcache.hits;
     st->vision_cache_misses = b->vcache.misses;

@@ -57,6 +57,8 @@ struct vl_batch {
     int n_decode_rows;
     int64_t prompt_tokens, completion_tokens;
     int64_t decode_steps, decode_tokens;    /* vl_batch_stats */
+    int64_t graphs_recorded;                /* vl_batch_stats */
+    double graph_seconds;                   /* vl_batch_stats */
     double decode_seconds, prefill_seconds; /* vl_batch_stats */
     vl_vision_cache vcache;
     int failed; /* the backend failed: every call refuses */

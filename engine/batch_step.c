@@ -219,6 +219,7 @@ static int decode_rows(vl_batch *b, int B, int64_t bound) {
     const size_t slot = (size_t)(B - 1) * VL_STEP_GRAPH_BOUNDS + (size_t)k;
     void **g = &b->step_graphs[slot];
     if (!*g) {
+        const double t0 = vl_now_s();
         be->sync(be);
         if (b->n_step_graphs == VL_STEP_GRAPHS_KEPT) forget_oldest_graph(b);
         if (be->graph_begin(be)) return -1;
@@ -226,6 +227,8 @@ static int decode_rows(vl_batch *b, int B, int64_t bound) {
         *g = be->graph_end(be);
         if (!*g) return -1;
         b->n_step_graphs++;
+        b->graphs_recorded++;
+        b->graph_seconds += vl_now_s() - t0;
     }
     b->step_graph_used[slot] = b->decode_steps;
     be->graph_launch(be, *g);

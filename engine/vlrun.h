@@ -227,6 +227,10 @@ typedef struct {
      * decode and prefill steps (each decode step ends when its tokens are on the host) */
     int64_t decode_steps, decode_tokens;
     double decode_seconds, prefill_seconds;
+    /* Since open: decode steps recorded as a CUDA graph (a new row count or bound class; none on
+     * the CPU) and the wall time of recording them, part of decode_seconds */
+    int64_t decode_graphs_recorded;
+    double decode_graph_seconds;
     /* the vision cache: lookups that found an image, that did not, entries overwritten */
     int64_t vision_cache_hits, vision_cache_misses, vision_cache_evictions;
     size_t vision_cache_bytes;

@@ -120,6 +120,10 @@ async function abortMidStream() {
         after.vlrun_running_sequences === 0, JSON.stringify(after));
     const generated = after.vlrun_completion_tokens_total - before.vlrun_completion_tokens_total;
     t.check('abort: cancelled before its token limit', generated < ask, `${generated} tokens`);
+    // decode steps ran, none as a recorded graph: the CPU backend has none
+    t.check('metrics: decode graphs counted, none on the CPU',
+        after.vlrun_decode_steps_total > 0 && after.vlrun_decode_graphs_recorded_total === 0 &&
+        after.vlrun_decode_graph_seconds_total === 0, JSON.stringify(after));
 }
 
 // One GET on its own connection: { status, body } or { error }.
