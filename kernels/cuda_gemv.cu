@@ -526,9 +526,12 @@ static void launch_fast_m(vl_cuda_ctx *c, GemvParams &p, const vl_cuda_gemv_scra
                           cudaStream_t stream) {
     if constexpr (kGemvWide<FMT>)
         if (p.m > GEMV_TILE_COLS) {
-            if (c->cfg.gemv_row_tiles == 2) return launch_fast<FMT, 2, 2>(c, p, scratch, stream);
-            if (c->cfg.gemv_row_tiles == 3) return launch_fast<FMT, 2, 2, 4>(c, p, scratch, stream);
-            return launch_fast<FMT, 2, 1>(c, p, scratch, stream);
+            if (c->cfg.gemv_row_tiles == 1) return launch_fast<FMT, 2, 1>(c, p, scratch, stream);
+            /* 3: under the 4-CTA bound, but for int8, which spills 40 bytes there */
+            if constexpr (FMT != FMT_Q8ROW)
+                if (c->cfg.gemv_row_tiles == 3)
+                    return launch_fast<FMT, 2, 2, 4>(c, p, scratch, stream);
+            return launch_fast<FMT, 2, 2>(c, p, scratch, stream);
         }
     launch_fast<FMT, 1, 1>(c, p, scratch, stream);
 }

@@ -522,7 +522,7 @@ typedef struct {
     int gemv_row_tiles;       /* "gemv_row_tiles": 16-row tiles of W per warp in the GEMV of 9
                                * to 16 rows of x: 1, or 2 (each x load serves twice the weights;
                                * 3 CTAs an SM), or 3 (default: two, under a 4-CTA register
-                               * bound) */
+                               * bound; int8 as 2, it would spill) */
     int quant_gemv_rows;      /* "quant_gemv_rows": NF4 / Q8ROW products of 9 to N rows of x (a
                                * batched decode step) run the GEMV 8 rows at a time, reading the
                                * packed W m / 8 times, instead of the dequant GEMM, whose bf16
