@@ -300,8 +300,10 @@ def decode_of(m0, m):
             "decode_tok_s": tokens / seconds if seconds > 0 else None,
             "mean_decode_rows": tokens / steps if steps > 0 else None,
             "prefill_seconds": d("vlrun_prefill_seconds_total"),
-            "graphs_recorded": d("vlrun_decode_graphs_recorded_total"),
-            "graph_seconds": d("vlrun_decode_graph_seconds_total")}
+            # recorded when the server started: the figures, not the run's difference
+            "graphs_recorded": m.get("vlrun_decode_graphs_recorded_total"),
+            "graph_seconds": m.get("vlrun_decode_graph_seconds_total"),
+            "graph_bytes": m.get("vlrun_decode_graph_bytes")}
 
 
 def report(o, recs, wall_s, seen, m0, m):

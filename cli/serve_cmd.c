@@ -152,12 +152,17 @@ static void print_ready(const serve_args *sa, const vl_server *s, const vl_batch
     vl_batch_stats st;
     vl_batch_get_stats(b, &st);
     int v6 = strchr(sa->sc.host, ':') != NULL;
+    char graphs[160] = "";
+    if (st.decode_graphs_recorded > 0)
+        snprintf(graphs, sizeof graphs, ", %lld decode graphs recorded in %.2f s, %.1f MiB",
+                 (long long)st.decode_graphs_recorded, st.decode_graph_seconds,
+                 (double)st.decode_graph_bytes / (1024.0 * 1024.0));
     fprintf(stderr,
             "vlrun serve: listening on http://%s%s%s:%d (model %s, pool %lld blocks of %lld "
-            "tokens, max request %lld tokens)\n",
+            "tokens, max request %lld tokens%s)\n",
             v6 ? "[" : "", sa->sc.host, v6 ? "]" : "", vl_server_port(s), sa->sc.model_name,
             (long long)st.blocks_total, (long long)st.block_tokens,
-            (long long)st.max_request_tokens);
+            (long long)st.max_request_tokens, graphs);
 }
 
 static int serve(serve_args *sa) {

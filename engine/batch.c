@@ -142,6 +142,12 @@ static int check_config(const vl_engine *e, const vl_batch_config *bc) {
     return 0;
 }
 
+static void free_step_graphs(vl_batch *b) {
+    for (int i = 0; b->step_graphs && i < b->n_step_graphs; i++)
+        if (b->step_graphs[i]) b->e->be->graph_free(b->e->be, b->step_graphs[i]);
+    free(b->step_graphs);
+}
+
 vl_batch *vl_batch_open(vl_engine *e, const vl_batch_config *bc) {
     if (check_config(e, bc)) return NULL;
     vl_batch *b = calloc(1, sizeof *b);
@@ -169,23 +175,23 @@ vl_batch *vl_batch_open(vl_engine *e, const vl_batch_config *bc) {
     b->cx.vcache = &b->vcache;
     b->free_list = malloc((size_t)b->blocks * sizeof *b->free_list);
     b->decode_ids = calloc((size_t)bc->max_batch, sizeof *b->decode_ids);
-    b->step_graphs = calloc((size_t)bc->max_batch * VL_STEP_GRAPH_BOUNDS, sizeof *b->step_graphs);
-    b->step_graph_used =
-        calloc((size_t)bc->max_batch * VL_STEP_GRAPH_BOUNDS, sizeof *b->step_graph_used);
-    if (!b->free_list || !b->decode_ids || !b->step_graphs || !b->step_graph_used) {
+    b->step_graphs = calloc(VL_STEP_GRAPHS_MAX, sizeof *b->step_graphs);
+    if (!b->free_list || !b->decode_ids || !b->step_graphs) {
         vl_error_set("out of host memory");
         goto fail;
     }
     for (int64_t i = 0; i < b->blocks; i++) b->free_list[i] = (int32_t)(b->blocks - 1 - i);
     b->n_free = b->blocks;
+    if (!b->cx.no_graph && e->be->graph_begin)
+        b->n_step_graphs = bc->max_batch < VL_STEP_GRAPHS_MAX ? bc->max_batch : VL_STEP_GRAPHS_MAX;
+    if (vl_batch_record_steps(b)) goto fail;
     return b;
 fail:
+    free_step_graphs(b);
     vl_vision_cache_free(&b->vcache);
     vl_context_free(&b->cx);
     free(b->free_list);
     free(b->decode_ids);
-    free(b->step_graphs);
-    free(b->step_graph_used);
     free(b);
     return NULL;
 }
@@ -443,8 +449,9 @@ void vl_batch_get_stats(const vl_batch *b, vl_batch_stats *st) {
     st->decode_steps = b->decode_steps;
     st->decode_tokens = b->decode_tokens;
     st->decode_seconds = b->decode_seconds;
-    st->decode_graphs_recorded = b->graphs_recorded;
+    st->decode_graphs_recorded = b->n_step_graphs;
     st->decode_graph_seconds = b->graph_seconds;
+    st->decode_graph_bytes = b->graph_bytes;
     st->prefill_seconds = b->prefill_seconds;
     st->vision_cache_hits = b->vcache.hits;
     st->vision_cache_misses = b->vcache.misses;
@@ -455,10 +462,7 @@ void vl_batch_get_stats(const vl_batch *b, vl_batch_stats *st) {
 void vl_batch_close(vl_batch *b) {
     if (!b) return;
     while (b->n_jobs > 0) vl_batch_finish(b, 0, -1, "shutting down");
-    for (size_t i = 0; i < (size_t)b->bc.max_batch * VL_STEP_GRAPH_BOUNDS; i++)
-        if (b->step_graphs[i]) b->e->be->graph_free(b->e->be, b->step_graphs[i]);
-    free(b->step_graphs);
-    free(b->step_graph_used);
+    free_step_graphs(b);
     vl_vision_cache_free(&b->vcache);
     vl_context_free(&b->cx);
     free(b->jobs);

@@ -5,11 +5,9 @@
 
 #include "engine/engine.h"
 
-/* Attention bound classes of a recorded decode step, and the most recorded steps kept at once
- * (the least recently used goes first: each holds device memory outside the plan) (batch_step.c).
- */
-#define VL_STEP_GRAPH_BOUNDS 5
-#define VL_STEP_GRAPHS_KEPT  16
+/* Decode steps of up to this many rows are recorded as CUDA graphs when the batch opens, one per
+ * row count (batch_step.c); a wider step runs its ops one by one. */
+#define VL_STEP_GRAPHS_MAX 64
 
 typedef enum { JOB_QUEUED, JOB_PREFILL, JOB_DECODE } job_state;
 
@@ -50,15 +48,13 @@ struct vl_batch {
     int64_t next_id;
     int64_t prefill_table_id; /* the job whose table is in the prefill row; -1 none */
     int64_t *decode_ids;      /* [max_batch] ids of the decode rows whose tables are uploaded */
-    void **step_graphs; /* [max_batch * VL_STEP_GRAPH_BOUNDS]: the recorded decode step of B rows
-                         * under one attention bound class (batch_step.c), NULL until used */
-    int64_t *step_graph_used; /* [same]: the decode step that last replayed it */
-    int n_step_graphs;        /* recorded and kept, at most VL_STEP_GRAPHS_KEPT */
+    void **step_graphs;       /* [n_step_graphs]: the recorded decode step of B = index + 1 rows */
+    int n_step_graphs; /* min(max_batch, VL_STEP_GRAPHS_MAX) where the backend records, else 0 */
     int n_decode_rows;
     int64_t prompt_tokens, completion_tokens;
     int64_t decode_steps, decode_tokens;    /* vl_batch_stats */
-    int64_t graphs_recorded;                /* vl_batch_stats */
-    double graph_seconds;                   /* vl_batch_stats */
+    double graph_seconds;                   /* vl_batch_stats: recording them at open */
+    size_t graph_bytes;                     /* vl_batch_stats: the device memory they took */
     double decode_seconds, prefill_seconds; /* vl_batch_stats */
     vl_vision_cache vcache;
     int failed; /* the backend failed: every call refuses */
@@ -70,11 +66,9 @@ vl_kv_view vl_batch_pool_view(const vl_batch *b, const int32_t *table, int batch
                               const int32_t *n_past_dev, int64_t bound);
 /* A job's end: on_done with its result (rc 0) or the error, its blocks freed, removed. */
 void vl_batch_finish(vl_batch *b, int index, int rc, const char *error);
-/* The bound class of a decode step whose longest row has `bound` keys (1 <= bound <=
- * pool_tokens): its index k < VL_STEP_GRAPH_BOUNDS, and in *class_bound the attention bound its
- * graph is recorded with: 1024 << k, or pool_tokens for the last class or where 1024 << k would
- * pass the pool; always >= bound. */
-int vl_batch_graph_class(int64_t bound, int64_t pool_tokens, int64_t *class_bound);
+/* Records the decode step of every row count up to n_step_graphs (vl_batch_open, once the pool
+ * and the scratch are placed): 0, or -1 with the error set. */
+int vl_batch_record_steps(vl_batch *b);
 /* The steps of vl_batch_step (engine/batch_step.c): one prefill chunk of the oldest prefilling
  * job, one decode step of every generating job. */
 int vl_batch_prefill_step(vl_batch *b);

@@ -176,63 +176,46 @@ static void decode_rows_ops(vl_batch *b, int B, int64_t bound) {
     m->arch->text->lm_head(cx, 0, B);
 }
 
-int vl_batch_graph_class(int64_t bound, int64_t pool_tokens, int64_t *class_bound) {
-    int k = 0;
-    int64_t c = 1024;
-    while (c < bound && k < VL_STEP_GRAPH_BOUNDS - 1) c <<= 1, k++;
-    /* no class past the pool: the attention refuses a bound its block tables cannot hold */
-    if (c < bound || k == VL_STEP_GRAPH_BOUNDS - 1 || c > pool_tokens) c = pool_tokens;
-    *class_bound = c;
-    return k;
-}
-
-/* Frees the recorded step replayed longest ago (the stream is idle: the caller synced). */
-static void forget_oldest_graph(vl_batch *b) {
-    size_t oldest = SIZE_MAX;
-    for (size_t i = 0; i < (size_t)b->bc.max_batch * VL_STEP_GRAPH_BOUNDS; i++)
-        if (b->step_graphs[i] &&
-            (oldest == SIZE_MAX || b->step_graph_used[i] < b->step_graph_used[oldest]))
-            oldest = i;
-    if (oldest == SIZE_MAX) return;
-    b->e->be->graph_free(b->e->be, b->step_graphs[oldest]);
-    b->step_graphs[oldest] = NULL;
-    b->n_step_graphs--;
-}
-
-/* decode_rows_ops replayed from a recorded graph where the backend records them (one launch
- * instead of ~400 at 28 layers; the eager launches left the GPU idle between the short kernels
- * of a step), recorded on first use for B rows and the bound's class: the longest row's keys
- * rounded up to 1024 << k, or past the last such class (or past the pool) the whole pool. The bound
- * only sizes the attention's launch (each row is split by its own length, read on the device; CTAs
- * past its plan exit at once), so a larger bound gives the same bits. The scratch, the tables and
- * the pool stay where they are for the batch's life, so a graph never goes stale. At most
- * VL_STEP_GRAPHS_KEPT are kept (each holds device memory that the plan does not count). */
-static int decode_rows(vl_batch *b, int B, int64_t bound) {
+/* The decode step of B rows, recorded with the whole pool as the attention's bound: the bound
+ * only sizes the attention's launch (each row is split by its own length, read on the device;
+ * CTAs past its plan exit at once, and the launch never passes one wave: the splits are capped by
+ * what the SMs hold), so the graph serves every length and gives the bits of the eager call. */
+static int record_step(vl_batch *b, int B) {
     vl_backend *be = b->e->be;
-    if (b->cx.no_graph || !be->graph_begin) {
-        decode_rows_ops(b, B, bound);
-        return 0;
-    }
-    int64_t class_bound;
-    const int k =
-        vl_batch_graph_class(bound, b->blocks * (int64_t)b->bc.block_tokens, &class_bound);
-    const size_t slot = (size_t)(B - 1) * VL_STEP_GRAPH_BOUNDS + (size_t)k;
-    void **g = &b->step_graphs[slot];
-    if (!*g) {
-        const double t0 = vl_now_s();
-        be->sync(be);
-        if (b->n_step_graphs == VL_STEP_GRAPHS_KEPT) forget_oldest_graph(b);
-        if (be->graph_begin(be)) return -1;
-        decode_rows_ops(b, B, class_bound);
-        *g = be->graph_end(be);
-        if (!*g) return -1;
-        b->n_step_graphs++;
-        b->graphs_recorded++;
-        b->graph_seconds += vl_now_s() - t0;
-    }
-    b->step_graph_used[slot] = b->decode_steps;
-    be->graph_launch(be, *g);
+    if (be->graph_begin(be)) return -1;
+    decode_rows_ops(b, B, b->blocks * (int64_t)b->bc.block_tokens);
+    b->step_graphs[B - 1] = be->graph_end(be);
+    return b->step_graphs[B - 1] ? 0 : -1;
+}
+
+/* Recorded at open rather than on first use, as vLLM does: recording a 28-layer step took longer
+ * than several steps, and a server met each new row count inside a running batch. The scratch,
+ * the tables and the pool stay where they are for the batch's life, so a graph never goes stale.
+ * The device memory the graphs take is measured here (the driver's, outside the plan). */
+int vl_batch_record_steps(vl_batch *b) {
+    vl_backend *be = b->e->be;
+    if (b->n_step_graphs == 0) return 0;
+    const double t0 = vl_now_s();
+    size_t free0 = 0, free1 = 0, total = 0;
+    be->sync(be);
+    if (be->mem_info) be->mem_info(be, &free0, &total);
+    for (int B = 1; B <= b->n_step_graphs; B++)
+        if (record_step(b, B)) return -1;
+    be->sync(be);
+    if (be->mem_info) be->mem_info(be, &free1, &total);
+    b->graph_bytes = free0 > free1 ? free0 - free1 : 0;
+    b->graph_seconds = vl_now_s() - t0;
     return 0;
+}
+
+/* The forward pass of B decode rows: the recorded step (one launch instead of ~400 at 28
+ * layers; launched one by one the short kernels of a step left the GPU idle between them), or
+ * the ops themselves with the real bound past the recorded row counts or without graphs. */
+static void decode_rows(vl_batch *b, int B, int64_t bound) {
+    if (B <= b->n_step_graphs)
+        b->e->be->graph_launch(b->e->be, b->step_graphs[B - 1]);
+    else
+        decode_rows_ops(b, B, bound);
 }
 
 int vl_batch_decode_step(vl_batch *b) {
@@ -255,10 +238,7 @@ int vl_batch_decode_step(vl_batch *b) {
     const double t0 = vl_now_s();
     if (B > 0) {
         upload_tables(b, rows, B);
-        if (decode_rows(b, B, upload_rows(b, rows, B, host))) {
-            rc = -1;
-            B = 0; /* nothing was sampled: the jobs stay as they were */
-        }
+        decode_rows(b, B, upload_rows(b, rows, B, host));
     }
     if (B > 0) {
         /* the rows' ids are uploaded: the host buffer holds their tokens, then what became of

@@ -227,10 +227,13 @@ typedef struct {
      * decode and prefill steps (each decode step ends when its tokens are on the host) */
     int64_t decode_steps, decode_tokens;
     double decode_seconds, prefill_seconds;
-    /* Since open: decode steps recorded as a CUDA graph (a new row count or bound class; none on
-     * the CPU) and the wall time of recording them, part of decode_seconds */
+    /* Decode steps recorded as CUDA graphs when the batch opened (one per row count up to
+     * max_batch, at most 64; none on the CPU or without graphs), the wall time that took (not
+     * part of decode_seconds) and the device memory they hold (measured: the driver's, not in
+     * the plan) */
     int64_t decode_graphs_recorded;
     double decode_graph_seconds;
+    size_t decode_graph_bytes;
     /* the vision cache: lookups that found an image, that did not, entries overwritten */
     int64_t vision_cache_hits, vision_cache_misses, vision_cache_evictions;
     size_t vision_cache_bytes;

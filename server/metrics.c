@@ -95,8 +95,10 @@ static void put_batch(vl_buf *b, const vl_batch_stats *s, int pending) {
         {"vlrun_completion_tokens_total", "counter", "tokens generated", s->completion_tokens},
         {"vlrun_decode_steps_total", "counter", "batched decode steps", s->decode_steps},
         {"vlrun_decode_graphs_recorded_total", "counter",
-         "decode steps recorded as a CUDA graph (a new row count or bound class)",
+         "decode steps recorded as CUDA graphs at start (one per row count)",
          s->decode_graphs_recorded},
+        {"vlrun_decode_graph_bytes", "gauge", "device memory the recorded decode steps hold",
+         (long long)s->decode_graph_bytes},
         {"vlrun_decode_tokens_total", "counter", "tokens made by decode steps (one a row)",
          s->decode_tokens},
         {"vlrun_vision_cache_hits_total", "counter", "images whose embedding was reused",
@@ -125,8 +127,7 @@ static void put_batch(vl_buf *b, const vl_batch_stats *s, int pending) {
         double v;
     } seconds[] = {
         {"vlrun_decode_seconds_total", "wall time of the decode steps", s->decode_seconds},
-        {"vlrun_decode_graph_seconds_total",
-         "wall time of recording decode graphs (part of the decode steps')",
+        {"vlrun_decode_graph_seconds_total", "wall time of recording the decode graphs at start",
          s->decode_graph_seconds},
         {"vlrun_prefill_seconds_total", "wall time of the prefill chunks", s->prefill_seconds},
     };

@@ -377,32 +377,7 @@ static void test_budget(void) {
     vl_engine_close(e);
 }
 
-/* The bound classes of the recorded decode steps (vl_batch_graph_class): 1024 << k up to the
- * last class, whose bound is the pool, never past the pool (a pool of 600 tokens: every class
- * is the pool), never below the bound. */
-static void test_graph_classes(void) {
-    const struct {
-        int64_t bound, pool;
-        int k;
-        int64_t class_bound;
-    } cases[] = {{1, 1 << 20, 0, 1024},         {1024, 1 << 20, 0, 1024},
-                 {1025, 1 << 20, 1, 2048},      {5000, 1 << 20, 3, 8192},
-                 {8192, 1 << 20, 3, 8192},      {8193, 1 << 20, 4, 1 << 20},
-                 {900000, 1 << 20, 4, 1 << 20}, {600, 600, 0, 600},
-                 {1500, 1600, 1, 1600},         {1600, 1600, 1, 1600}};
-    for (int i = 0; i < (int)(sizeof cases / sizeof cases[0]); i++) {
-        int64_t cb = -1;
-        const int k = vl_batch_graph_class(cases[i].bound, cases[i].pool, &cb);
-        VT_CHECKF(k == cases[i].k && cb == cases[i].class_bound,
-                  "bound %lld, pool %lld: class %d (bound %lld), expected %d (%lld)",
-                  (long long)cases[i].bound, (long long)cases[i].pool, k, (long long)cb, cases[i].k,
-                  (long long)cases[i].class_bound);
-        VT_CHECK(k >= 0 && k < VL_STEP_GRAPH_BOUNDS && cb >= cases[i].bound && cb <= cases[i].pool);
-    }
-}
-
 int main(void) {
-    test_graph_classes();
     snprintf(g_img[0], sizeof g_img[0], "%s", vt_fixture("models/images/img_a_56x84.png"));
     snprintf(g_img[1], sizeof g_img[1], "%s", vt_fixture("models/images/img_b_100x60.png"));
     snprintf(g_img[2], sizeof g_img[2], "%s", vt_fixture("models/images/img_c_45x130.png"));
