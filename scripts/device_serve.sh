@@ -257,22 +257,23 @@ profile() {
 }
 
 # NF4, a short call: test_gemv_gpu, test_ops_gpu, server_equivalence on CUDA, batch_decode at 16
-# rows under gemv_row_tiles 3, 2 and 1 with graphs and 3 without, the single-stream anchor
-# (short.txt)
+# rows under gemv_row_tiles 3, 2 and 1 with graphs and 3 without (SHORT_OPTS: other backend
+# option sets), the single-stream anchor (short.txt); the tests only where built (TARGETS)
 short() {
     local o t
     {
         for t in test_gemv_gpu test_ops_gpu; do
+            [ -x "$(dirname "$V")/tests/$t" ] || continue # not among TARGETS
             timeout 100 "$(dirname "$V")/tests/$t" >"$R/$t.txt" 2>&1
             echo "$t: rc $? ($(grep -c FAIL "$R/$t.txt") FAIL lines)"
         done
-        grep -E "silu_mul_rows|16 rows\)" "$R/test_ops_gpu.txt" "$R/test_gemv_gpu.txt"
+        grep -sE "silu_mul_rows|16 rows\)" "$R/test_ops_gpu.txt" "$R/test_gemv_gpu.txt"
         VL_SERVE_BACKEND=$BACKEND VLRUN=$V VL_FIXTURES=$root/tests/fixtures \
             VL_TOKENIZER_DIR=$root/.cache/tokenizer timeout -k 10 100 \
             python3 tests/server_equivalence.py >"$R/server_equivalence.txt" 2>&1
         echo "server_equivalence on $BACKEND (rc $?):"
         tail -n 6 "$R/server_equivalence.txt"
-        for o in gemv_row_tiles=3 gemv_row_tiles=3,no_graphs=1 gemv_row_tiles=2 gemv_row_tiles=1; do
+        for o in ${SHORT_OPTS:-gemv_row_tiles=3 gemv_row_tiles=3,no_graphs=1 gemv_row_tiles=2 gemv_row_tiles=1}; do
             [ "$(left)" -gt 25 ] || break
             echo "batch_decode 16 $o: $(batch_decode nf4 $o 16)"
         done
