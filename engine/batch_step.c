@@ -177,9 +177,9 @@ static void decode_rows_ops(vl_batch *b, int B, int64_t bound) {
 }
 
 /* The decode step of B rows, recorded with the whole pool as the attention's bound: the bound
- * only sizes the attention's launch (each row is split by its own length, read on the device;
- * CTAs past its plan exit at once, and the launch never passes one wave: the splits are capped by
- * what the SMs hold), so the graph serves every length and gives the bits of the eager call. */
+ * only sizes the attention's workspace slots (each row is split by its own length, read on the
+ * device, and at most one wave of CTAs walks the splits: kernels/cuda_attention_decode.cu), so
+ * the graph serves every length at the cost of the real ones and gives the eager call's bits. */
 static int record_step(vl_batch *b, int B) {
     vl_backend *be = b->e->be;
     if (be->graph_begin(be)) return -1;

@@ -24,10 +24,13 @@
  *     (split lane) with 8 float4 loads in flight per thread, then add the lane sums in lane
  *     order: a fixed order (deterministic), a few L2 round trips instead of one per 4 splits.
  *   - Runtime cache length (n_past_dev, for CUDA-graph replays): the host knows only the bound
- *     (the n_kv field), so it launches the most splits any length up to it can use; each CTA
- *     and the combine step derive the split plan from the length they read, with the same
- *     split_plan code the host runs for an explicit length. Splits past the plan exit at once
- *     and are never read, so a replay gives the same bits as the eager call of that length.
+ *     (the n_kv field), so the workspace has slots for the most splits any length up to it can
+ *     use, walked by at most one wave of CTAs (each CTA takes splits x, x + gridDim.x, ...: a
+ *     graph recorded with a bound far above the real lengths, vlrun serve's whole pool, costs no
+ *     waves of empty CTAs); each CTA and the combine step derive the split plan from the length
+ *     they read, with the same split_plan code the host runs for an explicit length. Splits past
+ *     the plan are skipped and never read, so a replay gives the same bits as the eager call of
+ *     that length.
  *   - Head dims: every one up to 128 (cuda_attention_mma.cuh). Fast path: a multiple of 8 with
  * aligned rows; one not a multiple of 16 runs its MMAs over D + 8 columns whose padding is zeros in
  *     shared memory. Element path (any other head dim or alignment): the query and each step's
@@ -246,14 +249,15 @@ __device__ __forceinline__ void convert_step(bf16 *tile, const unsigned char *st
     }
 }
 
-/* Q8: the cache is int8 with per-row scales (p.k_scale set), see the top of the file. DS: the
- * columns of a tile row (Decode); ELEM: the element path, where the real head dim is
- * p.head_dim. PAGED: the cache is a paged pool (p.pages) and, with p.batch, query row seq is
- * sequence seq's (blockIdx.z = seq * head tiles + tile); the partials of head h of sequence seq
- * are then row seq * n_heads + h of the workspace. */
+/* Split `split` of one CTA's (kv head, head tile, sequence). Q8: the cache is int8 with per-row
+ * scales (p.k_scale set), see the top of the file. DS: the columns of a tile row (Decode); ELEM:
+ * the element path, where the real head dim is p.head_dim. PAGED: the cache is a paged pool
+ * (p.pages) and, with p.batch, query row seq is sequence seq's (blockIdx.z = seq * head tiles +
+ * tile); the partials of head h of sequence seq are then row seq * n_heads + h of the workspace.
+ * n_slots: the splits the workspace is laid out for (the log2-sum-exps follow their outputs). */
 template <int DS, bool Q8, bool ELEM, bool PAGED>
-__global__ void __launch_bounds__(kThreads)
-    attn_decode_kernel(const vl_attn_params p, int max_splits, float *ws) {
+__device__ __forceinline__ void decode_split(const vl_attn_params &p, int max_splits, int n_slots,
+                                             float *ws, const int split) {
     using C = Decode<DS, Q8>;
     constexpr int kLD = C::kLD, kStages = C::kStages, DP = C::kDP;
     const int D = ELEM ? p.head_dim : DS, WD = decode_ws_row(D); /* real head dim, ws row */
@@ -267,14 +271,14 @@ __global__ void __launch_bounds__(kThreads)
     unsigned char *const wbase = warps0 + warp * C::kWarpBytes;
     bf16 *ring = reinterpret_cast<bf16 *>(wbase); /* bf16: the ring; Q8: the converted tile */
     unsigned char *ring8 = wbase + C::kTileElems * sizeof(bf16); /* Q8: the int8 ring */
-    const int split = (int)blockIdx.x, kv_head = (int)blockIdx.y;
+    const int kv_head = (int)blockIdx.y;
     const int group = p.n_heads / p.n_kv_heads, tiles = (group + 15) / 16;
     const int seq = PAGED ? (int)blockIdx.z / tiles : 0;
     const int tile = PAGED ? (int)blockIdx.z % tiles : (int)blockIdx.z;
     const int H_all = PAGED && p.batch ? p.n_heads * (int)p.n_q : p.n_heads; /* ws rows */
     const int n_keys = decode_keys<PAGED>(p, seq);
     const SplitPlan plan = split_plan(n_keys, max_splits);
-    if (split >= plan.splits) return; /* the launch covers the bound; this split has no keys */
+    if (split >= plan.splits) return; /* the slots cover the bound; this split has no keys */
     const int n_rows = min(16, group - 16 * tile);
     const int head0 = kv_head * group + 16 * tile;
     const int kb = split * plan.chunk, ke = min(kb + plan.chunk, n_keys); /* kb < ke */
@@ -480,26 +484,39 @@ __global__ void __launch_bounds__(kThreads)
             const int64_t at = (int64_t)split * H_all + seq * p.n_heads + head0 + r;
             ws[at * WD + d] = out;
             if (d == 0) /* the log2-sum-exps follow the outputs of all launched splits */
-                ws[(int64_t)gridDim.x * H_all * WD + at] =
+                ws[(int64_t)n_slots * H_all * WD + at] =
                     wl > 0.f ? mx * scale_log2 + log2f(wl) : -INFINITY;
         }
     }
 }
 
+/* The splits blockIdx.x, + gridDim.x, ... below n_slots (see decode_split): a launch for a
+ * runtime length is capped at one wave of CTAs, each walking several splits, so that a bound
+ * far above the real lengths (a graph recorded for the whole pool) costs no empty waves. Every
+ * split is computed as by a CTA of its own: the same bits. */
+template <int DS, bool Q8, bool ELEM, bool PAGED>
+__global__ void __launch_bounds__(kThreads)
+    attn_decode_kernel(const vl_attn_params p, int max_splits, int n_slots, float *ws) {
+#pragma unroll 1
+    for (int split = (int)blockIdx.x; split < n_slots; split += (int)gridDim.x) {
+        decode_split<DS, Q8, ELEM, PAGED>(p, max_splits, n_slots, ws, split);
+        __syncthreads(); /* the next split reuses the shared memory */
+    }
+}
+
 /* o[head] = sum_s 2^(lse_s - max) o_s / sum_s 2^(lse_s - max) over the splits of the plan;
- * one CTA per query head. n_launched: the splits the first kernel was launched with (the layout
- * of ws). With a one-split plan the first kernel has written o itself.
- * Thread t takes the 4 columns 4 (t % cols) .. + 3 and the splits t / cols, + lanes, ... in
- * order (cols = WD / 4 column groups of the ws rows of WD = decode_ws_row(D) floats, lanes =
- * kCombineThreads / cols split lanes); the lane sums
- * are then added in lane order. kBatch loads are issued before any is used: the partials sit in
- * L2 and the time is L2 round trips, so they must overlap; 512 threads (16 split lanes at D 128)
- * put a whole 38k-key plan's ~100 splits in flight in one round (128 threads took four: ~9 us
- * against ~6 on an H100, measured by ncu). A batch (PAGED, p.batch): one CTA per (sequence,
- * head), blockIdx.x = seq * n_heads + head, the workspace row of the first kernel. */
+ * one CTA per query head. n_slots: the splits the first kernel's workspace is laid out for. With a
+ * one-split plan the first kernel has written o itself. Thread t takes the 4 columns 4 (t % cols)
+ * .. + 3 and the splits t / cols, + lanes, ... in order (cols = WD / 4 column groups of the ws rows
+ * of WD = decode_ws_row(D) floats, lanes = kCombineThreads / cols split lanes); the lane sums are
+ * then added in lane order. kBatch loads are issued before any is used: the partials sit in L2 and
+ * the time is L2 round trips, so they must overlap; 512 threads (16 split lanes at D 128) put a
+ * whole 38k-key plan's ~100 splits in flight in one round (128 threads took four: ~9 us against ~6
+ * on an H100, measured by ncu). A batch (PAGED, p.batch): one CTA per (sequence, head), blockIdx.x
+ * = seq * n_heads + head, the workspace row of the first kernel. */
 template <bool PAGED>
 __global__ void __launch_bounds__(kCombineThreads)
-    attn_decode_combine(const vl_attn_params p, int max_splits, int n_launched, const float *ws) {
+    attn_decode_combine(const vl_attn_params p, int max_splits, int n_slots, const float *ws) {
     constexpr int kBatch = 8;
     __shared__ float s_w[kMaxSplits], s_red[kCombineWarps];
     __shared__ float4 s_acc[kCombineThreads];
@@ -508,7 +525,7 @@ __global__ void __launch_bounds__(kCombineThreads)
     if (n_splits == 1) return;
     const int head = hh, D = p.head_dim, WD = decode_ws_row(D);
     const int H = PAGED && p.batch ? p.n_heads * (int)p.n_q : p.n_heads; /* ws rows */
-    const float *lse = ws + (int64_t)n_launched * H * WD;
+    const float *lse = ws + (int64_t)n_slots * H * WD;
     float mx = -INFINITY;
     for (int s = (int)threadIdx.x; s < n_splits; s += kCombineThreads)
         mx = fmaxf(mx, lse[s * H + head]);
@@ -600,30 +617,34 @@ void launch(vl_cuda_ctx *c, const vl_attn_params *p, size_t workspace_bytes, flo
     const int n_seq = PAGED && p->batch ? (int)p->n_q : 1;
     if (ws == NULL) workspace_bytes = 0;
     const int max_splits = max_splits_of<DS, Q8, ELEM>(c, p, workspace_bytes, n_seq);
-    if (PAGED) /* the opt-in to the kernel's shared memory (once per backend and kernel) */
-        (void)vl_cuda_ctas_per_sm(c, (const void *)attn_decode_kernel<DS, Q8, ELEM, PAGED>,
-                                  kThreads, Decode<DS, Q8>::kSmem);
-    /* An explicit length: exactly the plan's splits. A runtime length: the most splits any
-     * length up to the bound can have (split_plan never exceeds n_keys / kMinSplitKeys). */
-    int n_launch;
+    /* also the paged kernel's opt-in to its shared memory (once per backend and kernel) */
+    const int per_sm = vl_cuda_ctas_per_sm(c, (const void *)attn_decode_kernel<DS, Q8, ELEM, PAGED>,
+                                           kThreads, Decode<DS, Q8>::kSmem);
+    /* An explicit length: exactly the plan's splits, a CTA each. A runtime length: slots for the
+     * most splits any length up to the bound can have (split_plan never exceeds n_keys /
+     * kMinSplitKeys), walked by at most one wave of CTAs (attn_decode_kernel). */
+    int n_slots, n_ctas;
     if (p->n_past_dev == NULL) {
         int64_t n_keys = p->n_kv;
         if (p->causal && p->q_pos0 + 1 < n_keys) n_keys = p->q_pos0 + 1;
-        n_launch = split_plan((int)n_keys, max_splits).splits;
+        n_slots = n_ctas = split_plan((int)n_keys, max_splits).splits;
     } else {
         int64_t most = p->n_kv / kMinSplitKeys;
         if (most > max_splits) most = max_splits;
-        n_launch = most < 1 ? 1 : (int)most;
+        n_slots = most < 1 ? 1 : (int)most;
+        const int64_t wave =
+            (int64_t)per_sm * c->sm_count / ((int64_t)p->n_kv_heads * tiles * n_seq);
+        n_ctas = wave < 1 ? 1 : wave < n_slots ? (int)wave : n_slots;
     }
-    VL_CUDA_REQUIRE(n_launch == 1 || ((uintptr_t)ws & 15u) == 0,
+    VL_CUDA_REQUIRE(n_slots == 1 || ((uintptr_t)ws & 15u) == 0,
                     "attention decode: the workspace must be 16-byte aligned");
-    dim3 grid((unsigned)n_launch, (unsigned)p->n_kv_heads, (unsigned)(tiles * n_seq));
+    dim3 grid((unsigned)n_ctas, (unsigned)p->n_kv_heads, (unsigned)(tiles * n_seq));
     attn_decode_kernel<DS, Q8, ELEM, PAGED>
-        <<<grid, kThreads, Decode<DS, Q8>::kSmem, stream>>>(*p, max_splits, ws);
+        <<<grid, kThreads, Decode<DS, Q8>::kSmem, stream>>>(*p, max_splits, n_slots, ws);
     VL_CUDA_LAUNCH_CHECK();
-    if (n_launch > 1) {
+    if (n_slots > 1) {
         attn_decode_combine<PAGED><<<(unsigned)(p->n_heads * n_seq), kCombineThreads, 0, stream>>>(
-            *p, max_splits, n_launch, ws);
+            *p, max_splits, n_slots, ws);
         VL_CUDA_LAUNCH_CHECK();
     }
 }
