@@ -57,12 +57,18 @@ static vl_shape batch_shape(const vl_engine *e, const vl_batch_config *bc, int64
     return sh;
 }
 
+int vl_batch_graph_count(const vl_engine *e, const vl_batch_config *bc) {
+    if (!e->be->graph_begin) return 0; /* the CPU, or a backend made with no_graphs */
+    return bc->max_batch < VL_STEP_GRAPHS_MAX ? bc->max_batch : VL_STEP_GRAPHS_MAX;
+}
+
 void vl_batch_plan(const vl_engine *e, const vl_batch_config *bc, int64_t blocks, vl_shape *sh,
                    vl_mem_plan *out) {
     vl_weight_plan wp;
     vl_weight_plan_of(&wp, &e->cfg);
     *sh = batch_shape(e, bc, blocks);
     size_t context = e->be->caps->kind == VL_BACKEND_CPU ? 0 : VL_CUDA_CONTEXT_BYTES;
+    context += (size_t)vl_batch_graph_count(e, bc) * VL_DECODE_GRAPH_BYTES;
     vl_plan_session(&e->m.cfg, e->be->act, sh, vl_model_weights_bytes((vl_model *)&e->m, &wp),
                     e->be->workspace_bytes, context, out);
 }
@@ -182,8 +188,7 @@ vl_batch *vl_batch_open(vl_engine *e, const vl_batch_config *bc) {
     }
     for (int64_t i = 0; i < b->blocks; i++) b->free_list[i] = (int32_t)(b->blocks - 1 - i);
     b->n_free = b->blocks;
-    if (!b->cx.no_graph && e->be->graph_begin)
-        b->n_step_graphs = bc->max_batch < VL_STEP_GRAPHS_MAX ? bc->max_batch : VL_STEP_GRAPHS_MAX;
+    if (!b->cx.no_graph) b->n_step_graphs = vl_batch_graph_count(e, bc);
     if (vl_batch_record_steps(b)) goto fail;
     return b;
 fail:

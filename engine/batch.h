@@ -66,6 +66,10 @@ vl_kv_view vl_batch_pool_view(const vl_batch *b, const int32_t *table, int batch
                               const int32_t *n_past_dev, int64_t bound);
 /* A job's end: on_done with its result (rc 0) or the error, its blocks freed, removed. */
 void vl_batch_finish(vl_batch *b, int index, int rc, const char *error);
+/* The decode steps a batch records (one per row count up to max_batch, at most
+ * VL_STEP_GRAPHS_MAX; 0 on a backend without graphs): each has VL_DECODE_GRAPH_BYTES in the plan.
+ */
+int vl_batch_graph_count(const vl_engine *e, const vl_batch_config *bc);
 /* Records the decode step of every row count up to n_step_graphs (vl_batch_open, once the pool
  * and the scratch are placed): 0, or -1 with the error set. */
 int vl_batch_record_steps(vl_batch *b);

@@ -469,6 +469,11 @@ typedef struct {
 /* The CUDA context (with cuBLAS/cuBLASLt loaded) as measured on an H100 with CUDA 13: the
  * device held 0.698 GiB before any weight, of which 0.114 GiB are the backend's workspaces. */
 #define VL_CUDA_CONTEXT_BYTES ((size_t)600 << 20)
+/* The driver memory of one recorded batch decode step (vl_batch), reserved in the batch's plan
+ * beside the context: an H100 (7B shapes, CUDA 13) showed 60.0 MiB for 64 graphs in bf16 and
+ * 338.0 MiB in NF4 (free memory before and after recording, so any kernel code loaded on first
+ * use is in it); vl_batch_stats.decode_graph_bytes reports the measured figure. */
+#define VL_DECODE_GRAPH_BYTES ((size_t)6 << 20)
 void vl_plan_memory(const vl_config *c, const vl_plan_request *rq, vl_mem_plan *out);
 /* The plan of a context of shape sh with the given weights, backend workspace and CUDA context
  * (what vl_plan_memory computes once it has the weights' bytes). */

@@ -632,8 +632,8 @@ void launch(vl_cuda_ctx *c, const vl_attn_params *p, size_t workspace_bytes, flo
         int64_t most = p->n_kv / kMinSplitKeys;
         if (most > max_splits) most = max_splits;
         n_slots = most < 1 ? 1 : (int)most;
-        const int64_t wave =
-            (int64_t)per_sm * c->sm_count / ((int64_t)p->n_kv_heads * tiles * n_seq);
+        const int64_t wave = (int64_t)c->cfg.attn_decode_waves * per_sm * c->sm_count /
+                             ((int64_t)p->n_kv_heads * tiles * n_seq);
         n_ctas = wave < 1 ? 1 : wave < n_slots ? (int)wave : n_slots;
     }
     VL_CUDA_REQUIRE(n_slots == 1 || ((uintptr_t)ws & 15u) == 0,

@@ -530,6 +530,8 @@ typedef struct {
     int attn_decode_splits;   /* "attn_decode_splits": split-KV decode: 0 (default) one wave of
                                * the GPU; N > 0 forces N splits before the length and workspace
                                * caps */
+    int attn_decode_waves;    /* "attn_decode_waves": the CTAs of a runtime-length decode (a
+                               * graph's) walk its split slots in at most N waves (default 1) */
     int attn_prefill_rows;    /* "attn_prefill_rows": query rows per prefill CTA: 0 (default)
                                * 64 for calls of <= 64 rows, else 128; 64 or 128 forced */
     long profile_step;        /* "profile_step": N > 0 brackets the Nth graph replay (from 1) with
