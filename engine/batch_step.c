@@ -191,7 +191,7 @@ static int record_step(vl_batch *b, int B) {
 /* Recorded at open rather than on first use, as vLLM does: recording a 28-layer step took longer
  * than several steps, and a server met each new row count inside a running batch. The scratch,
  * the tables and the pool stay where they are for the batch's life, so a graph never goes stale.
- * The device memory the graphs take is measured here (the driver's, outside the plan). */
+ * The device memory they take is measured here (the plan reserves VL_DECODE_GRAPH_BYTES each). */
 int vl_batch_record_steps(vl_batch *b) {
     vl_backend *be = b->e->be;
     if (b->n_step_graphs == 0) return 0;

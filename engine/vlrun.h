@@ -229,8 +229,8 @@ typedef struct {
     double decode_seconds, prefill_seconds;
     /* Decode steps recorded as CUDA graphs when the batch opened (one per row count up to
      * max_batch, at most 64; none on the CPU or without graphs), the wall time that took (not
-     * part of decode_seconds) and the device memory they hold (measured: the driver's, not in
-     * the plan) */
+     * part of decode_seconds) and the device memory they took (measured; the plan reserves a
+     * fixed amount a graph, VL_DECODE_GRAPH_BYTES) */
     int64_t decode_graphs_recorded;
     double decode_graph_seconds;
     size_t decode_graph_bytes;
