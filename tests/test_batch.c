@@ -17,7 +17,10 @@
  *      cancels too;
  *   5. the plan equals the arena to the byte, and a budget-sized pool is the largest that fits;
  *   6. the vision cache (1 runs with it automatic, off, and 3 KiB so that entries are
- *      overwritten): the same answers, and the expected hits and misses. */
+ *      overwritten): the same answers, and the expected hits and misses;
+ *   7. the plan reserves VL_DECODE_GRAPH_BYTES for each decode graph a batch would record (one
+ *      per row count, at most VL_STEP_GRAPHS_MAX) on a backend that records them, none on the
+ *      CPU. */
 #include "engine/batch.h"
 #include "engine/models/models.h"
 #include "vltest.h"
@@ -377,6 +380,40 @@ static void test_budget(void) {
     vl_engine_close(e);
 }
 
+/* Stands in for a recording backend's graph_begin: the plan only asks whether there is one. */
+static int fake_graph_begin(vl_backend *be) {
+    (void)be;
+    return -1;
+}
+
+static void test_graph_plan(void) {
+    vl_engine *e = open_engine("models/tiny-a", 0, VL_QUANT_BF16, 0);
+    if (!e) return;
+    vl_batch_config bc;
+    vl_batch_config_default(&bc);
+    vl_shape sh;
+    vl_mem_plan plain, rec;
+    VT_CHECK_INT(vl_batch_graph_count(e, &bc), 0);
+    vl_batch_plan(e, &bc, 10, &sh, &plain);
+    VT_CHECK(plain.context == 0);
+    int (*cpu_begin)(vl_backend *) = e->be->graph_begin;
+    const int rows[] = {1, 16, 64, 100};
+    for (int i = 0; i < 4; i++) {
+        bc.max_batch = rows[i];
+        const int want = rows[i] < VL_STEP_GRAPHS_MAX ? rows[i] : VL_STEP_GRAPHS_MAX;
+        vl_batch_plan(e, &bc, 10, &sh, &plain);
+        e->be->graph_begin = fake_graph_begin;
+        VT_CHECK_INT(vl_batch_graph_count(e, &bc), want);
+        vl_batch_plan(e, &bc, 10, &sh, &rec);
+        e->be->graph_begin = cpu_begin;
+        VT_CHECKF(rec.context == (size_t)want * VL_DECODE_GRAPH_BYTES &&
+                      rec.total == plain.total + rec.context,
+                  "max_batch %d: context %zu, total %zu (%zu without graphs), expected %d graphs",
+                  rows[i], rec.context, rec.total, plain.total, want);
+    }
+    vl_engine_close(e);
+}
+
 int main(void) {
     snprintf(g_img[0], sizeof g_img[0], "%s", vt_fixture("models/images/img_a_56x84.png"));
     snprintf(g_img[1], sizeof g_img[1], "%s", vt_fixture("models/images/img_b_100x60.png"));
@@ -391,6 +428,7 @@ int main(void) {
     test_small_pool();
     test_cancel();
     test_budget();
+    test_graph_plan();
     printf("%d passed, %d failed\n", vt_passed, vt_failed);
     return vt_failed ? 1 : 0;
 }
