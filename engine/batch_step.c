@@ -239,8 +239,6 @@ int vl_batch_decode_step(vl_batch *b) {
     if (B > 0) {
         upload_tables(b, rows, B);
         decode_rows(b, B, upload_rows(b, rows, B, host));
-    }
-    if (B > 0) {
         /* the rows' ids are uploaded: the host buffer holds their tokens, then what became of
          * each job */
         int32_t *tokens = host, *taken = host + B;
