@@ -249,15 +249,17 @@ __device__ __forceinline__ void convert_step(bf16 *tile, const unsigned char *st
     }
 }
 
-/* Split `split` of one CTA's (kv head, head tile, sequence). Q8: the cache is int8 with per-row
+/* Split `split` of one CTA's (kv head, head tile, sequence), whose n_keys keys are split as
+ * `plan` (split < plan.splits). Q8: the cache is int8 with per-row
  * scales (p.k_scale set), see the top of the file. DS: the columns of a tile row (Decode); ELEM:
  * the element path, where the real head dim is p.head_dim. PAGED: the cache is a paged pool
  * (p.pages) and, with p.batch, query row seq is sequence seq's (blockIdx.z = seq * head tiles +
  * tile); the partials of head h of sequence seq are then row seq * n_heads + h of the workspace.
  * n_slots: the splits the workspace is laid out for (the log2-sum-exps follow their outputs). */
 template <int DS, bool Q8, bool ELEM, bool PAGED>
-__device__ __forceinline__ void decode_split(const vl_attn_params &p, int max_splits, int n_slots,
-                                             float *ws, const int split) {
+__device__ __forceinline__ void decode_split(const vl_attn_params &p, const int n_keys,
+                                             const SplitPlan plan, int n_slots, float *ws,
+                                             const int split) {
     using C = Decode<DS, Q8>;
     constexpr int kLD = C::kLD, kStages = C::kStages, DP = C::kDP;
     const int D = ELEM ? p.head_dim : DS, WD = decode_ws_row(D); /* real head dim, ws row */
@@ -276,9 +278,6 @@ __device__ __forceinline__ void decode_split(const vl_attn_params &p, int max_sp
     const int seq = PAGED ? (int)blockIdx.z / tiles : 0;
     const int tile = PAGED ? (int)blockIdx.z % tiles : (int)blockIdx.z;
     const int H_all = PAGED && p.batch ? p.n_heads * (int)p.n_q : p.n_heads; /* ws rows */
-    const int n_keys = decode_keys<PAGED>(p, seq);
-    const SplitPlan plan = split_plan(n_keys, max_splits);
-    if (split >= plan.splits) return; /* the slots cover the bound; this split has no keys */
     const int n_rows = min(16, group - 16 * tile);
     const int head0 = kv_head * group + 16 * tile;
     const int kb = split * plan.chunk, ke = min(kb + plan.chunk, n_keys); /* kb < ke */
@@ -490,17 +489,22 @@ __device__ __forceinline__ void decode_split(const vl_attn_params &p, int max_sp
     }
 }
 
-/* The splits blockIdx.x, + gridDim.x, ... below n_slots (see decode_split): a launch for a
+/* The splits blockIdx.x, + gridDim.x, ... of the row's plan (see decode_split): a launch for a
  * runtime length is capped at one wave of CTAs, each walking several splits, so that a bound
- * far above the real lengths (a graph recorded for the whole pool) costs no empty waves. Every
- * split is computed as by a CTA of its own: the same bits. */
+ * far above the real lengths (a graph recorded for the whole pool) costs no empty waves. The
+ * plan, the same for every CTA of the row, is made once; slots past it (the bound covers every
+ * length) are left alone. Every split is computed as by a CTA of its own: the same bits. */
 template <int DS, bool Q8, bool ELEM, bool PAGED>
 __global__ void __launch_bounds__(kThreads)
     attn_decode_kernel(const vl_attn_params p, int max_splits, int n_slots, float *ws) {
+    const int tiles = (p.n_heads / p.n_kv_heads + 15) / 16;
+    const int n_keys = decode_keys<PAGED>(p, PAGED ? (int)blockIdx.z / tiles : 0);
+    const SplitPlan plan = split_plan(n_keys, max_splits);
+    const int end = min(plan.splits, n_slots); /* plan.splits <= n_slots by the launch */
 #pragma unroll 1
-    for (int split = (int)blockIdx.x; split < n_slots; split += (int)gridDim.x) {
-        decode_split<DS, Q8, ELEM, PAGED>(p, max_splits, n_slots, ws, split);
-        __syncthreads(); /* the next split reuses the shared memory */
+    for (int split = (int)blockIdx.x; split < end; split += (int)gridDim.x) {
+        if (split != (int)blockIdx.x) __syncthreads(); /* this split reuses the shared memory */
+        decode_split<DS, Q8, ELEM, PAGED>(p, n_keys, plan, n_slots, ws, split);
     }
 }
 
