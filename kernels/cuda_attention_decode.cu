@@ -27,10 +27,10 @@
  *     (the n_kv field), so the workspace has slots for the most splits any length up to it can
  *     use, walked by at most one wave of CTAs (each CTA takes splits x, x + gridDim.x, ...: a
  *     graph recorded with a bound far above the real lengths, vlrun serve's whole pool, costs no
- *     waves of empty CTAs); each CTA and the combine step derive the split plan from the length
- *     they read, with the same split_plan code the host runs for an explicit length. Splits past
- *     the plan are skipped and never read, so a replay gives the same bits as the eager call of
- *     that length.
+ *     waves of empty CTAs); each CTA (once) and the combine step derive the split plan from the
+ *     length they read, with the same split_plan code the host runs for an explicit length. The
+ *     CTAs stop at the plan's splits and the combine reads no further, so a replay gives the
+ *     same bits as the eager call of that length.
  *   - Head dims: every one up to 128 (cuda_attention_mma.cuh). Fast path: a multiple of 8 with
  * aligned rows; one not a multiple of 16 runs its MMAs over D + 8 columns whose padding is zeros in
  *     shared memory. Element path (any other head dim or alignment): the query and each step's
