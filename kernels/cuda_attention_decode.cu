@@ -44,8 +44,9 @@
  *     each key's probability is multiplied by its v_scale before P.V (the running sum l uses
  *     the plain probability). The per-warp shared memory stays that of the bf16 kernel, so
  *     occupancy is the same.
- * Knob (benchmarking only): the backend's attn_decode_splits = N (vl_cuda_config) forces the
- * split count before the length and workspace caps.
+ * Knobs (benchmarking only, vl_cuda_config): attn_decode_splits = N forces the split count
+ * before the length and workspace caps; attn_decode_waves = N lets a runtime-length launch walk
+ * its slots with N waves of CTAs instead of one.
  * Paged caches (p.pages, vlrun serve's pool): the same kernels instantiated with PAGED, whose
  * row loads go through the sequence's block table (PagedRows) instead of a stride; the
  * contiguous instantiations are unchanged. With p.batch the n_q queries are n_q sequences' next
