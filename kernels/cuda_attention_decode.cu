@@ -255,7 +255,8 @@ __device__ __forceinline__ void convert_step(bf16 *tile, const unsigned char *st
  * the top of the file. DS: the columns of a tile row (Decode); ELEM: the element path, where the
  * real head dim is p.head_dim. PAGED: the cache is a paged pool (p.pages) and, with p.batch,
  * query row seq is sequence seq's (blockIdx.z = seq * head tiles + tile); the partials of head h
- * of sequence seq are then row seq * n_heads + h of the workspace. n_slots: the splits the workspace is laid out for (the log2-sum-exps follow their outputs). */
+ * of sequence seq are then row seq * n_heads + h of the workspace. n_slots: the splits the
+ * workspace is laid out for (the log2-sum-exps follow their outputs). */
 template <int DS, bool Q8, bool ELEM, bool PAGED>
 __device__ __forceinline__ void decode_split(const vl_attn_params &p, const int n_keys,
                                              const SplitPlan plan, int n_slots, float *ws,
