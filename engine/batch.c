@@ -188,7 +188,7 @@ vl_batch *vl_batch_open(vl_engine *e, const vl_batch_config *bc) {
     }
     for (int64_t i = 0; i < b->blocks; i++) b->free_list[i] = (int32_t)(b->blocks - 1 - i);
     b->n_free = b->blocks;
-    if (!b->cx.no_graph) b->n_step_graphs = vl_batch_graph_count(e, bc);
+    b->n_step_graphs = vl_batch_graph_count(e, bc); /* what the plan reserved for */
     if (vl_batch_record_steps(b)) goto fail;
     return b;
 fail:
