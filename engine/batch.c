@@ -431,6 +431,11 @@ int vl_batch_step(vl_batch *b) {
     return b->n_jobs;
 }
 
+void vl_batch_set_busy_hook(vl_batch *b, void (*fn)(void *ctx), void *ctx) {
+    b->busy_hook = fn;
+    b->busy_ctx = ctx;
+}
+
 void vl_batch_get_stats(const vl_batch *b, vl_batch_stats *st) {
     memset(st, 0, sizeof *st);
     for (int i = 0; i < b->n_jobs; i++) {

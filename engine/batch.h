@@ -57,6 +57,8 @@ struct vl_batch {
     size_t graph_bytes;                     /* vl_batch_stats: the device memory they took */
     double decode_seconds, prefill_seconds; /* vl_batch_stats */
     vl_vision_cache vcache;
+    void (*busy_hook)(void *ctx); /* vl_batch_set_busy_hook */
+    void *busy_ctx;
     int failed; /* the backend failed: every call refuses */
 };
 

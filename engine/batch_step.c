@@ -105,6 +105,7 @@ int vl_batch_prefill_step(vl_batch *b) {
     if (i == b->n_jobs) return 0;
     batch_job *j = b->jobs[i];
     vl_context *cx = &b->cx;
+    if (b->busy_hook) b->busy_hook(b->busy_ctx);
     double t0 = vl_now_s();
     int64_t c0 = j->n_past, S = j->p.n - c0 < cx->chunk ? j->p.n - c0 : cx->chunk;
     vl_kv_view kv = vl_batch_pool_view(b, prefill_table(b, j), 0, j->n_past, NULL, 0);
@@ -239,6 +240,7 @@ int vl_batch_decode_step(vl_batch *b) {
     if (B > 0) {
         upload_tables(b, rows, B);
         decode_rows(b, B, upload_rows(b, rows, B, host));
+        if (b->busy_hook) b->busy_hook(b->busy_ctx); /* while the device runs the step */
         /* the rows' ids are uploaded: the host buffer holds their tokens, then what became of
          * each job */
         int32_t *tokens = host, *taken = host + B;

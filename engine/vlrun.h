@@ -254,6 +254,11 @@ int vl_batch_cancel(vl_batch *b, int64_t id);
 /* One step (above): the number of requests still queued or running after it; -1 when the
  * backend failed (the batch is then unusable; every request got on_done with the error). */
 int vl_batch_step(vl_batch *b);
+/* fn(ctx) on the stepping thread whenever the device is about to be busy for a while: right
+ * after a decode step is launched (the device runs it meanwhile) and before a prefill chunk.
+ * Host work put there, such as waking a server's waiting clients, then costs the steps nothing.
+ * fn NULL: none (the default). */
+void vl_batch_set_busy_hook(vl_batch *b, void (*fn)(void *ctx), void *ctx);
 void vl_batch_get_stats(const vl_batch *b, vl_batch_stats *st);
 void vl_batch_close(vl_batch *b); /* on_done(-1, "shutting down") for every request left */
 

@@ -3,7 +3,10 @@
  * (vl_batch_add: images decoded, prompt built, refused at once when it could never fit), sends
  * the cancellations, and steps the batch while there is work, sleeping on a condition variable
  * otherwise. Its callbacks put each piece of text through the job's stop strings into the job's
- * buffer and wake the job's waiter; a stop string cancels the request there, freeing its blocks.
+ * buffer and mark the job; a stop string cancels the request there, freeing its blocks. The
+ * marked jobs' waiters are woken from the batch's busy hook, while the device runs the next
+ * step: woken at once, the 16 waiters of a step took the lock between the callbacks of its rows
+ * and kept the device idle for that long.
  * Lock order: this thread's lock, then the metrics' (never the other way). */
 #include "server/server_impl.h"
 
@@ -89,9 +92,22 @@ static int on_text(void *ctx, const char *piece, size_t len) {
     if (j->t_first == 0) j->t_first = vl_now_s();
     int r = j->cancel ? 1 : vl_stop_feed(&j->stop, piece, len, &j->text);
     if (r == 1 && !j->cancel) j->stopped = 1;
-    pthread_cond_broadcast(&j->cond);
+    j->news = 1; /* its waiter is woken by wake_waiters */
     pthread_mutex_unlock(&t->lock);
     return r == 0 ? 0 : -1; /* a stop string, a cancellation, or out of memory: end it */
+}
+
+/* Wake the waiters of the jobs that got text (the batch's busy hook, and before the thread
+ * sleeps). A job that ended was woken by job_end and is no longer active. */
+static void wake_waiters(void *ctx) {
+    vl_engine_thread *t = ctx;
+    pthread_mutex_lock(&t->lock);
+    for (int i = 0; i < t->n_active; i++)
+        if (t->active[i]->news) {
+            t->active[i]->news = 0;
+            pthread_cond_broadcast(&t->active[i]->cond);
+        }
+    pthread_mutex_unlock(&t->lock);
 }
 
 static void observe_latency(vl_engine_thread *t, const vl_job *j) {
@@ -248,6 +264,7 @@ static void *run(void *arg) {
         pthread_mutex_unlock(&t->lock);
         for (int i = 0; i < n_ids; i++) vl_batch_cancel(t->b, ids[i]);
         if (work > 0 || n_ids > 0) step(t, &work);
+        if (work == 0) wake_waiters(t); /* no step to run them beside */
         publish_stats(t);
         pthread_mutex_lock(&t->lock);
     }
@@ -267,8 +284,10 @@ vl_engine_thread *vl_engine_thread_start(vl_batch *b, vl_metrics *m) {
     pthread_mutex_init(&t->lock, NULL);
     pthread_cond_init(&t->wake, NULL);
     cond_init_monotonic(&t->idle);
+    vl_batch_set_busy_hook(b, wake_waiters, t);
     publish_stats(t);
     if (pthread_create(&t->thread, NULL, run, t) != 0) {
+        vl_batch_set_busy_hook(b, NULL, NULL);
         pthread_mutex_destroy(&t->lock);
         free(t);
         vl_error_set("could not start the engine thread");
@@ -360,6 +379,7 @@ void vl_engine_thread_stop(vl_engine_thread *t) {
     pthread_cond_signal(&t->wake);
     pthread_mutex_unlock(&t->lock);
     pthread_join(t->thread, NULL);
+    vl_batch_set_busy_hook(t->b, NULL, NULL);
     pthread_mutex_destroy(&t->lock);
     pthread_cond_destroy(&t->wake);
     pthread_cond_destroy(&t->idle);

@@ -160,6 +160,7 @@ typedef struct vl_job {
     int cancel_sent;
     int64_t id;
     vl_buf text; /* the answer so far (stop strings applied) */
+    int news;    /* text came since its waiter was last woken (woken while the device works) */
     int stopped; /* a stop string ended it */
     double t_first, t_done;
     /* the outcome (done) */
