@@ -532,9 +532,6 @@ typedef struct {
                                * caps */
     int attn_decode_waves;    /* "attn_decode_waves": the CTAs of a runtime-length decode (a
                                * graph's) walk its split slots in at most N waves (default 1) */
-    int attn_decode_tail;     /* "attn_decode_tail": 1 (default) the last CTA of a decode head
-                               * tile combines plans of a few splits; 0: the second kernel
-                               * combines every plan (the same bits, one launch more) */
     int attn_prefill_rows;    /* "attn_prefill_rows": query rows per prefill CTA: 0 (default)
                                * 64 for calls of <= 64 rows, else 128; 64 or 128 forced */
     long profile_step;        /* "profile_step": N > 0 brackets the Nth graph replay (from 1) with

@@ -23,7 +23,6 @@ static void test_defaults(void) {
     VT_CHECK_INT(c.quant_gemv_rows, 32);
     VT_CHECK_INT(c.attn_decode_splits, 0);
     VT_CHECK_INT(c.attn_decode_waves, 1);
-    VT_CHECK_INT(c.attn_decode_tail, 1);
     VT_CHECK_INT(c.attn_prefill_rows, 0);
     VT_CHECK(c.profile_step == 0);
 }
@@ -42,7 +41,6 @@ static void test_keys(void) {
                          "gemv_row_tiles=2",
                          "attn_decode_splits=12",
                          "attn_decode_waves=4",
-                         "attn_decode_tail=0",
                          "attn_prefill_rows=64",
                          "profile_step=5"};
     for (int i = 0; i < (int)(sizeof set / sizeof set[0]); i++) {
@@ -60,7 +58,6 @@ static void test_keys(void) {
     VT_CHECK_INT(c.gemv_row_tiles, 2);
     VT_CHECK_INT(c.attn_decode_splits, 12);
     VT_CHECK_INT(c.attn_decode_waves, 4);
-    VT_CHECK_INT(c.attn_decode_tail, 0);
     VT_CHECK_INT(c.attn_prefill_rows, 64);
     VT_CHECK(c.profile_step == 5);
     VT_CHECK(vl_cuda_config_set(&c, "gemv_quant_m1=-1", NULL, 0) == 0);
@@ -97,7 +94,6 @@ static void test_refusals(void) {
     refuse("attn_prefill_rows=96", "attn_prefill_rows takes 0 (by length), 64 or 128");
     refuse("attn_decode_splits=-1", "attn_decode_splits takes");
     refuse("attn_decode_waves=0", "attn_decode_waves takes waves 1..64");
-    refuse("attn_decode_tail=2", "attn_decode_tail takes 0 or 1");
     refuse("device=-1", "device takes a device ordinal");
     refuse("profile_step=99999999999999999999", "profile_step takes");
 }
