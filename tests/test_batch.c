@@ -20,7 +20,9 @@
  *      overwritten): the same answers, and the expected hits and misses;
  *   7. the plan reserves VL_DECODE_GRAPH_BYTES for each decode graph a batch would record (one
  *      per row count, at most VL_STEP_GRAPHS_MAX) on a backend that records them, none on the
- *      CPU. */
+ *      CPU;
+ *   8. the busy hook (vl_batch_set_busy_hook, where the server wakes its clients) runs once a
+ *      decode step and once a prefill chunk, and not at all once cleared. */
 #include "engine/batch.h"
 #include "engine/models/models.h"
 #include "vltest.h"
@@ -205,6 +207,13 @@ static void check_plan(vl_batch *b) {
     VT_CHECK_INT(st.blocks_total, b->blocks);
 }
 
+/* The busy hook's calls (vl_batch_set_busy_hook): one a decode step, one a prefill chunk. */
+static int g_busy_calls;
+static void count_busy(void *ctx) {
+    (void)ctx;
+    g_busy_calls++;
+}
+
 static void test_variant(const char *model, int kv_int8, vl_quant quant, int want_fused) {
     vl_engine *e = open_engine(model, kv_int8, quant, 0);
     if (!e) return;
@@ -229,12 +238,20 @@ static void test_variant(const char *model, int kv_int8, vl_quant quant, int wan
         VT_CHECKF(b != NULL, "%s: open: %s", model, vl_error_get());
         if (!b) continue;
         check_plan(b);
+        g_busy_calls = 0;
+        vl_batch_set_busy_hook(b, c == 0 ? count_busy : NULL, NULL);
         run_batch(b, r, got);
         char what[128];
         snprintf(what, sizeof what, "%s, vision cache %lld", model, (long long)caches[c]);
         for (int i = 0; i < N_REQ; i++) check_same(what, i, &got[i], &want[i]);
         vl_batch_stats st;
         vl_batch_get_stats(b, &st);
+        int64_t chunks = 0;
+        for (int i = 0; i < N_REQ; i++)
+            chunks += (got[i].prompt_tokens + b->cx.chunk - 1) / b->cx.chunk;
+        VT_CHECKF(g_busy_calls == (c == 0 ? st.decode_steps + chunks : 0),
+                  "%s: busy hook called %d times, %lld decode steps, %lld prefill chunks", what,
+                  g_busy_calls, (long long)st.decode_steps, (long long)chunks);
         /* 12 images, 11 lookups (request 6's IMAGE x2 once), 4 distinct pixel sets */
         if (c == 0)
             VT_CHECKF(st.vision_cache_hits == 7 && st.vision_cache_misses == 4 &&
