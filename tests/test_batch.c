@@ -239,7 +239,8 @@ static void test_variant(const char *model, int kv_int8, vl_quant quant, int wan
         if (!b) continue;
         check_plan(b);
         g_busy_calls = 0;
-        vl_batch_set_busy_hook(b, c == 0 ? count_busy : NULL, NULL);
+        vl_batch_set_busy_hook(b, count_busy, NULL);
+        if (c != 0) vl_batch_set_busy_hook(b, NULL, NULL); /* cleared: never called */
         run_batch(b, r, got);
         char what[128];
         snprintf(what, sizeof what, "%s, vision cache %lld", model, (long long)caches[c]);
