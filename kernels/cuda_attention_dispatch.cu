@@ -106,8 +106,13 @@ void vl_cuda_attention(vl_backend *b, const vl_attn_params *p, void *workspace,
     if (p->n_q == 0) return;
     if (p->n_q == 1 || p->batch)
         vl_attn_decode_launch(c, p, workspace, workspace_bytes, stream);
-    else
+    else if (!vl_attn_prefill_wgmma(c, p, stream))
         vl_attn_prefill_launch(c, p, prefill_rows(c, p->n_q), stream);
+}
+
+int vl_cuda_attention_uses_wgmma(vl_backend *b, const vl_attn_params *p) {
+    return vl_cuda_attention_supported(p) && p->n_q > 1 && !p->batch &&
+           vl_attn_wgmma_takes(vl_cuda_ctx_of(b), p);
 }
 
 /* The --attn naive table entry: the same contract as attention (kernels.h), any head_dim and

@@ -215,6 +215,10 @@ int vl_attn_fast_rows(const vl_attn_params *p);
  * size the launch. */
 void vl_attn_prefill_launch(vl_cuda_ctx *c, const vl_attn_params *p, int rows_per_cta,
                             cudaStream_t stream);
+/* The Hopper prefill kernel (cuda_attention_wgmma.cu): 1 if it takes p on this backend;
+ * vl_attn_prefill_wgmma launches it then (and returns 1), else returns 0. */
+int vl_attn_wgmma_takes(const vl_cuda_ctx *c, const vl_attn_params *p);
+int vl_attn_prefill_wgmma(vl_cuda_ctx *c, const vl_attn_params *p, cudaStream_t stream);
 /* Decode (n_q == 1); splits the keys over as many CTAs as the workspace allows. */
 void vl_attn_decode_launch(vl_cuda_ctx *c, const vl_attn_params *p, void *workspace,
                            size_t workspace_bytes, cudaStream_t stream);

@@ -192,6 +192,8 @@ static int ctx_create(vl_cuda_ctx *c, const vl_cuda_config *cfg, char *why, size
     }
     c->device = dev;
     c->sm_count = prop.multiProcessorCount > 0 ? prop.multiProcessorCount : 1;
+    c->cc_major = prop.major;
+    c->cc_minor = prop.minor;
     snprintf(c->device_name, sizeof c->device_name, "%s", prop.name);
     c->cublas_ws_bytes = CUDA_CUBLAS_WS_BYTES;
     c->attn_ws_bytes = CUDA_ATTN_WS_BYTES;

@@ -47,6 +47,9 @@ int vl_cuda_attention_supported(const vl_attn_params *p); /* 1 if the kernels ha
 size_t vl_cuda_attention_workspace_bytes(const vl_attn_params *p);
 void vl_cuda_attention(vl_backend *b, const vl_attn_params *p, void *workspace,
                        size_t workspace_bytes, cudaStream_t stream);
+/* 1 when vl_cuda_attention would run p on the Hopper prefill kernel (cuda_attention_wgmma.cu)
+ * on backend b: for tests, which check both prefill kernels on an sm_90 device. */
+int vl_cuda_attention_uses_wgmma(vl_backend *b, const vl_attn_params *p);
 /* The "eager" baseline: materializes scores [n_heads, n_q, n_kv] fp32 in `scores`
  * (n_heads * n_q * n_kv * 4 bytes), then softmax and P.V. */
 void vl_cuda_attention_naive(const vl_attn_params *p, float *scores, cudaStream_t stream);

@@ -49,6 +49,8 @@ typedef struct {
     int device;
     vl_cuda_config cfg; /* the tuning knobs, read once at creation */
     int sm_count;       /* streaming multiprocessors: sizes the GEMV and split-KV grids */
+    int cc_major, cc_minor; /* compute capability: 9.0 takes the Hopper kernels */
+    void *tensor_map_encode; /* cuTensorMapEncodeTiled, found on first use */
     char device_name[256];
     long graph_launches; /* replays so far (cfg.profile_step counts them) */
     vl_cuda_kernel_fact kernels[VL_CUDA_KERNEL_FACTS];

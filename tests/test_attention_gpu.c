@@ -170,6 +170,9 @@ static int run_path(vl_backend *gpu, dev_list *dl, const attn_case *c, int path,
     return 1;
 }
 
+/* cases run on the Hopper prefill kernel (cuda_attention_wgmma.cu) by the last run_all */
+static int wgmma_cases;
+
 static double check_case(vl_backend *gpu, const attn_case *c, uint64_t seed) {
     const int H = c->n_heads, G = c->n_kv_heads, D = c->head_dim;
     const int64_t n_q = c->n_q, n_kv = c->n_kv;
@@ -270,7 +273,9 @@ static double check_case(vl_backend *gpu, const attn_case *c, uint64_t seed) {
     VT_CHECKF(!(c->paths & NAIVE) || gpu->attention_naive, "the backend has no attention_naive");
     for (int path = FLASH; ok && path <= NAIVE; path *= 2) {
         if (!(c->paths & path) || (path == NAIVE && !gpu->attention_naive)) continue;
-        const char *path_name = path == FLASH ? "flash" : "naive";
+        const int hopper = path == FLASH && vl_cuda_attention_uses_wgmma(gpu, &p);
+        const char *path_name = path == NAIVE ? "naive" : hopper ? "wgmma" : "flash";
+        wgmma_cases += hopper;
         if (!run_path(gpu, &dl, c, path, &p, o, o_elems)) continue;
         worst = fmax(worst, compare(c, path_name, o, o_stride, ref));
         if (c->bound > 0 && run_path(gpu, &dl, c, path, &prt, o_rt, o_elems)) {
@@ -547,6 +552,7 @@ static const int32_t seg_one[2] = {0, 700};
 static const int32_t seg_one64[2] = {0, 64};
 /* rows 100..127 share a CTA with rows of segment 0 but see nothing of its first key tile */
 static const int32_t seg_late[4] = {0, 100, 120, 300};
+static const int32_t seg_page[2] = {0, 1364}; /* one page.png */
 static const attn_case cases[] = {
     /* name, H, G, D, n_q, n_kv, q_pos0, causal, seg, n_seg, layout, paths, scale_mul, ws,
      * bound */
@@ -569,6 +575,15 @@ static const attn_case cases[] = {
     {"causal GQA ratio 32, n=77", 32, 1, 128, 77, 77, 0, 1, NULL, 0, K, FLASH, 0, -1, 0, 0},
     {"causal sharp softmax (3x scale), n=300", 8, 2, 128, 300, 300, 0, 1, NULL, 0, K, FLASH, 3, -1,
      0, 0},
+    /* several key tiles of 128 through the Hopper kernel's 2-stage ring, an offset off its
+     * tile grid, and a runtime length whose last tile reaches into poisoned rows */
+    {"causal D128 GQA7 n=1500", 7, 1, 128, 1500, 1500, 0, 1, NULL, 0, K, FLASH, 0, -1, 0, 0},
+    {"chunk n_q=300 after 1000 cached", 7, 1, 128, 300, 1300, 1000, 1, NULL, 0, K, FLASH, 0, -1, 0,
+     0},
+    {"runtime chunk n_q=300 after 1000, bound 1500", 7, 1, 128, 300, 1300, 1000, 1, NULL, 0, K,
+     FLASH, 0, -1, 1500, 0},
+    {"vision D80 one segment of 1364, 4 heads fused", 4, 4, 80, 1364, 1364, 0, 0, seg_page, 1, F,
+     FLASH, 0, -1, 0, 0},
     {"non-causal full, n_q=50 over n_kv=300", 8, 2, 128, 50, 300, 0, 0, NULL, 0, K, BOTH, 0, -1, 0,
      0},
     {"vision D80 segments [0,37,38,300] fused", 16, 16, 80, 300, 300, 0, 0, seg_vision, 3, F, BOTH,
@@ -742,12 +757,45 @@ static const struct {
 #undef K
 #undef WS2
 
+static void run_all(vl_backend *gpu);
+
+/* On a compute capability 9.0 device the default backend must have run the prefill cases of
+ * head dim 80 and 128 on the Hopper kernel; a backend with attn_prefill_wgmma=0 then runs every
+ * case again on the mma.sync kernel (the one of sm_80/86/89). Elsewhere: nothing to do. */
+static void test_both_prefill_kernels(vl_backend *gpu) {
+    int major = 0, minor = 0;
+    if (cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, 0) != cudaSuccess ||
+        cudaDeviceGetAttribute(&minor, cudaDevAttrComputeCapabilityMinor, 0) != cudaSuccess ||
+        major != 9 || minor != 0) {
+        VT_CHECKF(wgmma_cases == 0, "%d cases on the Hopper kernel off sm_90", wgmma_cases);
+        return;
+    }
+    VT_CHECKF(wgmma_cases >= 20,
+              "only %d cases ran on the Hopper prefill kernel on this sm_90 device (built "
+              "without 90 in VL_CUDA_ARCHITECTURES?)",
+              wgmma_cases);
+    vl_cuda_config cfg;
+    vl_cuda_config_init(&cfg);
+    char why[256] = "";
+    VT_CHECK(vl_cuda_config_set(&cfg, "attn_prefill_wgmma=0", why, sizeof why) == 0);
+    vl_backend *mma = vl_backend_cuda(&cfg, why, sizeof why);
+    VT_CHECKF(mma != NULL, "a second backend: %s", why);
+    if (mma == NULL) return;
+    printf("again with attn_prefill_wgmma=0 (the mma.sync prefill kernel):\n");
+    run_all(mma);
+    VT_CHECKF(wgmma_cases == 0, "%d cases on the Hopper kernel with attn_prefill_wgmma=0",
+              wgmma_cases);
+    vl_backend_free(mma);
+}
+
 static void run_all(vl_backend *gpu) {
     const int n_cases = (int)(sizeof cases / sizeof cases[0]);
     double worst = 0;
+    wgmma_cases = 0;
     for (int i = 0; i < n_cases; i++)
         worst = fmax(worst, check_case(gpu, &cases[i], 1000 + (uint64_t)i));
-    printf("attention: %d cases, worst err/tol %.3f\n", n_cases, worst);
+    printf("attention: %d cases (%d on the Hopper prefill kernel), worst err/tol %.3f\n", n_cases,
+           wgmma_cases, worst);
 
     const int n_q8 = (int)(sizeof q8 / sizeof q8[0]);
     worst = 0;
@@ -771,6 +819,7 @@ int main(void) {
     test_supported();
     test_graph_decode(gpu); /* first: the first-launch queries run inside the capture */
     run_all(gpu);
+    test_both_prefill_kernels(gpu);
 #endif
     vl_backend_free(gpu);
     return vt_finish();
