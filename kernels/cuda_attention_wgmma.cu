@@ -54,6 +54,7 @@ struct H {
     static constexpr int kConsumerWarps = 8;
     /* barrier indices */
     static constexpr int q_full = 0;
+    static constexpr int kTurn = 3; /* named barriers 3, 4: the consumers' turns (pingpong) */
     __device__ static constexpr int k_full(int s) { return 1 + s; }
     __device__ static constexpr int v_full(int s) { return 1 + kStages + s; }
     __device__ static constexpr int k_empty(int s) { return 1 + 2 * kStages + s; }
@@ -123,7 +124,6 @@ __device__ __forceinline__ void mask_tile(float sc[64], int n0, int q, int lo0, 
 
 /* Online softmax of one tile: new running max per row, rescales o and l, turns the scores into
  * P as wgmma A fragments (k step j: keys 16 j .. 16 j + 15). */
-template <int D>
 __device__ __forceinline__ void softmax_tile(float sc[64], float o[64], float m[2], float l[2],
                                              uint32_t pa[8][4], float scale_log2) {
 #pragma unroll
@@ -178,6 +178,51 @@ __device__ __forceinline__ void zero_v_rows(uint32_t s_v, int first, int tid_in_
     named_sync(1 + cw, H::kWgThreads);
 }
 
+/* A consumer warpgroup's registers: the scores of the tile in hand, P of the tile before (as
+ * wgmma A fragments), the output accumulators and the running max and sum of its two rows. */
+struct Consumer {
+    float sc[64], o[64], m[2], l[2];
+    uint32_t pa[8][4];
+    float scale_log2;
+    uint32_t q_rows; /* this consumer's 64 rows of the Q tile */
+
+    __device__ __forceinline__ void o_init() {
+#pragma unroll
+        for (int i = 0; i < 64; i++) o[i] = 0.f;
+        m[0] = m[1] = -INFINITY;
+        l[0] = l[1] = 0.f;
+    }
+    /* sc = Q K^T over the head dim in k steps of 16 (the S accumulators are overwritten) */
+    template <int D> __device__ __forceinline__ void issue_s(uint32_t s_k) {
+#pragma unroll
+        for (int kk = 0; kk < D / 16; kk++) {
+            const uint32_t off = (uint32_t)((kk / 4) * H::kBN * H::kRowBytes + (kk % 4) * 32);
+            wgmma_ss_m64n128(sc, desc_sw128(q_rows + off, 16, 1024),
+                             desc_sw128(s_k + off, 16, 1024), kk > 0);
+        }
+    }
+    /* o += P V over the tile's keys in k steps of 16 */
+    __device__ __forceinline__ void issue_pv(uint32_t s_v) {
+#pragma unroll
+        for (int j = 0; j < H::kBN / 16; j++)
+            wgmma_rs_m64n128_tb(
+                o, pa[j],
+                desc_sw128(s_v + (uint32_t)(j * 16 * H::kRowBytes), H::kBN * H::kRowBytes, 1024));
+    }
+    __device__ __forceinline__ void fence_s() {
+#pragma unroll
+        for (int i = 0; i < 64; i++) reg_fence(sc[i]);
+    }
+    __device__ __forceinline__ void fence_pv() {
+#pragma unroll
+        for (int i = 0; i < 64; i++) reg_fence(o[i]);
+#pragma unroll
+        for (int j = 0; j < 8; j++)
+#pragma unroll
+            for (int k = 0; k < 4; k++) reg_fence(pa[j][k]);
+    }
+};
+
 /* o / l rounded to bf16: this thread's two rows, D columns. */
 template <int D>
 __device__ __forceinline__ void store_rows(const vl_attn_params &p, int head, int row0, int q,
@@ -200,7 +245,7 @@ __device__ __forceinline__ void store_rows(const vl_attn_params &p, int head, in
 }
 #endif /* VL_HOPPER_DEVICE */
 
-template <int D>
+template <int D, bool PINGPONG>
 __global__ void __launch_bounds__(H::kThreads, 1)
     attn_wgmma_kernel(const __grid_constant__ vl_attn_params p,
                       const __grid_constant__ CUtensorMap tm_q,
@@ -257,69 +302,91 @@ __global__ void __launch_bounds__(H::kThreads, 1)
     row_key_range(p, ext, min(q0 + 64 * cw, n_q - 1), &wg_lo, &in_hi);
     row_key_range(p, ext, min(q0 + 64 * cw + 63, n_q - 1), &in_lo, &wg_hi);
 
-    float o[64], m[2] = {-INFINITY, -INFINITY}, l[2] = {0.f, 0.f};
-#pragma unroll
-    for (int i = 0; i < 64; i++) o[i] = 0.f;
-    const float scale_log2 = p.scale * 1.4426950408889634f; /* exp(x) = 2^(x log2 e) */
-    const uint32_t q_rows = s_q + (uint32_t)(64 * cw * H::kRowBytes);
+    Consumer c;
+    c.o_init();
+    c.scale_log2 = p.scale * 1.4426950408889634f; /* exp(x) = 2^(x log2 e) */
+    c.q_rows = s_q + (uint32_t)(64 * cw * H::kRowBytes);
     bar_wait(bars + 8 * H::q_full, 0);
-
-    for (int t = 0; t < n_tiles; t++) {
-        const int s = t % H::kStages;
-        const uint32_t parity = (uint32_t)(t / H::kStages) & 1u;
+    const auto active = [&](int t) { /* warpgroup-uniform */
+                                     const int n0 = kv_lo + t * H::kBN;
+                                     return wg_rows && wg_lo < n0 + H::kBN && wg_hi > n0;
+    };
+    const auto stage_k = [&](int t) { return s_kv + (uint32_t)(t % H::kStages) * H::kTileBytes; };
+    const auto stage_v = [&](int t) {
+        return s_kv + (uint32_t)(H::kStages + t % H::kStages) * H::kTileBytes;
+    };
+    const auto parity = [](int t) { return (uint32_t)(t / H::kStages) & 1u; };
+    const auto release = [&](int bar) {
+        __syncwarp();
+        if (lane == 0) bar_arrive(bars + 8 * bar);
+    };
+    const auto softmax = [&](int t) {
         const int n0 = kv_lo + t * H::kBN;
-        const uint32_t s_k = s_kv + (uint32_t)s * H::kTileBytes;
-        const uint32_t s_v = s_kv + (uint32_t)(H::kStages + s) * H::kTileBytes;
-        const bool active = wg_rows && wg_lo < n0 + H::kBN && wg_hi > n0; /* warpgroup-uniform */
+        if (n0 < in_lo || n0 + H::kBN > in_hi) mask_tile(c.sc, n0, q, lo0, hi0, lo1, hi1);
+        softmax_tile(c.sc, c.o, c.m, c.l, c.pa, c.scale_log2);
+    };
+    const auto fix_v = [&](int t) { /* a runtime length: V rows past it may hold anything */
+                                    const int n0 = kv_lo + t * H::kBN;
+                                    if (p.n_past_dev != nullptr && n0 + H::kBN > ext.n_kv)
+                                        zero_v_rows(stage_v(t), ext.n_kv - n0, tid % H::kWgThreads,
+                                                    cw);
+    };
 
-        float sc[64];
-        bar_wait(bars + 8 * H::k_full(s), parity);
-        if (active) {
-#pragma unroll
-            for (int i = 0; i < 64; i++) sc[i] = 0.f;
-            wg_fence();
-#pragma unroll
-            for (int kk = 0; kk < D / 16; kk++) {
-                const uint32_t off = (uint32_t)((kk / 4) * H::kBN * H::kRowBytes + (kk % 4) * 32);
-                wgmma_ss_m64n128(sc, desc_sw128(q_rows + off, 16, 1024),
-                                 desc_sw128(s_k + off, 16, 1024), kk > 0);
+    if constexpr (!PINGPONG) {
+        /* each tile in order: S, softmax, P.V, every product waited for at once */
+        for (int t = 0; t < n_tiles; t++) {
+            const bool act = active(t);
+            bar_wait(bars + 8 * H::k_full(t % H::kStages), parity(t));
+            if (act) {
+                wg_fence();
+                c.issue_s<D>(stage_k(t));
+                wg_commit();
+                wg_wait<0>();
+                c.fence_s();
             }
-            wg_commit();
-            wg_wait<0>();
-#pragma unroll
-            for (int i = 0; i < 64; i++) reg_fence(sc[i]);
+            release(H::k_empty(t % H::kStages));
+            if (act) softmax(t);
+            bar_wait(bars + 8 * H::v_full(t % H::kStages), parity(t));
+            if (act) {
+                fix_v(t);
+                wg_fence();
+                c.issue_pv(stage_v(t));
+                wg_commit();
+                wg_wait<0>();
+                c.fence_pv();
+            }
+            release(H::v_empty(t % H::kStages));
         }
-        __syncwarp();
-        if (lane == 0) bar_arrive(bars + 8 * H::k_empty(s));
-
-        uint32_t pa[8][4];
-        if (active) {
-            if (n0 < in_lo || n0 + H::kBN > in_hi) mask_tile(sc, n0, q, lo0, hi0, lo1, hi1);
-            softmax_tile<D>(sc, o, m, l, pa, scale_log2);
-        }
-        bar_wait(bars + 8 * H::v_full(s), parity);
-        if (active) {
-            if (p.n_past_dev != nullptr && n0 + H::kBN > ext.n_kv)
-                zero_v_rows(s_v, ext.n_kv - n0, tid % H::kWgThreads, cw);
+    } else {
+        /* phase t issues P.V of tile t - 1 and S of tile t as one batch, the two consumers in
+         * turn (named barriers kTurn + c): while one computes its softmax, the tensor cores
+         * run the other's products. Consumer 0 goes first; each waits for its turn n + 1
+         * times and hands the turn over as often (consumer 0 once more at the end, which takes
+         * consumer 1's last hand-over). */
+        if (cw == 1) named_arrive(H::kTurn, 2 * H::kWgThreads);
+        for (int t = 0; t <= n_tiles; t++) {
+            const bool act = t < n_tiles && active(t), act_prev = t > 0 && active(t - 1);
+            if (t < n_tiles) bar_wait(bars + 8 * H::k_full(t % H::kStages), parity(t));
+            if (t > 0) {
+                bar_wait(bars + 8 * H::v_full((t - 1) % H::kStages), parity(t - 1));
+                if (act_prev) fix_v(t - 1);
+            }
+            named_sync(H::kTurn + cw, 2 * H::kWgThreads);
             wg_fence();
-#pragma unroll
-            for (int j = 0; j < H::kBN / 16; j++)
-                wgmma_rs_m64n128_tb(o, pa[j],
-                                    desc_sw128(s_v + (uint32_t)(j * 16 * H::kRowBytes),
-                                               H::kBN * H::kRowBytes, 1024));
+            if (act) c.issue_s<D>(stage_k(t));
+            if (act_prev) c.issue_pv(stage_v(t - 1));
             wg_commit();
+            named_arrive(H::kTurn + 1 - cw, 2 * H::kWgThreads);
             wg_wait<0>();
-#pragma unroll
-            for (int i = 0; i < 64; i++) reg_fence(o[i]);
-#pragma unroll
-            for (int j = 0; j < 8; j++)
-#pragma unroll
-                for (int k = 0; k < 4; k++) reg_fence(pa[j][k]);
+            c.fence_s();
+            c.fence_pv();
+            if (t > 0) release(H::v_empty((t - 1) % H::kStages));
+            if (t < n_tiles) release(H::k_empty(t % H::kStages));
+            if (act) softmax(t);
         }
-        __syncwarp();
-        if (lane == 0) bar_arrive(bars + 8 * H::v_empty(s));
+        if (cw == 0) named_sync(H::kTurn, 2 * H::kWgThreads);
     }
-    if (wg_rows) store_rows<D>(p, head, row0, q, o, l);
+    if (wg_rows) store_rows<D>(p, head, row0, q, c.o, c.l);
 #endif /* VL_HOPPER_DEVICE */
 }
 
@@ -369,15 +436,17 @@ MapOrder make_map(vl_cuda_ctx *c, CUtensorMap *map, const void *base, int d, int
     return order;
 }
 
-template <int D> void launch(vl_cuda_ctx *c, const vl_attn_params *p, cudaStream_t stream) {
+template <int D, bool PINGPONG>
+void launch(vl_cuda_ctx *c, const vl_attn_params *p, cudaStream_t stream) {
     CUtensorMap tm_q, tm_k, tm_v;
     const MapOrder q_order = make_map(c, &tm_q, p->q, D, p->n_heads, p->n_q, D, p->q_stride);
     const MapOrder kv_order =
         make_map(c, &tm_k, p->k, D, p->n_kv_heads, p->n_kv, p->kv_head_stride, p->kv_tok_stride);
     (void)make_map(c, &tm_v, p->v, D, p->n_kv_heads, p->n_kv, p->kv_head_stride, p->kv_tok_stride);
-    (void)vl_cuda_ctas_per_sm(c, (const void *)attn_wgmma_kernel<D>, H::kThreads, H::kSmem);
+    const void *kernel = (const void *)attn_wgmma_kernel<D, PINGPONG>;
+    (void)vl_cuda_ctas_per_sm(c, kernel, H::kThreads, H::kSmem); /* the shared-memory opt-in */
     const dim3 grid((unsigned)p->n_heads, (unsigned)((p->n_q + H::kBM - 1) / H::kBM));
-    attn_wgmma_kernel<D>
+    attn_wgmma_kernel<D, PINGPONG>
         <<<grid, H::kThreads, H::kSmem, stream>>>(*p, tm_q, tm_k, tm_v, q_order, kv_order);
     VL_CUDA_LAUNCH_CHECK();
 }
@@ -404,10 +473,11 @@ int vl_attn_wgmma_takes(const vl_cuda_ctx *c, const vl_attn_params *p) {
 int vl_attn_prefill_wgmma(vl_cuda_ctx *c, const vl_attn_params *p, cudaStream_t stream) {
     if (!vl_attn_wgmma_takes(c, p)) return 0;
 #ifdef VL_HOPPER_KERNELS
+    const bool pingpong = c->cfg.attn_prefill_wgmma == 2;
     if (p->head_dim == 128)
-        launch<128>(c, p, stream);
+        pingpong ? launch<128, true>(c, p, stream) : launch<128, false>(c, p, stream);
     else
-        launch<80>(c, p, stream);
+        pingpong ? launch<80, true>(c, p, stream) : launch<80, false>(c, p, stream);
 #else
     (void)stream;
 #endif

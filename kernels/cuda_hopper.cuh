@@ -104,6 +104,12 @@ __device__ __forceinline__ void named_sync(int id, int threads) {
     asm volatile("bar.sync %0, %1;\n" ::"r"(id), "r"(threads) : "memory");
 }
 
+/* Arrives at named barrier `id` without waiting (the other side of named_sync: `threads` counts
+ * the arriving and the waiting threads together). */
+__device__ __forceinline__ void named_arrive(int id, int threads) {
+    asm volatile("bar.arrive %0, %1;\n" ::"r"(id), "r"(threads) : "memory");
+}
+
 /* ---- wgmma -------------------------------------------------------------------------------- */
 
 __device__ __forceinline__ uint64_t desc_sw128(uint32_t addr, uint32_t lead_bytes,

@@ -532,10 +532,11 @@ typedef struct {
                                * caps */
     int attn_decode_waves;    /* "attn_decode_waves": the CTAs of a runtime-length decode (a
                                * graph's) walk its split slots in at most N waves (default 1) */
-    int attn_prefill_wgmma;   /* "attn_prefill_wgmma": 1 (default) prefill attention on a
-                               * compute capability 9.0 device takes the Hopper kernel
-                               * (wgmma + TMA) where it applies; 0 keeps the mma.sync kernel
-                               * (sm_80's) for every call */
+    int attn_prefill_wgmma;   /* "attn_prefill_wgmma": prefill attention on a compute
+                               * capability 9.0 device takes the Hopper kernel (wgmma + TMA)
+                               * where it applies: 2 (default) with the two consumer
+                               * warpgroups' products in turn (pingpong), 1 without; 0 keeps
+                               * the mma.sync kernel (sm_80's) for every call */
     int attn_prefill_rows;    /* "attn_prefill_rows": query rows per prefill CTA: 0 (default)
                                * 64 for calls of <= 64 rows, else 128; 64 or 128 forced */
     long profile_step;        /* "profile_step": N > 0 brackets the Nth graph replay (from 1) with

@@ -23,6 +23,7 @@ static void test_defaults(void) {
     VT_CHECK_INT(c.quant_gemv_rows, 32);
     VT_CHECK_INT(c.attn_decode_splits, 0);
     VT_CHECK_INT(c.attn_decode_waves, 1);
+    VT_CHECK_INT(c.attn_prefill_wgmma, 2);
     VT_CHECK_INT(c.attn_prefill_rows, 0);
     VT_CHECK(c.profile_step == 0);
 }
@@ -42,6 +43,7 @@ static void test_keys(void) {
                          "attn_decode_splits=12",
                          "attn_decode_waves=4",
                          "attn_prefill_rows=64",
+                         "attn_prefill_wgmma=1",
                          "profile_step=5"};
     for (int i = 0; i < (int)(sizeof set / sizeof set[0]); i++) {
         char why[256] = "";
@@ -59,6 +61,7 @@ static void test_keys(void) {
     VT_CHECK_INT(c.attn_decode_splits, 12);
     VT_CHECK_INT(c.attn_decode_waves, 4);
     VT_CHECK_INT(c.attn_prefill_rows, 64);
+    VT_CHECK_INT(c.attn_prefill_wgmma, 1);
     VT_CHECK(c.profile_step == 5);
     VT_CHECK(vl_cuda_config_set(&c, "gemv_quant_m1=-1", NULL, 0) == 0);
     VT_CHECK_INT(c.gemv_quant_m1, -1);
@@ -92,6 +95,7 @@ static void test_refusals(void) {
     refuse("gemv_row_tiles=4", "gemv_row_tiles takes 1, 2 or 3");
     refuse("quant_gemv_rows=257", "quant_gemv_rows takes rows 0..256 (0: never)");
     refuse("attn_prefill_rows=96", "attn_prefill_rows takes 0 (by length), 64 or 128");
+    refuse("attn_prefill_wgmma=3", "attn_prefill_wgmma takes 0 (mma.sync), 1 (wgmma, one");
     refuse("attn_decode_splits=-1", "attn_decode_splits takes");
     refuse("attn_decode_waves=0", "attn_decode_waves takes waves 1..64");
     refuse("device=-1", "device takes a device ordinal");
