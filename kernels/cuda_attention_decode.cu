@@ -12,8 +12,10 @@
  *   - Each of the 4 warps streams its own 16-key steps (steps w, w + 4, ...) through a private
  *     two-stage cp.async ring, so the main loop needs no CTA barrier; at the end the warps merge
  *     their (max, sum, o) through shared memory.
- *   - A split writes its normalized o and log2-sum-exp per head to the workspace (fp32); a
- *     second small kernel weighs the splits by 2^(lse - max lse) and writes bf16 o. With one
+ *   - A split writes its normalized o and log2-sum-exp per head to the workspace (fp32); the
+ *     splits are weighed by 2^(lse - max lse) into bf16 o by the last CTA of the (kv head, head
+ *     tile, sequence) to finish (a counter each; plans of at most kTailCombineSplits splits,
+ *     a warp a head), or else by a second small kernel (longer plans: a CTA a head). With one
  *     split the first kernel writes o directly.
  *   - Splits (v2): as many CTAs as the SMs hold at once (the occupancy calculator: 3 per SM at
  *     D 128), so one wave streams the whole cache with each warp walking few serial steps; each
@@ -46,7 +48,8 @@
  *     occupancy is the same.
  * Knobs (benchmarking only, vl_cuda_config): attn_decode_splits = N forces the split count
  * before the length and workspace caps; attn_decode_waves = N lets a runtime-length launch walk
- * its slots with N waves of CTAs instead of one.
+ * its slots with N waves of CTAs instead of one; attn_decode_tail = 0 leaves every combine to
+ * the second kernel (its warp path for short plans: the tail's bits, test_attention_pages_gpu).
  * Paged caches (p.pages, vlrun serve's pool): the same kernels instantiated with PAGED, whose
  * row loads go through the sequence's block table (PagedRows) instead of a stride; the
  * contiguous instantiations are unchanged. With p.batch the n_q queries are n_q sequences' next
@@ -56,8 +59,8 @@
  * batch's partials (vl_cuda_attention_workspace_bytes of the batch call).
  * Leaves out: more than one query per sequence (a prefill chunk over pages: the engine gathers
  * the sequence first, kv_gather),
- * int4 or fp8 K/V, a combine fused into the last CTA of a head (with ~90 splits that one CTA
- * would read ~300 KB of partials alone, longer than the kernel boundary it saves).
+ * int4 or fp8 K/V, the tail combine for long plans (with ~90 splits one CTA would read ~300 KB
+ * of partials alone, longer than the kernel boundary it saves).
  */
 #include "kernels/cuda_attention_mma.cuh"
 #include "kernels/cuda_ops.h" /* VL_CUDA_REQUIRE */
@@ -72,6 +75,11 @@ namespace {
 constexpr int kMinSplitKeys = 64; /* one 16-key step per warp: shorter splits only add CTAs */
 constexpr int kKeysPerStep = 16;  /* keys per warp step */
 constexpr int kCombineWarps = 16; /* the combine step's CTA */
+/* Plans of at most this many splits are combined by the last CTA of each (kv head, head tile)
+ * when the launch has counters: its warps read the few partials from L2 right away, where a
+ * second kernel cost a launch and a CTA per head (8.2 us a layer at 16 rows of 1.4k keys, H100).
+ * Longer plans (up to ~100 splits at 38k keys) keep the second kernel's 512 threads a head. */
+constexpr int kTailCombineSplits = 16;
 constexpr int kCombineThreads = kCombineWarps * 32;
 
 /* How a call with n_keys visible keys is split: `splits` ranges of `chunk` keys (the last one
@@ -490,6 +498,87 @@ __device__ __forceinline__ void decode_split(const vl_attn_params &p, const int 
     }
 }
 
+/* o of workspace row `row` (one head of one sequence; H rows a split) from its n_splits
+ * partials, by one warp: lane l takes the columns 4l .. 4l + 3 (ws rows are WD <= 128 floats),
+ * and every lane walks the splits in order with the same weights 2^(lse - max), so the bits are
+ * the same whichever kernel runs it (the tail of attn_decode_kernel or attn_decode_combine).
+ * out: the head's D outputs; vec: 8-byte stores allowed (D % 4 == 0, o aligned). */
+__device__ __forceinline__ void combine_row_warp(const float *ws, int n_slots, int H, int WD, int D,
+                                                 int row, int n_splits, bf16 *out, bool vec) {
+    constexpr int kBatch = 8; /* loads in flight per lane: the partials sit in L2 */
+    const int lane = (int)threadIdx.x % 32, c0 = 4 * lane;
+    const float *lse = ws + (int64_t)n_slots * H * WD + row; /* split s: lse[s * H] */
+    float mx = -INFINITY;
+    for (int s = lane; s < n_splits; s += 32) mx = fmaxf(mx, __ldcg(lse + (int64_t)s * H));
+#pragma unroll
+    for (int off = 16; off > 0; off /= 2) mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, off));
+    const bool cols = c0 < WD;
+    const float4 *src = reinterpret_cast<const float4 *>(ws + (int64_t)row * WD + c0);
+    const int64_t split_f4 = (int64_t)H * WD / 4; /* one split's outputs, in float4 */
+    float sum = 0.f;
+    float4 acc = make_float4(0.f, 0.f, 0.f, 0.f);
+    for (int s0 = 0; s0 < n_splits; s0 += kBatch) {
+        float l[kBatch];
+        float4 x[kBatch];
+#pragma unroll
+        for (int j = 0; j < kBatch; j++) {
+            const int s = s0 + j;
+            l[j] = s < n_splits ? __ldcg(lse + (int64_t)s * H) : -INFINITY;
+            x[j] =
+                s < n_splits && cols ? __ldcg(src + s * split_f4) : make_float4(0.f, 0.f, 0.f, 0.f);
+        }
+#pragma unroll
+        for (int j = 0; j < kBatch; j++) {
+            /* mx is finite (split 0 always has keys); a split without keys weighs 0 */
+            const float w = l[j] == -INFINITY ? 0.f : exp2_approx(l[j] - mx);
+            sum += w;
+            acc.x = fmaf(w, x[j].x, acc.x);
+            acc.y = fmaf(w, x[j].y, acc.y);
+            acc.z = fmaf(w, x[j].z, acc.z);
+            acc.w = fmaf(w, x[j].w, acc.w);
+        }
+    }
+    if (!cols) return;
+    const float inv = 1.f / sum;
+    if (vec) {
+        *reinterpret_cast<uint2 *>(out + c0) = make_uint2(vl_pack_bf16x2(acc.x * inv, acc.y * inv),
+                                                          vl_pack_bf16x2(acc.z * inv, acc.w * inv));
+    } else { /* the columns of this group below D, one at a time (the element path) */
+        const float part[4] = {acc.x, acc.y, acc.z, acc.w};
+        for (int e = 0; e < 4 && c0 + e < D; e++) out[c0 + e] = __float2bfloat16_rn(part[e] * inv);
+    }
+}
+
+/* Whether the combine may store 4 outputs at once. */
+__device__ __forceinline__ bool combine_vec_ok(const vl_attn_params &p) {
+    return p.head_dim % 4 == 0 && ((uintptr_t)p.o & 7u) == 0;
+}
+
+/* After a CTA's splits: the last CTA of its (kv head, head tile, sequence) to finish, counted in
+ * counters[blockIdx.z * gridDim.y + blockIdx.y] (zero before, left zero), combines the tile's
+ * heads, a warp a head (combine_row_warp). Every CTA of the launch counts, with or without a
+ * split of its own. H: workspace rows a split. */
+__device__ __forceinline__ void decode_tail_combine(const vl_attn_params &p, const int n_splits,
+                                                    int n_slots, int H, const float *ws,
+                                                    int *counters, int seq, int tile) {
+    __shared__ int s_last;
+    __threadfence(); /* this CTA's partials are visible before it is counted */
+    __syncthreads();
+    const int at = (int)(blockIdx.z * gridDim.y + blockIdx.y);
+    if (threadIdx.x == 0) s_last = atomicAdd(counters + at, 1) == (int)gridDim.x - 1;
+    __syncthreads();
+    if (!s_last) return;
+    __threadfence(); /* and so are the other CTAs' */
+    const int group = p.n_heads / p.n_kv_heads, n_rows = min(16, group - 16 * tile);
+    const int head0 = (int)blockIdx.y * group + 16 * tile;
+    const int D = p.head_dim;
+    bf16 *o_seq = static_cast<bf16 *>(p.o) + seq * p.o_stride;
+    for (int r = (int)threadIdx.x / 32; r < n_rows; r += kWarps)
+        combine_row_warp(ws, n_slots, H, decode_ws_row(D), D, seq * p.n_heads + head0 + r, n_splits,
+                         o_seq + (int64_t)(head0 + r) * D, combine_vec_ok(p));
+    if (threadIdx.x == 0) counters[at] = 0; /* ready for the next launch */
+}
+
 /* The splits blockIdx.x, + gridDim.x, ... of the row's plan (see decode_split): a launch for a
  * runtime length is capped at one wave of CTAs, each walking several splits, so that a bound
  * far above the real lengths (a graph recorded for the whole pool) costs no empty waves. The
@@ -497,9 +586,11 @@ __device__ __forceinline__ void decode_split(const vl_attn_params &p, const int 
  * length) are left alone. Every split is computed as by a CTA of its own: the same bits. */
 template <int DS, bool Q8, bool ELEM, bool PAGED>
 __global__ void __launch_bounds__(kThreads)
-    attn_decode_kernel(const vl_attn_params p, int max_splits, int n_slots, float *ws) {
+    attn_decode_kernel(const vl_attn_params p, int max_splits, int n_slots, float *ws,
+                       int *counters) {
     const int tiles = (p.n_heads / p.n_kv_heads + 15) / 16;
-    const int n_keys = decode_keys<PAGED>(p, PAGED ? (int)blockIdx.z / tiles : 0);
+    const int seq = PAGED ? (int)blockIdx.z / tiles : 0;
+    const int n_keys = decode_keys<PAGED>(p, seq);
     const SplitPlan plan = split_plan(n_keys, max_splits);
     const int end = min(plan.splits, n_slots); /* plan.splits <= n_slots by the launch */
 #pragma unroll 1
@@ -507,6 +598,11 @@ __global__ void __launch_bounds__(kThreads)
         if (split != (int)blockIdx.x) __syncthreads(); /* this split reuses the shared memory */
         decode_split<DS, Q8, ELEM, PAGED>(p, n_keys, plan, n_slots, ws, split);
     }
+    /* counters: the launch's plans of 2 .. kTailCombineSplits splits are combined here */
+    if (counters && plan.splits > 1 && plan.splits <= kTailCombineSplits)
+        decode_tail_combine(p, plan.splits, n_slots,
+                            PAGED && p.batch ? p.n_heads * (int)p.n_q : p.n_heads, ws, counters,
+                            seq, PAGED ? (int)blockIdx.z % tiles : (int)blockIdx.z);
 }
 
 /* o[head] = sum_s 2^(lse_s - max) o_s / sum_s 2^(lse_s - max) over the splits of the plan;
@@ -521,7 +617,8 @@ __global__ void __launch_bounds__(kThreads)
  * = seq * n_heads + head, the workspace row of the first kernel. */
 template <bool PAGED>
 __global__ void __launch_bounds__(kCombineThreads)
-    attn_decode_combine(const vl_attn_params p, int max_splits, int n_slots, const float *ws) {
+    attn_decode_combine(const vl_attn_params p, int max_splits, int n_slots, const float *ws,
+                        bool tail) {
     constexpr int kBatch = 8;
     __shared__ float s_w[kMaxSplits], s_red[kCombineWarps];
     __shared__ float4 s_acc[kCombineThreads];
@@ -530,6 +627,14 @@ __global__ void __launch_bounds__(kCombineThreads)
     if (n_splits == 1) return;
     const int head = hh, D = p.head_dim, WD = decode_ws_row(D);
     const int H = PAGED && p.batch ? p.n_heads * (int)p.n_q : p.n_heads; /* ws rows */
+    if (n_splits <= kTailCombineSplits) { /* the tail's plans: its arithmetic, so its bits */
+        if (!tail && threadIdx.x < 32)    /* tail: the first kernel has combined them */
+            combine_row_warp(ws, n_slots, H, WD, D, head, n_splits,
+                             static_cast<bf16 *>(p.o) + seq * p.o_stride +
+                                 (int64_t)(head - seq * p.n_heads) * D,
+                             combine_vec_ok(p));
+        return;
+    }
     const float *lse = ws + (int64_t)n_slots * H * WD;
     float mx = -INFINITY;
     for (int s = (int)threadIdx.x; s < n_splits; s += kCombineThreads)
@@ -644,12 +749,19 @@ void launch(vl_cuda_ctx *c, const vl_attn_params *p, size_t workspace_bytes, flo
     VL_CUDA_REQUIRE(n_slots == 1 || ((uintptr_t)ws & 15u) == 0,
                     "attention decode: the workspace must be 16-byte aligned");
     dim3 grid((unsigned)n_ctas, (unsigned)p->n_kv_heads, (unsigned)(tiles * n_seq));
+    /* the tail combine's counters: the GEMV's (zero between launches; one stream orders them) */
+    int *counters = c->cfg.attn_decode_tail && n_slots > 1 &&
+                            grid.y * grid.z <= (uint64_t)c->gemv.n_tile_counters
+                        ? c->gemv.tile_counters
+                        : nullptr;
     attn_decode_kernel<DS, Q8, ELEM, PAGED>
-        <<<grid, kThreads, Decode<DS, Q8>::kSmem, stream>>>(*p, max_splits, n_slots, ws);
+        <<<grid, kThreads, Decode<DS, Q8>::kSmem, stream>>>(*p, max_splits, n_slots, ws, counters);
     VL_CUDA_LAUNCH_CHECK();
-    if (n_slots > 1) {
+    /* n_slots bounds every plan of the launch: with counters and n_slots <= kTailCombineSplits
+     * the tail has combined them all */
+    if (n_slots > 1 && !(counters && n_slots <= kTailCombineSplits)) {
         attn_decode_combine<PAGED><<<(unsigned)(p->n_heads * n_seq), kCombineThreads, 0, stream>>>(
-            *p, max_splits, n_slots, ws);
+            *p, max_splits, n_slots, ws, counters != nullptr);
         VL_CUDA_LAUNCH_CHECK();
     }
 }

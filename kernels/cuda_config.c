@@ -16,6 +16,7 @@ void vl_cuda_config_init(vl_cuda_config *c) {
                           .gemv_row_tiles = 3,
                           .quant_gemv_rows = 32,
                           .attn_decode_waves = 1,
+                          .attn_decode_tail = 1,
                           .attn_prefill_wgmma = 2};
 }
 
@@ -47,6 +48,7 @@ static const config_key keys[] = {
     {"attn_decode_splits", FIELD(attn_decode_splits), 0, 0, 1024,
      "0 (one wave of the GPU) or a split count 1..1024", 0, 0},
     {"attn_decode_waves", FIELD(attn_decode_waves), 0, 1, 64, "waves 1..64", 0, 0},
+    {"attn_decode_tail", FIELD(attn_decode_tail), 0, 0, 1, "0 or 1", 0, 0},
     {"attn_prefill_wgmma", FIELD(attn_prefill_wgmma), 0, 0, 2,
      "0 (mma.sync), 1 (wgmma, one consumer at a time) or 2 (wgmma, pingpong)", 0, 0},
     {"attn_prefill_rows", FIELD(attn_prefill_rows), 0, 0, 128, "0 (by length), 64 or 128", 0, 1},

@@ -25,7 +25,8 @@ typedef __nv_bfloat16 vl_bf16;
 
 /* Scratch of vl_cuda_launch_gemv (cuda_gemv.cu) for K split over CTAs: fp32 partial sums and one
  * counter per 16-row tile, zeroed once at start-up and left zero by every launch. GEMVs that
- * share one scratch must run one after the other (one stream). */
+ * share one scratch must run one after the other (one stream). Decode attention's tail combine
+ * (cuda_attention_decode.cu) counts in the same counters, also leaving them zero. */
 typedef struct {
     float *partials;
     int64_t partial_floats;

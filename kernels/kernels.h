@@ -532,6 +532,9 @@ typedef struct {
                                * caps */
     int attn_decode_waves;    /* "attn_decode_waves": the CTAs of a runtime-length decode (a
                                * graph's) walk its split slots in at most N waves (default 1) */
+    int attn_decode_tail;     /* "attn_decode_tail": 1 (default) the last CTA of a decode head
+                               * tile combines plans of a few splits; 0: the second kernel
+                               * combines every plan (the same bits, one launch more) */
     int attn_prefill_wgmma;   /* "attn_prefill_wgmma": prefill attention on a compute
                                * capability 9.0 device takes the Hopper kernel (wgmma + TMA)
                                * where it applies: 2 (default) with the two consumer

@@ -5,6 +5,9 @@
  *   - one batched call (query i: sequence i at n_past_dev[i], table row i) = a paged
  *     single-sequence call per sequence = the call over that sequence's contiguous cache, bit
  *     for bit (a sequence is split as a single call of its length would be, whatever the batch);
+ *   - the batched call on a backend with attn_decode_tail=0 (every plan combined by the second
+ *     kernel) = the default one (plans of a few splits combined by the first kernel's last CTA),
+ *     bit for bit;
  *   - the batched call against the CPU twin within test_attention_gpu's tolerance per output row
  *     (2^-7 of its largest |value| + 1e-3);
  *   - every row no sequence owns and every row past a contiguous cache's length holds NaN (bf16)
@@ -139,16 +142,24 @@ static int64_t out_of_tolerance(const uint16_t *o, const float *ref, int64_t row
     return bad;
 }
 
-static uint16_t *run_gpu(vl_attn_params p, void *ws, size_t ws_bytes, int64_t n_out) {
+static vl_backend *gpu_notail; /* a second backend on the device: attn_decode_tail=0 */
+
+/* The call on backend be (the device buffers are shared: one device, one process). */
+static uint16_t *run_gpu_on(vl_backend *be, vl_attn_params p, void *ws, size_t ws_bytes,
+                            int64_t n_out) {
     uint16_t *poison = malloc((size_t)n_out * 2);
     for (int64_t e = 0; e < n_out; e++) poison[e] = 0x7fc0u;
     p.o = dev_copy(poison, (size_t)n_out * 2);
     VT_CHECKF(vl_cuda_attention_supported(&p), "paged attention call not supported");
-    vl_cuda_attention(gpu, &p, ws, ws_bytes, 0);
+    vl_cuda_attention(be, &p, ws, ws_bytes, 0);
     VT_CHECKF(cudaDeviceSynchronize() == cudaSuccess, "paged attention kernel failed");
     gpu->download(gpu, poison, p.o, (size_t)n_out * 2);
     gpu->mem_free(gpu, p.o);
     return poison;
+}
+
+static uint16_t *run_gpu(vl_attn_params p, void *ws, size_t ws_bytes, int64_t n_out) {
+    return run_gpu_on(gpu, p, ws, ws_bytes, n_out);
 }
 
 static void check_decode_batch(int bt, int head_major, int int8, int H, int G, int D,
@@ -203,6 +214,8 @@ static void check_decode_batch(int bt, int head_major, int int8, int H, int G, i
     const size_t ws_bytes = vl_cuda_attention_workspace_bytes(&p);
     void *ws = dev_copy(NULL, ws_bytes);
     uint16_t *ob = run_gpu(p, ws, ws_bytes, NB * HD);
+    uint16_t *ob_notail = run_gpu_on(gpu_notail, p, ws, ws_bytes, NB * HD);
+    const int differ_tail = memcmp(ob, ob_notail, (size_t)(NB * HD) * 2) != 0;
     double worst = 0;
     const int64_t bad = out_of_tolerance(ob, ref, NB * H, D, &worst);
     int64_t differ_paged = 0, differ_flat = 0;
@@ -226,18 +239,19 @@ static void check_decode_batch(int bt, int head_major, int int8, int H, int G, i
         if (fks) gpu->mem_free(gpu, fks), gpu->mem_free(gpu, fvs);
         free(o1), free(o2);
     }
-    printf("  %-60s err/tol %.3f; batch vs single %lld, paged vs contiguous %lld differ\n", what,
-           worst, (long long)differ_paged, (long long)differ_flat);
+    printf("  %-60s err/tol %.3f; batch vs single %lld, paged vs contiguous %lld, tail %d differ\n",
+           what, worst, (long long)differ_paged, (long long)differ_flat, differ_tail);
     VT_CHECKF(bad == 0, "%s: %lld outputs out of tolerance (worst %.2f)", what, (long long)bad,
               worst);
     VT_CHECKF(differ_paged == 0, "%s: %lld sequences differ between batch and single calls", what,
               (long long)differ_paged);
     VT_CHECKF(differ_flat == 0, "%s: %lld sequences differ between pages and a contiguous cache",
               what, (long long)differ_flat);
+    VT_CHECKF(!differ_tail, "%s: the batch differs with attn_decode_tail=0", what);
     void *bufs[] = {dk, dv, dks, dvs, dtbl, dpast, dq, ws};
     for (size_t i = 0; i < sizeof bufs / sizeof bufs[0]; i++)
         if (bufs[i]) gpu->mem_free(gpu, bufs[i]);
-    free(qb), free(qf), free(ref), free(ob);
+    free(qb), free(qf), free(ref), free(ob), free(ob_notail);
     free_host_pool(&h);
 }
 
@@ -245,6 +259,13 @@ int main(void) {
     gpu = vt_gpu_or_skip();
     if (!gpu) return vt_finish();
     VT_CHECK(gpu->caps->paged_kv);
+    vl_cuda_config notail;
+    vl_cuda_config_init(&notail);
+    notail.attn_decode_tail = 0;
+    char why[256] = "";
+    gpu_notail = vl_backend_cuda(&notail, why, sizeof why);
+    VT_CHECKF(gpu_notail != NULL, "a second CUDA backend: %s", why);
+    if (!gpu_notail) return vt_finish();
     printf("decode attention through pages, batched\n");
     for (int int8 = 0; int8 < 2; int8++) {
         check_decode_batch(16, 0, int8, 28, 4, 128, (const int64_t[]){3000, 1, 77, 1364});
@@ -254,6 +275,7 @@ int main(void) {
         check_decode_batch(8, 0, int8, 6, 2, 20,
                            (const int64_t[]){90, 7, 33, 1}); /* element path */
     }
+    vl_backend_free(gpu_notail);
     return vt_finish();
 }
 

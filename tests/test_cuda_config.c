@@ -23,6 +23,7 @@ static void test_defaults(void) {
     VT_CHECK_INT(c.quant_gemv_rows, 32);
     VT_CHECK_INT(c.attn_decode_splits, 0);
     VT_CHECK_INT(c.attn_decode_waves, 1);
+    VT_CHECK_INT(c.attn_decode_tail, 1);
     VT_CHECK_INT(c.attn_prefill_wgmma, 2);
     VT_CHECK_INT(c.attn_prefill_rows, 0);
     VT_CHECK(c.profile_step == 0);
@@ -42,6 +43,7 @@ static void test_keys(void) {
                          "gemv_row_tiles=2",
                          "attn_decode_splits=12",
                          "attn_decode_waves=4",
+                         "attn_decode_tail=0",
                          "attn_prefill_rows=64",
                          "attn_prefill_wgmma=1",
                          "profile_step=5"};
@@ -60,6 +62,7 @@ static void test_keys(void) {
     VT_CHECK_INT(c.gemv_row_tiles, 2);
     VT_CHECK_INT(c.attn_decode_splits, 12);
     VT_CHECK_INT(c.attn_decode_waves, 4);
+    VT_CHECK_INT(c.attn_decode_tail, 0);
     VT_CHECK_INT(c.attn_prefill_rows, 64);
     VT_CHECK_INT(c.attn_prefill_wgmma, 1);
     VT_CHECK(c.profile_step == 5);
@@ -98,6 +101,7 @@ static void test_refusals(void) {
     refuse("attn_prefill_wgmma=3", "attn_prefill_wgmma takes 0 (mma.sync), 1 (wgmma, one");
     refuse("attn_decode_splits=-1", "attn_decode_splits takes");
     refuse("attn_decode_waves=0", "attn_decode_waves takes waves 1..64");
+    refuse("attn_decode_tail=2", "attn_decode_tail takes 0 or 1");
     refuse("device=-1", "device takes a device ordinal");
     refuse("profile_step=99999999999999999999", "profile_step takes");
 }
