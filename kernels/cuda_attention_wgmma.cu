@@ -122,9 +122,10 @@ __device__ __forceinline__ void mask_tile(float sc[64], int n0, int q, int lo0, 
         }
 }
 
-/* Online softmax of one tile: new running max per row, rescales o and l, turns the scores into
- * P as wgmma A fragments (k step j: keys 16 j .. 16 j + 15). */
-__device__ __forceinline__ void softmax_tile(float sc[64], float o[64], float m[2], float l[2],
+/* Online softmax of one tile: the new running max per row, its rescale factor alpha for what
+ * was accumulated (l here; o by rescale_o), and the scores as P in wgmma A fragments (k step j:
+ * keys 16 j .. 16 j + 15). */
+__device__ __forceinline__ void softmax_tile(float sc[64], float m[2], float l[2], float alpha[2],
                                              uint32_t pa[8][4], float scale_log2) {
 #pragma unroll
     for (int half = 0; half < 2; half++) {
@@ -136,13 +137,8 @@ __device__ __forceinline__ void softmax_tile(float sc[64], float o[64], float m[
         mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, 2));
         /* a row that has seen no key yet keeps max -inf: subtract 0, not -inf */
         const float base = mx == -INFINITY ? 0.f : mx * scale_log2;
-        const float alpha = exp2_approx(m[half] * scale_log2 - base);
+        alpha[half] = exp2_approx(m[half] * scale_log2 - base);
         m[half] = mx;
-#pragma unroll
-        for (int i = 0; i < 16; i++) {
-            o[4 * i + 2 * half] *= alpha;
-            o[4 * i + 2 * half + 1] *= alpha;
-        }
         float sum = 0.f;
 #pragma unroll
         for (int i = 0; i < 16; i++)
@@ -152,7 +148,7 @@ __device__ __forceinline__ void softmax_tile(float sc[64], float o[64], float m[
                 sc[4 * i + 2 * half + e] = pe;
                 sum += pe;
             }
-        l[half] = l[half] * alpha + sum;
+        l[half] = l[half] * alpha[half] + sum;
     }
 #pragma unroll
     for (int j = 0; j < 8; j++) {
@@ -160,6 +156,16 @@ __device__ __forceinline__ void softmax_tile(float sc[64], float o[64], float m[
         pa[j][1] = vl_pack_bf16x2(sc[8 * j + 2], sc[8 * j + 3]);
         pa[j][2] = vl_pack_bf16x2(sc[8 * j + 4], sc[8 * j + 5]);
         pa[j][3] = vl_pack_bf16x2(sc[8 * j + 6], sc[8 * j + 7]);
+    }
+}
+
+__device__ __forceinline__ void rescale_o(float o[64], const float alpha[2]) {
+#pragma unroll
+    for (int i = 0; i < 16; i++) {
+        o[4 * i] *= alpha[0];
+        o[4 * i + 1] *= alpha[0];
+        o[4 * i + 2] *= alpha[1];
+        o[4 * i + 3] *= alpha[1];
     }
 }
 
@@ -245,7 +251,7 @@ __device__ __forceinline__ void store_rows(const vl_attn_params &p, int head, in
 }
 #endif /* VL_HOPPER_DEVICE */
 
-template <int D, bool PINGPONG>
+template <int D, int MODE>
 __global__ void __launch_bounds__(H::kThreads, 1)
     attn_wgmma_kernel(const __grid_constant__ vl_attn_params p,
                       const __grid_constant__ CUtensorMap tm_q,
@@ -320,11 +326,14 @@ __global__ void __launch_bounds__(H::kThreads, 1)
         __syncwarp();
         if (lane == 0) bar_arrive(bars + 8 * bar);
     };
-    const auto softmax = [&](int t) {
-        const int n0 = kv_lo + t * H::kBN;
-        if (n0 < in_lo || n0 + H::kBN > in_hi) mask_tile(c.sc, n0, q, lo0, hi0, lo1, hi1);
-        softmax_tile(c.sc, c.o, c.m, c.l, c.pa, c.scale_log2);
-    };
+    float alpha[2];
+    const auto softmax =
+        [&](int t, uint32_t pa[8][4]) { /* o is rescaled by the caller */
+                                        const int n0 = kv_lo + t * H::kBN;
+                                        if (n0 < in_lo || n0 + H::kBN > in_hi)
+                                            mask_tile(c.sc, n0, q, lo0, hi0, lo1, hi1);
+                                        softmax_tile(c.sc, c.m, c.l, alpha, pa, c.scale_log2);
+        };
     const auto fix_v = [&](int t) { /* a runtime length: V rows past it may hold anything */
                                     const int n0 = kv_lo + t * H::kBN;
                                     if (p.n_past_dev != nullptr && n0 + H::kBN > ext.n_kv)
@@ -332,7 +341,7 @@ __global__ void __launch_bounds__(H::kThreads, 1)
                                                     cw);
     };
 
-    if constexpr (!PINGPONG) {
+    if constexpr (MODE == 1) {
         /* each tile in order: S, softmax, P.V, every product waited for at once */
         for (int t = 0; t < n_tiles; t++) {
             const bool act = active(t);
@@ -345,7 +354,10 @@ __global__ void __launch_bounds__(H::kThreads, 1)
                 c.fence_s();
             }
             release(H::k_empty(t % H::kStages));
-            if (act) softmax(t);
+            if (act) {
+                softmax(t, c.pa);
+                rescale_o(c.o, alpha);
+            }
             bar_wait(bars + 8 * H::v_full(t % H::kStages), parity(t));
             if (act) {
                 fix_v(t);
@@ -358,11 +370,14 @@ __global__ void __launch_bounds__(H::kThreads, 1)
             release(H::v_empty(t % H::kStages));
         }
     } else {
-        /* phase t issues P.V of tile t - 1 and S of tile t as one batch, the two consumers in
-         * turn (named barriers kTurn + c): while one computes its softmax, the tensor cores
-         * run the other's products. Consumer 0 goes first; each waits for its turn n + 1
-         * times and hands the turn over as often (consumer 0 once more at the end, which takes
-         * consumer 1's last hand-over). */
+        /* phase t issues S of tile t and P.V of tile t - 1 as one batch, the two consumers in
+         * turn (named barriers kTurn + c): while one computes its softmax, the tensor cores run
+         * the other's products. Consumer 0 goes first; each waits for its turn n + 1 times and
+         * hands the turn over as often (consumer 0 once more at the end, which takes consumer
+         * 1's last hand-over). MODE 3 also overlaps inside a consumer: S and P.V are committed
+         * as two groups, the softmax of tile t runs once S is done, into P registers of its
+         * own, while P.V of tile t - 1 still runs; o is rescaled after it. */
+        uint32_t pa_next[8][4];
         if (cw == 1) named_arrive(H::kTurn, 2 * H::kWgThreads);
         for (int t = 0; t <= n_tiles; t++) {
             const bool act = t < n_tiles && active(t), act_prev = t > 0 && active(t - 1);
@@ -374,15 +389,36 @@ __global__ void __launch_bounds__(H::kThreads, 1)
             named_sync(H::kTurn + cw, 2 * H::kWgThreads);
             wg_fence();
             if (act) c.issue_s<D>(stage_k(t));
+            if constexpr (MODE == 3) wg_commit();
             if (act_prev) c.issue_pv(stage_v(t - 1));
             wg_commit();
             named_arrive(H::kTurn + 1 - cw, 2 * H::kWgThreads);
-            wg_wait<0>();
-            c.fence_s();
-            c.fence_pv();
-            if (t > 0) release(H::v_empty((t - 1) % H::kStages));
-            if (t < n_tiles) release(H::k_empty(t % H::kStages));
-            if (act) softmax(t);
+            if constexpr (MODE == 3) {
+                wg_wait<1>(); /* S(t) */
+                c.fence_s();
+                if (t < n_tiles) release(H::k_empty(t % H::kStages));
+                if (act) softmax(t, pa_next);
+                wg_wait<0>(); /* P.V(t - 1) */
+                c.fence_pv();
+                if (t > 0) release(H::v_empty((t - 1) % H::kStages));
+                if (act) {
+                    rescale_o(c.o, alpha);
+#pragma unroll
+                    for (int j = 0; j < 8; j++)
+#pragma unroll
+                        for (int k = 0; k < 4; k++) c.pa[j][k] = pa_next[j][k];
+                }
+            } else {
+                wg_wait<0>();
+                c.fence_s();
+                c.fence_pv();
+                if (t > 0) release(H::v_empty((t - 1) % H::kStages));
+                if (t < n_tiles) release(H::k_empty(t % H::kStages));
+                if (act) {
+                    softmax(t, c.pa);
+                    rescale_o(c.o, alpha);
+                }
+            }
         }
         if (cw == 0) named_sync(H::kTurn, 2 * H::kWgThreads);
     }
@@ -436,17 +472,17 @@ MapOrder make_map(vl_cuda_ctx *c, CUtensorMap *map, const void *base, int d, int
     return order;
 }
 
-template <int D, bool PINGPONG>
+template <int D, int MODE>
 void launch(vl_cuda_ctx *c, const vl_attn_params *p, cudaStream_t stream) {
     CUtensorMap tm_q, tm_k, tm_v;
     const MapOrder q_order = make_map(c, &tm_q, p->q, D, p->n_heads, p->n_q, D, p->q_stride);
     const MapOrder kv_order =
         make_map(c, &tm_k, p->k, D, p->n_kv_heads, p->n_kv, p->kv_head_stride, p->kv_tok_stride);
     (void)make_map(c, &tm_v, p->v, D, p->n_kv_heads, p->n_kv, p->kv_head_stride, p->kv_tok_stride);
-    const void *kernel = (const void *)attn_wgmma_kernel<D, PINGPONG>;
+    const void *kernel = (const void *)attn_wgmma_kernel<D, MODE>;
     (void)vl_cuda_ctas_per_sm(c, kernel, H::kThreads, H::kSmem); /* the shared-memory opt-in */
     const dim3 grid((unsigned)p->n_heads, (unsigned)((p->n_q + H::kBM - 1) / H::kBM));
-    attn_wgmma_kernel<D, PINGPONG>
+    attn_wgmma_kernel<D, MODE>
         <<<grid, H::kThreads, H::kSmem, stream>>>(*p, tm_q, tm_k, tm_v, q_order, kv_order);
     VL_CUDA_LAUNCH_CHECK();
 }
@@ -473,11 +509,26 @@ int vl_attn_wgmma_takes(const vl_cuda_ctx *c, const vl_attn_params *p) {
 int vl_attn_prefill_wgmma(vl_cuda_ctx *c, const vl_attn_params *p, cudaStream_t stream) {
     if (!vl_attn_wgmma_takes(c, p)) return 0;
 #ifdef VL_HOPPER_KERNELS
-    const bool pingpong = c->cfg.attn_prefill_wgmma == 2;
-    if (p->head_dim == 128)
-        pingpong ? launch<128, true>(c, p, stream) : launch<128, false>(c, p, stream);
-    else
-        pingpong ? launch<80, true>(c, p, stream) : launch<80, false>(c, p, stream);
+    switch (c->cfg.attn_prefill_wgmma * 1000 + p->head_dim) {
+    case 1128:
+        launch<128, 1>(c, p, stream);
+        break;
+    case 2128:
+        launch<128, 2>(c, p, stream);
+        break;
+    case 3128:
+        launch<128, 3>(c, p, stream);
+        break;
+    case 1080:
+        launch<80, 1>(c, p, stream);
+        break;
+    case 2080:
+        launch<80, 2>(c, p, stream);
+        break;
+    default:
+        launch<80, 3>(c, p, stream);
+        break;
+    }
 #else
     (void)stream;
 #endif
