@@ -302,26 +302,31 @@ __global__ void __launch_bounds__(H::kThreads, 1)
     int lo0, hi0, lo1, hi1;
     row_key_range(p, ext, min(row0, n_q - 1), &lo0, &hi0);
     row_key_range(p, ext, min(row0 + 8, n_q - 1), &lo1, &hi1);
-    /* the consumer's hull [wg_lo, wg_hi) and the part all its rows see [in_lo, in_hi) */
-    const bool wg_rows = q0 + 64 * cw < n_q;
-    int wg_lo, wg_hi, in_lo, in_hi;
-    row_key_range(p, ext, min(q0 + 64 * cw, n_q - 1), &wg_lo, &in_hi);
-    row_key_range(p, ext, min(q0 + 64 * cw + 63, n_q - 1), &in_lo, &wg_hi);
+    /* the part of the keys every row of this consumer sees, [in_lo, in_hi): tiles inside it
+     * need no mask. Every consumer runs every tile of the CTA (a tile none of its rows sees is
+     * all masked, which changes nothing): wgmma in a branch would be serialized by ptxas. */
+    int in_lo, in_hi, unused2;
+    row_key_range(p, ext, min(q0 + 64 * cw, n_q - 1), &unused2, &in_hi);
+    row_key_range(p, ext, min(q0 + 64 * cw + 63, n_q - 1), &in_lo, &unused2);
 
     Consumer c;
     c.o_init();
     c.scale_log2 = p.scale * 1.4426950408889634f; /* exp(x) = 2^(x log2 e) */
     c.q_rows = s_q + (uint32_t)(64 * cw * H::kRowBytes);
     bar_wait(bars + 8 * H::q_full, 0);
-    const auto active = [&](int t) { /* warpgroup-uniform */
-                                     const int n0 = kv_lo + t * H::kBN;
-                                     return wg_rows && wg_lo < n0 + H::kBN && wg_hi > n0;
-    };
     const auto stage_k = [&](int t) { return s_kv + (uint32_t)(t % H::kStages) * H::kTileBytes; };
     const auto stage_v = [&](int t) {
         return s_kv + (uint32_t)(H::kStages + t % H::kStages) * H::kTileBytes;
     };
     const auto parity = [](int t) { return (uint32_t)(t / H::kStages) & 1u; };
+    const auto wait_k = [&](int t) { bar_wait(bars + 8 * H::k_full(t % H::kStages), parity(t)); };
+    const auto wait_v = [&](int t) { /* and a runtime length's V rows past it zeroed */
+                                     bar_wait(bars + 8 * H::v_full(t % H::kStages), parity(t));
+                                     const int n0 = kv_lo + t * H::kBN;
+                                     if (p.n_past_dev != nullptr && n0 + H::kBN > ext.n_kv)
+                                         zero_v_rows(stage_v(t), ext.n_kv - n0, tid % H::kWgThreads,
+                                                     cw);
+    };
     const auto release = [&](int bar) {
         __syncwarp();
         if (lane == 0) bar_arrive(bars + 8 * bar);
@@ -334,96 +339,95 @@ __global__ void __launch_bounds__(H::kThreads, 1)
                                             mask_tile(c.sc, n0, q, lo0, hi0, lo1, hi1);
                                         softmax_tile(c.sc, c.m, c.l, alpha, pa, c.scale_log2);
         };
-    const auto fix_v = [&](int t) { /* a runtime length: V rows past it may hold anything */
-                                    const int n0 = kv_lo + t * H::kBN;
-                                    if (p.n_past_dev != nullptr && n0 + H::kBN > ext.n_kv)
-                                        zero_v_rows(stage_v(t), ext.n_kv - n0, tid % H::kWgThreads,
-                                                    cw);
-    };
 
     if constexpr (MODE == 1) {
         /* each tile in order: S, softmax, P.V, every product waited for at once */
         for (int t = 0; t < n_tiles; t++) {
-            const bool act = active(t);
-            bar_wait(bars + 8 * H::k_full(t % H::kStages), parity(t));
-            if (act) {
-                wg_fence();
-                c.issue_s<D>(stage_k(t));
-                wg_commit();
-                wg_wait<0>();
-                c.fence_s();
-            }
+            wait_k(t);
+            wg_fence();
+            c.issue_s<D>(stage_k(t));
+            wg_commit();
+            wg_wait<0>();
+            c.fence_s();
             release(H::k_empty(t % H::kStages));
-            if (act) {
-                softmax(t, c.pa);
-                rescale_o(c.o, alpha);
-            }
-            bar_wait(bars + 8 * H::v_full(t % H::kStages), parity(t));
-            if (act) {
-                fix_v(t);
-                wg_fence();
-                c.issue_pv(stage_v(t));
-                wg_commit();
-                wg_wait<0>();
-                c.fence_pv();
-            }
+            softmax(t, c.pa);
+            rescale_o(c.o, alpha);
+            wait_v(t);
+            wg_fence();
+            c.issue_pv(stage_v(t));
+            wg_commit();
+            wg_wait<0>();
+            c.fence_pv();
             release(H::v_empty(t % H::kStages));
         }
     } else {
         /* phase t issues S of tile t and P.V of tile t - 1 as one batch, the two consumers in
          * turn (named barriers kTurn + c): while one computes its softmax, the tensor cores run
-         * the other's products. Consumer 0 goes first; each waits for its turn n + 1 times and
-         * hands the turn over as often (consumer 0 once more at the end, which takes consumer
-         * 1's last hand-over). MODE 3 also overlaps inside a consumer: S and P.V are committed
-         * as two groups, the softmax of tile t runs once S is done, into P registers of its
-         * own, while P.V of tile t - 1 still runs; o is rescaled after it. */
+         * the other's products. Phase 0 has no P.V and phase n_tiles no S (peeled: no wgmma in
+         * a branch). Consumer 0 goes first; each waits for its turn n_tiles + 1 times and
+         * hands it over as often (consumer 0 once more at the end, which takes consumer 1's
+         * last hand-over). MODE 3 also overlaps inside a consumer: S and P.V are committed as
+         * two groups, the softmax of tile t runs once S is done, into P registers of its own,
+         * while P.V of tile t - 1 still runs; o is rescaled after it. */
         uint32_t pa_next[8][4];
         if (cw == 1) named_arrive(H::kTurn, 2 * H::kWgThreads);
-        for (int t = 0; t <= n_tiles; t++) {
-            const bool act = t < n_tiles && active(t), act_prev = t > 0 && active(t - 1);
-            if (t < n_tiles) bar_wait(bars + 8 * H::k_full(t % H::kStages), parity(t));
-            if (t > 0) {
-                bar_wait(bars + 8 * H::v_full((t - 1) % H::kStages), parity(t - 1));
-                if (act_prev) fix_v(t - 1);
-            }
+        wait_k(0);
+        named_sync(H::kTurn + cw, 2 * H::kWgThreads);
+        wg_fence();
+        c.issue_s<D>(stage_k(0));
+        wg_commit();
+        named_arrive(H::kTurn + 1 - cw, 2 * H::kWgThreads);
+        wg_wait<0>();
+        c.fence_s();
+        release(H::k_empty(0));
+        softmax(0, c.pa);
+        rescale_o(c.o, alpha);
+        for (int t = 1; t < n_tiles; t++) {
+            wait_k(t);
+            wait_v(t - 1);
             named_sync(H::kTurn + cw, 2 * H::kWgThreads);
             wg_fence();
-            if (act) c.issue_s<D>(stage_k(t));
+            c.issue_s<D>(stage_k(t));
             if constexpr (MODE == 3) wg_commit();
-            if (act_prev) c.issue_pv(stage_v(t - 1));
+            c.issue_pv(stage_v(t - 1));
             wg_commit();
             named_arrive(H::kTurn + 1 - cw, 2 * H::kWgThreads);
             if constexpr (MODE == 3) {
                 wg_wait<1>(); /* S(t) */
                 c.fence_s();
-                if (t < n_tiles) release(H::k_empty(t % H::kStages));
-                if (act) softmax(t, pa_next);
+                release(H::k_empty(t % H::kStages));
+                softmax(t, pa_next);
                 wg_wait<0>(); /* P.V(t - 1) */
                 c.fence_pv();
-                if (t > 0) release(H::v_empty((t - 1) % H::kStages));
-                if (act) {
-                    rescale_o(c.o, alpha);
+                release(H::v_empty((t - 1) % H::kStages));
+                rescale_o(c.o, alpha);
 #pragma unroll
-                    for (int j = 0; j < 8; j++)
+                for (int j = 0; j < 8; j++)
 #pragma unroll
-                        for (int k = 0; k < 4; k++) c.pa[j][k] = pa_next[j][k];
-                }
+                    for (int k = 0; k < 4; k++) c.pa[j][k] = pa_next[j][k];
             } else {
                 wg_wait<0>();
                 c.fence_s();
                 c.fence_pv();
-                if (t > 0) release(H::v_empty((t - 1) % H::kStages));
-                if (t < n_tiles) release(H::k_empty(t % H::kStages));
-                if (act) {
-                    softmax(t, c.pa);
-                    rescale_o(c.o, alpha);
-                }
+                release(H::v_empty((t - 1) % H::kStages));
+                release(H::k_empty(t % H::kStages));
+                softmax(t, c.pa);
+                rescale_o(c.o, alpha);
             }
         }
+        wait_v(n_tiles - 1);
+        named_sync(H::kTurn + cw, 2 * H::kWgThreads);
+        wg_fence();
+        c.issue_pv(stage_v(n_tiles - 1));
+        wg_commit();
+        named_arrive(H::kTurn + 1 - cw, 2 * H::kWgThreads);
+        wg_wait<0>();
+        c.fence_pv();
+        release(H::v_empty((n_tiles - 1) % H::kStages));
         if (cw == 0) named_sync(H::kTurn, 2 * H::kWgThreads);
     }
-    if (wg_rows) store_rows<D>(p, head, row0, q, c.o, c.l);
-#endif /* VL_HOPPER_DEVICE */
+    store_rows<D>(p, head, row0, q, c.o, c.l); /* rows past n_q are not stored */
+#endif                                         /* VL_HOPPER_DEVICE */
 }
 
 #ifdef VL_HOPPER_KERNELS
