@@ -11,23 +11,30 @@
  *     Warpgroups 1 and 2 are consumers of 64 query rows each: S = Q K^T (wgmma m64n128k16, both
  *     from shared memory), mask, online softmax in registers, then O += P V (wgmma with P from
  *     registers: the S accumulators rounded to bf16 are its A fragments, as in FlashAttention-2,
- *     and V read transposed from shared memory). The two consumers run out of step, so the
- *     tensor cores work on one's matrices while the other computes its softmax.
+ *     and V read transposed from shared memory).
+ *   - Schedules (the backend's attn_prefill_wgmma): 2 (default), pingpong: phase t issues S(t)
+ *     and P.V(t - 1) as one batch, the two consumers in turn through named barriers, so the
+ *     tensor cores run one consumer's products while the other computes its softmax; 3 also
+ *     overlaps inside a consumer (its softmax of tile t beside its P.V of tile t - 1); 1 runs
+ *     each tile's products one after the other.
+ *   - No wgmma sits in a branch: ptxas serializes every wgmma of a kernel that has one there
+ *     (waits after each). So both consumers run every tile of the CTA's key range; a tile none
+ *     of a consumer's rows sees is all masked and changes nothing.
  *   - Shared tiles: rows of 64 bf16 in the 128-byte swizzle TMA writes and wgmma reads
  *     (cuda_hopper.cuh), the head dim in two such column blocks: Q 32 KB, each K or V stage
  *     32 KB, 160 KB in all (one CTA per SM).
  *   - Head dims 128 and 80. At 80 the tensor maps end at column 80, so TMA fills columns 80..127
  *     with zeros: S runs over 5 k steps of 16, and P.V over 128 columns of which 80 are stored.
  *   - Rows past n_q and keys past n_kv are zeros from TMA (out of the tensor), never NaN from
- *     memory (a runtime length, n_past_dev, zeros the V rows past it in shared memory); keys of
- * other segments or past the causal diagonal are masked to -inf. Row ranges are the mma.sync
- * kernel's (row_key_range); a consumer skips the matrices of a tile none of its rows sees and masks
- * only tiles that cut some row's range. Causal grids hand out the longest query blocks first. Takes
- * (vl_attn_prefill_wgmma): a compute capability 9.0 device in a build with sm_90a code, the
- * backend's attn_prefill_wgmma on, head dim 80 or 128, the fast path's alignment, a bf16 cache in
- * plain rows (no int8 scales, no pages, no batch). Everything else goes to
- * cuda_attention_prefill.cu. Leaves out: the int8 cache read directly, the softmax of one tile
- * overlapped with the matrices of the next inside one consumer, a persistent grid.
+ *     memory; with a runtime length (n_past_dev) the maps end at the bound, and the V rows past
+ *     the length are zeroed in shared memory. Keys of other segments or past the causal
+ *     diagonal are masked to -inf, on the tiles that cut some row's range (row_key_range, as
+ *     the mma.sync kernel). Causal grids hand out the longest query blocks first.
+ * Takes (vl_attn_prefill_wgmma): a compute capability 9.0 device in a build with sm_90a code,
+ * attn_prefill_wgmma > 0, head dim 80 or 128, the fast path's alignment, a bf16 cache in plain
+ * rows (no int8 scales, no pages, no batch). Everything else goes to cuda_attention_prefill.cu.
+ * Leaves out: the int8 cache and paged pools read directly (the engine dequantizes / gathers a
+ * layer first), a persistent grid, TMA stores of the output.
  */
 #include "kernels/cuda_attention_mma.cuh"
 #include "kernels/cuda_hopper.cuh"
