@@ -14,9 +14,9 @@
  *     and V read transposed from shared memory).
  *   - Schedules (the backend's attn_prefill_wgmma): 2 (default), pingpong: phase t issues S(t)
  *     and P.V(t - 1) as one batch, the two consumers in turn through named barriers, so the
- *     tensor cores run one consumer's products while the other computes its softmax; 3 also
- *     overlaps inside a consumer (its softmax of tile t beside its P.V of tile t - 1); 1 runs
- *     each tile's products one after the other.
+ *     tensor cores run one consumer's products while the other computes its softmax of the tile
+ *     before; 1 runs each tile's products one after the other (no turns). Measured on the H100
+ *     (bench/RESULTS.md): 2 is 5-9% faster than 1.
  *   - No wgmma sits in a branch: ptxas serializes every wgmma of a kernel that has one there
  *     (waits after each). So both consumers run every tile of the CTA's key range; a tile none
  *     of a consumer's rows sees is all masked and changes nothing.
@@ -34,7 +34,9 @@
  * attn_prefill_wgmma > 0, head dim 80 or 128, the fast path's alignment, a bf16 cache in plain
  * rows (no int8 scales, no pages, no batch). Everything else goes to cuda_attention_prefill.cu.
  * Leaves out: the int8 cache and paged pools read directly (the engine dequantizes / gathers a
- * layer first), a persistent grid, TMA stores of the output.
+ * layer first), a persistent grid, TMA stores of the output, and FlashAttention-3's overlap inside
+ * one consumer (its softmax of tile t beside its own P.V of tile t - 1: tried, ptxas serialized
+ * its wgmmas, C7513, and it ran 20% slower; bench/RESULTS.md "Tried and not kept").
  */
 #include "kernels/cuda_attention_mma.cuh"
 #include "kernels/cuda_hopper.cuh"
@@ -373,10 +375,7 @@ __global__ void __launch_bounds__(H::kThreads, 1)
          * the other's products. Phase 0 has no P.V and phase n_tiles no S (peeled: no wgmma in
          * a branch). Consumer 0 goes first; each waits for its turn n_tiles + 1 times and
          * hands it over as often (consumer 0 once more at the end, which takes consumer 1's
-         * last hand-over). MODE 3 also overlaps inside a consumer: S and P.V are committed as
-         * two groups, the softmax of tile t runs once S is done, into P registers of its own,
-         * while P.V of tile t - 1 still runs; o is rescaled after it. */
-        uint32_t pa_next[8][4];
+         * last hand-over). */
         if (cw == 1) named_arrive(H::kTurn, 2 * H::kWgThreads);
         wait_k(0);
         named_sync(H::kTurn + cw, 2 * H::kWgThreads);
@@ -395,32 +394,16 @@ __global__ void __launch_bounds__(H::kThreads, 1)
             named_sync(H::kTurn + cw, 2 * H::kWgThreads);
             wg_fence();
             c.issue_s<D>(stage_k(t));
-            if constexpr (MODE == 3) wg_commit();
             c.issue_pv(stage_v(t - 1));
             wg_commit();
             named_arrive(H::kTurn + 1 - cw, 2 * H::kWgThreads);
-            if constexpr (MODE == 3) {
-                wg_wait<1>(); /* S(t) */
-                c.fence_s();
-                release(H::k_empty(t % H::kStages));
-                softmax(t, pa_next);
-                wg_wait<0>(); /* P.V(t - 1) */
-                c.fence_pv();
-                release(H::v_empty((t - 1) % H::kStages));
-                rescale_o(c.o, alpha);
-#pragma unroll
-                for (int j = 0; j < 8; j++)
-#pragma unroll
-                    for (int k = 0; k < 4; k++) c.pa[j][k] = pa_next[j][k];
-            } else {
-                wg_wait<0>();
-                c.fence_s();
-                c.fence_pv();
-                release(H::v_empty((t - 1) % H::kStages));
-                release(H::k_empty(t % H::kStages));
-                softmax(t, c.pa);
-                rescale_o(c.o, alpha);
-            }
+            wg_wait<0>();
+            c.fence_s();
+            c.fence_pv();
+            release(H::v_empty((t - 1) % H::kStages));
+            release(H::k_empty(t % H::kStages));
+            softmax(t, c.pa);
+            rescale_o(c.o, alpha);
         }
         wait_v(n_tiles - 1);
         named_sync(H::kTurn + cw, 2 * H::kWgThreads);
@@ -520,26 +503,11 @@ int vl_attn_wgmma_takes(const vl_cuda_ctx *c, const vl_attn_params *p) {
 int vl_attn_prefill_wgmma(vl_cuda_ctx *c, const vl_attn_params *p, cudaStream_t stream) {
     if (!vl_attn_wgmma_takes(c, p)) return 0;
 #ifdef VL_HOPPER_KERNELS
-    switch (c->cfg.attn_prefill_wgmma * 1000 + p->head_dim) {
-    case 1128:
-        launch<128, 1>(c, p, stream);
-        break;
-    case 2128:
-        launch<128, 2>(c, p, stream);
-        break;
-    case 3128:
-        launch<128, 3>(c, p, stream);
-        break;
-    case 1080:
-        launch<80, 1>(c, p, stream);
-        break;
-    case 2080:
-        launch<80, 2>(c, p, stream);
-        break;
-    default:
-        launch<80, 3>(c, p, stream);
-        break;
-    }
+    const bool pingpong = c->cfg.attn_prefill_wgmma == 2;
+    if (p->head_dim == 128)
+        pingpong ? launch<128, 2>(c, p, stream) : launch<128, 1>(c, p, stream);
+    else
+        pingpong ? launch<80, 2>(c, p, stream) : launch<80, 1>(c, p, stream);
 #else
     (void)stream;
 #endif

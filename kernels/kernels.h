@@ -538,9 +538,8 @@ typedef struct {
     int attn_prefill_wgmma;   /* "attn_prefill_wgmma": prefill attention on a compute
                                * capability 9.0 device takes the Hopper kernel (wgmma + TMA)
                                * where it applies: 2 (default) with the two consumer
-                               * warpgroups' products in turn (pingpong), 3 also with each
-                               * one's softmax beside its P.V, 1 neither; 0 keeps the
-                               * mma.sync kernel (sm_80's) for every call */
+                               * warpgroups' products in turn (pingpong), 1 without; 0 keeps
+                               * the mma.sync kernel (sm_80's) for every call */
     int attn_prefill_rows;    /* "attn_prefill_rows": query rows per prefill CTA: 0 (default)
                                * 64 for calls of <= 64 rows, else 128; 64 or 128 forced */
     long profile_step;        /* "profile_step": N > 0 brackets the Nth graph replay (from 1) with
