@@ -117,8 +117,8 @@ __device__ __forceinline__ void produce(const CUtensorMap *tm_q, const CUtensorM
     }
 }
 
-/* Masks keys outside each of this thread's two rows' ranges (row 0: the even halves of each
- * 4-register group, row 1: the odd ones). */
+/* Masks keys outside each of this thread's two rows' ranges (the accumulator layout of
+ * cuda_hopper.cuh: sc[4i], sc[4i + 1] are row 0's, sc[4i + 2], sc[4i + 3] row 1's). */
 __device__ __forceinline__ void mask_tile(float sc[64], int n0, int q, int lo0, int hi0, int lo1,
                                           int hi1) {
 #pragma unroll
@@ -314,9 +314,9 @@ __global__ void __launch_bounds__(H::kThreads, 1)
     /* the part of the keys every row of this consumer sees, [in_lo, in_hi): tiles inside it
      * need no mask. Every consumer runs every tile of the CTA (a tile none of its rows sees is
      * all masked, which changes nothing): wgmma in a branch would be serialized by ptxas. */
-    int in_lo, in_hi, unused2;
-    row_key_range(p, ext, min(q0 + 64 * cw, n_q - 1), &unused2, &in_hi);
-    row_key_range(p, ext, min(q0 + 64 * cw + 63, n_q - 1), &in_lo, &unused2);
+    int in_lo, in_hi;
+    row_key_range(p, ext, min(q0 + 64 * cw, n_q - 1), &unused, &in_hi);
+    row_key_range(p, ext, min(q0 + 64 * cw + 63, n_q - 1), &in_lo, &unused);
 
     Consumer c;
     c.o_init();
