@@ -13,7 +13,7 @@
  * Shared tiles keep rows of DP + 8 elements (DP: the head dim padded to a multiple of 16): a row
  * is then an odd multiple of 16 bytes, so the 8 row addresses of one ldmatrix matrix hit 8
  * different 16-byte bank groups modulo 128 (conflict-free) without an XOR swizzle.
- * Leaves out: Hopper wgmma/TMA (mma.sync runs on every target from sm_80 to sm_90).
+ * Leaves out: Hopper wgmma/TMA (cuda_hopper.cuh; mma.sync runs on every target from sm_80 up).
  */
 #ifndef VL_ATTN_MMA_CUH
 #define VL_ATTN_MMA_CUH

@@ -27,8 +27,9 @@
  *   - The cache length may be read at run time (n_past_dev, CUDA-graph replays): the grid depends
  *     on n_q only, and the key ranges come from kv_extent, so the result has the same bits as a
  *     call with that length written in the params.
- * Leaves out: Hopper wgmma/TMA/warp specialization, split-KV for short query blocks over long
- * caches (decode has its own kernel), dropout, sliding windows, ALiBi, fp16 inputs.
+ * Leaves out: Hopper wgmma/TMA/warp specialization (cuda_attention_wgmma.cu takes head dims 80
+ * and 128 on sm_90), split-KV for short query blocks over long caches (decode has its own
+ * kernel), dropout, sliding windows, ALiBi, fp16 inputs.
  */
 #include "kernels/cuda_attention_mma.cuh"
 

@@ -2,7 +2,7 @@
  * the decode GEMVs): the one mma.m16n8k16 wrapper, bf16x2 packing, and the exact int8 / NF4 ->
  * float unpacking of quantized weights and of the int8 KV cache.
  * Fragment layouts of mma.m16n8k16: cuda_attention_mma.cuh. Inline PTX for sm_80 and newer.
- * Leaves out: Hopper wgmma (mma.sync runs on every target from sm_80 to sm_90). */
+ * Leaves out: Hopper wgmma (cuda_hopper.cuh; mma.sync runs on every target from sm_80 up). */
 #ifndef VL_CUDA_MMA_CUH
 #define VL_CUDA_MMA_CUH
 
