@@ -98,6 +98,11 @@ __host__ __device__ inline SplitPlan split_plan(int n_keys, int max_splits) {
     return {(n_keys + chunk - 1) / chunk, chunk}; /* the rounding may leave fewer than s */
 }
 
+/* Workspace rows of one split: a row per head, of every sequence of a batch (PAGED, p.batch). */
+template <bool PAGED> __device__ __forceinline__ int ws_rows(const vl_attn_params &p) {
+    return PAGED && p.batch ? p.n_heads * (int)p.n_q : p.n_heads;
+}
+
 /* Keys the single query sees (>= 1 for valid params): the cache, cut at q_pos0 + 1 when causal.
  * A batch (PAGED, p.batch): sequence seq's n_past_dev[seq] + 1, clamped into the bound n_kv as
  * kv_extent clamps (memory safety only). */
@@ -286,7 +291,7 @@ __device__ __forceinline__ void decode_split(const vl_attn_params &p, const int 
     const int group = p.n_heads / p.n_kv_heads, tiles = (group + 15) / 16;
     const int seq = PAGED ? (int)blockIdx.z / tiles : 0;
     const int tile = PAGED ? (int)blockIdx.z % tiles : (int)blockIdx.z;
-    const int H_all = PAGED && p.batch ? p.n_heads * (int)p.n_q : p.n_heads; /* ws rows */
+    const int H_all = ws_rows<PAGED>(p);
     const int n_rows = min(16, group - 16 * tile);
     const int head0 = kv_head * group + 16 * tile;
     const int kb = split * plan.chunk, ke = min(kb + plan.chunk, n_keys); /* kb < ke */
@@ -600,9 +605,8 @@ __global__ void __launch_bounds__(kThreads)
     }
     /* counters: the launch's plans of 2 .. kTailCombineSplits splits are combined here */
     if (counters && plan.splits > 1 && plan.splits <= kTailCombineSplits)
-        decode_tail_combine(p, plan.splits, n_slots,
-                            PAGED && p.batch ? p.n_heads * (int)p.n_q : p.n_heads, ws, counters,
-                            seq, PAGED ? (int)blockIdx.z % tiles : (int)blockIdx.z);
+        decode_tail_combine(p, plan.splits, n_slots, ws_rows<PAGED>(p), ws, counters, seq,
+                            PAGED ? (int)blockIdx.z % tiles : (int)blockIdx.z);
 }
 
 /* o[head] = sum_s 2^(lse_s - max) o_s / sum_s 2^(lse_s - max) over the splits of the plan;
@@ -626,7 +630,7 @@ __global__ void __launch_bounds__(kCombineThreads)
     const int n_splits = split_plan(decode_keys<PAGED>(p, seq), max_splits).splits;
     if (n_splits == 1) return;
     const int head = hh, D = p.head_dim, WD = decode_ws_row(D);
-    const int H = PAGED && p.batch ? p.n_heads * (int)p.n_q : p.n_heads; /* ws rows */
+    const int H = ws_rows<PAGED>(p);
     if (n_splits <= kTailCombineSplits) { /* the tail's plans: its arithmetic, so its bits */
         if (!tail && threadIdx.x < 32)    /* tail: the first kernel has combined them */
             combine_row_warp(ws, n_slots, H, WD, D, head, n_splits,

@@ -111,8 +111,7 @@ void vl_cuda_attention(vl_backend *b, const vl_attn_params *p, void *workspace,
 }
 
 int vl_cuda_attention_uses_wgmma(vl_backend *b, const vl_attn_params *p) {
-    return vl_cuda_attention_supported(p) && p->n_q > 1 && !p->batch &&
-           vl_attn_wgmma_takes(vl_cuda_ctx_of(b), p);
+    return vl_cuda_attention_supported(p) && vl_attn_wgmma_takes(vl_cuda_ctx_of(b), p);
 }
 
 /* The --attn naive table entry: the same contract as attention (kernels.h), any head_dim and
