@@ -132,10 +132,10 @@ __device__ __forceinline__ void mask_tile(float sc[64], int n0, int q, int lo0, 
 }
 
 /* Online softmax of one tile: the new running max per row, its rescale factor alpha for what
- * was accumulated (l here; o by rescale_o), and the scores as P in wgmma A fragments (k step j:
- * keys 16 j .. 16 j + 15). */
-__device__ __forceinline__ void softmax_tile(float sc[64], float m[2], float l[2], float alpha[2],
-                                             uint32_t pa[8][4], float scale_log2) {
+ * was accumulated (l here; o by rescale_o), and the scores turned into probabilities in place
+ * (pack_p makes them P). */
+__device__ __forceinline__ void softmax_exp(float sc[64], float m[2], float l[2], float alpha[2],
+                                            float scale_log2) {
 #pragma unroll
     for (int half = 0; half < 2; half++) {
         float mx = m[half];
@@ -159,6 +159,10 @@ __device__ __forceinline__ void softmax_tile(float sc[64], float m[2], float l[2
             }
         l[half] = l[half] * alpha[half] + sum;
     }
+}
+
+/* P = bf16(the probabilities in sc) as wgmma A fragments (k step j: keys 16 j .. 16 j + 15). */
+__device__ __forceinline__ void pack_p(const float sc[64], uint32_t pa[8][4]) {
 #pragma unroll
     for (int j = 0; j < 8; j++) {
         pa[j][0] = vl_pack_bf16x2(sc[8 * j], sc[8 * j + 1]);
@@ -341,13 +345,12 @@ __global__ void __launch_bounds__(H::kThreads, 1)
         if (lane == 0) bar_arrive(bars + 8 * bar);
     };
     float alpha[2];
-    const auto softmax =
-        [&](int t, uint32_t pa[8][4]) { /* o is rescaled by the caller */
-                                        const int n0 = kv_lo + t * H::kBN;
-                                        if (n0 < in_lo || n0 + H::kBN > in_hi)
-                                            mask_tile(c.sc, n0, q, lo0, hi0, lo1, hi1);
-                                        softmax_tile(c.sc, c.m, c.l, alpha, pa, c.scale_log2);
-        };
+    const auto softmax = [&](int t) { /* o is rescaled and P packed by the caller */
+                                      const int n0 = kv_lo + t * H::kBN;
+                                      if (n0 < in_lo || n0 + H::kBN > in_hi)
+                                          mask_tile(c.sc, n0, q, lo0, hi0, lo1, hi1);
+                                      softmax_exp(c.sc, c.m, c.l, alpha, c.scale_log2);
+    };
 
     if constexpr (MODE == 1) {
         /* each tile in order: S, softmax, P.V, every product waited for at once */
@@ -359,8 +362,9 @@ __global__ void __launch_bounds__(H::kThreads, 1)
             wg_wait<0>();
             c.fence_s();
             release(H::k_empty(t % H::kStages));
-            softmax(t, c.pa);
+            softmax(t);
             rescale_o(c.o, alpha);
+            pack_p(c.sc, c.pa);
             wait_v(t);
             wg_fence();
             c.issue_pv(stage_v(t));
@@ -386,24 +390,41 @@ __global__ void __launch_bounds__(H::kThreads, 1)
         wg_wait<0>();
         c.fence_s();
         release(H::k_empty(0));
-        softmax(0, c.pa);
+        softmax(0);
         rescale_o(c.o, alpha);
+        pack_p(c.sc, c.pa);
         for (int t = 1; t < n_tiles; t++) {
             wait_k(t);
             wait_v(t - 1);
             named_sync(H::kTurn + cw, 2 * H::kWgThreads);
             wg_fence();
             c.issue_s<D>(stage_k(t));
+            if constexpr (MODE == 3) wg_commit(); /* S(t) and P.V(t - 1): two groups */
             c.issue_pv(stage_v(t - 1));
             wg_commit();
             named_arrive(H::kTurn + 1 - cw, 2 * H::kWgThreads);
-            wg_wait<0>();
-            c.fence_s();
-            c.fence_pv();
-            release(H::v_empty((t - 1) % H::kStages));
-            release(H::k_empty(t % H::kStages));
-            softmax(t, c.pa);
+            if constexpr (MODE == 3) {
+                /* the softmax of tile t beside this consumer's P.V(t - 1): it writes only the
+                 * S registers (done) and the row statistics; o and P, P.V's registers, are
+                 * rescaled and packed once it is done (a wgmma input defined while its stage is
+                 * open would make ptxas serialize them) */
+                wg_wait<1>();
+                c.fence_s();
+                release(H::k_empty(t % H::kStages));
+                softmax(t);
+                wg_wait<0>();
+                c.fence_pv();
+                release(H::v_empty((t - 1) % H::kStages));
+            } else {
+                wg_wait<0>();
+                c.fence_s();
+                c.fence_pv();
+                release(H::v_empty((t - 1) % H::kStages));
+                release(H::k_empty(t % H::kStages));
+                softmax(t);
+            }
             rescale_o(c.o, alpha);
+            pack_p(c.sc, c.pa);
         }
         wait_v(n_tiles - 1);
         named_sync(H::kTurn + cw, 2 * H::kWgThreads);
@@ -503,11 +524,15 @@ int vl_attn_wgmma_takes(const vl_cuda_ctx *c, const vl_attn_params *p) {
 int vl_attn_prefill_wgmma(vl_cuda_ctx *c, const vl_attn_params *p, cudaStream_t stream) {
     if (!vl_attn_wgmma_takes(c, p)) return 0;
 #ifdef VL_HOPPER_KERNELS
-    const bool pingpong = c->cfg.attn_prefill_wgmma == 2;
+    const int mode = c->cfg.attn_prefill_wgmma;
     if (p->head_dim == 128)
-        pingpong ? launch<128, 2>(c, p, stream) : launch<128, 1>(c, p, stream);
+        mode == 3   ? launch<128, 3>(c, p, stream)
+        : mode == 2 ? launch<128, 2>(c, p, stream)
+                    : launch<128, 1>(c, p, stream);
     else
-        pingpong ? launch<80, 2>(c, p, stream) : launch<80, 1>(c, p, stream);
+        mode == 3   ? launch<80, 3>(c, p, stream)
+        : mode == 2 ? launch<80, 2>(c, p, stream)
+                    : launch<80, 1>(c, p, stream);
 #else
     (void)stream;
 #endif

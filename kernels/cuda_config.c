@@ -49,8 +49,10 @@ static const config_key keys[] = {
      "0 (one wave of the GPU) or a split count 1..1024", 0, 0},
     {"attn_decode_waves", FIELD(attn_decode_waves), 0, 1, 64, "waves 1..64", 0, 0},
     {"attn_decode_tail", FIELD(attn_decode_tail), 0, 0, 1, "0 or 1", 0, 0},
-    {"attn_prefill_wgmma", FIELD(attn_prefill_wgmma), 0, 0, 2,
-     "0 (mma.sync), 1 (wgmma, one tile at a time) or 2 (wgmma, pingpong)", 0, 0},
+    {"attn_prefill_wgmma", FIELD(attn_prefill_wgmma), 0, 0, 3,
+     "0 (mma.sync), 1 (wgmma, one tile at a time), 2 (wgmma, pingpong) or 3 (pingpong, each "
+     "softmax beside its own P.V)",
+     0, 0},
     {"attn_prefill_rows", FIELD(attn_prefill_rows), 0, 0, 128, "0 (by length), 64 or 128", 0, 1},
     {"profile_step", FIELD(profile_step), 1, 0, 1000000000L, "0 (never) or a replay number", 0, 0},
 };

@@ -775,8 +775,9 @@ static void test_both_prefill_kernels(vl_backend *gpu) {
               "only %d cases ran on the Hopper prefill kernel on this sm_90 device (built "
               "without 90 in VL_CUDA_ARCHITECTURES?)",
               wgmma_cases);
-    const char *settings[] = {"attn_prefill_wgmma=1", "attn_prefill_wgmma=0"};
-    for (int i = 0; i < 2; i++) {
+    const char *settings[] = {"attn_prefill_wgmma=3", "attn_prefill_wgmma=1",
+                              "attn_prefill_wgmma=0"};
+    for (int i = 0; i < 3; i++) {
         vl_cuda_config cfg;
         vl_cuda_config_init(&cfg);
         char why[256] = "";
@@ -786,8 +787,8 @@ static void test_both_prefill_kernels(vl_backend *gpu) {
         if (other == NULL) return;
         printf("again with %s:\n", settings[i]);
         run_all(other);
-        VT_CHECKF(i == 0 ? wgmma_cases >= 20 : wgmma_cases == 0,
-                  "%s: %d cases on the Hopper kernel", settings[i], wgmma_cases);
+        VT_CHECKF(i < 2 ? wgmma_cases >= 20 : wgmma_cases == 0, "%s: %d cases on the Hopper kernel",
+                  settings[i], wgmma_cases);
         vl_backend_free(other);
     }
 }

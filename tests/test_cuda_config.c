@@ -98,7 +98,7 @@ static void test_refusals(void) {
     refuse("gemv_row_tiles=4", "gemv_row_tiles takes 1, 2 or 3");
     refuse("quant_gemv_rows=257", "quant_gemv_rows takes rows 0..256 (0: never)");
     refuse("attn_prefill_rows=96", "attn_prefill_rows takes 0 (by length), 64 or 128");
-    refuse("attn_prefill_wgmma=3", "attn_prefill_wgmma takes 0 (mma.sync), 1 (wgmma, one");
+    refuse("attn_prefill_wgmma=4", "attn_prefill_wgmma takes 0 (mma.sync), 1 (wgmma, one");
     refuse("attn_decode_splits=-1", "attn_decode_splits takes");
     refuse("attn_decode_waves=0", "attn_decode_waves takes waves 1..64");
     refuse("attn_decode_tail=2", "attn_decode_tail takes 0 or 1");
