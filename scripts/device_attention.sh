@@ -45,7 +45,7 @@ timeout 200 $B/tests/test_attention_gpu >$O/test_attention_gpu.txt 2>&1
 echo "$(el) test_attention_gpu rc $?: $(grep -E '^attention:|passed' $O/test_attention_gpu.txt |
     tr '\n' '|')" >>$L
 
-for opt in 2 1 0; do
+for opt in 3 2 1 0; do
     left 40 "vlbench attn_prefill_wgmma=$opt" || break
     timeout 90 $VB attention --no-ref --kinds prefill,chunk,vision \
         --cuda-opt attn_prefill_wgmma=$opt >$O/bench_w$opt.md 2>$O/bench_w$opt.err
