@@ -60,7 +60,7 @@ struct H {
     static constexpr int kTileBytes = kAtoms * kBN * kRowBytes; /* a Q, K or V tile: 32 KB */
     static constexpr int kBars = 1 + 4 * kStages;               /* q; k/v full; k/v empty */
     static constexpr int kSmem = 1024 /* alignment */ + (1 + 2 * kStages) * kTileBytes + 8 * kBars;
-    static constexpr int kConsumerWarps = 8;
+    static constexpr int kConsumerWarps = 2 * kWgThreads / 32;
     /* barrier indices */
     static constexpr int q_full = 0;
     static constexpr int kTurn = 3; /* named barriers 3, 4: the consumers' turns (pingpong) */
@@ -68,6 +68,16 @@ struct H {
     __device__ static constexpr int v_full(int s) { return 1 + kStages + s; }
     __device__ static constexpr int k_empty(int s) { return 1 + 2 * kStages + s; }
     __device__ static constexpr int v_empty(int s) { return 1 + 3 * kStages + s; }
+    /* tile t's stage, its K and V tiles (s_kv: the first K stage), and the parity of the
+     * stage's phase that brings tile t (the producer waits for the one before) */
+    __device__ static constexpr int stage(int t) { return t % kStages; }
+    __device__ static constexpr uint32_t k_tile(uint32_t s_kv, int t) {
+        return s_kv + (uint32_t)stage(t) * kTileBytes;
+    }
+    __device__ static constexpr uint32_t v_tile(uint32_t s_kv, int t) {
+        return s_kv + (uint32_t)(kStages + stage(t)) * kTileBytes;
+    }
+    __device__ static constexpr uint32_t parity(int t) { return (uint32_t)(t / kStages) & 1u; }
 };
 static_assert(H::kBM == H::kBN, "Q and K/V tiles share the tile size");
 
@@ -103,17 +113,14 @@ __device__ __forceinline__ void produce(const CUtensorMap *tm_q, const CUtensorM
     bar_arrive_expect(bars + 8 * H::q_full, H::kTileBytes);
     tma_tile(s_q, tm_q, bars + 8 * H::q_full, q_order, head, q0);
     for (int t = 0; t < n_tiles; t++) {
-        const int s = t % H::kStages;
-        const uint32_t parity = ((uint32_t)(t / H::kStages) & 1u) ^ 1u; /* first pass: free */
-        const int n0 = kv_lo + t * H::kBN;
-        const uint32_t s_k = s_kv + (uint32_t)s * H::kTileBytes;
-        const uint32_t s_v = s_kv + (uint32_t)(H::kStages + s) * H::kTileBytes;
-        bar_wait(bars + 8 * H::k_empty(s), parity);
+        const int s = H::stage(t), n0 = kv_lo + t * H::kBN;
+        const uint32_t freed = H::parity(t) ^ 1u;  /* the consumers' release of tile t - kStages */
+        bar_wait(bars + 8 * H::k_empty(s), freed); /* first pass: a fresh barrier, free */
         bar_arrive_expect(bars + 8 * H::k_full(s), H::kTileBytes);
-        tma_tile(s_k, tm_k, bars + 8 * H::k_full(s), kv_order, kv_head, n0);
-        bar_wait(bars + 8 * H::v_empty(s), parity);
+        tma_tile(H::k_tile(s_kv, t), tm_k, bars + 8 * H::k_full(s), kv_order, kv_head, n0);
+        bar_wait(bars + 8 * H::v_empty(s), freed);
         bar_arrive_expect(bars + 8 * H::v_full(s), H::kTileBytes);
-        tma_tile(s_v, tm_v, bars + 8 * H::v_full(s), kv_order, kv_head, n0);
+        tma_tile(H::v_tile(s_kv, t), tm_v, bars + 8 * H::v_full(s), kv_order, kv_head, n0);
     }
 }
 
@@ -327,18 +334,13 @@ __global__ void __launch_bounds__(H::kThreads, 1)
     c.scale_log2 = p.scale * 1.4426950408889634f; /* exp(x) = 2^(x log2 e) */
     c.q_rows = s_q + (uint32_t)(64 * cw * H::kRowBytes);
     bar_wait(bars + 8 * H::q_full, 0);
-    const auto stage_k = [&](int t) { return s_kv + (uint32_t)(t % H::kStages) * H::kTileBytes; };
-    const auto stage_v = [&](int t) {
-        return s_kv + (uint32_t)(H::kStages + t % H::kStages) * H::kTileBytes;
-    };
-    const auto parity = [](int t) { return (uint32_t)(t / H::kStages) & 1u; };
-    const auto wait_k = [&](int t) { bar_wait(bars + 8 * H::k_full(t % H::kStages), parity(t)); };
+    const auto wait_k = [&](int t) { bar_wait(bars + 8 * H::k_full(H::stage(t)), H::parity(t)); };
     const auto wait_v = [&](int t) { /* and a runtime length's V rows past it zeroed */
-                                     bar_wait(bars + 8 * H::v_full(t % H::kStages), parity(t));
+                                     bar_wait(bars + 8 * H::v_full(H::stage(t)), H::parity(t));
                                      const int n0 = kv_lo + t * H::kBN;
                                      if (p.n_past_dev != nullptr && n0 + H::kBN > ext.n_kv)
-                                         zero_v_rows(stage_v(t), ext.n_kv - n0, tid % H::kWgThreads,
-                                                     cw);
+                                         zero_v_rows(H::v_tile(s_kv, t), ext.n_kv - n0,
+                                                     tid % H::kWgThreads, cw);
     };
     const auto release = [&](int bar) {
         __syncwarp();
@@ -357,21 +359,21 @@ __global__ void __launch_bounds__(H::kThreads, 1)
         for (int t = 0; t < n_tiles; t++) {
             wait_k(t);
             wg_fence();
-            c.issue_s<D>(stage_k(t));
+            c.issue_s<D>(H::k_tile(s_kv, t));
             wg_commit();
             wg_wait<0>();
             c.fence_s();
-            release(H::k_empty(t % H::kStages));
+            release(H::k_empty(H::stage(t)));
             softmax(t);
             rescale_o(c.o, alpha);
             pack_p(c.sc, c.pa);
             wait_v(t);
             wg_fence();
-            c.issue_pv(stage_v(t));
+            c.issue_pv(H::v_tile(s_kv, t));
             wg_commit();
             wg_wait<0>();
             c.fence_pv();
-            release(H::v_empty(t % H::kStages));
+            release(H::v_empty(H::stage(t)));
         }
     } else {
         /* phase t issues S of tile t and P.V of tile t - 1 as one batch, the two consumers in
@@ -384,7 +386,7 @@ __global__ void __launch_bounds__(H::kThreads, 1)
         wait_k(0);
         named_sync(H::kTurn + cw, 2 * H::kWgThreads);
         wg_fence();
-        c.issue_s<D>(stage_k(0));
+        c.issue_s<D>(H::k_tile(s_kv, 0));
         wg_commit();
         named_arrive(H::kTurn + 1 - cw, 2 * H::kWgThreads);
         wg_wait<0>();
@@ -398,9 +400,9 @@ __global__ void __launch_bounds__(H::kThreads, 1)
             wait_v(t - 1);
             named_sync(H::kTurn + cw, 2 * H::kWgThreads);
             wg_fence();
-            c.issue_s<D>(stage_k(t));
+            c.issue_s<D>(H::k_tile(s_kv, t));
             if constexpr (MODE == 3) wg_commit(); /* S(t) and P.V(t - 1): two groups */
-            c.issue_pv(stage_v(t - 1));
+            c.issue_pv(H::v_tile(s_kv, t - 1));
             wg_commit();
             named_arrive(H::kTurn + 1 - cw, 2 * H::kWgThreads);
             if constexpr (MODE == 3) {
@@ -410,17 +412,17 @@ __global__ void __launch_bounds__(H::kThreads, 1)
                  * open would make ptxas serialize them) */
                 wg_wait<1>();
                 c.fence_s();
-                release(H::k_empty(t % H::kStages));
+                release(H::k_empty(H::stage(t)));
                 softmax(t);
                 wg_wait<0>();
                 c.fence_pv();
-                release(H::v_empty((t - 1) % H::kStages));
+                release(H::v_empty(H::stage(t - 1)));
             } else {
                 wg_wait<0>();
                 c.fence_s();
                 c.fence_pv();
-                release(H::v_empty((t - 1) % H::kStages));
-                release(H::k_empty(t % H::kStages));
+                release(H::v_empty(H::stage(t - 1)));
+                release(H::k_empty(H::stage(t)));
                 softmax(t);
             }
             rescale_o(c.o, alpha);
@@ -429,12 +431,12 @@ __global__ void __launch_bounds__(H::kThreads, 1)
         wait_v(n_tiles - 1);
         named_sync(H::kTurn + cw, 2 * H::kWgThreads);
         wg_fence();
-        c.issue_pv(stage_v(n_tiles - 1));
+        c.issue_pv(H::v_tile(s_kv, n_tiles - 1));
         wg_commit();
         named_arrive(H::kTurn + 1 - cw, 2 * H::kWgThreads);
         wg_wait<0>();
         c.fence_pv();
-        release(H::v_empty((n_tiles - 1) % H::kStages));
+        release(H::v_empty(H::stage(n_tiles - 1)));
         if (cw == 0) named_sync(H::kTurn, 2 * H::kWgThreads);
     }
     store_rows<D>(p, head, row0, q, c.o, c.l); /* rows past n_q are not stored */
