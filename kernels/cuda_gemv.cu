@@ -69,6 +69,9 @@
 #define GEMV_CTAS_PER_SM     4  /* launch bound: <= 128 registers per thread */
 #define GEMV_MAX_GRID_SPLITS 64
 #define GEMV_SIMPLE_WARPS    4
+/* NF4 words of each 16-byte chunk dequantized by lookups in registers where the backend's
+ * gemv_nf4_regs does not choose (9 to 16 rows of x) */
+#define GEMV_NF4_REG_WORDS 0
 
 static_assert(GEMV_THREADS == GEMV_TILE_ROWS * GEMV_TILE_COLS,
               "the epilogue maps one thread to one (row, x row) output of the tile");
@@ -189,13 +192,16 @@ __device__ __forceinline__ void gemv_a_regs(uint32_t a[4], const GemvChunk &c, i
 
 /* acc[r][t] += this lane's share of one warp step for row tile r and B tile t (x rows 8t .. 8t +
  * 7). x_lane[t]: x row 8t + g (NULL when that is >= m). x is loaded once for the RT row tiles, and
- * the A registers of a row tile once for the NT x tiles. */
-template <int FMT, int NT, int RT>
+ * the A registers of a row tile once for the NT x tiles. NF4: the last RW of the chunk's 4 words
+ * are looked up in registers (the chunk's block tables as byte planes, vl_nf4_lookup8), the first
+ * 4 - RW in the shared-memory table. */
+template <int FMT, int NT, int RT, int RW>
 __device__ __forceinline__ void gemv_step(float (&acc)[RT][NT][4], const GemvChunk (&c)[RT],
                                           const GemvParams &p, const vl_bf16 *const (&x_lane)[NT],
                                           int kc, const float *s_table, const float *s_map,
                                           const float (&row_sa)[RT], const float (&row_sb)[RT]) {
     constexpr int VEC = GemvFmt<FMT>::VEC, STEPS = VEC / 4;
+    constexpr bool NF4 = FMT == FMT_NF4 || FMT == FMT_NF4_DQ;
     uint32_t xw[NT][VEC / 2];
 #pragma unroll
     for (int t = 0; t < NT; t++) {
@@ -220,12 +226,33 @@ __device__ __forceinline__ void gemv_step(float (&acc)[RT][NT][4], const GemvChu
             sb = nf4_scale<FMT>(s_map, c[r].cb, c[r].sb, p.absmax_offset);
         }
         float d[NT][4] = {};
+        constexpr int SHARED_STEPS = NF4 ? 2 * (4 - RW) : STEPS; /* NF4: 2 mma steps a word */
 #pragma unroll
-        for (int s = 0; s < STEPS; s++) {
+        for (int s = 0; s < SHARED_STEPS; s++) {
             uint32_t a[4];
             gemv_a_regs<FMT>(a, c[r], s, s_table, sa, sb);
 #pragma unroll
             for (int t = 0; t < NT; t++) vl_mma_bf16(d[t], a, xw[t][2 * s], xw[t][2 * s + 1]);
+        }
+        if constexpr (NF4 && RW > 0) {
+            const vl_nf4_planes ta = vl_nf4_make_planes(p.nf4_table, sa);
+            const vl_nf4_planes tb = vl_nf4_make_planes(p.nf4_table, sb);
+            const uint32_t *wa = reinterpret_cast<const uint32_t *>(&c[r].wa);
+            const uint32_t *wb = reinterpret_cast<const uint32_t *>(&c[r].wb);
+#pragma unroll
+            for (int w = 4 - RW; w < 4; w++) {
+                uint32_t oa[4], ob[4];
+                vl_nf4_lookup8(oa, ta, wa[w]);
+                vl_nf4_lookup8(ob, tb, wb[w]);
+                /* mma step 2w: bytes 0, 1 of the word; 2w + 1: bytes 2, 3 (gemv_a_regs' order) */
+                const uint32_t a0[4] = {oa[0], ob[0], oa[1], ob[1]};
+                const uint32_t a1[4] = {oa[2], ob[2], oa[3], ob[3]};
+#pragma unroll
+                for (int t = 0; t < NT; t++) {
+                    vl_mma_bf16(d[t], a0, xw[t][4 * w], xw[t][4 * w + 1]);
+                    vl_mma_bf16(d[t], a1, xw[t][4 * w + 2], xw[t][4 * w + 3]);
+                }
+            }
         }
 #pragma unroll
         for (int t = 0; t < NT; t++)
@@ -240,7 +267,7 @@ __device__ __forceinline__ void gemv_step(float (&acc)[RT][NT][4], const GemvChu
  * weight registers stay the same). MINB: the launch bound's CTAs per SM (RT = 2 takes 167
  * registers at the default bound, 3 CTAs; under a bound of 4 it fits 128 without spilling for
  * NF4: gemv_row_tiles = 3, the default; batch_decode measured both the same, S16). */
-template <int FMT, int NT, int RT, int MINB = GEMV_CTAS_PER_SM / NT>
+template <int FMT, int NT, int RT, int MINB = GEMV_CTAS_PER_SM / NT, int RW = GEMV_NF4_REG_WORDS>
 static __global__ void __launch_bounds__(GEMV_THREADS, MINB)
     gemv_mma_kernel(const __grid_constant__ GemvParams p) {
     constexpr int VEC = GemvFmt<FMT>::VEC, STEP_K = 4 * VEC;
@@ -305,8 +332,8 @@ static __global__ void __launch_bounds__(GEMV_THREADS, MINB)
 #pragma unroll
         for (int u = 0; u < BATCH; u++) {
             if (it + u >= it_end) break;
-            gemv_step<FMT, NT, RT>(acc, cur[u], p, x_lane, (it + u) * STEP_K + q * VEC, s_table,
-                                   s_map, row_sa, row_sb);
+            gemv_step<FMT, NT, RT, RW>(acc, cur[u], p, x_lane, (it + u) * STEP_K + q * VEC, s_table,
+                                       s_map, row_sa, row_sb);
         }
 #pragma unroll
         for (int u = 0; u < BATCH; u++)
@@ -499,12 +526,12 @@ static int gemv_grid_splits(int64_t tiles, int iters, int64_t slots, int floats_
     return splits < 1 ? 1 : (int)splits;
 }
 
-template <int FMT, int NT, int RT, int MINB = GEMV_CTAS_PER_SM / NT>
+template <int FMT, int NT, int RT, int MINB = GEMV_CTAS_PER_SM / NT, int RW = GEMV_NF4_REG_WORDS>
 static void launch_fast(vl_cuda_ctx *c, GemvParams &p, const vl_cuda_gemv_scratch *scratch,
                         cudaStream_t stream) {
     /* CTAs one SM holds at once (registers bound it), asked once per backend and kernel */
-    const int ctas_per_sm =
-        vl_cuda_ctas_per_sm(c, (const void *)gemv_mma_kernel<FMT, NT, RT, MINB>, GEMV_THREADS, 0);
+    const int ctas_per_sm = vl_cuda_ctas_per_sm(
+        c, (const void *)gemv_mma_kernel<FMT, NT, RT, MINB, RW>, GEMV_THREADS, 0);
     constexpr int STEP_K = 4 * GemvFmt<FMT>::VEC, TILE = GEMV_TILE_ROWS * RT;
     p.iters = (p.k + STEP_K - 1) / STEP_K;
     const int64_t tiles = (p.n + TILE - 1) / TILE;
@@ -514,7 +541,7 @@ static void launch_fast(vl_cuda_ctx *c, GemvParams &p, const vl_cuda_gemv_scratc
         p.partials = scratch->partials;
         p.tile_counters = scratch->tile_counters;
     }
-    gemv_mma_kernel<FMT, NT, RT, MINB>
+    gemv_mma_kernel<FMT, NT, RT, MINB, RW>
         <<<dim3((unsigned)tiles, (unsigned)splits), GEMV_THREADS, 0, stream>>>(p);
     VL_CUDA_LAUNCH_CHECK();
 }
@@ -533,6 +560,22 @@ static void launch_fast_m(vl_cuda_ctx *c, GemvParams &p, const vl_cuda_gemv_scra
                     return launch_fast<FMT, 2, 2, 4>(c, p, scratch, stream);
             return launch_fast<FMT, 2, 2>(c, p, scratch, stream);
         }
+    if constexpr (FMT == FMT_NF4 || FMT == FMT_NF4_DQ) {
+        /* m <= 8: the backend's gemv_nf4_regs picks the words looked up in registers */
+        constexpr int MINB = GEMV_CTAS_PER_SM;
+        switch (c->cfg.gemv_nf4_regs) {
+        case 0:
+            return launch_fast<FMT, 1, 1, MINB, 0>(c, p, scratch, stream);
+        case 1:
+            return launch_fast<FMT, 1, 1, MINB, 1>(c, p, scratch, stream);
+        case 2:
+            return launch_fast<FMT, 1, 1, MINB, 2>(c, p, scratch, stream);
+        case 3:
+            return launch_fast<FMT, 1, 1, MINB, 3>(c, p, scratch, stream);
+        default:
+            return launch_fast<FMT, 1, 1, MINB, 4>(c, p, scratch, stream);
+        }
+    }
     launch_fast<FMT, 1, 1>(c, p, scratch, stream);
 }
 

@@ -347,6 +347,35 @@ static void test_q_v2(int kind) {
               100 * frac);
 }
 
+/* ---- NF4 dequantization in registers or shared memory (gemv_nf4_regs) --------------------------
+ * The m <= 8 kernel with each split of a 16-byte chunk's 4 words between lookups in registers
+ * (the block's byte planes) and the shared-memory table: 0..3 here (4, the default, ran above),
+ * for NF4 and double-quantized NF4, the same checks as above. Shapes: the fast path's tails (K
+ * with a partial last step), split K over CTAs (N = 512), the model's q/k/v and gate/up rows. */
+static void test_nf4_regs(int kind, int regs) {
+    char opt[32];
+    snprintf(opt, sizeof opt, "gemv_nf4_regs=%d", regs);
+    printf("%s, %s\n", kind_name[kind], opt);
+    const int64_t exact0 = kind_exact[kind], total0 = kind_total[kind];
+    gpu_with(opt);
+    const int64_t shapes[][2] = {{7, 128}, {33, 96}, {40, 3584}, {512, 3584}, {4608, 3584}};
+    for (int s = 0; s < (int)(sizeof shapes / sizeof shapes[0]); s++) {
+        test_weight t;
+        weight_make(&t, kind, shapes[s][0], shapes[s][1]);
+        check_case(&t, kind, 1, 1, 0);
+        check_case(&t, kind, 3, 0, 0);
+        if (s < 3) check_case(&t, kind, MAX_M, 1, 0);
+        weight_free(&t);
+    }
+    gpu_restore();
+    const int64_t exact = kind_exact[kind] - exact0, total = kind_total[kind] - total0;
+    const double frac = total ? (double)exact / (double)total : 1.0;
+    printf("  %s (%s): %lld GEMV outputs, %.3f%% exactly bf16(cpu result)\n", kind_name[kind], opt,
+           (long long)total, 100 * frac);
+    VT_CHECKF(frac >= GEMV_EXACT, "%s (%s): only %.3f%% of all GEMV outputs exact", kind_name[kind],
+              opt, 100 * frac);
+}
+
 /* ---- the m = 1 bf16 kernel (kernels/cuda_gemv_bf16.cu)
  * --------------------------------------------- On, then off (cuda_gemv.cu's kernels: a backend
  * with gemv_bf16=0): the same checks as above. Shapes cover each split it picks (1, 2, 4, 8 warps
@@ -432,6 +461,10 @@ int main(void) {
     test_blas_bias();
     test_gemv_bf16(1);
     test_gemv_bf16(0);
+    for (int regs = 0; regs < 4; regs++) {
+        test_nf4_regs(W_NF4, regs);
+        test_nf4_regs(W_NF4_DQ, regs);
+    }
     test_q_v2(W_NF4);
     test_q_v2(W_Q8ROW);
     const char *row_tiles[] = {"gemv_row_tiles=1", "gemv_row_tiles=2", "gemv_row_tiles=3"};
