@@ -58,207 +58,15 @@
  * registers per thread), GEMV_MAX_GRID_SPLITS. Measured: bench/RESULTS.md (vlbench gemv).
  * Leaves out: m > 16 (cuBLAS / dequant GEMM, cuda_linear.cu), fp16/fp32 weights, strided x/y.
  */
-#include "kernels/cuda_gemv_common.cuh"
+#include "kernels/cuda_gemv_tile.cuh"
 
 #include <limits.h>
 
-#define GEMV_WARPS           4
-#define GEMV_THREADS         (GEMV_WARPS * 32)
-#define GEMV_TILE_ROWS       16 /* rows of W per CTA: the A tile of one mma.m16n8k16 */
-#define GEMV_TILE_COLS       8  /* x rows of one B tile (VL_CUDA_GEMV_MAX_M) */
-#define GEMV_CTAS_PER_SM     4  /* launch bound: <= 128 registers per thread */
 #define GEMV_MAX_GRID_SPLITS 64
 #define GEMV_SIMPLE_WARPS    4
-/* NF4 words of each 16-byte chunk dequantized by lookups in registers where the backend's
- * gemv_nf4_regs does not choose (9 to 16 rows of x) */
-#define GEMV_NF4_REG_WORDS 0
-
-static_assert(GEMV_THREADS == GEMV_TILE_ROWS * GEMV_TILE_COLS,
-              "the epilogue maps one thread to one (row, x row) output of the tile");
-static_assert(VL_CUDA_GEMV_MAX_M == GEMV_TILE_COLS, "m <= 8: the n dimension of one mma");
-static_assert(VL_CUDA_GEMV_WIDE_M == 2 * GEMV_TILE_COLS, "m <= 16: two B tiles (NT = 2)");
-
-enum { FMT_BF16, FMT_Q8ROW, FMT_NF4, FMT_NF4_DQ };
-
-/* Whether FMT takes 9 to 16 rows of x (vl_cuda_gemv_supported): NF4 and Q8ROW, not bf16, whose
- * wide kernels are then never instantiated. */
-template <int FMT> constexpr bool kGemvWide = FMT != FMT_BF16;
-
-/* VEC: weights in 16 bytes; BATCH: warp steps whose loads are issued together (registers:
- * 2 x BATCH x 40 bytes per lane for the double buffer). */
-template <int FMT> struct GemvFmt;
-template <> struct GemvFmt<FMT_BF16> { static constexpr int VEC = 8, BATCH = 4; };
-template <> struct GemvFmt<FMT_Q8ROW> { static constexpr int VEC = 16, BATCH = 4; };
-template <> struct GemvFmt<FMT_NF4> { static constexpr int VEC = 32, BATCH = 2; };
-template <> struct GemvFmt<FMT_NF4_DQ> { static constexpr int VEC = 32, BATCH = 2; };
-
-struct GemvParams {
-    vl_bf16 *y;          /* [m, n] */
-    const vl_bf16 *x;    /* [m, k] */
-    const vl_bf16 *bias; /* [n] or NULL */
-    const uint8_t *w;    /* weight bytes */
-    const float *absmax; /* NF4 block scales / nested scales; Q8ROW row absmax */
-    const uint8_t *absmax_code;
-    const float *absmax_map;
-    float absmax_offset;
-    int m, n, k;
-    int iters;          /* fast kernel: warp steps along K, ceil(k / (4 VEC)) */
-    float *partials;    /* [tiles, gridDim.y, 128] when gridDim.y > 1 */
-    int *tile_counters; /* [tiles], zero between launches */
-    float nf4_table[16];
-};
-
-/* ---- device helpers ------------------------------------------------------------------------ */
 
 __device__ __forceinline__ float round_bf16(float v) {
     return __bfloat162float(__float2bfloat16_rn(v));
-}
-
-/* NF4 block scale b: fp32 absmax, or map[code] * nested + offset (multiply, then add: no FMA,
- * as the CPU twin). */
-template <int FMT>
-__device__ __forceinline__ float nf4_scale(const float *s_map, uint32_t code, float nested,
-                                           float offset) {
-    if constexpr (FMT == FMT_NF4_DQ)
-        return __fadd_rn(__fmul_rn(s_map[code], nested), offset);
-    else
-        return nested;
-}
-
-/* ---- fast kernel ----------------------------------------------------------------------------- */
-
-/* One warp step of one lane: 16 bytes of its rows g and g + 8, and their scale data. */
-struct GemvChunk {
-    uint4 wa, wb;
-    float sa, sb;    /* NF4: block scale; DQ: nested absmax */
-    uint32_t ca, cb; /* DQ: block scale codes */
-};
-
-template <int FMT>
-__device__ __forceinline__ void gemv_load(GemvChunk &c, const GemvParams &p, int64_t ea, int64_t eb,
-                                          bool va, bool vb) {
-    /* ea / eb: flattened element index of this lane's chunk in rows g and g + 8 */
-    const uint4 zero = make_uint4(0, 0, 0, 0);
-    if constexpr (FMT == FMT_BF16) {
-        c.wa = va ? vl_ld_stream16(p.w + ea * 2) : zero;
-        c.wb = vb ? vl_ld_stream16(p.w + eb * 2) : zero;
-    } else if constexpr (FMT == FMT_Q8ROW) {
-        c.wa = va ? vl_ld_stream16(p.w + ea) : zero;
-        c.wb = vb ? vl_ld_stream16(p.w + eb) : zero;
-    } else {
-        c.wa = va ? vl_ld_stream16(p.w + ea / 2) : zero;
-        c.wb = vb ? vl_ld_stream16(p.w + eb / 2) : zero;
-        const int64_t ba = ea / VL_NF4_BLOCK, bb = eb / VL_NF4_BLOCK;
-        if constexpr (FMT == FMT_NF4) {
-            c.sa = va ? __ldg(p.absmax + ba) : 0.0f;
-            c.sb = vb ? __ldg(p.absmax + bb) : 0.0f;
-        } else {
-            c.ca = va ? __ldg(p.absmax_code + ba) : 0u;
-            c.cb = vb ? __ldg(p.absmax_code + bb) : 0u;
-            c.sa = va ? __ldg(p.absmax + ba / VL_NF4_DQ_BLOCK) : 0.0f;
-            c.sb = vb ? __ldg(p.absmax + bb / VL_NF4_DQ_BLOCK) : 0.0f;
-        }
-    }
-}
-
-/* The A registers of mma step s from a chunk (rows g: a[0], a[2]; rows g + 8: a[1], a[3]). */
-template <int FMT>
-__device__ __forceinline__ void gemv_a_regs(uint32_t a[4], const GemvChunk &c, int s,
-                                            const float *s_table, float sa, float sb) {
-    const uint32_t *wa = reinterpret_cast<const uint32_t *>(&c.wa);
-    const uint32_t *wb = reinterpret_cast<const uint32_t *>(&c.wb);
-    if constexpr (FMT == FMT_BF16) {
-        a[0] = wa[2 * s], a[2] = wa[2 * s + 1];
-        a[1] = wb[2 * s], a[3] = wb[2 * s + 1];
-    } else if constexpr (FMT == FMT_Q8ROW) {
-        /* sa / sb: row absmax */
-        const uint32_t xa = wa[s] ^ 0x80808080u, xb = wb[s] ^ 0x80808080u;
-        a[0] = vl_pack_bf16x2(vl_q8_weight(xa, 0, sa), vl_q8_weight(xa, 1, sa));
-        a[2] = vl_pack_bf16x2(vl_q8_weight(xa, 2, sa), vl_q8_weight(xa, 3, sa));
-        a[1] = vl_pack_bf16x2(vl_q8_weight(xb, 0, sb), vl_q8_weight(xb, 1, sb));
-        a[3] = vl_pack_bf16x2(vl_q8_weight(xb, 2, sb), vl_q8_weight(xb, 3, sb));
-    } else {
-        /* bytes 2s, 2s + 1 of the chunk = byte 2 (s % 2) (+1) of word s / 2 */
-        const uint32_t va = wa[s / 2], vb = wb[s / 2];
-        const uint32_t hi_a = (va >> 2) & 0x3C3C3C3Cu, lo_a = (va << 2) & 0x3C3C3C3Cu;
-        const uint32_t hi_b = (vb >> 2) & 0x3C3C3C3Cu, lo_b = (vb << 2) & 0x3C3C3C3Cu;
-        const int j = 2 * (s % 2);
-        a[0] = vl_nf4_pair(s_table, hi_a, lo_a, j, sa);
-        a[2] = vl_nf4_pair(s_table, hi_a, lo_a, j + 1, sa);
-        a[1] = vl_nf4_pair(s_table, hi_b, lo_b, j, sb);
-        a[3] = vl_nf4_pair(s_table, hi_b, lo_b, j + 1, sb);
-    }
-}
-
-/* acc[r][t] += this lane's share of one warp step for row tile r and B tile t (x rows 8t .. 8t +
- * 7). x_lane[t]: x row 8t + g (NULL when that is >= m). x is loaded once for the RT row tiles, and
- * the A registers of a row tile once for the NT x tiles. NF4: the last RW of the chunk's 4 words
- * are looked up in registers (the chunk's block tables as byte planes, vl_nf4_lookup8), the first
- * 4 - RW in the shared-memory table. */
-template <int FMT, int NT, int RT, int RW>
-__device__ __forceinline__ void gemv_step(float (&acc)[RT][NT][4], const GemvChunk (&c)[RT],
-                                          const GemvParams &p, const vl_bf16 *const (&x_lane)[NT],
-                                          int kc, const float *s_table, const float *s_map,
-                                          const float (&row_sa)[RT], const float (&row_sb)[RT]) {
-    constexpr int VEC = GemvFmt<FMT>::VEC, STEPS = VEC / 4;
-    constexpr bool NF4 = FMT == FMT_NF4 || FMT == FMT_NF4_DQ;
-    uint32_t xw[NT][VEC / 2];
-#pragma unroll
-    for (int t = 0; t < NT; t++) {
-        if (x_lane[t] && kc < p.k) {
-            const uint4 *src = reinterpret_cast<const uint4 *>(x_lane[t] + kc);
-#pragma unroll
-            for (int j = 0; j < VEC / 8; j++) {
-                uint4 v = __ldg(src + j);
-                xw[t][4 * j] = v.x, xw[t][4 * j + 1] = v.y, xw[t][4 * j + 2] = v.z,
-                          xw[t][4 * j + 3] = v.w;
-            }
-        } else {
-#pragma unroll
-            for (int j = 0; j < VEC / 2; j++) xw[t][j] = 0;
-        }
-    }
-#pragma unroll
-    for (int r = 0; r < RT; r++) {
-        float sa = row_sa[r], sb = row_sb[r];
-        if constexpr (FMT == FMT_NF4 || FMT == FMT_NF4_DQ) {
-            sa = nf4_scale<FMT>(s_map, c[r].ca, c[r].sa, p.absmax_offset);
-            sb = nf4_scale<FMT>(s_map, c[r].cb, c[r].sb, p.absmax_offset);
-        }
-        float d[NT][4] = {};
-        constexpr int SHARED_STEPS = NF4 ? 2 * (4 - RW) : STEPS; /* NF4: 2 mma steps a word */
-#pragma unroll
-        for (int s = 0; s < SHARED_STEPS; s++) {
-            uint32_t a[4];
-            gemv_a_regs<FMT>(a, c[r], s, s_table, sa, sb);
-#pragma unroll
-            for (int t = 0; t < NT; t++) vl_mma_bf16(d[t], a, xw[t][2 * s], xw[t][2 * s + 1]);
-        }
-        if constexpr (NF4 && RW > 0) {
-            const vl_nf4_planes ta = vl_nf4_make_planes(p.nf4_table, sa);
-            const vl_nf4_planes tb = vl_nf4_make_planes(p.nf4_table, sb);
-            const uint32_t *wa = reinterpret_cast<const uint32_t *>(&c[r].wa);
-            const uint32_t *wb = reinterpret_cast<const uint32_t *>(&c[r].wb);
-#pragma unroll
-            for (int w = 4 - RW; w < 4; w++) {
-                uint32_t oa[4], ob[4];
-                vl_nf4_lookup8(oa, ta, wa[w]);
-                vl_nf4_lookup8(ob, tb, wb[w]);
-                /* mma step 2w: bytes 0, 1 of the word; 2w + 1: bytes 2, 3 (gemv_a_regs' order) */
-                const uint32_t a0[4] = {oa[0], ob[0], oa[1], ob[1]};
-                const uint32_t a1[4] = {oa[2], ob[2], oa[3], ob[3]};
-#pragma unroll
-                for (int t = 0; t < NT; t++) {
-                    vl_mma_bf16(d[t], a0, xw[t][4 * w], xw[t][4 * w + 1]);
-                    vl_mma_bf16(d[t], a1, xw[t][4 * w + 2], xw[t][4 * w + 3]);
-                }
-            }
-        }
-#pragma unroll
-        for (int t = 0; t < NT; t++)
-#pragma unroll
-            for (int i = 0; i < 4; i++) acc[r][t][i] += d[t][i];
-    }
 }
 
 /* NT: B tiles of 8 x rows (1: m <= 8; 2: m <= 16, W still read once). Twice the accumulators
@@ -560,6 +368,8 @@ static void launch_fast_m(vl_cuda_ctx *c, GemvParams &p, const vl_cuda_gemv_scra
                     return launch_fast<FMT, 2, 2, 4>(c, p, scratch, stream);
             return launch_fast<FMT, 2, 2>(c, p, scratch, stream);
         }
+    if constexpr (FMT != FMT_BF16)
+        if (c->cfg.gemv_stream && vl_gemv_stream_launch(c, FMT, p, scratch, stream)) return;
     if constexpr (FMT == FMT_NF4 || FMT == FMT_NF4_DQ) {
         /* m <= 8: the backend's gemv_nf4_regs picks the words looked up in registers */
         constexpr int MINB = GEMV_CTAS_PER_SM;

@@ -292,16 +292,22 @@ static void test_blas_bias(void) {
     weight_free(&t);
 }
 
-/* A second CUDA backend created with one option of vl_cuda_config ("key=value") set: how a test
- * picks a kernel variant. It becomes `gpu` until gpu_restore. */
+/* A second CUDA backend created with options of vl_cuda_config set ("key=value", several
+ * separated by commas): how a test picks a kernel variant. It becomes `gpu` until gpu_restore. */
 static vl_backend *main_gpu;
 static void gpu_with(const char *opt) {
     vl_cuda_config cfg;
     vl_cuda_config_init(&cfg);
-    char why[256] = "";
+    char why[256] = "", one[64];
     vl_backend *b = NULL;
-    if (vl_cuda_config_set(&cfg, opt, why, sizeof why) == 0)
-        b = vl_backend_cuda(&cfg, why, sizeof why);
+    int ok = 1;
+    for (const char *o = opt; ok && *o;) {
+        const size_t len = strcspn(o, ",");
+        snprintf(one, sizeof one, "%.*s", (int)len, o);
+        ok = vl_cuda_config_set(&cfg, one, why, sizeof why) == 0;
+        o += len + (o[len] == ',');
+    }
+    if (ok) b = vl_backend_cuda(&cfg, why, sizeof why);
     if (!b) {
         fprintf(stderr, "FAIL: a CUDA backend with %s: %s\n", opt, why);
         exit(1);
@@ -347,24 +353,28 @@ static void test_q_v2(int kind) {
               100 * frac);
 }
 
-/* ---- NF4 dequantization in registers or shared memory (gemv_nf4_regs) --------------------------
- * The m <= 8 kernel with each split of a 16-byte chunk's 4 words between lookups in registers
- * (the block's byte planes) and the shared-memory table: 0..3 here (4, the default, ran above),
- * for NF4 and double-quantized NF4, the same checks as above. Shapes: the fast path's tails (K
- * with a partial last step), split K over CTAs (N = 512), the model's q/k/v and gate/up rows. */
-static void test_nf4_regs(int kind, int regs) {
-    char opt[32];
-    snprintf(opt, sizeof opt, "gemv_nf4_regs=%d", regs);
+/* ---- the m <= 8 kernels: stream or K split, NF4 in registers or shared memory ------------------
+ * The stream kernel (cuda_gemv_stream.cu, the default) and, with gemv_stream=0, cuda_gemv.cu's
+ * K-split kernel, each with every split of a 16-byte NF4 chunk's 4 words between lookups in
+ * registers (the block's byte planes) and the shared-memory table (gemv_nf4_regs 0..4), for
+ * NF4, double-quantized NF4 and (regs 4 only: it has no table) Q8ROW; the same checks as above.
+ * Shapes: the fast path's tails (K with a partial last step), runs that cross tiles and tiles
+ * split over many warps or CTAs (N = 512, 16 x 18944), whole tiles per warp (8500 x 512), the
+ * model's q/k/v rows. */
+static void test_m8_kernel(int kind, int regs, int stream) {
+    char opt[64];
+    snprintf(opt, sizeof opt, "gemv_nf4_regs=%d,gemv_stream=%d", regs, stream);
     printf("%s, %s\n", kind_name[kind], opt);
     const int64_t exact0 = kind_exact[kind], total0 = kind_total[kind];
     gpu_with(opt);
-    const int64_t shapes[][2] = {{7, 128}, {33, 96}, {40, 3584}, {512, 3584}, {4608, 3584}};
+    const int64_t shapes[][2] = {{7, 128},    {33, 96},    {40, 3584},  {512, 3584},
+                                 {16, 18944}, {8500, 512}, {4608, 3584}};
     for (int s = 0; s < (int)(sizeof shapes / sizeof shapes[0]); s++) {
         test_weight t;
         weight_make(&t, kind, shapes[s][0], shapes[s][1]);
         check_case(&t, kind, 1, 1, 0);
         check_case(&t, kind, 3, 0, 0);
-        if (s < 3) check_case(&t, kind, MAX_M, 1, 0);
+        if (s < 5) check_case(&t, kind, MAX_M, 1, 0);
         weight_free(&t);
     }
     gpu_restore();
@@ -461,9 +471,12 @@ int main(void) {
     test_blas_bias();
     test_gemv_bf16(1);
     test_gemv_bf16(0);
-    for (int regs = 0; regs < 4; regs++) {
-        test_nf4_regs(W_NF4, regs);
-        test_nf4_regs(W_NF4_DQ, regs);
+    for (int stream = 0; stream < 2; stream++) {
+        for (int regs = 0; regs <= 4; regs++) {
+            test_m8_kernel(W_NF4, regs, stream);
+            test_m8_kernel(W_NF4_DQ, regs, stream);
+        }
+        test_m8_kernel(W_Q8ROW, 4, stream);
     }
     test_q_v2(W_NF4);
     test_q_v2(W_Q8ROW);
