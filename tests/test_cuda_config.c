@@ -39,7 +39,7 @@ static void test_keys(void) {
                          "quant_gemv_rows=0",  "gemv_rows16=0",         "gemv_row_tiles=2",
                          "gemv_nf4_regs=2",    "attn_decode_splits=12", "attn_decode_waves=4",
                          "attn_decode_tail=0", "attn_prefill_rows=64",  "attn_prefill_wgmma=1",
-                         "profile_step=5"};
+                         "gemv_stream=0",      "profile_step=5"};
     for (int i = 0; i < (int)(sizeof set / sizeof set[0]); i++) {
         char why[256] = "";
         VT_CHECKF(vl_cuda_config_set(&c, set[i], why, sizeof why) == 0, "%s: %s", set[i], why);
