@@ -62,8 +62,7 @@
 
 #include <limits.h>
 
-#define GEMV_MAX_GRID_SPLITS 64
-#define GEMV_SIMPLE_WARPS    4
+#define GEMV_SIMPLE_WARPS 4
 
 __device__ __forceinline__ float round_bf16(float v) {
     return __bfloat162float(__float2bfloat16_rn(v));
@@ -149,69 +148,7 @@ static __global__ void __launch_bounds__(GEMV_THREADS, MINB)
             for (int r = 0; r < RT; r++) cur[u][r] = next[u][r];
     }
 
-    /* C fragment of row tile r, x tile t: {row g, x rows 8t + 2q, 8t + 2q + 1}, {row g + 8, same}
-     */
-#pragma unroll
-    for (int r = 0; r < RT; r++)
-#pragma unroll
-        for (int t = 0; t < NT; t++) {
-            const int x0 = 8 * t + 2 * q, ra = GEMV_TILE_ROWS * r + g;
-            s_red[warp][ra][x0] = acc[r][t][0];
-            s_red[warp][ra][x0 + 1] = acc[r][t][1];
-            s_red[warp][ra + 8][x0] = acc[r][t][2];
-            s_red[warp][ra + 8][x0 + 1] = acc[r][t][3];
-        }
-    __syncthreads();
-    /* thread tid: output (row + 16 r, col + 8t) of the tile for each r, t */
-    const int row = tid / GEMV_TILE_COLS, col = tid % GEMV_TILE_COLS;
-    float v[RT][NT];
-#pragma unroll
-    for (int r = 0; r < RT; r++)
-#pragma unroll
-        for (int t = 0; t < NT; t++) {
-            const int rr = row + GEMV_TILE_ROWS * r;
-            v[r][t] = s_red[0][rr][col + 8 * t];
-#pragma unroll
-            for (int w = 1; w < GEMV_WARPS; w++) v[r][t] += s_red[w][rr][col + 8 * t];
-        }
-
-    if (gridDim.y > 1) {
-        /* split K over CTAs: park the partials, the last CTA of the tile adds them in order */
-        constexpr int SLOT = RT * NT * GEMV_THREADS;
-        float *slots = p.partials + (int64_t)blockIdx.x * gridDim.y * SLOT;
-#pragma unroll
-        for (int r = 0; r < RT; r++)
-#pragma unroll
-            for (int t = 0; t < NT; t++)
-                slots[blockIdx.y * SLOT + (r * NT + t) * GEMV_THREADS + tid] = v[r][t];
-        __threadfence();
-        __syncthreads();
-        if (tid == 0) s_last = atomicAdd(p.tile_counters + blockIdx.x, 1) == (int)gridDim.y - 1;
-        __syncthreads();
-        if (!s_last) return;
-        __threadfence();
-#pragma unroll
-        for (int r = 0; r < RT; r++)
-#pragma unroll
-            for (int t = 0; t < NT; t++) {
-                v[r][t] = 0.0f;
-                for (unsigned y = 0; y < gridDim.y; y++)
-                    v[r][t] += __ldcg(slots + y * SLOT + (r * NT + t) * GEMV_THREADS + tid);
-            }
-        if (tid == 0) p.tile_counters[blockIdx.x] = 0; /* ready for the next launch */
-    }
-#pragma unroll
-    for (int r = 0; r < RT; r++) {
-        const int rr = r0 + row + GEMV_TILE_ROWS * r;
-#pragma unroll
-        for (int t = 0; t < NT; t++) {
-            if (col + 8 * t < p.m && rr < p.n) {
-                float out = v[r][t];
-                if (p.bias) out += __bfloat162float(p.bias[rr]);
-                p.y[(int64_t)(col + 8 * t) * p.n + rr] = __float2bfloat16_rn(out);
-            }
-        }
-    }
+    gemv_tile_finish<NT, RT>(p, acc, &s_red[0][0][0], &s_last, r0);
 }
 
 /* ---- simple kernel --------------------------------------------------------------------------- */
@@ -317,23 +254,6 @@ int vl_cuda_gemv_supported(const vl_weight *w, int64_t m) {
     }
 }
 
-/* CTAs along K (gridDim.y) for `tiles` row tiles. With more tiles than the GPU holds at once,
- * none: the grid runs in waves anyway. Otherwise as many as keep every CTA resident in a single
- * wave (slots / tiles: a second, partial wave would leave the end of the launch to a few SMs),
- * at least one warp step per warp, within the scratch. */
-static int gemv_grid_splits(int64_t tiles, int iters, int64_t slots, int floats_per_cta,
-                            const vl_cuda_gemv_scratch *scratch) {
-    if (!scratch || !scratch->partials || !scratch->tile_counters ||
-        tiles > scratch->n_tile_counters || tiles >= slots)
-        return 1;
-    int64_t splits = slots / tiles;
-    if (splits > iters / GEMV_WARPS) splits = iters / GEMV_WARPS;
-    if (splits > GEMV_MAX_GRID_SPLITS) splits = GEMV_MAX_GRID_SPLITS;
-    const int64_t fit = scratch->partial_floats / (tiles * floats_per_cta);
-    if (splits > fit) splits = fit;
-    return splits < 1 ? 1 : (int)splits;
-}
-
 template <int FMT, int NT, int RT, int MINB = GEMV_CTAS_PER_SM / NT, int RW = GEMV_NF4_REG_WORDS>
 static void launch_fast(vl_cuda_ctx *c, GemvParams &p, const vl_cuda_gemv_scratch *scratch,
                         cudaStream_t stream) {
@@ -369,7 +289,7 @@ static void launch_fast_m(vl_cuda_ctx *c, GemvParams &p, const vl_cuda_gemv_scra
             return launch_fast<FMT, 2, 2>(c, p, scratch, stream);
         }
     if constexpr (FMT != FMT_BF16)
-        if (c->cfg.gemv_stream && vl_gemv_stream_launch(c, FMT, p, scratch, stream)) return;
+        if (c->cfg.gemv_lean && vl_gemv_lean_launch(c, FMT, p, scratch, stream)) return;
     if constexpr (FMT == FMT_NF4 || FMT == FMT_NF4_DQ) {
         /* m <= 8: the backend's gemv_nf4_regs picks the words looked up in registers */
         constexpr int MINB = GEMV_CTAS_PER_SM;

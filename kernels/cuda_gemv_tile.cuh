@@ -1,18 +1,20 @@
-/* cuda_gemv_tile.cuh: what the decode GEMV's tile kernels share (cuda_gemv.cu's, which splits K
- * over the 4 warps of a CTA, and cuda_gemv_stream.cu's, which gives every warp an equal run of
- * steps): the formats, the kernel parameters, and one warp step of a 16-row tile of W against up
- * to 16 rows of x (the loads, the dequantization into mma A registers, the mma chain). The layout
- * and numerics are described at the top of cuda_gemv.cu. */
+/* cuda_gemv_tile.cuh: what the decode GEMV's tile kernels share (cuda_gemv.cu's and
+ * cuda_gemv_lean.cu's: a CTA of 4 warps on one 16-row tile of W, K split over its warps and over
+ * gridDim.y CTAs): the formats, the kernel parameters, cuda_gemv.cu's warp step (the loads, the
+ * dequantization into mma A registers, the mma chain), the end of a tile (the warps' and CTAs'
+ * sums added in order, bias, y) and the grid's K split. The layout and numerics are described at
+ * the top of cuda_gemv.cu. */
 #ifndef VL_CUDA_GEMV_TILE_CUH
 #define VL_CUDA_GEMV_TILE_CUH
 
 #include "kernels/cuda_gemv_common.cuh"
 
-#define GEMV_WARPS       4
-#define GEMV_THREADS     (GEMV_WARPS * 32)
-#define GEMV_TILE_ROWS   16 /* rows of W per CTA: the A tile of one mma.m16n8k16 */
-#define GEMV_TILE_COLS   8  /* x rows of one B tile (VL_CUDA_GEMV_MAX_M) */
-#define GEMV_CTAS_PER_SM 4  /* launch bound: <= 128 registers per thread */
+#define GEMV_WARPS           4
+#define GEMV_THREADS         (GEMV_WARPS * 32)
+#define GEMV_TILE_ROWS       16 /* rows of W per CTA: the A tile of one mma.m16n8k16 */
+#define GEMV_TILE_COLS       8  /* x rows of one B tile (VL_CUDA_GEMV_MAX_M) */
+#define GEMV_CTAS_PER_SM     4  /* launch bound: <= 128 registers per thread */
+#define GEMV_MAX_GRID_SPLITS 64
 /* NF4 words of each 16-byte chunk dequantized by lookups in registers where the backend's
  * gemv_nf4_regs does not choose (9 to 16 rows of x) */
 #define GEMV_NF4_REG_WORDS 0
@@ -47,10 +49,8 @@ struct GemvParams {
     float absmax_offset;
     int m, n, k;
     int iters;          /* fast kernels: warp steps along K, ceil(k / (4 VEC)) */
-    float *partials;    /* [tiles, gridDim.y, 128] when gridDim.y > 1; stream: [2 warps, 16 m] */
+    float *partials;    /* [tiles, gridDim.y, 128] when gridDim.y > 1 */
     int *tile_counters; /* [tiles], zero between launches */
-    int tiles;          /* stream kernel: 16-row tiles of W, ceil(n / 16) */
-    int stream_warps;   /* stream kernel: warps sharing the tiles x iters steps */
     float nf4_table[16];
 };
 
@@ -204,10 +204,105 @@ gemv_step(float (&acc)[RT][NT][4], const GemvChunk (&c)[RT], const GemvParams &p
     }
 }
 
-/* cuda_gemv_stream.cu: launches the stream kernel for m <= 8 rows of x (NF4, NF4 with double
- * quantization, Q8ROW) and returns 1, or returns 0 when it does not take the product (the scratch
- * is too small for its partial sums). p is filled as for cuda_gemv.cu's kernels. */
-int vl_gemv_stream_launch(vl_cuda_ctx *c, int fmt, GemvParams &p,
-                          const vl_cuda_gemv_scratch *scratch, cudaStream_t stream);
+/* The end of a tile kernel (every warp of the CTA on the same rows r0 .., each with its share of
+ * K): the warps' sums added in shared memory in warp order (s_red: [GEMV_WARPS][16 RT][8 NT]);
+ * with the K split over CTAs too (gridDim.y > 1), each CTA parks its sums in the scratch and the
+ * tile's last CTA (a counter, zeroed again by it) adds them in order; then bias, one rounding, y.
+ */
+template <int NT, int RT>
+static __device__ __forceinline__ void gemv_tile_finish(const GemvParams &p,
+                                                        const float (&acc)[RT][NT][4], float *s_red,
+                                                        int *s_last, int r0) {
+    constexpr int TILE = GEMV_TILE_ROWS * RT, COLS = NT * GEMV_TILE_COLS;
+    const int tid = threadIdx.x, warp = tid / 32, lane = tid % 32, g = lane / 4, q = lane % 4;
+#define RED(w, r, c) s_red[((w)*TILE + (r)) * COLS + (c)]
+    /* C fragment of row tile r, x tile t: {row g, x rows 8t + 2q, 8t + 2q + 1}, {row g + 8, same}
+     */
+#pragma unroll
+    for (int r = 0; r < RT; r++)
+#pragma unroll
+        for (int t = 0; t < NT; t++) {
+            const int x0 = 8 * t + 2 * q, ra = GEMV_TILE_ROWS * r + g;
+            RED(warp, ra, x0) = acc[r][t][0];
+            RED(warp, ra, x0 + 1) = acc[r][t][1];
+            RED(warp, ra + 8, x0) = acc[r][t][2];
+            RED(warp, ra + 8, x0 + 1) = acc[r][t][3];
+        }
+    __syncthreads();
+    /* thread tid: output (row + 16 r, col + 8t) of the tile for each r, t */
+    const int row = tid / GEMV_TILE_COLS, col = tid % GEMV_TILE_COLS;
+    float v[RT][NT];
+#pragma unroll
+    for (int r = 0; r < RT; r++)
+#pragma unroll
+        for (int t = 0; t < NT; t++) {
+            const int rr = row + GEMV_TILE_ROWS * r;
+            v[r][t] = RED(0, rr, col + 8 * t);
+#pragma unroll
+            for (int w = 1; w < GEMV_WARPS; w++) v[r][t] += RED(w, rr, col + 8 * t);
+        }
+
+    if (gridDim.y > 1) {
+        /* split K over CTAs: park the partials, the last CTA of the tile adds them in order */
+        constexpr int SLOT = RT * NT * GEMV_THREADS;
+        float *slots = p.partials + (int64_t)blockIdx.x * gridDim.y * SLOT;
+#pragma unroll
+        for (int r = 0; r < RT; r++)
+#pragma unroll
+            for (int t = 0; t < NT; t++)
+                slots[blockIdx.y * SLOT + (r * NT + t) * GEMV_THREADS + tid] = v[r][t];
+        __threadfence();
+        __syncthreads();
+        if (tid == 0) *s_last = atomicAdd(p.tile_counters + blockIdx.x, 1) == (int)gridDim.y - 1;
+        __syncthreads();
+        if (!*s_last) return;
+        __threadfence();
+#pragma unroll
+        for (int r = 0; r < RT; r++)
+#pragma unroll
+            for (int t = 0; t < NT; t++) {
+                v[r][t] = 0.0f;
+                for (unsigned y = 0; y < gridDim.y; y++)
+                    v[r][t] += __ldcg(slots + y * SLOT + (r * NT + t) * GEMV_THREADS + tid);
+            }
+        if (tid == 0) p.tile_counters[blockIdx.x] = 0; /* ready for the next launch */
+    }
+#pragma unroll
+    for (int r = 0; r < RT; r++) {
+        const int rr = r0 + row + GEMV_TILE_ROWS * r;
+#pragma unroll
+        for (int t = 0; t < NT; t++) {
+            if (col + 8 * t < p.m && rr < p.n) {
+                float out = v[r][t];
+                if (p.bias) out += __bfloat162float(p.bias[rr]);
+                p.y[(int64_t)(col + 8 * t) * p.n + rr] = __float2bfloat16_rn(out);
+            }
+        }
+    }
+#undef RED
+}
+
+/* CTAs along K (gridDim.y) for `tiles` row tiles of a tile kernel. With more tiles than the GPU
+ * holds at once, none: the grid runs in waves anyway. Otherwise as many as keep every CTA
+ * resident in a single wave (slots / tiles: a second, partial wave would leave the end of the
+ * launch to a few SMs), at least one warp step per warp, within the scratch. */
+static inline int gemv_grid_splits(int64_t tiles, int iters, int64_t slots, int floats_per_cta,
+                                   const vl_cuda_gemv_scratch *scratch) {
+    if (!scratch || !scratch->partials || !scratch->tile_counters ||
+        tiles > scratch->n_tile_counters || tiles >= slots)
+        return 1;
+    int64_t splits = slots / tiles;
+    if (splits > iters / GEMV_WARPS) splits = iters / GEMV_WARPS;
+    if (splits > GEMV_MAX_GRID_SPLITS) splits = GEMV_MAX_GRID_SPLITS;
+    const int64_t fit = scratch->partial_floats / (tiles * floats_per_cta);
+    if (splits > fit) splits = fit;
+    return splits < 1 ? 1 : (int)splits;
+}
+
+/* cuda_gemv_lean.cu: launches the lean kernel for up to 8 rows of x (NF4, NF4 with double
+ * quantization, Q8ROW) and returns 1, or returns 0 when it does not take the product (K not a
+ * multiple of its step, W or x not 16-byte aligned). p is filled as for cuda_gemv.cu's kernels. */
+int vl_gemv_lean_launch(vl_cuda_ctx *c, int fmt, GemvParams &p, const vl_cuda_gemv_scratch *scratch,
+                        cudaStream_t stream);
 
 #endif

@@ -528,10 +528,10 @@ typedef struct {
                                * are looked up in registers (the block's 16 weights as byte
                                * planes, byte permutes), the rest in the shared-memory table
                                * (a load and a multiply per weight): 0..4 (default 4) */
-    int gemv_stream;          /* "gemv_stream": 1 (default) runs NF4 / Q8ROW products of up to
-                               * 8 rows of x on the stream GEMV (cuda_gemv_stream.cu: every
-                               * warp of one wave an equal run of steps); 0: cuda_gemv.cu's
-                               * kernel (a 16-row tile per CTA, K split over its warps) */
+    int gemv_lean;            /* "gemv_lean": 1 (default) runs NF4 / Q8ROW products of up to
+                               * 8 rows of x with K a multiple of 256 (NF4) or 128 (Q8ROW) on
+                               * the lean GEMV (cuda_gemv_lean.cu: a 64-weight block a lane a
+                               * step, no per-step bounds or index arithmetic); 0: cuda_gemv.cu's */
     int quant_gemv_rows;      /* "quant_gemv_rows": NF4 / Q8ROW products of 9 to N rows of x (a
                                * batched decode step) run the GEMV 8 rows at a time, reading the
                                * packed W m / 8 times, instead of the dequant GEMM, whose bf16

@@ -353,28 +353,28 @@ static void test_q_v2(int kind) {
               100 * frac);
 }
 
-/* ---- the m <= 8 kernels: stream or K split, NF4 in registers or shared memory ------------------
- * The stream kernel (cuda_gemv_stream.cu, the default) and, with gemv_stream=0, cuda_gemv.cu's
- * K-split kernel, each with every split of a 16-byte NF4 chunk's 4 words between lookups in
- * registers (the block's byte planes) and the shared-memory table (gemv_nf4_regs 0..4), for
- * NF4, double-quantized NF4 and (regs 4 only: it has no table) Q8ROW; the same checks as above.
- * Shapes: the fast path's tails (K with a partial last step), runs that cross tiles and tiles
- * split over many warps or CTAs (N = 512, 16 x 18944), whole tiles per warp (8500 x 512), the
- * model's q/k/v rows. */
-static void test_m8_kernel(int kind, int regs, int stream) {
+/* ---- the m <= 8 kernels: lean or general, NF4 in registers or shared memory ---------------------
+ * The lean kernel (cuda_gemv_lean.cu, the default where K is a multiple of its step) and, with
+ * gemv_lean=0, cuda_gemv.cu's kernel, each with every split of a 16-byte NF4 chunk's 4 words
+ * between lookups in registers (the block's byte planes) and the shared-memory table
+ * (gemv_nf4_regs 0..4), for NF4, double-quantized NF4 and (regs 4 only: it has no table) Q8ROW;
+ * the same checks as above. Shapes: K off the lean step (the general kernel), N = 1 and N not a
+ * multiple of 16 (rows read past N), fewer steps than warps (K = 256, 512), K split over CTAs
+ * (N = 512, 16 x 18944), the model's q/k/v rows. */
+static void test_m8_kernel(int kind, int regs, int lean) {
     char opt[64];
-    snprintf(opt, sizeof opt, "gemv_nf4_regs=%d,gemv_stream=%d", regs, stream);
+    snprintf(opt, sizeof opt, "gemv_nf4_regs=%d,gemv_lean=%d", regs, lean);
     printf("%s, %s\n", kind_name[kind], opt);
     const int64_t exact0 = kind_exact[kind], total0 = kind_total[kind];
     gpu_with(opt);
-    const int64_t shapes[][2] = {{7, 128},    {33, 96},    {40, 3584},  {512, 3584},
-                                 {16, 18944}, {8500, 512}, {4608, 3584}};
+    const int64_t shapes[][2] = {{7, 128},    {33, 96},    {1, 256},    {33, 512},   {40, 3584},
+                                 {512, 3584}, {16, 18944}, {8500, 512}, {4608, 3584}};
     for (int s = 0; s < (int)(sizeof shapes / sizeof shapes[0]); s++) {
         test_weight t;
         weight_make(&t, kind, shapes[s][0], shapes[s][1]);
         check_case(&t, kind, 1, 1, 0);
         check_case(&t, kind, 3, 0, 0);
-        if (s < 5) check_case(&t, kind, MAX_M, 1, 0);
+        if (s < 7) check_case(&t, kind, MAX_M, 1, 0);
         weight_free(&t);
     }
     gpu_restore();
@@ -471,12 +471,12 @@ int main(void) {
     test_blas_bias();
     test_gemv_bf16(1);
     test_gemv_bf16(0);
-    for (int stream = 0; stream < 2; stream++) {
+    for (int lean = 0; lean < 2; lean++) {
         for (int regs = 0; regs <= 4; regs++) {
-            test_m8_kernel(W_NF4, regs, stream);
-            test_m8_kernel(W_NF4_DQ, regs, stream);
+            test_m8_kernel(W_NF4, regs, lean);
+            test_m8_kernel(W_NF4_DQ, regs, lean);
         }
-        test_m8_kernel(W_Q8ROW, 4, stream);
+        test_m8_kernel(W_Q8ROW, 4, lean);
     }
     test_q_v2(W_NF4);
     test_q_v2(W_Q8ROW);
