@@ -8,6 +8,10 @@
  * summation order differs from the twin; results are identical from run to run (no atomics on
  * data: split sums are added in a fixed order).
  *
+ * Up to 8 rows of NF4 / Q8ROW W with K a multiple of 256 / 128 go to cuda_gemv_lean.cu's kernel
+ * (the same tile and numerics in fewer instructions per weight) unless the backend's gemv_lean
+ * is 0; the kernels below take the rest.
+ *
  * Fast kernel (gemv_mma_kernel, "v1"): tensor cores do the multiply-adds, so the CUDA cores only
  * dequantize. One warp owns 16 rows of W, the A operand of mma.m16n8k16; x is the B operand
  * (column j = x row j, m <= 8 columns, so every m up to 8 costs the same as m = 1). The k order
@@ -33,7 +37,9 @@
  *     BATCH steps of loads are issued before the previous batch is used (register double
  *     buffer), so each lane keeps 2 x BATCH x 32 bytes in flight.
  *   - x is read through L1 (__ldg): a CTA's K slice of x is reused by every warp on the SM.
- *   - NF4: the 16-entry table lives in shared memory (16 words in 16 banks: conflict-free);
+ *   - NF4: the backend's gemv_nf4_regs words of each 16-byte chunk are looked up in registers
+ *     (the chunk's block table as byte planes, vl_nf4_lookup8 in cuda_mma.cuh), the rest
+ *     through the 16-entry table in shared memory (16 words in 16 banks: conflict-free);
  *     codes become byte offsets with two masks per 32-bit word and one byte_perm per byte;
  *     table * scale in fp32, then cvt to bf16x2 packs two weights into one A register.
  *   - Q8ROW: int8 -> fp32 by the 2^23 magic number (byte_perm + one subtraction, no I2F).
