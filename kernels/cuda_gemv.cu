@@ -8,6 +8,10 @@
  * summation order differs from the twin; results are identical from run to run (no atomics on
  * data: split sums are added in a fixed order).
  *
+ * Up to 8 rows of NF4 / Q8ROW W with K a multiple of 256 / 128 go to cuda_gemv_lean.cu's kernel
+ * (the same tile and numerics in fewer instructions per weight) unless the backend's gemv_lean
+ * is 0; the kernels below take the rest.
+ *
  * Fast kernel (gemv_mma_kernel, "v1"): tensor cores do the multiply-adds, so the CUDA cores only
  * dequantize. One warp owns 16 rows of W, the A operand of mma.m16n8k16; x is the B operand
  * (column j = x row j, m <= 8 columns, so every m up to 8 costs the same as m = 1). The k order
@@ -33,7 +37,9 @@
  *     BATCH steps of loads are issued before the previous batch is used (register double
  *     buffer), so each lane keeps 2 x BATCH x 32 bytes in flight.
  *   - x is read through L1 (__ldg): a CTA's K slice of x is reused by every warp on the SM.
- *   - NF4: the 16-entry table lives in shared memory (16 words in 16 banks: conflict-free);
+ *   - NF4: the backend's gemv_nf4_regs words of each 16-byte chunk are looked up in registers
+ *     (the chunk's block table as byte planes, vl_nf4_lookup8 in cuda_mma.cuh), the rest
+ *     through the 16-entry table in shared memory (16 words in 16 banks: conflict-free);
  *     codes become byte offsets with two masks per 32-bit word and one byte_perm per byte;
  *     table * scale in fp32, then cvt to bf16x2 packs two weights into one A register.
  *   - Q8ROW: int8 -> fp32 by the 2^23 magic number (byte_perm + one subtraction, no I2F).
@@ -58,180 +64,14 @@
  * registers per thread), GEMV_MAX_GRID_SPLITS. Measured: bench/RESULTS.md (vlbench gemv).
  * Leaves out: m > 16 (cuBLAS / dequant GEMM, cuda_linear.cu), fp16/fp32 weights, strided x/y.
  */
-#include "kernels/cuda_gemv_common.cuh"
+#include "kernels/cuda_gemv_tile.cuh"
 
 #include <limits.h>
 
-#define GEMV_WARPS           4
-#define GEMV_THREADS         (GEMV_WARPS * 32)
-#define GEMV_TILE_ROWS       16 /* rows of W per CTA: the A tile of one mma.m16n8k16 */
-#define GEMV_TILE_COLS       8  /* x rows of one B tile (VL_CUDA_GEMV_MAX_M) */
-#define GEMV_CTAS_PER_SM     4  /* launch bound: <= 128 registers per thread */
-#define GEMV_MAX_GRID_SPLITS 64
-#define GEMV_SIMPLE_WARPS    4
-
-static_assert(GEMV_THREADS == GEMV_TILE_ROWS * GEMV_TILE_COLS,
-              "the epilogue maps one thread to one (row, x row) output of the tile");
-static_assert(VL_CUDA_GEMV_MAX_M == GEMV_TILE_COLS, "m <= 8: the n dimension of one mma");
-static_assert(VL_CUDA_GEMV_WIDE_M == 2 * GEMV_TILE_COLS, "m <= 16: two B tiles (NT = 2)");
-
-enum { FMT_BF16, FMT_Q8ROW, FMT_NF4, FMT_NF4_DQ };
-
-/* Whether FMT takes 9 to 16 rows of x (vl_cuda_gemv_supported): NF4 and Q8ROW, not bf16, whose
- * wide kernels are then never instantiated. */
-template <int FMT> constexpr bool kGemvWide = FMT != FMT_BF16;
-
-/* VEC: weights in 16 bytes; BATCH: warp steps whose loads are issued together (registers:
- * 2 x BATCH x 40 bytes per lane for the double buffer). */
-template <int FMT> struct GemvFmt;
-template <> struct GemvFmt<FMT_BF16> { static constexpr int VEC = 8, BATCH = 4; };
-template <> struct GemvFmt<FMT_Q8ROW> { static constexpr int VEC = 16, BATCH = 4; };
-template <> struct GemvFmt<FMT_NF4> { static constexpr int VEC = 32, BATCH = 2; };
-template <> struct GemvFmt<FMT_NF4_DQ> { static constexpr int VEC = 32, BATCH = 2; };
-
-struct GemvParams {
-    vl_bf16 *y;          /* [m, n] */
-    const vl_bf16 *x;    /* [m, k] */
-    const vl_bf16 *bias; /* [n] or NULL */
-    const uint8_t *w;    /* weight bytes */
-    const float *absmax; /* NF4 block scales / nested scales; Q8ROW row absmax */
-    const uint8_t *absmax_code;
-    const float *absmax_map;
-    float absmax_offset;
-    int m, n, k;
-    int iters;          /* fast kernel: warp steps along K, ceil(k / (4 VEC)) */
-    float *partials;    /* [tiles, gridDim.y, 128] when gridDim.y > 1 */
-    int *tile_counters; /* [tiles], zero between launches */
-    float nf4_table[16];
-};
-
-/* ---- device helpers ------------------------------------------------------------------------ */
+#define GEMV_SIMPLE_WARPS 4
 
 __device__ __forceinline__ float round_bf16(float v) {
     return __bfloat162float(__float2bfloat16_rn(v));
-}
-
-/* NF4 block scale b: fp32 absmax, or map[code] * nested + offset (multiply, then add: no FMA,
- * as the CPU twin). */
-template <int FMT>
-__device__ __forceinline__ float nf4_scale(const float *s_map, uint32_t code, float nested,
-                                           float offset) {
-    if constexpr (FMT == FMT_NF4_DQ)
-        return __fadd_rn(__fmul_rn(s_map[code], nested), offset);
-    else
-        return nested;
-}
-
-/* ---- fast kernel ----------------------------------------------------------------------------- */
-
-/* One warp step of one lane: 16 bytes of its rows g and g + 8, and their scale data. */
-struct GemvChunk {
-    uint4 wa, wb;
-    float sa, sb;    /* NF4: block scale; DQ: nested absmax */
-    uint32_t ca, cb; /* DQ: block scale codes */
-};
-
-template <int FMT>
-__device__ __forceinline__ void gemv_load(GemvChunk &c, const GemvParams &p, int64_t ea, int64_t eb,
-                                          bool va, bool vb) {
-    /* ea / eb: flattened element index of this lane's chunk in rows g and g + 8 */
-    const uint4 zero = make_uint4(0, 0, 0, 0);
-    if constexpr (FMT == FMT_BF16) {
-        c.wa = va ? vl_ld_stream16(p.w + ea * 2) : zero;
-        c.wb = vb ? vl_ld_stream16(p.w + eb * 2) : zero;
-    } else if constexpr (FMT == FMT_Q8ROW) {
-        c.wa = va ? vl_ld_stream16(p.w + ea) : zero;
-        c.wb = vb ? vl_ld_stream16(p.w + eb) : zero;
-    } else {
-        c.wa = va ? vl_ld_stream16(p.w + ea / 2) : zero;
-        c.wb = vb ? vl_ld_stream16(p.w + eb / 2) : zero;
-        const int64_t ba = ea / VL_NF4_BLOCK, bb = eb / VL_NF4_BLOCK;
-        if constexpr (FMT == FMT_NF4) {
-            c.sa = va ? __ldg(p.absmax + ba) : 0.0f;
-            c.sb = vb ? __ldg(p.absmax + bb) : 0.0f;
-        } else {
-            c.ca = va ? __ldg(p.absmax_code + ba) : 0u;
-            c.cb = vb ? __ldg(p.absmax_code + bb) : 0u;
-            c.sa = va ? __ldg(p.absmax + ba / VL_NF4_DQ_BLOCK) : 0.0f;
-            c.sb = vb ? __ldg(p.absmax + bb / VL_NF4_DQ_BLOCK) : 0.0f;
-        }
-    }
-}
-
-/* The A registers of mma step s from a chunk (rows g: a[0], a[2]; rows g + 8: a[1], a[3]). */
-template <int FMT>
-__device__ __forceinline__ void gemv_a_regs(uint32_t a[4], const GemvChunk &c, int s,
-                                            const float *s_table, float sa, float sb) {
-    const uint32_t *wa = reinterpret_cast<const uint32_t *>(&c.wa);
-    const uint32_t *wb = reinterpret_cast<const uint32_t *>(&c.wb);
-    if constexpr (FMT == FMT_BF16) {
-        a[0] = wa[2 * s], a[2] = wa[2 * s + 1];
-        a[1] = wb[2 * s], a[3] = wb[2 * s + 1];
-    } else if constexpr (FMT == FMT_Q8ROW) {
-        /* sa / sb: row absmax */
-        const uint32_t xa = wa[s] ^ 0x80808080u, xb = wb[s] ^ 0x80808080u;
-        a[0] = vl_pack_bf16x2(vl_q8_weight(xa, 0, sa), vl_q8_weight(xa, 1, sa));
-        a[2] = vl_pack_bf16x2(vl_q8_weight(xa, 2, sa), vl_q8_weight(xa, 3, sa));
-        a[1] = vl_pack_bf16x2(vl_q8_weight(xb, 0, sb), vl_q8_weight(xb, 1, sb));
-        a[3] = vl_pack_bf16x2(vl_q8_weight(xb, 2, sb), vl_q8_weight(xb, 3, sb));
-    } else {
-        /* bytes 2s, 2s + 1 of the chunk = byte 2 (s % 2) (+1) of word s / 2 */
-        const uint32_t va = wa[s / 2], vb = wb[s / 2];
-        const uint32_t hi_a = (va >> 2) & 0x3C3C3C3Cu, lo_a = (va << 2) & 0x3C3C3C3Cu;
-        const uint32_t hi_b = (vb >> 2) & 0x3C3C3C3Cu, lo_b = (vb << 2) & 0x3C3C3C3Cu;
-        const int j = 2 * (s % 2);
-        a[0] = vl_nf4_pair(s_table, hi_a, lo_a, j, sa);
-        a[2] = vl_nf4_pair(s_table, hi_a, lo_a, j + 1, sa);
-        a[1] = vl_nf4_pair(s_table, hi_b, lo_b, j, sb);
-        a[3] = vl_nf4_pair(s_table, hi_b, lo_b, j + 1, sb);
-    }
-}
-
-/* acc[r][t] += this lane's share of one warp step for row tile r and B tile t (x rows 8t .. 8t +
- * 7). x_lane[t]: x row 8t + g (NULL when that is >= m). x is loaded once for the RT row tiles, and
- * the A registers of a row tile once for the NT x tiles. */
-template <int FMT, int NT, int RT>
-__device__ __forceinline__ void gemv_step(float (&acc)[RT][NT][4], const GemvChunk (&c)[RT],
-                                          const GemvParams &p, const vl_bf16 *const (&x_lane)[NT],
-                                          int kc, const float *s_table, const float *s_map,
-                                          const float (&row_sa)[RT], const float (&row_sb)[RT]) {
-    constexpr int VEC = GemvFmt<FMT>::VEC, STEPS = VEC / 4;
-    uint32_t xw[NT][VEC / 2];
-#pragma unroll
-    for (int t = 0; t < NT; t++) {
-        if (x_lane[t] && kc < p.k) {
-            const uint4 *src = reinterpret_cast<const uint4 *>(x_lane[t] + kc);
-#pragma unroll
-            for (int j = 0; j < VEC / 8; j++) {
-                uint4 v = __ldg(src + j);
-                xw[t][4 * j] = v.x, xw[t][4 * j + 1] = v.y, xw[t][4 * j + 2] = v.z,
-                          xw[t][4 * j + 3] = v.w;
-            }
-        } else {
-#pragma unroll
-            for (int j = 0; j < VEC / 2; j++) xw[t][j] = 0;
-        }
-    }
-#pragma unroll
-    for (int r = 0; r < RT; r++) {
-        float sa = row_sa[r], sb = row_sb[r];
-        if constexpr (FMT == FMT_NF4 || FMT == FMT_NF4_DQ) {
-            sa = nf4_scale<FMT>(s_map, c[r].ca, c[r].sa, p.absmax_offset);
-            sb = nf4_scale<FMT>(s_map, c[r].cb, c[r].sb, p.absmax_offset);
-        }
-        float d[NT][4] = {};
-#pragma unroll
-        for (int s = 0; s < STEPS; s++) {
-            uint32_t a[4];
-            gemv_a_regs<FMT>(a, c[r], s, s_table, sa, sb);
-#pragma unroll
-            for (int t = 0; t < NT; t++) vl_mma_bf16(d[t], a, xw[t][2 * s], xw[t][2 * s + 1]);
-        }
-#pragma unroll
-        for (int t = 0; t < NT; t++)
-#pragma unroll
-            for (int i = 0; i < 4; i++) acc[r][t][i] += d[t][i];
-    }
 }
 
 /* NT: B tiles of 8 x rows (1: m <= 8; 2: m <= 16, W still read once). Twice the accumulators
@@ -240,7 +80,7 @@ __device__ __forceinline__ void gemv_step(float (&acc)[RT][NT][4], const GemvChu
  * weight registers stay the same). MINB: the launch bound's CTAs per SM (RT = 2 takes 167
  * registers at the default bound, 3 CTAs; under a bound of 4 it fits 128 without spilling for
  * NF4: gemv_row_tiles = 3, the default; batch_decode measured both the same, S16). */
-template <int FMT, int NT, int RT, int MINB = GEMV_CTAS_PER_SM / NT>
+template <int FMT, int NT, int RT, int MINB = GEMV_CTAS_PER_SM / NT, int RW = GEMV_NF4_REG_WORDS>
 static __global__ void __launch_bounds__(GEMV_THREADS, MINB)
     gemv_mma_kernel(const __grid_constant__ GemvParams p) {
     constexpr int VEC = GemvFmt<FMT>::VEC, STEP_K = 4 * VEC;
@@ -305,8 +145,8 @@ static __global__ void __launch_bounds__(GEMV_THREADS, MINB)
 #pragma unroll
         for (int u = 0; u < BATCH; u++) {
             if (it + u >= it_end) break;
-            gemv_step<FMT, NT, RT>(acc, cur[u], p, x_lane, (it + u) * STEP_K + q * VEC, s_table,
-                                   s_map, row_sa, row_sb);
+            gemv_step<FMT, NT, RT, RW>(acc, cur[u], p, x_lane, (it + u) * STEP_K + q * VEC, s_table,
+                                       s_map, row_sa, row_sb);
         }
 #pragma unroll
         for (int u = 0; u < BATCH; u++)
@@ -314,69 +154,7 @@ static __global__ void __launch_bounds__(GEMV_THREADS, MINB)
             for (int r = 0; r < RT; r++) cur[u][r] = next[u][r];
     }
 
-    /* C fragment of row tile r, x tile t: {row g, x rows 8t + 2q, 8t + 2q + 1}, {row g + 8, same}
-     */
-#pragma unroll
-    for (int r = 0; r < RT; r++)
-#pragma unroll
-        for (int t = 0; t < NT; t++) {
-            const int x0 = 8 * t + 2 * q, ra = GEMV_TILE_ROWS * r + g;
-            s_red[warp][ra][x0] = acc[r][t][0];
-            s_red[warp][ra][x0 + 1] = acc[r][t][1];
-            s_red[warp][ra + 8][x0] = acc[r][t][2];
-            s_red[warp][ra + 8][x0 + 1] = acc[r][t][3];
-        }
-    __syncthreads();
-    /* thread tid: output (row + 16 r, col + 8t) of the tile for each r, t */
-    const int row = tid / GEMV_TILE_COLS, col = tid % GEMV_TILE_COLS;
-    float v[RT][NT];
-#pragma unroll
-    for (int r = 0; r < RT; r++)
-#pragma unroll
-        for (int t = 0; t < NT; t++) {
-            const int rr = row + GEMV_TILE_ROWS * r;
-            v[r][t] = s_red[0][rr][col + 8 * t];
-#pragma unroll
-            for (int w = 1; w < GEMV_WARPS; w++) v[r][t] += s_red[w][rr][col + 8 * t];
-        }
-
-    if (gridDim.y > 1) {
-        /* split K over CTAs: park the partials, the last CTA of the tile adds them in order */
-        constexpr int SLOT = RT * NT * GEMV_THREADS;
-        float *slots = p.partials + (int64_t)blockIdx.x * gridDim.y * SLOT;
-#pragma unroll
-        for (int r = 0; r < RT; r++)
-#pragma unroll
-            for (int t = 0; t < NT; t++)
-                slots[blockIdx.y * SLOT + (r * NT + t) * GEMV_THREADS + tid] = v[r][t];
-        __threadfence();
-        __syncthreads();
-        if (tid == 0) s_last = atomicAdd(p.tile_counters + blockIdx.x, 1) == (int)gridDim.y - 1;
-        __syncthreads();
-        if (!s_last) return;
-        __threadfence();
-#pragma unroll
-        for (int r = 0; r < RT; r++)
-#pragma unroll
-            for (int t = 0; t < NT; t++) {
-                v[r][t] = 0.0f;
-                for (unsigned y = 0; y < gridDim.y; y++)
-                    v[r][t] += __ldcg(slots + y * SLOT + (r * NT + t) * GEMV_THREADS + tid);
-            }
-        if (tid == 0) p.tile_counters[blockIdx.x] = 0; /* ready for the next launch */
-    }
-#pragma unroll
-    for (int r = 0; r < RT; r++) {
-        const int rr = r0 + row + GEMV_TILE_ROWS * r;
-#pragma unroll
-        for (int t = 0; t < NT; t++) {
-            if (col + 8 * t < p.m && rr < p.n) {
-                float out = v[r][t];
-                if (p.bias) out += __bfloat162float(p.bias[rr]);
-                p.y[(int64_t)(col + 8 * t) * p.n + rr] = __float2bfloat16_rn(out);
-            }
-        }
-    }
+    gemv_tile_finish<NT, RT>(p, acc, &s_red[0][0][0], &s_last, r0);
 }
 
 /* ---- simple kernel --------------------------------------------------------------------------- */
@@ -482,29 +260,12 @@ int vl_cuda_gemv_supported(const vl_weight *w, int64_t m) {
     }
 }
 
-/* CTAs along K (gridDim.y) for `tiles` row tiles. With more tiles than the GPU holds at once,
- * none: the grid runs in waves anyway. Otherwise as many as keep every CTA resident in a single
- * wave (slots / tiles: a second, partial wave would leave the end of the launch to a few SMs),
- * at least one warp step per warp, within the scratch. */
-static int gemv_grid_splits(int64_t tiles, int iters, int64_t slots, int floats_per_cta,
-                            const vl_cuda_gemv_scratch *scratch) {
-    if (!scratch || !scratch->partials || !scratch->tile_counters ||
-        tiles > scratch->n_tile_counters || tiles >= slots)
-        return 1;
-    int64_t splits = slots / tiles;
-    if (splits > iters / GEMV_WARPS) splits = iters / GEMV_WARPS;
-    if (splits > GEMV_MAX_GRID_SPLITS) splits = GEMV_MAX_GRID_SPLITS;
-    const int64_t fit = scratch->partial_floats / (tiles * floats_per_cta);
-    if (splits > fit) splits = fit;
-    return splits < 1 ? 1 : (int)splits;
-}
-
-template <int FMT, int NT, int RT, int MINB = GEMV_CTAS_PER_SM / NT>
+template <int FMT, int NT, int RT, int MINB = GEMV_CTAS_PER_SM / NT, int RW = GEMV_NF4_REG_WORDS>
 static void launch_fast(vl_cuda_ctx *c, GemvParams &p, const vl_cuda_gemv_scratch *scratch,
                         cudaStream_t stream) {
     /* CTAs one SM holds at once (registers bound it), asked once per backend and kernel */
-    const int ctas_per_sm =
-        vl_cuda_ctas_per_sm(c, (const void *)gemv_mma_kernel<FMT, NT, RT, MINB>, GEMV_THREADS, 0);
+    const int ctas_per_sm = vl_cuda_ctas_per_sm(
+        c, (const void *)gemv_mma_kernel<FMT, NT, RT, MINB, RW>, GEMV_THREADS, 0);
     constexpr int STEP_K = 4 * GemvFmt<FMT>::VEC, TILE = GEMV_TILE_ROWS * RT;
     p.iters = (p.k + STEP_K - 1) / STEP_K;
     const int64_t tiles = (p.n + TILE - 1) / TILE;
@@ -514,7 +275,7 @@ static void launch_fast(vl_cuda_ctx *c, GemvParams &p, const vl_cuda_gemv_scratc
         p.partials = scratch->partials;
         p.tile_counters = scratch->tile_counters;
     }
-    gemv_mma_kernel<FMT, NT, RT, MINB>
+    gemv_mma_kernel<FMT, NT, RT, MINB, RW>
         <<<dim3((unsigned)tiles, (unsigned)splits), GEMV_THREADS, 0, stream>>>(p);
     VL_CUDA_LAUNCH_CHECK();
 }
@@ -533,6 +294,24 @@ static void launch_fast_m(vl_cuda_ctx *c, GemvParams &p, const vl_cuda_gemv_scra
                     return launch_fast<FMT, 2, 2, 4>(c, p, scratch, stream);
             return launch_fast<FMT, 2, 2>(c, p, scratch, stream);
         }
+    if constexpr (FMT != FMT_BF16)
+        if (c->cfg.gemv_lean && vl_gemv_lean_launch(c, FMT, p, scratch, stream)) return;
+    if constexpr (FMT == FMT_NF4 || FMT == FMT_NF4_DQ) {
+        /* m <= 8: the backend's gemv_nf4_regs picks the words looked up in registers */
+        constexpr int MINB = GEMV_CTAS_PER_SM;
+        switch (c->cfg.gemv_nf4_regs) {
+        case 0:
+            return launch_fast<FMT, 1, 1, MINB, 0>(c, p, scratch, stream);
+        case 1:
+            return launch_fast<FMT, 1, 1, MINB, 1>(c, p, scratch, stream);
+        case 2:
+            return launch_fast<FMT, 1, 1, MINB, 2>(c, p, scratch, stream);
+        case 3:
+            return launch_fast<FMT, 1, 1, MINB, 3>(c, p, scratch, stream);
+        default:
+            return launch_fast<FMT, 1, 1, MINB, 4>(c, p, scratch, stream);
+        }
+    }
     launch_fast<FMT, 1, 1>(c, p, scratch, stream);
 }
 

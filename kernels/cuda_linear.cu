@@ -9,7 +9,10 @@
  *                                                      gemv_bf16 is 0
  *     m = 1, Q8ROW with K >= 8192 (gemv_quant_m1    -> vl_cuda_gemv_quant_m1
  *       -1), or NF4 / Q8ROW (gemv_quant_m1 1)          (cuda_gemv_quant_m1.cu), where it takes them
- *     everything else                               -> vl_cuda_launch_gemv (cuda_gemv.cu)
+ *     everything else                               -> vl_cuda_launch_gemv (cuda_gemv.cu), which
+ *                                                      sends NF4 / Q8ROW with K a multiple of its
+ *                                                      step to the lean kernel (cuda_gemv_lean.cu)
+ *                                                      unless the backend's gemv_lean is 0
  *   bf16, larger m, no bias                         -> cublasGemmEx
  *   bf16, larger m, bias, 16-byte clean             -> cuBLASLt with the BIAS epilogue
  *   bf16, larger m, bias, any other                 -> vl_cuda_launch_gemm_bias_fp32 (cuBLAS

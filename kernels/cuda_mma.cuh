@@ -40,6 +40,62 @@ __device__ __forceinline__ uint32_t vl_nf4_pair(const float *s_table, uint32_t h
     return vl_pack_bf16x2(__fmul_rn(first, scale), __fmul_rn(second, scale));
 }
 
+/* PTX prmt in its default mode: result byte n is byte (nibble n of sel) & 7 of {a: 0..3, b: 4..7},
+ * or, where the nibble's bit 3 is set, that byte's sign bit copied into all 8 bits. (__byte_perm
+ * documents only the low 3 bits of each nibble; the NF4 lookups below need the sign mode.) */
+__device__ __forceinline__ uint32_t vl_prmt(uint32_t a, uint32_t b, uint32_t sel) {
+    uint32_t d;
+    asm("prmt.b32 %0, %1, %2, %3;\n" : "=r"(d) : "r"(a), "r"(b), "r"(sel));
+    return d;
+}
+
+/* One NF4 block's 16 weights bf16(table[c] * scale) (the CPU twin's expression), as byte planes
+ * for lookups in registers (vl_nf4_lookup8): hi[j] / lo[j] hold the high / low bytes of entries
+ * 4j .. 4j + 3. 16 FMUL, 8 conversions, 8 byte permutes. */
+struct vl_nf4_planes {
+    uint32_t hi[4], lo[4];
+};
+
+__device__ __forceinline__ vl_nf4_planes vl_nf4_make_planes(const float *table, float scale) {
+    vl_nf4_planes t;
+#pragma unroll
+    for (int j = 0; j < 4; j++) {
+        const uint32_t a =
+            vl_pack_bf16x2(__fmul_rn(table[4 * j], scale), __fmul_rn(table[4 * j + 1], scale));
+        const uint32_t b =
+            vl_pack_bf16x2(__fmul_rn(table[4 * j + 2], scale), __fmul_rn(table[4 * j + 3], scale));
+        t.hi[j] = vl_prmt(a, b, 0x7531u);
+        t.lo[j] = vl_prmt(a, b, 0x6420u);
+    }
+    return t;
+}
+
+/* Four codes (the nibbles of sel, bit 3 cleared) looked up in both halves of the table, merged
+ * by m (0xff bytes: the code is 8..15), and interleaved into bf16 pairs: out0 = {code of nibble
+ * 1, code of nibble 0}, out1 = {nibble 3, nibble 2} (low half first). */
+__device__ __forceinline__ void vl_nf4_lookup4(uint32_t &out0, uint32_t &out1,
+                                               const vl_nf4_planes &t, uint32_t sel, uint32_t m) {
+    const uint32_t h0 = vl_prmt(t.hi[0], t.hi[1], sel), h1 = vl_prmt(t.hi[2], t.hi[3], sel);
+    const uint32_t l0 = vl_prmt(t.lo[0], t.lo[1], sel), l1 = vl_prmt(t.lo[2], t.lo[3], sel);
+    const uint32_t h = (h0 & ~m) | (h1 & m), l = (l0 & ~m) | (l1 & m);
+    out0 = vl_prmt(l, h, 0x4051u);
+    out1 = vl_prmt(l, h, 0x6273u);
+}
+
+/* The 8 weights of a word of NF4 codes (byte j: element 2j in the high nibble, 2j + 1 in the low
+ * one) as bf16 pairs out[j] = {element 2j, element 2j + 1}, from the block's planes: 20 integer
+ * instructions and no memory access (the shared-memory table costs a load per weight). */
+__device__ __forceinline__ void vl_nf4_lookup8(uint32_t out[4], const vl_nf4_planes &t,
+                                               uint32_t v) {
+    const uint32_t sel = v & 0x77777777u; /* each code's entry within its half of the table */
+    const uint32_t v4 = v << 4;           /* bit 3 of each low nibble now its byte's sign bit */
+    /* 0xff bytes where a code is 8..15: sign bits of v (high nibbles) and v4 (low nibbles), in
+     * the nibble order of sel: low 0, high 0, low 1, high 1 (bytes 0, 1 of v), then bytes 2, 3 */
+    const uint32_t m01 = vl_prmt(v, v4, 0x9D8Cu), m23 = vl_prmt(v, v4, 0xBFAEu);
+    vl_nf4_lookup4(out[0], out[1], t, sel, m01);
+    vl_nf4_lookup4(out[2], out[3], t, sel >> 16, m23);
+}
+
 /* int8 byte j of `biased` (the word with every byte's sign bit flipped, q + 128) as the Q8ROW
  * weight: 0x4B0000bb is 2^23 + q + 128, so one subtraction gives the exact float q; then
  * q * absmax * (1/127), left to right (the CPU twin's expression). */

@@ -523,6 +523,15 @@ typedef struct {
                                * to 16 rows of x: 1, or 2 (each x load serves twice the weights;
                                * 3 CTAs an SM), or 3 (default: two, under a 4-CTA register
                                * bound; int8 as 2, it would spill) */
+    int gemv_nf4_regs;        /* "gemv_nf4_regs": NF4 dequantization in the GEMV of up to 8 rows
+                               * of x: of each 16-byte chunk's 4 words (32 weights), how many
+                               * are looked up in registers (the block's 16 weights as byte
+                               * planes, byte permutes), the rest in the shared-memory table
+                               * (a load and a multiply per weight): 0..4 (default 4) */
+    int gemv_lean;            /* "gemv_lean": 1 (default) runs NF4 / Q8ROW products of up to
+                               * 8 rows of x with K a multiple of 256 (NF4) or 128 (Q8ROW) on
+                               * the lean GEMV (cuda_gemv_lean.cu: a 64-weight block a lane a
+                               * step, no per-step bounds or index arithmetic); 0: cuda_gemv.cu's */
     int quant_gemv_rows;      /* "quant_gemv_rows": NF4 / Q8ROW products of 9 to N rows of x (a
                                * batched decode step) run the GEMV 8 rows at a time, reading the
                                * packed W m / 8 times, instead of the dequant GEMM, whose bf16

@@ -292,16 +292,22 @@ static void test_blas_bias(void) {
     weight_free(&t);
 }
 
-/* A second CUDA backend created with one option of vl_cuda_config ("key=value") set: how a test
- * picks a kernel variant. It becomes `gpu` until gpu_restore. */
+/* A second CUDA backend created with options of vl_cuda_config set ("key=value", several
+ * separated by commas): how a test picks a kernel variant. It becomes `gpu` until gpu_restore. */
 static vl_backend *main_gpu;
 static void gpu_with(const char *opt) {
     vl_cuda_config cfg;
     vl_cuda_config_init(&cfg);
-    char why[256] = "";
+    char why[256] = "", one[64];
     vl_backend *b = NULL;
-    if (vl_cuda_config_set(&cfg, opt, why, sizeof why) == 0)
-        b = vl_backend_cuda(&cfg, why, sizeof why);
+    int ok = 1;
+    for (const char *o = opt; ok && *o;) {
+        const size_t len = strcspn(o, ",");
+        snprintf(one, sizeof one, "%.*s", (int)len, o);
+        ok = vl_cuda_config_set(&cfg, one, why, sizeof why) == 0;
+        o += len + (o[len] == ',');
+    }
+    if (ok) b = vl_backend_cuda(&cfg, why, sizeof why);
     if (!b) {
         fprintf(stderr, "FAIL: a CUDA backend with %s: %s\n", opt, why);
         exit(1);
@@ -345,6 +351,39 @@ static void test_q_v2(int kind) {
            (long long)total, 100 * frac);
     VT_CHECKF(frac >= GEMV_EXACT, "%s (v2): only %.3f%% of all GEMV outputs exact", kind_name[kind],
               100 * frac);
+}
+
+/* ---- the m <= 8 kernels: lean or general, NF4 in registers or shared memory ---------------------
+ * The lean kernel (cuda_gemv_lean.cu, the default where K is a multiple of its step) and, with
+ * gemv_lean=0, cuda_gemv.cu's kernel, each with every split of a 16-byte NF4 chunk's 4 words
+ * between lookups in registers (the block's byte planes) and the shared-memory table
+ * (gemv_nf4_regs 0..4), for NF4, double-quantized NF4 and (regs 4 only: it has no table) Q8ROW;
+ * the same checks as above. Shapes: K off the lean step (the general kernel), N = 1 and N not a
+ * multiple of 16 (rows read past N), fewer steps than warps (K = 256, 512), K split over CTAs
+ * (N = 512, 16 x 18944), the model's q/k/v rows. */
+static void test_m8_kernel(int kind, int regs, int lean) {
+    char opt[64];
+    snprintf(opt, sizeof opt, "gemv_nf4_regs=%d,gemv_lean=%d", regs, lean);
+    printf("%s, %s\n", kind_name[kind], opt);
+    const int64_t exact0 = kind_exact[kind], total0 = kind_total[kind];
+    gpu_with(opt);
+    const int64_t shapes[][2] = {{7, 128},    {33, 96},    {1, 256},    {33, 512},   {40, 3584},
+                                 {512, 3584}, {16, 18944}, {8500, 512}, {4608, 3584}};
+    for (int s = 0; s < (int)(sizeof shapes / sizeof shapes[0]); s++) {
+        test_weight t;
+        weight_make(&t, kind, shapes[s][0], shapes[s][1]);
+        check_case(&t, kind, 1, 1, 0);
+        check_case(&t, kind, 3, 0, 0);
+        if (s < 7) check_case(&t, kind, MAX_M, 1, 0);
+        weight_free(&t);
+    }
+    gpu_restore();
+    const int64_t exact = kind_exact[kind] - exact0, total = kind_total[kind] - total0;
+    const double frac = total ? (double)exact / (double)total : 1.0;
+    printf("  %s (%s): %lld GEMV outputs, %.3f%% exactly bf16(cpu result)\n", kind_name[kind], opt,
+           (long long)total, 100 * frac);
+    VT_CHECKF(frac >= GEMV_EXACT, "%s (%s): only %.3f%% of all GEMV outputs exact", kind_name[kind],
+              opt, 100 * frac);
 }
 
 /* ---- the m = 1 bf16 kernel (kernels/cuda_gemv_bf16.cu)
@@ -432,6 +471,13 @@ int main(void) {
     test_blas_bias();
     test_gemv_bf16(1);
     test_gemv_bf16(0);
+    for (int lean = 0; lean < 2; lean++) {
+        for (int regs = 0; regs <= 4; regs++) {
+            test_m8_kernel(W_NF4, regs, lean);
+            test_m8_kernel(W_NF4_DQ, regs, lean);
+        }
+        test_m8_kernel(W_Q8ROW, 4, lean);
+    }
     test_q_v2(W_NF4);
     test_q_v2(W_Q8ROW);
     const char *row_tiles[] = {"gemv_row_tiles=1", "gemv_row_tiles=2", "gemv_row_tiles=3"};
