@@ -12,11 +12,15 @@
  *     from shared memory), mask, online softmax in registers, then O += P V (wgmma with P from
  *     registers: the S accumulators rounded to bf16 are its A fragments, as in FlashAttention-2,
  *     and V read transposed from shared memory).
- *   - Schedules (the backend's attn_prefill_wgmma): 2 (default), pingpong: phase t issues S(t)
- *     and P.V(t - 1) as one batch, the two consumers in turn through named barriers, so the
- *     tensor cores run one consumer's products while the other computes its softmax of the tile
- *     before; 1 runs each tile's products one after the other (no turns). Measured on the H100
- *     (bench/RESULTS.md): 2 is 5-9% faster than 1.
+ *   - Schedules (the backend's attn_prefill_wgmma): 2, pingpong: phase t issues S(t) and
+ *     P.V(t - 1) as one batch, the two consumers in turn through named barriers, so the tensor
+ *     cores run one consumer's products while the other computes its softmax of the tile before;
+ *     3 (default) adds FlashAttention-3's overlap inside a consumer: S(t) and P.V(t - 1) are two
+ *     commit groups, and the softmax of tile t runs once S(t) is done, beside the consumer's own
+ *     P.V(t - 1); 1 runs each tile's products one after the other (no turns). 3 applies to
+ *     causal calls; the others (vision: segments) run 2, where 3 measured 0.4-1.6% slower.
+ *     Measured on the H100 (bench/RESULTS.md): 2 is 5-9% faster than 1; 3 is 0.6-10% faster
+ *     than 2 on causal prefill (S21, two runs).
  *   - No wgmma sits in a branch: ptxas serializes every wgmma of a kernel that has one there
  *     (waits after each). So both consumers run every tile of the CTA's key range; a tile none
  *     of a consumer's rows sees is all masked and changes nothing.
@@ -526,7 +530,8 @@ int vl_attn_wgmma_takes(const vl_cuda_ctx *c, const vl_attn_params *p) {
 int vl_attn_prefill_wgmma(vl_cuda_ctx *c, const vl_attn_params *p, cudaStream_t stream) {
     if (!vl_attn_wgmma_takes(c, p)) return 0;
 #ifdef VL_HOPPER_KERNELS
-    const int mode = c->cfg.attn_prefill_wgmma;
+    /* 3 for causal calls only (file comment: measured slower on the vision blocks) */
+    const int mode = c->cfg.attn_prefill_wgmma == 3 && !p->causal ? 2 : c->cfg.attn_prefill_wgmma;
     if (p->head_dim == 128)
         mode == 3   ? launch<128, 3>(c, p, stream)
         : mode == 2 ? launch<128, 2>(c, p, stream)

@@ -19,7 +19,7 @@ void vl_cuda_config_init(vl_cuda_config *c) {
                           .quant_gemv_rows = 32,
                           .attn_decode_waves = 1,
                           .attn_decode_tail = 1,
-                          .attn_prefill_wgmma = 2};
+                          .attn_prefill_wgmma = 3};
 }
 
 /* One key: its field (an int or a long) and what it accepts. */

@@ -7,8 +7,9 @@
  *     m = 1, bf16, K % 8 == 0, aligned              -> vl_cuda_gemv_bf16 (cuda_gemv_bf16.cu):
  * faster than cuBLAS's GEMV on every decoder shape (bench/RESULTS.md); unless the backend's
  *                                                      gemv_bf16 is 0
- *     m = 1, Q8ROW with K >= 8192 (gemv_quant_m1    -> vl_cuda_gemv_quant_m1
- *       -1), or NF4 / Q8ROW (gemv_quant_m1 1)          (cuda_gemv_quant_m1.cu), where it takes them
+ *     m = 1, Q8ROW with K >= 8192 that the lean    -> vl_cuda_gemv_quant_m1
+ *       kernel leaves (gemv_quant_m1 -1), or NF4 /     (cuda_gemv_quant_m1.cu), where it takes them
+ *       Q8ROW (gemv_quant_m1 1)
  *     everything else                               -> vl_cuda_launch_gemv (cuda_gemv.cu), which
  *                                                      sends NF4 / Q8ROW with K a multiple of its
  *                                                      step to the lean kernel (cuda_gemv_lean.cu)
@@ -86,11 +87,14 @@ int vl_cuda_launch_linear_bias(cublasLtHandle_t lt, void *ws, size_t ws_bytes, c
 /* ---- the decode GEMV: which kernel -------------------------------------------------------- */
 
 /* The quantized m = 1 kernel where the configuration asks for it: by default only where it
- * measured faster (Q8ROW, rows of 8192 or more: the down projection). */
+ * measured faster than the general GEMV (Q8ROW, rows of 8192 or more: the down projection) and
+ * the lean kernel does not take the product (it measured faster still: S21, H100, 3584 x 18944
+ * int8 2126 against 1762 GB/s). */
 static int quant_m1_wanted(const vl_cuda_config *cfg, const vl_weight *w) {
     if (w->dtype != VL_DTYPE_NF4 && w->dtype != VL_DTYPE_Q8ROW) return 0;
     if (cfg->gemv_quant_m1 >= 0) return cfg->gemv_quant_m1;
-    return w->dtype == VL_DTYPE_Q8ROW && w->cols >= 8192;
+    const int lean = cfg->gemv_lean && w->cols % 128 == 0; /* vl_gemv_lean_launch's Q8ROW step */
+    return w->dtype == VL_DTYPE_Q8ROW && w->cols >= 8192 && !lean;
 }
 
 void vl_cuda_gemv(vl_cuda_ctx *c, vl_bf16 *y, const vl_bf16 *x, int64_t m, const vl_weight *w,

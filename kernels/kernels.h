@@ -512,8 +512,9 @@ typedef struct {
     int gemv_bf16_splits;     /* "gemv_bf16_splits": warps per row of the bf16 GEMV: 0 (default)
                                * chosen per shape; 1, 2, 4 or 8 forced */
     int gemv_quant_m1;        /* "gemv_quant_m1": the m = 1 quantized GEMV (cuda_gemv_quant_m1.cu):
-                               * -1 (default) where it measured faster (Q8ROW rows of K >= 8192);
-                               * 1 for every NF4 / Q8ROW product it takes; 0 never */
+                               * -1 (default) where it measured faster (Q8ROW rows of K >= 8192
+                               * the lean GEMV does not take); 1 for every NF4 / Q8ROW product
+                               * it takes; 0 never */
     int gemv_quant_m1_splits; /* "gemv_quant_m1_splits": its warps per row pair, as above */
     int gemv_rows16;          /* "gemv_rows16": 1 (default) sends NF4 / Q8ROW products of 9 to
                                * 16 rows of x to the GEMV with two x tiles (W read once);
@@ -546,9 +547,11 @@ typedef struct {
                                * combines every plan (the same bits, one launch more) */
     int attn_prefill_wgmma;   /* "attn_prefill_wgmma": prefill attention on a compute
                                * capability 9.0 device takes the Hopper kernel (wgmma + TMA)
-                               * where it applies: 2 (default) with the two consumer
-                               * warpgroups' products in turn (pingpong), 1 without; 0 keeps
-                               * the mma.sync kernel (sm_80's) for every call */
+                               * where it applies: 2 with the two consumer warpgroups'
+                               * products in turn (pingpong), 3 (default) that plus each
+                               * softmax beside its own consumer's P.V (causal calls; the
+                               * others run 2), 1 without turns; 0 keeps the mma.sync kernel
+                               * (sm_80's) for every call */
     int attn_prefill_rows;    /* "attn_prefill_rows": query rows per prefill CTA: 0 (default)
                                * 64 for calls of <= 64 rows, else 128; 64 or 128 forced */
     long profile_step;        /* "profile_step": N > 0 brackets the Nth graph replay (from 1) with

@@ -4,14 +4,14 @@
 #   1. build (Release, sm_90 -> sm_90a) vlbench, test_attention_gpu and vlrun, against the
 #      Debian packages in .deps (scripts/device_deps.sh); SASS of the Hopper kernel: its HGMMA
 #      count and how many waits follow them (ptxas serializes wgmma it cannot pipeline)
-#   2. test_attention_gpu: every case on the Hopper kernel (attn_prefill_wgmma=2, then 1) and on
-#      the mma.sync kernel (0), against the CPU twin
-#   3. vlbench attention --kinds prefill,chunk,vision with attn_prefill_wgmma=2, 1 and 0, then
+#   2. test_attention_gpu: every case on the Hopper kernel (attn_prefill_wgmma=3, the default,
+#      then 2 and 1) and on the mma.sync kernel (0), against the CPU twin
+#   3. vlbench attention --kinds prefill,chunk,vision with attn_prefill_wgmma=3, 2, 1 and 0, then
 #      bench/anchors/sdpa_attention.py (PyTorch SDPA cuDNN and FlashAttention-2, same shapes)
 #   4. Nsight Compute of the Hopper kernel: causal 16384 and the two vision cases
 #   5. vlrun end to end (random 7B weights, 64 tokens): x28 page.png bf16 and NF4, 28 different
 #      pages (page.png shifted and numbered: the vision tower runs 28 times), NF4 x200, each
-#      with attn_prefill_wgmma=2 and 0 (the time to first token is the figure)
+#      with attn_prefill_wgmma=3 and 0 (the time to first token is the figure)
 # Steps past SECONDS (default 560) are skipped and say so. Usage on the GPU machine, with .deps
 # and .cache/tokenizer.json.gz carried: bash scripts/device_attention.sh 560
 set -u
@@ -88,12 +88,12 @@ run() { # TAG OPT ARGS...
     echo "$(el) $tag attn_prefill_wgmma=$opt rc $? $(python3 -c "import json; t=json.load(open(
 '$O/r_${tag}_w$opt.json'))['timings']; print('ttft %.3f s' % t['ttft_s'])" 2>&1 | tail -1)" >>$L
 }
-for opt in 2 0; do
+for opt in 3 0; do
     run bf16_x28 $opt examples/page.png x28
     run nf4_x28 $opt examples/page.png x28 --quant nf4
     run bf16_28pages $opt "${PAGES[@]}"
     run nf4_28pages $opt "${PAGES[@]}" --quant nf4
 done
-run nf4_x200 2 examples/page.png x200 --quant nf4
+run nf4_x200 3 examples/page.png x200 --quant nf4
 run nf4_x200 0 examples/page.png x200 --quant nf4
 echo "$(el) done" >>$L

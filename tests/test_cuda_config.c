@@ -26,7 +26,7 @@ static void test_defaults(void) {
     VT_CHECK_INT(c.attn_decode_splits, 0);
     VT_CHECK_INT(c.attn_decode_waves, 1);
     VT_CHECK_INT(c.attn_decode_tail, 1);
-    VT_CHECK_INT(c.attn_prefill_wgmma, 2);
+    VT_CHECK_INT(c.attn_prefill_wgmma, 3);
     VT_CHECK_INT(c.attn_prefill_rows, 0);
     VT_CHECK(c.profile_step == 0);
 }
