@@ -72,12 +72,8 @@ lean_step(float (&acc)[1][1][4], const LeanStep &s, const vl_bf16 *xq, const flo
 #pragma unroll
             for (int i = 0; i < 2; i++) {
                 const int w = 2 * h + i;
-                const uint32_t va = wa[w] ^ 0x80808080u, vb = wb[w] ^ 0x80808080u;
                 uint32_t a[4];
-                a[0] = vl_pack_bf16x2(vl_q8_weight(va, 0, row_sa), vl_q8_weight(va, 1, row_sa));
-                a[2] = vl_pack_bf16x2(vl_q8_weight(va, 2, row_sa), vl_q8_weight(va, 3, row_sa));
-                a[1] = vl_pack_bf16x2(vl_q8_weight(vb, 0, row_sb), vl_q8_weight(vb, 1, row_sb));
-                a[3] = vl_pack_bf16x2(vl_q8_weight(vb, 2, row_sb), vl_q8_weight(vb, 3, row_sb));
+                vl_q8_a_regs(a, wa[w], wb[w], row_sa, row_sb);
                 vl_mma_bf16(d[i], a, xs[2 * i], xs[2 * i + 1]);
             }
         }

@@ -87,12 +87,8 @@ __device__ __forceinline__ void qv2_chunk(float &acc_a, float &acc_b, const uint
         /* 16 weights: mma step s takes weights 4s .. 4s + 3 = word s */
 #pragma unroll
         for (int s = 0; s < 4; s++) {
-            const uint32_t xa = pa[s] ^ 0x80808080u, xb = pb[s] ^ 0x80808080u;
             uint32_t a[4];
-            a[0] = vl_pack_bf16x2(vl_q8_weight(xa, 0, sa), vl_q8_weight(xa, 1, sa));
-            a[2] = vl_pack_bf16x2(vl_q8_weight(xa, 2, sa), vl_q8_weight(xa, 3, sa));
-            a[1] = vl_pack_bf16x2(vl_q8_weight(xb, 0, sb), vl_q8_weight(xb, 1, sb));
-            a[3] = vl_pack_bf16x2(vl_q8_weight(xb, 2, sb), vl_q8_weight(xb, 3, sb));
+            vl_q8_a_regs(a, pa[s], pb[s], sa, sb);
             vl_mma_bf16(d, a, xc[2 * s], xc[2 * s + 1]);
         }
     }

@@ -115,11 +115,7 @@ static __device__ __forceinline__ void gemv_a_regs(uint32_t a[4], const GemvChun
         a[1] = wb[2 * s], a[3] = wb[2 * s + 1];
     } else if constexpr (FMT == FMT_Q8ROW) {
         /* sa / sb: row absmax */
-        const uint32_t xa = wa[s] ^ 0x80808080u, xb = wb[s] ^ 0x80808080u;
-        a[0] = vl_pack_bf16x2(vl_q8_weight(xa, 0, sa), vl_q8_weight(xa, 1, sa));
-        a[2] = vl_pack_bf16x2(vl_q8_weight(xa, 2, sa), vl_q8_weight(xa, 3, sa));
-        a[1] = vl_pack_bf16x2(vl_q8_weight(xb, 0, sb), vl_q8_weight(xb, 1, sb));
-        a[3] = vl_pack_bf16x2(vl_q8_weight(xb, 2, sb), vl_q8_weight(xb, 3, sb));
+        vl_q8_a_regs(a, wa[s], wb[s], sa, sb);
     } else {
         /* bytes 2s, 2s + 1 of the chunk = byte 2 (s % 2) (+1) of word s / 2 */
         const uint32_t va = wa[s / 2], vb = wb[s / 2];

@@ -104,6 +104,17 @@ __device__ __forceinline__ float vl_q8_weight(uint32_t biased, int j, float absm
     return __fmul_rn(__fmul_rn(__fsub_rn(big, 8388736.0f), absmax), 1.0f / 127.0f);
 }
 
+/* The mma A registers of 4 Q8ROW weights (one word) of each of two rows: row a's in a[0] (weights
+ * 0, 1) and a[2] (2, 3), row b's in a[1] and a[3]; sa / sb the rows' absmax. */
+__device__ __forceinline__ void vl_q8_a_regs(uint32_t a[4], uint32_t word_a, uint32_t word_b,
+                                             float sa, float sb) {
+    const uint32_t xa = word_a ^ 0x80808080u, xb = word_b ^ 0x80808080u;
+    a[0] = vl_pack_bf16x2(vl_q8_weight(xa, 0, sa), vl_q8_weight(xa, 1, sa));
+    a[2] = vl_pack_bf16x2(vl_q8_weight(xa, 2, sa), vl_q8_weight(xa, 3, sa));
+    a[1] = vl_pack_bf16x2(vl_q8_weight(xb, 0, sb), vl_q8_weight(xb, 1, sb));
+    a[3] = vl_pack_bf16x2(vl_q8_weight(xb, 2, sb), vl_q8_weight(xb, 3, sb));
+}
+
 /* Four int8 (the bytes of w, lowest first) as four exact bf16, two per register, lowest in the
  * low half: b + 128 is placed in the mantissa of 2^23 and 2^23 + 128 subtracted in fp32 (exact),
  * then each pair is rounded to bf16 (exact: |b| <= 128). */
