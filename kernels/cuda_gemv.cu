@@ -37,9 +37,7 @@
  *     BATCH steps of loads are issued before the previous batch is used (register double
  *     buffer), so each lane keeps 2 x BATCH x 32 bytes in flight.
  *   - x is read through L1 (__ldg): a CTA's K slice of x is reused by every warp on the SM.
- *   - NF4: the backend's gemv_nf4_regs words of each 16-byte chunk are looked up in registers
- *     (the chunk's block table as byte planes, vl_nf4_lookup8 in cuda_mma.cuh), the rest
- *     through the 16-entry table in shared memory (16 words in 16 banks: conflict-free);
+ *   - NF4: the 16-entry table lives in shared memory (16 words in 16 banks: conflict-free);
  *     codes become byte offsets with two masks per 32-bit word and one byte_perm per byte;
  *     table * scale in fp32, then cvt to bf16x2 packs two weights into one A register.
  *   - Q8ROW: int8 -> fp32 by the 2^23 magic number (byte_perm + one subtraction, no I2F).
@@ -80,7 +78,7 @@ __device__ __forceinline__ float round_bf16(float v) {
  * weight registers stay the same). MINB: the launch bound's CTAs per SM (RT = 2 takes 167
  * registers at the default bound, 3 CTAs; under a bound of 4 it fits 128 without spilling for
  * NF4: gemv_row_tiles = 3, the default; batch_decode measured both the same, S16). */
-template <int FMT, int NT, int RT, int MINB = GEMV_CTAS_PER_SM / NT, int RW = GEMV_NF4_REG_WORDS>
+template <int FMT, int NT, int RT, int MINB = GEMV_CTAS_PER_SM / NT>
 static __global__ void __launch_bounds__(GEMV_THREADS, MINB)
     gemv_mma_kernel(const __grid_constant__ GemvParams p) {
     constexpr int VEC = GemvFmt<FMT>::VEC, STEP_K = 4 * VEC;
@@ -145,8 +143,8 @@ static __global__ void __launch_bounds__(GEMV_THREADS, MINB)
 #pragma unroll
         for (int u = 0; u < BATCH; u++) {
             if (it + u >= it_end) break;
-            gemv_step<FMT, NT, RT, RW>(acc, cur[u], p, x_lane, (it + u) * STEP_K + q * VEC, s_table,
-                                       s_map, row_sa, row_sb);
+            gemv_step<FMT, NT, RT>(acc, cur[u], p, x_lane, (it + u) * STEP_K + q * VEC, s_table,
+                                   s_map, row_sa, row_sb);
         }
 #pragma unroll
         for (int u = 0; u < BATCH; u++)
@@ -260,12 +258,12 @@ int vl_cuda_gemv_supported(const vl_weight *w, int64_t m) {
     }
 }
 
-template <int FMT, int NT, int RT, int MINB = GEMV_CTAS_PER_SM / NT, int RW = GEMV_NF4_REG_WORDS>
+template <int FMT, int NT, int RT, int MINB = GEMV_CTAS_PER_SM / NT>
 static void launch_fast(vl_cuda_ctx *c, GemvParams &p, const vl_cuda_gemv_scratch *scratch,
                         cudaStream_t stream) {
     /* CTAs one SM holds at once (registers bound it), asked once per backend and kernel */
-    const int ctas_per_sm = vl_cuda_ctas_per_sm(
-        c, (const void *)gemv_mma_kernel<FMT, NT, RT, MINB, RW>, GEMV_THREADS, 0);
+    const int ctas_per_sm =
+        vl_cuda_ctas_per_sm(c, (const void *)gemv_mma_kernel<FMT, NT, RT, MINB>, GEMV_THREADS, 0);
     constexpr int STEP_K = 4 * GemvFmt<FMT>::VEC, TILE = GEMV_TILE_ROWS * RT;
     p.iters = (p.k + STEP_K - 1) / STEP_K;
     const int64_t tiles = (p.n + TILE - 1) / TILE;
@@ -275,7 +273,7 @@ static void launch_fast(vl_cuda_ctx *c, GemvParams &p, const vl_cuda_gemv_scratc
         p.partials = scratch->partials;
         p.tile_counters = scratch->tile_counters;
     }
-    gemv_mma_kernel<FMT, NT, RT, MINB, RW>
+    gemv_mma_kernel<FMT, NT, RT, MINB>
         <<<dim3((unsigned)tiles, (unsigned)splits), GEMV_THREADS, 0, stream>>>(p);
     VL_CUDA_LAUNCH_CHECK();
 }
@@ -296,22 +294,6 @@ static void launch_fast_m(vl_cuda_ctx *c, GemvParams &p, const vl_cuda_gemv_scra
         }
     if constexpr (FMT != FMT_BF16)
         if (c->cfg.gemv_lean && vl_gemv_lean_launch(c, FMT, p, scratch, stream)) return;
-    if constexpr (FMT == FMT_NF4 || FMT == FMT_NF4_DQ) {
-        /* m <= 8: the backend's gemv_nf4_regs picks the words looked up in registers */
-        constexpr int MINB = GEMV_CTAS_PER_SM;
-        switch (c->cfg.gemv_nf4_regs) {
-        case 0:
-            return launch_fast<FMT, 1, 1, MINB, 0>(c, p, scratch, stream);
-        case 1:
-            return launch_fast<FMT, 1, 1, MINB, 1>(c, p, scratch, stream);
-        case 2:
-            return launch_fast<FMT, 1, 1, MINB, 2>(c, p, scratch, stream);
-        case 3:
-            return launch_fast<FMT, 1, 1, MINB, 3>(c, p, scratch, stream);
-        default:
-            return launch_fast<FMT, 1, 1, MINB, 4>(c, p, scratch, stream);
-        }
-    }
     launch_fast<FMT, 1, 1>(c, p, scratch, stream);
 }
 

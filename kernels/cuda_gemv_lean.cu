@@ -213,6 +213,12 @@ static void lean_nf4(vl_cuda_ctx *c, GemvParams &p, const vl_cuda_gemv_scratch *
     }
 }
 
+int vl_cuda_gemv_lean_step(vl_dtype dtype) {
+    return dtype == VL_DTYPE_Q8ROW ? kLeanStepK<FMT_Q8ROW>
+           : dtype == VL_DTYPE_NF4 ? kLeanStepK<FMT_NF4>
+                                   : 0;
+}
+
 int vl_gemv_lean_launch(vl_cuda_ctx *c, int fmt, GemvParams &p, const vl_cuda_gemv_scratch *scratch,
                         cudaStream_t stream) {
     if (p.m < 1 || p.m > GEMV_TILE_COLS || p.n < 1) return 0;

@@ -15,9 +15,6 @@
 #define GEMV_TILE_COLS       8  /* x rows of one B tile (VL_CUDA_GEMV_MAX_M) */
 #define GEMV_CTAS_PER_SM     4  /* launch bound: <= 128 registers per thread */
 #define GEMV_MAX_GRID_SPLITS 64
-/* NF4 words of each 16-byte chunk dequantized by lookups in registers where the backend's
- * gemv_nf4_regs does not choose (9 to 16 rows of x) */
-#define GEMV_NF4_REG_WORDS 0
 
 static_assert(GEMV_THREADS == GEMV_TILE_ROWS * GEMV_TILE_COLS,
               "the epilogue maps one thread to one (row, x row) output of the tile");
@@ -131,16 +128,13 @@ static __device__ __forceinline__ void gemv_a_regs(uint32_t a[4], const GemvChun
 
 /* acc[r][t] += this lane's share of one warp step for row tile r and B tile t (x rows 8t .. 8t +
  * 7). x_lane[t]: x row 8t + g (NULL when that is >= m). x is loaded once for the RT row tiles, and
- * the A registers of a row tile once for the NT x tiles. NF4: the last RW of the chunk's 4 words
- * are looked up in registers (the chunk's block tables as byte planes, vl_nf4_lookup8), the first
- * 4 - RW in the shared-memory table. */
-template <int FMT, int NT, int RT, int RW>
+ * the A registers of a row tile once for the NT x tiles. */
+template <int FMT, int NT, int RT>
 static __device__ __forceinline__ void
 gemv_step(float (&acc)[RT][NT][4], const GemvChunk (&c)[RT], const GemvParams &p,
           const vl_bf16 *const (&x_lane)[NT], int kc, const float *s_table, const float *s_map,
           const float (&row_sa)[RT], const float (&row_sb)[RT]) {
     constexpr int VEC = GemvFmt<FMT>::VEC, STEPS = VEC / 4;
-    constexpr bool NF4 = FMT == FMT_NF4 || FMT == FMT_NF4_DQ;
     uint32_t xw[NT][VEC / 2];
 #pragma unroll
     for (int t = 0; t < NT; t++) {
@@ -165,33 +159,12 @@ gemv_step(float (&acc)[RT][NT][4], const GemvChunk (&c)[RT], const GemvParams &p
             sb = nf4_scale<FMT>(s_map, c[r].cb, c[r].sb, p.absmax_offset);
         }
         float d[NT][4] = {};
-        constexpr int SHARED_STEPS = NF4 ? 2 * (4 - RW) : STEPS; /* NF4: 2 mma steps a word */
 #pragma unroll
-        for (int s = 0; s < SHARED_STEPS; s++) {
+        for (int s = 0; s < STEPS; s++) {
             uint32_t a[4];
             gemv_a_regs<FMT>(a, c[r], s, s_table, sa, sb);
 #pragma unroll
             for (int t = 0; t < NT; t++) vl_mma_bf16(d[t], a, xw[t][2 * s], xw[t][2 * s + 1]);
-        }
-        if constexpr (NF4 && RW > 0) {
-            const vl_nf4_planes ta = vl_nf4_make_planes(p.nf4_table, sa);
-            const vl_nf4_planes tb = vl_nf4_make_planes(p.nf4_table, sb);
-            const uint32_t *wa = reinterpret_cast<const uint32_t *>(&c[r].wa);
-            const uint32_t *wb = reinterpret_cast<const uint32_t *>(&c[r].wb);
-#pragma unroll
-            for (int w = 4 - RW; w < 4; w++) {
-                uint32_t oa[4], ob[4];
-                vl_nf4_lookup8(oa, ta, wa[w]);
-                vl_nf4_lookup8(ob, tb, wb[w]);
-                /* mma step 2w: bytes 0, 1 of the word; 2w + 1: bytes 2, 3 (gemv_a_regs' order) */
-                const uint32_t a0[4] = {oa[0], ob[0], oa[1], ob[1]};
-                const uint32_t a1[4] = {oa[2], ob[2], oa[3], ob[3]};
-#pragma unroll
-                for (int t = 0; t < NT; t++) {
-                    vl_mma_bf16(d[t], a0, xw[t][4 * w], xw[t][4 * w + 1]);
-                    vl_mma_bf16(d[t], a1, xw[t][4 * w + 2], xw[t][4 * w + 3]);
-                }
-            }
         }
 #pragma unroll
         for (int t = 0; t < NT; t++)

@@ -93,7 +93,7 @@ int vl_cuda_launch_linear_bias(cublasLtHandle_t lt, void *ws, size_t ws_bytes, c
 static int quant_m1_wanted(const vl_cuda_config *cfg, const vl_weight *w) {
     if (w->dtype != VL_DTYPE_NF4 && w->dtype != VL_DTYPE_Q8ROW) return 0;
     if (cfg->gemv_quant_m1 >= 0) return cfg->gemv_quant_m1;
-    const int lean = cfg->gemv_lean && w->cols % 128 == 0; /* vl_gemv_lean_launch's Q8ROW step */
+    const int lean = cfg->gemv_lean && w->cols % vl_cuda_gemv_lean_step(w->dtype) == 0;
     return w->dtype == VL_DTYPE_Q8ROW && w->cols >= 8192 && !lean;
 }
 

@@ -48,9 +48,9 @@ typedef struct {
  * is kept per process, so backends on one device or several live side by side. */
 typedef struct {
     int device;
-    vl_cuda_config cfg; /* the tuning knobs, read once at creation */
-    int sm_count;       /* streaming multiprocessors: sizes the GEMV and split-KV grids */
-    int cc_major, cc_minor; /* compute capability: 9.0 takes the Hopper kernels */
+    vl_cuda_config cfg;      /* the tuning knobs, read once at creation */
+    int sm_count;            /* streaming multiprocessors: sizes the GEMV and split-KV grids */
+    int cc_major, cc_minor;  /* compute capability: 9.0 takes the Hopper kernels */
     void *tensor_map_encode; /* cuTensorMapEncodeTiled, found on first use */
     char device_name[256];
     long graph_launches; /* replays so far (cfg.profile_step counts them) */
@@ -343,6 +343,9 @@ void vl_cuda_launch_gemv(vl_cuda_ctx *c, vl_bf16 *y, const vl_bf16 *x, int64_t m
  * graph-safe. Warps per row pair: c->cfg.gemv_quant_m1_splits or chosen per shape. */
 int vl_cuda_gemv_quant_m1(vl_cuda_ctx *c, vl_bf16 *y, const vl_bf16 *x, const vl_weight *w,
                           const vl_bf16 *bias);
+/* The K step of the lean GEMV (cuda_gemv_lean.cu) for a weight dtype: it takes NF4 / Q8ROW
+ * products whose K is a multiple of it (256 / 128); 0 for the dtypes it never takes. */
+int vl_cuda_gemv_lean_step(vl_dtype dtype);
 /* The m = 1 bf16 GEMV (cuda_gemv_bf16.cu): launches and returns 1 for a BF16 weight with
  * K % 8 == 0 and 16-byte aligned W data and x; returns 0 (nothing launched) otherwise. One
  * rounding per output, deterministic, graph-safe. Warps per row: c->cfg.gemv_bf16_splits or

@@ -524,8 +524,8 @@ typedef struct {
                                * to 16 rows of x: 1, or 2 (each x load serves twice the weights;
                                * 3 CTAs an SM), or 3 (default: two, under a 4-CTA register
                                * bound; int8 as 2, it would spill) */
-    int gemv_nf4_regs;        /* "gemv_nf4_regs": NF4 dequantization in the GEMV of up to 8 rows
-                               * of x: of each 16-byte chunk's 4 words (32 weights), how many
+    int gemv_nf4_regs;        /* "gemv_nf4_regs": NF4 dequantization in the lean GEMV (up to 8
+                               * rows of x): of each 16-byte chunk's 4 words (32 weights), how many
                                * are looked up in registers (the block's 16 weights as byte
                                * planes, byte permutes), the rest in the shared-memory table
                                * (a load and a multiply per weight): 0..4 (default 4) */

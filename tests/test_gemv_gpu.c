@@ -354,12 +354,12 @@ static void test_q_v2(int kind) {
 }
 
 /* ---- the m <= 8 kernels: lean or general, NF4 in registers or shared memory ---------------------
- * The lean kernel (cuda_gemv_lean.cu, the default where K is a multiple of its step) and, with
- * gemv_lean=0, cuda_gemv.cu's kernel, each with every split of a 16-byte NF4 chunk's 4 words
- * between lookups in registers (the block's byte planes) and the shared-memory table
- * (gemv_nf4_regs 0..4), for NF4, double-quantized NF4 and (regs 4 only: it has no table) Q8ROW;
- * the same checks as above. Shapes: K off the lean step (the general kernel), N = 1 and N not a
- * multiple of 16 (rows read past N), fewer steps than warps (K = 256, 512), K split over CTAs
+ * The lean kernel (cuda_gemv_lean.cu, the default where K is a multiple of its step) with every
+ * split of a 16-byte NF4 chunk's 4 words between lookups in registers (the block's byte planes)
+ * and the shared-memory table (gemv_nf4_regs 0..4), and, with gemv_lean=0, cuda_gemv.cu's kernel
+ * (which has no register table), for NF4, double-quantized NF4 and (regs 4 only: it has no table)
+ * Q8ROW; the same checks as above. Shapes: K off the lean step (the general kernel), N = 1 and N
+ * not a multiple of 16 (rows read past N), fewer steps than warps (K = 256, 512), K split over CTAs
  * (N = 512, 16 x 18944), the model's q/k/v rows. */
 static void test_m8_kernel(int kind, int regs, int lean) {
     char opt[64];
@@ -471,13 +471,12 @@ int main(void) {
     test_blas_bias();
     test_gemv_bf16(1);
     test_gemv_bf16(0);
-    for (int lean = 0; lean < 2; lean++) {
-        for (int regs = 0; regs <= 4; regs++) {
-            test_m8_kernel(W_NF4, regs, lean);
-            test_m8_kernel(W_NF4_DQ, regs, lean);
-        }
-        test_m8_kernel(W_Q8ROW, 4, lean);
+    for (int regs = 0; regs <= 4; regs++) {
+        test_m8_kernel(W_NF4, regs, 1);
+        test_m8_kernel(W_NF4_DQ, regs, 1);
     }
+    for (int kind = W_NF4; kind < W_KINDS; kind++) test_m8_kernel(kind, 4, 0);
+    test_m8_kernel(W_Q8ROW, 4, 1);
     test_q_v2(W_NF4);
     test_q_v2(W_Q8ROW);
     const char *row_tiles[] = {"gemv_row_tiles=1", "gemv_row_tiles=2", "gemv_row_tiles=3"};
