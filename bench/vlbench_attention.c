@@ -1,7 +1,8 @@
 /* vlbench_attention.c: attention through the op table on the model's layouts and lengths:
  *   prefill  causal, 28 query heads over 4 kv heads, D 128, ONE call with n_q = n_kv
  *            (4096, 16384, 38192 tokens)
- *   chunk    2048 queries at the end of a 38192-token cache (chunked prefill)
+ *   chunk    2048 queries at the end of a 38192-token cache (chunked prefill), with a bf16
+ *            cache and with an int8 one (the prefill kernels read its codes)
  *   vision   non-causal, 16 heads, D 80, 5456 tokens as 4 images of 1364 (block-diagonal
  *            segments) and as one block
  *   decode   one query over a cache of 1364, 16384, 38192 tokens (flash-decoding), with a bf16
@@ -362,6 +363,9 @@ void vlb_bench_attention(vlb_run *run) {
                 c.name = "chunk at cache end";
                 c.n_q = n < CHUNK_QUERIES ? n : CHUNK_QUERIES;
                 c.q_pos0 = n - c.n_q;
+                bench_case(run, &c);
+                c.name = "chunk at cache end, int8 cache";
+                c.kv_int8 = 1;
                 bench_case(run, &c);
                 break;
             case VLB_KIND_VISION:

@@ -248,7 +248,7 @@ typedef struct {
     int chunk;             /* prefill chunk asked for (vl_shape_chunk clamps it) */
     int64_t max_patches;   /* the largest image */
     int attn_naive;        /* --attn naive: room for a materialized score matrix */
-    int kv_int8;           /* --kv int8: int8 cache + scales, and one layer's dequantized K/V */
+    int kv_int8;           /* --kv int8: int8 cache (slots or pool) + one fp32 scale per row */
     float rep_penalty;     /* repetition penalty; 0 or 1: off (no seen-token set, no scores) */
     int n_sequences;       /* sequences held at once (slots); 0 means 1 */
     /* A batch (engine/batch.c): decode rows run together, and a paged KV pool instead of the
@@ -271,7 +271,8 @@ typedef struct {
     void *logits;               /* [V] the last position's logits */
     int32_t *ids_dev, *pos_dev; /* [chunk], [3, chunk] */
     void *img_feats;            /* [max_patches / merge^2, E]: the current image */
-    void *kv_tmp;  /* kv_int8: [2][Hkv][max_ctx][D]: one layer's K, V for a prefill chunk */
+    void *kv_tmp;  /* pool_blocks > 0: [2][Hkv][max_ctx][D] act: one layer's K, V of a prefill
+                    * chunk's sequence, gathered from the pool (kv_gather); else NULL */
     float *scores; /* --attn naive: fp32 score matrix of the largest attention call */
     void *text;    /* the decoder's per-chunk buffers (the architecture's host struct) */
     void *vision;  /* the vision tower's buffers (the architecture's host struct) */

@@ -3,15 +3,16 @@
  * on a counting arena and the context on the real one, so the plan and the allocation cannot
  * drift apart (tests/test_plan.c checks them byte for byte).
  *
- * Order: first what the scratch holds the whole run (one layer's dequantized K/V with --kv int8,
- * the residual stream, the last logits, ids and positions, the current image's features, the
- * naive attention's scores); then the decoder's per-chunk buffers and the vision tower's share
- * one region, because an image is encoded between a chunk's embedding and its first layer, when
- * the decoder's buffers hold nothing; the region is then sealed at its larger size, and each
- * slot follows (KV cache and scales, decode state, sampled tokens, the penalty's seen set and
- * scores), or for a batch (engine/batch.c) the paged pool, its block tables and lengths, with
- * the buffers sized for max(chunk, decode rows) rows and the logits of every decode row. Every
- * slice is 256-byte aligned and padded, so the totals do not depend on the order. */
+ * Order: first what the scratch holds the whole run (with a paged pool, one layer's K/V of a
+ * sequence gathered from its blocks; the residual stream, the last logits, ids and positions,
+ * the current image's features, the naive attention's scores); then the decoder's per-chunk
+ * buffers and the vision tower's share one region, because an image is encoded between a
+ * chunk's embedding and its first layer, when the decoder's buffers hold nothing; the region is
+ * then sealed at its larger size, and each slot follows (KV cache and scales, decode state,
+ * sampled tokens, the penalty's seen set and scores), or for a batch (engine/batch.c) the paged
+ * pool, its block tables and lengths, with the buffers sized for max(chunk, decode rows) rows
+ * and the logits of every decode row. Every slice is 256-byte aligned and padded, so the totals
+ * do not depend on the order. */
 #include "engine/models/models.h"
 
 #include <stdint.h>
@@ -46,9 +47,10 @@ static int layout_persistent(vl_arena *a, const vl_config *c, size_t esz, const 
     int64_t KD = (int64_t)c->n_kv_heads * c->head_dim, m2 = (int64_t)c->merge * c->merge;
     int64_t n_logits = sh->batch_rows > 1 ? sh->batch_rows : 1;
     s->kv_tmp = NULL;
-    if (sh->kv_int8 || sh->pool_blocks > 0) {
-        /* a prefill chunk attends through one layer's K and V dequantized (or gathered from
-         * the pool's blocks): 1/L of a bf16 cache */
+    if (sh->pool_blocks > 0) {
+        /* a prefill chunk over the pool attends through one layer's K and V of its sequence
+         * gathered from the blocks (and dequantized, with --kv int8): one layer of an act-dtype
+         * cache of max_ctx tokens. Slots need none: attention reads their cache, int8 too. */
         size_t tmp_bytes = 2 * (size_t)KD * (size_t)max_ctx * esz;
         if (!(s->kv_tmp = vl_arena_alloc(a, tmp_bytes, VL_MEM_WORKSPACE))) return -1;
     }

@@ -189,7 +189,6 @@ static vl_backend cpu_backend = {
     .attention_naive = vl_cpu_attention_naive,
     .kv_append = vl_cpu_kv_append,
     .rope_kv_append = vl_cpu_rope_kv_append,
-    .kv_dequant = vl_cpu_kv_dequant,
     .kv_gather = vl_cpu_kv_gather,
     .sample_token = vl_cpu_sample_token,
     .sample_token_f32 = vl_cpu_sample_token_f32,

@@ -134,8 +134,7 @@ void vl_cpu_attention_naive(vl_backend *b, const vl_attn_params *p, float *score
 void vl_cpu_kv_append(vl_backend *b, void *cache, int64_t head_stride, const void *src,
                       int64_t src_stride, int64_t s, int kv_heads, int head_dim, int64_t pos0,
                       const int32_t *pos0_dev);
-/* --kv int8 (cpu_kv_cache.c): quantized append of rows src[i, g, :] at pos0 + i, and the
- * table's kv_dequant */
+/* --kv int8 (cpu_kv_cache.c): quantized append of rows src[i, g, :] at pos0 + i */
 void vl_cpu_kv_append_int8(int8_t *cache, float *scale, int64_t head_stride,
                            int64_t scale_head_stride, const float *src, int64_t src_stride,
                            int64_t s, int kv_heads, int head_dim, int64_t pos0);
@@ -144,9 +143,6 @@ void vl_cpu_kv_append_pages(const vl_rope_kv_params *p);
 void vl_cpu_kv_gather(vl_backend *b, void *dst, int64_t dst_head_stride, const void *src,
                       const float *scale, const vl_kv_pages *pages, int64_t head_stride,
                       int64_t scale_head_stride, int kv_heads, int64_t n_tok, int head_dim);
-void vl_cpu_kv_dequant(vl_backend *b, void *dst, const int8_t *src, const float *scale,
-                       int64_t head_stride, int64_t scale_head_stride, int kv_heads, int64_t n_tok,
-                       int head_dim);
 
 void vl_cpu_sample_token(vl_backend *b, vl_decode_state *st, int32_t *tokens, const void *logits,
                          int64_t n, float temperature, uint64_t seed, int advance);

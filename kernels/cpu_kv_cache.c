@@ -1,6 +1,7 @@
 /* cpu_kv_cache.c: the CPU twins of the KV cache's ops (cuda_kv_cache.cu): kv_append, and the
  * int8 cache (--kv int8): the row quantizer vl_kv_quantize_row, the int8 append that
- * rope_kv_append uses (cpu_rope.c) and kv_dequant. Float32 activations; caches head-major.
+ * rope_kv_append uses (cpu_rope.c). Float32 activations; caches head-major. Attention reads the
+ * int8 cache itself (cpu_attention.c).
  */
 #include "kernels/cpu_internal.h"
 
@@ -56,16 +57,4 @@ void vl_cpu_kv_append_int8(int8_t *cache, float *scale, int64_t head_stride,
             scale[g * scale_head_stride + pos0 + i] =
                 vl_kv_quantize_row(src + i * src_stride + (int64_t)g * head_dim, head_dim,
                                    cache + g * head_stride + (pos0 + i) * head_dim);
-}
-
-void vl_cpu_kv_dequant(vl_backend *b, void *dst, const int8_t *src, const float *scale,
-                       int64_t head_stride, int64_t scale_head_stride, int kv_heads, int64_t n_tok,
-                       int head_dim) {
-    float *out = dst;
-    for (int g = 0; g < kv_heads; g++)
-        for (int64_t t = 0; t < n_tok; t++) {
-            const int64_t at = g * head_stride + t * head_dim;
-            const float sc = scale[g * scale_head_stride + t];
-            for (int d = 0; d < head_dim; d++) out[at + d] = (float)src[at + d] * sc;
-        }
 }

@@ -2,8 +2,8 @@
  * pool): the paged and batched append of rope_kv_append, and kv_gather (one sequence of the pool
  * into a contiguous buffer). Rows are addressed by vl_cpu_kv_at (cpu_internal.h), the same
  * formula attention reads them with; the values written are those of the contiguous ops
- * (memcpy of fp32 rows, vl_kv_quantize_row for int8, q * scale to dequantize), so a paged cache
- * holds exactly the bits of a contiguous one.
+ * (memcpy of fp32 rows, vl_kv_quantize_row for int8) and, gathered, q * scale in fp32 (what
+ * attention reads an int8 row as), so a paged cache holds exactly the bits of a contiguous one.
  */
 #include "kernels/cpu_internal.h"
 

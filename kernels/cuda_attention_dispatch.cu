@@ -6,7 +6,9 @@
  * Nothing on these paths reads device memory or synchronizes, so a call can be captured into a
  * CUDA graph (n_past_dev is read by the kernels).
  * A paged pool (pages, batch) goes to the decode kernel (one query per sequence); a prefill chunk
- * over pages is not supported (the engine gathers the sequence first, kv_gather).
+ * over pages is not supported (the engine gathers the sequence first, kv_gather). An int8 cache
+ * (k_scale) in plain rows goes to every kernel: decode, and the two prefill kernels, which turn
+ * its codes into bf16(code * scale) tiles in shared memory (no dequantized copy in memory).
  * Every head dim up to 128 and any row alignment are supported (the fast and the element paths
  * of cuda_attention_mma.cuh); vl_backend_check_attention (backend_caps.c) states the same limits to
  * the engine, which refuses a model beyond them before loading it. Leaves out: any fallback when
@@ -63,9 +65,9 @@ int vl_cuda_attention_supported(const vl_attn_params *p) {
     /* bf16 elements sit on 2-byte boundaries; rows may sit anywhere (the element path) */
     if ((uintptr_t)p->q % 2 || (uintptr_t)p->o % 2) return 0;
     if (p->k_scale != NULL || p->v_scale != NULL) {
-        /* an int8 cache: the decode kernel only (one query), 4-byte scales */
-        if (p->k_scale == NULL || p->v_scale == NULL || (p->n_q > 1 && !p->batch) || p->n_seg != 0)
-            return 0;
+        /* an int8 cache (the text layers': no segments), 4-byte scales; the prefill kernels
+         * read it in plain rows, the decode kernel in plain rows or pages */
+        if (p->k_scale == NULL || p->v_scale == NULL || p->n_seg != 0) return 0;
         if ((uintptr_t)p->k_scale % 4 || (uintptr_t)p->v_scale % 4 || p->kv_scale_head_stride < 0)
             return 0;
         return 1;
@@ -136,7 +138,7 @@ void vl_cuda_attention_naive_op(vl_backend *b, const vl_attn_params *p, float *s
                     p->n_seg, (long long)p->n_q, (long long)p->n_kv);
     VL_CUDA_REQUIRE(scores != NULL || p->n_q == 0, "attention_naive: no score buffer");
     VL_CUDA_REQUIRE(p->k_scale == NULL && p->v_scale == NULL,
-                    "attention_naive: an int8 cache must be dequantized first (kv_dequant)");
+                    "attention_naive: an int8 cache is not supported (a bf16 cache only)");
     VL_CUDA_REQUIRE(p->pages.table == NULL && !p->batch,
                     "attention_naive: a paged cache must be gathered first (kv_gather)");
     vl_cuda_attention_naive(p, scores, vl_cuda_ctx_of(b)->stream);

@@ -1,5 +1,6 @@
 /* cuda_attention_prefill.cu: flash attention for many queries (prompt chunks, vision blocks): bf16
- * q/k/v/o, tensor cores (mma.sync m16n8k16), fp32 online softmax, O(n) memory.
+ * q/k/v/o (k/v also an int8 cache, below), tensor cores (mma.sync m16n8k16), fp32 online
+ * softmax, O(n) memory.
  *
  * Version 1 (FlashAttention-2 schedule, written from the paper's algorithm):
  *   - CTA = 4 warps over kBM = 64 * MT query rows of one head (grid: heads x query blocks);
@@ -27,9 +28,22 @@
  *   - The cache length may be read at run time (n_past_dev, CUDA-graph replays): the grid depends
  *     on n_q only, and the key ranges come from kv_extent, so the result has the same bits as a
  *     call with that length written in the params.
+ *   - int8 KV cache (--kv int8, p.k_scale set: the Q8 kernels; causal chunks without segments or
+ *     pages): the tiles are read from the cache as it is, with no bf16 copy of the layer first.
+ *     Each element enters sK / sV as bf16_rn(code * scale) in fp32, the expression of the
+ *     dequantized copy the engine made before (kv_gather's dequant8 still), so the output has
+ *     the bits of the bf16 kernel over that copy. Fast path: a tile's codes (16-byte cp.async
+ *     copies, 8-byte where D % 16 != 0) and row scales (4-byte copies) land in an int8 stage
+ *     after sV, kBN * (D + 4) bytes; after the wait all threads convert it (8 codes, one 16-byte
+ *     store each), then a barrier. The overlap stays (V(t) lands during S(t), K(t + 1) during
+ *     P.V(t)); one stage serves both, each tile converted before the next is issued: 76.25 KB a
+ *     CTA for MT 2 at D 128, still two CTAs on an A100's 164 KB (two stages would not be).
+ *     Element path: element loads converted on the way. Rows past the range are zeros; their
+ *     codes and scales are never read.
  * Leaves out: Hopper wgmma/TMA/warp specialization (cuda_attention_wgmma.cu takes head dims 80
  * and 128 on sm_90), split-KV for short query blocks over long caches (decode has its own
- * kernel), dropout, sliding windows, ALiBi, fp16 inputs.
+ * kernel), dropout, sliding windows, ALiBi, fp16 inputs, int8 caches in pages (kv_gather
+ * dequantizes those first).
  */
 #include "kernels/cuda_attention_mma.cuh"
 
@@ -40,16 +54,20 @@ using namespace vl_attn;
 namespace {
 
 /* DS: the columns a tile row holds: the head dim on the fast path, element_dim(head dim) on the
- * element path (ELEM), where the real head dim is p.head_dim. */
-template <int DS, int MT> struct Prefill {
+ * element path (ELEM), where the real head dim is p.head_dim. STAGE: the int8 cache's fast path,
+ * whose K and V rows land in an int8 stage (kBN rows of DS codes, then their kBN fp32 scales)
+ * before they are converted into the bf16 tiles. */
+template <int DS, int MT, bool STAGE = false> struct Prefill {
     static constexpr int kRowsPerWarp = 16 * MT;
     static constexpr int kBM = kWarps * kRowsPerWarp; /* query rows per CTA */
     static constexpr int kBN = 64;                    /* keys per tile */
     static constexpr int kDP = padded_dim(DS);        /* head dim the MMAs run over */
     static constexpr int kLD = kDP + 8;               /* shared row stride, elements */
-    static constexpr int kSmem = (kBM + 2 * kBN) * kLD * (int)sizeof(bf16);
+    static constexpr int kStage = STAGE ? kBN * DS + kBN * (int)sizeof(float) : 0; /* bytes */
+    static constexpr int kSmem = (kBM + 2 * kBN) * kLD * (int)sizeof(bf16) + kStage;
     static_assert(DS % 8 == 0 && DS <= kMaxHeadDim, "tile rows: a multiple of 8, at most 128");
     static_assert(kDP == DS || kDP == DS + 8, "one 16-byte pad chunk at most");
+    static_assert(kBN <= kThreads, "a thread copies each scale");
     static_assert(kSmem <= 99 * 1024, "a CTA must fit the 99 KB of sm_86 and sm_89");
 };
 
@@ -104,9 +122,146 @@ __device__ __forceinline__ void load_tile(bf16 *s, const bf16 *g, int64_t stride
     }
 }
 
-template <int DS, int MT, bool ELEM>
+/* ---- the int8 cache (Q8): tiles of bf16(code * scale) ---- */
+
+/* The int8 fast path splits a stage into pieces, n = D / PIECE per row, for its copies (PIECE:
+ * the cp.async width) and its conversion (PIECE 8): thread t takes piece t % n of rows t / n,
+ * t / n + kRowsPerPass, ..., so each pass's addresses are the last ones plus constants. (A split
+ * by piece index, as load_tile_async's, divides per piece; where n does not divide 128, as at
+ * head dims 104 and 120, the compiler keeps those addresses over the whole loop, registers MT 2
+ * does not have.) The threads past kRowsPerPass * n idle. */
+template <int D, int PIECE, int ROWS> struct StageSplit {
+    static constexpr int kPieces = D / PIECE, kRowsPerPass = kThreads / kPieces;
+    static constexpr int kPasses = (ROWS + kRowsPerPass - 1) / kRowsPerPass;
+    static_assert(kPieces * PIECE == D, "whole pieces per row");
+    int r, col; /* this thread's first row and its column */
+    __device__ __forceinline__ StageSplit()
+        : r((int)threadIdx.x / kPieces), col((int)threadIdx.x % kPieces * PIECE) {}
+    __device__ __forceinline__ bool idle() const {
+        return kThreads % kPieces != 0 && r >= kRowsPerPass;
+    }
+    /* row r + it * kRowsPerPass exists (only the last pass may run past ROWS) */
+    __device__ __forceinline__ bool has(int it) const {
+        return (it + 1) * kRowsPerPass <= ROWS || r + it * kRowsPerPass < ROWS;
+    }
+};
+
+/* The fast path: rows [row0, row0 + ROWS) of D codes (row stride `stride` bytes) and their scales
+ * sc[row0 ..] into the stage st (Prefill::kStage: the codes D bytes apart, then ROWS floats);
+ * rows at or past row_end become zero codes and zero scales, read from nowhere. */
+template <int D, int ROWS>
+__device__ __forceinline__ void load_stage_q8(unsigned char *st, const int8_t *g, const float *sc,
+                                              int64_t stride, int row0, int row_end) {
+    constexpr int kCB = D % 16 == 0 ? 16 : 8; /* bytes per copy: vl_attn_fast_rows' alignment */
+    using S = StageSplit<D, kCB, ROWS>;
+    const int t = (int)threadIdx.x;
+    if (t < ROWS) {
+        const bool valid = row0 + t < row_end;
+        cp_async_small<4>(smem_u32(st + ROWS * D + t * 4), valid ? sc + row0 + t : sc, valid);
+    }
+    const S at;
+    if (at.idle()) return;
+    /* pass it reads a row of the range iff it * kRowsPerPass < left */
+    const int left = row_end - row0 - at.r;
+    const int8_t *src = g + (int64_t)(row0 + at.r) * stride + at.col;
+    const int64_t step = (int64_t)S::kRowsPerPass * stride;
+    const uint32_t dst = smem_u32(st + at.r * D + at.col);
+#pragma unroll
+    for (int it = 0; it < S::kPasses; it++) {
+        if (at.has(it)) {
+            const bool valid = it * S::kRowsPerPass < left;
+            const uint32_t to = dst + (uint32_t)(it * S::kRowsPerPass * D);
+            if constexpr (kCB == 16)
+                cp_async16(to, valid ? src : g, valid);
+            else
+                cp_async_small<8>(to, valid ? src : g, valid);
+        }
+        src += step;
+    }
+}
+
+/* Four codes (the bytes of w) times sc as two bf16x2 words: bf16_rn(code * sc) in fp32, the
+ * expression of dequant8 (cuda_kv_cache.cu), so the tiles hold the bits of a dequantized copy.
+ * The codes become exact floats as in vl_int8x4_to_bf16x4: 2^23 + code + 128 less 2^23 + 128. */
+__device__ __forceinline__ uint2 dequant4(uint32_t w, float sc) {
+    const uint32_t u = w ^ 0x80808080u;
+    float f[4];
+#pragma unroll
+    for (int j = 0; j < 4; j++)
+        f[j] = __fmul_rn(
+            __fsub_rn(__uint_as_float(__byte_perm(u, 0x4b000000u, 0x7650u + j)), 8388736.0f), sc);
+    return make_uint2(vl_pack_bf16x2(f[0], f[1]), vl_pack_bf16x2(f[2], f[3]));
+}
+
+/* The stage of load_stage_q8 (landed, visible to every thread) -> the D real columns of the bf16
+ * tile s (rows LD elements apart): 8 codes a thread at a time, one 16-byte store. */
+template <int D, int ROWS, int LD>
+__device__ __forceinline__ void convert_stage(bf16 *s, const unsigned char *st) {
+    using S = StageSplit<D, 8, ROWS>;
+    const S at;
+    if (at.idle()) return;
+    const float *sc = reinterpret_cast<const float *>(st + ROWS * D) + at.r;
+    const unsigned char *from = st + at.r * D + at.col;
+    bf16 *to = s + at.r * LD + at.col;
+#pragma unroll
+    for (int it = 0; it < S::kPasses; it++) {
+        if (at.has(it)) {
+            const int dr = it * S::kRowsPerPass;
+            const uint2 w = *reinterpret_cast<const uint2 *>(from + dr * D);
+            const uint2 lo = dequant4(w.x, sc[dr]), hi = dequant4(w.y, sc[dr]);
+            *reinterpret_cast<uint4 *>(to + dr * LD) = make_uint4(lo.x, lo.y, hi.x, hi.y);
+        }
+    }
+}
+
+/* The element path: rows [row0, row0 + ROWS) straight into the bf16 tile, element (r, c) =
+ * bf16(code * scale) for c < d and row0 + r < row_end, else 0 (neither code nor scale read). */
+template <int DS, int ROWS, int LD>
+__device__ __forceinline__ void load_tile_q8_elems(bf16 *s, const int8_t *g, const float *sc,
+                                                   int64_t stride, int row0, int row_end, int d) {
+    for (int e = (int)threadIdx.x; e < ROWS * DS; e += kThreads) {
+        const int r = e / DS, c = e % DS, t = row0 + r;
+        bf16 x = __ushort_as_bfloat16((unsigned short)0);
+        if (c < d && t < row_end)
+            x = __float2bfloat16_rn((float)g[(int64_t)t * stride + c] * sc[t]);
+        s[r * LD + c] = x;
+    }
+}
+
+/* The stage (kStaged): the bytes right after sV. Formed at each use: a variable holding it, even
+ * unused there, changed the bf16 kernels' PTX. */
+__device__ __forceinline__ unsigned char *stage_after(bf16 *sV, int tile_elems) {
+    return reinterpret_cast<unsigned char *>(sV + tile_elems);
+}
+
+/* Rows [row0, row0 + kBN) of K (V: of V) (from row_end on: zeros) towards the tile s (sK, or sV
+ * when V). bf16: load_tile from kv (the kv head's rows). int8 element path: straight into s.
+ * int8 fast path: into the stage, which convert_stage turns into s once it has landed. The int8
+ * pointers come from p and the kv head, read from shared memory (s_kv_head) at each load:
+ * pointers kept over the kernel's loop cost registers that MT 2 at wide head dims lacks. */
+template <int DS, int LD, bool ELEM, bool Q8, bool V>
+__device__ __forceinline__ void load_kv(bf16 *s, const vl_attn_params &p, const bf16 *kv,
+                                        const int *s_kv_head, int row0, int row_end, int d) {
+    constexpr int kBN = Prefill<DS, 1>::kBN;
+    if constexpr (Q8) {
+        const int kv_head = *s_kv_head;
+        const int8_t *g =
+            static_cast<const int8_t *>(V ? p.v : p.k) + (int64_t)kv_head * p.kv_head_stride;
+        const float *sc = (V ? p.v_scale : p.k_scale) + (int64_t)kv_head * p.kv_scale_head_stride;
+        if constexpr (ELEM)
+            load_tile_q8_elems<DS, kBN, LD>(s, g, sc, p.kv_tok_stride, row0, row_end, d);
+        else /* sK is followed by sV */
+            load_stage_q8<DS, kBN>(stage_after(V ? s : s + kBN * LD, kBN * LD), g, sc,
+                                   p.kv_tok_stride, row0, row_end);
+    } else {
+        load_tile<DS, kBN, LD, ELEM>(s, kv, p.kv_tok_stride, row0, row_end, d);
+    }
+}
+
+template <int DS, int MT, bool ELEM, bool Q8>
 __global__ void __launch_bounds__(kThreads) attn_prefill_kernel(const vl_attn_params p) {
-    using C = Prefill<DS, MT>;
+    constexpr bool kStaged = Q8 && !ELEM; /* the int8 fast path: loads go through the stage */
+    using C = Prefill<DS, MT, kStaged>;
     constexpr int kBN = C::kBN, kLD = C::kLD, DP = C::kDP;
     const int D = ELEM ? p.head_dim : DS; /* the real head dim */
     extern __shared__ __align__(16) unsigned char smem[];
@@ -115,6 +270,7 @@ __global__ void __launch_bounds__(kThreads) attn_prefill_kernel(const vl_attn_pa
     bf16 *sV = sK + kBN * kLD;                 /* [kBN][kLD] */
     __shared__ int s_lo[C::kBM], s_hi[C::kBM]; /* key range of each query row */
     __shared__ int s_range[2][kWarps];
+    __shared__ int s_kv_head; /* Q8: see load_kv */
 
     const int warp = (int)threadIdx.x / 32, lane = (int)threadIdx.x % 32;
     const int gid = lane / 4, tig = lane % 4;
@@ -122,6 +278,7 @@ __global__ void __launch_bounds__(kThreads) attn_prefill_kernel(const vl_attn_pa
     const int q0 = qblock * C::kBM, n_q = (int)p.n_q;
     const int head = (int)blockIdx.x, kv_head = head / (p.n_heads / p.n_kv_heads);
     const bf16 *q = static_cast<const bf16 *>(p.q) + (int64_t)head * D;
+    /* the kv head's rows of a bf16 cache (an int8 one: load_kv) */
     const bf16 *k = static_cast<const bf16 *>(p.k) + (int64_t)kv_head * p.kv_head_stride;
     const bf16 *v = static_cast<const bf16 *>(p.v) + (int64_t)kv_head * p.kv_head_stride;
     const int warp_row0 = warp * C::kRowsPerWarp;
@@ -157,6 +314,7 @@ __global__ void __launch_bounds__(kThreads) attn_prefill_kernel(const vl_attn_pa
     w_in_lo = __reduce_max_sync(0xffffffffu, w_in_lo);
     w_in_hi = __reduce_min_sync(0xffffffffu, w_in_hi);
     if (lane == 0) s_range[0][warp] = w_lo, s_range[1][warp] = w_hi;
+    if (Q8 && threadIdx.x == 0) s_kv_head = kv_head;
     __syncthreads();
     int kv_lo = INT_MAX, kv_hi = 0;
 #pragma unroll
@@ -164,7 +322,7 @@ __global__ void __launch_bounds__(kThreads) attn_prefill_kernel(const vl_attn_pa
         kv_lo = min(kv_lo, s_range[0][w]), kv_hi = max(kv_hi, s_range[1][w]);
     const int n_tiles = (kv_hi - kv_lo + kBN - 1) / kBN;
 
-    load_tile<DS, kBN, kLD, ELEM>(sK, k, p.kv_tok_stride, kv_lo, kv_hi, D);
+    load_kv<DS, kLD, ELEM, Q8, false>(sK, p, k, &s_kv_head, kv_lo, kv_hi, D);
     cp_async_commit(); /* group: Q and K(0) */
 
     float o[MT][DP / 8][4];
@@ -187,7 +345,11 @@ __global__ void __launch_bounds__(kThreads) attn_prefill_kernel(const vl_attn_pa
         const int n0 = kv_lo + tile * kBN;
         cp_async_wait<0>();
         __syncthreads(); /* K(tile) (and Q) landed; every warp is done reading V(tile - 1) */
-        load_tile<DS, kBN, kLD, ELEM>(sV, v, p.kv_tok_stride, n0, kv_hi, D);
+        if constexpr (kStaged) {
+            convert_stage<DS, kBN, kLD>(sK, stage_after(sV, kBN * kLD));
+            __syncthreads(); /* sK is whole; the stage is free */
+        }
+        load_kv<DS, kLD, ELEM, Q8, true>(sV, p, v, &s_kv_head, n0, kv_hi, D);
         cp_async_commit();
 
         const bool active = w_lo < n0 + kBN && w_hi > n0; /* warp-uniform */
@@ -282,8 +444,12 @@ __global__ void __launch_bounds__(kThreads) attn_prefill_kernel(const vl_attn_pa
 
         cp_async_wait<0>();
         __syncthreads(); /* V(tile) landed; every warp is done reading K(tile) */
+        if constexpr (kStaged) {
+            convert_stage<DS, kBN, kLD>(sV, stage_after(sV, kBN * kLD));
+            __syncthreads(); /* sV is whole; the stage is free */
+        }
         if (tile + 1 < n_tiles) {
-            load_tile<DS, kBN, kLD, ELEM>(sK, k, p.kv_tok_stride, n0 + kBN, kv_hi, D);
+            load_kv<DS, kLD, ELEM, Q8, false>(sK, p, k, &s_kv_head, n0 + kBN, kv_hi, D);
             cp_async_commit();
         }
         if (active) {
@@ -340,50 +506,68 @@ __global__ void __launch_bounds__(kThreads) attn_prefill_kernel(const vl_attn_pa
     }
 }
 
-template <int DS, int MT, bool ELEM>
+template <int DS, int MT, bool ELEM, bool Q8>
 void launch(vl_cuda_ctx *c, const vl_attn_params *p, cudaStream_t stream) {
-    using C = Prefill<DS, MT>;
+    using C = Prefill<DS, MT, Q8 && !ELEM>;
     /* above 48 KB a kernel must opt in to dynamic shared memory: once per backend and kernel,
      * with the occupancy query that comes with it */
-    (void)vl_cuda_ctas_per_sm(c, (const void *)attn_prefill_kernel<DS, MT, ELEM>, kThreads,
+    (void)vl_cuda_ctas_per_sm(c, (const void *)attn_prefill_kernel<DS, MT, ELEM, Q8>, kThreads,
                               C::kSmem);
     dim3 grid((unsigned)p->n_heads, (unsigned)((p->n_q + C::kBM - 1) / C::kBM));
-    attn_prefill_kernel<DS, MT, ELEM><<<grid, kThreads, C::kSmem, stream>>>(*p);
+    attn_prefill_kernel<DS, MT, ELEM, Q8><<<grid, kThreads, C::kSmem, stream>>>(*p);
     VL_CUDA_LAUNCH_CHECK();
 }
 
-template <int D>
+template <int D, bool Q8>
 void launch_rows(vl_cuda_ctx *c, const vl_attn_params *p, int rows_per_cta, cudaStream_t stream) {
     if (rows_per_cta == 64)
-        launch<D, 1, false>(c, p, stream);
+        launch<D, 1, false, Q8>(c, p, stream);
     else
-        launch<D, 2, false>(c, p, stream);
+        launch<D, 2, false, Q8>(c, p, stream);
 }
 
-} // namespace
-
-/* head_dim in 1..128 (vl_cuda_attention_supported); rows_per_cta 64 or 128 (the fast path;
- * the element path always runs 64-row CTAs). */
-void vl_attn_prefill_launch(vl_cuda_ctx *c, const vl_attn_params *p, int rows_per_cta,
-                            cudaStream_t stream) {
-    if (!vl_attn_fast_rows(p)) {
-        switch (element_dim(p->head_dim)) {
-#define VL_ATTN_PREFILL_ELEM_CASE(ds)                                                              \
-    case ds:                                                                                       \
-        launch<ds, 1, true>(c, p, stream);                                                         \
-        return;
-            VL_ATTN_ELEMENT_DIMS(VL_ATTN_PREFILL_ELEM_CASE)
-#undef VL_ATTN_PREFILL_ELEM_CASE
-        }
-    }
+/* The fast path's head dims (Q8: an int8 cache) */
+template <bool Q8>
+void launch_fast(vl_cuda_ctx *c, const vl_attn_params *p, int rows_per_cta, cudaStream_t stream) {
     switch (p->head_dim) {
 #define VL_ATTN_PREFILL_CASE(d)                                                                    \
     case d:                                                                                        \
-        launch_rows<d>(c, p, rows_per_cta, stream);                                                \
+        launch_rows<d, Q8>(c, p, rows_per_cta, stream);                                            \
         break;
         VL_ATTN_HEAD_DIMS(VL_ATTN_PREFILL_CASE)
 #undef VL_ATTN_PREFILL_CASE
     default:
         vl_cuda_fatal("vl_attn_prefill_launch", __FILE__, __LINE__, "head_dim not compiled");
+    }
+}
+
+/* The element path's tile widths */
+template <bool Q8> void launch_elem(vl_cuda_ctx *c, const vl_attn_params *p, cudaStream_t stream) {
+    switch (element_dim(p->head_dim)) {
+#define VL_ATTN_PREFILL_ELEM_CASE(ds)                                                              \
+    case ds:                                                                                       \
+        launch<ds, 1, true, Q8>(c, p, stream);                                                     \
+        break;
+        VL_ATTN_ELEMENT_DIMS(VL_ATTN_PREFILL_ELEM_CASE)
+#undef VL_ATTN_PREFILL_ELEM_CASE
+    }
+}
+
+} // namespace
+
+/* head_dim in 1..128 (vl_cuda_attention_supported); rows_per_cta 64 or 128 (the fast path;
+ * the element path always runs 64-row CTAs). An int8 cache (k_scale set) runs the Q8 kernels. */
+void vl_attn_prefill_launch(vl_cuda_ctx *c, const vl_attn_params *p, int rows_per_cta,
+                            cudaStream_t stream) {
+    const bool q8 = p->k_scale != NULL;
+    if (!vl_attn_fast_rows(p)) {
+        if (q8)
+            launch_elem<true>(c, p, stream);
+        else
+            launch_elem<false>(c, p, stream);
+    } else if (q8) {
+        launch_fast<true>(c, p, rows_per_cta, stream);
+    } else {
+        launch_fast<false>(c, p, rows_per_cta, stream);
     }
 }

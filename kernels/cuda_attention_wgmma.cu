@@ -34,13 +34,19 @@
  *     the length are zeroed in shared memory. Keys of other segments or past the causal
  *     diagonal are masked to -inf, on the tiles that cut some row's range (row_key_range, as
  *     the mma.sync kernel). Causal grids hand out the longest query blocks first.
+ *   - int8 cache (--kv int8, k_scale set; D 128): the producer warpgroup's 128 threads make the
+ *     bf16 tiles. Thread 0 brings each tile's codes (128 keys x 128 bytes) by TMA into a 2-stage
+ *     staging ring (64 KB more shared memory: 225 KB in all); thread r turns row r of it into
+ *     bf16(code * scale) in the K or V stage (the values the engine's dequantized copy of the
+ *     cache held, so the output bits are those of the bf16 kernel over that copy), fences it for
+ *     the async proxy and its warp arrives on the stage's full barrier (4 arrivals). Keys at or
+ *     past the cache length get scale 0 (zero rows). 40 registers for the producer, 232 for the
+ *     consumers.
  * Takes (vl_attn_prefill_wgmma): a compute capability 9.0 device in a build with sm_90a code,
- * attn_prefill_wgmma > 0, head dim 80 or 128, the fast path's alignment, a bf16 cache in plain
- * rows (no int8 scales, no pages, no batch). Everything else goes to cuda_attention_prefill.cu.
- * Leaves out: the int8 cache and paged pools read directly (the engine dequantizes / gathers a
- * layer first), a persistent grid, TMA stores of the output, and FlashAttention-3's overlap inside
- * one consumer (its softmax of tile t beside its own P.V of tile t - 1: tried, ptxas serialized
- * its wgmmas, C7513, and it ran 20% slower; bench/RESULTS.md "Tried and not kept").
+ * attn_prefill_wgmma > 0, head dim 80 or 128 (an int8 cache: 128), the fast path's alignment,
+ * plain rows (no pages, no batch). Everything else goes to cuda_attention_prefill.cu.
+ * Leaves out: paged pools read directly (the engine gathers a sequence first), a persistent grid,
+ * TMA stores of the output.
  */
 #include "kernels/cuda_attention_mma.cuh"
 #include "kernels/cuda_hopper.cuh"
@@ -62,16 +68,28 @@ struct H {
     static constexpr int kRowBytes = 128;           /* a swizzled row: 64 bf16 */
     static constexpr int kAtoms = 2;                /* column blocks of 64: head dims to 128 */
     static constexpr int kTileBytes = kAtoms * kBN * kRowBytes; /* a Q, K or V tile: 32 KB */
-    static constexpr int kBars = 1 + 4 * kStages;               /* q; k/v full; k/v empty */
-    static constexpr int kSmem = 1024 /* alignment */ + (1 + 2 * kStages) * kTileBytes + 8 * kBars;
+    static constexpr int kQ8TileBytes = kBN * 128; /* int8 cache: a K or V tile of codes, D 128 */
+    /* q; k/v full; k/v empty; int8 cache: k/v staged (the codes of a tile landed) */
+    static constexpr int kBars = 1 + 6 * kStages;
+    /* shared memory: Q, the K and V stages, (int8 cache) the staging ring of codes, barriers */
+    __host__ __device__ static constexpr int staging_bytes(bool q8) {
+        return q8 ? 2 * kStages * kQ8TileBytes : 0;
+    }
+    __host__ __device__ static constexpr int smem_bytes(bool q8) {
+        return 1024 /* alignment */ + (1 + 2 * kStages) * kTileBytes + staging_bytes(q8) +
+               8 * kBars;
+    }
     static constexpr int kConsumerWarps = 2 * kWgThreads / 32;
     /* barrier indices */
     static constexpr int q_full = 0;
-    static constexpr int kTurn = 3; /* named barriers 3, 4: the consumers' turns (pingpong) */
+    static constexpr int kTurn = 3;     /* named barriers 3, 4: the consumers' turns (pingpong) */
+    static constexpr int kProducer = 5; /* named barrier 5: the int8 producer's 128 threads */
     __device__ static constexpr int k_full(int s) { return 1 + s; }
     __device__ static constexpr int v_full(int s) { return 1 + kStages + s; }
     __device__ static constexpr int k_empty(int s) { return 1 + 2 * kStages + s; }
     __device__ static constexpr int v_empty(int s) { return 1 + 3 * kStages + s; }
+    __device__ static constexpr int k_staged(int s) { return 1 + 4 * kStages + s; }
+    __device__ static constexpr int v_staged(int s) { return 1 + 5 * kStages + s; }
     /* tile t's stage, its K and V tiles (s_kv: the first K stage), and the parity of the
      * stage's phase that brings tile t (the producer waits for the one before) */
     __device__ static constexpr int stage(int t) { return t % kStages; }
@@ -82,6 +100,13 @@ struct H {
         return s_kv + (uint32_t)(kStages + stage(t)) * kTileBytes;
     }
     __device__ static constexpr uint32_t parity(int t) { return (uint32_t)(t / kStages) & 1u; }
+    /* int8 cache: tile t's codes of K and V in the staging ring (s_st: its first K stage) */
+    __device__ static constexpr uint32_t k8_tile(uint32_t s_st, int t) {
+        return s_st + (uint32_t)stage(t) * kQ8TileBytes;
+    }
+    __device__ static constexpr uint32_t v8_tile(uint32_t s_st, int t) {
+        return s_st + (uint32_t)(kStages + stage(t)) * kQ8TileBytes;
+    }
 };
 static_assert(H::kBM == H::kBN, "Q and K/V tiles share the tile size");
 
@@ -125,6 +150,107 @@ __device__ __forceinline__ void produce(const CUtensorMap *tm_q, const CUtensorM
         bar_wait(bars + 8 * H::v_empty(s), freed);
         bar_arrive_expect(bars + 8 * H::v_full(s), H::kTileBytes);
         tma_tile(H::v_tile(s_kv, t), tm_v, bars + 8 * H::v_full(s), kv_order, kv_head, n0);
+    }
+}
+
+/* int8 cache: four codes (one word) times the row's scale as two bf16x2 words, each
+ * bf16(code * scale) exactly as the engine's dequantized copy had it. The codes become floats
+ * without I2F (a quarter-rate unit the softmax's exp2 shares): byte b ^ 0x80 = code + 128 placed
+ * under the exponent of 2^23 is the float 2^23 + 128 + code, exact, minus 2^23 + 128. */
+__device__ __forceinline__ uint2 codes_to_bf16(uint32_t w, float scale) {
+    const uint32_t u = w ^ 0x80808080u;
+    float f[4];
+#pragma unroll
+    for (int e = 0; e < 4; e++)
+        f[e] = (__uint_as_float(__byte_perm(u, 0x4B000000u, 0x7540u + e)) - 8388736.f) * scale;
+    return make_uint2(vl_pack_bf16x2(f[0], f[1]), vl_pack_bf16x2(f[2], f[3]));
+}
+
+/* int8 cache: row r of a staged tile of codes (128 bytes a row, in the 128-byte swizzle TMA
+ * wrote) into row r of a bf16 tile (two column blocks of 64, the swizzle the consumers read).
+ * A quarter warp takes 8 consecutive rows, whose swizzles differ: no bank conflicts. */
+__device__ __forceinline__ void convert_row(uint32_t src, uint32_t dst, int r, float scale) {
+    const uint32_t sw = (uint32_t)(r & 7), src_row = src + (uint32_t)(r * 128);
+#pragma unroll 2
+    for (uint32_t c = 0; c < 8; c++) { /* codes 16 c .. 16 c + 15 */
+        uint32_t w0, w1, w2, w3;
+        asm volatile("ld.shared.v4.u32 {%0, %1, %2, %3}, [%4];\n"
+                     : "=r"(w0), "=r"(w1), "=r"(w2), "=r"(w3)
+                     : "r"(src_row + ((c ^ sw) << 4)));
+        const uint2 a = codes_to_bf16(w0, scale), b = codes_to_bf16(w1, scale);
+        const uint2 e = codes_to_bf16(w2, scale), f = codes_to_bf16(w3, scale);
+        /* columns 16 c ..: column block c / 4, 16-byte chunks 2 (c % 4) and the next */
+        const uint32_t row = dst + (c / 4) * (uint32_t)(H::kBN * H::kRowBytes) +
+                             (uint32_t)(r * H::kRowBytes),
+                       j = 2 * (c % 4);
+        asm volatile("st.shared.v4.u32 [%0], {%1, %2, %3, %4};\n" ::"r"(row + ((j ^ sw) << 4)),
+                     "r"(a.x), "r"(a.y), "r"(b.x), "r"(b.y)
+                     : "memory");
+        asm volatile(
+            "st.shared.v4.u32 [%0], {%1, %2, %3, %4};\n" ::"r"(row + (((j + 1) ^ sw) << 4)),
+            "r"(e.x), "r"(e.y), "r"(f.x), "r"(f.y)
+            : "memory");
+    }
+}
+
+/* The producer of an int8 cache (D 128), all 128 threads of warpgroup 0: thread 0 issues the TMA
+ * loads (Q; the codes of K(t) and V(t) into a 2-stage staging ring), and each thread r turns row
+ * r of every staged tile into bf16(code * scale) in the K or V stage once the consumers have
+ * freed it. Rows at or past n_keys (the cache length, read at run time or not) get scale 0: zero
+ * rows, whatever their codes and scales in memory hold. */
+__device__ __forceinline__ void produce_q8(const vl_attn_params &p, const CUtensorMap *tm_q,
+                                           const CUtensorMap *tm_k, const CUtensorMap *tm_v,
+                                           MapOrder q_order, MapOrder kv_order, uint32_t s_q,
+                                           uint32_t s_kv, uint32_t s_st, uint32_t bars, int head,
+                                           int kv_head, int q0, int kv_lo, int n_tiles,
+                                           int n_keys) {
+    const int tid = (int)threadIdx.x, lane = tid % 32;
+    const auto stage_codes =
+        [&](int t) { /* thread 0 */
+                     const int s = H::stage(t), n0 = kv_lo + t * H::kBN;
+                     bar_arrive_expect(bars + 8 * H::k_staged(s), H::kQ8TileBytes);
+                     bar_arrive_expect(bars + 8 * H::v_staged(s), H::kQ8TileBytes);
+                     if (kv_order.rows_second) {
+                         tma_load_3d(H::k8_tile(s_st, t), tm_k, bars + 8 * H::k_staged(s), 0, n0,
+                                     kv_head);
+                         tma_load_3d(H::v8_tile(s_st, t), tm_v, bars + 8 * H::v_staged(s), 0, n0,
+                                     kv_head);
+                     } else {
+                         tma_load_3d(H::k8_tile(s_st, t), tm_k, bars + 8 * H::k_staged(s), 0,
+                                     kv_head, n0);
+                         tma_load_3d(H::v8_tile(s_st, t), tm_v, bars + 8 * H::v_staged(s), 0,
+                                     kv_head, n0);
+                     }
+        };
+    if (tid == 0) {
+        tma_prefetch_map(tm_q);
+        tma_prefetch_map(tm_k);
+        tma_prefetch_map(tm_v);
+        bar_arrive_expect(bars + 8 * H::q_full, H::kTileBytes);
+        tma_tile(s_q, tm_q, bars + 8 * H::q_full, q_order, head, q0);
+        for (int t = 0; t < H::kStages && t < n_tiles; t++) stage_codes(t);
+    }
+    const float *k_scale = p.k_scale + (int64_t)kv_head * p.kv_scale_head_stride;
+    const float *v_scale = p.v_scale + (int64_t)kv_head * p.kv_scale_head_stride;
+    for (int t = 0; t < n_tiles; t++) {
+        const int s = H::stage(t), key = kv_lo + t * H::kBN + tid;
+        const float ks = key < n_keys ? __ldg(k_scale + key) : 0.f;
+        const float vs = key < n_keys ? __ldg(v_scale + key) : 0.f;
+        const uint32_t freed = H::parity(t) ^ 1u; /* the consumers' release of tile t - kStages */
+        bar_wait(bars + 8 * H::k_staged(s), H::parity(t));
+        bar_wait(bars + 8 * H::k_empty(s), freed);
+        convert_row(H::k8_tile(s_st, t), H::k_tile(s_kv, t), tid, ks);
+        fence_proxy_async(); /* this thread's rows, before the wgmma reads them */
+        __syncwarp();
+        if (lane == 0) bar_arrive(bars + 8 * H::k_full(s));
+        bar_wait(bars + 8 * H::v_staged(s), H::parity(t));
+        bar_wait(bars + 8 * H::v_empty(s), freed);
+        convert_row(H::v8_tile(s_st, t), H::v_tile(s_kv, t), tid, vs);
+        fence_proxy_async();
+        __syncwarp();
+        if (lane == 0) bar_arrive(bars + 8 * H::v_full(s));
+        named_sync(H::kProducer, H::kWgThreads); /* every row of the staged codes is read */
+        if (tid == 0 && t + H::kStages < n_tiles) stage_codes(t + H::kStages);
     }
 }
 
@@ -275,7 +401,7 @@ __device__ __forceinline__ void store_rows(const vl_attn_params &p, int head, in
 }
 #endif /* VL_HOPPER_DEVICE */
 
-template <int D, int MODE>
+template <int D, int MODE, bool Q8>
 __global__ void __launch_bounds__(H::kThreads, 1)
     attn_wgmma_kernel(const __grid_constant__ vl_attn_params p,
                       const __grid_constant__ CUtensorMap tm_q,
@@ -284,10 +410,12 @@ __global__ void __launch_bounds__(H::kThreads, 1)
                       MapOrder kv_order) {
 #ifdef VL_HOPPER_DEVICE
     static_assert(D % 16 == 0 && D > 64 && D <= 128, "two column blocks of 64");
+    static_assert(!Q8 || D == 128, "int8 cache: rows of 128 codes");
     extern __shared__ __align__(1024) unsigned char smem_raw[];
     const uint32_t base = (smem_addr(smem_raw) + 1023u) & ~1023u; /* the swizzle's alignment */
     const uint32_t s_q = base, s_kv = base + H::kTileBytes;
-    const uint32_t bars = base + (1 + 2 * H::kStages) * H::kTileBytes;
+    const uint32_t s_st = base + (1 + 2 * H::kStages) * H::kTileBytes; /* int8: staged codes */
+    const uint32_t bars = s_st + H::staging_bytes(Q8);
 
     const int tid = (int)threadIdx.x, wg = tid / H::kWgThreads;
     const int qblock = p.causal ? (int)(gridDim.y - 1 - blockIdx.y) : (int)blockIdx.y;
@@ -302,24 +430,36 @@ __global__ void __launch_bounds__(H::kThreads, 1)
 
     if (tid == 0) {
         bar_init(bars + 8 * H::q_full, 1);
+        /* full: the TMA thread's arrival, or (int8) one per producer warp after its rows */
+        const int fills = Q8 ? H::kWgThreads / 32 : 1;
         for (int s = 0; s < H::kStages; s++) {
-            bar_init(bars + 8 * H::k_full(s), 1);
-            bar_init(bars + 8 * H::v_full(s), 1);
+            bar_init(bars + 8 * H::k_full(s), fills);
+            bar_init(bars + 8 * H::v_full(s), fills);
             bar_init(bars + 8 * H::k_empty(s), H::kConsumerWarps);
             bar_init(bars + 8 * H::v_empty(s), H::kConsumerWarps);
+            bar_init(bars + 8 * H::k_staged(s), 1);
+            bar_init(bars + 8 * H::v_staged(s), 1);
         }
         bar_init_fence();
     }
     __syncthreads();
 
+    /* registers: 24 for the TMA thread's warpgroup, 40 for an int8 producer's conversion;
+     * the consumers take the rest of the 64K (128 x 40 + 256 x 232 = 64512) */
     if (wg == 0) {
-        regs_dealloc<24>();
-        if (tid == 0)
-            produce(&tm_q, &tm_k, &tm_v, q_order, kv_order, s_q, s_kv, bars, head, kv_head, q0,
-                    kv_lo, n_tiles);
+        if constexpr (Q8) {
+            regs_dealloc<40>();
+            produce_q8(p, &tm_q, &tm_k, &tm_v, q_order, kv_order, s_q, s_kv, s_st, bars, head,
+                       kv_head, q0, kv_lo, n_tiles, ext.n_kv);
+        } else {
+            regs_dealloc<24>();
+            if (tid == 0)
+                produce(&tm_q, &tm_k, &tm_v, q_order, kv_order, s_q, s_kv, bars, head, kv_head, q0,
+                        kv_lo, n_tiles);
+        }
         return;
     }
-    regs_alloc<240>();
+    regs_alloc<Q8 ? 232 : 240>();
 
     const int cw = wg - 1, warp = (tid / 32) % 4, lane = tid % 32, g = lane / 4, q = lane % 4;
     const int row0 = q0 + 64 * cw + 16 * warp + g; /* this thread's rows: row0, row0 + 8 */
@@ -342,7 +482,8 @@ __global__ void __launch_bounds__(H::kThreads, 1)
     const auto wait_v = [&](int t) { /* and a runtime length's V rows past it zeroed */
                                      bar_wait(bars + 8 * H::v_full(H::stage(t)), H::parity(t));
                                      const int n0 = kv_lo + t * H::kBN;
-                                     if (p.n_past_dev != nullptr && n0 + H::kBN > ext.n_kv)
+                                     /* (int8: the producer zeroed them, scale 0) */
+                                     if (!Q8 && p.n_past_dev != nullptr && n0 + H::kBN > ext.n_kv)
                                          zero_v_rows(H::v_tile(s_kv, t), ext.n_kv - n0,
                                                      tid % H::kWgThreads, cw);
     };
@@ -468,44 +609,58 @@ EncodeTiled encode_tiled(vl_cuda_ctx *c) {
     return (EncodeTiled)c->tensor_map_encode;
 }
 
-/* A bf16 tensor of `rows` rows of `heads` heads of d columns, as boxes of 64 columns x 128 rows
- * of one head in the 128-byte swizzle. Strides in elements. */
-MapOrder make_map(vl_cuda_ctx *c, CUtensorMap *map, const void *base, int d, int heads,
+/* A tensor of `rows` rows of `heads` heads of d columns of bf16 (esz 2) or int8 codes (esz 1),
+ * as boxes of 128 bytes of columns x 128 rows of one head in the 128-byte swizzle. Strides in
+ * elements. */
+MapOrder make_map(vl_cuda_ctx *c, CUtensorMap *map, const void *base, int esz, int d, int heads,
                   int64_t rows, int64_t head_stride, int64_t row_stride) {
     MapOrder order = {head_stride > row_stride};
     const cuuint64_t dims[3] = {(cuuint64_t)d, (cuuint64_t)(order.rows_second ? rows : heads),
                                 (cuuint64_t)(order.rows_second ? heads : rows)};
-    const cuuint64_t strides[2] = {(cuuint64_t)(order.rows_second ? row_stride : head_stride) * 2,
-                                   (cuuint64_t)(order.rows_second ? head_stride : row_stride) * 2};
-    const cuuint32_t box[3] = {64, order.rows_second ? (cuuint32_t)H::kBN : 1u,
+    const cuuint64_t strides[2] = {
+        (cuuint64_t)(order.rows_second ? row_stride : head_stride) * (cuuint64_t)esz,
+        (cuuint64_t)(order.rows_second ? head_stride : row_stride) * (cuuint64_t)esz};
+    const cuuint32_t box[3] = {(cuuint32_t)(H::kRowBytes / esz),
+                               order.rows_second ? (cuuint32_t)H::kBN : 1u,
                                order.rows_second ? 1u : (cuuint32_t)H::kBN};
     const cuuint32_t elem_strides[3] = {1, 1, 1};
     const CUresult r = encode_tiled(c)(
-        map, CU_TENSOR_MAP_DATA_TYPE_BFLOAT16, 3, const_cast<void *>(base), dims, strides, box,
-        elem_strides, CU_TENSOR_MAP_INTERLEAVE_NONE, CU_TENSOR_MAP_SWIZZLE_128B,
-        CU_TENSOR_MAP_L2_PROMOTION_L2_256B, CU_TENSOR_MAP_FLOAT_OOB_FILL_NONE);
+        map, esz == 2 ? CU_TENSOR_MAP_DATA_TYPE_BFLOAT16 : CU_TENSOR_MAP_DATA_TYPE_UINT8, 3,
+        const_cast<void *>(base), dims, strides, box, elem_strides, CU_TENSOR_MAP_INTERLEAVE_NONE,
+        CU_TENSOR_MAP_SWIZZLE_128B, CU_TENSOR_MAP_L2_PROMOTION_L2_256B,
+        CU_TENSOR_MAP_FLOAT_OOB_FILL_NONE);
     if (r != CUDA_SUCCESS) {
-        char what[96];
-        snprintf(what, sizeof what, "CUresult %d (d %d, heads %d, rows %lld)", (int)r, d, heads,
-                 (long long)rows);
+        char what[112];
+        snprintf(what, sizeof what, "CUresult %d (esz %d, d %d, heads %d, rows %lld)", (int)r, esz,
+                 d, heads, (long long)rows);
         vl_cuda_fatal("cuTensorMapEncodeTiled", __FILE__, __LINE__, what);
     }
     return order;
 }
 
-template <int D, int MODE>
+template <int D, int MODE, bool Q8>
 void launch(vl_cuda_ctx *c, const vl_attn_params *p, cudaStream_t stream) {
     CUtensorMap tm_q, tm_k, tm_v;
-    const MapOrder q_order = make_map(c, &tm_q, p->q, D, p->n_heads, p->n_q, D, p->q_stride);
-    const MapOrder kv_order =
-        make_map(c, &tm_k, p->k, D, p->n_kv_heads, p->n_kv, p->kv_head_stride, p->kv_tok_stride);
-    (void)make_map(c, &tm_v, p->v, D, p->n_kv_heads, p->n_kv, p->kv_head_stride, p->kv_tok_stride);
-    const void *kernel = (const void *)attn_wgmma_kernel<D, MODE>;
-    (void)vl_cuda_ctas_per_sm(c, kernel, H::kThreads, H::kSmem); /* the shared-memory opt-in */
+    const int kv_esz = Q8 ? 1 : 2; /* an int8 cache's codes, or bf16 */
+    const MapOrder q_order = make_map(c, &tm_q, p->q, 2, D, p->n_heads, p->n_q, D, p->q_stride);
+    const MapOrder kv_order = make_map(c, &tm_k, p->k, kv_esz, D, p->n_kv_heads, p->n_kv,
+                                       p->kv_head_stride, p->kv_tok_stride);
+    (void)make_map(c, &tm_v, p->v, kv_esz, D, p->n_kv_heads, p->n_kv, p->kv_head_stride,
+                   p->kv_tok_stride);
+    const void *kernel = (const void *)attn_wgmma_kernel<D, MODE, Q8>;
+    const int smem = H::smem_bytes(Q8);
+    (void)vl_cuda_ctas_per_sm(c, kernel, H::kThreads, smem); /* the shared-memory opt-in */
     const dim3 grid((unsigned)p->n_heads, (unsigned)((p->n_q + H::kBM - 1) / H::kBM));
-    attn_wgmma_kernel<D, MODE>
-        <<<grid, H::kThreads, H::kSmem, stream>>>(*p, tm_q, tm_k, tm_v, q_order, kv_order);
+    attn_wgmma_kernel<D, MODE, Q8>
+        <<<grid, H::kThreads, smem, stream>>>(*p, tm_q, tm_k, tm_v, q_order, kv_order);
     VL_CUDA_LAUNCH_CHECK();
+}
+
+template <int D, bool Q8>
+void launch_mode(vl_cuda_ctx *c, const vl_attn_params *p, int mode, cudaStream_t stream) {
+    mode == 3   ? launch<D, 3, Q8>(c, p, stream)
+    : mode == 2 ? launch<D, 2, Q8>(c, p, stream)
+                : launch<D, 1, Q8>(c, p, stream);
 }
 #endif /* VL_HOPPER_KERNELS */
 
@@ -517,7 +672,9 @@ int vl_attn_wgmma_takes(const vl_cuda_ctx *c, const vl_attn_params *p) {
 #ifdef VL_HOPPER_KERNELS
     if (!c->cfg.attn_prefill_wgmma || c->cc_major != 9 || c->cc_minor != 0) return 0;
     if (p->head_dim != 128 && p->head_dim != 80) return 0;
-    if (p->n_q < 2 || p->batch || p->k_scale != NULL || p->pages.table != NULL) return 0;
+    if (p->n_q < 2 || p->batch || p->pages.table != NULL) return 0;
+    /* an int8 cache: rows of 128 codes (the text layers' head dim) */
+    if (p->k_scale != NULL && p->head_dim != 128) return 0;
     /* TMA: 16-byte aligned bases and strides (the fast path's rows) */
     return vl_attn_fast_rows(p);
 #else
@@ -532,14 +689,12 @@ int vl_attn_prefill_wgmma(vl_cuda_ctx *c, const vl_attn_params *p, cudaStream_t 
 #ifdef VL_HOPPER_KERNELS
     /* 3 for causal calls only (file comment: measured slower on the vision blocks) */
     const int mode = c->cfg.attn_prefill_wgmma == 3 && !p->causal ? 2 : c->cfg.attn_prefill_wgmma;
-    if (p->head_dim == 128)
-        mode == 3   ? launch<128, 3>(c, p, stream)
-        : mode == 2 ? launch<128, 2>(c, p, stream)
-                    : launch<128, 1>(c, p, stream);
+    if (p->k_scale != NULL)
+        launch_mode<128, true>(c, p, mode, stream);
+    else if (p->head_dim == 128)
+        launch_mode<128, false>(c, p, mode, stream);
     else
-        mode == 3   ? launch<80, 3>(c, p, stream)
-        : mode == 2 ? launch<80, 2>(c, p, stream)
-                    : launch<80, 1>(c, p, stream);
+        launch_mode<80, false>(c, p, mode, stream);
 #else
     (void)stream;
 #endif

@@ -293,7 +293,6 @@ static void fill_table(vl_backend *b, vl_cuda_ctx *c) {
     b->attention_naive = vl_cuda_attention_naive_op;
     b->kv_append = vl_cuda_kv_append;
     b->rope_kv_append = vl_cuda_rope_kv_append;
-    b->kv_dequant = vl_cuda_kv_dequant;
     b->kv_gather = vl_cuda_kv_gather;
     b->fill_random_bf16 = vl_cuda_fill_random_bf16;
     b->sample_token = vl_cuda_sample_token;

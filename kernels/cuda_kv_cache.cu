@@ -1,6 +1,5 @@
 /* cuda_kv_cache.cu: the KV cache's ops on the GPU (CPU twins: cpu_kv_cache.c): kv_append
  * (bf16 rows into a head-major cache, at a position given or read from device memory) and
- * kv_dequant (the int8 cache of --kv int8 back to bf16 before a prefill chunk's attention) and
  * kv_gather (one sequence of a paged pool into a contiguous buffer, dequantized if int8). The
  * fused rotary + append of a decoder layer (rope_kv_append, with the int8 row quantizer) lives
  * with the rotary kernels it shares (cuda_rope.cu).
@@ -66,7 +65,8 @@ void vl_cuda_kv_append(vl_backend *b, void *cache, int64_t head_stride, const vo
                              kv_heads, head_dim, pos0, pos0_dev, vl_cuda_ctx_of(b)->stream);
 }
 
-/* ---- kv_dequant (--kv int8) ------------------------------------------------------------------ */
+/* ---- kv_gather (the paged pool of vlrun serve) ------------------------------------------------
+ */
 
 /* 8 int8 codes at from (8-byte aligned) -> bf16(code * sc) at to (16-byte aligned) */
 static __device__ __forceinline__ void dequant8(vl_bf16 *to, const int8_t *from, float sc) {
@@ -78,58 +78,10 @@ static __device__ __forceinline__ void dequant8(vl_bf16 *to, const int8_t *from,
     *reinterpret_cast<uint4 *>(to) = *reinterpret_cast<const uint4 *>(out);
 }
 
-/* dst[g, t, :] = bf16(src[g, t, :] * scale[g, t]); items are (g, t, d/VEC) with d fastest. With
- * VEC 8 a thread reads 8 codes (8 bytes) and writes 16 bytes. */
-template <int VEC>
-static __global__ void kv_dequant_kernel(vl_bf16 *dst, const int8_t *src, const float *scale,
-                                         int64_t head_stride, int64_t scale_head_stride,
-                                         int kv_heads, int64_t n_tok, int head_dim) {
-    const int row_vecs = head_dim / VEC;
-    const int64_t total = (int64_t)kv_heads * n_tok * row_vecs;
-    for (int64_t item = blockIdx.x * (int64_t)blockDim.x + threadIdx.x; item < total;
-         item += (int64_t)gridDim.x * blockDim.x) {
-        const int d = (int)(item % row_vecs) * VEC;
-        const int64_t gt = item / row_vecs, t = gt % n_tok;
-        const int g = (int)(gt / n_tok);
-        const int64_t at = g * head_stride + t * head_dim + d;
-        const float sc = scale[g * scale_head_stride + t];
-        if constexpr (VEC == 8) {
-            dequant8(dst + at, src + at, sc);
-        } else {
-            dst[at] = __float2bfloat16_rn((float)src[at] * sc);
-        }
-    }
-}
-
-void vl_cuda_kv_dequant(vl_backend *b, void *dst, const int8_t *src, const float *scale,
-                        int64_t head_stride, int64_t scale_head_stride, int kv_heads, int64_t n_tok,
-                        int head_dim) {
-    VL_CUDA_REQUIRE(
-        kv_heads > 0 && head_dim > 0 && n_tok >= 0 &&
-            (kv_heads == 1 || (n_tok * head_dim <= head_stride && n_tok <= scale_head_stride)),
-        "kv_dequant of %lld tokens of %d heads of %d overflows a head of %lld", (long long)n_tok,
-        kv_heads, head_dim, (long long)head_stride);
-    if (n_tok == 0) return;
-    const int vec = head_dim % 8 == 0 && head_stride % 8 == 0 && vl_cuda_aligned16(dst) &&
-                    (uintptr_t)src % 8 == 0;
-    const int64_t items = (int64_t)kv_heads * n_tok * (vec ? head_dim / 8 : head_dim);
-    const unsigned grid = vl_cuda_grid(items, KV_THREADS);
-    cudaStream_t stream = vl_cuda_ctx_of(b)->stream;
-    if (vec)
-        kv_dequant_kernel<8><<<grid, KV_THREADS, 0, stream>>>(
-            (vl_bf16 *)dst, src, scale, head_stride, scale_head_stride, kv_heads, n_tok, head_dim);
-    else
-        kv_dequant_kernel<1><<<grid, KV_THREADS, 0, stream>>>(
-            (vl_bf16 *)dst, src, scale, head_stride, scale_head_stride, kv_heads, n_tok, head_dim);
-    VL_CUDA_LAUNCH_CHECK();
-}
-
-/* ---- kv_gather (the paged pool of vlrun serve) ------------------------------------------------
- */
-
 /* dst[g, t, :] = row t of kv head g of the sequence with block table tbl (kernels.h,
- * vl_kv_pages): copied (bf16) or bf16(code * scale) (int8, kv_dequant's expression); items are
- * (g, t, d/VEC) with d fastest. VEC 8: 16-byte bf16 moves, or 8 codes read at once. */
+ * vl_kv_pages): copied (bf16) or bf16(code * scale) (int8: the product in fp32, rounded once
+ * to the nearest bf16, ties to even); items are (g, t, d/VEC) with d fastest. VEC 8: 16-byte
+ * bf16 moves, or 8 codes read at once. */
 template <int VEC, bool Q8>
 static __global__ void kv_gather_kernel(vl_bf16 *dst, int64_t dst_head_stride, const void *src,
                                         const float *scale, const vl_kv_pages pg,

@@ -265,9 +265,6 @@ void vl_cuda_rope_text(vl_backend *b, void *x, int64_t stride, int64_t s, int he
                        const int32_t *pos, const int sections[3], float theta);
 void vl_cuda_rope_vision(vl_backend *b, void *x, int64_t stride, int64_t s, int heads, int head_dim,
                          const int32_t *pos, float theta);
-void vl_cuda_kv_dequant(vl_backend *b, void *dst, const int8_t *src, const float *scale,
-                        int64_t head_stride, int64_t scale_head_stride, int kv_heads, int64_t n_tok,
-                        int head_dim);
 void vl_cuda_kv_gather(vl_backend *b, void *dst, int64_t dst_head_stride, const void *src,
                        const float *scale, const vl_kv_pages *pages, int64_t head_stride,
                        int64_t scale_head_stride, int kv_heads, int64_t n_tok, int head_dim);

@@ -189,8 +189,10 @@ typedef struct {
     /* Optional: an int8 KV cache (--kv int8). When k_scale is set, k and v hold int8 values
      * (the strides above count them, one byte each) and element (j, g, d) of K stands for
      * k[j, g, d] * k_scale[g * kv_scale_head_stride + j] in fp32; likewise V with v_scale.
-     * The CUDA backend takes it for a single query (decode) only: the engine dequantizes the
-     * cache (kv_dequant) before a prefill chunk's attention. */
+     * Both backends' attention takes it for any number of queries (causal, no segments); on the
+     * CUDA backend a paged pool (pages below) only for decode (cuda_attention_dispatch.cu), so
+     * the engine gathers a prefill chunk's sequence out of the pool first (kv_gather). The CUDA
+     * attention_naive takes no int8 cache (the CLI refuses --kv int8 with --attn naive). */
     const float *k_scale, *v_scale;
     int64_t kv_scale_head_stride;
     /* Optional: k and v (and the scales) are a paged pool (vl_kv_pages; table NULL: contiguous).
@@ -378,18 +380,11 @@ struct vl_backend {
                       int64_t src_stride, int64_t s, int kv_heads, int head_dim, int64_t pos0,
                       const int32_t *pos0_dev /* optional: pos0 read from backend memory */);
 
-    /* int8 cache -> activations: dst[g, t, :] = src[g, t, :] * scale[g * scale_head_stride + t]
-     * for t < n_tok, g < kv_heads (src int8, dst act dtype; both head-major with rows head_dim
-     * apart and heads head_stride apart). A prefill chunk's attention then reads dst. */
-    void (*kv_dequant)(vl_backend *b, void *dst, const int8_t *src, const float *scale,
-                       int64_t head_stride, int64_t scale_head_stride, int kv_heads, int64_t n_tok,
-                       int head_dim);
-
     /* One sequence of a paged pool (src: keys or values, pages: its table as row 0) into a
      * contiguous head-major buffer: dst[g, t, :] (act; rows head_dim apart, heads
      * dst_head_stride apart) = row t of kv head g, for t < n_tok, g < kv_heads; an int8 pool
-     * (scale set) is dequantized (q * scale, as kv_dequant), an act pool copied. A prefill
-     * chunk's attention then reads dst, as with kv_dequant. */
+     * (scale set) is dequantized (dst = act(q * scale), q * scale in fp32), an act pool copied.
+     * A prefill chunk's attention over the pool then reads dst. */
     void (*kv_gather)(vl_backend *b, void *dst, int64_t dst_head_stride, const void *src,
                       const float *scale, const vl_kv_pages *pages, int64_t head_stride,
                       int64_t scale_head_stride, int kv_heads, int64_t n_tok, int head_dim);
@@ -466,7 +461,7 @@ struct vl_backend {
     X(add_rmsnorm) X(layernorm) X(add) X(silu_mul) X(silu_mul_rows) \
     X(quick_gelu) X(gelu) \
     X(gather_rows) \
-    X(rope_text) X(rope_vision) X(attention) X(rope_kv_append) X(kv_append) X(kv_dequant) \
+    X(rope_text) X(rope_vision) X(attention) X(rope_kv_append) X(kv_append) \
     X(kv_gather) \
     X(sample_token) X(sample_token_f32) X(sample_rows) X(mark_seen) X(repetition_penalty) \
     X(fill_random_bf16) X(attention_naive) X(quantize) X(dequantize) \

@@ -3,7 +3,8 @@
  *   - rope_kv_append with scales: q and k get exactly the bits of the bf16 op, and each appended
  *     k / v row is vl_kv_quantize_row of the bf16 row the bf16 op appends (codes and scales
  *     identical); cache slots outside the appended rows stay untouched;
- *   - kv_dequant = bf16(code * scale) of the CPU twin, bit for bit;
+ *   - kv_gather of a contiguous int8 cache (no block table) = bf16(code * scale) of the CPU
+ *     twin, bit for bit, rows past n_tok untouched (the paged form: test_kv_pages_gpu.c);
  *   - decode attention over the int8 cache (the Q8 variant of the split-KV kernel) against the
  *     CPU attention over the same codes and scales, with test_attention_gpu's tolerance per output
  * row (2^-7 of its largest |value| + 1e-3); cache rows past the length hold code 127 and NaN
@@ -136,9 +137,9 @@ static void check_rope_append(int64_t s, int H, int G, int D, int64_t cap, int64
     free(hkq), free(hvq), free(hks), free(hvs);
 }
 
-/* ---- kv_dequant ------------------------------------------------------------------------------ */
+/* ---- kv_gather of a contiguous int8 cache ---------------------------------------------------- */
 
-static void check_dequant(int G, int D, int64_t cap, int64_t n_tok) {
+static void check_gather_contiguous(int G, int D, int64_t cap, int64_t n_tok) {
     const int64_t n = G * cap * D;
     int8_t *q = malloc((size_t)n);
     float *sc = malloc((size_t)(G * cap) * sizeof(float)), *ref = malloc((size_t)n * sizeof(float));
@@ -146,21 +147,21 @@ static void check_dequant(int G, int D, int64_t cap, int64_t n_tok) {
     for (int64_t i = 0; i < G * cap; i++) sc[i] = (float)(vt_rng_uniform() * 0.3);
     vl_backend *cpu = vl_backend_cpu();
     for (int64_t i = 0; i < n; i++) ref[i] = NAN;
-    cpu->kv_dequant(cpu, ref, q, sc, cap * D, cap, G, n_tok, D);
+    cpu->kv_gather(cpu, ref, cap * D, q, sc, NULL, cap * D, cap, G, n_tok, D);
     uint16_t *poison = malloc((size_t)n * 2), *got = malloc((size_t)n * 2);
     for (int64_t i = 0; i < n; i++) poison[i] = 0x7fc0u;
     void *dq = dev_copy(q, (size_t)n), *ds = dev_copy(sc, (size_t)(G * cap) * 4),
          *dd = dev_copy(poison, (size_t)n * 2);
-    gpu->kv_dequant(gpu, dd, dq, ds, cap * D, cap, G, n_tok, D);
+    gpu->kv_gather(gpu, dd, cap * D, dq, ds, NULL, cap * D, cap, G, n_tok, D);
     gpu->download(gpu, got, dd, (size_t)n * 2);
     int64_t bad = 0;
     for (int64_t i = 0; i < n; i++) {
         const int64_t t = (i / D) % cap;
         bad += t < n_tok ? got[i] != vl_f32_to_bf16(ref[i]) : got[i] != 0x7fc0u;
     }
-    printf("  kv_dequant %d heads D=%d %lld of %lld tokens: %lld differ\n", G, D, (long long)n_tok,
+    printf("  kv_gather %d heads D=%d %lld of %lld tokens: %lld differ\n", G, D, (long long)n_tok,
            (long long)cap, (long long)bad);
-    VT_CHECKF(bad == 0, "kv_dequant %d heads D=%d: %lld elements differ", G, D, (long long)bad);
+    VT_CHECKF(bad == 0, "kv_gather %d heads D=%d: %lld elements differ", G, D, (long long)bad);
     gpu->mem_free(gpu, dq), gpu->mem_free(gpu, ds), gpu->mem_free(gpu, dd);
     free(q), free(sc), free(ref), free(poison), free(got);
 }
@@ -293,10 +294,10 @@ int main(void) {
     check_rope_append(37, 28, 4, 128, 64, 5, 0); /* a prefill chunk */
     check_rope_append(9, 3, 1, 32, 20, 4, 0);    /* tiny-a */
     check_rope_append(5, 3, 3, 24, 8, 3, 1);     /* tiny-b */
-    printf("kv_dequant\n");
-    check_dequant(4, 128, 50, 41);
-    check_dequant(3, 24, 9, 9);
-    check_dequant(2, 20, 7, 5); /* not a multiple of 8: the scalar path */
+    printf("kv_gather of a contiguous int8 cache\n");
+    check_gather_contiguous(4, 128, 50, 41);
+    check_gather_contiguous(3, 24, 9, 9);
+    check_gather_contiguous(2, 20, 7, 5); /* not a multiple of 8: the scalar path */
     printf("decode attention over an int8 cache\n");
     check_decode("D128 GQA7 n_kv=1", 28, 4, 128, 1, 4096, -1);
     check_decode("D128 GQA7 n_kv=77", 28, 4, 128, 77, 0, -1);

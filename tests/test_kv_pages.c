@@ -8,7 +8,8 @@
  *   - append: the rotated q and k rows are identical; read through the table with the
  *     documented formula (computed here), the pool holds the contiguous cache's values (and
  *     codes and scales) bit for bit; blocks no sequence owns are untouched;
- *   - kv_gather of each sequence == the contiguous cache (fp32) or its kv_dequant (int8);
+ *   - kv_gather of each sequence == the contiguous cache (fp32) or its values code * scale
+ *     (int8, fp32 products computed here);
  *   - attention through the table (a chunk of 5 queries at q_pos0 > 0, GQA 6/2, also with
  *     n_past_dev, and attention_naive) == attention over the contiguous cache, bit for bit;
  *   - batched decode attention (query i: sequence i at n_past_dev[i]) == one single-sequence
@@ -261,8 +262,8 @@ static int count_outside_writes(const fixture *f, const uint8_t *used) {
     return outside;
 }
 
-/* kv_gather of each sequence == its contiguous cache (fp32) or kv_dequant of it (int8), head by
- * head (the gathered heads are len * D apart, the cache's cap * D). */
+/* kv_gather of each sequence == its contiguous cache (fp32) or its values code * scale in fp32
+ * (int8), head by head (the gathered heads are len * D apart, the cache's cap * D). */
 static int check_gather(const fixture *f) {
     vl_backend *cpu = vl_backend_cpu();
     float *want = malloc((size_t)(G * f->cap * D) * sizeof(float));
@@ -276,10 +277,15 @@ static int check_gather(const fixture *f) {
             cpu->kv_gather(cpu, got, dst_hs, v ? f->vp : f->kp, v ? f->vsp : f->ksp, &pg,
                            f->head_stride, f->scale_head_stride, G, f->len[s], D);
             const void *c = v ? f->vc[s] : f->kc[s];
-            if (f->int8)
-                cpu->kv_dequant(cpu, want, c, v ? f->vsc[s] : f->ksc[s], f->cap * D, f->cap, G,
-                                f->len[s], D);
-            else
+            if (f->int8) {
+                const float *sc = v ? f->vsc[s] : f->ksc[s]; /* heads cap apart */
+                for (int g = 0; g < G; g++)
+                    for (int64_t t = 0; t < f->len[s]; t++)
+                        for (int d = 0; d < D; d++) {
+                            const int64_t e = (g * f->cap + t) * D + d;
+                            want[e] = (float)((const int8_t *)c)[e] * sc[g * f->cap + t];
+                        }
+            } else
                 memcpy(want, c, (size_t)(G * f->cap * D) * sizeof(float));
             for (int g = 0; g < G; g++)
                 bad += memcmp(got + g * dst_hs, want + g * f->cap * D,

@@ -3,7 +3,7 @@
  * block-major and head-major layouts, vltest_pages.h; lengths that are not multiples of the
  * block size), bf16 and int8.
  *   - kv_gather: one sequence into a contiguous buffer = the CPU twin's, bit for bit (bf16
- *     copied; int8 as bf16(code * scale), kv_dequant's rounding); the gaps between the
+ *     copied; int8 as bf16(code * scale): the fp32 product rounded once); the gaps between the
  *     destination's heads stay untouched;
  *   - rope_kv_append through the pages (a prefill chunk per sequence through its table row, then
  *     one batched step of all sequences at their own positions) = the contiguous op into one

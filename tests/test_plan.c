@@ -9,8 +9,10 @@
  *     (quantized Linears + bf16 rest), with double quantization less; int8 bitsandbytes'
  *     LLM.int8 figure (same storage: int8 + one fp32 per row);
  *   - --attn naive adds the fp32 score matrix of the largest call to the workspace;
- *   - --kv int8: 29,568 bytes per token (codes + one fp32 scale per row), and one layer's K and V
- *     in bf16 as workspace;
+ *   - --kv int8: 29,568 bytes per token (codes + one fp32 scale per row), exactly, and no
+ *     workspace: a prefill chunk's attention reads the int8 cache itself;
+ *   - a batch's paged pool (pool_blocks > 0) has the kv_gather workspace, one layer's K and V of
+ *     ctx tokens in bf16: 2,048 bytes per token, exactly, with a bf16 or an int8 pool;
  *   - tests/fixtures/models/tiny-odd (every Linear's in-features is not a multiple of 64): with
  *     --quant nf4, nf4 --double-quant and int8 all 24 Linears are quantized, and the bytes the
  *     CPU backend allocates for the weights are the planned bytes exactly; the plan is the
@@ -29,7 +31,8 @@
 
 static vl_config cfg;
 
-static int kv_int8; /* plan with --kv int8 */
+static int kv_int8;         /* plan with --kv int8 */
+static int64_t pool_blocks; /* plan a batch's paged pool of this many blocks of 16 (0: a slot) */
 
 static vl_mem_plan plan_images(int n_images, int attn_naive, vl_dtype quant) {
     vl_plan_request rq;
@@ -41,6 +44,8 @@ static vl_mem_plan plan_images(int n_images, int attn_naive, vl_dtype quant) {
     rq.shape.max_patches = 5456;
     rq.shape.attn_naive = attn_naive;
     rq.shape.kv_int8 = kv_int8;
+    rq.shape.pool_blocks = pool_blocks;
+    rq.shape.block_tokens = 16;
     rq.weights.linear = quant;
     rq.weights.double_quant = 0;
     vl_mem_plan p;
@@ -245,18 +250,39 @@ int main(void) {
                   naive.workspace <= p28.workspace + scores + 256,
               "naive workspace %zu, flash %zu, scores %zu", naive.workspace, p28.workspace, scores);
 
-    /* --kv int8: 28 layers x 2 x 4 kv heads x (128 codes + a 4-byte scale) = 29,568 bytes per
-     * token (each of the two slices aligned), and one layer's K and V in bf16 (2 x 4 x 128 x 2
-     * = 2,048 bytes per token) as workspace for the prefill chunks */
+    /* The workspace group holds only the naive attention's scores (off here) and a pool's
+     * kv_gather buffer (no pool here), and these requests add no backend workspace (0 bytes):
+     * the flash plans have none. */
+    VT_CHECK_INT(p1.workspace, 0);
+    VT_CHECK_INT(p28.workspace, 0);
+
+    /* --kv int8: 28 layers x 2 x 4 kv heads = 224 rows per token, each 128 one-byte codes and a
+     * 4-byte scale: 28,672 + 896 = 29,568 bytes per token. The two slices (codes, scales) are
+     * each padded to 256 bytes: 28,672 = 112 x 256, and 896 t is a multiple of 256 for an even
+     * t (896 = 3.5 x 256); t1 = 1,908 and t28 = 38,790 are even, so no padding at all. Nothing
+     * else changes: attention reads the int8 cache for a prefill chunk too, so the workspace
+     * (once one layer's K and V dequantized to bf16, 2,048 bytes per token) stays 0. */
     kv_int8 = 1;
     vl_mem_plan k1 = plan_images(1, 0, VL_DTYPE_BF16), k28 = plan_images(28, 0, VL_DTYPE_BF16);
     kv_int8 = 0;
-    check_close_above("int8 kv x1", k1.kv, (size_t)t1 * 29568, 2 * 256);
-    check_close_above("int8 kv x28", k28.kv, (size_t)t28 * 29568, 2 * 256);
-    check_close_above("int8 kv workspace x28", k28.workspace, p28.workspace + (size_t)t28 * 2048,
-                      256);
+    VT_CHECK_INT(k1.kv, t1 * 29568);
+    VT_CHECK_INT(k28.kv, t28 * 29568);
+    VT_CHECK_INT(k1.workspace, 0);
+    VT_CHECK_INT(k28.workspace, 0);
     VT_CHECK_INT(k28.act, p28.act);
     VT_CHECK_INT(k28.weights, p28.weights);
+
+    /* A batch's paged pool (pool_blocks > 0) still gathers a prefill chunk's sequence into one
+     * layer's K and V of ctx = t28 tokens in bf16, dequantized from an int8 pool: 2 (K, V) x 4 kv
+     * heads x 128 x 2 bytes = 2,048 bytes per token, one slice, a multiple of 256. */
+    pool_blocks = 64;
+    vl_mem_plan b28 = plan_images(28, 0, VL_DTYPE_BF16);
+    kv_int8 = 1;
+    vl_mem_plan bk28 = plan_images(28, 0, VL_DTYPE_BF16);
+    kv_int8 = 0;
+    pool_blocks = 0;
+    VT_CHECK_INT(b28.workspace, t28 * 2048);
+    VT_CHECK_INT(bk28.workspace, t28 * 2048);
 
     tiny_odd(VL_QUANT_NF4, 0);
     tiny_odd(VL_QUANT_NF4, 1);

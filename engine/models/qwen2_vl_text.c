@@ -133,26 +133,21 @@ static layer_cache cache_of(const vl_kv_view *kv, int li) {
     return lc;
 }
 
-/* One prefill chunk's keys and values as contiguous act rows in the scratch's workspace
- * (cx->max_ctx rows per head): an int8 slot dequantized, or the pool's blocks of the sequence
- * gathered (the flash kernel reads bf16 rows; the decode kernel reads the cache itself). */
+/* One prefill chunk's keys and values from a paged pool: the sequence's blocks gathered into
+ * contiguous act rows in the scratch's workspace (cx->max_ctx rows per head; an int8 pool
+ * dequantized on the way), which the chunk's attention then reads. Everything else is read in
+ * place by the attention (attend): a slot's contiguous cache, int8 included, and a batch's
+ * decode rows through their block tables. */
 static void chunk_kv(vl_context *cx, const vl_kv_view *kv, const layer_cache *lc, int64_t n_tok,
                      vl_attn_params *p) {
     vl_backend *be = cx->m->be;
     const vl_config *c = &cx->m->cfg;
     int64_t D = c->head_dim, ws = cx->max_ctx * D;
     void *kt = cx->scratch.kv_tmp, *vt = act_at(be, cx->scratch.kv_tmp, c->n_kv_heads * ws);
-    if (kv->pages.table) {
-        be->kv_gather(be, kt, ws, lc->k, lc->k_scale, &kv->pages, kv->head_stride,
-                      kv->scale_head_stride, c->n_kv_heads, n_tok, (int)D);
-        be->kv_gather(be, vt, ws, lc->v, lc->v_scale, &kv->pages, kv->head_stride,
-                      kv->scale_head_stride, c->n_kv_heads, n_tok, (int)D);
-    } else {
-        be->kv_dequant(be, kt, (const int8_t *)lc->k, lc->k_scale, ws, kv->scale_head_stride,
-                       c->n_kv_heads, n_tok, (int)D);
-        be->kv_dequant(be, vt, (const int8_t *)lc->v, lc->v_scale, ws, kv->scale_head_stride,
-                       c->n_kv_heads, n_tok, (int)D);
-    }
+    be->kv_gather(be, kt, ws, lc->k, lc->k_scale, &kv->pages, kv->head_stride,
+                  kv->scale_head_stride, c->n_kv_heads, n_tok, (int)D);
+    be->kv_gather(be, vt, ws, lc->v, lc->v_scale, &kv->pages, kv->head_stride,
+                  kv->scale_head_stride, c->n_kv_heads, n_tok, (int)D);
     p->k = kt;
     p->v = vt;
     p->kv_head_stride = ws;
@@ -184,7 +179,7 @@ static void attend(vl_context *cx, const vl_kv_view *kv, int li, int64_t S, void
     p.causal = 1;
     p.q_pos0 = kv->n_past_dev ? 0 : kv->n_past;
     p.n_past_dev = kv->n_past_dev;
-    if (!kv->batch && (kv->pages.table || (kv->kv_scale && S > 1))) { /* a prefill chunk */
+    if (!kv->batch && kv->pages.table) { /* a prefill chunk of a pool's sequence */
         chunk_kv(cx, kv, &lc, kv->n_past + S, &p);
     } else {
         p.k_scale = lc.k_scale;
