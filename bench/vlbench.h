@@ -45,6 +45,7 @@ typedef struct {
     const char *json_out; /* also write the JSON here (markdown stays on stdout) */
     int ref;              /* compare sampled rows with the CPU backend */
     int flush_l2;         /* evict L2 before each timed run */
+    int ceilings;         /* measure the copy bandwidth and bf16 peak at start */
     int quant_mask;       /* VLB_QUANT_* */
     int double_quant;     /* NF4 with double-quantized scales */
     int n_shapes;         /* 0: the 7B set */

@@ -46,6 +46,8 @@ static void usage(FILE *f) {
         "  --json-out FILE    also write the JSON object to FILE\n"
         "  --no-ref           skip the CPU reference (no error columns)\n"
         "  --no-flush         do not evict L2 before each timed run\n"
+        "  --no-ceilings      do not measure the copy bandwidth and the bf16 peak (a run under\n"
+        "                     compute-sanitizer; the % of ceiling columns are then n/a)\n"
         "  --cuda-opt K=V     a CUDA backend option (vl_cuda_config, kernels.h), repeatable:\n"
         "                     gemv_bf16=0, attn_decode_splits=N, attn_prefill_rows=64, ...\n"
         "  --help             this text\n",
@@ -227,6 +229,8 @@ static int parse_flag(const char *a, vlb_options *o) {
         o->ref = 0;
     else if (strcmp(a, "--no-flush") == 0)
         o->flush_l2 = 0;
+    else if (strcmp(a, "--no-ceilings") == 0)
+        o->ceilings = 0;
     else if (strcmp(a, "--double-quant") == 0)
         o->double_quant = 1;
     else
@@ -260,6 +264,7 @@ int vlb_parse_options(int argc, char **argv, vlb_options *o) {
     o->warmup = DEFAULT_WARMUP;
     o->ref = 1;
     o->flush_l2 = 1;
+    o->ceilings = 1;
     o->quant_mask = VLB_QUANT_BF16 | VLB_QUANT_NF4 | VLB_QUANT_INT8;
     o->kind_mask = VLB_KIND_PREFILL | VLB_KIND_CHUNK | VLB_KIND_VISION | VLB_KIND_DECODE;
     vl_cuda_config_init(&o->cuda);

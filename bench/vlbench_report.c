@@ -169,8 +169,11 @@ static void md_row(vlb_run *run, const vlb_row *r) {
     }
     md_cell_num(f, "%.1f", r->ms * 1e3);
     fprintf(f, " | %.*f %s", r->memory_bound ? 0 : 1, rate_of(r, r->ms), unit);
-    fprintf(f, " | %.0f%% %s", 100.0 * rate_of(r, r->ms) / ceiling_of(run, r),
-            r->memory_bound ? "copy" : "bf16");
+    if (isfinite(ceiling_of(run, r)))
+        fprintf(f, " | %.0f%% %s", 100.0 * rate_of(r, r->ms) / ceiling_of(run, r),
+                r->memory_bound ? "copy" : "bf16");
+    else /* --no-ceilings */
+        fputs(" | n/a", f);
     md_cell_num(f, "%.3g", r->max_abs_err);
     md_cell_num(f, "%.3g", r->max_rel_err);
     fprintf(f, " | %s", r->anchor ? r->anchor : "-");

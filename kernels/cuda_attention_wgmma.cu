@@ -232,10 +232,18 @@ __device__ __forceinline__ void produce_q8(const vl_attn_params &p, const CUtens
     }
     const float *k_scale = p.k_scale + (int64_t)kv_head * p.kv_scale_head_stride;
     const float *v_scale = p.v_scale + (int64_t)kv_head * p.kv_scale_head_stride;
+    /* this thread's key of tile t and its scales, loaded a tile ahead: each tile's conversion
+     * would otherwise wait for its loads */
+    const auto scale_of = [&](const float *sc, int t) {
+        const int key = kv_lo + t * H::kBN + tid;
+        return t < n_tiles && key < n_keys ? __ldg(sc + key) : 0.f;
+    };
+    float ks_next = scale_of(k_scale, 0), vs_next = scale_of(v_scale, 0);
     for (int t = 0; t < n_tiles; t++) {
-        const int s = H::stage(t), key = kv_lo + t * H::kBN + tid;
-        const float ks = key < n_keys ? __ldg(k_scale + key) : 0.f;
-        const float vs = key < n_keys ? __ldg(v_scale + key) : 0.f;
+        const int s = H::stage(t);
+        const float ks = ks_next, vs = vs_next;
+        ks_next = scale_of(k_scale, t + 1);
+        vs_next = scale_of(v_scale, t + 1);
         const uint32_t freed = H::parity(t) ^ 1u; /* the consumers' release of tile t - kStages */
         bar_wait(bars + 8 * H::k_staged(s), H::parity(t));
         bar_wait(bars + 8 * H::k_empty(s), freed);

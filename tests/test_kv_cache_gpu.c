@@ -263,8 +263,8 @@ static void check_decode(const char *name, int H, int G, int D, int64_t n_kv, in
     free(qb), free(qf), free(kq), free(vq), free(ks), free(vs), free(ref), free(o[0]), free(o[1]);
 }
 
-/* What the int8 decode kernel refuses (the engine dequantizes those calls instead), and a row
- * alignment it takes. */
+/* What the int8 kernels refuse (a prefill chunk over a paged pool: the engine gathers it
+ * first), what they take (a prefill chunk in plain rows), and a row alignment they take. */
 static void test_supported(void) {
     static int8_t dummy[64] __attribute__((aligned(16)));
     static float sc[4];
@@ -276,8 +276,13 @@ static void test_supported(void) {
     p.head_dim = 16, p.scale = 0.25f, p.causal = 1, p.q_pos0 = 3;
     VT_CHECK(vl_cuda_attention_supported(&p));
     vl_attn_params a = p;
-    a.n_q = 2; /* a prefill chunk */
+    a.n_q = 2; /* a prefill chunk: the prefill kernels read the codes */
+    VT_CHECK(vl_cuda_attention_supported(&a));
+    static int32_t table[4];
+    a.pages.table = table, a.pages.block_tokens = 4; /* ... but not through a block table */
     VT_CHECK(!vl_cuda_attention_supported(&a));
+    a.n_q = 1; /* decode does */
+    VT_CHECK(vl_cuda_attention_supported(&a));
     a = p;
     a.v_scale = NULL;
     VT_CHECK(!vl_cuda_attention_supported(&a));
