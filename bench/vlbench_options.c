@@ -47,7 +47,7 @@ static void usage(FILE *f) {
         "  --no-ref           skip the CPU reference (no error columns)\n"
         "  --no-flush         do not evict L2 before each timed run\n"
         "  --no-ceilings      do not measure the copy bandwidth and the bf16 peak (a run under\n"
-        "                     compute-sanitizer; the % of ceiling columns are then n/a)\n"
+        "                     compute-sanitizer; the %% of ceiling columns are then n/a)\n"
         "  --cuda-opt K=V     a CUDA backend option (vl_cuda_config, kernels.h), repeatable:\n"
         "                     gemv_bf16=0, attn_decode_splits=N, attn_prefill_rows=64, ...\n"
         "  --help             this text\n",
