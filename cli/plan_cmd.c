@@ -130,7 +130,8 @@ static int make_rows(const plan_args *pa, const vl_plan_input *in, const vl_back
                 r->max_fit = vl_plan_input_max_images(in, &pa->o, be, r->quant, kv, pa->gpu.total,
                                                       &r->by_positions);
             r->images = in->n_requested > 0 ? in->n_requested : r->max_fit > 0 ? r->max_fit : 1;
-            vl_plan_input_plan(in, &pa->o, be, r->quant, kv, r->images, &r->mp);
+            vl_plan_input_plan(in, &pa->o, be, r->quant, kv, r->images,
+                               pa->have_gpu ? (size_t)pa->gpu.total : 0, &r->mp);
         }
     return n;
 }
@@ -208,7 +209,9 @@ static void print_table(const plan_args *pa, const vl_plan_input *in, const plan
         printf("images: the most pages that fit, and the plan at that count (0 fit: the plan of "
                "1)\n");
     if (pa->have_gpu && in->n_requested > 0)
-        printf("max images: the requested images, then pages, as many as fit\n");
+        printf("max images: the requested images, then pages, as many as fit (an int8 cache: "
+               "without the dequantized layer of the\n  prefill workspace, which a request "
+               "drops when only that fits; its prefill is then slower)\n");
     if (any_positions)
         printf("*: the model's %d positions are the limit, not memory\n", in->cfg.max_positions);
 }

@@ -135,11 +135,17 @@ static void request_for(const vl_plan_input *in, const vl_options *o, const vl_b
 }
 
 void vl_plan_input_plan(const vl_plan_input *in, const vl_options *o, const vl_backend_caps *be,
-                        vl_quant quant, int kv_int8, int k, vl_mem_plan *out) {
+                        vl_quant quant, int kv_int8, int k, size_t budget, vl_mem_plan *out) {
     vl_plan_request rq;
     request_for(in, o, be, quant, kv_int8, &rq);
     vl_plan_request_set_images(&rq, in->text_tokens, in->imgs, in->n_requested + 1, k);
     vl_plan_memory(&in->cfg, &rq, out);
+    if (rq.shape.kv_int8_copy && budget > 0 && out->total > budget) {
+        vl_mem_plan small;
+        rq.shape.kv_int8_copy = 0;
+        vl_plan_memory(&in->cfg, &rq, &small);
+        if (small.total <= budget) *out = small;
+    }
 }
 
 int vl_plan_input_max_images(const vl_plan_input *in, const vl_options *o,
@@ -151,6 +157,7 @@ int vl_plan_input_max_images(const vl_plan_input *in, const vl_options *o,
                                                vl_options_max_tokens(o), cap);
     vl_plan_request rq;
     request_for(in, o, be, quant, kv_int8, &rq);
+    rq.shape.kv_int8_copy = 0; /* past what fits with the copy, the engine runs without it */
     int by_mem = vl_plan_images_that_fit(&in->cfg, rq, in->text_tokens, in->imgs, n,
                                          by_pos > 0 ? by_pos + 1 : 1, budget);
     if (by_positions) *by_positions = by_mem > by_pos;

@@ -298,7 +298,8 @@ static int write_svg(FILE *f, const void *ctx) {
     double top = sa->have_gpu ? (double)sa->gpu.total : 0;
     for (int k = 1;; k = k + step < x_end ? k + step : x_end) { /* every step-th, and x_end */
         vl_mem_plan mp;
-        vl_plan_input_plan(d->in, o, d->be, o->engine.quant, o->engine.kv_int8, k, &mp);
+        vl_plan_input_plan(d->in, o, d->be, o->engine.quant, o->engine.kv_int8, k,
+                           sa->have_gpu ? (size_t)sa->gpu.total : 0, &mp);
         lx[n_line] = k;
         ly[n_line++] = (double)mp.total;
         if ((double)mp.total > top) top = (double)mp.total;
@@ -422,7 +423,7 @@ static int collect(const sweep_args *sa, const vl_plan_input *in, const vl_backe
         if (!pts[i].ok) continue;
         vl_mem_plan mp;
         vl_plan_input_plan(in, &sa->o, be, sa->o.engine.quant, sa->o.engine.kv_int8, sa->counts[i],
-                           &mp);
+                           sa->have_gpu ? (size_t)sa->gpu.total : 0, &mp);
         print_point(&pts[i], mp.total);
     }
     return 0;

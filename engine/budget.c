@@ -26,6 +26,7 @@ int vl_refuse_budget(const vl_engine *e, const vl_prompt *p, const vl_pixels *im
     const size_t budget = (size_t)cfg->mem_budget;
     vl_plan_request q = *rq;
     q.shape.chunk = cfg->chunk;
+    q.shape.kv_int8_copy = 0; /* the most that fit: without the copy (engine/pipeline.c) */
     int fit = images_that_fit(&e->m, p, imgs, n_imgs, q, budget);
     char alt[256] = "";
     size_t used = 0;
@@ -59,15 +60,27 @@ int vl_budget_error(const vl_mem_plan *plan, int64_t budget, const char *advice)
                         plan->workspace / gib, plan->context / gib, (double)budget / gib, advice);
 }
 
+/* What the plan needs beyond what the engine holds already: the context and the backend's
+ * workspaces are allocated, and so are the weights after the engine's first request. */
+static size_t device_need(const vl_engine *e, const vl_mem_plan *plan) {
+    size_t held = plan->context + e->be->workspace_bytes + (e->weights_loaded ? plan->weights : 0);
+    return plan->total > held ? plan->total - held : 0;
+}
+
+int vl_plan_fits(const vl_engine *e, const vl_mem_plan *plan) {
+    if (e->cfg.mem_budget > 0 && plan->total > (size_t)e->cfg.mem_budget) return 0;
+    if (!e->be->mem_info) return 1;
+    size_t free_b = 0, total_b = 0;
+    e->be->mem_info(e->be, &free_b, &total_b);
+    return device_need(e, plan) <= free_b;
+}
+
 int vl_refuse_device_memory(const vl_engine *e, const vl_mem_plan *plan) {
     vl_backend *be = e->be;
     if (!be->mem_info) return 0;
     size_t free_b = 0, total_b = 0;
     be->mem_info(be, &free_b, &total_b);
-    /* the context and the backend's workspaces are allocated already, and so are the weights
-     * after the engine's first request */
-    size_t held = plan->context + be->workspace_bytes + (e->weights_loaded ? plan->weights : 0);
-    size_t need = plan->total > held ? plan->total - held : 0;
+    size_t need = device_need(e, plan);
     if (need <= free_b) return 0;
     const double gib = 1024.0 * 1024 * 1024;
     return vl_error_set("out of %s memory: this run needs %.2f GiB more (weights %.2f + kv_cache "

@@ -21,6 +21,7 @@ static vl_shape session_shape(const vl_engine *e, const vl_chat_shape *sh, const
     ss.chunk = sh->chunk;
     ss.max_patches = sh->max_patches;
     ss.kv_int8 = e->cfg.kv_int8;
+    ss.kv_int8_copy = e->cfg.kv_int8; /* a conversation is planned once, with the faster path */
     ss.rep_penalty =
         vl_model_repetition_penalty(&e->m, e->cfg.random_weights, rq->repetition_penalty);
     return ss;

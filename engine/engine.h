@@ -249,8 +249,13 @@ typedef struct {
     int64_t max_patches;   /* the largest image */
     int attn_naive;        /* --attn naive: room for a materialized score matrix */
     int kv_int8;           /* --kv int8: int8 cache (slots or pool) + one fp32 scale per row */
-    float rep_penalty;     /* repetition penalty; 0 or 1: off (no seen-token set, no scores) */
-    int n_sequences;       /* sequences held at once (slots); 0 means 1 */
+    /* kv_int8 slots: a prefill chunk attends over one layer's K and V dequantized into the
+     * scratch (kv_tmp, 2 bytes per element of a layer): the faster path on the GPU, where every
+     * query block would otherwise convert the codes again. 0: the attention reads the codes
+     * (engine/pipeline.c takes it when the copy would not fit the memory). */
+    int kv_int8_copy;
+    float rep_penalty; /* repetition penalty; 0 or 1: off (no seen-token set, no scores) */
+    int n_sequences;   /* sequences held at once (slots); 0 means 1 */
     /* A batch (engine/batch.c): decode rows run together, and a paged KV pool instead of the
      * slots. pool_blocks > 0: the pool of that many blocks of block_tokens, its block tables and
      * the kv_gather workspace (one layer's K and V of ctx tokens); no slots. */
@@ -271,8 +276,9 @@ typedef struct {
     void *logits;               /* [V] the last position's logits */
     int32_t *ids_dev, *pos_dev; /* [chunk], [3, chunk] */
     void *img_feats;            /* [max_patches / merge^2, E]: the current image */
-    void *kv_tmp;  /* pool_blocks > 0: [2][Hkv][max_ctx][D] act: one layer's K, V of a prefill
-                    * chunk's sequence, gathered from the pool (kv_gather); else NULL */
+    void *kv_tmp;  /* [2][Hkv][max_ctx][D] act: one layer's K, V of a prefill chunk's sequence,
+                    * gathered from the pool (pool_blocks > 0) or dequantized from an int8
+                    * slot (kv_int8_copy) by kv_gather; else NULL */
     float *scores; /* --attn naive: fp32 score matrix of the largest attention call */
     void *text;    /* the decoder's per-chunk buffers (the architecture's host struct) */
     void *vision;  /* the vision tower's buffers (the architecture's host struct) */
@@ -593,6 +599,9 @@ int vl_result_set_prompt(vl_result *out, const vl_engine *e, const vl_prompt *p,
 int vl_engine_place_weights(vl_engine *e);
 /* The device cannot hold the plan: say so before allocating anything (0 when it can). */
 int vl_refuse_device_memory(const vl_engine *e, const vl_mem_plan *plan);
+/* 1 when the plan fits cfg.mem_budget (if set) and the device's free memory, else 0 (no error:
+ * the caller may plan a smaller layout). */
+int vl_plan_fits(const vl_engine *e, const vl_mem_plan *plan);
 
 /* Deterministic random checkpoint in the HF layout for config `c` (bf16 weights). */
 int vl_synth_checkpoint(const vl_config *c, const char *config_src, const char *out_dir,

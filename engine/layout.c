@@ -4,7 +4,8 @@
  * drift apart (tests/test_plan.c checks them byte for byte).
  *
  * Order: first what the scratch holds the whole run (with a paged pool, one layer's K/V of a
- * sequence gathered from its blocks; the residual stream, the last logits, ids and positions,
+ * sequence gathered from its blocks, or with kv_int8_copy one layer dequantized; the residual
+ * stream, the last logits, ids and positions,
  * the current image's features, the naive attention's scores); then the decoder's per-chunk
  * buffers and the vision tower's share one region, because an image is encoded between a
  * chunk's embedding and its first layer, when the decoder's buffers hold nothing; the region is
@@ -47,10 +48,11 @@ static int layout_persistent(vl_arena *a, const vl_config *c, size_t esz, const 
     int64_t KD = (int64_t)c->n_kv_heads * c->head_dim, m2 = (int64_t)c->merge * c->merge;
     int64_t n_logits = sh->batch_rows > 1 ? sh->batch_rows : 1;
     s->kv_tmp = NULL;
-    if (sh->pool_blocks > 0) {
+    if (sh->pool_blocks > 0 || (sh->kv_int8 && sh->kv_int8_copy)) {
         /* a prefill chunk over the pool attends through one layer's K and V of its sequence
-         * gathered from the blocks (and dequantized, with --kv int8): one layer of an act-dtype
-         * cache of max_ctx tokens. Slots need none: attention reads their cache, int8 too. */
+         * gathered from the blocks (and dequantized, with --kv int8), and one over an int8 slot
+         * through its layer dequantized when kv_int8_copy: one layer of an act-dtype cache of
+         * max_ctx tokens. Otherwise none: attention reads the slot's cache, int8 too. */
         size_t tmp_bytes = 2 * (size_t)KD * (size_t)max_ctx * esz;
         if (!(s->kv_tmp = vl_arena_alloc(a, tmp_bytes, VL_MEM_WORKSPACE))) return -1;
     }

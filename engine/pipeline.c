@@ -190,6 +190,17 @@ static int plan_request(vl_engine *e, job *j, float rep_penalty) {
     size_t wbytes = vl_model_weights_bytes(m, &j->prq.weights);
     j->plan.total += wbytes - j->plan.weights;
     j->plan.weights = wbytes;
+    /* --kv int8: without the dequantized copy of a layer when only that fits (the prefill
+     * then runs slower: measured 1.5x the attention time on the H100, bench/RESULTS.md) */
+    if (j->prq.shape.kv_int8_copy && !vl_plan_fits(e, &j->plan)) {
+        vl_mem_plan small;
+        vl_plan_request q = j->prq;
+        q.shape.kv_int8_copy = 0;
+        vl_plan_memory(&m->cfg, &q, &small);
+        small.total += wbytes - small.weights;
+        small.weights = wbytes;
+        if (vl_plan_fits(e, &small)) j->prq = q, j->plan = small;
+    }
     if (e->cfg.mem_budget > 0 && j->plan.total > (size_t)e->cfg.mem_budget)
         return vl_refuse_budget(e, &j->p, j->is.list, j->is.n_list, &j->plan, &j->prq);
     return vl_refuse_device_memory(e, &j->plan);

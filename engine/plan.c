@@ -41,6 +41,7 @@ void vl_plan_request_init(vl_plan_request *rq, const vl_engine_config *o, const 
     rq->shape.max_patches = max_patches;
     rq->shape.attn_naive = o->attn_naive;
     rq->shape.kv_int8 = o->kv_int8;
+    rq->shape.kv_int8_copy = o->kv_int8; /* the faster layout; plan_request drops it if short */
     vl_weight_plan_of(&rq->weights, o);
     rq->workspace_bytes = be->workspace_bytes;
     rq->context_bytes = be->kind == VL_BACKEND_CPU ? 0 : VL_CUDA_CONTEXT_BYTES;

@@ -4,6 +4,9 @@
 #     run's own figures: its predicted_peak and the bytes it tracked (peak_tracked), to the byte;
 #   - "max images" is exact at the boundary: a budget of exactly the x3 run's peak gives 3, one
 #     byte less gives 2;
+#   - --kv int8 under a budget one byte below its run: the run without the dequantized prefill
+#     layer (same text, the peak less exactly that workspace), which "max images" counts; one
+#     byte below that, refused;
 #   - the model's positions: with --max-tokens near the context, max images stops where the run
 #     refuses "beyond the model's context" (x(k+1)) and k passes that check;
 #   - --image-size WxH plans the same page as an image of that size;
@@ -55,6 +58,25 @@ for b in "$peak3:3" "$((peak3 - 1)):2"; do
         python3 -c 'import json,sys; r=json.load(sys.stdin)["plans"][0]; print(r["max_images"], r["limited_by"])')
     [ "$got" = "${b##*:} memory" ] && ok || bad "budget ${b%%:*}: max images '$got', want ${b##*:}"
 done
+
+# 2b. --kv int8: a run keeps the dequantized prefill layer when it fits, and drops it when only the
+# run without it fits the budget (the same tokens, a smaller peak); "max images" counts that way
+py_field() { python3 -c 'import json,sys; j=json.load(open(sys.argv[1])); print(eval(sys.argv[2], {}, {"j": j}))' "$@"; }
+copy=$(py_field "$tmp/run_bf16_int8.json" 'int(j["memory"]["predicted_peak"])')
+if run "$IMG" x3 --kv int8 --mem-budget $((copy - 1)) >"$tmp/direct.json" 2>"$tmp/direct.err"; then
+    direct=$(py_field "$tmp/direct.json" 'int(j["memory"]["predicted_peak"])')
+    same=$(python3 -c 'import json,sys; a,b=(json.load(open(f)) for f in sys.argv[1:]); print(a["text"] == b["text"] and a["memory"]["kv_cache"] == b["memory"]["kv_cache"])' "$tmp/run_bf16_int8.json" "$tmp/direct.json")
+    ws=$(py_field "$tmp/direct.json" 'int(j["memory"]["predicted"]["workspace"])')
+    ws_copy=$(py_field "$tmp/run_bf16_int8.json" 'int(j["memory"]["predicted"]["workspace"])')
+    [ "$same" = True ] && [ "$direct" -lt "$copy" ] && [ $((copy - direct)) -eq $((ws_copy - ws)) ] && ok ||
+        bad "--kv int8 without the copy: same=$same peak $direct vs $copy, workspace $ws vs $ws_copy"
+    got=$(plan "$IMG" --gpu "$direct" --quant bf16 --kv int8 --json | python3 -c 'import json,sys; print(json.load(sys.stdin)["plans"][0]["max_images"])')
+    [ "$got" = 3 ] && ok || bad "max images at the run without the copy ($direct bytes): $got, want 3"
+    run "$IMG" x3 --kv int8 --mem-budget $((direct - 1)) >/dev/null 2>"$tmp/e0" && bad "budget below the smaller run: not refused" ||
+        { grep -q "exceeds --mem-budget" "$tmp/e0" && ok || bad "budget below the smaller run: $(cat "$tmp/e0")"; }
+else
+    bad "--kv int8 --mem-budget $((copy - 1)): $(cat "$tmp/direct.err")"
+fi
 
 # 3. the positions limit: k pages pass the run's context check, k + 1 are refused by it
 mt=32700

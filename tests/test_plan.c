@@ -9,8 +9,9 @@
  *     (quantized Linears + bf16 rest), with double quantization less; int8 bitsandbytes'
  *     LLM.int8 figure (same storage: int8 + one fp32 per row);
  *   - --attn naive adds the fp32 score matrix of the largest call to the workspace;
- *   - --kv int8: 29,568 bytes per token (codes + one fp32 scale per row), exactly, and no
- *     workspace: a prefill chunk's attention reads the int8 cache itself;
+ *   - --kv int8: 29,568 bytes per token (codes + one fp32 scale per row), exactly, and a
+ *     workspace of one layer dequantized (2,048 bytes per token) with kv_int8_copy, none
+ *     without (a prefill chunk's attention then reads the int8 cache itself);
  *   - a batch's paged pool (pool_blocks > 0) has the kv_gather workspace, one layer's K and V of
  *     ctx tokens in bf16: 2,048 bytes per token, exactly, with a bf16 or an int8 pool;
  *   - tests/fixtures/models/tiny-odd (every Linear's in-features is not a multiple of 64): with
@@ -32,6 +33,7 @@
 static vl_config cfg;
 
 static int kv_int8;         /* plan with --kv int8 */
+static int kv_int8_copy;    /* ... and one layer dequantized for prefill chunks */
 static int64_t pool_blocks; /* plan a batch's paged pool of this many blocks of 16 (0: a slot) */
 
 static vl_mem_plan plan_images(int n_images, int attn_naive, vl_dtype quant) {
@@ -44,6 +46,7 @@ static vl_mem_plan plan_images(int n_images, int attn_naive, vl_dtype quant) {
     rq.shape.max_patches = 5456;
     rq.shape.attn_naive = attn_naive;
     rq.shape.kv_int8 = kv_int8;
+    rq.shape.kv_int8_copy = kv_int8_copy;
     rq.shape.pool_blocks = pool_blocks;
     rq.shape.block_tokens = 16;
     rq.weights.linear = quant;
@@ -259,18 +262,27 @@ int main(void) {
     /* --kv int8: 28 layers x 2 x 4 kv heads = 224 rows per token, each 128 one-byte codes and a
      * 4-byte scale: 28,672 + 896 = 29,568 bytes per token. The two slices (codes, scales) are
      * each padded to 256 bytes: 28,672 = 112 x 256, and 896 t is a multiple of 256 for an even
-     * t (896 = 3.5 x 256); t1 = 1,908 and t28 = 38,790 are even, so no padding at all. Nothing
-     * else changes: attention reads the int8 cache for a prefill chunk too, so the workspace
-     * (once one layer's K and V dequantized to bf16, 2,048 bytes per token) stays 0. */
+     * t (896 = 3.5 x 256); t1 = 1,908 and t28 = 38,790 are even, so no padding at all. Without
+     * the dequantized copy (kv_int8_copy 0: attention reads the codes of a prefill chunk too)
+     * nothing else changes, the workspace stays 0; with it (the engine's first choice) the
+     * workspace holds one layer's K and V of ctx tokens in bf16: 2 x 4 x 128 x 2 = 2,048 bytes
+     * per token, one slice, a multiple of 256. */
     kv_int8 = 1;
     vl_mem_plan k1 = plan_images(1, 0, VL_DTYPE_BF16), k28 = plan_images(28, 0, VL_DTYPE_BF16);
-    kv_int8 = 0;
+    kv_int8_copy = 1;
+    vl_mem_plan c1 = plan_images(1, 0, VL_DTYPE_BF16), c28 = plan_images(28, 0, VL_DTYPE_BF16);
+    kv_int8 = kv_int8_copy = 0;
     VT_CHECK_INT(k1.kv, t1 * 29568);
     VT_CHECK_INT(k28.kv, t28 * 29568);
     VT_CHECK_INT(k1.workspace, 0);
     VT_CHECK_INT(k28.workspace, 0);
     VT_CHECK_INT(k28.act, p28.act);
     VT_CHECK_INT(k28.weights, p28.weights);
+    VT_CHECK_INT(c1.kv, k1.kv);
+    VT_CHECK_INT(c28.kv, k28.kv);
+    VT_CHECK_INT(c1.workspace, t1 * 2048);
+    VT_CHECK_INT(c28.workspace, t28 * 2048);
+    VT_CHECK_INT(c28.act, p28.act);
 
     /* A batch's paged pool (pool_blocks > 0) still gathers a prefill chunk's sequence into one
      * layer's K and V of ctx = t28 tokens in bf16, dequantized from an int8 pool: 2 (K, V) x 4 kv

@@ -133,11 +133,12 @@ static layer_cache cache_of(const vl_kv_view *kv, int li) {
     return lc;
 }
 
-/* One prefill chunk's keys and values from a paged pool: the sequence's blocks gathered into
- * contiguous act rows in the scratch's workspace (cx->max_ctx rows per head; an int8 pool
- * dequantized on the way), which the chunk's attention then reads. Everything else is read in
- * place by the attention (attend): a slot's contiguous cache, int8 included, and a batch's
- * decode rows through their block tables. */
+/* One prefill chunk's keys and values as contiguous act rows in the scratch's workspace
+ * (cx->max_ctx rows per head), which the chunk's attention then reads: a paged pool's blocks of
+ * the sequence gathered (an int8 pool dequantized on the way), or an int8 slot dequantized
+ * (kv_int8_copy: the codes converted once, not by every query block of the attention).
+ * Everything else is read in place by the attention (attend): a slot's cache (int8 too without
+ * the copy) and a batch's decode rows through their block tables. */
 static void chunk_kv(vl_context *cx, const vl_kv_view *kv, const layer_cache *lc, int64_t n_tok,
                      vl_attn_params *p) {
     vl_backend *be = cx->m->be;
@@ -179,7 +180,7 @@ static void attend(vl_context *cx, const vl_kv_view *kv, int li, int64_t S, void
     p.causal = 1;
     p.q_pos0 = kv->n_past_dev ? 0 : kv->n_past;
     p.n_past_dev = kv->n_past_dev;
-    if (!kv->batch && kv->pages.table) { /* a prefill chunk of a pool's sequence */
+    if (!kv->batch && (kv->pages.table || (kv->kv_scale && S > 1 && cx->scratch.kv_tmp))) {
         chunk_kv(cx, kv, &lc, kv->n_past + S, &p);
     } else {
         p.k_scale = lc.k_scale;
