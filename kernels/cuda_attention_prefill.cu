@@ -31,8 +31,10 @@
  *   - int8 KV cache (--kv int8, p.k_scale set: the Q8 kernels; causal chunks without segments or
  *     pages): the tiles are read from the cache as it is, with no bf16 copy of the layer first.
  *     Each element enters sK / sV as bf16_rn(code * scale) in fp32, the expression of the
- *     dequantized copy the engine made before (kv_gather's dequant8 still), so the output has
- *     the bits of the bf16 kernel over that copy. Fast path: a tile's codes (16-byte cp.async
+ *     engine's dequantized copy (kv_gather's dequant8), so the output has the bits of the bf16
+ *     kernel over that copy. The engine reads the codes directly only when that copy does not
+ *     fit (engine/pipeline.c): every query block converts the codes again (S22, H100: 256
+ *     against 273 TFLOP/s for a bf16 cache). Fast path: a tile's codes (16-byte cp.async
  *     copies, 8-byte where D % 16 != 0) and row scales (4-byte copies) land in an int8 stage
  *     after sV, kBN * (D + 4) bytes; after the wait all threads convert it (8 codes, one 16-byte
  *     store each), then a barrier. The overlap stays (V(t) lands during S(t), K(t + 1) during
