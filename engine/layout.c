@@ -5,15 +5,14 @@
  *
  * Order: first what the scratch holds the whole run (with a paged pool, one layer's K/V of a
  * sequence gathered from its blocks, or with kv_int8_copy one layer dequantized; the residual
- * stream, the last logits, ids and positions,
- * the current image's features, the naive attention's scores); then the decoder's per-chunk
- * buffers and the vision tower's share one region, because an image is encoded between a
- * chunk's embedding and its first layer, when the decoder's buffers hold nothing; the region is
- * then sealed at its larger size, and each slot follows (KV cache and scales, decode state,
- * sampled tokens, the penalty's seen set and scores), or for a batch (engine/batch.c) the paged
- * pool, its block tables and lengths, with the buffers sized for max(chunk, decode rows) rows
- * and the logits of every decode row. Every slice is 256-byte aligned and padded, so the totals
- * do not depend on the order. */
+ * stream, the last logits, ids and positions, the current image's features, the naive
+ * attention's scores); then the decoder's per-chunk buffers and the vision tower's share one
+ * region, because an image is encoded between a chunk's embedding and its first layer, when the
+ * decoder's buffers hold nothing; the region is then sealed at its larger size, and each slot
+ * follows (KV cache and scales, decode state, sampled tokens, the penalty's seen set and
+ * scores), or for a batch (engine/batch.c) the paged pool, its block tables and lengths, with
+ * the buffers sized for max(chunk, decode rows) rows and the logits of every decode row. Every
+ * slice is 256-byte aligned and padded, so the totals do not depend on the order. */
 #include "engine/models/models.h"
 
 #include <stdint.h>

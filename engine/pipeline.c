@@ -178,27 +178,29 @@ static int build_prompt(vl_engine *e, job *j, const vl_request *rq, const vl_cal
     return vl_generation_limit(e, rq, &j->p, &j->limit, &j->by_context);
 }
 
+/* The plan of q, with the weights of the bound model (pre-quantized checkpoints have their own
+ * size). */
+static void plan_bound(vl_model *m, const vl_plan_request *q, vl_mem_plan *out) {
+    vl_plan_memory(&m->cfg, q, out);
+    size_t wbytes = vl_model_weights_bytes(m, &q->weights);
+    out->total += wbytes - out->weights;
+    out->weights = wbytes;
+}
+
 /* The plan of the request, checked against the budget and the device before anything is
  * allocated for it. */
 static int plan_request(vl_engine *e, job *j, float rep_penalty) {
-    vl_model *m = &e->m;
     vl_plan_request_init(&j->prq, &e->cfg, e->be->caps, j->p.n, j->limit, e->cfg.chunk,
                          j->max_patches);
     j->prq.shape.rep_penalty = rep_penalty;
-    vl_plan_memory(&m->cfg, &j->prq, &j->plan);
-    /* the plan's weights from the bound model: pre-quantized checkpoints have their own size */
-    size_t wbytes = vl_model_weights_bytes(m, &j->prq.weights);
-    j->plan.total += wbytes - j->plan.weights;
-    j->plan.weights = wbytes;
+    plan_bound(&e->m, &j->prq, &j->plan);
     /* --kv int8: without the dequantized copy of a layer when only that fits (the prefill
      * then runs slower: measured 1.5x the attention time on the H100, bench/RESULTS.md) */
     if (j->prq.shape.kv_int8_copy && !vl_plan_fits(e, &j->plan)) {
         vl_mem_plan small;
         vl_plan_request q = j->prq;
         q.shape.kv_int8_copy = 0;
-        vl_plan_memory(&m->cfg, &q, &small);
-        small.total += wbytes - small.weights;
-        small.weights = wbytes;
+        plan_bound(&e->m, &q, &small);
         if (vl_plan_fits(e, &small)) j->prq = q, j->plan = small;
     }
     if (e->cfg.mem_budget > 0 && j->plan.total > (size_t)e->cfg.mem_budget)

@@ -182,19 +182,6 @@ __device__ __forceinline__ void load_stage_q8(unsigned char *st, const int8_t *g
     }
 }
 
-/* Four codes (the bytes of w) times sc as two bf16x2 words: bf16_rn(code * sc) in fp32, the
- * expression of dequant8 (cuda_kv_cache.cu), so the tiles hold the bits of a dequantized copy.
- * The codes become exact floats as in vl_int8x4_to_bf16x4: 2^23 + code + 128 less 2^23 + 128. */
-__device__ __forceinline__ uint2 dequant4(uint32_t w, float sc) {
-    const uint32_t u = w ^ 0x80808080u;
-    float f[4];
-#pragma unroll
-    for (int j = 0; j < 4; j++)
-        f[j] = __fmul_rn(
-            __fsub_rn(__uint_as_float(__byte_perm(u, 0x4b000000u, 0x7650u + j)), 8388736.0f), sc);
-    return make_uint2(vl_pack_bf16x2(f[0], f[1]), vl_pack_bf16x2(f[2], f[3]));
-}
-
 /* The stage of load_stage_q8 (landed, visible to every thread) -> the D real columns of the bf16
  * tile s (rows LD elements apart): 8 codes a thread at a time, one 16-byte store. */
 template <int D, int ROWS, int LD>
@@ -210,7 +197,8 @@ __device__ __forceinline__ void convert_stage(bf16 *s, const unsigned char *st) 
         if (at.has(it)) {
             const int dr = it * S::kRowsPerPass;
             const uint2 w = *reinterpret_cast<const uint2 *>(from + dr * D);
-            const uint2 lo = dequant4(w.x, sc[dr]), hi = dequant4(w.y, sc[dr]);
+            const uint2 lo = vl_int8x4_scaled_to_bf16x4(w.x, sc[dr]),
+                        hi = vl_int8x4_scaled_to_bf16x4(w.y, sc[dr]);
             *reinterpret_cast<uint4 *>(to + dr * LD) = make_uint4(lo.x, lo.y, hi.x, hi.y);
         }
     }

@@ -122,15 +122,29 @@ struct MapOrder {
 #ifdef VL_HOPPER_DEVICE
 using namespace vl_hopper;
 
+/* A tile of kBN rows from row0 of one head: ATOMS boxes of 128 bytes of columns (a bf16 tile:
+ * the head dim's column blocks; an int8 cache's codes: one box, the whole row). */
+template <int ATOMS = H::kAtoms>
 __device__ __forceinline__ void tma_tile(uint32_t dst, const CUtensorMap *map, uint32_t bar,
                                          MapOrder order, int head, int row0) {
 #pragma unroll
-    for (int a = 0; a < H::kAtoms; a++) {
+    for (int a = 0; a < ATOMS; a++) {
         if (order.rows_second)
             tma_load_3d(dst + a * H::kBN * H::kRowBytes, map, bar, a * 64, row0, head);
         else
             tma_load_3d(dst + a * H::kBN * H::kRowBytes, map, bar, a * 64, head, row0);
     }
+}
+
+/* The producer's first loads (one thread): the maps prefetched, the Q tile. */
+__device__ __forceinline__ void load_q(const CUtensorMap *tm_q, const CUtensorMap *tm_k,
+                                       const CUtensorMap *tm_v, MapOrder q_order, uint32_t s_q,
+                                       uint32_t bars, int head, int q0) {
+    tma_prefetch_map(tm_q);
+    tma_prefetch_map(tm_k);
+    tma_prefetch_map(tm_v);
+    bar_arrive_expect(bars + 8 * H::q_full, H::kTileBytes);
+    tma_tile(s_q, tm_q, bars + 8 * H::q_full, q_order, head, q0);
 }
 
 /* One thread issues every load: Q once, then K(t) and V(t) as their stages free up. */
@@ -139,11 +153,7 @@ __device__ __forceinline__ void produce(const CUtensorMap *tm_q, const CUtensorM
                                         MapOrder kv_order, uint32_t s_q, uint32_t s_kv,
                                         uint32_t bars, int head, int kv_head, int q0, int kv_lo,
                                         int n_tiles) {
-    tma_prefetch_map(tm_q);
-    tma_prefetch_map(tm_k);
-    tma_prefetch_map(tm_v);
-    bar_arrive_expect(bars + 8 * H::q_full, H::kTileBytes);
-    tma_tile(s_q, tm_q, bars + 8 * H::q_full, q_order, head, q0);
+    load_q(tm_q, tm_k, tm_v, q_order, s_q, bars, head, q0);
     for (int t = 0; t < n_tiles; t++) {
         const int s = H::stage(t), n0 = kv_lo + t * H::kBN;
         const uint32_t freed = H::parity(t) ^ 1u;  /* the consumers' release of tile t - kStages */
@@ -154,19 +164,6 @@ __device__ __forceinline__ void produce(const CUtensorMap *tm_q, const CUtensorM
         bar_arrive_expect(bars + 8 * H::v_full(s), H::kTileBytes);
         tma_tile(H::v_tile(s_kv, t), tm_v, bars + 8 * H::v_full(s), kv_order, kv_head, n0);
     }
-}
-
-/* int8 cache: four codes (one word) times the row's scale as two bf16x2 words, each
- * bf16(code * scale) exactly as the engine's dequantized copy had it. The codes become floats
- * without I2F (a quarter-rate unit the softmax's exp2 shares): byte b ^ 0x80 = code + 128 placed
- * under the exponent of 2^23 is the float 2^23 + 128 + code, exact, minus 2^23 + 128. */
-__device__ __forceinline__ uint2 codes_to_bf16(uint32_t w, float scale) {
-    const uint32_t u = w ^ 0x80808080u;
-    float f[4];
-#pragma unroll
-    for (int e = 0; e < 4; e++)
-        f[e] = (__uint_as_float(__byte_perm(u, 0x4B000000u, 0x7540u + e)) - 8388736.f) * scale;
-    return make_uint2(vl_pack_bf16x2(f[0], f[1]), vl_pack_bf16x2(f[2], f[3]));
 }
 
 /* int8 cache: row r of a staged tile of codes (128 bytes a row, in the 128-byte swizzle TMA
@@ -180,8 +177,11 @@ __device__ __forceinline__ void convert_row(uint32_t src, uint32_t dst, int r, f
         asm volatile("ld.shared.v4.u32 {%0, %1, %2, %3}, [%4];\n"
                      : "=r"(w0), "=r"(w1), "=r"(w2), "=r"(w3)
                      : "r"(src_row + ((c ^ sw) << 4)));
-        const uint2 a = codes_to_bf16(w0, scale), b = codes_to_bf16(w1, scale);
-        const uint2 e = codes_to_bf16(w2, scale), f = codes_to_bf16(w3, scale);
+        /* bf16(code * scale) (vl_int8x4_scaled_to_bf16x4: no I2F, whose unit exp2 shares) */
+        const uint2 a = vl_int8x4_scaled_to_bf16x4(w0, scale),
+                    b = vl_int8x4_scaled_to_bf16x4(w1, scale);
+        const uint2 e = vl_int8x4_scaled_to_bf16x4(w2, scale),
+                    f = vl_int8x4_scaled_to_bf16x4(w3, scale);
         /* columns 16 c ..: column block c / 4, 16-byte chunks 2 (c % 4) and the next */
         const uint32_t row = dst + (c / 4) * (uint32_t)(H::kBN * H::kRowBytes) +
                              (uint32_t)(r * H::kRowBytes),
@@ -212,25 +212,14 @@ __device__ __forceinline__ void produce_q8(const vl_attn_params &p, const CUtens
         [&](int t) { /* thread 0 */
                      const int s = H::stage(t), n0 = kv_lo + t * H::kBN;
                      bar_arrive_expect(bars + 8 * H::k_staged(s), H::kQ8TileBytes);
+                     tma_tile<1>(H::k8_tile(s_st, t), tm_k, bars + 8 * H::k_staged(s), kv_order,
+                                 kv_head, n0);
                      bar_arrive_expect(bars + 8 * H::v_staged(s), H::kQ8TileBytes);
-                     if (kv_order.rows_second) {
-                         tma_load_3d(H::k8_tile(s_st, t), tm_k, bars + 8 * H::k_staged(s), 0, n0,
-                                     kv_head);
-                         tma_load_3d(H::v8_tile(s_st, t), tm_v, bars + 8 * H::v_staged(s), 0, n0,
-                                     kv_head);
-                     } else {
-                         tma_load_3d(H::k8_tile(s_st, t), tm_k, bars + 8 * H::k_staged(s), 0,
-                                     kv_head, n0);
-                         tma_load_3d(H::v8_tile(s_st, t), tm_v, bars + 8 * H::v_staged(s), 0,
-                                     kv_head, n0);
-                     }
+                     tma_tile<1>(H::v8_tile(s_st, t), tm_v, bars + 8 * H::v_staged(s), kv_order,
+                                 kv_head, n0);
         };
     if (tid == 0) {
-        tma_prefetch_map(tm_q);
-        tma_prefetch_map(tm_k);
-        tma_prefetch_map(tm_v);
-        bar_arrive_expect(bars + 8 * H::q_full, H::kTileBytes);
-        tma_tile(s_q, tm_q, bars + 8 * H::q_full, q_order, head, q0);
+        load_q(tm_q, tm_k, tm_v, q_order, s_q, bars, head, q0);
         for (int t = 0; t < H::kStages && t < n_tiles; t++) stage_codes(t);
     }
     const float *k_scale = p.k_scale + (int64_t)kv_head * p.kv_scale_head_stride;

@@ -65,8 +65,7 @@ void vl_cuda_kv_append(vl_backend *b, void *cache, int64_t head_stride, const vo
                              kv_heads, head_dim, pos0, pos0_dev, vl_cuda_ctx_of(b)->stream);
 }
 
-/* ---- kv_gather (the paged pool of vlrun serve) ------------------------------------------------
- */
+/* ---- kv_gather (a paged pool's sequence, or an int8 slot's layer) ---------------------------- */
 
 /* 8 int8 codes at from (8-byte aligned) -> bf16(code * sc) at to (16-byte aligned) */
 static __device__ __forceinline__ void dequant8(vl_bf16 *to, const int8_t *from, float sc) {

@@ -127,4 +127,17 @@ __device__ __forceinline__ uint2 vl_int8x4_to_bf16x4(uint32_t w) {
     return make_uint2(vl_pack_bf16x2(f0, f1), vl_pack_bf16x2(f2, f3));
 }
 
+/* The same four codes times sc: bf16_rn(code * sc), the product in fp32 (the expression of
+ * kv_gather's dequant8, so the int8 cache's prefill tiles hold the bits of its dequantized copy).
+ * No I2F: the attention's exp2 shares its unit. */
+__device__ __forceinline__ uint2 vl_int8x4_scaled_to_bf16x4(uint32_t w, float sc) {
+    const uint32_t u = w ^ 0x80808080u;
+    float f[4];
+#pragma unroll
+    for (int j = 0; j < 4; j++)
+        f[j] = __fmul_rn(
+            __fsub_rn(__uint_as_float(__byte_perm(u, 0x4b000000u, 0x7650u + j)), 8388736.0f), sc);
+    return make_uint2(vl_pack_bf16x2(f[0], f[1]), vl_pack_bf16x2(f[2], f[3]));
+}
+
 #endif
