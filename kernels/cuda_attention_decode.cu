@@ -1,14 +1,16 @@
 /* cuda_attention_decode.cu: attention of one new token over the KV cache (n_q == 1), split over the
  * keys (flash-decoding), bf16 in and out, fp32 softmax and accumulation.
  *
- * Version 2 (version 1: 2 CTAs per SM, splits of at least 256 keys, a combine thread per output
+ * Version 3 (version 1: 2 CTAs per SM, splits of at least 256 keys, a combine thread per output
  * column walking every split; measured on an H100 at D 128, 28/4 heads: 15.0 us at 1364 keys,
- * 51.7 us = 1514 GB/s at 38192 keys):
- *   - Grid (splits, kv heads, ceil(group / 16)). A CTA takes one kv head, the (up to 16) query
- *     heads that share it and one contiguous range of keys, so every K/V byte is read once: the
- *     7 query heads of a Qwen2 kv head are the 7 rows of one m16 tile, and the scores and P.V
- *     run on tensor cores like the prefill kernel (9 of 16 rows idle costs nothing: decode is
- *     bound by memory, not math).
+ * 51.7 us = 1514 GB/s at 38192 keys; version 2, the query heads on the m16 side: 13.7 us and
+ * 40.5 us, 176 registers and 5.4 M instructions at 38192 keys):
+ *   - Grid (splits, kv heads, ceil(group / 8)). A CTA takes one kv head, the (up to 8) query
+ *     heads that share it and one contiguous range of keys, so every K/V byte is read once. The
+ *     scores are S^T = K . Q^T on tensor cores (mma m16n8k16: 16 keys x 8 heads, the 7 query
+ *     heads of a Qwen2 kv head on the n8 side), o is O^T = V^T . P^T (16 columns x 8 heads a
+ *     tile), P^T's fragments the scores' accumulator transposed by movmatrix: half the MMAs,
+ *     accumulator registers and rescales of query rows on the m16 side (126 registers).
  *   - Each of the 4 warps streams its own 16-key steps (steps w, w + 4, ...) through a private
  *     two-stage cp.async ring, so the main loop needs no CTA barrier; at the end the warps merge
  *     their (max, sum, o) through shared memory.
@@ -74,6 +76,13 @@ namespace {
 
 constexpr int kMinSplitKeys = 64; /* one 16-key step per warp: shorter splits only add CTAs */
 constexpr int kKeysPerStep = 16;  /* keys per warp step */
+/* Query heads a CTA takes: the n8 side of the MMAs (scores are computed as K . Q^T, keys on the
+ * m16 side), so one tile holds every query head of a kv head in all Qwen-VL models (7B: 7, 72B:
+ * 8); a larger group takes several tiles, each reading the kv head's K and V again. */
+constexpr int kHeadTile = 8;
+__host__ __device__ constexpr int head_tiles(int group) {
+    return (group + kHeadTile - 1) / kHeadTile;
+}
 constexpr int kCombineWarps = 16; /* the combine step's CTA */
 /* Plans of at most this many splits are combined by the last CTA of each (kv head, head tile)
  * when the launch has counters: its warps read the few partials from L2 right away, where a
@@ -166,13 +175,13 @@ template <int D, bool Q8> struct Decode {
     static constexpr int kWarpBytes =
         Q8 ? kTileElems * 2 + kStages * kQ8StageBytes : kStages * kTileElems * 2;
     static constexpr int kPadRows = Q8 ? 2 * kKeys : kStages * 2 * kKeys; /* bf16 rows per warp */
-    static constexpr int kSmem = 16 * kLD * (int)sizeof(bf16) + kWarps * kWarpBytes;
+    static constexpr int kSmem = kHeadTile * kLD * (int)sizeof(bf16) + kWarps * kWarpBytes;
     static constexpr int kSO = kDP + 4; /* row stride of the fp32 merge buffer (spreads banks) */
     static_assert(D % 8 == 0 && D <= kMaxHeadDim, "head_dim must be a multiple of 8, at most 128");
     static_assert(kDP == D || kDP == D + 8, "one 16-byte pad chunk at most");
     static_assert(kWarpBytes % 16 == 0, "warp regions stay 16-byte aligned");
     static_assert(kCopyBytes * (D / kCopyBytes) == D && kPadRows % 16 == 0, "whole copies, rows");
-    static_assert(16 * kSO * sizeof(float) <= (size_t)kWarpBytes,
+    static_assert(kHeadTile * kSO * sizeof(float) <= (size_t)kWarpBytes,
                   "the merge buffer reuses a warp's region");
     static_assert(kSmem <= 99 * 1024, "a CTA must fit the 99 KB of sm_86 and sm_89");
 };
@@ -278,9 +287,10 @@ __device__ __forceinline__ void decode_split(const vl_attn_params &p, const int 
     constexpr int kLD = C::kLD, kStages = C::kStages, DP = C::kDP;
     const int D = ELEM ? p.head_dim : DS, WD = decode_ws_row(D); /* real head dim, ws row */
     extern __shared__ __align__(16) unsigned char smem[];
-    bf16 *sQ = reinterpret_cast<bf16 *>(smem); /* [16][kLD]: the query heads, zero rows after */
-    unsigned char *const warps0 = smem + 16 * kLD * sizeof(bf16); /* kWarps regions follow */
-    __shared__ float s_m[kWarps][16], s_l[kWarps][16];
+    /* [kHeadTile][kLD]: the query heads, zero rows after */
+    bf16 *sQ = reinterpret_cast<bf16 *>(smem);
+    unsigned char *const warps0 = smem + kHeadTile * kLD * sizeof(bf16); /* kWarps regions */
+    __shared__ float s_m[kWarps][kHeadTile], s_l[kWarps][kHeadTile];
 
     const int warp = (int)threadIdx.x / 32, lane = (int)threadIdx.x % 32;
     const int gid = lane / 4, tig = lane % 4;
@@ -288,12 +298,12 @@ __device__ __forceinline__ void decode_split(const vl_attn_params &p, const int 
     bf16 *ring = reinterpret_cast<bf16 *>(wbase); /* bf16: the ring; Q8: the converted tile */
     unsigned char *ring8 = wbase + C::kTileElems * sizeof(bf16); /* Q8: the int8 ring */
     const int kv_head = (int)blockIdx.y;
-    const int group = p.n_heads / p.n_kv_heads, tiles = (group + 15) / 16;
+    const int group = p.n_heads / p.n_kv_heads, tiles = head_tiles(group);
     const int seq = PAGED ? (int)blockIdx.z / tiles : 0;
     const int tile = PAGED ? (int)blockIdx.z % tiles : (int)blockIdx.z;
     const int H_all = ws_rows<PAGED>(p);
-    const int n_rows = min(16, group - 16 * tile);
-    const int head0 = kv_head * group + 16 * tile;
+    const int n_rows = min(kHeadTile, group - kHeadTile * tile);
+    const int head0 = kv_head * group + kHeadTile * tile;
     const int kb = split * plan.chunk, ke = min(kb + plan.chunk, n_keys); /* kb < ke */
     const bf16 *q = static_cast<const bf16 *>(p.q) + seq * p.q_stride + (int64_t)head0 * D;
     bf16 *o_seq = static_cast<bf16 *>(p.o) + seq * p.o_stride;
@@ -309,20 +319,21 @@ __device__ __forceinline__ void decode_split(const vl_attn_params &p, const int 
     if constexpr (DP != DS) {
         /* the padding columns of the Q rows and of every bf16 row: zeros, so the MMAs over DP
          * add nothing; nothing else writes them, the barrier below publishes them */
-        for (int r = (int)threadIdx.x; r < 16 + kWarps * C::kPadRows; r += kThreads) {
-            const int w = (r - 16) / C::kPadRows, i = (r - 16) % C::kPadRows;
-            bf16 *row = r < 16 ? sQ + r * kLD
-                               : reinterpret_cast<bf16 *>(warps0 + w * C::kWarpBytes) + i * kLD;
+        for (int r = (int)threadIdx.x; r < kHeadTile + kWarps * C::kPadRows; r += kThreads) {
+            const int w = (r - kHeadTile) / C::kPadRows, i = (r - kHeadTile) % C::kPadRows;
+            bf16 *row = r < kHeadTile
+                            ? sQ + r * kLD
+                            : reinterpret_cast<bf16 *>(warps0 + w * C::kWarpBytes) + i * kLD;
             *reinterpret_cast<uint4 *>(row + DS) = make_uint4(0u, 0u, 0u, 0u);
         }
     }
     if constexpr (ELEM) { /* the query heads are rows D apart */
         load_rows_elems<uint16_t, DS, kLD>(reinterpret_cast<uint16_t *>(sQ),
-                                           reinterpret_cast<const uint16_t *>(q), D, 0, 16, n_rows,
-                                           D, (int)threadIdx.x, kThreads);
+                                           reinterpret_cast<const uint16_t *>(q), D, 0, kHeadTile,
+                                           n_rows, D, (int)threadIdx.x, kThreads);
     } else {
         constexpr int kChunks = DS / 8;
-        for (int c = (int)threadIdx.x; c < 16 * kChunks; c += kThreads) {
+        for (int c = (int)threadIdx.x; c < kHeadTile * kChunks; c += kThreads) {
             const int r = c / kChunks, col = (c % kChunks) * 8;
             const bool valid = r < n_rows;
             cp_async16(smem_u32(sQ + r * kLD + col), valid ? q + r * D + col : q, valid);
@@ -350,16 +361,25 @@ __device__ __forceinline__ void decode_split(const vl_attn_params &p, const int 
     cp_async_wait<kStages - 1>();
     __syncthreads(); /* the Q rows every thread copied (and the zero padding) have landed */
 
-    const int a_row = (lane & 7) + ((lane >> 3) & 1) * 8, a_col = (lane >> 4) * 8;
-    const int b_row = (lane & 7) + (lane >> 4) * 8, b_col = ((lane >> 3) & 1) * 8;
-    uint32_t qa[DP / 16][4];
+    /* Scores as S^T = K . Q^T (mma m16n8k16: 16 keys x 8 heads) and o as O^T = V^T . P^T (16
+     * columns x 8 heads a tile): lane (g = lane / 4, t = lane % 4) holds keys g and g + 8 of the
+     * step and heads 2t and 2t + 1 of the scores, columns g and g + 8 of each 16-column tile of
+     * o. P^T's B fragments are the scores' accumulator, packed to bf16 and transposed with
+     * movmatrix. Keys are K's and V's rows: ldmatrix (K) and ldmatrix.trans (V) as in prefill. */
+    const int k_row = (lane & 7) + ((lane >> 3) & 1) * 8, k_col = (lane >> 4) * 8;
+    const int v_row = (lane & 7) + (lane >> 4) * 8, v_col = ((lane >> 3) & 1) * 8;
+    uint32_t qb[DP / 16][2]; /* Q^T: B fragments of each 16-column step */
 #pragma unroll
     for (int kk = 0; kk < DP / 16; kk++)
-        ldmatrix_x4(qa[kk], smem_u32(sQ) + (uint32_t)((a_row * kLD + kk * 16 + a_col) * 2));
+        ldmatrix_x2(qb[kk],
+                    smem_u32(sQ) +
+                        (uint32_t)(((lane & 7) * kLD + kk * 16 + ((lane >> 3) & 1) * 8) * 2));
 
-    float o[DP / 8][4];
+    float o[DP / 16][4]; /* O^T tiles: columns 16 dt + g (+ 8) of heads 2t, 2t + 1 */
 #pragma unroll
-    for (int dt = 0; dt < DP / 8; dt++) o[dt][0] = o[dt][1] = o[dt][2] = o[dt][3] = 0.f;
+    for (int dt = 0; dt < DP / 16; dt++) o[dt][0] = o[dt][1] = o[dt][2] = o[dt][3] = 0.f;
+    /* per head 2t + e: the running max (the same in every lane of the column) and this lane's
+     * part of the running sum (its two keys of each step; added over the lanes at the end) */
     float m[2] = {-INFINITY, -INFINITY}, l[2] = {0.f, 0.f};
     const float scale_log2 = p.scale * 1.4426950408889634f;
 
@@ -369,18 +389,15 @@ __device__ __forceinline__ void decode_split(const vl_attn_params &p, const int 
         cp_async_wait<kStages - 1>();
         __syncwarp(); /* the other lanes' copies of step j are visible */
 
-        /* Q8: the scales of this lane's 4 keys (2 tig, 2 tig + 1, and 8 more), K then V */
-        float2 ksc[2] = {}, vsc[2] = {};
+        /* Q8: the scales of this lane's keys g and g + 8, K then V */
+        float ksc[2] = {1.f, 1.f}, vsc[2] = {1.f, 1.f};
         uint32_t k_st;
         if constexpr (Q8) {
             const unsigned char *st = ring8 + (j % kStages) * C::kQ8StageBytes;
             convert_step<DS>(ring, st, lane);
             const float *sc = reinterpret_cast<const float *>(st + 32 * DS);
-#pragma unroll
-            for (int nt = 0; nt < 2; nt++) {
-                ksc[nt] = *reinterpret_cast<const float2 *>(sc + nt * 8 + 2 * tig);
-                vsc[nt] = *reinterpret_cast<const float2 *>(sc + 16 + nt * 8 + 2 * tig);
-            }
+            ksc[0] = sc[gid], ksc[1] = sc[gid + 8];
+            vsc[0] = sc[16 + gid], vsc[1] = sc[16 + gid + 8];
             __syncwarp(); /* the tile is whole */
             k_st = smem_u32(ring);
         } else {
@@ -388,85 +405,76 @@ __device__ __forceinline__ void decode_split(const vl_attn_params &p, const int 
         }
         const uint32_t v_st = k_st + 16 * kLD * (uint32_t)sizeof(bf16);
         const int key0 = kb + (warp + kWarps * j) * 16;
-        float s[2][4] = {{0.f, 0.f, 0.f, 0.f}, {0.f, 0.f, 0.f, 0.f}};
+        /* two accumulation chains (even and odd column steps) for the MMA latency */
+        float s[4] = {0.f, 0.f, 0.f, 0.f}, s2[4] = {0.f, 0.f, 0.f, 0.f};
 #pragma unroll
         for (int kk = 0; kk < DP / 16; kk++) {
-            uint32_t b[4];
-            ldmatrix_x4(b, k_st + (uint32_t)((b_row * kLD + kk * 16 + b_col) * 2));
-            vl_mma_bf16(s[0], qa[kk], b[0], b[1]);
-            vl_mma_bf16(s[1], qa[kk], b[2], b[3]);
+            uint32_t a[4];
+            ldmatrix_x4(a, k_st + (uint32_t)((k_row * kLD + kk * 16 + k_col) * 2));
+            vl_mma_bf16(kk % 2 ? s2 : s, a, qb[kk][0], qb[kk][1]);
         }
+#pragma unroll
+        for (int e = 0; e < 4; e++) s[e] += s2[e];
         if constexpr (Q8)
 #pragma unroll
-            for (int nt = 0; nt < 2; nt++) {
-                s[nt][0] *= ksc[nt].x, s[nt][1] *= ksc[nt].y;
-                s[nt][2] *= ksc[nt].x, s[nt][3] *= ksc[nt].y;
-            }
-        if (key0 + 16 > ke) /* the split's last step: keys past its end are zeros */
-#pragma unroll
-            for (int nt = 0; nt < 2; nt++)
-#pragma unroll
-                for (int e = 0; e < 4; e++)
-                    if (key0 + nt * 8 + 2 * tig + (e & 1) >= ke) s[nt][e] = -INFINITY;
-
-#pragma unroll
-        for (int half = 0; half < 2; half++) {
-            float mx = fmaxf(m[half], fmaxf(fmaxf(s[0][2 * half], s[0][2 * half + 1]),
-                                            fmaxf(s[1][2 * half], s[1][2 * half + 1])));
-            mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, 1));
-            mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, 2));
-            const float base = mx == -INFINITY ? 0.f : mx * scale_log2;
-            const float alpha = exp2_approx(m[half] * scale_log2 - base);
-            m[half] = mx;
-#pragma unroll
-            for (int dt = 0; dt < DP / 8; dt++) {
-                o[dt][2 * half] *= alpha;
-                o[dt][2 * half + 1] *= alpha;
-            }
-            float sum = 0.f;
-#pragma unroll
-            for (int nt = 0; nt < 2; nt++)
-#pragma unroll
-                for (int e = 0; e < 2; e++) {
-                    float pe = exp2_approx(fmaf(s[nt][2 * half + e], scale_log2, -base));
-                    s[nt][2 * half + e] = pe;
-                    sum += pe;
-                }
-            l[half] = l[half] * alpha + sum;
+            for (int e = 0; e < 4; e++) s[e] *= ksc[e / 2];
+        if (key0 + 16 > ke) { /* the split's last step: keys past its end are zeros */
+            if (key0 + gid >= ke) s[0] = s[1] = -INFINITY;
+            if (key0 + gid + 8 >= ke) s[2] = s[3] = -INFINITY;
         }
-        if constexpr (Q8) /* P.V over the codes: each key's probability carries its V scale */
+
+        float alpha[2];
 #pragma unroll
-            for (int nt = 0; nt < 2; nt++) {
-                s[nt][0] *= vsc[nt].x, s[nt][1] *= vsc[nt].y;
-                s[nt][2] *= vsc[nt].x, s[nt][3] *= vsc[nt].y;
+        for (int e = 0; e < 2; e++) { /* head 2t + e: scores s[e] (key g), s[2 + e] (key g + 8) */
+            float mx = fmaxf(m[e], fmaxf(s[e], s[2 + e]));
+            mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, 4));
+            mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, 8));
+            mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, 16));
+            const float base = mx == -INFINITY ? 0.f : mx * scale_log2;
+            alpha[e] = exp2_approx(m[e] * scale_log2 - base);
+            m[e] = mx;
+            const float p0 = exp2_approx(fmaf(s[e], scale_log2, -base));
+            const float p1 = exp2_approx(fmaf(s[2 + e], scale_log2, -base));
+            l[e] = l[e] * alpha[e] + (p0 + p1);
+            s[e] = p0, s[2 + e] = p1;
+            if constexpr (Q8) s[e] *= vsc[0], s[2 + e] *= vsc[1]; /* each key's V scale */
+        }
+        /* the maxima rarely move after the first steps: skip the rescale when no head's did */
+        if (__any_sync(0xffffffffu, alpha[0] != 1.f || alpha[1] != 1.f))
+#pragma unroll
+            for (int dt = 0; dt < DP / 16; dt++) {
+                o[dt][0] *= alpha[0], o[dt][1] *= alpha[1];
+                o[dt][2] *= alpha[0], o[dt][3] *= alpha[1];
             }
-        const uint32_t pa[4] = {vl_pack_bf16x2(s[0][0], s[0][1]), vl_pack_bf16x2(s[0][2], s[0][3]),
-                                vl_pack_bf16x2(s[1][0], s[1][1]), vl_pack_bf16x2(s[1][2], s[1][3])};
+        const uint32_t pb0 = movmatrix_trans(vl_pack_bf16x2(s[0], s[1])); /* keys 0..7 */
+        const uint32_t pb1 = movmatrix_trans(vl_pack_bf16x2(s[2], s[3])); /* keys 8..15 */
 #pragma unroll
-        for (int dp = 0; dp < DP / 16; dp++) {
-            uint32_t b[4];
-            ldmatrix_x4_trans(b, v_st + (uint32_t)((a_row * kLD + dp * 16 + a_col) * 2));
-            vl_mma_bf16(o[2 * dp], pa, b[0], b[1]);
-            vl_mma_bf16(o[2 * dp + 1], pa, b[2], b[3]);
+        for (int dt = 0; dt < DP / 16; dt++) {
+            uint32_t a[4];
+            ldmatrix_x4_trans(a, v_st + (uint32_t)((v_row * kLD + dt * 16 + v_col) * 2));
+            vl_mma_bf16(o[dt], a, pb0, pb1);
         }
         __syncwarp(); /* every lane is done with this stage (and tile) before it is refilled */
     }
     cp_async_wait<0>();
     __syncwarp();
 
-    /* merge the 4 warps: each leaves its unnormalized o in its own region, max and sum beside */
+    /* merge the 4 warps: each leaves its unnormalized o (rows: heads) in its own region, max and
+     * sum beside */
     float *so = reinterpret_cast<float *>(wbase);
 #pragma unroll
-    for (int half = 0; half < 2; half++) {
-        float sum = l[half];
-        sum += __shfl_xor_sync(0xffffffffu, sum, 1);
-        sum += __shfl_xor_sync(0xffffffffu, sum, 2);
-        const int r = gid + 8 * half;
-        if (tig == 0) s_m[warp][r] = m[half], s_l[warp][r] = sum;
+    for (int e = 0; e < 2; e++) {
+        float sum = l[e];
+        sum += __shfl_xor_sync(0xffffffffu, sum, 4);
+        sum += __shfl_xor_sync(0xffffffffu, sum, 8);
+        sum += __shfl_xor_sync(0xffffffffu, sum, 16);
+        const int r = 2 * tig + e;
+        if (gid == 0) s_m[warp][r] = m[e], s_l[warp][r] = sum;
 #pragma unroll
-        for (int dt = 0; dt < DP / 8; dt++)
-            *reinterpret_cast<float2 *>(so + r * C::kSO + dt * 8 + 2 * tig) =
-                make_float2(o[dt][2 * half], o[dt][2 * half + 1]);
+        for (int dt = 0; dt < DP / 16; dt++) {
+            so[r * C::kSO + dt * 16 + gid] = o[dt][e];
+            so[r * C::kSO + dt * 16 + gid + 8] = o[dt][2 + e];
+        }
     }
     __syncthreads();
 
@@ -574,8 +582,8 @@ __device__ __forceinline__ void decode_tail_combine(const vl_attn_params &p, con
     __syncthreads();
     if (!s_last) return;
     __threadfence(); /* and so are the other CTAs' */
-    const int group = p.n_heads / p.n_kv_heads, n_rows = min(16, group - 16 * tile);
-    const int head0 = (int)blockIdx.y * group + 16 * tile;
+    const int group = p.n_heads / p.n_kv_heads, n_rows = min(kHeadTile, group - kHeadTile * tile);
+    const int head0 = (int)blockIdx.y * group + kHeadTile * tile;
     const int D = p.head_dim;
     bf16 *o_seq = static_cast<bf16 *>(p.o) + seq * p.o_stride;
     for (int r = (int)threadIdx.x / 32; r < n_rows; r += kWarps)
@@ -593,7 +601,7 @@ template <int DS, bool Q8, bool ELEM, bool PAGED>
 __global__ void __launch_bounds__(kThreads)
     attn_decode_kernel(const vl_attn_params p, int max_splits, int n_slots, float *ws,
                        int *counters) {
-    const int tiles = (p.n_heads / p.n_kv_heads + 15) / 16;
+    const int tiles = head_tiles(p.n_heads / p.n_kv_heads);
     const int seq = PAGED ? (int)blockIdx.z / tiles : 0;
     const int n_keys = decode_keys<PAGED>(p, seq);
     const SplitPlan plan = split_plan(n_keys, max_splits);
@@ -706,7 +714,7 @@ __global__ void __launch_bounds__(kCombineThreads)
 template <int DS, bool Q8, bool ELEM>
 int max_splits_of(vl_cuda_ctx *c, const vl_attn_params *p, size_t workspace_bytes, int n_seq) {
     const int group = p->n_heads / p->n_kv_heads;
-    const int64_t ctas = (int64_t)p->n_kv_heads * ((group + 15) / 16);
+    const int64_t ctas = (int64_t)p->n_kv_heads * head_tiles(group);
     /* one wave: every split of every head resident at once (CTAs an SM holds after opting in to
      * the kernel's shared memory, asked once per backend and kernel). The contiguous kernel's
      * count for both layouts, so that a paged call is planned, and rounded, as the contiguous one
@@ -727,7 +735,7 @@ int max_splits_of(vl_cuda_ctx *c, const vl_attn_params *p, size_t workspace_byte
 template <int DS, bool Q8, bool ELEM, bool PAGED>
 void launch(vl_cuda_ctx *c, const vl_attn_params *p, size_t workspace_bytes, float *ws,
             cudaStream_t stream) {
-    const int group = p->n_heads / p->n_kv_heads, tiles = (group + 15) / 16;
+    const int group = p->n_heads / p->n_kv_heads, tiles = head_tiles(group);
     const int n_seq = PAGED && p->batch ? (int)p->n_q : 1;
     if (ws == NULL) workspace_bytes = 0;
     const int max_splits = max_splits_of<DS, Q8, ELEM>(c, p, workspace_bytes, n_seq);

@@ -76,6 +76,21 @@ __device__ __forceinline__ void ldmatrix_x4_trans(uint32_t r[4], uint32_t addr) 
                  : "memory");
 }
 
+__device__ __forceinline__ void ldmatrix_x2(uint32_t r[2], uint32_t addr) {
+    asm volatile("ldmatrix.sync.aligned.m8n8.x2.shared.b16 {%0, %1}, [%2];\n"
+                 : "=r"(r[0]), "=r"(r[1])
+                 : "r"(addr)
+                 : "memory");
+}
+
+/* The 8 x 8 bf16 matrix whose row lane / 4, columns 2 (lane % 4) and + 1 this lane holds (an
+ * accumulator's layout), transposed: this lane then holds row lane / 4 of the transpose. */
+__device__ __forceinline__ uint32_t movmatrix_trans(uint32_t x) {
+    uint32_t y;
+    asm volatile("movmatrix.sync.aligned.m8n8.trans.b16 %0, %1;\n" : "=r"(y) : "r"(x));
+    return y;
+}
+
 /* 2^x on the special-function unit (2 ulp); 2^-inf = +0, which the masked keys rely on. */
 __device__ __forceinline__ float exp2_approx(float x) {
     float y;
