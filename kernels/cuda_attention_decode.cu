@@ -290,7 +290,8 @@ __device__ __forceinline__ void decode_split(const vl_attn_params &p, const int 
     /* [kHeadTile][kLD]: the query heads, zero rows after */
     bf16 *sQ = reinterpret_cast<bf16 *>(smem);
     unsigned char *const warps0 = smem + kHeadTile * kLD * sizeof(bf16); /* kWarps regions */
-    __shared__ float s_m[kWarps][kHeadTile], s_l[kWarps][kHeadTile];
+    __shared__ float s_m[kWarps][kHeadTile], s_l[kWarps][kHeadTile], s_f[kWarps][kHeadTile];
+    __shared__ float s_wl[kHeadTile];
 
     const int warp = (int)threadIdx.x / 32, lane = (int)threadIdx.x % 32;
     const int gid = lane / 4, tig = lane % 4;
@@ -478,35 +479,53 @@ __device__ __forceinline__ void decode_split(const vl_attn_params &p, const int 
     }
     __syncthreads();
 
+    /* per head (thread r): each warp's weight 2^(max_w - max), a warp without keys 0, and the
+     * weighted sum of the warps' sums; then the outputs four columns a thread */
     const bool single = plan.splits == 1; /* then ws may be NULL */
-    for (int idx = (int)threadIdx.x; idx < n_rows * WD; idx += kThreads) {
-        const int r = idx / WD, d = idx % WD;
-        if (d >= D) { /* a ws row's padding (D not a multiple of 4): zeros, never stored in o */
-            if (!single) ws[((int64_t)split * H_all + seq * p.n_heads + head0 + r) * WD + d] = 0.f;
-            continue;
-        }
+    const int64_t ws_row0 = (int64_t)split * H_all + seq * p.n_heads + head0;
+    if ((int)threadIdx.x < n_rows) {
+        const int r = (int)threadIdx.x;
         float mx = -INFINITY;
 #pragma unroll
         for (int w = 0; w < kWarps; w++) mx = fmaxf(mx, s_m[w][r]);
-        float wl = 0.f, acc = 0.f;
+        float wl = 0.f;
 #pragma unroll
         for (int w = 0; w < kWarps; w++) {
-            /* a warp without keys has max -inf and contributes nothing */
             const float f =
                 s_m[w][r] == -INFINITY ? 0.f : exp2_approx((s_m[w][r] - mx) * scale_log2);
-            const float *wo = reinterpret_cast<const float *>(warps0 + w * C::kWarpBytes);
+            s_f[w][r] = f;
             wl += f * s_l[w][r];
-            acc += f * wo[r * C::kSO + d];
         }
-        const float out = wl > 0.f ? acc / wl : 0.f;
-        if (single) {
-            o_seq[(int64_t)(head0 + r) * D + d] = __float2bfloat16_rn(out);
+        s_wl[r] = wl;
+        if (!single) /* the log2-sum-exps follow the outputs of all launched splits */
+            ws[(int64_t)n_slots * H_all * WD + ws_row0 + r] =
+                wl > 0.f ? mx * scale_log2 + log2f(wl) : -INFINITY;
+    }
+    __syncthreads();
+    const bool vec = D % 4 == 0 && ((uintptr_t)p.o & 7u) == 0;
+    for (int idx = (int)threadIdx.x; idx < n_rows * (WD / 4); idx += kThreads) {
+        const int r = idx / (WD / 4), c = 4 * (idx % (WD / 4));
+        float acc[4] = {0.f, 0.f, 0.f, 0.f};
+#pragma unroll
+        for (int w = 0; w < kWarps; w++) {
+            const float f = s_f[w][r];
+            const float4 x = *reinterpret_cast<const float4 *>(warps0 + w * C::kWarpBytes +
+                                                               (r * C::kSO + c) * sizeof(float));
+            acc[0] += f * x.x, acc[1] += f * x.y, acc[2] += f * x.z, acc[3] += f * x.w;
+        }
+        const float wl = s_wl[r];
+        float out[4];
+#pragma unroll /* a ws row's padding (D not a multiple of 4): zeros, never stored in o */
+        for (int e = 0; e < 4; e++) out[e] = wl > 0.f && c + e < D ? acc[e] / wl : 0.f;
+        if (!single) {
+            *reinterpret_cast<float4 *>(ws + (ws_row0 + r) * WD + c) =
+                make_float4(out[0], out[1], out[2], out[3]);
+        } else if (vec) {
+            *reinterpret_cast<uint2 *>(o_seq + (int64_t)(head0 + r) * D + c) =
+                make_uint2(vl_pack_bf16x2(out[0], out[1]), vl_pack_bf16x2(out[2], out[3]));
         } else {
-            const int64_t at = (int64_t)split * H_all + seq * p.n_heads + head0 + r;
-            ws[at * WD + d] = out;
-            if (d == 0) /* the log2-sum-exps follow the outputs of all launched splits */
-                ws[(int64_t)n_slots * H_all * WD + at] =
-                    wl > 0.f ? mx * scale_log2 + log2f(wl) : -INFINITY;
+            for (int e = 0; e < 4 && c + e < D; e++)
+                o_seq[(int64_t)(head0 + r) * D + c + e] = __float2bfloat16_rn(out[e]);
         }
     }
 }
@@ -518,21 +537,18 @@ __device__ __forceinline__ void decode_split(const vl_attn_params &p, const int 
  * out: the head's D outputs; vec: 8-byte stores allowed (D % 4 == 0, o aligned). */
 __device__ __forceinline__ void combine_row_warp(const float *ws, int n_slots, int H, int WD, int D,
                                                  int row, int n_splits, bf16 *out, bool vec) {
-    constexpr int kBatch = 8; /* loads in flight per lane: the partials sit in L2 */
+    /* loads in flight per lane: the partials sit in L2. The first batch is loaded with the
+     * log2-sum-exps of the others, which set the maximum with its own: one round trip fewer
+     * than the maximum first; the weights and the order of the sums are the same. */
+    constexpr int kBatch = 8;
     const int lane = (int)threadIdx.x % 32, c0 = 4 * lane;
     const float *lse = ws + (int64_t)n_slots * H * WD + row; /* split s: lse[s * H] */
-    float mx = -INFINITY;
-    for (int s = lane; s < n_splits; s += 32) mx = fmaxf(mx, __ldcg(lse + (int64_t)s * H));
-#pragma unroll
-    for (int off = 16; off > 0; off /= 2) mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, off));
     const bool cols = c0 < WD;
     const float4 *src = reinterpret_cast<const float4 *>(ws + (int64_t)row * WD + c0);
     const int64_t split_f4 = (int64_t)H * WD / 4; /* one split's outputs, in float4 */
-    float sum = 0.f;
-    float4 acc = make_float4(0.f, 0.f, 0.f, 0.f);
-    for (int s0 = 0; s0 < n_splits; s0 += kBatch) {
-        float l[kBatch];
-        float4 x[kBatch];
+    float l[kBatch];
+    float4 x[kBatch];
+    auto load_batch = [&](int s0) {
 #pragma unroll
         for (int j = 0; j < kBatch; j++) {
             const int s = s0 + j;
@@ -540,6 +556,18 @@ __device__ __forceinline__ void combine_row_warp(const float *ws, int n_slots, i
             x[j] =
                 s < n_splits && cols ? __ldcg(src + s * split_f4) : make_float4(0.f, 0.f, 0.f, 0.f);
         }
+    };
+    load_batch(0);
+    float mx = -INFINITY;
+    for (int s = kBatch + lane; s < n_splits; s += 32) mx = fmaxf(mx, __ldcg(lse + (int64_t)s * H));
+#pragma unroll
+    for (int off = 16; off > 0; off /= 2) mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, off));
+#pragma unroll
+    for (int j = 0; j < kBatch; j++) mx = fmaxf(mx, l[j]);
+    float sum = 0.f;
+    float4 acc = make_float4(0.f, 0.f, 0.f, 0.f);
+    for (int s0 = 0; s0 < n_splits; s0 += kBatch) {
+        if (s0 > 0) load_batch(s0);
 #pragma unroll
         for (int j = 0; j < kBatch; j++) {
             /* mx is finite (split 0 always has keys); a split without keys weighs 0 */
@@ -598,7 +626,7 @@ __device__ __forceinline__ void decode_tail_combine(const vl_attn_params &p, con
  * plan, the same for every CTA of the row, is made once; slots past it (the bound covers every
  * length) are left alone. Every split is computed as by a CTA of its own: the same bits. */
 template <int DS, bool Q8, bool ELEM, bool PAGED>
-__global__ void __launch_bounds__(kThreads)
+__global__ void __launch_bounds__(kThreads, 3)
     attn_decode_kernel(const vl_attn_params p, int max_splits, int n_slots, float *ws,
                        int *counters) {
     const int tiles = head_tiles(p.n_heads / p.n_kv_heads);
