@@ -13,7 +13,8 @@
  *     accumulator registers and rescales of query rows on the m16 side (126 registers).
  *   - Each of the 4 warps streams its own 16-key steps (steps w, w + 4, ...) through a private
  *     two-stage cp.async ring, so the main loop needs no CTA barrier; at the end the warps merge
- *     their (max, sum, o) through shared memory.
+ *     their (max, sum, o) through shared memory: each head's warp weights made once (a thread a
+ *     head), then four columns a thread.
  *   - A split writes its normalized o and log2-sum-exp per head to the workspace (fp32); the
  *     splits are weighed by 2^(lse - max lse) into bf16 o by the last CTA of the (kv head, head
  *     tile, sequence) to finish (a counter each; plans of at most kTailCombineSplits splits,
