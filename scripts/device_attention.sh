@@ -32,7 +32,8 @@ cmake -S . -B build-device/gpu -DCMAKE_BUILD_TYPE=Release -DVL_CUDA=ON -DVL_REMO
     >$O/build.txt 2>&1 &&
     cmake --build build-device/gpu -j16 --target vlbench --target test_attention_gpu \
         --target vlrun >>$O/build.txt 2>&1
-echo "$(el) build rc $?" >>$L
+rc=$? # saved first: "$(el) ... $?" would read el's status, not the command's
+echo "$(el) build rc $rc" >>$L
 B=build-device/gpu
 VB=$(find $B -name vlbench -type f -perm -u+x | head -1)
 W=$(find $B -name "cuda_attention_wgmma.cu.o" | head -1)
@@ -42,14 +43,16 @@ echo "SASS: $(grep -c HGMMA $O/wgmma.sass) HGMMA, $(grep -c 'DEPBAR.LE gsb0, 0x0
 gzip -f $O/wgmma.sass
 
 timeout 200 $B/tests/test_attention_gpu >$O/test_attention_gpu.txt 2>&1
-echo "$(el) test_attention_gpu rc $?: $(grep -E '^attention:|passed' $O/test_attention_gpu.txt |
+rc=$?
+echo "$(el) test_attention_gpu rc $rc: $(grep -E '^attention:|passed' $O/test_attention_gpu.txt |
     tr '\n' '|')" >>$L
 
 for opt in 3 2 1 0; do
     left 40 "vlbench attn_prefill_wgmma=$opt" || break
     timeout 90 $VB attention --no-ref --kinds prefill,chunk,vision \
         --cuda-opt attn_prefill_wgmma=$opt >$O/bench_w$opt.md 2>$O/bench_w$opt.err
-    echo "$(el) vlbench attn_prefill_wgmma=$opt rc $?" >>$L
+    rc=$?
+    echo "$(el) vlbench attn_prefill_wgmma=$opt rc $rc" >>$L
     grep -E '^\| (prefill|chunk|vision)' $O/bench_w$opt.md >>$L
 done
 left 60 "SDPA anchors" && OUT=$O timeout 120 python3 bench/anchors/sdpa_attention.py \
@@ -85,7 +88,8 @@ run() { # TAG OPT ARGS...
     left 30 "$tag attn_prefill_wgmma=$opt" || return 0
     timeout 120 $B/vlrun "$@" "${M[@]}" --cuda-opt attn_prefill_wgmma=$opt \
         >$O/r_${tag}_w$opt.json 2>$O/r_${tag}_w$opt.err
-    echo "$(el) $tag attn_prefill_wgmma=$opt rc $? $(python3 -c "import json; t=json.load(open(
+    local rc=$?
+    echo "$(el) $tag attn_prefill_wgmma=$opt rc $rc $(python3 -c "import json; t=json.load(open(
 '$O/r_${tag}_w$opt.json'))['timings']; print('ttft %.3f s' % t['ttft_s'])" 2>&1 | tail -1)" >>$L
 }
 for opt in 3 0; do
