@@ -87,6 +87,19 @@ static void measure_peak(vlb_run *run) {
     }
 }
 
+static void empty_op(vl_backend *gpu, void *ctx) {
+    (void)ctx;
+    vlb_cuda_empty_launch(gpu);
+}
+
+/* The launch floor: an empty kernel timed exactly as the cases are (events around each run, the
+ * L2 eviction before it when on). Every time in the report includes this much; a decode
+ * attention call of a few microseconds is mostly it (3.6 us on an H100, S23). */
+static void measure_floor(vlb_run *run) {
+    run->floor_us =
+        1e3 * vlb_cuda_time_ms(run->gpu, empty_op, NULL, 3, 50, run->opt->flush_l2, NULL);
+}
+
 /* ---- main ----------------------------------------------------------------------------------- */
 
 int main(int argc, char **argv) {
@@ -124,11 +137,13 @@ int main(int argc, char **argv) {
         return 1;
     }
     if (opt.ceilings) {
-        fprintf(stderr, "vlbench: %s: measuring copy bandwidth and bf16 peak\n", run.device);
+        fprintf(stderr, "vlbench: %s: measuring copy bandwidth, bf16 peak and launch floor\n",
+                run.device);
         measure_copy(&run);
         measure_peak(&run);
+        measure_floor(&run);
     } else { /* NaN ceilings: the report prints n/a for the % columns */
-        run.copy_gbps = run.peak_tflops = NAN;
+        run.copy_gbps = run.peak_tflops = run.floor_us = NAN;
     }
 
     run.md = opt.json ? NULL : stdout;

@@ -94,6 +94,7 @@ typedef struct {
     double copy_gbps;       /* device-to-device cudaMemcpyAsync, bytes read + written */
     double peak_tflops;     /* best of a few large cuBLAS bf16 GEMMs */
     char peak_shape[48];    /* the GEMM that gave it */
+    double floor_us;        /* an empty kernel timed as every case is: the launch floor */
     FILE *md, *json;        /* NULL when not wanted */
     int json_rows;          /* rows written so far (for the commas) */
     const char *md_section; /* the section whose table header was printed last */
@@ -154,6 +155,8 @@ double vlb_cuda_time_ms(vl_backend *gpu, vlb_op_fn fn, void *ctx, int warmup, in
                         int flush_l2, double *min_ms);
 /* The anchor: y[m, n] = x[m, k] . w[n, k]^T through cublasGemmEx (bf16, fp32 accumulation),
  * the launcher the backend used before it had a GEMV; on the backend's stream. */
+/* One launch of an empty kernel (a CTA of 128 threads per SM) on the backend's stream. */
+void vlb_cuda_empty_launch(vl_backend *gpu);
 void vlb_cuda_cublas_linear(vl_backend *gpu, void *y, const void *x, int64_t m, const void *w,
                             int64_t n, int64_t k);
 /* 1 when the backend's attention kernels take p and its workspace is large enough. */

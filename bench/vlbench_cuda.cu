@@ -105,6 +105,15 @@ extern "C" double vlb_cuda_time_ms(vl_backend *gpu, vlb_op_fn fn, void *ctx, int
     return median;
 }
 
+/* A kernel that does nothing: the launch floor (vlb_cuda_empty_launch). */
+static __global__ void empty_kernel() {}
+
+extern "C" void vlb_cuda_empty_launch(vl_backend *gpu) {
+    vl_cuda_ctx *c = vl_cuda_ctx_of(gpu);
+    empty_kernel<<<c->sm_count, 128, 0, c->stream>>>();
+    VL_CUDA_LAUNCH_CHECK();
+}
+
 extern "C" void vlb_cuda_cublas_linear(vl_backend *gpu, void *y, const void *x, int64_t m,
                                        const void *w, int64_t n, int64_t k) {
     vl_cuda_ctx *c = vl_cuda_ctx_of(gpu);

@@ -46,8 +46,9 @@ static void usage(FILE *f) {
         "  --json-out FILE    also write the JSON object to FILE\n"
         "  --no-ref           skip the CPU reference (no error columns)\n"
         "  --no-flush         do not evict L2 before each timed run\n"
-        "  --no-ceilings      do not measure the copy bandwidth and the bf16 peak (a run under\n"
-        "                     compute-sanitizer; the %% of ceiling columns are then n/a)\n"
+        "  --no-ceilings      do not measure the copy bandwidth, the bf16 peak and the launch\n"
+        "                     floor (a run under compute-sanitizer; the %% of ceiling columns\n"
+        "                     are then n/a)\n"
         "  --cuda-opt K=V     a CUDA backend option (vl_cuda_config, kernels.h), repeatable:\n"
         "                     gemv_bf16=0, attn_decode_splits=N, attn_prefill_rows=64, ...\n"
         "  --help             this text\n",

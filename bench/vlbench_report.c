@@ -56,6 +56,8 @@ static void json_begin(vlb_run *run) {
     json_num(f, run->peak_tflops);
     fputs(", \"peak_gemm_mnk\": ", f);
     json_str(f, run->peak_shape);
+    fputs(", \"launch_floor_us\": ", f);
+    json_num(f, run->floor_us);
     fprintf(f,
             ",\n \"iters\": %d, \"warmup\": %d, \"l2_flush\": %s, \"ref_rows\": %d, "
             "\"double_quant\": %s,\n \"rows\": [",
@@ -123,10 +125,11 @@ static void md_begin(vlb_run *run) {
     fprintf(f,
             "%d SMs, sm_%d%d, %.0f MiB L2, %.1f GiB. Ceilings measured at start: copy %.0f GB/s "
             "(1 GiB device-to-device cudaMemcpyAsync, bytes read + written), bf16 peak %.0f "
-            "TFLOP/s (cuBLAS, best of 4 GEMMs: %s m x n x k).\n",
+            "TFLOP/s (cuBLAS, best of 4 GEMMs: %s m x n x k), launch floor %.1f us (an empty "
+            "kernel timed as every case: part of every time below).\n",
             run->sm_count, run->cc_major, run->cc_minor, (double)run->l2_bytes / (1 << 20),
             (double)run->device_bytes / (1 << 30), run->copy_gbps, run->peak_tflops,
-            run->peak_shape);
+            run->peak_shape, run->floor_us);
     fprintf(f, "Time: median of %d runs after %d warm-up runs (CUDA events)%s. ", o->iters,
             o->warmup, o->flush_l2 ? ", L2 evicted before each run" : "");
     if (o->ref)

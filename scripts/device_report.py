@@ -186,8 +186,10 @@ def anchors(o):
     vb, pt = (load_json(os.path.join(o, n)) if os.path.exists(os.path.join(o, n)) else None
               for n in ("vlbench.json", "kernels.json"))
     if vb:
+        floor = vb.get("launch_floor_us")  # absent in reports before S23
         print(f"device {vb['device']}: copy {vb['copy_GBps']:.0f} GB/s, bf16 peak "
               f"{vb['bf16_peak_TFLOPs']:.0f} TFLOP/s"
+              + (f", launch floor {floor:.1f} us" if isinstance(floor, (int, float)) else "")
               + (f" (PyTorch copy_: {pt['copy_GBps']:.0f} GB/s)" if pt and "copy_GBps" in pt else ""))
     if not (vb and pt):
         print("anchors: vlbench.json or kernels.json missing: no side-by-side table")
