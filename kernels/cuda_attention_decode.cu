@@ -10,7 +10,8 @@
  *     scores are S^T = K . Q^T on tensor cores (mma m16n8k16: 16 keys x 8 heads, the 7 query
  *     heads of a Qwen2 kv head on the n8 side), o is O^T = V^T . P^T (16 columns x 8 heads a
  *     tile), P^T's fragments the scores' accumulator transposed by movmatrix: half the MMAs,
- *     accumulator registers and rescales of query rows on the m16 side (126 registers).
+ *     accumulator registers and rescales of query rows on the m16 side (150 registers at D 128,
+ *     168 with the int8 cache, from 176 and 224).
  *   - Each of the 4 warps streams its own 16-key steps (steps w, w + 4, ...) through a private
  *     two-stage cp.async ring, so the main loop needs no CTA barrier; at the end the warps merge
  *     their (max, sum, o) through shared memory: each head's warp weights made once (a thread a
