@@ -63,12 +63,7 @@ void vl_cuda_use_device(int device) {
 /* Above this a kernel must opt in to dynamic shared memory (cudaFuncSetAttribute). */
 #define CUDA_DEFAULT_SMEM_BYTES ((size_t)48 << 10)
 
-/* The first sight of a kernel: opt in to its dynamic shared memory and ask the occupancy. With
- * prefer_shared, the L1 / shared split is set to the most shared memory first (kernels whose
- * shared tables, not L1, set how many CTAs an SM holds: the driver would otherwise pick the
- * smallest split one CTA fits in). */
-static int kernel_fact(vl_cuda_ctx *c, const void *kernel, int threads, size_t smem,
-                       int prefer_shared) {
+int vl_cuda_ctas_per_sm(vl_cuda_ctx *c, const void *kernel, int threads, size_t smem) {
     size_t i = ((uintptr_t)kernel >> 4) % VL_CUDA_KERNEL_FACTS;
     for (size_t probes = 0; probes < VL_CUDA_KERNEL_FACTS; probes++) {
         vl_cuda_kernel_fact *f = &c->kernels[i];
@@ -77,10 +72,6 @@ static int kernel_fact(vl_cuda_ctx *c, const void *kernel, int threads, size_t s
             if (smem > CUDA_DEFAULT_SMEM_BYTES)
                 VL_CUDA_CHECK(cudaFuncSetAttribute(
                     kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)smem));
-            if (prefer_shared)
-                VL_CUDA_CHECK(cudaFuncSetAttribute(kernel,
-                                                   cudaFuncAttributePreferredSharedMemoryCarveout,
-                                                   (int)cudaSharedmemCarveoutMaxShared));
             int n = 0;
             VL_CUDA_CHECK(cudaOccupancyMaxActiveBlocksPerMultiprocessor(&n, kernel, threads, smem));
             f->kernel = kernel;
@@ -92,14 +83,6 @@ static int kernel_fact(vl_cuda_ctx *c, const void *kernel, int threads, size_t s
     vl_cuda_fatal("vl_cuda_ctas_per_sm", __FILE__, __LINE__,
                   "more kernels than VL_CUDA_KERNEL_FACTS");
     return 1;
-}
-
-int vl_cuda_ctas_per_sm(vl_cuda_ctx *c, const void *kernel, int threads, size_t smem) {
-    return kernel_fact(c, kernel, threads, smem, 0);
-}
-
-int vl_cuda_ctas_per_sm_shared(vl_cuda_ctx *c, const void *kernel, int threads, size_t smem) {
-    return kernel_fact(c, kernel, threads, smem, 1);
 }
 
 /* ---- memory ------------------------------------------------------------------------------ */

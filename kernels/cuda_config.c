@@ -50,8 +50,6 @@ static const config_key keys[] = {
      "0..4 (words of each 16-byte NF4 chunk looked up in registers, the rest in shared memory)", 0,
      0},
     {"gemv_lean", FIELD(gemv_lean), 0, 0, 1, "0 or 1", 0, 0},
-    {"gemv_nf4_pairs", FIELD(gemv_nf4_pairs), 0, 0, 2,
-     "0 (off), 1 or 2 (NF4 through a shared table of code pairs: 16 or 32 copies)", 0, 0},
     {"quant_gemv_rows", FIELD(quant_gemv_rows), 0, 0, 256, "rows 0..256 (0: never)", 0, 0},
     {"attn_decode_splits", FIELD(attn_decode_splits), 0, 0, 1024,
      "0 (one wave of the GPU) or a split count 1..1024", 0, 0},

@@ -21,9 +21,7 @@
  *   - two mma accumulator chains per step (even and odd words), half the dependent latency.
  *   - x rows past m read row 0 (their columns are dropped): no divergent branch.
  * NF4 words of a step via registers (vl_nf4_lookup8) or the shared-memory table: the backend's
- * gemv_nf4_regs words of each 16-byte half (the rest through the table); or, with gemv_nf4_pairs,
- * every word through a table of code pairs in shared memory (below: a byte permute and a shared
- * load per two weights, where the registers' lookup costs about 5 integer instructions).
+ * gemv_nf4_regs words of each 16-byte half (the rest through the table).
  * Numerics: cuda_gemv.cu's (each weight bf16(table[code] * scale) or bf16(q * absmax / 127),
  * exact products, fp32 sums in a fixed order, one rounding).
  * Leaves out: 9 to 16 rows of x, bf16 W (cuda_gemv.cu, cuda_gemv_bf16.cu). */
@@ -56,64 +54,11 @@ static __device__ __forceinline__ void lean_nf4_shared(uint32_t out[4], const fl
     for (int j = 0; j < 4; j++) out[j] = vl_nf4_pair(s_table, hi4, lo4, j, scale);
 }
 
-/* ---- NF4 through a table of code pairs in shared memory (gemv_nf4_pairs) --------------------
- * Entry e, a byte of codes (element 2j in its high nibble), holds the floats {table[e >> 4],
- * table[e & 15]}: one 8-byte shared load gives two weights' table values, then two FMUL and one
- * conversion make their bf16 pair, the expression of the register path (the same bits). The
- * table is repeated so that every lane of a half-warp (the phase of a 64-bit shared load) reads a
- * copy of its own, in banks of its own, whatever its codes: PAIRS 2 holds 32 copies in 256-byte
- * rows (64 KB; the address is one byte permute: the code byte above the lane's offset), PAIRS 1
- * 16 copies in 128-byte rows (32 KB; a permute and an IMAD, the FMA pipe's, not the ALU's). */
-template <int PAIRS> constexpr int kPairRowBytes = PAIRS == 2 ? 256 : 128;
-template <int PAIRS> constexpr int kPairTableBytes = PAIRS == 0 ? 0 : 256 * kPairRowBytes<PAIRS>;
-
-extern __shared__ __align__(16) uint8_t gemv_pair_table[];
-
-/* every thread of the CTA: consecutive threads fill consecutive 16 bytes (two copies) */
-template <int PAIRS> static __device__ __forceinline__ void pair_table_fill(const GemvParams &p) {
-    constexpr int VECS_PER_ROW = kPairRowBytes<PAIRS> / 16;
-    float4 *t = reinterpret_cast<float4 *>(gemv_pair_table);
-    for (int i = threadIdx.x; i < 256 * VECS_PER_ROW; i += GEMV_THREADS) {
-        const int e = i / VECS_PER_ROW;
-        const float first = p.nf4_table[e >> 4], second = p.nf4_table[e & 15];
-        t[i] = make_float4(first, second, first, second);
-    }
-}
-
-/* This lane's copy: PAIRS 2, its offset in a row (the permute puts the row above it); PAIRS 1,
- * its shared-memory address in row 0 (the IMAD adds the row). */
-template <int PAIRS> static __device__ __forceinline__ uint32_t pair_lane_offset(int lane) {
-    if constexpr (PAIRS == 2) return (uint32_t)lane * 8u;
-    return (uint32_t)__cvta_generic_to_shared(gemv_pair_table) + (uint32_t)(lane % 16) * 8u;
-}
-
-static __device__ __forceinline__ float2 lds_float2(uint32_t addr) {
-    float2 v;
-    asm volatile("ld.shared.v2.f32 {%0, %1}, [%2];\n" : "=f"(v.x), "=f"(v.y) : "r"(addr));
-    return v;
-}
-
-/* The 8 weights of word v as 4 bf16 pairs out[j] = {element 2j, element 2j + 1}. */
-template <int PAIRS>
-static __device__ __forceinline__ void pair_lookup8(uint32_t out[4], uint32_t v, uint32_t lane_off,
-                                                    int row_bytes, float scale) {
-#pragma unroll
-    for (int j = 0; j < 4; j++) {
-        float2 t;
-        if constexpr (PAIRS == 2) /* byte j of v above lane_off */
-            t = *reinterpret_cast<const float2 *>(gemv_pair_table +
-                                                  vl_prmt(v, lane_off, 0x7604u | (uint32_t)j << 4));
-        else /* row_bytes, a kernel parameter: an IMAD, not a shift and add on the ALU */
-            t = lds_float2(vl_byte_of(v, j) * (uint32_t)row_bytes + lane_off);
-        out[j] = vl_pack_bf16x2(__fmul_rn(t.x, scale), __fmul_rn(t.y, scale));
-    }
-}
-
 /* acc += one step of this lane: rows a, b against x (xq: this lane's x elements of the step). */
-template <int FMT, int LUTW, int PAIRS>
+template <int FMT, int LUTW>
 static __device__ __forceinline__ void
 lean_step(float (&acc)[1][1][4], const LeanStep &s, const vl_bf16 *xq, const float *s_table,
-          const float *s_map, const GemvParams &p, float row_sa, float row_sb, uint32_t lane_off) {
+          const float *s_map, const GemvParams &p, float row_sa, float row_sb) {
     const uint32_t wa[8] = {s.a0.x, s.a0.y, s.a0.z, s.a0.w, s.a1.x, s.a1.y, s.a1.z, s.a1.w};
     const uint32_t wb[8] = {s.b0.x, s.b0.y, s.b0.z, s.b0.w, s.b1.x, s.b1.y, s.b1.z, s.b1.w};
     const uint4 *xv = reinterpret_cast<const uint4 *>(xq);
@@ -139,7 +84,7 @@ lean_step(float (&acc)[1][1][4], const LeanStep &s, const vl_bf16 *xq, const flo
             sb = nf4_scale<FMT>(s_map, s.cb, s.sb, p.absmax_offset);
         }
         vl_nf4_planes ta = {}, tb = {};
-        if constexpr (LUTW > 0 && PAIRS == 0) {
+        if constexpr (LUTW > 0) {
             ta = vl_nf4_make_planes(p.nf4_table, sa);
             tb = vl_nf4_make_planes(p.nf4_table, sb);
         }
@@ -147,10 +92,7 @@ lean_step(float (&acc)[1][1][4], const LeanStep &s, const vl_bf16 *xq, const flo
 #pragma unroll
         for (int w = 0; w < 8; w++) {
             uint32_t oa[4], ob[4];
-            if constexpr (PAIRS > 0) {
-                pair_lookup8<PAIRS>(oa, wa[w], lane_off, p.nf4_pair_row_bytes, sa);
-                pair_lookup8<PAIRS>(ob, wb[w], lane_off, p.nf4_pair_row_bytes, sb);
-            } else if (w < 8 - LUTW) {
+            if (w < 8 - LUTW) {
                 lean_nf4_shared(oa, s_table, wa[w], sa);
                 lean_nf4_shared(ob, s_table, wb[w], sb);
             } else {
@@ -168,7 +110,7 @@ lean_step(float (&acc)[1][1][4], const LeanStep &s, const vl_bf16 *xq, const flo
     for (int i = 0; i < 4; i++) acc[0][0][i] += d[0][i] + d[1][i];
 }
 
-template <int FMT, int LUTW, int PAIRS>
+template <int FMT, int LUTW>
 static __global__ void __launch_bounds__(GEMV_THREADS, GEMV_CTAS_PER_SM)
     gemv_lean_kernel(const __grid_constant__ GemvParams p) {
     constexpr int STEP_K = kLeanStepK<FMT>;
@@ -218,18 +160,16 @@ static __global__ void __launch_bounds__(GEMV_THREADS, GEMV_CTAS_PER_SM)
     if (it_begin < it_end) load(s0); /* in flight while the tables are filled */
     if constexpr (FMT != FMT_Q8ROW)
         if (tid < 16) s_table[tid] = p.nf4_table[tid];
-    if constexpr (PAIRS > 0) pair_table_fill<PAIRS>(p);
-    const uint32_t lane_off = pair_lane_offset<PAIRS>(lane);
     if constexpr (FMT == FMT_NF4_DQ)
         for (int i = tid; i < 256; i += GEMV_THREADS) s_map[i] = __ldg(p.absmax_map + i);
     __syncthreads();
     for (int it = it_begin; it < it_end; it += 2) {
         if (it + 1 < it_end) load(s1);
-        lean_step<FMT, LUTW, PAIRS>(acc, s0, xq, s_table, s_map, p, row_sa, row_sb, lane_off);
+        lean_step<FMT, LUTW>(acc, s0, xq, s_table, s_map, p, row_sa, row_sb);
         xq += STEP_K;
         if (it + 1 >= it_end) break;
         if (it + 2 < it_end) load(s0);
-        lean_step<FMT, LUTW, PAIRS>(acc, s1, xq, s_table, s_map, p, row_sa, row_sb, lane_off);
+        lean_step<FMT, LUTW>(acc, s1, xq, s_table, s_map, p, row_sa, row_sb);
         xq += STEP_K;
     }
     gemv_tile_finish<1, 1>(p, acc, &s_red[0][0][0], &s_last, r0);
@@ -237,15 +177,12 @@ static __global__ void __launch_bounds__(GEMV_THREADS, GEMV_CTAS_PER_SM)
 
 /* ---- launcher -------------------------------------------------------------------------------- */
 
-template <int FMT, int LUTW, int PAIRS = 0>
+template <int FMT, int LUTW>
 static void lean_run(vl_cuda_ctx *c, GemvParams &p, const vl_cuda_gemv_scratch *scratch,
                      cudaStream_t stream) {
-    const void *kernel = (const void *)gemv_lean_kernel<FMT, LUTW, PAIRS>;
-    const size_t smem = (size_t)kPairTableBytes<PAIRS>;
-    const int ctas_per_sm = PAIRS ? vl_cuda_ctas_per_sm_shared(c, kernel, GEMV_THREADS, smem)
-                                  : vl_cuda_ctas_per_sm(c, kernel, GEMV_THREADS, smem);
+    const int ctas_per_sm =
+        vl_cuda_ctas_per_sm(c, (const void *)gemv_lean_kernel<FMT, LUTW>, GEMV_THREADS, 0);
     p.iters = p.k / kLeanStepK<FMT>;
-    p.nf4_pair_row_bytes = kPairRowBytes<PAIRS>;
     const int64_t tiles = (p.n + GEMV_TILE_ROWS - 1) / GEMV_TILE_ROWS;
     const int splits =
         gemv_grid_splits(tiles, p.iters, (int64_t)c->sm_count * ctas_per_sm, GEMV_THREADS, scratch);
@@ -253,18 +190,15 @@ static void lean_run(vl_cuda_ctx *c, GemvParams &p, const vl_cuda_gemv_scratch *
         p.partials = scratch->partials;
         p.tile_counters = scratch->tile_counters;
     }
-    gemv_lean_kernel<FMT, LUTW, PAIRS>
-        <<<dim3((unsigned)tiles, (unsigned)splits), GEMV_THREADS, smem, stream>>>(p);
+    gemv_lean_kernel<FMT, LUTW>
+        <<<dim3((unsigned)tiles, (unsigned)splits), GEMV_THREADS, 0, stream>>>(p);
     VL_CUDA_LAUNCH_CHECK();
 }
 
-/* NF4: the backend's gemv_nf4_pairs table, or its gemv_nf4_regs words of each 16 bytes looked up
- * in registers */
+/* NF4: the backend's gemv_nf4_regs words of each 16 bytes looked up in registers */
 template <int FMT>
 static void lean_nf4(vl_cuda_ctx *c, GemvParams &p, const vl_cuda_gemv_scratch *scratch,
                      cudaStream_t stream) {
-    if (c->cfg.gemv_nf4_pairs == 1) return lean_run<FMT, 0, 1>(c, p, scratch, stream);
-    if (c->cfg.gemv_nf4_pairs == 2) return lean_run<FMT, 0, 2>(c, p, scratch, stream);
     switch (c->cfg.gemv_nf4_regs) {
     case 0:
         return lean_run<FMT, 0>(c, p, scratch, stream);

@@ -49,7 +49,6 @@ struct GemvParams {
     float *partials;    /* [tiles, gridDim.y, 128] when gridDim.y > 1 */
     int *tile_counters; /* [tiles], zero between launches */
     float nf4_table[16];
-    int nf4_pair_row_bytes; /* the lean kernel's NF4 pair table (gemv_nf4_pairs = 1): 128 */
 };
 
 /* ---- device helpers ------------------------------------------------------------------------ */

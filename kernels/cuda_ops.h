@@ -113,9 +113,6 @@ static inline vl_cuda_ctx *vl_cuda_ctx_of(vl_backend *b) {
  * `threads` threads and `smem` bytes of dynamic shared memory: asked once per backend and
  * kernel, after opting the kernel in to `smem` when it is above the 48 KB default. */
 int vl_cuda_ctas_per_sm(vl_cuda_ctx *c, const void *kernel, int threads, size_t smem);
-/* The same for a kernel whose shared memory, not L1, sets how many CTAs an SM holds: on first
- * sight its L1 / shared split is set to the most shared memory. */
-int vl_cuda_ctas_per_sm_shared(vl_cuda_ctx *c, const void *kernel, int threads, size_t smem);
 
 /* A broken invariant of the caller (shapes, dtypes): print the condition and why, then abort
  * through vl_cuda_fatal. Never used for user input (the engine validates that). */

@@ -524,10 +524,6 @@ typedef struct {
                                * are looked up in registers (the block's 16 weights as byte
                                * planes, byte permutes), the rest in the shared-memory table
                                * (a load and a multiply per weight): 0..4 (default 4) */
-    int gemv_nf4_pairs;       /* "gemv_nf4_pairs": NF4 in the lean GEMV through a table of code
-                               * pairs in shared memory (a shared load per two weights, no
-                               * register lookups; gemv_nf4_regs then unused): 0 (default) off,
-                               * 1 (16 copies, 32 KB a CTA) or 2 (32 copies, 64 KB) */
     int gemv_lean;            /* "gemv_lean": 1 (default) runs NF4 / Q8ROW products of up to
                                * 8 rows of x with K a multiple of 256 (NF4) or 128 (Q8ROW) on
                                * the lean GEMV (cuda_gemv_lean.cu: a 64-weight block a lane a
