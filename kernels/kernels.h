@@ -524,6 +524,10 @@ typedef struct {
                                * are looked up in registers (the block's 16 weights as byte
                                * planes, byte permutes), the rest in the shared-memory table
                                * (a load and a multiply per weight): 0..4 (default 4) */
+    int gemv_prefetch;        /* "gemv_prefetch": the lean GEMV brings each lane's weights this
+                               * many steps past its next load into L2 (a prefetch hint, no
+                               * registers held): 0 (none) .. 4; NF4 with gemv_nf4_regs 4
+                               * and Q8ROW */
     int gemv_lean;            /* "gemv_lean": 1 (default) runs NF4 / Q8ROW products of up to
                                * 8 rows of x with K a multiple of 256 (NF4) or 128 (Q8ROW) on
                                * the lean GEMV (cuda_gemv_lean.cu: a 64-weight block a lane a
