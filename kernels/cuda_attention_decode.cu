@@ -68,6 +68,7 @@
  */
 #include "kernels/cuda_attention_mma.cuh"
 #include "kernels/cuda_ops.h" /* VL_CUDA_REQUIRE */
+#include "kernels/cuda_pdl.cuh"
 
 #include <stdint.h>
 #include <stdlib.h>
@@ -631,6 +632,7 @@ template <int DS, bool Q8, bool ELEM, bool PAGED>
 __global__ void __launch_bounds__(kThreads, 3)
     attn_decode_kernel(const vl_attn_params p, int max_splits, int n_slots, float *ws,
                        int *counters) {
+    vl_pdl_launch_dependents(); /* the o GEMV after it may bring in its weights meanwhile */
     const int tiles = head_tiles(p.n_heads / p.n_kv_heads);
     const int seq = PAGED ? (int)blockIdx.z / tiles : 0;
     const int n_keys = decode_keys<PAGED>(p, seq);
@@ -661,6 +663,7 @@ template <bool PAGED>
 __global__ void __launch_bounds__(kCombineThreads)
     attn_decode_combine(const vl_attn_params p, int max_splits, int n_slots, const float *ws,
                         bool tail) {
+    vl_pdl_launch_dependents(); /* as attn_decode_kernel */
     constexpr int kBatch = 8;
     __shared__ float s_w[kMaxSplits], s_red[kCombineWarps];
     __shared__ float4 s_acc[kCombineThreads];

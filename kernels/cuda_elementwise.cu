@@ -14,6 +14,7 @@
  * Leaves out: the tanh GELU and fusing these ops into the GEMM epilogue.
  */
 #include "kernels/cuda_ops.h"
+#include "kernels/cuda_pdl.cuh"
 
 #define ELEMENTWISE_THREADS 256
 #define SQRT_HALF           0.70710678118654752440f
@@ -67,6 +68,7 @@ static __global__ void map_kernel(vl_bf16 *out, const vl_bf16 *a, const vl_bf16 
 template <int VEC>
 static __global__ void silu_mul_rows_kernel(vl_bf16 *out, const vl_bf16 *gu, int64_t rows,
                                             int64_t n) {
+    vl_pdl_launch_dependents(); /* the down GEMV after it may bring in its weights meanwhile */
     const int64_t row_vec = n / VEC, n_vec = rows * row_vec;
     const op_silu_mul op;
     for (int64_t v = blockIdx.x * (int64_t)blockDim.x + threadIdx.x; v < n_vec;

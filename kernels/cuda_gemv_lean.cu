@@ -26,6 +26,7 @@
  * exact products, fp32 sums in a fixed order, one rounding).
  * Leaves out: 9 to 16 rows of x, bf16 W (cuda_gemv.cu, cuda_gemv_bf16.cu). */
 #include "kernels/cuda_gemv_tile.cuh"
+#include "kernels/cuda_pdl.cuh"
 
 /* 16 bytes through L1 with evict-first priority (the lane's other 16 bytes of the sector follow) */
 static __device__ __forceinline__ uint4 lean_ld16(const void *ptr) {
@@ -183,6 +184,8 @@ static __global__ void __launch_bounds__(GEMV_THREADS, GEMV_CTAS_PER_SM)
         if (tid < 16) s_table[tid] = p.nf4_table[tid];
     if constexpr (FMT == FMT_NF4_DQ)
         for (int i = tid; i < 256; i += GEMV_THREADS) s_map[i] = __ldg(p.absmax_map + i);
+    /* all of the above reads weights only; x and y belong to the kernels around this one */
+    vl_pdl_wait();
     __syncthreads();
     for (int it = it_begin; it < it_end; it += 2) {
         if (it + 1 < it_end) load(s1);
@@ -213,9 +216,8 @@ static void lean_run(vl_cuda_ctx *c, GemvParams &p, const vl_cuda_gemv_scratch *
         p.partials = scratch->partials;
         p.tile_counters = scratch->tile_counters;
     }
-    gemv_lean_kernel<FMT, LUTW, PF>
-        <<<dim3((unsigned)tiles, (unsigned)splits), GEMV_THREADS, 0, stream>>>(p);
-    VL_CUDA_LAUNCH_CHECK();
+    vl_cuda_launch_pdl(c, gemv_lean_kernel<FMT, LUTW, PF>, dim3((unsigned)tiles, (unsigned)splits),
+                       dim3(GEMV_THREADS), 0, stream, p);
 }
 
 /* The backend's gemv_prefetch distance (the default dequantization of each format only) */

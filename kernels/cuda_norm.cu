@@ -13,6 +13,7 @@
  * Leaves out: rows wider than one block can hold in cache.
  */
 #include "kernels/cuda_ops.h"
+#include "kernels/cuda_pdl.cuh"
 
 #define NORM_MAX_THREADS 256
 
@@ -43,6 +44,7 @@ template <int VEC> static __device__ void load_or(const vl_bf16 *p, float *f, fl
 template <int VEC>
 static __global__ void rmsnorm_kernel(vl_bf16 *y, const vl_bf16 *x, int64_t n, const vl_bf16 *w,
                                       float eps) {
+    vl_pdl_launch_dependents(); /* the GEMV after it may bring in its weights meanwhile */
     const vl_bf16 *xr = x + blockIdx.x * n;
     vl_bf16 *yr = y + blockIdx.x * n;
     const int64_t step = (int64_t)blockDim.x * VEC;
@@ -73,6 +75,7 @@ static __global__ void rmsnorm_kernel(vl_bf16 *y, const vl_bf16 *x, int64_t n, c
 template <int VEC, int ITERS>
 static __global__ void add_rmsnorm_kernel(vl_bf16 *y, vl_bf16 *x, const vl_bf16 *a, int64_t n,
                                           const vl_bf16 *w, float eps) {
+    vl_pdl_launch_dependents(); /* the GEMV after it may bring in its weights meanwhile */
     vl_bf16 *xr = x + blockIdx.x * n;
     const vl_bf16 *ar = a + blockIdx.x * n;
     vl_bf16 *yr = y + blockIdx.x * n;
