@@ -528,10 +528,10 @@ typedef struct {
                                * many steps past its next load into L2 (a prefetch hint, no
                                * registers held): 0 (none) .. 4; NF4 with gemv_nf4_regs 4
                                * and Q8ROW */
-    int pdl;                  /* "pdl": 1 (default) launches the decode GEMVs (the lean and the
-                               * bf16 ones) as programmatic dependents of the kernel before them
-                               * on sm_90 (cuda_pdl.cuh: their first weights come in while it
-                               * finishes); 0: ordinary launches */
+    int pdl;                  /* "pdl": 1 launches the decode GEMVs (the lean and the bf16 ones)
+                               * as programmatic dependents of the kernel before them on sm_90
+                               * (cuda_pdl.cuh: their first weights come in while it finishes);
+                               * 0 (default until measured on a device): ordinary launches */
     int gemv_lean;            /* "gemv_lean": 1 (default) runs NF4 / Q8ROW products of up to
                                * 8 rows of x with K a multiple of 256 (NF4) or 128 (Q8ROW) on
                                * the lean GEMV (cuda_gemv_lean.cu: a 64-weight block a lane a
