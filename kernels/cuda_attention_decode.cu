@@ -663,6 +663,7 @@ template <bool PAGED>
 __global__ void __launch_bounds__(kCombineThreads)
     attn_decode_combine(const vl_attn_params p, int max_splits, int n_slots, const float *ws,
                         bool tail) {
+    vl_pdl_wait(); /* a programmatic dependent of the first kernel (pdl): its partials */
     vl_pdl_launch_dependents(); /* as attn_decode_kernel */
     constexpr int kBatch = 8;
     __shared__ float s_w[kMaxSplits], s_red[kCombineWarps];
@@ -805,9 +806,10 @@ void launch(vl_cuda_ctx *c, const vl_attn_params *p, size_t workspace_bytes, flo
     /* n_slots bounds every plan of the launch: with counters and n_slots <= kTailCombineSplits
      * the tail has combined them all */
     if (n_slots > 1 && !(counters && n_slots <= kTailCombineSplits)) {
-        attn_decode_combine<PAGED><<<(unsigned)(p->n_heads * n_seq), kCombineThreads, 0, stream>>>(
-            *p, max_splits, n_slots, ws, counters != nullptr);
-        VL_CUDA_LAUNCH_CHECK();
+        /* with pdl, launched while the first kernel runs: its launch hides behind that kernel */
+        vl_cuda_launch_pdl(c, attn_decode_combine<PAGED>, dim3((unsigned)(p->n_heads * n_seq)),
+                           dim3(kCombineThreads), 0, stream, *p, max_splits, n_slots,
+                           (const float *)ws, counters != nullptr);
     }
 }
 

@@ -53,6 +53,7 @@ struct GbParams {
     int n;
     int chunks; /* 16-byte chunks per row: k / 8 */
     int splits; /* warps per row */
+    int pdl;    /* launched as a programmatic dependent: its first weights go to L2 first */
 };
 
 /* acc[j] += the products of word j (two weights) of a chunk of W and the same word of x. The
@@ -81,13 +82,14 @@ static __global__ void __launch_bounds__(GB_THREADS, GB_CTAS_PER_SM)
     const int c_begin = (int)((int64_t)seg * p.chunks / p.splits);
     const int c_end = row_ok ? (int)((int64_t)(seg + 1) * p.chunks / p.splits) : c_begin;
 
-    /* the first loads' weights into L2 while the kernel before this one (x's) finishes */
+    if (p.pdl) { /* the first loads' weights into L2 while the kernel before (x's) finishes */
 #pragma unroll
-    for (int u = 0; u < GB_UNROLL; u++) {
-        const int c = c_begin + 32 * u + lane;
-        if (c < c_end) asm volatile("prefetch.global.L2 [%0];\n" ::"l"(w_row + c));
+        for (int u = 0; u < GB_UNROLL; u++) {
+            const int c = c_begin + 32 * u + lane;
+            if (c < c_end) asm volatile("prefetch.global.L2 [%0];\n" ::"l"(w_row + c));
+        }
+        vl_pdl_wait();
     }
-    vl_pdl_wait();
     float acc[4] = {0.0f, 0.0f, 0.0f, 0.0f};
     const uint4 zero = make_uint4(0, 0, 0, 0);
     for (int c0 = c_begin; c0 < c_end; c0 += 32 * GB_UNROLL) {
@@ -148,6 +150,7 @@ int vl_cuda_gemv_bf16(vl_cuda_ctx *c, vl_bf16 *y, const vl_bf16 *x, const vl_wei
             splits *= 2;
     }
     p.splits = splits;
+    p.pdl = vl_cuda_pdl_on(c);
     const int rows_per_cta = GB_WARPS / splits;
     const int64_t ctas = ((int64_t)p.n + rows_per_cta - 1) / rows_per_cta;
     vl_cuda_launch_pdl(c, gemv_bf16_kernel, dim3((unsigned)ctas), dim3(GB_THREADS), 0, c->stream,

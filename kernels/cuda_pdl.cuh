@@ -16,6 +16,11 @@
 
 #include <utility>
 
+/* Whether vl_cuda_launch_pdl makes programmatic dependents on c's device. */
+static inline bool vl_cuda_pdl_on(const vl_cuda_ctx *c) {
+    return c->cfg.pdl && c->cc_major >= 9;
+}
+
 __device__ __forceinline__ void vl_pdl_wait() {
 #if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
     asm volatile("griddepcontrol.wait;\n" ::: "memory");
@@ -29,11 +34,16 @@ __device__ __forceinline__ void vl_pdl_launch_dependents() {
 }
 
 /* kernel<<<grid, block, smem, stream>>>(args...), as a programmatic dependent of the kernel
- * before it where the device and the backend's pdl allow. */
+ * before it where the device and the backend's pdl allow; an ordinary launch otherwise. */
 template <typename... KernelArgs, typename... Args>
 static inline void vl_cuda_launch_pdl(const vl_cuda_ctx *c, void (*kernel)(KernelArgs...),
                                       dim3 grid, dim3 block, size_t smem, cudaStream_t stream,
                                       Args &&...args) {
+    if (!vl_cuda_pdl_on(c)) {
+        kernel<<<grid, block, smem, stream>>>(std::forward<Args>(args)...);
+        VL_CUDA_LAUNCH_CHECK();
+        return;
+    }
     cudaLaunchAttribute attr[1];
     attr[0].id = cudaLaunchAttributeProgrammaticStreamSerialization;
     attr[0].val.programmaticStreamSerializationAllowed = 1;
@@ -43,7 +53,7 @@ static inline void vl_cuda_launch_pdl(const vl_cuda_ctx *c, void (*kernel)(Kerne
     cfg.dynamicSmemBytes = smem;
     cfg.stream = stream;
     cfg.attrs = attr;
-    cfg.numAttrs = c->cfg.pdl && c->cc_major >= 9 ? 1 : 0;
+    cfg.numAttrs = 1;
     VL_CUDA_CHECK(cudaLaunchKernelEx(&cfg, kernel, std::forward<Args>(args)...));
 }
 

@@ -529,9 +529,10 @@ typedef struct {
                                * registers held): 0 (none) .. 4; NF4 with gemv_nf4_regs 4
                                * and Q8ROW */
     int pdl;                  /* "pdl": 1 launches the decode GEMVs (the lean and the bf16 ones)
-                               * as programmatic dependents of the kernel before them on sm_90
-                               * (cuda_pdl.cuh: their first weights come in while it finishes);
-                               * 0 (default until measured on a device): ordinary launches */
+                               * and the decode attention's combine as programmatic dependents of
+                               * the kernel before them on sm_90 (cuda_pdl.cuh: the GEMVs' first
+                               * weights come in, the combine's launch happens, while it
+                               * finishes); 0 (default until measured on a device): ordinary */
     int gemv_lean;            /* "gemv_lean": 1 (default) runs NF4 / Q8ROW products of up to
                                * 8 rows of x with K a multiple of 256 (NF4) or 128 (Q8ROW) on
                                * the lean GEMV (cuda_gemv_lean.cu: a 64-weight block a lane a

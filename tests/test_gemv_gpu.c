@@ -361,11 +361,9 @@ static void test_q_v2(int kind) {
  * Q8ROW; the same checks as above. Shapes: K off the lean step (the general kernel), N = 1 and N
  * not a multiple of 16 (rows read past N), fewer steps than warps (K = 256, 512), K split over CTAs
  * (N = 512, 16 x 18944), the model's q/k/v rows; then the lean kernel with its L2 prefetch
- * (gemv_prefetch 1 and 4) for each quantized format. */
-static void test_m8_kernel(int kind, int regs, int lean, int prefetch) {
-    char opt[96];
-    snprintf(opt, sizeof opt, "gemv_nf4_regs=%d,gemv_lean=%d,gemv_prefetch=%d", regs, lean,
-             prefetch);
+ * (gemv_prefetch 1 and 4) for each quantized format, and the GEMVs launched as programmatic
+ * dependents (pdl=1: NF4, int8 with the prefetch, bf16). */
+static void m8_cases(int kind, const char *opt) {
     printf("%s, %s\n", kind_name[kind], opt);
     const int64_t exact0 = kind_exact[kind], total0 = kind_total[kind];
     gpu_with(opt);
@@ -386,6 +384,13 @@ static void test_m8_kernel(int kind, int regs, int lean, int prefetch) {
            (long long)total, 100 * frac);
     VT_CHECKF(frac >= GEMV_EXACT, "%s (%s): only %.3f%% of all GEMV outputs exact", kind_name[kind],
               opt, 100 * frac);
+}
+
+static void test_m8_kernel(int kind, int regs, int lean, int prefetch) {
+    char opt[96];
+    snprintf(opt, sizeof opt, "gemv_nf4_regs=%d,gemv_lean=%d,gemv_prefetch=%d", regs, lean,
+             prefetch);
+    m8_cases(kind, opt);
 }
 
 /* ---- the m = 1 bf16 kernel (kernels/cuda_gemv_bf16.cu)
@@ -483,6 +488,11 @@ int main(void) {
      * its addresses stay inside each warp's steps) */
     for (int kind = W_NF4; kind < W_KINDS; kind++)
         for (int pf = 1; pf <= 4; pf += 3) test_m8_kernel(kind, 4, 1, pf);
+    /* the GEMVs launched as programmatic dependents (pdl=1; an ordinary launch below sm_90): the
+     * lean kernel, and the bf16 one at m = 1 */
+    m8_cases(W_NF4, "pdl=1");
+    m8_cases(W_Q8ROW, "pdl=1,gemv_prefetch=2");
+    m8_cases(W_BF16, "pdl=1");
     test_q_v2(W_NF4);
     test_q_v2(W_Q8ROW);
     const char *row_tiles[] = {"gemv_row_tiles=1", "gemv_row_tiles=2", "gemv_row_tiles=3"};

@@ -1,0 +1,69 @@
+#!/usr/bin/env bash
+# device_pdl_ab.sh: the decode path's `pdl` and `gemv_prefetch` knobs on the device (issue 14;
+# written in S24 without a device: its first run is pending). One command, results in $OUT:
+#   1. builds a copy of this tree whose default is pdl=1, so that every GPU test runs the
+#      programmatic launches (test_gemv_gpu, test_ops_gpu, test_attention_gpu,
+#      test_attention_pages_gpu, test_engine_gpu: its decode graphs capture them);
+#   2. end to end, x28 page.png, 512 tokens: NF4 + int8 cache and bf16, pdl 0 / 1 alternating
+#      (two rounds), NF4 with gemv_prefetch=2, the generated tokens compared (pdl changes no bits);
+#   3. vlbench gemv NF4 / int8 with gemv_prefetch 0..4, vlbench decode attention pdl 0 / 1;
+#   4. compute-sanitizer memcheck of prefetching GEMVs.
+# Run from the tree root with .deps (scripts/device_deps.sh) and .cache/tokenizer.json.gz carried.
+set -u
+O=${OUT:-/tmp/out}; R=$O/r; mkdir -p $R; L=$R/log.txt
+export LD_LIBRARY_PATH=$PWD/.deps/usr/lib/x86_64-linux-gnu
+D=$PWD/.deps/usr
+TOK=$PWD/.cache/tokenizer/tokenizer.json
+[ -f $TOK ] || { mkdir -p .cache/tokenizer && gunzip -c .cache/tokenizer.json.gz > $TOK; }
+nvidia-smi --query-gpu=name,clocks.max.sm --format=csv,noheader >> $L
+T0=$(date +%s); el() { echo "[$(( $(date +%s) - T0 )) s]"; }
+left() { [ $(( $(date +%s) - T0 + $1 )) -lt ${DEADLINE:-560} ] || { echo "$(el) skipped: $2" >> $L; false; }; }
+trap 'cat $L' EXIT
+T=/tmp/pdl-tree; rm -rf $T; mkdir -p $T
+tar cf - --exclude=./build-device --exclude=./build-cpu --exclude=./.git . | tar xf - -C $T
+sed -i 's/^\( *\)\.pdl = 0,/\1.pdl = 1,/' $T/kernels/cuda_config.c
+echo "pdl default in the copy: $(grep -o '\.pdl = [01]' $T/kernels/cuda_config.c)" >> $L
+CM="-DCMAKE_BUILD_TYPE=Release -DVL_CUDA=ON -DVL_REMOTE_IMAGES=OFF -DVL_CUDA_ARCHITECTURES=90 -DCMAKE_PREFIX_PATH=$D -DCMAKE_LIBRARY_PATH=$D/lib/x86_64-linux-gnu"
+TESTS="test_gemv_gpu test_ops_gpu test_engine_gpu test_attention_pages_gpu test_attention_gpu"
+B=$T/build
+cmake -S $T -B $B $CM > $R/build.txt 2>&1 &&
+    cmake --build $B -j"$(nproc)" --target vlbench --target vlrun $(printf -- '--target %s ' $TESTS) >> $R/build.txt 2>&1
+rc=$?; echo "$(el) build rc $rc" >> $L; grep -E "error" $R/build.txt | head -5 >> $L
+VB=$(find $B -name vlbench -type f -perm -u+x | head -1)
+for t in $TESTS; do left 60 $t || break
+    timeout 150 $B/tests/$t > $R/$t.txt 2>&1
+    rc=$?; echo "$(el) $t rc $rc: $(grep -c FAIL $R/$t.txt) FAIL lines; $(tail -1 $R/$t.txt)" >> $L
+    grep FAIL $R/$t.txt | head -3 >> $L
+done
+M=(--backend cuda --random-weights --config examples/qwen2-vl-7b-instruct.json --tokenizer $TOK --json)
+run() { # TAG ARGS...: one vlrun, its TTFT, decode rate and a digest of its tokens in the log
+    local tag=$1; shift; left 30 "$tag" || return 0
+    timeout 80 $B/vlrun "$@" "${M[@]}" > $R/r_$tag.json 2> $R/r_$tag.err
+    local rc=$?
+    echo "$(el) $tag rc $rc $(python3 -c "import json, hashlib; d=json.load(open('$R/r_$tag.json')); t=d['timings']; print('ttft %.3f s decode %.1f tok/s tokens %s' % (t['ttft_s'], t['decode_tok_s'], hashlib.md5(str(d['tokens']).encode()).hexdigest()[:8]))" 2>&1 | tail -1)" >> $L
+}
+NF4=(examples/page.png x28 --max-tokens 512 --quant nf4 --kv int8)
+BF16=(examples/page.png x28 --max-tokens 512)
+for r in 1 2; do
+    run nf4_pdl0_$r "${NF4[@]}" --cuda-opt pdl=0
+    run nf4_pdl1_$r "${NF4[@]}"
+    run bf16_pdl0_$r "${BF16[@]}" --cuda-opt pdl=0
+    run bf16_pdl1_$r "${BF16[@]}"
+done
+run nf4_pdl1_pf2 "${NF4[@]}" --cuda-opt gemv_prefetch=2
+S=18944x3584,3584x18944,4608x3584,3584x3584,37888x3584
+for q in int8 nf4; do for o in 0 1 2 3 4; do left 20 "$q prefetch $o" || break 2
+    f=$R/gemv_${q}_pf$o.md
+    timeout 40 $VB gemv --quant $q --shape $S --iters 100 --warmup 10 --no-ref --cuda-opt gemv_prefetch=$o > $f 2>&1
+    echo "$(el) $q prefetch $o: $(grep -E '^\| ' $f | grep $q | cut -d'|' -f3,5,6 | sed 's/m=1 //' | tr -s ' ' | tr '\n' ';')" >> $L
+done; done
+for o in 0 1; do left 30 "decode pdl $o" || break
+    timeout 60 $VB attention --kinds decode --no-ref --cuda-opt pdl=$o > $R/decode_pdl$o.md 2>&1
+    echo "$(el) decode pdl $o: $(grep -E '^\| decode' $R/decode_pdl$o.md | cut -d'|' -f3,5,6 | tr -s ' ' | tr '\n' ';')" >> $L
+done
+left 45 memcheck && {
+    timeout 45 compute-sanitizer --tool memcheck $VB gemv --quant nf4,int8,bf16 --shape 4608x3584,3584x18944 \
+        --iters 1 --warmup 0 --no-ref --cuda-opt gemv_prefetch=4 > $R/memcheck.txt 2>&1
+    echo "$(el) memcheck rc $?: $(grep -E 'ERROR SUMMARY' $R/memcheck.txt)" >> $L
+}
+echo "$(el) done" >> $L
