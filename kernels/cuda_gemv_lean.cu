@@ -20,6 +20,12 @@
  *   - the double buffer as two named step buffers in a loop unrolled by two: no copies.
  *   - two mma accumulator chains per step (even and odd words), half the dependent latency.
  *   - x rows past m read row 0 (their columns are dropped): no divergent branch.
+ *   - optionally (gemv_prefetch) each lane's weights a few steps ahead go to L2 by prefetch
+ *     hints, more bytes in flight without registers; and (pdl, cuda_pdl.cuh) the first step's
+ *     loads and the tables run before griddepcontrol.wait, beside the kernel that writes x.
+ * The ALU's limit (S24): the register lookups cost ~2.5 integer instructions a weight, so the
+ * NF4 stream saturates the ALU pipe near 2.2-2.3 TB/s on an H100; a shared-memory table of code
+ * pairs moved that work to the shared-memory pipe and was slower (bench/RESULTS.md).
  * NF4 words of a step via registers (vl_nf4_lookup8) or the shared-memory table: the backend's
  * gemv_nf4_regs words of each 16-byte half (the rest through the table).
  * Numerics: cuda_gemv.cu's (each weight bf16(table[code] * scale) or bf16(q * absmax / 127),
