@@ -86,7 +86,7 @@ static __global__ void __launch_bounds__(GB_THREADS, GB_CTAS_PER_SM)
 #pragma unroll
         for (int u = 0; u < GB_UNROLL; u++) {
             const int c = c_begin + 32 * u + lane;
-            if (c < c_end) asm volatile("prefetch.global.L2 [%0];\n" ::"l"(w_row + c));
+            if (c < c_end) vl_prefetch_l2(w_row + c);
         }
         vl_pdl_wait();
     }

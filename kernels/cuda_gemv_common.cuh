@@ -1,6 +1,7 @@
 /* cuda_gemv_common.cuh: what the decode GEMV kernels share (cuda_gemv.cu, cuda_gemv_bf16.cu,
  * cuda_gemv_quant_m1.cu): a streaming 16-byte weight load that does not pollute L1 (every weight
- * byte is read once), and through cuda_mma.cuh the mma wrapper and the NF4 / int8 unpacking. */
+ * byte is read once), an L2 prefetch hint, and through cuda_mma.cuh the mma wrapper and the NF4 /
+ * int8 unpacking. */
 #ifndef VL_GEMV_COMMON_CUH
 #define VL_GEMV_COMMON_CUH
 
@@ -13,6 +14,13 @@ __device__ __forceinline__ uint4 vl_ld_stream16(const void *p) {
         : "=r"(v.x), "=r"(v.y), "=r"(v.z), "=r"(v.w)
         : "l"(p));
     return v;
+}
+
+/* A hint to bring the 32-byte sector at p into L2: no register waits for it, and it never faults.
+ * The GEMVs use it for weights they will load soon (cuda_gemv_lean.cu's gemv_prefetch, the bf16
+ * GEMV's first batch under pdl). */
+__device__ __forceinline__ void vl_prefetch_l2(const void *p) {
+    asm volatile("prefetch.global.L2 [%0];\n" ::"l"(p));
 }
 
 #endif

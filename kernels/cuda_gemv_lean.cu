@@ -43,11 +43,6 @@ static __device__ __forceinline__ uint4 lean_ld16(const void *ptr) {
     return v;
 }
 
-/* A hint to bring the 32-byte sector at ptr into L2 (no register waits for it, no fault). */
-static __device__ __forceinline__ void lean_prefetch_l2(const void *ptr) {
-    asm volatile("prefetch.global.L2 [%0];\n" ::"l"(ptr));
-}
-
 /* One warp step of a lane: 32 bytes of each of its rows and their block scales (NF4) or scale
  * codes and nested scales (double quantization). */
 struct LeanStep {
@@ -171,13 +166,13 @@ static __global__ void __launch_bounds__(GEMV_THREADS, GEMV_CTAS_PER_SM)
      * registers (the offsets are constants of the instructions) */
     auto prefetch = [&](int ahead) {
         const int64_t off = (int64_t)ahead * STEP_BYTES;
-        lean_prefetch_l2(pa + off), lean_prefetch_l2(pb + off);
+        vl_prefetch_l2(pa + off), vl_prefetch_l2(pb + off);
         if constexpr (FMT == FMT_NF4)
-            lean_prefetch_l2(p.absmax + blk_a + 4 * ahead),
-                lean_prefetch_l2(p.absmax + blk_b + 4 * ahead);
+            vl_prefetch_l2(p.absmax + blk_a + 4 * ahead),
+                vl_prefetch_l2(p.absmax + blk_b + 4 * ahead);
         if constexpr (FMT == FMT_NF4_DQ)
-            lean_prefetch_l2(p.absmax_code + blk_a + 4 * ahead),
-                lean_prefetch_l2(p.absmax_code + blk_b + 4 * ahead);
+            vl_prefetch_l2(p.absmax_code + blk_a + 4 * ahead),
+                vl_prefetch_l2(p.absmax_code + blk_b + 4 * ahead);
     };
 
     float acc[1][1][4] = {};
