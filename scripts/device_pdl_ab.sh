@@ -30,11 +30,6 @@ cmake -S $T -B $B $CM > $R/build.txt 2>&1 &&
     cmake --build $B -j"$(nproc)" --target vlbench --target vlrun $(printf -- '--target %s ' $TESTS) >> $R/build.txt 2>&1
 rc=$?; echo "$(el) build rc $rc" >> $L; grep -E "error" $R/build.txt | head -5 >> $L
 VB=$(find $B -name vlbench -type f -perm -u+x | head -1)
-for t in $TESTS; do left 60 $t || break
-    timeout 150 $B/tests/$t > $R/$t.txt 2>&1
-    rc=$?; echo "$(el) $t rc $rc: $(grep -c FAIL $R/$t.txt) FAIL lines; $(tail -1 $R/$t.txt)" >> $L
-    grep FAIL $R/$t.txt | head -3 >> $L
-done
 M=(--backend cuda --random-weights --config examples/qwen2-vl-7b-instruct.json --tokenizer $TOK --json)
 run() { # TAG ARGS...: one vlrun, its TTFT, decode rate and a digest of its tokens in the log
     local tag=$1; shift; left 30 "$tag" || return 0
@@ -51,6 +46,14 @@ for r in 1 2; do
     run bf16_pdl1_$r "${BF16[@]}"
 done
 run nf4_pdl1_pf2 "${NF4[@]}" --cuda-opt gemv_prefetch=2
+# the prefill chunk against TTFT (device_chunk.sh) on the same binary, pdl off, given CHUNK_S s
+left ${CHUNK_S:-150} "chunk sweep" && VLRUN=$B/vlrun OUT=$R DEADLINE=${CHUNK_S:-150} \
+    bash scripts/device_chunk.sh --cuda-opt pdl=0 && echo "$(el) chunk sweep: $R/chunk/log.txt" >> $L
+for t in $TESTS; do left 60 $t || break
+    timeout 150 $B/tests/$t > $R/$t.txt 2>&1
+    rc=$?; echo "$(el) $t rc $rc: $(grep -c FAIL $R/$t.txt) FAIL lines; $(tail -1 $R/$t.txt)" >> $L
+    grep FAIL $R/$t.txt | head -3 >> $L
+done
 S=18944x3584,3584x18944,4608x3584,3584x3584,37888x3584
 for q in int8 nf4; do for o in 0 1 2 3 4; do left 20 "$q prefetch $o" || break 2
     f=$R/gemv_${q}_pf$o.md
