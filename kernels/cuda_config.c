@@ -52,7 +52,6 @@ static const config_key keys[] = {
      0},
     {"gemv_lean", FIELD(gemv_lean), 0, 0, 1, "0 or 1", 0, 0},
     {"pdl", FIELD(pdl), 0, 0, 1, "0 or 1", 0, 0},
-    {"gemv_prefetch", FIELD(gemv_prefetch), 0, 0, 4, "steps 0..4", 0, 0},
     {"quant_gemv_rows", FIELD(quant_gemv_rows), 0, 0, 256, "rows 0..256 (0: never)", 0, 0},
     {"attn_decode_splits", FIELD(attn_decode_splits), 0, 0, 1024,
      "0 (one wave of the GPU) or a split count 1..1024", 0, 0},

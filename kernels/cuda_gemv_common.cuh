@@ -17,8 +17,7 @@ __device__ __forceinline__ uint4 vl_ld_stream16(const void *p) {
 }
 
 /* A hint to bring the 32-byte sector at p into L2: no register waits for it, and it never faults.
- * The GEMVs use it for weights they will load soon (cuda_gemv_lean.cu's gemv_prefetch, the bf16
- * GEMV's first batch under pdl). */
+ * The bf16 GEMV (cuda_gemv_bf16.cu) uses it for its first batch of weights under pdl. */
 __device__ __forceinline__ void vl_prefetch_l2(const void *p) {
     asm volatile("prefetch.global.L2 [%0];\n" ::"l"(p));
 }

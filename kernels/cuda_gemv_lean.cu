@@ -20,9 +20,11 @@
  *   - the double buffer as two named step buffers in a loop unrolled by two: no copies.
  *   - two mma accumulator chains per step (even and odd words), half the dependent latency.
  *   - x rows past m read row 0 (their columns are dropped): no divergent branch.
- *   - optionally (gemv_prefetch) each lane's weights a few steps ahead go to L2 by prefetch
- *     hints, more bytes in flight without registers; and (pdl, cuda_pdl.cuh) the first step's
- *     loads and the tables run before griddepcontrol.wait, beside the kernel that writes x.
+ *   - (pdl, cuda_pdl.cuh) the first step's loads and the tables run before griddepcontrol.wait,
+ *     beside the kernel that writes x.
+ * An L2 prefetch of each lane's weights 1..4 steps ahead (S24) measured slower at every distance
+ * on an H100 (S25: int8 18944x3584 2235 GB/s without, 2069..1899 with; NF4 1253, 1192..1113),
+ * and was removed.
  * The ALU's limit (S24): the register lookups cost ~2.5 integer instructions a weight, so the
  * NF4 stream saturates the ALU pipe near 2.2-2.3 TB/s on an H100; a shared-memory table of code
  * pairs moved that work to the shared-memory pipe and was slower (bench/RESULTS.md).
@@ -117,7 +119,7 @@ lean_step(float (&acc)[1][1][4], const LeanStep &s, const vl_bf16 *xq, const flo
     for (int i = 0; i < 4; i++) acc[0][0][i] += d[0][i] + d[1][i];
 }
 
-template <int FMT, int LUTW, int PF>
+template <int FMT, int LUTW>
 static __global__ void __launch_bounds__(GEMV_THREADS, GEMV_CTAS_PER_SM)
     gemv_lean_kernel(const __grid_constant__ GemvParams p) {
     constexpr int STEP_K = kLeanStepK<FMT>;
@@ -161,26 +163,10 @@ static __global__ void __launch_bounds__(GEMV_THREADS, GEMV_CTAS_PER_SM)
         }
         blk_a += 4, blk_b += 4;
     };
-    /* the step `ahead` steps past the next load's into L2 (PF: gemv_prefetch): the two-step
-     * register buffer keeps one step in flight from DRAM; this keeps more there without
-     * registers (the offsets are constants of the instructions) */
-    auto prefetch = [&](int ahead) {
-        const int64_t off = (int64_t)ahead * STEP_BYTES;
-        vl_prefetch_l2(pa + off), vl_prefetch_l2(pb + off);
-        if constexpr (FMT == FMT_NF4)
-            vl_prefetch_l2(p.absmax + blk_a + 4 * ahead),
-                vl_prefetch_l2(p.absmax + blk_b + 4 * ahead);
-        if constexpr (FMT == FMT_NF4_DQ)
-            vl_prefetch_l2(p.absmax_code + blk_a + 4 * ahead),
-                vl_prefetch_l2(p.absmax_code + blk_b + 4 * ahead);
-    };
 
     float acc[1][1][4] = {};
     LeanStep s0 = {}, s1 = {};
     if (it_begin < it_end) load(s0); /* in flight while the tables are filled */
-#pragma unroll
-    for (int j = 1; j < PF; j++)
-        if (it_begin + 1 + j < it_end) prefetch(j);
     if constexpr (FMT != FMT_Q8ROW)
         if (tid < 16) s_table[tid] = p.nf4_table[tid];
     if constexpr (FMT == FMT_NF4_DQ)
@@ -190,12 +176,10 @@ static __global__ void __launch_bounds__(GEMV_THREADS, GEMV_CTAS_PER_SM)
     __syncthreads();
     for (int it = it_begin; it < it_end; it += 2) {
         if (it + 1 < it_end) load(s1);
-        if (PF > 0 && it + 1 + PF < it_end) prefetch(PF - 1);
         lean_step<FMT, LUTW>(acc, s0, xq, s_table, s_map, p, row_sa, row_sb);
         xq += STEP_K;
         if (it + 1 >= it_end) break;
         if (it + 2 < it_end) load(s0);
-        if (PF > 0 && it + 2 + PF < it_end) prefetch(PF - 1);
         lean_step<FMT, LUTW>(acc, s1, xq, s_table, s_map, p, row_sa, row_sb);
         xq += STEP_K;
     }
@@ -204,11 +188,11 @@ static __global__ void __launch_bounds__(GEMV_THREADS, GEMV_CTAS_PER_SM)
 
 /* ---- launcher -------------------------------------------------------------------------------- */
 
-template <int FMT, int LUTW, int PF = 0>
+template <int FMT, int LUTW>
 static void lean_run(vl_cuda_ctx *c, GemvParams &p, const vl_cuda_gemv_scratch *scratch,
                      cudaStream_t stream) {
     const int ctas_per_sm =
-        vl_cuda_ctas_per_sm(c, (const void *)gemv_lean_kernel<FMT, LUTW, PF>, GEMV_THREADS, 0);
+        vl_cuda_ctas_per_sm(c, (const void *)gemv_lean_kernel<FMT, LUTW>, GEMV_THREADS, 0);
     p.iters = p.k / kLeanStepK<FMT>;
     const int64_t tiles = (p.n + GEMV_TILE_ROWS - 1) / GEMV_TILE_ROWS;
     const int splits =
@@ -217,26 +201,8 @@ static void lean_run(vl_cuda_ctx *c, GemvParams &p, const vl_cuda_gemv_scratch *
         p.partials = scratch->partials;
         p.tile_counters = scratch->tile_counters;
     }
-    vl_cuda_launch_pdl(c, gemv_lean_kernel<FMT, LUTW, PF>, dim3((unsigned)tiles, (unsigned)splits),
+    vl_cuda_launch_pdl(c, gemv_lean_kernel<FMT, LUTW>, dim3((unsigned)tiles, (unsigned)splits),
                        dim3(GEMV_THREADS), 0, stream, p);
-}
-
-/* The backend's gemv_prefetch distance (the default dequantization of each format only) */
-template <int FMT, int LUTW>
-static void lean_prefetched(vl_cuda_ctx *c, GemvParams &p, const vl_cuda_gemv_scratch *scratch,
-                            cudaStream_t stream) {
-    switch (c->cfg.gemv_prefetch) {
-    case 0:
-        return lean_run<FMT, LUTW, 0>(c, p, scratch, stream);
-    case 1:
-        return lean_run<FMT, LUTW, 1>(c, p, scratch, stream);
-    case 2:
-        return lean_run<FMT, LUTW, 2>(c, p, scratch, stream);
-    case 3:
-        return lean_run<FMT, LUTW, 3>(c, p, scratch, stream);
-    default:
-        return lean_run<FMT, LUTW, 4>(c, p, scratch, stream);
-    }
 }
 
 /* NF4: the backend's gemv_nf4_regs words of each 16 bytes looked up in registers */
@@ -253,7 +219,7 @@ static void lean_nf4(vl_cuda_ctx *c, GemvParams &p, const vl_cuda_gemv_scratch *
     case 3:
         return lean_run<FMT, 6>(c, p, scratch, stream);
     default:
-        return lean_prefetched<FMT, 8>(c, p, scratch, stream);
+        return lean_run<FMT, 8>(c, p, scratch, stream);
     }
 }
 
@@ -270,7 +236,7 @@ int vl_gemv_lean_launch(vl_cuda_ctx *c, int fmt, GemvParams &p, const vl_cuda_ge
     if (p.k % step_k != 0 || !vl_cuda_aligned16(p.w) || !vl_cuda_aligned16(p.x)) return 0;
     switch (fmt) {
     case FMT_Q8ROW:
-        lean_prefetched<FMT_Q8ROW, 0>(c, p, scratch, stream);
+        lean_run<FMT_Q8ROW, 0>(c, p, scratch, stream);
         return 1;
     case FMT_NF4:
         lean_nf4<FMT_NF4>(c, p, scratch, stream);

@@ -524,10 +524,6 @@ typedef struct {
                                * are looked up in registers (the block's 16 weights as byte
                                * planes, byte permutes), the rest in the shared-memory table
                                * (a load and a multiply per weight): 0..4 (default 4) */
-    int gemv_prefetch;        /* "gemv_prefetch": the lean GEMV brings each lane's weights this
-                               * many steps past its next load into L2 (a prefetch hint, no
-                               * registers held): 0 (none) .. 4; NF4 with gemv_nf4_regs 4
-                               * and Q8ROW */
     int pdl;                  /* "pdl": 1 launches the decode GEMVs (the lean and the bf16 ones)
                                * and the decode attention's combine as programmatic dependents of
                                * the kernel before them on sm_90 (cuda_pdl.cuh: the GEMVs' first

@@ -1,13 +1,14 @@
 #!/usr/bin/env bash
-# device_pdl_ab.sh: the decode path's `pdl` and `gemv_prefetch` knobs on the device (issue 14;
-# written in S24 without a device: its first run is pending). One command, results in $OUT:
+# device_pdl_ab.sh: the decode path's `pdl` knob on the device (issue 14; written in S24 without
+# a device, first run in S25, which also measured the lean GEMV's L2 prefetch option, slower at
+# every distance, since removed). One command, results in $OUT:
 #   1. builds a copy of this tree whose default is pdl=1, so that every GPU test runs the
 #      programmatic launches (test_gemv_gpu, test_ops_gpu, test_attention_gpu,
 #      test_attention_pages_gpu, test_engine_gpu: its decode graphs capture them);
 #   2. end to end, x28 page.png, 512 tokens: NF4 + int8 cache and bf16, pdl 0 / 1 alternating
-#      (two rounds), NF4 with gemv_prefetch=2, the generated tokens compared (pdl changes no bits);
-#   3. vlbench gemv NF4 / int8 with gemv_prefetch 0..4, vlbench decode attention pdl 0 / 1;
-#   4. compute-sanitizer memcheck of prefetching GEMVs.
+#      (two rounds), the generated tokens compared (pdl changes no bits);
+#   3. vlbench gemv NF4 / int8, vlbench decode attention pdl 0 / 1;
+#   4. compute-sanitizer memcheck of the GEMVs under pdl=1.
 # Run from the tree root with .deps (scripts/device_deps.sh) and .cache/tokenizer.json.gz carried.
 set -u
 O=${OUT:-/tmp/out}; R=$O/r; mkdir -p $R; L=$R/log.txt
@@ -45,7 +46,6 @@ for r in 1 2; do
     run bf16_pdl0_$r "${BF16[@]}" --cuda-opt pdl=0
     run bf16_pdl1_$r "${BF16[@]}"
 done
-run nf4_pdl1_pf2 "${NF4[@]}" --cuda-opt gemv_prefetch=2
 # the prefill chunk against TTFT (device_chunk.sh) on the same binary, pdl off, given CHUNK_S s
 left ${CHUNK_S:-150} "chunk sweep" && VLRUN=$B/vlrun OUT=$R DEADLINE=${CHUNK_S:-150} \
     bash scripts/device_chunk.sh --cuda-opt pdl=0 && echo "$(el) chunk sweep: $R/chunk/log.txt" >> $L
@@ -55,18 +55,18 @@ for t in $TESTS; do left 60 $t || break
     grep FAIL $R/$t.txt | head -3 >> $L
 done
 S=18944x3584,3584x18944,4608x3584,3584x3584,37888x3584
-for q in int8 nf4; do for o in 0 1 2 3 4; do left 20 "$q prefetch $o" || break 2
-    f=$R/gemv_${q}_pf$o.md
-    timeout 40 $VB gemv --quant $q --shape $S --iters 100 --warmup 10 --no-ref --cuda-opt gemv_prefetch=$o > $f 2>&1
-    echo "$(el) $q prefetch $o: $(grep -E '^\| ' $f | grep $q | cut -d'|' -f3,5,6 | sed 's/m=1 //' | tr -s ' ' | tr '\n' ';')" >> $L
-done; done
+for q in int8 nf4; do left 20 "$q gemv" || break
+    f=$R/gemv_$q.md
+    timeout 40 $VB gemv --quant $q --shape $S --iters 100 --warmup 10 --no-ref > $f 2>&1
+    echo "$(el) $q gemv: $(grep -E '^\| ' $f | grep $q | cut -d'|' -f3,5,6 | sed 's/m=1 //' | tr -s ' ' | tr '\n' ';')" >> $L
+done
 for o in 0 1; do left 30 "decode pdl $o" || break
     timeout 60 $VB attention --kinds decode --no-ref --cuda-opt pdl=$o > $R/decode_pdl$o.md 2>&1
     echo "$(el) decode pdl $o: $(grep -E '^\| decode' $R/decode_pdl$o.md | cut -d'|' -f3,5,6 | tr -s ' ' | tr '\n' ';')" >> $L
 done
 left 45 memcheck && {
     timeout 45 compute-sanitizer --tool memcheck $VB gemv --quant nf4,int8,bf16 --shape 4608x3584,3584x18944 \
-        --iters 1 --warmup 0 --no-ref --cuda-opt gemv_prefetch=4 > $R/memcheck.txt 2>&1
+        --iters 1 --warmup 0 --no-ref --cuda-opt pdl=1 > $R/memcheck.txt 2>&1
     echo "$(el) memcheck rc $?: $(grep -E 'ERROR SUMMARY' $R/memcheck.txt)" >> $L
 }
 echo "$(el) done" >> $L

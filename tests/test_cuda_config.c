@@ -22,7 +22,6 @@ static void test_defaults(void) {
     VT_CHECK_INT(c.gemv_row_tiles, 3);
     VT_CHECK_INT(c.gemv_nf4_regs, 4);
     VT_CHECK_INT(c.gemv_lean, 1);
-    VT_CHECK_INT(c.gemv_prefetch, 0);
     VT_CHECK_INT(c.pdl, 0);
     VT_CHECK_INT(c.quant_gemv_rows, 32);
     VT_CHECK_INT(c.attn_decode_splits, 0);
@@ -36,25 +35,12 @@ static void test_defaults(void) {
 static void test_keys(void) {
     vl_cuda_config c;
     vl_cuda_config_init(&c);
-    const char *set[] = {"device=3",
-                         "no_graphs=1",
-                         "gemv_bf16=0",
-                         "gemv_bf16_splits=4",
-                         "gemv_quant_m1=1",
-                         "gemv_quant_m1_splits=8",
-                         "quant_gemv_rows=0",
-                         "gemv_rows16=0",
-                         "gemv_row_tiles=2",
-                         "gemv_nf4_regs=2",
-                         "attn_decode_splits=12",
-                         "attn_decode_waves=4",
-                         "attn_decode_tail=0",
-                         "attn_prefill_rows=64",
-                         "attn_prefill_wgmma=1",
-                         "gemv_lean=0",
-                         "profile_step=5",
-                         "gemv_prefetch=3",
-                         "pdl=1"};
+    const char *set[] = {"device=3",           "no_graphs=1",           "gemv_bf16=0",
+                         "gemv_bf16_splits=4", "gemv_quant_m1=1",       "gemv_quant_m1_splits=8",
+                         "quant_gemv_rows=0",  "gemv_rows16=0",         "gemv_row_tiles=2",
+                         "gemv_nf4_regs=2",    "attn_decode_splits=12", "attn_decode_waves=4",
+                         "attn_decode_tail=0", "attn_prefill_rows=64",  "attn_prefill_wgmma=1",
+                         "gemv_lean=0",        "profile_step=5",        "pdl=1"};
     for (int i = 0; i < (int)(sizeof set / sizeof set[0]); i++) {
         char why[256] = "";
         VT_CHECKF(vl_cuda_config_set(&c, set[i], why, sizeof why) == 0, "%s: %s", set[i], why);
@@ -70,7 +56,6 @@ static void test_keys(void) {
     VT_CHECK_INT(c.gemv_row_tiles, 2);
     VT_CHECK_INT(c.gemv_nf4_regs, 2);
     VT_CHECK_INT(c.gemv_lean, 0);
-    VT_CHECK_INT(c.gemv_prefetch, 3);
     VT_CHECK_INT(c.pdl, 1);
     VT_CHECK_INT(c.attn_decode_splits, 12);
     VT_CHECK_INT(c.attn_decode_waves, 4);
@@ -111,8 +96,6 @@ static void test_refusals(void) {
     refuse("gemv_nf4_regs=5", "gemv_nf4_regs takes 0..4 (words of each 16-byte NF4 chunk");
     refuse("gemv_nf4_regs=-1", "gemv_nf4_regs takes 0..4");
     refuse("gemv_lean=2", "gemv_lean takes 0 or 1");
-    refuse("gemv_prefetch=5", "gemv_prefetch takes steps 0..4");
-    refuse("gemv_prefetch=-1", "gemv_prefetch takes steps 0..4");
     refuse("pdl=2", "pdl takes 0 or 1");
     refuse("quant_gemv_rows=257", "quant_gemv_rows takes rows 0..256 (0: never)");
     refuse("attn_prefill_rows=96", "attn_prefill_rows takes 0 (by length), 64 or 128");

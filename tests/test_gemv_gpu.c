@@ -360,9 +360,8 @@ static void test_q_v2(int kind) {
  * (which has no register table), for NF4, double-quantized NF4 and (regs 4 only: it has no table)
  * Q8ROW; the same checks as above. Shapes: K off the lean step (the general kernel), N = 1 and N
  * not a multiple of 16 (rows read past N), fewer steps than warps (K = 256, 512), K split over CTAs
- * (N = 512, 16 x 18944), the model's q/k/v rows; then the lean kernel with its L2 prefetch
- * (gemv_prefetch 1 and 4) for each quantized format, and the GEMVs launched as programmatic
- * dependents (pdl=1: NF4, int8 with the prefetch, bf16). */
+ * (N = 512, 16 x 18944), the model's q/k/v rows; then the GEMVs launched as programmatic
+ * dependents (pdl=1: NF4, int8, bf16). */
 static void m8_cases(int kind, const char *opt) {
     printf("%s, %s\n", kind_name[kind], opt);
     const int64_t exact0 = kind_exact[kind], total0 = kind_total[kind];
@@ -386,10 +385,9 @@ static void m8_cases(int kind, const char *opt) {
               opt, 100 * frac);
 }
 
-static void test_m8_kernel(int kind, int regs, int lean, int prefetch) {
+static void test_m8_kernel(int kind, int regs, int lean) {
     char opt[96];
-    snprintf(opt, sizeof opt, "gemv_nf4_regs=%d,gemv_lean=%d,gemv_prefetch=%d", regs, lean,
-             prefetch);
+    snprintf(opt, sizeof opt, "gemv_nf4_regs=%d,gemv_lean=%d", regs, lean);
     m8_cases(kind, opt);
 }
 
@@ -479,19 +477,15 @@ int main(void) {
     test_gemv_bf16(1);
     test_gemv_bf16(0);
     for (int regs = 0; regs <= 4; regs++) {
-        test_m8_kernel(W_NF4, regs, 1, 0);
-        test_m8_kernel(W_NF4_DQ, regs, 1, 0);
+        test_m8_kernel(W_NF4, regs, 1);
+        test_m8_kernel(W_NF4_DQ, regs, 1);
     }
-    for (int kind = W_NF4; kind < W_KINDS; kind++) test_m8_kernel(kind, 4, 0, 0);
-    test_m8_kernel(W_Q8ROW, 4, 1, 0);
-    /* the L2 prefetch of the lean kernel's default dequantizations (a hint: the same results;
-     * its addresses stay inside each warp's steps) */
-    for (int kind = W_NF4; kind < W_KINDS; kind++)
-        for (int pf = 1; pf <= 4; pf += 3) test_m8_kernel(kind, 4, 1, pf);
+    for (int kind = W_NF4; kind < W_KINDS; kind++) test_m8_kernel(kind, 4, 0);
+    test_m8_kernel(W_Q8ROW, 4, 1);
     /* the GEMVs launched as programmatic dependents (pdl=1; an ordinary launch below sm_90): the
      * lean kernel, and the bf16 one at m = 1 */
     m8_cases(W_NF4, "pdl=1");
-    m8_cases(W_Q8ROW, "pdl=1,gemv_prefetch=2");
+    m8_cases(W_Q8ROW, "pdl=1");
     m8_cases(W_BF16, "pdl=1");
     test_q_v2(W_NF4);
     test_q_v2(W_Q8ROW);
