@@ -372,7 +372,7 @@ static int chat_main(const vl_options *o) {
     sh.ctx = o->ctx > 0 ? o->ctx : 4096;
     if (o->ctx == 0 && sh.ctx > m->cfg.max_positions) sh.ctx = m->cfg.max_positions;
     sh.max_answer = o->request.max_tokens; /* 0: not given */
-    sh.chunk = o->engine.chunk;            /* clamped to the context by vl_shape_chunk */
+    sh.chunk = o->engine.chunk; /* clamped to the context by vl_shape_chunk; auto: 2048 */
     sh.max_patches = max_image_patches(&m->pre);
     for (int i = 0; i < o->n_image_args; i++)
         if (images_add(&ui.pending, o->images[i].path, o->images[i].repeat, m, sh.max_patches))

@@ -94,9 +94,9 @@ typedef struct {
 int vl_plan_input_load(vl_plan_input *in, const vl_options *o, int page_w, int page_h);
 void vl_plan_input_free(vl_plan_input *in);
 /* The plan of the first k images (past the requested ones: pages) with weights `quant` and the
- * KV cache int8 or not; other settings from o. An int8 cache is planned as the engine runs it
- * under `budget` (0: none): with its dequantized prefill layer, or without when only that fits
- * (engine/pipeline.c). */
+ * KV cache int8 or not; other settings from o. Planned in the layout the engine takes under
+ * `budget` (0: none; vl_plan_choose): the largest prefill chunk unless --chunk names one, an int8
+ * cache with its dequantized prefill layer unless only the layout without it fits. */
 void vl_plan_input_plan(const vl_plan_input *in, const vl_options *o, const vl_backend_caps *be,
                         vl_quant quant, int kv_int8, int k, size_t budget, vl_mem_plan *out);
 /* How many pages fit budget (memory) and the model's positions; *by_positions set when the

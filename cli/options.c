@@ -84,7 +84,8 @@ void vl_usage(FILE *f) {
            "  --repetition-penalty P  divide positive and multiply negative logits of the tokens\n"
            "                        already in the sequence by P > 0, as transformers (default:\n"
            "                        the model's generation_config.json, 1 = off)\n"
-           "  --chunk N             prefill chunk in tokens (default 2048)\n"
+           "  --chunk N|auto        prefill chunk in tokens (default auto: 8192, or 4096 or\n"
+           "                        2048 when the larger does not fit the memory)\n"
            "  --chat                interactive session: one message a line on stdin (a line\n"
            "                        ending in \\ goes on), images on the command line go into\n"
            "                        the first message; /help lists the commands. --max-tokens\n"
@@ -248,7 +249,12 @@ static int engine_option(vl_options *o, parse_state *ps, const char *a, const ch
             return vl_error_set("option --backend: expected cuda or cpu, got '%s'", v);
     } else if (strcmp(a, "--chunk") == 0) {
         NEEDS_VALUE();
-        if (parse_int(a, v, 1, 1 << 20, &o->engine.chunk)) return -1;
+        if (strcmp(v, "auto") == 0)
+            o->engine.chunk = 0;
+        else if (parse_int(a, v, 1, 1 << 20, &o->engine.chunk))
+            return vl_error_set("option --chunk: expected auto or a number of tokens in [1, %d], "
+                                "got '%s'",
+                                1 << 20, v);
     } else if (strcmp(a, "--mem-budget") == 0) {
         NEEDS_VALUE();
         o->engine.mem_budget = vl_parse_size(v);

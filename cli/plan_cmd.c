@@ -140,9 +140,16 @@ static int make_rows(const plan_args *pa, const vl_plan_input *in, const vl_back
 static void print_header(const plan_args *pa, const vl_plan_input *in, const vl_backend_caps *be) {
     const double gib = 1024.0 * 1024 * 1024;
     const vl_plan_image *page = &in->imgs[in->n_requested];
-    printf("vlrun plan: %s on the %s backend, %d generated tokens, prefill chunk %d\n",
-           in->model_name, be->kind == VL_BACKEND_CPU ? "CPU" : "CUDA",
-           vl_options_max_tokens(&pa->o), pa->o.engine.chunk);
+    printf("vlrun plan: %s on the %s backend, %d generated tokens, ", in->model_name,
+           be->kind == VL_BACKEND_CPU ? "CPU" : "CUDA", vl_options_max_tokens(&pa->o));
+    if (pa->o.engine.chunk > 0)
+        printf("prefill chunk %d\n", pa->o.engine.chunk);
+    else if (pa->have_gpu)
+        printf("prefill chunk: the largest of %d down to %d that fits the budget\n", VL_CHUNK_LARGE,
+               VL_CHUNK_SMALL);
+    else
+        printf("prefill chunk %d (without a budget; a run takes up to %d when it fits)\n",
+               VL_CHUNK_SMALL, VL_CHUNK_LARGE);
     int64_t req_tokens = 0;
     for (int i = 0; i < in->n_requested; i++) req_tokens += in->imgs[i].tokens;
     if (in->n_requested > 0)
@@ -188,18 +195,19 @@ static void print_table(const plan_args *pa, const vl_plan_input *in, const plan
     const char *u = in_gib ? "GiB" : "MiB";
     char peak[16];
     snprintf(peak, sizeof peak, "peak %s", u);
-    printf("\n%-7s %-8s %6s  %8s = %7s + %8s + %11s + %9s + %12s", "weights", "kv cache", "images",
-           peak, "weights", "kv_cache", "activations", "workspace", "cuda_context");
+    printf("\n%-7s %-8s %6s  %8s = %7s + %8s + %11s + %9s + %12s  %6s", "weights", "kv cache",
+           "images", peak, "weights", "kv_cache", "activations", "workspace", "cuda_context",
+           "chunk");
     if (pa->have_gpu) printf("   %s", "max images");
     printf("\n");
     int any_positions = 0;
     for (int i = 0; i < n; i++) {
         const plan_row *r = &rows[i];
         const vl_mem_plan *m = &r->mp;
-        printf("%-7s %-8s %6d  %8.2f = %7.2f + %8.2f + %11.2f + %9.2f + %12.2f",
+        printf("%-7s %-8s %6d  %8.2f = %7.2f + %8.2f + %11.2f + %9.2f + %12.2f  %6d",
                quant_name(r->quant), r->kv_int8 ? "int8" : "bf16", r->images, m->total / unit,
                m->weights / unit, m->kv / unit, m->act / unit, m->workspace / unit,
-               m->context / unit);
+               m->context / unit, m->chunk);
         if (pa->have_gpu) printf("   %10d%s", r->max_fit, r->by_positions ? " *" : "");
         any_positions |= r->by_positions;
         printf("\n");
@@ -212,6 +220,10 @@ static void print_table(const plan_args *pa, const vl_plan_input *in, const plan
         printf("max images: the requested images, then pages, as many as fit (an int8 cache: "
                "without the dequantized layer of the\n  prefill workspace, which a request "
                "drops when only that fits; its prefill is then slower)\n");
+    if (pa->o.engine.chunk <= 0 && pa->have_gpu)
+        printf("chunk: the prefill chunk of the plan shown; max images counts with %d (a run "
+               "takes a larger chunk only where it fits)\n",
+               VL_CHUNK_SMALL);
     if (any_positions)
         printf("*: the model's %d positions are the limit, not memory\n", in->cfg.max_positions);
 }
@@ -223,6 +235,7 @@ static void json_plan(cJSON *o, const vl_mem_plan *m) {
     cJSON_AddNumberToObject(o, "activations", (double)m->act);
     cJSON_AddNumberToObject(o, "workspace", (double)m->workspace);
     cJSON_AddNumberToObject(o, "cuda_context", (double)m->context);
+    cJSON_AddNumberToObject(o, "chunk", m->chunk);
 }
 
 static int print_json(const plan_args *pa, const vl_plan_input *in, const vl_backend_caps *be,
@@ -231,7 +244,10 @@ static int print_json(const plan_args *pa, const vl_plan_input *in, const vl_bac
     cJSON_AddStringToObject(r, "model", in->model_name);
     cJSON_AddStringToObject(r, "backend", be->name);
     cJSON_AddNumberToObject(r, "max_tokens", vl_options_max_tokens(&pa->o));
-    cJSON_AddNumberToObject(r, "chunk", pa->o.engine.chunk);
+    if (pa->o.engine.chunk > 0)
+        cJSON_AddNumberToObject(r, "chunk", pa->o.engine.chunk);
+    else
+        cJSON_AddStringToObject(r, "chunk", "auto");
     cJSON_AddNumberToObject(r, "text_tokens", (double)in->text_tokens);
     cJSON_AddBoolToObject(r, "text_tokens_exact", in->text_exact);
     cJSON_AddNumberToObject(r, "images", in->n_requested);

@@ -139,13 +139,7 @@ void vl_plan_input_plan(const vl_plan_input *in, const vl_options *o, const vl_b
     vl_plan_request rq;
     request_for(in, o, be, quant, kv_int8, &rq);
     vl_plan_request_set_images(&rq, in->text_tokens, in->imgs, in->n_requested + 1, k);
-    vl_plan_memory(&in->cfg, &rq, out);
-    if (rq.shape.kv_int8_copy && budget > 0 && out->total > budget) {
-        vl_mem_plan small;
-        rq.shape.kv_int8_copy = 0;
-        vl_plan_memory(&in->cfg, &rq, &small);
-        if (small.total <= budget) *out = small;
-    }
+    vl_plan_choose(&in->cfg, &rq, budget, out); /* the layout the run takes (engine/pipeline.c) */
 }
 
 int vl_plan_input_max_images(const vl_plan_input *in, const vl_options *o,
@@ -157,7 +151,9 @@ int vl_plan_input_max_images(const vl_plan_input *in, const vl_options *o,
                                                vl_options_max_tokens(o), cap);
     vl_plan_request rq;
     request_for(in, o, be, quant, kv_int8, &rq);
-    rq.shape.kv_int8_copy = 0; /* past what fits with the copy, the engine runs without it */
+    /* past what fits with the copy and the larger chunk, the engine runs without them */
+    rq.shape.kv_int8_copy = 0;
+    rq.shape.chunk = o->engine.chunk > 0 ? o->engine.chunk : VL_CHUNK_SMALL;
     int by_mem = vl_plan_images_that_fit(&in->cfg, rq, in->text_tokens, in->imgs, n,
                                          by_pos > 0 ? by_pos + 1 : 1, budget);
     if (by_positions) *by_positions = by_mem > by_pos;

@@ -224,7 +224,7 @@ static void json_options(cJSON *j, const vl_engine *e, const vl_options *op_, co
     char pen[32]; /* the float as typed (1.05, not 1.0499999523) */
     snprintf(pen, sizeof pen, "%.7g", (double)s->repetition_penalty);
     cJSON_AddNumberToObject(op, "repetition_penalty", strtod(pen, NULL));
-    cJSON_AddNumberToObject(op, "chunk", o->chunk);
+    cJSON_AddNumberToObject(op, "chunk", s->plan.chunk); /* the one the run took */
     cJSON_AddBoolToObject(op, "random_weights", o->random_weights);
     cJSON_AddBoolToObject(op, "decode_graph", s->decode_graph);
 }

@@ -47,7 +47,7 @@ static vl_shape batch_shape(const vl_engine *e, const vl_batch_config *bc, int64
     vl_shape sh = {0};
     sh.ctx = blocks * bc->block_tokens; /* the longest sequence: the whole pool */
     sh.prompt_tokens = sh.ctx;
-    sh.chunk = e->cfg.chunk;
+    sh.chunk = e->cfg.chunk; /* auto (0): VL_CHUNK_SMALL, for the decodes it runs between */
     sh.max_patches = max_image_patches(e, bc);
     sh.kv_int8 = e->cfg.kv_int8;
     sh.batch_rows = bc->max_batch;

@@ -25,8 +25,8 @@ int vl_refuse_budget(const vl_engine *e, const vl_prompt *p, const vl_pixels *im
     const vl_engine_config *cfg = &e->cfg;
     const size_t budget = (size_t)cfg->mem_budget;
     vl_plan_request q = *rq;
-    q.shape.chunk = cfg->chunk;
-    q.shape.kv_int8_copy = 0; /* the most that fit: without the copy (engine/pipeline.c) */
+    q.shape.chunk = cfg->chunk; /* auto: its smallest */
+    q.shape.kv_int8_copy = 0;   /* the most that fit: without the copy (vl_plan_choose) */
     int fit = images_that_fit(&e->m, p, imgs, n_imgs, q, budget);
     char alt[256] = "";
     size_t used = 0;
@@ -38,6 +38,7 @@ int vl_refuse_budget(const vl_engine *e, const vl_prompt *p, const vl_pixels *im
             vl_engine_config c2 = *cfg;
             c2.quant = VL_QUANT_NF4;
             vl_weight_plan_of(&a.weights, &c2);
+            a.weights_bytes = 0; /* from the config, not the bound checkpoint */
         }
         if (kv8) a.shape.kv_int8 = 1;
         used += (size_t)snprintf(alt + used, sizeof alt - used, "; with %s: %d",
@@ -60,19 +61,27 @@ int vl_budget_error(const vl_mem_plan *plan, int64_t budget, const char *advice)
                         plan->workspace / gib, plan->context / gib, (double)budget / gib, advice);
 }
 
-/* What the plan needs beyond what the engine holds already: the context and the backend's
- * workspaces are allocated, and so are the weights after the engine's first request. */
+/* What of the plan the engine holds already: the context and the backend's workspaces are
+ * allocated, and so are the weights after the engine's first request. */
+static size_t held_of(const vl_engine *e, const vl_mem_plan *plan) {
+    return plan->context + e->be->workspace_bytes + (e->weights_loaded ? plan->weights : 0);
+}
+
+/* What the plan needs beyond that. */
 static size_t device_need(const vl_engine *e, const vl_mem_plan *plan) {
-    size_t held = plan->context + e->be->workspace_bytes + (e->weights_loaded ? plan->weights : 0);
+    size_t held = held_of(e, plan);
     return plan->total > held ? plan->total - held : 0;
 }
 
-int vl_plan_fits(const vl_engine *e, const vl_mem_plan *plan) {
-    if (e->cfg.mem_budget > 0 && plan->total > (size_t)e->cfg.mem_budget) return 0;
-    if (!e->be->mem_info) return 1;
-    size_t free_b = 0, total_b = 0;
-    e->be->mem_info(e->be, &free_b, &total_b);
-    return device_need(e, plan) <= free_b;
+size_t vl_plan_room(const vl_engine *e, const vl_mem_plan *plan) {
+    size_t room = e->cfg.mem_budget > 0 ? (size_t)e->cfg.mem_budget : 0;
+    if (e->be->mem_info) {
+        size_t free_b = 0, total_b = 0;
+        e->be->mem_info(e->be, &free_b, &total_b);
+        const size_t device = free_b + held_of(e, plan);
+        if (room == 0 || device < room) room = device;
+    }
+    return room;
 }
 
 int vl_refuse_device_memory(const vl_engine *e, const vl_mem_plan *plan) {

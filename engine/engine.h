@@ -245,7 +245,7 @@ typedef struct {
     int64_t prompt_tokens; /* the most tokens one prefill takes (the chunk is at most this) */
     int max_tokens;        /* tokens one sequence's decode loop may sample */
     int64_t ctx;           /* KV cache per sequence in tokens; 0: prompt_tokens + max_tokens */
-    int chunk;             /* prefill chunk asked for (vl_shape_chunk clamps it) */
+    int chunk;             /* prefill chunk asked for (vl_shape_chunk clamps it; 0: small) */
     int64_t max_patches;   /* the largest image */
     int attn_naive;        /* --attn naive: room for a materialized score matrix */
     int kv_int8;           /* --kv int8: int8 cache (slots or pool) + one fp32 scale per row */
@@ -264,6 +264,15 @@ typedef struct {
     int block_tokens;
     size_t vision_cache_bytes; /* with a pool: the vision cache's block (engine/vision_cache.c) */
 } vl_shape;
+/* The prefill chunk of a run that names none (vl_engine_config.chunk 0, --chunk auto): the
+ * largest of VL_CHUNK_LARGE, halved down to VL_CHUNK_SMALL, whose plan fits the memory
+ * (vl_plan_choose). A shape with chunk 0 (batches and conversations, laid out once for any
+ * request) takes VL_CHUNK_SMALL. A larger chunk runs fewer, larger prefill steps: the NF4
+ * weights are dequantized once per chunk and the attention of a chunk fills more of the GPU
+ * (H100, x28: NF4 TTFT 1.700 s at 2048, 1.476 s at 8192 for 0.61 GiB more activations;
+ * bench/RESULTS.md). */
+#define VL_CHUNK_SMALL 2048
+#define VL_CHUNK_LARGE 8192
 /* The KV cache capacity of one sequence, the prefill chunk (min(chunk, prompt_tokens): the one
  * place it is clamped) and the number of slots. */
 int64_t vl_shape_ctx(const vl_shape *sh);
@@ -471,6 +480,8 @@ typedef struct {
     vl_weight_plan weights; /* which weights are quantized, and how */
     size_t workspace_bytes; /* what the backend holds itself (vl_backend.workspace_bytes) */
     size_t context_bytes;   /* the CUDA context (0 on the CPU) */
+    size_t weights_bytes;   /* > 0: the bound model's weights (a pre-quantized checkpoint's own
+                             * size, vl_model_weights_bytes); 0: from `weights` and the config */
 } vl_plan_request;
 
 /* The CUDA context (with cuBLAS/cuBLASLt loaded) as measured on an H100 with CUDA 13: the
@@ -491,6 +502,13 @@ void vl_plan_session(const vl_config *c, vl_dtype act, const vl_shape *sh, size_
 void vl_plan_request_init(vl_plan_request *rq, const vl_engine_config *cfg,
                           const vl_backend_caps *be, int64_t prompt_tokens, int max_tokens,
                           int chunk, int64_t max_patches);
+/* The plan of q in the fastest layout whose total fits `room` bytes (0: no limit known), and
+ * q's shape set to it. Tried in order: with an int8 cache the dequantized prefill layer
+ * (kv_int8_copy), then without; inside each, a chunk of 0 (auto) as VL_CHUNK_LARGE, halved
+ * down to VL_CHUNK_SMALL (VL_CHUNK_SMALL alone when room is 0 or for the naive attention, whose
+ * scores grow with the chunk times the cache), a chunk > 0 as given. 1 when the plan fits, 0
+ * when not even the last does (q and out: that last, smallest layout). */
+int vl_plan_choose(const vl_config *c, vl_plan_request *q, size_t room, vl_mem_plan *out);
 /* The plan with one more sequence of the request's shape held at once (the server's question:
  * does one more request fit?): rq's n_sequences + 1. */
 void vl_plan_add_sequence(const vl_config *c, const vl_plan_request *rq, vl_mem_plan *out);
@@ -599,9 +617,10 @@ int vl_result_set_prompt(vl_result *out, const vl_engine *e, const vl_prompt *p,
 int vl_engine_place_weights(vl_engine *e);
 /* The device cannot hold the plan: say so before allocating anything (0 when it can). */
 int vl_refuse_device_memory(const vl_engine *e, const vl_mem_plan *plan);
-/* 1 when the plan fits cfg.mem_budget (if set) and the device's free memory, else 0 (no error:
- * the caller may plan a smaller layout). */
-int vl_plan_fits(const vl_engine *e, const vl_mem_plan *plan);
+/* The most a plan with plan's weights, context and workspace may total: cfg.mem_budget (if set)
+ * and what the device has free plus what the engine already holds of such a plan; 0 when
+ * neither is known (no budget, a backend without mem_info). */
+size_t vl_plan_room(const vl_engine *e, const vl_mem_plan *plan);
 
 /* Deterministic random checkpoint in the HF layout for config `c` (bf16 weights). */
 int vl_synth_checkpoint(const vl_config *c, const char *config_src, const char *out_dir,

@@ -22,7 +22,8 @@ int64_t vl_shape_ctx(const vl_shape *sh) {
 }
 
 int vl_shape_chunk(const vl_shape *sh) {
-    return sh->chunk < sh->prompt_tokens ? sh->chunk : (int)sh->prompt_tokens;
+    const int chunk = sh->chunk > 0 ? sh->chunk : VL_CHUNK_SMALL;
+    return chunk < sh->prompt_tokens ? chunk : (int)sh->prompt_tokens;
 }
 
 int vl_shape_sequences(const vl_shape *sh) {

@@ -24,7 +24,7 @@ void vl_engine_config_default(vl_engine_config *c) {
     c->backend = vl_build_has_cuda() ? VL_BACKEND_CUDA : VL_BACKEND_CPU; /* what the build has */
     vl_cuda_config_init(&c->cuda); /* the kernels' defaults, not zeros */
     c->quant = VL_QUANT_BF16;
-    c->chunk = 2048;
+    c->chunk = 0; /* the largest that fits (vl_plan_choose) */
 }
 
 void vl_request_default(vl_request *r) {
@@ -178,31 +178,18 @@ static int build_prompt(vl_engine *e, job *j, const vl_request *rq, const vl_cal
     return vl_generation_limit(e, rq, &j->p, &j->limit, &j->by_context);
 }
 
-/* The plan of q, with the weights of the bound model (pre-quantized checkpoints have their own
- * size). */
-static void plan_bound(vl_model *m, const vl_plan_request *q, vl_mem_plan *out) {
-    vl_plan_memory(&m->cfg, q, out);
-    size_t wbytes = vl_model_weights_bytes(m, &q->weights);
-    out->total += wbytes - out->weights;
-    out->weights = wbytes;
-}
-
-/* The plan of the request, checked against the budget and the device before anything is
- * allocated for it. */
+/* The plan of the request, with the weights of the bound model (pre-quantized checkpoints have
+ * their own size), in the fastest layout that fits (vl_plan_choose: the largest prefill chunk
+ * unless one is given; with --kv int8, the dequantized copy of a layer unless only the layout
+ * without it fits, whose prefill runs slower: 1.5x the attention time on the H100,
+ * bench/RESULTS.md), checked against the budget and the device before anything is allocated. */
 static int plan_request(vl_engine *e, job *j, float rep_penalty) {
     vl_plan_request_init(&j->prq, &e->cfg, e->be->caps, j->p.n, j->limit, e->cfg.chunk,
                          j->max_patches);
     j->prq.shape.rep_penalty = rep_penalty;
-    plan_bound(&e->m, &j->prq, &j->plan);
-    /* --kv int8: without the dequantized copy of a layer when only that fits (the prefill
-     * then runs slower: measured 1.5x the attention time on the H100, bench/RESULTS.md) */
-    if (j->prq.shape.kv_int8_copy && !vl_plan_fits(e, &j->plan)) {
-        vl_mem_plan small;
-        vl_plan_request q = j->prq;
-        q.shape.kv_int8_copy = 0;
-        plan_bound(&e->m, &q, &small);
-        if (vl_plan_fits(e, &small)) j->prq = q, j->plan = small;
-    }
+    j->prq.weights_bytes = vl_model_weights_bytes(&e->m, &j->prq.weights);
+    vl_plan_memory(&e->m.cfg, &j->prq, &j->plan); /* the room counts what is held of it */
+    vl_plan_choose(&e->m.cfg, &j->prq, vl_plan_room(e, &j->plan), &j->plan);
     if (e->cfg.mem_budget > 0 && j->plan.total > (size_t)e->cfg.mem_budget)
         return vl_refuse_budget(e, &j->p, j->is.list, j->is.n_list, &j->plan, &j->prq);
     return vl_refuse_device_memory(e, &j->plan);

@@ -8,8 +8,31 @@
 #include "engine/engine.h"
 
 void vl_plan_memory(const vl_config *c, const vl_plan_request *rq, vl_mem_plan *out) {
-    vl_plan_session(c, rq->act, &rq->shape, vl_weights_bytes(c, &rq->weights), rq->workspace_bytes,
-                    rq->context_bytes, out);
+    const size_t weights =
+        rq->weights_bytes > 0 ? rq->weights_bytes : vl_weights_bytes(c, &rq->weights);
+    vl_plan_session(c, rq->act, &rq->shape, weights, rq->workspace_bytes, rq->context_bytes, out);
+}
+
+int vl_plan_choose(const vl_config *c, vl_plan_request *q, size_t room, vl_mem_plan *out) {
+    const int auto_chunk = q->shape.chunk <= 0;
+    const int first_chunk = !auto_chunk                        ? q->shape.chunk
+                            : room > 0 && !q->shape.attn_naive ? VL_CHUNK_LARGE
+                                                               : VL_CHUNK_SMALL;
+    vl_plan_request t = *q;
+    for (int copy = q->shape.kv_int8 && q->shape.kv_int8_copy; copy >= 0; copy--) {
+        t.shape.kv_int8_copy = copy;
+        for (int chunk = first_chunk;; chunk /= 2) {
+            t.shape.chunk = chunk;
+            vl_plan_memory(c, &t, out);
+            if (room == 0 || out->total <= room) {
+                *q = t;
+                return 1;
+            }
+            if (!auto_chunk || chunk / 2 < VL_CHUNK_SMALL) break;
+        }
+    }
+    *q = t;
+    return 0;
 }
 
 void vl_plan_add_sequence(const vl_config *c, const vl_plan_request *rq, vl_mem_plan *out) {
@@ -29,6 +52,7 @@ void vl_plan_session(const vl_config *c, vl_dtype act, const vl_shape *sh, size_
     out->workspace = groups[VL_MEM_WORKSPACE] + backend_workspace_bytes;
     out->context = context_bytes;
     out->total = out->weights + out->kv + out->act + out->workspace + out->context;
+    out->chunk = vl_shape_chunk(sh);
 }
 
 void vl_plan_request_init(vl_plan_request *rq, const vl_engine_config *o, const vl_backend_caps *be,
@@ -41,7 +65,7 @@ void vl_plan_request_init(vl_plan_request *rq, const vl_engine_config *o, const 
     rq->shape.max_patches = max_patches;
     rq->shape.attn_naive = o->attn_naive;
     rq->shape.kv_int8 = o->kv_int8;
-    rq->shape.kv_int8_copy = o->kv_int8; /* the faster layout; plan_request drops it if short */
+    rq->shape.kv_int8_copy = o->kv_int8; /* the faster layout; vl_plan_choose drops it if short */
     vl_weight_plan_of(&rq->weights, o);
     rq->workspace_bytes = be->workspace_bytes;
     rq->context_bytes = be->kind == VL_BACKEND_CPU ? 0 : VL_CUDA_CONTEXT_BYTES;

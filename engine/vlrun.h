@@ -36,7 +36,7 @@ typedef struct {
     int embed_on_host;              /* the embedding table in pinned host memory */
     int kv_int8;                    /* int8 KV cache with one fp32 scale per row */
     int attn_naive;                 /* materialized-score attention (the baseline) */
-    int chunk;                      /* prefill chunk in tokens (default 2048) */
+    int chunk;                      /* prefill chunk (tokens); 0: the largest that fits */
     int64_t mem_budget;             /* bytes a request may plan for in all; 0: no limit */
     int64_t min_pixels, max_pixels; /* over preprocessor_config.json's; 0: the file's */
 } vl_engine_config;
@@ -126,6 +126,7 @@ const char *vl_mem_group_name(vl_mem_group g);
 
 typedef struct {
     size_t weights, kv, act, workspace, context, total;
+    int chunk; /* the prefill chunk it is laid out for, in tokens (clamped to the prompt) */
 } vl_mem_plan;
 
 typedef struct {

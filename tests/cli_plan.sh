@@ -7,6 +7,10 @@
 #   - --kv int8 under a budget one byte below its run: the run without the dequantized prefill
 #     layer (same text, the peak less exactly that workspace), which "max images" counts; one
 #     byte below that, refused;
+#   - the prefill chunk (--chunk auto, the default), x450 (4,532 prompt tokens): under a budget
+#     of exactly a run's peak the run takes the largest chunk that fits (the prompt, then 4096,
+#     then 2048) and plan's row shows the same chunk and peak; one byte below the 2048 run,
+#     refused; --chunk 2048 keeps 2048;
 #   - the model's positions: with --max-tokens near the context, max images stops where the run
 #     refuses "beyond the model's context" (x(k+1)) and k passes that check;
 #   - --image-size WxH plans the same page as an image of that size;
@@ -77,6 +81,25 @@ if run "$IMG" x3 --kv int8 --mem-budget $((copy - 1)) >"$tmp/direct.json" 2>"$tm
 else
     bad "--kv int8 --mem-budget $((copy - 1)): $(cat "$tmp/direct.err")"
 fi
+
+# 2c. the prefill chunk: the largest that fits the budget, the same in plan and run
+chunk_of() { py_field "$1" '" ".join(str(v) for v in (j["options"]["chunk"], j["memory"]["predicted_peak"], j["memory"]["peak_tracked"]))'; }
+budget=100G
+for want in 4532 4096 2048; do
+    if run "$IMG" x450 --mem-budget $budget >"$tmp/c$want.json" 2>"$tmp/c$want.err"; then
+        read -r got pred tracked <<<"$(chunk_of "$tmp/c$want.json")"
+        row=$(plan "$IMG" x450 --gpu "$pred" --json | python3 -c 'import json,sys; r=[p for p in json.load(sys.stdin)["plans"] if p["weights"] == "bf16" and p["kv"] == "bf16"][0]; print(r["memory"]["chunk"], r["memory"]["peak"])')
+        [ "$got" = $want ] && [ "$pred" = "$tracked" ] && [ "$row" = "$want $pred" ] && ok ||
+            bad "chunk under --mem-budget $budget: run $got (peak $pred, tracked $tracked), plan '$row', want $want"
+        budget=$((pred - 1))
+    else
+        bad "x450 --mem-budget $budget: $(cat "$tmp/c$want.err")"
+    fi
+done
+run "$IMG" x450 --mem-budget $budget >/dev/null 2>"$tmp/e3" && bad "below the 2048 chunk's peak: not refused" ||
+    { grep -q "exceeds --mem-budget" "$tmp/e3" && ok || bad "below the 2048 chunk: $(cat "$tmp/e3")"; }
+run "$IMG" x450 --chunk 2048 --mem-budget 100G >"$tmp/c.json" && [ "$(chunk_of "$tmp/c.json" | cut -d' ' -f1)" = 2048 ] &&
+    ok || bad "--chunk 2048: $(chunk_of "$tmp/c.json")"
 
 # 3. the positions limit: k pages pass the run's context check, k + 1 are refused by it
 mt=32700

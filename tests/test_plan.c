@@ -24,6 +24,10 @@
  * the value, what lies past them: head_dim 129 without --attn naive, 513 with it, 65536 heads.
  * And one more sequence (vl_plan_add_sequence) priced against the arena of a context with two
  * sequence slots on tiny-a, group by group.
+ * And the layout a run takes (vl_plan_choose), 7B x28 NF4 + int8 cache: under a room of exactly
+ * each layout's total, the first layout of the order (copy 8192, 4096, 2048, then without the
+ * copy) that fits, to the byte; nothing fits: the smallest, reported; no room known or the
+ * naive attention: 2048; a given chunk is kept; a short prompt clamps the chunk.
  * Plans only for 7B; tiny-odd and tiny-a are loaded. */
 #include "engine/engine.h"
 #include "vltest.h"
@@ -207,6 +211,76 @@ static void two_sequences(void) {
     vl_model_free(&m);
 }
 
+/* 7B, x28 page-sized images, NF4 weights, int8 cache with its copy asked for, chunk `chunk`. */
+static vl_plan_request choose_request(int chunk, int n_images) {
+    vl_plan_request rq;
+    memset(&rq, 0, sizeof rq);
+    rq.act = VL_DTYPE_BF16;
+    rq.shape.prompt_tokens = 30 + (int64_t)n_images * (1364 + 2);
+    rq.shape.max_tokens = 512;
+    rq.shape.chunk = chunk;
+    rq.shape.max_patches = 5456;
+    rq.shape.kv_int8 = rq.shape.kv_int8_copy = 1;
+    rq.weights.linear = VL_DTYPE_NF4;
+    rq.context_bytes = VL_CUDA_CONTEXT_BYTES;
+    return rq;
+}
+
+static void test_choose(void) {
+    /* the order of vl_plan_choose, from the fastest */
+    const struct {
+        int copy, chunk;
+    } order[] = {{1, 8192}, {1, 4096}, {1, 2048}, {0, 8192}, {0, 4096}, {0, 2048}};
+    const int n = (int)(sizeof order / sizeof order[0]);
+    size_t total[6];
+    for (int i = 0; i < n; i++) {
+        vl_plan_request q = choose_request(order[i].chunk, 28);
+        q.shape.kv_int8_copy = order[i].copy;
+        vl_mem_plan mp;
+        vl_plan_memory(&cfg, &q, &mp);
+        total[i] = mp.total;
+        VT_CHECK_INT(mp.chunk, order[i].chunk);
+        printf("choose: copy %d chunk %d: %zu bytes\n", order[i].copy, order[i].chunk, mp.total);
+    }
+    /* a chunk's activations grow with it; the copy is 2,048 bytes per cached token */
+    VT_CHECK(total[0] > total[1] && total[1] > total[2] && total[3] > total[4] &&
+             total[4] > total[5]);
+    VT_CHECK_INT(total[2] - total[5], (30 + 28 * 1366 + 512) * 2048LL);
+    for (int r = 0; r < n; r++) {
+        for (int below = 0; below <= 1; below++) {
+            const size_t room = total[r] - (size_t)below;
+            int want = -1;
+            for (int i = 0; i < n && want < 0; i++)
+                if (total[i] <= room) want = i;
+            vl_plan_request q = choose_request(0, 28);
+            vl_mem_plan mp;
+            const int fits = vl_plan_choose(&cfg, &q, room, &mp);
+            const int w = want >= 0 ? want : n - 1; /* none fits: the smallest */
+            VT_CHECKF(fits == (want >= 0) && mp.total == total[w] && mp.chunk == order[w].chunk &&
+                          q.shape.chunk == order[w].chunk && q.shape.kv_int8_copy == order[w].copy,
+                      "room %zu: fits %d, %zu bytes, chunk %d copy %d; want layout %d (%zu)", room,
+                      fits, mp.total, mp.chunk, q.shape.kv_int8_copy, w, total[w]);
+        }
+    }
+    vl_plan_request q = choose_request(0, 28); /* no room known: today's small chunk, the copy */
+    vl_mem_plan mp;
+    VT_CHECK(vl_plan_choose(&cfg, &q, 0, &mp) == 1 && mp.total == total[2] && mp.chunk == 2048);
+    q = choose_request(0, 28); /* the naive attention's scores grow with the chunk: 2048 */
+    q.shape.attn_naive = 1;
+    VT_CHECK(vl_plan_choose(&cfg, &q, (size_t)1 << 50, &mp) == 1 && mp.chunk == 2048);
+    q = choose_request(4096, 28); /* a given chunk stays, whatever fits */
+    VT_CHECK(vl_plan_choose(&cfg, &q, (size_t)1 << 50, &mp) == 1 && mp.chunk == 4096 &&
+             q.shape.kv_int8_copy == 1 && mp.total == total[1]);
+    q = choose_request(4096, 28);
+    VT_CHECK(vl_plan_choose(&cfg, &q, total[4], &mp) == 1 && mp.chunk == 4096 &&
+             q.shape.kv_int8_copy == 0);
+    q = choose_request(4096, 28);
+    VT_CHECK(vl_plan_choose(&cfg, &q, 1, &mp) == 0 && mp.chunk == 4096 &&
+             q.shape.kv_int8_copy == 0 && mp.total == total[4]);
+    q = choose_request(0, 1); /* 1,396 prompt tokens: every chunk is the prompt */
+    VT_CHECK(vl_plan_choose(&cfg, &q, (size_t)1 << 50, &mp) == 1 && mp.chunk == 1396);
+}
+
 int main(void) {
     const char *root = getenv("VL_FIXTURES");
     char path[4096];
@@ -301,5 +375,6 @@ int main(void) {
     tiny_odd(VL_QUANT_INT8, 0);
     two_sequences();
     test_cuda_shapes();
+    test_choose();
     return vt_finish();
 }

@@ -17,7 +17,7 @@
 static void check_options(const vl_options *o) {
     FUZZ_CHECK(o->request.max_tokens >= 0 && o->request.max_tokens <= (1 << 24), "max_tokens %d",
                o->request.max_tokens);
-    FUZZ_CHECK(o->engine.chunk >= 1 && o->engine.chunk <= (1 << 20), "chunk %d", o->engine.chunk);
+    FUZZ_CHECK(o->engine.chunk >= 0 && o->engine.chunk <= (1 << 20), "chunk %d", o->engine.chunk);
     FUZZ_CHECK(o->request.top_k >= 0, "top_k %d", o->request.top_k);
     FUZZ_CHECK(o->request.top_p > 0.0f && o->request.top_p <= 1.0f, "top_p %g",
                (double)o->request.top_p);
