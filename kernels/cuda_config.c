@@ -16,7 +16,7 @@ void vl_cuda_config_init(vl_cuda_config *c) {
                           .gemv_row_tiles = 3,
                           .gemv_nf4_regs = 4,
                           .gemv_lean = 1,
-                          .pdl = 0,
+                          .pdl = 1,
                           .quant_gemv_rows = 32,
                           .attn_decode_waves = 1,
                           .attn_decode_tail = 1,

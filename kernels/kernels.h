@@ -524,11 +524,12 @@ typedef struct {
                                * are looked up in registers (the block's 16 weights as byte
                                * planes, byte permutes), the rest in the shared-memory table
                                * (a load and a multiply per weight): 0..4 (default 4) */
-    int pdl;                  /* "pdl": 1 launches the decode GEMVs (the lean and the bf16 ones)
-                               * and the decode attention's combine as programmatic dependents of
-                               * the kernel before them on sm_90 (cuda_pdl.cuh: the GEMVs' first
-                               * weights come in, the combine's launch happens, while it
-                               * finishes); 0 (default until measured on a device): ordinary */
+    int pdl;                  /* "pdl": 1 (default) launches the decode GEMVs (the lean and the
+                               * bf16 ones) and the decode attention's combine as programmatic
+                               * dependents of the kernel before them on sm_90 (cuda_pdl.cuh:
+                               * the GEMVs' first weights come in, the combine's launch happens,
+                               * while it finishes; an ordinary launch below sm_90); 0: ordinary
+                               * launches */
     int gemv_lean;            /* "gemv_lean": 1 (default) runs NF4 / Q8ROW products of up to
                                * 8 rows of x with K a multiple of 256 (NF4) or 128 (Q8ROW) on
                                * the lean GEMV (cuda_gemv_lean.cu: a 64-weight block a lane a

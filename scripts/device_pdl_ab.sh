@@ -2,8 +2,8 @@
 # device_pdl_ab.sh: the decode path's `pdl` knob on the device (issue 14; written in S24 without
 # a device, first run in S25, which also measured the lean GEMV's L2 prefetch option, slower at
 # every distance, since removed). One command, results in $OUT:
-#   1. builds a copy of this tree whose default is pdl=1, so that every GPU test runs the
-#      programmatic launches (test_gemv_gpu, test_ops_gpu, test_attention_gpu,
+#   1. builds this tree (build-device/gpu), whose default is pdl=1, so that every GPU test runs
+#      the programmatic launches (test_gemv_gpu, test_ops_gpu, test_attention_gpu,
 #      test_attention_pages_gpu, test_engine_gpu: its decode graphs capture them);
 #   2. end to end, x28 page.png, 512 tokens: NF4 + int8 cache and bf16, pdl 0 / 1 alternating
 #      (two rounds), the generated tokens compared (pdl changes no bits);
@@ -20,14 +20,11 @@ nvidia-smi --query-gpu=name,clocks.max.sm --format=csv,noheader >> $L
 T0=$(date +%s); el() { echo "[$(( $(date +%s) - T0 )) s]"; }
 left() { [ $(( $(date +%s) - T0 + $1 )) -lt ${DEADLINE:-560} ] || { echo "$(el) skipped: $2" >> $L; false; }; }
 trap 'cat $L' EXIT
-T=/tmp/pdl-tree; rm -rf $T; mkdir -p $T
-tar cf - --exclude=./build-device --exclude=./build-cpu --exclude=./.git . | tar xf - -C $T
-sed -i 's/^\( *\)\.pdl = 0,/\1.pdl = 1,/' $T/kernels/cuda_config.c
-echo "pdl default in the copy: $(grep -o '\.pdl = [01]' $T/kernels/cuda_config.c)" >> $L
+echo "pdl default: $(grep -o '\.pdl = [01]' kernels/cuda_config.c)" >> $L
 CM="-DCMAKE_BUILD_TYPE=Release -DVL_CUDA=ON -DVL_REMOTE_IMAGES=OFF -DVL_CUDA_ARCHITECTURES=90 -DCMAKE_PREFIX_PATH=$D -DCMAKE_LIBRARY_PATH=$D/lib/x86_64-linux-gnu"
 TESTS="test_gemv_gpu test_ops_gpu test_engine_gpu test_attention_pages_gpu test_attention_gpu"
-B=$T/build
-cmake -S $T -B $B $CM > $R/build.txt 2>&1 &&
+B=$PWD/build-device/gpu
+cmake -S . -B $B $CM > $R/build.txt 2>&1 &&
     cmake --build $B -j"$(nproc)" --target vlbench --target vlrun $(printf -- '--target %s ' $TESTS) >> $R/build.txt 2>&1
 rc=$?; echo "$(el) build rc $rc" >> $L; grep -E "error" $R/build.txt | head -5 >> $L
 VB=$(find $B -name vlbench -type f -perm -u+x | head -1)

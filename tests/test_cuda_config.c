@@ -22,7 +22,7 @@ static void test_defaults(void) {
     VT_CHECK_INT(c.gemv_row_tiles, 3);
     VT_CHECK_INT(c.gemv_nf4_regs, 4);
     VT_CHECK_INT(c.gemv_lean, 1);
-    VT_CHECK_INT(c.pdl, 0);
+    VT_CHECK_INT(c.pdl, 1);
     VT_CHECK_INT(c.quant_gemv_rows, 32);
     VT_CHECK_INT(c.attn_decode_splits, 0);
     VT_CHECK_INT(c.attn_decode_waves, 1);
@@ -40,7 +40,7 @@ static void test_keys(void) {
                          "quant_gemv_rows=0",  "gemv_rows16=0",         "gemv_row_tiles=2",
                          "gemv_nf4_regs=2",    "attn_decode_splits=12", "attn_decode_waves=4",
                          "attn_decode_tail=0", "attn_prefill_rows=64",  "attn_prefill_wgmma=1",
-                         "gemv_lean=0",        "profile_step=5",        "pdl=1"};
+                         "gemv_lean=0",        "profile_step=5",        "pdl=0"};
     for (int i = 0; i < (int)(sizeof set / sizeof set[0]); i++) {
         char why[256] = "";
         VT_CHECKF(vl_cuda_config_set(&c, set[i], why, sizeof why) == 0, "%s: %s", set[i], why);
@@ -56,7 +56,7 @@ static void test_keys(void) {
     VT_CHECK_INT(c.gemv_row_tiles, 2);
     VT_CHECK_INT(c.gemv_nf4_regs, 2);
     VT_CHECK_INT(c.gemv_lean, 0);
-    VT_CHECK_INT(c.pdl, 1);
+    VT_CHECK_INT(c.pdl, 0);
     VT_CHECK_INT(c.attn_decode_splits, 12);
     VT_CHECK_INT(c.attn_decode_waves, 4);
     VT_CHECK_INT(c.attn_decode_tail, 0);

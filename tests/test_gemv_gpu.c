@@ -360,8 +360,8 @@ static void test_q_v2(int kind) {
  * (which has no register table), for NF4, double-quantized NF4 and (regs 4 only: it has no table)
  * Q8ROW; the same checks as above. Shapes: K off the lean step (the general kernel), N = 1 and N
  * not a multiple of 16 (rows read past N), fewer steps than warps (K = 256, 512), K split over CTAs
- * (N = 512, 16 x 18944), the model's q/k/v rows; then the GEMVs launched as programmatic
- * dependents (pdl=1: NF4, int8, bf16). */
+ * (N = 512, 16 x 18944), the model's q/k/v rows; then the GEMVs launched the ordinary way (pdl=0:
+ * NF4, int8, bf16; every other run has the default, programmatic dependents on sm_90). */
 static void m8_cases(int kind, const char *opt) {
     printf("%s, %s\n", kind_name[kind], opt);
     const int64_t exact0 = kind_exact[kind], total0 = kind_total[kind];
@@ -482,11 +482,11 @@ int main(void) {
     }
     for (int kind = W_NF4; kind < W_KINDS; kind++) test_m8_kernel(kind, 4, 0);
     test_m8_kernel(W_Q8ROW, 4, 1);
-    /* the GEMVs launched as programmatic dependents (pdl=1; an ordinary launch below sm_90): the
-     * lean kernel, and the bf16 one at m = 1 */
-    m8_cases(W_NF4, "pdl=1");
-    m8_cases(W_Q8ROW, "pdl=1");
-    m8_cases(W_BF16, "pdl=1");
+    /* the GEMVs launched the ordinary way (pdl=0; the default, pdl=1, launches them as
+     * programmatic dependents on sm_90): the lean kernel, and the bf16 one at m = 1 */
+    m8_cases(W_NF4, "pdl=0");
+    m8_cases(W_Q8ROW, "pdl=0");
+    m8_cases(W_BF16, "pdl=0");
     test_q_v2(W_NF4);
     test_q_v2(W_Q8ROW);
     const char *row_tiles[] = {"gemv_row_tiles=1", "gemv_row_tiles=2", "gemv_row_tiles=3"};
