@@ -53,6 +53,7 @@ static const config_key keys[] = {
     {"gemv_lean", FIELD(gemv_lean), 0, 0, 1, "0 or 1", 0, 0},
     {"pdl", FIELD(pdl), 0, 0, 1, "0 or 1", 0, 0},
     {"quant_gemv_rows", FIELD(quant_gemv_rows), 0, 0, 256, "rows 0..256 (0: never)", 0, 0},
+    {"dq_slice_rows", FIELD(dq_slice_rows), 0, 0, 1 << 20, "0 (the rule) or rows 1..1048576", 0, 0},
     {"attn_decode_splits", FIELD(attn_decode_splits), 0, 0, 1024,
      "0 (one wave of the GPU) or a split count 1..1024", 0, 0},
     {"attn_decode_waves", FIELD(attn_decode_waves), 0, 1, 64, "waves 1..64", 0, 0},

@@ -123,7 +123,7 @@ static vl_cuda_dqgemm_res res_of(vl_backend *b, int64_t max_slice_rows) {
     r.slice_bytes = c->dq_slice_bytes;
     r.lt_ws = c->cublas_ws; /* the legacy handle's workspace: same stream, so never concurrent */
     r.lt_ws_bytes = c->cublas_ws_bytes;
-    r.max_slice_rows = max_slice_rows;
+    r.max_slice_rows = max_slice_rows > 0 ? max_slice_rows : c->cfg.dq_slice_rows;
     return r;
 }
 

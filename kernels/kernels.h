@@ -538,6 +538,9 @@ typedef struct {
                                * batched decode step) run the GEMV 8 rows at a time, reading the
                                * packed W m / 8 times, instead of the dequant GEMM, whose bf16
                                * slices cost more than that at such m; 0: never; default 32 */
+    int dq_slice_rows;        /* "dq_slice_rows": rows of W per bf16 slice of the dequant GEMM
+                               * (prefill of NF4 / Q8ROW weights), at most what a 32 MiB slice
+                               * buffer holds; 0 (default): its rule (cuda_dequant_gemm.cu) */
     int attn_decode_splits;   /* "attn_decode_splits": split-KV decode: 0 (default) one wave of
                                * the GPU; N > 0 forces N splits before the length and workspace
                                * caps */

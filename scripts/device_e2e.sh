@@ -9,7 +9,9 @@
 #      device against predicted), then 28 different pages (page.png shifted right by 1..28
 #      pixels and numbered, so the vision tower runs 28 times), 64 tokens, bf16 and NF4;
 #   4. NF4 x200 page.png, 8 tokens, with the default chunk and with --chunk 2048;
-#   5. vlrun plan --gpu H100 for x28 beside the runs' chunk and predicted peak.
+#   5. vlrun plan --gpu H100 for x28 beside the runs' chunk and predicted peak;
+#   6. while time remains: the dequant GEMM at m = 2048 and 8192 against cuBLAS bf16, with its
+#      slice rule and forced slice rows (dq_slice_rows), and cuBLAS alone on slice-sized shapes.
 set -u
 O=${OUT:-/tmp/out}/e2e; mkdir -p $O/runs; L=$O/log.txt
 export LD_LIBRARY_PATH=$PWD/.deps/usr/lib/x86_64-linux-gnu
@@ -65,4 +67,14 @@ run nf4_x200_c2048 120 examples/page.png x200 --max-tokens 8 --quant nf4 --chunk
 $B/vlrun plan --config examples/qwen2-vl-7b-instruct.json --tokenizer $TOK --gpu H100 examples/page.png x28 \
     --max-tokens 512 > $O/runs/plan_h100.txt 2>&1
 echo "$(el) plan --gpu H100 x28:" >> $L; grep -E "^(bf16|nf4) " $O/runs/plan_h100.txt >> $L
+VB=$B/bench/vlbench; [ -x $VB ] || VB=$(find $B -name vlbench -type f -perm -u+x | head -1)
+gemm() { # TAG ARGS...: one vlbench gemm, its TFLOP/s per shape in the log
+    local tag=$1; shift; left 25 "gemm $tag" || return 0
+    timeout 60 $VB gemm --iters 10 --warmup 3 --no-ref "$@" > $O/runs/gemm_$tag.md 2>&1
+    echo "$(el) gemm $tag: $(grep -E '^\| ' $O/runs/gemm_$tag.md | grep -vE '\| case|---' | cut -d'|' -f3,4,6,13 | tr -s ' ' | tr '\n' ';')" >> $L
+}
+S=18944x3584,3584x18944,4608x3584,3584x3584
+gemm rule --quant bf16,nf4 --shape $S --m 2048,8192
+for r in 512 885 1024 2048 3072 4224 4608; do gemm rows$r --quant nf4 --shape $S --m 2048 --cuda-opt dq_slice_rows=$r; done
+gemm slices --quant bf16 --shape 885x18944,1024x3584,2048x3584,3840x3584,4224x3584,4608x3584 --m 2048
 echo "$(el) done" >> $L
