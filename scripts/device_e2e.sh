@@ -60,6 +60,9 @@ for r in 1 2; do
     run nf4_x28_$r 60 examples/page.png x28 --max-tokens 512 --quant nf4
     run nf4kv8_x28_$r 60 examples/page.png x28 --max-tokens 512 --quant nf4 --kv int8
 done
+# the defaults before S25 (chunk 2048, ordinary launches), the anchor on whatever card this is
+run bf16_x28_old 60 examples/page.png x28 --max-tokens 512 --chunk 2048 --cuda-opt pdl=0
+run nf4kv8_x28_old 60 examples/page.png x28 --max-tokens 512 --quant nf4 --kv int8 --chunk 2048 --cuda-opt pdl=0
 run bf16_28p 60 "${PAGES[@]}" --max-tokens 64
 run nf4_28p 60 "${PAGES[@]}" --max-tokens 64 --quant nf4
 run nf4_x200 120 examples/page.png x200 --max-tokens 8 --quant nf4
