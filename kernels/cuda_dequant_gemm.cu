@@ -40,14 +40,14 @@
 
 /* Rows per slice (see the file comment); forced > 0 overrides (tests, benchmarks). 0 when
  * one row does not fit a buffer. */
-static int64_t slice_rows_of(int64_t n_rows, int64_t k, int64_t m, size_t buf_bytes,
-                             int64_t forced) {
+static int64_t slice_rows_of(int64_t n_rows, int64_t k, int64_t m, size_t buf_bytes, int64_t forced,
+                             int overlap) {
     const int64_t fit = (int64_t)(buf_bytes / ((size_t)k * sizeof(vl_bf16)));
     if (forced > 0 || fit == 0) return min(forced > 0 ? forced : fit, fit);
     int64_t cap = fit;
     if (m < BIG_M) cap = max((int64_t)1, min(cap, (int64_t)(L2_SLICE_BYTES / ((size_t)k * 2))));
     int64_t n_slices = (n_rows + cap - 1) / cap;
-    if (m >= BIG_M && n_rows >= MIN_SLICES * MIN_SPLIT_ROWS)
+    if (overlap && m >= BIG_M && n_rows >= MIN_SLICES * MIN_SPLIT_ROWS)
         n_slices = max(n_slices, (int64_t)MIN_SLICES);
     int64_t rows = (n_rows + n_slices - 1) / n_slices;
     const int64_t rounded = (rows + SLICE_ROUND - 1) / SLICE_ROUND * SLICE_ROUND;
@@ -71,7 +71,7 @@ void vl_cuda_dequant_gemm_run(const vl_cuda_dqgemm_res *r, vl_bf16 *y, const vl_
                               const vl_weight *w, const vl_bf16 *bias) {
     if (m <= 0) return;
     const int64_t n = w->rows, k = w->cols;
-    int64_t rows = slice_rows_of(n, k, m, r->slice_bytes, r->max_slice_rows);
+    int64_t rows = slice_rows_of(n, k, m, r->slice_bytes, r->max_slice_rows, r->overlap);
     if (rows > 8) rows -= rows % 8; /* slice starts y + n0, bias + n0 keep y's alignment */
     VL_CUDA_REQUIRE(rows >= 1,
                     "dequant GEMM: one row of W[%lld, %lld] (%lld bytes in bf16) does not fit a "
@@ -86,6 +86,14 @@ void vl_cuda_dequant_gemm_run(const vl_cuda_dqgemm_res *r, vl_bf16 *y, const vl_
             vl_cuda_launch_dequantize_rows(r->slice[0], w, n0, ns, r->stream);
             vl_cuda_launch_gemm_bias_fp32(r->blas, r->stream, (float *)r->slice[1], r->slice_bytes,
                                           0, y + n0, n, x, m, r->slice[0], ns, k, bias + n0);
+        }
+        return;
+    }
+    if (!r->overlap) { /* one stream: no contention between a GEMM and the next dequantization */
+        for (int64_t n0 = 0, i = 0; n0 < n; n0 += rows, i++) {
+            const int64_t ns = min(rows, n - n0);
+            vl_cuda_launch_dequantize_rows(r->slice[i & 1], w, n0, ns, r->stream);
+            gemm_slice(r, y + n0, n, r->slice[i & 1], ns, x, m, k, bias ? bias + n0 : NULL);
         }
         return;
     }
@@ -124,6 +132,7 @@ static vl_cuda_dqgemm_res res_of(vl_backend *b, int64_t max_slice_rows) {
     r.lt_ws = c->cublas_ws; /* the legacy handle's workspace: same stream, so never concurrent */
     r.lt_ws_bytes = c->cublas_ws_bytes;
     r.max_slice_rows = max_slice_rows > 0 ? max_slice_rows : c->cfg.dq_slice_rows;
+    r.overlap = c->cfg.dq_overlap;
     return r;
 }
 
@@ -146,14 +155,15 @@ void vl_cuda_launch_dequant_gemm(vl_backend *b, vl_bf16 *y, const vl_bf16 *x, in
 
 extern "C" void vl_cuda_dequant_gemm_sliced(vl_backend *b, void *y, const void *x, int64_t m,
                                             const vl_weight *w, const vl_vec *bias,
-                                            int64_t max_slice_rows) {
+                                            int64_t max_slice_rows, int overlap) {
     check_args(w, m);
     const int has_bias = bias && bias->data;
     VL_CUDA_REQUIRE(!has_bias || (bias->n == w->rows && bias->dtype == VL_DTYPE_BF16),
                     "dequant GEMM bias of %lld %s for W[%lld, %lld]; expected %lld BF16",
                     (long long)bias->n, vl_dtype_name(bias->dtype), (long long)w->rows,
                     (long long)w->cols, (long long)w->rows);
-    const vl_cuda_dqgemm_res r = res_of(b, max_slice_rows);
+    vl_cuda_dqgemm_res r = res_of(b, max_slice_rows);
+    if (overlap >= 0) r.overlap = overlap;
     vl_cuda_dequant_gemm_run(&r, (vl_bf16 *)y, (const vl_bf16 *)x, m, w,
                              has_bias ? (const vl_bf16 *)bias->data : NULL);
 }

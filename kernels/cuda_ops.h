@@ -301,13 +301,16 @@ typedef struct {
     void *lt_ws; /* cuBLASLt workspace, used on `stream` only */
     size_t lt_ws_bytes;
     int64_t max_slice_rows; /* 0: chosen from slice_bytes and m; > 0: at most this many */
+    int overlap;            /* 1: slice i + 1 dequantized on side_stream during GEMM i; 0: each
+                             * slice dequantized on `stream` just before its GEMM */
 } vl_cuda_dqgemm_res;
 void vl_cuda_dequant_gemm_run(const vl_cuda_dqgemm_res *r, vl_bf16 *y, const vl_bf16 *x, int64_t m,
                               const vl_weight *w, const vl_bf16 *bias);
-/* Checked entry with a slice limit, C linkage for tests/test_quant_gpu.c. */
+/* Checked entry with a slice limit and overlap (< 0: the backend's dq_overlap), C linkage for
+ * tests/test_quant_gpu.c. */
 extern "C" void vl_cuda_dequant_gemm_sliced(vl_backend *b, void *y, const void *x, int64_t m,
                                             const vl_weight *w, const vl_vec *bias,
-                                            int64_t max_slice_rows);
+                                            int64_t max_slice_rows, int overlap);
 
 /* ---- decode GEMV (cuda_gemv.cu, cuda_gemv_bf16.cu, cuda_gemv_quant_m1.cu) -------------------
  * vl_cuda_linear sends m <= VL_CUDA_GEMV_MAX_M here; vl_cuda_gemv (cuda_linear.cu) is the one

@@ -541,6 +541,9 @@ typedef struct {
     int dq_slice_rows;        /* "dq_slice_rows": rows of W per bf16 slice of the dequant GEMM
                                * (prefill of NF4 / Q8ROW weights), at most what a 32 MiB slice
                                * buffer holds; 0 (default): its rule (cuda_dequant_gemm.cu) */
+    int dq_overlap;           /* "dq_overlap": 1 (default) dequantizes the dequant GEMM's next
+                               * slice on a second stream while the GEMM of the last runs; 0:
+                               * each slice just before its GEMM, on the one stream */
     int attn_decode_splits;   /* "attn_decode_splits": split-KV decode: 0 (default) one wave of
                                * the GPU; N > 0 forces N splits before the length and workspace
                                * caps */

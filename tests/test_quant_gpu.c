@@ -39,9 +39,12 @@
 #include <float.h>
 
 #ifdef VL_HAVE_CUDA
-/* kernels/cuda_dequant_gemm.cu: the dequant GEMM with at most max_slice_rows rows per slice. */
+/* kernels/cuda_dequant_gemm.cu: the dequant GEMM with at most max_slice_rows rows per slice,
+ * overlapped (1) or not (0; < 0: the backend's default). */
 void vl_cuda_dequant_gemm_sliced(vl_backend *b, void *y, const void *x, int64_t m,
-                                 const vl_weight *w, const vl_vec *bias, int64_t max_slice_rows);
+                                 const vl_weight *w, const vl_vec *bias, int64_t max_slice_rows,
+                                 int overlap);
+static int g_overlap = -1; /* test_gemm's: the backend's default */
 #endif
 
 #define BF16_U     (1.0 / 256)            /* 2^-8: one bf16 rounding, relative */
@@ -311,9 +314,9 @@ static void test_gemm(vl_dtype fmt, int dq, int64_t n_out, int64_t k_in, int64_t
                       int64_t slice_rows) {
 #ifdef VL_HAVE_CUDA
     char what[160];
-    snprintf(what, sizeof what, "gemm %s N=%lld K=%lld m=%lld%s slice %lld", fmt_name(fmt, dq),
+    snprintf(what, sizeof what, "gemm %s N=%lld K=%lld m=%lld%s slice %lld%s", fmt_name(fmt, dq),
              (long long)n_out, (long long)k_in, (long long)m, with_bias ? " +bias" : "",
-             (long long)slice_rows);
+             (long long)slice_rows, g_overlap == 0 ? " serial" : "");
     uint16_t *w_src = malloc((size_t)(n_out * k_in) * 2);
     for (int64_t i = 0; i < n_out * k_in; i++)
         w_src[i] = vl_f32_to_bf16((float)(0.05 * vt_rng_normal()));
@@ -348,7 +351,7 @@ static void test_gemm(vl_dtype fmt, int dq, int64_t n_out, int64_t k_in, int64_t
     void *dy = vt_dev_alloc(gpu, (size_t)(m * n_out + GUARD) * 2);
     gpu->upload(gpu, dy, poison, (size_t)(m * n_out + GUARD) * 2);
     vl_vec gbias = {with_bias ? dbias : NULL, VL_DTYPE_BF16, n_out};
-    vl_cuda_dequant_gemm_sliced(gpu, dy, dx, m, &d.w, &gbias, slice_rows);
+    vl_cuda_dequant_gemm_sliced(gpu, dy, dx, m, &d.w, &gbias, slice_rows, g_overlap);
     uint16_t *got = malloc((size_t)(m * n_out + GUARD) * 2);
     gpu->download(gpu, got, dy, (size_t)(m * n_out + GUARD) * 2);
 
@@ -436,6 +439,19 @@ static void test_gemm_all(void) {
             test_gemm(fmt, dq, 1280, 3420, 300, bias, 0);
         }
     }
+    /* dq_overlap 0: each slice dequantized on the main stream just before its GEMM (the
+     * buffers alternate as before; larger slices at m >= 512: no two-slice minimum) */
+    g_overlap = 0;
+    for (int f = 0; f < 3; f++) {
+        vl_dtype fmt = f == 2 ? VL_DTYPE_Q8ROW : VL_DTYPE_NF4;
+        for (int bias = 0; bias < 2; bias++) {
+            test_gemm(fmt, f == 1, 1000, 256, 2048, bias, 96);
+            test_gemm(fmt, f == 1, 2176, 256, 600, bias, 0);
+            test_gemm(fmt, f == 1, 512, 3584, 2048, bias, 0);
+            test_gemm(fmt, f == 1, 77, 130, 300, bias, 32);
+        }
+    }
+    g_overlap = -1;
 }
 
 int main(void) {
