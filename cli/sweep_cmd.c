@@ -30,6 +30,7 @@ typedef struct {
 typedef struct {
     int images, ok;
     double prompt_tokens, measured, predicted, ttft_s, decode_tok_s;
+    int chunk; /* the prefill chunk the run took (its report's options.chunk; 0: not said) */
     char device[128];
 } sweep_point;
 
@@ -177,6 +178,8 @@ static int read_report(const char *text, sweep_point *pt) {
     pt->measured = num_at(r, "memory", device_total > 0 ? "peak_device" : "peak_tracked");
     pt->ttft_s = num_at(r, "timings", "ttft_s");
     pt->decode_tok_s = num_at(r, "timings", "decode_tok_s");
+    const double chunk = num_at(r, "options", "chunk");
+    pt->chunk = chunk >= 1 && chunk <= (1 << 20) ? (int)chunk : 0;
     const cJSON *dev = cJSON_GetObjectItemCaseSensitive(r, "device");
     snprintf(pt->device, sizeof pt->device, "%s", cJSON_IsString(dev) ? dev->valuestring : "?");
     cJSON_Delete(r);
@@ -421,8 +424,11 @@ static int collect(const sweep_args *sa, const vl_plan_input *in, const vl_backe
         if (run_count(sa, self, sa->counts[i], &pts[i])) return -1;
         *n = i + 1;
         if (!pts[i].ok) continue;
+        /* planned with the chunk the run took: it chose by the device's free memory */
+        vl_options o = sa->o;
+        if (pts[i].chunk > 0) o.engine.chunk = pts[i].chunk;
         vl_mem_plan mp;
-        vl_plan_input_plan(in, &sa->o, be, sa->o.engine.quant, sa->o.engine.kv_int8, sa->counts[i],
+        vl_plan_input_plan(in, &o, be, o.engine.quant, o.engine.kv_int8, sa->counts[i],
                            sa->have_gpu ? (size_t)sa->gpu.total : 0, &mp);
         print_point(&pts[i], mp.total);
     }
