@@ -44,8 +44,8 @@
 void vl_cuda_dequant_gemm_sliced(vl_backend *b, void *y, const void *x, int64_t m,
                                  const vl_weight *w, const vl_vec *bias, int64_t max_slice_rows,
                                  int overlap);
-static int g_overlap = -1; /* test_gemm's: the backend's default */
 #endif
+static int g_overlap = -1; /* test_gemm's dequant GEMM overlap; < 0: the backend's default */
 
 #define BF16_U     (1.0 / 256)            /* 2^-8: one bf16 rounding, relative */
 #define F32_U      5.9604644775390625e-08 /* 2^-24 */
@@ -403,7 +403,8 @@ static void test_gemm(vl_dtype fmt, int dq, int64_t n_out, int64_t k_in, int64_t
     free(x);
     free(w_src);
 #else
-    (void)fmt, (void)dq, (void)n_out, (void)k_in, (void)m, (void)with_bias, (void)slice_rows;
+    (void)fmt, (void)dq, (void)n_out, (void)k_in, (void)m, (void)with_bias, (void)slice_rows,
+        (void)g_overlap;
 #endif
 }
 
