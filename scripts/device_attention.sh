@@ -16,25 +16,11 @@
 # and .cache/tokenizer.json.gz carried: bash scripts/device_attention.sh 560
 set -u
 O=${OUT:?OUT: where the results go}
-L=$O/log.txt
-DEADLINE=${1:-560}
-export LD_LIBRARY_PATH=$PWD/.deps/usr/lib/x86_64-linux-gnu
-D=$PWD/.deps/usr
-TOK=.cache/tokenizer/tokenizer.json
-[ -f $TOK ] || { mkdir -p .cache/tokenizer && gunzip -c .cache/tokenizer.json.gz >$TOK; }
-nvidia-smi --query-gpu=name --format=csv,noheader >>$L
-T0=$(date +%s)
-el() { echo "[$(($(date +%s) - T0)) s]"; }
-left() { [ $(($(date +%s) - T0 + $1)) -lt "$DEADLINE" ] || { echo "$(el) skipped: $2" >>$L; false; }; }
+. scripts/device_common.sh
+device_begin $O/log.txt "${1:-560}"
 
-cmake -S . -B build-device/gpu -DCMAKE_BUILD_TYPE=Release -DVL_CUDA=ON -DVL_REMOTE_IMAGES=OFF \
-    -DVL_CUDA_ARCHITECTURES=90 -DCMAKE_PREFIX_PATH=$D -DCMAKE_LIBRARY_PATH=$D/lib/x86_64-linux-gnu \
-    >$O/build.txt 2>&1 &&
-    cmake --build build-device/gpu -j16 --target vlbench --target test_attention_gpu \
-        --target vlrun >>$O/build.txt 2>&1
-rc=$? # saved first: "$(el) ... $?" would read el's status, not the command's
-echo "$(el) build rc $rc" >>$L
 B=build-device/gpu
+device_build $B $O/build.txt vlbench test_attention_gpu vlrun
 VB=$(find $B -name vlbench -type f -perm -u+x | head -1)
 W=$(find $B -name "cuda_attention_wgmma.cu.o" | head -1)
 cuobjdump -sass "$W" >$O/wgmma.sass 2>&1
@@ -69,17 +55,7 @@ left 90 "ncu" && timeout 90 $NCU --kernel-name regex:attn_wgmma --launch-count 1
 left 60 "ncu vision" && timeout 60 $NCU --kernel-name regex:attn_wgmma --launch-count 2 $SEC \
     $VB attention --no-ref --kinds vision --iters 1 --warmup 0 >$O/ncu_vision.txt 2>&1
 
-mkdir -p /tmp/pages
-python3 - <<'PY'
-from PIL import Image, ImageDraw
-im = Image.open("examples/page.png").convert("RGB")
-for i in range(28):  # shifted right by i + 1 pixels and numbered: 28 different pages
-    p = Image.new("RGB", im.size, (255, 255, 255))
-    p.paste(im, (i + 1, 0))
-    ImageDraw.Draw(p).text((20, 20), "page %d" % (i + 1), fill=(0, 0, 0))
-    p.save("/tmp/pages/p%02d.png" % i)
-PY
-mapfile -t PAGES < <(ls /tmp/pages/p*.png)
+make_pages
 M=(--backend cuda --random-weights --config examples/qwen2-vl-7b-instruct.json --tokenizer $TOK
     --json --max-tokens 64)
 run() { # TAG OPT ARGS...

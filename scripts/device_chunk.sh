@@ -5,22 +5,10 @@
 # numbered, as device_attention.sh makes them), 64 tokens, --chunk 2048 / 4096 / 8192; one line
 # per run in $OUT/chunk/log.txt: TTFT, vision and prefill time, peak device memory and predicted.
 set -u
-O=${OUT:-/tmp/out}/chunk; mkdir -p $O; L=$O/log.txt
-TOK=$PWD/.cache/tokenizer/tokenizer.json
-[ -f $TOK ] || { mkdir -p .cache/tokenizer && gunzip -c .cache/tokenizer.json.gz > $TOK; }
-T0=$(date +%s); el() { echo "[$(( $(date +%s) - T0 )) s]"; }
-left() { [ $(( $(date +%s) - T0 + $1 )) -lt ${DEADLINE:-560} ] || { echo "$(el) skipped: $2" >> $L; false; }; }
-mkdir -p /tmp/pages
-python3 - <<'PY'
-from PIL import Image, ImageDraw
-im = Image.open("examples/page.png").convert("RGB")
-for i in range(28):  # shifted right by i + 1 pixels and numbered: 28 different pages
-    p = Image.new("RGB", im.size, (255, 255, 255))
-    p.paste(im, (i + 1, 0))
-    ImageDraw.Draw(p).text((20, 20), "page %d" % (i + 1), fill=(0, 0, 0))
-    p.save("/tmp/pages/p%02d.png" % i)
-PY
-mapfile -t PAGES < <(ls /tmp/pages/p*.png)
+O=${OUT:-/tmp/out}/chunk; mkdir -p $O
+. scripts/device_common.sh
+device_begin $O/log.txt ${DEADLINE:-560}
+make_pages
 M=(--backend cuda --random-weights --config examples/qwen2-vl-7b-instruct.json --tokenizer $TOK
     --json --max-tokens 64 "$@")
 run() { # TAG CHUNK ARGS...

@@ -8,20 +8,12 @@
 #   4. the first request's one-time costs: examples/two_requests (one engine, page.png twice),
 #      and bf16 x28 with CUDA_MODULE_LOADING=EAGER beside the default (lazy).
 set -u
-O=${OUT:-/tmp/out}/dq; mkdir -p $O/runs; L=$O/log.txt
-export LD_LIBRARY_PATH=$PWD/.deps/usr/lib/x86_64-linux-gnu
-D=$PWD/.deps/usr
-TOK=$PWD/.cache/tokenizer/tokenizer.json
-[ -f $TOK ] || { mkdir -p .cache/tokenizer && gunzip -c .cache/tokenizer.json.gz > $TOK; }
-T0=$(date +%s); el() { echo "[$(( $(date +%s) - T0 )) s]"; }
-left() { [ $(( $(date +%s) - T0 + $1 )) -lt ${DEADLINE:-570} ] || { echo "$(el) skipped: $2" >> $L; false; }; }
+O=${OUT:-/tmp/out}/dq; mkdir -p $O/runs
+. scripts/device_common.sh
+device_begin $O/log.txt ${DEADLINE:-570}
 trap 'tar czf $O/runs.tgz -C $O runs; rm -rf $O/runs' EXIT
-nvidia-smi --query-gpu=name,clocks.max.sm --format=csv,noheader >> $L
 B=build-device/gpu
-cmake -S . -B $B -DCMAKE_BUILD_TYPE=Release -DVL_CUDA=ON -DVL_REMOTE_IMAGES=OFF -DVL_CUDA_ARCHITECTURES=90 \
-    -DCMAKE_PREFIX_PATH=$D -DCMAKE_LIBRARY_PATH=$D/lib/x86_64-linux-gnu > $O/build.txt 2>&1 &&
-    cmake --build $B -j"$(nproc)" --target vlrun vlbench two_requests test_quant_gpu >> $O/build.txt 2>&1
-echo "$(el) build rc $?" >> $L
+device_build $B $O/build.txt vlrun vlbench two_requests test_quant_gpu
 VB=$(find $B -name vlbench -type f -perm -u+x | head -1)
 gemm() { local tag=$1; shift; left 25 "gemm $tag" || return 0
     timeout 90 $VB gemm --iters 10 --warmup 3 --no-ref "$@" > $O/runs/gemm_$tag.md 2>&1
@@ -35,21 +27,12 @@ left 40 test_quant_gpu && {
 echo "$(el) test_quant_gpu: $(grep -E 'tests passed|tests failed' $O/runs/test_quant_gpu.txt | tail -1); $(grep -c serial $O/runs/test_quant_gpu.txt) serial cases" >> $L
 grep -E "FAIL" $O/runs/test_quant_gpu.txt | head -3 >> $L
 }
-mkdir -p /tmp/pages
-python3 - <<'PY'
-from PIL import Image, ImageDraw
-im = Image.open("examples/page.png").convert("RGB")
-for i in range(28):
-    p = Image.new("RGB", im.size, (255, 255, 255))
-    p.paste(im, (i + 1, 0))
-    ImageDraw.Draw(p).text((20, 20), "page %d" % (i + 1), fill=(0, 0, 0))
-    p.save("/tmp/pages/p%02d.png" % i)
-PY
-mapfile -t PAGES < <(ls /tmp/pages/p*.png)
+make_pages
 M=(--backend cuda --random-weights --config examples/qwen2-vl-7b-instruct.json --tokenizer $TOK --json --max-tokens 64)
 run() { local tag=$1; shift; left 15 "$tag" || return 0
     timeout 60 $B/vlrun "$@" "${M[@]}" > $O/runs/$tag.json 2> $O/runs/$tag.err
-    echo "$(el) $tag rc $? $(python3 -c "import json; d=json.load(open('$O/runs/$tag.json')); t=d['timings']
+    local rc=$?
+    echo "$(el) $tag rc $rc $(python3 -c "import json; d=json.load(open('$O/runs/$tag.json')); t=d['timings']
 print('load %.3f ttft %.3f vision %.3f chunk %d' % (t['load_s'], t['ttft_s'], t['vision_s'], d['options']['chunk']))" 2>&1 | tail -1)" >> $L
 }
 for r in $R; do for ov in 1 0; do
@@ -59,7 +42,8 @@ for r in $R; do for ov in 1 0; do
 done; done
 TR=$(find $B -name two_requests -type f -perm -u+x | head -1)
 timeout 60 $TR examples/qwen2-vl-7b-instruct.json examples/page.png examples/page.png $TOK cuda > $O/runs/two_requests.txt 2>&1
-echo "$(el) two_requests rc $?: $(grep -E 'generated in' $O/runs/two_requests.txt | sed 's/|.*//' | tr '\n' ';')" >> $L
+rc=$?
+echo "$(el) two_requests rc $rc: $(grep -E 'generated in' $O/runs/two_requests.txt | sed 's/|.*//' | tr '\n' ';')" >> $L
 for r in $R; do
     run bf16_x28_lazy_$r examples/page.png x28
     CUDA_MODULE_LOADING=EAGER run bf16_x28_eager_$r examples/page.png x28

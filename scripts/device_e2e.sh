@@ -13,21 +13,13 @@
 #   6. while time remains: the dequant GEMM at m = 2048 and 8192 against cuBLAS bf16, with its
 #      slice rule and forced slice rows (dq_slice_rows), and cuBLAS alone on slice-sized shapes.
 set -u
-O=${OUT:-/tmp/out}/e2e; mkdir -p $O/runs; L=$O/log.txt
-export LD_LIBRARY_PATH=$PWD/.deps/usr/lib/x86_64-linux-gnu
-D=$PWD/.deps/usr
-TOK=$PWD/.cache/tokenizer/tokenizer.json
-[ -f $TOK ] || { mkdir -p .cache/tokenizer && gunzip -c .cache/tokenizer.json.gz > $TOK; }
-T0=$(date +%s); el() { echo "[$(( $(date +%s) - T0 )) s]"; }
-left() { [ $(( $(date +%s) - T0 + $1 )) -lt ${DEADLINE:-570} ] || { echo "$(el) skipped: $2" >> $L; false; }; }
+O=${OUT:-/tmp/out}/e2e; mkdir -p $O/runs
+. scripts/device_common.sh
+device_begin $O/log.txt ${DEADLINE:-570}
 trap 'tar czf $O/runs.tgz -C $O runs; rm -rf $O/runs' EXIT
-nvidia-smi --query-gpu=name,clocks.max.sm --format=csv,noheader >> $L
 echo "tree $(git rev-parse --short HEAD 2>/dev/null) $(git status --short 2>/dev/null | wc -l) changed" >> $L
 B=build-device/gpu
-cmake -S . -B $B -DCMAKE_BUILD_TYPE=Release -DVL_CUDA=ON -DVL_REMOTE_IMAGES=OFF -DVL_CUDA_ARCHITECTURES=90 \
-    -DCMAKE_PREFIX_PATH=$D -DCMAKE_LIBRARY_PATH=$D/lib/x86_64-linux-gnu > $O/build.txt 2>&1 &&
-    cmake --build $B -j"$(nproc)" >> $O/build.txt 2>&1
-echo "$(el) build rc $?" >> $L
+device_build $B $O/build.txt
 TESTS=${TESTS:-$(cd $B/tests && ls test_*_gpu 2>/dev/null | tr '\n' ' ')}
 [ "$TESTS" = none ] && TESTS=
 for t in $TESTS; do left 60 $t || break
@@ -35,17 +27,7 @@ for t in $TESTS; do left 60 $t || break
     echo "$(el) $t: $(grep -E 'tests passed|tests failed' $O/runs/$t.txt | tail -1); $(grep -E '[0-9]+ passed, [0-9]+ failed' $O/runs/$t.txt | tail -1)" >> $L
     grep -E "^FAIL|FAIL " $O/runs/$t.txt | head -3 >> $L
 done
-mkdir -p /tmp/pages
-python3 - <<'PY'
-from PIL import Image, ImageDraw
-im = Image.open("examples/page.png").convert("RGB")
-for i in range(28):  # shifted right by i + 1 pixels and numbered: 28 different pages
-    p = Image.new("RGB", im.size, (255, 255, 255))
-    p.paste(im, (i + 1, 0))
-    ImageDraw.Draw(p).text((20, 20), "page %d" % (i + 1), fill=(0, 0, 0))
-    p.save("/tmp/pages/p%02d.png" % i)
-PY
-mapfile -t PAGES < <(ls /tmp/pages/p*.png)
+make_pages
 M=(--backend cuda --random-weights --config examples/qwen2-vl-7b-instruct.json --tokenizer $TOK --json)
 run() { # TAG TIMEOUT ARGS...
     local tag=$1 to=$2; shift 2

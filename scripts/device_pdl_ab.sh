@@ -11,22 +11,14 @@
 #   4. compute-sanitizer memcheck of the GEMVs under pdl=1.
 # Run from the tree root with .deps (scripts/device_deps.sh) and .cache/tokenizer.json.gz carried.
 set -u
-O=${OUT:-/tmp/out}; R=$O/r; mkdir -p $R; L=$R/log.txt
-export LD_LIBRARY_PATH=$PWD/.deps/usr/lib/x86_64-linux-gnu
-D=$PWD/.deps/usr
-TOK=$PWD/.cache/tokenizer/tokenizer.json
-[ -f $TOK ] || { mkdir -p .cache/tokenizer && gunzip -c .cache/tokenizer.json.gz > $TOK; }
-nvidia-smi --query-gpu=name,clocks.max.sm --format=csv,noheader >> $L
-T0=$(date +%s); el() { echo "[$(( $(date +%s) - T0 )) s]"; }
-left() { [ $(( $(date +%s) - T0 + $1 )) -lt ${DEADLINE:-560} ] || { echo "$(el) skipped: $2" >> $L; false; }; }
+O=${OUT:-/tmp/out}; R=$O/r; mkdir -p $R
+. scripts/device_common.sh
+device_begin $R/log.txt ${DEADLINE:-560}
 trap 'cat $L' EXIT
 echo "pdl default: $(grep -o '\.pdl = [01]' kernels/cuda_config.c)" >> $L
-CM="-DCMAKE_BUILD_TYPE=Release -DVL_CUDA=ON -DVL_REMOTE_IMAGES=OFF -DVL_CUDA_ARCHITECTURES=90 -DCMAKE_PREFIX_PATH=$D -DCMAKE_LIBRARY_PATH=$D/lib/x86_64-linux-gnu"
 TESTS="test_gemv_gpu test_ops_gpu test_engine_gpu test_attention_pages_gpu test_attention_gpu"
 B=$PWD/build-device/gpu
-cmake -S . -B $B $CM > $R/build.txt 2>&1 &&
-    cmake --build $B -j"$(nproc)" --target vlbench --target vlrun $(printf -- '--target %s ' $TESTS) >> $R/build.txt 2>&1
-rc=$?; echo "$(el) build rc $rc" >> $L; grep -E "error" $R/build.txt | head -5 >> $L
+device_build $B $R/build.txt vlbench vlrun $TESTS
 VB=$(find $B -name vlbench -type f -perm -u+x | head -1)
 M=(--backend cuda --random-weights --config examples/qwen2-vl-7b-instruct.json --tokenizer $TOK --json)
 run() { # TAG ARGS...: one vlrun, its TTFT, decode rate and a digest of its tokens in the log
@@ -64,6 +56,7 @@ done
 left 45 memcheck && {
     timeout 45 compute-sanitizer --tool memcheck $VB gemv --quant nf4,int8,bf16 --shape 4608x3584,3584x18944 \
         --iters 1 --warmup 0 --no-ref --cuda-opt pdl=1 > $R/memcheck.txt 2>&1
-    echo "$(el) memcheck rc $?: $(grep -E 'ERROR SUMMARY' $R/memcheck.txt)" >> $L
+    rc=$?
+    echo "$(el) memcheck rc $rc: $(grep -E 'ERROR SUMMARY' $R/memcheck.txt)" >> $L
 }
 echo "$(el) done" >> $L
