@@ -151,9 +151,9 @@ int vl_plan_input_max_images(const vl_plan_input *in, const vl_options *o,
                                                vl_options_max_tokens(o), cap);
     vl_plan_request rq;
     request_for(in, o, be, quant, kv_int8, &rq);
-    /* past what fits with the copy and the larger chunk, the engine runs without them */
+    /* past what fits with the copy and the larger chunk, the engine runs without them (the
+     * request's chunk is --chunk's; auto, 0, plans as VL_CHUNK_SMALL) */
     rq.shape.kv_int8_copy = 0;
-    rq.shape.chunk = o->engine.chunk > 0 ? o->engine.chunk : VL_CHUNK_SMALL;
     int by_mem = vl_plan_images_that_fit(&in->cfg, rq, in->text_tokens, in->imgs, n,
                                          by_pos > 0 ? by_pos + 1 : 1, budget);
     if (by_positions) *by_positions = by_mem > by_pos;

@@ -61,24 +61,25 @@ int vl_budget_error(const vl_mem_plan *plan, int64_t budget, const char *advice)
                         plan->workspace / gib, plan->context / gib, (double)budget / gib, advice);
 }
 
-/* What of the plan the engine holds already: the context and the backend's workspaces are
- * allocated, and so are the weights after the engine's first request. */
-static size_t held_of(const vl_engine *e, const vl_mem_plan *plan) {
-    return plan->context + e->be->workspace_bytes + (e->weights_loaded ? plan->weights : 0);
+/* What of a plan with this context and weights the engine holds already: the context and the
+ * backend's workspaces are allocated, and so are the weights after the engine's first request. */
+static size_t held_of(const vl_engine *e, size_t context_bytes, size_t weights_bytes) {
+    return context_bytes + e->be->workspace_bytes + (e->weights_loaded ? weights_bytes : 0);
 }
 
 /* What the plan needs beyond that. */
 static size_t device_need(const vl_engine *e, const vl_mem_plan *plan) {
-    size_t held = held_of(e, plan);
+    size_t held = held_of(e, plan->context, plan->weights);
     return plan->total > held ? plan->total - held : 0;
 }
 
-size_t vl_plan_room(const vl_engine *e, const vl_mem_plan *plan) {
+size_t vl_plan_room(const vl_engine *e, const vl_plan_request *q) {
     size_t room = e->cfg.mem_budget > 0 ? (size_t)e->cfg.mem_budget : 0;
     if (e->be->mem_info) {
         size_t free_b = 0, total_b = 0;
         e->be->mem_info(e->be, &free_b, &total_b);
-        const size_t device = free_b + held_of(e, plan);
+        const size_t device =
+            free_b + held_of(e, q->context_bytes, vl_plan_weights_bytes(&e->m.cfg, q));
         if (room == 0 || device < room) room = device;
     }
     return room;

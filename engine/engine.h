@@ -493,6 +493,8 @@ typedef struct {
  * use is in it); vl_batch_stats.decode_graph_bytes reports the measured figure. */
 #define VL_DECODE_GRAPH_BYTES ((size_t)6 << 20)
 void vl_plan_memory(const vl_config *c, const vl_plan_request *rq, vl_mem_plan *out);
+/* The weights' bytes of rq's plan: its weights_bytes, else what `weights` make of config c. */
+size_t vl_plan_weights_bytes(const vl_config *c, const vl_plan_request *rq);
 /* The plan of a context of shape sh with the given weights, backend workspace and CUDA context
  * (what vl_plan_memory computes once it has the weights' bytes). */
 void vl_plan_session(const vl_config *c, vl_dtype act, const vl_shape *sh, size_t weights_bytes,
@@ -617,10 +619,10 @@ int vl_result_set_prompt(vl_result *out, const vl_engine *e, const vl_prompt *p,
 int vl_engine_place_weights(vl_engine *e);
 /* The device cannot hold the plan: say so before allocating anything (0 when it can). */
 int vl_refuse_device_memory(const vl_engine *e, const vl_mem_plan *plan);
-/* The most a plan with plan's weights, context and workspace may total: cfg.mem_budget (if set)
- * and what the device has free plus what the engine already holds of such a plan; 0 when
- * neither is known (no budget, a backend without mem_info). */
-size_t vl_plan_room(const vl_engine *e, const vl_mem_plan *plan);
+/* The most a plan of request q may total: cfg.mem_budget (if set) and what the device has free
+ * plus what the engine already holds of it (the context, the backend's workspaces, the weights
+ * once placed); 0 when neither is known (no budget, a backend without mem_info). */
+size_t vl_plan_room(const vl_engine *e, const vl_plan_request *q);
 
 /* Deterministic random checkpoint in the HF layout for config `c` (bf16 weights). */
 int vl_synth_checkpoint(const vl_config *c, const char *config_src, const char *out_dir,

@@ -188,8 +188,7 @@ static int plan_request(vl_engine *e, job *j, float rep_penalty) {
                          j->max_patches);
     j->prq.shape.rep_penalty = rep_penalty;
     j->prq.weights_bytes = vl_model_weights_bytes(&e->m, &j->prq.weights);
-    vl_plan_memory(&e->m.cfg, &j->prq, &j->plan); /* the room counts what is held of it */
-    vl_plan_choose(&e->m.cfg, &j->prq, vl_plan_room(e, &j->plan), &j->plan);
+    vl_plan_choose(&e->m.cfg, &j->prq, vl_plan_room(e, &j->prq), &j->plan);
     if (e->cfg.mem_budget > 0 && j->plan.total > (size_t)e->cfg.mem_budget)
         return vl_refuse_budget(e, &j->p, j->is.list, j->is.n_list, &j->plan, &j->prq);
     return vl_refuse_device_memory(e, &j->plan);

@@ -7,10 +7,13 @@
  * cuBLAS loaded (measured, see bench/), and the report prints the measured value beside it. */
 #include "engine/engine.h"
 
+size_t vl_plan_weights_bytes(const vl_config *c, const vl_plan_request *rq) {
+    return rq->weights_bytes > 0 ? rq->weights_bytes : vl_weights_bytes(c, &rq->weights);
+}
+
 void vl_plan_memory(const vl_config *c, const vl_plan_request *rq, vl_mem_plan *out) {
-    const size_t weights =
-        rq->weights_bytes > 0 ? rq->weights_bytes : vl_weights_bytes(c, &rq->weights);
-    vl_plan_session(c, rq->act, &rq->shape, weights, rq->workspace_bytes, rq->context_bytes, out);
+    vl_plan_session(c, rq->act, &rq->shape, vl_plan_weights_bytes(c, rq), rq->workspace_bytes,
+                    rq->context_bytes, out);
 }
 
 int vl_plan_choose(const vl_config *c, vl_plan_request *q, size_t room, vl_mem_plan *out) {
