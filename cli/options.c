@@ -251,10 +251,12 @@ static int engine_option(vl_options *o, parse_state *ps, const char *a, const ch
         NEEDS_VALUE();
         if (strcmp(v, "auto") == 0)
             o->engine.chunk = 0;
-        else if (parse_int(a, v, 1, 1 << 20, &o->engine.chunk))
+        else if (parse_int(a, v, 1, 1 << 20, &o->engine.chunk)) {
+            vl_error_clear(); /* parse_int's record, which does not name auto, would win */
             return vl_error_set("option --chunk: expected auto or a number of tokens in [1, %d], "
                                 "got '%s'",
                                 1 << 20, v);
+        }
     } else if (strcmp(a, "--mem-budget") == 0) {
         NEEDS_VALUE();
         o->engine.mem_budget = vl_parse_size(v);

@@ -127,6 +127,8 @@ expect_error "--max-tokens"                 --backend cpu --model "$good" "$IMG"
 expect_error "--max-tokens"                 --backend cpu --model "$good" "$IMG" --max-tokens 40000
 expect_error "--max-tokens"                 --backend cpu --model "$good" "$IMG" --max-tokens 32760
 expect_error "--max-tokens"                 --backend cpu --model "$good" "$IMG" --max-tokens 12abc
+expect_error "expected auto or a number of tokens in [1, 1048576], got 'abc'" --backend cpu --model "$good" "$IMG" --chunk abc
+expect_error "expected auto or a number of tokens in [1, 1048576], got '0'" --backend cpu --model "$good" "$IMG" --chunk 0
 expect_error "--frobnicate"                 --backend cpu --model "$good" "$IMG" --frobnicate
 expect_error "--backend"                    --backend tpu --model "$good" "$IMG"
 expect_error "--quant"                      --quant int3 --model "$good" "$IMG"
