@@ -589,52 +589,21 @@ __global__ void __launch_bounds__(H::kThreads, 1)
 }
 
 #ifdef VL_HOPPER_KERNELS
-typedef CUresult (*EncodeTiled)(CUtensorMap *, CUtensorMapDataType, cuuint32_t, void *,
-                                const cuuint64_t *, const cuuint64_t *, const cuuint32_t *,
-                                const cuuint32_t *, CUtensorMapInterleave, CUtensorMapSwizzle,
-                                CUtensorMapL2promotion, CUtensorMapFloatOOBfill);
-
-/* cuTensorMapEncodeTiled from the driver (through the runtime: no link to libcuda). */
-EncodeTiled encode_tiled(vl_cuda_ctx *c) {
-    if (c->tensor_map_encode == NULL) {
-        void *fn = NULL;
-        cudaDriverEntryPointQueryResult found = cudaDriverEntryPointSymbolNotFound;
-        VL_CUDA_CHECK(cudaGetDriverEntryPointByVersion("cuTensorMapEncodeTiled", &fn, 12000,
-                                                       cudaEnableDefault, &found));
-        if (found != cudaDriverEntryPointSuccess || fn == NULL)
-            vl_cuda_fatal("cudaGetDriverEntryPointByVersion", __FILE__, __LINE__,
-                          "the driver has no cuTensorMapEncodeTiled");
-        c->tensor_map_encode = fn;
-    }
-    return (EncodeTiled)c->tensor_map_encode;
-}
-
 /* A tensor of `rows` rows of `heads` heads of d columns of bf16 (esz 2) or int8 codes (esz 1),
  * as boxes of 128 bytes of columns x 128 rows of one head in the 128-byte swizzle. Strides in
  * elements. */
 MapOrder make_map(vl_cuda_ctx *c, CUtensorMap *map, const void *base, int esz, int d, int heads,
                   int64_t rows, int64_t head_stride, int64_t row_stride) {
     MapOrder order = {head_stride > row_stride};
-    const cuuint64_t dims[3] = {(cuuint64_t)d, (cuuint64_t)(order.rows_second ? rows : heads),
-                                (cuuint64_t)(order.rows_second ? heads : rows)};
-    const cuuint64_t strides[2] = {
-        (cuuint64_t)(order.rows_second ? row_stride : head_stride) * (cuuint64_t)esz,
-        (cuuint64_t)(order.rows_second ? head_stride : row_stride) * (cuuint64_t)esz};
-    const cuuint32_t box[3] = {(cuuint32_t)(H::kRowBytes / esz),
-                               order.rows_second ? (cuuint32_t)H::kBN : 1u,
-                               order.rows_second ? 1u : (cuuint32_t)H::kBN};
-    const cuuint32_t elem_strides[3] = {1, 1, 1};
-    const CUresult r = encode_tiled(c)(
-        map, esz == 2 ? CU_TENSOR_MAP_DATA_TYPE_BFLOAT16 : CU_TENSOR_MAP_DATA_TYPE_UINT8, 3,
-        const_cast<void *>(base), dims, strides, box, elem_strides, CU_TENSOR_MAP_INTERLEAVE_NONE,
-        CU_TENSOR_MAP_SWIZZLE_128B, CU_TENSOR_MAP_L2_PROMOTION_L2_256B,
-        CU_TENSOR_MAP_FLOAT_OOB_FILL_NONE);
-    if (r != CUDA_SUCCESS) {
-        char what[112];
-        snprintf(what, sizeof what, "CUresult %d (esz %d, d %d, heads %d, rows %lld)", (int)r, esz,
-                 d, heads, (long long)rows);
-        vl_cuda_fatal("cuTensorMapEncodeTiled", __FILE__, __LINE__, what);
-    }
+    const uint64_t dims[3] = {(uint64_t)d, (uint64_t)(order.rows_second ? rows : heads),
+                              (uint64_t)(order.rows_second ? heads : rows)};
+    const uint64_t strides[2] = {
+        (uint64_t)(order.rows_second ? row_stride : head_stride) * (uint64_t)esz,
+        (uint64_t)(order.rows_second ? head_stride : row_stride) * (uint64_t)esz};
+    const uint32_t box[3] = {(uint32_t)(H::kRowBytes / esz),
+                             order.rows_second ? (uint32_t)H::kBN : 1u,
+                             order.rows_second ? 1u : (uint32_t)H::kBN};
+    vl_cuda_tensor_map(c, map, esz, 3, base, dims, strides, box, 1);
     return order;
 }
 

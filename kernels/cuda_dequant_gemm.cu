@@ -25,8 +25,9 @@
  * (69% of outputs exact; see cuda_linear.cu). Other biased shapes (Qwen2.5-VL's vision MLP, 3420
  * wide) dequantize W's slices into the first buffer, one after the other on the main stream, and
  * multiply each with cuBLAS into fp32 in the second, then add the bias and round once
- * (cuda_gemm_bias_fp32.cu): exact, not pipelined. Leaves out: a fused dequant-in-the-mainloop
- * GEMM (Marlin-style), small m (the GEMV path of cuda_linear.cu).
+ * (cuda_gemm_bias_fp32.cu): exact, not pipelined. On an sm_90 device, the calls the Hopper kernel
+ * takes (cuda_dequant_gemm_wgmma.cu: W dequantized inside the GEMM) run there instead (dq_wgmma).
+ * Leaves out: small m (the GEMV path of cuda_linear.cu).
  */
 #include "kernels/cuda_ops.h"
 
@@ -149,21 +150,32 @@ static void check_args(const vl_weight *w, int64_t m) {
 void vl_cuda_launch_dequant_gemm(vl_backend *b, vl_bf16 *y, const vl_bf16 *x, int64_t m,
                                  const vl_weight *w, const vl_bf16 *bias) {
     check_args(w, m);
+    if (vl_dqg_wgmma(vl_cuda_ctx_of(b), y, x, m, w, bias, vl_cuda_ctx_of(b)->stream)) return;
     const vl_cuda_dqgemm_res r = res_of(b, 0);
     vl_cuda_dequant_gemm_run(&r, y, x, m, w, bias);
 }
 
-extern "C" void vl_cuda_dequant_gemm_sliced(vl_backend *b, void *y, const void *x, int64_t m,
-                                            const vl_weight *w, const vl_vec *bias,
-                                            int64_t max_slice_rows, int overlap) {
+extern "C" int vl_cuda_dequant_gemm_sliced(vl_backend *b, void *y, const void *x, int64_t m,
+                                           const vl_weight *w, const vl_vec *bias,
+                                           int64_t max_slice_rows, int overlap, int wgmma) {
     check_args(w, m);
     const int has_bias = bias && bias->data;
     VL_CUDA_REQUIRE(!has_bias || (bias->n == w->rows && bias->dtype == VL_DTYPE_BF16),
                     "dequant GEMM bias of %lld %s for W[%lld, %lld]; expected %lld BF16",
                     (long long)bias->n, vl_dtype_name(bias->dtype), (long long)w->rows,
                     (long long)w->cols, (long long)w->rows);
+    const vl_bf16 *bias_data = has_bias ? (const vl_bf16 *)bias->data : NULL;
+    vl_cuda_ctx *c = vl_cuda_ctx_of(b);
+    if (wgmma != 0) {
+        const int saved = c->cfg.dq_wgmma;
+        if (wgmma > 0) c->cfg.dq_wgmma = 1;
+        const int ran =
+            vl_dqg_wgmma(c, (vl_bf16 *)y, (const vl_bf16 *)x, m, w, bias_data, c->stream);
+        c->cfg.dq_wgmma = saved;
+        if (ran) return 1;
+    }
     vl_cuda_dqgemm_res r = res_of(b, max_slice_rows);
     if (overlap >= 0) r.overlap = overlap;
-    vl_cuda_dequant_gemm_run(&r, (vl_bf16 *)y, (const vl_bf16 *)x, m, w,
-                             has_bias ? (const vl_bf16 *)bias->data : NULL);
+    vl_cuda_dequant_gemm_run(&r, (vl_bf16 *)y, (const vl_bf16 *)x, m, w, bias_data);
+    return 0;
 }

@@ -90,6 +90,15 @@ __device__ __forceinline__ void tma_load_3d(uint32_t dst, const CUtensorMap *map
                  : "memory");
 }
 
+/* The box of a 2-d tensor map at coordinates (c0, c1), as tma_load_3d. */
+__device__ __forceinline__ void tma_load_2d(uint32_t dst, const CUtensorMap *map, uint32_t bar,
+                                            int c0, int c1) {
+    asm volatile("cp.async.bulk.tensor.2d.shared::cluster.global.mbarrier::complete_tx::bytes"
+                 " [%0], [%1, {%3, %4}], [%2];\n" ::"r"(dst),
+                 "l"((uint64_t)map), "r"(bar), "r"(c0), "r"(c1)
+                 : "memory");
+}
+
 /* ---- warpgroups --------------------------------------------------------------------------- */
 
 template <int REGS> __device__ __forceinline__ void regs_dealloc() {
@@ -170,9 +179,36 @@ __device__ __forceinline__ void wgmma_rs_m64n128_tb(float d[64], const uint32_t 
                  : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "l"(desc_b), "r"(1));
 }
 
+#define VL_WG_D128                                                                                 \
+    VL_WG_D64, VL_WG_D8(64), VL_WG_D8(72), VL_WG_D8(80), VL_WG_D8(88), VL_WG_D8(96),               \
+        VL_WG_D8(104), VL_WG_D8(112), VL_WG_D8(120)
+#define VL_WG_REGS128                                                                              \
+    "{%0, %1, %2, %3, %4, %5, %6, %7, %8, %9, %10, %11, %12, %13, %14, %15, "                      \
+    "%16, %17, %18, %19, %20, %21, %22, %23, %24, %25, %26, %27, %28, %29, %30, %31, "             \
+    "%32, %33, %34, %35, %36, %37, %38, %39, %40, %41, %42, %43, %44, %45, %46, %47, "             \
+    "%48, %49, %50, %51, %52, %53, %54, %55, %56, %57, %58, %59, %60, %61, %62, %63, "             \
+    "%64, %65, %66, %67, %68, %69, %70, %71, %72, %73, %74, %75, %76, %77, %78, %79, "             \
+    "%80, %81, %82, %83, %84, %85, %86, %87, %88, %89, %90, %91, %92, %93, %94, %95, "             \
+    "%96, %97, %98, %99, %100, %101, %102, %103, %104, %105, %106, %107, %108, %109, %110, %111, " \
+    "%112, %113, %114, %115, %116, %117, %118, %119, %120, %121, %122, %123, %124, %125, %126, "   \
+    "%127}"
+
+/* d[64 x 256] (+)= A[64 x 16] . B[16 x 256], both K-major in shared memory (the dequant GEMM's
+ * tile: 128 accumulators a thread); accumulate = 0 overwrites d. */
+__device__ __forceinline__ void wgmma_ss_m64n256(float d[128], uint64_t desc_a, uint64_t desc_b,
+                                                 int accumulate) {
+    asm volatile("{\n .reg .pred p;\n setp.ne.b32 p, %130, 0;\n"
+                 " wgmma.mma_async.sync.aligned.m64n256k16.f32.bf16.bf16 " VL_WG_REGS128
+                 ", %128, %129, p, 1, 1, 0, 0;\n}\n"
+                 : VL_WG_D128
+                 : "l"(desc_a), "l"(desc_b), "r"(accumulate));
+}
+
 #undef VL_WG_D8
 #undef VL_WG_D64
+#undef VL_WG_D128
 #undef VL_WG_REGS64
+#undef VL_WG_REGS128
 
 #endif /* VL_HOPPER_DEVICE */
 

@@ -20,6 +20,7 @@
 #include <stdio.h>
 
 #include <cublasLt.h>
+#include <cuda.h> /* CUtensorMap */
 
 typedef __nv_bfloat16 vl_bf16;
 
@@ -113,6 +114,13 @@ static inline vl_cuda_ctx *vl_cuda_ctx_of(vl_backend *b) {
  * `threads` threads and `smem` bytes of dynamic shared memory: asked once per backend and
  * kernel, after opting the kernel in to `smem` when it is above the 48 KB default. */
 int vl_cuda_ctas_per_sm(vl_cuda_ctx *c, const void *kernel, int threads, size_t smem);
+
+/* A TMA tensor map (cuda_tensor_map.cu) of a rank 1..3 tensor of bf16 (esz 2) or uint8 (esz 1):
+ * dims innermost first, strides_bytes of dims 1.., box the tile one load brings, in the
+ * 128-byte swizzle or none. Aborts naming the shape when the driver refuses it. */
+void vl_cuda_tensor_map(vl_cuda_ctx *c, CUtensorMap *map, int esz, int rank, const void *base,
+                        const uint64_t *dims, const uint64_t *strides_bytes, const uint32_t *box,
+                        int swizzle_128b);
 
 /* A broken invariant of the caller (shapes, dtypes): print the condition and why, then abort
  * through vl_cuda_fatal. Never used for user input (the engine validates that). */
@@ -306,11 +314,19 @@ typedef struct {
 } vl_cuda_dqgemm_res;
 void vl_cuda_dequant_gemm_run(const vl_cuda_dqgemm_res *r, vl_bf16 *y, const vl_bf16 *x, int64_t m,
                               const vl_weight *w, const vl_bf16 *bias);
-/* Checked entry with a slice limit and overlap (< 0: the backend's dq_overlap), C linkage for
- * tests/test_quant_gpu.c. */
-extern "C" void vl_cuda_dequant_gemm_sliced(vl_backend *b, void *y, const void *x, int64_t m,
-                                            const vl_weight *w, const vl_vec *bias,
-                                            int64_t max_slice_rows, int overlap);
+/* Checked entry with a slice limit, overlap (< 0: the backend's dq_overlap) and the Hopper
+ * kernel (wgmma: < 0 the backend's dq_wgmma, 0 never, 1 where it takes), C linkage for
+ * tests/test_quant_gpu.c. Returns 1 when the Hopper kernel ran, 0 for the slices. */
+extern "C" int vl_cuda_dequant_gemm_sliced(vl_backend *b, void *y, const void *x, int64_t m,
+                                           const vl_weight *w, const vl_vec *bias,
+                                           int64_t max_slice_rows, int overlap, int wgmma);
+/* The dequant GEMM with W dequantized inside a Hopper GEMM (cuda_dequant_gemm_wgmma.cu): 1 when
+ * c's device, configuration and the operands' shapes and alignment take it; vl_dqg_wgmma then
+ * enqueues it on stream and returns 1 (else 0, nothing enqueued). */
+int vl_dqg_wgmma_takes(const vl_cuda_ctx *c, const vl_weight *w, const void *y, const void *x,
+                       int64_t m, const void *bias);
+int vl_dqg_wgmma(vl_cuda_ctx *c, vl_bf16 *y, const vl_bf16 *x, int64_t m, const vl_weight *w,
+                 const vl_bf16 *bias, cudaStream_t stream);
 
 /* ---- decode GEMV (cuda_gemv.cu, cuda_gemv_bf16.cu, cuda_gemv_quant_m1.cu) -------------------
  * vl_cuda_linear sends m <= VL_CUDA_GEMV_MAX_M here; vl_cuda_gemv (cuda_linear.cu) is the one

@@ -541,6 +541,10 @@ typedef struct {
     int dq_slice_rows;        /* "dq_slice_rows": rows of W per bf16 slice of the dequant GEMM
                                * (prefill of NF4 / Q8ROW weights), at most what a 32 MiB slice
                                * buffer holds; 0 (default): its rule (cuda_dequant_gemm.cu) */
+    int dq_wgmma;             /* "dq_wgmma": 1 (default) runs the dequant GEMM on a compute
+                               * capability 9.0 device as one Hopper kernel that dequantizes W's
+                               * tiles into shared memory for wgmma (cuda_dequant_gemm_wgmma.cu),
+                               * where it takes the shape; 0: bf16 slices and cuBLASLt always */
     int dq_overlap;           /* "dq_overlap": 1 (default) dequantizes the dequant GEMM's next
                                * slice on a second stream while the GEMM of the last runs; 0:
                                * each slice just before its GEMM, on the one stream */

@@ -26,6 +26,7 @@ static void test_defaults(void) {
     VT_CHECK_INT(c.quant_gemv_rows, 32);
     VT_CHECK_INT(c.dq_slice_rows, 0);
     VT_CHECK_INT(c.dq_overlap, 1);
+    VT_CHECK_INT(c.dq_wgmma, 1);
     VT_CHECK_INT(c.attn_decode_splits, 0);
     VT_CHECK_INT(c.attn_decode_waves, 1);
     VT_CHECK_INT(c.attn_decode_tail, 1);
@@ -43,7 +44,7 @@ static void test_keys(void) {
                          "gemv_nf4_regs=2",    "attn_decode_splits=12", "attn_decode_waves=4",
                          "attn_decode_tail=0", "attn_prefill_rows=64",  "attn_prefill_wgmma=1",
                          "gemv_lean=0",        "profile_step=5",        "pdl=0",
-                         "dq_slice_rows=4224", "dq_overlap=0"};
+                         "dq_slice_rows=4224", "dq_overlap=0",          "dq_wgmma=0"};
     for (int i = 0; i < (int)(sizeof set / sizeof set[0]); i++) {
         char why[256] = "";
         VT_CHECKF(vl_cuda_config_set(&c, set[i], why, sizeof why) == 0, "%s: %s", set[i], why);
@@ -57,6 +58,7 @@ static void test_keys(void) {
     VT_CHECK_INT(c.quant_gemv_rows, 0);
     VT_CHECK_INT(c.dq_slice_rows, 4224);
     VT_CHECK_INT(c.dq_overlap, 0);
+    VT_CHECK_INT(c.dq_wgmma, 0);
     VT_CHECK_INT(c.gemv_rows16, 0);
     VT_CHECK_INT(c.gemv_row_tiles, 2);
     VT_CHECK_INT(c.gemv_nf4_regs, 2);

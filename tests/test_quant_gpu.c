@@ -28,6 +28,9 @@
  *               ulp" rule wrongly failed. And >= 99% of outputs must equal bf16(ref) exactly
  *               (order drift flips a rounding only next to a tie): a second rounding of the
  *               bias (69% exact when it happened), or a bf16 split-K reduction, breaks that.
+ *               These run on the slices (wgmma 0); the Hopper kernel (cuda_dequant_gemm_wgmma.cu)
+ *               is held to the same policy over its own edge cases (test_gemm_wgmma_all), and
+ *               on an sm_90 device every one of them must have run on it.
  * Without a CUDA device (or in a build without CUDA): exit 77 (skip).
  * Leaves out: the linear dispatch between GEMV and GEMM (cuda_linear.cu), timing.
  */
@@ -39,13 +42,17 @@
 #include <float.h>
 
 #ifdef VL_HAVE_CUDA
+#include <cuda_runtime.h>
 /* kernels/cuda_dequant_gemm.cu: the dequant GEMM with at most max_slice_rows rows per slice,
- * overlapped (1) or not (0; < 0: the backend's default). */
-void vl_cuda_dequant_gemm_sliced(vl_backend *b, void *y, const void *x, int64_t m,
-                                 const vl_weight *w, const vl_vec *bias, int64_t max_slice_rows,
-                                 int overlap);
+ * overlapped (1) or not (0; < 0: the backend's default), on the Hopper kernel (wgmma 1, where
+ * it takes the call) or never (0). Returns 1 when the Hopper kernel ran. */
+int vl_cuda_dequant_gemm_sliced(vl_backend *b, void *y, const void *x, int64_t m,
+                                const vl_weight *w, const vl_vec *bias, int64_t max_slice_rows,
+                                int overlap, int wgmma);
 #endif
 static int g_overlap = -1; /* test_gemm's dequant GEMM overlap; < 0: the backend's default */
+static int g_wgmma = 0;    /* test_gemm: 1 runs the Hopper kernel where it takes the call */
+static int g_wgmma_ran;    /* calls the Hopper kernel ran */
 
 #define BF16_U     (1.0 / 256)            /* 2^-8: one bf16 rounding, relative */
 #define F32_U      5.9604644775390625e-08 /* 2^-24 */
@@ -314,9 +321,9 @@ static void test_gemm(vl_dtype fmt, int dq, int64_t n_out, int64_t k_in, int64_t
                       int64_t slice_rows) {
 #ifdef VL_HAVE_CUDA
     char what[160];
-    snprintf(what, sizeof what, "gemm %s N=%lld K=%lld m=%lld%s slice %lld%s", fmt_name(fmt, dq),
+    snprintf(what, sizeof what, "gemm %s N=%lld K=%lld m=%lld%s slice %lld%s%s", fmt_name(fmt, dq),
              (long long)n_out, (long long)k_in, (long long)m, with_bias ? " +bias" : "",
-             (long long)slice_rows, g_overlap == 0 ? " serial" : "");
+             (long long)slice_rows, g_overlap == 0 ? " serial" : "", g_wgmma ? " wgmma" : "");
     uint16_t *w_src = malloc((size_t)(n_out * k_in) * 2);
     for (int64_t i = 0; i < n_out * k_in; i++)
         w_src[i] = vl_f32_to_bf16((float)(0.05 * vt_rng_normal()));
@@ -351,7 +358,10 @@ static void test_gemm(vl_dtype fmt, int dq, int64_t n_out, int64_t k_in, int64_t
     void *dy = vt_dev_alloc(gpu, (size_t)(m * n_out + GUARD) * 2);
     gpu->upload(gpu, dy, poison, (size_t)(m * n_out + GUARD) * 2);
     vl_vec gbias = {with_bias ? dbias : NULL, VL_DTYPE_BF16, n_out};
-    vl_cuda_dequant_gemm_sliced(gpu, dy, dx, m, &d.w, &gbias, slice_rows, g_overlap);
+    const int ran =
+        vl_cuda_dequant_gemm_sliced(gpu, dy, dx, m, &d.w, &gbias, slice_rows, g_overlap, g_wgmma);
+    VT_CHECKF(!ran || g_wgmma, "%s: the Hopper kernel ran with wgmma 0", what);
+    g_wgmma_ran += ran;
     uint16_t *got = malloc((size_t)(m * n_out + GUARD) * 2);
     gpu->download(gpu, got, dy, (size_t)(m * n_out + GUARD) * 2);
 
@@ -404,7 +414,7 @@ static void test_gemm(vl_dtype fmt, int dq, int64_t n_out, int64_t k_in, int64_t
     free(w_src);
 #else
     (void)fmt, (void)dq, (void)n_out, (void)k_in, (void)m, (void)with_bias, (void)slice_rows,
-        (void)g_overlap;
+        (void)g_overlap, (void)g_wgmma, (void)g_wgmma_ran;
 #endif
 }
 
@@ -455,6 +465,46 @@ static void test_gemm_all(void) {
     g_overlap = -1;
 }
 
+/* The Hopper dequant GEMM (cuda_dequant_gemm_wgmma.cu), on a compute capability 9.0 device:
+ * tiles of 128 rows of x by 256 rows of W, k steps of 64, a persistent grid. Edge cases: m of
+ * 1, not a multiple of the tile (rows of x past m are zeros from TMA and not stored), one tile
+ * and many (the grid walks several tiles a CTA on some shapes); N of 8, not a multiple of 256
+ * (W's rows past N: zero codes, scale 0); K of one step (64) and of many; NF4 with and without
+ * double quantization, Q8ROW; bias and none. Every case must have run on it; elsewhere none. */
+static void test_gemm_wgmma_all(void) {
+#ifdef VL_HAVE_CUDA
+    int major = 0, minor = 0;
+    const int hopper =
+        cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, 0) == cudaSuccess &&
+        cudaDeviceGetAttribute(&minor, cudaDevAttrComputeCapabilityMinor, 0) == cudaSuccess &&
+        major == 9 && minor == 0;
+    static const int64_t shapes[][3] = {/* N, K, m */
+                                        {200, 320, 1},    {200, 320, 300},  {8, 64, 129},
+                                        {264, 64, 127},   {256, 128, 128},  {1000, 256, 2048},
+                                        {512, 3584, 300}, {2176, 256, 600}, {4608, 1024, 1000},
+                                        {2048, 4096, 64}, {1280, 3456, 257}};
+    const int n_shapes = (int)(sizeof shapes / sizeof shapes[0]);
+    g_wgmma = 1;
+    g_wgmma_ran = 0;
+    int cases = 0;
+    for (int f = 0; f < 3; f++)
+        for (int bias = 0; bias < 2; bias++)
+            for (int i = 0; i < n_shapes; i++, cases++)
+                test_gemm(f == 2 ? VL_DTYPE_Q8ROW : VL_DTYPE_NF4, f == 1, shapes[i][0],
+                          shapes[i][1], shapes[i][2], bias, 0);
+    /* K % 64 != 0 and N % 8 != 0: never the Hopper kernel */
+    test_gemm(VL_DTYPE_NF4, 0, 48, 136, 300, 1, 0);
+    test_gemm(VL_DTYPE_NF4, 0, 77, 128, 300, 0, 0);
+    g_wgmma = 0;
+    printf("Hopper dequant GEMM: %d of %d cases (sm_90: %s)\n", g_wgmma_ran, cases,
+           hopper ? "yes" : "no");
+    VT_CHECKF(hopper ? g_wgmma_ran == cases : g_wgmma_ran == 0,
+              "%d of %d cases ran on the Hopper dequant GEMM (compute capability %d.%d; built "
+              "without 90 in VL_CUDA_ARCHITECTURES?)",
+              g_wgmma_ran, cases, major, minor);
+#endif
+}
+
 int main(void) {
     if (!(gpu = vt_gpu_or_skip())) return vt_finish();
     cpu = vl_backend_cpu();
@@ -465,5 +515,6 @@ int main(void) {
     vt_rng_state = 0x5eed0042;
     test_quantize_all();
     test_gemm_all();
+    test_gemm_wgmma_all();
     return vt_finish();
 }
