@@ -228,24 +228,24 @@ __device__ __forceinline__ void produce(const Params &p, const CUtensorMap *tm_x
  * acc[4i + 3] row g + 8). */
 __device__ __forceinline__ void store_tile(const Params &p, const float acc[128], int row0, int n0,
                                            int q) {
+    vl_bf16 *dst0 = p.y + (int64_t)row0 * p.n, *dst1 = dst0 + (int64_t)8 * p.n;
+    const bool in0 = row0 < p.m, in1 = row0 + 8 < p.m;
 #pragma unroll
-    for (int half = 0; half < 2; half++) {
-        const int row = row0 + 8 * half;
-        if (row >= p.m) continue;
-        vl_bf16 *dst = p.y + (int64_t)row * p.n;
-#pragma unroll
-        for (int i = 0; i < 32; i++) {
-            const int col = n0 + 8 * i + 2 * q;
-            if (col >= p.n) break; /* n % 8 == 0: col + 1 < n with col */
-            float b0 = 0.f, b1 = 0.f;
-            if (p.bias) {
-                const uint32_t bb = __ldg(reinterpret_cast<const unsigned int *>(p.bias + col));
-                b0 = __uint_as_float(bb << 16);
-                b1 = __uint_as_float(bb & 0xffff0000u);
-            }
-            *reinterpret_cast<uint32_t *>(dst + col) = vl_pack_bf16x2(
-                __fadd_rn(acc[4 * i + 2 * half], b0), __fadd_rn(acc[4 * i + 2 * half + 1], b1));
+    for (int i = 0; i < 32; i++) {
+        const int col = n0 + 8 * i + 2 * q;
+        if (col >= p.n) break; /* n % 8 == 0: col + 1 < n with col */
+        float b0 = 0.f, b1 = 0.f;
+        if (p.bias) {
+            const uint32_t bb = __ldg(reinterpret_cast<const unsigned int *>(p.bias + col));
+            b0 = __uint_as_float(bb << 16);
+            b1 = __uint_as_float(bb & 0xffff0000u);
         }
+        if (in0)
+            *reinterpret_cast<uint32_t *>(dst0 + col) =
+                vl_pack_bf16x2(__fadd_rn(acc[4 * i], b0), __fadd_rn(acc[4 * i + 1], b1));
+        if (in1)
+            *reinterpret_cast<uint32_t *>(dst1 + col) =
+                vl_pack_bf16x2(__fadd_rn(acc[4 * i + 2], b0), __fadd_rn(acc[4 * i + 3], b1));
     }
 }
 #endif /* VL_HOPPER_DEVICE */
