@@ -4,17 +4,18 @@
  * of W is written to or read from global memory (cuda_dequant_gemm.cu's slices, which stay for
  * every call this kernel does not take).
  *
- *   - Tiles: 128 rows of x by 256 rows of W (output columns), k steps of 64 (one 128-byte
- *     swizzle atom of bf16, and one NF4 block of each row of W). Persistent grid: one CTA an SM
+ *   - Tiles: 128 rows of x by 256, 224, 192 or 128 rows of W (output columns; cols_of picks the
+ *     one whose last round of tiles fills the GPU best), k steps of 64 (one 128-byte swizzle atom
+ *     of bf16, and one NF4 block of each row of W). Persistent grid: one CTA an SM
  *     walks tiles blockIdx.x, + gridDim.x, ..., x's row block major, so the CTAs in flight share
  *     x's rows and W's codes stream through L2; the producer runs into the next tile while the
  *     consumers store the last.
  *   - CTA = 3 warpgroups. Warpgroup 0 produces: thread 0 issues the TMA loads of x's tile
  *     (128 x 64 bf16, in the 128-byte swizzle) and of W's codes (256 rows x 32 bytes NF4 or 64
  *     bytes int8, plain) into a ring of stages; thread r of the 128 then turns rows r and r + 128
- *     of the staged codes into bf16 in the stage's W tile, in the swizzle wgmma reads (the int8
- *     cache's producer of cuda_attention_wgmma.cu, for weights). Warpgroups 1 and 2 consume 64
- *     rows of x each: acc[64 x 256] += x[64 x 16] . W[256 x 16]^T, wgmma m64n256k16 with both
+ *     (where the tile has it) of the staged codes into bf16 in the stage's W tile, in the swizzle
+ * wgmma reads (the int8 cache's producer of cuda_attention_wgmma.cu, for weights). Warpgroups 1 and
+ * 2 consume 64 rows of x each: acc[64 x BN] += x[64 x 16] . W[BN x 16]^T, wgmma m64nBNk16 with both
  *     operands K-major in shared memory, four per stage, one commit group per stage; a stage is
  *     released once the group after it is issued and it has completed.
  *   - Values: W's bf16 are exactly vl_weight_rows_f32's (NF4: bf16(table[code] * a_b) from the
@@ -23,8 +24,8 @@
  *   - Rows of x past m and rows of W past N come in as zeros (TMA out of bounds), with scale 0
  *     for W's; they are not stored.
  *   - Shared memory: NF4 4 stages of x 16 KB + W 32 KB + codes 8 KB (225 KB in all); Q8ROW 3
- *     stages with 16 KB of codes (193 KB). Registers: 40 for the producer, 232 for the consumers
- *     (128 accumulators).
+ *     stages with 16 KB of codes (193 KB). Registers: 56 for the producer, 224 for the consumers
+ *     (up to 128 accumulators).
  * Takes (vl_dqg_wgmma_takes): a compute capability 9.0 device in a build with sm_90a code,
  * dq_wgmma on, K a multiple of 64, N a multiple of 8, x, y and W's codes 16-byte aligned, a bias
  * 4-byte aligned. Leaves out: split-K or stream-K for grids of under two waves, TMA stores of y.
@@ -34,6 +35,7 @@
 #include "kernels/cuda_ops.h"
 
 #include <limits.h>
+#include <stdint.h>
 #include <string.h>
 
 namespace vl_dqg { /* named: a build without sm_90a code leaves parts unused */
@@ -51,11 +53,11 @@ struct Params {
 };
 
 /* The kernel's shape. */
-template <bool NF4> struct G {
+template <bool NF4, int BN> struct G {
     static constexpr int kWgThreads = 128;
     static constexpr int kThreads = 3 * kWgThreads;
     static constexpr int kBM = 128; /* rows of x a tile, 64 a consumer */
-    static constexpr int kBN = 256; /* rows of W a tile */
+    static constexpr int kBN = BN;  /* rows of W a tile: 128, 192, 224 or 256 */
     static constexpr int kBK = 64;  /* k a step */
     static constexpr int kStages = NF4 ? 4 : 3;
     static constexpr int kXBytes = kBM * 128;
@@ -84,7 +86,7 @@ template <bool NF4> struct G {
     __device__ static constexpr int empty(int s) { return kStages + s; }
     __device__ static constexpr int staged(int s) { return 2 * kStages + s; }
 };
-static_assert(G<true>::smem_bytes <= 232448 && G<false>::smem_bytes <= 232448,
+static_assert(G<true, 256>::smem_bytes <= 232448 && G<false, 256>::smem_bytes <= 232448,
               "the H100's shared memory a CTA");
 
 #ifdef VL_HOPPER_DEVICE
@@ -94,9 +96,9 @@ using namespace vl_hopper;
 struct Step {
     int m0, n0, kt;
 };
-__device__ __forceinline__ Step step_of(const Params &p, int it, int ksteps) {
+template <int BN> __device__ __forceinline__ Step step_of(const Params &p, int it, int ksteps) {
     const int tile = (int)blockIdx.x + (it / ksteps) * (int)gridDim.x;
-    return {tile / p.tiles_n * 128, tile % p.tiles_n * 256, it % ksteps};
+    return {tile / p.tiles_n * 128, tile % p.tiles_n * BN, it % ksteps};
 }
 
 /* Row `row` of W's scale for k step kt: NF4's block scale (double quantization: multiply, then
@@ -168,16 +170,17 @@ __device__ __forceinline__ void dequant_row_q8(uint32_t src, uint32_t dst, int r
 }
 
 /* Warpgroup 0: the loads (thread 0) and the dequantization of W's tiles (every thread). */
-template <bool NF4>
+template <bool NF4, int BN>
 __device__ __forceinline__ void produce(const Params &p, const CUtensorMap *tm_x,
                                         const CUtensorMap *tm_w, uint32_t base, int total,
                                         int ksteps) {
-    using K = G<NF4>;
+    using K = G<NF4, BN>;
     const int tid = (int)threadIdx.x, lane = tid % 32;
+    const bool two = tid + 128 < BN; /* a second row: tid + 128 */
     const auto stage_codes =
         [&](int it) { /* thread 0 */
                       const int s = it % K::kStages;
-                      const Step st = step_of(p, it, ksteps);
+                      const Step st = step_of<BN>(p, it, ksteps);
                       bar_arrive_expect(K::bar(base, K::staged(s)), K::kCodeBytes);
                       tma_load_2d(K::codes(base, s), tm_w, K::bar(base, K::staged(s)),
                                   st.kt * K::kCodeRowBytes, st.n0);
@@ -188,7 +191,7 @@ __device__ __forceinline__ void produce(const Params &p, const CUtensorMap *tm_x
         for (int it = 0; it < K::kStages && it < total; it++) stage_codes(it);
     }
     /* this thread's rows' scales, loaded a step ahead (each step would wait for its loads) */
-    Step st = step_of(p, 0, ksteps);
+    Step st = step_of<BN>(p, 0, ksteps);
     float next0 = scale_of<NF4>(p, st.n0 + tid, st.kt);
     float next1 = scale_of<NF4>(p, st.n0 + tid + 128, st.kt);
     for (int it = 0; it < total; it++) {
@@ -197,7 +200,7 @@ __device__ __forceinline__ void produce(const Params &p, const CUtensorMap *tm_x
         const float sc0 = next0, sc1 = next1;
         const Step cur = st;
         if (it + 1 < total) {
-            st = step_of(p, it + 1, ksteps);
+            st = step_of<BN>(p, it + 1, ksteps);
             next0 = scale_of<NF4>(p, st.n0 + tid, st.kt);
             next1 = scale_of<NF4>(p, st.n0 + tid + 128, st.kt);
         }
@@ -210,10 +213,10 @@ __device__ __forceinline__ void produce(const Params &p, const CUtensorMap *tm_x
         const uint32_t src = K::codes(base, s), dst = K::w_tile(base, s);
         if constexpr (NF4) {
             dequant_row_nf4(p, src, dst, tid, sc0);
-            dequant_row_nf4(p, src, dst, tid + 128, sc1);
+            if (two) dequant_row_nf4(p, src, dst, tid + 128, sc1);
         } else {
             dequant_row_q8(src, dst, tid, sc0);
-            dequant_row_q8(src, dst, tid + 128, sc1);
+            if (two) dequant_row_q8(src, dst, tid + 128, sc1);
         }
         fence_proxy_async(); /* this thread's rows, before the wgmma reads them */
         __syncwarp();
@@ -226,12 +229,13 @@ __device__ __forceinline__ void produce(const Params &p, const CUtensorMap *tm_x
 /* This thread's two rows of a consumer's 64 x 256 accumulators as bf16(acc + bias) (the
  * layout of cuda_hopper.cuh: acc[4i], acc[4i + 1] row g, columns 8i + 2q, + 1; acc[4i + 2],
  * acc[4i + 3] row g + 8). */
-__device__ __forceinline__ void store_tile(const Params &p, const float acc[128], int row0, int n0,
-                                           int q) {
+template <int BN>
+__device__ __forceinline__ void store_tile(const Params &p, const float acc[BN / 2], int row0,
+                                           int n0, int q) {
     vl_bf16 *dst0 = p.y + (int64_t)row0 * p.n, *dst1 = dst0 + (int64_t)8 * p.n;
     const bool in0 = row0 < p.m, in1 = row0 + 8 < p.m;
 #pragma unroll
-    for (int i = 0; i < 32; i++) {
+    for (int i = 0; i < BN / 8; i++) {
         const int col = n0 + 8 * i + 2 * q;
         if (col >= p.n) break; /* n % 8 == 0: col + 1 < n with col */
         float b0 = 0.f, b1 = 0.f;
@@ -250,12 +254,12 @@ __device__ __forceinline__ void store_tile(const Params &p, const float acc[128]
 }
 #endif /* VL_HOPPER_DEVICE */
 
-template <bool NF4>
-__global__ void __launch_bounds__(G<NF4>::kThreads, 1)
+template <bool NF4, int BN>
+__global__ void __launch_bounds__(G<NF4, BN>::kThreads, 1)
     dqg_kernel(const __grid_constant__ Params p, const __grid_constant__ CUtensorMap tm_x,
                const __grid_constant__ CUtensorMap tm_w) {
 #ifdef VL_HOPPER_DEVICE
-    using K = G<NF4>;
+    using K = G<NF4, BN>;
     extern __shared__ __align__(1024) unsigned char smem_raw[];
     const uint32_t base = (smem_addr(smem_raw) + 1023u) & ~1023u; /* the swizzle's alignment */
     const int tid = (int)threadIdx.x, wg = tid / K::kWgThreads;
@@ -273,15 +277,15 @@ __global__ void __launch_bounds__(G<NF4>::kThreads, 1)
     }
     __syncthreads();
 
-    /* registers: 128 x 40 + 256 x 232 = 64512 of the 64K */
+    /* registers: 128 x 56 + 256 x 224 = 64512 of the 64K */
     if (wg == 0) {
-        regs_dealloc<40>();
-        produce<NF4>(p, &tm_x, &tm_w, base, total, ksteps);
+        regs_dealloc<56>();
+        produce<NF4, BN>(p, &tm_x, &tm_w, base, total, ksteps);
         return;
     }
-    regs_alloc<232>();
+    regs_alloc<224>();
     const int cw = wg - 1, warp = (tid / 32) % 4, lane = tid % 32;
-    float acc[128];
+    float acc[BN / 2];
     int it = 0;
     for (int t = 0; t < my_tiles; t++) {
         for (int kt = 0; kt < ksteps; kt++, it++) {
@@ -292,7 +296,7 @@ __global__ void __launch_bounds__(G<NF4>::kThreads, 1)
             wg_fence();
 #pragma unroll
             for (int kk = 0; kk < 4; kk++)
-                wgmma_ss_m64n256(acc, desc_sw128(xa + 32 * kk, 16, 1024),
+                WgmmaSS<BN>::run(acc, desc_sw128(xa + 32 * kk, 16, 1024),
                                  desc_sw128(wb + 32 * kk, 16, 1024), kt > 0 || kk > 0);
             wg_commit();
             wg_wait<1>(); /* the stage before is read: give it back */
@@ -300,19 +304,19 @@ __global__ void __launch_bounds__(G<NF4>::kThreads, 1)
         }
         wg_wait<0>();
 #pragma unroll
-        for (int i = 0; i < 128; i++) reg_fence(acc[i]);
+        for (int i = 0; i < BN / 2; i++) reg_fence(acc[i]);
         if (lane == 0) bar_arrive(K::bar(base, K::empty((it - 1) % K::kStages)));
-        const Step st = step_of(p, it - 1, ksteps);
-        store_tile(p, acc, st.m0 + 64 * cw + 16 * warp + lane / 4, st.n0, lane % 4);
+        const Step st = step_of<BN>(p, it - 1, ksteps);
+        store_tile<BN>(p, acc, st.m0 + 64 * cw + 16 * warp + lane / 4, st.n0, lane % 4);
     }
 #endif /* VL_HOPPER_DEVICE */
 }
 
 #ifdef VL_HOPPER_KERNELS
-template <bool NF4>
+template <bool NF4, int BN>
 void launch(vl_cuda_ctx *c, vl_bf16 *y, const vl_bf16 *x, int64_t m, const vl_weight *w,
             const vl_bf16 *bias, cudaStream_t stream) {
-    using K = G<NF4>;
+    using K = G<NF4, BN>;
     Params p;
     p.absmax = w->absmax;
     p.absmax_code = w->absmax_code;
@@ -336,11 +340,46 @@ void launch(vl_cuda_ctx *c, vl_bf16 *y, const vl_bf16 *x, int64_t m, const vl_we
     const uint64_t w_strides[1] = {row_bytes};
     const uint32_t w_box[2] = {K::kCodeRowBytes, K::kBN};
     vl_cuda_tensor_map(c, &tm_w, 1, 2, w->data, w_dims, w_strides, w_box, 0);
-    const void *kernel = (const void *)dqg_kernel<NF4>;
+    const void *kernel = (const void *)dqg_kernel<NF4, BN>;
     (void)vl_cuda_ctas_per_sm(c, kernel, K::kThreads, K::smem_bytes); /* the opt-in */
     const int grid = p.tiles < c->sm_count ? p.tiles : c->sm_count;
-    dqg_kernel<NF4><<<grid, K::kThreads, K::smem_bytes, stream>>>(p, tm_x, tm_w);
+    dqg_kernel<NF4, BN><<<grid, K::kThreads, K::smem_bytes, stream>>>(p, tm_x, tm_w);
     VL_CUDA_LAUNCH_CHECK();
+}
+
+/* The tile's rows of W for an m x n product: of 256, 224, 192 and 128, the one whose tiles fill
+ * the grid's last round best (a round: one tile on each SM; the time ~ rounds x rows), the
+ * larger on a tie (fewer redone dequantizations of W). forced > 0 overrides. */
+int cols_of(int64_t m, int64_t n, int sms, int forced) {
+    if (forced > 0) return forced;
+    static const int cand[] = {256, 224, 192, 128};
+    int best = 256;
+    int64_t best_cost = INT64_MAX;
+    for (int i = 0; i < 4; i++) {
+        const int64_t tiles = (m + 127) / 128 * ((n + cand[i] - 1) / cand[i]);
+        const int64_t cost = (tiles + sms - 1) / sms * cand[i];
+        if (cost < best_cost) best_cost = cost, best = cand[i];
+    }
+    return best;
+}
+
+template <bool NF4>
+void launch_cols(vl_cuda_ctx *c, vl_bf16 *y, const vl_bf16 *x, int64_t m, const vl_weight *w,
+                 const vl_bf16 *bias, cudaStream_t stream) {
+    switch (cols_of(m, w->rows, c->sm_count, c->cfg.dq_wgmma_cols)) {
+    case 128:
+        launch<NF4, 128>(c, y, x, m, w, bias, stream);
+        break;
+    case 192:
+        launch<NF4, 192>(c, y, x, m, w, bias, stream);
+        break;
+    case 224:
+        launch<NF4, 224>(c, y, x, m, w, bias, stream);
+        break;
+    default:
+        launch<NF4, 256>(c, y, x, m, w, bias, stream);
+        break;
+    }
 }
 #endif /* VL_HOPPER_KERNELS */
 
@@ -369,9 +408,9 @@ int vl_dqg_wgmma(vl_cuda_ctx *c, vl_bf16 *y, const vl_bf16 *x, int64_t m, const 
     if (!vl_dqg_wgmma_takes(c, w, y, x, m, bias)) return 0;
 #ifdef VL_HOPPER_KERNELS
     if (w->dtype == VL_DTYPE_NF4)
-        vl_dqg::launch<true>(c, y, x, m, w, bias, stream);
+        vl_dqg::launch_cols<true>(c, y, x, m, w, bias, stream);
     else
-        vl_dqg::launch<false>(c, y, x, m, w, bias, stream);
+        vl_dqg::launch_cols<false>(c, y, x, m, w, bias, stream);
 #else
     (void)stream;
 #endif

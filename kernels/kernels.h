@@ -545,6 +545,8 @@ typedef struct {
                                * capability 9.0 device as one Hopper kernel that dequantizes W's
                                * tiles into shared memory for wgmma (cuda_dequant_gemm_wgmma.cu),
                                * where it takes the shape; 0: bf16 slices and cuBLASLt always */
+    int dq_wgmma_cols;        /* "dq_wgmma_cols": rows of W a tile of that Hopper kernel: 0
+                               * (default) chosen per shape, or 128, 192, 224, 256 forced */
     int dq_overlap;           /* "dq_overlap": 1 (default) dequantizes the dequant GEMM's next
                                * slice on a second stream while the GEMM of the last runs; 0:
                                * each slice just before its GEMM, on the one stream */
