@@ -39,6 +39,7 @@ S=18944x3584,3584x18944,4608x3584,3584x3584
 for r in $(seq ${ROUNDS:-2}); do for wg in 1 0; do
     gemm wg${wg}_$r --quant nf4,int8 --shape $S --m 2048,8192 --cuda-opt dq_wgmma=$wg
 done; done
+for c in 256 128; do gemm cols$c --quant nf4 --shape 4608x3584,3584x3584 --m 2048 --cuda-opt dq_wgmma_cols=$c; done
 M=(--backend cuda --random-weights --config examples/qwen2-vl-7b-instruct.json --tokenizer $TOK --json --max-tokens 64)
 run() { local tag=$1; shift; left 30 "$tag" || return 0
     nvidia-smi --query-gpu=timestamp,clocks.sm,clocks.mem,power.draw,utilization.gpu --format=csv,noheader -lms 20 > $O/runs/$tag.clk 2>&1 &
