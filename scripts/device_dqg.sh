@@ -7,8 +7,9 @@
 #   3. compute-sanitizer memcheck and racecheck on small NF4 / int8 GEMMs of the Hopper kernel;
 #   4. vlbench gemm, NF4 and int8 at m = 2048 and 8192, dq_wgmma 1 / 0, beside cuBLAS bf16
 #      (ROUNDS rounds);
-#   5. end to end: NF4 and bf16 x28 (64 tokens) with the SM clock sampled every 20 ms
-#      (nvidia-smi) across load and prefill: the first request's one-time cost.
+#   5. end to end (64 tokens), each with the SM clock sampled every 20 ms (nvidia-smi) across
+#      load and prefill (the first request's one-time cost): NF4 x28 with dq_wgmma 1 / 0, bf16
+#      x28, NF4 with 28 different pages, NF4 x200.
 set -u
 O=${OUT:-/tmp/out}/dqg; mkdir -p $O/runs
 . scripts/device_common.sh
@@ -45,7 +46,7 @@ run() { local tag=$1; shift; left 30 "$tag" || return 0
     nvidia-smi --query-gpu=timestamp,clocks.sm,clocks.mem,power.draw,utilization.gpu --format=csv,noheader -lms 20 > $O/runs/$tag.clk 2>&1 &
     local smi=$!
     date +%s.%N > $O/runs/$tag.t0
-    timeout 60 $B/vlrun "$@" "${M[@]}" > $O/runs/$tag.json 2> $O/runs/$tag.err
+    timeout 100 $B/vlrun "$@" "${M[@]}" > $O/runs/$tag.json 2> $O/runs/$tag.err
     local rc=$?
     kill $smi 2>/dev/null; wait $smi 2>/dev/null
     echo "$(el) $tag rc $rc $(python3 -c "import json; d=json.load(open('$O/runs/$tag.json')); t=d['timings']
@@ -54,4 +55,7 @@ print('load %.3f ttft %.3f vision %.3f decode %.1f tok/s chunk %d' % (t['load_s'
 }
 for wg in 1 0; do run nf4_x28_wg$wg examples/page.png x28 --quant nf4 --cuda-opt dq_wgmma=$wg; done
 run bf16_x28 examples/page.png x28
+make_pages
+run nf4_28p "${PAGES[@]}" --quant nf4
+left 80 nf4_x200 && run nf4_x200 examples/page.png x200 --quant nf4
 echo "$(el) done" >> $L
