@@ -25,22 +25,12 @@ echo "$(el) sass: $(grep -c 'Function :' $O/runs/dqg.sass) functions, $(grep -cE
 rc=$?
 echo "$(el) tests rc $rc: $(grep -E 'tests passed|tests failed' $O/runs/tests.txt | tail -1); $(grep -E 'Hopper dequant GEMM' $O/runs/tests.txt)" >> $L
 grep -E "FAIL|wgmma.*outside [1-9]" $O/runs/tests.txt | head -5 >> $L
-for tool in memcheck racecheck; do
-    left 60 $tool || continue
-    timeout 120 compute-sanitizer --tool $tool --error-exitcode 9 $VB gemm --iters 1 --warmup 0 --no-ref \
-        --quant nf4,int8 --shape 264x320,512x3584 --m 300 > $O/runs/san_$tool.txt 2>&1
-    rc=$?
-    echo "$(el) $tool rc $rc: $(grep -E 'ERROR SUMMARY|RACECHECK SUMMARY' $O/runs/san_$tool.txt | tr '\n' ' ')" >> $L
-done
 gemm() { local tag=$1; shift; left 25 "gemm $tag" || return 0
     timeout 90 $VB gemm --iters 10 --warmup 3 --no-ref "$@" > $O/runs/gemm_$tag.md 2>&1
     echo "$(el) gemm $tag: $(grep -E '^\| ' $O/runs/gemm_$tag.md | grep -vE '\| case|---' | cut -d'|' -f3,4,6,13 | tr -s ' ' | tr '\n' ';')" >> $L
 }
 S=18944x3584,3584x18944,4608x3584,3584x3584
-for r in $(seq ${ROUNDS:-2}); do for wg in 1 0; do
-    gemm wg${wg}_$r --quant nf4,int8 --shape $S --m 2048,8192 --cuda-opt dq_wgmma=$wg
-done; done
-for c in 256 128; do gemm cols$c --quant nf4 --shape 4608x3584,3584x3584 --m 2048 --cuda-opt dq_wgmma_cols=$c; done
+for wg in 1 0; do gemm wg${wg}_1 --quant nf4,int8 --shape $S --m 2048,8192 --cuda-opt dq_wgmma=$wg; done
 M=(--backend cuda --random-weights --config examples/qwen2-vl-7b-instruct.json --tokenizer $TOK --json --max-tokens 64)
 run() { local tag=$1; shift; left 30 "$tag" || return 0
     nvidia-smi --query-gpu=timestamp,clocks.sm,clocks.mem,power.draw,utilization.gpu --format=csv,noheader -lms 20 > $O/runs/$tag.clk 2>&1 &
@@ -54,6 +44,15 @@ print('load %.3f ttft %.3f vision %.3f decode %.1f tok/s chunk %d' % (t['load_s'
     echo "    sm clock MHz (20 ms samples): $(cut -d, -f2 $O/runs/$tag.clk | tr -d ' MHz' | tr '\n' ' ' | cut -c1-600)" >> $L
 }
 for wg in 1 0; do run nf4_x28_wg$wg examples/page.png x28 --quant nf4 --cuda-opt dq_wgmma=$wg; done
+for tool in memcheck racecheck; do
+    left 90 $tool || continue
+    timeout 120 compute-sanitizer --tool $tool --error-exitcode 9 $VB gemm --iters 1 --warmup 0 --no-ref \
+        --quant nf4,int8 --shape 264x320,1024x512 --m 300 > $O/runs/san_$tool.txt 2>&1
+    rc=$?
+    echo "$(el) $tool rc $rc: $(grep -E 'ERROR SUMMARY|RACECHECK SUMMARY' $O/runs/san_$tool.txt | tr '\n' ' ')" >> $L
+done
+for wg in 1 0; do gemm wg${wg}_2 --quant nf4,int8 --shape $S --m 2048,8192 --cuda-opt dq_wgmma=$wg; done
+for c in 256 128; do gemm cols$c --quant nf4 --shape 4608x3584,3584x3584 --m 2048 --cuda-opt dq_wgmma_cols=$c; done
 run bf16_x28 examples/page.png x28
 make_pages
 run nf4_28p "${PAGES[@]}" --quant nf4
