@@ -18,7 +18,6 @@ void vl_cuda_config_init(vl_cuda_config *c) {
                           .gemv_lean = 1,
                           .pdl = 1,
                           .quant_gemv_rows = 32,
-                          .dq_wgmma = 1,
                           .dq_overlap = 1,
                           .attn_decode_waves = 1,
                           .attn_decode_tail = 1,

@@ -6,18 +6,19 @@
  *
  *   - Tiles: 128 rows of x by 256, 224, 192 or 128 rows of W (output columns; cols_of picks the
  *     one whose last round of tiles fills the GPU best), k steps of 64 (one 128-byte swizzle atom
- *     of bf16, and one NF4 block of each row of W). Persistent grid: one CTA an SM
- *     walks tiles blockIdx.x, + gridDim.x, ..., x's row block major, so the CTAs in flight share
- *     x's rows and W's codes stream through L2; the producer runs into the next tile while the
- *     consumers store the last.
+ *     of bf16, and one NF4 block of each row of W). Persistent grid: one CTA an SM walks tiles
+ *     blockIdx.x, + gridDim.x, ..., x's row block major, so the CTAs in flight share x's rows
+ *     and W's codes stream through L2; the producer runs into the next tile while the consumers
+ *     store the last.
  *   - CTA = 3 warpgroups. Warpgroup 0 produces: thread 0 issues the TMA loads of x's tile
- *     (128 x 64 bf16, in the 128-byte swizzle) and of W's codes (256 rows x 32 bytes NF4 or 64
- *     bytes int8, plain) into a ring of stages; thread r of the 128 then turns rows r and r + 128
- *     (where the tile has it) of the staged codes into bf16 in the stage's W tile, in the swizzle
- * wgmma reads (the int8 cache's producer of cuda_attention_wgmma.cu, for weights). Warpgroups 1 and
- * 2 consume 64 rows of x each: acc[64 x BN] += x[64 x 16] . W[BN x 16]^T, wgmma m64nBNk16 with both
- *     operands K-major in shared memory, four per stage, one commit group per stage; a stage is
- *     released once the group after it is issued and it has completed.
+ *     (128 x 64 bf16, in the 128-byte swizzle) and of W's codes (BN rows x 32 bytes NF4 or 64
+ *     bytes int8, plain) into a ring of stages; thread r of the 128 then turns rows r and
+ *     r + 128 (where the tile has it) of the staged codes into bf16 in the stage's W tile, in
+ *     the swizzle wgmma reads (the int8 cache's producer of cuda_attention_wgmma.cu, for
+ *     weights). Warpgroups 1 and 2 consume 64 rows of x each: acc[64 x BN] += x[64 x 16] .
+ *     W[BN x 16]^T, wgmma m64nBNk16 with both operands K-major in shared memory, four per
+ *     stage, one commit group per stage; a stage is released once the group after it is issued
+ *     and it has completed.
  *   - Values: W's bf16 are exactly vl_weight_rows_f32's (NF4: bf16(table[code] * a_b) from the
  *     block planes of cuda_mma.cuh; Q8ROW: bf16(q * absmax * (1/127))), the products accumulate
  *     in fp32, and each output is bf16(acc + bias) in fp32: one rounding, as the sliced path.
@@ -26,6 +27,18 @@
  *   - Shared memory: NF4 4 stages of x 16 KB + W 32 KB + codes 8 KB (225 KB in all); Q8ROW 3
  *     stages with 16 KB of codes (193 KB). Registers: 56 for the producer, 224 for the consumers
  *     (up to 128 accumulators).
+ *   - Measured (S26, H100, vlbench beside cuBLAS bf16, bench/RESULTS.md): correct
+ *     (test_quant_gpu, memcheck clean) but slow: 221-372 TFLOP/s, 0.30-0.47 of cuBLAS, where
+ *     the bf16 slices of cuda_dequant_gemm.cu reach 0.74-1.04. NF4 (about 3 integer
+ *     instructions a weight) runs faster than int8 (about 4.5), and m = 8192 little faster than
+ *     2048, which points to the producer's conversion as the bound: 4 warps (one a scheduler,
+ *     nothing to hide their latency) making 16K weights a step, about 3600 cycles a step
+ *     against about 1100 of tensor-core work (an inference from those ratios, not yet an
+ *     Nsight Compute profile). So it is opt-in (dq_wgmma = 1). Next: convert in the consumers
+ *     (8 warps, idle while their wgmma runs): W as wgmma's A operand from registers, each
+ *     thread's fragment bytes picked from the staged codes (for NF4, byte q of each word of a
+ *     row gives a k16 step's pairs), as CUTLASS's mixed-input GEMMs do; or two converting
+ *     warpgroups.
  * Takes (vl_dqg_wgmma_takes): a compute capability 9.0 device in a build with sm_90a code,
  * dq_wgmma on, K a multiple of 64, N a multiple of 8, x, y and W's codes 16-byte aligned, a bias
  * 4-byte aligned. Leaves out: split-K or stream-K for grids of under two waves, TMA stores of y.

@@ -26,7 +26,7 @@ static void test_defaults(void) {
     VT_CHECK_INT(c.quant_gemv_rows, 32);
     VT_CHECK_INT(c.dq_slice_rows, 0);
     VT_CHECK_INT(c.dq_overlap, 1);
-    VT_CHECK_INT(c.dq_wgmma, 1);
+    VT_CHECK_INT(c.dq_wgmma, 0);
     VT_CHECK_INT(c.dq_wgmma_cols, 0);
     VT_CHECK_INT(c.attn_decode_splits, 0);
     VT_CHECK_INT(c.attn_decode_waves, 1);
@@ -45,7 +45,7 @@ static void test_keys(void) {
                          "gemv_nf4_regs=2",    "attn_decode_splits=12", "attn_decode_waves=4",
                          "attn_decode_tail=0", "attn_prefill_rows=64",  "attn_prefill_wgmma=1",
                          "gemv_lean=0",        "profile_step=5",        "pdl=0",
-                         "dq_slice_rows=4224", "dq_overlap=0",          "dq_wgmma=0",
+                         "dq_slice_rows=4224", "dq_overlap=0",          "dq_wgmma=1",
                          "dq_wgmma_cols=224"};
     for (int i = 0; i < (int)(sizeof set / sizeof set[0]); i++) {
         char why[256] = "";
@@ -60,7 +60,7 @@ static void test_keys(void) {
     VT_CHECK_INT(c.quant_gemv_rows, 0);
     VT_CHECK_INT(c.dq_slice_rows, 4224);
     VT_CHECK_INT(c.dq_overlap, 0);
-    VT_CHECK_INT(c.dq_wgmma, 0);
+    VT_CHECK_INT(c.dq_wgmma, 1);
     VT_CHECK_INT(c.dq_wgmma_cols, 224);
     VT_CHECK_INT(c.gemv_rows16, 0);
     VT_CHECK_INT(c.gemv_row_tiles, 2);
