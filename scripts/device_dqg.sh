@@ -4,7 +4,8 @@
 # and $OUT/dqg/runs.tgz.
 #   1. builds build-device/gpu; the kernel's SASS: local-memory accesses and wgmma count;
 #   2. test_quant_gpu (the slices and the Hopper kernel against the CPU twin), test_cuda_config;
-#   3. compute-sanitizer memcheck and racecheck on small NF4 / int8 GEMMs of the Hopper kernel;
+#   3. compute-sanitizer memcheck and racecheck on small NF4 / int8 GEMMs of the Hopper kernel,
+#      then Nsight Compute of it (NF4, int8);
 #   4. vlbench gemm, NF4 and int8 at m = 2048 and 8192, dq_wgmma 1 / 0, beside cuBLAS bf16
 #      (ROUNDS rounds);
 #   5. end to end (64 tokens), each with the SM clock sampled every 20 ms (nvidia-smi) across
@@ -53,6 +54,19 @@ for tool in memcheck racecheck; do
         --cuda-opt dq_wgmma=1 > $O/runs/san_$tool.txt 2>&1
     rc=$?
     echo "$(el) $tool rc $rc: $(grep -E 'ERROR SUMMARY|RACECHECK SUMMARY' $O/runs/san_$tool.txt | tr '\n' ' ')" >> $L
+done
+# Nsight Compute of the Hopper kernel (NF4 and int8, 18944 x 3584, m = 2048): issue slots,
+# warp states and stall reasons per warp, the source counters (is the producer the bound?)
+NCU=$(command -v ncu || ls /opt/nvidia/nsight-compute/*/ncu 2>/dev/null | head -1)
+for q in nf4 int8; do
+    [ -n "$NCU" ] && left 90 "ncu $q" || continue
+    timeout 120 "$NCU" --clock-control none --section LaunchStats --section Occupancy \
+        --section SpeedOfLight --section ComputeWorkloadAnalysis --section WarpStateStats \
+        --section SchedulerStats --section InstructionStats --section SourceCounters \
+        -k regex:dqg_kernel --launch-count 1 -o $O/runs/ncu_$q -f $VB gemm --shape 18944x3584 \
+        --m 2048 --quant $q --no-ref --iters 1 --warmup 0 --cuda-opt dq_wgmma=1 > $O/runs/ncu_$q.log 2>&1
+    "$NCU" -i $O/runs/ncu_$q.ncu-rep --page details --print-details all > $O/runs/ncu_$q.txt 2>&1
+    echo "$(el) ncu $q: $(grep -E 'Duration|Issue Slots Busy|Warp Cycles Per Issued|No Eligible' $O/runs/ncu_$q.txt | tr -s ' ' | head -6 | tr '\n' ';')" >> $L
 done
 for wg in 1 0; do gemm wg${wg}_2 --quant nf4,int8 --shape $S --m 2048,8192 --cuda-opt dq_wgmma=$wg; done
 for c in 256 128; do gemm cols$c --quant nf4 --shape 4608x3584,3584x3584 --m 2048 --cuda-opt dq_wgmma_cols=$c; done
