@@ -37,8 +37,10 @@
  *     Nsight Compute profile). So it is opt-in (dq_wgmma = 1). Next: convert in the consumers
  *     (8 warps, idle while their wgmma runs): W as wgmma's A operand from registers, each
  *     thread's fragment bytes picked from the staged codes (for NF4, byte q of each word of a
- *     row gives a k16 step's pairs), as CUTLASS's mixed-input GEMMs do; or two converting
- *     warpgroups.
+ *     row gives a k16 step's pairs), as CUTLASS's mixed-input GEMMs do. Two converting
+ *     warpgroups (512 threads) do not compile with these tiles: ptxas holds the whole kernel to
+ *     the launch's 128 registers a thread, and wgmma m64n256 with its 128 accumulators needs
+ *     at least 154 (ptxas C7602); they would need tiles of at most 128 rows of W.
  * Takes (vl_dqg_wgmma_takes): a compute capability 9.0 device in a build with sm_90a code,
  * dq_wgmma on, K a multiple of 64, N a multiple of 8, x, y and W's codes 16-byte aligned, a bias
  * 4-byte aligned. Leaves out: split-K or stream-K for grids of under two waves, TMA stores of y.
