@@ -353,8 +353,8 @@ struct Consumer {
 #pragma unroll
         for (int kk = 0; kk < D / 16; kk++) {
             const uint32_t off = (uint32_t)((kk / 4) * H::kBN * H::kRowBytes + (kk % 4) * 32);
-            wgmma_ss_m64n128(sc, desc_sw128(q_rows + off, 16, 1024),
-                             desc_sw128(s_k + off, 16, 1024), kk > 0);
+            WgmmaSS<128>::run(sc, desc_sw128(q_rows + off, 16, 1024),
+                              desc_sw128(s_k + off, 16, 1024), kk > 0);
         }
     }
     /* o += P V over the tile's keys in k steps of 16 */
