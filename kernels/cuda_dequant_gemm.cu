@@ -151,7 +151,8 @@ static void check_args(const vl_weight *w, int64_t m) {
 void vl_cuda_launch_dequant_gemm(vl_backend *b, vl_bf16 *y, const vl_bf16 *x, int64_t m,
                                  const vl_weight *w, const vl_bf16 *bias) {
     check_args(w, m);
-    if (vl_dqg_wgmma(vl_cuda_ctx_of(b), y, x, m, w, bias, vl_cuda_ctx_of(b)->stream)) return;
+    vl_cuda_ctx *c = vl_cuda_ctx_of(b);
+    if (vl_dqg_wgmma(c, c->cfg.dq_wgmma, y, x, m, w, bias, c->stream)) return;
     const vl_cuda_dqgemm_res r = res_of(b, 0);
     vl_cuda_dequant_gemm_run(&r, y, x, m, w, bias);
 }
@@ -167,14 +168,9 @@ extern "C" int vl_cuda_dequant_gemm_sliced(vl_backend *b, void *y, const void *x
                     (long long)w->cols, (long long)w->rows);
     const vl_bf16 *bias_data = has_bias ? (const vl_bf16 *)bias->data : NULL;
     vl_cuda_ctx *c = vl_cuda_ctx_of(b);
-    if (wgmma != 0) {
-        const int saved = c->cfg.dq_wgmma;
-        if (wgmma > 0) c->cfg.dq_wgmma = 1;
-        const int ran =
-            vl_dqg_wgmma(c, (vl_bf16 *)y, (const vl_bf16 *)x, m, w, bias_data, c->stream);
-        c->cfg.dq_wgmma = saved;
-        if (ran) return 1;
-    }
+    if (vl_dqg_wgmma(c, wgmma < 0 ? c->cfg.dq_wgmma : wgmma, (vl_bf16 *)y, (const vl_bf16 *)x, m, w,
+                     bias_data, c->stream))
+        return 1;
     vl_cuda_dqgemm_res r = res_of(b, max_slice_rows);
     if (overlap >= 0) r.overlap = overlap;
     vl_cuda_dequant_gemm_run(&r, (vl_bf16 *)y, (const vl_bf16 *)x, m, w, bias_data);

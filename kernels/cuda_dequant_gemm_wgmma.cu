@@ -41,9 +41,9 @@
  *     warpgroups (512 threads) do not compile with these tiles: ptxas holds the whole kernel to
  *     the launch's 128 registers a thread, and wgmma m64n256 with its 128 accumulators needs
  *     at least 154 (ptxas C7602); they would need tiles of at most 128 rows of W.
- * Takes (vl_dqg_wgmma_takes): a compute capability 9.0 device in a build with sm_90a code,
- * dq_wgmma on, K a multiple of 64, N a multiple of 8, x, y and W's codes 16-byte aligned, a bias
- * 4-byte aligned. Leaves out: split-K or stream-K for grids of under two waves, TMA stores of y.
+ * Takes (vl_dqg_wgmma, when enabled): a compute capability 9.0 device in a build with sm_90a code,
+ * K a multiple of 64, N a multiple of 8, x, y and W's codes 16-byte aligned, a bias 4-byte aligned.
+ * Leaves out: split-K or stream-K for grids of under two waves, TMA stores of y.
  */
 #include "kernels/cuda_hopper.cuh"
 #include "kernels/cuda_mma.cuh"
@@ -400,10 +400,11 @@ void launch_cols(vl_cuda_ctx *c, vl_bf16 *y, const vl_bf16 *x, int64_t m, const 
 
 } // namespace vl_dqg
 
-int vl_dqg_wgmma_takes(const vl_cuda_ctx *c, const vl_weight *w, const void *y, const void *x,
-                       int64_t m, const void *bias) {
+/* 1 when c's device and the operands' shapes and alignment take the kernel (the file comment). */
+static int takes(const vl_cuda_ctx *c, const vl_weight *w, const void *y, const void *x, int64_t m,
+                 const void *bias) {
 #ifdef VL_HOPPER_KERNELS
-    if (!c->cfg.dq_wgmma || c->cc_major != 9 || c->cc_minor != 0) return 0;
+    if (c->cc_major != 9 || c->cc_minor != 0) return 0;
     if (w->dtype != VL_DTYPE_NF4 && w->dtype != VL_DTYPE_Q8ROW) return 0;
     if (w->cols % 64 != 0 || w->rows % 8 != 0 || m < 1 || m > INT_MAX / 2 ||
         w->rows > INT_MAX / 2 || w->cols > INT_MAX / 2)
@@ -418,9 +419,9 @@ int vl_dqg_wgmma_takes(const vl_cuda_ctx *c, const vl_weight *w, const void *y, 
 #endif
 }
 
-int vl_dqg_wgmma(vl_cuda_ctx *c, vl_bf16 *y, const vl_bf16 *x, int64_t m, const vl_weight *w,
-                 const vl_bf16 *bias, cudaStream_t stream) {
-    if (!vl_dqg_wgmma_takes(c, w, y, x, m, bias)) return 0;
+int vl_dqg_wgmma(vl_cuda_ctx *c, int enabled, vl_bf16 *y, const vl_bf16 *x, int64_t m,
+                 const vl_weight *w, const vl_bf16 *bias, cudaStream_t stream) {
+    if (!enabled || !takes(c, w, y, x, m, bias)) return 0;
 #ifdef VL_HOPPER_KERNELS
     if (w->dtype == VL_DTYPE_NF4)
         vl_dqg::launch_cols<true>(c, y, x, m, w, bias, stream);
