@@ -10,6 +10,10 @@
 #   device_build B BUILD_LOG [TARGET...]
 #                                  a Release sm_90 build of this tree in B (every target if none
 #                                  is named); "build rc N" in the log, the status returned
+#   vlbench_gemm SECONDS TAG ARGS...
+#                                  one `vlbench gemm ARGS` (VB: the vlbench binary) within
+#                                  SECONDS into $O/runs/gemm_TAG.md, its rate, ratio to the
+#                                  anchor and shape per row in the log
 #   make_pages                     PAGES: 28 different pages in /tmp/pages (page.png shifted right
 #                                  by 1..28 pixels and numbered: the vision tower runs 28 times)
 
@@ -40,6 +44,14 @@ device_build() {
     echo "$(el) build rc $rc" >>"$L"
     grep -E "error:|Error [0-9]" "$log" | head -5 >>"$L"
     return $rc
+}
+
+vlbench_gemm() {
+    local secs=$1 tag=$2
+    shift 2
+    left 25 "gemm $tag" || return 0
+    timeout "$secs" "$VB" gemm --iters 10 --warmup 3 --no-ref "$@" >"$O/runs/gemm_$tag.md" 2>&1
+    echo "$(el) gemm $tag: $(grep -E '^\| ' "$O/runs/gemm_$tag.md" | grep -vE '\| case|---' | cut -d'|' -f3,4,6,13 | tr -s ' ' | tr '\n' ';')" >>"$L"
 }
 
 make_pages() {

@@ -15,10 +15,7 @@ trap 'tar czf $O/runs.tgz -C $O runs; rm -rf $O/runs' EXIT
 B=build-device/gpu
 device_build $B $O/build.txt vlrun vlbench two_requests test_quant_gpu
 VB=$(find $B -name vlbench -type f -perm -u+x | head -1)
-gemm() { local tag=$1; shift; left 25 "gemm $tag" || return 0
-    timeout 90 $VB gemm --iters 10 --warmup 3 --no-ref "$@" > $O/runs/gemm_$tag.md 2>&1
-    echo "$(el) gemm $tag: $(grep -E '^\| ' $O/runs/gemm_$tag.md | grep -vE '\| case|---' | cut -d'|' -f3,4,6,13 | tr -s ' ' | tr '\n' ';')" >> $L
-}
+gemm() { vlbench_gemm 90 "$@"; }
 S=18944x3584,3584x18944,4608x3584,3584x3584
 R=$(seq ${ROUNDS:-2})
 for r in $R; do for ov in 1 0; do gemm ov${ov}_$r --quant nf4,int8 --shape $S --m 2048,8192 --cuda-opt dq_overlap=$ov; done; done

@@ -26,10 +26,7 @@ echo "$(el) sass: $(grep -c 'Function :' $O/runs/dqg.sass) functions, $(grep -cE
 rc=$?
 echo "$(el) tests rc $rc: $(grep -E 'tests passed|tests failed' $O/runs/tests.txt | tail -1); $(grep -E 'Hopper dequant GEMM' $O/runs/tests.txt)" >> $L
 grep -E "FAIL|wgmma.*outside [1-9]" $O/runs/tests.txt | head -5 >> $L
-gemm() { local tag=$1; shift; left 25 "gemm $tag" || return 0
-    timeout 90 $VB gemm --iters 10 --warmup 3 --no-ref "$@" > $O/runs/gemm_$tag.md 2>&1
-    echo "$(el) gemm $tag: $(grep -E '^\| ' $O/runs/gemm_$tag.md | grep -vE '\| case|---' | cut -d'|' -f3,4,6,13 | tr -s ' ' | tr '\n' ';')" >> $L
-}
+gemm() { vlbench_gemm 90 "$@"; }
 S=18944x3584,3584x18944,4608x3584,3584x3584
 for wg in 1 0; do gemm wg${wg}_1 --quant nf4,int8 --shape $S --m 2048,8192 --cuda-opt dq_wgmma=$wg; done
 M=(--backend cuda --random-weights --config examples/qwen2-vl-7b-instruct.json --tokenizer $TOK --json --max-tokens 64)

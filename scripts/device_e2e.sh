@@ -53,11 +53,7 @@ $B/vlrun plan --config examples/qwen2-vl-7b-instruct.json --tokenizer $TOK --gpu
     --max-tokens 512 > $O/runs/plan_h100.txt 2>&1
 echo "$(el) plan --gpu H100 x28:" >> $L; grep -E "^(bf16|nf4) " $O/runs/plan_h100.txt >> $L
 VB=$B/bench/vlbench; [ -x $VB ] || VB=$(find $B -name vlbench -type f -perm -u+x | head -1)
-gemm() { # TAG ARGS...: one vlbench gemm, its TFLOP/s per shape in the log
-    local tag=$1; shift; left 25 "gemm $tag" || return 0
-    timeout 60 $VB gemm --iters 10 --warmup 3 --no-ref "$@" > $O/runs/gemm_$tag.md 2>&1
-    echo "$(el) gemm $tag: $(grep -E '^\| ' $O/runs/gemm_$tag.md | grep -vE '\| case|---' | cut -d'|' -f3,4,6,13 | tr -s ' ' | tr '\n' ';')" >> $L
-}
+gemm() { vlbench_gemm 60 "$@"; }
 S=18944x3584,3584x18944,4608x3584,3584x3584
 gemm rule --quant bf16,nf4 --shape $S --m 2048,8192
 for r in 512 885 1024 2048 3072 4224 4608; do gemm rows$r --quant nf4 --shape $S --m 2048 --cuda-opt dq_slice_rows=$r; done
