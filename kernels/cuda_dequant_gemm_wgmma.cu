@@ -122,10 +122,9 @@ template <bool NF4> __device__ __forceinline__ float scale_of(const Params &p, i
     if (row >= p.n) return 0.f;
     if (!NF4) return __ldg(p.absmax + row);
     const int64_t b = (int64_t)row * (p.k / 64) + kt;
-    if (p.absmax_code == NULL) return __ldg(p.absmax + b);
-    return __fadd_rn(
-        __fmul_rn(__ldg(p.absmax_map + __ldg(p.absmax_code + b)), __ldg(p.absmax + b / 256)),
-        p.absmax_offset);
+    return p.absmax_code == NULL ? vl_nf4_block_scale<false>(p.absmax, NULL, NULL, 0.f, b)
+                                 : vl_nf4_block_scale<true>(p.absmax, p.absmax_code, p.absmax_map,
+                                                            p.absmax_offset, b);
 }
 
 __device__ __forceinline__ void lds128(uint32_t w[4], uint32_t addr) {

@@ -40,6 +40,19 @@ __device__ __forceinline__ uint32_t vl_nf4_pair(const float *s_table, uint32_t h
     return vl_pack_bf16x2(__fmul_rn(first, scale), __fmul_rn(second, scale));
 }
 
+/* The scale of NF4 block b from global memory (kernels.h's formula): absmax[b], or with double
+ * quantization (DQ) map[scale_codes[b]] * absmax[b / 256] + offset, multiply then add (no FMA,
+ * as the CPU twin). */
+template <bool DQ>
+__device__ __forceinline__ float vl_nf4_block_scale(const float *absmax, const uint8_t *scale_codes,
+                                                    const float *map, float offset, int64_t b) {
+    if constexpr (DQ)
+        return __fadd_rn(__fmul_rn(__ldg(map + __ldg(scale_codes + b)), __ldg(absmax + (b >> 8))),
+                         offset);
+    else
+        return __ldg(absmax + b);
+}
+
 /* PTX prmt in its default mode: result byte n is byte (nibble n of sel) & 7 of {a: 0..3, b: 4..7},
  * or, where the nibble's bit 3 is set, that byte's sign bit copied into all 8 bits. (__byte_perm
  * documents only the low 3 bits of each nibble; the NF4 lookups below need the sign mode.) */

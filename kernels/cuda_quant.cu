@@ -25,6 +25,7 @@
  * Leaves out: FP4, blocksizes other than 64, stochastic rounding, LLM.int8's outlier columns.
  * The matrix multiplies that consume these formats live in cuda_gemv.cu and cuda_dequant_gemm.cu.
  */
+#include "kernels/cuda_mma.cuh"
 #include "kernels/cuda_ops.h"
 
 #include <cuda_fp16.h>
@@ -343,17 +344,6 @@ static __global__ void __launch_bounds__(QUANT_THREADS)
 /* ---- kernels: dequantization ------------------------------------------------------------------
  */
 
-/* The scale of NF4 block b. */
-template <bool DQ>
-__device__ __forceinline__ float nf4_scale(const float *absmax, const uint8_t *scale_codes,
-                                           const float *map, float offset, int64_t b) {
-    if constexpr (DQ)
-        return __fadd_rn(__fmul_rn(__ldg(map + __ldg(scale_codes + b)), __ldg(absmax + (b >> 8))),
-                         offset);
-    else
-        return __ldg(absmax + b);
-}
-
 /* dst[i] = element base + i of W, i < count. VEC: base % 8 == 0, dst 16-byte and codes 4-byte
  * aligned: 8 outputs per thread from one 32-bit word of codes and one scale. */
 template <bool DQ, bool VEC>
@@ -370,7 +360,8 @@ static __global__ void __launch_bounds__(DEQUANT_THREADS)
              o += stride) {
             const int64_t e0 = base + o * OCTET;
             const uint32_t word = __ldg(reinterpret_cast<const uint32_t *>(codes + e0 / 2));
-            const float a = nf4_scale<DQ>(absmax, scale_codes, map, offset, e0 / VL_NF4_BLOCK);
+            const float a =
+                vl_nf4_block_scale<DQ>(absmax, scale_codes, map, offset, e0 / VL_NF4_BLOCK);
             float w[OCTET];
 #pragma unroll
             for (int j = 0; j < 4; j++) {
@@ -385,7 +376,8 @@ static __global__ void __launch_bounds__(DEQUANT_THREADS)
             const int64_t e = base + i;
             const unsigned byte = __ldg(codes + e / 2);
             const unsigned c = (e & 1) ? (byte & 15u) : (byte >> 4);
-            const float a = nf4_scale<DQ>(absmax, scale_codes, map, offset, e / VL_NF4_BLOCK);
+            const float a =
+                vl_nf4_block_scale<DQ>(absmax, scale_codes, map, offset, e / VL_NF4_BLOCK);
             dst[i] = __float2bfloat16_rn(__fmul_rn(table[c], a));
         }
     }
