@@ -29,6 +29,7 @@
  */
 #include "kernels/kernels.h"
 #include "vltest.h"
+#include "vltest_dev.h"
 
 #include <stdint.h>
 
@@ -835,10 +836,8 @@ static void run_all(vl_backend *gpu);
  * call), 1 (the Hopper kernel without turns) and 0 (the mma.sync kernel of sm_80/86/89) then run
  * every case again. Elsewhere no case may have run on it. */
 static void test_both_prefill_kernels(vl_backend *gpu) {
-    int major = 0, minor = 0;
-    if (cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, 0) != cudaSuccess ||
-        cudaDeviceGetAttribute(&minor, cudaDevAttrComputeCapabilityMinor, 0) != cudaSuccess ||
-        major != 9 || minor != 0) {
+    int major, minor;
+    if (!vt_device_sm90(&major, &minor)) {
         VT_CHECKF(wgmma_cases == 0, "%d cases on the Hopper kernel off sm_90", wgmma_cases);
         return;
     }

@@ -42,7 +42,6 @@
 #include <float.h>
 
 #ifdef VL_HAVE_CUDA
-#include <cuda_runtime.h>
 /* kernels/cuda_dequant_gemm.cu: the dequant GEMM with at most max_slice_rows rows per slice,
  * overlapped (1) or not (0; < 0: the backend's default), on the Hopper kernel (wgmma 1, where
  * it takes the call) or never (0). Returns 1 when the Hopper kernel ran. */
@@ -474,11 +473,8 @@ static void test_gemm_all(void) {
  * double quantization, Q8ROW; bias and none. Every case must have run on it; elsewhere none. */
 static void test_gemm_wgmma_all(void) {
 #ifdef VL_HAVE_CUDA
-    int major = 0, minor = 0;
-    const int hopper =
-        cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, 0) == cudaSuccess &&
-        cudaDeviceGetAttribute(&minor, cudaDevAttrComputeCapabilityMinor, 0) == cudaSuccess &&
-        major == 9 && minor == 0;
+    int major, minor;
+    const int hopper = vt_device_sm90(&major, &minor);
     static const int64_t shapes[][3] = {/* N, K, m */
                                         {200, 320, 1},    {200, 320, 300},  {8, 64, 129},
                                         {264, 64, 127},   {256, 128, 128},  {1000, 256, 2048},

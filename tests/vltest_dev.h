@@ -29,4 +29,16 @@ static inline vl_backend *vt_gpu_or_skip(void) {
     return gpu;
 }
 
+#ifdef VL_HAVE_CUDA
+#include <cuda_runtime.h>
+/* 1 when device 0, the tests' backend's, has compute capability 9.0 (where the Hopper kernels
+ * run); its capability in *major and *minor (0 where unknown). */
+static inline int vt_device_sm90(int *major, int *minor) {
+    *major = *minor = 0;
+    return cudaDeviceGetAttribute(major, cudaDevAttrComputeCapabilityMajor, 0) == cudaSuccess &&
+           cudaDeviceGetAttribute(minor, cudaDevAttrComputeCapabilityMinor, 0) == cudaSuccess &&
+           *major == 9 && *minor == 0;
+}
+#endif
+
 #endif
