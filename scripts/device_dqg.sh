@@ -28,7 +28,7 @@ echo "$(el) tests rc $rc: $(grep -E 'tests passed|tests failed' $O/runs/tests.tx
 grep -E "FAIL|wgmma.*outside [1-9]" $O/runs/tests.txt | head -5 >> $L
 gemm() { vlbench_gemm 90 "$@"; }
 S=18944x3584,3584x18944,4608x3584,3584x3584
-for wg in 1 0; do gemm wg${wg}_1 --quant nf4,int8 --shape $S --m 2048,8192 --cuda-opt dq_wgmma=$wg; done
+for wg in 2 1 0; do gemm wg${wg}_1 --quant nf4,int8 --shape $S --m 2048,8192 --cuda-opt dq_wgmma=$wg; done
 M=(--backend cuda --random-weights --config examples/qwen2-vl-7b-instruct.json --tokenizer $TOK --json --max-tokens 64)
 run() { local tag=$1; shift; left 30 "$tag" || return 0
     nvidia-smi --query-gpu=timestamp,clocks.sm,clocks.mem,power.draw,utilization.gpu --format=csv,noheader -lms 20 > $O/runs/$tag.clk 2>&1 &
