@@ -17,15 +17,21 @@ O=${OUT:-/tmp/out}/dqg; mkdir -p $O/runs
 device_begin $O/log.txt ${DEADLINE:-570}
 trap 'tar czf $O/runs.tgz -C $O runs; rm -rf $O/runs' EXIT
 B=build-device/gpu
-device_build $B $O/build.txt vlrun vlbench test_quant_gpu test_cuda_config
+device_build $B $O/build.txt vlrun vlbench test_quant_gpu test_cuda_config test_attention_gpu
 VB=$(find $B -name vlbench -type f -perm -u+x | head -1)
-OBJ=$(find $B -name 'cuda_dequant_gemm_wgmma.cu.o' | head -1)
-cuobjdump --dump-sass "$OBJ" > $O/runs/dqg.sass 2>&1
-echo "$(el) sass: $(grep -c 'Function :' $O/runs/dqg.sass) functions, $(grep -cE 'STL|LDL' $O/runs/dqg.sass) local accesses, $(grep -c HGMMA $O/runs/dqg.sass) HGMMA" >> $L
-(cd $B && timeout 240 ctest -R "^test_(quant_gpu|cuda_config)\$" --output-on-failure > $O/runs/tests.txt 2>&1)
+for f in wgmma rs; do
+    OBJ=$(find $B -name "cuda_dequant_gemm_$f.cu.o" | head -1)
+    cuobjdump --dump-sass "$OBJ" > $O/runs/dqg_$f.sass 2>&1
+    echo "$(el) sass $f: $(grep -c 'Function :' $O/runs/dqg_$f.sass) functions, $(grep -cE 'STL|LDL' $O/runs/dqg_$f.sass) local accesses, $(grep -c HGMMA $O/runs/dqg_$f.sass) HGMMA" >> $L
+done
+# the consumer-converting kernel (dq_wgmma 2) has never run: a 20 s smoke with the CPU reference
+timeout 20 $VB gemm --iters 1 --warmup 0 --quant nf4 --shape 1024x512,4608x3584 --m 300 \
+    --cuda-opt dq_wgmma=2 > $O/runs/smoke_rs.md 2>&1
+echo "$(el) smoke rs rc $?: $(grep -E '^\| ' $O/runs/smoke_rs.md | tr -s ' ' | tail -3 | tr '\n' ';')" >> $L
+(cd $B && timeout 400 ctest --timeout 150 -V -R "^test_(quant_gpu|cuda_config|attention_gpu)\$" > $O/runs/tests.txt 2>&1)
 rc=$?
 echo "$(el) tests rc $rc: $(grep -E 'tests passed|tests failed' $O/runs/tests.txt | tail -1); $(grep -E 'Hopper dequant GEMM' $O/runs/tests.txt)" >> $L
-grep -E "FAIL|wgmma.*outside [1-9]" $O/runs/tests.txt | head -5 >> $L
+grep -E "FAIL|wgmma.*outside [1-9]|Passed|Failed" $O/runs/tests.txt | head -12 >> $L
 gemm() { vlbench_gemm 90 "$@"; }
 S=18944x3584,3584x18944,4608x3584,3584x3584
 for wg in 2 1 0; do gemm wg${wg}_1 --quant nf4,int8 --shape $S --m 2048,8192 --cuda-opt dq_wgmma=$wg; done
@@ -41,31 +47,31 @@ run() { local tag=$1; shift; left 30 "$tag" || return 0
 print('load %.3f ttft %.3f vision %.3f decode %.1f tok/s chunk %d' % (t['load_s'], t['ttft_s'], t['vision_s'], t.get('decode_tok_s', 0), d['options']['chunk']))" 2>&1 | tail -1)" >> $L
     echo "    sm clock MHz (20 ms samples): $(cut -d, -f2 $O/runs/$tag.clk | tr -d ' MHz' | tr '\n' ' ' | cut -c1-600)" >> $L
 }
-for wg in 1 0; do run nf4_x28_wg$wg examples/page.png x28 --quant nf4 --cuda-opt dq_wgmma=$wg; done
+for wg in 2 1 0; do run nf4_x28_wg$wg examples/page.png x28 --quant nf4 --cuda-opt dq_wgmma=$wg; done
 # the rest runs the defaults (dq_wgmma 0)
-for tool in memcheck racecheck; do
+for tool in memcheck racecheck; do for wg in 2 1; do
     left 90 $tool || continue
     # only the Hopper kernel instrumented: racecheck spent S26's 120 s on cuBLAS's own kernels
     timeout 120 compute-sanitizer --tool $tool --kernel-name kns=dqg_kernel --error-exitcode 9 \
         $VB gemm --iters 1 --warmup 0 --no-ref --quant nf4,int8 --shape 264x320,1024x512 --m 300 \
-        --cuda-opt dq_wgmma=1 > $O/runs/san_$tool.txt 2>&1
+        --cuda-opt dq_wgmma=$wg > $O/runs/san_${tool}_$wg.txt 2>&1
     rc=$?
-    echo "$(el) $tool rc $rc: $(grep -E 'ERROR SUMMARY|RACECHECK SUMMARY' $O/runs/san_$tool.txt | tr '\n' ' ')" >> $L
-done
+    echo "$(el) $tool wg $wg rc $rc: $(grep -E 'ERROR SUMMARY|RACECHECK SUMMARY' $O/runs/san_${tool}_$wg.txt | tr '\n' ' ')" >> $L
+done; done
 # Nsight Compute of the Hopper kernel (NF4 and int8, 18944 x 3584, m = 2048): issue slots,
 # warp states and stall reasons per warp, the source counters (is the producer the bound?)
 NCU=$(command -v ncu || ls /opt/nvidia/nsight-compute/*/ncu 2>/dev/null | head -1)
-for q in nf4 int8; do
+for q in nf4:2 nf4:1 int8:1; do wg=${q#*:}; q=${q%:*}_$wg
     [ -n "$NCU" ] && left 90 "ncu $q" || continue
     timeout 120 "$NCU" --clock-control none --section LaunchStats --section Occupancy \
         --section SpeedOfLight --section ComputeWorkloadAnalysis --section WarpStateStats \
         --section SchedulerStats --section InstructionStats --section SourceCounters \
-        -k regex:dqg_kernel --launch-count 1 -o $O/runs/ncu_$q -f $VB gemm --shape 18944x3584 \
-        --m 2048 --quant $q --no-ref --iters 1 --warmup 0 --cuda-opt dq_wgmma=1 > $O/runs/ncu_$q.log 2>&1
+        -k regex:dqg --launch-count 1 -o $O/runs/ncu_$q -f $VB gemm --shape 18944x3584 \
+        --m 2048 --quant ${q%_*} --no-ref --iters 1 --warmup 0 --cuda-opt dq_wgmma=$wg > $O/runs/ncu_$q.log 2>&1
     "$NCU" -i $O/runs/ncu_$q.ncu-rep --page details --print-details all > $O/runs/ncu_$q.txt 2>&1
     echo "$(el) ncu $q: $(grep -E 'Duration|Issue Slots Busy|Warp Cycles Per Issued|No Eligible' $O/runs/ncu_$q.txt | tr -s ' ' | head -6 | tr '\n' ';')" >> $L
 done
-for wg in 1 0; do gemm wg${wg}_2 --quant nf4,int8 --shape $S --m 2048,8192 --cuda-opt dq_wgmma=$wg; done
+for wg in 2 1 0; do gemm wg${wg}_2 --quant nf4,int8 --shape $S --m 2048,8192 --cuda-opt dq_wgmma=$wg; done
 for c in 256 128; do gemm cols$c --quant nf4 --shape 4608x3584,3584x3584 --m 2048 --cuda-opt dq_wgmma_cols=$c; done
 run bf16_x28 examples/page.png x28
 make_pages
