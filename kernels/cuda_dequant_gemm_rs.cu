@@ -40,14 +40,17 @@ struct Params {
     int tiles_w, tiles;
 };
 
-struct R {
+/* The tile of one CTA: WM = 1: 128 rows of W x 256 rows of x (wgmma m64n256, one 64-row block
+ * of W a consumer); WM = 2: 256 x 128 (m64n128, two blocks a consumer: half the bytes of x a
+ * product, twice the conversions a thread). */
+template <int WM> struct R {
     static constexpr int kWg = 128, kThreads = 384;
-    static constexpr int kBW = 128; /* rows of W a tile (64 a consumer) */
-    static constexpr int kBX = 256; /* rows of x a tile */
-    static constexpr int kStages = 4;
-    static constexpr int kXBytes = kBX * 128;      /* 32 KB */
-    static constexpr int kCodeBytes = kBW * 32;    /* 4 KB */
-    static constexpr int kOutPitch = kBW * 2 + 16; /* bytes a staged x row: 128 bf16 + pad */
+    static constexpr int kBW = 128 * WM;  /* rows of W a tile (64 * WM a consumer) */
+    static constexpr int kBX = 256 / WM;  /* rows of x a tile */
+    static constexpr int kStages = WM == 1 ? 4 : 6;
+    static constexpr int kXBytes = kBX * 128;      /* 64 bf16 a row */
+    static constexpr int kCodeBytes = kBW * 32;    /* 64 codes a row */
+    static constexpr int kOutPitch = kBW * 2 + 16; /* bytes a staged x row: kBW bf16 + pad */
     static constexpr int kOutBytes = kBX * kOutPitch;
     static constexpr int smem_bytes =
         1024 + kStages * (kXBytes + kCodeBytes) + kOutBytes + 8 * 2 * kStages;
@@ -67,7 +70,8 @@ struct R {
         return out(b) + (uint32_t)(kOutBytes + 8 * (kStages + s));
     }
 };
-static_assert(R::smem_bytes <= 232448, "the H100's shared memory a CTA");
+static_assert(R<1>::smem_bytes <= 232448 && R<2>::smem_bytes <= 232448,
+              "the H100's shared memory a CTA");
 
 #ifdef VL_HOPPER_DEVICE
 using namespace vl_hopper;
@@ -75,9 +79,9 @@ using namespace vl_hopper;
 struct Step {
     int x0, w0, kt;
 };
-__device__ __forceinline__ Step step_of(const Params &p, int it, int ksteps) {
+template <int WM> __device__ __forceinline__ Step step_of(const Params &p, int it, int ksteps) {
     const int tile = (int)blockIdx.x + (it / ksteps) * (int)gridDim.x;
-    return {tile / p.tiles_w * R::kBX, tile % p.tiles_w * R::kBW, it % ksteps};
+    return {tile / p.tiles_w * R<WM>::kBX, tile % p.tiles_w * R<WM>::kBW, it % ksteps};
 }
 
 __device__ __forceinline__ float scale_of(const Params &p, int row, int kt) {
@@ -86,6 +90,16 @@ __device__ __forceinline__ float scale_of(const Params &p, int row, int kt) {
     return p.absmax_code == NULL ? vl_nf4_block_scale<false>(p.absmax, NULL, NULL, 0.f, b)
                                  : vl_nf4_block_scale<true>(p.absmax, p.absmax_code, p.absmax_map,
                                                             p.absmax_offset, b);
+}
+
+/* The block scales of this thread's rows (r0 + 64 b, r0 + 64 b + 8) at step st. */
+template <int WM>
+__device__ __forceinline__ void scales_of(const Params &p, Step st, int r0, float sc[WM][2]) {
+#pragma unroll
+    for (int b = 0; b < WM; b++) {
+        sc[b][0] = scale_of(p, st.w0 + r0 + 64 * b, st.kt);
+        sc[b][1] = scale_of(p, st.w0 + r0 + 64 * b + 8, st.kt);
+    }
 }
 
 /* One row's fragments of a k step: lo[0..3] = a0 / a2 of k16 steps 0, 1 (pairs of byte q of
@@ -122,132 +136,161 @@ __device__ __forceinline__ void convert(const Params &p, uint32_t codes, int r0,
     }
 }
 
-__device__ __forceinline__ void fence_frags(uint32_t a[4][4]) {
+/* acc[b] (rows of W r0 + 64 b, + 8; columns x 8i + 2q, + 1) as bf16(acc + bias) into the
+ * staging [x row][w row], then the tile's rows of y copied out 16 bytes at a time. */
+template <int WM>
+__device__ __forceinline__ void store_tile(const Params &p, float acc[WM][R<WM>::kBX / 2],
+                                           uint32_t s_out, Step st, int r0, int q, int ctid) {
+    using T = R<WM>;
 #pragma unroll
-    for (int j = 0; j < 4; j++)
+    for (int b = 0; b < WM; b++) {
+        const int wl0 = r0 + 64 * b, wl1 = wl0 + 8;
+        const float b0 = p.bias && st.w0 + wl0 < p.n ? __bfloat162float(p.bias[st.w0 + wl0]) : 0.f;
+        const float b1 = p.bias && st.w0 + wl1 < p.n ? __bfloat162float(p.bias[st.w0 + wl1]) : 0.f;
 #pragma unroll
-        for (int i = 0; i < 4; i++) reg_fence(a[j][i]);
-}
-
-/* acc (rows of W r0, r0 + 8; columns x 8i + 2q, + 1) as bf16(acc + bias) into the staging
- * [x row][w row], then the tile's rows of y copied out 16 bytes at a time. */
-__device__ __forceinline__ void store_tile(const Params &p, const float acc[128], uint32_t s_out,
-                                           Step st, int wl0, int q, int ctid) {
-    const float b0 = p.bias && st.w0 + wl0 < p.n ? __bfloat162float(p.bias[st.w0 + wl0]) : 0.f;
-    const float b1 =
-        p.bias && st.w0 + wl0 + 8 < p.n ? __bfloat162float(p.bias[st.w0 + wl0 + 8]) : 0.f;
+        for (int i = 0; i < T::kBX / 8; i++)
 #pragma unroll
-    for (int i = 0; i < 32; i++)
-#pragma unroll
-        for (int e = 0; e < 2; e++) {
-            const uint32_t xrow = s_out + (uint32_t)((8 * i + 2 * q + e) * R::kOutPitch);
-            const __nv_bfloat16 v0 = __float2bfloat16_rn(__fadd_rn(acc[4 * i + e], b0));
-            const __nv_bfloat16 v1 = __float2bfloat16_rn(__fadd_rn(acc[4 * i + 2 + e], b1));
-            asm volatile("st.shared.u16 [%0], %1;\n" ::"r"(xrow + 2 * wl0),
-                         "h"(*reinterpret_cast<const unsigned short *>(&v0))
-                         : "memory");
-            asm volatile("st.shared.u16 [%0], %1;\n" ::"r"(xrow + 2 * (wl0 + 8)),
-                         "h"(*reinterpret_cast<const unsigned short *>(&v1))
-                         : "memory");
-        }
-    named_sync(1, 2 * R::kWg);
-    /* 256 x rows x 16 chunks of 8 bf16 */
-    for (int c = ctid; c < R::kBX * (R::kBW / 8); c += 2 * R::kWg) {
-        const int xr = c / (R::kBW / 8), ch = c % (R::kBW / 8);
+            for (int e = 0; e < 2; e++) {
+                const uint32_t xrow = s_out + (uint32_t)((8 * i + 2 * q + e) * T::kOutPitch);
+                const __nv_bfloat16 v0 = __float2bfloat16_rn(__fadd_rn(acc[b][4 * i + e], b0));
+                const __nv_bfloat16 v1 = __float2bfloat16_rn(__fadd_rn(acc[b][4 * i + 2 + e], b1));
+                asm volatile("st.shared.u16 [%0], %1;\n" ::"r"(xrow + 2 * wl0),
+                             "h"(*reinterpret_cast<const unsigned short *>(&v0))
+                             : "memory");
+                asm volatile("st.shared.u16 [%0], %1;\n" ::"r"(xrow + 2 * wl1),
+                             "h"(*reinterpret_cast<const unsigned short *>(&v1))
+                             : "memory");
+            }
+    }
+    named_sync(1, 2 * T::kWg);
+    /* kBX x rows x kBW / 8 chunks of 8 bf16 */
+    for (int c = ctid; c < T::kBX * (T::kBW / 8); c += 2 * T::kWg) {
+        const int xr = c / (T::kBW / 8), ch = c % (T::kBW / 8);
         const int row = st.x0 + xr, col = st.w0 + 8 * ch;
         if (row >= p.m || col >= p.n) continue;
         uint32_t v0, v1, v2, v3;
         asm volatile("ld.shared.v4.u32 {%0, %1, %2, %3}, [%4];\n"
                      : "=r"(v0), "=r"(v1), "=r"(v2), "=r"(v3)
-                     : "r"(s_out + (uint32_t)(xr * R::kOutPitch + 16 * ch)));
+                     : "r"(s_out + (uint32_t)(xr * T::kOutPitch + 16 * ch)));
         *reinterpret_cast<uint4 *>(p.y + (int64_t)row * p.n + col) = make_uint4(v0, v1, v2, v3);
     }
-    named_sync(1, 2 * R::kWg); /* the staging is free for the next tile */
+    named_sync(1, 2 * T::kWg); /* the staging is free for the next tile */
+}
+
+template <int WM> __device__ __forceinline__ void fence_frags(uint32_t a[WM][4][4]) {
+#pragma unroll
+    for (int b = 0; b < WM; b++)
+#pragma unroll
+        for (int j = 0; j < 4; j++)
+#pragma unroll
+            for (int i = 0; i < 4; i++) reg_fence(a[b][j][i]);
+}
+
+/* Thread 0 of warpgroup 0 brings every stage: x's tile and W's codes, by TMA. */
+template <int WM>
+__device__ __forceinline__ void load_stages(const Params &p, uint32_t base, int total,
+                                            int ksteps, const CUtensorMap *tm_x,
+                                            const CUtensorMap *tm_w) {
+    using T = R<WM>;
+    tma_prefetch_map(tm_x);
+    tma_prefetch_map(tm_w);
+    for (int it = 0; it < total; it++) {
+        const int s = it % T::kStages;
+        const Step st = step_of<WM>(p, it, ksteps);
+        bar_wait(T::empty(base, s), ((uint32_t)(it / T::kStages) & 1u) ^ 1u);
+        bar_arrive_expect(T::full(base, s), T::kXBytes + T::kCodeBytes);
+        tma_load_2d(T::x_tile(base, s), tm_x, T::full(base, s), st.kt * 64, st.x0);
+        tma_load_2d(T::codes(base, s), tm_w, T::full(base, s), st.kt * 32, st.w0);
+    }
 }
 #endif /* VL_HOPPER_DEVICE */
 
-__global__ void __launch_bounds__(R::kThreads, 1)
+template <int WM>
+__global__ void __launch_bounds__(R<WM>::kThreads, 1)
     dqg_rs_kernel(const __grid_constant__ Params p, const __grid_constant__ CUtensorMap tm_x,
                   const __grid_constant__ CUtensorMap tm_w) {
 #ifdef VL_HOPPER_DEVICE
+    using T = R<WM>;
     extern __shared__ __align__(1024) unsigned char smem_raw[];
     const uint32_t base = (smem_addr(smem_raw) + 1023u) & ~1023u;
-    const int tid = (int)threadIdx.x, wg = tid / R::kWg;
+    const int tid = (int)threadIdx.x, wg = tid / T::kWg;
     const int ksteps = p.k / 64;
     const int my_tiles = (p.tiles - (int)blockIdx.x + (int)gridDim.x - 1) / (int)gridDim.x;
     const int total = my_tiles * ksteps;
     if (tid == 0) {
-        for (int s = 0; s < R::kStages; s++) {
-            bar_init(R::full(base, s), 1);
-            bar_init(R::empty(base, s), 8);
+        for (int s = 0; s < T::kStages; s++) {
+            bar_init(T::full(base, s), 1);
+            bar_init(T::empty(base, s), 8);
         }
         bar_init_fence();
     }
     __syncthreads();
     if (wg == 0) { /* the loads */
         regs_dealloc<24>();
-        if (tid == 0) {
-            tma_prefetch_map(&tm_x);
-            tma_prefetch_map(&tm_w);
-            for (int it = 0; it < total; it++) {
-                const int s = it % R::kStages;
-                const Step st = step_of(p, it, ksteps);
-                bar_wait(R::empty(base, s), ((uint32_t)(it / R::kStages) & 1u) ^ 1u);
-                bar_arrive_expect(R::full(base, s), R::kXBytes + R::kCodeBytes);
-                tma_load_2d(R::x_tile(base, s), &tm_x, R::full(base, s), st.kt * 64, st.x0);
-                tma_load_2d(R::codes(base, s), &tm_w, R::full(base, s), st.kt * 32, st.w0);
-            }
-        }
+        if (tid == 0) load_stages<WM>(p, base, total, ksteps, &tm_x, &tm_w);
         return;
     }
     regs_alloc<240>();
     const int cw = wg - 1, warp = (tid / 32) % 4, lane = tid % 32, g = lane / 4;
     const uint32_t q = (uint32_t)(lane % 4);
-    const int wl0 = 64 * cw + 16 * warp + g; /* this thread's first row of W in the tile */
-    float acc[128];
-    uint32_t fa[4][4], fb[4][4]; /* fragments: step t's (in flight), step t + 1's */
-    Step st = step_of(p, 0, ksteps);
-    float s0 = scale_of(p, st.w0 + wl0, st.kt), s1 = scale_of(p, st.w0 + wl0 + 8, st.kt);
-    bar_wait(R::full(base, 0), 0);
-    convert(p, R::codes(base, 0), wl0, q, s0, s1, fa);
+    const int r0 = 64 * WM * cw + 16 * warp + g; /* this thread's first row of W in the tile */
+    float acc[WM][T::kBX / 2];
+    uint32_t fa[WM][4][4], fb[WM][4][4]; /* fragments: step t's (in flight), step t + 1's */
+    float sc[WM][2];
+    Step st = step_of<WM>(p, 0, ksteps);
+    scales_of<WM>(p, st, r0, sc);
+    bar_wait(T::full(base, 0), 0);
+#pragma unroll
+    for (int b = 0; b < WM; b++)
+        convert(p, T::codes(base, 0), r0 + 64 * b, q, sc[b][0], sc[b][1], fa[b]);
     for (int it = 0; it < total; it++) {
-        const int s = it % R::kStages;
+        const int s = it % T::kStages;
         const Step cur = st;
         if (it + 1 < total) {
-            st = step_of(p, it + 1, ksteps);
-            s0 = scale_of(p, st.w0 + wl0, st.kt);
-            s1 = scale_of(p, st.w0 + wl0 + 8, st.kt);
+            st = step_of<WM>(p, it + 1, ksteps);
+            scales_of<WM>(p, st, r0, sc);
         }
-        const uint32_t xb = R::x_tile(base, s);
+        const uint32_t xb = T::x_tile(base, s);
         wg_fence();
 #pragma unroll
         for (int j = 0; j < 4; j++)
-            wgmma_rs_m64n256(acc, fa[j], desc_sw128(xb + 32 * j, 16, 1024), cur.kt > 0 || j > 0);
+#pragma unroll
+            for (int b = 0; b < WM; b++)
+                WgmmaRS<T::kBX>::run(acc[b], fa[b][j], desc_sw128(xb + 32 * j, 16, 1024),
+                                     cur.kt > 0 || j > 0);
         wg_commit();
         if (it + 1 < total) { /* step t + 1's fragments while step t's products run */
-            const int s_next = (it + 1) % R::kStages;
-            bar_wait(R::full(base, s_next), (uint32_t)((it + 1) / R::kStages) & 1u);
-            convert(p, R::codes(base, s_next), wl0, q, s0, s1, fb);
+            const int s_next = (it + 1) % T::kStages;
+            bar_wait(T::full(base, s_next), (uint32_t)((it + 1) / T::kStages) & 1u);
+#pragma unroll
+            for (int b = 0; b < WM; b++)
+                convert(p, T::codes(base, s_next), r0 + 64 * b, q, sc[b][0], sc[b][1], fb[b]);
         }
         wg_wait<0>();
-        fence_frags(fa);
-        if (lane == 0) bar_arrive(R::empty(base, s));
+        fence_frags<WM>(fa);
+        if (lane == 0) bar_arrive(T::empty(base, s));
         if (cur.kt == ksteps - 1) {
 #pragma unroll
-            for (int i = 0; i < 128; i++) reg_fence(acc[i]);
-            store_tile(p, acc, R::out(base), cur, wl0, (int)q, tid - R::kWg);
+            for (int b = 0; b < WM; b++)
+#pragma unroll
+                for (int i = 0; i < T::kBX / 2; i++) reg_fence(acc[b][i]);
+            store_tile<WM>(p, acc, T::out(base), cur, r0, (int)q, tid - T::kWg);
         }
 #pragma unroll
-        for (int j = 0; j < 4; j++)
+        for (int b = 0; b < WM; b++)
 #pragma unroll
-            for (int i = 0; i < 4; i++) fa[j][i] = fb[j][i];
+            for (int j = 0; j < 4; j++)
+#pragma unroll
+                for (int i = 0; i < 4; i++) fa[b][j][i] = fb[b][j][i];
     }
 #endif
 }
 
 #ifdef VL_HOPPER_KERNELS
+template <int WM>
 void launch(vl_cuda_ctx *c, vl_bf16 *y, const vl_bf16 *x, int64_t m, const vl_weight *w,
             const vl_bf16 *bias, cudaStream_t stream) {
+    using T = R<WM>;
     Params p;
     p.absmax = w->absmax;
     p.absmax_code = w->absmax_code;
@@ -259,20 +302,20 @@ void launch(vl_cuda_ctx *c, vl_bf16 *y, const vl_bf16 *x, int64_t m, const vl_we
     p.m = (int)m;
     p.n = (int)w->rows;
     p.k = (int)w->cols;
-    p.tiles_w = (int)((w->rows + R::kBW - 1) / R::kBW);
-    p.tiles = p.tiles_w * (int)((m + R::kBX - 1) / R::kBX);
+    p.tiles_w = (int)((w->rows + T::kBW - 1) / T::kBW);
+    p.tiles = p.tiles_w * (int)((m + T::kBX - 1) / T::kBX);
     CUtensorMap tm_x, tm_w;
     const uint64_t x_dims[2] = {(uint64_t)w->cols, (uint64_t)m};
     const uint64_t x_strides[1] = {(uint64_t)w->cols * 2};
-    const uint32_t x_box[2] = {64, R::kBX};
+    const uint32_t x_box[2] = {64, T::kBX};
     vl_cuda_tensor_map(c, &tm_x, 2, 2, x, x_dims, x_strides, x_box, 1);
     const uint64_t w_dims[2] = {(uint64_t)w->cols / 2, (uint64_t)w->rows};
     const uint64_t w_strides[1] = {(uint64_t)w->cols / 2};
-    const uint32_t w_box[2] = {32, R::kBW};
+    const uint32_t w_box[2] = {32, T::kBW};
     vl_cuda_tensor_map(c, &tm_w, 1, 2, w->data, w_dims, w_strides, w_box, 0);
-    (void)vl_cuda_ctas_per_sm(c, (const void *)dqg_rs_kernel, R::kThreads, R::smem_bytes);
+    (void)vl_cuda_ctas_per_sm(c, (const void *)dqg_rs_kernel<WM>, T::kThreads, T::smem_bytes);
     const int grid = p.tiles < c->sm_count ? p.tiles : c->sm_count;
-    dqg_rs_kernel<<<grid, R::kThreads, R::smem_bytes, stream>>>(p, tm_x, tm_w);
+    dqg_rs_kernel<WM><<<grid, T::kThreads, T::smem_bytes, stream>>>(p, tm_x, tm_w);
     VL_CUDA_LAUNCH_CHECK();
 }
 #endif
@@ -280,18 +323,21 @@ void launch(vl_cuda_ctx *c, vl_bf16 *y, const vl_bf16 *x, int64_t m, const vl_we
 } // namespace vl_rs
 
 /* 1 when it ran (NF4, the shapes above, an sm_90 device in an sm_90a build). */
-int vl_dqg_rs(vl_cuda_ctx *c, vl_bf16 *y, const vl_bf16 *x, int64_t m, const vl_weight *w,
-              const vl_bf16 *bias, cudaStream_t stream) {
+int vl_dqg_rs(vl_cuda_ctx *c, int wide_w, vl_bf16 *y, const vl_bf16 *x, int64_t m,
+              const vl_weight *w, const vl_bf16 *bias, cudaStream_t stream) {
 #ifdef VL_HOPPER_KERNELS
     if (c->cc_major != 9 || c->cc_minor != 0 || w->dtype != VL_DTYPE_NF4) return 0;
     if (w->cols % 64 != 0 || w->rows % 8 != 0 || m < 1 || m > INT_MAX / 2 ||
         w->rows > INT_MAX / 2 || w->cols > INT_MAX / 2)
         return 0;
     if (!vl_cuda_aligned16(x) || !vl_cuda_aligned16(y) || !vl_cuda_aligned16(w->data)) return 0;
-    vl_rs::launch(c, y, x, m, w, bias, stream);
+    if (wide_w)
+        vl_rs::launch<2>(c, y, x, m, w, bias, stream);
+    else
+        vl_rs::launch<1>(c, y, x, m, w, bias, stream);
     return 1;
 #else
-    (void)c, (void)y, (void)x, (void)m, (void)w, (void)bias, (void)stream;
+    (void)c, (void)wide_w, (void)y, (void)x, (void)m, (void)w, (void)bias, (void)stream;
     return 0;
 #endif
 }

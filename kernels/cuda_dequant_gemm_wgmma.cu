@@ -421,7 +421,7 @@ static int takes(const vl_cuda_ctx *c, const vl_weight *w, const void *y, const 
 int vl_dqg_wgmma(vl_cuda_ctx *c, int enabled, vl_bf16 *y, const vl_bf16 *x, int64_t m,
                  const vl_weight *w, const vl_bf16 *bias, cudaStream_t stream) {
     if (!enabled || !takes(c, w, y, x, m, bias)) return 0;
-    if (enabled == 2 && vl_dqg_rs(c, y, x, m, w, bias, stream)) return 1;
+    if (enabled >= 2 && vl_dqg_rs(c, enabled == 3, y, x, m, w, bias, stream)) return 1;
 #ifdef VL_HOPPER_KERNELS
     if (w->dtype == VL_DTYPE_NF4)
         vl_dqg::launch_cols<true>(c, y, x, m, w, bias, stream);

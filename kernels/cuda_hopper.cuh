@@ -207,16 +207,26 @@ VL_WGMMA_SS(224, VL_WG_REGS112, VL_WG_D112, 112, 113, 114)
 VL_WGMMA_SS(256, VL_WG_REGS128, VL_WG_D128, 128, 129, 130)
 #undef VL_WGMMA_SS
 
-/* d[64 x 256] (+)= A[64 x 16] . B[16 x 256], A from registers (mma.m16n8k16's A fragment of
- * the warp's 16 rows), B K-major in shared memory; accumulate = 0 overwrites d. */
-__device__ __forceinline__ void wgmma_rs_m64n256(float d[128], const uint32_t a[4], uint64_t desc_b,
-                                                 int accumulate) {
-    asm volatile("{\n .reg .pred p;\n setp.ne.b32 p, %133, 0;\n"
-                 " wgmma.mma_async.sync.aligned.m64n256k16.f32.bf16.bf16 " VL_WG_REGS128
-                 ", {%128, %129, %130, %131}, %132, p, 1, 1, 0;\n}\n"
-                 : VL_WG_D128
-                 : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "l"(desc_b), "r"(accumulate));
-}
+/* d[64 x N] (+)= A[64 x 16] . B[16 x N], A from registers (mma.m16n8k16's A fragment of the
+ * warp's 16 rows), B K-major in shared memory; accumulate = 0 overwrites d. N: 128, 256 (the
+ * consumer-converting dequant GEMM, cuda_dequant_gemm_rs.cu). IA: the first A operand's number,
+ * after the N / 2 accumulators. */
+template <int N> struct WgmmaRS;
+#define VL_WGMMA_RS(N, REGS, D, IA, IA1, IA2, IA3, IB, IP)                                         \
+    template <> struct WgmmaRS<N> {                                                                \
+        static __device__ __forceinline__ void run(float d[N / 2], const uint32_t a[4],            \
+                                                   uint64_t desc_b, int accumulate) {              \
+            asm volatile("{\n .reg .pred p;\n setp.ne.b32 p, %" #IP ", 0;\n"                       \
+                         " wgmma.mma_async.sync.aligned.m64n" #N "k16.f32.bf16.bf16 " REGS         \
+                         ", {%" #IA ", %" #IA1 ", %" #IA2 ", %" #IA3 "}, %" #IB ", p, 1, 1, 0;\n}\n" \
+                         : D                                                                       \
+                         : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "l"(desc_b),                \
+                           "r"(accumulate));                                                       \
+        }                                                                                          \
+    };
+VL_WGMMA_RS(128, VL_WG_REGS64, VL_WG_D64, 64, 65, 66, 67, 68, 69)
+VL_WGMMA_RS(256, VL_WG_REGS128, VL_WG_D128, 128, 129, 130, 131, 132, 133)
+#undef VL_WGMMA_RS
 
 /* d[64 x 128] += A[64 x 16] . B[16 x 128], A from registers (four bf16x2 per thread), B
  * MN-major in shared memory (read transposed). */

@@ -510,10 +510,10 @@ static void test_gemm_wgmma_all(void) {
     }
     gpu = dflt;
     /* dq_wgmma 2 (work in progress): NF4 on the consumer-converting kernel */
-    g_wgmma = 2;
-    for (int f = 0; f < 2; f++)
-        for (int i = 0; i < n_shapes; i++, cases++)
-            test_gemm(VL_DTYPE_NF4, f, shapes[i][0], shapes[i][1], shapes[i][2], i % 2, 0);
+    for (g_wgmma = 2; g_wgmma <= 3; g_wgmma++)
+        for (int f = 0; f < 2; f++)
+            for (int i = 0; i < n_shapes; i++, cases++)
+                test_gemm(VL_DTYPE_NF4, f, shapes[i][0], shapes[i][1], shapes[i][2], i % 2, 0);
     g_wgmma = 1;
     /* K % 64 != 0 and N % 8 != 0: never the Hopper kernel */
     test_gemm(VL_DTYPE_NF4, 0, 48, 136, 300, 1, 0);
