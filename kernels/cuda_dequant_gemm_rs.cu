@@ -45,8 +45,8 @@ struct Params {
  * product, twice the conversions a thread). */
 template <int WM> struct R {
     static constexpr int kWg = 128, kThreads = 384;
-    static constexpr int kBW = 128 * WM;  /* rows of W a tile (64 * WM a consumer) */
-    static constexpr int kBX = 256 / WM;  /* rows of x a tile */
+    static constexpr int kBW = 128 * WM; /* rows of W a tile (64 * WM a consumer) */
+    static constexpr int kBX = 256 / WM; /* rows of x a tile */
     static constexpr int kStages = WM == 1 ? 4 : 6;
     static constexpr int kXBytes = kBX * 128;      /* 64 bf16 a row */
     static constexpr int kCodeBytes = kBW * 32;    /* 64 codes a row */
@@ -188,9 +188,8 @@ template <int WM> __device__ __forceinline__ void fence_frags(uint32_t a[WM][4][
 
 /* Thread 0 of warpgroup 0 brings every stage: x's tile and W's codes, by TMA. */
 template <int WM>
-__device__ __forceinline__ void load_stages(const Params &p, uint32_t base, int total,
-                                            int ksteps, const CUtensorMap *tm_x,
-                                            const CUtensorMap *tm_w) {
+__device__ __forceinline__ void load_stages(const Params &p, uint32_t base, int total, int ksteps,
+                                            const CUtensorMap *tm_x, const CUtensorMap *tm_w) {
     using T = R<WM>;
     tma_prefetch_map(tm_x);
     tma_prefetch_map(tm_w);

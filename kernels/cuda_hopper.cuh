@@ -216,12 +216,12 @@ template <int N> struct WgmmaRS;
     template <> struct WgmmaRS<N> {                                                                \
         static __device__ __forceinline__ void run(float d[N / 2], const uint32_t a[4],            \
                                                    uint64_t desc_b, int accumulate) {              \
-            asm volatile("{\n .reg .pred p;\n setp.ne.b32 p, %" #IP ", 0;\n"                       \
-                         " wgmma.mma_async.sync.aligned.m64n" #N "k16.f32.bf16.bf16 " REGS         \
-                         ", {%" #IA ", %" #IA1 ", %" #IA2 ", %" #IA3 "}, %" #IB ", p, 1, 1, 0;\n}\n" \
-                         : D                                                                       \
-                         : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "l"(desc_b),                \
-                           "r"(accumulate));                                                       \
+            asm volatile(                                                                          \
+                "{\n .reg .pred p;\n setp.ne.b32 p, %" #IP ", 0;\n"                                \
+                " wgmma.mma_async.sync.aligned.m64n" #N "k16.f32.bf16.bf16 " REGS ", {%" #IA       \
+                ", %" #IA1 ", %" #IA2 ", %" #IA3 "}, %" #IB ", p, 1, 1, 0;\n}\n"                   \
+                : D                                                                                \
+                : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "l"(desc_b), "r"(accumulate));       \
         }                                                                                          \
     };
 VL_WGMMA_RS(128, VL_WG_REGS64, VL_WG_D64, 64, 65, 66, 67, 68, 69)
