@@ -25,10 +25,13 @@ for f in wgmma rs; do
     echo "$(el) sass $f: $(grep -c 'Function :' $O/runs/dqg_$f.sass) functions, $(grep -cE 'STL|LDL' $O/runs/dqg_$f.sass) local accesses, $(grep -c HGMMA $O/runs/dqg_$f.sass) HGMMA" >> $L
 done
 # the consumer-converting kernel (dq_wgmma 2) has never run: a 20 s smoke with the CPU reference
+RS=""  # the variants that finished their smoke: only they are benched and profiled
 for wg in 2 3; do
     timeout 20 $VB gemm --iters 1 --warmup 0 --quant nf4 --shape 1024x512,4608x3584 --m 300 \
         --cuda-opt dq_wgmma=$wg > $O/runs/smoke_rs$wg.md 2>&1
-    echo "$(el) smoke rs $wg rc $?: $(grep -E '^\| ' $O/runs/smoke_rs$wg.md | tr -s ' ' | tail -3 | tr '\n' ';')" >> $L
+    rc=$?
+    [ $rc = 0 ] && RS="$wg $RS"
+    echo "$(el) smoke rs $wg rc $rc: $(grep -E '^\| ' $O/runs/smoke_rs$wg.md | tr -s ' ' | tail -3 | tr '\n' ';')" >> $L
 done
 (cd $B && timeout 400 ctest --timeout 150 -V -R "^test_(quant_gpu|cuda_config|attention_gpu)\$" > $O/runs/tests.txt 2>&1)
 rc=$?
@@ -36,7 +39,7 @@ echo "$(el) tests rc $rc: $(grep -E 'tests passed|tests failed' $O/runs/tests.tx
 grep -E "FAIL|wgmma.*outside [1-9]|Passed|Failed" $O/runs/tests.txt | head -12 >> $L
 gemm() { vlbench_gemm 90 "$@"; }
 S=18944x3584,3584x18944,4608x3584,3584x3584
-for wg in 3 2 1 0; do gemm wg${wg}_1 --quant nf4,int8 --shape $S --m 2048,8192 --cuda-opt dq_wgmma=$wg; done
+for wg in $RS 1 0; do gemm wg${wg}_1 --quant nf4,int8 --shape $S --m 2048,8192 --cuda-opt dq_wgmma=$wg; done
 M=(--backend cuda --random-weights --config examples/qwen2-vl-7b-instruct.json --tokenizer $TOK --json --max-tokens 64)
 run() { local tag=$1; shift; left 30 "$tag" || return 0
     nvidia-smi --query-gpu=timestamp,clocks.sm,clocks.mem,power.draw,utilization.gpu --format=csv,noheader -lms 20 > $O/runs/$tag.clk 2>&1 &
@@ -49,9 +52,9 @@ run() { local tag=$1; shift; left 30 "$tag" || return 0
 print('load %.3f ttft %.3f vision %.3f decode %.1f tok/s chunk %d' % (t['load_s'], t['ttft_s'], t['vision_s'], t.get('decode_tok_s', 0), d['options']['chunk']))" 2>&1 | tail -1)" >> $L
     echo "    sm clock MHz (20 ms samples): $(cut -d, -f2 $O/runs/$tag.clk | tr -d ' MHz' | tr '\n' ' ' | cut -c1-600)" >> $L
 }
-for wg in 3 2 0; do run nf4_x28_wg$wg examples/page.png x28 --quant nf4 --cuda-opt dq_wgmma=$wg; done
+for wg in $RS 0; do run nf4_x28_wg$wg examples/page.png x28 --quant nf4 --cuda-opt dq_wgmma=$wg; done
 # the rest runs the defaults (dq_wgmma 0)
-for tool in memcheck racecheck; do for wg in 3 2 1; do
+for tool in memcheck racecheck; do for wg in $RS 1; do
     left 90 $tool || continue
     # only the Hopper kernel instrumented: racecheck spent S26's 120 s on cuBLAS's own kernels
     timeout 120 compute-sanitizer --tool $tool --kernel-name kns=dqg_kernel --error-exitcode 9 \
@@ -63,7 +66,7 @@ done; done
 # Nsight Compute of the Hopper kernel (NF4 and int8, 18944 x 3584, m = 2048): issue slots,
 # warp states and stall reasons per warp, the source counters (is the producer the bound?)
 NCU=$(command -v ncu || ls /opt/nvidia/nsight-compute/*/ncu 2>/dev/null | head -1)
-for q in nf4:3 nf4:2 nf4:1 int8:1; do wg=${q#*:}; q=${q%:*}_$wg
+for q in $(for w in $RS; do echo nf4:$w; done) nf4:1 int8:1; do wg=${q#*:}; q=${q%:*}_$wg
     [ -n "$NCU" ] && left 90 "ncu $q" || continue
     timeout 120 "$NCU" --clock-control none --section LaunchStats --section Occupancy \
         --section SpeedOfLight --section ComputeWorkloadAnalysis --section WarpStateStats \
@@ -73,7 +76,7 @@ for q in nf4:3 nf4:2 nf4:1 int8:1; do wg=${q#*:}; q=${q%:*}_$wg
     "$NCU" -i $O/runs/ncu_$q.ncu-rep --page details --print-details all > $O/runs/ncu_$q.txt 2>&1
     echo "$(el) ncu $q: $(grep -E 'Duration|Issue Slots Busy|Warp Cycles Per Issued|No Eligible' $O/runs/ncu_$q.txt | tr -s ' ' | head -6 | tr '\n' ';')" >> $L
 done
-for wg in 3 2 1 0; do gemm wg${wg}_2 --quant nf4,int8 --shape $S --m 2048,8192 --cuda-opt dq_wgmma=$wg; done
+for wg in $RS 1 0; do gemm wg${wg}_2 --quant nf4,int8 --shape $S --m 2048,8192 --cuda-opt dq_wgmma=$wg; done
 for c in 256 128; do gemm cols$c --quant nf4 --shape 4608x3584,3584x3584 --m 2048 --cuda-opt dq_wgmma_cols=$c; done
 run bf16_x28 examples/page.png x28
 make_pages
