@@ -43,13 +43,14 @@ struct Params {
 /* The tile of one CTA: WM = 1: 128 rows of W x 256 rows of x (wgmma m64n256, one 64-row block
  * of W a consumer); WM = 2: 256 x 128 (m64n128, two blocks a consumer: half the bytes of x a
  * product, twice the conversions a thread). */
-template <int WM> struct R {
+template <int WM, bool NF4> struct R {
     static constexpr int kWg = 128, kThreads = 384;
-    static constexpr int kBW = 128 * WM; /* rows of W a tile (64 * WM a consumer) */
-    static constexpr int kBX = 256 / WM; /* rows of x a tile */
-    static constexpr int kStages = WM == 1 ? 4 : 6;
-    static constexpr int kXBytes = kBX * 128;      /* 64 bf16 a row */
-    static constexpr int kCodeBytes = kBW * 32;    /* 64 codes a row */
+    static constexpr int kBW = 128 * WM;           /* rows of W a tile (64 * WM a consumer) */
+    static constexpr int kBX = 256 / WM;           /* rows of x a tile */
+    static constexpr int kCodeRow = NF4 ? 32 : 64; /* bytes of a row's 64 codes */
+    static constexpr int kStages = WM == 1 ? (NF4 ? 4 : 3) : (NF4 ? 6 : 4);
+    static constexpr int kXBytes = kBX * 128; /* 64 bf16 a row */
+    static constexpr int kCodeBytes = kBW * kCodeRow;
     static constexpr int kOutPitch = kBW * 2 + 16; /* bytes a staged x row: kBW bf16 + pad */
     static constexpr int kOutBytes = kBX * kOutPitch;
     static constexpr int smem_bytes =
@@ -70,7 +71,8 @@ template <int WM> struct R {
         return out(b) + (uint32_t)(kOutBytes + 8 * (kStages + s));
     }
 };
-static_assert(R<1>::smem_bytes <= 232448 && R<2>::smem_bytes <= 232448,
+static_assert(R<1, true>::smem_bytes <= 232448 && R<2, true>::smem_bytes <= 232448 &&
+                  R<1, false>::smem_bytes <= 232448 && R<2, false>::smem_bytes <= 232448,
               "the H100's shared memory a CTA");
 
 #ifdef VL_HOPPER_DEVICE
@@ -79,13 +81,15 @@ using namespace vl_hopper;
 struct Step {
     int x0, w0, kt;
 };
-template <int WM> __device__ __forceinline__ Step step_of(const Params &p, int it, int ksteps) {
+template <int WM, bool NF4>
+__device__ __forceinline__ Step step_of(const Params &p, int it, int ksteps) {
     const int tile = (int)blockIdx.x + (it / ksteps) * (int)gridDim.x;
-    return {tile / p.tiles_w * R<WM>::kBX, tile % p.tiles_w * R<WM>::kBW, it % ksteps};
+    return {tile / p.tiles_w * R<WM, NF4>::kBX, tile % p.tiles_w * R<WM, NF4>::kBW, it % ksteps};
 }
 
-__device__ __forceinline__ float scale_of(const Params &p, int row, int kt) {
+template <bool NF4> __device__ __forceinline__ float scale_of(const Params &p, int row, int kt) {
     if (row >= p.n) return 0.f;
+    if (!NF4) return p.absmax[row]; /* Q8ROW: the row's absmax */
     const int64_t b = (int64_t)row * (p.k / 64) + kt;
     return p.absmax_code == NULL ? vl_nf4_block_scale<false>(p.absmax, NULL, NULL, 0.f, b)
                                  : vl_nf4_block_scale<true>(p.absmax, p.absmax_code, p.absmax_map,
@@ -93,12 +97,12 @@ __device__ __forceinline__ float scale_of(const Params &p, int row, int kt) {
 }
 
 /* The block scales of this thread's rows (r0 + 64 b, r0 + 64 b + 8) at step st. */
-template <int WM>
+template <int WM, bool NF4>
 __device__ __forceinline__ void scales_of(const Params &p, Step st, int r0, float sc[WM][2]) {
 #pragma unroll
     for (int b = 0; b < WM; b++) {
-        sc[b][0] = scale_of(p, st.w0 + r0 + 64 * b, st.kt);
-        sc[b][1] = scale_of(p, st.w0 + r0 + 64 * b + 8, st.kt);
+        sc[b][0] = scale_of<NF4>(p, st.w0 + r0 + 64 * b, st.kt);
+        sc[b][1] = scale_of<NF4>(p, st.w0 + r0 + 64 * b + 8, st.kt);
     }
 }
 
@@ -122,8 +126,8 @@ __device__ __forceinline__ void row_pairs(const Params &p, uint32_t row_src, uin
 }
 
 /* The fragments of k16 steps 0..3 of this thread's rows r0 (scale s0) and r0 + 8 (s1). */
-__device__ __forceinline__ void convert(const Params &p, uint32_t codes, int r0, uint32_t q,
-                                        float s0, float s1, uint32_t a[4][4]) {
+__device__ __forceinline__ void convert_nf4(const Params &p, uint32_t codes, int r0, uint32_t q,
+                                            float s0, float s1, uint32_t a[4][4]) {
     uint32_t lo0[4], hi0[4], lo1[4], hi1[4];
     row_pairs(p, codes + (uint32_t)(r0 * 32), q, s0, lo0, hi0);
     row_pairs(p, codes + (uint32_t)((r0 + 8) * 32), q, s1, lo1, hi1);
@@ -136,12 +140,53 @@ __device__ __forceinline__ void convert(const Params &p, uint32_t codes, int r0,
     }
 }
 
+/* One Q8ROW row's pairs of a k step: p[i] = the weights of columns 8i + 2q, + 1 (bytes 2q, 2q + 1
+ * of the row's 8-byte group i), so p[2j] / p[2j + 1] are a0 / a2 of k16 step j. */
+__device__ __forceinline__ void row_pairs_q8(uint32_t row_src, uint32_t q, float absmax,
+                                             uint32_t pr[8]) {
+    uint32_t w[16];
+#pragma unroll
+    for (int v = 0; v < 4; v++)
+        asm volatile("ld.shared.v4.u32 {%0, %1, %2, %3}, [%4];\n"
+                     : "=r"(w[4 * v]), "=r"(w[4 * v + 1]), "=r"(w[4 * v + 2]), "=r"(w[4 * v + 3])
+                     : "r"(row_src + 16 * v));
+    const int hi = (int)(q >> 1), b0 = 2 * (int)(q & 1u);
+#pragma unroll
+    for (int i = 0; i < 8; i++) {
+        const uint32_t biased = (hi ? w[2 * i + 1] : w[2 * i]) ^ 0x80808080u;
+        pr[i] =
+            vl_pack_bf16x2(vl_q8_weight(biased, b0, absmax), vl_q8_weight(biased, b0 + 1, absmax));
+    }
+}
+
+__device__ __forceinline__ void convert_q8(uint32_t codes, int r0, uint32_t q, float s0, float s1,
+                                           uint32_t a[4][4]) {
+    uint32_t p0[8], p1[8];
+    row_pairs_q8(codes + (uint32_t)(r0 * 64), q, s0, p0);
+    row_pairs_q8(codes + (uint32_t)((r0 + 8) * 64), q, s1, p1);
+#pragma unroll
+    for (int j = 0; j < 4; j++) {
+        a[j][0] = p0[2 * j], a[j][2] = p0[2 * j + 1];
+        a[j][1] = p1[2 * j], a[j][3] = p1[2 * j + 1];
+    }
+}
+
+/* The fragments of k16 steps 0..3 of rows r0 and r0 + 8 (scales s0, s1) from a stage's codes. */
+template <bool NF4>
+__device__ __forceinline__ void convert(const Params &p, uint32_t codes, int r0, uint32_t q,
+                                        float s0, float s1, uint32_t a[4][4]) {
+    if (NF4)
+        convert_nf4(p, codes, r0, q, s0, s1, a);
+    else
+        convert_q8(codes, r0, q, s0, s1, a);
+}
+
 /* acc[b] (rows of W r0 + 64 b, + 8; columns x 8i + 2q, + 1) as bf16(acc + bias) into the
  * staging [x row][w row], then the tile's rows of y copied out 16 bytes at a time. */
-template <int WM>
-__device__ __forceinline__ void store_tile(const Params &p, float acc[WM][R<WM>::kBX / 2],
+template <int WM, bool NF4>
+__device__ __forceinline__ void store_tile(const Params &p, float acc[WM][R<WM, NF4>::kBX / 2],
                                            uint32_t s_out, Step st, int r0, int q, int ctid) {
-    using T = R<WM>;
+    using T = R<WM, NF4>;
 #pragma unroll
     for (int b = 0; b < WM; b++) {
         const int wl0 = r0 + 64 * b, wl1 = wl0 + 8;
@@ -177,7 +222,7 @@ __device__ __forceinline__ void store_tile(const Params &p, float acc[WM][R<WM>:
     named_sync(1, 2 * T::kWg); /* the staging is free for the next tile */
 }
 
-template <int WM> __device__ __forceinline__ void fence_frags(uint32_t a[WM][4][4]) {
+template <int WM, bool NF4> __device__ __forceinline__ void fence_frags(uint32_t a[WM][4][4]) {
 #pragma unroll
     for (int b = 0; b < WM; b++)
 #pragma unroll
@@ -187,29 +232,29 @@ template <int WM> __device__ __forceinline__ void fence_frags(uint32_t a[WM][4][
 }
 
 /* Thread 0 of warpgroup 0 brings every stage: x's tile and W's codes, by TMA. */
-template <int WM>
+template <int WM, bool NF4>
 __device__ __forceinline__ void load_stages(const Params &p, uint32_t base, int total, int ksteps,
                                             const CUtensorMap *tm_x, const CUtensorMap *tm_w) {
-    using T = R<WM>;
+    using T = R<WM, NF4>;
     tma_prefetch_map(tm_x);
     tma_prefetch_map(tm_w);
     for (int it = 0; it < total; it++) {
         const int s = it % T::kStages;
-        const Step st = step_of<WM>(p, it, ksteps);
+        const Step st = step_of<WM, NF4>(p, it, ksteps);
         bar_wait(T::empty(base, s), ((uint32_t)(it / T::kStages) & 1u) ^ 1u);
         bar_arrive_expect(T::full(base, s), T::kXBytes + T::kCodeBytes);
         tma_load_2d(T::x_tile(base, s), tm_x, T::full(base, s), st.kt * 64, st.x0);
-        tma_load_2d(T::codes(base, s), tm_w, T::full(base, s), st.kt * 32, st.w0);
+        tma_load_2d(T::codes(base, s), tm_w, T::full(base, s), st.kt * T::kCodeRow, st.w0);
     }
 }
 #endif /* VL_HOPPER_DEVICE */
 
-template <int WM>
-__global__ void __launch_bounds__(R<WM>::kThreads, 1)
+template <int WM, bool NF4>
+__global__ void __launch_bounds__(R<WM, NF4>::kThreads, 1)
     dqg_rs_kernel(const __grid_constant__ Params p, const __grid_constant__ CUtensorMap tm_x,
                   const __grid_constant__ CUtensorMap tm_w) {
 #ifdef VL_HOPPER_DEVICE
-    using T = R<WM>;
+    using T = R<WM, NF4>;
     extern __shared__ __align__(1024) unsigned char smem_raw[];
     const uint32_t base = (smem_addr(smem_raw) + 1023u) & ~1023u;
     const int tid = (int)threadIdx.x, wg = tid / T::kWg;
@@ -226,7 +271,7 @@ __global__ void __launch_bounds__(R<WM>::kThreads, 1)
     __syncthreads();
     if (wg == 0) { /* the loads */
         regs_dealloc<24>();
-        if (tid == 0) load_stages<WM>(p, base, total, ksteps, &tm_x, &tm_w);
+        if (tid == 0) load_stages<WM, NF4>(p, base, total, ksteps, &tm_x, &tm_w);
         return;
     }
     regs_alloc<240>();
@@ -236,18 +281,18 @@ __global__ void __launch_bounds__(R<WM>::kThreads, 1)
     float acc[WM][T::kBX / 2];
     uint32_t fa[WM][4][4], fb[WM][4][4]; /* fragments: step t's (in flight), step t + 1's */
     float sc[WM][2];
-    Step st = step_of<WM>(p, 0, ksteps);
-    scales_of<WM>(p, st, r0, sc);
+    Step st = step_of<WM, NF4>(p, 0, ksteps);
+    scales_of<WM, NF4>(p, st, r0, sc);
     bar_wait(T::full(base, 0), 0);
 #pragma unroll
     for (int b = 0; b < WM; b++)
-        convert(p, T::codes(base, 0), r0 + 64 * b, q, sc[b][0], sc[b][1], fa[b]);
+        convert<NF4>(p, T::codes(base, 0), r0 + 64 * b, q, sc[b][0], sc[b][1], fa[b]);
     for (int it = 0; it < total; it++) {
         const int s = it % T::kStages;
         const Step cur = st;
         if (it + 1 < total) {
-            st = step_of<WM>(p, it + 1, ksteps);
-            scales_of<WM>(p, st, r0, sc);
+            st = step_of<WM, NF4>(p, it + 1, ksteps);
+            scales_of<WM, NF4>(p, st, r0, sc);
         }
         const uint32_t xb = T::x_tile(base, s);
         wg_fence();
@@ -263,17 +308,17 @@ __global__ void __launch_bounds__(R<WM>::kThreads, 1)
             bar_wait(T::full(base, s_next), (uint32_t)((it + 1) / T::kStages) & 1u);
 #pragma unroll
             for (int b = 0; b < WM; b++)
-                convert(p, T::codes(base, s_next), r0 + 64 * b, q, sc[b][0], sc[b][1], fb[b]);
+                convert<NF4>(p, T::codes(base, s_next), r0 + 64 * b, q, sc[b][0], sc[b][1], fb[b]);
         }
         wg_wait<0>();
-        fence_frags<WM>(fa);
+        fence_frags<WM, NF4>(fa);
         if (lane == 0) bar_arrive(T::empty(base, s));
         if (cur.kt == ksteps - 1) {
 #pragma unroll
             for (int b = 0; b < WM; b++)
 #pragma unroll
                 for (int i = 0; i < T::kBX / 2; i++) reg_fence(acc[b][i]);
-            store_tile<WM>(p, acc, T::out(base), cur, r0, (int)q, tid - T::kWg);
+            store_tile<WM, NF4>(p, acc, T::out(base), cur, r0, (int)q, tid - T::kWg);
         }
 #pragma unroll
         for (int b = 0; b < WM; b++)
@@ -286,10 +331,10 @@ __global__ void __launch_bounds__(R<WM>::kThreads, 1)
 }
 
 #ifdef VL_HOPPER_KERNELS
-template <int WM>
+template <int WM, bool NF4>
 void launch(vl_cuda_ctx *c, vl_bf16 *y, const vl_bf16 *x, int64_t m, const vl_weight *w,
             const vl_bf16 *bias, cudaStream_t stream) {
-    using T = R<WM>;
+    using T = R<WM, NF4>;
     Params p;
     p.absmax = w->absmax;
     p.absmax_code = w->absmax_code;
@@ -308,13 +353,14 @@ void launch(vl_cuda_ctx *c, vl_bf16 *y, const vl_bf16 *x, int64_t m, const vl_we
     const uint64_t x_strides[1] = {(uint64_t)w->cols * 2};
     const uint32_t x_box[2] = {64, T::kBX};
     vl_cuda_tensor_map(c, &tm_x, 2, 2, x, x_dims, x_strides, x_box, 1);
-    const uint64_t w_dims[2] = {(uint64_t)w->cols / 2, (uint64_t)w->rows};
-    const uint64_t w_strides[1] = {(uint64_t)w->cols / 2};
-    const uint32_t w_box[2] = {32, T::kBW};
+    const uint64_t row_bytes = NF4 ? (uint64_t)w->cols / 2 : (uint64_t)w->cols;
+    const uint64_t w_dims[2] = {row_bytes, (uint64_t)w->rows};
+    const uint64_t w_strides[1] = {row_bytes};
+    const uint32_t w_box[2] = {(uint32_t)T::kCodeRow, T::kBW};
     vl_cuda_tensor_map(c, &tm_w, 1, 2, w->data, w_dims, w_strides, w_box, 0);
-    (void)vl_cuda_ctas_per_sm(c, (const void *)dqg_rs_kernel<WM>, T::kThreads, T::smem_bytes);
+    (void)vl_cuda_ctas_per_sm(c, (const void *)dqg_rs_kernel<WM, NF4>, T::kThreads, T::smem_bytes);
     const int grid = p.tiles < c->sm_count ? p.tiles : c->sm_count;
-    dqg_rs_kernel<WM><<<grid, T::kThreads, T::smem_bytes, stream>>>(p, tm_x, tm_w);
+    dqg_rs_kernel<WM, NF4><<<grid, T::kThreads, T::smem_bytes, stream>>>(p, tm_x, tm_w);
     VL_CUDA_LAUNCH_CHECK();
 }
 #endif
@@ -325,15 +371,21 @@ void launch(vl_cuda_ctx *c, vl_bf16 *y, const vl_bf16 *x, int64_t m, const vl_we
 int vl_dqg_rs(vl_cuda_ctx *c, int wide_w, vl_bf16 *y, const vl_bf16 *x, int64_t m,
               const vl_weight *w, const vl_bf16 *bias, cudaStream_t stream) {
 #ifdef VL_HOPPER_KERNELS
-    if (c->cc_major != 9 || c->cc_minor != 0 || w->dtype != VL_DTYPE_NF4) return 0;
+    if (c->cc_major != 9 || c->cc_minor != 0) return 0;
+    if (w->dtype != VL_DTYPE_NF4 && w->dtype != VL_DTYPE_Q8ROW) return 0;
     if (w->cols % 64 != 0 || w->rows % 8 != 0 || m < 1 || m > INT_MAX / 2 ||
         w->rows > INT_MAX / 2 || w->cols > INT_MAX / 2)
         return 0;
     if (!vl_cuda_aligned16(x) || !vl_cuda_aligned16(y) || !vl_cuda_aligned16(w->data)) return 0;
-    if (wide_w)
-        vl_rs::launch<2>(c, y, x, m, w, bias, stream);
+    const bool nf4 = w->dtype == VL_DTYPE_NF4;
+    if (wide_w && nf4)
+        vl_rs::launch<2, true>(c, y, x, m, w, bias, stream);
+    else if (wide_w)
+        vl_rs::launch<2, false>(c, y, x, m, w, bias, stream);
+    else if (nf4)
+        vl_rs::launch<1, true>(c, y, x, m, w, bias, stream);
     else
-        vl_rs::launch<1>(c, y, x, m, w, bias, stream);
+        vl_rs::launch<1, false>(c, y, x, m, w, bias, stream);
     return 1;
 #else
     (void)c, (void)wide_w, (void)y, (void)x, (void)m, (void)w, (void)bias, (void)stream;

@@ -27,11 +27,11 @@ done
 # the consumer-converting kernel (dq_wgmma 2) has never run: a 20 s smoke with the CPU reference
 RS=""  # the variants that finished their smoke: only they are benched and profiled
 for wg in 2 3; do
-    timeout 20 $VB gemm --iters 1 --warmup 0 --quant nf4 --shape 1024x512,4608x3584 --m 300 \
+    timeout 25 $VB gemm --iters 1 --warmup 0 --quant nf4,int8 --shape 1024x512,4608x3584 --m 300 \
         --cuda-opt dq_wgmma=$wg > $O/runs/smoke_rs$wg.md 2>&1
     rc=$?
     [ $rc = 0 ] && RS="$wg $RS"
-    echo "$(el) smoke rs $wg rc $rc: $(grep -E '^\| ' $O/runs/smoke_rs$wg.md | tr -s ' ' | tail -3 | tr '\n' ';')" >> $L
+    echo "$(el) smoke rs $wg rc $rc: $(grep -E '^\| ' $O/runs/smoke_rs$wg.md | tr -s ' ' | tail -5 | tr '\n' ';')" >> $L
 done
 (cd $B && timeout 400 ctest --timeout 150 -V -R "^test_(quant_gpu|cuda_config|attention_gpu)\$" > $O/runs/tests.txt 2>&1)
 rc=$?

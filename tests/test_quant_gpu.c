@@ -509,11 +509,12 @@ static void test_gemm_wgmma_all(void) {
         vl_backend_free(gpu);
     }
     gpu = dflt;
-    /* dq_wgmma 2 (work in progress): NF4 on the consumer-converting kernel */
+    /* dq_wgmma 2 and 3 (work in progress): the consumer-converting kernel's two tiles */
     for (g_wgmma = 2; g_wgmma <= 3; g_wgmma++)
-        for (int f = 0; f < 2; f++)
+        for (int f = 0; f < 3; f++)
             for (int i = 0; i < n_shapes; i++, cases++)
-                test_gemm(VL_DTYPE_NF4, f, shapes[i][0], shapes[i][1], shapes[i][2], i % 2, 0);
+                test_gemm(f == 2 ? VL_DTYPE_Q8ROW : VL_DTYPE_NF4, f == 1, shapes[i][0],
+                          shapes[i][1], shapes[i][2], i % 2, 0);
     g_wgmma = 1;
     /* K % 64 != 0 and N % 8 != 0: never the Hopper kernel */
     test_gemm(VL_DTYPE_NF4, 0, 48, 136, 300, 1, 0);
