@@ -36,6 +36,19 @@ done
 gemm() { vlbench_gemm 90 "$@"; }
 S=18944x3584,3584x18944,4608x3584,3584x3584
 for wg in $RS 1 0; do gemm wg${wg}_1 --quant nf4,int8 --shape $S --m 2048,8192 --cuda-opt dq_wgmma=$wg; done
+# Nsight Compute of the Hopper kernel (NF4 and int8, 18944 x 3584, m = 2048): issue slots,
+# warp states and stall reasons per warp, the source counters (is the producer the bound?)
+NCU=$(command -v ncu || ls /opt/nvidia/nsight-compute/*/ncu 2>/dev/null | head -1)
+for q in $(for w in $RS; do echo nf4:$w; done) nf4:1; do wg=${q#*:}; q=${q%:*}_$wg
+    [ -n "$NCU" ] && left 80 "ncu $q" || continue
+    timeout 70 "$NCU" --clock-control none --section LaunchStats --section Occupancy \
+        --section SpeedOfLight --section ComputeWorkloadAnalysis --section WarpStateStats \
+        --section SchedulerStats --section InstructionStats --section SourceCounters \
+        -k regex:dqg --launch-count 1 -o $O/runs/ncu_$q -f $VB gemm --shape 18944x3584 \
+        --m 2048 --quant ${q%_*} --no-ref --iters 1 --warmup 0 --cuda-opt dq_wgmma=$wg > $O/runs/ncu_$q.log 2>&1
+    "$NCU" -i $O/runs/ncu_$q.ncu-rep --page details --print-details all > $O/runs/ncu_$q.txt 2>&1
+    echo "$(el) ncu $q: $(grep -E 'Duration|Throughput|Issue Slots Busy|Warp Cycles Per Issued|No Eligible|Registers Per' $O/runs/ncu_$q.txt | tr -s ' ' | head -14 | tr '\n' ';')" >> $L
+done
 rc=skipped
 left 150 tests && { (cd $B && timeout 240 ctest --timeout 150 -V -R "^test_(quant_gpu|cuda_config|attention_gpu)\$" > $O/runs/tests.txt 2>&1); rc=$?; }
 echo "$(el) tests rc $rc: $(grep -E 'tests passed|tests failed' $O/runs/tests.txt | tail -1); $(grep -E 'Hopper dequant GEMM' $O/runs/tests.txt)" >> $L
@@ -63,19 +76,6 @@ for tool in memcheck racecheck; do for wg in $RS 1; do
     rc=$?
     echo "$(el) $tool wg $wg rc $rc: $(grep -E 'ERROR SUMMARY|RACECHECK SUMMARY' $O/runs/san_${tool}_$wg.txt | tr '\n' ' ')" >> $L
 done; done
-# Nsight Compute of the Hopper kernel (NF4 and int8, 18944 x 3584, m = 2048): issue slots,
-# warp states and stall reasons per warp, the source counters (is the producer the bound?)
-NCU=$(command -v ncu || ls /opt/nvidia/nsight-compute/*/ncu 2>/dev/null | head -1)
-for q in $(for w in $RS; do echo nf4:$w; done) nf4:1 int8:1; do wg=${q#*:}; q=${q%:*}_$wg
-    [ -n "$NCU" ] && left 90 "ncu $q" || continue
-    timeout 120 "$NCU" --clock-control none --section LaunchStats --section Occupancy \
-        --section SpeedOfLight --section ComputeWorkloadAnalysis --section WarpStateStats \
-        --section SchedulerStats --section InstructionStats --section SourceCounters \
-        -k regex:dqg --launch-count 1 -o $O/runs/ncu_$q -f $VB gemm --shape 18944x3584 \
-        --m 2048 --quant ${q%_*} --no-ref --iters 1 --warmup 0 --cuda-opt dq_wgmma=$wg > $O/runs/ncu_$q.log 2>&1
-    "$NCU" -i $O/runs/ncu_$q.ncu-rep --page details --print-details all > $O/runs/ncu_$q.txt 2>&1
-    echo "$(el) ncu $q: $(grep -E 'Duration|Issue Slots Busy|Warp Cycles Per Issued|No Eligible' $O/runs/ncu_$q.txt | tr -s ' ' | head -6 | tr '\n' ';')" >> $L
-done
 for wg in $RS 1 0; do gemm wg${wg}_2 --quant nf4,int8 --shape $S --m 2048,8192 --cuda-opt dq_wgmma=$wg; done
 for c in 256 128; do gemm cols$c --quant nf4 --shape 4608x3584,3584x3584 --m 2048 --cuda-opt dq_wgmma_cols=$c; done
 run bf16_x28 examples/page.png x28
