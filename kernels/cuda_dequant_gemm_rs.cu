@@ -1,23 +1,29 @@
-/* cuda_dequant_gemm_rs.cu (work in progress, branch wip/dqg-rs; never run on a GPU yet): the NF4
- * dequant GEMM on Hopper with W converted by the consumer warps themselves and fed to wgmma as
- * its A operand from registers (CUTLASS's mixed-input design; our own code), so the conversion
- * runs in the 8 consumer warps while their previous wgmma works, instead of in one producer
- * warpgroup (cuda_dequant_gemm_wgmma.cu, measured producer-bound at 0.30-0.47 of cuBLAS).
+/* cuda_dequant_gemm_rs.cu: the NF4 / Q8ROW dequant GEMM on Hopper with W converted by the
+ * consumer warps themselves and fed to wgmma as its A operand from registers (the mixed-input
+ * design of CUTLASS; our own code), so the conversion runs in the 8 consumer warps while their
+ * previous wgmma works, instead of in one producer warpgroup (cuda_dequant_gemm_wgmma.cu).
+ * Opt-in (`dq_wgmma=2`, or 3 for the 256 x 128 tile): on an H100 (S27) it ran at 0.46-0.73 of
+ * cuBLAS bf16 (the shared-memory kernel 0.29-0.46, the default bf16 slices 0.70-0.90), its
+ * consumers issue-bound: tensor pipe 51% busy, ~150 of a step's ~340 instructions the k step's
+ * and tile's divisions and the block scales' loads (bench/RESULTS.md, S27).
  *
  *   y^T tile [128 rows of W x 256 rows of x] = W[128 x K] . x[256 x K]^T: two consumer
  *   warpgroups of 64 rows of W each, wgmma m64n256k16 with A (W) from registers and B (x)
  *   K-major in shared memory by TMA (128-byte swizzle), k steps of 64; W's codes (128 rows x 32
- *   bytes) come by TMA into the same stage. Warpgroup 0's thread 0 issues every load.
+ *   bytes, or 64 for Q8ROW) come by TMA into the same stage. Warpgroup 0's thread 0 issues every
+ *   load. WM = 2 (dq_wgmma=3): 256 rows of W x 128 of x, two m64n128 blocks a consumer.
  *   A thread's A fragment of a k16 step j: rows g and g + 8 of its warp's 16, columns 2q, 2q + 1
  *   (a0 / a1) and 2q + 8, 2q + 9 (a2 / a3). A row's 64 codes of a step are 8 words (word i:
  *   columns 8i .. 8i + 7, its byte b columns 8i + 2b, + 1), so the thread's codes are byte q of
  *   every word: bytes q of words 0..3 gathered into one word give, through vl_nf4_lookup8, the
- *   pairs a0 and a2 of k16 steps 0 and 1; words 4..7 those of steps 2 and 3.
+ *   pairs a0 and a2 of k16 steps 0 and 1; words 4..7 those of steps 2 and 3. Q8ROW: bytes 2q,
+ *   2q + 1 of each 8-byte group of the row's 64 codes, through vl_q8_weight.
  *   Pipeline in a consumer: the fragments of step t + 1 are converted while the wgmma of step t
  *   runs (two fragment buffers; the in-flight one kept alive by register fences until its wait).
  *   Epilogue: bf16(acc + bias[w row]) staged in shared memory as [x row][w row], then copied out
  *   in 16-byte rows.
- * Takes: NF4, K % 64 == 0, N % 8 == 0, 16-byte aligned x, y, codes; compute capability 9.0.
+ * Takes: NF4 or Q8ROW, K % 64 == 0, N % 8 == 0, 16-byte aligned x, y, codes; compute capability
+ * 9.0 (vl_dqg_wgmma's checks first).
  */
 #include "kernels/cuda_hopper.cuh"
 #include "kernels/cuda_mma.cuh"

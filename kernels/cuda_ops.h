@@ -325,8 +325,8 @@ extern "C" int vl_cuda_dequant_gemm_sliced(vl_backend *b, void *y, const void *x
  * and alignment take it, enqueues it on stream and returns 1; else 0, nothing enqueued. */
 int vl_dqg_wgmma(vl_cuda_ctx *c, int enabled, vl_bf16 *y, const vl_bf16 *x, int64_t m,
                  const vl_weight *w, const vl_bf16 *bias, cudaStream_t stream);
-/* Work in progress (cuda_dequant_gemm_rs.cu): NF4 with W converted by the consumers, wgmma's A
- * from registers; dq_wgmma = 2 (tiles of 128 rows of W x 256 of x) or 3 (wide_w: 256 x 128).
+/* cuda_dequant_gemm_rs.cu: NF4 / Q8ROW with W converted by the consumers, wgmma's A from
+ * registers; dq_wgmma = 2 (tiles of 128 rows of W x 256 of x) or 3 (wide_w: 256 x 128).
  * 1 when it ran. */
 int vl_dqg_rs(vl_cuda_ctx *c, int wide_w, vl_bf16 *y, const vl_bf16 *x, int64_t m,
               const vl_weight *w, const vl_bf16 *bias, cudaStream_t stream);

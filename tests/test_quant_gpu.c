@@ -509,7 +509,7 @@ static void test_gemm_wgmma_all(void) {
         vl_backend_free(gpu);
     }
     gpu = dflt;
-    /* dq_wgmma 2 and 3 (work in progress): the consumer-converting kernel's two tiles */
+    /* dq_wgmma 2 and 3: the consumer-converting kernel's two tiles */
     for (g_wgmma = 2; g_wgmma <= 3; g_wgmma++)
         for (int f = 0; f < 3; f++)
             for (int i = 0; i < n_shapes; i++, cases++)
