@@ -1,16 +1,19 @@
 #!/usr/bin/env bash
-# device_dqg.sh: the Hopper dequant GEMM (kernels/cuda_dequant_gemm_wgmma.cu, issue 14), one
-# command on the GPU machine (carry .deps, .cache/tokenizer.json.gz). Results: $OUT/dqg/log.txt
-# and $OUT/dqg/runs.tgz.
-#   1. builds build-device/gpu; the kernel's SASS: local-memory accesses and wgmma count;
-#   2. test_quant_gpu (the slices and the Hopper kernel against the CPU twin), test_cuda_config;
-#   3. compute-sanitizer memcheck and racecheck on small NF4 / int8 GEMMs of the Hopper kernel,
-#      then Nsight Compute of it (NF4, int8);
-#   4. vlbench gemm, NF4 and int8 at m = 2048 and 8192, dq_wgmma 1 / 0, beside cuBLAS bf16
-#      (ROUNDS rounds);
-#   5. end to end (64 tokens), each with the SM clock sampled every 20 ms (nvidia-smi) across
-#      load and prefill (the first request's one-time cost): NF4 x28 with dq_wgmma 1 / 0, bf16
-#      x28, NF4 with 28 different pages, NF4 x200.
+# device_dqg.sh: the Hopper dequant GEMMs (kernels/cuda_dequant_gemm_wgmma.cu, dq_wgmma 1, and
+# cuda_dequant_gemm_rs.cu, 2 / 3; issue 14), one command on the GPU machine (carry .deps,
+# .cache/tokenizer.json.gz). Results: $OUT/dqg/log.txt and $OUT/dqg/runs.tgz. In order, each
+# step within DEADLINE:
+#   1. builds build-device/gpu; both kernels' SASS: local-memory accesses and wgmma count;
+#   2. a smoke run of 2 and 3 with the CPU reference (only those that finish are used below);
+#   3. vlbench gemm, NF4 and int8 at m = 2048 and 8192, dq_wgmma 3 / 2 / 1 / 0, beside cuBLAS;
+#   4. Nsight Compute of each on NF4 18944 x 3584, m = 2048;
+#   5. test_quant_gpu (the slices and the Hopper kernels against the CPU twin), test_cuda_config,
+#      test_attention_gpu;
+#   6. end to end (64 tokens), each with the SM clock sampled every 20 ms (nvidia-smi): NF4 x28
+#      with dq_wgmma 3 / 2 / 0;
+#   7. compute-sanitizer memcheck and racecheck of 3 / 2 / 1 on small NF4 / int8 GEMMs;
+#   8. vlbench gemm again, forced tile widths of 1, bf16 x28, NF4 with 28 different pages, NF4
+#      x200.
 set -u
 O=${OUT:-/tmp/out}/dqg; mkdir -p $O/runs
 . scripts/device_common.sh
