@@ -25,26 +25,12 @@
  * Takes: NF4 or Q8ROW, K % 64 == 0, N % 8 == 0, 16-byte aligned x, y, codes; compute capability
  * 9.0 (vl_dqg_wgmma's checks first).
  */
-#include "kernels/cuda_hopper.cuh"
-#include "kernels/cuda_mma.cuh"
+#include "kernels/cuda_dqg_common.cuh"
 #include "kernels/cuda_ops.h"
-
-#include <limits.h>
-#include <string.h>
 
 namespace vl_rs {
 
-struct Params {
-    const float *absmax;
-    const uint8_t *absmax_code;
-    const float *absmax_map;
-    float absmax_offset;
-    float nf4_table[16];
-    const vl_bf16 *bias;
-    vl_bf16 *y;
-    int m, n, k;
-    int tiles_w, tiles;
-};
+using vl_dqg_common::Params;
 
 /* The tile of one CTA: WM = 1: 128 rows of W x 256 rows of x (wgmma m64n256, one 64-row block
  * of W a consumer); WM = 2: 256 x 128 (m64n128, two blocks a consumer: half the bytes of x a
@@ -90,17 +76,10 @@ struct Step {
 template <int WM, bool NF4>
 __device__ __forceinline__ Step step_of(const Params &p, int it, int ksteps) {
     const int tile = (int)blockIdx.x + (it / ksteps) * (int)gridDim.x;
-    return {tile / p.tiles_w * R<WM, NF4>::kBX, tile % p.tiles_w * R<WM, NF4>::kBW, it % ksteps};
+    return {tile / p.tiles_n * R<WM, NF4>::kBX, tile % p.tiles_n * R<WM, NF4>::kBW, it % ksteps};
 }
 
-template <bool NF4> __device__ __forceinline__ float scale_of(const Params &p, int row, int kt) {
-    if (row >= p.n) return 0.f;
-    if (!NF4) return p.absmax[row]; /* Q8ROW: the row's absmax */
-    const int64_t b = (int64_t)row * (p.k / 64) + kt;
-    return p.absmax_code == NULL ? vl_nf4_block_scale<false>(p.absmax, NULL, NULL, 0.f, b)
-                                 : vl_nf4_block_scale<true>(p.absmax, p.absmax_code, p.absmax_map,
-                                                            p.absmax_offset, b);
-}
+using vl_dqg_common::scale_of;
 
 /* The block scales of this thread's rows (r0 + 64 b, r0 + 64 b + 8) at step st. */
 template <int WM, bool NF4>
@@ -341,29 +320,9 @@ template <int WM, bool NF4>
 void launch(vl_cuda_ctx *c, vl_bf16 *y, const vl_bf16 *x, int64_t m, const vl_weight *w,
             const vl_bf16 *bias, cudaStream_t stream) {
     using T = R<WM, NF4>;
-    Params p;
-    p.absmax = w->absmax;
-    p.absmax_code = w->absmax_code;
-    p.absmax_map = w->absmax_map;
-    p.absmax_offset = w->absmax_offset;
-    memcpy(p.nf4_table, vl_nf4_table, sizeof p.nf4_table);
-    p.bias = bias;
-    p.y = y;
-    p.m = (int)m;
-    p.n = (int)w->rows;
-    p.k = (int)w->cols;
-    p.tiles_w = (int)((w->rows + T::kBW - 1) / T::kBW);
-    p.tiles = p.tiles_w * (int)((m + T::kBX - 1) / T::kBX);
+    const Params p = vl_dqg_common::params_of(y, m, w, bias, T::kBX, T::kBW);
     CUtensorMap tm_x, tm_w;
-    const uint64_t x_dims[2] = {(uint64_t)w->cols, (uint64_t)m};
-    const uint64_t x_strides[1] = {(uint64_t)w->cols * 2};
-    const uint32_t x_box[2] = {64, T::kBX};
-    vl_cuda_tensor_map(c, &tm_x, 2, 2, x, x_dims, x_strides, x_box, 1);
-    const uint64_t row_bytes = NF4 ? (uint64_t)w->cols / 2 : (uint64_t)w->cols;
-    const uint64_t w_dims[2] = {row_bytes, (uint64_t)w->rows};
-    const uint64_t w_strides[1] = {row_bytes};
-    const uint32_t w_box[2] = {(uint32_t)T::kCodeRow, T::kBW};
-    vl_cuda_tensor_map(c, &tm_w, 1, 2, w->data, w_dims, w_strides, w_box, 0);
+    vl_dqg_common::tensor_maps(c, x, m, w, T::kBX, T::kBW, &tm_x, &tm_w);
     (void)vl_cuda_ctas_per_sm(c, (const void *)dqg_rs_kernel<WM, NF4>, T::kThreads, T::smem_bytes);
     const int grid = p.tiles < c->sm_count ? p.tiles : c->sm_count;
     dqg_rs_kernel<WM, NF4><<<grid, T::kThreads, T::smem_bytes, stream>>>(p, tm_x, tm_w);
@@ -373,16 +332,11 @@ void launch(vl_cuda_ctx *c, vl_bf16 *y, const vl_bf16 *x, int64_t m, const vl_we
 
 } // namespace vl_rs
 
-/* 1 when it ran (NF4, the shapes above, an sm_90 device in an sm_90a build). */
+/* Called by vl_dqg_wgmma once its shape check (`takes`: the device, the format, the dims and
+ * the alignment) has accepted the call; 1 when it ran (a build with sm_90a code). */
 int vl_dqg_rs(vl_cuda_ctx *c, int wide_w, vl_bf16 *y, const vl_bf16 *x, int64_t m,
               const vl_weight *w, const vl_bf16 *bias, cudaStream_t stream) {
 #ifdef VL_HOPPER_KERNELS
-    if (c->cc_major != 9 || c->cc_minor != 0) return 0;
-    if (w->dtype != VL_DTYPE_NF4 && w->dtype != VL_DTYPE_Q8ROW) return 0;
-    if (w->cols % 64 != 0 || w->rows % 8 != 0 || m < 1 || m > INT_MAX / 2 ||
-        w->rows > INT_MAX / 2 || w->cols > INT_MAX / 2)
-        return 0;
-    if (!vl_cuda_aligned16(x) || !vl_cuda_aligned16(y) || !vl_cuda_aligned16(w->data)) return 0;
     const bool nf4 = w->dtype == VL_DTYPE_NF4;
     if (wide_w && nf4)
         vl_rs::launch<2, true>(c, y, x, m, w, bias, stream);

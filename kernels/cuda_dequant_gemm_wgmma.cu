@@ -45,27 +45,15 @@
  * K a multiple of 64, N a multiple of 8, x, y and W's codes 16-byte aligned, a bias 4-byte aligned.
  * Leaves out: split-K or stream-K for grids of under two waves, TMA stores of y.
  */
-#include "kernels/cuda_hopper.cuh"
-#include "kernels/cuda_mma.cuh"
+#include "kernels/cuda_dqg_common.cuh"
 #include "kernels/cuda_ops.h"
 
 #include <limits.h>
 #include <stdint.h>
-#include <string.h>
 
 namespace vl_dqg { /* named: a build without sm_90a code leaves parts unused */
 
-struct Params {
-    const float *absmax;        /* NF4: block scales or nested ones; Q8ROW: row absmax */
-    const uint8_t *absmax_code; /* NF4 double quantization (else NULL) */
-    const float *absmax_map;
-    float absmax_offset;
-    float nf4_table[16];
-    const vl_bf16 *bias; /* NULL: none */
-    vl_bf16 *y;          /* [m, n] */
-    int m, n, k;
-    int tiles_n, tiles; /* tiles along n, and in all */
-};
+using vl_dqg_common::Params;
 
 /* The kernel's shape. */
 template <bool NF4, int BN> struct G {
@@ -106,6 +94,7 @@ static_assert(G<true, 256>::smem_bytes <= 232448 && G<false, 256>::smem_bytes <=
 
 #ifdef VL_HOPPER_DEVICE
 using namespace vl_hopper;
+using vl_dqg_common::scale_of;
 
 /* The CTA's step `it` (its tiles' k steps, one after the other): the tile and its k step. */
 struct Step {
@@ -114,17 +103,6 @@ struct Step {
 template <int BN> __device__ __forceinline__ Step step_of(const Params &p, int it, int ksteps) {
     const int tile = (int)blockIdx.x + (it / ksteps) * (int)gridDim.x;
     return {tile / p.tiles_n * 128, tile % p.tiles_n * BN, it % ksteps};
-}
-
-/* Row `row` of W's scale for k step kt: NF4's block scale (double quantization: multiply, then
- * add, in fp32, as the CPU twin), Q8ROW's absmax; 0 past the last row (a zero row). */
-template <bool NF4> __device__ __forceinline__ float scale_of(const Params &p, int row, int kt) {
-    if (row >= p.n) return 0.f;
-    if (!NF4) return __ldg(p.absmax + row);
-    const int64_t b = (int64_t)row * (p.k / 64) + kt;
-    return p.absmax_code == NULL ? vl_nf4_block_scale<false>(p.absmax, NULL, NULL, 0.f, b)
-                                 : vl_nf4_block_scale<true>(p.absmax, p.absmax_code, p.absmax_map,
-                                                            p.absmax_offset, b);
 }
 
 __device__ __forceinline__ void lds128(uint32_t w[4], uint32_t addr) {
@@ -331,29 +309,9 @@ template <bool NF4, int BN>
 void launch(vl_cuda_ctx *c, vl_bf16 *y, const vl_bf16 *x, int64_t m, const vl_weight *w,
             const vl_bf16 *bias, cudaStream_t stream) {
     using K = G<NF4, BN>;
-    Params p;
-    p.absmax = w->absmax;
-    p.absmax_code = w->absmax_code;
-    p.absmax_map = w->absmax_map;
-    p.absmax_offset = w->absmax_offset;
-    memcpy(p.nf4_table, vl_nf4_table, sizeof p.nf4_table);
-    p.bias = bias;
-    p.y = y;
-    p.m = (int)m;
-    p.n = (int)w->rows;
-    p.k = (int)w->cols;
-    p.tiles_n = (int)((w->rows + K::kBN - 1) / K::kBN);
-    p.tiles = p.tiles_n * (int)((m + K::kBM - 1) / K::kBM);
+    const Params p = vl_dqg_common::params_of(y, m, w, bias, K::kBM, K::kBN);
     CUtensorMap tm_x, tm_w;
-    const uint64_t x_dims[2] = {(uint64_t)w->cols, (uint64_t)m};
-    const uint64_t x_strides[1] = {(uint64_t)w->cols * 2};
-    const uint32_t x_box[2] = {64, K::kBM};
-    vl_cuda_tensor_map(c, &tm_x, 2, 2, x, x_dims, x_strides, x_box, 1);
-    const uint64_t row_bytes = (uint64_t)w->cols * K::kCodeRowBytes / K::kBK;
-    const uint64_t w_dims[2] = {row_bytes, (uint64_t)w->rows};
-    const uint64_t w_strides[1] = {row_bytes};
-    const uint32_t w_box[2] = {K::kCodeRowBytes, K::kBN};
-    vl_cuda_tensor_map(c, &tm_w, 1, 2, w->data, w_dims, w_strides, w_box, 0);
+    vl_dqg_common::tensor_maps(c, x, m, w, K::kBM, K::kBN, &tm_x, &tm_w);
     const void *kernel = (const void *)dqg_kernel<NF4, BN>;
     (void)vl_cuda_ctas_per_sm(c, kernel, K::kThreads, K::smem_bytes); /* the opt-in */
     const int grid = p.tiles < c->sm_count ? p.tiles : c->sm_count;
