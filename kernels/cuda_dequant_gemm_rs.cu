@@ -207,7 +207,7 @@ __device__ __forceinline__ void store_tile(const Params &p, float acc[WM][R<WM, 
     named_sync(1, 2 * T::kWg); /* the staging is free for the next tile */
 }
 
-template <int WM, bool NF4> __device__ __forceinline__ void fence_frags(uint32_t a[WM][4][4]) {
+template <int WM> __device__ __forceinline__ void fence_frags(uint32_t a[WM][4][4]) {
 #pragma unroll
     for (int b = 0; b < WM; b++)
 #pragma unroll
@@ -296,7 +296,7 @@ __global__ void __launch_bounds__(R<WM, NF4>::kThreads, 1)
                 convert<NF4>(p, T::codes(base, s_next), r0 + 64 * b, q, sc[b][0], sc[b][1], fb[b]);
         }
         wg_wait<0>();
-        fence_frags<WM, NF4>(fa);
+        fence_frags<WM>(fa);
         if (lane == 0) bar_arrive(T::empty(base, s));
         if (cur.kt == ksteps - 1) {
 #pragma unroll
