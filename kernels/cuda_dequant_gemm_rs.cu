@@ -45,16 +45,20 @@ template <int WM, bool NF4> struct R {
     static constexpr int kCodeBytes = kBW * kCodeRow;
     static constexpr int kOutPitch = kBW * 2 + 16; /* bytes a staged x row: kBW bf16 + pad */
     static constexpr int kOutBytes = kBX * kOutPitch;
+    static constexpr int kScaleBytes = kBW * 4; /* the fp32 scale of each row at the stage's step */
     static constexpr int smem_bytes =
-        1024 + kStages * (kXBytes + kCodeBytes) + kOutBytes + 8 * 2 * kStages;
+        1024 + kStages * (kXBytes + kCodeBytes + kScaleBytes) + kOutBytes + 8 * 2 * kStages;
     __device__ static constexpr uint32_t x_tile(uint32_t b, int s) {
         return b + (uint32_t)(s * kXBytes);
     }
     __device__ static constexpr uint32_t codes(uint32_t b, int s) {
         return b + (uint32_t)(kStages * kXBytes + s * kCodeBytes);
     }
+    __device__ static constexpr uint32_t scales(uint32_t b, int s) {
+        return b + (uint32_t)(kStages * (kXBytes + kCodeBytes) + s * kScaleBytes);
+    }
     __device__ static constexpr uint32_t out(uint32_t b) {
-        return b + (uint32_t)(kStages * (kXBytes + kCodeBytes));
+        return b + (uint32_t)(kStages * (kXBytes + kCodeBytes + kScaleBytes));
     }
     __device__ static constexpr uint32_t full(uint32_t b, int s) {
         return out(b) + (uint32_t)(kOutBytes + 8 * s);
@@ -70,26 +74,32 @@ static_assert(R<1, true>::smem_bytes <= 232448 && R<2, true>::smem_bytes <= 2324
 #ifdef VL_HOPPER_DEVICE
 using namespace vl_hopper;
 
+/* Where a CTA is: its tile's first rows of x and W, the k step, the stage and its phase; moved
+ * a step at a time (one division a tile, none a step). */
 struct Step {
-    int x0, w0, kt;
+    int tile, x0, w0, kt, s;
+    uint32_t phase;
 };
+template <int WM, bool NF4> __device__ __forceinline__ void tile_origin(const Params &p, Step &st) {
+    st.x0 = st.tile / p.tiles_n * R<WM, NF4>::kBX;
+    st.w0 = st.tile % p.tiles_n * R<WM, NF4>::kBW;
+}
+template <int WM, bool NF4> __device__ __forceinline__ Step first_step(const Params &p) {
+    Step st = {(int)blockIdx.x, 0, 0, 0, 0, 0u};
+    tile_origin<WM, NF4>(p, st);
+    return st;
+}
 template <int WM, bool NF4>
-__device__ __forceinline__ Step step_of(const Params &p, int it, int ksteps) {
-    const int tile = (int)blockIdx.x + (it / ksteps) * (int)gridDim.x;
-    return {tile / p.tiles_n * R<WM, NF4>::kBX, tile % p.tiles_n * R<WM, NF4>::kBW, it % ksteps};
+__device__ __forceinline__ void next_step(const Params &p, int ksteps, Step &st) {
+    if (++st.kt == ksteps) {
+        st.kt = 0;
+        st.tile += (int)gridDim.x;
+        tile_origin<WM, NF4>(p, st);
+    }
+    if (++st.s == R<WM, NF4>::kStages) st.s = 0, st.phase ^= 1u;
 }
 
 using vl_dqg_common::scale_of;
-
-/* The block scales of this thread's rows (r0 + 64 b, r0 + 64 b + 8) at step st. */
-template <int WM, bool NF4>
-__device__ __forceinline__ void scales_of(const Params &p, Step st, int r0, float sc[WM][2]) {
-#pragma unroll
-    for (int b = 0; b < WM; b++) {
-        sc[b][0] = scale_of<NF4>(p, st.w0 + r0 + 64 * b, st.kt);
-        sc[b][1] = scale_of<NF4>(p, st.w0 + r0 + 64 * b + 8, st.kt);
-    }
-}
 
 /* One row's fragments of a k step: lo[0..3] = a0 / a2 of k16 steps 0, 1 (pairs of byte q of
  * words 0..3), hi[0..3] the same of steps 2, 3 (words 4..7). */
@@ -156,10 +166,13 @@ __device__ __forceinline__ void convert_q8(uint32_t codes, int r0, uint32_t q, f
     }
 }
 
-/* The fragments of k16 steps 0..3 of rows r0 and r0 + 8 (scales s0, s1) from a stage's codes. */
+/* The fragments of k16 steps 0..3 of rows r0 and r0 + 8 from a stage's codes and scales. */
 template <bool NF4>
-__device__ __forceinline__ void convert(const Params &p, uint32_t codes, int r0, uint32_t q,
-                                        float s0, float s1, uint32_t a[4][4]) {
+__device__ __forceinline__ void convert(const Params &p, uint32_t codes, uint32_t scales, int r0,
+                                        uint32_t q, uint32_t a[4][4]) {
+    float s0, s1;
+    asm volatile("ld.shared.f32 %0, [%1];\n" : "=f"(s0) : "r"(scales + (uint32_t)(4 * r0)));
+    asm volatile("ld.shared.f32 %0, [%1];\n" : "=f"(s1) : "r"(scales + (uint32_t)(4 * r0 + 32)));
     if (NF4)
         convert_nf4(p, codes, r0, q, s0, s1, a);
     else
@@ -216,20 +229,36 @@ template <int WM> __device__ __forceinline__ void fence_frags(uint32_t a[WM][4][
             for (int i = 0; i < 4; i++) reg_fence(a[b][j][i]);
 }
 
-/* Thread 0 of warpgroup 0 brings every stage: x's tile and W's codes, by TMA. */
+/* Warpgroup 0 fills every stage: its threads the scales of the stage's rows (row w0 + t, and
+ * w0 + 128 + t for a 256-row tile), thread 0 also x's tile and W's codes by TMA. All 128 arrive on
+ * the stage's full barrier (thread 0 with the bytes the TMA brings). */
 template <int WM, bool NF4>
-__device__ __forceinline__ void load_stages(const Params &p, uint32_t base, int total, int ksteps,
-                                            const CUtensorMap *tm_x, const CUtensorMap *tm_w) {
+__device__ __forceinline__ void fill_stages(const Params &p, uint32_t base, int total, int ksteps,
+                                            int t, const CUtensorMap *tm_x,
+                                            const CUtensorMap *tm_w) {
     using T = R<WM, NF4>;
-    tma_prefetch_map(tm_x);
-    tma_prefetch_map(tm_w);
-    for (int it = 0; it < total; it++) {
-        const int s = it % T::kStages;
-        const Step st = step_of<WM, NF4>(p, it, ksteps);
-        bar_wait(T::empty(base, s), ((uint32_t)(it / T::kStages) & 1u) ^ 1u);
-        bar_arrive_expect(T::full(base, s), T::kXBytes + T::kCodeBytes);
-        tma_load_2d(T::x_tile(base, s), tm_x, T::full(base, s), st.kt * 64, st.x0);
-        tma_load_2d(T::codes(base, s), tm_w, T::full(base, s), st.kt * T::kCodeRow, st.w0);
+    if (t == 0) {
+        tma_prefetch_map(tm_x);
+        tma_prefetch_map(tm_w);
+    }
+    Step st = first_step<WM, NF4>(p);
+    for (int it = 0; it < total; it++, next_step<WM, NF4>(p, ksteps, st)) {
+        bar_wait(T::empty(base, st.s), st.phase ^ 1u);
+#pragma unroll
+        for (int b = 0; b < WM; b++) {
+            const float v = scale_of<NF4>(p, st.w0 + t + 128 * b, st.kt);
+            asm volatile("st.shared.f32 [%0], %1;\n" ::"r"(T::scales(base, st.s) +
+                                                           (uint32_t)(4 * (t + 128 * b))),
+                         "f"(v)
+                         : "memory");
+        }
+        if (t != 0) {
+            bar_arrive(T::full(base, st.s));
+            continue;
+        }
+        bar_arrive_expect(T::full(base, st.s), T::kXBytes + T::kCodeBytes);
+        tma_load_2d(T::x_tile(base, st.s), tm_x, T::full(base, st.s), st.kt * 64, st.x0);
+        tma_load_2d(T::codes(base, st.s), tm_w, T::full(base, st.s), st.kt * T::kCodeRow, st.w0);
     }
 }
 #endif /* VL_HOPPER_DEVICE */
@@ -248,38 +277,30 @@ __global__ void __launch_bounds__(R<WM, NF4>::kThreads, 1)
     const int total = my_tiles * ksteps;
     if (tid == 0) {
         for (int s = 0; s < T::kStages; s++) {
-            bar_init(T::full(base, s), 1);
+            bar_init(T::full(base, s), T::kWg);
             bar_init(T::empty(base, s), 8);
         }
         bar_init_fence();
     }
     __syncthreads();
-    if (wg == 0) { /* the loads */
-        regs_dealloc<24>();
-        if (tid == 0) load_stages<WM, NF4>(p, base, total, ksteps, &tm_x, &tm_w);
+    if (wg == 0) { /* the loads and the scales */
+        regs_dealloc<56>();
+        fill_stages<WM, NF4>(p, base, total, ksteps, tid, &tm_x, &tm_w);
         return;
     }
-    regs_alloc<240>();
+    regs_alloc<224>();
     const int cw = wg - 1, warp = (tid / 32) % 4, lane = tid % 32, g = lane / 4;
     const uint32_t q = (uint32_t)(lane % 4);
     const int r0 = 64 * WM * cw + 16 * warp + g; /* this thread's first row of W in the tile */
     float acc[WM][T::kBX / 2];
     uint32_t fa[WM][4][4], fb[WM][4][4]; /* fragments: step t's (in flight), step t + 1's */
-    float sc[WM][2];
-    Step st = step_of<WM, NF4>(p, 0, ksteps);
-    scales_of<WM, NF4>(p, st, r0, sc);
+    Step cur = first_step<WM, NF4>(p);
     bar_wait(T::full(base, 0), 0);
 #pragma unroll
     for (int b = 0; b < WM; b++)
-        convert<NF4>(p, T::codes(base, 0), r0 + 64 * b, q, sc[b][0], sc[b][1], fa[b]);
+        convert<NF4>(p, T::codes(base, 0), T::scales(base, 0), r0 + 64 * b, q, fa[b]);
     for (int it = 0; it < total; it++) {
-        const int s = it % T::kStages;
-        const Step cur = st;
-        if (it + 1 < total) {
-            st = step_of<WM, NF4>(p, it + 1, ksteps);
-            scales_of<WM, NF4>(p, st, r0, sc);
-        }
-        const uint32_t xb = T::x_tile(base, s);
+        const uint32_t xb = T::x_tile(base, cur.s);
         wg_fence();
 #pragma unroll
         for (int j = 0; j < 4; j++)
@@ -288,16 +309,18 @@ __global__ void __launch_bounds__(R<WM, NF4>::kThreads, 1)
                 WgmmaRS<T::kBX>::run(acc[b], fa[b][j], desc_sw128(xb + 32 * j, 16, 1024),
                                      cur.kt > 0 || j > 0);
         wg_commit();
+        Step nxt = cur;
+        next_step<WM, NF4>(p, ksteps, nxt);
         if (it + 1 < total) { /* step t + 1's fragments while step t's products run */
-            const int s_next = (it + 1) % T::kStages;
-            bar_wait(T::full(base, s_next), (uint32_t)((it + 1) / T::kStages) & 1u);
+            bar_wait(T::full(base, nxt.s), nxt.phase);
 #pragma unroll
             for (int b = 0; b < WM; b++)
-                convert<NF4>(p, T::codes(base, s_next), r0 + 64 * b, q, sc[b][0], sc[b][1], fb[b]);
+                convert<NF4>(p, T::codes(base, nxt.s), T::scales(base, nxt.s), r0 + 64 * b, q,
+                             fb[b]);
         }
         wg_wait<0>();
         fence_frags<WM>(fa);
-        if (lane == 0) bar_arrive(T::empty(base, s));
+        if (lane == 0) bar_arrive(T::empty(base, cur.s));
         if (cur.kt == ksteps - 1) {
 #pragma unroll
             for (int b = 0; b < WM; b++)
@@ -305,6 +328,7 @@ __global__ void __launch_bounds__(R<WM, NF4>::kThreads, 1)
                 for (int i = 0; i < T::kBX / 2; i++) reg_fence(acc[b][i]);
             store_tile<WM, NF4>(p, acc, T::out(base), cur, r0, (int)q, tid - T::kWg);
         }
+        cur = nxt;
 #pragma unroll
         for (int b = 0; b < WM; b++)
 #pragma unroll
