@@ -6,6 +6,9 @@
  * cuBLAS bf16 (the shared-memory kernel 0.29-0.46, the default bf16 slices 0.70-0.90), its
  * consumers issue-bound: tensor pipe 51% busy, ~150 of a step's ~340 instructions the k step's
  * and tile's divisions and the block scales' loads (bench/RESULTS.md, S27).
+ * This revision (branch wip/dqg-rs, not yet run on a GPU) removes both: the loading warpgroup's
+ * 128 threads write each stage's block scales into shared memory beside its codes, and every
+ * warpgroup counts steps, tiles and stages without a division.
  *
  *   y^T tile [128 rows of W x 256 rows of x] = W[128 x K] . x[256 x K]^T: two consumer
  *   warpgroups of 64 rows of W each, wgmma m64n256k16 with A (W) from registers and B (x)
