@@ -32,7 +32,7 @@ typedef struct {
     long lo, hi;      /* the range (pow2 and rows narrow it) */
     const char *what; /* the accepted values, for the message */
     int pow2;         /* only 0 and powers of two up to hi (the split counts) */
-    int rows;         /* 1: only 0, 64 and 128; 2: only 0, 128, 192, 224 and 256 */
+    int rows;         /* 1: only 0, 64 and 128 */
 } config_key;
 
 #define FIELD(f) offsetof(vl_cuda_config, f)
@@ -54,10 +54,7 @@ static const config_key keys[] = {
     {"gemv_lean", FIELD(gemv_lean), 0, 0, 1, "0 or 1", 0, 0},
     {"pdl", FIELD(pdl), 0, 0, 1, "0 or 1", 0, 0},
     {"quant_gemv_rows", FIELD(quant_gemv_rows), 0, 0, 256, "rows 0..256 (0: never)", 0, 0},
-    {"dq_wgmma", FIELD(dq_wgmma), 0, 0, 3, "0, 1, 2 or 3 (2, 3: W converted by the consumers)", 0,
-     0},
-    {"dq_wgmma_cols", FIELD(dq_wgmma_cols), 0, 0, 256, "0 (chosen per shape), 128, 192, 224 or 256",
-     0, 2},
+    {"dq_wgmma", FIELD(dq_wgmma), 0, 0, 1, "0 or 1", 0, 0},
     {"dq_overlap", FIELD(dq_overlap), 0, 0, 1, "0 or 1", 0, 0},
     {"dq_slice_rows", FIELD(dq_slice_rows), 0, 0, 1 << 20, "0 (the rule) or rows 1..1048576", 0, 0},
     {"attn_decode_splits", FIELD(attn_decode_splits), 0, 0, 1024,
@@ -76,7 +73,6 @@ static int accepted(const config_key *k, long v) {
     if (v < k->lo || v > k->hi) return 0;
     if (k->pow2) return v == 0 || (v & (v - 1)) == 0;
     if (k->rows == 1) return v == 0 || v == 64 || v == 128;
-    if (k->rows == 2) return v == 0 || v == 128 || v == 192 || v == 224 || v == 256;
     return 1;
 }
 

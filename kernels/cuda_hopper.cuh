@@ -153,9 +153,9 @@ __device__ __forceinline__ void reg_fence(uint32_t &r) {
 #define VL_WG_D64                                                                                  \
     VL_WG_D8(0), VL_WG_D8(8), VL_WG_D8(16), VL_WG_D8(24), VL_WG_D8(32), VL_WG_D8(40),              \
         VL_WG_D8(48), VL_WG_D8(56)
-#define VL_WG_D96   VL_WG_D64, VL_WG_D8(64), VL_WG_D8(72), VL_WG_D8(80), VL_WG_D8(88)
-#define VL_WG_D112  VL_WG_D96, VL_WG_D8(96), VL_WG_D8(104)
-#define VL_WG_D128  VL_WG_D112, VL_WG_D8(112), VL_WG_D8(120)
+#define VL_WG_D128                                                                                 \
+    VL_WG_D64, VL_WG_D8(64), VL_WG_D8(72), VL_WG_D8(80), VL_WG_D8(88), VL_WG_D8(96),               \
+        VL_WG_D8(104), VL_WG_D8(112), VL_WG_D8(120)
 #define VL_WG_R8_0  "%0, %1, %2, %3, %4, %5, %6, %7"
 #define VL_WG_R8_1  ", %8, %9, %10, %11, %12, %13, %14, %15"
 #define VL_WG_R8_2  ", %16, %17, %18, %19, %20, %21, %22, %23"
@@ -174,21 +174,14 @@ __device__ __forceinline__ void reg_fence(uint32_t &r) {
 #define VL_WG_R8_15 ", %120, %121, %122, %123, %124, %125, %126, %127"
 #define VL_WG_REGS64                                                                               \
     "{" VL_WG_R8_0 VL_WG_R8_1 VL_WG_R8_2 VL_WG_R8_3 VL_WG_R8_4 VL_WG_R8_5 VL_WG_R8_6 VL_WG_R8_7 "}"
-#define VL_WG_REGS96                                                                               \
-    "{" VL_WG_R8_0 VL_WG_R8_1 VL_WG_R8_2 VL_WG_R8_3 VL_WG_R8_4 VL_WG_R8_5 VL_WG_R8_6 VL_WG_R8_7    \
-        VL_WG_R8_8 VL_WG_R8_9 VL_WG_R8_10 VL_WG_R8_11 "}"
-#define VL_WG_REGS112                                                                              \
-    "{" VL_WG_R8_0 VL_WG_R8_1 VL_WG_R8_2 VL_WG_R8_3 VL_WG_R8_4 VL_WG_R8_5 VL_WG_R8_6 VL_WG_R8_7    \
-        VL_WG_R8_8 VL_WG_R8_9 VL_WG_R8_10 VL_WG_R8_11 VL_WG_R8_12 VL_WG_R8_13 "}"
 #define VL_WG_REGS128                                                                              \
     "{" VL_WG_R8_0 VL_WG_R8_1 VL_WG_R8_2 VL_WG_R8_3 VL_WG_R8_4 VL_WG_R8_5 VL_WG_R8_6 VL_WG_R8_7    \
         VL_WG_R8_8 VL_WG_R8_9 VL_WG_R8_10 VL_WG_R8_11 VL_WG_R8_12 VL_WG_R8_13 VL_WG_R8_14          \
             VL_WG_R8_15 "}"
 
 /* d[64 x N] (+)= A[64 x 16] . B[16 x N], A and B K-major in shared memory (descriptors); N / 2
- * accumulators a thread; accumulate = 0 overwrites d. N: 128 (attention's S = Q K^T, the
- * dequant GEMM's narrowest tile), 192, 224, 256 (cuda_dequant_gemm_wgmma.cu). IA, IB, IP: the
- * operand numbers of the two descriptors and the flag, after the N / 2 accumulators. */
+ * accumulators a thread; accumulate = 0 overwrites d. N: 128 (attention's S = Q K^T). IA, IB,
+ * IP: the operand numbers of the two descriptors and the flag, after the N / 2 accumulators. */
 template <int N> struct WgmmaSS;
 #define VL_WGMMA_SS(N, REGS, D, IA, IB, IP)                                                        \
     template <> struct WgmmaSS<N> {                                                                \
@@ -202,15 +195,12 @@ template <int N> struct WgmmaSS;
         }                                                                                          \
     };
 VL_WGMMA_SS(128, VL_WG_REGS64, VL_WG_D64, 64, 65, 66)
-VL_WGMMA_SS(192, VL_WG_REGS96, VL_WG_D96, 96, 97, 98)
-VL_WGMMA_SS(224, VL_WG_REGS112, VL_WG_D112, 112, 113, 114)
-VL_WGMMA_SS(256, VL_WG_REGS128, VL_WG_D128, 128, 129, 130)
 #undef VL_WGMMA_SS
 
 /* d[64 x N] (+)= A[64 x 16] . B[16 x N], A from registers (mma.m16n8k16's A fragment of the
- * warp's 16 rows), B K-major in shared memory; accumulate = 0 overwrites d. N: 128, 256 (the
- * consumer-converting dequant GEMM, cuda_dequant_gemm_rs.cu). IA: the first A operand's number,
- * after the N / 2 accumulators. */
+ * warp's 16 rows), B K-major in shared memory; accumulate = 0 overwrites d. N: 256 (the dequant
+ * GEMM, cuda_dequant_gemm_wgmma.cu). IA: the first A operand's number, after the N / 2
+ * accumulators. */
 template <int N> struct WgmmaRS;
 #define VL_WGMMA_RS(N, REGS, D, IA, IA1, IA2, IA3, IB, IP)                                         \
     template <> struct WgmmaRS<N> {                                                                \
@@ -224,7 +214,6 @@ template <int N> struct WgmmaRS;
                 : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "l"(desc_b), "r"(accumulate));       \
         }                                                                                          \
     };
-VL_WGMMA_RS(128, VL_WG_REGS64, VL_WG_D64, 64, 65, 66, 67, 68, 69)
 VL_WGMMA_RS(256, VL_WG_REGS128, VL_WG_D128, 128, 129, 130, 131, 132, 133)
 #undef VL_WGMMA_RS
 
@@ -241,8 +230,6 @@ __device__ __forceinline__ void wgmma_rs_m64n128_tb(float d[64], const uint32_t 
 
 #undef VL_WG_D8
 #undef VL_WG_D64
-#undef VL_WG_D96
-#undef VL_WG_D112
 #undef VL_WG_D128
 #undef VL_WG_R8_0
 #undef VL_WG_R8_1
@@ -261,8 +248,6 @@ __device__ __forceinline__ void wgmma_rs_m64n128_tb(float d[64], const uint32_t 
 #undef VL_WG_R8_14
 #undef VL_WG_R8_15
 #undef VL_WG_REGS64
-#undef VL_WG_REGS96
-#undef VL_WG_REGS112
 #undef VL_WG_REGS128
 
 #endif /* VL_HOPPER_DEVICE */

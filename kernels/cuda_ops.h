@@ -320,16 +320,11 @@ void vl_cuda_dequant_gemm_run(const vl_cuda_dqgemm_res *r, vl_bf16 *y, const vl_
 extern "C" int vl_cuda_dequant_gemm_sliced(vl_backend *b, void *y, const void *x, int64_t m,
                                            const vl_weight *w, const vl_vec *bias,
                                            int64_t max_slice_rows, int overlap, int wgmma);
-/* The dequant GEMM with W dequantized inside a Hopper GEMM (cuda_dequant_gemm_wgmma.cu): when
+/* The dequant GEMM with W converted inside a Hopper GEMM (cuda_dequant_gemm_wgmma.cu): when
  * `enabled` (the backend's dq_wgmma, or a test's choice) and c's device and the operands' shapes
  * and alignment take it, enqueues it on stream and returns 1; else 0, nothing enqueued. */
 int vl_dqg_wgmma(vl_cuda_ctx *c, int enabled, vl_bf16 *y, const vl_bf16 *x, int64_t m,
                  const vl_weight *w, const vl_bf16 *bias, cudaStream_t stream);
-/* cuda_dequant_gemm_rs.cu: NF4 / Q8ROW with W converted by the consumers, wgmma's A from
- * registers; dq_wgmma = 2 (tiles of 128 rows of W x 256 of x) or 3 (wide_w: 256 x 128).
- * 1 when it ran. */
-int vl_dqg_rs(vl_cuda_ctx *c, int wide_w, vl_bf16 *y, const vl_bf16 *x, int64_t m,
-              const vl_weight *w, const vl_bf16 *bias, cudaStream_t stream);
 
 /* ---- decode GEMV (cuda_gemv.cu, cuda_gemv_bf16.cu, cuda_gemv_quant_m1.cu) -------------------
  * vl_cuda_linear sends m <= VL_CUDA_GEMV_MAX_M here; vl_cuda_gemv (cuda_linear.cu) is the one

@@ -542,12 +542,10 @@ typedef struct {
                                * (prefill of NF4 / Q8ROW weights), at most what a 32 MiB slice
                                * buffer holds; 0 (default): its rule (cuda_dequant_gemm.cu) */
     int dq_wgmma;             /* "dq_wgmma": 1 runs the dequant GEMM on a compute capability 9.0
-                               * device as one Hopper kernel that dequantizes W's tiles into
-                               * shared memory for wgmma (cuda_dequant_gemm_wgmma.cu), where it
-                               * takes the shape; 0 (default): bf16 slices and cuBLASLt, measured
-                               * about twice as fast on an H100 (S26, bench/RESULTS.md) */
-    int dq_wgmma_cols;        /* "dq_wgmma_cols": rows of W a tile of that Hopper kernel: 0
-                               * (default) chosen per shape, or 128, 192, 224, 256 forced */
+                               * device as one Hopper kernel whose tensor-core warps convert W's
+                               * codes in registers (cuda_dequant_gemm_wgmma.cu), where it takes
+                               * the shape; 0 (default): bf16 slices and cuBLASLt, measured faster
+                               * on an H100 (S27, bench/RESULTS.md) */
     int dq_overlap;           /* "dq_overlap": 1 (default) dequantizes the dequant GEMM's next
                                * slice on a second stream while the GEMM of the last runs; 0:
                                * each slice just before its GEMM, on the one stream */

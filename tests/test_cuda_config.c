@@ -27,7 +27,6 @@ static void test_defaults(void) {
     VT_CHECK_INT(c.dq_slice_rows, 0);
     VT_CHECK_INT(c.dq_overlap, 1);
     VT_CHECK_INT(c.dq_wgmma, 0);
-    VT_CHECK_INT(c.dq_wgmma_cols, 0);
     VT_CHECK_INT(c.attn_decode_splits, 0);
     VT_CHECK_INT(c.attn_decode_waves, 1);
     VT_CHECK_INT(c.attn_decode_tail, 1);
@@ -45,8 +44,7 @@ static void test_keys(void) {
                          "gemv_nf4_regs=2",    "attn_decode_splits=12", "attn_decode_waves=4",
                          "attn_decode_tail=0", "attn_prefill_rows=64",  "attn_prefill_wgmma=1",
                          "gemv_lean=0",        "profile_step=5",        "pdl=0",
-                         "dq_slice_rows=4224", "dq_overlap=0",          "dq_wgmma=1",
-                         "dq_wgmma_cols=224"};
+                         "dq_slice_rows=4224", "dq_overlap=0",          "dq_wgmma=1"};
     for (int i = 0; i < (int)(sizeof set / sizeof set[0]); i++) {
         char why[256] = "";
         VT_CHECKF(vl_cuda_config_set(&c, set[i], why, sizeof why) == 0, "%s: %s", set[i], why);
@@ -61,7 +59,6 @@ static void test_keys(void) {
     VT_CHECK_INT(c.dq_slice_rows, 4224);
     VT_CHECK_INT(c.dq_overlap, 0);
     VT_CHECK_INT(c.dq_wgmma, 1);
-    VT_CHECK_INT(c.dq_wgmma_cols, 224);
     VT_CHECK_INT(c.gemv_rows16, 0);
     VT_CHECK_INT(c.gemv_row_tiles, 2);
     VT_CHECK_INT(c.gemv_nf4_regs, 2);
@@ -110,8 +107,8 @@ static void test_refusals(void) {
     refuse("quant_gemv_rows=257", "quant_gemv_rows takes rows 0..256 (0: never)");
     refuse("dq_slice_rows=-8", "dq_slice_rows takes 0 (the rule) or rows 1..1048576");
     refuse("attn_prefill_rows=96", "attn_prefill_rows takes 0 (by length), 64 or 128");
-    refuse("dq_wgmma=4", "dq_wgmma takes 0, 1, 2 or 3 (2, 3: W converted by the consumers)");
-    refuse("dq_wgmma_cols=160", "dq_wgmma_cols takes 0 (chosen per shape), 128, 192, 224 or 256");
+    refuse("dq_wgmma=2", "dq_wgmma takes 0 or 1");
+    refuse("dq_wgmma_cols=224", "unknown key 'dq_wgmma_cols'");
     refuse("attn_prefill_wgmma=4", "attn_prefill_wgmma takes 0 (mma.sync), 1 (wgmma, one");
     refuse("attn_decode_splits=-1", "attn_decode_splits takes");
     refuse("attn_decode_waves=0", "attn_decode_waves takes waves 1..64");
