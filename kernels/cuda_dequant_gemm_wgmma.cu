@@ -58,41 +58,6 @@ struct Params {
     int tiles_n, tiles; /* tiles along n (W's rows), and in all */
 };
 
-/* The parameters of y = x . W^T (+ bias) over tiles of tile_m rows of x by tile_n rows of W. */
-static inline Params params_of(vl_bf16 *y, int64_t m, const vl_weight *w, const vl_bf16 *bias,
-                               int tile_m, int tile_n) {
-    Params p;
-    p.absmax = w->absmax;
-    p.absmax_code = w->absmax_code;
-    p.absmax_map = w->absmax_map;
-    p.absmax_offset = w->absmax_offset;
-    memcpy(p.nf4_table, vl_nf4_table, sizeof p.nf4_table);
-    p.bias = bias;
-    p.y = y;
-    p.m = (int)m;
-    p.n = (int)w->rows;
-    p.k = (int)w->cols;
-    p.tiles_n = (int)((w->rows + tile_n - 1) / tile_n);
-    p.tiles = p.tiles_n * (int)((m + tile_m - 1) / tile_m);
-    return p;
-}
-
-/* TMA maps: x's tiles of tile_m rows x 64 bf16 in the 128-byte swizzle, W's codes in plain
- * tiles of tile_n rows x the bytes of 64 codes (32 NF4, 64 Q8ROW). */
-static inline void tensor_maps(vl_cuda_ctx *c, const vl_bf16 *x, int64_t m, const vl_weight *w,
-                               int tile_m, int tile_n, CUtensorMap *tm_x, CUtensorMap *tm_w) {
-    const uint64_t x_dims[2] = {(uint64_t)w->cols, (uint64_t)m};
-    const uint64_t x_strides[1] = {(uint64_t)w->cols * 2};
-    const uint32_t x_box[2] = {64, (uint32_t)tile_m};
-    vl_cuda_tensor_map(c, tm_x, 2, 2, x, x_dims, x_strides, x_box, 1);
-    const int nf4 = w->dtype == VL_DTYPE_NF4;
-    const uint64_t row_bytes = nf4 ? (uint64_t)w->cols / 2 : (uint64_t)w->cols;
-    const uint64_t w_dims[2] = {row_bytes, (uint64_t)w->rows};
-    const uint64_t w_strides[1] = {row_bytes};
-    const uint32_t w_box[2] = {nf4 ? 32u : 64u, (uint32_t)tile_n};
-    vl_cuda_tensor_map(c, tm_w, 1, 2, w->data, w_dims, w_strides, w_box, 0);
-}
-
 /* The tile of one CTA: 128 rows of W x 256 rows of x (wgmma m64n256, 64 rows of W a consumer). */
 template <bool NF4> struct R {
     static constexpr int kWg = 128, kThreads = 384;
@@ -387,6 +352,41 @@ __global__ void __launch_bounds__(R<NF4>::kThreads, 1)
 }
 
 #ifdef VL_HOPPER_KERNELS
+/* The parameters of y = x . W^T (+ bias) over tiles of tile_m rows of x by tile_n rows of W. */
+static inline Params params_of(vl_bf16 *y, int64_t m, const vl_weight *w, const vl_bf16 *bias,
+                               int tile_m, int tile_n) {
+    Params p;
+    p.absmax = w->absmax;
+    p.absmax_code = w->absmax_code;
+    p.absmax_map = w->absmax_map;
+    p.absmax_offset = w->absmax_offset;
+    memcpy(p.nf4_table, vl_nf4_table, sizeof p.nf4_table);
+    p.bias = bias;
+    p.y = y;
+    p.m = (int)m;
+    p.n = (int)w->rows;
+    p.k = (int)w->cols;
+    p.tiles_n = (int)((w->rows + tile_n - 1) / tile_n);
+    p.tiles = p.tiles_n * (int)((m + tile_m - 1) / tile_m);
+    return p;
+}
+
+/* TMA maps: x's tiles of tile_m rows x 64 bf16 in the 128-byte swizzle, W's codes in plain
+ * tiles of tile_n rows x the bytes of 64 codes (32 NF4, 64 Q8ROW). */
+static inline void tensor_maps(vl_cuda_ctx *c, const vl_bf16 *x, int64_t m, const vl_weight *w,
+                               int tile_m, int tile_n, CUtensorMap *tm_x, CUtensorMap *tm_w) {
+    const uint64_t x_dims[2] = {(uint64_t)w->cols, (uint64_t)m};
+    const uint64_t x_strides[1] = {(uint64_t)w->cols * 2};
+    const uint32_t x_box[2] = {64, (uint32_t)tile_m};
+    vl_cuda_tensor_map(c, tm_x, 2, 2, x, x_dims, x_strides, x_box, 1);
+    const int nf4 = w->dtype == VL_DTYPE_NF4;
+    const uint64_t row_bytes = nf4 ? (uint64_t)w->cols / 2 : (uint64_t)w->cols;
+    const uint64_t w_dims[2] = {row_bytes, (uint64_t)w->rows};
+    const uint64_t w_strides[1] = {row_bytes};
+    const uint32_t w_box[2] = {nf4 ? 32u : 64u, (uint32_t)tile_n};
+    vl_cuda_tensor_map(c, tm_w, 1, 2, w->data, w_dims, w_strides, w_box, 0);
+}
+
 template <bool NF4>
 void launch(vl_cuda_ctx *c, vl_bf16 *y, const vl_bf16 *x, int64_t m, const vl_weight *w,
             const vl_bf16 *bias, cudaStream_t stream) {
