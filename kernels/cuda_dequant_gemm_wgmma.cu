@@ -284,9 +284,48 @@ __device__ __forceinline__ void fill_stages(const Params &p, uint32_t base, int 
         tma_load_2d(T::codes(base, st.s), tm_w, T::full(base, st.s), st.kt * T::kCodeRow, st.w0);
     }
 }
+
+/* dq_wgmma=2's consumer step: one product always queued behind the running one. Issues step
+ * cur's products from `a`, waits for the step before (prev: its fragments `b` and its stage are
+ * then free), stores at a tile's end (everything waited for), then converts the next step into
+ * `b`. held: prev's stage is still held (not at a tile's first step). */
+template <bool NF4>
+__device__ __forceinline__ void
+ahead_step(const Params &p, uint32_t base, int ksteps, bool last, Step &cur, Step &prev, bool &held,
+           float (&acc)[R<NF4>::kBX / 2], uint32_t (&a)[4][4], uint32_t (&b)[4][4], int r0,
+           uint32_t q, int lane, int ctid) {
+    using T = R<NF4>;
+    const uint32_t xb = T::x_tile(base, cur.s);
+    wg_fence();
+#pragma unroll
+    for (int j = 0; j < 4; j++)
+        WgmmaRS<T::kBX>::run(acc, a[j], desc_sw128(xb + 32 * j, 16, 1024), cur.kt > 0 || j > 0);
+    wg_commit();
+    if (held) {
+        wg_wait<1>();
+        fence_frags(b);
+        if (lane == 0) bar_arrive(T::empty(base, prev.s));
+    }
+    held = true;
+    if (cur.kt == ksteps - 1) {
+        wg_wait<0>();
+        fence_frags(a);
+#pragma unroll
+        for (int i = 0; i < T::kBX / 2; i++) reg_fence(acc[i]);
+        if (lane == 0) bar_arrive(T::empty(base, cur.s));
+        held = false;
+        store_tile<NF4>(p, acc, T::out(base), cur, r0, (int)q, ctid);
+    }
+    prev = cur;
+    next_step<NF4>(p, ksteps, cur);
+    if (!last) {
+        bar_wait(T::full(base, cur.s), cur.phase);
+        convert<NF4>(p, T::codes(base, cur.s), T::scales(base, cur.s), r0, q, b);
+    }
+}
 #endif /* VL_HOPPER_DEVICE */
 
-template <bool NF4>
+template <bool NF4, bool AHEAD>
 __global__ void __launch_bounds__(R<NF4>::kThreads, 1)
     dqg_kernel(const __grid_constant__ Params p, const __grid_constant__ CUtensorMap tm_x,
                const __grid_constant__ CUtensorMap tm_w) {
@@ -320,7 +359,21 @@ __global__ void __launch_bounds__(R<NF4>::kThreads, 1)
     Step cur = first_step<NF4>(p);
     bar_wait(T::full(base, 0), 0);
     convert<NF4>(p, T::codes(base, 0), T::scales(base, 0), r0, q, fa);
-    for (int it = 0; it < total; it++) {
+    if (AHEAD) {
+        Step prev = cur;
+        bool held = false;
+        int it = 0;
+        for (; it + 1 < total; it += 2) { /* no branch at the back edge: no copies of acc */
+            ahead_step<NF4>(p, base, ksteps, false, cur, prev, held, acc, fa, fb, r0, q, lane,
+                            tid - T::kWg);
+            ahead_step<NF4>(p, base, ksteps, it + 2 >= total, cur, prev, held, acc, fb, fa, r0, q,
+                            lane, tid - T::kWg);
+        }
+        if (it < total)
+            ahead_step<NF4>(p, base, ksteps, true, cur, prev, held, acc, fa, fb, r0, q, lane,
+                            tid - T::kWg);
+    }
+    for (int it = 0; it < total && !AHEAD; it++) { /* dq_wgmma=1: each step waited for */
         const uint32_t xb = T::x_tile(base, cur.s);
         wg_fence();
 #pragma unroll
@@ -387,16 +440,16 @@ static inline void tensor_maps(vl_cuda_ctx *c, const vl_bf16 *x, int64_t m, cons
     vl_cuda_tensor_map(c, tm_w, 1, 2, w->data, w_dims, w_strides, w_box, 0);
 }
 
-template <bool NF4>
+template <bool NF4, bool AHEAD>
 void launch(vl_cuda_ctx *c, vl_bf16 *y, const vl_bf16 *x, int64_t m, const vl_weight *w,
             const vl_bf16 *bias, cudaStream_t stream) {
     using T = R<NF4>;
     const Params p = params_of(y, m, w, bias, T::kBX, T::kBW);
     CUtensorMap tm_x, tm_w;
     tensor_maps(c, x, m, w, T::kBX, T::kBW, &tm_x, &tm_w);
-    (void)vl_cuda_ctas_per_sm(c, (const void *)dqg_kernel<NF4>, T::kThreads, T::smem_bytes);
+    (void)vl_cuda_ctas_per_sm(c, (const void *)dqg_kernel<NF4, AHEAD>, T::kThreads, T::smem_bytes);
     const int grid = p.tiles < c->sm_count ? p.tiles : c->sm_count;
-    dqg_kernel<NF4><<<grid, T::kThreads, T::smem_bytes, stream>>>(p, tm_x, tm_w);
+    dqg_kernel<NF4, AHEAD><<<grid, T::kThreads, T::smem_bytes, stream>>>(p, tm_x, tm_w);
     VL_CUDA_LAUNCH_CHECK();
 }
 #endif
@@ -426,10 +479,15 @@ int vl_dqg_wgmma(vl_cuda_ctx *c, int enabled, vl_bf16 *y, const vl_bf16 *x, int6
                  const vl_weight *w, const vl_bf16 *bias, cudaStream_t stream) {
     if (!enabled || !takes(c, w, y, x, m, bias)) return 0;
 #ifdef VL_HOPPER_KERNELS
-    if (w->dtype == VL_DTYPE_NF4)
-        vl_dqg::launch<true>(c, y, x, m, w, bias, stream);
+    const bool nf4 = w->dtype == VL_DTYPE_NF4;
+    if (enabled == 2 && nf4)
+        vl_dqg::launch<true, true>(c, y, x, m, w, bias, stream);
+    else if (enabled == 2)
+        vl_dqg::launch<false, true>(c, y, x, m, w, bias, stream);
+    else if (nf4)
+        vl_dqg::launch<true, false>(c, y, x, m, w, bias, stream);
     else
-        vl_dqg::launch<false>(c, y, x, m, w, bias, stream);
+        vl_dqg::launch<false, false>(c, y, x, m, w, bias, stream);
 #else
     (void)stream;
 #endif

@@ -320,9 +320,10 @@ static void test_gemm(vl_dtype fmt, int dq, int64_t n_out, int64_t k_in, int64_t
                       int64_t slice_rows) {
 #ifdef VL_HAVE_CUDA
     char what[160];
-    snprintf(what, sizeof what, "gemm %s N=%lld K=%lld m=%lld%s slice %lld%s%s", fmt_name(fmt, dq),
-             (long long)n_out, (long long)k_in, (long long)m, with_bias ? " +bias" : "",
-             (long long)slice_rows, g_overlap == 0 ? " serial" : "", g_wgmma ? " wgmma" : "");
+    snprintf(what, sizeof what, "gemm %s N=%lld K=%lld m=%lld%s slice %lld%s wgmma %d",
+             fmt_name(fmt, dq), (long long)n_out, (long long)k_in, (long long)m,
+             with_bias ? " +bias" : "", (long long)slice_rows, g_overlap == 0 ? " serial" : "",
+             g_wgmma);
     uint16_t *w_src = malloc((size_t)(n_out * k_in) * 2);
     for (int64_t i = 0; i < n_out * k_in; i++)
         w_src[i] = vl_f32_to_bf16((float)(0.05 * vt_rng_normal()));
@@ -481,14 +482,15 @@ static void test_gemm_wgmma_all(void) {
                                         {512, 3584, 300}, {2176, 256, 600}, {4608, 1024, 1000},
                                         {2048, 4096, 64}, {1280, 3456, 257}};
     const int n_shapes = (int)(sizeof shapes / sizeof shapes[0]);
-    g_wgmma = 1;
     g_wgmma_ran = 0;
     int cases = 0;
-    for (int f = 0; f < 3; f++)
-        for (int bias = 0; bias < 2; bias++)
-            for (int i = 0; i < n_shapes; i++, cases++)
-                test_gemm(f == 2 ? VL_DTYPE_Q8ROW : VL_DTYPE_NF4, f == 1, shapes[i][0],
-                          shapes[i][1], shapes[i][2], bias, 0);
+    for (g_wgmma = 1; g_wgmma <= 2; g_wgmma++) /* each step waited for; one product queued */
+        for (int f = 0; f < 3; f++)
+            for (int bias = 0; bias < 2; bias++)
+                for (int i = 0; i < n_shapes; i++, cases++)
+                    test_gemm(f == 2 ? VL_DTYPE_Q8ROW : VL_DTYPE_NF4, f == 1, shapes[i][0],
+                              shapes[i][1], shapes[i][2], bias, 0);
+    g_wgmma = 1;
     /* K % 64 != 0 and N % 8 != 0: never the Hopper kernel */
     test_gemm(VL_DTYPE_NF4, 0, 48, 136, 300, 1, 0);
     test_gemm(VL_DTYPE_NF4, 0, 77, 128, 300, 0, 0);
