@@ -59,17 +59,19 @@ struct Params {
 };
 
 /* The tile of one CTA: 128 rows of W x 256 rows of x (wgmma m64n256, 64 rows of W a consumer). */
-template <bool NF4> struct R {
+template <bool NF4, bool PL> struct R {
     static constexpr int kWg = 128, kThreads = 384;
     static constexpr int kBW = 128;                /* rows of W a tile (64 a consumer) */
     static constexpr int kBX = 256;                /* rows of x a tile */
     static constexpr int kCodeRow = NF4 ? 32 : 64; /* bytes of a row's 64 codes */
-    static constexpr int kStages = NF4 ? 4 : 3;
+    static constexpr bool kPlanes = NF4 && PL;     /* the stage holds each row's NF4 planes */
+    static constexpr int kStages = NF4 && !PL ? 4 : 3;
     static constexpr int kXBytes = kBX * 128; /* 64 bf16 a row */
     static constexpr int kCodeBytes = kBW * kCodeRow;
     static constexpr int kOutPitch = kBW * 2 + 16; /* bytes a staged x row: kBW bf16 + pad */
     static constexpr int kOutBytes = kBX * kOutPitch;
-    static constexpr int kScaleBytes = kBW * 4; /* the fp32 scale of each row at the stage's step */
+    /* each row's fp32 scale at the stage's step, or its planes (vl_nf4_planes: 8 words) */
+    static constexpr int kScaleBytes = kBW * (kPlanes ? 32 : 4);
     static constexpr int smem_bytes =
         1024 + kStages * (kXBytes + kCodeBytes + kScaleBytes) + kOutBytes + 8 * 2 * kStages;
     __device__ static constexpr uint32_t x_tile(uint32_t b, int s) {
@@ -91,7 +93,8 @@ template <bool NF4> struct R {
         return out(b) + (uint32_t)(kOutBytes + 8 * (kStages + s));
     }
 };
-static_assert(R<true>::smem_bytes <= 232448 && R<false>::smem_bytes <= 232448,
+static_assert(R<true, false>::smem_bytes <= 232448 && R<false, false>::smem_bytes <= 232448 &&
+                  R<true, true>::smem_bytes <= 232448,
               "the H100's shared memory a CTA");
 
 #ifdef VL_HOPPER_DEVICE
@@ -114,29 +117,30 @@ struct Step {
     int tile, x0, w0, kt, s;
     uint32_t phase;
 };
-template <bool NF4> __device__ __forceinline__ void tile_origin(const Params &p, Step &st) {
-    st.x0 = st.tile / p.tiles_n * R<NF4>::kBX;
-    st.w0 = st.tile % p.tiles_n * R<NF4>::kBW;
+template <bool NF4, bool PL>
+__device__ __forceinline__ void tile_origin(const Params &p, Step &st) {
+    st.x0 = st.tile / p.tiles_n * R<NF4, PL>::kBX;
+    st.w0 = st.tile % p.tiles_n * R<NF4, PL>::kBW;
 }
-template <bool NF4> __device__ __forceinline__ Step first_step(const Params &p) {
+template <bool NF4, bool PL> __device__ __forceinline__ Step first_step(const Params &p) {
     Step st = {(int)blockIdx.x, 0, 0, 0, 0, 0u};
-    tile_origin<NF4>(p, st);
+    tile_origin<NF4, PL>(p, st);
     return st;
 }
-template <bool NF4>
+template <bool NF4, bool PL>
 __device__ __forceinline__ void next_step(const Params &p, int ksteps, Step &st) {
     if (++st.kt == ksteps) {
         st.kt = 0;
         st.tile += (int)gridDim.x;
-        tile_origin<NF4>(p, st);
+        tile_origin<NF4, PL>(p, st);
     }
-    if (++st.s == R<NF4>::kStages) st.s = 0, st.phase ^= 1u;
+    if (++st.s == R<NF4, PL>::kStages) st.s = 0, st.phase ^= 1u;
 }
 
 /* One row's fragments of a k step: lo[0..3] = a0 / a2 of k16 steps 0, 1 (pairs of byte q of
  * words 0..3), hi[0..3] the same of steps 2, 3 (words 4..7). */
-__device__ __forceinline__ void row_pairs(const Params &p, uint32_t row_src, uint32_t q,
-                                          float scale, uint32_t lo[4], uint32_t hi[4]) {
+__device__ __forceinline__ void row_pairs(uint32_t row_src, uint32_t q, const vl_nf4_planes &t,
+                                          uint32_t lo[4], uint32_t hi[4]) {
     uint32_t w[8];
     asm volatile("ld.shared.v4.u32 {%0, %1, %2, %3}, [%4];\n"
                  : "=r"(w[0]), "=r"(w[1]), "=r"(w[2]), "=r"(w[3])
@@ -147,17 +151,17 @@ __device__ __forceinline__ void row_pairs(const Params &p, uint32_t row_src, uin
     const uint32_t sel = q | ((q + 4) << 4); /* byte q of the first word, then of the second */
     const uint32_t a = vl_prmt(vl_prmt(w[0], w[1], sel), vl_prmt(w[2], w[3], sel), 0x5410u);
     const uint32_t b = vl_prmt(vl_prmt(w[4], w[5], sel), vl_prmt(w[6], w[7], sel), 0x5410u);
-    const vl_nf4_planes t = vl_nf4_make_planes(p.nf4_table, scale);
     vl_nf4_lookup8(lo, t, a);
     vl_nf4_lookup8(hi, t, b);
 }
 
-/* The fragments of k16 steps 0..3 of this thread's rows r0 (scale s0) and r0 + 8 (s1). */
-__device__ __forceinline__ void convert_nf4(const Params &p, uint32_t codes, int r0, uint32_t q,
-                                            float s0, float s1, uint32_t a[4][4]) {
+/* The fragments of k16 steps 0..3 of this thread's rows r0 (planes t0) and r0 + 8 (t1). */
+__device__ __forceinline__ void convert_nf4(uint32_t codes, int r0, uint32_t q,
+                                            const vl_nf4_planes &t0, const vl_nf4_planes &t1,
+                                            uint32_t a[4][4]) {
     uint32_t lo0[4], hi0[4], lo1[4], hi1[4];
-    row_pairs(p, codes + (uint32_t)(r0 * 32), q, s0, lo0, hi0);
-    row_pairs(p, codes + (uint32_t)((r0 + 8) * 32), q, s1, lo1, hi1);
+    row_pairs(codes + (uint32_t)(r0 * 32), q, t0, lo0, hi0);
+    row_pairs(codes + (uint32_t)((r0 + 8) * 32), q, t1, lo1, hi1);
 #pragma unroll
     for (int j = 0; j < 2; j++) {
         a[j][0] = lo0[2 * j], a[j][2] = lo0[2 * j + 1];
@@ -198,25 +202,44 @@ __device__ __forceinline__ void convert_q8(uint32_t codes, int r0, uint32_t q, f
     }
 }
 
-/* The fragments of k16 steps 0..3 of rows r0 and r0 + 8 from a stage's codes and scales. */
-template <bool NF4>
+/* A row's planes as the loading warpgroup left them in the stage (hi[0..3], then lo[0..3]). */
+__device__ __forceinline__ vl_nf4_planes planes_at(uint32_t src) {
+    vl_nf4_planes t;
+    asm volatile("ld.shared.v4.u32 {%0, %1, %2, %3}, [%4];\n"
+                 : "=r"(t.hi[0]), "=r"(t.hi[1]), "=r"(t.hi[2]), "=r"(t.hi[3])
+                 : "r"(src));
+    asm volatile("ld.shared.v4.u32 {%0, %1, %2, %3}, [%4];\n"
+                 : "=r"(t.lo[0]), "=r"(t.lo[1]), "=r"(t.lo[2]), "=r"(t.lo[3])
+                 : "r"(src + 16));
+    return t;
+}
+
+/* The fragments of k16 steps 0..3 of rows r0 and r0 + 8 from a stage's codes and scales (or
+ * NF4 planes). */
+template <bool NF4, bool PL>
 __device__ __forceinline__ void convert(const Params &p, uint32_t codes, uint32_t scales, int r0,
                                         uint32_t q, uint32_t a[4][4]) {
+    if (R<NF4, PL>::kPlanes) {
+        convert_nf4(codes, r0, q, planes_at(scales + (uint32_t)(32 * r0)),
+                    planes_at(scales + (uint32_t)(32 * (r0 + 8))), a);
+        return;
+    }
     float s0, s1;
     asm volatile("ld.shared.f32 %0, [%1];\n" : "=f"(s0) : "r"(scales + (uint32_t)(4 * r0)));
     asm volatile("ld.shared.f32 %0, [%1];\n" : "=f"(s1) : "r"(scales + (uint32_t)(4 * r0 + 32)));
     if (NF4)
-        convert_nf4(p, codes, r0, q, s0, s1, a);
+        convert_nf4(codes, r0, q, vl_nf4_make_planes(p.nf4_table, s0),
+                    vl_nf4_make_planes(p.nf4_table, s1), a);
     else
         convert_q8(codes, r0, q, s0, s1, a);
 }
 
 /* acc (rows of W r0, r0 + 8; columns x 8i + 2q, + 1) as bf16(acc + bias) into the staging
  * [x row][w row], then the tile's rows of y copied out 16 bytes at a time. */
-template <bool NF4>
-__device__ __forceinline__ void store_tile(const Params &p, float acc[R<NF4>::kBX / 2],
+template <bool NF4, bool PL>
+__device__ __forceinline__ void store_tile(const Params &p, float acc[R<NF4, PL>::kBX / 2],
                                            uint32_t s_out, Step st, int r0, int q, int ctid) {
-    using T = R<NF4>;
+    using T = R<NF4, PL>;
     const int wl0 = r0, wl1 = r0 + 8;
     const float b0 = p.bias && st.w0 + wl0 < p.n ? __bfloat162float(p.bias[st.w0 + wl0]) : 0.f;
     const float b1 = p.bias && st.w0 + wl1 < p.n ? __bfloat162float(p.bias[st.w0 + wl1]) : 0.f;
@@ -259,22 +282,33 @@ __device__ __forceinline__ void fence_frags(uint32_t a[4][4]) {
 /* Warpgroup 0 fills every stage: thread t the scale of the stage's row w0 + t, thread 0 also
  * x's tile and W's codes by TMA. All 128 arrive on the stage's full barrier (thread 0 with the
  * bytes the TMA brings). */
-template <bool NF4>
+template <bool NF4, bool PL>
 __device__ __forceinline__ void fill_stages(const Params &p, uint32_t base, int total, int ksteps,
                                             int t, const CUtensorMap *tm_x,
                                             const CUtensorMap *tm_w) {
-    using T = R<NF4>;
+    using T = R<NF4, PL>;
     if (t == 0) {
         tma_prefetch_map(tm_x);
         tma_prefetch_map(tm_w);
     }
-    Step st = first_step<NF4>(p);
-    for (int it = 0; it < total; it++, next_step<NF4>(p, ksteps, st)) {
+    Step st = first_step<NF4, PL>(p);
+    for (int it = 0; it < total; it++, next_step<NF4, PL>(p, ksteps, st)) {
         bar_wait(T::empty(base, st.s), st.phase ^ 1u);
         const float v = scale_of<NF4>(p, st.w0 + t, st.kt);
-        asm volatile("st.shared.f32 [%0], %1;\n" ::"r"(T::scales(base, st.s) + (uint32_t)(4 * t)),
-                     "f"(v)
-                     : "memory");
+        if (T::kPlanes) { /* the consumers' table of this row, made once here */
+            const vl_nf4_planes pl = vl_nf4_make_planes(p.nf4_table, v);
+            const uint32_t dst = T::scales(base, st.s) + (uint32_t)(32 * t);
+            asm volatile("st.shared.v4.u32 [%0], {%1, %2, %3, %4};\n" ::"r"(dst), "r"(pl.hi[0]),
+                         "r"(pl.hi[1]), "r"(pl.hi[2]), "r"(pl.hi[3])
+                         : "memory");
+            asm volatile("st.shared.v4.u32 [%0], {%1, %2, %3, %4};\n" ::"r"(dst + 16),
+                         "r"(pl.lo[0]), "r"(pl.lo[1]), "r"(pl.lo[2]), "r"(pl.lo[3])
+                         : "memory");
+        } else {
+            asm volatile(
+                "st.shared.f32 [%0], %1;\n" ::"r"(T::scales(base, st.s) + (uint32_t)(4 * t)), "f"(v)
+                : "memory");
+        }
         if (t != 0) {
             bar_arrive(T::full(base, st.s));
             continue;
@@ -285,16 +319,16 @@ __device__ __forceinline__ void fill_stages(const Params &p, uint32_t base, int 
     }
 }
 
-/* dq_wgmma=2's consumer step: one product always queued behind the running one. Issues step
- * cur's products from `a`, waits for the step before (prev: its fragments `b` and its stage are
- * then free), stores at a tile's end (everything waited for), then converts the next step into
- * `b`. held: prev's stage is still held (not at a tile's first step). */
-template <bool NF4>
+/* A consumer's k step, one product always queued behind the running one: issues step cur's
+ * products from `a`, waits for the step before (prev: its fragments `b` and its stage are then
+ * free), stores at a tile's end (everything waited for), then converts the next step into `b`.
+ * held: prev's stage is still held (not at a tile's first step). */
+template <bool NF4, bool PL>
 __device__ __forceinline__ void
-ahead_step(const Params &p, uint32_t base, int ksteps, bool last, Step &cur, Step &prev, bool &held,
-           float (&acc)[R<NF4>::kBX / 2], uint32_t (&a)[4][4], uint32_t (&b)[4][4], int r0,
-           uint32_t q, int lane, int ctid) {
-    using T = R<NF4>;
+consume_step(const Params &p, uint32_t base, int ksteps, bool last, Step &cur, Step &prev,
+             bool &held, float (&acc)[R<NF4, PL>::kBX / 2], uint32_t (&a)[4][4],
+             uint32_t (&b)[4][4], int r0, uint32_t q, int lane, int ctid) {
+    using T = R<NF4, PL>;
     const uint32_t xb = T::x_tile(base, cur.s);
     wg_fence();
 #pragma unroll
@@ -314,23 +348,23 @@ ahead_step(const Params &p, uint32_t base, int ksteps, bool last, Step &cur, Ste
         for (int i = 0; i < T::kBX / 2; i++) reg_fence(acc[i]);
         if (lane == 0) bar_arrive(T::empty(base, cur.s));
         held = false;
-        store_tile<NF4>(p, acc, T::out(base), cur, r0, (int)q, ctid);
+        store_tile<NF4, PL>(p, acc, T::out(base), cur, r0, (int)q, ctid);
     }
     prev = cur;
-    next_step<NF4>(p, ksteps, cur);
+    next_step<NF4, PL>(p, ksteps, cur);
     if (!last) {
         bar_wait(T::full(base, cur.s), cur.phase);
-        convert<NF4>(p, T::codes(base, cur.s), T::scales(base, cur.s), r0, q, b);
+        convert<NF4, PL>(p, T::codes(base, cur.s), T::scales(base, cur.s), r0, q, b);
     }
 }
 #endif /* VL_HOPPER_DEVICE */
 
-template <bool NF4, bool AHEAD>
-__global__ void __launch_bounds__(R<NF4>::kThreads, 1)
+template <bool NF4, bool PL>
+__global__ void __launch_bounds__(R<NF4, PL>::kThreads, 1)
     dqg_kernel(const __grid_constant__ Params p, const __grid_constant__ CUtensorMap tm_x,
                const __grid_constant__ CUtensorMap tm_w) {
 #ifdef VL_HOPPER_DEVICE
-    using T = R<NF4>;
+    using T = R<NF4, PL>;
     extern __shared__ __align__(1024) unsigned char smem_raw[];
     const uint32_t base = (smem_addr(smem_raw) + 1023u) & ~1023u;
     const int tid = (int)threadIdx.x, wg = tid / T::kWg;
@@ -347,7 +381,7 @@ __global__ void __launch_bounds__(R<NF4>::kThreads, 1)
     __syncthreads();
     if (wg == 0) { /* the loads and the scales */
         regs_dealloc<56>();
-        fill_stages<NF4>(p, base, total, ksteps, tid, &tm_x, &tm_w);
+        fill_stages<NF4, PL>(p, base, total, ksteps, tid, &tm_x, &tm_w);
         return;
     }
     regs_alloc<224>();
@@ -356,51 +390,21 @@ __global__ void __launch_bounds__(R<NF4>::kThreads, 1)
     const int r0 = 64 * cw + 16 * warp + g; /* this thread's first row of W in the tile */
     float acc[T::kBX / 2];
     uint32_t fa[4][4], fb[4][4]; /* fragments: step t's (in flight), step t + 1's */
-    Step cur = first_step<NF4>(p);
+    Step cur = first_step<NF4, PL>(p);
     bar_wait(T::full(base, 0), 0);
-    convert<NF4>(p, T::codes(base, 0), T::scales(base, 0), r0, q, fa);
-    if (AHEAD) {
-        Step prev = cur;
-        bool held = false;
-        int it = 0;
-        for (; it + 1 < total; it += 2) { /* no branch at the back edge: no copies of acc */
-            ahead_step<NF4>(p, base, ksteps, false, cur, prev, held, acc, fa, fb, r0, q, lane,
-                            tid - T::kWg);
-            ahead_step<NF4>(p, base, ksteps, it + 2 >= total, cur, prev, held, acc, fb, fa, r0, q,
-                            lane, tid - T::kWg);
-        }
-        if (it < total)
-            ahead_step<NF4>(p, base, ksteps, true, cur, prev, held, acc, fa, fb, r0, q, lane,
-                            tid - T::kWg);
+    convert<NF4, PL>(p, T::codes(base, 0), T::scales(base, 0), r0, q, fa);
+    Step prev = cur;
+    bool held = false;
+    int it = 0;
+    for (; it + 1 < total; it += 2) { /* no branch at the back edge: no copies of acc */
+        consume_step<NF4, PL>(p, base, ksteps, false, cur, prev, held, acc, fa, fb, r0, q, lane,
+                              tid - T::kWg);
+        consume_step<NF4, PL>(p, base, ksteps, it + 2 >= total, cur, prev, held, acc, fb, fa, r0, q,
+                              lane, tid - T::kWg);
     }
-    for (int it = 0; it < total && !AHEAD; it++) { /* dq_wgmma=1: each step waited for */
-        const uint32_t xb = T::x_tile(base, cur.s);
-        wg_fence();
-#pragma unroll
-        for (int j = 0; j < 4; j++)
-            WgmmaRS<T::kBX>::run(acc, fa[j], desc_sw128(xb + 32 * j, 16, 1024),
-                                 cur.kt > 0 || j > 0);
-        wg_commit();
-        Step nxt = cur;
-        next_step<NF4>(p, ksteps, nxt);
-        if (it + 1 < total) { /* step t + 1's fragments while step t's products run */
-            bar_wait(T::full(base, nxt.s), nxt.phase);
-            convert<NF4>(p, T::codes(base, nxt.s), T::scales(base, nxt.s), r0, q, fb);
-        }
-        wg_wait<0>();
-        fence_frags(fa);
-        if (lane == 0) bar_arrive(T::empty(base, cur.s));
-        if (cur.kt == ksteps - 1) {
-#pragma unroll
-            for (int i = 0; i < T::kBX / 2; i++) reg_fence(acc[i]);
-            store_tile<NF4>(p, acc, T::out(base), cur, r0, (int)q, tid - T::kWg);
-        }
-        cur = nxt;
-#pragma unroll
-        for (int j = 0; j < 4; j++)
-#pragma unroll
-            for (int i = 0; i < 4; i++) fa[j][i] = fb[j][i];
-    }
+    if (it < total)
+        consume_step<NF4, PL>(p, base, ksteps, true, cur, prev, held, acc, fa, fb, r0, q, lane,
+                              tid - T::kWg);
 #endif
 }
 
@@ -440,16 +444,16 @@ static inline void tensor_maps(vl_cuda_ctx *c, const vl_bf16 *x, int64_t m, cons
     vl_cuda_tensor_map(c, tm_w, 1, 2, w->data, w_dims, w_strides, w_box, 0);
 }
 
-template <bool NF4, bool AHEAD>
+template <bool NF4, bool PL>
 void launch(vl_cuda_ctx *c, vl_bf16 *y, const vl_bf16 *x, int64_t m, const vl_weight *w,
             const vl_bf16 *bias, cudaStream_t stream) {
-    using T = R<NF4>;
+    using T = R<NF4, PL>;
     const Params p = params_of(y, m, w, bias, T::kBX, T::kBW);
     CUtensorMap tm_x, tm_w;
     tensor_maps(c, x, m, w, T::kBX, T::kBW, &tm_x, &tm_w);
-    (void)vl_cuda_ctas_per_sm(c, (const void *)dqg_kernel<NF4, AHEAD>, T::kThreads, T::smem_bytes);
+    (void)vl_cuda_ctas_per_sm(c, (const void *)dqg_kernel<NF4, PL>, T::kThreads, T::smem_bytes);
     const int grid = p.tiles < c->sm_count ? p.tiles : c->sm_count;
-    dqg_kernel<NF4, AHEAD><<<grid, T::kThreads, T::smem_bytes, stream>>>(p, tm_x, tm_w);
+    dqg_kernel<NF4, PL><<<grid, T::kThreads, T::smem_bytes, stream>>>(p, tm_x, tm_w);
     VL_CUDA_LAUNCH_CHECK();
 }
 #endif
@@ -479,15 +483,12 @@ int vl_dqg_wgmma(vl_cuda_ctx *c, int enabled, vl_bf16 *y, const vl_bf16 *x, int6
                  const vl_weight *w, const vl_bf16 *bias, cudaStream_t stream) {
     if (!enabled || !takes(c, w, y, x, m, bias)) return 0;
 #ifdef VL_HOPPER_KERNELS
-    const bool nf4 = w->dtype == VL_DTYPE_NF4;
-    if (enabled == 2 && nf4)
-        vl_dqg::launch<true, true>(c, y, x, m, w, bias, stream);
-    else if (enabled == 2)
-        vl_dqg::launch<false, true>(c, y, x, m, w, bias, stream);
-    else if (nf4)
-        vl_dqg::launch<true, false>(c, y, x, m, w, bias, stream);
-    else
+    if (w->dtype != VL_DTYPE_NF4)
         vl_dqg::launch<false, false>(c, y, x, m, w, bias, stream);
+    else if (enabled == 2)
+        vl_dqg::launch<true, true>(c, y, x, m, w, bias, stream);
+    else
+        vl_dqg::launch<true, false>(c, y, x, m, w, bias, stream);
 #else
     (void)stream;
 #endif

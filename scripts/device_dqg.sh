@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# device_dqg.sh: the Hopper dequant GEMM (kernels/cuda_dequant_gemm_wgmma.cu, dq_wgmma 1: each
+# device_dqg.sh: the Hopper dequant GEMM (kernels/cuda_dequant_gemm_wgmma.cu, dq_wgmma 1: the
 # step's products waited for; 2: one product queued behind the running one; issue 14) against the default bf16 slices (dq_wgmma 0) and cuBLAS bf16, one command on the GPU
 # machine (carry .deps, .cache/tokenizer.json.gz). Results: $OUT/dqg/log.txt and
 # $OUT/dqg/runs.tgz. In order, each step within DEADLINE:
