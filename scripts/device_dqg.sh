@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # device_dqg.sh: the Hopper dequant GEMM (kernels/cuda_dequant_gemm_wgmma.cu, dq_wgmma 1: the
-# step's products waited for; 2: one product queued behind the running one; issue 14) against the default bf16 slices (dq_wgmma 0) and cuBLAS bf16, one command on the GPU
+# consumers make each row's NF4 table; 2: the loading warpgroup makes them; issue 14) against
+# the default bf16 slices (dq_wgmma 0) and cuBLAS bf16, one command on the GPU
 # machine (carry .deps, .cache/tokenizer.json.gz). Results: $OUT/dqg/log.txt and
 # $OUT/dqg/runs.tgz. In order, each step within DEADLINE:
 #   1. builds build-device/gpu; the kernel's SASS: local-memory accesses and wgmma count;
