@@ -50,6 +50,8 @@ for wg in $FUSED; do
         -k regex:dqg --launch-count 1 -o $O/runs/ncu_nf4_$wg -f $VB gemm --shape 18944x3584 \
         --m 2048 --quant nf4 --no-ref --iters 1 --warmup 0 --cuda-opt dq_wgmma=$wg > $O/runs/ncu_nf4_$wg.log 2>&1
     "$NCU" -i $O/runs/ncu_nf4_$wg.ncu-rep --page details --print-details all > $O/runs/ncu_nf4_$wg.txt 2>&1
+    # per SASS instruction: executions and stall samples (where the warps wait)
+    "$NCU" -i $O/runs/ncu_nf4_$wg.ncu-rep --page source --print-source sass --csv > $O/runs/ncu_nf4_${wg}_sass.csv 2>&1
     echo "$(el) ncu nf4 $wg: $(grep -E 'Duration|Throughput|Issue Slots Busy|Warp Cycles Per Issued|No Eligible|Registers Per' $O/runs/ncu_nf4_$wg.txt | tr -s ' ' | head -14 | tr '\n' ';')" >> $L
 done
 M=(--backend cuda --random-weights --config examples/qwen2-vl-7b-instruct.json --tokenizer $TOK --json --max-tokens 64)
