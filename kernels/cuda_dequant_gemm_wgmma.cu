@@ -321,8 +321,8 @@ __device__ __forceinline__ void fill_stages(const Params &p, uint32_t base, int 
 
 /* A consumer's k step, one product always queued behind the running one: issues step cur's
  * products from `a`, waits for the step before (prev: its fragments `b` and its stage are then
- * free), stores at a tile's end (everything waited for), then converts the next step into `b`.
- * held: prev's stage is still held (not at a tile's first step). */
+ * free), converts the next step into `b`, and at a tile's end (everything waited for) stores
+ * the tile. held: prev's stage is still held (not at a tile's first step). */
 template <bool NF4, bool PL>
 __device__ __forceinline__ void
 consume_step(const Params &p, uint32_t base, int ksteps, bool last, Step &cur, Step &prev,
@@ -341,21 +341,26 @@ consume_step(const Params &p, uint32_t base, int ksteps, bool last, Step &cur, S
         if (lane == 0) bar_arrive(T::empty(base, prev.s));
     }
     held = true;
-    if (cur.kt == ksteps - 1) {
+    Step nxt = cur;
+    next_step<NF4, PL>(p, ksteps, nxt);
+    if (cur.kt == ksteps - 1) { /* the tile's end */
         wg_wait<0>();
         fence_frags(a);
 #pragma unroll
         for (int i = 0; i < T::kBX / 2; i++) reg_fence(acc[i]);
         if (lane == 0) bar_arrive(T::empty(base, cur.s));
         held = false;
+        if (!last) { /* before the store: the next tile's products start right after it */
+            bar_wait(T::full(base, nxt.s), nxt.phase);
+            convert<NF4, PL>(p, T::codes(base, nxt.s), T::scales(base, nxt.s), r0, q, b);
+        }
         store_tile<NF4, PL>(p, acc, T::out(base), cur, r0, (int)q, ctid);
+    } else if (!last) {
+        bar_wait(T::full(base, nxt.s), nxt.phase);
+        convert<NF4, PL>(p, T::codes(base, nxt.s), T::scales(base, nxt.s), r0, q, b);
     }
     prev = cur;
-    next_step<NF4, PL>(p, ksteps, cur);
-    if (!last) {
-        bar_wait(T::full(base, cur.s), cur.phase);
-        convert<NF4, PL>(p, T::codes(base, cur.s), T::scales(base, cur.s), r0, q, b);
-    }
+    cur = nxt;
 }
 #endif /* VL_HOPPER_DEVICE */
 
