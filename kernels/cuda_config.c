@@ -54,7 +54,7 @@ static const config_key keys[] = {
     {"gemv_lean", FIELD(gemv_lean), 0, 0, 1, "0 or 1", 0, 0},
     {"pdl", FIELD(pdl), 0, 0, 1, "0 or 1", 0, 0},
     {"quant_gemv_rows", FIELD(quant_gemv_rows), 0, 0, 256, "rows 0..256 (0: never)", 0, 0},
-    {"dq_wgmma", FIELD(dq_wgmma), 0, 0, 2, "0, 1 or 2", 0, 0},
+    {"dq_wgmma", FIELD(dq_wgmma), 0, 0, 1, "0 or 1", 0, 0},
     {"dq_overlap", FIELD(dq_overlap), 0, 0, 1, "0 or 1", 0, 0},
     {"dq_slice_rows", FIELD(dq_slice_rows), 0, 0, 1 << 20, "0 (the rule) or rows 1..1048576", 0, 0},
     {"attn_decode_splits", FIELD(attn_decode_splits), 0, 0, 1024,

@@ -10,28 +10,37 @@
  *   - CTA = 3 warpgroups. Warpgroup 0 loads: thread 0 brings x's 256 x 64 tile by TMA (128-byte
  *     swizzle) and W's codes (128 rows x 32 bytes NF4, 64 Q8ROW) into a ring of stages (NF4 4,
  *     Q8ROW 3); thread t writes row t's fp32 scale of the step (NF4's block scale, with double
- *     quantization; Q8ROW's row absmax) beside them; all 128 arrive on the
- *     stage's full barrier. Warpgroups 1 and 2 own 64 rows of W each: acc[64 x 256] +=
- *     W[64 x 16] . x[256 x 16]^T, wgmma m64n256k16 with A from registers.
+ *     quantization; Q8ROW's row absmax) beside them; all 128 arrive on the stage's full barrier.
+ *     Warpgroups 1 and 2 own 64 rows of W each: acc[64 x 256] += W[64 x 16] . x[256 x 16]^T,
+ *     wgmma m64n256k16 with A from registers.
  *   - A thread's A fragment of a k16 step j: rows g and g + 8 of its warp's 16, columns 2q, 2q + 1
  *     (a0 / a2) and 2q + 8, 2q + 9 (a1 / a3). A row's 64 codes of a step are 8 words (word i:
  *     columns 8i .. 8i + 7, its byte b columns 8i + 2b, + 1), so the thread's codes are byte q of
  *     every word: bytes q of words 0..3 gathered into one word give, through vl_nf4_lookup8, the
  *     pairs a0 and a2 of k16 steps 0 and 1; words 4..7 those of steps 2 and 3. Q8ROW: bytes 2q,
  *     2q + 1 of each 8-byte group of the row's 64 codes, through vl_q8_weight.
- *   - Pipeline in a consumer: the fragments of step t + 1 are converted while the wgmma of step t
- *     runs (two fragment buffers; the in-flight one kept alive by register fences until its wait).
- *     Steps, tiles and stages are counted incrementally (one division a tile).
+ *   - Pipeline in a consumer: one step's products always queued behind the running ones (issue
+ *     step t, wait for step t - 1 with wgmma.wait_group 1, release its stage, convert step t + 1
+ *     into the fragments t - 1 used); the loop is unrolled by two so that the two fragment
+ *     buffers alternate without copies (the one in flight kept alive by register fences until
+ *     its wait). At a tile's end everything is waited for, the next tile's first fragments are
+ *     converted and the tile is stored. Steps, tiles and stages are counted incrementally (one
+ *     division a tile).
  *   - Values: W's bf16 are exactly vl_weight_rows_f32's, the products accumulate in fp32, and
  *     each output is bf16(acc + bias) in fp32: one rounding, as the sliced path. Rows of x past
  *     m and of W past N come in as zeros (TMA out of bounds; scale 0), and are not stored.
  *   - Epilogue: bf16(acc + bias[w row]) staged in shared memory as [x row][w row], then copied
  *     out in 16-byte rows.
- *   - History (bench/RESULTS.md): S26's kernel dequantized W into shared memory in the loading
- *     warpgroup (0.29-0.46 of cuBLAS bf16: its 4 converting warps were the bound); S27's first
- *     form of this one (0.46-0.73) spent ~150 of a step's ~340 consumer instructions on
- *     divisions and the scales' global loads, which the loading warpgroup now does; a 256 x 128
- *     tile (two m64n128 blocks a consumer) was slower on every shape. Both are in git history.
+ *   - Measured (H100, S28, bench/RESULTS.md): 0.61-0.85 of cuBLAS bf16 at m = 2048, 0.73-0.86
+ *     at 8192, against 0.74-0.88 / 0.85-1.03 for the bf16 slices, so it is opt-in (dq_wgmma=1).
+ *     Tensor pipe ~70% busy; the consumers' conversion (each row's lookup planes, 16 multiplies
+ *     a row and step, are a third of it) and, at m = 2048, the last round of tiles are the limits.
+ *   - History (git has each): S26's kernel dequantized W into shared memory in the loading
+ *     warpgroup (0.29-0.46: its 4 converting warps were the bound); S27's first form of this one
+ *     (0.46-0.73) spent ~150 of a step's ~340 consumer instructions on divisions and the scales'
+ *     global loads, and waited for each step's products; a 256 x 128 tile was slower on every
+ *     shape; S28's planes made by the loading warpgroup (3 stages) were slower (the consumers
+ *     then waited on the loads: its scale load, planes and stores delay thread 0's TMA).
  * Takes (vl_dqg_wgmma, when enabled): a compute capability 9.0 device in a build with sm_90a code,
  * K a multiple of 64, N a multiple of 8, x, y and W's codes 16-byte aligned, a bias 4-byte aligned.
  * Leaves out: split-K or stream-K for grids of under two waves, TMA stores of y.
@@ -59,19 +68,17 @@ struct Params {
 };
 
 /* The tile of one CTA: 128 rows of W x 256 rows of x (wgmma m64n256, 64 rows of W a consumer). */
-template <bool NF4, bool PL> struct R {
+template <bool NF4> struct R {
     static constexpr int kWg = 128, kThreads = 384;
     static constexpr int kBW = 128;                /* rows of W a tile (64 a consumer) */
     static constexpr int kBX = 256;                /* rows of x a tile */
     static constexpr int kCodeRow = NF4 ? 32 : 64; /* bytes of a row's 64 codes */
-    static constexpr bool kPlanes = NF4 && PL;     /* the stage holds each row's NF4 planes */
-    static constexpr int kStages = NF4 && !PL ? 4 : 3;
+    static constexpr int kStages = NF4 ? 4 : 3;
     static constexpr int kXBytes = kBX * 128; /* 64 bf16 a row */
     static constexpr int kCodeBytes = kBW * kCodeRow;
     static constexpr int kOutPitch = kBW * 2 + 16; /* bytes a staged x row: kBW bf16 + pad */
     static constexpr int kOutBytes = kBX * kOutPitch;
-    /* each row's fp32 scale at the stage's step, or its planes (vl_nf4_planes: 8 words) */
-    static constexpr int kScaleBytes = kBW * (kPlanes ? 32 : 4);
+    static constexpr int kScaleBytes = kBW * 4; /* each row's fp32 scale at the stage's step */
     static constexpr int smem_bytes =
         1024 + kStages * (kXBytes + kCodeBytes + kScaleBytes) + kOutBytes + 8 * 2 * kStages;
     __device__ static constexpr uint32_t x_tile(uint32_t b, int s) {
@@ -93,8 +100,7 @@ template <bool NF4, bool PL> struct R {
         return out(b) + (uint32_t)(kOutBytes + 8 * (kStages + s));
     }
 };
-static_assert(R<true, false>::smem_bytes <= 232448 && R<false, false>::smem_bytes <= 232448 &&
-                  R<true, true>::smem_bytes <= 232448,
+static_assert(R<true>::smem_bytes <= 232448 && R<false>::smem_bytes <= 232448,
               "the H100's shared memory a CTA");
 
 #ifdef VL_HOPPER_DEVICE
@@ -117,24 +123,23 @@ struct Step {
     int tile, x0, w0, kt, s;
     uint32_t phase;
 };
-template <bool NF4, bool PL>
-__device__ __forceinline__ void tile_origin(const Params &p, Step &st) {
-    st.x0 = st.tile / p.tiles_n * R<NF4, PL>::kBX;
-    st.w0 = st.tile % p.tiles_n * R<NF4, PL>::kBW;
+template <bool NF4> __device__ __forceinline__ void tile_origin(const Params &p, Step &st) {
+    st.x0 = st.tile / p.tiles_n * R<NF4>::kBX;
+    st.w0 = st.tile % p.tiles_n * R<NF4>::kBW;
 }
-template <bool NF4, bool PL> __device__ __forceinline__ Step first_step(const Params &p) {
+template <bool NF4> __device__ __forceinline__ Step first_step(const Params &p) {
     Step st = {(int)blockIdx.x, 0, 0, 0, 0, 0u};
-    tile_origin<NF4, PL>(p, st);
+    tile_origin<NF4>(p, st);
     return st;
 }
-template <bool NF4, bool PL>
+template <bool NF4>
 __device__ __forceinline__ void next_step(const Params &p, int ksteps, Step &st) {
     if (++st.kt == ksteps) {
         st.kt = 0;
         st.tile += (int)gridDim.x;
-        tile_origin<NF4, PL>(p, st);
+        tile_origin<NF4>(p, st);
     }
-    if (++st.s == R<NF4, PL>::kStages) st.s = 0, st.phase ^= 1u;
+    if (++st.s == R<NF4>::kStages) st.s = 0, st.phase ^= 1u;
 }
 
 /* One row's fragments of a k step: lo[0..3] = a0 / a2 of k16 steps 0, 1 (pairs of byte q of
@@ -202,28 +207,10 @@ __device__ __forceinline__ void convert_q8(uint32_t codes, int r0, uint32_t q, f
     }
 }
 
-/* A row's planes as the loading warpgroup left them in the stage (hi[0..3], then lo[0..3]). */
-__device__ __forceinline__ vl_nf4_planes planes_at(uint32_t src) {
-    vl_nf4_planes t;
-    asm volatile("ld.shared.v4.u32 {%0, %1, %2, %3}, [%4];\n"
-                 : "=r"(t.hi[0]), "=r"(t.hi[1]), "=r"(t.hi[2]), "=r"(t.hi[3])
-                 : "r"(src));
-    asm volatile("ld.shared.v4.u32 {%0, %1, %2, %3}, [%4];\n"
-                 : "=r"(t.lo[0]), "=r"(t.lo[1]), "=r"(t.lo[2]), "=r"(t.lo[3])
-                 : "r"(src + 16));
-    return t;
-}
-
-/* The fragments of k16 steps 0..3 of rows r0 and r0 + 8 from a stage's codes and scales (or
- * NF4 planes). */
-template <bool NF4, bool PL>
+/* The fragments of k16 steps 0..3 of rows r0 and r0 + 8 from a stage's codes and scales. */
+template <bool NF4>
 __device__ __forceinline__ void convert(const Params &p, uint32_t codes, uint32_t scales, int r0,
                                         uint32_t q, uint32_t a[4][4]) {
-    if (R<NF4, PL>::kPlanes) {
-        convert_nf4(codes, r0, q, planes_at(scales + (uint32_t)(32 * r0)),
-                    planes_at(scales + (uint32_t)(32 * (r0 + 8))), a);
-        return;
-    }
     float s0, s1;
     asm volatile("ld.shared.f32 %0, [%1];\n" : "=f"(s0) : "r"(scales + (uint32_t)(4 * r0)));
     asm volatile("ld.shared.f32 %0, [%1];\n" : "=f"(s1) : "r"(scales + (uint32_t)(4 * r0 + 32)));
@@ -236,10 +223,10 @@ __device__ __forceinline__ void convert(const Params &p, uint32_t codes, uint32_
 
 /* acc (rows of W r0, r0 + 8; columns x 8i + 2q, + 1) as bf16(acc + bias) into the staging
  * [x row][w row], then the tile's rows of y copied out 16 bytes at a time. */
-template <bool NF4, bool PL>
-__device__ __forceinline__ void store_tile(const Params &p, float acc[R<NF4, PL>::kBX / 2],
+template <bool NF4>
+__device__ __forceinline__ void store_tile(const Params &p, float acc[R<NF4>::kBX / 2],
                                            uint32_t s_out, Step st, int r0, int q, int ctid) {
-    using T = R<NF4, PL>;
+    using T = R<NF4>;
     const int wl0 = r0, wl1 = r0 + 8;
     const float b0 = p.bias && st.w0 + wl0 < p.n ? __bfloat162float(p.bias[st.w0 + wl0]) : 0.f;
     const float b1 = p.bias && st.w0 + wl1 < p.n ? __bfloat162float(p.bias[st.w0 + wl1]) : 0.f;
@@ -282,33 +269,22 @@ __device__ __forceinline__ void fence_frags(uint32_t a[4][4]) {
 /* Warpgroup 0 fills every stage: thread t the scale of the stage's row w0 + t, thread 0 also
  * x's tile and W's codes by TMA. All 128 arrive on the stage's full barrier (thread 0 with the
  * bytes the TMA brings). */
-template <bool NF4, bool PL>
+template <bool NF4>
 __device__ __forceinline__ void fill_stages(const Params &p, uint32_t base, int total, int ksteps,
                                             int t, const CUtensorMap *tm_x,
                                             const CUtensorMap *tm_w) {
-    using T = R<NF4, PL>;
+    using T = R<NF4>;
     if (t == 0) {
         tma_prefetch_map(tm_x);
         tma_prefetch_map(tm_w);
     }
-    Step st = first_step<NF4, PL>(p);
-    for (int it = 0; it < total; it++, next_step<NF4, PL>(p, ksteps, st)) {
+    Step st = first_step<NF4>(p);
+    for (int it = 0; it < total; it++, next_step<NF4>(p, ksteps, st)) {
         bar_wait(T::empty(base, st.s), st.phase ^ 1u);
         const float v = scale_of<NF4>(p, st.w0 + t, st.kt);
-        if (T::kPlanes) { /* the consumers' table of this row, made once here */
-            const vl_nf4_planes pl = vl_nf4_make_planes(p.nf4_table, v);
-            const uint32_t dst = T::scales(base, st.s) + (uint32_t)(32 * t);
-            asm volatile("st.shared.v4.u32 [%0], {%1, %2, %3, %4};\n" ::"r"(dst), "r"(pl.hi[0]),
-                         "r"(pl.hi[1]), "r"(pl.hi[2]), "r"(pl.hi[3])
-                         : "memory");
-            asm volatile("st.shared.v4.u32 [%0], {%1, %2, %3, %4};\n" ::"r"(dst + 16),
-                         "r"(pl.lo[0]), "r"(pl.lo[1]), "r"(pl.lo[2]), "r"(pl.lo[3])
-                         : "memory");
-        } else {
-            asm volatile(
-                "st.shared.f32 [%0], %1;\n" ::"r"(T::scales(base, st.s) + (uint32_t)(4 * t)), "f"(v)
-                : "memory");
-        }
+        asm volatile("st.shared.f32 [%0], %1;\n" ::"r"(T::scales(base, st.s) + (uint32_t)(4 * t)),
+                     "f"(v)
+                     : "memory");
         if (t != 0) {
             bar_arrive(T::full(base, st.s));
             continue;
@@ -323,12 +299,12 @@ __device__ __forceinline__ void fill_stages(const Params &p, uint32_t base, int 
  * products from `a`, waits for the step before (prev: its fragments `b` and its stage are then
  * free), converts the next step into `b`, and at a tile's end (everything waited for) stores
  * the tile. held: prev's stage is still held (not at a tile's first step). */
-template <bool NF4, bool PL>
+template <bool NF4>
 __device__ __forceinline__ void
 consume_step(const Params &p, uint32_t base, int ksteps, bool last, Step &cur, Step &prev,
-             bool &held, float (&acc)[R<NF4, PL>::kBX / 2], uint32_t (&a)[4][4],
-             uint32_t (&b)[4][4], int r0, uint32_t q, int lane, int ctid) {
-    using T = R<NF4, PL>;
+             bool &held, float (&acc)[R<NF4>::kBX / 2], uint32_t (&a)[4][4], uint32_t (&b)[4][4],
+             int r0, uint32_t q, int lane, int ctid) {
+    using T = R<NF4>;
     const uint32_t xb = T::x_tile(base, cur.s);
     wg_fence();
 #pragma unroll
@@ -342,7 +318,7 @@ consume_step(const Params &p, uint32_t base, int ksteps, bool last, Step &cur, S
     }
     held = true;
     Step nxt = cur;
-    next_step<NF4, PL>(p, ksteps, nxt);
+    next_step<NF4>(p, ksteps, nxt);
     if (cur.kt == ksteps - 1) { /* the tile's end */
         wg_wait<0>();
         fence_frags(a);
@@ -352,24 +328,24 @@ consume_step(const Params &p, uint32_t base, int ksteps, bool last, Step &cur, S
         held = false;
         if (!last) { /* before the store: the next tile's products start right after it */
             bar_wait(T::full(base, nxt.s), nxt.phase);
-            convert<NF4, PL>(p, T::codes(base, nxt.s), T::scales(base, nxt.s), r0, q, b);
+            convert<NF4>(p, T::codes(base, nxt.s), T::scales(base, nxt.s), r0, q, b);
         }
-        store_tile<NF4, PL>(p, acc, T::out(base), cur, r0, (int)q, ctid);
+        store_tile<NF4>(p, acc, T::out(base), cur, r0, (int)q, ctid);
     } else if (!last) {
         bar_wait(T::full(base, nxt.s), nxt.phase);
-        convert<NF4, PL>(p, T::codes(base, nxt.s), T::scales(base, nxt.s), r0, q, b);
+        convert<NF4>(p, T::codes(base, nxt.s), T::scales(base, nxt.s), r0, q, b);
     }
     prev = cur;
     cur = nxt;
 }
 #endif /* VL_HOPPER_DEVICE */
 
-template <bool NF4, bool PL>
-__global__ void __launch_bounds__(R<NF4, PL>::kThreads, 1)
+template <bool NF4>
+__global__ void __launch_bounds__(R<NF4>::kThreads, 1)
     dqg_kernel(const __grid_constant__ Params p, const __grid_constant__ CUtensorMap tm_x,
                const __grid_constant__ CUtensorMap tm_w) {
 #ifdef VL_HOPPER_DEVICE
-    using T = R<NF4, PL>;
+    using T = R<NF4>;
     extern __shared__ __align__(1024) unsigned char smem_raw[];
     const uint32_t base = (smem_addr(smem_raw) + 1023u) & ~1023u;
     const int tid = (int)threadIdx.x, wg = tid / T::kWg;
@@ -386,7 +362,7 @@ __global__ void __launch_bounds__(R<NF4, PL>::kThreads, 1)
     __syncthreads();
     if (wg == 0) { /* the loads and the scales */
         regs_dealloc<56>();
-        fill_stages<NF4, PL>(p, base, total, ksteps, tid, &tm_x, &tm_w);
+        fill_stages<NF4>(p, base, total, ksteps, tid, &tm_x, &tm_w);
         return;
     }
     regs_alloc<224>();
@@ -395,21 +371,21 @@ __global__ void __launch_bounds__(R<NF4, PL>::kThreads, 1)
     const int r0 = 64 * cw + 16 * warp + g; /* this thread's first row of W in the tile */
     float acc[T::kBX / 2];
     uint32_t fa[4][4], fb[4][4]; /* fragments: step t's (in flight), step t + 1's */
-    Step cur = first_step<NF4, PL>(p);
+    Step cur = first_step<NF4>(p);
     bar_wait(T::full(base, 0), 0);
-    convert<NF4, PL>(p, T::codes(base, 0), T::scales(base, 0), r0, q, fa);
+    convert<NF4>(p, T::codes(base, 0), T::scales(base, 0), r0, q, fa);
     Step prev = cur;
     bool held = false;
     int it = 0;
     for (; it + 1 < total; it += 2) { /* no branch at the back edge: no copies of acc */
-        consume_step<NF4, PL>(p, base, ksteps, false, cur, prev, held, acc, fa, fb, r0, q, lane,
-                              tid - T::kWg);
-        consume_step<NF4, PL>(p, base, ksteps, it + 2 >= total, cur, prev, held, acc, fb, fa, r0, q,
-                              lane, tid - T::kWg);
+        consume_step<NF4>(p, base, ksteps, false, cur, prev, held, acc, fa, fb, r0, q, lane,
+                          tid - T::kWg);
+        consume_step<NF4>(p, base, ksteps, it + 2 >= total, cur, prev, held, acc, fb, fa, r0, q,
+                          lane, tid - T::kWg);
     }
     if (it < total)
-        consume_step<NF4, PL>(p, base, ksteps, true, cur, prev, held, acc, fa, fb, r0, q, lane,
-                              tid - T::kWg);
+        consume_step<NF4>(p, base, ksteps, true, cur, prev, held, acc, fa, fb, r0, q, lane,
+                          tid - T::kWg);
 #endif
 }
 
@@ -449,16 +425,16 @@ static inline void tensor_maps(vl_cuda_ctx *c, const vl_bf16 *x, int64_t m, cons
     vl_cuda_tensor_map(c, tm_w, 1, 2, w->data, w_dims, w_strides, w_box, 0);
 }
 
-template <bool NF4, bool PL>
+template <bool NF4>
 void launch(vl_cuda_ctx *c, vl_bf16 *y, const vl_bf16 *x, int64_t m, const vl_weight *w,
             const vl_bf16 *bias, cudaStream_t stream) {
-    using T = R<NF4, PL>;
+    using T = R<NF4>;
     const Params p = params_of(y, m, w, bias, T::kBX, T::kBW);
     CUtensorMap tm_x, tm_w;
     tensor_maps(c, x, m, w, T::kBX, T::kBW, &tm_x, &tm_w);
-    (void)vl_cuda_ctas_per_sm(c, (const void *)dqg_kernel<NF4, PL>, T::kThreads, T::smem_bytes);
+    (void)vl_cuda_ctas_per_sm(c, (const void *)dqg_kernel<NF4>, T::kThreads, T::smem_bytes);
     const int grid = p.tiles < c->sm_count ? p.tiles : c->sm_count;
-    dqg_kernel<NF4, PL><<<grid, T::kThreads, T::smem_bytes, stream>>>(p, tm_x, tm_w);
+    dqg_kernel<NF4><<<grid, T::kThreads, T::smem_bytes, stream>>>(p, tm_x, tm_w);
     VL_CUDA_LAUNCH_CHECK();
 }
 #endif
@@ -488,12 +464,10 @@ int vl_dqg_wgmma(vl_cuda_ctx *c, int enabled, vl_bf16 *y, const vl_bf16 *x, int6
                  const vl_weight *w, const vl_bf16 *bias, cudaStream_t stream) {
     if (!enabled || !takes(c, w, y, x, m, bias)) return 0;
 #ifdef VL_HOPPER_KERNELS
-    if (w->dtype != VL_DTYPE_NF4)
-        vl_dqg::launch<false, false>(c, y, x, m, w, bias, stream);
-    else if (enabled == 2)
-        vl_dqg::launch<true, true>(c, y, x, m, w, bias, stream);
+    if (w->dtype == VL_DTYPE_NF4)
+        vl_dqg::launch<true>(c, y, x, m, w, bias, stream);
     else
-        vl_dqg::launch<true, false>(c, y, x, m, w, bias, stream);
+        vl_dqg::launch<false>(c, y, x, m, w, bias, stream);
 #else
     (void)stream;
 #endif

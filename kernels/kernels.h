@@ -545,7 +545,7 @@ typedef struct {
                                * device as one Hopper kernel whose tensor-core warps convert W's
                                * codes in registers (cuda_dequant_gemm_wgmma.cu), where it takes
                                * the shape; 0 (default): bf16 slices and cuBLASLt, measured faster
-                               * on an H100 (S27, bench/RESULTS.md) */
+                               * on an H100 (S28, bench/RESULTS.md) */
     int dq_overlap;           /* "dq_overlap": 1 (default) dequantizes the dequant GEMM's next
                                * slice on a second stream while the GEMM of the last runs; 0:
                                * each slice just before its GEMM, on the one stream */

@@ -1,14 +1,15 @@
 #!/usr/bin/env bash
-# device_dqg.sh: the Hopper dequant GEMM (kernels/cuda_dequant_gemm_wgmma.cu, dq_wgmma 1: the
-# consumers make each row's NF4 table; 2: the loading warpgroup makes them; issue 14) against
-# the default bf16 slices (dq_wgmma 0) and cuBLAS bf16, one command on the GPU
+# device_dqg.sh: the Hopper dequant GEMM (kernels/cuda_dequant_gemm_wgmma.cu, dq_wgmma 1; issue
+# 14) against the default bf16 slices (dq_wgmma 0) and cuBLAS bf16, one command on the GPU
 # machine (carry .deps, .cache/tokenizer.json.gz). Results: $OUT/dqg/log.txt and
 # $OUT/dqg/runs.tgz. In order, each step within DEADLINE:
 #   1. builds build-device/gpu; the kernel's SASS: local-memory accesses and wgmma count;
-#   2. a smoke run of dq_wgmma 1 and 2 with the CPU reference (only those that pass go on);
-#   3. vlbench gemm, NF4 and int8 at m = 2048 and 8192, dq_wgmma 2 / 1 / 0, beside cuBLAS;
+#   2. a smoke run of dq_wgmma 1 with the CPU reference (its other steps only if it passed; a
+#      variant under test is added to the loop as another dq_wgmma value);
+#   3. vlbench gemm, NF4 and int8 at m = 2048 and 8192, dq_wgmma 1 / 0, beside cuBLAS;
 #   4. test_quant_gpu (the slices and the Hopper kernel against the CPU twin), test_cuda_config;
-#   5. Nsight Compute of each passing variant on NF4 18944 x 3584, m = 2048;
+#   5. Nsight Compute of each passing variant on NF4 18944 x 3584, m = 2048 (with the stall
+#      samples of each SASS instruction);
 #   6. end to end (64 tokens), the SM clock sampled every 20 ms (nvidia-smi): NF4 x28 and NF4
 #      with 28 different pages, each passing variant and 0;
 #   7. compute-sanitizer memcheck of each on small NF4 / int8 GEMMs (racecheck stops on
@@ -26,7 +27,7 @@ OBJ=$(find $B -name "cuda_dequant_gemm_wgmma.cu.o" | head -1)
 cuobjdump --dump-sass "$OBJ" > $O/runs/dqg.sass 2>&1
 echo "$(el) sass: $(grep -c 'Function :' $O/runs/dqg.sass) functions, $(grep -cE 'STL|LDL' $O/runs/dqg.sass) local accesses, $(grep -c HGMMA $O/runs/dqg.sass) HGMMA" >> $L
 FUSED=""
-for wg in 2 1; do
+for wg in 1; do
     timeout 25 $VB gemm --iters 1 --warmup 0 --quant nf4,int8 --shape 1024x512,4608x3584 --m 300 \
         --cuda-opt dq_wgmma=$wg > $O/runs/smoke$wg.md 2>&1
     rc=$?

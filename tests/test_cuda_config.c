@@ -107,7 +107,7 @@ static void test_refusals(void) {
     refuse("quant_gemv_rows=257", "quant_gemv_rows takes rows 0..256 (0: never)");
     refuse("dq_slice_rows=-8", "dq_slice_rows takes 0 (the rule) or rows 1..1048576");
     refuse("attn_prefill_rows=96", "attn_prefill_rows takes 0 (by length), 64 or 128");
-    refuse("dq_wgmma=3", "dq_wgmma takes 0, 1 or 2");
+    refuse("dq_wgmma=2", "dq_wgmma takes 0 or 1");
     refuse("dq_wgmma_cols=224", "unknown key 'dq_wgmma_cols'");
     refuse("attn_prefill_wgmma=4", "attn_prefill_wgmma takes 0 (mma.sync), 1 (wgmma, one");
     refuse("attn_decode_splits=-1", "attn_decode_splits takes");

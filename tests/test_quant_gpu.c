@@ -482,15 +482,14 @@ static void test_gemm_wgmma_all(void) {
                                         {512, 3584, 300}, {2176, 256, 600}, {4608, 1024, 1000},
                                         {2048, 4096, 64}, {1280, 3456, 257}};
     const int n_shapes = (int)(sizeof shapes / sizeof shapes[0]);
+    g_wgmma = 1;
     g_wgmma_ran = 0;
     int cases = 0;
-    for (g_wgmma = 1; g_wgmma <= 2; g_wgmma++) /* each step waited for; one product queued */
-        for (int f = 0; f < 3; f++)
-            for (int bias = 0; bias < 2; bias++)
-                for (int i = 0; i < n_shapes; i++, cases++)
-                    test_gemm(f == 2 ? VL_DTYPE_Q8ROW : VL_DTYPE_NF4, f == 1, shapes[i][0],
-                              shapes[i][1], shapes[i][2], bias, 0);
-    g_wgmma = 1;
+    for (int f = 0; f < 3; f++)
+        for (int bias = 0; bias < 2; bias++)
+            for (int i = 0; i < n_shapes; i++, cases++)
+                test_gemm(f == 2 ? VL_DTYPE_Q8ROW : VL_DTYPE_NF4, f == 1, shapes[i][0],
+                          shapes[i][1], shapes[i][2], bias, 0);
     /* K % 64 != 0 and N % 8 != 0: never the Hopper kernel */
     test_gemm(VL_DTYPE_NF4, 0, 48, 136, 300, 1, 0);
     test_gemm(VL_DTYPE_NF4, 0, 77, 128, 300, 0, 0);
