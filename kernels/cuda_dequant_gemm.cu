@@ -27,7 +27,8 @@
  * multiply each with cuBLAS into fp32 in the second, then add the bias and round once
  * (cuda_gemm_bias_fp32.cu): exact, not pipelined. With dq_wgmma = 1 on an sm_90 device, the calls
  * the Hopper kernel takes (cuda_dequant_gemm_wgmma.cu: W converted inside the GEMM) run there
- * instead; off by default, it measured at 0.7-0.95 of this path's speed (S28).
+ * instead; off by default: on an H100 it ran at 0.77-1.05 of this path's rate, slower on most
+ * shapes (S28).
  * Leaves out: small m (the GEMV path of cuda_linear.cu).
  */
 #include "kernels/cuda_ops.h"
