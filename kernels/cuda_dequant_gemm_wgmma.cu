@@ -295,6 +295,15 @@ __device__ __forceinline__ void fill_stages(const Params &p, uint32_t base, int 
     }
 }
 
+/* Waits for step st's stage and converts its fragments of rows r0, r0 + 8 into a. */
+template <bool NF4>
+__device__ __forceinline__ void stage_fragments(const Params &p, uint32_t base, Step st, int r0,
+                                                uint32_t q, uint32_t a[4][4]) {
+    using T = R<NF4>;
+    bar_wait(T::full(base, st.s), st.phase);
+    convert<NF4>(p, T::codes(base, st.s), T::scales(base, st.s), r0, q, a);
+}
+
 /* A consumer's k step, one product always queued behind the running one: issues step cur's
  * products from `a`, waits for the step before (prev: its fragments `b` and its stage are then
  * free), converts the next step into `b`, and at a tile's end (everything waited for) stores
@@ -326,14 +335,12 @@ consume_step(const Params &p, uint32_t base, int ksteps, bool last, Step &cur, S
         for (int i = 0; i < T::kBX / 2; i++) reg_fence(acc[i]);
         if (lane == 0) bar_arrive(T::empty(base, cur.s));
         held = false;
-        if (!last) { /* before the store: the next tile's products start right after it */
-            bar_wait(T::full(base, nxt.s), nxt.phase);
-            convert<NF4>(p, T::codes(base, nxt.s), T::scales(base, nxt.s), r0, q, b);
-        }
+        /* before the store: the next tile's products start right after it. The store stays
+         * inside this branch: after a separate `if`, ptxas serialized the wgmmas (C7514) */
+        if (!last) stage_fragments<NF4>(p, base, nxt, r0, q, b);
         store_tile<NF4>(p, acc, T::out(base), cur, r0, (int)q, ctid);
     } else if (!last) {
-        bar_wait(T::full(base, nxt.s), nxt.phase);
-        convert<NF4>(p, T::codes(base, nxt.s), T::scales(base, nxt.s), r0, q, b);
+        stage_fragments<NF4>(p, base, nxt, r0, q, b);
     }
     prev = cur;
     cur = nxt;
@@ -370,10 +377,9 @@ __global__ void __launch_bounds__(R<NF4>::kThreads, 1)
     const uint32_t q = (uint32_t)(lane % 4);
     const int r0 = 64 * cw + 16 * warp + g; /* this thread's first row of W in the tile */
     float acc[T::kBX / 2];
-    uint32_t fa[4][4], fb[4][4]; /* fragments: step t's (in flight), step t + 1's */
+    uint32_t fa[4][4], fb[4][4]; /* fragments, in turn: the step in flight's, the next one's */
     Step cur = first_step<NF4>(p);
-    bar_wait(T::full(base, 0), 0);
-    convert<NF4>(p, T::codes(base, 0), T::scales(base, 0), r0, q, fa);
+    stage_fragments<NF4>(p, base, cur, r0, q, fa);
     Step prev = cur;
     bool held = false;
     int it = 0;
